@@ -1,0 +1,1 @@
+"""Generated gRPC stubs live under here (built by setup.py, not committed)."""
