@@ -1,0 +1,548 @@
+"""The durable ledger: an append-only store of records and a group-commit front end.
+
+Every mutation the gateway acknowledges is first written here (DESIGN §1,
+SPEC §6). The in-memory state of the core is a cache of this log: at startup
+it is rebuilt by replaying ``Store.scan()``.
+
+Two layers:
+
+``Store``
+    A small synchronous interface (append one transaction of records, scan,
+    find by idempotency key, find by object key). ``SqliteStore`` implements
+    it on SQLite in WAL mode with ``synchronous=FULL``; a PostgreSQL backend
+    will follow behind the same interface.
+
+``GroupCommitLedger``
+    The asyncio front end. ``await ledger.append(record)`` enqueues the record
+    and returns its sequence number once it is durable. One writer thread
+    takes everything queued (up to ``max_batch``) and commits it as one
+    transaction, so one fsync serves every record that arrived while the
+    previous commit was in flight. Records are committed in exactly the order
+    ``append()`` was called.
+
+Failure policy: a failed commit is FATAL. After a failed ``Store.append`` we
+do not know whether the transaction reached the disk (an fsync error, a full
+disk, a lost connection to PostgreSQL after COMMIT was sent...), and the
+in-memory state has already been mutated as if it had. We never guess:
+
+* every waiting ``append()`` fails with ``LedgerFatal`` (chained to the
+  cause), so no caller is ever told "done" for a write of unknown outcome;
+* every later ``append()`` raises ``LedgerFatal`` at once;
+* ``on_fatal(exc)`` is called once, on the writer thread. The gateway's
+  handler logs and calls ``os._exit`` so the process restarts and rebuilds
+  its state from the ledger; clients then retry with the same ``request_id``
+  and get exactly one settlement (SPEC §6).
+
+A duplicate ``(caller, request_id)`` makes ``SqliteStore.append`` raise
+``sqlite3.IntegrityError`` and roll the whole transaction back. Upstream, the
+gateway deduplicates requests in memory before it appends, so a duplicate
+reaching the store is a programmer error; the ledger treats it like any
+other failed commit, i.e. as fatal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+__all__ = [
+    "GroupCommitLedger",
+    "LedgerClosed",
+    "LedgerFatal",
+    "Record",
+    "SqliteStore",
+    "Store",
+    "open_store",
+]
+
+log = logging.getLogger(__name__)
+
+DIGEST_BYTES_MIN = 16
+DIGEST_BYTES_MAX = 32
+SCAN_PAGE_RECORDS = 1024
+SCHEMA_VERSION = 1
+# How often an idle writer looks whether the interpreter is shutting down
+# (owner forgot close()); it then exits instead of hanging the shutdown.
+WRITER_IDLE_POLL_S = 0.25
+
+
+@dataclass(slots=True, frozen=True)
+class Record:
+    """One ledger record. Field order matches the table's column order."""
+
+    kind: str  # "filing", "admit", "fees", "settle", "cancel_settle", ...
+    caller: str  # calling platform id, e.g. "210000"
+    request_id: str  # idempotency key, unique per caller; "" if none
+    digest: bytes  # hash of the canonical request, 16..32 bytes
+    key: str  # primary object id for queries (setl_id, mdtrt_id, ...)
+    body: bytes  # orjson event body, what replay applies
+    response: bytes  # serialized protobuf response, replayed byte-identical
+    seq: int = 0  # assigned by the store at append (monotonic, 1-based)
+
+
+class Store(Protocol):
+    def append(self, records: Sequence[Record]) -> list[int]:
+        """Write ``records`` in ONE transaction, durable when this returns.
+
+        Returns the assigned seqs, in the order of ``records``. The ``seq``
+        field of the given records is ignored. On any exception nothing of
+        the transaction is visible (or its outcome is unknown: callers must
+        treat a failure as fatal).
+        """
+        ...
+
+    def scan(self, after_seq: int = 0) -> Iterator[Record]:
+        """All records with seq > after_seq, in seq order, in constant memory."""
+        ...
+
+    def find_request(self, caller: str, request_id: str) -> Record | None: ...
+
+    def find_key(self, key: str) -> list[Record]:
+        """Records with that key, in seq order."""
+        ...
+
+    def last_seq(self) -> int: ...
+
+    def close(self) -> None: ...
+
+
+class LedgerFatal(Exception):
+    """A commit failed or its outcome is unknown; the ledger refuses all work.
+
+    The process must restart and rebuild its state from the store.
+    """
+
+
+class LedgerClosed(RuntimeError):
+    """append() after close() was called: a programmer error."""
+
+
+# --------------------------------------------------------------------------
+# SQLite store
+# --------------------------------------------------------------------------
+
+_COLUMNS = "kind, caller, request_id, digest, key, body, response, seq"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS records (
+    seq        INTEGER PRIMARY KEY,
+    kind       TEXT    NOT NULL,
+    caller     TEXT    NOT NULL,
+    request_id TEXT    NOT NULL,
+    digest     BLOB    NOT NULL,
+    key        TEXT    NOT NULL,
+    body       BLOB    NOT NULL,
+    response   BLOB    NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS records_request
+    ON records (caller, request_id) WHERE request_id != '';
+CREATE INDEX IF NOT EXISTS records_key ON records (key);
+"""
+
+_INSERT = (
+    "INSERT INTO records (seq, kind, caller, request_id, digest, key, body, response)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+class SqliteStore:
+    """``Store`` on one SQLite file: WAL, ``synchronous=FULL``.
+
+    Threads: one write connection, used under a lock (in production only the
+    ledger's writer thread calls ``append``). Every other thread that reads
+    gets its own read-only connection on first use (``threading.local``);
+    those are opened with ``check_same_thread=False`` only so that ``close()``
+    may close them from the closing thread. Call ``close()`` once all readers
+    and the writer are done.
+
+    Seqs are the table's INTEGER PRIMARY KEY, assigned explicitly inside the
+    write transaction as ``max(seq) + 1 ...``; records are never deleted, so
+    seqs are dense and monotonic.
+
+    Cost: with client-chosen random request_ids every insert lands on a
+    random leaf of the UNIQUE (caller, request_id) index, so a commit writes
+    about one index page per record to the WAL; that, not the fsync, bounds
+    throughput (bench/ledger_throughput.py measures both orders).
+    """
+
+    def __init__(self, path: str) -> None:
+        if path == ":memory:" or path.startswith("file::memory:"):
+            raise ValueError("SqliteStore needs a file: an in-memory database is not durable")
+        self._path = path
+        self._closed = False
+        self._readers_lock = threading.Lock()
+        self._readers: list[sqlite3.Connection] = []
+        self._local = threading.local()
+        self._write_lock = threading.Lock()
+        self._wconn = self._open_writer(path)
+
+    # -- connections -------------------------------------------------------
+
+    @staticmethod
+    def _pragma(conn: sqlite3.Connection, statement: str) -> object:
+        row = conn.execute(f"PRAGMA {statement}").fetchone()
+        return None if row is None else row[0]
+
+    def _open_writer(self, path: str) -> sqlite3.Connection:
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        try:
+            mode = self._pragma(conn, "journal_mode=WAL")
+            if str(mode).lower() != "wal":
+                raise RuntimeError(f"SQLite refused WAL mode for {path!r} (journal_mode={mode!r})")
+            conn.execute("PRAGMA synchronous=FULL")
+            # 2 == FULL: every commit fsyncs the WAL before it returns.
+            if self._pragma(conn, "synchronous") != 2:
+                raise RuntimeError(f"SQLite refused synchronous=FULL for {path!r}")
+            conn.execute("PRAGMA foreign_keys=OFF")
+            version = self._pragma(conn, "user_version")
+            if version not in (0, SCHEMA_VERSION):
+                raise RuntimeError(f"ledger {path!r} has schema version {version}, expected {SCHEMA_VERSION}")
+            conn.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _reader(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            return conn
+        if self._closed:
+            raise sqlite3.ProgrammingError("SqliteStore is closed")
+        conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA query_only=1")
+        with self._readers_lock:
+            self._readers.append(conn)
+        self._local.conn = conn
+        return conn
+
+    # -- Store -------------------------------------------------------------
+
+    def append(self, records: Sequence[Record]) -> list[int]:
+        if not records:
+            return []
+        with self._write_lock:
+            conn = self._wconn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                last = conn.execute("SELECT coalesce(max(seq), 0) FROM records").fetchone()[0]
+                conn.executemany(
+                    _INSERT,
+                    [
+                        (last + i, r.kind, r.caller, r.request_id, r.digest, r.key, r.body, r.response)
+                        for i, r in enumerate(records, 1)
+                    ],
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        return list(range(last + 1, last + 1 + len(records)))
+
+    def scan(self, after_seq: int = 0) -> Iterator[Record]:
+        # Pages keyed by seq rather than one long-lived cursor: no statement
+        # stays open if the consumer stops early, and memory is one page.
+        # The log is append-only with seqs assigned under the write lock, so
+        # paging by seq never skips or repeats a record.
+        while True:
+            rows = (
+                self._reader()
+                .execute(
+                    f"SELECT {_COLUMNS} FROM records WHERE seq > ? ORDER BY seq LIMIT ?",
+                    (after_seq, SCAN_PAGE_RECORDS),
+                )
+                .fetchall()
+            )
+            for row in rows:
+                yield Record(*row)
+            if len(rows) < SCAN_PAGE_RECORDS:
+                return
+            after_seq = rows[-1][7]
+
+    def find_request(self, caller: str, request_id: str) -> Record | None:
+        if not request_id:
+            return None
+        # "request_id != ''" lets the planner use the partial unique index.
+        row = (
+            self._reader()
+            .execute(
+                f"SELECT {_COLUMNS} FROM records WHERE caller = ? AND request_id = ? AND request_id != ''",
+                (caller, request_id),
+            )
+            .fetchone()
+        )
+        return None if row is None else Record(*row)
+
+    def find_key(self, key: str) -> list[Record]:
+        rows = (
+            self._reader()
+            .execute(f"SELECT {_COLUMNS} FROM records WHERE key = ? ORDER BY seq", (key,))
+            .fetchall()
+        )
+        return [Record(*row) for row in rows]
+
+    def last_seq(self) -> int:
+        return self._reader().execute("SELECT coalesce(max(seq), 0) FROM records").fetchone()[0]
+
+    def pragma(self, name: str) -> object:
+        """Read a PRAGMA on the write connection (for checks and tests)."""
+        with self._write_lock:
+            return self._pragma(self._wconn, name)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        with self._readers_lock:
+            readers, self._readers = self._readers, []
+        for conn in readers:
+            conn.close()
+        with self._write_lock:
+            self._wconn.close()
+
+
+def open_store(url_or_path: str) -> Store:
+    """Open the ledger store named by a path, ``sqlite:///path`` or a URL.
+
+    ``postgresql://`` is reserved for the PostgreSQL backend, which is not
+    implemented yet.
+    """
+    if url_or_path.startswith(("postgresql://", "postgres://")):
+        raise NotImplementedError(
+            "PostgreSQL ledger backend is not yet supported; use a SQLite file path"
+        )
+    if url_or_path.startswith("sqlite:///"):
+        # As SQLAlchemy: sqlite:///relative/path, sqlite:////absolute/path.
+        return SqliteStore(url_or_path[len("sqlite:///") :])
+    if "://" in url_or_path:
+        raise ValueError(f"unsupported ledger URL {url_or_path!r}; give a SQLite file path")
+    return SqliteStore(url_or_path)
+
+
+# --------------------------------------------------------------------------
+# Group commit
+# --------------------------------------------------------------------------
+
+_STOP = object()
+
+
+class GroupCommitLedger:
+    """Asyncio front end that batches appends into group commits.
+
+    ``append()`` must be called from the event-loop thread; the ledger binds
+    to the loop of the first ``append()`` (or of ``close()``). Cancelling a
+    task that awaits ``append()`` does not un-append its record: it will be
+    committed all the same.
+
+    Stats (written by the writer thread, read anywhere): ``commits``,
+    ``records``, ``max_batch_seen``.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        max_batch: int = 4096,
+        on_fatal: Callable[[BaseException], None] | None = None,
+    ) -> None:
+        if max_batch < 1:
+            raise ValueError("max_batch must be >= 1")
+        self._store = store
+        self._max_batch = max_batch
+        self._on_fatal = on_fatal
+        # SimpleQueue: a C-level FIFO whose put() costs well under a µs and
+        # wakes the writer only when it is blocked in get().
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._closing = False
+        self._last: asyncio.Future | None = None
+        self._fatal: BaseException | None = None
+        self._stopped: asyncio.Future | None = None
+        self.commits = 0
+        self.records = 0
+        self.max_batch_seen = 0
+
+    @property
+    def failed(self) -> BaseException | None:
+        """The exception that made the ledger fatal, or None."""
+        return self._fatal
+
+    def start(self) -> None:
+        if self._thread is not None:
+            raise RuntimeError("GroupCommitLedger already started")
+        self._thread = threading.Thread(target=self._run, name="yidi-ledger-writer", daemon=False)
+        self._thread.start()
+
+    # -- event-loop side -----------------------------------------------------
+
+    def _bind_loop(self) -> asyncio.AbstractEventLoop:
+        loop = asyncio.get_running_loop()
+        if self._loop is None:
+            self._loop = loop
+        elif loop is not self._loop:
+            raise RuntimeError("GroupCommitLedger used from two event loops")
+        return loop
+
+    async def append(self, record: Record) -> int:
+        """Enqueue ``record``; return its seq once it is durable.
+
+        Raises ``LedgerFatal`` if the ledger has failed (now or while this
+        record was waiting), ``LedgerClosed`` after ``close()``.
+        """
+        if self._fatal is not None:
+            raise LedgerFatal("ledger has failed; refusing appends until restart") from self._fatal
+        if self._closing:
+            raise LedgerClosed("ledger is closed")
+        if self._thread is None:
+            raise RuntimeError("GroupCommitLedger.start() was not called")
+        # Checked here, on the caller's side: a bad record must not reach the
+        # writer, where any failure is fatal for the whole process.
+        if not DIGEST_BYTES_MIN <= len(record.digest) <= DIGEST_BYTES_MAX:
+            raise ValueError(f"record digest must be {DIGEST_BYTES_MIN}..{DIGEST_BYTES_MAX} bytes")
+        loop = self._loop
+        if loop is None or asyncio.get_running_loop() is not loop:
+            loop = self._bind_loop()
+        fut = loop.create_future()
+        self._queue.put((record, fut))
+        self._last = fut
+        return await fut
+
+    async def flush(self) -> None:
+        """Wait until every record appended so far is durable (FIFO: the last one is enough)."""
+        last = self._last
+        if last is not None and not last.done():
+            await asyncio.wait([last])
+
+    async def close(self) -> None:
+        """Commit everything queued, then stop and join the writer thread.
+
+        Returns quietly if the ledger had already failed (nothing can be
+        drained then; waiting appenders already got ``LedgerFatal``).
+        """
+        if self._thread is None or self._fatal is not None:
+            self._closing = True
+            if self._thread is not None:
+                self._thread.join()
+            return
+        if self._closing:  # a second close() waits for the first one
+            if self._stopped is not None:
+                await asyncio.shield(self._stopped)
+            self._thread.join()
+            return
+        loop = self._bind_loop()
+        self._closing = True
+        self._stopped = loop.create_future()
+        self._queue.put(_STOP)
+        await self._stopped
+        self._thread.join()
+
+    def _resolve(self, futures: list[asyncio.Future], seqs: list[int]) -> None:
+        # Runs on the loop: one callback per commit, not one per record.
+        for fut, seq in zip(futures, seqs):
+            if not fut.done():
+                fut.set_result(seq)
+
+    def _fail_all(self, futures: list[asyncio.Future], exc: BaseException) -> None:
+        # Runs on the loop. self._fatal is already set, so no append() can
+        # enqueue after this point: draining the queue here catches every
+        # record that was enqueued before the failure became visible.
+        waiting = list(futures)
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is not _STOP:
+                waiting.append(item[1])
+        for fut in waiting:
+            if not fut.done():
+                err = LedgerFatal("ledger commit failed; outcome unknown, process must restart")
+                err.__cause__ = exc
+                fut.set_exception(err)
+        self._signal_stopped()
+
+    def _signal_stopped(self) -> None:
+        if self._stopped is not None and not self._stopped.done():
+            self._stopped.set_result(None)
+
+    # -- writer thread ------------------------------------------------------
+
+    def _call_loop(self, fn: Callable, *args: object) -> None:
+        loop = self._loop
+        if loop is None:
+            return
+        try:
+            loop.call_soon_threadsafe(fn, *args)
+        except RuntimeError:
+            # The loop is closed: nobody is left to wait for these futures.
+            pass
+
+    def _take_batch(self) -> tuple[list[Record], list[asyncio.Future], bool] | None:
+        """Block for the first item, then take what is queued, up to max_batch.
+
+        Returns (records, futures, stop) or None if the interpreter is
+        shutting down with nothing queued.
+        """
+        q = self._queue
+        while True:
+            try:
+                item = q.get(timeout=WRITER_IDLE_POLL_S)
+                break
+            except queue.Empty:
+                if not threading.main_thread().is_alive():
+                    return None
+        records: list[Record] = []
+        futures: list[asyncio.Future] = []
+        max_batch = self._max_batch
+        while True:
+            if item is _STOP:
+                return records, futures, True
+            records.append(item[0])
+            futures.append(item[1])
+            if len(records) >= max_batch:
+                return records, futures, False
+            try:
+                item = q.get_nowait()
+            except queue.Empty:
+                return records, futures, False
+
+    def _run(self) -> None:
+        while True:
+            taken = self._take_batch()
+            if taken is None:
+                return
+            records, futures, stop = taken
+            if records:
+                try:
+                    seqs = self._store.append(records)
+                    if len(seqs) != len(records):
+                        raise AssertionError(f"store returned {len(seqs)} seqs for {len(records)} records")
+                except BaseException as exc:  # noqa: BLE001 - every failure is fatal
+                    self._die(futures, exc)
+                    return
+                self.commits += 1
+                self.records += len(records)
+                if len(records) > self.max_batch_seen:
+                    self.max_batch_seen = len(records)
+                self._call_loop(self._resolve, futures, seqs)
+            if stop:
+                self._call_loop(self._signal_stopped)
+                return
+
+    def _die(self, futures: list[asyncio.Future], exc: BaseException) -> None:
+        self._fatal = exc  # set before scheduling _fail_all: see its comment
+        log.critical("ledger commit failed; the ledger is now fatal", exc_info=exc)
+        self._call_loop(self._fail_all, futures, exc)
+        if self._on_fatal is not None:
+            try:
+                self._on_fatal(exc)
+            except BaseException:  # noqa: BLE001
+                log.exception("ledger on_fatal handler raised")
