@@ -1,0 +1,64 @@
+"""Typed stubs for core._core (the Cython core).  See SPEC §3–§5."""
+from typing import Callable, Iterable, Sequence
+
+ACCUMULATOR_KEYS: tuple[str, ...]
+"""("inpatient_fund_paid_fen", "inpatient_admissions", "crit_base_fen", "crit_paid_fen",
+"assist_paid_fen", "outpatient_fund_paid_fen", "outpatient_deductible_used_fen")"""
+
+LIMITS: dict[str, int]
+"""Every bound of the core (from limits.pxi): MAX_ID_LEN, MAX_NAME_BYTES, MAX_CARD_VERSION_LEN,
+MAX_LINES, MAX_FILING_CODES, MAX_TIERS, MAX_TEMPORARY_FILING_DAYS, MIN_DATE, MAX_DATE,
+MAX_UNIT_PRICE_FEN, MAX_QTY_MILLI, MAX_BILL_FEN, MAX_POLICY_FEN, MAX_ROWS."""
+
+INSUTYPES: tuple[str, ...]
+PERSON_TYPES: tuple[str, ...]
+PERSON_STATUSES: tuple[str, ...]
+FILING_KINDS: tuple[str, ...]
+FILING_STATUSES: tuple[str, ...]
+INSTITUTION_KINDS: tuple[str, ...]
+CATEGORIES: tuple[str, ...]
+CLASSES: tuple[str, ...]
+KIND_NAMES_ZH: tuple[str, ...]
+
+class Index:
+    """Filed persons and reference data in packed C structs and open-addressing tables."""
+
+    ACCUMULATOR_KEYS: tuple[str, ...]
+
+    def __init__(self, *, accepted_card_versions: Iterable[str] = ("2.0", "3.0")) -> None: ...
+    @property
+    def meta(self) -> dict:
+        """manifest.json of the loaded directory ({} if absent); a copy."""
+    def load_dir(self, path: str, progress: Callable[[str, int], None] | None = None) -> None:
+        """Load the six JSONL files (and manifest.json) into an empty Index.
+
+        Raises LoadError(file, line, reason) on the first bad row (the Index is then
+        half-filled: discard it), RuntimeError if the Index is not empty.
+        progress(table, rows_done) is called every 100 000 rows and once at the end of each table.
+        """
+    def counts(self) -> dict[str, int]: ...
+    def memory_bytes(self) -> dict[str, int]:
+        """C memory held (arena, row arrays, hash tables), by part."""
+    # regions / institutions
+    def region_name(self, admdvs: str) -> str | None: ...
+    def get_institution(self, fixmedins_code: str) -> dict | None: ...
+    # persons / filings
+    def check_person(self, row: dict) -> None: ...
+    def put_person(self, row: dict) -> None: ...
+    def check_filing(self, row: dict, person: dict | None = None) -> None:
+        """person: a person row filed in the same request (not yet in the index)."""
+    def put_filing(self, row: dict) -> None: ...
+    def get_person(self, psn_no: str) -> dict | None: ...
+    def psn_no_by_certno(self, certno: str) -> str | None: ...
+    def get_filing(self, filing_id: str) -> dict | None: ...
+    def filings_of(self, psn_no: str) -> list[dict]: ...
+    # SPEC §4
+    def eligibility(self, psn_no: str, fixmedins_code: str, inpatient: bool, date: int,
+                    card_no: str | None = None, card_version: str | None = None,
+                    has_open_inpatient: bool = False) -> dict: ...
+    # SPEC §5
+    def benefit(self, psn_no: str, fixmedins_code: str, filing_kind: str, inpatient: bool, date: int,
+                lines: Sequence[tuple[str, int, int]]) -> dict: ...
+    # SPEC §5.5
+    def accumulators(self, psn_no: str, year: int) -> dict[str, int]: ...
+    def apply_deltas(self, psn_no: str, year: int, deltas: dict[str, int], sign: int) -> None: ...

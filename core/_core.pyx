@@ -1,0 +1,217 @@
+# cython: language_level=3
+"""Yidi core: the in-memory index of filed persons and reference data,
+eligibility (SPEC §4) and benefit calculation (SPEC §5).
+
+One extension module that ``include``s its parts (asyncpg style):
+limits.pxi (every bound), index.pxi (structs, arena, hash tables),
+load.pxi (row validation and JSONL loading), eligibility.pxi, benefit.pxi.
+The event loop is the only caller, so nothing here takes a lock.
+"""
+
+from core.errors import YidiError, LoadError
+
+include "limits.pxi"
+include "index.pxi"
+
+# per person per calendar year (SPEC §5.5); the order is the C layout of Acc.v
+ACCUMULATOR_KEYS = ("inpatient_fund_paid_fen", "inpatient_admissions", "crit_base_fen", "crit_paid_fen",
+                    "assist_paid_fen", "outpatient_fund_paid_fen", "outpatient_deductible_used_fen")
+
+
+cdef class Index:
+    """All reference data and filed persons, in packed C structs.
+
+    Build one, ``load_dir`` it once, then serve; persons and filings can be
+    added at runtime (``put_person`` / ``put_filing``).  A failed
+    ``load_dir`` leaves the Index half-filled: discard it.
+    """
+    cdef Store st
+    cdef dict _regions            # admdvs (int) -> name
+    cdef dict _policies           # (pooling admdvs, insutype index) -> sorted [(effective_from, policy row)]
+    cdef list _card_versions      # interned card_version strings
+    cdef dict _card_version_idx
+    cdef frozenset _accepted
+    cdef dict _meta
+    cdef bint _loaded
+
+    def __cinit__(self):
+        memset(&self.st, 0, sizeof(Store))
+
+    def __init__(self, *, accepted_card_versions=("2.0", "3.0")):
+        if isinstance(accepted_card_versions, str):
+            raise TypeError("accepted_card_versions must be an iterable of strings, not a string")
+        self._accepted = frozenset(accepted_card_versions)
+        for v in self._accepted:
+            if type(v) is not str:
+                raise TypeError("accepted_card_versions must contain strings")
+        self._regions = {}
+        self._policies = {}
+        self._card_versions = []
+        self._card_version_idx = {}
+        self._meta = {}
+        self._loaded = False
+
+    def __dealloc__(self):
+        store_free(&self.st)
+
+    @property
+    def meta(self):
+        """manifest.json of the loaded directory ({} if absent); a copy, read-only."""
+        return dict(self._meta)
+
+    def load_dir(self, str path, progress=None):
+        _load_dir(self, path, progress)
+
+    def counts(self):
+        return {
+            "regions": len(self._regions),
+            "institutions": self.st.n_insts,
+            "catalog_items": self.st.n_items,
+            "policies": self.st.n_policies,
+            "persons": self.st.n_persons,
+            "filings": self.st.n_filings,
+        }
+
+    def memory_bytes(self):
+        """C memory held by the index (arena, row arrays, hash tables), by part."""
+        cdef Store* st = &self.st
+        return {
+            "arena": st.arena_cap,
+            "persons": st.cap_persons * sizeof(Person),
+            "filings": st.cap_filings * sizeof(Filing),
+            "institutions": st.cap_insts * sizeof(Institution),
+            "catalog": st.cap_items * sizeof(CatalogItem),
+            "policies": st.cap_policies * sizeof(Policy),
+            "accumulators": st.cap_accs * sizeof(Acc),
+            "tables": (_tbl_bytes(&st.t_psn) + _tbl_bytes(&st.t_cert) + _tbl_bytes(&st.t_filing)
+                       + _tbl_bytes(&st.t_inst) + _tbl_bytes(&st.t_item)),
+        }
+
+    # ------------------------------------------------------------ regions / institutions
+    def region_name(self, admdvs):
+        if type(admdvs) is not str or len(admdvs) != 6 or not admdvs.isascii() or not admdvs.isdigit():
+            return None
+        return self._regions.get(int(admdvs))
+
+    def get_institution(self, fixmedins_code):
+        cdef int32_t ii = _inst_idx(self, fixmedins_code)
+        cdef Institution* it
+        if ii < 0:
+            return None
+        it = &self.st.insts[ii]
+        return {
+            "fixmedins_code": _inst_code(&self.st, ii),
+            "name": _inst_name(&self.st, ii),
+            "admdvs": f"{it.admdvs}",
+            "kind": INSTITUTION_KINDS[it.kind],
+            "level": it.level,
+            "inpatient": it.inpatient != 0,
+            "outpatient": it.outpatient != 0,
+        }
+
+    # ------------------------------------------------------------ persons / filings
+    def check_person(self, dict row):
+        cdef PersonIn o
+        _check_person(self, row, &o)
+
+    def put_person(self, dict row):
+        _put_person(self, row, True)
+
+    def check_filing(self, dict row, person=None):
+        """Validate a filing row.  `person`: the person row being filed together with it
+        (not yet in the index), which then satisfies the person-exists check."""
+        cdef FilingIn o
+        _check_filing(self, row, &o, person)
+
+    def put_filing(self, dict row):
+        _put_filing(self, row, True)
+
+    def get_person(self, psn_no):
+        cdef int32_t pi = _person_idx(self, psn_no)
+        cdef Person* p
+        cdef Store* st = &self.st
+        if pi < 0:
+            return None
+        p = &st.persons[pi]
+        return {
+            "psn_no": arena_str(st, p.psn_off, p.psn_len),
+            "certno": arena_str(st, p.cert_off, p.cert_len),
+            "name": arena_str(st, p.name_off, p.name_len),
+            "insuplc_admdvs": f"{p.insuplc}",
+            "insutype": INSUTYPES[p.insutype],
+            "person_type": PERSON_TYPES[p.person_type],
+            "status": PERSON_STATUSES[p.status],
+            "assistance": p.assistance != 0,
+            "card_no": arena_str(st, p.card_off, p.card_len),
+            "card_version": self._card_versions[p.card_version],
+        }
+
+    def psn_no_by_certno(self, certno):
+        cdef Py_ssize_t n
+        cdef const char* c = _str_of(certno, "certno", &n)
+        cdef int32_t pi
+        if not id_ok(c, n):
+            return None
+        pi = tbl_find(&self.st, &self.st.t_cert, T_CERT, fnv1a(c, n, 0), c, n, 0)
+        if pi < 0:
+            return None
+        return arena_str(&self.st, self.st.persons[pi].psn_off, self.st.persons[pi].psn_len)
+
+    def get_filing(self, filing_id):
+        cdef Py_ssize_t n
+        cdef const char* c = _str_of(filing_id, "filing_id", &n)
+        cdef int32_t fi
+        if not id_ok(c, n):
+            return None
+        fi = tbl_find(&self.st, &self.st.t_filing, T_FILING, fnv1a(c, n, 0), c, n, 0)
+        if fi < 0:
+            return None
+        return _filing_row(&self.st, fi)
+
+    def filings_of(self, psn_no):
+        cdef int32_t pi = _person_idx(self, psn_no)
+        if pi < 0:
+            return []
+        return [_filing_row(&self.st, fi) for fi in _filings_sorted(&self.st, &self.st.persons[pi])]
+
+    # ------------------------------------------------------------ eligibility / benefit
+    def eligibility(self, psn_no, fixmedins_code, bint inpatient, date, card_no=None, card_version=None,
+                    bint has_open_inpatient=False):
+        return _eligibility(self, psn_no, fixmedins_code, inpatient, date, card_no, card_version,
+                            has_open_inpatient)
+
+    def benefit(self, psn_no, fixmedins_code, filing_kind, bint inpatient, date, lines):
+        return _benefit(self, psn_no, fixmedins_code, filing_kind, inpatient, date, lines)
+
+    # ------------------------------------------------------------ accumulators
+    ACCUMULATOR_KEYS = ACCUMULATOR_KEYS
+
+    def accumulators(self, psn_no, year):
+        return _accumulators(self, psn_no, year)
+
+    def apply_deltas(self, psn_no, year, deltas, sign):
+        _apply_deltas(self, psn_no, year, deltas, sign)
+
+
+cdef inline uint64_t _tbl_bytes(Table* t) noexcept nogil:
+    return (t.mask + 1) * sizeof(Slot) if t.slots != NULL else 0
+
+
+cdef dict _filing_row(Store* st, int32_t fi):
+    cdef Filing* f = &st.filings[fi]
+    codes = (st.arena + f.codes_off)[:f.codes_len].decode("ascii").split(" ") if f.codes_len else []
+    return {
+        "filing_id": arena_str(st, f.id_off, f.id_len),
+        "psn_no": arena_str(st, st.persons[f.person].psn_off, st.persons[f.person].psn_len),
+        "kind": FILING_KINDS[f.kind],
+        "dest_admdvs": f"{f.dest}",
+        "fixmedins_codes": codes,
+        "valid_from": f.valid_from,
+        "valid_to": f.valid_to,
+        "status": FILING_STATUSES[f.status],
+    }
+
+
+include "load.pxi"
+include "eligibility.pxi"
+include "benefit.pxi"

@@ -1,0 +1,241 @@
+# Benefit calculation (SPEC §5) and the per-person, per-year accumulators (§5.5).
+# Integer fen only; every input is bounded (limits.pxi) so no int64 overflows.
+
+cdef enum:
+    A_IP_FUND = 0
+    A_IP_ADMISSIONS = 1
+    A_CRIT_BASE = 2
+    A_CRIT_PAID = 3
+    A_ASSIST_PAID = 4
+    A_OP_FUND = 5
+    A_OP_DEDUCTIBLE = 6
+    N_ACC = 7
+
+cdef int64_t INT64_BIG = 0x7FFFFFFFFFFFFFFF
+
+
+cdef Acc* _acc_find(Store* st, Person* p, int year) noexcept nogil:
+    cdef int32_t ai = p.acc_head
+    while ai >= 0:
+        if st.accs[ai].year == year:
+            return &st.accs[ai]
+        ai = st.accs[ai].next
+    return NULL
+
+cdef int _check_year(object year) except -1:
+    if type(year) is not int or not (MIN_DATE // 10000 <= year <= MAX_DATE // 10000):
+        raise YidiError("INVALID_DATE", f"年度 {year!r} 无效")
+    return <int>year
+
+cdef dict _accumulators(Index self, object psn_no, object year_obj):
+    cdef int year = _check_year(year_obj)
+    cdef int32_t pi = _person_idx(self, psn_no)
+    cdef Acc* a = NULL
+    cdef int k
+    if pi >= 0:
+        a = _acc_find(&self.st, &self.st.persons[pi], year)
+    return {ACCUMULATOR_KEYS[k]: (a.v[k] if a != NULL else 0) for k in range(N_ACC)}
+
+cdef int _apply_deltas(Index self, object psn_no, object year_obj, object deltas, object sign) except -1:
+    cdef Store* st = &self.st
+    cdef int year = _check_year(year_obj)
+    cdef int32_t pi = _person_idx(self, psn_no)
+    cdef int64_t nv[7]
+    cdef Acc* a
+    cdef int k
+    cdef int64_t s
+    if type(sign) is not int or sign not in (1, -1):
+        raise YidiError("INVALID_ARGUMENT", "sign 只能是 +1（记账）或 -1（撤销）")
+    s = sign
+    if pi < 0:
+        raise YidiError("PERSON_NOT_FOUND", f"人员编号 {psn_no} 未登记", psn_no=psn_no)
+    if not isinstance(deltas, dict):
+        raise YidiError("INVALID_ARGUMENT", "deltas 必须是字典")
+    for key in deltas:
+        if key not in ACCUMULATOR_KEYS:
+            raise YidiError("INVALID_ARGUMENT", f"未知的累计项 {key!r}")
+    a = _acc_find(st, &st.persons[pi], year)
+    for k in range(N_ACC):
+        d = deltas.get(ACCUMULATOR_KEYS[k], 0)
+        if type(d) is not int or not (-MAX_ACCUMULATOR_FEN <= d <= MAX_ACCUMULATOR_FEN):
+            raise YidiError("INVALID_ARGUMENT", f"累计项 {ACCUMULATOR_KEYS[k]} 的变动值无效")
+        nv[k] = (a.v[k] if a != NULL else 0) + s * <int64_t>d
+        if nv[k] < 0 or nv[k] > MAX_ACCUMULATOR_FEN:
+            raise YidiError("INVALID_ARGUMENT",
+                            f"累计项 {ACCUMULATOR_KEYS[k]} 将变为 {nv[k]}，超出范围；撤销的变动必须与记账时一致")
+    if a == NULL:
+        st.accs = <Acc*>grow_array(st.accs, &st.cap_accs, st.n_accs + 1, sizeof(Acc))
+        a = &st.accs[st.n_accs]
+        a.year = year
+        a.next = st.persons[pi].acc_head
+        st.persons[pi].acc_head = <int32_t>st.n_accs
+        st.n_accs += 1
+    for k in range(N_ACC):
+        a.v[k] = nv[k]
+    return 0
+
+
+cdef int64_t _tiers_pay(Policy* pol, int64_t before, int64_t after) noexcept nogil:
+    """Critical-illness payment for the cumulative base moving from before to after."""
+    cdef int64_t ex_b = imax(0, before - pol.ci_threshold)
+    cdef int64_t ex_a = imax(0, after - pol.ci_threshold)
+    cdef int64_t lo = 0, hi, ov, pay = 0
+    cdef int i
+    for i in range(pol.ci_ntiers):
+        hi = pol.ci_up_to[i] if pol.ci_up_to[i] >= 0 else INT64_BIG
+        ov = imin(ex_a, hi) - imax(ex_b, lo)
+        if ov > 0:
+            pay += bp(ov, pol.ci_ratio[i])
+        lo = hi
+    return pay
+
+cdef dict _benefit(Index self, object psn_no, object fixmedins_code, object filing_kind, bint inpatient,
+                   object date_obj, object lines):
+    cdef Store* st = &self.st
+    cdef int64_t date = _check_date(date_obj)
+    cdef int32_t pi, ii, ci
+    cdef int64_t pol_i, price, qty, amount, capped, fulamt, overlmt, presp, inscp
+    cdef int64_t t_ful = 0, t_over = 0, t_pre = 0, t_in = 0, medfee
+    cdef int64_t ratio, D, dedc, hifp, s = 0, supp = 0, maf = 0, fund
+    cdef int64_t zero[7]
+    cdef int64_t* acc
+    cdef int kind, level, cls
+    cdef uint32_t prov
+    cdef Py_ssize_t cn
+    cdef const char* cp
+    cdef Person* p
+    cdef Institution* it
+    cdef Policy* pol
+    cdef CatalogItem* item
+    cdef Acc* a
+
+    pi = _person_idx(self, psn_no)
+    if pi < 0:
+        raise YidiError("PERSON_NOT_FOUND", f"人员编号 {psn_no} 未登记", psn_no=psn_no)
+    ii = _inst_idx(self, fixmedins_code)
+    if ii < 0:
+        raise YidiError("INSTITUTION_UNKNOWN", f"定点医药机构编码 {fixmedins_code} 不在跨省直接结算机构库中",
+                        fixmedins_code=fixmedins_code)
+    if type(filing_kind) is not str or filing_kind not in FILING_KINDS:
+        raise YidiError("INVALID_ENUM", f"备案类型 {filing_kind!r} 无效，应为 {'、'.join(FILING_KINDS)} 之一")
+    kind = FILING_KINDS.index(filing_kind)
+    if len(lines) > MAX_LINES:
+        raise YidiError("TOO_MANY_LINES", f"一次结算最多 {MAX_LINES} 条费用明细，本次 {len(lines)} 条")
+    p = &st.persons[pi]
+    it = &st.insts[ii]
+    level = it.level
+    pol_i = _policy_idx(self, p.insuplc, p.insutype, date)
+    if pol_i < 0:
+        raise YidiError(
+            "POLICY_MISSING",
+            f"参保地统筹区 {_region_label(self, pooling_of(p.insuplc))} 险种 {INSUTYPES[p.insutype]} "
+            f"在 {_date_zh(date)} 没有生效的待遇政策，暂不能结算；请联系国家平台运维核实参保地政策数据。",
+            psn_no=psn_no)
+    pol = &st.policies[pol_i]
+    prov = province_of(it.admdvs)
+
+    # 5.1 lines, looked up in the treatment province's catalogue
+    line_results = []
+    for ln in lines:
+        if type(ln) is not tuple and type(ln) is not list or len(ln) != 3:
+            raise YidiError("INVALID_ARGUMENT", "费用明细须为 (项目编码, 单价分, 数量千分之一) 三元组")
+        code, price_o, qty_o = ln
+        if type(code) is not str:
+            raise YidiError("INVALID_CODE", "费用明细的项目编码必须是字符串")
+        cp = PyUnicode_AsUTF8AndSize(code, &cn)
+        if not id_ok(cp, cn):
+            raise YidiError("INVALID_CODE", f"费用明细的项目编码 {code!r} 无效")
+        if type(price_o) is not int or not (0 <= price_o <= MAX_UNIT_PRICE_FEN):
+            raise YidiError("INVALID_PRICE", f"项目 {code} 的单价 {price_o!r} 无效（0–{MAX_UNIT_PRICE_FEN} 分）")
+        if type(qty_o) is not int or not (0 < qty_o <= MAX_QTY_MILLI):
+            raise YidiError("INVALID_QUANTITY", f"项目 {code} 的数量 {qty_o!r} 无效（须大于 0，至多 {MAX_QTY_MILLI}‰）")
+        price = price_o
+        qty = qty_o
+        amount = (price * qty + 500) // 1000
+        fulamt = overlmt = presp = inscp = 0
+        ci = tbl_find(st, &st.t_item, T_ITEM, item_hash(cp, cn, prov), cp, cn, prov)
+        if ci < 0 or st.items[ci].cls == CLASS_C:
+            fulamt = amount
+            lv = "" if ci < 0 else "C"
+        else:
+            item = &st.items[ci]
+            capped = amount
+            if item.price_cap_fen > 0 and price > item.price_cap_fen:
+                capped = (item.price_cap_fen * qty + 500) // 1000
+                overlmt = amount - capped
+            if item.cls == CLASS_A:
+                inscp = capped
+                lv = "A"
+            else:
+                presp = bp(capped, item.selfpay_bp)
+                inscp = capped - presp
+                lv = "B"
+        t_ful += fulamt; t_over += overlmt; t_pre += presp; t_in += inscp
+        if t_ful + t_over + t_pre + t_in > MAX_BILL_FEN:
+            raise YidiError("INVALID_PRICE", f"本次结算费用总额超过上限 {MAX_BILL_FEN} 分")
+        line_results.append({"code": code, "amount_fen": amount, "fulamt_ownpay_amt": fulamt,
+                             "overlmt_selfpay": overlmt, "preselfpay_amt": presp, "inscp_scp_amt": inscp,
+                             "chrgitm_lv": lv})
+    medfee = t_ful + t_over + t_pre + t_in
+    inscp = t_in
+
+    # 5.2 ratio
+    if inpatient:
+        ratio = pol.ip_ratio[level] + (pol.ip_retired_bonus if p.person_type == PTYPE_RETIRED else 0)
+    else:
+        ratio = pol.op_ratio[level] + (pol.op_retired_bonus if p.person_type == PTYPE_RETIRED else 0)
+    ratio = imin(BP_ONE, imax(0, ratio - pol.reduction[kind]))
+
+    a = _acc_find(st, p, <int>(date // 10000))
+    memset(zero, 0, sizeof(zero))
+    if a != NULL:
+        acc = &a.v[0]
+    else:
+        acc = &zero[0]
+    if inpatient:
+        # 5.3 steps 1-4
+        D = pol.ip_deductible[level]
+        if acc[A_IP_ADMISSIONS] >= 1 and pol.ip_subsequent_bp >= 0:
+            D = bp(D, pol.ip_subsequent_bp)
+        dedc = imin(inscp, D)
+        hifp = imin(bp(inscp - dedc, ratio), imax(0, pol.ip_cap - acc[A_IP_FUND]))
+        s = inscp - hifp
+        if pol.ci_present:
+            supp = imin(_tiers_pay(pol, acc[A_CRIT_BASE], acc[A_CRIT_BASE] + s),
+                        imax(0, pol.ci_cap - acc[A_CRIT_PAID]))
+    else:
+        # 5.4
+        dedc = imin(inscp, imax(0, pol.op_deductible - acc[A_OP_DEDUCTIBLE]))
+        hifp = imin(bp(inscp - dedc, ratio), imax(0, pol.op_cap - acc[A_OP_FUND]))
+    # 5.3 step 5, medical assistance
+    if p.assistance and pol.as_present:
+        maf = imin(bp(inscp - hifp - supp, pol.as_ratio), imax(0, pol.as_cap - acc[A_ASSIST_PAID]))
+    fund = hifp + supp + maf
+    if inpatient:
+        deltas = {"inpatient_fund_paid_fen": hifp, "inpatient_admissions": 1, "crit_base_fen": s,
+                  "crit_paid_fen": supp, "assist_paid_fen": maf, "outpatient_fund_paid_fen": 0,
+                  "outpatient_deductible_used_fen": 0}
+    else:
+        deltas = {"inpatient_fund_paid_fen": 0, "inpatient_admissions": 0, "crit_base_fen": 0,
+                  "crit_paid_fen": 0, "assist_paid_fen": maf, "outpatient_fund_paid_fen": hifp,
+                  "outpatient_deductible_used_fen": dedc}
+    return {
+        "medfee_sumamt": medfee,
+        "fulamt_ownpay_amt": t_ful,
+        "overlmt_selfpay": t_over,
+        "preselfpay_amt": t_pre,
+        "inscp_scp_amt": inscp,
+        "act_pay_dedc": dedc,
+        "pay_ratio_bp": ratio,
+        "hifp_pay": hifp,
+        "hifmi_pay": supp if p.insutype == INSUTYPE_390 else 0,
+        "hifob_pay": supp if p.insutype == INSUTYPE_310 else 0,
+        "maf_pay": maf,
+        "fund_pay_sumamt": fund,
+        "psn_cash_pay": medfee - fund,
+        "policy_effective_from": pol.effective_from,
+        "high_cost": medfee > pol.high_cost,
+        "year": date // 10000,
+        "line_results": line_results,
+        "deltas": deltas,
+    }

@@ -1,0 +1,244 @@
+# Eligibility (SPEC §4): checks 1..9 in order; the first failure is the answer,
+# with a reason code and a message a counter clerk can read aloud.  Messages
+# never contain the certno.
+
+cdef int32_t _person_idx(Index self, object psn_no) except -2:
+    cdef Py_ssize_t n
+    cdef const char* p = _str_of(psn_no, "psn_no", &n)
+    if not id_ok(p, n):
+        return -1
+    return tbl_find(&self.st, &self.st.t_psn, T_PSN, fnv1a(p, n, 0), p, n, 0)
+
+cdef int32_t _inst_idx(Index self, object code) except -2:
+    cdef Py_ssize_t n
+    cdef const char* p = _str_of(code, "fixmedins_code", &n)
+    if not id_ok(p, n):
+        return -1
+    return tbl_find(&self.st, &self.st.t_inst, T_INST, fnv1a(p, n, 0), p, n, 0)
+
+cdef int64_t _check_date(object date) except -1:
+    if type(date) is not int or not (MIN_DATE <= date <= MAX_DATE) or not date_ok(<int64_t>date):
+        raise YidiError("INVALID_DATE", f"日期 {date!r} 无效，须为 {MIN_DATE}–{MAX_DATE} 之间的 yyyymmdd 整数")
+    return <int64_t>date
+
+cdef int64_t _policy_idx(Index self, uint32_t insuplc, int insutype, int64_t date) except -2:
+    """The policy row in force on `date` for the person's pooling region and insutype, -1 = none."""
+    versions = self._policies.get((pooling_of(insuplc), insutype))
+    if versions is None:
+        return -1
+    for eff, idx in reversed(versions):
+        if eff <= date:
+            return idx
+    return -1
+
+cdef str _region_label(Index self, uint32_t code):
+    name = self._regions.get(code)
+    if name is None:
+        name = self._regions.get(pooling_of(code))
+        if name is None:
+            name = self._regions.get(province_of(code))
+            if name is None:
+                return f"{code}"
+    return f"{name}（{code}）"
+
+cdef str _validity_zh(Filing* f):
+    if f.valid_to == 0:
+        return f"{_date_zh(f.valid_from)}起长期有效"
+    return f"{_date_zh(f.valid_from)}至{_date_zh(f.valid_to)}"
+
+cdef str _state_zh(Filing* f, int64_t date):
+    if f.status == FSTATUS_REVOKED:
+        return "已撤销"
+    if date < f.valid_from:
+        return "尚未生效"
+    if f.valid_to != 0 and date > f.valid_to:
+        return "已过期"
+    return "有效"
+
+cdef inline str _filing_id(Store* st, Filing* f):
+    return arena_str(st, f.id_off, f.id_len)
+
+cdef inline str _inst_code(Store* st, int32_t i):
+    return arena_str(st, st.insts[i].code_off, st.insts[i].code_len)
+
+cdef inline str _inst_name(Store* st, int32_t i):
+    return arena_str(st, st.insts[i].name_off, st.insts[i].name_len)
+
+cdef bint _designates(Store* st, Filing* f, Institution* it) noexcept nogil:
+    """fixmedins_codes empty, or one of its space-separated codes is the institution's."""
+    cdef const char* p
+    cdef const char* code
+    cdef int i = 0, start, n
+    if f.codes_len == 0:
+        return True
+    p = st.arena + f.codes_off
+    code = st.arena + it.code_off
+    n = f.codes_len
+    while i < n:
+        start = i
+        while i < n and p[i] != 32:
+            i += 1
+        if i - start == it.code_len and memcmp(p + start, code, it.code_len) == 0:
+            return True
+        i += 1
+    return False
+
+cdef list _filings_sorted(Store* st, Person* p):
+    """Row indexes of the person's filings in (valid_from, filing_id) order."""
+    out = []
+    cdef int32_t fi = p.first_filing
+    while fi >= 0:
+        out.append((st.filings[fi].valid_from, _filing_id(st, &st.filings[fi]), fi))
+        fi = st.filings[fi].next
+    out.sort()
+    return [t[2] for t in out]
+
+cdef str _designated_zh(Index self, Filing* f):
+    cdef Store* st = &self.st
+    cdef int32_t ii
+    cdef Py_ssize_t n
+    cdef const char* cp
+    parts = []
+    for code in (st.arena + f.codes_off)[:f.codes_len].decode("ascii").split(" "):
+        cp = PyUnicode_AsUTF8AndSize(code, &n)
+        ii = tbl_find(st, &st.t_inst, T_INST, fnv1a(cp, n, 0), cp, n, 0)
+        parts.append(f"{code}（{_inst_name(st, ii) if ii >= 0 else '机构信息未登记'}）")
+    return "、".join(parts)
+
+cdef bint _better(Store* st, int32_t a, int64_t ra, int32_t b, int64_t rb) noexcept:
+    """Is filing a (reduction ra) preferable to filing b (reduction rb)?"""
+    cdef Filing* fa = &st.filings[a]
+    cdef Filing* fb = &st.filings[b]
+    cdef int c
+    if ra != rb:
+        return ra < rb
+    if fa.valid_from != fb.valid_from:
+        return fa.valid_from > fb.valid_from
+    # last resort, for determinism: the smaller filing_id
+    c = memcmp(st.arena + fa.id_off, st.arena + fb.id_off, imin(fa.id_len, fb.id_len))
+    return c < 0 or (c == 0 and fa.id_len < fb.id_len)
+
+cdef dict _eligibility(Index self, object psn_no, object fixmedins_code, bint inpatient, object date_obj,
+                       object card_no, object card_version, bint has_open_inpatient):
+    cdef Store* st = &self.st
+    cdef int64_t date = _check_date(date_obj)
+    cdef int32_t pi, ii, fi, best = -1, n7 = 0
+    cdef int64_t pol, r, best_r = 0
+    cdef Person* p
+    cdef Institution* it
+    cdef Filing* f
+    cdef Py_ssize_t cn
+    cdef const char* cp
+    visit = "住院" if inpatient else "门诊"
+
+    # 1 filed
+    pi = _person_idx(self, psn_no)
+    if pi < 0 or st.persons[pi].first_filing < 0:
+        raise YidiError(
+            "PERSON_NOT_FILED",
+            f"参保人（人员编号 {psn_no}）没有跨省异地就医备案记录，暂不能直接结算。"
+            "请参保人或家属联系参保地医保经办机构，或通过国家医保服务平台 App、小程序等线上渠道办理备案，"
+            "备案即时生效；已入院的，可在出院结算前补办备案后直接结算。",
+            psn_no=psn_no)
+    p = &st.persons[pi]
+    # 2 insured status
+    if p.status == PSTATUS_SUSPENDED:
+        raise YidiError(
+            "INSURANCE_SUSPENDED",
+            f"参保人（人员编号 {psn_no}）在参保地的参保状态为暂停，暂不能享受医保待遇，"
+            "请参保人联系参保地医保经办机构恢复参保后再结算。",
+            psn_no=psn_no)
+    # 3 card
+    if card_no is not None or card_version is not None:
+        if card_no is not None:
+            cp = _str_of(card_no, "card_no", &cn)
+            if cn != p.card_len or memcmp(cp, st.arena + p.card_off, cn) != 0:
+                raise YidiError(
+                    "CARD_INVALID",
+                    "所持医保卡（社保卡）卡号与参保人登记的卡号不一致，请核对是否本人卡、是否已换卡；"
+                    "也可使用医保电子凭证或身份证件办理。",
+                    psn_no=psn_no, cause="card_no_mismatch")
+        ver = card_version if card_version is not None else self._card_versions[p.card_version]
+        if ver not in self._accepted:
+            raise YidiError(
+                "CARD_INVALID",
+                f"医保卡（社保卡）版本 {ver} 不在受理范围（受理版本：{'、'.join(sorted(self._accepted))}），"
+                "请持卡到参保地换领新版卡，或使用医保电子凭证、身份证件办理。",
+                psn_no=psn_no, cause="card_version_not_accepted")
+    # 4 institution
+    ii = _inst_idx(self, fixmedins_code)
+    if ii < 0:
+        raise YidiError("INSTITUTION_UNKNOWN",
+                        f"定点医药机构编码 {fixmedins_code} 不在跨省直接结算机构库中，请核对机构编码。",
+                        fixmedins_code=fixmedins_code)
+    it = &st.insts[ii]
+    iname = _inst_name(st, ii)
+    # 5 cross-province
+    if province_of(it.admdvs) == province_of(p.insuplc):
+        raise YidiError(
+            "NOT_CROSS_PROVINCE",
+            f"参保地 {_region_label(self, p.insuplc)} 与就医机构 {iname} 所在地 {_region_label(self, it.admdvs)} "
+            f"同属 {_region_label(self, province_of(it.admdvs))}，不属于跨省异地就医，请按省内就医结算办法办理。",
+            psn_no=psn_no, fixmedins_code=fixmedins_code)
+    # 6 institution open for this kind of visit
+    if not (it.inpatient if inpatient else it.outpatient):
+        raise YidiError(
+            "INSTITUTION_NOT_ENABLED",
+            f"就医机构 {fixmedins_code}（{iname}）未开通跨省异地{visit}费用直接结算，"
+            f"本次{visit}费用不能直接结算；请选择已开通的定点机构，或先行垫付后回参保地报销。",
+            fixmedins_code=fixmedins_code)
+    # 7 and 8: filings valid today for the destination, then designated institutions
+    pol = _policy_idx(self, p.insuplc, p.insutype, date)
+    fi = p.first_filing
+    while fi >= 0:
+        f = &st.filings[fi]
+        if (f.status == FSTATUS_ACTIVE and f.valid_from <= date and (f.valid_to == 0 or date <= f.valid_to)
+                and dest_covers(f.dest, it.admdvs)):
+            n7 += 1
+            if _designates(st, f, it):
+                r = st.policies[pol].reduction[f.kind] if pol >= 0 else 0
+                if best < 0 or _better(st, fi, r, best, best_r):
+                    best = fi
+                    best_r = r
+        fi = f.next
+    if n7 == 0:
+        have = []
+        for fi in _filings_sorted(st, p):
+            f = &st.filings[fi]
+            have.append(f"{_region_label(self, f.dest)}·{KIND_NAMES_ZH[f.kind]}·{_validity_zh(f)}·{_state_zh(f, date)}")
+        raise YidiError(
+            "NOT_FILED_FOR_DESTINATION",
+            f"参保人在 {_date_zh(date)} 没有覆盖就医地 {_region_label(self, it.admdvs)} 的有效备案。"
+            f"已有备案：{'；'.join(have)}。请参保地为其办理或变更跨省异地就医备案（线上办理即时生效）后再直接结算。",
+            psn_no=psn_no, fixmedins_code=fixmedins_code)
+    if best < 0:
+        named = []
+        fi = p.first_filing
+        for fi in _filings_sorted(st, p):
+            f = &st.filings[fi]
+            if (f.status == FSTATUS_ACTIVE and f.valid_from <= date and (f.valid_to == 0 or date <= f.valid_to)
+                    and dest_covers(f.dest, it.admdvs)):
+                named.append(f"{KIND_NAMES_ZH[f.kind]}备案（{_filing_id(st, f)}）指定机构：{_designated_zh(self, f)}")
+        raise YidiError(
+            "INSTITUTION_NOT_DESIGNATED",
+            f"就医机构 {fixmedins_code}（{iname}）不是参保人备案指定的就医机构。{'；'.join(named)}。"
+            "请到备案指定的机构就医，或由参保地变更备案的指定机构后再直接结算。",
+            psn_no=psn_no, fixmedins_code=fixmedins_code)
+    # 9 one open admission at a time
+    if inpatient and has_open_inpatient:
+        raise YidiError(
+            "DUPLICATE_ADMISSION",
+            f"参保人（人员编号 {psn_no}）已有未出院的跨省异地住院登记，不能重复办理入院登记；"
+            "请先办理原住院的出院结算或撤销原入院登记。",
+            psn_no=psn_no)
+    f = &st.filings[best]
+    return {
+        "filing_id": _filing_id(st, f),
+        "filing_kind": FILING_KINDS[f.kind],
+        "insuplc_admdvs": f"{p.insuplc}",
+        "mdtrtarea_admdvs": f"{it.admdvs}",
+        "fixmedins_level": it.level,
+        "insutype": INSUTYPES[p.insutype],
+        "person_type": PERSON_TYPES[p.person_type],
+        "assistance": p.assistance != 0,
+    }

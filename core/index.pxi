@@ -1,0 +1,458 @@
+# Packed C structs, a bytes arena and open-addressing hash tables.
+#
+# Every identifier is stored once in the arena (offset + length); the tables
+# map a 64-bit hash of the identifier to a row index, and a lookup always
+# compares the exact bytes against the arena, so a hash collision can never
+# mis-identify a row.  Tables use linear probing with backward-shift deletion
+# and double (and rehash) when they pass 70% load.
+
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, int32_t, uint64_t, int64_t
+from libc.stdlib cimport malloc, realloc, free
+from libc.string cimport memcmp, memcpy, memset
+
+cdef extern from "Python.h":
+    const char* PyUnicode_AsUTF8AndSize(object s, Py_ssize_t* size) except NULL
+
+
+ctypedef struct Person:
+    uint32_t psn_off
+    uint32_t cert_off
+    uint32_t name_off
+    uint32_t card_off
+    uint32_t insuplc          # admdvs as an integer
+    int32_t first_filing      # head of the person's filing list, -1 = none
+    int32_t acc_head          # head of the per-year accumulator list, -1 = none
+    uint16_t name_len
+    uint8_t psn_len
+    uint8_t cert_len
+    uint8_t card_len
+    uint8_t card_version      # index into Index._card_versions
+    uint8_t insutype          # INSUTYPE_*
+    uint8_t person_type       # PTYPE_*
+    uint8_t status            # PSTATUS_*
+    uint8_t assistance
+
+ctypedef struct Filing:
+    uint32_t id_off
+    uint32_t codes_off        # fixmedins_codes joined by single spaces
+    int32_t person
+    int32_t next              # next filing of the same person, -1 = end
+    uint32_t dest
+    uint32_t valid_from
+    uint32_t valid_to         # 0 = open-ended
+    uint16_t codes_len
+    uint8_t id_len
+    uint8_t kind              # KIND_*
+    uint8_t status            # FSTATUS_*
+    uint8_t ncodes
+
+ctypedef struct Institution:
+    uint32_t code_off
+    uint32_t name_off
+    uint32_t admdvs
+    uint16_t name_len
+    uint8_t code_len
+    uint8_t kind              # IKIND_*
+    uint8_t level             # 1..3
+    uint8_t inpatient
+    uint8_t outpatient
+
+ctypedef struct CatalogItem:
+    int64_t price_cap_fen
+    uint32_t province
+    uint32_t code_off
+    uint32_t name_off
+    uint16_t name_len
+    uint16_t selfpay_bp
+    uint8_t code_len
+    uint8_t category          # CATEGORY_*
+    uint8_t cls               # CLASS_*
+
+ctypedef struct Policy:
+    int64_t ip_deductible[4]  # index = level 1..3
+    int64_t ip_ratio[4]
+    int64_t ip_retired_bonus
+    int64_t ip_cap
+    int64_t ip_subsequent_bp  # -1 = absent
+    int64_t op_deductible
+    int64_t op_ratio[4]
+    int64_t op_retired_bonus
+    int64_t op_cap
+    int64_t ci_threshold
+    int64_t ci_up_to[8]       # MAX_TIERS; -1 = null (open-ended)
+    int64_t ci_ratio[8]
+    int64_t ci_cap
+    int64_t as_ratio
+    int64_t as_cap
+    int64_t reduction[6]      # by KIND_*; long-term kinds stay 0
+    int64_t high_cost
+    int32_t effective_from
+    uint8_t ci_present
+    uint8_t ci_ntiers
+    uint8_t as_present
+
+ctypedef struct Acc:
+    int64_t v[7]              # ACCUMULATOR_KEYS order
+    int32_t next
+    int32_t year
+
+ctypedef struct Slot:
+    uint32_t tag              # high 32 bits of the hash
+    int32_t idx               # row index, -1 = empty
+
+ctypedef struct Table:
+    Slot* slots
+    uint64_t mask
+    int64_t count
+
+ctypedef struct Store:
+    char* arena
+    uint64_t arena_len
+    uint64_t arena_cap
+    Person* persons
+    int64_t n_persons
+    int64_t cap_persons
+    Filing* filings
+    int64_t n_filings
+    int64_t cap_filings
+    Institution* insts
+    int64_t n_insts
+    int64_t cap_insts
+    CatalogItem* items
+    int64_t n_items
+    int64_t cap_items
+    Policy* policies
+    int64_t n_policies
+    int64_t cap_policies
+    Acc* accs
+    int64_t n_accs
+    int64_t cap_accs
+    Table t_psn
+    Table t_cert
+    Table t_filing
+    Table t_inst
+    Table t_item
+
+
+# enums (C side) and their wire strings (Python side, same order)
+cdef enum:
+    INSUTYPE_310 = 0
+    INSUTYPE_390 = 1
+    PTYPE_IN_SERVICE = 0
+    PTYPE_RETIRED = 1
+    PSTATUS_ACTIVE = 0
+    PSTATUS_SUSPENDED = 1
+    KIND_RETIRED_RELOCATION = 0
+    KIND_LONG_TERM_RESIDENCE = 1
+    KIND_STATIONED_WORK = 2
+    KIND_REFERRAL = 3
+    KIND_EMERGENCY = 4
+    KIND_OTHER_TEMPORARY = 5
+    FSTATUS_ACTIVE = 0
+    FSTATUS_REVOKED = 1
+    IKIND_HOSPITAL = 0
+    IKIND_CLINIC = 1
+    IKIND_PHARMACY = 2
+    CLASS_A = 0
+    CLASS_B = 1
+    CLASS_C = 2
+    T_PSN = 0
+    T_CERT = 1
+    T_FILING = 2
+    T_INST = 3
+    T_ITEM = 4
+
+INSUTYPES = ("310", "390")
+PERSON_TYPES = ("in_service", "retired")
+PERSON_STATUSES = ("active", "suspended")
+FILING_KINDS = ("retired_relocation", "long_term_residence", "stationed_work",
+                "referral", "emergency", "other_temporary")
+FILING_STATUSES = ("active", "revoked")
+INSTITUTION_KINDS = ("hospital", "clinic", "pharmacy")
+CATEGORIES = ("drug", "treatment", "material", "service")
+CLASSES = ("A", "B", "C")
+
+KIND_NAMES_ZH = ("异地安置退休", "异地长期居住", "常驻异地工作",
+                 "异地转诊", "异地急诊抢救", "其他临时外出就医")
+
+cdef inline bint kind_is_long_term(int kind) noexcept nogil:
+    return kind <= KIND_STATIONED_WORK
+
+
+# ---------------------------------------------------------------- hashing
+cdef inline uint64_t fnv1a(const char* p, Py_ssize_t n, uint64_t seed) noexcept nogil:
+    cdef uint64_t h = 14695981039346656037ULL ^ seed
+    cdef Py_ssize_t i
+    for i in range(n):
+        h ^= <uint8_t>p[i]
+        h *= 1099511628211ULL
+    # finalizer (murmur3 fmix64): spread the bits so that masking the low bits is fair
+    h ^= h >> 33
+    h *= 0xff51afd7ed558ccdULL
+    h ^= h >> 33
+    h *= 0xc4ceb9fe1a85ec53ULL
+    h ^= h >> 33
+    return h
+
+cdef inline uint64_t item_hash(const char* p, Py_ssize_t n, uint32_t province) noexcept nogil:
+    return fnv1a(p, n, <uint64_t>province * 0x9E3779B97F4A7C15ULL)
+
+
+# ---------------------------------------------------------------- arena
+cdef uint32_t arena_put(Store* st, const char* p, Py_ssize_t n) except? 0xFFFFFFFF:
+    cdef uint64_t need = st.arena_len + <uint64_t>n
+    cdef uint64_t cap
+    cdef char* nb
+    cdef uint32_t off
+    if need > MAX_ARENA_BYTES:
+        raise MemoryError("core string arena full (4 GiB)")
+    if need > st.arena_cap:
+        cap = st.arena_cap * 2 if st.arena_cap else 65536
+        while cap < need:
+            cap *= 2
+        if cap > MAX_ARENA_BYTES:
+            cap = MAX_ARENA_BYTES
+        nb = <char*>realloc(st.arena, cap)
+        if nb == NULL:
+            raise MemoryError()
+        st.arena = nb
+        st.arena_cap = cap
+    off = <uint32_t>st.arena_len
+    if n:
+        memcpy(st.arena + off, p, n)
+    st.arena_len = need
+    return off
+
+cdef inline str arena_str(Store* st, uint32_t off, Py_ssize_t n):
+    return (st.arena + off)[:n].decode("utf-8")
+
+
+# ---------------------------------------------------------------- row arrays
+cdef void* grow_array(void* arr, int64_t* cap, int64_t need, size_t item) except NULL:
+    """Return arr grown (realloc, doubling) so that it holds at least `need` items."""
+    cdef int64_t c = cap[0]
+    cdef void* na
+    if need > MAX_ROWS:
+        raise MemoryError("core table full")
+    if need <= c and arr != NULL:
+        return arr
+    if c < 16:
+        c = 16
+    while c < need:
+        c *= 2
+    na = realloc(arr, <size_t>c * item)
+    if na == NULL:
+        raise MemoryError()
+    cap[0] = c
+    return na
+
+
+# ---------------------------------------------------------------- tables
+cdef inline bint key_eq(Store* st, int kind, int32_t idx, const char* p, Py_ssize_t n,
+                        uint32_t extra) noexcept nogil:
+    cdef uint32_t off
+    cdef Py_ssize_t ln
+    if kind == T_PSN:
+        off = st.persons[idx].psn_off; ln = st.persons[idx].psn_len
+    elif kind == T_CERT:
+        off = st.persons[idx].cert_off; ln = st.persons[idx].cert_len
+    elif kind == T_FILING:
+        off = st.filings[idx].id_off; ln = st.filings[idx].id_len
+    elif kind == T_INST:
+        off = st.insts[idx].code_off; ln = st.insts[idx].code_len
+    else:
+        if st.items[idx].province != extra:
+            return False
+        off = st.items[idx].code_off; ln = st.items[idx].code_len
+    return ln == n and memcmp(st.arena + off, p, n) == 0
+
+cdef inline uint64_t key_hash(Store* st, int kind, int32_t idx) noexcept nogil:
+    if kind == T_PSN:
+        return fnv1a(st.arena + st.persons[idx].psn_off, st.persons[idx].psn_len, 0)
+    elif kind == T_CERT:
+        return fnv1a(st.arena + st.persons[idx].cert_off, st.persons[idx].cert_len, 0)
+    elif kind == T_FILING:
+        return fnv1a(st.arena + st.filings[idx].id_off, st.filings[idx].id_len, 0)
+    elif kind == T_INST:
+        return fnv1a(st.arena + st.insts[idx].code_off, st.insts[idx].code_len, 0)
+    return item_hash(st.arena + st.items[idx].code_off, st.items[idx].code_len, st.items[idx].province)
+
+cdef int tbl_init(Table* t, int64_t expected) except -1:
+    cdef uint64_t cap = 16
+    while cap * 7 < <uint64_t>expected * 10:
+        cap *= 2
+    cdef Slot* s = <Slot*>malloc(cap * sizeof(Slot))
+    if s == NULL:
+        raise MemoryError()
+    memset(s, 0xFF, cap * sizeof(Slot))     # idx = -1 everywhere
+    free(t.slots)
+    t.slots = s
+    t.mask = cap - 1
+    t.count = 0
+    return 0
+
+cdef int32_t tbl_find(Store* st, Table* t, int kind, uint64_t h, const char* p, Py_ssize_t n,
+                      uint32_t extra) noexcept nogil:
+    cdef uint64_t i = h & t.mask
+    cdef uint32_t tag = <uint32_t>(h >> 32)
+    cdef int32_t idx
+    if t.slots == NULL:
+        return -1
+    while True:
+        idx = t.slots[i].idx
+        if idx < 0:
+            return -1
+        if t.slots[i].tag == tag and key_eq(st, kind, idx, p, n, extra):
+            return idx
+        i = (i + 1) & t.mask
+
+cdef void tbl_place(Table* t, uint64_t h, int32_t idx) noexcept nogil:
+    cdef uint64_t i = h & t.mask
+    while t.slots[i].idx >= 0:
+        i = (i + 1) & t.mask
+    t.slots[i].tag = <uint32_t>(h >> 32)
+    t.slots[i].idx = idx
+
+cdef int tbl_insert(Store* st, Table* t, int kind, uint64_t h, int32_t idx) except -1:
+    """Insert a key known to be absent; double and rehash past 70% load."""
+    cdef Slot* old
+    cdef uint64_t oldcap, j
+    if t.slots == NULL:
+        tbl_init(t, 16)
+    if (t.count + 1) * 10 > <int64_t>(t.mask + 1) * 7:
+        old = t.slots
+        oldcap = t.mask + 1
+        t.slots = <Slot*>malloc(oldcap * 2 * sizeof(Slot))
+        if t.slots == NULL:
+            t.slots = old
+            raise MemoryError()
+        memset(t.slots, 0xFF, oldcap * 2 * sizeof(Slot))
+        t.mask = oldcap * 2 - 1
+        for j in range(oldcap):
+            if old[j].idx >= 0:
+                tbl_place(t, key_hash(st, kind, old[j].idx), old[j].idx)
+        free(old)
+    tbl_place(t, h, idx)
+    t.count += 1
+    return 0
+
+cdef void tbl_remove(Store* st, Table* t, int kind, uint64_t h, int32_t idx) noexcept nogil:
+    """Remove row idx (stored under hash h), backward-shifting the probe chain."""
+    cdef uint64_t i = h & t.mask
+    cdef uint64_t j, home
+    if t.slots == NULL:
+        return
+    while t.slots[i].idx != idx:
+        if t.slots[i].idx < 0:
+            return
+        i = (i + 1) & t.mask
+    j = i
+    while True:
+        t.slots[i].idx = -1
+        while True:
+            j = (j + 1) & t.mask
+            if t.slots[j].idx < 0:
+                t.count -= 1
+                return
+            home = key_hash(st, kind, t.slots[j].idx) & t.mask
+            # keep slot j where it is if its home lies cyclically in (i, j]
+            if i <= j:
+                if i < home <= j:
+                    continue
+            else:
+                if home > i or home <= j:
+                    continue
+            break
+        t.slots[i] = t.slots[j]
+        i = j
+
+cdef void store_free(Store* st) noexcept nogil:
+    free(st.arena); free(st.persons); free(st.filings); free(st.insts); free(st.items)
+    free(st.policies); free(st.accs)
+    free(st.t_psn.slots); free(st.t_cert.slots); free(st.t_filing.slots)
+    free(st.t_inst.slots); free(st.t_item.slots)
+    memset(st, 0, sizeof(Store))
+
+
+# ---------------------------------------------------------------- small validators
+cdef inline bint id_ok(const char* p, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    if n < 1 or n > MAX_ID_LEN:
+        return False
+    for i in range(n):
+        if <uint8_t>p[i] < 0x21 or <uint8_t>p[i] > 0x7E:
+            return False
+    return True
+
+cdef int _CERT_W[17]
+_CERT_W[:] = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2]
+cdef const char* _CERT_CHECK = b"10X98765432"
+
+cdef inline bint certno_ok(const char* p, Py_ssize_t n) noexcept nogil:
+    """GB 11643: 17 digits and a mod-11 check character (0-9 or X)."""
+    cdef int s = 0, i
+    if n != 18:
+        return False
+    for i in range(17):
+        if p[i] < 48 or p[i] > 57:
+            return False
+        s += (p[i] - 48) * _CERT_W[i]
+    return p[17] == _CERT_CHECK[s % 11]
+
+cdef inline int days_in_month(int y, int m) noexcept nogil:
+    if m == 2:
+        return 29 if (y % 4 == 0 and (y % 100 != 0 or y % 400 == 0)) else 28
+    if m == 4 or m == 6 or m == 9 or m == 11:
+        return 30
+    return 31
+
+cdef inline bint date_ok(int64_t d) noexcept nogil:
+    cdef int y, m, dd
+    if d < MIN_DATE or d > MAX_DATE:
+        return False
+    y = <int>(d // 10000); m = <int>((d // 100) % 100); dd = <int>(d % 100)
+    return 1 <= m <= 12 and 1 <= dd <= days_in_month(y, m)
+
+cdef inline int64_t day_number(int64_t d) noexcept nogil:
+    """Days since 0000-03-01 (civil calendar), for date differences."""
+    cdef int64_t y = d // 10000, m = (d // 100) % 100, dd = d % 100
+    if m <= 2:
+        y -= 1
+        m += 12
+    return 365 * y + y // 4 - y // 100 + y // 400 + (153 * (m - 3) + 2) // 5 + dd
+
+cdef inline bint admdvs_ok(const char* p, Py_ssize_t n) noexcept nogil:
+    cdef int i
+    if n != 6 or p[0] == 48:
+        return False
+    for i in range(6):
+        if p[i] < 48 or p[i] > 57:
+            return False
+    return True
+
+cdef inline uint32_t province_of(uint32_t admdvs) noexcept nogil:
+    return admdvs // 10000 * 10000
+
+cdef inline uint32_t pooling_of(uint32_t admdvs) noexcept nogil:
+    return admdvs // 100 * 100
+
+cdef inline bint dest_covers(uint32_t dest, uint32_t region) noexcept nogil:
+    """A filing destination covers a region: province code, city code or exact code."""
+    if dest % 10000 == 0:
+        return province_of(region) == dest
+    if dest % 100 == 0:
+        return pooling_of(region) == dest
+    return region == dest
+
+cdef inline int64_t bp(int64_t x, int64_t b) noexcept nogil:
+    """(x * b + 5000) // 10000 for 0 <= x, 0 <= b <= 10000, without overflow."""
+    return (x // BP_ONE) * b + ((x % BP_ONE) * b + 5000) // BP_ONE
+
+cdef inline int64_t imin(int64_t a, int64_t b) noexcept nogil:
+    return a if a < b else b
+
+cdef inline int64_t imax(int64_t a, int64_t b) noexcept nogil:
+    return a if a > b else b
+
+def _date_zh(int64_t d):
+    return f"{d // 10000}年{(d // 100) % 100}月{d % 100}日"

@@ -1,0 +1,556 @@
+# Row validation (SPEC §3) shared by the JSONL loader and the runtime
+# put_person / put_filing calls, and the JSONL loader itself.
+#
+# Validators raise YidiError (reason code + Chinese message); the loader turns
+# the first one into LoadError(file, line, reason).  Nothing is written to the
+# store until a row has passed every check.
+
+import os
+import orjson
+
+cdef object _MISSING = object()
+
+
+ctypedef struct PersonIn:
+    const char* psn
+    const char* cert
+    const char* name
+    const char* card
+    Py_ssize_t psn_n
+    Py_ssize_t cert_n
+    Py_ssize_t name_n
+    Py_ssize_t card_n
+    uint32_t insuplc
+    int insutype
+    int ptype
+    int status
+    int assistance
+    int card_version
+
+ctypedef struct FilingIn:
+    const char* fid
+    Py_ssize_t fid_n
+    int32_t person
+    int kind
+    int status
+    uint32_t dest
+    uint32_t valid_from
+    uint32_t valid_to
+    int ncodes
+
+
+# ---------------------------------------------------------------- field helpers
+cdef object _field(dict row, str key):
+    v = row.get(key, _MISSING)
+    if v is _MISSING or v is None:
+        raise YidiError("INVALID_ARGUMENT", f"缺少必填字段 {key}", field=key)
+    return v
+
+cdef const char* _str_of(object v, str key, Py_ssize_t* n) except NULL:
+    if type(v) is not str:
+        raise YidiError("INVALID_ARGUMENT", f"字段 {key} 必须是字符串", field=key)
+    return PyUnicode_AsUTF8AndSize(v, n)
+
+cdef const char* _id_field(dict row, str key, Py_ssize_t* n) except NULL:
+    cdef const char* p = _str_of(_field(row, key), key, n)
+    if not id_ok(p, n[0]):
+        raise YidiError("INVALID_CODE",
+                        f"字段 {key} 须为 1–{MAX_ID_LEN} 位可打印 ASCII 字符且不含空格", field=key)
+    return p
+
+cdef const char* _name_field(dict row, str key, Py_ssize_t* n) except NULL:
+    cdef const char* p = _str_of(_field(row, key), key, n)
+    if n[0] < 1 or n[0] > MAX_NAME_BYTES:
+        raise YidiError("INVALID_ARGUMENT", f"字段 {key} 长度须为 1–{MAX_NAME_BYTES} 字节", field=key)
+    return p
+
+cdef int64_t _int_of(object v, str key, int64_t lo, int64_t hi, str reason) except? -1:
+    if type(v) is not int:
+        raise YidiError("INVALID_ARGUMENT", f"字段 {key} 必须是整数", field=key)
+    if v < lo or v > hi:
+        raise YidiError(reason, f"字段 {key} 取值 {v} 超出范围 {lo}–{hi}", field=key)
+    return <int64_t>v
+
+cdef int64_t _int_field(dict row, str key, int64_t lo, int64_t hi, str reason) except? -1:
+    return _int_of(_field(row, key), key, lo, hi, reason)
+
+cdef int64_t _date_field(dict row, str key) except? -1:
+    v = _field(row, key)
+    if type(v) is not int:
+        raise YidiError("INVALID_DATE", f"字段 {key} 必须是 yyyymmdd 整数日期", field=key)
+    if not (MIN_DATE <= v <= MAX_DATE) or not date_ok(<int64_t>v):
+        raise YidiError("INVALID_DATE", f"字段 {key} 不是有效日期（{MIN_DATE}–{MAX_DATE}）", field=key)
+    return <int64_t>v
+
+cdef int _enum_field(dict row, str key, tuple values) except -1:
+    v = _field(row, key)
+    if type(v) is not str:
+        raise YidiError("INVALID_ENUM", f"字段 {key} 必须是字符串", field=key)
+    try:
+        return values.index(v)
+    except ValueError:
+        raise YidiError("INVALID_ENUM", f"字段 {key} 的取值 {v!r} 无效，应为 {'、'.join(values)} 之一",
+                        field=key) from None
+
+cdef bint _bool_field(dict row, str key) except -1:
+    v = _field(row, key)
+    if type(v) is not bool:
+        raise YidiError("INVALID_ARGUMENT", f"字段 {key} 必须是 true 或 false", field=key)
+    return v is True
+
+cdef uint32_t _admdvs_of(object v, str key) except 0:
+    cdef Py_ssize_t n
+    cdef const char* p
+    if type(v) is not str:
+        raise YidiError("INVALID_CODE", f"字段 {key} 必须是 6 位行政区划代码字符串", field=key)
+    p = PyUnicode_AsUTF8AndSize(v, &n)
+    if not admdvs_ok(p, n):
+        raise YidiError("INVALID_CODE", f"字段 {key} 的取值 {v!r} 不是 6 位行政区划代码", field=key)
+    return <uint32_t>int(v)
+
+cdef uint32_t _admdvs_field(dict row, str key) except 0:
+    return _admdvs_of(_field(row, key), key)
+
+
+# ---------------------------------------------------------------- persons
+cdef int _check_person(Index self, dict row, PersonIn* o) except -1:
+    cdef Py_ssize_t vn
+    cdef const char* vp
+    o.psn = _id_field(row, "psn_no", &o.psn_n)
+    v = _field(row, "certno")
+    o.cert = _str_of(v, "certno", &o.cert_n)
+    if not certno_ok(o.cert, o.cert_n):
+        raise YidiError("INVALID_CERTNO", "身份证号码无效：须为 18 位，末位为 GB 11643 校验码（0–9 或 X）",
+                        field="certno")
+    o.name = _name_field(row, "name", &o.name_n)
+    o.insuplc = _admdvs_field(row, "insuplc_admdvs")
+    o.insutype = _enum_field(row, "insutype", INSUTYPES)
+    o.ptype = _enum_field(row, "person_type", PERSON_TYPES)
+    o.status = _enum_field(row, "status", PERSON_STATUSES)
+    o.assistance = _bool_field(row, "assistance")
+    o.card = _id_field(row, "card_no", &o.card_n)
+    cv = _field(row, "card_version")
+    vp = _str_of(cv, "card_version", &vn)
+    if not id_ok(vp, vn) or vn > MAX_CARD_VERSION_LEN:
+        raise YidiError("INVALID_ARGUMENT", f"字段 card_version 须为 1–{MAX_CARD_VERSION_LEN} 位可打印字符",
+                        field="card_version")
+    idx = self._card_version_idx.get(cv)
+    if idx is None:
+        if len(self._card_versions) >= MAX_CARD_VERSIONS:
+            raise YidiError("INVALID_ARGUMENT", "医保卡版本种类过多", field="card_version")
+        idx = len(self._card_versions)
+        self._card_versions.append(cv)
+        self._card_version_idx[cv] = idx
+    o.card_version = idx
+    return 0
+
+cdef int _store_person_strings(Store* st, Person* p, PersonIn* o) except -1:
+    p.psn_off = arena_put(st, o.psn, o.psn_n); p.psn_len = <uint8_t>o.psn_n
+    p.cert_off = arena_put(st, o.cert, o.cert_n); p.cert_len = <uint8_t>o.cert_n
+    p.name_off = arena_put(st, o.name, o.name_n); p.name_len = <uint16_t>o.name_n
+    p.card_off = arena_put(st, o.card, o.card_n); p.card_len = <uint8_t>o.card_n
+    return 0
+
+cdef inline void _set_person_attrs(Person* p, PersonIn* o) noexcept nogil:
+    p.insuplc = o.insuplc
+    p.insutype = <uint8_t>o.insutype
+    p.person_type = <uint8_t>o.ptype
+    p.status = <uint8_t>o.status
+    p.assistance = <uint8_t>o.assistance
+    p.card_version = <uint8_t>o.card_version
+
+cdef int32_t _put_person(Index self, dict row, bint replace) except -2:
+    """Insert or (if replace) update a person; returns its row index."""
+    cdef PersonIn o
+    cdef Store* st = &self.st
+    cdef Person* p
+    cdef int32_t idx, other
+    cdef uint64_t hp, hc
+    _check_person(self, row, &o)
+    hp = fnv1a(o.psn, o.psn_n, 0)
+    hc = fnv1a(o.cert, o.cert_n, 0)
+    idx = tbl_find(st, &st.t_psn, T_PSN, hp, o.psn, o.psn_n, 0)
+    other = tbl_find(st, &st.t_cert, T_CERT, hc, o.cert, o.cert_n, 0)
+    if idx >= 0 and not replace:
+        raise YidiError("PERSON_CONFLICT", "人员编号重复", psn_no=row["psn_no"])
+    if other >= 0 and other != idx:
+        raise YidiError("PERSON_CONFLICT", "该身份证号码已登记在另一人员编号下，不能重复登记",
+                        psn_no=row["psn_no"])
+    if idx >= 0:
+        p = &st.persons[idx]
+        if other < 0:      # certno changed: move the person in the certno table
+            tbl_remove(st, &st.t_cert, T_CERT, key_hash(st, T_CERT, idx), idx)
+            p.cert_off = arena_put(st, o.cert, o.cert_n); p.cert_len = <uint8_t>o.cert_n
+            tbl_insert(st, &st.t_cert, T_CERT, hc, idx)
+        p.name_off = arena_put(st, o.name, o.name_n); p.name_len = <uint16_t>o.name_n
+        p.card_off = arena_put(st, o.card, o.card_n); p.card_len = <uint8_t>o.card_n
+        _set_person_attrs(p, &o)
+        return idx
+    st.persons = <Person*>grow_array(st.persons, &st.cap_persons, st.n_persons + 1, sizeof(Person))
+    idx = <int32_t>st.n_persons
+    p = &st.persons[idx]
+    _store_person_strings(st, p, &o)
+    _set_person_attrs(p, &o)
+    p.first_filing = -1
+    p.acc_head = -1
+    tbl_insert(st, &st.t_psn, T_PSN, hp, idx)
+    tbl_insert(st, &st.t_cert, T_CERT, hc, idx)
+    st.n_persons += 1
+    return idx
+
+
+# ---------------------------------------------------------------- filings
+cdef str _check_filing(Index self, dict row, FilingIn* o, object person=None):
+    """Validate a filing row; returns its fixmedins_codes joined by spaces."""
+    cdef Py_ssize_t n, psn_n
+    cdef const char* cp
+    cdef const char* psn_p
+    cdef Store* st = &self.st
+    cdef int64_t vf, vt
+    o.fid = _id_field(row, "filing_id", &o.fid_n)
+    psn_p = _id_field(row, "psn_no", &psn_n)
+    o.kind = _enum_field(row, "kind", FILING_KINDS)
+    o.dest = _admdvs_field(row, "dest_admdvs")
+    if o.dest not in self._regions:
+        raise YidiError("INVALID_CODE", f"备案就医地（dest_admdvs）{row['dest_admdvs']} 不是已知的行政区划", field="dest_admdvs")
+    codes = _field(row, "fixmedins_codes")
+    if type(codes) is not list:
+        raise YidiError("INVALID_ARGUMENT", "字段 fixmedins_codes 必须是机构编码数组", field="fixmedins_codes")
+    if len(codes) > MAX_FILING_CODES:
+        raise YidiError("INVALID_ARGUMENT", f"备案指定机构最多 {MAX_FILING_CODES} 家", field="fixmedins_codes")
+    for c in codes:
+        cp = _str_of(c, "fixmedins_codes", &n)
+        if not id_ok(cp, n):
+            raise YidiError("INVALID_CODE", "fixmedins_codes 中有无效的机构编码", field="fixmedins_codes")
+    vf = _date_field(row, "valid_from")
+    v = _field(row, "valid_to")
+    if v == 0 and type(v) is int:
+        vt = 0
+        if not kind_is_long_term(o.kind):
+            raise YidiError("INVALID_DATE", f"临时外出就医备案（{KIND_NAMES_ZH[o.kind]}）必须有截止日期",
+                            field="valid_to")
+    else:
+        vt = _date_field(row, "valid_to")
+        if vt < vf:
+            raise YidiError("INVALID_DATE", "备案截止日期早于开始日期", field="valid_to")
+        if not kind_is_long_term(o.kind) and day_number(vt) - day_number(vf) + 1 > MAX_TEMPORARY_FILING_DAYS:
+            raise YidiError("INVALID_DATE",
+                            f"临时外出就医备案有效期最长 {MAX_TEMPORARY_FILING_DAYS} 天", field="valid_to")
+    o.status = _enum_field(row, "status", FILING_STATUSES)
+    o.valid_from = <uint32_t>vf
+    o.valid_to = <uint32_t>vt
+    o.ncodes = len(codes)
+    o.person = tbl_find(st, &st.t_psn, T_PSN, fnv1a(psn_p, psn_n, 0), psn_p, psn_n, 0)
+    if o.person < 0 and not (type(person) is dict and person.get("psn_no") == row["psn_no"]):
+        raise YidiError("PERSON_NOT_FOUND", f"人员编号 {row['psn_no']} 未登记，须先登记参保人信息再备案",
+                        psn_no=row["psn_no"])
+    return " ".join(codes)
+
+cdef int32_t _put_filing(Index self, dict row, bint replace) except -2:
+    cdef FilingIn o
+    cdef Store* st = &self.st
+    cdef Filing* f
+    cdef int32_t idx
+    cdef uint64_t h
+    cdef Py_ssize_t cn
+    cdef const char* cp
+    codes = _check_filing(self, row, &o, None)
+    h = fnv1a(o.fid, o.fid_n, 0)
+    idx = tbl_find(st, &st.t_filing, T_FILING, h, o.fid, o.fid_n, 0)
+    if idx >= 0:
+        if not replace:
+            raise YidiError("FILING_CONFLICT", f"备案编号 {row['filing_id']} 重复", filing_id=row["filing_id"])
+        if st.filings[idx].person != o.person:
+            raise YidiError("FILING_CONFLICT", f"备案编号 {row['filing_id']} 已属于另一参保人，不能改挂",
+                            filing_id=row["filing_id"])
+    else:
+        st.filings = <Filing*>grow_array(st.filings, &st.cap_filings, st.n_filings + 1, sizeof(Filing))
+        idx = <int32_t>st.n_filings
+        f = &st.filings[idx]
+        f.id_off = arena_put(st, o.fid, o.fid_n)
+        f.id_len = <uint8_t>o.fid_n
+        f.person = o.person
+        f.next = st.persons[o.person].first_filing
+        st.persons[o.person].first_filing = idx
+        tbl_insert(st, &st.t_filing, T_FILING, h, idx)
+        st.n_filings += 1
+    f = &st.filings[idx]
+    cp = PyUnicode_AsUTF8AndSize(codes, &cn)
+    if cn > 65535:
+        raise YidiError("INVALID_ARGUMENT", "备案指定机构编码过长", field="fixmedins_codes")
+    f.codes_off = arena_put(st, cp, cn) if cn else 0
+    f.codes_len = <uint16_t>cn
+    f.ncodes = <uint8_t>o.ncodes
+    f.kind = <uint8_t>o.kind
+    f.status = <uint8_t>o.status
+    f.dest = o.dest
+    f.valid_from = o.valid_from
+    f.valid_to = o.valid_to
+    return idx
+
+
+# ---------------------------------------------------------------- regions, institutions, catalogue
+cdef int _put_region(Index self, dict row) except -1:
+    cdef Py_ssize_t n
+    code = _admdvs_field(row, "admdvs")
+    _name_field(row, "name", &n)
+    if code in self._regions:
+        raise YidiError("INVALID_CODE", f"行政区划 {row['admdvs']} 重复", field="admdvs")
+    self._regions[code] = row["name"]
+    return 0
+
+cdef int _put_institution(Index self, dict row) except -1:
+    cdef Store* st = &self.st
+    cdef Py_ssize_t cn, nn
+    cdef const char* cp = _id_field(row, "fixmedins_code", &cn)
+    cdef const char* np = _name_field(row, "name", &nn)
+    cdef uint32_t adm = _admdvs_field(row, "admdvs")
+    cdef int kind = _enum_field(row, "kind", INSTITUTION_KINDS)
+    cdef int level = _int_field(row, "level", 1, 3, "INVALID_ENUM")
+    cdef bint ip = _bool_field(row, "inpatient")
+    cdef bint op = _bool_field(row, "outpatient")
+    cdef uint64_t h = fnv1a(cp, cn, 0)
+    cdef Institution* it
+    if kind == IKIND_PHARMACY and ip:
+        raise YidiError("INVALID_ARGUMENT", "药店只能开通门诊（购药）直接结算，inpatient 必须为 false", field="inpatient")
+    if tbl_find(st, &st.t_inst, T_INST, h, cp, cn, 0) >= 0:
+        raise YidiError("INVALID_CODE", f"机构编码 {row['fixmedins_code']} 重复", field="fixmedins_code")
+    st.insts = <Institution*>grow_array(st.insts, &st.cap_insts, st.n_insts + 1, sizeof(Institution))
+    it = &st.insts[st.n_insts]
+    it.code_off = arena_put(st, cp, cn); it.code_len = <uint8_t>cn
+    it.name_off = arena_put(st, np, nn); it.name_len = <uint16_t>nn
+    it.admdvs = adm
+    it.kind = <uint8_t>kind
+    it.level = <uint8_t>level
+    it.inpatient = ip
+    it.outpatient = op
+    tbl_insert(st, &st.t_inst, T_INST, h, <int32_t>st.n_insts)
+    st.n_insts += 1
+    return 0
+
+cdef int _put_item(Index self, dict row) except -1:
+    cdef Store* st = &self.st
+    cdef uint32_t prov = _admdvs_field(row, "province")
+    cdef Py_ssize_t cn, nn
+    cdef const char* cp = _id_field(row, "code", &cn)
+    cdef const char* np = _name_field(row, "name", &nn)
+    cdef int cat = _enum_field(row, "category", CATEGORIES)
+    cdef int cls = _enum_field(row, "class", CLASSES)
+    cdef int64_t selfpay = _int_field(row, "selfpay_bp", 0, BP_ONE, "INVALID_ARGUMENT")
+    cdef int64_t cap = _int_field(row, "price_cap_fen", 0, MAX_UNIT_PRICE_FEN, "INVALID_PRICE")
+    cdef uint64_t h = item_hash(cp, cn, prov)
+    cdef CatalogItem* it
+    if prov % 10000 != 0:
+        raise YidiError("INVALID_CODE", f"目录所属省份 {row['province']} 须为省级代码（以 0000 结尾）", field="province")
+    if tbl_find(st, &st.t_item, T_ITEM, h, cp, cn, prov) >= 0:
+        raise YidiError("INVALID_CODE", f"目录项目 {row['code']} 在省份 {row['province']} 重复", field="code")
+    st.items = <CatalogItem*>grow_array(st.items, &st.cap_items, st.n_items + 1, sizeof(CatalogItem))
+    it = &st.items[st.n_items]
+    it.province = prov
+    it.code_off = arena_put(st, cp, cn); it.code_len = <uint8_t>cn
+    it.name_off = arena_put(st, np, nn); it.name_len = <uint16_t>nn
+    it.category = <uint8_t>cat
+    it.cls = <uint8_t>cls
+    it.selfpay_bp = <uint16_t>selfpay
+    it.price_cap_fen = cap
+    tbl_insert(st, &st.t_item, T_ITEM, h, <int32_t>st.n_items)
+    st.n_items += 1
+    return 0
+
+
+# ---------------------------------------------------------------- policies
+cdef dict _obj_field(dict row, str key, bint optional):
+    v = row.get(key)
+    if v is None:
+        if optional:
+            return None
+        raise YidiError("INVALID_ARGUMENT", f"缺少必填字段 {key}", field=key)
+    if type(v) is not dict:
+        raise YidiError("INVALID_ARGUMENT", f"字段 {key} 必须是对象", field=key)
+    return v
+
+cdef int _levels(dict d, str key, str path, int64_t hi, int64_t* out) except -1:
+    """A {"1": x, "2": y, "3": z} map by institution level into out[1..3]."""
+    cdef int lv
+    m = _obj_field(d, key, False)
+    out[0] = 0
+    for lv in range(1, 4):
+        v = m.get(str(lv))
+        if v is None:
+            raise YidiError("REFERENCE_DATA_INVALID", f"缺少必填字段 {path}.{key}.{lv}", field=key)
+        out[lv] = _int_of(v, f"{path}.{key}.{lv}", 0, hi, "REFERENCE_DATA_INVALID")
+    return 0
+
+
+cdef int _put_policy(Index self, dict row) except -1:
+    cdef Policy pol
+    cdef Store* st = &self.st
+    cdef int64_t prev_up
+    cdef int i
+    memset(&pol, 0, sizeof(Policy))
+    adm = _admdvs_field(row, "admdvs")
+    if adm % 100 != 0:
+        raise YidiError("INVALID_CODE", f"政策所属统筹区 {row['admdvs']} 须以 00 结尾", field="admdvs")
+    insutype = _enum_field(row, "insutype", INSUTYPES)
+    pol.effective_from = <int32_t>_date_field(row, "effective_from")
+    R = "REFERENCE_DATA_INVALID"
+    ip = _obj_field(row, "inpatient", False)
+    _levels(ip, "deductible_fen", "inpatient", MAX_POLICY_FEN, pol.ip_deductible)
+    _levels(ip, "ratio_bp", "inpatient", BP_ONE, pol.ip_ratio)
+    pol.ip_retired_bonus = _int_field(ip, "retired_bonus_bp", 0, BP_ONE, R)
+    pol.ip_cap = _int_field(ip, "annual_cap_fen", 0, MAX_POLICY_FEN, R)
+    pol.ip_subsequent_bp = -1
+    if ip.get("subsequent_deductible_bp") is not None:
+        pol.ip_subsequent_bp = _int_field(ip, "subsequent_deductible_bp", 0, BP_ONE, R)
+    op = _obj_field(row, "outpatient", False)
+    pol.op_deductible = _int_field(op, "annual_deductible_fen", 0, MAX_POLICY_FEN, R)
+    _levels(op, "ratio_bp", "outpatient", BP_ONE, pol.op_ratio)
+    pol.op_retired_bonus = _int_field(op, "retired_bonus_bp", 0, BP_ONE, R)
+    pol.op_cap = _int_field(op, "annual_cap_fen", 0, MAX_POLICY_FEN, R)
+    ci = _obj_field(row, "critical_illness", True)
+    if ci is not None:
+        pol.ci_present = 1
+        pol.ci_threshold = _int_field(ci, "threshold_fen", 0, MAX_POLICY_FEN, R)
+        pol.ci_cap = _int_field(ci, "annual_cap_fen", 0, MAX_POLICY_FEN, R)
+        tiers = _field(ci, "tiers")
+        if type(tiers) is not list or not (1 <= len(tiers) <= MAX_TIERS):
+            raise YidiError(R, f"critical_illness.tiers 须为 1–{MAX_TIERS} 档的数组", field="tiers")
+        prev_up = 0
+        for i in range(len(tiers)):
+            t = tiers[i]
+            if type(t) is not dict:
+                raise YidiError(R, "critical_illness.tiers 的每一档须为对象", field="tiers")
+            pol.ci_ratio[i] = _int_field(t, "ratio_bp", 0, BP_ONE, R)
+            up = t.get("up_to_fen")
+            if i == len(tiers) - 1:
+                if up is not None:
+                    raise YidiError(R, "critical_illness.tiers 最后一档的 up_to_fen 须为 null", field="tiers")
+                pol.ci_up_to[i] = -1
+            else:
+                if up is None:
+                    raise YidiError(R, "critical_illness.tiers 只有最后一档的 up_to_fen 可以为 null", field="tiers")
+                pol.ci_up_to[i] = _int_of(up, "up_to_fen", 0, MAX_POLICY_FEN, R)
+                if pol.ci_up_to[i] <= prev_up:
+                    raise YidiError(R, "critical_illness.tiers 的 up_to_fen 须严格递增（且大于 0）", field="tiers")
+                prev_up = pol.ci_up_to[i]
+        pol.ci_ntiers = len(tiers)
+    asst = _obj_field(row, "assistance", True)
+    if asst is not None:
+        pol.as_present = 1
+        pol.as_ratio = _int_field(asst, "ratio_bp", 0, BP_ONE, R)
+        pol.as_cap = _int_field(asst, "annual_cap_fen", 0, MAX_POLICY_FEN, R)
+    red = _obj_field(row, "reduction_bp", False)
+    pol.reduction[KIND_REFERRAL] = _int_field(red, "referral", 0, MAX_REDUCTION_REFERRAL_BP, R)
+    pol.reduction[KIND_EMERGENCY] = _int_field(red, "emergency", 0, MAX_REDUCTION_REFERRAL_BP, R)
+    pol.reduction[KIND_OTHER_TEMPORARY] = _int_field(red, "other_temporary", 0, MAX_REDUCTION_OTHER_TEMP_BP, R)
+    pol.high_cost = _int_field(row, "high_cost_fen", 0, MAX_POLICY_FEN, R)
+    key = (adm, insutype)
+    versions = self._policies.setdefault(key, [])
+    for eff, _ in versions:
+        if eff == pol.effective_from:
+            raise YidiError(R, f"统筹区 {row['admdvs']} 险种 {row['insutype']} 生效日期 {eff} 的政策重复",
+                            field="effective_from")
+    st.policies = <Policy*>grow_array(st.policies, &st.cap_policies, st.n_policies + 1, sizeof(Policy))
+    st.policies[st.n_policies] = pol
+    versions.append((pol.effective_from, st.n_policies))
+    versions.sort()
+    st.n_policies += 1
+    return 0
+
+
+# ---------------------------------------------------------------- JSONL files
+cdef int64_t _count_lines(str path) except -1:
+    cdef int64_t n = 0
+    with open(path, "rb") as f:
+        while True:
+            chunk = f.read(1 << 20)
+            if not chunk:
+                break
+            n += chunk.count(b"\n")
+    return n + 1
+
+cdef int _load_file(Index self, str dirpath, str name, int which, object progress, bint required) except -1:
+    """Load one JSONL file; the first bad row raises LoadError(name, line, reason)."""
+    cdef int64_t lineno = 0, rows = 0, expected
+    cdef dict row
+    cdef Store* st = &self.st
+    path = os.path.join(dirpath, name)
+    if not os.path.exists(path):
+        if required:
+            raise LoadError(name, 0, "文件不存在")
+        return 0
+    table = name[:len(name) - 6]
+    expected = _count_lines(path)
+    if which == 4:      # persons: size the arrays and tables once
+        st.persons = <Person*>grow_array(st.persons, &st.cap_persons, expected, sizeof(Person))
+        tbl_init(&st.t_psn, expected)
+        tbl_init(&st.t_cert, expected)
+    elif which == 5:
+        st.filings = <Filing*>grow_array(st.filings, &st.cap_filings, expected, sizeof(Filing))
+        tbl_init(&st.t_filing, expected)
+    with open(path, "rb") as f:
+        for line in f:
+            lineno += 1
+            if not line.strip():
+                continue
+            try:
+                try:
+                    obj = orjson.loads(line)
+                except orjson.JSONDecodeError as e:
+                    raise YidiError("REFERENCE_DATA_INVALID", f"不是有效的 JSON：{e}")
+                if type(obj) is not dict:
+                    raise YidiError("REFERENCE_DATA_INVALID", "每行必须是一个 JSON 对象")
+                row = <dict>obj
+                if which == 0:
+                    _put_region(self, row)
+                elif which == 1:
+                    _put_institution(self, row)
+                elif which == 2:
+                    _put_item(self, row)
+                elif which == 3:
+                    _put_policy(self, row)
+                elif which == 4:
+                    _put_person(self, row, False)
+                else:
+                    _put_filing(self, row, False)
+            except YidiError as e:
+                raise LoadError(name, lineno, f"{e.reason}: {e.message}") from None
+            rows += 1
+            if progress is not None and rows % PROGRESS_EVERY_ROWS == 0:
+                progress(table, rows)
+    if progress is not None:
+        progress(table, rows)
+    return 0
+
+cdef int _shrink(Index self) except -1:
+    """Give back the doubling slack of the arena after a bulk load."""
+    cdef Store* st = &self.st
+    cdef char* nb
+    if st.arena_len and st.arena_cap > st.arena_len:
+        nb = <char*>realloc(st.arena, st.arena_len)
+        if nb != NULL:
+            st.arena = nb
+            st.arena_cap = st.arena_len
+    return 0
+
+cdef int _load_dir(Index self, str path, object progress) except -1:
+    if self._loaded or self.st.n_persons or self._regions:
+        raise RuntimeError("load_dir needs an empty Index")
+    self._loaded = True
+    if not os.path.isdir(path):
+        raise LoadError(path, 0, "目录不存在")
+    mpath = os.path.join(path, "manifest.json")
+    if os.path.exists(mpath):
+        with open(mpath, "rb") as f:
+            try:
+                meta = orjson.loads(f.read())
+            except orjson.JSONDecodeError as e:
+                raise LoadError("manifest.json", 1, f"REFERENCE_DATA_INVALID: 不是有效的 JSON：{e}") from None
+        if type(meta) is not dict:
+            raise LoadError("manifest.json", 1, "REFERENCE_DATA_INVALID: 必须是一个 JSON 对象")
+        self._meta = meta
+    for which, name in enumerate(("regions.jsonl", "institutions.jsonl", "catalog.jsonl",
+                                   "policies.jsonl", "persons.jsonl", "filings.jsonl")):
+        _load_file(self, path, name, which, progress, True)
+    _shrink(self)
+    return 0
