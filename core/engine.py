@@ -236,7 +236,7 @@ class Engine:
     def presettle(self, mdtrt_id: str, setl_date: int) -> dict:
         """预结算: the settlement discharge would produce, changing nothing."""
         visit = self._open_visit(mdtrt_id)
-        return self._settlement(visit, "", setl_date, visit.lines.items())
+        return dict(self._settlement(visit, "", setl_date, visit.lines.items()), status="")
 
     def decide_discharge_settle(self, mdtrt_id: str, dscg_date: int) -> dict:
         """出院结算."""

@@ -1,0 +1,82 @@
+"""Who is calling, resolved in one place, and what each caller may do (SPEC §9).
+
+The identity comes from a plain metadata header in this release; the TLS
+issue replaces ``resolve_caller`` with the client certificate's subject and
+nothing else changes.  A caller is a province code (``"210000"``) or
+``NATIONAL`` for the national operator.
+"""
+from __future__ import annotations
+
+import contextvars
+import re
+
+import grpc
+
+from core.errors import YidiError
+
+NATIONAL = "national"
+_PROVINCE = re.compile(r"^[1-9][0-9]0000$")
+
+_caller: contextvars.ContextVar[str] = contextvars.ContextVar("yidi_caller")
+
+
+def current_caller() -> str:
+    return _caller.get()
+
+
+def province_of(admdvs: str) -> str:
+    return admdvs[:2] + "0000"
+
+
+def resolve_caller(context: grpc.aio.ServicerContext, header: str) -> str:
+    for key, value in context.invocation_metadata() or ():
+        if key == header:
+            if value == NATIONAL or _PROVINCE.match(value):
+                return value
+            break
+    raise YidiError(
+        "UNAUTHENTICATED",
+        f"无法识别调用方：请求头 {header} 应为省级平台的省代码（如 210000）或 {NATIONAL}。",
+    )
+
+
+class CallerInterceptor(grpc.aio.ServerInterceptor):
+    """Resolves the caller for every Yidi RPC before the service code runs.
+
+    The health and reflection services need no identity.
+    """
+
+    def __init__(self, header: str, on_error) -> None:
+        self._header = header
+        self._on_error = on_error
+
+    async def intercept_service(self, continuation, details):
+        handler = await continuation(details)
+        if handler is None or not details.method.startswith("/yidi."):
+            return handler
+        inner = handler.unary_unary
+        header, on_error = self._header, self._on_error
+
+        async def with_caller(request, context):
+            try:
+                caller = resolve_caller(context, header)
+            except YidiError as err:
+                await on_error(context, err)
+            token = _caller.set(caller)
+            try:
+                return await inner(request, context)
+            finally:
+                _caller.reset(token)
+
+        return handler._replace(unary_unary=with_caller)
+
+
+def require_province(caller: str, admdvs: str, what: str) -> None:
+    """A province may act only on its own persons / institutions."""
+    if caller != province_of(admdvs):
+        raise YidiError("PERMISSION_DENIED", f"调用方 {caller} 无权{what}（属于 {province_of(admdvs)}）。")
+
+
+def require_national(caller: str, what: str) -> None:
+    if caller != NATIONAL:
+        raise YidiError("PERMISSION_DENIED", f"只有国家平台可以{what}。")

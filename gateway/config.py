@@ -1,0 +1,34 @@
+"""Gateway settings: every operating limit in one place (TigerBeetle style)."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+DEFAULT_DATA_DIR = os.path.join("data", "national")
+DEFAULT_LISTEN = "127.0.0.1:50051"
+
+
+@dataclass(slots=True)
+class Config:
+    data_dir: str = DEFAULT_DATA_DIR
+    ledger: str = ""                 # default: <data_dir>/../yidi-ledger.sqlite, beside the data set
+    listen: str = DEFAULT_LISTEN
+    # A request larger than this is refused with MESSAGE_TOO_LARGE; gRPC itself
+    # drops anything over twice this before it reaches us (plain RESOURCE_EXHAUSTED).
+    max_message_bytes: int = 4 * 1024 * 1024
+    # Concurrent RPCs in flight; beyond it gRPC answers RESOURCE_EXHAUSTED at once.
+    max_concurrent_rpcs: int = 2000
+    # Seconds in-flight RPCs get to finish on SIGTERM.
+    shutdown_grace_s: float = 10.0
+    # Ledger: records per transaction at most.
+    ledger_max_batch: int = 4096
+    accepted_card_versions: tuple[str, ...] = ("2.0", "3.0")
+    # Caller identity header (SPEC §9 identity comes from TLS in a later issue).
+    caller_header: str = "x-yidi-caller"
+    extra: dict = field(default_factory=dict)
+
+    def ledger_path(self) -> str:
+        if self.ledger:
+            return self.ledger
+        parent = os.path.dirname(os.path.abspath(self.data_dir))
+        return os.path.join(parent, "yidi-ledger.sqlite")

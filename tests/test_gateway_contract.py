@@ -1,0 +1,437 @@
+"""The gateway over real gRPC on loopback: SPEC §4–§6 and §9 as a platform sees them.
+
+One gateway process serves the whole module, on the SPEC fixture data set
+(tests/fixtures_core.py) with a ledger seeded with the "so far this year"
+history that E2, E4 and E5 start from (tests/gateway_seed.py).  Tests that
+change state use their own persons or visits, so their order does not matter.
+"""
+from __future__ import annotations
+
+import itertools
+
+import grpc
+import pytest
+from google.protobuf import descriptor_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from fixtures_core import FILINGS, PERSONS, make_certno, write_spec_dataset
+from gateway._pb.yidi.v1 import admin_pb2, common_pb2 as pb, filing_pb2 as fpb, settlement_pb2 as spb
+from gateway_harness import start_gateway
+from gateway_seed import filed, prior_settlement, write_ledger
+
+HAINAN, LIAONING, GUANGDONG = "460000", "210000", "440000"
+MAX_MESSAGE_BYTES = 64 * 1024
+_ids = itertools.count(1)
+
+
+def rid(tag: str = "r") -> str:
+    return f"{tag}-{next(_ids)}"
+
+
+def person(name: str, psn_no: str, certno17: str, **kw) -> dict:
+    row = dict(PERSONS[name], psn_no=psn_no, certno=make_certno(certno17))
+    row.update(kw)
+    return row
+
+
+# E2: the retired person of E1, second admission, fund paid 1000000 and supplementary base 1400000 so far.
+E2_PERSON = person("retired", "P2101020E2", "21010219500101102")
+E2_FILING = dict(FILINGS["retired"], filing_id="F-E2", psn_no="P2101020E2")
+# E4: in service, long-term residence, 45000 of the outpatient deductible used.
+E4_PERSON = person("in_service", "P2101020E4", "21010219850303104")
+E4_FILING = dict(FILINGS["in_service"], filing_id="F-E4", psn_no="P2101020E4")
+# E5: referral, third admission, fund paid 29500000 (cap 30000000), supplementary base 9000000.
+E5_PERSON = person("referral", "P2101020E5", "21010219700404105")
+E5_FILING = dict(FILINGS["referral"], filing_id="F-E5", psn_no="P2101020E5")
+
+
+@pytest.fixture(scope="module")
+def names(tmp_path_factory):
+    base = tmp_path_factory.mktemp("gw")
+    names = write_spec_dataset(base / "data")
+    inst = names["inst"]
+    events = [filed(E2_PERSON, E2_FILING), filed(E4_PERSON, E4_FILING), filed(E5_PERSON, E5_FILING)]
+    events += prior_settlement(1, "P2101020E2", "210102", inst["hk_l3"], "460100", 3, E2_FILING, 20260201,
+                               {"inpatient_fund_paid_fen": 1000000, "crit_base_fen": 1400000,
+                                "inpatient_admissions": 1}, inpatient=True)
+    events += prior_settlement(2, "P2101020E4", "210102", inst["hk_l1"], "460100", 1, E4_FILING, 20260201,
+                               {"outpatient_deductible_used_fen": 45000}, inpatient=False)
+    events += prior_settlement(3, "P2101020E5", "210102", inst["hk_l1"], "460100", 1, E5_FILING, 20260210,
+                               {"inpatient_fund_paid_fen": 29500000, "crit_base_fen": 9000000,
+                                "inpatient_admissions": 2}, inpatient=True)
+    write_ledger(str(base / "ledger.sqlite"), LIAONING, events)
+    names["ledger"] = str(base / "ledger.sqlite")
+    return names
+
+
+@pytest.fixture(scope="module")
+def gw(names):
+    server = start_gateway(names["dir"], names["ledger"], "--max-message-bytes", str(MAX_MESSAGE_BYTES))
+    yield server
+    assert server.stop() == 0, server.log()[-3000:]
+
+
+@pytest.fixture(scope="module")
+def hainan(gw):
+    return gw.client(HAINAN)
+
+
+@pytest.fixture(scope="module")
+def liaoning(gw):
+    return gw.client(LIAONING)
+
+
+@pytest.fixture(scope="module")
+def national(gw):
+    return gw.client("national")
+
+
+def line(sn, code, price, qty_milli) -> pb.FeeLine:
+    return pb.FeeLine(feedetl_sn=str(sn), code=code, unit_price_fen=price, qty_milli=qty_milli)
+
+
+E1_LINES = [line(1, "XA01", 1250, 20000), line(2, "XB02", 8800, 3500), line(3, "XB03", 7300, 10000),
+            line(4, "XC04", 45000, 1000), line(5, "T001", 1200000, 1000), line(6, "ZZ99", 9999, 2000)]
+
+
+def admit(client, psn_no, inst, date=20260310, **kw) -> spb.AdmitResponse:
+    return client(client.settlement.Admit, spb.AdmitRequest(
+        request_id=rid("admit"), psn_no=psn_no, fixmedins_code=inst, adm_date=date, **kw))
+
+
+def upload(client, mdtrt_id, lines, request_id=None) -> spb.VisitResponse:
+    return client(client.settlement.UploadFees, spb.UploadFeesRequest(
+        request_id=request_id or rid("fees"), mdtrt_id=mdtrt_id, lines=lines))
+
+
+def settle(client, mdtrt_id, date=20260315, request_id=None) -> pb.Settlement:
+    return client(client.settlement.DischargeSettle, spb.DischargeSettleRequest(
+        request_id=request_id or rid("settle"), mdtrt_id=mdtrt_id, dscg_date=date)).settlement
+
+
+def cancel(client, setl_id, date=20260320) -> pb.Settlement:
+    return client(client.settlement.CancelSettlement, spb.CancelSettlementRequest(
+        request_id=rid("cancel"), setl_id=setl_id, cancel_date=date)).settlement
+
+
+def accumulators(client, psn_no, year=2026) -> pb.Accumulators:
+    return client(client.settlement.GetAccumulators, spb.GetAccumulatorsRequest(psn_no=psn_no, year=year))
+
+
+def ledger_seq(national) -> int:
+    return national(national.admin.GetReferenceDataStatus, admin_pb2.GetReferenceDataStatusRequest()).ledger_seq
+
+
+def file_new_person(liaoning, psn_no: str, certno17: str, kind="long_term_residence", dest="460000",
+                    codes=(), valid_to=0, **person_kw) -> fpb.FilingResponse:
+    p = pb.Person(psn_no=psn_no, certno=make_certno(certno17), name="测试人", insuplc_admdvs="210102",
+                  insutype=pb.INSUTYPE_EMPLOYEE, person_type=pb.PERSON_TYPE_IN_SERVICE,
+                  status=pb.PERSON_STATUS_ACTIVE, card_no="K" + psn_no[-8:], card_version="3.0")
+    for k, v in person_kw.items():
+        setattr(p, k, v)
+    f = pb.Filing(filing_id="F-" + psn_no, psn_no=psn_no, kind=getattr(pb, "FILING_KIND_" + kind.upper()),
+                  dest_admdvs=dest, fixmedins_codes=list(codes), valid_from=20260101, valid_to=valid_to,
+                  status=pb.FILING_STATUS_ACTIVE)
+    return liaoning(liaoning.filing.File, fpb.FileRequest(request_id=rid("file"), person=p, filing=f))
+
+
+def breakdown(s: pb.Settlement) -> dict:
+    return {f.name: getattr(s.breakdown, f.name) for f in pb.Breakdown.DESCRIPTOR.fields}
+
+
+# ------------------------------------------------------------------ service
+def test_health_reports_serving_and_reflection_lists_the_services(gw):
+    channel = gw.client(None).channel
+    health = health_pb2_grpc.HealthStub(channel)
+    for service in ("", "yidi.v1.SettlementService", "yidi.v1.FilingService", "yidi.v1.AdminService"):
+        assert health.Check(health_pb2.HealthCheckRequest(service=service)).status == health_pb2.HealthCheckResponse.SERVING
+    stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+    reply = next(stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")])))
+    listed = {s.name for s in reply.list_services_response.service}
+    assert {"yidi.v1.FilingService", "yidi.v1.SettlementService", "yidi.v1.AdminService",
+            "grpc.health.v1.Health"} <= listed
+    reply = next(stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(
+        file_containing_symbol="yidi.v1.SettlementService")])))
+    fd = descriptor_pb2.FileDescriptorProto.FromString(reply.file_descriptor_response.file_descriptor_proto[0])
+    assert fd.package == "yidi.v1"
+
+
+def test_reference_data_status_for_the_national_operator(national, hainan):
+    status = national(national.admin.GetReferenceDataStatus, admin_pb2.GetReferenceDataStatusRequest())
+    assert status.counts["persons"] == len(PERSONS) + 3 and status.counts["catalog_items"] == 20
+    assert status.ledger_seq >= 8
+    code, reason, _ = hainan.refused(hainan.admin.LoadReferenceData, admin_pb2.LoadReferenceDataRequest(
+        request_id=rid(), data_dir="/tmp"))
+    assert (code, reason) == (grpc.StatusCode.PERMISSION_DENIED, "PERMISSION_DENIED")
+
+
+# ------------------------------------------------------ SPEC §5.6 E1–E5
+def test_e1_through_grpc(hainan, names):
+    a = admit(hainan, names["psn"]["retired"], names["inst"]["hk_l3"])
+    assert a.filing_kind == pb.FILING_KIND_RETIRED_RELOCATION and a.fixmedins_level == 3
+    visit = upload(hainan, a.mdtrt_id, E1_LINES)
+    assert (visit.line_count, visit.medfee_sumamt) == (6, 1393798)
+    s = settle(hainan, a.mdtrt_id)
+    assert breakdown(s) == dict(
+        medfee_sumamt=1393798, fulamt_ownpay_amt=64998, overlmt_selfpay=23000, preselfpay_amt=13080,
+        inscp_scp_amt=1292720, act_pay_dedc=120000, pay_ratio_bp=8500, hifp_pay=996812, hifmi_pay=0,
+        hifob_pay=0, maf_pay=0, fund_pay_sumamt=996812, psn_cash_pay=396986)
+    assert [ln.chrgitm_lv for ln in s.lines] == ["A", "B", "B", "C", "A", ""]
+    acc = accumulators(hainan, names["psn"]["retired"])
+    assert (acc.inpatient_fund_paid_fen, acc.crit_base_fen, acc.inpatient_admissions) == (996812, 295908, 1)
+
+
+def test_e2_through_grpc(hainan, names):
+    a = admit(hainan, "P2101020E2", names["inst"]["hk_l3"])
+    upload(hainan, a.mdtrt_id, [line(1, "T001", 8000000, 1000), line(2, "XB02", 50000, 20000)])
+    b = breakdown(settle(hainan, a.mdtrt_id))
+    assert (b["medfee_sumamt"], b["preselfpay_amt"], b["inscp_scp_amt"], b["act_pay_dedc"], b["pay_ratio_bp"],
+            b["hifp_pay"], b["fund_pay_sumamt"], b["psn_cash_pay"]) == (
+        9000000, 100000, 8900000, 60000, 8500, 7514000, 8285600, 714400)
+    assert (b["hifob_pay"], b["hifmi_pay"]) == (771600, 0)  # employee insurance: 职工大额
+
+
+def test_e3_through_grpc(hainan, names):
+    a = admit(hainan, names["psn"]["assist"], names["inst"]["hk_l2"])
+    upload(hainan, a.mdtrt_id, [line(1, "XA01", 1250, 20000), line(2, "T001", 500000, 1000)])
+    b = breakdown(settle(hainan, a.mdtrt_id))
+    assert (b["medfee_sumamt"], b["inscp_scp_amt"], b["act_pay_dedc"], b["pay_ratio_bp"], b["hifp_pay"],
+            b["hifmi_pay"] + b["hifob_pay"], b["maf_pay"], b["fund_pay_sumamt"], b["psn_cash_pay"]) == (
+        525000, 525000, 60000, 7500, 348750, 0, 123375, 472125, 52875)
+
+
+def test_e4_outpatient_through_grpc(hainan, names):
+    s = hainan(hainan.settlement.OutpatientSettle, spb.OutpatientSettleRequest(
+        request_id=rid("op"), psn_no="P2101020E4", fixmedins_code=names["inst"]["hk_l1"], setl_date=20260315,
+        lines=[line(1, "XA01", 1250, 6000), line(2, "XB02", 8800, 1500)])).settlement
+    b = breakdown(s)
+    assert s.visit_kind == pb.VISIT_KIND_OUTPATIENT and s.setl_id and s.mdtrt_id
+    assert (b["medfee_sumamt"], b["preselfpay_amt"], b["inscp_scp_amt"], b["act_pay_dedc"], b["pay_ratio_bp"],
+            b["hifp_pay"], b["psn_cash_pay"]) == (20700, 1320, 19380, 5000, 7000, 10066, 10634)
+    assert accumulators(hainan, "P2101020E4").outpatient_deductible_used_fen == 50000
+
+
+def test_e5_through_grpc(hainan, names):
+    a = admit(hainan, "P2101020E5", names["inst"]["hk_l1"])
+    assert a.filing_kind == pb.FILING_KIND_REFERRAL
+    upload(hainan, a.mdtrt_id, [line(1, "T001", 2000000, 1000)])
+    b = breakdown(settle(hainan, a.mdtrt_id))
+    assert (b["act_pay_dedc"], b["pay_ratio_bp"], b["hifp_pay"], b["hifob_pay"], b["fund_pay_sumamt"],
+            b["psn_cash_pay"]) == (15000, 9000, 500000, 900000, 1400000, 600000)
+    assert accumulators(hainan, "P2101020E5").inpatient_fund_paid_fen == 30000000
+
+
+# ------------------------------------------------------- SPEC §4 reasons
+def test_every_eligibility_reason_over_grpc(hainan, liaoning, names):
+    inst, psn = names["inst"], names["psn"]
+    file_new_person(liaoning, "P2101029001", "21010219900101201")  # long-term residence in 海南
+    admit(hainan, "P2101029001", inst["hk_l2"])  # an open stay, for DUPLICATE_ADMISSION
+    cases = [
+        (dict(psn_no="P-NOBODY", fixmedins_code=inst["hk_l3"]), "PERSON_NOT_FILED", "备案即时生效"),
+        (dict(psn_no=psn["unfiled"], fixmedins_code=inst["hk_l3"]), "PERSON_NOT_FILED", "补办"),
+        (dict(psn_no=psn["suspended"], fixmedins_code=inst["hk_l3"]), "INSURANCE_SUSPENDED", "暂停"),
+        (dict(psn_no=psn["retired"], fixmedins_code=inst["hk_l3"],
+              card=spb.Card(card_no="WRONG", card_version="3.0")), "CARD_INVALID", "卡号"),
+        (dict(psn_no=psn["retired"], fixmedins_code=inst["hk_l3"],
+              card=spb.Card(card_no=PERSONS["retired"]["card_no"], card_version="1.0")), "CARD_INVALID", "1.0"),
+        (dict(psn_no=psn["retired"], fixmedins_code="H46019999999"), "INSTITUTION_UNKNOWN", "H46019999999"),
+        (dict(psn_no=psn["retired"], fixmedins_code=inst["hk_no_ip"]), "INSTITUTION_NOT_ENABLED", "住院"),
+        (dict(psn_no=psn["assist"], fixmedins_code=inst["sy_l3"]), "NOT_FILED_FOR_DESTINATION", "海口市"),
+        (dict(psn_no=psn["referral"], fixmedins_code=inst["hk_l2"]), "INSTITUTION_NOT_DESIGNATED", "海口市秀英区人民医院"),
+        (dict(psn_no="P2101029001", fixmedins_code=inst["hk_l3"]), "DUPLICATE_ADMISSION", "未出院"),
+    ]
+    for fields, reason, fragment in cases:
+        code, got, message = hainan.refused(hainan.settlement.Admit, spb.AdmitRequest(
+            request_id=rid("elig"), adm_date=20260310, **fields))
+        assert got == reason, (fields, got, message)
+        assert fragment in message and f"[{reason}]" in message, (reason, message)
+        assert PERSONS["retired"]["certno"] not in message
+    # NOT_CROSS_PROVINCE: a Liaoning person at a Liaoning hospital, asked by Liaoning.
+    _, got, message = liaoning.refused(liaoning.settlement.Admit, spb.AdmitRequest(
+        request_id=rid(), psn_no=psn["retired"], fixmedins_code=inst["sy_home"], adm_date=20260310))
+    assert got == "NOT_CROSS_PROVINCE" and "参保地" in message
+
+
+def test_admission_by_certno_and_card(hainan, liaoning):
+    file_new_person(liaoning, "P2101029002", "21010219900101202")
+    a = hainan(hainan.settlement.Admit, spb.AdmitRequest(
+        request_id=rid(), certno=make_certno("21010219900101202"), fixmedins_code="H46010000001",
+        adm_date=20260310, card=spb.Card(card_no="K01029002", card_version="3.0")))
+    assert a.psn_no == "P2101029002" and a.filing_id == "F-P2101029002"
+
+
+# ------------------------------------------------------- SPEC §6 lifecycle
+def test_lifecycle_fees_presettle_settle_cancel_resettle(hainan, liaoning):
+    file_new_person(liaoning, "P2101029003", "21010219900101203")
+    a = admit(hainan, "P2101029003", "H46010000002")
+    lines = [line(1, "T001", 300000, 1000), line(2, "XB02", 8800, 2000)]
+    assert upload(hainan, a.mdtrt_id, lines).line_count == 2
+    # Re-sending the same lines (new request id) is a no-op; other content under one sn is a conflict.
+    again = upload(hainan, a.mdtrt_id, lines + [line(3, "XA01", 1250, 4000)])
+    assert (again.line_count, again.medfee_sumamt) == (3, 300000 + 17600 + 5000)
+    _, reason, message = hainan.refused(hainan.settlement.UploadFees, spb.UploadFeesRequest(
+        request_id=rid(), mdtrt_id=a.mdtrt_id, lines=[line(1, "T001", 300001, 1000)]))
+    assert reason == "FEE_LINE_CONFLICT" and "撤销" in message
+    after = hainan(hainan.settlement.WithdrawFees, spb.WithdrawFeesRequest(
+        request_id=rid(), mdtrt_id=a.mdtrt_id, feedetl_sns=["3"]))
+    assert (after.line_count, after.medfee_sumamt) == (2, 317600)
+    # Pre-settlement answers exactly what settlement will, and changes nothing.
+    before = accumulators(hainan, "P2101029003")
+    pre = hainan(hainan.settlement.PreSettle, spb.PreSettleRequest(mdtrt_id=a.mdtrt_id, setl_date=20260315)).settlement
+    assert accumulators(hainan, "P2101029003") == before and pre.setl_id == ""
+    s = settle(hainan, a.mdtrt_id)
+    assert breakdown(s) == breakdown(pre) and s.status == pb.SETTLEMENT_STATUS_SETTLED
+    assert accumulators(hainan, "P2101029003").inpatient_fund_paid_fen == s.breakdown.hifp_pay > 0
+    # A settled stay takes no more fees and cannot be un-admitted.
+    _, reason, _ = hainan.refused(hainan.settlement.UploadFees, spb.UploadFeesRequest(
+        request_id=rid(), mdtrt_id=a.mdtrt_id, lines=[line(9, "XA01", 1, 1000)]))
+    assert reason == "VISIT_ALREADY_SETTLED"
+    _, reason, _ = hainan.refused(hainan.settlement.CancelAdmission, spb.CancelAdmissionRequest(
+        request_id=rid(), mdtrt_id=a.mdtrt_id))
+    assert reason == "VISIT_ALREADY_SETTLED"
+    # Cancel: the deltas come back exactly; the stay is open for correction.
+    c = cancel(hainan, s.setl_id)
+    assert c.status == pb.SETTLEMENT_STATUS_CANCELLED and c.cancel_date == 20260320
+    assert accumulators(hainan, "P2101029003") == before
+    _, reason, _ = hainan.refused(hainan.settlement.CancelSettlement, spb.CancelSettlementRequest(
+        request_id=rid(), setl_id=s.setl_id, cancel_date=20260320))
+    assert reason == "SETTLEMENT_ALREADY_CANCELLED"
+    upload(hainan, a.mdtrt_id, [line(4, "XA01", 1250, 2000)])
+    s2 = settle(hainan, a.mdtrt_id, 20260321)
+    assert s2.setl_id != s.setl_id and s2.breakdown.medfee_sumamt == 317600 + 2500
+    shown = hainan(hainan.settlement.GetSettlement, spb.GetSettlementRequest(setl_id=s.setl_id)).settlement
+    assert shown.status == pb.SETTLEMENT_STATUS_CANCELLED and breakdown(shown) == breakdown(s)
+
+
+def test_cancel_admission_closes_the_stay(hainan, liaoning):
+    file_new_person(liaoning, "P2101029004", "21010219900101204")
+    a = admit(hainan, "P2101029004", "H46010000002")
+    v = hainan(hainan.settlement.CancelAdmission, spb.CancelAdmissionRequest(request_id=rid(), mdtrt_id=a.mdtrt_id))
+    assert v.status == pb.VISIT_STATUS_CANCELLED
+    _, reason, _ = hainan.refused(hainan.settlement.DischargeSettle, spb.DischargeSettleRequest(
+        request_id=rid(), mdtrt_id=a.mdtrt_id, dscg_date=20260315))
+    assert reason == "VISIT_NOT_OPEN"
+    assert admit(hainan, "P2101029004", "H46010000002").mdtrt_id != a.mdtrt_id  # no longer a duplicate
+
+
+def test_filing_after_refusal_then_admit_with_the_same_key(hainan, liaoning):
+    """补办备案: a refused admission changes nothing, so its key can be retried after filing."""
+    req = spb.AdmitRequest(request_id=rid("late"), psn_no="P2101029005", fixmedins_code="H46010000001",
+                           adm_date=20260310)
+    assert hainan.refused(hainan.settlement.Admit, req)[1] == "PERSON_NOT_FILED"
+    file_new_person(liaoning, "P2101029005", "21010219900101205")
+    assert hainan(hainan.settlement.Admit, req).psn_no == "P2101029005"
+
+
+def test_filing_revise_revoke_and_list(hainan, liaoning):
+    f = file_new_person(liaoning, "P2101029006", "21010219900101206").filing
+    listed = liaoning(liaoning.filing.ListFilings, fpb.ListFilingsRequest(psn_no="P2101029006"))
+    assert [x.filing_id for x in listed.filings] == [f.filing_id]
+    assert "*" in listed.person.certno and listed.person.certno != make_certno("21010219900101206")
+    revised = liaoning(liaoning.filing.ReviseFiling, fpb.ReviseFilingRequest(request_id=rid(), filing=pb.Filing(
+        filing_id=f.filing_id, dest_admdvs="440000", valid_from=20260101))).filing
+    assert revised.dest_admdvs == "440000" and revised.kind == f.kind
+    _, reason, message = hainan.refused(hainan.settlement.Admit, spb.AdmitRequest(
+        request_id=rid(), psn_no="P2101029006", fixmedins_code="H46010000001", adm_date=20260310))
+    assert reason == "NOT_FILED_FOR_DESTINATION" and "广东省" in message
+    revoked = liaoning(liaoning.filing.RevokeFiling, fpb.RevokeFilingRequest(request_id=rid(), filing_id=f.filing_id))
+    assert revoked.filing.status == pb.FILING_STATUS_REVOKED
+    # Filing for someone insured elsewhere, or reading them, is not Hainan's to do.
+    assert hainan.refused(hainan.filing.ListFilings, fpb.ListFilingsRequest(psn_no="P2101029006"))[1] == "PERMISSION_DENIED"
+
+
+# ---------------------------------------------------------- idempotency
+def test_replay_is_byte_identical_and_reuse_is_refused(hainan, liaoning, national):
+    file_new_person(liaoning, "P2101029007", "21010219900101207")
+    a = admit(hainan, "P2101029007", "H46010000002")
+    upload(hainan, a.mdtrt_id, [line(1, "T001", 250000, 1000)])
+    req = spb.DischargeSettleRequest(request_id=rid("idem"), mdtrt_id=a.mdtrt_id, dscg_date=20260315)
+    method = "/yidi.v1.SettlementService/DischargeSettle"
+    first = hainan.raw(method, req)
+    acc = accumulators(hainan, "P2101029007")
+    seq = ledger_seq(national)
+    assert hainan.raw(method, req) == first
+    assert hainan.raw(method, req) == first
+    other = spb.DischargeSettleRequest(request_id=req.request_id, mdtrt_id=a.mdtrt_id, dscg_date=20260316)
+    code, reason, message = hainan.refused(hainan.settlement.DischargeSettle, other)
+    assert (code, reason) == (grpc.StatusCode.ALREADY_EXISTS, "IDEMPOTENCY_KEY_REUSED")
+    assert req.request_id in message
+    assert accumulators(hainan, "P2101029007") == acc and ledger_seq(national) == seq
+    # The same key from another platform is another request.
+    gd = spb.AdmitRequest(request_id=req.request_id, psn_no="P2101029007", fixmedins_code="H44010000001",
+                          adm_date=20260310)
+    assert liaoning.refused(liaoning.settlement.Admit, gd)[1] == "PERMISSION_DENIED"
+
+
+# ------------------------------------------------------------ bad input
+def test_bad_input_is_refused_with_a_reason_and_changes_nothing(hainan, liaoning, national, names):
+    a = admit(hainan, names["psn"]["in_service"], names["inst"]["hk_l2"])
+    seq = ledger_seq(national)
+    good = pb.Person(psn_no="P2101029100", certno=make_certno("21010219900101300"), name="坏输入",
+                     insuplc_admdvs="210102", insutype=pb.INSUTYPE_EMPLOYEE, person_type=pb.PERSON_TYPE_RETIRED,
+                     status=pb.PERSON_STATUS_ACTIVE)
+    filing = pb.Filing(filing_id="F-BAD", psn_no="P2101029100", kind=pb.FILING_KIND_RETIRED_RELOCATION,
+                       dest_admdvs="460000", valid_from=20260101, status=pb.FILING_STATUS_ACTIVE)
+    bad_certno = pb.Person()
+    bad_certno.CopyFrom(good)
+    bad_certno.certno = good.certno[:-1] + ("0" if good.certno[-1] != "0" else "1")
+    bad_enum = pb.Person()
+    bad_enum.CopyFrom(good)
+    bad_enum.insutype = 999
+    cases = [
+        (liaoning, liaoning.filing.File, fpb.FileRequest(request_id=rid(), person=bad_certno, filing=filing),
+         grpc.StatusCode.INVALID_ARGUMENT, "INVALID_CERTNO"),
+        (liaoning, liaoning.filing.File, fpb.FileRequest(request_id=rid(), person=bad_enum, filing=filing),
+         grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ENUM"),
+        (hainan, hainan.settlement.UploadFees, spb.UploadFeesRequest(
+            request_id=rid(), mdtrt_id=a.mdtrt_id, lines=[line(1, "XA01", -1, 1000)]),
+         grpc.StatusCode.INVALID_ARGUMENT, "INVALID_PRICE"),
+        (hainan, hainan.settlement.UploadFees, spb.UploadFeesRequest(
+            request_id=rid(), mdtrt_id=a.mdtrt_id, lines=[line(1, "XA01", 100, 0)]),
+         grpc.StatusCode.INVALID_ARGUMENT, "INVALID_QUANTITY"),
+        (hainan, hainan.settlement.DischargeSettle, spb.DischargeSettleRequest(
+            request_id=rid(), mdtrt_id=a.mdtrt_id, dscg_date=20261340),
+         grpc.StatusCode.INVALID_ARGUMENT, "INVALID_DATE"),
+        (hainan, hainan.settlement.Admit, spb.AdmitRequest(
+            request_id=rid(), psn_no=names["psn"]["retired"], fixmedins_code="H46010000001", adm_date=99999999),
+         grpc.StatusCode.INVALID_ARGUMENT, "INVALID_DATE"),
+        (hainan, hainan.settlement.Admit, spb.AdmitRequest(
+            request_id="", psn_no=names["psn"]["retired"], fixmedins_code="H46010000001", adm_date=20260310),
+         grpc.StatusCode.INVALID_ARGUMENT, "INVALID_REQUEST_ID"),
+        (hainan, hainan.settlement.UploadFees, spb.UploadFeesRequest(
+            request_id=rid(), mdtrt_id=a.mdtrt_id,
+            lines=[pb.FeeLine(feedetl_sn=str(n), code="XA01", name="长" * 1000, unit_price_fen=1, qty_milli=1000)
+                   for n in range(MAX_MESSAGE_BYTES // 2000)]),
+         grpc.StatusCode.RESOURCE_EXHAUSTED, "MESSAGE_TOO_LARGE"),
+    ]
+    for client, method, request, code, reason in cases:
+        got_code, got_reason, message = client.refused(method, request)
+        assert (got_code, got_reason) == (code, reason), (reason, got_code, got_reason, message)
+        assert message.endswith(f"[{reason}]")
+    assert ledger_seq(national) == seq
+    visit = upload(hainan, a.mdtrt_id, [line(1, "XA01", 100, 1000)])
+    assert visit.line_count == 1  # none of the refused lines stuck
+
+
+def test_unknown_caller_is_unauthenticated(gw):
+    anonymous = gw.client(None)
+    code, reason, _ = anonymous.refused(anonymous.settlement.GetSettlement, spb.GetSettlementRequest(setl_id="S1"))
+    assert (code, reason) == (grpc.StatusCode.UNAUTHENTICATED, "UNAUTHENTICATED")
+    stranger = gw.client("999999")
+    assert stranger.refused(stranger.settlement.GetSettlement, spb.GetSettlementRequest(setl_id="S1"))[1] == "UNAUTHENTICATED"
+
+
+def test_other_provinces_cannot_act_on_a_visit(gw, hainan, liaoning):
+    file_new_person(liaoning, "P2101029008", "21010219900101208")
+    a = admit(hainan, "P2101029008", "H46010000002")
+    upload(hainan, a.mdtrt_id, [line(1, "T001", 100000, 1000)])
+    s = settle(hainan, a.mdtrt_id)
+    guangdong = gw.client(GUANGDONG)
+    assert guangdong.refused(guangdong.settlement.CancelSettlement, spb.CancelSettlementRequest(
+        request_id=rid(), setl_id=s.setl_id, cancel_date=20260320))[1] == "PERMISSION_DENIED"
+    assert guangdong.refused(guangdong.settlement.GetSettlement, spb.GetSettlementRequest(
+        setl_id=s.setl_id))[1] == "PERMISSION_DENIED"
+    # The insured province may read it.
+    shown = liaoning(liaoning.settlement.GetSettlement, spb.GetSettlementRequest(setl_id=s.setl_id)).settlement
+    assert shown.setl_id == s.setl_id and shown.breakdown == s.breakdown
