@@ -26,14 +26,18 @@ def yuan(fen: int) -> str:
 
 
 def _progress_printer(label: str):
+    """Progress on one terminal line per stage (stderr)."""
     start = time.monotonic()
+    stages: list[str] = []
 
     def progress(stage: str, done: int, total: int | None = None) -> None:
+        if stages and stages[-1] != stage:
+            print(file=sys.stderr)
+        if not stages or stages[-1] != stage:
+            stages.append(stage)
         of = f"/{total:,}" if total else ""
         print(f"\r{label} {stage}: {done:,}{of} rows ({time.monotonic() - start:.1f} s)   ",
               end="", file=sys.stderr, flush=True)
-        if total and done >= total:
-            print(file=sys.stderr)
 
     return progress
 
@@ -87,9 +91,14 @@ class Client:
         return method(request, metadata=self.metadata, timeout=30)
 
 
-def print_message(msg, as_json: bool) -> None:
+def print_message(msg, as_json: bool, field: str = "") -> None:
     from google.protobuf import json_format
 
+    if field:  # one value, for shell scripts: --field settlement.setl_id
+        for name in field.split("."):
+            msg = getattr(msg, name)
+        print(msg)
+        return
     if as_json:
         print(json_format.MessageToJson(msg, preserving_proto_field_name=True, ensure_ascii=False,
                                         always_print_fields_with_no_presence=True))
@@ -168,7 +177,8 @@ def cmd_datagen(args) -> None:
     start = time.monotonic()
     manifest = generate(args.out, persons=args.persons, seed=args.seed, institutions=args.institutions,
                         progress=_progress_printer("datagen"))
-    print(f"\nwrote {args.out} in {time.monotonic() - start:.1f} s (seed {manifest['seed']}): "
+    print(file=sys.stderr)
+    print(f"wrote {args.out} in {time.monotonic() - start:.1f} s (seed {manifest['seed']}): "
           + ", ".join(f"{k} {v:,}" for k, v in manifest["counts"].items()))
 
 
@@ -183,6 +193,7 @@ def cmd_serve(args) -> None:
         raise SystemExit(f"no data set at {config.data_dir}: run `yidi datagen --out {config.data_dir}` first")
 
     def ready(port: int) -> None:
+        print(file=sys.stderr)
         print(f"SERVING {config.listen.rsplit(':', 1)[0]}:{port} ledger {config.ledger_path()}", flush=True)
 
     run(config, ready=ready, progress=_progress_printer("load"))
@@ -202,7 +213,7 @@ def cmd_file(args, c: Client):
     person = pb.Person(psn_no=args.psn_no, certno=args.certno, name=args.name, insuplc_admdvs=args.insuplc,
                        insutype=int(args.insutype), person_type=pb.PersonType.Value("PERSON_TYPE_" + args.person_type.upper()),
                        status=pb.PersonStatus.Value("PERSON_STATUS_" + args.status.upper()),
-                       assistance=args.assistance, card_no=args.card_no or "", card_version=args.card_version or "")
+                       assistance=args.assistance, card_no=args.card_no, card_version=args.card_version)
     filing = pb.Filing(filing_id=args.filing_id, psn_no=args.psn_no,
                        kind=pb.FilingKind.Value("FILING_KIND_" + args.kind.upper()), dest_admdvs=args.dest,
                        fixmedins_codes=[x for x in (args.institutions or "").split(",") if x],
@@ -326,6 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--caller", default=os.environ.get("YIDI_CALLER", ""),
                    help="calling platform: a province code like 460000, or 'national' (env YIDI_CALLER)")
     p.add_argument("--json", action="store_true", help="print the response as JSON")
+    p.add_argument("--field", default="", help="print only this response field (dotted path), for scripts")
     p.add_argument("--request-id", default="", help="idempotency key (default: a new random one)")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -362,8 +374,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--person-type", choices=["in_service", "retired"], default="in_service")
     s.add_argument("--status", choices=["active", "suspended"], default="active")
     s.add_argument("--assistance", action="store_true")
-    s.add_argument("--card-no")
-    s.add_argument("--card-version")
+    s.add_argument("--card-no", required=True, help="social security card number")
+    s.add_argument("--card-version", default="3.0")
     s.add_argument("--filing-id", required=True)
     s.add_argument("--kind", required=True, choices=["retired_relocation", "long_term_residence", "stationed_work",
                                                      "referral", "emergency", "other_temporary"])
@@ -427,7 +439,7 @@ def main(argv: list[str] | None = None) -> None:
 
     client = Client(args)
     try:
-        print_message(args.fn(args, client), args.json)
+        print_message(args.fn(args, client), args.json, args.field)
     except grpc.RpcError as err:
         reason = reason_of(err) or err.code().name
         print(f"refused: {err.code().name} {reason}\n  {err.details()}", file=sys.stderr)
