@@ -164,6 +164,8 @@ def test_reference_data_status_for_the_national_operator(national, hainan):
     code, reason, _ = hainan.refused(hainan.admin.LoadReferenceData, admin_pb2.LoadReferenceDataRequest(
         request_id=rid(), data_dir="/tmp"))
     assert (code, reason) == (grpc.StatusCode.PERMISSION_DENIED, "PERMISSION_DENIED")
+    code, reason, _ = hainan.refused(hainan.admin.GetReferenceDataStatus, admin_pb2.GetReferenceDataStatusRequest())
+    assert (code, reason) == (grpc.StatusCode.PERMISSION_DENIED, "PERMISSION_DENIED")
 
 
 # ------------------------------------------------------ SPEC §5.6 E1–E5

@@ -31,5 +31,6 @@ class AdminService:
             ) from None
 
     async def status(self, req: apb.GetReferenceDataStatusRequest):
+        require_national(current_caller(), "查询基础数据状态")
         self.gw.require_ready()
         return self.gw.respond_status()
