@@ -50,7 +50,8 @@ def request_digest(request: Message) -> bytes:
 
 def data_dir_of(store: Store, default: str) -> str:
     """The data set to load: the last one the national operator loaded, else the default."""
-    loads = store.find_key(REFERENCE_KEY)
+    # Filter by kind: a caller-chosen filing_id may be the string "reference" too.
+    loads = [r for r in store.find_key(REFERENCE_KEY) if r.kind == "reference_loaded"]
     return orjson.loads(loads[-1].body)["data_dir"] if loads else default
 
 
