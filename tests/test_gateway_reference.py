@@ -1,0 +1,213 @@
+"""AdminService.LoadReferenceData over real gRPC (SPEC §3, §9; docs/design.md "Reference data reload").
+
+A rejected load names the file and line and the gateway keeps serving the old
+data; a good load swaps the data in without losing anything the ledger holds;
+the directory of the last good load is what a restart loads, whatever
+``--data-dir`` says; only the national operator may load.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from fixtures_core import make_certno, write_spec_dataset
+from gateway._pb.yidi.v1 import admin_pb2, common_pb2 as pb, filing_pb2 as fpb, settlement_pb2 as spb
+from gateway_harness import start_gateway
+
+HAINAN, LIAONING = "460000", "210000"
+HK_L2, HK_L3 = "H46010000002", "H46010000001"
+NEW_INST = "H46010000009"  # only in the new data set
+LOAD = "/yidi.v1.AdminService/LoadReferenceData"
+
+
+@pytest.fixture
+def gateways():
+    """start(...) runs a gateway; whatever a failing test leaves running is killed (by its own handle)."""
+    started = []
+
+    def start(data_dir: str, ledger: str, *extra: str):
+        gw = start_gateway(data_dir, ledger, *extra)
+        started.append(gw)
+        return gw
+
+    yield start
+    for gw in started:
+        if gw.proc.poll() is None:
+            gw.stop(signal.SIGKILL)
+        elif not gw.proc.stdout.closed:
+            gw.proc.stdout.close()
+
+
+@pytest.fixture
+def dirs(tmp_path):
+    old = write_spec_dataset(tmp_path / "old")["dir"]
+    # Bad: the SPEC fixture with the 390 policy (line 2) reducing referrals by 15 points (limit: 10).
+    bad = write_spec_dataset(tmp_path / "bad")["dir"]
+    path = os.path.join(bad, "policies.jsonl")
+    with open(path, encoding="utf-8") as f:
+        rows = [json.loads(x) for x in f]
+    rows[1]["reduction_bp"]["referral"] = 1500
+    with open(path, "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    # New: the fixture plus one institution, with its own manifest.
+    new = write_spec_dataset(tmp_path / "new", manifest={"name": "spec-fixture", "seed": 7, "version": "2026.2"})["dir"]
+    with open(os.path.join(new, "institutions.jsonl"), "a", encoding="utf-8") as f:
+        f.write(json.dumps({"fixmedins_code": NEW_INST, "name": "海口市新区医院", "admdvs": "460100",
+                            "kind": "hospital", "level": 2, "inpatient": True, "outpatient": True},
+                           ensure_ascii=False) + "\n")
+    return {"old": old, "bad": bad, "new": new, "ledger": str(tmp_path / "ledger.sqlite")}
+
+
+def line(sn, code, price, qty_milli) -> pb.FeeLine:
+    return pb.FeeLine(feedetl_sn=str(sn), code=code, unit_price_fen=price, qty_milli=qty_milli)
+
+
+def file_person(liaoning, psn_no: str, certno17: str, filing_id: str | None = None) -> None:
+    p = pb.Person(psn_no=psn_no, certno=make_certno(certno17), name="基础数据", insuplc_admdvs="210102",
+                  insutype=pb.INSUTYPE_EMPLOYEE, person_type=pb.PERSON_TYPE_IN_SERVICE,
+                  status=pb.PERSON_STATUS_ACTIVE, card_no="K" + psn_no, card_version="3.0")
+    f = pb.Filing(filing_id=filing_id or "F-" + psn_no, psn_no=psn_no, kind=pb.FILING_KIND_LONG_TERM_RESIDENCE,
+                  dest_admdvs="460000", valid_from=20260101, status=pb.FILING_STATUS_ACTIVE)
+    liaoning(liaoning.filing.File, fpb.FileRequest(request_id="file-" + psn_no, person=p, filing=f))
+
+
+def admit(client, psn_no, inst, request_id) -> spb.AdmitResponse:
+    return client(client.settlement.Admit, spb.AdmitRequest(
+        request_id=request_id, psn_no=psn_no, fixmedins_code=inst, adm_date=20260301))
+
+
+def upload(client, mdtrt_id, lines, request_id):
+    return client(client.settlement.UploadFees, spb.UploadFeesRequest(
+        request_id=request_id, mdtrt_id=mdtrt_id, lines=lines))
+
+
+def settle(client, mdtrt_id, request_id) -> pb.Settlement:
+    return client(client.settlement.DischargeSettle, spb.DischargeSettleRequest(
+        request_id=request_id, mdtrt_id=mdtrt_id, dscg_date=20260310)).settlement
+
+
+def get_settlement(client, setl_id) -> pb.Settlement:
+    return client(client.settlement.GetSettlement, spb.GetSettlementRequest(setl_id=setl_id)).settlement
+
+
+def accumulators(client, psn_no) -> pb.Accumulators:
+    return client(client.settlement.GetAccumulators, spb.GetAccumulatorsRequest(psn_no=psn_no, year=2026))
+
+
+def status(national) -> admin_pb2.ReferenceDataStatus:
+    return national(national.admin.GetReferenceDataStatus, admin_pb2.GetReferenceDataStatusRequest())
+
+
+def load_request(request_id: str, data_dir: str) -> admin_pb2.LoadReferenceDataRequest:
+    return admin_pb2.LoadReferenceDataRequest(request_id=request_id, data_dir=data_dir)
+
+
+def error_info(err: grpc.RpcError) -> error_details_pb2.ErrorInfo:
+    for detail in rpc_status.from_call(err).details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            return info
+    raise AssertionError("no ErrorInfo")
+
+
+def test_only_the_national_operator_loads_reference_data(dirs, gateways):
+    gw = gateways(dirs["old"], dirs["ledger"])
+    national = gw.client("national")
+    before = status(national)
+    for caller in (HAINAN, LIAONING):
+        client = gw.client(caller)
+        code, reason, _ = client.refused(client.admin.LoadReferenceData, load_request("load-p-" + caller, dirs["new"]))
+        assert (code, reason) == (grpc.StatusCode.PERMISSION_DENIED, "PERMISSION_DENIED")
+    assert status(national) == before
+    assert gw.stop() == 0, gw.log()[-3000:]
+
+
+def test_reference_reload_rejects_bad_data_swaps_good_data_and_survives_restart(dirs, gateways):
+    gw = gateways(dirs["old"], dirs["ledger"])
+    hainan, liaoning, national = gw.client(HAINAN), gw.client(LIAONING), gw.client("national")
+    for n in range(1, 6):
+        file_person(liaoning, f"PR{n}", f"210102197001010{n:02d}")
+    # State the ledger holds before any reload: a settlement (with its accumulators) and an open stay.
+    a = admit(hainan, "PR1", HK_L3, "ref-admit-1")
+    upload(hainan, a.mdtrt_id, [line(1, "T001", 500000, 1000), line(2, "XB02", 8800, 2000)], "ref-fees-1")
+    settled = settle(hainan, a.mdtrt_id, "ref-settle-1")
+    acc = accumulators(hainan, "PR1")
+    assert acc.inpatient_fund_paid_fen == settled.breakdown.hifp_pay > 0
+    open_stay = admit(hainan, "PR2", HK_L2, "ref-admit-2")
+    upload(hainan, open_stay.mdtrt_id, [line(1, "T001", 100000, 1000)], "ref-fees-2")
+    old = status(national)
+    assert old.data_dir == dirs["old"] and old.counts["institutions"] == 11 and old.seed == 0
+
+    # A bad row: refused with the file and line, and the old data keeps serving.
+    try:
+        national(national.admin.LoadReferenceData, load_request("load-bad", dirs["bad"]))
+        raise AssertionError("a bad data set was loaded")
+    except grpc.RpcError as err:
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+        info = error_info(err)
+        assert info.reason == "REFERENCE_DATA_INVALID"
+        assert "policies.jsonl" in err.details() and "第 2 行" in err.details(), err.details()
+        assert (info.metadata["file"], info.metadata["line"]) == ("policies.jsonl", "2")
+    code, reason, _ = national.refused(national.admin.LoadReferenceData,
+                                       load_request("load-missing", dirs["old"] + "-no-such-dir"))
+    assert (code, reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT")
+    assert status(national) == old  # same data, counts and ledger: the refusals changed nothing
+    assert get_settlement(hainan, settled.setl_id) == settled
+    assert admit(hainan, "PR3", HK_L2, "ref-admit-3").fixmedins_level == 2  # still admitting
+    code, reason, _ = hainan.refused(hainan.settlement.Admit, spb.AdmitRequest(
+        request_id="ref-admit-4-early", psn_no="PR4", fixmedins_code=NEW_INST, adm_date=20260301))
+    assert reason == "INSTITUTION_UNKNOWN"
+
+    # A good directory: loaded, and the answer is replayed byte for byte.
+    req = load_request("load-new", dirs["new"])
+    first = national.raw(LOAD, req)
+    loaded = admin_pb2.ReferenceDataStatus.FromString(first)
+    assert loaded.data_dir == dirs["new"] and loaded.seed == 7 and loaded.version == "2026.2"
+    assert dict(loaded.counts) == dict(old.counts, institutions=12)
+    assert national.raw(LOAD, req) == first
+    code, reason, _ = national.refused(national.admin.LoadReferenceData, load_request("load-new", dirs["old"]))
+    assert (code, reason) == (grpc.StatusCode.ALREADY_EXISTS, "IDEMPOTENCY_KEY_REUSED")
+    now = status(national)
+    assert (now.data_dir, dict(now.counts), now.seed) == (dirs["new"], dict(loaded.counts), 7)
+    assert now.ledger_seq == status(national).ledger_seq > old.ledger_seq
+
+    # The ledger's state is intact on the new data: settlement, accumulators, open stays, filings.
+    assert get_settlement(hainan, settled.setl_id) == settled
+    assert accumulators(hainan, "PR1") == acc
+    code, reason, _ = hainan.refused(hainan.settlement.Admit, spb.AdmitRequest(
+        request_id="ref-admit-2b", psn_no="PR2", fixmedins_code=HK_L3, adm_date=20260305))
+    assert reason == "DUPLICATE_ADMISSION"
+    upload(hainan, open_stay.mdtrt_id, [line(2, "XA01", 1250, 4000)], "ref-fees-2b")
+    later = settle(hainan, open_stay.mdtrt_id, "ref-settle-2")
+    assert later.breakdown.medfee_sumamt == 105000
+    at_new = admit(hainan, "PR4", NEW_INST, "ref-admit-4")
+    assert at_new.fixmedins_level == 2 and at_new.filing_id == "F-PR4"
+    # A caller-chosen filing id that happens to be the ledger's reference key must not
+    # be mistaken for a reference load at restart.
+    file_person(liaoning, "PR6", "21010219700101006", filing_id="reference")
+    acc2 = accumulators(hainan, "PR2")
+
+    # Restart pointed at the OLD directory: the gateway loads the one the ledger names.
+    assert gw.stop() == 0, gw.log()[-3000:]
+    gw = gateways(dirs["old"], dirs["ledger"])
+    hainan, national = gw.client(HAINAN), gw.client("national")
+    after = status(national)
+    assert (after.data_dir, dict(after.counts), after.seed, after.version) == (
+        dirs["new"], dict(now.counts, persons=now.counts["persons"] + 1, filings=now.counts["filings"] + 1),
+        7, "2026.2")
+    assert get_settlement(hainan, settled.setl_id) == settled
+    assert get_settlement(hainan, later.setl_id) == later
+    assert accumulators(hainan, "PR1") == acc and accumulators(hainan, "PR2") == acc2
+    assert national.raw(LOAD, req) == first
+    # The stay at the new institution is still open; and it still admits others.
+    upload(hainan, at_new.mdtrt_id, [line(1, "T001", 70000, 1000)], "ref-fees-4")
+    assert settle(hainan, at_new.mdtrt_id, "ref-settle-4").fixmedins_code == NEW_INST
+    assert admit(hainan, "PR5", NEW_INST, "ref-admit-5").fixmedins_level == 2
+    assert gw.stop() == 0, gw.log()[-3000:]
