@@ -10,6 +10,7 @@ import re
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
+from setuptools.command.build_py import build_py
 
 ROOT = pathlib.Path(__file__).parent.resolve()
 PROTO_ROOT = ROOT / "protos"
@@ -72,6 +73,14 @@ class BuildExt(build_ext):
         super().run()
 
 
+class BuildPy(build_py):
+    """Generate the stubs before the Python packages are collected into a wheel."""
+
+    def run(self):
+        generate_stubs()
+        super().run()
+
+
 setup(
     ext_modules=[
         Extension(
@@ -81,5 +90,5 @@ setup(
             define_macros=[("YIDI_DEBUG", "1")] if os.environ.get("YIDI_DEBUG") == "1" else [],
         )
     ],
-    cmdclass={"build_ext": BuildExt},
+    cmdclass={"build_ext": BuildExt, "build_py": BuildPy},
 )
