@@ -33,6 +33,7 @@ run: data
 # The default test run: unit, contract (real gRPC on loopback), crash, and the
 # benchmark suite in its short smoke form.  Long runs: `make test-slow`.
 test: setup
+	$(BIN)/ruff check core gateway tests bench
 	$(BIN)/python -m pytest -q tests bench --benchmark-disable
 
 test-slow: setup
@@ -42,7 +43,7 @@ bench: setup
 	$(BIN)/python -m pytest -q bench --benchmark-only --benchmark-columns=min,median,mean,ops,rounds
 
 lint: setup
-	$(BIN)/python -m compileall -q core gateway tests bench
+	$(BIN)/ruff check core gateway tests bench
 
 clean:
 	rm -rf build *.egg-info core/_core.c core/_core*.so gateway/_pb/yidi $(BUILT)

@@ -257,7 +257,7 @@ class Engine:
         )
         person = self.index.get_person(visit.psn_no)
         inst = self.index.get_institution(visit.fixmedins_code) or {}
-        line_results = [dict(r, feedetl_sn=sn) for (sn, _), r in zip(lines, benefit["line_results"])]
+        line_results = [dict(r, feedetl_sn=sn) for (sn, _), r in zip(lines, benefit["line_results"], strict=True)]
         breakdown = {k: benefit[k] for k in BREAKDOWN_KEYS}
         return {
             "setl_id": setl_id,

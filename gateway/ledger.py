@@ -446,7 +446,7 @@ class GroupCommitLedger:
 
     def _resolve(self, futures: list[asyncio.Future], seqs: list[int]) -> None:
         # Runs on the loop: one callback per commit, not one per record.
-        for fut, seq in zip(futures, seqs):
+        for fut, seq in zip(futures, seqs, strict=True):
             if not fut.done():
                 fut.set_result(seq)
 

@@ -191,7 +191,7 @@ def test_catalogue_is_the_treatment_provinces(tmp_path):
     from fixtures_core import write_spec_dataset
     from core import Index
     names = write_spec_dataset(tmp_path)
-    rows = [json.loads(l) for l in (tmp_path / "catalog.jsonl").read_text().splitlines()]
+    rows = [json.loads(row) for row in (tmp_path / "catalog.jsonl").read_text().splitlines()]
     rows = [r for r in rows if not (r["province"] == "440000" and r["code"] == "T001")]
     with open(tmp_path / "catalog.jsonl", "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in rows)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from core import Index, YidiError
+from core import YidiError
 from fixtures_core import DATE, FILINGS, PERSONS, load_spec_index
 
 

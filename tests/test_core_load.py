@@ -12,7 +12,7 @@ from fixtures_core import (DATE, FILINGS, PERSONS, SPEC_POLICY, make_certno, loa
 
 
 def read_rows(path):
-    return [json.loads(l) for l in path.read_text(encoding="utf-8").splitlines() if l.strip()]
+    return [json.loads(row) for row in path.read_text(encoding="utf-8").splitlines() if row.strip()]
 
 
 def rewrite(path, rows):

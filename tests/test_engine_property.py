@@ -61,7 +61,8 @@ def snapshot(engine: Engine, psn_nos) -> dict:
     return {"acc": acc, "visits": visits, "settlements": setls, "open": copy.deepcopy(engine.open_inpatient)}
 
 
-@settings(max_examples=200, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=200, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(step, min_size=1, max_size=40))
 def test_accumulators_are_the_sum_of_live_settlements_and_replay_rebuilds_them(data_dir, steps):
     names = data_dir
@@ -70,10 +71,10 @@ def test_accumulators_are_the_sum_of_live_settlements_and_replay_rebuilds_them(d
     log: list[bytes] = []
     sn = 0
 
-    def run(decide):
+    def run(decide, *args):
         before = snapshot(engine, psn.values())
         try:
-            event = decide()
+            event = decide(*args)
         except YidiError as err:
             hypothesis_event("refused " + err.reason)
             assert snapshot(engine, psn.values()) == before, "a refusal changed state"
@@ -86,26 +87,26 @@ def test_accumulators_are_the_sum_of_live_settlements_and_replay_rebuilds_them(d
     for kind, a, b in steps:
         visits = [v for v in engine.visits.values() if v.visit_kind == "inpatient"]
         if kind == "admit":
-            run(lambda: engine.decide_admit(psn[a], names["inst"][b], 20260310))
+            run(engine.decide_admit, psn[a], names["inst"][b], 20260310)
         elif kind == "outpatient":
             lines = [(str(sn + i), c, "", p, q, 0) for i, (c, p, q) in enumerate(b)]
             sn += len(b)
-            run(lambda: engine.decide_outpatient_settle(psn[a], names["inst"]["hk_l1"], 20260320, lines))
+            run(engine.decide_outpatient_settle, psn[a], names["inst"]["hk_l1"], 20260320, lines)
         elif not visits:
             continue
         elif kind == "fees":
             lines = [(str(sn + i), c, "", p, q, 0) for i, (c, p, q) in enumerate(b)]
             sn += len(b)
-            run(lambda: engine.decide_upload_fees(visits[a % len(visits)].mdtrt_id, lines))
+            run(engine.decide_upload_fees, visits[a % len(visits)].mdtrt_id, lines)
         elif kind == "withdraw":
             visit = visits[a % len(visits)]
-            run(lambda: engine.decide_withdraw_fees(visit.mdtrt_id, list(visit.lines)[:b]))
+            run(engine.decide_withdraw_fees, visit.mdtrt_id, list(visit.lines)[:b])
         elif kind == "settle":
-            run(lambda: engine.decide_discharge_settle(visits[a % len(visits)].mdtrt_id, b))
+            run(engine.decide_discharge_settle, visits[a % len(visits)].mdtrt_id, b)
         elif kind == "cancel" and engine.settlements:
             setl_ids = sorted(engine.settlements)
             ref = engine.settlements[setl_ids[a % len(setl_ids)]]
-            run(lambda: engine.decide_cancel_settlement(ref.setl_id, 20270201))
+            run(engine.decide_cancel_settlement, ref.setl_id, 20270201)
         check_conservation(engine, psn.values(), log)
 
     replayed = fresh_engine(names)

@@ -323,7 +323,7 @@ def run_load_and_stop(data_dir, ledger, gateways, sig: int, threads: int = 8, se
                     assistance=(w.t % 4 == 0))
     stop = threading.Event()
     clients = [gw.client(HAINAN) for _ in workers]
-    pool = [threading.Thread(target=w.run, args=(c, stop), daemon=True) for w, c in zip(workers, clients)]
+    pool = [threading.Thread(target=w.run, args=(c, stop), daemon=True) for w, c in zip(workers, clients, strict=True)]
     for th in pool:
         th.start()
     time.sleep(seconds)

@@ -26,7 +26,8 @@ Shape of the data
 * persons: ``persons`` filed persons, weighted towards the big sending
   provinces; valid, unique GB 11643 certnos.
 * filings: one active per person, ~4% with a second active one, ~2% with an
-  older revoked long-term one (revoked the day before the current one began).  Retirees go to 海南/广东/云南 and to their children's cities,
+  older revoked long-term one (revoked the day before the current one began).  Retirees go to
+  海南/广东/云南 and to their children's cities,
   workers to the big coastal cities, referrals to the top hospitals of
   北京/上海/广州.
 
@@ -257,7 +258,7 @@ def _institutions(seed: int, total: int) -> list[tuple]:
     counts = [1 + n for n in _apportion(remaining - len(cities), weights)]
 
     level3_next: dict[str, int] = {}
-    for (city, prov), n in zip(cities, counts):
+    for (city, _prov), n in zip(cities, counts, strict=True):
         disp = geo.city_display(city)
         short = geo.city_short(city)
         for _ in range(n):
@@ -757,7 +758,7 @@ def _write_persons(f, seed: int, n_random: int, progress: Progress | None, total
     demo_lines, seen = _demo_person_lines()
     f.write("".join(demo_lines))
     prov2 = [p[0][:2] for p in geo.PROVINCES]
-    n_male, n_female, n_sur = len(MALE_CHARS), len(FEMALE_CHARS), len(SURNAMES)
+    n_male, n_female = len(MALE_CHARS), len(FEMALE_CHARS)
     # psn_no serials: a bijection of the person index onto [10^13, 10^14) (first
     # digit never 0, unlike the demo persons).  Card numbers: a bijection onto
     # 24 letters x 10^8 (no I, O; A is for the demo persons).
@@ -820,7 +821,9 @@ def _write_persons(f, seed: int, n_random: int, progress: Progress | None, total
             progress("persons", done + len(DEMO_PERSONS), total)
     if progress and n_random == 0:
         progress("persons", total, total)
-    psn_fn = (lambda i: f"{prov2[prov_of[i]]}{10 ** 13 + (i * psn_mul + psn_add) % psn_mod}")
+    def psn_fn(i: int) -> str:
+        return f"{prov2[prov_of[i]]}{10 ** 13 + (i * psn_mul + psn_add) % psn_mod}"
+
     return prov_of, cat_of, psn_fn
 
 
