@@ -9,7 +9,7 @@ SEED    ?= 2026
 LISTEN  ?= 127.0.0.1:50051
 BUILT   := $(VENV)/.built
 
-.PHONY: setup data run test bench lint clean
+.PHONY: setup data run test test-debug test-slow bench lint clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -32,9 +32,20 @@ run: data
 
 # The default test run: unit, contract (real gRPC on loopback), crash, and the
 # benchmark suite in its short smoke form.  Long runs: `make test-slow`.
-test: setup
+test: setup test-debug
 	$(BIN)/ruff check core gateway tests bench
 	$(BIN)/python -m pytest -q tests bench --benchmark-disable
+
+# The core's tests again on a debug build (Cython bounds and initialisation
+# checks on, YIDI_DEBUG=1), built in a copy of the tracked tree under build/.
+DEBUG_TREE := build/debug-tree
+test-debug: setup
+	rm -rf $(DEBUG_TREE) && mkdir -p $(DEBUG_TREE)
+	git ls-files -z | xargs -0 cp --parents -t $(DEBUG_TREE)
+	cd $(DEBUG_TREE) && YIDI_DEBUG=1 $(CURDIR)/$(BIN)/python setup.py -q build_ext --inplace >build.log 2>&1 \
+	  || { cat build.log; exit 1; }
+	cd $(DEBUG_TREE) && $(CURDIR)/$(BIN)/python -c "import core._core as c, sys; sys.exit(not c.__file__.startswith('$(CURDIR)/$(DEBUG_TREE)/'))"
+	cd $(DEBUG_TREE) && $(CURDIR)/$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_core_*.py tests/test_engine_property.py
 
 test-slow: setup
 	$(BIN)/python -m pytest -q tests bench --benchmark-disable --runslow
