@@ -1,5 +1,9 @@
-"""Shared test options: long runs (load, soak, crash loops) need --runslow."""
+"""Shared test options and fixtures. Long runs (load, soak, crash loops) need --runslow."""
+import signal
+
 import pytest
+
+from gateway_harness import start_gateway
 
 
 def pytest_addoption(parser):
@@ -13,3 +17,21 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture
+def gateways():
+    """start(...) runs a gateway; whatever a failing test leaves running is killed (by its own handle)."""
+    started = []
+
+    def start(data_dir: str, ledger: str, *extra: str):
+        gw = start_gateway(data_dir, ledger, *extra)
+        started.append(gw)
+        return gw
+
+    yield start
+    for gw in started:
+        if gw.proc.poll() is None:
+            gw.stop(signal.SIGKILL)
+        elif not gw.proc.stdout.closed:
+            gw.proc.stdout.close()

@@ -20,7 +20,6 @@ import pytest
 from fixtures_core import make_certno, write_spec_dataset
 from gateway._pb.yidi.v1 import admin_pb2, common_pb2 as pb, filing_pb2 as fpb, settlement_pb2 as spb
 from gateway.status import reason_of
-from gateway_harness import start_gateway
 
 HAINAN, LIAONING = "460000", "210000"
 HK_L3, HK_L2, HK_L1 = "H46010000001", "H46010000002", "H46010000003"
@@ -38,24 +37,6 @@ ACC_FIELDS = ("inpatient_fund_paid_fen", "inpatient_admissions", "crit_base_fen"
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     return write_spec_dataset(tmp_path_factory.mktemp("durability") / "data")["dir"]
-
-
-@pytest.fixture
-def gateways():
-    """start(ledger) runs a gateway; whatever a failing test leaves running is killed (by its own handle)."""
-    started = []
-
-    def start(data_dir: str, ledger: str, *extra: str):
-        gw = start_gateway(data_dir, ledger, *extra)
-        started.append(gw)
-        return gw
-
-    yield start
-    for gw in started:
-        if gw.proc.poll() is None:
-            gw.stop(signal.SIGKILL)
-        elif not gw.proc.stdout.closed:
-            gw.proc.stdout.close()
 
 
 def kill(gw, sig: int = signal.SIGKILL) -> int:

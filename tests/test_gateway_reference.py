@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 
 import grpc
 import pytest
@@ -18,30 +17,11 @@ from grpc_status import rpc_status
 
 from fixtures_core import make_certno, write_spec_dataset
 from gateway._pb.yidi.v1 import admin_pb2, common_pb2 as pb, filing_pb2 as fpb, settlement_pb2 as spb
-from gateway_harness import start_gateway
 
 HAINAN, LIAONING = "460000", "210000"
 HK_L2, HK_L3 = "H46010000002", "H46010000001"
 NEW_INST = "H46010000009"  # only in the new data set
 LOAD = "/yidi.v1.AdminService/LoadReferenceData"
-
-
-@pytest.fixture
-def gateways():
-    """start(...) runs a gateway; whatever a failing test leaves running is killed (by its own handle)."""
-    started = []
-
-    def start(data_dir: str, ledger: str, *extra: str):
-        gw = start_gateway(data_dir, ledger, *extra)
-        started.append(gw)
-        return gw
-
-    yield start
-    for gw in started:
-        if gw.proc.poll() is None:
-            gw.stop(signal.SIGKILL)
-        elif not gw.proc.stdout.closed:
-            gw.proc.stdout.close()
 
 
 @pytest.fixture
