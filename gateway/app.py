@@ -22,6 +22,7 @@ from core.engine import Engine
 from core.errors import YidiError
 from core.limits import check_id
 
+from ._pb.yidi.v1 import admin_pb2
 from .auth import current_caller
 from .config import Config
 from .ledger import GroupCommitLedger, Record, Store
@@ -169,7 +170,7 @@ class Gateway:
         _, _, prior = self._prior(request)
         if prior is not None:
             return await prior
-        # Build from everything durable so far: pause mutations and drain the ledger.
+        # Build from everything durable so far: pause every Yidi RPC (NOT_READY) and drain the ledger.
         self._paused = True
         try:
             await self.ledger.flush()
@@ -189,8 +190,6 @@ class Gateway:
             raise
 
     def respond_status(self, _event: dict | None = None) -> Message:
-        from ._pb.yidi.v1 import admin_pb2
-
         state = self.state
         meta = state.engine.index.meta
         return admin_pb2.ReferenceDataStatus(
