@@ -1,16 +1,16 @@
-"""Build: cythonize the core and generate the gRPC stubs.
+"""Build: generate the gRPC stubs and cythonize the core.
 
-Both happen in ``build_ext`` (late imports, as asyncpg does) so that an
-editable install (``pip install -e .``) and a wheel build produce the same
-tree.  Generated stubs go to ``gateway/_pb`` and are not committed.
+The stubs are generated as soon as setup.py is loaded, so that every build
+step (egg_info, build_py, an editable or a wheel build) sees the generated
+packages; Cython runs late, in ``build_ext`` (as asyncpg does).  Generated
+stubs go to ``gateway/_pb`` and are not committed.
 """
 import os
 import pathlib
 import re
 
-from setuptools import Extension, setup
+from setuptools import Extension, find_packages, setup
 from setuptools.command.build_ext import build_ext
-from setuptools.command.build_py import build_py
 
 ROOT = pathlib.Path(__file__).parent.resolve()
 PROTO_ROOT = ROOT / "protos"
@@ -68,20 +68,10 @@ class BuildExt(build_ext):
         )
         super().finalize_options()
 
-    def run(self):
-        generate_stubs()
-        super().run()
 
-
-class BuildPy(build_py):
-    """Generate the stubs before the Python packages are collected into a wheel."""
-
-    def run(self):
-        generate_stubs()
-        super().run()
-
-
+generate_stubs()
 setup(
+    packages=find_packages(include=["core", "gateway", "gateway.*"]),
     ext_modules=[
         Extension(
             "core._core",
@@ -90,5 +80,5 @@ setup(
             define_macros=[("YIDI_DEBUG", "1")] if os.environ.get("YIDI_DEBUG") == "1" else [],
         )
     ],
-    cmdclass={"build_ext": BuildExt, "build_py": BuildPy},
+    cmdclass={"build_ext": BuildExt},
 )
