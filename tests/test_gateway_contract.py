@@ -8,6 +8,7 @@ change state use their own persons or visits, so their order does not matter.
 from __future__ import annotations
 
 import itertools
+import re
 
 import grpc
 import pytest
@@ -70,6 +71,9 @@ def gw(names):
     server = start_gateway(names["dir"], names["ledger"], "--max-message-bytes", str(MAX_MESSAGE_BYTES))
     yield server
     assert server.stop() == 0, server.log()[-3000:]
+    # National ID numbers never reach the log, whatever was refused or settled above.
+    log = server.log()
+    assert "refused" in log and not re.search(r"(?<!\d)\d{17}[\dXx](?!\d)", log)
 
 
 @pytest.fixture(scope="module")
