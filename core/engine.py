@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from . import limits
+from .limits import check_id
 from ._core import Index
 from .errors import YidiError
 
@@ -94,7 +95,10 @@ class Engine:
     # ------------------------------------------------------------ look-ups
     def person(self, psn_no: str = "", certno: str = "") -> dict:
         """The person named by psn_no or certno, or PERSON_NOT_FILED."""
-        if not psn_no and certno:
+        if not psn_no and not certno:
+            raise YidiError("INVALID_ARGUMENT", "请提供人员编号 psn_no 或身份证号 certno 之一。")
+        check_id(psn_no or certno, "人员编号或身份证号")
+        if not psn_no:
             psn_no = self.index.psn_no_by_certno(certno) or ""
         person = self.index.get_person(psn_no) if psn_no else None
         if person is None:
@@ -106,12 +110,14 @@ class Engine:
         return person
 
     def visit(self, mdtrt_id: str) -> Visit:
+        check_id(mdtrt_id, "就诊ID mdtrt_id")
         visit = self.visits.get(mdtrt_id)
         if visit is None:
             raise YidiError("VISIT_NOT_FOUND", f"就诊记录 {mdtrt_id} 不存在，请核对就诊ID。")
         return visit
 
     def settlement(self, setl_id: str) -> SettlementRef:
+        check_id(setl_id, "结算ID setl_id")
         ref = self.settlements.get(setl_id)
         if ref is None:
             raise YidiError("SETTLEMENT_NOT_FOUND", f"结算记录 {setl_id} 不存在，请核对结算ID。")
@@ -152,7 +158,7 @@ class Engine:
 
     def decide_revise_filing(self, filing: dict) -> dict:
         """备案变更: a new destination, institution list or validity."""
-        old = self._filing(filing["filing_id"])
+        old = self.filing(filing["filing_id"])
         if filing.get("psn_no") not in ("", old["psn_no"]) or filing.get("kind") not in ("", old["kind"]):
             raise YidiError("FILING_CONFLICT", "备案变更不能改变人员或备案类型，请撤销后重新备案。")
         revised = dict(old, **{k: filing[k] for k in ("dest_admdvs", "fixmedins_codes", "valid_from", "valid_to")})
@@ -163,9 +169,10 @@ class Engine:
 
     def decide_revoke_filing(self, filing_id: str) -> dict:
         """备案撤销."""
-        return {"type": "filing", "filing": dict(self._filing(filing_id), status="revoked")}
+        return {"type": "filing", "filing": dict(self.filing(filing_id), status="revoked")}
 
-    def _filing(self, filing_id: str) -> dict:
+    def filing(self, filing_id: str) -> dict:
+        check_id(filing_id, "备案编号 filing_id")
         filing = self.index.get_filing(filing_id)
         if filing is None:
             raise YidiError("FILING_NOT_FOUND", f"备案编号 {filing_id} 不存在，请核对。")
@@ -228,6 +235,8 @@ class Engine:
         """费用明细撤销: the named lines, or all lines when none are named."""
         visit = self._open_visit(mdtrt_id)
         sns = list(dict.fromkeys(sns)) or list(visit.lines)
+        for sn in sns:
+            check_id(sn, "费用明细流水号")
         missing = [sn for sn in sns if sn not in visit.lines]
         if missing:
             raise YidiError("FEE_LINE_NOT_FOUND", f"费用明细流水号 {'、'.join(missing[:5])} 未上传过，无法撤销。")

@@ -441,3 +441,122 @@ def test_other_provinces_cannot_act_on_a_visit(gw, hainan, liaoning):
     # The insured province may read it.
     shown = liaoning(liaoning.settlement.GetSettlement, spb.GetSettlementRequest(setl_id=s.setl_id)).settlement
     assert shown.setl_id == s.setl_id and shown.breakdown == s.breakdown
+
+
+# ------------------------------------------- every RPC: authorization and bad input
+@pytest.fixture(scope="module")
+def case(hainan, liaoning):
+    """A filed person with an open stay (with a fee line) and a settled stay, insured in 辽宁, treated in 海南."""
+    filing = file_new_person(liaoning, "P2101029200", "21010219900101400").filing
+    open_stay = admit(hainan, "P2101029200", "H46010000002")
+    upload(hainan, open_stay.mdtrt_id, [line(1, "T001", 100000, 1000)])
+    file_new_person(liaoning, "P2101029201", "21010219900101401")
+    settled_stay = admit(hainan, "P2101029201", "H46010000002")
+    upload(hainan, settled_stay.mdtrt_id, [line(1, "T001", 100000, 1000)])
+    setl_id = settle(hainan, settled_stay.mdtrt_id).setl_id
+    return {"filing": filing, "mdtrt_id": open_stay.mdtrt_id, "setl_id": setl_id}
+
+
+def every_rpc(case, **override):
+    """One well-formed request per RPC of the three services (fields overridable by name)."""
+    f, m, s = case["filing"], case["mdtrt_id"], case["setl_id"]
+    person = pb.Person(psn_no="P2101029202", certno=make_certno("21010219900101402"), name="授权",
+                       insuplc_admdvs="210102", insutype=pb.INSUTYPE_EMPLOYEE, person_type=pb.PERSON_TYPE_IN_SERVICE,
+                       status=pb.PERSON_STATUS_ACTIVE, card_no="K9202", card_version="3.0")
+    new_filing = pb.Filing(filing_id="F-9202", psn_no="P2101029202", kind=pb.FILING_KIND_STATIONED_WORK,
+                           dest_admdvs="460000", valid_from=20260101, status=pb.FILING_STATUS_ACTIVE)
+    requests = {
+        "File": fpb.FileRequest(request_id=rid(), person=person, filing=new_filing),
+        "ReviseFiling": fpb.ReviseFilingRequest(request_id=rid(), filing=pb.Filing(
+            filing_id=f.filing_id, dest_admdvs="460000", valid_from=20260101)),
+        "RevokeFiling": fpb.RevokeFilingRequest(request_id=rid(), filing_id=f.filing_id),
+        "ListFilings": fpb.ListFilingsRequest(psn_no=f.psn_no),
+        "Admit": spb.AdmitRequest(request_id=rid(), psn_no=f.psn_no, fixmedins_code="H46010000001", adm_date=20260310),
+        "CancelAdmission": spb.CancelAdmissionRequest(request_id=rid(), mdtrt_id=m),
+        "UploadFees": spb.UploadFeesRequest(request_id=rid(), mdtrt_id=m, lines=[line(2, "XA01", 100, 1000)]),
+        "WithdrawFees": spb.WithdrawFeesRequest(request_id=rid(), mdtrt_id=m, feedetl_sns=["1"]),
+        "PreSettle": spb.PreSettleRequest(mdtrt_id=m, setl_date=20260315),
+        "DischargeSettle": spb.DischargeSettleRequest(request_id=rid(), mdtrt_id=m, dscg_date=20260315),
+        "CancelSettlement": spb.CancelSettlementRequest(request_id=rid(), setl_id=s, cancel_date=20260320),
+        "OutpatientSettle": spb.OutpatientSettleRequest(
+            request_id=rid(), psn_no=f.psn_no, fixmedins_code="H46010000001", setl_date=20260315,
+            lines=[line(1, "XA01", 100, 1000)]),
+        "GetSettlement": spb.GetSettlementRequest(setl_id=s),
+        "GetAccumulators": spb.GetAccumulatorsRequest(psn_no=f.psn_no, year=2026),
+        "LoadReferenceData": admin_pb2.LoadReferenceDataRequest(request_id=rid(), data_dir="/nonexistent"),
+        "GetReferenceDataStatus": admin_pb2.GetReferenceDataStatusRequest(),
+    }
+    for name, fields in override.items():
+        for key, value in fields.items():
+            target = requests[name]
+            *path, leaf = key.split(".")
+            for part in path:
+                target = getattr(target, part)
+            if isinstance(value, list):
+                del getattr(target, leaf)[:]
+                getattr(target, leaf).extend(value)
+            else:
+                setattr(target, leaf, value)
+    return requests
+
+
+def stub_method(client, name):
+    for stub in (client.filing, client.settlement, client.admin):
+        if hasattr(stub, name):
+            return getattr(stub, name)
+    raise KeyError(name)
+
+
+def test_every_rpc_has_a_test_in_these_tables():
+    names = {m.name for svc in (fpb.DESCRIPTOR.services_by_name["FilingService"],
+                                spb.DESCRIPTOR.services_by_name["SettlementService"],
+                                admin_pb2.DESCRIPTOR.services_by_name["AdminService"]) for m in svc.methods}
+    assert names == set(every_rpc({"filing": pb.Filing(), "mdtrt_id": "", "setl_id": ""})) == set(BAD_INPUT)
+
+
+def test_every_rpc_refuses_a_province_it_does_not_concern(gw, case, national):
+    guangdong = gw.client(GUANGDONG)
+    seq = ledger_seq(national)
+    for name, request in every_rpc(case).items():
+        code, reason, message = guangdong.refused(stub_method(guangdong, name), request)
+        assert (code, reason) == (grpc.StatusCode.PERMISSION_DENIED, "PERMISSION_DENIED"), (name, reason, message)
+    assert ledger_seq(national) == seq
+
+
+BAD_INPUT = {  # RPC -> (fields to spoil, expected reason)
+    "File": ({"person.certno": "21010219900101402"}, "INVALID_CERTNO"),
+    "ReviseFiling": ({"filing.valid_from": 20261399}, "INVALID_DATE"),
+    "RevokeFiling": ({"filing_id": ""}, "INVALID_ARGUMENT"),
+    "ListFilings": ({"psn_no": ""}, "INVALID_ARGUMENT"),
+    "Admit": ({"adm_date": 2026031}, "INVALID_DATE"),
+    "CancelAdmission": ({"mdtrt_id": ""}, "INVALID_ARGUMENT"),
+    "UploadFees": ({"lines": [pb.FeeLine(feedetl_sn="9", code="XA01", unit_price_fen=100, qty_milli=-5)]},
+                   "INVALID_QUANTITY"),
+    "WithdrawFees": ({"feedetl_sns": [""]}, "INVALID_ARGUMENT"),
+    "PreSettle": ({"setl_date": 20260230}, "INVALID_DATE"),
+    "DischargeSettle": ({"request_id": "有 空格"}, "INVALID_REQUEST_ID"),
+    "CancelSettlement": ({"cancel_date": 0}, "INVALID_DATE"),
+    "OutpatientSettle": ({"lines": [pb.FeeLine(feedetl_sn="1", code="XA01", unit_price_fen=-100, qty_milli=1000)]},
+                         "INVALID_PRICE"),
+    "GetSettlement": ({"setl_id": ""}, "INVALID_ARGUMENT"),
+    "GetAccumulators": ({"year": 0}, "INVALID_DATE"),
+    "LoadReferenceData": ({"data_dir": ""}, "INVALID_ARGUMENT"),
+    "GetReferenceDataStatus": (None, None),  # takes no input
+}
+
+
+def test_every_rpc_refuses_bad_input_and_changes_nothing(gw, case, national, hainan, liaoning):
+    callers = {"File": liaoning, "ReviseFiling": liaoning, "RevokeFiling": liaoning, "ListFilings": liaoning,
+               "LoadReferenceData": national, "GetReferenceDataStatus": national}
+    seq = ledger_seq(national)
+    for name, (fields, reason) in BAD_INPUT.items():
+        if fields is None:
+            continue
+        client = callers.get(name, hainan)
+        request = every_rpc(case, **{name: fields})[name]
+        code, got, message = client.refused(stub_method(client, name), request)
+        assert (code, got) == (grpc.StatusCode.INVALID_ARGUMENT, reason), (name, got, message)
+        assert message.endswith(f"[{reason}]")
+    assert ledger_seq(national) == seq
+    # And the well-formed requests of the open stay still work: nothing above stuck.
+    assert hainan(hainan.settlement.UploadFees, every_rpc(case)["UploadFees"]).line_count == 2

@@ -1,7 +1,6 @@
 """FilingService: translation only; the rules are in core.engine and the index."""
 from __future__ import annotations
 
-from core.errors import YidiError
 
 from ..app import Gateway
 from ..auth import current_caller, require_province
@@ -33,10 +32,7 @@ class FilingService:
     def _own_filing(self, filing_id: str) -> None:
         """The caller must be the insured province of the filing's person."""
         engine = self.gw.engine
-        filing = engine.index.get_filing(filing_id)
-        if filing is None:
-            raise YidiError("FILING_NOT_FOUND", f"备案编号 {filing_id} 不存在，请核对。")
-        person = engine.index.get_person(filing["psn_no"])
+        person = engine.index.get_person(engine.filing(filing_id)["psn_no"])
         require_province(current_caller(), person["insuplc_admdvs"], "变更其他省份参保人的备案")
 
     async def revise(self, req: fpb.ReviseFilingRequest):
