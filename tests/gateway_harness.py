@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from gateway._pb.yidi.v1 import admin_pb2_grpc, filing_pb2_grpc, settlement_pb2_grpc
+from fixtures_core import make_certno
+from gateway._pb.yidi.v1 import admin_pb2_grpc, common_pb2 as pb, filing_pb2 as fpb, filing_pb2_grpc, settlement_pb2_grpc
 from gateway.status import reason_of
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -97,3 +98,21 @@ class Client:
         except grpc.RpcError as err:
             return err.code(), reason_of(err), err.details()
         raise AssertionError("the call was expected to be refused but succeeded")
+
+
+def file_person(client: Client, psn_no: str, certno17: str, *, filing_id: str = "", kind: str = "long_term_residence",
+                dest: str = "460000", codes=(), valid_to: int = 0, **person_fields) -> fpb.FilingResponse:
+    """File a test person insured in 沈阳市和平区 (210102), as 辽宁 (the caller) would.
+
+    The filing starts 20260101; its id defaults to "F-" + psn_no, the request id is "file-" + psn_no.
+    ``person_fields`` override the Person message's fields (person_type, assistance, status ...).
+    """
+    person = dict(psn_no=psn_no, certno=make_certno(certno17), name="测试人", insuplc_admdvs="210102",
+                  insutype=pb.INSUTYPE_EMPLOYEE, person_type=pb.PERSON_TYPE_IN_SERVICE,
+                  status=pb.PERSON_STATUS_ACTIVE, card_no="K" + psn_no[-8:], card_version="3.0")
+    person.update(person_fields)
+    filing = pb.Filing(filing_id=filing_id or "F-" + psn_no, psn_no=psn_no,
+                       kind=getattr(pb, "FILING_KIND_" + kind.upper()), dest_admdvs=dest, fixmedins_codes=list(codes),
+                       valid_from=20260101, valid_to=valid_to, status=pb.FILING_STATUS_ACTIVE)
+    return client(client.filing.File, fpb.FileRequest(request_id="file-" + psn_no, person=pb.Person(**person),
+                                                       filing=filing))

@@ -18,7 +18,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from fixtures_core import FILINGS, PERSONS, make_certno, write_spec_dataset
 from gateway._pb.yidi.v1 import admin_pb2, common_pb2 as pb, filing_pb2 as fpb, settlement_pb2 as spb
-from gateway_harness import start_gateway
+from gateway_harness import file_person, start_gateway
 from gateway_seed import filed, prior_settlement, write_ledger
 
 HAINAN, LIAONING, GUANGDONG = "460000", "210000", "440000"
@@ -127,19 +127,6 @@ def ledger_seq(national) -> int:
     return national(national.admin.GetReferenceDataStatus, admin_pb2.GetReferenceDataStatusRequest()).ledger_seq
 
 
-def file_new_person(liaoning, psn_no: str, certno17: str, kind="long_term_residence", dest="460000",
-                    codes=(), valid_to=0, **person_kw) -> fpb.FilingResponse:
-    p = pb.Person(psn_no=psn_no, certno=make_certno(certno17), name="测试人", insuplc_admdvs="210102",
-                  insutype=pb.INSUTYPE_EMPLOYEE, person_type=pb.PERSON_TYPE_IN_SERVICE,
-                  status=pb.PERSON_STATUS_ACTIVE, card_no="K" + psn_no[-8:], card_version="3.0")
-    for k, v in person_kw.items():
-        setattr(p, k, v)
-    f = pb.Filing(filing_id="F-" + psn_no, psn_no=psn_no, kind=getattr(pb, "FILING_KIND_" + kind.upper()),
-                  dest_admdvs=dest, fixmedins_codes=list(codes), valid_from=20260101, valid_to=valid_to,
-                  status=pb.FILING_STATUS_ACTIVE)
-    return liaoning(liaoning.filing.File, fpb.FileRequest(request_id=rid("file"), person=p, filing=f))
-
-
 def breakdown(s: pb.Settlement) -> dict:
     return {f.name: getattr(s.breakdown, f.name) for f in pb.Breakdown.DESCRIPTOR.fields}
 
@@ -231,7 +218,7 @@ def test_e5_through_grpc(hainan, names):
 # ------------------------------------------------------- SPEC §4 reasons
 def test_every_eligibility_reason_over_grpc(hainan, liaoning, names):
     inst, psn = names["inst"], names["psn"]
-    file_new_person(liaoning, "P2101029001", "21010219900101201")  # long-term residence in 海南
+    file_person(liaoning, "P2101029001", "21010219900101201")  # long-term residence in 海南
     admit(hainan, "P2101029001", inst["hk_l2"])  # an open stay, for DUPLICATE_ADMISSION
     cases = [
         (dict(psn_no="P-NOBODY", fixmedins_code=inst["hk_l3"]), "PERSON_NOT_FILED", "备案即时生效"),
@@ -260,7 +247,7 @@ def test_every_eligibility_reason_over_grpc(hainan, liaoning, names):
 
 
 def test_admission_by_certno_and_card(hainan, liaoning):
-    file_new_person(liaoning, "P2101029002", "21010219900101202")
+    file_person(liaoning, "P2101029002", "21010219900101202")
     a = hainan(hainan.settlement.Admit, spb.AdmitRequest(
         request_id=rid(), certno=make_certno("21010219900101202"), fixmedins_code="H46010000001",
         adm_date=20260310, card=spb.Card(card_no="K01029002", card_version="3.0")))
@@ -269,7 +256,7 @@ def test_admission_by_certno_and_card(hainan, liaoning):
 
 # ------------------------------------------------------- SPEC §6 lifecycle
 def test_lifecycle_fees_presettle_settle_cancel_resettle(hainan, liaoning):
-    file_new_person(liaoning, "P2101029003", "21010219900101203")
+    file_person(liaoning, "P2101029003", "21010219900101203")
     a = admit(hainan, "P2101029003", "H46010000002")
     lines = [line(1, "T001", 300000, 1000), line(2, "XB02", 8800, 2000)]
     assert upload(hainan, a.mdtrt_id, lines).line_count == 2
@@ -311,7 +298,7 @@ def test_lifecycle_fees_presettle_settle_cancel_resettle(hainan, liaoning):
 
 
 def test_cancel_admission_closes_the_stay(hainan, liaoning):
-    file_new_person(liaoning, "P2101029004", "21010219900101204")
+    file_person(liaoning, "P2101029004", "21010219900101204")
     a = admit(hainan, "P2101029004", "H46010000002")
     v = hainan(hainan.settlement.CancelAdmission, spb.CancelAdmissionRequest(request_id=rid(), mdtrt_id=a.mdtrt_id))
     assert v.status == pb.VISIT_STATUS_CANCELLED
@@ -326,12 +313,12 @@ def test_filing_after_refusal_then_admit_with_the_same_key(hainan, liaoning):
     req = spb.AdmitRequest(request_id=rid("late"), psn_no="P2101029005", fixmedins_code="H46010000001",
                            adm_date=20260310)
     assert hainan.refused(hainan.settlement.Admit, req)[1] == "PERSON_NOT_FILED"
-    file_new_person(liaoning, "P2101029005", "21010219900101205")
+    file_person(liaoning, "P2101029005", "21010219900101205")
     assert hainan(hainan.settlement.Admit, req).psn_no == "P2101029005"
 
 
 def test_filing_revise_revoke_and_list(hainan, liaoning):
-    f = file_new_person(liaoning, "P2101029006", "21010219900101206").filing
+    f = file_person(liaoning, "P2101029006", "21010219900101206").filing
     listed = liaoning(liaoning.filing.ListFilings, fpb.ListFilingsRequest(psn_no="P2101029006"))
     assert [x.filing_id for x in listed.filings] == [f.filing_id]
     assert "*" in listed.person.certno and listed.person.certno != make_certno("21010219900101206")
@@ -349,7 +336,7 @@ def test_filing_revise_revoke_and_list(hainan, liaoning):
 
 # ---------------------------------------------------------- idempotency
 def test_replay_is_byte_identical_and_reuse_is_refused(hainan, liaoning, national):
-    file_new_person(liaoning, "P2101029007", "21010219900101207")
+    file_person(liaoning, "P2101029007", "21010219900101207")
     a = admit(hainan, "P2101029007", "H46010000002")
     upload(hainan, a.mdtrt_id, [line(1, "T001", 250000, 1000)])
     req = spb.DischargeSettleRequest(request_id=rid("idem"), mdtrt_id=a.mdtrt_id, dscg_date=20260315)
@@ -429,7 +416,7 @@ def test_unknown_caller_is_unauthenticated(gw):
 
 
 def test_other_provinces_cannot_act_on_a_visit(gw, hainan, liaoning):
-    file_new_person(liaoning, "P2101029008", "21010219900101208")
+    file_person(liaoning, "P2101029008", "21010219900101208")
     a = admit(hainan, "P2101029008", "H46010000002")
     upload(hainan, a.mdtrt_id, [line(1, "T001", 100000, 1000)])
     s = settle(hainan, a.mdtrt_id)
@@ -447,10 +434,10 @@ def test_other_provinces_cannot_act_on_a_visit(gw, hainan, liaoning):
 @pytest.fixture(scope="module")
 def case(hainan, liaoning):
     """A filed person with an open stay (with a fee line) and a settled stay, insured in 辽宁, treated in 海南."""
-    filing = file_new_person(liaoning, "P2101029200", "21010219900101400").filing
+    filing = file_person(liaoning, "P2101029200", "21010219900101400").filing
     open_stay = admit(hainan, "P2101029200", "H46010000002")
     upload(hainan, open_stay.mdtrt_id, [line(1, "T001", 100000, 1000)])
-    file_new_person(liaoning, "P2101029201", "21010219900101401")
+    file_person(liaoning, "P2101029201", "21010219900101401")
     settled_stay = admit(hainan, "P2101029201", "H46010000002")
     upload(hainan, settled_stay.mdtrt_id, [line(1, "T001", 100000, 1000)])
     setl_id = settle(hainan, settled_stay.mdtrt_id).setl_id

@@ -17,8 +17,9 @@ import time
 import grpc
 import pytest
 
-from fixtures_core import make_certno, write_spec_dataset
-from gateway._pb.yidi.v1 import admin_pb2, common_pb2 as pb, filing_pb2 as fpb, settlement_pb2 as spb
+from fixtures_core import write_spec_dataset
+from gateway._pb.yidi.v1 import admin_pb2, common_pb2 as pb, settlement_pb2 as spb
+from gateway_harness import file_person
 from gateway.status import reason_of
 
 HAINAN, LIAONING = "460000", "210000"
@@ -48,17 +49,6 @@ def kill(gw, sig: int = signal.SIGKILL) -> int:
 # ------------------------------------------------------------------- helpers
 def line(sn, code, price, qty_milli) -> pb.FeeLine:
     return pb.FeeLine(feedetl_sn=str(sn), code=code, unit_price_fen=price, qty_milli=qty_milli)
-
-
-def file_person(liaoning, psn_no: str, certno17: str, *, retired=False, assistance=False) -> None:
-    p = pb.Person(psn_no=psn_no, certno=make_certno(certno17), name="持久性", insuplc_admdvs="210102",
-                  insutype=pb.INSUTYPE_EMPLOYEE,
-                  person_type=pb.PERSON_TYPE_RETIRED if retired else pb.PERSON_TYPE_IN_SERVICE,
-                  status=pb.PERSON_STATUS_ACTIVE, assistance=assistance,
-                  card_no="K" + psn_no, card_version="3.0")
-    f = pb.Filing(filing_id="F-" + psn_no, psn_no=psn_no, kind=pb.FILING_KIND_LONG_TERM_RESIDENCE,
-                  dest_admdvs="460000", valid_from=20260101, status=pb.FILING_STATUS_ACTIVE)
-    liaoning(liaoning.filing.File, fpb.FileRequest(request_id="file-" + psn_no, person=p, filing=f))
 
 
 def admit(client, psn_no, inst, request_id, date=20260301) -> spb.AdmitResponse:
@@ -300,7 +290,8 @@ def run_load_and_stop(data_dir, ledger, gateways, sig: int, threads: int = 8, se
     liaoning = gw.client(LIAONING)
     workers = [Worker(t) for t in range(threads)]
     for w in workers:
-        file_person(liaoning, w.psn_no, f"210102199002{w.t + 1:02d}001", retired=bool(w.t % 2),
+        file_person(liaoning, w.psn_no, f"210102199002{w.t + 1:02d}001",
+                    person_type=pb.PERSON_TYPE_RETIRED if w.t % 2 else pb.PERSON_TYPE_IN_SERVICE,
                     assistance=(w.t % 4 == 0))
     stop = threading.Event()
     clients = [gw.client(HAINAN) for _ in workers]

@@ -15,8 +15,9 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from fixtures_core import make_certno, write_spec_dataset
-from gateway._pb.yidi.v1 import admin_pb2, common_pb2 as pb, filing_pb2 as fpb, settlement_pb2 as spb
+from fixtures_core import write_spec_dataset
+from gateway._pb.yidi.v1 import admin_pb2, common_pb2 as pb, settlement_pb2 as spb
+from gateway_harness import file_person
 
 HAINAN, LIAONING = "460000", "210000"
 HK_L2, HK_L3 = "H46010000002", "H46010000001"
@@ -46,15 +47,6 @@ def dirs(tmp_path):
 
 def line(sn, code, price, qty_milli) -> pb.FeeLine:
     return pb.FeeLine(feedetl_sn=str(sn), code=code, unit_price_fen=price, qty_milli=qty_milli)
-
-
-def file_person(liaoning, psn_no: str, certno17: str, filing_id: str | None = None) -> None:
-    p = pb.Person(psn_no=psn_no, certno=make_certno(certno17), name="基础数据", insuplc_admdvs="210102",
-                  insutype=pb.INSUTYPE_EMPLOYEE, person_type=pb.PERSON_TYPE_IN_SERVICE,
-                  status=pb.PERSON_STATUS_ACTIVE, card_no="K" + psn_no, card_version="3.0")
-    f = pb.Filing(filing_id=filing_id or "F-" + psn_no, psn_no=psn_no, kind=pb.FILING_KIND_LONG_TERM_RESIDENCE,
-                  dest_admdvs="460000", valid_from=20260101, status=pb.FILING_STATUS_ACTIVE)
-    liaoning(liaoning.filing.File, fpb.FileRequest(request_id="file-" + psn_no, person=p, filing=f))
 
 
 def admit(client, psn_no, inst, request_id) -> spb.AdmitResponse:
