@@ -187,22 +187,17 @@ class Engine:
             psn_no, fixmedins_code, True, adm_date, card_no, card_version,
             has_open_inpatient=bool(self.open_inpatient.get(psn_no)),
         )
-        return {
-            "type": "admitted",
-            "visit": {
-                "mdtrt_id": self._next_mdtrt_id(),
-                "psn_no": psn_no,
-                "fixmedins_code": fixmedins_code,
-                "visit_kind": INPATIENT,
-                "adm_date": adm_date,
-                "filing_id": elig["filing_id"],
-                "filing_kind": elig["filing_kind"],
-                "insuplc_admdvs": elig["insuplc_admdvs"],
-                "mdtrtarea_admdvs": elig["mdtrtarea_admdvs"],
-                "fixmedins_level": elig["fixmedins_level"],
-            },
-            "ipt_no": ipt_no,
-        }
+        visit = self._new_visit(psn_no, fixmedins_code, INPATIENT, adm_date, elig)
+        return {"type": "admitted", "visit": _visit_dict(visit), "ipt_no": ipt_no}
+
+    def _new_visit(self, psn_no: str, fixmedins_code: str, visit_kind: str, adm_date: int, elig: dict) -> Visit:
+        """A visit with the next id, carrying what eligibility chose (filing, regions, level)."""
+        return Visit(
+            mdtrt_id=self._next_mdtrt_id(), psn_no=psn_no, fixmedins_code=fixmedins_code, visit_kind=visit_kind,
+            adm_date=adm_date, filing_id=elig["filing_id"], filing_kind=elig["filing_kind"],
+            insuplc_admdvs=elig["insuplc_admdvs"], mdtrtarea_admdvs=elig["mdtrtarea_admdvs"],
+            fixmedins_level=elig["fixmedins_level"],
+        )
 
     def decide_cancel_admission(self, mdtrt_id: str) -> dict:
         """入院撤销: only before settlement."""
@@ -309,12 +304,7 @@ class Engine:
         elig = self.index.eligibility(psn_no, fixmedins_code, False, setl_date, card_no, card_version)
         if len(lines) > limits.MAX_LINES_PER_VISIT:
             raise YidiError("TOO_MANY_LINES", f"一次门诊的费用明细不能超过 {limits.MAX_LINES_PER_VISIT} 条。")
-        visit = Visit(
-            mdtrt_id=self._next_mdtrt_id(), psn_no=psn_no, fixmedins_code=fixmedins_code,
-            visit_kind=OUTPATIENT, adm_date=setl_date, filing_id=elig["filing_id"],
-            filing_kind=elig["filing_kind"], insuplc_admdvs=elig["insuplc_admdvs"],
-            mdtrtarea_admdvs=elig["mdtrtarea_admdvs"], fixmedins_level=elig["fixmedins_level"],
-        )
+        visit = self._new_visit(psn_no, fixmedins_code, OUTPATIENT, setl_date, elig)
         seen: dict[str, tuple] = {}
         for sn, code, name, price, qty, fee_date in lines:
             limits.check_line(sn, code, price, qty, fee_date)
