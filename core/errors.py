@@ -1,88 +1,169 @@
-"""Reason codes: the stable, machine-readable half of every refusal.
+"""Errors by kind, and the one table of reason codes.
 
-Each refusal carries a reason code (SPEC §4 and the issues), a gRPC status
-code and a message a counter clerk can read aloud (Chinese, with the English
-reason code beside it).  This module is the one table that maps reasons to
-gRPC status codes; services never invent their own.
+Three kinds, kept apart as asyncpg keeps them apart:
 
-The status codes are given by name (the names of ``grpc.StatusCode``) so that
-``core`` does not depend on grpc.
+* ``RequestError`` — the caller asked for something the rules refuse or sent
+  something malformed (``PERSON_NOT_FILED``, ``INVALID_DATE``,
+  ``PERMISSION_DENIED`` ...).  Retrying the same request will not help; the
+  message tells the clerk what to do instead.
+* ``OperatingError`` — the gateway cannot serve the request now
+  (``NOT_READY``, ``OVERLOADED`` ...).  Retrying later with the same
+  ``request_id`` is the right thing to do.
+* ``InvariantError`` — a bug: a state the rules make impossible.  It is not a
+  ``YidiError``: the gateway answers it ``INTERNAL`` with a correlation id,
+  logs it and counts it.  Never raised for anything a caller can cause, and
+  never an ``assert`` (those vanish under ``python -O``).
+
+Both refusal kinds carry a reason code (the ``Reason`` enum of
+``protos/yidi/v1/common.proto``; ``ErrorInfo.reason`` is its name), a gRPC
+status code and a message a counter clerk can read aloud (Chinese, with the
+English reason code beside it).  ``REASONS`` is the one table that maps
+reasons to status codes and kinds; services never invent their own.  Status
+codes are given by name (``grpc.StatusCode`` names) so that ``core`` does not
+depend on grpc.
+
+``YidiError(reason, message)`` builds the subclass of the reason's kind, so
+code that refuses only names the reason.
 """
 from __future__ import annotations
 
-# reason code -> gRPC status code name
-REASONS: dict[str, str] = {
+from typing import NamedTuple
+
+CALLER = "caller"        # RequestError
+OPERATING = "operating"  # OperatingError
+
+
+class ReasonInfo(NamedTuple):
+    status: str  # grpc.StatusCode name
+    kind: str    # CALLER or OPERATING
+
+
+def _r(status: str, kind: str = CALLER) -> ReasonInfo:
+    return ReasonInfo(status, kind)
+
+
+# reason code -> (gRPC status code name, kind).  The order and names match the
+# Reason enum in protos/yidi/v1/common.proto (tests/test_contract_reasons.py).
+REASONS: dict[str, ReasonInfo] = {
     # SPEC §4 eligibility, in the order they are checked
-    "PERSON_NOT_FILED": "FAILED_PRECONDITION",
-    "INSURANCE_SUSPENDED": "FAILED_PRECONDITION",
-    "CARD_INVALID": "FAILED_PRECONDITION",
-    "INSTITUTION_UNKNOWN": "NOT_FOUND",
-    "NOT_CROSS_PROVINCE": "FAILED_PRECONDITION",
-    "INSTITUTION_NOT_ENABLED": "FAILED_PRECONDITION",
-    "NOT_FILED_FOR_DESTINATION": "FAILED_PRECONDITION",
-    "INSTITUTION_NOT_DESIGNATED": "FAILED_PRECONDITION",
-    "DUPLICATE_ADMISSION": "ALREADY_EXISTS",
+    "PERSON_NOT_FILED": _r("FAILED_PRECONDITION"),
+    "INSURANCE_SUSPENDED": _r("FAILED_PRECONDITION"),
+    "CARD_INVALID": _r("FAILED_PRECONDITION"),
+    "INSTITUTION_UNKNOWN": _r("NOT_FOUND"),
+    "NOT_CROSS_PROVINCE": _r("FAILED_PRECONDITION"),
+    "INSTITUTION_NOT_ENABLED": _r("FAILED_PRECONDITION"),
+    "NOT_FILED_FOR_DESTINATION": _r("FAILED_PRECONDITION"),
+    "INSTITUTION_NOT_DESIGNATED": _r("FAILED_PRECONDITION"),
+    "DUPLICATE_ADMISSION": _r("ALREADY_EXISTS"),
     # SPEC §3 / §5 policy
-    "POLICY_MISSING": "FAILED_PRECONDITION",
+    "POLICY_MISSING": _r("FAILED_PRECONDITION"),
     # SPEC §6 idempotency and lifecycle
-    "IDEMPOTENCY_KEY_REUSED": "ALREADY_EXISTS",
-    "VISIT_NOT_FOUND": "NOT_FOUND",
-    "VISIT_NOT_OPEN": "FAILED_PRECONDITION",
-    "VISIT_ALREADY_SETTLED": "FAILED_PRECONDITION",
-    "VISIT_KIND_MISMATCH": "FAILED_PRECONDITION",
-    "FEE_LINE_CONFLICT": "ALREADY_EXISTS",
-    "FEE_LINE_NOT_FOUND": "NOT_FOUND",
-    "NO_FEE_LINES": "FAILED_PRECONDITION",
-    "SETTLEMENT_NOT_FOUND": "NOT_FOUND",
-    "SETTLEMENT_ALREADY_CANCELLED": "FAILED_PRECONDITION",
-    "FILING_NOT_FOUND": "NOT_FOUND",
-    "FILING_CONFLICT": "ALREADY_EXISTS",
-    "PERSON_NOT_FOUND": "NOT_FOUND",
-    "PERSON_CONFLICT": "FAILED_PRECONDITION",
-    "DATE_BEFORE_ADMISSION": "FAILED_PRECONDITION",
+    "IDEMPOTENCY_KEY_REUSED": _r("ALREADY_EXISTS"),
+    "VISIT_NOT_FOUND": _r("NOT_FOUND"),
+    "VISIT_NOT_OPEN": _r("FAILED_PRECONDITION"),
+    "VISIT_ALREADY_SETTLED": _r("FAILED_PRECONDITION"),
+    "VISIT_KIND_MISMATCH": _r("FAILED_PRECONDITION"),
+    "FEE_LINE_CONFLICT": _r("ALREADY_EXISTS"),
+    "FEE_LINE_NOT_FOUND": _r("NOT_FOUND"),
+    "NO_FEE_LINES": _r("FAILED_PRECONDITION"),
+    "SETTLEMENT_NOT_FOUND": _r("NOT_FOUND"),
+    "SETTLEMENT_ALREADY_CANCELLED": _r("FAILED_PRECONDITION"),
+    "FILING_NOT_FOUND": _r("NOT_FOUND"),
+    "FILING_CONFLICT": _r("ALREADY_EXISTS"),
+    "PERSON_NOT_FOUND": _r("NOT_FOUND"),
+    "PERSON_CONFLICT": _r("FAILED_PRECONDITION"),
+    "DATE_BEFORE_ADMISSION": _r("FAILED_PRECONDITION"),
     # malformed input (changes nothing)
-    "INVALID_ARGUMENT": "INVALID_ARGUMENT",
-    "INVALID_CERTNO": "INVALID_ARGUMENT",
-    "INVALID_PRICE": "INVALID_ARGUMENT",
-    "INVALID_QUANTITY": "INVALID_ARGUMENT",
-    "INVALID_DATE": "INVALID_ARGUMENT",
-    "INVALID_ENUM": "INVALID_ARGUMENT",
-    "INVALID_CODE": "INVALID_ARGUMENT",
-    "INVALID_REQUEST_ID": "INVALID_ARGUMENT",
-    "TOO_MANY_LINES": "INVALID_ARGUMENT",
-    "MESSAGE_TOO_LARGE": "RESOURCE_EXHAUSTED",
-    "OVERLOADED": "RESOURCE_EXHAUSTED",
+    "INVALID_ARGUMENT": _r("INVALID_ARGUMENT"),
+    "INVALID_CERTNO": _r("INVALID_ARGUMENT"),
+    "INVALID_PRICE": _r("INVALID_ARGUMENT"),
+    "INVALID_QUANTITY": _r("INVALID_ARGUMENT"),
+    "INVALID_DATE": _r("INVALID_ARGUMENT"),
+    "INVALID_ENUM": _r("INVALID_ARGUMENT"),
+    "INVALID_CODE": _r("INVALID_ARGUMENT"),
+    "INVALID_REQUEST_ID": _r("INVALID_ARGUMENT"),
+    "TOO_MANY_LINES": _r("INVALID_ARGUMENT"),
+    "MESSAGE_TOO_LARGE": _r("RESOURCE_EXHAUSTED"),
+    # the gateway cannot serve now: retry later with the same request_id
+    "OVERLOADED": _r("RESOURCE_EXHAUSTED", OPERATING),
+    "NOT_READY": _r("UNAVAILABLE", OPERATING),
     # callers and reference data
-    "UNAUTHENTICATED": "UNAUTHENTICATED",
-    "PERMISSION_DENIED": "PERMISSION_DENIED",
-    "REFERENCE_DATA_INVALID": "INVALID_ARGUMENT",
-    "NOT_READY": "UNAVAILABLE",
-    "INTERNAL": "INTERNAL",
+    "UNAUTHENTICATED": _r("UNAUTHENTICATED"),
+    "PERMISSION_DENIED": _r("PERMISSION_DENIED"),
+    "REFERENCE_DATA_INVALID": _r("INVALID_ARGUMENT"),
+    # a bug (InvariantError or any unexpected exception), answered with a correlation id
+    "INTERNAL": _r("INTERNAL", OPERATING),
 }
 
 DOMAIN = "yidi.gov.cn"
 
 
 class YidiError(Exception):
-    """A refusal: the request was understood and said no.  Changes nothing."""
+    """A refusal: the request was understood and said no.  Changes nothing.
+
+    ``YidiError(reason, message, **metadata)`` returns a ``RequestError`` or
+    an ``OperatingError`` according to the reason's kind.
+    """
 
     __slots__ = ("reason", "message", "metadata")
 
-    def __init__(self, reason: str, message: str, **metadata: str) -> None:
-        assert reason in REASONS, reason
+    def __new__(cls, reason: str, message: str = "", **metadata: object):
+        if cls is YidiError:
+            info = REASONS.get(reason)
+            if info is None:
+                raise InvariantError(f"unknown reason code {reason!r}")
+            cls = OperatingError if info.kind == OPERATING else RequestError
+        return super().__new__(cls)
+
+    def __init__(self, reason: str, message: str, **metadata: object) -> None:
+        if reason not in REASONS:
+            raise InvariantError(f"unknown reason code {reason!r}")
         super().__init__(f"{reason}: {message}")
         self.reason = reason
         self.message = message
         # extra machine-readable context for ErrorInfo.metadata (strings only)
         self.metadata = {k: str(v) for k, v in metadata.items()}
 
+    def __reduce__(self):
+        return (_rebuild, (self.reason, self.message, self.metadata))
+
     @property
     def status_name(self) -> str:
-        return REASONS[self.reason]
+        return REASONS[self.reason].status
+
+    @property
+    def kind(self) -> str:
+        return REASONS[self.reason].kind
 
     def clerk_message(self) -> str:
         """The message shown at the counter: Chinese text with the reason code beside it."""
         return f"{self.message} [{self.reason}]"
+
+
+class RequestError(YidiError):
+    """The caller's mistake, or a rule that says no (typed reason, 4xx-like status)."""
+
+    __slots__ = ()
+
+
+class OperatingError(YidiError):
+    """The gateway cannot serve now (NOT_READY, OVERLOADED ...): retry later with the same key."""
+
+    __slots__ = ()
+
+
+class InvariantError(Exception):
+    """A bug: a state the rules make impossible.  Answered INTERNAL, logged with a correlation id."""
+
+
+def _rebuild(reason: str, message: str, metadata: dict) -> YidiError:
+    return YidiError(reason, message, **metadata)
+
+
+def invariant(condition: object, what: str) -> None:
+    """Raise InvariantError unless ``condition`` holds (an assert that survives ``python -O``)."""
+    if not condition:
+        raise InvariantError(what)
 
 
 class LoadError(Exception):

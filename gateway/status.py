@@ -12,7 +12,7 @@ from core.errors import DOMAIN, REASONS, YidiError
 
 
 def to_status(err: YidiError) -> grpc.Status:
-    code = getattr(grpc.StatusCode, REASONS[err.reason])
+    code = getattr(grpc.StatusCode, REASONS[err.reason].status)
     info = error_details_pb2.ErrorInfo(reason=err.reason, domain=DOMAIN, metadata=err.metadata)
     detail = any_pb2.Any()
     detail.Pack(info)
