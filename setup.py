@@ -22,7 +22,8 @@ def generate_stubs() -> None:
     from grpc_tools import protoc
     import grpc_tools
 
-    protos = sorted(str(p.relative_to(PROTO_ROOT)) for p in PROTO_ROOT.rglob("*.proto"))
+    # Only our own protos: protos/grpc/health is shipped for clients, its stubs come from grpcio-health-checking.
+    protos = sorted(str(p.relative_to(PROTO_ROOT)) for p in (PROTO_ROOT / "yidi").rglob("*.proto"))
     if not protos:
         return
     include = pathlib.Path(grpc_tools.__file__).parent / "_proto"

@@ -1,26 +1,32 @@
-"""The visit lifecycle of SPEC §6 over the index, as events.
+"""The visit lifecycle of SPEC §6 over the index: decide, then apply.
 
-Every command has two halves.  ``decide_*`` checks a request against the
-current state and returns an *event* (a plain dict: the ledger record's body)
-without changing anything; a refusal raises :class:`YidiError`.  ``apply``
-changes the in-memory state from an event.  The gateway runs
-decide → apply → durable ledger append → reply; a restart replays the ledger
-through ``apply`` alone.  Events carry their results (ids, amounts, the
-accumulator deltas), they are never recomputed on replay, so the state after
-a restart is exactly the state before it even if reference data or code
-changed in between.
+``decide(command)`` checks a command against the current state and returns a
+``Decision``: the event to record and the result the answer needs, computed
+from the same state, without changing anything (a refusal raises
+``YidiError``).  ``apply(event, seq)`` changes memory; a restart replays the
+ledger through ``apply`` alone.  Both dispatch on the type of their argument.
 
 The event loop is the only caller, so commands for one person are serial.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Callable, Iterable, NamedTuple
 
-from . import limits
-from .limits import check_id
-from ._core import Index
-from .errors import YidiError
+import msgspec
+
+from . import _core
+from .commands import (
+    Admit, AdmitResult, CancelAdmission, CancelResult, CancelSettlement, Command, DischargeSettle, FilePerson,
+    FilingResult, LineResult, OutpatientSettle, Result, ReviseFiling, RevokeFiling, SettlementView, UploadFees,
+    VisitResult, WithdrawFees,
+)
+from .errors import YidiError, invariant
+from .events import (
+    AdmissionCancelled, Admitted, Breakdown, Event, FeeLine, FeesUploaded, FeesWithdrawn, Filed, Filing,
+    FilingChanged, Person, ReferenceLoaded, SettlementCancelled, SettlementFacts, Settled, VisitFacts,
+)
+from .limits import MAX_LINES_PER_VISIT, check_date, check_id, check_line
+from ._core import ACCUMULATOR_KEYS, Index
 
 INPATIENT = "inpatient"
 OUTPATIENT = "outpatient"
@@ -29,48 +35,70 @@ ADMITTED = "admitted"
 SETTLED = "settled"
 CANCELLED = "cancelled"
 
+DEBUG = bool(getattr(_core, "DEBUG", False))
 
-@dataclass(slots=True)
-class Visit:
-    """One visit (就诊): an inpatient stay or an outpatient/pharmacy visit."""
 
-    mdtrt_id: str
-    psn_no: str
-    fixmedins_code: str
-    visit_kind: str
-    adm_date: int
-    filing_id: str
-    filing_kind: str
-    insuplc_admdvs: str
-    mdtrtarea_admdvs: str
-    fixmedins_level: int
+class Visit(msgspec.Struct, gc=False):
+    """One visit (就诊) as it stands: what admission decided, its status and its fee lines."""
+
+    facts: VisitFacts
     status: str = ADMITTED
-    # feedetl_sn -> (code, name, unit_price_fen, qty_milli, fee_date)
-    lines: dict[str, tuple[str, str, int, int, int]] = field(default_factory=dict)
+    lines: dict[str, FeeLine] = msgspec.field(default_factory=dict)
     setl_id: str = ""
 
+    @property
+    def mdtrt_id(self) -> str:
+        return self.facts.mdtrt_id
 
-@dataclass(slots=True)
-class SettlementRef:
+    @property
+    def psn_no(self) -> str:
+        return self.facts.psn_no
+
+    @property
+    def visit_kind(self) -> str:
+        return self.facts.visit_kind
+
+
+class SettlementRef(msgspec.Struct, gc=False):
     """What memory keeps of a settlement: enough to cancel it exactly.
 
-    The full settlement (lines, breakdown) lives in the ledger record.
+    ``seq`` is the ledger record holding the settlement's full answer.
     """
 
-    setl_id: str
-    mdtrt_id: str
-    psn_no: str
-    year: int
-    deltas: dict[str, int]
-    insuplc_admdvs: str
-    mdtrtarea_admdvs: str
-    setl_date: int
+    facts: SettlementFacts
+    seq: int
     status: str = SETTLED
     cancel_date: int = 0
 
 
+class EngineState(msgspec.Struct):
+    """The engine's state apart from the reference data, for snapshots and reloads.
+
+    Reference-independent (persons, institutions and filings by their codes),
+    so it can be restored onto a newly loaded reference data set.  The
+    accumulators are not stored: they are the sum of the live settlements'
+    deltas (SPEC §5.5) and are rebuilt from them.
+    """
+
+    persons: list[Person]          # added or updated by File, latest version
+    filings: list[Filing]          # filed, revised or revoked by RPC, latest version
+    visits: list[Visit]
+    settlements: list[SettlementRef]
+    last_mdtrt: int
+    last_setl: int
+
+
+class Decision(NamedTuple):
+    event: Event
+    result: Result
+
+
 def _id_number(ident: str) -> int:
     return int(ident[1:])
+
+
+def _province(admdvs: str) -> str:
+    return admdvs[:2] + "0000"
 
 
 class Engine:
@@ -82,15 +110,30 @@ class Engine:
         self.settlements: dict[str, SettlementRef] = {}
         # psn_no -> mdtrt_ids of open (admitted, not settled) inpatient visits
         self.open_inpatient: dict[str, set[str]] = {}
+        self.runtime_persons: dict[str, Person] = {}
+        self.runtime_filings: dict[str, Filing] = {}
         self._last_mdtrt = 0
         self._last_setl = 0
 
-    # ------------------------------------------------------------------ ids
-    def _next_mdtrt_id(self) -> str:
-        return f"M{self._last_mdtrt + 1:015d}"
+    # ------------------------------------------------------------ dispatch
+    def decide(self, command: Command, recorded: bytes = b"") -> Decision:
+        """The event and result of a command; changes nothing.  ``recorded``: see ``record_needed``."""
+        return _DECIDE[type(command)](self, command, recorded)
 
-    def _next_setl_id(self) -> str:
-        return f"S{self._last_setl + 1:015d}"
+    def record_needed(self, command: Command) -> int:
+        """The ledger seq of a durable record the decision needs (0: none).
+
+        A cancellation answers with the settlement as recorded, so the gateway
+        reads that record before deciding and passes its answer as ``recorded``.
+        """
+        if type(command) is CancelSettlement:
+            ref = self.settlements.get(command.setl_id)
+            return ref.seq if ref is not None else 0
+        return 0
+
+    def apply(self, event: Event, seq: int) -> None:
+        """Change the in-memory state by one event (live, or on replay); ``seq`` is its ledger record."""
+        _APPLY[type(event)](self, event, seq)
 
     # ------------------------------------------------------------ look-ups
     def person(self, psn_no: str = "", certno: str = "") -> dict:
@@ -123,6 +166,115 @@ class Engine:
             raise YidiError("SETTLEMENT_NOT_FOUND", f"结算记录 {setl_id} 不存在，请核对结算ID。")
         return ref
 
+    def filing(self, filing_id: str) -> dict:
+        check_id(filing_id, "备案编号 filing_id")
+        filing = self.index.get_filing(filing_id)
+        if filing is None:
+            raise YidiError("FILING_NOT_FOUND", f"备案编号 {filing_id} 不存在，请核对。")
+        return filing
+
+    def accumulators(self, psn_no: str, year: int) -> dict[str, int]:
+        return self.index.accumulators(psn_no, year)
+
+    def presettle(self, mdtrt_id: str, setl_date: int) -> SettlementView:
+        """预结算: the settlement discharge would produce, changing nothing."""
+        visit = self._open_visit(mdtrt_id)
+        view, _ = self._settle(visit, "", setl_date, visit.lines.values())
+        return msgspec.structs.replace(view, status="")
+
+    # --------------------------------------- whose objects (SPEC §9, core/access.py)
+    def institution_province(self, fixmedins_code: str) -> str | None:
+        inst = self.index.get_institution(fixmedins_code)
+        return _province(inst["admdvs"]) if inst is not None else None
+
+    def visit_provinces(self, mdtrt_id: str) -> tuple[str, str]:
+        """(treatment province, insured province) of a visit; VISIT_NOT_FOUND if there is none."""
+        facts = self.visit(mdtrt_id).facts
+        return _province(facts.mdtrtarea_admdvs), _province(facts.insuplc_admdvs)
+
+    def settlement_provinces(self, setl_id: str) -> tuple[str, str]:
+        facts = self.settlement(setl_id).facts
+        return _province(facts.mdtrtarea_admdvs), _province(facts.insuplc_admdvs)
+
+    def person_province(self, psn_no: str = "", certno: str = "") -> str:
+        return _province(self.person(psn_no, certno)["insuplc_admdvs"])
+
+    def person_filed_provinces(self, psn_no: str) -> set[str]:
+        return {_province(f["dest_admdvs"]) for f in self.index.filings_of(psn_no)}
+
+    def filing_province(self, filing_id: str) -> str:
+        """The insured province of the filing's person."""
+        return self.person_province(self.filing(filing_id)["psn_no"])
+
+    # -------------------------------------------------------------- filings
+    def _decide_file(self, cmd: FilePerson, _recorded: bytes) -> Decision:
+        """备案: the person's record (insert or update) and one new filing."""
+        person, filing = cmd.person.as_row(), cmd.filing.as_row()
+        self.index.check_person(person)
+        if filing["psn_no"] != person["psn_no"]:
+            raise YidiError("INVALID_ARGUMENT", "备案记录的人员编号与人员信息不一致。")
+        self._check_person_conflicts(person)
+        if self.index.get_filing(filing["filing_id"]) is not None:
+            raise YidiError(
+                "FILING_CONFLICT",
+                f"备案编号 {filing['filing_id']} 已存在。变更备案请使用备案变更，撤销请使用备案撤销。",
+            )
+        self.index.check_filing(filing, person=person)
+        return Decision(Filed(person=cmd.person, filing=cmd.filing), FilingResult(cmd.filing))
+
+    def _check_person_conflicts(self, person: dict) -> None:
+        check = getattr(self.index, "check_person_conflicts", None)
+        if check is not None:
+            check(person)
+            return
+        known = self.index.get_person(person["psn_no"])
+        if known is not None and known["certno"] != person["certno"]:
+            raise YidiError("PERSON_CONFLICT", "人员编号已登记了另一个身份证号，请核对人员信息。")
+        other = self.index.psn_no_by_certno(person["certno"])
+        if other is not None and other != person["psn_no"]:
+            raise YidiError("PERSON_CONFLICT", "该身份证号已登记在另一个人员编号下，请核对人员信息。")
+
+    def _decide_revise_filing(self, cmd: ReviseFiling, _recorded: bytes) -> Decision:
+        """备案变更: a new destination, institution list or validity; not the person or the kind."""
+        rev = cmd.filing
+        old = self.filing(rev.filing_id)
+        if rev.psn_no not in ("", old["psn_no"]) or rev.kind not in ("", old["kind"]):
+            raise YidiError("FILING_CONFLICT", "备案变更不能改变人员或备案类型，请撤销后重新备案。")
+        revised = dict(old, dest_admdvs=rev.dest_admdvs, fixmedins_codes=list(rev.fixmedins_codes),
+                       valid_from=rev.valid_from, valid_to=rev.valid_to)
+        if rev.status:
+            revised["status"] = rev.status
+        self.index.check_filing(revised)
+        filing = _filing(revised)
+        return Decision(FilingChanged(filing=filing), FilingResult(filing))
+
+    def _decide_revoke_filing(self, cmd: RevokeFiling, _recorded: bytes) -> Decision:
+        """备案撤销."""
+        filing = _filing(dict(self.filing(cmd.filing_id), status="revoked"))
+        return Decision(FilingChanged(filing=filing), FilingResult(filing))
+
+    # ------------------------------------------------------------ inpatient
+    def _decide_admit(self, cmd: Admit, _recorded: bytes) -> Decision:
+        """入院登记: eligibility (SPEC §4) and a new visit id."""
+        person = self.person(cmd.person.psn_no, cmd.person.certno)
+        psn_no = person["psn_no"]
+        check_date(cmd.adm_date, "入院日期")
+        card_no, card_version = (cmd.card.card_no, cmd.card.card_version) if cmd.card else (None, None)
+        elig = self.index.eligibility(psn_no, cmd.fixmedins_code, True, cmd.adm_date, card_no, card_version,
+                                      has_open_inpatient=bool(self.open_inpatient.get(psn_no)))
+        visit = self._new_visit(psn_no, cmd.fixmedins_code, INPATIENT, cmd.adm_date, elig)
+        return Decision(Admitted(visit=visit, ipt_no=cmd.ipt_no), AdmitResult(visit, person["name"]))
+
+    def _new_visit(self, psn_no: str, fixmedins_code: str, visit_kind: str, adm_date: int,
+                   elig: dict) -> VisitFacts:
+        """A visit with the next id, carrying what eligibility chose (filing, regions, level)."""
+        return VisitFacts(
+            mdtrt_id=f"M{self._last_mdtrt + 1:015d}", psn_no=psn_no, fixmedins_code=fixmedins_code,
+            visit_kind=visit_kind, adm_date=adm_date, filing_id=elig["filing_id"],
+            filing_kind=elig["filing_kind"], insuplc_admdvs=elig["insuplc_admdvs"],
+            mdtrtarea_admdvs=elig["mdtrtarea_admdvs"], fixmedins_level=elig["fixmedins_level"],
+        )
+
     def _open_visit(self, mdtrt_id: str) -> Visit:
         visit = self.visit(mdtrt_id)
         if visit.visit_kind != INPATIENT:
@@ -136,203 +288,139 @@ class Engine:
             raise YidiError("VISIT_NOT_OPEN", f"就诊 {mdtrt_id} 已撤销入院登记，不能再办理业务。")
         return visit
 
-    # ------------------------------------------------------------ filings
-    def decide_file(self, person: dict, filing: dict) -> dict:
-        """备案: the person's record (insert or update) and one new filing."""
-        self.index.check_person(person)
-        if filing.get("psn_no") != person["psn_no"]:
-            raise YidiError("INVALID_ARGUMENT", "备案记录的人员编号与人员信息不一致。")
-        known = self.index.get_person(person["psn_no"])
-        if known is not None and known["certno"] != person["certno"]:
-            raise YidiError("PERSON_CONFLICT", "人员编号已登记了另一个身份证号，请核对人员信息。")
-        other = self.index.psn_no_by_certno(person["certno"])
-        if other is not None and other != person["psn_no"]:
-            raise YidiError("PERSON_CONFLICT", "该身份证号已登记在另一个人员编号下，请核对人员信息。")
-        if self.index.get_filing(filing["filing_id"]) is not None:
-            raise YidiError(
-                "FILING_CONFLICT",
-                f"备案编号 {filing['filing_id']} 已存在。变更备案请使用备案变更，撤销请使用备案撤销。",
-            )
-        self.index.check_filing(filing, person=person)
-        return {"type": "filed", "person": person, "filing": filing}
-
-    def decide_revise_filing(self, filing: dict) -> dict:
-        """备案变更: a new destination, institution list or validity."""
-        old = self.filing(filing["filing_id"])
-        if filing.get("psn_no") not in ("", old["psn_no"]) or filing.get("kind") not in ("", old["kind"]):
-            raise YidiError("FILING_CONFLICT", "备案变更不能改变人员或备案类型，请撤销后重新备案。")
-        revised = dict(old, **{k: filing[k] for k in ("dest_admdvs", "fixmedins_codes", "valid_from", "valid_to")})
-        if filing.get("status"):
-            revised["status"] = filing["status"]
-        self.index.check_filing(revised)
-        return {"type": "filing", "filing": revised}
-
-    def decide_revoke_filing(self, filing_id: str) -> dict:
-        """备案撤销."""
-        return {"type": "filing", "filing": dict(self.filing(filing_id), status="revoked")}
-
-    def filing(self, filing_id: str) -> dict:
-        check_id(filing_id, "备案编号 filing_id")
-        filing = self.index.get_filing(filing_id)
-        if filing is None:
-            raise YidiError("FILING_NOT_FOUND", f"备案编号 {filing_id} 不存在，请核对。")
-        return filing
-
-    # --------------------------------------------------------- inpatient
-    def decide_admit(self, psn_no: str, fixmedins_code: str, adm_date: int,
-                     card_no: str | None = None, card_version: str | None = None, ipt_no: str = "") -> dict:
-        """入院登记: eligibility (SPEC §4) and a new visit id."""
-        limits.check_date(adm_date, "入院日期")
-        elig = self.index.eligibility(
-            psn_no, fixmedins_code, True, adm_date, card_no, card_version,
-            has_open_inpatient=bool(self.open_inpatient.get(psn_no)),
-        )
-        visit = self._new_visit(psn_no, fixmedins_code, INPATIENT, adm_date, elig)
-        return {"type": "admitted", "visit": _visit_dict(visit), "ipt_no": ipt_no}
-
-    def _new_visit(self, psn_no: str, fixmedins_code: str, visit_kind: str, adm_date: int, elig: dict) -> Visit:
-        """A visit with the next id, carrying what eligibility chose (filing, regions, level)."""
-        return Visit(
-            mdtrt_id=self._next_mdtrt_id(), psn_no=psn_no, fixmedins_code=fixmedins_code, visit_kind=visit_kind,
-            adm_date=adm_date, filing_id=elig["filing_id"], filing_kind=elig["filing_kind"],
-            insuplc_admdvs=elig["insuplc_admdvs"], mdtrtarea_admdvs=elig["mdtrtarea_admdvs"],
-            fixmedins_level=elig["fixmedins_level"],
-        )
-
-    def decide_cancel_admission(self, mdtrt_id: str) -> dict:
+    def _decide_cancel_admission(self, cmd: CancelAdmission, _recorded: bytes) -> Decision:
         """入院撤销: only before settlement."""
-        self._open_visit(mdtrt_id)
-        return {"type": "admission_cancelled", "mdtrt_id": mdtrt_id}
+        visit = self._open_visit(cmd.mdtrt_id)
+        count, total = _totals(visit.lines.values())
+        return Decision(AdmissionCancelled(mdtrt_id=cmd.mdtrt_id),
+                        VisitResult(cmd.mdtrt_id, CANCELLED, count, total))
 
-    def decide_upload_fees(self, mdtrt_id: str, lines: Iterable[tuple[str, str, str, int, int, int]]) -> dict:
-        """费用明细上传: new lines are added, identical re-sent lines are no-ops.
-
-        A line is (feedetl_sn, code, name, unit_price_fen, qty_milli, fee_date).
-        """
-        visit = self._open_visit(mdtrt_id)
-        new: dict[str, tuple] = {}
-        for sn, code, name, price, qty, fee_date in lines:
-            limits.check_line(sn, code, price, qty, fee_date)
-            content = (code, name, price, qty, fee_date)
-            seen = visit.lines.get(sn) or new.get(sn)
+    def _decide_upload_fees(self, cmd: UploadFees, _recorded: bytes) -> Decision:
+        """费用明细上传: new lines are added, identical re-sent lines are no-ops."""
+        visit = self._open_visit(cmd.mdtrt_id)
+        new: dict[str, FeeLine] = {}
+        for line in cmd.lines:
+            _check_line(line)
+            seen = visit.lines.get(line.feedetl_sn) or new.get(line.feedetl_sn)
             if seen is None:
-                new[sn] = content
-            elif seen != content:
+                new[line.feedetl_sn] = line
+            elif seen.content() != line.content():
                 raise YidiError(
                     "FEE_LINE_CONFLICT",
-                    f"费用明细流水号 {sn} 已上传过不同的内容。如需更正，请先撤销该明细再重新上传。",
+                    f"费用明细流水号 {line.feedetl_sn} 已上传过不同的内容。如需更正，请先撤销该明细再重新上传。",
                 )
-        if len(visit.lines) + len(new) > limits.MAX_LINES_PER_VISIT:
-            raise YidiError("TOO_MANY_LINES", f"一次住院的费用明细不能超过 {limits.MAX_LINES_PER_VISIT} 条。")
-        return {"type": "fees", "mdtrt_id": mdtrt_id, "lines": [[sn, *c] for sn, c in new.items()]}
+        _check_line_count(len(visit.lines) + len(new), "一次住院")
+        count, total = _totals(visit.lines.values())
+        added_count, added_total = _totals(new.values())
+        return Decision(FeesUploaded(mdtrt_id=cmd.mdtrt_id, lines=tuple(new.values())),
+                        VisitResult(cmd.mdtrt_id, ADMITTED, count + added_count, total + added_total))
 
-    def decide_withdraw_fees(self, mdtrt_id: str, sns: Iterable[str]) -> dict:
+    def _decide_withdraw_fees(self, cmd: WithdrawFees, _recorded: bytes) -> Decision:
         """费用明细撤销: the named lines, or all lines when none are named."""
-        visit = self._open_visit(mdtrt_id)
-        sns = list(dict.fromkeys(sns)) or list(visit.lines)
+        visit = self._open_visit(cmd.mdtrt_id)
+        sns = list(dict.fromkeys(cmd.sns)) or list(visit.lines)
         for sn in sns:
             check_id(sn, "费用明细流水号")
         missing = [sn for sn in sns if sn not in visit.lines]
         if missing:
             raise YidiError("FEE_LINE_NOT_FOUND", f"费用明细流水号 {'、'.join(missing[:5])} 未上传过，无法撤销。")
-        return {"type": "fees_withdrawn", "mdtrt_id": mdtrt_id, "sns": sns}
+        withdrawn = set(sns)
+        count, total = _totals(line for sn, line in visit.lines.items() if sn not in withdrawn)
+        return Decision(FeesWithdrawn(mdtrt_id=cmd.mdtrt_id, sns=tuple(sns)),
+                        VisitResult(cmd.mdtrt_id, ADMITTED, count, total))
 
-    def presettle(self, mdtrt_id: str, setl_date: int) -> dict:
-        """预结算: the settlement discharge would produce, changing nothing."""
-        visit = self._open_visit(mdtrt_id)
-        return dict(self._settlement(visit, "", setl_date, visit.lines.items()), status="")
-
-    def decide_discharge_settle(self, mdtrt_id: str, dscg_date: int) -> dict:
+    def _decide_discharge_settle(self, cmd: DischargeSettle, _recorded: bytes) -> Decision:
         """出院结算."""
-        visit = self._open_visit(mdtrt_id)
-        settlement = self._settlement(visit, self._next_setl_id(), dscg_date, visit.lines.items())
-        return {"type": "settled", "settlement": settlement}
+        visit = self._open_visit(cmd.mdtrt_id)
+        view, facts = self._settle(visit, self._next_setl_id(), cmd.dscg_date, visit.lines.values())
+        return Decision(Settled(settlement=facts), view)
 
-    def _settlement(self, visit: Visit, setl_id: str, setl_date: int, lines) -> dict:
-        limits.check_date(setl_date, "结算日期")
-        if setl_date < visit.adm_date:
-            raise YidiError("DATE_BEFORE_ADMISSION", f"结算日期 {setl_date} 早于入院日期 {visit.adm_date}，请核对。")
+    def _decide_cancel_settlement(self, cmd: CancelSettlement, recorded: bytes) -> Decision:
+        """结算撤销: gives back exactly the recorded deltas."""
+        ref = self.settlement(cmd.setl_id)
+        if ref.status != SETTLED:
+            raise YidiError("SETTLEMENT_ALREADY_CANCELLED", f"结算 {cmd.setl_id} 已于 {ref.cancel_date} 撤销。")
+        check_date(cmd.cancel_date, "撤销日期")
+        if cmd.cancel_date < ref.facts.setl_date:
+            raise YidiError("INVALID_DATE", f"撤销日期 {cmd.cancel_date} 早于结算日期 {ref.facts.setl_date}，请核对。")
+        return Decision(SettlementCancelled(setl_id=cmd.setl_id, cancel_date=cmd.cancel_date),
+                        CancelResult(recorded, cmd.cancel_date))
+
+    # ----------------------------------------------------------- outpatient
+    def _decide_outpatient_settle(self, cmd: OutpatientSettle, _recorded: bytes) -> Decision:
+        """门诊一站式: eligibility, the visit, its lines and the settlement in one event."""
+        person = self.person(cmd.person.psn_no, cmd.person.certno)
+        psn_no = person["psn_no"]
+        check_date(cmd.setl_date, "结算日期")
+        card_no, card_version = (cmd.card.card_no, cmd.card.card_version) if cmd.card else (None, None)
+        elig = self.index.eligibility(psn_no, cmd.fixmedins_code, False, cmd.setl_date, card_no, card_version)
+        _check_line_count(len(cmd.lines), "一次门诊")
+        seen: set[str] = set()
+        for line in cmd.lines:
+            _check_line(line)
+            if line.feedetl_sn in seen:
+                raise YidiError("FEE_LINE_CONFLICT", f"费用明细流水号 {line.feedetl_sn} 在本次结算中重复出现。")
+            seen.add(line.feedetl_sn)
+        facts = self._new_visit(psn_no, cmd.fixmedins_code, OUTPATIENT, cmd.setl_date, elig)
+        visit = Visit(facts)
+        view, settlement = self._settle(visit, self._next_setl_id(), cmd.setl_date, cmd.lines)
+        return Decision(Settled(settlement=settlement, visit=facts, lines=cmd.lines), view)
+
+    # ----------------------------------------------------------- settlement
+    def _next_setl_id(self) -> str:
+        return f"S{self._last_setl + 1:015d}"
+
+    def _settle(self, visit: Visit, setl_id: str, setl_date: int,
+                lines: Iterable[FeeLine]) -> tuple[SettlementView, SettlementFacts]:
+        """The benefit of a visit's lines (SPEC §5): the answer and the facts to record."""
+        facts = visit.facts
+        check_date(setl_date, "结算日期")
+        if setl_date < facts.adm_date:
+            raise YidiError("DATE_BEFORE_ADMISSION", f"结算日期 {setl_date} 早于入院日期 {facts.adm_date}，请核对。")
         lines = list(lines)
         if not lines:
             raise YidiError("NO_FEE_LINES", "该就诊没有费用明细，请先上传费用明细再结算。")
-        benefit = self.index.benefit(
-            visit.psn_no, visit.fixmedins_code, visit.filing_kind, visit.visit_kind == INPATIENT, setl_date,
-            [(c[0], c[2], c[3]) for _, c in lines],
+        benefit = self.index.benefit(facts.psn_no, facts.fixmedins_code, facts.filing_kind,
+                                     facts.visit_kind == INPATIENT, setl_date,
+                                     [(ln.code, ln.unit_price_fen, ln.qty_milli) for ln in lines])
+        person = self.index.get_person(facts.psn_no)
+        inst = self.index.get_institution(facts.fixmedins_code) or {}
+        breakdown = Breakdown(**{k: benefit[k] for k in Breakdown.__struct_fields__})
+        line_results = tuple(
+            LineResult(feedetl_sn=ln.feedetl_sn, code=r["code"], chrgitm_lv=r["chrgitm_lv"],
+                       det_item_fee_sumamt=r["amount_fen"], fulamt_ownpay_amt=r["fulamt_ownpay_amt"],
+                       overlmt_selfpay=r["overlmt_selfpay"], preselfpay_amt=r["preselfpay_amt"],
+                       inscp_scp_amt=r["inscp_scp_amt"])
+            for ln, r in zip(lines, benefit["line_results"], strict=True)
         )
-        person = self.index.get_person(visit.psn_no)
-        inst = self.index.get_institution(visit.fixmedins_code) or {}
-        line_results = [dict(r, feedetl_sn=sn) for (sn, _), r in zip(lines, benefit["line_results"], strict=True)]
-        breakdown = {k: benefit[k] for k in BREAKDOWN_KEYS}
-        return {
-            "setl_id": setl_id,
-            "mdtrt_id": visit.mdtrt_id,
-            "psn_no": visit.psn_no,
-            "psn_name": person["name"],
-            "fixmedins_code": visit.fixmedins_code,
-            "fixmedins_name": inst.get("name", ""),
-            "insuplc_admdvs": visit.insuplc_admdvs,
-            "mdtrtarea_admdvs": visit.mdtrtarea_admdvs,
-            "visit_kind": visit.visit_kind,
-            "insutype": person["insutype"],
-            "filing_id": visit.filing_id,
-            "filing_kind": visit.filing_kind,
-            "setl_date": setl_date,
-            "policy_effective_from": benefit["policy_effective_from"],
-            "breakdown": breakdown,
-            "lines": line_results,
-            "status": SETTLED,
-            "year": benefit["year"],
-            "deltas": benefit["deltas"],
-        }
+        view = SettlementView(
+            setl_id=setl_id, mdtrt_id=facts.mdtrt_id, psn_no=facts.psn_no, psn_name=person["name"],
+            fixmedins_code=facts.fixmedins_code, fixmedins_name=inst.get("name", ""),
+            insuplc_admdvs=facts.insuplc_admdvs, mdtrtarea_admdvs=facts.mdtrtarea_admdvs,
+            visit_kind=facts.visit_kind, insutype=person["insutype"], filing_id=facts.filing_id,
+            filing_kind=facts.filing_kind, setl_date=setl_date,
+            policy_effective_from=benefit["policy_effective_from"], breakdown=breakdown, lines=line_results,
+            status=SETTLED,
+        )
+        settlement = SettlementFacts(
+            setl_id=setl_id, mdtrt_id=facts.mdtrt_id, psn_no=facts.psn_no, fixmedins_code=facts.fixmedins_code,
+            insuplc_admdvs=facts.insuplc_admdvs, mdtrtarea_admdvs=facts.mdtrtarea_admdvs,
+            visit_kind=facts.visit_kind, insutype=person["insutype"], setl_date=setl_date, year=benefit["year"],
+            breakdown=breakdown, deltas=tuple(benefit["deltas"][k] for k in ACCUMULATOR_KEYS),
+        )
+        return view, settlement
 
-    def decide_cancel_settlement(self, setl_id: str, cancel_date: int) -> dict:
-        """结算撤销: gives back exactly the recorded deltas."""
-        ref = self.settlement(setl_id)
-        if ref.status != SETTLED:
-            raise YidiError("SETTLEMENT_ALREADY_CANCELLED", f"结算 {setl_id} 已于 {ref.cancel_date} 撤销。")
-        limits.check_date(cancel_date, "撤销日期")
-        if cancel_date < ref.setl_date:
-            raise YidiError("INVALID_DATE", f"撤销日期 {cancel_date} 早于结算日期 {ref.setl_date}，请核对。")
-        return {"type": "settlement_cancelled", "setl_id": setl_id, "cancel_date": cancel_date}
+    # ---------------------------------------------------------------- apply
+    def _apply_filed(self, event: Filed, _seq: int) -> None:
+        self._apply_filed_person(event.person)
+        self._apply_filing(FilingChanged(filing=event.filing), _seq)
 
-    # -------------------------------------------------------- outpatient
-    def decide_outpatient_settle(self, psn_no: str, fixmedins_code: str, setl_date: int,
-                                 lines: list[tuple[str, str, str, int, int, int]],
-                                 card_no: str | None = None, card_version: str | None = None) -> dict:
-        """门诊一站式: eligibility, the visit, its lines and the settlement in one event."""
-        limits.check_date(setl_date, "结算日期")
-        elig = self.index.eligibility(psn_no, fixmedins_code, False, setl_date, card_no, card_version)
-        if len(lines) > limits.MAX_LINES_PER_VISIT:
-            raise YidiError("TOO_MANY_LINES", f"一次门诊的费用明细不能超过 {limits.MAX_LINES_PER_VISIT} 条。")
-        visit = self._new_visit(psn_no, fixmedins_code, OUTPATIENT, setl_date, elig)
-        seen: dict[str, tuple] = {}
-        for sn, code, name, price, qty, fee_date in lines:
-            limits.check_line(sn, code, price, qty, fee_date)
-            if sn in seen:
-                raise YidiError("FEE_LINE_CONFLICT", f"费用明细流水号 {sn} 在本次结算中重复出现。")
-            seen[sn] = (code, name, price, qty, fee_date)
-        settlement = self._settlement(visit, self._next_setl_id(), setl_date, seen.items())
-        return {
-            "type": "settled",
-            "visit": _visit_dict(visit),
-            "lines": [[sn, *c] for sn, c in seen.items()],
-            "settlement": settlement,
-        }
+    def _apply_filing(self, event: FilingChanged, _seq: int) -> None:
+        self.index.put_filing(event.filing.as_row())
+        self.runtime_filings[event.filing.filing_id] = event.filing
 
-    # ------------------------------------------------------------- apply
-    def apply(self, event: dict[str, Any]) -> None:
-        """Change the in-memory state by one event (live or on replay)."""
-        getattr(self, "_apply_" + event["type"])(event)
-
-    def _apply_filed(self, event: dict) -> None:
-        self.index.put_person(event["person"])
-        self.index.put_filing(event["filing"])
-
-    def _apply_filing(self, event: dict) -> None:
-        self.index.put_filing(event["filing"])
-
-    def _apply_admitted(self, event: dict) -> None:
-        visit = Visit(**event["visit"])
+    def _apply_admitted(self, event: Admitted, _seq: int) -> None:
+        visit = Visit(event.visit)
         self._add_visit(visit)
         self.open_inpatient.setdefault(visit.psn_no, set()).add(visit.mdtrt_id)
 
@@ -347,46 +435,42 @@ class Engine:
             if not open_ids:
                 del self.open_inpatient[visit.psn_no]
 
-    def _apply_admission_cancelled(self, event: dict) -> None:
-        visit = self.visits[event["mdtrt_id"]]
+    def _apply_admission_cancelled(self, event: AdmissionCancelled, _seq: int) -> None:
+        visit = self.visits[event.mdtrt_id]
         visit.status = CANCELLED
         self._close_inpatient(visit)
 
-    def _apply_fees(self, event: dict) -> None:
-        visit = self.visits[event["mdtrt_id"]]
-        for sn, *content in event["lines"]:
-            visit.lines[sn] = tuple(content)
+    def _apply_fees(self, event: FeesUploaded, _seq: int) -> None:
+        lines = self.visits[event.mdtrt_id].lines
+        for line in event.lines:
+            lines[line.feedetl_sn] = line
 
-    def _apply_fees_withdrawn(self, event: dict) -> None:
-        visit = self.visits[event["mdtrt_id"]]
-        for sn in event["sns"]:
-            del visit.lines[sn]
+    def _apply_fees_withdrawn(self, event: FeesWithdrawn, _seq: int) -> None:
+        lines = self.visits[event.mdtrt_id].lines
+        for sn in event.sns:
+            del lines[sn]
 
-    def _apply_settled(self, event: dict) -> None:
-        s = event["settlement"]
-        if "visit" in event:  # outpatient: the visit is born settled
-            visit = Visit(**event["visit"])
-            visit.lines = {sn: tuple(c) for sn, *c in event["lines"]}
-            self._add_visit(visit)
-        visit = self.visits[s["mdtrt_id"]]
+    def _apply_settled(self, event: Settled, seq: int) -> None:
+        s = event.settlement
+        if event.visit is not None:  # outpatient: the visit is born settled
+            self._add_visit(Visit(event.visit, lines={line.feedetl_sn: line for line in event.lines}))
+        visit = self.visits[s.mdtrt_id]
         visit.status = SETTLED
-        visit.setl_id = s["setl_id"]
+        visit.setl_id = s.setl_id
         if visit.visit_kind == INPATIENT:
             self._close_inpatient(visit)
-        self.index.apply_deltas(s["psn_no"], s["year"], s["deltas"], 1)
-        self.settlements[s["setl_id"]] = SettlementRef(
-            setl_id=s["setl_id"], mdtrt_id=s["mdtrt_id"], psn_no=s["psn_no"], year=s["year"],
-            deltas=s["deltas"], insuplc_admdvs=s["insuplc_admdvs"], mdtrtarea_admdvs=s["mdtrtarea_admdvs"],
-            setl_date=s["setl_date"],
-        )
-        self._last_setl = max(self._last_setl, _id_number(s["setl_id"]))
+        self.index.apply_deltas(s.psn_no, s.year, s.deltas_dict(), 1)
+        self.settlements[s.setl_id] = SettlementRef(s, seq)
+        self._last_setl = max(self._last_setl, _id_number(s.setl_id))
+        if DEBUG:
+            self.check_person_invariants(s.psn_no)
 
-    def _apply_settlement_cancelled(self, event: dict) -> None:
-        ref = self.settlements[event["setl_id"]]
+    def _apply_settlement_cancelled(self, event: SettlementCancelled, _seq: int) -> None:
+        ref = self.settlements[event.setl_id]
         ref.status = CANCELLED
-        ref.cancel_date = event["cancel_date"]
-        self.index.apply_deltas(ref.psn_no, ref.year, ref.deltas, -1)
-        visit = self.visits[ref.mdtrt_id]
+        ref.cancel_date = event.cancel_date
+        self.index.apply_deltas(ref.facts.psn_no, ref.facts.year, ref.facts.deltas_dict(), -1)
+        visit = self.visits[ref.facts.mdtrt_id]
         visit.setl_id = ""
         if visit.visit_kind == INPATIENT:
             # The stay is open again for correction and a new settlement.
@@ -394,32 +478,114 @@ class Engine:
             self.open_inpatient.setdefault(visit.psn_no, set()).add(visit.mdtrt_id)
         else:
             visit.status = CANCELLED
+        if DEBUG:
+            self.check_person_invariants(ref.facts.psn_no)
 
-    def _apply_reference_loaded(self, event: dict) -> None:
-        """Reference data is loaded by the caller before replay; nothing to do here."""
+    def _apply_reference_loaded(self, _event: ReferenceLoaded, _seq: int) -> None:
+        """The gateway loads reference data before it replays or records this; nothing to do here."""
+
+    # ------------------------------------------------------ snapshots, reloads
+    def export_state(self) -> EngineState:
+        return EngineState(
+            persons=list(self.runtime_persons.values()), filings=list(self.runtime_filings.values()),
+            visits=list(self.visits.values()), settlements=list(self.settlements.values()),
+            last_mdtrt=self._last_mdtrt, last_setl=self._last_setl,
+        )
+
+    @classmethod
+    def restore(cls, index: Index, state: EngineState) -> Engine:
+        """An engine on ``index`` holding ``state`` (the index must hold no runtime changes yet)."""
+        engine = cls(index)
+        for person in state.persons:
+            engine._apply_filed_person(person)
+        for filing in state.filings:
+            engine._apply_filing(FilingChanged(filing=filing), 0)
+        for visit in state.visits:
+            engine.visits[visit.mdtrt_id] = visit
+            if visit.visit_kind == INPATIENT and visit.status == ADMITTED:
+                engine.open_inpatient.setdefault(visit.psn_no, set()).add(visit.mdtrt_id)
+        for ref in state.settlements:
+            engine.settlements[ref.facts.setl_id] = ref
+            if ref.status == SETTLED:
+                index.apply_deltas(ref.facts.psn_no, ref.facts.year, ref.facts.deltas_dict(), 1)
+        engine._last_mdtrt, engine._last_setl = state.last_mdtrt, state.last_setl
+        if DEBUG:
+            engine.check_invariants()
+        return engine
+
+    def _apply_filed_person(self, person: Person) -> None:
+        self.index.put_person(person.as_row())
+        self.runtime_persons[person.psn_no] = person
+
+    # ----------------------------------------------------------- invariants
+    def check_invariants(self) -> None:
+        """Every person's accumulators equal the sum of their live settlements' deltas (SPEC §5.5)."""
+        for psn_no in {ref.facts.psn_no for ref in self.settlements.values()}:
+            self.check_person_invariants(psn_no)
+
+    def check_person_invariants(self, psn_no: str) -> None:
+        expected: dict[int, list[int]] = {}
+        for ref in self.settlements.values():
+            if ref.facts.psn_no == psn_no and ref.status == SETTLED:
+                sums = expected.setdefault(ref.facts.year, [0] * len(ACCUMULATOR_KEYS))
+                for i, delta in enumerate(ref.facts.deltas):
+                    sums[i] += delta
+        for year, sums in expected.items():
+            acc = self.index.accumulators(psn_no, year)
+            invariant([acc[k] for k in ACCUMULATOR_KEYS] == sums,
+                      f"accumulators of {psn_no} in {year} differ from the sum of live settlements")
 
 
-BREAKDOWN_KEYS = (
-    "medfee_sumamt", "fulamt_ownpay_amt", "overlmt_selfpay", "preselfpay_amt", "inscp_scp_amt",
-    "act_pay_dedc", "pay_ratio_bp", "hifp_pay", "hifmi_pay", "hifob_pay", "maf_pay",
-    "fund_pay_sumamt", "psn_cash_pay",
-)
+# ------------------------------------------------------------------ helpers
+def _filing(row: dict) -> Filing:
+    return Filing(filing_id=row["filing_id"], psn_no=row["psn_no"], kind=row["kind"],
+                  dest_admdvs=row["dest_admdvs"], fixmedins_codes=tuple(row["fixmedins_codes"]),
+                  valid_from=row["valid_from"], valid_to=row["valid_to"], status=row["status"])
 
 
-def _visit_dict(visit: Visit) -> dict:
-    return {
-        "mdtrt_id": visit.mdtrt_id, "psn_no": visit.psn_no, "fixmedins_code": visit.fixmedins_code,
-        "visit_kind": visit.visit_kind, "adm_date": visit.adm_date, "filing_id": visit.filing_id,
-        "filing_kind": visit.filing_kind, "insuplc_admdvs": visit.insuplc_admdvs,
-        "mdtrtarea_admdvs": visit.mdtrtarea_admdvs, "fixmedins_level": visit.fixmedins_level,
-    }
+def _check_line(line: FeeLine) -> None:
+    check_line(line.feedetl_sn, line.code, line.unit_price_fen, line.qty_milli, line.fee_date)
 
 
 def line_amount_fen(unit_price_fen: int, qty_milli: int) -> int:
-    """SPEC §5.1 line amount, rounded half up."""
     return (unit_price_fen * qty_milli + 500) // 1000
 
 
-def visit_totals(visit: Visit) -> tuple[int, int]:
-    """(line count, sum of line amounts) of a visit's uploaded fee lines."""
-    return len(visit.lines), sum(line_amount_fen(c[2], c[3]) for c in visit.lines.values())
+def _check_line_count(n: int, what: str) -> None:
+    if n > MAX_LINES_PER_VISIT:
+        raise YidiError("TOO_MANY_LINES", f"{what}的费用明细不能超过 {MAX_LINES_PER_VISIT} 条。")
+
+
+def _totals(lines: Iterable[FeeLine]) -> tuple[int, int]:
+    """(line count, sum of line amounts) of fee lines."""
+    count = total = 0
+    for line in lines:
+        count += 1
+        total += line_amount_fen(line.unit_price_fen, line.qty_milli)
+    return count, total
+
+
+_DECIDE: dict[type, Callable[[Engine, Command, bytes], Decision]] = {
+    FilePerson: Engine._decide_file,
+    ReviseFiling: Engine._decide_revise_filing,
+    RevokeFiling: Engine._decide_revoke_filing,
+    Admit: Engine._decide_admit,
+    CancelAdmission: Engine._decide_cancel_admission,
+    UploadFees: Engine._decide_upload_fees,
+    WithdrawFees: Engine._decide_withdraw_fees,
+    DischargeSettle: Engine._decide_discharge_settle,
+    CancelSettlement: Engine._decide_cancel_settlement,
+    OutpatientSettle: Engine._decide_outpatient_settle,
+}
+
+_APPLY: dict[type, Callable[[Engine, Event, int], None]] = {
+    Filed: Engine._apply_filed,
+    FilingChanged: Engine._apply_filing,
+    Admitted: Engine._apply_admitted,
+    AdmissionCancelled: Engine._apply_admission_cancelled,
+    FeesUploaded: Engine._apply_fees,
+    FeesWithdrawn: Engine._apply_fees_withdrawn,
+    Settled: Engine._apply_settled,
+    SettlementCancelled: Engine._apply_settlement_cancelled,
+    ReferenceLoaded: Engine._apply_reference_loaded,
+}

@@ -1,79 +1,99 @@
-"""The gateway's state: reference index, lifecycle engine, ledger, idempotency.
+"""The gateway's state and the one path every mutating request takes.
 
-One object, owned by the event loop.  Every mutating RPC goes through
-:meth:`Gateway.mutate`: idempotency check → decide (may refuse, changes
-nothing) → apply to memory → append to the ledger → reply once durable.
+``Gateway.execute_many(caller, [(command, digest), ...])`` — one loop, one
+ledger group (one transaction), for one command or a batch:
+
+1. idempotency (``keys.Keys``): a key seen before answers with its first
+   answer, byte for byte; the same key with another request is refused;
+2. decide (``core.engine``): the event and the result, or a refusal that
+   changes nothing (a refused item does not affect its neighbours);
+3. apply the event to memory and encode the reply (``convert.encode_reply``);
+4. submit every record of the batch as one group, and answer only once it
+   is durable.
+
+Between the first decision and the submit nothing awaits, so records are
+numbered and committed in exactly the order they were applied.  app.py
+builds no protobuf message: results are encoded by the translation layer.
 """
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import os
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Callable, Sequence
 
-import orjson
-from google.protobuf.message import Message
-
-from core import Index
-from core.engine import Engine
+from core import Index, events
+from core.commands import Command, LoadReferenceData, ReferenceResult
+from core.engine import Decision, Engine, EngineState
 from core.errors import YidiError
+from core.events import REFERENCE_KEY, ReferenceLoaded
 from core.limits import check_id
 
-from ._pb.yidi.v1 import admin_pb2
-from .auth import current_caller
+from . import snapshot
 from .config import Config
+from .convert import encode_reply
+from .keys import Keys, Prior
 from .ledger import GroupCommitLedger, Record, Store
 
 log = logging.getLogger("yidi.gateway")
 
-REFERENCE_KEY = "reference"
+Item = tuple[Command, bytes]   # a command and the digest of the request it came from
+Outcome = bytes | YidiError
 
 
 @dataclass(slots=True)
 class LoadedState:
-    """What a rebuild produces: swapped in whole, never half."""
+    """What a (re)build produces: swapped in whole, never half."""
 
     engine: Engine
-    # (caller, request_id) -> (request digest, ledger seq)
-    requests: dict[tuple[str, str], tuple[bytes, Any]]
     data_dir: str
-    last_seq: int
     loaded_at_unix_ms: int
-
-
-def request_digest(request: Message) -> bytes:
-    """The canonical fingerprint of a request, for SPEC §6 idempotency."""
-    return hashlib.blake2b(request.SerializeToString(deterministic=True), digest_size=16).digest()
 
 
 def data_dir_of(store: Store, default: str) -> str:
     """The data set to load: the last one the national operator loaded, else the default."""
     # Filter by kind: a caller-chosen filing_id may be the string "reference" too.
-    loads = [r for r in store.find_key(REFERENCE_KEY) if r.kind == "reference_loaded"]
-    return orjson.loads(loads[-1].body)["data_dir"] if loads else default
+    loads = [r for r in store.find_key(REFERENCE_KEY) if r.kind == ReferenceLoaded.__struct_config__.tag]
+    return events.decode(loads[-1].body).data_dir if loads else default
 
 
-def build_state(config: Config, store: Store, data_dir: str,
-                progress: Callable[[str, int], None] | None = None) -> LoadedState:
-    """Load reference data, then replay the ledger on top of it (blocking)."""
+def load_index(config: Config, data_dir: str, progress: Callable[[str, int], None] | None = None) -> Index:
     index = Index(accepted_card_versions=config.accepted_card_versions)
     index.load_dir(data_dir, progress)
-    engine = Engine(index)
-    requests: dict[tuple[str, str], tuple[bytes, Any]] = {}
+    return index
+
+
+def build_state(config: Config, store: Store, keys: Keys, data_dir: str,
+                snapshots: snapshot.Snapshots,
+                progress: Callable[[str, int], None] | None = None) -> tuple[LoadedState, int]:
+    """Reference data + the newest valid snapshot + the ledger's tail (blocking).
+
+    Returns the state and the seq of the snapshot used (0: none, full replay).
+    """
+    index = load_index(config, data_dir, progress)
+    snap = snapshots.newest(store.last_seq())
+    engine = Engine.restore(index, snap.engine) if snap is not None else Engine(index)
+    after = snap.seq if snap is not None else 0
     replayed = 0
-    for record in store.scan():
-        engine.apply(orjson.loads(record.body))
+    for record in store.scan(after):
+        engine.apply(events.decode(record.body), record.seq)
         if record.request_id:
-            requests[(record.caller, record.request_id)] = (record.digest, record.seq)
+            keys.remember(record.caller, record.request_id, record.digest, record.seq)
         replayed += 1
         if progress is not None and replayed % 100_000 == 0:
             progress("ledger", replayed)
     if progress is not None:
         progress("ledger", replayed)
-    return LoadedState(engine, requests, os.path.abspath(data_dir), store.last_seq(), int(time.time() * 1000))
+    log.info("state rebuilt: snapshot at seq %d, %d ledger records replayed after it", after, replayed)
+    return LoadedState(engine, os.path.abspath(data_dir), int(time.time() * 1000)), after
+
+
+def build_reloaded(config: Config, data_dir: str, state: EngineState) -> LoadedState:
+    """A new reference data set with the current mutable state restored onto it (blocking)."""
+    engine = Engine.restore(load_index(config, data_dir), state)
+    return LoadedState(engine, os.path.abspath(data_dir), int(time.time() * 1000))
 
 
 class Gateway:
@@ -82,8 +102,13 @@ class Gateway:
         self.store = store
         self.on_fatal = on_fatal
         self.ledger = GroupCommitLedger(store, max_batch=config.ledger_max_batch, on_fatal=on_fatal)
+        self.keys = Keys(store, config.idempotency_cache_keys)
+        self.snapshots = snapshot.Snapshots(config.snapshot_dir())
         self.state: LoadedState | None = None
+        self.snapshot_seq = 0
         self._paused = False  # while reference data is being swapped
+        self._records_since_snapshot = 0
+        self._snapshot_task: asyncio.Task | None = None
 
     @property
     def engine(self) -> Engine:
@@ -95,128 +120,177 @@ class Gateway:
             raise YidiError("NOT_READY", "结算网关正在加载数据，请稍后重试（可使用相同的请求ID重试）。")
 
     async def rebuild(self, progress: Callable[[str, int], None] | None = None) -> None:
+        """Start-up: rebuild the state from reference data, the newest snapshot and the ledger's tail."""
         data_dir = data_dir_of(self.store, self.config.data_dir)
-        self.state = await asyncio.to_thread(build_state, self.config, self.store, data_dir, progress)
+        self.state, self.snapshot_seq = await asyncio.to_thread(
+            build_state, self.config, self.store, self.keys, data_dir, self.snapshots, progress)
         self.ledger.start()
+        self._records_since_snapshot = self.ledger.next_seq - 1 - self.snapshot_seq
 
     # --------------------------------------------------------- mutation
-    async def mutate(self, request: Message, decide: Callable[[], dict],
-                     respond: Callable[[dict], Message]) -> bytes:
-        """Run one mutating request exactly once (SPEC §6) and reply once durable."""
-        caller, digest, prior = self._prior(request)
-        if prior is not None:
-            return await prior
-        requests = self.state.requests
-        event = decide()
-        body = orjson.dumps(event)
-        response = self._apply(event, respond)
-        done = asyncio.get_running_loop().create_future()
-        requests[(caller, request.request_id)] = (digest, done)
-        record = Record(kind=event["type"], caller=caller, request_id=request.request_id,
-                        digest=digest, key=event_key(event), body=body, response=response)
-        try:
-            seq = await self.ledger.append(record)
-        except BaseException as exc:
-            done.set_exception(exc)
-            done.exception()  # retrieved: waiters see it, asyncio does not warn
-            raise
-        requests[(caller, request.request_id)] = (digest, seq)
-        done.set_result(response)
-        return response
+    async def execute(self, caller: str, command: Command, digest: bytes) -> bytes:
+        """Run one mutating request exactly once (SPEC §6); its answer once it is durable."""
+        if type(command) is LoadReferenceData:
+            return await self._reload(caller, command, digest)
+        outcome = (await self.execute_many(caller, [(command, digest)]))[0]
+        if isinstance(outcome, YidiError):
+            raise outcome
+        return outcome
 
-    def _prior(self, request: Message):
-        """(caller, digest, the first answer's awaitable or None) for a mutating request."""
-        caller = current_caller()
-        check_id(request.request_id, "请求ID request_id", "INVALID_REQUEST_ID")
-        digest = request_digest(request)
+    async def execute_many(self, caller: str, items: Sequence[Item]) -> list[Outcome]:
+        """A batch: one loop, one ledger group.  Each item gets its answer or its own refusal."""
         self.require_ready()
-        prior = self.state.requests.get((caller, request.request_id))
-        if prior is None:
-            return caller, digest, None
-        if prior[0] != digest:
-            raise YidiError(
-                "IDEMPOTENCY_KEY_REUSED",
-                f"请求ID {request.request_id} 已用于另一笔不同的请求，本次请求未处理。请为新业务使用新的请求ID。",
-            )
-        return caller, digest, self._first_answer(caller, request.request_id, prior[1])
+        engine = self.state.engine
+        recorded = await self._records_needed(engine, items)
+        self.require_ready()  # a reload may have paused us while we read
+        engine = self.state.engine
+        outcomes: list[Outcome | Prior | int | None] = [None] * len(items)
+        decided: list[tuple[int, Decision]] = []
+        seen: dict[str, tuple[bytes, int]] = {}  # request_id -> (digest, item) within this batch
+        for i, (command, digest) in enumerate(items):
+            try:
+                outcomes[i] = self._earlier(caller, command, digest, seen)
+                if outcomes[i] is None:
+                    seen[command.request_id] = (digest, i)
+                    decided.append((i, engine.decide(command, recorded.get(i, b""))))
+            except YidiError as err:
+                outcomes[i] = err
+        if decided:
+            await self._record(caller, engine, items, decided, outcomes)
+        return [await self._resolve(outcome, outcomes) for outcome in outcomes]
 
-    def _apply(self, event: dict, respond: Callable[[dict], Message]) -> bytes:
-        """Apply an event to memory and build its response; a failure here is a bug."""
+    def _earlier(self, caller: str, command: Command, digest: bytes,
+                 seen: dict[str, tuple[bytes, int]]) -> Prior | int | None:
+        """An earlier answer to this request (or the index of its twin in this batch), None if it is new."""
+        check_id(command.request_id, "请求ID request_id", "INVALID_REQUEST_ID")
+        twin = seen.get(command.request_id)
+        if twin is not None:
+            if twin[0] != digest:
+                raise YidiError("IDEMPOTENCY_KEY_REUSED",
+                                f"请求ID {command.request_id} 在同一批次中用于两笔不同的请求，后一笔未处理。")
+            return twin[1]
+        return self.keys.lookup(caller, command.request_id, digest)
+
+    async def _records_needed(self, engine: Engine, items: Sequence[Item]) -> dict[int, bytes]:
+        """Durable records some decisions need (a cancellation answers with the settlement as recorded)."""
+        needed = {}
+        for i, (command, _) in enumerate(items):
+            seq = engine.record_needed(command)
+            if seq:
+                record = await asyncio.to_thread(self.store.read, seq)
+                if record is None:
+                    raise YidiError("NOT_READY", "该笔结算正在写入账本，请稍后使用相同的请求ID重试。")
+                needed[i] = record.response
+        return needed
+
+    async def _record(self, caller: str, engine: Engine, items: Sequence[Item],
+                      decided: list[tuple[int, Decision]], outcomes: list) -> None:
+        """Apply each decision, submit their records as one group, wait until it is durable."""
+        base = self.ledger.next_seq
+        records = []
+        for n, (i, decision) in enumerate(decided):
+            command, digest = items[i]
+            event, seq = decision.event, base + n
+            response = self._apply(engine, event, seq, decision)
+            records.append(Record(kind=event.kind, caller=caller, request_id=command.request_id, digest=digest,
+                                  key=event.key, body=events.encode(event), response=response, seq=seq))
+            outcomes[i] = response
+        durable = self.ledger.submit(records)
+        for record in records:
+            self.keys.begin(caller, record.request_id, record.digest, record.response, durable)
+        durable.add_done_callback(lambda fut: self._durable(fut, caller, records))
+        await asyncio.shield(durable)
+
+    def _apply(self, engine: Engine, event: events.Event, seq: int, decision: Decision) -> bytes:
+        """Apply an event to memory and encode its reply; a failure here is a bug."""
         try:
-            self.state.engine.apply(event)
-            return respond(event).SerializeToString()
+            engine.apply(event, seq)
+            return encode_reply(decision.result)
         except BaseException as exc:  # memory may now differ from the ledger
-            log.critical("apply failed for a %s event; restarting to rebuild from the ledger", event.get("type"))
+            log.critical("apply failed for a %s event; restarting to rebuild from the ledger", event.kind)
             self.on_fatal(exc)
             raise
 
-    async def _first_answer(self, caller: str, request_id: str, seq_or_future: Any) -> bytes:
-        if isinstance(seq_or_future, asyncio.Future):
-            return await asyncio.shield(seq_or_future)
-        record = await asyncio.to_thread(self.store.find_request, caller, request_id)
-        assert record is not None, "an acknowledged request must be in the ledger"
-        return record.response
+    def _durable(self, fut: asyncio.Future, caller: str, records: list[Record]) -> None:
+        if fut.cancelled() or fut.exception() is not None:
+            return  # the ledger is fatal: the process restarts
+        for record in records:
+            self.keys.durable(caller, record.request_id, record.seq)
+        self._records_since_snapshot += len(records)
+        if (self._records_since_snapshot >= self.config.snapshot_every_records
+                and (self._snapshot_task is None or self._snapshot_task.done())):
+            self._snapshot_task = asyncio.get_running_loop().create_task(self.take_snapshot())
 
-    async def ledger_record(self, key: str, kind: str) -> dict | None:
-        """The body of the first durable ledger record of this kind for key."""
-        for record in await asyncio.to_thread(self.store.find_key, key):
-            if record.kind == kind:
-                return orjson.loads(record.body)
-        return None
+    async def _resolve(self, outcome, outcomes: list) -> Outcome:
+        if isinstance(outcome, int):  # the twin of an earlier item in this batch
+            outcome = outcomes[outcome]
+        if isinstance(outcome, Prior):
+            try:
+                return await self.keys.answer(outcome)
+            except YidiError as err:
+                return err
+        return outcome
 
     # ------------------------------------------------- reference reload
-    async def reload_reference(self, data_dir: str, request: Message) -> bytes:
-        """Load a new data set; on a rejected load keep serving the old one."""
-        _, _, prior = self._prior(request)
+    async def _reload(self, caller: str, command: LoadReferenceData, digest: bytes) -> bytes:
+        """Load a new data set with the current state restored onto it; on a rejected load keep the old one."""
+        self.require_ready()
+        check_id(command.request_id, "请求ID request_id", "INVALID_REQUEST_ID")
+        prior = self.keys.lookup(caller, command.request_id, digest)
         if prior is not None:
-            return await prior
+            return await self.keys.answer(prior)
         # Build from everything durable so far: pause every Yidi RPC (NOT_READY) and drain the ledger.
         self._paused = True
         try:
             await self.ledger.flush()
-            state = await asyncio.to_thread(build_state, self.config, self.store, data_dir)
+            current = self.state.engine.export_state()
+            state = await asyncio.to_thread(build_reloaded, self.config, command.data_dir, current)
         finally:
             self._paused = False
         old, self.state = self.state, state
         try:
-            return await self.mutate(
-                request,
-                lambda: {"type": "reference_loaded", "data_dir": state.data_dir,
-                         "meta": dict(state.engine.index.meta)},
-                self.respond_status,
-            )
+            event = ReferenceLoaded(data_dir=state.data_dir, meta=dict(state.engine.index.meta))
+            decision = Decision(event, self.status(ledger_seq=self.ledger.next_seq))
+            outcomes: list = [None]
+            await self._record(caller, state.engine, [(command, digest)], [(0, decision)], outcomes)
+            return outcomes[0]
         except BaseException:
             self.state = old
             raise
 
-    def respond_status(self, _event: dict | None = None) -> Message:
+    def status(self, ledger_seq: int | None = None) -> ReferenceResult:
         state = self.state
         meta = state.engine.index.meta
-        return admin_pb2.ReferenceDataStatus(
-            data_dir=state.data_dir,
-            counts=state.engine.index.counts(),
-            seed=int(meta.get("seed", 0) or 0),
+        return ReferenceResult(
+            data_dir=state.data_dir, counts=state.engine.index.counts(), seed=int(meta.get("seed", 0) or 0),
             version=str(meta.get("version", "")),
-            ledger_seq=self.store.last_seq(),
-            loaded_at_unix_ms=state.loaded_at_unix_ms,
+            ledger_seq=self.store.last_seq() if ledger_seq is None else ledger_seq,
+            loaded_at_unix_ms=state.loaded_at_unix_ms, snapshot_seq=self.snapshot_seq,
         )
 
+    # ------------------------------------------------------------ reads
+    async def read_record(self, seq: int) -> Record:
+        record = await asyncio.to_thread(self.store.read, seq)
+        if record is None:
+            raise YidiError("NOT_READY", "该笔业务正在写入账本，请稍后重试。")
+        return record
+
+    # -------------------------------------------------------- snapshots
+    async def take_snapshot(self) -> tuple[int, str, int]:
+        """Write a snapshot of the state as of the last applied record; (seq, path, bytes) once durable."""
+        self.require_ready()
+        seq = self.ledger.next_seq - 1
+        # Encoded on the loop, so the state is exactly that of records 1..seq.
+        blob = snapshot.encode(seq, self.state.data_dir, self.state.engine.export_state())
+        self._records_since_snapshot = 0
+        await self.ledger.flush()  # never a snapshot of records that are not durable
+        path = await asyncio.to_thread(self.snapshots.write, blob, seq)
+        self.snapshot_seq = seq
+        log.info("snapshot at ledger seq %d written: %s (%d bytes)", seq, path, len(blob))
+        return seq, path, len(blob)
+
     async def close(self) -> None:
+        if self._snapshot_task is not None and not self._snapshot_task.done():
+            await asyncio.wait([self._snapshot_task])
         await self.ledger.close()
         self.store.close()
-
-
-def event_key(event: dict) -> str:
-    """The object an event is about, for ledger queries."""
-    kind = event["type"]
-    if kind == "settled":
-        return event["settlement"]["setl_id"]
-    if kind == "settlement_cancelled":
-        return event["setl_id"]
-    if kind == "admitted":
-        return event["visit"]["mdtrt_id"]
-    if kind in ("filed", "filing"):
-        return event["filing"]["filing_id"]
-    if kind == "reference_loaded":
-        return REFERENCE_KEY
-    return event["mdtrt_id"]

@@ -1,4 +1,4 @@
-"""Who is calling, resolved in one place, and what each caller may do (SPEC §9).
+"""Who is calling, resolved in one place (what each caller may do is ``core.access``).
 
 The identity comes from a plain metadata header in this release; the TLS
 issue replaces ``resolve_caller`` with the client certificate's subject and
@@ -12,9 +12,9 @@ import re
 
 import grpc
 
+from core.access import NATIONAL
 from core.errors import YidiError
 
-NATIONAL = "national"
 _PROVINCE = re.compile(r"^[1-9][0-9]0000$")
 
 _caller: contextvars.ContextVar[str] = contextvars.ContextVar("yidi_caller")
@@ -22,10 +22,6 @@ _caller: contextvars.ContextVar[str] = contextvars.ContextVar("yidi_caller")
 
 def current_caller() -> str:
     return _caller.get()
-
-
-def province_of(admdvs: str) -> str:
-    return admdvs[:2] + "0000"
 
 
 def resolve_caller(context: grpc.aio.ServicerContext, header: str) -> str:
@@ -69,14 +65,3 @@ class CallerInterceptor(grpc.aio.ServerInterceptor):
                 _caller.reset(token)
 
         return handler._replace(unary_unary=with_caller)
-
-
-def require_province(caller: str, admdvs: str, what: str) -> None:
-    """A province may act only on its own persons / institutions."""
-    if caller != province_of(admdvs):
-        raise YidiError("PERMISSION_DENIED", f"调用方 {caller} 无权{what}（属于 {province_of(admdvs)}）。")
-
-
-def require_national(caller: str, what: str) -> None:
-    if caller != NATIONAL:
-        raise YidiError("PERMISSION_DENIED", f"只有国家平台可以{what}。")

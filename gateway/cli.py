@@ -204,7 +204,8 @@ def _request_id(args) -> str:
 
 
 def _person_id(args) -> dict:
-    return {"psn_no": args.psn_no or "", "certno": args.certno or ""}
+    """The person oneof: psn_no or certno, whichever was given (setting both would keep only the last)."""
+    return {"psn_no": args.psn_no} if args.psn_no else {"certno": args.certno or ""}
 
 
 def cmd_file(args, c: Client):

@@ -20,12 +20,22 @@ class Config:
     max_concurrent_rpcs: int = 2000
     # Seconds in-flight RPCs get to finish on SIGTERM.
     shutdown_grace_s: float = 10.0
-    # Ledger: records per transaction at most.
+    # Ledger: records per transaction at most (a batch RPC's group is never split).
     ledger_max_batch: int = 4096
+    # Idempotency keys kept in memory (the most recent ones); older keys are
+    # answered from the ledger's unique index.
+    idempotency_cache_keys: int = 100_000
+    # A snapshot of the mutable state is written after this many ledger records
+    # (and on demand: AdminService.TakeSnapshot, `yidi snapshot`).
+    snapshot_every_records: int = 1_000_000
+    snapshots: str = ""              # default: <ledger>.snapshots/
     accepted_card_versions: tuple[str, ...] = ("2.0", "3.0")
     # Caller identity header (SPEC §9 identity comes from TLS in a later issue).
     caller_header: str = "x-yidi-caller"
     extra: dict = field(default_factory=dict)
+
+    def snapshot_dir(self) -> str:
+        return self.snapshots or self.ledger_path() + ".snapshots"
 
     def ledger_path(self) -> str:
         if self.ledger:

@@ -1,12 +1,21 @@
-"""Translation between protobuf messages and the core's plain rows (SPEC §3 shapes).
+"""Translation between protobuf messages and the core's commands, rows and results.
 
 Translation only: shapes and enum names.  Business rules stay in ``core``.
+``encode_reply(result)`` turns a core result into the response bytes that are
+sent and stored in the ledger record (so a replay is byte for byte the same).
 """
 from __future__ import annotations
 
-from core.errors import YidiError
+from typing import Callable
 
+from core import commands as cmd
+from core.errors import YidiError
+from core.events import Breakdown, FeeLine, Filing, Person
+
+from ._pb.yidi.v1 import admin_pb2 as apb
 from ._pb.yidi.v1 import common_pb2 as pb
+from ._pb.yidi.v1 import filing_pb2 as fpb
+from ._pb.yidi.v1 import settlement_pb2 as spb
 
 
 class EnumMap:
@@ -49,93 +58,131 @@ def mask_certno(certno: str) -> str:
     return certno[:6] + "*" * max(0, len(certno) - 10) + certno[-4:] if len(certno) > 10 else "*" * len(certno)
 
 
-def person_row(p: pb.Person) -> dict:
-    return {
-        "psn_no": p.psn_no,
-        "certno": p.certno,
-        "name": p.name,
-        "insuplc_admdvs": p.insuplc_admdvs,
-        "insutype": INSUTYPE.str(p.insutype),
-        "person_type": PERSON_TYPE.str(p.person_type),
-        "status": PERSON_STATUS.str(p.status),
-        "assistance": p.assistance,
-        "card_no": p.card_no,
-        "card_version": p.card_version,
-    }
+# ------------------------------------------------------------- rows
+def person(p: pb.Person) -> Person:
+    return Person(psn_no=p.psn_no, certno=p.certno, name=p.name, insuplc_admdvs=p.insuplc_admdvs,
+                  insutype=INSUTYPE.str(p.insutype), person_type=PERSON_TYPE.str(p.person_type),
+                  status=PERSON_STATUS.str(p.status), assistance=p.assistance, card_no=p.card_no,
+                  card_version=p.card_version)
 
 
 def person_pb(row: dict) -> pb.Person:
     return pb.Person(
-        psn_no=row["psn_no"],
-        certno=mask_certno(row["certno"]),
-        name=row["name"],
-        insuplc_admdvs=row["insuplc_admdvs"],
-        insutype=INSUTYPE.pb(row["insutype"]),
-        person_type=PERSON_TYPE.pb(row["person_type"]),
-        status=PERSON_STATUS.pb(row["status"]),
-        assistance=row["assistance"],
-        card_no=row.get("card_no", ""),
-        card_version=row.get("card_version", ""),
+        psn_no=row["psn_no"], certno=mask_certno(row["certno"]), name=row["name"],
+        insuplc_admdvs=row["insuplc_admdvs"], insutype=INSUTYPE.pb(row["insutype"]),
+        person_type=PERSON_TYPE.pb(row["person_type"]), status=PERSON_STATUS.pb(row["status"]),
+        assistance=row["assistance"], card_no=row.get("card_no", ""), card_version=row.get("card_version", ""),
     )
 
 
-def filing_row(f: pb.Filing, *, partial: bool = False) -> dict:
-    """A filing row; ``partial`` (a revision) allows kind and status to be left unset."""
-    return {
-        "filing_id": f.filing_id,
-        "psn_no": f.psn_no,
-        "kind": FILING_KIND.str(f.kind, required=not partial),
-        "dest_admdvs": f.dest_admdvs,
-        "fixmedins_codes": list(f.fixmedins_codes),
-        "valid_from": f.valid_from,
-        "valid_to": f.valid_to,
-        "status": FILING_STATUS.str(f.status, required=False) or ("" if partial else "active"),
-    }
+def filing(f: pb.Filing) -> Filing:
+    return Filing(filing_id=f.filing_id, psn_no=f.psn_no, kind=FILING_KIND.str(f.kind), dest_admdvs=f.dest_admdvs,
+                  fixmedins_codes=tuple(f.fixmedins_codes), valid_from=f.valid_from, valid_to=f.valid_to,
+                  status=FILING_STATUS.str(f.status, required=False) or "active")
 
 
-def filing_pb(row: dict) -> pb.Filing:
+def filing_revision(f: pb.Filing) -> cmd.FilingRevision:
+    """A revision: kind and status may be left unset (unchanged)."""
+    return cmd.FilingRevision(
+        filing_id=f.filing_id, psn_no=f.psn_no, kind=FILING_KIND.str(f.kind, required=False),
+        dest_admdvs=f.dest_admdvs, fixmedins_codes=tuple(f.fixmedins_codes), valid_from=f.valid_from,
+        valid_to=f.valid_to, status=FILING_STATUS.str(f.status, required=False))
+
+
+def filing_pb(row: Filing | dict) -> pb.Filing:
+    if isinstance(row, Filing):
+        row = row.as_row()
     return pb.Filing(
-        filing_id=row["filing_id"],
-        psn_no=row["psn_no"],
-        kind=FILING_KIND.pb(row["kind"]),
-        dest_admdvs=row["dest_admdvs"],
-        fixmedins_codes=row["fixmedins_codes"],
-        valid_from=row["valid_from"],
-        valid_to=row["valid_to"],
-        status=FILING_STATUS.pb(row["status"]),
+        filing_id=row["filing_id"], psn_no=row["psn_no"], kind=FILING_KIND.pb(row["kind"]),
+        dest_admdvs=row["dest_admdvs"], fixmedins_codes=row["fixmedins_codes"], valid_from=row["valid_from"],
+        valid_to=row["valid_to"], status=FILING_STATUS.pb(row["status"]),
     )
 
 
-def fee_lines(lines) -> list[tuple[str, str, str, int, int, int]]:
-    return [(x.feedetl_sn, x.code, x.name, x.unit_price_fen, x.qty_milli, x.fee_date) for x in lines]
+def fee_lines(lines) -> tuple[FeeLine, ...]:
+    return tuple(FeeLine(x.feedetl_sn, x.code, x.name, x.unit_price_fen, x.qty_milli, x.fee_date) for x in lines)
 
 
-def settlement_pb(s: dict) -> pb.Settlement:
+def person_id(req) -> cmd.PersonId:
+    """The patient of a request with a ``person`` oneof (psn_no | certno)."""
+    return cmd.PersonId(psn_no=req.psn_no, certno=req.certno)
+
+
+def card(req) -> cmd.Card | None:
+    return cmd.Card(req.card.card_no, req.card.card_version) if req.HasField("card") else None
+
+
+# ---------------------------------------------------------- commands
+def file_command(req: fpb.FileRequest) -> cmd.FilePerson:
+    return cmd.FilePerson(request_id=req.request_id, person=person(req.person), filing=filing(req.filing))
+
+
+def admit_command(req: spb.AdmitRequest) -> cmd.Admit:
+    return cmd.Admit(request_id=req.request_id, person=person_id(req), fixmedins_code=req.fixmedins_code,
+                     adm_date=req.adm_date, card=card(req), ipt_no=req.ipt_no)
+
+
+def outpatient_command(req: spb.OutpatientSettleRequest) -> cmd.OutpatientSettle:
+    return cmd.OutpatientSettle(request_id=req.request_id, person=person_id(req), fixmedins_code=req.fixmedins_code,
+                                setl_date=req.setl_date, lines=fee_lines(req.lines), card=card(req))
+
+
+# ------------------------------------------------------------ replies
+def settlement_pb(s: cmd.SettlementView) -> pb.Settlement:
+    b: Breakdown = s.breakdown
     return pb.Settlement(
-        setl_id=s["setl_id"],
-        mdtrt_id=s["mdtrt_id"],
-        psn_no=s["psn_no"],
-        psn_name=s["psn_name"],
-        fixmedins_code=s["fixmedins_code"],
-        fixmedins_name=s["fixmedins_name"],
-        insuplc_admdvs=s["insuplc_admdvs"],
-        mdtrtarea_admdvs=s["mdtrtarea_admdvs"],
-        visit_kind=VISIT_KIND.pb(s["visit_kind"]),
-        insutype=INSUTYPE.pb(s["insutype"]),
-        filing_id=s["filing_id"],
-        filing_kind=FILING_KIND.pb(s["filing_kind"]),
-        setl_date=s["setl_date"],
-        policy_effective_from=s["policy_effective_from"],
-        breakdown=pb.Breakdown(**s["breakdown"]),
-        lines=[
-            pb.LineResult(
-                feedetl_sn=x["feedetl_sn"], code=x["code"], chrgitm_lv=x["chrgitm_lv"],
-                det_item_fee_sumamt=x["amount_fen"], fulamt_ownpay_amt=x["fulamt_ownpay_amt"],
-                overlmt_selfpay=x["overlmt_selfpay"], preselfpay_amt=x["preselfpay_amt"],
-                inscp_scp_amt=x["inscp_scp_amt"],
-            )
-            for x in s["lines"]
-        ],
-        status=SETTLEMENT_STATUS.pb(s["status"]),
-        cancel_date=s.get("cancel_date", 0),
+        setl_id=s.setl_id, mdtrt_id=s.mdtrt_id, psn_no=s.psn_no, psn_name=s.psn_name,
+        fixmedins_code=s.fixmedins_code, fixmedins_name=s.fixmedins_name, insuplc_admdvs=s.insuplc_admdvs,
+        mdtrtarea_admdvs=s.mdtrtarea_admdvs, visit_kind=VISIT_KIND.pb(s.visit_kind), insutype=INSUTYPE.pb(s.insutype),
+        filing_id=s.filing_id, filing_kind=FILING_KIND.pb(s.filing_kind), setl_date=s.setl_date,
+        policy_effective_from=s.policy_effective_from,
+        breakdown=pb.Breakdown(**{f: getattr(b, f) for f in Breakdown.__struct_fields__}),
+        lines=[pb.LineResult(feedetl_sn=x.feedetl_sn, code=x.code, chrgitm_lv=x.chrgitm_lv,
+                             det_item_fee_sumamt=x.det_item_fee_sumamt, fulamt_ownpay_amt=x.fulamt_ownpay_amt,
+                             overlmt_selfpay=x.overlmt_selfpay, preselfpay_amt=x.preselfpay_amt,
+                             inscp_scp_amt=x.inscp_scp_amt)
+               for x in s.lines],
+        status=SETTLEMENT_STATUS.pb(s.status),
     )
+
+
+def recorded_settlement(reply: bytes, status: str, cancel_date: int) -> pb.Settlement:
+    """A settlement as its ledger record answered it, with its status as it stands now."""
+    settlement = spb.SettlementResponse.FromString(reply).settlement
+    settlement.status = SETTLEMENT_STATUS.pb(status)
+    settlement.cancel_date = cancel_date
+    return settlement
+
+
+def reference_status_pb(r: cmd.ReferenceResult) -> apb.ReferenceDataStatus:
+    return apb.ReferenceDataStatus(data_dir=r.data_dir, counts=r.counts, seed=r.seed, version=r.version,
+                                   ledger_seq=r.ledger_seq, loaded_at_unix_ms=r.loaded_at_unix_ms,
+                                   snapshot_seq=r.snapshot_seq)
+
+
+def _admit_reply(r: cmd.AdmitResult) -> spb.AdmitResponse:
+    v = r.visit
+    return spb.AdmitResponse(mdtrt_id=v.mdtrt_id, psn_no=v.psn_no, psn_name=r.psn_name, filing_id=v.filing_id,
+                             filing_kind=FILING_KIND.pb(v.filing_kind), insuplc_admdvs=v.insuplc_admdvs,
+                             mdtrtarea_admdvs=v.mdtrtarea_admdvs, fixmedins_level=v.fixmedins_level)
+
+
+def _visit_reply(r: cmd.VisitResult) -> spb.VisitResponse:
+    return spb.VisitResponse(mdtrt_id=r.mdtrt_id, status=VISIT_STATUS.pb(r.status), line_count=r.line_count,
+                             medfee_sumamt=r.medfee_sumamt)
+
+
+_REPLIES: dict[type, Callable] = {
+    cmd.FilingResult: lambda r: fpb.FilingResponse(filing=filing_pb(r.filing)),
+    cmd.AdmitResult: _admit_reply,
+    cmd.VisitResult: _visit_reply,
+    cmd.SettlementView: lambda r: spb.SettlementResponse(settlement=settlement_pb(r)),
+    cmd.CancelResult: lambda r: spb.SettlementResponse(
+        settlement=recorded_settlement(r.original_reply, "cancelled", r.cancel_date)),
+    cmd.ReferenceResult: reference_status_pb,
+}
+
+
+def encode_reply(result: cmd.Result) -> bytes:
+    """The response bytes of a result: sent, and stored in the ledger record for replays."""
+    return _REPLIES[type(result)](result).SerializeToString()

@@ -13,12 +13,16 @@ Two layers:
     will follow behind the same interface.
 
 ``GroupCommitLedger``
-    The asyncio front end. ``await ledger.append(record)`` enqueues the record
-    and returns its sequence number once it is durable. One writer thread
-    takes everything queued (up to ``max_batch``) and commits it as one
+    The asyncio front end. ``ledger.submit(records)`` enqueues a group of
+    records whose sequence numbers the caller took from ``ledger.next_seq``
+    (seqs are assigned on the event loop, in submission order, so an event
+    knows its record before it is durable) and returns a future that
+    resolves once the group is durable; ``await ledger.append(record)`` does
+    the same for one record. One writer thread takes everything queued (up
+    to ``max_batch`` records, never splitting a group) and commits it as one
     transaction, so one fsync serves every record that arrived while the
     previous commit was in flight. Records are committed in exactly the order
-    ``append()`` was called.
+    they were submitted.
 
 Failure policy: a failed commit is FATAL. After a failed ``Store.append`` we
 do not know whether the transaction reached the disk (an fsync error, a full
@@ -48,7 +52,7 @@ import queue
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 __all__ = [
@@ -107,6 +111,10 @@ class Store(Protocol):
         """Records with that key, in seq order."""
         ...
 
+    def read(self, seq: int) -> Record | None:
+        """The record with that seq."""
+        ...
+
     def last_seq(self) -> int: ...
 
     def close(self) -> None: ...
@@ -161,9 +169,11 @@ class SqliteStore:
     may close them from the closing thread. Call ``close()`` once all readers
     and the writer are done.
 
-    Seqs are the table's INTEGER PRIMARY KEY, assigned explicitly inside the
-    write transaction as ``max(seq) + 1 ...``; records are never deleted, so
-    seqs are dense and monotonic.
+    Seqs are the table's INTEGER PRIMARY KEY. Records given with seq 0 get
+    ``max(seq) + 1 ...`` inside the write transaction; records given with
+    seqs (the group-commit ledger assigns them on the event loop) must
+    continue the log exactly, or the append fails. Records are never
+    deleted, so seqs are dense and monotonic.
 
     Cost: with client-chosen random request_ids every insert lands on a
     random leaf of the UNIQUE (caller, request_id) index, so a commit writes
@@ -232,6 +242,10 @@ class SqliteStore:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 last = conn.execute("SELECT coalesce(max(seq), 0) FROM records").fetchone()[0]
+                if records[0].seq:
+                    seqs = [r.seq for r in records]
+                    if seqs != list(range(last + 1, last + 1 + len(records))):
+                        raise RuntimeError(f"records {seqs[0]}..{seqs[-1]} do not continue the ledger at {last}")
                 conn.executemany(
                     _INSERT,
                     [
@@ -287,6 +301,10 @@ class SqliteStore:
             .fetchall()
         )
         return [Record(*row) for row in rows]
+
+    def read(self, seq: int) -> Record | None:
+        row = self._reader().execute(f"SELECT {_COLUMNS} FROM records WHERE seq = ?", (seq,)).fetchone()
+        return None if row is None else Record(*row)
 
     def last_seq(self) -> int:
         return self._reader().execute("SELECT coalesce(max(seq), 0) FROM records").fetchone()[0]
@@ -364,6 +382,7 @@ class GroupCommitLedger:
         self._thread: threading.Thread | None = None
         self._closing = False
         self._last: asyncio.Future | None = None
+        self._next_seq = 0  # set by start(): the seq the next submitted record gets
         self._fatal: BaseException | None = None
         self._stopped: asyncio.Future | None = None
         self.commits = 0
@@ -375,9 +394,15 @@ class GroupCommitLedger:
         """The exception that made the ledger fatal, or None."""
         return self._fatal
 
+    @property
+    def next_seq(self) -> int:
+        """The seq the next submitted record will get (records are numbered in submission order)."""
+        return self._next_seq
+
     def start(self) -> None:
         if self._thread is not None:
             raise RuntimeError("GroupCommitLedger already started")
+        self._next_seq = self._store.last_seq() + 1
         self._thread = threading.Thread(target=self._run, name="yidi-ledger-writer", daemon=False)
         self._thread.start()
 
@@ -392,10 +417,22 @@ class GroupCommitLedger:
         return loop
 
     async def append(self, record: Record) -> int:
-        """Enqueue ``record``; return its seq once it is durable.
+        """Enqueue ``record`` (its seq 0: the next one is taken); return its seq once it is durable.
 
         Raises ``LedgerFatal`` if the ledger has failed (now or while this
         record was waiting), ``LedgerClosed`` after ``close()``.
+        """
+        if record.seq == 0:
+            record = replace(record, seq=self._next_seq)
+        await self.submit([record])
+        return record.seq
+
+    def submit(self, records: Sequence[Record]) -> asyncio.Future:
+        """Enqueue a group of records, numbered from ``next_seq`` on; the future resolves once all are durable.
+
+        The group is committed in one transaction (never split).  Raises at
+        once, enqueuing nothing, if the ledger has failed, is closed, or the
+        records are not numbered next_seq, next_seq + 1, ...
         """
         if self._fatal is not None:
             raise LedgerFatal("ledger has failed; refusing appends until restart") from self._fatal
@@ -405,15 +442,19 @@ class GroupCommitLedger:
             raise RuntimeError("GroupCommitLedger.start() was not called")
         # Checked here, on the caller's side: a bad record must not reach the
         # writer, where any failure is fatal for the whole process.
-        if not DIGEST_BYTES_MIN <= len(record.digest) <= DIGEST_BYTES_MAX:
-            raise ValueError(f"record digest must be {DIGEST_BYTES_MIN}..{DIGEST_BYTES_MAX} bytes")
+        for i, record in enumerate(records):
+            if record.seq != self._next_seq + i:
+                raise ValueError(f"record seq {record.seq} submitted where {self._next_seq + i} is next")
+            if not DIGEST_BYTES_MIN <= len(record.digest) <= DIGEST_BYTES_MAX:
+                raise ValueError(f"record digest must be {DIGEST_BYTES_MIN}..{DIGEST_BYTES_MAX} bytes")
         loop = self._loop
         if loop is None or asyncio.get_running_loop() is not loop:
             loop = self._bind_loop()
         fut = loop.create_future()
-        self._queue.put((record, fut))
+        self._queue.put((list(records), fut))
+        self._next_seq += len(records)
         self._last = fut
-        return await fut
+        return fut
 
     async def flush(self) -> None:
         """Wait until every record appended so far is durable (FIFO: the last one is enough)."""
@@ -444,11 +485,11 @@ class GroupCommitLedger:
         await self._stopped
         self._thread.join()
 
-    def _resolve(self, futures: list[asyncio.Future], seqs: list[int]) -> None:
-        # Runs on the loop: one callback per commit, not one per record.
-        for fut, seq in zip(futures, seqs, strict=True):
+    def _resolve(self, futures: list[asyncio.Future]) -> None:
+        # Runs on the loop: one callback per commit, not one per group.
+        for fut in futures:
             if not fut.done():
-                fut.set_result(seq)
+                fut.set_result(None)
 
     def _fail_all(self, futures: list[asyncio.Future], exc: BaseException) -> None:
         # Runs on the loop. self._fatal is already set, so no append() can
@@ -486,7 +527,7 @@ class GroupCommitLedger:
             pass
 
     def _take_batch(self) -> tuple[list[Record], list[asyncio.Future], bool] | None:
-        """Block for the first item, then take what is queued, up to max_batch.
+        """Block for the first group, then take the groups queued, up to max_batch records.
 
         Returns (records, futures, stop) or None if the interpreter is
         shutting down with nothing queued.
@@ -505,7 +546,7 @@ class GroupCommitLedger:
         while True:
             if item is _STOP:
                 return records, futures, True
-            records.append(item[0])
+            records.extend(item[0])
             futures.append(item[1])
             if len(records) >= max_batch:
                 return records, futures, False
@@ -523,8 +564,8 @@ class GroupCommitLedger:
             if records:
                 try:
                     seqs = self._store.append(records)
-                    if len(seqs) != len(records):
-                        raise AssertionError(f"store returned {len(seqs)} seqs for {len(records)} records")
+                    if seqs != [r.seq for r in records]:
+                        raise RuntimeError(f"store wrote seqs {seqs[:1]}.. for records {records[0].seq}..")
                 except BaseException as exc:  # noqa: BLE001 - every failure is fatal
                     self._die(futures, exc)
                     return
@@ -532,7 +573,7 @@ class GroupCommitLedger:
                 self.records += len(records)
                 if len(records) > self.max_batch_seen:
                     self.max_batch_seen = len(records)
-                self._call_loop(self._resolve, futures, seqs)
+                self._call_loop(self._resolve, futures)
             if stop:
                 self._call_loop(self._signal_stopped)
                 return

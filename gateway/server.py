@@ -25,6 +25,7 @@ from .app import Gateway
 from .auth import CallerInterceptor
 from .config import Config
 from .ledger import open_store
+from .snapshot import LedgerBehindSnapshot
 from .services.admin import AdminService
 from .services.base import abort, service_handler
 from .services.filing import FilingService
@@ -73,7 +74,7 @@ async def serve(config: Config, *, ready: Callable[[int], None] | None = None,
     )
     names = []
     for descriptor, service_cls in SERVICES:
-        server.add_generic_rpc_handlers((service_handler(descriptor, service_cls(gw).methods(), limit),))
+        server.add_generic_rpc_handlers((service_handler(descriptor, service_cls(gw).methods(), gw, limit),))
         names.append(descriptor.full_name)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -101,8 +102,8 @@ async def serve(config: Config, *, ready: Callable[[int], None] | None = None,
         rebuild.result()  # a load failure ends start-up with its reason
         for name in ["", *names]:
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-        state = gw.state
-        log.info("SERVING on port %d: %s, ledger seq %d", port, state.engine.index.counts(), state.last_seq)
+        log.info("SERVING on port %d: %s, ledger seq %d", port, gw.state.engine.index.counts(),
+                 gw.ledger.next_seq - 1)
         if ready is not None:
             ready(port)
         await stopping
@@ -126,3 +127,5 @@ def run(config: Config, **kwargs) -> None:
         raise SystemExit(err.clerk_message()) from None
     except LoadError as err:
         raise SystemExit(f"reference data rejected: {err}") from None
+    except LedgerBehindSnapshot as err:
+        raise SystemExit(f"refusing to start: {err}") from None

@@ -1,9 +1,9 @@
-"""Money conservation and replay, on random visit lifecycles (SPEC §5.5, §6).
+"""Money conservation, replay and snapshots, on random visit lifecycles (SPEC §5.5, §6).
 
 Random sequences of admissions, fee uploads and withdrawals, settlements,
 cancellations and outpatient visits run through the engine exactly as the
-gateway runs them (decide → apply, events kept as the ledger would keep
-them).  After every step:
+gateway runs them (decide → encode the event as the ledger keeps it → decode →
+apply).  After every step:
 
 * each person's accumulators equal the sum of the deltas of their live
   (not cancelled) settlements, per year;
@@ -11,18 +11,21 @@ them).  After every step:
 * refusals change nothing.
 
 At the end, replaying the event log into a fresh engine gives the same
-accumulators, visits and settlements (what a restart does).
+accumulators, visits and settlements (what a restart does), and so does
+restoring a snapshot taken at a random point and replaying only the tail.
 """
 from __future__ import annotations
 
 import copy
 
-import orjson
+import msgspec
 import pytest
 from hypothesis import HealthCheck, event, given, settings, strategies as st
 
-from core import ACCUMULATOR_KEYS, Index, YidiError
-from core.engine import SETTLED, Engine
+from core import ACCUMULATOR_KEYS, Index, YidiError, events
+from core import commands as cmd
+from core.engine import SETTLED, Engine, EngineState
+from core.events import FeeLine
 from fixtures_core import write_spec_dataset
 
 PERSONS = ("retired", "assist", "in_service")
@@ -48,86 +51,99 @@ def hypothesis_event(label: str) -> None:
     event(label)  # shown by --hypothesis-show-statistics: the steps really happen
 
 
-def fresh_engine(names) -> Engine:
+def fresh_index(names) -> Index:
     index = Index()
     index.load_dir(names["dir"])
-    return Engine(index)
+    return index
 
 
-def snapshot(engine: Engine, psn_nos) -> dict:
+def state_of(engine: Engine, psn_nos) -> dict:
     acc = {(p, y): engine.index.accumulators(p, y) for p in psn_nos for y in (2026, 2027)}
     visits = {k: (v.status, v.setl_id, dict(v.lines)) for k, v in engine.visits.items()}
-    setls = {k: (s.status, s.deltas) for k, s in engine.settlements.items()}
+    setls = {k: (s.status, s.facts.deltas) for k, s in engine.settlements.items()}
     return {"acc": acc, "visits": visits, "settlements": setls, "open": copy.deepcopy(engine.open_inpatient)}
 
 
 @settings(max_examples=200, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.lists(step, min_size=1, max_size=40))
-def test_accumulators_are_the_sum_of_live_settlements_and_replay_rebuilds_them(data_dir, steps):
+@given(st.lists(step, min_size=1, max_size=40), st.integers(0, 40))
+def test_accumulators_are_the_sum_of_live_settlements_and_replay_rebuilds_them(data_dir, steps, snap_at):
     names = data_dir
-    engine = fresh_engine(names)
+    engine = Engine(fresh_index(names))
     psn = {name: names["psn"][name] for name in PERSONS}
     log: list[bytes] = []
+    snapshot: tuple[int, bytes] | None = None
     sn = 0
 
-    def run(decide, *args):
-        before = snapshot(engine, psn.values())
+    def run(command):
+        before = state_of(engine, psn.values())
         try:
-            event = decide(*args)
+            decision = engine.decide(command)
         except YidiError as err:
             hypothesis_event("refused " + err.reason)
-            assert snapshot(engine, psn.values()) == before, "a refusal changed state"
-            return None
-        log.append(orjson.dumps(event))
-        engine.apply(orjson.loads(log[-1]))
-        hypothesis_event(event["type"])  # exactly what the ledger hands back on replay
-        return event
+            assert state_of(engine, psn.values()) == before, "a refusal changed state"
+            return
+        log.append(events.encode(decision.event))
+        engine.apply(events.decode(log[-1]), len(log))  # exactly what the ledger hands back on replay
+        hypothesis_event(decision.event.kind)
 
-    for kind, a, b in steps:
+    def lines_of(spec) -> tuple[FeeLine, ...]:
+        nonlocal sn
+        sn += len(spec)
+        return tuple(FeeLine(str(sn - len(spec) + i), c, "", p, q) for i, (c, p, q) in enumerate(spec))
+
+    for n, (kind, a, b) in enumerate(steps):
+        if n == snap_at:
+            snapshot = (len(log), msgspec.msgpack.encode(engine.export_state()))
         visits = [v for v in engine.visits.values() if v.visit_kind == "inpatient"]
+        rid = f"r{n}"
         if kind == "admit":
-            run(engine.decide_admit, psn[a], names["inst"][b], 20260310)
+            run(cmd.Admit(request_id=rid, person=cmd.PersonId(psn_no=psn[a]), fixmedins_code=names["inst"][b],
+                          adm_date=20260310))
         elif kind == "outpatient":
-            lines = [(str(sn + i), c, "", p, q, 0) for i, (c, p, q) in enumerate(b)]
-            sn += len(b)
-            run(engine.decide_outpatient_settle, psn[a], names["inst"]["hk_l1"], 20260320, lines)
+            run(cmd.OutpatientSettle(request_id=rid, person=cmd.PersonId(psn_no=psn[a]),
+                                     fixmedins_code=names["inst"]["hk_l1"], setl_date=20260320, lines=lines_of(b)))
         elif not visits:
             continue
         elif kind == "fees":
-            lines = [(str(sn + i), c, "", p, q, 0) for i, (c, p, q) in enumerate(b)]
-            sn += len(b)
-            run(engine.decide_upload_fees, visits[a % len(visits)].mdtrt_id, lines)
+            run(cmd.UploadFees(request_id=rid, mdtrt_id=visits[a % len(visits)].mdtrt_id, lines=lines_of(b)))
         elif kind == "withdraw":
             visit = visits[a % len(visits)]
-            run(engine.decide_withdraw_fees, visit.mdtrt_id, list(visit.lines)[:b])
+            run(cmd.WithdrawFees(request_id=rid, mdtrt_id=visit.mdtrt_id, sns=tuple(list(visit.lines)[:b])))
         elif kind == "settle":
-            run(engine.decide_discharge_settle, visits[a % len(visits)].mdtrt_id, b)
+            run(cmd.DischargeSettle(request_id=rid, mdtrt_id=visits[a % len(visits)].mdtrt_id, dscg_date=b))
         elif kind == "cancel" and engine.settlements:
             setl_ids = sorted(engine.settlements)
-            ref = engine.settlements[setl_ids[a % len(setl_ids)]]
-            run(engine.decide_cancel_settlement, ref.setl_id, 20270201)
+            run(cmd.CancelSettlement(request_id=rid, setl_id=setl_ids[a % len(setl_ids)], cancel_date=20270201))
         check_conservation(engine, psn.values(), log)
 
-    replayed = fresh_engine(names)
-    for body in log:
-        replayed.apply(orjson.loads(body))
-    assert snapshot(replayed, psn.values()) == snapshot(engine, psn.values())
+    expected = state_of(engine, psn.values())
+    replayed = Engine(fresh_index(names))
+    for seq, body in enumerate(log, 1):
+        replayed.apply(events.decode(body), seq)
+    assert state_of(replayed, psn.values()) == expected
+    # A restart from a snapshot plus the tail of the log gives the same state as a full replay.
+    if snapshot is not None:
+        taken_at, blob = snapshot
+        restored = Engine.restore(fresh_index(names), msgspec.msgpack.decode(blob, type=EngineState))
+        for seq, body in enumerate(log[taken_at:], taken_at + 1):
+            restored.apply(events.decode(body), seq)
+        assert state_of(restored, psn.values()) == expected
 
 
 def check_conservation(engine: Engine, psn_nos, log) -> None:
     expected = {(p, y): dict.fromkeys(ACCUMULATOR_KEYS, 0) for p in psn_nos for y in (2026, 2027)}
     for body in log:
-        event = orjson.loads(body)
-        if event["type"] != "settled":
+        settled = events.decode(body)
+        if not isinstance(settled, events.Settled):
             continue
-        s = event["settlement"]
-        b = s["breakdown"]
+        s = settled.settlement
+        b = msgspec.structs.asdict(s.breakdown)
         assert b["fund_pay_sumamt"] + b["psn_cash_pay"] == b["medfee_sumamt"]
         assert b["fund_pay_sumamt"] == b["hifp_pay"] + b["hifmi_pay"] + b["hifob_pay"] + b["maf_pay"]
         assert min(b.values()) >= 0
-        if engine.settlements[s["setl_id"]].status == SETTLED:
-            for key, delta in s["deltas"].items():
-                expected[(s["psn_no"], s["year"])][key] += delta
+        if engine.settlements[s.setl_id].status == SETTLED:
+            for key, delta in s.deltas_dict().items():
+                expected[(s.psn_no, s.year)][key] += delta
     for (p, y), acc in expected.items():
         assert engine.index.accumulators(p, y) == acc, (p, y)

@@ -472,6 +472,7 @@ def every_rpc(case, **override):
         "GetAccumulators": spb.GetAccumulatorsRequest(psn_no=f.psn_no, year=2026),
         "LoadReferenceData": admin_pb2.LoadReferenceDataRequest(request_id=rid(), data_dir="/nonexistent"),
         "GetReferenceDataStatus": admin_pb2.GetReferenceDataStatusRequest(),
+        "TakeSnapshot": admin_pb2.TakeSnapshotRequest(),
     }
     for name, fields in override.items():
         for key, value in fields.items():
@@ -529,6 +530,7 @@ BAD_INPUT = {  # RPC -> (fields to spoil, expected reason)
     "GetAccumulators": ({"year": 0}, "INVALID_DATE"),
     "LoadReferenceData": ({"data_dir": ""}, "INVALID_ARGUMENT"),
     "GetReferenceDataStatus": (None, None),  # takes no input
+    "TakeSnapshot": (None, None),  # takes no input
 }
 
 

@@ -1,13 +1,15 @@
-"""AdminService: the national operator's reference data."""
+"""AdminService: the national operator's reference data and snapshots (translation only)."""
 from __future__ import annotations
 
 import os
 
+from core import commands as cmd
 from core.errors import LoadError, YidiError
 
+from .. import convert
 from ..app import Gateway
-from ..auth import current_caller, require_national
 from .._pb.yidi.v1 import admin_pb2 as apb
+from .base import request_digest
 
 
 class AdminService:
@@ -15,14 +17,15 @@ class AdminService:
         self.gw = gw
 
     def methods(self):
-        return {"LoadReferenceData": self.load, "GetReferenceDataStatus": self.status}
+        return {"LoadReferenceData": self.load, "GetReferenceDataStatus": self.status,
+                "TakeSnapshot": self.take_snapshot}
 
-    async def load(self, req: apb.LoadReferenceDataRequest):
-        require_national(current_caller(), "加载基础数据")
+    async def load(self, req: apb.LoadReferenceDataRequest, caller: str):
         if not req.data_dir or not os.path.isdir(req.data_dir):
-            raise YidiError("INVALID_ARGUMENT", f"基础数据目录「{req.data_dir}」不存在。")
+            raise YidiError("INVALID_ARGUMENT", f"基础数据目录「{req.data_dir[:200]}」不存在。")
+        command = cmd.LoadReferenceData(request_id=req.request_id, data_dir=req.data_dir)
         try:
-            return await self.gw.reload_reference(req.data_dir, req)
+            return await self.gw.execute(caller, command, request_digest(req))
         except LoadError as err:
             raise YidiError(
                 "REFERENCE_DATA_INVALID",
@@ -30,7 +33,9 @@ class AdminService:
                 file=err.file, line=err.line,
             ) from None
 
-    async def status(self, req: apb.GetReferenceDataStatusRequest):
-        require_national(current_caller(), "查询基础数据状态")
-        self.gw.require_ready()
-        return self.gw.respond_status()
+    async def status(self, _req: apb.GetReferenceDataStatusRequest, _caller: str):
+        return convert.reference_status_pb(self.gw.status())
+
+    async def take_snapshot(self, _req: apb.TakeSnapshotRequest, _caller: str):
+        seq, path, size = await self.gw.take_snapshot()
+        return apb.SnapshotStatus(ledger_seq=seq, path=path, bytes=size)

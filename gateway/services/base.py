@@ -1,19 +1,30 @@
 """Registering Yidi RPCs: raw request bytes in, serialized response bytes out.
 
-Requests arrive as bytes so that the size limit gives a proper reason
-(MESSAGE_TOO_LARGE) and a malformed message gives INVALID_ARGUMENT, and so
-that replayed responses can be returned byte for byte.  Every refusal becomes
-a status with a google.rpc.ErrorInfo (gateway.status); anything else is a bug,
-logged and answered INTERNAL.
+Every Yidi RPC goes through ``unary``'s handler, in this order:
+
+1. size limit (``MESSAGE_TOO_LARGE``) and decoding (``INVALID_ARGUMENT``);
+2. readiness (``NOT_READY`` while the state loads);
+3. authorization — SPEC §9 through the one table in ``core.access`` — before
+   any service code runs;
+4. the service method (translation: request → command → ``Gateway.execute``).
+
+Requests arrive as bytes so that the size limit gives a proper reason and so
+that replayed responses can be returned byte for byte.  A refusal becomes a
+status with a google.rpc.ErrorInfo (gateway.status); anything else is a bug:
+logged with a correlation id, counted, answered INTERNAL.
 """
 from __future__ import annotations
 
+import collections
+import hashlib
 import logging
+import uuid
 from typing import Awaitable, Callable
 
 import grpc
 from google.protobuf.message import DecodeError, Message
 
+from core.access import authorize
 from core.errors import YidiError
 
 from ..auth import current_caller
@@ -21,7 +32,15 @@ from ..status import to_status
 
 log = logging.getLogger("yidi.rpc")
 
-Handler = Callable[[Message], Awaitable[Message | bytes]]
+Handler = Callable[[Message, str], Awaitable[Message | bytes]]
+
+# Bugs answered INTERNAL, by RPC (read by the metrics endpoint and tests).
+INTERNAL_ERRORS: collections.Counter[str] = collections.Counter()
+
+
+def request_digest(request: Message) -> bytes:
+    """The canonical fingerprint of a request, for SPEC §6 idempotency."""
+    return hashlib.blake2b(request.SerializeToString(deterministic=True), digest_size=16).digest()
 
 
 async def abort(context: grpc.aio.ServicerContext, err: YidiError) -> None:
@@ -30,7 +49,16 @@ async def abort(context: grpc.aio.ServicerContext, err: YidiError) -> None:
     await context.abort_with_status(to_status(err))
 
 
-def unary(request_cls: type[Message], fn: Handler, max_message_bytes: int) -> grpc.RpcMethodHandler:
+def internal_error(method: str) -> YidiError:
+    """Log the current exception as a bug with a correlation id the clerk can quote."""
+    correlation_id = uuid.uuid4().hex[:16]
+    INTERNAL_ERRORS[method] += 1
+    log.exception("internal error %s in %s (caller %s)", correlation_id, method, current_caller())
+    return YidiError("INTERNAL", f"结算网关内部错误（差错编号 {correlation_id}），已记录。请使用相同的请求ID重试。",
+                     correlation_id=correlation_id)
+
+
+def unary(method: str, request_cls: type[Message], fn: Handler, gw, max_message_bytes: int) -> grpc.RpcMethodHandler:
     async def handle(raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
         try:
             if len(raw) > max_message_bytes:
@@ -42,28 +70,28 @@ def unary(request_cls: type[Message], fn: Handler, max_message_bytes: int) -> gr
                 request = request_cls.FromString(raw)
             except DecodeError:
                 raise YidiError("INVALID_ARGUMENT", "请求报文无法解析，请检查接口版本与报文格式。") from None
-            result = await fn(request)
+            caller = current_caller()
+            gw.require_ready()
+            authorize(method, caller, request, gw.engine)
+            result = await fn(request, caller)
             return result if isinstance(result, bytes) else result.SerializeToString()
         except YidiError as err:
             await abort(context, err)
         except Exception:
-            log.exception("internal error in %s (caller %s)", request_cls.__name__, current_caller())
-            await abort(context, YidiError("INTERNAL", "结算网关内部错误，已记录。请使用相同的请求ID重试。"))
+            await abort(context, internal_error(method))
 
     return grpc.unary_unary_rpc_method_handler(handle)
 
 
-def service_handler(service_descriptor, methods: dict[str, Handler], max_message_bytes: int):
+def service_handler(service_descriptor, methods: dict[str, Handler], gw, max_message_bytes: int):
     """A generic handler for one proto service; every method must be implemented."""
-    handlers = {}
-    for method in service_descriptor.methods:
-        request_cls = _message_class(method.input_type)
-        handlers[method.name] = unary(request_cls, methods[method.name], max_message_bytes)
-    assert set(methods) == set(handlers), set(methods) ^ set(handlers)
-    return grpc.method_handlers_generic_handler(service_descriptor.full_name, handlers)
-
-
-def _message_class(descriptor):
     from google.protobuf import message_factory
 
-    return message_factory.GetMessageClass(descriptor)
+    handlers = {}
+    for method in service_descriptor.methods:
+        request_cls = message_factory.GetMessageClass(method.input_type)
+        name = f"{service_descriptor.name}/{method.name}"
+        handlers[method.name] = unary(name, request_cls, methods[method.name], gw, max_message_bytes)
+    if set(methods) != set(handlers):
+        raise RuntimeError(f"{service_descriptor.name}: methods without a handler {set(methods) ^ set(handlers)}")
+    return grpc.method_handlers_generic_handler(service_descriptor.full_name, handlers)

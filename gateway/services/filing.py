@@ -1,11 +1,12 @@
-"""FilingService: translation only; the rules are in core.engine and the index."""
+"""FilingService: translation only; the rules are in core (engine, index, access)."""
 from __future__ import annotations
 
+from core import commands as cmd
 
+from .. import convert
 from ..app import Gateway
-from ..auth import current_caller, require_province
-from ..convert import filing_pb, filing_row, person_pb, person_row
 from .._pb.yidi.v1 import filing_pb2 as fpb
+from .base import request_digest
 
 
 class FilingService:
@@ -16,46 +17,21 @@ class FilingService:
         return {"File": self.file, "ReviseFiling": self.revise, "RevokeFiling": self.revoke,
                 "ListFilings": self.list}
 
-    @staticmethod
-    def _respond(event: dict) -> fpb.FilingResponse:
-        return fpb.FilingResponse(filing=filing_pb(event["filing"]))
+    async def file(self, req: fpb.FileRequest, caller: str):
+        return await self.gw.execute(caller, convert.file_command(req), request_digest(req))
 
-    async def file(self, req: fpb.FileRequest):
-        person, filing = person_row(req.person), filing_row(req.filing)
+    async def revise(self, req: fpb.ReviseFilingRequest, caller: str):
+        command = cmd.ReviseFiling(request_id=req.request_id, filing=convert.filing_revision(req.filing))
+        return await self.gw.execute(caller, command, request_digest(req))
 
-        def decide():
-            require_province(current_caller(), person["insuplc_admdvs"], "为其他省份的参保人备案")
-            return self.gw.engine.decide_file(person, filing)
+    async def revoke(self, req: fpb.RevokeFilingRequest, caller: str):
+        command = cmd.RevokeFiling(request_id=req.request_id, filing_id=req.filing_id)
+        return await self.gw.execute(caller, command, request_digest(req))
 
-        return await self.gw.mutate(req, decide, self._respond)
-
-    def _own_filing(self, filing_id: str) -> None:
-        """The caller must be the insured province of the filing's person."""
-        engine = self.gw.engine
-        person = engine.index.get_person(engine.filing(filing_id)["psn_no"])
-        require_province(current_caller(), person["insuplc_admdvs"], "变更其他省份参保人的备案")
-
-    async def revise(self, req: fpb.ReviseFilingRequest):
-        filing = filing_row(req.filing, partial=True)
-
-        def decide():
-            self._own_filing(filing["filing_id"])
-            return self.gw.engine.decide_revise_filing(filing)
-
-        return await self.gw.mutate(req, decide, self._respond)
-
-    async def revoke(self, req: fpb.RevokeFilingRequest):
-        def decide():
-            self._own_filing(req.filing_id)
-            return self.gw.engine.decide_revoke_filing(req.filing_id)
-
-        return await self.gw.mutate(req, decide, self._respond)
-
-    async def list(self, req: fpb.ListFilingsRequest):
+    async def list(self, req: fpb.ListFilingsRequest, _caller: str):
         engine = self.gw.engine
         person = engine.person(req.psn_no, req.certno)
-        require_province(current_caller(), person["insuplc_admdvs"], "查询其他省份参保人的备案")
         return fpb.ListFilingsResponse(
-            person=person_pb(person),
-            filings=[filing_pb(f) for f in engine.index.filings_of(person["psn_no"])],
+            person=convert.person_pb(person),
+            filings=[convert.filing_pb(f) for f in engine.index.filings_of(person["psn_no"])],
         )

@@ -1,0 +1,133 @@
+"""Who may do what (SPEC §9), as one table: for each RPC, whose province must the caller be.
+
+A caller is a province code (``"460000"``) or ``NATIONAL``.  ``RULES`` maps
+every RPC of every Yidi service (``"Service/Method"``) to a rule naming the
+object whose province must match the caller:
+
+* ``national``            — the national operator only;
+* ``insured_row``         — the insured province of a person row in the request (filing a person);
+* ``insured_person``      — the insured province of the person named by psn_no or certno;
+* ``insured_or_filed``    — that, or a province the person is filed for (a filing's destination);
+* ``filing_owner``        — the insured province of the filing's person;
+* ``institution``         — the province of the institution;
+* ``visit``               — the treatment province of the visit;
+* ``settlement_treatment``— the treatment province of the settlement;
+* ``settlement_either``   — its treatment or its insured province.
+
+``authorize`` is the one enforcement point: the gateway calls it for every
+request after decoding and before any service code runs; a refusal changes
+nothing.  ``tests/test_access.py`` checks that every RPC has a rule, so a new
+RPC without one fails CI.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple, Protocol
+
+from .errors import YidiError
+
+NATIONAL = "national"
+
+
+class Rule(NamedTuple):
+    kind: str
+    fields: tuple[str, ...] = ()   # request fields (dotted paths) naming the object
+
+
+class World(Protocol):
+    """The look-ups a rule needs; the engine implements them (unknown objects raise their NOT_FOUND reason)."""
+
+    def institution_province(self, fixmedins_code: str) -> str | None: ...
+    def visit_provinces(self, mdtrt_id: str) -> tuple[str, str]: ...
+    def settlement_provinces(self, setl_id: str) -> tuple[str, str]: ...
+    def person_province(self, psn_no: str = "", certno: str = "") -> str: ...
+    def person_filed_provinces(self, psn_no: str) -> set[str]: ...
+    def filing_province(self, filing_id: str) -> str: ...
+
+
+_NATIONAL = Rule("national")
+
+RULES: dict[str, Rule] = {
+    "FilingService/File": Rule("insured_row", ("person.insuplc_admdvs",)),
+    "FilingService/ReviseFiling": Rule("filing_owner", ("filing.filing_id",)),
+    "FilingService/RevokeFiling": Rule("filing_owner", ("filing_id",)),
+    "FilingService/ListFilings": Rule("insured_person", ("psn_no", "certno")),
+    "SettlementService/Admit": Rule("institution", ("fixmedins_code",)),
+    "SettlementService/CancelAdmission": Rule("visit", ("mdtrt_id",)),
+    "SettlementService/UploadFees": Rule("visit", ("mdtrt_id",)),
+    "SettlementService/WithdrawFees": Rule("visit", ("mdtrt_id",)),
+    "SettlementService/PreSettle": Rule("visit", ("mdtrt_id",)),
+    "SettlementService/DischargeSettle": Rule("visit", ("mdtrt_id",)),
+    "SettlementService/CancelSettlement": Rule("settlement_treatment", ("setl_id",)),
+    "SettlementService/OutpatientSettle": Rule("institution", ("fixmedins_code",)),
+    "SettlementService/GetSettlement": Rule("settlement_either", ("setl_id",)),
+    "SettlementService/GetAccumulators": Rule("insured_or_filed", ("psn_no",)),
+    "AdminService/LoadReferenceData": _NATIONAL,
+    "AdminService/GetReferenceDataStatus": _NATIONAL,
+    "AdminService/TakeSnapshot": _NATIONAL,
+}
+
+# What the refusal says the caller tried to do, per rule kind.
+_WHAT = {
+    "national": "调用国家平台运维接口",
+    "insured_row": "为其他省份的参保人备案",
+    "insured_person": "查询其他省份参保人的备案",
+    "insured_or_filed": "查询该参保人的累计信息（非参保地或备案就医地）",
+    "filing_owner": "变更其他省份参保人的备案",
+    "institution": "在其他省份的定点机构办理结算",
+    "visit": "办理其他省份的就诊业务",
+    "settlement_treatment": "撤销其他省份定点机构的结算",
+    "settlement_either": "查询该结算（非就医地或参保地）",
+}
+
+
+def province_of(admdvs: str) -> str:
+    return admdvs[:2] + "0000"
+
+
+def authorize(method: str, caller: str, request: object, world: World) -> None:
+    """Refuse (PERMISSION_DENIED, or the object's NOT_FOUND reason) unless SPEC §9 lets caller do method."""
+    rule = RULES[method]
+    values = [_field(request, path) for path in rule.fields]
+    allowed = _allowed(rule.kind, values, world)
+    if caller not in allowed:
+        raise YidiError("PERMISSION_DENIED", f"调用方 {caller} 无权{_WHAT[rule.kind]}。")
+
+
+def _allowed(kind: str, values: list[str], world: World) -> set[str]:
+    """The callers allowed by a rule for the object the values name."""
+    if kind == "national":
+        return {NATIONAL}
+    if kind == "insured_row":
+        return {province_of(values[0])}
+    if kind == "insured_person":
+        return {world.person_province(*values)}
+    if kind == "insured_or_filed":
+        return {world.person_province(values[0])} | world.person_filed_provinces(values[0])
+    if kind == "filing_owner":
+        return {world.filing_province(values[0])}
+    if kind == "institution":
+        province = world.institution_province(values[0])
+        # An unknown institution is SPEC §4's to answer (INSTITUTION_UNKNOWN).
+        return {province} if province is not None else _ANYONE
+    if kind == "visit":
+        return {world.visit_provinces(values[0])[0]}
+    if kind == "settlement_treatment":
+        return {world.settlement_provinces(values[0])[0]}
+    if kind == "settlement_either":
+        return set(world.settlement_provinces(values[0]))
+    raise KeyError(kind)
+
+
+class _Anyone(frozenset):
+    def __contains__(self, _item: object) -> bool:
+        return True
+
+
+_ANYONE = _Anyone()
+
+
+def _field(request: object, path: str) -> str:
+    value = request
+    for part in path.split("."):
+        value = getattr(value, part)
+    return value

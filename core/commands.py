@@ -1,0 +1,211 @@
+"""Typed commands (what a caller asks for) and results (what the answer needs).
+
+A service translates a request message into one of these commands, the
+gateway executes it (``Gateway.execute``: idempotency, decide, apply, ledger,
+reply after durable) and the service translates the result back.  Commands
+hold plain values only, no protobuf, so that the core and the execution path
+never depend on the wire format; a batch of commands is one loop.
+
+Every mutating command carries the caller's ``request_id`` (SPEC §6).
+"""
+from __future__ import annotations
+
+from typing import Union
+
+import msgspec
+
+from .events import Breakdown, FeeLine, Filing, Person, VisitFacts
+
+
+class Command(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """A mutating request.  ``request_id`` is the caller's idempotency key."""
+
+    request_id: str
+
+
+class PersonId(msgspec.Struct, frozen=True, gc=False):
+    """A patient named at the counter by person number or by resident ID number (one of the two)."""
+
+    psn_no: str = ""
+    certno: str = ""
+
+
+class Card(msgspec.Struct, frozen=True, gc=False):
+    """The social security card presented at the counter (SPEC §4 check 3)."""
+
+    card_no: str
+    card_version: str
+
+
+# ---------------------------------------------------------------- filing
+class FilePerson(Command, kw_only=True):
+    """备案: the person's record and one new filing, effective at once."""
+
+    person: Person
+    filing: Filing
+
+
+class FilingRevision(msgspec.Struct, frozen=True, gc=False):
+    """What a revision may change; empty psn_no / kind / status mean "unchanged"."""
+
+    filing_id: str
+    psn_no: str
+    kind: str
+    dest_admdvs: str
+    fixmedins_codes: tuple[str, ...]
+    valid_from: int
+    valid_to: int
+    status: str
+
+
+class ReviseFiling(Command, kw_only=True):
+    """备案变更."""
+
+    filing: FilingRevision
+
+
+class RevokeFiling(Command, kw_only=True):
+    """备案撤销."""
+
+    filing_id: str
+
+
+# ------------------------------------------------------------- inpatient
+class Admit(Command, kw_only=True):
+    """入院登记."""
+
+    person: PersonId
+    fixmedins_code: str
+    adm_date: int
+    card: Union[Card, None] = None
+    ipt_no: str = ""
+
+
+class CancelAdmission(Command, kw_only=True):
+    """入院撤销."""
+
+    mdtrt_id: str
+
+
+class UploadFees(Command, kw_only=True):
+    """费用明细上传."""
+
+    mdtrt_id: str
+    lines: tuple[FeeLine, ...]
+
+
+class WithdrawFees(Command, kw_only=True):
+    """费用明细撤销: the named lines, or every line when none are named."""
+
+    mdtrt_id: str
+    sns: tuple[str, ...]
+
+
+class DischargeSettle(Command, kw_only=True):
+    """出院结算."""
+
+    mdtrt_id: str
+    dscg_date: int
+
+
+class CancelSettlement(Command, kw_only=True):
+    """结算撤销."""
+
+    setl_id: str
+    cancel_date: int
+
+
+class OutpatientSettle(Command, kw_only=True):
+    """门诊一站式: the visit, its lines and the settlement in one."""
+
+    person: PersonId
+    fixmedins_code: str
+    setl_date: int
+    lines: tuple[FeeLine, ...]
+    card: Union[Card, None] = None
+
+
+# ----------------------------------------------------------------- admin
+class LoadReferenceData(Command, kw_only=True):
+    """The national operator loads a new reference data set."""
+
+    data_dir: str
+
+
+# --------------------------------------------------------------- results
+class Result(msgspec.Struct, frozen=True, gc=False):
+    """What an answer needs, computed when the command was decided."""
+
+
+class FilingResult(Result):
+    filing: Filing
+
+
+class AdmitResult(Result):
+    visit: VisitFacts
+    psn_name: str
+
+
+class VisitResult(Result):
+    mdtrt_id: str
+    status: str
+    line_count: int
+    medfee_sumamt: int
+
+
+class LineResult(msgspec.Struct, frozen=True, gc=False):
+    """How one line was classified (SPEC §5.1)."""
+
+    feedetl_sn: str
+    code: str
+    chrgitm_lv: str           # "A", "B", "C", or "" when not in the catalogue
+    det_item_fee_sumamt: int
+    fulamt_ownpay_amt: int
+    overlmt_selfpay: int
+    preselfpay_amt: int
+    inscp_scp_amt: int
+
+
+class SettlementView(Result):
+    """A settlement (or a pre-settlement, setl_id "") as the answer shows it."""
+
+    setl_id: str
+    mdtrt_id: str
+    psn_no: str
+    psn_name: str
+    fixmedins_code: str
+    fixmedins_name: str
+    insuplc_admdvs: str
+    mdtrtarea_admdvs: str
+    visit_kind: str
+    insutype: str
+    filing_id: str
+    filing_kind: str
+    setl_date: int
+    policy_effective_from: int
+    breakdown: Breakdown
+    lines: tuple[LineResult, ...]
+    status: str               # "settled", or "" for a pre-settlement
+
+
+class CancelResult(Result):
+    """A cancellation answers with the original settlement as recorded, marked cancelled."""
+
+    original_reply: bytes
+    cancel_date: int
+
+
+class ReferenceResult(Result):
+    """What reference data is loaded (a load answers with it too)."""
+
+    data_dir: str
+    counts: dict[str, int]
+    seed: int
+    version: str
+    ledger_seq: int
+    loaded_at_unix_ms: int
+    snapshot_seq: int
+
+
+ANY_COMMAND = Union[FilePerson, ReviseFiling, RevokeFiling, Admit, CancelAdmission, UploadFees, WithdrawFees,
+                    DischargeSettle, CancelSettlement, OutpatientSettle, LoadReferenceData]

@@ -1,0 +1,321 @@
+"""Typed events: what the ledger records and what ``Engine.apply`` changes memory by.
+
+Every mutation is one event.  An event carries its results (ids, amounts,
+accumulator deltas), so replaying the ledger never recomputes anything and
+the state after a restart is exactly the state before it, even if reference
+data or code changed in between.
+
+Each event class knows its kind (the msgspec tag, also the ledger record's
+``kind`` column), its ledger key (the object it is about, ``event.key``) and
+its encoding (``encode(event)`` / ``decode(body)``).
+
+Encoding: ``b"\\x01"`` + MessagePack of the struct as an array (tag first).
+msgspec Structs were chosen over slotted dataclasses because they measured
+5-10x faster here to build, encode and decode (a settlement event: build 0.4
+vs 4.5 µs, encode 0.9 vs 2.5 µs, decode 2.0 vs 8.4 µs) and half the size.
+Bodies written by the first release are JSON objects (``{"type": ...}``);
+``decode`` still reads them.
+"""
+from __future__ import annotations
+
+from typing import Union
+
+import msgspec
+import orjson
+
+from ._core import ACCUMULATOR_KEYS
+from .errors import InvariantError
+
+FORMAT_MSGPACK = b"\x01"
+REFERENCE_KEY = "reference"
+
+
+class Row(msgspec.Struct, frozen=True, array_like=True, gc=False):
+    """A SPEC §3 row; ``as_row()`` gives the dict the index takes."""
+
+    def as_row(self) -> dict:
+        return msgspec.structs.asdict(self)
+
+
+class Person(Row):
+    """persons.jsonl (SPEC §3)."""
+
+    psn_no: str
+    certno: str
+    name: str
+    insuplc_admdvs: str
+    insutype: str
+    person_type: str
+    status: str
+    assistance: bool
+    card_no: str
+    card_version: str
+
+
+class Filing(Row):
+    """filings.jsonl (SPEC §3)."""
+
+    filing_id: str
+    psn_no: str
+    kind: str
+    dest_admdvs: str
+    fixmedins_codes: tuple[str, ...]
+    valid_from: int
+    valid_to: int
+    status: str
+
+    def as_row(self) -> dict:
+        row = msgspec.structs.asdict(self)
+        row["fixmedins_codes"] = list(self.fixmedins_codes)
+        return row
+
+
+class FeeLine(msgspec.Struct, frozen=True, array_like=True, gc=False):
+    """One fee line 费用明细 as uploaded (SPEC §5.1)."""
+
+    feedetl_sn: str
+    code: str
+    name: str
+    unit_price_fen: int
+    qty_milli: int
+    fee_date: int = 0
+
+    def content(self) -> tuple:
+        """What must match for a re-sent line to be the same line."""
+        return (self.code, self.name, self.unit_price_fen, self.qty_milli, self.fee_date)
+
+
+class VisitFacts(msgspec.Struct, frozen=True, array_like=True, gc=False):
+    """What admission (eligibility, SPEC §4) decided about a visit; never changes."""
+
+    mdtrt_id: str
+    psn_no: str
+    fixmedins_code: str
+    visit_kind: str          # "inpatient" | "outpatient"
+    adm_date: int
+    filing_id: str
+    filing_kind: str
+    insuplc_admdvs: str
+    mdtrtarea_admdvs: str
+    fixmedins_level: int
+
+
+class Breakdown(msgspec.Struct, frozen=True, array_like=True, gc=False):
+    """The money of one settlement (SPEC §5), all fen; field names as the national interface."""
+
+    medfee_sumamt: int
+    fulamt_ownpay_amt: int
+    overlmt_selfpay: int
+    preselfpay_amt: int
+    inscp_scp_amt: int
+    act_pay_dedc: int
+    pay_ratio_bp: int
+    hifp_pay: int
+    hifmi_pay: int
+    hifob_pay: int
+    maf_pay: int
+    fund_pay_sumamt: int
+    psn_cash_pay: int
+
+
+class SettlementFacts(msgspec.Struct, frozen=True, array_like=True, gc=False):
+    """What a settlement decided: enough to cancel it exactly and to account for it.
+
+    The full answer (line results, names) is the response stored beside the
+    event in the ledger record.
+    """
+
+    setl_id: str
+    mdtrt_id: str
+    psn_no: str
+    fixmedins_code: str
+    insuplc_admdvs: str
+    mdtrtarea_admdvs: str
+    visit_kind: str
+    insutype: str
+    setl_date: int
+    year: int                 # the accumulator year the deltas were applied to
+    breakdown: Breakdown
+    deltas: tuple[int, ...]   # in ACCUMULATOR_KEYS order (SPEC §5.5)
+
+    def deltas_dict(self) -> dict[str, int]:
+        return dict(zip(ACCUMULATOR_KEYS, self.deltas, strict=True))
+
+
+# ---------------------------------------------------------------- events
+class Event(msgspec.Struct, frozen=True, array_like=True, gc=False, tag_field="type"):
+    """Base of every event.  ``kind`` is the tag; ``key`` the object it is about."""
+
+    @property
+    def kind(self) -> str:
+        return self.__struct_config__.tag
+
+    @property
+    def key(self) -> str:
+        raise NotImplementedError
+
+
+class Filed(Event, tag="filed"):
+    """备案: the person's record (inserted or updated) and one new filing."""
+
+    person: Person
+    filing: Filing
+
+    @property
+    def key(self) -> str:
+        return self.filing.filing_id
+
+
+class FilingChanged(Event, tag="filing"):
+    """备案变更 / 备案撤销: the filing as it now stands."""
+
+    filing: Filing
+
+    @property
+    def key(self) -> str:
+        return self.filing.filing_id
+
+
+class Admitted(Event, tag="admitted"):
+    """入院登记."""
+
+    visit: VisitFacts
+    ipt_no: str = ""
+
+    @property
+    def key(self) -> str:
+        return self.visit.mdtrt_id
+
+
+class AdmissionCancelled(Event, tag="admission_cancelled"):
+    """入院撤销."""
+
+    mdtrt_id: str
+
+    @property
+    def key(self) -> str:
+        return self.mdtrt_id
+
+
+class FeesUploaded(Event, tag="fees"):
+    """费用明细上传: only the lines that were new."""
+
+    mdtrt_id: str
+    lines: tuple[FeeLine, ...]
+
+    @property
+    def key(self) -> str:
+        return self.mdtrt_id
+
+
+class FeesWithdrawn(Event, tag="fees_withdrawn"):
+    """费用明细撤销."""
+
+    mdtrt_id: str
+    sns: tuple[str, ...]
+
+    @property
+    def key(self) -> str:
+        return self.mdtrt_id
+
+
+class Settled(Event, tag="settled"):
+    """出院结算, or 门诊一站式 (then the visit and its lines are born here, settled)."""
+
+    settlement: SettlementFacts
+    visit: Union[VisitFacts, None] = None
+    lines: tuple[FeeLine, ...] = ()
+
+    @property
+    def key(self) -> str:
+        return self.settlement.setl_id
+
+
+class SettlementCancelled(Event, tag="settlement_cancelled"):
+    """结算撤销: gives back exactly the settlement's recorded deltas."""
+
+    setl_id: str
+    cancel_date: int
+
+    @property
+    def key(self) -> str:
+        return self.setl_id
+
+
+class ReferenceLoaded(Event, tag="reference_loaded"):
+    """The national operator loaded a reference data set; a restart loads this one."""
+
+    data_dir: str
+    meta: dict
+
+    @property
+    def key(self) -> str:
+        return REFERENCE_KEY
+
+
+ANY_EVENT = Union[Filed, FilingChanged, Admitted, AdmissionCancelled, FeesUploaded, FeesWithdrawn, Settled,
+                  SettlementCancelled, ReferenceLoaded]
+EVENT_TYPES: tuple[type[Event], ...] = ANY_EVENT.__args__
+
+_ENCODER = msgspec.msgpack.Encoder()
+_DECODER = msgspec.msgpack.Decoder(ANY_EVENT)
+
+
+def encode(event: Event) -> bytes:
+    return FORMAT_MSGPACK + _ENCODER.encode(event)
+
+
+def decode(body: bytes) -> Event:
+    """An event from a ledger body, in the current format or the first release's JSON."""
+    if body[:1] == FORMAT_MSGPACK:
+        return _DECODER.decode(memoryview(body)[1:])
+    if body[:1] == b"{":
+        return _from_legacy(orjson.loads(body))
+    raise InvariantError(f"unknown ledger body format {body[:1]!r}")
+
+
+# ------------------------------------------------- the first release's JSON bodies
+def _from_legacy(d: dict) -> Event:
+    kind = d["type"]
+    if kind == "filed":
+        return Filed(person=_person(d["person"]), filing=_filing(d["filing"]))
+    if kind == "filing":
+        return FilingChanged(filing=_filing(d["filing"]))
+    if kind == "admitted":
+        return Admitted(visit=VisitFacts(**d["visit"]), ipt_no=d.get("ipt_no", ""))
+    if kind == "admission_cancelled":
+        return AdmissionCancelled(mdtrt_id=d["mdtrt_id"])
+    if kind == "fees":
+        return FeesUploaded(mdtrt_id=d["mdtrt_id"], lines=tuple(FeeLine(*line) for line in d["lines"]))
+    if kind == "fees_withdrawn":
+        return FeesWithdrawn(mdtrt_id=d["mdtrt_id"], sns=tuple(d["sns"]))
+    if kind == "settled":
+        visit = VisitFacts(**d["visit"]) if "visit" in d else None
+        lines = tuple(FeeLine(*line) for line in d.get("lines", ()))
+        return Settled(settlement=_settlement(d["settlement"]), visit=visit, lines=lines)
+    if kind == "settlement_cancelled":
+        return SettlementCancelled(setl_id=d["setl_id"], cancel_date=d["cancel_date"])
+    if kind == "reference_loaded":
+        return ReferenceLoaded(data_dir=d["data_dir"], meta=d.get("meta", {}))
+    raise InvariantError(f"unknown legacy event type {kind!r}")
+
+
+def _person(d: dict) -> Person:
+    return Person(**{f: d[f] for f in Person.__struct_fields__})
+
+
+def _filing(d: dict) -> Filing:
+    fields = {f: d[f] for f in Filing.__struct_fields__}
+    fields["fixmedins_codes"] = tuple(fields["fixmedins_codes"])
+    return Filing(**fields)
+
+
+def _settlement(s: dict) -> SettlementFacts:
+    b = s.get("breakdown") or {}
+    breakdown = Breakdown(**{f: b.get(f, 0) for f in Breakdown.__struct_fields__})
+    deltas = tuple(s["deltas"].get(k, 0) for k in ACCUMULATOR_KEYS)
+    return SettlementFacts(
+        setl_id=s["setl_id"], mdtrt_id=s["mdtrt_id"], psn_no=s["psn_no"], fixmedins_code=s["fixmedins_code"],
+        insuplc_admdvs=s["insuplc_admdvs"], mdtrtarea_admdvs=s["mdtrtarea_admdvs"], visit_kind=s["visit_kind"],
+        insutype=s["insutype"], setl_date=s["setl_date"], year=s["year"], breakdown=breakdown, deltas=deltas,
+    )

@@ -1,0 +1,95 @@
+"""Idempotency keys (SPEC §6) in bounded memory.
+
+A key is ``(caller, request_id)``.  Three places answer "was this request seen?":
+
+* in flight — decided and applied, its record not yet durable: a duplicate
+  waits for the same commit and gets the same answer;
+* recent — a bounded cache of the latest durable keys (oldest dropped first);
+* the ledger — its unique ``(caller, request_id)`` index, one indexed read,
+  for every older key, for as long as the ledger is kept.
+
+So memory holds at most ``capacity`` durable keys however long the ledger
+grows, and a replay of a years-old key is still byte-identical (the answer is
+the response stored in its record).
+"""
+from __future__ import annotations
+
+import asyncio
+from typing import NamedTuple
+
+from core.errors import YidiError
+
+from .ledger import Store
+
+Key = tuple[str, str]
+
+
+class Prior(NamedTuple):
+    """A request seen before: its answer, now or once its commit is durable."""
+
+    response: bytes | None        # known bytes (in flight, or read from the ledger)
+    durable: asyncio.Future | None  # in flight: resolves when its record is durable
+    seq: int                      # durable: the record holding the answer (0: in flight)
+
+
+class Keys:
+    def __init__(self, store: Store, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be >= 1")
+        self._store = store
+        self._capacity = capacity
+        self._inflight: dict[Key, tuple[bytes, bytes, asyncio.Future]] = {}
+        self._recent: dict[Key, tuple[bytes, int]] = {}   # insertion order = oldest first
+
+    def __len__(self) -> int:
+        return len(self._inflight) + len(self._recent)
+
+    def lookup(self, caller: str, request_id: str, digest: bytes) -> Prior | None:
+        """The earlier answer to this key, None if it is new; IDEMPOTENCY_KEY_REUSED if the request differs."""
+        key = (caller, request_id)
+        inflight = self._inflight.get(key)
+        if inflight is not None:
+            _same(inflight[0], digest, request_id)
+            return Prior(inflight[1], inflight[2], 0)
+        recent = self._recent.get(key)
+        if recent is not None:
+            _same(recent[0], digest, request_id)
+            return Prior(None, None, recent[1])
+        record = self._store.find_request(caller, request_id)
+        if record is None:
+            return None
+        _same(record.digest, digest, request_id)
+        return Prior(record.response, None, record.seq)
+
+    def begin(self, caller: str, request_id: str, digest: bytes, response: bytes, durable: asyncio.Future) -> None:
+        self._inflight[(caller, request_id)] = (digest, response, durable)
+
+    def durable(self, caller: str, request_id: str, seq: int) -> None:
+        digest = self._inflight.pop((caller, request_id))[0]
+        self.remember(caller, request_id, digest, seq)
+
+    def remember(self, caller: str, request_id: str, digest: bytes, seq: int) -> None:
+        """A durable key (live, or replayed at start-up), kept until capacity newer ones push it out."""
+        recent = self._recent
+        recent[(caller, request_id)] = (digest, seq)
+        while len(recent) > self._capacity:
+            del recent[next(iter(recent))]
+
+    async def answer(self, prior: Prior) -> bytes:
+        """The bytes of an earlier answer, waiting for its commit if it is still in flight."""
+        if prior.durable is not None:
+            await asyncio.shield(prior.durable)
+        if prior.response is not None:
+            return prior.response
+        record = await asyncio.to_thread(self._store.read, prior.seq)
+        if record is None:
+            raise YidiError("INTERNAL", "已确认的请求在账本中找不到，请联系国家平台运维。")
+        return record.response
+
+
+def _same(seen: bytes, digest: bytes, request_id: str) -> None:
+    if seen != digest:
+        raise YidiError(
+            "IDEMPOTENCY_KEY_REUSED",
+            f"请求ID {request_id} 已用于另一笔不同的请求，本次请求未处理。请为新业务使用新的请求ID。",
+        )

@@ -1,0 +1,140 @@
+"""Snapshots: the mutable state at a ledger seq, so that start-up replays only the tail.
+
+A snapshot file holds the engine's state apart from the reference data
+(``core.engine.EngineState``: persons and filings changed by RPC, visits,
+settlements, id counters) as it stood when every record up to ``seq`` was
+applied.  Start-up = load the reference data + restore the newest valid
+snapshot + replay the records after its seq.
+
+File layout (little endian): magic ``YIDISNAP``, format version (u16), seq
+(u64), body length (u64), BLAKE2b-256 of the body (32 bytes), then the body
+(MessagePack of ``SnapshotBody``).  Files are written to a temporary name,
+fsynced, renamed and the directory fsynced, so a crash leaves either the old
+set or the new file whole.  A file whose checksum, length or magic is wrong is
+skipped with a log line naming it, and an older one (or a full replay) is used.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import struct
+import time
+
+import msgspec
+
+from core.engine import EngineState
+
+log = logging.getLogger("yidi.snapshot")
+
+MAGIC = b"YIDISNAP"
+FORMAT_VERSION = 1
+_HEADER = struct.Struct("<8sHQQ32s")
+_PREFIX = "snapshot-"
+_SUFFIX = ".yidi"
+
+
+class SnapshotBody(msgspec.Struct):
+    seq: int
+    created_at_unix_ms: int
+    data_dir: str
+    engine: EngineState
+
+
+class SnapshotCorrupt(Exception):
+    """A snapshot file that cannot be trusted; an older one (or a full replay) is used instead."""
+
+
+class LedgerBehindSnapshot(Exception):
+    """A snapshot covers records the ledger does not have: acknowledged records were lost."""
+
+
+_ENCODER = msgspec.msgpack.Encoder()
+_DECODER = msgspec.msgpack.Decoder(SnapshotBody)
+
+
+def encode(seq: int, data_dir: str, engine: EngineState) -> bytes:
+    body = _ENCODER.encode(SnapshotBody(seq, int(time.time() * 1000), data_dir, engine))
+    return _HEADER.pack(MAGIC, FORMAT_VERSION, seq, len(body), hashlib.blake2b(body, digest_size=32).digest()) + body
+
+
+def decode(blob: bytes) -> SnapshotBody:
+    if len(blob) < _HEADER.size:
+        raise SnapshotCorrupt("shorter than its header")
+    magic, version, seq, length, checksum = _HEADER.unpack_from(blob)
+    body = memoryview(blob)[_HEADER.size:]
+    if magic != MAGIC:
+        raise SnapshotCorrupt("not a Yidi snapshot (bad magic)")
+    if version != FORMAT_VERSION:
+        raise SnapshotCorrupt(f"format version {version}, this gateway reads {FORMAT_VERSION}")
+    if len(body) != length:
+        raise SnapshotCorrupt(f"body is {len(body)} bytes, the header says {length}")
+    if hashlib.blake2b(body, digest_size=32).digest() != checksum:
+        raise SnapshotCorrupt("checksum mismatch")
+    snap = _DECODER.decode(body)
+    if snap.seq != seq:
+        raise SnapshotCorrupt(f"body seq {snap.seq} differs from header seq {seq}")
+    return snap
+
+
+class Snapshots:
+    """The snapshot files of one ledger, in one directory; the newest ``keep`` are kept."""
+
+    def __init__(self, directory: str, keep: int = 3) -> None:
+        self.directory = directory
+        self.keep = keep
+
+    def path(self, seq: int) -> str:
+        return os.path.join(self.directory, f"{_PREFIX}{seq:016d}{_SUFFIX}")
+
+    def seqs(self) -> list[int]:
+        """Seqs of the snapshot files present, newest first."""
+        try:
+            names = os.listdir(self.directory)
+        except FileNotFoundError:
+            return []
+        out = []
+        for name in names:
+            if name.startswith(_PREFIX) and name.endswith(_SUFFIX):
+                digits = name[len(_PREFIX):-len(_SUFFIX)]
+                if digits.isdigit():
+                    out.append(int(digits))
+        return sorted(out, reverse=True)
+
+    def write(self, blob: bytes, seq: int) -> str:
+        """Write a snapshot atomically and durably; drop all but the newest ``keep``."""
+        os.makedirs(self.directory, exist_ok=True)
+        final = self.path(seq)
+        tmp = final + ".tmp"
+        with open(tmp, "wb") as f:
+            f.write(blob)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, final)
+        _fsync_dir(self.directory)
+        for old in self.seqs()[self.keep:]:
+            os.remove(self.path(old))
+        return final
+
+    def newest(self, max_seq: int) -> SnapshotBody | None:
+        """The newest valid snapshot with seq <= max_seq; corrupt files are skipped with a log line."""
+        for seq in self.seqs():
+            path = self.path(seq)
+            if seq > max_seq:
+                raise LedgerBehindSnapshot(
+                    f"snapshot {path} covers the ledger up to record {seq}, but the ledger ends at {max_seq}: "
+                    "acknowledged records are missing from the ledger; refusing to start")
+            try:
+                with open(path, "rb") as f:
+                    return decode(f.read())
+            except (SnapshotCorrupt, msgspec.DecodeError, msgspec.ValidationError) as err:
+                log.error("snapshot %s skipped: %s; trying an older one", path, err)
+        return None
+
+
+def _fsync_dir(directory: str) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
