@@ -192,6 +192,21 @@ cdef class Index:
     def apply_deltas(self, psn_no, year, deltas, sign):
         _apply_deltas(self, psn_no, year, deltas, sign)
 
+    def accumulator_rows(self):
+        """(psn_no, year, values in ACCUMULATOR_KEYS order) of every person-year with accumulators."""
+        cdef Store* st = &self.st
+        cdef int64_t i
+        cdef int32_t ai
+        cdef int k, n = len(ACCUMULATOR_KEYS)
+        out = []
+        for i in range(st.n_persons):
+            ai = st.persons[i].acc_head
+            while ai >= 0:
+                out.append((arena_str(st, st.persons[i].psn_off, st.persons[i].psn_len), st.accs[ai].year,
+                            tuple([st.accs[ai].v[k] for k in range(n)])))
+                ai = st.accs[ai].next
+        return out
+
 
 cdef inline uint64_t _tbl_bytes(Table* t) noexcept nogil:
     return (t.mask + 1) * sizeof(Slot) if t.slots != NULL else 0

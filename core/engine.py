@@ -6,6 +6,13 @@ from the same state, without changing anything (a refusal raises
 ``YidiError``).  ``apply(event, seq)`` changes memory; a restart replays the
 ledger through ``apply`` alone.  Both dispatch on the type of their argument.
 
+Memory holds what the hot path needs: the index (reference data, persons,
+filings, accumulators) and the open inpatient stays.  Closed visits and every
+settlement live in the archive (``core.archive``): ``apply`` returns the
+archive changes an event makes, the gateway writes them with the ledger
+record, and the engine reads the archive when a command names an old object.
+So memory does not grow with history.
+
 The event loop is the only caller, so commands for one person are serial.
 """
 from __future__ import annotations
@@ -14,7 +21,10 @@ from typing import Callable, Iterable, NamedTuple
 
 import msgspec
 
-from . import _core
+from .archive import (
+    Archive, ArchivedSettlement, ArchivedVisit, Change, MemoryArchive, PutSettlement, PutVisit,
+    SettlementCancelledChange, VisitStatus,
+)
 from .commands import (
     Admit, AdmitResult, CancelAdmission, CancelResult, CancelSettlement, Command, DischargeSettle, FilePerson,
     FilingResult, LineResult, OutpatientSettle, Result, ReviseFiling, RevokeFiling, SettlementView, UploadFees,
@@ -35,15 +45,14 @@ ADMITTED = "admitted"
 SETTLED = "settled"
 CANCELLED = "cancelled"
 
-DEBUG = bool(getattr(_core, "DEBUG", False))
 
 
 class Visit(msgspec.Struct, gc=False):
-    """One visit (就诊) as it stands: what admission decided, its status and its fee lines."""
+    """An open inpatient stay (就诊) in memory: what admission decided, and its fee lines."""
 
     facts: VisitFacts
-    status: str = ADMITTED
     lines: dict[str, FeeLine] = msgspec.field(default_factory=dict)
+    status: str = ADMITTED
     setl_id: str = ""
 
     @property
@@ -59,31 +68,18 @@ class Visit(msgspec.Struct, gc=False):
         return self.facts.visit_kind
 
 
-class SettlementRef(msgspec.Struct, gc=False):
-    """What memory keeps of a settlement: enough to cancel it exactly.
-
-    ``seq`` is the ledger record holding the settlement's full answer.
-    """
-
-    facts: SettlementFacts
-    seq: int
-    status: str = SETTLED
-    cancel_date: int = 0
-
-
 class EngineState(msgspec.Struct):
-    """The engine's state apart from the reference data, for snapshots and reloads.
+    """The engine's memory apart from the reference data, for snapshots and reloads.
 
-    Reference-independent (persons, institutions and filings by their codes),
-    so it can be restored onto a newly loaded reference data set.  The
-    accumulators are not stored: they are the sum of the live settlements'
-    deltas (SPEC §5.5) and are rebuilt from them.
+    Reference-independent (persons and institutions by their codes), so it can
+    be restored onto a newly loaded reference data set.  Small: the history
+    (closed visits, settlements) is in the archive, not here.
     """
 
     persons: list[Person]          # added or updated by File, latest version
     filings: list[Filing]          # filed, revised or revoked by RPC, latest version
-    visits: list[Visit]
-    settlements: list[SettlementRef]
+    visits: list[Visit]            # open inpatient stays
+    accumulators: list[tuple[str, int, tuple[int, ...]]]   # (psn_no, year, values in ACCUMULATOR_KEYS order)
     last_mdtrt: int
     last_setl: int
 
@@ -104,11 +100,11 @@ def _province(admdvs: str) -> str:
 class Engine:
     """Visits, fee lines and settlements, on top of an :class:`Index`."""
 
-    def __init__(self, index: Index) -> None:
+    def __init__(self, index: Index, archive: Archive | None = None) -> None:
         self.index = index
+        self.archive: Archive = archive if archive is not None else MemoryArchive()
+        # open (admitted, not settled) inpatient stays, by mdtrt_id and by person
         self.visits: dict[str, Visit] = {}
-        self.settlements: dict[str, SettlementRef] = {}
-        # psn_no -> mdtrt_ids of open (admitted, not settled) inpatient visits
         self.open_inpatient: dict[str, set[str]] = {}
         self.runtime_persons: dict[str, Person] = {}
         self.runtime_filings: dict[str, Filing] = {}
@@ -116,24 +112,19 @@ class Engine:
         self._last_setl = 0
 
     # ------------------------------------------------------------ dispatch
-    def decide(self, command: Command, recorded: bytes = b"") -> Decision:
-        """The event and result of a command; changes nothing.  ``recorded``: see ``record_needed``."""
-        return _DECIDE[type(command)](self, command, recorded)
+    def decide(self, command: Command) -> Decision:
+        """The event and result of a command; changes nothing."""
+        return _DECIDE[type(command)](self, command)
 
-    def record_needed(self, command: Command) -> int:
-        """The ledger seq of a durable record the decision needs (0: none).
+    def apply(self, event: Event, seq: int) -> list[Change]:
+        """Change memory by one event (live, or on replay; ``seq`` is its ledger record).
 
-        A cancellation answers with the settlement as recorded, so the gateway
-        reads that record before deciding and passes its answer as ``recorded``.
+        Returns the archive changes the event makes, also recorded in ``self.archive``.
         """
-        if type(command) is CancelSettlement:
-            ref = self.settlements.get(command.setl_id)
-            return ref.seq if ref is not None else 0
-        return 0
-
-    def apply(self, event: Event, seq: int) -> None:
-        """Change the in-memory state by one event (live, or on replay); ``seq`` is its ledger record."""
-        _APPLY[type(event)](self, event, seq)
+        changes = _APPLY[type(event)](self, event, seq)
+        if changes:
+            self.archive.record(changes, seq)
+        return changes
 
     # ------------------------------------------------------------ look-ups
     def person(self, psn_no: str = "", certno: str = "") -> dict:
@@ -152,19 +143,27 @@ class Engine:
             )
         return person
 
-    def visit(self, mdtrt_id: str) -> Visit:
+    def visit(self, mdtrt_id: str) -> Visit | ArchivedVisit:
+        """An open stay (in memory) or a closed visit (from the archive)."""
         check_id(mdtrt_id, "就诊ID mdtrt_id")
-        visit = self.visits.get(mdtrt_id)
+        visit = self.visits.get(mdtrt_id) or self.archive.visit(mdtrt_id)
         if visit is None:
             raise YidiError("VISIT_NOT_FOUND", f"就诊记录 {mdtrt_id} 不存在，请核对就诊ID。")
         return visit
 
-    def settlement(self, setl_id: str) -> SettlementRef:
+    def settlement(self, setl_id: str) -> ArchivedSettlement:
         check_id(setl_id, "结算ID setl_id")
-        ref = self.settlements.get(setl_id)
+        ref = self.archive.settlement(setl_id)
         if ref is None:
             raise YidiError("SETTLEMENT_NOT_FOUND", f"结算记录 {setl_id} 不存在，请核对结算ID。")
         return ref
+
+    def reply(self, ref: ArchivedSettlement) -> bytes:
+        """The answer recorded with a settlement (NOT_READY in the moment before it is durable)."""
+        reply = self.archive.reply(ref.seq)
+        if reply is None:
+            raise YidiError("NOT_READY", f"结算 {ref.facts.setl_id} 正在写入账本，请稍后使用相同的请求ID重试。")
+        return reply
 
     def filing(self, filing_id: str) -> dict:
         check_id(filing_id, "备案编号 filing_id")
@@ -207,7 +206,7 @@ class Engine:
         return self.person_province(self.filing(filing_id)["psn_no"])
 
     # -------------------------------------------------------------- filings
-    def _decide_file(self, cmd: FilePerson, _recorded: bytes) -> Decision:
+    def _decide_file(self, cmd: FilePerson) -> Decision:
         """备案: the person's record (insert or update) and one new filing."""
         person, filing = cmd.person.as_row(), cmd.filing.as_row()
         self.index.check_person(person)
@@ -234,7 +233,7 @@ class Engine:
         if other is not None and other != person["psn_no"]:
             raise YidiError("PERSON_CONFLICT", "该身份证号已登记在另一个人员编号下，请核对人员信息。")
 
-    def _decide_revise_filing(self, cmd: ReviseFiling, _recorded: bytes) -> Decision:
+    def _decide_revise_filing(self, cmd: ReviseFiling) -> Decision:
         """备案变更: a new destination, institution list or validity; not the person or the kind."""
         rev = cmd.filing
         old = self.filing(rev.filing_id)
@@ -248,13 +247,13 @@ class Engine:
         filing = _filing(revised)
         return Decision(FilingChanged(filing=filing), FilingResult(filing))
 
-    def _decide_revoke_filing(self, cmd: RevokeFiling, _recorded: bytes) -> Decision:
+    def _decide_revoke_filing(self, cmd: RevokeFiling) -> Decision:
         """备案撤销."""
         filing = _filing(dict(self.filing(cmd.filing_id), status="revoked"))
         return Decision(FilingChanged(filing=filing), FilingResult(filing))
 
     # ------------------------------------------------------------ inpatient
-    def _decide_admit(self, cmd: Admit, _recorded: bytes) -> Decision:
+    def _decide_admit(self, cmd: Admit) -> Decision:
         """入院登记: eligibility (SPEC §4) and a new visit id."""
         person = self.person(cmd.person.psn_no, cmd.person.certno)
         psn_no = person["psn_no"]
@@ -277,7 +276,7 @@ class Engine:
 
     def _open_visit(self, mdtrt_id: str) -> Visit:
         visit = self.visit(mdtrt_id)
-        if visit.visit_kind != INPATIENT:
+        if visit.facts.visit_kind != INPATIENT:
             raise YidiError("VISIT_KIND_MISMATCH", f"就诊 {mdtrt_id} 为门诊就诊，门诊费用随一站式结算一次上传。")
         if visit.status == SETTLED:
             raise YidiError(
@@ -286,16 +285,17 @@ class Engine:
             )
         if visit.status != ADMITTED:
             raise YidiError("VISIT_NOT_OPEN", f"就诊 {mdtrt_id} 已撤销入院登记，不能再办理业务。")
+        invariant(type(visit) is Visit, f"open stay {mdtrt_id} is not in memory")
         return visit
 
-    def _decide_cancel_admission(self, cmd: CancelAdmission, _recorded: bytes) -> Decision:
+    def _decide_cancel_admission(self, cmd: CancelAdmission) -> Decision:
         """入院撤销: only before settlement."""
         visit = self._open_visit(cmd.mdtrt_id)
         count, total = _totals(visit.lines.values())
         return Decision(AdmissionCancelled(mdtrt_id=cmd.mdtrt_id),
                         VisitResult(cmd.mdtrt_id, CANCELLED, count, total))
 
-    def _decide_upload_fees(self, cmd: UploadFees, _recorded: bytes) -> Decision:
+    def _decide_upload_fees(self, cmd: UploadFees) -> Decision:
         """费用明细上传: new lines are added, identical re-sent lines are no-ops."""
         visit = self._open_visit(cmd.mdtrt_id)
         new: dict[str, FeeLine] = {}
@@ -315,7 +315,7 @@ class Engine:
         return Decision(FeesUploaded(mdtrt_id=cmd.mdtrt_id, lines=tuple(new.values())),
                         VisitResult(cmd.mdtrt_id, ADMITTED, count + added_count, total + added_total))
 
-    def _decide_withdraw_fees(self, cmd: WithdrawFees, _recorded: bytes) -> Decision:
+    def _decide_withdraw_fees(self, cmd: WithdrawFees) -> Decision:
         """费用明细撤销: the named lines, or all lines when none are named."""
         visit = self._open_visit(cmd.mdtrt_id)
         sns = list(dict.fromkeys(cmd.sns)) or list(visit.lines)
@@ -329,25 +329,27 @@ class Engine:
         return Decision(FeesWithdrawn(mdtrt_id=cmd.mdtrt_id, sns=tuple(sns)),
                         VisitResult(cmd.mdtrt_id, ADMITTED, count, total))
 
-    def _decide_discharge_settle(self, cmd: DischargeSettle, _recorded: bytes) -> Decision:
+    def _decide_discharge_settle(self, cmd: DischargeSettle) -> Decision:
         """出院结算."""
         visit = self._open_visit(cmd.mdtrt_id)
         view, facts = self._settle(visit, self._next_setl_id(), cmd.dscg_date, visit.lines.values())
         return Decision(Settled(settlement=facts), view)
 
-    def _decide_cancel_settlement(self, cmd: CancelSettlement, recorded: bytes) -> Decision:
-        """结算撤销: gives back exactly the recorded deltas."""
+    def _decide_cancel_settlement(self, cmd: CancelSettlement) -> Decision:
+        """结算撤销: gives back exactly the recorded deltas; an inpatient stay opens again."""
         ref = self.settlement(cmd.setl_id)
         if ref.status != SETTLED:
             raise YidiError("SETTLEMENT_ALREADY_CANCELLED", f"结算 {cmd.setl_id} 已于 {ref.cancel_date} 撤销。")
         check_date(cmd.cancel_date, "撤销日期")
         if cmd.cancel_date < ref.facts.setl_date:
             raise YidiError("INVALID_DATE", f"撤销日期 {cmd.cancel_date} 早于结算日期 {ref.facts.setl_date}，请核对。")
-        return Decision(SettlementCancelled(setl_id=cmd.setl_id, cancel_date=cmd.cancel_date),
-                        CancelResult(recorded, cmd.cancel_date))
+        visit = self.archive.visit(ref.facts.mdtrt_id)
+        event = SettlementCancelled(setl_id=cmd.setl_id, cancel_date=cmd.cancel_date, settlement=ref.facts,
+                                    visit=visit.facts if visit is not None else None, lines=ref.lines)
+        return Decision(event, CancelResult(self.reply(ref), cmd.cancel_date))
 
     # ----------------------------------------------------------- outpatient
-    def _decide_outpatient_settle(self, cmd: OutpatientSettle, _recorded: bytes) -> Decision:
+    def _decide_outpatient_settle(self, cmd: OutpatientSettle) -> Decision:
         """门诊一站式: eligibility, the visit, its lines and the settlement in one event."""
         person = self.person(cmd.person.psn_no, cmd.person.certno)
         psn_no = person["psn_no"]
@@ -362,8 +364,7 @@ class Engine:
                 raise YidiError("FEE_LINE_CONFLICT", f"费用明细流水号 {line.feedetl_sn} 在本次结算中重复出现。")
             seen.add(line.feedetl_sn)
         facts = self._new_visit(psn_no, cmd.fixmedins_code, OUTPATIENT, cmd.setl_date, elig)
-        visit = Visit(facts)
-        view, settlement = self._settle(visit, self._next_setl_id(), cmd.setl_date, cmd.lines)
+        view, settlement = self._settle(Visit(facts), self._next_setl_id(), cmd.setl_date, cmd.lines)
         return Decision(Settled(settlement=settlement, visit=facts, lines=cmd.lines), view)
 
     # ----------------------------------------------------------- settlement
@@ -411,126 +412,118 @@ class Engine:
         return view, settlement
 
     # ---------------------------------------------------------------- apply
-    def _apply_filed(self, event: Filed, _seq: int) -> None:
-        self._apply_filed_person(event.person)
-        self._apply_filing(FilingChanged(filing=event.filing), _seq)
+    def _apply_filed(self, event: Filed, seq: int) -> list[Change]:
+        self._put_person(event.person)
+        return self._apply_filing(FilingChanged(filing=event.filing), seq)
 
-    def _apply_filing(self, event: FilingChanged, _seq: int) -> None:
+    def _put_person(self, person: Person) -> None:
+        self.index.put_person(person.as_row())
+        self.runtime_persons[person.psn_no] = person
+
+    def _apply_filing(self, event: FilingChanged, _seq: int) -> list[Change]:
         self.index.put_filing(event.filing.as_row())
         self.runtime_filings[event.filing.filing_id] = event.filing
+        return []
 
-    def _apply_admitted(self, event: Admitted, _seq: int) -> None:
-        visit = Visit(event.visit)
-        self._add_visit(visit)
+    def _apply_admitted(self, event: Admitted, _seq: int) -> list[Change]:
+        self._open(Visit(event.visit))
+        self._last_mdtrt = max(self._last_mdtrt, _id_number(event.visit.mdtrt_id))
+        return [PutVisit(ArchivedVisit(event.visit, ADMITTED))]
+
+    def _open(self, visit: Visit) -> None:
+        self.visits[visit.mdtrt_id] = visit
         self.open_inpatient.setdefault(visit.psn_no, set()).add(visit.mdtrt_id)
 
-    def _add_visit(self, visit: Visit) -> None:
-        self.visits[visit.mdtrt_id] = visit
-        self._last_mdtrt = max(self._last_mdtrt, _id_number(visit.mdtrt_id))
+    def _close(self, mdtrt_id: str) -> Visit:
+        visit = self.visits.pop(mdtrt_id)
+        open_ids = self.open_inpatient[visit.psn_no]
+        open_ids.discard(mdtrt_id)
+        if not open_ids:
+            del self.open_inpatient[visit.psn_no]
+        return visit
 
-    def _close_inpatient(self, visit: Visit) -> None:
-        open_ids = self.open_inpatient.get(visit.psn_no)
-        if open_ids is not None:
-            open_ids.discard(visit.mdtrt_id)
-            if not open_ids:
-                del self.open_inpatient[visit.psn_no]
+    def _apply_admission_cancelled(self, event: AdmissionCancelled, _seq: int) -> list[Change]:
+        self._close(event.mdtrt_id)
+        return [VisitStatus(event.mdtrt_id, CANCELLED, "")]
 
-    def _apply_admission_cancelled(self, event: AdmissionCancelled, _seq: int) -> None:
-        visit = self.visits[event.mdtrt_id]
-        visit.status = CANCELLED
-        self._close_inpatient(visit)
-
-    def _apply_fees(self, event: FeesUploaded, _seq: int) -> None:
+    def _apply_fees(self, event: FeesUploaded, _seq: int) -> list[Change]:
         lines = self.visits[event.mdtrt_id].lines
         for line in event.lines:
             lines[line.feedetl_sn] = line
+        return []
 
-    def _apply_fees_withdrawn(self, event: FeesWithdrawn, _seq: int) -> None:
+    def _apply_fees_withdrawn(self, event: FeesWithdrawn, _seq: int) -> list[Change]:
         lines = self.visits[event.mdtrt_id].lines
         for sn in event.sns:
             del lines[sn]
+        return []
 
-    def _apply_settled(self, event: Settled, seq: int) -> None:
+    def _apply_settled(self, event: Settled, seq: int) -> list[Change]:
         s = event.settlement
-        if event.visit is not None:  # outpatient: the visit is born settled
-            self._add_visit(Visit(event.visit, lines={line.feedetl_sn: line for line in event.lines}))
-        visit = self.visits[s.mdtrt_id]
-        visit.status = SETTLED
-        visit.setl_id = s.setl_id
-        if visit.visit_kind == INPATIENT:
-            self._close_inpatient(visit)
         self.index.apply_deltas(s.psn_no, s.year, s.deltas_dict(), 1)
-        self.settlements[s.setl_id] = SettlementRef(s, seq)
         self._last_setl = max(self._last_setl, _id_number(s.setl_id))
-        if DEBUG:
-            self.check_person_invariants(s.psn_no)
+        if event.visit is not None:  # outpatient: the visit is born settled
+            self._last_mdtrt = max(self._last_mdtrt, _id_number(event.visit.mdtrt_id))
+            changes = [PutVisit(ArchivedVisit(event.visit, SETTLED, s.setl_id)), PutSettlement(ArchivedSettlement(s, seq))]
+        else:  # inpatient: the stay closes; its lines go to the archive, to open again on cancellation
+            visit = self._close(s.mdtrt_id)
+            changes = [VisitStatus(s.mdtrt_id, SETTLED, s.setl_id),
+                       PutSettlement(ArchivedSettlement(s, seq, lines=tuple(visit.lines.values())))]
+        return changes
 
-    def _apply_settlement_cancelled(self, event: SettlementCancelled, _seq: int) -> None:
-        ref = self.settlements[event.setl_id]
-        ref.status = CANCELLED
-        ref.cancel_date = event.cancel_date
-        self.index.apply_deltas(ref.facts.psn_no, ref.facts.year, ref.facts.deltas_dict(), -1)
-        visit = self.visits[ref.facts.mdtrt_id]
-        visit.setl_id = ""
-        if visit.visit_kind == INPATIENT:
+    def _apply_settlement_cancelled(self, event: SettlementCancelled, seq: int) -> list[Change]:
+        facts, visit, lines = event.settlement, event.visit, event.lines
+        if facts is None:  # recorded by the first release: the immutable facts are in the archive
+            ref = self.archive.settlement(event.setl_id)
+            facts, lines = ref.facts, ref.lines
+            visit = self.archive.visit(facts.mdtrt_id).facts
+        self.index.apply_deltas(facts.psn_no, facts.year, facts.deltas_dict(), -1)
+        changes: list[Change] = [SettlementCancelledChange(event.setl_id, event.cancel_date, seq)]
+        if facts.visit_kind == INPATIENT:
             # The stay is open again for correction and a new settlement.
-            visit.status = ADMITTED
-            self.open_inpatient.setdefault(visit.psn_no, set()).add(visit.mdtrt_id)
+            self._open(Visit(visit, lines={line.feedetl_sn: line for line in lines}))
+            changes.append(VisitStatus(facts.mdtrt_id, ADMITTED, ""))
         else:
-            visit.status = CANCELLED
-        if DEBUG:
-            self.check_person_invariants(ref.facts.psn_no)
+            changes.append(VisitStatus(facts.mdtrt_id, CANCELLED, ""))
+        return changes
 
-    def _apply_reference_loaded(self, _event: ReferenceLoaded, _seq: int) -> None:
+    def _apply_reference_loaded(self, _event: ReferenceLoaded, _seq: int) -> list[Change]:
         """The gateway loads reference data before it replays or records this; nothing to do here."""
+        return []
 
     # ------------------------------------------------------ snapshots, reloads
     def export_state(self) -> EngineState:
         return EngineState(
             persons=list(self.runtime_persons.values()), filings=list(self.runtime_filings.values()),
-            visits=list(self.visits.values()), settlements=list(self.settlements.values()),
+            visits=list(self.visits.values()), accumulators=self.index.accumulator_rows(),
             last_mdtrt=self._last_mdtrt, last_setl=self._last_setl,
         )
 
     @classmethod
-    def restore(cls, index: Index, state: EngineState) -> Engine:
+    def restore(cls, index: Index, state: EngineState, archive: Archive | None = None) -> Engine:
         """An engine on ``index`` holding ``state`` (the index must hold no runtime changes yet)."""
-        engine = cls(index)
+        engine = cls(index, archive)
         for person in state.persons:
-            engine._apply_filed_person(person)
+            engine._put_person(person)
         for filing in state.filings:
             engine._apply_filing(FilingChanged(filing=filing), 0)
         for visit in state.visits:
-            engine.visits[visit.mdtrt_id] = visit
-            if visit.visit_kind == INPATIENT and visit.status == ADMITTED:
-                engine.open_inpatient.setdefault(visit.psn_no, set()).add(visit.mdtrt_id)
-        for ref in state.settlements:
-            engine.settlements[ref.facts.setl_id] = ref
-            if ref.status == SETTLED:
-                index.apply_deltas(ref.facts.psn_no, ref.facts.year, ref.facts.deltas_dict(), 1)
+            engine._open(visit)
+        for psn_no, year, values in state.accumulators:
+            index.apply_deltas(psn_no, year, dict(zip(ACCUMULATOR_KEYS, values, strict=True)), 1)
         engine._last_mdtrt, engine._last_setl = state.last_mdtrt, state.last_setl
-        if DEBUG:
-            engine.check_invariants()
         return engine
 
-    def _apply_filed_person(self, person: Person) -> None:
-        self.index.put_person(person.as_row())
-        self.runtime_persons[person.psn_no] = person
-
     # ----------------------------------------------------------- invariants
-    def check_invariants(self) -> None:
+    def check_invariants(self, settlements: Iterable[ArchivedSettlement]) -> None:
         """Every person's accumulators equal the sum of their live settlements' deltas (SPEC §5.5)."""
-        for psn_no in {ref.facts.psn_no for ref in self.settlements.values()}:
-            self.check_person_invariants(psn_no)
-
-    def check_person_invariants(self, psn_no: str) -> None:
-        expected: dict[int, list[int]] = {}
-        for ref in self.settlements.values():
-            if ref.facts.psn_no == psn_no and ref.status == SETTLED:
-                sums = expected.setdefault(ref.facts.year, [0] * len(ACCUMULATOR_KEYS))
+        expected: dict[tuple[str, int], list[int]] = {}
+        for ref in settlements:
+            if ref.status == SETTLED:
+                sums = expected.setdefault((ref.facts.psn_no, ref.facts.year), [0] * len(ACCUMULATOR_KEYS))
                 for i, delta in enumerate(ref.facts.deltas):
                     sums[i] += delta
-        for year, sums in expected.items():
+        for (psn_no, year), sums in expected.items():
             acc = self.index.accumulators(psn_no, year)
             invariant([acc[k] for k in ACCUMULATOR_KEYS] == sums,
                       f"accumulators of {psn_no} in {year} differ from the sum of live settlements")
@@ -565,7 +558,7 @@ def _totals(lines: Iterable[FeeLine]) -> tuple[int, int]:
     return count, total
 
 
-_DECIDE: dict[type, Callable[[Engine, Command, bytes], Decision]] = {
+_DECIDE: dict[type, Callable[[Engine, Command], Decision]] = {
     FilePerson: Engine._decide_file,
     ReviseFiling: Engine._decide_revise_filing,
     RevokeFiling: Engine._decide_revoke_filing,
@@ -578,7 +571,7 @@ _DECIDE: dict[type, Callable[[Engine, Command, bytes], Decision]] = {
     OutpatientSettle: Engine._decide_outpatient_settle,
 }
 
-_APPLY: dict[type, Callable[[Engine, Event, int], None]] = {
+_APPLY: dict[type, Callable[[Engine, Event, int], list[Change]]] = {
     Filed: Engine._apply_filed,
     FilingChanged: Engine._apply_filing,
     Admitted: Engine._apply_admitted,

@@ -232,10 +232,18 @@ class Settled(Event, tag="settled"):
 
 
 class SettlementCancelled(Event, tag="settlement_cancelled"):
-    """结算撤销: gives back exactly the settlement's recorded deltas."""
+    """结算撤销: gives back exactly the settlement's recorded deltas.
+
+    It carries what it undoes (the settlement's facts; for an inpatient stay,
+    the visit and its settled lines, which open again), so that replay needs
+    nothing else.  The first release recorded only the id and the date.
+    """
 
     setl_id: str
     cancel_date: int
+    settlement: Union[SettlementFacts, None] = None
+    visit: Union[VisitFacts, None] = None
+    lines: tuple[FeeLine, ...] = ()
 
     @property
     def key(self) -> str:

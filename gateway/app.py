@@ -25,10 +25,11 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from core import Index, events
+from core.archive import ArchivedSettlement, ArchivedVisit, Change, MemoryArchive, Overlay
 from core.commands import Command, LoadReferenceData, ReferenceResult
 from core.engine import Decision, Engine, EngineState
 from core.errors import YidiError
-from core.events import REFERENCE_KEY, ReferenceLoaded
+from core.events import ReferenceLoaded
 from core.limits import check_id
 
 from . import snapshot
@@ -52,11 +53,30 @@ class LoadedState:
     loaded_at_unix_ms: int
 
 
+class StoreArchive:
+    """The durable archive: the store's tables (changes reach them with the ledger records)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def visit(self, mdtrt_id: str) -> ArchivedVisit | None:
+        return self.store.visit(mdtrt_id)
+
+    def settlement(self, setl_id: str) -> ArchivedSettlement | None:
+        return self.store.settlement(setl_id)
+
+    def reply(self, seq: int) -> bytes | None:
+        record = self.store.read(seq)
+        return None if record is None else record.response
+
+    def record(self, changes: list[Change], seq: int) -> None:
+        """Already durable (replay at start-up): nothing to keep."""
+
+
 def data_dir_of(store: Store, default: str) -> str:
     """The data set to load: the last one the national operator loaded, else the default."""
-    # Filter by kind: a caller-chosen filing_id may be the string "reference" too.
-    loads = [r for r in store.find_key(REFERENCE_KEY) if r.kind == ReferenceLoaded.__struct_config__.tag]
-    return events.decode(loads[-1].body).data_dir if loads else default
+    record = store.last_reference_load()
+    return events.decode(record.body).data_dir if record is not None else default
 
 
 def load_index(config: Config, data_dir: str, progress: Callable[[str, int], None] | None = None) -> Index:
@@ -73,9 +93,27 @@ def build_state(config: Config, store: Store, keys: Keys, data_dir: str,
     Returns the state and the seq of the snapshot used (0: none, full replay).
     """
     index = load_index(config, data_dir, progress)
-    snap = snapshots.newest(store.last_seq())
-    engine = Engine.restore(index, snap.engine) if snap is not None else Engine(index)
-    after = snap.seq if snap is not None else 0
+    durable = StoreArchive(store)
+    if not store.archive_complete():
+        # A ledger written before the archive existed: replay it all, keeping the archive in memory, then store it.
+        memory = MemoryArchive()
+        engine, after = Engine(index, memory), 0
+        replayed = _replay(engine, store, keys, 0, progress)
+        store.write_archive(memory.visits.values(), memory.settlements.values())
+        log.info("archive of %d visits and %d settlements built from the ledger",
+                 len(memory.visits), len(memory.settlements))
+    else:
+        snap = snapshots.newest(store.last_seq())
+        engine = Engine.restore(index, snap.engine, durable) if snap is not None else Engine(index, durable)
+        after = snap.seq if snap is not None else 0
+        replayed = _replay(engine, store, keys, after, progress)
+    engine.archive = Overlay(durable)
+    log.info("state rebuilt: snapshot at seq %d, %d ledger records replayed after it", after, replayed)
+    return LoadedState(engine, os.path.abspath(data_dir), int(time.time() * 1000)), after
+
+
+def _replay(engine: Engine, store: Store, keys: Keys, after: int,
+            progress: Callable[[str, int], None] | None) -> int:
     replayed = 0
     for record in store.scan(after):
         engine.apply(events.decode(record.body), record.seq)
@@ -86,13 +124,12 @@ def build_state(config: Config, store: Store, keys: Keys, data_dir: str,
             progress("ledger", replayed)
     if progress is not None:
         progress("ledger", replayed)
-    log.info("state rebuilt: snapshot at seq %d, %d ledger records replayed after it", after, replayed)
-    return LoadedState(engine, os.path.abspath(data_dir), int(time.time() * 1000)), after
+    return replayed
 
 
-def build_reloaded(config: Config, data_dir: str, state: EngineState) -> LoadedState:
+def build_reloaded(config: Config, store: Store, data_dir: str, state: EngineState) -> LoadedState:
     """A new reference data set with the current mutable state restored onto it (blocking)."""
-    engine = Engine.restore(load_index(config, data_dir), state)
+    engine = Engine.restore(load_index(config, data_dir), state, Overlay(StoreArchive(store)))
     return LoadedState(engine, os.path.abspath(data_dir), int(time.time() * 1000))
 
 
@@ -141,9 +178,6 @@ class Gateway:
         """A batch: one loop, one ledger group.  Each item gets its answer or its own refusal."""
         self.require_ready()
         engine = self.state.engine
-        recorded = await self._records_needed(engine, items)
-        self.require_ready()  # a reload may have paused us while we read
-        engine = self.state.engine
         outcomes: list[Outcome | Prior | int | None] = [None] * len(items)
         decided: list[tuple[int, Decision]] = []
         seen: dict[str, tuple[bytes, int]] = {}  # request_id -> (digest, item) within this batch
@@ -152,7 +186,7 @@ class Gateway:
                 outcomes[i] = self._earlier(caller, command, digest, seen)
                 if outcomes[i] is None:
                     seen[command.request_id] = (digest, i)
-                    decided.append((i, engine.decide(command, recorded.get(i, b""))))
+                    decided.append((i, engine.decide(command)))
             except YidiError as err:
                 outcomes[i] = err
         if decided:
@@ -171,18 +205,6 @@ class Gateway:
             return twin[1]
         return self.keys.lookup(caller, command.request_id, digest)
 
-    async def _records_needed(self, engine: Engine, items: Sequence[Item]) -> dict[int, bytes]:
-        """Durable records some decisions need (a cancellation answers with the settlement as recorded)."""
-        needed = {}
-        for i, (command, _) in enumerate(items):
-            seq = engine.record_needed(command)
-            if seq:
-                record = await asyncio.to_thread(self.store.read, seq)
-                if record is None:
-                    raise YidiError("NOT_READY", "该笔结算正在写入账本，请稍后使用相同的请求ID重试。")
-                needed[i] = record.response
-        return needed
-
     async def _record(self, caller: str, engine: Engine, items: Sequence[Item],
                       decided: list[tuple[int, Decision]], outcomes: list) -> None:
         """Apply each decision, submit their records as one group, wait until it is durable."""
@@ -191,9 +213,10 @@ class Gateway:
         for n, (i, decision) in enumerate(decided):
             command, digest = items[i]
             event, seq = decision.event, base + n
-            response = self._apply(engine, event, seq, decision)
+            changes, response = self._apply(engine, event, seq, decision)
             records.append(Record(kind=event.kind, caller=caller, request_id=command.request_id, digest=digest,
-                                  key=event.key, body=events.encode(event), response=response, seq=seq))
+                                  key=event.key, body=events.encode(event), response=response, seq=seq,
+                                  changes=tuple(changes)))
             outcomes[i] = response
         durable = self.ledger.submit(records)
         for record in records:
@@ -201,11 +224,11 @@ class Gateway:
         durable.add_done_callback(lambda fut: self._durable(fut, caller, records))
         await asyncio.shield(durable)
 
-    def _apply(self, engine: Engine, event: events.Event, seq: int, decision: Decision) -> bytes:
+    def _apply(self, engine: Engine, event: events.Event, seq: int,
+               decision: Decision) -> tuple[list[Change], bytes]:
         """Apply an event to memory and encode its reply; a failure here is a bug."""
         try:
-            engine.apply(event, seq)
-            return encode_reply(decision.result)
+            return engine.apply(event, seq), encode_reply(decision.result)
         except BaseException as exc:  # memory may now differ from the ledger
             log.critical("apply failed for a %s event; restarting to rebuild from the ledger", event.kind)
             self.on_fatal(exc)
@@ -216,6 +239,7 @@ class Gateway:
             return  # the ledger is fatal: the process restarts
         for record in records:
             self.keys.durable(caller, record.request_id, record.seq)
+        self.state.engine.archive.trim(records[-1].seq)
         self._records_since_snapshot += len(records)
         if (self._records_since_snapshot >= self.config.snapshot_every_records
                 and (self._snapshot_task is None or self._snapshot_task.done())):
@@ -244,7 +268,7 @@ class Gateway:
         try:
             await self.ledger.flush()
             current = self.state.engine.export_state()
-            state = await asyncio.to_thread(build_reloaded, self.config, command.data_dir, current)
+            state = await asyncio.to_thread(build_reloaded, self.config, self.store, command.data_dir, current)
         finally:
             self._paused = False
         old, self.state = self.state, state
@@ -267,13 +291,6 @@ class Gateway:
             ledger_seq=self.store.last_seq() if ledger_seq is None else ledger_seq,
             loaded_at_unix_ms=state.loaded_at_unix_ms, snapshot_seq=self.snapshot_seq,
         )
-
-    # ------------------------------------------------------------ reads
-    async def read_record(self, seq: int) -> Record:
-        record = await asyncio.to_thread(self.store.read, seq)
-        if record is None:
-            raise YidiError("NOT_READY", "该笔业务正在写入账本，请稍后重试。")
-        return record
 
     # -------------------------------------------------------- snapshots
     async def take_snapshot(self) -> tuple[int, str, int]:

@@ -55,6 +55,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
+from . import archive_sql
+
 __all__ = [
     "GroupCommitLedger",
     "LedgerClosed",
@@ -70,7 +72,7 @@ log = logging.getLogger(__name__)
 DIGEST_BYTES_MIN = 16
 DIGEST_BYTES_MAX = 32
 SCAN_PAGE_RECORDS = 1024
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 # How often an idle writer looks whether the interpreter is shutting down
 # (owner forgot close()); it then exits instead of hanging the shutdown.
 WRITER_IDLE_POLL_S = 0.25
@@ -84,10 +86,12 @@ class Record:
     caller: str  # calling platform id, e.g. "210000"
     request_id: str  # idempotency key, unique per caller; "" if none
     digest: bytes  # hash of the canonical request, 16..32 bytes
-    key: str  # primary object id for queries (setl_id, mdtrt_id, ...)
-    body: bytes  # orjson event body, what replay applies
+    key: str  # primary object id (setl_id, mdtrt_id, filing_id ...), for people reading the ledger
+    body: bytes  # the event (core/events.py encoding), what replay applies
     response: bytes  # serialized protobuf response, replayed byte-identical
-    seq: int = 0  # assigned by the store at append (monotonic, 1-based)
+    seq: int = 0  # 1-based, dense; 0: let the store take the next one
+    # Archive changes the event makes (core/archive.py), written in the same transaction; not a column.
+    changes: tuple = ()
 
 
 class Store(Protocol):
@@ -107,15 +111,26 @@ class Store(Protocol):
 
     def find_request(self, caller: str, request_id: str) -> Record | None: ...
 
-    def find_key(self, key: str) -> list[Record]:
-        """Records with that key, in seq order."""
-        ...
-
     def read(self, seq: int) -> Record | None:
         """The record with that seq."""
         ...
 
+    def last_reference_load(self) -> Record | None:
+        """The newest record of kind ``reference_loaded``."""
+        ...
+
     def last_seq(self) -> int: ...
+
+    # The archive (core/archive.py): written with the records, read by id.
+    def archive_complete(self) -> bool:
+        """False for a ledger written before the archive existed, until ``write_archive`` fills it."""
+        ...
+
+    def write_archive(self, visits, settlements) -> None: ...
+
+    def visit(self, mdtrt_id: str): ...
+
+    def settlement(self, setl_id: str): ...
 
     def close(self) -> None: ...
 
@@ -150,8 +165,12 @@ CREATE TABLE IF NOT EXISTS records (
 );
 CREATE UNIQUE INDEX IF NOT EXISTS records_request
     ON records (caller, request_id) WHERE request_id != '';
-CREATE INDEX IF NOT EXISTS records_key ON records (key);
-"""
+CREATE INDEX IF NOT EXISTS records_reference ON records (seq) WHERE kind = 'reference_loaded';
+CREATE TABLE IF NOT EXISTS meta (
+    name  TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
+""" + archive_sql.SCHEMA
 
 _INSERT = (
     "INSERT INTO records (seq, kind, caller, request_id, digest, key, body, response)"
@@ -179,6 +198,11 @@ class SqliteStore:
     random leaf of the UNIQUE (caller, request_id) index, so a commit writes
     about one index page per record to the WAL; that, not the fsync, bounds
     throughput (bench/ledger_throughput.py measures both orders).
+
+    Schema 2 (this release) adds the archive tables (``archive_sql``) and a
+    ``meta`` table, and drops the first release's index on ``key``.  A schema
+    1 ledger is migrated on open; its archive is marked incomplete until the
+    gateway, replaying it in full, writes it (``write_archive``).
     """
 
     def __init__(self, path: str) -> None:
@@ -211,9 +235,13 @@ class SqliteStore:
                 raise RuntimeError(f"SQLite refused synchronous=FULL for {path!r}")
             conn.execute("PRAGMA foreign_keys=OFF")
             version = self._pragma(conn, "user_version")
-            if version not in (0, SCHEMA_VERSION):
+            if version not in (0, 1, SCHEMA_VERSION):
                 raise RuntimeError(f"ledger {path!r} has schema version {version}, expected {SCHEMA_VERSION}")
-            conn.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
+            archive = "complete" if version != 1 else "missing"   # schema 1 had no archive
+            conn.executescript(
+                f"BEGIN IMMEDIATE; {_SCHEMA} DROP INDEX IF EXISTS records_key;"
+                f" INSERT OR IGNORE INTO meta (name, value) VALUES ('archive', '{archive}');"
+                f" PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
         except BaseException:
             conn.close()
             raise
@@ -253,6 +281,9 @@ class SqliteStore:
                         for i, r in enumerate(records, 1)
                     ],
                 )
+                for r in records:
+                    if r.changes:
+                        archive_sql.write(conn, r.changes)
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
@@ -294,13 +325,34 @@ class SqliteStore:
         )
         return None if row is None else Record(*row)
 
-    def find_key(self, key: str) -> list[Record]:
-        rows = (
-            self._reader()
-            .execute(f"SELECT {_COLUMNS} FROM records WHERE key = ? ORDER BY seq", (key,))
-            .fetchall()
-        )
-        return [Record(*row) for row in rows]
+    def last_reference_load(self) -> Record | None:
+        row = self._reader().execute(
+            f"SELECT {_COLUMNS} FROM records WHERE kind = 'reference_loaded' ORDER BY seq DESC LIMIT 1").fetchone()
+        return None if row is None else Record(*row)
+
+    def archive_complete(self) -> bool:
+        row = self._reader().execute("SELECT value FROM meta WHERE name = 'archive'").fetchone()
+        return row is not None and row[0] == "complete"
+
+    def write_archive(self, visits, settlements) -> None:
+        """Fill the archive of a migrated ledger in one transaction, and mark it complete."""
+        with self._write_lock:
+            conn = self._wconn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                archive_sql.write_all(conn, visits, settlements)
+                conn.execute("UPDATE meta SET value = 'complete' WHERE name = 'archive'")
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+
+    def visit(self, mdtrt_id: str):
+        return archive_sql.read_visit(self._reader(), mdtrt_id)
+
+    def settlement(self, setl_id: str):
+        return archive_sql.read_settlement(self._reader(), setl_id)
 
     def read(self, seq: int) -> Record | None:
         row = self._reader().execute(f"SELECT {_COLUMNS} FROM records WHERE seq = ?", (seq,)).fetchone()

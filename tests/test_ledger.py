@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -113,7 +114,7 @@ def test_seqs_continue_after_reopen(tmp_path):
         s.close()
 
 
-def test_find_request_and_find_key(store):
+def test_find_request_read_and_last_reference_load(store):
     store.append([make_record(1, key="M1"), make_record(2, key="M2"), make_record(3, key="M1")])
     store.append([make_record(4, caller="320000", key="M1")])
     store.append([Record("filing", "210000", "", b"d" * 16, "P9", b"{}", b"")])
@@ -124,9 +125,40 @@ def test_find_request_and_find_key(store):
     assert store.find_request("320000", "req-4").seq == 4
     assert store.find_request("210000", "") is None  # records without a key are not findable by it
 
-    assert [r.seq for r in store.find_key("M1")] == [1, 3, 4]
-    assert [r.seq for r in store.find_key("P9")] == [5]
-    assert store.find_key("nope") == []
+    assert same_content(store.read(4), make_record(4, caller="320000", key="M1")) and store.read(6) is None
+    assert store.last_reference_load() is None
+    store.append([make_record(6, kind="reference_loaded", key="reference"), make_record(7)])
+    assert store.last_reference_load().seq == 6
+
+
+def test_archive_changes_are_written_with_their_record_and_a_first_release_ledger_migrates(tmp_path):
+    from core.archive import ArchivedVisit, PutVisit, VisitStatus
+    from core.events import VisitFacts
+
+    facts = VisitFacts("M1", "P1", "H46010000001", "inpatient", 20260301, "F1", "referral", "210102", "460100", 3)
+    s = SqliteStore(str(tmp_path / "new.sqlite"))
+    try:
+        assert s.archive_complete()  # a new ledger's archive grows with it
+        s.append([Record("admitted", "460000", "a", b"d" * 16, "M1", b"{}", b"", changes=(
+            PutVisit(ArchivedVisit(facts, "admitted")),))])
+        s.append([Record("settled", "460000", "b", b"d" * 16, "S1", b"{}", b"", changes=(
+            VisitStatus("M1", "settled", "S1"),))])
+        assert s.visit("M1") == ArchivedVisit(facts, "settled", "S1") and s.visit("M2") is None
+        with pytest.raises(RuntimeError):  # a change to a row that does not exist fails the whole transaction
+            s.append([Record("x", "460000", "c", b"d" * 16, "M2", b"{}", b"", changes=(
+                VisitStatus("M2", "settled", "S2"),))])
+        assert s.last_seq() == 2
+    finally:
+        s.close()
+    old = str(tmp_path / "v1.sqlite")
+    shutil.copy(os.path.join(os.path.dirname(__file__), "data", "ledger-v1.db"), old)
+    s = SqliteStore(old)
+    try:
+        assert not s.archive_complete() and s.last_seq() == 16 and s.pragma("user_version") == 2
+        s.write_archive([ArchivedVisit(facts, "admitted")], [])
+        assert s.archive_complete() and s.visit("M1").status == "admitted"
+    finally:
+        s.close()
 
 
 def test_reads_from_another_thread_use_their_own_connection(store):

@@ -55,10 +55,10 @@ class SettlementService:
         return await self.gw.execute(caller, convert.outpatient_command(req), request_digest(req))
 
     async def get_settlement(self, req: spb.GetSettlementRequest, _caller: str):
-        ref = self.gw.engine.settlement(req.setl_id)
-        record = await self.gw.read_record(ref.seq)
+        engine = self.gw.engine
+        ref = engine.settlement(req.setl_id)
         return spb.SettlementResponse(
-            settlement=convert.recorded_settlement(record.response, ref.status, ref.cancel_date))
+            settlement=convert.recorded_settlement(engine.reply(ref), ref.status, ref.cancel_date))
 
     async def get_accumulators(self, req: spb.GetAccumulatorsRequest, _caller: str):
         engine = self.gw.engine
