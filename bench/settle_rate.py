@@ -1,6 +1,6 @@
 """Settlements per second through the real gateway, against an empty RPC.
 
-Generates a small national data set (gateway.datagen), starts the gateway in
+Generates a small national data set (datagen), starts the gateway in
 a subprocess (tests/gateway_harness.start_gateway: real gRPC on loopback, a
 real SQLite ledger with synchronous=FULL), and with synchronous clients
 measures for --seconds each:
@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
 
 from gateway._pb.yidi.v1 import admin_pb2, common_pb2 as pb, settlement_pb2 as spb  # noqa: E402
-from gateway.datagen import generate  # noqa: E402
+from datagen import generate  # noqa: E402
 from gateway_harness import start_gateway  # noqa: E402
 
 TREATMENT = "460000"  # 海南: every client settles there, as the Hainan platform

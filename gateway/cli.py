@@ -172,7 +172,7 @@ def render_settlement(s) -> str:
 
 # ------------------------------------------------------------- commands
 def cmd_datagen(args) -> None:
-    from .datagen import generate
+    from datagen import generate
 
     start = time.monotonic()
     manifest = generate(args.out, persons=args.persons, seed=args.seed, institutions=args.institutions,

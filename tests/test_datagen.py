@@ -10,9 +10,9 @@ import os
 import orjson
 import pytest
 
-from gateway.datagen import generate
-from gateway.datagen import geo
-from gateway.datagen.certno import check_char, is_valid
+from datagen import generate
+from datagen import geo
+from datagen.certno import check_char, is_valid
 
 PERSONS = 2000
 SEED = 2026
