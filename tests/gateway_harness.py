@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from fixtures_core import make_certno
+from datagen.spec_fixture import make_certno
 from gateway._pb.yidi.v1 import admin_pb2_grpc, common_pb2 as pb, filing_pb2 as fpb, filing_pb2_grpc, settlement_pb2_grpc
 from gateway.status import reason_of
 

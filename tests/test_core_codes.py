@@ -71,7 +71,7 @@ def test_certno_check_char_needs_17_digits(bad):
 
 
 def test_index_accepts_exactly_the_valid_certnos(tmp_path):
-    from fixtures_core import PERSONS, load_spec_index
+    from datagen.spec_fixture import PERSONS, load_spec_index
 
     ix, _n = load_spec_index(tmp_path)
     row = dict(PERSONS["retired"])

@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, event, given, settings, strategies as st
 
 from core import ACCUMULATOR_KEYS, Index, YidiError
 from core.engine import SETTLED, Engine
-from fixtures_core import write_spec_dataset
+from datagen.spec_fixture import write_spec_dataset
 
 PERSONS = ("retired", "assist", "in_service")
 CODES = ("XA01", "XB02", "XB03", "XC04", "T001", "ZZ99")

@@ -1,4 +1,7 @@
-"""A tiny, fully specified reference dataset for core and gateway tests.
+"""The SPEC fixture: a tiny, fully specified reference data set (SPEC §3 and §5.6).
+
+Tests and benchmarks of the core and the gateway load it; it is a data set
+like the national one, so it lives beside the generator.
 
 ``write_spec_dataset(dir)`` writes regions, institutions, the SPEC §5.6
 catalogue (in the treatment provinces), the SPEC §3 policy (pooling region
