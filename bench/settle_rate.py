@@ -1,7 +1,7 @@
 """Settlements per second through the real gateway, against an empty RPC.
 
 Generates a small national data set (datagen), starts the gateway in
-a subprocess (tests/gateway_harness.start_gateway: real gRPC on loopback, a
+a subprocess (gateway.testing.start_gateway: real gRPC on loopback, a
 real SQLite ledger with synchronous=FULL), and with synchronous clients
 measures for --seconds each:
 
@@ -29,22 +29,16 @@ import json
 import os
 import random
 import shutil
-import sys
 import tempfile
 import threading
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
-
-from core import LONG_TERM_KINDS, pooling_code, province_code  # noqa: E402
-from gateway._pb.yidi.v1 import admin_pb2, common_pb2 as pb, settlement_pb2 as spb  # noqa: E402
-from datagen import generate  # noqa: E402
-from gateway_harness import start_gateway  # noqa: E402
+from core import LONG_TERM_KINDS, pooling_code, province_code
+from datagen import generate
+from gateway._pb.yidi.v1 import admin_pb2, common_pb2 as pb, settlement_pb2 as spb
+from gateway.testing import start_gateway
 
 TREATMENT = "460000"  # 海南: every client settles there, as the Hainan platform
 DEMO_PERSON, DEMO_PHARMACY, DEMO_HOSPITAL = "2100000000000001", "P46010000001", "H46010000001"
