@@ -56,6 +56,8 @@ class Gateway:
 
 def start_gateway(data_dir: str, ledger: str, *extra: str, timeout: float = 120) -> Gateway:
     """Serve data_dir with the ledger file ledger (its log beside it, ledger + ".log"); extra: more serve options."""
+    # The server runs in HOME, so relative paths are made absolute from the caller's directory first.
+    data_dir, ledger = os.path.abspath(data_dir), os.path.abspath(ledger)
     log_path = ledger + ".log"
     log = open(log_path, "ab")
     env = dict(os.environ, PYTHONPATH=HOME, PYTHONUNBUFFERED="1")
