@@ -17,6 +17,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Callable
 
+from core._core import FILING_KINDS, INSUTYPES, PERSON_STATUSES, PERSON_TYPES
+
 from .render import progress_printer
 
 DEFAULT_TARGET = "127.0.0.1:50051"
@@ -260,15 +262,14 @@ FILE_ARGS = (
     arg("--certno", required=True),
     arg("--name", required=True),
     arg("--insuplc", required=True, help="insured region admdvs, e.g. 210102"),
-    arg("--insutype", choices=["310", "390"], default="310"),
-    arg("--person-type", choices=["in_service", "retired"], default="in_service"),
-    arg("--status", choices=["active", "suspended"], default="active"),
+    arg("--insutype", choices=INSUTYPES, default="310"),
+    arg("--person-type", choices=PERSON_TYPES, default="in_service"),
+    arg("--status", choices=PERSON_STATUSES, default="active"),
     arg("--assistance", action="store_true"),
     arg("--card-no", required=True, help="social security card number"),
     arg("--card-version", default="3.0"),
     arg("--filing-id", required=True),
-    arg("--kind", required=True, choices=["retired_relocation", "long_term_residence", "stationed_work",
-                                          "referral", "emergency", "other_temporary"]),
+    arg("--kind", required=True, choices=FILING_KINDS),
     arg("--dest", required=True, help="destination province or city admdvs"),
     arg("--institutions", help="comma-separated designated institution codes"),
     arg("--valid-from", type=int, default=0),
