@@ -33,7 +33,7 @@ run: data
 # The default test run: unit, contract (real gRPC on loopback), crash, and the
 # benchmark suite in its short smoke form.  Long runs: `make test-slow`.
 test: setup test-debug
-	$(BIN)/ruff check core gateway tests bench
+	$(BIN)/ruff check core gateway tests bench datagen
 	$(BIN)/python -m pytest -q tests bench --benchmark-disable
 
 # The core's tests again on a debug build (Cython bounds and initialisation
@@ -54,7 +54,7 @@ bench: setup
 	$(BIN)/python -m pytest -q bench --benchmark-only --benchmark-columns=min,median,mean,ops,rounds
 
 lint: setup
-	$(BIN)/ruff check core gateway tests bench
+	$(BIN)/ruff check core gateway tests bench datagen
 
 clean:
 	rm -rf build *.egg-info core/_core.c core/_core*.so gateway/_pb/yidi $(BUILT)

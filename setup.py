@@ -72,7 +72,7 @@ class BuildExt(build_ext):
 
 generate_stubs()
 setup(
-    packages=find_packages(include=["core", "gateway", "gateway.*"]),
+    packages=find_packages(include=["core", "gateway", "gateway.*", "datagen"]),
     ext_modules=[
         Extension(
             "core._core",

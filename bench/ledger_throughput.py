@@ -17,16 +17,12 @@ import asyncio
 import hashlib
 import os
 import random
-import sys
 import tempfile
 import time
-from pathlib import Path
 
 import uvloop
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from gateway.ledger import GroupCommitLedger, Record, SqliteStore  # noqa: E402
+from gateway.ledger import GroupCommitLedger, Record, SqliteStore
 
 BODY_BYTES = 300
 

@@ -1,7 +1,7 @@
 """Settlements per second through the real gateway, against an empty RPC.
 
-Generates a small national data set (gateway.datagen), starts the gateway in
-a subprocess (tests/gateway_harness.start_gateway: real gRPC on loopback, a
+Generates a small national data set (datagen), starts the gateway in
+a subprocess (gateway.testing.start_gateway: real gRPC on loopback, a
 real SQLite ledger with synchronous=FULL), and with synchronous clients
 measures for --seconds each:
 
@@ -29,26 +29,20 @@ import json
 import os
 import random
 import shutil
-import sys
 import tempfile
 import threading
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
-
-from gateway._pb.yidi.v1 import admin_pb2, common_pb2 as pb, settlement_pb2 as spb  # noqa: E402
-from gateway.datagen import generate  # noqa: E402
-from gateway_harness import start_gateway  # noqa: E402
+from core import LONG_TERM_KINDS, pooling_code, province_code
+from datagen import generate
+from gateway._pb.yidi.v1 import admin_pb2, common_pb2 as pb, settlement_pb2 as spb
+from gateway.testing import start_gateway
 
 TREATMENT = "460000"  # 海南: every client settles there, as the Hainan platform
 DEMO_PERSON, DEMO_PHARMACY, DEMO_HOSPITAL = "2100000000000001", "P46010000001", "H46010000001"
 DATE = 20260315
-LONG_TERM = ("retired_relocation", "long_term_residence", "stationed_work")
 
 
 def read_jsonl(path: str):
@@ -62,7 +56,7 @@ class Pairs:
     """Filed persons with outpatient and inpatient institutions of their filing destination in 海南."""
 
     def __init__(self, data_dir: str, want: int) -> None:
-        insts = [r for r in read_jsonl(os.path.join(data_dir, "institutions.jsonl")) if r["admdvs"].startswith("46")]
+        insts = [r for r in read_jsonl(os.path.join(data_dir, "institutions.jsonl")) if province_code(r["admdvs"]) == TREATMENT]
         persons = {r["psn_no"]: r for r in read_jsonl(os.path.join(data_dir, "persons.jsonl"))}
         self.outpatient: list[tuple[str, str]] = [(DEMO_PERSON, DEMO_PHARMACY)]
         self.inpatient: list[tuple[str, str]] = [(DEMO_PERSON, DEMO_HOSPITAL)]
@@ -71,12 +65,12 @@ class Pairs:
                 break
             p = persons.get(f["psn_no"])
             if (f["psn_no"] == DEMO_PERSON or p is None or p["status"] != "active" or f["status"] != "active"
-                    or f["kind"] not in LONG_TERM or not f["dest_admdvs"].startswith("46")
+                    or f["kind"] not in LONG_TERM_KINDS or province_code(f["dest_admdvs"]) != TREATMENT
                     or f["valid_from"] > DATE or f["valid_to"] not in (0,) and f["valid_to"] < DATE
-                    or p["insuplc_admdvs"].startswith("46")):
+                    or province_code(p["insuplc_admdvs"]) == TREATMENT):
                 continue
-            dest = f["dest_admdvs"].rstrip("0")
-            here = [i for i in insts if i["admdvs"].startswith(dest)
+            dest = f["dest_admdvs"]  # a province or a city code; institutions sit in cities
+            here = [i for i in insts if dest in (pooling_code(i["admdvs"]), province_code(i["admdvs"]))
                     and (not f["fixmedins_codes"] or i["fixmedins_code"] in f["fixmedins_codes"])]
             op = next((i for i in here if i["outpatient"]), None)
             ip = next((i for i in here if i["inpatient"]), None)

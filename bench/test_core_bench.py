@@ -5,13 +5,9 @@ Run ``pytest bench --benchmark-only`` for numbers, or ``pytest bench
 """
 from __future__ import annotations
 
-import os
-import sys
-
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), os.pardir, "tests"))
-from fixtures_core import DATE, load_spec_index  # noqa: E402
+from datagen.spec_fixture import DATE, load_spec_index
 
 LINES_20 = [("XA01", 1250, 20000), ("XB02", 8800, 3500), ("XB03", 7300, 10000), ("XC04", 45000, 1000),
             ("T001", 1200000, 1000), ("ZZ99", 9999, 2000)] * 3 + [("XA01", 300, 1000), ("XB02", 120, 500)]

@@ -20,6 +20,32 @@ CATEGORIES: tuple[str, ...]
 CLASSES: tuple[str, ...]
 KIND_NAMES_ZH: tuple[str, ...]
 
+LONG_TERM_KINDS: tuple[str, ...]
+"""The long-term filing kinds (SPEC §2): ("retired_relocation", "long_term_residence", "stationed_work")."""
+TEMPORARY_KINDS: tuple[str, ...]
+"""The temporary filing kinds (SPEC §2): ("referral", "emergency", "other_temporary")."""
+
+def province_code(admdvs: str) -> str:
+    """The province of a region code: "210102" -> "210000".
+
+    Raises YidiError("INVALID_CODE") unless admdvs is a 6-digit code not starting with 0.
+    """
+def pooling_code(admdvs: str) -> str:
+    """The pooling region (prefecture) of a region code: "210102" -> "210100".
+
+    Raises YidiError("INVALID_CODE") unless admdvs is a 6-digit code not starting with 0.
+    """
+def certno_check_char(first17: str) -> str:
+    """The GB 11643 mod-11 check character ("0"-"9" or "X") of a certno's first 17 digits.
+
+    Raises YidiError("INVALID_CERTNO") unless first17 is 17 ASCII digits.
+    """
+def certno_valid(certno: str) -> bool:
+    """True for a certno the core accepts (SPEC §3): 17 digits and their check character.
+
+    The birth date inside is not checked, as the core does not check it.
+    """
+
 class Index:
     """Filed persons and reference data in packed C structs and open-addressing tables."""
 

@@ -17,6 +17,45 @@ include "index.pxi"
 ACCUMULATOR_KEYS = ("inpatient_fund_paid_fen", "inpatient_admissions", "crit_base_fen", "crit_paid_fen",
                     "assist_paid_fen", "outpatient_fund_paid_fen", "outpatient_deductible_used_fen")
 
+# ---------------------------------------------------------------- domain facts for Python callers
+# The data generator, tests and tools ask the core instead of restating these;
+# each is answered by the same C function the rules use.
+LONG_TERM_KINDS = tuple([k for i, k in enumerate(FILING_KINDS) if kind_is_long_term(i)])
+TEMPORARY_KINDS = tuple([k for i, k in enumerate(FILING_KINDS) if not kind_is_long_term(i)])
+
+
+def province_code(admdvs):
+    """The province of a region: "210102" -> "210000"."""
+    return f"{province_of(_admdvs_of(admdvs, 'admdvs'))}"
+
+
+def pooling_code(admdvs):
+    """The pooling region (prefecture) of a region: "210102" -> "210100"."""
+    return f"{pooling_of(_admdvs_of(admdvs, 'admdvs'))}"
+
+
+def certno_check_char(first17):
+    """The GB 11643 mod-11 check character of the first 17 digits of a certno."""
+    cdef Py_ssize_t n
+    cdef const char* p
+    cdef int s = 0, i
+    if type(first17) is not str or len(first17) != 17 or not first17.isascii() or not first17.isdigit():
+        raise YidiError("INVALID_CERTNO", f"身份证号码的前 17 位须为 17 位数字，收到 {first17!r}", field="certno")
+    p = PyUnicode_AsUTF8AndSize(first17, &n)
+    for i in range(17):
+        s += (p[i] - 48) * _CERT_W[i]
+    return chr(_CERT_CHECK[s % 11])
+
+
+def certno_valid(certno):
+    """True for a certno the core accepts: 17 digits and their GB 11643 check character."""
+    cdef Py_ssize_t n
+    cdef const char* p
+    if type(certno) is not str:
+        return False
+    p = PyUnicode_AsUTF8AndSize(certno, &n)
+    return certno_ok(p, n)
+
 
 cdef class Index:
     """All reference data and filed persons, in packed C structs.

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from core import ACCUMULATOR_KEYS, LIMITS, YidiError
-from fixtures_core import DATE, YEAR, load_spec_index
+from datagen.spec_fixture import DATE, YEAR, load_spec_index
 
 E1_LINES = [("XA01", 1250, 20000), ("XB02", 8800, 3500), ("XB03", 7300, 10000),
             ("XC04", 45000, 1000), ("T001", 1200000, 1000), ("ZZ99", 9999, 2000)]
@@ -188,7 +188,7 @@ def test_too_many_lines_and_bounds(spec):
 def test_catalogue_is_the_treatment_provinces(tmp_path):
     """就医地目录: an item missing from the treatment province's catalogue is fully self-paid."""
     import json
-    from fixtures_core import write_spec_dataset
+    from datagen.spec_fixture import write_spec_dataset
     from core import Index
     names = write_spec_dataset(tmp_path)
     rows = [json.loads(row) for row in (tmp_path / "catalog.jsonl").read_text().splitlines()]

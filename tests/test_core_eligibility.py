@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from core import YidiError
-from fixtures_core import DATE, FILINGS, PERSONS, load_spec_index
+from datagen.spec_fixture import DATE, FILINGS, PERSONS, load_spec_index
 
 
 @pytest.fixture

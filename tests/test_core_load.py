@@ -7,8 +7,8 @@ import random
 import pytest
 
 from core import Index, LoadError, YidiError
-from fixtures_core import (DATE, FILINGS, PERSONS, SPEC_POLICY, make_certno, load_spec_index,
-                           write_spec_dataset)
+from datagen.spec_fixture import (DATE, FILINGS, PERSONS, SPEC_POLICY, make_certno, load_spec_index,
+                                  write_spec_dataset)
 
 
 def read_rows(path):

@@ -10,15 +10,15 @@ import os
 import orjson
 import pytest
 
-from gateway.datagen import generate
-from gateway.datagen import geo
-from gateway.datagen.certno import check_char, is_valid
+from core import LIMITS, LONG_TERM_KINDS, TEMPORARY_KINDS, certno_check_char, certno_valid, pooling_code, province_code
+from datagen import generate
+from datagen import geo
 
 PERSONS = 2000
 SEED = 2026
 STEMS = ("regions", "institutions", "catalog", "policies", "persons", "filings")
-LONG_TERM = {"retired_relocation", "long_term_residence", "stationed_work"}
-TEMPORARY = {"referral", "emergency", "other_temporary"}
+LONG_TERM = set(LONG_TERM_KINDS)
+TEMPORARY = set(TEMPORARY_KINDS)
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +61,20 @@ def is_admdvs(x) -> bool:
     return isinstance(x, str) and len(x) == 6 and x.isascii() and x.isdigit()
 
 
+def is_certno(x) -> bool:
+    """A certno the core accepts whose birth date (digits 7-14) is a real date."""
+    return certno_valid(x) and is_date(int(x[6:14]))
+
+
+def is_province(x: str) -> bool:
+    return province_code(x) == x
+
+
+def is_pooling(x: str) -> bool:
+    """A prefecture (pooling region) code, not a province's."""
+    return pooling_code(x) == x and not is_province(x)
+
+
 def is_bp(x) -> bool:
     return type(x) is int and 0 <= x <= 10000
 
@@ -73,12 +87,13 @@ def is_fen(x) -> bool:
 
 
 def test_certno_check_digit():
-    assert check_char("11010519491231002") == "X"
-    assert is_valid("11010519491231002X")
-    assert not is_valid("110105194912310021")
-    assert not is_valid("11010519491331002X")  # month 13
-    assert not is_valid("11010519491231002")
-    assert not is_valid("1101051949123100 X")
+    assert certno_check_char("11010519491231002") == "X"
+    assert is_certno("11010519491231002X")
+    assert not is_certno("110105194912310021")
+    month13 = "11010519491331002"
+    assert not is_certno(month13 + certno_check_char(month13))  # a valid check character, but month 13
+    assert not is_certno("11010519491231002")
+    assert not is_certno("1101051949123100 X")
 
 
 def test_determinism(tmp_path, data_dir):
@@ -104,7 +119,7 @@ def test_manifest(data_dir, data):
 def test_regions(data):
     regions = {r["admdvs"]: r["name"] for r in data["regions"]}
     assert len(regions) == len(data["regions"])
-    provinces = {c: n for c, n in regions.items() if c.endswith("0000")}
+    provinces = {c: n for c, n in regions.items() if is_province(c)}
     assert len(provinces) == 31
     for code, name in [("110000", "北京市"), ("310000", "上海市"), ("440000", "广东省"),
                        ("460000", "海南省"), ("530000", "云南省"), ("650000", "新疆维吾尔自治区"),
@@ -113,12 +128,11 @@ def test_regions(data):
         assert regions[code] == name
     for code in regions:
         assert is_admdvs(code)
-        assert code[:2] + "0000" in provinces
-        if not code.endswith("00"):
-            assert code[:4] + "00" in regions  # districts sit under an emitted city
+        assert province_code(code) in provinces
+        assert pooling_code(code) in regions  # districts sit under an emitted city
     # Every province has at least one city.
     for p in provinces:
-        assert any(c[:2] == p[:2] and c.endswith("00") and c != p for c in regions)
+        assert any(province_code(c) == p and is_pooling(c) for c in regions)
 
 
 def test_institutions(data):
@@ -131,8 +145,7 @@ def test_institutions(data):
         assert len(code) == 12 and code[0] in "HCP" and code[1:].isdigit()
         assert code not in codes
         codes.add(code)
-        assert code[1:7] == i["admdvs"] and i["admdvs"] in regions and i["admdvs"].endswith("00")
-        assert not i["admdvs"].endswith("0000")
+        assert code[1:7] == i["admdvs"] and i["admdvs"] in regions and is_pooling(i["admdvs"])
         assert i["kind"] == {"H": "hospital", "C": "clinic", "P": "pharmacy"}[code[0]]
         assert i["level"] in (1, 2, 3)
         assert isinstance(i["name"], str) and i["name"]
@@ -154,7 +167,7 @@ def test_institutions(data):
     assert 0.04 <= gaps <= 0.11
     assert {i["level"] for i in hospitals} == {1, 2, 3}
     # Every city has at least one institution.
-    cities = {c for c in regions if c.endswith("00") and not c.endswith("0000")}
+    cities = {c for c in regions if is_pooling(c)}
     assert cities <= {i["admdvs"] for i in insts}
 
 
@@ -197,7 +210,7 @@ def test_catalog(data):
 
 
 def check_policy(p):
-    assert is_admdvs(p["admdvs"]) and p["admdvs"].endswith("00")
+    assert is_admdvs(p["admdvs"]) and pooling_code(p["admdvs"]) == p["admdvs"]
     assert p["insutype"] in ("310", "390")
     assert is_date(p["effective_from"])
     inp = p["inpatient"]
@@ -241,7 +254,7 @@ def check_policy(p):
 
 def test_policies(data):
     regions = {r["admdvs"] for r in data["regions"]}
-    cities = {c for c in regions if c.endswith("00") and not c.endswith("0000")}
+    cities = {c for c in regions if is_pooling(c)}
     keys = set()
     for p in data["policies"]:
         check_policy(p)
@@ -266,7 +279,7 @@ def test_persons(data):
         psn = p["psn_no"]
         assert psn.isascii() and psn.isdigit() and len(psn) <= 20
         assert psn[:2] == p["insuplc_admdvs"][:2]
-        assert is_valid(p["certno"])
+        assert is_certno(p["certno"])
         assert p["certno"][:6] == p["insuplc_admdvs"]
         year = int(p["certno"][6:10])
         if p["person_type"] == "retired":
@@ -274,8 +287,8 @@ def test_persons(data):
         elif p["insutype"] == "310":
             assert 1966 <= year <= 2004
         assert 2 <= len(p["name"]) <= 4
-        assert p["insuplc_admdvs"] in regions and not p["insuplc_admdvs"].endswith("0000")
-        assert p["insuplc_admdvs"][:4] + "00" in regions
+        assert p["insuplc_admdvs"] in regions and not is_province(p["insuplc_admdvs"])
+        assert pooling_code(p["insuplc_admdvs"]) in regions
         assert p["insutype"] in ("310", "390")
         assert p["person_type"] in ("retired", "in_service")
         assert p["status"] in ("active", "suspended")
@@ -294,9 +307,9 @@ def test_persons(data):
     males = sum(int(p["certno"][16]) % 2 for p in persons)
     assert 0.4 < males / PERSONS < 0.6
     # Big senders: 河南, 四川, 黑龙江 each outweigh 北京, 上海, 广东, 海南.
-    by_prov = c(p["insuplc_admdvs"][:2] for p in persons)
-    assert min(by_prov["41"], by_prov["51"], by_prov["23"]) > max(by_prov["11"], by_prov["31"],
-                                                                  by_prov["44"], by_prov["46"])
+    by_prov = c(province_code(p["insuplc_admdvs"]) for p in persons)
+    assert min(by_prov["410000"], by_prov["510000"], by_prov["230000"]) > max(
+        by_prov["110000"], by_prov["310000"], by_prov["440000"], by_prov["460000"])
 
 
 def test_filings(data):
@@ -316,19 +329,19 @@ def test_filings(data):
         per_person[f["psn_no"]] += 1
         assert f["kind"] in LONG_TERM | TEMPORARY
         dest = f["dest_admdvs"]
-        assert dest in regions and dest.endswith("00")
-        assert dest[:2] != p["insuplc_admdvs"][:2]
+        assert dest in regions and pooling_code(dest) == dest
+        assert province_code(dest) != province_code(p["insuplc_admdvs"])
         assert f["status"] in ("active", "revoked")
         assert is_date(f["valid_from"])
         assert f["valid_to"] == 0 or (is_date(f["valid_to"]) and f["valid_to"] >= f["valid_from"])
         for code in f["fixmedins_codes"]:
             assert code in insts
             inst_region = insts[code]["admdvs"]
-            assert inst_region == dest or (dest.endswith("0000") and inst_region[:2] == dest[:2])
+            assert dest in (inst_region, province_code(inst_region))
         assert len(set(f["fixmedins_codes"])) == len(f["fixmedins_codes"]) <= 3
         if f["kind"] in TEMPORARY:
             assert f["valid_to"] != 0
-            assert days_inclusive(f["valid_from"], f["valid_to"]) <= 366
+            assert days_inclusive(f["valid_from"], f["valid_to"]) <= LIMITS["MAX_TEMPORARY_FILING_DAYS"]
             assert 20260101 <= f["valid_from"] <= 20261231
         else:
             assert 20190101 <= f["valid_from"] <= 20261122
@@ -351,18 +364,18 @@ def test_flows_are_realistic(data):
     persons = {p["psn_no"]: p for p in data["persons"]}
     filings = [f for f in data["filings"] if f["status"] == "active"]
     retiree_lt = collections.Counter(
-        f["dest_admdvs"][:2] for f in filings
+        province_code(f["dest_admdvs"]) for f in filings
         if f["kind"] in LONG_TERM and persons[f["psn_no"]]["person_type"] == "retired")
-    sunny = retiree_lt["46"] + retiree_lt["44"] + retiree_lt["53"]
+    sunny = retiree_lt["460000"] + retiree_lt["440000"] + retiree_lt["530000"]
     total = sum(retiree_lt.values())
     assert sunny / total > 0.4
-    assert retiree_lt["46"] == max(retiree_lt.values())
-    referrals = collections.Counter(f["dest_admdvs"][:2] for f in filings if f["kind"] == "referral")
-    top = referrals["11"] + referrals["31"] + referrals["44"]
+    assert retiree_lt["460000"] == max(retiree_lt.values())
+    referrals = collections.Counter(province_code(f["dest_admdvs"]) for f in filings if f["kind"] == "referral")
+    top = referrals["110000"] + referrals["310000"] + referrals["440000"]
     assert top / sum(referrals.values()) > 0.7
     workers = collections.Counter(
-        f["dest_admdvs"][:2] for f in filings if f["kind"] == "stationed_work")
-    assert {k for k, _n in workers.most_common(4)} <= {"11", "31", "44", "32", "33"}
+        province_code(f["dest_admdvs"]) for f in filings if f["kind"] == "stationed_work")
+    assert {k for k, _n in workers.most_common(4)} <= {"110000", "310000", "440000", "320000", "330000"}
     kinds = collections.Counter(f["kind"] for f in filings)
     assert set(kinds) == LONG_TERM | TEMPORARY
     assert kinds["stationed_work"] > 0

@@ -27,7 +27,7 @@ from core import commands as cmd
 from core.archive import MemoryArchive
 from core.engine import SETTLED, Engine, EngineState
 from core.events import FeeLine
-from fixtures_core import write_spec_dataset
+from datagen.spec_fixture import write_spec_dataset
 
 PERSONS = ("retired", "assist", "in_service")
 CODES = ("XA01", "XB02", "XB03", "XC04", "T001", "ZZ99")

@@ -1,7 +1,7 @@
 """The gateway over real gRPC on loopback: SPEC §4–§6 and §9 as a platform sees them.
 
 One gateway process serves the whole module, on the SPEC fixture data set
-(tests/fixtures_core.py) with a ledger seeded with the "so far this year"
+(datagen/spec_fixture.py) with a ledger seeded with the "so far this year"
 history that E2, E4 and E5 start from (tests/gateway_seed.py).  Tests that
 change state use their own persons or visits, so their order does not matter.
 """
@@ -16,7 +16,7 @@ from google.protobuf import descriptor_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from fixtures_core import FILINGS, PERSONS, make_certno, write_spec_dataset
+from datagen.spec_fixture import FILINGS, PERSONS, make_certno, write_spec_dataset
 from gateway._pb.yidi.v1 import admin_pb2, common_pb2 as pb, filing_pb2 as fpb, settlement_pb2 as spb
 from gateway_harness import file_person, start_gateway
 from gateway_seed import filed, prior_settlement, write_ledger

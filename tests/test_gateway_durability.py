@@ -17,7 +17,7 @@ import time
 import grpc
 import pytest
 
-from fixtures_core import write_spec_dataset
+from datagen.spec_fixture import write_spec_dataset
 from gateway._pb.yidi.v1 import admin_pb2, common_pb2 as pb, settlement_pb2 as spb
 from gateway_harness import file_person
 from gateway.status import reason_of

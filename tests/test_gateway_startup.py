@@ -16,7 +16,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway._pb.yidi.v1 import admin_pb2, admin_pb2_grpc
-from gateway.datagen import generate
+from datagen import generate
 from gateway.status import reason_of
 from gateway_harness import ROOT
 

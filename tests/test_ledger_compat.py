@@ -21,7 +21,7 @@ import shutil
 import grpc
 import pytest
 
-from fixtures_core import write_spec_dataset
+from datagen.spec_fixture import write_spec_dataset
 from gateway._pb.yidi.v1 import admin_pb2, common_pb2 as pb, settlement_pb2 as spb
 
 HERE = os.path.join(os.path.dirname(__file__), "data")

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from gateway.datagen import generate
+from datagen import generate
 from gateway_harness import ROOT, start_gateway
 
 

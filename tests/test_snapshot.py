@@ -8,7 +8,7 @@ import pytest
 
 from core.engine import EngineState
 from core.events import Person
-from fixtures_core import write_spec_dataset
+from datagen.spec_fixture import write_spec_dataset
 from gateway import snapshot
 from gateway._pb.yidi.v1 import admin_pb2, settlement_pb2 as spb
 from gateway_harness import file_person

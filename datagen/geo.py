@@ -18,6 +18,8 @@ form that SPEC §2 assumes.
 
 from __future__ import annotations
 
+from core import province_code
+
 # (code, name, short name, population in millions (2020 census, rounded),
 #  weight as an origin of filed persons: the big senders of cross-province
 #  patients are the north-east, the populous inland provinces, and the
@@ -307,5 +309,4 @@ def city_short(city_code: str) -> str:
 def city_weight(city_code: str) -> float:
     if city_code in CITY_WEIGHT:
         return CITY_WEIGHT[city_code]
-    prov = city_code[:2] + "0000"
-    return CAPITAL_WEIGHT if CITIES[prov][0][0] == city_code else 1.0
+    return CAPITAL_WEIGHT if CITIES[province_code(city_code)][0][0] == city_code else 1.0

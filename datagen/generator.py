@@ -76,8 +76,9 @@ from typing import Callable
 
 import orjson
 
+from core import TEMPORARY_KINDS, certno_check_char, province_code
+
 from . import geo
-from .certno import CHECK, WEIGHTS, check_char
 
 AS_OF = 20261122
 GENERATOR = "yidi-datagen"
@@ -86,9 +87,6 @@ DEFAULT_INSTITUTIONS = 36_000
 CHUNK_ROWS = 100_000
 
 Progress = Callable[[str, int, int], None]
-
-LONG_TERM_KINDS = ("retired_relocation", "long_term_residence", "stationed_work")
-TEMPORARY_KINDS = ("referral", "emergency", "other_temporary")
 
 
 def _rng(seed: int, stage: str) -> random.Random:
@@ -120,12 +118,12 @@ AS_OF_DAY = _DAY_INDEX[AS_OF]
 Y2026_DAY = _DAY_INDEX[20260101]
 
 
-def _birth_table(first: datetime.date, last: datetime.date) -> list[tuple[str, int, int]]:
-    """(yyyymmdd, weighted sum of those 8 digits in a certno, int value) per day."""
+def _birth_table(first: datetime.date, last: datetime.date) -> list[tuple[str, int]]:
+    """(yyyymmdd, its int value) per day."""
     out = []
     for o in range(first.toordinal(), last.toordinal() + 1):
         s = datetime.date.fromordinal(o).strftime("%Y%m%d")
-        out.append((s, sum(int(c) * WEIGHTS[6 + i] for i, c in enumerate(s)), int(s)))
+        out.append((s, int(s)))
     return out
 
 
@@ -714,7 +712,7 @@ def _demo_person_lines() -> tuple[list[str], set[int]]:
     for psn, birth, seq, name, place, insutype, ptype, status, assist, card in DEMO_PERSONS:
         first17 = place + birth + seq
         keys.add(int(first17))
-        lines.append(_person_line(psn, first17 + check_char(first17), name, place, insutype, ptype,
+        lines.append(_person_line(psn, first17 + certno_check_char(first17), name, place, insutype, ptype,
                                   status, assist, card, "3.0"))
     return lines, keys
 
@@ -725,8 +723,8 @@ def _person_line(psn, certno, name, place, insutype, ptype, status, assist, card
             f'"assistance":{"true" if assist else "false"},"card_no":"{card}","card_version":"{version}"}}\n')
 
 
-def _insured_places() -> tuple[list[tuple[str, int, int]], list[float]]:
-    """[(admdvs, province index, certno weighted sum of the 6 digits)], cumulative weights."""
+def _insured_places() -> tuple[list[tuple[str, int]], list[float]]:
+    """[(admdvs, province index)], cumulative weights."""
     places, weights = [], []
     for pi, (prov, _n, _s, _pop, sender) in enumerate(geo.PROVINCES):
         cities = geo.CITIES[prov]
@@ -737,7 +735,7 @@ def _insured_places() -> tuple[list[tuple[str, int, int]], list[float]]:
             shares = [(city, w * (0.5 if districts else 1.0))]
             shares += [(d, w * 0.5 / len(districts)) for d, _y in districts]
             for code, share in shares:
-                places.append((code, pi, sum(int(c) * WEIGHTS[i] for i, c in enumerate(code))))
+                places.append((code, pi))
                 weights.append(share)
     return places, _cum(weights)
 
@@ -754,7 +752,6 @@ def _write_persons(f, seed: int, n_random: int, progress: Progress | None, total
         _CAT_RESIDENT: _birth_table(datetime.date(1945, 1, 1), datetime.date(2022, 12, 31)),
     }
     seq_str = [f"{s:03d}" for s in range(1000)]
-    seq_w = [sum(int(c) * WEIGHTS[14 + i] for i, c in enumerate(s)) for s in seq_str]
     demo_lines, seen = _demo_person_lines()
     f.write("".join(demo_lines))
     prov2 = [p[0][:2] for p in geo.PROVINCES]
@@ -776,7 +773,7 @@ def _write_persons(f, seed: int, n_random: int, progress: Progress | None, total
         out = []
         for k in range(n):
             i = done + k
-            place, pi, place_w = places[pidx[k]]
+            place, pi = places[pidx[k]]
             r = rand()
             if r < 0.25:
                 cat, insutype, ptype = _CAT_RESIDENT, "390", "in_service"
@@ -785,14 +782,15 @@ def _write_persons(f, seed: int, n_random: int, progress: Progress | None, total
             else:
                 cat, insutype, ptype = _CAT_WORKER, "310", "in_service"
             table = births[cat]
-            bstr, bw, bnum = table[int(rand() * len(table))]
+            bstr, bnum = table[int(rand() * len(table))]
             base_key = int(place) * 10 ** 11 + bnum * 1000
             while True:
                 s = int(rand() * 1000)
                 if base_key + s not in seen:
                     break
             seen.add(base_key + s)
-            certno = f"{place}{bstr}{seq_str[s]}{CHECK[(place_w + bw + seq_w[s]) % 11]}"
+            first17 = f"{place}{bstr}{seq_str[s]}"
+            certno = first17 + certno_check_char(first17)
             if s & 1:
                 given = MALE_CHARS[int(rand() * n_male)]
                 if rand() < 0.7:
@@ -837,10 +835,6 @@ def _coprime(rng: random.Random, mod: int) -> int:
 # ---------------------------------------------------------------------------
 # Filings
 
-def _prov_of_code(code: str) -> str:
-    return code[:2] + "0000"
-
-
 RETIREE_DESTS = [
     ("460000", 9), ("460100", 5), ("460200", 6), ("440000", 3), ("440300", 3), ("440100", 2.5),
     ("440400", 1.5), ("441300", 1.5), ("530000", 3), ("530100", 3), ("530700", 1), ("532900", 1.2),
@@ -883,7 +877,7 @@ class _Picker:
     def __init__(self, rng: random.Random, entries: list[tuple[str, float]]):
         self.rng = rng
         self.codes = [c for c, _w in entries]
-        self.provs = [_prov_of_code(c) for c in self.codes]
+        self.provs = [province_code(c) for c in self.codes]
         self.cum = _cum(w for _c, w in entries)
         self.total = self.cum[-1]
         self.n = len(self.codes)
@@ -916,7 +910,7 @@ def _write_filings(f, seed: int, prov_of: bytearray, cat_of: bytearray, psn_fn, 
     for code, _name, city, kind, _level, inp, _outp in insts:
         if kind == "hospital" and inp:
             by_region.setdefault(city, []).append(code)
-            by_region.setdefault(_prov_of_code(city), []).append(code)
+            by_region.setdefault(province_code(city), []).append(code)
     referral_targets = []
     for city, w in REFERRAL_CITY_WEIGHT.items():
         names = FAMOUS_HOSPITALS[city]
@@ -959,7 +953,7 @@ def _write_filings(f, seed: int, prov_of: bytearray, cat_of: bytearray, psn_fn, 
             j = pk.pick(own)
             target = referral_codes[j]
             city = target[1:7]
-            dest = city if rand() < 0.8 else _prov_of_code(city)
+            dest = city if rand() < 0.8 else province_code(city)
             return dest, f'["{target}"]'
         pk = pickers["temp"]
         return pk.codes[pk.pick(own)], "[]"

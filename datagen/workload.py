@@ -1,0 +1,142 @@
+"""Realistic settlement requests drawn from a generated data set.
+
+Used by the benchmarks, the load generators and the month simulation: each
+case is a filed, active person at an institution their filing covers, with a
+bill shaped like the published cross-province figures (outpatient and pharmacy
+visits of a few lines and a couple of hundred yuan; inpatient stays of about
+twenty lines and about ¥23,700, SPEC §7–§8's reference month of September
+2019).  Only a prefix of persons.jsonl and filings.jsonl is read (persons are
+written in random province order, so a prefix is a fair sample), which keeps
+a client's start-up short.  Deterministic for a given seed.
+"""
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass
+
+import orjson
+
+from core.events import FeeLine
+
+DATE = 20261120          # inside the generated filings' validity (the generator's as_of is 20261122)
+
+
+@dataclass(frozen=True, slots=True)
+class Case:
+    psn_no: str
+    fixmedins_code: str
+    treatment_province: str   # the caller that settles it
+    insured_province: str
+    lines: tuple[FeeLine, ...]
+
+
+def _province(admdvs: str) -> str:
+    return admdvs[:2] + "0000"
+
+
+def _covers(dest: str, region: str) -> bool:
+    if dest.endswith("0000"):
+        return region[:2] == dest[:2]
+    if dest.endswith("00"):
+        return region[:4] == dest[:4]
+    return region == dest
+
+
+class Workload:
+    """Cases for outpatient one-stop and inpatient settlements on ``date``."""
+
+    def __init__(self, data_dir: str, *, seed: int = 1, persons: int = 200_000, date: int = DATE) -> None:
+        self.rng = random.Random(f"yidi-workload:{seed}")
+        self.date = date
+        self._institutions(data_dir)
+        self._catalog(data_dir)
+        self._filed(data_dir, persons)
+
+    # ------------------------------------------------------------ loading
+    def _institutions(self, data_dir: str) -> None:
+        self.outpatient_at: dict[str, list[str]] = {}   # region (city, and province) -> codes
+        self.inpatient_at: dict[str, list[str]] = {}
+        self.institution_region: dict[str, str] = {}
+        with open(os.path.join(data_dir, "institutions.jsonl"), "rb") as f:
+            for line in f:
+                row = orjson.loads(line)
+                code, region = row["fixmedins_code"], row["admdvs"]
+                self.institution_region[code] = region
+                for enabled, by_region in ((row["outpatient"], self.outpatient_at), (row["inpatient"], self.inpatient_at)):
+                    if enabled:
+                        by_region.setdefault(region, []).append(code)
+                        by_region.setdefault(_province(region), []).append(code)
+
+    def _catalog(self, data_dir: str) -> None:
+        """Per treatment province: (code, class, price cap) of drugs and of treatments/services/materials."""
+        self.drugs: dict[str, list[tuple[str, str, int]]] = {}
+        self.treatments: dict[str, list[tuple[str, str, int]]] = {}
+        with open(os.path.join(data_dir, "catalog.jsonl"), "rb") as f:
+            for line in f:
+                row = orjson.loads(line)
+                kind = self.drugs if row["category"] == "drug" else self.treatments
+                kind.setdefault(row["province"], []).append((row["code"], row["class"], row["price_cap_fen"]))
+
+    def _filed(self, data_dir: str, limit: int) -> None:
+        """Active persons of the first ``limit`` rows with the institutions their active filings cover today."""
+        active: dict[str, str] = {}
+        with open(os.path.join(data_dir, "persons.jsonl"), "rb") as f:
+            for n, line in enumerate(f):
+                if n >= limit:
+                    break
+                row = orjson.loads(line)
+                if row["status"] == "active":
+                    active[row["psn_no"]] = row["insuplc_admdvs"]
+        self.outpatient_cases: list[tuple[str, str, list[str]]] = []  # (psn_no, insured region, institution codes)
+        self.inpatient_cases: list[tuple[str, str, list[str]]] = []
+        with open(os.path.join(data_dir, "filings.jsonl"), "rb") as f:
+            for line in f:
+                row = orjson.loads(line)
+                insured = active.get(row["psn_no"])
+                if insured is None or row["status"] != "active" or not self._valid(row):
+                    continue
+                for at, cases in ((self.outpatient_at, self.outpatient_cases),
+                                  (self.inpatient_at, self.inpatient_cases)):
+                    codes = self._institutions_for(row, at)
+                    if codes:
+                        cases.append((row["psn_no"], insured, codes))
+                if len(self.outpatient_cases) >= limit:
+                    break
+        if not self.outpatient_cases or not self.inpatient_cases:
+            raise ValueError(f"{data_dir}: no filed person can be settled on {self.date}")
+
+    def _valid(self, filing: dict) -> bool:
+        return filing["valid_from"] <= self.date and (filing["valid_to"] == 0 or self.date <= filing["valid_to"])
+
+    def _institutions_for(self, filing: dict, at: dict[str, list[str]]) -> list[str]:
+        if filing["fixmedins_codes"]:
+            return [c for c in filing["fixmedins_codes"] if c in at.get(self.institution_region.get(c, ""), ())]
+        return at.get(filing["dest_admdvs"], [])
+
+    # -------------------------------------------------------------- cases
+    def outpatient(self) -> Case:
+        """门诊 or pharmacy: 1–5 lines, mostly drugs, about ¥200 in all."""
+        psn_no, insured, codes = self.rng.choice(self.outpatient_cases)
+        code = self.rng.choice(codes)
+        province = _province(self.institution_region[code])
+        n = self.rng.choice((1, 2, 3, 3, 4, 5))
+        lines = [self._line(str(i + 1), self.drugs, province, 1_500, 8_000, (1_000, 1_000, 2_000)) for i in range(n)]
+        return Case(psn_no, code, province, _province(insured), tuple(lines))
+
+    def inpatient(self) -> Case:
+        """住院: 20 lines — bed, treatments, materials and drugs — about ¥23,700 in all."""
+        psn_no, insured, codes = self.rng.choice(self.inpatient_cases)
+        code = self.rng.choice(codes)
+        province = _province(self.institution_region[code])
+        lines = [self._line(str(i + 1), self.drugs, province, 3_000, 30_000, (2_000, 5_000, 10_000)) for i in range(12)]
+        lines += [self._line(str(i + 13), self.treatments, province, 20_000, 220_000, (1_000, 2_000))
+                  for i in range(8)]
+        return Case(psn_no, code, province, _province(insured), tuple(lines))
+
+    def _line(self, sn: str, items: dict, province: str, low_fen: int, high_fen: int, qtys: tuple[int, ...]) -> FeeLine:
+        code, _cls, cap = self.rng.choice(items[province])
+        price = self.rng.randint(low_fen, high_fen)
+        if cap and self.rng.random() < 0.9:  # most hospitals price at or under the cap
+            price = min(price, cap)
+        return FeeLine(sn, code, "", price, self.rng.choice(qtys))

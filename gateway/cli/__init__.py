@@ -1,0 +1,58 @@
+"""`yidi`: generate data, run the gateway, and talk to a running gateway.
+
+    yidi datagen --out data/national --persons 1800000 --seed 2026
+    yidi serve --data-dir data/national
+    yidi --caller 460000 admit --psn-no ... --institution ... --date 20261122
+
+Client subcommands print readable text, or the response as JSON with --json.
+Amounts are shown in yuan from integer fen (no floating point).
+
+The subcommands are the table in ``commands.py``; ``render.py`` turns
+answers into text.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from .commands import COMMANDS, DEFAULT_TARGET, Client
+from .render import print_message
+
+__all__ = ["main", "build_parser"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="yidi", description="Yidi cross-province settlement gateway")
+    p.add_argument("--target", default=os.environ.get("YIDI_TARGET", DEFAULT_TARGET), help="gateway HOST:PORT")
+    p.add_argument("--caller", default=os.environ.get("YIDI_CALLER", ""),
+                   help="calling platform: a province code like 460000, or 'national' (env YIDI_CALLER)")
+    p.add_argument("--json", action="store_true", help="print the response as JSON")
+    p.add_argument("--field", default="", help="print only this response field (dotted path), for scripts")
+    p.add_argument("--request-id", default="", help="idempotency key (default: a new random one)")
+    sub = p.add_subparsers(dest="command", required=True)
+    for command in COMMANDS:
+        s = sub.add_parser(command.name, help=command.help)
+        for flags, options in command.args:
+            s.add_argument(*flags, **options)
+        s.set_defaults(run=command)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    command = args.run
+    if command.local is not None:
+        command.local(args)
+        return
+    import grpc
+
+    from ..status import reason_of
+
+    client = Client(args)
+    try:
+        print_message(command.invoke(args, client), args.json, args.field)
+    except grpc.RpcError as err:
+        reason = reason_of(err) or err.code().name
+        print(f"refused: {err.code().name} {reason}\n  {err.details()}", file=sys.stderr)
+        raise SystemExit(1) from None

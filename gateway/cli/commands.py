@@ -1,0 +1,334 @@
+"""The command table of `yidi`: each subcommand's arguments, the request it builds and the RPC it calls.
+
+Client commands are ``Command(name, help, args, rpc="service.Method",
+request=builder)``: ``builder(args)`` makes the request message and
+``Client`` sends it as the ``--caller``.  ``datagen`` and ``serve`` run
+here (``local``); ``health`` calls the standard health service (``call``).
+The stubs are imported only when a command runs, so ``yidi datagen`` needs
+no gRPC.
+"""
+from __future__ import annotations
+
+import datetime
+import os
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Callable
+
+from core._core import FILING_KINDS, INSUTYPES, PERSON_STATUSES, PERSON_TYPES
+
+from .render import progress_printer
+
+DEFAULT_TARGET = "127.0.0.1:50051"
+
+
+def arg(*flags: str, **options) -> tuple[tuple[str, ...], dict]:
+    """One argparse argument: arg("--psn-no", required=True)."""
+    return flags, options
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    help: str
+    args: tuple = ()
+    rpc: str = ""                             # "service.Method" of Client, e.g. "settlement.Admit"
+    request: Callable | None = None           # args -> the request message of rpc
+    call: Callable | None = None              # (args, Client) -> response, for a call that is not rpc + request
+    local: Callable | None = None             # args -> None, for commands that talk to no gateway
+
+    def invoke(self, args, client: "Client"):
+        """Send this command's request; returns the response message."""
+        if self.call is not None:
+            return self.call(args, client)
+        service, method = self.rpc.split(".")
+        return client.call(getattr(getattr(client, service), method), self.request(args))
+
+
+class Client:
+    def __init__(self, args) -> None:
+        import grpc
+
+        from .._pb.yidi.v1 import admin_pb2_grpc, filing_pb2_grpc, settlement_pb2_grpc
+
+        self.channel = grpc.insecure_channel(args.target)
+        self.metadata = (("x-yidi-caller", args.caller),) if args.caller else ()
+        self.filing = filing_pb2_grpc.FilingServiceStub(self.channel)
+        self.settlement = settlement_pb2_grpc.SettlementServiceStub(self.channel)
+        self.admin = admin_pb2_grpc.AdminServiceStub(self.channel)
+
+    def call(self, method, request):
+        return method(request, metadata=self.metadata, timeout=30)
+
+
+# ---------------------------------------------------------------- input
+def today() -> int:
+    d = datetime.date.today()
+    return d.year * 10000 + d.month * 100 + d.day
+
+
+def parse_qty_milli(value) -> int:
+    """A quantity as int thousandths, or a decimal string like "3.500"."""
+    if isinstance(value, int):
+        return value * 1000
+    whole, _, frac = str(value).partition(".")
+    if len(frac) > 3 or not (whole + frac).isdigit():
+        raise SystemExit(f"quantity {value!r}: at most 3 decimals, digits only")
+    return int(whole or "0") * 1000 + int((frac + "000")[:3])
+
+
+def load_fee_lines(path: str):
+    """Fee lines from a JSON file: a list of {feedetl_sn, code, name, unit_price_fen, qty | qty_milli}."""
+    import orjson
+
+    from .._pb.yidi.v1 import common_pb2 as pb
+
+    with open(path, "rb") as f:
+        rows = orjson.loads(f.read())
+    lines = []
+    for i, row in enumerate(rows, 1):
+        qty = row["qty_milli"] if "qty_milli" in row else parse_qty_milli(row["qty"])
+        lines.append(pb.FeeLine(feedetl_sn=str(row.get("feedetl_sn", i)), code=row["code"],
+                                name=row.get("name", ""), unit_price_fen=row["unit_price_fen"],
+                                qty_milli=qty, fee_date=row.get("fee_date", 0)))
+    return lines
+
+
+def _request_id(args) -> str:
+    return args.request_id or uuid.uuid4().hex
+
+
+def _person_id(args) -> dict:
+    """The person oneof: psn_no or certno, whichever was given (setting both would keep only the last)."""
+    return {"psn_no": args.psn_no} if args.psn_no else {"certno": args.certno or ""}
+
+
+def _card(args):
+    from .._pb.yidi.v1 import settlement_pb2 as spb
+
+    return spb.Card(card_no=args.card_no, card_version=args.card_version or "3.0") if args.card_no else None
+
+
+# ---------------------------------------------------------------- local commands
+def cmd_datagen(args) -> None:
+    from datagen import generate
+
+    start = time.monotonic()
+    manifest = generate(args.out, persons=args.persons, seed=args.seed, institutions=args.institutions,
+                        progress=progress_printer("datagen"))
+    print(file=sys.stderr)
+    print(f"wrote {args.out} in {time.monotonic() - start:.1f} s (seed {manifest['seed']}): "
+          + ", ".join(f"{k} {v:,}" for k, v in manifest["counts"].items()))
+
+
+def cmd_serve(args) -> None:
+    from ..config import Config
+    from ..server import run
+
+    config = Config(data_dir=args.data_dir, ledger=args.ledger or "", listen=args.listen, snapshots=args.snapshots)
+    for name in ("max_message_bytes", "snapshot_every_records", "idempotency_cache_keys"):
+        if getattr(args, name):
+            setattr(config, name, getattr(args, name))
+    if not os.path.isdir(config.data_dir):
+        raise SystemExit(f"no data set at {config.data_dir}: run `yidi datagen --out {config.data_dir}` first")
+
+    def ready(port: int) -> None:
+        print(file=sys.stderr)
+        print(f"SERVING {config.listen.rsplit(':', 1)[0]}:{port} ledger {config.ledger_path()}", flush=True)
+
+    run(config, ready=ready, progress=progress_printer("load"))
+
+
+# ---------------------------------------------------------------- requests
+def file_request(args):
+    from .._pb.yidi.v1 import common_pb2 as pb, filing_pb2 as fpb
+
+    person = pb.Person(psn_no=args.psn_no, certno=args.certno, name=args.name, insuplc_admdvs=args.insuplc,
+                       insutype=int(args.insutype), person_type=pb.PersonType.Value("PERSON_TYPE_" + args.person_type.upper()),
+                       status=pb.PersonStatus.Value("PERSON_STATUS_" + args.status.upper()),
+                       assistance=args.assistance, card_no=args.card_no, card_version=args.card_version)
+    filing = pb.Filing(filing_id=args.filing_id, psn_no=args.psn_no,
+                       kind=pb.FilingKind.Value("FILING_KIND_" + args.kind.upper()), dest_admdvs=args.dest,
+                       fixmedins_codes=[x for x in (args.institutions or "").split(",") if x],
+                       valid_from=args.valid_from or today(), valid_to=args.valid_to,
+                       status=pb.FilingStatus.Value("FILING_STATUS_ACTIVE"))
+    return fpb.FileRequest(request_id=_request_id(args), person=person, filing=filing)
+
+
+def filings_request(args):
+    from .._pb.yidi.v1 import filing_pb2 as fpb
+
+    return fpb.ListFilingsRequest(**_person_id(args))
+
+
+def revoke_filing_request(args):
+    from .._pb.yidi.v1 import filing_pb2 as fpb
+
+    return fpb.RevokeFilingRequest(request_id=_request_id(args), filing_id=args.filing_id)
+
+
+def admit_request(args):
+    from .._pb.yidi.v1 import settlement_pb2 as spb
+
+    return spb.AdmitRequest(request_id=_request_id(args), fixmedins_code=args.institution,
+                            adm_date=args.date or today(), card=_card(args), **_person_id(args))
+
+
+def outpatient_request(args):
+    from .._pb.yidi.v1 import settlement_pb2 as spb
+
+    return spb.OutpatientSettleRequest(
+        request_id=_request_id(args), fixmedins_code=args.institution, setl_date=args.date or today(),
+        card=_card(args), lines=load_fee_lines(args.file), **_person_id(args))
+
+
+def fees_request(args):
+    from .._pb.yidi.v1 import settlement_pb2 as spb
+
+    return spb.UploadFeesRequest(request_id=_request_id(args), mdtrt_id=args.mdtrt_id, lines=load_fee_lines(args.file))
+
+
+def withdraw_fees_request(args):
+    from .._pb.yidi.v1 import settlement_pb2 as spb
+
+    return spb.WithdrawFeesRequest(request_id=_request_id(args), mdtrt_id=args.mdtrt_id, feedetl_sns=args.sn or [])
+
+
+def cancel_admission_request(args):
+    from .._pb.yidi.v1 import settlement_pb2 as spb
+
+    return spb.CancelAdmissionRequest(request_id=_request_id(args), mdtrt_id=args.mdtrt_id)
+
+
+def presettle_request(args):
+    from .._pb.yidi.v1 import settlement_pb2 as spb
+
+    return spb.PreSettleRequest(mdtrt_id=args.mdtrt_id, setl_date=args.date or today())
+
+
+def settle_request(args):
+    from .._pb.yidi.v1 import settlement_pb2 as spb
+
+    return spb.DischargeSettleRequest(request_id=_request_id(args), mdtrt_id=args.mdtrt_id, dscg_date=args.date or today())
+
+
+def cancel_request(args):
+    from .._pb.yidi.v1 import settlement_pb2 as spb
+
+    return spb.CancelSettlementRequest(request_id=_request_id(args), setl_id=args.setl_id,
+                                       cancel_date=args.date or today())
+
+
+def show_request(args):
+    from .._pb.yidi.v1 import settlement_pb2 as spb
+
+    return spb.GetSettlementRequest(setl_id=args.setl_id)
+
+
+def accum_request(args):
+    from .._pb.yidi.v1 import settlement_pb2 as spb
+
+    return spb.GetAccumulatorsRequest(psn_no=args.psn_no, year=args.year or today() // 10000)
+
+
+def status_request(args):
+    from .._pb.yidi.v1 import admin_pb2 as apb
+
+    return apb.GetReferenceDataStatusRequest()
+
+
+def load_request(args):
+    from .._pb.yidi.v1 import admin_pb2 as apb
+
+    return apb.LoadReferenceDataRequest(request_id=_request_id(args), data_dir=os.path.abspath(args.data_dir))
+
+
+def snapshot_request(args):
+    from .._pb.yidi.v1 import admin_pb2 as apb
+
+    return apb.TakeSnapshotRequest()
+
+
+def call_health(args, c: Client):
+    """The standard gRPC health service, asked without a caller."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    stub = health_pb2_grpc.HealthStub(c.channel)
+    return stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=10)
+
+
+# ---------------------------------------------------------------- the table
+PERSON = (arg("--psn-no"), arg("--certno"))
+VISIT_AT = (*PERSON, arg("--institution", required=True, help="fixmedins_code"),
+            arg("--date", type=int, default=0, help="yyyymmdd (default today)"), arg("--card-no"), arg("--card-version"))
+MDTRT = arg("--mdtrt-id", required=True)
+
+FILE_ARGS = (
+    arg("--psn-no", required=True),
+    arg("--certno", required=True),
+    arg("--name", required=True),
+    arg("--insuplc", required=True, help="insured region admdvs, e.g. 210102"),
+    arg("--insutype", choices=INSUTYPES, default="310"),
+    arg("--person-type", choices=PERSON_TYPES, default="in_service"),
+    arg("--status", choices=PERSON_STATUSES, default="active"),
+    arg("--assistance", action="store_true"),
+    arg("--card-no", required=True, help="social security card number"),
+    arg("--card-version", default="3.0"),
+    arg("--filing-id", required=True),
+    arg("--kind", required=True, choices=FILING_KINDS),
+    arg("--dest", required=True, help="destination province or city admdvs"),
+    arg("--institutions", help="comma-separated designated institution codes"),
+    arg("--valid-from", type=int, default=0),
+    arg("--valid-to", type=int, default=0),
+)
+
+COMMANDS: tuple[Command, ...] = (
+    Command("datagen", "generate the realistic national data set", (
+        arg("--out", default=os.path.join("data", "national")),
+        arg("--persons", type=int, default=1_800_000),
+        arg("--seed", type=int, default=2026),
+        arg("--institutions", type=int, default=None),
+    ), local=cmd_datagen),
+    Command("serve", "run the gateway", (
+        arg("--data-dir", default=os.path.join("data", "national")),
+        arg("--ledger", default="", help="ledger file (default: yidi-ledger.sqlite beside the data set)"),
+        arg("--listen", default=DEFAULT_TARGET),
+        arg("--max-message-bytes", type=int, default=0),
+        arg("--snapshots", default="", help="snapshot directory (default: <ledger>.snapshots)"),
+        arg("--snapshot-every-records", type=int, default=0, help="write a snapshot after this many records"),
+        arg("--idempotency-cache-keys", type=int, default=0, help="recent idempotency keys kept in memory"),
+    ), local=cmd_serve),
+    Command("file", "file a person for cross-province care (备案)", FILE_ARGS, "filing.File", file_request),
+    Command("filings", "list a person's filings", PERSON, "filing.ListFilings", filings_request),
+    Command("revoke-filing", "revoke a filing", (arg("--filing-id", required=True),),
+            "filing.RevokeFiling", revoke_filing_request),
+    Command("admit", "admit an inpatient (入院登记)", VISIT_AT, "settlement.Admit", admit_request),
+    Command("outpatient", "outpatient one-stop settlement (门诊一站式)",
+            (*VISIT_AT, arg("--file", required=True, help="fee lines JSON")),
+            "settlement.OutpatientSettle", outpatient_request),
+    Command("fees", "upload fee lines from a JSON file", (MDTRT, arg("--file", required=True)),
+            "settlement.UploadFees", fees_request),
+    Command("withdraw-fees", "withdraw fee lines (all if none named)", (MDTRT, arg("--sn", action="append")),
+            "settlement.WithdrawFees", withdraw_fees_request),
+    Command("cancel-admission", "cancel an admission before settlement", (MDTRT,),
+            "settlement.CancelAdmission", cancel_admission_request),
+    Command("presettle", "pre-settle (changes nothing)", (MDTRT, arg("--date", type=int, default=0)),
+            "settlement.PreSettle", presettle_request),
+    Command("settle", "discharge and settle (出院结算)", (MDTRT, arg("--date", type=int, default=0)),
+            "settlement.DischargeSettle", settle_request),
+    Command("cancel", "cancel a settlement (结算撤销)",
+            (arg("--setl-id", required=True), arg("--date", type=int, default=0)),
+            "settlement.CancelSettlement", cancel_request),
+    Command("show", "show a settlement", (arg("--setl-id", required=True),), "settlement.GetSettlement", show_request),
+    Command("accum", "show a person's year accumulators",
+            (arg("--psn-no", required=True), arg("--year", type=int, default=0)),
+            "settlement.GetAccumulators", accum_request),
+    Command("status", "reference data status (national operator)", (), "admin.GetReferenceDataStatus", status_request),
+    Command("load", "load reference data from a directory (national operator)", (arg("--data-dir", required=True),),
+            "admin.LoadReferenceData", load_request),
+    Command("snapshot", "write a snapshot now, so a restart replays only what follows (national operator)", (),
+            "admin.TakeSnapshot", snapshot_request),
+    Command("health", "gRPC health check", call=call_health),
+)
