@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from typing import NamedTuple, Protocol
 
+from ._core import province_code
 from .errors import YidiError
 
 NATIONAL = "national"
@@ -80,10 +81,6 @@ _WHAT = {
 }
 
 
-def province_of(admdvs: str) -> str:
-    return admdvs[:2] + "0000"
-
-
 def authorize(method: str, caller: str, request: object, world: World) -> None:
     """Refuse (PERMISSION_DENIED, or the object's NOT_FOUND reason) unless SPEC §9 lets caller do method."""
     rule = RULES[method]
@@ -98,7 +95,7 @@ def _allowed(kind: str, values: list[str], world: World) -> set[str]:
     if kind == "national":
         return {NATIONAL}
     if kind == "insured_row":
-        return {province_of(values[0])}
+        return {province_code(values[0])}
     if kind == "insured_person":
         return {world.person_province(*values)}
     if kind == "insured_or_filed":

@@ -36,7 +36,7 @@ from .events import (
     FilingChanged, Person, ReferenceLoaded, SettlementCancelled, SettlementFacts, Settled, VisitFacts,
 )
 from .limits import MAX_LINES_PER_VISIT, check_date, check_id, check_line
-from ._core import ACCUMULATOR_KEYS, Index
+from ._core import ACCUMULATOR_KEYS, Index, province_code
 
 INPATIENT = "inpatient"
 OUTPATIENT = "outpatient"
@@ -91,10 +91,6 @@ class Decision(NamedTuple):
 
 def _id_number(ident: str) -> int:
     return int(ident[1:])
-
-
-def _province(admdvs: str) -> str:
-    return admdvs[:2] + "0000"
 
 
 class Engine:
@@ -184,22 +180,22 @@ class Engine:
     # --------------------------------------- whose objects (SPEC §9, core/access.py)
     def institution_province(self, fixmedins_code: str) -> str | None:
         inst = self.index.get_institution(fixmedins_code)
-        return _province(inst["admdvs"]) if inst is not None else None
+        return province_code(inst["admdvs"]) if inst is not None else None
 
     def visit_provinces(self, mdtrt_id: str) -> tuple[str, str]:
         """(treatment province, insured province) of a visit; VISIT_NOT_FOUND if there is none."""
         facts = self.visit(mdtrt_id).facts
-        return _province(facts.mdtrtarea_admdvs), _province(facts.insuplc_admdvs)
+        return province_code(facts.mdtrtarea_admdvs), province_code(facts.insuplc_admdvs)
 
     def settlement_provinces(self, setl_id: str) -> tuple[str, str]:
         facts = self.settlement(setl_id).facts
-        return _province(facts.mdtrtarea_admdvs), _province(facts.insuplc_admdvs)
+        return province_code(facts.mdtrtarea_admdvs), province_code(facts.insuplc_admdvs)
 
     def person_province(self, psn_no: str = "", certno: str = "") -> str:
-        return _province(self.person(psn_no, certno)["insuplc_admdvs"])
+        return province_code(self.person(psn_no, certno)["insuplc_admdvs"])
 
     def person_filed_provinces(self, psn_no: str) -> set[str]:
-        return {_province(f["dest_admdvs"]) for f in self.index.filings_of(psn_no)}
+        return {province_code(f["dest_admdvs"]) for f in self.index.filings_of(psn_no)}
 
     def filing_province(self, filing_id: str) -> str:
         """The insured province of the filing's person."""
