@@ -10,6 +10,12 @@ LIMITS: dict[str, int]
 MAX_LINES, MAX_FILING_CODES, MAX_TIERS, MAX_TEMPORARY_FILING_DAYS, MIN_DATE, MAX_DATE,
 MAX_UNIT_PRICE_FEN, MAX_QTY_MILLI, MAX_BILL_FEN, MAX_POLICY_FEN, MAX_ROWS."""
 
+LAYOUT: dict
+"""The C layout, written from the C side: {"N_ACCUMULATORS", "MAX_TIERS", "N_LEVELS", "N_FILING_KINDS": int,
+"accumulator_index": {accumulator name: its ACC_* value (index into the C array)},
+"array_len": {"Struct.field": length counted by sizeof}, "enum_len": {"FILING_KINDS": int}}.
+tests/test_core_layout.py checks it against ACCUMULATOR_KEYS."""
+
 INSUTYPES: tuple[str, ...]
 PERSON_TYPES: tuple[str, ...]
 PERSON_STATUSES: tuple[str, ...]

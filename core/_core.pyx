@@ -13,9 +13,43 @@ from core.errors import YidiError, LoadError
 include "limits.pxi"
 include "index.pxi"
 
-# per person per calendar year (SPEC §5.5); the order is the C layout of Acc.v
+# per person per calendar year (SPEC §5.5); the order is the C layout of Acc.value (ACC_*)
 ACCUMULATOR_KEYS = ("inpatient_fund_paid_fen", "inpatient_admissions", "crit_base_fen", "crit_paid_fen",
                     "assist_paid_fen", "outpatient_fund_paid_fen", "outpatient_deductible_used_fen")
+
+
+cdef Acc _ACC_PROBE
+cdef Policy _POLICY_PROBE
+
+# What Python needs to know of the C layout, written from the C side: the
+# named sizes, the ACC_* value of each accumulator name, and the array lengths
+# of the structs counted by sizeof, so that tests/test_core_layout.py notices
+# if a struct, an enum and ACCUMULATOR_KEYS drift apart.
+LAYOUT = {
+    "N_ACCUMULATORS": N_ACCUMULATORS,
+    "MAX_TIERS": MAX_TIERS,
+    "N_LEVELS": N_LEVELS,
+    "N_FILING_KINDS": N_FILING_KINDS,
+    "accumulator_index": {
+        "inpatient_fund_paid_fen": ACC_INPATIENT_FUND_PAID_FEN,
+        "inpatient_admissions": ACC_INPATIENT_ADMISSIONS,
+        "crit_base_fen": ACC_CRIT_BASE_FEN,
+        "crit_paid_fen": ACC_CRIT_PAID_FEN,
+        "assist_paid_fen": ACC_ASSIST_PAID_FEN,
+        "outpatient_fund_paid_fen": ACC_OUTPATIENT_FUND_PAID_FEN,
+        "outpatient_deductible_used_fen": ACC_OUTPATIENT_DEDUCTIBLE_USED_FEN,
+    },
+    "array_len": {
+        "Acc.value": sizeof(_ACC_PROBE.value) // sizeof(int64_t),
+        "Policy.inpatient_deductible_fen": sizeof(_POLICY_PROBE.inpatient_deductible_fen) // sizeof(int64_t),
+        "Policy.inpatient_ratio_bp": sizeof(_POLICY_PROBE.inpatient_ratio_bp) // sizeof(int64_t),
+        "Policy.outpatient_ratio_bp": sizeof(_POLICY_PROBE.outpatient_ratio_bp) // sizeof(int64_t),
+        "Policy.crit_up_to_fen": sizeof(_POLICY_PROBE.crit_up_to_fen) // sizeof(int64_t),
+        "Policy.crit_ratio_bp": sizeof(_POLICY_PROBE.crit_ratio_bp) // sizeof(int64_t),
+        "Policy.reduction_bp": sizeof(_POLICY_PROBE.reduction_bp) // sizeof(int64_t),
+    },
+    "enum_len": {"FILING_KINDS": KIND_OTHER_TEMPORARY + 1},
+}
 
 
 cdef class Index:
@@ -134,16 +168,16 @@ cdef class Index:
             return None
         p = &st.persons[pi]
         return {
-            "psn_no": arena_str(st, p.psn_off, p.psn_len),
-            "certno": arena_str(st, p.cert_off, p.cert_len),
+            "psn_no": arena_str(st, p.psn_no_off, p.psn_no_len),
+            "certno": arena_str(st, p.certno_off, p.certno_len),
             "name": arena_str(st, p.name_off, p.name_len),
-            "insuplc_admdvs": f"{p.insuplc}",
+            "insuplc_admdvs": f"{p.insuplc_admdvs}",
             "insutype": INSUTYPES[p.insutype],
             "person_type": PERSON_TYPES[p.person_type],
             "status": PERSON_STATUSES[p.status],
             "assistance": p.assistance != 0,
-            "card_no": arena_str(st, p.card_off, p.card_len),
-            "card_version": self._card_versions[p.card_version],
+            "card_no": arena_str(st, p.card_no_off, p.card_no_len),
+            "card_version": self._card_versions[p.card_version_idx],
         }
 
     def psn_no_by_certno(self, certno):
@@ -155,7 +189,7 @@ cdef class Index:
         pi = tbl_find(&self.st, &self.st.t_cert, T_CERT, fnv1a(c, n, 0), c, n, 0)
         if pi < 0:
             return None
-        return arena_str(&self.st, self.st.persons[pi].psn_off, self.st.persons[pi].psn_len)
+        return arena_str(&self.st, self.st.persons[pi].psn_no_off, self.st.persons[pi].psn_no_len)
 
     def get_filing(self, filing_id):
         cdef Py_ssize_t n
@@ -199,12 +233,12 @@ cdef inline uint64_t _tbl_bytes(Table* t) noexcept nogil:
 
 cdef dict _filing_row(Store* st, int32_t fi):
     cdef Filing* f = &st.filings[fi]
-    codes = (st.arena + f.codes_off)[:f.codes_len].decode("ascii").split(" ") if f.codes_len else []
+    codes = (st.arena + f.fixmedins_codes_off)[:f.fixmedins_codes_len].decode("ascii").split(" ") if f.fixmedins_codes_len else []
     return {
-        "filing_id": arena_str(st, f.id_off, f.id_len),
-        "psn_no": arena_str(st, st.persons[f.person].psn_off, st.persons[f.person].psn_len),
+        "filing_id": arena_str(st, f.filing_id_off, f.filing_id_len),
+        "psn_no": arena_str(st, st.persons[f.person_idx].psn_no_off, st.persons[f.person_idx].psn_no_len),
         "kind": FILING_KINDS[f.kind],
-        "dest_admdvs": f"{f.dest}",
+        "dest_admdvs": f"{f.dest_admdvs}",
         "fixmedins_codes": codes,
         "valid_from": f.valid_from,
         "valid_to": f.valid_to,

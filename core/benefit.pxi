@@ -1,25 +1,15 @@
 # Benefit calculation (SPEC §5) and the per-person, per-year accumulators (§5.5).
 # Integer fen only; every input is bounded (limits.pxi) so no int64 overflows.
 
-cdef enum:
-    A_IP_FUND = 0
-    A_IP_ADMISSIONS = 1
-    A_CRIT_BASE = 2
-    A_CRIT_PAID = 3
-    A_ASSIST_PAID = 4
-    A_OP_FUND = 5
-    A_OP_DEDUCTIBLE = 6
-    N_ACC = 7
-
 cdef int64_t INT64_BIG = 0x7FFFFFFFFFFFFFFF
 
 
 cdef Acc* _acc_find(Store* st, Person* p, int year) noexcept nogil:
-    cdef int32_t ai = p.acc_head
+    cdef int32_t ai = p.first_acc_idx
     while ai >= 0:
         if st.accs[ai].year == year:
             return &st.accs[ai]
-        ai = st.accs[ai].next
+        ai = st.accs[ai].next_acc_idx
     return NULL
 
 cdef int _check_year(object year) except -1:
@@ -34,13 +24,13 @@ cdef dict _accumulators(Index self, object psn_no, object year_obj):
     cdef int k
     if pi >= 0:
         a = _acc_find(&self.st, &self.st.persons[pi], year)
-    return {ACCUMULATOR_KEYS[k]: (a.v[k] if a != NULL else 0) for k in range(N_ACC)}
+    return {ACCUMULATOR_KEYS[k]: (a.value[k] if a != NULL else 0) for k in range(N_ACCUMULATORS)}
 
 cdef int _apply_deltas(Index self, object psn_no, object year_obj, object deltas, object sign) except -1:
     cdef Store* st = &self.st
     cdef int year = _check_year(year_obj)
     cdef int32_t pi = _person_idx(self, psn_no)
-    cdef int64_t nv[7]
+    cdef int64_t nv[N_ACCUMULATORS]
     cdef Acc* a
     cdef int k
     cdef int64_t s
@@ -55,11 +45,11 @@ cdef int _apply_deltas(Index self, object psn_no, object year_obj, object deltas
         if key not in ACCUMULATOR_KEYS:
             raise YidiError("INVALID_ARGUMENT", f"未知的累计项 {key!r}")
     a = _acc_find(st, &st.persons[pi], year)
-    for k in range(N_ACC):
+    for k in range(N_ACCUMULATORS):
         d = deltas.get(ACCUMULATOR_KEYS[k], 0)
         if type(d) is not int or not (-MAX_ACCUMULATOR_FEN <= d <= MAX_ACCUMULATOR_FEN):
             raise YidiError("INVALID_ARGUMENT", f"累计项 {ACCUMULATOR_KEYS[k]} 的变动值无效")
-        nv[k] = (a.v[k] if a != NULL else 0) + s * <int64_t>d
+        nv[k] = (a.value[k] if a != NULL else 0) + s * <int64_t>d
         if nv[k] < 0 or nv[k] > MAX_ACCUMULATOR_FEN:
             raise YidiError("INVALID_ARGUMENT",
                             f"累计项 {ACCUMULATOR_KEYS[k]} 将变为 {nv[k]}，超出范围；撤销的变动必须与记账时一致")
@@ -67,25 +57,25 @@ cdef int _apply_deltas(Index self, object psn_no, object year_obj, object deltas
         st.accs = <Acc*>grow_array(st.accs, &st.cap_accs, st.n_accs + 1, sizeof(Acc))
         a = &st.accs[st.n_accs]
         a.year = year
-        a.next = st.persons[pi].acc_head
-        st.persons[pi].acc_head = <int32_t>st.n_accs
+        a.next_acc_idx = st.persons[pi].first_acc_idx
+        st.persons[pi].first_acc_idx = <int32_t>st.n_accs
         st.n_accs += 1
-    for k in range(N_ACC):
-        a.v[k] = nv[k]
+    for k in range(N_ACCUMULATORS):
+        a.value[k] = nv[k]
     return 0
 
 
 cdef int64_t _tiers_pay(Policy* pol, int64_t before, int64_t after) noexcept nogil:
     """Critical-illness payment for the cumulative base moving from before to after."""
-    cdef int64_t ex_b = imax(0, before - pol.ci_threshold)
-    cdef int64_t ex_a = imax(0, after - pol.ci_threshold)
+    cdef int64_t ex_b = imax(0, before - pol.crit_threshold_fen)
+    cdef int64_t ex_a = imax(0, after - pol.crit_threshold_fen)
     cdef int64_t lo = 0, hi, ov, pay = 0
     cdef int i
-    for i in range(pol.ci_ntiers):
-        hi = pol.ci_up_to[i] if pol.ci_up_to[i] >= 0 else INT64_BIG
+    for i in range(pol.crit_n_tiers):
+        hi = pol.crit_up_to_fen[i] if pol.crit_up_to_fen[i] >= 0 else INT64_BIG
         ov = imin(ex_a, hi) - imax(ex_b, lo)
         if ov > 0:
-            pay += bp(ov, pol.ci_ratio[i])
+            pay += bp(ov, pol.crit_ratio_bp[i])
         lo = hi
     return pay
 
@@ -97,7 +87,7 @@ cdef dict _benefit(Index self, object psn_no, object fixmedins_code, object fili
     cdef int64_t pol_i, price, qty, amount, capped, fulamt, overlmt, presp, inscp
     cdef int64_t t_ful = 0, t_over = 0, t_pre = 0, t_in = 0, medfee
     cdef int64_t ratio, D, dedc, hifp, s = 0, supp = 0, maf = 0, fund
-    cdef int64_t zero[7]
+    cdef int64_t zero[N_ACCUMULATORS]
     cdef int64_t* acc
     cdef int kind, level, cls
     cdef uint32_t prov
@@ -124,11 +114,11 @@ cdef dict _benefit(Index self, object psn_no, object fixmedins_code, object fili
     p = &st.persons[pi]
     it = &st.insts[ii]
     level = it.level
-    pol_i = _policy_idx(self, p.insuplc, p.insutype, date)
+    pol_i = _policy_idx(self, p.insuplc_admdvs, p.insutype, date)
     if pol_i < 0:
         raise YidiError(
             "POLICY_MISSING",
-            f"参保地统筹区 {_region_label(self, pooling_of(p.insuplc))} 险种 {INSUTYPES[p.insutype]} "
+            f"参保地统筹区 {_region_label(self, pooling_of(p.insuplc_admdvs))} 险种 {INSUTYPES[p.insutype]} "
             f"在 {_date_zh(date)} 没有生效的待遇政策，暂不能结算；请联系国家平台运维核实参保地政策数据。",
             psn_no=psn_no)
     pol = &st.policies[pol_i]
@@ -154,7 +144,7 @@ cdef dict _benefit(Index self, object psn_no, object fixmedins_code, object fili
         amount = (price * qty + 500) // 1000
         fulamt = overlmt = presp = inscp = 0
         ci = tbl_find(st, &st.t_item, T_ITEM, item_hash(cp, cn, prov), cp, cn, prov)
-        if ci < 0 or st.items[ci].cls == CLASS_C:
+        if ci < 0 or st.items[ci].item_class == CLASS_C:
             fulamt = amount
             lv = "" if ci < 0 else "C"
         else:
@@ -163,7 +153,7 @@ cdef dict _benefit(Index self, object psn_no, object fixmedins_code, object fili
             if item.price_cap_fen > 0 and price > item.price_cap_fen:
                 capped = (item.price_cap_fen * qty + 500) // 1000
                 overlmt = amount - capped
-            if item.cls == CLASS_A:
+            if item.item_class == CLASS_A:
                 inscp = capped
                 lv = "A"
             else:
@@ -181,35 +171,35 @@ cdef dict _benefit(Index self, object psn_no, object fixmedins_code, object fili
 
     # 5.2 ratio
     if inpatient:
-        ratio = pol.ip_ratio[level] + (pol.ip_retired_bonus if p.person_type == PTYPE_RETIRED else 0)
+        ratio = pol.inpatient_ratio_bp[level] + (pol.inpatient_retired_bonus_bp if p.person_type == PTYPE_RETIRED else 0)
     else:
-        ratio = pol.op_ratio[level] + (pol.op_retired_bonus if p.person_type == PTYPE_RETIRED else 0)
-    ratio = imin(BP_ONE, imax(0, ratio - pol.reduction[kind]))
+        ratio = pol.outpatient_ratio_bp[level] + (pol.outpatient_retired_bonus_bp if p.person_type == PTYPE_RETIRED else 0)
+    ratio = imin(BP_ONE, imax(0, ratio - pol.reduction_bp[kind]))
 
     a = _acc_find(st, p, <int>(date // 10000))
     memset(zero, 0, sizeof(zero))
     if a != NULL:
-        acc = &a.v[0]
+        acc = &a.value[0]
     else:
         acc = &zero[0]
     if inpatient:
         # 5.3 steps 1-4
-        D = pol.ip_deductible[level]
-        if acc[A_IP_ADMISSIONS] >= 1 and pol.ip_subsequent_bp >= 0:
-            D = bp(D, pol.ip_subsequent_bp)
+        D = pol.inpatient_deductible_fen[level]
+        if acc[ACC_INPATIENT_ADMISSIONS] >= 1 and pol.inpatient_subsequent_deductible_bp >= 0:
+            D = bp(D, pol.inpatient_subsequent_deductible_bp)
         dedc = imin(inscp, D)
-        hifp = imin(bp(inscp - dedc, ratio), imax(0, pol.ip_cap - acc[A_IP_FUND]))
+        hifp = imin(bp(inscp - dedc, ratio), imax(0, pol.inpatient_annual_cap_fen - acc[ACC_INPATIENT_FUND_PAID_FEN]))
         s = inscp - hifp
-        if pol.ci_present:
-            supp = imin(_tiers_pay(pol, acc[A_CRIT_BASE], acc[A_CRIT_BASE] + s),
-                        imax(0, pol.ci_cap - acc[A_CRIT_PAID]))
+        if pol.crit_present:
+            supp = imin(_tiers_pay(pol, acc[ACC_CRIT_BASE_FEN], acc[ACC_CRIT_BASE_FEN] + s),
+                        imax(0, pol.crit_annual_cap_fen - acc[ACC_CRIT_PAID_FEN]))
     else:
         # 5.4
-        dedc = imin(inscp, imax(0, pol.op_deductible - acc[A_OP_DEDUCTIBLE]))
-        hifp = imin(bp(inscp - dedc, ratio), imax(0, pol.op_cap - acc[A_OP_FUND]))
+        dedc = imin(inscp, imax(0, pol.outpatient_annual_deductible_fen - acc[ACC_OUTPATIENT_DEDUCTIBLE_USED_FEN]))
+        hifp = imin(bp(inscp - dedc, ratio), imax(0, pol.outpatient_annual_cap_fen - acc[ACC_OUTPATIENT_FUND_PAID_FEN]))
     # 5.3 step 5, medical assistance
-    if p.assistance and pol.as_present:
-        maf = imin(bp(inscp - hifp - supp, pol.as_ratio), imax(0, pol.as_cap - acc[A_ASSIST_PAID]))
+    if p.assistance and pol.assist_present:
+        maf = imin(bp(inscp - hifp - supp, pol.assist_ratio_bp), imax(0, pol.assist_annual_cap_fen - acc[ACC_ASSIST_PAID_FEN]))
     fund = hifp + supp + maf
     if inpatient:
         deltas = {"inpatient_fund_paid_fen": hifp, "inpatient_admissions": 1, "crit_base_fen": s,
@@ -234,7 +224,7 @@ cdef dict _benefit(Index self, object psn_no, object fixmedins_code, object fili
         "fund_pay_sumamt": fund,
         "psn_cash_pay": medfee - fund,
         "policy_effective_from": pol.effective_from,
-        "high_cost": medfee > pol.high_cost,
+        "high_cost": medfee > pol.high_cost_fen,
         "year": date // 10000,
         "line_results": line_results,
         "deltas": deltas,

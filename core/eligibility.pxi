@@ -56,10 +56,10 @@ cdef str _state_zh(Filing* f, int64_t date):
     return "有效"
 
 cdef inline str _filing_id(Store* st, Filing* f):
-    return arena_str(st, f.id_off, f.id_len)
+    return arena_str(st, f.filing_id_off, f.filing_id_len)
 
 cdef inline str _inst_code(Store* st, int32_t i):
-    return arena_str(st, st.insts[i].code_off, st.insts[i].code_len)
+    return arena_str(st, st.insts[i].fixmedins_code_off, st.insts[i].fixmedins_code_len)
 
 cdef inline str _inst_name(Store* st, int32_t i):
     return arena_str(st, st.insts[i].name_off, st.insts[i].name_len)
@@ -69,16 +69,16 @@ cdef bint _designates(Store* st, Filing* f, Institution* it) noexcept nogil:
     cdef const char* p
     cdef const char* code
     cdef int i = 0, start, n
-    if f.codes_len == 0:
+    if f.fixmedins_codes_len == 0:
         return True
-    p = st.arena + f.codes_off
-    code = st.arena + it.code_off
-    n = f.codes_len
+    p = st.arena + f.fixmedins_codes_off
+    code = st.arena + it.fixmedins_code_off
+    n = f.fixmedins_codes_len
     while i < n:
         start = i
         while i < n and p[i] != 32:
             i += 1
-        if i - start == it.code_len and memcmp(p + start, code, it.code_len) == 0:
+        if i - start == it.fixmedins_code_len and memcmp(p + start, code, it.fixmedins_code_len) == 0:
             return True
         i += 1
     return False
@@ -86,10 +86,10 @@ cdef bint _designates(Store* st, Filing* f, Institution* it) noexcept nogil:
 cdef list _filings_sorted(Store* st, Person* p):
     """Row indexes of the person's filings in (valid_from, filing_id) order."""
     out = []
-    cdef int32_t fi = p.first_filing
+    cdef int32_t fi = p.first_filing_idx
     while fi >= 0:
         out.append((st.filings[fi].valid_from, _filing_id(st, &st.filings[fi]), fi))
-        fi = st.filings[fi].next
+        fi = st.filings[fi].next_filing_idx
     out.sort()
     return [t[2] for t in out]
 
@@ -99,7 +99,7 @@ cdef str _designated_zh(Index self, Filing* f):
     cdef Py_ssize_t n
     cdef const char* cp
     parts = []
-    for code in (st.arena + f.codes_off)[:f.codes_len].decode("ascii").split(" "):
+    for code in (st.arena + f.fixmedins_codes_off)[:f.fixmedins_codes_len].decode("ascii").split(" "):
         cp = PyUnicode_AsUTF8AndSize(code, &n)
         ii = tbl_find(st, &st.t_inst, T_INST, fnv1a(cp, n, 0), cp, n, 0)
         parts.append(f"{code}（{_inst_name(st, ii) if ii >= 0 else '机构信息未登记'}）")
@@ -115,8 +115,8 @@ cdef bint _better(Store* st, int32_t a, int64_t ra, int32_t b, int64_t rb) noexc
     if fa.valid_from != fb.valid_from:
         return fa.valid_from > fb.valid_from
     # last resort, for determinism: the smaller filing_id
-    c = memcmp(st.arena + fa.id_off, st.arena + fb.id_off, imin(fa.id_len, fb.id_len))
-    return c < 0 or (c == 0 and fa.id_len < fb.id_len)
+    c = memcmp(st.arena + fa.filing_id_off, st.arena + fb.filing_id_off, imin(fa.filing_id_len, fb.filing_id_len))
+    return c < 0 or (c == 0 and fa.filing_id_len < fb.filing_id_len)
 
 cdef dict _eligibility(Index self, object psn_no, object fixmedins_code, bint inpatient, object date_obj,
                        object card_no, object card_version, bint has_open_inpatient):
@@ -133,7 +133,7 @@ cdef dict _eligibility(Index self, object psn_no, object fixmedins_code, bint in
 
     # 1 filed
     pi = _person_idx(self, psn_no)
-    if pi < 0 or st.persons[pi].first_filing < 0:
+    if pi < 0 or st.persons[pi].first_filing_idx < 0:
         raise YidiError(
             "PERSON_NOT_FILED",
             f"参保人（人员编号 {psn_no}）没有跨省异地就医备案记录，暂不能直接结算。"
@@ -152,13 +152,13 @@ cdef dict _eligibility(Index self, object psn_no, object fixmedins_code, bint in
     if card_no is not None or card_version is not None:
         if card_no is not None:
             cp = _str_of(card_no, "card_no", &cn)
-            if cn != p.card_len or memcmp(cp, st.arena + p.card_off, cn) != 0:
+            if cn != p.card_no_len or memcmp(cp, st.arena + p.card_no_off, cn) != 0:
                 raise YidiError(
                     "CARD_INVALID",
                     "所持医保卡（社保卡）卡号与参保人登记的卡号不一致，请核对是否本人卡、是否已换卡；"
                     "也可使用医保电子凭证或身份证件办理。",
                     psn_no=psn_no, cause="card_no_mismatch")
-        ver = card_version if card_version is not None else self._card_versions[p.card_version]
+        ver = card_version if card_version is not None else self._card_versions[p.card_version_idx]
         if ver not in self._accepted:
             raise YidiError(
                 "CARD_INVALID",
@@ -174,10 +174,10 @@ cdef dict _eligibility(Index self, object psn_no, object fixmedins_code, bint in
     it = &st.insts[ii]
     iname = _inst_name(st, ii)
     # 5 cross-province
-    if province_of(it.admdvs) == province_of(p.insuplc):
+    if province_of(it.admdvs) == province_of(p.insuplc_admdvs):
         raise YidiError(
             "NOT_CROSS_PROVINCE",
-            f"参保地 {_region_label(self, p.insuplc)} 与就医机构 {iname} 所在地 {_region_label(self, it.admdvs)} "
+            f"参保地 {_region_label(self, p.insuplc_admdvs)} 与就医机构 {iname} 所在地 {_region_label(self, it.admdvs)} "
             f"同属 {_region_label(self, province_of(it.admdvs))}，不属于跨省异地就医，请按省内就医结算办法办理。",
             psn_no=psn_no, fixmedins_code=fixmedins_code)
     # 6 institution open for this kind of visit
@@ -188,24 +188,24 @@ cdef dict _eligibility(Index self, object psn_no, object fixmedins_code, bint in
             f"本次{visit}费用不能直接结算；请选择已开通的定点机构，或先行垫付后回参保地报销。",
             fixmedins_code=fixmedins_code)
     # 7 and 8: filings valid today for the destination, then designated institutions
-    pol = _policy_idx(self, p.insuplc, p.insutype, date)
-    fi = p.first_filing
+    pol = _policy_idx(self, p.insuplc_admdvs, p.insutype, date)
+    fi = p.first_filing_idx
     while fi >= 0:
         f = &st.filings[fi]
         if (f.status == FSTATUS_ACTIVE and f.valid_from <= date and (f.valid_to == 0 or date <= f.valid_to)
-                and dest_covers(f.dest, it.admdvs)):
+                and dest_covers(f.dest_admdvs, it.admdvs)):
             n7 += 1
             if _designates(st, f, it):
-                r = st.policies[pol].reduction[f.kind] if pol >= 0 else 0
+                r = st.policies[pol].reduction_bp[f.kind] if pol >= 0 else 0
                 if best < 0 or _better(st, fi, r, best, best_r):
                     best = fi
                     best_r = r
-        fi = f.next
+        fi = f.next_filing_idx
     if n7 == 0:
         have = []
         for fi in _filings_sorted(st, p):
             f = &st.filings[fi]
-            have.append(f"{_region_label(self, f.dest)}·{KIND_NAMES_ZH[f.kind]}·{_validity_zh(f)}·{_state_zh(f, date)}")
+            have.append(f"{_region_label(self, f.dest_admdvs)}·{KIND_NAMES_ZH[f.kind]}·{_validity_zh(f)}·{_state_zh(f, date)}")
         raise YidiError(
             "NOT_FILED_FOR_DESTINATION",
             f"参保人在 {_date_zh(date)} 没有覆盖就医地 {_region_label(self, it.admdvs)} 的有效备案。"
@@ -213,11 +213,11 @@ cdef dict _eligibility(Index self, object psn_no, object fixmedins_code, bint in
             psn_no=psn_no, fixmedins_code=fixmedins_code)
     if best < 0:
         named = []
-        fi = p.first_filing
+        fi = p.first_filing_idx
         for fi in _filings_sorted(st, p):
             f = &st.filings[fi]
             if (f.status == FSTATUS_ACTIVE and f.valid_from <= date and (f.valid_to == 0 or date <= f.valid_to)
-                    and dest_covers(f.dest, it.admdvs)):
+                    and dest_covers(f.dest_admdvs, it.admdvs)):
                 named.append(f"{KIND_NAMES_ZH[f.kind]}备案（{_filing_id(st, f)}）指定机构：{_designated_zh(self, f)}")
         raise YidiError(
             "INSTITUTION_NOT_DESIGNATED",
@@ -235,7 +235,7 @@ cdef dict _eligibility(Index self, object psn_no, object fixmedins_code, bint in
     return {
         "filing_id": _filing_id(st, f),
         "filing_kind": FILING_KINDS[f.kind],
-        "insuplc_admdvs": f"{p.insuplc}",
+        "insuplc_admdvs": f"{p.insuplc_admdvs}",
         "mdtrtarea_admdvs": f"{it.admdvs}",
         "fixmedins_level": it.level,
         "insutype": INSUTYPES[p.insutype],

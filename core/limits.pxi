@@ -17,6 +17,9 @@ cdef enum:
     MAX_LINES = 1000              # fee lines per settlement
     MAX_FILING_CODES = 64         # fixmedins_codes per filing
     MAX_TIERS = 8                 # critical-illness tiers
+    N_LEVELS = 4                  # institution levels 1..3; arrays by level leave slot 0 unused
+    N_FILING_KINDS = 6            # KIND_* (index.pxi)
+    N_ACCUMULATORS = 7            # ACC_* (index.pxi), ACCUMULATOR_KEYS (_core.pyx)
     MAX_TEMPORARY_FILING_DAYS = 366   # inclusive length of a temporary filing
     MIN_DATE = 19000101
     MAX_DATE = 21001231

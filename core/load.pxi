@@ -11,32 +11,34 @@ import orjson
 cdef object _MISSING = object()
 
 
+# A validated row, its strings borrowed from the row's str objects (UTF-8,
+# valid while the row lives); field names as in Person / Filing.
 ctypedef struct PersonIn:
-    const char* psn
-    const char* cert
+    const char* psn_no
+    const char* certno
     const char* name
-    const char* card
-    Py_ssize_t psn_n
-    Py_ssize_t cert_n
+    const char* card_no
+    Py_ssize_t psn_no_n
+    Py_ssize_t certno_n
     Py_ssize_t name_n
-    Py_ssize_t card_n
-    uint32_t insuplc
+    Py_ssize_t card_no_n
+    uint32_t insuplc_admdvs
     int insutype
-    int ptype
+    int person_type
     int status
     int assistance
-    int card_version
+    int card_version_idx
 
 ctypedef struct FilingIn:
-    const char* fid
-    Py_ssize_t fid_n
-    int32_t person
+    const char* filing_id
+    Py_ssize_t filing_id_n
+    int32_t person_idx
     int kind
     int status
-    uint32_t dest
+    uint32_t dest_admdvs
     uint32_t valid_from
     uint32_t valid_to
-    int ncodes
+    int n_fixmedins_codes
 
 
 # ---------------------------------------------------------------- field helpers
@@ -116,19 +118,19 @@ cdef uint32_t _admdvs_field(dict row, str key) except 0:
 cdef int _check_person(Index self, dict row, PersonIn* o) except -1:
     cdef Py_ssize_t vn
     cdef const char* vp
-    o.psn = _id_field(row, "psn_no", &o.psn_n)
+    o.psn_no = _id_field(row, "psn_no", &o.psn_no_n)
     v = _field(row, "certno")
-    o.cert = _str_of(v, "certno", &o.cert_n)
-    if not certno_ok(o.cert, o.cert_n):
+    o.certno = _str_of(v, "certno", &o.certno_n)
+    if not certno_ok(o.certno, o.certno_n):
         raise YidiError("INVALID_CERTNO", "身份证号码无效：须为 18 位，末位为 GB 11643 校验码（0–9 或 X）",
                         field="certno")
     o.name = _name_field(row, "name", &o.name_n)
-    o.insuplc = _admdvs_field(row, "insuplc_admdvs")
+    o.insuplc_admdvs = _admdvs_field(row, "insuplc_admdvs")
     o.insutype = _enum_field(row, "insutype", INSUTYPES)
-    o.ptype = _enum_field(row, "person_type", PERSON_TYPES)
+    o.person_type = _enum_field(row, "person_type", PERSON_TYPES)
     o.status = _enum_field(row, "status", PERSON_STATUSES)
     o.assistance = _bool_field(row, "assistance")
-    o.card = _id_field(row, "card_no", &o.card_n)
+    o.card_no = _id_field(row, "card_no", &o.card_no_n)
     cv = _field(row, "card_version")
     vp = _str_of(cv, "card_version", &vn)
     if not id_ok(vp, vn) or vn > MAX_CARD_VERSION_LEN:
@@ -141,23 +143,23 @@ cdef int _check_person(Index self, dict row, PersonIn* o) except -1:
         idx = len(self._card_versions)
         self._card_versions.append(cv)
         self._card_version_idx[cv] = idx
-    o.card_version = idx
+    o.card_version_idx = idx
     return 0
 
 cdef int _store_person_strings(Store* st, Person* p, PersonIn* o) except -1:
-    p.psn_off = arena_put(st, o.psn, o.psn_n); p.psn_len = <uint8_t>o.psn_n
-    p.cert_off = arena_put(st, o.cert, o.cert_n); p.cert_len = <uint8_t>o.cert_n
+    p.psn_no_off = arena_put(st, o.psn_no, o.psn_no_n); p.psn_no_len = <uint8_t>o.psn_no_n
+    p.certno_off = arena_put(st, o.certno, o.certno_n); p.certno_len = <uint8_t>o.certno_n
     p.name_off = arena_put(st, o.name, o.name_n); p.name_len = <uint16_t>o.name_n
-    p.card_off = arena_put(st, o.card, o.card_n); p.card_len = <uint8_t>o.card_n
+    p.card_no_off = arena_put(st, o.card_no, o.card_no_n); p.card_no_len = <uint8_t>o.card_no_n
     return 0
 
 cdef inline void _set_person_attrs(Person* p, PersonIn* o) noexcept nogil:
-    p.insuplc = o.insuplc
+    p.insuplc_admdvs = o.insuplc_admdvs
     p.insutype = <uint8_t>o.insutype
-    p.person_type = <uint8_t>o.ptype
+    p.person_type = <uint8_t>o.person_type
     p.status = <uint8_t>o.status
     p.assistance = <uint8_t>o.assistance
-    p.card_version = <uint8_t>o.card_version
+    p.card_version_idx = <uint8_t>o.card_version_idx
 
 cdef int32_t _put_person(Index self, dict row, bint replace) except -2:
     """Insert or (if replace) update a person; returns its row index."""
@@ -167,10 +169,10 @@ cdef int32_t _put_person(Index self, dict row, bint replace) except -2:
     cdef int32_t idx, other
     cdef uint64_t hp, hc
     _check_person(self, row, &o)
-    hp = fnv1a(o.psn, o.psn_n, 0)
-    hc = fnv1a(o.cert, o.cert_n, 0)
-    idx = tbl_find(st, &st.t_psn, T_PSN, hp, o.psn, o.psn_n, 0)
-    other = tbl_find(st, &st.t_cert, T_CERT, hc, o.cert, o.cert_n, 0)
+    hp = fnv1a(o.psn_no, o.psn_no_n, 0)
+    hc = fnv1a(o.certno, o.certno_n, 0)
+    idx = tbl_find(st, &st.t_psn, T_PSN, hp, o.psn_no, o.psn_no_n, 0)
+    other = tbl_find(st, &st.t_cert, T_CERT, hc, o.certno, o.certno_n, 0)
     if idx >= 0 and not replace:
         raise YidiError("PERSON_CONFLICT", "人员编号重复", psn_no=row["psn_no"])
     if other >= 0 and other != idx:
@@ -180,10 +182,10 @@ cdef int32_t _put_person(Index self, dict row, bint replace) except -2:
         p = &st.persons[idx]
         if other < 0:      # certno changed: move the person in the certno table
             tbl_remove(st, &st.t_cert, T_CERT, key_hash(st, T_CERT, idx), idx)
-            p.cert_off = arena_put(st, o.cert, o.cert_n); p.cert_len = <uint8_t>o.cert_n
+            p.certno_off = arena_put(st, o.certno, o.certno_n); p.certno_len = <uint8_t>o.certno_n
             tbl_insert(st, &st.t_cert, T_CERT, hc, idx)
         p.name_off = arena_put(st, o.name, o.name_n); p.name_len = <uint16_t>o.name_n
-        p.card_off = arena_put(st, o.card, o.card_n); p.card_len = <uint8_t>o.card_n
+        p.card_no_off = arena_put(st, o.card_no, o.card_no_n); p.card_no_len = <uint8_t>o.card_no_n
         _set_person_attrs(p, &o)
         return idx
     st.persons = <Person*>grow_array(st.persons, &st.cap_persons, st.n_persons + 1, sizeof(Person))
@@ -191,8 +193,8 @@ cdef int32_t _put_person(Index self, dict row, bint replace) except -2:
     p = &st.persons[idx]
     _store_person_strings(st, p, &o)
     _set_person_attrs(p, &o)
-    p.first_filing = -1
-    p.acc_head = -1
+    p.first_filing_idx = -1
+    p.first_acc_idx = -1
     tbl_insert(st, &st.t_psn, T_PSN, hp, idx)
     tbl_insert(st, &st.t_cert, T_CERT, hc, idx)
     st.n_persons += 1
@@ -207,11 +209,11 @@ cdef str _check_filing(Index self, dict row, FilingIn* o, object person=None):
     cdef const char* psn_p
     cdef Store* st = &self.st
     cdef int64_t vf, vt
-    o.fid = _id_field(row, "filing_id", &o.fid_n)
+    o.filing_id = _id_field(row, "filing_id", &o.filing_id_n)
     psn_p = _id_field(row, "psn_no", &psn_n)
     o.kind = _enum_field(row, "kind", FILING_KINDS)
-    o.dest = _admdvs_field(row, "dest_admdvs")
-    if o.dest not in self._regions:
+    o.dest_admdvs = _admdvs_field(row, "dest_admdvs")
+    if o.dest_admdvs not in self._regions:
         raise YidiError("INVALID_CODE", f"备案就医地（dest_admdvs）{row['dest_admdvs']} 不是已知的行政区划", field="dest_admdvs")
     codes = _field(row, "fixmedins_codes")
     if type(codes) is not list:
@@ -239,9 +241,9 @@ cdef str _check_filing(Index self, dict row, FilingIn* o, object person=None):
     o.status = _enum_field(row, "status", FILING_STATUSES)
     o.valid_from = <uint32_t>vf
     o.valid_to = <uint32_t>vt
-    o.ncodes = len(codes)
-    o.person = tbl_find(st, &st.t_psn, T_PSN, fnv1a(psn_p, psn_n, 0), psn_p, psn_n, 0)
-    if o.person < 0 and not (type(person) is dict and person.get("psn_no") == row["psn_no"]):
+    o.n_fixmedins_codes = len(codes)
+    o.person_idx = tbl_find(st, &st.t_psn, T_PSN, fnv1a(psn_p, psn_n, 0), psn_p, psn_n, 0)
+    if o.person_idx < 0 and not (type(person) is dict and person.get("psn_no") == row["psn_no"]):
         raise YidiError("PERSON_NOT_FOUND", f"人员编号 {row['psn_no']} 未登记，须先登记参保人信息再备案",
                         psn_no=row["psn_no"])
     return " ".join(codes)
@@ -255,35 +257,35 @@ cdef int32_t _put_filing(Index self, dict row, bint replace) except -2:
     cdef Py_ssize_t cn
     cdef const char* cp
     codes = _check_filing(self, row, &o, None)
-    h = fnv1a(o.fid, o.fid_n, 0)
-    idx = tbl_find(st, &st.t_filing, T_FILING, h, o.fid, o.fid_n, 0)
+    h = fnv1a(o.filing_id, o.filing_id_n, 0)
+    idx = tbl_find(st, &st.t_filing, T_FILING, h, o.filing_id, o.filing_id_n, 0)
     if idx >= 0:
         if not replace:
             raise YidiError("FILING_CONFLICT", f"备案编号 {row['filing_id']} 重复", filing_id=row["filing_id"])
-        if st.filings[idx].person != o.person:
+        if st.filings[idx].person_idx != o.person_idx:
             raise YidiError("FILING_CONFLICT", f"备案编号 {row['filing_id']} 已属于另一参保人，不能改挂",
                             filing_id=row["filing_id"])
     else:
         st.filings = <Filing*>grow_array(st.filings, &st.cap_filings, st.n_filings + 1, sizeof(Filing))
         idx = <int32_t>st.n_filings
         f = &st.filings[idx]
-        f.id_off = arena_put(st, o.fid, o.fid_n)
-        f.id_len = <uint8_t>o.fid_n
-        f.person = o.person
-        f.next = st.persons[o.person].first_filing
-        st.persons[o.person].first_filing = idx
+        f.filing_id_off = arena_put(st, o.filing_id, o.filing_id_n)
+        f.filing_id_len = <uint8_t>o.filing_id_n
+        f.person_idx = o.person_idx
+        f.next_filing_idx = st.persons[o.person_idx].first_filing_idx
+        st.persons[o.person_idx].first_filing_idx = idx
         tbl_insert(st, &st.t_filing, T_FILING, h, idx)
         st.n_filings += 1
     f = &st.filings[idx]
     cp = PyUnicode_AsUTF8AndSize(codes, &cn)
     if cn > 65535:
         raise YidiError("INVALID_ARGUMENT", "备案指定机构编码过长", field="fixmedins_codes")
-    f.codes_off = arena_put(st, cp, cn) if cn else 0
-    f.codes_len = <uint16_t>cn
-    f.ncodes = <uint8_t>o.ncodes
+    f.fixmedins_codes_off = arena_put(st, cp, cn) if cn else 0
+    f.fixmedins_codes_len = <uint16_t>cn
+    f.n_fixmedins_codes = <uint8_t>o.n_fixmedins_codes
     f.kind = <uint8_t>o.kind
     f.status = <uint8_t>o.status
-    f.dest = o.dest
+    f.dest_admdvs = o.dest_admdvs
     f.valid_from = o.valid_from
     f.valid_to = o.valid_to
     return idx
@@ -306,7 +308,7 @@ cdef int _put_institution(Index self, dict row) except -1:
     cdef const char* np = _name_field(row, "name", &nn)
     cdef uint32_t adm = _admdvs_field(row, "admdvs")
     cdef int kind = _enum_field(row, "kind", INSTITUTION_KINDS)
-    cdef int level = _int_field(row, "level", 1, 3, "INVALID_ENUM")
+    cdef int level = _int_field(row, "level", 1, N_LEVELS - 1, "INVALID_ENUM")
     cdef bint ip = _bool_field(row, "inpatient")
     cdef bint op = _bool_field(row, "outpatient")
     cdef uint64_t h = fnv1a(cp, cn, 0)
@@ -317,7 +319,7 @@ cdef int _put_institution(Index self, dict row) except -1:
         raise YidiError("INVALID_CODE", f"机构编码 {row['fixmedins_code']} 重复", field="fixmedins_code")
     st.insts = <Institution*>grow_array(st.insts, &st.cap_insts, st.n_insts + 1, sizeof(Institution))
     it = &st.insts[st.n_insts]
-    it.code_off = arena_put(st, cp, cn); it.code_len = <uint8_t>cn
+    it.fixmedins_code_off = arena_put(st, cp, cn); it.fixmedins_code_len = <uint8_t>cn
     it.name_off = arena_put(st, np, nn); it.name_len = <uint16_t>nn
     it.admdvs = adm
     it.kind = <uint8_t>kind
@@ -346,11 +348,11 @@ cdef int _put_item(Index self, dict row) except -1:
         raise YidiError("INVALID_CODE", f"目录项目 {row['code']} 在省份 {row['province']} 重复", field="code")
     st.items = <CatalogItem*>grow_array(st.items, &st.cap_items, st.n_items + 1, sizeof(CatalogItem))
     it = &st.items[st.n_items]
-    it.province = prov
+    it.province_admdvs = prov
     it.code_off = arena_put(st, cp, cn); it.code_len = <uint8_t>cn
     it.name_off = arena_put(st, np, nn); it.name_len = <uint16_t>nn
     it.category = <uint8_t>cat
-    it.cls = <uint8_t>cls
+    it.item_class = <uint8_t>cls
     it.selfpay_bp = <uint16_t>selfpay
     it.price_cap_fen = cap
     tbl_insert(st, &st.t_item, T_ITEM, h, <int32_t>st.n_items)
@@ -370,11 +372,11 @@ cdef dict _obj_field(dict row, str key, bint optional):
     return v
 
 cdef int _levels(dict d, str key, str path, int64_t hi, int64_t* out) except -1:
-    """A {"1": x, "2": y, "3": z} map by institution level into out[1..3]."""
+    """A {"1": x, "2": y, "3": z} map by institution level into out[1..N_LEVELS-1]."""
     cdef int lv
     m = _obj_field(d, key, False)
     out[0] = 0
-    for lv in range(1, 4):
+    for lv in range(1, N_LEVELS):
         v = m.get(str(lv))
         if v is None:
             raise YidiError("REFERENCE_DATA_INVALID", f"缺少必填字段 {path}.{key}.{lv}", field=key)
@@ -395,23 +397,23 @@ cdef int _put_policy(Index self, dict row) except -1:
     pol.effective_from = <int32_t>_date_field(row, "effective_from")
     R = "REFERENCE_DATA_INVALID"
     ip = _obj_field(row, "inpatient", False)
-    _levels(ip, "deductible_fen", "inpatient", MAX_POLICY_FEN, pol.ip_deductible)
-    _levels(ip, "ratio_bp", "inpatient", BP_ONE, pol.ip_ratio)
-    pol.ip_retired_bonus = _int_field(ip, "retired_bonus_bp", 0, BP_ONE, R)
-    pol.ip_cap = _int_field(ip, "annual_cap_fen", 0, MAX_POLICY_FEN, R)
-    pol.ip_subsequent_bp = -1
+    _levels(ip, "deductible_fen", "inpatient", MAX_POLICY_FEN, pol.inpatient_deductible_fen)
+    _levels(ip, "ratio_bp", "inpatient", BP_ONE, pol.inpatient_ratio_bp)
+    pol.inpatient_retired_bonus_bp = _int_field(ip, "retired_bonus_bp", 0, BP_ONE, R)
+    pol.inpatient_annual_cap_fen = _int_field(ip, "annual_cap_fen", 0, MAX_POLICY_FEN, R)
+    pol.inpatient_subsequent_deductible_bp = -1
     if ip.get("subsequent_deductible_bp") is not None:
-        pol.ip_subsequent_bp = _int_field(ip, "subsequent_deductible_bp", 0, BP_ONE, R)
+        pol.inpatient_subsequent_deductible_bp = _int_field(ip, "subsequent_deductible_bp", 0, BP_ONE, R)
     op = _obj_field(row, "outpatient", False)
-    pol.op_deductible = _int_field(op, "annual_deductible_fen", 0, MAX_POLICY_FEN, R)
-    _levels(op, "ratio_bp", "outpatient", BP_ONE, pol.op_ratio)
-    pol.op_retired_bonus = _int_field(op, "retired_bonus_bp", 0, BP_ONE, R)
-    pol.op_cap = _int_field(op, "annual_cap_fen", 0, MAX_POLICY_FEN, R)
+    pol.outpatient_annual_deductible_fen = _int_field(op, "annual_deductible_fen", 0, MAX_POLICY_FEN, R)
+    _levels(op, "ratio_bp", "outpatient", BP_ONE, pol.outpatient_ratio_bp)
+    pol.outpatient_retired_bonus_bp = _int_field(op, "retired_bonus_bp", 0, BP_ONE, R)
+    pol.outpatient_annual_cap_fen = _int_field(op, "annual_cap_fen", 0, MAX_POLICY_FEN, R)
     ci = _obj_field(row, "critical_illness", True)
     if ci is not None:
-        pol.ci_present = 1
-        pol.ci_threshold = _int_field(ci, "threshold_fen", 0, MAX_POLICY_FEN, R)
-        pol.ci_cap = _int_field(ci, "annual_cap_fen", 0, MAX_POLICY_FEN, R)
+        pol.crit_present = 1
+        pol.crit_threshold_fen = _int_field(ci, "threshold_fen", 0, MAX_POLICY_FEN, R)
+        pol.crit_annual_cap_fen = _int_field(ci, "annual_cap_fen", 0, MAX_POLICY_FEN, R)
         tiers = _field(ci, "tiers")
         if type(tiers) is not list or not (1 <= len(tiers) <= MAX_TIERS):
             raise YidiError(R, f"critical_illness.tiers 须为 1–{MAX_TIERS} 档的数组", field="tiers")
@@ -420,30 +422,30 @@ cdef int _put_policy(Index self, dict row) except -1:
             t = tiers[i]
             if type(t) is not dict:
                 raise YidiError(R, "critical_illness.tiers 的每一档须为对象", field="tiers")
-            pol.ci_ratio[i] = _int_field(t, "ratio_bp", 0, BP_ONE, R)
+            pol.crit_ratio_bp[i] = _int_field(t, "ratio_bp", 0, BP_ONE, R)
             up = t.get("up_to_fen")
             if i == len(tiers) - 1:
                 if up is not None:
                     raise YidiError(R, "critical_illness.tiers 最后一档的 up_to_fen 须为 null", field="tiers")
-                pol.ci_up_to[i] = -1
+                pol.crit_up_to_fen[i] = -1
             else:
                 if up is None:
                     raise YidiError(R, "critical_illness.tiers 只有最后一档的 up_to_fen 可以为 null", field="tiers")
-                pol.ci_up_to[i] = _int_of(up, "up_to_fen", 0, MAX_POLICY_FEN, R)
-                if pol.ci_up_to[i] <= prev_up:
+                pol.crit_up_to_fen[i] = _int_of(up, "up_to_fen", 0, MAX_POLICY_FEN, R)
+                if pol.crit_up_to_fen[i] <= prev_up:
                     raise YidiError(R, "critical_illness.tiers 的 up_to_fen 须严格递增（且大于 0）", field="tiers")
-                prev_up = pol.ci_up_to[i]
-        pol.ci_ntiers = len(tiers)
+                prev_up = pol.crit_up_to_fen[i]
+        pol.crit_n_tiers = len(tiers)
     asst = _obj_field(row, "assistance", True)
     if asst is not None:
-        pol.as_present = 1
-        pol.as_ratio = _int_field(asst, "ratio_bp", 0, BP_ONE, R)
-        pol.as_cap = _int_field(asst, "annual_cap_fen", 0, MAX_POLICY_FEN, R)
+        pol.assist_present = 1
+        pol.assist_ratio_bp = _int_field(asst, "ratio_bp", 0, BP_ONE, R)
+        pol.assist_annual_cap_fen = _int_field(asst, "annual_cap_fen", 0, MAX_POLICY_FEN, R)
     red = _obj_field(row, "reduction_bp", False)
-    pol.reduction[KIND_REFERRAL] = _int_field(red, "referral", 0, MAX_REDUCTION_REFERRAL_BP, R)
-    pol.reduction[KIND_EMERGENCY] = _int_field(red, "emergency", 0, MAX_REDUCTION_REFERRAL_BP, R)
-    pol.reduction[KIND_OTHER_TEMPORARY] = _int_field(red, "other_temporary", 0, MAX_REDUCTION_OTHER_TEMP_BP, R)
-    pol.high_cost = _int_field(row, "high_cost_fen", 0, MAX_POLICY_FEN, R)
+    pol.reduction_bp[KIND_REFERRAL] = _int_field(red, "referral", 0, MAX_REDUCTION_REFERRAL_BP, R)
+    pol.reduction_bp[KIND_EMERGENCY] = _int_field(red, "emergency", 0, MAX_REDUCTION_REFERRAL_BP, R)
+    pol.reduction_bp[KIND_OTHER_TEMPORARY] = _int_field(red, "other_temporary", 0, MAX_REDUCTION_OTHER_TEMP_BP, R)
+    pol.high_cost_fen = _int_field(row, "high_cost_fen", 0, MAX_POLICY_FEN, R)
     key = (adm, insutype)
     versions = self._policies.setdefault(key, [])
     for eff, _ in versions:
