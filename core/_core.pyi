@@ -26,6 +26,33 @@ CATEGORIES: tuple[str, ...]
 CLASSES: tuple[str, ...]
 KIND_NAMES_ZH: tuple[str, ...]
 
+# ---------------------------------------------------------------- validate.pxi: one check per field
+# Each raises YidiError(reason, message) with a clerk's message that echoes at most MAX_ID_LEN
+# characters of the refused value and never a name.  core.limits re-exports them.
+
+def check_id(value: object, what: str, reason: str = "INVALID_ARGUMENT") -> None:
+    """Identifiers: 1..MAX_ID_LEN printable ASCII characters without spaces; else YidiError(reason)
+    "<what>「<value[:MAX_ID_LEN]>」格式不正确：应为 1–MAX_ID_LEN 位字母或数字。"."""
+def is_calendar_date(yyyymmdd: object) -> bool:
+    """An int (not a bool) yyyymmdd that is a real calendar date inside MIN_DATE..MAX_DATE."""
+def check_date(yyyymmdd: object, what: str) -> None:
+    """INVALID_DATE unless is_calendar_date(yyyymmdd); `what` names the date ("入院日期")."""
+def check_year(year: object) -> None:
+    """INVALID_DATE unless year is an int within MIN_DATE // 10000 .. MAX_DATE // 10000."""
+def check_line(sn: object, code: object, name: object, unit_price_fen: object, qty_milli: object,
+               fee_date: object) -> None:
+    """One fee line (SPEC §5.1): sn an identifier (INVALID_ARGUMENT); code an identifier
+    (INVALID_CODE); name text of at most MAX_NAME_BYTES UTF-8 bytes without control characters,
+    may be empty (INVALID_ARGUMENT); 0 <= unit_price_fen <= MAX_UNIT_PRICE_FEN (INVALID_PRICE);
+    0 < qty_milli <= MAX_QTY_MILLI (INVALID_QUANTITY); fee_date falsy (undated) or a calendar
+    date (INVALID_DATE).  Checked in that order."""
+def check_line_count(n: int, what: str) -> None:
+    """TOO_MANY_LINES "<what>的费用明细不能超过 MAX_LINES 条，本次 n 条。" if n > MAX_LINES."""
+def line_amount_fen(unit_price_fen: int, qty_milli: int) -> int:
+    """SPEC §5.1 line amount, (unit_price_fen * qty_milli + 500) // 1000, the one implementation
+    (benefit uses the same C inline).  For checked values (0 <= qty_milli allows a line refunded
+    to zero); anything else raises InvariantError."""
+
 class Index:
     """Filed persons and reference data in packed C structs and open-addressing tables."""
 

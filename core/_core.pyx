@@ -4,14 +4,16 @@ eligibility (SPEC §4) and benefit calculation (SPEC §5).
 
 One extension module that ``include``s its parts (asyncpg style):
 limits.pxi (every bound), index.pxi (structs, arena, hash tables),
+validate.pxi (the one check of each field, also exported to Python),
 load.pxi (row validation and JSONL loading), eligibility.pxi, benefit.pxi.
 The event loop is the only caller, so nothing here takes a lock.
 """
 
-from core.errors import YidiError, LoadError
+from core.errors import InvariantError, LoadError, YidiError
 
 include "limits.pxi"
 include "index.pxi"
+include "validate.pxi"
 
 # per person per calendar year (SPEC §5.5); the order is the C layout of Acc.value (ACC_*)
 ACCUMULATOR_KEYS = ("inpatient_fund_paid_fen", "inpatient_admissions", "crit_base_fen", "crit_paid_fen",

@@ -12,13 +12,8 @@ cdef Acc* _acc_find(Store* st, Person* p, int year) noexcept nogil:
         ai = st.accs[ai].next_acc_idx
     return NULL
 
-cdef int _check_year(object year) except -1:
-    if type(year) is not int or not (MIN_DATE // 10000 <= year <= MAX_DATE // 10000):
-        raise YidiError("INVALID_DATE", f"年度 {year!r} 无效")
-    return <int>year
-
 cdef dict _accumulators(Index self, object psn_no, object year_obj):
-    cdef int year = _check_year(year_obj)
+    cdef int year = _year_of(year_obj)
     cdef int32_t pi = _person_idx(self, psn_no)
     cdef Acc* a = NULL
     cdef int k
@@ -28,7 +23,7 @@ cdef dict _accumulators(Index self, object psn_no, object year_obj):
 
 cdef int _apply_deltas(Index self, object psn_no, object year_obj, object deltas, object sign) except -1:
     cdef Store* st = &self.st
-    cdef int year = _check_year(year_obj)
+    cdef int year = _year_of(year_obj)
     cdef int32_t pi = _person_idx(self, psn_no)
     cdef int64_t nv[N_ACCUMULATORS]
     cdef Acc* a
@@ -82,7 +77,7 @@ cdef int64_t _tiers_pay(Policy* pol, int64_t before, int64_t after) noexcept nog
 cdef dict _benefit(Index self, object psn_no, object fixmedins_code, object filing_kind, bint inpatient,
                    object date_obj, object lines):
     cdef Store* st = &self.st
-    cdef int64_t date = _check_date(date_obj)
+    cdef int64_t date = _date_of(date_obj, "结算日期", None)
     cdef int32_t pi, ii, ci
     cdef int64_t pol_i, price, qty, amount, capped, fulamt, overlmt, presp, inscp
     cdef int64_t t_ful = 0, t_over = 0, t_pre = 0, t_in = 0, medfee
@@ -109,8 +104,7 @@ cdef dict _benefit(Index self, object psn_no, object fixmedins_code, object fili
     if type(filing_kind) is not str or filing_kind not in FILING_KINDS:
         raise YidiError("INVALID_ENUM", f"备案类型 {filing_kind!r} 无效，应为 {'、'.join(FILING_KINDS)} 之一")
     kind = FILING_KINDS.index(filing_kind)
-    if len(lines) > MAX_LINES:
-        raise YidiError("TOO_MANY_LINES", f"一次结算最多 {MAX_LINES} 条费用明细，本次 {len(lines)} 条")
+    _line_count_ok(len(lines), "一次结算")
     p = &st.persons[pi]
     it = &st.insts[ii]
     level = it.level
@@ -130,18 +124,10 @@ cdef dict _benefit(Index self, object psn_no, object fixmedins_code, object fili
         if type(ln) is not tuple and type(ln) is not list or len(ln) != 3:
             raise YidiError("INVALID_ARGUMENT", "费用明细须为 (项目编码, 单价分, 数量千分之一) 三元组")
         code, price_o, qty_o = ln
-        if type(code) is not str:
-            raise YidiError("INVALID_CODE", "费用明细的项目编码必须是字符串")
-        cp = PyUnicode_AsUTF8AndSize(code, &cn)
-        if not id_ok(cp, cn):
-            raise YidiError("INVALID_CODE", f"费用明细的项目编码 {code!r} 无效")
-        if type(price_o) is not int or not (0 <= price_o <= MAX_UNIT_PRICE_FEN):
-            raise YidiError("INVALID_PRICE", f"项目 {code} 的单价 {price_o!r} 无效（0–{MAX_UNIT_PRICE_FEN} 分）")
-        if type(qty_o) is not int or not (0 < qty_o <= MAX_QTY_MILLI):
-            raise YidiError("INVALID_QUANTITY", f"项目 {code} 的数量 {qty_o!r} 无效（须大于 0，至多 {MAX_QTY_MILLI}‰）")
-        price = price_o
-        qty = qty_o
-        amount = (price * qty + 500) // 1000
+        cp = _line_code_of(code, None, &cn)
+        price = _unit_price_fen_of(price_o, None, code)
+        qty = _qty_milli_of(qty_o, None, code)
+        amount = line_amount(price, qty)
         fulamt = overlmt = presp = inscp = 0
         ci = tbl_find(st, &st.t_item, T_ITEM, item_hash(cp, cn, prov), cp, cn, prov)
         if ci < 0 or st.items[ci].item_class == CLASS_C:
@@ -151,7 +137,7 @@ cdef dict _benefit(Index self, object psn_no, object fixmedins_code, object fili
             item = &st.items[ci]
             capped = amount
             if item.price_cap_fen > 0 and price > item.price_cap_fen:
-                capped = (item.price_cap_fen * qty + 500) // 1000
+                capped = line_amount(item.price_cap_fen, qty)
                 overlmt = amount - capped
             if item.item_class == CLASS_A:
                 inscp = capped

@@ -16,11 +16,6 @@ cdef int32_t _inst_idx(Index self, object code) except -2:
         return -1
     return tbl_find(&self.st, &self.st.t_inst, T_INST, fnv1a(p, n, 0), p, n, 0)
 
-cdef int64_t _check_date(object date) except -1:
-    if type(date) is not int or not (MIN_DATE <= date <= MAX_DATE) or not date_ok(<int64_t>date):
-        raise YidiError("INVALID_DATE", f"日期 {date!r} 无效，须为 {MIN_DATE}–{MAX_DATE} 之间的 yyyymmdd 整数")
-    return <int64_t>date
-
 cdef int64_t _policy_idx(Index self, uint32_t insuplc, int insutype, int64_t date) except -2:
     """The policy row in force on `date` for the person's pooling region and insutype, -1 = none."""
     versions = self._policies.get((pooling_of(insuplc), insutype))
@@ -121,7 +116,7 @@ cdef bint _better(Store* st, int32_t a, int64_t ra, int32_t b, int64_t rb) noexc
 cdef dict _eligibility(Index self, object psn_no, object fixmedins_code, bint inpatient, object date_obj,
                        object card_no, object card_version, bint has_open_inpatient):
     cdef Store* st = &self.st
-    cdef int64_t date = _check_date(date_obj)
+    cdef int64_t date = _date_of(date_obj, "就诊日期", None)
     cdef int32_t pi, ii, fi, best = -1, n7 = 0
     cdef int64_t pol, r, best_r = 0
     cdef Person* p

@@ -48,23 +48,11 @@ cdef object _field(dict row, str key):
         raise YidiError("INVALID_ARGUMENT", f"缺少必填字段 {key}", field=key)
     return v
 
-cdef const char* _str_of(object v, str key, Py_ssize_t* n) except NULL:
-    if type(v) is not str:
-        raise YidiError("INVALID_ARGUMENT", f"字段 {key} 必须是字符串", field=key)
-    return PyUnicode_AsUTF8AndSize(v, n)
-
 cdef const char* _id_field(dict row, str key, Py_ssize_t* n) except NULL:
-    cdef const char* p = _str_of(_field(row, key), key, n)
-    if not id_ok(p, n[0]):
-        raise YidiError("INVALID_CODE",
-                        f"字段 {key} 须为 1–{MAX_ID_LEN} 位可打印 ASCII 字符且不含空格", field=key)
-    return p
+    return _id_of(_field(row, key), None, "INVALID_CODE", key, n)
 
 cdef const char* _name_field(dict row, str key, Py_ssize_t* n) except NULL:
-    cdef const char* p = _str_of(_field(row, key), key, n)
-    if n[0] < 1 or n[0] > MAX_NAME_BYTES:
-        raise YidiError("INVALID_ARGUMENT", f"字段 {key} 长度须为 1–{MAX_NAME_BYTES} 字节", field=key)
-    return p
+    return _name_of(_field(row, key), None, True, key, n)
 
 cdef int64_t _int_of(object v, str key, int64_t lo, int64_t hi, str reason) except? -1:
     if type(v) is not int:
@@ -76,13 +64,8 @@ cdef int64_t _int_of(object v, str key, int64_t lo, int64_t hi, str reason) exce
 cdef int64_t _int_field(dict row, str key, int64_t lo, int64_t hi, str reason) except? -1:
     return _int_of(_field(row, key), key, lo, hi, reason)
 
-cdef int64_t _date_field(dict row, str key) except? -1:
-    v = _field(row, key)
-    if type(v) is not int:
-        raise YidiError("INVALID_DATE", f"字段 {key} 必须是 yyyymmdd 整数日期", field=key)
-    if not (MIN_DATE <= v <= MAX_DATE) or not date_ok(<int64_t>v):
-        raise YidiError("INVALID_DATE", f"字段 {key} 不是有效日期（{MIN_DATE}–{MAX_DATE}）", field=key)
-    return <int64_t>v
+cdef int64_t _date_field(dict row, str key) except -1:
+    return _date_of(_field(row, key), None, key)
 
 cdef int _enum_field(dict row, str key, tuple values) except -1:
     v = _field(row, key)
@@ -221,9 +204,7 @@ cdef str _check_filing(Index self, dict row, FilingIn* o, object person=None):
     if len(codes) > MAX_FILING_CODES:
         raise YidiError("INVALID_ARGUMENT", f"备案指定机构最多 {MAX_FILING_CODES} 家", field="fixmedins_codes")
     for c in codes:
-        cp = _str_of(c, "fixmedins_codes", &n)
-        if not id_ok(cp, n):
-            raise YidiError("INVALID_CODE", "fixmedins_codes 中有无效的机构编码", field="fixmedins_codes")
+        _id_of(c, "备案指定机构编码", "INVALID_CODE", "fixmedins_codes", &n)
     vf = _date_field(row, "valid_from")
     v = _field(row, "valid_to")
     if v == 0 and type(v) is int:
