@@ -76,7 +76,13 @@ class Index:
     def region_name(self, admdvs: str) -> str | None: ...
     def get_institution(self, fixmedins_code: str) -> dict | None: ...
     # persons / filings
-    def check_person(self, row: dict) -> None: ...
+    def check_person(self, row: dict) -> None:
+        """Validate a person row (SPEC §3); changes nothing."""
+    def check_person_conflicts(self, row: dict) -> None:
+        """check_person, then PERSON_CONFLICT if the row's psn_no is registered with another certno
+        ("人员编号已登记了另一个身份证号，请核对人员信息。") or its certno under another psn_no
+        ("该身份证号已登记在另一个人员编号下，请核对人员信息。").  The rule the loader and put_person
+        share (put_person lets a registered person's certno be corrected)."""
     def put_person(self, row: dict) -> None: ...
     def check_filing(self, row: dict, person: dict | None = None) -> None:
         """person: a person row filed in the same request (not yet in the index)."""

@@ -150,6 +150,14 @@ cdef class Index:
         cdef PersonIn o
         _check_person(self, row, &o)
 
+    def check_person_conflicts(self, dict row):
+        """Validate the row (as check_person), then PERSON_CONFLICT if its psn_no is registered
+        with another certno or its certno under another psn_no."""
+        cdef PersonIn o
+        cdef int32_t by_psn_no, by_certno
+        _check_person(self, row, &o)
+        _check_person_conflicts(self, &o, False, &by_psn_no, &by_certno)
+
     def put_person(self, dict row):
         _put_person(self, row, True)
 

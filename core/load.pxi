@@ -144,44 +144,70 @@ cdef inline void _set_person_attrs(Person* p, PersonIn* o) noexcept nogil:
     p.assistance = <uint8_t>o.assistance
     p.card_version_idx = <uint8_t>o.card_version_idx
 
-cdef int32_t _put_person(Index self, dict row, bint replace) except -2:
-    """Insert or (if replace) update a person; returns its row index."""
-    cdef PersonIn o
+cdef int _check_person_conflicts(Index self, PersonIn* o, bint certno_may_change,
+                                 int32_t* by_psn_no, int32_t* by_certno) except -1:
+    """PERSON_CONFLICT unless the row names one person: its certno is registered under no
+    other psn_no and (unless certno_may_change) its psn_no under no other certno.
+
+    The one conflict rule for the loader, put_person and check_person_conflicts.
+    Sets the rows that hold the row's psn_no and certno (-1 = none).
+    """
     cdef Store* st = &self.st
+    by_psn_no[0] = tbl_find(st, &st.t_psn, T_PSN, fnv1a(o.psn_no, o.psn_no_n, 0), o.psn_no, o.psn_no_n, 0)
+    by_certno[0] = tbl_find(st, &st.t_cert, T_CERT, fnv1a(o.certno, o.certno_n, 0), o.certno, o.certno_n, 0)
+    if by_certno[0] == by_psn_no[0]:
+        return 0
+    if by_psn_no[0] >= 0 and not certno_may_change:
+        raise YidiError("PERSON_CONFLICT", "人员编号已登记了另一个身份证号，请核对人员信息。",
+                        psn_no=(o.psn_no)[:o.psn_no_n].decode("ascii"))
+    if by_certno[0] >= 0:
+        raise YidiError("PERSON_CONFLICT", "该身份证号已登记在另一个人员编号下，请核对人员信息。",
+                        psn_no=(o.psn_no)[:o.psn_no_n].decode("ascii"))
+    return 0
+
+cdef int _update_person(Store* st, int32_t idx, PersonIn* o, bint certno_changed) except -1:
+    cdef Person* p = &st.persons[idx]
+    if certno_changed:      # move the person in the certno table
+        tbl_remove(st, &st.t_cert, T_CERT, key_hash(st, T_CERT, idx), idx)
+        p.certno_off = arena_put(st, o.certno, o.certno_n); p.certno_len = <uint8_t>o.certno_n
+        tbl_insert(st, &st.t_cert, T_CERT, fnv1a(o.certno, o.certno_n, 0), idx)
+    p.name_off = arena_put(st, o.name, o.name_n); p.name_len = <uint16_t>o.name_n
+    p.card_no_off = arena_put(st, o.card_no, o.card_no_n); p.card_no_len = <uint8_t>o.card_no_n
+    _set_person_attrs(p, o)
+    return 0
+
+cdef int32_t _insert_person(Store* st, PersonIn* o) except -2:
+    cdef int32_t idx = <int32_t>st.n_persons
     cdef Person* p
-    cdef int32_t idx, other
-    cdef uint64_t hp, hc
-    _check_person(self, row, &o)
-    hp = fnv1a(o.psn_no, o.psn_no_n, 0)
-    hc = fnv1a(o.certno, o.certno_n, 0)
-    idx = tbl_find(st, &st.t_psn, T_PSN, hp, o.psn_no, o.psn_no_n, 0)
-    other = tbl_find(st, &st.t_cert, T_CERT, hc, o.certno, o.certno_n, 0)
-    if idx >= 0 and not replace:
-        raise YidiError("PERSON_CONFLICT", "人员编号重复", psn_no=row["psn_no"])
-    if other >= 0 and other != idx:
-        raise YidiError("PERSON_CONFLICT", "该身份证号码已登记在另一人员编号下，不能重复登记",
-                        psn_no=row["psn_no"])
-    if idx >= 0:
-        p = &st.persons[idx]
-        if other < 0:      # certno changed: move the person in the certno table
-            tbl_remove(st, &st.t_cert, T_CERT, key_hash(st, T_CERT, idx), idx)
-            p.certno_off = arena_put(st, o.certno, o.certno_n); p.certno_len = <uint8_t>o.certno_n
-            tbl_insert(st, &st.t_cert, T_CERT, hc, idx)
-        p.name_off = arena_put(st, o.name, o.name_n); p.name_len = <uint16_t>o.name_n
-        p.card_no_off = arena_put(st, o.card_no, o.card_no_n); p.card_no_len = <uint8_t>o.card_no_n
-        _set_person_attrs(p, &o)
-        return idx
     st.persons = <Person*>grow_array(st.persons, &st.cap_persons, st.n_persons + 1, sizeof(Person))
-    idx = <int32_t>st.n_persons
     p = &st.persons[idx]
-    _store_person_strings(st, p, &o)
-    _set_person_attrs(p, &o)
+    _store_person_strings(st, p, o)
+    _set_person_attrs(p, o)
     p.first_filing_idx = -1
     p.first_acc_idx = -1
-    tbl_insert(st, &st.t_psn, T_PSN, hp, idx)
-    tbl_insert(st, &st.t_cert, T_CERT, hc, idx)
+    tbl_insert(st, &st.t_psn, T_PSN, fnv1a(o.psn_no, o.psn_no_n, 0), idx)
+    tbl_insert(st, &st.t_cert, T_CERT, fnv1a(o.certno, o.certno_n, 0), idx)
     st.n_persons += 1
     return idx
+
+cdef int32_t _put_person(Index self, dict row, bint replace) except -2:
+    """Insert or (if replace) update a person; returns its row index.
+
+    The loader (replace False) refuses a psn_no seen before.  At runtime
+    (replace True) the row is an event the engine has already decided, which
+    may correct the person's certno; a certno that is someone else's is still
+    refused.
+    """
+    cdef PersonIn o
+    cdef int32_t idx, other
+    _check_person(self, row, &o)
+    _check_person_conflicts(self, &o, replace, &idx, &other)
+    if idx >= 0 and not replace:
+        raise YidiError("PERSON_CONFLICT", f"人员编号 {row['psn_no']} 重复", psn_no=row["psn_no"])
+    if idx >= 0:
+        _update_person(&self.st, idx, &o, other < 0)
+        return idx
+    return _insert_person(&self.st, &o)
 
 
 # ---------------------------------------------------------------- filings

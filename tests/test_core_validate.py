@@ -7,7 +7,7 @@ import json
 import pytest
 
 from core import Index, InvariantError, LoadError, YidiError, _core, limits
-from fixtures_core import DATE, INSTITUTIONS, PERSONS, load_spec_index, write_spec_dataset
+from fixtures_core import DATE, INSTITUTIONS, PERSONS, load_spec_index, make_certno, write_spec_dataset
 
 MAX_ID_LEN = _core.LIMITS["MAX_ID_LEN"]
 MAX_NAME_BYTES = _core.LIMITS["MAX_NAME_BYTES"]
@@ -176,6 +176,47 @@ def test_line_amount_fen():
             _core.line_amount_fen(price, qty)
 
 
+# ------------------------------------------------------------------ person conflicts
+def test_check_person_conflicts(tmp_path):
+    ix, _ = load_spec_index(tmp_path)
+    retired = PERSONS["retired"]
+    ix.check_person_conflicts(dict(retired))                              # the same person again
+    ix.check_person_conflicts(dict(retired, name="张建国", status="suspended"))
+    ix.check_person_conflicts(dict(retired, psn_no="P-NEW", certno=make_certno("11010119900101123")))
+    e = refused(ix.check_person_conflicts, dict(retired, certno=make_certno("11010119900101123")))
+    assert (e.reason, e.message) == ("PERSON_CONFLICT", "人员编号已登记了另一个身份证号，请核对人员信息。")
+    e = refused(ix.check_person_conflicts, dict(retired, psn_no="P-NEW"))
+    assert (e.reason, e.message) == ("PERSON_CONFLICT", "该身份证号已登记在另一个人员编号下，请核对人员信息。")
+    assert retired["certno"] not in str(e) and retired["certno"] not in str(e.metadata)
+    # the row itself is validated first
+    assert refused(ix.check_person_conflicts, dict(retired, status="dead")).reason == "INVALID_ENUM"
+    assert ix.get_person("P-NEW") is None                                  # checking changes nothing
+
+
+def test_put_person_shares_the_certno_rule(tmp_path):
+    ix, _ = load_spec_index(tmp_path)
+    e = refused(ix.put_person, dict(PERSONS["unfiled"], psn_no="P-NEW"))
+    assert e.message == "该身份证号已登记在另一个人员编号下，请核对人员信息。"
+
+
+@pytest.mark.parametrize("row, message", [
+    (1, "人员编号已登记了另一个身份证号"),     # psn_no of row 1, another certno
+    (2, "该身份证号已登记在另一个人员编号下"),   # certno of row 1, another psn_no
+    (3, "重复"),                               # row 1 exactly, twice
+])
+def test_load_refuses_person_conflicts_with_the_same_messages(tmp_path, row, message):
+    write_spec_dataset(tmp_path)
+    rows = list(PERSONS.values())
+    first = rows[0]
+    dup = {1: dict(first, certno=make_certno("11010119900101123")), 2: dict(first, psn_no="P-NEW"),
+           3: dict(first)}[row]
+    _write(tmp_path / "persons.jsonl", rows + [dup])
+    with pytest.raises(LoadError) as e:
+        Index().load_dir(str(tmp_path))
+    assert (e.value.file, e.value.line) == ("persons.jsonl", len(rows) + 1)
+    assert "PERSON_CONFLICT" in e.value.reason and message in e.value.reason
+
+
 # ------------------------------------------------------------------ names
 def _write(path, rows):
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
@@ -184,7 +225,7 @@ def _write(path, rows):
 @pytest.mark.parametrize("name", BAD_NAMES)
 def test_person_name_with_control_characters_refused_at_runtime(tmp_path, name):
     ix, _ = load_spec_index(tmp_path)
-    for call in (ix.check_person, ix.put_person):
+    for call in (ix.check_person, ix.put_person, ix.check_person_conflicts):
         e = refused(call, dict(PERSONS["retired"], name=name))
         assert e.reason == "INVALID_ARGUMENT" and e.metadata == {"field": "name"} and name not in e.message
     assert ix.get_person(PERSONS["retired"]["psn_no"])["name"] == PERSONS["retired"]["name"]
