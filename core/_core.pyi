@@ -97,7 +97,12 @@ class Index:
                     has_open_inpatient: bool = False) -> dict: ...
     # SPEC §5
     def benefit(self, psn_no: str, fixmedins_code: str, filing_kind: str, inpatient: bool, date: int,
-                lines: Sequence[tuple[str, int, int]]) -> dict: ...
+                lines: Sequence[tuple[str, int, int]]) -> dict:
+        """lines: (code, unit_price_fen, qty_milli) tuples built by the engine; a bad price, quantity or
+        code is a YidiError reason, a malformed tuple (or lines not a list/tuple) is InvariantError."""
     # SPEC §5.5
     def accumulators(self, psn_no: str, year: int) -> dict[str, int]: ...
-    def apply_deltas(self, psn_no: str, year: int, deltas: dict[str, int], sign: int) -> None: ...
+    def apply_deltas(self, psn_no: str, year: int, deltas: dict[str, int], sign: int) -> None:
+        """Add sign (+1 settle, -1 cancel) * deltas to the person's accumulators of the year, all or nothing.
+        PERSON_NOT_FOUND / INVALID_DATE for the person and year; anything wrong with deltas or sign,
+        or an accumulator leaving 0..MAX_ACCUMULATOR_FEN, is a bug: InvariantError."""

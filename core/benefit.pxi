@@ -21,42 +21,59 @@ cdef dict _accumulators(Index self, object psn_no, object year_obj):
         a = _acc_find(&self.st, &self.st.persons[pi], year)
     return {ACCUMULATOR_KEYS[k]: (a.value[k] if a != NULL else 0) for k in range(N_ACCUMULATORS)}
 
+cdef int _next_values(Acc* a, object deltas, object sign, int64_t* out) except -1:
+    """out = a's values + sign * deltas, each within 0..MAX_ACCUMULATOR_FEN.
+
+    Deltas are what a settlement computed (SPEC §5.5) and sign is +1 to apply
+    them, -1 to cancel them; nothing a caller sends can make either malformed,
+    and a cancellation of exactly the recorded deltas cannot go below zero.
+    So every refusal here is a bug: InvariantError, not a reason code.
+    """
+    cdef int64_t s = 0, d = 0
+    cdef int k
+    if not _int64_of(sign, &s) or (s != 1 and s != -1):
+        raise InvariantError(f"apply_deltas: sign {_echo(sign)} is neither +1 (apply) nor -1 (cancel)")
+    if type(deltas) is not dict:
+        raise InvariantError(f"apply_deltas: deltas must be a dict, not {type(deltas).__name__}")
+    for key in deltas:
+        if key not in ACCUMULATOR_KEYS:
+            raise InvariantError(f"apply_deltas: unknown accumulator {_echo(key)}")
+    for k in range(N_ACCUMULATORS):
+        v = deltas.get(ACCUMULATOR_KEYS[k], 0)
+        if not _int64_of(v, &d) or not (-MAX_ACCUMULATOR_FEN <= d <= MAX_ACCUMULATOR_FEN):
+            raise InvariantError(f"apply_deltas: delta {_echo(v)} of {ACCUMULATOR_KEYS[k]} is not a bounded int")
+        out[k] = (a.value[k] if a != NULL else 0) + s * d
+        if out[k] < 0 or out[k] > MAX_ACCUMULATOR_FEN:
+            raise InvariantError(f"apply_deltas: {ACCUMULATOR_KEYS[k]} would become {out[k]}; "
+                                 "a cancellation must subtract exactly the deltas its settlement added")
+    return 0
+
+cdef Acc* _acc_new(Store* st, int32_t pi, int year) except NULL:
+    """A zeroed accumulator row for (person, year), linked at the head of the person's list."""
+    cdef Acc* a
+    st.accs = <Acc*>grow_array(st.accs, &st.cap_accs, st.n_accs + 1, sizeof(Acc))
+    a = &st.accs[st.n_accs]
+    memset(a, 0, sizeof(Acc))
+    a.year = year
+    a.next_acc_idx = st.persons[pi].first_acc_idx
+    st.persons[pi].first_acc_idx = <int32_t>st.n_accs
+    st.n_accs += 1
+    return a
+
 cdef int _apply_deltas(Index self, object psn_no, object year_obj, object deltas, object sign) except -1:
+    """Add sign * deltas to the person's accumulators of the year, all or nothing."""
     cdef Store* st = &self.st
     cdef int year = _year_of(year_obj)
     cdef int32_t pi = _person_idx(self, psn_no)
-    cdef int64_t nv[N_ACCUMULATORS]
+    cdef int64_t next_value[N_ACCUMULATORS]
     cdef Acc* a
-    cdef int k
-    cdef int64_t s
-    if type(sign) is not int or sign not in (1, -1):
-        raise YidiError("INVALID_ARGUMENT", "sign 只能是 +1（记账）或 -1（撤销）")
-    s = sign
     if pi < 0:
-        raise YidiError("PERSON_NOT_FOUND", f"人员编号 {psn_no} 未登记", psn_no=psn_no)
-    if not isinstance(deltas, dict):
-        raise YidiError("INVALID_ARGUMENT", "deltas 必须是字典")
-    for key in deltas:
-        if key not in ACCUMULATOR_KEYS:
-            raise YidiError("INVALID_ARGUMENT", f"未知的累计项 {key!r}")
+        raise YidiError("PERSON_NOT_FOUND", f"人员编号 {_echo(psn_no)} 未登记", psn_no=psn_no)
     a = _acc_find(st, &st.persons[pi], year)
-    for k in range(N_ACCUMULATORS):
-        d = deltas.get(ACCUMULATOR_KEYS[k], 0)
-        if type(d) is not int or not (-MAX_ACCUMULATOR_FEN <= d <= MAX_ACCUMULATOR_FEN):
-            raise YidiError("INVALID_ARGUMENT", f"累计项 {ACCUMULATOR_KEYS[k]} 的变动值无效")
-        nv[k] = (a.value[k] if a != NULL else 0) + s * <int64_t>d
-        if nv[k] < 0 or nv[k] > MAX_ACCUMULATOR_FEN:
-            raise YidiError("INVALID_ARGUMENT",
-                            f"累计项 {ACCUMULATOR_KEYS[k]} 将变为 {nv[k]}，超出范围；撤销的变动必须与记账时一致")
+    _next_values(a, deltas, sign, next_value)
     if a == NULL:
-        st.accs = <Acc*>grow_array(st.accs, &st.cap_accs, st.n_accs + 1, sizeof(Acc))
-        a = &st.accs[st.n_accs]
-        a.year = year
-        a.next_acc_idx = st.persons[pi].first_acc_idx
-        st.persons[pi].first_acc_idx = <int32_t>st.n_accs
-        st.n_accs += 1
-    for k in range(N_ACCUMULATORS):
-        a.value[k] = nv[k]
+        a = _acc_new(st, pi, year)
+    memcpy(a.value, next_value, sizeof(next_value))
     return 0
 
 
@@ -104,6 +121,8 @@ cdef dict _benefit(Index self, object psn_no, object fixmedins_code, object fili
     if type(filing_kind) is not str or filing_kind not in FILING_KINDS:
         raise YidiError("INVALID_ENUM", f"备案类型 {filing_kind!r} 无效，应为 {'、'.join(FILING_KINDS)} 之一")
     kind = FILING_KINDS.index(filing_kind)
+    if type(lines) is not list and type(lines) is not tuple:
+        raise InvariantError(f"benefit: lines must be a list of fee lines, not {type(lines).__name__}")
     _line_count_ok(len(lines), "一次结算")
     p = &st.persons[pi]
     it = &st.insts[ii]
@@ -121,8 +140,9 @@ cdef dict _benefit(Index self, object psn_no, object fixmedins_code, object fili
     # 5.1 lines, looked up in the treatment province's catalogue
     line_results = []
     for ln in lines:
-        if type(ln) is not tuple and type(ln) is not list or len(ln) != 3:
-            raise YidiError("INVALID_ARGUMENT", "费用明细须为 (项目编码, 单价分, 数量千分之一) 三元组")
+        if (type(ln) is not tuple and type(ln) is not list) or len(ln) != 3:
+            # the engine builds these tuples from lines check_line has passed: a bad shape is its bug
+            raise InvariantError("benefit: a fee line must be a (code, unit_price_fen, qty_milli) tuple")
         code, price_o, qty_o = ln
         cp = _line_code_of(code, None, &cn)
         price = _unit_price_fen_of(price_o, None, code)

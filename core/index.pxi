@@ -114,6 +114,12 @@ cdef enum:
     ACC_OUTPATIENT_FUND_PAID_FEN = 5
     ACC_OUTPATIENT_DEDUCTIBLE_USED_FEN = 6
 
+# The narrow fields above hold whatever the limits let through; checked once,
+# at import, so that no store needs a runtime length check.
+if not (MAX_ID_LEN <= 0xFF and MAX_NAME_BYTES <= 0xFFFF and MAX_CARD_VERSIONS <= 0x100
+        and MAX_FILING_CODES <= 0xFF and MAX_FILING_CODES * (MAX_ID_LEN + 1) <= 0xFFFF and MAX_TIERS <= 0xFF):
+    raise InvariantError("limits.pxi allows values wider than the struct fields in index.pxi")
+
 ctypedef struct Slot:
     uint32_t tag              # high 32 bits of the hash
     int32_t idx               # row index, -1 = empty

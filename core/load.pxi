@@ -284,9 +284,7 @@ cdef int32_t _put_filing(Index self, dict row, bint replace) except -2:
         tbl_insert(st, &st.t_filing, T_FILING, h, idx)
         st.n_filings += 1
     f = &st.filings[idx]
-    cp = PyUnicode_AsUTF8AndSize(codes, &cn)
-    if cn > 65535:
-        raise YidiError("INVALID_ARGUMENT", "备案指定机构编码过长", field="fixmedins_codes")
+    cp = PyUnicode_AsUTF8AndSize(codes, &cn)     # fits its uint16 length: see the field widths in index.pxi
     f.fixmedins_codes_off = arena_put(st, cp, cn) if cn else 0
     f.fixmedins_codes_len = <uint16_t>cn
     f.n_fixmedins_codes = <uint8_t>o.n_fixmedins_codes
