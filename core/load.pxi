@@ -214,7 +214,6 @@ cdef int32_t _put_person(Index self, dict row, bint replace) except -2:
 cdef str _check_filing(Index self, dict row, FilingIn* o, object person=None):
     """Validate a filing row; returns its fixmedins_codes joined by spaces."""
     cdef Py_ssize_t n, psn_n
-    cdef const char* cp
     cdef const char* psn_p
     cdef Store* st = &self.st
     cdef int64_t vf, vt
