@@ -1,6 +1,11 @@
 """Typed stubs for core._core (the Cython core).  See SPEC §3–§5."""
 from typing import Callable, Iterable, Sequence
 
+DEBUG: bool
+"""True in a debug build (YIDI_DEBUG=1 at build time): the core then checks its invariants after
+every put_person / put_filing / apply_deltas, after load_dir and on every benefit's money.
+Python code may guard its own debug-only checks with it."""
+
 ACCUMULATOR_KEYS: tuple[str, ...]
 """("inpatient_fund_paid_fen", "inpatient_admissions", "crit_base_fen", "crit_paid_fen",
 "assist_paid_fen", "outpatient_fund_paid_fen", "outpatient_deductible_used_fen")"""
@@ -69,6 +74,16 @@ class Index:
         half-filled: discard it), RuntimeError if the Index is not empty.
         progress(table, rows_done) is called every 100 000 rows and once at the end of each table.
         """
+    def check_invariants(self) -> None:
+        """Raise InvariantError unless the index is consistent, in O(n): every person, filing,
+        institution and catalogue row is found through its table by its own key; table counts equal
+        row counts; every filing's person exists and that person's filing list reaches it once;
+        accumulator lists are acyclic, each year once per person, every value in
+        0..MAX_ACCUMULATOR_FEN; strings lie inside the arena; policy tiers are well formed."""
+    def _debug_corrupt(self, what: str, psn_no: str) -> None:
+        """Tests only.  Debug builds: break one invariant of a filed person's rows (what: "certno_table",
+        "filing_cycle", "filing_person", "filing_unlinked", "accumulator_negative",
+        "accumulator_year_twice").  Release builds: RuntimeError."""
     def counts(self) -> dict[str, int]: ...
     def memory_bytes(self) -> dict[str, int]:
         """C memory held (arena, row arrays, hash tables), by part."""

@@ -5,7 +5,9 @@ eligibility (SPEC §4) and benefit calculation (SPEC §5).
 One extension module that ``include``s its parts (asyncpg style):
 limits.pxi (every bound), index.pxi (structs, arena, hash tables),
 validate.pxi (the one check of each field, also exported to Python),
-load.pxi (row validation and JSONL loading), eligibility.pxi, benefit.pxi.
+load.pxi (row validation and JSONL loading), eligibility.pxi, benefit.pxi,
+invariants.pxi (what must hold between the tables; debug builds check it
+after every change).
 The event loop is the only caller, so nothing here takes a lock.
 """
 
@@ -14,6 +16,10 @@ from core.errors import InvariantError, LoadError, YidiError
 include "limits.pxi"
 include "index.pxi"
 include "validate.pxi"
+
+# A debug build (YIDI_DEBUG=1): the core checks its invariants after every
+# change; Python code can run its own debug-only checks under `if DEBUG:`.
+DEBUG = bool(YIDI_DEBUG)
 
 # per person per calendar year (SPEC §5.5); the order is the C layout of Acc.value (ACC_*)
 ACCUMULATOR_KEYS = ("inpatient_fund_paid_fen", "inpatient_admissions", "crit_base_fen", "crit_paid_fen",
@@ -97,6 +103,16 @@ cdef class Index:
 
     def load_dir(self, str path, progress=None):
         _load_dir(self, path, progress)
+        if YIDI_DEBUG:
+            _check_store(&self.st)
+
+    def check_invariants(self):
+        """Raise InvariantError unless every row is reachable and consistent (O(n); see invariants.pxi)."""
+        _check_store(&self.st)
+
+    def _debug_corrupt(self, str what, psn_no):
+        """Tests only, debug builds only: break one invariant of the person's rows."""
+        _debug_corrupt(self, what, psn_no)
 
     def counts(self):
         return {
@@ -159,7 +175,9 @@ cdef class Index:
         _check_person_conflicts(self, &o, False, &by_psn_no, &by_certno)
 
     def put_person(self, dict row):
-        _put_person(self, row, True)
+        cdef int32_t pi = _put_person(self, row, True)
+        if YIDI_DEBUG:
+            _check_person_rows(&self.st, pi, NULL, NULL)
 
     def check_filing(self, dict row, person=None):
         """Validate a filing row.  `person`: the person row being filed together with it
@@ -168,7 +186,10 @@ cdef class Index:
         _check_filing(self, row, &o, person)
 
     def put_filing(self, dict row):
-        _put_filing(self, row, True)
+        cdef int32_t fi = _put_filing(self, row, True)
+        if YIDI_DEBUG:
+            _check_filing_row(&self.st, fi)
+            _check_person_rows(&self.st, self.st.filings[fi].person_idx, NULL, NULL)
 
     def get_person(self, psn_no):
         cdef int32_t pi = _person_idx(self, psn_no)
@@ -234,7 +255,9 @@ cdef class Index:
         return _accumulators(self, psn_no, year)
 
     def apply_deltas(self, psn_no, year, deltas, sign):
-        _apply_deltas(self, psn_no, year, deltas, sign)
+        cdef int32_t pi = _apply_deltas(self, psn_no, year, deltas, sign)
+        if YIDI_DEBUG:
+            _check_person_rows(&self.st, pi, NULL, NULL)
 
 
 cdef inline uint64_t _tbl_bytes(Table* t) noexcept nogil:
@@ -259,3 +282,4 @@ cdef dict _filing_row(Store* st, int32_t fi):
 include "load.pxi"
 include "eligibility.pxi"
 include "benefit.pxi"
+include "invariants.pxi"

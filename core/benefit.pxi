@@ -77,8 +77,8 @@ cdef Acc* _acc_new(Store* st, int32_t pi, int year) except NULL:
     st.n_accs += 1
     return a
 
-cdef int _apply_deltas(Index self, object psn_no, object year_obj, object deltas, object sign) except -1:
-    """Add sign * deltas to the person's accumulators of the year, all or nothing."""
+cdef int32_t _apply_deltas(Index self, object psn_no, object year_obj, object deltas, object sign) except -2:
+    """Add sign * deltas to the person's accumulators of the year, all or nothing; returns the person's row."""
     cdef Store* st = &self.st
     cdef int year = _year_of(year_obj)
     cdef int32_t pi = _person_idx(self, psn_no)
@@ -91,7 +91,7 @@ cdef int _apply_deltas(Index self, object psn_no, object year_obj, object deltas
     if a == NULL:
         a = _acc_new(st, pi, year)
     memcpy(a.value, next_value, sizeof(next_value))
-    return 0
+    return pi
 
 
 # ---------------------------------------------------------------- the amounts
@@ -356,4 +356,6 @@ cdef dict _benefit(Index self, object psn_no, object fixmedins_code, object fili
         _settle_outpatient(pol, acc, &b)                                                        # 5.4
     b.maf_pay = _assistance_fen(p, pol, acc, &b)                                                # 5.3 step 5
     _totals(&b)                                                                                 # 5.3 step 6
+    if YIDI_DEBUG:
+        _check_benefit_money(&b)
     return _benefit_answer(p, pol, &b, inpatient, date, line_results)

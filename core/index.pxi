@@ -7,7 +7,7 @@
 # and double (and rehash) when they pass 70% load.
 
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, int32_t, uint64_t, int64_t
-from libc.stdlib cimport malloc, realloc, free
+from libc.stdlib cimport calloc, malloc, realloc, free
 from libc.string cimport memcmp, memcpy, memset
 
 cdef extern from "Python.h":
