@@ -119,15 +119,23 @@ cdef int _check_person(Index self, dict row, PersonIn* o) except -1:
     if not id_ok(vp, vn) or vn > MAX_CARD_VERSION_LEN:
         raise YidiError("INVALID_ARGUMENT", f"字段 card_version 须为 1–{MAX_CARD_VERSION_LEN} 位可打印字符",
                         field="card_version")
-    idx = self._card_version_idx.get(cv)
-    if idx is None:
-        if len(self._card_versions) >= MAX_CARD_VERSIONS:
-            raise YidiError("INVALID_ARGUMENT", "医保卡版本种类过多", field="card_version")
-        idx = len(self._card_versions)
-        self._card_versions.append(cv)
-        self._card_version_idx[cv] = idx
-    o.card_version_idx = idx
+    o.card_version_idx = _card_version_idx(self, cv, False)
     return 0
+
+cdef int _card_version_idx(Index self, str version, bint intern) except -2:
+    """The interned index of a card_version; a new one is interned only when a person is stored
+    (intern), so that rows that are only checked, or refused, cannot use up MAX_CARD_VERSIONS.
+    Returns -1 for a new version not interned."""
+    idx = self._card_version_idx.get(version)
+    if idx is not None:
+        return idx
+    if len(self._card_versions) >= MAX_CARD_VERSIONS:
+        raise YidiError("INVALID_ARGUMENT", "医保卡版本种类过多", field="card_version")
+    if not intern:
+        return -1
+    self._card_versions.append(version)
+    self._card_version_idx[version] = len(self._card_versions) - 1
+    return len(self._card_versions) - 1
 
 cdef int _store_person_strings(Store* st, Person* p, PersonIn* o) except -1:
     p.psn_no_off = arena_put(st, o.psn_no, o.psn_no_n); p.psn_no_len = <uint8_t>o.psn_no_n
@@ -204,6 +212,8 @@ cdef int32_t _put_person(Index self, dict row, bint replace) except -2:
     _check_person_conflicts(self, &o, replace, &idx, &other)
     if idx >= 0 and not replace:
         raise YidiError("PERSON_CONFLICT", f"人员编号 {row['psn_no']} 重复", psn_no=row["psn_no"])
+    if o.card_version_idx < 0:
+        o.card_version_idx = _card_version_idx(self, row["card_version"], True)
     if idx >= 0:
         _update_person(&self.st, idx, &o, other < 0)
         return idx

@@ -256,3 +256,15 @@ def test_real_names_load(tmp_path):
         ix.put_person(dict(PERSONS["retired"], name=name))
         assert ix.get_person(PERSONS["retired"]["psn_no"])["name"] == name
     assert ix.get_institution(INSTITUTIONS["hk_l3"][0])["name"] == INSTITUTIONS["hk_l3"][1]
+
+
+def test_checking_rows_does_not_use_up_card_versions(tmp_path):
+    """Only stored persons intern their card_version: checked or refused rows leave no trace."""
+    ix, _ = load_spec_index(tmp_path)
+    retired = PERSONS["retired"]
+    for i in range(1000):
+        ix.check_person(dict(retired, card_version=f"v{i}"))
+        with pytest.raises(YidiError):
+            ix.put_person(dict(retired, psn_no=f"P-X{i}", card_version=f"w{i}"))     # someone else's certno
+    ix.put_person(dict(retired, card_version="4.0"))
+    assert ix.get_person(retired["psn_no"])["card_version"] == "4.0"
