@@ -65,7 +65,6 @@ class BuildExt(build_ext):
                 "cdivision": True,
                 "initializedcheck": debug,
             },
-            compile_time_env={"YIDI_DEBUG": debug},
         )
         super().finalize_options()
 

@@ -1,8 +1,8 @@
 """Yidi core: the Cython index, eligibility (SPEC §4) and benefit (SPEC §5)."""
 from .errors import InvariantError, LoadError, OperatingError, RequestError, YidiError
-from ._core import (ACCUMULATOR_KEYS, LIMITS, LONG_TERM_KINDS, TEMPORARY_KINDS, Index, certno_check_char,
+from ._core import (ACCUMULATOR_KEYS, DEBUG, LIMITS, LONG_TERM_KINDS, TEMPORARY_KINDS, Index, certno_check_char,
                     certno_valid, pooling_code, province_code)
 
 __all__ = ["Index", "YidiError", "RequestError", "OperatingError", "InvariantError", "LoadError",
-           "ACCUMULATOR_KEYS", "LIMITS", "LONG_TERM_KINDS", "TEMPORARY_KINDS",
+           "ACCUMULATOR_KEYS", "LIMITS", "DEBUG", "LONG_TERM_KINDS", "TEMPORARY_KINDS",
            "province_code", "pooling_code", "certno_check_char", "certno_valid"]

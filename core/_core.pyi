@@ -1,6 +1,11 @@
 """Typed stubs for core._core (the Cython core).  See SPEC §3–§5."""
 from typing import Callable, Iterable, Sequence
 
+DEBUG: bool
+"""True in a debug build (YIDI_DEBUG=1 at build time): the core then checks its invariants after
+every put_person / put_filing / apply_deltas, after load_dir and on every benefit's money.
+Python code may guard its own debug-only checks with it."""
+
 ACCUMULATOR_KEYS: tuple[str, ...]
 """("inpatient_fund_paid_fen", "inpatient_admissions", "crit_base_fen", "crit_paid_fen",
 "assist_paid_fen", "outpatient_fund_paid_fen", "outpatient_deductible_used_fen")"""
@@ -9,6 +14,12 @@ LIMITS: dict[str, int]
 """Every bound of the core (from limits.pxi): MAX_ID_LEN, MAX_NAME_BYTES, MAX_CARD_VERSION_LEN,
 MAX_LINES, MAX_FILING_CODES, MAX_TIERS, MAX_TEMPORARY_FILING_DAYS, MIN_DATE, MAX_DATE,
 MAX_UNIT_PRICE_FEN, MAX_QTY_MILLI, MAX_BILL_FEN, MAX_POLICY_FEN, MAX_ROWS."""
+
+LAYOUT: dict
+"""The C layout, written from the C side: {"N_ACCUMULATORS", "MAX_TIERS", "N_LEVELS", "N_FILING_KINDS": int,
+"accumulator_index": {accumulator name: its ACC_* value (index into the C array)},
+"array_len": {"Struct.field": length counted by sizeof}, "enum_len": {"FILING_KINDS": int}}.
+tests/test_core_layout.py checks it against ACCUMULATOR_KEYS."""
 
 INSUTYPES: tuple[str, ...]
 PERSON_TYPES: tuple[str, ...]
@@ -45,6 +56,32 @@ def certno_valid(certno: str) -> bool:
 
     The birth date inside is not checked, as the core does not check it.
     """
+# ---------------------------------------------------------------- validate.pxi: one check per field
+# Each raises YidiError(reason, message) with a clerk's message that echoes at most MAX_ID_LEN
+# characters of the refused value and never a name.  core.limits re-exports them.
+
+def check_id(value: object, what: str, reason: str = "INVALID_ARGUMENT") -> None:
+    """Identifiers: 1..MAX_ID_LEN printable ASCII characters without spaces; else YidiError(reason)
+    "<what>「<value[:MAX_ID_LEN]>」格式不正确：应为 1–MAX_ID_LEN 位字母或数字。"."""
+def is_calendar_date(yyyymmdd: object) -> bool:
+    """An int (not a bool) yyyymmdd that is a real calendar date inside MIN_DATE..MAX_DATE."""
+def check_date(yyyymmdd: object, what: str) -> None:
+    """INVALID_DATE unless is_calendar_date(yyyymmdd); `what` names the date ("入院日期")."""
+def check_year(year: object) -> None:
+    """INVALID_DATE unless year is an int within MIN_DATE // 10000 .. MAX_DATE // 10000."""
+def check_line(sn: object, code: object, name: object, unit_price_fen: object, qty_milli: object,
+               fee_date: object) -> None:
+    """One fee line (SPEC §5.1): sn an identifier (INVALID_ARGUMENT); code an identifier
+    (INVALID_CODE); name text of at most MAX_NAME_BYTES UTF-8 bytes without control characters,
+    may be empty (INVALID_ARGUMENT); 0 <= unit_price_fen <= MAX_UNIT_PRICE_FEN (INVALID_PRICE);
+    0 < qty_milli <= MAX_QTY_MILLI (INVALID_QUANTITY); fee_date falsy (undated) or a calendar
+    date (INVALID_DATE).  Checked in that order."""
+def check_line_count(n: int, what: str) -> None:
+    """TOO_MANY_LINES "<what>的费用明细不能超过 MAX_LINES 条，本次 n 条。" if n > MAX_LINES."""
+def line_amount_fen(unit_price_fen: int, qty_milli: int) -> int:
+    """SPEC §5.1 line amount, (unit_price_fen * qty_milli + 500) // 1000, the one implementation
+    (benefit uses the same C inline).  For checked values (0 <= qty_milli allows a line refunded
+    to zero); anything else raises InvariantError."""
 
 class Index:
     """Filed persons and reference data in packed C structs and open-addressing tables."""
@@ -62,6 +99,16 @@ class Index:
         half-filled: discard it), RuntimeError if the Index is not empty.
         progress(table, rows_done) is called every 100 000 rows and once at the end of each table.
         """
+    def check_invariants(self) -> None:
+        """Raise InvariantError unless the index is consistent, in O(n): every person, filing,
+        institution and catalogue row is found through its table by its own key; table counts equal
+        row counts; every filing's person exists and that person's filing list reaches it once;
+        accumulator lists are acyclic, each year once per person, every value in
+        0..MAX_ACCUMULATOR_FEN; strings lie inside the arena; policy tiers are well formed."""
+    def _debug_corrupt(self, what: str, psn_no: str) -> None:
+        """Tests only.  Debug builds: break one invariant of a filed person's rows (what: "certno_table",
+        "filing_cycle", "filing_person", "filing_unlinked", "accumulator_negative",
+        "accumulator_year_twice").  Release builds: RuntimeError."""
     def counts(self) -> dict[str, int]: ...
     def memory_bytes(self) -> dict[str, int]:
         """C memory held (arena, row arrays, hash tables), by part."""
@@ -69,7 +116,13 @@ class Index:
     def region_name(self, admdvs: str) -> str | None: ...
     def get_institution(self, fixmedins_code: str) -> dict | None: ...
     # persons / filings
-    def check_person(self, row: dict) -> None: ...
+    def check_person(self, row: dict) -> None:
+        """Validate a person row (SPEC §3); changes nothing."""
+    def check_person_conflicts(self, row: dict) -> None:
+        """check_person, then PERSON_CONFLICT if the row's psn_no is registered with another certno
+        ("人员编号已登记了另一个身份证号，请核对人员信息。") or its certno under another psn_no
+        ("该身份证号已登记在另一个人员编号下，请核对人员信息。").  The rule the loader and put_person
+        share (put_person lets a registered person's certno be corrected)."""
     def put_person(self, row: dict) -> None: ...
     def check_filing(self, row: dict, person: dict | None = None) -> None:
         """person: a person row filed in the same request (not yet in the index)."""
@@ -84,9 +137,14 @@ class Index:
                     has_open_inpatient: bool = False) -> dict: ...
     # SPEC §5
     def benefit(self, psn_no: str, fixmedins_code: str, filing_kind: str, inpatient: bool, date: int,
-                lines: Sequence[tuple[str, int, int]]) -> dict: ...
+                lines: Sequence[tuple[str, int, int]]) -> dict:
+        """lines: (code, unit_price_fen, qty_milli) tuples built by the engine; a bad price, quantity or
+        code is a YidiError reason, a malformed tuple (or lines not a list/tuple) is InvariantError."""
     # SPEC §5.5
     def accumulators(self, psn_no: str, year: int) -> dict[str, int]: ...
-    def apply_deltas(self, psn_no: str, year: int, deltas: dict[str, int], sign: int) -> None: ...
     def accumulator_rows(self) -> list[tuple[str, int, tuple[int, ...]]]:
         """(psn_no, year, values in ACCUMULATOR_KEYS order) of every person-year with accumulators."""
+    def apply_deltas(self, psn_no: str, year: int, deltas: dict[str, int], sign: int) -> None:
+        """Add sign (+1 settle, -1 cancel) * deltas to the person's accumulators of the year, all or nothing.
+        PERSON_NOT_FOUND / INVALID_DATE for the person and year; anything wrong with deltas or sign,
+        or an accumulator leaving 0..MAX_ACCUMULATOR_FEN, is a bug: InvariantError."""

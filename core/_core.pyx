@@ -4,16 +4,24 @@ eligibility (SPEC §4) and benefit calculation (SPEC §5).
 
 One extension module that ``include``s its parts (asyncpg style):
 limits.pxi (every bound), index.pxi (structs, arena, hash tables),
-load.pxi (row validation and JSONL loading), eligibility.pxi, benefit.pxi.
+validate.pxi (the one check of each field, also exported to Python),
+load.pxi (row validation and JSONL loading), eligibility.pxi, benefit.pxi,
+invariants.pxi (what must hold between the tables; debug builds check it
+after every change).
 The event loop is the only caller, so nothing here takes a lock.
 """
 
-from core.errors import YidiError, LoadError
+from core.errors import InvariantError, LoadError, YidiError
 
 include "limits.pxi"
 include "index.pxi"
+include "validate.pxi"
 
-# per person per calendar year (SPEC §5.5); the order is the C layout of Acc.v
+# A debug build (YIDI_DEBUG=1): the core checks its invariants after every
+# change; Python code can run its own debug-only checks under `if DEBUG:`.
+DEBUG = bool(YIDI_DEBUG)
+
+# per person per calendar year (SPEC §5.5); the order is the C layout of Acc.value (ACC_*)
 ACCUMULATOR_KEYS = ("inpatient_fund_paid_fen", "inpatient_admissions", "crit_base_fen", "crit_paid_fen",
                     "assist_paid_fen", "outpatient_fund_paid_fen", "outpatient_deductible_used_fen")
 
@@ -55,6 +63,40 @@ def certno_valid(certno):
         return False
     p = PyUnicode_AsUTF8AndSize(certno, &n)
     return certno_ok(p, n)
+
+
+cdef Acc _ACC_PROBE
+cdef Policy _POLICY_PROBE
+
+# What Python needs to know of the C layout, written from the C side: the
+# named sizes, the ACC_* value of each accumulator name, and the array lengths
+# of the structs counted by sizeof, so that tests/test_core_layout.py notices
+# if a struct, an enum and ACCUMULATOR_KEYS drift apart.
+LAYOUT = {
+    "N_ACCUMULATORS": N_ACCUMULATORS,
+    "MAX_TIERS": MAX_TIERS,
+    "N_LEVELS": N_LEVELS,
+    "N_FILING_KINDS": N_FILING_KINDS,
+    "accumulator_index": {
+        "inpatient_fund_paid_fen": ACC_INPATIENT_FUND_PAID_FEN,
+        "inpatient_admissions": ACC_INPATIENT_ADMISSIONS,
+        "crit_base_fen": ACC_CRIT_BASE_FEN,
+        "crit_paid_fen": ACC_CRIT_PAID_FEN,
+        "assist_paid_fen": ACC_ASSIST_PAID_FEN,
+        "outpatient_fund_paid_fen": ACC_OUTPATIENT_FUND_PAID_FEN,
+        "outpatient_deductible_used_fen": ACC_OUTPATIENT_DEDUCTIBLE_USED_FEN,
+    },
+    "array_len": {
+        "Acc.value": sizeof(_ACC_PROBE.value) // sizeof(int64_t),
+        "Policy.inpatient_deductible_fen": sizeof(_POLICY_PROBE.inpatient_deductible_fen) // sizeof(int64_t),
+        "Policy.inpatient_ratio_bp": sizeof(_POLICY_PROBE.inpatient_ratio_bp) // sizeof(int64_t),
+        "Policy.outpatient_ratio_bp": sizeof(_POLICY_PROBE.outpatient_ratio_bp) // sizeof(int64_t),
+        "Policy.crit_up_to_fen": sizeof(_POLICY_PROBE.crit_up_to_fen) // sizeof(int64_t),
+        "Policy.crit_ratio_bp": sizeof(_POLICY_PROBE.crit_ratio_bp) // sizeof(int64_t),
+        "Policy.reduction_bp": sizeof(_POLICY_PROBE.reduction_bp) // sizeof(int64_t),
+    },
+    "enum_len": {"FILING_KINDS": KIND_OTHER_TEMPORARY + 1},
+}
 
 
 cdef class Index:
@@ -100,6 +142,16 @@ cdef class Index:
 
     def load_dir(self, str path, progress=None):
         _load_dir(self, path, progress)
+        if YIDI_DEBUG:
+            _check_store(&self.st)
+
+    def check_invariants(self):
+        """Raise InvariantError unless every row is reachable and consistent (O(n); see invariants.pxi)."""
+        _check_store(&self.st)
+
+    def _debug_corrupt(self, str what, psn_no):
+        """Tests only, debug builds only: break one invariant of the person's rows."""
+        _debug_corrupt(self, what, psn_no)
 
     def counts(self):
         return {
@@ -153,8 +205,18 @@ cdef class Index:
         cdef PersonIn o
         _check_person(self, row, &o)
 
+    def check_person_conflicts(self, dict row):
+        """Validate the row (as check_person), then PERSON_CONFLICT if its psn_no is registered
+        with another certno or its certno under another psn_no."""
+        cdef PersonIn o
+        cdef int32_t by_psn_no, by_certno
+        _check_person(self, row, &o)
+        _check_person_conflicts(self, &o, False, &by_psn_no, &by_certno)
+
     def put_person(self, dict row):
-        _put_person(self, row, True)
+        cdef int32_t pi = _put_person(self, row, True)
+        if YIDI_DEBUG:
+            _check_person_rows(&self.st, pi, NULL, NULL)
 
     def check_filing(self, dict row, person=None):
         """Validate a filing row.  `person`: the person row being filed together with it
@@ -163,7 +225,10 @@ cdef class Index:
         _check_filing(self, row, &o, person)
 
     def put_filing(self, dict row):
-        _put_filing(self, row, True)
+        cdef int32_t fi = _put_filing(self, row, True)
+        if YIDI_DEBUG:
+            _check_filing_row(&self.st, fi)
+            _check_person_rows(&self.st, self.st.filings[fi].person_idx, NULL, NULL)
 
     def get_person(self, psn_no):
         cdef int32_t pi = _person_idx(self, psn_no)
@@ -173,16 +238,16 @@ cdef class Index:
             return None
         p = &st.persons[pi]
         return {
-            "psn_no": arena_str(st, p.psn_off, p.psn_len),
-            "certno": arena_str(st, p.cert_off, p.cert_len),
+            "psn_no": arena_str(st, p.psn_no_off, p.psn_no_len),
+            "certno": arena_str(st, p.certno_off, p.certno_len),
             "name": arena_str(st, p.name_off, p.name_len),
-            "insuplc_admdvs": f"{p.insuplc}",
+            "insuplc_admdvs": f"{p.insuplc_admdvs}",
             "insutype": INSUTYPES[p.insutype],
             "person_type": PERSON_TYPES[p.person_type],
             "status": PERSON_STATUSES[p.status],
             "assistance": p.assistance != 0,
-            "card_no": arena_str(st, p.card_off, p.card_len),
-            "card_version": self._card_versions[p.card_version],
+            "card_no": arena_str(st, p.card_no_off, p.card_no_len),
+            "card_version": self._card_versions[p.card_version_idx],
         }
 
     def psn_no_by_certno(self, certno):
@@ -194,7 +259,7 @@ cdef class Index:
         pi = tbl_find(&self.st, &self.st.t_cert, T_CERT, fnv1a(c, n, 0), c, n, 0)
         if pi < 0:
             return None
-        return arena_str(&self.st, self.st.persons[pi].psn_off, self.st.persons[pi].psn_len)
+        return arena_str(&self.st, self.st.persons[pi].psn_no_off, self.st.persons[pi].psn_no_len)
 
     def get_filing(self, filing_id):
         cdef Py_ssize_t n
@@ -229,7 +294,9 @@ cdef class Index:
         return _accumulators(self, psn_no, year)
 
     def apply_deltas(self, psn_no, year, deltas, sign):
-        _apply_deltas(self, psn_no, year, deltas, sign)
+        cdef int32_t pi = _apply_deltas(self, psn_no, year, deltas, sign)
+        if YIDI_DEBUG:
+            _check_person_rows(&self.st, pi, NULL, NULL)
 
     def accumulator_rows(self):
         """(psn_no, year, values in ACCUMULATOR_KEYS order) of every person-year with accumulators."""
@@ -239,11 +306,11 @@ cdef class Index:
         cdef int k, n = len(ACCUMULATOR_KEYS)
         out = []
         for i in range(st.n_persons):
-            ai = st.persons[i].acc_head
+            ai = st.persons[i].first_acc_idx
             while ai >= 0:
-                out.append((arena_str(st, st.persons[i].psn_off, st.persons[i].psn_len), st.accs[ai].year,
-                            tuple([st.accs[ai].v[k] for k in range(n)])))
-                ai = st.accs[ai].next
+                out.append((arena_str(st, st.persons[i].psn_no_off, st.persons[i].psn_no_len), st.accs[ai].year,
+                            tuple([st.accs[ai].value[k] for k in range(n)])))
+                ai = st.accs[ai].next_acc_idx
         return out
 
 
@@ -253,12 +320,12 @@ cdef inline uint64_t _tbl_bytes(Table* t) noexcept nogil:
 
 cdef dict _filing_row(Store* st, int32_t fi):
     cdef Filing* f = &st.filings[fi]
-    codes = (st.arena + f.codes_off)[:f.codes_len].decode("ascii").split(" ") if f.codes_len else []
+    codes = (st.arena + f.fixmedins_codes_off)[:f.fixmedins_codes_len].decode("ascii").split(" ") if f.fixmedins_codes_len else []
     return {
-        "filing_id": arena_str(st, f.id_off, f.id_len),
-        "psn_no": arena_str(st, st.persons[f.person].psn_off, st.persons[f.person].psn_len),
+        "filing_id": arena_str(st, f.filing_id_off, f.filing_id_len),
+        "psn_no": arena_str(st, st.persons[f.person_idx].psn_no_off, st.persons[f.person_idx].psn_no_len),
         "kind": FILING_KINDS[f.kind],
-        "dest_admdvs": f"{f.dest}",
+        "dest_admdvs": f"{f.dest_admdvs}",
         "fixmedins_codes": codes,
         "valid_from": f.valid_from,
         "valid_to": f.valid_to,
@@ -269,3 +336,4 @@ cdef dict _filing_row(Store* st, int32_t fi):
 include "load.pxi"
 include "eligibility.pxi"
 include "benefit.pxi"
+include "invariants.pxi"

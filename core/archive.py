@@ -101,6 +101,10 @@ class MemoryArchive:
     def reply(self, seq: int) -> bytes | None:
         return self.replies.get(seq, b"")
 
+    def settlements_of(self, psn_no: str) -> list[ArchivedSettlement]:
+        """A person's settlements (a scan: for debug-build invariants and tests)."""
+        return [s for s in self.settlements.values() if s.facts.psn_no == psn_no]
+
     def record(self, changes: list[Change], seq: int) -> None:
         for change in changes:
             self._apply(change)

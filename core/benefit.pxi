@@ -1,241 +1,361 @@
 # Benefit calculation (SPEC §5) and the per-person, per-year accumulators (§5.5).
 # Integer fen only; every input is bounded (limits.pxi) so no int64 overflows.
 
-cdef enum:
-    A_IP_FUND = 0
-    A_IP_ADMISSIONS = 1
-    A_CRIT_BASE = 2
-    A_CRIT_PAID = 3
-    A_ASSIST_PAID = 4
-    A_OP_FUND = 5
-    A_OP_DEDUCTIBLE = 6
-    N_ACC = 7
-
 cdef int64_t INT64_BIG = 0x7FFFFFFFFFFFFFFF
 
 
 cdef Acc* _acc_find(Store* st, Person* p, int year) noexcept nogil:
-    cdef int32_t ai = p.acc_head
+    cdef int32_t ai = p.first_acc_idx
     while ai >= 0:
         if st.accs[ai].year == year:
             return &st.accs[ai]
-        ai = st.accs[ai].next
+        ai = st.accs[ai].next_acc_idx
     return NULL
 
-cdef int _check_year(object year) except -1:
-    if type(year) is not int or not (MIN_DATE // 10000 <= year <= MAX_DATE // 10000):
-        raise YidiError("INVALID_DATE", f"年度 {year!r} 无效")
-    return <int>year
+cdef int64_t _NO_ACCUMULATORS[N_ACCUMULATORS]    # all zero: a year with nothing settled yet
+
+cdef const int64_t* _year_values(Store* st, Person* p, int year) noexcept nogil:
+    """The person's accumulators for the year, by ACC_* (zeros if nothing was settled that year)."""
+    cdef Acc* a = _acc_find(st, p, year)
+    if a == NULL:
+        return &_NO_ACCUMULATORS[0]
+    return &a.value[0]
+
+cdef tuple _ACC_KEYS = ACCUMULATOR_KEYS
+
+cdef dict _acc_dict(const int64_t* values):
+    """{accumulator name: value} in ACCUMULATOR_KEYS order."""
+    cdef dict d = {}
+    cdef int k
+    for k in range(N_ACCUMULATORS):
+        d[_ACC_KEYS[k]] = values[k]
+    return d
 
 cdef dict _accumulators(Index self, object psn_no, object year_obj):
-    cdef int year = _check_year(year_obj)
+    cdef int year = _year_of(year_obj)
     cdef int32_t pi = _person_idx(self, psn_no)
-    cdef Acc* a = NULL
-    cdef int k
-    if pi >= 0:
-        a = _acc_find(&self.st, &self.st.persons[pi], year)
-    return {ACCUMULATOR_KEYS[k]: (a.v[k] if a != NULL else 0) for k in range(N_ACC)}
-
-cdef int _apply_deltas(Index self, object psn_no, object year_obj, object deltas, object sign) except -1:
-    cdef Store* st = &self.st
-    cdef int year = _check_year(year_obj)
-    cdef int32_t pi = _person_idx(self, psn_no)
-    cdef int64_t nv[7]
-    cdef Acc* a
-    cdef int k
-    cdef int64_t s
-    if type(sign) is not int or sign not in (1, -1):
-        raise YidiError("INVALID_ARGUMENT", "sign 只能是 +1（记账）或 -1（撤销）")
-    s = sign
     if pi < 0:
-        raise YidiError("PERSON_NOT_FOUND", f"人员编号 {psn_no} 未登记", psn_no=psn_no)
-    if not isinstance(deltas, dict):
-        raise YidiError("INVALID_ARGUMENT", "deltas 必须是字典")
+        return _acc_dict(_NO_ACCUMULATORS)
+    return _acc_dict(_year_values(&self.st, &self.st.persons[pi], year))
+
+cdef int _next_values(Acc* a, object deltas, object sign, int64_t* out) except -1:
+    """out = a's values + sign * deltas, each within 0..MAX_ACCUMULATOR_FEN.
+
+    Deltas are what a settlement computed (SPEC §5.5) and sign is +1 to apply
+    them, -1 to cancel them; nothing a caller sends can make either malformed,
+    and a cancellation of exactly the recorded deltas cannot go below zero.
+    So every refusal here is a bug: InvariantError, not a reason code.
+    """
+    cdef int64_t s = 0, d = 0
+    cdef int k
+    if not _int64_of(sign, &s) or (s != 1 and s != -1):
+        raise InvariantError(f"apply_deltas: sign {_echo(sign)} is neither +1 (apply) nor -1 (cancel)")
+    if type(deltas) is not dict:
+        raise InvariantError(f"apply_deltas: deltas must be a dict, not {type(deltas).__name__}")
     for key in deltas:
         if key not in ACCUMULATOR_KEYS:
-            raise YidiError("INVALID_ARGUMENT", f"未知的累计项 {key!r}")
-    a = _acc_find(st, &st.persons[pi], year)
-    for k in range(N_ACC):
-        d = deltas.get(ACCUMULATOR_KEYS[k], 0)
-        if type(d) is not int or not (-MAX_ACCUMULATOR_FEN <= d <= MAX_ACCUMULATOR_FEN):
-            raise YidiError("INVALID_ARGUMENT", f"累计项 {ACCUMULATOR_KEYS[k]} 的变动值无效")
-        nv[k] = (a.v[k] if a != NULL else 0) + s * <int64_t>d
-        if nv[k] < 0 or nv[k] > MAX_ACCUMULATOR_FEN:
-            raise YidiError("INVALID_ARGUMENT",
-                            f"累计项 {ACCUMULATOR_KEYS[k]} 将变为 {nv[k]}，超出范围；撤销的变动必须与记账时一致")
-    if a == NULL:
-        st.accs = <Acc*>grow_array(st.accs, &st.cap_accs, st.n_accs + 1, sizeof(Acc))
-        a = &st.accs[st.n_accs]
-        a.year = year
-        a.next = st.persons[pi].acc_head
-        st.persons[pi].acc_head = <int32_t>st.n_accs
-        st.n_accs += 1
-    for k in range(N_ACC):
-        a.v[k] = nv[k]
+            raise InvariantError(f"apply_deltas: unknown accumulator {_echo(key)}")
+    for k in range(N_ACCUMULATORS):
+        v = deltas.get(ACCUMULATOR_KEYS[k], 0)
+        if not _int64_of(v, &d) or not (-MAX_ACCUMULATOR_FEN <= d <= MAX_ACCUMULATOR_FEN):
+            raise InvariantError(f"apply_deltas: delta {_echo(v)} of {ACCUMULATOR_KEYS[k]} is not a bounded int")
+        out[k] = (a.value[k] if a != NULL else 0) + s * d
+        if out[k] < 0 or out[k] > MAX_ACCUMULATOR_FEN:
+            raise InvariantError(f"apply_deltas: {ACCUMULATOR_KEYS[k]} would become {out[k]}; "
+                                 "a cancellation must subtract exactly the deltas its settlement added")
     return 0
 
+cdef Acc* _acc_new(Store* st, int32_t pi, int year) except NULL:
+    """A zeroed accumulator row for (person, year), linked at the head of the person's list."""
+    cdef Acc* a
+    st.accs = <Acc*>grow_array(st.accs, &st.cap_accs, st.n_accs + 1, sizeof(Acc))
+    a = &st.accs[st.n_accs]
+    memset(a, 0, sizeof(Acc))
+    a.year = year
+    a.next_acc_idx = st.persons[pi].first_acc_idx
+    st.persons[pi].first_acc_idx = <int32_t>st.n_accs
+    st.n_accs += 1
+    return a
+
+cdef int32_t _apply_deltas(Index self, object psn_no, object year_obj, object deltas, object sign) except -2:
+    """Add sign * deltas to the person's accumulators of the year, all or nothing; returns the person's row."""
+    cdef Store* st = &self.st
+    cdef int year = _year_of(year_obj)
+    cdef int32_t pi = _person_idx(self, psn_no)
+    cdef int64_t next_value[N_ACCUMULATORS]
+    cdef Acc* a
+    if pi < 0:
+        raise YidiError("PERSON_NOT_FOUND", f"人员编号 {_echo(psn_no)} 未登记", psn_no=psn_no)
+    a = _acc_find(st, &st.persons[pi], year)
+    _next_values(a, deltas, sign, next_value)
+    if a == NULL:
+        a = _acc_new(st, pi, year)
+    memcpy(a.value, next_value, sizeof(next_value))
+    return pi
+
+
+# ---------------------------------------------------------------- the amounts
+# A fee line's parts (SPEC §5.1), in fen.
+ctypedef struct LineFen:
+    int64_t amount_fen
+    int64_t fulamt_ownpay_amt     # 全自费: not in the catalogue, or class C
+    int64_t overlmt_selfpay       # 超限价自费: above the price cap
+    int64_t preselfpay_amt        # 先行自付: class B's self-paid share
+    int64_t inscp_scp_amt         # in policy scope
+    int item_class                # CLASS_*, -1 = not in the catalogue
+
+# One settlement's amounts (SPEC §5.1–§5.4), named as the national interface
+# names them; all fen except pay_ratio_bp.
+ctypedef struct BenefitFen:
+    int64_t medfee_sumamt
+    int64_t fulamt_ownpay_amt
+    int64_t overlmt_selfpay
+    int64_t preselfpay_amt
+    int64_t inscp_scp_amt
+    int64_t pay_ratio_bp
+    int64_t act_pay_dedc
+    int64_t hifp_pay
+    int64_t crit_base_fen         # s of §5.3 step 4: this settlement's in-policy self-pay
+    int64_t supplementary_fen     # reported as hifmi_pay (390) or hifob_pay (310)
+    int64_t maf_pay
+    int64_t fund_pay_sumamt
+    int64_t psn_cash_pay
+
+cdef str _CLASS_LABEL = "ABC"
+
+
+# ---------------------------------------------------------------- §5.1 lines
+cdef void _price_line(Store* st, uint32_t province, const char* code, Py_ssize_t code_n,
+                      int64_t unit_price_fen, int64_t qty_milli, LineFen* out) noexcept nogil:
+    """One line, looked up in the treatment province's catalogue (就医地目录)."""
+    cdef int32_t ci = tbl_find(st, &st.t_item, T_ITEM, item_hash(code, code_n, province), code, code_n, province)
+    cdef CatalogItem* item
+    cdef int64_t capped
+    memset(out, 0, sizeof(LineFen))
+    out.amount_fen = line_amount(unit_price_fen, qty_milli)
+    out.item_class = st.items[ci].item_class if ci >= 0 else -1
+    if ci < 0 or out.item_class == CLASS_C:
+        out.fulamt_ownpay_amt = out.amount_fen
+        return
+    item = &st.items[ci]
+    capped = out.amount_fen
+    if item.price_cap_fen > 0 and unit_price_fen > item.price_cap_fen:
+        capped = line_amount(item.price_cap_fen, qty_milli)
+        out.overlmt_selfpay = out.amount_fen - capped
+    if item.item_class == CLASS_B:
+        out.preselfpay_amt = bp(capped, item.selfpay_bp)
+    out.inscp_scp_amt = capped - out.preselfpay_amt
+
+cdef int _add_line(BenefitFen* b, LineFen* ln) except -1:
+    """Sum a line into the bill, within MAX_BILL_FEN (which keeps every later product in int64)."""
+    b.fulamt_ownpay_amt += ln.fulamt_ownpay_amt
+    b.overlmt_selfpay += ln.overlmt_selfpay
+    b.preselfpay_amt += ln.preselfpay_amt
+    b.inscp_scp_amt += ln.inscp_scp_amt
+    b.medfee_sumamt = b.fulamt_ownpay_amt + b.overlmt_selfpay + b.preselfpay_amt + b.inscp_scp_amt
+    if b.medfee_sumamt > MAX_BILL_FEN:
+        raise YidiError("INVALID_PRICE", f"本次结算费用总额超过上限 {MAX_BILL_FEN} 分")
+    return 0
+
+cdef dict _line_result(object code, LineFen* ln):
+    return {"code": code, "amount_fen": ln.amount_fen, "fulamt_ownpay_amt": ln.fulamt_ownpay_amt,
+            "overlmt_selfpay": ln.overlmt_selfpay, "preselfpay_amt": ln.preselfpay_amt,
+            "inscp_scp_amt": ln.inscp_scp_amt,
+            "chrgitm_lv": _CLASS_LABEL[ln.item_class] if ln.item_class >= 0 else ""}
+
+cdef list _price_lines(Store* st, uint32_t province, object lines, BenefitFen* b):
+    """§5.1 for every line, summed into b; returns the per-line results."""
+    cdef LineFen ln
+    cdef Py_ssize_t code_n
+    cdef const char* code_p
+    cdef int64_t price, qty
+    results = []
+    for line in lines:
+        if (type(line) is not tuple and type(line) is not list) or len(line) != 3:
+            # the engine builds these tuples from lines check_line has passed: a bad shape is its bug
+            raise InvariantError("benefit: a fee line must be a (code, unit_price_fen, qty_milli) tuple")
+        code, price_o, qty_o = line
+        code_p = _line_code_of(code, None, &code_n)
+        price = _unit_price_fen_of(price_o, None, code)
+        qty = _qty_milli_of(qty_o, None, code)
+        _price_line(st, province, code_p, code_n, price, qty, &ln)
+        _add_line(b, &ln)
+        results.append(_line_result(code, &ln))
+    return results
+
+
+# ---------------------------------------------------------------- §5.2 ratio
+cdef int64_t _ratio_bp(Policy* pol, int level, bint retired, int kind, bint inpatient) noexcept nogil:
+    cdef int64_t ratio
+    if inpatient:
+        ratio = pol.inpatient_ratio_bp[level] + (pol.inpatient_retired_bonus_bp if retired else 0)
+    else:
+        ratio = pol.outpatient_ratio_bp[level] + (pol.outpatient_retired_bonus_bp if retired else 0)
+    return imin(BP_ONE, imax(0, ratio - pol.reduction_bp[kind]))
+
+
+# ---------------------------------------------------------------- §5.3 inpatient, step by step
+cdef int64_t _deductible_fen(Policy* pol, int level, const int64_t* acc) noexcept nogil:
+    """Step 1: D, reduced for a later admission of the year when the policy says so."""
+    cdef int64_t d = pol.inpatient_deductible_fen[level]
+    if acc[ACC_INPATIENT_ADMISSIONS] >= 1 and pol.inpatient_subsequent_deductible_bp >= 0:
+        d = bp(d, pol.inpatient_subsequent_deductible_bp)
+    return d
+
+cdef inline int64_t _basic_fund_fen(int64_t inscp_fen, int64_t deductible_fen, int64_t ratio_bp,
+                                    int64_t annual_cap_fen, int64_t paid_fen) noexcept nogil:
+    """Step 3 (and §5.4): the ratio of what is past the deductible, within the year's cap room."""
+    return imin(bp(inscp_fen - deductible_fen, ratio_bp), imax(0, annual_cap_fen - paid_fen))
 
 cdef int64_t _tiers_pay(Policy* pol, int64_t before, int64_t after) noexcept nogil:
-    """Critical-illness payment for the cumulative base moving from before to after."""
-    cdef int64_t ex_b = imax(0, before - pol.ci_threshold)
-    cdef int64_t ex_a = imax(0, after - pol.ci_threshold)
+    """Step 4's tiers: pay for the cumulative base moving from before to after."""
+    cdef int64_t ex_b = imax(0, before - pol.crit_threshold_fen)
+    cdef int64_t ex_a = imax(0, after - pol.crit_threshold_fen)
     cdef int64_t lo = 0, hi, ov, pay = 0
     cdef int i
-    for i in range(pol.ci_ntiers):
-        hi = pol.ci_up_to[i] if pol.ci_up_to[i] >= 0 else INT64_BIG
+    for i in range(pol.crit_n_tiers):
+        hi = pol.crit_up_to_fen[i] if pol.crit_up_to_fen[i] >= 0 else INT64_BIG
         ov = imin(ex_a, hi) - imax(ex_b, lo)
         if ov > 0:
-            pay += bp(ov, pol.ci_ratio[i])
+            pay += bp(ov, pol.crit_ratio_bp[i])
         lo = hi
     return pay
 
-cdef dict _benefit(Index self, object psn_no, object fixmedins_code, object filing_kind, bint inpatient,
-                   object date_obj, object lines):
-    cdef Store* st = &self.st
-    cdef int64_t date = _check_date(date_obj)
-    cdef int32_t pi, ii, ci
-    cdef int64_t pol_i, price, qty, amount, capped, fulamt, overlmt, presp, inscp
-    cdef int64_t t_ful = 0, t_over = 0, t_pre = 0, t_in = 0, medfee
-    cdef int64_t ratio, D, dedc, hifp, s = 0, supp = 0, maf = 0, fund
-    cdef int64_t zero[7]
-    cdef int64_t* acc
-    cdef int kind, level, cls
-    cdef uint32_t prov
-    cdef Py_ssize_t cn
-    cdef const char* cp
-    cdef Person* p
-    cdef Institution* it
-    cdef Policy* pol
-    cdef CatalogItem* item
-    cdef Acc* a
+cdef int64_t _supplementary_fen(Policy* pol, int64_t s_fen, const int64_t* acc) noexcept nogil:
+    """Step 4: critical illness on the year's in-policy self-pay, within its annual cap room."""
+    if not pol.crit_present:
+        return 0
+    return imin(_tiers_pay(pol, acc[ACC_CRIT_BASE_FEN], acc[ACC_CRIT_BASE_FEN] + s_fen),
+                imax(0, pol.crit_annual_cap_fen - acc[ACC_CRIT_PAID_FEN]))
 
-    pi = _person_idx(self, psn_no)
+cdef void _settle_inpatient(Policy* pol, int level, const int64_t* acc, BenefitFen* b) noexcept nogil:
+    """§5.3 steps 1–4."""
+    b.act_pay_dedc = imin(b.inscp_scp_amt, _deductible_fen(pol, level, acc))                 # steps 1, 2
+    b.hifp_pay = _basic_fund_fen(b.inscp_scp_amt, b.act_pay_dedc, b.pay_ratio_bp,
+                                 pol.inpatient_annual_cap_fen, acc[ACC_INPATIENT_FUND_PAID_FEN])   # step 3
+    b.crit_base_fen = b.inscp_scp_amt - b.hifp_pay                                         # step 4
+    b.supplementary_fen = _supplementary_fen(pol, b.crit_base_fen, acc)
+
+
+# ---------------------------------------------------------------- §5.4 outpatient
+cdef void _settle_outpatient(Policy* pol, const int64_t* acc, BenefitFen* b) noexcept nogil:
+    """The year's deductible room instead of a per-visit deductible; no supplementary layer."""
+    b.act_pay_dedc = imin(b.inscp_scp_amt,
+                          imax(0, pol.outpatient_annual_deductible_fen - acc[ACC_OUTPATIENT_DEDUCTIBLE_USED_FEN]))
+    b.hifp_pay = _basic_fund_fen(b.inscp_scp_amt, b.act_pay_dedc, b.pay_ratio_bp,
+                                 pol.outpatient_annual_cap_fen, acc[ACC_OUTPATIENT_FUND_PAID_FEN])
+
+
+# ---------------------------------------------------------------- §5.3 steps 5 and 6, both kinds
+cdef int64_t _assistance_fen(Person* p, Policy* pol, const int64_t* acc, BenefitFen* b) noexcept nogil:
+    """Step 5: medical assistance on what the funds left of the in-policy amount."""
+    if not (p.assistance and pol.assist_present):
+        return 0
+    return imin(bp(b.inscp_scp_amt - b.hifp_pay - b.supplementary_fen, pol.assist_ratio_bp),
+                imax(0, pol.assist_annual_cap_fen - acc[ACC_ASSIST_PAID_FEN]))
+
+cdef void _totals(BenefitFen* b) noexcept nogil:
+    """Step 6."""
+    b.fund_pay_sumamt = b.hifp_pay + b.supplementary_fen + b.maf_pay
+    b.psn_cash_pay = b.medfee_sumamt - b.fund_pay_sumamt
+
+
+# ---------------------------------------------------------------- inputs and the answer
+cdef int32_t _benefit_person(Index self, object psn_no) except -2:
+    cdef int32_t pi = _person_idx(self, psn_no)
     if pi < 0:
         raise YidiError("PERSON_NOT_FOUND", f"人员编号 {psn_no} 未登记", psn_no=psn_no)
-    ii = _inst_idx(self, fixmedins_code)
+    return pi
+
+cdef int32_t _benefit_institution(Index self, object fixmedins_code) except -2:
+    cdef int32_t ii = _inst_idx(self, fixmedins_code)
     if ii < 0:
         raise YidiError("INSTITUTION_UNKNOWN", f"定点医药机构编码 {fixmedins_code} 不在跨省直接结算机构库中",
                         fixmedins_code=fixmedins_code)
+    return ii
+
+cdef int _filing_kind_of(object filing_kind) except -1:
     if type(filing_kind) is not str or filing_kind not in FILING_KINDS:
-        raise YidiError("INVALID_ENUM", f"备案类型 {filing_kind!r} 无效，应为 {'、'.join(FILING_KINDS)} 之一")
-    kind = FILING_KINDS.index(filing_kind)
-    if len(lines) > MAX_LINES:
-        raise YidiError("TOO_MANY_LINES", f"一次结算最多 {MAX_LINES} 条费用明细，本次 {len(lines)} 条")
-    p = &st.persons[pi]
-    it = &st.insts[ii]
-    level = it.level
-    pol_i = _policy_idx(self, p.insuplc, p.insutype, date)
+        raise YidiError("INVALID_ENUM", f"备案类型 {_echo(filing_kind)} 无效，应为 {'、'.join(FILING_KINDS)} 之一")
+    return FILING_KINDS.index(filing_kind)
+
+cdef int _lines_shape_ok(object lines) except -1:
+    if type(lines) is not list and type(lines) is not tuple:
+        raise InvariantError(f"benefit: lines must be a list of fee lines, not {type(lines).__name__}")
+    return _line_count_ok(len(lines), "一次结算")
+
+cdef Policy* _policy_in_force(Index self, Person* p, int64_t date, object psn_no) except NULL:
+    cdef int64_t pol_i = _policy_idx(self, p.insuplc_admdvs, p.insutype, date)
     if pol_i < 0:
         raise YidiError(
             "POLICY_MISSING",
-            f"参保地统筹区 {_region_label(self, pooling_of(p.insuplc))} 险种 {INSUTYPES[p.insutype]} "
+            f"参保地统筹区 {_region_label(self, pooling_of(p.insuplc_admdvs))} 险种 {INSUTYPES[p.insutype]} "
             f"在 {_date_zh(date)} 没有生效的待遇政策，暂不能结算；请联系国家平台运维核实参保地政策数据。",
             psn_no=psn_no)
-    pol = &st.policies[pol_i]
-    prov = province_of(it.admdvs)
+    return &self.st.policies[pol_i]
 
-    # 5.1 lines, looked up in the treatment province's catalogue
-    line_results = []
-    for ln in lines:
-        if type(ln) is not tuple and type(ln) is not list or len(ln) != 3:
-            raise YidiError("INVALID_ARGUMENT", "费用明细须为 (项目编码, 单价分, 数量千分之一) 三元组")
-        code, price_o, qty_o = ln
-        if type(code) is not str:
-            raise YidiError("INVALID_CODE", "费用明细的项目编码必须是字符串")
-        cp = PyUnicode_AsUTF8AndSize(code, &cn)
-        if not id_ok(cp, cn):
-            raise YidiError("INVALID_CODE", f"费用明细的项目编码 {code!r} 无效")
-        if type(price_o) is not int or not (0 <= price_o <= MAX_UNIT_PRICE_FEN):
-            raise YidiError("INVALID_PRICE", f"项目 {code} 的单价 {price_o!r} 无效（0–{MAX_UNIT_PRICE_FEN} 分）")
-        if type(qty_o) is not int or not (0 < qty_o <= MAX_QTY_MILLI):
-            raise YidiError("INVALID_QUANTITY", f"项目 {code} 的数量 {qty_o!r} 无效（须大于 0，至多 {MAX_QTY_MILLI}‰）")
-        price = price_o
-        qty = qty_o
-        amount = (price * qty + 500) // 1000
-        fulamt = overlmt = presp = inscp = 0
-        ci = tbl_find(st, &st.t_item, T_ITEM, item_hash(cp, cn, prov), cp, cn, prov)
-        if ci < 0 or st.items[ci].cls == CLASS_C:
-            fulamt = amount
-            lv = "" if ci < 0 else "C"
-        else:
-            item = &st.items[ci]
-            capped = amount
-            if item.price_cap_fen > 0 and price > item.price_cap_fen:
-                capped = (item.price_cap_fen * qty + 500) // 1000
-                overlmt = amount - capped
-            if item.cls == CLASS_A:
-                inscp = capped
-                lv = "A"
-            else:
-                presp = bp(capped, item.selfpay_bp)
-                inscp = capped - presp
-                lv = "B"
-        t_ful += fulamt; t_over += overlmt; t_pre += presp; t_in += inscp
-        if t_ful + t_over + t_pre + t_in > MAX_BILL_FEN:
-            raise YidiError("INVALID_PRICE", f"本次结算费用总额超过上限 {MAX_BILL_FEN} 分")
-        line_results.append({"code": code, "amount_fen": amount, "fulamt_ownpay_amt": fulamt,
-                             "overlmt_selfpay": overlmt, "preselfpay_amt": presp, "inscp_scp_amt": inscp,
-                             "chrgitm_lv": lv})
-    medfee = t_ful + t_over + t_pre + t_in
-    inscp = t_in
+cdef dict _deltas(BenefitFen* b, bint inpatient):
+    """What this settlement adds to the year's accumulators (SPEC §5.5)."""
+    cdef int64_t d[N_ACCUMULATORS]
+    memset(d, 0, sizeof(d))
+    if inpatient:
+        d[ACC_INPATIENT_FUND_PAID_FEN] = b.hifp_pay
+        d[ACC_INPATIENT_ADMISSIONS] = 1
+        d[ACC_CRIT_BASE_FEN] = b.crit_base_fen
+        d[ACC_CRIT_PAID_FEN] = b.supplementary_fen
+    else:
+        d[ACC_OUTPATIENT_FUND_PAID_FEN] = b.hifp_pay
+        d[ACC_OUTPATIENT_DEDUCTIBLE_USED_FEN] = b.act_pay_dedc
+    d[ACC_ASSIST_PAID_FEN] = b.maf_pay
+    return _acc_dict(d)
 
-    # 5.2 ratio
-    if inpatient:
-        ratio = pol.ip_ratio[level] + (pol.ip_retired_bonus if p.person_type == PTYPE_RETIRED else 0)
-    else:
-        ratio = pol.op_ratio[level] + (pol.op_retired_bonus if p.person_type == PTYPE_RETIRED else 0)
-    ratio = imin(BP_ONE, imax(0, ratio - pol.reduction[kind]))
-
-    a = _acc_find(st, p, <int>(date // 10000))
-    memset(zero, 0, sizeof(zero))
-    if a != NULL:
-        acc = &a.v[0]
-    else:
-        acc = &zero[0]
-    if inpatient:
-        # 5.3 steps 1-4
-        D = pol.ip_deductible[level]
-        if acc[A_IP_ADMISSIONS] >= 1 and pol.ip_subsequent_bp >= 0:
-            D = bp(D, pol.ip_subsequent_bp)
-        dedc = imin(inscp, D)
-        hifp = imin(bp(inscp - dedc, ratio), imax(0, pol.ip_cap - acc[A_IP_FUND]))
-        s = inscp - hifp
-        if pol.ci_present:
-            supp = imin(_tiers_pay(pol, acc[A_CRIT_BASE], acc[A_CRIT_BASE] + s),
-                        imax(0, pol.ci_cap - acc[A_CRIT_PAID]))
-    else:
-        # 5.4
-        dedc = imin(inscp, imax(0, pol.op_deductible - acc[A_OP_DEDUCTIBLE]))
-        hifp = imin(bp(inscp - dedc, ratio), imax(0, pol.op_cap - acc[A_OP_FUND]))
-    # 5.3 step 5, medical assistance
-    if p.assistance and pol.as_present:
-        maf = imin(bp(inscp - hifp - supp, pol.as_ratio), imax(0, pol.as_cap - acc[A_ASSIST_PAID]))
-    fund = hifp + supp + maf
-    if inpatient:
-        deltas = {"inpatient_fund_paid_fen": hifp, "inpatient_admissions": 1, "crit_base_fen": s,
-                  "crit_paid_fen": supp, "assist_paid_fen": maf, "outpatient_fund_paid_fen": 0,
-                  "outpatient_deductible_used_fen": 0}
-    else:
-        deltas = {"inpatient_fund_paid_fen": 0, "inpatient_admissions": 0, "crit_base_fen": 0,
-                  "crit_paid_fen": 0, "assist_paid_fen": maf, "outpatient_fund_paid_fen": hifp,
-                  "outpatient_deductible_used_fen": dedc}
+cdef dict _benefit_answer(Person* p, Policy* pol, BenefitFen* b, bint inpatient, int64_t date, list line_results):
     return {
-        "medfee_sumamt": medfee,
-        "fulamt_ownpay_amt": t_ful,
-        "overlmt_selfpay": t_over,
-        "preselfpay_amt": t_pre,
-        "inscp_scp_amt": inscp,
-        "act_pay_dedc": dedc,
-        "pay_ratio_bp": ratio,
-        "hifp_pay": hifp,
-        "hifmi_pay": supp if p.insutype == INSUTYPE_390 else 0,
-        "hifob_pay": supp if p.insutype == INSUTYPE_310 else 0,
-        "maf_pay": maf,
-        "fund_pay_sumamt": fund,
-        "psn_cash_pay": medfee - fund,
+        "medfee_sumamt": b.medfee_sumamt,
+        "fulamt_ownpay_amt": b.fulamt_ownpay_amt,
+        "overlmt_selfpay": b.overlmt_selfpay,
+        "preselfpay_amt": b.preselfpay_amt,
+        "inscp_scp_amt": b.inscp_scp_amt,
+        "act_pay_dedc": b.act_pay_dedc,
+        "pay_ratio_bp": b.pay_ratio_bp,
+        "hifp_pay": b.hifp_pay,
+        "hifmi_pay": b.supplementary_fen if p.insutype == INSUTYPE_390 else 0,
+        "hifob_pay": b.supplementary_fen if p.insutype == INSUTYPE_310 else 0,
+        "maf_pay": b.maf_pay,
+        "fund_pay_sumamt": b.fund_pay_sumamt,
+        "psn_cash_pay": b.psn_cash_pay,
         "policy_effective_from": pol.effective_from,
-        "high_cost": medfee > pol.high_cost,
+        "high_cost": b.medfee_sumamt > pol.high_cost_fen,
         "year": date // 10000,
         "line_results": line_results,
-        "deltas": deltas,
+        "deltas": _deltas(b, inpatient),
     }
+
+
+# ---------------------------------------------------------------- SPEC §5, in order
+cdef dict _benefit(Index self, object psn_no, object fixmedins_code, object filing_kind, bint inpatient,
+                   object date_obj, object lines):
+    """One settlement's amounts, line results and accumulator deltas; changes nothing."""
+    cdef Store* st = &self.st
+    cdef int64_t date = _date_of(date_obj, "结算日期", None)
+    cdef Person* p = &st.persons[_benefit_person(self, psn_no)]
+    cdef Institution* it = &st.insts[_benefit_institution(self, fixmedins_code)]
+    cdef int kind = _filing_kind_of(filing_kind)
+    cdef Policy* pol
+    cdef BenefitFen b
+    cdef const int64_t* acc
+    _lines_shape_ok(lines)
+    pol = _policy_in_force(self, p, date, psn_no)
+    memset(&b, 0, sizeof(BenefitFen))
+    line_results = _price_lines(st, province_of(it.admdvs), lines, &b)                       # 5.1
+    b.pay_ratio_bp = _ratio_bp(pol, it.level, p.person_type == PTYPE_RETIRED, kind, inpatient)  # 5.2
+    acc = _year_values(st, p, <int>(date // 10000))
+    if inpatient:
+        _settle_inpatient(pol, it.level, acc, &b)                                               # 5.3 steps 1-4
+    else:
+        _settle_outpatient(pol, acc, &b)                                                        # 5.4
+    b.maf_pay = _assistance_fen(p, pol, acc, &b)                                                # 5.3 step 5
+    _totals(&b)                                                                                 # 5.3 step 6
+    if YIDI_DEBUG:
+        _check_benefit_money(&b)
+    return _benefit_answer(p, pol, &b, inpatient, date, line_results)

@@ -1,4 +1,4 @@
-# Eligibility (SPEC §4): checks 1..9 in order; the first failure is the answer,
+# Eligibility (SPEC §4): checks 1..9 in order, one function each; the first failure is the answer,
 # with a reason code and a message a counter clerk can read aloud.  Messages
 # never contain the certno.
 
@@ -15,11 +15,6 @@ cdef int32_t _inst_idx(Index self, object code) except -2:
     if not id_ok(p, n):
         return -1
     return tbl_find(&self.st, &self.st.t_inst, T_INST, fnv1a(p, n, 0), p, n, 0)
-
-cdef int64_t _check_date(object date) except -1:
-    if type(date) is not int or not (MIN_DATE <= date <= MAX_DATE) or not date_ok(<int64_t>date):
-        raise YidiError("INVALID_DATE", f"日期 {date!r} 无效，须为 {MIN_DATE}–{MAX_DATE} 之间的 yyyymmdd 整数")
-    return <int64_t>date
 
 cdef int64_t _policy_idx(Index self, uint32_t insuplc, int insutype, int64_t date) except -2:
     """The policy row in force on `date` for the person's pooling region and insutype, -1 = none."""
@@ -56,10 +51,10 @@ cdef str _state_zh(Filing* f, int64_t date):
     return "有效"
 
 cdef inline str _filing_id(Store* st, Filing* f):
-    return arena_str(st, f.id_off, f.id_len)
+    return arena_str(st, f.filing_id_off, f.filing_id_len)
 
 cdef inline str _inst_code(Store* st, int32_t i):
-    return arena_str(st, st.insts[i].code_off, st.insts[i].code_len)
+    return arena_str(st, st.insts[i].fixmedins_code_off, st.insts[i].fixmedins_code_len)
 
 cdef inline str _inst_name(Store* st, int32_t i):
     return arena_str(st, st.insts[i].name_off, st.insts[i].name_len)
@@ -69,16 +64,16 @@ cdef bint _designates(Store* st, Filing* f, Institution* it) noexcept nogil:
     cdef const char* p
     cdef const char* code
     cdef int i = 0, start, n
-    if f.codes_len == 0:
+    if f.fixmedins_codes_len == 0:
         return True
-    p = st.arena + f.codes_off
-    code = st.arena + it.code_off
-    n = f.codes_len
+    p = st.arena + f.fixmedins_codes_off
+    code = st.arena + it.fixmedins_code_off
+    n = f.fixmedins_codes_len
     while i < n:
         start = i
         while i < n and p[i] != 32:
             i += 1
-        if i - start == it.code_len and memcmp(p + start, code, it.code_len) == 0:
+        if i - start == it.fixmedins_code_len and memcmp(p + start, code, it.fixmedins_code_len) == 0:
             return True
         i += 1
     return False
@@ -86,10 +81,10 @@ cdef bint _designates(Store* st, Filing* f, Institution* it) noexcept nogil:
 cdef list _filings_sorted(Store* st, Person* p):
     """Row indexes of the person's filings in (valid_from, filing_id) order."""
     out = []
-    cdef int32_t fi = p.first_filing
+    cdef int32_t fi = p.first_filing_idx
     while fi >= 0:
         out.append((st.filings[fi].valid_from, _filing_id(st, &st.filings[fi]), fi))
-        fi = st.filings[fi].next
+        fi = st.filings[fi].next_filing_idx
     out.sort()
     return [t[2] for t in out]
 
@@ -99,7 +94,7 @@ cdef str _designated_zh(Index self, Filing* f):
     cdef Py_ssize_t n
     cdef const char* cp
     parts = []
-    for code in (st.arena + f.codes_off)[:f.codes_len].decode("ascii").split(" "):
+    for code in (st.arena + f.fixmedins_codes_off)[:f.fixmedins_codes_len].decode("ascii").split(" "):
         cp = PyUnicode_AsUTF8AndSize(code, &n)
         ii = tbl_find(st, &st.t_inst, T_INST, fnv1a(cp, n, 0), cp, n, 0)
         parts.append(f"{code}（{_inst_name(st, ii) if ii >= 0 else '机构信息未登记'}）")
@@ -115,130 +110,199 @@ cdef bint _better(Store* st, int32_t a, int64_t ra, int32_t b, int64_t rb) noexc
     if fa.valid_from != fb.valid_from:
         return fa.valid_from > fb.valid_from
     # last resort, for determinism: the smaller filing_id
-    c = memcmp(st.arena + fa.id_off, st.arena + fb.id_off, imin(fa.id_len, fb.id_len))
-    return c < 0 or (c == 0 and fa.id_len < fb.id_len)
+    c = memcmp(st.arena + fa.filing_id_off, st.arena + fb.filing_id_off, imin(fa.filing_id_len, fb.filing_id_len))
+    return c < 0 or (c == 0 and fa.filing_id_len < fb.filing_id_len)
 
-cdef dict _eligibility(Index self, object psn_no, object fixmedins_code, bint inpatient, object date_obj,
-                       object card_no, object card_version, bint has_open_inpatient):
-    cdef Store* st = &self.st
-    cdef int64_t date = _check_date(date_obj)
-    cdef int32_t pi, ii, fi, best = -1, n7 = 0
-    cdef int64_t pol, r, best_r = 0
-    cdef Person* p
-    cdef Institution* it
-    cdef Filing* f
-    cdef Py_ssize_t cn
-    cdef const char* cp
-    visit = "住院" if inpatient else "门诊"
+# ---------------------------------------------------------------- the checks, one function each
+cdef int32_t _check1_filed(Index self, object psn_no) except -2:
+    """Check 1: the person is known and has a filing record; returns the person's row."""
+    cdef int32_t pi = _person_idx(self, psn_no)
+    if pi >= 0 and self.st.persons[pi].first_filing_idx >= 0:
+        return pi
+    raise YidiError(
+        "PERSON_NOT_FILED",
+        f"参保人（人员编号 {psn_no}）没有跨省异地就医备案记录，暂不能直接结算。"
+        "请参保人或家属联系参保地医保经办机构，或通过国家医保服务平台 App、小程序等线上渠道办理备案，"
+        "备案即时生效；已入院的，可在出院结算前补办备案后直接结算。",
+        psn_no=psn_no)
 
-    # 1 filed
-    pi = _person_idx(self, psn_no)
-    if pi < 0 or st.persons[pi].first_filing < 0:
-        raise YidiError(
-            "PERSON_NOT_FILED",
-            f"参保人（人员编号 {psn_no}）没有跨省异地就医备案记录，暂不能直接结算。"
-            "请参保人或家属联系参保地医保经办机构，或通过国家医保服务平台 App、小程序等线上渠道办理备案，"
-            "备案即时生效；已入院的，可在出院结算前补办备案后直接结算。",
-            psn_no=psn_no)
-    p = &st.persons[pi]
-    # 2 insured status
+cdef int _check2_active(Person* p, object psn_no) except -1:
+    """Check 2: the person's insurance is active."""
     if p.status == PSTATUS_SUSPENDED:
         raise YidiError(
             "INSURANCE_SUSPENDED",
             f"参保人（人员编号 {psn_no}）在参保地的参保状态为暂停，暂不能享受医保待遇，"
             "请参保人联系参保地医保经办机构恢复参保后再结算。",
             psn_no=psn_no)
-    # 3 card
-    if card_no is not None or card_version is not None:
-        if card_no is not None:
-            cp = _str_of(card_no, "card_no", &cn)
-            if cn != p.card_len or memcmp(cp, st.arena + p.card_off, cn) != 0:
-                raise YidiError(
-                    "CARD_INVALID",
-                    "所持医保卡（社保卡）卡号与参保人登记的卡号不一致，请核对是否本人卡、是否已换卡；"
-                    "也可使用医保电子凭证或身份证件办理。",
-                    psn_no=psn_no, cause="card_no_mismatch")
-        ver = card_version if card_version is not None else self._card_versions[p.card_version]
-        if ver not in self._accepted:
+    return 0
+
+cdef int _check3_card(Index self, Person* p, object psn_no, object card_no, object card_version) except -1:
+    """Check 3, when a card is presented: its number is the person's and its version accepted."""
+    cdef Store* st = &self.st
+    cdef Py_ssize_t cn
+    cdef const char* cp
+    if card_no is None and card_version is None:
+        return 0
+    if card_no is not None:
+        cp = _str_of(card_no, "card_no", &cn)
+        if cn != p.card_no_len or memcmp(cp, st.arena + p.card_no_off, cn) != 0:
             raise YidiError(
                 "CARD_INVALID",
-                f"医保卡（社保卡）版本 {ver} 不在受理范围（受理版本：{'、'.join(sorted(self._accepted))}），"
-                "请持卡到参保地换领新版卡，或使用医保电子凭证、身份证件办理。",
-                psn_no=psn_no, cause="card_version_not_accepted")
-    # 4 institution
-    ii = _inst_idx(self, fixmedins_code)
-    if ii < 0:
-        raise YidiError("INSTITUTION_UNKNOWN",
-                        f"定点医药机构编码 {fixmedins_code} 不在跨省直接结算机构库中，请核对机构编码。",
-                        fixmedins_code=fixmedins_code)
-    it = &st.insts[ii]
-    iname = _inst_name(st, ii)
-    # 5 cross-province
-    if province_of(it.admdvs) == province_of(p.insuplc):
+                "所持医保卡（社保卡）卡号与参保人登记的卡号不一致，请核对是否本人卡、是否已换卡；"
+                "也可使用医保电子凭证或身份证件办理。",
+                psn_no=psn_no, cause="card_no_mismatch")
+    version = card_version if card_version is not None else self._card_versions[p.card_version_idx]
+    if version not in self._accepted:
         raise YidiError(
-            "NOT_CROSS_PROVINCE",
-            f"参保地 {_region_label(self, p.insuplc)} 与就医机构 {iname} 所在地 {_region_label(self, it.admdvs)} "
-            f"同属 {_region_label(self, province_of(it.admdvs))}，不属于跨省异地就医，请按省内就医结算办法办理。",
-            psn_no=psn_no, fixmedins_code=fixmedins_code)
-    # 6 institution open for this kind of visit
-    if not (it.inpatient if inpatient else it.outpatient):
-        raise YidiError(
-            "INSTITUTION_NOT_ENABLED",
-            f"就医机构 {fixmedins_code}（{iname}）未开通跨省异地{visit}费用直接结算，"
-            f"本次{visit}费用不能直接结算；请选择已开通的定点机构，或先行垫付后回参保地报销。",
-            fixmedins_code=fixmedins_code)
-    # 7 and 8: filings valid today for the destination, then designated institutions
-    pol = _policy_idx(self, p.insuplc, p.insutype, date)
-    fi = p.first_filing
+            "CARD_INVALID",
+            f"医保卡（社保卡）版本 {version} 不在受理范围（受理版本：{'、'.join(sorted(self._accepted))}），"
+            "请持卡到参保地换领新版卡，或使用医保电子凭证、身份证件办理。",
+            psn_no=psn_no, cause="card_version_not_accepted")
+    return 0
+
+cdef int32_t _check4_institution(Index self, object fixmedins_code) except -2:
+    """Check 4: the institution is known; returns its row."""
+    cdef int32_t ii = _inst_idx(self, fixmedins_code)
+    if ii >= 0:
+        return ii
+    raise YidiError("INSTITUTION_UNKNOWN",
+                    f"定点医药机构编码 {fixmedins_code} 不在跨省直接结算机构库中，请核对机构编码。",
+                    fixmedins_code=fixmedins_code)
+
+cdef int _check5_cross_province(Index self, Person* p, int32_t ii, object psn_no, object fixmedins_code) except -1:
+    """Check 5: the institution's province is not the person's insured province."""
+    cdef Institution* it = &self.st.insts[ii]
+    if province_of(it.admdvs) != province_of(p.insuplc_admdvs):
+        return 0
+    raise YidiError(
+        "NOT_CROSS_PROVINCE",
+        f"参保地 {_region_label(self, p.insuplc_admdvs)} 与就医机构 {_inst_name(&self.st, ii)} 所在地 "
+        f"{_region_label(self, it.admdvs)} 同属 {_region_label(self, province_of(it.admdvs))}，"
+        "不属于跨省异地就医，请按省内就医结算办法办理。",
+        psn_no=psn_no, fixmedins_code=fixmedins_code)
+
+cdef int _check6_open_for_visit(Index self, int32_t ii, bint inpatient, object fixmedins_code) except -1:
+    """Check 6: the institution is open for cross-province settlement of this kind of visit."""
+    cdef Institution* it = &self.st.insts[ii]
+    if it.inpatient if inpatient else it.outpatient:
+        return 0
+    visit = "住院" if inpatient else "门诊"
+    raise YidiError(
+        "INSTITUTION_NOT_ENABLED",
+        f"就医机构 {fixmedins_code}（{_inst_name(&self.st, ii)}）未开通跨省异地{visit}费用直接结算，"
+        f"本次{visit}费用不能直接结算；请选择已开通的定点机构，或先行垫付后回参保地报销。",
+        fixmedins_code=fixmedins_code)
+
+cdef inline bint _covers(Filing* f, Institution* it, int64_t date) noexcept nogil:
+    """Check 7 for one filing: active, valid on the date, its destination covers the institution."""
+    return (f.status == FSTATUS_ACTIVE and f.valid_from <= date and (f.valid_to == 0 or date <= f.valid_to)
+            and dest_covers(f.dest_admdvs, it.admdvs))
+
+cdef int _check7_filed_for_destination(Index self, Person* p, Institution* it, int64_t date,
+                                       object psn_no, object fixmedins_code) except -1:
+    """Check 7: some filing covers the institution on the date; else name the filings the person has."""
+    cdef Store* st = &self.st
+    cdef int32_t fi = p.first_filing_idx
+    cdef Filing* f
+    while fi >= 0:
+        if _covers(&st.filings[fi], it, date):
+            return 0
+        fi = st.filings[fi].next_filing_idx
+    have = []
+    for fi in _filings_sorted(st, p):
+        f = &st.filings[fi]
+        have.append(f"{_region_label(self, f.dest_admdvs)}·{KIND_NAMES_ZH[f.kind]}·{_validity_zh(f)}·{_state_zh(f, date)}")
+    raise YidiError(
+        "NOT_FILED_FOR_DESTINATION",
+        f"参保人在 {_date_zh(date)} 没有覆盖就医地 {_region_label(self, it.admdvs)} 的有效备案。"
+        f"已有备案：{'；'.join(have)}。请参保地为其办理或变更跨省异地就医备案（线上办理即时生效）后再直接结算。",
+        psn_no=psn_no, fixmedins_code=fixmedins_code)
+
+cdef int _check8_designated(Index self, Person* p, int32_t ii, int64_t date,
+                            object psn_no, object fixmedins_code) except -1:
+    """Check 8: a covering filing designates the institution (or none); else name the designated ones."""
+    cdef Store* st = &self.st
+    cdef Institution* it = &st.insts[ii]
+    cdef int32_t fi = p.first_filing_idx
+    cdef Filing* f
     while fi >= 0:
         f = &st.filings[fi]
-        if (f.status == FSTATUS_ACTIVE and f.valid_from <= date and (f.valid_to == 0 or date <= f.valid_to)
-                and dest_covers(f.dest, it.admdvs)):
-            n7 += 1
-            if _designates(st, f, it):
-                r = st.policies[pol].reduction[f.kind] if pol >= 0 else 0
-                if best < 0 or _better(st, fi, r, best, best_r):
-                    best = fi
-                    best_r = r
-        fi = f.next
-    if n7 == 0:
-        have = []
-        for fi in _filings_sorted(st, p):
-            f = &st.filings[fi]
-            have.append(f"{_region_label(self, f.dest)}·{KIND_NAMES_ZH[f.kind]}·{_validity_zh(f)}·{_state_zh(f, date)}")
-        raise YidiError(
-            "NOT_FILED_FOR_DESTINATION",
-            f"参保人在 {_date_zh(date)} 没有覆盖就医地 {_region_label(self, it.admdvs)} 的有效备案。"
-            f"已有备案：{'；'.join(have)}。请参保地为其办理或变更跨省异地就医备案（线上办理即时生效）后再直接结算。",
-            psn_no=psn_no, fixmedins_code=fixmedins_code)
+        if _covers(f, it, date) and _designates(st, f, it):
+            return 0
+        fi = f.next_filing_idx
+    named = []
+    for fi in _filings_sorted(st, p):
+        f = &st.filings[fi]
+        if _covers(f, it, date):
+            named.append(f"{KIND_NAMES_ZH[f.kind]}备案（{_filing_id(st, f)}）指定机构：{_designated_zh(self, f)}")
+    raise YidiError(
+        "INSTITUTION_NOT_DESIGNATED",
+        f"就医机构 {fixmedins_code}（{_inst_name(st, ii)}）不是参保人备案指定的就医机构。{'；'.join(named)}。"
+        "请到备案指定的机构就医，或由参保地变更备案的指定机构后再直接结算。",
+        psn_no=psn_no, fixmedins_code=fixmedins_code)
+
+cdef int32_t _choose_filing(Index self, Person* p, Institution* it, int64_t date) except -2:
+    """Of the filings passing checks 7 and 8, the smallest ratio reduction, then the latest valid_from."""
+    cdef Store* st = &self.st
+    cdef int64_t pol = _policy_idx(self, p.insuplc_admdvs, p.insutype, date)
+    cdef int32_t fi = p.first_filing_idx, best = -1
+    cdef int64_t r, best_r = 0
+    cdef Filing* f
+    while fi >= 0:
+        f = &st.filings[fi]
+        if _covers(f, it, date) and _designates(st, f, it):
+            r = st.policies[pol].reduction_bp[f.kind] if pol >= 0 else 0
+            if best < 0 or _better(st, fi, r, best, best_r):
+                best = fi
+                best_r = r
+        fi = f.next_filing_idx
     if best < 0:
-        named = []
-        fi = p.first_filing
-        for fi in _filings_sorted(st, p):
-            f = &st.filings[fi]
-            if (f.status == FSTATUS_ACTIVE and f.valid_from <= date and (f.valid_to == 0 or date <= f.valid_to)
-                    and dest_covers(f.dest, it.admdvs)):
-                named.append(f"{KIND_NAMES_ZH[f.kind]}备案（{_filing_id(st, f)}）指定机构：{_designated_zh(self, f)}")
-        raise YidiError(
-            "INSTITUTION_NOT_DESIGNATED",
-            f"就医机构 {fixmedins_code}（{iname}）不是参保人备案指定的就医机构。{'；'.join(named)}。"
-            "请到备案指定的机构就医，或由参保地变更备案的指定机构后再直接结算。",
-            psn_no=psn_no, fixmedins_code=fixmedins_code)
-    # 9 one open admission at a time
+        raise InvariantError("eligibility: checks 7 and 8 passed but no filing passes both")
+    return best
+
+cdef int _check9_no_open_admission(bint inpatient, bint has_open_inpatient, object psn_no) except -1:
+    """Check 9, inpatient only: no other open inpatient visit."""
     if inpatient and has_open_inpatient:
         raise YidiError(
             "DUPLICATE_ADMISSION",
             f"参保人（人员编号 {psn_no}）已有未出院的跨省异地住院登记，不能重复办理入院登记；"
             "请先办理原住院的出院结算或撤销原入院登记。",
             psn_no=psn_no)
-    f = &st.filings[best]
+    return 0
+
+cdef dict _eligibility_answer(Store* st, Person* p, Institution* it, int32_t fi):
+    """The visit facts eligibility hands to the engine: the chosen filing, regions, level, person."""
+    cdef Filing* f = &st.filings[fi]
     return {
         "filing_id": _filing_id(st, f),
         "filing_kind": FILING_KINDS[f.kind],
-        "insuplc_admdvs": f"{p.insuplc}",
+        "insuplc_admdvs": f"{p.insuplc_admdvs}",
         "mdtrtarea_admdvs": f"{it.admdvs}",
         "fixmedins_level": it.level,
         "insutype": INSUTYPES[p.insutype],
         "person_type": PERSON_TYPES[p.person_type],
         "assistance": p.assistance != 0,
     }
+
+
+# ---------------------------------------------------------------- SPEC §4, in order
+cdef dict _eligibility(Index self, object psn_no, object fixmedins_code, bint inpatient, object date_obj,
+                       object card_no, object card_version, bint has_open_inpatient):
+    cdef Store* st = &self.st
+    cdef int64_t date = _date_of(date_obj, "就诊日期", None)
+    cdef int32_t pi, ii, fi
+    cdef Person* p
+    cdef Institution* it
+    pi = _check1_filed(self, psn_no)
+    p = &st.persons[pi]
+    _check2_active(p, psn_no)
+    _check3_card(self, p, psn_no, card_no, card_version)
+    ii = _check4_institution(self, fixmedins_code)
+    it = &st.insts[ii]
+    _check5_cross_province(self, p, ii, psn_no, fixmedins_code)
+    _check6_open_for_visit(self, ii, inpatient, fixmedins_code)
+    _check7_filed_for_destination(self, p, it, date, psn_no, fixmedins_code)
+    _check8_designated(self, p, ii, date, psn_no, fixmedins_code)
+    fi = _choose_filing(self, p, it, date)
+    _check9_no_open_admission(inpatient, has_open_inpatient, psn_no)
+    return _eligibility_answer(st, p, it, fi)

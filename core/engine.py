@@ -35,8 +35,8 @@ from .events import (
     AdmissionCancelled, Admitted, Breakdown, Event, FeeLine, FeesUploaded, FeesWithdrawn, Filed, Filing,
     FilingChanged, Person, ReferenceLoaded, SettlementCancelled, SettlementFacts, Settled, VisitFacts,
 )
-from .limits import MAX_LINES_PER_VISIT, check_date, check_id, check_line
-from ._core import ACCUMULATOR_KEYS, Index, province_code
+from .limits import check_date, check_id, check_line, check_line_count, line_amount_fen
+from ._core import ACCUMULATOR_KEYS, DEBUG, Index, province_code
 
 INPATIENT = "inpatient"
 OUTPATIENT = "outpatient"
@@ -120,7 +120,16 @@ class Engine:
         changes = _APPLY[type(event)](self, event, seq)
         if changes:
             self.archive.record(changes, seq)
+            if DEBUG and type(self.archive) is MemoryArchive:
+                self._check_money_of(event)
         return changes
+
+    def _check_money_of(self, event: Event) -> None:
+        """Debug builds: the person's accumulators still equal the sum of their live settlements' deltas."""
+        facts = getattr(event, "settlement", None)
+        if facts is not None:
+            self.check_invariants(self.archive.settlements_of(facts.psn_no))
+            self.index.check_invariants()
 
     # ------------------------------------------------------------ look-ups
     def person(self, psn_no: str = "", certno: str = "") -> dict:
@@ -208,7 +217,7 @@ class Engine:
         self.index.check_person(person)
         if filing["psn_no"] != person["psn_no"]:
             raise YidiError("INVALID_ARGUMENT", "备案记录的人员编号与人员信息不一致。")
-        self._check_person_conflicts(person)
+        self.index.check_person_conflicts(person)
         if self.index.get_filing(filing["filing_id"]) is not None:
             raise YidiError(
                 "FILING_CONFLICT",
@@ -216,18 +225,6 @@ class Engine:
             )
         self.index.check_filing(filing, person=person)
         return Decision(Filed(person=cmd.person, filing=cmd.filing), FilingResult(cmd.filing))
-
-    def _check_person_conflicts(self, person: dict) -> None:
-        check = getattr(self.index, "check_person_conflicts", None)
-        if check is not None:
-            check(person)
-            return
-        known = self.index.get_person(person["psn_no"])
-        if known is not None and known["certno"] != person["certno"]:
-            raise YidiError("PERSON_CONFLICT", "人员编号已登记了另一个身份证号，请核对人员信息。")
-        other = self.index.psn_no_by_certno(person["certno"])
-        if other is not None and other != person["psn_no"]:
-            raise YidiError("PERSON_CONFLICT", "该身份证号已登记在另一个人员编号下，请核对人员信息。")
 
     def _decide_revise_filing(self, cmd: ReviseFiling) -> Decision:
         """备案变更: a new destination, institution list or validity; not the person or the kind."""
@@ -305,7 +302,7 @@ class Engine:
                     "FEE_LINE_CONFLICT",
                     f"费用明细流水号 {line.feedetl_sn} 已上传过不同的内容。如需更正，请先撤销该明细再重新上传。",
                 )
-        _check_line_count(len(visit.lines) + len(new), "一次住院")
+        check_line_count(len(visit.lines) + len(new), "一次住院")
         count, total = _totals(visit.lines.values())
         added_count, added_total = _totals(new.values())
         return Decision(FeesUploaded(mdtrt_id=cmd.mdtrt_id, lines=tuple(new.values())),
@@ -352,7 +349,7 @@ class Engine:
         check_date(cmd.setl_date, "结算日期")
         card_no, card_version = (cmd.card.card_no, cmd.card.card_version) if cmd.card else (None, None)
         elig = self.index.eligibility(psn_no, cmd.fixmedins_code, False, cmd.setl_date, card_no, card_version)
-        _check_line_count(len(cmd.lines), "一次门诊")
+        check_line_count(len(cmd.lines), "一次门诊")
         seen: set[str] = set()
         for line in cmd.lines:
             _check_line(line)
@@ -533,16 +530,7 @@ def _filing(row: dict) -> Filing:
 
 
 def _check_line(line: FeeLine) -> None:
-    check_line(line.feedetl_sn, line.code, line.unit_price_fen, line.qty_milli, line.fee_date)
-
-
-def line_amount_fen(unit_price_fen: int, qty_milli: int) -> int:
-    return (unit_price_fen * qty_milli + 500) // 1000
-
-
-def _check_line_count(n: int, what: str) -> None:
-    if n > MAX_LINES_PER_VISIT:
-        raise YidiError("TOO_MANY_LINES", f"{what}的费用明细不能超过 {MAX_LINES_PER_VISIT} 条。")
+    check_line(line.feedetl_sn, line.code, line.name, line.unit_price_fen, line.qty_milli, line.fee_date)
 
 
 def _totals(lines: Iterable[FeeLine]) -> tuple[int, int]:

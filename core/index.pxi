@@ -7,94 +7,118 @@
 # and double (and rehash) when they pass 70% load.
 
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, int32_t, uint64_t, int64_t
-from libc.stdlib cimport malloc, realloc, free
+from libc.stdlib cimport calloc, malloc, realloc, free
 from libc.string cimport memcmp, memcpy, memset
 
 cdef extern from "Python.h":
     const char* PyUnicode_AsUTF8AndSize(object s, Py_ssize_t* size) except NULL
 
 
+# Field names carry the SPEC's / protos' names and units (TIGER_STYLE: units
+# last): `_fen` money, `_bp` basis points, `_admdvs` a 6-digit region code
+# held as an integer, `_off`/`_len` a string in the arena, `_idx` a row index
+# (-1 = none).  Enum fields name the enum they hold.  Every array size is a
+# named constant from limits.pxi.
+
 ctypedef struct Person:
-    uint32_t psn_off
-    uint32_t cert_off
+    uint32_t psn_no_off
+    uint32_t certno_off
     uint32_t name_off
-    uint32_t card_off
-    uint32_t insuplc          # admdvs as an integer
-    int32_t first_filing      # head of the person's filing list, -1 = none
-    int32_t acc_head          # head of the per-year accumulator list, -1 = none
+    uint32_t card_no_off
+    uint32_t insuplc_admdvs       # the insured region
+    int32_t first_filing_idx      # head of the person's filing list
+    int32_t first_acc_idx         # head of the person's per-year accumulator list
     uint16_t name_len
-    uint8_t psn_len
-    uint8_t cert_len
-    uint8_t card_len
-    uint8_t card_version      # index into Index._card_versions
-    uint8_t insutype          # INSUTYPE_*
-    uint8_t person_type       # PTYPE_*
-    uint8_t status            # PSTATUS_*
-    uint8_t assistance
+    uint8_t psn_no_len
+    uint8_t certno_len
+    uint8_t card_no_len
+    uint8_t card_version_idx      # index into Index._card_versions
+    uint8_t insutype              # INSUTYPE_*
+    uint8_t person_type           # PTYPE_*
+    uint8_t status                # PSTATUS_*
+    uint8_t assistance            # 0/1: eligible for medical assistance
 
 ctypedef struct Filing:
-    uint32_t id_off
-    uint32_t codes_off        # fixmedins_codes joined by single spaces
-    int32_t person
-    int32_t next              # next filing of the same person, -1 = end
-    uint32_t dest
-    uint32_t valid_from
-    uint32_t valid_to         # 0 = open-ended
-    uint16_t codes_len
-    uint8_t id_len
-    uint8_t kind              # KIND_*
-    uint8_t status            # FSTATUS_*
-    uint8_t ncodes
+    uint32_t filing_id_off
+    uint32_t fixmedins_codes_off  # the designated institution codes joined by single spaces
+    int32_t person_idx
+    int32_t next_filing_idx       # next filing of the same person
+    uint32_t dest_admdvs          # a province or city code
+    uint32_t valid_from           # yyyymmdd
+    uint32_t valid_to             # yyyymmdd, 0 = open-ended
+    uint16_t fixmedins_codes_len
+    uint8_t filing_id_len
+    uint8_t kind                  # KIND_*
+    uint8_t status                # FSTATUS_*
+    uint8_t n_fixmedins_codes
 
 ctypedef struct Institution:
-    uint32_t code_off
+    uint32_t fixmedins_code_off
     uint32_t name_off
-    uint32_t admdvs
+    uint32_t admdvs               # the institution's region (mdtrtarea_admdvs of its visits)
     uint16_t name_len
-    uint8_t code_len
-    uint8_t kind              # IKIND_*
-    uint8_t level             # 1..3
-    uint8_t inpatient
-    uint8_t outpatient
+    uint8_t fixmedins_code_len
+    uint8_t kind                  # IKIND_*
+    uint8_t level                 # 1..N_LEVELS-1
+    uint8_t inpatient             # 0/1: open for cross-province inpatient settlement
+    uint8_t outpatient            # 0/1: open for cross-province outpatient settlement
 
 ctypedef struct CatalogItem:
-    int64_t price_cap_fen
-    uint32_t province
-    uint32_t code_off
+    int64_t price_cap_fen         # 最高限价 per unit, 0 = none
+    uint32_t province_admdvs      # the treatment province whose catalogue this is
+    uint32_t code_off             # the catalogue item code
     uint32_t name_off
     uint16_t name_len
-    uint16_t selfpay_bp
+    uint16_t selfpay_bp           # 先行自付 share of a class-B item
     uint8_t code_len
-    uint8_t category          # CATEGORY_*
-    uint8_t cls               # CLASS_*
+    uint8_t category              # index into CATEGORIES
+    uint8_t item_class            # CLASS_*
 
 ctypedef struct Policy:
-    int64_t ip_deductible[4]  # index = level 1..3
-    int64_t ip_ratio[4]
-    int64_t ip_retired_bonus
-    int64_t ip_cap
-    int64_t ip_subsequent_bp  # -1 = absent
-    int64_t op_deductible
-    int64_t op_ratio[4]
-    int64_t op_retired_bonus
-    int64_t op_cap
-    int64_t ci_threshold
-    int64_t ci_up_to[8]       # MAX_TIERS; -1 = null (open-ended)
-    int64_t ci_ratio[8]
-    int64_t ci_cap
-    int64_t as_ratio
-    int64_t as_cap
-    int64_t reduction[6]      # by KIND_*; long-term kinds stay 0
-    int64_t high_cost
-    int32_t effective_from
-    uint8_t ci_present
-    uint8_t ci_ntiers
-    uint8_t as_present
+    int64_t inpatient_deductible_fen[N_LEVELS]     # by institution level
+    int64_t inpatient_ratio_bp[N_LEVELS]
+    int64_t inpatient_retired_bonus_bp
+    int64_t inpatient_annual_cap_fen
+    int64_t inpatient_subsequent_deductible_bp     # -1 = absent
+    int64_t outpatient_annual_deductible_fen
+    int64_t outpatient_ratio_bp[N_LEVELS]
+    int64_t outpatient_retired_bonus_bp
+    int64_t outpatient_annual_cap_fen
+    int64_t crit_threshold_fen                     # critical illness (大病保险)
+    int64_t crit_up_to_fen[MAX_TIERS]              # -1 = null (open-ended, the last tier)
+    int64_t crit_ratio_bp[MAX_TIERS]
+    int64_t crit_annual_cap_fen
+    int64_t assist_ratio_bp                        # medical assistance (医疗救助)
+    int64_t assist_annual_cap_fen
+    int64_t reduction_bp[N_FILING_KINDS]           # by KIND_*; long-term kinds stay 0
+    int64_t high_cost_fen
+    int32_t effective_from                         # yyyymmdd
+    uint8_t crit_present
+    uint8_t crit_n_tiers
+    uint8_t assist_present
 
 ctypedef struct Acc:
-    int64_t v[7]              # ACCUMULATOR_KEYS order
-    int32_t next
+    int64_t value[N_ACCUMULATORS]  # by ACC_*: one person's accumulators for one calendar year
+    int32_t next_acc_idx           # the same person's next year
     int32_t year
+
+# The accumulators of SPEC §5.5, as indexes into Acc.value.  The order is
+# ACCUMULATOR_KEYS (_core.pyx); _core.LAYOUT exports this table and
+# tests/test_core_layout.py checks that the two agree.
+cdef enum:
+    ACC_INPATIENT_FUND_PAID_FEN = 0
+    ACC_INPATIENT_ADMISSIONS = 1           # a count: settled admissions this year
+    ACC_CRIT_BASE_FEN = 2                  # cumulative in-policy self-pay `s` (SPEC §5.3 step 4)
+    ACC_CRIT_PAID_FEN = 3
+    ACC_ASSIST_PAID_FEN = 4
+    ACC_OUTPATIENT_FUND_PAID_FEN = 5
+    ACC_OUTPATIENT_DEDUCTIBLE_USED_FEN = 6
+
+# The narrow fields above hold whatever the limits let through; checked once,
+# at import, so that no store needs a runtime length check.
+if not (MAX_ID_LEN <= 0xFF and MAX_NAME_BYTES <= 0xFFFF and MAX_CARD_VERSIONS <= 0x100
+        and MAX_FILING_CODES <= 0xFF and MAX_FILING_CODES * (MAX_ID_LEN + 1) <= 0xFFFF and MAX_TIERS <= 0xFF):
+    raise InvariantError("limits.pxi allows values wider than the struct fields in index.pxi")
 
 ctypedef struct Slot:
     uint32_t tag              # high 32 bits of the hash
@@ -253,29 +277,29 @@ cdef inline bint key_eq(Store* st, int kind, int32_t idx, const char* p, Py_ssiz
     cdef uint32_t off
     cdef Py_ssize_t ln
     if kind == T_PSN:
-        off = st.persons[idx].psn_off; ln = st.persons[idx].psn_len
+        off = st.persons[idx].psn_no_off; ln = st.persons[idx].psn_no_len
     elif kind == T_CERT:
-        off = st.persons[idx].cert_off; ln = st.persons[idx].cert_len
+        off = st.persons[idx].certno_off; ln = st.persons[idx].certno_len
     elif kind == T_FILING:
-        off = st.filings[idx].id_off; ln = st.filings[idx].id_len
+        off = st.filings[idx].filing_id_off; ln = st.filings[idx].filing_id_len
     elif kind == T_INST:
-        off = st.insts[idx].code_off; ln = st.insts[idx].code_len
+        off = st.insts[idx].fixmedins_code_off; ln = st.insts[idx].fixmedins_code_len
     else:
-        if st.items[idx].province != extra:
+        if st.items[idx].province_admdvs != extra:
             return False
         off = st.items[idx].code_off; ln = st.items[idx].code_len
     return ln == n and memcmp(st.arena + off, p, n) == 0
 
 cdef inline uint64_t key_hash(Store* st, int kind, int32_t idx) noexcept nogil:
     if kind == T_PSN:
-        return fnv1a(st.arena + st.persons[idx].psn_off, st.persons[idx].psn_len, 0)
+        return fnv1a(st.arena + st.persons[idx].psn_no_off, st.persons[idx].psn_no_len, 0)
     elif kind == T_CERT:
-        return fnv1a(st.arena + st.persons[idx].cert_off, st.persons[idx].cert_len, 0)
+        return fnv1a(st.arena + st.persons[idx].certno_off, st.persons[idx].certno_len, 0)
     elif kind == T_FILING:
-        return fnv1a(st.arena + st.filings[idx].id_off, st.filings[idx].id_len, 0)
+        return fnv1a(st.arena + st.filings[idx].filing_id_off, st.filings[idx].filing_id_len, 0)
     elif kind == T_INST:
-        return fnv1a(st.arena + st.insts[idx].code_off, st.insts[idx].code_len, 0)
-    return item_hash(st.arena + st.items[idx].code_off, st.items[idx].code_len, st.items[idx].province)
+        return fnv1a(st.arena + st.insts[idx].fixmedins_code_off, st.insts[idx].fixmedins_code_len, 0)
+    return item_hash(st.arena + st.items[idx].code_off, st.items[idx].code_len, st.items[idx].province_admdvs)
 
 cdef int tbl_init(Table* t, int64_t expected) except -1:
     cdef uint64_t cap = 16

@@ -7,6 +7,18 @@
 
 from libc.stdint cimport int64_t
 
+# YIDI_DEBUG: 1 in debug builds (setup.py defines the C macro when the
+# environment has YIDI_DEBUG=1), else 0.  A C constant rather than Cython's
+# deprecated compile-time IF: `if YIDI_DEBUG:` compiles to `if (0)` in a
+# release build, and the C compiler drops the debug-only code.
+cdef extern from *:
+    """
+    #ifndef YIDI_DEBUG
+    #define YIDI_DEBUG 0
+    #endif
+    """
+    const bint YIDI_DEBUG
+
 # identifiers (psn_no, certno, card_no, fixmedins_code, catalogue code, filing_id):
 # printable ASCII without space, 1..MAX_ID_LEN characters
 cdef enum:
@@ -17,9 +29,13 @@ cdef enum:
     MAX_LINES = 1000              # fee lines per settlement
     MAX_FILING_CODES = 64         # fixmedins_codes per filing
     MAX_TIERS = 8                 # critical-illness tiers
+    N_LEVELS = 4                  # institution levels 1..3; arrays by level leave slot 0 unused
+    N_FILING_KINDS = 6            # KIND_* (index.pxi)
+    N_ACCUMULATORS = 7            # ACC_* (index.pxi), ACCUMULATOR_KEYS (_core.pyx)
     MAX_TEMPORARY_FILING_DAYS = 366   # inclusive length of a temporary filing
     MIN_DATE = 19000101
     MAX_DATE = 21001231
+    N_YEARS = MAX_DATE // 10000 - MIN_DATE // 10000 + 1   # calendar years an accumulator can belong to
     BP_ONE = 10000
     MAX_REDUCTION_REFERRAL_BP = 1000     # national limit: referral / emergency at most 10 points lower
     MAX_REDUCTION_OTHER_TEMP_BP = 2000   # national limit: other temporary at most 20 points lower

@@ -11,32 +11,34 @@ import orjson
 cdef object _MISSING = object()
 
 
+# A validated row, its strings borrowed from the row's str objects (UTF-8,
+# valid while the row lives); field names as in Person / Filing.
 ctypedef struct PersonIn:
-    const char* psn
-    const char* cert
+    const char* psn_no
+    const char* certno
     const char* name
-    const char* card
-    Py_ssize_t psn_n
-    Py_ssize_t cert_n
+    const char* card_no
+    Py_ssize_t psn_no_n
+    Py_ssize_t certno_n
     Py_ssize_t name_n
-    Py_ssize_t card_n
-    uint32_t insuplc
+    Py_ssize_t card_no_n
+    uint32_t insuplc_admdvs
     int insutype
-    int ptype
+    int person_type
     int status
     int assistance
-    int card_version
+    int card_version_idx
 
 ctypedef struct FilingIn:
-    const char* fid
-    Py_ssize_t fid_n
-    int32_t person
+    const char* filing_id
+    Py_ssize_t filing_id_n
+    int32_t person_idx
     int kind
     int status
-    uint32_t dest
+    uint32_t dest_admdvs
     uint32_t valid_from
     uint32_t valid_to
-    int ncodes
+    int n_fixmedins_codes
 
 
 # ---------------------------------------------------------------- field helpers
@@ -46,23 +48,11 @@ cdef object _field(dict row, str key):
         raise YidiError("INVALID_ARGUMENT", f"缺少必填字段 {key}", field=key)
     return v
 
-cdef const char* _str_of(object v, str key, Py_ssize_t* n) except NULL:
-    if type(v) is not str:
-        raise YidiError("INVALID_ARGUMENT", f"字段 {key} 必须是字符串", field=key)
-    return PyUnicode_AsUTF8AndSize(v, n)
-
 cdef const char* _id_field(dict row, str key, Py_ssize_t* n) except NULL:
-    cdef const char* p = _str_of(_field(row, key), key, n)
-    if not id_ok(p, n[0]):
-        raise YidiError("INVALID_CODE",
-                        f"字段 {key} 须为 1–{MAX_ID_LEN} 位可打印 ASCII 字符且不含空格", field=key)
-    return p
+    return _id_of(_field(row, key), None, "INVALID_CODE", key, n)
 
 cdef const char* _name_field(dict row, str key, Py_ssize_t* n) except NULL:
-    cdef const char* p = _str_of(_field(row, key), key, n)
-    if n[0] < 1 or n[0] > MAX_NAME_BYTES:
-        raise YidiError("INVALID_ARGUMENT", f"字段 {key} 长度须为 1–{MAX_NAME_BYTES} 字节", field=key)
-    return p
+    return _name_of(_field(row, key), None, True, key, n)
 
 cdef int64_t _int_of(object v, str key, int64_t lo, int64_t hi, str reason) except? -1:
     if type(v) is not int:
@@ -74,13 +64,8 @@ cdef int64_t _int_of(object v, str key, int64_t lo, int64_t hi, str reason) exce
 cdef int64_t _int_field(dict row, str key, int64_t lo, int64_t hi, str reason) except? -1:
     return _int_of(_field(row, key), key, lo, hi, reason)
 
-cdef int64_t _date_field(dict row, str key) except? -1:
-    v = _field(row, key)
-    if type(v) is not int:
-        raise YidiError("INVALID_DATE", f"字段 {key} 必须是 yyyymmdd 整数日期", field=key)
-    if not (MIN_DATE <= v <= MAX_DATE) or not date_ok(<int64_t>v):
-        raise YidiError("INVALID_DATE", f"字段 {key} 不是有效日期（{MIN_DATE}–{MAX_DATE}）", field=key)
-    return <int64_t>v
+cdef int64_t _date_field(dict row, str key) except -1:
+    return _date_of(_field(row, key), None, key)
 
 cdef int _enum_field(dict row, str key, tuple values) except -1:
     v = _field(row, key)
@@ -116,102 +101,137 @@ cdef uint32_t _admdvs_field(dict row, str key) except 0:
 cdef int _check_person(Index self, dict row, PersonIn* o) except -1:
     cdef Py_ssize_t vn
     cdef const char* vp
-    o.psn = _id_field(row, "psn_no", &o.psn_n)
+    o.psn_no = _id_field(row, "psn_no", &o.psn_no_n)
     v = _field(row, "certno")
-    o.cert = _str_of(v, "certno", &o.cert_n)
-    if not certno_ok(o.cert, o.cert_n):
+    o.certno = _str_of(v, "certno", &o.certno_n)
+    if not certno_ok(o.certno, o.certno_n):
         raise YidiError("INVALID_CERTNO", "身份证号码无效：须为 18 位，末位为 GB 11643 校验码（0–9 或 X）",
                         field="certno")
     o.name = _name_field(row, "name", &o.name_n)
-    o.insuplc = _admdvs_field(row, "insuplc_admdvs")
+    o.insuplc_admdvs = _admdvs_field(row, "insuplc_admdvs")
     o.insutype = _enum_field(row, "insutype", INSUTYPES)
-    o.ptype = _enum_field(row, "person_type", PERSON_TYPES)
+    o.person_type = _enum_field(row, "person_type", PERSON_TYPES)
     o.status = _enum_field(row, "status", PERSON_STATUSES)
     o.assistance = _bool_field(row, "assistance")
-    o.card = _id_field(row, "card_no", &o.card_n)
+    o.card_no = _id_field(row, "card_no", &o.card_no_n)
     cv = _field(row, "card_version")
     vp = _str_of(cv, "card_version", &vn)
     if not id_ok(vp, vn) or vn > MAX_CARD_VERSION_LEN:
         raise YidiError("INVALID_ARGUMENT", f"字段 card_version 须为 1–{MAX_CARD_VERSION_LEN} 位可打印字符",
                         field="card_version")
-    idx = self._card_version_idx.get(cv)
-    if idx is None:
-        if len(self._card_versions) >= MAX_CARD_VERSIONS:
-            raise YidiError("INVALID_ARGUMENT", "医保卡版本种类过多", field="card_version")
-        idx = len(self._card_versions)
-        self._card_versions.append(cv)
-        self._card_version_idx[cv] = idx
-    o.card_version = idx
+    o.card_version_idx = _card_version_idx(self, cv, False)
     return 0
 
+cdef int _card_version_idx(Index self, str version, bint intern) except -2:
+    """The interned index of a card_version; a new one is interned only when a person is stored
+    (intern), so that rows that are only checked, or refused, cannot use up MAX_CARD_VERSIONS.
+    Returns -1 for a new version not interned."""
+    idx = self._card_version_idx.get(version)
+    if idx is not None:
+        return idx
+    if len(self._card_versions) >= MAX_CARD_VERSIONS:
+        raise YidiError("INVALID_ARGUMENT", "医保卡版本种类过多", field="card_version")
+    if not intern:
+        return -1
+    self._card_versions.append(version)
+    self._card_version_idx[version] = len(self._card_versions) - 1
+    return len(self._card_versions) - 1
+
 cdef int _store_person_strings(Store* st, Person* p, PersonIn* o) except -1:
-    p.psn_off = arena_put(st, o.psn, o.psn_n); p.psn_len = <uint8_t>o.psn_n
-    p.cert_off = arena_put(st, o.cert, o.cert_n); p.cert_len = <uint8_t>o.cert_n
+    p.psn_no_off = arena_put(st, o.psn_no, o.psn_no_n); p.psn_no_len = <uint8_t>o.psn_no_n
+    p.certno_off = arena_put(st, o.certno, o.certno_n); p.certno_len = <uint8_t>o.certno_n
     p.name_off = arena_put(st, o.name, o.name_n); p.name_len = <uint16_t>o.name_n
-    p.card_off = arena_put(st, o.card, o.card_n); p.card_len = <uint8_t>o.card_n
+    p.card_no_off = arena_put(st, o.card_no, o.card_no_n); p.card_no_len = <uint8_t>o.card_no_n
     return 0
 
 cdef inline void _set_person_attrs(Person* p, PersonIn* o) noexcept nogil:
-    p.insuplc = o.insuplc
+    p.insuplc_admdvs = o.insuplc_admdvs
     p.insutype = <uint8_t>o.insutype
-    p.person_type = <uint8_t>o.ptype
+    p.person_type = <uint8_t>o.person_type
     p.status = <uint8_t>o.status
     p.assistance = <uint8_t>o.assistance
-    p.card_version = <uint8_t>o.card_version
+    p.card_version_idx = <uint8_t>o.card_version_idx
 
-cdef int32_t _put_person(Index self, dict row, bint replace) except -2:
-    """Insert or (if replace) update a person; returns its row index."""
-    cdef PersonIn o
+cdef int _check_person_conflicts(Index self, PersonIn* o, bint certno_may_change,
+                                 int32_t* by_psn_no, int32_t* by_certno) except -1:
+    """PERSON_CONFLICT unless the row names one person: its certno is registered under no
+    other psn_no and (unless certno_may_change) its psn_no under no other certno.
+
+    The one conflict rule for the loader, put_person and check_person_conflicts.
+    Sets the rows that hold the row's psn_no and certno (-1 = none).
+    """
     cdef Store* st = &self.st
+    by_psn_no[0] = tbl_find(st, &st.t_psn, T_PSN, fnv1a(o.psn_no, o.psn_no_n, 0), o.psn_no, o.psn_no_n, 0)
+    by_certno[0] = tbl_find(st, &st.t_cert, T_CERT, fnv1a(o.certno, o.certno_n, 0), o.certno, o.certno_n, 0)
+    if by_certno[0] == by_psn_no[0]:
+        return 0
+    if by_psn_no[0] >= 0 and not certno_may_change:
+        raise YidiError("PERSON_CONFLICT", "人员编号已登记了另一个身份证号，请核对人员信息。",
+                        psn_no=(o.psn_no)[:o.psn_no_n].decode("ascii"))
+    if by_certno[0] >= 0:
+        raise YidiError("PERSON_CONFLICT", "该身份证号已登记在另一个人员编号下，请核对人员信息。",
+                        psn_no=(o.psn_no)[:o.psn_no_n].decode("ascii"))
+    return 0
+
+cdef int _update_person(Store* st, int32_t idx, PersonIn* o, bint certno_changed) except -1:
+    cdef Person* p = &st.persons[idx]
+    if certno_changed:      # move the person in the certno table
+        tbl_remove(st, &st.t_cert, T_CERT, key_hash(st, T_CERT, idx), idx)
+        p.certno_off = arena_put(st, o.certno, o.certno_n); p.certno_len = <uint8_t>o.certno_n
+        tbl_insert(st, &st.t_cert, T_CERT, fnv1a(o.certno, o.certno_n, 0), idx)
+    p.name_off = arena_put(st, o.name, o.name_n); p.name_len = <uint16_t>o.name_n
+    p.card_no_off = arena_put(st, o.card_no, o.card_no_n); p.card_no_len = <uint8_t>o.card_no_n
+    _set_person_attrs(p, o)
+    return 0
+
+cdef int32_t _insert_person(Store* st, PersonIn* o) except -2:
+    cdef int32_t idx = <int32_t>st.n_persons
     cdef Person* p
-    cdef int32_t idx, other
-    cdef uint64_t hp, hc
-    _check_person(self, row, &o)
-    hp = fnv1a(o.psn, o.psn_n, 0)
-    hc = fnv1a(o.cert, o.cert_n, 0)
-    idx = tbl_find(st, &st.t_psn, T_PSN, hp, o.psn, o.psn_n, 0)
-    other = tbl_find(st, &st.t_cert, T_CERT, hc, o.cert, o.cert_n, 0)
-    if idx >= 0 and not replace:
-        raise YidiError("PERSON_CONFLICT", "人员编号重复", psn_no=row["psn_no"])
-    if other >= 0 and other != idx:
-        raise YidiError("PERSON_CONFLICT", "该身份证号码已登记在另一人员编号下，不能重复登记",
-                        psn_no=row["psn_no"])
-    if idx >= 0:
-        p = &st.persons[idx]
-        if other < 0:      # certno changed: move the person in the certno table
-            tbl_remove(st, &st.t_cert, T_CERT, key_hash(st, T_CERT, idx), idx)
-            p.cert_off = arena_put(st, o.cert, o.cert_n); p.cert_len = <uint8_t>o.cert_n
-            tbl_insert(st, &st.t_cert, T_CERT, hc, idx)
-        p.name_off = arena_put(st, o.name, o.name_n); p.name_len = <uint16_t>o.name_n
-        p.card_off = arena_put(st, o.card, o.card_n); p.card_len = <uint8_t>o.card_n
-        _set_person_attrs(p, &o)
-        return idx
     st.persons = <Person*>grow_array(st.persons, &st.cap_persons, st.n_persons + 1, sizeof(Person))
-    idx = <int32_t>st.n_persons
     p = &st.persons[idx]
-    _store_person_strings(st, p, &o)
-    _set_person_attrs(p, &o)
-    p.first_filing = -1
-    p.acc_head = -1
-    tbl_insert(st, &st.t_psn, T_PSN, hp, idx)
-    tbl_insert(st, &st.t_cert, T_CERT, hc, idx)
+    _store_person_strings(st, p, o)
+    _set_person_attrs(p, o)
+    p.first_filing_idx = -1
+    p.first_acc_idx = -1
+    tbl_insert(st, &st.t_psn, T_PSN, fnv1a(o.psn_no, o.psn_no_n, 0), idx)
+    tbl_insert(st, &st.t_cert, T_CERT, fnv1a(o.certno, o.certno_n, 0), idx)
     st.n_persons += 1
     return idx
+
+cdef int32_t _put_person(Index self, dict row, bint replace) except -2:
+    """Insert or (if replace) update a person; returns its row index.
+
+    The loader (replace False) refuses a psn_no seen before.  At runtime
+    (replace True) the row is an event the engine has already decided, which
+    may correct the person's certno; a certno that is someone else's is still
+    refused.
+    """
+    cdef PersonIn o
+    cdef int32_t idx, other
+    _check_person(self, row, &o)
+    _check_person_conflicts(self, &o, replace, &idx, &other)
+    if idx >= 0 and not replace:
+        raise YidiError("PERSON_CONFLICT", f"人员编号 {row['psn_no']} 重复", psn_no=row["psn_no"])
+    if o.card_version_idx < 0:
+        o.card_version_idx = _card_version_idx(self, row["card_version"], True)
+    if idx >= 0:
+        _update_person(&self.st, idx, &o, other < 0)
+        return idx
+    return _insert_person(&self.st, &o)
 
 
 # ---------------------------------------------------------------- filings
 cdef str _check_filing(Index self, dict row, FilingIn* o, object person=None):
     """Validate a filing row; returns its fixmedins_codes joined by spaces."""
     cdef Py_ssize_t n, psn_n
-    cdef const char* cp
     cdef const char* psn_p
     cdef Store* st = &self.st
     cdef int64_t vf, vt
-    o.fid = _id_field(row, "filing_id", &o.fid_n)
+    o.filing_id = _id_field(row, "filing_id", &o.filing_id_n)
     psn_p = _id_field(row, "psn_no", &psn_n)
     o.kind = _enum_field(row, "kind", FILING_KINDS)
-    o.dest = _admdvs_field(row, "dest_admdvs")
-    if o.dest not in self._regions:
+    o.dest_admdvs = _admdvs_field(row, "dest_admdvs")
+    if o.dest_admdvs not in self._regions:
         raise YidiError("INVALID_CODE", f"备案就医地（dest_admdvs）{row['dest_admdvs']} 不是已知的行政区划", field="dest_admdvs")
     codes = _field(row, "fixmedins_codes")
     if type(codes) is not list:
@@ -219,9 +239,7 @@ cdef str _check_filing(Index self, dict row, FilingIn* o, object person=None):
     if len(codes) > MAX_FILING_CODES:
         raise YidiError("INVALID_ARGUMENT", f"备案指定机构最多 {MAX_FILING_CODES} 家", field="fixmedins_codes")
     for c in codes:
-        cp = _str_of(c, "fixmedins_codes", &n)
-        if not id_ok(cp, n):
-            raise YidiError("INVALID_CODE", "fixmedins_codes 中有无效的机构编码", field="fixmedins_codes")
+        _id_of(c, "备案指定机构编码", "INVALID_CODE", "fixmedins_codes", &n)
     vf = _date_field(row, "valid_from")
     v = _field(row, "valid_to")
     if v == 0 and type(v) is int:
@@ -239,9 +257,9 @@ cdef str _check_filing(Index self, dict row, FilingIn* o, object person=None):
     o.status = _enum_field(row, "status", FILING_STATUSES)
     o.valid_from = <uint32_t>vf
     o.valid_to = <uint32_t>vt
-    o.ncodes = len(codes)
-    o.person = tbl_find(st, &st.t_psn, T_PSN, fnv1a(psn_p, psn_n, 0), psn_p, psn_n, 0)
-    if o.person < 0 and not (type(person) is dict and person.get("psn_no") == row["psn_no"]):
+    o.n_fixmedins_codes = len(codes)
+    o.person_idx = tbl_find(st, &st.t_psn, T_PSN, fnv1a(psn_p, psn_n, 0), psn_p, psn_n, 0)
+    if o.person_idx < 0 and not (type(person) is dict and person.get("psn_no") == row["psn_no"]):
         raise YidiError("PERSON_NOT_FOUND", f"人员编号 {row['psn_no']} 未登记，须先登记参保人信息再备案",
                         psn_no=row["psn_no"])
     return " ".join(codes)
@@ -255,35 +273,33 @@ cdef int32_t _put_filing(Index self, dict row, bint replace) except -2:
     cdef Py_ssize_t cn
     cdef const char* cp
     codes = _check_filing(self, row, &o, None)
-    h = fnv1a(o.fid, o.fid_n, 0)
-    idx = tbl_find(st, &st.t_filing, T_FILING, h, o.fid, o.fid_n, 0)
+    h = fnv1a(o.filing_id, o.filing_id_n, 0)
+    idx = tbl_find(st, &st.t_filing, T_FILING, h, o.filing_id, o.filing_id_n, 0)
     if idx >= 0:
         if not replace:
             raise YidiError("FILING_CONFLICT", f"备案编号 {row['filing_id']} 重复", filing_id=row["filing_id"])
-        if st.filings[idx].person != o.person:
+        if st.filings[idx].person_idx != o.person_idx:
             raise YidiError("FILING_CONFLICT", f"备案编号 {row['filing_id']} 已属于另一参保人，不能改挂",
                             filing_id=row["filing_id"])
     else:
         st.filings = <Filing*>grow_array(st.filings, &st.cap_filings, st.n_filings + 1, sizeof(Filing))
         idx = <int32_t>st.n_filings
         f = &st.filings[idx]
-        f.id_off = arena_put(st, o.fid, o.fid_n)
-        f.id_len = <uint8_t>o.fid_n
-        f.person = o.person
-        f.next = st.persons[o.person].first_filing
-        st.persons[o.person].first_filing = idx
+        f.filing_id_off = arena_put(st, o.filing_id, o.filing_id_n)
+        f.filing_id_len = <uint8_t>o.filing_id_n
+        f.person_idx = o.person_idx
+        f.next_filing_idx = st.persons[o.person_idx].first_filing_idx
+        st.persons[o.person_idx].first_filing_idx = idx
         tbl_insert(st, &st.t_filing, T_FILING, h, idx)
         st.n_filings += 1
     f = &st.filings[idx]
-    cp = PyUnicode_AsUTF8AndSize(codes, &cn)
-    if cn > 65535:
-        raise YidiError("INVALID_ARGUMENT", "备案指定机构编码过长", field="fixmedins_codes")
-    f.codes_off = arena_put(st, cp, cn) if cn else 0
-    f.codes_len = <uint16_t>cn
-    f.ncodes = <uint8_t>o.ncodes
+    cp = PyUnicode_AsUTF8AndSize(codes, &cn)     # fits its uint16 length: see the field widths in index.pxi
+    f.fixmedins_codes_off = arena_put(st, cp, cn) if cn else 0
+    f.fixmedins_codes_len = <uint16_t>cn
+    f.n_fixmedins_codes = <uint8_t>o.n_fixmedins_codes
     f.kind = <uint8_t>o.kind
     f.status = <uint8_t>o.status
-    f.dest = o.dest
+    f.dest_admdvs = o.dest_admdvs
     f.valid_from = o.valid_from
     f.valid_to = o.valid_to
     return idx
@@ -306,7 +322,7 @@ cdef int _put_institution(Index self, dict row) except -1:
     cdef const char* np = _name_field(row, "name", &nn)
     cdef uint32_t adm = _admdvs_field(row, "admdvs")
     cdef int kind = _enum_field(row, "kind", INSTITUTION_KINDS)
-    cdef int level = _int_field(row, "level", 1, 3, "INVALID_ENUM")
+    cdef int level = _int_field(row, "level", 1, N_LEVELS - 1, "INVALID_ENUM")
     cdef bint ip = _bool_field(row, "inpatient")
     cdef bint op = _bool_field(row, "outpatient")
     cdef uint64_t h = fnv1a(cp, cn, 0)
@@ -317,7 +333,7 @@ cdef int _put_institution(Index self, dict row) except -1:
         raise YidiError("INVALID_CODE", f"机构编码 {row['fixmedins_code']} 重复", field="fixmedins_code")
     st.insts = <Institution*>grow_array(st.insts, &st.cap_insts, st.n_insts + 1, sizeof(Institution))
     it = &st.insts[st.n_insts]
-    it.code_off = arena_put(st, cp, cn); it.code_len = <uint8_t>cn
+    it.fixmedins_code_off = arena_put(st, cp, cn); it.fixmedins_code_len = <uint8_t>cn
     it.name_off = arena_put(st, np, nn); it.name_len = <uint16_t>nn
     it.admdvs = adm
     it.kind = <uint8_t>kind
@@ -346,11 +362,11 @@ cdef int _put_item(Index self, dict row) except -1:
         raise YidiError("INVALID_CODE", f"目录项目 {row['code']} 在省份 {row['province']} 重复", field="code")
     st.items = <CatalogItem*>grow_array(st.items, &st.cap_items, st.n_items + 1, sizeof(CatalogItem))
     it = &st.items[st.n_items]
-    it.province = prov
+    it.province_admdvs = prov
     it.code_off = arena_put(st, cp, cn); it.code_len = <uint8_t>cn
     it.name_off = arena_put(st, np, nn); it.name_len = <uint16_t>nn
     it.category = <uint8_t>cat
-    it.cls = <uint8_t>cls
+    it.item_class = <uint8_t>cls
     it.selfpay_bp = <uint16_t>selfpay
     it.price_cap_fen = cap
     tbl_insert(st, &st.t_item, T_ITEM, h, <int32_t>st.n_items)
@@ -370,11 +386,11 @@ cdef dict _obj_field(dict row, str key, bint optional):
     return v
 
 cdef int _levels(dict d, str key, str path, int64_t hi, int64_t* out) except -1:
-    """A {"1": x, "2": y, "3": z} map by institution level into out[1..3]."""
+    """A {"1": x, "2": y, "3": z} map by institution level into out[1..N_LEVELS-1]."""
     cdef int lv
     m = _obj_field(d, key, False)
     out[0] = 0
-    for lv in range(1, 4):
+    for lv in range(1, N_LEVELS):
         v = m.get(str(lv))
         if v is None:
             raise YidiError("REFERENCE_DATA_INVALID", f"缺少必填字段 {path}.{key}.{lv}", field=key)
@@ -395,23 +411,23 @@ cdef int _put_policy(Index self, dict row) except -1:
     pol.effective_from = <int32_t>_date_field(row, "effective_from")
     R = "REFERENCE_DATA_INVALID"
     ip = _obj_field(row, "inpatient", False)
-    _levels(ip, "deductible_fen", "inpatient", MAX_POLICY_FEN, pol.ip_deductible)
-    _levels(ip, "ratio_bp", "inpatient", BP_ONE, pol.ip_ratio)
-    pol.ip_retired_bonus = _int_field(ip, "retired_bonus_bp", 0, BP_ONE, R)
-    pol.ip_cap = _int_field(ip, "annual_cap_fen", 0, MAX_POLICY_FEN, R)
-    pol.ip_subsequent_bp = -1
+    _levels(ip, "deductible_fen", "inpatient", MAX_POLICY_FEN, pol.inpatient_deductible_fen)
+    _levels(ip, "ratio_bp", "inpatient", BP_ONE, pol.inpatient_ratio_bp)
+    pol.inpatient_retired_bonus_bp = _int_field(ip, "retired_bonus_bp", 0, BP_ONE, R)
+    pol.inpatient_annual_cap_fen = _int_field(ip, "annual_cap_fen", 0, MAX_POLICY_FEN, R)
+    pol.inpatient_subsequent_deductible_bp = -1
     if ip.get("subsequent_deductible_bp") is not None:
-        pol.ip_subsequent_bp = _int_field(ip, "subsequent_deductible_bp", 0, BP_ONE, R)
+        pol.inpatient_subsequent_deductible_bp = _int_field(ip, "subsequent_deductible_bp", 0, BP_ONE, R)
     op = _obj_field(row, "outpatient", False)
-    pol.op_deductible = _int_field(op, "annual_deductible_fen", 0, MAX_POLICY_FEN, R)
-    _levels(op, "ratio_bp", "outpatient", BP_ONE, pol.op_ratio)
-    pol.op_retired_bonus = _int_field(op, "retired_bonus_bp", 0, BP_ONE, R)
-    pol.op_cap = _int_field(op, "annual_cap_fen", 0, MAX_POLICY_FEN, R)
+    pol.outpatient_annual_deductible_fen = _int_field(op, "annual_deductible_fen", 0, MAX_POLICY_FEN, R)
+    _levels(op, "ratio_bp", "outpatient", BP_ONE, pol.outpatient_ratio_bp)
+    pol.outpatient_retired_bonus_bp = _int_field(op, "retired_bonus_bp", 0, BP_ONE, R)
+    pol.outpatient_annual_cap_fen = _int_field(op, "annual_cap_fen", 0, MAX_POLICY_FEN, R)
     ci = _obj_field(row, "critical_illness", True)
     if ci is not None:
-        pol.ci_present = 1
-        pol.ci_threshold = _int_field(ci, "threshold_fen", 0, MAX_POLICY_FEN, R)
-        pol.ci_cap = _int_field(ci, "annual_cap_fen", 0, MAX_POLICY_FEN, R)
+        pol.crit_present = 1
+        pol.crit_threshold_fen = _int_field(ci, "threshold_fen", 0, MAX_POLICY_FEN, R)
+        pol.crit_annual_cap_fen = _int_field(ci, "annual_cap_fen", 0, MAX_POLICY_FEN, R)
         tiers = _field(ci, "tiers")
         if type(tiers) is not list or not (1 <= len(tiers) <= MAX_TIERS):
             raise YidiError(R, f"critical_illness.tiers 须为 1–{MAX_TIERS} 档的数组", field="tiers")
@@ -420,30 +436,30 @@ cdef int _put_policy(Index self, dict row) except -1:
             t = tiers[i]
             if type(t) is not dict:
                 raise YidiError(R, "critical_illness.tiers 的每一档须为对象", field="tiers")
-            pol.ci_ratio[i] = _int_field(t, "ratio_bp", 0, BP_ONE, R)
+            pol.crit_ratio_bp[i] = _int_field(t, "ratio_bp", 0, BP_ONE, R)
             up = t.get("up_to_fen")
             if i == len(tiers) - 1:
                 if up is not None:
                     raise YidiError(R, "critical_illness.tiers 最后一档的 up_to_fen 须为 null", field="tiers")
-                pol.ci_up_to[i] = -1
+                pol.crit_up_to_fen[i] = -1
             else:
                 if up is None:
                     raise YidiError(R, "critical_illness.tiers 只有最后一档的 up_to_fen 可以为 null", field="tiers")
-                pol.ci_up_to[i] = _int_of(up, "up_to_fen", 0, MAX_POLICY_FEN, R)
-                if pol.ci_up_to[i] <= prev_up:
+                pol.crit_up_to_fen[i] = _int_of(up, "up_to_fen", 0, MAX_POLICY_FEN, R)
+                if pol.crit_up_to_fen[i] <= prev_up:
                     raise YidiError(R, "critical_illness.tiers 的 up_to_fen 须严格递增（且大于 0）", field="tiers")
-                prev_up = pol.ci_up_to[i]
-        pol.ci_ntiers = len(tiers)
+                prev_up = pol.crit_up_to_fen[i]
+        pol.crit_n_tiers = len(tiers)
     asst = _obj_field(row, "assistance", True)
     if asst is not None:
-        pol.as_present = 1
-        pol.as_ratio = _int_field(asst, "ratio_bp", 0, BP_ONE, R)
-        pol.as_cap = _int_field(asst, "annual_cap_fen", 0, MAX_POLICY_FEN, R)
+        pol.assist_present = 1
+        pol.assist_ratio_bp = _int_field(asst, "ratio_bp", 0, BP_ONE, R)
+        pol.assist_annual_cap_fen = _int_field(asst, "annual_cap_fen", 0, MAX_POLICY_FEN, R)
     red = _obj_field(row, "reduction_bp", False)
-    pol.reduction[KIND_REFERRAL] = _int_field(red, "referral", 0, MAX_REDUCTION_REFERRAL_BP, R)
-    pol.reduction[KIND_EMERGENCY] = _int_field(red, "emergency", 0, MAX_REDUCTION_REFERRAL_BP, R)
-    pol.reduction[KIND_OTHER_TEMPORARY] = _int_field(red, "other_temporary", 0, MAX_REDUCTION_OTHER_TEMP_BP, R)
-    pol.high_cost = _int_field(row, "high_cost_fen", 0, MAX_POLICY_FEN, R)
+    pol.reduction_bp[KIND_REFERRAL] = _int_field(red, "referral", 0, MAX_REDUCTION_REFERRAL_BP, R)
+    pol.reduction_bp[KIND_EMERGENCY] = _int_field(red, "emergency", 0, MAX_REDUCTION_REFERRAL_BP, R)
+    pol.reduction_bp[KIND_OTHER_TEMPORARY] = _int_field(red, "other_temporary", 0, MAX_REDUCTION_OTHER_TEMP_BP, R)
+    pol.high_cost_fen = _int_field(row, "high_cost_fen", 0, MAX_POLICY_FEN, R)
     key = (adm, insutype)
     versions = self._policies.setdefault(key, [])
     for eff, _ in versions:

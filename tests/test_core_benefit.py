@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from core import ACCUMULATOR_KEYS, LIMITS, YidiError
+from core import ACCUMULATOR_KEYS, LIMITS, InvariantError, YidiError
 from datagen.spec_fixture import DATE, YEAR, load_spec_index
 
 E1_LINES = [("XA01", 1250, 20000), ("XB02", 8800, 3500), ("XB03", 7300, 10000),
@@ -160,6 +160,14 @@ def test_bad_lines(spec, line, reason):
     assert e.value.reason == reason
 
 
+@pytest.mark.parametrize("lines", [[("XA01", 100)], [("XA01", 100, 1000, 0)], ["XA01"], [None], "XA01", None])
+def test_malformed_line_tuples_are_bugs(spec, lines):
+    """The engine builds the (code, unit_price_fen, qty_milli) tuples: a bad shape is its bug, not a reason."""
+    ix, n = spec
+    with pytest.raises(InvariantError):
+        ix.benefit(n["psn"]["retired"], n["inst"]["hk_l3"], "retired_relocation", True, DATE, lines)
+
+
 def test_too_many_lines_and_bounds(spec):
     ix, n = spec
     psn, inst = n["psn"]["retired"], n["inst"]["hk_l3"]
@@ -234,12 +242,13 @@ def test_cancellation_order_independent(fresh):
 
 
 def test_apply_deltas_refuses_bad_input_and_changes_nothing(fresh):
+    """Deltas and sign come from the core's own settlements: a bad one is a bug (InvariantError)."""
     ix, n = fresh
     psn = n["psn"]["retired"]
     ix.apply_deltas(psn, YEAR, {"crit_base_fen": 10}, 1)
     for deltas, sign in (({"crit_base_fen": 11}, -1), ({"bogus": 1}, 1), ({"crit_base_fen": 1}, 2),
-                         ({"crit_base_fen": "1"}, 1)):
-        with pytest.raises(YidiError):
+                         ({"crit_base_fen": "1"}, 1), ([("crit_base_fen", 1)], 1), ({"crit_base_fen": 1}, True)):
+        with pytest.raises(InvariantError):
             ix.apply_deltas(psn, YEAR, deltas, sign)
     assert ix.accumulators(psn, YEAR)["crit_base_fen"] == 10
     with pytest.raises(YidiError) as e:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from core import commands as cmd
-from core.limits import check_date
+from core.limits import check_year
 
 from .. import convert
 from ..app import Gateway
@@ -63,6 +63,6 @@ class SettlementService:
     async def get_accumulators(self, req: spb.GetAccumulatorsRequest, _caller: str):
         engine = self.gw.engine
         person = engine.person(req.psn_no)
-        check_date(req.year * 10000 + 101, "年度")
+        check_year(req.year)
         return pb.Accumulators(psn_no=person["psn_no"], year=req.year,
                                **engine.accumulators(person["psn_no"], req.year))
