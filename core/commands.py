@@ -45,23 +45,10 @@ class FilePerson(Command, kw_only=True):
     filing: Filing
 
 
-class FilingRevision(msgspec.Struct, frozen=True, gc=False):
-    """What a revision may change; empty psn_no / kind / status mean "unchanged"."""
-
-    filing_id: str
-    psn_no: str
-    kind: str
-    dest_admdvs: str
-    fixmedins_codes: tuple[str, ...]
-    valid_from: int
-    valid_to: int
-    status: str
-
-
 class ReviseFiling(Command, kw_only=True):
-    """备案变更."""
+    """备案变更: the filing as it should stand; an empty psn_no, kind or status means "unchanged"."""
 
-    filing: FilingRevision
+    filing: Filing
 
 
 class RevokeFiling(Command, kw_only=True):

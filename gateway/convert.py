@@ -81,9 +81,9 @@ def filing(f: pb.Filing) -> Filing:
                   status=FILING_STATUS.str(f.status, required=False) or "active")
 
 
-def filing_revision(f: pb.Filing) -> cmd.FilingRevision:
+def filing_revision(f: pb.Filing) -> Filing:
     """A revision: kind and status may be left unset (unchanged)."""
-    return cmd.FilingRevision(
+    return Filing(
         filing_id=f.filing_id, psn_no=f.psn_no, kind=FILING_KIND.str(f.kind, required=False),
         dest_admdvs=f.dest_admdvs, fixmedins_codes=tuple(f.fixmedins_codes), valid_from=f.valid_from,
         valid_to=f.valid_to, status=FILING_STATUS.str(f.status, required=False))
