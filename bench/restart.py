@@ -73,7 +73,7 @@ def build_ledgers(data_dir: str, counts: list[int], workdir: str) -> dict[int, s
                                            fixmedins_code=case.fixmedins_code, setl_date=workload.date,
                                            lines=case.lines)
             try:
-                decision = engine.decide(command)
+                decision = engine.decide(command, seq + 1)
             except YidiError:
                 continue  # an annual cap or a rare refusal: draw another case
             seq += 1

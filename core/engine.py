@@ -34,6 +34,7 @@ from .errors import YidiError, invariant
 from .events import (
     AdmissionCancelled, Admitted, Breakdown, Event, FeeLine, FeesUploaded, FeesWithdrawn, Filed, Filing,
     FilingChanged, Person, ReferenceLoaded, SettlementCancelled, SettlementFacts, Settled, VisitFacts,
+    settlement_id, visit_id,
 )
 from .limits import check_date, check_id, check_line, check_line_count, line_amount_fen
 from ._core import ACCUMULATOR_KEYS, DEBUG, Index, province_code
@@ -80,17 +81,11 @@ class EngineState(msgspec.Struct):
     filings: list[Filing]          # filed, revised or revoked by RPC, latest version
     visits: list[Visit]            # open inpatient stays
     accumulators: list[tuple[str, int, tuple[int, ...]]]   # (psn_no, year, values in ACCUMULATOR_KEYS order)
-    last_mdtrt: int
-    last_setl: int
 
 
 class Decision(NamedTuple):
     event: Event
     result: Result
-
-
-def _id_number(ident: str) -> int:
-    return int(ident[1:])
 
 
 class Engine:
@@ -104,12 +99,17 @@ class Engine:
         self.open_inpatient: dict[str, set[str]] = {}
         self.runtime_persons: dict[str, Person] = {}
         self.runtime_filings: dict[str, Filing] = {}
-        self._last_mdtrt = 0
-        self._last_setl = 0
+        self._seq = 0  # the ledger seq the command being decided will get: new ids are made from it
 
     # ------------------------------------------------------------ dispatch
-    def decide(self, command: Command) -> Decision:
-        """The event and result of a command; changes nothing."""
+    def decide(self, command: Command, seq: int) -> Decision:
+        """The event and result of a command; changes nothing.
+
+        ``seq`` is the ledger seq its record will get if it is recorded: a new
+        visit or settlement is named after it (``events.visit_id``), so its id
+        is its place in the ledger and its facts are read from there.
+        """
+        self._seq = seq
         return _DECIDE[type(command)](self, command)
 
     def apply(self, event: Event, seq: int) -> list[Change]:
@@ -261,7 +261,7 @@ class Engine:
                    elig: dict) -> VisitFacts:
         """A visit with the next id, carrying what eligibility chose (filing, regions, level)."""
         return VisitFacts(
-            mdtrt_id=f"M{self._last_mdtrt + 1:015d}", psn_no=psn_no, fixmedins_code=fixmedins_code,
+            mdtrt_id=visit_id(self._seq), psn_no=psn_no, fixmedins_code=fixmedins_code,
             visit_kind=visit_kind, adm_date=adm_date, filing_id=elig["filing_id"],
             filing_kind=elig["filing_kind"], insuplc_admdvs=elig["insuplc_admdvs"],
             mdtrtarea_admdvs=elig["mdtrtarea_admdvs"], fixmedins_level=elig["fixmedins_level"],
@@ -325,8 +325,8 @@ class Engine:
     def _decide_discharge_settle(self, cmd: DischargeSettle) -> Decision:
         """出院结算."""
         visit = self._open_visit(cmd.mdtrt_id)
-        view, facts = self._settle(visit, self._next_setl_id(), cmd.dscg_date, visit.lines.values())
-        return Decision(Settled(settlement=facts), view)
+        view, facts = self._settle(visit, settlement_id(self._seq), cmd.dscg_date, visit.lines.values())
+        return Decision(Settled(settlement=facts, lines=tuple(visit.lines.values())), view)
 
     def _decide_cancel_settlement(self, cmd: CancelSettlement) -> Decision:
         """结算撤销: gives back exactly the recorded deltas; an inpatient stay opens again."""
@@ -357,13 +357,10 @@ class Engine:
                 raise YidiError("FEE_LINE_CONFLICT", f"费用明细流水号 {line.feedetl_sn} 在本次结算中重复出现。")
             seen.add(line.feedetl_sn)
         facts = self._new_visit(psn_no, cmd.fixmedins_code, OUTPATIENT, cmd.setl_date, elig)
-        view, settlement = self._settle(Visit(facts), self._next_setl_id(), cmd.setl_date, cmd.lines)
+        view, settlement = self._settle(Visit(facts), settlement_id(self._seq), cmd.setl_date, cmd.lines)
         return Decision(Settled(settlement=settlement, visit=facts, lines=cmd.lines), view)
 
     # ----------------------------------------------------------- settlement
-    def _next_setl_id(self) -> str:
-        return f"S{self._last_setl + 1:015d}"
-
     def _settle(self, visit: Visit, setl_id: str, setl_date: int,
                 lines: Iterable[FeeLine]) -> tuple[SettlementView, SettlementFacts]:
         """The benefit of a visit's lines (SPEC §5): the answer and the facts to record."""
@@ -420,7 +417,6 @@ class Engine:
 
     def _apply_admitted(self, event: Admitted, _seq: int) -> list[Change]:
         self._open(Visit(event.visit))
-        self._last_mdtrt = max(self._last_mdtrt, _id_number(event.visit.mdtrt_id))
         return [PutVisit(ArchivedVisit(event.visit, ADMITTED))]
 
     def _open(self, visit: Visit) -> None:
@@ -454,14 +450,12 @@ class Engine:
     def _apply_settled(self, event: Settled, seq: int) -> list[Change]:
         s = event.settlement
         self.index.apply_deltas(s.psn_no, s.year, s.deltas_dict(), 1)
-        self._last_setl = max(self._last_setl, _id_number(s.setl_id))
         if event.visit is not None:  # outpatient: the visit is born settled
-            self._last_mdtrt = max(self._last_mdtrt, _id_number(event.visit.mdtrt_id))
             changes = [PutVisit(ArchivedVisit(event.visit, SETTLED, s.setl_id)), PutSettlement(ArchivedSettlement(s, seq))]
         else:  # inpatient: the stay closes; its lines go to the archive, to open again on cancellation
             visit = self._close(s.mdtrt_id)
-            changes = [VisitStatus(s.mdtrt_id, SETTLED, s.setl_id),
-                       PutSettlement(ArchivedSettlement(s, seq, lines=tuple(visit.lines.values())))]
+            lines = event.lines or tuple(visit.lines.values())  # the first release did not record them
+            changes = [VisitStatus(s.mdtrt_id, SETTLED, s.setl_id), PutSettlement(ArchivedSettlement(s, seq, lines=lines))]
         return changes
 
     def _apply_settlement_cancelled(self, event: SettlementCancelled, seq: int) -> list[Change]:
@@ -489,7 +483,6 @@ class Engine:
         return EngineState(
             persons=list(self.runtime_persons.values()), filings=list(self.runtime_filings.values()),
             visits=list(self.visits.values()), accumulators=self.index.accumulator_rows(),
-            last_mdtrt=self._last_mdtrt, last_setl=self._last_setl,
         )
 
     @classmethod
@@ -504,7 +497,6 @@ class Engine:
             engine._open(visit)
         for psn_no, year, values in state.accumulators:
             index.apply_deltas(psn_no, year, dict(zip(ACCUMULATOR_KEYS, values, strict=True)), 1)
-        engine._last_mdtrt, engine._last_setl = state.last_mdtrt, state.last_setl
         return engine
 
     # ----------------------------------------------------------- invariants

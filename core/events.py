@@ -28,6 +28,24 @@ from .errors import InvariantError
 
 FORMAT_MSGPACK = b"\x01"
 REFERENCE_KEY = "reference"
+ID_DIGITS = 15
+
+
+def visit_id(seq: int) -> str:
+    """A visit's mdtrt_id: "M" + the ledger seq of the record that opened it (admission, or outpatient settlement)."""
+    return f"M{seq:0{ID_DIGITS}d}"
+
+
+def settlement_id(seq: int) -> str:
+    """A settlement's setl_id: "S" + the ledger seq of the record holding it."""
+    return f"S{seq:0{ID_DIGITS}d}"
+
+
+def id_seq(ident: str, prefix: str) -> int:
+    """The number of an id this gateway issues ("M"/"S" + 15 digits), 0 if ident is not one."""
+    if len(ident) != ID_DIGITS + 1 or ident[0] != prefix or not ident[1:].isdigit() or not ident[1:].isascii():
+        return 0
+    return int(ident[1:])
 
 
 class Row(msgspec.Struct, frozen=True, array_like=True, gc=False):
@@ -220,7 +238,11 @@ class FeesWithdrawn(Event, tag="fees_withdrawn"):
 
 
 class Settled(Event, tag="settled"):
-    """出院结算, or 门诊一站式 (then the visit and its lines are born here, settled)."""
+    """出院结算, or 门诊一站式 (then ``visit`` is set: the visit is born here, settled).
+
+    ``lines`` are the settled fee lines (for an inpatient stay they open again
+    if the settlement is cancelled; the first release did not record them).
+    """
 
     settlement: SettlementFacts
     visit: Union[VisitFacts, None] = None
@@ -284,7 +306,7 @@ def decode(body: bytes) -> Event:
 
 # ------------------------------------------------- the first release's JSON bodies
 def _from_legacy(d: dict) -> Event:
-    kind = d["type"]
+    kind = d.get("type")
     if kind == "filed":
         return Filed(person=_person(d["person"]), filing=_filing(d["filing"]))
     if kind == "filing":

@@ -186,7 +186,7 @@ class Gateway:
                 outcomes[i] = self._earlier(caller, command, digest, seen)
                 if outcomes[i] is None:
                     seen[command.request_id] = (digest, i)
-                    decided.append((i, engine.decide(command)))
+                    decided.append((i, engine.decide(command, self.ledger.next_seq + len(decided))))
             except YidiError as err:
                 outcomes[i] = err
         if decided:

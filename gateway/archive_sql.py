@@ -1,40 +1,46 @@
-"""The archive (core/archive.py) as SQLite tables beside the ledger's records.
+"""The archive (core/archive.py) in the ledger's SQLite file.
 
-Written by the ledger's writer in the same transaction as the records whose
-changes they are, so the archive always agrees with the log.  Rows keep their
-immutable facts as MessagePack (the event structs) and, as columns, what is
-looked up or changes: status, cancellation, the settlement's institution and
-date.
+A visit's or settlement's id is the seq of the record that made it
+(``core.events.visit_id``), so its immutable facts are read from that
+record's event; the archive tables hold only what changes afterwards (a
+visit's status, a settlement's cancellation), written by the ledger's writer
+in the same transaction as the records whose changes they are.  Settling an
+outpatient visit therefore writes no archive row at all.
+
+Visits and settlements of a ledger written by the first release (ids from
+separate counters, numbered at most ``legacy_last_seq``) keep their facts in
+the ``legacy`` table, filled once when such a ledger is migrated.
 """
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 from typing import Iterable
 
 import msgspec
 
+from core import events
 from core.archive import (
     ArchivedSettlement, ArchivedVisit, Change, PutSettlement, PutVisit, SettlementCancelledChange, VisitStatus,
 )
-from core.events import FeeLine, SettlementFacts, VisitFacts
+from core.events import FeeLine, SettlementFacts, Settled, VisitFacts, id_seq, settlement_id
 
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS visits (
+CREATE TABLE IF NOT EXISTS visit_status (
     mdtrt_id   TEXT    PRIMARY KEY,
     status     TEXT    NOT NULL,
-    setl_id    TEXT    NOT NULL,
-    facts      BLOB    NOT NULL
+    setl_id    TEXT    NOT NULL
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS settlements (
-    setl_id        TEXT    PRIMARY KEY,
-    seq            INTEGER NOT NULL,
-    status         TEXT    NOT NULL,
-    cancel_date    INTEGER NOT NULL,
-    cancel_seq     INTEGER NOT NULL,
-    fixmedins_code TEXT    NOT NULL,
-    setl_date      INTEGER NOT NULL,
-    facts          BLOB    NOT NULL,
-    lines          BLOB    NOT NULL
+CREATE TABLE IF NOT EXISTS cancellations (
+    setl_id     TEXT    PRIMARY KEY,
+    cancel_date INTEGER NOT NULL,
+    cancel_seq  INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS legacy (
+    id     TEXT    PRIMARY KEY,
+    seq    INTEGER NOT NULL,
+    facts  BLOB    NOT NULL,
+    lines  BLOB    NOT NULL
 ) WITHOUT ROWID;
 """
 
@@ -43,58 +49,88 @@ _VISIT_FACTS = msgspec.msgpack.Decoder(VisitFacts).decode
 _SETTLEMENT_FACTS = msgspec.msgpack.Decoder(SettlementFacts).decode
 _LINES = msgspec.msgpack.Decoder(tuple[FeeLine, ...]).decode
 
-_PUT_VISIT = "INSERT OR REPLACE INTO visits (mdtrt_id, status, setl_id, facts) VALUES (?, ?, ?, ?)"
-_VISIT_STATUS = "UPDATE visits SET status = ?, setl_id = ? WHERE mdtrt_id = ?"
-_PUT_SETTLEMENT = ("INSERT OR REPLACE INTO settlements (setl_id, seq, status, cancel_date, cancel_seq, fixmedins_code,"
-                   " setl_date, facts, lines) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
-_CANCEL = "UPDATE settlements SET status = 'cancelled', cancel_date = ?, cancel_seq = ? WHERE setl_id = ?"
+_VISIT_STATUS = "INSERT OR REPLACE INTO visit_status (mdtrt_id, status, setl_id) VALUES (?, ?, ?)"
+_CANCEL = "INSERT INTO cancellations (setl_id, cancel_date, cancel_seq) VALUES (?, ?, ?)"
+_LEGACY = "INSERT INTO legacy (id, seq, facts, lines) VALUES (?, ?, ?, ?)"
 
 
-def _visit_row(v: ArchivedVisit) -> tuple:
-    return (v.facts.mdtrt_id, v.status, v.setl_id, _ENCODE(v.facts))
-
-
-def _settlement_row(s: ArchivedSettlement) -> tuple:
-    return (s.facts.setl_id, s.seq, s.status, s.cancel_date, s.cancel_seq, s.facts.fixmedins_code,
-            s.facts.setl_date, _ENCODE(s.facts), _ENCODE(s.lines))
+def request_hash(caller: str, request_id: str) -> int:
+    """The 63-bit key of an idempotency key in the ``requests`` table (collisions are checked on read)."""
+    digest = hashlib.blake2b(f"{caller}\x00{request_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") >> 1
 
 
 def write(conn: sqlite3.Connection, changes: Iterable[Change]) -> None:
-    """Apply changes inside the caller's transaction."""
+    """Store what changes, inside the caller's transaction (new facts are in the record itself)."""
     for change in changes:
         kind = type(change)
-        if kind is PutVisit:
-            conn.execute(_PUT_VISIT, _visit_row(change.visit))
-        elif kind is VisitStatus:
-            _updated(conn.execute(_VISIT_STATUS, (change.status, change.setl_id, change.mdtrt_id)), change)
-        elif kind is PutSettlement:
-            conn.execute(_PUT_SETTLEMENT, _settlement_row(change.settlement))
+        if kind is VisitStatus:
+            conn.execute(_VISIT_STATUS, (change.mdtrt_id, change.status, change.setl_id))
         elif kind is SettlementCancelledChange:
-            _updated(conn.execute(_CANCEL, (change.cancel_date, change.cancel_seq, change.setl_id)), change)
-        else:
+            conn.execute(_CANCEL, (change.setl_id, change.cancel_date, change.cancel_seq))
+        elif kind not in (PutVisit, PutSettlement):
             raise TypeError(f"not an archive change: {change!r}")
 
 
-def _updated(cursor: sqlite3.Cursor, change: Change) -> None:
-    if cursor.rowcount != 1:
-        raise RuntimeError(f"archive change {change!r} found no row to change")
+def write_legacy(conn: sqlite3.Connection, visits: Iterable[ArchivedVisit],
+                 settlements: Iterable[ArchivedSettlement]) -> None:
+    """The whole archive of a migrated first-release ledger: facts, statuses, cancellations."""
+    for v in visits:
+        conn.execute(_LEGACY, (v.facts.mdtrt_id, 0, _ENCODE(v.facts), _ENCODE(())))
+        conn.execute(_VISIT_STATUS, (v.facts.mdtrt_id, v.status, v.setl_id))
+    for s in settlements:
+        conn.execute(_LEGACY, (s.facts.setl_id, s.seq, _ENCODE(s.facts), _ENCODE(s.lines)))
+        if s.status == "cancelled":
+            conn.execute(_CANCEL, (s.facts.setl_id, s.cancel_date, s.cancel_seq))
 
 
-def write_all(conn: sqlite3.Connection, visits: Iterable[ArchivedVisit],
-              settlements: Iterable[ArchivedSettlement]) -> None:
-    """Bulk rows (rebuilding the archive of a ledger written before it existed)."""
-    conn.executemany(_PUT_VISIT, [_visit_row(v) for v in visits])
-    conn.executemany(_PUT_SETTLEMENT, [_settlement_row(s) for s in settlements])
+def _legacy(conn: sqlite3.Connection, ident: str) -> tuple | None:
+    return conn.execute("SELECT seq, facts, lines FROM legacy WHERE id = ?", (ident,)).fetchone()
 
 
-def read_visit(conn: sqlite3.Connection, mdtrt_id: str) -> ArchivedVisit | None:
-    row = conn.execute("SELECT status, setl_id, facts FROM visits WHERE mdtrt_id = ?", (mdtrt_id,)).fetchone()
-    return None if row is None else ArchivedVisit(_VISIT_FACTS(row[2]), row[0], row[1])
+def _event(conn: sqlite3.Connection, seq: int) -> events.Event | None:
+    row = conn.execute("SELECT body FROM records WHERE seq = ?", (seq,)).fetchone()
+    return None if row is None else events.decode(row[0])
 
 
-def read_settlement(conn: sqlite3.Connection, setl_id: str) -> ArchivedSettlement | None:
-    row = conn.execute("SELECT seq, status, cancel_date, cancel_seq, facts, lines FROM settlements WHERE setl_id = ?",
-                       (setl_id,)).fetchone()
-    if row is None:
+def read_visit(conn: sqlite3.Connection, mdtrt_id: str, legacy_last_seq: int) -> ArchivedVisit | None:
+    number = id_seq(mdtrt_id, "M")
+    if number == 0:
         return None
-    return ArchivedSettlement(_SETTLEMENT_FACTS(row[4]), row[0], row[1], row[2], row[3], _LINES(row[5]))
+    if number <= legacy_last_seq:
+        row = _legacy(conn, mdtrt_id)
+        facts = _VISIT_FACTS(row[1]) if row is not None else None
+    else:
+        event = _event(conn, number)
+        facts = getattr(event, "visit", None)
+        if facts is None or facts.mdtrt_id != mdtrt_id:
+            return None
+    if facts is None:
+        return None
+    status = conn.execute("SELECT status, setl_id FROM visit_status WHERE mdtrt_id = ?", (mdtrt_id,)).fetchone()
+    if status is not None:
+        return ArchivedVisit(facts, status[0], status[1])
+    if facts.visit_kind == "outpatient":  # born settled with its settlement, from the same record
+        return ArchivedVisit(facts, "settled", settlement_id(number))
+    return ArchivedVisit(facts, "admitted")
+
+
+def read_settlement(conn: sqlite3.Connection, setl_id: str, legacy_last_seq: int) -> ArchivedSettlement | None:
+    number = id_seq(setl_id, "S")
+    if number == 0:
+        return None
+    if number > legacy_last_seq:
+        event = _event(conn, number)
+        if type(event) is not Settled or event.settlement.setl_id != setl_id:
+            return None
+        seq, facts, lines = number, event.settlement, event.lines
+    else:
+        row = _legacy(conn, setl_id)
+        if row is None:
+            return None
+        seq, facts, lines = row[0], _SETTLEMENT_FACTS(row[1]), _LINES(row[2])
+    cancel = conn.execute("SELECT cancel_date, cancel_seq FROM cancellations WHERE setl_id = ?",
+                          (setl_id,)).fetchone()
+    if cancel is None:
+        return ArchivedSettlement(facts, seq, lines=lines)
+    return ArchivedSettlement(facts, seq, "cancelled", cancel[0], cancel[1], lines)

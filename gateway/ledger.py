@@ -163,9 +163,12 @@ CREATE TABLE IF NOT EXISTS records (
     body       BLOB    NOT NULL,
     response   BLOB    NOT NULL
 );
-CREATE UNIQUE INDEX IF NOT EXISTS records_request
-    ON records (caller, request_id) WHERE request_id != '';
 CREATE INDEX IF NOT EXISTS records_reference ON records (seq) WHERE kind = 'reference_loaded';
+CREATE TABLE IF NOT EXISTS requests (
+    h   INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    PRIMARY KEY (h, seq)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (
     name  TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -176,6 +179,7 @@ _INSERT = (
     "INSERT INTO records (seq, kind, caller, request_id, digest, key, body, response)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
+_INSERT_REQUEST = "INSERT INTO requests (h, seq) VALUES (?, ?)"
 
 
 class SqliteStore:
@@ -194,14 +198,12 @@ class SqliteStore:
     continue the log exactly, or the append fails. Records are never
     deleted, so seqs are dense and monotonic.
 
-    Cost: with client-chosen random request_ids every insert lands on a
-    random leaf of the UNIQUE (caller, request_id) index, so a commit writes
-    about one index page per record to the WAL; that, not the fsync, bounds
-    throughput (bench/ledger_throughput.py measures both orders).
-
-    Schema 2 (this release) adds the archive tables (``archive_sql``) and a
-    ``meta`` table, and drops the first release's index on ``key``.  A schema
-    1 ledger is migrated on open; its archive is marked incomplete until the
+    Schema 2 (this release) finds idempotency keys through ``requests``, a
+    table of 63-bit hashes of (caller, request_id) (an integer key costs a
+    quarter of the text index it replaces: bench/ledger_throughput.py), adds
+    the archive tables (``archive_sql``) and a ``meta`` table, and drops the
+    first release's indexes on ``key`` and (caller, request_id).  A schema 1
+    ledger is migrated on open; its archive is marked missing until the
     gateway, replaying it in full, writes it (``write_archive``).
     """
 
@@ -215,6 +217,7 @@ class SqliteStore:
         self._local = threading.local()
         self._write_lock = threading.Lock()
         self._wconn = self._open_writer(path)
+        self._legacy_last = self.legacy_last_seq()
 
     # -- connections -------------------------------------------------------
 
@@ -237,15 +240,35 @@ class SqliteStore:
             version = self._pragma(conn, "user_version")
             if version not in (0, 1, SCHEMA_VERSION):
                 raise RuntimeError(f"ledger {path!r} has schema version {version}, expected {SCHEMA_VERSION}")
-            archive = "complete" if version != 1 else "missing"   # schema 1 had no archive
-            conn.executescript(
-                f"BEGIN IMMEDIATE; {_SCHEMA} DROP INDEX IF EXISTS records_key;"
-                f" INSERT OR IGNORE INTO meta (name, value) VALUES ('archive', '{archive}');"
-                f" PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
+            conn.create_function("yidi_request_hash", 2, archive_sql.request_hash, deterministic=True)
+            conn.executescript("BEGIN IMMEDIATE; " + _SCHEMA)  # executescript would commit an open transaction
+            if version == 1:
+                self._migrate_v1(conn)
+            conn.execute("INSERT OR IGNORE INTO meta (name, value) VALUES ('archive', 'complete')")
+            conn.execute("INSERT OR IGNORE INTO meta (name, value) VALUES ('legacy_last_seq', '0')")
+            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            conn.execute("COMMIT")
         except BaseException:
             conn.close()
             raise
         return conn
+
+    @staticmethod
+    def _migrate_v1(conn: sqlite3.Connection) -> None:
+        """Schema 1 (the first release) → 2, inside the opening transaction.
+
+        The unique text index on (caller, request_id) becomes the hash table
+        ``requests``; the archive is marked missing until the gateway, which
+        replays such a ledger in full, writes it (``write_archive``); every id
+        the first release issued is numbered at most ``legacy_last_seq``.
+        """
+        conn.execute("DROP INDEX IF EXISTS records_request")
+        conn.execute("DROP INDEX IF EXISTS records_key")
+        conn.execute("INSERT INTO requests (h, seq) SELECT yidi_request_hash(caller, request_id), seq"
+                     " FROM records WHERE request_id != ''")
+        last = conn.execute("SELECT coalesce(max(seq), 0) FROM records").fetchone()[0]
+        conn.execute("INSERT INTO meta (name, value) VALUES ('archive', 'missing')")
+        conn.execute("INSERT INTO meta (name, value) VALUES ('legacy_last_seq', ?)", (str(last),))
 
     def _reader(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
@@ -281,6 +304,10 @@ class SqliteStore:
                         for i, r in enumerate(records, 1)
                     ],
                 )
+                keyed = [(archive_sql.request_hash(r.caller, r.request_id), last + i)
+                         for i, r in enumerate(records, 1) if r.request_id]
+                self._refuse_known_keys(conn, records, keyed)
+                conn.executemany(_INSERT_REQUEST, keyed)
                 for r in records:
                     if r.changes:
                         archive_sql.write(conn, r.changes)
@@ -290,6 +317,25 @@ class SqliteStore:
                     conn.execute("ROLLBACK")
                 raise
         return list(range(last + 1, last + 1 + len(records)))
+
+    @staticmethod
+    def _refuse_known_keys(conn: sqlite3.Connection, records: Sequence[Record], keyed: list) -> None:
+        """A (caller, request_id) already in the ledger, or twice in this group: IntegrityError.
+
+        The gateway never records a key twice (it answers the first record), so
+        this is a guard against a bug, at the cost of one index probe per group.
+        """
+        keys = {(r.caller, r.request_id) for r in records if r.request_id}
+        if len(keys) != len(keyed):
+            raise sqlite3.IntegrityError("a request id appears twice in one group")
+        for start in range(0, len(keyed), 500):
+            hashes = [h for h, _ in keyed[start:start + 500]]
+            for (seq,) in conn.execute(f"SELECT seq FROM requests WHERE h IN ({','.join('?' * len(hashes))})",
+                                       hashes).fetchall():
+                caller, request_id = conn.execute("SELECT caller, request_id FROM records WHERE seq = ?",
+                                                  (seq,)).fetchone()
+                if (caller, request_id) in keys:
+                    raise sqlite3.IntegrityError(f"request id of {caller} already in the ledger at seq {seq}")
 
     def scan(self, after_seq: int = 0) -> Iterator[Record]:
         # Pages keyed by seq rather than one long-lived cursor: no statement
@@ -314,16 +360,13 @@ class SqliteStore:
     def find_request(self, caller: str, request_id: str) -> Record | None:
         if not request_id:
             return None
-        # "request_id != ''" lets the planner use the partial unique index.
-        row = (
-            self._reader()
-            .execute(
-                f"SELECT {_COLUMNS} FROM records WHERE caller = ? AND request_id = ? AND request_id != ''",
-                (caller, request_id),
-            )
-            .fetchone()
-        )
-        return None if row is None else Record(*row)
+        conn = self._reader()
+        for (seq,) in conn.execute("SELECT seq FROM requests WHERE h = ?",
+                                   (archive_sql.request_hash(caller, request_id),)).fetchall():
+            row = conn.execute(f"SELECT {_COLUMNS} FROM records WHERE seq = ?", (seq,)).fetchone()
+            if row[1] == caller and row[2] == request_id:  # a 63-bit hash may (very rarely) collide
+                return Record(*row)
+        return None
 
     def last_reference_load(self) -> Record | None:
         row = self._reader().execute(
@@ -335,12 +378,12 @@ class SqliteStore:
         return row is not None and row[0] == "complete"
 
     def write_archive(self, visits, settlements) -> None:
-        """Fill the archive of a migrated ledger in one transaction, and mark it complete."""
+        """Fill the archive of a migrated first-release ledger in one transaction, and mark it complete."""
         with self._write_lock:
             conn = self._wconn
             conn.execute("BEGIN IMMEDIATE")
             try:
-                archive_sql.write_all(conn, visits, settlements)
+                archive_sql.write_legacy(conn, visits, settlements)
                 conn.execute("UPDATE meta SET value = 'complete' WHERE name = 'archive'")
                 conn.execute("COMMIT")
             except BaseException:
@@ -348,11 +391,15 @@ class SqliteStore:
                     conn.execute("ROLLBACK")
                 raise
 
+    def legacy_last_seq(self) -> int:
+        row = self._reader().execute("SELECT value FROM meta WHERE name = 'legacy_last_seq'").fetchone()
+        return int(row[0]) if row is not None else 0
+
     def visit(self, mdtrt_id: str):
-        return archive_sql.read_visit(self._reader(), mdtrt_id)
+        return archive_sql.read_visit(self._reader(), mdtrt_id, self._legacy_last)
 
     def settlement(self, setl_id: str):
-        return archive_sql.read_settlement(self._reader(), setl_id)
+        return archive_sql.read_settlement(self._reader(), setl_id, self._legacy_last)
 
     def read(self, seq: int) -> Record | None:
         row = self._reader().execute(f"SELECT {_COLUMNS} FROM records WHERE seq = ?", (seq,)).fetchone()

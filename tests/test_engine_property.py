@@ -90,7 +90,7 @@ def test_accumulators_are_the_sum_of_live_settlements_and_replay_rebuilds_them(d
     def run(command):
         before = state_of(engine, psn.values())
         try:
-            decision = engine.decide(command)
+            decision = engine.decide(command, len(log) + 1)
         except YidiError as err:
             hypothesis_event("refused " + err.reason)
             assert state_of(engine, psn.values()) == before, "a refusal changed state"

@@ -131,23 +131,26 @@ def test_find_request_read_and_last_reference_load(store):
     assert store.last_reference_load().seq == 6
 
 
-def test_archive_changes_are_written_with_their_record_and_a_first_release_ledger_migrates(tmp_path):
-    from core.archive import ArchivedVisit, PutVisit, VisitStatus
-    from core.events import VisitFacts
+def test_archive_facts_come_from_the_record_changes_from_the_archive_and_a_first_release_ledger_migrates(tmp_path):
+    from core import events
+    from core.archive import ArchivedVisit, VisitStatus
+    from core.events import Admitted, VisitFacts, visit_id
 
-    facts = VisitFacts("M1", "P1", "H46010000001", "inpatient", 20260301, "F1", "referral", "210102", "460100", 3)
+    facts = VisitFacts(visit_id(1), "P1", "H46010000001", "inpatient", 20260301, "F1", "referral", "210102", "460100", 3)
+    admitted = Admitted(visit=facts)
     s = SqliteStore(str(tmp_path / "new.sqlite"))
     try:
-        assert s.archive_complete()  # a new ledger's archive grows with it
-        s.append([Record("admitted", "460000", "a", b"d" * 16, "M1", b"{}", b"", changes=(
-            PutVisit(ArchivedVisit(facts, "admitted")),))])
-        s.append([Record("settled", "460000", "b", b"d" * 16, "S1", b"{}", b"", changes=(
-            VisitStatus("M1", "settled", "S1"),))])
-        assert s.visit("M1") == ArchivedVisit(facts, "settled", "S1") and s.visit("M2") is None
-        with pytest.raises(RuntimeError):  # a change to a row that does not exist fails the whole transaction
-            s.append([Record("x", "460000", "c", b"d" * 16, "M2", b"{}", b"", changes=(
-                VisitStatus("M2", "settled", "S2"),))])
-        assert s.last_seq() == 2
+        assert s.archive_complete() and s.legacy_last_seq() == 0  # a new ledger's archive grows with it
+        s.append([Record("admitted", "460000", "a", b"d" * 16, facts.mdtrt_id, events.encode(admitted), b"")])
+        assert s.visit(facts.mdtrt_id) == ArchivedVisit(facts, "admitted")  # facts from the record itself
+        other = events.encode(events.FeesWithdrawn(mdtrt_id=facts.mdtrt_id, sns=()))
+        s.append([Record("settled", "460000", "b", b"d" * 16, "S2", other, b"", changes=(
+            VisitStatus(facts.mdtrt_id, "settled", "S000000000000002"),))])
+        assert s.visit(facts.mdtrt_id) == ArchivedVisit(facts, "settled", "S000000000000002")
+        assert s.visit(visit_id(2)) is None and s.visit("M9") is None and s.settlement("S000000000000002") is None
+        with pytest.raises(sqlite3.IntegrityError):  # the store never records a request id twice
+            s.append([Record("x", "460000", "a", b"d" * 16, "", b"{}", b"")])
+        assert s.last_seq() == 2 and s.find_request("460000", "b").seq == 2
     finally:
         s.close()
     old = str(tmp_path / "v1.sqlite")
@@ -155,11 +158,11 @@ def test_archive_changes_are_written_with_their_record_and_a_first_release_ledge
     s = SqliteStore(old)
     try:
         assert not s.archive_complete() and s.last_seq() == 16 and s.pragma("user_version") == 2
+        assert s.legacy_last_seq() == 16 and s.find_request("210000", "v1-file").seq == 1
         s.write_archive([ArchivedVisit(facts, "admitted")], [])
-        assert s.archive_complete() and s.visit("M1").status == "admitted"
+        assert s.archive_complete() and s.visit(facts.mdtrt_id).status == "admitted"
     finally:
         s.close()
-
 
 def test_reads_from_another_thread_use_their_own_connection(store):
     store.append([make_record(1)])

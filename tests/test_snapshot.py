@@ -17,8 +17,7 @@ PERSON = Person("P1", "210102195001010011", "名", "210102", "310", "retired", "
 
 
 def state(n: int) -> EngineState:
-    return EngineState(persons=[PERSON] * n, filings=[], visits=[], accumulators=[("P1", 2026, (n,) * 7)],
-                       last_mdtrt=n, last_setl=0)
+    return EngineState(persons=[PERSON] * n, filings=[], visits=[], accumulators=[("P1", 2026, (n,) * 7)])
 
 
 def test_round_trip_and_every_corruption_is_detected():
@@ -46,7 +45,7 @@ def test_newest_valid_is_used_and_a_corrupt_one_skipped_with_its_name(tmp_path, 
         f.write(b"\xff\xff\xff")
     with caplog.at_level(logging.ERROR, logger="yidi.snapshot"):
         newest = snaps.newest(max_seq=100)
-    assert newest.seq == 30 and newest.engine.last_mdtrt == 3
+    assert newest.seq == 30 and len(newest.engine.persons) == 3
     assert snaps.path(40) in caplog.text and "checksum" in caplog.text
     with pytest.raises(snapshot.LedgerBehindSnapshot):
         snaps.newest(max_seq=35)  # the ledger lost records a snapshot covers: refuse to start
