@@ -109,6 +109,12 @@ class Index:
         """Tests only.  Debug builds: break one invariant of a filed person's rows (what: "certno_table",
         "filing_cycle", "filing_person", "filing_unlinked", "accumulator_negative",
         "accumulator_year_twice").  Release builds: RuntimeError."""
+    def save_image(self, path: str, fingerprint: str) -> None:
+        """Write the freshly loaded tables (no runtime changes yet) to path, atomically, tagged with fingerprint."""
+    def load_image(self, path: str, fingerprint: str) -> None:
+        """Fill this empty Index from an image written for fingerprint by this build of the core.
+
+        ValueError (the Index left empty) if the file is not such an image or fails a section's CRC-32."""
     def counts(self) -> dict[str, int]: ...
     def memory_bytes(self) -> dict[str, int]:
         """C memory held (arena, row arrays, hash tables), by part."""

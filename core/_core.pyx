@@ -142,6 +142,14 @@ cdef class Index:
 
     def load_dir(self, str path, progress=None):
         _load_dir(self, path, progress)
+
+    def save_image(self, str path, str fingerprint):
+        """Write the freshly loaded tables to ``path`` (atomically), tagged with the data set's fingerprint."""
+        _save_image(self, path, fingerprint)
+
+    def load_image(self, str path, str fingerprint):
+        """Fill this empty Index from an image of the data set ``fingerprint``; ValueError if it is not one."""
+        _load_image(self, path, fingerprint)
         if YIDI_DEBUG:
             _check_store(&self.st)
 
@@ -337,3 +345,4 @@ include "load.pxi"
 include "eligibility.pxi"
 include "benefit.pxi"
 include "invariants.pxi"
+include "image.pxi"

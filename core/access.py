@@ -4,6 +4,7 @@ A caller is a province code (``"460000"``) or ``NATIONAL``.  ``RULES`` maps
 every RPC of every Yidi service (``"Service/Method"``) to a rule naming the
 object whose province must match the caller:
 
+* ``any``                 — any identified caller (no object involved);
 * ``national``            — the national operator only;
 * ``insured_row``         — the insured province of a person row in the request (filing a person);
 * ``insured_person``      — the insured province of the person named by psn_no or certno;
@@ -65,10 +66,12 @@ RULES: dict[str, Rule] = {
     "AdminService/LoadReferenceData": _NATIONAL,
     "AdminService/GetReferenceDataStatus": _NATIONAL,
     "AdminService/TakeSnapshot": _NATIONAL,
+    "DiagnosticsService/Ping": Rule("any"),
 }
 
 # What the refusal says the caller tried to do, per rule kind.
 _WHAT = {
+    "any": "调用",
     "national": "调用国家平台运维接口",
     "insured_row": "为其他省份的参保人备案",
     "insured_person": "查询其他省份参保人的备案",
@@ -92,6 +95,8 @@ def authorize(method: str, caller: str, request: object, world: World) -> None:
 
 def _allowed(kind: str, values: list[str], world: World) -> set[str]:
     """The callers allowed by a rule for the object the values name."""
+    if kind == "any":
+        return _ANYONE
     if kind == "national":
         return {NATIONAL}
     if kind == "insured_row":

@@ -18,6 +18,7 @@ builds no protobuf message: results are encoded by the translation layer.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import time
@@ -79,9 +80,42 @@ def data_dir_of(store: Store, default: str) -> str:
     return events.decode(record.body).data_dir if record is not None else default
 
 
+IMAGE_NAME = ".yidi-index.img"
+DATA_FILES = ("manifest.json", "regions.jsonl", "institutions.jsonl", "catalog.jsonl", "policies.jsonl",
+              "persons.jsonl", "filings.jsonl")
+
+
+def data_fingerprint(data_dir: str) -> str:
+    """Names, sizes and modification times of a data set's files: any change makes a new fingerprint."""
+    parts = []
+    for name in DATA_FILES:
+        try:
+            st = os.stat(os.path.join(data_dir, name))
+        except FileNotFoundError:
+            continue
+        parts.append(f"{name}:{st.st_size}:{st.st_mtime_ns}")
+    return hashlib.blake2b("|".join(parts).encode(), digest_size=16).hexdigest()
+
+
 def load_index(config: Config, data_dir: str, progress: Callable[[str, int], None] | None = None) -> Index:
+    """The reference data set: from its binary image when one was written for exactly these files, else
+    parsed from the JSON Lines (and the image written beside them for the next start)."""
+    image = os.path.join(data_dir, IMAGE_NAME)
+    fingerprint = data_fingerprint(data_dir)
     index = Index(accepted_card_versions=config.accepted_card_versions)
+    if os.path.exists(image):
+        try:
+            index.load_image(image, fingerprint)
+            log.info("reference data from its image %s", image)
+            return index
+        except (ValueError, OSError) as err:
+            log.info("reference data image %s not used (%s); parsing the JSON Lines", image, err)
+            index = Index(accepted_card_versions=config.accepted_card_versions)
     index.load_dir(data_dir, progress)
+    try:
+        index.save_image(image, fingerprint)
+    except OSError as err:  # a read-only data set: start from the JSON Lines every time
+        log.info("reference data image not written (%s)", err)
     return index
 
 

@@ -24,13 +24,15 @@ from core.errors import LoadError, YidiError
 from .app import Gateway
 from .auth import CallerInterceptor
 from .config import Config
+from .gcwatch import WATCH
 from .ledger import open_store
 from .snapshot import LedgerBehindSnapshot
 from .services.admin import AdminService
 from .services.base import abort, service_handler
+from .services.diagnostics import DiagnosticsService
 from .services.filing import FilingService
 from .services.settlement import SettlementService
-from ._pb.yidi.v1 import admin_pb2, filing_pb2, settlement_pb2
+from ._pb.yidi.v1 import admin_pb2, diagnostics_pb2, filing_pb2, settlement_pb2
 
 log = logging.getLogger("yidi.server")
 
@@ -38,6 +40,7 @@ SERVICES = (
     (filing_pb2.DESCRIPTOR.services_by_name["FilingService"], FilingService),
     (settlement_pb2.DESCRIPTOR.services_by_name["SettlementService"], SettlementService),
     (admin_pb2.DESCRIPTOR.services_by_name["AdminService"], AdminService),
+    (diagnostics_pb2.DESCRIPTOR.services_by_name["DiagnosticsService"], DiagnosticsService),
 )
 
 
@@ -59,6 +62,7 @@ async def serve(config: Config, *, ready: Callable[[int], None] | None = None,
                 stop: asyncio.Event | None = None) -> None:
     """Run the gateway until SIGTERM/SIGINT (or ``stop`` is set)."""
     check_protobuf_backend()
+    WATCH.install()
     store = open_store(config.ledger_path())
     gw = Gateway(config, store, on_fatal=fatal_exit)
     limit = config.max_message_bytes
@@ -100,6 +104,7 @@ async def serve(config: Config, *, ready: Callable[[int], None] | None = None,
     await asyncio.wait({rebuild, stopping}, return_when=asyncio.FIRST_COMPLETED)
     if rebuild.done():
         rebuild.result()  # a load failure ends start-up with its reason
+        WATCH.freeze()
         for name in ["", *names]:
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("SERVING on port %d: %s, ledger seq %d", port, gw.state.engine.index.counts(),

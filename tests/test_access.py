@@ -46,6 +46,7 @@ REQUEST = Request(fixmedins_code="H46010000001", mdtrt_id="M1", setl_id="S1", ps
                   filing_id="F1", filing=Request(filing_id="F1"), person=Request(insuplc_admdvs="210102"))
 
 ALLOWED = {  # rule kind -> callers allowed for REQUEST in World
+    "any": {"210000", "460000", "440000", NATIONAL},
     "national": {NATIONAL},
     "insured_row": {"210000"},
     "insured_person": {"210000"},
