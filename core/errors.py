@@ -93,6 +93,8 @@ REASONS: dict[str, ReasonInfo] = {
     "REFERENCE_DATA_INVALID": _r("INVALID_ARGUMENT"),
     # a bug (InvariantError or any unexpected exception), answered with a correlation id
     "INTERNAL": _r("INTERNAL", OPERATING),
+    # batch and stream settlement
+    "BATCH_TOO_LARGE": _r("INVALID_ARGUMENT"),
 }
 
 DOMAIN = "yidi.gov.cn"

@@ -36,7 +36,7 @@ from core.limits import check_id
 from . import snapshot
 from .config import Config
 from .convert import encode_reply
-from .keys import Keys, Prior
+from .keys import Keys, Prior, reused
 from .ledger import GroupCommitLedger, Record, Store
 
 log = logging.getLogger("yidi.gateway")
@@ -234,8 +234,7 @@ class Gateway:
         twin = seen.get(command.request_id)
         if twin is not None:
             if twin[0] != digest:
-                raise YidiError("IDEMPOTENCY_KEY_REUSED",
-                                f"请求ID {command.request_id} 在同一批次中用于两笔不同的请求，后一笔未处理。")
+                raise reused(command.request_id)  # worded as when the first is durable: a replay reads the same
             return twin[1]
         return self.keys.lookup(caller, command.request_id, digest)
 

@@ -48,8 +48,8 @@ class CallerInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(self, continuation, details):
         handler = await continuation(details)
-        if handler is None or not details.method.startswith("/yidi."):
-            return handler
+        if handler is None or not details.method.startswith("/yidi.") or handler.unary_unary is None:
+            return handler  # streams resolve their caller in their handler (services/base.py)
         inner = handler.unary_unary
         header, on_error = self._header, self._on_error
 

@@ -16,6 +16,7 @@ from ._pb.yidi.v1 import admin_pb2 as apb
 from ._pb.yidi.v1 import common_pb2 as pb
 from ._pb.yidi.v1 import filing_pb2 as fpb
 from ._pb.yidi.v1 import settlement_pb2 as spb
+from .status import status_proto
 
 
 class EnumMap:
@@ -181,6 +182,42 @@ _REPLIES: dict[type, Callable] = {
         settlement=recorded_settlement(r.original_reply, "cancelled", r.cancel_date)),
     cmd.ReferenceResult: reference_status_pb,
 }
+
+
+def discharge_command(req: spb.DischargeSettleRequest) -> cmd.DischargeSettle:
+    return cmd.DischargeSettle(request_id=req.request_id, mdtrt_id=req.mdtrt_id, dscg_date=req.dscg_date)
+
+
+# A batch or stream item: which unary RPC it stands for (its access rule) and its command.
+SETTLE_ITEMS = {
+    "outpatient": ("SettlementService/OutpatientSettle", outpatient_command),
+    "discharge": ("SettlementService/DischargeSettle", discharge_command),
+}
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _length_delimited(field: int, payload: bytes) -> bytes:
+    """A protobuf length-delimited field (field < 16), for nesting bytes that must stay byte-identical."""
+    return bytes([(field << 3) | 2]) + _varint(len(payload)) + payload
+
+
+def settle_outcome(outcome: bytes | YidiError) -> bytes:
+    """A SettleOutcome: the unary answer's bytes as they are (so a replay is identical), or the refusal."""
+    if isinstance(outcome, YidiError):
+        return _length_delimited(2, status_proto(outcome).SerializeToString())
+    return _length_delimited(1, outcome)
+
+
+def settle_batch_reply(outcomes: list[bytes | YidiError]) -> bytes:
+    return b"".join(_length_delimited(1, settle_outcome(o)) for o in outcomes)
 
 
 def encode_reply(result: cmd.Result) -> bytes:

@@ -11,14 +11,18 @@ from grpc_status import rpc_status
 from core.errors import DOMAIN, REASONS, YidiError
 
 
-def to_status(err: YidiError) -> grpc.Status:
+def status_proto(err: YidiError) -> status_pb2.Status:
+    """A refusal as a google.rpc.Status: code, the clerk's message, ErrorInfo with the reason."""
     code = getattr(grpc.StatusCode, REASONS[err.reason].status)
     info = error_details_pb2.ErrorInfo(reason=err.reason, domain=DOMAIN, metadata=err.metadata)
     detail = any_pb2.Any()
     detail.Pack(info)
-    return rpc_status.to_status(
-        status_pb2.Status(code=code.value[0], message=err.clerk_message(), details=[detail])
-    )
+    return status_pb2.Status(code=code.value[0], message=err.clerk_message(), details=[detail])
+
+
+def to_status(err: YidiError) -> grpc.Status:
+    """A refusal as the trailers of a failed call."""
+    return rpc_status.to_status(status_proto(err))
 
 
 def reason_of(error: grpc.RpcError) -> str | None:

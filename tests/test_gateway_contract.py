@@ -478,6 +478,8 @@ def every_rpc(case, **override):
         "TakeSnapshot": admin_pb2.TakeSnapshotRequest(),
         "Ping": dpb.PingRequest(),
     }
+    requests["SettleBatch"] = spb.SettleBatchRequest(items=[spb.SettleItem(outpatient=requests["OutpatientSettle"])])
+    requests["SettleStream"] = [spb.SettleItem(outpatient=requests["OutpatientSettle"])]  # a stream of items
     for name, fields in override.items():
         for key, value in fields.items():
             target = requests[name]
@@ -508,12 +510,28 @@ def test_every_rpc_refuses_a_province_it_does_not_concern(gw, case, national):
     guangdong = gw.client(GUANGDONG)
     seq = ledger_seq(national)
     for name, request in every_rpc(case).items():
+        if name == "SettleBatch":  # open to every caller; each item is authorized by its unary RPC's rule
+            outcome = guangdong(stub_method(guangdong, name), request).outcomes[0]
+            assert refusal_reason(outcome) == "PERMISSION_DENIED"
+            continue
+        if name == "SettleStream":
+            outcome = next(iter(guangdong(stub_method(guangdong, name), iter(request))))
+            assert refusal_reason(outcome) == "PERMISSION_DENIED"
+            continue
         if RULES[rule_name(name)].kind == "any":
             guangdong(stub_method(guangdong, name), request)  # open to every identified caller
             continue
         code, reason, message = guangdong.refused(stub_method(guangdong, name), request)
         assert (code, reason) == (grpc.StatusCode.PERMISSION_DENIED, "PERMISSION_DENIED"), (name, reason, message)
     assert ledger_seq(national) == seq
+
+
+def refusal_reason(outcome: spb.SettleOutcome) -> str:
+    from google.rpc import error_details_pb2
+
+    info = error_details_pb2.ErrorInfo()
+    outcome.refused.details[0].Unpack(info)
+    return info.reason
 
 
 def rule_name(method: str) -> str:
@@ -541,6 +559,9 @@ BAD_INPUT = {  # RPC -> (fields to spoil, expected reason)
     "GetReferenceDataStatus": (None, None),  # takes no input
     "TakeSnapshot": (None, None),  # takes no input
     "Ping": (None, None),  # takes no input
+    "SettleBatch": ({"items": [spb.SettleItem(outpatient=spb.OutpatientSettleRequest(request_id=f"b{n}"))
+                               for n in range(1001)]}, "BATCH_TOO_LARGE"),
+    "SettleStream": (None, None),  # per-item refusals: tests/test_gateway_batch.py
 }
 
 

@@ -27,7 +27,7 @@ from google.protobuf.message import DecodeError, Message
 from core.access import authorize
 from core.errors import YidiError
 
-from ..auth import current_caller
+from ..auth import _caller, current_caller, resolve_caller
 from ..status import to_status
 
 log = logging.getLogger("yidi.rpc")
@@ -83,6 +83,46 @@ def unary(method: str, request_cls: type[Message], fn: Handler, gw, max_message_
     return grpc.unary_unary_rpc_method_handler(handle)
 
 
+def stream(method: str, request_cls: type[Message], fn, gw, max_message_bytes: int) -> grpc.RpcMethodHandler:
+    """A bidirectional stream: the same checks as ``unary`` for the call, then per message.
+
+    ``fn(items, caller)`` gets an async iterator of decoded messages (or the
+    YidiError of a message that could not be read, to answer in its place) and
+    yields response bytes.
+    """
+    async def handle(request_iterator, context: grpc.aio.ServicerContext):
+        try:
+            caller = resolve_caller(context, gw.config.caller_header)
+            gw.require_ready()
+            authorize(method, caller, None, gw.engine)
+        except YidiError as err:
+            await abort(context, err)
+            return
+
+        async def items():
+            async for raw in request_iterator:
+                if len(raw) > max_message_bytes:
+                    yield YidiError("MESSAGE_TOO_LARGE", f"报文 {len(raw)} 字节，超过上限 {max_message_bytes} 字节。")
+                    continue
+                try:
+                    yield request_cls.FromString(raw)
+                except DecodeError:
+                    yield YidiError("INVALID_ARGUMENT", "报文无法解析，请检查接口版本与报文格式。")
+
+        token = _caller.set(caller)
+        try:
+            async for reply in fn(items(), caller):
+                yield reply
+        except YidiError as err:
+            await abort(context, err)
+        except Exception:
+            await abort(context, internal_error(method))
+        finally:
+            _caller.reset(token)
+
+    return grpc.stream_stream_rpc_method_handler(handle)
+
+
 def service_handler(service_descriptor, methods: dict[str, Handler], gw, max_message_bytes: int):
     """A generic handler for one proto service; every method must be implemented."""
     from google.protobuf import message_factory
@@ -91,7 +131,10 @@ def service_handler(service_descriptor, methods: dict[str, Handler], gw, max_mes
     for method in service_descriptor.methods:
         request_cls = message_factory.GetMessageClass(method.input_type)
         name = f"{service_descriptor.name}/{method.name}"
-        handlers[method.name] = unary(name, request_cls, methods[method.name], gw, max_message_bytes)
+        kind = stream if method.client_streaming and method.server_streaming else unary
+        if method.client_streaming != method.server_streaming:
+            raise RuntimeError(f"{name}: only unary and bidirectional streaming RPCs are served")
+        handlers[method.name] = kind(name, request_cls, methods[method.name], gw, max_message_bytes)
     if set(methods) != set(handlers):
         raise RuntimeError(f"{service_descriptor.name}: methods without a handler {set(methods) ^ set(handlers)}")
     return grpc.method_handlers_generic_handler(service_descriptor.full_name, handlers)

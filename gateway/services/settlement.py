@@ -1,7 +1,11 @@
 """SettlementService: translation only; the rules are in core (engine, index, access)."""
 from __future__ import annotations
 
+import asyncio
+
 from core import commands as cmd
+from core.access import authorize
+from core.errors import YidiError
 from core.limits import check_year
 
 from .. import convert
@@ -21,7 +25,8 @@ class SettlementService:
             "WithdrawFees": self.withdraw_fees, "PreSettle": self.presettle,
             "DischargeSettle": self.discharge_settle, "CancelSettlement": self.cancel_settlement,
             "OutpatientSettle": self.outpatient_settle, "GetSettlement": self.get_settlement,
-            "GetAccumulators": self.get_accumulators,
+            "GetAccumulators": self.get_accumulators, "SettleBatch": self.settle_batch,
+            "SettleStream": self.settle_stream,
         }
 
     async def admit(self, req: spb.AdmitRequest, caller: str):
@@ -44,8 +49,7 @@ class SettlementService:
         return spb.SettlementResponse(settlement=convert.settlement_pb(view))
 
     async def discharge_settle(self, req: spb.DischargeSettleRequest, caller: str):
-        command = cmd.DischargeSettle(request_id=req.request_id, mdtrt_id=req.mdtrt_id, dscg_date=req.dscg_date)
-        return await self.gw.execute(caller, command, request_digest(req))
+        return await self.gw.execute(caller, convert.discharge_command(req), request_digest(req))
 
     async def cancel_settlement(self, req: spb.CancelSettlementRequest, caller: str):
         command = cmd.CancelSettlement(request_id=req.request_id, setl_id=req.setl_id, cancel_date=req.cancel_date)
@@ -66,3 +70,77 @@ class SettlementService:
         check_year(req.year)
         return pb.Accumulators(psn_no=person["psn_no"], year=req.year,
                                **engine.accumulators(person["psn_no"], req.year))
+
+    # ------------------------------------------------------- batch, stream
+    async def settle_batch(self, req: spb.SettleBatchRequest, caller: str) -> bytes:
+        limit = self.gw.config.batch_max_items
+        if len(req.items) > limit:
+            raise YidiError("BATCH_TOO_LARGE", f"一次批量结算最多 {limit} 笔，本次 {len(req.items)} 笔，未处理。请分批提交。")
+        return convert.settle_batch_reply(await self._settle_items(caller, list(req.items)))
+
+    async def _settle_items(self, caller: str, items: list) -> list[bytes | YidiError]:
+        """Each item authorized by its unary RPC's rule, then all of them in one execute_many (one ledger group)."""
+        engine = self.gw.engine
+        outcomes: list = [None] * len(items)
+        runnable, where = [], []
+        for i, item in enumerate(items):
+            try:
+                if isinstance(item, YidiError):  # an item that could not be read (stream)
+                    raise item
+                kind = item.WhichOneof("settle")
+                if kind is None:
+                    raise YidiError("INVALID_ARGUMENT", "批量结算项须为门诊结算（outpatient）或出院结算（discharge）之一。")
+                method, to_command = convert.SETTLE_ITEMS[kind]
+                request = getattr(item, kind)
+                authorize(method, caller, request, engine)
+                runnable.append((to_command(request), request_digest(request)))
+                where.append(i)
+            except YidiError as err:
+                outcomes[i] = err
+        if runnable:
+            for i, outcome in zip(where, await self.gw.execute_many(caller, runnable), strict=True):
+                outcomes[i] = outcome
+        return outcomes
+
+    async def settle_stream(self, items, caller: str):
+        """Outcomes in request order; items read within a short window go to the ledger as one group;
+        at most ``stream_max_in_flight`` items read and not yet answered (then reading waits)."""
+        config = self.gw.config
+        room = asyncio.Semaphore(config.stream_max_in_flight)
+        groups: asyncio.Queue = asyncio.Queue()
+        loop = asyncio.get_running_loop()
+
+        async def read() -> None:
+            group: list = []
+            timer = None
+
+            def dispatch() -> None:
+                nonlocal group, timer
+                if timer is not None:
+                    timer.cancel()
+                    timer = None
+                if group:
+                    groups.put_nowait(asyncio.ensure_future(self._settle_items(caller, group)))
+                    group = []
+
+            try:
+                async for item in items:
+                    await room.acquire()
+                    group.append(item)
+                    if len(group) >= config.batch_max_items:
+                        dispatch()
+                    elif timer is None:
+                        timer = loop.call_later(config.stream_group_window_s, dispatch)
+                dispatch()
+            finally:
+                groups.put_nowait(None)
+
+        reader = asyncio.ensure_future(read())
+        try:
+            while (task := await groups.get()) is not None:
+                for outcome in await task:
+                    room.release()
+                    yield convert.settle_outcome(outcome)
+            await reader  # an error while reading ends the stream with it
+        finally:
+            reader.cancel()
