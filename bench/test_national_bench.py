@@ -62,6 +62,13 @@ def test_eligibility_distinct_persons(benchmark, national):
     per_call(benchmark, lambda c: index.eligibility(c.psn_no, c.fixmedins_code, False, DATE), cases)
 
 
+def test_admission_distinct_persons(benchmark, national):
+    """The same checks with the compact answer the settle path uses (no dict, strings only on demand)."""
+    index, workload = national
+    cases = [workload.outpatient() for _ in range(N_CASES)]
+    per_call(benchmark, lambda c: index.admission(c.psn_no, c.fixmedins_code, False, DATE), cases)
+
+
 def _benefit_cases(index, workload, draw, inpatient: bool):
     out = []
     while len(out) < N_CASES:
@@ -78,6 +85,18 @@ def test_benefit_inpatient_20_lines(benchmark, national):
     cases = _benefit_cases(index, workload, workload.inpatient, True)
     assert all(len(c[3]) == 20 for c in cases)
     per_call(benchmark, lambda c: index.benefit(c[0], c[1], c[2], True, DATE, c[3]), cases)
+
+
+def test_bill_inpatient_20_lines(benchmark, national):
+    """The same computation as a compact Bill (what the settle path uses), its lines as events.FeeLine."""
+    index, workload = national
+    cases = []
+    while len(cases) < N_CASES:
+        case = workload.inpatient()
+        elig = _eligibility(index, case, True)
+        if elig is not None:
+            cases.append((case.psn_no, case.fixmedins_code, elig["filing_kind"], case.lines))
+    per_call(benchmark, lambda c: index.bill(c[0], c[1], c[2], True, DATE, c[3]), cases)
 
 
 def test_benefit_outpatient_3_lines(benchmark, national):
