@@ -21,7 +21,7 @@ def by_the_classes(bill, head: dict, lines) -> bytes:
     results = bill.line_results()
     settlement = pb.Settlement(
         **head, policy_effective_from=bill.policy_effective_from,
-        breakdown=pb.Breakdown(**dict(zip(Breakdown.__struct_fields__, bill.breakdown))),
+        breakdown=pb.Breakdown(**dict(zip(Breakdown.__struct_fields__, bill.breakdown, strict=True))),
         lines=[pb.LineResult(feedetl_sn=ln.feedetl_sn, code=ln.code, chrgitm_lv=r[0], det_item_fee_sumamt=r[1],
                              fulamt_ownpay_amt=r[2], overlmt_selfpay=r[3], preselfpay_amt=r[4], inscp_scp_amt=r[5])
                for ln, r in zip(lines, results, strict=True)])
