@@ -154,3 +154,14 @@ class Index:
         """Add sign (+1 settle, -1 cancel) * deltas to the person's accumulators of the year, all or nothing.
         PERSON_NOT_FOUND / INVALID_DATE for the person and year; anything wrong with deltas or sign,
         or an accumulator leaving 0..MAX_ACCUMULATOR_FEN, is a bug: InvariantError."""
+
+
+def read_outpatient_request(raw: bytes) -> tuple | None:
+    """OutpatientSettleRequest bytes -> (request_id, psn_no, certno, fixmedins_code, setl_date,
+    (card_no, card_version) | None, [(feedetl_sn, code, name, unit_price_fen, qty_milli, fee_date), ...]),
+    or None when the bytes are anything but canonical (then parse them with the generated class).
+    Accepted bytes equal their deterministic serialization."""
+def read_settle_item(raw: bytes) -> tuple[int, bytes] | None:
+    """SettleItem bytes -> (1 outpatient | 2 discharge, the inner request's bytes), or None (use the classes)."""
+def read_batch_items(raw: bytes) -> list[bytes] | None:
+    """SettleBatchRequest bytes -> each SettleItem's bytes, or None (use the generated class)."""

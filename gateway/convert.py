@@ -8,7 +8,12 @@ from __future__ import annotations
 
 from typing import Callable
 
+import hashlib
+
+from google.protobuf.message import DecodeError
+
 from core import commands as cmd
+from core._core import read_batch_items, read_outpatient_request, read_settle_item
 from core.errors import YidiError
 from core.events import Breakdown, FeeLine, Filing, Person
 
@@ -128,6 +133,43 @@ def outpatient_command(req: spb.OutpatientSettleRequest) -> cmd.OutpatientSettle
                                 setl_date=req.setl_date, lines=fee_lines(req.lines), card=card(req))
 
 
+class Wire:
+    """A request the core read from wire bytes itself: its command and digest; fields read through to the command
+    (so core.access rules see ``fixmedins_code`` etc. as on a protobuf message)."""
+
+    __slots__ = ("command", "digest")
+
+    def __init__(self, command: cmd.Command, digest: bytes) -> None:
+        self.command = command
+        self.digest = digest
+
+    def __getattr__(self, name: str):
+        return getattr(self.command, name)
+
+
+def outpatient_wire(raw: bytes) -> Wire:
+    """OutpatientSettleRequest bytes → command, read by the core when they are canonical (most are), else by upb."""
+    fields = read_outpatient_request(raw)
+    if fields is None:
+        try:
+            req = spb.OutpatientSettleRequest.FromString(raw)
+        except DecodeError:
+            raise YidiError("INVALID_ARGUMENT", "请求报文无法解析，请检查接口版本与报文格式。") from None
+        return Wire(outpatient_command(req), request_digest(req))
+    request_id, psn_no, certno, fixmedins_code, setl_date, card, lines = fields
+    command = cmd.OutpatientSettle(
+        request_id=request_id, person=cmd.PersonId(psn_no, certno), fixmedins_code=fixmedins_code,
+        setl_date=setl_date, lines=tuple(FeeLine(*line) for line in lines),
+        card=cmd.Card(*card) if card is not None else None)
+    # canonical bytes are the deterministic serialization: the digest is the one request_digest would give
+    return Wire(command, hashlib.blake2b(raw, digest_size=16).digest())
+
+
+def request_digest(request) -> bytes:
+    """The canonical fingerprint of a request, for SPEC §6 idempotency."""
+    return hashlib.blake2b(request.SerializeToString(deterministic=True), digest_size=16).digest()
+
+
 # ------------------------------------------------------------ replies
 def settlement_pb(s: cmd.SettlementView) -> pb.Settlement:
     b: Breakdown = s.breakdown
@@ -188,11 +230,50 @@ def discharge_command(req: spb.DischargeSettleRequest) -> cmd.DischargeSettle:
     return cmd.DischargeSettle(request_id=req.request_id, mdtrt_id=req.mdtrt_id, dscg_date=req.dscg_date)
 
 
-# A batch or stream item: which unary RPC it stands for (its access rule) and its command.
+def discharge_wire(raw: bytes) -> Wire:
+    try:
+        req = spb.DischargeSettleRequest.FromString(raw)
+    except DecodeError:
+        raise YidiError("INVALID_ARGUMENT", "出院结算报文无法解析，请检查接口版本与报文格式。") from None
+    return Wire(discharge_command(req), request_digest(req))
+
+
+# A batch or stream item, by its SettleItem field: the unary RPC it stands for (its access rule) and its reader.
 SETTLE_ITEMS = {
-    "outpatient": ("SettlementService/OutpatientSettle", outpatient_command),
-    "discharge": ("SettlementService/DischargeSettle", discharge_command),
+    1: ("SettlementService/OutpatientSettle", outpatient_wire),
+    2: ("SettlementService/DischargeSettle", discharge_wire),
 }
+_NOT_AN_ITEM = "批量结算项须为门诊结算（outpatient）或出院结算（discharge）之一，或报文无法解析。"
+
+
+def settle_item(raw: bytes) -> tuple[str, Wire] | YidiError:
+    """A SettleItem's bytes → (its unary RPC, its request), or the refusal to answer in its place."""
+    split = read_settle_item(raw)
+    if split is None:  # not the usual shape: let upb read it (it may still be a valid item)
+        try:
+            item = spb.SettleItem.FromString(raw)
+        except DecodeError:
+            return YidiError("INVALID_ARGUMENT", _NOT_AN_ITEM)
+        kind = item.WhichOneof("settle")
+        if kind is None:
+            return YidiError("INVALID_ARGUMENT", _NOT_AN_ITEM)
+        split = (1 if kind == "outpatient" else 2, getattr(item, kind).SerializeToString())
+    method, read = SETTLE_ITEMS[split[0]]
+    try:
+        return method, read(split[1])
+    except YidiError as err:
+        return err
+
+
+def batch_items(raw: bytes) -> list:
+    """SettleBatchRequest bytes → each item's (unary RPC, request) or refusal."""
+    items = read_batch_items(raw)
+    if items is None:
+        try:
+            items = [x.SerializeToString() for x in spb.SettleBatchRequest.FromString(raw).items]
+        except DecodeError:
+            raise YidiError("INVALID_ARGUMENT", "批量结算报文无法解析，请检查接口版本与报文格式。") from None
+    return [settle_item(x) for x in items]
 
 
 def _varint(n: int) -> bytes:

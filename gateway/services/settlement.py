@@ -12,7 +12,7 @@ from .. import convert
 from ..app import Gateway
 from .._pb.yidi.v1 import common_pb2 as pb
 from .._pb.yidi.v1 import settlement_pb2 as spb
-from .base import request_digest
+from .base import Decoded, request_digest
 
 
 class SettlementService:
@@ -24,9 +24,11 @@ class SettlementService:
             "Admit": self.admit, "CancelAdmission": self.cancel_admission, "UploadFees": self.upload_fees,
             "WithdrawFees": self.withdraw_fees, "PreSettle": self.presettle,
             "DischargeSettle": self.discharge_settle, "CancelSettlement": self.cancel_settlement,
-            "OutpatientSettle": self.outpatient_settle, "GetSettlement": self.get_settlement,
-            "GetAccumulators": self.get_accumulators, "SettleBatch": self.settle_batch,
-            "SettleStream": self.settle_stream,
+            "OutpatientSettle": Decoded(convert.outpatient_wire, self.outpatient_settle),
+            "GetSettlement": self.get_settlement,
+            "GetAccumulators": self.get_accumulators,
+            "SettleBatch": Decoded(convert.batch_items, self.settle_batch),
+            "SettleStream": Decoded(convert.settle_item, self.settle_stream),
         }
 
     async def admit(self, req: spb.AdmitRequest, caller: str):
@@ -55,8 +57,8 @@ class SettlementService:
         command = cmd.CancelSettlement(request_id=req.request_id, setl_id=req.setl_id, cancel_date=req.cancel_date)
         return await self.gw.execute(caller, command, request_digest(req))
 
-    async def outpatient_settle(self, req: spb.OutpatientSettleRequest, caller: str):
-        return await self.gw.execute(caller, convert.outpatient_command(req), request_digest(req))
+    async def outpatient_settle(self, req: convert.Wire, caller: str):
+        return await self.gw.execute(caller, req.command, req.digest)
 
     async def get_settlement(self, req: spb.GetSettlementRequest, _caller: str):
         engine = self.gw.engine
@@ -72,28 +74,27 @@ class SettlementService:
                                **engine.accumulators(person["psn_no"], req.year))
 
     # ------------------------------------------------------- batch, stream
-    async def settle_batch(self, req: spb.SettleBatchRequest, caller: str) -> bytes:
+    async def settle_batch(self, items: list, caller: str) -> bytes:
         limit = self.gw.config.batch_max_items
-        if len(req.items) > limit:
-            raise YidiError("BATCH_TOO_LARGE", f"一次批量结算最多 {limit} 笔，本次 {len(req.items)} 笔，未处理。请分批提交。")
-        return convert.settle_batch_reply(await self._settle_items(caller, list(req.items)))
+        if len(items) > limit:
+            raise YidiError("BATCH_TOO_LARGE", f"一次批量结算最多 {limit} 笔，本次 {len(items)} 笔，未处理。请分批提交。")
+        return convert.settle_batch_reply(await self._settle_items(caller, items))
 
     async def _settle_items(self, caller: str, items: list) -> list[bytes | YidiError]:
-        """Each item authorized by its unary RPC's rule, then all of them in one execute_many (one ledger group)."""
+        """Each item authorized by its unary RPC's rule, then all of them in one execute_many (one ledger group).
+
+        An item is (unary RPC, convert.Wire) or the YidiError to answer in its place (convert.settle_item).
+        """
         engine = self.gw.engine
         outcomes: list = [None] * len(items)
         runnable, where = [], []
         for i, item in enumerate(items):
             try:
-                if isinstance(item, YidiError):  # an item that could not be read (stream)
+                if isinstance(item, YidiError):
                     raise item
-                kind = item.WhichOneof("settle")
-                if kind is None:
-                    raise YidiError("INVALID_ARGUMENT", "批量结算项须为门诊结算（outpatient）或出院结算（discharge）之一。")
-                method, to_command = convert.SETTLE_ITEMS[kind]
-                request = getattr(item, kind)
+                method, request = item
                 authorize(method, caller, request, engine)
-                runnable.append((to_command(request), request_digest(request)))
+                runnable.append((request.command, request.digest))
                 where.append(i)
             except YidiError as err:
                 outcomes[i] = err
@@ -101,7 +102,6 @@ class SettlementService:
             for i, outcome in zip(where, await self.gw.execute_many(caller, runnable), strict=True):
                 outcomes[i] = outcome
         return outcomes
-
     async def settle_stream(self, items, caller: str):
         """Outcomes in request order; items read within a short window go to the ledger as one group;
         at most ``stream_max_in_flight`` items read and not yet answered (then reading waits)."""
