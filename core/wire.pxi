@@ -270,7 +270,7 @@ cdef tuple _read_card(const unsigned char* p, Py_ssize_t n):
 
 
 def read_settle_item(const unsigned char[::1] raw):
-    """SettleItem {oneof settle: 1 outpatient, 2 discharge} -> (1 or 2, the inner request's bytes), or None."""
+    """SettleItem {oneof settle: 1 outpatient, 2 discharge, 3 admit, 4 fees} -> (field, the inner request bytes), or None."""
     cdef PbIn r
     cdef uint64_t key
     cdef Py_ssize_t n
@@ -278,7 +278,7 @@ def read_settle_item(const unsigned char[::1] raw):
     if r.end == 0:
         return None
     key = pb_read_varint(&r)
-    if (key & 7) != WIRE_LEN or (key >> 3) not in (1, 2):
+    if (key & 7) != WIRE_LEN or (key >> 3) not in (1, 2, 3, 4):
         return None
     n = pb_read_len(&r)
     if r.bad or r.pos + n != r.end:

@@ -230,24 +230,34 @@ def discharge_command(req: spb.DischargeSettleRequest) -> cmd.DischargeSettle:
     return cmd.DischargeSettle(request_id=req.request_id, mdtrt_id=req.mdtrt_id, dscg_date=req.dscg_date)
 
 
-def discharge_wire(raw: bytes) -> Wire:
-    try:
-        req = spb.DischargeSettleRequest.FromString(raw)
-    except DecodeError:
-        raise YidiError("INVALID_ARGUMENT", "出院结算报文无法解析，请检查接口版本与报文格式。") from None
-    return Wire(discharge_command(req), request_digest(req))
+def _upb_wire(request_cls, to_command, what: str):
+    def read(raw: bytes) -> Wire:
+        try:
+            req = request_cls.FromString(raw)
+        except DecodeError:
+            raise YidiError("INVALID_ARGUMENT", f"{what}报文无法解析，请检查接口版本与报文格式。") from None
+        return Wire(to_command(req), request_digest(req))
+    return read
 
 
-# A batch or stream item, by its SettleItem field: the unary RPC it stands for (its access rule) and its reader.
+def upload_fees_command(req: spb.UploadFeesRequest) -> cmd.UploadFees:
+    return cmd.UploadFees(request_id=req.request_id, mdtrt_id=req.mdtrt_id, lines=fee_lines(req.lines))
+
+
+# A batch or stream item, by its SettleItem field: the unary RPC it stands for (its access rule), its reader,
+# and the SettleOutcome field of its answer.
 SETTLE_ITEMS = {
-    1: ("SettlementService/OutpatientSettle", outpatient_wire),
-    2: ("SettlementService/DischargeSettle", discharge_wire),
+    1: ("SettlementService/OutpatientSettle", outpatient_wire, 1),
+    2: ("SettlementService/DischargeSettle", _upb_wire(spb.DischargeSettleRequest, discharge_command, "出院结算"), 1),
+    3: ("SettlementService/Admit", _upb_wire(spb.AdmitRequest, admit_command, "入院登记"), 3),
+    4: ("SettlementService/UploadFees", _upb_wire(spb.UploadFeesRequest, upload_fees_command, "费用明细上传"), 4),
 }
-_NOT_AN_ITEM = "批量结算项须为门诊结算（outpatient）或出院结算（discharge）之一，或报文无法解析。"
+_ITEM_FIELDS = {"outpatient": 1, "discharge": 2, "admit": 3, "fees": 4}
+_NOT_AN_ITEM = "批量项须为门诊结算、出院结算、入院登记或费用明细上传之一，或报文无法解析。"
 
 
-def settle_item(raw: bytes) -> tuple[str, Wire] | YidiError:
-    """A SettleItem's bytes → (its unary RPC, its request), or the refusal to answer in its place."""
+def settle_item(raw: bytes) -> tuple[str, Wire, int] | YidiError:
+    """A SettleItem's bytes → (its unary RPC, its request, its answer's field), or the refusal in its place."""
     split = read_settle_item(raw)
     if split is None:  # not the usual shape: let upb read it (it may still be a valid item)
         try:
@@ -257,10 +267,10 @@ def settle_item(raw: bytes) -> tuple[str, Wire] | YidiError:
         kind = item.WhichOneof("settle")
         if kind is None:
             return YidiError("INVALID_ARGUMENT", _NOT_AN_ITEM)
-        split = (1 if kind == "outpatient" else 2, getattr(item, kind).SerializeToString())
-    method, read = SETTLE_ITEMS[split[0]]
+        split = (_ITEM_FIELDS[kind], getattr(item, kind).SerializeToString())
+    method, read, answer_field = SETTLE_ITEMS[split[0]]
     try:
-        return method, read(split[1])
+        return method, read(split[1]), answer_field
     except YidiError as err:
         return err
 
@@ -290,15 +300,16 @@ def _length_delimited(field: int, payload: bytes) -> bytes:
     return bytes([(field << 3) | 2]) + _varint(len(payload)) + payload
 
 
-def settle_outcome(outcome: bytes | YidiError) -> bytes:
+def settle_outcome(outcome: bytes | YidiError, answer_field: int = 1) -> bytes:
     """A SettleOutcome: the unary answer's bytes as they are (so a replay is identical), or the refusal."""
     if isinstance(outcome, YidiError):
         return _length_delimited(2, status_proto(outcome).SerializeToString())
-    return _length_delimited(1, outcome)
+    return _length_delimited(answer_field, outcome)
 
 
-def settle_batch_reply(outcomes: list[bytes | YidiError]) -> bytes:
-    return b"".join(_length_delimited(1, settle_outcome(o)) for o in outcomes)
+def settle_batch_reply(outcomes: list[bytes]) -> bytes:
+    """SettleBatchResponse from encoded SettleOutcomes."""
+    return b"".join(_length_delimited(1, o) for o in outcomes)
 
 
 def encode_reply(result: cmd.Result) -> bytes:

@@ -121,3 +121,23 @@ def test_a_stream_answers_in_order_past_its_in_flight_bound(gw):
              spb.SettleItem(outpatient=outpatient("s-x2", "P210102890"))]
     first, second = hainan(hainan.settlement.SettleStream, iter(mixed))
     assert reason(first) == "PERMISSION_DENIED" and second.WhichOneof("outcome") == "settlement"
+
+
+def test_a_stay_moves_through_batches_admit_fees_then_discharge(gw):
+    liaoning, hainan = gw.client(LIAONING), gw.client(HAINAN)
+    file_person(liaoning, "P210102891", "21010219900101891")
+    admit = spb.AdmitRequest(request_id="bs-admit", psn_no="P210102891", fixmedins_code="H46010000002",
+                             adm_date=20260301)
+    first = hainan(hainan.settlement.SettleBatch, spb.SettleBatchRequest(items=[spb.SettleItem(admit=admit)]))
+    assert first.outcomes[0].WhichOneof("outcome") == "admitted"
+    unary = hainan.raw("/yidi.v1.SettlementService/Admit", admit)  # the same key through the unary RPC
+    assert unary == first.outcomes[0].admitted.SerializeToString()
+    mdtrt_id = first.outcomes[0].admitted.mdtrt_id
+    fees = spb.UploadFeesRequest(request_id="bs-fees", mdtrt_id=mdtrt_id, lines=[
+        pb.FeeLine(feedetl_sn="1", code="T001", unit_price_fen=200000, qty_milli=1000)])
+    discharge = spb.DischargeSettleRequest(request_id="bs-settle", mdtrt_id=mdtrt_id, dscg_date=20260305)
+    # Items run in order: the fees are uploaded before the discharge settles them, in one batch.
+    second = hainan(hainan.settlement.SettleBatch, spb.SettleBatchRequest(
+        items=[spb.SettleItem(fees=fees), spb.SettleItem(discharge=discharge)])).outcomes
+    assert second[0].visit.line_count == 1
+    assert second[1].settlement.settlement.breakdown.medfee_sumamt == 200000

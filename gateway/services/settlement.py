@@ -80,10 +80,11 @@ class SettlementService:
             raise YidiError("BATCH_TOO_LARGE", f"一次批量结算最多 {limit} 笔，本次 {len(items)} 笔，未处理。请分批提交。")
         return convert.settle_batch_reply(await self._settle_items(caller, items))
 
-    async def _settle_items(self, caller: str, items: list) -> list[bytes | YidiError]:
-        """Each item authorized by its unary RPC's rule, then all of them in one execute_many (one ledger group).
+    async def _settle_items(self, caller: str, items: list) -> list[bytes]:
+        """Each item authorized by its unary RPC's rule, then all of them in one execute_many (one ledger group);
+        the encoded SettleOutcomes, in order.
 
-        An item is (unary RPC, convert.Wire) or the YidiError to answer in its place (convert.settle_item).
+        An item is (unary RPC, convert.Wire, answer field) or the YidiError to answer in its place.
         """
         engine = self.gw.engine
         outcomes: list = [None] * len(items)
@@ -92,15 +93,16 @@ class SettlementService:
             try:
                 if isinstance(item, YidiError):
                     raise item
-                method, request = item
+                method, request, answer_field = item
                 authorize(method, caller, request, engine)
                 runnable.append((request.command, request.digest))
-                where.append(i)
+                where.append((i, answer_field))
             except YidiError as err:
-                outcomes[i] = err
+                outcomes[i] = convert.settle_outcome(err)
         if runnable:
-            for i, outcome in zip(where, await self.gw.execute_many(caller, runnable), strict=True):
-                outcomes[i] = outcome
+            done = await self.gw.execute_many(caller, runnable)
+            for (i, answer_field), outcome in zip(where, done, strict=True):
+                outcomes[i] = convert.settle_outcome(outcome, answer_field)
         return outcomes
     async def settle_stream(self, items, caller: str):
         """Outcomes in request order; items read within a short window go to the ledger as one group;
@@ -140,7 +142,7 @@ class SettlementService:
             while (task := await groups.get()) is not None:
                 for outcome in await task:
                     room.release()
-                    yield convert.settle_outcome(outcome)
+                    yield outcome
             await reader  # an error while reading ends the stream with it
         finally:
             reader.cancel()
