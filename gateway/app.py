@@ -209,22 +209,32 @@ class Gateway:
         return outcome
 
     async def execute_many(self, caller: str, items: Sequence[Item]) -> list[Outcome]:
-        """A batch: one loop, one ledger group.  Each item gets its answer or its own refusal."""
+        """A batch: one loop, one ledger group.  Each item gets its answer or its own refusal.
+
+        Items are decided and applied in order (an item sees the ones before it: fees uploaded by
+        one item are settled by the next); their records are submitted together and every answer
+        waits until the whole group is durable.
+        """
         self.require_ready()
         engine = self.state.engine
         outcomes: list[Outcome | Prior | int | None] = [None] * len(items)
-        decided: list[tuple[int, Decision]] = []
+        records: list[Record] = []
         seen: dict[str, tuple[bytes, int]] = {}  # request_id -> (digest, item) within this batch
+        base = self.ledger.next_seq
         for i, (command, digest) in enumerate(items):
             try:
                 outcomes[i] = self._earlier(caller, command, digest, seen)
-                if outcomes[i] is None:
-                    seen[command.request_id] = (digest, i)
-                    decided.append((i, engine.decide(command, self.ledger.next_seq + len(decided))))
+                if outcomes[i] is not None:
+                    continue
+                seen[command.request_id] = (digest, i)
+                decision = engine.decide(command, base + len(records))
             except YidiError as err:
                 outcomes[i] = err
-        if decided:
-            await self._record(caller, engine, items, decided, outcomes)
+                continue
+            records.append(self._apply(engine, caller, command, digest, decision, base + len(records)))
+            outcomes[i] = records[-1].response
+        if records:
+            await self._submit(caller, records)
         return [await self._resolve(outcome, outcomes) for outcome in outcomes]
 
     def _earlier(self, caller: str, command: Command, digest: bytes,
@@ -238,30 +248,23 @@ class Gateway:
             return twin[1]
         return self.keys.lookup(caller, command.request_id, digest)
 
-    async def _record(self, caller: str, engine: Engine, items: Sequence[Item],
-                      decided: list[tuple[int, Decision]], outcomes: list) -> None:
-        """Apply each decision, submit their records as one group, wait until it is durable."""
-        base = self.ledger.next_seq
-        records = []
-        for n, (i, decision) in enumerate(decided):
-            command, digest = items[i]
-            event, seq = decision.event, base + n
-            changes, response = self._apply(engine, event, seq, decision)
-            records.append(Record(kind=event.kind, caller=caller, request_id=command.request_id, digest=digest,
-                                  key=event.key, body=events.encode(event), response=response, seq=seq,
-                                  changes=tuple(changes)))
-            outcomes[i] = response
+    async def _submit(self, caller: str, records: list[Record]) -> None:
+        """Submit applied records as one group and wait until it is durable."""
         durable = self.ledger.submit(records)
         for record in records:
             self.keys.begin(caller, record.request_id, record.digest, record.response, durable)
         durable.add_done_callback(lambda fut: self._durable(fut, caller, records))
         await asyncio.shield(durable)
 
-    def _apply(self, engine: Engine, event: events.Event, seq: int,
-               decision: Decision) -> tuple[list[Change], bytes]:
-        """Apply an event to memory and encode its reply; a failure here is a bug."""
+    def _apply(self, engine: Engine, caller: str, command: Command, digest: bytes, decision: Decision,
+               seq: int) -> Record:
+        """Apply a decision to memory and make its record (reply included); a failure here is a bug."""
+        event = decision.event
         try:
-            return engine.apply(event, seq), encode_reply(decision.result)
+            changes = engine.apply(event, seq)
+            return Record(kind=event.kind, caller=caller, request_id=command.request_id, digest=digest,
+                          key=event.key, body=events.encode(event), response=encode_reply(decision.result),
+                          seq=seq, changes=tuple(changes))
         except BaseException as exc:  # memory may now differ from the ledger
             log.critical("apply failed for a %s event; restarting to rebuild from the ledger", event.kind)
             self.on_fatal(exc)
@@ -307,10 +310,10 @@ class Gateway:
         old, self.state = self.state, state
         try:
             event = ReferenceLoaded(data_dir=state.data_dir, meta=dict(state.engine.index.meta))
-            decision = Decision(event, self.status(ledger_seq=self.ledger.next_seq))
-            outcomes: list = [None]
-            await self._record(caller, state.engine, [(command, digest)], [(0, decision)], outcomes)
-            return outcomes[0]
+            seq = self.ledger.next_seq
+            record = self._apply(state.engine, caller, command, digest, Decision(event, self.status(seq)), seq)
+            await self._submit(caller, [record])
+            return record.response
         except BaseException:
             self.state = old
             raise
