@@ -9,7 +9,7 @@ SEED    ?= 2026
 LISTEN  ?= 127.0.0.1:50051
 BUILT   := $(VENV)/.built
 
-.PHONY: setup data run test test-debug test-slow bench lint clean
+.PHONY: setup data run test test-debug test-slow bench load lint clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -52,6 +52,17 @@ test-slow: setup
 
 bench: setup
 	$(BIN)/python -m pytest -q bench --benchmark-only --benchmark-columns=min,median,mean,ops,rounds
+
+# Locust, headless, against a gateway started here on the national data set (USERS, SECONDS to taste).
+USERS   ?= 40
+SECONDS ?= 60
+load: data
+	rm -rf build/load && mkdir -p build/load
+	$(BIN)/yidi serve --data-dir $(DATA) --ledger build/load/ledger.sqlite --listen 127.0.0.1:50061 > build/load/serve.out 2> build/load/serve.log & \
+	  echo $$! > build/load/pid; until grep -q SERVING build/load/serve.out; do sleep 1; done; \
+	  YIDI_DATA=$(DATA) $(BIN)/locust -f bench/locustfile.py --headless -u $(USERS) -r 10 -t $(SECONDS)s \
+	    --host 127.0.0.1:50061 --csv build/load/locust --only-summary; status=$$?; \
+	  kill $$(cat build/load/pid); exit $$status
 
 lint: setup
 	$(BIN)/ruff check core gateway tests bench datagen
