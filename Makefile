@@ -9,7 +9,7 @@ SEED    ?= 2026
 LISTEN  ?= 127.0.0.1:50051
 BUILT   := $(VENV)/.built
 
-.PHONY: setup data run test test-debug test-slow bench load lint clean
+.PHONY: setup data run test test-debug test-slow bench load peak-day lint clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -63,6 +63,12 @@ load: data
 	  YIDI_DATA=$(DATA) $(BIN)/locust -f bench/locustfile.py --headless -u $(USERS) -r 10 -t $(SECONDS)s \
 	    --host 127.0.0.1:50061 --csv build/load/locust --only-summary; status=$$?; \
 	  kill $$(cat build/load/pid); exit $$status
+
+# A national peak day (2,000,000 settlements in the published mix) replayed through the gateway, then checked.
+SETTLEMENTS ?= 2000000
+peak-day: data
+	mkdir -p bench/results
+	$(BIN)/python bench/peak_day.py --data-dir $(DATA) --settlements $(SETTLEMENTS) --json bench/results/peak_day.json
 
 lint: setup
 	$(BIN)/ruff check core gateway tests bench datagen

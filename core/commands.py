@@ -192,6 +192,8 @@ class ReferenceResult(Result):
     ledger_seq: int
     loaded_at_unix_ms: int
     snapshot_seq: int
+    ledger_commits: int = 0
+    ledger_commit_records: int = 0
 
 
 ANY_COMMAND = Union[FilePerson, ReviseFiling, RevokeFiling, Admit, CancelAdmission, UploadFees, WithdrawFees,

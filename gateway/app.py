@@ -326,6 +326,7 @@ class Gateway:
             version=str(meta.get("version", "")),
             ledger_seq=self.store.last_seq() if ledger_seq is None else ledger_seq,
             loaded_at_unix_ms=state.loaded_at_unix_ms, snapshot_seq=self.snapshot_seq,
+            ledger_commits=self.ledger.commits, ledger_commit_records=self.ledger.records,
         )
 
     # -------------------------------------------------------- snapshots

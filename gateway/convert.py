@@ -200,7 +200,8 @@ def recorded_settlement(reply: bytes, status: str, cancel_date: int) -> pb.Settl
 def reference_status_pb(r: cmd.ReferenceResult) -> apb.ReferenceDataStatus:
     return apb.ReferenceDataStatus(data_dir=r.data_dir, counts=r.counts, seed=r.seed, version=r.version,
                                    ledger_seq=r.ledger_seq, loaded_at_unix_ms=r.loaded_at_unix_ms,
-                                   snapshot_seq=r.snapshot_seq)
+                                   snapshot_seq=r.snapshot_seq, ledger_commits=r.ledger_commits,
+                                   ledger_commit_records=r.ledger_commit_records)
 
 
 def _admit_reply(r: cmd.AdmitResult) -> spb.AdmitResponse:
