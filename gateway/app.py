@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from core import Index, events
-from core.archive import ArchivedSettlement, ArchivedVisit, Change, MemoryArchive, Overlay
+from core.archive import ArchivedProblem, ArchivedSettlement, ArchivedVisit, Change, MemoryArchive, Overlay
 from core.commands import Command, LoadReferenceData, ReferenceResult
 from core.engine import Decision, Engine, EngineState
 from core.errors import YidiError
@@ -64,6 +64,9 @@ class StoreArchive:
 
     def settlement(self, setl_id: str) -> ArchivedSettlement | None:
         return self.store.settlement(setl_id)
+
+    def problem(self, problem_id: str) -> ArchivedProblem | None:
+        return self.store.problem(problem_id)
 
     def reply(self, seq: int) -> bytes | None:
         record = self.store.read(seq)
