@@ -251,6 +251,7 @@ class PositionResult(Result):
     """A prepaid position as it stands after the command (``core.funds.Position``)."""
 
     position: Position
+    province_name: str = ""
 
 
 class MonthResult(Result):

@@ -509,7 +509,7 @@ class Engine:
         return []
 
     # ------------------------------------------------- funds (SPEC §8, core/funds.py)
-    def _province(self, code: str) -> str:
+    def check_province(self, code: str) -> str:
         """A known province code (6 digits ending in 0000), else INVALID_ARGUMENT."""
         if not (isinstance(code, str) and len(code) == 6 and code.isdigit() and code.endswith("0000")
                 and self.index.region_name(code)):
@@ -518,7 +518,7 @@ class Engine:
 
     def _decide_set_prepaid(self, cmd: SetPrepaid) -> Decision:
         """核定预付金: the amount and the warning lines (0 = the defaults, 70% and 90%)."""
-        province = self._province(cmd.province)
+        province = self.check_province(cmd.province)
         amount = check_amount(cmd.amount_fen, "预付金额度")
         yellow, red = cmd.yellow_bp or DEFAULT_YELLOW_BP, cmd.red_bp or DEFAULT_RED_BP
         if not 0 < yellow < red <= 10000:
@@ -526,17 +526,18 @@ class Engine:
         after = msgspec.structs.replace(self.funds.position(province), prepaid_fen=amount, topped_up_fen=0,
                                         yellow_bp=yellow, red_bp=red)
         return Decision(PrepaidSet(province=province, amount_fen=amount, yellow_bp=yellow, red_bp=red),
-                        PositionResult(after))
+                        PositionResult(after, self.index.region_name(province)))
 
     def _decide_top_up(self, cmd: TopUpPrepaid) -> Decision:
         """调增预付金."""
-        province = self._province(cmd.province)
+        province = self.check_province(cmd.province)
         before = self.funds.position(province)
         amount = check_amount(cmd.amount_fen, "调增金额", positive=True)
         check_amount(before.prepaid_fen + amount, "调增后的预付金额度")
         after = msgspec.structs.replace(before, prepaid_fen=before.prepaid_fen + amount,
                                         topped_up_fen=before.topped_up_fen + amount)
-        return Decision(PrepaidToppedUp(province=province, amount_fen=amount), PositionResult(after))
+        return Decision(PrepaidToppedUp(province=province, amount_fen=amount),
+                        PositionResult(after, self.index.region_name(province)))
 
     def _decide_clearing_month(self, cmd: ChangeClearingMonth) -> Decision:
         """Close (冻结) or reopen a clearing month, or confirm (确认) a province's statement of it."""
@@ -555,7 +556,7 @@ class Engine:
                                 f"清算月份 {month} 已有省份确认（{'、'.join(confirmed)}），不能重新打开。")
             event, closed = ClearingMonthChanged(month=month, action="reopened"), False
         elif cmd.action == "confirm":
-            province = self._province(cmd.province)
+            province = self.check_province(cmd.province)
             if province in confirmed:
                 raise YidiError("CLEARING_MONTH_CONFIRMED", f"{province} 已确认清算月份 {month} 的清算单。")
             event, closed = ClearingMonthChanged(month=month, action="confirmed", province=province), True
@@ -568,10 +569,24 @@ class Engine:
         """A closed month's statement (SPEC §8); an open month has none yet."""
         check_month(month)
         if province:
-            self._province(province)
+            self.check_province(province)
         if month not in self.funds.closed:
             raise YidiError("CLEARING_MONTH_OPEN", f"清算月份 {month} 尚未关闭，关闭后才出具清算报表。")
         return self.funds.report(month, province, with_institutions)
+
+    def institution_name(self, fixmedins_code: str) -> str:
+        inst = self.index.get_institution(fixmedins_code)
+        return inst["name"] if inst is not None else ""
+
+    def check_reconcile_range(self, fixmedins_code: str, date_from: int, date_to: int) -> None:
+        """对账: a known institution and a date range (both ends included)."""
+        check_id(fixmedins_code, "定点医药机构编码 fixmedins_code")
+        if self.index.get_institution(fixmedins_code) is None:
+            raise YidiError("INSTITUTION_UNKNOWN", f"定点医药机构 {fixmedins_code} 不在跨省直接结算机构库中，请核对机构编码。")
+        check_date(date_from, "对账起始日期")
+        check_date(date_to, "对账截止日期")
+        if date_to < date_from:
+            raise YidiError("INVALID_DATE", f"对账截止日期 {date_to} 早于起始日期 {date_from}，请核对。")
 
     def _apply_prepaid_set(self, event: PrepaidSet, _seq: int) -> list[Change]:
         self.funds.set_prepaid(event.province, event.amount_fen, event.yellow_bp, event.red_bp)
@@ -615,7 +630,7 @@ class Engine:
         elif cmd.mdtrt_id:
             treatment, insured = self.visit_provinces(cmd.mdtrt_id)
         elif cmd.reporter == GATEWAY:
-            treatment, insured = (self._province(cmd.province) if cmd.province else ""), ""
+            treatment, insured = (self.check_province(cmd.province) if cmd.province else ""), ""
         else:
             raise YidiError("INVALID_ARGUMENT", "请指明问题所涉的结算ID setl_id 或就诊ID mdtrt_id。")
         facts = ProblemFacts(problem_id=problem_id(self._seq), reporter=cmd.reporter, category=cmd.category,

@@ -50,7 +50,8 @@ class CallerInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(details)
         if handler is None or not details.method.startswith("/yidi."):
             return handler
-        inner = handler.unary_unary
+        field = "stream_unary" if handler.request_streaming else "unary_unary"
+        inner = getattr(handler, field)
         header, on_error = self._header, self._on_error
 
         async def with_caller(request, context):
@@ -64,4 +65,4 @@ class CallerInterceptor(grpc.aio.ServerInterceptor):
             finally:
                 _caller.reset(token)
 
-        return handler._replace(unary_unary=with_caller)
+        return handler._replace(**{field: with_caller})

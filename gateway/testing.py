@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from gateway._pb.yidi.v1 import admin_pb2_grpc, filing_pb2_grpc, settlement_pb2_grpc
+from gateway._pb.yidi.v1 import admin_pb2_grpc, filing_pb2_grpc, funds_pb2_grpc, problems_pb2_grpc, settlement_pb2_grpc
 from gateway.status import reason_of
 
 # The directory that holds the gateway package (the repository root in a
@@ -82,7 +82,7 @@ def start_gateway(data_dir: str, ledger: str, *extra: str, timeout: float = 120)
 
 
 class Client:
-    """Stubs for the three services, calling as one caller (x-yidi-caller)."""
+    """Stubs for the five services, calling as one caller (x-yidi-caller)."""
 
     def __init__(self, channel: grpc.Channel, caller: str | None) -> None:
         self.channel = channel
@@ -90,6 +90,8 @@ class Client:
         self.filing = filing_pb2_grpc.FilingServiceStub(channel)
         self.settlement = settlement_pb2_grpc.SettlementServiceStub(channel)
         self.admin = admin_pb2_grpc.AdminServiceStub(channel)
+        self.funds = funds_pb2_grpc.FundsServiceStub(channel)
+        self.problems = problems_pb2_grpc.ProblemServiceStub(channel)
 
     def __call__(self, method, request, **kwargs):
         return method(request, metadata=self.metadata, timeout=30, **kwargs)
