@@ -165,8 +165,8 @@ def write_legacy(conn: sqlite3.Connection, visits: Iterable[ArchivedVisit],
 def backfill_projection(conn: sqlite3.Connection, legacy_last_seq: int) -> int:
     """Schema 2 → 3: the ``recon`` rows of the settlements already in the ledger (inside the caller's transaction)."""
     rows = 0
-    for seq, body in conn.execute("SELECT seq, body FROM records WHERE kind IN ('settled', 'settlement_cancelled')"
-                                  " ORDER BY seq").fetchall():
+    for (body,) in conn.cursor().execute("SELECT body FROM records WHERE kind IN ('settled', 'settlement_cancelled')"
+                                         " ORDER BY seq"):
         event = events.decode(body)
         if type(event) is Settled:
             conn.execute(_RECON, _recon_row(event.settlement, False))
