@@ -309,7 +309,7 @@ class Funds:
         state = self.months.setdefault(month, Month(month))
         state.closed = True
         self.closed.add(month)
-        self._frozen[month] = msgspec.msgpack.encode(state)
+        self._frozen[month] = _fingerprint(state)
 
     def reopen(self, month: int) -> None:
         self.months[month].closed = False
@@ -375,7 +375,7 @@ class Funds:
             for pair in pairs:
                 owed[pair.insured] = owed.get(pair.insured, 0) + pair.totals["fund_pay_sumamt"]
             if month in self._frozen:
-                invariant(msgspec.msgpack.encode(state) == self._frozen[month], f"closed month {month} changed")
+                invariant(_fingerprint(state) == self._frozen[month], f"closed month {month} changed")
         for province, position in self.positions.items():
             invariant(position.used_fen == owed.get(province, 0),
                       f"position of {province} differs from the fund booked in its clearing months")
@@ -399,6 +399,11 @@ def net_positions(pairs: Iterable[PairRow]) -> list[NetRow]:
         payable[pair.insured] = payable.get(pair.insured, 0) + fund
     return [NetRow(p, receivable.get(p, 0), payable.get(p, 0), receivable.get(p, 0) - payable.get(p, 0))
             for p in sorted(receivable.keys() | payable.keys())]
+
+
+def _fingerprint(month: Month) -> bytes:
+    """What must not change once a month is closed (confirmations are added to a closed month)."""
+    return msgspec.msgpack.encode((month.pairs, month.institutions))
 
 
 def _add(rows: dict[str, list[int]], key: str, booking: Booking, sign: int) -> None:
