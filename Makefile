@@ -20,7 +20,17 @@ $(BUILT): $(BIN)/python pyproject.toml setup.py core/_core.pyx $(wildcard core/*
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
-setup: $(BUILT)
+# The clearing charts name provinces in Chinese: a CJK font (Debian fonts-noto-cjk), installed when
+# missing and apt is usable here (root); elsewhere install it by hand or set YIDI_CJK_FONT.
+CJK_FONT := /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc
+$(CJK_FONT):
+	@if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  echo "installing fonts-noto-cjk (Chinese in the clearing charts)"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-noto-cjk >/dev/null 2>&1 \
+	  || { apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-noto-cjk >/dev/null; }; \
+	else echo "warning: no CJK font at $(CJK_FONT); install fonts-noto-cjk or set YIDI_CJK_FONT" >&2; fi
+
+setup: $(BUILT) $(CJK_FONT)
 
 # The realistic national data set (git-ignored), regenerated when the size or seed changes.
 data: setup

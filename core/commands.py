@@ -14,7 +14,9 @@ from typing import Union
 
 import msgspec
 
+from .archive import ArchivedProblem
 from .events import Breakdown, FeeLine, Filing, Person, VisitFacts
+from .funds import Position
 
 
 class Command(msgspec.Struct, frozen=True, kw_only=True, gc=False):
@@ -119,6 +121,54 @@ class LoadReferenceData(Command, kw_only=True):
     data_dir: str
 
 
+# ------------------------------------------------------------ funds (SPEC §8)
+class SetPrepaid(Command, kw_only=True):
+    """The national operator sets an insured province's prepaid amount and warning lines (0: the defaults)."""
+
+    province: str
+    amount_fen: int
+    yellow_bp: int = 0
+    red_bp: int = 0
+
+
+class TopUpPrepaid(Command, kw_only=True):
+    """调增 (urgent when red): adds to an insured province's prepaid amount."""
+
+    province: str
+    amount_fen: int
+
+
+class ChangeClearingMonth(Command, kw_only=True):
+    """Close or reopen a clearing month (national operator), or confirm a province's statement of it."""
+
+    month: int
+    action: str            # "close" | "reopen" | "confirm"
+    province: str = ""     # the confirming province
+
+
+# ------------------------------------------------------------ problem reports
+class ReportProblem(Command, kw_only=True):
+    """报错: a problem with a settlement or a visit (or, opened by the gateway itself, an internal failure)."""
+
+    reporter: str
+    category: str
+    text: str
+    setl_id: str = ""
+    mdtrt_id: str = ""
+    province: str = ""     # for a report without a settlement or visit: the province it concerns
+    at_ms: int
+
+
+class UpdateProblem(Command, kw_only=True):
+    """Assign, comment on or resolve (with a note) a problem report."""
+
+    problem_id: str
+    action: str            # "assign" | "comment" | "resolve"
+    by: str
+    text: str
+    at_ms: int
+
+
 # --------------------------------------------------------------- results
 class Result(msgspec.Struct, frozen=True, gc=False):
     """What an answer needs, computed when the command was decided."""
@@ -173,6 +223,8 @@ class SettlementView(Result):
     breakdown: Breakdown
     lines: tuple[LineResult, ...]
     status: str               # "settled", or "" for a pre-settlement
+    risk_flags: int = 0       # SPEC §7 (core.funds.RISK_FLAGS bits)
+    clearing_month: int = 0   # yyyymm the settlement is booked in (SPEC §8); 0 for a pre-settlement
 
 
 class CancelResult(Result):
@@ -180,6 +232,7 @@ class CancelResult(Result):
 
     original_reply: bytes
     cancel_date: int
+    clearing_month: int = 0   # yyyymm the cancellation is booked in
 
 
 class ReferenceResult(Result):
@@ -196,5 +249,23 @@ class ReferenceResult(Result):
     ledger_commit_records: int = 0
 
 
+class PositionResult(Result):
+    """A prepaid position as it stands after the command (``core.funds.Position``)."""
+
+    position: Position
+    province_name: str = ""
+
+
+class MonthResult(Result):
+    month: int
+    closed: bool
+    confirmed: tuple[str, ...]
+
+
+class ProblemResult(Result):
+    problem: ArchivedProblem
+
+
 ANY_COMMAND = Union[FilePerson, ReviseFiling, RevokeFiling, Admit, CancelAdmission, UploadFees, WithdrawFees,
-                    DischargeSettle, CancelSettlement, OutpatientSettle, LoadReferenceData]
+                    DischargeSettle, CancelSettlement, OutpatientSettle, LoadReferenceData, SetPrepaid,
+                    TopUpPrepaid, ChangeClearingMonth, ReportProblem, UpdateProblem]

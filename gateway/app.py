@@ -19,16 +19,19 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 import os
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from core import Index, events
-from core.archive import ArchivedSettlement, ArchivedVisit, Change, MemoryArchive, Overlay
-from core.commands import Command, LoadReferenceData, ReferenceResult
-from core.engine import Decision, Engine, EngineState
+from core.archive import ArchivedProblem, ArchivedSettlement, ArchivedVisit, Change, MemoryArchive, Overlay
+from core.access import NATIONAL
+from core.commands import Command, LoadReferenceData, ReferenceResult, ReportProblem
+from core.engine import GATEWAY, Decision, Engine, EngineState
 from core.errors import YidiError
 from core.events import ReferenceLoaded
 from core.limits import check_id
@@ -65,6 +68,9 @@ class StoreArchive:
 
     def settlement(self, setl_id: str) -> ArchivedSettlement | None:
         return self.store.settlement(setl_id)
+
+    def problem(self, problem_id: str) -> ArchivedProblem | None:
+        return self.store.problem(problem_id)
 
     def reply(self, seq: int) -> bytes | None:
         record = self.store.read(seq)
@@ -197,6 +203,7 @@ class Gateway:
             build_state, self.config, self.store, self.keys, data_dir, self.snapshots, progress)
         self.ledger.start()
         self._records_since_snapshot = self.ledger.next_seq - 1 - self.snapshot_seq
+        await self._report_fatal_note()
 
     # --------------------------------------------------------- mutation
     async def execute(self, caller: str, command: Command, digest: bytes) -> bytes:
@@ -267,8 +274,57 @@ class Gateway:
                           seq=seq, changes=tuple(changes))
         except BaseException as exc:  # memory may now differ from the ledger
             log.critical("apply failed for a %s event; restarting to rebuild from the ledger", event.kind)
+            self._leave_fatal_note(event, exc)
             self.on_fatal(exc)
             raise
+
+    # ------------------------------------------------- internal failures → problem reports
+    async def report_internal(self, method: str, caller: str, correlation_id: str, text: str = "") -> bool:
+        """Open a problem report (报错处理) for an internal failure; True once it is recorded.
+
+        A failure here is logged and goes no further: it never opens a report of its own.
+        """
+        try:
+            province = caller if caller and caller not in (NATIONAL, GATEWAY) else ""
+            command = ReportProblem(
+                request_id=f"internal-{correlation_id}", reporter=GATEWAY, category="internal_error",
+                text=text or f"{method} 内部错误，差错编号 {correlation_id}（调用方 {caller or '未知'}）。",
+                province=province, at_ms=int(time.time() * 1000))
+            digest = hashlib.blake2b(correlation_id.encode(), digest_size=16).digest()
+            await self.execute(GATEWAY, command, digest)
+            return True
+        except Exception:
+            log.exception("could not open a problem report for internal error %s", correlation_id)
+            return False
+
+    def fatal_note_path(self) -> str:
+        return self.config.ledger_path() + ".fatal.json"
+
+    def _leave_fatal_note(self, event: events.Event, exc: BaseException) -> None:
+        """A failed apply ends the process; the note lets the restarted gateway open a problem report for it."""
+        note = {"correlation_id": uuid.uuid4().hex[:16], "event": event.kind, "key": event.key,
+                "error": repr(exc)[:500], "at_ms": int(time.time() * 1000)}
+        try:
+            tmp = self.fatal_note_path() + ".tmp"
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump(note, f)
+            os.replace(tmp, self.fatal_note_path())
+        except OSError:
+            log.exception("could not leave a note of the failed apply")
+
+    async def _report_fatal_note(self) -> None:
+        try:
+            with open(self.fatal_note_path(), encoding="utf-8") as f:
+                note = json.load(f)
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError):
+            log.exception("unreadable note of a failed apply at %s", self.fatal_note_path())
+            return
+        text = (f"账本记录应用失败（{note.get('event')} {note.get('key')}：{note.get('error')}），"
+                f"网关已重启并按账本重建状态。差错编号 {note.get('correlation_id')}。")
+        if await self.report_internal("apply", GATEWAY, str(note.get("correlation_id")), text):
+            os.remove(self.fatal_note_path())
 
     def _durable(self, fut: asyncio.Future, caller: str, records: list[Record]) -> None:
         if fut.cancelled() or fut.exception() is not None:

@@ -48,9 +48,10 @@ class CallerInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(self, continuation, details):
         handler = await continuation(details)
-        if handler is None or not details.method.startswith("/yidi.") or handler.unary_unary is None:
-            return handler  # streams resolve their caller in their handler (services/base.py)
-        inner = handler.unary_unary
+        if handler is None or not details.method.startswith("/yidi.") or handler.response_streaming:
+            return handler  # bidirectional streams resolve their caller in their handler (services/base.py)
+        field = "stream_unary" if handler.request_streaming else "unary_unary"
+        inner = getattr(handler, field)
         header, on_error = self._header, self._on_error
 
         async def with_caller(request, context):
@@ -64,4 +65,4 @@ class CallerInterceptor(grpc.aio.ServerInterceptor):
             finally:
                 _caller.reset(token)
 
-        return handler._replace(unary_unary=with_caller)
+        return handler._replace(**{field: with_caller})

@@ -13,13 +13,17 @@ import hashlib
 from google.protobuf.message import DecodeError
 
 from core import commands as cmd
+from core.archive import ArchivedProblem, ProblemNote
 from core._core import read_batch_items, read_outpatient_request, read_settle_item
 from core.errors import YidiError
 from core.events import Breakdown, FeeLine, Filing, Person
+from core.funds import PROBLEM_OVERDUE_DAYS, RISK_FLAGS, Figures, Position, Report
 
 from ._pb.yidi.v1 import admin_pb2 as apb
 from ._pb.yidi.v1 import common_pb2 as pb
 from ._pb.yidi.v1 import filing_pb2 as fpb
+from ._pb.yidi.v1 import funds_pb2 as fdpb
+from ._pb.yidi.v1 import problems_pb2 as ppb
 from ._pb.yidi.v1 import settlement_pb2 as spb
 from .status import status_proto
 
@@ -57,6 +61,26 @@ FILING_STATUS = EnumMap(pb.FilingStatus, "FILING_STATUS_", "备案状态 status 
 VISIT_KIND = EnumMap(pb.VisitKind, "VISIT_KIND_", "就诊类型 ")
 VISIT_STATUS = EnumMap(pb.VisitStatus, "VISIT_STATUS_", "就诊状态 ")
 SETTLEMENT_STATUS = EnumMap(pb.SettlementStatus, "SETTLEMENT_STATUS_", "结算状态 ")
+WARNING_LEVEL = EnumMap(fdpb.WarningLevel, "WARNING_LEVEL_", "预警级别 ")
+DIFFERENCE_KIND = EnumMap(fdpb.DifferenceKind, "DIFFERENCE_KIND_", "差异类型 ")
+PROBLEM_CATEGORY = EnumMap(ppb.ProblemCategory, "PROBLEM_CATEGORY_", "问题类别 category ")
+PROBLEM_STATE = EnumMap(ppb.ProblemState, "PROBLEM_STATE_", "问题状态 state ")
+DAY_MS = 86_400_000
+
+
+def risk_flags_pb(flags: int) -> list[int]:
+    """Core flag bits (core.funds.RISK_FLAGS) -> RiskFlag values: bit i is value i + 1."""
+    return [i + 1 for i in range(len(RISK_FLAGS)) if flags >> i & 1]
+
+
+def risk_flags_mask(values) -> int:
+    """RiskFlag values -> core flag bits (every flag when none is named)."""
+    mask = 0
+    for value in values:
+        if not 1 <= value <= len(RISK_FLAGS):
+            raise YidiError("INVALID_ENUM", f"风险标记取值 {value} 无效，应为 1–{len(RISK_FLAGS)}。")
+        mask |= 1 << (value - 1)
+    return mask or (1 << len(RISK_FLAGS)) - 1
 
 
 def mask_certno(certno: str) -> str:
@@ -185,16 +209,74 @@ def settlement_pb(s: cmd.SettlementView) -> pb.Settlement:
                              overlmt_selfpay=x.overlmt_selfpay, preselfpay_amt=x.preselfpay_amt,
                              inscp_scp_amt=x.inscp_scp_amt)
                for x in s.lines],
-        status=SETTLEMENT_STATUS.pb(s.status),
+        status=SETTLEMENT_STATUS.pb(s.status), risk_flags=risk_flags_pb(s.risk_flags), clearing_month=s.clearing_month,
     )
 
 
-def recorded_settlement(reply: bytes, status: str, cancel_date: int) -> pb.Settlement:
+def recorded_settlement(reply: bytes, status: str, cancel_date: int, cancel_clearing_month: int = 0) -> pb.Settlement:
     """A settlement as its ledger record answered it, with its status as it stands now."""
     settlement = spb.SettlementResponse.FromString(reply).settlement
     settlement.status = SETTLEMENT_STATUS.pb(status)
     settlement.cancel_date = cancel_date
+    settlement.cancel_clearing_month = cancel_clearing_month
     return settlement
+
+
+# ------------------------------------------------------------ funds (SPEC §8)
+def position_pb(p: Position, province_name: str) -> fdpb.Position:
+    return fdpb.Position(
+        province=p.province, province_name=province_name, prepaid_fen=p.prepaid_fen, drawn_fen=p.drawn_fen,
+        given_back_fen=p.given_back_fen, used_fen=p.used_fen, balance_fen=p.balance_fen, usage_bp=p.usage_bp,
+        level=WARNING_LEVEL.pb(p.level), top_up_demand_fen=p.top_up_demand_fen, yellow_bp=p.yellow_bp,
+        red_bp=p.red_bp, topped_up_fen=p.topped_up_fen)
+
+
+def month_pb(r: cmd.MonthResult) -> fdpb.ClearingMonth:
+    return fdpb.ClearingMonth(month=r.month, closed=r.closed, confirmed=list(r.confirmed))
+
+
+def report_pb(r: Report, province_name, institution_name) -> fdpb.ClearingReport:
+    """A clearing report; ``province_name(code)`` and ``institution_name(code)`` name what it shows."""
+    provinces = {p for pair in r.pairs for p in (pair.insured, pair.treatment)} | {n.province for n in r.nets}
+    return fdpb.ClearingReport(
+        month=r.month, closed=r.closed, confirmed=r.confirmed, totals=fdpb.ClearingTotals(**r.totals),
+        pairs=[fdpb.ProvincePair(insured_province=p.insured, treatment_province=p.treatment,
+                                 totals=fdpb.ClearingTotals(**p.totals)) for p in r.pairs],
+        institutions=[fdpb.InstitutionTotals(fixmedins_code=i.fixmedins_code, fixmedins_name=institution_name(i.fixmedins_code),
+                                             treatment_province=i.treatment, totals=fdpb.ClearingTotals(**i.totals))
+                      for i in r.institutions],
+        net_positions=[fdpb.NetPosition(province=n.province, receivable_fen=n.receivable_fen, payable_fen=n.payable_fen,
+                                        net_fen=n.net_fen) for n in r.nets],
+        province_names={p: province_name(p) or "" for p in provinces})
+
+
+def figures(f: fdpb.ReconcileFigures) -> Figures:
+    return Figures(f.count, f.medfee_sumamt, f.fund_pay_sumamt, f.psn_cash_pay)
+
+
+def figures_pb(f: Figures) -> fdpb.ReconcileFigures:
+    return fdpb.ReconcileFigures(count=f.count, medfee_sumamt=f.medfee_sumamt, fund_pay_sumamt=f.fund_pay_sumamt,
+                                 psn_cash_pay=f.psn_cash_pay)
+
+
+
+# ------------------------------------------------------------ problem reports
+def problem_pb(row: ArchivedProblem, now_ms: int) -> ppb.Problem:
+    """A report with its age as at now_ms (or its resolution): overdue if open more than PROBLEM_OVERDUE_DAYS."""
+    f = row.facts
+    until = row.resolved_at_ms if row.state == "resolved" else now_ms
+    age_days = max(0, until - f.opened_at_ms) // DAY_MS
+    return ppb.Problem(
+        problem_id=f.problem_id, reporter=f.reporter, category=PROBLEM_CATEGORY.pb(f.category), text=f.text,
+        setl_id=f.setl_id, mdtrt_id=f.mdtrt_id, treatment_province=f.treatment_province,
+        insured_province=f.insured_province, opened_at_unix_ms=f.opened_at_ms, state=PROBLEM_STATE.pb(row.state),
+        assignee=row.assignee, resolution=row.resolution, updated_at_unix_ms=row.updated_at_ms,
+        resolved_at_unix_ms=row.resolved_at_ms, age_days=age_days,
+        overdue=row.state == "open" and age_days > PROBLEM_OVERDUE_DAYS)
+
+
+def note_pb(n: ProblemNote) -> ppb.ProblemNote:
+    return ppb.ProblemNote(action=n.action, by=n.by, text=n.text, at_unix_ms=n.at_ms)
 
 
 def reference_status_pb(r: cmd.ReferenceResult) -> apb.ReferenceDataStatus:
@@ -222,8 +304,11 @@ _REPLIES: dict[type, Callable] = {
     cmd.VisitResult: _visit_reply,
     cmd.SettlementView: lambda r: spb.SettlementResponse(settlement=settlement_pb(r)),
     cmd.CancelResult: lambda r: spb.SettlementResponse(
-        settlement=recorded_settlement(r.original_reply, "cancelled", r.cancel_date)),
+        settlement=recorded_settlement(r.original_reply, "cancelled", r.cancel_date, r.clearing_month)),
     cmd.ReferenceResult: reference_status_pb,
+    cmd.PositionResult: lambda r: position_pb(r.position, r.province_name),
+    cmd.MonthResult: month_pb,
+    cmd.ProblemResult: lambda r: ppb.ProblemResponse(problem=problem_pb(r.problem, r.problem.updated_at_ms)),
 }
 
 

@@ -72,7 +72,7 @@ log = logging.getLogger(__name__)
 DIGEST_BYTES_MIN = 16
 DIGEST_BYTES_MAX = 32
 SCAN_PAGE_RECORDS = 1024
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # How often an idle writer looks whether the interpreter is shutting down
 # (owner forgot close()); it then exits instead of hanging the shutdown.
 WRITER_IDLE_POLL_S = 0.25
@@ -131,6 +131,19 @@ class Store(Protocol):
     def visit(self, mdtrt_id: str): ...
 
     def settlement(self, setl_id: str): ...
+
+    # Projections (gateway/archive_sql.py): reconciliation and problem reports.
+    def problem(self, problem_id: str): ...
+
+    def list_problems(self, province: str, state: str, after_seq: int, limit: int): ...
+
+    def problem_notes(self, problem_id: str): ...
+
+    def recon_totals(self, fixmedins_code: str, date_from: int, date_to: int, insutype: str = ""): ...
+
+    def flagged(self, fixmedins_code: str, date_from: int, date_to: int, mask: int, limit: int): ...
+
+    def open_reader(self): ...
 
     def close(self) -> None: ...
 
@@ -198,7 +211,10 @@ class SqliteStore:
     continue the log exactly, or the append fails. Records are never
     deleted, so seqs are dense and monotonic.
 
-    Schema 2 (this release) finds idempotency keys through ``requests``, a
+    Schema 3 adds the projections for reconciliation and problem reports
+    (``archive_sql``) and each cancellation's clearing month; a schema 2
+    ledger is migrated on open (the projection is filled from its records).
+    Schema 2 finds idempotency keys through ``requests``, a
     table of 63-bit hashes of (caller, request_id) (an integer key costs a
     quarter of the text index it replaces: bench/ledger_throughput.py), adds
     the archive tables (``archive_sql``) and a ``meta`` table, and drops the
@@ -238,12 +254,14 @@ class SqliteStore:
                 raise RuntimeError(f"SQLite refused synchronous=FULL for {path!r}")
             conn.execute("PRAGMA foreign_keys=OFF")
             version = self._pragma(conn, "user_version")
-            if version not in (0, 1, SCHEMA_VERSION):
+            if version not in (0, 1, 2, SCHEMA_VERSION):
                 raise RuntimeError(f"ledger {path!r} has schema version {version}, expected {SCHEMA_VERSION}")
             conn.create_function("yidi_request_hash", 2, archive_sql.request_hash, deterministic=True)
             conn.executescript("BEGIN IMMEDIATE; " + _SCHEMA)  # executescript would commit an open transaction
             if version == 1:
                 self._migrate_v1(conn)
+            elif version == 2:
+                self._migrate_v2(conn)
             conn.execute("INSERT OR IGNORE INTO meta (name, value) VALUES ('archive', 'complete')")
             conn.execute("INSERT OR IGNORE INTO meta (name, value) VALUES ('legacy_last_seq', '0')")
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
@@ -269,6 +287,15 @@ class SqliteStore:
         last = conn.execute("SELECT coalesce(max(seq), 0) FROM records").fetchone()[0]
         conn.execute("INSERT INTO meta (name, value) VALUES ('archive', 'missing')")
         conn.execute("INSERT INTO meta (name, value) VALUES ('legacy_last_seq', ?)", (str(last),))
+
+    @staticmethod
+    def _migrate_v2(conn: sqlite3.Connection) -> None:
+        """Schema 2 → 3, inside the opening transaction: cancellations record their clearing month (0 for
+        those already made, whose answers did not carry one) and the reconciliation projection is filled
+        from the settlements already in the ledger."""
+        conn.execute("ALTER TABLE cancellations ADD COLUMN clearing_month INTEGER NOT NULL DEFAULT 0")
+        row = conn.execute("SELECT value FROM meta WHERE name = 'legacy_last_seq'").fetchone()
+        archive_sql.backfill_projection(conn, int(row[0]) if row else 0)
 
     def _reader(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
@@ -400,6 +427,27 @@ class SqliteStore:
 
     def settlement(self, setl_id: str):
         return archive_sql.read_settlement(self._reader(), setl_id, self._legacy_last)
+
+    def problem(self, problem_id: str):
+        return archive_sql.read_problem(self._reader(), problem_id)
+
+    def list_problems(self, province: str, state: str, after_seq: int, limit: int):
+        return archive_sql.list_problems(self._reader(), province, state, after_seq, limit)
+
+    def problem_notes(self, problem_id: str):
+        return archive_sql.problem_notes(self._reader(), problem_id)
+
+    def recon_totals(self, fixmedins_code: str, date_from: int, date_to: int, insutype: str = ""):
+        return archive_sql.recon_totals(self._reader(), fixmedins_code, date_from, date_to, insutype)
+
+    def flagged(self, fixmedins_code: str, date_from: int, date_to: int, mask: int, limit: int):
+        return archive_sql.flagged(self._reader(), fixmedins_code, date_from, date_to, mask, limit)
+
+    def open_reader(self) -> sqlite3.Connection:
+        """A read-only connection of its own (a long read, e.g. a detail reconciliation); the caller closes it."""
+        conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA query_only=1")
+        return conn
 
     def read(self, seq: int) -> Record | None:
         row = self._reader().execute(f"SELECT {_COLUMNS} FROM records WHERE seq = ?", (seq,)).fetchone()

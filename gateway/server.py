@@ -31,8 +31,10 @@ from .services.admin import AdminService
 from .services.base import abort, service_handler
 from .services.diagnostics import DiagnosticsService
 from .services.filing import FilingService
+from .services.funds import FundsService
+from .services.problems import ProblemService
 from .services.settlement import SettlementService
-from ._pb.yidi.v1 import admin_pb2, diagnostics_pb2, filing_pb2, settlement_pb2
+from ._pb.yidi.v1 import admin_pb2, diagnostics_pb2, filing_pb2, funds_pb2, problems_pb2, settlement_pb2
 
 log = logging.getLogger("yidi.server")
 
@@ -40,6 +42,8 @@ SERVICES = (
     (filing_pb2.DESCRIPTOR.services_by_name["FilingService"], FilingService),
     (settlement_pb2.DESCRIPTOR.services_by_name["SettlementService"], SettlementService),
     (admin_pb2.DESCRIPTOR.services_by_name["AdminService"], AdminService),
+    (funds_pb2.DESCRIPTOR.services_by_name["FundsService"], FundsService),
+    (problems_pb2.DESCRIPTOR.services_by_name["ProblemService"], ProblemService),
     (diagnostics_pb2.DESCRIPTOR.services_by_name["DiagnosticsService"], DiagnosticsService),
 )
 

@@ -28,7 +28,7 @@ from core.engine import EngineState
 log = logging.getLogger("yidi.snapshot")
 
 MAGIC = b"YIDISNAP"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2   # 2: EngineState gained the funds (positions, clearing months); a version 1 snapshot is skipped
 _HEADER = struct.Struct("<8sHQQ32s")
 _PREFIX = "snapshot-"
 _SUFFIX = ".yidi"

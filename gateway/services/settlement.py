@@ -64,7 +64,8 @@ class SettlementService:
         engine = self.gw.engine
         ref = engine.settlement(req.setl_id)
         return spb.SettlementResponse(
-            settlement=convert.recorded_settlement(engine.reply(ref), ref.status, ref.cancel_date))
+            settlement=convert.recorded_settlement(engine.reply(ref), ref.status, ref.cancel_date,
+                                                   ref.cancel_clearing_month))
 
     async def get_accumulators(self, req: spb.GetAccumulatorsRequest, _caller: str):
         engine = self.gw.engine
