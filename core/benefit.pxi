@@ -171,6 +171,12 @@ cdef class Bill:
     cdef readonly bint high_cost
     cdef readonly bint inpatient
     cdef int insutype
+    cdef readonly str person_name       # what the answer shows, read while the rows were at hand
+    cdef readonly str institution_name
+
+    @property
+    def insutype_code(self) -> str:
+        return INSUTYPES[self.insutype]
 
     def __dealloc__(self):
         free(self.lines)
@@ -208,11 +214,13 @@ cdef class Bill:
 
     def settlement_response(self, str setl_id, str mdtrt_id, str psn_no, str psn_name, str fixmedins_code,
                             str fixmedins_name, str insuplc_admdvs, str mdtrtarea_admdvs, int visit_kind,
-                            int insutype, str filing_id, int filing_kind, int setl_date, int status, lines):
-        """A SettlementResponse (settlement.proto) holding this bill; ``lines`` the settled FeeLines, in order."""
+                            int insutype, str filing_id, int filing_kind, int setl_date, int status, lines,
+                            int risk_flags=0, int clearing_month=0):
+        """A SettlementResponse (settlement.proto) holding this bill; ``lines`` the settled FeeLines, in order;
+        ``risk_flags`` bit i stands for RiskFlag value i + 1."""
         return _settlement_response(self, setl_id, mdtrt_id, psn_no, psn_name, fixmedins_code, fixmedins_name,
                                     insuplc_admdvs, mdtrtarea_admdvs, visit_kind, insutype, filing_id,
-                                    filing_kind, setl_date, status, lines)
+                                    filing_kind, setl_date, status, lines, risk_flags, clearing_month)
 
 
 cdef void _deltas_into(BenefitFen* b, bint inpatient, int64_t* d) noexcept nogil:
@@ -455,6 +463,8 @@ cdef Bill _bill(Index self, object psn_no, object fixmedins_code, object filing_
     bill.high_cost = b.medfee_sumamt > pol.high_cost_fen
     bill.inpatient = inpatient
     bill.insutype = p.insutype
+    bill.person_name = arena_str(st, p.name_off, p.name_len)
+    bill.institution_name = arena_str(st, it.name_off, it.name_len)
     return bill
 
 
@@ -467,7 +477,7 @@ cdef dict _benefit(Index self, object psn_no, object fixmedins_code, object fili
 cdef bytes _settlement_response(Bill bill, str setl_id, str mdtrt_id, str psn_no, str psn_name,
                                 str fixmedins_code, str fixmedins_name, str insuplc_admdvs, str mdtrtarea_admdvs,
                                 int visit_kind, int insutype, str filing_id, int filing_kind, int setl_date,
-                                int status, object lines):
+                                int status, object lines, int risk_flags, int clearing_month):
     cdef PbBuf s, part, outer
     cdef LineFen* ln
     cdef Py_ssize_t i = 0
@@ -496,6 +506,13 @@ cdef bytes _settlement_response(Bill bill, str setl_id, str mdtrt_id, str psn_no
             pb_message(&s, 16, &part)
             i += 1
         pb_int(&s, 17, status)
+        if risk_flags:                                        # repeated RiskFlag, packed
+            part.len = 0
+            for field in range(31):
+                if risk_flags >> field & 1:
+                    pb_raw_varint(&part, field + 1)
+            pb_message(&s, 19, &part)
+        pb_int(&s, 20, clearing_month)
         pb_message(&outer, 1, &s)                             # SettlementResponse.settlement
         return pb_bytes_of(&outer)
     finally:

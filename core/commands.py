@@ -15,7 +15,7 @@ from typing import Union
 import msgspec
 
 from .archive import ArchivedProblem
-from .events import Breakdown, FeeLine, Filing, Person, VisitFacts
+from .events import FeeLine, Filing, Person, VisitFacts
 from .funds import Position
 
 
@@ -190,41 +190,10 @@ class VisitResult(Result):
     medfee_sumamt: int
 
 
-class LineResult(msgspec.Struct, frozen=True, gc=False):
-    """How one line was classified (SPEC §5.1)."""
+class Reply(Result):
+    """An answer the core wrote itself, as the response message's bytes (a settlement: core/wire.pxi)."""
 
-    feedetl_sn: str
-    code: str
-    chrgitm_lv: str           # "A", "B", "C", or "" when not in the catalogue
-    det_item_fee_sumamt: int
-    fulamt_ownpay_amt: int
-    overlmt_selfpay: int
-    preselfpay_amt: int
-    inscp_scp_amt: int
-
-
-class SettlementView(Result):
-    """A settlement (or a pre-settlement, setl_id "") as the answer shows it."""
-
-    setl_id: str
-    mdtrt_id: str
-    psn_no: str
-    psn_name: str
-    fixmedins_code: str
-    fixmedins_name: str
-    insuplc_admdvs: str
-    mdtrtarea_admdvs: str
-    visit_kind: str
-    insutype: str
-    filing_id: str
-    filing_kind: str
-    setl_date: int
-    policy_effective_from: int
-    breakdown: Breakdown
-    lines: tuple[LineResult, ...]
-    status: str               # "settled", or "" for a pre-settlement
-    risk_flags: int = 0       # SPEC §7 (core.funds.RISK_FLAGS bits)
-    clearing_month: int = 0   # yyyymm the settlement is booked in (SPEC §8); 0 for a pre-settlement
+    data: bytes
 
 
 class CancelResult(Result):

@@ -27,8 +27,8 @@ from .archive import (
 )
 from .commands import (
     Admit, AdmitResult, CancelAdmission, CancelResult, CancelSettlement, ChangeClearingMonth, Command,
-    DischargeSettle, FilePerson, FilingResult, LineResult, MonthResult, OutpatientSettle, PositionResult,
-    ProblemResult, ReportProblem, Result, ReviseFiling, RevokeFiling, SetPrepaid, SettlementView, TopUpPrepaid,
+    DischargeSettle, FilePerson, FilingResult, MonthResult, OutpatientSettle, PositionResult,
+    ProblemResult, ReportProblem, Result, ReviseFiling, RevokeFiling, SetPrepaid, Reply, TopUpPrepaid,
     UpdateProblem, UploadFees, VisitResult, WithdrawFees,
 )
 from .errors import YidiError, invariant
@@ -42,7 +42,7 @@ from .funds import (
     DEFAULT_RED_BP, DEFAULT_YELLOW_BP, Funds, FundsState, Report, booking_of, check_amount, check_month, check_text,
 )
 from .limits import check_date, check_id, check_line, check_line_count, line_amount_fen
-from ._core import ACCUMULATOR_KEYS, DEBUG, Index, province_code
+from ._core import ACCUMULATOR_KEYS, DEBUG, FILING_KINDS, Index, province_code
 
 INPATIENT = "inpatient"
 OUTPATIENT = "outpatient"
@@ -194,11 +194,10 @@ class Engine:
     def accumulators(self, psn_no: str, year: int) -> dict[str, int]:
         return self.index.accumulators(psn_no, year)
 
-    def presettle(self, mdtrt_id: str, setl_date: int) -> SettlementView:
-        """预结算: the settlement discharge would produce, changing nothing."""
+    def presettle(self, mdtrt_id: str, setl_date: int) -> bytes:
+        """预结算: the settlement discharge would produce (a SettlementResponse), changing nothing."""
         visit = self._open_visit(mdtrt_id)
-        view, _ = self._settle(visit, "", setl_date, visit.lines.values())
-        return msgspec.structs.replace(view, status="")
+        return self._settle(visit, "", setl_date, tuple(visit.lines.values()))[0].data
 
     # --------------------------------------- whose objects (SPEC §9, core/access.py)
     def institution_province(self, fixmedins_code: str) -> str | None:
@@ -339,9 +338,9 @@ class Engine:
     def _decide_discharge_settle(self, cmd: DischargeSettle) -> Decision:
         """出院结算."""
         visit = self._open_visit(cmd.mdtrt_id)
-        view, facts = self._settle(visit, settlement_id(self._seq), cmd.dscg_date, visit.lines.values())
-        return Decision(Settled(settlement=facts, lines=tuple(visit.lines.values()), clearing_month=view.clearing_month),
-                        view)
+        lines = tuple(visit.lines.values())
+        reply, facts, month = self._settle(visit, settlement_id(self._seq), cmd.dscg_date, lines)
+        return Decision(Settled(settlement=facts, lines=lines, clearing_month=month), reply)
 
     def _decide_cancel_settlement(self, cmd: CancelSettlement) -> Decision:
         """结算撤销: gives back exactly the recorded deltas; an inpatient stay opens again."""
@@ -374,53 +373,37 @@ class Engine:
                 raise YidiError("FEE_LINE_CONFLICT", f"费用明细流水号 {line.feedetl_sn} 在本次结算中重复出现。")
             seen.add(line.feedetl_sn)
         facts = self._new_visit(psn_no, cmd.fixmedins_code, OUTPATIENT, cmd.setl_date, elig)
-        view, settlement = self._settle(Visit(facts), settlement_id(self._seq), cmd.setl_date, cmd.lines)
-        return Decision(Settled(settlement=settlement, visit=facts, lines=cmd.lines, clearing_month=view.clearing_month),
-                        view)
+        reply, settlement, month = self._settle(Visit(facts), settlement_id(self._seq), cmd.setl_date, cmd.lines)
+        return Decision(Settled(settlement=settlement, visit=facts, lines=cmd.lines, clearing_month=month), reply)
 
     # ----------------------------------------------------------- settlement
     def _settle(self, visit: Visit, setl_id: str, setl_date: int,
-                lines: Iterable[FeeLine]) -> tuple[SettlementView, SettlementFacts]:
-        """The benefit of a visit's lines (SPEC §5): the answer and the facts to record."""
+                lines: tuple[FeeLine, ...]) -> tuple[Reply, SettlementFacts, int]:
+        """The benefit of a visit's lines (SPEC §5): the answer (written by the core as protobuf bytes),
+        the facts to record, and the clearing month it is booked in (0 for a pre-settlement)."""
         facts = visit.facts
         check_date(setl_date, "结算日期")
         if setl_date < facts.adm_date:
             raise YidiError("DATE_BEFORE_ADMISSION", f"结算日期 {setl_date} 早于入院日期 {facts.adm_date}，请核对。")
-        lines = list(lines)
         if not lines:
             raise YidiError("NO_FEE_LINES", "该就诊没有费用明细，请先上传费用明细再结算。")
-        benefit = self.index.benefit(facts.psn_no, facts.fixmedins_code, facts.filing_kind,
-                                     facts.visit_kind == INPATIENT, setl_date,
-                                     [(ln.code, ln.unit_price_fen, ln.qty_milli) for ln in lines])
-        person = self.index.get_person(facts.psn_no)
-        inst = self.index.get_institution(facts.fixmedins_code) or {}
-        breakdown = Breakdown(**{k: benefit[k] for k in Breakdown.__struct_fields__})
-        line_results = tuple(
-            LineResult(feedetl_sn=ln.feedetl_sn, code=r["code"], chrgitm_lv=r["chrgitm_lv"],
-                       det_item_fee_sumamt=r["amount_fen"], fulamt_ownpay_amt=r["fulamt_ownpay_amt"],
-                       overlmt_selfpay=r["overlmt_selfpay"], preselfpay_amt=r["preselfpay_amt"],
-                       inscp_scp_amt=r["inscp_scp_amt"])
-            for ln, r in zip(lines, benefit["line_results"], strict=True)
-        )
+        inpatient = facts.visit_kind == INPATIENT
+        bill = self.index.bill(facts.psn_no, facts.fixmedins_code, facts.filing_kind, inpatient, setl_date, lines)
         flags = self.funds.settlement_flags(  # SPEC §7: decided once, recorded, never blocking
-            inpatient=facts.visit_kind == INPATIENT, adm_date=facts.adm_date, setl_date=setl_date,
-            high_cost=benefit["high_cost"], setl_id=setl_id, psn_no=facts.psn_no)
-        view = SettlementView(
-            setl_id=setl_id, mdtrt_id=facts.mdtrt_id, psn_no=facts.psn_no, psn_name=person["name"],
-            fixmedins_code=facts.fixmedins_code, fixmedins_name=inst.get("name", ""),
-            insuplc_admdvs=facts.insuplc_admdvs, mdtrtarea_admdvs=facts.mdtrtarea_admdvs,
-            visit_kind=facts.visit_kind, insutype=person["insutype"], filing_id=facts.filing_id,
-            filing_kind=facts.filing_kind, setl_date=setl_date,
-            policy_effective_from=benefit["policy_effective_from"], breakdown=breakdown, lines=line_results,
-            status=SETTLED, risk_flags=flags, clearing_month=self.funds.booking_month(setl_date) if setl_id else 0,
-        )
+            inpatient=inpatient, adm_date=facts.adm_date, setl_date=setl_date, high_cost=bill.high_cost,
+            setl_id=setl_id, psn_no=facts.psn_no)
+        month = self.funds.booking_month(setl_date) if setl_id else 0
+        reply = bill.settlement_response(
+            setl_id, facts.mdtrt_id, facts.psn_no, bill.person_name, facts.fixmedins_code, bill.institution_name,
+            facts.insuplc_admdvs, facts.mdtrtarea_admdvs, _VISIT_KIND_PB[facts.visit_kind], int(bill.insutype_code),
+            facts.filing_id, _FILING_KIND_PB[facts.filing_kind], setl_date, 1 if setl_id else 0, lines, flags, month)
         settlement = SettlementFacts(
             setl_id=setl_id, mdtrt_id=facts.mdtrt_id, psn_no=facts.psn_no, fixmedins_code=facts.fixmedins_code,
             insuplc_admdvs=facts.insuplc_admdvs, mdtrtarea_admdvs=facts.mdtrtarea_admdvs,
-            visit_kind=facts.visit_kind, insutype=person["insutype"], setl_date=setl_date, year=benefit["year"],
-            breakdown=breakdown, deltas=tuple(benefit["deltas"][k] for k in ACCUMULATOR_KEYS), risk_flags=flags,
+            visit_kind=facts.visit_kind, insutype=bill.insutype_code, setl_date=setl_date, year=bill.year,
+            breakdown=Breakdown(*bill.breakdown), deltas=bill.deltas, risk_flags=flags,
         )
-        return view, settlement
+        return Reply(reply), settlement, month
 
     # ---------------------------------------------------------------- apply
     def _apply_filed(self, event: Filed, seq: int) -> list[Change]:
@@ -726,6 +709,10 @@ def _totals(lines: Iterable[FeeLine]) -> tuple[int, int]:
         total += line_amount_fen(line.unit_price_fen, line.qty_milli)
     return count, total
 
+
+# The enum numbers of common.proto the core writes into its answers (tests/test_core_wire.py keeps them honest).
+_VISIT_KIND_PB = {INPATIENT: 1, OUTPATIENT: 2}
+_FILING_KIND_PB = {kind: number for number, kind in enumerate(FILING_KINDS, 1)}
 
 _DECIDE: dict[type, Callable[[Engine, Command], Decision]] = {
     FilePerson: Engine._decide_file,

@@ -16,7 +16,7 @@ from core import commands as cmd
 from core.archive import ArchivedProblem, ProblemNote
 from core._core import read_batch_items, read_outpatient_request, read_settle_item
 from core.errors import YidiError
-from core.events import Breakdown, FeeLine, Filing, Person
+from core.events import FeeLine, Filing, Person
 from core.funds import PROBLEM_OVERDUE_DAYS, RISK_FLAGS, Figures, Position, Report
 
 from ._pb.yidi.v1 import admin_pb2 as apb
@@ -195,24 +195,6 @@ def request_digest(request) -> bytes:
 
 
 # ------------------------------------------------------------ replies
-def settlement_pb(s: cmd.SettlementView) -> pb.Settlement:
-    b: Breakdown = s.breakdown
-    return pb.Settlement(
-        setl_id=s.setl_id, mdtrt_id=s.mdtrt_id, psn_no=s.psn_no, psn_name=s.psn_name,
-        fixmedins_code=s.fixmedins_code, fixmedins_name=s.fixmedins_name, insuplc_admdvs=s.insuplc_admdvs,
-        mdtrtarea_admdvs=s.mdtrtarea_admdvs, visit_kind=VISIT_KIND.pb(s.visit_kind), insutype=INSUTYPE.pb(s.insutype),
-        filing_id=s.filing_id, filing_kind=FILING_KIND.pb(s.filing_kind), setl_date=s.setl_date,
-        policy_effective_from=s.policy_effective_from,
-        breakdown=pb.Breakdown(**{f: getattr(b, f) for f in Breakdown.__struct_fields__}),
-        lines=[pb.LineResult(feedetl_sn=x.feedetl_sn, code=x.code, chrgitm_lv=x.chrgitm_lv,
-                             det_item_fee_sumamt=x.det_item_fee_sumamt, fulamt_ownpay_amt=x.fulamt_ownpay_amt,
-                             overlmt_selfpay=x.overlmt_selfpay, preselfpay_amt=x.preselfpay_amt,
-                             inscp_scp_amt=x.inscp_scp_amt)
-               for x in s.lines],
-        status=SETTLEMENT_STATUS.pb(s.status), risk_flags=risk_flags_pb(s.risk_flags), clearing_month=s.clearing_month,
-    )
-
-
 def recorded_settlement(reply: bytes, status: str, cancel_date: int, cancel_clearing_month: int = 0) -> pb.Settlement:
     """A settlement as its ledger record answered it, with its status as it stands now."""
     settlement = spb.SettlementResponse.FromString(reply).settlement
@@ -302,7 +284,6 @@ _REPLIES: dict[type, Callable] = {
     cmd.FilingResult: lambda r: fpb.FilingResponse(filing=filing_pb(r.filing)),
     cmd.AdmitResult: _admit_reply,
     cmd.VisitResult: _visit_reply,
-    cmd.SettlementView: lambda r: spb.SettlementResponse(settlement=settlement_pb(r)),
     cmd.CancelResult: lambda r: spb.SettlementResponse(
         settlement=recorded_settlement(r.original_reply, "cancelled", r.cancel_date, r.clearing_month)),
     cmd.ReferenceResult: reference_status_pb,
@@ -400,4 +381,6 @@ def settle_batch_reply(outcomes: list[bytes]) -> bytes:
 
 def encode_reply(result: cmd.Result) -> bytes:
     """The response bytes of a result: sent, and stored in the ledger record for replays."""
+    if type(result) is cmd.Reply:  # written by the core itself (a settlement)
+        return result.data
     return _REPLIES[type(result)](result).SerializeToString()

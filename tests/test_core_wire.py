@@ -17,10 +17,11 @@ def spec(tmp_path_factory):
     return _SPEC["ix"]
 
 
-def by_the_classes(bill, head: dict, lines) -> bytes:
+def by_the_classes(bill, head: dict, lines, flags: int = 0, month: int = 0) -> bytes:
     results = bill.line_results()
     settlement = pb.Settlement(
-        **head, policy_effective_from=bill.policy_effective_from,
+        **head, policy_effective_from=bill.policy_effective_from, clearing_month=month,
+        risk_flags=[i + 1 for i in range(4) if flags >> i & 1],
         breakdown=pb.Breakdown(**dict(zip(Breakdown.__struct_fields__, bill.breakdown, strict=True))),
         lines=[pb.LineResult(feedetl_sn=ln.feedetl_sn, code=ln.code, chrgitm_lv=r[0], det_item_fee_sumamt=r[1],
                              fulamt_ownpay_amt=r[2], overlmt_selfpay=r[3], preselfpay_amt=r[4], inscp_scp_amt=r[5])
@@ -34,8 +35,10 @@ line = st.builds(lambda sn, c, p, q: FeeLine(str(sn), c, "", p, q), st.integers(
 
 @settings(max_examples=150, deadline=None, derandomize=True)
 @given(lines=st.lists(line, min_size=1, max_size=12), who=st.sampled_from(("retired", "assist", "in_service")),
-       inpatient=st.booleans(), status=st.sampled_from((0, 1, 2)), name=st.sampled_from(("", "张建国", "李秀英 A")))
-def test_the_core_writes_the_bytes_the_generated_classes_write(tmp_path_factory, lines, who, inpatient, status, name):
+       inpatient=st.booleans(), status=st.sampled_from((0, 1, 2)), name=st.sampled_from(("", "张建国", "李秀英 A")),
+       flags=st.integers(0, 15), month=st.sampled_from((0, 202603, 202612)))
+def test_the_core_writes_the_bytes_the_generated_classes_write(tmp_path_factory, lines, who, inpatient, status, name,
+                                                               flags, month):
     ix, n = spec(tmp_path_factory)
     kind = {"retired": "retired_relocation", "assist": "other_temporary", "in_service": "long_term_residence"}[who]
     inst = n["inst"]["hk_l2"]
@@ -44,7 +47,8 @@ def test_the_core_writes_the_bytes_the_generated_classes_write(tmp_path_factory,
                 psn_name=name, fixmedins_code=inst, fixmedins_name="海口市人民医院", insuplc_admdvs="210102",
                 mdtrtarea_admdvs="460100", visit_kind=1 if inpatient else 2, insutype=310,
                 filing_id="F0002", filing_kind=6, setl_date=DATE, status=status)
-    assert bill.settlement_response(**head, lines=lines) == by_the_classes(bill, head, lines)
+    assert (bill.settlement_response(**head, lines=lines, risk_flags=flags, clearing_month=month)
+            == by_the_classes(bill, head, lines, flags, month))
     # And the bill agrees with the dict answer of Index.benefit (one computation, two shapes).
     answer = ix.benefit(n["psn"][who], inst, kind, inpatient, DATE, [(x.code, x.unit_price_fen, x.qty_milli)
                                                                        for x in lines])

@@ -46,9 +46,8 @@ class SettlementService:
         command = cmd.WithdrawFees(request_id=req.request_id, mdtrt_id=req.mdtrt_id, sns=tuple(req.feedetl_sns))
         return await self.gw.execute(caller, command, request_digest(req))
 
-    async def presettle(self, req: spb.PreSettleRequest, _caller: str):
-        view = self.gw.engine.presettle(req.mdtrt_id, req.setl_date)
-        return spb.SettlementResponse(settlement=convert.settlement_pb(view))
+    async def presettle(self, req: spb.PreSettleRequest, _caller: str) -> bytes:
+        return self.gw.engine.presettle(req.mdtrt_id, req.setl_date)
 
     async def discharge_settle(self, req: spb.DischargeSettleRequest, caller: str):
         return await self.gw.execute(caller, convert.discharge_command(req), request_digest(req))
