@@ -148,6 +148,8 @@ class Index:
         code is a YidiError reason, a malformed tuple (or lines not a list/tuple) is InvariantError."""
     # SPEC §5.5
     def accumulators(self, psn_no: str, year: int) -> dict[str, int]: ...
+    def add_deltas(self, psn_no: str, year: int, deltas: tuple[int, ...], sign: int) -> None:
+        """apply_deltas for a tuple in ACCUMULATOR_KEYS order (what events record), without a dict."""
     def accumulator_rows(self) -> list[tuple[str, int, tuple[int, ...]]]:
         """(psn_no, year, values in ACCUMULATOR_KEYS order) of every person-year with accumulators."""
     def apply_deltas(self, psn_no: str, year: int, deltas: dict[str, int], sign: int) -> None:

@@ -326,6 +326,12 @@ cdef class Index:
         if YIDI_DEBUG:
             _check_person_rows(&self.st, pi, NULL, NULL)
 
+    def add_deltas(self, psn_no, int year, tuple deltas, int sign):
+        """apply_deltas for a tuple in ACCUMULATOR_KEYS order (what events record), without a dict."""
+        cdef int32_t pi = _add_deltas(self, psn_no, year, deltas, sign)
+        if YIDI_DEBUG:
+            _check_person_rows(&self.st, pi, NULL, NULL)
+
     def accumulator_rows(self):
         """(psn_no, year, values in ACCUMULATOR_KEYS order) of every person-year with accumulators."""
         cdef Store* st = &self.st

@@ -65,6 +65,33 @@ cdef int _next_values(Acc* a, object deltas, object sign, int64_t* out) except -
                                  "a cancellation must subtract exactly the deltas its settlement added")
     return 0
 
+cdef int32_t _add_deltas(Index self, object psn_no, int year, tuple deltas, int sign) except -2:
+    """sign * deltas (a tuple in ACCUMULATOR_KEYS order: what events record) added to the person's year, all or
+    nothing; the settle path's form of apply_deltas, without a dict."""
+    cdef Store* st = &self.st
+    cdef int32_t pi = _person_idx(self, psn_no)
+    cdef int64_t next_value[N_ACCUMULATORS]
+    cdef int64_t d
+    cdef Acc* a
+    cdef int k
+    if pi < 0:
+        raise YidiError("PERSON_NOT_FOUND", f"人员编号 {_echo(psn_no)} 未登记", psn_no=psn_no)
+    if len(deltas) != N_ACCUMULATORS or (sign != 1 and sign != -1):
+        raise InvariantError(f"add_deltas: {len(deltas)} deltas, sign {sign}")
+    a = _acc_find(st, &st.persons[pi], year)
+    for k in range(N_ACCUMULATORS):
+        v = deltas[k]
+        if not _int64_of(v, &d) or not (-MAX_ACCUMULATOR_FEN <= d <= MAX_ACCUMULATOR_FEN):
+            raise InvariantError(f"add_deltas: delta {_echo(v)} of {ACCUMULATOR_KEYS[k]} is not a bounded int")
+        next_value[k] = (a.value[k] if a != NULL else 0) + sign * d
+        if next_value[k] < 0 or next_value[k] > MAX_ACCUMULATOR_FEN:
+            raise InvariantError(f"add_deltas: {ACCUMULATOR_KEYS[k]} would become {next_value[k]}")
+    if a == NULL:
+        a = _acc_new(st, pi, year)
+    memcpy(a.value, next_value, sizeof(next_value))
+    return pi
+
+
 cdef Acc* _acc_new(Store* st, int32_t pi, int year) except NULL:
     """A zeroed accumulator row for (person, year), linked at the head of the person's list."""
     cdef Acc* a

@@ -148,19 +148,21 @@ class Engine:
     # ------------------------------------------------------------ look-ups
     def person(self, psn_no: str = "", certno: str = "") -> dict:
         """The person named by psn_no or certno, or PERSON_NOT_FILED."""
+        person = self.index.get_person(self.psn_no_of(psn_no, certno))
+        if person is None:
+            raise _not_filed()
+        return person
+
+    def psn_no_of(self, psn_no: str = "", certno: str = "") -> str:
+        """The psn_no of the person named by psn_no or certno ("" when no such person; checked by eligibility)."""
         if not psn_no and not certno:
             raise YidiError("INVALID_ARGUMENT", "请提供人员编号 psn_no 或身份证号 certno 之一。")
         check_id(psn_no or certno, "人员编号或身份证号")
         if not psn_no:
             psn_no = self.index.psn_no_by_certno(certno) or ""
-        person = self.index.get_person(psn_no) if psn_no else None
-        if person is None:
-            raise YidiError(
-                "PERSON_NOT_FILED",
-                "查无此人的异地就医备案。请参保地经办机构办理线上备案，备案即时生效，"
-                "入院后至出院结算前均可补办。",
-            )
-        return person
+        if not psn_no:
+            raise _not_filed()
+        return psn_no
 
     def visit(self, mdtrt_id: str) -> Visit | ArchivedVisit:
         """An open stay (in memory) or a closed visit (from the archive)."""
@@ -265,19 +267,19 @@ class Engine:
         psn_no = person["psn_no"]
         check_date(cmd.adm_date, "入院日期")
         card_no, card_version = (cmd.card.card_no, cmd.card.card_version) if cmd.card else (None, None)
-        elig = self.index.eligibility(psn_no, cmd.fixmedins_code, True, cmd.adm_date, card_no, card_version,
-                                      has_open_inpatient=bool(self.open_inpatient.get(psn_no)))
+        elig = self.index.admission(psn_no, cmd.fixmedins_code, True, cmd.adm_date, card_no, card_version,
+                                    has_open_inpatient=bool(self.open_inpatient.get(psn_no)))
         visit = self._new_visit(psn_no, cmd.fixmedins_code, INPATIENT, cmd.adm_date, elig)
         return Decision(Admitted(visit=visit, ipt_no=cmd.ipt_no), AdmitResult(visit, person["name"]))
 
     def _new_visit(self, psn_no: str, fixmedins_code: str, visit_kind: str, adm_date: int,
-                   elig: dict) -> VisitFacts:
-        """A visit with the next id, carrying what eligibility chose (filing, regions, level)."""
+                   elig) -> VisitFacts:
+        """A visit with the next id, carrying what eligibility chose (an Admission: filing, regions, level)."""
         return VisitFacts(
             mdtrt_id=visit_id(self._seq), psn_no=psn_no, fixmedins_code=fixmedins_code,
-            visit_kind=visit_kind, adm_date=adm_date, filing_id=elig["filing_id"],
-            filing_kind=elig["filing_kind"], insuplc_admdvs=elig["insuplc_admdvs"],
-            mdtrtarea_admdvs=elig["mdtrtarea_admdvs"], fixmedins_level=elig["fixmedins_level"],
+            visit_kind=visit_kind, adm_date=adm_date, filing_id=elig.filing_id,
+            filing_kind=elig.filing_kind, insuplc_admdvs=elig.insuplc_admdvs,
+            mdtrtarea_admdvs=elig.mdtrtarea_admdvs, fixmedins_level=elig.fixmedins_level,
         )
 
     def _open_visit(self, mdtrt_id: str) -> Visit:
@@ -360,11 +362,10 @@ class Engine:
     # ----------------------------------------------------------- outpatient
     def _decide_outpatient_settle(self, cmd: OutpatientSettle) -> Decision:
         """门诊一站式: eligibility, the visit, its lines and the settlement in one event."""
-        person = self.person(cmd.person.psn_no, cmd.person.certno)
-        psn_no = person["psn_no"]
+        psn_no = self.psn_no_of(cmd.person.psn_no, cmd.person.certno)
         check_date(cmd.setl_date, "结算日期")
         card_no, card_version = (cmd.card.card_no, cmd.card.card_version) if cmd.card else (None, None)
-        elig = self.index.eligibility(psn_no, cmd.fixmedins_code, False, cmd.setl_date, card_no, card_version)
+        elig = self.index.admission(psn_no, cmd.fixmedins_code, False, cmd.setl_date, card_no, card_version)
         check_line_count(len(cmd.lines), "一次门诊")
         seen: set[str] = set()
         for line in cmd.lines:
@@ -453,7 +454,7 @@ class Engine:
 
     def _apply_settled(self, event: Settled, seq: int) -> list[Change]:
         s = event.settlement
-        self.index.apply_deltas(s.psn_no, s.year, s.deltas_dict(), 1)
+        self.index.add_deltas(s.psn_no, s.year, s.deltas, 1)
         if event.visit is not None:  # outpatient: the visit is born settled
             changes = [PutVisit(ArchivedVisit(event.visit, SETTLED, s.setl_id)), PutSettlement(ArchivedSettlement(s, seq))]
         else:  # inpatient: the stay closes; its lines go to the archive, to open again on cancellation
@@ -475,7 +476,7 @@ class Engine:
             ref = self.archive.settlement(event.setl_id)
             facts, lines = ref.facts, ref.lines
             visit = self.archive.visit(facts.mdtrt_id).facts
-        self.index.apply_deltas(facts.psn_no, facts.year, facts.deltas_dict(), -1)
+        self.index.add_deltas(facts.psn_no, facts.year, facts.deltas, -1)
         self._book(facts, event.clearing_month, event.cancel_date, -1)
         changes: list[Change] = [SettlementCancelledChange(event.setl_id, event.cancel_date, seq, facts.fixmedins_code,
                                                            facts.setl_date, event.clearing_month)]
@@ -695,6 +696,11 @@ def _updated_problem(row: ArchivedProblem, event: ProblemUpdated) -> ArchivedPro
         return msgspec.structs.replace(row, state="resolved", resolution=event.text, updated_at_ms=event.at_ms,
                                        resolved_at_ms=event.at_ms)
     return msgspec.structs.replace(row, updated_at_ms=event.at_ms)
+
+
+def _not_filed() -> YidiError:
+    return YidiError("PERSON_NOT_FILED", "查无此人的异地就医备案。请参保地经办机构办理线上备案，备案即时生效，"
+                                         "入院后至出院结算前均可补办。")
 
 
 def _check_line(line: FeeLine) -> None:
