@@ -215,6 +215,7 @@ cdef class Index:
             "level": it.level,
             "inpatient": it.inpatient != 0,
             "outpatient": it.outpatient != 0,
+            "chronic_diseases": _arena_codes(&self.st, it.chronic_off, it.chronic_len),
         }
 
     # ------------------------------------------------------------ persons / filings
@@ -265,7 +266,19 @@ cdef class Index:
             "assistance": p.assistance != 0,
             "card_no": arena_str(st, p.card_no_off, p.card_no_len),
             "card_version": self._card_versions[p.card_version_idx],
+            "acct_balance_fen": p.acct_balance_fen,
+            "mulaid_psn_nos": _arena_codes(st, p.mulaid_off, p.mulaid_len),
+            "chronic_diseases": _arena_codes(st, p.chronic_off, p.chronic_len),
         }
+
+    def account(self, psn_no):
+        """(opening balance of the personal account in this data set, family psn_nos in drawing order), or None."""
+        cdef int32_t pi = _person_idx(self, psn_no)
+        cdef Person* p
+        if pi < 0:
+            return None
+        p = &self.st.persons[pi]
+        return p.acct_balance_fen, tuple(_arena_codes(&self.st, p.mulaid_off, p.mulaid_len))
 
     def psn_no_by_certno(self, certno):
         cdef Py_ssize_t n

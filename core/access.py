@@ -58,6 +58,9 @@ RULES: dict[str, Rule] = {
     "FilingService/ReviseFiling": Rule("filing_owner", ("filing.filing_id",)),
     "FilingService/RevokeFiling": Rule("filing_owner", ("filing_id",)),
     "FilingService/ListFilings": Rule("insured_person", ("psn_no", "certno")),
+    # SPEC §10.1: a personal account is the insured province's
+    "FilingService/AdjustAccount": Rule("insured_person", ("psn_no",)),
+    "FilingService/GetAccount": Rule("insured_person", ("psn_no", "certno")),
     "SettlementService/Admit": Rule("institution", ("fixmedins_code",)),
     "SettlementService/CancelAdmission": Rule("visit", ("mdtrt_id",)),
     "SettlementService/UploadFees": Rule("visit", ("mdtrt_id",)),

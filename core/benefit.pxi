@@ -147,6 +147,8 @@ ctypedef struct BenefitFen:
     int64_t maf_pay
     int64_t fund_pay_sumamt
     int64_t psn_cash_pay
+    int64_t acct_pay              # personal account (SPEC §10.1)
+    int64_t acct_mulaid_pay       # family accounts (共济)
 
 cdef str _CLASS_LABEL = "ABC"
 
@@ -214,7 +216,20 @@ cdef class Bill:
         cdef BenefitFen* b = &self.b
         return (b.medfee_sumamt, b.fulamt_ownpay_amt, b.overlmt_selfpay, b.preselfpay_amt, b.inscp_scp_amt,
                 b.act_pay_dedc, b.pay_ratio_bp, b.hifp_pay, self._hifmi(), self._hifob(), b.maf_pay,
-                b.fund_pay_sumamt, b.psn_cash_pay)
+                b.fund_pay_sumamt, b.psn_cash_pay, b.acct_pay, b.acct_mulaid_pay)
+
+    @property
+    def acct_payable(self) -> int:
+        """SPEC §10.1: the in-policy personal share an account may pay (never 全自费 or 超限价 amounts)."""
+        return self.b.inscp_scp_amt + self.b.preselfpay_amt - self.b.fund_pay_sumamt
+
+    def set_accounts(self, int64_t acct_pay, int64_t acct_mulaid_pay):
+        """The accounts' payments (decided by the engine from the balances): psn_cash_pay is what is left."""
+        if acct_pay < 0 or acct_mulaid_pay < 0 or acct_pay + acct_mulaid_pay > self.acct_payable:
+            raise InvariantError(f"accounts pay {acct_pay} + {acct_mulaid_pay} of {self.acct_payable} payable")
+        self.b.acct_pay = acct_pay
+        self.b.acct_mulaid_pay = acct_mulaid_pay
+        self.b.psn_cash_pay = self.b.medfee_sumamt - self.b.fund_pay_sumamt - acct_pay - acct_mulaid_pay
 
     cdef inline int64_t _hifmi(self) noexcept:
         return self.b.supplementary_fen if self.insutype == INSUTYPE_390 else 0
@@ -242,12 +257,12 @@ cdef class Bill:
     def settlement_response(self, str setl_id, str mdtrt_id, str psn_no, str psn_name, str fixmedins_code,
                             str fixmedins_name, str insuplc_admdvs, str mdtrtarea_admdvs, int visit_kind,
                             int insutype, str filing_id, int filing_kind, int setl_date, int status, lines,
-                            int risk_flags=0, int clearing_month=0):
+                            int risk_flags=0, int clearing_month=0, int64_t balc=0):
         """A SettlementResponse (settlement.proto) holding this bill; ``lines`` the settled FeeLines, in order;
-        ``risk_flags`` bit i stands for RiskFlag value i + 1."""
+        ``risk_flags`` bit i stands for RiskFlag value i + 1; ``balc`` the person's own account balance after."""
         return _settlement_response(self, setl_id, mdtrt_id, psn_no, psn_name, fixmedins_code, fixmedins_name,
                                     insuplc_admdvs, mdtrtarea_admdvs, visit_kind, insutype, filing_id,
-                                    filing_kind, setl_date, status, lines, risk_flags, clearing_month)
+                                    filing_kind, setl_date, status, lines, risk_flags, clearing_month, balc)
 
 
 cdef void _deltas_into(BenefitFen* b, bint inpatient, int64_t* d) noexcept nogil:
@@ -455,7 +470,8 @@ cdef dict _benefit_answer(Bill bill, object lines):
 
 cdef tuple _BREAKDOWN_KEYS = ("medfee_sumamt", "fulamt_ownpay_amt", "overlmt_selfpay", "preselfpay_amt",
                               "inscp_scp_amt", "act_pay_dedc", "pay_ratio_bp", "hifp_pay", "hifmi_pay",
-                              "hifob_pay", "maf_pay", "fund_pay_sumamt", "psn_cash_pay")
+                              "hifob_pay", "maf_pay", "fund_pay_sumamt", "psn_cash_pay", "acct_pay",
+                              "acct_mulaid_pay")
 
 
 # ---------------------------------------------------------------- SPEC §5, in order
@@ -504,7 +520,7 @@ cdef dict _benefit(Index self, object psn_no, object fixmedins_code, object fili
 cdef bytes _settlement_response(Bill bill, str setl_id, str mdtrt_id, str psn_no, str psn_name,
                                 str fixmedins_code, str fixmedins_name, str insuplc_admdvs, str mdtrtarea_admdvs,
                                 int visit_kind, int insutype, str filing_id, int filing_kind, int setl_date,
-                                int status, object lines, int risk_flags, int clearing_month):
+                                int status, object lines, int risk_flags, int clearing_month, int64_t balc):
     cdef PbBuf s, part, outer
     cdef LineFen* ln
     cdef Py_ssize_t i = 0
@@ -516,7 +532,7 @@ cdef bytes _settlement_response(Bill bill, str setl_id, str mdtrt_id, str psn_no
         pb_str(&s, 8, mdtrtarea_admdvs); pb_int(&s, 9, visit_kind); pb_int(&s, 10, insutype)
         pb_str(&s, 11, filing_id); pb_int(&s, 12, filing_kind); pb_int(&s, 13, setl_date)
         pb_int(&s, 14, bill.policy_effective_from)
-        for field, value in enumerate(bill.breakdown, 1):     # Breakdown: 13 scalars, in order
+        for field, value in enumerate(bill.breakdown, 1):     # Breakdown: 15 scalars, in order
             pb_int(&part, field, value)
         pb_message(&s, 15, &part)
         for line in lines:                                    # LineResult, one per line
@@ -540,6 +556,7 @@ cdef bytes _settlement_response(Bill bill, str setl_id, str mdtrt_id, str psn_no
                     pb_raw_varint(&part, field + 1)
             pb_message(&s, 19, &part)
         pb_int(&s, 20, clearing_month)
+        pb_int(&s, 22, balc)
         pb_message(&outer, 1, &s)                             # SettlementResponse.settlement
         return pb_bytes_of(&outer)
     finally:

@@ -95,6 +95,8 @@ class DischargeSettle(Command, kw_only=True):
 
     mdtrt_id: str
     dscg_date: int
+    acct_used_flag: bool = False     # SPEC §10.1: the personal account pays the in-policy personal share
+    acct_mulaid_flag: bool = False   # and then the family accounts (共济)
 
 
 class CancelSettlement(Command, kw_only=True):
@@ -112,6 +114,8 @@ class OutpatientSettle(Command, kw_only=True):
     setl_date: int
     lines: tuple[FeeLine, ...]
     card: Union[Card, None] = None
+    acct_used_flag: bool = False
+    acct_mulaid_flag: bool = False
 
 
 # ----------------------------------------------------------------- admin
@@ -170,6 +174,14 @@ class UpdateProblem(Command, kw_only=True):
 
 
 # --------------------------------------------------------------- results
+class AdjustAccount(Command, kw_only=True):
+    """The insured province credits (amount > 0) or debits (amount < 0) a personal account (SPEC §10.1)."""
+
+    psn_no: str
+    amount_fen: int
+    reason: str
+
+
 class Result(msgspec.Struct, frozen=True, gc=False):
     """What an answer needs, computed when the command was decided."""
 
@@ -229,6 +241,15 @@ class MonthResult(Result):
     month: int
     closed: bool
     confirmed: tuple[str, ...]
+
+
+class AccountResult(Result):
+    """A personal account as it stands: the balance and the family accounts that may pay for the person."""
+
+    psn_no: str
+    balance_fen: int
+    mulaid_psn_nos: tuple[str, ...] = ()
+    mulaid_balances_fen: tuple[int, ...] = ()
 
 
 class ProblemResult(Result):

@@ -26,14 +26,14 @@ from .archive import (
     PutSettlement, PutVisit, SettlementCancelledChange, VisitStatus,
 )
 from .commands import (
-    Admit, AdmitResult, CancelAdmission, CancelResult, CancelSettlement, ChangeClearingMonth, Command,
-    DischargeSettle, FilePerson, FilingResult, MonthResult, OutpatientSettle, PositionResult,
+    AccountResult, AdjustAccount, Admit, AdmitResult, CancelAdmission, CancelResult, CancelSettlement,
+    ChangeClearingMonth, Command, DischargeSettle, FilePerson, FilingResult, MonthResult, OutpatientSettle, PositionResult,
     ProblemResult, ReportProblem, Result, ReviseFiling, RevokeFiling, SetPrepaid, Reply, TopUpPrepaid,
     UpdateProblem, UploadFees, VisitResult, WithdrawFees,
 )
 from .errors import YidiError, invariant
 from .events import (
-    AdmissionCancelled, Admitted, Breakdown, ClearingMonthChanged, Event, FeeLine, FeesUploaded, FeesWithdrawn,
+    AccountAdjusted, AdmissionCancelled, Admitted, Breakdown, ClearingMonthChanged, Event, FeeLine, FeesUploaded, FeesWithdrawn,
     Filed, Filing, FilingChanged, Person, PrepaidSet, PrepaidToppedUp, ProblemFacts, ProblemReported,
     ProblemUpdated, ReferenceLoaded, SettlementCancelled, SettlementFacts, Settled, VisitFacts, problem_id,
     settlement_id, visit_id,
@@ -55,6 +55,7 @@ CANCELLED = "cancelled"
 PROBLEM_CATEGORIES = ("settlement_missing", "amount_dispute", "duplicate_settlement", "eligibility",
                       "reconciliation", "internal_error", "other")
 PROBLEM_ACTIONS = {"assign": "assigned", "comment": "commented", "resolve": "resolved"}
+MAX_ACCOUNT_ADJUST_FEN = 10 ** 10   # one adjustment of a personal account: at most 1 亿元
 GATEWAY = "gateway"   # the reporter of problems the gateway opens itself (internal failures)
 
 
@@ -92,6 +93,8 @@ class EngineState(msgspec.Struct):
     visits: list[Visit]            # open inpatient stays
     accumulators: list[tuple[str, int, tuple[int, ...]]]   # (psn_no, year, values in ACCUMULATOR_KEYS order)
     funds: FundsState = msgspec.field(default_factory=FundsState)   # positions, clearing months (core/funds.py)
+    # SPEC §10.1: each personal account's change since the reference data set in force was loaded
+    accounts: list[tuple[str, int]] = msgspec.field(default_factory=list)
 
 
 class Decision(NamedTuple):
@@ -111,6 +114,9 @@ class Engine:
         self.runtime_persons: dict[str, Person] = {}
         self.runtime_filings: dict[str, Filing] = {}
         self.funds = Funds()
+        # SPEC §10.1: psn_no -> the account's change (fen) recorded since the data set in force was loaded; a
+        # balance is the data set's opening balance plus this.  Only accounts that moved are here.
+        self.acct_changes: dict[str, int] = {}
         self._seq = 0  # the ledger seq the command being decided will get: new ids are made from it
 
     # ------------------------------------------------------------ dispatch
@@ -196,10 +202,68 @@ class Engine:
     def accumulators(self, psn_no: str, year: int) -> dict[str, int]:
         return self.index.accumulators(psn_no, year)
 
-    def presettle(self, mdtrt_id: str, setl_date: int) -> bytes:
+    def presettle(self, mdtrt_id: str, setl_date: int, acct_used_flag: bool = False,
+                  acct_mulaid_flag: bool = False) -> bytes:
         """预结算: the settlement discharge would produce (a SettlementResponse), changing nothing."""
         visit = self._open_visit(mdtrt_id)
-        return self._settle(visit, "", setl_date, tuple(visit.lines.values()))[0].data
+        return self._settle(visit, "", setl_date, tuple(visit.lines.values()),
+                            acct_used_flag, acct_mulaid_flag)[0].data
+
+    # ------------------------------------------------- personal accounts (SPEC §10.1)
+    def balance(self, psn_no: str) -> int:
+        """A personal account's balance: the opening balance of the data set in force + the changes since."""
+        account = self.index.account(psn_no)
+        return (account[0] if account is not None else 0) + self.acct_changes.get(psn_no, 0)
+
+    def account(self, psn_no: str = "", certno: str = "") -> AccountResult:
+        person = self.person(psn_no, certno)
+        family = self.index.account(person["psn_no"])[1]
+        return AccountResult(person["psn_no"], self.balance(person["psn_no"]), family,
+                             tuple(self.balance(p) for p in family))
+
+    def _account_draws(self, psn_no: str, payable: int, own: bool,
+                       family: bool) -> tuple[tuple[tuple[str, int], ...], int, int]:
+        """(each account drawn and how much, in order; acct_pay; acct_mulaid_pay) for ``payable`` fen."""
+        draws: list[tuple[str, int]] = []
+        acct_pay = mulaid_pay = 0
+        if own:
+            acct_pay = max(0, min(self.balance(psn_no), payable))
+            if acct_pay:
+                draws.append((psn_no, acct_pay))
+        if family:
+            for other in self.index.account(psn_no)[1]:
+                pay = max(0, min(self.balance(other), payable - acct_pay - mulaid_pay))
+                if pay:
+                    draws.append((other, pay))
+                    mulaid_pay += pay
+        return tuple(draws), acct_pay, mulaid_pay
+
+    def _decide_adjust_account(self, cmd: AdjustAccount) -> Decision:
+        """The insured province credits or debits a personal account; never below zero."""
+        person = self.person(cmd.psn_no)
+        amount = cmd.amount_fen
+        if type(amount) is not int or amount == 0 or abs(amount) > MAX_ACCOUNT_ADJUST_FEN:
+            raise YidiError("INVALID_AMOUNT", f"调整金额须为非零整数分，绝对值不超过 {MAX_ACCOUNT_ADJUST_FEN} 分。")
+        check_text(cmd.reason, "调整原因")
+        balance = self.balance(person["psn_no"])
+        if balance + amount < 0:
+            raise YidiError("ACCOUNT_INSUFFICIENT",
+                            f"个人账户余额 {balance} 分，不足以扣减 {-amount} 分，未调整。")
+        event = AccountAdjusted(psn_no=person["psn_no"], amount_fen=amount, reason=cmd.reason)
+        family = self.index.account(person["psn_no"])[1]
+        return Decision(event, AccountResult(person["psn_no"], balance + amount, family,
+                                             tuple(self.balance(p) for p in family)))
+
+    def _apply_account_adjusted(self, event: AccountAdjusted, _seq: int) -> list[Change]:
+        self._acct_add(event.psn_no, event.amount_fen)
+        return []
+
+    def _acct_add(self, psn_no: str, amount_fen: int) -> None:
+        change = self.acct_changes.get(psn_no, 0) + amount_fen
+        if change:
+            self.acct_changes[psn_no] = change
+        else:
+            self.acct_changes.pop(psn_no, None)
 
     # --------------------------------------- whose objects (SPEC §9, core/access.py)
     def institution_province(self, fixmedins_code: str) -> str | None:
@@ -341,7 +405,8 @@ class Engine:
         """出院结算."""
         visit = self._open_visit(cmd.mdtrt_id)
         lines = tuple(visit.lines.values())
-        reply, facts, month = self._settle(visit, settlement_id(self._seq), cmd.dscg_date, lines)
+        reply, facts, month = self._settle(visit, settlement_id(self._seq), cmd.dscg_date, lines,
+                                           cmd.acct_used_flag, cmd.acct_mulaid_flag)
         return Decision(Settled(settlement=facts, lines=lines, clearing_month=month), reply)
 
     def _decide_cancel_settlement(self, cmd: CancelSettlement) -> Decision:
@@ -374,12 +439,13 @@ class Engine:
                 raise YidiError("FEE_LINE_CONFLICT", f"费用明细流水号 {line.feedetl_sn} 在本次结算中重复出现。")
             seen.add(line.feedetl_sn)
         facts = self._new_visit(psn_no, cmd.fixmedins_code, OUTPATIENT, cmd.setl_date, elig)
-        reply, settlement, month = self._settle(Visit(facts), settlement_id(self._seq), cmd.setl_date, cmd.lines)
+        reply, settlement, month = self._settle(Visit(facts), settlement_id(self._seq), cmd.setl_date, cmd.lines,
+                                                cmd.acct_used_flag, cmd.acct_mulaid_flag)
         return Decision(Settled(settlement=settlement, visit=facts, lines=cmd.lines, clearing_month=month), reply)
 
     # ----------------------------------------------------------- settlement
-    def _settle(self, visit: Visit, setl_id: str, setl_date: int,
-                lines: tuple[FeeLine, ...]) -> tuple[Reply, SettlementFacts, int]:
+    def _settle(self, visit: Visit, setl_id: str, setl_date: int, lines: tuple[FeeLine, ...],
+                acct_used: bool = False, acct_mulaid: bool = False) -> tuple[Reply, SettlementFacts, int]:
         """The benefit of a visit's lines (SPEC §5): the answer (written by the core as protobuf bytes),
         the facts to record, and the clearing month it is booked in (0 for a pre-settlement)."""
         facts = visit.facts
@@ -394,15 +460,20 @@ class Engine:
             inpatient=inpatient, adm_date=facts.adm_date, setl_date=setl_date, high_cost=bill.high_cost,
             setl_id=setl_id, psn_no=facts.psn_no)
         month = self.funds.booking_month(setl_date) if setl_id else 0
+        draws, acct_pay = (), 0
+        if acct_used or acct_mulaid:  # SPEC §10.1: the accounts pay part of the in-policy personal share
+            draws, acct_pay, mulaid_pay = self._account_draws(facts.psn_no, bill.acct_payable, acct_used, acct_mulaid)
+            bill.set_accounts(acct_pay, mulaid_pay)
         reply = bill.settlement_response(
             setl_id, facts.mdtrt_id, facts.psn_no, bill.person_name, facts.fixmedins_code, bill.institution_name,
             facts.insuplc_admdvs, facts.mdtrtarea_admdvs, _VISIT_KIND_PB[facts.visit_kind], int(bill.insutype_code),
-            facts.filing_id, _FILING_KIND_PB[facts.filing_kind], setl_date, 1 if setl_id else 0, lines, flags, month)
+            facts.filing_id, _FILING_KIND_PB[facts.filing_kind], setl_date, 1 if setl_id else 0, lines, flags, month,
+            self.balance(facts.psn_no) - acct_pay)
         settlement = SettlementFacts(
             setl_id=setl_id, mdtrt_id=facts.mdtrt_id, psn_no=facts.psn_no, fixmedins_code=facts.fixmedins_code,
             insuplc_admdvs=facts.insuplc_admdvs, mdtrtarea_admdvs=facts.mdtrtarea_admdvs,
             visit_kind=facts.visit_kind, insutype=bill.insutype_code, setl_date=setl_date, year=bill.year,
-            breakdown=Breakdown(*bill.breakdown), deltas=bill.deltas, risk_flags=flags,
+            breakdown=Breakdown(*bill.breakdown), deltas=bill.deltas, risk_flags=flags, acct_draws=draws,
         )
         return Reply(reply), settlement, month
 
@@ -455,6 +526,8 @@ class Engine:
     def _apply_settled(self, event: Settled, seq: int) -> list[Change]:
         s = event.settlement
         self.index.add_deltas(s.psn_no, s.year, s.deltas, 1)
+        for psn_no, amount_fen in s.acct_draws:
+            self._acct_add(psn_no, -amount_fen)
         if event.visit is not None:  # outpatient: the visit is born settled
             changes = [PutVisit(ArchivedVisit(event.visit, SETTLED, s.setl_id)), PutSettlement(ArchivedSettlement(s, seq))]
         else:  # inpatient: the stay closes; its lines go to the archive, to open again on cancellation
@@ -477,6 +550,8 @@ class Engine:
             facts, lines = ref.facts, ref.lines
             visit = self.archive.visit(facts.mdtrt_id).facts
         self.index.add_deltas(facts.psn_no, facts.year, facts.deltas, -1)
+        for psn_no, amount_fen in facts.acct_draws:  # exactly what it drew, back to the same accounts
+            self._acct_add(psn_no, amount_fen)
         self._book(facts, event.clearing_month, event.cancel_date, -1)
         changes: list[Change] = [SettlementCancelledChange(event.setl_id, event.cancel_date, seq, facts.fixmedins_code,
                                                            facts.setl_date, event.clearing_month)]
@@ -489,7 +564,9 @@ class Engine:
         return changes
 
     def _apply_reference_loaded(self, _event: ReferenceLoaded, _seq: int) -> list[Change]:
-        """The gateway loads reference data before it replays or records this; nothing to do here."""
+        """The gateway loads reference data before it replays or records this.  The new data set's opening
+        balances already include every account change before it (SPEC §10.1), so the changes start afresh."""
+        self.acct_changes.clear()
         return []
 
     # ------------------------------------------------- funds (SPEC §8, core/funds.py)
@@ -649,7 +726,7 @@ class Engine:
         return EngineState(
             persons=list(self.runtime_persons.values()), filings=list(self.runtime_filings.values()),
             visits=list(self.visits.values()), accumulators=self.index.accumulator_rows(),
-            funds=self.funds.export(),
+            funds=self.funds.export(), accounts=sorted(self.acct_changes.items()),
         )
 
     @classmethod
@@ -665,6 +742,7 @@ class Engine:
         for psn_no, year, values in state.accumulators:
             index.apply_deltas(psn_no, year, dict(zip(ACCUMULATOR_KEYS, values, strict=True)), 1)
         engine.funds = Funds.restore(state.funds)
+        engine.acct_changes = dict(state.accounts)
         return engine
 
     # ----------------------------------------------------------- invariants
@@ -736,6 +814,7 @@ _DECIDE: dict[type, Callable[[Engine, Command], Decision]] = {
     ChangeClearingMonth: Engine._decide_clearing_month,
     ReportProblem: Engine._decide_report_problem,
     UpdateProblem: Engine._decide_update_problem,
+    AdjustAccount: Engine._decide_adjust_account,
 }
 
 _APPLY: dict[type, Callable[[Engine, Event, int], list[Change]]] = {
@@ -753,4 +832,5 @@ _APPLY: dict[type, Callable[[Engine, Event, int], list[Change]]] = {
     ClearingMonthChanged: Engine._apply_clearing_month,
     ProblemReported: Engine._apply_problem_reported,
     ProblemUpdated: Engine._apply_problem_updated,
+    AccountAdjusted: Engine._apply_account_adjusted,
 }

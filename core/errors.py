@@ -102,6 +102,8 @@ REASONS: dict[str, ReasonInfo] = {
     "INVALID_AMOUNT": _r("INVALID_ARGUMENT"),
     # batch and stream settlement
     "BATCH_TOO_LARGE": _r("INVALID_ARGUMENT"),
+    # SPEC §10 the national interface
+    "ACCOUNT_INSUFFICIENT": _r("FAILED_PRECONDITION"),
 }
 
 DOMAIN = "yidi.gov.cn"

@@ -139,6 +139,13 @@ class Breakdown(msgspec.Struct, frozen=True, array_like=True, gc=False):
     maf_pay: int
     fund_pay_sumamt: int
     psn_cash_pay: int
+    acct_pay: int = 0           # SPEC §10.1 personal account (events before it recorded none)
+    acct_mulaid_pay: int = 0    # family accounts (共济)
+
+    @property
+    def acct_pay_sumamt(self) -> int:
+        """What the accounts paid in all (booked beside the fund in clearing: SPEC §10.1)."""
+        return self.acct_pay + self.acct_mulaid_pay
 
 
 class SettlementFacts(msgspec.Struct, frozen=True, array_like=True, gc=False):
@@ -161,6 +168,7 @@ class SettlementFacts(msgspec.Struct, frozen=True, array_like=True, gc=False):
     breakdown: Breakdown
     deltas: tuple[int, ...]   # in ACCUMULATOR_KEYS order (SPEC §5.5)
     risk_flags: int = 0       # SPEC §7, bits of core.funds.RISK_FLAGS (the first release recorded none)
+    acct_draws: tuple[tuple[str, int], ...] = ()   # SPEC §10.1: (psn_no, fen) of each account drawn, in order
 
     def deltas_dict(self) -> dict[str, int]:
         return dict(zip(ACCUMULATOR_KEYS, self.deltas, strict=True))
@@ -291,6 +299,18 @@ class ReferenceLoaded(Event, tag="reference_loaded"):
         return REFERENCE_KEY
 
 
+class AccountAdjusted(Event, tag="account_adjusted"):
+    """The insured province credits (+) or debits (−) a personal account (SPEC §10.1 AdjustAccount)."""
+
+    psn_no: str
+    amount_fen: int
+    reason: str
+
+    @property
+    def key(self) -> str:
+        return f"account-{self.psn_no}"
+
+
 # ------------------------------------------------------ funds (SPEC §8, core/funds.py)
 class PrepaidSet(Event, tag="prepaid_set"):
     """The national operator sets an insured province's prepaid amount (预付金) and its warning lines."""
@@ -367,7 +387,7 @@ class ProblemUpdated(Event, tag="problem_updated"):
 
 ANY_EVENT = Union[Filed, FilingChanged, Admitted, AdmissionCancelled, FeesUploaded, FeesWithdrawn, Settled,
                   SettlementCancelled, ReferenceLoaded, PrepaidSet, PrepaidToppedUp, ClearingMonthChanged,
-                  ProblemReported, ProblemUpdated]
+                  ProblemReported, ProblemUpdated, AccountAdjusted]
 EVENT_TYPES: tuple[type[Event], ...] = ANY_EVENT.__args__
 
 _ENCODER = msgspec.msgpack.Encoder()

@@ -56,9 +56,10 @@ LEVELS = ("normal", "yellow", "red", "exhausted")
 # ------------------------------------------------------------------ clearing months
 MIN_MONTH, MAX_MONTH = 190001, 210012
 TOTAL_FIELDS = ("settlements", "cancellations", "medfee_sumamt", "hifp_pay", "hifmi_pay", "hifob_pay",
-                "maf_pay", "fund_pay_sumamt", "psn_cash_pay", "long_stay", "high_cost", "on_site_check",
-                "same_day_repeat")
-_MONEY, _FLAGS = 2, 9   # settlements 0, cancellations 1, then MONEY_FIELDS, then one count per flag
+                "maf_pay", "fund_pay_sumamt", "psn_cash_pay", "acct_pay_sumamt", "long_stay", "high_cost",
+                "on_site_check", "same_day_repeat")
+# acct_pay_sumamt: acct_pay + acct_mulaid_pay (SPEC §10.1), owed by the insured province beside the fund
+_MONEY, _FLAGS = 2, 10  # settlements 0, cancellations 1, then MONEY_FIELDS, then one count per flag
 MONEY_FIELDS = TOTAL_FIELDS[_MONEY:_FLAGS]   # summed net of cancellations, as Breakdown fields
 N_TOTALS = len(TOTAL_FIELDS)
 _FUND = MONEY_FIELDS.index("fund_pay_sumamt")
@@ -386,15 +387,16 @@ def booking_of(facts) -> Booking:
     b = facts.breakdown
     return Booking(province_code(facts.insuplc_admdvs), province_code(facts.mdtrtarea_admdvs), facts.fixmedins_code,
                    (b.medfee_sumamt, b.hifp_pay, b.hifmi_pay, b.hifob_pay, b.maf_pay, b.fund_pay_sumamt,
-                    b.psn_cash_pay), facts.risk_flags)
+                    b.psn_cash_pay, b.acct_pay + b.acct_mulaid_pay), facts.risk_flags)
 
 
 def net_positions(pairs: Iterable[PairRow]) -> list[NetRow]:
-    """Per province: receivable as treatment place − payable as insured place (fund paid, all layers)."""
+    """Per province: receivable as treatment place − payable as insured place (fund paid, all layers, and
+    the personal accounts' payments, which the insured province also owes: SPEC §10.1)."""
     receivable: dict[str, int] = {}
     payable: dict[str, int] = {}
     for pair in pairs:
-        fund = pair.totals["fund_pay_sumamt"]
+        fund = pair.totals["fund_pay_sumamt"] + pair.totals["acct_pay_sumamt"]
         receivable[pair.treatment] = receivable.get(pair.treatment, 0) + fund
         payable[pair.insured] = payable.get(pair.insured, 0) + fund
     return [NetRow(p, receivable.get(p, 0), payable.get(p, 0), receivable.get(p, 0) - payable.get(p, 0))
@@ -411,15 +413,15 @@ def _add(rows: dict[str, list[int]], key: str, booking: Booking, sign: int) -> N
     if row is None:
         row = rows[key] = [0] * N_TOTALS
     # Unrolled: this runs twice for every settlement (the settle path), a loop costs twice as much.
-    medfee, hifp, hifmi, hifob, maf, fund, cash = booking.money
+    medfee, hifp, hifmi, hifob, maf, fund, cash, acct = booking.money
     if sign > 0:
         row[0] += 1
         row[2] += medfee; row[3] += hifp; row[4] += hifmi; row[5] += hifob  # noqa: E702
-        row[6] += maf; row[7] += fund; row[8] += cash  # noqa: E702
+        row[6] += maf; row[7] += fund; row[8] += cash; row[9] += acct  # noqa: E702
     else:
         row[1] += 1
         row[2] -= medfee; row[3] -= hifp; row[4] -= hifmi; row[5] -= hifob  # noqa: E702
-        row[6] -= maf; row[7] -= fund; row[8] -= cash  # noqa: E702
+        row[6] -= maf; row[7] -= fund; row[8] -= cash; row[9] -= acct  # noqa: E702
     flags = booking.flags
     if flags:
         for bit in range(len(RISK_FLAGS)):
@@ -447,6 +449,7 @@ class Figures(NamedTuple):
     medfee_sumamt: int
     fund_pay_sumamt: int
     psn_cash_pay: int
+    acct_pay_sumamt: int = 0    # acct_pay + acct_mulaid_pay (SPEC §10.1)
 
 
 class Item(NamedTuple):

@@ -17,7 +17,7 @@ import msgspec
 
 cdef bytes IMAGE_MAGIC = b"YIDIIMG\x01"
 # Bumped whenever a struct or table of index.pxi changes meaning (sizes are checked too).
-cdef int IMAGE_LAYOUT_VERSION = 1
+cdef int IMAGE_LAYOUT_VERSION = 2   # 2: personal accounts, family links, chronic diseases (SPEC §10)
 
 
 def _image_layout():

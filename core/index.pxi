@@ -21,6 +21,7 @@ cdef extern from "Python.h":
 # named constant from limits.pxi.
 
 ctypedef struct Person:
+    int64_t acct_balance_fen      # opening balance of the personal account in this data set (SPEC §10.1)
     uint32_t psn_no_off
     uint32_t certno_off
     uint32_t name_off
@@ -28,6 +29,10 @@ ctypedef struct Person:
     uint32_t insuplc_admdvs       # the insured region
     int32_t first_filing_idx      # head of the person's filing list
     int32_t first_acc_idx         # head of the person's per-year accumulator list
+    uint32_t mulaid_off           # mulaid_psn_nos (family accounts that may pay, in drawing order), joined by spaces
+    uint32_t chronic_off          # chronic_diseases recognised by the insured place (SPEC §10.2), joined by spaces
+    uint16_t mulaid_len
+    uint16_t chronic_len
     uint16_t name_len
     uint8_t psn_no_len
     uint8_t certno_len
@@ -56,6 +61,8 @@ ctypedef struct Institution:
     uint32_t fixmedins_code_off
     uint32_t name_off
     uint32_t admdvs               # the institution's region (mdtrtarea_admdvs of its visits)
+    uint32_t chronic_off          # chronic_diseases it is open for (SPEC §10.2), joined by spaces
+    uint16_t chronic_len
     uint16_t name_len
     uint8_t fixmedins_code_len
     uint8_t kind                  # IKIND_*
@@ -117,7 +124,8 @@ cdef enum:
 # The narrow fields above hold whatever the limits let through; checked once,
 # at import, so that no store needs a runtime length check.
 if not (MAX_ID_LEN <= 0xFF and MAX_NAME_BYTES <= 0xFFFF and MAX_CARD_VERSIONS <= 0x100
-        and MAX_FILING_CODES <= 0xFF and MAX_FILING_CODES * (MAX_ID_LEN + 1) <= 0xFFFF and MAX_TIERS <= 0xFF):
+        and MAX_FILING_CODES <= 0xFF and MAX_FILING_CODES * (MAX_ID_LEN + 1) <= 0xFFFF and MAX_TIERS <= 0xFF
+        and MAX_MULAID * (MAX_ID_LEN + 1) <= 0xFFFF and MAX_CHRONIC * (MAX_ID_LEN + 1) <= 0xFFFF):
     raise InvariantError("limits.pxi allows values wider than the struct fields in index.pxi")
 
 ctypedef struct Slot:

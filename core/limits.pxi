@@ -29,6 +29,8 @@ cdef enum:
     MAX_LINES = 1000              # fee lines per settlement
     MAX_FILING_CODES = 64         # fixmedins_codes per filing
     MAX_TIERS = 8                 # critical-illness tiers
+    MAX_MULAID = 8                # family accounts that may pay for one person (mulaid_psn_nos)
+    MAX_CHRONIC = 32              # chronic disease codes of one person or institution
     N_LEVELS = 4                  # institution levels 1..3; arrays by level leave slot 0 unused
     N_FILING_KINDS = 6            # KIND_* (index.pxi)
     N_ACCUMULATORS = 7            # ACC_* (index.pxi), ACCUMULATOR_KEYS (_core.pyx)
@@ -56,6 +58,8 @@ LIMITS = {
     "MAX_LINES": MAX_LINES,
     "MAX_FILING_CODES": MAX_FILING_CODES,
     "MAX_TIERS": MAX_TIERS,
+    "MAX_MULAID": MAX_MULAID,
+    "MAX_CHRONIC": MAX_CHRONIC,
     "MAX_TEMPORARY_FILING_DAYS": MAX_TEMPORARY_FILING_DAYS,
     "MIN_DATE": MIN_DATE,
     "MAX_DATE": MAX_DATE,

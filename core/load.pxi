@@ -189,6 +189,7 @@ cdef int32_t _insert_person(Store* st, PersonIn* o) except -2:
     cdef Person* p
     st.persons = <Person*>grow_array(st.persons, &st.cap_persons, st.n_persons + 1, sizeof(Person))
     p = &st.persons[idx]
+    memset(p, 0, sizeof(Person))
     _store_person_strings(st, p, o)
     _set_person_attrs(p, o)
     p.first_filing_idx = -1
@@ -214,10 +215,76 @@ cdef int32_t _put_person(Index self, dict row, bint replace) except -2:
         raise YidiError("PERSON_CONFLICT", f"人员编号 {row['psn_no']} 重复", psn_no=row["psn_no"])
     if o.card_version_idx < 0:
         o.card_version_idx = _card_version_idx(self, row["card_version"], True)
+    extras = _person_extras(row)
     if idx >= 0:
         _update_person(&self.st, idx, &o, other < 0)
-        return idx
-    return _insert_person(&self.st, &o)
+    else:
+        idx = _insert_person(&self.st, &o)
+    _set_person_extras(&self.st, &self.st.persons[idx], row, extras)
+    return idx
+
+
+# ---------------------------------------------------------------- SPEC §10 person fields (all optional)
+cdef str _codes_field(dict row, str key, int most, str what):
+    """An optional list of identifiers (absent: None), joined by single spaces; no duplicates."""
+    cdef Py_ssize_t n
+    v = row.get(key)
+    if v is None:
+        return None
+    if type(v) is not list:
+        raise YidiError("INVALID_ARGUMENT", f"字段 {key} 必须是{what}数组", field=key)
+    if len(v) > most:
+        raise YidiError("INVALID_ARGUMENT", f"字段 {key} 最多 {most} 项", field=key)
+    for c in v:
+        _id_of(c, what, "INVALID_CODE", key, &n)
+    if len(set(v)) != len(v):
+        raise YidiError("INVALID_ARGUMENT", f"字段 {key} 有重复项", field=key)
+    return " ".join(v)
+
+cdef tuple _person_extras(dict row):
+    """(acct_balance_fen or None, mulaid joined or None, chronic joined or None), validated; None = absent."""
+    bal = row.get("acct_balance_fen")
+    if bal is not None:
+        _int_of(bal, "acct_balance_fen", 0, MAX_POLICY_FEN, "INVALID_AMOUNT")
+    mulaid = _codes_field(row, "mulaid_psn_nos", MAX_MULAID, "共济人员编号")
+    if mulaid is not None and row.get("psn_no") in mulaid.split(" "):
+        raise YidiError("INVALID_ARGUMENT", "共济人员（mulaid_psn_nos）不能包含本人", field="mulaid_psn_nos")
+    return (bal, mulaid, _codes_field(row, "chronic_diseases", MAX_CHRONIC, "慢特病病种编码"))
+
+cdef int _set_person_extras(Store* st, Person* p, dict row, tuple extras) except -1:
+    """Store the fields a row gives; a row without them (a person filed by RPC) keeps what the person had."""
+    cdef Py_ssize_t n
+    cdef const char* c
+    bal, mulaid, chronic = extras
+    if bal is not None:
+        p.acct_balance_fen = bal
+    if mulaid is not None:
+        c = PyUnicode_AsUTF8AndSize(mulaid, &n)
+        p.mulaid_off = arena_put(st, c, n) if n else 0
+        p.mulaid_len = <uint16_t>n
+    if chronic is not None:
+        c = PyUnicode_AsUTF8AndSize(chronic, &n)
+        p.chronic_off = arena_put(st, c, n) if n else 0
+        p.chronic_len = <uint16_t>n
+    return 0
+
+cdef list _arena_codes(Store* st, uint32_t off, uint16_t n):
+    return (st.arena + off)[:n].decode("ascii").split(" ") if n else []
+
+cdef int _check_mulaid(Index self, list rows) except -1:
+    """After persons.jsonl: every family account named is a known person of the same pooling region."""
+    cdef Store* st = &self.st
+    cdef int32_t pi, fi
+    for lineno, psn_no in rows:
+        pi = _person_idx(self, psn_no)
+        for other in _arena_codes(st, st.persons[pi].mulaid_off, st.persons[pi].mulaid_len):
+            fi = _person_idx(self, other)
+            if fi < 0:
+                raise LoadError("persons.jsonl", lineno, f"REFERENCE_DATA_INVALID: 共济人员 {other} 不在人员数据中")
+            if pooling_of(st.persons[fi].insuplc_admdvs) != pooling_of(st.persons[pi].insuplc_admdvs):
+                raise LoadError("persons.jsonl", lineno,
+                                f"REFERENCE_DATA_INVALID: 共济人员 {other} 与本人不属于同一统筹区")
+    return 0
 
 
 # ---------------------------------------------------------------- filings
@@ -340,6 +407,12 @@ cdef int _put_institution(Index self, dict row) except -1:
     it.level = <uint8_t>level
     it.inpatient = ip
     it.outpatient = op
+    chronic = _codes_field(row, "chronic_diseases", MAX_CHRONIC, "慢特病病种编码")
+    it.chronic_off = it.chronic_len = 0
+    if chronic:
+        cp = PyUnicode_AsUTF8AndSize(chronic, &cn)
+        it.chronic_off = arena_put(st, cp, cn)
+        it.chronic_len = <uint16_t>cn
     tbl_insert(st, &st.t_inst, T_INST, h, <int32_t>st.n_insts)
     st.n_insts += 1
     return 0
@@ -490,6 +563,7 @@ cdef int _load_file(Index self, str dirpath, str name, int which, object progres
     cdef int64_t lineno = 0, rows = 0, expected
     cdef dict row
     cdef Store* st = &self.st
+    cdef list mulaid_rows = []
     path = os.path.join(dirpath, name)
     if not os.path.exists(path):
         if required:
@@ -527,6 +601,8 @@ cdef int _load_file(Index self, str dirpath, str name, int which, object progres
                     _put_policy(self, row)
                 elif which == 4:
                     _put_person(self, row, False)
+                    if row.get("mulaid_psn_nos"):
+                        mulaid_rows.append((lineno, row["psn_no"]))
                 else:
                     _put_filing(self, row, False)
             except YidiError as e:
@@ -534,6 +610,8 @@ cdef int _load_file(Index self, str dirpath, str name, int which, object progres
             rows += 1
             if progress is not None and rows % PROGRESS_EVERY_ROWS == 0:
                 progress(table, rows)
+    if mulaid_rows:
+        _check_mulaid(self, mulaid_rows)
     if progress is not None:
         progress(table, rows)
     return 0

@@ -193,7 +193,8 @@ cdef tuple _read_fee_line(const unsigned char* p, Py_ssize_t n):
 
 def read_outpatient_request(const unsigned char[::1] raw):
     """OutpatientSettleRequest -> (request_id, psn_no, certno, fixmedins_code, setl_date,
-    (card_no, card_version) | None, [fee line tuples]), or None: parse it with the generated class."""
+    (card_no, card_version) | None, [fee line tuples], acct_used_flag, acct_mulaid_flag), or None: parse it
+    with the generated class.  A field this reader does not know (a newer one) also gives None: never dropped."""
     cdef PbIn r, c
     cdef uint64_t key
     cdef int field, last = 0
@@ -201,7 +202,7 @@ def read_outpatient_request(const unsigned char[::1] raw):
     r.p, r.pos, r.end, r.bad = &raw[0] if raw.shape[0] else NULL, 0, raw.shape[0], False
     request_id = psn_no = certno = fixmedins_code = ""
     cdef int64_t setl_date = 0
-    cdef bint person = False
+    cdef bint person = False, acct_used = False, acct_mulaid = False
     card = None
     lines = []
     while r.pos < r.end and not r.bad:
@@ -240,11 +241,18 @@ def read_outpatient_request(const unsigned char[::1] raw):
                     return None
                 lines.append(line)
             r.pos += n
+        elif field in (8, 9) and (key & 7) == WIRE_VARINT:
+            if pb_read_varint(&r) != 1:      # a bool true is written as 1; false is omitted (proto3)
+                return None
+            if field == 8:
+                acct_used = True
+            else:
+                acct_mulaid = True
         else:
             return None
     if r.bad:
         return None
-    return (request_id, psn_no, certno, fixmedins_code, setl_date, card, lines)
+    return (request_id, psn_no, certno, fixmedins_code, setl_date, card, lines, acct_used, acct_mulaid)
 
 
 cdef tuple _read_card(const unsigned char* p, Py_ssize_t n):

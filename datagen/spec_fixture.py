@@ -111,6 +111,15 @@ PERSONS = {
     "multi": dict(psn_no="P210102000007", certno=make_certno("21010219750707007"), name="赵敏",
                   insutype="310", person_type="in_service", status="active", assistance=False,
                   card_no="C21000000007", card_version="3.0"),
+    # E6 (SPEC §10.1): E1's circumstances, with a personal account and a family account that may pay (共济)
+    "acct": dict(psn_no="P210102000008", certno=make_certno("21010219520808008"), name="孙桂兰",
+                 insutype="310", person_type="retired", status="active", assistance=False,
+                 card_no="C21000000008", card_version="3.0", acct_balance_fen=100000,
+                 mulaid_psn_nos=["P210102000009"]),
+    # the family member whose account pays for "acct" (not filed: their account is at home)
+    "family": dict(psn_no="P210102000009", certno=make_certno("21010219800909009"), name="孙明",
+                   insutype="310", person_type="in_service", status="active", assistance=False,
+                   card_no="C21000000009", card_version="3.0", acct_balance_fen=300000),
 }
 for _p in PERSONS.values():
     _p["insuplc_admdvs"] = "210102"
@@ -141,6 +150,8 @@ FILINGS = {
                           status="revoked"),
     "multi_expired": dict(filing_id="F0007E", psn_no="P210102000007", kind="other_temporary",
                           dest_admdvs="460000", fixmedins_codes=[], valid_from=20250101, valid_to=20251231),
+    "acct": dict(filing_id="F0008", psn_no="P210102000008", kind="retired_relocation",
+                 dest_admdvs="460000", fixmedins_codes=[], valid_from=20250601, valid_to=0),
 }
 for _f in FILINGS.values():
     _f.setdefault("status", "active")

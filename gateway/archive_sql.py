@@ -247,7 +247,8 @@ def recon_totals(conn: sqlite3.Connection, fixmedins_code: str, date_from: int, 
     where, args = _range_args(fixmedins_code, date_from, date_to, insutype)
     row = conn.execute(f"SELECT count(*), coalesce(sum(medfee), 0), coalesce(sum(fund), 0), coalesce(sum(cash), 0)"
                        f" FROM recon WHERE {where} AND cancelled = 0", args).fetchone()
-    return Figures(*row)
+    # medfee = fund + accounts + cash (SPEC §10.1), so the accounts' share needs no column of its own
+    return Figures(*row, acct_pay_sumamt=row[1] - row[2] - row[3])
 
 
 def recon_items(conn: sqlite3.Connection, fixmedins_code: str, date_from: int, date_to: int,

@@ -154,7 +154,8 @@ def admit_command(req: spb.AdmitRequest) -> cmd.Admit:
 
 def outpatient_command(req: spb.OutpatientSettleRequest) -> cmd.OutpatientSettle:
     return cmd.OutpatientSettle(request_id=req.request_id, person=person_id(req), fixmedins_code=req.fixmedins_code,
-                                setl_date=req.setl_date, lines=fee_lines(req.lines), card=card(req))
+                                setl_date=req.setl_date, lines=fee_lines(req.lines), card=card(req),
+                                acct_used_flag=req.acct_used_flag, acct_mulaid_flag=req.acct_mulaid_flag)
 
 
 class Wire:
@@ -180,11 +181,11 @@ def outpatient_wire(raw: bytes) -> Wire:
         except DecodeError:
             raise YidiError("INVALID_ARGUMENT", "请求报文无法解析，请检查接口版本与报文格式。") from None
         return Wire(outpatient_command(req), request_digest(req))
-    request_id, psn_no, certno, fixmedins_code, setl_date, card, lines = fields
+    request_id, psn_no, certno, fixmedins_code, setl_date, card, lines, acct_used, acct_mulaid = fields
     command = cmd.OutpatientSettle(
         request_id=request_id, person=cmd.PersonId(psn_no, certno), fixmedins_code=fixmedins_code,
         setl_date=setl_date, lines=tuple(FeeLine(*line) for line in lines),
-        card=cmd.Card(*card) if card is not None else None)
+        card=cmd.Card(*card) if card is not None else None, acct_used_flag=acct_used, acct_mulaid_flag=acct_mulaid)
     # canonical bytes are the deterministic serialization: the digest is the one request_digest would give
     return Wire(command, hashlib.blake2b(raw, digest_size=16).digest())
 
@@ -232,13 +233,18 @@ def report_pb(r: Report, province_name, institution_name) -> fdpb.ClearingReport
         province_names={p: province_name(p) or "" for p in provinces})
 
 
+def account_pb(r: cmd.AccountResult) -> fpb.AccountResponse:
+    return fpb.AccountResponse(psn_no=r.psn_no, balc=r.balance_fen, mulaid_psn_nos=r.mulaid_psn_nos,
+                               mulaid_balc=r.mulaid_balances_fen)
+
+
 def figures(f: fdpb.ReconcileFigures) -> Figures:
-    return Figures(f.count, f.medfee_sumamt, f.fund_pay_sumamt, f.psn_cash_pay)
+    return Figures(f.count, f.medfee_sumamt, f.fund_pay_sumamt, f.psn_cash_pay, f.acct_pay_sumamt)
 
 
 def figures_pb(f: Figures) -> fdpb.ReconcileFigures:
     return fdpb.ReconcileFigures(count=f.count, medfee_sumamt=f.medfee_sumamt, fund_pay_sumamt=f.fund_pay_sumamt,
-                                 psn_cash_pay=f.psn_cash_pay)
+                                 psn_cash_pay=f.psn_cash_pay, acct_pay_sumamt=f.acct_pay_sumamt)
 
 
 
@@ -289,12 +295,14 @@ _REPLIES: dict[type, Callable] = {
     cmd.ReferenceResult: reference_status_pb,
     cmd.PositionResult: lambda r: position_pb(r.position, r.province_name),
     cmd.MonthResult: month_pb,
+    cmd.AccountResult: account_pb,
     cmd.ProblemResult: lambda r: ppb.ProblemResponse(problem=problem_pb(r.problem, r.problem.updated_at_ms)),
 }
 
 
 def discharge_command(req: spb.DischargeSettleRequest) -> cmd.DischargeSettle:
-    return cmd.DischargeSettle(request_id=req.request_id, mdtrt_id=req.mdtrt_id, dscg_date=req.dscg_date)
+    return cmd.DischargeSettle(request_id=req.request_id, mdtrt_id=req.mdtrt_id, dscg_date=req.dscg_date,
+                               acct_used_flag=req.acct_used_flag, acct_mulaid_flag=req.acct_mulaid_flag)
 
 
 def _upb_wire(request_cls, to_command, what: str):

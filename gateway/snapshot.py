@@ -28,7 +28,9 @@ from core.engine import EngineState
 log = logging.getLogger("yidi.snapshot")
 
 MAGIC = b"YIDISNAP"
-FORMAT_VERSION = 2   # 2: EngineState gained the funds (positions, clearing months); a version 1 snapshot is skipped
+# 2: EngineState gained the funds (positions, clearing months); 3: personal account changes (SPEC §10.1) and a
+# clearing total for account payments.  An older snapshot is skipped (the ledger is replayed).
+FORMAT_VERSION = 3
 _HEADER = struct.Struct("<8sHQQ32s")
 _PREFIX = "snapshot-"
 _SUFFIX = ".yidi"

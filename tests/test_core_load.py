@@ -42,10 +42,12 @@ def test_loads_everything(tmp_path):
     assert ix.region_name("46010") is None
     assert ix.get_institution(n["inst"]["hk_no_ip"]) == {
         "fixmedins_code": "H46010000004", "name": "海口市骨科门诊部", "admdvs": "460100", "kind": "hospital",
-        "level": 2, "inpatient": False, "outpatient": True}
+        "level": 2, "inpatient": False, "outpatient": True, "chronic_diseases": []}
     assert ix.get_institution("H4601000000") is None
     p = PERSONS["retired"]
-    assert ix.get_person(p["psn_no"]) == p
+    assert ix.get_person(p["psn_no"]) == dict(p, acct_balance_fen=0, mulaid_psn_nos=[], chronic_diseases=[])
+    p = PERSONS["acct"]   # SPEC §10.1
+    assert ix.get_person(p["psn_no"]) == dict(p, chronic_diseases=[])
     assert ix.psn_no_by_certno(p["certno"]) == p["psn_no"]
     assert ix.get_filing("F0004") == FILINGS["referral"]
     assert [f["filing_id"] for f in ix.filings_of(n["psn"]["multi"])] == ["F0007B", "F0007D", "F0007E",

@@ -17,10 +17,10 @@ def spec(tmp_path_factory):
     return _SPEC["ix"]
 
 
-def by_the_classes(bill, head: dict, lines, flags: int = 0, month: int = 0) -> bytes:
+def by_the_classes(bill, head: dict, lines, flags: int = 0, month: int = 0, balc: int = 0) -> bytes:
     results = bill.line_results()
     settlement = pb.Settlement(
-        **head, policy_effective_from=bill.policy_effective_from, clearing_month=month,
+        **head, policy_effective_from=bill.policy_effective_from, clearing_month=month, balc=balc,
         risk_flags=[i + 1 for i in range(4) if flags >> i & 1],
         breakdown=pb.Breakdown(**dict(zip(Breakdown.__struct_fields__, bill.breakdown, strict=True))),
         lines=[pb.LineResult(feedetl_sn=ln.feedetl_sn, code=ln.code, chrgitm_lv=r[0], det_item_fee_sumamt=r[1],
@@ -36,23 +36,29 @@ line = st.builds(lambda sn, c, p, q: FeeLine(str(sn), c, "", p, q), st.integers(
 @settings(max_examples=150, deadline=None, derandomize=True)
 @given(lines=st.lists(line, min_size=1, max_size=12), who=st.sampled_from(("retired", "assist", "in_service")),
        inpatient=st.booleans(), status=st.sampled_from((0, 1, 2)), name=st.sampled_from(("", "张建国", "李秀英 A")),
-       flags=st.integers(0, 15), month=st.sampled_from((0, 202603, 202612)))
+       flags=st.integers(0, 15), month=st.sampled_from((0, 202603, 202612)),
+       accounts=st.tuples(st.integers(0, 10**6), st.integers(0, 10**6), st.integers(0, 10**9)))
 def test_the_core_writes_the_bytes_the_generated_classes_write(tmp_path_factory, lines, who, inpatient, status, name,
-                                                               flags, month):
+                                                               flags, month, accounts):
     ix, n = spec(tmp_path_factory)
     kind = {"retired": "retired_relocation", "assist": "other_temporary", "in_service": "long_term_residence"}[who]
     inst = n["inst"]["hk_l2"]
     bill = ix.bill(n["psn"][who], inst, kind, inpatient, DATE, lines)
+    own, family, balc = accounts  # SPEC §10.1: the accounts' share, within what they may pay
+    own = min(own, bill.acct_payable)
+    bill.set_accounts(own, min(family, bill.acct_payable - own))
     head = dict(setl_id="S000000000000042" if status else "", mdtrt_id="M000000000000041", psn_no=n["psn"][who],
                 psn_name=name, fixmedins_code=inst, fixmedins_name="海口市人民医院", insuplc_admdvs="210102",
                 mdtrtarea_admdvs="460100", visit_kind=1 if inpatient else 2, insutype=310,
                 filing_id="F0002", filing_kind=6, setl_date=DATE, status=status)
-    assert (bill.settlement_response(**head, lines=lines, risk_flags=flags, clearing_month=month)
-            == by_the_classes(bill, head, lines, flags, month))
+    assert (bill.settlement_response(**head, lines=lines, risk_flags=flags, clearing_month=month, balc=balc)
+            == by_the_classes(bill, head, lines, flags, month, balc))
     # And the bill agrees with the dict answer of Index.benefit (one computation, two shapes).
     answer = ix.benefit(n["psn"][who], inst, kind, inpatient, DATE, [(x.code, x.unit_price_fen, x.qty_milli)
                                                                        for x in lines])
-    assert bill.breakdown == tuple(answer[k] for k in Breakdown.__struct_fields__)
+    unpaid = dict(answer, psn_cash_pay=answer["psn_cash_pay"] - bill.breakdown[-2] - bill.breakdown[-1],
+                  acct_pay=bill.breakdown[-2], acct_mulaid_pay=bill.breakdown[-1])
+    assert bill.breakdown == tuple(unpaid[k] for k in Breakdown.__struct_fields__)
 
 
 # ---------------------------------------------------------------- reading requests
@@ -65,17 +71,20 @@ ints = st.one_of(st.just(0), st.integers(-2**31, 2**31 - 1), st.integers(-2**63,
 fee_line = st.builds(pb.FeeLine, feedetl_sn=text, code=text, name=text, unit_price_fen=ints, qty_milli=ints,
                      fee_date=st.integers(-2**31, 2**31 - 1))
 request = st.builds(
-    lambda rid, who, inst, date, card, lines: spb.OutpatientSettleRequest(
+    lambda rid, who, inst, date, card, lines, acct: spb.OutpatientSettleRequest(
         request_id=rid, fixmedins_code=inst, setl_date=date, lines=lines,
-        **({"psn_no": who[1]} if who[0] else {"certno": who[1]}), **({"card": card} if card else {})),
+        **({"psn_no": who[1]} if who[0] else {"certno": who[1]}), **({"card": card} if card else {}),
+        acct_used_flag=acct[0], acct_mulaid_flag=acct[1]),
     text, st.tuples(st.booleans(), text), text, st.integers(-2**31, 2**31 - 1),
-    st.one_of(st.none(), st.builds(spb.Card, card_no=text, card_version=text)), st.lists(fee_line, max_size=4))
+    st.one_of(st.none(), st.builds(spb.Card, card_no=text, card_version=text)), st.lists(fee_line, max_size=4),
+    st.tuples(st.booleans(), st.booleans()))
 
 
 def read_by_the_classes(req: spb.OutpatientSettleRequest) -> tuple:
     card = (req.card.card_no, req.card.card_version) if req.HasField("card") else None
     return (req.request_id, req.psn_no, req.certno, req.fixmedins_code, req.setl_date, card,
-            [(x.feedetl_sn, x.code, x.name, x.unit_price_fen, x.qty_milli, x.fee_date) for x in req.lines])
+            [(x.feedetl_sn, x.code, x.name, x.unit_price_fen, x.qty_milli, x.fee_date) for x in req.lines],
+            req.acct_used_flag, req.acct_mulaid_flag)
 
 
 @settings(max_examples=300, deadline=None, derandomize=True)

@@ -29,7 +29,8 @@ from core.engine import SETTLED, Engine, EngineState
 from core.events import FeeLine
 from datagen.spec_fixture import write_spec_dataset
 
-PERSONS = ("retired", "assist", "in_service")
+PERSONS = ("retired", "assist", "in_service", "acct")   # "acct" has a personal and a family account
+ACCOUNTS = ("acct", "family")
 CODES = ("XA01", "XB02", "XB03", "XC04", "T001", "ZZ99")
 
 fee_line = st.tuples(st.sampled_from(CODES), st.integers(0, 3_000_000), st.integers(1, 20_000))
@@ -40,6 +41,7 @@ step = st.one_of(
     st.tuples(st.just("settle"), st.integers(0, 7), st.sampled_from((20260315, 20260901, 20270110))),
     st.tuples(st.just("cancel"), st.integers(0, 7), st.just(None)),
     st.tuples(st.just("outpatient"), st.sampled_from(PERSONS), st.lists(fee_line, min_size=1, max_size=3)),
+    st.tuples(st.just("adjust"), st.sampled_from(ACCOUNTS), st.integers(-400_000, 400_000)),
 )
 
 
@@ -71,6 +73,7 @@ class DurableArchive(MemoryArchive):
 
 def state_of(engine: Engine, psn_nos) -> dict:
     acc = {(p, y): engine.index.accumulators(p, y) for p in psn_nos for y in (2026, 2027)}
+    acc["balances"] = {p: engine.balance(p) for p in sorted(psn_nos)}
     visits = {k: (v.status, v.setl_id, dict(v.lines)) for k, v in engine.visits.items()}
     archive = (dict(engine.archive.visits), dict(engine.archive.settlements))
     return {"acc": acc, "visits": visits, "archive": archive, "open": copy.deepcopy(engine.open_inpatient)}
@@ -82,7 +85,7 @@ def state_of(engine: Engine, psn_nos) -> dict:
 def test_accumulators_are_the_sum_of_live_settlements_and_replay_rebuilds_them(data_dir, steps, snap_at):
     names = data_dir
     engine = Engine(fresh_index(names))
-    psn = {name: names["psn"][name] for name in PERSONS}
+    psn = {name: names["psn"][name] for name in PERSONS + ACCOUNTS}
     log: list[bytes] = []
     snapshot: tuple[int, bytes] | None = None
     sn = 0
@@ -114,7 +117,10 @@ def test_accumulators_are_the_sum_of_live_settlements_and_replay_rebuilds_them(d
                           adm_date=20260310))
         elif kind == "outpatient":
             run(cmd.OutpatientSettle(request_id=rid, person=cmd.PersonId(psn_no=psn[a]),
-                                     fixmedins_code=names["inst"]["hk_l1"], setl_date=20260320, lines=lines_of(b)))
+                                     fixmedins_code=names["inst"]["hk_l1"], setl_date=20260320, lines=lines_of(b),
+                                     acct_used_flag=n % 3 != 0, acct_mulaid_flag=n % 2 == 0))
+        elif kind == "adjust":
+            run(cmd.AdjustAccount(request_id=rid, psn_no=psn[a], amount_fen=b, reason="年度划入"))
         elif not visits:
             continue
         elif kind == "fees":
@@ -123,7 +129,8 @@ def test_accumulators_are_the_sum_of_live_settlements_and_replay_rebuilds_them(d
             visit = visits[a % len(visits)]
             run(cmd.WithdrawFees(request_id=rid, mdtrt_id=visit.mdtrt_id, sns=tuple(list(visit.lines)[:b])))
         elif kind == "settle":
-            run(cmd.DischargeSettle(request_id=rid, mdtrt_id=visits[a % len(visits)].mdtrt_id, dscg_date=b))
+            run(cmd.DischargeSettle(request_id=rid, mdtrt_id=visits[a % len(visits)].mdtrt_id, dscg_date=b,
+                                    acct_used_flag=n % 3 != 0, acct_mulaid_flag=n % 2 == 0))
         elif kind == "cancel" and engine.archive.settlements:
             setl_ids = sorted(engine.archive.settlements)
             run(cmd.CancelSettlement(request_id=rid, setl_id=setl_ids[a % len(setl_ids)], cancel_date=20270201))
@@ -146,18 +153,27 @@ def test_accumulators_are_the_sum_of_live_settlements_and_replay_rebuilds_them(d
 
 def check_conservation(engine: Engine, psn_nos, log) -> None:
     expected = {(p, y): dict.fromkeys(ACCUMULATOR_KEYS, 0) for p in psn_nos for y in (2026, 2027)}
+    balances = {p: engine.index.account(p)[0] for p in psn_nos}   # opening balances (SPEC §10.1)
     for body in log:
         settled = events.decode(body)
+        if isinstance(settled, events.AccountAdjusted):
+            balances[settled.psn_no] += settled.amount_fen
         if not isinstance(settled, events.Settled):
             continue
         s = settled.settlement
         b = msgspec.structs.asdict(s.breakdown)
-        assert b["fund_pay_sumamt"] + b["psn_cash_pay"] == b["medfee_sumamt"]
+        assert b["fund_pay_sumamt"] + b["acct_pay"] + b["acct_mulaid_pay"] + b["psn_cash_pay"] == b["medfee_sumamt"]
+        assert b["acct_pay"] + b["acct_mulaid_pay"] <= b["inscp_scp_amt"] + b["preselfpay_amt"] - b["fund_pay_sumamt"]
+        assert sum(fen for _, fen in s.acct_draws) == b["acct_pay"] + b["acct_mulaid_pay"]
         assert b["fund_pay_sumamt"] == b["hifp_pay"] + b["hifmi_pay"] + b["hifob_pay"] + b["maf_pay"]
         assert min(b.values()) >= 0
         if engine.archive.settlements[s.setl_id].status == SETTLED:
             for key, delta in s.deltas_dict().items():
                 expected[(s.psn_no, s.year)][key] += delta
+            for p, fen in s.acct_draws:
+                balances[p] -= fen
+    assert {p: engine.balance(p) for p in psn_nos} == balances
+    assert min(balances.values()) >= 0
     for (p, y), acc in expected.items():
         assert engine.index.accumulators(p, y) == acc, (p, y)
     engine.check_invariants(engine.archive.settlements.values())  # the engine's own debug invariant agrees

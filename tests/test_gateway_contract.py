@@ -163,6 +163,62 @@ def test_reference_data_status_for_the_national_operator(national, hainan):
     assert (code, reason) == (grpc.StatusCode.PERMISSION_DENIED, "PERMISSION_DENIED")
 
 
+# ------------------------------------------------------ SPEC §10.1 personal accounts, E6
+def account(client, psn_no) -> fpb.AccountResponse:
+    return client(client.filing.GetAccount, fpb.GetAccountRequest(psn_no=psn_no))
+
+
+def test_e6_through_grpc_and_cancellation_gives_the_accounts_back(hainan, liaoning, names):
+    acct, family = names["psn"]["acct"], names["psn"]["family"]
+    shown = account(liaoning, acct)
+    assert (shown.balc, list(shown.mulaid_psn_nos), list(shown.mulaid_balc)) == (100000, [family], [300000])
+    a = admit(hainan, acct, names["inst"]["hk_l3"])
+    upload(hainan, a.mdtrt_id, E1_LINES)
+    pre = hainan(hainan.settlement.PreSettle, spb.PreSettleRequest(
+        mdtrt_id=a.mdtrt_id, setl_date=20260315, acct_used_flag=True, acct_mulaid_flag=True)).settlement
+    s = hainan(hainan.settlement.DischargeSettle, spb.DischargeSettleRequest(
+        request_id=rid("e6"), mdtrt_id=a.mdtrt_id, dscg_date=20260315, acct_used_flag=True,
+        acct_mulaid_flag=True)).settlement
+    assert breakdown(s) == breakdown(pre) == dict(
+        medfee_sumamt=1393798, fulamt_ownpay_amt=64998, overlmt_selfpay=23000, preselfpay_amt=13080,
+        inscp_scp_amt=1292720, act_pay_dedc=120000, pay_ratio_bp=8500, hifp_pay=996812, hifmi_pay=0,
+        hifob_pay=0, maf_pay=0, fund_pay_sumamt=996812, psn_cash_pay=87998, acct_pay=100000, acct_mulaid_pay=208988)
+    assert s.balc == 0 == pre.balc
+    shown = account(liaoning, acct)
+    assert (shown.balc, list(shown.mulaid_balc)) == (0, [91012])
+    got = hainan(hainan.settlement.GetSettlement, spb.GetSettlementRequest(setl_id=s.setl_id)).settlement
+    assert (got.breakdown.acct_pay, got.breakdown.acct_mulaid_pay, got.balc) == (100000, 208988, 0)
+    cancel(hainan, s.setl_id)
+    shown = account(liaoning, acct)
+    assert (shown.balc, list(shown.mulaid_balc)) == (100000, [300000])
+
+
+def test_adjust_account_over_grpc(hainan, liaoning, national, names):
+    psn_no = "P2101029300"
+    file_person(liaoning, psn_no, "21010219900101300")
+    adjust = fpb.AdjustAccountRequest(request_id=rid("adj"), psn_no=psn_no, amount_fen=20000, reason="年度划入")
+    first = liaoning(liaoning.filing.AdjustAccount, adjust)
+    assert (first.psn_no, first.balc) == (psn_no, 20000)
+    assert liaoning(liaoning.filing.AdjustAccount, adjust) == first            # idempotent by request_id
+    assert account(liaoning, psn_no).balc == 20000
+    seq = ledger_seq(national)
+    code, reason, message = liaoning.refused(liaoning.filing.AdjustAccount, fpb.AdjustAccountRequest(
+        request_id=rid("adj"), psn_no=psn_no, amount_fen=-20001, reason="清退"))
+    assert (code, reason) == (grpc.StatusCode.FAILED_PRECONDITION, "ACCOUNT_INSUFFICIENT")
+    assert "个人账户余额 20000 分" in message and message.endswith("[ACCOUNT_INSUFFICIENT]")
+    assert ledger_seq(national) == seq and account(liaoning, psn_no).balc == 20000
+    # an outpatient visit paid partly from the account, read from the wire by the core
+    s = hainan(hainan.settlement.OutpatientSettle, spb.OutpatientSettleRequest(
+        request_id=rid("op"), psn_no=psn_no, fixmedins_code=names["inst"]["hk_l1"], setl_date=20260316,
+        lines=[line(1, "XA01", 1250, 6000), line(2, "XC04", 45000, 1000)], acct_used_flag=True)).settlement
+    # 7500 in scope, all under the annual deductible: the account pays it, never the class-C 45000
+    assert (s.breakdown.acct_pay, s.breakdown.psn_cash_pay, s.balc) == (7500, 45000, 12500)
+    assert account(liaoning, psn_no).balc == 12500
+    # the insured province only
+    code, reason, _ = hainan.refused(hainan.filing.GetAccount, fpb.GetAccountRequest(psn_no=psn_no))
+    assert (code, reason) == (grpc.StatusCode.PERMISSION_DENIED, "PERMISSION_DENIED")
+
+
 # ------------------------------------------------------ SPEC §5.6 E1–E5
 def test_e1_through_grpc(hainan, names):
     a = admit(hainan, names["psn"]["retired"], names["inst"]["hk_l3"])
@@ -173,7 +229,7 @@ def test_e1_through_grpc(hainan, names):
     assert breakdown(s) == dict(
         medfee_sumamt=1393798, fulamt_ownpay_amt=64998, overlmt_selfpay=23000, preselfpay_amt=13080,
         inscp_scp_amt=1292720, act_pay_dedc=120000, pay_ratio_bp=8500, hifp_pay=996812, hifmi_pay=0,
-        hifob_pay=0, maf_pay=0, fund_pay_sumamt=996812, psn_cash_pay=396986)
+        hifob_pay=0, maf_pay=0, fund_pay_sumamt=996812, psn_cash_pay=396986, acct_pay=0, acct_mulaid_pay=0)
     assert [ln.chrgitm_lv for ln in s.lines] == ["A", "B", "B", "C", "A", ""]
     acc = accumulators(hainan, names["psn"]["retired"])
     assert (acc.inpatient_fund_paid_fen, acc.crit_base_fen, acc.inpatient_admissions) == (996812, 295908, 1)
@@ -466,6 +522,8 @@ def every_rpc(case, **override):
             filing_id=f.filing_id, dest_admdvs="460000", valid_from=20260101)),
         "RevokeFiling": fpb.RevokeFilingRequest(request_id=rid(), filing_id=f.filing_id),
         "ListFilings": fpb.ListFilingsRequest(psn_no=f.psn_no),
+        "AdjustAccount": fpb.AdjustAccountRequest(request_id=rid(), psn_no=f.psn_no, amount_fen=100, reason="年度划入"),
+        "GetAccount": fpb.GetAccountRequest(psn_no=f.psn_no),
         "Admit": spb.AdmitRequest(request_id=rid(), psn_no=f.psn_no, fixmedins_code="H46010000001", adm_date=20260310),
         "CancelAdmission": spb.CancelAdmissionRequest(request_id=rid(), mdtrt_id=m),
         "UploadFees": spb.UploadFeesRequest(request_id=rid(), mdtrt_id=m, lines=[line(2, "XA01", 100, 1000)]),
@@ -574,6 +632,8 @@ BAD_INPUT = {  # RPC -> (fields to spoil, expected reason)
     "ReviseFiling": ({"filing.valid_from": 20261399}, "INVALID_DATE"),
     "RevokeFiling": ({"filing_id": ""}, "INVALID_ARGUMENT"),
     "ListFilings": ({"psn_no": ""}, "INVALID_ARGUMENT"),
+    "AdjustAccount": ({"amount_fen": 0}, "INVALID_AMOUNT"),
+    "GetAccount": ({"psn_no": "有 空格"}, "INVALID_ARGUMENT"),
     "Admit": ({"adm_date": 2026031}, "INVALID_DATE"),
     "CancelAdmission": ({"mdtrt_id": ""}, "INVALID_ARGUMENT"),
     "UploadFees": ({"lines": [pb.FeeLine(feedetl_sn="9", code="XA01", unit_price_fen=100, qty_milli=-5)]},
@@ -614,6 +674,7 @@ BAD_INPUT = {  # RPC -> (fields to spoil, expected reason)
 
 def test_every_rpc_refuses_bad_input_and_changes_nothing(gw, case, national, hainan, liaoning):
     callers = {"File": liaoning, "ReviseFiling": liaoning, "RevokeFiling": liaoning, "ListFilings": liaoning,
+               "AdjustAccount": liaoning, "GetAccount": liaoning,
                "LoadReferenceData": national, "GetReferenceDataStatus": national, "SetPrepaid": national,
                "TopUpPrepaid": national, "GetPositions": national, "CloseMonth": national, "ReopenMonth": national,
                "GetClearingReport": national, "ListProblems": national}

@@ -15,7 +15,7 @@ class FilingService:
 
     def methods(self):
         return {"File": self.file, "ReviseFiling": self.revise, "RevokeFiling": self.revoke,
-                "ListFilings": self.list}
+                "ListFilings": self.list, "AdjustAccount": self.adjust_account, "GetAccount": self.get_account}
 
     async def file(self, req: fpb.FileRequest, caller: str):
         return await self.gw.execute(caller, convert.file_command(req), request_digest(req))
@@ -35,3 +35,11 @@ class FilingService:
             person=convert.person_pb(person),
             filings=[convert.filing_pb(f) for f in engine.index.filings_of(person["psn_no"])],
         )
+
+    async def adjust_account(self, req: fpb.AdjustAccountRequest, caller: str):
+        command = cmd.AdjustAccount(request_id=req.request_id, psn_no=req.psn_no, amount_fen=req.amount_fen,
+                                    reason=req.reason)
+        return await self.gw.execute(caller, command, request_digest(req))
+
+    async def get_account(self, req: fpb.GetAccountRequest, _caller: str):
+        return convert.account_pb(self.gw.engine.account(req.psn_no, req.certno))

@@ -1,0 +1,174 @@
+"""SPEC §10 through the core (engine and index): personal accounts (E6) and what goes with them."""
+from __future__ import annotations
+
+import msgspec
+import pytest
+
+from core import Index, LoadError, YidiError, events
+from core import commands as cmd
+from core.engine import Engine, EngineState
+from core.events import FeeLine
+from datagen.spec_fixture import DATE, PERSONS, write_jsonl, write_spec_dataset
+from gateway._pb.yidi.v1 import settlement_pb2 as spb
+
+E1_LINES = (FeeLine("1", "XA01", "", 1250, 20000), FeeLine("2", "XB02", "", 8800, 3500),
+            FeeLine("3", "XB03", "", 7300, 10000), FeeLine("4", "XC04", "", 45000, 1000),
+            FeeLine("5", "T001", "", 1200000, 1000), FeeLine("6", "ZZ99", "", 9999, 2000))
+
+
+@pytest.fixture
+def world(tmp_path):
+    names = write_spec_dataset(tmp_path / "data")
+    index = Index()
+    index.load_dir(names["dir"])
+    return Engine(index), names
+
+
+class Run:
+    """Commands through decide → ledger encoding → apply, as the gateway runs them."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine, self.log = engine, []
+
+    def __call__(self, command):
+        decision = self.engine.decide(command, len(self.log) + 1)
+        self.log.append(events.encode(decision.event))
+        self.engine.apply(events.decode(self.log[-1]), len(self.log))
+        return decision
+
+
+def settlement_of(decision) -> spb.SettlementResponse:
+    return spb.SettlementResponse.FromString(decision.result.data).settlement
+
+
+def e6_stay(run: Run, names, **flags):
+    admitted = run(cmd.Admit(request_id="a", person=cmd.PersonId(psn_no=names["psn"]["acct"]),
+                             fixmedins_code=names["inst"]["hk_l3"], adm_date=20260310))
+    mdtrt_id = admitted.event.visit.mdtrt_id
+    run(cmd.UploadFees(request_id="f", mdtrt_id=mdtrt_id, lines=E1_LINES))
+    return mdtrt_id, run(cmd.DischargeSettle(request_id="s", mdtrt_id=mdtrt_id, dscg_date=DATE, **flags))
+
+
+def test_e6_own_and_family_accounts_pay_the_in_policy_personal_share(world):
+    engine, names = world
+    run = Run(engine)
+    acct, family = names["psn"]["acct"], names["psn"]["family"]
+    assert (engine.balance(acct), engine.balance(family)) == (100000, 300000)
+    mdtrt_id, settled = e6_stay(run, names, acct_used_flag=True, acct_mulaid_flag=True)
+    s = settlement_of(settled)
+    b = s.breakdown
+    # fund amounts as E1
+    assert (b.medfee_sumamt, b.inscp_scp_amt, b.preselfpay_amt, b.hifp_pay, b.fund_pay_sumamt) == (
+        1393798, 1292720, 13080, 996812, 996812)
+    # acct_payable = 1292720 + 13080 − 996812 = 308988
+    assert (b.acct_pay, b.acct_mulaid_pay, b.psn_cash_pay, s.balc) == (100000, 208988, 87998, 0)
+    assert (engine.balance(acct), engine.balance(family)) == (0, 91012)
+    assert settled.event.settlement.acct_draws == ((acct, 100000), (family, 208988))
+    # cancelling gives exactly those amounts back to those accounts
+    run(cmd.CancelSettlement(request_id="c", setl_id=s.setl_id, cancel_date=DATE))
+    assert (engine.balance(acct), engine.balance(family)) == (100000, 300000)
+
+
+def test_without_flags_no_account_pays_and_balc_is_the_balance(world):
+    engine, names = world
+    run = Run(engine)
+    _, settled = e6_stay(run, names)
+    s = settlement_of(settled)
+    assert (s.breakdown.acct_pay, s.breakdown.acct_mulaid_pay, s.breakdown.psn_cash_pay, s.balc) == (
+        0, 0, 396986, 100000)
+    assert settled.event.settlement.acct_draws == ()
+
+
+def test_own_account_only_and_presettlement_changes_nothing(world):
+    engine, names = world
+    run = Run(engine)
+    admitted = run(cmd.Admit(request_id="a", person=cmd.PersonId(psn_no=names["psn"]["acct"]),
+                             fixmedins_code=names["inst"]["hk_l3"], adm_date=20260310))
+    mdtrt_id = admitted.event.visit.mdtrt_id
+    run(cmd.UploadFees(request_id="f", mdtrt_id=mdtrt_id, lines=E1_LINES))
+    pre = spb.SettlementResponse.FromString(engine.presettle(mdtrt_id, DATE, True, True)).settlement
+    assert (pre.breakdown.acct_pay, pre.breakdown.acct_mulaid_pay, pre.balc) == (100000, 208988, 0)
+    assert engine.balance(names["psn"]["acct"]) == 100000 and engine.balance(names["psn"]["family"]) == 300000
+    s = settlement_of(run(cmd.DischargeSettle(request_id="s", mdtrt_id=mdtrt_id, dscg_date=DATE,
+                                              acct_used_flag=True)))
+    assert (s.breakdown.acct_pay, s.breakdown.acct_mulaid_pay, s.breakdown.psn_cash_pay) == (100000, 0, 296986)
+
+
+def test_an_account_never_pays_fully_self_paid_or_over_cap_amounts(world):
+    engine, names = world
+    run = Run(engine)
+    run(cmd.AdjustAccount(request_id="x", psn_no=names["psn"]["acct"], amount_fen=10_000_000, reason="年度划入"))
+    _, settled = e6_stay(run, names, acct_used_flag=True, acct_mulaid_flag=True)
+    b = settlement_of(settled).breakdown
+    assert b.acct_pay == 308988 and b.acct_mulaid_pay == 0
+    assert b.psn_cash_pay == b.fulamt_ownpay_amt + b.overlmt_selfpay == 87998
+
+
+def test_adjust_account_credits_debits_and_refuses_below_zero(world):
+    engine, names = world
+    run = Run(engine)
+    acct = names["psn"]["acct"]
+    result = run(cmd.AdjustAccount(request_id="1", psn_no=acct, amount_fen=5000, reason="年度划入")).result
+    assert (result.balance_fen, result.mulaid_psn_nos, result.mulaid_balances_fen) == (
+        105000, (names["psn"]["family"],), (300000,))
+    run(cmd.AdjustAccount(request_id="2", psn_no=acct, amount_fen=-105000, reason="清退"))
+    assert engine.balance(acct) == 0
+    with pytest.raises(YidiError) as err:
+        engine.decide(cmd.AdjustAccount(request_id="3", psn_no=acct, amount_fen=-1, reason="清退"), 99)
+    assert err.value.reason == "ACCOUNT_INSUFFICIENT" and "余额 0 分" in err.value.message
+    for amount, reason in ((0, "年度划入"), (10 ** 11, "年度划入"), (5, "")):
+        with pytest.raises(YidiError) as err:
+            engine.decide(cmd.AdjustAccount(request_id="4", psn_no=acct, amount_fen=amount, reason=reason), 99)
+        assert err.value.reason in ("INVALID_AMOUNT", "INVALID_ARGUMENT")
+    with pytest.raises(YidiError) as err:
+        engine.decide(cmd.AdjustAccount(request_id="5", psn_no="NOBODY", amount_fen=5, reason="x"), 99)
+    assert err.value.reason == "PERSON_NOT_FILED"
+    assert engine.balance(acct) == 0
+
+
+def test_balances_survive_snapshots_and_a_reload_starts_from_the_new_opening_balances(world, tmp_path):
+    engine, names = world
+    run = Run(engine)
+    e6_stay(run, names, acct_used_flag=True, acct_mulaid_flag=True)
+    state = msgspec.msgpack.decode(msgspec.msgpack.encode(engine.export_state()), type=EngineState)
+    index = Index()
+    index.load_dir(names["dir"])
+    restored = Engine.restore(index, state)
+    assert (restored.balance(names["psn"]["acct"]), restored.balance(names["psn"]["family"])) == (0, 91012)
+    # A newly loaded data set's balances already include what came before: the changes start afresh.
+    restored.apply(events.ReferenceLoaded(data_dir=names["dir"], meta={}), 99)
+    assert restored.balance(names["psn"]["family"]) == 300000 and restored.acct_changes == {}
+
+
+def test_load_checks_family_accounts(tmp_path):
+    names = write_spec_dataset(tmp_path / "data")
+    rows = [dict(p) for p in PERSONS.values()]
+    rows[-2]["mulaid_psn_nos"] = ["P999"]
+    write_jsonl(f"{names['dir']}/persons.jsonl", rows)
+    with pytest.raises(LoadError, match="P999"):
+        Index().load_dir(names["dir"])
+    rows[-2]["mulaid_psn_nos"] = [rows[-2]["psn_no"]]
+    write_jsonl(f"{names['dir']}/persons.jsonl", rows)
+    with pytest.raises(LoadError, match="本人"):
+        Index().load_dir(names["dir"])
+    rows[-2]["mulaid_psn_nos"] = [rows[-1]["psn_no"]]
+    rows[-1]["insuplc_admdvs"] = "110100"
+    write_jsonl(f"{names['dir']}/persons.jsonl", rows)
+    with pytest.raises(LoadError, match="统筹区"):
+        Index().load_dir(names["dir"])
+    rows[-1]["insuplc_admdvs"] = "210102"
+    rows[-1]["acct_balance_fen"] = -1
+    write_jsonl(f"{names['dir']}/persons.jsonl", rows)
+    with pytest.raises(LoadError, match="acct_balance_fen"):
+        Index().load_dir(names["dir"])
+
+
+def test_a_person_filed_by_rpc_keeps_the_data_sets_account(world):
+    engine, names = world
+    run = Run(engine)
+    row = {k: v for k, v in PERSONS["acct"].items() if k not in ("acct_balance_fen", "mulaid_psn_nos")}
+    person = events.Person(**row)
+    filing = events.Filing(filing_id="F-NEW", psn_no=row["psn_no"], kind="retired_relocation", dest_admdvs="460000",
+                           fixmedins_codes=(), valid_from=20260101, valid_to=0, status="active")
+    run(cmd.FilePerson(request_id="file", person=person, filing=filing))
+    assert engine.index.account(row["psn_no"]) == (100000, (names["psn"]["family"],))
