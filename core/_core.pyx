@@ -114,6 +114,7 @@ cdef class Index:
     cdef dict _card_version_idx
     cdef frozenset _accepted
     cdef dict _meta
+    cdef dict _chronic            # policy row -> {disease code | "default": (deductible, ratio 1..3, bonus, cap)}
     cdef bint _loaded
     cdef int32_t* policy_first     # the policy directory (eligibility.pxi _policy_idx)
     cdef int32_t* policy_count
@@ -134,6 +135,7 @@ cdef class Index:
         self._card_versions = []
         self._card_version_idx = {}
         self._meta = {}
+        self._chronic = {}
         self._loaded = False
 
     def __dealloc__(self):
@@ -321,12 +323,28 @@ cdef class Index:
         return _eligibility(self, psn_no, fixmedins_code, inpatient, date, card_no, card_version,
                             has_open_inpatient)
 
-    def bill(self, psn_no, fixmedins_code, filing_kind, bint inpatient, date, lines):
-        """benefit's computation as a compact Bill (C arrays; the answer written as protobuf from it)."""
-        return _bill(self, psn_no, fixmedins_code, filing_kind, inpatient, date, lines)
+    def bill(self, psn_no, fixmedins_code, filing_kind, bint inpatient, date, lines, chronic=None):
+        """benefit's computation as a compact Bill (C arrays; the answer written as protobuf from it).
+        ``chronic``: (dise_codg, deductible used, fund paid this year for that disease) for a chronic-disease
+        visit (SPEC §10.2), which settles under the policy's chronic entry with those accumulators."""
+        return _bill(self, psn_no, fixmedins_code, filing_kind, inpatient, date, lines, chronic)
 
-    def benefit(self, psn_no, fixmedins_code, filing_kind, bint inpatient, date, lines):
-        return _benefit(self, psn_no, fixmedins_code, filing_kind, inpatient, date, lines)
+    def benefit(self, psn_no, fixmedins_code, filing_kind, bint inpatient, date, lines, chronic=None):
+        return _benefit(self, psn_no, fixmedins_code, filing_kind, inpatient, date, lines, chronic)
+
+    def chronic_refusal(self, psn_no, fixmedins_code, dise_codg):
+        """SPEC §10.2 checks 10 and 11: None, or (reason, clerk message)."""
+        person = self.get_person(psn_no)
+        inst = self.get_institution(fixmedins_code)
+        if person is None or dise_codg not in person["chronic_diseases"]:
+            return ("DISEASE_NOT_RECOGNISED",
+                    f"参保人未经参保地认定门诊慢特病「{dise_codg}」，不能按门诊慢特病结算。请先由参保地经办机构办理"
+                    f"病种认定（已认定：{'、'.join(person['chronic_diseases']) if person else '无'}），或按普通门诊结算。")
+        if inst is None or dise_codg not in inst["chronic_diseases"]:
+            return ("INSTITUTION_NOT_ENABLED_FOR_DISEASE",
+                    f"{inst['name'] if inst else fixmedins_code} 未开通门诊慢特病「{dise_codg}」的跨省直接结算，"
+                    f"请到已开通该病种的定点医疗机构就医，或按普通门诊结算。")
+        return None
 
     # ------------------------------------------------------------ accumulators
     ACCUMULATOR_KEYS = ACCUMULATOR_KEYS

@@ -257,12 +257,14 @@ cdef class Bill:
     def settlement_response(self, str setl_id, str mdtrt_id, str psn_no, str psn_name, str fixmedins_code,
                             str fixmedins_name, str insuplc_admdvs, str mdtrtarea_admdvs, int visit_kind,
                             int insutype, str filing_id, int filing_kind, int setl_date, int status, lines,
-                            int risk_flags=0, int clearing_month=0, int64_t balc=0):
+                            int risk_flags=0, int clearing_month=0, int64_t balc=0, int med_type=0,
+                            str dise_codg=""):
         """A SettlementResponse (settlement.proto) holding this bill; ``lines`` the settled FeeLines, in order;
         ``risk_flags`` bit i stands for RiskFlag value i + 1; ``balc`` the person's own account balance after."""
         return _settlement_response(self, setl_id, mdtrt_id, psn_no, psn_name, fixmedins_code, fixmedins_name,
                                     insuplc_admdvs, mdtrtarea_admdvs, visit_kind, insutype, filing_id,
-                                    filing_kind, setl_date, status, lines, risk_flags, clearing_month, balc)
+                                    filing_kind, setl_date, status, lines, risk_flags, clearing_month, balc,
+                                    med_type, dise_codg)
 
 
 cdef void _deltas_into(BenefitFen* b, bint inpatient, int64_t* d) noexcept nogil:
@@ -475,8 +477,31 @@ cdef tuple _BREAKDOWN_KEYS = ("medfee_sumamt", "fulamt_ownpay_amt", "overlmt_sel
 
 
 # ---------------------------------------------------------------- SPEC §5, in order
+cdef int _chronic_policy(Index self, Policy* pol, Person* p, int64_t date, object chronic, Policy* out,
+                         int64_t* acc) except -1:
+    """SPEC §10.2: ``out`` = the policy with its outpatient terms replaced by the disease's chronic entry (or the
+    default), ``acc`` with the outpatient accumulators replaced by the disease's; check 12 (POLICY_MISSING)."""
+    code, deductible_used, fund_paid = chronic
+    entries = self._chronic.get(<int64_t>(pol - self.st.policies))
+    if entries is None:
+        raise YidiError(
+            "POLICY_MISSING",
+            f"参保地统筹区 {_region_label(self, pooling_of(p.insuplc_admdvs))} 险种 {INSUTYPES[p.insutype]} "
+            f"在 {_date_zh(date)} 没有门诊慢特病待遇政策，暂不能按门诊慢特病「{code}」结算；可按普通门诊结算，"
+            f"或请国家平台运维核实参保地政策数据。")
+    entry = entries.get(code) or entries["default"]
+    out[0] = pol[0]
+    out.outpatient_annual_deductible_fen = entry[0]
+    out.outpatient_ratio_bp[1], out.outpatient_ratio_bp[2], out.outpatient_ratio_bp[3] = entry[1], entry[2], entry[3]
+    out.outpatient_retired_bonus_bp = entry[4]
+    out.outpatient_annual_cap_fen = entry[5]
+    acc[ACC_OUTPATIENT_DEDUCTIBLE_USED_FEN] = deductible_used
+    acc[ACC_OUTPATIENT_FUND_PAID_FEN] = fund_paid
+    return 0
+
+
 cdef Bill _bill(Index self, object psn_no, object fixmedins_code, object filing_kind, bint inpatient,
-                object date_obj, object lines):
+                object date_obj, object lines, object chronic=None):
     """One settlement's amounts, line results and accumulator deltas; changes nothing."""
     cdef Store* st = &self.st
     cdef int64_t date = _date_of(date_obj, "结算日期", None)
@@ -487,12 +512,21 @@ cdef Bill _bill(Index self, object psn_no, object fixmedins_code, object filing_
     cdef Bill bill = Bill.__new__(Bill)
     cdef BenefitFen* b = &bill.b
     cdef const int64_t* acc
+    cdef Policy chronic_pol
+    cdef int64_t chronic_acc[N_ACCUMULATORS]
     _lines_shape_ok(lines)
     pol = _policy_in_force(self, p, date, psn_no)
+    if chronic is not None and not inpatient:
+        memcpy(chronic_acc, _year_values(st, p, <int>(date // 10000)), sizeof(chronic_acc))
+        _chronic_policy(self, pol, p, date, chronic, &chronic_pol, chronic_acc)
+        pol = &chronic_pol
     memset(b, 0, sizeof(BenefitFen))
     _price_lines(st, province_of(it.admdvs), lines, bill)                                     # 5.1
     b.pay_ratio_bp = _ratio_bp(pol, it.level, p.person_type == PTYPE_RETIRED, kind, inpatient)  # 5.2
-    acc = _year_values(st, p, <int>(date // 10000))
+    if chronic is not None and not inpatient:
+        acc = &chronic_acc[0]
+    else:
+        acc = _year_values(st, p, <int>(date // 10000))
     if inpatient:
         _settle_inpatient(pol, it.level, acc, b)                                                # 5.3 steps 1-4
     else:
@@ -512,15 +546,17 @@ cdef Bill _bill(Index self, object psn_no, object fixmedins_code, object filing_
 
 
 cdef dict _benefit(Index self, object psn_no, object fixmedins_code, object filing_kind, bint inpatient,
-                   object date_obj, object lines):
-    return _benefit_answer(_bill(self, psn_no, fixmedins_code, filing_kind, inpatient, date_obj, lines), lines)
+                   object date_obj, object lines, object chronic=None):
+    return _benefit_answer(_bill(self, psn_no, fixmedins_code, filing_kind, inpatient, date_obj, lines, chronic),
+                           lines)
 
 
 # ---------------------------------------------------------------- the answer as protobuf bytes (wire.pxi)
 cdef bytes _settlement_response(Bill bill, str setl_id, str mdtrt_id, str psn_no, str psn_name,
                                 str fixmedins_code, str fixmedins_name, str insuplc_admdvs, str mdtrtarea_admdvs,
                                 int visit_kind, int insutype, str filing_id, int filing_kind, int setl_date,
-                                int status, object lines, int risk_flags, int clearing_month, int64_t balc):
+                                int status, object lines, int risk_flags, int clearing_month, int64_t balc,
+                                int med_type, str dise_codg):
     cdef PbBuf s, part, outer
     cdef LineFen* ln
     cdef Py_ssize_t i = 0
@@ -557,6 +593,8 @@ cdef bytes _settlement_response(Bill bill, str setl_id, str mdtrt_id, str psn_no
             pb_message(&s, 19, &part)
         pb_int(&s, 20, clearing_month)
         pb_int(&s, 22, balc)
+        pb_int(&s, 23, med_type)
+        pb_str(&s, 24, dise_codg)
         pb_message(&outer, 1, &s)                             # SettlementResponse.settlement
         return pb_bytes_of(&outer)
     finally:

@@ -116,6 +116,8 @@ class OutpatientSettle(Command, kw_only=True):
     card: Union[Card, None] = None
     acct_used_flag: bool = False
     acct_mulaid_flag: bool = False
+    med_type: str = ""       # "" general outpatient, "chronic" (SPEC §10.2: then dise_codg names the disease)
+    dise_codg: str = ""
 
 
 # ----------------------------------------------------------------- admin

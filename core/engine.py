@@ -46,6 +46,8 @@ from ._core import ACCUMULATOR_KEYS, DEBUG, FILING_KINDS, Index, province_code
 
 INPATIENT = "inpatient"
 OUTPATIENT = "outpatient"
+CHRONIC = "chronic"   # med_type of an outpatient chronic-disease settlement (SPEC §10.2)
+_MED_TYPE_CHRONIC = 14
 
 ADMITTED = "admitted"
 SETTLED = "settled"
@@ -95,6 +97,8 @@ class EngineState(msgspec.Struct):
     funds: FundsState = msgspec.field(default_factory=FundsState)   # positions, clearing months (core/funds.py)
     # SPEC §10.1: each personal account's change since the reference data set in force was loaded
     accounts: list[tuple[str, int]] = msgspec.field(default_factory=list)
+    # SPEC §10.2: (psn_no, year, dise_codg, deductible used, fund paid) per person, year and chronic disease
+    chronic: list[tuple[str, int, str, int, int]] = msgspec.field(default_factory=list)
 
 
 class Decision(NamedTuple):
@@ -117,6 +121,8 @@ class Engine:
         # SPEC §10.1: psn_no -> the account's change (fen) recorded since the data set in force was loaded; a
         # balance is the data set's opening balance plus this.  Only accounts that moved are here.
         self.acct_changes: dict[str, int] = {}
+        # SPEC §10.2: (psn_no, year, dise_codg) -> [deductible used, fund paid], apart from general outpatient
+        self.chronic_acc: dict[tuple[str, int, str], list[int]] = {}
         self._seq = 0  # the ledger seq the command being decided will get: new ids are made from it
 
     # ------------------------------------------------------------ dispatch
@@ -201,6 +207,11 @@ class Engine:
 
     def accumulators(self, psn_no: str, year: int) -> dict[str, int]:
         return self.index.accumulators(psn_no, year)
+
+    def chronic_accumulators(self, psn_no: str, year: int) -> list[tuple[str, int, int]]:
+        """(dise_codg, deductible used, fund paid) of each chronic disease the person settled in the year."""
+        return sorted((code, *values) for (p, y, code), values in self.chronic_acc.items()
+                      if p == psn_no and y == year)
 
     def presettle(self, mdtrt_id: str, setl_date: int, acct_used_flag: bool = False,
                   acct_mulaid_flag: bool = False) -> bytes:
@@ -430,7 +441,17 @@ class Engine:
         psn_no = self.psn_no_of(cmd.person.psn_no, cmd.person.certno)
         check_date(cmd.setl_date, "结算日期")
         card_no, card_version = (cmd.card.card_no, cmd.card.card_version) if cmd.card else (None, None)
+        if cmd.med_type not in ("", CHRONIC):
+            raise YidiError("INVALID_ENUM", f"医疗类别 {cmd.med_type!r} 无效。")
+        if cmd.med_type == CHRONIC or cmd.dise_codg:
+            if cmd.med_type != CHRONIC:
+                raise YidiError("INVALID_ARGUMENT", "病种编码 dise_codg 只用于门诊慢特病结算（med_type 14）。")
+            check_id(cmd.dise_codg, "门诊慢特病病种编码 dise_codg")
         elig = self.index.admission(psn_no, cmd.fixmedins_code, False, cmd.setl_date, card_no, card_version)
+        if cmd.med_type == CHRONIC:  # SPEC §10.2 checks 10 and 11 (12, the policy, when the bill is computed)
+            refusal = self.index.chronic_refusal(psn_no, cmd.fixmedins_code, cmd.dise_codg)
+            if refusal is not None:
+                raise YidiError(*refusal)
         check_line_count(len(cmd.lines), "一次门诊")
         seen: set[str] = set()
         for line in cmd.lines:
@@ -440,12 +461,13 @@ class Engine:
             seen.add(line.feedetl_sn)
         facts = self._new_visit(psn_no, cmd.fixmedins_code, OUTPATIENT, cmd.setl_date, elig)
         reply, settlement, month = self._settle(Visit(facts), settlement_id(self._seq), cmd.setl_date, cmd.lines,
-                                                cmd.acct_used_flag, cmd.acct_mulaid_flag)
+                                                cmd.acct_used_flag, cmd.acct_mulaid_flag, cmd.dise_codg)
         return Decision(Settled(settlement=settlement, visit=facts, lines=cmd.lines, clearing_month=month), reply)
 
     # ----------------------------------------------------------- settlement
     def _settle(self, visit: Visit, setl_id: str, setl_date: int, lines: tuple[FeeLine, ...],
-                acct_used: bool = False, acct_mulaid: bool = False) -> tuple[Reply, SettlementFacts, int]:
+                acct_used: bool = False, acct_mulaid: bool = False,
+                dise_codg: str = "") -> tuple[Reply, SettlementFacts, int]:
         """The benefit of a visit's lines (SPEC §5): the answer (written by the core as protobuf bytes),
         the facts to record, and the clearing month it is booked in (0 for a pre-settlement)."""
         facts = visit.facts
@@ -455,7 +477,12 @@ class Engine:
         if not lines:
             raise YidiError("NO_FEE_LINES", "该就诊没有费用明细，请先上传费用明细再结算。")
         inpatient = facts.visit_kind == INPATIENT
-        bill = self.index.bill(facts.psn_no, facts.fixmedins_code, facts.filing_kind, inpatient, setl_date, lines)
+        chronic = None
+        if dise_codg:  # SPEC §10.2: the disease's own accumulators of the settlement's year
+            used, paid = self.chronic_acc.get((facts.psn_no, setl_date // 10000, dise_codg), (0, 0))
+            chronic = (dise_codg, used, paid)
+        bill = self.index.bill(facts.psn_no, facts.fixmedins_code, facts.filing_kind, inpatient, setl_date, lines,
+                               chronic)
         flags = self.funds.settlement_flags(  # SPEC §7: decided once, recorded, never blocking
             inpatient=inpatient, adm_date=facts.adm_date, setl_date=setl_date, high_cost=bill.high_cost,
             setl_id=setl_id, psn_no=facts.psn_no)
@@ -468,12 +495,13 @@ class Engine:
             setl_id, facts.mdtrt_id, facts.psn_no, bill.person_name, facts.fixmedins_code, bill.institution_name,
             facts.insuplc_admdvs, facts.mdtrtarea_admdvs, _VISIT_KIND_PB[facts.visit_kind], int(bill.insutype_code),
             facts.filing_id, _FILING_KIND_PB[facts.filing_kind], setl_date, 1 if setl_id else 0, lines, flags, month,
-            self.balance(facts.psn_no) - acct_pay)
+            self.balance(facts.psn_no) - acct_pay, _MED_TYPE_CHRONIC if dise_codg else 0, dise_codg)
         settlement = SettlementFacts(
             setl_id=setl_id, mdtrt_id=facts.mdtrt_id, psn_no=facts.psn_no, fixmedins_code=facts.fixmedins_code,
             insuplc_admdvs=facts.insuplc_admdvs, mdtrtarea_admdvs=facts.mdtrtarea_admdvs,
             visit_kind=facts.visit_kind, insutype=bill.insutype_code, setl_date=setl_date, year=bill.year,
             breakdown=Breakdown(*bill.breakdown), deltas=bill.deltas, risk_flags=flags, acct_draws=draws,
+            dise_codg=dise_codg,
         )
         return Reply(reply), settlement, month
 
@@ -525,7 +553,7 @@ class Engine:
 
     def _apply_settled(self, event: Settled, seq: int) -> list[Change]:
         s = event.settlement
-        self.index.add_deltas(s.psn_no, s.year, s.deltas, 1)
+        self._add_deltas(s, 1)
         for psn_no, amount_fen in s.acct_draws:
             self._acct_add(psn_no, -amount_fen)
         if event.visit is not None:  # outpatient: the visit is born settled
@@ -536,6 +564,20 @@ class Engine:
             changes = [VisitStatus(s.mdtrt_id, SETTLED, s.setl_id), PutSettlement(ArchivedSettlement(s, seq, lines=lines))]
         self._book(s, event.clearing_month, s.setl_date, 1)
         return changes
+
+    def _add_deltas(self, facts: SettlementFacts, sign: int) -> None:
+        """A settlement's recorded deltas, added (+1) or taken back (−1); a chronic-disease visit's outpatient
+        deltas go to that disease's accumulators (SPEC §10.2)."""
+        deltas, chronic = split_deltas(facts)
+        self.index.add_deltas(facts.psn_no, facts.year, deltas, sign)
+        if chronic is not None:
+            key = (facts.psn_no, facts.year, facts.dise_codg)
+            values = self.chronic_acc.setdefault(key, [0, 0])
+            values[0] += sign * chronic[0]
+            values[1] += sign * chronic[1]
+            invariant(values[0] >= 0 and values[1] >= 0, f"chronic accumulators of {key} below zero")
+            if values == [0, 0]:
+                del self.chronic_acc[key]
 
     def _book(self, facts: SettlementFacts, month: int, date: int, sign: int) -> None:
         """SPEC §8 in the same record as the settlement or its cancellation: the position and the clearing month."""
@@ -549,7 +591,7 @@ class Engine:
             ref = self.archive.settlement(event.setl_id)
             facts, lines = ref.facts, ref.lines
             visit = self.archive.visit(facts.mdtrt_id).facts
-        self.index.add_deltas(facts.psn_no, facts.year, facts.deltas, -1)
+        self._add_deltas(facts, -1)
         for psn_no, amount_fen in facts.acct_draws:  # exactly what it drew, back to the same accounts
             self._acct_add(psn_no, amount_fen)
         self._book(facts, event.clearing_month, event.cancel_date, -1)
@@ -727,6 +769,7 @@ class Engine:
             persons=list(self.runtime_persons.values()), filings=list(self.runtime_filings.values()),
             visits=list(self.visits.values()), accumulators=self.index.accumulator_rows(),
             funds=self.funds.export(), accounts=sorted(self.acct_changes.items()),
+            chronic=sorted((p, y, c, v[0], v[1]) for (p, y, c), v in self.chronic_acc.items()),
         )
 
     @classmethod
@@ -743,6 +786,7 @@ class Engine:
             index.apply_deltas(psn_no, year, dict(zip(ACCUMULATOR_KEYS, values, strict=True)), 1)
         engine.funds = Funds.restore(state.funds)
         engine.acct_changes = dict(state.accounts)
+        engine.chronic_acc = {(p, y, c): [used, paid] for p, y, c, used, paid in state.chronic}
         return engine
 
     # ----------------------------------------------------------- invariants
@@ -752,7 +796,7 @@ class Engine:
         for ref in settlements:
             if ref.status == SETTLED:
                 sums = expected.setdefault((ref.facts.psn_no, ref.facts.year), [0] * len(ACCUMULATOR_KEYS))
-                for i, delta in enumerate(ref.facts.deltas):
+                for i, delta in enumerate(split_deltas(ref.facts)[0]):
                     sums[i] += delta
         for (psn_no, year), sums in expected.items():
             acc = self.index.accumulators(psn_no, year)
@@ -761,6 +805,19 @@ class Engine:
 
 
 # ------------------------------------------------------------------ helpers
+_OUTPATIENT_SLOTS = (ACCUMULATOR_KEYS.index("outpatient_deductible_used_fen"),
+                     ACCUMULATOR_KEYS.index("outpatient_fund_paid_fen"))
+
+
+def split_deltas(facts: SettlementFacts) -> tuple[tuple[int, ...], tuple[int, int] | None]:
+    """(the deltas of the person's year accumulators, (deductible used, fund paid) of the chronic disease or None)."""
+    if not facts.dise_codg:
+        return facts.deltas, None
+    ded, fund = _OUTPATIENT_SLOTS
+    general = list(facts.deltas)
+    general[ded] = general[fund] = 0
+    return tuple(general), (facts.deltas[ded], facts.deltas[fund])
+
 def _filing(row: dict) -> Filing:
     return Filing(filing_id=row["filing_id"], psn_no=row["psn_no"], kind=row["kind"],
                   dest_admdvs=row["dest_admdvs"], fixmedins_codes=tuple(row["fixmedins_codes"]),

@@ -169,6 +169,8 @@ class SettlementFacts(msgspec.Struct, frozen=True, array_like=True, gc=False):
     deltas: tuple[int, ...]   # in ACCUMULATOR_KEYS order (SPEC §5.5)
     risk_flags: int = 0       # SPEC §7, bits of core.funds.RISK_FLAGS (the first release recorded none)
     acct_draws: tuple[tuple[str, int], ...] = ()   # SPEC §10.1: (psn_no, fen) of each account drawn, in order
+    # SPEC §10.2: a chronic-disease visit; its deltas' outpatient slots are then that disease's accumulators
+    dise_codg: str = ""
 
     def deltas_dict(self) -> dict[str, int]:
         return dict(zip(ACCUMULATOR_KEYS, self.deltas, strict=True))

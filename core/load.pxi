@@ -539,12 +539,38 @@ cdef int _put_policy(Index self, dict row) except -1:
         if eff == pol.effective_from:
             raise YidiError(R, f"统筹区 {row['admdvs']} 险种 {row['insutype']} 生效日期 {eff} 的政策重复",
                             field="effective_from")
+    chronic = _chronic_block(row)
     st.policies = <Policy*>grow_array(st.policies, &st.cap_policies, st.n_policies + 1, sizeof(Policy))
     st.policies[st.n_policies] = pol
+    if chronic is not None:
+        self._chronic[st.n_policies] = chronic
     versions.append((pol.effective_from, st.n_policies))
     versions.sort()
     st.n_policies += 1
     return 0
+
+
+cdef dict _chronic_block(dict row):
+    """SPEC §10.2: the optional ``chronic`` block, {code | "default": (deductible, ratio 1..3, bonus, cap)}."""
+    cdef int64_t ratio[N_LEVELS]
+    cdef Py_ssize_t n
+    R = "REFERENCE_DATA_INVALID"
+    block = _obj_field(row, "chronic", True)
+    if block is None:
+        return None
+    if type(block.get("default")) is not dict:
+        raise YidiError(R, "chronic 须有 default（未单列病种的待遇）", field="chronic")
+    out = {}
+    for code, entry in block.items():
+        if code != "default":
+            _id_of(code, "慢特病病种编码", R, "chronic", &n)
+        if type(entry) is not dict:
+            raise YidiError(R, f"chronic.{code} 必须是对象", field="chronic")
+        _levels(entry, "ratio_bp", f"chronic.{code}", BP_ONE, ratio)
+        out[code] = (_int_field(entry, "annual_deductible_fen", 0, MAX_POLICY_FEN, R), ratio[1], ratio[2], ratio[3],
+                     _int_field(entry, "retired_bonus_bp", 0, BP_ONE, R),
+                     _int_field(entry, "annual_cap_fen", 0, MAX_POLICY_FEN, R))
+    return out
 
 
 # ---------------------------------------------------------------- JSONL files

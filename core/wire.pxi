@@ -193,15 +193,16 @@ cdef tuple _read_fee_line(const unsigned char* p, Py_ssize_t n):
 
 def read_outpatient_request(const unsigned char[::1] raw):
     """OutpatientSettleRequest -> (request_id, psn_no, certno, fixmedins_code, setl_date,
-    (card_no, card_version) | None, [fee line tuples], acct_used_flag, acct_mulaid_flag), or None: parse it
+    (card_no, card_version) | None, [fee line tuples], acct_used_flag, acct_mulaid_flag, med_type, dise_codg),
+    or None: parse it
     with the generated class.  A field this reader does not know (a newer one) also gives None: never dropped."""
     cdef PbIn r, c
     cdef uint64_t key
     cdef int field, last = 0
     cdef Py_ssize_t n
     r.p, r.pos, r.end, r.bad = &raw[0] if raw.shape[0] else NULL, 0, raw.shape[0], False
-    request_id = psn_no = certno = fixmedins_code = ""
-    cdef int64_t setl_date = 0
+    request_id = psn_no = certno = fixmedins_code = dise_codg = ""
+    cdef int64_t setl_date = 0, med_type = 0
     cdef bint person = False, acct_used = False, acct_mulaid = False
     card = None
     lines = []
@@ -248,11 +249,16 @@ def read_outpatient_request(const unsigned char[::1] raw):
                 acct_used = True
             else:
                 acct_mulaid = True
+        elif field == 10 and (key & 7) == WIRE_VARINT:
+            med_type = pb_read_int(&r, True)
+        elif field == 11 and (key & 7) == WIRE_LEN:
+            dise_codg = pb_read_str(&r)
         else:
             return None
     if r.bad:
         return None
-    return (request_id, psn_no, certno, fixmedins_code, setl_date, card, lines, acct_used, acct_mulaid)
+    return (request_id, psn_no, certno, fixmedins_code, setl_date, card, lines, acct_used, acct_mulaid,
+            med_type, dise_codg)
 
 
 cdef tuple _read_card(const unsigned char* p, Py_ssize_t n):

@@ -49,6 +49,14 @@ SPEC_POLICY = {
     "high_cost_fen": 20000000,
 }
 
+# SPEC §10.2's chronic block, added to the 310 policy (the 390 policy has none: check 12)
+SPEC_CHRONIC = {
+    "default": {"annual_deductible_fen": 30000, "ratio_bp": {"1": 8000, "2": 7500, "3": 7000},
+                "retired_bonus_bp": 500, "annual_cap_fen": 500000},
+    "M07803": {"annual_deductible_fen": 0, "ratio_bp": {"1": 9000, "2": 9000, "3": 8500},
+               "retired_bonus_bp": 0, "annual_cap_fen": 8000000},
+}
+
 # SPEC §5.6 catalogue: code -> (class, selfpay_bp, price_cap_fen)
 SPEC_CATALOG = {
     "XA01": ("A", 0, 0),
@@ -86,15 +94,15 @@ PERSONS = {
     # E1/E2: retired, relocated to 海南 (whole province), employee insurance
     "retired": dict(psn_no="P210102000001", certno=make_certno("21010219500101001"), name="张建国",
                     insutype="310", person_type="retired", status="active", assistance=False,
-                    card_no="C21000000001", card_version="3.0"),
+                    card_no="C21000000001", card_version="3.0", chronic_diseases=["M01600", "M03900"]),
     # E3: in service, medical assistance, other temporary to 海口, resident insurance
     "assist": dict(psn_no="P210102000002", certno=make_certno("21010219800202002"), name="李秀英",
                    insutype="390", person_type="in_service", status="active", assistance=True,
-                   card_no="C21000000002", card_version="2.0"),
+                   card_no="C21000000002", card_version="2.0", chronic_diseases=["M01600"]),
     # E4: in service, long-term residence in 海南
     "in_service": dict(psn_no="P210102000003", certno=make_certno("21010219850303003"), name="王伟",
                        insutype="310", person_type="in_service", status="active", assistance=False,
-                       card_no="C21000000003", card_version="3.0"),
+                       card_no="C21000000003", card_version="3.0", chronic_diseases=["M07803"]),
     # E5: in service, referral to 海口 level-1 hospital (named)
     "referral": dict(psn_no="P210102000004", certno=make_certno("21010219700404004"), name="刘洋",
                      insutype="310", person_type="in_service", status="active", assistance=False,
@@ -164,6 +172,7 @@ def policy_rows() -> list[dict]:
     p310 = copy.deepcopy(SPEC_POLICY)
     p390 = copy.deepcopy(SPEC_POLICY)
     p390["insutype"] = "390"
+    p310["chronic"] = copy.deepcopy(SPEC_CHRONIC)
     return [p310, p390]
 
 
@@ -177,9 +186,17 @@ def catalog_rows() -> list[dict]:
     return rows
 
 
+# institution name -> the chronic diseases it is open for (SPEC §10.2)
+INSTITUTION_CHRONIC = {"hk_l3": ["M07803", "M01600"], "hk_l2": ["M01600"]}
+
+
 def institution_rows() -> list[dict]:
-    return [dict(fixmedins_code=c, name=n, admdvs=a, kind=k, level=lv, inpatient=ip, outpatient=op)
-            for c, n, a, k, lv, ip, op in INSTITUTIONS.values()]
+    rows = []
+    for name, (c, n, a, k, lv, ip, op) in INSTITUTIONS.items():
+        rows.append(dict(fixmedins_code=c, name=n, admdvs=a, kind=k, level=lv, inpatient=ip, outpatient=op))
+        if name in INSTITUTION_CHRONIC:
+            rows[-1]["chronic_diseases"] = INSTITUTION_CHRONIC[name]
+    return rows
 
 
 def write_jsonl(path: str, rows) -> None:

@@ -64,6 +64,7 @@ SETTLEMENT_STATUS = EnumMap(pb.SettlementStatus, "SETTLEMENT_STATUS_", "结算�
 WARNING_LEVEL = EnumMap(fdpb.WarningLevel, "WARNING_LEVEL_", "预警级别 ")
 DIFFERENCE_KIND = EnumMap(fdpb.DifferenceKind, "DIFFERENCE_KIND_", "差异类型 ")
 PROBLEM_CATEGORY = EnumMap(ppb.ProblemCategory, "PROBLEM_CATEGORY_", "问题类别 category ")
+MED_TYPE = EnumMap(pb.MedType, "MED_TYPE_", "医疗类别 med_type ")
 PROBLEM_STATE = EnumMap(ppb.ProblemState, "PROBLEM_STATE_", "问题状态 state ")
 DAY_MS = 86_400_000
 
@@ -155,7 +156,8 @@ def admit_command(req: spb.AdmitRequest) -> cmd.Admit:
 def outpatient_command(req: spb.OutpatientSettleRequest) -> cmd.OutpatientSettle:
     return cmd.OutpatientSettle(request_id=req.request_id, person=person_id(req), fixmedins_code=req.fixmedins_code,
                                 setl_date=req.setl_date, lines=fee_lines(req.lines), card=card(req),
-                                acct_used_flag=req.acct_used_flag, acct_mulaid_flag=req.acct_mulaid_flag)
+                                acct_used_flag=req.acct_used_flag, acct_mulaid_flag=req.acct_mulaid_flag,
+                                med_type=MED_TYPE.str(req.med_type, required=False), dise_codg=req.dise_codg)
 
 
 class Wire:
@@ -181,11 +183,12 @@ def outpatient_wire(raw: bytes) -> Wire:
         except DecodeError:
             raise YidiError("INVALID_ARGUMENT", "请求报文无法解析，请检查接口版本与报文格式。") from None
         return Wire(outpatient_command(req), request_digest(req))
-    request_id, psn_no, certno, fixmedins_code, setl_date, card, lines, acct_used, acct_mulaid = fields
+    request_id, psn_no, certno, fixmedins_code, setl_date, card, lines, acct_used, acct_mulaid, med, dise = fields
     command = cmd.OutpatientSettle(
         request_id=request_id, person=cmd.PersonId(psn_no, certno), fixmedins_code=fixmedins_code,
         setl_date=setl_date, lines=tuple(FeeLine(*line) for line in lines),
-        card=cmd.Card(*card) if card is not None else None, acct_used_flag=acct_used, acct_mulaid_flag=acct_mulaid)
+        card=cmd.Card(*card) if card is not None else None, acct_used_flag=acct_used, acct_mulaid_flag=acct_mulaid,
+        med_type=MED_TYPE.str(med, required=False), dise_codg=dise)
     # canonical bytes are the deterministic serialization: the digest is the one request_digest would give
     return Wire(command, hashlib.blake2b(raw, digest_size=16).digest())
 

@@ -15,7 +15,7 @@ from gateway.ledger import Record, SqliteStore
 
 def filed(person: dict, filing: dict) -> Filed:
     filing = dict(filing, status=filing.get("status", "active"))
-    return Filed(person=events.Person(**person),
+    return Filed(person=events.Person(**{k: person[k] for k in events.Person.__struct_fields__}),
                  filing=events.Filing(**dict(filing, fixmedins_codes=tuple(filing["fixmedins_codes"]))))
 
 

@@ -45,9 +45,11 @@ def test_loads_everything(tmp_path):
         "level": 2, "inpatient": False, "outpatient": True, "chronic_diseases": []}
     assert ix.get_institution("H4601000000") is None
     p = PERSONS["retired"]
-    assert ix.get_person(p["psn_no"]) == dict(p, acct_balance_fen=0, mulaid_psn_nos=[], chronic_diseases=[])
+    assert ix.get_person(p["psn_no"]) == dict(p, acct_balance_fen=0, mulaid_psn_nos=[])   # SPEC §10 defaults
+    assert p["chronic_diseases"] == ["M01600", "M03900"]
     p = PERSONS["acct"]   # SPEC §10.1
     assert ix.get_person(p["psn_no"]) == dict(p, chronic_diseases=[])
+    assert ix.get_institution(n["inst"]["hk_l3"])["chronic_diseases"] == ["M07803", "M01600"]
     assert ix.psn_no_by_certno(p["certno"]) == p["psn_no"]
     assert ix.get_filing("F0004") == FILINGS["referral"]
     assert [f["filing_id"] for f in ix.filings_of(n["psn"]["multi"])] == ["F0007B", "F0007D", "F0007E",

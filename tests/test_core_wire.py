@@ -51,8 +51,9 @@ def test_the_core_writes_the_bytes_the_generated_classes_write(tmp_path_factory,
                 psn_name=name, fixmedins_code=inst, fixmedins_name="海口市人民医院", insuplc_admdvs="210102",
                 mdtrtarea_admdvs="460100", visit_kind=1 if inpatient else 2, insutype=310,
                 filing_id="F0002", filing_kind=6, setl_date=DATE, status=status)
-    assert (bill.settlement_response(**head, lines=lines, risk_flags=flags, clearing_month=month, balc=balc)
-            == by_the_classes(bill, head, lines, flags, month, balc))
+    med = dict(med_type=14, dise_codg="M07803") if flags & 1 else {}   # SPEC §10.2 fields, on some answers
+    assert (bill.settlement_response(**head, lines=lines, risk_flags=flags, clearing_month=month, balc=balc, **med)
+            == by_the_classes(bill, dict(head, **med), lines, flags, month, balc))
     # And the bill agrees with the dict answer of Index.benefit (one computation, two shapes).
     answer = ix.benefit(n["psn"][who], inst, kind, inpatient, DATE, [(x.code, x.unit_price_fen, x.qty_milli)
                                                                        for x in lines])
@@ -71,20 +72,20 @@ ints = st.one_of(st.just(0), st.integers(-2**31, 2**31 - 1), st.integers(-2**63,
 fee_line = st.builds(pb.FeeLine, feedetl_sn=text, code=text, name=text, unit_price_fen=ints, qty_milli=ints,
                      fee_date=st.integers(-2**31, 2**31 - 1))
 request = st.builds(
-    lambda rid, who, inst, date, card, lines, acct: spb.OutpatientSettleRequest(
+    lambda rid, who, inst, date, card, lines, acct, med: spb.OutpatientSettleRequest(
         request_id=rid, fixmedins_code=inst, setl_date=date, lines=lines,
         **({"psn_no": who[1]} if who[0] else {"certno": who[1]}), **({"card": card} if card else {}),
-        acct_used_flag=acct[0], acct_mulaid_flag=acct[1]),
+        acct_used_flag=acct[0], acct_mulaid_flag=acct[1], med_type=med[0], dise_codg=med[1]),
     text, st.tuples(st.booleans(), text), text, st.integers(-2**31, 2**31 - 1),
     st.one_of(st.none(), st.builds(spb.Card, card_no=text, card_version=text)), st.lists(fee_line, max_size=4),
-    st.tuples(st.booleans(), st.booleans()))
+    st.tuples(st.booleans(), st.booleans()), st.tuples(st.sampled_from((0, 14, 7, -1)), text))
 
 
 def read_by_the_classes(req: spb.OutpatientSettleRequest) -> tuple:
     card = (req.card.card_no, req.card.card_version) if req.HasField("card") else None
     return (req.request_id, req.psn_no, req.certno, req.fixmedins_code, req.setl_date, card,
             [(x.feedetl_sn, x.code, x.name, x.unit_price_fen, x.qty_milli, x.fee_date) for x in req.lines],
-            req.acct_used_flag, req.acct_mulaid_flag)
+            req.acct_used_flag, req.acct_mulaid_flag, req.med_type, req.dise_codg)
 
 
 @settings(max_examples=300, deadline=None, derandomize=True)

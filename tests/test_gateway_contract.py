@@ -219,6 +219,47 @@ def test_adjust_account_over_grpc(hainan, liaoning, national, names):
     assert (code, reason) == (grpc.StatusCode.PERMISSION_DENIED, "PERMISSION_DENIED")
 
 
+# ------------------------------------------------------ SPEC §10.2 chronic diseases, E7
+E7_LINES = [line(1, "T001", 60000, 3000), line(2, "XA01", 1250, 10000), line(3, "XC04", 45000, 1000)]
+
+
+def chronic(client, psn_no, inst, code, lines=E7_LINES, **kw) -> spb.OutpatientSettleRequest:
+    return spb.OutpatientSettleRequest(request_id=rid("chronic"), psn_no=psn_no, fixmedins_code=inst,
+                                       setl_date=20260315, lines=lines, med_type=pb.MED_TYPE_CHRONIC, dise_codg=code,
+                                       **kw)
+
+
+def test_e7_through_grpc(hainan, liaoning, names):
+    psn, inst = names["psn"], names["inst"]
+    s = hainan(hainan.settlement.OutpatientSettle, chronic(hainan, psn["in_service"], inst["hk_l3"], "M07803")).settlement
+    b = s.breakdown
+    assert (b.medfee_sumamt, b.fulamt_ownpay_amt, b.inscp_scp_amt, b.act_pay_dedc, b.pay_ratio_bp, b.hifp_pay,
+            b.psn_cash_pay) == (237500, 45000, 192500, 0, 8500, 163625, 73875)
+    assert (s.med_type, s.dise_codg) == (pb.MED_TYPE_CHRONIC, "M07803")
+    # the same lines for the retired person at level 2, diabetes (default entry), 10000 of its deductible used
+    hainan(hainan.settlement.OutpatientSettle, chronic(hainan, psn["retired"], inst["hk_l2"], "M01600",
+                                                       [line(1, "XA01", 1250, 8000)]))
+    batch = hainan(hainan.settlement.SettleBatch, spb.SettleBatchRequest(items=[spb.SettleItem(
+        outpatient=chronic(hainan, psn["retired"], inst["hk_l2"], "M01600"))]))
+    b = batch.outcomes[0].settlement.settlement.breakdown                    # a batch item carries it too
+    assert (b.act_pay_dedc, b.pay_ratio_bp, b.hifp_pay, b.psn_cash_pay) == (20000, 8000, 138000, 99500)
+    acc = accumulators(liaoning, psn["retired"])
+    assert [(c.dise_codg, c.deductible_used_fen, c.fund_paid_fen) for c in acc.chronic] == [("M01600", 30000, 138000)]
+
+
+@pytest.mark.parametrize("who, inst, code, reason", [
+    ("in_service", "hk_l3", "M01600", "DISEASE_NOT_RECOGNISED"),
+    ("retired", "hk_l2", "M03900", "INSTITUTION_NOT_ENABLED_FOR_DISEASE"),
+    ("assist", "hk_l2", "M01600", "POLICY_MISSING"),
+])
+def test_chronic_refusals_over_grpc(hainan, national, names, who, inst, code, reason):
+    seq = ledger_seq(national)
+    status, got, message = hainan.refused(hainan.settlement.OutpatientSettle,
+                                          chronic(hainan, names["psn"][who], names["inst"][inst], code))
+    assert (status, got) == (grpc.StatusCode.FAILED_PRECONDITION, reason) and message.endswith(f"[{reason}]")
+    assert code in message and ledger_seq(national) == seq
+
+
 # ------------------------------------------------------ SPEC §5.6 E1–E5
 def test_e1_through_grpc(hainan, names):
     a = admit(hainan, names["psn"]["retired"], names["inst"]["hk_l3"])

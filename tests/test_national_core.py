@@ -166,9 +166,84 @@ def test_load_checks_family_accounts(tmp_path):
 def test_a_person_filed_by_rpc_keeps_the_data_sets_account(world):
     engine, names = world
     run = Run(engine)
-    row = {k: v for k, v in PERSONS["acct"].items() if k not in ("acct_balance_fen", "mulaid_psn_nos")}
+    row = {k: PERSONS["acct"][k] for k in events.Person.__struct_fields__}
     person = events.Person(**row)
     filing = events.Filing(filing_id="F-NEW", psn_no=row["psn_no"], kind="retired_relocation", dest_admdvs="460000",
                            fixmedins_codes=(), valid_from=20260101, valid_to=0, status="active")
     run(cmd.FilePerson(request_id="file", person=person, filing=filing))
     assert engine.index.account(row["psn_no"]) == (100000, (names["psn"]["family"],))
+
+
+# ------------------------------------------------------------------ SPEC §10.2 chronic diseases, E7
+E7_LINES = (FeeLine("1", "T001", "", 60000, 3000), FeeLine("2", "XA01", "", 1250, 10000),
+            FeeLine("3", "XC04", "", 45000, 1000))
+
+
+def chronic_visit(run: Run, names, who: str, inst: str, code: str, lines=E7_LINES, rid="op"):
+    return run(cmd.OutpatientSettle(request_id=rid, person=cmd.PersonId(psn_no=names["psn"][who]),
+                                    fixmedins_code=names["inst"][inst], setl_date=DATE, lines=lines,
+                                    med_type="chronic", dise_codg=code))
+
+
+def test_e7_dialysis_under_its_own_entry(world):
+    engine, names = world
+    run = Run(engine)
+    settled = chronic_visit(run, names, "in_service", "hk_l3", "M07803")
+    s = settlement_of(settled)
+    b = s.breakdown
+    assert (b.medfee_sumamt, b.fulamt_ownpay_amt, b.inscp_scp_amt, b.act_pay_dedc, b.pay_ratio_bp, b.hifp_pay,
+            b.psn_cash_pay) == (237500, 45000, 192500, 0, 8500, 163625, 73875)
+    assert (s.med_type, s.dise_codg) == (14, "M07803")
+    psn_no = names["psn"]["in_service"]
+    # its own accumulators, apart from general outpatient
+    assert engine.chronic_accumulators(psn_no, 2026) == [("M07803", 0, 163625)]
+    assert engine.accumulators(psn_no, 2026)["outpatient_fund_paid_fen"] == 0
+    run(cmd.CancelSettlement(request_id="c", setl_id=s.setl_id, cancel_date=DATE))
+    assert engine.chronic_accumulators(psn_no, 2026) == []
+
+
+def test_e7_diabetes_under_the_default_entry_with_deductible_used(world):
+    engine, names = world
+    run = Run(engine)
+    # 10000 of M01600's deductible used: an earlier visit whose 10000 in scope all went to the deductible
+    first = settlement_of(chronic_visit(run, names, "retired", "hk_l2", "M01600",
+                                        (FeeLine("1", "XA01", "", 1250, 8000),), rid="first"))
+    assert (first.breakdown.act_pay_dedc, first.breakdown.hifp_pay) == (10000, 0)
+    b = settlement_of(chronic_visit(run, names, "retired", "hk_l2", "M01600")).breakdown
+    assert (b.act_pay_dedc, b.pay_ratio_bp, b.hifp_pay, b.psn_cash_pay) == (20000, 8000, 138000, 99500)
+    psn_no = names["psn"]["retired"]
+    assert engine.chronic_accumulators(psn_no, 2026) == [("M01600", 30000, 138000)]
+    # general outpatient keeps its own deductible: untouched
+    assert engine.accumulators(psn_no, 2026)["outpatient_deductible_used_fen"] == 0
+
+
+@pytest.mark.parametrize("who, inst, code, reason, words", [
+    ("in_service", "hk_l3", "M01600", "DISEASE_NOT_RECOGNISED", "参保地经办机构办理病种认定"),          # check 10
+    ("retired", "hk_l2", "M03900", "INSTITUTION_NOT_ENABLED_FOR_DISEASE", "未开通门诊慢特病「M03900」"),  # check 11
+    ("assist", "hk_l2", "M01600", "POLICY_MISSING", "没有门诊慢特病待遇政策"),                        # check 12
+    ("unfiled", "hk_l2", "M01600", "PERSON_NOT_FILED", ""),                                            # checks 1-8 first
+])
+def test_chronic_checks_10_to_12_in_order(world, who, inst, code, reason, words):
+    engine, names = world
+    before = engine.export_state()
+    with pytest.raises(YidiError) as err:
+        engine.decide(cmd.OutpatientSettle(request_id="x", person=cmd.PersonId(psn_no=names["psn"][who]),
+                                           fixmedins_code=names["inst"][inst], setl_date=DATE, lines=E7_LINES,
+                                           med_type="chronic", dise_codg=code), 1)
+    assert err.value.reason == reason and words in err.value.message
+    assert engine.export_state() == before
+
+
+def test_chronic_snapshot_and_replay(world):
+    engine, names = world
+    run = Run(engine)
+    chronic_visit(run, names, "in_service", "hk_l3", "M07803")
+    state = msgspec.msgpack.decode(msgspec.msgpack.encode(engine.export_state()), type=EngineState)
+    index = Index()
+    index.load_dir(names["dir"])
+    assert Engine.restore(index, state).chronic_acc == engine.chronic_acc
+    replayed = Engine(Index())
+    replayed.index.load_dir(names["dir"])
+    for seq, body in enumerate(run.log, 1):
+        replayed.apply(events.decode(body), seq)
+    assert replayed.chronic_acc == engine.chronic_acc == {(names["psn"]["in_service"], 2026, "M07803"): [0, 163625]}

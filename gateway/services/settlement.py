@@ -70,7 +70,9 @@ class SettlementService:
         engine = self.gw.engine
         person = engine.person(req.psn_no)
         check_year(req.year)
-        return pb.Accumulators(psn_no=person["psn_no"], year=req.year,
+        chronic = [pb.ChronicAccumulators(dise_codg=code, deductible_used_fen=used, fund_paid_fen=paid)
+                   for code, used, paid in engine.chronic_accumulators(person["psn_no"], req.year)]
+        return pb.Accumulators(psn_no=person["psn_no"], year=req.year, chronic=chronic,
                                **engine.accumulators(person["psn_no"], req.year))
 
     # ------------------------------------------------------- batch, stream
