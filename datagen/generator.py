@@ -574,6 +574,7 @@ def _write_catalog(path: str, seed: int, items: list[tuple]) -> int:
 
 def _policy_rows(seed: int) -> list[dict]:
     rng = _rng(seed, "policies")
+    crng = _rng(seed, "chronic-policies")
     rows = []
     for prov, *_ in geo.PROVINCES:
         style = {
@@ -589,9 +590,50 @@ def _policy_rows(seed: int) -> list[dict]:
             for insutype in ("310", "390"):
                 p25 = _policy(rng, city, insutype, style, has_subsequent, has_ci, has_assist)
                 p26 = _policy_2026(rng, p25)
+                if crng.random() > 0.03:   # a few regions have no chronic-disease terms for cross-province care
+                    p25["chronic"] = _chronic_block(crng, insutype)
+                    p26["chronic"] = orjson.loads(orjson.dumps(p25["chronic"]))
                 rows.append(p25)
                 rows.append(p26)
     return rows
+
+
+# Chronic diseases an institution may be enabled for, by level: (code, share of such institutions enabled).
+CHRONIC_ENABLED = {
+    3: [("M03900", 0.9), ("M01600", 0.9), ("M00503", 0.75), ("M07803", 0.7), ("M08300", 0.45)],
+    2: [("M03900", 0.5), ("M01600", 0.5), ("M00503", 0.2), ("M07803", 0.2)],
+    1: [("M03900", 0.06), ("M01600", 0.06)],
+}
+
+
+def _with_chronic(row: dict) -> dict:
+    """SPEC §10.2: the chronic diseases an institution is open for (mostly level 2-3 hospitals; no pharmacy);
+    drawn from the institution code's own stream, so a hospital's diseases do not depend on the data set's size
+    or seed (like the demo entities)."""
+    if row["kind"] == "pharmacy" or not row["outpatient"]:
+        return row
+    rng = _rng(0, "chronic-" + row["fixmedins_code"])
+    codes = [c for c, share in CHRONIC_ENABLED[row["level"]] if rng.random() < share]
+    if codes:
+        row["chronic_diseases"] = codes
+    return row
+
+
+def _chronic_block(rng, insutype: str) -> dict:
+    """SPEC §10.2 a pooling region's chronic block: a default and the costly diseases on their own terms."""
+    emp = insutype == "310"
+    d = rng.randrange(0, 4) * 10000 if emp else rng.randrange(1, 6) * 10000
+    r = rng.randrange(75, 86) * 100 if emp else rng.randrange(60, 71) * 100
+    block = {"default": {"annual_deductible_fen": d, "ratio_bp": {"1": min(9500, r + 500), "2": r, "3": r - 500},
+                         "retired_bonus_bp": rng.randrange(0, 6) * 100 if emp else 0,
+                         "annual_cap_fen": rng.randrange(3, 11) * 100_000}}
+    dialysis = rng.randrange(85, 93) * 100 if emp else rng.randrange(75, 86) * 100
+    block["M07803"] = {"annual_deductible_fen": 0, "ratio_bp": {"1": dialysis, "2": dialysis, "3": dialysis - 200},
+                       "retired_bonus_bp": 0, "annual_cap_fen": rng.randrange(60, 101) * 100_000}
+    cancer = rng.randrange(70, 86) * 100
+    block["M00503"] = {"annual_deductible_fen": 0, "ratio_bp": {"1": cancer, "2": cancer, "3": cancer - 300},
+                       "retired_bonus_bp": 0, "annual_cap_fen": rng.randrange(100, 201) * 100_000}
+    return block
 
 
 def _clamp(x: int, lo: int, hi: int) -> int:
@@ -765,6 +807,11 @@ def _write_persons(f, seed: int, n_random: int, progress: Progress | None, total
     card_mul, card_add = _coprime(rng, card_mod), rng.randrange(card_mod)
     prov_of = bytearray(n_random)
     cat_of = bytearray(n_random)
+    chronic_of = bytearray(n_random)
+    # SPEC §10 fields from their own random streams, so the persons' other fields stay what they were.
+    arng, crng = _rng(seed, "accounts"), _rng(seed, "chronic")
+    family_of: dict[str, str] = {}   # pooling region -> the last employee-insured person seen there
+    figures = {"with_account": 0, "account_fen": 0, "with_family": 0, "chronic": 0, "chronic_retired": 0}
     done = 0
     while done < n_random:
         n = min(CHUNK_ROWS, n_random - done)
@@ -807,12 +854,14 @@ def _write_persons(f, seed: int, n_random: int, progress: Progress | None, total
             psn = f"{prov2[pi]}{10 ** 13 + (i * psn_mul + psn_add) % psn_mod}"
             cv = (i * card_mul + card_add) % card_mod
             card = f"{card_letters[cv // 100_000_000]}{cv % 100_000_000:08d}"
+            extra = _person_extras(arng, crng, cat, psn, place, family_of, figures)
             out.append(f'{{"psn_no":"{psn}","certno":"{certno}","name":"{surs[k]}{given}",'
                        f'"insuplc_admdvs":"{place}","insutype":"{insutype}","person_type":"{ptype}",'
                        f'"status":"{status}","assistance":{assist},"card_no":"{card}",'
-                       f'"card_version":"{version}"}}\n')
+                       f'"card_version":"{version}"{extra}}}\n')
             prov_of[i] = pi
             cat_of[i] = cat
+            chronic_of[i] = '"chronic_diseases"' in extra
         f.write("".join(out))
         done += n
         if progress:
@@ -822,7 +871,58 @@ def _write_persons(f, seed: int, n_random: int, progress: Progress | None, total
     def psn_fn(i: int) -> str:
         return f"{prov2[prov_of[i]]}{10 ** 13 + (i * psn_mul + psn_add) % psn_mod}"
 
-    return prov_of, cat_of, psn_fn
+    return prov_of, cat_of, psn_fn, chronic_of, figures
+
+
+# SPEC §10.2 national chronic disease codes and their weight among recognised diseases.
+CHRONIC_DISEASES = [("M03900", 45), ("M01600", 35), ("M00503", 6), ("M07803", 4), ("M08300", 2)]
+_CHRONIC_CODES = [c for c, _w in CHRONIC_DISEASES]
+_CHRONIC_CUM = _cum(w for _c, w in CHRONIC_DISEASES)
+# Prevalence of a recognised chronic disease among filed persons, by category; retirees relocated
+# to 海南/云南 are more often chronic patients (the filings lean them there: _write_filings).
+CHRONIC_PREVALENCE = {_CAT_RETIRED: 0.22, _CAT_WORKER: 0.05, _CAT_RESIDENT: 0.08}
+# Median personal-account balance (fen): employees only; residents have no personal account.
+ACCOUNT_MEDIAN_FEN = {_CAT_RETIRED: 520_000, _CAT_WORKER: 310_000}
+FAMILY_SHARE = {_CAT_RETIRED: 0.06, _CAT_WORKER: 0.04, _CAT_RESIDENT: 0.12}   # 共济: a relative's account pays
+
+
+def _figures(f: dict, n: int) -> dict:
+    """What the SPEC §10 data look like (the random persons): shown in the manifest."""
+    return {"persons_with_account": f["with_account"], "persons_with_family_account": f["with_family"],
+            "average_balance_fen": f["account_fen"] // max(1, f["with_account"]),
+            "chronic_persons": f["chronic"], "chronic_prevalence_bp": f["chronic"] * 10000 // max(1, n),
+            "chronic_retired_share_bp": f["chronic_retired"] * 10000 // max(1, f["chronic"])}
+
+
+def _person_extras(arng, crng, cat: int, psn: str, place: str, family_of: dict, figures: dict) -> str:
+    """The optional SPEC §10 fields of a person row, as JSON text to append ("" for none)."""
+    parts = []
+    if cat in ACCOUNT_MEDIAN_FEN and arng.random() > 0.06:   # a few employees have spent theirs
+        balance = min(20_000_000, int(ACCOUNT_MEDIAN_FEN[cat] * math.exp(arng.gauss(0.0, 0.9))))
+        parts.append(f'"acct_balance_fen":{balance}')
+        figures["with_account"] += 1
+        figures["account_fen"] += balance
+    pool = place[:4]
+    relative = family_of.get(pool)
+    if relative is not None and arng.random() < FAMILY_SHARE[cat]:
+        parts.append(f'"mulaid_psn_nos":["{relative}"]')
+        figures["with_family"] += 1
+    if cat in ACCOUNT_MEDIAN_FEN:
+        family_of[pool] = psn
+    if crng.random() < CHRONIC_PREVALENCE[cat]:
+        codes = {_CHRONIC_CODES[_pick_cum(crng, _CHRONIC_CUM)] for _ in range(1 if crng.random() < 0.75 else 2)}
+        parts.append('"chronic_diseases":[' + ",".join(f'"{c}"' for c in sorted(codes)) + "]")
+        figures["chronic"] += 1
+        figures["chronic_retired"] += cat == _CAT_RETIRED
+    return "".join("," + p for p in parts)
+
+
+def _pick_cum(rng, cum: list[float]) -> int:
+    x = rng.random() * cum[-1]
+    for j, c in enumerate(cum):
+        if x < c:
+            return j
+    return len(cum) - 1
 
 
 def _coprime(rng: random.Random, mod: int) -> int:
@@ -901,9 +1001,15 @@ class _Picker:
         raise AssertionError("no destination outside the province")
 
 
+# Where relocated retirees with a chronic disease lean (warm, clean air, dialysis centres used to visitors).
+CHRONIC_RETIREE_DESTS = [("460000", 4), ("460200", 3), ("460100", 2), ("530000", 2), ("530100", 1.5),
+                         ("530700", 0.5)]
+
+
 def _write_filings(f, seed: int, prov_of: bytearray, cat_of: bytearray, psn_fn, insts: list[tuple],
-                   progress: Progress | None, total: int) -> int:
+                   progress: Progress | None, total: int, chronic_of: bytearray | None = None) -> int:
     rng = _rng(seed, "filings")
+    lean = _Picker(_rng(seed, "chronic-dest"), CHRONIC_RETIREE_DESTS)
     rand = rng.random
     # Institutions a long-term filing may designate: hospitals open for inpatient.
     by_region: dict[str, list[str]] = {}
@@ -1008,6 +1114,9 @@ def _write_filings(f, seed: int, prov_of: bytearray, cat_of: bytearray, psn_fn, 
                 lt_start = None
             else:
                 dest, codes = long_term(cat, own, kind)
+                if (chronic_of is not None and chronic_of[i] and cat == _CAT_RETIRED and codes == "[]"
+                        and lean.rng.random() < 0.4):
+                    dest = lean.codes[lean.pick(own)]
                 lt_start, vf, vt = lt_dates()
             if extra < 0.03 and lt_start is not None and lt_start > 60:
                 # An older long-term filing, revoked when the person moved on.
@@ -1077,8 +1186,8 @@ def generate(out_dir: str, persons: int = 1_800_000, seed: int = 2026, instituti
     insts = _institutions(seed, n_inst)
     with open(path("institutions"), "wb") as f:
         f.write(b"".join(
-            _dumps({"fixmedins_code": c, "name": n, "admdvs": a, "kind": k, "level": lv,
-                    "inpatient": ip, "outpatient": op})
+            _dumps(_with_chronic({"fixmedins_code": c, "name": n, "admdvs": a, "kind": k, "level": lv,
+                                        "inpatient": ip, "outpatient": op}))
             for c, n, a, k, lv, ip, op in insts))
     counts["institutions"] = len(insts)
     if progress:
@@ -1098,13 +1207,13 @@ def generate(out_dir: str, persons: int = 1_800_000, seed: int = 2026, instituti
 
     n_random = persons - len(DEMO_PERSONS)
     with open(path("persons"), "w", encoding="utf-8", newline="\n", buffering=1 << 22) as f:
-        prov_of, cat_of, psn_fn = _write_persons(f, seed, n_random, progress, persons)
+        prov_of, cat_of, psn_fn, chronic_of, figures = _write_persons(f, seed, n_random, progress, persons)
     counts["persons"] = persons
     with open(path("filings"), "w", encoding="utf-8", newline="\n", buffering=1 << 22) as f:
-        counts["filings"] = _write_filings(f, seed, prov_of, cat_of, psn_fn, insts, progress, persons)
+        counts["filings"] = _write_filings(f, seed, prov_of, cat_of, psn_fn, insts, progress, persons, chronic_of)
 
     manifest = {"generator": GENERATOR, "version": VERSION, "seed": seed, "persons": persons,
-                "counts": counts, "as_of": AS_OF}
+                "counts": counts, "as_of": AS_OF, "figures": _figures(figures, n_random)}
     with open(os.path.join(out_dir, "manifest.json"), "wb") as f:
         f.write(orjson.dumps(manifest, option=orjson.OPT_INDENT_2) + b"\n")
     return manifest

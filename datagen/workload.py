@@ -31,6 +31,8 @@ class Case:
     treatment_province: str   # the caller that settles it
     insured_province: str
     lines: tuple[FeeLine, ...]
+    dise_codg: str = ""            # SPEC §10.2: a chronic-disease visit (med_type 14)
+    acct_used_flag: bool = False   # SPEC §10.1: the person has a personal account and uses it
 
 
 def _province(admdvs: str) -> str:
@@ -58,6 +60,7 @@ class Workload:
 
     # ------------------------------------------------------------ loading
     def _institutions(self, data_dir: str) -> None:
+        self.chronic_at: dict[str, set[str]] = {}       # institution code -> chronic diseases it is open for
         self.outpatient_at: dict[str, list[str]] = {}   # region (city, and province) -> codes
         self.inpatient_at: dict[str, list[str]] = {}
         self.institution_region: dict[str, str] = {}
@@ -66,6 +69,8 @@ class Workload:
                 row = orjson.loads(line)
                 code, region = row["fixmedins_code"], row["admdvs"]
                 self.institution_region[code] = region
+                if row.get("chronic_diseases"):
+                    self.chronic_at[code] = set(row["chronic_diseases"])
                 for enabled, by_region in ((row["outpatient"], self.outpatient_at), (row["inpatient"], self.inpatient_at)):
                     if enabled:
                         by_region.setdefault(region, []).append(code)
@@ -84,6 +89,8 @@ class Workload:
     def _filed(self, data_dir: str, limit: int) -> None:
         """Active persons of the first ``limit`` rows with the institutions their active filings cover today."""
         active: dict[str, str] = {}
+        diseases: dict[str, list[str]] = {}
+        self.with_account: set[str] = set()
         with open(os.path.join(data_dir, "persons.jsonl"), "rb") as f:
             for n, line in enumerate(f):
                 if n >= limit:
@@ -91,6 +98,12 @@ class Workload:
                 row = orjson.loads(line)
                 if row["status"] == "active":
                     active[row["psn_no"]] = row["insuplc_admdvs"]
+                    if row.get("acct_balance_fen"):
+                        self.with_account.add(row["psn_no"])
+                    if row.get("chronic_diseases"):
+                        diseases[row["psn_no"]] = row["chronic_diseases"]
+        # (psn_no, insured region, [(institution, disease)]) for chronic-disease visits (SPEC §10.2)
+        self.chronic_cases: list[tuple[str, str, list[tuple[str, str]]]] = []
         self.outpatient_cases: list[tuple[str, str, list[str]]] = []  # (psn_no, insured region, institution codes)
         self.inpatient_cases: list[tuple[str, str, list[str]]] = []
         with open(os.path.join(data_dir, "filings.jsonl"), "rb") as f:
@@ -104,6 +117,10 @@ class Workload:
                     codes = self._institutions_for(row, at)
                     if codes:
                         cases.append((row["psn_no"], insured, codes))
+                    if codes and at is self.outpatient_at and row["psn_no"] in diseases:
+                        pairs = [(c, d) for c in codes for d in diseases[row["psn_no"]] if d in self.chronic_at.get(c, ())]
+                        if pairs:
+                            self.chronic_cases.append((row["psn_no"], insured, pairs))
                 if len(self.outpatient_cases) >= limit:
                     break
         if not self.outpatient_cases or not self.inpatient_cases:
@@ -125,7 +142,23 @@ class Workload:
         province = _province(self.institution_region[code])
         n = self.rng.choice((1, 2, 3, 3, 4, 5))
         lines = [self._line(str(i + 1), self.drugs, province, 1_500, 8_000, (1_000, 1_000, 2_000)) for i in range(n)]
-        return Case(psn_no, code, province, _province(insured), tuple(lines))
+        return Case(psn_no, code, province, _province(insured), tuple(lines),
+                    acct_used_flag=psn_no in self.with_account)
+
+    def chronic(self) -> Case:
+        """门诊慢特病 (SPEC §10.2): a month's drugs for a chronic disease, or a dialysis session (M07803)."""
+        psn_no, insured, pairs = self.rng.choice(self.chronic_cases)
+        code, disease = self.rng.choice(pairs)
+        province = _province(self.institution_region[code])
+        if disease == "M07803":   # haemodialysis: the session, its materials
+            lines = [self._line("1", self.treatments, province, 30_000, 60_000, (1_000,)),
+                     self._line("2", self.treatments, province, 5_000, 20_000, (1_000, 2_000))]
+        else:
+            n = self.rng.choice((2, 3, 3, 4))
+            lines = [self._line(str(i + 1), self.drugs, province, 3_000, 20_000, (2_000, 3_000, 4_000))
+                     for i in range(n)]
+        return Case(psn_no, code, province, _province(insured), tuple(lines), dise_codg=disease,
+                    acct_used_flag=psn_no in self.with_account)
 
     def inpatient(self) -> Case:
         """住院: 20 lines — bed, treatments, materials and drugs — about ¥23,700 in all.

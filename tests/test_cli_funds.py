@@ -130,5 +130,6 @@ def test_simulate_month_keeps_every_invariant_and_lands_near_the_published_month
     assert result["provinces_yellow"] + result["provinces_red"] + result["provinces_exhausted"] >= 2   # past their lines
     assert abs(result["inpatient_avg_fee_fen"] - 2_370_000) < 237_000
     assert abs(result["inpatient_fund_share_bp"] - 5980) < 598
+    assert result["chronic_settlements"] > 50 and result["with_account_pay"] > 500   # SPEC §10 in the month
     assert "published 2019-09" in run.stdout
     assert os.path.getsize(tmp_path / "charts" / "clearing-202611-flows.png") > 20_000

@@ -112,8 +112,12 @@ def test_determinism(tmp_path, data_dir):
 def test_manifest(data_dir, data):
     with open(os.path.join(data_dir, "manifest.json"), "rb") as f:
         m = orjson.loads(f.read())
+    figures = m.pop("figures")
     assert m == {"generator": "yidi-datagen", "version": 1, "seed": SEED, "persons": PERSONS,
                  "counts": {s: len(data[s]) for s in STEMS}, "as_of": 20261122}
+    random_persons = data["persons"][5:]   # the figures are of the random persons (not the 5 demo ones)
+    assert figures["chronic_persons"] == sum("chronic_diseases" in p for p in random_persons)
+    assert figures["persons_with_account"] == sum("acct_balance_fen" in p for p in random_persons)
 
 
 def test_regions(data):
@@ -264,7 +268,7 @@ def test_policies(data):
     assert keys == {(c, t, d) for c in cities for t in ("310", "390") for d in (20250101, 20260101)}
     assert any("subsequent_deductible_bp" not in p["inpatient"] for p in data["policies"])
     spec_example = ["admdvs", "insutype", "effective_from", "inpatient", "outpatient",
-                    "critical_illness", "assistance", "reduction_bp", "high_cost_fen"]
+                    "critical_illness", "assistance", "reduction_bp", "high_cost_fen", "chronic"]  # + SPEC §10.2
     assert list(data["policies"][0]) == spec_example
 
 
@@ -274,8 +278,9 @@ def test_persons(data):
     assert len(persons) == PERSONS
     fields = {"psn_no", "certno", "name", "insuplc_admdvs", "insutype", "person_type", "status",
               "assistance", "card_no", "card_version"}
+    optional = {"acct_balance_fen", "mulaid_psn_nos", "chronic_diseases"}   # SPEC §10
     for p in persons:
-        assert set(p) == fields
+        assert fields <= set(p) <= fields | optional
         psn = p["psn_no"]
         assert psn.isascii() and psn.isdigit() and len(psn) <= 20
         assert psn[:2] == p["insuplc_admdvs"][:2]
@@ -396,7 +401,52 @@ def test_demo_entities_stable(tmp_path, data):
         assert big[code] == little[code]
     assert big["H11010000001"] == {"fixmedins_code": "H11010000001", "name": "北京协和医院",
                                    "admdvs": "110100", "kind": "hospital", "level": 3,
-                                   "inpatient": True, "outpatient": True}
+                                   "inpatient": True, "outpatient": True,
+                                   "chronic_diseases": ["M03900", "M01600", "M07803"]}
     assert data["persons"][0]["psn_no"] == "2100000000000001"
     assert data["persons"][0]["name"] == "王建国"
     assert data["filings"][2]["fixmedins_codes"] == ["H11010000001"]
+
+
+# ------------------------------------------------------------------ SPEC §10
+def test_accounts_and_family_links(data):
+    persons = data["persons"]
+    by_psn = {p["psn_no"]: p for p in persons}
+    employees = [p for p in persons if p["insutype"] == "310"]
+    residents = [p for p in persons if p["insutype"] == "390"]
+    assert not any("acct_balance_fen" in p for p in residents)              # residents have no personal account
+    with_account = [p["acct_balance_fen"] for p in employees if "acct_balance_fen" in p]
+    assert 0.85 < len(with_account) / len(employees) < 0.99
+    assert 2_000_00 < sum(with_account) // len(with_account) < 12_000_00     # an average of ¥2,000–12,000
+    linked = [p for p in persons if "mulaid_psn_nos" in p]
+    assert 0.02 < len(linked) / len(persons) < 0.15
+    for p in linked:
+        (relative,) = p["mulaid_psn_nos"]
+        assert relative != p["psn_no"] and by_psn[relative]["insutype"] == "310"
+        assert pooling_code(by_psn[relative]["insuplc_admdvs"]) == pooling_code(p["insuplc_admdvs"])
+
+
+def test_chronic_diseases_among_filed_persons(data):
+    persons = data["persons"]
+    chronic = {p["psn_no"] for p in persons if "chronic_diseases" in p}
+    retired = [p for p in persons if p["person_type"] == "retired"]
+    in_service = [p for p in persons if p["person_type"] == "in_service"]
+    share = lambda group: sum(p["psn_no"] in chronic for p in group) / len(group)  # noqa: E731
+    assert 0.15 < share(retired) < 0.3 and share(in_service) < 0.12
+    # relocated retirees in 海南/云南 are chronic patients more often than relocated retirees elsewhere
+    relocated = {f["psn_no"]: f["dest_admdvs"][:2] for f in data["filings"]
+                 if f["kind"] == "retired_relocation" and f["status"] == "active"}
+    south = [p for p, d in relocated.items() if d in ("46", "53")]
+    other = [p for p, d in relocated.items() if d not in ("46", "53")]
+    assert sum(p in chronic for p in south) / len(south) > 1.3 * sum(p in chronic for p in other) / len(other)
+
+
+def test_institutions_and_policies_for_chronic_diseases(data):
+    enabled = [i for i in data["institutions"] if i.get("chronic_diseases")]
+    assert enabled and not any(i["kind"] == "pharmacy" for i in enabled)
+    assert sum(i["level"] >= 2 for i in enabled) / len(enabled) > 0.6      # mostly level 2–3 hospitals
+    level3 = [i for i in data["institutions"] if i["level"] == 3 and i["outpatient"]]
+    assert sum("M07803" in i.get("chronic_diseases", ()) for i in level3) / len(level3) > 0.5
+    blocks = [p["chronic"] for p in data["policies"] if "chronic" in p]
+    assert 0.9 < len(blocks) / len(data["policies"]) < 1
+    assert all("default" in b and "M07803" in b for b in blocks)

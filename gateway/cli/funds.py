@@ -55,7 +55,8 @@ def call_clearing(args, c):
 
 
 def read_books(path: str) -> list[dict]:
-    """A province's books: JSON lines of {setl_id, medfee_sumamt, fund_pay_sumamt, psn_cash_pay, cancelled}."""
+    """A province's books: JSON lines of {setl_id, medfee_sumamt, fund_pay_sumamt, psn_cash_pay, cancelled} and,
+    where personal accounts paid (SPEC §10.1), acct_pay_sumamt."""
     import orjson
 
     with open(path, "rb") as f:
@@ -73,7 +74,8 @@ def call_reconcile(args, c):
     live = [r for r in rows if not r.get("cancelled")]
     figures = fdpb.ReconcileFigures(count=len(live), medfee_sumamt=sum(r["medfee_sumamt"] for r in live),
                                     fund_pay_sumamt=sum(r["fund_pay_sumamt"] for r in live),
-                                    psn_cash_pay=sum(r["psn_cash_pay"] for r in live))
+                                    psn_cash_pay=sum(r["psn_cash_pay"] for r in live),
+                                    acct_pay_sumamt=sum(r.get("acct_pay_sumamt", 0) for r in live))
     totals = c.call(c.funds.ReconcileTotals, fdpb.ReconcileTotalsRequest(range=span, figures=figures))
     if totals.match and not args.detail:
         return totals

@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 PUBLISHED = {"month": "2019-09", "settlements": 253_000, "fees_fen": 599_000_000_000, "avg_fee_fen": 2_370_000,
              "fund_share_bp": 5980}
 INPATIENT_SHARE = 0.3          # of the simulated settlements
+CHRONIC_SHARE = 0.12           # of the outpatient ones: chronic-disease visits (SPEC §10.2)
 CANCEL_SHARE = 0.02            # cancelled within the month
 LATE_CANCEL_SHARE = 0.005      # cancelled after the month closed
 RETRY_SHARE = 0.01             # answers "lost": the same request sent again
@@ -95,7 +96,12 @@ class Sim:
         plan = []
         for _ in range(self.args.settlements):
             inpatient = self.rng.random() < INPATIENT_SHARE
-            case = self.workload.inpatient() if inpatient else self.workload.outpatient()
+            if inpatient:
+                case = self.workload.inpatient()
+            elif self.workload.chronic_cases and self.rng.random() < CHRONIC_SHARE:
+                case = self.workload.chronic()   # SPEC §10.2: a chronic-disease visit
+            else:
+                case = self.workload.outpatient()
             plan.append((self.rng.choice(days), case, inpatient))
         plan.sort(key=lambda x: x[0])
         return plan
@@ -121,7 +127,9 @@ class Sim:
                 else:
                     request = spb.OutpatientSettleRequest(request_id=self.rid("o"), psn_no=case.psn_no,
                                                           fixmedins_code=case.fixmedins_code, setl_date=day,
-                                                          lines=_lines(case))
+                                                          lines=_lines(case), acct_used_flag=case.acct_used_flag,
+                                                          med_type=14 if case.dise_codg else 0,
+                                                          dise_codg=case.dise_codg)
                     method = self.settlement.OutpatientSettle
                 settlement = (await self.call(caller, method, request)).settlement
                 if self.rng.random() < RETRY_SHARE:   # the answer was "lost": the platform retries with the same key
@@ -226,7 +234,9 @@ class Sim:
             live = [s for s in settlements if s.setl_id not in self.books.cancelled]
             ours = fdpb.ReconcileFigures(count=len(live), medfee_sumamt=sum(s.breakdown.medfee_sumamt for s in live),
                                          fund_pay_sumamt=sum(s.breakdown.fund_pay_sumamt for s in live),
-                                         psn_cash_pay=sum(s.breakdown.psn_cash_pay for s in live))
+                                         psn_cash_pay=sum(s.breakdown.psn_cash_pay for s in live),
+                                         acct_pay_sumamt=sum(s.breakdown.acct_pay + s.breakdown.acct_mulaid_pay
+                                                             for s in live))
             items = [fdpb.ReconcileItem(setl_id=s.setl_id, fund_pay_sumamt=s.breakdown.fund_pay_sumamt,
                                         cancelled=s.setl_id in self.books.cancelled)
                      for s in sorted(settlements, key=lambda s: s.setl_id)]
@@ -243,18 +253,19 @@ class Sim:
 
     def expected_months(self) -> dict[int, dict[str, int]]:
         """Each month's totals from the books: settlements booked in it minus cancellations booked in it."""
-        fields = ("medfee_sumamt", "hifp_pay", "hifmi_pay", "hifob_pay", "maf_pay", "fund_pay_sumamt", "psn_cash_pay")
+        fields = ("medfee_sumamt", "hifp_pay", "hifmi_pay", "hifob_pay", "maf_pay", "fund_pay_sumamt", "psn_cash_pay",
+                  "acct_pay_sumamt")
         months: dict[int, dict[str, int]] = defaultdict(lambda: dict.fromkeys(("settlements", "cancellations", *fields), 0))
         for s in self.books.settled.values():
             m = months[s.clearing_month]
             m["settlements"] += 1
             for f in fields:
-                m[f] += getattr(s.breakdown, f)
+                m[f] += _money(s.breakdown, f)
         for c in self.books.cancelled.values():
             m = months[c.cancel_clearing_month]
             m["cancellations"] += 1
             for f in fields:
-                m[f] -= getattr(c.breakdown, f)
+                m[f] -= _money(c.breakdown, f)
         return months
 
     def summary(self, reports, before, after, mismatches, lost, duplicated, institutions, seconds) -> dict:
@@ -292,7 +303,17 @@ class Sim:
             "provinces_yellow": levels[fdpb.WARNING_LEVEL_YELLOW], "provinces_red": levels[fdpb.WARNING_LEVEL_RED],
             "provinces_exhausted": levels[fdpb.WARNING_LEVEL_EXHAUSTED],
             "top_up_demand_fen": sum(p.top_up_demand_fen for p in after.values()), "seconds": round(seconds, 1),
+            # SPEC §10: chronic-disease visits and settlements the personal accounts paid part of
+            "chronic_settlements": sum(bool(s.dise_codg) for s in self.books.settled.values()),
+            "with_account_pay": sum(s.breakdown.acct_pay + s.breakdown.acct_mulaid_pay > 0
+                                    for s in self.books.settled.values()),
         }
+
+
+def _money(breakdown, field: str) -> int:
+    if field == "acct_pay_sumamt":   # SPEC §10.1: what the accounts paid, booked beside the fund
+        return breakdown.acct_pay + breakdown.acct_mulaid_pay
+    return getattr(breakdown, field)
 
 
 def _lines(case):
