@@ -323,11 +323,13 @@ cdef class Index:
         return _eligibility(self, psn_no, fixmedins_code, inpatient, date, card_no, card_version,
                             has_open_inpatient)
 
-    def bill(self, psn_no, fixmedins_code, filing_kind, bint inpatient, date, lines, chronic=None):
+    def bill(self, psn_no, fixmedins_code, filing_kind, bint inpatient, date, lines, chronic=None, stay=None):
         """benefit's computation as a compact Bill (C arrays; the answer written as protobuf from it).
         ``chronic``: (dise_codg, deductible used, fund paid this year for that disease) for a chronic-disease
-        visit (SPEC §10.2), which settles under the policy's chronic entry with those accumulators."""
-        return _bill(self, psn_no, fixmedins_code, filing_kind, inpatient, date, lines, chronic)
+        visit (SPEC §10.2), which settles under the policy's chronic entry with those accumulators.
+        ``stay``: (the stay's deductible D, deductible its earlier settlements applied) for a stay already settled
+        in part (SPEC §10.3); then the admission does not count again."""
+        return _bill(self, psn_no, fixmedins_code, filing_kind, inpatient, date, lines, chronic, stay)
 
     def benefit(self, psn_no, fixmedins_code, filing_kind, bint inpatient, date, lines, chronic=None):
         return _benefit(self, psn_no, fixmedins_code, filing_kind, inpatient, date, lines, chronic)

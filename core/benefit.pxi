@@ -149,6 +149,8 @@ ctypedef struct BenefitFen:
     int64_t psn_cash_pay
     int64_t acct_pay              # personal account (SPEC §10.1)
     int64_t acct_mulaid_pay       # family accounts (共济)
+    int64_t stay_deductible_fen   # inpatient: the stay's deductible D (§5.3 step 1, shared by its settlements: §10.3)
+    int64_t first_of_stay         # inpatient: 1 when this is the stay's first settlement (the admission counts)
 
 cdef str _CLASS_LABEL = "ABC"
 
@@ -200,6 +202,11 @@ cdef class Bill:
     cdef readonly bint high_cost
     cdef readonly bint inpatient
     cdef int insutype
+
+    @property
+    def stay_deductible_fen(self) -> int:
+        """Inpatient: the stay's deductible D, decided at its first settlement (SPEC §10.3)."""
+        return self.b.stay_deductible_fen
     cdef readonly str person_name       # what the answer shows, read while the rows were at hand
     cdef readonly str institution_name
 
@@ -258,20 +265,20 @@ cdef class Bill:
                             str fixmedins_name, str insuplc_admdvs, str mdtrtarea_admdvs, int visit_kind,
                             int insutype, str filing_id, int filing_kind, int setl_date, int status, lines,
                             int risk_flags=0, int clearing_month=0, int64_t balc=0, int med_type=0,
-                            str dise_codg=""):
+                            str dise_codg="", bint mid_setl_flag=False):
         """A SettlementResponse (settlement.proto) holding this bill; ``lines`` the settled FeeLines, in order;
         ``risk_flags`` bit i stands for RiskFlag value i + 1; ``balc`` the person's own account balance after."""
         return _settlement_response(self, setl_id, mdtrt_id, psn_no, psn_name, fixmedins_code, fixmedins_name,
                                     insuplc_admdvs, mdtrtarea_admdvs, visit_kind, insutype, filing_id,
                                     filing_kind, setl_date, status, lines, risk_flags, clearing_month, balc,
-                                    med_type, dise_codg)
+                                    med_type, dise_codg, mid_setl_flag)
 
 
 cdef void _deltas_into(BenefitFen* b, bint inpatient, int64_t* d) noexcept nogil:
     memset(d, 0, N_ACCUMULATORS * sizeof(int64_t))
     if inpatient:
         d[ACC_INPATIENT_FUND_PAID_FEN] = b.hifp_pay
-        d[ACC_INPATIENT_ADMISSIONS] = 1
+        d[ACC_INPATIENT_ADMISSIONS] = b.first_of_stay
         d[ACC_CRIT_BASE_FEN] = b.crit_base_fen
         d[ACC_CRIT_PAID_FEN] = b.supplementary_fen
     else:
@@ -390,9 +397,13 @@ cdef int64_t _supplementary_fen(Policy* pol, int64_t s_fen, const int64_t* acc) 
     return imin(_tiers_pay(pol, acc[ACC_CRIT_BASE_FEN], acc[ACC_CRIT_BASE_FEN] + s_fen),
                 imax(0, pol.crit_annual_cap_fen - acc[ACC_CRIT_PAID_FEN]))
 
-cdef void _settle_inpatient(Policy* pol, int level, const int64_t* acc, BenefitFen* b) noexcept nogil:
-    """§5.3 steps 1–4."""
-    b.act_pay_dedc = imin(b.inscp_scp_amt, _deductible_fen(pol, level, acc))                 # steps 1, 2
+cdef void _settle_inpatient(Policy* pol, int level, const int64_t* acc, BenefitFen* b,
+                            int64_t stay_deductible_fen, int64_t applied_fen) noexcept nogil:
+    """§5.3 steps 1–4; a stay settled in parts (§10.3) shares its D: ``stay_deductible_fen`` (-1: this is the first
+    settlement, decide D now) less what its earlier settlements applied."""
+    b.first_of_stay = 1 if stay_deductible_fen < 0 else 0
+    b.stay_deductible_fen = _deductible_fen(pol, level, acc) if stay_deductible_fen < 0 else stay_deductible_fen
+    b.act_pay_dedc = imin(b.inscp_scp_amt, imax(0, b.stay_deductible_fen - applied_fen))      # steps 1, 2
     b.hifp_pay = _basic_fund_fen(b.inscp_scp_amt, b.act_pay_dedc, b.pay_ratio_bp,
                                  pol.inpatient_annual_cap_fen, acc[ACC_INPATIENT_FUND_PAID_FEN])   # step 3
     b.crit_base_fen = b.inscp_scp_amt - b.hifp_pay                                         # step 4
@@ -501,7 +512,7 @@ cdef int _chronic_policy(Index self, Policy* pol, Person* p, int64_t date, objec
 
 
 cdef Bill _bill(Index self, object psn_no, object fixmedins_code, object filing_kind, bint inpatient,
-                object date_obj, object lines, object chronic=None):
+                object date_obj, object lines, object chronic=None, object stay=None):
     """One settlement's amounts, line results and accumulator deltas; changes nothing."""
     cdef Store* st = &self.st
     cdef int64_t date = _date_of(date_obj, "结算日期", None)
@@ -514,6 +525,7 @@ cdef Bill _bill(Index self, object psn_no, object fixmedins_code, object filing_
     cdef const int64_t* acc
     cdef Policy chronic_pol
     cdef int64_t chronic_acc[N_ACCUMULATORS]
+    cdef int64_t stay_d = -1, applied = 0
     _lines_shape_ok(lines)
     pol = _policy_in_force(self, p, date, psn_no)
     if chronic is not None and not inpatient:
@@ -528,7 +540,9 @@ cdef Bill _bill(Index self, object psn_no, object fixmedins_code, object filing_
     else:
         acc = _year_values(st, p, <int>(date // 10000))
     if inpatient:
-        _settle_inpatient(pol, it.level, acc, b)                                                # 5.3 steps 1-4
+        if stay is not None:
+            stay_d, applied = stay
+        _settle_inpatient(pol, it.level, acc, b, stay_d, applied)                               # 5.3 steps 1-4
     else:
         _settle_outpatient(pol, acc, b)                                                         # 5.4
     b.maf_pay = _assistance_fen(p, pol, acc, b)                                                 # 5.3 step 5
@@ -556,7 +570,7 @@ cdef bytes _settlement_response(Bill bill, str setl_id, str mdtrt_id, str psn_no
                                 str fixmedins_code, str fixmedins_name, str insuplc_admdvs, str mdtrtarea_admdvs,
                                 int visit_kind, int insutype, str filing_id, int filing_kind, int setl_date,
                                 int status, object lines, int risk_flags, int clearing_month, int64_t balc,
-                                int med_type, str dise_codg):
+                                int med_type, str dise_codg, bint mid_setl_flag):
     cdef PbBuf s, part, outer
     cdef LineFen* ln
     cdef Py_ssize_t i = 0
@@ -595,6 +609,7 @@ cdef bytes _settlement_response(Bill bill, str setl_id, str mdtrt_id, str psn_no
         pb_int(&s, 22, balc)
         pb_int(&s, 23, med_type)
         pb_str(&s, 24, dise_codg)
+        pb_int(&s, 25, mid_setl_flag)
         pb_message(&outer, 1, &s)                             # SettlementResponse.settlement
         return pb_bytes_of(&outer)
     finally:

@@ -97,6 +97,7 @@ class DischargeSettle(Command, kw_only=True):
     dscg_date: int
     acct_used_flag: bool = False     # SPEC §10.1: the personal account pays the in-policy personal share
     acct_mulaid_flag: bool = False   # and then the family accounts (共济)
+    mid_setl_flag: bool = False      # SPEC §10.3: settle the lines dated up to dscg_date and keep the stay admitted
 
 
 class CancelSettlement(Command, kw_only=True):

@@ -65,9 +65,14 @@ class Visit(msgspec.Struct, gc=False):
     """An open inpatient stay (就诊) in memory: what admission decided, and its fee lines."""
 
     facts: VisitFacts
-    lines: dict[str, FeeLine] = msgspec.field(default_factory=dict)
+    lines: dict[str, FeeLine] = msgspec.field(default_factory=dict)   # not settled yet
     status: str = ADMITTED
     setl_id: str = ""
+    # SPEC §10.3: the stay's live mid settlements, (setl_id, setl_date, act_pay_dedc), in order; its deductible D
+    # (-1 until its first settlement decides it); and the lines they settled
+    mids: list[tuple[str, int, int]] = msgspec.field(default_factory=list)
+    stay_deductible_fen: int = -1
+    settled_lines: dict[str, FeeLine] = msgspec.field(default_factory=dict)
 
     @property
     def mdtrt_id(self) -> str:
@@ -214,11 +219,27 @@ class Engine:
                       if p == psn_no and y == year)
 
     def presettle(self, mdtrt_id: str, setl_date: int, acct_used_flag: bool = False,
-                  acct_mulaid_flag: bool = False) -> bytes:
+                  acct_mulaid_flag: bool = False, mid_setl_flag: bool = False) -> bytes:
         """预结算: the settlement discharge would produce (a SettlementResponse), changing nothing."""
         visit = self._open_visit(mdtrt_id)
-        return self._settle(visit, "", setl_date, tuple(visit.lines.values()),
-                            acct_used_flag, acct_mulaid_flag)[0].data
+        return self._settle(visit, "", setl_date, self._lines_to_settle(visit, setl_date, mid_setl_flag),
+                            acct_used_flag, acct_mulaid_flag, mid=mid_setl_flag)[0].data
+
+    # ------------------------------------------------- mid-stay settlement (SPEC §10.3)
+    @staticmethod
+    def _fee_date(visit: Visit, line: FeeLine) -> int:
+        """A line's date; one without a fee_date counts as dated on the admission date."""
+        return line.fee_date or visit.facts.adm_date
+
+    def _lines_to_settle(self, visit: Visit, setl_date: int, mid: bool) -> tuple[FeeLine, ...]:
+        """A mid settlement takes the unsettled lines dated up to its date, the final one all the rest."""
+        check_date(setl_date, "结算日期")
+        last = visit.mids[-1][1] if visit.mids else 0
+        if mid and setl_date <= last or not mid and setl_date < last:
+            raise YidiError("INVALID_DATE", f"结算日期 {setl_date} 须晚于本次住院上一次中途结算的日期 {last}。")
+        if not mid:
+            return tuple(visit.lines.values())
+        return tuple(line for line in visit.lines.values() if self._fee_date(visit, line) <= setl_date)
 
     # ------------------------------------------------- personal accounts (SPEC §10.1)
     def balance(self, psn_no: str) -> int:
@@ -374,6 +395,9 @@ class Engine:
     def _decide_cancel_admission(self, cmd: CancelAdmission) -> Decision:
         """入院撤销: only before settlement."""
         visit = self._open_visit(cmd.mdtrt_id)
+        if visit.mids:
+            raise YidiError("VISIT_ALREADY_SETTLED",
+                            f"就诊 {cmd.mdtrt_id} 已中途结算（{visit.mids[-1][0]}），不能撤销入院；请先撤销其结算。")
         count, total = _totals(visit.lines.values())
         return Decision(AdmissionCancelled(mdtrt_id=cmd.mdtrt_id),
                         VisitResult(cmd.mdtrt_id, CANCELLED, count, total))
@@ -382,9 +406,20 @@ class Engine:
         """费用明细上传: new lines are added, identical re-sent lines are no-ops."""
         visit = self._open_visit(cmd.mdtrt_id)
         new: dict[str, FeeLine] = {}
+        last_mid = visit.mids[-1][1] if visit.mids else 0
         for line in cmd.lines:
             _check_line(line)
+            settled = visit.settled_lines.get(line.feedetl_sn)
+            if settled is not None:
+                if settled.content() == line.content():
+                    continue   # re-sent as it was: a no-op, as for any line
+                raise YidiError("FEE_LINE_CONFLICT",
+                                f"费用明细流水号 {line.feedetl_sn} 已中途结算，不能更改；如需更正，请先撤销该中途结算。")
             seen = visit.lines.get(line.feedetl_sn) or new.get(line.feedetl_sn)
+            if seen is None and last_mid and self._fee_date(visit, line) <= last_mid:
+                raise YidiError("FEE_DATE_SETTLED",
+                                f"费用明细 {line.feedetl_sn} 的费用日期 {self._fee_date(visit, line)} 不晚于本次住院"
+                                f"中途结算的日期 {last_mid}，该期间已结算，不能再上传；请核对费用日期。")
             if seen is None:
                 new[line.feedetl_sn] = line
             elif seen.content() != line.content():
@@ -415,9 +450,9 @@ class Engine:
     def _decide_discharge_settle(self, cmd: DischargeSettle) -> Decision:
         """出院结算."""
         visit = self._open_visit(cmd.mdtrt_id)
-        lines = tuple(visit.lines.values())
+        lines = self._lines_to_settle(visit, cmd.dscg_date, cmd.mid_setl_flag)
         reply, facts, month = self._settle(visit, settlement_id(self._seq), cmd.dscg_date, lines,
-                                           cmd.acct_used_flag, cmd.acct_mulaid_flag)
+                                           cmd.acct_used_flag, cmd.acct_mulaid_flag, mid=cmd.mid_setl_flag)
         return Decision(Settled(settlement=facts, lines=lines, clearing_month=month), reply)
 
     def _decide_cancel_settlement(self, cmd: CancelSettlement) -> Decision:
@@ -428,11 +463,21 @@ class Engine:
         check_date(cmd.cancel_date, "撤销日期")
         if cmd.cancel_date < ref.facts.setl_date:
             raise YidiError("INVALID_DATE", f"撤销日期 {cmd.cancel_date} 早于结算日期 {ref.facts.setl_date}，请核对。")
-        visit = self.archive.visit(ref.facts.mdtrt_id)
+        facts = ref.facts
+        if facts.mid_setl_flag:  # SPEC §10.3: only the stay's latest settlement
+            stay = self.visits.get(facts.mdtrt_id)
+            if stay is None or not stay.mids or stay.mids[-1][0] != cmd.setl_id:
+                latest = stay.mids[-1][0] if stay is not None and stay.mids else "出院结算"
+                raise YidiError("NOT_LATEST_SETTLEMENT",
+                                f"结算 {cmd.setl_id} 是中途结算，本次住院其后已有结算（{latest}）。"
+                                f"请先撤销最近一次结算，再按顺序撤销。")
+        visit = self.archive.visit(facts.mdtrt_id)
         month = self.funds.booking_month(cmd.cancel_date)
-        event = SettlementCancelled(setl_id=cmd.setl_id, cancel_date=cmd.cancel_date, settlement=ref.facts,
+        # A final settlement after mid ones: the mid-settled lines come back with the stay, as they were.
+        settled_lines = tuple(line for sid, _d, _dedc in facts.stay_mids for line in self.settlement(sid).lines)
+        event = SettlementCancelled(setl_id=cmd.setl_id, cancel_date=cmd.cancel_date, settlement=facts,
                                     visit=visit.facts if visit is not None else None, lines=ref.lines,
-                                    clearing_month=month)
+                                    clearing_month=month, settled_lines=settled_lines)
         return Decision(event, CancelResult(self.reply(ref), cmd.cancel_date, month))
 
     # ----------------------------------------------------------- outpatient
@@ -467,22 +512,25 @@ class Engine:
     # ----------------------------------------------------------- settlement
     def _settle(self, visit: Visit, setl_id: str, setl_date: int, lines: tuple[FeeLine, ...],
                 acct_used: bool = False, acct_mulaid: bool = False,
-                dise_codg: str = "") -> tuple[Reply, SettlementFacts, int]:
+                dise_codg: str = "", mid: bool = False) -> tuple[Reply, SettlementFacts, int]:
         """The benefit of a visit's lines (SPEC §5): the answer (written by the core as protobuf bytes),
         the facts to record, and the clearing month it is booked in (0 for a pre-settlement)."""
         facts = visit.facts
         check_date(setl_date, "结算日期")
         if setl_date < facts.adm_date:
             raise YidiError("DATE_BEFORE_ADMISSION", f"结算日期 {setl_date} 早于入院日期 {facts.adm_date}，请核对。")
-        if not lines:
-            raise YidiError("NO_FEE_LINES", "该就诊没有费用明细，请先上传费用明细再结算。")
         inpatient = facts.visit_kind == INPATIENT
+        if not lines and not (inpatient and visit.mids and not mid):  # a stay settled in parts may close with none
+            raise YidiError("NO_FEE_LINES", "该就诊没有（本次可结算的）费用明细，请先上传费用明细再结算。")
+        stay = None
+        if inpatient and visit.mids:  # SPEC §10.3: the stay's D, less what its earlier settlements applied
+            stay = (visit.stay_deductible_fen, sum(dedc for _s, _d, dedc in visit.mids))
         chronic = None
         if dise_codg:  # SPEC §10.2: the disease's own accumulators of the settlement's year
             used, paid = self.chronic_acc.get((facts.psn_no, setl_date // 10000, dise_codg), (0, 0))
             chronic = (dise_codg, used, paid)
         bill = self.index.bill(facts.psn_no, facts.fixmedins_code, facts.filing_kind, inpatient, setl_date, lines,
-                               chronic)
+                               chronic, stay)
         flags = self.funds.settlement_flags(  # SPEC §7: decided once, recorded, never blocking
             inpatient=inpatient, adm_date=facts.adm_date, setl_date=setl_date, high_cost=bill.high_cost,
             setl_id=setl_id, psn_no=facts.psn_no)
@@ -495,13 +543,14 @@ class Engine:
             setl_id, facts.mdtrt_id, facts.psn_no, bill.person_name, facts.fixmedins_code, bill.institution_name,
             facts.insuplc_admdvs, facts.mdtrtarea_admdvs, _VISIT_KIND_PB[facts.visit_kind], int(bill.insutype_code),
             facts.filing_id, _FILING_KIND_PB[facts.filing_kind], setl_date, 1 if setl_id else 0, lines, flags, month,
-            self.balance(facts.psn_no) - acct_pay, _MED_TYPE_CHRONIC if dise_codg else 0, dise_codg)
+            self.balance(facts.psn_no) - acct_pay, _MED_TYPE_CHRONIC if dise_codg else 0, dise_codg, mid)
         settlement = SettlementFacts(
             setl_id=setl_id, mdtrt_id=facts.mdtrt_id, psn_no=facts.psn_no, fixmedins_code=facts.fixmedins_code,
             insuplc_admdvs=facts.insuplc_admdvs, mdtrtarea_admdvs=facts.mdtrtarea_admdvs,
             visit_kind=facts.visit_kind, insutype=bill.insutype_code, setl_date=setl_date, year=bill.year,
             breakdown=Breakdown(*bill.breakdown), deltas=bill.deltas, risk_flags=flags, acct_draws=draws,
-            dise_codg=dise_codg,
+            dise_codg=dise_codg, mid_setl_flag=mid, stay_deductible_fen=bill.stay_deductible_fen if inpatient else -1,
+            stay_mids=tuple(visit.mids) if inpatient else (),
         )
         return Reply(reply), settlement, month
 
@@ -558,6 +607,14 @@ class Engine:
             self._acct_add(psn_no, -amount_fen)
         if event.visit is not None:  # outpatient: the visit is born settled
             changes = [PutVisit(ArchivedVisit(event.visit, SETTLED, s.setl_id)), PutSettlement(ArchivedSettlement(s, seq))]
+        elif s.mid_setl_flag:  # SPEC §10.3: the stay stays admitted, its settled lines set aside
+            visit = self.visits[s.mdtrt_id]
+            for line in event.lines:
+                del visit.lines[line.feedetl_sn]
+                visit.settled_lines[line.feedetl_sn] = line
+            visit.mids.append((s.setl_id, s.setl_date, s.breakdown.act_pay_dedc))
+            visit.stay_deductible_fen = s.stay_deductible_fen
+            changes = [PutSettlement(ArchivedSettlement(s, seq, lines=event.lines))]
         else:  # inpatient: the stay closes; its lines go to the archive, to open again on cancellation
             visit = self._close(s.mdtrt_id)
             lines = event.lines or tuple(visit.lines.values())  # the first release did not record them
@@ -597,9 +654,21 @@ class Engine:
         self._book(facts, event.clearing_month, event.cancel_date, -1)
         changes: list[Change] = [SettlementCancelledChange(event.setl_id, event.cancel_date, seq, facts.fixmedins_code,
                                                            facts.setl_date, event.clearing_month)]
-        if facts.visit_kind == INPATIENT:
-            # The stay is open again for correction and a new settlement.
-            self._open(Visit(visit, lines={line.feedetl_sn: line for line in lines}))
+        if facts.visit_kind == INPATIENT and facts.mid_setl_flag:
+            # SPEC §10.3: the latest mid settlement of a stay still admitted; its lines are unsettled again.
+            stay = self.visits[facts.mdtrt_id]
+            invariant(bool(stay.mids) and stay.mids[-1][0] == facts.setl_id, f"{facts.setl_id} is not the latest")
+            stay.mids.pop()
+            for line in lines:
+                del stay.settled_lines[line.feedetl_sn]
+                stay.lines[line.feedetl_sn] = line
+            if not stay.mids:
+                stay.stay_deductible_fen = -1
+        elif facts.visit_kind == INPATIENT:
+            # The stay is open again for correction and a new settlement (with its mid settlements, if any).
+            self._open(Visit(visit, lines={line.feedetl_sn: line for line in lines}, mids=list(facts.stay_mids),
+                             stay_deductible_fen=facts.stay_deductible_fen if facts.stay_mids else -1,
+                             settled_lines={line.feedetl_sn: line for line in event.settled_lines}))
             changes.append(VisitStatus(facts.mdtrt_id, ADMITTED, ""))
         else:
             changes.append(VisitStatus(facts.mdtrt_id, CANCELLED, ""))

@@ -171,6 +171,11 @@ class SettlementFacts(msgspec.Struct, frozen=True, array_like=True, gc=False):
     acct_draws: tuple[tuple[str, int], ...] = ()   # SPEC §10.1: (psn_no, fen) of each account drawn, in order
     # SPEC §10.2: a chronic-disease visit; its deltas' outpatient slots are then that disease's accumulators
     dise_codg: str = ""
+    # SPEC §10.3: a mid-stay settlement (the stay stays admitted); the stay's deductible D; and the stay's live
+    # mid settlements before this one, (setl_id, setl_date, act_pay_dedc), so a cancellation restores the stay
+    mid_setl_flag: bool = False
+    stay_deductible_fen: int = -1
+    stay_mids: tuple[tuple[str, int, int], ...] = ()
 
     def deltas_dict(self) -> dict[str, int]:
         return dict(zip(ACCUMULATOR_KEYS, self.deltas, strict=True))
@@ -284,6 +289,7 @@ class SettlementCancelled(Event, tag="settlement_cancelled"):
     visit: Union[VisitFacts, None] = None
     lines: tuple[FeeLine, ...] = ()
     clearing_month: int = 0   # yyyymm it is booked in (SPEC §8); 0: recorded by the first release, booked on apply
+    settled_lines: tuple[FeeLine, ...] = ()   # SPEC §10.3: a final settlement's stay's mid-settled lines, restored
 
     @property
     def key(self) -> str:

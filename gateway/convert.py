@@ -305,7 +305,8 @@ _REPLIES: dict[type, Callable] = {
 
 def discharge_command(req: spb.DischargeSettleRequest) -> cmd.DischargeSettle:
     return cmd.DischargeSettle(request_id=req.request_id, mdtrt_id=req.mdtrt_id, dscg_date=req.dscg_date,
-                               acct_used_flag=req.acct_used_flag, acct_mulaid_flag=req.acct_mulaid_flag)
+                               acct_used_flag=req.acct_used_flag, acct_mulaid_flag=req.acct_mulaid_flag,
+                               mid_setl_flag=req.mid_setl_flag)
 
 
 def _upb_wire(request_cls, to_command, what: str):

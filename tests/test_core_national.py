@@ -247,3 +247,76 @@ def test_chronic_snapshot_and_replay(world):
     for seq, body in enumerate(run.log, 1):
         replayed.apply(events.decode(body), seq)
     assert replayed.chronic_acc == engine.chronic_acc == {(names["psn"]["in_service"], 2026, "M07803"): [0, 163625]}
+
+
+# ------------------------------------------------------------------ SPEC §10.3 mid-stay settlement, E8
+def dated(line: FeeLine, fee_date: int) -> FeeLine:
+    return FeeLine(line.feedetl_sn, line.code, line.name, line.unit_price_fen, line.qty_milli, fee_date)
+
+
+E8_FIRST = (dated(E1_LINES[0], 20260305), dated(E1_LINES[4], 20260308))    # XA01, T001
+E8_LATER = (dated(E1_LINES[1], 20260312), dated(E1_LINES[2], 20260314))    # XB02, XB03
+
+
+def e8_stay(run: Run, names):
+    admitted = run(cmd.Admit(request_id="a", person=cmd.PersonId(psn_no=names["psn"]["retired"]),
+                             fixmedins_code=names["inst"]["hk_l3"], adm_date=20260301))
+    mdtrt_id = admitted.event.visit.mdtrt_id
+    run(cmd.UploadFees(request_id="f1", mdtrt_id=mdtrt_id, lines=E8_FIRST + E8_LATER))
+    return mdtrt_id
+
+
+def test_e8_mid_stay_then_final_settlement_share_the_stay_deductible(world):
+    engine, names = world
+    run = Run(engine)
+    mdtrt_id = e8_stay(run, names)
+    mid = settlement_of(run(cmd.DischargeSettle(request_id="m", mdtrt_id=mdtrt_id, dscg_date=20260310,
+                                                mid_setl_flag=True)))
+    b = mid.breakdown
+    assert (b.inscp_scp_amt, b.act_pay_dedc, b.hifp_pay, b.psn_cash_pay) == (1225000, 120000, 939250, 285750)
+    assert mid.mid_setl_flag and [ln.code for ln in mid.lines] == ["XA01", "T001"]
+    assert engine.visits[mdtrt_id].status == "admitted"          # the stay stays admitted
+    final = settlement_of(run(cmd.DischargeSettle(request_id="s", mdtrt_id=mdtrt_id, dscg_date=20260315)))
+    b = final.breakdown
+    assert (b.medfee_sumamt, b.overlmt_selfpay, b.preselfpay_amt, b.inscp_scp_amt, b.act_pay_dedc, b.hifp_pay,
+            b.psn_cash_pay) == (103800, 23000, 13080, 67720, 0, 57562, 46238)
+    acc = engine.accumulators(names["psn"]["retired"], 2026)
+    assert (acc["inpatient_admissions"], acc["crit_base_fen"]) == (1, 295908)   # as E1 in total
+    assert mdtrt_id not in engine.visits
+
+
+def test_fee_dates_settled_and_only_the_latest_settlement_is_cancelled(world):
+    engine, names = world
+    run = Run(engine)
+    mdtrt_id = e8_stay(run, names)
+    mid = settlement_of(run(cmd.DischargeSettle(request_id="m", mdtrt_id=mdtrt_id, dscg_date=20260310,
+                                                mid_setl_flag=True)))
+    for fee_date in (20260310, 0):     # on the mid date, and undated (= the admission date)
+        with pytest.raises(YidiError) as err:
+            engine.decide(cmd.UploadFees(request_id="x", mdtrt_id=mdtrt_id,
+                                         lines=(FeeLine("9", "XA01", "", 100, 1000, fee_date),)), 99)
+        assert err.value.reason == "FEE_DATE_SETTLED" and "20260310" in err.value.message
+    run(cmd.UploadFees(request_id="f2", mdtrt_id=mdtrt_id, lines=E8_FIRST))   # re-sent as it was: a no-op
+    assert run.engine.decide(cmd.UploadFees(request_id="f3", mdtrt_id=mdtrt_id, lines=E8_FIRST), 99).event.lines == ()
+    assert set(engine.visits[mdtrt_id].lines) == {"2", "3"}
+    final = settlement_of(run(cmd.DischargeSettle(request_id="s", mdtrt_id=mdtrt_id, dscg_date=20260315)))
+    with pytest.raises(YidiError) as err:
+        engine.decide(cmd.CancelSettlement(request_id="c0", setl_id=mid.setl_id, cancel_date=20260320), 99)
+    assert err.value.reason == "NOT_LATEST_SETTLEMENT" and final.setl_id not in err.value.message
+    before = engine.accumulators(names["psn"]["retired"], 2026)
+    run(cmd.CancelSettlement(request_id="c1", setl_id=final.setl_id, cancel_date=20260320))
+    stay = engine.visits[mdtrt_id]               # the stay, with its mid settlement, as it was
+    assert [m[0] for m in stay.mids] == [mid.setl_id] and set(stay.settled_lines) == {"1", "5"}
+    assert set(stay.lines) == {"2", "3"} and before["inpatient_admissions"] == 1
+    run(cmd.CancelSettlement(request_id="c2", setl_id=mid.setl_id, cancel_date=20260320))
+    assert set(stay.lines) == {"1", "2", "3", "5"} and not stay.mids and stay.stay_deductible_fen == -1
+    assert engine.accumulators(names["psn"]["retired"], 2026)["inpatient_admissions"] == 0
+    # settled again at once, as E1
+    again = settlement_of(run(cmd.DischargeSettle(request_id="s2", mdtrt_id=mdtrt_id, dscg_date=20260315)))
+    assert (again.breakdown.act_pay_dedc, again.breakdown.inscp_scp_amt) == (120000, 1292720)
+    # and replay rebuilds the same stay history
+    replayed = Engine(Index())
+    replayed.index.load_dir(names["dir"])
+    for seq, body in enumerate(run.log, 1):
+        replayed.apply(events.decode(body), seq)
+    assert replayed.accumulators(names["psn"]["retired"], 2026) == engine.accumulators(names["psn"]["retired"], 2026)

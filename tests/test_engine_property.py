@@ -74,7 +74,8 @@ class DurableArchive(MemoryArchive):
 def state_of(engine: Engine, psn_nos) -> dict:
     acc = {(p, y): engine.index.accumulators(p, y) for p in psn_nos for y in (2026, 2027)}
     acc["balances"] = {p: engine.balance(p) for p in sorted(psn_nos)}
-    visits = {k: (v.status, v.setl_id, dict(v.lines)) for k, v in engine.visits.items()}
+    visits = {k: (v.status, v.setl_id, dict(v.lines), list(v.mids), v.stay_deductible_fen, dict(v.settled_lines))
+              for k, v in engine.visits.items()}
     archive = (dict(engine.archive.visits), dict(engine.archive.settlements))
     return {"acc": acc, "visits": visits, "archive": archive, "open": copy.deepcopy(engine.open_inpatient)}
 
@@ -105,7 +106,8 @@ def test_accumulators_are_the_sum_of_live_settlements_and_replay_rebuilds_them(d
     def lines_of(spec) -> tuple[FeeLine, ...]:
         nonlocal sn
         sn += len(spec)
-        return tuple(FeeLine(str(sn - len(spec) + i), c, "", p, q) for i, (c, p, q) in enumerate(spec))
+        return tuple(FeeLine(str(sn - len(spec) + i), c, "", p, q, 20260310 + (sn - len(spec) + i) % 10)
+                     for i, (c, p, q) in enumerate(spec))
 
     for n, (kind, a, b) in enumerate(steps):
         if n == snap_at:
@@ -130,7 +132,8 @@ def test_accumulators_are_the_sum_of_live_settlements_and_replay_rebuilds_them(d
             run(cmd.WithdrawFees(request_id=rid, mdtrt_id=visit.mdtrt_id, sns=tuple(list(visit.lines)[:b])))
         elif kind == "settle":
             run(cmd.DischargeSettle(request_id=rid, mdtrt_id=visits[a % len(visits)].mdtrt_id, dscg_date=b,
-                                    acct_used_flag=n % 3 != 0, acct_mulaid_flag=n % 2 == 0))
+                                    acct_used_flag=n % 3 != 0, acct_mulaid_flag=n % 2 == 0,
+                                    mid_setl_flag=n % 4 == 1))   # SPEC §10.3 mid-stay settlements
         elif kind == "cancel" and engine.archive.settlements:
             setl_ids = sorted(engine.archive.settlements)
             run(cmd.CancelSettlement(request_id=rid, setl_id=setl_ids[a % len(setl_ids)], cancel_date=20270201))

@@ -260,6 +260,45 @@ def test_chronic_refusals_over_grpc(hainan, national, names, who, inst, code, re
     assert code in message and ledger_seq(national) == seq
 
 
+# ------------------------------------------------------ SPEC §10.3 mid-stay settlement, E8
+def dated(ln: pb.FeeLine, fee_date: int) -> pb.FeeLine:
+    return pb.FeeLine(feedetl_sn=ln.feedetl_sn, code=ln.code, unit_price_fen=ln.unit_price_fen,
+                      qty_milli=ln.qty_milli, fee_date=fee_date)
+
+
+def test_e8_mid_stay_settlement_through_grpc(hainan, liaoning, national, names):
+    psn_no = "P2101029400"   # E1's circumstances: retired, relocated, first admission of the year
+    file_person(liaoning, psn_no, "21010219500101400", kind="retired_relocation", person_type=pb.PERSON_TYPE_RETIRED)
+    a = admit(hainan, psn_no, names["inst"]["hk_l3"], date=20260301)
+    upload(hainan, a.mdtrt_id, [dated(E1_LINES[0], 20260305), dated(E1_LINES[4], 20260308),
+                                dated(E1_LINES[1], 20260312), dated(E1_LINES[2], 20260314)])
+    mid = hainan(hainan.settlement.DischargeSettle, spb.DischargeSettleRequest(
+        request_id=rid("mid"), mdtrt_id=a.mdtrt_id, dscg_date=20260310, mid_setl_flag=True)).settlement
+    b = mid.breakdown
+    assert (b.inscp_scp_amt, b.act_pay_dedc, b.hifp_pay, b.psn_cash_pay) == (1225000, 120000, 939250, 285750)
+    assert mid.mid_setl_flag
+    seq = ledger_seq(national)
+    code, reason, message = hainan.refused(hainan.settlement.UploadFees, spb.UploadFeesRequest(
+        request_id=rid(), mdtrt_id=a.mdtrt_id, lines=[dated(line(9, "XA01", 100, 1000), 20260309)]))
+    assert (code, reason) == (grpc.StatusCode.FAILED_PRECONDITION, "FEE_DATE_SETTLED")
+    assert "20260310" in message and message.endswith("[FEE_DATE_SETTLED]") and ledger_seq(national) == seq
+    final = settle(hainan, a.mdtrt_id)
+    b = final.breakdown
+    assert (b.medfee_sumamt, b.overlmt_selfpay, b.preselfpay_amt, b.inscp_scp_amt, b.act_pay_dedc, b.hifp_pay,
+            b.psn_cash_pay) == (103800, 23000, 13080, 67720, 0, 57562, 46238)
+    acc = accumulators(liaoning, psn_no)
+    assert (acc.inpatient_admissions, acc.crit_base_fen) == (1, 295908)
+    code, reason, message = hainan.refused(hainan.settlement.CancelSettlement, spb.CancelSettlementRequest(
+        request_id=rid(), setl_id=mid.setl_id, cancel_date=20260320))
+    assert (code, reason) == (grpc.StatusCode.FAILED_PRECONDITION, "NOT_LATEST_SETTLEMENT")
+    assert message.endswith("[NOT_LATEST_SETTLEMENT]") and ledger_seq(national) == seq + 1
+    cancel(hainan, final.setl_id)
+    cancel(hainan, mid.setl_id)
+    assert accumulators(liaoning, psn_no).inpatient_admissions == 0
+    again = settle(hainan, a.mdtrt_id)   # the whole stay at once, as E1
+    assert (again.breakdown.inscp_scp_amt, again.breakdown.hifp_pay) == (1292720, 996812)
+
+
 # ------------------------------------------------------ SPEC §5.6 E1–E5
 def test_e1_through_grpc(hainan, names):
     a = admit(hainan, names["psn"]["retired"], names["inst"]["hk_l3"])

@@ -47,7 +47,8 @@ class SettlementService:
         return await self.gw.execute(caller, command, request_digest(req))
 
     async def presettle(self, req: spb.PreSettleRequest, _caller: str) -> bytes:
-        return self.gw.engine.presettle(req.mdtrt_id, req.setl_date, req.acct_used_flag, req.acct_mulaid_flag)
+        return self.gw.engine.presettle(req.mdtrt_id, req.setl_date, req.acct_used_flag, req.acct_mulaid_flag,
+                                        req.mid_setl_flag)
 
     async def discharge_settle(self, req: spb.DischargeSettleRequest, caller: str):
         return await self.gw.execute(caller, convert.discharge_command(req), request_digest(req))
