@@ -239,7 +239,10 @@ class Engine:
             raise YidiError("INVALID_DATE", f"结算日期 {setl_date} 须晚于本次住院上一次中途结算的日期 {last}。")
         if not mid:
             return tuple(visit.lines.values())
-        return tuple(line for line in visit.lines.values() if self._fee_date(visit, line) <= setl_date)
+        chosen = {sn for sn, line in visit.lines.items()
+                  if not line.init_feedetl_sn and self._fee_date(visit, line) <= setl_date}
+        # a refund goes with its original line, whatever its own date (SPEC §10.4)
+        return tuple(line for sn, line in visit.lines.items() if (line.init_feedetl_sn or sn) in chosen)
 
     # ------------------------------------------------- personal accounts (SPEC §10.1)
     def balance(self, psn_no: str) -> int:
@@ -428,10 +431,10 @@ class Engine:
                     f"费用明细流水号 {line.feedetl_sn} 已上传过不同的内容。如需更正，请先撤销该明细再重新上传。",
                 )
         check_line_count(len(visit.lines) + len(new), "一次住院")
-        count, total = _totals(visit.lines.values())
-        added_count, added_total = _totals(new.values())
+        _check_refunds({**visit.lines, **new}, new.values(), visit.settled_lines)
+        count, total = _totals({**visit.lines, **new}.values())
         return Decision(FeesUploaded(mdtrt_id=cmd.mdtrt_id, lines=tuple(new.values())),
-                        VisitResult(cmd.mdtrt_id, ADMITTED, count + added_count, total + added_total))
+                        VisitResult(cmd.mdtrt_id, ADMITTED, count, total))
 
     def _decide_withdraw_fees(self, cmd: WithdrawFees) -> Decision:
         """费用明细撤销: the named lines, or all lines when none are named."""
@@ -439,10 +442,18 @@ class Engine:
         sns = list(dict.fromkeys(cmd.sns)) or list(visit.lines)
         for sn in sns:
             check_id(sn, "费用明细流水号")
+        settled = [sn for sn in sns if sn in visit.settled_lines]
+        if settled:
+            raise YidiError("LINE_ALREADY_SETTLED", f"费用明细流水号 {'、'.join(settled[:5])} 已中途结算，不能撤销；"
+                                                    f"如需更正，请先撤销该结算。")
         missing = [sn for sn in sns if sn not in visit.lines]
         if missing:
             raise YidiError("FEE_LINE_NOT_FOUND", f"费用明细流水号 {'、'.join(missing[:5])} 未上传过，无法撤销。")
         withdrawn = set(sns)
+        orphans = [line.feedetl_sn for sn, line in visit.lines.items()
+                   if sn not in withdrawn and line.init_feedetl_sn in withdrawn]
+        if orphans:
+            raise YidiError("FEE_LINE_CONFLICT", f"原明细的退费明细 {'、'.join(orphans[:5])} 尚在，请一并撤销。")
         count, total = _totals(line for sn, line in visit.lines.items() if sn not in withdrawn)
         return Decision(FeesWithdrawn(mdtrt_id=cmd.mdtrt_id, sns=tuple(sns)),
                         VisitResult(cmd.mdtrt_id, ADMITTED, count, total))
@@ -504,6 +515,7 @@ class Engine:
             if line.feedetl_sn in seen:
                 raise YidiError("FEE_LINE_CONFLICT", f"费用明细流水号 {line.feedetl_sn} 在本次结算中重复出现。")
             seen.add(line.feedetl_sn)
+        _check_refunds({line.feedetl_sn: line for line in cmd.lines}, cmd.lines, {})
         facts = self._new_visit(psn_no, cmd.fixmedins_code, OUTPATIENT, cmd.setl_date, elig)
         reply, settlement, month = self._settle(Visit(facts), settlement_id(self._seq), cmd.setl_date, cmd.lines,
                                                 cmd.acct_used_flag, cmd.acct_mulaid_flag, cmd.dise_codg)
@@ -529,7 +541,8 @@ class Engine:
         if dise_codg:  # SPEC §10.2: the disease's own accumulators of the settlement's year
             used, paid = self.chronic_acc.get((facts.psn_no, setl_date // 10000, dise_codg), (0, 0))
             chronic = (dise_codg, used, paid)
-        bill = self.index.bill(facts.psn_no, facts.fixmedins_code, facts.filing_kind, inpatient, setl_date, lines,
+        priced = _net_lines(lines)   # SPEC §10.4: each original line with its net quantity
+        bill = self.index.bill(facts.psn_no, facts.fixmedins_code, facts.filing_kind, inpatient, setl_date, priced,
                                chronic, stay)
         flags = self.funds.settlement_flags(  # SPEC §7: decided once, recorded, never blocking
             inpatient=inpatient, adm_date=facts.adm_date, setl_date=setl_date, high_cost=bill.high_cost,
@@ -542,7 +555,7 @@ class Engine:
         reply = bill.settlement_response(
             setl_id, facts.mdtrt_id, facts.psn_no, bill.person_name, facts.fixmedins_code, bill.institution_name,
             facts.insuplc_admdvs, facts.mdtrtarea_admdvs, _VISIT_KIND_PB[facts.visit_kind], int(bill.insutype_code),
-            facts.filing_id, _FILING_KIND_PB[facts.filing_kind], setl_date, 1 if setl_id else 0, lines, flags, month,
+            facts.filing_id, _FILING_KIND_PB[facts.filing_kind], setl_date, 1 if setl_id else 0, priced, flags, month,
             self.balance(facts.psn_no) - acct_pay, _MED_TYPE_CHRONIC if dise_codg else 0, dise_codg, mid)
         settlement = SettlementFacts(
             setl_id=setl_id, mdtrt_id=facts.mdtrt_id, psn_no=facts.psn_no, fixmedins_code=facts.fixmedins_code,
@@ -908,16 +921,71 @@ def _not_filed() -> YidiError:
 
 
 def _check_line(line: FeeLine) -> None:
-    check_line(line.feedetl_sn, line.code, line.name, line.unit_price_fen, line.qty_milli, line.fee_date)
+    qty = line.qty_milli
+    if line.init_feedetl_sn:  # SPEC §10.4: a refund line has a negative quantity, checked as its size
+        check_id(line.init_feedetl_sn, "原费用明细流水号 init_feedetl_sn")
+        if type(qty) is not int or qty >= 0:
+            raise YidiError("INVALID_QUANTITY", f"退费明细 {line.feedetl_sn} 的数量须为负数（千分之一单位）。")
+        if line.init_feedetl_sn == line.feedetl_sn:
+            raise YidiError("INVALID_ARGUMENT", f"退费明细 {line.feedetl_sn} 不能退自己。")
+        qty = -qty
+    check_line(line.feedetl_sn, line.code, line.name, line.unit_price_fen, qty, line.fee_date)
+
+
+def _check_refunds(lines: dict[str, FeeLine], new: Iterable[FeeLine], settled: dict[str, FeeLine]) -> None:
+    """SPEC §10.4: each new refund names an unsettled original line of the stay (the lines so far, ``lines``, with
+    the new ones) with its code and unit price, and no original's net quantity goes below 0."""
+    for line in new:
+        if not line.init_feedetl_sn:
+            continue
+        original = lines.get(line.init_feedetl_sn)
+        if original is None and line.init_feedetl_sn in settled:
+            raise YidiError("LINE_ALREADY_SETTLED", f"原费用明细 {line.init_feedetl_sn} 已结算，不能再退费；"
+                                                    f"如需更正，请先撤销该结算。")
+        if original is None:
+            raise YidiError("FEE_LINE_NOT_FOUND", f"退费明细 {line.feedetl_sn} 所退的原明细 {line.init_feedetl_sn} "
+                                                  f"未上传过。")
+        if original.init_feedetl_sn or (original.code, original.unit_price_fen) != (line.code, line.unit_price_fen):
+            raise YidiError("INVALID_ARGUMENT", f"退费明细 {line.feedetl_sn} 须与原明细 {original.feedetl_sn} 的项目编码"
+                                                f"和单价相同（且原明细不能是退费明细）。")
+    net = _net_quantities(lines.values())
+    over = [sn for sn, qty in net.items() if qty < 0]
+    if over:
+        raise YidiError("REFUND_EXCEEDS_ORIGINAL",
+                        f"原费用明细 {over[0]} 的退费数量合计超过原数量（净数量 {net[over[0]]}，千分之一单位），请核对退费明细。")
+
+
+def _net_quantities(lines: Iterable[FeeLine]) -> dict[str, int]:
+    """Each original line's quantity net of its refunds (refunds of unknown lines are left out)."""
+    net: dict[str, int] = {}
+    refunds = []
+    for line in lines:
+        if line.init_feedetl_sn:
+            refunds.append(line)
+        else:
+            net[line.feedetl_sn] = line.qty_milli
+    for line in refunds:
+        if line.init_feedetl_sn in net:
+            net[line.init_feedetl_sn] += line.qty_milli
+    return net
+
+
+def _net_lines(lines: tuple[FeeLine, ...]) -> tuple[FeeLine, ...]:
+    """SPEC §10.4: the original lines with their net quantities (what §5.1 prices); a line refunded to 0 is gone."""
+    if not any(line.init_feedetl_sn for line in lines):
+        return lines
+    net = _net_quantities(lines)
+    return tuple(msgspec.structs.replace(line, qty_milli=net[line.feedetl_sn]) for line in lines
+                 if not line.init_feedetl_sn and net[line.feedetl_sn] > 0)
 
 
 def _totals(lines: Iterable[FeeLine]) -> tuple[int, int]:
-    """(line count, sum of line amounts) of fee lines."""
-    count = total = 0
-    for line in lines:
-        count += 1
+    """(line count, sum of line amounts, refunds netted) of fee lines."""
+    lines = tuple(lines)
+    total = 0
+    for line in _net_lines(lines):
         total += line_amount_fen(line.unit_price_fen, line.qty_milli)
-    return count, total
+    return len(lines), total
 
 
 # The enum numbers of common.proto the core writes into its answers (tests/test_core_wire.py keeps them honest).

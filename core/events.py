@@ -100,12 +100,13 @@ class FeeLine(msgspec.Struct, frozen=True, array_like=True, gc=False):
     code: str
     name: str
     unit_price_fen: int
-    qty_milli: int
+    qty_milli: int            # < 0 for a refund line
     fee_date: int = 0
+    init_feedetl_sn: str = ""  # SPEC §10.4: the line this one refunds part of
 
     def content(self) -> tuple:
         """What must match for a re-sent line to be the same line."""
-        return (self.code, self.name, self.unit_price_fen, self.qty_milli, self.fee_date)
+        return (self.code, self.name, self.unit_price_fen, self.qty_milli, self.fee_date, self.init_feedetl_sn)
 
 
 class VisitFacts(msgspec.Struct, frozen=True, array_like=True, gc=False):

@@ -156,12 +156,13 @@ cdef inline int64_t pb_read_int(PbIn* r, bint is32) noexcept nogil:
 
 
 cdef tuple _read_fee_line(const unsigned char* p, Py_ssize_t n):
-    """FeeLine {1 feedetl_sn, 2 code, 3 name, 4 unit_price_fen, 5 qty_milli, 6 fee_date} -> tuple or None."""
+    """FeeLine {1 feedetl_sn, 2 code, 3 name, 4 unit_price_fen, 5 qty_milli, 6 fee_date, 7 init_feedetl_sn}
+    -> tuple or None."""
     cdef PbIn r
     cdef uint64_t key
     cdef int field, last = 0
     r.p, r.pos, r.end, r.bad = p, 0, n, False
-    sn = code = name = ""
+    sn = code = name = init_sn = ""
     cdef int64_t price = 0, qty = 0, fee_date = 0
     while r.pos < r.end and not r.bad:
         key = pb_read_varint(&r)
@@ -184,11 +185,13 @@ cdef tuple _read_fee_line(const unsigned char* p, Py_ssize_t n):
                 qty = pb_read_int(&r, False)
             else:
                 fee_date = pb_read_int(&r, True)
+        elif field == 7 and (key & 7) == WIRE_LEN:
+            init_sn = pb_read_str(&r)
         else:
             return None
     if r.bad:
         return None
-    return (sn, code, name, price, qty, fee_date)
+    return (sn, code, name, price, qty, fee_date, init_sn)
 
 
 def read_outpatient_request(const unsigned char[::1] raw):

@@ -131,7 +131,8 @@ def filing_pb(row: Filing | dict) -> pb.Filing:
 
 
 def fee_lines(lines) -> tuple[FeeLine, ...]:
-    return tuple(FeeLine(x.feedetl_sn, x.code, x.name, x.unit_price_fen, x.qty_milli, x.fee_date) for x in lines)
+    return tuple(FeeLine(x.feedetl_sn, x.code, x.name, x.unit_price_fen, x.qty_milli, x.fee_date, x.init_feedetl_sn)
+                 for x in lines)
 
 
 def person_id(req) -> cmd.PersonId:

@@ -251,7 +251,7 @@ def test_chronic_snapshot_and_replay(world):
 
 # ------------------------------------------------------------------ SPEC §10.3 mid-stay settlement, E8
 def dated(line: FeeLine, fee_date: int) -> FeeLine:
-    return FeeLine(line.feedetl_sn, line.code, line.name, line.unit_price_fen, line.qty_milli, fee_date)
+    return msgspec.structs.replace(line, fee_date=fee_date)
 
 
 E8_FIRST = (dated(E1_LINES[0], 20260305), dated(E1_LINES[4], 20260308))    # XA01, T001
@@ -320,3 +320,72 @@ def test_fee_dates_settled_and_only_the_latest_settlement_is_cancelled(world):
     for seq, body in enumerate(run.log, 1):
         replayed.apply(events.decode(body), seq)
     assert replayed.accumulators(names["psn"]["retired"], 2026) == engine.accumulators(names["psn"]["retired"], 2026)
+
+
+# ------------------------------------------------------------------ SPEC §10.4 refund lines, E9
+def refund(sn: str, of: FeeLine, qty_milli: int) -> FeeLine:
+    return FeeLine(sn, of.code, "", of.unit_price_fen, qty_milli, 0, of.feedetl_sn)
+
+
+def test_e9_refunds_net_the_original_lines(world):
+    engine, names = world
+    run = Run(engine)
+    admitted = run(cmd.Admit(request_id="a", person=cmd.PersonId(psn_no=names["psn"]["in_service"]),
+                             fixmedins_code=names["inst"]["hk_l1"], adm_date=20260310))
+    mdtrt_id = admitted.event.visit.mdtrt_id
+    xa, xb = FeeLine("1", "XA01", "", 1250, 20000), FeeLine("2", "XB02", "", 8800, 3500)
+    run(cmd.UploadFees(request_id="f1", mdtrt_id=mdtrt_id, lines=(xa, xb)))
+    visit = run(cmd.UploadFees(request_id="f2", mdtrt_id=mdtrt_id,
+                               lines=(refund("3", xa, -5000), refund("4", xb, -3500)))).result
+    assert (visit.line_count, visit.medfee_sumamt) == (4, 18750)
+    s = settlement_of(run(cmd.DischargeSettle(request_id="s", mdtrt_id=mdtrt_id, dscg_date=DATE)))
+    assert (s.breakdown.medfee_sumamt, s.breakdown.inscp_scp_amt) == (18750, 18750)
+    assert [(ln.code, ln.det_item_fee_sumamt) for ln in s.lines] == [("XA01", 18750)]   # XB02 refunded to 0
+    # a refund of a settled line, after the settlement was cancelled and the stay opened again, is fine again
+    run(cmd.CancelSettlement(request_id="c", setl_id=s.setl_id, cancel_date=DATE))
+    assert set(engine.visits[mdtrt_id].lines) == {"1", "2", "3", "4"}
+
+
+@pytest.mark.parametrize("lines, reason", [
+    ((refund("3", FeeLine("1", "XA01", "", 1250, 20000), -20001),), "REFUND_EXCEEDS_ORIGINAL"),
+    ((refund("3", FeeLine("1", "XA01", "", 1250, 20000), -15000),
+      refund("4", FeeLine("1", "XA01", "", 1250, 20000), -5001)), "REFUND_EXCEEDS_ORIGINAL"),
+    ((refund("3", FeeLine("9", "XA01", "", 1250, 20000), -1000),), "FEE_LINE_NOT_FOUND"),
+    ((refund("3", FeeLine("1", "XA01", "", 1300, 20000), -1000),), "INVALID_ARGUMENT"),    # not the same price
+    ((FeeLine("3", "XA01", "", 1250, 1000, 0, "1"),), "INVALID_QUANTITY"),                # a refund is negative
+    ((FeeLine("3", "XA01", "", 1250, -1000),), "INVALID_QUANTITY"),                       # only a refund is
+])
+def test_refunds_refused(world, lines, reason):
+    engine, names = world
+    run = Run(engine)
+    admitted = run(cmd.Admit(request_id="a", person=cmd.PersonId(psn_no=names["psn"]["in_service"]),
+                             fixmedins_code=names["inst"]["hk_l1"], adm_date=20260310))
+    mdtrt_id = admitted.event.visit.mdtrt_id
+    run(cmd.UploadFees(request_id="f1", mdtrt_id=mdtrt_id, lines=(FeeLine("1", "XA01", "", 1250, 20000),)))
+    before = engine.export_state()
+    with pytest.raises(YidiError) as err:
+        engine.decide(cmd.UploadFees(request_id="f2", mdtrt_id=mdtrt_id, lines=lines), 99)
+    assert err.value.reason == reason and engine.export_state() == before
+
+
+def test_a_settled_line_cannot_be_refunded_or_withdrawn(world):
+    engine, names = world
+    run = Run(engine)
+    mdtrt_id = e8_stay(run, names)
+    run(cmd.DischargeSettle(request_id="m", mdtrt_id=mdtrt_id, dscg_date=20260310, mid_setl_flag=True))
+    for command in (cmd.UploadFees(request_id="r", mdtrt_id=mdtrt_id,
+                                   lines=(dated(refund("9", E8_FIRST[0], -1000), 20260316),)),
+                    cmd.WithdrawFees(request_id="w", mdtrt_id=mdtrt_id, sns=("1",))):
+        with pytest.raises(YidiError) as err:
+            engine.decide(command, 99)
+        assert err.value.reason == "LINE_ALREADY_SETTLED" and "1" in err.value.message
+
+
+def test_outpatient_refund_lines_in_one_request(world):
+    engine, names = world
+    run = Run(engine)
+    xa = FeeLine("1", "XA01", "", 1250, 6000)
+    s = settlement_of(run(cmd.OutpatientSettle(
+        request_id="o", person=cmd.PersonId(psn_no=names["psn"]["in_service"]), fixmedins_code=names["inst"]["hk_l1"],
+        setl_date=DATE, lines=(xa, FeeLine("2", "XB02", "", 8800, 1500), refund("3", xa, -1000)))))
+    assert s.breakdown.medfee_sumamt == 1250 * 5 + 8800 * 3 // 2

@@ -70,7 +70,7 @@ from core import _core  # noqa: E402
 text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=12)
 ints = st.one_of(st.just(0), st.integers(-2**31, 2**31 - 1), st.integers(-2**63, 2**63 - 1))
 fee_line = st.builds(pb.FeeLine, feedetl_sn=text, code=text, name=text, unit_price_fen=ints, qty_milli=ints,
-                     fee_date=st.integers(-2**31, 2**31 - 1))
+                     fee_date=st.integers(-2**31, 2**31 - 1), init_feedetl_sn=text)
 request = st.builds(
     lambda rid, who, inst, date, card, lines, acct, med: spb.OutpatientSettleRequest(
         request_id=rid, fixmedins_code=inst, setl_date=date, lines=lines,
@@ -84,7 +84,8 @@ request = st.builds(
 def read_by_the_classes(req: spb.OutpatientSettleRequest) -> tuple:
     card = (req.card.card_no, req.card.card_version) if req.HasField("card") else None
     return (req.request_id, req.psn_no, req.certno, req.fixmedins_code, req.setl_date, card,
-            [(x.feedetl_sn, x.code, x.name, x.unit_price_fen, x.qty_milli, x.fee_date) for x in req.lines],
+            [(x.feedetl_sn, x.code, x.name, x.unit_price_fen, x.qty_milli, x.fee_date, x.init_feedetl_sn)
+             for x in req.lines],
             req.acct_used_flag, req.acct_mulaid_flag, req.med_type, req.dise_codg)
 
 

@@ -299,6 +299,32 @@ def test_e8_mid_stay_settlement_through_grpc(hainan, liaoning, national, names):
     assert (again.breakdown.inscp_scp_amt, again.breakdown.hifp_pay) == (1292720, 996812)
 
 
+# ------------------------------------------------------ SPEC §10.4 refund lines, E9
+def test_e9_refund_lines_through_grpc(hainan, liaoning, national, names):
+    psn_no = "P2101029500"
+    file_person(liaoning, psn_no, "21010219850303500")
+    a = admit(hainan, psn_no, names["inst"]["hk_l1"])
+    upload(hainan, a.mdtrt_id, [line(1, "XA01", 1250, 20000), line(2, "XB02", 8800, 3500)])
+    refunds = [pb.FeeLine(feedetl_sn="3", code="XA01", unit_price_fen=1250, qty_milli=-5000, init_feedetl_sn="1"),
+               pb.FeeLine(feedetl_sn="4", code="XB02", unit_price_fen=8800, qty_milli=-3500, init_feedetl_sn="2")]
+    seq = ledger_seq(national)
+    too_much = pb.FeeLine(feedetl_sn="5", code="XA01", unit_price_fen=1250, qty_milli=-20001, init_feedetl_sn="1")
+    code, reason, message = hainan.refused(hainan.settlement.UploadFees, spb.UploadFeesRequest(
+        request_id=rid(), mdtrt_id=a.mdtrt_id, lines=[too_much]))
+    assert (code, reason) == (grpc.StatusCode.FAILED_PRECONDITION, "REFUND_EXCEEDS_ORIGINAL")
+    assert message.endswith("[REFUND_EXCEEDS_ORIGINAL]") and ledger_seq(national) == seq
+    assert (upload(hainan, a.mdtrt_id, refunds).medfee_sumamt) == 18750
+    s = hainan(hainan.settlement.DischargeSettle, spb.DischargeSettleRequest(
+        request_id=rid(), mdtrt_id=a.mdtrt_id, dscg_date=20260315, mid_setl_flag=True)).settlement
+    assert (s.breakdown.medfee_sumamt, s.breakdown.inscp_scp_amt) == (18750, 18750)
+    late = pb.FeeLine(feedetl_sn="6", code="XA01", unit_price_fen=1250, qty_milli=-1000, init_feedetl_sn="1",
+                      fee_date=20260316)
+    code, reason, message = hainan.refused(hainan.settlement.UploadFees, spb.UploadFeesRequest(
+        request_id=rid(), mdtrt_id=a.mdtrt_id, lines=[late]))
+    assert (code, reason) == (grpc.StatusCode.FAILED_PRECONDITION, "LINE_ALREADY_SETTLED")
+    assert message.endswith("[LINE_ALREADY_SETTLED]")
+
+
 # ------------------------------------------------------ SPEC §5.6 E1–E5
 def test_e1_through_grpc(hainan, names):
     a = admit(hainan, names["psn"]["retired"], names["inst"]["hk_l3"])
