@@ -115,6 +115,7 @@ cdef class Index:
     cdef frozenset _accepted
     cdef dict _meta
     cdef dict _chronic            # policy row -> {disease code | "default": (deductible, ratio 1..3, bonus, cap)}
+    cdef dict _voucher_keys       # province (int) -> its electronic-voucher key (bytes; SPEC §10.5, never logged)
     cdef bint _loaded
     cdef int32_t* policy_first     # the policy directory (eligibility.pxi _policy_idx)
     cdef int32_t* policy_count
@@ -136,6 +137,7 @@ cdef class Index:
         self._card_version_idx = {}
         self._meta = {}
         self._chronic = {}
+        self._voucher_keys = {}
         self._loaded = False
 
     def __dealloc__(self):
@@ -318,10 +320,10 @@ cdef class Index:
                             has_open_inpatient).as_dict()
 
     def admission(self, psn_no, fixmedins_code, bint inpatient, date, card_no=None, card_version=None,
-                  bint has_open_inpatient=False):
-        """The same checks with a compact Admission answer (what the settle path uses)."""
+                  bint has_open_inpatient=False, bint emergency=False):
+        """The same checks with a compact Admission answer (what the settle path uses); ``emergency``: SPEC §10.6."""
         return _eligibility(self, psn_no, fixmedins_code, inpatient, date, card_no, card_version,
-                            has_open_inpatient)
+                            has_open_inpatient, emergency)
 
     def bill(self, psn_no, fixmedins_code, filing_kind, bint inpatient, date, lines, chronic=None, stay=None):
         """benefit's computation as a compact Bill (C arrays; the answer written as protobuf from it).
@@ -333,6 +335,17 @@ cdef class Index:
 
     def benefit(self, psn_no, fixmedins_code, filing_kind, bint inpatient, date, lines, chronic=None):
         return _benefit(self, psn_no, fixmedins_code, filing_kind, inpatient, date, lines, chronic)
+
+    def verify_voucher(self, token, int64_t now_utc_minute):
+        """SPEC §10.5: the psn_no of an electronic-voucher token ``psn_no.yyyymmddhhmm.mac`` that is unexpired at
+        ``now_utc_minute`` (yyyymmddhhmm, UTC) and carries the right mac (HMAC-SHA256 with the insured province's
+        key over ``psn_no.expiry``, first 16 bytes, hex), compared in constant time; else CREDENTIAL_INVALID.
+        The message never repeats the token."""
+        return _verify_voucher(self, token, now_utc_minute)
+
+    def voucher_provinces(self):
+        """The provinces that have a voucher key (never the keys)."""
+        return sorted(f"{p}" for p in self._voucher_keys)
 
     def chronic_refusal(self, psn_no, fixmedins_code, dise_codg):
         """SPEC §10.2 checks 10 and 11: None, or (reason, clerk message)."""
@@ -405,3 +418,4 @@ include "eligibility.pxi"
 include "benefit.pxi"
 include "invariants.pxi"
 include "image.pxi"
+include "voucher.pxi"

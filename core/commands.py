@@ -40,6 +40,16 @@ class Card(msgspec.Struct, frozen=True, gc=False):
 
 
 # ---------------------------------------------------------------- filing
+class Credential(msgspec.Struct, frozen=True, gc=False):
+    """How the patient identified themselves (SPEC §10.5 mdtrt_cert_type): "01" electronic voucher (``cert_no`` its
+    token), "02" resident ID card, "03" social-security card; ``now_utc_minute`` (yyyymmddhhmm) stamped by the gateway
+    when the request arrived, for the voucher's expiry (the core has no clock)."""
+
+    cert_type: str
+    cert_no: str = ""
+    now_utc_minute: int = 0
+
+
 class FilePerson(Command, kw_only=True):
     """备案: the person's record and one new filing, effective at once."""
 
@@ -68,6 +78,8 @@ class Admit(Command, kw_only=True):
     adm_date: int
     card: Union[Card, None] = None
     ipt_no: str = ""
+    credential: Union[Credential, None] = None   # SPEC §10.5
+    emergency: bool = False                      # SPEC §10.6
 
 
 class CancelAdmission(Command, kw_only=True):
@@ -119,6 +131,7 @@ class OutpatientSettle(Command, kw_only=True):
     acct_mulaid_flag: bool = False
     med_type: str = ""       # "" general outpatient, "chronic" (SPEC §10.2: then dise_codg names the disease)
     dise_codg: str = ""
+    credential: Union[Credential, None] = None   # SPEC §10.5
 
 
 # ----------------------------------------------------------------- admin

@@ -307,10 +307,14 @@ cdef class Admission:
 
     @property
     def filing_id(self) -> str:
+        if self.filing_row < 0:   # SPEC §10.6: the implied emergency filing
+            return EMERGENCY_FILING_ID
         return _filing_id(&self.index.st, &self.index.st.filings[self.filing_row])
 
     @property
     def filing_kind(self) -> str:
+        if self.filing_row < 0:
+            return FILING_KINDS[KIND_EMERGENCY]
         return FILING_KINDS[self.index.st.filings[self.filing_row].kind]
 
     @property
@@ -344,14 +348,21 @@ cdef extern from "Python.h":
 
 
 # ---------------------------------------------------------------- SPEC §4, in order
+EMERGENCY_FILING_ID = "EMERGENCY"
+
+
 cdef Admission _eligibility(Index self, object psn_no, object fixmedins_code, bint inpatient, object date_obj,
-                            object card_no, object card_version, bint has_open_inpatient):
+                            object card_no, object card_version, bint has_open_inpatient, bint emergency=False):
+    """SPEC §4 checks 1–9.  ``emergency`` (SPEC §10.6, 急诊抢救视同备案): a known person whose filings do not pass
+    checks 7–8 (or who has none) is admitted with an implied emergency filing (filing_row -1)."""
     cdef Store* st = &self.st
     cdef int64_t date = _date_of(date_obj, "就诊日期", None)
     cdef int32_t pi, ii, fi
     cdef Person* p
     cdef Institution* it
-    pi = _check1_filed(self, psn_no)
+    pi = _person_idx(self, psn_no) if emergency else -1
+    if pi < 0:
+        pi = _check1_filed(self, psn_no)
     p = &st.persons[pi]
     _check2_active(p, psn_no)
     _check3_card(self, p, psn_no, card_no, card_version)
@@ -360,7 +371,7 @@ cdef Admission _eligibility(Index self, object psn_no, object fixmedins_code, bi
     _check5_cross_province(self, p, ii, psn_no, fixmedins_code)
     _check6_open_for_visit(self, ii, inpatient, fixmedins_code)
     fi = _choose_filing(self, p, it, date)
-    if fi < 0:  # the refusal walks the filings again, to say which check failed and name them
+    if fi < 0 and not emergency:  # the refusal walks the filings again, to say which check failed and name them
         _check7_filed_for_destination(self, p, it, date, psn_no, fixmedins_code)
         _check8_designated(self, p, ii, date, psn_no, fixmedins_code)
         raise InvariantError("eligibility: no filing chosen, yet checks 7 and 8 pass")

@@ -26,8 +26,9 @@ from .archive import (
     PutSettlement, PutVisit, SettlementCancelledChange, VisitStatus,
 )
 from .commands import (
-    AccountResult, AdjustAccount, Admit, AdmitResult, CancelAdmission, CancelResult, CancelSettlement,
-    ChangeClearingMonth, Command, DischargeSettle, FilePerson, FilingResult, MonthResult, OutpatientSettle, PositionResult,
+    AccountResult, AdjustAccount, Admit, AdmitResult, CancelAdmission, CancelResult, CancelSettlement, Card,
+    ChangeClearingMonth, Command, Credential, DischargeSettle, FilePerson, FilingResult, MonthResult,
+    OutpatientSettle, PersonId, PositionResult,
     ProblemResult, ReportProblem, Result, ReviseFiling, RevokeFiling, SetPrepaid, Reply, TopUpPrepaid,
     UpdateProblem, UploadFees, VisitResult, WithdrawFees,
 )
@@ -47,6 +48,7 @@ from ._core import ACCUMULATOR_KEYS, DEBUG, FILING_KINDS, Index, province_code
 INPATIENT = "inpatient"
 OUTPATIENT = "outpatient"
 CHRONIC = "chronic"   # med_type of an outpatient chronic-disease settlement (SPEC §10.2)
+CERT_VOUCHER, CERT_ID_CARD, CERT_SOCIAL_CARD = "01", "02", "03"   # mdtrt_cert_type (SPEC §10.5)
 _MED_TYPE_CHRONIC = 14
 
 ADMITTED = "admitted"
@@ -180,6 +182,23 @@ class Engine:
         if not psn_no:
             raise _not_filed()
         return psn_no
+
+    def _patient(self, person: PersonId, card: Card | None, credential: Credential | None) -> str:
+        """The psn_no of the patient, as the credential presented names them (SPEC §10.5 mdtrt_cert_type)."""
+        kind = credential.cert_type if credential is not None else ""
+        if kind == CERT_VOUCHER:
+            psn_no = self.index.verify_voucher(credential.cert_no, credential.now_utc_minute)
+            if person.certno or person.psn_no not in ("", psn_no):
+                raise YidiError("CREDENTIAL_INVALID", "医保电子凭证与请求中的人员不符，请核对后重新出示电子凭证。")
+            return psn_no
+        if kind == CERT_ID_CARD and not person.certno:
+            raise YidiError("INVALID_ARGUMENT", "以身份证就医（mdtrt_cert_type 02）须提供身份证号 certno。")
+        if kind == CERT_SOCIAL_CARD and card is None:
+            raise YidiError("INVALID_ARGUMENT", "以社会保障卡就医（mdtrt_cert_type 03）须提供卡号 card。")
+        if kind not in ("", CERT_ID_CARD, CERT_SOCIAL_CARD):
+            raise YidiError("INVALID_ENUM", f"就诊凭证类型 {kind[:8]!r} 无效，应为 01（医保电子凭证）、02（居民身份证）"
+                                            f"或 03（社会保障卡）。")
+        return self.psn_no_of(person.psn_no, person.certno)
 
     def visit(self, mdtrt_id: str) -> Visit | ArchivedVisit:
         """An open stay (in memory) or a closed visit (from the archive)."""
@@ -361,13 +380,13 @@ class Engine:
 
     # ------------------------------------------------------------ inpatient
     def _decide_admit(self, cmd: Admit) -> Decision:
-        """入院登记: eligibility (SPEC §4) and a new visit id."""
-        person = self.person(cmd.person.psn_no, cmd.person.certno)
-        psn_no = person["psn_no"]
+        """入院登记: eligibility (SPEC §4) and a new visit id; an emergency may imply its filing (SPEC §10.6)."""
+        psn_no = self._patient(cmd.person, cmd.card, cmd.credential)
+        person = self.person(psn_no)
         check_date(cmd.adm_date, "入院日期")
         card_no, card_version = (cmd.card.card_no, cmd.card.card_version) if cmd.card else (None, None)
         elig = self.index.admission(psn_no, cmd.fixmedins_code, True, cmd.adm_date, card_no, card_version,
-                                    has_open_inpatient=bool(self.open_inpatient.get(psn_no)))
+                                    has_open_inpatient=bool(self.open_inpatient.get(psn_no)), emergency=cmd.emergency)
         visit = self._new_visit(psn_no, cmd.fixmedins_code, INPATIENT, cmd.adm_date, elig)
         return Decision(Admitted(visit=visit, ipt_no=cmd.ipt_no), AdmitResult(visit, person["name"]))
 
@@ -494,7 +513,7 @@ class Engine:
     # ----------------------------------------------------------- outpatient
     def _decide_outpatient_settle(self, cmd: OutpatientSettle) -> Decision:
         """门诊一站式: eligibility, the visit, its lines and the settlement in one event."""
-        psn_no = self.psn_no_of(cmd.person.psn_no, cmd.person.certno)
+        psn_no = self._patient(cmd.person, cmd.card, cmd.credential)
         check_date(cmd.setl_date, "结算日期")
         card_no, card_version = (cmd.card.card_no, cmd.card.card_version) if cmd.card else (None, None)
         if cmd.med_type not in ("", CHRONIC):

@@ -87,6 +87,7 @@ cdef int _save_image(Index self, str path, str fingerprint) except -1:
         "policies": [[k[0], k[1], v] for k, v in self._policies.items()],
         "card_versions": self._card_versions, "meta": self._meta,
         "chronic": [[k, [[c, list(v)] for c, v in e.items()]] for k, e in self._chronic.items()],
+        "voucher_keys": [[k, v] for k, v in self._voucher_keys.items()],
     })
     tmp = path + ".tmp"
     with open(tmp, "wb") as f:
@@ -150,6 +151,7 @@ cdef int _load_image(Index self, str path, str fingerprint) except -1:
     self._card_version_idx = {v: i for i, v in enumerate(self._card_versions)}
     self._meta = python_side["meta"]
     self._chronic = {k: {c: tuple(v) for c, v in e} for k, e in python_side["chronic"]}
+    self._voucher_keys = {k: bytes(v) for k, v in python_side["voucher_keys"]}
     self._loaded = True
     if YIDI_DEBUG:
         self.check_invariants()

@@ -625,6 +625,8 @@ cdef int _load_file(Index self, str dirpath, str name, int which, object progres
                     _put_item(self, row)
                 elif which == 3:
                     _put_policy(self, row)
+                elif which == 6:
+                    _put_voucher_key(self, row)
                 elif which == 4:
                     _put_person(self, row, False)
                     if row.get("mulaid_psn_nos"):
@@ -672,5 +674,6 @@ cdef int _load_dir(Index self, str path, object progress) except -1:
     for which, name in enumerate(("regions.jsonl", "institutions.jsonl", "catalog.jsonl",
                                    "policies.jsonl", "persons.jsonl", "filings.jsonl")):
         _load_file(self, path, name, which, progress, True)
+    _load_file(self, path, "voucher_keys.jsonl", 6, None, False)   # SPEC §10.5, optional
     _shrink(self)
     return 0

@@ -196,7 +196,8 @@ cdef tuple _read_fee_line(const unsigned char* p, Py_ssize_t n):
 
 def read_outpatient_request(const unsigned char[::1] raw):
     """OutpatientSettleRequest -> (request_id, psn_no, certno, fixmedins_code, setl_date,
-    (card_no, card_version) | None, [fee line tuples], acct_used_flag, acct_mulaid_flag, med_type, dise_codg),
+    (card_no, card_version) | None, [fee line tuples], acct_used_flag, acct_mulaid_flag, med_type, dise_codg,
+    mdtrt_cert_type, mdtrt_cert_no),
     or None: parse it
     with the generated class.  A field this reader does not know (a newer one) also gives None: never dropped."""
     cdef PbIn r, c
@@ -204,7 +205,7 @@ def read_outpatient_request(const unsigned char[::1] raw):
     cdef int field, last = 0
     cdef Py_ssize_t n
     r.p, r.pos, r.end, r.bad = &raw[0] if raw.shape[0] else NULL, 0, raw.shape[0], False
-    request_id = psn_no = certno = fixmedins_code = dise_codg = ""
+    request_id = psn_no = certno = fixmedins_code = dise_codg = cert_type = cert_no = ""
     cdef int64_t setl_date = 0, med_type = 0
     cdef bint person = False, acct_used = False, acct_mulaid = False
     card = None
@@ -256,12 +257,16 @@ def read_outpatient_request(const unsigned char[::1] raw):
             med_type = pb_read_int(&r, True)
         elif field == 11 and (key & 7) == WIRE_LEN:
             dise_codg = pb_read_str(&r)
+        elif field == 12 and (key & 7) == WIRE_LEN:
+            cert_type = pb_read_str(&r)
+        elif field == 13 and (key & 7) == WIRE_LEN:
+            cert_no = pb_read_str(&r)
         else:
             return None
     if r.bad:
         return None
     return (request_id, psn_no, certno, fixmedins_code, setl_date, card, lines, acct_used, acct_mulaid,
-            med_type, dise_codg)
+            med_type, dise_codg, cert_type, cert_no)
 
 
 cdef tuple _read_card(const unsigned char* p, Py_ssize_t n):

@@ -1212,6 +1212,11 @@ def generate(out_dir: str, persons: int = 1_800_000, seed: int = 2026, instituti
     with open(path("filings"), "w", encoding="utf-8", newline="\n", buffering=1 << 22) as f:
         counts["filings"] = _write_filings(f, seed, prov_of, cat_of, psn_fn, insts, progress, persons, chronic_of)
 
+    krng = _rng(seed, "voucher-keys")   # SPEC §10.5: one development key per province
+    with open(path("voucher_keys"), "wb") as f:
+        f.write(b"".join(_dumps({"province": p[0], "key_hex": krng.randbytes(32).hex()}) for p in geo.PROVINCES))
+    counts["voucher_keys"] = len(geo.PROVINCES)
+
     manifest = {"generator": GENERATOR, "version": VERSION, "seed": seed, "persons": persons,
                 "counts": counts, "as_of": AS_OF, "figures": _figures(figures, n_random)}
     with open(os.path.join(out_dir, "manifest.json"), "wb") as f:

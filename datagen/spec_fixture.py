@@ -166,6 +166,9 @@ for _f in FILINGS.values():
 
 TREATMENT_PROVINCES = ("110000", "440000", "460000", "210000")
 
+# SPEC §10.5: the insured province's electronic-voucher key (a test key, published here on purpose)
+VOUCHER_KEYS = {"210000": "6b65792d6f662d6c69616f6e696e672d666f722d74657374732d6f6e6c792121"}
+
 
 def policy_rows() -> list[dict]:
     """The SPEC §3 policy for 210100, once as 310 and once as 390."""
@@ -221,6 +224,8 @@ def write_spec_dataset(dirpath, manifest: dict | None = None) -> dict:
     write_jsonl(os.path.join(dirpath, "policies.jsonl"), policy_rows())
     write_jsonl(os.path.join(dirpath, "persons.jsonl"), PERSONS.values())
     write_jsonl(os.path.join(dirpath, "filings.jsonl"), FILINGS.values())
+    write_jsonl(os.path.join(dirpath, "voucher_keys.jsonl"), [{"province": p, "key_hex": k}
+                                                              for p, k in VOUCHER_KEYS.items()])
     with open(os.path.join(dirpath, "manifest.json"), "w", encoding="utf-8") as f:
         json.dump(manifest if manifest is not None else {"name": "spec-fixture", "seed": 0}, f)
     return {

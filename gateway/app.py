@@ -88,7 +88,7 @@ def data_dir_of(store: Store, default: str) -> str:
 
 IMAGE_NAME = ".yidi-index.img"
 DATA_FILES = ("manifest.json", "regions.jsonl", "institutions.jsonl", "catalog.jsonl", "policies.jsonl",
-              "persons.jsonl", "filings.jsonl")
+              "persons.jsonl", "filings.jsonl", "voucher_keys.jsonl")
 
 
 def data_fingerprint(data_dir: str) -> str:

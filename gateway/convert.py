@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Callable
 
 import hashlib
+import time
 
 from google.protobuf.message import DecodeError
 
@@ -149,16 +150,27 @@ def file_command(req: fpb.FileRequest) -> cmd.FilePerson:
     return cmd.FilePerson(request_id=req.request_id, person=person(req.person), filing=filing(req.filing))
 
 
+def credential(cert_type: str, cert_no: str) -> cmd.Credential | None:
+    """SPEC §10.5: the patient's credential, stamped with the UTC minute it arrived (for a voucher's expiry)."""
+    if not cert_type and not cert_no:
+        return None
+    now = time.gmtime()
+    minute = (((now.tm_year * 100 + now.tm_mon) * 100 + now.tm_mday) * 100 + now.tm_hour) * 100 + now.tm_min
+    return cmd.Credential(cert_type, cert_no, minute)
+
+
 def admit_command(req: spb.AdmitRequest) -> cmd.Admit:
     return cmd.Admit(request_id=req.request_id, person=person_id(req), fixmedins_code=req.fixmedins_code,
-                     adm_date=req.adm_date, card=card(req), ipt_no=req.ipt_no)
+                     adm_date=req.adm_date, card=card(req), ipt_no=req.ipt_no,
+                     credential=credential(req.mdtrt_cert_type, req.mdtrt_cert_no), emergency=req.emergency)
 
 
 def outpatient_command(req: spb.OutpatientSettleRequest) -> cmd.OutpatientSettle:
     return cmd.OutpatientSettle(request_id=req.request_id, person=person_id(req), fixmedins_code=req.fixmedins_code,
                                 setl_date=req.setl_date, lines=fee_lines(req.lines), card=card(req),
                                 acct_used_flag=req.acct_used_flag, acct_mulaid_flag=req.acct_mulaid_flag,
-                                med_type=MED_TYPE.str(req.med_type, required=False), dise_codg=req.dise_codg)
+                                med_type=MED_TYPE.str(req.med_type, required=False), dise_codg=req.dise_codg,
+                                credential=credential(req.mdtrt_cert_type, req.mdtrt_cert_no))
 
 
 class Wire:
@@ -184,12 +196,13 @@ def outpatient_wire(raw: bytes) -> Wire:
         except DecodeError:
             raise YidiError("INVALID_ARGUMENT", "请求报文无法解析，请检查接口版本与报文格式。") from None
         return Wire(outpatient_command(req), request_digest(req))
-    request_id, psn_no, certno, fixmedins_code, setl_date, card, lines, acct_used, acct_mulaid, med, dise = fields
+    (request_id, psn_no, certno, fixmedins_code, setl_date, card, lines, acct_used, acct_mulaid, med, dise,
+     cert_type, cert_no) = fields
     command = cmd.OutpatientSettle(
         request_id=request_id, person=cmd.PersonId(psn_no, certno), fixmedins_code=fixmedins_code,
         setl_date=setl_date, lines=tuple(FeeLine(*line) for line in lines),
         card=cmd.Card(*card) if card is not None else None, acct_used_flag=acct_used, acct_mulaid_flag=acct_mulaid,
-        med_type=MED_TYPE.str(med, required=False), dise_codg=dise)
+        med_type=MED_TYPE.str(med, required=False), dise_codg=dise, credential=credential(cert_type, cert_no))
     # canonical bytes are the deterministic serialization: the digest is the one request_digest would give
     return Wire(command, hashlib.blake2b(raw, digest_size=16).digest())
 

@@ -389,3 +389,100 @@ def test_outpatient_refund_lines_in_one_request(world):
         request_id="o", person=cmd.PersonId(psn_no=names["psn"]["in_service"]), fixmedins_code=names["inst"]["hk_l1"],
         setl_date=DATE, lines=(xa, FeeLine("2", "XB02", "", 8800, 1500), refund("3", xa, -1000)))))
     assert s.breakdown.medfee_sumamt == 1250 * 5 + 8800 * 3 // 2
+
+
+# ------------------------------------------------------------------ SPEC §10.5 credentials
+from datagen.spec_fixture import VOUCHER_KEYS  # noqa: E402
+from datagen.voucher import token  # noqa: E402
+
+KEY = bytes.fromhex(VOUCHER_KEYS["210000"])
+NOW = 202603151030
+
+
+def by_voucher(names, tok: str, **person) -> cmd.OutpatientSettle:
+    return cmd.OutpatientSettle(request_id="v", person=cmd.PersonId(**person), fixmedins_code=names["inst"]["hk_l1"],
+                                setl_date=DATE, lines=(FeeLine("1", "XA01", "", 1250, 6000),),
+                                credential=cmd.Credential("01", tok, NOW))
+
+
+def test_an_electronic_voucher_names_the_patient(world):
+    engine, names = world
+    psn_no = names["psn"]["in_service"]
+    decision = engine.decide(by_voucher(names, token(KEY, psn_no, NOW + 5)), 1)
+    assert decision.event.settlement.psn_no == psn_no
+    assert engine.decide(by_voucher(names, token(KEY, psn_no, NOW), psn_no=psn_no), 1)   # valid to its minute
+
+
+@pytest.mark.parametrize("make", [
+    lambda p: token(KEY, p, NOW - 1),                                    # expired
+    lambda p: token(b"another key of sixteen+", p, NOW + 5),              # not the insured province's key
+    lambda p: token(KEY, p, NOW + 5)[:-1] + "0",                          # a wrong mac
+    lambda p: token(KEY, p, NOW + 5).replace(p, "P210102000002"),         # another person's number, same mac
+    lambda p: f"{p}.{NOW + 5}",                                           # no mac
+    lambda p: "",
+])
+def test_a_bad_voucher_is_credential_invalid_and_says_nothing_of_it(world, make):
+    engine, names = world
+    tok = make(names["psn"]["in_service"])
+    with pytest.raises(YidiError) as err:
+        engine.decide(by_voucher(names, tok), 1)
+    assert err.value.reason == "CREDENTIAL_INVALID" and (not tok or tok not in err.value.message)
+    assert KEY.hex() not in err.value.message
+
+
+def test_credential_types_02_and_03_need_their_fields(world):
+    engine, names = world
+    psn_no = names["psn"]["in_service"]
+    with pytest.raises(YidiError) as err:   # a voucher for one person, a psn_no of another
+        engine.decide(by_voucher(names, token(KEY, psn_no, NOW + 5), psn_no=names["psn"]["retired"]), 1)
+    assert err.value.reason == "CREDENTIAL_INVALID"
+    base = by_voucher(names, "")
+    for credential, person, card, reason in (
+            (cmd.Credential("02"), cmd.PersonId(psn_no=psn_no), None, "INVALID_ARGUMENT"),
+            (cmd.Credential("03"), cmd.PersonId(psn_no=psn_no), None, "INVALID_ARGUMENT"),
+            (cmd.Credential("04"), cmd.PersonId(psn_no=psn_no), None, "INVALID_ENUM")):
+        with pytest.raises(YidiError) as err:
+            engine.decide(msgspec.structs.replace(base, credential=credential, person=person, card=card), 1)
+        assert err.value.reason == reason
+    certno = PERSONS["in_service"]["certno"]
+    ok = msgspec.structs.replace(base, credential=cmd.Credential("02"), person=cmd.PersonId(certno=certno))
+    assert engine.decide(ok, 1).event.settlement.psn_no == psn_no
+    card = cmd.Card(PERSONS["in_service"]["card_no"], "3.0")
+    ok = msgspec.structs.replace(base, credential=cmd.Credential("03"), person=cmd.PersonId(psn_no=psn_no), card=card)
+    assert engine.decide(ok, 1).event.settlement.psn_no == psn_no
+
+
+def test_keys_are_in_the_image_and_never_in_python_hands(world, tmp_path):
+    engine, names = world
+    assert engine.index.voucher_provinces() == ["210000"]
+    engine.index.save_image(str(tmp_path / "img"), "fp")
+    copy = Index()
+    copy.load_image(str(tmp_path / "img"), "fp")
+    assert copy.verify_voucher(token(KEY, names["psn"]["retired"], NOW), NOW) == names["psn"]["retired"]
+
+
+# ------------------------------------------------------------------ SPEC §10.6 emergency without a filing
+@pytest.mark.parametrize("who, inst", [("unfiled", "hk_l2"),       # known, no filing at all
+                                       ("assist", "sy_l3")])       # filed for 海口 only, treated in 三亚
+def test_an_emergency_admission_implies_an_emergency_filing(world, who, inst):
+    engine, names = world
+    run = Run(engine)
+    admit = cmd.Admit(request_id="a", person=cmd.PersonId(psn_no=names["psn"][who]),
+                      fixmedins_code=names["inst"][inst], adm_date=DATE)
+    with pytest.raises(YidiError) as err:
+        engine.decide(admit, 1)
+    assert err.value.reason in ("PERSON_NOT_FILED", "NOT_FILED_FOR_DESTINATION")
+    visit = run(msgspec.structs.replace(admit, emergency=True)).event.visit
+    assert (visit.filing_id, visit.filing_kind) == ("EMERGENCY", "emergency")
+    run(cmd.UploadFees(request_id="f", mdtrt_id=visit.mdtrt_id, lines=(FeeLine("1", "T001", "", 500000, 1000),)))
+    s = settlement_of(run(cmd.DischargeSettle(request_id="s", mdtrt_id=visit.mdtrt_id, dscg_date=DATE)))
+    assert s.filing_id == "EMERGENCY" and s.filing_kind == 5   # FILING_KIND_EMERGENCY: its reduction (0 here)
+
+
+def test_an_emergency_of_an_unknown_or_suspended_person_is_still_refused(world):
+    engine, names = world
+    for psn_no, reason in (("NOBODY", "PERSON_NOT_FILED"), (names["psn"]["suspended"], "INSURANCE_SUSPENDED")):
+        with pytest.raises(YidiError) as err:
+            engine.decide(cmd.Admit(request_id="a", person=cmd.PersonId(psn_no=psn_no), emergency=True,
+                                    fixmedins_code=names["inst"]["hk_l2"], adm_date=DATE), 1)
+        assert err.value.reason == reason

@@ -72,13 +72,15 @@ ints = st.one_of(st.just(0), st.integers(-2**31, 2**31 - 1), st.integers(-2**63,
 fee_line = st.builds(pb.FeeLine, feedetl_sn=text, code=text, name=text, unit_price_fen=ints, qty_milli=ints,
                      fee_date=st.integers(-2**31, 2**31 - 1), init_feedetl_sn=text)
 request = st.builds(
-    lambda rid, who, inst, date, card, lines, acct, med: spb.OutpatientSettleRequest(
+    lambda rid, who, inst, date, card, lines, acct, med, cert: spb.OutpatientSettleRequest(
         request_id=rid, fixmedins_code=inst, setl_date=date, lines=lines,
         **({"psn_no": who[1]} if who[0] else {"certno": who[1]}), **({"card": card} if card else {}),
-        acct_used_flag=acct[0], acct_mulaid_flag=acct[1], med_type=med[0], dise_codg=med[1]),
+        acct_used_flag=acct[0], acct_mulaid_flag=acct[1], med_type=med[0], dise_codg=med[1],
+        mdtrt_cert_type=cert[0], mdtrt_cert_no=cert[1]),
     text, st.tuples(st.booleans(), text), text, st.integers(-2**31, 2**31 - 1),
     st.one_of(st.none(), st.builds(spb.Card, card_no=text, card_version=text)), st.lists(fee_line, max_size=4),
-    st.tuples(st.booleans(), st.booleans()), st.tuples(st.sampled_from((0, 14, 7, -1)), text))
+    st.tuples(st.booleans(), st.booleans()), st.tuples(st.sampled_from((0, 14, 7, -1)), text),
+    st.tuples(st.sampled_from(("", "01", "02", "03")), text))
 
 
 def read_by_the_classes(req: spb.OutpatientSettleRequest) -> tuple:
@@ -86,7 +88,8 @@ def read_by_the_classes(req: spb.OutpatientSettleRequest) -> tuple:
     return (req.request_id, req.psn_no, req.certno, req.fixmedins_code, req.setl_date, card,
             [(x.feedetl_sn, x.code, x.name, x.unit_price_fen, x.qty_milli, x.fee_date, x.init_feedetl_sn)
              for x in req.lines],
-            req.acct_used_flag, req.acct_mulaid_flag, req.med_type, req.dise_codg)
+            req.acct_used_flag, req.acct_mulaid_flag, req.med_type, req.dise_codg, req.mdtrt_cert_type,
+            req.mdtrt_cert_no)
 
 
 @settings(max_examples=300, deadline=None, derandomize=True)

@@ -114,7 +114,11 @@ def test_manifest(data_dir, data):
         m = orjson.loads(f.read())
     figures = m.pop("figures")
     assert m == {"generator": "yidi-datagen", "version": 1, "seed": SEED, "persons": PERSONS,
-                 "counts": {s: len(data[s]) for s in STEMS}, "as_of": 20261122}
+                 "counts": {**{s: len(data[s]) for s in STEMS}, "voucher_keys": len(geo.PROVINCES)},
+                 "as_of": 20261122}
+    keys = load(data_dir, "voucher_keys")   # SPEC §10.5: one key per province, all different
+    assert sorted(k["province"] for k in keys) == sorted(p[0] for p in geo.PROVINCES)
+    assert len({k["key_hex"] for k in keys}) == len(keys) and all(len(k["key_hex"]) == 64 for k in keys)
     random_persons = data["persons"][5:]   # the figures are of the random persons (not the 5 demo ones)
     assert figures["chronic_persons"] == sum("chronic_diseases" in p for p in random_persons)
     assert figures["persons_with_account"] == sum("acct_balance_fen" in p for p in random_persons)

@@ -325,6 +325,45 @@ def test_e9_refund_lines_through_grpc(hainan, liaoning, national, names):
     assert message.endswith("[LINE_ALREADY_SETTLED]")
 
 
+# ------------------------------------------------------ SPEC §10.5 credentials, §10.6 emergencies
+def test_patients_identified_by_electronic_voucher_over_grpc(hainan, national, names):
+    import subprocess
+    import sys
+
+    psn_no = names["psn"]["in_service"]
+    run = subprocess.run([sys.executable, "-m", "gateway", "voucher", "--psn-no", psn_no, "--minutes", "5",
+                          "--data-dir", names["dir"]], capture_output=True, text=True, timeout=60, check=True)
+    tok = run.stdout.strip()
+    assert tok.startswith(psn_no + ".") and len(tok.rsplit(".", 1)[1]) == 32
+    s = hainan(hainan.settlement.OutpatientSettle, spb.OutpatientSettleRequest(
+        request_id=rid("voucher"), fixmedins_code=names["inst"]["hk_l1"], setl_date=20260315,
+        lines=[line(1, "XA01", 1250, 1000)], mdtrt_cert_type="01", mdtrt_cert_no=tok)).settlement
+    assert s.psn_no == psn_no
+    seq = ledger_seq(national)
+    forged = tok[:-1] + ("0" if tok[-1] != "0" else "1")
+    for request in (spb.AdmitRequest(request_id=rid(), fixmedins_code=names["inst"]["hk_l1"], adm_date=20260315,
+                                     mdtrt_cert_type="01", mdtrt_cert_no=forged),
+                    spb.OutpatientSettleRequest(request_id=rid(), fixmedins_code=names["inst"]["hk_l1"],
+                                                setl_date=20260315, lines=[line(1, "XA01", 1250, 1000)],
+                                                mdtrt_cert_type="01", mdtrt_cert_no=forged)):
+        method = hainan.settlement.Admit if isinstance(request, spb.AdmitRequest) else hainan.settlement.OutpatientSettle
+        code, reason, message = hainan.refused(method, request)
+        assert (code, reason) == (grpc.StatusCode.INVALID_ARGUMENT, "CREDENTIAL_INVALID")
+        assert message.endswith("[CREDENTIAL_INVALID]") and forged not in message
+    assert ledger_seq(national) == seq
+
+
+def test_emergency_admission_without_a_filing_over_grpc(hainan, names):
+    psn_no, inst = names["psn"]["unfiled"], names["inst"]["hk_l2"]
+    code, reason, _ = hainan.refused(hainan.settlement.Admit, spb.AdmitRequest(
+        request_id=rid(), psn_no=psn_no, fixmedins_code=inst, adm_date=20260315))
+    assert reason == "PERSON_NOT_FILED"
+    a = admit(hainan, psn_no, inst, date=20260315, emergency=True)
+    assert (a.filing_id, a.filing_kind) == ("EMERGENCY", pb.FILING_KIND_EMERGENCY)
+    upload(hainan, a.mdtrt_id, [line(1, "T001", 500000, 1000)])
+    assert settle(hainan, a.mdtrt_id).filing_id == "EMERGENCY"
+
+
 # ------------------------------------------------------ SPEC §5.6 E1–E5
 def test_e1_through_grpc(hainan, names):
     a = admit(hainan, names["psn"]["retired"], names["inst"]["hk_l3"])

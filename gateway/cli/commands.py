@@ -127,6 +127,18 @@ def cmd_datagen(args) -> None:
           + ", ".join(f"{k} {v:,}" for k, v in manifest["counts"].items()))
 
 
+def cmd_voucher(args) -> None:
+    """A development electronic-voucher token (SPEC §10.5) from the data set's keys; the key is never printed."""
+    from datagen.voucher import issue
+
+    if not 1 <= args.minutes <= 24 * 60:
+        raise SystemExit("--minutes must be 1..1440")
+    try:
+        print(issue(args.data_dir, args.psn_no, args.minutes))
+    except (KeyError, OSError) as err:
+        raise SystemExit(f"no voucher for {args.psn_no}: {err}") from None
+
+
 def cmd_serve(args) -> None:
     from ..config import Config
     from ..server import run
@@ -301,6 +313,11 @@ COMMANDS: tuple[Command, ...] = (
         arg("--seed", type=int, default=2026),
         arg("--institutions", type=int, default=None),
     ), local=cmd_datagen),
+    Command("voucher", "issue a development electronic-voucher token (医保电子凭证) for a person of the data set", (
+        arg("--psn-no", required=True),
+        arg("--minutes", type=int, default=10),
+        arg("--data-dir", default=os.path.join("data", "national")),
+    ), local=cmd_voucher),
     Command("serve", "run the gateway", (
         arg("--data-dir", default=os.path.join("data", "national")),
         arg("--ledger", default="", help="ledger file (default: yidi-ledger.sqlite beside the data set)"),
