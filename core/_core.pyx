@@ -347,6 +347,11 @@ cdef class Index:
         """The provinces that have a voucher key (never the keys)."""
         return sorted(f"{p}" for p in self._voucher_keys)
 
+    def explain(self, psn_no, fixmedins_code, filing_kind, bint inpatient, date, lines, chronic, stay,
+                tuple acc_before):
+        """SPEC §10.7: a settlement computed again from its recorded inputs, with every term it used."""
+        return _explain(self, psn_no, fixmedins_code, filing_kind, inpatient, date, lines, chronic, stay, acc_before)
+
     def chronic_refusal(self, psn_no, fixmedins_code, dise_codg):
         """SPEC §10.2 checks 10 and 11: None, or (reason, clerk message)."""
         person = self.get_person(psn_no)

@@ -71,6 +71,7 @@ RULES: dict[str, Rule] = {
     "SettlementService/OutpatientSettle": Rule("institution", ("fixmedins_code",)),
     "SettlementService/GetSettlement": Rule("settlement_either", ("setl_id",)),
     "SettlementService/GetAccumulators": Rule("insured_or_filed", ("psn_no",)),
+    "SettlementService/GetSettlementExplanation": Rule("settlement_either", ("setl_id",)),
     # Each item of a batch or stream is authorized by its unary RPC's rule (OutpatientSettle,
     # DischargeSettle): a refused item does not refuse its neighbours.
     "SettlementService/SettleBatch": Rule("any"),

@@ -197,11 +197,17 @@ cdef class Bill:
     cdef BenefitFen b
     cdef LineFen* lines
     cdef Py_ssize_t n
+    cdef int64_t acc_before_values[N_ACCUMULATORS]   # the person's year accumulators the bill started from
     cdef readonly int policy_effective_from
     cdef readonly int year
     cdef readonly bint high_cost
     cdef readonly bint inpatient
     cdef int insutype
+
+    @property
+    def acc_before(self) -> tuple:
+        """The person's year accumulators before this settlement, in ACCUMULATOR_KEYS order (SPEC §10.7)."""
+        return tuple([self.acc_before_values[k] for k in range(N_ACCUMULATORS)])
 
     @property
     def stay_deductible_fen(self) -> int:
@@ -512,7 +518,7 @@ cdef int _chronic_policy(Index self, Policy* pol, Person* p, int64_t date, objec
 
 
 cdef Bill _bill(Index self, object psn_no, object fixmedins_code, object filing_kind, bint inpatient,
-                object date_obj, object lines, object chronic=None, object stay=None):
+                object date_obj, object lines, object chronic=None, object stay=None, object acc_override=None):
     """One settlement's amounts, line results and accumulator deltas; changes nothing."""
     cdef Store* st = &self.st
     cdef int64_t date = _date_of(date_obj, "结算日期", None)
@@ -526,19 +532,24 @@ cdef Bill _bill(Index self, object psn_no, object fixmedins_code, object filing_
     cdef Policy chronic_pol
     cdef int64_t chronic_acc[N_ACCUMULATORS]
     cdef int64_t stay_d = -1, applied = 0
+    cdef int k
     _lines_shape_ok(lines)
     pol = _policy_in_force(self, p, date, psn_no)
+    if acc_override is not None:   # an explanation (SPEC §10.7): the accumulators as they stood then
+        if len(acc_override) != N_ACCUMULATORS:
+            raise InvariantError(f"bill: {len(acc_override)} accumulators")
+        for k in range(N_ACCUMULATORS):
+            bill.acc_before_values[k] = acc_override[k]
+    else:
+        memcpy(bill.acc_before_values, _year_values(st, p, <int>(date // 10000)), sizeof(chronic_acc))
+    memcpy(chronic_acc, bill.acc_before_values, sizeof(chronic_acc))
     if chronic is not None and not inpatient:
-        memcpy(chronic_acc, _year_values(st, p, <int>(date // 10000)), sizeof(chronic_acc))
         _chronic_policy(self, pol, p, date, chronic, &chronic_pol, chronic_acc)
         pol = &chronic_pol
     memset(b, 0, sizeof(BenefitFen))
     _price_lines(st, province_of(it.admdvs), lines, bill)                                     # 5.1
     b.pay_ratio_bp = _ratio_bp(pol, it.level, p.person_type == PTYPE_RETIRED, kind, inpatient)  # 5.2
-    if chronic is not None and not inpatient:
-        acc = &chronic_acc[0]
-    else:
-        acc = _year_values(st, p, <int>(date // 10000))
+    acc = &chronic_acc[0]
     if inpatient:
         if stay is not None:
             stay_d, applied = stay
@@ -614,3 +625,85 @@ cdef bytes _settlement_response(Bill bill, str setl_id, str mdtrt_id, str psn_no
         return pb_bytes_of(&outer)
     finally:
         pb_free(&s); pb_free(&part); pb_free(&outer)
+
+
+# ---------------------------------------------------------------- SPEC §10.7 the explanation of a settlement
+cdef dict _explain(Index self, object psn_no, object fixmedins_code, object filing_kind, bint inpatient, object date_obj,
+                   object lines, object chronic, object stay, tuple acc_before):
+    """Everything a province needs to recompute a settlement to the fen: per line its catalogue terms and the four
+    parts of §5.1, the policy row and the terms used, each fund layer's base, ratio, cap room before and amount,
+    and the accumulators before.  Computed again from the recorded inputs; ``breakdown`` is this computation's
+    result, which the caller compares with the recorded one."""
+    cdef Store* st = &self.st
+    cdef int64_t date = _date_of(date_obj, "结算日期", None)
+    cdef int32_t pi = _benefit_person(self, psn_no)
+    cdef Person* p = &st.persons[pi]
+    cdef Institution* it = &st.insts[_benefit_institution(self, fixmedins_code)]
+    cdef int kind = _filing_kind_of(filing_kind)
+    cdef Bill bill = _bill(self, psn_no, fixmedins_code, filing_kind, inpatient, date_obj, lines, chronic, stay,
+                           acc_before)
+    cdef Policy* pol = _policy_in_force(self, p, date, psn_no)
+    cdef Policy chronic_pol
+    cdef int64_t acc[N_ACCUMULATORS]
+    cdef BenefitFen* b = &bill.b
+    cdef uint32_t province = province_of(it.admdvs)
+    cdef int32_t ci
+    cdef Py_ssize_t n
+    cdef const char* c
+    cdef bint retired = p.person_type == PTYPE_RETIRED
+    cdef LineFen* ln
+    cdef Py_ssize_t i
+    memcpy(acc, bill.acc_before_values, sizeof(acc))
+    row = <int64_t>(pol - st.policies)
+    if chronic is not None and not inpatient:
+        _chronic_policy(self, pol, p, date, chronic, &chronic_pol, acc)
+        pol = &chronic_pol
+    out_lines = []
+    for i in range(len(lines)):
+        line = lines[i]
+        c = _line_code_of(line.code, None, &n)
+        ci = tbl_find(st, &st.t_item, T_ITEM, item_hash(c, n, province), c, n, province)
+        ln = &bill.lines[i]
+        out_lines.append({
+            "feedetl_sn": line.feedetl_sn, "code": line.code, "unit_price_fen": line.unit_price_fen,
+            "qty_milli": line.qty_milli, "chrgitm_lv": _CLASS_LABEL[ln.item_class] if ln.item_class >= 0 else "",
+            "selfpay_bp": st.items[ci].selfpay_bp if ci >= 0 else 0,
+            "price_cap_fen": st.items[ci].price_cap_fen if ci >= 0 else 0,
+            "amount_fen": ln.amount_fen, "fulamt_ownpay_amt": ln.fulamt_ownpay_amt,
+            "overlmt_selfpay": ln.overlmt_selfpay, "preselfpay_amt": ln.preselfpay_amt,
+            "inscp_scp_amt": ln.inscp_scp_amt})
+    base_ratio = pol.inpatient_ratio_bp[it.level] if inpatient else pol.outpatient_ratio_bp[it.level]
+    bonus = (pol.inpatient_retired_bonus_bp if inpatient else pol.outpatient_retired_bonus_bp) if retired else 0
+    if inpatient:
+        deductible = b.stay_deductible_fen - (stay[1] if stay is not None else 0)
+        cap, paid_before = pol.inpatient_annual_cap_fen, acc[ACC_INPATIENT_FUND_PAID_FEN]
+    else:
+        deductible = imax(0, pol.outpatient_annual_deductible_fen - acc[ACC_OUTPATIENT_DEDUCTIBLE_USED_FEN])
+        cap, paid_before = pol.outpatient_annual_cap_fen, acc[ACC_OUTPATIENT_FUND_PAID_FEN]
+    layers = [{"layer": "basic", "base_fen": b.inscp_scp_amt - b.act_pay_dedc, "ratio_bp": b.pay_ratio_bp,
+               "cap_fen": cap, "room_before_fen": imax(0, cap - paid_before), "paid_fen": b.hifp_pay}]
+    if inpatient and pol.crit_present:
+        tiers, lo = [], 0
+        for k in range(pol.crit_n_tiers):
+            tiers.append({"from_fen": lo, "up_to_fen": pol.crit_up_to_fen[k], "ratio_bp": pol.crit_ratio_bp[k]})
+            lo = pol.crit_up_to_fen[k]
+        layers.append({"layer": "critical_illness", "base_fen": b.crit_base_fen,
+                       "cumulative_before_fen": acc[ACC_CRIT_BASE_FEN], "threshold_fen": pol.crit_threshold_fen,
+                       "tiers": tiers, "cap_fen": pol.crit_annual_cap_fen,
+                       "room_before_fen": imax(0, pol.crit_annual_cap_fen - acc[ACC_CRIT_PAID_FEN]),
+                       "paid_fen": b.supplementary_fen})
+    if p.assistance and pol.assist_present:
+        layers.append({"layer": "assistance", "base_fen": b.inscp_scp_amt - b.hifp_pay - b.supplementary_fen,
+                       "ratio_bp": pol.assist_ratio_bp, "cap_fen": pol.assist_annual_cap_fen,
+                       "room_before_fen": imax(0, pol.assist_annual_cap_fen - acc[ACC_ASSIST_PAID_FEN]),
+                       "paid_fen": b.maf_pay})
+    return {
+        "policy_admdvs": f"{pooling_of(p.insuplc_admdvs)}", "insutype": INSUTYPES[p.insutype],
+        "policy_effective_from": pol.effective_from, "policy_row": row, "catalog_province": f"{province}",
+        "chronic_entry": (chronic[0] if chronic[0] in self._chronic.get(row, {}) else "default")
+                         if chronic is not None else "",
+        "fixmedins_level": it.level, "retired": retired, "filing_kind": FILING_KINDS[kind],
+        "base_ratio_bp": base_ratio, "retired_bonus_bp": bonus, "reduction_bp": pol.reduction_bp[kind],
+        "deductible_fen": deductible, "lines": out_lines, "layers": layers,
+        "accumulators_before": bill.acc_before, "breakdown": bill.breakdown[:13],
+    }

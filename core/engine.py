@@ -263,6 +263,37 @@ class Engine:
         # a refund goes with its original line, whatever its own date (SPEC §10.4)
         return tuple(line for sn, line in visit.lines.items() if (line.init_feedetl_sn or sn) in chosen)
 
+    # ------------------------------------------------- explanations (SPEC §10.7)
+    def explanation(self, setl_id: str) -> dict:
+        """A settlement computed again from what it recorded (its lines, the accumulators it started from, its stay),
+        with every term used; ``recomputed_equal`` says the computation gives the recorded amounts (it would not if
+        the reference data changed since)."""
+        ref = self.settlement(setl_id)
+        facts = ref.facts
+        if not facts.acc_before:
+            raise YidiError("EXPLANATION_UNAVAILABLE", f"结算 {setl_id} 由早期版本办理，未记录计算明细所需的累计信息，"
+                                                       f"无法出具结算说明；结算金额以结算单为准。")
+        inpatient = facts.visit_kind == INPATIENT
+        visit = self.visit(facts.mdtrt_id)
+        chronic = (facts.dise_codg, *facts.chronic_before) if facts.dise_codg else None
+        stay = ((facts.stay_deductible_fen, sum(dedc for _s, _d, dedc in facts.stay_mids))
+                if inpatient and facts.stay_mids else None)
+        lines = _net_lines(ref.lines)
+        out = self.index.explain(facts.psn_no, facts.fixmedins_code, visit.facts.filing_kind, inpatient,
+                                 facts.setl_date, lines, chronic, stay, facts.acc_before)
+        recorded = facts.breakdown
+        again = out.pop("breakdown")   # before the accounts: cash is what the accounts did not pay
+        out["recomputed_equal"] = (again[:12] == tuple(msgspec.structs.astuple(recorded))[:12] and again[12]
+                                   == recorded.psn_cash_pay + recorded.acct_pay + recorded.acct_mulaid_pay)
+        general, disease = split_deltas(facts)
+        out["accumulators_after"] = tuple(a + d for a, d in zip(facts.acc_before, general, strict=True))
+        if disease is not None:
+            out["chronic_before"] = facts.chronic_before
+            out["chronic_after"] = (facts.chronic_before[0] + disease[0], facts.chronic_before[1] + disease[1])
+        out.update(setl_id=setl_id, breakdown=recorded, accounts=facts.acct_draws, mid_setl_flag=facts.mid_setl_flag,
+                   dise_codg=facts.dise_codg, psn_no=facts.psn_no, year=facts.year)
+        return out
+
     # ------------------------------------------------- personal accounts (SPEC §10.1)
     def balance(self, psn_no: str) -> int:
         """A personal account's balance: the opening balance of the data set in force + the changes since."""
@@ -557,6 +588,7 @@ class Engine:
         if inpatient and visit.mids:  # SPEC §10.3: the stay's D, less what its earlier settlements applied
             stay = (visit.stay_deductible_fen, sum(dedc for _s, _d, dedc in visit.mids))
         chronic = None
+        used = paid = 0
         if dise_codg:  # SPEC §10.2: the disease's own accumulators of the settlement's year
             used, paid = self.chronic_acc.get((facts.psn_no, setl_date // 10000, dise_codg), (0, 0))
             chronic = (dise_codg, used, paid)
@@ -582,7 +614,8 @@ class Engine:
             visit_kind=facts.visit_kind, insutype=bill.insutype_code, setl_date=setl_date, year=bill.year,
             breakdown=Breakdown(*bill.breakdown), deltas=bill.deltas, risk_flags=flags, acct_draws=draws,
             dise_codg=dise_codg, mid_setl_flag=mid, stay_deductible_fen=bill.stay_deductible_fen if inpatient else -1,
-            stay_mids=tuple(visit.mids) if inpatient else (),
+            stay_mids=tuple(visit.mids) if inpatient else (), acc_before=bill.acc_before,
+            chronic_before=(used, paid) if dise_codg else (),
         )
         return Reply(reply), settlement, month
 
@@ -638,7 +671,8 @@ class Engine:
         for psn_no, amount_fen in s.acct_draws:
             self._acct_add(psn_no, -amount_fen)
         if event.visit is not None:  # outpatient: the visit is born settled
-            changes = [PutVisit(ArchivedVisit(event.visit, SETTLED, s.setl_id)), PutSettlement(ArchivedSettlement(s, seq))]
+            changes = [PutVisit(ArchivedVisit(event.visit, SETTLED, s.setl_id)),
+                       PutSettlement(ArchivedSettlement(s, seq, lines=event.lines))]
         elif s.mid_setl_flag:  # SPEC §10.3: the stay stays admitted, its settled lines set aside
             visit = self.visits[s.mdtrt_id]
             for line in event.lines:

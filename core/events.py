@@ -177,6 +177,10 @@ class SettlementFacts(msgspec.Struct, frozen=True, array_like=True, gc=False):
     mid_setl_flag: bool = False
     stay_deductible_fen: int = -1
     stay_mids: tuple[tuple[str, int, int], ...] = ()
+    # SPEC §10.7: the accumulators the settlement started from (ACCUMULATOR_KEYS order) and, for a chronic-disease
+    # visit, that disease's (deductible used, fund paid): with the lines, all an explanation needs
+    acc_before: tuple[int, ...] = ()
+    chronic_before: tuple[int, ...] = ()
 
     def deltas_dict(self) -> dict[str, int]:
         return dict(zip(ACCUMULATOR_KEYS, self.deltas, strict=True))

@@ -11,11 +11,13 @@ from typing import Callable
 import hashlib
 import time
 
+import msgspec
+
 from google.protobuf.message import DecodeError
 
 from core import commands as cmd
 from core.archive import ArchivedProblem, ProblemNote
-from core._core import read_batch_items, read_outpatient_request, read_settle_item
+from core._core import ACCUMULATOR_KEYS, read_batch_items, read_outpatient_request, read_settle_item
 from core.errors import YidiError
 from core.events import FeeLine, Filing, Person
 from core.funds import PROBLEM_OVERDUE_DAYS, RISK_FLAGS, Figures, Position, Report
@@ -253,6 +255,38 @@ def report_pb(r: Report, province_name, institution_name) -> fdpb.ClearingReport
 def account_pb(r: cmd.AccountResult) -> fpb.AccountResponse:
     return fpb.AccountResponse(psn_no=r.psn_no, balc=r.balance_fen, mulaid_psn_nos=r.mulaid_psn_nos,
                                mulaid_balc=r.mulaid_balances_fen)
+
+
+def explanation_pb(x: dict) -> spb.SettlementExplanation:
+    """SPEC §10.7 (core.engine.Engine.explanation) as its message."""
+    def acc(values: tuple, chronic: tuple | None) -> pb.Accumulators:
+        extra = ([pb.ChronicAccumulators(dise_codg=x["dise_codg"], deductible_used_fen=chronic[0],
+                                         fund_paid_fen=chronic[1])] if chronic else [])
+        return pb.Accumulators(psn_no=x["psn_no"], year=x["year"], chronic=extra,
+                               **dict(zip(ACCUMULATOR_KEYS, values, strict=True)))
+
+    layers = [spb.LayerExplanation(
+        layer=layer["layer"], base_fen=layer["base_fen"], ratio_bp=layer.get("ratio_bp", 0), cap_fen=layer["cap_fen"],
+        room_before_fen=layer["room_before_fen"], paid_fen=layer["paid_fen"],
+        cumulative_before_fen=layer.get("cumulative_before_fen", 0), threshold_fen=layer.get("threshold_fen", 0),
+        tiers=[spb.CriticalIllnessTier(**t) for t in layer.get("tiers", ())]) for layer in x["layers"]]
+    lines = [spb.LineExplanation(
+        feedetl_sn=ln["feedetl_sn"], code=ln["code"], chrgitm_lv=ln["chrgitm_lv"], selfpay_bp=ln["selfpay_bp"],
+        price_cap_fen=ln["price_cap_fen"], unit_price_fen=ln["unit_price_fen"], qty_milli=ln["qty_milli"],
+        det_item_fee_sumamt=ln["amount_fen"], fulamt_ownpay_amt=ln["fulamt_ownpay_amt"],
+        overlmt_selfpay=ln["overlmt_selfpay"], preselfpay_amt=ln["preselfpay_amt"],
+        inscp_scp_amt=ln["inscp_scp_amt"]) for ln in x["lines"]]
+    return spb.SettlementExplanation(
+        setl_id=x["setl_id"], policy_admdvs=x["policy_admdvs"], insutype=int(x["insutype"]),
+        policy_effective_from=x["policy_effective_from"], catalog_province=x["catalog_province"],
+        chronic_entry=x["chronic_entry"], dise_codg=x["dise_codg"], fixmedins_level=x["fixmedins_level"],
+        retired=x["retired"], filing_kind=FILING_KIND.pb(x["filing_kind"]), base_ratio_bp=x["base_ratio_bp"],
+        retired_bonus_bp=x["retired_bonus_bp"], reduction_bp=x["reduction_bp"], deductible_fen=x["deductible_fen"],
+        lines=lines, layers=layers, before=acc(x["accumulators_before"], x.get("chronic_before")),
+        after=acc(x["accumulators_after"], x.get("chronic_after")),
+        accounts=[spb.AccountDraw(psn_no=p, amount_fen=a) for p, a in x["accounts"]],
+        breakdown=pb.Breakdown(**msgspec.structs.asdict(x["breakdown"])), recomputed_equal=x["recomputed_equal"],
+        mid_setl_flag=x["mid_setl_flag"])
 
 
 def figures(f: fdpb.ReconcileFigures) -> Figures:

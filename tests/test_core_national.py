@@ -283,6 +283,10 @@ def test_e8_mid_stay_then_final_settlement_share_the_stay_deductible(world):
     acc = engine.accumulators(names["psn"]["retired"], 2026)
     assert (acc["inpatient_admissions"], acc["crit_base_fen"]) == (1, 295908)   # as E1 in total
     assert mdtrt_id not in engine.visits
+    for s in (mid, final):   # SPEC §10.7: both parts of the stay explained, the shared deductible included
+        x = engine.explanation(s.setl_id)
+        assert x["recomputed_equal"] and recompute(x) == recorded(x["breakdown"])
+    assert engine.explanation(final.setl_id)["deductible_fen"] == 0
 
 
 def test_fee_dates_settled_and_only_the_latest_settlement_is_cancelled(world):
@@ -486,3 +490,130 @@ def test_an_emergency_of_an_unknown_or_suspended_person_is_still_refused(world):
             engine.decide(cmd.Admit(request_id="a", person=cmd.PersonId(psn_no=psn_no), emergency=True,
                                     fixmedins_code=names["inst"]["hk_l2"], adm_date=DATE), 1)
         assert err.value.reason == reason
+
+
+# ------------------------------------------------------------------ SPEC §10.7 explanations
+def _bp(x: int, b: int) -> int:
+    return (x * b + 5000) // 10000
+
+
+def recompute(x: dict) -> dict:
+    """A province's recomputation of a settlement from its explanation alone (SPEC §10.7), in plain Python."""
+    parts = dict.fromkeys(("medfee_sumamt", "fulamt_ownpay_amt", "overlmt_selfpay", "preselfpay_amt",
+                           "inscp_scp_amt"), 0)
+    for ln in x["lines"]:
+        amount = (ln["unit_price_fen"] * ln["qty_milli"] + 500) // 1000
+        full = over = pre = 0
+        if ln["chrgitm_lv"] in ("", "C"):
+            full = amount
+        else:
+            capped = amount
+            if ln["price_cap_fen"] and ln["unit_price_fen"] > ln["price_cap_fen"]:
+                capped = (ln["price_cap_fen"] * ln["qty_milli"] + 500) // 1000
+                over = amount - capped
+            pre = _bp(capped, ln["selfpay_bp"]) if ln["chrgitm_lv"] == "B" else 0
+        inscp = amount - full - over - pre
+        for key, value in (("medfee_sumamt", amount), ("fulamt_ownpay_amt", full), ("overlmt_selfpay", over),
+                           ("preselfpay_amt", pre), ("inscp_scp_amt", inscp)):
+            parts[key] += value
+    ratio = min(10000, max(0, x["base_ratio_bp"] + x["retired_bonus_bp"] - x["reduction_bp"]))
+    inscp = parts["inscp_scp_amt"]
+    dedc = min(inscp, x["deductible_fen"])
+    layers = {layer["layer"]: layer for layer in x["layers"]}
+    hifp = min(_bp(inscp - dedc, ratio), layers["basic"]["room_before_fen"])
+    supp = 0
+    if "critical_illness" in layers:
+        ci = layers["critical_illness"]
+        before = ci["cumulative_before_fen"]
+        ex_b, ex_a = max(0, before - ci["threshold_fen"]), max(0, before + inscp - hifp - ci["threshold_fen"])
+        for tier in ci["tiers"]:
+            hi = tier["up_to_fen"] if tier["up_to_fen"] >= 0 else 10 ** 30
+            overlap = min(ex_a, hi) - max(ex_b, tier["from_fen"])
+            supp += _bp(overlap, tier["ratio_bp"]) if overlap > 0 else 0
+        supp = min(supp, ci["room_before_fen"])
+    maf = 0
+    if "assistance" in layers:
+        a = layers["assistance"]
+        maf = min(_bp(inscp - hifp - supp, a["ratio_bp"]), a["room_before_fen"])
+    fund = hifp + supp + maf
+    accounts = sum(fen for _p, fen in x["accounts"])
+    return dict(parts, act_pay_dedc=dedc, pay_ratio_bp=ratio, hifp_pay=hifp, supplementary=supp, maf_pay=maf,
+                fund_pay_sumamt=fund, psn_cash_pay=parts["medfee_sumamt"] - fund - accounts)
+
+
+def recorded(b) -> dict:
+    keys = ("medfee_sumamt", "fulamt_ownpay_amt", "overlmt_selfpay", "preselfpay_amt", "inscp_scp_amt",
+            "act_pay_dedc", "pay_ratio_bp", "hifp_pay", "maf_pay", "fund_pay_sumamt", "psn_cash_pay")
+    return dict({k: getattr(b, k) for k in keys}, supplementary=b.hifmi_pay + b.hifob_pay)
+
+
+def test_e1_explained(world):
+    engine, names = world
+    run = Run(engine)
+    _, settled = e6_stay(run, names, acct_used_flag=True, acct_mulaid_flag=True)
+    x = engine.explanation(settled.event.settlement.setl_id)
+    assert (x["policy_admdvs"], x["insutype"], x["policy_effective_from"], x["catalog_province"]) == (
+        "210100", "310", 20260101, "460000")
+    assert (x["base_ratio_bp"], x["retired_bonus_bp"], x["reduction_bp"], x["deductible_fen"]) == (8000, 500, 0, 120000)
+    assert x["recomputed_equal"] and recompute(x) == recorded(x["breakdown"])
+    xb03 = next(ln for ln in x["lines"] if ln["code"] == "XB03")
+    assert (xb03["chrgitm_lv"], xb03["selfpay_bp"], xb03["price_cap_fen"], xb03["overlmt_selfpay"]) == (
+        "B", 2000, 5000, 23000)
+    basic, ci = x["layers"]
+    assert (basic["base_fen"], basic["ratio_bp"], basic["room_before_fen"], basic["paid_fen"]) == (
+        1172720, 8500, 30000000, 996812)
+    assert (ci["base_fen"], ci["cumulative_before_fen"], ci["paid_fen"]) == (295908, 0, 0)
+    assert x["accumulators_before"][1] == 0 and x["accumulators_after"][1] == 1
+    assert x["accounts"] == ((names["psn"]["acct"], 100000), (names["psn"]["family"], 208988))
+
+
+def test_random_settlements_are_recomputed_from_their_explanation_alone(world):
+    import random
+
+    engine, names = world
+    run = Run(engine)
+    seed = 20261123
+    rng = random.Random(seed)
+    codes = ("XA01", "XB02", "XB03", "XC04", "T001", "ZZ99")
+    setl_ids = []
+    for n in range(120):
+        lines = tuple(FeeLine(str(i + 1), rng.choice(codes), "", rng.randint(0, 3_000_000), rng.randint(1, 20_000))
+                      for i in range(rng.randint(1, 6)))
+        who = rng.choice(("retired", "assist", "in_service", "acct", "referral"))
+        flags = dict(acct_used_flag=rng.random() < 0.5, acct_mulaid_flag=rng.random() < 0.3)
+        try:
+            if rng.random() < 0.4:
+                code = "M07803" if who == "in_service" else "M01600"
+                inst = "hk_l3" if who == "in_service" else "hk_l2"
+                chronic = dict(med_type="chronic", dise_codg=code) if who in ("in_service", "retired") else {}
+                d = run(cmd.OutpatientSettle(request_id=f"o{n}", person=cmd.PersonId(psn_no=names["psn"][who]),
+                                             fixmedins_code=names["inst"][inst], setl_date=DATE, lines=lines,
+                                             **chronic, **flags))
+            else:
+                a = run(cmd.Admit(request_id=f"a{n}", person=cmd.PersonId(psn_no=names["psn"][who]),
+                                  fixmedins_code=names["inst"]["hk_l1" if who == "referral" else "hk_l2"],
+                                  adm_date=20260310))
+                run(cmd.UploadFees(request_id=f"f{n}", mdtrt_id=a.event.visit.mdtrt_id, lines=lines))
+                d = run(cmd.DischargeSettle(request_id=f"s{n}", mdtrt_id=a.event.visit.mdtrt_id, dscg_date=DATE,
+                                            **flags))
+        except YidiError:
+            continue
+        setl_ids.append(d.event.settlement.setl_id)
+    assert len(setl_ids) > 60, seed
+    for setl_id in setl_ids:
+        x = engine.explanation(setl_id)
+        assert x["recomputed_equal"], (seed, setl_id)
+        assert recompute(x) == recorded(x["breakdown"]), (seed, setl_id)
+
+
+def test_a_settlement_recorded_without_its_inputs_has_no_explanation(world):
+    engine, names = world
+    run = Run(engine)
+    _, settled = e6_stay(run, names)
+    facts = settled.event.settlement
+    ref = engine.archive.settlements[facts.setl_id]
+    engine.archive.settlements[facts.setl_id] = msgspec.structs.replace(
+        ref, facts=msgspec.structs.replace(facts, acc_before=()))
+    with pytest.raises(YidiError) as err:
+        engine.explanation(facts.setl_id)
+    assert err.value.reason == "EXPLANATION_UNAVAILABLE"

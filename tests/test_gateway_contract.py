@@ -364,6 +364,27 @@ def test_emergency_admission_without_a_filing_over_grpc(hainan, names):
     assert settle(hainan, a.mdtrt_id).filing_id == "EMERGENCY"
 
 
+# ------------------------------------------------------ SPEC §10.7 explanations
+def test_explanation_over_grpc_and_in_the_cli(gw, hainan, liaoning, names):
+    import subprocess
+    import sys
+
+    s = hainan(hainan.settlement.OutpatientSettle, chronic(hainan, names["psn"]["in_service"], names["inst"]["hk_l3"],
+                                                           "M07803")).settlement
+    for client in (hainan, liaoning):   # treatment and insured province
+        x = client(client.settlement.GetSettlementExplanation, spb.GetSettlementRequest(setl_id=s.setl_id))
+        assert x.recomputed_equal and (x.policy_admdvs, x.catalog_province, x.chronic_entry) == (
+            "210100", "460000", "M07803")
+        assert [ln.chrgitm_lv for ln in x.lines] == ["A", "A", "C"] and x.layers[0].paid_fen == s.breakdown.hifp_pay
+        assert x.after.chronic[0].fund_paid_fen - x.before.chronic[0].fund_paid_fen == s.breakdown.hifp_pay
+    code, reason, _ = gw.client(GUANGDONG).refused(gw.client(GUANGDONG).settlement.GetSettlementExplanation,
+                                                   spb.GetSettlementRequest(setl_id=s.setl_id))
+    assert (code, reason) == (grpc.StatusCode.PERMISSION_DENIED, "PERMISSION_DENIED")
+    run = subprocess.run([sys.executable, "-m", "gateway", "--target", gw.target, "--caller", HAINAN, "show",
+                          "--setl-id", s.setl_id, "--explain"], capture_output=True, text=True, timeout=60, check=True)
+    assert "M07803" in run.stdout and "统筹基金" in run.stdout and "recomputed" in run.stdout
+
+
 # ------------------------------------------------------ SPEC §5.6 E1–E5
 def test_e1_through_grpc(hainan, names):
     a = admit(hainan, names["psn"]["retired"], names["inst"]["hk_l3"])
@@ -681,6 +702,7 @@ def every_rpc(case, **override):
             lines=[line(1, "XA01", 100, 1000)]),
         "GetSettlement": spb.GetSettlementRequest(setl_id=s),
         "GetAccumulators": spb.GetAccumulatorsRequest(psn_no=f.psn_no, year=2026),
+        "GetSettlementExplanation": spb.GetSettlementRequest(setl_id=s),
         "LoadReferenceData": admin_pb2.LoadReferenceDataRequest(request_id=rid(), data_dir="/nonexistent"),
         "GetReferenceDataStatus": admin_pb2.GetReferenceDataStatusRequest(),
         "TakeSnapshot": admin_pb2.TakeSnapshotRequest(),
@@ -791,6 +813,7 @@ BAD_INPUT = {  # RPC -> (fields to spoil, expected reason)
                          "INVALID_PRICE"),
     "GetSettlement": ({"setl_id": ""}, "INVALID_ARGUMENT"),
     "GetAccumulators": ({"year": 0}, "INVALID_DATE"),
+    "GetSettlementExplanation": ({"setl_id": "有 空格"}, "INVALID_ARGUMENT"),
     "LoadReferenceData": ({"data_dir": ""}, "INVALID_ARGUMENT"),
     "GetReferenceDataStatus": (None, None),  # takes no input
     "TakeSnapshot": (None, None),  # takes no input

@@ -243,6 +243,11 @@ def show_request(args):
     return spb.GetSettlementRequest(setl_id=args.setl_id)
 
 
+def call_show(args, c):
+    method = c.settlement.GetSettlementExplanation if args.explain else c.settlement.GetSettlement
+    return c.call(method, show_request(args))
+
+
 def accum_request(args):
     from .._pb.yidi.v1 import settlement_pb2 as spb
 
@@ -348,7 +353,8 @@ COMMANDS: tuple[Command, ...] = (
     Command("cancel", "cancel a settlement (结算撤销)",
             (arg("--setl-id", required=True), arg("--date", type=int, default=0)),
             "settlement.CancelSettlement", cancel_request),
-    Command("show", "show a settlement", (arg("--setl-id", required=True),), "settlement.GetSettlement", show_request),
+    Command("show", "show a settlement (--explain: why it paid what it paid, SPEC §10.7)",
+            (arg("--setl-id", required=True), arg("--explain", action="store_true")), call=call_show),
     Command("accum", "show a person's year accumulators",
             (arg("--psn-no", required=True), arg("--year", type=int, default=0)),
             "settlement.GetAccumulators", accum_request),

@@ -229,6 +229,54 @@ def render_filing(f) -> str:
             f"{f.valid_from}–{until}, {_enum(f, 'status')}")
 
 
+_LAYER_ZH = {"basic": "统筹基金 basic fund", "critical_illness": "大病保险 critical illness",
+             "assistance": "医疗救助 medical assistance"}
+
+
+def _pct(bp: int) -> str:
+    return f"{bp // 100}.{bp % 100:02d}%"
+
+
+def render_explanation(x) -> str:
+    """SPEC §10.7 as a clerk reads it: lines, the ratio and deductible, each fund layer, the accumulators."""
+    b = x.breakdown
+    out = [f"settlement {x.setl_id} explained (结算说明)" + ("  [mid-stay 中途结算]" if x.mid_setl_flag else ""),
+           f"  policy of pooling region {x.policy_admdvs}, insutype {_enum(x, 'insutype')}, in force from "
+           f"{x.policy_effective_from}" + (f"; chronic disease {x.dise_codg} under entry {x.chronic_entry}"
+                                           if x.dise_codg else ""),
+           f"  catalogue of province {x.catalog_province} (就医地目录), institution level {x.fixmedins_level}",
+           "  lines (class, self-pay share, price cap → total | 全自费 | 超限价 | 先行自付 | 符合范围):"]
+    for ln in x.lines:
+        cap = yuan(ln.price_cap_fen) if ln.price_cap_fen else "-"
+        out.append(f"    {ln.feedetl_sn:>4} {ln.code:<10} {ln.chrgitm_lv or '目录外':<3} {_pct(ln.selfpay_bp):>7} "
+                   f"cap {cap:>10}  {yuan(ln.det_item_fee_sumamt):>12} | {yuan(ln.fulamt_ownpay_amt):>10} | "
+                   f"{yuan(ln.overlmt_selfpay):>10} | {yuan(ln.preselfpay_amt):>10} | {yuan(ln.inscp_scp_amt):>12}")
+    out.append(f"  ratio {_pct(b.pay_ratio_bp)} = {_pct(x.base_ratio_bp)} for level {x.fixmedins_level}"
+               f" + {_pct(x.retired_bonus_bp)} retired − {_pct(x.reduction_bp)} for {_enum(x, 'filing_kind')}")
+    out.append(f"  deductible 起付线: room {yuan(x.deductible_fen)}, applied {yuan(b.act_pay_dedc)}")
+    for layer in x.layers:
+        ratio = f" × {_pct(layer.ratio_bp)}" if layer.ratio_bp else ""
+        extra = (f" (year's self-pay before {yuan(layer.cumulative_before_fen)}, threshold {yuan(layer.threshold_fen)})"
+                 if layer.layer == "critical_illness" else "")
+        out.append(f"  {_LAYER_ZH.get(layer.layer, layer.layer)}: base {yuan(layer.base_fen)}{ratio}{extra}, "
+                   f"cap room before {yuan(layer.room_before_fen)} → paid {yuan(layer.paid_fen)}")
+    for a in x.accounts:
+        out.append(f"  personal account 个人账户 of {a.psn_no}: paid {yuan(a.amount_fen)}")
+    out.append(f"  fund_pay_sumamt 基金支付 {yuan(b.fund_pay_sumamt)}, accounts {yuan(b.acct_pay + b.acct_mulaid_pay)}, "
+               f"psn_cash_pay 个人现金 {yuan(b.psn_cash_pay)}")
+    before, after = x.before, x.after
+    for name in ("inpatient_fund_paid_fen", "inpatient_admissions", "crit_base_fen", "crit_paid_fen",
+                 "assist_paid_fen", "outpatient_fund_paid_fen", "outpatient_deductible_used_fen"):
+        if getattr(before, name) != getattr(after, name):
+            out.append(f"  accumulator {name}: {getattr(before, name)} → {getattr(after, name)}")
+    for b_c, a_c in zip(before.chronic, after.chronic, strict=True):
+        out.append(f"  chronic {a_c.dise_codg}: deductible used {b_c.deductible_used_fen} → {a_c.deductible_used_fen},"
+                   f" fund paid {b_c.fund_paid_fen} → {a_c.fund_paid_fen}")
+    out.append("  recomputed from this explanation: " + ("equal to the recorded amounts" if x.recomputed_equal else
+                                                         "DIFFERS (reference data changed since)"))
+    return "\n".join(out)
+
+
 def render_settlement(s) -> str:
     b = s.breakdown
     layers = [("medfee_sumamt 医疗费总额", b.medfee_sumamt), ("fulamt_ownpay_amt 全自费", b.fulamt_ownpay_amt),
@@ -236,7 +284,8 @@ def render_settlement(s) -> str:
               ("inscp_scp_amt 符合范围", b.inscp_scp_amt), ("act_pay_dedc 起付线", b.act_pay_dedc),
               ("hifp_pay 统筹基金", b.hifp_pay), ("hifmi_pay 居民大病", b.hifmi_pay),
               ("hifob_pay 职工大额", b.hifob_pay), ("maf_pay 医疗救助", b.maf_pay),
-              ("fund_pay_sumamt 基金支付合计", b.fund_pay_sumamt), ("psn_cash_pay 个人现金支付", b.psn_cash_pay)]
+              ("fund_pay_sumamt 基金支付合计", b.fund_pay_sumamt), ("acct_pay 个人账户", b.acct_pay),
+              ("acct_mulaid_pay 共济账户", b.acct_mulaid_pay), ("psn_cash_pay 个人现金支付", b.psn_cash_pay)]
     status = _enum(s, "status") + (f" on {s.cancel_date}" if s.cancel_date else "") if s.setl_id else "changes nothing"
     head = (f"settlement {s.setl_id or '(pre-settlement)'}  {status}\n"
             f"  visit {s.mdtrt_id} {_enum(s, 'visit_kind')} at {s.fixmedins_code} {s.fixmedins_name}\n"
@@ -250,3 +299,6 @@ def render_settlement(s) -> str:
         cancel = f", cancellation booked in {s.cancel_clearing_month}" if s.cancel_clearing_month else ""
         funds = f"\n  clearing month {s.clearing_month}{cancel}; risk flags {flags}"
     return f"{head}\n{body}{funds}"
+
+
+_FUNDS["SettlementExplanation"] = render_explanation

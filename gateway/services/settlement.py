@@ -27,6 +27,7 @@ class SettlementService:
             "OutpatientSettle": Decoded(convert.outpatient_wire, self.outpatient_settle),
             "GetSettlement": self.get_settlement,
             "GetAccumulators": self.get_accumulators,
+            "GetSettlementExplanation": self.get_explanation,
             "SettleBatch": Decoded(convert.batch_items, self.settle_batch),
             "SettleStream": Decoded(convert.settle_item, self.settle_stream),
         }
@@ -75,6 +76,9 @@ class SettlementService:
                    for code, used, paid in engine.chronic_accumulators(person["psn_no"], req.year)]
         return pb.Accumulators(psn_no=person["psn_no"], year=req.year, chronic=chronic,
                                **engine.accumulators(person["psn_no"], req.year))
+
+    async def get_explanation(self, req: spb.GetSettlementRequest, _caller: str):
+        return convert.explanation_pb(self.gw.engine.explanation(req.setl_id))
 
     # ------------------------------------------------------- batch, stream
     async def settle_batch(self, items: list, caller: str) -> bytes:
