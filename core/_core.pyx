@@ -11,6 +11,8 @@ after every change).
 The event loop is the only caller, so nothing here takes a lock.
 """
 
+import bisect
+
 from core.errors import InvariantError, LoadError, YidiError
 
 include "limits.pxi"
@@ -116,6 +118,8 @@ cdef class Index:
     cdef dict _meta
     cdef dict _chronic            # policy row -> {disease code | "default": (deductible, ratio 1..3, bonus, cap)}
     cdef dict _voucher_keys       # province (int) -> its electronic-voucher key (bytes; SPEC §10.5, never logged)
+    cdef list _inst_order         # institution rows by code (SPEC §10.8 look-ups), built at the first one
+    cdef list _inst_sorted_codes
     cdef bint _loaded
     cdef int32_t* policy_first     # the policy directory (eligibility.pxi _policy_idx)
     cdef int32_t* policy_count
@@ -221,6 +225,40 @@ cdef class Index:
             "outpatient": it.outpatient != 0,
             "chronic_diseases": _arena_codes(&self.st, it.chronic_off, it.chronic_len),
         }
+
+    def institutions(self, admdvs="", kind="", bint inpatient=False, bint outpatient=False, dise_codg="",
+                     after="", int limit=100):
+        """SPEC §10.8: up to ``limit`` institutions with a code after ``after``, by code, filtered; and whether
+        there are more."""
+        cdef Store* st = &self.st
+        cdef Institution* it
+        cdef uint32_t region = 0
+        cdef int kind_i = -1
+        cdef int64_t i
+        if admdvs:
+            region = _admdvs_of(admdvs, "admdvs")
+        if kind:
+            if kind not in INSTITUTION_KINDS:
+                raise YidiError("INVALID_ENUM", f"机构类型 {kind[:20]!r} 无效，应为：{'、'.join(INSTITUTION_KINDS)}。")
+            kind_i = INSTITUTION_KINDS.index(kind)
+        if self._inst_order is None:   # by code, built once per index
+            codes = [_inst_code(st, j) for j in range(st.n_insts)]
+            self._inst_order = sorted(range(st.n_insts), key=codes.__getitem__)
+            self._inst_sorted_codes = [codes[j] for j in self._inst_order]
+        out = []
+        start = bisect.bisect_right(self._inst_sorted_codes, after) if after else 0
+        for i in self._inst_order[start:]:
+            it = &st.insts[i]
+            if region and not dest_covers(region, it.admdvs):
+                continue
+            if (kind_i >= 0 and it.kind != kind_i) or (inpatient and not it.inpatient) or (outpatient and not it.outpatient):
+                continue
+            if dise_codg and dise_codg not in _arena_codes(st, it.chronic_off, it.chronic_len):
+                continue
+            if len(out) == limit:
+                return out, True
+            out.append(self.get_institution(_inst_code(st, i)))
+        return out, False
 
     # ------------------------------------------------------------ persons / filings
     def check_person(self, dict row):

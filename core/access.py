@@ -72,6 +72,10 @@ RULES: dict[str, Rule] = {
     "SettlementService/GetSettlement": Rule("settlement_either", ("setl_id",)),
     "SettlementService/GetAccumulators": Rule("insured_or_filed", ("psn_no",)),
     "SettlementService/GetSettlementExplanation": Rule("settlement_either", ("setl_id",)),
+    # SPEC §10.8: the designated institutions are public to every platform; who is in hospital is the
+    # treatment province's to know
+    "SettlementService/ListInstitutions": Rule("any"),
+    "SettlementService/ListAdmitted": Rule("institution", ("fixmedins_code",)),
     # Each item of a batch or stream is authorized by its unary RPC's rule (OutpatientSettle,
     # DischargeSettle): a refused item does not refuse its neighbours.
     "SettlementService/SettleBatch": Rule("any"),

@@ -263,6 +263,39 @@ class Engine:
         # a refund goes with its original line, whatever its own date (SPEC §10.4)
         return tuple(line for sn, line in visit.lines.items() if (line.init_feedetl_sn or sn) in chosen)
 
+    # ------------------------------------------------- look-ups (SPEC §10.8)
+    def institutions(self, admdvs: str, kind: str, inpatient: bool, outpatient: bool, dise_codg: str,
+                     after: str, page_size: int) -> tuple[list[dict], bool]:
+        """Designated institutions, by code, after the page token; (rows, more)."""
+        limit = _page_size(page_size)
+        if after:
+            check_id(after, "分页标记 page_token")
+        if dise_codg:
+            check_id(dise_codg, "慢特病病种编码 dise_codg")
+        if admdvs and self.index.region_name(admdvs) is None:
+            raise YidiError("INVALID_ARGUMENT", f"行政区划代码「{admdvs[:20]}」不是已知的省、市或区县代码。")
+        return self.index.institutions(admdvs, kind, inpatient, outpatient, dise_codg, after, limit)
+
+    def admitted(self, fixmedins_code: str, after: str, page_size: int) -> tuple[list[dict], bool]:
+        """The open cross-province stays at an institution (在院), by mdtrt_id, after the page token; (rows, more)."""
+        limit = _page_size(page_size)
+        check_id(fixmedins_code, "定点医药机构编码 fixmedins_code")
+        if self.index.get_institution(fixmedins_code) is None:
+            raise YidiError("INSTITUTION_UNKNOWN", f"定点医药机构 {fixmedins_code} 不在跨省直接结算机构库中，请核对机构编码。")
+        if after:
+            check_id(after, "分页标记 page_token")
+        stays = sorted((v for v in self.visits.values() if v.facts.fixmedins_code == fixmedins_code
+                        and v.facts.mdtrt_id > after), key=lambda v: v.facts.mdtrt_id)
+        rows = []
+        for visit in stays[:limit]:
+            f = visit.facts
+            count, total = _totals(visit.lines.values())
+            rows.append({"mdtrt_id": f.mdtrt_id, "psn_no": f.psn_no, "psn_name": self.person(f.psn_no)["name"],
+                         "insuplc_admdvs": f.insuplc_admdvs, "adm_date": f.adm_date, "filing_id": f.filing_id,
+                         "filing_kind": f.filing_kind, "line_count": count, "medfee_sumamt": total,
+                         "mid_setl_ids": [m[0] for m in visit.mids]})
+        return rows, len(stays) > limit
+
     # ------------------------------------------------- explanations (SPEC §10.7)
     def explanation(self, setl_id: str) -> dict:
         """A settlement computed again from what it recorded (its lines, the accumulators it started from, its stay),
@@ -957,6 +990,15 @@ def _filing(row: dict) -> Filing:
     return Filing(filing_id=row["filing_id"], psn_no=row["psn_no"], kind=row["kind"],
                   dest_admdvs=row["dest_admdvs"], fixmedins_codes=tuple(row["fixmedins_codes"]),
                   valid_from=row["valid_from"], valid_to=row["valid_to"], status=row["status"])
+
+
+MAX_PAGE_SIZE = 1000
+
+
+def _page_size(n: int) -> int:
+    if not 0 <= n <= MAX_PAGE_SIZE:
+        raise YidiError("INVALID_ARGUMENT", f"每页条数 page_size 须为 1–{MAX_PAGE_SIZE}（0 为默认 100）。")
+    return n or 100
 
 
 def _updated_problem(row: ArchivedProblem, event: ProblemUpdated) -> ArchivedProblem:

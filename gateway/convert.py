@@ -289,6 +289,10 @@ def explanation_pb(x: dict) -> spb.SettlementExplanation:
         mid_setl_flag=x["mid_setl_flag"])
 
 
+def admitted_pb(row: dict) -> spb.AdmittedPatient:
+    return spb.AdmittedPatient(**dict(row, filing_kind=FILING_KIND.pb(row["filing_kind"])))
+
+
 def figures(f: fdpb.ReconcileFigures) -> Figures:
     return Figures(f.count, f.medfee_sumamt, f.fund_pay_sumamt, f.psn_cash_pay, f.acct_pay_sumamt)
 

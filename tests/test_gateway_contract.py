@@ -16,7 +16,7 @@ from google.protobuf import descriptor_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from datagen.spec_fixture import FILINGS, PERSONS, make_certno, write_spec_dataset
+from datagen.spec_fixture import FILINGS, INSTITUTIONS, PERSONS, make_certno, write_spec_dataset
 from core.access import RULES
 from gateway._pb.yidi.v1 import admin_pb2, common_pb2 as pb, diagnostics_pb2 as dpb, filing_pb2 as fpb
 from gateway._pb.yidi.v1 import funds_pb2 as fdpb, problems_pb2 as ppb, settlement_pb2 as spb
@@ -385,6 +385,44 @@ def test_explanation_over_grpc_and_in_the_cli(gw, hainan, liaoning, names):
     assert "M07803" in run.stdout and "统筹基金" in run.stdout and "recomputed" in run.stdout
 
 
+# ------------------------------------------------------ SPEC §10.8 look-ups
+def test_designated_institutions_paged_and_filtered(gw, names):
+    guangdong = gw.client(GUANGDONG)   # public to every platform
+    seen, token = [], ""
+    while True:
+        page = guangdong(guangdong.settlement.ListInstitutions, spb.ListInstitutionsRequest(
+            admdvs="460000", page_size=3, page_token=token))
+        seen += [i.fixmedins_code for i in page.institutions]
+        token = page.next_page_token
+        if not token:
+            break
+    hainan_codes = sorted(c for c, _n, a, *_ in INSTITUTIONS.values() if a.startswith("46"))
+    assert seen == hainan_codes
+    dialysis = guangdong(guangdong.settlement.ListInstitutions, spb.ListInstitutionsRequest(dise_codg="M07803"))
+    assert [i.fixmedins_code for i in dialysis.institutions] == [names["inst"]["hk_l3"]]
+    inpatient = guangdong(guangdong.settlement.ListInstitutions, spb.ListInstitutionsRequest(
+        admdvs="460100", inpatient=True, kind="hospital"))
+    assert all(i.inpatient and i.kind == "hospital" and i.admdvs == "460100" for i in inpatient.institutions)
+    assert names["inst"]["hk_no_ip"] not in [i.fixmedins_code for i in inpatient.institutions]
+
+
+def test_admitted_patients_of_an_institution(hainan, liaoning, names):
+    psn_no = "P2101029600"
+    file_person(liaoning, psn_no, "21010219850303600")
+    inst = names["inst"]["sy_l3"]
+    a = admit(hainan, psn_no, inst)
+    upload(hainan, a.mdtrt_id, [line(1, "XA01", 1250, 2000)])
+    listed = hainan(hainan.settlement.ListAdmitted, spb.ListAdmittedRequest(fixmedins_code=inst))
+    row = next(p for p in listed.patients if p.mdtrt_id == a.mdtrt_id)
+    assert (row.psn_no, row.line_count, row.medfee_sumamt, row.filing_kind) == (
+        psn_no, 1, 2500, pb.FILING_KIND_LONG_TERM_RESIDENCE)
+    code, reason, _ = liaoning.refused(liaoning.settlement.ListAdmitted, spb.ListAdmittedRequest(fixmedins_code=inst))
+    assert (code, reason) == (grpc.StatusCode.PERMISSION_DENIED, "PERMISSION_DENIED")   # the insured province: no
+    settle(hainan, a.mdtrt_id)
+    listed = hainan(hainan.settlement.ListAdmitted, spb.ListAdmittedRequest(fixmedins_code=inst))
+    assert a.mdtrt_id not in [p.mdtrt_id for p in listed.patients]
+
+
 # ------------------------------------------------------ SPEC §5.6 E1–E5
 def test_e1_through_grpc(hainan, names):
     a = admit(hainan, names["psn"]["retired"], names["inst"]["hk_l3"])
@@ -703,6 +741,8 @@ def every_rpc(case, **override):
         "GetSettlement": spb.GetSettlementRequest(setl_id=s),
         "GetAccumulators": spb.GetAccumulatorsRequest(psn_no=f.psn_no, year=2026),
         "GetSettlementExplanation": spb.GetSettlementRequest(setl_id=s),
+        "ListInstitutions": spb.ListInstitutionsRequest(admdvs="460000", page_size=5),
+        "ListAdmitted": spb.ListAdmittedRequest(fixmedins_code="H46010000002"),
         "LoadReferenceData": admin_pb2.LoadReferenceDataRequest(request_id=rid(), data_dir="/nonexistent"),
         "GetReferenceDataStatus": admin_pb2.GetReferenceDataStatusRequest(),
         "TakeSnapshot": admin_pb2.TakeSnapshotRequest(),
@@ -814,6 +854,8 @@ BAD_INPUT = {  # RPC -> (fields to spoil, expected reason)
     "GetSettlement": ({"setl_id": ""}, "INVALID_ARGUMENT"),
     "GetAccumulators": ({"year": 0}, "INVALID_DATE"),
     "GetSettlementExplanation": ({"setl_id": "有 空格"}, "INVALID_ARGUMENT"),
+    "ListInstitutions": ({"kind": "hotel"}, "INVALID_ENUM"),
+    "ListAdmitted": ({"page_size": 5000}, "INVALID_ARGUMENT"),
     "LoadReferenceData": ({"data_dir": ""}, "INVALID_ARGUMENT"),
     "GetReferenceDataStatus": (None, None),  # takes no input
     "TakeSnapshot": (None, None),  # takes no input

@@ -28,6 +28,7 @@ class SettlementService:
             "GetSettlement": self.get_settlement,
             "GetAccumulators": self.get_accumulators,
             "GetSettlementExplanation": self.get_explanation,
+            "ListInstitutions": self.list_institutions, "ListAdmitted": self.list_admitted,
             "SettleBatch": Decoded(convert.batch_items, self.settle_batch),
             "SettleStream": Decoded(convert.settle_item, self.settle_stream),
         }
@@ -79,6 +80,18 @@ class SettlementService:
 
     async def get_explanation(self, req: spb.GetSettlementRequest, _caller: str):
         return convert.explanation_pb(self.gw.engine.explanation(req.setl_id))
+
+    # ------------------------------------------------------- look-ups (SPEC §10.8)
+    async def list_institutions(self, req: spb.ListInstitutionsRequest, _caller: str):
+        rows, more = self.gw.engine.institutions(req.admdvs, req.kind, req.inpatient, req.outpatient, req.dise_codg,
+                                                 req.page_token, req.page_size)
+        return spb.ListInstitutionsResponse(institutions=[spb.Institution(**row) for row in rows],
+                                            next_page_token=rows[-1]["fixmedins_code"] if more else "")
+
+    async def list_admitted(self, req: spb.ListAdmittedRequest, _caller: str):
+        rows, more = self.gw.engine.admitted(req.fixmedins_code, req.page_token, req.page_size)
+        return spb.ListAdmittedResponse(patients=[convert.admitted_pb(row) for row in rows],
+                                        next_page_token=rows[-1]["mdtrt_id"] if more else "")
 
     # ------------------------------------------------------- batch, stream
     async def settle_batch(self, items: list, caller: str) -> bytes:
