@@ -49,7 +49,8 @@ noted):
 
 Persons (``DEMO_PERSONS``), each with one active filing:
 
-* ``2100000000000001`` 王建国, retired employee (310) insured in 210102 沈阳市和平区,
+* ``2100000000000001`` 王建国, retired employee (310) insured in 210102 沈阳市和平区, a diabetic (M01600)
+  with ¥1,500 in his personal account,
   filing ``BA210000000001`` retired_relocation to 460000 (all of 海南), open-ended.
 * ``4100000000000002`` 李娜, employee in service insured in 410105 郑州市金水区,
   filing ``BA410000000002`` stationed_work to 440300 深圳, open-ended.
@@ -749,13 +750,19 @@ DEMO_FILINGS = [
 ]
 
 
+# SPEC §10 fields of the demo persons: 王建国 is a diabetic with a personal account (the README's chronic visit).
+DEMO_EXTRAS = {"2100000000000001": ',"acct_balance_fen":150000,"chronic_diseases":["M01600"]'}
+
+
 def _demo_person_lines() -> tuple[list[str], set[int]]:
     lines, keys = [], set()
     for psn, birth, seq, name, place, insutype, ptype, status, assist, card in DEMO_PERSONS:
         first17 = place + birth + seq
         keys.add(int(first17))
-        lines.append(_person_line(psn, first17 + certno_check_char(first17), name, place, insutype, ptype,
-                                  status, assist, card, "3.0"))
+        line = _person_line(psn, first17 + certno_check_char(first17), name, place, insutype, ptype,
+                            status, assist, card, "3.0")
+        extra = DEMO_EXTRAS.get(psn, "")
+        lines.append(line[:-2] + extra + "}\n" if extra else line)
     return lines, keys
 
 

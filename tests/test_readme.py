@@ -29,11 +29,13 @@ def gateway(tmp_path_factory):
     base = tmp_path_factory.mktemp("readme")
     generate(str(base / "data"), persons=2000, seed=2026)
     server = start_gateway(str(base / "data"), str(base / "ledger.sqlite"))
+    DATA["dir"] = str(base / "data")
     yield server
     assert server.stop() == 0
 
 
 RAN: set[str] = set()   # blocks already run against the module's gateway
+DATA: dict[str, str] = {}
 
 
 def test_readme_walkthrough_runs_as_shown(gateway, tmp_path):
@@ -72,3 +74,26 @@ def test_readme_month_end_block_runs_after_the_walkthrough(gateway, tmp_path):
     assert "confirmed by 460000" in out and "P46010000001" in out
     assert "amount_dispute" in out and "海口市医保局 王工" in out
     assert os.path.getsize(tmp_path / "yidi-202611" / "clearing-202611-flows.png") > 10_000
+
+
+def test_readme_national_block_a_chronic_visit_paid_partly_by_the_account(gateway, tmp_path):
+    """SPEC §10: a chronic-disease visit by electronic voucher, the personal account paying, and its explanation."""
+    env = dict(os.environ, YIDI_TARGET=gateway.target, TMPDIR=str(tmp_path), YIDI_DATA=DATA["dir"],
+               PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
+    run = subprocess.run(["bash", "-euo", "pipefail", "-c", walkthrough("national")], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    out = run.stdout
+    assert "personal account 个人账户 of 2100000000000001: balance ¥1,500.00" in out
+    assert "H46010000001  海南省人民医院" in out and "M01600" in out
+    assert "门诊慢特病 chronic disease M01600" in out
+    paid = re.search(r"acct_pay 个人账户支付\s+¥([\d,.]+)", out)
+    left = re.search(r"balc 个人账户余额\s+¥([\d,.]+)", out)
+    assert paid and left
+    paid_fen, left_fen = (int(m.group(1).replace(",", "").replace(".", "")) for m in (paid, left))
+    assert paid_fen > 0 and paid_fen + left_fen == 150000
+    total, fund, cash = (int(re.search(rf"{k}\s+¥([\d,.]+)", out).group(1).replace(",", "").replace(".", ""))
+                         for k in ("medfee_sumamt 医疗费总额", "fund_pay_sumamt 基金支付合计", "psn_cash_pay 个人现金支付"))
+    assert total == fund + cash + paid_fen
+    assert "settlement S" in out and "explained (结算说明)" in out and "equal to the recorded amounts" in out
+    assert f"balance ¥{left_fen // 100:,}.{left_fen % 100:02d}" in out.splitlines()[-1]

@@ -185,11 +185,17 @@ def revoke_filing_request(args):
     return fpb.RevokeFilingRequest(request_id=_request_id(args), filing_id=args.filing_id)
 
 
+def _voucher(args) -> dict:
+    """SPEC §10.5: --voucher TOKEN presents an electronic voucher (mdtrt_cert_type 01) instead of a number."""
+    return {"mdtrt_cert_type": "01", "mdtrt_cert_no": args.voucher} if args.voucher else _person_id(args)
+
+
 def admit_request(args):
     from .._pb.yidi.v1 import settlement_pb2 as spb
 
     return spb.AdmitRequest(request_id=_request_id(args), fixmedins_code=args.institution,
-                            adm_date=args.date or today(), card=_card(args), **_person_id(args))
+                            adm_date=args.date or today(), card=_card(args), emergency=args.emergency,
+                            **_voucher(args))
 
 
 def outpatient_request(args):
@@ -197,7 +203,36 @@ def outpatient_request(args):
 
     return spb.OutpatientSettleRequest(
         request_id=_request_id(args), fixmedins_code=args.institution, setl_date=args.date or today(),
-        card=_card(args), lines=load_fee_lines(args.file), **_person_id(args))
+        card=_card(args), lines=load_fee_lines(args.file), acct_used_flag=args.acct, acct_mulaid_flag=args.mulaid,
+        med_type=14 if args.disease else 0, dise_codg=args.disease or "", **_voucher(args))
+
+
+def account_request(args):
+    from .._pb.yidi.v1 import filing_pb2 as fpb
+
+    return fpb.GetAccountRequest(**_person_id(args))
+
+
+def adjust_account_request(args):
+    from .._pb.yidi.v1 import filing_pb2 as fpb
+
+    return fpb.AdjustAccountRequest(request_id=_request_id(args), psn_no=args.psn_no, amount_fen=args.amount_fen,
+                                    reason=args.reason)
+
+
+def institutions_request(args):
+    from .._pb.yidi.v1 import settlement_pb2 as spb
+
+    return spb.ListInstitutionsRequest(admdvs=args.admdvs or "", kind=args.kind or "", inpatient=args.inpatient,
+                                       outpatient=args.outpatient, dise_codg=args.disease or "",
+                                       page_size=args.page_size, page_token=args.page_token or "")
+
+
+def admitted_request(args):
+    from .._pb.yidi.v1 import settlement_pb2 as spb
+
+    return spb.ListAdmittedRequest(fixmedins_code=args.institution, page_size=args.page_size,
+                                   page_token=args.page_token or "")
 
 
 def fees_request(args):
@@ -227,7 +262,9 @@ def presettle_request(args):
 def settle_request(args):
     from .._pb.yidi.v1 import settlement_pb2 as spb
 
-    return spb.DischargeSettleRequest(request_id=_request_id(args), mdtrt_id=args.mdtrt_id, dscg_date=args.date or today())
+    return spb.DischargeSettleRequest(request_id=_request_id(args), mdtrt_id=args.mdtrt_id,
+                                      dscg_date=args.date or today(), acct_used_flag=args.acct,
+                                      acct_mulaid_flag=args.mulaid, mid_setl_flag=args.mid)
 
 
 def cancel_request(args):
@@ -291,6 +328,8 @@ PERSON = (arg("--psn-no"), arg("--certno"))
 VISIT_AT = (*PERSON, arg("--institution", required=True, help="fixmedins_code"),
             arg("--date", type=int, default=0, help="yyyymmdd (default today)"), arg("--card-no"), arg("--card-version"))
 MDTRT = arg("--mdtrt-id", required=True)
+ACCOUNT_FLAGS = (arg("--acct", action="store_true", help="the personal account pays its share (acct_used_flag)"),
+                 arg("--mulaid", action="store_true", help="then the family accounts (acct_mulaid_flag, 共济)"))
 
 FILE_ARGS = (
     arg("--psn-no", required=True),
@@ -336,9 +375,14 @@ COMMANDS: tuple[Command, ...] = (
     Command("filings", "list a person's filings", PERSON, "filing.ListFilings", filings_request),
     Command("revoke-filing", "revoke a filing", (arg("--filing-id", required=True),),
             "filing.RevokeFiling", revoke_filing_request),
-    Command("admit", "admit an inpatient (入院登记)", VISIT_AT, "settlement.Admit", admit_request),
-    Command("outpatient", "outpatient one-stop settlement (门诊一站式)",
-            (*VISIT_AT, arg("--file", required=True, help="fee lines JSON")),
+    Command("admit", "admit an inpatient (入院登记)",
+            (*VISIT_AT, arg("--voucher", help="electronic-voucher token (医保电子凭证)"),
+             arg("--emergency", action="store_true", help="急诊抢救: admitted with an implied emergency filing")),
+            "settlement.Admit", admit_request),
+    Command("outpatient", "outpatient one-stop settlement (门诊一站式); --disease: a chronic-disease visit (门诊慢特病)",
+            (*VISIT_AT, arg("--file", required=True, help="fee lines JSON"), *ACCOUNT_FLAGS,
+             arg("--disease", help="chronic disease code (med_type 14), e.g. M01600"),
+             arg("--voucher", help="electronic-voucher token (医保电子凭证)")),
             "settlement.OutpatientSettle", outpatient_request),
     Command("fees", "upload fee lines from a JSON file", (MDTRT, arg("--file", required=True)),
             "settlement.UploadFees", fees_request),
@@ -348,13 +392,27 @@ COMMANDS: tuple[Command, ...] = (
             "settlement.CancelAdmission", cancel_admission_request),
     Command("presettle", "pre-settle (changes nothing)", (MDTRT, arg("--date", type=int, default=0)),
             "settlement.PreSettle", presettle_request),
-    Command("settle", "discharge and settle (出院结算)", (MDTRT, arg("--date", type=int, default=0)),
+    Command("settle", "discharge and settle (出院结算); --mid: a mid-stay settlement (中途结算)",
+            (MDTRT, arg("--date", type=int, default=0), *ACCOUNT_FLAGS, arg("--mid", action="store_true")),
             "settlement.DischargeSettle", settle_request),
     Command("cancel", "cancel a settlement (结算撤销)",
             (arg("--setl-id", required=True), arg("--date", type=int, default=0)),
             "settlement.CancelSettlement", cancel_request),
     Command("show", "show a settlement (--explain: why it paid what it paid, SPEC §10.7)",
             (arg("--setl-id", required=True), arg("--explain", action="store_true")), call=call_show),
+    Command("account", "a personal account's balance and family accounts (个人账户, insured province)", PERSON,
+            "filing.GetAccount", account_request),
+    Command("adjust-account", "credit (+) or debit (−) a personal account (insured province)",
+            (arg("--psn-no", required=True), arg("--amount-fen", type=int, required=True),
+             arg("--reason", required=True)), "filing.AdjustAccount", adjust_account_request),
+    Command("institutions", "designated institutions (定点医药机构), filtered and paged",
+            (arg("--admdvs"), arg("--kind", choices=("hospital", "clinic", "pharmacy")),
+             arg("--inpatient", action="store_true"), arg("--outpatient", action="store_true"),
+             arg("--disease", help="open for this chronic disease"), arg("--page-size", type=int, default=0),
+             arg("--page-token")), "settlement.ListInstitutions", institutions_request),
+    Command("admitted", "an institution's admitted cross-province patients (在院)",
+            (arg("--institution", required=True), arg("--page-size", type=int, default=0), arg("--page-token")),
+            "settlement.ListAdmitted", admitted_request),
     Command("accum", "show a person's year accumulators",
             (arg("--psn-no", required=True), arg("--year", type=int, default=0)),
             "settlement.GetAccumulators", accum_request),

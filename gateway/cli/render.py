@@ -284,9 +284,15 @@ def render_settlement(s) -> str:
               ("inscp_scp_amt 符合范围", b.inscp_scp_amt), ("act_pay_dedc 起付线", b.act_pay_dedc),
               ("hifp_pay 统筹基金", b.hifp_pay), ("hifmi_pay 居民大病", b.hifmi_pay),
               ("hifob_pay 职工大额", b.hifob_pay), ("maf_pay 医疗救助", b.maf_pay),
-              ("fund_pay_sumamt 基金支付合计", b.fund_pay_sumamt), ("acct_pay 个人账户", b.acct_pay),
-              ("acct_mulaid_pay 共济账户", b.acct_mulaid_pay), ("psn_cash_pay 个人现金支付", b.psn_cash_pay)]
+              ("fund_pay_sumamt 基金支付合计", b.fund_pay_sumamt), ("psn_cash_pay 个人现金支付", b.psn_cash_pay)]
+    if b.acct_pay or b.acct_mulaid_pay or s.balc:   # SPEC §10.1, after the cash (scripts read fund, then cash)
+        layers += [("acct_pay 个人账户支付", b.acct_pay), ("acct_mulaid_pay 共济账户支付", b.acct_mulaid_pay),
+                   ("balc 个人账户余额", s.balc)]
     status = _enum(s, "status") + (f" on {s.cancel_date}" if s.cancel_date else "") if s.setl_id else "changes nothing"
+    if s.dise_codg:
+        status += f"  门诊慢特病 chronic disease {s.dise_codg}"
+    if s.mid_setl_flag:
+        status += "  中途结算 mid-stay"
     head = (f"settlement {s.setl_id or '(pre-settlement)'}  {status}\n"
             f"  visit {s.mdtrt_id} {_enum(s, 'visit_kind')} at {s.fixmedins_code} {s.fixmedins_name}\n"
             f"  person {s.psn_no} {s.psn_name}, insured {s.insuplc_admdvs}, filing {s.filing_id} "
@@ -302,3 +308,27 @@ def render_settlement(s) -> str:
 
 
 _FUNDS["SettlementExplanation"] = render_explanation
+
+
+def render_account(a) -> str:
+    family = "".join(f"\n  family account {p} (共济): {yuan(b)}" for p, b in zip(a.mulaid_psn_nos, a.mulaid_balc,
+                                                                                      strict=True))
+    return f"personal account 个人账户 of {a.psn_no}: balance {yuan(a.balc)}{family}"
+
+
+def render_institutions(r) -> str:
+    rows = [f"{i.fixmedins_code}  {i.name}  {i.admdvs} {i.kind} level {i.level}"
+            f"{'  inpatient' if i.inpatient else ''}{'  outpatient' if i.outpatient else ''}"
+            f"{'  chronic ' + ','.join(i.chronic_diseases) if i.chronic_diseases else ''}" for i in r.institutions]
+    more = f"\nnext page: --page-token {r.next_page_token}" if r.next_page_token else ""
+    return "\n".join(rows) + more if rows else "no institution matches"
+
+
+def render_admitted(r) -> str:
+    rows = [f"{p.mdtrt_id}  {p.psn_no} {p.psn_name} (insured {p.insuplc_admdvs}) since {p.adm_date}, "
+            f"{p.line_count} lines {yuan(p.medfee_sumamt)}" for p in r.patients]
+    return "\n".join(rows) if rows else "no admitted cross-province patient"
+
+
+_FUNDS.update({"AccountResponse": render_account, "ListInstitutionsResponse": render_institutions,
+               "ListAdmittedResponse": render_admitted})
