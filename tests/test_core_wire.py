@@ -52,6 +52,8 @@ def test_the_core_writes_the_bytes_the_generated_classes_write(tmp_path_factory,
                 mdtrtarea_admdvs="460100", visit_kind=1 if inpatient else 2, insutype=310,
                 filing_id="F0002", filing_kind=6, setl_date=DATE, status=status)
     med = dict(med_type=14, dise_codg="M07803") if flags & 1 else {}   # SPEC §10.2 fields, on some answers
+    if flags & 2:
+        med["mid_setl_flag"] = True                                     # SPEC §10.3
     assert (bill.settlement_response(**head, lines=lines, risk_flags=flags, clearing_month=month, balc=balc, **med)
             == by_the_classes(bill, dict(head, **med), lines, flags, month, balc))
     # And the bill agrees with the dict answer of Index.benefit (one computation, two shapes).
