@@ -62,6 +62,17 @@ def test_first_release_ledger_replays_byte_identical(v1, gateways):
     s = hainan(hainan.settlement.DischargeSettle, spb.DischargeSettleRequest(
         request_id="v2-settle-3", mdtrt_id=RECORDED["open_stay"], dscg_date=20260510)).settlement
     assert s.breakdown.medfee_sumamt == 300000 and s.setl_id > max(RECORDED["settlements"])
+    # SPEC §10.7: a settlement of the first release recorded no inputs to explain it; a new one is explained.
+    old = min(RECORDED["settlements"])
+    try:
+        hainan(hainan.settlement.GetSettlementExplanation, spb.GetSettlementRequest(setl_id=old))
+        refused = None
+    except grpc.RpcError as err:
+        refused = (err.code(), err.details())
+    assert refused is not None and refused[0] == grpc.StatusCode.FAILED_PRECONDITION
+    assert refused[1].endswith("[EXPLANATION_UNAVAILABLE]") and old in refused[1]
+    explained = hainan(hainan.settlement.GetSettlementExplanation, spb.GetSettlementRequest(setl_id=s.setl_id))
+    assert explained.recomputed_equal and explained.breakdown == s.breakdown
     national = gw.client("national")
     snap = national(national.admin.TakeSnapshot, admin_pb2.TakeSnapshotRequest())
     assert snap.ledger_seq == 17 and os.path.exists(snap.path)
