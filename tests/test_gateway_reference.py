@@ -183,3 +183,46 @@ def test_reference_reload_rejects_bad_data_swaps_good_data_and_survives_restart(
     assert settle(hainan, at_new.mdtrt_id, "ref-settle-4").fixmedins_code == NEW_INST
     assert admit(hainan, "PR5", NEW_INST, "ref-admit-5").fixmedins_level == 2
     assert gw.stop() == 0, gw.log()[-3000:]
+
+
+def test_personal_account_balances_across_restarts_and_reference_reloads(dirs, tmp_path, gateways):
+    """SPEC §10.1: balance = the data set's opening balance + the changes ledgered since it was loaded."""
+    from gateway._pb.yidi.v1 import filing_pb2 as fpb
+
+    acct = "P210102000008"   # the fixture's person with ¥1,000 in the account
+    # The insured place's next data set already has what happened before (and a debit of its own): ¥900.
+    later = write_spec_dataset(tmp_path / "later")["dir"]
+    path = os.path.join(later, "persons.jsonl")
+    with open(path, encoding="utf-8") as f:
+        rows = [json.loads(x) for x in f]
+    next(r for r in rows if r["psn_no"] == acct)["acct_balance_fen"] = 90000
+    with open(path, "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+
+    def balance(gw) -> int:
+        liaoning = gw.client(LIAONING)
+        return liaoning(liaoning.filing.GetAccount, fpb.GetAccountRequest(psn_no=acct)).balc
+
+    gw = gateways(dirs["old"], dirs["ledger"])
+    liaoning, hainan = gw.client(LIAONING), gw.client(HAINAN)
+    liaoning(liaoning.filing.AdjustAccount, fpb.AdjustAccountRequest(request_id="acct-1", psn_no=acct,
+                                                                      amount_fen=5000, reason="年度划入"))
+    s = hainan(hainan.settlement.OutpatientSettle, spb.OutpatientSettleRequest(
+        request_id="acct-op-1", psn_no=acct, fixmedins_code="H46010000003", setl_date=20260315,
+        lines=[line(1, "XA01", 1250, 6000)], acct_used_flag=True)).settlement
+    assert (s.breakdown.acct_pay, s.balc) == (7500, 97500) and balance(gw) == 97500
+    assert gw.stop() == 0, gw.log()[-3000:]
+    gw = gateways(dirs["old"], dirs["ledger"])               # replayed from the ledger
+    assert balance(gw) == 97500
+    national = gw.client("national")
+    national(national.admin.TakeSnapshot, admin_pb2.TakeSnapshotRequest())
+    national.raw(LOAD, load_request("acct-load", later))     # the new opening balances replace the changes
+    assert balance(gw) == 90000
+    assert gw.stop() == 0, gw.log()[-3000:]
+    gw = gateways(dirs["old"], dirs["ledger"])               # snapshot before the load + replay of the load
+    assert balance(gw) == 90000
+    hainan = gw.client(HAINAN)
+    hainan(hainan.settlement.CancelSettlement, spb.CancelSettlementRequest(
+        request_id="acct-cancel", setl_id=s.setl_id, cancel_date=20260316))
+    assert balance(gw) == 97500                               # exactly what it drew, given back
+    assert gw.stop() == 0, gw.log()[-3000:]
