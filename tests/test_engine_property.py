@@ -42,6 +42,7 @@ step = st.one_of(
     st.tuples(st.just("cancel"), st.integers(0, 7), st.just(None)),
     st.tuples(st.just("outpatient"), st.sampled_from(PERSONS), st.lists(fee_line, min_size=1, max_size=3)),
     st.tuples(st.just("adjust"), st.sampled_from(ACCOUNTS), st.integers(-400_000, 400_000)),
+    st.tuples(st.just("refund"), st.integers(0, 7), st.integers(1, 20_000)),   # SPEC §10.4
 )
 
 
@@ -127,6 +128,15 @@ def test_accumulators_are_the_sum_of_live_settlements_and_replay_rebuilds_them(d
             continue
         elif kind == "fees":
             run(cmd.UploadFees(request_id=rid, mdtrt_id=visits[a % len(visits)].mdtrt_id, lines=lines_of(b)))
+        elif kind == "refund":
+            visit = visits[a % len(visits)]
+            originals = [ln for ln in visit.lines.values() if not ln.init_feedetl_sn]
+            if originals:
+                original = originals[b % len(originals)]
+                sn += 1
+                run(cmd.UploadFees(request_id=rid, mdtrt_id=visit.mdtrt_id, lines=(FeeLine(
+                    f"r{sn}", original.code, "", original.unit_price_fen, -b, original.fee_date,
+                    original.feedetl_sn),)))
         elif kind == "withdraw":
             visit = visits[a % len(visits)]
             run(cmd.WithdrawFees(request_id=rid, mdtrt_id=visit.mdtrt_id, sns=tuple(list(visit.lines)[:b])))
