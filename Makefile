@@ -9,7 +9,10 @@ SEED    ?= 2026
 LISTEN  ?= 127.0.0.1:50051
 BUILT   := $(VENV)/.built
 
-.PHONY: setup data run test test-debug test-slow bench lint clean
+CERTS   ?= certs/dev
+CRASHES ?= 100
+
+.PHONY: setup certs data run test test-debug test-slow bench lint clean crash
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -20,7 +23,13 @@ $(BUILT): $(BIN)/python pyproject.toml setup.py core/_core.pyx $(wildcard core/*
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
-setup: $(BUILT)
+setup: $(BUILT) $(CERTS)/ca.pem
+
+# Development certificates (mTLS): a CA, the server's, one per province and national (git-ignored).
+$(CERTS)/ca.pem: | $(BUILT)
+	$(BIN)/yidi certs --out $(CERTS)
+
+certs: setup
 
 # The realistic national data set (git-ignored), regenerated when the size or seed changes.
 data: setup
@@ -28,7 +37,7 @@ data: setup
 	  || $(BIN)/yidi datagen --out $(DATA) --persons $(PERSONS) --seed $(SEED)
 
 run: data
-	$(BIN)/yidi serve --data-dir $(DATA) --listen $(LISTEN)
+	$(BIN)/yidi serve --data-dir $(DATA) --listen $(LISTEN) --certs $(CERTS)
 
 # The default test run: unit, contract (real gRPC on loopback), crash, and the
 # benchmark suite in its short smoke form.  Long runs: `make test-slow`.
@@ -50,6 +59,11 @@ test-debug: setup
 test-slow: setup
 	$(BIN)/python -m pytest -q tests bench --benchmark-disable --runslow
 
+# Crash safety, proven: TLS clients retrying with the same request_id while the gateway is
+# SIGKILLed at random moments CRASHES times; ends with one JSON line (tests/crash.py).
+crash: setup
+	$(BIN)/python tests/crash.py --crashes $(CRASHES)
+
 bench: setup
 	$(BIN)/python -m pytest -q bench --benchmark-only --benchmark-columns=min,median,mean,ops,rounds
 
@@ -57,4 +71,4 @@ lint: setup
 	$(BIN)/ruff check core gateway tests bench datagen
 
 clean:
-	rm -rf build *.egg-info core/_core.c core/_core*.so gateway/_pb/yidi $(BUILT)
+	rm -rf build *.egg-info core/_core.c core/_core*.so gateway/_pb/yidi $(BUILT) $(CERTS)

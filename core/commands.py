@@ -112,6 +112,19 @@ class OutpatientSettle(Command, kw_only=True):
     card: Union[Card, None] = None
 
 
+class Reverse(Command, kw_only=True):
+    """冲正: undo the caller's request ``original_request_id`` whose outcome it does not know (SPEC §6).
+
+    The gateway finds what the original did (its ledger record) and sets
+    ``target``: the settlement or visit it made, or "" if it was not performed.
+    """
+
+    original_request_id: str
+    reverse_date: int
+    target_kind: str = ""      # "settlement", "admission" or "" (not performed)
+    target_id: str = ""        # setl_id or mdtrt_id
+
+
 # ----------------------------------------------------------------- admin
 class LoadReferenceData(Command, kw_only=True):
     """The national operator loads a new reference data set."""
@@ -182,6 +195,14 @@ class CancelResult(Result):
     cancel_date: int
 
 
+class ReverseResult(Result):
+    """What a reversal did: the inner result of the cancellation it performed, if any."""
+
+    outcome: str               # "settlement_cancelled", "admission_cancelled" or "not_performed"
+    original_request_id: str
+    inner: Union[CancelResult, VisitResult, None] = None
+
+
 class ReferenceResult(Result):
     """What reference data is loaded (a load answers with it too)."""
 
@@ -195,4 +216,4 @@ class ReferenceResult(Result):
 
 
 ANY_COMMAND = Union[FilePerson, ReviseFiling, RevokeFiling, Admit, CancelAdmission, UploadFees, WithdrawFees,
-                    DischargeSettle, CancelSettlement, OutpatientSettle, LoadReferenceData]
+                    DischargeSettle, CancelSettlement, OutpatientSettle, Reverse, LoadReferenceData]

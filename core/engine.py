@@ -27,14 +27,14 @@ from .archive import (
 )
 from .commands import (
     Admit, AdmitResult, CancelAdmission, CancelResult, CancelSettlement, Command, DischargeSettle, FilePerson,
-    FilingResult, LineResult, OutpatientSettle, Result, ReviseFiling, RevokeFiling, SettlementView, UploadFees,
-    VisitResult, WithdrawFees,
+    FilingResult, LineResult, OutpatientSettle, Result, Reverse, ReverseResult, ReviseFiling, RevokeFiling,
+    SettlementView, UploadFees, VisitResult, WithdrawFees,
 )
 from .errors import YidiError, invariant
 from .events import (
     AdmissionCancelled, Admitted, Breakdown, Event, FeeLine, FeesUploaded, FeesWithdrawn, Filed, Filing,
-    FilingChanged, Person, ReferenceLoaded, SettlementCancelled, SettlementFacts, Settled, VisitFacts,
-    settlement_id, visit_id,
+    FilingChanged, Person, ReferenceLoaded, RequestReversed, SettlementCancelled, SettlementFacts, Settled,
+    VisitFacts, settlement_id, visit_id,
 )
 from .limits import check_date, check_id, check_line, check_line_count, line_amount_fen
 from ._core import ACCUMULATOR_KEYS, DEBUG, Index, province_code
@@ -341,6 +341,27 @@ class Engine:
                                     visit=visit.facts if visit is not None else None, lines=ref.lines)
         return Decision(event, CancelResult(self.reply(ref), cmd.cancel_date))
 
+    # ------------------------------------------------------------- 冲正
+    def _decide_reverse(self, cmd: Reverse) -> Decision:
+        """冲正 (SPEC §6): cancel what the original did, exactly as a cancellation would; or mark it reversed."""
+        if cmd.target_kind == "settlement":
+            check_date(cmd.reverse_date, "冲正日期 reverse_date")
+            decision = self._decide_cancel_settlement(CancelSettlement(
+                request_id=cmd.request_id, setl_id=cmd.target_id, cancel_date=cmd.reverse_date))
+            outcome = "settlement_cancelled"
+        elif cmd.target_kind == "admission":
+            decision = self._decide_cancel_admission(CancelAdmission(request_id=cmd.request_id,
+                                                                     mdtrt_id=cmd.target_id))
+            outcome = "admission_cancelled"
+        else:
+            return Decision(RequestReversed(original_request_id=cmd.original_request_id),
+                            ReverseResult("not_performed", cmd.original_request_id))
+        return Decision(decision.event, ReverseResult(outcome, cmd.original_request_id, decision.result))
+
+    def _apply_request_reversed(self, _event: RequestReversed, _seq: int) -> list[Change]:
+        """Nothing in memory: the reversed key lives in the idempotency index."""
+        return []
+
     # ----------------------------------------------------------- outpatient
     def _decide_outpatient_settle(self, cmd: OutpatientSettle) -> Decision:
         """门诊一站式: eligibility, the visit, its lines and the settlement in one event."""
@@ -545,6 +566,7 @@ _DECIDE: dict[type, Callable[[Engine, Command], Decision]] = {
     DischargeSettle: Engine._decide_discharge_settle,
     CancelSettlement: Engine._decide_cancel_settlement,
     OutpatientSettle: Engine._decide_outpatient_settle,
+    Reverse: Engine._decide_reverse,
 }
 
 _APPLY: dict[type, Callable[[Engine, Event, int], list[Change]]] = {
@@ -556,5 +578,6 @@ _APPLY: dict[type, Callable[[Engine, Event, int], list[Change]]] = {
     FeesWithdrawn: Engine._apply_fees_withdrawn,
     Settled: Engine._apply_settled,
     SettlementCancelled: Engine._apply_settlement_cancelled,
+    RequestReversed: Engine._apply_request_reversed,
     ReferenceLoaded: Engine._apply_reference_loaded,
 }

@@ -93,6 +93,12 @@ REASONS: dict[str, ReasonInfo] = {
     "REFERENCE_DATA_INVALID": _r("INVALID_ARGUMENT"),
     # a bug (InvariantError or any unexpected exception), answered with a correlation id
     "INTERNAL": _r("INTERNAL", OPERATING),
+    # the ledger cannot be written (full disk, failing fsync): retry later with the same request_id
+    "STORAGE_UNAVAILABLE": _r("UNAVAILABLE", OPERATING),
+    # SPEC §6 冲正: the request was reversed by its caller before it arrived; nothing was done
+    "REQUEST_REVERSED": _r("FAILED_PRECONDITION"),
+    # the caller's deadline passed before the request was performed; nothing was done
+    "DEADLINE_EXCEEDED": _r("DEADLINE_EXCEEDED", OPERATING),
 }
 
 DOMAIN = "yidi.gov.cn"

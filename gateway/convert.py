@@ -12,6 +12,7 @@ from core import commands as cmd
 from core.errors import YidiError
 from core.events import Breakdown, FeeLine, Filing, Person
 
+from .privacy import mask_certno
 from ._pb.yidi.v1 import admin_pb2 as apb
 from ._pb.yidi.v1 import common_pb2 as pb
 from ._pb.yidi.v1 import filing_pb2 as fpb
@@ -51,11 +52,6 @@ FILING_STATUS = EnumMap(pb.FilingStatus, "FILING_STATUS_", "备案状态 status 
 VISIT_KIND = EnumMap(pb.VisitKind, "VISIT_KIND_", "就诊类型 ")
 VISIT_STATUS = EnumMap(pb.VisitStatus, "VISIT_STATUS_", "就诊状态 ")
 SETTLEMENT_STATUS = EnumMap(pb.SettlementStatus, "SETTLEMENT_STATUS_", "结算状态 ")
-
-
-def mask_certno(certno: str) -> str:
-    """Show the first 6 and last 4 characters only."""
-    return certno[:6] + "*" * max(0, len(certno) - 10) + certno[-4:] if len(certno) > 10 else "*" * len(certno)
 
 
 # ------------------------------------------------------------- rows
@@ -180,7 +176,19 @@ _REPLIES: dict[type, Callable] = {
     cmd.CancelResult: lambda r: spb.SettlementResponse(
         settlement=recorded_settlement(r.original_reply, "cancelled", r.cancel_date)),
     cmd.ReferenceResult: reference_status_pb,
+    cmd.ReverseResult: lambda r: _reverse_reply(r),
 }
+
+REVERSE_OUTCOME = EnumMap(spb.ReverseOutcome, "REVERSE_OUTCOME_", "冲正结果 ")
+
+
+def _reverse_reply(r: cmd.ReverseResult) -> spb.ReverseResponse:
+    reply = spb.ReverseResponse(outcome=REVERSE_OUTCOME.pb(r.outcome), original_request_id=r.original_request_id)
+    if isinstance(r.inner, cmd.CancelResult):
+        reply.settlement.CopyFrom(recorded_settlement(r.inner.original_reply, "cancelled", r.inner.cancel_date))
+    elif isinstance(r.inner, cmd.VisitResult):
+        reply.visit.CopyFrom(_visit_reply(r.inner))
+    return reply
 
 
 def encode_reply(result: cmd.Result) -> bytes:

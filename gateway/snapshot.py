@@ -7,8 +7,11 @@ applied.  Start-up = load the reference data + restore the newest valid
 snapshot + replay the records after its seq.
 
 File layout (little endian): magic ``YIDISNAP``, format version (u16), seq
-(u64), body length (u64), BLAKE2b-256 of the body (32 bytes), then the body
-(MessagePack of ``SnapshotBody``).  Files are written to a temporary name,
+(u64), body length (u64), BLAKE2b-256 of the chain value and the body (32
+bytes), the ledger's chain value at ``seq`` (32 bytes, gateway/chain.py),
+then the body (MessagePack of ``SnapshotBody``).  Start-up checks that the
+ledger's record ``seq`` still has that chain value before it trusts the
+records after it.  Format 1 (no chain value) is still read.  Files are written to a temporary name,
 fsynced, renamed and the directory fsynced, so a crash leaves either the old
 set or the new file whole.  A file whose checksum, length or magic is wrong is
 skipped with a log line naming it, and an older one (or a full replay) is used.
@@ -28,8 +31,9 @@ from core.engine import EngineState
 log = logging.getLogger("yidi.snapshot")
 
 MAGIC = b"YIDISNAP"
-FORMAT_VERSION = 1
-_HEADER = struct.Struct("<8sHQQ32s")
+FORMAT_VERSION = 2
+_HEADER_V1 = struct.Struct("<8sHQQ32s")
+_HEADER = struct.Struct("<8sHQQ32s32s")
 _PREFIX = "snapshot-"
 _SUFFIX = ".yidi"
 
@@ -39,6 +43,7 @@ class SnapshotBody(msgspec.Struct):
     created_at_unix_ms: int
     data_dir: str
     engine: EngineState
+    chain: bytes = b""   # the ledger's chain value at seq (from the header; b"" in format 1)
 
 
 class SnapshotCorrupt(Exception):
@@ -54,26 +59,36 @@ _DECODER = msgspec.msgpack.Decoder(SnapshotBody)
 
 
 def encode(seq: int, data_dir: str, engine: EngineState) -> bytes:
-    body = _ENCODER.encode(SnapshotBody(seq, int(time.time() * 1000), data_dir, engine))
-    return _HEADER.pack(MAGIC, FORMAT_VERSION, seq, len(body), hashlib.blake2b(body, digest_size=32).digest()) + body
+    """The body of a snapshot (encoded on the event loop, so it is exactly the state at seq)."""
+    return _ENCODER.encode(SnapshotBody(seq, int(time.time() * 1000), data_dir, engine))
+
+
+def seal(seq: int, body: bytes, chain: bytes) -> bytes:
+    """The file: header (with the ledger's chain value at seq, known once seq is durable) and body."""
+    checksum = hashlib.blake2b(chain + body, digest_size=32).digest()
+    return _HEADER.pack(MAGIC, FORMAT_VERSION, seq, len(body), checksum, chain) + body
 
 
 def decode(blob: bytes) -> SnapshotBody:
-    if len(blob) < _HEADER.size:
+    if len(blob) < _HEADER_V1.size:
         raise SnapshotCorrupt("shorter than its header")
-    magic, version, seq, length, checksum = _HEADER.unpack_from(blob)
-    body = memoryview(blob)[_HEADER.size:]
+    magic, version, seq, length, checksum = _HEADER_V1.unpack_from(blob)
     if magic != MAGIC:
         raise SnapshotCorrupt("not a Yidi snapshot (bad magic)")
-    if version != FORMAT_VERSION:
-        raise SnapshotCorrupt(f"format version {version}, this gateway reads {FORMAT_VERSION}")
+    if version == 1:
+        chain, body = b"", memoryview(blob)[_HEADER_V1.size:]
+    elif version == FORMAT_VERSION and len(blob) >= _HEADER.size:
+        chain, body = bytes(_HEADER.unpack_from(blob)[5]), memoryview(blob)[_HEADER.size:]
+    else:
+        raise SnapshotCorrupt(f"format version {version}, this gateway reads 1..{FORMAT_VERSION}")
     if len(body) != length:
         raise SnapshotCorrupt(f"body is {len(body)} bytes, the header says {length}")
-    if hashlib.blake2b(body, digest_size=32).digest() != checksum:
+    if hashlib.blake2b(chain + bytes(body), digest_size=32).digest() != checksum:
         raise SnapshotCorrupt("checksum mismatch")
     snap = _DECODER.decode(body)
     if snap.seq != seq:
         raise SnapshotCorrupt(f"body seq {snap.seq} differs from header seq {seq}")
+    snap.chain = chain
     return snap
 
 

@@ -34,7 +34,10 @@ def gateway(tmp_path_factory):
 
 
 def test_readme_walkthrough_runs_as_shown(gateway):
-    env = dict(os.environ, YIDI_TARGET=gateway.target,
+    # Over TLS: the gateway takes only clients with a certificate of its CA; `yidi --caller X` presents
+    # X's development certificate from YIDI_CERTS, as it does from certs/dev after `make setup`.
+    assert not gateway.insecure
+    env = dict(os.environ, YIDI_TARGET=gateway.target, YIDI_CERTS=gateway.certs.directory,
                PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
     run = subprocess.run(["bash", "-euo", "pipefail", "-c", walkthrough()], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=120)

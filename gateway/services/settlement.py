@@ -21,7 +21,7 @@ class SettlementService:
             "WithdrawFees": self.withdraw_fees, "PreSettle": self.presettle,
             "DischargeSettle": self.discharge_settle, "CancelSettlement": self.cancel_settlement,
             "OutpatientSettle": self.outpatient_settle, "GetSettlement": self.get_settlement,
-            "GetAccumulators": self.get_accumulators,
+            "GetAccumulators": self.get_accumulators, "Reverse": self.reverse,
         }
 
     async def admit(self, req: spb.AdmitRequest, caller: str):
@@ -66,3 +66,8 @@ class SettlementService:
         check_year(req.year)
         return pb.Accumulators(psn_no=person["psn_no"], year=req.year,
                                **engine.accumulators(person["psn_no"], req.year))
+
+    async def reverse(self, req: spb.ReverseRequest, caller: str):
+        command = cmd.Reverse(request_id=req.request_id, original_request_id=req.original_request_id,
+                              reverse_date=req.reverse_date)
+        return await self.gw.execute(caller, command, request_digest(req))
