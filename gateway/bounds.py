@@ -40,7 +40,7 @@ def check(message: Message, raw_len: int) -> None:
 def _walk(message: Message, prefix: str) -> None:
     for field, value in message.ListFields():
         name = prefix + field.name
-        if field.label == FieldDescriptor.LABEL_REPEATED:
+        if field.is_repeated:
             if len(value) > MAX_LIST_ITEMS:
                 raise YidiError("INVALID_ARGUMENT", f"字段 {name} 有 {len(value)} 项，超过上限 {MAX_LIST_ITEMS} 项。",
                                 field=name)

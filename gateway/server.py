@@ -183,7 +183,11 @@ async def serve(config: Config, *, ready: Callable[[int], None] | None = None,
     stopping = asyncio.create_task(stop.wait())
     await asyncio.wait({rebuild, stopping}, return_when=asyncio.FIRST_COMPLETED)
     if rebuild.done():
-        rebuild.result()  # a load failure ends start-up with its reason
+        if rebuild.exception() is not None:  # a load failure ends start-up with its reason
+            stopping.cancel()
+            await server.stop(0)
+            store.close()
+            rebuild.result()
         for name in ["", *names]:
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("SERVING on port %d: %s, ledger seq %d", port, gw.state.engine.index.counts(),
@@ -219,5 +223,7 @@ def run(config: Config, **kwargs) -> None:
         raise SystemExit(err.clerk_message()) from None
     except LoadError as err:
         raise SystemExit(f"reference data rejected: {err}") from None
+    except OSError as err:
+        raise SystemExit(f"reference data cannot be read: {err.filename}: {err.strerror}") from None
     except (LedgerBehindSnapshot, LedgerCorrupt, LedgerUnavailable) as err:
         raise SystemExit(f"refusing to start: {err}") from None
