@@ -12,7 +12,7 @@ BUILT   := $(VENV)/.built
 CERTS   ?= certs/dev
 CRASHES ?= 100
 
-.PHONY: setup certs data run test test-debug test-slow bench lint clean crash
+.PHONY: setup certs data run test test-debug test-slow bench load peak-day lint clean crash
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -23,7 +23,17 @@ $(BUILT): $(BIN)/python pyproject.toml setup.py core/_core.pyx $(wildcard core/*
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
-setup: $(BUILT) $(CERTS)/ca.pem
+# The clearing charts name provinces in Chinese: a CJK font (Debian fonts-noto-cjk), installed when
+# missing and apt is usable here (root); elsewhere install it by hand or set YIDI_CJK_FONT.
+CJK_FONT := /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc
+$(CJK_FONT):
+	@if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  echo "installing fonts-noto-cjk (Chinese in the clearing charts)"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-noto-cjk >/dev/null 2>&1 \
+	  || { apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-noto-cjk >/dev/null; }; \
+	else echo "warning: no CJK font at $(CJK_FONT); install fonts-noto-cjk or set YIDI_CJK_FONT" >&2; fi
+
+setup: $(BUILT) $(CJK_FONT) $(CERTS)/ca.pem
 
 # Development certificates (mTLS): a CA, the server's, one per province and national (git-ignored).
 $(CERTS)/ca.pem: | $(BUILT)
@@ -66,6 +76,23 @@ crash: setup
 
 bench: setup
 	$(BIN)/python -m pytest -q bench --benchmark-only --benchmark-columns=min,median,mean,ops,rounds
+
+# Locust, headless, against a gateway started here on the national data set (USERS, SECONDS to taste).
+USERS   ?= 40
+SECONDS ?= 60
+load: data
+	rm -rf build/load && mkdir -p build/load
+	$(BIN)/yidi serve --data-dir $(DATA) --ledger build/load/ledger.sqlite --listen 127.0.0.1:50061 > build/load/serve.out 2> build/load/serve.log & \
+	  echo $$! > build/load/pid; until grep -q SERVING build/load/serve.out; do sleep 1; done; \
+	  YIDI_DATA=$(DATA) $(BIN)/locust -f bench/locustfile.py --headless -u $(USERS) -r 10 -t $(SECONDS)s \
+	    --host 127.0.0.1:50061 --csv build/load/locust --only-summary; status=$$?; \
+	  kill $$(cat build/load/pid); exit $$status
+
+# A national peak day (2,000,000 settlements in the published mix) replayed through the gateway, then checked.
+SETTLEMENTS ?= 2000000
+peak-day: data
+	mkdir -p bench/results
+	$(BIN)/python bench/peak_day.py --data-dir $(DATA) --settlements $(SETTLEMENTS) --json bench/results/peak_day.json
 
 lint: setup
 	$(BIN)/ruff check core gateway tests bench datagen

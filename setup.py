@@ -27,10 +27,15 @@ def generate_stubs() -> None:
     if not protos:
         return
     include = pathlib.Path(grpc_tools.__file__).parent / "_proto"
+    # google/rpc/status.proto (batch outcomes) ships with googleapis-common-protos.
+    from google.rpc import status_pb2
+
+    googleapis = pathlib.Path(status_pb2.__file__).parents[2]
     args = [
         "protoc",
         f"-I{PROTO_ROOT}",
         f"-I{include}",
+        f"-I{googleapis}",
         f"--python_out={PB_OUT}",
         f"--pyi_out={PB_OUT}",
         f"--grpc_python_out={PB_OUT}",

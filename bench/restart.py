@@ -48,6 +48,9 @@ class Discard:
     def settlement(self, _setl_id):
         return None
 
+    def problem(self, _problem_id):
+        return None
+
     def reply(self, _seq):
         return None
 

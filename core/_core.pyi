@@ -109,6 +109,12 @@ class Index:
         """Tests only.  Debug builds: break one invariant of a filed person's rows (what: "certno_table",
         "filing_cycle", "filing_person", "filing_unlinked", "accumulator_negative",
         "accumulator_year_twice").  Release builds: RuntimeError."""
+    def save_image(self, path: str, fingerprint: str) -> None:
+        """Write the freshly loaded tables (no runtime changes yet) to path, atomically, tagged with fingerprint."""
+    def load_image(self, path: str, fingerprint: str) -> None:
+        """Fill this empty Index from an image written for fingerprint by this build of the core.
+
+        ValueError (the Index left empty) if the file is not such an image or fails a section's CRC-32."""
     def counts(self) -> dict[str, int]: ...
     def memory_bytes(self) -> dict[str, int]:
         """C memory held (arena, row arrays, hash tables), by part."""
@@ -142,9 +148,22 @@ class Index:
         code is a YidiError reason, a malformed tuple (or lines not a list/tuple) is InvariantError."""
     # SPEC §5.5
     def accumulators(self, psn_no: str, year: int) -> dict[str, int]: ...
+    def add_deltas(self, psn_no: str, year: int, deltas: tuple[int, ...], sign: int) -> None:
+        """apply_deltas for a tuple in ACCUMULATOR_KEYS order (what events record), without a dict."""
     def accumulator_rows(self) -> list[tuple[str, int, tuple[int, ...]]]:
         """(psn_no, year, values in ACCUMULATOR_KEYS order) of every person-year with accumulators."""
     def apply_deltas(self, psn_no: str, year: int, deltas: dict[str, int], sign: int) -> None:
         """Add sign (+1 settle, -1 cancel) * deltas to the person's accumulators of the year, all or nothing.
         PERSON_NOT_FOUND / INVALID_DATE for the person and year; anything wrong with deltas or sign,
         or an accumulator leaving 0..MAX_ACCUMULATOR_FEN, is a bug: InvariantError."""
+
+
+def read_outpatient_request(raw: bytes) -> tuple | None:
+    """OutpatientSettleRequest bytes -> (request_id, psn_no, certno, fixmedins_code, setl_date,
+    (card_no, card_version) | None, [(feedetl_sn, code, name, unit_price_fen, qty_milli, fee_date), ...]),
+    or None when the bytes are anything but canonical (then parse them with the generated class).
+    Accepted bytes equal their deterministic serialization."""
+def read_settle_item(raw: bytes) -> tuple[int, bytes] | None:
+    """SettleItem bytes -> (1 outpatient | 2 discharge, the inner request's bytes), or None (use the classes)."""
+def read_batch_items(raw: bytes) -> list[bytes] | None:
+    """SettleBatchRequest bytes -> each SettleItem's bytes, or None (use the generated class)."""

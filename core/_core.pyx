@@ -16,6 +16,7 @@ from core.errors import InvariantError, LoadError, YidiError
 include "limits.pxi"
 include "index.pxi"
 include "validate.pxi"
+include "wire.pxi"
 
 # A debug build (YIDI_DEBUG=1): the core checks its invariants after every
 # change; Python code can run its own debug-only checks under `if DEBUG:`.
@@ -114,6 +115,9 @@ cdef class Index:
     cdef frozenset _accepted
     cdef dict _meta
     cdef bint _loaded
+    cdef int32_t* policy_first     # the policy directory (eligibility.pxi _policy_idx)
+    cdef int32_t* policy_count
+    cdef int32_t* policy_order
 
     def __cinit__(self):
         memset(&self.st, 0, sizeof(Store))
@@ -134,6 +138,9 @@ cdef class Index:
 
     def __dealloc__(self):
         store_free(&self.st)
+        free(self.policy_first)
+        free(self.policy_count)
+        free(self.policy_order)
 
     @property
     def meta(self):
@@ -142,6 +149,16 @@ cdef class Index:
 
     def load_dir(self, str path, progress=None):
         _load_dir(self, path, progress)
+        _build_policy_directory(self)
+
+    def save_image(self, str path, str fingerprint):
+        """Write the freshly loaded tables to ``path`` (atomically), tagged with the data set's fingerprint."""
+        _save_image(self, path, fingerprint)
+
+    def load_image(self, str path, str fingerprint):
+        """Fill this empty Index from an image of the data set ``fingerprint``; ValueError if it is not one."""
+        _load_image(self, path, fingerprint)
+        _build_policy_directory(self)
         if YIDI_DEBUG:
             _check_store(&self.st)
 
@@ -281,8 +298,19 @@ cdef class Index:
     # ------------------------------------------------------------ eligibility / benefit
     def eligibility(self, psn_no, fixmedins_code, bint inpatient, date, card_no=None, card_version=None,
                     bint has_open_inpatient=False):
+        """SPEC §4 checks 1..9 in order: the visit facts as a dict, or the first refusal."""
+        return _eligibility(self, psn_no, fixmedins_code, inpatient, date, card_no, card_version,
+                            has_open_inpatient).as_dict()
+
+    def admission(self, psn_no, fixmedins_code, bint inpatient, date, card_no=None, card_version=None,
+                  bint has_open_inpatient=False):
+        """The same checks with a compact Admission answer (what the settle path uses)."""
         return _eligibility(self, psn_no, fixmedins_code, inpatient, date, card_no, card_version,
                             has_open_inpatient)
+
+    def bill(self, psn_no, fixmedins_code, filing_kind, bint inpatient, date, lines):
+        """benefit's computation as a compact Bill (C arrays; the answer written as protobuf from it)."""
+        return _bill(self, psn_no, fixmedins_code, filing_kind, inpatient, date, lines)
 
     def benefit(self, psn_no, fixmedins_code, filing_kind, bint inpatient, date, lines):
         return _benefit(self, psn_no, fixmedins_code, filing_kind, inpatient, date, lines)
@@ -295,6 +323,12 @@ cdef class Index:
 
     def apply_deltas(self, psn_no, year, deltas, sign):
         cdef int32_t pi = _apply_deltas(self, psn_no, year, deltas, sign)
+        if YIDI_DEBUG:
+            _check_person_rows(&self.st, pi, NULL, NULL)
+
+    def add_deltas(self, psn_no, int year, tuple deltas, int sign):
+        """apply_deltas for a tuple in ACCUMULATOR_KEYS order (what events record), without a dict."""
+        cdef int32_t pi = _add_deltas(self, psn_no, year, deltas, sign)
         if YIDI_DEBUG:
             _check_person_rows(&self.st, pi, NULL, NULL)
 
@@ -337,3 +371,4 @@ include "load.pxi"
 include "eligibility.pxi"
 include "benefit.pxi"
 include "invariants.pxi"
+include "image.pxi"

@@ -4,6 +4,7 @@ A caller is a province code (``"460000"``) or ``NATIONAL``.  ``RULES`` maps
 every RPC of every Yidi service (``"Service/Method"``) to a rule naming the
 object whose province must match the caller:
 
+* ``any``                 — any identified caller (no object involved);
 * ``national``            — the national operator only;
 * ``insured_row``         — the insured province of a person row in the request (filing a person);
 * ``insured_person``      — the insured province of the person named by psn_no or certno;
@@ -12,7 +13,11 @@ object whose province must match the caller:
 * ``institution``         — the province of the institution;
 * ``visit``               — the treatment province of the visit;
 * ``settlement_treatment``— the treatment province of the settlement;
-* ``settlement_either``   — its treatment or its insured province.
+* ``settlement_either``   — its treatment or its insured province;
+* ``own_province``        — the province named in the request itself (a province confirms its own statement);
+* ``own_or_national``     — that province or the national operator (empty: the national operator only);
+* ``problem_target``      — the provinces of the settlement or visit a problem report is about, or national;
+* ``problem``             — the provinces a problem report concerns (and its reporter), or national.
 
 * ``own_request``         — any caller: it names one of the caller's own requests (冲正), and
                             idempotency keys are per caller, so it cannot reach another's.
@@ -60,6 +65,7 @@ class World(Protocol):
     def person_province(self, psn_no: str = "", certno: str = "") -> str: ...
     def person_filed_provinces(self, psn_no: str) -> set[str]: ...
     def filing_province(self, filing_id: str) -> str: ...
+    def problem_provinces(self, problem_id: str) -> set[str]: ...
 
 
 _NATIONAL = Rule("national")
@@ -80,13 +86,36 @@ RULES: dict[str, Rule] = {
     "SettlementService/GetSettlement": Rule("settlement_either", ("setl_id",)),
     "SettlementService/GetAccumulators": Rule("insured_or_filed", ("psn_no",)),
     "SettlementService/Reverse": Rule("own_request"),
+    # Each item of a batch or stream is authorized by its unary RPC's rule (OutpatientSettle,
+    # DischargeSettle): a refused item does not refuse its neighbours.
+    "SettlementService/SettleBatch": Rule("any"),
+    "SettlementService/SettleStream": Rule("any"),
     "AdminService/LoadReferenceData": _NATIONAL,
     "AdminService/GetReferenceDataStatus": _NATIONAL,
     "AdminService/TakeSnapshot": _NATIONAL,
+    "DiagnosticsService/Ping": Rule("any"),
+    # SPEC §8 funds: the operator sets money and months; a province sees what concerns it.
+    "FundsService/SetPrepaid": _NATIONAL,
+    "FundsService/TopUpPrepaid": _NATIONAL,
+    "FundsService/GetPositions": Rule("own_or_national", ("province",)),
+    "FundsService/CloseMonth": _NATIONAL,
+    "FundsService/ReopenMonth": _NATIONAL,
+    "FundsService/ConfirmStatement": Rule("own_province", ("province",)),
+    "FundsService/GetClearingReport": Rule("own_or_national", ("province",)),
+    "FundsService/ReconcileTotals": Rule("institution", ("range.fixmedins_code",)),
+    "FundsService/ReconcileDetail": Rule("institution", ("range.fixmedins_code",)),
+    "FundsService/ListFlagged": Rule("institution", ("range.fixmedins_code",)),
+    "ProblemService/ReportProblem": Rule("problem_target", ("setl_id", "mdtrt_id")),
+    "ProblemService/ListProblems": Rule("own_or_national", ("province",)),
+    "ProblemService/GetProblem": Rule("problem", ("problem_id",)),
+    "ProblemService/AssignProblem": Rule("problem", ("problem_id",)),
+    "ProblemService/CommentProblem": Rule("problem", ("problem_id",)),
+    "ProblemService/ResolveProblem": Rule("problem", ("problem_id",)),
 }
 
 # What the refusal says the caller tried to do, per rule kind.
 _WHAT = {
+    "any": "调用",
     "national": "调用国家平台运维接口",
     "insured_row": "为其他省份的参保人备案",
     "insured_person": "查询其他省份参保人的备案",
@@ -96,6 +125,10 @@ _WHAT = {
     "visit": "办理其他省份的就诊业务",
     "settlement_treatment": "撤销其他省份定点机构的结算",
     "settlement_either": "查询该结算（非就医地或参保地）",
+    "own_province": "代其他省份确认清算单",
+    "own_or_national": "查询其他省份的资金或问题信息",
+    "problem_target": "就该结算或就诊报错（非就医地或参保地）",
+    "problem": "处理该问题报告（不涉及本省）",
 }
 
 # Rule kind -> (the NOT_FOUND reason, its one message) for an object that does not exist or is not the
@@ -142,6 +175,8 @@ def _hidden(kind: str, values: list[str]) -> YidiError:
 
 def _allowed(kind: str, values: list[str], world: World) -> set[str]:
     """The callers allowed by a rule for the object the values name (unknown objects raise their NOT_FOUND)."""
+    if kind == "any":
+        return _ANYONE
     if kind == "national":
         return {NATIONAL}
     if kind == "own_request":
@@ -167,6 +202,18 @@ def _allowed(kind: str, values: list[str], world: World) -> set[str]:
         return {world.settlement_provinces(values[0])[0]}
     if kind == "settlement_either":
         return set(world.settlement_provinces(values[0]))
+    if kind == "own_province":
+        return {values[0]} if values[0] else _ANYONE  # no province named: the command refuses it as malformed
+    if kind == "own_or_national":
+        return {NATIONAL, values[0]} if values[0] else {NATIONAL}
+    if kind == "problem_target":
+        if values[0]:
+            return set(world.settlement_provinces(values[0])) | {NATIONAL}
+        if values[1]:
+            return set(world.visit_provinces(values[1])) | {NATIONAL}
+        return _ANYONE  # no target: the command refuses it as malformed
+    if kind == "problem":
+        return world.problem_provinces(values[0]) | {NATIONAL}
     raise KeyError(kind)
 
 

@@ -19,7 +19,7 @@ from typing import Protocol, Union
 
 import msgspec
 
-from .events import FeeLine, SettlementFacts, VisitFacts
+from .events import FeeLine, ProblemFacts, SettlementFacts, VisitFacts
 
 
 class ArchivedVisit(msgspec.Struct, frozen=True, gc=False):
@@ -35,6 +35,18 @@ class ArchivedSettlement(msgspec.Struct, frozen=True, gc=False):
     cancel_date: int = 0
     cancel_seq: int = 0
     lines: tuple[FeeLine, ...] = ()   # an inpatient stay's settled lines (reopened on cancellation)
+    cancel_clearing_month: int = 0    # the clearing month the cancellation is booked in (SPEC §8)
+
+
+class ArchivedProblem(msgspec.Struct, frozen=True, gc=False):
+    """A problem report (报错处理) as it stands; its history of notes is kept beside it (``ProblemNote``)."""
+
+    facts: ProblemFacts
+    state: str = "open"        # "open" | "resolved"
+    assignee: str = ""
+    resolution: str = ""
+    updated_at_ms: int = 0
+    resolved_at_ms: int = 0
 
 
 # ------------------------------------------------------------------ changes
@@ -56,9 +68,31 @@ class SettlementCancelledChange(msgspec.Struct, frozen=True, gc=False, tag=True)
     setl_id: str
     cancel_date: int
     cancel_seq: int
+    # Where the store's reconciliation projection keeps the settlement, and the month the cancellation is
+    # booked in (0 for a cancellation recorded by the first release, whose answer did not carry it).
+    fixmedins_code: str = ""
+    setl_date: int = 0
+    clearing_month: int = 0
 
 
-Change = Union[PutVisit, VisitStatus, PutSettlement, SettlementCancelledChange]
+class PutProblem(msgspec.Struct, frozen=True, gc=False, tag=True):
+    """A problem report opened or changed (the whole row as it now stands)."""
+
+    problem: ArchivedProblem
+
+
+class ProblemNote(msgspec.Struct, frozen=True, gc=False, tag=True):
+    """One entry of a report's history: opened, assigned, commented or resolved."""
+
+    problem_id: str
+    seq: int
+    action: str
+    by: str
+    text: str
+    at_ms: int
+
+
+Change = Union[PutVisit, VisitStatus, PutSettlement, SettlementCancelledChange, PutProblem, ProblemNote]
 
 
 class Archive(Protocol):
@@ -66,6 +100,7 @@ class Archive(Protocol):
 
     def visit(self, mdtrt_id: str) -> ArchivedVisit | None: ...
     def settlement(self, setl_id: str) -> ArchivedSettlement | None: ...
+    def problem(self, problem_id: str) -> ArchivedProblem | None: ...
     def reply(self, seq: int) -> bytes | None:
         """The answer recorded with a ledger record (None: not durable yet)."""
         ...
@@ -81,7 +116,7 @@ def changed_visit(row: ArchivedVisit, change: VisitStatus) -> ArchivedVisit:
 
 def changed_settlement(row: ArchivedSettlement, change: SettlementCancelledChange) -> ArchivedSettlement:
     return msgspec.structs.replace(row, status="cancelled", cancel_date=change.cancel_date,
-                                   cancel_seq=change.cancel_seq)
+                                   cancel_seq=change.cancel_seq, cancel_clearing_month=change.clearing_month)
 
 
 class MemoryArchive:
@@ -90,6 +125,8 @@ class MemoryArchive:
     def __init__(self) -> None:
         self.visits: dict[str, ArchivedVisit] = {}
         self.settlements: dict[str, ArchivedSettlement] = {}
+        self.problems: dict[str, ArchivedProblem] = {}
+        self.notes: list[ProblemNote] = []
         self.replies: dict[int, bytes] = {}
 
     def visit(self, mdtrt_id: str) -> ArchivedVisit | None:
@@ -97,6 +134,9 @@ class MemoryArchive:
 
     def settlement(self, setl_id: str) -> ArchivedSettlement | None:
         return self.settlements.get(setl_id)
+
+    def problem(self, problem_id: str) -> ArchivedProblem | None:
+        return self.problems.get(problem_id)
 
     def reply(self, seq: int) -> bytes | None:
         return self.replies.get(seq, b"")
@@ -116,8 +156,12 @@ class MemoryArchive:
             self.visits[change.mdtrt_id] = changed_visit(self.visits[change.mdtrt_id], change)
         elif type(change) is PutSettlement:
             self.settlements[change.settlement.facts.setl_id] = change.settlement
-        else:
+        elif type(change) is SettlementCancelledChange:
             self.settlements[change.setl_id] = changed_settlement(self.settlements[change.setl_id], change)
+        elif type(change) is PutProblem:
+            self.problems[change.problem.facts.problem_id] = change.problem
+        else:
+            self.notes.append(change)
 
 
 class Overlay(MemoryArchive):
@@ -132,6 +176,7 @@ class Overlay(MemoryArchive):
         self.durable = durable
         self._visit_seq: dict[str, int] = {}
         self._settlement_seq: dict[str, int] = {}
+        self._problem_seq: dict[str, int] = {}
 
     def visit(self, mdtrt_id: str) -> ArchivedVisit | None:
         row = self.visits.get(mdtrt_id)
@@ -140,6 +185,10 @@ class Overlay(MemoryArchive):
     def settlement(self, setl_id: str) -> ArchivedSettlement | None:
         row = self.settlements.get(setl_id)
         return row if row is not None else self.durable.settlement(setl_id)
+
+    def problem(self, problem_id: str) -> ArchivedProblem | None:
+        row = self.problems.get(problem_id)
+        return row if row is not None else self.durable.problem(problem_id)
 
     def reply(self, seq: int) -> bytes | None:
         return self.durable.reply(seq)
@@ -150,20 +199,26 @@ class Overlay(MemoryArchive):
                 self.visits[change.mdtrt_id] = self.durable.visit(change.mdtrt_id)
             elif type(change) is SettlementCancelledChange and change.setl_id not in self.settlements:
                 self.settlements[change.setl_id] = self.durable.settlement(change.setl_id)
+            kind = type(change)
+            if kind is ProblemNote:
+                continue  # the history is read from the store only
             self._apply(change)
-            if type(change) in (PutVisit, VisitStatus):
-                key = change.visit.facts.mdtrt_id if type(change) is PutVisit else change.mdtrt_id
+            if kind in (PutVisit, VisitStatus):
+                key = change.visit.facts.mdtrt_id if kind is PutVisit else change.mdtrt_id
                 self._visit_seq[key] = seq
+            elif kind is PutProblem:
+                self._problem_seq[change.problem.facts.problem_id] = seq
             else:
-                key = change.settlement.facts.setl_id if type(change) is PutSettlement else change.setl_id
+                key = change.settlement.facts.setl_id if kind is PutSettlement else change.setl_id
                 self._settlement_seq[key] = seq
 
     def trim(self, durable_seq: int) -> None:
         """Forget the rows whose latest change is durable (records up to durable_seq)."""
-        for rows, seqs in ((self.visits, self._visit_seq), (self.settlements, self._settlement_seq)):
+        for rows, seqs in ((self.visits, self._visit_seq), (self.settlements, self._settlement_seq),
+                           (self.problems, self._problem_seq)):
             for key in [k for k, s in seqs.items() if s <= durable_seq]:
                 del rows[key]
                 del seqs[key]
 
     def __len__(self) -> int:
-        return len(self.visits) + len(self.settlements)
+        return len(self.visits) + len(self.settlements) + len(self.problems)

@@ -65,6 +65,33 @@ cdef int _next_values(Acc* a, object deltas, object sign, int64_t* out) except -
                                  "a cancellation must subtract exactly the deltas its settlement added")
     return 0
 
+cdef int32_t _add_deltas(Index self, object psn_no, int year, tuple deltas, int sign) except -2:
+    """sign * deltas (a tuple in ACCUMULATOR_KEYS order: what events record) added to the person's year, all or
+    nothing; the settle path's form of apply_deltas, without a dict."""
+    cdef Store* st = &self.st
+    cdef int32_t pi = _person_idx(self, psn_no)
+    cdef int64_t next_value[N_ACCUMULATORS]
+    cdef int64_t d
+    cdef Acc* a
+    cdef int k
+    if pi < 0:
+        raise YidiError("PERSON_NOT_FOUND", f"人员编号 {_echo(psn_no)} 未登记", psn_no=psn_no)
+    if len(deltas) != N_ACCUMULATORS or (sign != 1 and sign != -1):
+        raise InvariantError(f"add_deltas: {len(deltas)} deltas, sign {sign}")
+    a = _acc_find(st, &st.persons[pi], year)
+    for k in range(N_ACCUMULATORS):
+        v = deltas[k]
+        if not _int64_of(v, &d) or not (-MAX_ACCUMULATOR_FEN <= d <= MAX_ACCUMULATOR_FEN):
+            raise InvariantError(f"add_deltas: delta {_echo(v)} of {ACCUMULATOR_KEYS[k]} is not a bounded int")
+        next_value[k] = (a.value[k] if a != NULL else 0) + sign * d
+        if next_value[k] < 0 or next_value[k] > MAX_ACCUMULATOR_FEN:
+            raise InvariantError(f"add_deltas: {ACCUMULATOR_KEYS[k]} would become {next_value[k]}")
+    if a == NULL:
+        a = _acc_new(st, pi, year)
+    memcpy(a.value, next_value, sizeof(next_value))
+    return pi
+
+
 cdef Acc* _acc_new(Store* st, int32_t pi, int year) except NULL:
     """A zeroed accumulator row for (person, year), linked at the head of the person's list."""
     cdef Acc* a
@@ -125,10 +152,9 @@ cdef str _CLASS_LABEL = "ABC"
 
 
 # ---------------------------------------------------------------- §5.1 lines
-cdef void _price_line(Store* st, uint32_t province, const char* code, Py_ssize_t code_n,
-                      int64_t unit_price_fen, int64_t qty_milli, LineFen* out) noexcept nogil:
-    """One line, looked up in the treatment province's catalogue (就医地目录)."""
-    cdef int32_t ci = tbl_find(st, &st.t_item, T_ITEM, item_hash(code, code_n, province), code, code_n, province)
+cdef void _price_item(Store* st, int32_t ci, int64_t unit_price_fen, int64_t qty_milli,
+                      LineFen* out) noexcept nogil:
+    """One line whose item ci (-1: not there) was looked up in the treatment province's catalogue (就医地目录)."""
     cdef CatalogItem* item
     cdef int64_t capped
     memset(out, 0, sizeof(LineFen))
@@ -157,31 +183,150 @@ cdef int _add_line(BenefitFen* b, LineFen* ln) except -1:
         raise YidiError("INVALID_PRICE", f"本次结算费用总额超过上限 {MAX_BILL_FEN} 分")
     return 0
 
-cdef dict _line_result(object code, LineFen* ln):
-    return {"code": code, "amount_fen": ln.amount_fen, "fulamt_ownpay_amt": ln.fulamt_ownpay_amt,
-            "overlmt_selfpay": ln.overlmt_selfpay, "preselfpay_amt": ln.preselfpay_amt,
-            "inscp_scp_amt": ln.inscp_scp_amt,
-            "chrgitm_lv": _CLASS_LABEL[ln.item_class] if ln.item_class >= 0 else ""}
+cdef class Bill:
+    """One settlement's amounts (SPEC §5) in C: the totals, each line's parts, the policy used.
 
-cdef list _price_lines(Store* st, uint32_t province, object lines, BenefitFen* b):
-    """§5.1 for every line, summed into b; returns the per-line results."""
-    cdef LineFen ln
-    cdef Py_ssize_t code_n
-    cdef const char* code_p
-    cdef int64_t price, qty
-    results = []
+    The engine reads what it records from here (``breakdown``, ``deltas``)
+    and the answer is written from here as protobuf bytes
+    (``settlement_response``, wire.pxi), with no Python object per line.
+    """
+    cdef BenefitFen b
+    cdef LineFen* lines
+    cdef Py_ssize_t n
+    cdef readonly int policy_effective_from
+    cdef readonly int year
+    cdef readonly bint high_cost
+    cdef readonly bint inpatient
+    cdef int insutype
+    cdef readonly str person_name       # what the answer shows, read while the rows were at hand
+    cdef readonly str institution_name
+
+    @property
+    def insutype_code(self) -> str:
+        return INSUTYPES[self.insutype]
+
+    def __dealloc__(self):
+        free(self.lines)
+
+    @property
+    def breakdown(self) -> tuple:
+        """In the order of events.Breakdown / common.proto's Breakdown."""
+        cdef BenefitFen* b = &self.b
+        return (b.medfee_sumamt, b.fulamt_ownpay_amt, b.overlmt_selfpay, b.preselfpay_amt, b.inscp_scp_amt,
+                b.act_pay_dedc, b.pay_ratio_bp, b.hifp_pay, self._hifmi(), self._hifob(), b.maf_pay,
+                b.fund_pay_sumamt, b.psn_cash_pay)
+
+    cdef inline int64_t _hifmi(self) noexcept:
+        return self.b.supplementary_fen if self.insutype == INSUTYPE_390 else 0
+
+    cdef inline int64_t _hifob(self) noexcept:
+        return self.b.supplementary_fen if self.insutype == INSUTYPE_310 else 0
+
+    @property
+    def deltas(self) -> tuple:
+        """What this settlement adds to the year's accumulators (SPEC §5.5), in ACCUMULATOR_KEYS order."""
+        cdef int64_t d[N_ACCUMULATORS]
+        _deltas_into(&self.b, self.inpatient, d)
+        return tuple([d[k] for k in range(N_ACCUMULATORS)])
+
+    def line_results(self) -> list:
+        """Per line: (chrgitm_lv, amount_fen, fulamt_ownpay_amt, overlmt_selfpay, preselfpay_amt, inscp_scp_amt)."""
+        cdef LineFen* ln
+        out = []
+        for i in range(self.n):
+            ln = &self.lines[i]
+            out.append((_CLASS_LABEL[ln.item_class] if ln.item_class >= 0 else "", ln.amount_fen,
+                        ln.fulamt_ownpay_amt, ln.overlmt_selfpay, ln.preselfpay_amt, ln.inscp_scp_amt))
+        return out
+
+    def settlement_response(self, str setl_id, str mdtrt_id, str psn_no, str psn_name, str fixmedins_code,
+                            str fixmedins_name, str insuplc_admdvs, str mdtrtarea_admdvs, int visit_kind,
+                            int insutype, str filing_id, int filing_kind, int setl_date, int status, lines,
+                            int risk_flags=0, int clearing_month=0):
+        """A SettlementResponse (settlement.proto) holding this bill; ``lines`` the settled FeeLines, in order;
+        ``risk_flags`` bit i stands for RiskFlag value i + 1."""
+        return _settlement_response(self, setl_id, mdtrt_id, psn_no, psn_name, fixmedins_code, fixmedins_name,
+                                    insuplc_admdvs, mdtrtarea_admdvs, visit_kind, insutype, filing_id,
+                                    filing_kind, setl_date, status, lines, risk_flags, clearing_month)
+
+
+cdef void _deltas_into(BenefitFen* b, bint inpatient, int64_t* d) noexcept nogil:
+    memset(d, 0, N_ACCUMULATORS * sizeof(int64_t))
+    if inpatient:
+        d[ACC_INPATIENT_FUND_PAID_FEN] = b.hifp_pay
+        d[ACC_INPATIENT_ADMISSIONS] = 1
+        d[ACC_CRIT_BASE_FEN] = b.crit_base_fen
+        d[ACC_CRIT_PAID_FEN] = b.supplementary_fen
+    else:
+        d[ACC_OUTPATIENT_FUND_PAID_FEN] = b.hifp_pay
+        d[ACC_OUTPATIENT_DEDUCTIBLE_USED_FEN] = b.act_pay_dedc
+    d[ACC_ASSIST_PAID_FEN] = b.maf_pay
+
+
+cdef extern from *:
+    """
+    #define YIDI_PREFETCH(p) __builtin_prefetch((const void*)(p))
+    """
+    void YIDI_PREFETCH(const void* p) noexcept nogil
+
+
+ctypedef struct LineIn:
+    const char* code
+    Py_ssize_t code_n
+    int64_t unit_price_fen
+    int64_t qty_milli
+    uint64_t hash
+
+
+cdef int _price_lines(Store* st, uint32_t province, object lines, Bill bill) except -1:
+    """§5.1 for every line, summed into the bill.  A line is a (code, price, qty) tuple or an events.FeeLine.
+
+    In three passes, so that the memory reads of a bill's lines overlap instead of waiting one after
+    another (a bill's items are scattered over a catalogue of ~180,000): read and check every line and
+    prefetch its hash-table slot; find every item and prefetch its row; then price.
+    """
+    cdef Py_ssize_t i = 0, n = len(lines)
+    cdef LineIn* inp
+    cdef int32_t* idx
+    cdef Table* t = &st.t_item
+    bill.n = n
+    bill.lines = <LineFen*>malloc(max(1, n) * (sizeof(LineFen) + sizeof(LineIn) + sizeof(int32_t)))
+    if bill.lines == NULL:
+        raise MemoryError()
+    inp = <LineIn*>(bill.lines + n)
+    idx = <int32_t*>(inp + n)
     for line in lines:
-        if (type(line) is not tuple and type(line) is not list) or len(line) != 3:
+        _line_in(line, &inp[i])
+        inp[i].hash = item_hash(inp[i].code, inp[i].code_n, province)
+        if t.slots != NULL:
+            YIDI_PREFETCH(&t.slots[inp[i].hash & t.mask])
+        i += 1
+    for i in range(n):
+        idx[i] = tbl_find(st, t, T_ITEM, inp[i].hash, inp[i].code, inp[i].code_n, province)
+        if idx[i] >= 0:
+            YIDI_PREFETCH(&st.items[idx[i]])
+    for i in range(n):
+        _price_item(st, idx[i], inp[i].unit_price_fen, inp[i].qty_milli, &bill.lines[i])
+        _add_line(&bill.b, &bill.lines[i])
+    return 0
+
+
+cdef int _line_in(object line, LineIn* out) except -1:
+    if type(line) is tuple or type(line) is list:
+        if len(line) != 3:
             # the engine builds these tuples from lines check_line has passed: a bad shape is its bug
             raise InvariantError("benefit: a fee line must be a (code, unit_price_fen, qty_milli) tuple")
         code, price_o, qty_o = line
-        code_p = _line_code_of(code, None, &code_n)
-        price = _unit_price_fen_of(price_o, None, code)
-        qty = _qty_milli_of(qty_o, None, code)
-        _price_line(st, province, code_p, code_n, price, qty, &ln)
-        _add_line(b, &ln)
-        results.append(_line_result(code, &ln))
-    return results
+    else:
+        try:
+            code, price_o, qty_o = line.code, line.unit_price_fen, line.qty_milli
+        except AttributeError:
+            raise InvariantError("benefit: a fee line must be a (code, unit_price_fen, qty_milli) tuple "
+                                 "or an events.FeeLine") from None
+    out.code = _line_code_of(code, None, &out.code_n)
+    out.unit_price_fen = _unit_price_fen_of(price_o, None, code)
+    out.qty_milli = _qty_milli_of(qty_o, None, code)
+    return 0
 
 
 # ---------------------------------------------------------------- §5.2 ratio
@@ -294,47 +439,28 @@ cdef Policy* _policy_in_force(Index self, Person* p, int64_t date, object psn_no
             psn_no=psn_no)
     return &self.st.policies[pol_i]
 
-cdef dict _deltas(BenefitFen* b, bint inpatient):
-    """What this settlement adds to the year's accumulators (SPEC §5.5)."""
-    cdef int64_t d[N_ACCUMULATORS]
-    memset(d, 0, sizeof(d))
-    if inpatient:
-        d[ACC_INPATIENT_FUND_PAID_FEN] = b.hifp_pay
-        d[ACC_INPATIENT_ADMISSIONS] = 1
-        d[ACC_CRIT_BASE_FEN] = b.crit_base_fen
-        d[ACC_CRIT_PAID_FEN] = b.supplementary_fen
-    else:
-        d[ACC_OUTPATIENT_FUND_PAID_FEN] = b.hifp_pay
-        d[ACC_OUTPATIENT_DEDUCTIBLE_USED_FEN] = b.act_pay_dedc
-    d[ACC_ASSIST_PAID_FEN] = b.maf_pay
-    return _acc_dict(d)
+cdef dict _benefit_answer(Bill bill, object lines):
+    """The dict form of a bill (Index.benefit), for callers that want names."""
+    answer = dict(zip(_BREAKDOWN_KEYS, bill.breakdown))
+    answer["policy_effective_from"] = bill.policy_effective_from
+    answer["high_cost"] = bill.high_cost
+    answer["year"] = bill.year
+    answer["line_results"] = [
+        {"code": (line[0] if type(line) is tuple or type(line) is list else line.code), "amount_fen": r[1],
+         "fulamt_ownpay_amt": r[2], "overlmt_selfpay": r[3], "preselfpay_amt": r[4], "inscp_scp_amt": r[5],
+         "chrgitm_lv": r[0]}
+        for line, r in zip(lines, bill.line_results())]
+    answer["deltas"] = dict(zip(ACCUMULATOR_KEYS, bill.deltas))
+    return answer
 
-cdef dict _benefit_answer(Person* p, Policy* pol, BenefitFen* b, bint inpatient, int64_t date, list line_results):
-    return {
-        "medfee_sumamt": b.medfee_sumamt,
-        "fulamt_ownpay_amt": b.fulamt_ownpay_amt,
-        "overlmt_selfpay": b.overlmt_selfpay,
-        "preselfpay_amt": b.preselfpay_amt,
-        "inscp_scp_amt": b.inscp_scp_amt,
-        "act_pay_dedc": b.act_pay_dedc,
-        "pay_ratio_bp": b.pay_ratio_bp,
-        "hifp_pay": b.hifp_pay,
-        "hifmi_pay": b.supplementary_fen if p.insutype == INSUTYPE_390 else 0,
-        "hifob_pay": b.supplementary_fen if p.insutype == INSUTYPE_310 else 0,
-        "maf_pay": b.maf_pay,
-        "fund_pay_sumamt": b.fund_pay_sumamt,
-        "psn_cash_pay": b.psn_cash_pay,
-        "policy_effective_from": pol.effective_from,
-        "high_cost": b.medfee_sumamt > pol.high_cost_fen,
-        "year": date // 10000,
-        "line_results": line_results,
-        "deltas": _deltas(b, inpatient),
-    }
+cdef tuple _BREAKDOWN_KEYS = ("medfee_sumamt", "fulamt_ownpay_amt", "overlmt_selfpay", "preselfpay_amt",
+                              "inscp_scp_amt", "act_pay_dedc", "pay_ratio_bp", "hifp_pay", "hifmi_pay",
+                              "hifob_pay", "maf_pay", "fund_pay_sumamt", "psn_cash_pay")
 
 
 # ---------------------------------------------------------------- SPEC §5, in order
-cdef dict _benefit(Index self, object psn_no, object fixmedins_code, object filing_kind, bint inpatient,
-                   object date_obj, object lines):
+cdef Bill _bill(Index self, object psn_no, object fixmedins_code, object filing_kind, bint inpatient,
+                object date_obj, object lines):
     """One settlement's amounts, line results and accumulator deltas; changes nothing."""
     cdef Store* st = &self.st
     cdef int64_t date = _date_of(date_obj, "结算日期", None)
@@ -342,20 +468,79 @@ cdef dict _benefit(Index self, object psn_no, object fixmedins_code, object fili
     cdef Institution* it = &st.insts[_benefit_institution(self, fixmedins_code)]
     cdef int kind = _filing_kind_of(filing_kind)
     cdef Policy* pol
-    cdef BenefitFen b
+    cdef Bill bill = Bill.__new__(Bill)
+    cdef BenefitFen* b = &bill.b
     cdef const int64_t* acc
     _lines_shape_ok(lines)
     pol = _policy_in_force(self, p, date, psn_no)
-    memset(&b, 0, sizeof(BenefitFen))
-    line_results = _price_lines(st, province_of(it.admdvs), lines, &b)                       # 5.1
+    memset(b, 0, sizeof(BenefitFen))
+    _price_lines(st, province_of(it.admdvs), lines, bill)                                     # 5.1
     b.pay_ratio_bp = _ratio_bp(pol, it.level, p.person_type == PTYPE_RETIRED, kind, inpatient)  # 5.2
     acc = _year_values(st, p, <int>(date // 10000))
     if inpatient:
-        _settle_inpatient(pol, it.level, acc, &b)                                               # 5.3 steps 1-4
+        _settle_inpatient(pol, it.level, acc, b)                                                # 5.3 steps 1-4
     else:
-        _settle_outpatient(pol, acc, &b)                                                        # 5.4
-    b.maf_pay = _assistance_fen(p, pol, acc, &b)                                                # 5.3 step 5
-    _totals(&b)                                                                                 # 5.3 step 6
+        _settle_outpatient(pol, acc, b)                                                         # 5.4
+    b.maf_pay = _assistance_fen(p, pol, acc, b)                                                 # 5.3 step 5
+    _totals(b)                                                                                  # 5.3 step 6
     if YIDI_DEBUG:
-        _check_benefit_money(&b)
-    return _benefit_answer(p, pol, &b, inpatient, date, line_results)
+        _check_benefit_money(b)
+    bill.policy_effective_from = pol.effective_from
+    bill.year = <int>(date // 10000)
+    bill.high_cost = b.medfee_sumamt > pol.high_cost_fen
+    bill.inpatient = inpatient
+    bill.insutype = p.insutype
+    bill.person_name = arena_str(st, p.name_off, p.name_len)
+    bill.institution_name = arena_str(st, it.name_off, it.name_len)
+    return bill
+
+
+cdef dict _benefit(Index self, object psn_no, object fixmedins_code, object filing_kind, bint inpatient,
+                   object date_obj, object lines):
+    return _benefit_answer(_bill(self, psn_no, fixmedins_code, filing_kind, inpatient, date_obj, lines), lines)
+
+
+# ---------------------------------------------------------------- the answer as protobuf bytes (wire.pxi)
+cdef bytes _settlement_response(Bill bill, str setl_id, str mdtrt_id, str psn_no, str psn_name,
+                                str fixmedins_code, str fixmedins_name, str insuplc_admdvs, str mdtrtarea_admdvs,
+                                int visit_kind, int insutype, str filing_id, int filing_kind, int setl_date,
+                                int status, object lines, int risk_flags, int clearing_month):
+    cdef PbBuf s, part, outer
+    cdef LineFen* ln
+    cdef Py_ssize_t i = 0
+    cdef char lv[1]
+    memset(&s, 0, sizeof(PbBuf)); memset(&part, 0, sizeof(PbBuf)); memset(&outer, 0, sizeof(PbBuf))
+    try:
+        pb_str(&s, 1, setl_id); pb_str(&s, 2, mdtrt_id); pb_str(&s, 3, psn_no); pb_str(&s, 4, psn_name)
+        pb_str(&s, 5, fixmedins_code); pb_str(&s, 6, fixmedins_name); pb_str(&s, 7, insuplc_admdvs)
+        pb_str(&s, 8, mdtrtarea_admdvs); pb_int(&s, 9, visit_kind); pb_int(&s, 10, insutype)
+        pb_str(&s, 11, filing_id); pb_int(&s, 12, filing_kind); pb_int(&s, 13, setl_date)
+        pb_int(&s, 14, bill.policy_effective_from)
+        for field, value in enumerate(bill.breakdown, 1):     # Breakdown: 13 scalars, in order
+            pb_int(&part, field, value)
+        pb_message(&s, 15, &part)
+        for line in lines:                                    # LineResult, one per line
+            ln = &bill.lines[i]
+            part.len = 0
+            pb_str(&part, 1, line.feedetl_sn)
+            pb_str(&part, 2, line.code)
+            if ln.item_class >= 0:
+                lv[0] = b"ABC"[ln.item_class]
+                pb_bytes(&part, 3, lv, 1)
+            pb_int(&part, 4, ln.amount_fen); pb_int(&part, 5, ln.fulamt_ownpay_amt)
+            pb_int(&part, 6, ln.overlmt_selfpay); pb_int(&part, 7, ln.preselfpay_amt)
+            pb_int(&part, 8, ln.inscp_scp_amt)
+            pb_message(&s, 16, &part)
+            i += 1
+        pb_int(&s, 17, status)
+        if risk_flags:                                        # repeated RiskFlag, packed
+            part.len = 0
+            for field in range(31):
+                if risk_flags >> field & 1:
+                    pb_raw_varint(&part, field + 1)
+            pb_message(&s, 19, &part)
+        pb_int(&s, 20, clearing_month)
+        pb_message(&outer, 1, &s)                             # SettlementResponse.settlement
+        return pb_bytes_of(&outer)
+    finally:
+        pb_free(&s); pb_free(&part); pb_free(&outer)

@@ -14,7 +14,9 @@ from typing import Union
 
 import msgspec
 
-from .events import Breakdown, FeeLine, Filing, Person, VisitFacts
+from .archive import ArchivedProblem
+from .events import FeeLine, Filing, Person, VisitFacts
+from .funds import Position
 
 
 class Command(msgspec.Struct, frozen=True, kw_only=True, gc=False):
@@ -132,6 +134,54 @@ class LoadReferenceData(Command, kw_only=True):
     data_dir: str
 
 
+# ------------------------------------------------------------ funds (SPEC §8)
+class SetPrepaid(Command, kw_only=True):
+    """The national operator sets an insured province's prepaid amount and warning lines (0: the defaults)."""
+
+    province: str
+    amount_fen: int
+    yellow_bp: int = 0
+    red_bp: int = 0
+
+
+class TopUpPrepaid(Command, kw_only=True):
+    """调增 (urgent when red): adds to an insured province's prepaid amount."""
+
+    province: str
+    amount_fen: int
+
+
+class ChangeClearingMonth(Command, kw_only=True):
+    """Close or reopen a clearing month (national operator), or confirm a province's statement of it."""
+
+    month: int
+    action: str            # "close" | "reopen" | "confirm"
+    province: str = ""     # the confirming province
+
+
+# ------------------------------------------------------------ problem reports
+class ReportProblem(Command, kw_only=True):
+    """报错: a problem with a settlement or a visit (or, opened by the gateway itself, an internal failure)."""
+
+    reporter: str
+    category: str
+    text: str
+    setl_id: str = ""
+    mdtrt_id: str = ""
+    province: str = ""     # for a report without a settlement or visit: the province it concerns
+    at_ms: int
+
+
+class UpdateProblem(Command, kw_only=True):
+    """Assign, comment on or resolve (with a note) a problem report."""
+
+    problem_id: str
+    action: str            # "assign" | "comment" | "resolve"
+    by: str
+    text: str
+    at_ms: int
+
+
 # --------------------------------------------------------------- results
 class Result(msgspec.Struct, frozen=True, gc=False):
     """What an answer needs, computed when the command was decided."""
@@ -153,39 +203,10 @@ class VisitResult(Result):
     medfee_sumamt: int
 
 
-class LineResult(msgspec.Struct, frozen=True, gc=False):
-    """How one line was classified (SPEC §5.1)."""
+class Reply(Result):
+    """An answer the core wrote itself, as the response message's bytes (a settlement: core/wire.pxi)."""
 
-    feedetl_sn: str
-    code: str
-    chrgitm_lv: str           # "A", "B", "C", or "" when not in the catalogue
-    det_item_fee_sumamt: int
-    fulamt_ownpay_amt: int
-    overlmt_selfpay: int
-    preselfpay_amt: int
-    inscp_scp_amt: int
-
-
-class SettlementView(Result):
-    """A settlement (or a pre-settlement, setl_id "") as the answer shows it."""
-
-    setl_id: str
-    mdtrt_id: str
-    psn_no: str
-    psn_name: str
-    fixmedins_code: str
-    fixmedins_name: str
-    insuplc_admdvs: str
-    mdtrtarea_admdvs: str
-    visit_kind: str
-    insutype: str
-    filing_id: str
-    filing_kind: str
-    setl_date: int
-    policy_effective_from: int
-    breakdown: Breakdown
-    lines: tuple[LineResult, ...]
-    status: str               # "settled", or "" for a pre-settlement
+    data: bytes
 
 
 class CancelResult(Result):
@@ -193,6 +214,7 @@ class CancelResult(Result):
 
     original_reply: bytes
     cancel_date: int
+    clearing_month: int = 0   # yyyymm the cancellation is booked in
 
 
 class ReverseResult(Result):
@@ -213,7 +235,27 @@ class ReferenceResult(Result):
     ledger_seq: int
     loaded_at_unix_ms: int
     snapshot_seq: int
+    ledger_commits: int = 0
+    ledger_commit_records: int = 0
+
+
+class PositionResult(Result):
+    """A prepaid position as it stands after the command (``core.funds.Position``)."""
+
+    position: Position
+    province_name: str = ""
+
+
+class MonthResult(Result):
+    month: int
+    closed: bool
+    confirmed: tuple[str, ...]
+
+
+class ProblemResult(Result):
+    problem: ArchivedProblem
 
 
 ANY_COMMAND = Union[FilePerson, ReviseFiling, RevokeFiling, Admit, CancelAdmission, UploadFees, WithdrawFees,
-                    DischargeSettle, CancelSettlement, OutpatientSettle, Reverse, LoadReferenceData]
+                    DischargeSettle, CancelSettlement, OutpatientSettle, Reverse, LoadReferenceData, SetPrepaid,
+                    TopUpPrepaid, ChangeClearingMonth, ReportProblem, UpdateProblem]

@@ -16,15 +16,42 @@ cdef int32_t _inst_idx(Index self, object code) except -2:
         return -1
     return tbl_find(&self.st, &self.st.t_inst, T_INST, fnv1a(p, n, 0), p, n, 0)
 
-cdef int64_t _policy_idx(Index self, uint32_t insuplc, int insutype, int64_t date) except -2:
-    """The policy row in force on `date` for the person's pooling region and insutype, -1 = none."""
-    versions = self._policies.get((pooling_of(insuplc), insutype))
-    if versions is None:
+cdef int64_t _policy_idx(Index self, uint32_t insuplc, int insutype, int64_t date) noexcept nogil:
+    """The policy row in force on `date` for the person's pooling region and insutype, -1 = none.
+
+    Through the policy directory (a C array by pooling region, built after each load), not the
+    dictionary of versions: this runs twice per settlement.
+    """
+    cdef uint32_t slot = (insuplc // 100) * N_INSUTYPES + <uint32_t>insutype
+    cdef int32_t i
+    if self.policy_first == NULL or slot >= POLICY_SLOTS:
         return -1
-    for eff, idx in reversed(versions):
-        if eff <= date:
-            return idx
+    i = self.policy_first[slot] + self.policy_count[slot] - 1
+    while i >= self.policy_first[slot]:     # versions by effective_from: the latest in force
+        if self.st.policies[self.policy_order[i]].effective_from <= date:
+            return self.policy_order[i]
+        i -= 1
     return -1
+
+
+cdef int _build_policy_directory(Index self) except -1:
+    """policy_first/count[(pooling region // 100) * N_INSUTYPES + insutype] -> rows in policy_order, by date."""
+    cdef int32_t at = 0
+    cdef uint32_t slot
+    free(self.policy_first); free(self.policy_count); free(self.policy_order)
+    self.policy_first = <int32_t*>calloc(POLICY_SLOTS, sizeof(int32_t))
+    self.policy_count = <int32_t*>calloc(POLICY_SLOTS, sizeof(int32_t))
+    self.policy_order = <int32_t*>malloc(max(1, self.st.n_policies) * sizeof(int32_t))
+    if self.policy_first == NULL or self.policy_count == NULL or self.policy_order == NULL:
+        raise MemoryError()
+    for (pooling, insutype), versions in self._policies.items():
+        slot = (<uint32_t>pooling // 100) * N_INSUTYPES + <uint32_t>insutype
+        self.policy_first[slot] = at
+        self.policy_count[slot] = len(versions)
+        for _eff, idx in versions:          # kept sorted by effective_from at load
+            self.policy_order[at] = idx
+            at += 1
+    return 0
 
 cdef str _region_label(Index self, uint32_t code):
     name = self._regions.get(code)
@@ -242,7 +269,7 @@ cdef int _check8_designated(Index self, Person* p, int32_t ii, int64_t date,
         psn_no=psn_no, fixmedins_code=fixmedins_code)
 
 cdef int32_t _choose_filing(Index self, Person* p, Institution* it, int64_t date) except -2:
-    """Of the filings passing checks 7 and 8, the smallest ratio reduction, then the latest valid_from."""
+    """Of the filings passing checks 7 and 8, the smallest ratio reduction, then the latest valid_from; -1 none."""
     cdef Store* st = &self.st
     cdef int64_t pol = _policy_idx(self, p.insuplc_admdvs, p.insutype, date)
     cdef int32_t fi = p.first_filing_idx, best = -1
@@ -256,8 +283,6 @@ cdef int32_t _choose_filing(Index self, Person* p, Institution* it, int64_t date
                 best = fi
                 best_r = r
         fi = f.next_filing_idx
-    if best < 0:
-        raise InvariantError("eligibility: checks 7 and 8 passed but no filing passes both")
     return best
 
 cdef int _check9_no_open_admission(bint inpatient, bint has_open_inpatient, object psn_no) except -1:
@@ -270,24 +295,57 @@ cdef int _check9_no_open_admission(bint inpatient, bint has_open_inpatient, obje
             psn_no=psn_no)
     return 0
 
-cdef dict _eligibility_answer(Store* st, Person* p, Institution* it, int32_t fi):
-    """The visit facts eligibility hands to the engine: the chosen filing, regions, level, person."""
-    cdef Filing* f = &st.filings[fi]
-    return {
-        "filing_id": _filing_id(st, f),
-        "filing_kind": FILING_KINDS[f.kind],
-        "insuplc_admdvs": f"{p.insuplc_admdvs}",
-        "mdtrtarea_admdvs": f"{it.admdvs}",
-        "fixmedins_level": it.level,
-        "insutype": INSUTYPES[p.insutype],
-        "person_type": PERSON_TYPES[p.person_type],
-        "assistance": p.assistance != 0,
-    }
+cdef class Admission:
+    """Eligibility's answer (SPEC §4): the rows it chose, strings made only when asked for.
+
+    Valid until the index next changes (the engine reads it at once, while deciding).
+    """
+    cdef Index index
+    cdef readonly int32_t person_row
+    cdef readonly int32_t institution_row
+    cdef readonly int32_t filing_row
+
+    @property
+    def filing_id(self) -> str:
+        return _filing_id(&self.index.st, &self.index.st.filings[self.filing_row])
+
+    @property
+    def filing_kind(self) -> str:
+        return FILING_KINDS[self.index.st.filings[self.filing_row].kind]
+
+    @property
+    def insuplc_admdvs(self) -> str:
+        return _admdvs_str(self.index.st.persons[self.person_row].insuplc_admdvs)
+
+    @property
+    def mdtrtarea_admdvs(self) -> str:
+        return _admdvs_str(self.index.st.insts[self.institution_row].admdvs)
+
+    @property
+    def fixmedins_level(self) -> int:
+        return self.index.st.insts[self.institution_row].level
+
+    def as_dict(self) -> dict:
+        cdef Person* p = &self.index.st.persons[self.person_row]
+        return {
+            "filing_id": self.filing_id, "filing_kind": self.filing_kind,
+            "insuplc_admdvs": self.insuplc_admdvs, "mdtrtarea_admdvs": self.mdtrtarea_admdvs,
+            "fixmedins_level": self.fixmedins_level, "insutype": INSUTYPES[p.insutype],
+            "person_type": PERSON_TYPES[p.person_type], "assistance": p.assistance != 0,
+        }
+
+
+cdef str _admdvs_str(uint32_t admdvs):
+    return PyUnicode_FromFormat("%u", admdvs)
+
+
+cdef extern from "Python.h":
+    object PyUnicode_FromFormat(const char* fmt, ...)
 
 
 # ---------------------------------------------------------------- SPEC §4, in order
-cdef dict _eligibility(Index self, object psn_no, object fixmedins_code, bint inpatient, object date_obj,
-                       object card_no, object card_version, bint has_open_inpatient):
+cdef Admission _eligibility(Index self, object psn_no, object fixmedins_code, bint inpatient, object date_obj,
+                            object card_no, object card_version, bint has_open_inpatient):
     cdef Store* st = &self.st
     cdef int64_t date = _date_of(date_obj, "就诊日期", None)
     cdef int32_t pi, ii, fi
@@ -301,8 +359,13 @@ cdef dict _eligibility(Index self, object psn_no, object fixmedins_code, bint in
     it = &st.insts[ii]
     _check5_cross_province(self, p, ii, psn_no, fixmedins_code)
     _check6_open_for_visit(self, ii, inpatient, fixmedins_code)
-    _check7_filed_for_destination(self, p, it, date, psn_no, fixmedins_code)
-    _check8_designated(self, p, ii, date, psn_no, fixmedins_code)
     fi = _choose_filing(self, p, it, date)
+    if fi < 0:  # the refusal walks the filings again, to say which check failed and name them
+        _check7_filed_for_destination(self, p, it, date, psn_no, fixmedins_code)
+        _check8_designated(self, p, ii, date, psn_no, fixmedins_code)
+        raise InvariantError("eligibility: no filing chosen, yet checks 7 and 8 pass")
     _check9_no_open_admission(inpatient, has_open_inpatient, psn_no)
-    return _eligibility_answer(st, p, it, fi)
+    cdef Admission answer = Admission.__new__(Admission)
+    answer.index = self
+    answer.person_row, answer.institution_row, answer.filing_row = pi, ii, fi
+    return answer

@@ -22,22 +22,27 @@ from typing import Callable, Iterable, NamedTuple
 import msgspec
 
 from .archive import (
-    Archive, ArchivedSettlement, ArchivedVisit, Change, MemoryArchive, PutSettlement, PutVisit,
-    SettlementCancelledChange, VisitStatus,
+    Archive, ArchivedProblem, ArchivedSettlement, ArchivedVisit, Change, MemoryArchive, ProblemNote, PutProblem,
+    PutSettlement, PutVisit, SettlementCancelledChange, VisitStatus,
 )
 from .commands import (
-    Admit, AdmitResult, CancelAdmission, CancelResult, CancelSettlement, Command, DischargeSettle, FilePerson,
-    FilingResult, LineResult, OutpatientSettle, Result, Reverse, ReverseResult, ReviseFiling, RevokeFiling,
-    SettlementView, UploadFees, VisitResult, WithdrawFees,
+    Admit, AdmitResult, CancelAdmission, CancelResult, CancelSettlement, ChangeClearingMonth, Command,
+    DischargeSettle, FilePerson, FilingResult, MonthResult, OutpatientSettle, PositionResult,
+    ProblemResult, ReportProblem, Result, Reverse, ReverseResult, ReviseFiling, RevokeFiling, SetPrepaid, Reply, TopUpPrepaid,
+    UpdateProblem, UploadFees, VisitResult, WithdrawFees,
 )
 from .errors import YidiError, invariant
 from .events import (
-    AdmissionCancelled, Admitted, Breakdown, Event, FeeLine, FeesUploaded, FeesWithdrawn, Filed, Filing,
-    FilingChanged, Person, ReferenceLoaded, RequestReversed, SettlementCancelled, SettlementFacts, Settled,
-    VisitFacts, settlement_id, visit_id,
+    AdmissionCancelled, Admitted, Breakdown, ClearingMonthChanged, Event, FeeLine, FeesUploaded, FeesWithdrawn,
+    Filed, Filing, FilingChanged, Person, PrepaidSet, PrepaidToppedUp, ProblemFacts, ProblemReported,
+    ProblemUpdated, ReferenceLoaded, RequestReversed, SettlementCancelled, SettlementFacts, Settled, VisitFacts, problem_id,
+    settlement_id, visit_id,
+)
+from .funds import (
+    DEFAULT_RED_BP, DEFAULT_YELLOW_BP, Funds, FundsState, Report, booking_of, check_amount, check_month, check_text,
 )
 from .limits import check_date, check_id, check_line, check_line_count, line_amount_fen
-from ._core import ACCUMULATOR_KEYS, DEBUG, Index, province_code
+from ._core import ACCUMULATOR_KEYS, DEBUG, FILING_KINDS, Index, province_code
 
 INPATIENT = "inpatient"
 OUTPATIENT = "outpatient"
@@ -46,6 +51,11 @@ ADMITTED = "admitted"
 SETTLED = "settled"
 CANCELLED = "cancelled"
 
+# Problem reports (报错处理): what they are about, and what can be done to one.
+PROBLEM_CATEGORIES = ("settlement_missing", "amount_dispute", "duplicate_settlement", "eligibility",
+                      "reconciliation", "internal_error", "other")
+PROBLEM_ACTIONS = {"assign": "assigned", "comment": "commented", "resolve": "resolved"}
+GATEWAY = "gateway"   # the reporter of problems the gateway opens itself (internal failures)
 
 
 class Visit(msgspec.Struct, gc=False):
@@ -81,6 +91,7 @@ class EngineState(msgspec.Struct):
     filings: list[Filing]          # filed, revised or revoked by RPC, latest version
     visits: list[Visit]            # open inpatient stays
     accumulators: list[tuple[str, int, tuple[int, ...]]]   # (psn_no, year, values in ACCUMULATOR_KEYS order)
+    funds: FundsState = msgspec.field(default_factory=FundsState)   # positions, clearing months (core/funds.py)
 
 
 class Decision(NamedTuple):
@@ -99,6 +110,7 @@ class Engine:
         self.open_inpatient: dict[str, set[str]] = {}
         self.runtime_persons: dict[str, Person] = {}
         self.runtime_filings: dict[str, Filing] = {}
+        self.funds = Funds()
         self._seq = 0  # the ledger seq the command being decided will get: new ids are made from it
 
     # ------------------------------------------------------------ dispatch
@@ -122,6 +134,8 @@ class Engine:
             self.archive.record(changes, seq)
             if DEBUG and type(self.archive) is MemoryArchive:
                 self._check_money_of(event)
+        if DEBUG:
+            self.funds.check_invariants()
         return changes
 
     def _check_money_of(self, event: Event) -> None:
@@ -134,19 +148,21 @@ class Engine:
     # ------------------------------------------------------------ look-ups
     def person(self, psn_no: str = "", certno: str = "") -> dict:
         """The person named by psn_no or certno, or PERSON_NOT_FILED."""
+        person = self.index.get_person(self.psn_no_of(psn_no, certno))
+        if person is None:
+            raise _not_filed()
+        return person
+
+    def psn_no_of(self, psn_no: str = "", certno: str = "") -> str:
+        """The psn_no of the person named by psn_no or certno ("" when no such person; checked by eligibility)."""
         if not psn_no and not certno:
             raise YidiError("INVALID_ARGUMENT", "请提供人员编号 psn_no 或身份证号 certno 之一。")
         check_id(psn_no or certno, "人员编号或身份证号")
         if not psn_no:
             psn_no = self.index.psn_no_by_certno(certno) or ""
-        person = self.index.get_person(psn_no) if psn_no else None
-        if person is None:
-            raise YidiError(
-                "PERSON_NOT_FILED",
-                "查无此人的异地就医备案。请参保地经办机构办理线上备案，备案即时生效，"
-                "入院后至出院结算前均可补办。",
-            )
-        return person
+        if not psn_no:
+            raise _not_filed()
+        return psn_no
 
     def visit(self, mdtrt_id: str) -> Visit | ArchivedVisit:
         """An open stay (in memory) or a closed visit (from the archive)."""
@@ -180,11 +196,10 @@ class Engine:
     def accumulators(self, psn_no: str, year: int) -> dict[str, int]:
         return self.index.accumulators(psn_no, year)
 
-    def presettle(self, mdtrt_id: str, setl_date: int) -> SettlementView:
-        """预结算: the settlement discharge would produce, changing nothing."""
+    def presettle(self, mdtrt_id: str, setl_date: int) -> bytes:
+        """预结算: the settlement discharge would produce (a SettlementResponse), changing nothing."""
         visit = self._open_visit(mdtrt_id)
-        view, _ = self._settle(visit, "", setl_date, visit.lines.values())
-        return msgspec.structs.replace(view, status="")
+        return self._settle(visit, "", setl_date, tuple(visit.lines.values()))[0].data
 
     # --------------------------------------- whose objects (SPEC §9, core/access.py)
     def institution_province(self, fixmedins_code: str) -> str | None:
@@ -252,19 +267,19 @@ class Engine:
         psn_no = person["psn_no"]
         check_date(cmd.adm_date, "入院日期")
         card_no, card_version = (cmd.card.card_no, cmd.card.card_version) if cmd.card else (None, None)
-        elig = self.index.eligibility(psn_no, cmd.fixmedins_code, True, cmd.adm_date, card_no, card_version,
-                                      has_open_inpatient=bool(self.open_inpatient.get(psn_no)))
+        elig = self.index.admission(psn_no, cmd.fixmedins_code, True, cmd.adm_date, card_no, card_version,
+                                    has_open_inpatient=bool(self.open_inpatient.get(psn_no)))
         visit = self._new_visit(psn_no, cmd.fixmedins_code, INPATIENT, cmd.adm_date, elig)
         return Decision(Admitted(visit=visit, ipt_no=cmd.ipt_no), AdmitResult(visit, person["name"]))
 
     def _new_visit(self, psn_no: str, fixmedins_code: str, visit_kind: str, adm_date: int,
-                   elig: dict) -> VisitFacts:
-        """A visit with the next id, carrying what eligibility chose (filing, regions, level)."""
+                   elig) -> VisitFacts:
+        """A visit with the next id, carrying what eligibility chose (an Admission: filing, regions, level)."""
         return VisitFacts(
             mdtrt_id=visit_id(self._seq), psn_no=psn_no, fixmedins_code=fixmedins_code,
-            visit_kind=visit_kind, adm_date=adm_date, filing_id=elig["filing_id"],
-            filing_kind=elig["filing_kind"], insuplc_admdvs=elig["insuplc_admdvs"],
-            mdtrtarea_admdvs=elig["mdtrtarea_admdvs"], fixmedins_level=elig["fixmedins_level"],
+            visit_kind=visit_kind, adm_date=adm_date, filing_id=elig.filing_id,
+            filing_kind=elig.filing_kind, insuplc_admdvs=elig.insuplc_admdvs,
+            mdtrtarea_admdvs=elig.mdtrtarea_admdvs, fixmedins_level=elig.fixmedins_level,
         )
 
     def _open_visit(self, mdtrt_id: str) -> Visit:
@@ -325,8 +340,9 @@ class Engine:
     def _decide_discharge_settle(self, cmd: DischargeSettle) -> Decision:
         """出院结算."""
         visit = self._open_visit(cmd.mdtrt_id)
-        view, facts = self._settle(visit, settlement_id(self._seq), cmd.dscg_date, visit.lines.values())
-        return Decision(Settled(settlement=facts, lines=tuple(visit.lines.values())), view)
+        lines = tuple(visit.lines.values())
+        reply, facts, month = self._settle(visit, settlement_id(self._seq), cmd.dscg_date, lines)
+        return Decision(Settled(settlement=facts, lines=lines, clearing_month=month), reply)
 
     def _decide_cancel_settlement(self, cmd: CancelSettlement) -> Decision:
         """结算撤销: gives back exactly the recorded deltas; an inpatient stay opens again."""
@@ -337,9 +353,11 @@ class Engine:
         if cmd.cancel_date < ref.facts.setl_date:
             raise YidiError("INVALID_DATE", f"撤销日期 {cmd.cancel_date} 早于结算日期 {ref.facts.setl_date}，请核对。")
         visit = self.archive.visit(ref.facts.mdtrt_id)
+        month = self.funds.booking_month(cmd.cancel_date)
         event = SettlementCancelled(setl_id=cmd.setl_id, cancel_date=cmd.cancel_date, settlement=ref.facts,
-                                    visit=visit.facts if visit is not None else None, lines=ref.lines)
-        return Decision(event, CancelResult(self.reply(ref), cmd.cancel_date))
+                                    visit=visit.facts if visit is not None else None, lines=ref.lines,
+                                    clearing_month=month)
+        return Decision(event, CancelResult(self.reply(ref), cmd.cancel_date, month))
 
     # ------------------------------------------------------------- 冲正
     def _decide_reverse(self, cmd: Reverse) -> Decision:
@@ -365,11 +383,10 @@ class Engine:
     # ----------------------------------------------------------- outpatient
     def _decide_outpatient_settle(self, cmd: OutpatientSettle) -> Decision:
         """门诊一站式: eligibility, the visit, its lines and the settlement in one event."""
-        person = self.person(cmd.person.psn_no, cmd.person.certno)
-        psn_no = person["psn_no"]
+        psn_no = self.psn_no_of(cmd.person.psn_no, cmd.person.certno)
         check_date(cmd.setl_date, "结算日期")
         card_no, card_version = (cmd.card.card_no, cmd.card.card_version) if cmd.card else (None, None)
-        elig = self.index.eligibility(psn_no, cmd.fixmedins_code, False, cmd.setl_date, card_no, card_version)
+        elig = self.index.admission(psn_no, cmd.fixmedins_code, False, cmd.setl_date, card_no, card_version)
         check_line_count(len(cmd.lines), "一次门诊")
         seen: set[str] = set()
         for line in cmd.lines:
@@ -378,49 +395,37 @@ class Engine:
                 raise YidiError("FEE_LINE_CONFLICT", f"费用明细流水号 {line.feedetl_sn} 在本次结算中重复出现。")
             seen.add(line.feedetl_sn)
         facts = self._new_visit(psn_no, cmd.fixmedins_code, OUTPATIENT, cmd.setl_date, elig)
-        view, settlement = self._settle(Visit(facts), settlement_id(self._seq), cmd.setl_date, cmd.lines)
-        return Decision(Settled(settlement=settlement, visit=facts, lines=cmd.lines), view)
+        reply, settlement, month = self._settle(Visit(facts), settlement_id(self._seq), cmd.setl_date, cmd.lines)
+        return Decision(Settled(settlement=settlement, visit=facts, lines=cmd.lines, clearing_month=month), reply)
 
     # ----------------------------------------------------------- settlement
     def _settle(self, visit: Visit, setl_id: str, setl_date: int,
-                lines: Iterable[FeeLine]) -> tuple[SettlementView, SettlementFacts]:
-        """The benefit of a visit's lines (SPEC §5): the answer and the facts to record."""
+                lines: tuple[FeeLine, ...]) -> tuple[Reply, SettlementFacts, int]:
+        """The benefit of a visit's lines (SPEC §5): the answer (written by the core as protobuf bytes),
+        the facts to record, and the clearing month it is booked in (0 for a pre-settlement)."""
         facts = visit.facts
         check_date(setl_date, "结算日期")
         if setl_date < facts.adm_date:
             raise YidiError("DATE_BEFORE_ADMISSION", f"结算日期 {setl_date} 早于入院日期 {facts.adm_date}，请核对。")
-        lines = list(lines)
         if not lines:
             raise YidiError("NO_FEE_LINES", "该就诊没有费用明细，请先上传费用明细再结算。")
-        benefit = self.index.benefit(facts.psn_no, facts.fixmedins_code, facts.filing_kind,
-                                     facts.visit_kind == INPATIENT, setl_date,
-                                     [(ln.code, ln.unit_price_fen, ln.qty_milli) for ln in lines])
-        person = self.index.get_person(facts.psn_no)
-        inst = self.index.get_institution(facts.fixmedins_code) or {}
-        breakdown = Breakdown(**{k: benefit[k] for k in Breakdown.__struct_fields__})
-        line_results = tuple(
-            LineResult(feedetl_sn=ln.feedetl_sn, code=r["code"], chrgitm_lv=r["chrgitm_lv"],
-                       det_item_fee_sumamt=r["amount_fen"], fulamt_ownpay_amt=r["fulamt_ownpay_amt"],
-                       overlmt_selfpay=r["overlmt_selfpay"], preselfpay_amt=r["preselfpay_amt"],
-                       inscp_scp_amt=r["inscp_scp_amt"])
-            for ln, r in zip(lines, benefit["line_results"], strict=True)
-        )
-        view = SettlementView(
-            setl_id=setl_id, mdtrt_id=facts.mdtrt_id, psn_no=facts.psn_no, psn_name=person["name"],
-            fixmedins_code=facts.fixmedins_code, fixmedins_name=inst.get("name", ""),
-            insuplc_admdvs=facts.insuplc_admdvs, mdtrtarea_admdvs=facts.mdtrtarea_admdvs,
-            visit_kind=facts.visit_kind, insutype=person["insutype"], filing_id=facts.filing_id,
-            filing_kind=facts.filing_kind, setl_date=setl_date,
-            policy_effective_from=benefit["policy_effective_from"], breakdown=breakdown, lines=line_results,
-            status=SETTLED,
-        )
+        inpatient = facts.visit_kind == INPATIENT
+        bill = self.index.bill(facts.psn_no, facts.fixmedins_code, facts.filing_kind, inpatient, setl_date, lines)
+        flags = self.funds.settlement_flags(  # SPEC §7: decided once, recorded, never blocking
+            inpatient=inpatient, adm_date=facts.adm_date, setl_date=setl_date, high_cost=bill.high_cost,
+            setl_id=setl_id, psn_no=facts.psn_no)
+        month = self.funds.booking_month(setl_date) if setl_id else 0
+        reply = bill.settlement_response(
+            setl_id, facts.mdtrt_id, facts.psn_no, bill.person_name, facts.fixmedins_code, bill.institution_name,
+            facts.insuplc_admdvs, facts.mdtrtarea_admdvs, _VISIT_KIND_PB[facts.visit_kind], int(bill.insutype_code),
+            facts.filing_id, _FILING_KIND_PB[facts.filing_kind], setl_date, 1 if setl_id else 0, lines, flags, month)
         settlement = SettlementFacts(
             setl_id=setl_id, mdtrt_id=facts.mdtrt_id, psn_no=facts.psn_no, fixmedins_code=facts.fixmedins_code,
             insuplc_admdvs=facts.insuplc_admdvs, mdtrtarea_admdvs=facts.mdtrtarea_admdvs,
-            visit_kind=facts.visit_kind, insutype=person["insutype"], setl_date=setl_date, year=benefit["year"],
-            breakdown=breakdown, deltas=tuple(benefit["deltas"][k] for k in ACCUMULATOR_KEYS),
+            visit_kind=facts.visit_kind, insutype=bill.insutype_code, setl_date=setl_date, year=bill.year,
+            breakdown=Breakdown(*bill.breakdown), deltas=bill.deltas, risk_flags=flags,
         )
-        return view, settlement
+        return Reply(reply), settlement, month
 
     # ---------------------------------------------------------------- apply
     def _apply_filed(self, event: Filed, seq: int) -> list[Change]:
@@ -470,14 +475,21 @@ class Engine:
 
     def _apply_settled(self, event: Settled, seq: int) -> list[Change]:
         s = event.settlement
-        self.index.apply_deltas(s.psn_no, s.year, s.deltas_dict(), 1)
+        self.index.add_deltas(s.psn_no, s.year, s.deltas, 1)
         if event.visit is not None:  # outpatient: the visit is born settled
             changes = [PutVisit(ArchivedVisit(event.visit, SETTLED, s.setl_id)), PutSettlement(ArchivedSettlement(s, seq))]
         else:  # inpatient: the stay closes; its lines go to the archive, to open again on cancellation
             visit = self._close(s.mdtrt_id)
             lines = event.lines or tuple(visit.lines.values())  # the first release did not record them
             changes = [VisitStatus(s.mdtrt_id, SETTLED, s.setl_id), PutSettlement(ArchivedSettlement(s, seq, lines=lines))]
+        self._book(s, event.clearing_month, s.setl_date, 1)
         return changes
+
+    def _book(self, facts: SettlementFacts, month: int, date: int, sign: int) -> None:
+        """SPEC §8 in the same record as the settlement or its cancellation: the position and the clearing month."""
+        self.funds.book(booking_of(facts), month or self.funds.booking_month(date), sign)
+        if facts.visit_kind == OUTPATIENT:
+            self.funds.count_outpatient(facts.psn_no, facts.setl_date, sign)
 
     def _apply_settlement_cancelled(self, event: SettlementCancelled, seq: int) -> list[Change]:
         facts, visit, lines = event.settlement, event.visit, event.lines
@@ -485,8 +497,10 @@ class Engine:
             ref = self.archive.settlement(event.setl_id)
             facts, lines = ref.facts, ref.lines
             visit = self.archive.visit(facts.mdtrt_id).facts
-        self.index.apply_deltas(facts.psn_no, facts.year, facts.deltas_dict(), -1)
-        changes: list[Change] = [SettlementCancelledChange(event.setl_id, event.cancel_date, seq)]
+        self.index.add_deltas(facts.psn_no, facts.year, facts.deltas, -1)
+        self._book(facts, event.clearing_month, event.cancel_date, -1)
+        changes: list[Change] = [SettlementCancelledChange(event.setl_id, event.cancel_date, seq, facts.fixmedins_code,
+                                                           facts.setl_date, event.clearing_month)]
         if facts.visit_kind == INPATIENT:
             # The stay is open again for correction and a new settlement.
             self._open(Visit(visit, lines={line.feedetl_sn: line for line in lines}))
@@ -499,11 +513,164 @@ class Engine:
         """The gateway loads reference data before it replays or records this; nothing to do here."""
         return []
 
+    # ------------------------------------------------- funds (SPEC §8, core/funds.py)
+    def check_province(self, code: str) -> str:
+        """A known province code (6 digits ending in 0000), else INVALID_ARGUMENT."""
+        if not (isinstance(code, str) and len(code) == 6 and code.isdigit() and code.endswith("0000")
+                and self.index.region_name(code)):
+            raise YidiError("INVALID_ARGUMENT", f"省份代码「{str(code)[:20]}」无效，应为已知省级行政区划代码（如 460000）。")
+        return code
+
+    def _decide_set_prepaid(self, cmd: SetPrepaid) -> Decision:
+        """核定预付金: the amount and the warning lines (0 = the defaults, 70% and 90%)."""
+        province = self.check_province(cmd.province)
+        amount = check_amount(cmd.amount_fen, "预付金额度")
+        yellow, red = cmd.yellow_bp or DEFAULT_YELLOW_BP, cmd.red_bp or DEFAULT_RED_BP
+        if not 0 < yellow < red <= 10000:
+            raise YidiError("INVALID_ARGUMENT", f"预警线须满足 0 < 黄色 {yellow} < 红色 {red} ≤ 10000（万分比）。")
+        after = msgspec.structs.replace(self.funds.position(province), prepaid_fen=amount, topped_up_fen=0,
+                                        yellow_bp=yellow, red_bp=red)
+        return Decision(PrepaidSet(province=province, amount_fen=amount, yellow_bp=yellow, red_bp=red),
+                        PositionResult(after, self.index.region_name(province)))
+
+    def _decide_top_up(self, cmd: TopUpPrepaid) -> Decision:
+        """调增预付金."""
+        province = self.check_province(cmd.province)
+        before = self.funds.position(province)
+        amount = check_amount(cmd.amount_fen, "调增金额", positive=True)
+        check_amount(before.prepaid_fen + amount, "调增后的预付金额度")
+        after = msgspec.structs.replace(before, prepaid_fen=before.prepaid_fen + amount,
+                                        topped_up_fen=before.topped_up_fen + amount)
+        return Decision(PrepaidToppedUp(province=province, amount_fen=amount),
+                        PositionResult(after, self.index.region_name(province)))
+
+    def _decide_clearing_month(self, cmd: ChangeClearingMonth) -> Decision:
+        """Close (冻结) or reopen a clearing month, or confirm (确认) a province's statement of it."""
+        month = check_month(cmd.month)
+        state = self.funds.month_state(month)
+        confirmed = tuple(state.confirmed)
+        if cmd.action == "close":
+            if state.closed:
+                raise YidiError("CLEARING_MONTH_CLOSED", f"清算月份 {month} 已关闭，不能重复关闭。")
+            event, closed = ClearingMonthChanged(month=month, action="closed"), True
+        elif not state.closed:
+            raise YidiError("CLEARING_MONTH_OPEN", f"清算月份 {month} 尚未关闭：关闭后才能确认或重新打开。")
+        elif cmd.action == "reopen":
+            if confirmed:
+                raise YidiError("CLEARING_MONTH_CONFIRMED",
+                                f"清算月份 {month} 已有省份确认（{'、'.join(confirmed)}），不能重新打开。")
+            event, closed = ClearingMonthChanged(month=month, action="reopened"), False
+        elif cmd.action == "confirm":
+            province = self.check_province(cmd.province)
+            if province in confirmed:
+                raise YidiError("CLEARING_MONTH_CONFIRMED", f"{province} 已确认清算月份 {month} 的清算单。")
+            event, closed = ClearingMonthChanged(month=month, action="confirmed", province=province), True
+            confirmed = tuple(sorted(confirmed + (province,)))
+        else:
+            raise YidiError("INVALID_ARGUMENT", f"未知的清算操作 {cmd.action!r}。")
+        return Decision(event, MonthResult(month, closed, confirmed))
+
+    def clearing_report(self, month: int, province: str = "", with_institutions: bool = True) -> Report:
+        """A closed month's statement (SPEC §8); an open month has none yet."""
+        check_month(month)
+        if province:
+            self.check_province(province)
+        if month not in self.funds.closed:
+            raise YidiError("CLEARING_MONTH_OPEN", f"清算月份 {month} 尚未关闭，关闭后才出具清算报表。")
+        return self.funds.report(month, province, with_institutions)
+
+    def institution_name(self, fixmedins_code: str) -> str:
+        inst = self.index.get_institution(fixmedins_code)
+        return inst["name"] if inst is not None else ""
+
+    def check_reconcile_range(self, fixmedins_code: str, date_from: int, date_to: int) -> None:
+        """对账: a known institution and a date range (both ends included)."""
+        check_id(fixmedins_code, "定点医药机构编码 fixmedins_code")
+        if self.index.get_institution(fixmedins_code) is None:
+            raise YidiError("INSTITUTION_UNKNOWN", f"定点医药机构 {fixmedins_code} 不在跨省直接结算机构库中，请核对机构编码。")
+        check_date(date_from, "对账起始日期")
+        check_date(date_to, "对账截止日期")
+        if date_to < date_from:
+            raise YidiError("INVALID_DATE", f"对账截止日期 {date_to} 早于起始日期 {date_from}，请核对。")
+
+    def _apply_prepaid_set(self, event: PrepaidSet, _seq: int) -> list[Change]:
+        self.funds.set_prepaid(event.province, event.amount_fen, event.yellow_bp, event.red_bp)
+        return []
+
+    def _apply_topped_up(self, event: PrepaidToppedUp, _seq: int) -> list[Change]:
+        self.funds.top_up(event.province, event.amount_fen)
+        return []
+
+    def _apply_clearing_month(self, event: ClearingMonthChanged, _seq: int) -> list[Change]:
+        if event.action == "closed":
+            self.funds.close(event.month)
+        elif event.action == "reopened":
+            self.funds.reopen(event.month)
+        else:
+            self.funds.confirm(event.month, event.province)
+        return []
+
+    # ---------------------------------------------------- problem reports (报错处理)
+    def problem(self, problem_id: str) -> ArchivedProblem:
+        check_id(problem_id, "问题编号 problem_id")
+        row = self.archive.problem(problem_id)
+        if row is None:
+            raise YidiError("PROBLEM_NOT_FOUND", f"问题报告 {problem_id} 不存在，请核对编号。")
+        return row
+
+    def problem_provinces(self, problem_id: str) -> set[str]:
+        """The provinces a report concerns (its settlement's or visit's, or the reporting province)."""
+        facts = self.problem(problem_id).facts
+        return {p for p in (facts.treatment_province, facts.insured_province, facts.reporter) if p}
+
+    def _decide_report_problem(self, cmd: ReportProblem) -> Decision:
+        if cmd.category not in PROBLEM_CATEGORIES:
+            raise YidiError("INVALID_ENUM", f"问题类别 {cmd.category!r} 无效，应为：{'、'.join(PROBLEM_CATEGORIES)}。")
+        check_text(cmd.text, "问题描述")
+        mdtrt_id = cmd.mdtrt_id
+        if cmd.setl_id:
+            settled = self.settlement(cmd.setl_id).facts
+            treatment, insured = province_code(settled.mdtrtarea_admdvs), province_code(settled.insuplc_admdvs)
+            mdtrt_id = settled.mdtrt_id
+        elif cmd.mdtrt_id:
+            treatment, insured = self.visit_provinces(cmd.mdtrt_id)
+        elif cmd.reporter == GATEWAY:
+            treatment, insured = (self.check_province(cmd.province) if cmd.province else ""), ""
+        else:
+            raise YidiError("INVALID_ARGUMENT", "请指明问题所涉的结算ID setl_id 或就诊ID mdtrt_id。")
+        facts = ProblemFacts(problem_id=problem_id(self._seq), reporter=cmd.reporter, category=cmd.category,
+                             text=cmd.text, setl_id=cmd.setl_id, mdtrt_id=mdtrt_id, treatment_province=treatment,
+                             insured_province=insured, opened_at_ms=cmd.at_ms)
+        return Decision(ProblemReported(problem=facts), ProblemResult(ArchivedProblem(facts, updated_at_ms=cmd.at_ms)))
+
+    def _decide_update_problem(self, cmd: UpdateProblem) -> Decision:
+        row = self.problem(cmd.problem_id)
+        action = PROBLEM_ACTIONS.get(cmd.action)
+        if action is None:
+            raise YidiError("INVALID_ENUM", f"处理动作 {cmd.action!r} 无效，应为：{'、'.join(PROBLEM_ACTIONS)}。")
+        check_text(cmd.text, {"assigned": "经办人", "commented": "意见", "resolved": "处理结果说明"}[action])
+        if row.state == "resolved" and action != "commented":
+            raise YidiError("PROBLEM_RESOLVED", f"问题报告 {cmd.problem_id} 已处理完毕，只能追加意见。")
+        event = ProblemUpdated(problem_id=cmd.problem_id, action=action, by=cmd.by, text=cmd.text, at_ms=cmd.at_ms)
+        return Decision(event, ProblemResult(_updated_problem(row, event)))
+
+    def _apply_problem_reported(self, event: ProblemReported, seq: int) -> list[Change]:
+        f = event.problem
+        return [PutProblem(ArchivedProblem(f, updated_at_ms=f.opened_at_ms)),
+                ProblemNote(f.problem_id, seq, "opened", f.reporter, f.text, f.opened_at_ms)]
+
+    def _apply_problem_updated(self, event: ProblemUpdated, seq: int) -> list[Change]:
+        row = self.archive.problem(event.problem_id)
+        invariant(row is not None, f"problem {event.problem_id} updated before it was reported")
+        return [PutProblem(_updated_problem(row, event)),
+                ProblemNote(event.problem_id, seq, event.action, event.by, event.text, event.at_ms)]
+
     # ------------------------------------------------------ snapshots, reloads
     def export_state(self) -> EngineState:
         return EngineState(
             persons=list(self.runtime_persons.values()), filings=list(self.runtime_filings.values()),
             visits=list(self.visits.values()), accumulators=self.index.accumulator_rows(),
+            funds=self.funds.export(),
         )
 
     @classmethod
@@ -518,6 +685,7 @@ class Engine:
             engine._open(visit)
         for psn_no, year, values in state.accumulators:
             index.apply_deltas(psn_no, year, dict(zip(ACCUMULATOR_KEYS, values, strict=True)), 1)
+        engine.funds = Funds.restore(state.funds)
         return engine
 
     # ----------------------------------------------------------- invariants
@@ -542,6 +710,20 @@ def _filing(row: dict) -> Filing:
                   valid_from=row["valid_from"], valid_to=row["valid_to"], status=row["status"])
 
 
+def _updated_problem(row: ArchivedProblem, event: ProblemUpdated) -> ArchivedProblem:
+    if event.action == "assigned":
+        return msgspec.structs.replace(row, assignee=event.text, updated_at_ms=event.at_ms)
+    if event.action == "resolved":
+        return msgspec.structs.replace(row, state="resolved", resolution=event.text, updated_at_ms=event.at_ms,
+                                       resolved_at_ms=event.at_ms)
+    return msgspec.structs.replace(row, updated_at_ms=event.at_ms)
+
+
+def _not_filed() -> YidiError:
+    return YidiError("PERSON_NOT_FILED", "查无此人的异地就医备案。请参保地经办机构办理线上备案，备案即时生效，"
+                                         "入院后至出院结算前均可补办。")
+
+
 def _check_line(line: FeeLine) -> None:
     check_line(line.feedetl_sn, line.code, line.name, line.unit_price_fen, line.qty_milli, line.fee_date)
 
@@ -555,6 +737,10 @@ def _totals(lines: Iterable[FeeLine]) -> tuple[int, int]:
     return count, total
 
 
+# The enum numbers of common.proto the core writes into its answers (tests/test_core_wire.py keeps them honest).
+_VISIT_KIND_PB = {INPATIENT: 1, OUTPATIENT: 2}
+_FILING_KIND_PB = {kind: number for number, kind in enumerate(FILING_KINDS, 1)}
+
 _DECIDE: dict[type, Callable[[Engine, Command], Decision]] = {
     FilePerson: Engine._decide_file,
     ReviseFiling: Engine._decide_revise_filing,
@@ -567,6 +753,11 @@ _DECIDE: dict[type, Callable[[Engine, Command], Decision]] = {
     CancelSettlement: Engine._decide_cancel_settlement,
     OutpatientSettle: Engine._decide_outpatient_settle,
     Reverse: Engine._decide_reverse,
+    SetPrepaid: Engine._decide_set_prepaid,
+    TopUpPrepaid: Engine._decide_top_up,
+    ChangeClearingMonth: Engine._decide_clearing_month,
+    ReportProblem: Engine._decide_report_problem,
+    UpdateProblem: Engine._decide_update_problem,
 }
 
 _APPLY: dict[type, Callable[[Engine, Event, int], list[Change]]] = {
@@ -580,4 +771,9 @@ _APPLY: dict[type, Callable[[Engine, Event, int], list[Change]]] = {
     SettlementCancelled: Engine._apply_settlement_cancelled,
     RequestReversed: Engine._apply_request_reversed,
     ReferenceLoaded: Engine._apply_reference_loaded,
+    PrepaidSet: Engine._apply_prepaid_set,
+    PrepaidToppedUp: Engine._apply_topped_up,
+    ClearingMonthChanged: Engine._apply_clearing_month,
+    ProblemReported: Engine._apply_problem_reported,
+    ProblemUpdated: Engine._apply_problem_updated,
 }

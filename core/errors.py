@@ -93,6 +93,15 @@ REASONS: dict[str, ReasonInfo] = {
     "REFERENCE_DATA_INVALID": _r("INVALID_ARGUMENT"),
     # a bug (InvariantError or any unexpected exception), answered with a correlation id
     "INTERNAL": _r("INTERNAL", OPERATING),
+    # SPEC §8 funds and problem reports
+    "CLEARING_MONTH_CLOSED": _r("FAILED_PRECONDITION"),
+    "CLEARING_MONTH_OPEN": _r("FAILED_PRECONDITION"),
+    "CLEARING_MONTH_CONFIRMED": _r("FAILED_PRECONDITION"),
+    "PROBLEM_NOT_FOUND": _r("NOT_FOUND"),
+    "PROBLEM_RESOLVED": _r("FAILED_PRECONDITION"),
+    "INVALID_AMOUNT": _r("INVALID_ARGUMENT"),
+    # batch and stream settlement
+    "BATCH_TOO_LARGE": _r("INVALID_ARGUMENT"),
     # the ledger cannot be written (full disk, failing fsync): retry later with the same request_id
     "STORAGE_UNAVAILABLE": _r("UNAVAILABLE", OPERATING),
     # SPEC §6 冲正: the request was reversed by its caller before it arrived; nothing was done

@@ -41,6 +41,11 @@ def settlement_id(seq: int) -> str:
     return f"S{seq:0{ID_DIGITS}d}"
 
 
+def problem_id(seq: int) -> str:
+    """A problem report's id: "R" + the ledger seq of the record that opened it."""
+    return f"R{seq:0{ID_DIGITS}d}"
+
+
 def id_seq(ident: str, prefix: str) -> int:
     """The number of an id this gateway issues ("M"/"S" + 15 digits), 0 if ident is not one."""
     if len(ident) != ID_DIGITS + 1 or ident[0] != prefix or not ident[1:].isdigit() or not ident[1:].isascii():
@@ -155,6 +160,7 @@ class SettlementFacts(msgspec.Struct, frozen=True, array_like=True, gc=False):
     year: int                 # the accumulator year the deltas were applied to
     breakdown: Breakdown
     deltas: tuple[int, ...]   # in ACCUMULATOR_KEYS order (SPEC §5.5)
+    risk_flags: int = 0       # SPEC §7, bits of core.funds.RISK_FLAGS (the first release recorded none)
 
     def deltas_dict(self) -> dict[str, int]:
         return dict(zip(ACCUMULATOR_KEYS, self.deltas, strict=True))
@@ -247,6 +253,7 @@ class Settled(Event, tag="settled"):
     settlement: SettlementFacts
     visit: Union[VisitFacts, None] = None
     lines: tuple[FeeLine, ...] = ()
+    clearing_month: int = 0   # yyyymm it is booked in (SPEC §8); 0: recorded by the first release, booked on apply
 
     @property
     def key(self) -> str:
@@ -266,6 +273,7 @@ class SettlementCancelled(Event, tag="settlement_cancelled"):
     settlement: Union[SettlementFacts, None] = None
     visit: Union[VisitFacts, None] = None
     lines: tuple[FeeLine, ...] = ()
+    clearing_month: int = 0   # yyyymm it is booked in (SPEC §8); 0: recorded by the first release, booked on apply
 
     @property
     def key(self) -> str:
@@ -297,8 +305,83 @@ class ReferenceLoaded(Event, tag="reference_loaded"):
         return REFERENCE_KEY
 
 
+# ------------------------------------------------------ funds (SPEC §8, core/funds.py)
+class PrepaidSet(Event, tag="prepaid_set"):
+    """The national operator sets an insured province's prepaid amount (预付金) and its warning lines."""
+
+    province: str
+    amount_fen: int
+    yellow_bp: int
+    red_bp: int
+
+    @property
+    def key(self) -> str:
+        return f"prepaid-{self.province}"
+
+
+class PrepaidToppedUp(Event, tag="prepaid_topped_up"):
+    """调增: the national operator adds to an insured province's prepaid amount."""
+
+    province: str
+    amount_fen: int
+
+    @property
+    def key(self) -> str:
+        return f"prepaid-{self.province}"
+
+
+class ClearingMonthChanged(Event, tag="clearing_month"):
+    """A clearing month closed, reopened, or a province's statement of it confirmed (确认)."""
+
+    month: int
+    action: str            # "closed" | "reopened" | "confirmed"
+    province: str = ""     # the confirming province
+
+    @property
+    def key(self) -> str:
+        return f"clearing-{self.month}"
+
+
+# ------------------------------------------------------ problem reports (SPEC §8 报错处理)
+class ProblemFacts(msgspec.Struct, frozen=True, array_like=True, gc=False):
+    """What a problem report said when it was opened; never changes."""
+
+    problem_id: str
+    reporter: str             # the calling province, "national", or "gateway" for an automatic report
+    category: str
+    text: str
+    setl_id: str
+    mdtrt_id: str
+    treatment_province: str   # the provinces it concerns ("" when not known, e.g. an internal error)
+    insured_province: str
+    opened_at_ms: int
+
+
+class ProblemReported(Event, tag="problem_reported"):
+    problem: ProblemFacts
+
+    @property
+    def key(self) -> str:
+        return self.problem.problem_id
+
+
+class ProblemUpdated(Event, tag="problem_updated"):
+    """A report assigned, commented or resolved (with a note); nothing is ever deleted."""
+
+    problem_id: str
+    action: str               # "assigned" | "commented" | "resolved"
+    by: str
+    text: str
+    at_ms: int
+
+    @property
+    def key(self) -> str:
+        return self.problem_id
+
+
 ANY_EVENT = Union[Filed, FilingChanged, Admitted, AdmissionCancelled, FeesUploaded, FeesWithdrawn, Settled,
-                  SettlementCancelled, RequestReversed, ReferenceLoaded]
+                  SettlementCancelled, RequestReversed, ReferenceLoaded, PrepaidSet, PrepaidToppedUp,
+                  ClearingMonthChanged, ProblemReported, ProblemUpdated]
 REVERSED_KIND = "request_reversed"
 EVENT_TYPES: tuple[type[Event], ...] = ANY_EVENT.__args__
 

@@ -65,3 +65,8 @@ LIMITS = {
     "MAX_POLICY_FEN": MAX_POLICY_FEN,
     "MAX_ROWS": MAX_ROWS,
 }
+
+# The policy directory: one slot per (pooling region // 100, insutype); region codes have 6 digits.
+cdef enum:
+    N_INSUTYPES = 2
+    POLICY_SLOTS = 10000 * N_INSUTYPES

@@ -20,6 +20,8 @@ import orjson
 from core.events import FeeLine
 
 DATE = 20261120          # inside the generated filings' validity (the generator's as_of is 20261122)
+INPATIENT_LINES = (12, 8)         # drug lines, treatment/service/material lines of a stay
+INPATIENT_SELF_PAID_LINES = 2     # of them, items outside the fund's scope (calibration: see Workload.inpatient)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +51,7 @@ class Workload:
     def __init__(self, data_dir: str, *, seed: int = 1, persons: int = 200_000, date: int = DATE) -> None:
         self.rng = random.Random(f"yidi-workload:{seed}")
         self.date = date
+        self._class_c: dict[tuple[int, str], list[tuple[str, str, int]]] = {}
         self._institutions(data_dir)
         self._catalog(data_dir)
         self._filed(data_dir, persons)
@@ -125,18 +128,42 @@ class Workload:
         return Case(psn_no, code, province, _province(insured), tuple(lines))
 
     def inpatient(self) -> Case:
-        """住院: 20 lines — bed, treatments, materials and drugs — about ¥23,700 in all."""
+        """住院: 20 lines — bed, treatments, materials and drugs — about ¥23,700 in all.
+
+        Calibrated against the published national month of September 2019
+        (¥23,700 per cross-province inpatient settlement, fund 59.8% of fees;
+        `yidi simulate-month` prints both beside its own): INPATIENT_SELF_PAID_LINES
+        of the 20 are items outside the fund's scope (class C: imported drugs,
+        special materials, single rooms), which is what brings the fund's
+        share from the policies' 80-90% ratios down to about 60%.
+        """
         psn_no, insured, codes = self.rng.choice(self.inpatient_cases)
         code = self.rng.choice(codes)
         province = _province(self.institution_region[code])
-        lines = [self._line(str(i + 1), self.drugs, province, 3_000, 30_000, (2_000, 5_000, 10_000)) for i in range(12)]
-        lines += [self._line(str(i + 13), self.treatments, province, 20_000, 220_000, (1_000, 2_000))
-                  for i in range(8)]
+        drugs, treatments = INPATIENT_LINES
+        lines = [self._line(str(i + 1), self.drugs, province, 3_000, 30_000, (2_000, 5_000, 10_000))
+                 for i in range(drugs)]
+        lines += [self._line(str(drugs + i + 1), self.treatments, province, 20_000, 180_000, (1_000, 2_000))
+                  for i in range(treatments)]
+        for n in range(INPATIENT_SELF_PAID_LINES):  # out-of-scope items, in place of ordinary ones
+            items = self.drugs if n % 2 else self.treatments
+            lines[n * 3] = self._line(lines[n * 3].feedetl_sn, items, province, 60_000, 200_000, (1_000, 2_000),
+                                      self_paid=True)
         return Case(psn_no, code, province, _province(insured), tuple(lines))
 
-    def _line(self, sn: str, items: dict, province: str, low_fen: int, high_fen: int, qtys: tuple[int, ...]) -> FeeLine:
-        code, _cls, cap = self.rng.choice(items[province])
+    def _line(self, sn: str, items: dict, province: str, low_fen: int, high_fen: int, qtys: tuple[int, ...],
+              self_paid: bool = False) -> FeeLine:
+        choices = self._self_paid(items, province) if self_paid else items[province]
+        code, _cls, cap = self.rng.choice(choices)
         price = self.rng.randint(low_fen, high_fen)
         if cap and self.rng.random() < 0.9:  # most hospitals price at or under the cap
             price = min(price, cap)
         return FeeLine(sn, code, "", price, self.rng.choice(qtys))
+
+    def _self_paid(self, items: dict, province: str) -> list[tuple[str, str, int]]:
+        """The class C items of a province's drugs or treatments (outside the fund's scope)."""
+        key = (id(items), province)
+        found = self._class_c.get(key)
+        if found is None:
+            found = self._class_c[key] = [x for x in items[province] if x[1] == "C"] or items[province]
+        return found

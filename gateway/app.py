@@ -19,18 +19,22 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import hashlib
+import json
 import logging
 import os
 import sqlite3
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import msgspec
 from core import Index, events
-from core.archive import ArchivedSettlement, ArchivedVisit, Change, MemoryArchive, Overlay
-from core.commands import Command, LoadReferenceData, ReferenceResult, Reverse
-from core.engine import Decision, Engine, EngineState
+from core.archive import ArchivedProblem, ArchivedSettlement, ArchivedVisit, Change, MemoryArchive, Overlay
+from core.access import NATIONAL
+from core.commands import Command, LoadReferenceData, ReferenceResult, ReportProblem, Reverse
+from core.engine import GATEWAY, Decision, Engine, EngineState
 from core.errors import YidiError
 from core.events import REVERSED_KIND, Admitted, ReferenceLoaded, Settled
 from core.limits import check_id
@@ -38,7 +42,7 @@ from core.limits import check_id
 from . import chain, snapshot
 from .config import Config
 from .convert import encode_reply
-from .keys import REVERSED, Keys, Prior
+from .keys import REVERSED, Keys, Prior, reused
 from .ledger import GroupCommitLedger, LedgerClosed, LedgerFatal, Record, Store
 
 log = logging.getLogger("yidi.gateway")
@@ -86,6 +90,9 @@ class StoreArchive:
     def settlement(self, setl_id: str) -> ArchivedSettlement | None:
         return self.store.settlement(setl_id)
 
+    def problem(self, problem_id: str) -> ArchivedProblem | None:
+        return self.store.problem(problem_id)
+
     def reply(self, seq: int) -> bytes | None:
         record = self.store.read(seq)
         return None if record is None else record.response
@@ -100,9 +107,42 @@ def data_dir_of(store: Store, default: str) -> str:
     return events.decode(record.body).data_dir if record is not None else default
 
 
+IMAGE_NAME = ".yidi-index.img"
+DATA_FILES = ("manifest.json", "regions.jsonl", "institutions.jsonl", "catalog.jsonl", "policies.jsonl",
+              "persons.jsonl", "filings.jsonl")
+
+
+def data_fingerprint(data_dir: str) -> str:
+    """Names, sizes and modification times of a data set's files: any change makes a new fingerprint."""
+    parts = []
+    for name in DATA_FILES:
+        try:
+            st = os.stat(os.path.join(data_dir, name))
+        except FileNotFoundError:
+            continue
+        parts.append(f"{name}:{st.st_size}:{st.st_mtime_ns}")
+    return hashlib.blake2b("|".join(parts).encode(), digest_size=16).hexdigest()
+
+
 def load_index(config: Config, data_dir: str, progress: Callable[[str, int], None] | None = None) -> Index:
+    """The reference data set: from its binary image when one was written for exactly these files, else
+    parsed from the JSON Lines (and the image written beside them for the next start)."""
+    image = os.path.join(data_dir, IMAGE_NAME)
+    fingerprint = data_fingerprint(data_dir)
     index = Index(accepted_card_versions=config.accepted_card_versions)
+    if os.path.exists(image):
+        try:
+            index.load_image(image, fingerprint)
+            log.info("reference data from its image %s", image)
+            return index
+        except (ValueError, OSError) as err:
+            log.info("reference data image %s not used (%s); parsing the JSON Lines", image, err)
+            index = Index(accepted_card_versions=config.accepted_card_versions)
     index.load_dir(data_dir, progress)
+    try:
+        index.save_image(image, fingerprint)
+    except OSError as err:  # a read-only data set: start from the JSON Lines every time
+        log.info("reference data image not written (%s)", err)
     return index
 
 
@@ -221,6 +261,7 @@ class Gateway:
             build_state, self.config, self.store, self.keys, data_dir, self.snapshots, progress)
         self.ledger.start()
         self._records_since_snapshot = self.ledger.next_seq - 1 - self.snapshot_seq
+        await self._report_fatal_note()
 
     # --------------------------------------------------------- mutation
     async def execute(self, caller: str, command: Command, digest: bytes) -> bytes:
@@ -235,29 +276,33 @@ class Gateway:
         return outcome
 
     async def execute_many(self, caller: str, items: Sequence[Item]) -> list[Outcome]:
-        """A batch: one loop, one ledger group.  Each item gets its answer or its own refusal."""
+        """A batch: one loop, one ledger group.  Each item gets its answer or its own refusal.
+
+        Items are decided and applied in order (an item sees the ones before it: fees uploaded by
+        one item are settled by the next); their records are submitted together and every answer
+        waits until the whole group is durable.
+        """
         self.require_ready()
         engine = self.state.engine
         outcomes: list[Outcome | Prior | int | None] = [None] * len(items)
-        decided: list[tuple[int, Decision]] = []
+        records: list[Record] = []
         seen: dict[str, tuple[bytes, int]] = {}  # request_id -> (digest, item) within this batch
+        base = self.ledger.next_seq
         for i, (command, digest) in enumerate(items):
             try:
                 outcomes[i] = self._earlier(caller, command, digest, seen)
-                if outcomes[i] is None:
-                    seen[command.request_id] = (digest, i)
-                    check_deadline()
-                    decided.append((i, engine.decide(command, self.ledger.next_seq + len(decided))))
+                if outcomes[i] is not None:
+                    continue
+                seen[command.request_id] = (digest, i)
+                check_deadline()  # the last moment before this item changes anything
+                decision = engine.decide(command, base + len(records))
             except YidiError as err:
                 outcomes[i] = err
-        if decided:
-            try:
-                check_deadline()  # the last moment before anything changes
-            except YidiError as err:
-                for i, _ in decided:
-                    outcomes[i] = err
-                return outcomes
-            await self._record(caller, engine, items, decided, outcomes)
+                continue
+            records.append(self._apply(engine, caller, command, digest, decision, base + len(records)))
+            outcomes[i] = records[-1].response
+        if records:
+            await self._submit(caller, records)
         return [await self._resolve(outcome, outcomes) for outcome in outcomes]
 
     def _earlier(self, caller: str, command: Command, digest: bytes,
@@ -267,24 +312,12 @@ class Gateway:
         twin = seen.get(command.request_id)
         if twin is not None:
             if twin[0] != digest:
-                raise YidiError("IDEMPOTENCY_KEY_REUSED",
-                                f"请求ID {command.request_id} 在同一批次中用于两笔不同的请求，后一笔未处理。")
+                raise reused(command.request_id)  # worded as when the first is durable: a replay reads the same
             return twin[1]
         return self.keys.lookup(caller, command.request_id, digest)
 
-    async def _record(self, caller: str, engine: Engine, items: Sequence[Item],
-                      decided: list[tuple[int, Decision]], outcomes: list) -> None:
-        """Apply each decision, submit their records as one group, wait until it is durable."""
-        base = self.ledger.next_seq
-        records = []
-        for n, (i, decision) in enumerate(decided):
-            command, digest = items[i]
-            event, seq = decision.event, base + n
-            changes, response = self._apply(engine, event, seq, decision)
-            records.append(Record(kind=event.kind, caller=caller, request_id=command.request_id, digest=digest,
-                                  key=event.key, body=events.encode(event), response=response, seq=seq,
-                                  changes=tuple(changes)))
-            outcomes[i] = response
+    async def _submit(self, caller: str, records: list[Record]) -> None:
+        """Submit applied records as one group and wait until it is durable."""
         try:
             durable = self.ledger.submit(records)
         except (LedgerFatal, LedgerClosed):
@@ -302,15 +335,68 @@ class Gateway:
         except LedgerFatal:
             raise storage_unavailable() from None
 
-    def _apply(self, engine: Engine, event: events.Event, seq: int,
-               decision: Decision) -> tuple[list[Change], bytes]:
-        """Apply an event to memory and encode its reply; a failure here is a bug."""
+    def _apply(self, engine: Engine, caller: str, command: Command, digest: bytes, decision: Decision,
+               seq: int) -> Record:
+        """Apply a decision to memory and make its record (reply included); a failure here is a bug."""
+        event = decision.event
         try:
-            return engine.apply(event, seq), encode_reply(decision.result)
+            changes = engine.apply(event, seq)
+            return Record(kind=event.kind, caller=caller, request_id=command.request_id, digest=digest,
+                          key=event.key, body=events.encode(event), response=encode_reply(decision.result),
+                          seq=seq, changes=tuple(changes))
         except BaseException as exc:  # memory may now differ from the ledger
             log.critical("apply failed for a %s event; restarting to rebuild from the ledger", event.kind)
+            self._leave_fatal_note(event, exc)
             self.on_fatal(exc)
             raise
+
+    # ------------------------------------------------- internal failures → problem reports
+    async def report_internal(self, method: str, caller: str, correlation_id: str, text: str = "") -> bool:
+        """Open a problem report (报错处理) for an internal failure; True once it is recorded.
+
+        A failure here is logged and goes no further: it never opens a report of its own.
+        """
+        try:
+            province = caller if caller and caller not in (NATIONAL, GATEWAY) else ""
+            command = ReportProblem(
+                request_id=f"internal-{correlation_id}", reporter=GATEWAY, category="internal_error",
+                text=text or f"{method} 内部错误，差错编号 {correlation_id}（调用方 {caller or '未知'}）。",
+                province=province, at_ms=int(time.time() * 1000))
+            digest = hashlib.blake2b(correlation_id.encode(), digest_size=16).digest()
+            await self.execute(GATEWAY, command, digest)
+            return True
+        except Exception:
+            log.exception("could not open a problem report for internal error %s", correlation_id)
+            return False
+
+    def fatal_note_path(self) -> str:
+        return self.config.ledger_path() + ".fatal.json"
+
+    def _leave_fatal_note(self, event: events.Event, exc: BaseException) -> None:
+        """A failed apply ends the process; the note lets the restarted gateway open a problem report for it."""
+        note = {"correlation_id": uuid.uuid4().hex[:16], "event": event.kind, "key": event.key,
+                "error": repr(exc)[:500], "at_ms": int(time.time() * 1000)}
+        try:
+            tmp = self.fatal_note_path() + ".tmp"
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump(note, f)
+            os.replace(tmp, self.fatal_note_path())
+        except OSError:
+            log.exception("could not leave a note of the failed apply")
+
+    async def _report_fatal_note(self) -> None:
+        try:
+            with open(self.fatal_note_path(), encoding="utf-8") as f:
+                note = json.load(f)
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError):
+            log.exception("unreadable note of a failed apply at %s", self.fatal_note_path())
+            return
+        text = (f"账本记录应用失败（{note.get('event')} {note.get('key')}：{note.get('error')}），"
+                f"网关已重启并按账本重建状态。差错编号 {note.get('correlation_id')}。")
+        if await self.report_internal("apply", GATEWAY, str(note.get("correlation_id")), text):
+            os.remove(self.fatal_note_path())
 
     def _durable(self, fut: asyncio.Future, caller: str, records: list[Record]) -> None:
         if fut.cancelled() or fut.exception() is not None:
@@ -393,10 +479,10 @@ class Gateway:
         old, self.state = self.state, state
         try:
             event = ReferenceLoaded(data_dir=state.data_dir, meta=dict(state.engine.index.meta))
-            decision = Decision(event, self.status(ledger_seq=self.ledger.next_seq))
-            outcomes: list = [None]
-            await self._record(caller, state.engine, [(command, digest)], [(0, decision)], outcomes)
-            return outcomes[0]
+            seq = self.ledger.next_seq
+            record = self._apply(state.engine, caller, command, digest, Decision(event, self.status(seq)), seq)
+            await self._submit(caller, [record])
+            return record.response
         except BaseException:
             self.state = old
             raise
@@ -409,6 +495,7 @@ class Gateway:
             version=str(meta.get("version", "")),
             ledger_seq=self.store.last_seq() if ledger_seq is None else ledger_seq,
             loaded_at_unix_ms=state.loaded_at_unix_ms, snapshot_seq=self.snapshot_seq,
+            ledger_commits=self.ledger.commits, ledger_commit_records=self.ledger.records,
         )
 
     # -------------------------------------------------------- snapshots

@@ -75,9 +75,10 @@ class CallerInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(self, continuation, details):
         handler = await continuation(details)
-        if handler is None or not details.method.startswith("/yidi."):
-            return handler
-        inner = handler.unary_unary
+        if handler is None or not details.method.startswith("/yidi.") or handler.response_streaming:
+            return handler  # bidirectional streams resolve their caller in their handler (services/base.py)
+        field = "stream_unary" if handler.request_streaming else "unary_unary"
+        inner = getattr(handler, field)
         on_error, admission = self._on_error, self._admission
 
         async def with_caller(request, context):
@@ -94,4 +95,4 @@ class CallerInterceptor(grpc.aio.ServerInterceptor):
                 if ticket is not None:
                     admission.leave(ticket)
 
-        return handler._replace(unary_unary=with_caller)
+        return handler._replace(**{field: with_caller})

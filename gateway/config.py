@@ -32,6 +32,12 @@ class Config:
     max_connection_idle_ms: int = 30 * 60_000
     # Seconds in-flight RPCs get to finish on SIGTERM.
     shutdown_grace_s: float = 10.0
+    # SettleBatch: items per call at most (BATCH_TOO_LARGE beyond).
+    batch_max_items: int = 1000
+    # SettleStream: items read but not yet answered, per stream (the server stops reading beyond).
+    stream_max_in_flight: int = 2000
+    # SettleStream: items read within this window go to the ledger as one group.
+    stream_group_window_s: float = 0.001
     # Ledger: records per transaction at most (a batch RPC's group is never split).
     ledger_max_batch: int = 4096
     # A cap on the ledger database's size (0: none; SQLite max_page_count): past it commits fail as on

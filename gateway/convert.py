@@ -8,15 +8,25 @@ from __future__ import annotations
 
 from typing import Callable
 
+import hashlib
+
+from google.protobuf.message import DecodeError
+
 from core import commands as cmd
+from core.archive import ArchivedProblem, ProblemNote
+from core._core import read_batch_items, read_outpatient_request, read_settle_item
 from core.errors import YidiError
-from core.events import Breakdown, FeeLine, Filing, Person
+from core.events import FeeLine, Filing, Person
+from core.funds import PROBLEM_OVERDUE_DAYS, RISK_FLAGS, Figures, Position, Report
 
 from .privacy import mask_certno
 from ._pb.yidi.v1 import admin_pb2 as apb
 from ._pb.yidi.v1 import common_pb2 as pb
 from ._pb.yidi.v1 import filing_pb2 as fpb
+from ._pb.yidi.v1 import funds_pb2 as fdpb
+from ._pb.yidi.v1 import problems_pb2 as ppb
 from ._pb.yidi.v1 import settlement_pb2 as spb
+from .status import status_proto
 
 
 class EnumMap:
@@ -52,6 +62,26 @@ FILING_STATUS = EnumMap(pb.FilingStatus, "FILING_STATUS_", "备案状态 status 
 VISIT_KIND = EnumMap(pb.VisitKind, "VISIT_KIND_", "就诊类型 ")
 VISIT_STATUS = EnumMap(pb.VisitStatus, "VISIT_STATUS_", "就诊状态 ")
 SETTLEMENT_STATUS = EnumMap(pb.SettlementStatus, "SETTLEMENT_STATUS_", "结算状态 ")
+WARNING_LEVEL = EnumMap(fdpb.WarningLevel, "WARNING_LEVEL_", "预警级别 ")
+DIFFERENCE_KIND = EnumMap(fdpb.DifferenceKind, "DIFFERENCE_KIND_", "差异类型 ")
+PROBLEM_CATEGORY = EnumMap(ppb.ProblemCategory, "PROBLEM_CATEGORY_", "问题类别 category ")
+PROBLEM_STATE = EnumMap(ppb.ProblemState, "PROBLEM_STATE_", "问题状态 state ")
+DAY_MS = 86_400_000
+
+
+def risk_flags_pb(flags: int) -> list[int]:
+    """Core flag bits (core.funds.RISK_FLAGS) -> RiskFlag values: bit i is value i + 1."""
+    return [i + 1 for i in range(len(RISK_FLAGS)) if flags >> i & 1]
+
+
+def risk_flags_mask(values) -> int:
+    """RiskFlag values -> core flag bits (every flag when none is named)."""
+    mask = 0
+    for value in values:
+        if not 1 <= value <= len(RISK_FLAGS):
+            raise YidiError("INVALID_ENUM", f"风险标记取值 {value} 无效，应为 1–{len(RISK_FLAGS)}。")
+        mask |= 1 << (value - 1)
+    return mask or (1 << len(RISK_FLAGS)) - 1
 
 
 # ------------------------------------------------------------- rows
@@ -123,37 +153,115 @@ def outpatient_command(req: spb.OutpatientSettleRequest) -> cmd.OutpatientSettle
                                 setl_date=req.setl_date, lines=fee_lines(req.lines), card=card(req))
 
 
+class Wire:
+    """A request the core read from wire bytes itself: its command and digest; fields read through to the command
+    (so core.access rules see ``fixmedins_code`` etc. as on a protobuf message)."""
+
+    __slots__ = ("command", "digest")
+
+    def __init__(self, command: cmd.Command, digest: bytes) -> None:
+        self.command = command
+        self.digest = digest
+
+    def __getattr__(self, name: str):
+        return getattr(self.command, name)
+
+
+def outpatient_wire(raw: bytes) -> Wire:
+    """OutpatientSettleRequest bytes → command, read by the core when they are canonical (most are), else by upb."""
+    fields = read_outpatient_request(raw)
+    if fields is None:
+        try:
+            req = spb.OutpatientSettleRequest.FromString(raw)
+        except DecodeError:
+            raise YidiError("INVALID_ARGUMENT", "请求报文无法解析，请检查接口版本与报文格式。") from None
+        return Wire(outpatient_command(req), request_digest(req))
+    request_id, psn_no, certno, fixmedins_code, setl_date, card, lines = fields
+    command = cmd.OutpatientSettle(
+        request_id=request_id, person=cmd.PersonId(psn_no, certno), fixmedins_code=fixmedins_code,
+        setl_date=setl_date, lines=tuple(FeeLine(*line) for line in lines),
+        card=cmd.Card(*card) if card is not None else None)
+    # canonical bytes are the deterministic serialization: the digest is the one request_digest would give
+    return Wire(command, hashlib.blake2b(raw, digest_size=16).digest())
+
+
+def request_digest(request) -> bytes:
+    """The canonical fingerprint of a request, for SPEC §6 idempotency."""
+    return hashlib.blake2b(request.SerializeToString(deterministic=True), digest_size=16).digest()
+
+
 # ------------------------------------------------------------ replies
-def settlement_pb(s: cmd.SettlementView) -> pb.Settlement:
-    b: Breakdown = s.breakdown
-    return pb.Settlement(
-        setl_id=s.setl_id, mdtrt_id=s.mdtrt_id, psn_no=s.psn_no, psn_name=s.psn_name,
-        fixmedins_code=s.fixmedins_code, fixmedins_name=s.fixmedins_name, insuplc_admdvs=s.insuplc_admdvs,
-        mdtrtarea_admdvs=s.mdtrtarea_admdvs, visit_kind=VISIT_KIND.pb(s.visit_kind), insutype=INSUTYPE.pb(s.insutype),
-        filing_id=s.filing_id, filing_kind=FILING_KIND.pb(s.filing_kind), setl_date=s.setl_date,
-        policy_effective_from=s.policy_effective_from,
-        breakdown=pb.Breakdown(**{f: getattr(b, f) for f in Breakdown.__struct_fields__}),
-        lines=[pb.LineResult(feedetl_sn=x.feedetl_sn, code=x.code, chrgitm_lv=x.chrgitm_lv,
-                             det_item_fee_sumamt=x.det_item_fee_sumamt, fulamt_ownpay_amt=x.fulamt_ownpay_amt,
-                             overlmt_selfpay=x.overlmt_selfpay, preselfpay_amt=x.preselfpay_amt,
-                             inscp_scp_amt=x.inscp_scp_amt)
-               for x in s.lines],
-        status=SETTLEMENT_STATUS.pb(s.status),
-    )
-
-
-def recorded_settlement(reply: bytes, status: str, cancel_date: int) -> pb.Settlement:
+def recorded_settlement(reply: bytes, status: str, cancel_date: int, cancel_clearing_month: int = 0) -> pb.Settlement:
     """A settlement as its ledger record answered it, with its status as it stands now."""
     settlement = spb.SettlementResponse.FromString(reply).settlement
     settlement.status = SETTLEMENT_STATUS.pb(status)
     settlement.cancel_date = cancel_date
+    settlement.cancel_clearing_month = cancel_clearing_month
     return settlement
+
+
+# ------------------------------------------------------------ funds (SPEC §8)
+def position_pb(p: Position, province_name: str) -> fdpb.Position:
+    return fdpb.Position(
+        province=p.province, province_name=province_name, prepaid_fen=p.prepaid_fen, drawn_fen=p.drawn_fen,
+        given_back_fen=p.given_back_fen, used_fen=p.used_fen, balance_fen=p.balance_fen, usage_bp=p.usage_bp,
+        level=WARNING_LEVEL.pb(p.level), top_up_demand_fen=p.top_up_demand_fen, yellow_bp=p.yellow_bp,
+        red_bp=p.red_bp, topped_up_fen=p.topped_up_fen)
+
+
+def month_pb(r: cmd.MonthResult) -> fdpb.ClearingMonth:
+    return fdpb.ClearingMonth(month=r.month, closed=r.closed, confirmed=list(r.confirmed))
+
+
+def report_pb(r: Report, province_name, institution_name) -> fdpb.ClearingReport:
+    """A clearing report; ``province_name(code)`` and ``institution_name(code)`` name what it shows."""
+    provinces = {p for pair in r.pairs for p in (pair.insured, pair.treatment)} | {n.province for n in r.nets}
+    return fdpb.ClearingReport(
+        month=r.month, closed=r.closed, confirmed=r.confirmed, totals=fdpb.ClearingTotals(**r.totals),
+        pairs=[fdpb.ProvincePair(insured_province=p.insured, treatment_province=p.treatment,
+                                 totals=fdpb.ClearingTotals(**p.totals)) for p in r.pairs],
+        institutions=[fdpb.InstitutionTotals(fixmedins_code=i.fixmedins_code, fixmedins_name=institution_name(i.fixmedins_code),
+                                             treatment_province=i.treatment, totals=fdpb.ClearingTotals(**i.totals))
+                      for i in r.institutions],
+        net_positions=[fdpb.NetPosition(province=n.province, receivable_fen=n.receivable_fen, payable_fen=n.payable_fen,
+                                        net_fen=n.net_fen) for n in r.nets],
+        province_names={p: province_name(p) or "" for p in provinces})
+
+
+def figures(f: fdpb.ReconcileFigures) -> Figures:
+    return Figures(f.count, f.medfee_sumamt, f.fund_pay_sumamt, f.psn_cash_pay)
+
+
+def figures_pb(f: Figures) -> fdpb.ReconcileFigures:
+    return fdpb.ReconcileFigures(count=f.count, medfee_sumamt=f.medfee_sumamt, fund_pay_sumamt=f.fund_pay_sumamt,
+                                 psn_cash_pay=f.psn_cash_pay)
+
+
+
+# ------------------------------------------------------------ problem reports
+def problem_pb(row: ArchivedProblem, now_ms: int) -> ppb.Problem:
+    """A report with its age as at now_ms (or its resolution): overdue if open more than PROBLEM_OVERDUE_DAYS."""
+    f = row.facts
+    until = row.resolved_at_ms if row.state == "resolved" else now_ms
+    age_days = max(0, until - f.opened_at_ms) // DAY_MS
+    return ppb.Problem(
+        problem_id=f.problem_id, reporter=f.reporter, category=PROBLEM_CATEGORY.pb(f.category), text=f.text,
+        setl_id=f.setl_id, mdtrt_id=f.mdtrt_id, treatment_province=f.treatment_province,
+        insured_province=f.insured_province, opened_at_unix_ms=f.opened_at_ms, state=PROBLEM_STATE.pb(row.state),
+        assignee=row.assignee, resolution=row.resolution, updated_at_unix_ms=row.updated_at_ms,
+        resolved_at_unix_ms=row.resolved_at_ms, age_days=age_days,
+        overdue=row.state == "open" and age_days > PROBLEM_OVERDUE_DAYS)
+
+
+def note_pb(n: ProblemNote) -> ppb.ProblemNote:
+    return ppb.ProblemNote(action=n.action, by=n.by, text=n.text, at_unix_ms=n.at_ms)
 
 
 def reference_status_pb(r: cmd.ReferenceResult) -> apb.ReferenceDataStatus:
     return apb.ReferenceDataStatus(data_dir=r.data_dir, counts=r.counts, seed=r.seed, version=r.version,
                                    ledger_seq=r.ledger_seq, loaded_at_unix_ms=r.loaded_at_unix_ms,
-                                   snapshot_seq=r.snapshot_seq)
+                                   snapshot_seq=r.snapshot_seq, ledger_commits=r.ledger_commits,
+                                   ledger_commit_records=r.ledger_commit_records)
 
 
 def _admit_reply(r: cmd.AdmitResult) -> spb.AdmitResponse:
@@ -172,11 +280,13 @@ _REPLIES: dict[type, Callable] = {
     cmd.FilingResult: lambda r: fpb.FilingResponse(filing=filing_pb(r.filing)),
     cmd.AdmitResult: _admit_reply,
     cmd.VisitResult: _visit_reply,
-    cmd.SettlementView: lambda r: spb.SettlementResponse(settlement=settlement_pb(r)),
     cmd.CancelResult: lambda r: spb.SettlementResponse(
-        settlement=recorded_settlement(r.original_reply, "cancelled", r.cancel_date)),
+        settlement=recorded_settlement(r.original_reply, "cancelled", r.cancel_date, r.clearing_month)),
     cmd.ReferenceResult: reference_status_pb,
     cmd.ReverseResult: lambda r: _reverse_reply(r),
+    cmd.PositionResult: lambda r: position_pb(r.position, r.province_name),
+    cmd.MonthResult: month_pb,
+    cmd.ProblemResult: lambda r: ppb.ProblemResponse(problem=problem_pb(r.problem, r.problem.updated_at_ms)),
 }
 
 REVERSE_OUTCOME = EnumMap(spb.ReverseOutcome, "REVERSE_OUTCOME_", "冲正结果 ")
@@ -191,6 +301,94 @@ def _reverse_reply(r: cmd.ReverseResult) -> spb.ReverseResponse:
     return reply
 
 
+def discharge_command(req: spb.DischargeSettleRequest) -> cmd.DischargeSettle:
+    return cmd.DischargeSettle(request_id=req.request_id, mdtrt_id=req.mdtrt_id, dscg_date=req.dscg_date)
+
+
+def _upb_wire(request_cls, to_command, what: str):
+    def read(raw: bytes) -> Wire:
+        try:
+            req = request_cls.FromString(raw)
+        except DecodeError:
+            raise YidiError("INVALID_ARGUMENT", f"{what}报文无法解析，请检查接口版本与报文格式。") from None
+        return Wire(to_command(req), request_digest(req))
+    return read
+
+
+def upload_fees_command(req: spb.UploadFeesRequest) -> cmd.UploadFees:
+    return cmd.UploadFees(request_id=req.request_id, mdtrt_id=req.mdtrt_id, lines=fee_lines(req.lines))
+
+
+# A batch or stream item, by its SettleItem field: the unary RPC it stands for (its access rule), its reader,
+# and the SettleOutcome field of its answer.
+SETTLE_ITEMS = {
+    1: ("SettlementService/OutpatientSettle", outpatient_wire, 1),
+    2: ("SettlementService/DischargeSettle", _upb_wire(spb.DischargeSettleRequest, discharge_command, "出院结算"), 1),
+    3: ("SettlementService/Admit", _upb_wire(spb.AdmitRequest, admit_command, "入院登记"), 3),
+    4: ("SettlementService/UploadFees", _upb_wire(spb.UploadFeesRequest, upload_fees_command, "费用明细上传"), 4),
+}
+_ITEM_FIELDS = {"outpatient": 1, "discharge": 2, "admit": 3, "fees": 4}
+_NOT_AN_ITEM = "批量项须为门诊结算、出院结算、入院登记或费用明细上传之一，或报文无法解析。"
+
+
+def settle_item(raw: bytes) -> tuple[str, Wire, int] | YidiError:
+    """A SettleItem's bytes → (its unary RPC, its request, its answer's field), or the refusal in its place."""
+    split = read_settle_item(raw)
+    if split is None:  # not the usual shape: let upb read it (it may still be a valid item)
+        try:
+            item = spb.SettleItem.FromString(raw)
+        except DecodeError:
+            return YidiError("INVALID_ARGUMENT", _NOT_AN_ITEM)
+        kind = item.WhichOneof("settle")
+        if kind is None:
+            return YidiError("INVALID_ARGUMENT", _NOT_AN_ITEM)
+        split = (_ITEM_FIELDS[kind], getattr(item, kind).SerializeToString())
+    method, read, answer_field = SETTLE_ITEMS[split[0]]
+    try:
+        return method, read(split[1]), answer_field
+    except YidiError as err:
+        return err
+
+
+def batch_items(raw: bytes) -> list:
+    """SettleBatchRequest bytes → each item's (unary RPC, request) or refusal."""
+    items = read_batch_items(raw)
+    if items is None:
+        try:
+            items = [x.SerializeToString() for x in spb.SettleBatchRequest.FromString(raw).items]
+        except DecodeError:
+            raise YidiError("INVALID_ARGUMENT", "批量结算报文无法解析，请检查接口版本与报文格式。") from None
+    return [settle_item(x) for x in items]
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _length_delimited(field: int, payload: bytes) -> bytes:
+    """A protobuf length-delimited field (field < 16), for nesting bytes that must stay byte-identical."""
+    return bytes([(field << 3) | 2]) + _varint(len(payload)) + payload
+
+
+def settle_outcome(outcome: bytes | YidiError, answer_field: int = 1) -> bytes:
+    """A SettleOutcome: the unary answer's bytes as they are (so a replay is identical), or the refusal."""
+    if isinstance(outcome, YidiError):
+        return _length_delimited(2, status_proto(outcome).SerializeToString())
+    return _length_delimited(answer_field, outcome)
+
+
+def settle_batch_reply(outcomes: list[bytes]) -> bytes:
+    """SettleBatchResponse from encoded SettleOutcomes."""
+    return b"".join(_length_delimited(1, o) for o in outcomes)
+
+
 def encode_reply(result: cmd.Result) -> bytes:
     """The response bytes of a result: sent, and stored in the ledger record for replays."""
+    if type(result) is cmd.Reply:  # written by the core itself (a settlement)
+        return result.data
     return _REPLIES[type(result)](result).SerializeToString()

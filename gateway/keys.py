@@ -105,7 +105,9 @@ class Keys:
 
 def _same(seen: bytes, digest: bytes, request_id: str) -> None:
     if seen != digest:
-        raise YidiError(
-            "IDEMPOTENCY_KEY_REUSED",
-            f"请求ID {request_id} 已用于另一笔不同的请求，本次请求未处理。请为新业务使用新的请求ID。",
-        )
+        raise reused(request_id)
+
+
+def reused(request_id: str) -> YidiError:
+    return YidiError("IDEMPOTENCY_KEY_REUSED",
+                     f"请求ID {request_id} 已用于另一笔不同的请求，本次请求未处理。请为新业务使用新的请求ID。")

@@ -76,7 +76,7 @@ log = logging.getLogger(__name__)
 DIGEST_BYTES_MIN = 16
 DIGEST_BYTES_MAX = 32
 SCAN_PAGE_RECORDS = 1024
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # A test write (``SqliteStore.probe``) must find room for this much: a group of records is about this big.
 PROBE_BYTES = 1 << 20
 # How often an idle writer looks whether the interpreter is shutting down
@@ -139,6 +139,19 @@ class Store(Protocol):
     def visit(self, mdtrt_id: str): ...
 
     def settlement(self, setl_id: str): ...
+
+    # Projections (gateway/archive_sql.py): reconciliation and problem reports.
+    def problem(self, problem_id: str): ...
+
+    def list_problems(self, province: str, state: str, after_seq: int, limit: int): ...
+
+    def problem_notes(self, problem_id: str): ...
+
+    def recon_totals(self, fixmedins_code: str, date_from: int, date_to: int, insutype: str = ""): ...
+
+    def flagged(self, fixmedins_code: str, date_from: int, date_to: int, mask: int, limit: int): ...
+
+    def open_reader(self): ...
 
     def close(self) -> None: ...
 
@@ -222,7 +235,10 @@ class SqliteStore:
     continue the log exactly, or the append fails. Records are never
     deleted, so seqs are dense and monotonic.
 
-    Schema 2 (this release) finds idempotency keys through ``requests``, a
+    Schema 3 adds the projections for reconciliation and problem reports
+    (``archive_sql``) and each cancellation's clearing month; a schema 2
+    ledger is migrated on open (the projection is filled from its records).
+    Schema 2 finds idempotency keys through ``requests``, a
     table of 63-bit hashes of (caller, request_id) (an integer key costs a
     quarter of the text index it replaces: bench/ledger_throughput.py), adds
     the archive tables (``archive_sql``) and a ``meta`` table, and drops the
@@ -230,7 +246,7 @@ class SqliteStore:
     ledger is migrated on open; its archive is marked missing until the
     gateway, replaying it in full, writes it (``write_archive``).
 
-    Schema 3 adds each record's ``checksum`` and ``chain`` (gateway/chain.py),
+    Schema 4 adds each record's ``checksum`` and ``chain`` (gateway/chain.py),
     computed here, on the writer thread, as records are inserted; an older
     ledger gets them on open, in seq order, in the opening transaction.  The
     head (last seq and chain) is also written to ``<ledger>.head`` after each
@@ -297,16 +313,18 @@ class SqliteStore:
                 raise RuntimeError(f"SQLite refused synchronous=FULL for {path!r}")
             conn.execute("PRAGMA foreign_keys=OFF")
             version = self._pragma(conn, "user_version")
-            if version not in (0, 1, 2, SCHEMA_VERSION):
+            if version not in (0, 1, 2, 3, SCHEMA_VERSION):
                 raise RuntimeError(f"ledger {path!r} has schema version {version}, expected {SCHEMA_VERSION}")
             conn.create_function("yidi_request_hash", 2, archive_sql.request_hash, deterministic=True)
             add_columns = ("ALTER TABLE records ADD COLUMN checksum BLOB NOT NULL DEFAULT x'';"
-                           " ALTER TABLE records ADD COLUMN chain BLOB NOT NULL DEFAULT x''; ") if version in (1, 2) else ""
+                           " ALTER TABLE records ADD COLUMN chain BLOB NOT NULL DEFAULT x''; ") if version in (1, 2, 3) else ""
             # One script (executescript would commit an open transaction).
             conn.executescript("BEGIN IMMEDIATE; " + add_columns + _SCHEMA)
             if version == 1:
                 self._migrate_v1(conn)
-            if version in (1, 2):
+            elif version == 2:
+                self._migrate_v2(conn)
+            if version in (1, 2, 3):
                 self._migrate_chain(conn)
             conn.execute("INSERT OR IGNORE INTO meta (name, value) VALUES ('archive', 'complete')")
             conn.execute("INSERT OR IGNORE INTO meta (name, value) VALUES ('legacy_last_seq', '0')")
@@ -336,7 +354,7 @@ class SqliteStore:
 
     @staticmethod
     def _migrate_chain(conn: sqlite3.Connection) -> None:
-        """Schema 2 → 3: each record's checksum and chain value, in seq order, inside the opening transaction."""
+        """Schema 1–3 → 4: each record's checksum and chain value, in seq order, inside the opening transaction."""
         previous, after = GENESIS, 0
         while True:
             rows = conn.execute(f"SELECT {_COLUMNS} FROM records WHERE seq > ? ORDER BY seq LIMIT ?",
@@ -351,6 +369,15 @@ class SqliteStore:
             if len(rows) < SCAN_PAGE_RECORDS:
                 return
             after = rows[-1][7]
+
+    @staticmethod
+    def _migrate_v2(conn: sqlite3.Connection) -> None:
+        """Schema 2 → 3, inside the opening transaction: cancellations record their clearing month (0 for
+        those already made, whose answers did not carry one) and the reconciliation projection is filled
+        from the settlements already in the ledger."""
+        conn.execute("ALTER TABLE cancellations ADD COLUMN clearing_month INTEGER NOT NULL DEFAULT 0")
+        row = conn.execute("SELECT value FROM meta WHERE name = 'legacy_last_seq'").fetchone()
+        archive_sql.backfill_projection(conn, int(row[0]) if row else 0)
 
     def _reader(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
@@ -524,6 +551,27 @@ class SqliteStore:
 
     def settlement(self, setl_id: str):
         return archive_sql.read_settlement(self._reader(), setl_id, self._legacy_last, self.read)
+
+    def problem(self, problem_id: str):
+        return archive_sql.read_problem(self._reader(), problem_id)
+
+    def list_problems(self, province: str, state: str, after_seq: int, limit: int):
+        return archive_sql.list_problems(self._reader(), province, state, after_seq, limit)
+
+    def problem_notes(self, problem_id: str):
+        return archive_sql.problem_notes(self._reader(), problem_id)
+
+    def recon_totals(self, fixmedins_code: str, date_from: int, date_to: int, insutype: str = ""):
+        return archive_sql.recon_totals(self._reader(), fixmedins_code, date_from, date_to, insutype)
+
+    def flagged(self, fixmedins_code: str, date_from: int, date_to: int, mask: int, limit: int):
+        return archive_sql.flagged(self._reader(), fixmedins_code, date_from, date_to, mask, limit)
+
+    def open_reader(self) -> sqlite3.Connection:
+        """A read-only connection of its own (a long read, e.g. a detail reconciliation); the caller closes it."""
+        conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA query_only=1")
+        return conn
 
     def read(self, seq: int) -> Record | None:
         """The record with that seq, checked against its checksum."""

@@ -34,14 +34,18 @@ from .app import Gateway
 from .audit import AuditLog
 from .auth import CallerInterceptor
 from .config import Config
+from .gcwatch import WATCH
 from .ledger import LedgerCorrupt, LedgerUnavailable, open_store
 from .privacy import MaskingFilter
 from .snapshot import LedgerBehindSnapshot
 from .services.admin import AdminService
 from .services.base import abort, service_handler
+from .services.diagnostics import DiagnosticsService
 from .services.filing import FilingService
+from .services.funds import FundsService
+from .services.problems import ProblemService
 from .services.settlement import SettlementService
-from ._pb.yidi.v1 import admin_pb2, filing_pb2, settlement_pb2
+from ._pb.yidi.v1 import admin_pb2, diagnostics_pb2, filing_pb2, funds_pb2, problems_pb2, settlement_pb2
 
 log = logging.getLogger("yidi.server")
 
@@ -49,6 +53,9 @@ SERVICES = (
     (filing_pb2.DESCRIPTOR.services_by_name["FilingService"], FilingService),
     (settlement_pb2.DESCRIPTOR.services_by_name["SettlementService"], SettlementService),
     (admin_pb2.DESCRIPTOR.services_by_name["AdminService"], AdminService),
+    (funds_pb2.DESCRIPTOR.services_by_name["FundsService"], FundsService),
+    (problems_pb2.DESCRIPTOR.services_by_name["ProblemService"], ProblemService),
+    (diagnostics_pb2.DESCRIPTOR.services_by_name["DiagnosticsService"], DiagnosticsService),
 )
 
 
@@ -141,6 +148,7 @@ async def serve(config: Config, *, ready: Callable[[int], None] | None = None,
     """Run the gateway until SIGTERM/SIGINT (or ``stop`` is set)."""
     check_protobuf_backend()
     check_listen(config)
+    WATCH.install()
     store = open_store(config.ledger_path(), max_bytes=config.ledger_max_bytes)
     health_servicer = health.aio.HealthServicer()
     names: list[str] = []
@@ -188,6 +196,7 @@ async def serve(config: Config, *, ready: Callable[[int], None] | None = None,
             await server.stop(0)
             store.close()
             rebuild.result()
+        WATCH.freeze()
         for name in ["", *names]:
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("SERVING on port %d: %s, ledger seq %d", port, gw.state.engine.index.counts(),

@@ -11,7 +11,8 @@ File layout (little endian): magic ``YIDISNAP``, format version (u16), seq
 bytes), the ledger's chain value at ``seq`` (32 bytes, gateway/chain.py),
 then the body (MessagePack of ``SnapshotBody``).  Start-up checks that the
 ledger's record ``seq`` still has that chain value before it trusts the
-records after it.  Format 1 (no chain value) is still read.  Files are written to a temporary name,
+records after it.  Format 2 (no chain value) is still read; format 1 (before the
+funds) is skipped.  Files are written to a temporary name,
 fsynced, renamed and the directory fsynced, so a crash leaves either the old
 set or the new file whole.  A file whose checksum, length or magic is wrong is
 skipped with a log line naming it, and an older one (or a full replay) is used.
@@ -31,8 +32,10 @@ from core.engine import EngineState
 log = logging.getLogger("yidi.snapshot")
 
 MAGIC = b"YIDISNAP"
-FORMAT_VERSION = 2
-_HEADER_V1 = struct.Struct("<8sHQQ32s")
+# 3: the header carries the ledger's chain value at seq.  2: EngineState with the funds, no chain value (still
+# read).  1: an EngineState without the funds (skipped: a full replay is used instead).
+FORMAT_VERSION = 3
+_HEADER_V2 = struct.Struct("<8sHQQ32s")
 _HEADER = struct.Struct("<8sHQQ32s32s")
 _PREFIX = "snapshot-"
 _SUFFIX = ".yidi"
@@ -43,7 +46,7 @@ class SnapshotBody(msgspec.Struct):
     created_at_unix_ms: int
     data_dir: str
     engine: EngineState
-    chain: bytes = b""   # the ledger's chain value at seq (from the header; b"" in format 1)
+    chain: bytes = b""   # the ledger's chain value at seq (from the header; b"" in format 2)
 
 
 class SnapshotCorrupt(Exception):
@@ -70,17 +73,17 @@ def seal(seq: int, body: bytes, chain: bytes) -> bytes:
 
 
 def decode(blob: bytes) -> SnapshotBody:
-    if len(blob) < _HEADER_V1.size:
+    if len(blob) < _HEADER_V2.size:
         raise SnapshotCorrupt("shorter than its header")
-    magic, version, seq, length, checksum = _HEADER_V1.unpack_from(blob)
+    magic, version, seq, length, checksum = _HEADER_V2.unpack_from(blob)
     if magic != MAGIC:
         raise SnapshotCorrupt("not a Yidi snapshot (bad magic)")
-    if version == 1:
-        chain, body = b"", memoryview(blob)[_HEADER_V1.size:]
+    if version == 2:
+        chain, body = b"", memoryview(blob)[_HEADER_V2.size:]
     elif version == FORMAT_VERSION and len(blob) >= _HEADER.size:
         chain, body = bytes(_HEADER.unpack_from(blob)[5]), memoryview(blob)[_HEADER.size:]
     else:
-        raise SnapshotCorrupt(f"format version {version}, this gateway reads 1..{FORMAT_VERSION}")
+        raise SnapshotCorrupt(f"format version {version}, this gateway reads 2..{FORMAT_VERSION}")
     if len(body) != length:
         raise SnapshotCorrupt(f"body is {len(body)} bytes, the header says {length}")
     if hashlib.blake2b(chain + bytes(body), digest_size=32).digest() != checksum:

@@ -25,7 +25,8 @@ def _pack(message) -> any_pb2.Any:
     return detail
 
 
-def to_status(err: YidiError) -> grpc.Status:
+def status_proto(err: YidiError) -> status_pb2.Status:
+    """A refusal as a google.rpc.Status: code, the clerk's message, ErrorInfo with the reason."""
     code = getattr(grpc.StatusCode, REASONS[err.reason].status)
     metadata = {k[:MAX_METADATA_VALUE_CHARS]: mask_text(v[:MAX_METADATA_VALUE_CHARS]) for k, v in err.metadata.items()}
     details = [_pack(error_details_pb2.ErrorInfo(reason=err.reason, domain=DOMAIN, metadata=metadata))]
@@ -36,7 +37,12 @@ def to_status(err: YidiError) -> grpc.Status:
     message = mask_text(err.clerk_message())
     if len(message) > MAX_MESSAGE_CHARS:
         message = message[:MAX_MESSAGE_CHARS - 20] + f"… [{err.reason}]"
-    return rpc_status.to_status(status_pb2.Status(code=code.value[0], message=message, details=details))
+    return status_pb2.Status(code=code.value[0], message=message, details=details)
+
+
+def to_status(err: YidiError) -> grpc.Status:
+    """A refusal as the trailers of a failed call."""
+    return rpc_status.to_status(status_proto(err))
 
 
 def error_info(error: grpc.RpcError) -> error_details_pb2.ErrorInfo | None:

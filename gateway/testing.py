@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 import grpc
 
 from gateway import certs
-from gateway._pb.yidi.v1 import admin_pb2_grpc, filing_pb2_grpc, settlement_pb2_grpc
+from gateway._pb.yidi.v1 import (admin_pb2_grpc, diagnostics_pb2_grpc, filing_pb2_grpc, funds_pb2_grpc,
+                                   problems_pb2_grpc, settlement_pb2_grpc)
 from gateway.status import reason_of
 
 # The directory that holds the gateway package (the repository root in a
@@ -126,7 +127,7 @@ def start_gateway(data_dir: str, ledger: str, *extra: str, timeout: float = 120,
 
 
 class Client:
-    """Stubs for the three services, calling as one caller (the client certificate of its channel)."""
+    """Stubs for the Yidi services, calling as one caller (the client certificate of its channel)."""
 
     def __init__(self, channel: grpc.Channel, caller: str | None) -> None:
         self.channel = channel
@@ -135,6 +136,9 @@ class Client:
         self.filing = filing_pb2_grpc.FilingServiceStub(channel)
         self.settlement = settlement_pb2_grpc.SettlementServiceStub(channel)
         self.admin = admin_pb2_grpc.AdminServiceStub(channel)
+        self.funds = funds_pb2_grpc.FundsServiceStub(channel)
+        self.problems = problems_pb2_grpc.ProblemServiceStub(channel)
+        self.diagnostics = diagnostics_pb2_grpc.DiagnosticsServiceStub(channel)
 
     def __call__(self, method, request, **kwargs):
         return method(request, metadata=self.metadata, timeout=30, **kwargs)

@@ -36,6 +36,9 @@ class World:
     def filing_province(self, filing_id):
         return "210000"
 
+    def problem_provinces(self, problem_id):
+        return {"460000", "210000"}
+
 
 class Request:
     def __init__(self, **fields):
@@ -43,9 +46,11 @@ class Request:
 
 
 REQUEST = Request(fixmedins_code="H46010000001", mdtrt_id="M1", setl_id="S1", psn_no="P1", certno="",
-                  filing_id="F1", filing=Request(filing_id="F1"), person=Request(insuplc_admdvs="210102"))
+                  filing_id="F1", filing=Request(filing_id="F1"), person=Request(insuplc_admdvs="210102"),
+                  province="460000", range=Request(fixmedins_code="H46010000001"), problem_id="R1")
 
 ALLOWED = {  # rule kind -> callers allowed for REQUEST in World
+    "any": {"210000", "460000", "440000", NATIONAL},
     "national": {NATIONAL},
     "insured_row": {"210000"},
     "insured_person": {"210000"},
@@ -56,6 +61,10 @@ ALLOWED = {  # rule kind -> callers allowed for REQUEST in World
     "settlement_treatment": {"460000"},
     "settlement_either": {"460000", "210000"},
     "own_request": {"210000", "460000", "440000", NATIONAL},
+    "own_province": {"460000"},
+    "own_or_national": {"460000", NATIONAL},
+    "problem_target": {"460000", "210000", NATIONAL},
+    "problem": {"460000", "210000", NATIONAL},
 }
 
 # Rule kinds whose object is named by id: a caller with no right to it is told it does not exist.

@@ -16,11 +16,11 @@ from datagen import generate
 from gateway_harness import ROOT, start_gateway
 
 
-def walkthrough() -> str:
+def walkthrough(name: str = "walkthrough") -> str:
     with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
         text = f.read()
-    block = re.search(r"<!-- walkthrough:start -->\n```sh\n(.*?)```\n<!-- walkthrough:end -->", text, re.S)
-    assert block, "README lost its walk-through block"
+    block = re.search(rf"<!-- {name}:start -->\n```sh\n(.*?)```\n<!-- {name}:end -->", text, re.S)
+    assert block, f"README lost its {name} block"
     return block.group(1)
 
 
@@ -33,14 +33,22 @@ def gateway(tmp_path_factory):
     assert server.stop() == 0
 
 
-def test_readme_walkthrough_runs_as_shown(gateway):
+RAN: set[str] = set()   # blocks already run against the module's gateway
+
+
+def cli_env(gateway, tmp_path) -> dict:
     # Over TLS: the gateway takes only clients with a certificate of its CA; `yidi --caller X` presents
     # X's development certificate from YIDI_CERTS, as it does from certs/dev after `make setup`.
     assert not gateway.insecure
-    env = dict(os.environ, YIDI_TARGET=gateway.target, YIDI_CERTS=gateway.certs.directory,
-               PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
+    return dict(os.environ, YIDI_TARGET=gateway.target, YIDI_CERTS=gateway.certs.directory, TMPDIR=str(tmp_path),
+                PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
+
+
+def test_readme_walkthrough_runs_as_shown(gateway, tmp_path):
+    env = cli_env(gateway, tmp_path)
     run = subprocess.run(["bash", "-euo", "pipefail", "-c", walkthrough()], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=120)
+    RAN.add("walkthrough")
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     out = run.stdout
     assert "persons 2,000" in out and "seed 2026" in out
@@ -55,3 +63,18 @@ def test_readme_walkthrough_runs_as_shown(gateway):
         fen = [int(x.strip("¥").replace(",", "").replace(".", "")) for x in (total, fund, cash)]
         assert fen[0] == fen[1] + fen[2]
     assert "NOT_FILED_FOR_DESTINATION" in run.stderr and "北京市市辖区" in run.stderr
+
+
+def test_readme_month_end_block_runs_after_the_walkthrough(gateway, tmp_path):
+    """Month-end operations, on the state the walk-through left (its filings and settlements in November)."""
+    env = cli_env(gateway, tmp_path)
+    script = walkthrough("month-end") if "walkthrough" in RAN else walkthrough() + walkthrough("month-end")
+    run = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    out = run.stdout
+    assert "黑龙江省" in out and "clearing month 202611: closed" in out
+    assert "cancellation booked in 202612" in out and "sum of net positions ¥0.00" in out
+    assert "confirmed by 460000" in out and "P46010000001" in out
+    assert "amount_dispute" in out and "海口市医保局 王工" in out
+    assert os.path.getsize(tmp_path / "yidi-202611" / "clearing-202611-flows.png") > 10_000

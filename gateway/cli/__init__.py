@@ -24,7 +24,8 @@ __all__ = ["main", "build_parser"]
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="yidi", description="Yidi cross-province settlement gateway")
-    p.add_argument("--target", default=os.environ.get("YIDI_TARGET", DEFAULT_TARGET), help="gateway HOST:PORT")
+    p.add_argument("--target", default=os.environ.get("YIDI_TARGET", ""),
+                   help=f"gateway HOST:PORT (default {DEFAULT_TARGET}; simulate-month starts its own unless given)")
     p.add_argument("--caller", default=os.environ.get("YIDI_CALLER", ""),
                    help="calling platform: a province code like 460000, or 'national' (env YIDI_CALLER); "
                         "picks that caller's development client certificate under --certs")

@@ -19,6 +19,8 @@ from typing import Callable
 
 from core._core import FILING_KINDS, INSUTYPES, PERSON_STATUSES, PERSON_TYPES
 
+from .funds import (PROBLEM_CATEGORIES, call_clearing, call_flagged, call_positions, call_prepaid, call_problems,
+                    call_reconcile)
 from .render import progress_printer
 
 DEFAULT_TARGET = "127.0.0.1:50051"
@@ -68,16 +70,18 @@ class Client:
     def __init__(self, args) -> None:
         import grpc
 
-        from .._pb.yidi.v1 import admin_pb2_grpc, filing_pb2_grpc, settlement_pb2_grpc
+        from .._pb.yidi.v1 import admin_pb2_grpc, filing_pb2_grpc, funds_pb2_grpc, problems_pb2_grpc, settlement_pb2_grpc
 
         if args.insecure:
-            self.channel = grpc.insecure_channel(args.target)
+            self.channel = grpc.insecure_channel(args.target or DEFAULT_TARGET)
         else:
-            self.channel = grpc.secure_channel(args.target, client_credentials(args))
+            self.channel = grpc.secure_channel(args.target or DEFAULT_TARGET, client_credentials(args))
         self.metadata = ()
         self.filing = filing_pb2_grpc.FilingServiceStub(self.channel)
         self.settlement = settlement_pb2_grpc.SettlementServiceStub(self.channel)
         self.admin = admin_pb2_grpc.AdminServiceStub(self.channel)
+        self.funds = funds_pb2_grpc.FundsServiceStub(self.channel)
+        self.problems = problems_pb2_grpc.ProblemServiceStub(self.channel)
 
     def call(self, method, request):
         return method(request, metadata=self.metadata, timeout=30)
@@ -308,6 +312,12 @@ def snapshot_request(args):
     return apb.TakeSnapshotRequest()
 
 
+def cmd_simulate_month(args) -> None:
+    from .simulate import main as simulate
+
+    raise SystemExit(simulate(args))
+
+
 def call_health(args, c: Client):
     """The standard gRPC health service, asked without a caller."""
     from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -413,4 +423,57 @@ COMMANDS: tuple[Command, ...] = (
     Command("snapshot", "write a snapshot now, so a restart replays only what follows (national operator)", (),
             "admin.TakeSnapshot", snapshot_request),
     Command("health", "gRPC health check", call=call_health),
+    # Month-end operations (SPEC §8): README "Month-end operations".
+    Command("prepaid", "set or top up an insured province's prepaid amount (预付金, national operator)", (
+        arg("action", choices=("set", "top-up")),
+        arg("--province", required=True, help="the insured province, e.g. 230000"),
+        arg("--amount-fen", type=int, required=True, help="set: the amount; top-up: what to add"),
+        arg("--yellow-bp", type=int, default=0, help="set: the yellow line (default 7000 = 70%%)"),
+        arg("--red-bp", type=int, default=0, help="set: the red line (default 9000 = 90%%)"),
+    ), call=call_prepaid),
+    Command("positions", "prepaid positions (预付金) and their warning levels", (
+        arg("--province", help="one province (a province may read only its own); default: all (national)"),
+    ), call=call_positions),
+    Command("clearing", "close, reopen, confirm or report a clearing month (清算)", (
+        arg("action", choices=("close", "reopen", "confirm", "report")),
+        arg("--month", type=int, required=True, help="yyyymm"),
+        arg("--province", help="confirm: the province (default: the caller); report: what concerns it"),
+        arg("--institutions", action="store_true", help="report: also per institution"),
+        arg("--charts", default="", help="report: write the flow heat map and net-position bars (PNG) here"),
+    ), call=call_clearing),
+    Command("reconcile", "reconcile an institution's settlements with the platform (对账)", (
+        arg("--institution", required=True, help="fixmedins_code"),
+        arg("--from", dest="date_from", type=int, required=True, help="yyyymmdd"),
+        arg("--to", dest="date_to", type=int, required=True, help="yyyymmdd"),
+        arg("--insutype", choices=INSUTYPES),
+        arg("--file", required=True, help="the province's books: JSON lines of {setl_id, medfee_sumamt, "
+                                          "fund_pay_sumamt, psn_cash_pay, cancelled}"),
+        arg("--detail", action="store_true", help="compare settlement by settlement even if the totals match"),
+    ), call=call_reconcile),
+    Command("flagged", "settlements with risk flags at an institution (SPEC §7)", (
+        arg("--institution", required=True), arg("--from", dest="date_from", type=int, required=True),
+        arg("--to", dest="date_to", type=int, required=True),
+        arg("--flag", action="append", choices=("long_stay", "high_cost", "on_site_check", "same_day_repeat")),
+        arg("--limit", type=int, default=0),
+    ), call=call_flagged),
+    Command("problems", "problem reports (报错处理): list, show, report, assign, comment, resolve", (
+        arg("action", nargs="?", default="list", choices=("list", "show", "report", "assign", "comment", "resolve")),
+        arg("--province", help="list: one province's reports (default: all, national)"),
+        arg("--state", choices=("open", "resolved")),
+        arg("--after", help="list: the last problem_id of the previous page"),
+        arg("--limit", type=int, default=0),
+        arg("--id", help="the problem_id (show, assign, comment, resolve)"),
+        arg("--setl-id"), arg("--mdtrt-id"),
+        arg("--category", choices=PROBLEM_CATEGORIES, default="other"),
+        arg("--text", help="report: what is wrong; assign: to whom; comment; resolve: the resolution"),
+    ), call=call_problems),
+    Command("simulate-month", "drive a realistic month through a gateway over gRPC and check the books", (
+        arg("--seed", type=int, default=1),
+        arg("--settlements", type=int, default=20_000),
+        arg("--data-dir", default=os.path.join("data", "national"), help="the data set the cases are drawn from"),
+        arg("--month", type=int, default=202611, help="yyyymm (the generated filings are valid around 2026-11)"),
+        arg("--concurrency", type=int, default=32, help="requests in flight"),
+        arg("--charts", default="", help="write the month's clearing pictures (PNG) here"),
+        arg("--ledger", default="", help="the started gateway's ledger (default: a temporary one)"),
+    ), local=cmd_simulate_month),
 )

@@ -80,7 +80,133 @@ def render(msg) -> str | None:
                 f"  ledger seq {msg.ledger_seq}{snap}")
     if name == "SnapshotStatus":
         return f"snapshot at ledger seq {msg.ledger_seq}: {msg.path} ({msg.bytes:,} bytes)"
-    return None
+    return _FUNDS.get(name, lambda _m: None)(msg)
+
+
+# ------------------------------------------------------------ month-end operations (SPEC §8)
+LEVEL_ZH = {"normal": "正常", "yellow": "黄色预警", "red": "红色预警·紧急调增", "exhausted": "已用尽·待调增"}
+
+
+def pct(bp: int) -> str:
+    return f"{bp // 100}.{bp % 100:02d}%"
+
+
+def render_positions(msg) -> str:
+    rows = [f"{'province':<8} {'':<10} {'prepaid 预付金':>18} {'used 已使用':>18} {'balance 余额':>18} "
+            f"{'usage':>8}  level"]
+    for p in msg.positions:
+        level = _enum(p, "level")
+        demand = f"  top-up demand 调增需求 {yuan(p.top_up_demand_fen)}" if p.top_up_demand_fen else ""
+        rows.append(f"{p.province:<8} {p.province_name:<10} {yuan(p.prepaid_fen):>18} {yuan(p.used_fen):>18} "
+                    f"{yuan(p.balance_fen):>18} {pct(p.usage_bp):>8}  {level} {LEVEL_ZH.get(level, '')}{demand}")
+    return "\n".join(rows)
+
+
+def render_position(p) -> str:
+    return render_positions(type("Positions", (), {"positions": [p]}))
+
+
+def render_month(msg) -> str:
+    state = "closed 已关闭" if msg.closed else "open 未关闭"
+    confirmed = "、".join(msg.confirmed) or "none yet"
+    return f"clearing month {msg.month}: {state}; confirmed by {confirmed}"
+
+
+def render_report(r) -> str:
+    names = r.province_names
+    t = r.totals
+    head = [f"clearing report {r.month} ({'closed' if r.closed else 'open'}; confirmed by "
+            f"{'、'.join(r.confirmed) or 'none yet'})",
+            f"  {t.settlements:,} settlements, {t.cancellations:,} cancellations; medfee {yuan(t.medfee_sumamt)}, "
+            f"fund {yuan(t.fund_pay_sumamt)} (hifp {yuan(t.hifp_pay)}, hifmi {yuan(t.hifmi_pay)}, "
+            f"hifob {yuan(t.hifob_pay)}, maf {yuan(t.maf_pay)})",
+            f"  flags: long_stay {t.long_stay:,}, high_cost {t.high_cost:,}, on_site_check {t.on_site_check:,}, "
+            f"same_day_repeat {t.same_day_repeat:,}",
+            "", "flows 参保地 → 就医地 (fund paid, largest first)"]
+    pairs = sorted(r.pairs, key=lambda p: -p.totals.fund_pay_sumamt)
+    for p in pairs:
+        x = p.totals
+        head.append(f"  {names.get(p.insured_province, p.insured_province):<8}→ "
+                    f"{names.get(p.treatment_province, p.treatment_province):<8} {x.settlements - x.cancellations:>7,} "
+                    f"{yuan(x.medfee_sumamt):>18} fund {yuan(x.fund_pay_sumamt):>18}")
+    head += ["", "net positions 净头寸 (receivable 应收 − payable 应付)"]
+    for n in sorted(r.net_positions, key=lambda n: -n.net_fen):
+        head.append(f"  {n.province} {names.get(n.province, ''):<8} {yuan(n.receivable_fen):>18} "
+                    f"{yuan(n.payable_fen):>18} {yuan(n.net_fen):>18}")
+    head.append(f"  sum of net positions {yuan(sum(n.net_fen for n in r.net_positions))}")
+    if r.institutions:
+        head += ["", "institutions"]
+        for i in r.institutions:
+            x = i.totals
+            head.append(f"  {i.fixmedins_code} {i.fixmedins_name:<16} {x.settlements - x.cancellations:>7,} "
+                        f"{yuan(x.medfee_sumamt):>18} fund {yuan(x.fund_pay_sumamt):>18}")
+    return "\n".join(head)
+
+
+def render_totals(msg) -> str:
+    def line(label, f):
+        return (f"  {label:<9} count {f.count:>8,}  medfee {yuan(f.medfee_sumamt):>18}  "
+                f"fund {yuan(f.fund_pay_sumamt):>18}  cash {yuan(f.psn_cash_pay):>18}")
+    return "\n".join([f"totals: {'match 一致' if msg.match else 'MISMATCH 不一致'}",
+                      line("platform", msg.platform), line("province", msg.province)])
+
+
+def render_detail(msg) -> str:
+    lines = [f"detail: {'match 一致' if msg.match else 'MISMATCH 不一致'}; province sent {msg.province_items:,}, "
+             f"platform has {msg.platform_items:,}",
+             f"  missing on province side {msg.missing_on_province:,}, missing on platform {msg.missing_on_platform:,}, "
+             f"amounts differ {msg.amount_differs:,}, states differ {msg.state_differs:,}"]
+    for d in msg.differences:
+        lines.append(f"  {d.setl_id} {_enum(d, 'kind'):<20} platform {yuan(d.platform_fund_pay_sumamt)}"
+                     f"{' cancelled' if d.platform_cancelled else ''} / province {yuan(d.province_fund_pay_sumamt)}"
+                     f"{' cancelled' if d.province_cancelled else ''}")
+    if msg.truncated:
+        lines.append("  ... (more differences than listed)")
+    return "\n".join(lines)
+
+
+def render_problem(p) -> str:
+    overdue = "  OVERDUE 超期" if p.overdue else ""
+    about = p.setl_id or p.mdtrt_id or "-"
+    who = f", assigned to {p.assignee}" if p.assignee else ""
+    done = f"\n    resolved: {p.resolution}" if p.resolution else ""
+    return (f"{p.problem_id} {_enum(p, 'state'):<8} {p.age_days:>4} days{overdue}  {_enum(p, 'category')} about {about} "
+            f"({p.treatment_province or '-'}/{p.insured_province or '-'}, by {p.reporter}{who})\n    {p.text}{done}")
+
+
+def render_problems(msg) -> str:
+    lines = [render_problem(p) for p in msg.problems] or ["no problem reports"]
+    if msg.overdue:
+        lines.append(f"{msg.overdue} open for more than 30 days")
+    return "\n".join(lines)
+
+
+def render_problem_detail(msg) -> str:
+    notes = [f"  {time.strftime('%Y-%m-%d %H:%M', time.localtime(n.at_unix_ms / 1000))} {n.action:<9} {n.by}: {n.text}"
+             for n in msg.notes]
+    return "\n".join([render_problem(msg.problem), *notes])
+
+
+def render_flagged(msg) -> str:
+    lines = [f"{s.setl_id} {s.setl_date} {yuan(s.medfee_sumamt):>14} "
+             f"{' '.join(_flag_name(f) for f in s.risk_flags)}{' (cancelled)' if s.cancelled else ''}"
+             for s in msg.settlements] or ["no flagged settlements"]
+    return "\n".join(lines + (["..."] if msg.truncated else []))
+
+
+def _flag_name(value: int) -> str:
+    from .._pb.yidi.v1 import common_pb2 as pb
+
+    return pb.RiskFlag.Name(value).removeprefix("RISK_FLAG_").lower()
+
+
+_FUNDS = {
+    "Positions": render_positions, "Position": render_position, "ClearingMonth": render_month,
+    "ClearingReport": render_report, "ReconcileTotalsResponse": render_totals,
+    "ReconcileDetailResponse": render_detail, "ListProblemsResponse": render_problems,
+    "ProblemResponse": lambda m: render_problem(m.problem), "ProblemDetail": render_problem_detail,
+    "FlaggedSettlements": render_flagged,
+}
 
 
 def render_accumulators(msg) -> str:
@@ -118,4 +244,9 @@ def render_settlement(s) -> str:
             f"{_enum(s, 'filing_kind')}\n  date {s.setl_date}, policy of {s.policy_effective_from}, "
             f"pay ratio {b.pay_ratio_bp // 100}.{b.pay_ratio_bp % 100:02d}%")
     body = "\n".join(f"  {k:34} {yuan(v):>16}" for k, v in layers)
-    return f"{head}\n{body}"
+    funds = ""
+    if s.clearing_month or s.risk_flags:
+        flags = " ".join(_flag_name(f) for f in s.risk_flags) or "none"
+        cancel = f", cancellation booked in {s.cancel_clearing_month}" if s.cancel_clearing_month else ""
+        funds = f"\n  clearing month {s.clearing_month}{cancel}; risk flags {flags}"
+    return f"{head}\n{body}{funds}"

@@ -14,20 +14,30 @@ already resolved from its client certificate and admitted by gateway/auth.py):
    with the caller's deadline (``app.DEADLINE``): a request whose deadline
    has passed before it is performed is not performed.
 
+A client-streaming RPC (``stream_unary``, e.g. the detail reconciliation)
+takes the same steps: each message is size-limited and decoded as it
+arrives, and the first message is authorized before any service code runs.
+A bidirectional stream (``stream``, SettleStream) authorizes the call, then
+each message as the service reads it (its items have their own rules).
+
+A service method may read its request bytes itself (``Decoded``: the hot
+requests, read by the core's wire reader); the checks are the same.
+
 Requests arrive as bytes so that the size limit gives a proper reason and so
 that replayed responses can be returned byte for byte.  A refusal becomes a
 status with a google.rpc.ErrorInfo (gateway.status); anything else is a bug:
-logged with a correlation id, counted, answered INTERNAL.  Mutating calls and
-calls that name a person's data go to the audit log (gateway/audit.py).
+logged with a correlation id, counted, answered INTERNAL, and a problem
+report (报错处理) is opened for it automatically.  Mutating calls and calls
+that name a person's data go to the audit log (gateway/audit.py).
 """
 from __future__ import annotations
 
 import asyncio
 import collections
-import hashlib
 import logging
+import os
 import uuid
-from typing import Awaitable, Callable
+from typing import AsyncIterator, Awaitable, Callable, NamedTuple
 
 import grpc
 from google.protobuf.message import DecodeError, Message
@@ -37,8 +47,9 @@ from core.errors import YidiError
 
 from .. import bounds
 from ..app import DEADLINE, NOTED
-from ..auth import current_caller
+from ..auth import _caller, current_caller, resolve_caller
 from ..chain import LedgerCorrupt
+from ..convert import request_digest  # noqa: F401 - re-exported for the services
 from ..status import to_status
 
 log = logging.getLogger("yidi.rpc")
@@ -47,11 +58,16 @@ Handler = Callable[[Message, str], Awaitable[Message | bytes]]
 
 # Bugs answered INTERNAL, by RPC (read by the metrics endpoint and tests).
 INTERNAL_ERRORS: collections.Counter[str] = collections.Counter()
+# A test hook: the RPC named here ("Service/Method") fails as a bug would, so that the INTERNAL path
+# (answer, log, automatic problem report) can be exercised over real gRPC.  Unset in production.
+FAIL_RPC = os.environ.get("YIDI_FAIL_RPC", "")
 
 
-def request_digest(request: Message) -> bytes:
-    """The canonical fingerprint of a request, for SPEC §6 idempotency."""
-    return hashlib.blake2b(request.SerializeToString(deterministic=True), digest_size=16).digest()
+class Decoded(NamedTuple):
+    """A service method that reads its request bytes itself (fast paths): ``decode(raw)`` → request object."""
+
+    decode: Callable[[bytes], object]
+    fn: Handler
 
 
 async def abort(context: grpc.aio.ServicerContext, err: YidiError) -> None:
@@ -60,35 +76,75 @@ async def abort(context: grpc.aio.ServicerContext, err: YidiError) -> None:
     await context.abort_with_status(to_status(err))
 
 
-def internal_error(method: str, what: str = "") -> YidiError:
-    """Log the current exception as a bug with a correlation id the clerk can quote."""
+def internal_error(method: str, gw=None, what: str = "") -> YidiError:
+    """Log the current exception (or ``what``) as a bug with a correlation id the clerk can quote, and report it.
+
+    The problem report (``gw.report_internal``) is opened in the background: the
+    answer does not wait for it, and if it fails it is logged, never reported again.
+    """
     correlation_id = uuid.uuid4().hex[:16]
     INTERNAL_ERRORS[method] += 1
+    caller = current_caller()
     if what:
-        log.critical("internal error %s in %s (caller %s): %s", correlation_id, method, current_caller(), what)
+        log.critical("internal error %s in %s (caller %s): %s", correlation_id, method, caller, what)
     else:
-        log.exception("internal error %s in %s (caller %s)", correlation_id, method, current_caller())
+        log.exception("internal error %s in %s (caller %s)", correlation_id, method, caller)
+    if gw is not None:
+        _background(gw.report_internal(method, caller, correlation_id))
     return YidiError("INTERNAL", f"结算网关内部错误（差错编号 {correlation_id}），已记录。请使用相同的请求ID重试。",
                      correlation_id=correlation_id)
 
 
-def _decode(request_cls: type[Message], guard: bounds.OneofGuard, raw: bytes, max_message_bytes: int) -> Message:
-    """The request, bounded: size, decoding, every string and list, one member per oneof."""
+_REPORTS: set[asyncio.Task] = set()   # strong references until done (the loop keeps only weak ones)
+
+
+def _background(coro) -> None:
+    task = asyncio.get_running_loop().create_task(coro)
+    _REPORTS.add(task)
+    task.add_done_callback(_REPORTS.discard)
+
+
+def _decode(raw: bytes, request_cls: type[Message], max_message_bytes: int, decode=None,
+            guard: bounds.OneofGuard | None = None):
+    """The request, bounded: size, decoding, every string and list, one member per oneof.
+
+    A fast-path reader (``decode``) checks its own fields (the core validates every one, and
+    falls back to ``convert.parse``, which applies the same bounds, for anything unusual).
+    """
     if len(raw) > max_message_bytes:
         raise YidiError(
             "MESSAGE_TOO_LARGE",
             f"请求报文 {len(raw)} 字节，超过上限 {max_message_bytes} 字节。请分批上传费用明细。",
         )
+    if decode is not None:
+        return decode(raw)
     try:
         request = request_cls.FromString(raw)
     except DecodeError:
         raise YidiError("INVALID_ARGUMENT", "请求报文无法解析，请检查接口版本与报文格式。") from None
     bounds.check(request, len(raw))
-    guard.check(raw)
+    if guard is not None:
+        guard.check(raw)
     return request
 
 
-def unary(method: str, request_cls: type[Message], fn: Handler, gw, max_message_bytes: int) -> grpc.RpcMethodHandler:
+def _admit(method: str, request, gw) -> str:
+    """Readiness and SPEC §9 for a decoded request; the caller."""
+    caller = current_caller()
+    gw.require_ready()
+    authorize(method, caller, request, gw.engine)
+    if method == FAIL_RPC:
+        raise RuntimeError(f"YIDI_FAIL_RPC: {method} fails on purpose")
+    return caller
+
+
+def _unwrap(fn) -> tuple:
+    """(decode or None, the service method) of a methods() entry."""
+    return (fn.decode, fn.fn) if isinstance(fn, Decoded) else (None, fn)
+
+
+def unary(method: str, request_cls: type[Message], fn, gw, max_message_bytes: int) -> grpc.RpcMethodHandler:
+    decode, fn = _unwrap(fn)
     guard = bounds.OneofGuard(request_cls.DESCRIPTOR)
     audit = gw.audit
 
@@ -100,10 +156,8 @@ def unary(method: str, request_cls: type[Message], fn: Handler, gw, max_message_
         DEADLINE.set(None if remaining is None else asyncio.get_running_loop().time() + remaining)
         NOTED.set(noted)
         try:
-            request = _decode(request_cls, guard, raw, max_message_bytes)
-            gw.require_ready()
-            authorize(method, caller, request, gw.engine)
-            result = await fn(request, caller)
+            request = _decode(raw, request_cls, max_message_bytes, decode, guard)
+            result = await fn(request, _admit(method, request, gw))
             if audit is not None and audit.wants(method, request, None):
                 key, seq = noted[-1] if noted else ("", 0)
                 audit.write(caller, method, request, "ok" if noted else "replayed", key, seq)
@@ -113,14 +167,76 @@ def unary(method: str, request_cls: type[Message], fn: Handler, gw, max_message_
                 audit.write(caller, method, request, err.reason)
             await abort(context, err)
         except LedgerCorrupt as err:
-            await abort(context, internal_error(method, f"refusing to serve a damaged record: {err}"))
+            await abort(context, internal_error(method, gw, f"refusing to serve a damaged record: {err}"))
         except Exception:
-            await abort(context, internal_error(method))
+            await abort(context, internal_error(method, gw))
 
     return grpc.unary_unary_rpc_method_handler(handle)
 
 
-def service_handler(service_descriptor, methods: dict[str, Handler], gw, max_message_bytes: int):
+def stream_unary(method: str, request_cls: type[Message], fn, gw, max_message_bytes: int) -> grpc.RpcMethodHandler:
+    """A client-streaming RPC: ``fn(async iterator of decoded requests, caller)``; the first is authorized."""
+    async def handle(raw_messages: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> bytes:
+        try:
+            guard = bounds.OneofGuard(request_cls.DESCRIPTOR)
+            messages = (_decode(raw, request_cls, max_message_bytes, None, guard) async for raw in raw_messages)
+            first = await anext(messages, None)
+            if first is None:
+                raise YidiError("INVALID_ARGUMENT", "请求流为空：第一条消息须说明范围。")
+            caller = _admit(method, first, gw)
+            result = await fn(_chain(first, messages), caller)
+            return result.SerializeToString()
+        except YidiError as err:
+            await abort(context, err)
+        except Exception:
+            await abort(context, internal_error(method, gw))
+
+    return grpc.stream_unary_rpc_method_handler(handle)
+
+
+async def _chain(first: Message, rest: AsyncIterator[Message]) -> AsyncIterator[Message]:
+    yield first
+    async for message in rest:
+        yield message
+
+
+def stream(method: str, request_cls: type[Message], fn, gw, max_message_bytes: int) -> grpc.RpcMethodHandler:
+    """A bidirectional stream: the call is checked once, then ``fn(items, caller)`` gets an async iterator of
+    decoded messages (or the YidiError of a message that could not be read, to answer in its place) and
+    yields response bytes."""
+    decode, fn = _unwrap(fn)
+
+    async def handle(request_iterator, context: grpc.aio.ServicerContext):
+        try:
+            caller = resolve_caller(context)
+            token = _caller.set(caller)
+            gw.require_ready()
+            authorize(method, caller, None, gw.engine)
+        except YidiError as err:
+            await abort(context, err)
+            return
+
+        async def items():
+            async for raw in request_iterator:
+                try:
+                    yield _decode(raw, request_cls, max_message_bytes, decode)
+                except YidiError as err:
+                    yield err
+
+        try:
+            async for reply in fn(items(), caller):
+                yield reply
+        except YidiError as err:
+            await abort(context, err)
+        except Exception:
+            await abort(context, internal_error(method, gw))
+        finally:
+            _caller.reset(token)
+
+    return grpc.stream_stream_rpc_method_handler(handle)
+
+
+def service_handler(service_descriptor, methods: dict, gw, max_message_bytes: int):
     """A generic handler for one proto service; every method must be implemented."""
     from google.protobuf import message_factory
 
@@ -128,7 +244,10 @@ def service_handler(service_descriptor, methods: dict[str, Handler], gw, max_mes
     for method in service_descriptor.methods:
         request_cls = message_factory.GetMessageClass(method.input_type)
         name = f"{service_descriptor.name}/{method.name}"
-        handlers[method.name] = unary(name, request_cls, methods[method.name], gw, max_message_bytes)
+        if method.server_streaming and not method.client_streaming:
+            raise RuntimeError(f"{name}: server-streaming RPCs have no handler here")
+        make = (stream if method.server_streaming else stream_unary) if method.client_streaming else unary
+        handlers[method.name] = make(name, request_cls, methods[method.name], gw, max_message_bytes)
     if set(methods) != set(handlers):
         raise RuntimeError(f"{service_descriptor.name}: methods without a handler {set(methods) ^ set(handlers)}")
     return grpc.method_handlers_generic_handler(service_descriptor.full_name, handlers)

@@ -1,14 +1,18 @@
 """SettlementService: translation only; the rules are in core (engine, index, access)."""
 from __future__ import annotations
 
+import asyncio
+
 from core import commands as cmd
+from core.access import authorize
+from core.errors import YidiError
 from core.limits import check_year
 
 from .. import convert
 from ..app import Gateway
 from .._pb.yidi.v1 import common_pb2 as pb
 from .._pb.yidi.v1 import settlement_pb2 as spb
-from .base import request_digest
+from .base import Decoded, request_digest
 
 
 class SettlementService:
@@ -20,8 +24,12 @@ class SettlementService:
             "Admit": self.admit, "CancelAdmission": self.cancel_admission, "UploadFees": self.upload_fees,
             "WithdrawFees": self.withdraw_fees, "PreSettle": self.presettle,
             "DischargeSettle": self.discharge_settle, "CancelSettlement": self.cancel_settlement,
-            "OutpatientSettle": self.outpatient_settle, "GetSettlement": self.get_settlement,
-            "GetAccumulators": self.get_accumulators, "Reverse": self.reverse,
+            "OutpatientSettle": Decoded(convert.outpatient_wire, self.outpatient_settle),
+            "GetSettlement": self.get_settlement,
+            "GetAccumulators": self.get_accumulators,
+            "Reverse": self.reverse,
+            "SettleBatch": Decoded(convert.batch_items, self.settle_batch),
+            "SettleStream": Decoded(convert.settle_item, self.settle_stream),
         }
 
     async def admit(self, req: spb.AdmitRequest, caller: str):
@@ -39,26 +47,25 @@ class SettlementService:
         command = cmd.WithdrawFees(request_id=req.request_id, mdtrt_id=req.mdtrt_id, sns=tuple(req.feedetl_sns))
         return await self.gw.execute(caller, command, request_digest(req))
 
-    async def presettle(self, req: spb.PreSettleRequest, _caller: str):
-        view = self.gw.engine.presettle(req.mdtrt_id, req.setl_date)
-        return spb.SettlementResponse(settlement=convert.settlement_pb(view))
+    async def presettle(self, req: spb.PreSettleRequest, _caller: str) -> bytes:
+        return self.gw.engine.presettle(req.mdtrt_id, req.setl_date)
 
     async def discharge_settle(self, req: spb.DischargeSettleRequest, caller: str):
-        command = cmd.DischargeSettle(request_id=req.request_id, mdtrt_id=req.mdtrt_id, dscg_date=req.dscg_date)
-        return await self.gw.execute(caller, command, request_digest(req))
+        return await self.gw.execute(caller, convert.discharge_command(req), request_digest(req))
 
     async def cancel_settlement(self, req: spb.CancelSettlementRequest, caller: str):
         command = cmd.CancelSettlement(request_id=req.request_id, setl_id=req.setl_id, cancel_date=req.cancel_date)
         return await self.gw.execute(caller, command, request_digest(req))
 
-    async def outpatient_settle(self, req: spb.OutpatientSettleRequest, caller: str):
-        return await self.gw.execute(caller, convert.outpatient_command(req), request_digest(req))
+    async def outpatient_settle(self, req: convert.Wire, caller: str):
+        return await self.gw.execute(caller, req.command, req.digest)
 
     async def get_settlement(self, req: spb.GetSettlementRequest, _caller: str):
         engine = self.gw.engine
         ref = engine.settlement(req.setl_id)
         return spb.SettlementResponse(
-            settlement=convert.recorded_settlement(engine.reply(ref), ref.status, ref.cancel_date))
+            settlement=convert.recorded_settlement(engine.reply(ref), ref.status, ref.cancel_date,
+                                                   ref.cancel_clearing_month))
 
     async def get_accumulators(self, req: spb.GetAccumulatorsRequest, _caller: str):
         engine = self.gw.engine
@@ -71,3 +78,77 @@ class SettlementService:
         command = cmd.Reverse(request_id=req.request_id, original_request_id=req.original_request_id,
                               reverse_date=req.reverse_date)
         return await self.gw.execute(caller, command, request_digest(req))
+
+    # ------------------------------------------------------- batch, stream
+    async def settle_batch(self, items: list, caller: str) -> bytes:
+        limit = self.gw.config.batch_max_items
+        if len(items) > limit:
+            raise YidiError("BATCH_TOO_LARGE", f"一次批量结算最多 {limit} 笔，本次 {len(items)} 笔，未处理。请分批提交。")
+        return convert.settle_batch_reply(await self._settle_items(caller, items))
+
+    async def _settle_items(self, caller: str, items: list) -> list[bytes]:
+        """Each item authorized by its unary RPC's rule, then all of them in one execute_many (one ledger group);
+        the encoded SettleOutcomes, in order.
+
+        An item is (unary RPC, convert.Wire, answer field) or the YidiError to answer in its place.
+        """
+        engine = self.gw.engine
+        outcomes: list = [None] * len(items)
+        runnable, where = [], []
+        for i, item in enumerate(items):
+            try:
+                if isinstance(item, YidiError):
+                    raise item
+                method, request, answer_field = item
+                authorize(method, caller, request, engine)
+                runnable.append((request.command, request.digest))
+                where.append((i, answer_field))
+            except YidiError as err:
+                outcomes[i] = convert.settle_outcome(err)
+        if runnable:
+            done = await self.gw.execute_many(caller, runnable)
+            for (i, answer_field), outcome in zip(where, done, strict=True):
+                outcomes[i] = convert.settle_outcome(outcome, answer_field)
+        return outcomes
+    async def settle_stream(self, items, caller: str):
+        """Outcomes in request order; items read within a short window go to the ledger as one group;
+        at most ``stream_max_in_flight`` items read and not yet answered (then reading waits)."""
+        config = self.gw.config
+        room = asyncio.Semaphore(config.stream_max_in_flight)
+        groups: asyncio.Queue = asyncio.Queue()
+        loop = asyncio.get_running_loop()
+
+        async def read() -> None:
+            group: list = []
+            timer = None
+
+            def dispatch() -> None:
+                nonlocal group, timer
+                if timer is not None:
+                    timer.cancel()
+                    timer = None
+                if group:
+                    groups.put_nowait(asyncio.ensure_future(self._settle_items(caller, group)))
+                    group = []
+
+            try:
+                async for item in items:
+                    await room.acquire()
+                    group.append(item)
+                    if len(group) >= config.batch_max_items:
+                        dispatch()
+                    elif timer is None:
+                        timer = loop.call_later(config.stream_group_window_s, dispatch)
+                dispatch()
+            finally:
+                groups.put_nowait(None)
+
+        reader = asyncio.ensure_future(read())
+        try:
+            while (task := await groups.get()) is not None:
+                for outcome in await task:
+                    room.release()
+                    yield outcome
+            await reader  # an error while reading ends the stream with it
+        finally:
+            reader.cancel()

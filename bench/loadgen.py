@@ -1,0 +1,296 @@
+"""Load generator: gRPC clients against one gateway, settlements measured against an empty call.
+
+    python bench/loadgen.py --data-dir data/national --seconds 10 --processes 2 --concurrency 32
+    python bench/loadgen.py --target 127.0.0.1:50051 --server-pid PID ...      (a gateway already running)
+    python bench/loadgen.py --open-loop 500,1000,2000 ...                        (fixed offered rates)
+
+Without --target it starts the gateway itself (on a fresh ledger beside the
+data set) so it can read the server's CPU time from /proc.  Every run
+measures, against the same server, the empty RPC (DiagnosticsService/Ping,
+same stack: identity, limits, authorization) first and then each settlement
+RPC, and reports each one's throughput as a ratio to the empty call's.
+
+Closed loop: each process keeps ``concurrency`` calls in flight (maximum
+throughput).  Open loop: calls are sent at a fixed rate and latency is
+measured from the *intended* send time, so a server that falls behind shows
+its queueing instead of hiding it (coordinated omission).
+
+Client processes are spawned (never forked: gRPC must not be forked), each
+with its own channel, event loop (uvloop) and pre-drawn realistic cases
+(datagen.workload); requests are sent as bytes.  Output: a Markdown table
+on stdout and, with --json, the figures.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing as mp
+import os
+import queue
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+RPCS = {
+    "ping": "/yidi.v1.DiagnosticsService/Ping",
+    "outpatient": "/yidi.v1.SettlementService/OutpatientSettle",
+    "batch": "/yidi.v1.SettlementService/SettleBatch",
+}
+BATCH_ITEMS = 500   # settlements per SettleBatch call
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+# ----------------------------------------------------------------- clients
+def _requests(kind: str, data_dir: str, seed: int, n: int):
+    """(caller, request bytes factory) for an RPC kind; a factory makes a new request per call."""
+    if kind == "ping":
+        from gateway._pb.yidi.v1 import diagnostics_pb2 as dpb
+
+        raw = dpb.PingRequest().SerializeToString()
+        return [("460000", lambda i: raw)]
+    from datagen.workload import Workload
+    from gateway._pb.yidi.v1 import common_pb2 as pb, settlement_pb2 as spb
+
+    workload = Workload(data_dir, seed=seed, persons=100_000)
+    if kind == "batch":
+        return _batches(workload, seed, n // 10)
+    out = []
+    for _ in range(n):
+        case = workload.outpatient()
+        template = spb.OutpatientSettleRequest(
+            psn_no=case.psn_no, fixmedins_code=case.fixmedins_code, setl_date=workload.date,
+            lines=[pb.FeeLine(feedetl_sn=x.feedetl_sn, code=x.code, unit_price_fen=x.unit_price_fen,
+                              qty_milli=x.qty_milli) for x in case.lines])
+
+        def make(i: int, template=template) -> bytes:
+            template.request_id = f"lg{seed}-{i}"
+            return template.SerializeToString()
+        out.append((case.treatment_province, make))
+    return out
+
+
+def _batches(workload, seed: int, n: int):
+    """SettleBatch calls of BATCH_ITEMS outpatient settlements, each at one treatment province's institutions."""
+    from gateway._pb.yidi.v1 import common_pb2 as pb, settlement_pb2 as spb
+
+    by_province: dict[str, list] = {}
+    while sum(len(v) for v in by_province.values()) < n * BATCH_ITEMS // 4:
+        case = workload.outpatient()
+        by_province.setdefault(case.treatment_province, []).append(case)
+    provinces = [p for p, cases in by_province.items() if len(cases) >= 20]
+    out = []
+    for k in range(n):
+        province = provinces[k % len(provinces)]
+        cases = by_province[province]
+        items = [spb.SettleItem(outpatient=spb.OutpatientSettleRequest(
+            psn_no=c.psn_no, fixmedins_code=c.fixmedins_code, setl_date=workload.date,
+            lines=[pb.FeeLine(feedetl_sn=x.feedetl_sn, code=x.code, unit_price_fen=x.unit_price_fen,
+                              qty_milli=x.qty_milli) for x in c.lines]))
+            for c in (cases[(k * 7 + j) % len(cases)] for j in range(BATCH_ITEMS))]
+        batch = spb.SettleBatchRequest(items=items)
+
+        def make(i: int, batch=batch) -> bytes:
+            for j, item in enumerate(batch.items):
+                item.outpatient.request_id = f"lg{seed}-{i}-{j}"
+            return batch.SerializeToString()
+        out.append((province, make))
+    return out
+
+
+async def _client(target: str, kind: str, data_dir: str, seed: int, concurrency: int, seconds: float,
+                  rate: float, warmup: float) -> dict:
+    import grpc
+
+    cases = _requests(kind, data_dir, seed, 2000)
+    channel = grpc.aio.insecure_channel(target, options=[("grpc.so_reuseport", 0)])
+    method = channel.unary_unary(RPCS[kind])
+    latencies: list[float] = []
+    errors: dict[str, int] = {}
+    counter = iter(range(10**12))
+    start = time.perf_counter() + warmup
+    stop = start + seconds
+
+    async def one(intended: float) -> None:
+        i = next(counter)
+        caller, make = cases[i % len(cases)]
+        try:
+            await method(make(i), metadata=(("x-yidi-caller", caller),), timeout=30)
+        except grpc.aio.AioRpcError as err:
+            errors[err.code().name] = errors.get(err.code().name, 0) + 1
+            return
+        now = time.perf_counter()
+        if intended >= start:
+            latencies.append(now - intended)
+
+    async def closed_worker() -> None:
+        while time.perf_counter() < stop:
+            await one(time.perf_counter())
+
+    async def open_sender() -> None:
+        tasks = set()
+        interval = 1.0 / rate
+        t0 = time.perf_counter()
+        n = 0
+        while True:
+            intended = t0 + n * interval
+            if intended >= stop:
+                break
+            delay = intended - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            task = asyncio.ensure_future(one(intended))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+            n += 1
+        await asyncio.gather(*tasks)
+
+    await channel.channel_ready()
+    if rate:
+        await open_sender()
+    else:
+        await asyncio.gather(*(closed_worker() for _ in range(concurrency)))
+    await channel.close()
+    wall = time.time() - time.perf_counter()
+    return {"latencies": latencies, "errors": errors, "window": (start + wall, stop + wall)}
+
+
+def _client_process(args: tuple, out: mp.Queue) -> None:
+    import uvloop
+
+    out.put(uvloop.run(_client(*args)))
+
+
+def run_load(target: str, kind: str, data_dir: str, processes: int, concurrency: int, seconds: float,
+             rate: float = 0.0, server_pid: int = 0, warmup: float = 2.0) -> dict:
+    """Run one load and return throughput, latency percentiles (ms) and server CPU µs per call."""
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=_client_process, args=(
+        (target, kind, data_dir, 1000 + p, concurrency, seconds, rate / processes, warmup), out))
+        for p in range(processes)]
+    for p in procs:
+        p.start()
+    samples = []   # (wall time, server CPU seconds), every 50 ms, to cut out the clients' window
+    results = []
+    while len(results) < len(procs):
+        if server_pid:
+            samples.append((time.time(), _cpu_seconds(server_pid)))
+        try:
+            results.append(out.get(timeout=0.05))
+        except queue.Empty:
+            pass
+    for p in procs:
+        p.join()
+    begin, end = max(r["window"][0] for r in results), min(r["window"][1] for r in results)
+    cpu0, cpu1 = _cpu_at(samples, begin), _cpu_at(samples, end)
+    lat = sorted(x for r in results for x in r["latencies"])
+    errors: dict[str, int] = {}
+    for r in results:
+        for k, v in r["errors"].items():
+            errors[k] = errors.get(k, 0) + v
+    calls_per_s = len(lat) / seconds
+    window_calls = len(lat) * (end - begin) / seconds if end > begin else 0
+    items = BATCH_ITEMS if kind == "batch" else 1
+    row = {"rpc": kind, "calls_per_s": calls_per_s, "calls": len(lat), "errors": errors,
+           "offered_per_s": rate or None, "items_per_call": items, "settlements_per_s": calls_per_s * items}
+    for q in (50, 90, 99, 99.9):
+        row[f"p{q}_ms"] = lat[min(len(lat) - 1, int(len(lat) * q / 100))] * 1000 if lat else None
+    row["mean_ms"] = statistics.fmean(lat) * 1000 if lat else None
+    if server_pid and window_calls:
+        row["server_cpu_us_per_call"] = (cpu1 - cpu0) / window_calls * 1e6
+    return row
+
+
+def _cpu_at(samples: list[tuple[float, float]], t: float) -> float:
+    """The server's CPU seconds at wall time t, from the nearest sample at or before it."""
+    best = samples[0][1]
+    for when, cpu in samples:
+        if when > t:
+            break
+        best = cpu
+    return best
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    if not pid:
+        return None
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK   # utime + stime, all threads
+
+
+# ----------------------------------------------------------------- server
+def start_gateway(data_dir: str, workdir: str) -> tuple[subprocess.Popen, str]:
+    ledger = os.path.join(workdir, "loadgen-ledger.sqlite")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "serve", "--data-dir", data_dir, "--ledger", ledger,
+         "--listen", "127.0.0.1:0"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL)
+    for line in proc.stdout:
+        if line.startswith(b"SERVING "):
+            return proc, line.split()[1].decode()
+    raise RuntimeError(f"gateway exited with {proc.wait()}")
+
+
+def table(rows: list[dict]) -> str:
+    base = next((r for r in rows if r["rpc"] == "ping" and not r["offered_per_s"]), None)
+    out = ["| rpc | offered/s | calls/s | vs empty | settlements/s | p50 ms | p90 ms | p99 ms | p99.9 ms "
+           "| server CPU µs/call | errors |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        ratio = f"{r['calls_per_s'] / base['calls_per_s']:.2f}" if base and not r["offered_per_s"] else ""
+        cpu = f"{r['server_cpu_us_per_call']:.0f}" if r.get("server_cpu_us_per_call") else ""
+        pct = [f"{r[k]:.2f}" if r[k] is not None else "" for k in ("p50_ms", "p90_ms", "p99_ms", "p99.9_ms")]
+        settled = f"{r['settlements_per_s']:,.0f}" if r["rpc"] != "ping" else ""
+        out.append(f"| {r['rpc']} | {r['offered_per_s'] or 'closed'} | {r['calls_per_s']:,.0f} | {ratio} | {settled} | "
+                   f"{' | '.join(pct)} | {cpu} | {r['errors'] or ''} |")
+    return "\n".join(out)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data-dir", default=os.path.join(ROOT, "data", "national"))
+    p.add_argument("--target", default="", help="a running gateway (default: start one)")
+    p.add_argument("--server-pid", type=int, default=0, help="with --target: its pid, for CPU per call")
+    p.add_argument("--rpcs", default="ping,outpatient")
+    p.add_argument("--processes", type=int, default=2)
+    p.add_argument("--concurrency", type=int, default=32, help="calls in flight per process (closed loop)")
+    p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--open-loop", default="", help="comma-separated offered rates (calls/s) to sweep")
+    p.add_argument("--json", default="", help="write the rows as JSON here")
+    args = p.parse_args()
+    proc, tmp = None, None
+    target, pid = args.target, args.server_pid
+    if not target:
+        tmp = tempfile.TemporaryDirectory(dir=os.path.dirname(os.path.abspath(args.data_dir)))
+        proc, target = start_gateway(args.data_dir, tmp.name)
+        pid = proc.pid
+    rows = []
+    try:
+        for kind in args.rpcs.split(","):
+            rows.append(run_load(target, kind, args.data_dir, args.processes, args.concurrency, args.seconds,
+                                 server_pid=pid))
+            print(table(rows[-1:]).splitlines()[-1], file=sys.stderr)
+        for rate in [float(x) for x in args.open_loop.split(",") if x]:
+            for kind in args.rpcs.split(","):
+                rows.append(run_load(target, kind, args.data_dir, args.processes, 0, args.seconds, rate, pid))
+                print(table(rows[-1:]).splitlines()[-1], file=sys.stderr)
+    finally:
+        if proc is not None:
+            proc.terminate()
+            proc.wait(60)
+            tmp.cleanup()
+    print(table(rows))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

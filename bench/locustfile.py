@@ -1,0 +1,130 @@
+"""Locust: provincial platforms as users, one per realistic flow, weighted by the published mix.
+
+    make load                         # headless, against a gateway it starts (see the Makefile)
+    locust -f bench/locustfile.py --headless -u 50 -r 10 -t 60s --host 127.0.0.1:50051
+
+Flows and weights (cross-province direct settlement, 2023–2025 published volumes: over 90% of
+settlements are outpatient or pharmacy, about 9% inpatient; filings are a few per hundred):
+
+* OutpatientUser (weight 91): 门诊一站式, one call;
+* InpatientUser (weight 9): 入院登记 → 费用明细上传 → 出院结算, three calls, timed separately;
+* FilingUser (weight 3): 备案 by an insured province.
+
+Locust runs on gevent, whose gRPC cannot share a process with grpc.aio, so this file never
+imports the gateway's server side: it uses the generated stubs over a plain (gevent-patched)
+channel.  Cases come from datagen.workload (YIDI_DATA, default data/national).  Every call is
+reported with its RPC name; a refusal is a failure with its reason.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import sys
+import time
+
+import grpc
+import grpc.experimental.gevent as grpc_gevent
+from locust import User, between, events, task
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+grpc_gevent.init_gevent()
+
+from datagen.workload import DATE, Workload  # noqa: E402
+from gateway._pb.yidi.v1 import common_pb2 as pb, filing_pb2 as fpb  # noqa: E402
+from gateway._pb.yidi.v1 import filing_pb2_grpc, settlement_pb2 as spb, settlement_pb2_grpc  # noqa: E402
+from gateway.status import reason_of  # noqa: E402
+
+_WORKLOAD: list[Workload] = []
+_IDS = itertools.count()
+
+
+def workload() -> Workload:
+    if not _WORKLOAD:
+        _WORKLOAD.append(Workload(os.environ.get("YIDI_DATA", os.path.join(ROOT, "data", "national")),
+                                  seed=int(os.environ.get("YIDI_SEED", "7")), persons=50_000))
+    return _WORKLOAD[0]
+
+
+def fee_lines(case) -> list[pb.FeeLine]:
+    return [pb.FeeLine(feedetl_sn=x.feedetl_sn, code=x.code, unit_price_fen=x.unit_price_fen, qty_milli=x.qty_milli)
+            for x in case.lines]
+
+
+class GrpcUser(User):
+    abstract = True
+    wait_time = between(0.05, 0.2)
+
+    def on_start(self) -> None:
+        self.channel = grpc.insecure_channel(self.host or "127.0.0.1:50051")
+        self.settlement = settlement_pb2_grpc.SettlementServiceStub(self.channel)
+        self.filing = filing_pb2_grpc.FilingServiceStub(self.channel)
+        self.run = f"{os.getpid()}-{int(time.time())}"
+
+    def on_stop(self) -> None:
+        self.channel.close()
+
+    def call(self, name: str, method, request, caller: str):
+        start = time.perf_counter()
+        exc, response = None, None
+        try:
+            response = method(request, metadata=(("x-yidi-caller", caller),), timeout=30)
+        except grpc.RpcError as err:
+            exc = RuntimeError(f"{err.code().name} {reason_of(err)}")
+        events.request.fire(request_type="grpc", name=name, response_time=(time.perf_counter() - start) * 1000,
+                            response_length=response.ByteSize() if response is not None else 0, exception=exc)
+        return response
+
+    def rid(self, what: str) -> str:
+        return f"locust-{self.run}-{what}-{next(_IDS)}"
+
+
+class OutpatientUser(GrpcUser):
+    weight = 91
+
+    @task
+    def outpatient(self) -> None:
+        case = workload().outpatient()
+        self.call("OutpatientSettle", self.settlement.OutpatientSettle, spb.OutpatientSettleRequest(
+            request_id=self.rid("op"), psn_no=case.psn_no, fixmedins_code=case.fixmedins_code, setl_date=DATE,
+            lines=fee_lines(case)), case.treatment_province)
+
+
+class InpatientUser(GrpcUser):
+    weight = 9
+
+    @task
+    def stay(self) -> None:
+        case = workload().inpatient()
+        caller = case.treatment_province
+        admitted = self.call("Admit", self.settlement.Admit, spb.AdmitRequest(
+            request_id=self.rid("admit"), psn_no=case.psn_no, fixmedins_code=case.fixmedins_code,
+            adm_date=DATE), caller)
+        if admitted is None:
+            return
+        self.call("UploadFees", self.settlement.UploadFees, spb.UploadFeesRequest(
+            request_id=self.rid("fees"), mdtrt_id=admitted.mdtrt_id, lines=fee_lines(case)), caller)
+        self.call("DischargeSettle", self.settlement.DischargeSettle, spb.DischargeSettleRequest(
+            request_id=self.rid("settle"), mdtrt_id=admitted.mdtrt_id, dscg_date=DATE), caller)
+
+
+class FilingUser(GrpcUser):
+    weight = 3
+
+    @task
+    def file(self) -> None:
+        from core import certno_check_char
+
+        n = next(_IDS)
+        # A certno stands for one person for ever: the psn_no is made from it (a person filed again
+        # in a later run gets a new filing, never a PERSON_CONFLICT).
+        first17 = f"2101021{940 + n // 365000 % 60:03d}{(n // 1000) % 12 + 1:02d}{(n // 12000) % 28 + 1:02d}{n % 1000:03d}"
+        psn_no = "L" + first17
+        person = pb.Person(psn_no=psn_no, certno=first17 + certno_check_char(first17), name="压测",
+                           insuplc_admdvs="210102", insutype=pb.INSUTYPE_EMPLOYEE,
+                           person_type=pb.PERSON_TYPE_RETIRED, status=pb.PERSON_STATUS_ACTIVE, card_no=f"K{n}",
+                           card_version="3.0")
+        filing = pb.Filing(filing_id=f"F{self.run}-{n}", psn_no=psn_no, kind=pb.FILING_KIND_RETIRED_RELOCATION,
+                           dest_admdvs="460000", valid_from=20260101, status=pb.FILING_STATUS_ACTIVE)
+        self.call("File", self.filing.File, fpb.FileRequest(request_id=self.rid("file"), person=person,
+                                                            filing=filing), "210000")

@@ -1,0 +1,243 @@
+"""A national peak day replayed through the gateway: 2,000,000 settlements in the published mix.
+
+    make peak-day                                   (SETTLEMENTS=2000000 by default)
+    python bench/peak_day.py --data-dir data/national --settlements 2000000 [--processes 2]
+
+The mix (2023–2025 published volumes): about 91% outpatient and pharmacy visits (门诊一站式),
+9% inpatient stays (入院登记, 费用明细上传 of 20 lines, 出院结算).  Cases are drawn from the data set
+(datagen.workload) and prepared before the clock starts; then client processes replay them as fast
+as the gateway goes, as a provincial platform would: SettleBatch calls of up to 1,000 items, one
+treatment province per call, several in flight; an inpatient chunk is three batches in turn (its
+admissions, then their fees, then their discharges).
+
+At the end the gateway writes a snapshot of its memory, stops, and the ledger is checked offline:
+every acknowledged settlement is in it exactly once, no request id twice, and the accumulators a
+full replay of the ledger builds equal the ones the gateway held (its snapshot).  Prints a Markdown
+summary and one JSON line (wall time, settlements/s, records per ledger transaction, fsyncs/s).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing as mp
+import os
+import signal
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+SETTLE_BATCH = "/yidi.v1.SettlementService/SettleBatch"
+INPATIENT_SHARE = 0.09
+
+
+# ----------------------------------------------------------------- clients
+def _prepare(data_dir: str, seed: int, n_settlements: int, batch: int):
+    """Work units: ("op", caller, batch bytes, n) or ("ip", caller, [(case, request ids)...])."""
+    from datagen.workload import DATE, Workload
+    from gateway._pb.yidi.v1 import common_pb2 as pb, settlement_pb2 as spb
+
+    workload = Workload(data_dir, seed=seed, persons=300_000)
+    n_in = int(n_settlements * INPATIENT_SHARE)
+    pools: dict[str, list] = {}
+    for k in range(n_settlements - n_in):
+        case = workload.outpatient()
+        item = spb.SettleItem(outpatient=spb.OutpatientSettleRequest(
+            request_id=f"pd{seed}-op-{k}", psn_no=case.psn_no, fixmedins_code=case.fixmedins_code, setl_date=DATE,
+            lines=[pb.FeeLine(feedetl_sn=x.feedetl_sn, code=x.code, unit_price_fen=x.unit_price_fen,
+                              qty_milli=x.qty_milli) for x in case.lines]))
+        pools.setdefault(case.treatment_province, []).append(item)
+    units = []
+    for caller, items in pools.items():
+        for i in range(0, len(items), batch):
+            chunk = items[i:i + batch]
+            units.append(("op", caller, spb.SettleBatchRequest(items=chunk).SerializeToString(), len(chunk)))
+    stays: dict[str, list] = {}
+    for k in range(n_in):
+        case = workload.inpatient()
+        stays.setdefault(case.treatment_province, []).append((case, f"pd{seed}-ip-{k}"))
+    for caller, cases in stays.items():
+        for i in range(0, len(cases), batch):
+            units.append(("ip", caller, cases[i:i + batch], 0))
+    # Interleave the kinds, as a day's traffic would be.
+    units.sort(key=lambda u: hash((seed, u[1], id(u))) % 1000)
+    return units
+
+
+async def _replay(target: str, units: list, lanes: int) -> dict:
+    import grpc
+    from datagen.workload import DATE
+    from gateway._pb.yidi.v1 import common_pb2 as pb, settlement_pb2 as spb
+
+    channel = grpc.aio.insecure_channel(target, options=[("grpc.max_receive_message_length", 64 << 20),
+                                                         ("grpc.max_send_message_length", 64 << 20)])
+    call = channel.unary_unary(SETTLE_BATCH, response_deserializer=spb.SettleBatchResponse.FromString)
+    queue: asyncio.Queue = asyncio.Queue()
+    for unit in units:
+        queue.put_nowait(unit)
+    settled: list[str] = []
+    refused: dict[str, int] = {}
+
+    def note(outcomes, want: str) -> list:
+        out = []
+        for o in outcomes:
+            kind = o.WhichOneof("outcome")
+            if kind == "refused":
+                refused[o.refused.message[-40:]] = refused.get(o.refused.message[-40:], 0) + 1
+                out.append(None)
+            else:
+                out.append(getattr(o, want))
+        return out
+
+    async def batch(caller: str, items) -> list:
+        request = items if isinstance(items, bytes) else spb.SettleBatchRequest(items=items).SerializeToString()
+        return (await call(request, metadata=(("x-yidi-caller", caller),), timeout=600)).outcomes
+
+    async def lane() -> None:
+        while not queue.empty():
+            kind, caller, payload, _n = queue.get_nowait()
+            if kind == "op":
+                settled.extend(s.settlement.setl_id for s in note(await batch(caller, payload), "settlement") if s)
+                continue
+            admits = [spb.SettleItem(admit=spb.AdmitRequest(request_id=rid + "-a", psn_no=c.psn_no,
+                                                            fixmedins_code=c.fixmedins_code, adm_date=DATE))
+                      for c, rid in payload]
+            admitted = note(await batch(caller, admits), "admitted")
+            stays = [(c, rid, a.mdtrt_id) for (c, rid), a in zip(payload, admitted, strict=True) if a]
+            fees = [spb.SettleItem(fees=spb.UploadFeesRequest(
+                request_id=rid + "-f", mdtrt_id=m, lines=[pb.FeeLine(
+                    feedetl_sn=x.feedetl_sn, code=x.code, unit_price_fen=x.unit_price_fen, qty_milli=x.qty_milli)
+                    for x in c.lines])) for c, rid, m in stays]
+            note(await batch(caller, fees), "visit")
+            discharges = [spb.SettleItem(discharge=spb.DischargeSettleRequest(request_id=rid + "-s", mdtrt_id=m,
+                                                                              dscg_date=DATE))
+                          for _c, rid, m in stays]
+            settled.extend(s.settlement.setl_id for s in note(await batch(caller, discharges), "settlement") if s)
+
+    await channel.channel_ready()
+    await asyncio.gather(*(lane() for _ in range(lanes)))
+    await channel.close()
+    return {"settled": settled, "refused": refused}
+
+
+def _client(target: str, data_dir: str, seed: int, n: int, batch: int, lanes: int, ready, go, out) -> None:
+    import uvloop
+
+    units = _prepare(data_dir, seed, n, batch)
+    ready.put(sum(u[3] for u in units if u[0] == "op"))
+    go.wait()
+    start = time.monotonic()
+    result = uvloop.run(_replay(target, units, lanes))
+    result["seconds"] = time.monotonic() - start
+    out.put(result)
+
+
+# ----------------------------------------------------------------- checks
+def check_ledger(ledger: str, data_dir: str, snapshots: str, acknowledged: list[str]) -> dict:
+    """Every acknowledged settlement once, no request id twice, and a full replay's accumulators equal the
+    gateway's (its final snapshot)."""
+    from core import events
+    from core.archive import MemoryArchive
+    from core.engine import Engine
+    from core.events import Settled, id_seq
+    from gateway.app import load_index
+    from gateway.config import Config
+    from gateway.ledger import SqliteStore
+    from gateway.snapshot import Snapshots
+
+    store = SqliteStore(ledger)
+    try:
+        conn = store._reader()
+        twice = conn.execute("SELECT count(*) FROM (SELECT 1 FROM records WHERE request_id != ''"
+                             " GROUP BY caller, request_id HAVING count(*) > 1)").fetchone()[0]
+        missing = 0
+        for setl_id in acknowledged:
+            record = store.read(id_seq(setl_id, "S"))
+            event = events.decode(record.body) if record is not None else None
+            missing += not (type(event) is Settled and event.settlement.setl_id == setl_id)
+        duplicated = len(acknowledged) - len(set(acknowledged))
+        engine = Engine(load_index(Config(data_dir=data_dir), data_dir), MemoryArchive())
+        settlements = 0
+        for record in store.scan():
+            event = events.decode(record.body)
+            engine.apply(event, record.seq)
+            settlements += type(event) is Settled
+        replayed = sorted(engine.index.accumulator_rows())
+    finally:
+        store.close()
+    snap = Snapshots(snapshots).newest(10**18)
+    held = sorted(tuple(x) for x in snap.engine.accumulators)
+    return {"lost": missing, "duplicated": duplicated + twice, "settlements_in_ledger": settlements,
+            "accumulators_equal_replay": replayed == held, "person_years": len(held)}
+
+
+# ----------------------------------------------------------------- main
+def main() -> None:
+    from bench.loadgen import start_gateway
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data-dir", default=os.path.join(ROOT, "data", "national"))
+    p.add_argument("--settlements", type=int, default=2_000_000)
+    p.add_argument("--processes", type=int, default=2)
+    p.add_argument("--lanes", type=int, default=4, help="batches in flight per client process")
+    p.add_argument("--batch", type=int, default=1000)
+    p.add_argument("--json", default="")
+    args = p.parse_args()
+    ctx = mp.get_context("spawn")
+    with tempfile.TemporaryDirectory(dir=os.path.dirname(os.path.abspath(args.data_dir))) as tmp:
+        proc, target = start_gateway(args.data_dir, tmp)
+        ledger = os.path.join(tmp, "loadgen-ledger.sqlite")
+        ready, out, go = ctx.Queue(), ctx.Queue(), ctx.Event()
+        share = args.settlements // args.processes
+        clients = [ctx.Process(target=_client, args=(target, args.data_dir, 100 + i, share, args.batch, args.lanes,
+                                                     ready, go, out)) for i in range(args.processes)]
+        prep = time.monotonic()
+        for c in clients:
+            c.start()
+        outpatient = sum(ready.get() for _ in clients)
+        prep = time.monotonic() - prep
+        start = time.monotonic()
+        go.set()
+        results = [out.get() for _ in clients]
+        wall = time.monotonic() - start
+        for c in clients:
+            c.join()
+        from gateway.testing import Client
+        import grpc
+        from gateway._pb.yidi.v1 import admin_pb2
+
+        national = Client(grpc.insecure_channel(target), "national")
+        status = national(national.admin.GetReferenceDataStatus, admin_pb2.GetReferenceDataStatusRequest())
+        national(national.admin.TakeSnapshot, admin_pb2.TakeSnapshotRequest())
+        national.channel.close()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(120)
+        acknowledged = [s for r in results for s in r["settled"]]
+        refused: dict[str, int] = {}
+        for r in results:
+            for k, v in r["refused"].items():
+                refused[k] = refused.get(k, 0) + v
+        checks = check_ledger(ledger, args.data_dir, ledger + ".snapshots", acknowledged)
+    summary = {
+        "settlements_asked": args.settlements, "outpatient_asked": outpatient, "settlements": len(acknowledged),
+        "refused": sum(refused.values()), "refusals": refused, "prepare_s": round(prep, 1),
+        "peak_day_s": round(wall, 1), "settlements_per_s": round(len(acknowledged) / wall),
+        "ledger_transactions": status.ledger_commits,
+        "records_per_transaction": round(status.ledger_commit_records / max(1, status.ledger_commits), 1),
+        "fsyncs_per_s": round(status.ledger_commits / wall, 1), **checks,
+    }
+    print(f"| peak day | {summary['settlements']:,} settlements | {summary['peak_day_s']} s | "
+          f"{summary['settlements_per_s']:,}/s | {summary['records_per_transaction']} records/txn | "
+          f"lost {summary['lost']} | duplicated {summary['duplicated']} | "
+          f"accumulators = replay: {summary['accumulators_equal_replay']} |", file=sys.stderr)
+    print(json.dumps(summary, ensure_ascii=False))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(summary, f, indent=1, ensure_ascii=False)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,153 @@
+"""FundsService: prepaid positions, clearing months, reconciliation, risk-flag lists (SPEC §7, §8).
+
+Translation only: the rules are in ``core.funds`` (through the engine) and
+the queries in ``gateway.archive_sql``.  Reconciliation reads the store's
+``recon`` projection in a worker thread, so a long range never stalls the
+settlements on the event loop; the detail comparison holds one chunk of each
+side at a time (``core.funds.DetailReconciliation``).
+"""
+from __future__ import annotations
+
+import asyncio
+from typing import AsyncIterator
+
+from core import commands as cmd
+from core.errors import YidiError
+from core.events import id_seq
+from core.funds import DetailReconciliation, Item
+
+from .. import archive_sql, convert
+from ..app import Gateway
+from .._pb.yidi.v1 import funds_pb2 as fdpb
+from .base import request_digest
+
+RECONCILE_CHUNK_ROWS = 4096       # platform rows read from the store at a time
+MAX_FLAGGED_LISTED = 10_000       # settlements in one ListFlagged answer
+DEFAULT_FLAGGED_LISTED = 1_000
+
+
+class FundsService:
+    def __init__(self, gw: Gateway) -> None:
+        self.gw = gw
+
+    def methods(self):
+        return {
+            "SetPrepaid": self.set_prepaid, "TopUpPrepaid": self.top_up, "GetPositions": self.get_positions,
+            "CloseMonth": self.close_month, "ReopenMonth": self.reopen_month,
+            "ConfirmStatement": self.confirm_statement, "GetClearingReport": self.get_clearing_report,
+            "ReconcileTotals": self.reconcile_totals, "ReconcileDetail": self.reconcile_detail,
+            "ListFlagged": self.list_flagged,
+        }
+
+    # ------------------------------------------------------------ positions
+    async def set_prepaid(self, req: fdpb.SetPrepaidRequest, caller: str):
+        command = cmd.SetPrepaid(request_id=req.request_id, province=req.province, amount_fen=req.amount_fen,
+                                 yellow_bp=req.yellow_bp, red_bp=req.red_bp)
+        return await self.gw.execute(caller, command, request_digest(req))
+
+    async def top_up(self, req: fdpb.TopUpPrepaidRequest, caller: str):
+        command = cmd.TopUpPrepaid(request_id=req.request_id, province=req.province, amount_fen=req.amount_fen)
+        return await self.gw.execute(caller, command, request_digest(req))
+
+    async def get_positions(self, req: fdpb.GetPositionsRequest, _caller: str):
+        engine = self.gw.engine
+        if req.province:
+            positions = [engine.funds.position(engine.check_province(req.province))]
+        else:
+            positions = [engine.funds.positions[p] for p in sorted(engine.funds.positions)]
+        return fdpb.Positions(positions=[convert.position_pb(p, engine.index.region_name(p.province) or "")
+                                         for p in positions])
+
+    # ------------------------------------------------------------ clearing months
+    async def close_month(self, req: fdpb.ClearingMonthRequest, caller: str):
+        return await self._month(caller, req, "close")
+
+    async def reopen_month(self, req: fdpb.ClearingMonthRequest, caller: str):
+        return await self._month(caller, req, "reopen")
+
+    async def confirm_statement(self, req: fdpb.ConfirmStatementRequest, caller: str):
+        return await self._month(caller, req, "confirm", req.province)
+
+    async def _month(self, caller: str, req, action: str, province: str = ""):
+        command = cmd.ChangeClearingMonth(request_id=req.request_id, month=req.month, action=action, province=province)
+        return await self.gw.execute(caller, command, request_digest(req))
+
+    async def get_clearing_report(self, req: fdpb.GetClearingReportRequest, _caller: str):
+        engine = self.gw.engine
+        report = engine.clearing_report(req.month, req.province, req.with_institutions)
+        return convert.report_pb(report, engine.index.region_name, engine.institution_name)
+
+    # ------------------------------------------------------------ reconciliation (对账)
+    def _range(self, r: fdpb.ReconcileRange) -> tuple[str, int, int, str]:
+        self.gw.engine.check_reconcile_range(r.fixmedins_code, r.date_from, r.date_to)
+        return r.fixmedins_code, r.date_from, r.date_to, convert.INSUTYPE.str(r.insutype, required=False)
+
+    async def reconcile_totals(self, req: fdpb.ReconcileTotalsRequest, _caller: str):
+        platform = await asyncio.to_thread(self.gw.store.recon_totals, *self._range(req.range))
+        province = convert.figures(req.figures)
+        return fdpb.ReconcileTotalsResponse(match=platform == province, platform=convert.figures_pb(platform),
+                                            province=convert.figures_pb(province))
+
+    async def reconcile_detail(self, requests: AsyncIterator[fdpb.ReconcileDetailRequest], _caller: str):
+        merge = DetailReconciliation()
+        conn = cursor = None
+        try:
+            async for req in requests:
+                if conn is None:
+                    conn = self.gw.store.open_reader()
+                    cursor = await asyncio.to_thread(archive_sql.recon_items, conn, *self._range(req.range))
+                merge.feed_province(_items(req.items))
+                await _compare(merge, cursor)
+            merge.province_done()
+            await _compare(merge, cursor)
+        finally:
+            if conn is not None:
+                conn.close()
+        return _detail_pb(merge)
+
+    # ------------------------------------------------------------ risk flags (SPEC §7)
+    async def list_flagged(self, req: fdpb.ListFlaggedRequest, _caller: str):
+        code, date_from, date_to, _insutype = self._range(req.range)
+        limit = req.limit or DEFAULT_FLAGGED_LISTED
+        if not 0 < limit <= MAX_FLAGGED_LISTED:
+            raise YidiError("INVALID_ARGUMENT", f"limit 应在 1 到 {MAX_FLAGGED_LISTED} 之间。")
+        rows = await asyncio.to_thread(self.gw.store.flagged, code, date_from, date_to,
+                                       convert.risk_flags_mask(req.flags), limit + 1)
+        return fdpb.FlaggedSettlements(
+            settlements=[fdpb.FlaggedSettlement(setl_id=s, setl_date=d, risk_flags=convert.risk_flags_pb(f),
+                                                medfee_sumamt=m, cancelled=c) for s, d, f, m, c in rows[:limit]],
+            truncated=len(rows) > limit)
+
+
+def _items(items) -> list[Item]:
+    out = []
+    for x in items:
+        number = id_seq(x.setl_id, "S")
+        if number == 0:
+            raise YidiError("INVALID_ARGUMENT", f"结算ID「{x.setl_id[:40]}」格式不正确：应为平台签发的 S + 15 位数字。")
+        out.append(Item(number, x.setl_id, x.fund_pay_sumamt, x.cancelled))
+    return out
+
+
+async def _compare(merge: DetailReconciliation, cursor) -> None:
+    """Advance the merge, reading the platform's rows a chunk at a time as it needs them."""
+    merge.run()
+    while cursor is not None and merge.needs_platform:
+        rows = await asyncio.to_thread(cursor.fetchmany, RECONCILE_CHUNK_ROWS)
+        merge.feed_platform([archive_sql.recon_item(r) for r in rows])
+        merge.run()
+
+
+def _detail_pb(merge: DetailReconciliation) -> fdpb.ReconcileDetailResponse:
+    counts = merge.counts
+    return fdpb.ReconcileDetailResponse(
+        match=not any(counts.values()), province_items=merge.province_items, platform_items=merge.platform_items,
+        missing_on_province=counts["missing_on_province"], missing_on_platform=counts["missing_on_platform"],
+        amount_differs=counts["amount_differs"], state_differs=counts["state_differs"],
+        differences=[fdpb.ReconcileDifference(
+            kind=convert.DIFFERENCE_KIND.pb(d.kind), setl_id=d.setl_id,
+            platform_fund_pay_sumamt=d.platform.fund_pay_sumamt if d.platform else 0,
+            province_fund_pay_sumamt=d.province.fund_pay_sumamt if d.province else 0,
+            platform_cancelled=d.platform.cancelled if d.platform else False,
+            province_cancelled=d.province.cancelled if d.province else False) for d in merge.differences],
+        truncated=sum(counts.values()) > len(merge.differences))

@@ -1,0 +1,143 @@
+"""SettleBatch and SettleStream over real gRPC: each item as its unary call would be, one transaction per group.
+
+Each item gets exactly the outcome the unary call would give it (answer bytes
+included), in request order; a refused item changes nothing and does not fail
+its neighbours; a replay (of the batch, or of one item through the unary RPC)
+is byte-identical; the accumulators are the sum of what was settled.
+"""
+from __future__ import annotations
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+
+from datagen.spec_fixture import write_spec_dataset
+from gateway._pb.yidi.v1 import admin_pb2, common_pb2 as pb, settlement_pb2 as spb
+from gateway_harness import file_person
+
+HAINAN, LIAONING, GUANGDONG = "460000", "210000", "440000"
+OUTPATIENT = "/yidi.v1.SettlementService/OutpatientSettle"
+
+
+@pytest.fixture(scope="module")
+def gw(tmp_path_factory, gateways_module):
+    base = tmp_path_factory.mktemp("batch")
+    names = write_spec_dataset(base / "data")
+    return gateways_module(names["dir"], str(base / "ledger.sqlite"))
+
+
+@pytest.fixture(scope="module")
+def gateways_module():
+    started = []
+
+    def start(data_dir, ledger, *extra):
+        from gateway_harness import start_gateway
+
+        g = start_gateway(data_dir, ledger, *extra)
+        started.append(g)
+        return g
+
+    yield start
+    for g in started:
+        assert g.stop() == 0
+
+
+def outpatient(rid: str, psn_no: str, inst: str = "H46010000003", price: int = 1250) -> spb.OutpatientSettleRequest:
+    return spb.OutpatientSettleRequest(request_id=rid, psn_no=psn_no, fixmedins_code=inst, setl_date=20260315,
+                                       lines=[pb.FeeLine(feedetl_sn="1", code="XA01", unit_price_fen=price,
+                                                         qty_milli=2000)])
+
+
+def reason(outcome: spb.SettleOutcome) -> str:
+    assert outcome.WhichOneof("outcome") == "refused"
+    info = error_details_pb2.ErrorInfo()
+    outcome.refused.details[0].Unpack(info)
+    return info.reason
+
+
+def ledger_seq(gw) -> int:
+    national = gw.client("national")
+    return national(national.admin.GetReferenceDataStatus, admin_pb2.GetReferenceDataStatusRequest()).ledger_seq
+
+
+def test_a_batch_answers_each_item_as_its_unary_call_would(gw):
+    liaoning, hainan = gw.client(LIAONING), gw.client(HAINAN)
+    for n in range(3):
+        file_person(liaoning, f"P21010288{n}", f"2101021990010188{n}")
+    stay = hainan(hainan.settlement.Admit, spb.AdmitRequest(request_id="b-admit", psn_no="P210102882",
+                                                            fixmedins_code="H46010000002", adm_date=20260301))
+    hainan(hainan.settlement.UploadFees, spb.UploadFeesRequest(request_id="b-fees", mdtrt_id=stay.mdtrt_id, lines=[
+        pb.FeeLine(feedetl_sn="1", code="T001", unit_price_fen=300000, qty_milli=1000)]))
+    seq = ledger_seq(gw)
+    items = [
+        spb.SettleItem(outpatient=outpatient("b-1", "P210102880")),
+        spb.SettleItem(outpatient=outpatient("b-2", "P210102881", inst="H44010000001")),   # 广东: not Hainan's
+        spb.SettleItem(outpatient=outpatient("b-3", "P210102881", price=-5)),               # bad input
+        spb.SettleItem(discharge=spb.DischargeSettleRequest(request_id="b-4", mdtrt_id=stay.mdtrt_id,
+                                                            dscg_date=20260310)),
+        spb.SettleItem(outpatient=outpatient("b-1", "P210102880")),                          # its twin: same answer
+        spb.SettleItem(outpatient=outpatient("b-1", "P210102880", price=1)),                 # same key, other request
+        spb.SettleItem(),                                                                    # neither kind
+    ]
+    request = spb.SettleBatchRequest(items=items)
+    raw = hainan.raw("/yidi.v1.SettlementService/SettleBatch", request)
+    outcomes = spb.SettleBatchResponse.FromString(raw).outcomes
+    assert [o.WhichOneof("outcome") for o in outcomes] == [
+        "settlement", "refused", "refused", "settlement", "settlement", "refused", "refused"]
+    assert [reason(outcomes[i]) for i in (1, 2, 5, 6)] == [
+        "PERMISSION_DENIED", "INVALID_PRICE", "IDEMPOTENCY_KEY_REUSED", "INVALID_ARGUMENT"]
+    assert outcomes[4] == outcomes[0] and outcomes[3].settlement.settlement.breakdown.medfee_sumamt == 300000
+    assert ledger_seq(gw) == seq + 2  # one record per settlement, nothing for the refusals
+    # A replay of the batch is byte-identical; so is each settled item replayed through its unary RPC.
+    assert hainan.raw("/yidi.v1.SettlementService/SettleBatch", request) == raw
+    assert hainan.raw(OUTPATIENT, items[0].outpatient) == outcomes[0].settlement.SerializeToString()
+    assert ledger_seq(gw) == seq + 2
+
+
+def test_a_batch_over_the_limit_is_refused_whole(gw):
+    hainan = gw.client(HAINAN)
+    seq = ledger_seq(gw)
+    too_many = spb.SettleBatchRequest(items=[spb.SettleItem(outpatient=outpatient(f"x-{n}", "P210102880"))
+                                             for n in range(1001)])
+    code, got, _ = hainan.refused(hainan.settlement.SettleBatch, too_many)
+    assert (code, got) == (grpc.StatusCode.INVALID_ARGUMENT, "BATCH_TOO_LARGE") and ledger_seq(gw) == seq
+
+
+def test_a_stream_answers_in_order_past_its_in_flight_bound(gw):
+    liaoning, hainan = gw.client(LIAONING), gw.client(HAINAN)
+    file_person(liaoning, "P210102890", "21010219900101890")
+    before = hainan(hainan.settlement.GetAccumulators, spb.GetAccumulatorsRequest(psn_no="P210102890", year=2026))
+    n = 2500  # more than stream_max_in_flight (2000): the server must keep reading as it answers
+    items = (spb.SettleItem(outpatient=outpatient(f"s-{i}", "P210102890", price=100 + i % 7)) for i in range(n))
+    outcomes = list(hainan(hainan.settlement.SettleStream, items))
+    assert len(outcomes) == n and all(o.WhichOneof("outcome") == "settlement" for o in outcomes)
+    ids = [o.settlement.settlement.setl_id for o in outcomes]
+    assert ids == sorted(ids) and len(set(ids)) == n  # request order is ledger order
+    paid = sum(o.settlement.settlement.breakdown.hifp_pay for o in outcomes)
+    after = hainan(hainan.settlement.GetAccumulators, spb.GetAccumulatorsRequest(psn_no="P210102890", year=2026))
+    assert after.outpatient_fund_paid_fen - before.outpatient_fund_paid_fen == paid
+    # A refused item in a stream is answered in its place, and the stream goes on.
+    mixed = [spb.SettleItem(outpatient=outpatient("s-x1", "P210102890", inst="H44010000001")),
+             spb.SettleItem(outpatient=outpatient("s-x2", "P210102890"))]
+    first, second = hainan(hainan.settlement.SettleStream, iter(mixed))
+    assert reason(first) == "PERMISSION_DENIED" and second.WhichOneof("outcome") == "settlement"
+
+
+def test_a_stay_moves_through_batches_admit_fees_then_discharge(gw):
+    liaoning, hainan = gw.client(LIAONING), gw.client(HAINAN)
+    file_person(liaoning, "P210102891", "21010219900101891")
+    admit = spb.AdmitRequest(request_id="bs-admit", psn_no="P210102891", fixmedins_code="H46010000002",
+                             adm_date=20260301)
+    first = hainan(hainan.settlement.SettleBatch, spb.SettleBatchRequest(items=[spb.SettleItem(admit=admit)]))
+    assert first.outcomes[0].WhichOneof("outcome") == "admitted"
+    unary = hainan.raw("/yidi.v1.SettlementService/Admit", admit)  # the same key through the unary RPC
+    assert unary == first.outcomes[0].admitted.SerializeToString()
+    mdtrt_id = first.outcomes[0].admitted.mdtrt_id
+    fees = spb.UploadFeesRequest(request_id="bs-fees", mdtrt_id=mdtrt_id, lines=[
+        pb.FeeLine(feedetl_sn="1", code="T001", unit_price_fen=200000, qty_milli=1000)])
+    discharge = spb.DischargeSettleRequest(request_id="bs-settle", mdtrt_id=mdtrt_id, dscg_date=20260305)
+    # Items run in order: the fees are uploaded before the discharge settles them, in one batch.
+    second = hainan(hainan.settlement.SettleBatch, spb.SettleBatchRequest(
+        items=[spb.SettleItem(fees=fees), spb.SettleItem(discharge=discharge)])).outcomes
+    assert second[0].visit.line_count == 1
+    assert second[1].settlement.settlement.breakdown.medfee_sumamt == 200000
