@@ -48,6 +48,12 @@ def person_of(request) -> str:
     return ""
 
 
+def _fields_of(request):
+    """The object holding a request's fields: a request the core read from wire bytes (convert.Wire) holds its
+    command (request_id, person ...); a protobuf message holds them itself."""
+    return getattr(request, "command", request)
+
+
 class AuditLog:
     def __init__(self, path: str) -> None:
         self.path = path
@@ -60,10 +66,12 @@ class AuditLog:
         return self._file
 
     def wants(self, method: str, request, reason: str | None) -> bool:
+        request = _fields_of(request)
         return (hasattr(request, "request_id") or method in READS_OF_PERSONS
                 or (reason is not None and reason in NAMING_REASONS))
 
     def write(self, caller: str, method: str, request, outcome: str, key: str = "", seq: int = 0) -> None:
+        request = _fields_of(request)
         line = {
             "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds"),
             "caller": caller, "method": method,

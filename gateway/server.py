@@ -133,6 +133,11 @@ def server_options(config: Config) -> list[tuple[str, int]]:
         ("grpc.keepalive_time_ms", config.keepalive_time_ms),
         ("grpc.keepalive_timeout_ms", config.keepalive_timeout_ms),
         ("grpc.max_connection_idle_ms", config.max_connection_idle_ms),
+        # gRPC core cancels calls that wait for the Python server to take them once more than 1,000 are
+        # pending (a bare CANCELLED, no reason: grpc/grpc#34782). Admission control (gateway/admission.py)
+        # answers the excess with OVERLOADED instead, so the core's queue must not be the first limit.
+        ("grpc.server.max_pending_requests", 20 * config.max_concurrent_rpcs),
+        ("grpc.server.max_pending_requests_hard_limit", 40 * config.max_concurrent_rpcs),
     ]
 
 
