@@ -226,15 +226,17 @@ def _cpu_seconds(pid: int) -> float | None:
 
 
 # ----------------------------------------------------------------- server
-def start_gateway(data_dir: str, workdir: str) -> tuple[subprocess.Popen, str]:
+def start_gateway(data_dir: str, workdir: str, *extra: str) -> tuple[subprocess.Popen, str]:
+    """A gateway on a fresh ledger in workdir; (its process, host:port).  Its SERVING line is kept as .serving."""
     ledger = os.path.join(workdir, "loadgen-ledger.sqlite")
     proc = subprocess.Popen(
         [sys.executable, "-m", "gateway", "serve", "--data-dir", data_dir, "--ledger", ledger,
-         "--listen", "127.0.0.1:0"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+         "--listen", "127.0.0.1:0", *extra], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
         stdin=subprocess.DEVNULL)
     for line in proc.stdout:
         if line.startswith(b"SERVING "):
-            return proc, line.split()[1].decode()
+            proc.serving = line.decode().split()
+            return proc, proc.serving[1]
     raise RuntimeError(f"gateway exited with {proc.wait()}")
 
 

@@ -36,7 +36,7 @@ from core.errors import YidiError
 from core.events import ReferenceLoaded
 from core.limits import check_id
 
-from . import snapshot
+from . import metrics, snapshot
 from .config import Config
 from .convert import encode_reply
 from .keys import Keys, Prior, reused
@@ -331,6 +331,7 @@ class Gateway:
             return  # the ledger is fatal: the process restarts
         for record in records:
             self.keys.durable(caller, record.request_id, record.seq)
+        metrics.count_records(records)
         self.state.engine.archive.trim(records[-1].seq)
         self._records_since_snapshot += len(records)
         if (self._records_since_snapshot >= self.config.snapshot_every_records

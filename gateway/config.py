@@ -36,6 +36,8 @@ class Config:
     snapshot_every_records: int = 1_000_000
     snapshots: str = ""              # default: <ledger>.snapshots/
     accepted_card_versions: tuple[str, ...] = ("2.0", "3.0")
+    # Prometheus /metrics on this host:port (gateway/metrics.py); empty: none.
+    metrics_listen: str = ""
     # Caller identity header (SPEC §9 identity comes from TLS in a later issue).
     caller_header: str = "x-yidi-caller"
     extra: dict = field(default_factory=dict)

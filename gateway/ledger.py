@@ -51,11 +51,13 @@ import logging
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
 from . import archive_sql
+from .metrics import COMMIT_RECORDS, COMMIT_SECONDS
 
 __all__ = [
     "GroupCommitLedger",
@@ -709,6 +711,7 @@ class GroupCommitLedger:
                 return
             records, futures, stop = taken
             if records:
+                start = time.perf_counter()
                 try:
                     seqs = self._store.append(records)
                     if seqs != [r.seq for r in records]:
@@ -716,6 +719,8 @@ class GroupCommitLedger:
                 except BaseException as exc:  # noqa: BLE001 - every failure is fatal
                     self._die(futures, exc)
                     return
+                COMMIT_SECONDS.observe(time.perf_counter() - start)
+                COMMIT_RECORDS.observe(len(records))
                 self.commits += 1
                 self.records += len(records)
                 if len(records) > self.max_batch_seen:

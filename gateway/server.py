@@ -26,9 +26,10 @@ from .auth import CallerInterceptor
 from .config import Config
 from .gcwatch import WATCH
 from .ledger import open_store
+from .metrics import serve_metrics
 from .snapshot import LedgerBehindSnapshot
 from .services.admin import AdminService
-from .services.base import abort, service_handler
+from .services.base import INTERNAL_ERRORS, abort, service_handler
 from .services.diagnostics import DiagnosticsService
 from .services.filing import FilingService
 from .services.funds import FundsService
@@ -61,7 +62,7 @@ def check_protobuf_backend() -> None:
                     api_implementation.Type())
 
 
-async def serve(config: Config, *, ready: Callable[[int], None] | None = None,
+async def serve(config: Config, *, ready: Callable[[int, int], None] | None = None,
                 progress: Callable[[str, int], None] | None = None,
                 stop: asyncio.Event | None = None) -> None:
     """Run the gateway until SIGTERM/SIGINT (or ``stop`` is set)."""
@@ -97,6 +98,7 @@ async def serve(config: Config, *, ready: Callable[[int], None] | None = None,
         raise SystemExit(f"cannot listen on {config.listen}")
     await server.start()
     log.info("listening on %s (port %d), rebuilding state", config.listen, port)
+    metrics_port = serve_metrics(config.metrics_listen, gw, lambda: INTERNAL_ERRORS) if config.metrics_listen else 0
 
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -114,7 +116,7 @@ async def serve(config: Config, *, ready: Callable[[int], None] | None = None,
         log.info("SERVING on port %d: %s, ledger seq %d", port, gw.state.engine.index.counts(),
                  gw.ledger.next_seq - 1)
         if ready is not None:
-            ready(port)
+            ready(port, metrics_port)
         await stopping
     log.info("stopping: NOT_SERVING, %.0f s grace for in-flight calls", config.shutdown_grace_s)
     await health_servicer.enter_graceful_shutdown()

@@ -34,6 +34,7 @@ class Gateway:
     target: str
     log_path: str
     channels: list = field(default_factory=list)
+    metrics_url: str = ""   # with --metrics-listen: where /metrics is served
 
     def client(self, caller: str | None) -> "Client":
         channel = grpc.insecure_channel(self.target)
@@ -72,7 +73,9 @@ def start_gateway(data_dir: str, ledger: str, *extra: str, timeout: float = 120)
     while time.monotonic() < deadline:
         line = proc.stdout.readline().decode()
         if line.startswith("SERVING "):
-            return Gateway(proc, line.split()[1], log_path)
+            words = line.split()
+            metrics = words[words.index("metrics") + 1] if "metrics" in words else ""
+            return Gateway(proc, words[1], log_path, metrics_url=metrics)
         if not line and proc.poll() is not None:
             break
     proc.kill()

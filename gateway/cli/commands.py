@@ -132,15 +132,17 @@ def cmd_serve(args) -> None:
     from ..server import run
 
     config = Config(data_dir=args.data_dir, ledger=args.ledger or "", listen=args.listen, snapshots=args.snapshots)
-    for name in ("max_message_bytes", "snapshot_every_records", "idempotency_cache_keys"):
+    for name in ("max_message_bytes", "snapshot_every_records", "idempotency_cache_keys", "metrics_listen"):
         if getattr(args, name):
             setattr(config, name, getattr(args, name))
     if not os.path.isdir(config.data_dir):
         raise SystemExit(f"no data set at {config.data_dir}: run `yidi datagen --out {config.data_dir}` first")
 
-    def ready(port: int) -> None:
+    def ready(port: int, metrics_port: int) -> None:
         print(file=sys.stderr)
-        print(f"SERVING {config.listen.rsplit(':', 1)[0]}:{port} ledger {config.ledger_path()}", flush=True)
+        host = config.listen.rsplit(':', 1)[0]
+        metrics = f" metrics http://{config.metrics_listen.rsplit(':', 1)[0]}:{metrics_port}/metrics" if metrics_port else ""
+        print(f"SERVING {host}:{port} ledger {config.ledger_path()}{metrics}", flush=True)
 
     run(config, ready=ready, progress=progress_printer("load"))
 
@@ -309,6 +311,7 @@ COMMANDS: tuple[Command, ...] = (
         arg("--snapshots", default="", help="snapshot directory (default: <ledger>.snapshots)"),
         arg("--snapshot-every-records", type=int, default=0, help="write a snapshot after this many records"),
         arg("--idempotency-cache-keys", type=int, default=0, help="recent idempotency keys kept in memory"),
+        arg("--metrics-listen", default="", help="serve Prometheus /metrics on host:port (e.g. 127.0.0.1:9464)"),
     ), local=cmd_serve),
     Command("file", "file a person for cross-province care (备案)", FILE_ARGS, "filing.File", file_request),
     Command("filings", "list a person's filings", PERSON, "filing.ListFilings", filings_request),
