@@ -113,6 +113,8 @@ class Store(Protocol):
 
     def find_request(self, caller: str, request_id: str) -> Record | None: ...
 
+    def known_request_hashes(self, hashes: Sequence[int]) -> set[int]: ...
+
     def read(self, seq: int) -> Record | None:
         """The record with that seq."""
         ...
@@ -385,6 +387,15 @@ class SqliteStore:
             if len(rows) < SCAN_PAGE_RECORDS:
                 return
             after_seq = rows[-1][7]
+
+    def known_request_hashes(self, hashes: Sequence[int]) -> set[int]:
+        """Which of these key hashes (archive_sql.request_hash) the ledger holds: one indexed query per 500."""
+        conn, found = self._reader(), set()
+        for i in range(0, len(hashes), 500):
+            chunk = hashes[i:i + 500]
+            found.update(h for (h,) in conn.execute(
+                f"SELECT h FROM requests WHERE h IN ({','.join('?' * len(chunk))})", chunk))
+        return found
 
     def find_request(self, caller: str, request_id: str) -> Record | None:
         if not request_id:
