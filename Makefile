@@ -74,8 +74,10 @@ test-slow: setup
 crash: setup
 	$(BIN)/python tests/crash.py --crashes $(CRASHES)
 
-bench: setup
-	$(BIN)/python -m pytest -q bench --benchmark-only --benchmark-columns=min,median,mean,ops,rounds
+# The benchmark suite: core, start-up and memory, load against an empty call, the peak day; writes
+# bench/results/latest.{json,md}, a dated copy and latency.png (bench/report.py; about 15 minutes).
+bench: data
+	$(BIN)/python bench/report.py --data-dir $(DATA)
 
 # Locust, headless, against a gateway started here on the national data set (USERS, SECONDS to taste).
 USERS   ?= 40

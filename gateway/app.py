@@ -39,7 +39,7 @@ from core.errors import YidiError
 from core.events import REVERSED_KIND, Admitted, ReferenceLoaded, Settled
 from core.limits import check_id
 
-from . import chain, snapshot
+from . import chain, metrics, snapshot
 from .config import Config
 from .convert import encode_reply
 from .keys import REVERSED, Keys, Prior, reused
@@ -288,9 +288,10 @@ class Gateway:
         records: list[Record] = []
         seen: dict[str, tuple[bytes, int]] = {}  # request_id -> (digest, item) within this batch
         base = self.ledger.next_seq
+        new = self.keys.new_keys(caller, [command.request_id for command, _ in items])
         for i, (command, digest) in enumerate(items):
             try:
-                outcomes[i] = self._earlier(caller, command, digest, seen)
+                outcomes[i] = self._earlier(caller, command, digest, seen, new)
                 if outcomes[i] is not None:
                     continue
                 seen[command.request_id] = (digest, i)
@@ -305,8 +306,8 @@ class Gateway:
             await self._submit(caller, records)
         return [await self._resolve(outcome, outcomes) for outcome in outcomes]
 
-    def _earlier(self, caller: str, command: Command, digest: bytes,
-                 seen: dict[str, tuple[bytes, int]]) -> Prior | int | None:
+    def _earlier(self, caller: str, command: Command, digest: bytes, seen: dict[str, tuple[bytes, int]],
+                 new: frozenset[str]) -> Prior | int | None:
         """An earlier answer to this request (or the index of its twin in this batch), None if it is new."""
         check_id(command.request_id, "请求ID request_id", "INVALID_REQUEST_ID")
         twin = seen.get(command.request_id)
@@ -314,7 +315,7 @@ class Gateway:
             if twin[0] != digest:
                 raise reused(command.request_id)  # worded as when the first is durable: a replay reads the same
             return twin[1]
-        return self.keys.lookup(caller, command.request_id, digest)
+        return self.keys.lookup(caller, command.request_id, digest, new)
 
     async def _submit(self, caller: str, records: list[Record]) -> None:
         """Submit applied records as one group and wait until it is durable."""
@@ -405,6 +406,7 @@ class Gateway:
             self.keys.durable(caller, record.request_id, record.seq)
             if record.kind == REVERSED_KIND:
                 self.keys.durable(caller, record.key, record.seq)
+        metrics.count_records(records)
         self.state.engine.archive.trim(records[-1].seq)
         self._records_since_snapshot += len(records)
         if (self._records_since_snapshot >= self.config.snapshot_every_records

@@ -32,6 +32,11 @@ PEER_URI = "peer_uri"
 
 _caller: contextvars.ContextVar[str] = contextvars.ContextVar("yidi_caller")
 
+# For benchmarks only (`yidi serve --insecure --insecure-caller 460000`): the one caller every call on the
+# plaintext loopback listener is taken to be, so that a client that cannot present a certificate
+# (h2load) can drive the gateway.  Set from Config by the server; empty in every real deployment.
+INSECURE_CALLER = ""
+
 
 def current_caller() -> str:
     return _caller.get("")
@@ -56,6 +61,8 @@ def resolve_caller(context: grpc.aio.ServicerContext) -> str:
     caller = caller_of_uri(ours[0]) if len(ours) == 1 else None
     if caller is not None:
         return caller
+    if not auth.get("transport_security_type") and INSECURE_CALLER:
+        return INSECURE_CALLER
     if not auth.get("transport_security_type"):
         why = "本连接未使用 TLS 客户端证书（明文监听仅供健康检查与本机调试）"
     else:

@@ -58,11 +58,16 @@ class Config:
     tls_key: str = ""
     tls_ca: str = ""
     insecure: bool = False
+    # With insecure, for benchmarks only (h2load cannot present a certificate): the one caller every call
+    # on the plaintext loopback listener is taken to be. Never a header.
+    insecure_caller: str = ""
     # Audit log (JSON lines): default <ledger>.audit.jsonl.
     audit_log: str = ""
     # The ledger's writes failed (disk full, fsync error): probe with a test write this often
     # until one succeeds, and only then answer SERVING again.
     storage_probe_interval_s: float = 1.0
+    # Prometheus /metrics on this host:port (gateway/metrics.py); empty: none.
+    metrics_listen: str = ""
     extra: dict = field(default_factory=dict)
 
     def audit_path(self) -> str:

@@ -20,6 +20,7 @@ from typing import NamedTuple
 from core.errors import YidiError
 from core.events import REVERSED_KIND
 
+from .archive_sql import request_hash
 from .ledger import Store
 
 Key = tuple[str, str]
@@ -48,10 +49,26 @@ class Keys:
     def __len__(self) -> int:
         return len(self._inflight) + len(self._recent)
 
-    def lookup(self, caller: str, request_id: str, digest: bytes) -> Prior | None:
+    def new_keys(self, caller: str, request_ids: list[str]) -> frozenset[str]:
+        """Of a batch's request ids, those certainly never seen: one query for all instead of one each.
+
+        Valid only until the next await (a batch's lookups follow at once): keys in flight or recent are
+        left out, so a key this says is new cannot become known before those lookups.
+        """
+        unknown = {}
+        for request_id in request_ids:
+            key = (caller, request_id)
+            if request_id and key not in self._inflight and key not in self._recent:
+                unknown[request_hash(caller, request_id)] = request_id
+        if len(unknown) < 2:
+            return frozenset()
+        known = self._store.known_request_hashes(list(unknown))
+        return frozenset(r for h, r in unknown.items() if h not in known)
+
+    def lookup(self, caller: str, request_id: str, digest: bytes, new: frozenset[str] = frozenset()) -> Prior | None:
         """The earlier answer to this key, None if it is new; IDEMPOTENCY_KEY_REUSED if the request differs,
-        REQUEST_REVERSED if its caller reversed it."""
-        found = self.find(caller, request_id)
+        REQUEST_REVERSED if its caller reversed it.  ``new``: ids ``new_keys`` found absent (not looked up again)."""
+        found = self.find(caller, request_id, new)
         if found is None:
             return None
         seen, prior = found
@@ -61,7 +78,7 @@ class Keys:
         _same(seen, digest, request_id)
         return prior
 
-    def find(self, caller: str, request_id: str) -> tuple[bytes, Prior] | None:
+    def find(self, caller: str, request_id: str, new: frozenset[str] = frozenset()) -> tuple[bytes, Prior] | None:
         """(the digest seen under this key, or REVERSED; its answer), None if the key is new."""
         key = (caller, request_id)
         inflight = self._inflight.get(key)
@@ -70,6 +87,8 @@ class Keys:
         recent = self._recent.get(key)
         if recent is not None:
             return recent[0], Prior(None, None, recent[1])
+        if request_id in new:
+            return None
         record = self._store.find_request(caller, request_id)
         if record is None:
             return None

@@ -52,12 +52,14 @@ import os
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
 from . import archive_sql, chain
 from .chain import GENESIS, Head, HeadFile, LedgerCorrupt
+from .metrics import COMMIT_RECORDS, COMMIT_SECONDS
 
 __all__ = [
     "GroupCommitLedger",
@@ -118,6 +120,8 @@ class Store(Protocol):
         ...
 
     def find_request(self, caller: str, request_id: str) -> Record | None: ...
+
+    def known_request_hashes(self, hashes: Sequence[int]) -> set[int]: ...
 
     def read(self, seq: int) -> Record | None:
         """The record with that seq."""
@@ -499,6 +503,15 @@ class SqliteStore:
                 return
             after_seq = rows[-1][7]
 
+    def known_request_hashes(self, hashes: Sequence[int]) -> set[int]:
+        """Which of these key hashes (archive_sql.request_hash) the ledger holds: one indexed query per 500."""
+        conn, found = self._reader(), set()
+        for i in range(0, len(hashes), 500):
+            chunk = hashes[i:i + 500]
+            found.update(h for (h,) in conn.execute(
+                f"SELECT h FROM requests WHERE h IN ({','.join('?' * len(chunk))})", chunk))
+        return found
+
     def find_request(self, caller: str, request_id: str) -> Record | None:
         if not request_id:
             return None
@@ -854,6 +867,7 @@ class GroupCommitLedger:
                 return
             records, futures, stop = taken
             if records:
+                start = time.perf_counter()
                 try:
                     seqs = self._store.append(records)
                     if seqs != [r.seq for r in records]:
@@ -861,6 +875,8 @@ class GroupCommitLedger:
                 except BaseException as exc:  # noqa: BLE001 - every failure is fatal
                     self._die(futures, exc)
                     return
+                COMMIT_SECONDS.observe(time.perf_counter() - start)
+                COMMIT_RECORDS.observe(len(records))
                 self.commits += 1
                 self.records += len(records)
                 if len(records) > self.max_batch_seen:

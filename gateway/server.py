@@ -28,7 +28,7 @@ from grpc_reflection.v1alpha import reflection
 
 from core.errors import LoadError, YidiError
 
-from . import certs
+from . import auth, certs
 from .admission import Admission
 from .app import Gateway
 from .audit import AuditLog
@@ -36,10 +36,11 @@ from .auth import CallerInterceptor
 from .config import Config
 from .gcwatch import WATCH
 from .ledger import LedgerCorrupt, LedgerUnavailable, open_store
+from .metrics import serve_metrics
 from .privacy import MaskingFilter
 from .snapshot import LedgerBehindSnapshot
 from .services.admin import AdminService
-from .services.base import abort, service_handler
+from .services.base import INTERNAL_ERRORS, abort, service_handler
 from .services.diagnostics import DiagnosticsService
 from .services.filing import FilingService
 from .services.funds import FundsService
@@ -94,6 +95,11 @@ def fatal_soon(loop: asyncio.AbstractEventLoop, health_down: Callable[[], None])
 
 def check_listen(config: Config) -> None:
     """A plaintext listener only when asked for, and only on a loopback address."""
+    if config.insecure_caller and not config.insecure:
+        raise SystemExit("--insecure-caller names the caller of a plaintext listener: it needs --insecure")
+    if config.insecure_caller and auth.caller_of_uri(auth.PROVINCE_URI + config.insecure_caller) is None \
+            and config.insecure_caller != auth.NATIONAL:
+        raise SystemExit(f"--insecure-caller {config.insecure_caller[:20]!r} is neither a province code nor national")
     if not config.insecure:
         return
     host = config.listen.rsplit(":", 1)[0].strip("[]")
@@ -109,7 +115,12 @@ def check_listen(config: Config) -> None:
 def add_port(server: grpc.aio.Server, config: Config) -> int:
     check_listen(config)
     if config.insecure:
-        log.warning("plaintext listener on %s (--insecure): every Yidi RPC is UNAUTHENTICATED there", config.listen)
+        if config.insecure_caller:
+            auth.INSECURE_CALLER = config.insecure_caller
+            log.warning("plaintext listener on %s (--insecure --insecure-caller): every call there is taken to be "
+                        "%s — for benchmarks only", config.listen, config.insecure_caller)
+        else:
+            log.warning("plaintext listener on %s (--insecure): every Yidi RPC is UNAUTHENTICATED there", config.listen)
         return server.add_insecure_port(config.listen)
     paths = certs.Paths(certs.DEFAULT_DIR)
     cert, key, ca = (config.tls_cert or paths.server_cert, config.tls_key or paths.server_key,
@@ -147,7 +158,7 @@ def check_protobuf_backend() -> None:
                     api_implementation.Type())
 
 
-async def serve(config: Config, *, ready: Callable[[int], None] | None = None,
+async def serve(config: Config, *, ready: Callable[[int, int], None] | None = None,
                 progress: Callable[[str, int], None] | None = None,
                 stop: asyncio.Event | None = None, listening: Callable[[int], None] | None = None) -> None:
     """Run the gateway until SIGTERM/SIGINT (or ``stop`` is set)."""
@@ -187,6 +198,7 @@ async def serve(config: Config, *, ready: Callable[[int], None] | None = None,
     log.info("listening on %s (port %d), rebuilding state", config.listen, port)
     if listening is not None:
         listening(port)
+    metrics_port = serve_metrics(config.metrics_listen, gw, lambda: INTERNAL_ERRORS) if config.metrics_listen else 0
 
     stop = stop or asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -207,7 +219,7 @@ async def serve(config: Config, *, ready: Callable[[int], None] | None = None,
         log.info("SERVING on port %d: %s, ledger seq %d", port, gw.state.engine.index.counts(),
                  gw.ledger.next_seq - 1)
         if ready is not None:
-            ready(port)
+            ready(port, metrics_port)
         await stopping
     log.info("stopping: NOT_SERVING, %.0f s grace for in-flight calls", config.shutdown_grace_s)
     await health_servicer.enter_graceful_shutdown()

@@ -71,6 +71,7 @@ class Gateway:
             channel = grpc.secure_channel(self.target, credentials(caller, self.certs), options=list(options))
         self.channels.append(channel)
         return channel
+    metrics_url: str = ""   # with --metrics-listen: where /metrics is served
 
     def client(self, caller: str | None) -> "Client":
         return Client(self.channel(caller), caller)
@@ -116,7 +117,9 @@ def start_gateway(data_dir: str, ledger: str, *extra: str, timeout: float = 120,
     while time.monotonic() < deadline:
         line = proc.stdout.readline().decode()
         if line.startswith(wait_for + " "):
-            return Gateway(proc, line.split()[1], log_path, certs=paths, insecure=insecure)
+            words = line.split()
+            metrics = words[words.index("metrics") + 1] if "metrics" in words else ""
+            return Gateway(proc, words[1], log_path, certs=paths, insecure=insecure, metrics_url=metrics)
         if not line and proc.poll() is not None:
             break
     proc.kill()

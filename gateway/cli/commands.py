@@ -149,7 +149,7 @@ def cmd_datagen(args) -> None:
 
 SERVE_LIMITS = ("max_message_bytes", "snapshot_every_records", "idempotency_cache_keys", "max_concurrent_rpcs",
                 "max_inflight_per_caller", "rate_per_caller_per_s", "rate_burst_per_caller", "ledger_max_bytes",
-                "keepalive_min_ping_interval_ms", "storage_probe_interval_s")
+                "keepalive_min_ping_interval_ms", "storage_probe_interval_s", "metrics_listen")
 
 
 def cmd_serve(args) -> None:
@@ -160,7 +160,8 @@ def cmd_serve(args) -> None:
     paths = certs.Paths(args.certs)
     config = Config(data_dir=args.data_dir, ledger=args.ledger or "", listen=args.listen, snapshots=args.snapshots,
                     tls_cert=args.cert or paths.server_cert, tls_key=args.key or paths.server_key,
-                    tls_ca=args.ca or paths.ca, insecure=args.insecure, audit_log=args.audit_log)
+                    tls_ca=args.ca or paths.ca, insecure=args.insecure, audit_log=args.audit_log,
+                    insecure_caller=args.insecure_caller)
     for name in SERVE_LIMITS:
         if getattr(args, name):
             setattr(config, name, getattr(args, name))
@@ -171,9 +172,11 @@ def cmd_serve(args) -> None:
     def listening(port: int) -> None:
         print(f"LISTENING {host}:{port}", flush=True)
 
-    def ready(port: int) -> None:
+    def ready(port: int, metrics_port: int) -> None:
         print(file=sys.stderr)
-        print(f"SERVING {host}:{port} ledger {config.ledger_path()}", flush=True)
+        host = config.listen.rsplit(':', 1)[0]
+        metrics = f" metrics http://{config.metrics_listen.rsplit(':', 1)[0]}:{metrics_port}/metrics" if metrics_port else ""
+        print(f"SERVING {host}:{port} ledger {config.ledger_path()}{metrics}", flush=True)
 
     run(config, ready=ready, progress=progress_printer("load"), listening=listening)
 
@@ -369,6 +372,8 @@ COMMANDS: tuple[Command, ...] = (
         arg("--ca", default="", help="CA that signs client certificates (default: <certs>/ca.pem)"),
         arg("--insecure", action="store_true",
             help="plaintext instead of TLS, loopback only; every Yidi RPC is then UNAUTHENTICATED"),
+        arg("--insecure-caller", default="",
+            help="with --insecure, for benchmarks only: the caller every plaintext call is taken to be"),
         arg("--audit-log", default="", help="audit log, JSON lines (default: <ledger>.audit.jsonl)"),
         arg("--max-message-bytes", type=int, default=0),
         arg("--snapshots", default="", help="snapshot directory (default: <ledger>.snapshots)"),
@@ -381,6 +386,7 @@ COMMANDS: tuple[Command, ...] = (
         arg("--ledger-max-bytes", type=int, default=0, help="cap the ledger's size: past it, writes fail as on a full disk"),
         arg("--keepalive-min-ping-interval-ms", type=int, default=0, help="clients pinging more often get GOAWAY"),
         arg("--storage-probe-interval-s", type=float, default=0, help="test-write interval while the ledger cannot be written"),
+        arg("--metrics-listen", default="", help="serve Prometheus /metrics on host:port (e.g. 127.0.0.1:9464)"),
     ), local=cmd_serve),
     Command("certs", "create development certificates: a CA, the server's, one per province and national", (
         arg("--out", default=os.path.join("certs", "dev")),

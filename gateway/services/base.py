@@ -37,19 +37,21 @@ import collections
 import logging
 import os
 import uuid
+from time import perf_counter
 from typing import AsyncIterator, Awaitable, Callable, NamedTuple
 
 import grpc
 from google.protobuf.message import DecodeError, Message
 
 from core.access import authorize
-from core.errors import YidiError
+from core.errors import REASONS, YidiError
 
 from .. import bounds
 from ..app import DEADLINE, NOTED
 from ..auth import _caller, current_caller, resolve_caller
 from ..chain import LedgerCorrupt
 from ..convert import request_digest  # noqa: F401 - re-exported for the services
+from ..metrics import RpcTimer
 from ..status import to_status
 
 log = logging.getLogger("yidi.rpc")
@@ -147,8 +149,10 @@ def unary(method: str, request_cls: type[Message], fn, gw, max_message_bytes: in
     decode, fn = _unwrap(fn)
     guard = bounds.OneofGuard(request_cls.DESCRIPTOR)
     audit = gw.audit
+    timer = RpcTimer(method)
 
     async def handle(raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        start, code = perf_counter(), "OK"
         request = None
         caller = current_caller()
         noted: list = []
@@ -163,20 +167,28 @@ def unary(method: str, request_cls: type[Message], fn, gw, max_message_bytes: in
                 audit.write(caller, method, request, "ok" if noted else "replayed", key, seq)
             return result if isinstance(result, bytes) else result.SerializeToString()
         except YidiError as err:
+            code = REASONS[err.reason].status
             if audit is not None and request is not None and audit.wants(method, request, err.reason):
                 audit.write(caller, method, request, err.reason)
             await abort(context, err)
         except LedgerCorrupt as err:
+            code = "INTERNAL"
             await abort(context, internal_error(method, gw, f"refusing to serve a damaged record: {err}"))
         except Exception:
+            code = "INTERNAL"
             await abort(context, internal_error(method, gw))
+        finally:
+            timer.observe(code, perf_counter() - start)
 
     return grpc.unary_unary_rpc_method_handler(handle)
 
 
 def stream_unary(method: str, request_cls: type[Message], fn, gw, max_message_bytes: int) -> grpc.RpcMethodHandler:
     """A client-streaming RPC: ``fn(async iterator of decoded requests, caller)``; the first is authorized."""
+    timer = RpcTimer(method)
+
     async def handle(raw_messages: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> bytes:
+        start, code = perf_counter(), "OK"
         try:
             guard = bounds.OneofGuard(request_cls.DESCRIPTOR)
             messages = (_decode(raw, request_cls, max_message_bytes, None, guard) async for raw in raw_messages)
@@ -187,9 +199,13 @@ def stream_unary(method: str, request_cls: type[Message], fn, gw, max_message_by
             result = await fn(_chain(first, messages), caller)
             return result.SerializeToString()
         except YidiError as err:
+            code = REASONS[err.reason].status
             await abort(context, err)
         except Exception:
+            code = "INTERNAL"
             await abort(context, internal_error(method, gw))
+        finally:
+            timer.observe(code, perf_counter() - start)
 
     return grpc.stream_unary_rpc_method_handler(handle)
 
@@ -205,14 +221,17 @@ def stream(method: str, request_cls: type[Message], fn, gw, max_message_bytes: i
     decoded messages (or the YidiError of a message that could not be read, to answer in its place) and
     yields response bytes."""
     decode, fn = _unwrap(fn)
+    timer = RpcTimer(method)
 
     async def handle(request_iterator, context: grpc.aio.ServicerContext):
+        start, code = perf_counter(), "OK"
         try:
             caller = resolve_caller(context)
             token = _caller.set(caller)
             gw.require_ready()
             authorize(method, caller, None, gw.engine)
         except YidiError as err:
+            timer.observe(REASONS[err.reason].status, perf_counter() - start)
             await abort(context, err)
             return
 
@@ -227,11 +246,14 @@ def stream(method: str, request_cls: type[Message], fn, gw, max_message_bytes: i
             async for reply in fn(items(), caller):
                 yield reply
         except YidiError as err:
+            code = REASONS[err.reason].status
             await abort(context, err)
         except Exception:
+            code = "INTERNAL"
             await abort(context, internal_error(method, gw))
         finally:
             _caller.reset(token)
+            timer.observe(code, perf_counter() - start)
 
     return grpc.stream_stream_rpc_method_handler(handle)
 

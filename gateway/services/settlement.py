@@ -12,6 +12,7 @@ from .. import convert
 from ..app import Gateway
 from .._pb.yidi.v1 import common_pb2 as pb
 from .._pb.yidi.v1 import settlement_pb2 as spb
+from ..metrics import BATCH_ITEMS
 from .base import Decoded, request_digest
 
 
@@ -84,6 +85,7 @@ class SettlementService:
         limit = self.gw.config.batch_max_items
         if len(items) > limit:
             raise YidiError("BATCH_TOO_LARGE", f"一次批量结算最多 {limit} 笔，本次 {len(items)} 笔，未处理。请分批提交。")
+        BATCH_ITEMS.labels("SettleBatch").observe(len(items))
         return convert.settle_batch_reply(await self._settle_items(caller, items))
 
     async def _settle_items(self, caller: str, items: list) -> list[bytes]:
@@ -115,6 +117,7 @@ class SettlementService:
         at most ``stream_max_in_flight`` items read and not yet answered (then reading waits)."""
         config = self.gw.config
         room = asyncio.Semaphore(config.stream_max_in_flight)
+        stream_items = BATCH_ITEMS.labels("SettleStream")
         groups: asyncio.Queue = asyncio.Queue()
         loop = asyncio.get_running_loop()
 
@@ -128,6 +131,7 @@ class SettlementService:
                     timer.cancel()
                     timer = None
                 if group:
+                    stream_items.observe(len(group))
                     groups.put_nowait(asyncio.ensure_future(self._settle_items(caller, group)))
                     group = []
 
