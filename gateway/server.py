@@ -147,8 +147,8 @@ def server_options(config: Config) -> list[tuple[str, int]]:
         # gRPC core cancels calls that wait for the Python server to take them once more than 1,000 are
         # pending (a bare CANCELLED, no reason: grpc/grpc#34782). Admission control (gateway/admission.py)
         # answers the excess with OVERLOADED instead, so the core's queue must not be the first limit.
-        ("grpc.server.max_pending_requests", 20 * config.max_concurrent_rpcs),
-        ("grpc.server.max_pending_requests_hard_limit", 40 * config.max_concurrent_rpcs),
+        ("grpc.server.max_pending_requests", 100_000),
+        ("grpc.server.max_pending_requests_hard_limit", 200_000),
     ]
 
 

@@ -109,8 +109,10 @@ def test_disk_full_answers_storage_unavailable_and_a_restart_stays_not_serving_u
 
 # ------------------------------------------------------------------ overload
 def test_three_thousand_calls_at_once_get_answers_with_reasons_never_a_bare_cancelled(names, tmp_path):
-    gw = start_gateway(names["dir"], str(tmp_path / "ledger.sqlite"), "--max-concurrent-rpcs", "300",
-                       "--max-inflight-per-caller", "200")
+    # Limits well below 3,000 so that some calls are over them even when a loaded machine slows the client
+    # down; gRPC core's own queue (far above them) must never be what answers.
+    gw = start_gateway(names["dir"], str(tmp_path / "ledger.sqlite"), "--max-concurrent-rpcs", "60",
+                       "--max-inflight-per-caller", "40")
     file_person(gw.client(LIAONING), "PF-2", "21010219800101022")
 
     async def storm() -> list:
@@ -129,14 +131,17 @@ def test_three_thousand_calls_at_once_get_answers_with_reasons_never_a_bare_canc
         finally:
             await channel.close()
 
-    results = asyncio.run(storm())
+    try:
+        results = asyncio.run(storm())
+    finally:
+        stopped = gw.stop()
     refused = [(code, info) for code, info in results if code != "ok"]
-    assert sum(code == "ok" for code, _ in results) >= 200
+    assert sum(code == "ok" for code, _ in results) >= 40
     assert refused, "no call was over the limits"
     for code, info in refused:
         assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and info is not None and info.reason == "OVERLOADED"
         assert int(info.metadata["retry_after_ms"]) > 0
-    assert gw.stop() == 0
+    assert stopped == 0
 
 
 def test_a_caller_over_its_rate_is_told_when_to_retry_and_others_are_not_affected(names, tmp_path):
