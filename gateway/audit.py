@@ -71,6 +71,14 @@ class AuditLog:
                 or (reason is not None and reason in NAMING_REASONS))
 
     def write(self, caller: str, method: str, request, outcome: str, key: str = "", seq: int = 0) -> None:
+        self.write_many(caller, [(method, request, outcome, key, seq)])
+
+    def write_many(self, caller: str, entries) -> None:
+        """One line per (method, request, outcome, key, seq), written at once (a batch's items)."""
+        self._append(b"".join(self._line(caller, *entry) for entry in entries))
+
+    @staticmethod
+    def _line(caller: str, method: str, request, outcome: str, key: str = "", seq: int = 0) -> bytes:
         request = _fields_of(request)
         line = {
             "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds"),
@@ -82,8 +90,11 @@ class AuditLog:
             line["key"] = key[:MAX_FIELD_CHARS]
         if seq:
             line["seq"] = seq
+        return orjson.dumps(line) + b"\n"
+
+    def _append(self, data: bytes) -> None:
         try:
-            self._open().write(orjson.dumps(line) + b"\n")
+            self._open().write(data)
         except OSError as err:  # a full disk must not turn into a refused settlement; say so in the log
             log.error("audit log %s not written: %s", self.path, err)
 

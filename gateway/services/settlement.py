@@ -97,6 +97,7 @@ class SettlementService:
         engine = self.gw.engine
         outcomes: list = [None] * len(items)
         runnable, where = [], []
+        audited = []   # each item is a mutating call of its own: one audit line each, as its unary call would be
         for i, item in enumerate(items):
             try:
                 if isinstance(item, YidiError):
@@ -107,10 +108,15 @@ class SettlementService:
                 where.append((i, answer_field))
             except YidiError as err:
                 outcomes[i] = convert.settle_outcome(err)
+                if not isinstance(item, YidiError):
+                    audited.append((item[0], item[1], err.reason))
         if runnable:
             done = await self.gw.execute_many(caller, runnable)
             for (i, answer_field), outcome in zip(where, done, strict=True):
                 outcomes[i] = convert.settle_outcome(outcome, answer_field)
+                audited.append((items[i][0], items[i][1], outcome.reason if isinstance(outcome, YidiError) else "ok"))
+        if self.gw.audit is not None:
+            self.gw.audit.write_many(caller, audited)
         return outcomes
     async def settle_stream(self, items, caller: str):
         """Outcomes in request order; items read within a short window go to the ledger as one group;
