@@ -38,7 +38,7 @@ OURS = (
     ("gateway/app.py", "gateway execute path"),
     ("gateway/metrics.py", "metrics"),
     ("gateway/services/", "service handlers"),
-    ("gateway/auth.py", "caller interceptor"),
+    ("gateway/auth.py", "caller identity"),
     ("gateway/", "gateway (other)"),
 )
 LIBRARIES = (

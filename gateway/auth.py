@@ -10,9 +10,10 @@ header is ever consulted.  A certificate without exactly one such name is
 (``--insecure``), which has no certificate to read (health and reflection
 still answer there).
 
-The interceptor also runs admission control (``gateway.admission``) for the
-caller it resolved, so an overloaded gateway answers ``OVERLOADED`` with
-retry advice before any work is done.
+``resolve_caller`` is called first thing in every Yidi RPC's handler
+(gateway/services/base.py), followed by admission control
+(``gateway.admission``), so an unidentified call changes nothing and an
+overloaded gateway answers ``OVERLOADED`` with retry advice before any work.
 """
 from __future__ import annotations
 
@@ -68,38 +69,3 @@ def resolve_caller(context: grpc.aio.ServicerContext) -> str:
     else:
         why = "客户端证书须含且仅含一个主题备用名称 yidi://province/<省代码> 或 yidi://national"
     raise YidiError("UNAUTHENTICATED", f"无法识别调用方：{why}。")
-
-
-class CallerInterceptor(grpc.aio.ServerInterceptor):
-    """Resolves the caller (and admits the call) for every Yidi RPC before the service code runs.
-
-    The health and reflection services need no identity.
-    """
-
-    def __init__(self, on_error, admission=None) -> None:
-        self._on_error = on_error
-        self._admission = admission
-
-    async def intercept_service(self, continuation, details):
-        handler = await continuation(details)
-        if handler is None or not details.method.startswith("/yidi.") or handler.response_streaming:
-            return handler  # bidirectional streams resolve their caller in their handler (services/base.py)
-        field = "stream_unary" if handler.request_streaming else "unary_unary"
-        inner = getattr(handler, field)
-        on_error, admission = self._on_error, self._admission
-
-        async def with_caller(request, context):
-            try:
-                caller = resolve_caller(context)
-                ticket = admission.enter(caller) if admission is not None else None
-            except YidiError as err:
-                await on_error(context, err)
-            token = _caller.set(caller)
-            try:
-                return await inner(request, context)
-            finally:
-                _caller.reset(token)
-                if ticket is not None:
-                    admission.leave(ticket)
-
-        return handler._replace(**{field: with_caller})

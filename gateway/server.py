@@ -32,7 +32,6 @@ from . import auth, certs
 from .admission import Admission
 from .app import Gateway
 from .audit import AuditLog
-from .auth import CallerInterceptor
 from .config import Config
 from .gcwatch import WATCH
 from .ledger import LedgerCorrupt, LedgerUnavailable, open_store
@@ -40,7 +39,7 @@ from .metrics import serve_metrics
 from .privacy import MaskingFilter
 from .snapshot import LedgerBehindSnapshot
 from .services.admin import AdminService
-from .services.base import INTERNAL_ERRORS, abort, service_handler
+from .services.base import INTERNAL_ERRORS, service_handler
 from .services.diagnostics import DiagnosticsService
 from .services.filing import FilingService
 from .services.funds import FundsService
@@ -178,8 +177,7 @@ async def serve(config: Config, *, ready: Callable[[int, int], None] | None = No
     limit = config.max_message_bytes
     admission = Admission(config.max_concurrent_rpcs, config.max_inflight_per_caller, config.rate_per_caller_per_s,
                           config.rate_burst_per_caller, config.overload_retry_after_ms)
-    server = grpc.aio.server(options=server_options(config),
-                             interceptors=[CallerInterceptor(abort, admission)])
+    server = grpc.aio.server(options=server_options(config))
     gw.admission = admission
     for descriptor, service_cls in SERVICES:
         server.add_generic_rpc_handlers((service_handler(descriptor, service_cls(gw).methods(), gw, limit),))

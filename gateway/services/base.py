@@ -140,6 +140,22 @@ def _admit(method: str, request, gw) -> str:
     return caller
 
 
+def _enter(context: grpc.aio.ServicerContext, gw) -> tuple:
+    """Who is calling (its client certificate: UNAUTHENTICATED if none) and admission control (OVERLOADED past
+    the limits), before anything else; (caller, ticket, token) for ``_leave``.  Done here rather than in a
+    server interceptor: an interceptor wraps every call in one more coroutine (~5% of the empty call's CPU)."""
+    caller = resolve_caller(context)
+    ticket = gw.admission.enter(caller) if gw.admission is not None else None
+    return caller, ticket, _caller.set(caller)
+
+
+def _leave(gw, entered: tuple | None) -> None:
+    if entered is not None:
+        _caller.reset(entered[2])
+        if entered[1] is not None:
+            gw.admission.leave(entered[1])
+
+
 def _unwrap(fn) -> tuple:
     """(decode or None, the service method) of a methods() entry."""
     return (fn.decode, fn.fn) if isinstance(fn, Decoded) else (None, fn)
@@ -153,13 +169,15 @@ def unary(method: str, request_cls: type[Message], fn, gw, max_message_bytes: in
 
     async def handle(raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
         start, code = perf_counter(), "OK"
-        request = None
-        caller = current_caller()
+        request = entered = None
+        caller = ""
         noted: list = []
         remaining = context.time_remaining()
         DEADLINE.set(None if remaining is None else asyncio.get_running_loop().time() + remaining)
         NOTED.set(noted)
         try:
+            entered = _enter(context, gw)
+            caller = entered[0]
             request = _decode(raw, request_cls, max_message_bytes, decode, guard)
             result = await fn(request, _admit(method, request, gw))
             if audit is not None and audit.wants(method, request, None):
@@ -178,6 +196,7 @@ def unary(method: str, request_cls: type[Message], fn, gw, max_message_bytes: in
             code = "INTERNAL"
             await abort(context, internal_error(method, gw))
         finally:
+            _leave(gw, entered)
             timer.observe(code, perf_counter() - start)
 
     return grpc.unary_unary_rpc_method_handler(handle)
@@ -189,7 +208,9 @@ def stream_unary(method: str, request_cls: type[Message], fn, gw, max_message_by
 
     async def handle(raw_messages: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> bytes:
         start, code = perf_counter(), "OK"
+        entered = None
         try:
+            entered = _enter(context, gw)
             guard = bounds.OneofGuard(request_cls.DESCRIPTOR)
             messages = (_decode(raw, request_cls, max_message_bytes, None, guard) async for raw in raw_messages)
             first = await anext(messages, None)
@@ -205,6 +226,7 @@ def stream_unary(method: str, request_cls: type[Message], fn, gw, max_message_by
             code = "INTERNAL"
             await abort(context, internal_error(method, gw))
         finally:
+            _leave(gw, entered)
             timer.observe(code, perf_counter() - start)
 
     return grpc.stream_unary_rpc_method_handler(handle)
