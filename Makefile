@@ -9,7 +9,10 @@ SEED    ?= 2026
 LISTEN  ?= 127.0.0.1:50051
 BUILT   := $(VENV)/.built
 
-.PHONY: setup data run test test-debug test-slow bench load peak-day lint clean
+CERTS   ?= certs/dev
+CRASHES ?= 100
+
+.PHONY: setup certs data run test test-debug test-slow bench load peak-day lint clean crash
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -30,7 +33,13 @@ $(CJK_FONT):
 	  || { apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-noto-cjk >/dev/null; }; \
 	else echo "warning: no CJK font at $(CJK_FONT); install fonts-noto-cjk or set YIDI_CJK_FONT" >&2; fi
 
-setup: $(BUILT) $(CJK_FONT)
+setup: $(BUILT) $(CJK_FONT) $(CERTS)/ca.pem
+
+# Development certificates (mTLS): a CA, the server's, one per province and national (git-ignored).
+$(CERTS)/ca.pem: | $(BUILT)
+	$(BIN)/yidi certs --out $(CERTS)
+
+certs: setup
 
 # The realistic national data set (git-ignored), regenerated when the size or seed changes.
 data: setup
@@ -38,7 +47,7 @@ data: setup
 	  || $(BIN)/yidi datagen --out $(DATA) --persons $(PERSONS) --seed $(SEED)
 
 run: data
-	$(BIN)/yidi serve --data-dir $(DATA) --listen $(LISTEN)
+	$(BIN)/yidi serve --data-dir $(DATA) --listen $(LISTEN) --certs $(CERTS)
 
 # The default test run: unit, contract (real gRPC on loopback), crash, and the
 # benchmark suite in its short smoke form.  Long runs: `make test-slow`.
@@ -60,8 +69,15 @@ test-debug: setup
 test-slow: setup
 	$(BIN)/python -m pytest -q tests bench --benchmark-disable --runslow
 
-bench: setup
-	$(BIN)/python -m pytest -q bench --benchmark-only --benchmark-columns=min,median,mean,ops,rounds
+# Crash safety, proven: TLS clients retrying with the same request_id while the gateway is
+# SIGKILLed at random moments CRASHES times; ends with one JSON line (tests/crash.py).
+crash: setup
+	$(BIN)/python tests/crash.py --crashes $(CRASHES)
+
+# The benchmark suite: core, start-up and memory, load against an empty call, the peak day; writes
+# bench/results/latest.{json,md}, a dated copy and latency.png (bench/report.py; about 15 minutes).
+bench: data
+	$(BIN)/python bench/report.py --data-dir $(DATA)
 
 # Locust, headless, against a gateway started here on the national data set (USERS, SECONDS to taste).
 USERS   ?= 40
@@ -84,4 +100,4 @@ lint: setup
 	$(BIN)/ruff check core gateway tests bench datagen
 
 clean:
-	rm -rf build *.egg-info core/_core.c core/_core*.so gateway/_pb/yidi $(BUILT)
+	rm -rf build *.egg-info core/_core.c core/_core*.so gateway/_pb/yidi $(BUILT) $(CERTS)

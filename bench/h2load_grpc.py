@@ -10,6 +10,11 @@ so it can drive the empty RPC (Ping) and the replay of one settlement (its
 answer comes from the idempotency path: a read, not a settlement); fresh
 settlements, which need a new request_id each, are measured by
 bench/loadgen.py.  Needs the Debian package nghttp2-client.
+
+h2load cannot present a client certificate, so this starts the gateway with
+a plaintext loopback listener whose one caller is named by the server's own
+option (``--insecure --insecure-caller PROVINCE``, for benchmarks only),
+never by a header: it measures the server without TLS.
 """
 from __future__ import annotations
 
@@ -49,11 +54,11 @@ def bodies(data_dir: str) -> dict[str, tuple[str, str, bytes]]:
     }
 
 
-def h2load(target: str, path: str, caller: str, body_file: str, seconds: float, clients: int,
+def h2load(target: str, path: str, body_file: str, seconds: float, clients: int,
            streams: int) -> float:
     out = subprocess.run(
         ["h2load", "-D", str(int(seconds)), "-c", str(clients), "-m", str(streams), "-d", body_file,
-         "-H", "content-type: application/grpc", "-H", "te: trailers", "-H", f"x-yidi-caller: {caller}",
+         "-H", "content-type: application/grpc", "-H", "te: trailers",
          f"http://{target}{path}"], capture_output=True, text=True, check=True).stdout
     done = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded", out)
     if int(done.group(2)) != int(done.group(1)):
@@ -71,16 +76,18 @@ def main() -> None:
     if shutil.which("h2load") is None:
         raise SystemExit("h2load not found: apt-get install nghttp2-client")
     with tempfile.TemporaryDirectory(dir=os.path.dirname(os.path.abspath(args.data_dir))) as tmp:
-        proc, target = start_gateway(args.data_dir, tmp)
+        calls = bodies(args.data_dir)
+        caller = calls["outpatient replay"][1]   # Ping is open to every caller
+        proc, target = start_gateway(args.data_dir, tmp, "--insecure", "--insecure-caller", caller)
         try:
             print("| rpc (h2load) | calls/s | server CPU µs/call |\n|---|---|---|")
-            for name, (path, caller, body) in bodies(args.data_dir).items():
+            for name, (path, _caller, body) in calls.items():
                 body_file = os.path.join(tmp, "body.bin")
                 with open(body_file, "wb") as f:
                     f.write(body)
-                h2load(target, path, caller, body_file, 2, 1, 1)  # warm up (and settle the replayed one once)
+                h2load(target, path, body_file, 2, 1, 1)  # warm up (and settle the replayed one once)
                 cpu0, t0 = _cpu_seconds(proc.pid), time.monotonic()
-                rate = h2load(target, path, caller, body_file, args.seconds, args.clients, args.streams)
+                rate = h2load(target, path, body_file, args.seconds, args.clients, args.streams)
                 cpu = (_cpu_seconds(proc.pid) - cpu0) / (rate * (time.monotonic() - t0)) * 1e6
                 print(f"| {name} | {rate:,.0f} | {cpu:.0f} |")
         finally:

@@ -103,13 +103,30 @@ def _batches(workload, seed: int, n: int):
     return out
 
 
+def certs_dir() -> str:
+    """The certificates clients present (SPEC §9: a caller is its client certificate): YIDI_CERTS, as for the CLI
+    (start_gateway sets it to the certificates the gateway it starts trusts), else certs/dev of `make setup`."""
+    return os.environ.get("YIDI_CERTS") or os.path.join(ROOT, "certs", "dev")
+
+
+def aio_channel(target: str, caller: str, **options):
+    """An asyncio channel presenting caller's client certificate."""
+    import grpc
+
+    from gateway import certs
+    from gateway.testing import credentials
+
+    return grpc.aio.secure_channel(target, credentials(caller, certs.Paths(certs_dir())),
+                                   options=[("grpc.so_reuseport", 0), *options.items()])
+
+
 async def _client(target: str, kind: str, data_dir: str, seed: int, concurrency: int, seconds: float,
                   rate: float, warmup: float) -> dict:
     import grpc
 
     cases = _requests(kind, data_dir, seed, 2000)
-    channel = grpc.aio.insecure_channel(target, options=[("grpc.so_reuseport", 0)])
-    method = channel.unary_unary(RPCS[kind])
+    channels = {caller: aio_channel(target, caller) for caller in {caller for caller, _ in cases}}
+    methods = {caller: channel.unary_unary(RPCS[kind]) for caller, channel in channels.items()}
     latencies: list[float] = []
     errors: dict[str, int] = {}
     counter = iter(range(10**12))
@@ -120,7 +137,7 @@ async def _client(target: str, kind: str, data_dir: str, seed: int, concurrency:
         i = next(counter)
         caller, make = cases[i % len(cases)]
         try:
-            await method(make(i), metadata=(("x-yidi-caller", caller),), timeout=30)
+            await methods[caller](make(i), timeout=30)
         except grpc.aio.AioRpcError as err:
             errors[err.code().name] = errors.get(err.code().name, 0) + 1
             return
@@ -150,12 +167,13 @@ async def _client(target: str, kind: str, data_dir: str, seed: int, concurrency:
             n += 1
         await asyncio.gather(*tasks)
 
-    await channel.channel_ready()
+    await asyncio.gather(*(channel.channel_ready() for channel in channels.values()))
     if rate:
         await open_sender()
     else:
         await asyncio.gather(*(closed_worker() for _ in range(concurrency)))
-    await channel.close()
+    for channel in channels.values():
+        await channel.close()
     wall = time.time() - time.perf_counter()
     return {"latencies": latencies, "errors": errors, "window": (start + wall, stop + wall)}
 
@@ -226,15 +244,23 @@ def _cpu_seconds(pid: int) -> float | None:
 
 
 # ----------------------------------------------------------------- server
-def start_gateway(data_dir: str, workdir: str) -> tuple[subprocess.Popen, str]:
+def start_gateway(data_dir: str, workdir: str, *extra: str) -> tuple[subprocess.Popen, str]:
+    """A gateway on a fresh ledger in workdir, over mTLS with development certificates made for this run (YIDI_CERTS
+    is set to them, so client processes spawned afterwards present them); (its process, host:port).  Its
+    SERVING line is kept as .serving."""
+    from gateway.testing import dev_certs
+
+    paths = dev_certs()
+    os.environ["YIDI_CERTS"] = paths.directory
     ledger = os.path.join(workdir, "loadgen-ledger.sqlite")
     proc = subprocess.Popen(
         [sys.executable, "-m", "gateway", "serve", "--data-dir", data_dir, "--ledger", ledger,
-         "--listen", "127.0.0.1:0"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-        stdin=subprocess.DEVNULL)
+         "--listen", "127.0.0.1:0", "--cert", paths.server_cert, "--key", paths.server_key, "--ca", paths.ca, *extra],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
     for line in proc.stdout:
         if line.startswith(b"SERVING "):
-            return proc, line.split()[1].decode()
+            proc.serving = line.decode().split()
+            return proc, proc.serving[1]
     raise RuntimeError(f"gateway exited with {proc.wait()}")
 
 

@@ -33,7 +33,9 @@ grpc_gevent.init_gevent()
 from datagen.workload import DATE, Workload  # noqa: E402
 from gateway._pb.yidi.v1 import common_pb2 as pb, filing_pb2 as fpb  # noqa: E402
 from gateway._pb.yidi.v1 import filing_pb2_grpc, settlement_pb2 as spb, settlement_pb2_grpc  # noqa: E402
+from gateway import certs  # noqa: E402
 from gateway.status import reason_of  # noqa: E402
+from gateway.testing import credentials  # noqa: E402
 
 _WORKLOAD: list[Workload] = []
 _IDS = itertools.count()
@@ -56,19 +58,31 @@ class GrpcUser(User):
     wait_time = between(0.05, 0.2)
 
     def on_start(self) -> None:
-        self.channel = grpc.insecure_channel(self.host or "127.0.0.1:50051")
-        self.settlement = settlement_pb2_grpc.SettlementServiceStub(self.channel)
-        self.filing = filing_pb2_grpc.FilingServiceStub(self.channel)
+        self.channels: dict[str, grpc.Channel] = {}
+        self.stubs: dict[str, dict] = {}
         self.run = f"{os.getpid()}-{int(time.time())}"
 
     def on_stop(self) -> None:
-        self.channel.close()
+        for channel in self.channels.values():
+            channel.close()
 
-    def call(self, name: str, method, request, caller: str):
+    def stub(self, caller: str, service: str):
+        """The caller's own channel, presenting its client certificate (YIDI_CERTS, default certs/dev)."""
+        if caller not in self.stubs:
+            paths = certs.Paths(os.environ.get("YIDI_CERTS") or os.path.join(ROOT, "certs", "dev"))
+            channel = self.channels[caller] = grpc.secure_channel(self.host or "127.0.0.1:50051",
+                                                                   credentials(caller, paths))
+            self.stubs[caller] = {"settlement": settlement_pb2_grpc.SettlementServiceStub(channel),
+                                  "filing": filing_pb2_grpc.FilingServiceStub(channel)}
+        return self.stubs[caller][service]
+
+    def call(self, name: str, method: str, request, caller: str):
+        """method: "settlement.OutpatientSettle" and the like."""
+        service, rpc = method.split(".")
         start = time.perf_counter()
         exc, response = None, None
         try:
-            response = method(request, metadata=(("x-yidi-caller", caller),), timeout=30)
+            response = getattr(self.stub(caller, service), rpc)(request, timeout=30)
         except grpc.RpcError as err:
             exc = RuntimeError(f"{err.code().name} {reason_of(err)}")
         events.request.fire(request_type="grpc", name=name, response_time=(time.perf_counter() - start) * 1000,
@@ -85,7 +99,7 @@ class OutpatientUser(GrpcUser):
     @task
     def outpatient(self) -> None:
         case = workload().outpatient()
-        self.call("OutpatientSettle", self.settlement.OutpatientSettle, spb.OutpatientSettleRequest(
+        self.call("OutpatientSettle", "settlement.OutpatientSettle", spb.OutpatientSettleRequest(
             request_id=self.rid("op"), psn_no=case.psn_no, fixmedins_code=case.fixmedins_code, setl_date=DATE,
             lines=fee_lines(case)), case.treatment_province)
 
@@ -97,14 +111,14 @@ class InpatientUser(GrpcUser):
     def stay(self) -> None:
         case = workload().inpatient()
         caller = case.treatment_province
-        admitted = self.call("Admit", self.settlement.Admit, spb.AdmitRequest(
+        admitted = self.call("Admit", "settlement.Admit", spb.AdmitRequest(
             request_id=self.rid("admit"), psn_no=case.psn_no, fixmedins_code=case.fixmedins_code,
             adm_date=DATE), caller)
         if admitted is None:
             return
-        self.call("UploadFees", self.settlement.UploadFees, spb.UploadFeesRequest(
+        self.call("UploadFees", "settlement.UploadFees", spb.UploadFeesRequest(
             request_id=self.rid("fees"), mdtrt_id=admitted.mdtrt_id, lines=fee_lines(case)), caller)
-        self.call("DischargeSettle", self.settlement.DischargeSettle, spb.DischargeSettleRequest(
+        self.call("DischargeSettle", "settlement.DischargeSettle", spb.DischargeSettleRequest(
             request_id=self.rid("settle"), mdtrt_id=admitted.mdtrt_id, dscg_date=DATE), caller)
 
 
@@ -126,5 +140,5 @@ class FilingUser(GrpcUser):
                            card_version="3.0")
         filing = pb.Filing(filing_id=f"F{self.run}-{n}", psn_no=psn_no, kind=pb.FILING_KIND_RETIRED_RELOCATION,
                            dest_admdvs="460000", valid_from=20260101, status=pb.FILING_STATUS_ACTIVE)
-        self.call("File", self.filing.File, fpb.FileRequest(request_id=self.rid("file"), person=person,
+        self.call("File", "filing.File", fpb.FileRequest(request_id=self.rid("file"), person=person,
                                                             filing=filing), "210000")

@@ -68,13 +68,22 @@ def _prepare(data_dir: str, seed: int, n_settlements: int, batch: int):
 
 
 async def _replay(target: str, units: list, lanes: int) -> dict:
-    import grpc
     from datagen.workload import DATE
     from gateway._pb.yidi.v1 import common_pb2 as pb, settlement_pb2 as spb
 
-    channel = grpc.aio.insecure_channel(target, options=[("grpc.max_receive_message_length", 64 << 20),
-                                                         ("grpc.max_send_message_length", 64 << 20)])
-    call = channel.unary_unary(SETTLE_BATCH, response_deserializer=spb.SettleBatchResponse.FromString)
+    from bench.loadgen import aio_channel
+
+    size = 64 << 20
+    channels: dict[str, object] = {}
+    calls: dict[str, object] = {}
+
+    def call(caller: str):
+        """SettleBatch on the caller's own channel (its client certificate names it)."""
+        if caller not in calls:
+            channel = channels[caller] = aio_channel(target, caller, **{"grpc.max_receive_message_length": size,
+                                                                        "grpc.max_send_message_length": size})
+            calls[caller] = channel.unary_unary(SETTLE_BATCH, response_deserializer=spb.SettleBatchResponse.FromString)
+        return calls[caller]
     queue: asyncio.Queue = asyncio.Queue()
     for unit in units:
         queue.put_nowait(unit)
@@ -94,7 +103,7 @@ async def _replay(target: str, units: list, lanes: int) -> dict:
 
     async def batch(caller: str, items) -> list:
         request = items if isinstance(items, bytes) else spb.SettleBatchRequest(items=items).SerializeToString()
-        return (await call(request, metadata=(("x-yidi-caller", caller),), timeout=600)).outcomes
+        return (await call(caller)(request, timeout=600)).outcomes
 
     async def lane() -> None:
         while not queue.empty():
@@ -117,9 +126,9 @@ async def _replay(target: str, units: list, lanes: int) -> dict:
                           for _c, rid, m in stays]
             settled.extend(s.settlement.setl_id for s in note(await batch(caller, discharges), "settlement") if s)
 
-    await channel.channel_ready()
     await asyncio.gather(*(lane() for _ in range(lanes)))
-    await channel.close()
+    for channel in channels.values():
+        await channel.close()
     return {"settled": settled, "refused": refused}
 
 
@@ -175,25 +184,28 @@ def check_ledger(ledger: str, data_dir: str, snapshots: str, acknowledged: list[
 
 
 # ----------------------------------------------------------------- main
-def main() -> None:
+def rss_bytes(pid: int) -> int:
+    """Resident memory of a process (VmRSS)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def run(data_dir: str, settlements: int, processes: int = 2, lanes: int = 4, batch: int = 1000) -> dict:
+    """Replay the day through a gateway this starts; the summary (times, checks, resident memory per settlement)."""
     from bench.loadgen import start_gateway
 
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data-dir", default=os.path.join(ROOT, "data", "national"))
-    p.add_argument("--settlements", type=int, default=2_000_000)
-    p.add_argument("--processes", type=int, default=2)
-    p.add_argument("--lanes", type=int, default=4, help="batches in flight per client process")
-    p.add_argument("--batch", type=int, default=1000)
-    p.add_argument("--json", default="")
-    args = p.parse_args()
     ctx = mp.get_context("spawn")
-    with tempfile.TemporaryDirectory(dir=os.path.dirname(os.path.abspath(args.data_dir))) as tmp:
-        proc, target = start_gateway(args.data_dir, tmp)
+    with tempfile.TemporaryDirectory(dir=os.path.dirname(os.path.abspath(data_dir))) as tmp:
+        proc, target = start_gateway(data_dir, tmp)
+        rss_serving = rss_bytes(proc.pid)
         ledger = os.path.join(tmp, "loadgen-ledger.sqlite")
         ready, out, go = ctx.Queue(), ctx.Queue(), ctx.Event()
-        share = args.settlements // args.processes
-        clients = [ctx.Process(target=_client, args=(target, args.data_dir, 100 + i, share, args.batch, args.lanes,
-                                                     ready, go, out)) for i in range(args.processes)]
+        share = settlements // processes
+        clients = [ctx.Process(target=_client, args=(target, data_dir, 100 + i, share, batch, lanes,
+                                                     ready, go, out)) for i in range(processes)]
         prep = time.monotonic()
         for c in clients:
             c.start()
@@ -205,11 +217,15 @@ def main() -> None:
         wall = time.monotonic() - start
         for c in clients:
             c.join()
-        from gateway.testing import Client
+        rss_end = rss_bytes(proc.pid)
         import grpc
-        from gateway._pb.yidi.v1 import admin_pb2
 
-        national = Client(grpc.insecure_channel(target), "national")
+        from gateway import certs
+        from gateway._pb.yidi.v1 import admin_pb2
+        from gateway.testing import Client, credentials
+        from bench.loadgen import certs_dir
+
+        national = Client(grpc.secure_channel(target, credentials("national", certs.Paths(certs_dir()))), "national")
         status = national(national.admin.GetReferenceDataStatus, admin_pb2.GetReferenceDataStatusRequest())
         national(national.admin.TakeSnapshot, admin_pb2.TakeSnapshotRequest())
         national.channel.close()
@@ -220,15 +236,31 @@ def main() -> None:
         for r in results:
             for k, v in r["refused"].items():
                 refused[k] = refused.get(k, 0) + v
-        checks = check_ledger(ledger, args.data_dir, ledger + ".snapshots", acknowledged)
-    summary = {
-        "settlements_asked": args.settlements, "outpatient_asked": outpatient, "settlements": len(acknowledged),
+        checks = check_ledger(ledger, data_dir, ledger + ".snapshots", acknowledged)
+    return {
+        "settlements_asked": settlements, "outpatient_asked": outpatient, "settlements": len(acknowledged),
         "refused": sum(refused.values()), "refusals": refused, "prepare_s": round(prep, 1),
         "peak_day_s": round(wall, 1), "settlements_per_s": round(len(acknowledged) / wall),
         "ledger_transactions": status.ledger_commits,
         "records_per_transaction": round(status.ledger_commit_records / max(1, status.ledger_commits), 1),
-        "fsyncs_per_s": round(status.ledger_commits / wall, 1), **checks,
+        "fsyncs_per_s": round(status.ledger_commits / wall, 1),
+        "rss_serving_mib": round(rss_serving / 2**20, 1), "rss_end_mib": round(rss_end / 2**20, 1),
+        # every record the day made (admissions and fee uploads included) is charged to its settlements
+        "bytes_per_settlement": round((rss_end - rss_serving) / max(1, len(acknowledged))),
+        **checks,
     }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data-dir", default=os.path.join(ROOT, "data", "national"))
+    p.add_argument("--settlements", type=int, default=2_000_000)
+    p.add_argument("--processes", type=int, default=2)
+    p.add_argument("--lanes", type=int, default=4, help="batches in flight per client process")
+    p.add_argument("--batch", type=int, default=1000)
+    p.add_argument("--json", default="")
+    args = p.parse_args()
+    summary = run(args.data_dir, args.settlements, args.processes, args.lanes, args.batch)
     print(f"| peak day | {summary['settlements']:,} settlements | {summary['peak_day_s']} s | "
           f"{summary['settlements_per_s']:,}/s | {summary['records_per_transaction']} records/txn | "
           f"lost {summary['lost']} | duplicated {summary['duplicated']} | "

@@ -93,7 +93,7 @@ def build_ledgers(data_dir: str, counts: list[int], workdir: str) -> dict[int, s
         store.pragma("wal_checkpoint(TRUNCATE)")
         ledger = os.path.join(workdir, f"ledger-{target}.sqlite")
         shutil.copy(path, ledger)
-        blob = snapshot.encode(seq, data_dir, engine.export_state())
+        blob = snapshot.seal(seq, snapshot.encode(seq, data_dir, engine.export_state()), store.chain_at(seq))
         snapshot.Snapshots(ledger + ".snapshots").write(blob, seq)
         out[target] = ledger
         print(f"built {target:,} records ({os.path.getsize(ledger) / 1e6:.0f} MB, snapshot "

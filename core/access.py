@@ -19,10 +19,26 @@ object whose province must match the caller:
 * ``problem_target``      — the provinces of the settlement or visit a problem report is about, or national;
 * ``problem``             — the provinces a problem report concerns (and its reporter), or national.
 
+* ``own_request``         — any caller: it names one of the caller's own requests (冲正), and
+                            idempotency keys are per caller, so it cannot reach another's.
+
 ``authorize`` is the one enforcement point: the gateway calls it for every
 request after decoding and before any service code runs; a refusal changes
 nothing.  ``tests/test_access.py`` checks that every RPC has a rule, so a new
 RPC without one fails CI.
+
+A refusal reveals nothing (SPEC §9).  An object named by id (a person, a
+filing, a visit, a settlement) that does not exist and one the caller may not
+see get the same answer, byte for byte: the object's NOT_FOUND reason with
+one message ("does not exist or is not yours", ``_HIDDEN``), for every caller
+not entitled to it.  ``PERMISSION_DENIED`` is left for refusals that reveal
+nothing about anyone: a national-only RPC, a row the caller itself sent
+(filing a person of another province), an institution of another province
+(the designated institutions are public reference data), and a settlement the
+caller may read but not cancel.  An unknown institution is answered
+``INSTITUTION_UNKNOWN`` here, before any person is looked up, so that Admit and
+OutpatientSettle at a made-up code answer the same whoever the patient is
+(SPEC §9 over §4's order: check 4 runs before check 1 when the code is unknown).
 """
 from __future__ import annotations
 
@@ -40,7 +56,8 @@ class Rule(NamedTuple):
 
 
 class World(Protocol):
-    """The look-ups a rule needs; the engine implements them (unknown objects raise their NOT_FOUND reason)."""
+    """The look-ups a rule needs; the engine implements them (unknown objects raise their NOT_FOUND reason,
+    malformed ids INVALID_ARGUMENT)."""
 
     def institution_province(self, fixmedins_code: str) -> str | None: ...
     def visit_provinces(self, mdtrt_id: str) -> tuple[str, str]: ...
@@ -71,6 +88,7 @@ RULES: dict[str, Rule] = {
     "SettlementService/OutpatientSettle": Rule("institution", ("fixmedins_code",)),
     "SettlementService/GetSettlement": Rule("settlement_either", ("setl_id",)),
     "SettlementService/GetAccumulators": Rule("insured_or_filed", ("psn_no",)),
+    "SettlementService/Reverse": Rule("own_request"),
     "SettlementService/GetSettlementExplanation": Rule("settlement_either", ("setl_id",)),
     # SPEC §10.8: the designated institutions are public to every platform; who is in hospital is the
     # treatment province's to know
@@ -121,22 +139,56 @@ _WHAT = {
     "problem": "处理该问题报告（不涉及本省）",
 }
 
+# Rule kind -> (the NOT_FOUND reason, its one message) for an object that does not exist or is not the
+# caller's to see: the same answer in both cases (SPEC §9, a refusal reveals nothing).
+_HIDDEN = {
+    "insured_person": ("PERSON_NOT_FOUND", "查无此人，或其不是调用方省份的参保人，请核对人员编号或身份证号。"),
+    "insured_or_filed": ("PERSON_NOT_FOUND", "查无此人，或其既不是调用方省份的参保人、也未备案到调用方省份，"
+                                            "请核对人员编号。"),
+    "filing_owner": ("FILING_NOT_FOUND", "备案编号 {} 不存在，或不属于调用方省份的参保人，请核对。"),
+    "visit": ("VISIT_NOT_FOUND", "就诊记录 {} 不存在，或不是调用方省份定点机构的就诊，请核对就诊ID。"),
+    "settlement_treatment": ("SETTLEMENT_NOT_FOUND", "结算记录 {} 不存在，或不在调用方的查询范围内，请核对结算ID。"),
+    "settlement_either": ("SETTLEMENT_NOT_FOUND", "结算记录 {} 不存在，或不在调用方的查询范围内，请核对结算ID。"),
+}
+# What the world answers for an object that does not exist (a person unknown to the index is "not filed").
+_NOT_FOUND = frozenset(reason for reason, _ in _HIDDEN.values()) | {"PERSON_NOT_FILED"}
+
 
 def authorize(method: str, caller: str, request: object, world: World) -> None:
-    """Refuse (PERMISSION_DENIED, or the object's NOT_FOUND reason) unless SPEC §9 lets caller do method."""
+    """Refuse (PERMISSION_DENIED, or the object's hidden NOT_FOUND) unless SPEC §9 lets caller do method."""
     rule = RULES[method]
     values = [_field(request, path) for path in rule.fields]
-    allowed = _allowed(rule.kind, values, world)
-    if caller not in allowed:
+    try:
+        allowed = _allowed(rule.kind, values, world)
+    except YidiError as err:
+        if err.reason in _NOT_FOUND and rule.kind in _HIDDEN:
+            raise _hidden(rule.kind, values) from None
+        raise
+    if caller in allowed:
+        return
+    if rule.kind == "settlement_treatment" and caller in _allowed("settlement_either", values, world):
+        # The insured province may read this settlement, so it learns nothing from being told it cannot cancel it.
         raise YidiError("PERMISSION_DENIED", f"调用方 {caller} 无权{_WHAT[rule.kind]}。")
+    if rule.kind in _HIDDEN:
+        raise _hidden(rule.kind, values)
+    raise YidiError("PERMISSION_DENIED", f"调用方 {caller} 无权{_WHAT[rule.kind]}。")
+
+
+def _hidden(kind: str, values: list[str]) -> YidiError:
+    """The one answer for "no such object" and "not yours": it cannot tell them apart."""
+    reason, message = _HIDDEN[kind]
+    named = next((v for v in values if v), "")
+    return YidiError(reason, message.format(named[:40]))
 
 
 def _allowed(kind: str, values: list[str], world: World) -> set[str]:
-    """The callers allowed by a rule for the object the values name."""
+    """The callers allowed by a rule for the object the values name (unknown objects raise their NOT_FOUND)."""
     if kind == "any":
         return _ANYONE
     if kind == "national":
         return {NATIONAL}
+    if kind == "own_request":
+        return _ANYONE
     if kind == "insured_row":
         return {province_code(values[0])}
     if kind == "insured_person":
@@ -147,8 +199,11 @@ def _allowed(kind: str, values: list[str], world: World) -> set[str]:
         return {world.filing_province(values[0])}
     if kind == "institution":
         province = world.institution_province(values[0])
-        # An unknown institution is SPEC §4's to answer (INSTITUTION_UNKNOWN).
-        return {province} if province is not None else _ANYONE
+        if province is None:
+            # Answered here, before any person is looked up, so it cannot depend on who the patient is.
+            raise YidiError("INSTITUTION_UNKNOWN", f"定点医药机构编码 {values[0][:40]} 不在跨省直接结算机构库中，"
+                                                   "请核对机构编码。")
+        return {province}
     if kind == "visit":
         return {world.visit_provinces(values[0])[0]}
     if kind == "settlement_treatment":

@@ -134,6 +134,19 @@ class OutpatientSettle(Command, kw_only=True):
     credential: Union[Credential, None] = None   # SPEC §10.5
 
 
+class Reverse(Command, kw_only=True):
+    """冲正: undo the caller's request ``original_request_id`` whose outcome it does not know (SPEC §6).
+
+    The gateway finds what the original did (its ledger record) and sets
+    ``target``: the settlement or visit it made, or "" if it was not performed.
+    """
+
+    original_request_id: str
+    reverse_date: int
+    target_kind: str = ""      # "settlement", "admission" or "" (not performed)
+    target_id: str = ""        # setl_id or mdtrt_id
+
+
 # ----------------------------------------------------------------- admin
 class LoadReferenceData(Command, kw_only=True):
     """The national operator loads a new reference data set."""
@@ -232,6 +245,14 @@ class CancelResult(Result):
     clearing_month: int = 0   # yyyymm the cancellation is booked in
 
 
+class ReverseResult(Result):
+    """What a reversal did: the inner result of the cancellation it performed, if any."""
+
+    outcome: str               # "settlement_cancelled", "admission_cancelled" or "not_performed"
+    original_request_id: str
+    inner: Union[CancelResult, VisitResult, None] = None
+
+
 class ReferenceResult(Result):
     """What reference data is loaded (a load answers with it too)."""
 
@@ -273,5 +294,5 @@ class ProblemResult(Result):
 
 
 ANY_COMMAND = Union[FilePerson, ReviseFiling, RevokeFiling, Admit, CancelAdmission, UploadFees, WithdrawFees,
-                    DischargeSettle, CancelSettlement, OutpatientSettle, LoadReferenceData, SetPrepaid,
+                    DischargeSettle, CancelSettlement, OutpatientSettle, Reverse, LoadReferenceData, SetPrepaid,
                     TopUpPrepaid, ChangeClearingMonth, ReportProblem, UpdateProblem]

@@ -29,14 +29,14 @@ from .commands import (
     AccountResult, AdjustAccount, Admit, AdmitResult, CancelAdmission, CancelResult, CancelSettlement, Card,
     ChangeClearingMonth, Command, Credential, DischargeSettle, FilePerson, FilingResult, MonthResult,
     OutpatientSettle, PersonId, PositionResult,
-    ProblemResult, ReportProblem, Result, ReviseFiling, RevokeFiling, SetPrepaid, Reply, TopUpPrepaid,
+    ProblemResult, ReportProblem, Result, Reverse, ReverseResult, ReviseFiling, RevokeFiling, SetPrepaid, Reply, TopUpPrepaid,
     UpdateProblem, UploadFees, VisitResult, WithdrawFees,
 )
 from .errors import YidiError, invariant
 from .events import (
     AccountAdjusted, AdmissionCancelled, Admitted, Breakdown, ClearingMonthChanged, Event, FeeLine, FeesUploaded, FeesWithdrawn,
     Filed, Filing, FilingChanged, Person, PrepaidSet, PrepaidToppedUp, ProblemFacts, ProblemReported,
-    ProblemUpdated, ReferenceLoaded, SettlementCancelled, SettlementFacts, Settled, VisitFacts, problem_id,
+    ProblemUpdated, ReferenceLoaded, RequestReversed, SettlementCancelled, SettlementFacts, Settled, VisitFacts, problem_id,
     settlement_id, visit_id,
 )
 from .funds import (
@@ -574,6 +574,27 @@ class Engine:
                                     clearing_month=month, settled_lines=settled_lines)
         return Decision(event, CancelResult(self.reply(ref), cmd.cancel_date, month))
 
+    # ------------------------------------------------------------- 冲正
+    def _decide_reverse(self, cmd: Reverse) -> Decision:
+        """冲正 (SPEC §6): cancel what the original did, exactly as a cancellation would; or mark it reversed."""
+        if cmd.target_kind == "settlement":
+            check_date(cmd.reverse_date, "冲正日期 reverse_date")
+            decision = self._decide_cancel_settlement(CancelSettlement(
+                request_id=cmd.request_id, setl_id=cmd.target_id, cancel_date=cmd.reverse_date))
+            outcome = "settlement_cancelled"
+        elif cmd.target_kind == "admission":
+            decision = self._decide_cancel_admission(CancelAdmission(request_id=cmd.request_id,
+                                                                     mdtrt_id=cmd.target_id))
+            outcome = "admission_cancelled"
+        else:
+            return Decision(RequestReversed(original_request_id=cmd.original_request_id),
+                            ReverseResult("not_performed", cmd.original_request_id))
+        return Decision(decision.event, ReverseResult(outcome, cmd.original_request_id, decision.result))
+
+    def _apply_request_reversed(self, _event: RequestReversed, _seq: int) -> list[Change]:
+        """Nothing in memory: the reversed key lives in the idempotency index."""
+        return []
+
     # ----------------------------------------------------------- outpatient
     def _decide_outpatient_settle(self, cmd: OutpatientSettle) -> Decision:
         """门诊一站式: eligibility, the visit, its lines and the settlement in one event."""
@@ -1098,6 +1119,7 @@ _DECIDE: dict[type, Callable[[Engine, Command], Decision]] = {
     DischargeSettle: Engine._decide_discharge_settle,
     CancelSettlement: Engine._decide_cancel_settlement,
     OutpatientSettle: Engine._decide_outpatient_settle,
+    Reverse: Engine._decide_reverse,
     SetPrepaid: Engine._decide_set_prepaid,
     TopUpPrepaid: Engine._decide_top_up,
     ChangeClearingMonth: Engine._decide_clearing_month,
@@ -1115,6 +1137,7 @@ _APPLY: dict[type, Callable[[Engine, Event, int], list[Change]]] = {
     FeesWithdrawn: Engine._apply_fees_withdrawn,
     Settled: Engine._apply_settled,
     SettlementCancelled: Engine._apply_settlement_cancelled,
+    RequestReversed: Engine._apply_request_reversed,
     ReferenceLoaded: Engine._apply_reference_loaded,
     PrepaidSet: Engine._apply_prepaid_set,
     PrepaidToppedUp: Engine._apply_topped_up,

@@ -102,6 +102,12 @@ REASONS: dict[str, ReasonInfo] = {
     "INVALID_AMOUNT": _r("INVALID_ARGUMENT"),
     # batch and stream settlement
     "BATCH_TOO_LARGE": _r("INVALID_ARGUMENT"),
+    # the ledger cannot be written (full disk, failing fsync): retry later with the same request_id
+    "STORAGE_UNAVAILABLE": _r("UNAVAILABLE", OPERATING),
+    # SPEC §6 冲正: the request was reversed by its caller before it arrived; nothing was done
+    "REQUEST_REVERSED": _r("FAILED_PRECONDITION"),
+    # the caller's deadline passed before the request was performed; nothing was done
+    "DEADLINE_EXCEEDED": _r("DEADLINE_EXCEEDED", OPERATING),
     # SPEC §10 the national interface
     "ACCOUNT_INSUFFICIENT": _r("FAILED_PRECONDITION"),
     "DISEASE_NOT_RECOGNISED": _r("FAILED_PRECONDITION"),

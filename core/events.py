@@ -301,6 +301,20 @@ class SettlementCancelled(Event, tag="settlement_cancelled"):
         return self.setl_id
 
 
+class RequestReversed(Event, tag="request_reversed"):
+    """冲正 of a request that was never performed: its key is dead; the original, if it comes, is refused.
+
+    The ledger record's key is the original request_id (the idempotency index
+    finds it there), its request_id the reversal's own.
+    """
+
+    original_request_id: str
+
+    @property
+    def key(self) -> str:
+        return self.original_request_id
+
+
 class ReferenceLoaded(Event, tag="reference_loaded"):
     """The national operator loaded a reference data set; a restart loads this one."""
 
@@ -399,8 +413,9 @@ class ProblemUpdated(Event, tag="problem_updated"):
 
 
 ANY_EVENT = Union[Filed, FilingChanged, Admitted, AdmissionCancelled, FeesUploaded, FeesWithdrawn, Settled,
-                  SettlementCancelled, ReferenceLoaded, PrepaidSet, PrepaidToppedUp, ClearingMonthChanged,
-                  ProblemReported, ProblemUpdated, AccountAdjusted]
+                  SettlementCancelled, RequestReversed, ReferenceLoaded, PrepaidSet, PrepaidToppedUp,
+                  ClearingMonthChanged, ProblemReported, ProblemUpdated, AccountAdjusted]
+REVERSED_KIND = "request_reversed"
 EVENT_TYPES: tuple[type[Event], ...] = ANY_EVENT.__args__
 
 _ENCODER = msgspec.msgpack.Encoder()

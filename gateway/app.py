@@ -18,34 +18,55 @@ builds no protobuf message: results are encoded by the translation layer.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import hashlib
 import json
 import logging
 import os
+import sqlite3
 import time
 import uuid
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
+import msgspec
 from core import Index, events
 from core.archive import ArchivedProblem, ArchivedSettlement, ArchivedVisit, Change, MemoryArchive, Overlay
 from core.access import NATIONAL
-from core.commands import Command, LoadReferenceData, ReferenceResult, ReportProblem
+from core.commands import Command, LoadReferenceData, ReferenceResult, ReportProblem, Reverse
 from core.engine import GATEWAY, Decision, Engine, EngineState
 from core.errors import YidiError
-from core.events import ReferenceLoaded
+from core.events import REVERSED_KIND, Admitted, ReferenceLoaded, Settled
 from core.limits import check_id
 
-from . import snapshot
+from . import chain, metrics, snapshot
 from .config import Config
 from .convert import encode_reply
-from .keys import Keys, Prior, reused
-from .ledger import GroupCommitLedger, Record, Store
+from .keys import REVERSED, Keys, Prior, reused
+from .ledger import GroupCommitLedger, LedgerClosed, LedgerFatal, Record, Store
 
 log = logging.getLogger("yidi.gateway")
+msgspec_replace = msgspec.structs.replace
 
 Item = tuple[Command, bytes]   # a command and the digest of the request it came from
 Outcome = bytes | YidiError
+
+# The caller's deadline for this call (event-loop time), set by services/base.py; None: no deadline.
+DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar("yidi_deadline", default=None)
+# Where execute() notes what a call recorded (event key, seq), for the audit log; set per call by base.py.
+NOTED: contextvars.ContextVar[list | None] = contextvars.ContextVar("yidi_noted", default=None)
+
+
+def storage_unavailable() -> YidiError:
+    return YidiError("STORAGE_UNAVAILABLE", "结算网关账本暂时无法写入（磁盘已满或存储故障），本次请求结果未知。"
+                                            "请稍后使用相同的请求ID重试：已办理的将原样返回，未办理的将办理一次。")
+
+
+def check_deadline() -> None:
+    """DEADLINE_EXCEEDED if the caller's deadline has passed: a request it no longer waits for is not performed."""
+    deadline = DEADLINE.get()
+    if deadline is not None and asyncio.get_running_loop().time() >= deadline:
+        raise YidiError("DEADLINE_EXCEEDED", "调用方设置的超时时间已过，本次请求未办理。请使用相同的请求ID并设置更长的超时重试。")
 
 
 @dataclass(slots=True)
@@ -132,6 +153,8 @@ def build_state(config: Config, store: Store, keys: Keys, data_dir: str,
 
     Returns the state and the seq of the snapshot used (0: none, full replay).
     """
+    head = store.head_file.read()
+    chain.check_head(store.path, head, store.last_seq(), store.chain_at, store.head_file.path)
     index = load_index(config, data_dir, progress)
     durable = StoreArchive(store)
     if not store.archive_complete():
@@ -144,6 +167,9 @@ def build_state(config: Config, store: Store, keys: Keys, data_dir: str,
                  len(memory.visits), len(memory.settlements))
     else:
         snap = snapshots.newest(store.last_seq())
+        if snap is not None and snap.chain:
+            chain.check_head(store.path, chain.Head(snap.seq, snap.chain), store.last_seq(), store.chain_at,
+                             f"snapshot {snapshots.path(snap.seq)}")
         engine = Engine.restore(index, snap.engine, durable) if snap is not None else Engine(index, durable)
         after = snap.seq if snap is not None else 0
         replayed = _replay(engine, store, keys, after, progress)
@@ -154,11 +180,20 @@ def build_state(config: Config, store: Store, keys: Keys, data_dir: str,
 
 def _replay(engine: Engine, store: Store, keys: Keys, after: int,
             progress: Callable[[str, int], None] | None) -> int:
+    """Apply the records after seq ``after``, verifying each one's checksum and chain link first."""
     replayed = 0
+    previous = store.chain_at(after)
+    if previous is None:
+        raise chain.LedgerCorrupt(store.path, after, "is missing (a snapshot was taken there)")
     for record in store.scan(after):
+        if record.seq != after + replayed + 1:
+            raise chain.LedgerCorrupt(store.path, after + replayed + 1, f"is missing (the next is {record.seq})")
+        previous = chain.check_record(store.path, record, previous)
         engine.apply(events.decode(record.body), record.seq)
         if record.request_id:
             keys.remember(record.caller, record.request_id, record.digest, record.seq)
+        if record.kind == REVERSED_KIND:
+            keys.remember(record.caller, record.key, REVERSED, record.seq)
         replayed += 1
         if progress is not None and replayed % 100_000 == 0:
             progress("ledger", replayed)
@@ -174,8 +209,12 @@ def build_reloaded(config: Config, store: Store, data_dir: str, state: EngineSta
 
 
 class Gateway:
-    def __init__(self, config: Config, store: Store, on_fatal: Callable[[BaseException], None]) -> None:
+    def __init__(self, config: Config, store: Store, on_fatal: Callable[[BaseException], None],
+                 audit=None) -> None:
         self.config = config
+        self.audit = audit
+        self.admission = None   # gateway.admission.Admission, set by the server
+        self._storage_down: str | None = None  # why the ledger cannot be written now (a failed test write)
         self.store = store
         self.on_fatal = on_fatal
         self.ledger = GroupCommitLedger(store, max_batch=config.ledger_max_batch, on_fatal=on_fatal)
@@ -193,8 +232,27 @@ class Gateway:
         return self.state.engine
 
     def require_ready(self) -> None:
+        if self._storage_down is not None or self.ledger.failed is not None:
+            raise storage_unavailable()
         if self.state is None or self._paused:
             raise YidiError("NOT_READY", "结算网关正在加载数据，请稍后重试（可使用相同的请求ID重试）。")
+
+    async def wait_writable(self) -> None:
+        """Until a test write succeeds (a full disk, a failing fsync): STORAGE_UNAVAILABLE, probing meanwhile."""
+        while True:
+            try:
+                await asyncio.to_thread(self.store.probe)
+            except (sqlite3.Error, OSError) as err:
+                if self._storage_down is None:
+                    log.error("ledger %s cannot be written (%s): NOT_SERVING, answering STORAGE_UNAVAILABLE, "
+                              "probing every %.1f s", self.store.path, err, self.config.storage_probe_interval_s)
+                self._storage_down = str(err)
+                await asyncio.sleep(self.config.storage_probe_interval_s)
+                continue
+            if self._storage_down is not None:
+                log.info("ledger %s can be written again", self.store.path)
+            self._storage_down = None
+            return
 
     async def rebuild(self, progress: Callable[[str, int], None] | None = None) -> None:
         """Start-up: rebuild the state from reference data, the newest snapshot and the ledger's tail."""
@@ -210,6 +268,8 @@ class Gateway:
         """Run one mutating request exactly once (SPEC §6); its answer once it is durable."""
         if type(command) is LoadReferenceData:
             return await self._reload(caller, command, digest)
+        if type(command) is Reverse:
+            command = await self._reverse_target(caller, command)
         outcome = (await self.execute_many(caller, [(command, digest)]))[0]
         if isinstance(outcome, YidiError):
             raise outcome
@@ -228,12 +288,14 @@ class Gateway:
         records: list[Record] = []
         seen: dict[str, tuple[bytes, int]] = {}  # request_id -> (digest, item) within this batch
         base = self.ledger.next_seq
+        new = self.keys.new_keys(caller, [command.request_id for command, _ in items])
         for i, (command, digest) in enumerate(items):
             try:
-                outcomes[i] = self._earlier(caller, command, digest, seen)
+                outcomes[i] = self._earlier(caller, command, digest, seen, new)
                 if outcomes[i] is not None:
                     continue
                 seen[command.request_id] = (digest, i)
+                check_deadline()  # the last moment before this item changes anything
                 decision = engine.decide(command, base + len(records))
             except YidiError as err:
                 outcomes[i] = err
@@ -244,8 +306,8 @@ class Gateway:
             await self._submit(caller, records)
         return [await self._resolve(outcome, outcomes) for outcome in outcomes]
 
-    def _earlier(self, caller: str, command: Command, digest: bytes,
-                 seen: dict[str, tuple[bytes, int]]) -> Prior | int | None:
+    def _earlier(self, caller: str, command: Command, digest: bytes, seen: dict[str, tuple[bytes, int]],
+                 new: frozenset[str]) -> Prior | int | None:
         """An earlier answer to this request (or the index of its twin in this batch), None if it is new."""
         check_id(command.request_id, "请求ID request_id", "INVALID_REQUEST_ID")
         twin = seen.get(command.request_id)
@@ -253,15 +315,26 @@ class Gateway:
             if twin[0] != digest:
                 raise reused(command.request_id)  # worded as when the first is durable: a replay reads the same
             return twin[1]
-        return self.keys.lookup(caller, command.request_id, digest)
+        return self.keys.lookup(caller, command.request_id, digest, new)
 
     async def _submit(self, caller: str, records: list[Record]) -> None:
         """Submit applied records as one group and wait until it is durable."""
-        durable = self.ledger.submit(records)
+        try:
+            durable = self.ledger.submit(records)
+        except (LedgerFatal, LedgerClosed):
+            raise storage_unavailable() from None
         for record in records:
             self.keys.begin(caller, record.request_id, record.digest, record.response, durable)
+            if record.kind == REVERSED_KIND:
+                self.keys.begin(caller, record.key, REVERSED, record.response, durable)
         durable.add_done_callback(lambda fut: self._durable(fut, caller, records))
-        await asyncio.shield(durable)
+        noted = NOTED.get()
+        if noted is not None:
+            noted.extend((r.key, r.seq) for r in records)
+        try:
+            await asyncio.shield(durable)
+        except LedgerFatal:
+            raise storage_unavailable() from None
 
     def _apply(self, engine: Engine, caller: str, command: Command, digest: bytes, decision: Decision,
                seq: int) -> Record:
@@ -331,6 +404,9 @@ class Gateway:
             return  # the ledger is fatal: the process restarts
         for record in records:
             self.keys.durable(caller, record.request_id, record.seq)
+            if record.kind == REVERSED_KIND:
+                self.keys.durable(caller, record.key, record.seq)
+        metrics.count_records(records)
         self.state.engine.archive.trim(records[-1].seq)
         self._records_since_snapshot += len(records)
         if (self._records_since_snapshot >= self.config.snapshot_every_records
@@ -345,7 +421,46 @@ class Gateway:
                 return await self.keys.answer(outcome)
             except YidiError as err:
                 return err
+            except LedgerFatal:
+                return storage_unavailable()
         return outcome
+
+    # ------------------------------------------------------------- 冲正
+    async def _reverse_target(self, caller: str, command: Reverse) -> Reverse:
+        """What the original request did (its settlement or admission), or nothing: the command to decide.
+
+        An original still in flight is waited for.  From the last look-up to
+        the decision nothing awaits, so an original cannot slip in between.
+        """
+        self.require_ready()
+        original = command.original_request_id
+        check_id(original, "原请求ID original_request_id", "INVALID_REQUEST_ID")
+        if original == command.request_id:
+            raise YidiError("INVALID_ARGUMENT", "冲正请求的请求ID不能与原请求ID相同。")
+        check_id(command.request_id, "请求ID request_id", "INVALID_REQUEST_ID")
+        if self.keys.find(caller, command.request_id) is not None:
+            return command  # this reversal, retried: execute_many answers it as it was first answered
+        while True:
+            found = self.keys.find(caller, original)
+            if found is None or found[1].durable is None:
+                break
+            try:
+                await asyncio.shield(found[1].durable)
+            except LedgerFatal:
+                raise storage_unavailable() from None
+        if found is None:
+            return command
+        if found[0] == REVERSED:
+            raise YidiError("REQUEST_REVERSED", f"请求ID {original} 已被冲正过，无需再次冲正。")
+        seq = found[1].seq
+        record = self.store.read(seq) if seq else None
+        event = events.decode(record.body) if record is not None else None
+        if type(event) is Settled:
+            return msgspec_replace(command, target_kind="settlement", target_id=event.settlement.setl_id)
+        if type(event) is Admitted:
+            return msgspec_replace(command, target_kind="admission", target_id=event.visit.mdtrt_id)
+        raise YidiError("INVALID_ARGUMENT", f"请求ID {original} 对应的业务不是结算或入院登记，不能冲正；"
+                                            "如需更正，请使用相应的撤销或变更接口。")
 
     # ------------------------------------------------- reference reload
     async def _reload(self, caller: str, command: LoadReferenceData, digest: bytes) -> bytes:
@@ -391,9 +506,10 @@ class Gateway:
         self.require_ready()
         seq = self.ledger.next_seq - 1
         # Encoded on the loop, so the state is exactly that of records 1..seq.
-        blob = snapshot.encode(seq, self.state.data_dir, self.state.engine.export_state())
+        body = snapshot.encode(seq, self.state.data_dir, self.state.engine.export_state())
         self._records_since_snapshot = 0
         await self.ledger.flush()  # never a snapshot of records that are not durable
+        blob = snapshot.seal(seq, body, self.store.chain_at(seq))
         path = await asyncio.to_thread(self.snapshots.write, blob, seq)
         self.snapshot_seq = seq
         log.info("snapshot at ledger seq %d written: %s (%d bytes)", seq, path, len(blob))
@@ -404,3 +520,5 @@ class Gateway:
             await asyncio.wait([self._snapshot_task])
         await self.ledger.close()
         self.store.close()
+        if self.audit is not None:
+            self.audit.close()

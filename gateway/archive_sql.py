@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
-from typing import Iterable
+from typing import Callable, Iterable
 
 import msgspec
 
@@ -182,12 +182,14 @@ def _legacy(conn: sqlite3.Connection, ident: str) -> tuple | None:
     return conn.execute("SELECT seq, facts, lines FROM legacy WHERE id = ?", (ident,)).fetchone()
 
 
-def _event(conn: sqlite3.Connection, seq: int) -> events.Event | None:
-    row = conn.execute("SELECT body FROM records WHERE seq = ?", (seq,)).fetchone()
-    return None if row is None else events.decode(row[0])
+def _event(read_record: Callable, seq: int) -> events.Event | None:
+    """The event of record seq, read through the store (which checks the record's checksum)."""
+    record = read_record(seq)
+    return None if record is None else events.decode(record.body)
 
 
-def read_visit(conn: sqlite3.Connection, mdtrt_id: str, legacy_last_seq: int) -> ArchivedVisit | None:
+def read_visit(conn: sqlite3.Connection, mdtrt_id: str, legacy_last_seq: int,
+               read_record: Callable) -> ArchivedVisit | None:
     number = id_seq(mdtrt_id, "M")
     if number == 0:
         return None
@@ -195,7 +197,7 @@ def read_visit(conn: sqlite3.Connection, mdtrt_id: str, legacy_last_seq: int) ->
         row = _legacy(conn, mdtrt_id)
         facts = _VISIT_FACTS(row[1]) if row is not None else None
     else:
-        event = _event(conn, number)
+        event = _event(read_record, number)
         facts = getattr(event, "visit", None)
         if facts is None or facts.mdtrt_id != mdtrt_id:
             return None
@@ -209,12 +211,13 @@ def read_visit(conn: sqlite3.Connection, mdtrt_id: str, legacy_last_seq: int) ->
     return ArchivedVisit(facts, "admitted")
 
 
-def read_settlement(conn: sqlite3.Connection, setl_id: str, legacy_last_seq: int) -> ArchivedSettlement | None:
+def read_settlement(conn: sqlite3.Connection, setl_id: str, legacy_last_seq: int,
+                    read_record: Callable) -> ArchivedSettlement | None:
     number = id_seq(setl_id, "S")
     if number == 0:
         return None
     if number > legacy_last_seq:
-        event = _event(conn, number)
+        event = _event(read_record, number)
         if type(event) is not Settled or event.settlement.setl_id != setl_id:
             return None
         seq, facts, lines = number, event.settlement, event.lines

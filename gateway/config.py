@@ -16,8 +16,20 @@ class Config:
     # A request larger than this is refused with MESSAGE_TOO_LARGE; gRPC itself
     # drops anything over twice this before it reaches us (plain RESOURCE_EXHAUSTED).
     max_message_bytes: int = 4 * 1024 * 1024
-    # Concurrent RPCs in flight; beyond it gRPC answers RESOURCE_EXHAUSTED at once.
+    # Admission control (gateway/admission.py): Yidi RPCs in flight on the whole gateway and per
+    # caller, and each caller's rate (a token bucket); beyond them RESOURCE_EXHAUSTED/OVERLOADED
+    # with retry advice (retry_after_ms) at once.
     max_concurrent_rpcs: int = 2000
+    max_inflight_per_caller: int = 1000
+    rate_per_caller_per_s: float = 20_000.0
+    rate_burst_per_caller: int = 20_000
+    overload_retry_after_ms: int = 200
+    # HTTP/2 keepalive enforcement: a client may ping at most this often (more often is
+    # answered with GOAWAY), and a connection whose pings go unanswered this long is closed.
+    keepalive_min_ping_interval_ms: int = 10_000
+    keepalive_time_ms: int = 60_000
+    keepalive_timeout_ms: int = 20_000
+    max_connection_idle_ms: int = 30 * 60_000
     # Seconds in-flight RPCs get to finish on SIGTERM.
     shutdown_grace_s: float = 10.0
     # SettleBatch: items per call at most (BATCH_TOO_LARGE beyond).
@@ -28,6 +40,9 @@ class Config:
     stream_group_window_s: float = 0.001
     # Ledger: records per transaction at most (a batch RPC's group is never split).
     ledger_max_batch: int = 4096
+    # A cap on the ledger database's size (0: none; SQLite max_page_count): past it commits fail as on
+    # a full disk (STORAGE_UNAVAILABLE), so a ledger cannot fill a disk it shares with others.
+    ledger_max_bytes: int = 0
     # Idempotency keys kept in memory (the most recent ones); older keys are
     # answered from the ledger's unique index.
     idempotency_cache_keys: int = 100_000
@@ -36,9 +51,27 @@ class Config:
     snapshot_every_records: int = 1_000_000
     snapshots: str = ""              # default: <ledger>.snapshots/
     accepted_card_versions: tuple[str, ...] = ("2.0", "3.0")
-    # Caller identity header (SPEC §9 identity comes from TLS in a later issue).
-    caller_header: str = "x-yidi-caller"
+    # mTLS (SPEC §9): the server's certificate and key, and the platform CA that signs client
+    # certificates (gateway/certs.py; `yidi certs` makes development ones).  insecure: a plaintext
+    # listener instead, loopback only, on which every Yidi RPC is UNAUTHENTICATED.
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_ca: str = ""
+    insecure: bool = False
+    # With insecure, for benchmarks only (h2load cannot present a certificate): the one caller every call
+    # on the plaintext loopback listener is taken to be. Never a header.
+    insecure_caller: str = ""
+    # Audit log (JSON lines): default <ledger>.audit.jsonl.
+    audit_log: str = ""
+    # The ledger's writes failed (disk full, fsync error): probe with a test write this often
+    # until one succeeds, and only then answer SERVING again.
+    storage_probe_interval_s: float = 1.0
+    # Prometheus /metrics on this host:port (gateway/metrics.py); empty: none.
+    metrics_listen: str = ""
     extra: dict = field(default_factory=dict)
+
+    def audit_path(self) -> str:
+        return self.audit_log or self.ledger_path() + ".audit.jsonl"
 
     def snapshot_dir(self) -> str:
         return self.snapshots or self.ledger_path() + ".snapshots"

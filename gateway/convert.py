@@ -22,6 +22,7 @@ from core.errors import YidiError
 from core.events import FeeLine, Filing, Person
 from core.funds import PROBLEM_OVERDUE_DAYS, RISK_FLAGS, Figures, Position, Report
 
+from .privacy import mask_certno
 from ._pb.yidi.v1 import admin_pb2 as apb
 from ._pb.yidi.v1 import common_pb2 as pb
 from ._pb.yidi.v1 import filing_pb2 as fpb
@@ -85,11 +86,6 @@ def risk_flags_mask(values) -> int:
             raise YidiError("INVALID_ENUM", f"风险标记取值 {value} 无效，应为 1–{len(RISK_FLAGS)}。")
         mask |= 1 << (value - 1)
     return mask or (1 << len(RISK_FLAGS)) - 1
-
-
-def mask_certno(certno: str) -> str:
-    """Show the first 6 and last 4 characters only."""
-    return certno[:6] + "*" * max(0, len(certno) - 10) + certno[-4:] if len(certno) > 10 else "*" * len(certno)
 
 
 # ------------------------------------------------------------- rows
@@ -348,11 +344,23 @@ _REPLIES: dict[type, Callable] = {
     cmd.CancelResult: lambda r: spb.SettlementResponse(
         settlement=recorded_settlement(r.original_reply, "cancelled", r.cancel_date, r.clearing_month)),
     cmd.ReferenceResult: reference_status_pb,
+    cmd.ReverseResult: lambda r: _reverse_reply(r),
     cmd.PositionResult: lambda r: position_pb(r.position, r.province_name),
     cmd.MonthResult: month_pb,
     cmd.AccountResult: account_pb,
     cmd.ProblemResult: lambda r: ppb.ProblemResponse(problem=problem_pb(r.problem, r.problem.updated_at_ms)),
 }
+
+REVERSE_OUTCOME = EnumMap(spb.ReverseOutcome, "REVERSE_OUTCOME_", "冲正结果 ")
+
+
+def _reverse_reply(r: cmd.ReverseResult) -> spb.ReverseResponse:
+    reply = spb.ReverseResponse(outcome=REVERSE_OUTCOME.pb(r.outcome), original_request_id=r.original_request_id)
+    if isinstance(r.inner, cmd.CancelResult):
+        reply.settlement.CopyFrom(recorded_settlement(r.inner.original_reply, "cancelled", r.inner.cancel_date))
+    elif isinstance(r.inner, cmd.VisitResult):
+        reply.visit.CopyFrom(_visit_reply(r.inner))
+    return reply
 
 
 def discharge_command(req: spb.DischargeSettleRequest) -> cmd.DischargeSettle:

@@ -18,6 +18,7 @@ PAUSE_BUCKETS_MS = (0.1, 0.5, 1, 2, 5, 10, 20, 50, 100, 500)
 class GcWatch:
     def __init__(self) -> None:
         self.max_pause_ms = 0.0
+        self.pause_total_ms = 0.0
         self.collections = [0, 0, 0]
         self.pause_buckets = [0] * (len(PAUSE_BUCKETS_MS) + 1)
         self._start = 0.0
@@ -37,6 +38,7 @@ class GcWatch:
         pause_ms = (time.perf_counter() - self._start) * 1000
         self.collections[info["generation"]] += 1
         self.max_pause_ms = max(self.max_pause_ms, pause_ms)
+        self.pause_total_ms += pause_ms
         for i, bound in enumerate(PAUSE_BUCKETS_MS):
             if pause_ms <= bound:
                 self.pause_buckets[i] += 1

@@ -18,10 +18,15 @@ import asyncio
 from typing import NamedTuple
 
 from core.errors import YidiError
+from core.events import REVERSED_KIND
 
+from .archive_sql import request_hash
 from .ledger import Store
 
 Key = tuple[str, str]
+# The digest kept for a key its caller reversed (冲正) before the request was performed: any request
+# under that key is refused with REQUEST_REVERSED.
+REVERSED = b"\x00reversed"
 
 
 class Prior(NamedTuple):
@@ -44,22 +49,52 @@ class Keys:
     def __len__(self) -> int:
         return len(self._inflight) + len(self._recent)
 
-    def lookup(self, caller: str, request_id: str, digest: bytes) -> Prior | None:
-        """The earlier answer to this key, None if it is new; IDEMPOTENCY_KEY_REUSED if the request differs."""
+    def new_keys(self, caller: str, request_ids: list[str]) -> frozenset[str]:
+        """Of a batch's request ids, those certainly never seen: one query for all instead of one each.
+
+        Valid only until the next await (a batch's lookups follow at once): keys in flight or recent are
+        left out, so a key this says is new cannot become known before those lookups.
+        """
+        unknown = {}
+        for request_id in request_ids:
+            key = (caller, request_id)
+            if request_id and key not in self._inflight and key not in self._recent:
+                unknown[request_hash(caller, request_id)] = request_id
+        if len(unknown) < 2:
+            return frozenset()
+        known = self._store.known_request_hashes(list(unknown))
+        return frozenset(r for h, r in unknown.items() if h not in known)
+
+    def lookup(self, caller: str, request_id: str, digest: bytes, new: frozenset[str] = frozenset()) -> Prior | None:
+        """The earlier answer to this key, None if it is new; IDEMPOTENCY_KEY_REUSED if the request differs,
+        REQUEST_REVERSED if its caller reversed it.  ``new``: ids ``new_keys`` found absent (not looked up again)."""
+        found = self.find(caller, request_id, new)
+        if found is None:
+            return None
+        seen, prior = found
+        if seen == REVERSED:
+            raise YidiError("REQUEST_REVERSED", f"请求ID {request_id} 已由调用方冲正，本次请求未处理（冲正后原请求不再办理）。"
+                                                "如需办理，请使用新的请求ID。")
+        _same(seen, digest, request_id)
+        return prior
+
+    def find(self, caller: str, request_id: str, new: frozenset[str] = frozenset()) -> tuple[bytes, Prior] | None:
+        """(the digest seen under this key, or REVERSED; its answer), None if the key is new."""
         key = (caller, request_id)
         inflight = self._inflight.get(key)
         if inflight is not None:
-            _same(inflight[0], digest, request_id)
-            return Prior(inflight[1], inflight[2], 0)
+            return inflight[0], Prior(inflight[1], inflight[2], 0)
         recent = self._recent.get(key)
         if recent is not None:
-            _same(recent[0], digest, request_id)
-            return Prior(None, None, recent[1])
+            return recent[0], Prior(None, None, recent[1])
+        if request_id in new:
+            return None
         record = self._store.find_request(caller, request_id)
         if record is None:
             return None
-        _same(record.digest, digest, request_id)
-        return Prior(record.response, None, record.seq)
+        if record.kind == REVERSED_KIND and record.request_id != request_id:
+            return REVERSED, Prior(record.response, None, record.seq)
+        return record.digest, Prior(record.response, None, record.seq)
 
     def begin(self, caller: str, request_id: str, digest: bytes, response: bytes, durable: asyncio.Future) -> None:
         self._inflight[(caller, request_id)] = (digest, response, durable)

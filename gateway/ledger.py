@@ -48,19 +48,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from . import archive_sql
+from . import archive_sql, chain
+from .chain import GENESIS, Head, HeadFile, LedgerCorrupt
+from .metrics import COMMIT_RECORDS, COMMIT_SECONDS
 
 __all__ = [
     "GroupCommitLedger",
     "LedgerClosed",
+    "LedgerCorrupt",
     "LedgerFatal",
+    "LedgerUnavailable",
     "Record",
     "SqliteStore",
     "Store",
@@ -72,7 +78,9 @@ log = logging.getLogger(__name__)
 DIGEST_BYTES_MIN = 16
 DIGEST_BYTES_MAX = 32
 SCAN_PAGE_RECORDS = 1024
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
+# A test write (``SqliteStore.probe``) must find room for this much: a group of records is about this big.
+PROBE_BYTES = 1 << 20
 # How often an idle writer looks whether the interpreter is shutting down
 # (owner forgot close()); it then exits instead of hanging the shutdown.
 WRITER_IDLE_POLL_S = 0.25
@@ -90,6 +98,8 @@ class Record:
     body: bytes  # the event (core/events.py encoding), what replay applies
     response: bytes  # serialized protobuf response, replayed byte-identical
     seq: int = 0  # 1-based, dense; 0: let the store take the next one
+    checksum: bytes = b""  # gateway/chain.py: of this record's content (computed by the store)
+    chain: bytes = b""     # and bound to every record before it
     # Archive changes the event makes (core/archive.py), written in the same transaction; not a column.
     changes: tuple = ()
 
@@ -110,6 +120,8 @@ class Store(Protocol):
         ...
 
     def find_request(self, caller: str, request_id: str) -> Record | None: ...
+
+    def known_request_hashes(self, hashes: Sequence[int]) -> set[int]: ...
 
     def read(self, seq: int) -> Record | None:
         """The record with that seq."""
@@ -155,6 +167,10 @@ class LedgerFatal(Exception):
     """
 
 
+class LedgerUnavailable(Exception):
+    """The ledger cannot be opened or written (missing directory, read-only file, full disk ...): one line."""
+
+
 class LedgerClosed(RuntimeError):
     """append() after close() was called: a programmer error."""
 
@@ -163,7 +179,16 @@ class LedgerClosed(RuntimeError):
 # SQLite store
 # --------------------------------------------------------------------------
 
-_COLUMNS = "kind, caller, request_id, digest, key, body, response, seq"
+REVERSED_KIND = "request_reversed"   # core.events.REVERSED_KIND (the store imports nothing of the core)
+
+
+def _keys_of(record: Record) -> tuple[str, ...]:
+    """The idempotency keys a record holds: its own, and for a reversal (冲正) the original's (its key)."""
+    if record.kind == REVERSED_KIND:
+        return (record.request_id, record.key) if record.request_id else (record.key,)
+    return (record.request_id,) if record.request_id else ()
+
+_COLUMNS = "kind, caller, request_id, digest, key, body, response, seq, checksum, chain"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
@@ -174,7 +199,9 @@ CREATE TABLE IF NOT EXISTS records (
     digest     BLOB    NOT NULL,
     key        TEXT    NOT NULL,
     body       BLOB    NOT NULL,
-    response   BLOB    NOT NULL
+    response   BLOB    NOT NULL,
+    checksum   BLOB    NOT NULL DEFAULT x'',
+    chain      BLOB    NOT NULL DEFAULT x''
 );
 CREATE INDEX IF NOT EXISTS records_reference ON records (seq) WHERE kind = 'reference_loaded';
 CREATE TABLE IF NOT EXISTS requests (
@@ -182,6 +209,7 @@ CREATE TABLE IF NOT EXISTS requests (
     seq INTEGER NOT NULL,
     PRIMARY KEY (h, seq)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS probe (x BLOB);
 CREATE TABLE IF NOT EXISTS meta (
     name  TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -189,8 +217,8 @@ CREATE TABLE IF NOT EXISTS meta (
 """ + archive_sql.SCHEMA
 
 _INSERT = (
-    "INSERT INTO records (seq, kind, caller, request_id, digest, key, body, response)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO records (seq, kind, caller, request_id, digest, key, body, response, checksum, chain)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _INSERT_REQUEST = "INSERT INTO requests (h, seq) VALUES (?, ?)"
 
@@ -221,9 +249,20 @@ class SqliteStore:
     first release's indexes on ``key`` and (caller, request_id).  A schema 1
     ledger is migrated on open; its archive is marked missing until the
     gateway, replaying it in full, writes it (``write_archive``).
+
+    Schema 4 adds each record's ``checksum`` and ``chain`` (gateway/chain.py),
+    computed here, on the writer thread, as records are inserted; an older
+    ledger gets them on open, in seq order, in the opening transaction.  The
+    head (last seq and chain) is also written to ``<ledger>.head`` after each
+    commit.  Records read back one at a time (``read``, ``find_request``, the
+    archive) are checked against their checksum, so a damaged old record is
+    never served.
+
+    ``max_bytes`` (0: none) caps the database's size (SQLite's
+    ``max_page_count``): past it a commit fails exactly as on a full disk.
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, max_bytes: int = 0) -> None:
         if path == ":memory:" or path.startswith("file::memory:"):
             raise ValueError("SqliteStore needs a file: an in-memory database is not durable")
         self._path = path
@@ -233,7 +272,31 @@ class SqliteStore:
         self._local = threading.local()
         self._write_lock = threading.Lock()
         self._wconn = self._open_writer(path)
+        if max_bytes:
+            page = self._pragma(self._wconn, "page_size")
+            self._pragma(self._wconn, f"max_page_count={max(1, max_bytes // page)}")
         self._legacy_last = self.legacy_last_seq()
+        self._head = self._read_head()
+        self.head_file = HeadFile(path)
+
+    @property
+    def path(self) -> str:
+        return self._path
+
+    def head(self) -> Head:
+        """The last committed record's seq and chain value (0 and GENESIS for an empty ledger)."""
+        return self._head
+
+    def _read_head(self) -> Head:
+        row = self._wconn.execute("SELECT seq, chain FROM records ORDER BY seq DESC LIMIT 1").fetchone()
+        return Head(row[0], row[1]) if row is not None else Head(0, GENESIS)
+
+    def chain_at(self, seq: int) -> bytes | None:
+        """The chain value of record seq (GENESIS for 0), None if there is no such record."""
+        if seq == 0:
+            return GENESIS
+        row = self._reader().execute("SELECT chain FROM records WHERE seq = ?", (seq,)).fetchone()
+        return None if row is None else row[0]
 
     # -- connections -------------------------------------------------------
 
@@ -254,14 +317,19 @@ class SqliteStore:
                 raise RuntimeError(f"SQLite refused synchronous=FULL for {path!r}")
             conn.execute("PRAGMA foreign_keys=OFF")
             version = self._pragma(conn, "user_version")
-            if version not in (0, 1, 2, SCHEMA_VERSION):
+            if version not in (0, 1, 2, 3, SCHEMA_VERSION):
                 raise RuntimeError(f"ledger {path!r} has schema version {version}, expected {SCHEMA_VERSION}")
             conn.create_function("yidi_request_hash", 2, archive_sql.request_hash, deterministic=True)
-            conn.executescript("BEGIN IMMEDIATE; " + _SCHEMA)  # executescript would commit an open transaction
+            add_columns = ("ALTER TABLE records ADD COLUMN checksum BLOB NOT NULL DEFAULT x'';"
+                           " ALTER TABLE records ADD COLUMN chain BLOB NOT NULL DEFAULT x''; ") if version in (1, 2, 3) else ""
+            # One script (executescript would commit an open transaction).
+            conn.executescript("BEGIN IMMEDIATE; " + add_columns + _SCHEMA)
             if version == 1:
                 self._migrate_v1(conn)
             elif version == 2:
                 self._migrate_v2(conn)
+            if version in (1, 2, 3):
+                self._migrate_chain(conn)
             conn.execute("INSERT OR IGNORE INTO meta (name, value) VALUES ('archive', 'complete')")
             conn.execute("INSERT OR IGNORE INTO meta (name, value) VALUES ('legacy_last_seq', '0')")
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
@@ -287,6 +355,24 @@ class SqliteStore:
         last = conn.execute("SELECT coalesce(max(seq), 0) FROM records").fetchone()[0]
         conn.execute("INSERT INTO meta (name, value) VALUES ('archive', 'missing')")
         conn.execute("INSERT INTO meta (name, value) VALUES ('legacy_last_seq', ?)", (str(last),))
+
+    @staticmethod
+    def _migrate_chain(conn: sqlite3.Connection) -> None:
+        """Schema 1–3 → 4: each record's checksum and chain value, in seq order, inside the opening transaction."""
+        previous, after = GENESIS, 0
+        while True:
+            rows = conn.execute(f"SELECT {_COLUMNS} FROM records WHERE seq > ? ORDER BY seq LIMIT ?",
+                                (after, SCAN_PAGE_RECORDS)).fetchall()
+            updates = []
+            for row in rows:
+                r = Record(*row)
+                sum_ = chain.checksum(r.seq, r.kind, r.caller, r.request_id, r.digest, r.key, r.body, r.response)
+                previous = chain.link(previous, sum_)
+                updates.append((sum_, previous, r.seq))
+            conn.executemany("UPDATE records SET checksum = ?, chain = ? WHERE seq = ?", updates)
+            if len(rows) < SCAN_PAGE_RECORDS:
+                return
+            after = rows[-1][7]
 
     @staticmethod
     def _migrate_v2(conn: sqlite3.Connection) -> None:
@@ -324,15 +410,10 @@ class SqliteStore:
                     seqs = [r.seq for r in records]
                     if seqs != list(range(last + 1, last + 1 + len(records))):
                         raise RuntimeError(f"records {seqs[0]}..{seqs[-1]} do not continue the ledger at {last}")
-                conn.executemany(
-                    _INSERT,
-                    [
-                        (last + i, r.kind, r.caller, r.request_id, r.digest, r.key, r.body, r.response)
-                        for i, r in enumerate(records, 1)
-                    ],
-                )
-                keyed = [(archive_sql.request_hash(r.caller, r.request_id), last + i)
-                         for i, r in enumerate(records, 1) if r.request_id]
+                rows, head = self._chained(records, last)
+                conn.executemany(_INSERT, rows)
+                keyed = [(archive_sql.request_hash(r.caller, request_id), last + i)
+                         for i, r in enumerate(records, 1) for request_id in _keys_of(r)]
                 self._refuse_known_keys(conn, records, keyed)
                 conn.executemany(_INSERT_REQUEST, keyed)
                 for r in records:
@@ -343,7 +424,45 @@ class SqliteStore:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
+            self._head = head
+            self._write_head(head)
         return list(range(last + 1, last + 1 + len(records)))
+
+    def _chained(self, records: Sequence[Record], last: int) -> tuple[list[tuple], Head]:
+        """The rows to insert, each with its checksum and chain value, and the new head (writer thread)."""
+        if last != self._head.seq:
+            raise RuntimeError(f"ledger ends at {last} but its head is at {self._head.seq}: written by another process?")
+        previous, rows, seq = self._head.chain, [], last
+        checksum, link = chain.checksum, chain.link
+        for r in records:
+            seq += 1
+            sum_ = checksum(seq, r.kind, r.caller, r.request_id, r.digest, r.key, r.body, r.response)
+            previous = link(previous, sum_)
+            rows.append((seq, r.kind, r.caller, r.request_id, r.digest, r.key, r.body, r.response, sum_, previous))
+        return rows, Head(seq, previous)
+
+    def _write_head(self, head: Head) -> None:
+        try:
+            self.head_file.write(head)
+        except OSError as err:  # the commit is durable; only the extra copy of its head is late
+            log.error("cannot update %s: %s", self.head_file.path, err)
+
+    def probe(self) -> None:
+        """A test write: room for PROBE_BYTES in the database and its WAL, committed and fsynced, then freed.
+
+        Raises (sqlite3.Error, OSError) where a real commit would fail: a full disk, a failing fsync.
+        """
+        with self._write_lock:
+            conn = self._wconn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute("INSERT INTO probe (x) VALUES (zeroblob(?))", (PROBE_BYTES,))
+                conn.execute("DELETE FROM probe")
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
 
     @staticmethod
     def _refuse_known_keys(conn: sqlite3.Connection, records: Sequence[Record], keyed: list) -> None:
@@ -352,16 +471,16 @@ class SqliteStore:
         The gateway never records a key twice (it answers the first record), so
         this is a guard against a bug, at the cost of one index probe per group.
         """
-        keys = {(r.caller, r.request_id) for r in records if r.request_id}
+        keys = {(r.caller, request_id) for r in records for request_id in _keys_of(r)}
         if len(keys) != len(keyed):
             raise sqlite3.IntegrityError("a request id appears twice in one group")
         for start in range(0, len(keyed), 500):
             hashes = [h for h, _ in keyed[start:start + 500]]
             for (seq,) in conn.execute(f"SELECT seq FROM requests WHERE h IN ({','.join('?' * len(hashes))})",
                                        hashes).fetchall():
-                caller, request_id = conn.execute("SELECT caller, request_id FROM records WHERE seq = ?",
-                                                  (seq,)).fetchone()
-                if (caller, request_id) in keys:
+                caller, request_id, kind, key = conn.execute(
+                    "SELECT caller, request_id, kind, key FROM records WHERE seq = ?", (seq,)).fetchone()
+                if (caller, request_id) in keys or (kind == REVERSED_KIND and (caller, key) in keys):
                     raise sqlite3.IntegrityError(f"request id of {caller} already in the ledger at seq {seq}")
 
     def scan(self, after_seq: int = 0) -> Iterator[Record]:
@@ -384,6 +503,15 @@ class SqliteStore:
                 return
             after_seq = rows[-1][7]
 
+    def known_request_hashes(self, hashes: Sequence[int]) -> set[int]:
+        """Which of these key hashes (archive_sql.request_hash) the ledger holds: one indexed query per 500."""
+        conn, found = self._reader(), set()
+        for i in range(0, len(hashes), 500):
+            chunk = hashes[i:i + 500]
+            found.update(h for (h,) in conn.execute(
+                f"SELECT h FROM requests WHERE h IN ({','.join('?' * len(chunk))})", chunk))
+        return found
+
     def find_request(self, caller: str, request_id: str) -> Record | None:
         if not request_id:
             return None
@@ -391,14 +519,23 @@ class SqliteStore:
         for (seq,) in conn.execute("SELECT seq FROM requests WHERE h = ?",
                                    (archive_sql.request_hash(caller, request_id),)).fetchall():
             row = conn.execute(f"SELECT {_COLUMNS} FROM records WHERE seq = ?", (seq,)).fetchone()
-            if row[1] == caller and row[2] == request_id:  # a 63-bit hash may (very rarely) collide
-                return Record(*row)
+            # A 63-bit hash may (very rarely) collide; a reversal (冲正) also holds its original's key.
+            if row[1] == caller and (row[2] == request_id or (row[0] == REVERSED_KIND and row[4] == request_id)):
+                return self._checked(Record(*row))
         return None
+
+    def _checked(self, record: Record) -> Record:
+        """A record read back alone: its content must still match its checksum (LedgerCorrupt if not)."""
+        if record.checksum != chain.checksum(record.seq, record.kind, record.caller, record.request_id,
+                                             record.digest, record.key, record.body, record.response):
+            raise LedgerCorrupt(self._path, record.seq, "its content does not match its checksum (it was changed "
+                                                        "after it was written)")
+        return record
 
     def last_reference_load(self) -> Record | None:
         row = self._reader().execute(
             f"SELECT {_COLUMNS} FROM records WHERE kind = 'reference_loaded' ORDER BY seq DESC LIMIT 1").fetchone()
-        return None if row is None else Record(*row)
+        return None if row is None else self._checked(Record(*row))
 
     def archive_complete(self) -> bool:
         row = self._reader().execute("SELECT value FROM meta WHERE name = 'archive'").fetchone()
@@ -423,10 +560,10 @@ class SqliteStore:
         return int(row[0]) if row is not None else 0
 
     def visit(self, mdtrt_id: str):
-        return archive_sql.read_visit(self._reader(), mdtrt_id, self._legacy_last)
+        return archive_sql.read_visit(self._reader(), mdtrt_id, self._legacy_last, self.read)
 
     def settlement(self, setl_id: str):
-        return archive_sql.read_settlement(self._reader(), setl_id, self._legacy_last)
+        return archive_sql.read_settlement(self._reader(), setl_id, self._legacy_last, self.read)
 
     def problem(self, problem_id: str):
         return archive_sql.read_problem(self._reader(), problem_id)
@@ -450,8 +587,9 @@ class SqliteStore:
         return conn
 
     def read(self, seq: int) -> Record | None:
+        """The record with that seq, checked against its checksum."""
         row = self._reader().execute(f"SELECT {_COLUMNS} FROM records WHERE seq = ?", (seq,)).fetchone()
-        return None if row is None else Record(*row)
+        return None if row is None else self._checked(Record(*row))
 
     def last_seq(self) -> int:
         return self._reader().execute("SELECT coalesce(max(seq), 0) FROM records").fetchone()[0]
@@ -471,9 +609,10 @@ class SqliteStore:
             conn.close()
         with self._write_lock:
             self._wconn.close()
+        self.head_file.close()
 
 
-def open_store(url_or_path: str) -> Store:
+def open_store(url_or_path: str, max_bytes: int = 0) -> Store:
     """Open the ledger store named by a path, ``sqlite:///path`` or a URL.
 
     ``postgresql://`` is reserved for the PostgreSQL backend, which is not
@@ -485,10 +624,29 @@ def open_store(url_or_path: str) -> Store:
         )
     if url_or_path.startswith("sqlite:///"):
         # As SQLAlchemy: sqlite:///relative/path, sqlite:////absolute/path.
-        return SqliteStore(url_or_path[len("sqlite:///") :])
-    if "://" in url_or_path:
+        url_or_path = url_or_path[len("sqlite:///") :]
+    elif "://" in url_or_path:
         raise ValueError(f"unsupported ledger URL {url_or_path!r}; give a SQLite file path")
-    return SqliteStore(url_or_path)
+    try:
+        return SqliteStore(url_or_path, max_bytes=max_bytes)
+    except (sqlite3.Error, OSError) as err:
+        raise LedgerUnavailable(f"cannot open the ledger {os.path.abspath(url_or_path)}: {_why(err)}") from None
+
+
+def _why(err: BaseException) -> str:
+    """What went wrong opening a ledger, in words an operator acts on."""
+    text = str(err)
+    hints = {
+        "unable to open database file": "its directory does not exist or is not accessible",
+        "readonly database": "the file or its directory is read-only (a read-only mount or an immutable file?)",
+        "database or disk is full": "the disk is full",
+        "file is not a database": "it is not a SQLite database",
+        "disk I/O error": "the disk reports an I/O error",
+    }
+    for needle, hint in hints.items():
+        if needle in text:
+            return f"{hint} ({text})"
+    return text
 
 
 # --------------------------------------------------------------------------
@@ -709,6 +867,7 @@ class GroupCommitLedger:
                 return
             records, futures, stop = taken
             if records:
+                start = time.perf_counter()
                 try:
                     seqs = self._store.append(records)
                     if seqs != [r.seq for r in records]:
@@ -716,6 +875,8 @@ class GroupCommitLedger:
                 except BaseException as exc:  # noqa: BLE001 - every failure is fatal
                     self._die(futures, exc)
                     return
+                COMMIT_SECONDS.observe(time.perf_counter() - start)
+                COMMIT_RECORDS.observe(len(records))
                 self.commits += 1
                 self.records += len(records)
                 if len(records) > self.max_batch_seen:

@@ -2,12 +2,19 @@
 
 Start-up order: listen first with health NOT_SERVING (so an orchestrator can
 see the gateway is alive but not ready), rebuild the state from reference
-data and the ledger, then report SERVING.  SIGTERM: report NOT_SERVING, let
-in-flight RPCs finish (grace), drain the ledger, exit.
+data and the ledger (verifying its hash chain), make sure the ledger can be
+written (a test write: on a full disk the gateway stays NOT_SERVING and
+answers STORAGE_UNAVAILABLE, probing until a write succeeds), then report
+SERVING.  SIGTERM: report NOT_SERVING, let in-flight RPCs finish (grace),
+drain the ledger, exit.
+
+The listener is TLS with required client certificates (SPEC §9); a plaintext
+one only with ``Config.insecure`` and only on a loopback address.
 """
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import os
 import signal
@@ -21,14 +28,18 @@ from grpc_reflection.v1alpha import reflection
 
 from core.errors import LoadError, YidiError
 
+from . import auth, certs
+from .admission import Admission
 from .app import Gateway
-from .auth import CallerInterceptor
+from .audit import AuditLog
 from .config import Config
 from .gcwatch import WATCH
-from .ledger import open_store
+from .ledger import LedgerCorrupt, LedgerUnavailable, open_store
+from .metrics import serve_metrics
+from .privacy import MaskingFilter
 from .snapshot import LedgerBehindSnapshot
 from .services.admin import AdminService
-from .services.base import abort, service_handler
+from .services.base import INTERNAL_ERRORS, service_handler
 from .services.diagnostics import DiagnosticsService
 from .services.filing import FilingService
 from .services.funds import FundsService
@@ -48,11 +59,96 @@ SERVICES = (
 )
 
 
+EXIT_FATAL = 70
+# After a failed commit, the callers waiting for it get STORAGE_UNAVAILABLE before the process exits.
+FATAL_ANSWER_GRACE_S = 0.5
+
+
 def fatal_exit(exc: BaseException) -> None:
     """A failed ledger commit or a broken invariant: never guess, restart and rebuild."""
-    log.critical("fatal: %r; exiting so the gateway restarts and rebuilds from the ledger", exc)
+    log.critical("fatal: %s; exiting so the gateway restarts and rebuilds from the ledger", _one_line(exc))
     logging.shutdown()
-    os._exit(70)
+    os._exit(EXIT_FATAL)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    cause = exc.__cause__
+    return text + (f" (caused by {type(cause).__name__}: {cause})" if cause is not None else "")
+
+
+def fatal_soon(loop: asyncio.AbstractEventLoop, health_down: Callable[[], None]):
+    """on_fatal for the ledger's writer thread: NOT_SERVING now, answer the waiting callers, then exit."""
+
+    def on_fatal(exc: BaseException) -> None:
+        log.critical("ledger write failed: %s; answering STORAGE_UNAVAILABLE, exiting in %.1f s",
+                     _one_line(exc), FATAL_ANSWER_GRACE_S)
+        try:
+            loop.call_soon_threadsafe(health_down)
+            loop.call_soon_threadsafe(loop.call_later, FATAL_ANSWER_GRACE_S, fatal_exit, exc)
+        except RuntimeError:  # the loop is gone
+            fatal_exit(exc)
+
+    return on_fatal
+
+
+def check_listen(config: Config) -> None:
+    """A plaintext listener only when asked for, and only on a loopback address."""
+    if config.insecure_caller and not config.insecure:
+        raise SystemExit("--insecure-caller names the caller of a plaintext listener: it needs --insecure")
+    if config.insecure_caller and auth.caller_of_uri(auth.PROVINCE_URI + config.insecure_caller) is None \
+            and config.insecure_caller != auth.NATIONAL:
+        raise SystemExit(f"--insecure-caller {config.insecure_caller[:20]!r} is neither a province code nor national")
+    if not config.insecure:
+        return
+    host = config.listen.rsplit(":", 1)[0].strip("[]")
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise SystemExit(f"refusing a plaintext listener on {config.listen}: --insecure is for loopback "
+                         "addresses only (127.0.0.1, ::1, localhost); use TLS (--cert/--key/--ca)")
+
+
+def add_port(server: grpc.aio.Server, config: Config) -> int:
+    check_listen(config)
+    if config.insecure:
+        if config.insecure_caller:
+            auth.INSECURE_CALLER = config.insecure_caller
+            log.warning("plaintext listener on %s (--insecure --insecure-caller): every call there is taken to be "
+                        "%s — for benchmarks only", config.listen, config.insecure_caller)
+        else:
+            log.warning("plaintext listener on %s (--insecure): every Yidi RPC is UNAUTHENTICATED there", config.listen)
+        return server.add_insecure_port(config.listen)
+    paths = certs.Paths(certs.DEFAULT_DIR)
+    cert, key, ca = (config.tls_cert or paths.server_cert, config.tls_key or paths.server_key,
+                     config.tls_ca or paths.ca)
+    credentials = grpc.ssl_server_credentials([(certs.read(key), certs.read(cert))], root_certificates=certs.read(ca),
+                                              require_client_auth=True)
+    return server.add_secure_port(config.listen, credentials)
+
+
+def server_options(config: Config) -> list[tuple[str, int]]:
+    limit = config.max_message_bytes
+    return [
+        ("grpc.so_reuseport", 0),
+        ("grpc.max_receive_message_length", 2 * limit),
+        ("grpc.max_send_message_length", 2 * limit),
+        # Keepalive enforcement: pings more often than this are a GOAWAY; dead peers are dropped.
+        ("grpc.http2.min_recv_ping_interval_without_data_ms", config.keepalive_min_ping_interval_ms),
+        ("grpc.http2.min_ping_interval_without_data_ms", config.keepalive_min_ping_interval_ms),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_ping_strikes", 2),
+        ("grpc.keepalive_time_ms", config.keepalive_time_ms),
+        ("grpc.keepalive_timeout_ms", config.keepalive_timeout_ms),
+        ("grpc.max_connection_idle_ms", config.max_connection_idle_ms),
+        # gRPC core cancels calls that wait for the Python server to take them once more than 1,000 are
+        # pending (a bare CANCELLED, no reason: grpc/grpc#34782). Admission control (gateway/admission.py)
+        # answers the excess with OVERLOADED instead, so the core's queue must not be the first limit.
+        ("grpc.server.max_pending_requests", 100_000),
+        ("grpc.server.max_pending_requests_hard_limit", 200_000),
+    ]
 
 
 def check_protobuf_backend() -> None:
@@ -61,30 +157,31 @@ def check_protobuf_backend() -> None:
                     api_implementation.Type())
 
 
-async def serve(config: Config, *, ready: Callable[[int], None] | None = None,
+async def serve(config: Config, *, ready: Callable[[int, int], None] | None = None,
                 progress: Callable[[str, int], None] | None = None,
-                stop: asyncio.Event | None = None) -> None:
+                stop: asyncio.Event | None = None, listening: Callable[[int], None] | None = None) -> None:
     """Run the gateway until SIGTERM/SIGINT (or ``stop`` is set)."""
     check_protobuf_backend()
+    check_listen(config)
     WATCH.install()
-    store = open_store(config.ledger_path())
-    gw = Gateway(config, store, on_fatal=fatal_exit)
+    store = open_store(config.ledger_path(), max_bytes=config.ledger_max_bytes)
+    health_servicer = health.aio.HealthServicer()
+    names: list[str] = []
+    loop = asyncio.get_running_loop()
+
+    def health_down() -> None:
+        for name in ["", *names]:
+            loop.create_task(health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING))
+
+    gw = Gateway(config, store, on_fatal=fatal_soon(loop, health_down), audit=AuditLog(config.audit_path()))
     limit = config.max_message_bytes
-    server = grpc.aio.server(
-        options=[
-            ("grpc.so_reuseport", 0),
-            ("grpc.max_receive_message_length", 2 * limit),
-            ("grpc.max_send_message_length", 2 * limit),
-            ("grpc.keepalive_permit_without_calls", 1),
-        ],
-        maximum_concurrent_rpcs=config.max_concurrent_rpcs,
-        interceptors=[CallerInterceptor(config.caller_header, abort)],
-    )
-    names = []
+    admission = Admission(config.max_concurrent_rpcs, config.max_inflight_per_caller, config.rate_per_caller_per_s,
+                          config.rate_burst_per_caller, config.overload_retry_after_ms)
+    server = grpc.aio.server(options=server_options(config))
+    gw.admission = admission
     for descriptor, service_cls in SERVICES:
         server.add_generic_rpc_handlers((service_handler(descriptor, service_cls(gw).methods(), gw, limit),))
         names.append(descriptor.full_name)
-    health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         names + [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server
@@ -92,29 +189,35 @@ async def serve(config: Config, *, ready: Callable[[int], None] | None = None,
     for name in ["", *names]:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
 
-    port = server.add_insecure_port(config.listen)
+    port = add_port(server, config)
     if port == 0:
         raise SystemExit(f"cannot listen on {config.listen}")
     await server.start()
     log.info("listening on %s (port %d), rebuilding state", config.listen, port)
+    if listening is not None:
+        listening(port)
+    metrics_port = serve_metrics(config.metrics_listen, gw, lambda: INTERNAL_ERRORS) if config.metrics_listen else 0
 
     stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
-    rebuild = asyncio.create_task(gw.rebuild(progress))
+    rebuild = asyncio.create_task(_start(gw, progress))
     stopping = asyncio.create_task(stop.wait())
     await asyncio.wait({rebuild, stopping}, return_when=asyncio.FIRST_COMPLETED)
     if rebuild.done():
-        rebuild.result()  # a load failure ends start-up with its reason
+        if rebuild.exception() is not None:  # a load failure ends start-up with its reason
+            stopping.cancel()
+            await server.stop(0)
+            store.close()
+            rebuild.result()
         WATCH.freeze()
         for name in ["", *names]:
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("SERVING on port %d: %s, ledger seq %d", port, gw.state.engine.index.counts(),
                  gw.ledger.next_seq - 1)
         if ready is not None:
-            ready(port)
+            ready(port, metrics_port)
         await stopping
     log.info("stopping: NOT_SERVING, %.0f s grace for in-flight calls", config.shutdown_grace_s)
     await health_servicer.enter_graceful_shutdown()
@@ -125,16 +228,26 @@ async def serve(config: Config, *, ready: Callable[[int], None] | None = None,
     log.info("stopped")
 
 
+async def _start(gw: Gateway, progress) -> None:
+    """Rebuild the state, then wait until the ledger takes a test write (a full disk: NOT_SERVING meanwhile)."""
+    await gw.rebuild(progress)
+    await gw.wait_writable()
+
+
 def run(config: Config, **kwargs) -> None:
     import uvloop
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(MaskingFilter())
     try:
         uvloop.run(serve(config, **kwargs))
     except YidiError as err:
         raise SystemExit(err.clerk_message()) from None
     except LoadError as err:
         raise SystemExit(f"reference data rejected: {err}") from None
-    except LedgerBehindSnapshot as err:
+    except OSError as err:
+        raise SystemExit(f"reference data cannot be read: {err.filename}: {err.strerror}") from None
+    except (LedgerBehindSnapshot, LedgerCorrupt, LedgerUnavailable) as err:
         raise SystemExit(f"refusing to start: {err}") from None

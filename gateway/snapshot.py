@@ -7,8 +7,11 @@ applied.  Start-up = load the reference data + restore the newest valid
 snapshot + replay the records after its seq.
 
 File layout (little endian): magic ``YIDISNAP``, format version (u16), seq
-(u64), body length (u64), BLAKE2b-256 of the body (32 bytes), then the body
-(MessagePack of ``SnapshotBody``).  Files are written to a temporary name,
+(u64), body length (u64), BLAKE2b-256 of the chain value and the body (32
+bytes), the ledger's chain value at ``seq`` (32 bytes, gateway/chain.py),
+then the body (MessagePack of ``SnapshotBody``).  Start-up checks that the
+ledger's record ``seq`` still has that chain value before it trusts the
+records after it.  Older formats are skipped (a full replay is used).  Files are written to a temporary name,
 fsynced, renamed and the directory fsynced, so a crash leaves either the old
 set or the new file whole.  A file whose checksum, length or magic is wrong is
 skipped with a log line naming it, and an older one (or a full replay) is used.
@@ -28,10 +31,10 @@ from core.engine import EngineState
 log = logging.getLogger("yidi.snapshot")
 
 MAGIC = b"YIDISNAP"
-# 2: EngineState gained the funds (positions, clearing months); 3: personal account changes (SPEC §10.1) and a
-# clearing total for account payments.  An older snapshot is skipped (the ledger is replayed).
-FORMAT_VERSION = 3
-_HEADER = struct.Struct("<8sHQQ32s")
+# 4: the header carries the ledger's chain value at seq, and EngineState has the personal account changes
+# (SPEC §10.1) and a clearing total for account payments.  Older snapshots are skipped (the ledger is replayed).
+FORMAT_VERSION = 4
+_HEADER = struct.Struct("<8sHQQ32s32s")
 _PREFIX = "snapshot-"
 _SUFFIX = ".yidi"
 
@@ -41,6 +44,7 @@ class SnapshotBody(msgspec.Struct):
     created_at_unix_ms: int
     data_dir: str
     engine: EngineState
+    chain: bytes = b""   # the ledger's chain value at seq (from the header; always set since format 4)
 
 
 class SnapshotCorrupt(Exception):
@@ -56,26 +60,33 @@ _DECODER = msgspec.msgpack.Decoder(SnapshotBody)
 
 
 def encode(seq: int, data_dir: str, engine: EngineState) -> bytes:
-    body = _ENCODER.encode(SnapshotBody(seq, int(time.time() * 1000), data_dir, engine))
-    return _HEADER.pack(MAGIC, FORMAT_VERSION, seq, len(body), hashlib.blake2b(body, digest_size=32).digest()) + body
+    """The body of a snapshot (encoded on the event loop, so it is exactly the state at seq)."""
+    return _ENCODER.encode(SnapshotBody(seq, int(time.time() * 1000), data_dir, engine))
+
+
+def seal(seq: int, body: bytes, chain: bytes) -> bytes:
+    """The file: header (with the ledger's chain value at seq, known once seq is durable) and body."""
+    checksum = hashlib.blake2b(chain + body, digest_size=32).digest()
+    return _HEADER.pack(MAGIC, FORMAT_VERSION, seq, len(body), checksum, chain) + body
 
 
 def decode(blob: bytes) -> SnapshotBody:
     if len(blob) < _HEADER.size:
         raise SnapshotCorrupt("shorter than its header")
-    magic, version, seq, length, checksum = _HEADER.unpack_from(blob)
-    body = memoryview(blob)[_HEADER.size:]
+    magic, version, seq, length, checksum, chain = _HEADER.unpack_from(blob)
     if magic != MAGIC:
         raise SnapshotCorrupt("not a Yidi snapshot (bad magic)")
     if version != FORMAT_VERSION:
         raise SnapshotCorrupt(f"format version {version}, this gateway reads {FORMAT_VERSION}")
+    chain, body = bytes(chain), memoryview(blob)[_HEADER.size:]
     if len(body) != length:
         raise SnapshotCorrupt(f"body is {len(body)} bytes, the header says {length}")
-    if hashlib.blake2b(body, digest_size=32).digest() != checksum:
+    if hashlib.blake2b(chain + bytes(body), digest_size=32).digest() != checksum:
         raise SnapshotCorrupt("checksum mismatch")
     snap = _DECODER.decode(body)
     if snap.seq != seq:
         raise SnapshotCorrupt(f"body seq {snap.seq} differs from header seq {seq}")
+    snap.chain = chain
     return snap
 
 

@@ -1,8 +1,10 @@
 """A real gateway in a subprocess, and a client for it: for tests, benchmarks and load runs.
 
-``start_gateway`` runs ``python -m gateway serve`` on 127.0.0.1 port 0 and
-waits for its ``SERVING host:port`` line; callers then talk to it over real
-gRPC on loopback, as a provincial platform would.  It lives in the package
+``start_gateway`` runs ``python -m gateway serve`` on 127.0.0.1 port 0 with
+mTLS and waits for its ``SERVING host:port`` line; callers then talk to it
+over real gRPC and TLS on loopback, as a provincial platform would:
+``gw.client("460000")`` presents 海南's client certificate (development
+certificates made once per process by ``dev_certs``).  It lives in the package
 (as aiohttp.test_utils does) so that bench/ and tests/ share one copy
 without reaching into each other.
 """
@@ -12,11 +14,13 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 
 import grpc
 
+from gateway import certs
 from gateway._pb.yidi.v1 import (admin_pb2_grpc, diagnostics_pb2_grpc, filing_pb2_grpc, funds_pb2_grpc,
                                    problems_pb2_grpc, settlement_pb2_grpc)
 from gateway.status import reason_of
@@ -24,6 +28,28 @@ from gateway.status import reason_of
 # The directory that holds the gateway package (the repository root in a
 # checkout): the server subprocess imports this same copy.
 HOME = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+_CERTS: certs.Paths | None = None
+
+
+def dev_certs() -> certs.Paths:
+    """Development certificates for tests and benchmarks, made once per process (a few ms)."""
+    global _CERTS
+    if _CERTS is None:
+        _CERTS = certs.write_dev_certs(tempfile.mkdtemp(prefix="yidi-test-certs-"))
+    return _CERTS
+
+
+def credentials(caller: str | None, paths: certs.Paths | None = None) -> grpc.ChannelCredentials:
+    """TLS credentials presenting caller's client certificate (none for caller None)."""
+    paths = paths or dev_certs()
+    with open(paths.ca, "rb") as f:
+        ca = f.read()
+    if caller is None:
+        return grpc.ssl_channel_credentials(ca)
+    with open(paths.client_key(caller), "rb") as k, open(paths.client_cert(caller), "rb") as c:
+        return grpc.ssl_channel_credentials(ca, k.read(), c.read())
 
 
 @dataclass
@@ -34,11 +60,21 @@ class Gateway:
     target: str
     log_path: str
     channels: list = field(default_factory=list)
+    certs: certs.Paths | None = None
+    insecure: bool = False
+
+    def channel(self, caller: str | None, options=()) -> grpc.Channel:
+        """A channel presenting caller's certificate (None: no client certificate; plaintext if insecure)."""
+        if self.insecure:
+            channel = grpc.insecure_channel(self.target, options=list(options))
+        else:
+            channel = grpc.secure_channel(self.target, credentials(caller, self.certs), options=list(options))
+        self.channels.append(channel)
+        return channel
+    metrics_url: str = ""   # with --metrics-listen: where /metrics is served
 
     def client(self, caller: str | None) -> "Client":
-        channel = grpc.insecure_channel(self.target)
-        self.channels.append(channel)
-        return Client(channel, caller)
+        return Client(self.channel(caller), caller)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
         for channel in self.channels:
@@ -55,24 +91,35 @@ class Gateway:
             return f.read()
 
 
-def start_gateway(data_dir: str, ledger: str, *extra: str, timeout: float = 120) -> Gateway:
-    """Serve data_dir with the ledger file ledger (its log beside it, ledger + ".log"); extra: more serve options."""
+def start_gateway(data_dir: str, ledger: str, *extra: str, timeout: float = 120, wait_for: str = "SERVING",
+                  listen: str = "127.0.0.1:0") -> Gateway:
+    """Serve data_dir with the ledger file ledger (its log beside it, ledger + ".log"); extra: more serve options.
+
+    Returns once the gateway prints ``SERVING host:port`` (``wait_for="LISTENING"``: as soon as it
+    listens, before its state is rebuilt or its ledger found writable).  TLS with the development
+    certificates of ``dev_certs`` unless extra has ``--insecure``.
+    """
     # The server runs in HOME, so relative paths are made absolute from the caller's directory first.
     data_dir, ledger = os.path.abspath(data_dir), os.path.abspath(ledger)
     log_path = ledger + ".log"
     log = open(log_path, "ab")
     env = dict(os.environ, PYTHONPATH=HOME, PYTHONUNBUFFERED="1")
+    insecure = "--insecure" in extra
+    paths = None if insecure else dev_certs()
+    tls = [] if insecure else ["--cert", paths.server_cert, "--key", paths.server_key, "--ca", paths.ca]
     proc = subprocess.Popen(
         [sys.executable, "-m", "gateway", "serve", "--data-dir", data_dir, "--ledger", ledger,
-         "--listen", "127.0.0.1:0", *extra],
+         "--listen", listen, *tls, *extra],
         cwd=HOME, env=env, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL,
     )
     log.close()
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         line = proc.stdout.readline().decode()
-        if line.startswith("SERVING "):
-            return Gateway(proc, line.split()[1], log_path)
+        if line.startswith(wait_for + " "):
+            words = line.split()
+            metrics = words[words.index("metrics") + 1] if "metrics" in words else ""
+            return Gateway(proc, words[1], log_path, certs=paths, insecure=insecure, metrics_url=metrics)
         if not line and proc.poll() is not None:
             break
     proc.kill()
@@ -83,11 +130,12 @@ def start_gateway(data_dir: str, ledger: str, *extra: str, timeout: float = 120)
 
 
 class Client:
-    """Stubs for the Yidi services, calling as one caller (x-yidi-caller)."""
+    """Stubs for the Yidi services, calling as one caller (the client certificate of its channel)."""
 
     def __init__(self, channel: grpc.Channel, caller: str | None) -> None:
         self.channel = channel
-        self.metadata = (("x-yidi-caller", caller),) if caller else ()
+        self.caller = caller
+        self.metadata = ()
         self.filing = filing_pb2_grpc.FilingServiceStub(channel)
         self.settlement = settlement_pb2_grpc.SettlementServiceStub(channel)
         self.admin = admin_pb2_grpc.AdminServiceStub(channel)
@@ -104,10 +152,10 @@ class Client:
                                        response_deserializer=lambda b: b)
         return rpc(request, metadata=self.metadata, timeout=30)
 
-    def refused(self, method, request) -> tuple[grpc.StatusCode, str, str]:
+    def refused(self, method, request, metadata=()) -> tuple[grpc.StatusCode, str, str]:
         """(status code, reason, message) of a call that must fail."""
         try:
-            method(request, metadata=self.metadata, timeout=30)
+            method(request, metadata=tuple(metadata) or self.metadata, timeout=30)
         except grpc.RpcError as err:
             return err.code(), reason_of(err), err.details()
         raise AssertionError("the call was expected to be refused but succeeded")

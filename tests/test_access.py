@@ -60,11 +60,17 @@ ALLOWED = {  # rule kind -> callers allowed for REQUEST in World
     "visit": {"460000"},
     "settlement_treatment": {"460000"},
     "settlement_either": {"460000", "210000"},
+    "own_request": {"210000", "460000", "440000", NATIONAL},
     "own_province": {"460000"},
     "own_or_national": {"460000", NATIONAL},
     "problem_target": {"460000", "210000", NATIONAL},
     "problem": {"460000", "210000", NATIONAL},
 }
+
+# Rule kinds whose object is named by id: a caller with no right to it is told it does not exist.
+HIDDEN = {"insured_person": "PERSON_NOT_FOUND", "insured_or_filed": "PERSON_NOT_FOUND",
+          "filing_owner": "FILING_NOT_FOUND", "visit": "VISIT_NOT_FOUND", "settlement_treatment": "SETTLEMENT_NOT_FOUND",
+          "settlement_either": "SETTLEMENT_NOT_FOUND"}
 
 
 @pytest.mark.parametrize("method", sorted(RULES))
@@ -76,9 +82,47 @@ def test_each_rule_allows_exactly_whom_it_names(method):
         else:
             with pytest.raises(YidiError) as refused:
                 authorize(method, caller, REQUEST, World())
-            assert refused.value.reason == "PERMISSION_DENIED" and caller in refused.value.message
+            kind = RULES[method].kind
+            if kind == "settlement_treatment" and caller in ALLOWED["settlement_either"]:
+                assert refused.value.reason == "PERMISSION_DENIED"  # it may read it, so it knows it exists
+            elif kind in HIDDEN:
+                assert refused.value.reason == HIDDEN[kind] and caller not in refused.value.message
+            else:
+                assert refused.value.reason == "PERMISSION_DENIED" and caller in refused.value.message
 
 
-def test_an_unknown_institution_is_left_to_eligibility():
-    """SPEC §4 check 4 answers INSTITUTION_UNKNOWN; the access rule does not pre-empt it."""
-    authorize("SettlementService/Admit", "440000", Request(fixmedins_code="X9"), World())
+class Nowhere(World):
+    """A world in which nothing the request names exists."""
+
+    def visit_provinces(self, mdtrt_id):
+        raise YidiError("VISIT_NOT_FOUND", "engine's own words")
+
+    def settlement_provinces(self, setl_id):
+        raise YidiError("SETTLEMENT_NOT_FOUND", "engine's own words")
+
+    def person_province(self, psn_no="", certno=""):
+        raise YidiError("PERSON_NOT_FILED", "engine's own words")
+
+    def filing_province(self, filing_id):
+        raise YidiError("FILING_NOT_FOUND", "engine's own words")
+
+
+@pytest.mark.parametrize("method", sorted(m for m, r in RULES.items() if r.kind in HIDDEN))
+def test_a_missing_object_and_a_foreign_one_answer_alike(method):
+    """SPEC §9: the refusal of a caller with no right is the same whether the object exists or not."""
+    for caller in ("440000", "460000", "210000"):
+        if caller in ALLOWED[RULES[method].kind] or RULES[method].kind == "settlement_treatment":
+            continue
+        with pytest.raises(YidiError) as foreign:
+            authorize(method, caller, REQUEST, World())
+        with pytest.raises(YidiError) as missing:
+            authorize(method, caller, REQUEST, Nowhere())
+        assert (foreign.value.reason, foreign.value.message) == (missing.value.reason, missing.value.message)
+
+
+def test_an_unknown_institution_is_answered_before_any_person_is_looked_up():
+    """So Admit at a made-up code cannot tell a filed person from an unknown one (SPEC §9 over §4's order)."""
+    for world in (World(), Nowhere()):
+        with pytest.raises(YidiError) as refused:
+            authorize("SettlementService/Admit", "440000", Request(fixmedins_code="X9"), world)
+        assert refused.value.reason == "INSTITUTION_UNKNOWN"

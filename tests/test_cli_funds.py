@@ -15,6 +15,7 @@ import pytest
 from datagen import generate
 from datagen.spec_fixture import write_spec_dataset
 from gateway._pb.yidi.v1 import funds_pb2 as fdpb
+from gateway.testing import dev_certs
 from gateway_harness import ROOT, file_person, start_gateway
 
 PROVINCES = {"110000": "北京市", "230000": "黑龙江省", "440000": "广东省", "460000": "海南省",
@@ -22,8 +23,10 @@ PROVINCES = {"110000": "北京市", "230000": "黑龙江省", "440000": "广东�
 
 
 def yidi(target: str, caller: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    # over TLS with the test certificates (the caller's own client certificate), as `make setup`'s in certs/dev
     run = subprocess.run([sys.executable, "-m", "gateway", "--target", target, "--caller", caller, *args],
-                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+                         cwd=ROOT, capture_output=True, text=True, timeout=120,
+                         env=dict(os.environ, YIDI_CERTS=dev_certs().directory))
     if check:
         assert run.returncode == 0, run.stdout + run.stderr
     return run

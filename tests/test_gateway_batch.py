@@ -141,3 +141,22 @@ def test_a_stay_moves_through_batches_admit_fees_then_discharge(gw):
         items=[spb.SettleItem(fees=fees), spb.SettleItem(discharge=discharge)])).outcomes
     assert second[0].visit.line_count == 1
     assert second[1].settlement.settlement.breakdown.medfee_sumamt == 200000
+
+
+def test_every_item_of_a_batch_is_in_the_audit_log_as_its_unary_call(gw):
+    """A batch item is a mutating call of its own: one audit line each, with its unary RPC and outcome."""
+    import json
+
+    hainan = gw.client(HAINAN)
+    file_person(gw.client(LIAONING), "PB-AUD", "21010219800101051")
+    items = [spb.SettleItem(outpatient=outpatient("aud-1", "PB-AUD")),
+             spb.SettleItem(outpatient=outpatient("aud-2", "P-NOBODY")),
+             spb.SettleItem(outpatient=outpatient("aud-3", "PB-AUD", inst="H44010000001"))]   # Guangdong's
+    hainan(hainan.settlement.SettleBatch, spb.SettleBatchRequest(items=items))
+    with open(gw.log_path[:-len(".log")] + ".audit.jsonl", encoding="utf-8") as f:
+        lines = {a["request_id"]: a for a in map(json.loads, f) if a["request_id"].startswith("aud-")}
+    assert {k: (a["method"], a["outcome"], a["caller"]) for k, a in lines.items()} == {
+        "aud-1": ("SettlementService/OutpatientSettle", "ok", HAINAN),
+        "aud-2": ("SettlementService/OutpatientSettle", "PERSON_NOT_FILED", HAINAN),
+        "aud-3": ("SettlementService/OutpatientSettle", "PERMISSION_DENIED", HAINAN)}
+    assert lines["aud-1"]["person"] == "PB-AUD"

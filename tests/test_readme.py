@@ -38,9 +38,16 @@ RAN: set[str] = set()   # blocks already run against the module's gateway
 DATA: dict[str, str] = {}
 
 
+def cli_env(gateway, tmp_path) -> dict:
+    # Over TLS: the gateway takes only clients with a certificate of its CA; `yidi --caller X` presents
+    # X's development certificate from YIDI_CERTS, as it does from certs/dev after `make setup`.
+    assert not gateway.insecure
+    return dict(os.environ, YIDI_TARGET=gateway.target, YIDI_CERTS=gateway.certs.directory, TMPDIR=str(tmp_path),
+                PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
+
+
 def test_readme_walkthrough_runs_as_shown(gateway, tmp_path):
-    env = dict(os.environ, YIDI_TARGET=gateway.target, TMPDIR=str(tmp_path),
-               PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
+    env = cli_env(gateway, tmp_path)
     run = subprocess.run(["bash", "-euo", "pipefail", "-c", walkthrough()], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=120)
     RAN.add("walkthrough")
@@ -62,8 +69,7 @@ def test_readme_walkthrough_runs_as_shown(gateway, tmp_path):
 
 def test_readme_month_end_block_runs_after_the_walkthrough(gateway, tmp_path):
     """Month-end operations, on the state the walk-through left (its filings and settlements in November)."""
-    env = dict(os.environ, YIDI_TARGET=gateway.target, TMPDIR=str(tmp_path),
-               PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
+    env = cli_env(gateway, tmp_path)
     script = walkthrough("month-end") if "walkthrough" in RAN else walkthrough() + walkthrough("month-end")
     run = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=120)
@@ -78,8 +84,7 @@ def test_readme_month_end_block_runs_after_the_walkthrough(gateway, tmp_path):
 
 def test_readme_national_block_a_chronic_visit_paid_partly_by_the_account(gateway, tmp_path):
     """SPEC §10: a chronic-disease visit by electronic voucher, the personal account paying, and its explanation."""
-    env = dict(os.environ, YIDI_TARGET=gateway.target, TMPDIR=str(tmp_path), YIDI_DATA=DATA["dir"],
-               PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
+    env = dict(cli_env(gateway, tmp_path), YIDI_DATA=DATA["dir"])
     run = subprocess.run(["bash", "-euo", "pipefail", "-c", walkthrough("national")], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]

@@ -20,11 +20,19 @@ def state(n: int) -> EngineState:
     return EngineState(persons=[PERSON] * n, filings=[], visits=[], accumulators=[("P1", 2026, (n,) * 7)])
 
 
+CHAIN = bytes(range(32))
+
+
+def sealed(seq: int, data_dir: str, engine: EngineState) -> bytes:
+    return snapshot.seal(seq, snapshot.encode(seq, data_dir, engine), CHAIN)
+
+
 def test_round_trip_and_every_corruption_is_detected():
-    blob = snapshot.encode(42, "/data", state(3))
+    blob = sealed(42, "/data", state(3))
     body = snapshot.decode(blob)
-    assert (body.seq, body.data_dir, body.engine) == (42, "/data", state(3))
-    for i in (0, 9, 20, len(blob) // 2, len(blob) - 1):   # magic, version, seq/length, checksum, body
+    assert (body.seq, body.data_dir, body.engine, body.chain) == (42, "/data", state(3), CHAIN)
+    # magic, version, seq/length, checksum, the ledger's chain value, body
+    for i in (0, 9, 20, 40, 70, len(blob) // 2, len(blob) - 1):
         flipped = bytearray(blob)
         flipped[i] ^= 0x01
         with pytest.raises(snapshot.SnapshotCorrupt):
@@ -38,7 +46,7 @@ def test_round_trip_and_every_corruption_is_detected():
 def test_newest_valid_is_used_and_a_corrupt_one_skipped_with_its_name(tmp_path, caplog):
     snaps = snapshot.Snapshots(str(tmp_path / "s"), keep=3)
     for seq in (10, 20, 30, 40):
-        snaps.write(snapshot.encode(seq, "/d", state(seq // 10)), seq)
+        snaps.write(sealed(seq, "/d", state(seq // 10)), seq)
     assert snaps.seqs() == [40, 30, 20]  # only the newest three are kept
     with open(snaps.path(40), "r+b") as f:
         f.seek(-3, os.SEEK_END)

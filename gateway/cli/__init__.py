@@ -27,7 +27,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", default=os.environ.get("YIDI_TARGET", ""),
                    help=f"gateway HOST:PORT (default {DEFAULT_TARGET}; simulate-month starts its own unless given)")
     p.add_argument("--caller", default=os.environ.get("YIDI_CALLER", ""),
-                   help="calling platform: a province code like 460000, or 'national' (env YIDI_CALLER)")
+                   help="calling platform: a province code like 460000, or 'national' (env YIDI_CALLER); "
+                        "picks that caller's development client certificate under --certs")
+    p.add_argument("--certs", default=os.environ.get("YIDI_CERTS", os.path.join("certs", "dev")),
+                   help="development certificates directory (yidi certs; env YIDI_CERTS)")
+    p.add_argument("--cert", default=os.environ.get("YIDI_CERT", ""), help="client certificate (overrides --caller)")
+    p.add_argument("--key", default=os.environ.get("YIDI_KEY", ""), help="client key")
+    p.add_argument("--ca", default=os.environ.get("YIDI_CA", ""), help="CA certificate of the gateway")
+    p.add_argument("--insecure", action="store_true", help="plaintext (a gateway run with --insecure, loopback only)")
     p.add_argument("--json", action="store_true", help="print the response as JSON")
     p.add_argument("--field", default="", help="print only this response field (dotted path), for scripts")
     p.add_argument("--request-id", default="", help="idempotency key (default: a new random one)")

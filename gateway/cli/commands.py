@@ -49,14 +49,34 @@ class Command:
         return client.call(getattr(getattr(client, service), method), self.request(args))
 
 
+def client_credentials(args):
+    """TLS credentials of the caller (SPEC §9: the certificate names the caller).
+
+    --cert/--key/--ca name the files; else --caller picks the development
+    certificate of that caller under --certs (``yidi certs``); health checks
+    without a caller use the national one.
+    """
+    import grpc
+
+    from .. import certs
+
+    paths = certs.Paths(args.certs)
+    caller = args.caller or "national"
+    cert, key = args.cert or paths.client_cert(caller), args.key or paths.client_key(caller)
+    return grpc.ssl_channel_credentials(certs.read(args.ca or paths.ca), certs.read(key), certs.read(cert))
+
+
 class Client:
     def __init__(self, args) -> None:
         import grpc
 
         from .._pb.yidi.v1 import admin_pb2_grpc, filing_pb2_grpc, funds_pb2_grpc, problems_pb2_grpc, settlement_pb2_grpc
 
-        self.channel = grpc.insecure_channel(args.target or DEFAULT_TARGET)
-        self.metadata = (("x-yidi-caller", args.caller),) if args.caller else ()
+        if args.insecure:
+            self.channel = grpc.insecure_channel(args.target or DEFAULT_TARGET)
+        else:
+            self.channel = grpc.secure_channel(args.target or DEFAULT_TARGET, client_credentials(args))
+        self.metadata = ()
         self.filing = filing_pb2_grpc.FilingServiceStub(self.channel)
         self.settlement = settlement_pb2_grpc.SettlementServiceStub(self.channel)
         self.admin = admin_pb2_grpc.AdminServiceStub(self.channel)
@@ -127,6 +147,11 @@ def cmd_datagen(args) -> None:
           + ", ".join(f"{k} {v:,}" for k, v in manifest["counts"].items()))
 
 
+SERVE_LIMITS = ("max_message_bytes", "snapshot_every_records", "idempotency_cache_keys", "max_concurrent_rpcs",
+                "max_inflight_per_caller", "rate_per_caller_per_s", "rate_burst_per_caller", "ledger_max_bytes",
+                "keepalive_min_ping_interval_ms", "storage_probe_interval_s", "metrics_listen")
+
+
 def cmd_voucher(args) -> None:
     """A development electronic-voucher token (SPEC §10.5) from the data set's keys; the key is never printed."""
     from datagen.voucher import issue
@@ -140,21 +165,49 @@ def cmd_voucher(args) -> None:
 
 
 def cmd_serve(args) -> None:
+    from .. import certs
     from ..config import Config
     from ..server import run
 
-    config = Config(data_dir=args.data_dir, ledger=args.ledger or "", listen=args.listen, snapshots=args.snapshots)
-    for name in ("max_message_bytes", "snapshot_every_records", "idempotency_cache_keys"):
+    paths = certs.Paths(args.certs)
+    config = Config(data_dir=args.data_dir, ledger=args.ledger or "", listen=args.listen, snapshots=args.snapshots,
+                    tls_cert=args.cert or paths.server_cert, tls_key=args.key or paths.server_key,
+                    tls_ca=args.ca or paths.ca, insecure=args.insecure, audit_log=args.audit_log,
+                    insecure_caller=args.insecure_caller)
+    for name in SERVE_LIMITS:
         if getattr(args, name):
             setattr(config, name, getattr(args, name))
     if not os.path.isdir(config.data_dir):
         raise SystemExit(f"no data set at {config.data_dir}: run `yidi datagen --out {config.data_dir}` first")
+    host = config.listen.rsplit(":", 1)[0]
 
-    def ready(port: int) -> None:
+    def listening(port: int) -> None:
+        print(f"LISTENING {host}:{port}", flush=True)
+
+    def ready(port: int, metrics_port: int) -> None:
         print(file=sys.stderr)
-        print(f"SERVING {config.listen.rsplit(':', 1)[0]}:{port} ledger {config.ledger_path()}", flush=True)
+        host = config.listen.rsplit(':', 1)[0]
+        metrics = f" metrics http://{config.metrics_listen.rsplit(':', 1)[0]}:{metrics_port}/metrics" if metrics_port else ""
+        print(f"SERVING {host}:{port} ledger {config.ledger_path()}{metrics}", flush=True)
 
-    run(config, ready=ready, progress=progress_printer("load"))
+    run(config, ready=ready, progress=progress_printer("load"), listening=listening)
+
+
+def cmd_certs(args) -> None:
+    from .. import certs
+
+    paths = certs.write_dev_certs(args.out)
+    print(f"wrote a development CA, a server certificate (localhost, 127.0.0.1, ::1) and "
+          f"{len(certs.dev_callers())} client certificates (31 provinces and national) to {paths.directory}")
+
+
+def cmd_verify_ledger(args) -> None:
+    from ..verify import verify_ledger
+
+    try:
+        print(verify_ledger(args.ledger, args.snapshots or args.ledger + ".snapshots"))
+    except Exception as err:  # one line, whatever is wrong
+        raise SystemExit(f"NOT OK: {err}") from None
 
 
 # ---------------------------------------------------------------- requests
@@ -274,6 +327,13 @@ def cancel_request(args):
                                        cancel_date=args.date or today())
 
 
+def reverse_request(args):
+    from .._pb.yidi.v1 import settlement_pb2 as spb
+
+    return spb.ReverseRequest(request_id=_request_id(args), original_request_id=args.original_request_id,
+                              reverse_date=args.date or today())
+
+
 def show_request(args):
     from .._pb.yidi.v1 import settlement_pb2 as spb
 
@@ -366,11 +426,36 @@ COMMANDS: tuple[Command, ...] = (
         arg("--data-dir", default=os.path.join("data", "national")),
         arg("--ledger", default="", help="ledger file (default: yidi-ledger.sqlite beside the data set)"),
         arg("--listen", default=DEFAULT_TARGET),
+        arg("--certs", default=os.environ.get("YIDI_CERTS", os.path.join("certs", "dev")),
+            help="development certificates directory (yidi certs; env YIDI_CERTS)"),
+        arg("--cert", default="", help="server certificate (default: <certs>/server.pem)"),
+        arg("--key", default="", help="server key (default: <certs>/server.key)"),
+        arg("--ca", default="", help="CA that signs client certificates (default: <certs>/ca.pem)"),
+        arg("--insecure", action="store_true",
+            help="plaintext instead of TLS, loopback only; every Yidi RPC is then UNAUTHENTICATED"),
+        arg("--insecure-caller", default="",
+            help="with --insecure, for benchmarks only: the caller every plaintext call is taken to be"),
+        arg("--audit-log", default="", help="audit log, JSON lines (default: <ledger>.audit.jsonl)"),
         arg("--max-message-bytes", type=int, default=0),
         arg("--snapshots", default="", help="snapshot directory (default: <ledger>.snapshots)"),
         arg("--snapshot-every-records", type=int, default=0, help="write a snapshot after this many records"),
         arg("--idempotency-cache-keys", type=int, default=0, help="recent idempotency keys kept in memory"),
+        arg("--max-concurrent-rpcs", type=int, default=0, help="Yidi RPCs in flight on the gateway"),
+        arg("--max-inflight-per-caller", type=int, default=0, help="Yidi RPCs in flight per caller"),
+        arg("--rate-per-caller-per-s", type=float, default=0, help="calls per second per caller (token bucket)"),
+        arg("--rate-burst-per-caller", type=int, default=0, help="burst of the per-caller token bucket"),
+        arg("--ledger-max-bytes", type=int, default=0, help="cap the ledger's size: past it, writes fail as on a full disk"),
+        arg("--keepalive-min-ping-interval-ms", type=int, default=0, help="clients pinging more often get GOAWAY"),
+        arg("--storage-probe-interval-s", type=float, default=0, help="test-write interval while the ledger cannot be written"),
+        arg("--metrics-listen", default="", help="serve Prometheus /metrics on host:port (e.g. 127.0.0.1:9464)"),
     ), local=cmd_serve),
+    Command("certs", "create development certificates: a CA, the server's, one per province and national", (
+        arg("--out", default=os.path.join("certs", "dev")),
+    ), local=cmd_certs),
+    Command("verify-ledger", "verify a ledger offline: every record's checksum, the hash chain, the head file, snapshots", (
+        arg("ledger", help="the ledger file"),
+        arg("--snapshots", default="", help="snapshot directory (default: <ledger>.snapshots)"),
+    ), local=cmd_verify_ledger),
     Command("file", "file a person for cross-province care (备案)", FILE_ARGS, "filing.File", file_request),
     Command("filings", "list a person's filings", PERSON, "filing.ListFilings", filings_request),
     Command("revoke-filing", "revoke a filing", (arg("--filing-id", required=True),),
@@ -398,6 +483,9 @@ COMMANDS: tuple[Command, ...] = (
     Command("cancel", "cancel a settlement (结算撤销)",
             (arg("--setl-id", required=True), arg("--date", type=int, default=0)),
             "settlement.CancelSettlement", cancel_request),
+    Command("reverse", "reverse a request whose outcome is unknown (冲正)",
+            (arg("--original-request-id", required=True), arg("--date", type=int, default=0)),
+            "settlement.Reverse", reverse_request),
     Command("show", "show a settlement (--explain: why it paid what it paid, SPEC §10.7)",
             (arg("--setl-id", required=True), arg("--explain", action="store_true")), call=call_show),
     Command("account", "a personal account's balance and family accounts (个人账户, insured province)", PERSON,

@@ -64,26 +64,59 @@ class Books:
     duplicated_answers: int = 0     # a retry answered with another settlement than the first time
 
 
-class Sim:
-    def __init__(self, args, target: str) -> None:
-        import grpc
+class _Methods:
+    """``sim.settlement.Admit`` names a method; ``Sim.call`` runs it on the caller's own TLS channel."""
 
-        from .._pb.yidi.v1 import funds_pb2_grpc, settlement_pb2_grpc
+    def __init__(self, service: str) -> None:
+        self.service = service
+
+    def __getattr__(self, name: str) -> tuple[str, str]:
+        return self.service, name
+
+
+class Sim:
+    def __init__(self, args, target: str, certs_dir: str) -> None:
         from datagen.workload import Workload
 
         self.args = args
+        self.target = target
+        self.certs_dir = certs_dir
         self.month = args.month
         self.rng = random.Random(f"simulate-month:{args.seed}")
         self.workload = Workload(args.data_dir, seed=args.seed, date=self.month * 100 + 15)
-        self.channel = grpc.aio.insecure_channel(target)
-        self.settlement = settlement_pb2_grpc.SettlementServiceStub(self.channel)
-        self.funds = funds_pb2_grpc.FundsServiceStub(self.channel)
+        self.channels: dict[str, object] = {}
+        self.stubs: dict[tuple[str, str], object] = {}
+        self.settlement = _Methods("settlement")
+        self.funds = _Methods("funds")
         self.books = Books()
         self.n = 0
         self.semaphore = asyncio.Semaphore(args.concurrency)
 
-    async def call(self, caller: str, method, request):
-        return await method(request, metadata=(("x-yidi-caller", caller),), timeout=60)
+    def _stub(self, caller: str, service: str):
+        """Each caller speaks on its own channel with its own client certificate (SPEC §9: the certificate names it)."""
+        stub = self.stubs.get((caller, service))
+        if stub is None:
+            import grpc
+
+            from .. import certs
+            from .._pb.yidi.v1 import funds_pb2_grpc, settlement_pb2_grpc
+            from ..testing import credentials
+
+            channel = self.channels.get(caller)
+            if channel is None:
+                channel = self.channels[caller] = grpc.aio.secure_channel(
+                    self.target, credentials(caller, certs.Paths(self.certs_dir)))
+            cls = settlement_pb2_grpc.SettlementServiceStub if service == "settlement" else funds_pb2_grpc.FundsServiceStub
+            stub = self.stubs[(caller, service)] = cls(channel)
+        return stub
+
+    async def call(self, caller: str, method: tuple[str, str], request):
+        service, name = method
+        return await getattr(self._stub(caller, service), name)(request, timeout=60)
+
+    async def close_channels(self) -> None:
+        for channel in self.channels.values():
+            await channel.close()
 
     def rid(self, tag: str) -> str:
         self.n += 1
@@ -368,8 +401,8 @@ def print_comparison(result: dict) -> None:
         print(f"{row[0]:<28}{row[1]:>14}{row[2]:>18}{row[3]:>12}")
 
 
-async def _simulate(args, target: str) -> dict:
-    sim = Sim(args, target)
+async def _simulate(args, target: str, certs_dir: str) -> dict:
+    sim = Sim(args, target, certs_dir)
     try:
         result = await sim.run()
         if args.charts:
@@ -379,7 +412,7 @@ async def _simulate(args, target: str) -> dict:
                 print(f"wrote {path}", file=sys.stderr)
         return result
     finally:
-        await sim.channel.close()
+        await sim.close_channels()
 
 
 def main(args) -> int:
@@ -389,14 +422,14 @@ def main(args) -> int:
     print(f"simulate-month seed {args.seed}, {args.settlements:,} settlements in {args.month}", file=sys.stderr)
     gateway = None
     with tempfile.TemporaryDirectory() as tmp:
-        target = args.target
+        target, certs_dir = args.target, args.certs
         if not target:
             from ..testing import start_gateway
 
             gateway = start_gateway(args.data_dir, args.ledger or os.path.join(tmp, "ledger.sqlite"))
-            target = gateway.target
+            target, certs_dir = gateway.target, gateway.certs.directory
         try:
-            result = uvloop.run(_simulate(args, target))
+            result = uvloop.run(_simulate(args, target, certs_dir))
         finally:
             if gateway is not None:
                 gateway.stop()

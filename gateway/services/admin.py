@@ -32,6 +32,12 @@ class AdminService:
                 f"基础数据未加载：{err.file} 第 {err.line} 行：{err.reason}。网关继续使用原有数据。",
                 file=err.file, line=err.line,
             ) from None
+        except OSError as err:  # a file that is a directory, unreadable, vanished mid-load ...
+            name = os.path.basename(str(err.filename or ""))[:100]
+            raise YidiError(
+                "REFERENCE_DATA_INVALID",
+                f"基础数据未加载：无法读取 {name}（{err.strerror}）。网关继续使用原有数据。", file=name,
+            ) from None
 
     async def status(self, _req: apb.GetReferenceDataStatusRequest, _caller: str):
         return convert.reference_status_pb(self.gw.status())

@@ -12,6 +12,7 @@ from .. import convert
 from ..app import Gateway
 from .._pb.yidi.v1 import common_pb2 as pb
 from .._pb.yidi.v1 import settlement_pb2 as spb
+from ..metrics import BATCH_ITEMS
 from .base import Decoded, request_digest
 
 
@@ -27,6 +28,7 @@ class SettlementService:
             "OutpatientSettle": Decoded(convert.outpatient_wire, self.outpatient_settle),
             "GetSettlement": self.get_settlement,
             "GetAccumulators": self.get_accumulators,
+            "Reverse": self.reverse,
             "GetSettlementExplanation": self.get_explanation,
             "ListInstitutions": self.list_institutions, "ListAdmitted": self.list_admitted,
             "SettleBatch": Decoded(convert.batch_items, self.settle_batch),
@@ -78,6 +80,11 @@ class SettlementService:
         return pb.Accumulators(psn_no=person["psn_no"], year=req.year, chronic=chronic,
                                **engine.accumulators(person["psn_no"], req.year))
 
+    async def reverse(self, req: spb.ReverseRequest, caller: str):
+        command = cmd.Reverse(request_id=req.request_id, original_request_id=req.original_request_id,
+                              reverse_date=req.reverse_date)
+        return await self.gw.execute(caller, command, request_digest(req))
+
     async def get_explanation(self, req: spb.GetSettlementRequest, _caller: str):
         return convert.explanation_pb(self.gw.engine.explanation(req.setl_id))
 
@@ -98,6 +105,7 @@ class SettlementService:
         limit = self.gw.config.batch_max_items
         if len(items) > limit:
             raise YidiError("BATCH_TOO_LARGE", f"一次批量结算最多 {limit} 笔，本次 {len(items)} 笔，未处理。请分批提交。")
+        BATCH_ITEMS.labels("SettleBatch").observe(len(items))
         return convert.settle_batch_reply(await self._settle_items(caller, items))
 
     async def _settle_items(self, caller: str, items: list) -> list[bytes]:
@@ -109,6 +117,7 @@ class SettlementService:
         engine = self.gw.engine
         outcomes: list = [None] * len(items)
         runnable, where = [], []
+        audited = []   # each item is a mutating call of its own: one audit line each, as its unary call would be
         for i, item in enumerate(items):
             try:
                 if isinstance(item, YidiError):
@@ -119,16 +128,22 @@ class SettlementService:
                 where.append((i, answer_field))
             except YidiError as err:
                 outcomes[i] = convert.settle_outcome(err)
+                if not isinstance(item, YidiError):
+                    audited.append((item[0], item[1], err.reason))
         if runnable:
             done = await self.gw.execute_many(caller, runnable)
             for (i, answer_field), outcome in zip(where, done, strict=True):
                 outcomes[i] = convert.settle_outcome(outcome, answer_field)
+                audited.append((items[i][0], items[i][1], outcome.reason if isinstance(outcome, YidiError) else "ok"))
+        if self.gw.audit is not None:
+            self.gw.audit.write_many(caller, audited)
         return outcomes
     async def settle_stream(self, items, caller: str):
         """Outcomes in request order; items read within a short window go to the ledger as one group;
         at most ``stream_max_in_flight`` items read and not yet answered (then reading waits)."""
         config = self.gw.config
         room = asyncio.Semaphore(config.stream_max_in_flight)
+        stream_items = BATCH_ITEMS.labels("SettleStream")
         groups: asyncio.Queue = asyncio.Queue()
         loop = asyncio.get_running_loop()
 
@@ -142,6 +157,7 @@ class SettlementService:
                     timer.cancel()
                     timer = None
                 if group:
+                    stream_items.observe(len(group))
                     groups.put_nowait(asyncio.ensure_future(self._settle_items(caller, group)))
                     group = []
 

@@ -1,0 +1,122 @@
+"""Prometheus metrics on a side port: what an operator watches in production.
+
+``--metrics-listen 127.0.0.1:9464`` serves ``/metrics`` (prometheus-client's
+own HTTP server, on a thread of its own; nothing of it runs on the event
+loop).  The figures are the ones the benchmark report gives, so a dashboard
+and ``make bench`` speak of the same things:
+
+* ``yidi_rpc_duration_seconds{method, code}`` — every Yidi RPC by method and
+  gRPC status (its ``_count`` is the call count);
+* ``yidi_ledger_records_total{kind}`` — records made, by event kind
+  (``settled``, ``settlement_cancelled``, ``admitted`` ...): settlements by kind;
+* ``yidi_batch_items{rpc}`` — items per SettleBatch call / per stream group;
+* ``yidi_ledger_commit_records`` and ``yidi_ledger_commit_seconds`` — the
+  size and latency (fsync included) of each ledger transaction;
+* ``yidi_index_entries{table}``, ``yidi_ledger_seq``, ``yidi_gc_pause_seconds``
+  (histogram since start) and ``yidi_gc_pause_max_seconds``,
+  ``yidi_internal_errors_total{method}`` — read when scraped, costing the
+  request path nothing.
+
+Hot-path cost: one histogram ``observe`` per RPC through a child cached per
+(method, code), about a microsecond (bench figures in docs/performance.md).
+"""
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
+from .gcwatch import PAUSE_BUCKETS_MS, WATCH
+
+log = logging.getLogger("yidi.metrics")
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+_LATENCY_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+RPC_SECONDS = Histogram("yidi_rpc_duration_seconds", "Yidi RPCs by method and gRPC status code, server side",
+                        ["method", "code"], buckets=_LATENCY_BUCKETS, registry=REGISTRY)
+LEDGER_RECORDS = Counter("yidi_ledger_records", "Ledger records made, by event kind", ["kind"], registry=REGISTRY)
+BATCH_ITEMS = Histogram("yidi_batch_items", "Items per SettleBatch call or SettleStream group", ["rpc"],
+                        buckets=(1, 10, 50, 100, 250, 500, 1000, 2000), registry=REGISTRY)
+COMMIT_RECORDS = Histogram("yidi_ledger_commit_records", "Records per ledger transaction",
+                           buckets=(1, 2, 5, 10, 50, 100, 500, 1000, 4096), registry=REGISTRY)
+COMMIT_SECONDS = Histogram("yidi_ledger_commit_seconds", "Ledger transaction time (insert, commit, fsync)",
+                           buckets=(0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0),
+                           registry=REGISTRY)
+
+
+class RpcTimer:
+    """The latency histogram children of one method, one per status code, made on first use."""
+
+    __slots__ = ("method", "_children")
+
+    def __init__(self, method: str) -> None:
+        self.method = method
+        self._children: dict[str, object] = {}
+
+    def observe(self, code: str, seconds: float) -> None:
+        child = self._children.get(code)
+        if child is None:
+            child = self._children[code] = RPC_SECONDS.labels(self.method, code)
+        child.observe(seconds)
+
+
+_RECORD_KINDS: dict[str, object] = {}
+
+
+def count_records(records) -> None:
+    """One ledger group's records, by kind (on the event loop, after submit)."""
+    for record in records:
+        child = _RECORD_KINDS.get(record.kind)
+        if child is None:
+            child = _RECORD_KINDS[record.kind] = LEDGER_RECORDS.labels(record.kind)
+        child.inc()
+
+
+class _StateCollector:
+    """Figures read from the gateway when scraped: index sizes, ledger position, GC pauses, internal errors."""
+
+    def __init__(self) -> None:
+        self.gateway = None                                  # set by serve_metrics
+        self.internal_errors: Callable[[], dict] = dict
+
+    def collect(self):
+        gw = self.gateway
+        entries = GaugeMetricFamily("yidi_index_entries", "Reference data in memory, by table", labels=["table"])
+        seq = GaugeMetricFamily("yidi_ledger_seq", "The last ledger record's seq")
+        if gw is not None and gw.state is not None:
+            for table, n in gw.state.engine.index.counts().items():
+                entries.add_metric([table], n)
+            seq.add_metric([], gw.ledger.next_seq - 1)
+        yield entries
+        yield seq
+        buckets, total = [], 0
+        for bound, n in zip(PAUSE_BUCKETS_MS, WATCH.pause_buckets[:-1], strict=True):
+            total += n
+            buckets.append((repr(bound / 1000), total))
+        buckets.append(("+Inf", total + WATCH.pause_buckets[-1]))
+        pauses = HistogramMetricFamily("yidi_gc_pause_seconds", "Garbage-collector pauses since start")
+        pauses.add_metric([], buckets, sum_value=WATCH.pause_total_ms / 1000)
+        yield pauses
+        yield GaugeMetricFamily("yidi_gc_pause_max_seconds", "The longest collector pause since start",
+                                value=WATCH.max_pause_ms / 1000)
+        errors = CounterMetricFamily("yidi_internal_errors", "Bugs answered INTERNAL, by method", labels=["method"])
+        for method, n in sorted(self.internal_errors().items()):
+            errors.add_metric([method], n)
+        yield errors
+
+
+_STATE = _StateCollector()
+REGISTRY.register(_STATE)
+
+
+def serve_metrics(listen: str, gateway, internal_errors: Callable[[], dict]) -> int:
+    """Start the /metrics endpoint on host:port (port 0: any free one); the port it listens on."""
+    _STATE.gateway, _STATE.internal_errors = gateway, internal_errors
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    server, _thread = start_http_server(int(port), addr=host, registry=REGISTRY)
+    log.info("metrics on http://%s:%d/metrics", host, server.server_port)
+    return server.server_port

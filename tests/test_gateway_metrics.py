@@ -1,0 +1,86 @@
+"""Prometheus /metrics on the side port, scraped over HTTP after real gRPC traffic.
+
+The figures must move with what the gateway did: calls by method and status,
+records by kind, batch sizes, ledger commits, index sizes, GC pauses.
+"""
+from __future__ import annotations
+
+import re
+import urllib.request
+
+import grpc
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from datagen.spec_fixture import write_spec_dataset
+from gateway._pb.yidi.v1 import common_pb2 as pb, diagnostics_pb2 as dpb, settlement_pb2 as spb
+from gateway_harness import file_person, start_gateway
+
+HAINAN, LIAONING = "460000", "210000"
+
+
+@pytest.fixture(scope="module")
+def gw(tmp_path_factory):
+    base = tmp_path_factory.mktemp("metrics")
+    names = write_spec_dataset(base / "data")
+    server = start_gateway(names["dir"], str(base / "ledger.sqlite"), "--metrics-listen", "127.0.0.1:0")
+    yield server
+    assert server.stop() == 0
+
+
+def scrape(gw) -> dict[tuple[str, tuple], float]:
+    """Every sample of /metrics as {(name, sorted labels): value}."""
+    with urllib.request.urlopen(gw.metrics_url, timeout=10) as response:
+        assert response.status == 200
+        text = response.read().decode()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def value(samples, name: str, **labels) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def outpatient(rid: str, psn_no: str) -> spb.OutpatientSettleRequest:
+    return spb.OutpatientSettleRequest(request_id=rid, psn_no=psn_no, fixmedins_code="H46010000003", setl_date=20260315,
+                                       lines=[pb.FeeLine(feedetl_sn="1", code="XA01", unit_price_fen=1250,
+                                                         qty_milli=2000)])
+
+
+def test_the_serving_line_names_the_metrics_endpoint(gw):
+    assert re.fullmatch(r"http://127\.0\.0\.1:\d+/metrics", gw.metrics_url)
+
+
+def test_metrics_follow_calls_records_batches_and_commits(gw):
+    before = scrape(gw)
+    file_person(gw.client(LIAONING), "PM-1", "21010219800101031")
+    hainan = gw.client(HAINAN)
+    for _ in range(3):
+        hainan(hainan.diagnostics.Ping, dpb.PingRequest())
+    hainan(hainan.settlement.OutpatientSettle, outpatient("m-1", "PM-1"))
+    code, reason, _ = hainan.refused(hainan.settlement.OutpatientSettle, outpatient("m-2", "P-NOBODY"))
+    assert (code, reason) == (grpc.StatusCode.FAILED_PRECONDITION, "PERSON_NOT_FILED")
+    batch = spb.SettleBatchRequest(items=[spb.SettleItem(outpatient=outpatient(f"m-b{n}", "PM-1")) for n in range(4)])
+    assert len(hainan(hainan.settlement.SettleBatch, batch).outcomes) == 4
+    after = scrape(gw)
+
+    def delta(name, **labels):
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    ping = "DiagnosticsService/Ping"
+    settle = "SettlementService/OutpatientSettle"
+    assert delta("yidi_rpc_duration_seconds_count", method=ping, code="OK") == 3
+    assert delta("yidi_rpc_duration_seconds_count", method=settle, code="OK") == 1
+    assert delta("yidi_rpc_duration_seconds_count", method=settle, code="FAILED_PRECONDITION") == 1
+    assert delta("yidi_rpc_duration_seconds_sum", method=settle, code="OK") > 0
+    assert delta("yidi_ledger_records_total", kind="settled") == 5      # one unary, four in the batch
+    assert delta("yidi_ledger_records_total", kind="filed") == 1
+    assert delta("yidi_batch_items_count", rpc="SettleBatch") == 1
+    assert delta("yidi_batch_items_sum", rpc="SettleBatch") == 4
+    # three commits at least (the filing, the unary settlement, the batch as one group of four)
+    assert delta("yidi_ledger_commit_records_count") >= 3 and delta("yidi_ledger_commit_records_sum") == 6
+    assert value(after, "yidi_ledger_commit_seconds_count") == value(after, "yidi_ledger_commit_records_count")
+    assert value(after, "yidi_index_entries", table="persons") > 0
+    assert value(after, "yidi_ledger_seq") >= 6
+    assert value(after, "yidi_gc_pause_seconds_count") >= 1     # at least the collection before gc.freeze()
+    assert value(after, "yidi_gc_pause_max_seconds") > 0
