@@ -128,3 +128,14 @@ def _twin(descriptor) -> type[Message]:
     cls = message_factory.GetMessageClass(_POOL.FindMessageTypeByName(f"yidi_twin.{proto.name}"))
     _TWINS[descriptor.full_name] = cls
     return cls
+
+
+_GUARDS: dict[str, OneofGuard] = {}
+
+
+def oneof_guard(descriptor) -> OneofGuard:
+    """The guard of a message type, made once."""
+    guard = _GUARDS.get(descriptor.full_name)
+    if guard is None:
+        guard = _GUARDS[descriptor.full_name] = OneofGuard(descriptor)
+    return guard

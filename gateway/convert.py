@@ -22,6 +22,7 @@ from core.errors import YidiError
 from core.events import FeeLine, Filing, Person
 from core.funds import PROBLEM_OVERDUE_DAYS, RISK_FLAGS, Figures, Position, Report
 
+from . import bounds
 from .privacy import mask_certno
 from ._pb.yidi.v1 import admin_pb2 as apb
 from ._pb.yidi.v1 import common_pb2 as pb
@@ -189,10 +190,7 @@ def outpatient_wire(raw: bytes) -> Wire:
     """OutpatientSettleRequest bytes → command, read by the core when they are canonical (most are), else by upb."""
     fields = read_outpatient_request(raw)
     if fields is None:
-        try:
-            req = spb.OutpatientSettleRequest.FromString(raw)
-        except DecodeError:
-            raise YidiError("INVALID_ARGUMENT", "请求报文无法解析，请检查接口版本与报文格式。") from None
+        req = parse(spb.OutpatientSettleRequest, raw, "请求")
         return Wire(outpatient_command(req), request_digest(req))
     (request_id, psn_no, certno, fixmedins_code, setl_date, card, lines, acct_used, acct_mulaid, med, dise,
      cert_type, cert_no) = fields
@@ -369,12 +367,21 @@ def discharge_command(req: spb.DischargeSettleRequest) -> cmd.DischargeSettle:
                                mid_setl_flag=req.mid_setl_flag)
 
 
+def parse(request_cls, raw: bytes, what: str):
+    """Bytes the core's reader left to upb, with the checks every request gets (gateway/bounds.py): decoding,
+    every string and list bounded, and at most one member of each oneof on the wire."""
+    try:
+        req = request_cls.FromString(raw)
+    except DecodeError:
+        raise YidiError("INVALID_ARGUMENT", f"{what}报文无法解析，请检查接口版本与报文格式。") from None
+    bounds.check(req, len(raw))
+    bounds.oneof_guard(request_cls.DESCRIPTOR).check(raw)
+    return req
+
+
 def _upb_wire(request_cls, to_command, what: str):
     def read(raw: bytes) -> Wire:
-        try:
-            req = request_cls.FromString(raw)
-        except DecodeError:
-            raise YidiError("INVALID_ARGUMENT", f"{what}报文无法解析，请检查接口版本与报文格式。") from None
+        req = parse(request_cls, raw, what)
         return Wire(to_command(req), request_digest(req))
     return read
 

@@ -163,7 +163,7 @@ def _unwrap(fn) -> tuple:
 
 def unary(method: str, request_cls: type[Message], fn, gw, max_message_bytes: int) -> grpc.RpcMethodHandler:
     decode, fn = _unwrap(fn)
-    guard = bounds.OneofGuard(request_cls.DESCRIPTOR)
+    guard = bounds.oneof_guard(request_cls.DESCRIPTOR)
     audit = gw.audit
     timer = RpcTimer(method)
 
@@ -211,7 +211,7 @@ def stream_unary(method: str, request_cls: type[Message], fn, gw, max_message_by
         entered = None
         try:
             entered = _enter(context, gw)
-            guard = bounds.OneofGuard(request_cls.DESCRIPTOR)
+            guard = bounds.oneof_guard(request_cls.DESCRIPTOR)
             messages = (_decode(raw, request_cls, max_message_bytes, None, guard) async for raw in raw_messages)
             first = await anext(messages, None)
             if first is None:

@@ -1,0 +1,182 @@
+"""Crash safety, proven: clients settle over mTLS while the gateway is SIGKILLed at random moments.
+
+    python tests/crash.py --crashes 100          (make crash CRASHES=100)
+    python tests/crash.py --crashes 3            (the short form tests/test_crash.py runs in CI)
+
+A small generated data set; a gateway on a fixed loopback port (so clients
+find it again after each restart) and one ledger for the whole run. Client
+threads send outpatient settlements, each under its own request_id, and
+retry the *same* request_id until it is answered (any answer: a settlement
+or a refusal with its reason), as a hospital system retrying after a
+timeout must. Meanwhile the gateway is killed with SIGKILL after a random
+0.2–1.2 s and restarted on the same ledger, ``--crashes`` times.
+
+At the end, with the gateway running cleanly:
+
+* every acknowledged settlement is in the ledger exactly once, and no
+  request_id was recorded twice (``lost``, ``duplicated``);
+* the accumulators of a full replay equal the gateway's (its final snapshot;
+  ``accumulator_mismatches`` is 0 or 1: they are compared whole);
+* each insured province's prepaid position (drawn − given back) equals the
+  fund paid of the settlements acknowledged for its persons (``positions_ok``);
+* ``yidi verify-ledger``'s check passes: every checksum and the hash chain
+  (``integrity_ok``).
+
+Prints one JSON line and exits 0 only if everything holds.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import socket
+import sys
+import tempfile
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import grpc  # noqa: E402
+
+from bench.peak_day import check_ledger  # noqa: E402
+from datagen import generate  # noqa: E402
+from datagen.workload import Workload  # noqa: E402
+from gateway._pb.yidi.v1 import admin_pb2, common_pb2 as pb, funds_pb2 as fdpb, settlement_pb2 as spb  # noqa: E402
+from gateway._pb.yidi.v1 import settlement_pb2_grpc  # noqa: E402
+from gateway.status import reason_of  # noqa: E402
+from gateway.testing import credentials, dev_certs, start_gateway  # noqa: E402
+from gateway.verify import verify_ledger  # noqa: E402
+
+RETRY = {"STORAGE_UNAVAILABLE", "NOT_READY", "OVERLOADED", "DEADLINE_EXCEEDED", "INTERNAL"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Clients:
+    """Threads settling realistic outpatient visits, each request retried under its own key until answered."""
+
+    def __init__(self, target: str, data_dir: str, threads: int) -> None:
+        self.target = target
+        self.workload = Workload(data_dir, seed=3, persons=20_000)
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.acknowledged: dict[str, spb.SettlementResponse] = {}   # request_id -> the answer
+        self.refused: dict[str, int] = {}
+        self.retries = 0
+        self.cases = [self.workload.outpatient() for _ in range(5000)]
+        self.threads = [threading.Thread(target=self.run, args=(n,), daemon=True) for n in range(threads)]
+
+    def start(self) -> None:
+        for t in self.threads:
+            t.start()
+
+    def join(self) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(120)
+
+    def run(self, n: int) -> None:
+        paths = dev_certs()
+        stubs: dict[str, settlement_pb2_grpc.SettlementServiceStub] = {}
+        k = 0
+        while not self.stop.is_set():
+            case = self.cases[(n * 7919 + k) % len(self.cases)]
+            request = spb.OutpatientSettleRequest(
+                request_id=f"crash-{n}-{k}", psn_no=case.psn_no, fixmedins_code=case.fixmedins_code,
+                setl_date=self.workload.date,
+                lines=[pb.FeeLine(feedetl_sn=x.feedetl_sn, code=x.code, unit_price_fen=x.unit_price_fen,
+                                  qty_milli=x.qty_milli) for x in case.lines])
+            k += 1
+            caller = case.treatment_province
+            while True:   # the same request_id until it is answered, whatever happens to the gateway
+                if caller not in stubs:
+                    channel = grpc.secure_channel(self.target, credentials(caller, paths))
+                    stubs[caller] = settlement_pb2_grpc.SettlementServiceStub(channel)
+                try:
+                    answer = stubs[caller].OutpatientSettle(request, timeout=10)
+                    with self.lock:
+                        self.acknowledged[request.request_id] = answer
+                    break
+                except grpc.RpcError as err:
+                    reason = reason_of(err)
+                    if reason is not None and reason not in RETRY:
+                        with self.lock:
+                            self.refused[reason] = self.refused.get(reason, 0) + 1
+                        break
+                    with self.lock:
+                        self.retries += 1
+                    if self.stop.is_set() and reason is None:
+                        return   # the run is over and the gateway is gone: this one's outcome stays unknown
+                    time.sleep(0.05)
+
+
+def positions_agree(gw, acknowledged) -> bool:
+    """Per insured province: drawn − given back on the prepaid position = fund paid of its acknowledged settlements."""
+    national = gw.client("national")
+    positions = national(national.funds.GetPositions, fdpb.GetPositionsRequest()).positions
+    held = {p.province: p.drawn_fen - p.given_back_fen for p in positions}
+    expected: dict[str, int] = {}
+    for answer in acknowledged.values():
+        s = answer.settlement
+        province = s.insuplc_admdvs[:2] + "0000"
+        expected[province] = expected.get(province, 0) + s.breakdown.fund_pay_sumamt
+    return all(held.get(p, 0) == v for p, v in expected.items()) and sum(held.values()) == sum(expected.values())
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--crashes", type=int, default=100)
+    p.add_argument("--threads", type=int, default=4)
+    p.add_argument("--seed", type=int, default=1)
+    args = p.parse_args()
+    rng = random.Random(args.seed)
+    with tempfile.TemporaryDirectory(prefix="yidi-crash-") as work:
+        data_dir = os.path.join(work, "data")
+        generate(data_dir, persons=2000, seed=2026)
+        ledger = os.path.join(work, "ledger.sqlite")
+        listen = f"127.0.0.1:{free_port()}"
+        gw = start_gateway(data_dir, ledger, listen=listen)
+        clients = Clients(gw.target, data_dir, args.threads)
+        clients.start()
+        for _ in range(args.crashes):
+            time.sleep(rng.uniform(0.2, 1.2))
+            gw.stop(signal.SIGKILL)
+            gw = start_gateway(data_dir, ledger, listen=listen)
+        time.sleep(1.0)
+        clients.join()   # every thread ends on an answer, so every settlement made was acknowledged
+        national = gw.client("national")
+        national(national.admin.TakeSnapshot, admin_pb2.TakeSnapshotRequest())
+        positions_ok = positions_agree(gw, clients.acknowledged)
+        stopped = gw.stop()
+        setl_ids = [a.settlement.setl_id for a in clients.acknowledged.values()]
+        checks = check_ledger(ledger, data_dir, ledger + ".snapshots", setl_ids)
+        try:
+            verify_ledger(ledger, ledger + ".snapshots")
+            integrity_ok = True
+        except Exception as err:  # noqa: BLE001 - any failure of the check is the finding
+            print(f"verify-ledger: {err}", file=sys.stderr)
+            integrity_ok = False
+    result = {
+        "crashes": args.crashes, "acknowledged": len(setl_ids), "refused": sum(clients.refused.values()),
+        "refusals": clients.refused, "retries": clients.retries, "lost": checks["lost"],
+        "duplicated": checks["duplicated"], "settlements_in_ledger": checks["settlements_in_ledger"],
+        "accumulator_mismatches": 0 if checks["accumulators_equal_replay"] else 1,
+        "positions_ok": positions_ok, "integrity_ok": integrity_ok, "clean_stop": stopped == 0,
+    }
+    print(json.dumps(result, ensure_ascii=False))
+    ok = (result["lost"] == 0 and result["duplicated"] == 0 and result["accumulator_mismatches"] == 0
+          and positions_ok and integrity_ok and stopped == 0 and result["acknowledged"] > 0
+          and checks["settlements_in_ledger"] == len(setl_ids))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

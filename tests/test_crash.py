@@ -1,0 +1,20 @@
+"""The short form of `make crash`: three SIGKILLs under load over mTLS, then every invariant (tests/crash.py)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_three_sigkills_under_load_lose_and_double_nothing():
+    run = subprocess.run([sys.executable, "tests/crash.py", "--crashes", "3", "--seed", "7"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert run.returncode == 0, (result, run.stderr[-3000:])
+    assert result["crashes"] == 3 and result["acknowledged"] > 0
+    assert result["lost"] == result["duplicated"] == result["accumulator_mismatches"] == 0
+    assert result["settlements_in_ledger"] == result["acknowledged"]
+    assert result["integrity_ok"] is True and result["positions_ok"] is True
