@@ -98,7 +98,10 @@ class Clients:
             caller = case.treatment_province
             while True:   # the same request_id until it is answered, whatever happens to the gateway
                 if caller not in stubs:
-                    channel = grpc.secure_channel(self.target, credentials(caller, paths))
+                    # reconnect quickly after a restart (gRPC's default backoff grows to minutes)
+                    channel = grpc.secure_channel(self.target, credentials(caller, paths), options=[
+                        ("grpc.initial_reconnect_backoff_ms", 100), ("grpc.min_reconnect_backoff_ms", 100),
+                        ("grpc.max_reconnect_backoff_ms", 500)])
                     stubs[caller] = settlement_pb2_grpc.SettlementServiceStub(channel)
                 try:
                     answer = stubs[caller].OutpatientSettle(request, timeout=10)
@@ -113,9 +116,7 @@ class Clients:
                         break
                     with self.lock:
                         self.retries += 1
-                    if self.stop.is_set() and reason is None:
-                        return   # the run is over and the gateway is gone: this one's outcome stays unknown
-                    time.sleep(0.05)
+                    time.sleep(0.05)   # even after stop: the gateway is up then, and every request gets its answer
 
 
 def positions_agree(gw, acknowledged) -> bool:
@@ -152,6 +153,8 @@ def main() -> int:
             gw = start_gateway(data_dir, ledger, listen=listen)
         time.sleep(1.0)
         clients.join()   # every thread ends on an answer, so every settlement made was acknowledged
+        if any(t.is_alive() for t in clients.threads):
+            raise SystemExit("a client never got its answer from the running gateway")
         national = gw.client("national")
         national(national.admin.TakeSnapshot, admin_pb2.TakeSnapshotRequest())
         positions_ok = positions_agree(gw, clients.acknowledged)

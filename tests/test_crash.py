@@ -13,7 +13,7 @@ def test_three_sigkills_under_load_lose_and_double_nothing():
     run = subprocess.run([sys.executable, "tests/crash.py", "--crashes", "3", "--seed", "7"], cwd=ROOT,
                          capture_output=True, text=True, timeout=300)
     result = json.loads(run.stdout.strip().splitlines()[-1])
-    assert run.returncode == 0, (result, run.stderr[-3000:])
+    assert run.returncode == 0, (json.dumps(result), run.stderr[-3000:])
     assert result["crashes"] == 3 and result["acknowledged"] > 0
     assert result["lost"] == result["duplicated"] == result["accumulator_mismatches"] == 0
     assert result["settlements_in_ledger"] == result["acknowledged"]
