@@ -1,175 +1,537 @@
-"""Hostile input, built from the descriptors: every unary RPC gets generated requests and random bytes.
+"""Hostile input (issue 8): every RPC fuzzed over real gRPC and TLS, from the protobuf descriptors.
 
-The strategies are derived from each request message's descriptor (gateway.server.SERVICES), so an RPC
-added later is covered without a line here. Strings take unicode extremes, NUL and lengths past the
-bounds; integers their int32/int64 extremes; enums unknown values; dates like 20250229; repeated
-fields duplicates. Each call must either succeed or be refused with a status that is neither INTERNAL
-nor UNKNOWN, carrying an ErrorInfo reason and a bounded message; a refusal changes nothing (the
-ledger's seq stays). The gateway must still answer at the end. YIDI_HOSTILE_EXAMPLES (default 12)
-sets the examples per RPC.
+The strategies are built from each method's ``input_type`` of every service in
+``gateway.server.SERVICES``, so an RPC added later is fuzzed without a line here:
+strings with unicode extremes, NUL, and lengths around and past the 1024-byte limit;
+integers at the int32/int64 extremes, negatives and impossible dates (20250229);
+repeated fields duplicated, reordered, and at and past the 1000-item limit; random
+bytes and damaged encodings on the wire; a message past the 4 MiB limit.
+
+Whatever is sent, the gateway either answers or refuses with a status that is
+neither INTERNAL nor UNKNOWN, carries a google.rpc.ErrorInfo reason, a bounded
+message and bounded metadata, and (for a refusal) leaves the ledger as it was.
+It still answers Ping at the end.
+
+``YIDI_HOSTILE_EXAMPLES`` (default 80, about a minute in all) is the number of Hypothesis examples per RPC
+and strategy; run with ``-s`` to see how many inputs were tried.
 """
 from __future__ import annotations
 
+import collections
+import hashlib
+import itertools
 import os
+import re
+import sqlite3
 
 import grpc
 import pytest
-from google.protobuf.descriptor import FieldDescriptor as F
-from google.protobuf import message_factory
+from google.protobuf import descriptor as pbd, symbol_database
+from google.protobuf.message import DecodeError, Message
+from google.rpc import error_details_pb2, status_pb2
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from datagen.spec_fixture import write_spec_dataset
-from gateway._pb.yidi.v1 import admin_pb2, diagnostics_pb2 as dpb, settlement_pb2 as spb
+from datagen.spec_fixture import PERSONS, make_certno, write_spec_dataset
+from gateway._pb.yidi.v1 import admin_pb2, common_pb2 as pb, diagnostics_pb2 as dpb, settlement_pb2 as spb
 from gateway.server import SERVICES
-from gateway.status import reason_of
+from gateway.status import MAX_METADATA_VALUE_CHARS, error_info, reason_of
 from gateway_harness import file_person, start_gateway
 
-EXAMPLES = int(os.environ.get("YIDI_HOSTILE_EXAMPLES", "12"))
-CALLERS = ("460000", "210000", "440000", "national")
-TRIED = {"inputs": 0}
+HAINAN, LIAONING, NATIONAL = "460000", "210000", "national"
+EXAMPLES = int(os.environ.get("YIDI_HOSTILE_EXAMPLES", "80"))
+MAX_STRING_BYTES, MAX_ITEMS, MAX_MESSAGE_BYTES = 1024, 1000, 4 * 1024 * 1024
+MAX_MESSAGE_CHARS = 1100   # the clerk message of any refusal (gateway.status bounds it at 1000)
+FORBIDDEN = {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN}
+TRIED: collections.Counter = collections.Counter()
+_ids = itertools.count(1)
+OUTCOMES: collections.Counter = collections.Counter()   # "ok" or the refusal's reason
+LAST_RESPONSES: list[bytes] = []   # of the last call that succeeded
 
-UNARY = [(f"/{svc.full_name}/{m.name}", message_factory.GetMessageClass(m.input_type))
-         for svc, _ in SERVICES for m in svc.methods if not m.client_streaming and not m.server_streaming]
-
-STRINGS = st.one_of(
-    st.text(max_size=12),
-    st.sampled_from(["", "\x00", "P\x00X", "H46010000003", "2300000000000003", "S000000000000001",
-                     "M000000000000001", "A" * 41, "药" * 400, "\U0001F600" * 300, "\u202e", " ", "x" * 1025]),
-    st.text(min_size=1000, max_size=1200),
-)
-INTS = st.one_of(st.integers(-3, 3), st.sampled_from([20250229, 20260230, 20261301, 19000101, 99991231, 202613,
-                                                       2**31 - 1, -2**31, 2**63 - 1, -2**63, 10**15]))
+METHODS = [m for svc, _ in SERVICES for m in svc.methods]
+_db = symbol_database.Default()
 
 
-def message_strategy(descriptor, depth: int = 0):
-    """A strategy for dicts of field name -> value for this message (nested messages as dicts)."""
-    fields = {}
-    for f in descriptor.fields:
-        if f.type == F.TYPE_STRING:
-            value = STRINGS
-        elif f.type == F.TYPE_BYTES:
-            value = st.binary(max_size=40)
-        elif f.type == F.TYPE_BOOL:
-            value = st.booleans()
-        elif f.type == F.TYPE_ENUM:
-            value = st.integers(-1, len(f.enum_type.values) + 2)
-        elif f.type == F.TYPE_MESSAGE:
-            if depth >= 2 or f.message_type.GetOptions().map_entry:
-                continue
-            value = message_strategy(f.message_type, depth + 1)
-        elif f.cpp_type in (F.CPPTYPE_INT32, F.CPPTYPE_INT64, F.CPPTYPE_UINT32, F.CPPTYPE_UINT64):
-            value = INTS
-        else:
-            continue
-        if f.is_repeated:
-            value = st.lists(value, max_size=3).map(lambda xs: xs + xs[:1])   # one duplicate
-        fields[f.name] = value
-    return st.fixed_dictionaries({}, optional=fields)
+def path(method: pbd.MethodDescriptor) -> str:
+    return f"/{method.containing_service.full_name}/{method.name}"
 
 
-def build(cls, values: dict):
-    message = cls()
+def cls(desc: pbd.Descriptor) -> type[Message]:
+    return _db.GetSymbol(desc.full_name)
+
+
+# ---------------------------------------------------------------- strategies from descriptors
+
+UNICODE = ["", " ", "\x00", "P\x00210102000001", "\x00" * 64, "\u200b", "\ufeff", "\u202e", "\U0010ffff",
+           "\U0001f600" * 8, "\r\n", "\t", "ｐｓｎ", "張三\u0301", "%s%n%x", "' OR 1=1 --", "../../../etc/passwd",
+           "null", "-1", "0", "9" * 40, "\x7f\x1b[31m", "\uffff", "\u0000\U0010ffff"]
+LONG = ["a" * 1023, "a" * 1024, "a" * 1025, "长" * 341, "长" * 342, "\U0010ffff" * 256, "\U0010ffff" * 257,
+        "x" * 5000, "长" * 20000]
+INT_EXTREMES = [0, 1, -1, 2, 999, 1000, 1001, 2**31 - 1, -2**31, 2**31, 2**32 - 1, 2**32, 2**53 + 1,
+                2**63 - 1, -2**63, 2**64 - 1]
+DATES = [20250229, 20240229, 20260229, 20260230, 20260431, 20261340, 20260001, 20260315, 20260101, 20261231,
+         19000101, 99991231, 99999999, 2026031, 202603150, 202501, 202613, 202600, 2026, 0]
+RANGES = {
+    pbd.FieldDescriptor.TYPE_INT32: (-2**31, 2**31 - 1), pbd.FieldDescriptor.TYPE_SINT32: (-2**31, 2**31 - 1),
+    pbd.FieldDescriptor.TYPE_SFIXED32: (-2**31, 2**31 - 1), pbd.FieldDescriptor.TYPE_ENUM: (-2**31, 2**31 - 1),
+    pbd.FieldDescriptor.TYPE_INT64: (-2**63, 2**63 - 1), pbd.FieldDescriptor.TYPE_SINT64: (-2**63, 2**63 - 1),
+    pbd.FieldDescriptor.TYPE_SFIXED64: (-2**63, 2**63 - 1),
+    pbd.FieldDescriptor.TYPE_UINT32: (0, 2**32 - 1), pbd.FieldDescriptor.TYPE_FIXED32: (0, 2**32 - 1),
+    pbd.FieldDescriptor.TYPE_UINT64: (0, 2**64 - 1), pbd.FieldDescriptor.TYPE_FIXED64: (0, 2**64 - 1),
+}
+MAX_DEPTH = 3
+
+
+def repeated(field: pbd.FieldDescriptor) -> bool:
+    if hasattr(field, "is_repeated"):   # protobuf >= 6 (FieldDescriptor.label is gone)
+        return field.is_repeated
+    return field.label == pbd.FieldDescriptor.LABEL_REPEATED
+
+
+def strings(known: list[str]) -> st.SearchStrategy[str]:
+    """Real identifiers (to reach past the first check), their spoiled variants, and extremes."""
+    real = st.sampled_from(known)
+    return st.one_of(
+        real,
+        real.map(lambda s: s + "\x00"), real.map(lambda s: s.lower()), real.map(lambda s: " " + s),
+        real.map(lambda s: s * 200),
+        st.sampled_from(UNICODE), st.sampled_from(LONG),
+        st.text(st.characters(blacklist_categories=("Cs",)), max_size=40),
+        st.text("0123456789XPFMSH-", max_size=24),
+    )
+
+
+def integers(field: pbd.FieldDescriptor) -> st.SearchStrategy[int]:
+    lo, hi = RANGES[field.type]
+    pool = [v for v in INT_EXTREMES + DATES + [-v for v in DATES[:8]] if lo <= v <= hi]
+    extra = [v.number for v in field.enum_type.values] if field.type == pbd.FieldDescriptor.TYPE_ENUM else []
+    return st.one_of(st.sampled_from(pool + extra), st.integers(lo, hi), st.integers(max(lo, -10), min(hi, 10**9)))
+
+
+def small_value(field: pbd.FieldDescriptor):
+    """A cheap element for a list at or past the item limit (not 1001 copies of a 20000-char string)."""
+    if field.type == pbd.FieldDescriptor.TYPE_MESSAGE:
+        return cls(field.message_type)()
+    if field.type == pbd.FieldDescriptor.TYPE_STRING:
+        return "1"
+    if field.type == pbd.FieldDescriptor.TYPE_BYTES:
+        return b"1"
+    if field.type == pbd.FieldDescriptor.TYPE_BOOL:
+        return True
+    return 1
+
+
+def single(field: pbd.FieldDescriptor, known: list[str], depth: int) -> st.SearchStrategy:
+    t = field.type
+    if t == pbd.FieldDescriptor.TYPE_MESSAGE:
+        return message(field.message_type, known, depth + 1)
+    if t == pbd.FieldDescriptor.TYPE_STRING:
+        return strings(known)
+    if t == pbd.FieldDescriptor.TYPE_BYTES:
+        return st.binary(max_size=64)
+    if t == pbd.FieldDescriptor.TYPE_BOOL:
+        return st.booleans()
+    if t in (pbd.FieldDescriptor.TYPE_DOUBLE, pbd.FieldDescriptor.TYPE_FLOAT):
+        return st.floats(allow_nan=True, width=32 if t == pbd.FieldDescriptor.TYPE_FLOAT else 64)
+    return integers(field)
+
+
+def field_strategy(field: pbd.FieldDescriptor, known: list[str], depth: int) -> st.SearchStrategy:
+    if field.type == pbd.FieldDescriptor.TYPE_MESSAGE and field.message_type.GetOptions().map_entry:
+        key, value = field.message_type.fields_by_name["key"], field.message_type.fields_by_name["value"]
+        return st.dictionaries(single(key, known, depth), single(value, known, depth), max_size=3)
+    element = single(field, known, depth)
+    if not repeated(field):
+        return element
+    one = small_value(field)
+    return st.one_of(
+        st.lists(element, max_size=4),
+        st.lists(element, min_size=1, max_size=3).map(lambda xs: xs + xs),                # duplicated
+        st.lists(element, min_size=2, max_size=4).map(lambda xs: xs[::-1] + xs[:1]),      # reordered + dup
+        st.sampled_from([MAX_ITEMS, MAX_ITEMS + 1, 5000]).map(lambda n: [one] * n),       # at/past the limit
+    )
+
+
+def build(desc: pbd.Descriptor, values: dict) -> Message:
+    msg = cls(desc)()
     for name, value in values.items():
-        field = cls.DESCRIPTOR.fields_by_name[name]
-        try:
-            if field.is_repeated:
-                target = getattr(message, name)
-                for item in value:
-                    if field.type == F.TYPE_MESSAGE:
-                        added = target.add()
-                        added.CopyFrom(build(type(added), item))
-                    else:
-                        target.append(_fit(field, item))
-            elif field.type == F.TYPE_MESSAGE:
-                getattr(message, name).CopyFrom(build(type(getattr(message, name)), value))
-            else:
-                setattr(message, name, _fit(field, value))
-        except (ValueError, TypeError):
-            pass   # a value the field's type cannot hold at all (e.g. 2**63 in an int32) is not sent
-    return message
+        field = desc.fields_by_name[name]
+        target = getattr(msg, name) if repeated(field) else None
+        if isinstance(value, dict):
+            for k, v in value.items():
+                if isinstance(v, Message):
+                    target[k].CopyFrom(v)
+                else:
+                    target[k] = v
+        elif isinstance(value, list):
+            target.extend(value)
+        elif isinstance(value, Message):
+            getattr(msg, name).CopyFrom(value)
+        else:
+            setattr(msg, name, value)
+    return msg
 
 
-def _fit(field, value):
-    if field.type == F.TYPE_ENUM and field.enum_type.is_closed:
-        return field.enum_type.values[0].number
-    return value
+def message(desc: pbd.Descriptor, known: list[str], depth: int = 0) -> st.SearchStrategy[Message]:
+    if depth > MAX_DEPTH:
+        return st.just(cls(desc)())
+    fields = {f.name: st.deferred(lambda f=f: field_strategy(f, known, depth)) for f in desc.fields}
+    return st.fixed_dictionaries({}, optional=fields).map(lambda values: build(desc, values))
 
 
-@pytest.fixture(scope="module")
-def gw(tmp_path_factory):
-    base = tmp_path_factory.mktemp("hostile")
-    names = write_spec_dataset(base / "data")
-    server = start_gateway(names["dir"], str(base / "ledger.sqlite"))
-    file_person(server.client("210000"), "PH-1", "21010219800101061")
-    yield server
-    print(f"\nhostile inputs tried: {TRIED['inputs']}")
-    assert server.stop() == 0
+def payloads(method: pbd.MethodDescriptor, known: list[str]) -> st.SearchStrategy[list[bytes]]:
+    """What one call sends: one message (unary request) or a stream of them, as wire bytes."""
+    encoded = message(method.input_type, known).map(lambda m: m.SerializeToString())
+    if method.client_streaming:
+        return st.lists(encoded, max_size=3)
+    return encoded.map(lambda b: [b])
 
 
-def seq(gw) -> int:
-    national = gw.client("national")
+def damaged(method: pbd.MethodDescriptor, known: list[str]) -> st.SearchStrategy[list[bytes]]:
+    """Random bytes, and well-formed encodings truncated, bit-flipped or with a wrong wire type spliced in."""
+    encoded = message(method.input_type, known).map(lambda m: m.SerializeToString())
+
+    def spoil(args):
+        raw, pos, byte, how = args
+        if not raw:
+            return bytes([byte])
+        pos %= len(raw)
+        if how == 0:
+            return raw[:pos]
+        if how == 1:
+            return raw[:pos] + bytes([raw[pos] ^ (byte or 1)]) + raw[pos + 1:]
+        if how == 2:
+            return raw[:pos] + bytes([byte]) + raw[pos:]
+        return raw + b"\x0a\xff\xff\xff\xff\x0f"   # a length far past the end
+    one = st.one_of(st.binary(max_size=256),
+                    st.tuples(encoded, st.integers(0, 10**6), st.integers(0, 255), st.integers(0, 3)).map(spoil))
+    if method.client_streaming:
+        return st.lists(one, min_size=1, max_size=3)
+    return one.map(lambda b: [b])
+
+
+# ---------------------------------------------------------------- calls and checks
+
+def invoke(channel: grpc.Channel, method: pbd.MethodDescriptor, messages: list[bytes]) -> list[bytes]:
+    """The call with wire bytes as they are (identity serializers); the response messages' bytes."""
+    ident = dict(request_serializer=lambda b: b, response_deserializer=lambda b: b)
+    if method.client_streaming and method.server_streaming:
+        return list(channel.stream_stream(path(method), **ident)(iter(messages), timeout=30))
+    if method.client_streaming:
+        return [channel.stream_unary(path(method), **ident)(iter(messages), timeout=30)]
+    if method.server_streaming:
+        return list(channel.unary_stream(path(method), **ident)(messages[0], timeout=30))
+    return [channel.unary_unary(path(method), **ident)(messages[0], timeout=30)]
+
+
+def ledger_seq(world) -> int:
+    national = world["clients"][NATIONAL]
     return national(national.admin.GetReferenceDataStatus, admin_pb2.GetReferenceDataStatusRequest()).ledger_seq
 
 
-def check(gw, client, path: str, raw: bytes) -> None:
-    TRIED["inputs"] += 1
-    before = seq(gw)
-    rpc = client.channel.unary_unary(path, request_serializer=lambda b: b, response_deserializer=lambda b: b)
+def check_status(code: grpc.StatusCode, reason: str | None, message: str, info, what) -> None:
+    assert code not in FORBIDDEN, (what, code, message)
+    assert reason, (what, code, message)
+    assert len(message) <= MAX_MESSAGE_CHARS, (what, len(message), message[:200])
+    if info is not None:
+        for key, value in info.metadata.items():
+            assert len(key) <= MAX_METADATA_VALUE_CHARS and len(value) <= MAX_METADATA_VALUE_CHARS, (what, key)
+
+
+def nested_statuses(msg: Message):
+    """Every google.rpc.Status inside a response (per-item refusals of a batch or stream)."""
+    for field, value in msg.ListFields():
+        if field.type != pbd.FieldDescriptor.TYPE_MESSAGE or field.message_type.GetOptions().map_entry:
+            continue
+        for item in (value if repeated(field) else [value]):
+            if isinstance(item, status_pb2.Status):
+                yield item
+            else:
+                yield from nested_statuses(item)
+
+
+def check_nested(status: status_pb2.Status, what) -> str:
+    info = None
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+    code = grpc.StatusCode.OK
+    for c in grpc.StatusCode:
+        if c.value[0] == status.code:
+            code = c
+    check_status(code, info and info.reason, status.message, info, what)
+    return info.reason
+
+
+def attempt(world, caller: str, method: pbd.MethodDescriptor, messages: list[bytes], kind: str):
+    """Send; check the answer; return (code, reason, message) of a refusal or None for success."""
+    what = (method.name, caller, kind, [m[:120] for m in messages])
+    seq = ledger_seq(world)
+    TRIED[kind] += 1
     try:
-        rpc(raw, timeout=30)
-        return
+        responses = invoke(world["channels"][caller], method, messages)
     except grpc.RpcError as err:
-        assert err.code() not in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN), (path, err.code(), err.details())
-        assert reason_of(err), (path, err.code(), err.details())
-        assert len(err.details() or "") <= 1100, (path, len(err.details()))
-    assert seq(gw) == before, f"{path} refused but the ledger moved"
+        message = err.details() or ""
+        check_status(err.code(), reason_of(err), message, error_info(err), what)
+        assert ledger_seq(world) == seq, ("a refusal changed the ledger", what, reason_of(err))
+        OUTCOMES[reason_of(err)] += 1
+        return err.code(), reason_of(err), message
+    LAST_RESPONSES[:] = responses
+    OUTCOMES["ok"] += 1
+    out = cls(method.output_type)
+    for raw in responses:
+        try:
+            response = out.FromString(raw)
+        except DecodeError:
+            raise AssertionError(("the response does not decode", what)) from None
+        for status in nested_statuses(response):
+            check_nested(status, what)
+    return None
 
 
-@pytest.mark.parametrize("path,cls", UNARY, ids=[p.rsplit("/", 1)[1] for p, _ in UNARY])
-def test_generated_requests_are_answered_or_refused_with_a_reason(gw, path, cls):
-    clients = {c: gw.client(c) for c in CALLERS}
+FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=False,
+                suppress_health_check=list(HealthCheck))
 
-    @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None)
-    @given(values=message_strategy(cls.DESCRIPTOR), caller=st.sampled_from(CALLERS))
-    def run(values, caller):
-        check(gw, clients[caller], path, build(cls, values).SerializeToString())
+
+# ---------------------------------------------------------------- the gateway under attack
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    base = tmp_path_factory.mktemp("hostile")
+    names = write_spec_dataset(base / "data")
+    ledger = str(base / "ledger.sqlite")
+    gw = start_gateway(names["dir"], ledger)
+    try:
+        yield from _attack(gw, names, ledger)
+    finally:
+        if gw.proc.poll() is None:
+            gw.stop()
+
+
+def _attack(gw, names, ledger):
+    clients = {c: gw.client(c) for c in (HAINAN, LIAONING, NATIONAL)}
+    hainan, liaoning = clients[HAINAN], clients[LIAONING]
+    filing = file_person(liaoning, "P2101029300", "21010219900101500").filing
+    stay = hainan(hainan.settlement.Admit, spb.AdmitRequest(
+        request_id="hostile-admit-1", psn_no="P2101029300", fixmedins_code=names["inst"]["hk_l1"],
+        adm_date=20260310))
+    hainan(hainan.settlement.UploadFees, spb.UploadFeesRequest(
+        request_id="hostile-fees-1", mdtrt_id=stay.mdtrt_id,
+        lines=[pb.FeeLine(feedetl_sn="1", code="T001", unit_price_fen=100000, qty_milli=1000)]))
+    file_person(liaoning, "P2101029301", "21010219900101501")
+    settled = hainan(hainan.settlement.Admit, spb.AdmitRequest(
+        request_id="hostile-admit-2", psn_no="P2101029301", fixmedins_code=names["inst"]["hk_l1"],
+        adm_date=20260301))
+    hainan(hainan.settlement.UploadFees, spb.UploadFeesRequest(
+        request_id="hostile-fees-2", mdtrt_id=settled.mdtrt_id,
+        lines=[pb.FeeLine(feedetl_sn="1", code="T001", unit_price_fen=100000, qty_milli=1000)]))
+    setl = hainan(hainan.settlement.DischargeSettle, spb.DischargeSettleRequest(
+        request_id="hostile-settle-2", mdtrt_id=settled.mdtrt_id, dscg_date=20260305))
+    known = sorted({*names["psn"].values(), *names["inst"].values(), *(p["certno"] for p in PERSONS.values()),
+                    "P2101029300", "P2101029301", make_certno("21010219900101500"), filing.filing_id, stay.mdtrt_id,
+                    setl.settlement.setl_id, settled.mdtrt_id, HAINAN, LIAONING, "440000", "210102", "460100", "XA01", "T001",
+                    "hostile-admit-1", "hostile-fees-1", "3.0", "K01029300"})
+    world = dict(gw=gw, names=names, ledger=ledger, clients=clients, known=known, stay=stay.mdtrt_id,
+                 channels={c: clients[c].channel for c in clients})
+    yield world
+    national = clients[NATIONAL]
+    # Whatever was thrown at it, the gateway still answers.
+    assert national(national.diagnostics.Ping, dpb.PingRequest()) is not None
+    print(f"\nhostile input: {sum(TRIED.values())} inputs tried ({dict(sorted(TRIED.items()))}); "
+          f"answers: {dict(OUTCOMES.most_common())}")
+    assert gw.stop() == 0, gw.log()[-3000:]
+    log = gw.log()
+    assert "Traceback" not in log, log[-3000:]
+    # National ID numbers never reach the log, whatever was thrown at the gateway.
+    assert not re.search(r"(?<!\d)\d{17}[\dXx](?!\d)", log), "a certno in the log"
+
+
+@pytest.mark.parametrize("method", METHODS, ids=lambda m: m.name)
+def test_every_rpc_survives_generated_requests(world, method):
+    @FUZZ
+    @given(caller=st.sampled_from([HAINAN, LIAONING, NATIONAL]), messages=payloads(method, world["known"]))
+    def run(caller, messages):
+        attempt(world, caller, method, messages, "generated")
 
     run()
 
 
-@pytest.mark.parametrize("path,cls", UNARY, ids=[p.rsplit("/", 1)[1] for p, _ in UNARY])
-def test_random_bytes_on_the_wire(gw, path, cls):
-    client = gw.client("460000")
-
-    @settings(max_examples=max(4, EXAMPLES // 2), deadline=None, suppress_health_check=list(HealthCheck),
-              database=None)
-    @given(raw=st.binary(max_size=300))
-    def run(raw):
-        check(gw, client, path, raw)
+@pytest.mark.parametrize("method", METHODS, ids=lambda m: m.name)
+def test_every_rpc_survives_random_and_damaged_bytes(world, method):
+    @FUZZ
+    @given(caller=st.sampled_from([HAINAN, LIAONING, NATIONAL]), messages=damaged(method, world["known"]))
+    def run(caller, messages):
+        attempt(world, caller, method, messages, "bytes")
 
     run()
 
 
-def _field(number: int, payload: bytes) -> bytes:
-    return bytes([(number << 3) | 2, len(payload)]) + payload
+@pytest.mark.parametrize("method", METHODS, ids=lambda m: m.name)
+def test_every_rpc_refuses_a_message_past_the_size_limit(world, method):
+    """4 MiB and a little more in an unknown field: MESSAGE_TOO_LARGE, not a crash or a stall."""
+    filler = b"\xfa\x3f" + _varint(MAX_MESSAGE_BYTES + 16) + b"\x00" * (MAX_MESSAGE_BYTES + 16)  # field 1023
+    got = attempt(world, HAINAN, method, [filler], "oversized")
+    if got is None and method.server_streaming:   # a stream answers each item: its outcome is the refusal
+        outcomes = [cls(method.output_type).FromString(r) for r in LAST_RESPONSES]
+        statuses = [s for o in outcomes for s in nested_statuses(o)]
+        assert len(outcomes) == len(statuses) == 1, (method.name, outcomes)
+        assert check_nested(statuses[0], method.name) == "MESSAGE_TOO_LARGE"
+        assert statuses[0].code == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
+        return
+    assert got is not None and got[:2] == (grpc.StatusCode.RESOURCE_EXHAUSTED, "MESSAGE_TOO_LARGE"), (method.name, got)
 
 
-def test_psn_no_of_one_person_with_the_certno_of_another_is_refused(gw):
-    """Both members of the person oneof on the wire: upb would keep one and settle the wrong person."""
-    hainan = gw.client("460000")
-    request = spb.OutpatientSettleRequest(request_id="hostile-two-persons", psn_no="PH-1",
-                                          fixmedins_code="H46010000003", setl_date=20260315)
-    certno = spb.OutpatientSettleRequest.DESCRIPTOR.fields_by_name["certno"].number
-    raw = request.SerializeToString() + _field(certno, b"11010119900101999X")
-    before = seq(gw)
-    rpc = hainan.channel.unary_unary("/yidi.v1.SettlementService/OutpatientSettle")
-    with pytest.raises(grpc.RpcError) as refused:
-        rpc(raw, timeout=30)
-    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT, refused.value.details()
-    assert seq(gw) == before
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        low, n = n & 0x7F, n >> 7
+        out.append(low | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
 
 
-def test_the_gateway_still_answers_after_all_of_it(gw):
-    hainan = gw.client("460000")
-    hainan(hainan.diagnostics.Ping, dpb.PingRequest())
-    assert TRIED["inputs"] > 0
+def _with_person(desc: pbd.Descriptor) -> bool:
+    return any({"psn_no", "certno"} <= {f.name for f in o.fields} for o in desc.oneofs)
+
+
+PERSON_RPCS = [m for m in METHODS if _with_person(m.input_type)]
+
+
+def test_the_descriptors_name_the_person_rpcs():
+    assert {m.name for m in PERSON_RPCS} >= {"Admit", "OutpatientSettle", "ListFilings"}
+
+
+@pytest.mark.parametrize("method", PERSON_RPCS, ids=lambda m: m.name)
+def test_psn_no_of_one_person_and_certno_of_another_is_refused(world, method):
+    """Both members of the person oneof on the wire (protobuf alone would keep the last): refused."""
+    names, request_cls = world["names"], cls(method.input_type)
+    fields = {f.name for f in method.input_type.fields}
+    base = {k: v for k, v in dict(request_id=f"hostile-two-{next(_ids)}", fixmedins_code=names["inst"]["hk_l1"],
+                                  adm_date=20260310, setl_date=20260310).items() if k in fields}
+    if "lines" in fields:
+        base["lines"] = [pb.FeeLine(feedetl_sn="1", code="XA01", unit_price_fen=100, qty_milli=1000)]
+    caller = LIAONING if method.name == "ListFilings" else HAINAN
+    a, b = names["psn"]["retired"], PERSONS["in_service"]["certno"]
+    for first, second in ((dict(psn_no=a), dict(certno=b)), (dict(certno=b), dict(psn_no=a))):
+        raw = request_cls(**base, **first).SerializeToString() + request_cls(**second).SerializeToString()
+        got = attempt(world, caller, method, [raw], "two persons")
+        assert got is not None and got[:2] == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT"), (method.name, got)
+
+
+def test_two_persons_in_one_batch_item_are_refused(world):
+    names, hainan = world["names"], world["clients"][HAINAN]
+    good = spb.OutpatientSettleRequest(request_id=f"hostile-two-{next(_ids)}", psn_no=names["psn"]["retired"],
+                                       fixmedins_code=names["inst"]["hk_l1"], setl_date=20260310,
+                                       lines=[pb.FeeLine(feedetl_sn="1", code="XA01", unit_price_fen=100,
+                                                         qty_milli=1000)])
+    raw = good.SerializeToString() + spb.OutpatientSettleRequest(
+        certno=PERSONS["in_service"]["certno"]).SerializeToString()
+    item = b"\x0a" + _varint(len(raw)) + raw   # SettleItem.outpatient (field 1) holding both
+    assert spb.SettleItem.DESCRIPTOR.fields_by_number[1].name == "outpatient"
+    batch = b"\x0a" + _varint(len(item)) + item  # SettleBatchRequest.items (field 1)
+    seq = ledger_seq(world)
+    method = spb.DESCRIPTOR.services_by_name["SettlementService"].methods_by_name
+    for name, messages in (("SettleBatch", [batch]), ("SettleStream", [item])):
+        assert attempt(world, HAINAN, method[name], messages, "two persons") is None
+        response = invoke(world["channels"][HAINAN], method[name], messages)
+        outcome = (spb.SettleBatchResponse.FromString(response[0]).outcomes[0] if name == "SettleBatch"
+                   else spb.SettleOutcome.FromString(response[0]))
+        assert outcome.WhichOneof("outcome") == "refused", (name, outcome)
+        assert check_nested(outcome.refused, name) == "INVALID_ARGUMENT", (name, outcome)
+    assert ledger_seq(world) == seq
+    del hainan
+
+
+@pytest.mark.parametrize("field", ["name", "person.name", "ipt_no"])
+def test_nul_in_names_is_refused_or_harmless(world, field):
+    """A NUL in a free-text name is either refused with a reason or stored and read back as sent."""
+    liaoning, hainan = world["clients"][LIAONING], world["clients"][HAINAN]
+    if field == "ipt_no":
+        method = spb.DESCRIPTOR.services_by_name["SettlementService"].methods_by_name["Admit"]
+        raw = spb.AdmitRequest(request_id=f"hostile-nul-{next(_ids)}", psn_no=world["names"]["psn"]["retired"],
+                               fixmedins_code=world["names"]["inst"]["hk_l1"], adm_date=20260311,
+                               ipt_no="IPT\x00;DROP").SerializeToString()
+        attempt(world, HAINAN, method, [raw], "nul")
+        return
+    from gateway._pb.yidi.v1 import filing_pb2 as fpb
+    n = next(_ids)
+    psn = f"P21010293{n:02d}"[:12]
+    person = pb.Person(psn_no=psn, certno=make_certno(f"21010219900101{600 + n % 300:03d}"), name="张\x00三",
+                       insuplc_admdvs="210102", insutype=pb.INSUTYPE_EMPLOYEE,
+                       person_type=pb.PERSON_TYPE_IN_SERVICE, status=pb.PERSON_STATUS_ACTIVE)
+    filing = pb.Filing(filing_id=f"F-NUL-{n}", psn_no=psn, kind=pb.FILING_KIND_STATIONED_WORK, dest_admdvs=HAINAN,
+                       valid_from=20260101, status=pb.FILING_STATUS_ACTIVE)
+    method = fpb.DESCRIPTOR.services_by_name["FilingService"].methods_by_name["File"]
+    got = attempt(world, LIAONING, method,
+                  [fpb.FileRequest(request_id=f"hostile-nul-{n}", person=person, filing=filing).SerializeToString()],
+                  "nul")
+    if got is None:   # accepted: what is read back is what was sent, NUL and all
+        listed = liaoning(liaoning.filing.ListFilings, fpb.ListFilingsRequest(psn_no=psn))
+        assert listed.person.name == "张\x00三"
+    del hainan
+
+
+@pytest.mark.parametrize("field", ["fixmedins_code", "card.card_version", "card.card_no", "psn_no", "request_id"])
+def test_an_over_long_value_is_never_echoed(world, field):
+    """The refusal names the field but never carries the value: message and ErrorInfo metadata bounded."""
+    marker = "LEAK" + "长" * 300 + "Z" * 2000
+    request = spb.AdmitRequest(request_id=f"hostile-long-{next(_ids)}", psn_no=world["names"]["psn"]["retired"],
+                               fixmedins_code=world["names"]["inst"]["hk_l1"], adm_date=20260312,
+                               card=spb.Card(card_no="K0001", card_version="3.0"))
+    target = request
+    *parents, leaf = field.split(".")
+    for part in parents:
+        target = getattr(target, part)
+    setattr(target, leaf, marker)
+    method = spb.DESCRIPTOR.services_by_name["SettlementService"].methods_by_name["Admit"]
+    try:
+        invoke(world["channels"][HAINAN], method, [request.SerializeToString()])
+    except grpc.RpcError as err:
+        TRIED["echo"] += 1
+        info = error_info(err)
+        check_status(err.code(), reason_of(err), err.details() or "", info, field)
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, (field, err.code(), err.details())
+        shown = (err.details() or "") + "".join(info.metadata.values()) + "".join(info.metadata.keys())
+        assert "LEAK" not in shown and "ZZZZZZZZ" not in shown and "长长长长" not in shown, (field, shown[:300])
+        return
+    raise AssertionError(f"an over-long {field} was accepted")
+
+
+def test_a_refusal_leaves_the_ledger_file_byte_identical(world):
+    """For a sample of refusals: the ledger file's bytes (not only its sequence number) are unchanged."""
+    hainan = world["clients"][HAINAN]
+    method = spb.DESCRIPTOR.services_by_name["SettlementService"].methods_by_name["UploadFees"]
+    file_person(world["clients"][LIAONING], "P2101029302", "21010219900101502")
+    stay = hainan(hainan.settlement.Admit, spb.AdmitRequest(
+        request_id=f"hostile-ledger-{next(_ids)}", psn_no="P2101029302",
+        fixmedins_code=world["names"]["inst"]["hk_l1"], adm_date=20260313)).mdtrt_id
+    ledger_seq(world)  # the writer has caught up with everything before
+
+    def digest():
+        con = sqlite3.connect(f"file:{world['ledger']}?mode=ro", uri=True)
+        try:   # the WAL is read through SQLite: the committed content, byte for byte
+            con.execute("pragma query_only=1")
+            rows = []
+            for (table,) in con.execute("select name from sqlite_master where type='table' order by name"):
+                rows.append(table)
+                rows.extend(sorted(repr(r) for r in con.execute(f'select * from "{table}"')))
+            return hashlib.sha256("\n".join(rows).encode()).hexdigest()
+        finally:
+            con.close()
+
+    before = digest()
+    bad = [[pb.FeeLine(feedetl_sn="9", code="XA01", unit_price_fen=2**63 - 1, qty_milli=2**31 - 1)],
+           [pb.FeeLine(feedetl_sn="9", code="XA01", unit_price_fen=-2**63, qty_milli=1000)],
+           [pb.FeeLine(feedetl_sn="9", code="XA01\x00", unit_price_fen=100, qty_milli=1000)],
+           # the same sn twice with other content (the same content twice is a no-op, SPEC §6)
+           [pb.FeeLine(feedetl_sn="9", code="XA01", unit_price_fen=100, qty_milli=1000),
+            pb.FeeLine(feedetl_sn="9", code="XA01", unit_price_fen=101, qty_milli=1000)],
+           [pb.FeeLine(feedetl_sn=str(n), code="XA01", unit_price_fen=2**62, qty_milli=1000) for n in (8, 9)]]
+    refused = 0
+    for lines in bad:
+        raw = spb.UploadFeesRequest(request_id=f"hostile-ledger-{next(_ids)}", mdtrt_id=stay, lines=lines).SerializeToString()
+        got = attempt(world, HAINAN, method, [raw], "ledger bytes")
+        assert got is not None, (lines, spb.VisitResponse.FromString(LAST_RESPONSES[0]))
+        refused += 1
+    assert digest() == before
+    del hainan
