@@ -24,7 +24,7 @@ import os
 
 import orjson
 
-from .privacy import mask_certno
+from .privacy import mask_certno, mask_text
 
 log = logging.getLogger("yidi.audit")
 
@@ -34,6 +34,12 @@ READS_OF_PERSONS = frozenset({"FilingService/ListFilings"})
 MAX_FIELD_CHARS = 64
 
 
+def _field(text: str) -> str:
+    """A caller's value as logged: bounded, and any ID number in it masked (a hostile caller may put one in
+    any field, a psn_no or a request_id)."""
+    return mask_text(text[:MAX_FIELD_CHARS])
+
+
 def person_of(request) -> str:
     """The person a request names: its psn_no, else its certno masked (nested person rows included)."""
     for holder in (request, getattr(request, "person", None)):
@@ -41,14 +47,14 @@ def person_of(request) -> str:
             continue
         psn_no = getattr(holder, "psn_no", "")
         if psn_no:
-            return psn_no[:MAX_FIELD_CHARS]
+            return _field(psn_no)
         certno = getattr(holder, "certno", "")
         if certno:
             return mask_certno(certno[:MAX_FIELD_CHARS])
     return ""
 
 
-def _fields_of(request):
+def fields_of(request):
     """The object holding a request's fields: a request the core read from wire bytes (convert.Wire) holds its
     command (request_id, person ...); a protobuf message holds them itself."""
     return getattr(request, "command", request)
@@ -66,7 +72,7 @@ class AuditLog:
         return self._file
 
     def wants(self, method: str, request, reason: str | None) -> bool:
-        request = _fields_of(request)
+        request = fields_of(request)
         return (hasattr(request, "request_id") or method in READS_OF_PERSONS
                 or (reason is not None and reason in NAMING_REASONS))
 
@@ -79,15 +85,15 @@ class AuditLog:
 
     @staticmethod
     def _line(caller: str, method: str, request, outcome: str, key: str = "", seq: int = 0) -> bytes:
-        request = _fields_of(request)
+        request = fields_of(request)
         line = {
             "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds"),
             "caller": caller, "method": method,
-            "request_id": getattr(request, "request_id", "")[:MAX_FIELD_CHARS],
+            "request_id": _field(getattr(request, "request_id", "")),
             "person": person_of(request), "outcome": outcome,
         }
         if key:
-            line["key"] = key[:MAX_FIELD_CHARS]
+            line["key"] = _field(key)
         if seq:
             line["seq"] = seq
         return orjson.dumps(line) + b"\n"

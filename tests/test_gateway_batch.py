@@ -160,3 +160,22 @@ def test_every_item_of_a_batch_is_in_the_audit_log_as_its_unary_call(gw):
         "aud-2": ("SettlementService/OutpatientSettle", "PERSON_NOT_FILED", HAINAN),
         "aud-3": ("SettlementService/OutpatientSettle", "PERMISSION_DENIED", HAINAN)}
     assert lines["aud-1"]["person"] == "PB-AUD"
+
+
+def test_the_audit_log_says_replayed_only_of_a_repeated_mutation(gw):
+    """A repeated request_id is "replayed"; a read of a person's filings is "ok" (it never notes a record)."""
+    import json
+
+    from gateway._pb.yidi.v1 import filing_pb2 as fpb
+
+    hainan, liaoning = gw.client(HAINAN), gw.client(LIAONING)
+    file_person(liaoning, "PB-RPL", "21010219800101052")
+    first = hainan(hainan.settlement.OutpatientSettle, outpatient("rpl-1", "PB-RPL"))
+    again = hainan(hainan.settlement.OutpatientSettle, outpatient("rpl-1", "PB-RPL"))
+    assert again == first
+    liaoning(liaoning.filing.ListFilings, fpb.ListFilingsRequest(psn_no="PB-RPL"))
+    with open(gw.log_path[:-len(".log")] + ".audit.jsonl", encoding="utf-8") as f:
+        mine = [a for a in map(json.loads, f) if a["person"] == "PB-RPL"]
+    settles = [a["outcome"] for a in mine if a["request_id"] == "rpl-1"]
+    reads = [a["outcome"] for a in mine if a["method"] == "FilingService/ListFilings"]
+    assert settles == ["ok", "replayed"] and reads == ["ok"], mine

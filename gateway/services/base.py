@@ -48,6 +48,7 @@ from core.errors import REASONS, YidiError
 
 from .. import bounds
 from ..app import DEADLINE, NOTED
+from ..audit import fields_of
 from ..auth import _caller, current_caller, resolve_caller
 from ..chain import LedgerCorrupt
 from ..convert import request_digest  # noqa: F401 - re-exported for the services
@@ -182,7 +183,9 @@ def unary(method: str, request_cls: type[Message], fn, gw, max_message_bytes: in
             result = await fn(request, _admit(method, request, gw))
             if audit is not None and audit.wants(method, request, None):
                 key, seq = noted[-1] if noted else ("", 0)
-                audit.write(caller, method, request, "ok" if noted else "replayed", key, seq)
+                # "replayed": a mutating request whose answer was already on record; a read is just "ok"
+                replayed = not noted and getattr(fields_of(request), "request_id", "")
+                audit.write(caller, method, request, "replayed" if replayed else "ok", key, seq)
             return result if isinstance(result, bytes) else result.SerializeToString()
         except YidiError as err:
             code = REASONS[err.reason].status
