@@ -453,12 +453,14 @@ class Figures(NamedTuple):
 
 
 class Item(NamedTuple):
-    """One settlement in a detail reconciliation: its number (setl_id's digits), id, fund paid, cancelled."""
+    """One settlement in a detail reconciliation: its number (setl_id's digits), id, fund paid, cancelled, and
+    accounts paid (acct_pay + acct_mulaid_pay; None on the province's side when it did not send it)."""
 
     setl_no: int
     setl_id: str
     fund_pay_sumamt: int
     cancelled: bool
+    acct_pay_sumamt: int | None = None
 
 
 DIFFERENCE_KINDS = ("missing_on_province", "missing_on_platform", "amount_differs", "state_differs")
@@ -533,7 +535,8 @@ class DetailReconciliation:
                 ours, theirs = platform.popleft(), province.popleft()
                 if ours.cancelled != theirs.cancelled:
                     self._differ("state_differs", ours, theirs)
-                elif ours.fund_pay_sumamt != theirs.fund_pay_sumamt:
+                elif ours.fund_pay_sumamt != theirs.fund_pay_sumamt or (
+                        theirs.acct_pay_sumamt is not None and ours.acct_pay_sumamt != theirs.acct_pay_sumamt):
                     self._differ("amount_differs", ours, theirs)
 
     def _differ(self, kind: str, platform: Item | None, province: Item | None) -> None:

@@ -259,11 +259,12 @@ def recon_items(conn: sqlite3.Connection, fixmedins_code: str, date_from: int, d
     """A cursor over the range's settlements ascending by number (SQLite sorts in its bounded sorter);
     fetch it in chunks and turn rows into ``Item`` with ``recon_item``."""
     where, args = _range_args(fixmedins_code, date_from, date_to, insutype)
-    return conn.execute(f"SELECT setl_no, fund, cancelled FROM recon WHERE {where} ORDER BY setl_no", args)
+    return conn.execute(f"SELECT setl_no, fund, cancelled, medfee - fund - cash FROM recon WHERE {where}"
+                        f" ORDER BY setl_no", args)
 
 
 def recon_item(row: tuple) -> Item:
-    return Item(row[0], settlement_id(row[0]), row[1], bool(row[2]))
+    return Item(row[0], settlement_id(row[0]), row[1], bool(row[2]), row[3])
 
 
 def flagged(conn: sqlite3.Connection, fixmedins_code: str, date_from: int, date_to: int, mask: int,

@@ -116,6 +116,22 @@ def test_detail_reconciliation_finds_exactly_the_differences_in_any_chunking(see
         merge.feed_province([Item(1, "S000000000000001", 0, False)])   # not ascending
 
 
+def test_detail_reconciliation_compares_the_accounts_share_only_when_the_province_sends_it():
+    platform = [Item(n, f"S{n:015d}", 1000, False, 300) for n in (1, 2, 3)]
+    province = [Item(1, "S000000000000001", 1000, False),          # accounts not sent: not compared
+                Item(2, "S000000000000002", 1000, False, 300),     # sent and equal
+                Item(3, "S000000000000003", 1000, False, 299)]     # sent and different
+    merge = DetailReconciliation()
+    merge.feed_province(province)
+    merge.province_done()
+    merge.feed_platform(platform)
+    merge.feed_platform([])
+    merge.run()
+    assert merge.finished and merge.counts["amount_differs"] == 1
+    assert [(d.kind, d.setl_id, d.platform.acct_pay_sumamt, d.province.acct_pay_sumamt) for d in merge.differences] \
+        == [("amount_differs", "S000000000000003", 300, 299)]
+
+
 # ------------------------------------------------------------------ the books balance, at length
 @pytest.fixture(scope="module")
 def national(tmp_path_factory):

@@ -220,6 +220,17 @@ def test_adjust_account_over_grpc(hainan, liaoning, national, names):
     # 7500 in scope, all under the annual deductible: the account pays it, never the class-C 45000
     assert (s.breakdown.acct_pay, s.breakdown.psn_cash_pay, s.balc) == (7500, 45000, 12500)
     assert account(liaoning, psn_no).balc == 12500
+    # the detail reconciliation compares the accounts' share when the province sends it (SPEC §10.1)
+    span = fdpb.ReconcileRange(fixmedins_code=names["inst"]["hk_l1"], date_from=20260316, date_to=20260316)
+
+    def differences(**acct):
+        item = fdpb.ReconcileItem(setl_id=s.setl_id, fund_pay_sumamt=s.breakdown.fund_pay_sumamt, **acct)
+        got = hainan(hainan.funds.ReconcileDetail, iter([fdpb.ReconcileDetailRequest(range=span, items=[item])]))
+        return [(fdpb.DifferenceKind.Name(d.kind), d.platform_acct_pay_sumamt, d.province_acct_pay_sumamt)
+                for d in got.differences if d.setl_id == s.setl_id]
+
+    assert differences() == differences(acct_pay_sumamt=7500) == []
+    assert differences(acct_pay_sumamt=7499) == [("DIFFERENCE_KIND_AMOUNT_DIFFERS", 7500, 7499)]
     # the insured province only
     code, reason, _ = hainan.refused(hainan.filing.GetAccount, fpb.GetAccountRequest(psn_no=psn_no))
     assert (code, reason) == (grpc.StatusCode.NOT_FOUND, "PERSON_NOT_FOUND")   # as if no such person (SPEC §9)

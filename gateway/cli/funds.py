@@ -81,7 +81,8 @@ def call_reconcile(args, c):
         return totals
     print_message(totals, args.json)
     items = sorted((fdpb.ReconcileItem(setl_id=r["setl_id"], fund_pay_sumamt=r["fund_pay_sumamt"],
-                                       cancelled=bool(r.get("cancelled"))) for r in rows), key=lambda x: x.setl_id)
+                                       cancelled=bool(r.get("cancelled")), acct_pay_sumamt=r.get("acct_pay_sumamt"))
+                    for r in rows), key=lambda x: x.setl_id)
     return c.call(c.funds.ReconcileDetail, detail_stream(span, items))
 
 

@@ -157,9 +157,12 @@ def render_detail(msg) -> str:
              f"  missing on province side {msg.missing_on_province:,}, missing on platform {msg.missing_on_platform:,}, "
              f"amounts differ {msg.amount_differs:,}, states differ {msg.state_differs:,}"]
     for d in msg.differences:
+        accounts = (f" (accounts 个人账户 platform {yuan(d.platform_acct_pay_sumamt)} / province "
+                    f"{yuan(d.province_acct_pay_sumamt)})" if d.platform_acct_pay_sumamt != d.province_acct_pay_sumamt
+                    else "")
         lines.append(f"  {d.setl_id} {_enum(d, 'kind'):<20} platform {yuan(d.platform_fund_pay_sumamt)}"
                      f"{' cancelled' if d.platform_cancelled else ''} / province {yuan(d.province_fund_pay_sumamt)}"
-                     f"{' cancelled' if d.province_cancelled else ''}")
+                     f"{' cancelled' if d.province_cancelled else ''}{accounts}")
     if msg.truncated:
         lines.append("  ... (more differences than listed)")
     return "\n".join(lines)

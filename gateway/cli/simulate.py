@@ -271,7 +271,8 @@ class Sim:
                                          acct_pay_sumamt=sum(s.breakdown.acct_pay + s.breakdown.acct_mulaid_pay
                                                              for s in live))
             items = [fdpb.ReconcileItem(setl_id=s.setl_id, fund_pay_sumamt=s.breakdown.fund_pay_sumamt,
-                                        cancelled=s.setl_id in self.books.cancelled)
+                                        cancelled=s.setl_id in self.books.cancelled,
+                                        acct_pay_sumamt=s.breakdown.acct_pay + s.breakdown.acct_mulaid_pay)
                      for s in sorted(settlements, key=lambda s: s.setl_id)]
             async with self.semaphore:
                 totals = await self.call(caller, self.funds.ReconcileTotals,

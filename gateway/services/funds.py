@@ -125,7 +125,8 @@ def _items(items) -> list[Item]:
         number = id_seq(x.setl_id, "S")
         if number == 0:
             raise YidiError("INVALID_ARGUMENT", f"结算ID「{x.setl_id[:40]}」格式不正确：应为平台签发的 S + 15 位数字。")
-        out.append(Item(number, x.setl_id, x.fund_pay_sumamt, x.cancelled))
+        out.append(Item(number, x.setl_id, x.fund_pay_sumamt, x.cancelled,
+                        x.acct_pay_sumamt if x.HasField("acct_pay_sumamt") else None))
     return out
 
 
@@ -148,6 +149,8 @@ def _detail_pb(merge: DetailReconciliation) -> fdpb.ReconcileDetailResponse:
             kind=convert.DIFFERENCE_KIND.pb(d.kind), setl_id=d.setl_id,
             platform_fund_pay_sumamt=d.platform.fund_pay_sumamt if d.platform else 0,
             province_fund_pay_sumamt=d.province.fund_pay_sumamt if d.province else 0,
+            platform_acct_pay_sumamt=d.platform.acct_pay_sumamt if d.platform else 0,
+            province_acct_pay_sumamt=(d.province.acct_pay_sumamt or 0) if d.province else 0,
             platform_cancelled=d.platform.cancelled if d.platform else False,
             province_cancelled=d.province.cancelled if d.province else False) for d in merge.differences],
         truncated=sum(counts.values()) > len(merge.differences))
