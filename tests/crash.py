@@ -19,6 +19,10 @@ At the end, with the gateway running cleanly:
   ``accumulator_mismatches`` is 0 or 1: they are compared whole);
 * each insured province's prepaid position (drawn − given back) equals the
   fund paid of the settlements acknowledged for its persons (``positions_ok``);
+* the month is closed and its clearing report agrees with the acknowledged
+  settlements: per (insured province, treatment province) the count,
+  ``medfee_sumamt``, fund paid and cash paid, and every province's net
+  position, which sum to 0 (``clearing_ok``);
 * ``yidi verify-ledger``'s check passes: every checksum and the hash chain
   (``integrity_ok``).
 
@@ -132,6 +136,30 @@ def positions_agree(gw, acknowledged) -> bool:
     return all(held.get(p, 0) == v for p, v in expected.items()) and sum(held.values()) == sum(expected.values())
 
 
+def clearing_agrees(gw, acknowledged, month: int) -> bool:
+    """Close the month; its report per province pair and its net positions equal the acknowledged settlements'."""
+    national = gw.client("national")
+    national(national.funds.CloseMonth, fdpb.ClearingMonthRequest(request_id=f"crash-close-{month}", month=month))
+    report = national(national.funds.GetClearingReport, fdpb.GetClearingReportRequest(month=month))
+    expected: dict[tuple[str, str], list[int]] = {}
+    net: dict[str, int] = {}
+    for answer in acknowledged.values():
+        s = answer.settlement
+        insured, treatment = s.insuplc_admdvs[:2] + "0000", s.mdtrtarea_admdvs[:2] + "0000"
+        row = expected.setdefault((insured, treatment), [0, 0, 0, 0])
+        for n, amount in enumerate((1, s.breakdown.medfee_sumamt, s.breakdown.fund_pay_sumamt,
+                                    s.breakdown.psn_cash_pay)):
+            row[n] += amount
+        net[treatment] = net.get(treatment, 0) + s.breakdown.fund_pay_sumamt
+        net[insured] = net.get(insured, 0) - s.breakdown.fund_pay_sumamt
+    reported = {(p.insured_province, p.treatment_province): [p.totals.settlements, p.totals.medfee_sumamt,
+                                                             p.totals.fund_pay_sumamt, p.totals.psn_cash_pay]
+                for p in report.pairs}
+    nets = {n.province: n.net_fen for n in report.net_positions if n.net_fen}
+    return (reported == expected and sum(n.net_fen for n in report.net_positions) == 0
+            and nets == {p: v for p, v in net.items() if v})
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--crashes", type=int, default=100)
@@ -158,6 +186,7 @@ def main() -> int:
         national = gw.client("national")
         national(national.admin.TakeSnapshot, admin_pb2.TakeSnapshotRequest())
         positions_ok = positions_agree(gw, clients.acknowledged)
+        clearing_ok = clearing_agrees(gw, clients.acknowledged, clients.workload.date // 100)
         stopped = gw.stop()
         setl_ids = [a.settlement.setl_id for a in clients.acknowledged.values()]
         checks = check_ledger(ledger, data_dir, ledger + ".snapshots", setl_ids)
@@ -172,11 +201,12 @@ def main() -> int:
         "refusals": clients.refused, "retries": clients.retries, "lost": checks["lost"],
         "duplicated": checks["duplicated"], "settlements_in_ledger": checks["settlements_in_ledger"],
         "accumulator_mismatches": 0 if checks["accumulators_equal_replay"] else 1,
-        "positions_ok": positions_ok, "integrity_ok": integrity_ok, "clean_stop": stopped == 0,
+        "positions_ok": positions_ok, "clearing_ok": clearing_ok, "integrity_ok": integrity_ok,
+        "clean_stop": stopped == 0,
     }
     print(json.dumps(result, ensure_ascii=False))
     ok = (result["lost"] == 0 and result["duplicated"] == 0 and result["accumulator_mismatches"] == 0
-          and positions_ok and integrity_ok and stopped == 0 and result["acknowledged"] > 0
+          and positions_ok and clearing_ok and integrity_ok and stopped == 0 and result["acknowledged"] > 0
           and checks["settlements_in_ledger"] == len(setl_ids))
     return 0 if ok else 1
 

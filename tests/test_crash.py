@@ -17,4 +17,4 @@ def test_three_sigkills_under_load_lose_and_double_nothing():
     assert result["crashes"] == 3 and result["acknowledged"] > 0
     assert result["lost"] == result["duplicated"] == result["accumulator_mismatches"] == 0
     assert result["settlements_in_ledger"] == result["acknowledged"]
-    assert result["integrity_ok"] is True and result["positions_ok"] is True
+    assert result["integrity_ok"] is True and result["positions_ok"] is True and result["clearing_ok"] is True
