@@ -47,6 +47,7 @@ other failed commit, i.e. as fatal.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import queue
@@ -402,9 +403,7 @@ class SqliteStore:
         if not records:
             return []
         with self._write_lock:
-            conn = self._wconn
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with self._transaction() as conn:
                 last = conn.execute("SELECT coalesce(max(seq), 0) FROM records").fetchone()[0]
                 if records[0].seq:
                     seqs = [r.seq for r in records]
@@ -419,14 +418,23 @@ class SqliteStore:
                 for r in records:
                     if r.changes:
                         archive_sql.write(conn, r.changes)
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
             self._head = head
             self._write_head(head)
         return list(range(last + 1, last + 1 + len(records)))
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction on the writer's connection (the caller holds the write lock): committed when
+        the block ends, rolled back if it raises."""
+        conn = self._wconn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
 
     def _chained(self, records: Sequence[Record], last: int) -> tuple[list[tuple], Head]:
         """The rows to insert, each with its checksum and chain value, and the new head (writer thread)."""
@@ -452,17 +460,9 @@ class SqliteStore:
 
         Raises (sqlite3.Error, OSError) where a real commit would fail: a full disk, a failing fsync.
         """
-        with self._write_lock:
-            conn = self._wconn
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                conn.execute("INSERT INTO probe (x) VALUES (zeroblob(?))", (PROBE_BYTES,))
-                conn.execute("DELETE FROM probe")
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
+        with self._write_lock, self._transaction() as conn:
+            conn.execute("INSERT INTO probe (x) VALUES (zeroblob(?))", (PROBE_BYTES,))
+            conn.execute("DELETE FROM probe")
 
     @staticmethod
     def _refuse_known_keys(conn: sqlite3.Connection, records: Sequence[Record], keyed: list) -> None:
@@ -543,17 +543,9 @@ class SqliteStore:
 
     def write_archive(self, visits, settlements) -> None:
         """Fill the archive of a migrated first-release ledger in one transaction, and mark it complete."""
-        with self._write_lock:
-            conn = self._wconn
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                archive_sql.write_legacy(conn, visits, settlements)
-                conn.execute("UPDATE meta SET value = 'complete' WHERE name = 'archive'")
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
+        with self._write_lock, self._transaction() as conn:
+            archive_sql.write_legacy(conn, visits, settlements)
+            conn.execute("UPDATE meta SET value = 'complete' WHERE name = 'archive'")
 
     def legacy_last_seq(self) -> int:
         row = self._reader().execute("SELECT value FROM meta WHERE name = 'legacy_last_seq'").fetchone()
