@@ -324,9 +324,9 @@ class Gateway:
         except (LedgerFatal, LedgerClosed):
             raise storage_unavailable() from None
         for record in records:
-            self.keys.begin(caller, record.request_id, record.digest, record.response, durable)
+            self.keys.begin(caller, record.request_id, record.digest, record.response, durable, record.seq)
             if record.kind == REVERSED_KIND:
-                self.keys.begin(caller, record.key, REVERSED, record.response, durable)
+                self.keys.begin(caller, record.key, REVERSED, record.response, durable, record.seq)
         durable.add_done_callback(lambda fut: self._durable(fut, caller, records))
         noted = NOTED.get()
         if noted is not None:
@@ -429,8 +429,10 @@ class Gateway:
     async def _reverse_target(self, caller: str, command: Reverse) -> Reverse:
         """What the original request did (its settlement or admission), or nothing: the command to decide.
 
-        An original still in flight is waited for.  From the last look-up to
-        the decision nothing awaits, so an original cannot slip in between.
+        An original still in flight is waited for once: its record is already
+        numbered, and a key once recorded never changes, so after the wait the
+        same record answers.  An original not seen at all is decided at once
+        (no await between the look-up and the decision, so it cannot slip in).
         """
         self.require_ready()
         original = command.original_request_id
@@ -440,20 +442,19 @@ class Gateway:
         check_id(command.request_id, "请求ID request_id", "INVALID_REQUEST_ID")
         if self.keys.find(caller, command.request_id) is not None:
             return command  # this reversal, retried: execute_many answers it as it was first answered
-        while True:
-            found = self.keys.find(caller, original)
-            if found is None or found[1].durable is None:
-                break
-            try:
-                await asyncio.shield(found[1].durable)
-            except LedgerFatal:
-                raise storage_unavailable() from None
+        found = self.keys.find(caller, original)
         if found is None:
             return command
-        if found[0] == REVERSED:
+        seen, prior = found
+        if seen == REVERSED:
             raise YidiError("REQUEST_REVERSED", f"请求ID {original} 已被冲正过，无需再次冲正。")
-        seq = found[1].seq
-        record = self.store.read(seq) if seq else None
+        if prior.durable is not None:
+            try:
+                await asyncio.shield(prior.durable)
+            except LedgerFatal:
+                raise storage_unavailable() from None
+            self.require_ready()
+        record = self.store.read(prior.seq)
         event = events.decode(record.body) if record is not None else None
         if type(event) is Settled:
             return msgspec_replace(command, target_kind="settlement", target_id=event.settlement.setl_id)

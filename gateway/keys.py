@@ -34,7 +34,7 @@ class Prior(NamedTuple):
 
     response: bytes | None        # known bytes (in flight, or read from the ledger)
     durable: asyncio.Future | None  # in flight: resolves when its record is durable
-    seq: int                      # durable: the record holding the answer (0: in flight)
+    seq: int                      # the record holding the answer (numbered before it is durable)
 
 
 class Keys:
@@ -43,7 +43,7 @@ class Keys:
             raise ValueError("capacity must be >= 1")
         self._store = store
         self._capacity = capacity
-        self._inflight: dict[Key, tuple[bytes, bytes, asyncio.Future]] = {}
+        self._inflight: dict[Key, tuple[bytes, bytes, asyncio.Future, int]] = {}
         self._recent: dict[Key, tuple[bytes, int]] = {}   # insertion order = oldest first
 
     def __len__(self) -> int:
@@ -83,7 +83,7 @@ class Keys:
         key = (caller, request_id)
         inflight = self._inflight.get(key)
         if inflight is not None:
-            return inflight[0], Prior(inflight[1], inflight[2], 0)
+            return inflight[0], Prior(inflight[1], inflight[2], inflight[3])
         recent = self._recent.get(key)
         if recent is not None:
             return recent[0], Prior(None, None, recent[1])
@@ -96,8 +96,9 @@ class Keys:
             return REVERSED, Prior(record.response, None, record.seq)
         return record.digest, Prior(record.response, None, record.seq)
 
-    def begin(self, caller: str, request_id: str, digest: bytes, response: bytes, durable: asyncio.Future) -> None:
-        self._inflight[(caller, request_id)] = (digest, response, durable)
+    def begin(self, caller: str, request_id: str, digest: bytes, response: bytes, durable: asyncio.Future,
+              seq: int) -> None:
+        self._inflight[(caller, request_id)] = (digest, response, durable, seq)
 
     def durable(self, caller: str, request_id: str, seq: int) -> None:
         digest = self._inflight.pop((caller, request_id))[0]

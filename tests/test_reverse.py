@@ -103,3 +103,33 @@ def test_a_reversed_admission_is_cancelled(gw):
         request_id="rv-fees", mdtrt_id=admitted.mdtrt_id,
         lines=[pb.FeeLine(feedetl_sn="1", code="XA01", unit_price_fen=1250, qty_milli=1000)]))
     assert code == grpc.StatusCode.FAILED_PRECONDITION, reason
+
+
+def test_a_reversal_racing_its_original_never_stalls_the_gateway(gw):
+    """OutpatientSettle and, while it waits for its group commit, Reverse of it from the same caller: the reversal
+    waits for the original once and cancels it; the gateway answers Ping throughout (a reversal that spun on an
+    already-resolved commit used to freeze every call)."""
+    import asyncio
+
+    from gateway._pb.yidi.v1 import diagnostics_pb2 as dpb, diagnostics_pb2_grpc, settlement_pb2_grpc
+    from gateway.testing import credentials
+
+    async def race(pairs: int) -> dict:
+        outcomes: dict = {}
+        async with grpc.aio.secure_channel(gw.target, credentials(HAINAN, gw.certs)) as channel:
+            settlement = settlement_pb2_grpc.SettlementServiceStub(channel)
+            ping = diagnostics_pb2_grpc.DiagnosticsServiceStub(channel).Ping
+            for i in range(pairs):
+                original = f"rv-race-{i}"
+                settle = settlement.OutpatientSettle(outpatient(original, price=1000 + i % 7), timeout=10)
+                answer = await settlement.Reverse(reverse(f"rv-race-r{i}", original), timeout=10)
+                await settle
+                outcomes[answer.outcome] = outcomes.get(answer.outcome, 0) + 1
+                if i % 20 == 0:
+                    await ping(dpb.PingRequest(), timeout=5)
+        return outcomes
+
+    outcomes = asyncio.run(race(300))
+    # every original was reversed: cancelled if it was performed first
+    assert sum(outcomes.values()) == 300
+    assert outcomes.get(spb.REVERSE_OUTCOME_SETTLEMENT_CANCELLED, 0) > 0
