@@ -309,7 +309,7 @@ class Gateway:
     def _earlier(self, caller: str, command: Command, digest: bytes, seen: dict[str, tuple[bytes, int]],
                  new: frozenset[str]) -> Prior | int | None:
         """An earlier answer to this request (or the index of its twin in this batch), None if it is new."""
-        check_id(command.request_id, "请求ID request_id", "INVALID_REQUEST_ID")
+        check_id(command.request_id, "请求ID request_id", "INVALID_REQUEST_ID", "request_id")
         twin = seen.get(command.request_id)
         if twin is not None:
             if twin[0] != digest:
@@ -436,10 +436,10 @@ class Gateway:
         """
         self.require_ready()
         original = command.original_request_id
-        check_id(original, "原请求ID original_request_id", "INVALID_REQUEST_ID")
+        check_id(original, "原请求ID original_request_id", "INVALID_REQUEST_ID", "original_request_id")
         if original == command.request_id:
             raise YidiError("INVALID_ARGUMENT", "冲正请求的请求ID不能与原请求ID相同。")
-        check_id(command.request_id, "请求ID request_id", "INVALID_REQUEST_ID")
+        check_id(command.request_id, "请求ID request_id", "INVALID_REQUEST_ID", "request_id")
         if self.keys.find(caller, command.request_id) is not None:
             return command  # this reversal, retried: execute_many answers it as it was first answered
         found = self.keys.find(caller, original)
@@ -467,7 +467,7 @@ class Gateway:
     async def _reload(self, caller: str, command: LoadReferenceData, digest: bytes) -> bytes:
         """Load a new data set with the current state restored onto it; on a rejected load keep the old one."""
         self.require_ready()
-        check_id(command.request_id, "请求ID request_id", "INVALID_REQUEST_ID")
+        check_id(command.request_id, "请求ID request_id", "INVALID_REQUEST_ID", "request_id")
         prior = self.keys.lookup(caller, command.request_id, digest)
         if prior is not None:
             return await self.keys.answer(prior)

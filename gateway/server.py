@@ -24,11 +24,10 @@ from typing import Callable
 import grpc
 from google.protobuf.internal import api_implementation
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from core.errors import LoadError, YidiError
 
-from . import auth, certs
+from . import auth, certs, reflection
 from .admission import Admission
 from .app import Gateway
 from .audit import AuditLog
@@ -183,9 +182,7 @@ async def serve(config: Config, *, ready: Callable[[int, int], None] | None = No
         server.add_generic_rpc_handlers((service_handler(descriptor, service_cls(gw).methods(), gw, limit),))
         names.append(descriptor.full_name)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        names + [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server
-    )
+    reflection.enable(server, names + [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name])
     for name in ["", *names]:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
 
