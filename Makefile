@@ -19,21 +19,48 @@ $(BIN)/python:
 	$(BIN)/pip install --quiet --upgrade pip
 
 # Rebuild (Cython core + generated stubs) whenever a source of either changes.
-$(BUILT): $(BIN)/python pyproject.toml setup.py core/_core.pyx $(wildcard core/*.pxi) $(wildcard protos/yidi/v1/*.proto)
+$(BUILT): $(BIN)/python pyproject.toml setup.py core/_core.pyx $(wildcard core/*.pxi) $(wildcard protos/*/*/*.proto) \
+          $(wildcard protos/*/*/*/*.proto)
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
-# The clearing charts name provinces in Chinese: a CJK font (Debian fonts-noto-cjk), installed when
-# missing and apt is usable here (root); elsewhere install it by hand or set YIDI_CJK_FONT.
+# Debian packages some targets need, installed when missing and apt is usable here (root); elsewhere
+# install them by hand. $(call apt,PACKAGE,why) installs PACKAGE.
+define apt
+	@if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  echo "installing $(1) ($(2))"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(1) >/dev/null 2>&1 \
+	  || { apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(1) >/dev/null; }; \
+	else echo "warning: $(1) is not installed ($(2)); install it by hand" >&2; fi
+endef
+
+# The clearing charts name provinces in Chinese: a CJK font (Debian fonts-noto-cjk), or set YIDI_CJK_FONT.
 CJK_FONT := /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc
 $(CJK_FONT):
-	@if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
-	  echo "installing fonts-noto-cjk (Chinese in the clearing charts)"; \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-noto-cjk >/dev/null 2>&1 \
-	  || { apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-noto-cjk >/dev/null; }; \
-	else echo "warning: no CJK font at $(CJK_FONT); install fonts-noto-cjk or set YIDI_CJK_FONT" >&2; fi
+	$(call apt,fonts-noto-cjk,Chinese in the clearing charts)
 
-setup: $(BUILT) $(CJK_FONT) $(CERTS)/ca.pem
+# Plain protoc (Debian protobuf-compiler): tests/test_contract.py compiles protos/ with it alone.
+/usr/bin/protoc:
+	$(call apt,protobuf-compiler,the contract test compiles protos/ with plain protoc)
+
+# buf, grpc-js, proto-loader, protobufjs (tools/package.json, pinned by its lock file) for the contract tests.
+NODE_TOOLS := tools/node_modules/.package-lock.json
+$(NODE_TOOLS): tools/package.json tools/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then npm ci --prefix tools --no-audit --no-fund --loglevel=error; \
+	else echo "warning: no npm: buf and the Node.js client test are skipped (install Node.js 20)" >&2; fi
+
+# promtool checks and unit-tests the alerting rules (deploy/prometheus/). It is taken out of Debian's
+# prometheus package without installing the package (which would start a Prometheus server).
+PROMTOOL := build/tools/bin/promtool
+$(PROMTOOL):
+	@mkdir -p build/tools/deb && cd build/tools/deb && rm -f prometheus_*.deb \
+	  && { apt-get download prometheus >/dev/null 2>&1 \
+	       || { [ "$$(id -u)" = 0 ] && apt-get update -qq >/dev/null 2>&1 && apt-get download prometheus >/dev/null 2>&1; }; } \
+	  && dpkg-deb -x prometheus_*.deb root && mkdir -p ../bin && cp root/usr/bin/promtool ../bin/ \
+	  && rm -rf root prometheus_*.deb \
+	  || echo "warning: no promtool (Debian package prometheus): the alert-rule tests are skipped" >&2
+
+setup: $(BUILT) $(CJK_FONT) /usr/bin/protoc $(NODE_TOOLS) $(PROMTOOL) $(CERTS)/ca.pem
 
 # Development certificates (mTLS): a CA, the server's, one per province and national (git-ignored).
 $(CERTS)/ca.pem: | $(BUILT)

@@ -231,6 +231,11 @@ class Gateway:
         self.require_ready()
         return self.state.engine
 
+    @property
+    def storage_writable(self) -> bool:
+        """False while the ledger cannot be written (a failed test write or commit): STORAGE_UNAVAILABLE."""
+        return self._storage_down is None and self.ledger.failed is None
+
     def require_ready(self) -> None:
         if self._storage_down is not None or self.ledger.failed is not None:
             raise storage_unavailable()

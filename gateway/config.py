@@ -68,6 +68,9 @@ class Config:
     storage_probe_interval_s: float = 1.0
     # Prometheus /metrics on this host:port (gateway/metrics.py); empty: none.
     metrics_listen: str = ""
+    # The application log (gateway/logs.py): "text" or "json" lines, and the least level written.
+    log_format: str = "text"
+    log_level: str = "info"
     extra: dict = field(default_factory=dict)
 
     def audit_path(self) -> str:

@@ -18,7 +18,6 @@ import ipaddress
 import logging
 import os
 import signal
-import sys
 from typing import Callable
 
 import grpc
@@ -34,8 +33,8 @@ from .audit import AuditLog
 from .config import Config
 from .gcwatch import WATCH
 from .ledger import LedgerCorrupt, LedgerUnavailable, open_store
-from .metrics import serve_metrics
-from .privacy import MaskingFilter
+from .logs import CoreLogRelay, configure as configure_log
+from .metrics import SERVING, serve_metrics
 from .snapshot import LedgerBehindSnapshot
 from .services.admin import AdminService
 from .services.base import INTERNAL_ERRORS, service_handler
@@ -63,9 +62,13 @@ EXIT_FATAL = 70
 FATAL_ANSWER_GRACE_S = 0.5
 
 
+_RELAY = CoreLogRelay()   # gRPC core's own lines, re-logged as grpc.core (gateway/logs.py); started by run()
+
+
 def fatal_exit(exc: BaseException) -> None:
     """A failed ledger commit or a broken invariant: never guess, restart and rebuild."""
     log.critical("fatal: %s; exiting so the gateway restarts and rebuilds from the ledger", _one_line(exc))
+    _RELAY.close()
     logging.shutdown()
     os._exit(EXIT_FATAL)
 
@@ -119,13 +122,25 @@ def add_port(server: grpc.aio.Server, config: Config) -> int:
                         "%s — for benchmarks only", config.listen, config.insecure_caller)
         else:
             log.warning("plaintext listener on %s (--insecure): every Yidi RPC is UNAUTHENTICATED there", config.listen)
-        return server.add_insecure_port(config.listen)
+        return _bind(server.add_insecure_port, config.listen)
     paths = certs.Paths(certs.DEFAULT_DIR)
     cert, key, ca = (config.tls_cert or paths.server_cert, config.tls_key or paths.server_key,
                      config.tls_ca or paths.ca)
     credentials = grpc.ssl_server_credentials([(certs.read(key), certs.read(cert))], root_certificates=certs.read(ca),
                                               require_client_auth=True)
-    return server.add_secure_port(config.listen, credentials)
+    return _bind(server.add_secure_port, config.listen, credentials)
+
+
+def _bind(add_port, listen: str, *credentials) -> int:
+    """The port bound; one sentence instead of gRPC's RuntimeError when the address is taken or not ours."""
+    try:
+        port = add_port(listen, *credentials)
+    except RuntimeError:
+        port = 0
+    if port == 0:
+        raise SystemExit(f"cannot listen on {listen}: the address is in use (another gateway?) or not an address "
+                         "of this machine; choose another with --listen or YIDI_SERVE_LISTEN")
+    return port
 
 
 def server_options(config: Config) -> list[tuple[str, int]]:
@@ -169,6 +184,7 @@ async def serve(config: Config, *, ready: Callable[[int, int], None] | None = No
     loop = asyncio.get_running_loop()
 
     def health_down() -> None:
+        SERVING.set(0)
         for name in ["", *names]:
             loop.create_task(health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING))
 
@@ -187,8 +203,6 @@ async def serve(config: Config, *, ready: Callable[[int, int], None] | None = No
         await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
 
     port = add_port(server, config)
-    if port == 0:
-        raise SystemExit(f"cannot listen on {config.listen}")
     await server.start()
     log.info("listening on %s (port %d), rebuilding state", config.listen, port)
     if listening is not None:
@@ -211,11 +225,13 @@ async def serve(config: Config, *, ready: Callable[[int, int], None] | None = No
         WATCH.freeze()
         for name in ["", *names]:
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-        log.info("SERVING on port %d: %s, ledger seq %d", port, gw.state.engine.index.counts(),
-                 gw.ledger.next_seq - 1)
+        SERVING.set(1)
+        counts = ", ".join(f"{table} {n:,}" for table, n in gw.state.engine.index.counts().items())
+        log.info("SERVING on port %d: %s; ledger seq %d", port, counts, gw.ledger.next_seq - 1)
         if ready is not None:
             ready(port, metrics_port)
         await stopping
+    SERVING.set(0)
     log.info("stopping: NOT_SERVING, %.0f s grace for in-flight calls", config.shutdown_grace_s)
     await health_servicer.enter_graceful_shutdown()
     await server.stop(config.shutdown_grace_s)
@@ -234,11 +250,8 @@ async def _start(gw: Gateway, progress) -> None:
 def run(config: Config, **kwargs) -> None:
     import uvloop
 
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(MaskingFilter())
     try:
+        configure_log(config.log_format, config.log_level, _RELAY.start())
         uvloop.run(serve(config, **kwargs))
     except YidiError as err:
         raise SystemExit(err.clerk_message()) from None
@@ -248,3 +261,5 @@ def run(config: Config, **kwargs) -> None:
         raise SystemExit(f"reference data cannot be read: {err.filename}: {err.strerror}") from None
     except (LedgerBehindSnapshot, LedgerCorrupt, LedgerUnavailable) as err:
         raise SystemExit(f"refusing to start: {err}") from None
+    finally:
+        _RELAY.close()

@@ -13,8 +13,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from datagen.spec_fixture import write_spec_dataset
-from gateway._pb.yidi.v1 import common_pb2 as pb, diagnostics_pb2 as dpb, settlement_pb2 as spb
+from gateway._pb.yidi.v1 import common_pb2 as pb, diagnostics_pb2 as dpb, funds_pb2 as fdpb, settlement_pb2 as spb
 from gateway_harness import file_person, start_gateway
+from test_alerts import rule_metrics
 
 HAINAN, LIAONING = "460000", "210000"
 
@@ -84,3 +85,41 @@ def test_metrics_follow_calls_records_batches_and_commits(gw):
     assert value(after, "yidi_ledger_seq") >= 6
     assert value(after, "yidi_gc_pause_seconds_count") >= 1     # at least the collection before gc.freeze()
     assert value(after, "yidi_gc_pause_max_seconds") > 0
+
+
+def test_refusals_by_reason_in_flight_serving_storage_build_and_process(gw):
+    hainan = gw.client(HAINAN)
+    before = scrape(gw)
+    for n in range(2):
+        hainan.refused(hainan.settlement.OutpatientSettle, outpatient(f"r-{n}", "P-NOBODY"))
+    after = scrape(gw)
+    settle = "SettlementService/OutpatientSettle"
+    assert value(after, "yidi_refusals_total", method=settle, reason="PERSON_NOT_FILED") - \
+        value(before, "yidi_refusals_total", method=settle, reason="PERSON_NOT_FILED") == 2
+    assert ("yidi_rpcs_in_flight", ()) in after        # the scrape itself is no RPC: 0 between calls
+    assert value(after, "yidi_serving") == 1 and value(after, "yidi_storage_writable") == 1
+    build = [labels for (name, labels) in after if name == "yidi_build_info"]
+    assert len(build) == 1 and dict(build[0])["version"] and dict(build[0])["grpcio"]
+    assert value(after, "process_cpu_seconds_total") > 0 and value(after, "process_resident_memory_bytes") > 0
+    assert any(name == "python_info" for name, _ in after)
+
+
+def test_prepaid_positions_are_exported_with_their_level(gw):
+    national, hainan = gw.client("national"), gw.client(HAINAN)
+    national(national.funds.SetPrepaid, fdpb.SetPrepaidRequest(request_id="m-prepaid", province="210000",
+                                                               amount_fen=100_000))
+    assert value(scrape(gw), "yidi_prepaid_level", province="210000") == 0
+    file_person(gw.client(LIAONING), "PM-2", "21010219800101040")
+    big = outpatient("m-big", "PM-2")
+    big.lines[0].unit_price_fen = 5_000_000      # ¥50,000: the fund pays far more than ¥1,000 prepaid
+    settled = hainan(hainan.settlement.OutpatientSettle, big).settlement.breakdown.fund_pay_sumamt
+    samples = scrape(gw)
+    assert value(samples, "yidi_prepaid_usage_ratio", province="210000") == settled * 10000 // 100_000 / 10000
+    assert value(samples, "yidi_prepaid_level", province="210000") == 3        # exhausted
+
+
+def test_every_metric_the_alert_rules_name_is_exported(gw):
+    with urllib.request.urlopen(gw.metrics_url, timeout=10) as response:
+        families = {family.name for family in text_string_to_metric_families(response.read().decode())}
+    missing = {m for m in rule_metrics() if m not in families}
+    assert not missing, f"alert rules name metrics the gateway does not export: {missing}"

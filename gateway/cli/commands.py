@@ -21,6 +21,7 @@ from core._core import FILING_KINDS, INSUTYPES, PERSON_STATUSES, PERSON_TYPES
 
 from .funds import (PROBLEM_CATEGORIES, call_clearing, call_flagged, call_positions, call_prepaid, call_problems,
                     call_reconcile)
+from ..config import Config
 from .render import progress_printer
 
 DEFAULT_TARGET = "127.0.0.1:50051"
@@ -147,9 +148,82 @@ def cmd_datagen(args) -> None:
           + ", ".join(f"{k} {v:,}" for k, v in manifest["counts"].items()))
 
 
-SERVE_LIMITS = ("max_message_bytes", "snapshot_every_records", "idempotency_cache_keys", "max_concurrent_rpcs",
-                "max_inflight_per_caller", "rate_per_caller_per_s", "rate_burst_per_caller", "ledger_max_bytes",
-                "keepalive_min_ping_interval_ms", "storage_probe_interval_s", "metrics_listen")
+@dataclass(frozen=True)
+class ServeOption:
+    """One `yidi serve` option: its flag, the Config field it sets, its type and what it is.
+
+    Its default is the environment variable ``YIDI_SERVE_<FLAG>`` (``--log-format`` → ``YIDI_SERVE_LOG_FORMAT``)
+    if set, else Config's own default; ``--help`` shows both.
+    """
+
+    flag: str
+    field: str
+    type: type
+    help: str
+    choices: tuple = ()
+
+    @property
+    def dest(self) -> str:
+        return self.flag.lstrip("-").replace("-", "_")
+
+    @property
+    def env(self) -> str:
+        return "YIDI_SERVE_" + self.dest.upper()
+
+    def default(self):
+        raw = os.environ.get(self.env)
+        if raw is None:
+            return getattr(Config(), self.field) if self.field else ""
+        if self.type is bool:
+            return raw.strip().lower() in ("1", "true", "yes", "on")
+        try:
+            return self.type(raw)
+        except ValueError:
+            raise SystemExit(f"{self.env}={raw[:40]!r}: not a valid {self.type.__name__}") from None
+
+    def argument(self) -> tuple:
+        default = self.default()
+        shown = f"{default!r}" if isinstance(default, str) else f"{default}"
+        text = f"{self.help} (default: {shown}; env {self.env})"
+        if self.type is bool:
+            return arg(self.flag, action="store_true", default=default, help=text)
+        return arg(self.flag, type=self.type, default=default, help=text, **({"choices": self.choices} if self.choices else {}))
+
+
+SERVE_OPTIONS = (
+    ServeOption("--data-dir", "data_dir", str, "the reference data set (yidi datagen)"),
+    ServeOption("--ledger", "ledger", str, "ledger file; empty: yidi-ledger.sqlite beside the data set"),
+    ServeOption("--listen", "listen", str, "host:port of the gRPC listener (port 0: any free port)"),
+    ServeOption("--certs", "", str, "development certificates directory (yidi certs); empty: certs/dev"),
+    ServeOption("--cert", "tls_cert", str, "server certificate (PEM); empty: <certs>/server.pem"),
+    ServeOption("--key", "tls_key", str, "server key (PEM); empty: <certs>/server.key"),
+    ServeOption("--ca", "tls_ca", str, "the platform CA that signs client certificates; empty: <certs>/ca.pem"),
+    ServeOption("--insecure", "insecure", bool, "plaintext instead of TLS, loopback only; every Yidi RPC is then "
+                                                "UNAUTHENTICATED"),
+    ServeOption("--insecure-caller", "insecure_caller", str, "with --insecure, for benchmarks only: the caller every "
+                                                             "plaintext call is taken to be"),
+    ServeOption("--audit-log", "audit_log", str, "audit log, JSON lines; empty: <ledger>.audit.jsonl"),
+    ServeOption("--snapshots", "snapshots", str, "snapshot directory; empty: <ledger>.snapshots"),
+    ServeOption("--metrics-listen", "metrics_listen", str, "serve Prometheus /metrics on host:port "
+                                                           "(e.g. 127.0.0.1:9464); empty: none"),
+    ServeOption("--log-format", "log_format", str, "application log lines", choices=("text", "json")),
+    ServeOption("--log-level", "log_level", str, "least level logged (debug: also every successful call)",
+                choices=("debug", "info", "warning", "error")),
+    ServeOption("--max-message-bytes", "max_message_bytes", int, "largest request (MESSAGE_TOO_LARGE beyond)"),
+    ServeOption("--snapshot-every-records", "snapshot_every_records", int, "write a snapshot after this many records"),
+    ServeOption("--idempotency-cache-keys", "idempotency_cache_keys", int, "recent idempotency keys kept in memory"),
+    ServeOption("--max-concurrent-rpcs", "max_concurrent_rpcs", int, "Yidi RPCs in flight on the gateway"),
+    ServeOption("--max-inflight-per-caller", "max_inflight_per_caller", int, "Yidi RPCs in flight per caller"),
+    ServeOption("--rate-per-caller-per-s", "rate_per_caller_per_s", float, "calls per second per caller (token bucket)"),
+    ServeOption("--rate-burst-per-caller", "rate_burst_per_caller", int, "burst of the per-caller token bucket"),
+    ServeOption("--ledger-max-bytes", "ledger_max_bytes", int, "cap the ledger's size (0: none); past it, writes "
+                                                              "fail as on a full disk"),
+    ServeOption("--keepalive-min-ping-interval-ms", "keepalive_min_ping_interval_ms", int,
+                "clients pinging more often get GOAWAY"),
+    ServeOption("--storage-probe-interval-s", "storage_probe_interval_s", float,
+                "test-write interval while the ledger cannot be written"),
+    ServeOption("--shutdown-grace-s", "shutdown_grace_s", float, "seconds in-flight calls get to finish on SIGTERM"),
+)
 
 
 def cmd_voucher(args) -> None:
@@ -166,17 +240,16 @@ def cmd_voucher(args) -> None:
 
 def cmd_serve(args) -> None:
     from .. import certs
-    from ..config import Config
+    from ..logs import Progress
     from ..server import run
 
-    paths = certs.Paths(args.certs)
-    config = Config(data_dir=args.data_dir, ledger=args.ledger or "", listen=args.listen, snapshots=args.snapshots,
-                    tls_cert=args.cert or paths.server_cert, tls_key=args.key or paths.server_key,
-                    tls_ca=args.ca or paths.ca, insecure=args.insecure, audit_log=args.audit_log,
-                    insecure_caller=args.insecure_caller)
-    for name in SERVE_LIMITS:
-        if getattr(args, name):
-            setattr(config, name, getattr(args, name))
+    config = Config()
+    for option in SERVE_OPTIONS:
+        if option.field:
+            setattr(config, option.field, getattr(args, option.dest))
+    paths = certs.Paths(args.certs or os.path.join("certs", "dev"))
+    config.tls_cert, config.tls_key = config.tls_cert or paths.server_cert, config.tls_key or paths.server_key
+    config.tls_ca = config.tls_ca or paths.ca
     if not os.path.isdir(config.data_dir):
         raise SystemExit(f"no data set at {config.data_dir}: run `yidi datagen --out {config.data_dir}` first")
     host = config.listen.rsplit(":", 1)[0]
@@ -184,13 +257,14 @@ def cmd_serve(args) -> None:
     def listening(port: int) -> None:
         print(f"LISTENING {host}:{port}", flush=True)
 
+    progress = Progress("load", interactive=False if config.log_format == "json" else None)
+
     def ready(port: int, metrics_port: int) -> None:
-        print(file=sys.stderr)
-        host = config.listen.rsplit(':', 1)[0]
+        progress.done()
         metrics = f" metrics http://{config.metrics_listen.rsplit(':', 1)[0]}:{metrics_port}/metrics" if metrics_port else ""
         print(f"SERVING {host}:{port} ledger {config.ledger_path()}{metrics}", flush=True)
 
-    run(config, ready=ready, progress=progress_printer("load"), listening=listening)
+    run(config, ready=ready, progress=progress, listening=listening)
 
 
 def cmd_certs(args) -> None:
@@ -422,33 +496,8 @@ COMMANDS: tuple[Command, ...] = (
         arg("--minutes", type=int, default=10),
         arg("--data-dir", default=os.path.join("data", "national")),
     ), local=cmd_voucher),
-    Command("serve", "run the gateway", (
-        arg("--data-dir", default=os.path.join("data", "national")),
-        arg("--ledger", default="", help="ledger file (default: yidi-ledger.sqlite beside the data set)"),
-        arg("--listen", default=DEFAULT_TARGET),
-        arg("--certs", default=os.environ.get("YIDI_CERTS", os.path.join("certs", "dev")),
-            help="development certificates directory (yidi certs; env YIDI_CERTS)"),
-        arg("--cert", default="", help="server certificate (default: <certs>/server.pem)"),
-        arg("--key", default="", help="server key (default: <certs>/server.key)"),
-        arg("--ca", default="", help="CA that signs client certificates (default: <certs>/ca.pem)"),
-        arg("--insecure", action="store_true",
-            help="plaintext instead of TLS, loopback only; every Yidi RPC is then UNAUTHENTICATED"),
-        arg("--insecure-caller", default="",
-            help="with --insecure, for benchmarks only: the caller every plaintext call is taken to be"),
-        arg("--audit-log", default="", help="audit log, JSON lines (default: <ledger>.audit.jsonl)"),
-        arg("--max-message-bytes", type=int, default=0),
-        arg("--snapshots", default="", help="snapshot directory (default: <ledger>.snapshots)"),
-        arg("--snapshot-every-records", type=int, default=0, help="write a snapshot after this many records"),
-        arg("--idempotency-cache-keys", type=int, default=0, help="recent idempotency keys kept in memory"),
-        arg("--max-concurrent-rpcs", type=int, default=0, help="Yidi RPCs in flight on the gateway"),
-        arg("--max-inflight-per-caller", type=int, default=0, help="Yidi RPCs in flight per caller"),
-        arg("--rate-per-caller-per-s", type=float, default=0, help="calls per second per caller (token bucket)"),
-        arg("--rate-burst-per-caller", type=int, default=0, help="burst of the per-caller token bucket"),
-        arg("--ledger-max-bytes", type=int, default=0, help="cap the ledger's size: past it, writes fail as on a full disk"),
-        arg("--keepalive-min-ping-interval-ms", type=int, default=0, help="clients pinging more often get GOAWAY"),
-        arg("--storage-probe-interval-s", type=float, default=0, help="test-write interval while the ledger cannot be written"),
-        arg("--metrics-listen", default="", help="serve Prometheus /metrics on host:port (e.g. 127.0.0.1:9464)"),
-    ), local=cmd_serve),
+    Command("serve", "run the gateway (every option also from YIDI_SERVE_* environment variables)",
+            tuple(option.argument() for option in SERVE_OPTIONS            ), local=cmd_serve),
     Command("certs", "create development certificates: a CA, the server's, one per province and national", (
         arg("--out", default=os.path.join("certs", "dev")),
     ), local=cmd_certs),

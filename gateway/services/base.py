@@ -52,6 +52,7 @@ from ..audit import fields_of
 from ..auth import _caller, current_caller, resolve_caller
 from ..chain import LedgerCorrupt
 from ..convert import request_digest  # noqa: F401 - re-exported for the services
+from ..logs import log_call
 from ..metrics import RpcTimer
 from ..status import to_status
 
@@ -74,9 +75,16 @@ class Decoded(NamedTuple):
 
 
 async def abort(context: grpc.aio.ServicerContext, err: YidiError) -> None:
-    # The reason and caller are logged, never the request (it may hold a certno).
-    log.info("refused %s: %s", err.reason, err.metadata or "")
+    # The call's log line (``_finish``) names the reason, never the request (it may hold a certno).
     await context.abort_with_status(to_status(err))
+
+
+def _finish(timer: RpcTimer, caller: str, request, code: str, reason: str, start: float) -> None:
+    """A call's latency (by status), its refusal (by reason) and its log line."""
+    seconds = perf_counter() - start
+    timer.observe(code, seconds, reason)
+    request_id = getattr(fields_of(request), "request_id", "") if request is not None else ""
+    log_call(timer.method, caller, request_id, code, reason, seconds)
 
 
 def internal_error(method: str, gw=None, what: str = "") -> YidiError:
@@ -169,7 +177,7 @@ def unary(method: str, request_cls: type[Message], fn, gw, max_message_bytes: in
     timer = RpcTimer(method)
 
     async def handle(raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        start, code = perf_counter(), "OK"
+        start, code, reason = perf_counter(), "OK", ""
         request = entered = None
         caller = ""
         noted: list = []
@@ -188,19 +196,19 @@ def unary(method: str, request_cls: type[Message], fn, gw, max_message_bytes: in
                 audit.write(caller, method, request, "replayed" if replayed else "ok", key, seq)
             return result if isinstance(result, bytes) else result.SerializeToString()
         except YidiError as err:
-            code = REASONS[err.reason].status
+            code, reason = REASONS[err.reason].status, err.reason
             if audit is not None and request is not None and audit.wants(method, request, err.reason):
                 audit.write(caller, method, request, err.reason)
             await abort(context, err)
         except LedgerCorrupt as err:
-            code = "INTERNAL"
+            code = reason = "INTERNAL"
             await abort(context, internal_error(method, gw, f"refusing to serve a damaged record: {err}"))
         except Exception:
-            code = "INTERNAL"
+            code = reason = "INTERNAL"
             await abort(context, internal_error(method, gw))
         finally:
             _leave(gw, entered)
-            timer.observe(code, perf_counter() - start)
+            _finish(timer, caller, request, code, reason, start)
 
     return grpc.unary_unary_rpc_method_handler(handle)
 
@@ -210,7 +218,7 @@ def stream_unary(method: str, request_cls: type[Message], fn, gw, max_message_by
     timer = RpcTimer(method)
 
     async def handle(raw_messages: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> bytes:
-        start, code = perf_counter(), "OK"
+        start, code, reason = perf_counter(), "OK", ""
         entered = None
         try:
             entered = _enter(context, gw)
@@ -223,14 +231,14 @@ def stream_unary(method: str, request_cls: type[Message], fn, gw, max_message_by
             result = await fn(_chain(first, messages), caller)
             return result.SerializeToString()
         except YidiError as err:
-            code = REASONS[err.reason].status
+            code, reason = REASONS[err.reason].status, err.reason
             await abort(context, err)
         except Exception:
-            code = "INTERNAL"
+            code = reason = "INTERNAL"
             await abort(context, internal_error(method, gw))
         finally:
             _leave(gw, entered)
-            timer.observe(code, perf_counter() - start)
+            _finish(timer, entered[0] if entered else "", None, code, reason, start)
 
     return grpc.stream_unary_rpc_method_handler(handle)
 
@@ -256,7 +264,7 @@ def stream(method: str, request_cls: type[Message], fn, gw, max_message_bytes: i
             gw.require_ready()
             authorize(method, caller, None, gw.engine)
         except YidiError as err:
-            timer.observe(REASONS[err.reason].status, perf_counter() - start)
+            _finish(timer, current_caller(), None, REASONS[err.reason].status, err.reason, start)
             await abort(context, err)
             return
 
@@ -267,18 +275,19 @@ def stream(method: str, request_cls: type[Message], fn, gw, max_message_bytes: i
                 except YidiError as err:
                     yield err
 
+        reason = ""
         try:
             async for reply in fn(items(), caller):
                 yield reply
         except YidiError as err:
-            code = REASONS[err.reason].status
+            code, reason = REASONS[err.reason].status, err.reason
             await abort(context, err)
         except Exception:
-            code = "INTERNAL"
+            code = reason = "INTERNAL"
             await abort(context, internal_error(method, gw))
         finally:
             _caller.reset(token)
-            timer.observe(code, perf_counter() - start)
+            _finish(timer, caller, None, code, reason, start)
 
     return grpc.stream_stream_rpc_method_handler(handle)
 
