@@ -14,13 +14,12 @@ and ``make bench`` speak of the same things:
   size and latency (fsync included) of each ledger transaction;
 * ``yidi_refusals_total{method, reason}`` — refused calls by reason code
   (``OVERLOADED``, ``PERSON_NOT_FILED`` ...);
-* ``yidi_serving`` — 1 while health says SERVING, 0 while loading, stopping or
-  unable to write the ledger;
 * ``yidi_index_entries{table}``, ``yidi_ledger_seq``, ``yidi_gc_pause_seconds``
   (histogram since start) and ``yidi_gc_pause_max_seconds``,
-  ``yidi_internal_errors_total{method}``, ``yidi_rpcs_in_flight``,
-  ``yidi_storage_writable``, ``yidi_prepaid_usage_ratio{province}`` and
-  ``yidi_prepaid_level{province}`` (0 normal, 1 yellow, 2 red, 3 exhausted) —
+  ``yidi_internal_errors_total{method}``, ``yidi_event_loop_lag_seconds`` and
+  ``yidi_event_loop_stalls_total`` (gateway/watchdog.py), ``yidi_rpcs_in_flight``,
+  ``yidi_serving``, ``yidi_storage_writable``, ``yidi_prepaid_usage_ratio{province}``
+  and ``yidi_prepaid_level{province}`` (0 normal, 1 yellow, 2 red, 3 exhausted) —
   read when scraped, costing the request path nothing;
 * ``yidi_build_info{version, python, grpcio, protobuf}``, and the standard
   ``process_*`` (CPU, memory, open files) and ``python_info`` metrics.
@@ -39,7 +38,7 @@ from typing import Callable
 import platform
 from importlib import metadata
 
-from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram, Info, PlatformCollector, ProcessCollector,
+from prometheus_client import (CollectorRegistry, Counter, Histogram, Info, PlatformCollector, ProcessCollector,
                                start_http_server)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
@@ -61,7 +60,6 @@ COMMIT_RECORDS = Histogram("yidi_ledger_commit_records", "Records per ledger tra
                            buckets=(1, 2, 5, 10, 50, 100, 500, 1000, 4096), registry=REGISTRY)
 REFUSALS = Counter("yidi_refusals", "Refused Yidi RPCs by method and reason code", ["method", "reason"],
                    registry=REGISTRY)
-SERVING = Gauge("yidi_serving", "1 while the health service says SERVING, else 0", registry=REGISTRY)
 LEVEL_NUMBERS = {"normal": 0, "yellow": 1, "red": 2, "exhausted": 3}
 
 
@@ -145,15 +143,23 @@ class _StateCollector:
         for method, n in sorted(self.internal_errors().items()):
             errors.add_metric([method], n)
         yield errors
+        watchdog = getattr(gw, "watchdog", None)
+        if watchdog is not None:
+            yield GaugeMetricFamily("yidi_event_loop_lag_seconds", "Seconds since the event loop's last heartbeat "
+                                    "(about 0.1 when it is well)", value=watchdog.lag_s())
+            yield CounterMetricFamily("yidi_event_loop_stalls", "Event-loop stalls seen by the watchdog",
+                                      value=watchdog.stalls)
         yield from self._gateway_state(gw)
 
     @staticmethod
     def _gateway_state(gw):
         """In flight, storage, prepaid positions (read from the event loop's objects without a lock: a scrape
         may see a position a settlement later; every figure is a plain int)."""
-        admission = getattr(gw, "admission", None)
+        admission, health = getattr(gw, "admission", None), getattr(gw, "health", None)
         yield GaugeMetricFamily("yidi_rpcs_in_flight", "Yidi RPCs admitted and not yet answered",
                                 value=getattr(admission, "total", 0))
+        yield GaugeMetricFamily("yidi_serving", "1 while health says SERVING; 0 while loading, stopping, unable to "
+                                "write the ledger or with the event loop stalled", value=int(bool(health and health.serving)))
         writable = GaugeMetricFamily("yidi_storage_writable", "1 while the ledger can be written, else 0 "
                                      "(STORAGE_UNAVAILABLE)")
         usage = GaugeMetricFamily("yidi_prepaid_usage_ratio", "Prepaid position used / prepaid (1 = 100%)",

@@ -206,6 +206,13 @@ SERVE_OPTIONS = (
     ServeOption("--snapshots", "snapshots", str, "snapshot directory; empty: <ledger>.snapshots"),
     ServeOption("--metrics-listen", "metrics_listen", str, "serve Prometheus /metrics on host:port "
                                                            "(e.g. 127.0.0.1:9464); empty: none"),
+    ServeOption("--health-listen", "health_listen", str, "plaintext gRPC health for an orchestrator's probe on a "
+                                                         "loopback host:port (e.g. 127.0.0.1:50052); answers even when "
+                                                         "the event loop is stalled, then NOT_SERVING; empty: none"),
+    ServeOption("--loop-stall-s", "loop_stall_s", float, "an event loop silent this long is stalled: NOT_SERVING "
+                                                         "on the health port, a problem report"),
+    ServeOption("--loop-stall-exit-s", "loop_stall_exit_s", float, "silent this long: exit so the supervisor "
+                                                                   "restarts the gateway (0: never)"),
     ServeOption("--log-format", "log_format", str, "application log lines", choices=("text", "json")),
     ServeOption("--log-level", "log_level", str, "least level logged (debug: also every successful call)",
                 choices=("debug", "info", "warning", "error")),
@@ -259,10 +266,11 @@ def cmd_serve(args) -> None:
 
     progress = Progress("load", interactive=False if config.log_format == "json" else None)
 
-    def ready(port: int, metrics_port: int) -> None:
+    def ready(port: int, metrics_port: int, health_port: int) -> None:
         progress.done()
         metrics = f" metrics http://{config.metrics_listen.rsplit(':', 1)[0]}:{metrics_port}/metrics" if metrics_port else ""
-        print(f"SERVING {host}:{port} ledger {config.ledger_path()}{metrics}", flush=True)
+        health = f" health {config.health_listen.rsplit(':', 1)[0]}:{health_port}" if health_port else ""
+        print(f"SERVING {host}:{port} ledger {config.ledger_path()}{metrics}{health}", flush=True)
 
     run(config, ready=ready, progress=progress, listening=listening)
 
@@ -497,7 +505,7 @@ COMMANDS: tuple[Command, ...] = (
         arg("--data-dir", default=os.path.join("data", "national")),
     ), local=cmd_voucher),
     Command("serve", "run the gateway (every option also from YIDI_SERVE_* environment variables)",
-            tuple(option.argument() for option in SERVE_OPTIONS            ), local=cmd_serve),
+            tuple(option.argument() for option in SERVE_OPTIONS), local=cmd_serve),
     Command("certs", "create development certificates: a CA, the server's, one per province and national", (
         arg("--out", default=os.path.join("certs", "dev")),
     ), local=cmd_certs),
