@@ -5,7 +5,8 @@ see the gateway is alive but not ready), rebuild the state from reference
 data and the ledger (verifying its hash chain), make sure the ledger can be
 written (a test write: on a full disk the gateway stays NOT_SERVING and
 answers STORAGE_UNAVAILABLE, probing until a write succeeds), then report
-SERVING.  SIGTERM: report NOT_SERVING, let in-flight RPCs finish (grace),
+SERVING.  SIGHUP: reload the TLS certificates (gateway/tls.py).  SIGTERM: report
+NOT_SERVING, let in-flight RPCs finish (grace),
 drain the ledger, exit.
 
 The listener is TLS with required client certificates (SPEC §9); a plaintext
@@ -36,6 +37,7 @@ from .ledger import LedgerCorrupt, LedgerUnavailable, open_store
 from .logs import CoreLogRelay, configure as configure_log
 from .metrics import serve_metrics
 from .snapshot import LedgerBehindSnapshot
+from .tls import CertificateError, ServerCertificates
 from .services.admin import AdminService
 from .services.base import INTERNAL_ERRORS, service_handler
 from .services.diagnostics import DiagnosticsService
@@ -109,7 +111,8 @@ def check_listen(config: Config) -> None:
                          "addresses only (127.0.0.1, ::1, localhost); use TLS (--cert/--key/--ca)")
 
 
-def add_port(server: grpc.aio.Server, config: Config) -> int:
+def add_port(server: grpc.aio.Server, config: Config) -> tuple[int, ServerCertificates | None]:
+    """Listen on config.listen: mTLS with certificates reloaded on SIGHUP, or plaintext on loopback (--insecure)."""
     check_listen(config)
     if config.insecure:
         if config.insecure_caller:
@@ -118,13 +121,11 @@ def add_port(server: grpc.aio.Server, config: Config) -> int:
                         "%s — for benchmarks only", config.listen, config.insecure_caller)
         else:
             log.warning("plaintext listener on %s (--insecure): every Yidi RPC is UNAUTHENTICATED there", config.listen)
-        return _bind(server.add_insecure_port, config.listen)
+        return _bind(server.add_insecure_port, config.listen), None
     paths = certs.Paths(certs.DEFAULT_DIR)
-    cert, key, ca = (config.tls_cert or paths.server_cert, config.tls_key or paths.server_key,
-                     config.tls_ca or paths.ca)
-    credentials = grpc.ssl_server_credentials([(certs.read(key), certs.read(cert))], root_certificates=certs.read(ca),
-                                              require_client_auth=True)
-    return _bind(server.add_secure_port, config.listen, credentials)
+    tls = ServerCertificates(config.tls_cert or paths.server_cert, config.tls_key or paths.server_key,
+                             config.tls_ca or paths.ca)
+    return _bind(server.add_secure_port, config.listen, tls.credentials), tls
 
 
 def _bind(add_port, listen: str, *credentials) -> int:
@@ -195,7 +196,7 @@ async def serve(config: Config, *, ready: Callable[[int, int, int], None] | None
     await health.set_serving(False)
     gw.health = health
 
-    port = add_port(server, config)
+    port, tls = add_port(server, config)
     health_port = health.listen_plain(config.health_listen) if config.health_listen else 0
     await server.start()
     log.info("listening on %s (port %d), rebuilding state", config.listen, port)
@@ -210,6 +211,8 @@ async def serve(config: Config, *, ready: Callable[[int, int, int], None] | None
     stop = stop or asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if tls is not None:
+        loop.add_signal_handler(signal.SIGHUP, tls.reload)
 
     rebuild = asyncio.create_task(_start(gw, progress))
     stopping = asyncio.create_task(stop.wait())
@@ -270,5 +273,7 @@ def run(config: Config, **kwargs) -> None:
         raise SystemExit(f"reference data cannot be read: {err.filename}: {err.strerror}") from None
     except (LedgerBehindSnapshot, LedgerCorrupt, LedgerUnavailable) as err:
         raise SystemExit(f"refusing to start: {err}") from None
+    except CertificateError as err:
+        raise SystemExit(f"TLS certificates: {err}") from None
     finally:
         _RELAY.close()
