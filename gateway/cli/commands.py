@@ -22,7 +22,7 @@ from core._core import FILING_KINDS, INSUTYPES, PERSON_STATUSES, PERSON_TYPES
 from .funds import (PROBLEM_CATEGORIES, call_clearing, call_flagged, call_positions, call_prepaid, call_problems,
                     call_reconcile)
 from ..config import Config
-from .render import progress_printer
+from .render import print_message, progress_printer
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 
@@ -458,11 +458,15 @@ def cmd_simulate_month(args) -> None:
 
 
 def call_health(args, c: Client):
-    """The standard gRPC health service, asked without a caller."""
+    """The standard gRPC health service, asked without a caller; exits 1 unless SERVING (for probes)."""
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     stub = health_pb2_grpc.HealthStub(c.channel)
-    return stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=10)
+    answer = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=10)
+    if answer.status != health_pb2.HealthCheckResponse.SERVING:   # a probe reads the exit status
+        print_message(answer, args.json, args.field)
+        raise SystemExit(1)
+    return answer
 
 
 # ---------------------------------------------------------------- the table
