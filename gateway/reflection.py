@@ -69,6 +69,11 @@ def reflection_files(contract_path: str = CONTRACT) -> list[descriptor_pb2.FileD
     v1 = descriptor_pb2.FileDescriptorProto()
     v1.CopyFrom(alpha)
     v1.name, v1.package = "grpc/reflection/v1/reflection.proto", "grpc.reflection.v1"
+    for field in (f for message in v1.message_type for f in message.field):
+        field.type_name = field.type_name.replace(".v1alpha.", ".v1.")
+    for method in v1.service[0].method:
+        method.input_type = method.input_type.replace(".v1alpha.", ".v1.")
+        method.output_type = method.output_type.replace(".v1alpha.", ".v1.")
     return [*files, alpha, v1]
 
 
