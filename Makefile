@@ -60,11 +60,15 @@ $(PROMTOOL):
 	  && rm -rf root prometheus_*.deb \
 	  || echo "warning: no promtool (Debian package prometheus): the alert-rule tests are skipped" >&2
 
-setup: $(BUILT) $(CJK_FONT) /usr/bin/protoc $(NODE_TOOLS) $(PROMTOOL) $(CERTS)/ca.pem
+setup: $(BUILT) $(CJK_FONT) /usr/bin/protoc $(NODE_TOOLS) $(PROMTOOL) $(CERTS)/ca.pem $(CERTS)/seal.key
 
-# Development certificates (mTLS): a CA, the server's, one per province and national (git-ignored).
+# Development certificates (mTLS): a CA, the server's, one per province and national (git-ignored),
+# and the ledger's development seal key (production keeps its key outside the data directory: README).
 $(CERTS)/ca.pem: | $(BUILT)
 	$(BIN)/yidi certs --out $(CERTS)
+
+$(CERTS)/seal.key: | $(CERTS)/ca.pem
+	$(BIN)/yidi keys --out $@
 
 certs: setup
 

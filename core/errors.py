@@ -118,6 +118,8 @@ REASONS: dict[str, ReasonInfo] = {
     "LINE_ALREADY_SETTLED": _r("FAILED_PRECONDITION"),
     "CREDENTIAL_INVALID": _r("INVALID_ARGUMENT"),
     "EXPLANATION_UNAVAILABLE": _r("FAILED_PRECONDITION"),
+    # the ledger failed a proof (a record, a derived row or a seal does not match): nothing is served from it
+    "LEDGER_DAMAGED": _r("UNAVAILABLE", OPERATING),
 }
 
 DOMAIN = "yidi.gov.cn"
@@ -199,6 +201,8 @@ ENGLISH: dict[str, str] = {
     "CREDENTIAL_INVALID": "The electronic voucher has expired or is not signed by the insured province; ask the "
                           "patient to show a fresh one.",
     "EXPLANATION_UNAVAILABLE": "This settlement was made by a release that did not record what an explanation needs.",
+    "LEDGER_DAMAGED": "The gateway's ledger failed a proof; it serves nothing from it until an operator restores it. "
+                      "Nothing was done: retry later with the same request_id.",
 }
 
 

@@ -47,7 +47,7 @@ from core.access import authorize
 from core.errors import REASONS, YidiError
 
 from .. import bounds
-from ..app import DEADLINE, NOTED
+from ..app import DEADLINE, NOTED, ledger_damaged
 from ..audit import fields_of
 from ..auth import _caller, current_caller, resolve_caller
 from ..chain import LedgerCorrupt
@@ -107,6 +107,13 @@ def internal_error(method: str, gw=None, what: str = "") -> YidiError:
         _background(gw.report_internal(method, caller, correlation_id))
     return YidiError("INTERNAL", f"结算网关内部错误（差错编号 {correlation_id}），已记录。请使用相同的请求ID重试。",
                      correlation_id=correlation_id)
+
+
+def damaged(method: str, gw, err: LedgerCorrupt) -> YidiError:
+    """A proof failed on a read: nothing is served from the ledger any more (gw.damaged reports it)."""
+    log.critical("refusing to serve from a damaged ledger in %s: %s", method, err)
+    _background(gw.damaged(err, f"{method} 读取时发现"))
+    return ledger_damaged()
 
 
 _REPORTS: set[asyncio.Task] = set()   # strong references until done (the loop keeps only weak ones)
@@ -212,8 +219,8 @@ def unary(method: str, request_cls: type[Message], fn, gw, max_message_bytes: in
                 audit.write(caller, method, request, err.reason)
             await abort(context, err)
         except LedgerCorrupt as err:
-            code = reason = "INTERNAL"
-            await abort(context, internal_error(method, gw, f"refusing to serve a damaged record: {err}"))
+            code, reason = "UNAVAILABLE", "LEDGER_DAMAGED"
+            await abort(context, damaged(method, gw, err))
         except Exception:
             code = reason = "INTERNAL"
             await abort(context, internal_error(method, gw))
@@ -244,6 +251,9 @@ def stream_unary(method: str, request_cls: type[Message], fn, gw, max_message_by
         except YidiError as err:
             code, reason = REASONS[err.reason].status, err.reason
             await abort(context, err)
+        except LedgerCorrupt as err:
+            code, reason = "UNAVAILABLE", "LEDGER_DAMAGED"
+            await abort(context, damaged(method, gw, err))
         except Exception:
             code = reason = "INTERNAL"
             await abort(context, internal_error(method, gw))
@@ -293,6 +303,9 @@ def stream(method: str, request_cls: type[Message], fn, gw, max_message_bytes: i
         except YidiError as err:
             code, reason = REASONS[err.reason].status, err.reason
             await abort(context, err)
+        except LedgerCorrupt as err:
+            code, reason = "UNAVAILABLE", "LEDGER_DAMAGED"
+            await abort(context, damaged(method, gw, err))
         except Exception:
             code = reason = "INTERNAL"
             await abort(context, internal_error(method, gw))
