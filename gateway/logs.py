@@ -113,11 +113,19 @@ def configure(fmt: str = "text", level: str = "info", stream=None) -> logging.Ha
     return handler
 
 
+def call_level(code: str) -> int:
+    """The level of a call's log line: refusals at INFO, bugs at ERROR, successful calls at DEBUG."""
+    return logging.DEBUG if code == "OK" else logging.ERROR if code == "INTERNAL" else logging.INFO
+
+
+def wants_call(code: str) -> bool:
+    """Whether a call that ended with code is logged at the level in force (checked before gathering its fields)."""
+    return log.isEnabledFor(call_level(code))
+
+
 def log_call(method: str, caller: str, request_id: str, code: str, reason: str, seconds: float) -> None:
-    """The request's log line: refusals at INFO, bugs at ERROR, successful calls at DEBUG."""
-    level = logging.DEBUG if code == "OK" else logging.ERROR if code == "INTERNAL" else logging.INFO
-    if not log.isEnabledFor(level):
-        return
+    """The request's log line, at ``call_level(code)``."""
+    level = call_level(code)
     fields = {"method": method, "caller": caller, "request_id": request_id[:64], "code": code, "reason": reason,
               "latency_ms": round(seconds * 1000, 3)}
     log.log(level, "ok" if code == "OK" else "refused", extra={"fields": fields})

@@ -60,3 +60,17 @@ def test_the_probe_command_exits_by_the_plaintext_health_answer(tmp_path):
         assert gw.stop() == 0
     stopped = subprocess.run(probe, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert stopped.returncode == 1 and "cannot reach the gateway" in stopped.stderr
+
+
+def test_a_port_in_use_ends_start_up_with_one_sentence(tmp_path):
+    names = write_spec_dataset(tmp_path / "data")
+    gw = start_gateway(names["dir"], str(tmp_path / "ledger.sqlite"))
+    try:
+        second = subprocess.run([sys.executable, "-m", "gateway", "serve", "--data-dir", names["dir"], "--ledger",
+                                 str(tmp_path / "other.sqlite"), "--listen", gw.target, "--certs",
+                                 gw.certs.directory], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    finally:
+        assert gw.stop() == 0
+    assert second.returncode == 1
+    last = second.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"cannot listen on {gw.target}: the address is in use") and "Traceback" not in second.stderr

@@ -52,7 +52,7 @@ from ..audit import fields_of
 from ..auth import _caller, current_caller, resolve_caller
 from ..chain import LedgerCorrupt
 from ..convert import request_digest  # noqa: F401 - re-exported for the services
-from ..logs import log_call
+from ..logs import log_call, wants_call
 from ..metrics import RpcTimer
 from ..status import to_status
 
@@ -86,8 +86,9 @@ def _finish(timer: RpcTimer, caller: str, request, code: str, reason: str, start
     """A call's latency (by status), its refusal (by reason) and its log line."""
     seconds = perf_counter() - start
     timer.observe(code, seconds, reason)
-    request_id = getattr(fields_of(request), "request_id", "") if request is not None else ""
-    log_call(timer.method, caller, request_id, code, reason, seconds)
+    if wants_call(code):
+        request_id = getattr(fields_of(request), "request_id", "") if request is not None else ""
+        log_call(timer.method, caller, request_id, code, reason, seconds)
 
 
 def internal_error(method: str, gw=None, what: str = "") -> YidiError:
