@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import sqlite3
+import subprocess
 import sys
 import time
 import uuid
@@ -215,6 +216,22 @@ def build_reloaded(config: Config, store: Store, data_dir: str, state: EngineSta
     return LoadedState(engine, os.path.abspath(data_dir), int(time.time() * 1000))
 
 
+def _spawn_niced(argv: list[str], nice: int) -> tuple[int, bytes, bytes]:
+    """Run argv at a lower priority; (exit status, stdout, stderr).
+
+    Started with posix_spawn (``close_fds=False``; every descriptor of Python and gRPC is close-on-exec, so
+    nothing leaks), never fork(): a fork while gRPC's threads are busy can deadlock them (seen as TLS
+    handshakes that never finish while the certificate fetcher of gateway/tls.py is being asked), and the
+    event loop's own subprocess support (uvloop, libuv) forks.
+    """
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                            close_fds=False)
+    with contextlib.suppress(OSError):
+        os.setpriority(os.PRIO_PROCESS, proc.pid, nice)   # the settlements come first
+    out, err = proc.communicate()
+    return proc.returncode, out, err
+
+
 class Gateway:
     def __init__(self, config: Config, store: Store, on_fatal: Callable[[BaseException], None],
                  audit=None) -> None:
@@ -313,14 +330,10 @@ class Gateway:
         argv = [sys.executable, "-m", "gateway", "verify-ledger", self.store.path, "--live",
                 "--key", self.config.seal_key, "--snapshots", self.config.snapshot_dir()]
         started = time.perf_counter()
-        proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE,
-                                                    stderr=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL)
-        with contextlib.suppress(OSError):
-            os.setpriority(os.PRIO_PROCESS, proc.pid, VERIFY_NICE)   # the settlements come first
-        out, err = await proc.communicate()
+        returncode, out, err = await asyncio.to_thread(_spawn_niced, argv, VERIFY_NICE)
         said = (out or err).decode("utf-8", "replace").strip().splitlines()
-        line = said[-1] if said else f"exit {proc.returncode}"
-        if proc.returncode == 0:
+        line = said[-1] if said else f"exit {returncode}"
+        if returncode == 0:
             self.verified = line
             log.info("ledger verified in %.1f s in the background: %s", time.perf_counter() - started, line)
         elif line.startswith("NOT OK: "):

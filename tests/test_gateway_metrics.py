@@ -6,6 +6,7 @@ records by kind, batch sizes, ledger commits, index sizes, GC pauses.
 from __future__ import annotations
 
 import re
+import time
 import urllib.request
 
 import grpc
@@ -92,10 +93,14 @@ def test_refusals_by_reason_in_flight_serving_storage_build_and_process(gw):
     before = scrape(gw)
     for n in range(2):
         hainan.refused(hainan.settlement.OutpatientSettle, outpatient(f"r-{n}", "P-NOBODY"))
-    after = scrape(gw)
     settle = "SettlementService/OutpatientSettle"
-    assert value(after, "yidi_refusals_total", method=settle, reason="PERSON_NOT_FILED") - \
-        value(before, "yidi_refusals_total", method=settle, reason="PERSON_NOT_FILED") == 2
+    refused_before = value(before, "yidi_refusals_total", method=settle, reason="PERSON_NOT_FILED")
+    # The server counts a refusal just after sending it: a scrape may come a moment before the count.
+    deadline = time.monotonic() + 5
+    while value(after := scrape(gw), "yidi_refusals_total", method=settle, reason="PERSON_NOT_FILED") \
+            < refused_before + 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert value(after, "yidi_refusals_total", method=settle, reason="PERSON_NOT_FILED") == refused_before + 2
     assert ("yidi_rpcs_in_flight", ()) in after        # the scrape itself is no RPC: 0 between calls
     assert value(after, "yidi_serving") == 1 and value(after, "yidi_storage_writable") == 1
     build = [labels for (name, labels) in after if name == "yidi_build_info"]
