@@ -70,7 +70,8 @@ ALLOWED = {  # rule kind -> callers allowed for REQUEST in World
 # Rule kinds whose object is named by id: a caller with no right to it is told it does not exist.
 HIDDEN = {"insured_person": "PERSON_NOT_FOUND", "insured_or_filed": "PERSON_NOT_FOUND",
           "filing_owner": "FILING_NOT_FOUND", "visit": "VISIT_NOT_FOUND", "settlement_treatment": "SETTLEMENT_NOT_FOUND",
-          "settlement_either": "SETTLEMENT_NOT_FOUND"}
+          "settlement_either": "SETTLEMENT_NOT_FOUND", "problem_target": "SETTLEMENT_NOT_FOUND",
+          "problem": "PROBLEM_NOT_FOUND"}
 
 
 @pytest.mark.parametrize("method", sorted(RULES))
@@ -106,6 +107,9 @@ class Nowhere(World):
     def filing_province(self, filing_id):
         raise YidiError("FILING_NOT_FOUND", "engine's own words")
 
+    def problem_provinces(self, problem_id):
+        raise YidiError("PROBLEM_NOT_FOUND", "engine's own words")
+
 
 @pytest.mark.parametrize("method", sorted(m for m, r in RULES.items() if r.kind in HIDDEN))
 def test_a_missing_object_and_a_foreign_one_answer_alike(method):
@@ -118,6 +122,15 @@ def test_a_missing_object_and_a_foreign_one_answer_alike(method):
         with pytest.raises(YidiError) as missing:
             authorize(method, caller, REQUEST, Nowhere())
         assert (foreign.value.reason, foreign.value.message) == (missing.value.reason, missing.value.message)
+
+
+def test_a_problem_report_about_a_visit_is_refused_as_the_visit():
+    """ReportProblem names a settlement or, without one, a visit: a stranger is told that object does not exist."""
+    by_visit = Request(setl_id="", mdtrt_id="M1")
+    for world in (World(), Nowhere()):
+        with pytest.raises(YidiError) as refused:
+            authorize("ProblemService/ReportProblem", "440000", by_visit, world)
+        assert refused.value.reason == "VISIT_NOT_FOUND" and "M1" in refused.value.message
 
 
 def test_an_unknown_institution_is_answered_before_any_person_is_looked_up():

@@ -329,7 +329,7 @@ def test_problem_reports_are_listed_oldest_first_flagged_when_overdue_and_never_
     assert page.problems[0].problem_id == OLD_PROBLEM and nxt.problems[0].problem_id > OLD_PROBLEM
     assert not guangdong(guangdong.problems.ListProblems, ppb.ListProblemsRequest(province=GUANGDONG)).problems
     assert guangdong.refused(guangdong.problems.GetProblem, ppb.GetProblemRequest(
-        problem_id=opened.problem_id))[1] == "PERMISSION_DENIED"
+        problem_id=opened.problem_id))[1] == "PROBLEM_NOT_FOUND"  # as if it did not exist (SPEC §9)
     assert national.refused(national.problems.GetProblem, ppb.GetProblemRequest(
         problem_id="R000000099999999"))[1] == "PROBLEM_NOT_FOUND"
 
