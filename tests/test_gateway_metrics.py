@@ -6,6 +6,8 @@ records by kind, batch sizes, ledger commits, index sizes, GC pauses.
 from __future__ import annotations
 
 import re
+import threading
+import time
 import urllib.request
 
 import grpc
@@ -84,3 +86,40 @@ def test_metrics_follow_calls_records_batches_and_commits(gw):
     assert value(after, "yidi_ledger_seq") >= 6
     assert value(after, "yidi_gc_pause_seconds_count") >= 1     # at least the collection before gc.freeze()
     assert value(after, "yidi_gc_pause_max_seconds") > 0
+
+
+def test_a_stream_cancelled_by_the_client_is_counted_without_a_traceback(gw):
+    """Issue 13 item 11b: a cancelled SettleStream raised ValueError (the caller's context variable reset in
+    another context) and skipped its metrics.  Cancel one mid-way: it is counted CANCELLED, the log is clean,
+    and the gateway goes on serving."""
+    file_person(gw.client(LIAONING), "PM-2", "21010219800101032")
+    hainan = gw.client(HAINAN)
+    before = scrape(gw)
+    log_before = len(gw.log())
+    wanted = threading.Event()
+
+    def items():
+        for n in range(3):
+            yield spb.SettleItem(outpatient=outpatient(f"m-s{n}", "PM-2"))
+        wanted.wait(30)  # keep the request stream open until the client cancels the call
+
+    call = hainan.settlement.SettleStream(items(), timeout=30)
+    got = [next(call) for _ in range(3)]
+    assert all(outcome.WhichOneof("outcome") == "settlement" for outcome in got), got
+    call.cancel()
+    wanted.set()
+    with pytest.raises(grpc.RpcError) as ended:
+        next(call)
+    assert ended.value.code() == grpc.StatusCode.CANCELLED
+    method = "SettlementService/SettleStream"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        counted = value(scrape(gw), "yidi_rpc_duration_seconds_count", method=method, code="CANCELLED")
+        if counted - value(before, "yidi_rpc_duration_seconds_count", method=method, code="CANCELLED") == 1:
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError(f"the cancelled stream was not counted:\n{gw.log()[log_before:][-3000:]}")
+    hainan(hainan.diagnostics.Ping, dpb.PingRequest())
+    written = gw.log()[log_before:]
+    assert "Traceback" not in written and "ValueError" not in written, written[-3000:]

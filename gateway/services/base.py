@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import os
 import uuid
@@ -192,6 +193,9 @@ def unary(method: str, request_cls: type[Message], fn, gw, max_message_bytes: in
             if audit is not None and request is not None and audit.wants(method, request, err.reason):
                 audit.write(caller, method, request, err.reason)
             await abort(context, err)
+        except asyncio.CancelledError:
+            code = "CANCELLED"
+            raise
         except LedgerCorrupt as err:
             code = "INTERNAL"
             await abort(context, internal_error(method, gw, f"refusing to serve a damaged record: {err}"))
@@ -225,6 +229,9 @@ def stream_unary(method: str, request_cls: type[Message], fn, gw, max_message_by
         except YidiError as err:
             code = REASONS[err.reason].status
             await abort(context, err)
+        except asyncio.CancelledError:
+            code = "CANCELLED"
+            raise
         except Exception:
             code = "INTERNAL"
             await abort(context, internal_error(method, gw))
@@ -244,40 +251,46 @@ async def _chain(first: Message, rest: AsyncIterator[Message]) -> AsyncIterator[
 def stream(method: str, request_cls: type[Message], fn, gw, max_message_bytes: int) -> grpc.RpcMethodHandler:
     """A bidirectional stream: the call is checked once, then ``fn(items, caller)`` gets an async iterator of
     decoded messages (or the YidiError of a message that could not be read, to answer in its place) and
-    yields response bytes."""
+    yields response bytes.
+
+    The handler is a coroutine that writes with ``context.write``, not an async generator: a client that
+    cancels cancels the call's task, so the handler ends in its own task and context (its metrics are
+    counted, the caller's context variable reset there) and ``fn`` is closed at once.  A generator left at a
+    ``yield`` would be closed later by the loop in another context.
+    """
     decode, fn = _unwrap(fn)
     timer = RpcTimer(method)
 
-    async def handle(request_iterator, context: grpc.aio.ServicerContext):
+    async def items(request_iterator):
+        async for raw in request_iterator:
+            try:
+                yield _decode(raw, request_cls, max_message_bytes, decode)
+            except YidiError as err:
+                yield err
+
+    async def handle(request_iterator, context: grpc.aio.ServicerContext) -> None:
         start, code = perf_counter(), "OK"
+        token = None
         try:
             caller = resolve_caller(context)
             token = _caller.set(caller)
             gw.require_ready()
             authorize(method, caller, None, gw.engine)
-        except YidiError as err:
-            timer.observe(REASONS[err.reason].status, perf_counter() - start)
-            await abort(context, err)
-            return
-
-        async def items():
-            async for raw in request_iterator:
-                try:
-                    yield _decode(raw, request_cls, max_message_bytes, decode)
-                except YidiError as err:
-                    yield err
-
-        try:
-            async for reply in fn(items(), caller):
-                yield reply
+            async with contextlib.aclosing(fn(items(request_iterator), caller)) as replies:
+                async for reply in replies:
+                    await context.write(reply)
         except YidiError as err:
             code = REASONS[err.reason].status
             await abort(context, err)
+        except asyncio.CancelledError:
+            code = "CANCELLED"
+            raise
         except Exception:
             code = "INTERNAL"
             await abort(context, internal_error(method, gw))
         finally:
-            _caller.reset(token)
+            if token is not None:
+                _caller.reset(token)
             timer.observe(code, perf_counter() - start)
 
     return grpc.stream_stream_rpc_method_handler(handle)
