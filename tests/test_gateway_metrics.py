@@ -15,7 +15,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from datagen.spec_fixture import write_spec_dataset
-from gateway._pb.yidi.v1 import common_pb2 as pb, diagnostics_pb2 as dpb, settlement_pb2 as spb
+from gateway._pb.yidi.v1 import common_pb2 as pb, diagnostics_pb2 as dpb, funds_pb2 as fdpb, settlement_pb2 as spb
 from gateway_harness import file_person, start_gateway
 
 HAINAN, LIAONING = "460000", "210000"
@@ -123,3 +123,28 @@ def test_a_stream_cancelled_by_the_client_is_counted_without_a_traceback(gw):
     hainan(hainan.diagnostics.Ping, dpb.PingRequest())
     written = gw.log()[log_before:]
     assert "Traceback" not in written and "ValueError" not in written, written[-3000:]
+
+
+def test_a_client_streaming_call_cancelled_by_the_client_is_counted_cancelled(gw):
+    """A cancelled call is counted as such, not as OK (ReconcileDetail waits for the client's next message)."""
+    hainan = gw.client(HAINAN)
+    method = "FundsService/ReconcileDetail"
+    before = value(scrape(gw), "yidi_rpc_duration_seconds_count", method=method, code="CANCELLED")
+    span = fdpb.ReconcileRange(fixmedins_code="H46010000003", date_from=20260301, date_to=20260331)
+    sent, wanted = threading.Event(), threading.Event()
+
+    def messages():
+        yield fdpb.ReconcileDetailRequest(range=span, items=[fdpb.ReconcileItem(setl_id="S000000000000001")])
+        sent.set()
+        wanted.wait(30)
+
+    call = hainan.funds.ReconcileDetail.future(messages(), timeout=30)
+    assert sent.wait(10)
+    time.sleep(0.2)  # the server has the first message and waits for the next
+    call.cancel()
+    wanted.set()
+    deadline = time.monotonic() + 10
+    while value(scrape(gw), "yidi_rpc_duration_seconds_count", method=method, code="CANCELLED") != before + 1:
+        assert time.monotonic() < deadline, "the cancelled call was not counted CANCELLED"
+        time.sleep(0.05)
+    assert value(scrape(gw), "yidi_rpc_duration_seconds_count", method=method, code="OK") == 0
