@@ -139,3 +139,21 @@ def test_an_unknown_institution_is_answered_before_any_person_is_looked_up():
         with pytest.raises(YidiError) as refused:
             authorize("SettlementService/Admit", "440000", Request(fixmedins_code="X9"), world)
         assert refused.value.reason == "INSTITUTION_UNKNOWN"
+
+
+def test_only_a_certificate_naming_client_auth_is_a_client():
+    """gateway.auth asks for clientAuth by name (once per certificate), whatever the TLS library lets through."""
+    from cryptography import x509
+
+    from gateway import auth, certs
+
+    ca, ca_key = certs.make_ca()
+    usage = x509.ExtendedKeyUsageOID
+    sans = [x509.UniformResourceIdentifier(certs.caller_uri("460000"))]
+    for usages, client in (((), False), ((usage.SERVER_AUTH,), False), ((usage.ANY_EXTENDED_KEY_USAGE,), False),
+                           ((usage.CODE_SIGNING,), False), ((usage.CLIENT_AUTH,), True),
+                           ((usage.SERVER_AUTH, usage.CLIENT_AUTH), True)):
+        pem = certs.pem(certs.issue(ca, ca_key, "t", sans, server=False, usages=usages)[0])
+        assert auth.issued_for_clients(pem) is client, usages
+        assert auth.issued_for_clients(bytes(pem)) is client  # answered from the cache
+    assert auth.issued_for_clients(b"not a certificate") is False

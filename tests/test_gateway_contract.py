@@ -727,6 +727,31 @@ def test_a_certificate_without_a_yidi_name_is_unauthenticated(gw):
         assert "yidi://province/" in message
 
 
+def test_a_certificate_without_client_authentication_usage_is_refused(gw):
+    """Issue 13 item 11c: a certificate of the platform CA naming a province but without an extended key
+    usage extension passed the TLS handshake (RFC 5280: none means any purpose) and was taken as that
+    province.  The gateway now asks for clientAuth by name; a certificate whose extended key usage names
+    other purposes only is refused by the handshake itself."""
+    with open(gw.certs.ca_key, "rb") as k, open(gw.certs.ca, "rb") as c:
+        ca_key = serialization.load_pem_private_key(k.read(), None)
+        ca = x509.load_pem_x509_certificate(c.read())
+    sans = [x509.UniformResourceIdentifier(certs.caller_uri(HAINAN))]
+    usage = x509.ExtendedKeyUsageOID
+    request = spb.GetSettlementRequest(setl_id="S999999999999999")
+    for usages, refused in (((), (grpc.StatusCode.UNAUTHENTICATED, "UNAUTHENTICATED")),
+                            ((usage.SERVER_AUTH,), (grpc.StatusCode.UNAVAILABLE, None)),
+                            ((usage.ANY_EXTENDED_KEY_USAGE,), (grpc.StatusCode.UNAVAILABLE, None)),
+                            ((usage.CLIENT_AUTH,), (grpc.StatusCode.NOT_FOUND, "SETTLEMENT_NOT_FOUND")),
+                            ((usage.SERVER_AUTH, usage.CLIENT_AUTH), (grpc.StatusCode.NOT_FOUND, "SETTLEMENT_NOT_FOUND"))):
+        cert, key = certs.issue(ca, ca_key, "usage-test", sans, server=False, usages=usages)
+        client = _client_with(gw, ca, key, cert)
+        code, reason, message = client.refused(client.settlement.GetSettlement, request)
+        assert (code, reason) == refused, (usages, code, reason, message)
+        if reason == "UNAUTHENTICATED":
+            assert "clientAuth" in message and message.endswith("[UNAUTHENTICATED]"), message
+        # accepted ones are 海南 (the made-up settlement is not found, as for any caller)
+
+
 def test_a_header_never_names_the_caller(gw, hainan):
     """The old x-yidi-caller header is ignored: Hainan's certificate is Hainan, whatever it claims."""
     code, reason, _ = hainan.refused(hainan.admin.GetReferenceDataStatus, admin_pb2.GetReferenceDataStatusRequest(),
