@@ -214,6 +214,7 @@ class Gateway:
         self.config = config
         self.audit = audit
         self.admission = None   # gateway.admission.Admission, set by the server
+        self.watchdog = None    # gateway.watchdog.LoopWatchdog, set by the server
         self._storage_down: str | None = None  # why the ledger cannot be written now (a failed test write)
         self.store = store
         self.on_fatal = on_fatal
@@ -227,6 +228,7 @@ class Gateway:
         self._snapshot_task: asyncio.Task | None = None
         self._snapshot_lock = asyncio.Lock()   # one snapshot written at a time
         self._last_snapshot: tuple[int, str, int] | None = None   # (seq, path, bytes) of the newest written
+        self._background: set[asyncio.Task] = set()   # strong references until done
 
     @property
     def engine(self) -> Engine:
@@ -375,17 +377,21 @@ class Gateway:
     def fatal_note_path(self) -> str:
         return self.config.ledger_path() + ".fatal.json"
 
-    def _leave_fatal_note(self, event: events.Event, exc: BaseException) -> None:
-        """A failed apply ends the process; the note lets the restarted gateway open a problem report for it."""
-        note = {"correlation_id": uuid.uuid4().hex[:16], "event": event.kind, "key": event.key,
-                "error": repr(exc)[:500], "at_ms": int(time.time() * 1000)}
+    def leave_fatal_note(self, what: str) -> None:
+        """Before the process ends on purpose: a note from which the restarted gateway opens a problem report.
+
+        ``what`` says what failed, for the operator (no request data: it may be called from any thread)."""
+        note = {"correlation_id": uuid.uuid4().hex[:16], "what": what[:500], "at_ms": int(time.time() * 1000)}
         try:
             tmp = self.fatal_note_path() + ".tmp"
             with open(tmp, "w", encoding="utf-8") as f:
-                json.dump(note, f)
+                json.dump(note, f, ensure_ascii=False)
             os.replace(tmp, self.fatal_note_path())
         except OSError:
-            log.exception("could not leave a note of the failed apply")
+            log.exception("could not leave a note of the failure")
+
+    def _leave_fatal_note(self, event: events.Event, exc: BaseException) -> None:
+        self.leave_fatal_note(f"账本记录应用失败（{event.kind} {event.key}：{exc!r}）")
 
     async def _report_fatal_note(self) -> None:
         try:
@@ -394,12 +400,20 @@ class Gateway:
         except FileNotFoundError:
             return
         except (OSError, ValueError):
-            log.exception("unreadable note of a failed apply at %s", self.fatal_note_path())
+            log.exception("unreadable note of a failure at %s", self.fatal_note_path())
             return
-        text = (f"账本记录应用失败（{note.get('event')} {note.get('key')}：{note.get('error')}），"
-                f"网关已重启并按账本重建状态。差错编号 {note.get('correlation_id')}。")
-        if await self.report_internal("apply", GATEWAY, str(note.get("correlation_id")), text):
+        text = f"{note.get('what')}，网关已重启并按账本重建状态。差错编号 {note.get('correlation_id')}。"
+        if await self.report_internal("restart", GATEWAY, str(note.get("correlation_id")), text):
             os.remove(self.fatal_note_path())
+
+    def report_stall(self, seconds: float, where: str) -> None:
+        """The event loop answered again after a stall (gateway/watchdog.py): a problem report, in the background."""
+        correlation_id = uuid.uuid4().hex[:16]
+        text = (f"结算网关事件循环停顿 {seconds:.1f} 秒，期间所有请求无应答（健康检查端口显示 NOT_SERVING）。"
+                f"停顿位置：{where[:300]}。差错编号 {correlation_id}。")
+        task = asyncio.get_running_loop().create_task(self.report_internal("event_loop", GATEWAY, correlation_id, text))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def _durable(self, fut: asyncio.Future, caller: str, records: list[Record]) -> None:
         if fut.cancelled() or fut.exception() is not None:

@@ -68,6 +68,13 @@ class Config:
     storage_probe_interval_s: float = 1.0
     # Prometheus /metrics on this host:port (gateway/metrics.py); empty: none.
     metrics_listen: str = ""
+    # Plaintext gRPC health on this loopback host:port for an orchestrator's probe (gateway/health.py),
+    # answered by threads of its own; empty: none.
+    health_listen: str = ""
+    # The event-loop watchdog (gateway/watchdog.py): silent this long is a stall (NOT_SERVING on the health
+    # port, a problem report); this long, the gateway exits to be restarted (0: never).
+    loop_stall_s: float = 2.0
+    loop_stall_exit_s: float = 30.0
     extra: dict = field(default_factory=dict)
 
     def audit_path(self) -> str:

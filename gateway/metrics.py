@@ -14,8 +14,9 @@ and ``make bench`` speak of the same things:
   size and latency (fsync included) of each ledger transaction;
 * ``yidi_index_entries{table}``, ``yidi_ledger_seq``, ``yidi_gc_pause_seconds``
   (histogram since start) and ``yidi_gc_pause_max_seconds``,
-  ``yidi_internal_errors_total{method}`` — read when scraped, costing the
-  request path nothing.
+  ``yidi_internal_errors_total{method}``, ``yidi_event_loop_lag_seconds`` and
+  ``yidi_event_loop_stalls_total`` (gateway/watchdog.py) — read when scraped,
+  costing the request path nothing.
 
 Hot-path cost: one histogram ``observe`` per RPC through a child cached per
 (method, code), about a microsecond (bench figures in docs/performance.md).
@@ -106,6 +107,12 @@ class _StateCollector:
         for method, n in sorted(self.internal_errors().items()):
             errors.add_metric([method], n)
         yield errors
+        watchdog = getattr(gw, "watchdog", None)
+        if watchdog is not None:
+            yield GaugeMetricFamily("yidi_event_loop_lag_seconds", "Seconds since the event loop's last heartbeat "
+                                    "(about 0.1 when it is well)", value=watchdog.lag_s())
+            yield CounterMetricFamily("yidi_event_loop_stalls", "Event-loop stalls seen by the watchdog",
+                                      value=watchdog.stalls)
 
 
 _STATE = _StateCollector()

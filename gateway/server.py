@@ -14,7 +14,6 @@ one only with ``Config.insecure`` and only on a loopback address.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import os
 import signal
@@ -23,7 +22,7 @@ from typing import Callable
 
 import grpc
 from google.protobuf.internal import api_implementation
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection
 
 from core.errors import LoadError, YidiError
@@ -34,6 +33,7 @@ from .app import Gateway
 from .audit import AuditLog
 from .config import Config
 from .gcwatch import WATCH
+from .health import Health, is_loopback
 from .ledger import LedgerCorrupt, LedgerUnavailable, open_store
 from .metrics import serve_metrics
 from .privacy import MaskingFilter
@@ -45,6 +45,7 @@ from .services.filing import FilingService
 from .services.funds import FundsService
 from .services.problems import ProblemService
 from .services.settlement import SettlementService
+from .watchdog import LoopWatchdog
 from ._pb.yidi.v1 import admin_pb2, diagnostics_pb2, filing_pb2, funds_pb2, problems_pb2, settlement_pb2
 
 log = logging.getLogger("yidi.server")
@@ -101,12 +102,7 @@ def check_listen(config: Config) -> None:
         raise SystemExit(f"--insecure-caller {config.insecure_caller[:20]!r} is neither a province code nor national")
     if not config.insecure:
         return
-    host = config.listen.rsplit(":", 1)[0].strip("[]")
-    try:
-        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = False
-    if not loopback:
+    if not is_loopback(config.listen):
         raise SystemExit(f"refusing a plaintext listener on {config.listen}: --insecure is for loopback "
                          "addresses only (127.0.0.1, ::1, localhost); use TLS (--cert/--key/--ca)")
 
@@ -157,7 +153,7 @@ def check_protobuf_backend() -> None:
                     api_implementation.Type())
 
 
-async def serve(config: Config, *, ready: Callable[[int, int], None] | None = None,
+async def serve(config: Config, *, ready: Callable[[int, int, int], None] | None = None,
                 progress: Callable[[str, int], None] | None = None,
                 stop: asyncio.Event | None = None, listening: Callable[[int], None] | None = None) -> None:
     """Run the gateway until SIGTERM/SIGINT (or ``stop`` is set)."""
@@ -165,13 +161,12 @@ async def serve(config: Config, *, ready: Callable[[int, int], None] | None = No
     check_listen(config)
     WATCH.install()
     store = open_store(config.ledger_path(), max_bytes=config.ledger_max_bytes)
-    health_servicer = health.aio.HealthServicer()
-    names: list[str] = []
+    names = [descriptor.full_name for descriptor, _ in SERVICES]
+    health = Health(names)
     loop = asyncio.get_running_loop()
 
     def health_down() -> None:
-        for name in ["", *names]:
-            loop.create_task(health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING))
+        loop.create_task(health.set_serving(False))
 
     gw = Gateway(config, store, on_fatal=fatal_soon(loop, health_down), audit=AuditLog(config.audit_path()))
     limit = config.max_message_bytes
@@ -181,22 +176,25 @@ async def serve(config: Config, *, ready: Callable[[int, int], None] | None = No
     gw.admission = admission
     for descriptor, service_cls in SERVICES:
         server.add_generic_rpc_handlers((service_handler(descriptor, service_cls(gw).methods(), gw, limit),))
-        names.append(descriptor.full_name)
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    health.add_to(server)
     reflection.enable_server_reflection(
         names + [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server
     )
-    for name in ["", *names]:
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    await health.set_serving(False)
 
     port = add_port(server, config)
     if port == 0:
         raise SystemExit(f"cannot listen on {config.listen}")
+    health_port = health.listen_plain(config.health_listen) if config.health_listen else 0
     await server.start()
     log.info("listening on %s (port %d), rebuilding state", config.listen, port)
     if listening is not None:
         listening(port)
     metrics_port = serve_metrics(config.metrics_listen, gw, lambda: INTERNAL_ERRORS) if config.metrics_listen else 0
+    watchdog = LoopWatchdog(loop, config.loop_stall_s, config.loop_stall_exit_s, on_stall=health.set_loop_stalled,
+                            on_recover=gw.report_stall, on_stuck=_stuck_exit(gw))
+    gw.watchdog = watchdog
+    watchdog.start()
 
     stop = stop or asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -208,24 +206,37 @@ async def serve(config: Config, *, ready: Callable[[int, int], None] | None = No
     if rebuild.done():
         if rebuild.exception() is not None:  # a load failure ends start-up with its reason
             stopping.cancel()
+            watchdog.stop()
+            health.stop()
             await server.stop(0)
             store.close()
             rebuild.result()
         WATCH.freeze()
-        for name in ["", *names]:
-            await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        await health.set_serving(True)
         log.info("SERVING on port %d: %s, ledger seq %d", port, gw.state.engine.index.counts(),
                  gw.ledger.next_seq - 1)
         if ready is not None:
-            ready(port, metrics_port)
+            ready(port, metrics_port, health_port)
         await stopping
     log.info("stopping: NOT_SERVING, %.0f s grace for in-flight calls", config.shutdown_grace_s)
-    await health_servicer.enter_graceful_shutdown()
+    await health.enter_graceful_shutdown()
     await server.stop(config.shutdown_grace_s)
     if not rebuild.done():
         rebuild.cancel()
+    watchdog.stop()
+    health.stop()
     await gw.close()
     log.info("stopped")
+
+
+def _stuck_exit(gw: Gateway) -> Callable[[float, str], None]:
+    """The watchdog's last resort (its thread): the loop has not answered for loop_stall_exit_s."""
+
+    def on_stuck(seconds: float, where: str) -> None:
+        gw.leave_fatal_note(f"结算网关事件循环停顿超过 {seconds:.0f} 秒，网关自行退出以便重启（停顿位置：{where[:300]}）")
+        fatal_exit(RuntimeError(f"event loop stalled for {seconds:.0f} s in {where}"))
+
+    return on_stuck
 
 
 async def _start(gw: Gateway, progress) -> None:

@@ -72,6 +72,18 @@ class Gateway:
         self.channels.append(channel)
         return channel
     metrics_url: str = ""   # with --metrics-listen: where /metrics is served
+    health_target: str = ""  # with --health-listen: host:port of the plaintext health service
+
+    def plain_health(self, timeout: float = 2) -> str:
+        """The plaintext health port's answer: "SERVING", "NOT_SERVING" or the gRPC code of a failed probe."""
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        with grpc.insecure_channel(self.health_target) as channel:
+            try:
+                answer = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=timeout)
+            except grpc.RpcError as err:
+                return err.code().name
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status)
 
     def client(self, caller: str | None) -> "Client":
         return Client(self.channel(caller), caller)
@@ -119,7 +131,9 @@ def start_gateway(data_dir: str, ledger: str, *extra: str, timeout: float = 120,
         if line.startswith(wait_for + " "):
             words = line.split()
             metrics = words[words.index("metrics") + 1] if "metrics" in words else ""
-            return Gateway(proc, words[1], log_path, certs=paths, insecure=insecure, metrics_url=metrics)
+            health = words[words.index("health") + 1] if "health" in words else ""
+            return Gateway(proc, words[1], log_path, certs=paths, insecure=insecure, metrics_url=metrics,
+                           health_target=health)
         if not line and proc.poll() is not None:
             break
     proc.kill()
@@ -152,10 +166,10 @@ class Client:
                                        response_deserializer=lambda b: b)
         return rpc(request, metadata=self.metadata, timeout=30)
 
-    def refused(self, method, request, metadata=()) -> tuple[grpc.StatusCode, str, str]:
+    def refused(self, method, request, metadata=(), timeout: float = 30) -> tuple[grpc.StatusCode, str, str]:
         """(status code, reason, message) of a call that must fail."""
         try:
-            method(request, metadata=tuple(metadata) or self.metadata, timeout=30)
+            method(request, metadata=tuple(metadata) or self.metadata, timeout=timeout)
         except grpc.RpcError as err:
             return err.code(), reason_of(err), err.details()
         raise AssertionError("the call was expected to be refused but succeeded")

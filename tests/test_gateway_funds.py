@@ -374,8 +374,8 @@ def test_an_internal_error_and_a_failed_apply_open_problem_reports(tmp_path, gat
     names = write_spec_dataset(tmp_path / "data")
     ledger = str(tmp_path / "ledger.sqlite")
     with open(ledger + ".fatal.json", "w", encoding="utf-8") as f:  # what a failed apply leaves before the restart
-        json.dump({"correlation_id": "feedc0ffee000001", "event": "settled", "key": "S000000000000009",
-                   "error": "InvariantError('x')", "at_ms": 1}, f)
+        json.dump({"correlation_id": "feedc0ffee000001", "at_ms": 1,
+                   "what": "账本记录应用失败（settled S000000000000009：InvariantError('x')）"}, f)
     monkeypatch.setenv("YIDI_FAIL_RPC", "FundsService/GetPositions")
     gw = gateways(names["dir"], ledger)
     national = gw.client(NATIONAL)

@@ -148,7 +148,8 @@ def cmd_datagen(args) -> None:
 
 SERVE_LIMITS = ("max_message_bytes", "snapshot_every_records", "idempotency_cache_keys", "max_concurrent_rpcs",
                 "max_inflight_per_caller", "rate_per_caller_per_s", "rate_burst_per_caller", "ledger_max_bytes",
-                "keepalive_min_ping_interval_ms", "storage_probe_interval_s", "metrics_listen")
+                "keepalive_min_ping_interval_ms", "storage_probe_interval_s", "metrics_listen", "health_listen",
+                "loop_stall_s", "loop_stall_exit_s")
 
 
 def cmd_voucher(args) -> None:
@@ -183,11 +184,12 @@ def cmd_serve(args) -> None:
     def listening(port: int) -> None:
         print(f"LISTENING {host}:{port}", flush=True)
 
-    def ready(port: int, metrics_port: int) -> None:
+    def ready(port: int, metrics_port: int, health_port: int) -> None:
         print(file=sys.stderr)
         host = config.listen.rsplit(':', 1)[0]
         metrics = f" metrics http://{config.metrics_listen.rsplit(':', 1)[0]}:{metrics_port}/metrics" if metrics_port else ""
-        print(f"SERVING {host}:{port} ledger {config.ledger_path()}{metrics}", flush=True)
+        health = f" health {config.health_listen.rsplit(':', 1)[0]}:{health_port}" if health_port else ""
+        print(f"SERVING {host}:{port} ledger {config.ledger_path()}{metrics}{health}", flush=True)
 
     run(config, ready=ready, progress=progress_printer("load"), listening=listening)
 
@@ -447,6 +449,13 @@ COMMANDS: tuple[Command, ...] = (
         arg("--keepalive-min-ping-interval-ms", type=int, default=0, help="clients pinging more often get GOAWAY"),
         arg("--storage-probe-interval-s", type=float, default=0, help="test-write interval while the ledger cannot be written"),
         arg("--metrics-listen", default="", help="serve Prometheus /metrics on host:port (e.g. 127.0.0.1:9464)"),
+        arg("--health-listen", default="", help="plaintext gRPC health for an orchestrator's probe on a loopback "
+                                                "host:port (e.g. 127.0.0.1:50052); answers even when the event loop "
+                                                "is stalled, then NOT_SERVING"),
+        arg("--loop-stall-s", type=float, default=0, help="an event loop silent this long is stalled: NOT_SERVING "
+                                                          "on the health port, a problem report (default 2)"),
+        arg("--loop-stall-exit-s", type=float, default=0, help="silent this long: exit so the supervisor restarts "
+                                                               "the gateway (default 30)"),
     ), local=cmd_serve),
     Command("certs", "create development certificates: a CA, the server's, one per province and national", (
         arg("--out", default=os.path.join("certs", "dev")),

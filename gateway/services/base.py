@@ -65,6 +65,9 @@ INTERNAL_ERRORS: collections.Counter[str] = collections.Counter()
 # A test hook: the RPC named here ("Service/Method") fails as a bug would, so that the INTERNAL path
 # (answer, log, automatic problem report) can be exercised over real gRPC.  Unset in production.
 FAIL_RPC = os.environ.get("YIDI_FAIL_RPC", "")
+# A test hook: "Service/Method:ms" spins the event loop that long in that RPC (as a busy-looping bug would), so
+# that the watchdog (gateway/watchdog.py) can be exercised over real gRPC.  Unset in production.
+STALL_RPC, _, STALL_MS = os.environ.get("YIDI_STALL_RPC", "").partition(":")
 
 
 class Decoded(NamedTuple):
@@ -139,7 +142,15 @@ def _admit(method: str, request, gw) -> str:
     authorize(method, caller, request, gw.engine)
     if method == FAIL_RPC:
         raise RuntimeError(f"YIDI_FAIL_RPC: {method} fails on purpose")
+    if method == STALL_RPC:
+        _spin(int(STALL_MS) / 1000)
     return caller
+
+
+def _spin(seconds: float) -> None:
+    end = perf_counter() + seconds
+    while perf_counter() < end:
+        pass
 
 
 def _enter(context: grpc.aio.ServicerContext, gw) -> tuple:
