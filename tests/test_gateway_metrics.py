@@ -15,8 +15,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from datagen.spec_fixture import write_spec_dataset
-from gateway._pb.yidi.v1 import common_pb2 as pb, diagnostics_pb2 as dpb, funds_pb2 as fdpb, settlement_pb2 as spb
-from gateway_harness import file_person, start_gateway
+from gateway._pb.yidi.v1 import common_pb2 as pb, diagnostics_pb2 as dpb, settlement_pb2 as spb
+from gateway_harness import Client, file_person, start_gateway
 
 HAINAN, LIAONING = "460000", "210000"
 
@@ -89,23 +89,25 @@ def test_metrics_follow_calls_records_batches_and_commits(gw):
 
 
 def test_a_stream_cancelled_by_the_client_is_counted_without_a_traceback(gw):
-    """Issue 13 item 11b: a cancelled SettleStream raised ValueError (the caller's context variable reset in
-    another context) and skipped its metrics.  Cancel one mid-way: it is counted CANCELLED, the log is clean,
-    and the gateway goes on serving."""
+    """Issue 13 item 11b: a SettleStream cancelled while the gateway waited to send its replies left the
+    handler (an async generator) at a yield; the loop closed it later in another context, where resetting
+    the caller's context variable raised ValueError, and the call was never counted.  Cancel one whose
+    replies the client does not read: it is counted (CANCELLED), the log is clean, the gateway serves."""
     file_person(gw.client(LIAONING), "PM-2", "21010219800101032")
-    hainan = gw.client(HAINAN)
+    # No BDP probing: the client's receive window stays at its initial 64 KiB, so the gateway's writes block.
+    hainan = Client(gw.channel(HAINAN, options=[("grpc.http2.bdp_probe", 0)]), HAINAN)
     before = scrape(gw)
     log_before = len(gw.log())
     wanted = threading.Event()
 
     def items():
-        for n in range(3):
+        for n in range(400):
             yield spb.SettleItem(outpatient=outpatient(f"m-s{n}", "PM-2"))
         wanted.wait(30)  # keep the request stream open until the client cancels the call
 
     call = hainan.settlement.SettleStream(items(), timeout=30)
-    got = [next(call) for _ in range(3)]
-    assert all(outcome.WhichOneof("outcome") == "settlement" for outcome in got), got
+    assert next(call).WhichOneof("outcome") == "settlement"
+    time.sleep(1.5)  # the gateway settles the rest and blocks writing replies nobody reads
     call.cancel()
     wanted.set()
     with pytest.raises(grpc.RpcError) as ended:
@@ -113,38 +115,11 @@ def test_a_stream_cancelled_by_the_client_is_counted_without_a_traceback(gw):
     assert ended.value.code() == grpc.StatusCode.CANCELLED
     method = "SettlementService/SettleStream"
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        counted = value(scrape(gw), "yidi_rpc_duration_seconds_count", method=method, code="CANCELLED")
-        if counted - value(before, "yidi_rpc_duration_seconds_count", method=method, code="CANCELLED") == 1:
-            break
+    while value(scrape(gw), "yidi_rpc_duration_seconds_count", method=method, code="CANCELLED") != \
+            value(before, "yidi_rpc_duration_seconds_count", method=method, code="CANCELLED") + 1:
+        assert time.monotonic() < deadline, f"the cancelled stream was not counted:\n{gw.log()[log_before:][-3000:]}"
         time.sleep(0.05)
-    else:
-        raise AssertionError(f"the cancelled stream was not counted:\n{gw.log()[log_before:][-3000:]}")
-    hainan(hainan.diagnostics.Ping, dpb.PingRequest())
+    gw.client(HAINAN)(hainan.diagnostics.Ping, dpb.PingRequest())
+    time.sleep(0.5)  # the time the loop took to close an abandoned generator (and log its ValueError)
     written = gw.log()[log_before:]
     assert "Traceback" not in written and "ValueError" not in written, written[-3000:]
-
-
-def test_a_client_streaming_call_cancelled_by_the_client_is_counted_cancelled(gw):
-    """A cancelled call is counted as such, not as OK (ReconcileDetail waits for the client's next message)."""
-    hainan = gw.client(HAINAN)
-    method = "FundsService/ReconcileDetail"
-    before = value(scrape(gw), "yidi_rpc_duration_seconds_count", method=method, code="CANCELLED")
-    span = fdpb.ReconcileRange(fixmedins_code="H46010000003", date_from=20260301, date_to=20260331)
-    sent, wanted = threading.Event(), threading.Event()
-
-    def messages():
-        yield fdpb.ReconcileDetailRequest(range=span, items=[fdpb.ReconcileItem(setl_id="S000000000000001")])
-        sent.set()
-        wanted.wait(30)
-
-    call = hainan.funds.ReconcileDetail.future(messages(), timeout=30)
-    assert sent.wait(10)
-    time.sleep(0.2)  # the server has the first message and waits for the next
-    call.cancel()
-    wanted.set()
-    deadline = time.monotonic() + 10
-    while value(scrape(gw), "yidi_rpc_duration_seconds_count", method=method, code="CANCELLED") != before + 1:
-        assert time.monotonic() < deadline, "the cancelled call was not counted CANCELLED"
-        time.sleep(0.05)
-    assert value(scrape(gw), "yidi_rpc_duration_seconds_count", method=method, code="OK") == 0

@@ -204,9 +204,6 @@ def unary(method: str, request_cls: type[Message], fn, gw, max_message_bytes: in
             if audit is not None and request is not None and audit.wants(method, request, err.reason):
                 audit.write(caller, method, request, err.reason)
             await abort(context, err)
-        except asyncio.CancelledError:
-            code = "CANCELLED"
-            raise
         except LedgerCorrupt as err:
             code = "INTERNAL"
             await abort(context, internal_error(method, gw, f"refusing to serve a damaged record: {err}"))
@@ -240,9 +237,6 @@ def stream_unary(method: str, request_cls: type[Message], fn, gw, max_message_by
         except YidiError as err:
             code = REASONS[err.reason].status
             await abort(context, err)
-        except asyncio.CancelledError:
-            code = "CANCELLED"
-            raise
         except Exception:
             code = "INTERNAL"
             await abort(context, internal_error(method, gw))
@@ -267,7 +261,9 @@ def stream(method: str, request_cls: type[Message], fn, gw, max_message_bytes: i
     The handler is a coroutine that writes with ``context.write``, not an async generator: a client that
     cancels cancels the call's task, so the handler ends in its own task and context (its metrics are
     counted, the caller's context variable reset there) and ``fn`` is closed at once.  A generator left at a
-    ``yield`` would be closed later by the loop in another context.
+    ``yield`` would be closed later by the loop in another context.  A cancel is counted ``CANCELLED`` when
+    gRPC delivers it as one (a cancelled task, or a reply it can no longer send); when gRPC ends the request
+    stream first and nothing is left to send, the handler cannot tell it from the client's half-close.
     """
     decode, fn = _unwrap(fn)
     timer = RpcTimer(method)
@@ -281,7 +277,7 @@ def stream(method: str, request_cls: type[Message], fn, gw, max_message_bytes: i
 
     async def handle(request_iterator, context: grpc.aio.ServicerContext) -> None:
         start, code = perf_counter(), "OK"
-        token = None
+        token, writing = None, False
         try:
             caller = resolve_caller(context)
             token = _caller.set(caller)
@@ -289,7 +285,9 @@ def stream(method: str, request_cls: type[Message], fn, gw, max_message_bytes: i
             authorize(method, caller, None, gw.engine)
             async with contextlib.aclosing(fn(items(request_iterator), caller)) as replies:
                 async for reply in replies:
+                    writing = True
                     await context.write(reply)
+                    writing = False
         except YidiError as err:
             code = REASONS[err.reason].status
             await abort(context, err)
@@ -297,6 +295,9 @@ def stream(method: str, request_cls: type[Message], fn, gw, max_message_bytes: i
             code = "CANCELLED"
             raise
         except Exception:
+            if writing:  # the call ended under the reply (its client went away): nothing to answer, not a bug
+                code = "CANCELLED"
+                return
             code = "INTERNAL"
             await abort(context, internal_error(method, gw))
         finally:
