@@ -33,11 +33,15 @@ $(CJK_FONT):
 	  || { apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-noto-cjk >/dev/null; }; \
 	else echo "warning: no CJK font at $(CJK_FONT); install fonts-noto-cjk or set YIDI_CJK_FONT" >&2; fi
 
-setup: $(BUILT) $(CJK_FONT) $(CERTS)/ca.pem
+setup: $(BUILT) $(CJK_FONT) $(CERTS)/ca.pem $(CERTS)/seal.key
 
-# Development certificates (mTLS): a CA, the server's, one per province and national (git-ignored).
+# Development certificates (mTLS): a CA, the server's, one per province and national (git-ignored),
+# and the ledger's development seal key (production keeps its key outside the data directory: README).
 $(CERTS)/ca.pem: | $(BUILT)
 	$(BIN)/yidi certs --out $(CERTS)
+
+$(CERTS)/seal.key: | $(CERTS)/ca.pem
+	$(BIN)/yidi keys --out $@
 
 certs: setup
 

@@ -35,6 +35,7 @@ from datagen.workload import Workload  # noqa: E402
 from gateway import snapshot  # noqa: E402
 from gateway.convert import encode_reply  # noqa: E402
 from gateway.ledger import Record, SqliteStore  # noqa: E402
+from gateway.testing import dev_certs, seal_key  # noqa: E402
 
 COMMIT_RECORDS = 5000
 
@@ -65,7 +66,7 @@ def build_ledgers(data_dir: str, counts: list[int], workdir: str) -> dict[int, s
     engine = Engine(index, Discard())
     workload = Workload(data_dir, seed=7)
     path = os.path.join(workdir, "building.sqlite")
-    store = SqliteStore(path)
+    store = SqliteStore(path, seal_key())
     out, seq, n = {}, 0, 0
     for target in sorted(counts):
         batch: list[Record] = []
@@ -93,7 +94,7 @@ def build_ledgers(data_dir: str, counts: list[int], workdir: str) -> dict[int, s
         store.pragma("wal_checkpoint(TRUNCATE)")
         ledger = os.path.join(workdir, f"ledger-{target}.sqlite")
         shutil.copy(path, ledger)
-        blob = snapshot.seal(seq, snapshot.encode(seq, data_dir, engine.export_state()), store.chain_at(seq))
+        blob = snapshot.seal(seq, snapshot.encode(seq, data_dir, engine.export_state()), store.chain_at(seq), store.key)
         snapshot.Snapshots(ledger + ".snapshots").write(blob, seq)
         out[target] = ledger
         print(f"built {target:,} records ({os.path.getsize(ledger) / 1e6:.0f} MB, snapshot "
@@ -107,7 +108,7 @@ def restart(data_dir: str, ledger: str, snapshots: str) -> tuple[float, int]:
     start = time.monotonic()
     proc = subprocess.Popen(
         [sys.executable, "-m", "gateway", "serve", "--data-dir", data_dir, "--ledger", ledger,
-         "--snapshots", snapshots, "--listen", "127.0.0.1:0"],
+         "--snapshots", snapshots, "--listen", "127.0.0.1:0", "--seal-key", dev_certs().seal_key],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
     try:
         for line in proc.stdout:
@@ -133,7 +134,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=os.path.dirname(os.path.abspath(args.data_dir))) as workdir:
         ledgers = build_ledgers(args.data_dir, args.records, workdir)
         empty = os.path.join(workdir, "empty.sqlite")
-        SqliteStore(empty).close()
+        SqliteStore(empty, seal_key()).close()
         cases = [("empty", 0, empty, False)]
         cases += [(f"{n:,} records", n, ledgers[n], False) for n in sorted(ledgers)]
         cases += [(f"{n:,} records + snapshot", n, ledgers[n], True) for n in sorted(ledgers)]

@@ -118,6 +118,8 @@ REASONS: dict[str, ReasonInfo] = {
     "LINE_ALREADY_SETTLED": _r("FAILED_PRECONDITION"),
     "CREDENTIAL_INVALID": _r("INVALID_ARGUMENT"),
     "EXPLANATION_UNAVAILABLE": _r("FAILED_PRECONDITION"),
+    # the ledger failed a proof (a record, a derived row or a seal does not match): nothing is served from it
+    "LEDGER_DAMAGED": _r("UNAVAILABLE", OPERATING),
 }
 
 DOMAIN = "yidi.gov.cn"

@@ -18,12 +18,14 @@ builds no protobuf message: results are encoded by the translation layer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import hashlib
 import json
 import logging
 import os
 import sqlite3
+import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -43,7 +45,7 @@ from . import chain, metrics, snapshot
 from .config import Config
 from .convert import encode_reply
 from .keys import REVERSED, Keys, Prior, reused
-from .ledger import GroupCommitLedger, LedgerClosed, LedgerFatal, Record, Store
+from .ledger import GroupCommitLedger, LedgerClosed, LedgerCorrupt, LedgerFatal, Record, Store
 
 log = logging.getLogger("yidi.gateway")
 msgspec_replace = msgspec.structs.replace
@@ -60,6 +62,11 @@ NOTED: contextvars.ContextVar[list | None] = contextvars.ContextVar("yidi_noted"
 def storage_unavailable() -> YidiError:
     return YidiError("STORAGE_UNAVAILABLE", "结算网关账本暂时无法写入（磁盘已满或存储故障），本次请求结果未知。"
                                             "请稍后使用相同的请求ID重试：已办理的将原样返回，未办理的将办理一次。")
+
+
+def ledger_damaged() -> YidiError:
+    return YidiError("LEDGER_DAMAGED", "结算网关账本校验未通过，为免错付已暂停办理全部业务，并已自动登记差错。"
+                                       "本次请求未办理，请稍后使用相同的请求ID重试；如持续出现请联系国家平台运维。")
 
 
 def check_deadline() -> None:
@@ -108,6 +115,8 @@ def data_dir_of(store: Store, default: str) -> str:
 
 
 IMAGE_NAME = ".yidi-index.img"
+# The background verification's nice value: it runs on the other core, after the settlements.
+VERIFY_NICE = 10
 DATA_FILES = ("manifest.json", "regions.jsonl", "institutions.jsonl", "catalog.jsonl", "policies.jsonl",
               "persons.jsonl", "filings.jsonl", "voucher_keys.jsonl")
 
@@ -153,8 +162,6 @@ def build_state(config: Config, store: Store, keys: Keys, data_dir: str,
 
     Returns the state and the seq of the snapshot used (0: none, full replay).
     """
-    head = store.head_file.read()
-    chain.check_head(store.path, head, store.last_seq(), store.chain_at, store.head_file.path)
     index = load_index(config, data_dir, progress)
     durable = StoreArchive(store)
     if not store.archive_complete():
@@ -166,7 +173,7 @@ def build_state(config: Config, store: Store, keys: Keys, data_dir: str,
         log.info("archive of %d visits and %d settlements built from the ledger",
                  len(memory.visits), len(memory.settlements))
     else:
-        snap = snapshots.newest(store.last_seq())
+        snap = snapshots.newest(store.last_seq(), store.key)
         if snap is not None and snap.chain:
             chain.check_head(store.path, chain.Head(snap.seq, snap.chain), store.last_seq(), store.chain_at,
                              f"snapshot {snapshots.path(snap.seq)}")
@@ -188,7 +195,7 @@ def _replay(engine: Engine, store: Store, keys: Keys, after: int,
     for record in store.scan(after):
         if record.seq != after + replayed + 1:
             raise chain.LedgerCorrupt(store.path, after + replayed + 1, f"is missing (the next is {record.seq})")
-        previous = chain.check_record(store.path, record, previous)
+        previous = chain.check_record(store.path, record, previous, store.key)
         engine.apply(events.decode(record.body), record.seq)
         if record.request_id:
             keys.remember(record.caller, record.request_id, record.digest, record.seq)
@@ -216,6 +223,9 @@ class Gateway:
         self.admission = None   # gateway.admission.Admission, set by the server
         self.watchdog = None    # gateway.watchdog.LoopWatchdog, set by the server
         self._storage_down: str | None = None  # why the ledger cannot be written now (a failed test write)
+        self._damaged: str | None = None       # why the ledger failed a proof after start: serve nothing from it
+        self.on_damaged: Callable[[], None] | None = None   # set by the server: health NOT_SERVING
+        self.verified = ""   # what the background verification said, once it has
         self.store = store
         self.on_fatal = on_fatal
         self.ledger = GroupCommitLedger(store, max_batch=config.ledger_max_batch, on_fatal=on_fatal)
@@ -236,6 +246,8 @@ class Gateway:
         return self.state.engine
 
     def require_ready(self) -> None:
+        if self._damaged is not None:
+            raise ledger_damaged()
         if self._storage_down is not None or self.ledger.failed is not None:
             raise storage_unavailable()
         if self.state is None or self._paused:
@@ -266,6 +278,51 @@ class Gateway:
         self.ledger.start()
         self._records_since_snapshot = self.ledger.next_seq - 1 - self.snapshot_seq
         await self._report_fatal_note()
+        for path, why in self.snapshots.rejected:
+            await self.report_internal("snapshot", GATEWAY, uuid.uuid4().hex[:16],
+                                       f"快照文件 {path} 未通过校验（{why}），未被使用，状态已按账本重建。"
+                                       "请运维核查该文件为何被改动。")
+        self.snapshots.rejected.clear()
+
+    # ------------------------------------------------- the ledger's proofs after start
+    async def damaged(self, err: LedgerCorrupt, where: str) -> None:
+        """A proof failed once serving: one problem report, then nothing more is served from this ledger."""
+        if self._damaged is not None:
+            return
+        correlation_id = uuid.uuid4().hex[:16]
+        log.critical("ledger damaged (%s): %s; NOT_SERVING, answering LEDGER_DAMAGED until the ledger is restored",
+                     where, err)
+        await self.report_internal(where, GATEWAY, correlation_id,
+                                   f"账本校验未通过（{where}）：{str(err)[:400]}。网关已停止办理业务（NOT_SERVING），"
+                                   f"请运维核查并恢复账本。差错编号 {correlation_id}。")
+        self._damaged = str(err)
+        if self.on_damaged is not None:
+            self.on_damaged()
+
+    def verify_after_start(self) -> None:
+        """Prove what start-up did not read, in a process of its own (gateway/verify.py), in the background."""
+        task = asyncio.get_running_loop().create_task(self._verify())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _verify(self) -> None:
+        argv = [sys.executable, "-m", "gateway", "verify-ledger", self.store.path, "--live",
+                "--key", self.config.seal_key, "--snapshots", self.config.snapshot_dir()]
+        started = time.perf_counter()
+        proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE,
+                                                    stderr=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL)
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, proc.pid, VERIFY_NICE)   # the settlements come first
+        out, err = await proc.communicate()
+        said = (out or err).decode("utf-8", "replace").strip().splitlines()
+        line = said[-1] if said else f"exit {proc.returncode}"
+        if proc.returncode == 0:
+            self.verified = line
+            log.info("ledger verified in %.1f s in the background: %s", time.perf_counter() - started, line)
+        elif line.startswith("NOT OK: "):
+            await self.damaged(LedgerCorrupt(self.store.path, 0, line[len("NOT OK: "):]), "background verification")
+        else:
+            log.error("the background verification of %s could not run: %s", self.store.path, line)
 
     # --------------------------------------------------------- mutation
     async def execute(self, caller: str, command: Command, digest: bytes) -> bytes:
@@ -533,7 +590,7 @@ class Gateway:
             body = snapshot.encode(seq, self.state.data_dir, self.state.engine.export_state())
             self._records_since_snapshot = 0
             await self.ledger.flush()  # never a snapshot of records that are not durable
-            blob = snapshot.seal(seq, body, self.store.chain_at(seq))
+            blob = snapshot.seal(seq, body, self.store.chain_at(seq), self.store.key)
             path = await asyncio.to_thread(self.snapshots.write, blob, seq)
             self.snapshot_seq = seq
             log.info("snapshot at ledger seq %d written: %s (%d bytes)", seq, path, len(blob))

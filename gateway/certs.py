@@ -5,7 +5,10 @@
 * ``ca.pem`` / ``ca.key`` — a development platform CA;
 * ``server.pem`` / ``server.key`` — the gateway, for ``localhost``, 127.0.0.1 and ::1;
 * ``clients/<caller>.pem`` / ``.key`` — one client certificate per province
-  (the 31 province codes of ``datagen.geo``) and one for ``national``.
+  (the 31 province codes of ``datagen.geo``) and one for ``national``;
+* ``seal.key`` — a development seal key for the ledger (gateway/seal.py),
+  made only if there is none: a ledger sealed with a key cannot be opened
+  without it.
 
 A caller's identity is one URI subject alternative name,
 ``yidi://province/460000`` or ``yidi://national`` (``caller_uri``): the
@@ -28,6 +31,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from core.access import NATIONAL
+
+from . import seal
 
 URI_PREFIX = "yidi://"
 PROVINCE_URI = URI_PREFIX + "province/"
@@ -71,6 +76,10 @@ class Paths:
     @property
     def server_key(self) -> str:
         return os.path.join(self.directory, "server.key")
+
+    @property
+    def seal_key(self) -> str:
+        return os.path.join(self.directory, "seal.key")
 
     def client_cert(self, caller: str) -> str:
         return os.path.join(self.directory, "clients", f"{caller}.pem")
@@ -163,6 +172,8 @@ def write_dev_certs(out: str, callers: list[str] | None = None) -> Paths:
                           [x509.UniformResourceIdentifier(caller_uri(caller))], server=False)
         _write(paths.client_cert(caller), pem(cert))
         _write(paths.client_key(caller), pem_key(key), private=True)
+    if not os.path.exists(paths.seal_key):
+        seal.write_key(paths.seal_key)
     return paths
 
 

@@ -58,6 +58,11 @@ class Config:
     tls_key: str = ""
     tls_ca: str = ""
     insecure: bool = False
+    # The seal key (gateway/seal.py): a file outside the ledger's directory (`yidi keys` makes one).
+    seal_key: str = ""
+    # A directory on another volume that receives the sealed chain head after every commit (fsynced,
+    # before the reply): a ledger restored from an older copy is refused at start.  Empty: none.
+    witness: str = ""
     # With insecure, for benchmarks only (h2load cannot present a certificate): the one caller every call
     # on the plaintext loopback listener is taken to be. Never a header.
     insecure_caller: str = ""

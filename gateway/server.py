@@ -37,6 +37,7 @@ from .health import Health, is_loopback
 from .ledger import LedgerCorrupt, LedgerUnavailable, open_store
 from .metrics import serve_metrics
 from .privacy import MaskingFilter
+from .seal import SealKey, SealKeyError, check_outside
 from .snapshot import LedgerBehindSnapshot
 from .services.admin import AdminService
 from .services.base import INTERNAL_ERRORS, service_handler
@@ -147,6 +148,13 @@ def server_options(config: Config) -> list[tuple[str, int]]:
     ]
 
 
+def read_seal_key(config: Config) -> SealKey:
+    if not config.seal_key:
+        raise SealKeyError("no seal key: give --seal-key FILE (`yidi keys --out FILE` makes one)")
+    check_outside(config.seal_key, config.ledger_path())
+    return SealKey.read(config.seal_key)
+
+
 def check_protobuf_backend() -> None:
     if api_implementation.Type() != "upb":
         log.warning("protobuf runs on the %r backend, not upb: expect ~20x slower messages",
@@ -160,7 +168,8 @@ async def serve(config: Config, *, ready: Callable[[int, int, int], None] | None
     check_protobuf_backend()
     check_listen(config)
     WATCH.install()
-    store = open_store(config.ledger_path(), max_bytes=config.ledger_max_bytes)
+    store = open_store(config.ledger_path(), read_seal_key(config), max_bytes=config.ledger_max_bytes,
+                       witness_dir=config.witness)
     names = [descriptor.full_name for descriptor, _ in SERVICES]
     health = Health(names)
     loop = asyncio.get_running_loop()
@@ -169,6 +178,7 @@ async def serve(config: Config, *, ready: Callable[[int, int, int], None] | None
         loop.create_task(health.set_serving(False))
 
     gw = Gateway(config, store, on_fatal=fatal_soon(loop, health_down), audit=AuditLog(config.audit_path()))
+    gw.on_damaged = health_down
     limit = config.max_message_bytes
     admission = Admission(config.max_concurrent_rpcs, config.max_inflight_per_caller, config.rate_per_caller_per_s,
                           config.rate_burst_per_caller, config.overload_retry_after_ms)
@@ -217,6 +227,7 @@ async def serve(config: Config, *, ready: Callable[[int, int, int], None] | None
                  gw.ledger.next_seq - 1)
         if ready is not None:
             ready(port, metrics_port, health_port)
+        gw.verify_after_start()
         await stopping
     log.info("stopping: NOT_SERVING, %.0f s grace for in-flight calls", config.shutdown_grace_s)
     await health.enter_graceful_shutdown()
@@ -260,5 +271,5 @@ def run(config: Config, **kwargs) -> None:
         raise SystemExit(f"reference data rejected: {err}") from None
     except OSError as err:
         raise SystemExit(f"reference data cannot be read: {err.filename}: {err.strerror}") from None
-    except (LedgerBehindSnapshot, LedgerCorrupt, LedgerUnavailable) as err:
+    except (LedgerBehindSnapshot, LedgerCorrupt, LedgerUnavailable, SealKeyError) as err:
         raise SystemExit(f"refusing to start: {err}") from None

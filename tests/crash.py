@@ -52,7 +52,7 @@ from datagen.workload import Workload  # noqa: E402
 from gateway._pb.yidi.v1 import admin_pb2, common_pb2 as pb, funds_pb2 as fdpb, settlement_pb2 as spb  # noqa: E402
 from gateway._pb.yidi.v1 import settlement_pb2_grpc  # noqa: E402
 from gateway.status import reason_of  # noqa: E402
-from gateway.testing import credentials, dev_certs, start_gateway  # noqa: E402
+from gateway.testing import credentials, dev_certs, seal_key, start_gateway  # noqa: E402
 from gateway.verify import verify_ledger  # noqa: E402
 
 RETRY = {"STORAGE_UNAVAILABLE", "NOT_READY", "OVERLOADED", "DEADLINE_EXCEEDED", "INTERNAL"}
@@ -189,9 +189,9 @@ def main() -> int:
         clearing_ok = clearing_agrees(gw, clients.acknowledged, clients.workload.date // 100)
         stopped = gw.stop()
         setl_ids = [a.settlement.setl_id for a in clients.acknowledged.values()]
-        checks = check_ledger(ledger, data_dir, ledger + ".snapshots", setl_ids)
+        checks = check_ledger(ledger, data_dir, ledger + ".snapshots", setl_ids, seal_key())
         try:
-            verify_ledger(ledger, ledger + ".snapshots")
+            verify_ledger(ledger, ledger + ".snapshots", seal_key())
             integrity_ok = True
         except Exception as err:  # noqa: BLE001 - any failure of the check is the finding
             print(f"verify-ledger: {err}", file=sys.stderr)

@@ -23,6 +23,7 @@ from core.funds import on_site_check
 from datagen.spec_fixture import write_spec_dataset
 from gateway._pb.yidi.v1 import admin_pb2, common_pb2 as pb, funds_pb2 as fdpb, problems_pb2 as ppb
 from gateway._pb.yidi.v1 import settlement_pb2 as spb
+from gateway.testing import seal_key
 from gateway.ledger import Record, SqliteStore
 from gateway_harness import file_person, start_gateway
 
@@ -44,7 +45,7 @@ def seed_old_problem(path: str) -> None:
     facts = ProblemFacts(OLD_PROBLEM, LIAONING, "settlement_missing", "结算数据未到参保地", "", "", HAINAN, LIAONING,
                          opened)
     event = ProblemReported(problem=facts)
-    store = SqliteStore(path)
+    store = SqliteStore(path, seal_key())
     try:
         store.append([Record(event.kind, LIAONING, "seed-problem", b"s" * 16, event.key, events.encode(event), b"",
                              changes=(PutProblem(ArchivedProblem(facts, updated_at_ms=opened)),

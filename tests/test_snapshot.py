@@ -11,7 +11,8 @@ from core.engine import EngineState
 from core.events import Person
 from datagen.spec_fixture import write_spec_dataset
 from gateway import snapshot
-from gateway._pb.yidi.v1 import admin_pb2, settlement_pb2 as spb
+from gateway._pb.yidi.v1 import admin_pb2, problems_pb2 as ppb, settlement_pb2 as spb
+from gateway.seal import SealKey
 from gateway_harness import file_person
 
 PERSON = Person("P1", "210102195001010011", "名", "210102", "310", "retired", "active", False, "K1", "3.0")
@@ -22,26 +23,37 @@ def state(n: int) -> EngineState:
 
 
 CHAIN = bytes(range(32))
+KEY = SealKey(bytes(range(32))).for_ledger("test-ledger")
 
 
-def sealed(seq: int, data_dir: str, engine: EngineState) -> bytes:
-    return snapshot.seal(seq, snapshot.encode(seq, data_dir, engine), CHAIN)
+def sealed(seq: int, data_dir: str, engine: EngineState, key=KEY) -> bytes:
+    return snapshot.seal(seq, snapshot.encode(seq, data_dir, engine), CHAIN, key)
 
 
 def test_round_trip_and_every_corruption_is_detected():
     blob = sealed(42, "/data", state(3))
-    body = snapshot.decode(blob)
+    body = snapshot.decode(blob, KEY)
     assert (body.seq, body.data_dir, body.engine, body.chain) == (42, "/data", state(3), CHAIN)
-    # magic, version, seq/length, checksum, the ledger's chain value, body
+    # magic, version, seq/length, seal, the ledger's chain value, body
     for i in (0, 9, 20, 40, 70, len(blob) // 2, len(blob) - 1):
         flipped = bytearray(blob)
         flipped[i] ^= 0x01
         with pytest.raises(snapshot.SnapshotCorrupt):
-            snapshot.decode(bytes(flipped))
+            snapshot.decode(bytes(flipped), KEY)
     with pytest.raises(snapshot.SnapshotCorrupt):
-        snapshot.decode(blob[:-1])
+        snapshot.decode(blob[:-1], KEY)
     with pytest.raises(snapshot.SnapshotCorrupt):
-        snapshot.decode(blob[:10])
+        snapshot.decode(blob[:10], KEY)
+
+
+def test_a_snapshot_resealed_without_the_key_or_by_another_ledger_is_refused():
+    """Issue 13 item 4: the seal was an unkeyed hash, so an edited body could be resealed by anyone."""
+    blob = sealed(42, "/data", state(3))
+    edited = snapshot.encode(42, "/data", state(4))   # the accumulators changed
+    for key in (SealKey(bytes(32)).for_ledger("test-ledger"), SealKey(bytes(range(32))).for_ledger("another")):
+        with pytest.raises(snapshot.SnapshotCorrupt, match="seal"):
+            snapshot.decode(snapshot.seal(42, edited, CHAIN, key), KEY)
+    assert snapshot.decode(blob, KEY).engine == state(3)
 
 
 def test_newest_valid_is_used_and_a_corrupt_one_skipped_with_its_name(tmp_path, caplog):
@@ -53,11 +65,12 @@ def test_newest_valid_is_used_and_a_corrupt_one_skipped_with_its_name(tmp_path, 
         f.seek(-3, os.SEEK_END)
         f.write(b"\xff\xff\xff")
     with caplog.at_level(logging.ERROR, logger="yidi.snapshot"):
-        newest = snaps.newest(max_seq=100)
+        newest = snaps.newest(100, KEY)
     assert newest.seq == 30 and len(newest.engine.persons) == 3
-    assert snaps.path(40) in caplog.text and "checksum" in caplog.text
+    assert snaps.path(40) in caplog.text and "seal" in caplog.text
+    assert [path for path, _ in snaps.rejected] == [snaps.path(40)]   # the gateway reports it
     with pytest.raises(snapshot.LedgerBehindSnapshot):
-        snaps.newest(max_seq=35)  # the ledger lost records a snapshot covers: refuse to start
+        snaps.newest(35, KEY)  # the ledger lost records a snapshot covers: refuse to start
 
 
 def test_writers_of_one_seq_never_share_a_temporary_file(tmp_path):
@@ -86,7 +99,7 @@ def test_a_corrupt_snapshot_at_start_up_falls_back_to_a_full_replay(tmp_path, ga
         f.seek(-1, os.SEEK_END)
         f.write(b"\x00" if f.read(1) != b"\x00" else b"\x01")
     gw = gateways(names["dir"], ledger)
-    assert f"snapshot {snap.path} skipped" in gw.log()
+    assert f"snapshot {snap.path} rejected" in gw.log()
     liaoning = gw.client("210000")
     for psn_no in ("P2101028001", "P2101028002"):
         acc = liaoning(liaoning.settlement.GetAccumulators, spb.GetAccumulatorsRequest(psn_no=psn_no, year=2026))
@@ -94,6 +107,8 @@ def test_a_corrupt_snapshot_at_start_up_falls_back_to_a_full_replay(tmp_path, ga
     national = gw.client("national")
     status = national(national.admin.GetReferenceDataStatus, admin_pb2.GetReferenceDataStatusRequest())
     assert status.snapshot_seq == 0
+    reports = national(national.problems.ListProblems, ppb.ListProblemsRequest()).problems
+    assert [p.category for p in reports if snap.path in p.text] == [ppb.PROBLEM_CATEGORY_INTERNAL_ERROR]
 
 
 def test_concurrent_snapshots_all_answer_and_a_restart_uses_them(tmp_path, gateways):
@@ -123,10 +138,11 @@ def test_concurrent_snapshots_all_answer_and_a_restart_uses_them(tmp_path, gatew
     assert snaps.seqs()[0] == newest
     for seq in snaps.seqs():
         with open(snaps.path(seq), "rb") as f:
-            assert snapshot.decode(f.read()).seq == seq
+            assert f.read(len(snapshot.MAGIC)) == snapshot.MAGIC
     assert gw.stop() == 0
     gw = gateways(names["dir"], ledger)
-    assert f"state rebuilt: snapshot at seq {newest}," in gw.log()
+    # The newest is whole and sealed: the restart starts from it.
+    assert f"state rebuilt: snapshot at seq {newest}," in gw.log() and "skipped" not in gw.log()
     national, liaoning = gw.client("national"), gw.client("210000")
     status = national(national.admin.GetReferenceDataStatus, admin_pb2.GetReferenceDataStatusRequest())
     assert status.snapshot_seq == newest

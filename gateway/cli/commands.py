@@ -173,7 +173,8 @@ def cmd_serve(args) -> None:
     config = Config(data_dir=args.data_dir, ledger=args.ledger or "", listen=args.listen, snapshots=args.snapshots,
                     tls_cert=args.cert or paths.server_cert, tls_key=args.key or paths.server_key,
                     tls_ca=args.ca or paths.ca, insecure=args.insecure, audit_log=args.audit_log,
-                    insecure_caller=args.insecure_caller)
+                    insecure_caller=args.insecure_caller, seal_key=args.seal_key or paths.seal_key,
+                    witness=args.witness)
     for name in SERVE_LIMITS:
         if getattr(args, name):
             setattr(config, name, getattr(args, name))
@@ -202,13 +203,33 @@ def cmd_certs(args) -> None:
           f"{len(certs.dev_callers())} client certificates (31 provinces and national) to {paths.directory}")
 
 
+def cmd_keys(args) -> None:
+    from ..seal import write_key
+
+    try:
+        key = write_key(args.out)
+    except FileExistsError:
+        raise SystemExit(f"{args.out} exists: a seal key is never overwritten (a ledger sealed with it could not be "
+                         "opened without it)") from None
+    print(f"wrote a seal key (id {key.key_id}) to {args.out}, readable by its owner only; keep it outside the data "
+          "directory (README: where production keeps it)")
+
+
 def cmd_verify_ledger(args) -> None:
+    """Exit 0: proved; 1 (``NOT OK: ...``): the ledger is not what was written; 2: it could not be checked."""
+    from ..chain import LedgerCorrupt
+    from ..seal import SealKey
     from ..verify import verify_ledger
 
     try:
-        print(verify_ledger(args.ledger, args.snapshots or args.ledger + ".snapshots"))
-    except Exception as err:  # one line, whatever is wrong
+        key = SealKey.read(args.key) if args.key else None
+        print(verify_ledger(args.ledger, args.snapshots or args.ledger + ".snapshots", key, args.witness,
+                            live=args.live))
+    except LedgerCorrupt as err:
         raise SystemExit(f"NOT OK: {err}") from None
+    except Exception as err:  # one line, whatever else is wrong
+        print(f"cannot verify: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 # ---------------------------------------------------------------- requests
@@ -430,6 +451,10 @@ COMMANDS: tuple[Command, ...] = (
         arg("--certs", default=os.environ.get("YIDI_CERTS", os.path.join("certs", "dev")),
             help="development certificates directory (yidi certs; env YIDI_CERTS)"),
         arg("--cert", default="", help="server certificate (default: <certs>/server.pem)"),
+        arg("--seal-key", default="", help="the ledger's seal key, outside the data directory (default: "
+                                           "<certs>/seal.key; `yidi keys` makes one)"),
+        arg("--witness", default="", help="a directory on another volume that receives the sealed chain head after "
+                                          "every commit; a ledger behind it is refused at start"),
         arg("--key", default="", help="server key (default: <certs>/server.key)"),
         arg("--ca", default="", help="CA that signs client certificates (default: <certs>/ca.pem)"),
         arg("--insecure", action="store_true",
@@ -460,9 +485,16 @@ COMMANDS: tuple[Command, ...] = (
     Command("certs", "create development certificates: a CA, the server's, one per province and national", (
         arg("--out", default=os.path.join("certs", "dev")),
     ), local=cmd_certs),
-    Command("verify-ledger", "verify a ledger offline: every record's checksum, the hash chain, the head file, snapshots", (
+    Command("keys", "create a seal key for the ledger (gateway/seal.py); never overwrites one", (
+        arg("--out", required=True, help="the key file to create (keep it outside the data directory)"),
+    ), local=cmd_keys),
+    Command("verify-ledger", "prove a whole ledger: every record, the keyed chain, the derived rows, the seals", (
         arg("ledger", help="the ledger file"),
+        arg("--key", default="", help="the seal key (without it only checksums and row counts are checked)"),
         arg("--snapshots", default="", help="snapshot directory (default: <ledger>.snapshots)"),
+        arg("--witness", default="", help="the witness directory, if the gateway keeps one"),
+        arg("--live", action="store_true", help="beside a running gateway: its head file, witness and newer "
+                                                "snapshots may be ahead of the consistent view checked"),
     ), local=cmd_verify_ledger),
     Command("file", "file a person for cross-province care (备案)", FILE_ARGS, "filing.File", file_request),
     Command("filings", "list a person's filings", PERSON, "filing.ListFilings", filings_request),

@@ -48,7 +48,7 @@ from core.access import authorize
 from core.errors import REASONS, YidiError
 
 from .. import bounds
-from ..app import DEADLINE, NOTED
+from ..app import DEADLINE, NOTED, ledger_damaged
 from ..audit import fields_of
 from ..auth import _caller, current_caller, resolve_caller
 from ..chain import LedgerCorrupt
@@ -100,6 +100,13 @@ def internal_error(method: str, gw=None, what: str = "") -> YidiError:
         _background(gw.report_internal(method, caller, correlation_id))
     return YidiError("INTERNAL", f"结算网关内部错误（差错编号 {correlation_id}），已记录。请使用相同的请求ID重试。",
                      correlation_id=correlation_id)
+
+
+def damaged(method: str, gw, err: LedgerCorrupt) -> YidiError:
+    """A proof failed on a read: nothing is served from the ledger any more (gw.damaged reports it)."""
+    log.critical("refusing to serve from a damaged ledger in %s: %s", method, err)
+    _background(gw.damaged(err, f"{method} 读取时发现"))
+    return ledger_damaged()
 
 
 _REPORTS: set[asyncio.Task] = set()   # strong references until done (the loop keeps only weak ones)
@@ -205,8 +212,8 @@ def unary(method: str, request_cls: type[Message], fn, gw, max_message_bytes: in
                 audit.write(caller, method, request, err.reason)
             await abort(context, err)
         except LedgerCorrupt as err:
-            code = "INTERNAL"
-            await abort(context, internal_error(method, gw, f"refusing to serve a damaged record: {err}"))
+            code = "UNAVAILABLE"
+            await abort(context, damaged(method, gw, err))
         except Exception:
             code = "INTERNAL"
             await abort(context, internal_error(method, gw))
@@ -237,6 +244,9 @@ def stream_unary(method: str, request_cls: type[Message], fn, gw, max_message_by
         except YidiError as err:
             code = REASONS[err.reason].status
             await abort(context, err)
+        except LedgerCorrupt as err:
+            code = "UNAVAILABLE"
+            await abort(context, damaged(method, gw, err))
         except Exception:
             code = "INTERNAL"
             await abort(context, internal_error(method, gw))
@@ -294,6 +304,9 @@ def stream(method: str, request_cls: type[Message], fn, gw, max_message_bytes: i
         except asyncio.CancelledError:
             code = "CANCELLED"
             raise
+        except LedgerCorrupt as err:
+            code = "UNAVAILABLE"
+            await abort(context, damaged(method, gw, err))
         except Exception:
             if writing:  # the call ended under the reply (its client went away): nothing to answer, not a bug
                 code = "CANCELLED"
