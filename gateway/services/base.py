@@ -273,7 +273,7 @@ def stream(method: str, request_cls: type[Message], fn, gw, max_message_bytes: i
     counted, the caller's context variable reset there) and ``fn`` is closed at once.  A generator left at a
     ``yield`` would be closed later by the loop in another context.  A cancel is counted ``CANCELLED`` when
     gRPC delivers it as one (a cancelled task, or a reply it can no longer send); when gRPC ends the request
-    stream first and nothing is left to send, the handler cannot tell it from the client's half-close.
+    stream first and takes the replies left, the handler cannot tell it from the client's half-close (OK).
     """
     decode, fn = _unwrap(fn)
     timer = RpcTimer(method)
