@@ -12,7 +12,7 @@ BUILT   := $(VENV)/.built
 CERTS   ?= certs/dev
 CRASHES ?= 100
 
-.PHONY: setup certs data run test test-debug test-slow bench load peak-day lint clean crash
+.PHONY: setup certs data run test test-debug test-slow bench load peak-day lint clean crash tamper race
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -104,6 +104,16 @@ test-slow: setup
 # SIGKILLed at random moments CRASHES times; ends with one JSON line (tests/crash.py).
 crash: setup
 	$(BIN)/python tests/crash.py --crashes $(CRASHES)
+
+# Reversals (冲正) racing their originals while Ping is asked throughout (tests/race.py; one JSON line).
+PAIRS ?= 10000
+race: setup
+	$(BIN)/python tests/race.py --pairs $(PAIRS)
+
+# Damage to the ledger's files, every case (tests/tamper.py): verify-ledger, start-up and the answers checked;
+# ends with one JSON line whose served_silently must be 0 (tests/test_tamper.py runs it in the default run).
+tamper: setup
+	$(BIN)/python tests/tamper.py
 
 # The benchmark suite: core, start-up and memory, load against an empty call, the peak day; writes
 # latest.{json,md}, a dated copy and latency.png into BENCH_OUT (bench/report.py; about 15 minutes).

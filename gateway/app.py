@@ -254,6 +254,8 @@ class Gateway:
         self._paused = False  # while reference data is being swapped
         self._records_since_snapshot = 0
         self._snapshot_task: asyncio.Task | None = None
+        self._snapshot_lock = asyncio.Lock()   # one snapshot written at a time
+        self._last_snapshot: tuple[int, str, int] | None = None   # (seq, path, bytes) of the newest written
         self._background: set[asyncio.Task] = set()   # strong references until done
 
     @property
@@ -593,18 +595,26 @@ class Gateway:
 
     # -------------------------------------------------------- snapshots
     async def take_snapshot(self) -> tuple[int, str, int]:
-        """Write a snapshot of the state as of the last applied record; (seq, path, bytes) once durable."""
+        """Write a snapshot of the state as of the last applied record; (seq, path, bytes) once durable.
+
+        One at a time: a call that waited for another's snapshot answers with that one when no record was
+        applied since (it covers the same records), and writes a new one otherwise.
+        """
         self.require_ready()
-        seq = self.ledger.next_seq - 1
-        # Encoded on the loop, so the state is exactly that of records 1..seq.
-        body = snapshot.encode(seq, self.state.data_dir, self.state.engine.export_state())
-        self._records_since_snapshot = 0
-        await self.ledger.flush()  # never a snapshot of records that are not durable
-        blob = snapshot.seal(seq, body, self.store.chain_at(seq), self.store.key)
-        path = await asyncio.to_thread(self.snapshots.write, blob, seq)
-        self.snapshot_seq = seq
-        log.info("snapshot at ledger seq %d written: %s (%d bytes)", seq, path, len(blob))
-        return seq, path, len(blob)
+        async with self._snapshot_lock:
+            seq = self.ledger.next_seq - 1
+            if self._last_snapshot is not None and self._last_snapshot[0] == seq:
+                return self._last_snapshot
+            # Encoded on the loop, so the state is exactly that of records 1..seq.
+            body = snapshot.encode(seq, self.state.data_dir, self.state.engine.export_state())
+            self._records_since_snapshot = 0
+            await self.ledger.flush()  # never a snapshot of records that are not durable
+            blob = snapshot.seal(seq, body, self.store.chain_at(seq), self.store.key)
+            path = await asyncio.to_thread(self.snapshots.write, blob, seq)
+            self.snapshot_seq = seq
+            log.info("snapshot at ledger seq %d written: %s (%d bytes)", seq, path, len(blob))
+            self._last_snapshot = (seq, path, len(blob))
+            return self._last_snapshot
 
     async def close(self) -> None:
         if self._snapshot_task is not None and not self._snapshot_task.done():

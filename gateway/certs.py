@@ -126,16 +126,22 @@ def pem(cert: x509.Certificate) -> bytes:
 
 
 def issue(ca_cert: x509.Certificate, ca_key, common_name: str, sans: list[x509.GeneralName], *, server: bool,
-          days: int = DEV_VALID_DAYS) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    """A leaf certificate signed by the CA, with the given subject alternative names."""
+          days: int = DEV_VALID_DAYS, usages: tuple[x509.ObjectIdentifier, ...] | None = None,
+          ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """A leaf certificate signed by the CA, with the given subject alternative names.
+
+    Its extended key usage is serverAuth for a server, clientAuth for a client, or ``usages`` if given
+    (empty: no extended key usage extension; for tests of what the gateway refuses).
+    """
     key = _key()
-    usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
-    cert = (_builder(_name(common_name), ca_cert.subject, key.public_key(), days)
-            .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-            .sign(ca_key, hashes.SHA256()))
-    return cert, key
+    if usages is None:
+        usages = (ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH,)
+    builder = (_builder(_name(common_name), ca_cert.subject, key.public_key(), days)
+               .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+               .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True))
+    if usages:
+        builder = builder.add_extension(x509.ExtendedKeyUsage(list(usages)), critical=False)
+    return builder.sign(ca_key, hashes.SHA256()), key
 
 
 def make_ca(common_name: str = "Yidi development CA", days: int = DEV_VALID_DAYS):

@@ -13,8 +13,8 @@ class Config:
     data_dir: str = DEFAULT_DATA_DIR
     ledger: str = ""                 # default: <data_dir>/../yidi-ledger.sqlite, beside the data set
     listen: str = DEFAULT_LISTEN
-    # A request larger than this is refused with MESSAGE_TOO_LARGE; gRPC itself
-    # drops anything over twice this before it reaches us (plain RESOURCE_EXHAUSTED).
+    # A request larger than this is refused with MESSAGE_TOO_LARGE; gRPC itself refuses anything over
+    # twice this from its length prefix, unbuffered (plain RESOURCE_EXHAUSTED: docs/design.md, Message size).
     max_message_bytes: int = 4 * 1024 * 1024
     # Admission control (gateway/admission.py): Yidi RPCs in flight on the whole gateway and per
     # caller, and each caller's rate (a token bucket); beyond them RESOURCE_EXHAUSTED/OVERLOADED

@@ -15,17 +15,19 @@ snapshot the gateway accepts, so the state it restores (accumulators,
 positions, accounts) is the state it sealed.  Start-up checks that the
 ledger's record ``seq`` still has that chain value before it trusts the
 records after it.  Older formats are skipped (a full replay is used).
-Files are written to a temporary name, fsynced, renamed and the directory
-fsynced, so a crash leaves either the old set or the new file whole.  A file
-whose seal, length or magic is wrong is skipped with a log line naming it,
-and an older one (or a full replay) is used; the gateway opens a problem
-report for it (``Snapshots.rejected``).
+Files are written to a temporary name of their own, fsynced, renamed and the
+directory fsynced, so a crash leaves either the old set or the new file
+whole.  A file whose seal, length or magic is wrong is skipped with a log
+line naming it, and an older one (or a full replay) is used; the gateway
+opens a problem report for it (``Snapshots.rejected``).
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import struct
+import tempfile
 import time
 
 import msgspec
@@ -130,15 +132,22 @@ class Snapshots:
         """Write a snapshot atomically and durably; drop all but the newest ``keep``."""
         os.makedirs(self.directory, exist_ok=True)
         final = self.path(seq)
-        tmp = final + ".tmp"
-        with open(tmp, "wb") as f:
-            f.write(blob)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, final)
+        # A temporary name of its own: two writers of one seq never share (or rename away) each other's file.
+        fd, tmp = tempfile.mkstemp(prefix=os.path.basename(final) + ".", suffix=".tmp", dir=self.directory)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(blob)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, final)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
+            raise
         _fsync_dir(self.directory)
         for old in self.seqs()[self.keep:]:
-            os.remove(self.path(old))
+            with contextlib.suppress(FileNotFoundError):   # another writer removed it first
+                os.remove(self.path(old))
         return final
 
     def newest(self, max_seq: int, key: LedgerKey) -> SnapshotBody | None:

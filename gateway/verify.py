@@ -72,9 +72,13 @@ def _tags(conn: sqlite3.Connection, key: LedgerKey, path: str) -> int:
 
 def verify_ledger(path: str, snapshot_dir: str, key: SealKey | None = None, witness_dir: str = "",
                   live: bool = False) -> str:
-    """``live``: a gateway is writing the ledger now, so its head file, witness and newer snapshots may be ahead
-    of the view checked here; they are left to it (it checked them when it started)."""
+    """``live``: a gateway is writing the ledger now, so its head file and witness may be ahead of the view
+    checked here, and its snapshots are its own to judge (it checked them when it started, refused and reported
+    any that failed); they are left to it."""
     if not os.path.exists(path):
+        if os.path.exists(chain.head_path(path)):
+            raise chain.LedgerCorrupt(path, 0, f"is missing: the ledger file is gone but its head file "
+                                               f"{chain.head_path(path)} remains (acknowledged records were lost)")
         raise LedgerUnavailable(f"no ledger at {path}")
     uri = "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro"
     conn = sqlite3.connect(uri, uri=True, isolation_level=None)
@@ -130,9 +134,7 @@ def verify_ledger(path: str, snapshot_dir: str, key: SealKey | None = None, witn
             witnessed = f"; witness at seq {recorded.seq} checked"
         snaps = snapshot.Snapshots(snapshot_dir)
         checked = 0
-        for seq in snaps.seqs():
-            if live and seq > head.seq:
-                continue
+        for seq in snaps.seqs() if not live else ():
             with open(snaps.path(seq), "rb") as f:
                 try:
                     snap = snapshot.decode(f.read(), lkey)
@@ -146,7 +148,7 @@ def verify_ledger(path: str, snapshot_dir: str, key: SealKey | None = None, witn
         raise LedgerUnavailable(f"cannot read the ledger {path}: {err}") from None
     finally:
         conn.close()
-    head_checked = "left to the running gateway" if live else "checked" if head_file.read() else "absent"
+    copies = ("head file, witness and snapshots left to the running gateway" if live else
+              f"head file {'checked' if head_file.read() else 'absent'}{witnessed}; {checked} snapshot(s) checked")
     return (f"OK {path}: {head.seq} records, checksums and keyed hash chain verified, head "
-            f"{head.chain.hex()[:16]}…; {tagged} derived rows and their counts verified; head file "
-            f"{head_checked}{witnessed}; {checked} snapshot(s) checked")
+            f"{head.chain.hex()[:16]}…; {tagged} derived rows and their counts verified; {copies}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import os
 import time
 
@@ -179,6 +180,30 @@ def test_positions_warning_lines_and_top_up_never_block(clients):
     assert LIAONING in {p.province for p in listed}
 
 
+def test_warning_lines_at_their_boundaries_over_grpc(tmp_path, gateways):
+    """SPEC §8: a line counts usage equal to it (达到).  On a gateway of its own, the fund used by 辽宁's
+    persons is U fen, a multiple of 63, so that 70% and 90% of a prepaid amount can be met exactly: at
+    P = 10U/7 usage is 70.00%, at P + 1 fen it is 69.99% (usage_bp from fen, rounded down); likewise 90%
+    and 100%."""
+    names = write_spec_dataset(tmp_path / "data")
+    gw = gateways(names["dir"], str(tmp_path / "ledger.sqlite"))
+    hainan, liaoning, national = gw.client(HAINAN), gw.client(LIAONING), gw.client(NATIONAL)
+    fund = outpatient(hainan, new_person(liaoning), 20260601, price=140_000).breakdown.fund_pay_sumamt
+    assert fund > 0
+    for _ in range(63 // math.gcd(fund, 63) - 1):   # the same bill for fresh persons pays the same
+        assert outpatient(hainan, new_person(liaoning), 20260601, price=140_000).breakdown.fund_pay_sumamt == fund
+    used = position(national).used_fen
+    assert used % 63 == 0
+    for prepaid, usage_bp, level in ((used * 10 // 7 + 1, 6999, "NORMAL"), (used * 10 // 7, 7000, "YELLOW"),
+                                     (used * 10 // 9 + 1, 8999, "YELLOW"), (used * 10 // 9, 9000, "RED"),
+                                     (used + 1, 9999, "RED"), (used, 10000, "EXHAUSTED")):
+        p = national(national.funds.SetPrepaid, fdpb.SetPrepaidRequest(request_id=rid(), province=LIAONING,
+                                                                        amount_fen=prepaid))
+        assert (p.usage_bp, fdpb.WarningLevel.Name(p.level)) == (usage_bp, f"WARNING_LEVEL_{level}"), (used, prepaid)
+        assert p.usage_bp == used * 10000 // prepaid and (p.yellow_bp, p.red_bp) == (7000, 9000)
+    assert p.top_up_demand_fen == 0 and p.balance_fen == 0  # exactly exhausted: nothing owed yet
+
+
 # ------------------------------------------------------------------ SPEC §8 clearing months
 def test_clearing_month_books_forward_freezes_confirms_and_reports(clients):
     hainan, liaoning, national = clients[HAINAN], clients[LIAONING], clients[NATIONAL]
@@ -330,7 +355,7 @@ def test_problem_reports_are_listed_oldest_first_flagged_when_overdue_and_never_
     assert page.problems[0].problem_id == OLD_PROBLEM and nxt.problems[0].problem_id > OLD_PROBLEM
     assert not guangdong(guangdong.problems.ListProblems, ppb.ListProblemsRequest(province=GUANGDONG)).problems
     assert guangdong.refused(guangdong.problems.GetProblem, ppb.GetProblemRequest(
-        problem_id=opened.problem_id))[1] == "PERMISSION_DENIED"
+        problem_id=opened.problem_id))[1] == "PROBLEM_NOT_FOUND"  # as if it did not exist (SPEC §9)
     assert national.refused(national.problems.GetProblem, ppb.GetProblemRequest(
         problem_id="R000000099999999"))[1] == "PROBLEM_NOT_FOUND"
 

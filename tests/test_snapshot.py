@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -72,6 +73,19 @@ def test_newest_valid_is_used_and_a_corrupt_one_skipped_with_its_name(tmp_path, 
         snaps.newest(35, KEY)  # the ledger lost records a snapshot covers: refuse to start
 
 
+def test_writers_of_one_seq_never_share_a_temporary_file(tmp_path):
+    """Two writes of the same seq at once (they shared ``<name>.tmp``: one renamed the other's file away)."""
+    snaps = snapshot.Snapshots(str(tmp_path / "s"), keep=3)
+    blobs = {seq: sealed(seq, "/d", state(seq)) for seq in (1, 2)}
+    with ThreadPoolExecutor(8) as pool:
+        written = list(pool.map(lambda i: snaps.write(blobs[1 + i % 2], 1 + i % 2), range(64)))
+    assert set(written) == {snaps.path(1), snaps.path(2)}
+    assert sorted(os.listdir(snaps.directory)) == sorted(os.path.basename(p) for p in set(written))
+    for seq in (1, 2):
+        with open(snaps.path(seq), "rb") as f:
+            assert f.read() == blobs[seq]
+
+
 def test_a_corrupt_snapshot_at_start_up_falls_back_to_a_full_replay(tmp_path, gateways):
     names = write_spec_dataset(tmp_path / "data")
     ledger = str(tmp_path / "ledger.sqlite")
@@ -95,3 +109,44 @@ def test_a_corrupt_snapshot_at_start_up_falls_back_to_a_full_replay(tmp_path, ga
     assert status.snapshot_seq == 0
     reports = national(national.problems.ListProblems, ppb.ListProblemsRequest()).problems
     assert [p.category for p in reports if snap.path in p.text] == [ppb.PROBLEM_CATEGORY_INTERNAL_ERROR]
+
+
+def test_concurrent_snapshots_all_answer_and_a_restart_uses_them(tmp_path, gateways):
+    """Issue 13 item 8: TakeSnapshot four at a time answered INTERNAL (two writers of one temporary file).
+    Now every call answers with a durable, valid snapshot covering at least the records before it, the
+    files left are whole, and a restart starts from the newest."""
+    names = write_spec_dataset(tmp_path / "data")
+    ledger = str(tmp_path / "ledger.sqlite")
+    gw = gateways(names["dir"], ledger)
+    liaoning, national = gw.client("210000"), gw.client("national")
+    answers = []
+    for wave in range(10):
+        file_person(liaoning, f"P21010281{wave:02d}", f"21010219800101{wave:03d}")
+        before = national(national.admin.GetReferenceDataStatus, admin_pb2.GetReferenceDataStatusRequest())
+        calls = [national.admin.TakeSnapshot.future(admin_pb2.TakeSnapshotRequest(), timeout=30) for _ in range(8)]
+        wave_answers = [call.result() for call in calls]  # raises on INTERNAL
+        # No record was applied during the wave: one snapshot was written and every call answered with it.
+        assert len({(a.ledger_seq, a.path, a.bytes) for a in wave_answers}) == 1, wave_answers
+        assert wave_answers[0].ledger_seq == before.ledger_seq and wave_answers[0].bytes > 0
+        answers += wave_answers
+    assert len(answers) == 80
+    directory = os.path.dirname(answers[0].path)
+    left = sorted(os.listdir(directory))
+    assert not [name for name in left if not name.endswith(".yidi")], left  # no temporary file left behind
+    snaps = snapshot.Snapshots(directory)
+    newest = max(a.ledger_seq for a in answers)
+    assert snaps.seqs()[0] == newest
+    for seq in snaps.seqs():
+        with open(snaps.path(seq), "rb") as f:
+            assert f.read(len(snapshot.MAGIC)) == snapshot.MAGIC
+    assert gw.stop() == 0
+    gw = gateways(names["dir"], ledger)
+    # The newest is whole and sealed: the restart starts from it.
+    assert f"state rebuilt: snapshot at seq {newest}," in gw.log() and "skipped" not in gw.log()
+    national, liaoning = gw.client("national"), gw.client("210000")
+    status = national(national.admin.GetReferenceDataStatus, admin_pb2.GetReferenceDataStatusRequest())
+    assert status.snapshot_seq == newest
+    for wave in range(10):
+        acc = liaoning(liaoning.settlement.GetAccumulators,
+                       spb.GetAccumulatorsRequest(psn_no=f"P21010281{wave:02d}", year=2026))
+        assert acc.psn_no == f"P21010281{wave:02d}"

@@ -29,7 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"gateway HOST:PORT (default {DEFAULT_TARGET}; simulate-month starts its own unless given)")
     p.add_argument("--caller", default=os.environ.get("YIDI_CALLER", ""),
                    help="calling platform: a province code like 460000, or 'national' (env YIDI_CALLER); "
-                        "picks that caller's development client certificate under --certs")
+                        "picks that caller's development client certificate under --certs; required by every "
+                        "command that calls the gateway unless --cert/--key are given")
     p.add_argument("--certs", default=os.environ.get("YIDI_CERTS", os.path.join("certs", "dev")),
                    help="development certificates directory (yidi certs; env YIDI_CERTS)")
     p.add_argument("--cert", default=os.environ.get("YIDI_CERT", ""), help="client certificate (overrides --caller)")
@@ -48,12 +49,23 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def require_caller(args: argparse.Namespace) -> None:
+    """A command that calls the gateway says who is calling: no identity is assumed, least of all the
+    national operator's.  --cert/--key name it by a certificate; a plaintext channel presents none."""
+    if args.cert and not args.key:
+        raise SystemExit("yidi: --cert needs --key (the client certificate's private key)")
+    if not (args.caller or args.cert or args.insecure):
+        raise SystemExit(f"yidi {args.command}: --caller is required (a province code like 460000, or national; "
+                         "env YIDI_CALLER), or --cert and --key")
+
+
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     command = args.run
     if command.local is not None:
         command.local(args)
         return
+    require_caller(args)
     import grpc
 
     from ..status import reason_of

@@ -54,16 +54,15 @@ def client_credentials(args):
     """TLS credentials of the caller (SPEC §9: the certificate names the caller).
 
     --cert/--key/--ca name the files; else --caller picks the development
-    certificate of that caller under --certs (``yidi certs``); health checks
-    without a caller use the national one.
+    certificate of that caller under --certs (``yidi certs``).  One of them
+    is required (``require_caller``): no caller is ever assumed.
     """
     import grpc
 
     from .. import certs
 
     paths = certs.Paths(args.certs)
-    caller = args.caller or "national"
-    cert, key = args.cert or paths.client_cert(caller), args.key or paths.client_key(caller)
+    cert, key = args.cert or paths.client_cert(args.caller), args.key or paths.client_key(args.caller)
     return grpc.ssl_channel_credentials(certs.read(args.ca or paths.ca), certs.read(key), certs.read(cert))
 
 
@@ -483,7 +482,8 @@ def cmd_simulate_month(args) -> None:
 
 
 def call_health(args, c: Client):
-    """The standard gRPC health service, asked without a caller; exits 1 unless SERVING (for probes)."""
+    """The standard gRPC health service (any caller's certificate will do; none on the plaintext health port);
+    exits 1 unless SERVING, for probes."""
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     stub = health_pb2_grpc.HealthStub(c.channel)

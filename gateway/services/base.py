@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import os
 import uuid
@@ -274,44 +275,56 @@ async def _chain(first: Message, rest: AsyncIterator[Message]) -> AsyncIterator[
 def stream(method: str, request_cls: type[Message], fn, gw, max_message_bytes: int) -> grpc.RpcMethodHandler:
     """A bidirectional stream: the call is checked once, then ``fn(items, caller)`` gets an async iterator of
     decoded messages (or the YidiError of a message that could not be read, to answer in its place) and
-    yields response bytes."""
+    yields response bytes.
+
+    The handler is a coroutine that writes with ``context.write``, not an async generator: a client that
+    cancels cancels the call's task, so the handler ends in its own task and context (its metrics are
+    counted, the caller's context variable reset there) and ``fn`` is closed at once.  A generator left at a
+    ``yield`` would be closed later by the loop in another context.  A cancel is counted ``CANCELLED`` when
+    gRPC delivers it as one (a cancelled task, or a reply it can no longer send); when gRPC ends the request
+    stream first and takes the replies left, the handler cannot tell it from the client's half-close (OK).
+    """
     decode, fn = _unwrap(fn)
     timer = RpcTimer(method)
 
-    async def handle(request_iterator, context: grpc.aio.ServicerContext):
-        start, code = perf_counter(), "OK"
+    async def items(request_iterator):
+        async for raw in request_iterator:
+            try:
+                yield _decode(raw, request_cls, max_message_bytes, decode)
+            except YidiError as err:
+                yield err
+
+    async def handle(request_iterator, context: grpc.aio.ServicerContext) -> None:
+        start, code, reason = perf_counter(), "OK", ""
+        token, writing, caller = None, False, ""
         try:
             caller = resolve_caller(context)
             token = _caller.set(caller)
             gw.require_ready()
             authorize(method, caller, None, gw.engine)
-        except YidiError as err:
-            _finish(timer, current_caller(), None, REASONS[err.reason].status, err.reason, start)
-            await abort(context, err)
-            return
-
-        async def items():
-            async for raw in request_iterator:
-                try:
-                    yield _decode(raw, request_cls, max_message_bytes, decode)
-                except YidiError as err:
-                    yield err
-
-        reason = ""
-        try:
-            async for reply in fn(items(), caller):
-                yield reply
+            async with contextlib.aclosing(fn(items(request_iterator), caller)) as replies:
+                async for reply in replies:
+                    writing = True
+                    await context.write(reply)
+                    writing = False
         except YidiError as err:
             code, reason = REASONS[err.reason].status, err.reason
             await abort(context, err)
+        except asyncio.CancelledError:
+            code = "CANCELLED"
+            raise
         except LedgerCorrupt as err:
             code, reason = "UNAVAILABLE", "LEDGER_DAMAGED"
             await abort(context, damaged(method, gw, err))
         except Exception:
+            if writing:  # the call ended under the reply (its client went away): nothing to answer, not a bug
+                code = "CANCELLED"
+                return
             code = reason = "INTERNAL"
             await abort(context, internal_error(method, gw))
         finally:
-            _caller.reset(token)
+            if token is not None:
+                _caller.reset(token)
             _finish(timer, caller, None, code, reason, start)
 
     return grpc.stream_stream_rpc_method_handler(handle)
