@@ -22,7 +22,7 @@ from external_tools import need
 from gateway_harness import ROOT, start_gateway
 
 # The marked blocks, each run by a test of this module.
-RUN = ("newcomer", "walkthrough", "national", "month-end", "protoc", "client", "buf-curl")
+RUN = ("newcomer", "verify-ledger", "walkthrough", "national", "month-end", "protoc", "client", "buf-curl")
 
 
 def readme() -> str:
@@ -162,7 +162,8 @@ def test_readme_buf_curl_lists_and_calls_by_reflection(gateway, tmp_path):
 
 def test_readme_newcomer_make_run_serves(tmp_path):
     """`make run`, the first newcomer command, run as written on a small data set (the Makefile's PERSONS,
-    DATA and LISTEN come from the environment); the second, `make test`, is what CI runs (.ci/run)."""
+    DATA and LISTEN come from the environment); the second, `make test`, is what CI runs (.ci/run). Then
+    `yidi verify-ledger` on the ledger it left."""
     lines = [line.split("#")[0].strip() for line in walkthrough("newcomer").splitlines()]
     assert lines == ["make run", "make test"]
     with open(os.path.join(ROOT, ".ci", "run"), encoding="utf-8") as f:
@@ -183,3 +184,8 @@ def test_readme_newcomer_make_run_serves(tmp_path):
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(60)
         proc.stdout.close()
+    # The offline check of the ledger `make run` left (beside its data set), as the README shows it.
+    verified = subprocess.run(["bash", "-euo", "pipefail", "-c", walkthrough("verify-ledger")], cwd=ROOT,
+                              env=dict(os.environ, YIDI_LEDGER=str(tmp_path / "yidi-ledger.sqlite")),
+                              capture_output=True, text=True, timeout=120)
+    assert verified.returncode == 0 and verified.stdout.startswith("OK"), verified.stdout + verified.stderr
