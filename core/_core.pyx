@@ -51,7 +51,8 @@ def certno_check_char(first17):
     cdef const char* p
     cdef int s = 0, i
     if type(first17) is not str or len(first17) != 17 or not first17.isascii() or not first17.isdigit():
-        raise YidiError("INVALID_CERTNO", f"身份证号码的前 17 位须为 17 位数字，收到 {first17!r}", field="certno")
+        raise YidiError("INVALID_CERTNO", what="身份证号码", problem=f"的前 17 位须为 17 位数字，收到 {first17!r}",
+                        field="certno")
     p = PyUnicode_AsUTF8AndSize(first17, &n)
     for i in range(17):
         s += (p[i] - 48) * _CERT_W[i]
@@ -239,7 +240,8 @@ cdef class Index:
             region = _admdvs_of(admdvs, "admdvs")
         if kind:
             if kind not in INSTITUTION_KINDS:
-                raise YidiError("INVALID_ENUM", f"机构类型 {kind[:20]!r} 无效，应为：{'、'.join(INSTITUTION_KINDS)}。")
+                raise YidiError("INVALID_ENUM", what=f"机构类型 {kind[:20]!r}",
+                                problem=f"无效，应为：{'、'.join(INSTITUTION_KINDS)}")
             kind_i = INSTITUTION_KINDS.index(kind)
         if self._inst_order is None:   # by code, built once per index
             codes = [_inst_code(st, j) for j in range(st.n_insts)]
@@ -391,17 +393,15 @@ cdef class Index:
         return _explain(self, psn_no, fixmedins_code, filing_kind, inpatient, date, lines, chronic, stay, acc_before)
 
     def chronic_refusal(self, psn_no, fixmedins_code, dise_codg):
-        """SPEC §10.2 checks 10 and 11: None, or (reason, clerk message)."""
+        """SPEC §10.2 checks 10 and 11: None, or the refusal."""
         person = self.get_person(psn_no)
         inst = self.get_institution(fixmedins_code)
         if person is None or dise_codg not in person["chronic_diseases"]:
-            return ("DISEASE_NOT_RECOGNISED",
-                    f"参保人未经参保地认定门诊慢特病「{dise_codg}」，不能按门诊慢特病结算。请先由参保地经办机构办理"
-                    f"病种认定（已认定：{'、'.join(person['chronic_diseases']) if person else '无'}），或按普通门诊结算。")
+            return YidiError("DISEASE_NOT_RECOGNISED", dise_codg=dise_codg,
+                             recognised="、".join(person["chronic_diseases"]) if person else "无")
         if inst is None or dise_codg not in inst["chronic_diseases"]:
-            return ("INSTITUTION_NOT_ENABLED_FOR_DISEASE",
-                    f"{inst['name'] if inst else fixmedins_code} 未开通门诊慢特病「{dise_codg}」的跨省直接结算，"
-                    f"请到已开通该病种的定点医疗机构就医，或按普通门诊结算。")
+            return YidiError("INSTITUTION_NOT_ENABLED_FOR_DISEASE", dise_codg=dise_codg,
+                             institution=inst["name"] if inst else fixmedins_code)
         return None
 
     # ------------------------------------------------------------ accumulators

@@ -137,22 +137,22 @@ _WHAT = {
     "own_or_national": "查询其他省份的资金或问题信息",
 }
 
-_HIDDEN_SETTLEMENT = ("SETTLEMENT_NOT_FOUND", "结算记录 {} 不存在，或不在调用方的查询范围内，请核对结算ID。")
-# Rule kind -> (the NOT_FOUND reason, its one message) for an object that does not exist or is not the
-# caller's to see: the same answer in both cases (SPEC §9, a refusal reveals nothing).
+_HIDDEN_SETTLEMENT = ("SETTLEMENT_NOT_FOUND", "setl_id")
+# Rule kind -> (the NOT_FOUND reason, the parameter naming the object) for an object that does not exist or is
+# not the caller's to see: the reason's one wording, so the same answer in both cases (SPEC §9, a refusal
+# reveals nothing).
 _HIDDEN = {
-    "insured_person": ("PERSON_NOT_FOUND", "查无此人，或其不是调用方省份的参保人，请核对人员编号或身份证号。"),
-    "insured_or_filed": ("PERSON_NOT_FOUND", "查无此人，或其既不是调用方省份的参保人、也未备案到调用方省份，"
-                                            "请核对人员编号。"),
-    "filing_owner": ("FILING_NOT_FOUND", "备案编号 {} 不存在，或不属于调用方省份的参保人，请核对。"),
-    "visit": ("VISIT_NOT_FOUND", "就诊记录 {} 不存在，或不是调用方省份定点机构的就诊，请核对就诊ID。"),
+    "insured_person": ("PERSON_NOT_FOUND", "person"),      # not echoed (its wording names no one)
+    "insured_or_filed": ("PERSON_NOT_FOUND", "person"),
+    "filing_owner": ("FILING_NOT_FOUND", "filing_id"),
+    "visit": ("VISIT_NOT_FOUND", "mdtrt_id"),
     "settlement_treatment": _HIDDEN_SETTLEMENT,
     "settlement_either": _HIDDEN_SETTLEMENT,
     # ReportProblem names a settlement (setl_id) or, without one, a visit (_HIDDEN_VISIT_TARGET)
     "problem_target": _HIDDEN_SETTLEMENT,
-    "problem": ("PROBLEM_NOT_FOUND", "问题报告 {} 不存在，或不涉及调用方省份，请核对问题编号。"),
+    "problem": ("PROBLEM_NOT_FOUND", "problem_id"),
 }
-_HIDDEN_VISIT_TARGET = ("VISIT_NOT_FOUND", "就诊记录 {} 不存在，或不在调用方的查询范围内，请核对就诊ID。")
+_HIDDEN_VISIT_TARGET = ("VISIT_NOT_FOUND", "mdtrt_id")
 # What the world answers for an object that does not exist (a person unknown to the index is "not filed").
 _NOT_FOUND = frozenset(reason for reason, _ in _HIDDEN.values()) | {"PERSON_NOT_FILED"}
 
@@ -171,17 +171,17 @@ def authorize(method: str, caller: str, request: object, world: World) -> None:
         return
     if rule.kind == "settlement_treatment" and caller in _allowed("settlement_either", values, world):
         # The insured province may read this settlement, so it learns nothing from being told it cannot cancel it.
-        raise YidiError("PERMISSION_DENIED", f"调用方 {caller} 无权{_WHAT[rule.kind]}。")
+        raise YidiError("PERMISSION_DENIED", caller=caller, action=_WHAT[rule.kind])
     if rule.kind in _HIDDEN:
         raise _hidden(rule.kind, values)
-    raise YidiError("PERMISSION_DENIED", f"调用方 {caller} 无权{_WHAT[rule.kind]}。")
+    raise YidiError("PERMISSION_DENIED", caller=caller, action=_WHAT[rule.kind])
 
 
 def _hidden(kind: str, values: list[str]) -> YidiError:
     """The one answer for "no such object" and "not yours": it cannot tell them apart."""
-    reason, message = _HIDDEN_VISIT_TARGET if kind == "problem_target" and not values[0] else _HIDDEN[kind]
+    reason, param = _HIDDEN_VISIT_TARGET if kind == "problem_target" and not values[0] else _HIDDEN[kind]
     named = next((v for v in values if v), "")
-    return YidiError(reason, message.format(named[:40]))
+    return YidiError(reason, **{param: named[:40]})
 
 
 def _allowed(kind: str, values: list[str], world: World) -> set[str]:
@@ -204,8 +204,7 @@ def _allowed(kind: str, values: list[str], world: World) -> set[str]:
         province = world.institution_province(values[0])
         if province is None:
             # Answered here, before any person is looked up, so it cannot depend on who the patient is.
-            raise YidiError("INSTITUTION_UNKNOWN", f"定点医药机构编码 {values[0][:40]} 不在跨省直接结算机构库中，"
-                                                   "请核对机构编码。")
+            raise YidiError("INSTITUTION_UNKNOWN", fixmedins_code=values[0][:40])
         return {province}
     if kind == "visit":
         return {world.visit_provinces(values[0])[0]}

@@ -75,7 +75,7 @@ cdef int32_t _add_deltas(Index self, object psn_no, int year, tuple deltas, int 
     cdef Acc* a
     cdef int k
     if pi < 0:
-        raise YidiError("PERSON_NOT_FOUND", f"人员编号 {_echo(psn_no)} 未登记", psn_no=psn_no)
+        raise YidiError("PERSON_NOT_FOUND", psn_no=psn_no)
     if len(deltas) != N_ACCUMULATORS or (sign != 1 and sign != -1):
         raise InvariantError(f"add_deltas: {len(deltas)} deltas, sign {sign}")
     a = _acc_find(st, &st.persons[pi], year)
@@ -112,7 +112,7 @@ cdef int32_t _apply_deltas(Index self, object psn_no, object year_obj, object de
     cdef int64_t next_value[N_ACCUMULATORS]
     cdef Acc* a
     if pi < 0:
-        raise YidiError("PERSON_NOT_FOUND", f"人员编号 {_echo(psn_no)} 未登记", psn_no=psn_no)
+        raise YidiError("PERSON_NOT_FOUND", psn_no=psn_no)
     a = _acc_find(st, &st.persons[pi], year)
     _next_values(a, deltas, sign, next_value)
     if a == NULL:
@@ -184,7 +184,7 @@ cdef int _add_line(BenefitFen* b, LineFen* ln) except -1:
     b.inscp_scp_amt += ln.inscp_scp_amt
     b.medfee_sumamt = b.fulamt_ownpay_amt + b.overlmt_selfpay + b.preselfpay_amt + b.inscp_scp_amt
     if b.medfee_sumamt > MAX_BILL_FEN:
-        raise YidiError("INVALID_PRICE", f"本次结算费用总额超过上限 {MAX_BILL_FEN} 分")
+        raise YidiError("INVALID_PRICE", what="本次结算费用总额", problem=f"超过上限 {MAX_BILL_FEN} 分")
     return 0
 
 cdef class Bill:
@@ -443,19 +443,18 @@ cdef void _totals(BenefitFen* b) noexcept nogil:
 cdef int32_t _benefit_person(Index self, object psn_no) except -2:
     cdef int32_t pi = _person_idx(self, psn_no)
     if pi < 0:
-        raise YidiError("PERSON_NOT_FOUND", f"人员编号 {psn_no} 未登记", psn_no=psn_no)
+        raise YidiError("PERSON_NOT_FOUND", psn_no=psn_no)
     return pi
 
 cdef int32_t _benefit_institution(Index self, object fixmedins_code) except -2:
     cdef int32_t ii = _inst_idx(self, fixmedins_code)
     if ii < 0:
-        raise YidiError("INSTITUTION_UNKNOWN", f"定点医药机构编码 {fixmedins_code} 不在跨省直接结算机构库中",
-                        fixmedins_code=fixmedins_code)
+        raise YidiError("INSTITUTION_UNKNOWN", fixmedins_code=fixmedins_code)
     return ii
 
 cdef int _filing_kind_of(object filing_kind) except -1:
     if type(filing_kind) is not str or filing_kind not in FILING_KINDS:
-        raise YidiError("INVALID_ENUM", f"备案类型 {_echo(filing_kind)} 无效，应为 {'、'.join(FILING_KINDS)} 之一")
+        raise YidiError("INVALID_ENUM", what=f"备案类型 {_echo(filing_kind)}", problem=f"无效，应为：{'、'.join(FILING_KINDS)}")
     return FILING_KINDS.index(filing_kind)
 
 cdef int _lines_shape_ok(object lines) except -1:
@@ -466,11 +465,8 @@ cdef int _lines_shape_ok(object lines) except -1:
 cdef Policy* _policy_in_force(Index self, Person* p, int64_t date, object psn_no) except NULL:
     cdef int64_t pol_i = _policy_idx(self, p.insuplc_admdvs, p.insutype, date)
     if pol_i < 0:
-        raise YidiError(
-            "POLICY_MISSING",
-            f"参保地统筹区 {_region_label(self, pooling_of(p.insuplc_admdvs))} 险种 {INSUTYPES[p.insutype]} "
-            f"在 {_date_zh(date)} 没有生效的待遇政策，暂不能结算；请联系国家平台运维核实参保地政策数据。",
-            psn_no=psn_no)
+        raise YidiError("POLICY_MISSING", region=_region_label(self, pooling_of(p.insuplc_admdvs)),
+                        insutype=INSUTYPES[p.insutype], on=_date_zh(date), benefit="", settle="结算", psn_no=psn_no)
     return &self.st.policies[pol_i]
 
 cdef dict _benefit_answer(Bill bill, object lines):
@@ -501,11 +497,9 @@ cdef int _chronic_policy(Index self, Policy* pol, Person* p, int64_t date, objec
     code, deductible_used, fund_paid = chronic
     entries = self._chronic.get(<int64_t>(pol - self.st.policies))
     if entries is None:
-        raise YidiError(
-            "POLICY_MISSING",
-            f"参保地统筹区 {_region_label(self, pooling_of(p.insuplc_admdvs))} 险种 {INSUTYPES[p.insutype]} "
-            f"在 {_date_zh(date)} 没有门诊慢特病待遇政策，暂不能按门诊慢特病「{code}」结算；可按普通门诊结算，"
-            f"或请国家平台运维核实参保地政策数据。")
+        raise YidiError("POLICY_MISSING", region=_region_label(self, pooling_of(p.insuplc_admdvs)),
+                        insutype=INSUTYPES[p.insutype], on=_date_zh(date), benefit="门诊慢特病",
+                        settle=f"按门诊慢特病「{code}」结算（可按普通门诊结算）")
     entry = entries.get(code) or entries["default"]
     out[0] = pol[0]
     out.outpatient_annual_deductible_fen = entry[0]

@@ -146,21 +146,12 @@ cdef int32_t _check1_filed(Index self, object psn_no) except -2:
     cdef int32_t pi = _person_idx(self, psn_no)
     if pi >= 0 and self.st.persons[pi].first_filing_idx >= 0:
         return pi
-    raise YidiError(
-        "PERSON_NOT_FILED",
-        f"参保人（人员编号 {psn_no}）没有跨省异地就医备案记录，暂不能直接结算。"
-        "请参保人或家属联系参保地医保经办机构，或通过国家医保服务平台 App、小程序等线上渠道办理备案，"
-        "备案即时生效；已入院的，可在出院结算前补办备案后直接结算。",
-        psn_no=psn_no)
+    raise YidiError("PERSON_NOT_FILED", person=f"人员编号 {psn_no}", psn_no=psn_no)
 
 cdef int _check2_active(Person* p, object psn_no) except -1:
     """Check 2: the person's insurance is active."""
     if p.status == PSTATUS_SUSPENDED:
-        raise YidiError(
-            "INSURANCE_SUSPENDED",
-            f"参保人（人员编号 {psn_no}）在参保地的参保状态为暂停，暂不能享受医保待遇，"
-            "请参保人联系参保地医保经办机构恢复参保后再结算。",
-            psn_no=psn_no)
+        raise YidiError("INSURANCE_SUSPENDED", psn_no=psn_no)
     return 0
 
 cdef int _check3_card(Index self, Person* p, object psn_no, object card_no, object card_version) except -1:
@@ -173,18 +164,12 @@ cdef int _check3_card(Index self, Person* p, object psn_no, object card_no, obje
     if card_no is not None:
         cp = _str_of(card_no, "card_no", &cn)
         if cn != p.card_no_len or memcmp(cp, st.arena + p.card_no_off, cn) != 0:
-            raise YidiError(
-                "CARD_INVALID",
-                "所持医保卡（社保卡）卡号与参保人登记的卡号不一致，请核对是否本人卡、是否已换卡；"
-                "也可使用医保电子凭证或身份证件办理。",
-                psn_no=psn_no, cause="card_no_mismatch")
+            raise YidiError("CARD_INVALID", problem="卡号与参保人登记的卡号不一致", psn_no=psn_no,
+                            cause="card_no_mismatch")
     version = card_version if card_version is not None else self._card_versions[p.card_version_idx]
     if version not in self._accepted:
-        raise YidiError(
-            "CARD_INVALID",
-            f"医保卡（社保卡）版本 {version} 不在受理范围（受理版本：{'、'.join(sorted(self._accepted))}），"
-            "请持卡到参保地换领新版卡，或使用医保电子凭证、身份证件办理。",
-            psn_no=psn_no, cause="card_version_not_accepted")
+        raise YidiError("CARD_INVALID", problem=f"版本 {version} 不在受理范围（受理版本：{'、'.join(sorted(self._accepted))}）",
+                        psn_no=psn_no, cause="card_version_not_accepted")
     return 0
 
 cdef int32_t _check4_institution(Index self, object fixmedins_code) except -2:
@@ -192,33 +177,24 @@ cdef int32_t _check4_institution(Index self, object fixmedins_code) except -2:
     cdef int32_t ii = _inst_idx(self, fixmedins_code)
     if ii >= 0:
         return ii
-    raise YidiError("INSTITUTION_UNKNOWN",
-                    f"定点医药机构编码 {fixmedins_code} 不在跨省直接结算机构库中，请核对机构编码。",
-                    fixmedins_code=fixmedins_code)
+    raise YidiError("INSTITUTION_UNKNOWN", fixmedins_code=fixmedins_code)
 
 cdef int _check5_cross_province(Index self, Person* p, int32_t ii, object psn_no, object fixmedins_code) except -1:
     """Check 5: the institution's province is not the person's insured province."""
     cdef Institution* it = &self.st.insts[ii]
     if province_of(it.admdvs) != province_of(p.insuplc_admdvs):
         return 0
-    raise YidiError(
-        "NOT_CROSS_PROVINCE",
-        f"参保地 {_region_label(self, p.insuplc_admdvs)} 与就医机构 {_inst_name(&self.st, ii)} 所在地 "
-        f"{_region_label(self, it.admdvs)} 同属 {_region_label(self, province_of(it.admdvs))}，"
-        "不属于跨省异地就医，请按省内就医结算办法办理。",
-        psn_no=psn_no, fixmedins_code=fixmedins_code)
+    raise YidiError("NOT_CROSS_PROVINCE", insured=_region_label(self, p.insuplc_admdvs),
+                    institution=_inst_name(&self.st, ii), treatment=_region_label(self, it.admdvs),
+                    province=_region_label(self, province_of(it.admdvs)), psn_no=psn_no, fixmedins_code=fixmedins_code)
 
 cdef int _check6_open_for_visit(Index self, int32_t ii, bint inpatient, object fixmedins_code) except -1:
     """Check 6: the institution is open for cross-province settlement of this kind of visit."""
     cdef Institution* it = &self.st.insts[ii]
     if it.inpatient if inpatient else it.outpatient:
         return 0
-    visit = "住院" if inpatient else "门诊"
-    raise YidiError(
-        "INSTITUTION_NOT_ENABLED",
-        f"就医机构 {fixmedins_code}（{_inst_name(&self.st, ii)}）未开通跨省异地{visit}费用直接结算，"
-        f"本次{visit}费用不能直接结算；请选择已开通的定点机构，或先行垫付后回参保地报销。",
-        fixmedins_code=fixmedins_code)
+    raise YidiError("INSTITUTION_NOT_ENABLED", fixmedins_code=fixmedins_code, institution=_inst_name(&self.st, ii),
+                    visit="住院" if inpatient else "门诊")
 
 cdef inline bint _covers(Filing* f, Institution* it, int64_t date) noexcept nogil:
     """Check 7 for one filing: active, valid on the date, its destination covers the institution."""
@@ -239,11 +215,8 @@ cdef int _check7_filed_for_destination(Index self, Person* p, Institution* it, i
     for fi in _filings_sorted(st, p):
         f = &st.filings[fi]
         have.append(f"{_region_label(self, f.dest_admdvs)}·{KIND_NAMES_ZH[f.kind]}·{_validity_zh(f)}·{_state_zh(f, date)}")
-    raise YidiError(
-        "NOT_FILED_FOR_DESTINATION",
-        f"参保人在 {_date_zh(date)} 没有覆盖就医地 {_region_label(self, it.admdvs)} 的有效备案。"
-        f"已有备案：{'；'.join(have)}。请参保地为其办理或变更跨省异地就医备案（线上办理即时生效）后再直接结算。",
-        psn_no=psn_no, fixmedins_code=fixmedins_code)
+    raise YidiError("NOT_FILED_FOR_DESTINATION", on=_date_zh(date), region=_region_label(self, it.admdvs),
+                    filings="；".join(have), psn_no=psn_no, fixmedins_code=fixmedins_code)
 
 cdef int _check8_designated(Index self, Person* p, int32_t ii, int64_t date,
                             object psn_no, object fixmedins_code) except -1:
@@ -262,11 +235,8 @@ cdef int _check8_designated(Index self, Person* p, int32_t ii, int64_t date,
         f = &st.filings[fi]
         if _covers(f, it, date):
             named.append(f"{KIND_NAMES_ZH[f.kind]}备案（{_filing_id(st, f)}）指定机构：{_designated_zh(self, f)}")
-    raise YidiError(
-        "INSTITUTION_NOT_DESIGNATED",
-        f"就医机构 {fixmedins_code}（{_inst_name(st, ii)}）不是参保人备案指定的就医机构。{'；'.join(named)}。"
-        "请到备案指定的机构就医，或由参保地变更备案的指定机构后再直接结算。",
-        psn_no=psn_no, fixmedins_code=fixmedins_code)
+    raise YidiError("INSTITUTION_NOT_DESIGNATED", fixmedins_code=fixmedins_code, institution=_inst_name(st, ii),
+                    designated="；".join(named), psn_no=psn_no)
 
 cdef int32_t _choose_filing(Index self, Person* p, Institution* it, int64_t date) except -2:
     """Of the filings passing checks 7 and 8, the smallest ratio reduction, then the latest valid_from; -1 none."""
@@ -288,11 +258,7 @@ cdef int32_t _choose_filing(Index self, Person* p, Institution* it, int64_t date
 cdef int _check9_no_open_admission(bint inpatient, bint has_open_inpatient, object psn_no) except -1:
     """Check 9, inpatient only: no other open inpatient visit."""
     if inpatient and has_open_inpatient:
-        raise YidiError(
-            "DUPLICATE_ADMISSION",
-            f"参保人（人员编号 {psn_no}）已有未出院的跨省异地住院登记，不能重复办理入院登记；"
-            "请先办理原住院的出院结算或撤销原入院登记。",
-            psn_no=psn_no)
+        raise YidiError("DUPLICATE_ADMISSION", psn_no=psn_no)
     return 0
 
 cdef class Admission:

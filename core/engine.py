@@ -169,18 +169,19 @@ class Engine:
         """The person named by psn_no or certno, or PERSON_NOT_FILED."""
         person = self.index.get_person(self.psn_no_of(psn_no, certno))
         if person is None:
-            raise _not_filed()
+            raise _not_filed(psn_no, certno)
         return person
 
     def psn_no_of(self, psn_no: str = "", certno: str = "") -> str:
         """The psn_no of the person named by psn_no or certno ("" when no such person; checked by eligibility)."""
         if not psn_no and not certno:
-            raise YidiError("INVALID_ARGUMENT", "请提供人员编号 psn_no 或身份证号 certno 之一。")
+            raise YidiError("INVALID_ARGUMENT", what="人员", problem="须提供人员编号 psn_no 或身份证号 certno 之一",
+                            field="psn_no")
         check_id(psn_no or certno, "人员编号或身份证号", field="psn_no" if psn_no else "certno")
         if not psn_no:
             psn_no = self.index.psn_no_by_certno(certno) or ""
         if not psn_no:
-            raise _not_filed()
+            raise _not_filed("", certno)
         return psn_no
 
     def _patient(self, person: PersonId, card: Card | None, credential: Credential | None) -> str:
@@ -189,15 +190,17 @@ class Engine:
         if kind == CERT_VOUCHER:
             psn_no = self.index.verify_voucher(credential.cert_no, credential.now_utc_minute)
             if person.certno or person.psn_no not in ("", psn_no):
-                raise YidiError("CREDENTIAL_INVALID", "医保电子凭证与请求中的人员不符，请核对后重新出示电子凭证。")
+                raise YidiError("CREDENTIAL_INVALID", problem="与请求中的人员不符")
             return psn_no
         if kind == CERT_ID_CARD and not person.certno:
-            raise YidiError("INVALID_ARGUMENT", "以身份证就医（mdtrt_cert_type 02）须提供身份证号 certno。")
+            raise YidiError("INVALID_ARGUMENT", what="以身份证就医（mdtrt_cert_type 02）", problem="须提供身份证号 certno",
+                            field="certno")
         if kind == CERT_SOCIAL_CARD and card is None:
-            raise YidiError("INVALID_ARGUMENT", "以社会保障卡就医（mdtrt_cert_type 03）须提供卡号 card。")
+            raise YidiError("INVALID_ARGUMENT", what="以社会保障卡就医（mdtrt_cert_type 03）", problem="须提供卡号 card",
+                            field="card")
         if kind not in ("", CERT_ID_CARD, CERT_SOCIAL_CARD):
-            raise YidiError("INVALID_ENUM", f"就诊凭证类型 {kind[:8]!r} 无效，应为 01（医保电子凭证）、02（居民身份证）"
-                                            f"或 03（社会保障卡）。")
+            raise YidiError("INVALID_ENUM", what=f"就诊凭证类型 {kind[:8]!r}",
+                            problem="无效，应为 01（医保电子凭证）、02（居民身份证）或 03（社会保障卡）", field="mdtrt_cert_type")
         return self.psn_no_of(person.psn_no, person.certno)
 
     def visit(self, mdtrt_id: str) -> Visit | ArchivedVisit:
@@ -205,28 +208,28 @@ class Engine:
         check_id(mdtrt_id, "就诊ID mdtrt_id", field="mdtrt_id")
         visit = self.visits.get(mdtrt_id) or self.archive.visit(mdtrt_id)
         if visit is None:
-            raise YidiError("VISIT_NOT_FOUND", f"就诊记录 {mdtrt_id} 不存在，请核对就诊ID。")
+            raise YidiError("VISIT_NOT_FOUND", mdtrt_id=mdtrt_id)
         return visit
 
     def settlement(self, setl_id: str) -> ArchivedSettlement:
         check_id(setl_id, "结算ID setl_id", field="setl_id")
         ref = self.archive.settlement(setl_id)
         if ref is None:
-            raise YidiError("SETTLEMENT_NOT_FOUND", f"结算记录 {setl_id} 不存在，请核对结算ID。")
+            raise YidiError("SETTLEMENT_NOT_FOUND", setl_id=setl_id)
         return ref
 
     def reply(self, ref: ArchivedSettlement) -> bytes:
         """The answer recorded with a settlement (NOT_READY in the moment before it is durable)."""
         reply = self.archive.reply(ref.seq)
         if reply is None:
-            raise YidiError("NOT_READY", f"结算 {ref.facts.setl_id} 正在写入账本，请稍后使用相同的请求ID重试。")
+            raise YidiError("NOT_READY", why=f"结算 {ref.facts.setl_id} 正在写入账本")
         return reply
 
     def filing(self, filing_id: str) -> dict:
         check_id(filing_id, "备案编号 filing_id", field="filing_id")
         filing = self.index.get_filing(filing_id)
         if filing is None:
-            raise YidiError("FILING_NOT_FOUND", f"备案编号 {filing_id} 不存在，请核对。")
+            raise YidiError("FILING_NOT_FOUND", filing_id=filing_id)
         return filing
 
     def accumulators(self, psn_no: str, year: int) -> dict[str, int]:
@@ -256,7 +259,7 @@ class Engine:
         check_date(setl_date, "结算日期", field=date_field)
         last = visit.mids[-1][1] if visit.mids else 0
         if mid and setl_date <= last or not mid and setl_date < last:
-            raise YidiError("INVALID_DATE", f"结算日期 {setl_date} 须晚于本次住院上一次中途结算的日期 {last}。",
+            raise YidiError("INVALID_DATE", what=f"结算日期 {setl_date}", problem=f"须晚于本次住院上一次中途结算的日期 {last}",
                             field=date_field)
         if not mid:
             return tuple(visit.lines.values())
@@ -275,7 +278,8 @@ class Engine:
         if dise_codg:
             check_id(dise_codg, "慢特病病种编码 dise_codg", field="dise_codg")
         if admdvs and self.index.region_name(admdvs) is None:
-            raise YidiError("INVALID_ARGUMENT", f"行政区划代码「{admdvs[:20]}」不是已知的省、市或区县代码。")
+            raise YidiError("INVALID_ARGUMENT", what=f"行政区划代码「{admdvs[:20]}」", problem="不是已知的省、市或区县代码",
+                            field="admdvs")
         return self.index.institutions(admdvs, kind, inpatient, outpatient, dise_codg, after, limit)
 
     def admitted(self, fixmedins_code: str, after: str, page_size: int) -> tuple[list[dict], bool]:
@@ -283,7 +287,7 @@ class Engine:
         limit = _page_size(page_size)
         check_id(fixmedins_code, "定点医药机构编码 fixmedins_code", field="fixmedins_code")
         if self.index.get_institution(fixmedins_code) is None:
-            raise YidiError("INSTITUTION_UNKNOWN", f"定点医药机构 {fixmedins_code} 不在跨省直接结算机构库中，请核对机构编码。")
+            raise YidiError("INSTITUTION_UNKNOWN", fixmedins_code=fixmedins_code)
         if after:
             check_id(after, "分页标记 page_token", field="page_token")
         stays = sorted((v for v in self.visits.values() if v.facts.fixmedins_code == fixmedins_code
@@ -306,8 +310,7 @@ class Engine:
         ref = self.settlement(setl_id)
         facts = ref.facts
         if not facts.acc_before:
-            raise YidiError("EXPLANATION_UNAVAILABLE", f"结算 {setl_id} 由早期版本办理，未记录计算明细所需的累计信息，"
-                                                       f"无法出具结算说明；结算金额以结算单为准。")
+            raise YidiError("EXPLANATION_UNAVAILABLE", setl_id=setl_id)
         inpatient = facts.visit_kind == INPATIENT
         visit = self.visit(facts.mdtrt_id)
         chronic = (facts.dise_codg, *facts.chronic_before) if facts.dise_codg else None
@@ -363,12 +366,12 @@ class Engine:
         person = self.person(cmd.psn_no)
         amount = cmd.amount_fen
         if type(amount) is not int or amount == 0 or abs(amount) > MAX_ACCOUNT_ADJUST_FEN:
-            raise YidiError("INVALID_AMOUNT", f"调整金额须为非零整数分，绝对值不超过 {MAX_ACCOUNT_ADJUST_FEN} 分。")
+            raise YidiError("INVALID_AMOUNT", what=f"调整金额 {cmd.amount_fen} 分",
+                            problem=f"不合理：须为非零整数分，绝对值不超过 {MAX_ACCOUNT_ADJUST_FEN} 分", field="amount_fen")
         check_text(cmd.reason, "调整原因")
         balance = self.balance(person["psn_no"])
         if balance + amount < 0:
-            raise YidiError("ACCOUNT_INSUFFICIENT",
-                            f"个人账户余额 {balance} 分，不足以扣减 {-amount} 分，未调整。")
+            raise YidiError("ACCOUNT_INSUFFICIENT", balance=balance, amount=-amount)
         event = AccountAdjusted(psn_no=person["psn_no"], amount_fen=amount, reason=cmd.reason)
         family = self.index.account(person["psn_no"])[1]
         return Decision(event, AccountResult(person["psn_no"], balance + amount, family,
@@ -415,13 +418,10 @@ class Engine:
         person, filing = cmd.person.as_row(), cmd.filing.as_row()
         self.index.check_person(person)
         if filing["psn_no"] != person["psn_no"]:
-            raise YidiError("INVALID_ARGUMENT", "备案记录的人员编号与人员信息不一致。")
+            raise YidiError("INVALID_ARGUMENT", what="备案记录的人员编号", problem="与人员信息不一致", field="filing.psn_no")
         self.index.check_person_conflicts(person)
         if self.index.get_filing(filing["filing_id"]) is not None:
-            raise YidiError(
-                "FILING_CONFLICT",
-                f"备案编号 {filing['filing_id']} 已存在。变更备案请使用备案变更，撤销请使用备案撤销。",
-            )
+            raise YidiError("FILING_CONFLICT", filing_id=filing["filing_id"], problem="已存在")
         self.index.check_filing(filing, person=person)
         return Decision(Filed(person=cmd.person, filing=cmd.filing), FilingResult(cmd.filing))
 
@@ -430,7 +430,7 @@ class Engine:
         rev = cmd.filing
         old = self.filing(rev.filing_id)
         if rev.psn_no not in ("", old["psn_no"]) or rev.kind not in ("", old["kind"]):
-            raise YidiError("FILING_CONFLICT", "备案变更不能改变人员或备案类型，请撤销后重新备案。")
+            raise YidiError("FILING_CONFLICT", filing_id=cmd.filing.filing_id, problem="的人员或备案类型不能由备案变更改变")
         revised = dict(old, dest_admdvs=rev.dest_admdvs, fixmedins_codes=list(rev.fixmedins_codes),
                        valid_from=rev.valid_from, valid_to=rev.valid_to)
         if rev.status:
@@ -469,14 +469,11 @@ class Engine:
     def _open_visit(self, mdtrt_id: str) -> Visit:
         visit = self.visit(mdtrt_id)
         if visit.facts.visit_kind != INPATIENT:
-            raise YidiError("VISIT_KIND_MISMATCH", f"就诊 {mdtrt_id} 为门诊就诊，门诊费用随一站式结算一次上传。")
+            raise YidiError("VISIT_KIND_MISMATCH", mdtrt_id=mdtrt_id)
         if visit.status == SETTLED:
-            raise YidiError(
-                "VISIT_ALREADY_SETTLED",
-                f"就诊 {mdtrt_id} 已出院结算（结算ID {visit.setl_id}）。如需更正，请先撤销结算。",
-            )
+            raise YidiError("VISIT_ALREADY_SETTLED", mdtrt_id=mdtrt_id, setl_id=visit.setl_id, action="办理住院业务")
         if visit.status != ADMITTED:
-            raise YidiError("VISIT_NOT_OPEN", f"就诊 {mdtrt_id} 已撤销入院登记，不能再办理业务。")
+            raise YidiError("VISIT_NOT_OPEN", mdtrt_id=mdtrt_id)
         invariant(type(visit) is Visit, f"open stay {mdtrt_id} is not in memory")
         return visit
 
@@ -484,8 +481,8 @@ class Engine:
         """入院撤销: only before settlement."""
         visit = self._open_visit(cmd.mdtrt_id)
         if visit.mids:
-            raise YidiError("VISIT_ALREADY_SETTLED",
-                            f"就诊 {cmd.mdtrt_id} 已中途结算（{visit.mids[-1][0]}），不能撤销入院；请先撤销其结算。")
+            raise YidiError("VISIT_ALREADY_SETTLED", mdtrt_id=cmd.mdtrt_id, setl_id=visit.mids[-1][0],
+                            action="撤销入院登记")
         count, total = _totals(visit.lines.values())
         return Decision(AdmissionCancelled(mdtrt_id=cmd.mdtrt_id),
                         VisitResult(cmd.mdtrt_id, CANCELLED, count, total))
@@ -501,20 +498,17 @@ class Engine:
             if settled is not None:
                 if settled.content() == line.content():
                     continue   # re-sent as it was: a no-op, as for any line
-                raise YidiError("FEE_LINE_CONFLICT",
-                                f"费用明细流水号 {line.feedetl_sn} 已中途结算，不能更改；如需更正，请先撤销该中途结算。")
+                raise YidiError("FEE_LINE_CONFLICT", feedetl_sn=line.feedetl_sn,
+                                problem="已中途结算，不能更改；如需更正，请先撤销该中途结算")
             seen = visit.lines.get(line.feedetl_sn) or new.get(line.feedetl_sn)
             if seen is None and last_mid and self._fee_date(visit, line) <= last_mid:
-                raise YidiError("FEE_DATE_SETTLED",
-                                f"费用明细 {line.feedetl_sn} 的费用日期 {self._fee_date(visit, line)} 不晚于本次住院"
-                                f"中途结算的日期 {last_mid}，该期间已结算，不能再上传；请核对费用日期。")
+                raise YidiError("FEE_DATE_SETTLED", feedetl_sn=line.feedetl_sn, fee_date=self._fee_date(visit, line),
+                                mid_date=last_mid)
             if seen is None:
                 new[line.feedetl_sn] = line
             elif seen.content() != line.content():
-                raise YidiError(
-                    "FEE_LINE_CONFLICT",
-                    f"费用明细流水号 {line.feedetl_sn} 已上传过不同的内容。如需更正，请先撤销该明细再重新上传。",
-                )
+                raise YidiError("FEE_LINE_CONFLICT", feedetl_sn=line.feedetl_sn,
+                                problem="已上传过不同的内容。如需更正，请先撤销该明细再重新上传")
         check_line_count(len(visit.lines) + len(new), "一次住院")
         _check_refunds({**visit.lines, **new}, new.values(), visit.settled_lines)
         count, total = _totals({**visit.lines, **new}.values())
@@ -529,16 +523,16 @@ class Engine:
             check_id(sn, "费用明细流水号", field="feedetl_sns")
         settled = [sn for sn in sns if sn in visit.settled_lines]
         if settled:
-            raise YidiError("LINE_ALREADY_SETTLED", f"费用明细流水号 {'、'.join(settled[:5])} 已中途结算，不能撤销；"
-                                                    f"如需更正，请先撤销该结算。")
+            raise YidiError("LINE_ALREADY_SETTLED", feedetl_sn="、".join(settled[:5]), action="撤销")
         missing = [sn for sn in sns if sn not in visit.lines]
         if missing:
-            raise YidiError("FEE_LINE_NOT_FOUND", f"费用明细流水号 {'、'.join(missing[:5])} 未上传过，无法撤销。")
+            raise YidiError("FEE_LINE_NOT_FOUND", feedetl_sn="、".join(missing[:5]), consequence="无法撤销")
         withdrawn = set(sns)
         orphans = [line.feedetl_sn for sn, line in visit.lines.items()
                    if sn not in withdrawn and line.init_feedetl_sn in withdrawn]
         if orphans:
-            raise YidiError("FEE_LINE_CONFLICT", f"原明细的退费明细 {'、'.join(orphans[:5])} 尚在，请一并撤销。")
+            raise YidiError("FEE_LINE_CONFLICT", feedetl_sn="、".join(orphans[:5]),
+                            problem="是尚在的退费明细，请与原明细一并撤销")
         count, total = _totals(line for sn, line in visit.lines.items() if sn not in withdrawn)
         return Decision(FeesWithdrawn(mdtrt_id=cmd.mdtrt_id, sns=tuple(sns)),
                         VisitResult(cmd.mdtrt_id, ADMITTED, count, total))
@@ -555,18 +549,18 @@ class Engine:
         """结算撤销: gives back exactly the recorded deltas; an inpatient stay opens again."""
         ref = self.settlement(cmd.setl_id)
         if ref.status != SETTLED:
-            raise YidiError("SETTLEMENT_ALREADY_CANCELLED", f"结算 {cmd.setl_id} 已于 {ref.cancel_date} 撤销。")
+            raise YidiError("SETTLEMENT_ALREADY_CANCELLED", setl_id=cmd.setl_id, cancel_date=ref.cancel_date)
         check_date(cmd.cancel_date, "撤销日期", field="cancel_date")
         if cmd.cancel_date < ref.facts.setl_date:
-            raise YidiError("INVALID_DATE", f"撤销日期 {cmd.cancel_date} 早于结算日期 {ref.facts.setl_date}，请核对。")
+            raise YidiError("INVALID_DATE", what=f"撤销日期 {cmd.cancel_date}",
+                            problem=f"早于结算日期 {ref.facts.setl_date}，请核对",
+                            field="cancel_date")
         facts = ref.facts
         if facts.mid_setl_flag:  # SPEC §10.3: only the stay's latest settlement
             stay = self.visits.get(facts.mdtrt_id)
             if stay is None or not stay.mids or stay.mids[-1][0] != cmd.setl_id:
                 latest = stay.mids[-1][0] if stay is not None and stay.mids else "出院结算"
-                raise YidiError("NOT_LATEST_SETTLEMENT",
-                                f"结算 {cmd.setl_id} 是中途结算，本次住院其后已有结算（{latest}）。"
-                                f"请先撤销最近一次结算，再按顺序撤销。")
+                raise YidiError("NOT_LATEST_SETTLEMENT", setl_id=cmd.setl_id, latest=latest)
         visit = self.archive.visit(facts.mdtrt_id)
         month = self.funds.booking_month(cmd.cancel_date)
         # A final settlement after mid ones: the mid-settled lines come back with the stay, as they were.
@@ -604,22 +598,24 @@ class Engine:
         check_date(cmd.setl_date, "结算日期", field="setl_date")
         card_no, card_version = (cmd.card.card_no, cmd.card.card_version) if cmd.card else (None, None)
         if cmd.med_type not in ("", CHRONIC):
-            raise YidiError("INVALID_ENUM", f"医疗类别 {cmd.med_type!r} 无效。")
+            raise YidiError("INVALID_ENUM", what=f"医疗类别 {cmd.med_type!r}", problem="无效，应为普通门诊或门诊慢特病（14）",
+                            field="med_type")
         if cmd.med_type == CHRONIC or cmd.dise_codg:
             if cmd.med_type != CHRONIC:
-                raise YidiError("INVALID_ARGUMENT", "病种编码 dise_codg 只用于门诊慢特病结算（med_type 14）。")
+                raise YidiError("INVALID_ARGUMENT", what="病种编码 dise_codg", problem="只用于门诊慢特病结算（med_type 14）",
+                                field="dise_codg")
             check_id(cmd.dise_codg, "门诊慢特病病种编码 dise_codg", field="dise_codg")
         elig = self.index.admission(psn_no, cmd.fixmedins_code, False, cmd.setl_date, card_no, card_version)
         if cmd.med_type == CHRONIC:  # SPEC §10.2 checks 10 and 11 (12, the policy, when the bill is computed)
             refusal = self.index.chronic_refusal(psn_no, cmd.fixmedins_code, cmd.dise_codg)
             if refusal is not None:
-                raise YidiError(*refusal)
+                raise refusal
         check_line_count(len(cmd.lines), "一次门诊")
         seen: set[str] = set()
         for i, line in enumerate(cmd.lines):
             _check_line(line, i)
             if line.feedetl_sn in seen:
-                raise YidiError("FEE_LINE_CONFLICT", f"费用明细流水号 {line.feedetl_sn} 在本次结算中重复出现。")
+                raise YidiError("FEE_LINE_CONFLICT", feedetl_sn=line.feedetl_sn, problem="在本次结算中重复出现")
             seen.add(line.feedetl_sn)
         _check_refunds({line.feedetl_sn: line for line in cmd.lines}, cmd.lines, {})
         facts = self._new_visit(psn_no, cmd.fixmedins_code, OUTPATIENT, cmd.setl_date, elig)
@@ -636,10 +632,10 @@ class Engine:
         facts = visit.facts
         check_date(setl_date, "结算日期")
         if setl_date < facts.adm_date:
-            raise YidiError("DATE_BEFORE_ADMISSION", f"结算日期 {setl_date} 早于入院日期 {facts.adm_date}，请核对。")
+            raise YidiError("DATE_BEFORE_ADMISSION", what="结算日期", date=setl_date, adm_date=facts.adm_date)
         inpatient = facts.visit_kind == INPATIENT
         if not lines and not (inpatient and visit.mids and not mid):  # a stay settled in parts may close with none
-            raise YidiError("NO_FEE_LINES", "该就诊没有（本次可结算的）费用明细，请先上传费用明细再结算。")
+            raise YidiError("NO_FEE_LINES")
         stay = None
         if inpatient and visit.mids:  # SPEC §10.3: the stay's D, less what its earlier settlements applied
             stay = (visit.stay_deductible_fen, sum(dedc for _s, _d, dedc in visit.mids))
@@ -807,7 +803,8 @@ class Engine:
         """A known province code (6 digits ending in 0000), else INVALID_ARGUMENT."""
         if not (isinstance(code, str) and len(code) == 6 and code.isdigit() and code.endswith("0000")
                 and self.index.region_name(code)):
-            raise YidiError("INVALID_ARGUMENT", f"省份代码「{str(code)[:20]}」无效，应为已知省级行政区划代码（如 460000）。")
+            raise YidiError("INVALID_ARGUMENT", what=f"省份代码「{str(code)[:20]}」",
+                            problem="无效，应为已知省级行政区划代码（如 460000）", field="province")
         return code
 
     def _decide_set_prepaid(self, cmd: SetPrepaid) -> Decision:
@@ -816,7 +813,8 @@ class Engine:
         amount = check_amount(cmd.amount_fen, "预付金额度")
         yellow, red = cmd.yellow_bp or DEFAULT_YELLOW_BP, cmd.red_bp or DEFAULT_RED_BP
         if not 0 < yellow < red <= 10000:
-            raise YidiError("INVALID_ARGUMENT", f"预警线须满足 0 < 黄色 {yellow} < 红色 {red} ≤ 10000（万分比）。")
+            raise YidiError("INVALID_ARGUMENT", what="预警线", problem=f"须满足 0 < 黄色 {yellow} < 红色 {red} ≤ 10000（万分比）",
+                            field="yellow_bp")
         after = msgspec.structs.replace(self.funds.position(province), prepaid_fen=amount, topped_up_fen=0,
                                         yellow_bp=yellow, red_bp=red)
         return Decision(PrepaidSet(province=province, amount_fen=amount, yellow_bp=yellow, red_bp=red),
@@ -840,23 +838,23 @@ class Engine:
         confirmed = tuple(state.confirmed)
         if cmd.action == "close":
             if state.closed:
-                raise YidiError("CLEARING_MONTH_CLOSED", f"清算月份 {month} 已关闭，不能重复关闭。")
+                raise YidiError("CLEARING_MONTH_CLOSED", month=month)
             event, closed = ClearingMonthChanged(month=month, action="closed"), True
         elif not state.closed:
-            raise YidiError("CLEARING_MONTH_OPEN", f"清算月份 {month} 尚未关闭：关闭后才能确认或重新打开。")
+            raise YidiError("CLEARING_MONTH_OPEN", month=month, action="确认或重新打开")
         elif cmd.action == "reopen":
             if confirmed:
-                raise YidiError("CLEARING_MONTH_CONFIRMED",
-                                f"清算月份 {month} 已有省份确认（{'、'.join(confirmed)}），不能重新打开。")
+                raise YidiError("CLEARING_MONTH_CONFIRMED", month=month, provinces="、".join(confirmed),
+                                consequence="，不能重新打开")
             event, closed = ClearingMonthChanged(month=month, action="reopened"), False
         elif cmd.action == "confirm":
             province = self.check_province(cmd.province)
             if province in confirmed:
-                raise YidiError("CLEARING_MONTH_CONFIRMED", f"{province} 已确认清算月份 {month} 的清算单。")
+                raise YidiError("CLEARING_MONTH_CONFIRMED", month=month, provinces=province, consequence="，无需重复确认")
             event, closed = ClearingMonthChanged(month=month, action="confirmed", province=province), True
             confirmed = tuple(sorted(confirmed + (province,)))
         else:
-            raise YidiError("INVALID_ARGUMENT", f"未知的清算操作 {cmd.action!r}。")
+            raise YidiError("INVALID_ARGUMENT", what=f"清算操作 {cmd.action!r}", problem="未知")
         return Decision(event, MonthResult(month, closed, confirmed))
 
     def clearing_report(self, month: int, province: str = "", with_institutions: bool = True) -> Report:
@@ -865,7 +863,7 @@ class Engine:
         if province:
             self.check_province(province)
         if month not in self.funds.closed:
-            raise YidiError("CLEARING_MONTH_OPEN", f"清算月份 {month} 尚未关闭，关闭后才出具清算报表。")
+            raise YidiError("CLEARING_MONTH_OPEN", month=month, action="出具清算报表")
         return self.funds.report(month, province, with_institutions)
 
     def institution_name(self, fixmedins_code: str) -> str:
@@ -876,11 +874,12 @@ class Engine:
         """对账: a known institution and a date range (both ends included)."""
         check_id(fixmedins_code, "定点医药机构编码 fixmedins_code", field="range.fixmedins_code")
         if self.index.get_institution(fixmedins_code) is None:
-            raise YidiError("INSTITUTION_UNKNOWN", f"定点医药机构 {fixmedins_code} 不在跨省直接结算机构库中，请核对机构编码。")
+            raise YidiError("INSTITUTION_UNKNOWN", fixmedins_code=fixmedins_code)
         check_date(date_from, "对账起始日期", field="range.date_from")
         check_date(date_to, "对账截止日期", field="range.date_to")
         if date_to < date_from:
-            raise YidiError("INVALID_DATE", f"对账截止日期 {date_to} 早于起始日期 {date_from}，请核对。")
+            raise YidiError("INVALID_DATE", what=f"对账截止日期 {date_to}", problem=f"早于起始日期 {date_from}，请核对",
+                            field="range.date_to")
 
     def _apply_prepaid_set(self, event: PrepaidSet, _seq: int) -> list[Change]:
         self.funds.set_prepaid(event.province, event.amount_fen, event.yellow_bp, event.red_bp)
@@ -904,7 +903,7 @@ class Engine:
         check_id(problem_id, "问题编号 problem_id", field="problem_id")
         row = self.archive.problem(problem_id)
         if row is None:
-            raise YidiError("PROBLEM_NOT_FOUND", f"问题报告 {problem_id} 不存在，请核对编号。")
+            raise YidiError("PROBLEM_NOT_FOUND", problem_id=problem_id)
         return row
 
     def problem_provinces(self, problem_id: str) -> set[str]:
@@ -914,7 +913,9 @@ class Engine:
 
     def _decide_report_problem(self, cmd: ReportProblem) -> Decision:
         if cmd.category not in PROBLEM_CATEGORIES:
-            raise YidiError("INVALID_ENUM", f"问题类别 {cmd.category!r} 无效，应为：{'、'.join(PROBLEM_CATEGORIES)}。")
+            raise YidiError("INVALID_ENUM", what=f"问题类别 {cmd.category!r}",
+                            problem=f"无效，应为：{'、'.join(PROBLEM_CATEGORIES)}",
+                            field="category")
         check_text(cmd.text, "问题描述")
         mdtrt_id = cmd.mdtrt_id
         if cmd.setl_id:
@@ -926,7 +927,8 @@ class Engine:
         elif cmd.reporter == GATEWAY:
             treatment, insured = (self.check_province(cmd.province) if cmd.province else ""), ""
         else:
-            raise YidiError("INVALID_ARGUMENT", "请指明问题所涉的结算ID setl_id 或就诊ID mdtrt_id。")
+            raise YidiError("INVALID_ARGUMENT", what="问题报告", problem="须指明所涉的结算ID setl_id 或就诊ID mdtrt_id",
+                            field="setl_id")
         facts = ProblemFacts(problem_id=problem_id(self._seq), reporter=cmd.reporter, category=cmd.category,
                              text=cmd.text, setl_id=cmd.setl_id, mdtrt_id=mdtrt_id, treatment_province=treatment,
                              insured_province=insured, opened_at_ms=cmd.at_ms)
@@ -936,10 +938,10 @@ class Engine:
         row = self.problem(cmd.problem_id)
         action = PROBLEM_ACTIONS.get(cmd.action)
         if action is None:
-            raise YidiError("INVALID_ENUM", f"处理动作 {cmd.action!r} 无效，应为：{'、'.join(PROBLEM_ACTIONS)}。")
+            raise YidiError("INVALID_ENUM", what=f"处理动作 {cmd.action!r}", problem=f"无效，应为：{'、'.join(PROBLEM_ACTIONS)}")
         check_text(cmd.text, {"assigned": "经办人", "commented": "意见", "resolved": "处理结果说明"}[action])
         if row.state == "resolved" and action != "commented":
-            raise YidiError("PROBLEM_RESOLVED", f"问题报告 {cmd.problem_id} 已处理完毕，只能追加意见。")
+            raise YidiError("PROBLEM_RESOLVED", problem_id=cmd.problem_id)
         event = ProblemUpdated(problem_id=cmd.problem_id, action=action, by=cmd.by, text=cmd.text, at_ms=cmd.at_ms)
         return Decision(event, ProblemResult(_updated_problem(row, event)))
 
@@ -1020,7 +1022,8 @@ MAX_PAGE_SIZE = 1000
 
 def _page_size(n: int) -> int:
     if not 0 <= n <= MAX_PAGE_SIZE:
-        raise YidiError("INVALID_ARGUMENT", f"每页条数 page_size 须为 1–{MAX_PAGE_SIZE}（0 为默认 100）。")
+        raise YidiError("INVALID_ARGUMENT", what=f"每页条数 page_size {n}", problem=f"须为 1–{MAX_PAGE_SIZE}（0 为默认 100）",
+                        field="page_size")
     return n or 100
 
 
@@ -1033,9 +1036,8 @@ def _updated_problem(row: ArchivedProblem, event: ProblemUpdated) -> ArchivedPro
     return msgspec.structs.replace(row, updated_at_ms=event.at_ms)
 
 
-def _not_filed() -> YidiError:
-    return YidiError("PERSON_NOT_FILED", "查无此人的异地就医备案。请参保地经办机构办理线上备案，备案即时生效，"
-                                         "入院后至出院结算前均可补办。")
+def _not_filed(psn_no: str, certno: str) -> YidiError:
+    return YidiError("PERSON_NOT_FILED", person=f"人员编号 {psn_no[:40]}" if psn_no else f"身份证号 {certno[:40]}")
 
 
 def _check_line(line: FeeLine, i: int) -> None:
@@ -1052,9 +1054,10 @@ def _check_line_fields(line: FeeLine) -> None:
     if line.init_feedetl_sn:  # SPEC §10.4: a refund line has a negative quantity, checked as its size
         check_id(line.init_feedetl_sn, "原费用明细流水号 init_feedetl_sn", field="init_feedetl_sn")
         if type(qty) is not int or qty >= 0:
-            raise YidiError("INVALID_QUANTITY", f"退费明细 {line.feedetl_sn} 的数量须为负数（千分之一单位）。")
+            raise YidiError("INVALID_QUANTITY", what=f"退费明细 {line.feedetl_sn} 的数量", problem="须为负数（千分之一单位）",
+                            field="qty_milli")
         if line.init_feedetl_sn == line.feedetl_sn:
-            raise YidiError("INVALID_ARGUMENT", f"退费明细 {line.feedetl_sn} 不能退自己。")
+            raise YidiError("INVALID_ARGUMENT", what=f"退费明细 {line.feedetl_sn}", problem="不能退自己", field="init_feedetl_sn")
         qty = -qty
     check_line(line.feedetl_sn, line.code, line.name, line.unit_price_fen, qty, line.fee_date)
 
@@ -1067,19 +1070,17 @@ def _check_refunds(lines: dict[str, FeeLine], new: Iterable[FeeLine], settled: d
             continue
         original = lines.get(line.init_feedetl_sn)
         if original is None and line.init_feedetl_sn in settled:
-            raise YidiError("LINE_ALREADY_SETTLED", f"原费用明细 {line.init_feedetl_sn} 已结算，不能再退费；"
-                                                    f"如需更正，请先撤销该结算。")
+            raise YidiError("LINE_ALREADY_SETTLED", feedetl_sn=line.init_feedetl_sn, action="再退费")
         if original is None:
-            raise YidiError("FEE_LINE_NOT_FOUND", f"退费明细 {line.feedetl_sn} 所退的原明细 {line.init_feedetl_sn} "
-                                                  f"未上传过。")
+            raise YidiError("FEE_LINE_NOT_FOUND", feedetl_sn=line.init_feedetl_sn,
+                            consequence=f"退费明细 {line.feedetl_sn} 无所可退")
         if original.init_feedetl_sn or (original.code, original.unit_price_fen) != (line.code, line.unit_price_fen):
-            raise YidiError("INVALID_ARGUMENT", f"退费明细 {line.feedetl_sn} 须与原明细 {original.feedetl_sn} 的项目编码"
-                                                f"和单价相同（且原明细不能是退费明细）。")
+            raise YidiError("INVALID_ARGUMENT", what=f"退费明细 {line.feedetl_sn}",
+                            problem=f"须与原明细 {original.feedetl_sn} 的项目编码和单价相同（且原明细不能是退费明细）")
     net = _net_quantities(lines.values())
     over = [sn for sn, qty in net.items() if qty < 0]
     if over:
-        raise YidiError("REFUND_EXCEEDS_ORIGINAL",
-                        f"原费用明细 {over[0]} 的退费数量合计超过原数量（净数量 {net[over[0]]}，千分之一单位），请核对退费明细。")
+        raise YidiError("REFUND_EXCEEDS_ORIGINAL", feedetl_sn=over[0], net_qty_milli=net[over[0]])
 
 
 def _net_quantities(lines: Iterable[FeeLine]) -> dict[str, int]:

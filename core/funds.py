@@ -91,7 +91,7 @@ def _ordinal(yyyymmdd: int) -> int:
 
 def check_month(month: int, what: str = "清算月份") -> int:
     if not (isinstance(month, int) and MIN_MONTH <= month <= MAX_MONTH and 1 <= month % 100 <= 12):
-        raise YidiError("INVALID_DATE", f"{what} {month} 无效，应为 yyyymm 格式（如 202611）。")
+        raise YidiError("INVALID_DATE", what=f"{what} {month}", problem="无效，应为 yyyymm 格式（如 202611）")
     return month
 
 
@@ -102,16 +102,16 @@ def next_month(month: int) -> int:
 def check_amount(amount_fen: int, what: str, *, positive: bool = False) -> int:
     low = 1 if positive else 0
     if not (isinstance(amount_fen, int) and low <= amount_fen <= MAX_PREPAID_FEN):
-        raise YidiError("INVALID_AMOUNT",
-                        f"{what} {amount_fen} 分不合理：应在 {low} 到 {MAX_PREPAID_FEN} 分之间（整数分）。")
+        raise YidiError("INVALID_AMOUNT", what=f"{what} {amount_fen} 分",
+                        problem=f"不合理：应在 {low} 到 {MAX_PREPAID_FEN} 分之间（整数分）")
     return amount_fen
 
 
 def check_text(text: str, what: str, *, required: bool = True) -> str:
     if required and not text.strip():
-        raise YidiError("INVALID_ARGUMENT", f"请填写{what}。")
+        raise YidiError("INVALID_ARGUMENT", what=what, problem="须填写")
     if len(text.encode()) > MAX_PROBLEM_TEXT_BYTES:
-        raise YidiError("INVALID_ARGUMENT", f"{what}不能超过 {MAX_PROBLEM_TEXT_BYTES} 字节。")
+        raise YidiError("INVALID_ARGUMENT", what=what, problem=f"不能超过 {MAX_PROBLEM_TEXT_BYTES} 字节")
     return text
 
 
@@ -496,8 +496,8 @@ class DetailReconciliation:
     def feed_province(self, items: Iterable[Item]) -> None:
         for item in items:
             if item.setl_no <= self._last_province:
-                raise YidiError("INVALID_ARGUMENT",
-                                f"对账明细须按结算ID严格升序发送：{item.setl_id} 出现在更大或相同的结算ID之后。")
+                raise YidiError("INVALID_ARGUMENT", what="对账明细",
+                                problem=f"须按结算ID严格升序发送：{item.setl_id} 出现在更大或相同的结算ID之后")
             self._last_province = item.setl_no
             self._province.append(item)
             self.province_items += 1

@@ -45,7 +45,7 @@ ctypedef struct FilingIn:
 cdef object _field(dict row, str key):
     v = row.get(key, _MISSING)
     if v is _MISSING or v is None:
-        raise YidiError("INVALID_ARGUMENT", f"缺少必填字段 {key}", field=key)
+        raise YidiError("INVALID_ARGUMENT", what=f"字段 {key}", problem="缺失（必填）", field=key)
     return v
 
 cdef const char* _id_field(dict row, str key, Py_ssize_t* n) except NULL:
@@ -56,9 +56,9 @@ cdef const char* _name_field(dict row, str key, Py_ssize_t* n) except NULL:
 
 cdef int64_t _int_of(object v, str key, int64_t lo, int64_t hi, str reason) except? -1:
     if type(v) is not int:
-        raise YidiError("INVALID_ARGUMENT", f"字段 {key} 必须是整数", field=key)
+        raise YidiError("INVALID_ARGUMENT", what=f"字段 {key}", problem="必须是整数", field=key)
     if v < lo or v > hi:
-        raise YidiError(reason, f"字段 {key} 取值 {v} 超出范围 {lo}–{hi}", field=key)
+        raise YidiError(reason, what=f"字段 {key} 取值 {v}", problem=f"超出范围 {lo}–{hi}", field=key)
     return <int64_t>v
 
 cdef int64_t _int_field(dict row, str key, int64_t lo, int64_t hi, str reason) except? -1:
@@ -70,27 +70,27 @@ cdef int64_t _date_field(dict row, str key) except -1:
 cdef int _enum_field(dict row, str key, tuple values) except -1:
     v = _field(row, key)
     if type(v) is not str:
-        raise YidiError("INVALID_ENUM", f"字段 {key} 必须是字符串", field=key)
+        raise YidiError("INVALID_ENUM", what=f"字段 {key}", problem="必须是字符串", field=key)
     try:
         return values.index(v)
     except ValueError:
-        raise YidiError("INVALID_ENUM", f"字段 {key} 的取值 {v!r} 无效，应为 {'、'.join(values)} 之一",
+        raise YidiError("INVALID_ENUM", what=f"字段 {key} 的取值 {v!r}", problem=f"无效，应为：{'、'.join(values)}",
                         field=key) from None
 
 cdef bint _bool_field(dict row, str key) except -1:
     v = _field(row, key)
     if type(v) is not bool:
-        raise YidiError("INVALID_ARGUMENT", f"字段 {key} 必须是 true 或 false", field=key)
+        raise YidiError("INVALID_ARGUMENT", what=f"字段 {key}", problem="必须是 true 或 false", field=key)
     return v is True
 
 cdef uint32_t _admdvs_of(object v, str key) except 0:
     cdef Py_ssize_t n
     cdef const char* p
     if type(v) is not str:
-        raise YidiError("INVALID_CODE", f"字段 {key} 必须是 6 位行政区划代码字符串", field=key)
+        raise YidiError("INVALID_CODE", what=f"字段 {key}", problem="必须是 6 位行政区划代码字符串", field=key)
     p = PyUnicode_AsUTF8AndSize(v, &n)
     if not admdvs_ok(p, n):
-        raise YidiError("INVALID_CODE", f"字段 {key} 的取值 {v!r} 不是 6 位行政区划代码", field=key)
+        raise YidiError("INVALID_CODE", what=f"字段 {key} 的取值 {v!r}", problem="不是 6 位行政区划代码", field=key)
     return <uint32_t>int(v)
 
 cdef uint32_t _admdvs_field(dict row, str key) except 0:
@@ -105,7 +105,7 @@ cdef int _check_person(Index self, dict row, PersonIn* o) except -1:
     v = _field(row, "certno")
     o.certno = _str_of(v, "certno", &o.certno_n)
     if not certno_ok(o.certno, o.certno_n):
-        raise YidiError("INVALID_CERTNO", "身份证号码无效：须为 18 位，末位为 GB 11643 校验码（0–9 或 X）",
+        raise YidiError("INVALID_CERTNO", what="身份证号码", problem="无效：须为 18 位，末位为 GB 11643 校验码（0–9 或 X）",
                         field="certno")
     o.name = _name_field(row, "name", &o.name_n)
     o.insuplc_admdvs = _admdvs_field(row, "insuplc_admdvs")
@@ -117,7 +117,7 @@ cdef int _check_person(Index self, dict row, PersonIn* o) except -1:
     cv = _field(row, "card_version")
     vp = _str_of(cv, "card_version", &vn)
     if not id_ok(vp, vn) or vn > MAX_CARD_VERSION_LEN:
-        raise YidiError("INVALID_ARGUMENT", f"字段 card_version 须为 1–{MAX_CARD_VERSION_LEN} 位可打印字符",
+        raise YidiError("INVALID_ARGUMENT", what="字段 card_version", problem=f"须为 1–{MAX_CARD_VERSION_LEN} 位可打印字符",
                         field="card_version")
     o.card_version_idx = _card_version_idx(self, cv, False)
     return 0
@@ -130,7 +130,7 @@ cdef int _card_version_idx(Index self, str version, bint intern) except -2:
     if idx is not None:
         return idx
     if len(self._card_versions) >= MAX_CARD_VERSIONS:
-        raise YidiError("INVALID_ARGUMENT", "医保卡版本种类过多", field="card_version")
+        raise YidiError("INVALID_ARGUMENT", what="医保卡版本", problem=f"种类过多（最多 {MAX_CARD_VERSIONS} 种）", field="card_version")
     if not intern:
         return -1
     self._card_versions.append(version)
@@ -166,10 +166,10 @@ cdef int _check_person_conflicts(Index self, PersonIn* o, bint certno_may_change
     if by_certno[0] == by_psn_no[0]:
         return 0
     if by_psn_no[0] >= 0 and not certno_may_change:
-        raise YidiError("PERSON_CONFLICT", "人员编号已登记了另一个身份证号，请核对人员信息。",
+        raise YidiError("PERSON_CONFLICT", problem="人员编号已登记了另一个身份证号",
                         psn_no=(o.psn_no)[:o.psn_no_n].decode("ascii"))
     if by_certno[0] >= 0:
-        raise YidiError("PERSON_CONFLICT", "该身份证号已登记在另一个人员编号下，请核对人员信息。",
+        raise YidiError("PERSON_CONFLICT", problem="该身份证号已登记在另一个人员编号下",
                         psn_no=(o.psn_no)[:o.psn_no_n].decode("ascii"))
     return 0
 
@@ -212,7 +212,7 @@ cdef int32_t _put_person(Index self, dict row, bint replace) except -2:
     _check_person(self, row, &o)
     _check_person_conflicts(self, &o, replace, &idx, &other)
     if idx >= 0 and not replace:
-        raise YidiError("PERSON_CONFLICT", f"人员编号 {row['psn_no']} 重复", psn_no=row["psn_no"])
+        raise YidiError("PERSON_CONFLICT", problem=f"人员编号 {row['psn_no']} 重复", psn_no=row["psn_no"])
     if o.card_version_idx < 0:
         o.card_version_idx = _card_version_idx(self, row["card_version"], True)
     extras = _person_extras(row)
@@ -232,13 +232,13 @@ cdef str _codes_field(dict row, str key, int most, str what):
     if v is None:
         return None
     if type(v) is not list:
-        raise YidiError("INVALID_ARGUMENT", f"字段 {key} 必须是{what}数组", field=key)
+        raise YidiError("INVALID_ARGUMENT", what=f"字段 {key}", problem=f"必须是{what}数组", field=key)
     if len(v) > most:
-        raise YidiError("INVALID_ARGUMENT", f"字段 {key} 最多 {most} 项", field=key)
+        raise YidiError("INVALID_ARGUMENT", what=f"字段 {key}", problem=f"最多 {most} 项", field=key)
     for c in v:
         _id_of(c, what, "INVALID_CODE", key, &n)
     if len(set(v)) != len(v):
-        raise YidiError("INVALID_ARGUMENT", f"字段 {key} 有重复项", field=key)
+        raise YidiError("INVALID_ARGUMENT", what=f"字段 {key}", problem="有重复项", field=key)
     return " ".join(v)
 
 cdef tuple _person_extras(dict row):
@@ -248,7 +248,7 @@ cdef tuple _person_extras(dict row):
         _int_of(bal, "acct_balance_fen", 0, MAX_POLICY_FEN, "INVALID_AMOUNT")
     mulaid = _codes_field(row, "mulaid_psn_nos", MAX_MULAID, "共济人员编号")
     if mulaid is not None and row.get("psn_no") in mulaid.split(" "):
-        raise YidiError("INVALID_ARGUMENT", "共济人员（mulaid_psn_nos）不能包含本人", field="mulaid_psn_nos")
+        raise YidiError("INVALID_ARGUMENT", what="共济人员（mulaid_psn_nos）", problem="不能包含本人", field="mulaid_psn_nos")
     return (bal, mulaid, _codes_field(row, "chronic_diseases", MAX_CHRONIC, "慢特病病种编码"))
 
 cdef int _set_person_extras(Store* st, Person* p, dict row, tuple extras) except -1:
@@ -299,12 +299,13 @@ cdef str _check_filing(Index self, dict row, FilingIn* o, object person=None):
     o.kind = _enum_field(row, "kind", FILING_KINDS)
     o.dest_admdvs = _admdvs_field(row, "dest_admdvs")
     if o.dest_admdvs not in self._regions:
-        raise YidiError("INVALID_CODE", f"备案就医地（dest_admdvs）{row['dest_admdvs']} 不是已知的行政区划", field="dest_admdvs")
+        raise YidiError("INVALID_CODE", what=f"备案就医地（dest_admdvs）{row['dest_admdvs']}", problem="不是已知的行政区划",
+                        field="dest_admdvs")
     codes = _field(row, "fixmedins_codes")
     if type(codes) is not list:
-        raise YidiError("INVALID_ARGUMENT", "字段 fixmedins_codes 必须是机构编码数组", field="fixmedins_codes")
+        raise YidiError("INVALID_ARGUMENT", what="字段 fixmedins_codes", problem="必须是机构编码数组", field="fixmedins_codes")
     if len(codes) > MAX_FILING_CODES:
-        raise YidiError("INVALID_ARGUMENT", f"备案指定机构最多 {MAX_FILING_CODES} 家", field="fixmedins_codes")
+        raise YidiError("INVALID_ARGUMENT", what="备案指定机构", problem=f"最多 {MAX_FILING_CODES} 家", field="fixmedins_codes")
     for c in codes:
         _id_of(c, "备案指定机构编码", "INVALID_CODE", "fixmedins_codes", &n)
     vf = _date_field(row, "valid_from")
@@ -312,23 +313,22 @@ cdef str _check_filing(Index self, dict row, FilingIn* o, object person=None):
     if v == 0 and type(v) is int:
         vt = 0
         if not kind_is_long_term(o.kind):
-            raise YidiError("INVALID_DATE", f"临时外出就医备案（{KIND_NAMES_ZH[o.kind]}）必须有截止日期",
+            raise YidiError("INVALID_DATE", what=f"临时外出就医备案（{KIND_NAMES_ZH[o.kind]}）", problem="必须有截止日期",
                             field="valid_to")
     else:
         vt = _date_field(row, "valid_to")
         if vt < vf:
-            raise YidiError("INVALID_DATE", "备案截止日期早于开始日期", field="valid_to")
+            raise YidiError("INVALID_DATE", what="备案截止日期", problem="早于开始日期", field="valid_to")
         if not kind_is_long_term(o.kind) and day_number(vt) - day_number(vf) + 1 > MAX_TEMPORARY_FILING_DAYS:
-            raise YidiError("INVALID_DATE",
-                            f"临时外出就医备案有效期最长 {MAX_TEMPORARY_FILING_DAYS} 天", field="valid_to")
+            raise YidiError("INVALID_DATE", what="临时外出就医备案有效期",
+                            problem=f"最长 {MAX_TEMPORARY_FILING_DAYS} 天", field="valid_to")
     o.status = _enum_field(row, "status", FILING_STATUSES)
     o.valid_from = <uint32_t>vf
     o.valid_to = <uint32_t>vt
     o.n_fixmedins_codes = len(codes)
     o.person_idx = tbl_find(st, &st.t_psn, T_PSN, fnv1a(psn_p, psn_n, 0), psn_p, psn_n, 0)
     if o.person_idx < 0 and not (type(person) is dict and person.get("psn_no") == row["psn_no"]):
-        raise YidiError("PERSON_NOT_FOUND", f"人员编号 {row['psn_no']} 未登记，须先登记参保人信息再备案",
-                        psn_no=row["psn_no"])
+        raise YidiError("PERSON_NOT_FOUND", psn_no=row["psn_no"])   # a filing's person is registered first
     return " ".join(codes)
 
 cdef int32_t _put_filing(Index self, dict row, bint replace) except -2:
@@ -344,10 +344,9 @@ cdef int32_t _put_filing(Index self, dict row, bint replace) except -2:
     idx = tbl_find(st, &st.t_filing, T_FILING, h, o.filing_id, o.filing_id_n, 0)
     if idx >= 0:
         if not replace:
-            raise YidiError("FILING_CONFLICT", f"备案编号 {row['filing_id']} 重复", filing_id=row["filing_id"])
+            raise YidiError("FILING_CONFLICT", filing_id=row["filing_id"], problem="重复")
         if st.filings[idx].person_idx != o.person_idx:
-            raise YidiError("FILING_CONFLICT", f"备案编号 {row['filing_id']} 已属于另一参保人，不能改挂",
-                            filing_id=row["filing_id"])
+            raise YidiError("FILING_CONFLICT", filing_id=row["filing_id"], problem="已属于另一参保人，不能改挂")
     else:
         st.filings = <Filing*>grow_array(st.filings, &st.cap_filings, st.n_filings + 1, sizeof(Filing))
         idx = <int32_t>st.n_filings
@@ -378,7 +377,7 @@ cdef int _put_region(Index self, dict row) except -1:
     code = _admdvs_field(row, "admdvs")
     _name_field(row, "name", &n)
     if code in self._regions:
-        raise YidiError("INVALID_CODE", f"行政区划 {row['admdvs']} 重复", field="admdvs")
+        raise YidiError("INVALID_CODE", what=f"行政区划 {row['admdvs']}", problem="重复", field="admdvs")
     self._regions[code] = row["name"]
     return 0
 
@@ -395,9 +394,10 @@ cdef int _put_institution(Index self, dict row) except -1:
     cdef uint64_t h = fnv1a(cp, cn, 0)
     cdef Institution* it
     if kind == IKIND_PHARMACY and ip:
-        raise YidiError("INVALID_ARGUMENT", "药店只能开通门诊（购药）直接结算，inpatient 必须为 false", field="inpatient")
+        raise YidiError("INVALID_ARGUMENT", what="药店", problem="只能开通门诊（购药）直接结算，inpatient 必须为 false",
+                        field="inpatient")
     if tbl_find(st, &st.t_inst, T_INST, h, cp, cn, 0) >= 0:
-        raise YidiError("INVALID_CODE", f"机构编码 {row['fixmedins_code']} 重复", field="fixmedins_code")
+        raise YidiError("INVALID_CODE", what=f"机构编码 {row['fixmedins_code']}", problem="重复", field="fixmedins_code")
     st.insts = <Institution*>grow_array(st.insts, &st.cap_insts, st.n_insts + 1, sizeof(Institution))
     it = &st.insts[st.n_insts]
     it.fixmedins_code_off = arena_put(st, cp, cn); it.fixmedins_code_len = <uint8_t>cn
@@ -430,9 +430,10 @@ cdef int _put_item(Index self, dict row) except -1:
     cdef uint64_t h = item_hash(cp, cn, prov)
     cdef CatalogItem* it
     if prov % 10000 != 0:
-        raise YidiError("INVALID_CODE", f"目录所属省份 {row['province']} 须为省级代码（以 0000 结尾）", field="province")
+        raise YidiError("INVALID_CODE", what=f"目录所属省份 {row['province']}", problem="须为省级代码（以 0000 结尾）",
+                        field="province")
     if tbl_find(st, &st.t_item, T_ITEM, h, cp, cn, prov) >= 0:
-        raise YidiError("INVALID_CODE", f"目录项目 {row['code']} 在省份 {row['province']} 重复", field="code")
+        raise YidiError("INVALID_CODE", what=f"目录项目 {row['code']}", problem=f"在省份 {row['province']} 重复", field="code")
     st.items = <CatalogItem*>grow_array(st.items, &st.cap_items, st.n_items + 1, sizeof(CatalogItem))
     it = &st.items[st.n_items]
     it.province_admdvs = prov
@@ -453,9 +454,9 @@ cdef dict _obj_field(dict row, str key, bint optional):
     if v is None:
         if optional:
             return None
-        raise YidiError("INVALID_ARGUMENT", f"缺少必填字段 {key}", field=key)
+        raise YidiError("INVALID_ARGUMENT", what=f"字段 {key}", problem="缺失（必填）", field=key)
     if type(v) is not dict:
-        raise YidiError("INVALID_ARGUMENT", f"字段 {key} 必须是对象", field=key)
+        raise YidiError("INVALID_ARGUMENT", what=f"字段 {key}", problem="必须是对象", field=key)
     return v
 
 cdef int _levels(dict d, str key, str path, int64_t hi, int64_t* out) except -1:
@@ -466,8 +467,8 @@ cdef int _levels(dict d, str key, str path, int64_t hi, int64_t* out) except -1:
     for lv in range(1, N_LEVELS):
         v = m.get(str(lv))
         if v is None:
-            raise YidiError("REFERENCE_DATA_INVALID", f"缺少必填字段 {path}.{key}.{lv}", field=key)
-        out[lv] = _int_of(v, f"{path}.{key}.{lv}", 0, hi, "REFERENCE_DATA_INVALID")
+            raise YidiError("INVALID_ARGUMENT", what=f"字段 {path}.{key}.{lv}", problem="缺失（必填）", field=key)
+        out[lv] = _int_of(v, f"{path}.{key}.{lv}", 0, hi, "INVALID_ARGUMENT")
     return 0
 
 
@@ -479,10 +480,10 @@ cdef int _put_policy(Index self, dict row) except -1:
     memset(&pol, 0, sizeof(Policy))
     adm = _admdvs_field(row, "admdvs")
     if adm % 100 != 0:
-        raise YidiError("INVALID_CODE", f"政策所属统筹区 {row['admdvs']} 须以 00 结尾", field="admdvs")
+        raise YidiError("INVALID_CODE", what=f"政策所属统筹区 {row['admdvs']}", problem="须以 00 结尾", field="admdvs")
     insutype = _enum_field(row, "insutype", INSUTYPES)
     pol.effective_from = <int32_t>_date_field(row, "effective_from")
-    R = "REFERENCE_DATA_INVALID"
+    R = "INVALID_ARGUMENT"
     ip = _obj_field(row, "inpatient", False)
     _levels(ip, "deductible_fen", "inpatient", MAX_POLICY_FEN, pol.inpatient_deductible_fen)
     _levels(ip, "ratio_bp", "inpatient", BP_ONE, pol.inpatient_ratio_bp)
@@ -503,24 +504,24 @@ cdef int _put_policy(Index self, dict row) except -1:
         pol.crit_annual_cap_fen = _int_field(ci, "annual_cap_fen", 0, MAX_POLICY_FEN, R)
         tiers = _field(ci, "tiers")
         if type(tiers) is not list or not (1 <= len(tiers) <= MAX_TIERS):
-            raise YidiError(R, f"critical_illness.tiers 须为 1–{MAX_TIERS} 档的数组", field="tiers")
+            raise YidiError(R, what="critical_illness.tiers", problem=f"须为 1–{MAX_TIERS} 档的数组", field="tiers")
         prev_up = 0
         for i in range(len(tiers)):
             t = tiers[i]
             if type(t) is not dict:
-                raise YidiError(R, "critical_illness.tiers 的每一档须为对象", field="tiers")
+                raise YidiError(R, what="critical_illness.tiers", problem="的每一档须为对象", field="tiers")
             pol.crit_ratio_bp[i] = _int_field(t, "ratio_bp", 0, BP_ONE, R)
             up = t.get("up_to_fen")
             if i == len(tiers) - 1:
                 if up is not None:
-                    raise YidiError(R, "critical_illness.tiers 最后一档的 up_to_fen 须为 null", field="tiers")
+                    raise YidiError(R, what="critical_illness.tiers", problem="最后一档的 up_to_fen 须为 null", field="tiers")
                 pol.crit_up_to_fen[i] = -1
             else:
                 if up is None:
-                    raise YidiError(R, "critical_illness.tiers 只有最后一档的 up_to_fen 可以为 null", field="tiers")
+                    raise YidiError(R, what="critical_illness.tiers", problem="只有最后一档的 up_to_fen 可以为 null", field="tiers")
                 pol.crit_up_to_fen[i] = _int_of(up, "up_to_fen", 0, MAX_POLICY_FEN, R)
                 if pol.crit_up_to_fen[i] <= prev_up:
-                    raise YidiError(R, "critical_illness.tiers 的 up_to_fen 须严格递增（且大于 0）", field="tiers")
+                    raise YidiError(R, what="critical_illness.tiers", problem="的 up_to_fen 须严格递增（且大于 0）", field="tiers")
                 prev_up = pol.crit_up_to_fen[i]
         pol.crit_n_tiers = len(tiers)
     asst = _obj_field(row, "assistance", True)
@@ -537,8 +538,8 @@ cdef int _put_policy(Index self, dict row) except -1:
     versions = self._policies.setdefault(key, [])
     for eff, _ in versions:
         if eff == pol.effective_from:
-            raise YidiError(R, f"统筹区 {row['admdvs']} 险种 {row['insutype']} 生效日期 {eff} 的政策重复",
-                            field="effective_from")
+            raise YidiError(R, what=f"统筹区 {row['admdvs']} 险种 {row['insutype']} 生效日期 {eff} 的政策",
+                            problem="重复", field="effective_from")
     chronic = _chronic_block(row)
     st.policies = <Policy*>grow_array(st.policies, &st.cap_policies, st.n_policies + 1, sizeof(Policy))
     st.policies[st.n_policies] = pol
@@ -554,18 +555,18 @@ cdef dict _chronic_block(dict row):
     """SPEC §10.2: the optional ``chronic`` block, {code | "default": (deductible, ratio 1..3, bonus, cap)}."""
     cdef int64_t ratio[N_LEVELS]
     cdef Py_ssize_t n
-    R = "REFERENCE_DATA_INVALID"
+    R = "INVALID_ARGUMENT"
     block = _obj_field(row, "chronic", True)
     if block is None:
         return None
     if type(block.get("default")) is not dict:
-        raise YidiError(R, "chronic 须有 default（未单列病种的待遇）", field="chronic")
+        raise YidiError(R, what="chronic", problem="须有 default（未单列病种的待遇）", field="chronic")
     out = {}
     for code, entry in block.items():
         if code != "default":
             _id_of(code, "慢特病病种编码", R, "chronic", &n)
         if type(entry) is not dict:
-            raise YidiError(R, f"chronic.{code} 必须是对象", field="chronic")
+            raise YidiError(R, what=f"chronic.{code}", problem="必须是对象", field="chronic")
         _levels(entry, "ratio_bp", f"chronic.{code}", BP_ONE, ratio)
         out[code] = (_int_field(entry, "annual_deductible_fen", 0, MAX_POLICY_FEN, R), ratio[1], ratio[2], ratio[3],
                      _int_field(entry, "retired_bonus_bp", 0, BP_ONE, R),
@@ -613,9 +614,9 @@ cdef int _load_file(Index self, str dirpath, str name, int which, object progres
                 try:
                     obj = orjson.loads(line)
                 except orjson.JSONDecodeError as e:
-                    raise YidiError("REFERENCE_DATA_INVALID", f"不是有效的 JSON：{e}")
+                    raise YidiError("INVALID_ARGUMENT", what="这一行", problem=f"不是有效的 JSON：{e}")
                 if type(obj) is not dict:
-                    raise YidiError("REFERENCE_DATA_INVALID", "每行必须是一个 JSON 对象")
+                    raise YidiError("INVALID_ARGUMENT", what="这一行", problem="必须是一个 JSON 对象")
                 row = <dict>obj
                 if which == 0:
                     _put_region(self, row)

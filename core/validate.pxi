@@ -4,7 +4,7 @@
 # the engine, the gateway) calls the `def` faces at the end of this file, so a
 # rule and its message exist once.
 #
-# Each check raises YidiError(reason, message).  A message echoes at most
+# Each check raises YidiError(reason, what=..., problem=...).  A message echoes at most
 # MAX_ID_LEN characters of the value it refuses and never a name (names are
 # personal data and unbounded in what they may contain).  Messages are built
 # only on the way out, so a check that passes allocates nothing.
@@ -34,11 +34,11 @@ cdef dict _field_meta(object field):
 cdef const char* _str_of(object v, str key, Py_ssize_t* n) except NULL:
     """The UTF-8 bytes of a str field (borrowed from v); INVALID_ARGUMENT if v is not text."""
     if type(v) is not str:
-        raise YidiError("INVALID_ARGUMENT", f"字段 {key} 必须是字符串", field=key)
+        raise YidiError("INVALID_ARGUMENT", what=f"字段 {key}", problem="必须是字符串", field=key)
     try:
         return PyUnicode_AsUTF8AndSize(v, n)
     except UnicodeEncodeError:      # a lone surrogate: not text that UTF-8 can carry
-        raise YidiError("INVALID_ARGUMENT", f"字段 {key} 含有无效的字符", field=key) from None
+        raise YidiError("INVALID_ARGUMENT", what=f"字段 {key}", problem="含有无效的字符", field=key) from None
 
 
 # ---------------------------------------------------------------- identifiers
@@ -55,7 +55,7 @@ cdef const char* _id_of(object v, object what, str reason, object field, Py_ssiz
             return p
     if what is None:
         what = f"字段 {field}"
-    raise YidiError(reason, f"{what}「{_echo(v)}」格式不正确：应为 1–{MAX_ID_LEN} 位字母或数字。",
+    raise YidiError(reason, what=f"{what}「{_echo(v)}」", problem=f"格式不正确：应为 1–{MAX_ID_LEN} 位字母或数字",
                     **_field_meta(field))
 
 
@@ -67,15 +67,16 @@ cdef int64_t _date_of(object v, object what, object field) except -1:
         return d
     if what is None:
         what = f"字段 {field}"
-    raise YidiError("INVALID_DATE", f"{what} {_echo(v)} 不是有效日期，应为 yyyymmdd 格式，范围 {MIN_DATE}–{MAX_DATE}。",
-                    **_field_meta(field))
+    raise YidiError("INVALID_DATE", what=f"{what} {_echo(v)}",
+                    problem=f"不是有效日期，应为 yyyymmdd 格式，范围 {MIN_DATE}–{MAX_DATE}", **_field_meta(field))
 
 cdef int _year_of(object v) except -1:
     """A calendar year inside the supported date range (accumulators are per year)."""
     cdef int64_t y = 0
     if _int64_of(v, &y) and MIN_DATE // 10000 <= y <= MAX_DATE // 10000:
         return <int>y
-    raise YidiError("INVALID_DATE", f"年度 {_echo(v)} 无效，应在 {MIN_DATE // 10000}–{MAX_DATE // 10000} 之间。")
+    raise YidiError("INVALID_DATE", what=f"年度 {_echo(v)}",
+                    problem=f"无效，应在 {MIN_DATE // 10000}–{MAX_DATE // 10000} 之间")
 
 
 # ---------------------------------------------------------------- names
@@ -109,18 +110,18 @@ cdef int _name_fault(object v, bint required, const char** p, Py_ssize_t* n):
         return 1
     return 0 if name_ok(p[0], n[0]) else 2
 
-cdef str _name_message(int fault, object what, bint required):
+cdef str _name_problem(int fault, bint required):
     if fault == 2:
-        return f"{what}不能含有换行、制表符、NUL 等控制字符。"
-    return f"{what}须为{'1–' if required else '不超过 '}{MAX_NAME_BYTES} 字节的文字。"
+        return "不能含有换行、制表符、NUL 等控制字符"
+    return f"须为{'1–' if required else '不超过 '}{MAX_NAME_BYTES} 字节的文字"
 
 cdef const char* _name_of(object v, object what, bint required, object field, Py_ssize_t* n) except NULL:
     """A name's bytes (borrowed from v), or INVALID_ARGUMENT; `what` None means "字段 <field>"."""
     cdef const char* p = NULL
     cdef int fault = _name_fault(v, required, &p, n)
     if fault:
-        raise YidiError("INVALID_ARGUMENT", _name_message(fault, f"字段 {field}" if what is None else what, required),
-                        **_field_meta(field))
+        raise YidiError("INVALID_ARGUMENT", what=f"字段 {field}" if what is None else what,
+                        problem=_name_problem(fault, required), **_field_meta(field))
     return p
 
 
@@ -151,21 +152,19 @@ cdef int64_t _unit_price_fen_of(object v, object sn, object code) except -1:
     cdef int64_t price = 0
     if _int64_of(v, &price) and 0 <= price <= MAX_UNIT_PRICE_FEN:
         return price
-    raise YidiError("INVALID_PRICE",
-                    f"{_line_label(sn, code)} 的单价 {_echo(v)} 分不合理：应在 0 到 {MAX_UNIT_PRICE_FEN} 分之间。",
-                    field="unit_price_fen")
+    raise YidiError("INVALID_PRICE", what=f"{_line_label(sn, code)} 的单价 {_echo(v)} 分",
+                    problem=f"不合理：应在 0 到 {MAX_UNIT_PRICE_FEN} 分之间", field="unit_price_fen")
 
 cdef int64_t _qty_milli_of(object v, object sn, object code) except -1:
     cdef int64_t qty = 0
     if _int64_of(v, &qty) and 0 < qty <= MAX_QTY_MILLI:
         return qty
-    raise YidiError("INVALID_QUANTITY",
-                    f"{_line_label(sn, code)} 的数量 {_echo(v)}（千分之一单位）不合理：应大于 0 且不超过 {MAX_QTY_MILLI}。",
-                    field="qty_milli")
+    raise YidiError("INVALID_QUANTITY", what=f"{_line_label(sn, code)} 的数量 {_echo(v)}（千分之一单位）",
+                    problem=f"不合理：应大于 0 且不超过 {MAX_QTY_MILLI}", field="qty_milli")
 
 cdef int _line_count_ok(Py_ssize_t n, object what) except -1:
     if n > MAX_LINES:
-        raise YidiError("TOO_MANY_LINES", f"{what}的费用明细不能超过 {MAX_LINES} 条，本次 {n} 条。", field="lines")
+        raise YidiError("TOO_MANY_LINES", what=what, limit=MAX_LINES, count=n, field="lines")
     return 0
 
 
@@ -200,7 +199,7 @@ def check_line(sn, code, name, unit_price_fen, qty_milli, fee_date):
     _line_code_of(code, sn, &n)
     fault = _name_fault(name, False, &p, &n)
     if fault:
-        raise YidiError("INVALID_ARGUMENT", _name_message(fault, f"明细 {sn} 的项目名称", False), field="name")
+        raise YidiError("INVALID_ARGUMENT", what=f"明细 {sn} 的项目名称", problem=_name_problem(fault, False), field="name")
     _unit_price_fen_of(unit_price_fen, sn, code)
     _qty_milli_of(qty_milli, sn, code)
     if fee_date:

@@ -15,7 +15,8 @@ cdef int MIN_VOUCHER_KEY_BYTES = 16
 cdef int _put_voucher_key(Index self, dict row) except -1:
     cdef uint32_t prov = _admdvs_field(row, "province")
     if prov % 10000 != 0:
-        raise YidiError("INVALID_CODE", f"凭证密钥所属省份 {row['province']} 须为省级代码（以 0000 结尾）", field="province")
+        raise YidiError("INVALID_CODE", what=f"凭证密钥所属省份 {row['province']}", problem="须为省级代码（以 0000 结尾）",
+                        field="province")
     v = _field(row, "key_hex")
     try:
         key = bytes.fromhex(v) if type(v) is str else None
@@ -23,10 +24,10 @@ cdef int _put_voucher_key(Index self, dict row) except -1:
         key = None
     if key is None or len(key) < MIN_VOUCHER_KEY_BYTES:
         # the value is not echoed: it is a secret
-        raise YidiError("REFERENCE_DATA_INVALID", f"key_hex 须为至少 {MIN_VOUCHER_KEY_BYTES} 字节的十六进制密钥",
+        raise YidiError("INVALID_ARGUMENT", what="key_hex", problem=f"须为至少 {MIN_VOUCHER_KEY_BYTES} 字节的十六进制密钥",
                         field="key_hex")
     if prov in self._voucher_keys:
-        raise YidiError("INVALID_CODE", f"省份 {row['province']} 的凭证密钥重复", field="province")
+        raise YidiError("INVALID_CODE", what=f"省份 {row['province']} 的凭证密钥", problem="重复", field="province")
     self._voucher_keys[prov] = key
     return 0
 
@@ -38,7 +39,7 @@ def voucher_mac(bytes key, str psn_no, str expiry):
 
 cdef str _verify_voucher(Index self, object token, int64_t now):
     cdef int32_t pi
-    bad = YidiError("CREDENTIAL_INVALID", "医保电子凭证无效或已过期，请患者在手机上刷新电子凭证后重新出示。")
+    bad = YidiError("CREDENTIAL_INVALID", problem="无效或已过期")
     if type(token) is not str or not token.isascii() or len(token) > MAX_ID_LEN + 13 + VOUCHER_MAC_HEX + 2:
         raise bad
     parts = token.split(".")

@@ -81,5 +81,4 @@ class Admission:
 
     def _refuse(self, why: str, retry_after_ms: int) -> None:
         self.refused += 1
-        raise YidiError("OVERLOADED", f"{why}，本次请求未处理。请 {retry_after_ms} 毫秒后使用相同的请求ID重试。",
-                        retry_after_ms=retry_after_ms)
+        raise YidiError("OVERLOADED", why=why, retry_after_ms=retry_after_ms)

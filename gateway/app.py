@@ -61,20 +61,18 @@ NOTED: contextvars.ContextVar[list | None] = contextvars.ContextVar("yidi_noted"
 
 
 def storage_unavailable() -> YidiError:
-    return YidiError("STORAGE_UNAVAILABLE", "结算网关账本暂时无法写入（磁盘已满或存储故障），本次请求结果未知。"
-                                            "请稍后使用相同的请求ID重试：已办理的将原样返回，未办理的将办理一次。")
+    return YidiError("STORAGE_UNAVAILABLE")
 
 
 def ledger_damaged() -> YidiError:
-    return YidiError("LEDGER_DAMAGED", "结算网关账本校验未通过，为免错付已暂停办理全部业务，并已自动登记差错。"
-                                       "本次请求未办理，请稍后使用相同的请求ID重试；如持续出现请联系国家平台运维。")
+    return YidiError("LEDGER_DAMAGED")
 
 
 def check_deadline() -> None:
     """DEADLINE_EXCEEDED if the caller's deadline has passed: a request it no longer waits for is not performed."""
     deadline = DEADLINE.get()
     if deadline is not None and asyncio.get_running_loop().time() >= deadline:
-        raise YidiError("DEADLINE_EXCEEDED", "调用方设置的超时时间已过，本次请求未办理。请使用相同的请求ID并设置更长的超时重试。")
+        raise YidiError("DEADLINE_EXCEEDED")
 
 
 @dataclass(slots=True)
@@ -274,7 +272,7 @@ class Gateway:
         if self._storage_down is not None or self.ledger.failed is not None:
             raise storage_unavailable()
         if self.state is None or self._paused:
-            raise YidiError("NOT_READY", "结算网关正在加载数据，请稍后重试（可使用相同的请求ID重试）。")
+            raise YidiError("NOT_READY", why="结算网关正在加载数据")
 
     async def wait_writable(self) -> None:
         """Until a test write succeeds (a full disk, a failing fsync): STORAGE_UNAVAILABLE, probing meanwhile."""
@@ -530,7 +528,8 @@ class Gateway:
         original = command.original_request_id
         check_id(original, "原请求ID original_request_id", "INVALID_REQUEST_ID", "original_request_id")
         if original == command.request_id:
-            raise YidiError("INVALID_ARGUMENT", "冲正请求的请求ID不能与原请求ID相同。")
+            raise YidiError("INVALID_ARGUMENT", what="冲正请求的请求ID", problem="不能与原请求ID相同",
+                            field="original_request_id")
         check_id(command.request_id, "请求ID request_id", "INVALID_REQUEST_ID", "request_id")
         if self.keys.find(caller, command.request_id) is not None:
             return command  # this reversal, retried: execute_many answers it as it was first answered
@@ -539,7 +538,7 @@ class Gateway:
             return command
         seen, prior = found
         if seen == REVERSED:
-            raise YidiError("REQUEST_REVERSED", f"请求ID {original} 已被冲正过，无需再次冲正。")
+            raise YidiError("REQUEST_REVERSED", request_id=original)
         if prior.durable is not None:
             try:
                 await asyncio.shield(prior.durable)
@@ -552,8 +551,9 @@ class Gateway:
             return msgspec_replace(command, target_kind="settlement", target_id=event.settlement.setl_id)
         if type(event) is Admitted:
             return msgspec_replace(command, target_kind="admission", target_id=event.visit.mdtrt_id)
-        raise YidiError("INVALID_ARGUMENT", f"请求ID {original} 对应的业务不是结算或入院登记，不能冲正；"
-                                            "如需更正，请使用相应的撤销或变更接口。")
+        raise YidiError("INVALID_ARGUMENT", what=f"请求ID {original} 对应的业务",
+                        problem="不是结算或入院登记，不能冲正；如需更正，请使用相应的撤销或变更接口",
+                        field="original_request_id")
 
     # ------------------------------------------------- reference reload
     async def _reload(self, caller: str, command: LoadReferenceData, digest: bytes) -> bytes:

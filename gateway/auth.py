@@ -94,8 +94,8 @@ def resolve_caller(context: grpc.aio.ServicerContext) -> str:
     if caller is not None:
         pem = auth.get(PEER_CERT, (b"",))[0]
         if not issued_for_clients(pem):
-            raise YidiError("UNAUTHENTICATED", "无法识别调用方：客户端证书未声明客户端认证用途（扩展密钥用法须含 "
-                                               "clientAuth），请使用平台 CA 签发的客户端证书。")
+            raise YidiError("UNAUTHENTICATED", why="客户端证书未声明客户端认证用途（扩展密钥用法须含 clientAuth），"
+                                                    "请使用平台 CA 签发的客户端证书")
         return caller
     if not auth.get("transport_security_type") and INSECURE_CALLER:
         return INSECURE_CALLER
@@ -103,4 +103,4 @@ def resolve_caller(context: grpc.aio.ServicerContext) -> str:
         why = "本连接未使用 TLS 客户端证书（明文监听仅供健康检查与本机调试）"
     else:
         why = "客户端证书须含且仅含一个主题备用名称 yidi://province/<省代码> 或 yidi://national"
-    raise YidiError("UNAUTHENTICATED", f"无法识别调用方：{why}。")
+    raise YidiError("UNAUTHENTICATED", why=why)

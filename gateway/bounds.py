@@ -42,7 +42,8 @@ def _walk(message: Message, prefix: str) -> None:
         name = prefix + field.name
         if field.is_repeated:
             if len(value) > MAX_LIST_ITEMS:
-                raise YidiError("INVALID_ARGUMENT", f"字段 {name} 有 {len(value)} 项，超过上限 {MAX_LIST_ITEMS} 项。",
+                raise YidiError("INVALID_ARGUMENT", what=f"字段 {name}",
+                                problem=f"有 {len(value)} 项，超过上限 {MAX_LIST_ITEMS} 项",
                                 field=name)
             items = value.values() if field.message_type is not None and field.message_type.GetOptions().map_entry \
                 else value
@@ -55,10 +56,10 @@ def _walk(message: Message, prefix: str) -> None:
 def _check_value(field: FieldDescriptor, value, name: str) -> None:
     if field.type == FieldDescriptor.TYPE_STRING:
         if len(value) > MAX_STRING_BYTES // 4 and len(value.encode("utf-8", "surrogatepass")) > MAX_STRING_BYTES:
-            raise YidiError("INVALID_ARGUMENT", f"字段 {name} 超过上限 {MAX_STRING_BYTES} 字节。", field=name)
+            raise YidiError("INVALID_ARGUMENT", what=f"字段 {name}", problem=f"超过上限 {MAX_STRING_BYTES} 字节", field=name)
     elif field.type == FieldDescriptor.TYPE_BYTES:
         if len(value) > MAX_STRING_BYTES:
-            raise YidiError("INVALID_ARGUMENT", f"字段 {name} 超过上限 {MAX_STRING_BYTES} 字节。", field=name)
+            raise YidiError("INVALID_ARGUMENT", what=f"字段 {name}", problem=f"超过上限 {MAX_STRING_BYTES} 字节", field=name)
     elif field.type == FieldDescriptor.TYPE_MESSAGE:
         _walk(value, name + ".")
 
@@ -80,9 +81,8 @@ class OneofGuard:
         for names in self.groups:
             present = [n for n in names if _present(flat, n)]
             if len(present) > 1:
-                raise YidiError("INVALID_ARGUMENT",
-                                f"{' 与 '.join(present)} 只能提供其中一个（本次请求同时提供了 {len(present)} 个）。",
-                                field=",".join(present))
+                raise YidiError("INVALID_ARGUMENT", what=" 与 ".join(present),
+                                problem=f"只能提供其中一个（本次请求同时提供了 {len(present)} 个）", field=",".join(present))
 
 
 def _synthetic(oneof) -> bool:

@@ -52,7 +52,7 @@ class EnumMap:
             return self.to_str[number]
         except KeyError:
             allowed = "、".join(self.to_str.values())
-            raise YidiError("INVALID_ENUM", f"{self.what}取值 {number} 无效，应为：{allowed}。") from None
+            raise YidiError("INVALID_ENUM", what=f"{self.what}取值 {number}", problem=f"无效，应为：{allowed}") from None
 
     def pb(self, value: str) -> int:
         return self.to_pb.get(value, 0)
@@ -84,7 +84,8 @@ def risk_flags_mask(values) -> int:
     mask = 0
     for value in values:
         if not 1 <= value <= len(RISK_FLAGS):
-            raise YidiError("INVALID_ENUM", f"风险标记取值 {value} 无效，应为 1–{len(RISK_FLAGS)}。")
+            raise YidiError("INVALID_ENUM", what=f"风险标记取值 {value}", problem=f"无效，应为 1–{len(RISK_FLAGS)}",
+                            field="flags")
         mask |= 1 << (value - 1)
     return mask or (1 << len(RISK_FLAGS)) - 1
 
@@ -373,7 +374,7 @@ def parse(request_cls, raw: bytes, what: str):
     try:
         req = request_cls.FromString(raw)
     except DecodeError:
-        raise YidiError("INVALID_ARGUMENT", f"{what}报文无法解析，请检查接口版本与报文格式。") from None
+        raise YidiError("INVALID_ARGUMENT", what=f"{what}报文", problem="无法解析，请检查接口版本与报文格式") from None
     bounds.check(req, len(raw))
     bounds.oneof_guard(request_cls.DESCRIPTOR).check(raw)
     return req
@@ -399,7 +400,7 @@ SETTLE_ITEMS = {
     4: ("SettlementService/UploadFees", _upb_wire(spb.UploadFeesRequest, upload_fees_command, "费用明细上传"), 4),
 }
 _ITEM_FIELDS = {"outpatient": 1, "discharge": 2, "admit": 3, "fees": 4}
-_NOT_AN_ITEM = "批量项须为门诊结算、出院结算、入院登记或费用明细上传之一，或报文无法解析。"
+_NOT_AN_ITEM = {"what": "批量项", "problem": "须为门诊结算、出院结算、入院登记或费用明细上传之一，或报文无法解析"}
 
 
 def settle_item(raw: bytes) -> tuple[str, Wire, int] | YidiError:
@@ -409,10 +410,10 @@ def settle_item(raw: bytes) -> tuple[str, Wire, int] | YidiError:
         try:
             item = spb.SettleItem.FromString(raw)
         except DecodeError:
-            return YidiError("INVALID_ARGUMENT", _NOT_AN_ITEM)
+            return YidiError("INVALID_ARGUMENT", **_NOT_AN_ITEM)
         kind = item.WhichOneof("settle")
         if kind is None:
-            return YidiError("INVALID_ARGUMENT", _NOT_AN_ITEM)
+            return YidiError("INVALID_ARGUMENT", **_NOT_AN_ITEM)
         split = (_ITEM_FIELDS[kind], getattr(item, kind).SerializeToString())
     method, read, answer_field = SETTLE_ITEMS[split[0]]
     try:
@@ -428,7 +429,7 @@ def batch_items(raw: bytes) -> list:
         try:
             items = [x.SerializeToString() for x in spb.SettleBatchRequest.FromString(raw).items]
         except DecodeError:
-            raise YidiError("INVALID_ARGUMENT", "批量结算报文无法解析，请检查接口版本与报文格式。") from None
+            raise YidiError("INVALID_ARGUMENT", what="批量结算报文", problem="无法解析，请检查接口版本与报文格式") from None
     return [settle_item(x) for x in items]
 
 

@@ -73,8 +73,7 @@ class Keys:
             return None
         seen, prior = found
         if seen == REVERSED:
-            raise YidiError("REQUEST_REVERSED", f"请求ID {request_id} 已由调用方冲正，本次请求未处理（冲正后原请求不再办理）。"
-                                                "如需办理，请使用新的请求ID。")
+            raise YidiError("REQUEST_REVERSED", request_id=request_id)
         _same(seen, digest, request_id)
         return prior
 
@@ -119,7 +118,7 @@ class Keys:
             return prior.response
         record = await asyncio.to_thread(self._store.read, prior.seq)
         if record is None:
-            raise YidiError("INTERNAL", "已确认的请求在账本中找不到，请联系国家平台运维。")
+            raise YidiError("LEDGER_DAMAGED")
         return record.response
 
 
@@ -129,5 +128,4 @@ def _same(seen: bytes, digest: bytes, request_id: str) -> None:
 
 
 def reused(request_id: str) -> YidiError:
-    return YidiError("IDEMPOTENCY_KEY_REUSED",
-                     f"请求ID {request_id} 已用于另一笔不同的请求，本次请求未处理。请为新业务使用新的请求ID。")
+    return YidiError("IDEMPOTENCY_KEY_REUSED", request_id=request_id)

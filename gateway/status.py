@@ -1,6 +1,6 @@
 """Refusals as gRPC statuses: the code from core.errors.REASONS and the clerk's message (Chinese, reason
 beside it), with details a program can act on: a google.rpc.ErrorInfo (the reason), a LocalizedMessage
-in English (core.errors.ENGLISH), a BadRequest naming the field of an INVALID_ARGUMENT refusal when the
+in English (core.errors.REASONS), a BadRequest naming the field of an INVALID_ARGUMENT refusal when the
 refusal names one (its ``field`` metadata), and a RetryInfo when the refusal gives retry advice.
 """
 from __future__ import annotations
@@ -10,7 +10,7 @@ from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from core.errors import DOMAIN, ENGLISH, REASONS, YidiError
+from core.errors import DOMAIN, REASONS, YidiError
 
 from .privacy import mask_text
 
@@ -36,7 +36,7 @@ def status_proto(err: YidiError) -> status_pb2.Status:
     if len(message) > MAX_MESSAGE_CHARS:
         message = message[:MAX_MESSAGE_CHARS - 20] + f"… [{err.reason}]"
     details = [_pack(error_details_pb2.ErrorInfo(reason=err.reason, domain=DOMAIN, metadata=metadata)),
-               _pack(error_details_pb2.LocalizedMessage(locale=ENGLISH_LOCALE, message=ENGLISH[err.reason]))]
+               _pack(error_details_pb2.LocalizedMessage(locale=ENGLISH_LOCALE, message=err.english))]
     if code is grpc.StatusCode.INVALID_ARGUMENT and metadata.get("field"):
         violations = [error_details_pb2.BadRequest.FieldViolation(field=name, description=message)
                       for name in metadata["field"].split(",")]

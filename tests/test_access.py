@@ -96,19 +96,19 @@ class Nowhere(World):
     """A world in which nothing the request names exists."""
 
     def visit_provinces(self, mdtrt_id):
-        raise YidiError("VISIT_NOT_FOUND", "engine's own words")
+        raise YidiError("VISIT_NOT_FOUND", mdtrt_id="engine-side")
 
     def settlement_provinces(self, setl_id):
-        raise YidiError("SETTLEMENT_NOT_FOUND", "engine's own words")
+        raise YidiError("SETTLEMENT_NOT_FOUND", setl_id="engine-side")
 
     def person_province(self, psn_no="", certno=""):
-        raise YidiError("PERSON_NOT_FILED", "engine's own words")
+        raise YidiError("PERSON_NOT_FILED", person="engine-side")
 
     def filing_province(self, filing_id):
-        raise YidiError("FILING_NOT_FOUND", "engine's own words")
+        raise YidiError("FILING_NOT_FOUND", filing_id="engine-side")
 
     def problem_provinces(self, problem_id):
-        raise YidiError("PROBLEM_NOT_FOUND", "engine's own words")
+        raise YidiError("PROBLEM_NOT_FOUND", problem_id="engine-side")
 
 
 @pytest.mark.parametrize("method", sorted(m for m, r in RULES.items() if r.kind in HIDDEN))

@@ -220,7 +220,7 @@ def test_e7_diabetes_under_the_default_entry_with_deductible_used(world):
 @pytest.mark.parametrize("who, inst, code, reason, words", [
     ("in_service", "hk_l3", "M01600", "DISEASE_NOT_RECOGNISED", "参保地经办机构办理病种认定"),          # check 10
     ("retired", "hk_l2", "M03900", "INSTITUTION_NOT_ENABLED_FOR_DISEASE", "未开通门诊慢特病「M03900」"),  # check 11
-    ("assist", "hk_l2", "M01600", "POLICY_MISSING", "没有门诊慢特病待遇政策"),                        # check 12
+    ("assist", "hk_l2", "M01600", "POLICY_MISSING", "没有生效的门诊慢特病待遇政策"),                     # check 12
     ("unfiled", "hk_l2", "M01600", "PERSON_NOT_FILED", ""),                                            # checks 1-8 first
 ])
 def test_chronic_checks_10_to_12_in_order(world, who, inst, code, reason, words):

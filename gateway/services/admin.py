@@ -22,22 +22,17 @@ class AdminService:
 
     async def load(self, req: apb.LoadReferenceDataRequest, caller: str):
         if not req.data_dir or not os.path.isdir(req.data_dir):
-            raise YidiError("INVALID_ARGUMENT", f"基础数据目录「{req.data_dir[:200]}」不存在。")
+            raise YidiError("INVALID_ARGUMENT", what=f"基础数据目录「{req.data_dir[:200]}」", problem="不存在",
+                            field="data_dir")
         command = cmd.LoadReferenceData(request_id=req.request_id, data_dir=req.data_dir)
         try:
             return await self.gw.execute(caller, command, request_digest(req))
         except LoadError as err:
-            raise YidiError(
-                "REFERENCE_DATA_INVALID",
-                f"基础数据未加载：{err.file} 第 {err.line} 行：{err.reason}。网关继续使用原有数据。",
-                file=err.file, line=err.line,
-            ) from None
+            raise YidiError("REFERENCE_DATA_INVALID", where=f"{err.file} 第 {err.line} 行：", problem=err.reason,
+                            file=err.file, line=err.line) from None
         except OSError as err:  # a file that is a directory, unreadable, vanished mid-load ...
             name = os.path.basename(str(err.filename or ""))[:100]
-            raise YidiError(
-                "REFERENCE_DATA_INVALID",
-                f"基础数据未加载：无法读取 {name}（{err.strerror}）。网关继续使用原有数据。", file=name,
-            ) from None
+            raise YidiError("REFERENCE_DATA_INVALID", where=f"无法读取 {name}：", problem=err.strerror, file=name) from None
 
     async def status(self, _req: apb.GetReferenceDataStatusRequest, _caller: str):
         return convert.reference_status_pb(self.gw.status())

@@ -107,8 +107,7 @@ def internal_error(method: str, gw=None, what: str = "") -> YidiError:
         log.exception("internal error %s in %s (caller %s)", correlation_id, method, caller)
     if gw is not None:
         _background(gw.report_internal(method, caller, correlation_id))
-    return YidiError("INTERNAL", f"结算网关内部错误（差错编号 {correlation_id}），已记录。请使用相同的请求ID重试。",
-                     correlation_id=correlation_id)
+    return YidiError("INTERNAL", correlation_id=correlation_id)
 
 
 def damaged(method: str, gw, err: LedgerCorrupt) -> YidiError:
@@ -135,16 +134,13 @@ def _decode(raw: bytes, request_cls: type[Message], max_message_bytes: int, deco
     falls back to ``convert.parse``, which applies the same bounds, for anything unusual).
     """
     if len(raw) > max_message_bytes:
-        raise YidiError(
-            "MESSAGE_TOO_LARGE",
-            f"请求报文 {len(raw)} 字节，超过上限 {max_message_bytes} 字节。请分批上传费用明细。",
-        )
+        raise YidiError("MESSAGE_TOO_LARGE", size=len(raw), limit=max_message_bytes)
     if decode is not None:
         return decode(raw)
     try:
         request = request_cls.FromString(raw)
     except DecodeError:
-        raise YidiError("INVALID_ARGUMENT", "请求报文无法解析，请检查接口版本与报文格式。") from None
+        raise YidiError("INVALID_ARGUMENT", what="请求报文", problem="无法解析，请检查接口版本与报文格式") from None
     bounds.check(request, len(raw))
     if guard is not None:
         guard.check(raw)
@@ -246,7 +242,7 @@ def stream_unary(method: str, request_cls: type[Message], fn, gw, max_message_by
             messages = (_decode(raw, request_cls, max_message_bytes, None, guard) async for raw in raw_messages)
             first = await anext(messages, None)
             if first is None:
-                raise YidiError("INVALID_ARGUMENT", "请求流为空：第一条消息须说明范围。")
+                raise YidiError("INVALID_ARGUMENT", what="请求流", problem="为空：第一条消息须说明范围")
             caller = _admit(method, first, gw)
             result = await fn(_chain(first, messages), caller)
             return result.SerializeToString()

@@ -109,7 +109,8 @@ class FundsService:
         code, date_from, date_to, _insutype = self._range(req.range)
         limit = req.limit or DEFAULT_FLAGGED_LISTED
         if not 0 < limit <= MAX_FLAGGED_LISTED:
-            raise YidiError("INVALID_ARGUMENT", f"limit 应在 1 到 {MAX_FLAGGED_LISTED} 之间。")
+            raise YidiError("INVALID_ARGUMENT", what=f"limit {limit}", problem=f"应在 1 到 {MAX_FLAGGED_LISTED} 之间",
+                            field="limit")
         rows = await asyncio.to_thread(self.gw.store.flagged, code, date_from, date_to,
                                        convert.risk_flags_mask(req.flags), limit + 1)
         return fdpb.FlaggedSettlements(
@@ -123,7 +124,8 @@ def _items(items) -> list[Item]:
     for x in items:
         number = id_seq(x.setl_id, "S")
         if number == 0:
-            raise YidiError("INVALID_ARGUMENT", f"结算ID「{x.setl_id[:40]}」格式不正确：应为平台签发的 S + 15 位数字。")
+            raise YidiError("INVALID_ARGUMENT", what=f"结算ID「{x.setl_id[:40]}」",
+                            problem="格式不正确：应为平台签发的 S + 15 位数字", field="items.setl_id")
         out.append(Item(number, x.setl_id, x.fund_pay_sumamt, x.cancelled,
                         x.acct_pay_sumamt if x.HasField("acct_pay_sumamt") else None))
     return out

@@ -43,10 +43,12 @@ class ProblemService:
             self.gw.engine.check_province(req.province)
         limit = req.limit or DEFAULT_PROBLEMS_LISTED
         if not 0 < limit <= MAX_PROBLEMS_LISTED:
-            raise YidiError("INVALID_ARGUMENT", f"limit 应在 1 到 {MAX_PROBLEMS_LISTED} 之间。")
+            raise YidiError("INVALID_ARGUMENT", what=f"limit {limit}", problem=f"应在 1 到 {MAX_PROBLEMS_LISTED} 之间",
+                            field="limit")
         after = id_seq(req.after_problem_id, "R") if req.after_problem_id else 0
         if req.after_problem_id and not after:
-            raise YidiError("INVALID_ARGUMENT", f"翻页参数 after_problem_id「{req.after_problem_id[:40]}」不是问题编号。")
+            raise YidiError("INVALID_ARGUMENT", what=f"翻页参数 after_problem_id「{req.after_problem_id[:40]}」",
+                            problem="不是问题编号", field="after_problem_id")
         rows = self.gw.store.list_problems(req.province, convert.PROBLEM_STATE.str(req.state, required=False),
                                            after, limit)
         now = now_ms()

@@ -104,7 +104,7 @@ class SettlementService:
     async def settle_batch(self, items: list, caller: str) -> bytes:
         limit = self.gw.config.batch_max_items
         if len(items) > limit:
-            raise YidiError("BATCH_TOO_LARGE", f"一次批量结算最多 {limit} 笔，本次 {len(items)} 笔，未处理。请分批提交。")
+            raise YidiError("BATCH_TOO_LARGE", limit=limit, count=len(items))
         BATCH_ITEMS.labels("SettleBatch").observe(len(items))
         return convert.settle_batch_reply(await self._settle_items(caller, items))
 
