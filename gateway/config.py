@@ -16,10 +16,15 @@ class Config:
     # A request larger than this is refused with MESSAGE_TOO_LARGE; gRPC itself
     # drops anything over twice this before it reaches us (plain RESOURCE_EXHAUSTED).
     max_message_bytes: int = 4 * 1024 * 1024
-    # Admission control (gateway/admission.py): Yidi RPCs in flight on the whole gateway and per
-    # caller, and each caller's rate (a token bucket); beyond them RESOURCE_EXHAUSTED/OVERLOADED
-    # with retry advice (retry_after_ms) at once.
+    # Admission control (gateway/admission.py); beyond a limit RESOURCE_EXHAUSTED/OVERLOADED with retry
+    # advice (retry_after_ms).  As each call is taken from gRPC core, before its request is read: the calls
+    # the gateway held when it arrived (queued in gRPC core, in a handler or waiting for the ledger), and how
+    # long it queued in front of the handler (0: no limit; both 0: no intake, nothing read from core).
+    # gRPC core's call counters are read at most every overload_sample_ms while calls arrive (~170 µs each).
     max_concurrent_rpcs: int = 2000
+    max_queue_wait_ms: float = 500.0
+    overload_sample_ms: float = 5.0
+    # In the handler, once the caller is known: its calls in flight, and its rate (a token bucket).
     max_inflight_per_caller: int = 1000
     rate_per_caller_per_s: float = 20_000.0
     rate_burst_per_caller: int = 20_000

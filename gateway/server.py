@@ -24,22 +24,22 @@ from typing import Callable
 import grpc
 from google.protobuf.internal import api_implementation
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from core.errors import LoadError, YidiError
 
 from . import auth, certs
-from .admission import Admission
+from .admission import Admission, Intake, channelz_counts, channelz_server_ids
 from .app import Gateway
 from .audit import AuditLog
 from .config import Config
 from .gcwatch import WATCH
 from .ledger import LedgerCorrupt, LedgerUnavailable, open_store
-from .metrics import serve_metrics
+from .metrics import QUEUE_WAIT_SECONDS, serve_metrics
 from .privacy import MaskingFilter
 from .snapshot import LedgerBehindSnapshot
 from .services.admin import AdminService
-from .services.base import INTERNAL_ERRORS, service_handler
+from .services.base import INTERNAL_ERRORS, Router, service_handlers
 from .services.diagnostics import DiagnosticsService
 from .services.filing import FilingService
 from .services.funds import FundsService
@@ -144,11 +144,26 @@ def server_options(config: Config) -> list[tuple[str, int]]:
         ("grpc.keepalive_timeout_ms", config.keepalive_timeout_ms),
         ("grpc.max_connection_idle_ms", config.max_connection_idle_ms),
         # gRPC core cancels calls that wait for the Python server to take them once more than 1,000 are
-        # pending (a bare CANCELLED, no reason: grpc/grpc#34782). Admission control (gateway/admission.py)
+        # pending (a bare CANCELLED, no reason: grpc/grpc#34782). The intake (gateway/admission.py)
         # answers the excess with OVERLOADED instead, so the core's queue must not be the first limit.
         ("grpc.server.max_pending_requests", 100_000),
         ("grpc.server.max_pending_requests_hard_limit", 200_000),
+        # The intake reads the server's call counters through channelz (on by default; said here because
+        # overload control depends on it).
+        ("grpc.enable_channelz", 1),
     ]
+
+
+def make_server(config: Config) -> tuple[grpc.aio.Server, Router]:
+    """The gRPC server, and the router every call goes through first (with the intake, unless both of its
+    limits are off)."""
+    before = channelz_server_ids()
+    server = grpc.aio.server(options=server_options(config))
+    intake = None
+    if config.max_concurrent_rpcs or config.max_queue_wait_ms:
+        intake = Intake(config.max_concurrent_rpcs, config.max_queue_wait_ms, config.overload_sample_ms,
+                        channelz_counts(before), QUEUE_WAIT_SECONDS.observe)
+    return server, Router(intake, config.overload_retry_after_ms)
 
 
 def check_protobuf_backend() -> None:
@@ -174,18 +189,16 @@ async def serve(config: Config, *, ready: Callable[[int, int], None] | None = No
             loop.create_task(health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING))
 
     gw = Gateway(config, store, on_fatal=fatal_soon(loop, health_down), audit=AuditLog(config.audit_path()))
-    limit = config.max_message_bytes
-    admission = Admission(config.max_concurrent_rpcs, config.max_inflight_per_caller, config.rate_per_caller_per_s,
-                          config.rate_burst_per_caller, config.overload_retry_after_ms)
-    server = grpc.aio.server(options=server_options(config))
-    gw.admission = admission
+    gw.admission = Admission(config.max_inflight_per_caller, config.rate_per_caller_per_s, config.rate_burst_per_caller,
+                             config.overload_retry_after_ms)
+    server, router = make_server(config)
     for descriptor, service_cls in SERVICES:
-        server.add_generic_rpc_handlers((service_handler(descriptor, service_cls(gw).methods(), gw, limit),))
+        router.add(service_handlers(descriptor, service_cls(gw).methods(), gw, config.max_message_bytes))
         names.append(descriptor.full_name)
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        names + [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server
-    )
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, router)
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(reflection.aio.ReflectionServicer(
+        names + [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME]), router)
+    server.add_generic_rpc_handlers((router,))
     for name in ["", *names]:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
 

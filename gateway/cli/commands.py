@@ -148,8 +148,9 @@ def cmd_datagen(args) -> None:
 
 
 SERVE_LIMITS = ("max_message_bytes", "snapshot_every_records", "idempotency_cache_keys", "max_concurrent_rpcs",
-                "max_inflight_per_caller", "rate_per_caller_per_s", "rate_burst_per_caller", "ledger_max_bytes",
-                "keepalive_min_ping_interval_ms", "storage_probe_interval_s", "metrics_listen")
+                "max_queue_wait_ms", "overload_sample_ms", "max_inflight_per_caller", "rate_per_caller_per_s",
+                "rate_burst_per_caller", "ledger_max_bytes", "keepalive_min_ping_interval_ms",
+                "storage_probe_interval_s", "metrics_listen")
 
 
 def cmd_voucher(args) -> None:
@@ -175,7 +176,7 @@ def cmd_serve(args) -> None:
                     tls_ca=args.ca or paths.ca, insecure=args.insecure, audit_log=args.audit_log,
                     insecure_caller=args.insecure_caller)
     for name in SERVE_LIMITS:
-        if getattr(args, name):
+        if getattr(args, name) is not None:
             setattr(config, name, getattr(args, name))
     if not os.path.isdir(config.data_dir):
         raise SystemExit(f"no data set at {config.data_dir}: run `yidi datagen --out {config.data_dir}` first")
@@ -436,18 +437,24 @@ COMMANDS: tuple[Command, ...] = (
         arg("--insecure-caller", default="",
             help="with --insecure, for benchmarks only: the caller every plaintext call is taken to be"),
         arg("--audit-log", default="", help="audit log, JSON lines (default: <ledger>.audit.jsonl)"),
-        arg("--max-message-bytes", type=int, default=0),
+        arg("--max-message-bytes", type=int, default=None),
         arg("--snapshots", default="", help="snapshot directory (default: <ledger>.snapshots)"),
-        arg("--snapshot-every-records", type=int, default=0, help="write a snapshot after this many records"),
-        arg("--idempotency-cache-keys", type=int, default=0, help="recent idempotency keys kept in memory"),
-        arg("--max-concurrent-rpcs", type=int, default=0, help="Yidi RPCs in flight on the gateway"),
-        arg("--max-inflight-per-caller", type=int, default=0, help="Yidi RPCs in flight per caller"),
-        arg("--rate-per-caller-per-s", type=float, default=0, help="calls per second per caller (token bucket)"),
-        arg("--rate-burst-per-caller", type=int, default=0, help="burst of the per-caller token bucket"),
-        arg("--ledger-max-bytes", type=int, default=0, help="cap the ledger's size: past it, writes fail as on a full disk"),
-        arg("--keepalive-min-ping-interval-ms", type=int, default=0, help="clients pinging more often get GOAWAY"),
-        arg("--storage-probe-interval-s", type=float, default=0, help="test-write interval while the ledger cannot be written"),
-        arg("--metrics-listen", default="", help="serve Prometheus /metrics on host:port (e.g. 127.0.0.1:9464)"),
+        arg("--snapshot-every-records", type=int, default=None, help="write a snapshot after this many records"),
+        arg("--idempotency-cache-keys", type=int, default=None, help="recent idempotency keys kept in memory"),
+        arg("--max-concurrent-rpcs", type=int, default=None,
+            help="calls the gateway holds (queued in gRPC included); a call arriving beyond them is refused (0: no limit)"),
+        arg("--max-queue-wait-ms", type=float, default=None,
+            help="a call that queued longer in front of the handler is refused (0: no limit)"),
+        arg("--overload-sample-ms", type=float, default=None,
+            help="read gRPC core's call counters at most this often while calls arrive"),
+        arg("--max-inflight-per-caller", type=int, default=None, help="Yidi RPCs in flight per caller"),
+        arg("--rate-per-caller-per-s", type=float, default=None, help="calls per second per caller (token bucket)"),
+        arg("--rate-burst-per-caller", type=int, default=None, help="burst of the per-caller token bucket"),
+        arg("--ledger-max-bytes", type=int, default=None, help="cap the ledger's size: past it, writes fail as on a full disk"),
+        arg("--keepalive-min-ping-interval-ms", type=int, default=None, help="clients pinging more often get GOAWAY"),
+        arg("--storage-probe-interval-s", type=float, default=None,
+            help="test-write interval while the ledger cannot be written"),
+        arg("--metrics-listen", default=None, help="serve Prometheus /metrics on host:port (e.g. 127.0.0.1:9464)"),
     ), local=cmd_serve),
     Command("certs", "create development certificates: a CA, the server's, one per province and national", (
         arg("--out", default=os.path.join("certs", "dev")),
