@@ -51,23 +51,13 @@ def _request(request_id: str) -> bytes:
 
 def outcome(err) -> tuple[str, bool]:
     """(OVERLOADED or CODE/REASON, whether a RetryInfo came with it) of a failed call."""
-    from google.rpc import error_details_pb2
-    from grpc_status import rpc_status
+    from gateway.status import error_info, retry_info
 
-    try:
-        status = rpc_status.from_call(err)
-    except ValueError:
-        status = None
-    reason, retry = "-", False
-    for detail in status.details if status is not None else ():
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            reason = info.reason
-        retry = retry or detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR)
+    info = error_info(err)
+    reason = info.reason if info is not None else "-"
     if reason == "OVERLOADED" and err.code().name == "RESOURCE_EXHAUSTED":
-        return "OVERLOADED", retry
-    return f"{err.code().name}/{reason}", retry
+        return "OVERLOADED", retry_info(err) is not None
+    return f"{err.code().name}/{reason}", False
 
 
 async def _client(target: str, n: int, tag: str, ready, go) -> dict:
@@ -127,14 +117,15 @@ def _percentile(values: list[float], q: float) -> float | None:
     return round(values[min(len(values) - 1, int(q * len(values)))] * 1000, 1)
 
 
-def burst(calls: int, limit: int, processes: int, on: bool, workdir: str) -> dict:
+def burst(calls: int, limit: int, wait_ms: float, processes: int, on: bool, workdir: str) -> dict:
     """One gateway, one burst; the figures."""
     from datagen.spec_fixture import write_spec_dataset
 
     data = os.path.join(workdir, "data")
     if not os.path.exists(os.path.join(data, "manifest.json")):
         write_spec_dataset(data)
-    limits = ["--max-concurrent-rpcs", str(limit)] if on else ["--max-concurrent-rpcs", "0", "--max-queue-wait-ms", "0"]
+    limits = (["--max-concurrent-rpcs", str(limit), "--max-queue-wait-ms", str(wait_ms)] if on
+              else ["--max-concurrent-rpcs", "0", "--max-queue-wait-ms", "0"])
     proc, target = loadgen.start_gateway(data, tempfile.mkdtemp(dir=workdir), *limits)
     ctx = mp.get_context("spawn")
     ready, out, go = ctx.Queue(), ctx.Queue(), ctx.Event()
@@ -163,7 +154,8 @@ def burst(calls: int, limit: int, processes: int, on: bool, workdir: str) -> dic
     admitted, refused = by_kind.get("OK", []), by_kind.get("OVERLOADED", [])
     baseline = [x for part in parts for x in part["baseline"]]
     return {
-        "intake": "on" if on else "off", "calls": calls, "limit": limit if on else None, "processes": processes,
+        "intake": "on" if on else "off", "calls": calls, "limit": limit if on else None,
+        "max_queue_wait_ms": wait_ms if on else None, "processes": processes,
         "admitted": len(admitted), "overloaded": len(refused),
         "overloaded_with_retry_info": sum(1 for kind, _, retry, _ in results if kind == "OVERLOADED" and retry),
         "other": {k: len(v) for k, v in by_kind.items() if k not in ("OK", "OVERLOADED")},
@@ -178,13 +170,14 @@ def burst(calls: int, limit: int, processes: int, on: bool, workdir: str) -> dic
 
 
 def table(rows: list[dict]) -> str:
-    out = ["| intake | limit | calls | admitted | OVERLOADED (RetryInfo) | other | unloaded p50/p99 ms "
+    out = ["| intake | limit, queue wait | calls | admitted | OVERLOADED (RetryInfo) | other | unloaded p50/p99 ms "
            "| admitted p50/p99 ms | refused p50/p99/max ms | refused ≤ 50 ms | burst drained | server CPU µs/call |",
            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         within = "" if r["refused_within_50ms"] is None else f"{r['refused_within_50ms'] * 100:.0f}%"
+        limits = f"{r['limit']}, {r['max_queue_wait_ms']:g} ms" if r["limit"] else "—"
         out.append(
-            f"| {r['intake']} | {r['limit'] or '—'} | {r['calls']:,} | {r['admitted']:,} | {r['overloaded']:,} "
+            f"| {r['intake']} | {limits} | {r['calls']:,} | {r['admitted']:,} | {r['overloaded']:,} "
             f"({r['overloaded_with_retry_info']:,}) | {sum(r['other'].values()) or ''} "
             f"| {r['baseline_p50_ms']} / {r['baseline_p99_ms']} | {r['admitted_p50_ms']} / {r['admitted_p99_ms']} "
             f"| {r['refused_p50_ms']} / {r['refused_p99_ms']} / {r['refused_max_ms']} "
@@ -193,19 +186,21 @@ def table(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
-def run(calls: int = 4000, limit: int = 100, processes: int = 4, workdir: str | None = None) -> list[dict]:
+def run(calls: int = 4000, limit: int = 100, wait_ms: float = 50, processes: int = 4,
+        workdir: str | None = None) -> list[dict]:
     with tempfile.TemporaryDirectory(dir=workdir) as work:
-        return [burst(calls, limit, processes, on, work) for on in (True, False)]
+        return [burst(calls, limit, wait_ms, processes, on, work) for on in (True, False)]
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--calls", type=int, default=4000)
     p.add_argument("--limit", type=int, default=100, help="--max-concurrent-rpcs with the intake on")
+    p.add_argument("--max-queue-wait-ms", type=float, default=50, help="with the intake on")
     p.add_argument("--processes", type=int, default=4, help="client processes sharing the burst")
     p.add_argument("--json", default="", help="write the figures here")
     args = p.parse_args()
-    rows = run(args.calls, args.limit, args.processes)
+    rows = run(args.calls, args.limit, args.max_queue_wait_ms, args.processes)
     print(table(rows))
     if args.json:
         with open(args.json, "w") as f:

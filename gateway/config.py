@@ -17,14 +17,13 @@ class Config:
     # drops anything over twice this before it reaches us (plain RESOURCE_EXHAUSTED).
     max_message_bytes: int = 4 * 1024 * 1024
     # Admission control (gateway/admission.py); beyond a limit RESOURCE_EXHAUSTED/OVERLOADED with retry
-    # advice (retry_after_ms).  As each call is taken from gRPC core, before its request is read: the calls
-    # the gateway held when it arrived (queued in gRPC core, in a handler or waiting for the ledger), and how
-    # long it queued in front of the handler (0: no limit; both 0: no intake, nothing read from core).
-    # gRPC core's call counters are read at most every overload_sample_ms while calls arrive (~170 µs each).
+    # advice (retry_after_ms).  As each call is taken from gRPC core, before its request is read: Yidi RPCs in
+    # flight in their handlers, and how long the call queued in front of the handler (0: no limit), measured
+    # by a probe the gateway sends itself every overload_probe_ms while calls arrive.  Then, in the handler:
+    # each caller's calls in flight and its rate (a token bucket).
     max_concurrent_rpcs: int = 2000
     max_queue_wait_ms: float = 500.0
-    overload_sample_ms: float = 5.0
-    # In the handler, once the caller is known: its calls in flight, and its rate (a token bucket).
+    overload_probe_ms: float = 10.0
     max_inflight_per_caller: int = 1000
     rate_per_caller_per_s: float = 20_000.0
     rate_burst_per_caller: int = 20_000

@@ -17,6 +17,7 @@ import asyncio
 import ipaddress
 import logging
 import os
+import secrets
 import signal
 import sys
 from typing import Callable
@@ -29,7 +30,7 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 from core.errors import LoadError, YidiError
 
 from . import auth, certs
-from .admission import Admission, Intake, channelz_counts, channelz_server_ids
+from .admission import Admission, Intake
 from .app import Gateway
 from .audit import AuditLog
 from .config import Config
@@ -148,22 +149,20 @@ def server_options(config: Config) -> list[tuple[str, int]]:
         # answers the excess with OVERLOADED instead, so the core's queue must not be the first limit.
         ("grpc.server.max_pending_requests", 100_000),
         ("grpc.server.max_pending_requests_hard_limit", 200_000),
-        # The intake reads the server's call counters through channelz (on by default; said here because
-        # overload control depends on it).
-        ("grpc.enable_channelz", 1),
     ]
 
 
-def make_server(config: Config) -> tuple[grpc.aio.Server, Router]:
-    """The gRPC server, and the router every call goes through first (with the intake, unless both of its
-    limits are off)."""
-    before = channelz_server_ids()
+def make_server(config: Config, admission: Admission) -> tuple[grpc.aio.Server, Router, Intake, str]:
+    """The gRPC server, the router every call goes through first, its intake, and the intake's probe listener
+    (an abstract Unix socket of this process: "" when queue waits are not limited)."""
     server = grpc.aio.server(options=server_options(config))
-    intake = None
-    if config.max_concurrent_rpcs or config.max_queue_wait_ms:
-        intake = Intake(config.max_concurrent_rpcs, config.max_queue_wait_ms, config.overload_sample_ms,
-                        channelz_counts(before), QUEUE_WAIT_SECONDS.observe)
-    return server, Router(intake, config.overload_retry_after_ms)
+    intake = Intake(admission, config.max_queue_wait_ms, config.overload_probe_ms, QUEUE_WAIT_SECONDS.observe)
+    probes = ""
+    if config.max_queue_wait_ms:
+        probes = f"unix-abstract:yidi-queue-probe-{os.getpid()}-{secrets.token_hex(6)}"
+        if server.add_insecure_port(probes) == 0:
+            raise SystemExit(f"cannot listen on {probes} (the queue probes' listener)")
+    return server, Router(intake, config.overload_retry_after_ms), intake, probes
 
 
 def check_protobuf_backend() -> None:
@@ -189,9 +188,9 @@ async def serve(config: Config, *, ready: Callable[[int, int], None] | None = No
             loop.create_task(health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING))
 
     gw = Gateway(config, store, on_fatal=fatal_soon(loop, health_down), audit=AuditLog(config.audit_path()))
-    gw.admission = Admission(config.max_inflight_per_caller, config.rate_per_caller_per_s, config.rate_burst_per_caller,
-                             config.overload_retry_after_ms)
-    server, router = make_server(config)
+    gw.admission = Admission(config.max_concurrent_rpcs, config.max_inflight_per_caller, config.rate_per_caller_per_s,
+                             config.rate_burst_per_caller, config.overload_retry_after_ms)
+    server, router, intake, probes = make_server(config, gw.admission)
     for descriptor, service_cls in SERVICES:
         router.add(service_handlers(descriptor, service_cls(gw).methods(), gw, config.max_message_bytes))
         names.append(descriptor.full_name)
@@ -206,6 +205,8 @@ async def serve(config: Config, *, ready: Callable[[int, int], None] | None = No
     if port == 0:
         raise SystemExit(f"cannot listen on {config.listen}")
     await server.start()
+    if probes:
+        intake.start(probes)
     log.info("listening on %s (port %d), rebuilding state", config.listen, port)
     if listening is not None:
         listening(port)
@@ -234,6 +235,7 @@ async def serve(config: Config, *, ready: Callable[[int, int], None] | None = No
         await stopping
     log.info("stopping: NOT_SERVING, %.0f s grace for in-flight calls", config.shutdown_grace_s)
     await health_servicer.enter_graceful_shutdown()
+    await intake.close()
     await server.stop(config.shutdown_grace_s)
     if not rebuild.done():
         rebuild.cancel()

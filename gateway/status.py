@@ -47,6 +47,15 @@ def to_status(err: YidiError) -> grpc.Status:
 
 def error_info(error: grpc.RpcError) -> error_details_pb2.ErrorInfo | None:
     """The ErrorInfo carried by a failed call (client side), if any."""
+    return _detail(error, error_details_pb2.ErrorInfo)
+
+
+def retry_info(error: grpc.RpcError) -> error_details_pb2.RetryInfo | None:
+    """The RetryInfo (when to try again) carried by a failed call (client side), if any."""
+    return _detail(error, error_details_pb2.RetryInfo)
+
+
+def _detail(error: grpc.RpcError, kind):
     try:
         status = rpc_status.from_call(error)
     except ValueError:  # trailers that do not match the status: not one of ours
@@ -54,10 +63,10 @@ def error_info(error: grpc.RpcError) -> error_details_pb2.ErrorInfo | None:
     if status is None:
         return None
     for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            return info
+        if detail.Is(kind.DESCRIPTOR):
+            found = kind()
+            detail.Unpack(found)
+            return found
     return None
 
 

@@ -148,7 +148,7 @@ def cmd_datagen(args) -> None:
 
 
 SERVE_LIMITS = ("max_message_bytes", "snapshot_every_records", "idempotency_cache_keys", "max_concurrent_rpcs",
-                "max_queue_wait_ms", "overload_sample_ms", "max_inflight_per_caller", "rate_per_caller_per_s",
+                "max_queue_wait_ms", "overload_probe_ms", "max_inflight_per_caller", "rate_per_caller_per_s",
                 "rate_burst_per_caller", "ledger_max_bytes", "keepalive_min_ping_interval_ms",
                 "storage_probe_interval_s", "metrics_listen")
 
@@ -441,12 +441,11 @@ COMMANDS: tuple[Command, ...] = (
         arg("--snapshots", default="", help="snapshot directory (default: <ledger>.snapshots)"),
         arg("--snapshot-every-records", type=int, default=None, help="write a snapshot after this many records"),
         arg("--idempotency-cache-keys", type=int, default=None, help="recent idempotency keys kept in memory"),
-        arg("--max-concurrent-rpcs", type=int, default=None,
-            help="calls the gateway holds (queued in gRPC included); a call arriving beyond them is refused (0: no limit)"),
+        arg("--max-concurrent-rpcs", type=int, default=None, help="Yidi RPCs in flight on the gateway (0: no limit)"),
         arg("--max-queue-wait-ms", type=float, default=None,
             help="a call that queued longer in front of the handler is refused (0: no limit)"),
-        arg("--overload-sample-ms", type=float, default=None,
-            help="read gRPC core's call counters at most this often while calls arrive"),
+        arg("--overload-probe-ms", type=float, default=None,
+            help="while calls arrive, measure the queue with a probe this often"),
         arg("--max-inflight-per-caller", type=int, default=None, help="Yidi RPCs in flight per caller"),
         arg("--rate-per-caller-per-s", type=float, default=None, help="calls per second per caller (token bucket)"),
         arg("--rate-burst-per-caller", type=int, default=None, help="burst of the per-caller token bucket"),

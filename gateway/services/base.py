@@ -320,14 +320,15 @@ class Router(grpc.GenericRpcHandler):
     """Every method of the server in one table, looked up as grpc.aio takes each call from gRPC core.
 
     This is the first code of ours a call reaches, in arrival order and before
-    its request is read: the intake (gateway/admission.py) counts it there and
-    may refuse a Yidi call with a prebuilt OVERLOADED answer.  Health and
-    reflection are added here too (``add_generic_rpc_handlers``: the router
-    stands in for the server when they register), so every call core hands
-    over is counted; they are never refused.
+    its request is read: the intake (gateway/admission.py) may refuse a Yidi
+    call there with a prebuilt OVERLOADED answer, and answers its own queue
+    probes.  Health and reflection are added here too
+    (``add_generic_rpc_handlers``: the router stands in for the server when
+    they register), so that every call queues in one line; they are never
+    refused.
     """
 
-    def __init__(self, intake: admission.Intake | None, retry_after_ms: int) -> None:
+    def __init__(self, intake: admission.Intake, retry_after_ms: int) -> None:
         self._intake = intake
         self._retry_after_ms = retry_after_ms
         self._yidi: dict[str, tuple] = {}
@@ -335,12 +336,9 @@ class Router(grpc.GenericRpcHandler):
 
     def add(self, handlers: dict[str, grpc.RpcMethodHandler]) -> None:
         for path, handler in handlers.items():
-            answers = [handler, None, None]
-            if self._intake is not None:
-                method = path.rsplit(".", 1)[-1]   # "Service/Method", as the metrics name it
-                for verdict in (admission.TOO_MANY, admission.TOO_LONG):
-                    answers[verdict] = refusal(method, self._intake.refusal(verdict, self._retry_after_ms))
-            self._yidi[path] = tuple(answers)
+            method = path.rsplit(".", 1)[-1]   # "Service/Method", as the metrics name it
+            self._yidi[path] = (handler, *(refusal(method, self._intake.refusal(verdict, self._retry_after_ms))
+                                           for verdict in (admission.TOO_MANY, admission.TOO_LONG)))
 
     def add_generic_rpc_handlers(self, handlers) -> None:
         self._others.extend(handlers)
@@ -351,9 +349,9 @@ class Router(grpc.GenericRpcHandler):
     def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
         answers = self._yidi.get(details.method)
         if answers is not None:
-            return answers[self._intake.take() if self._intake is not None else admission.ADMIT]
-        if self._intake is not None:
-            self._intake.take(refusable=False)
+            return answers[self._intake.take()]
+        if details.method == admission.PROBE:
+            return self._intake.probe_handler(details.invocation_metadata)
         for handlers in self._others:
             handler = handlers.service(details)
             if handler is not None:
