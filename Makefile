@@ -12,7 +12,7 @@ BUILT   := $(VENV)/.built
 CERTS   ?= certs/dev
 CRASHES ?= 100
 
-.PHONY: setup certs data run test test-debug test-slow bench load peak-day lint clean crash
+.PHONY: setup certs data run test test-debug test-slow bench load peak-day overload lint clean crash
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -74,10 +74,16 @@ test-slow: setup
 crash: setup
 	$(BIN)/python tests/crash.py --crashes $(CRASHES)
 
-# The benchmark suite: core, start-up and memory, load against an empty call, the peak day; writes
+# The benchmark suite: core, start-up and memory, load against an empty call, the peak day, overload; writes
 # bench/results/latest.{json,md}, a dated copy and latency.png (bench/report.py; about 15 minutes).
 bench: data
 	$(BIN)/python bench/report.py --data-dir $(DATA)
+
+# A burst of 4,000 calls at once against 100 in flight, with overload control on and off (bench/overload.py;
+# about a minute, no data set needed): refused- and admitted-call latency, each outcome counted.
+overload: setup
+	mkdir -p bench/results
+	$(BIN)/python bench/overload.py --json bench/results/overload.json
 
 # Locust, headless, against a gateway started here on the national data set (USERS, SECONDS to taste).
 USERS   ?= 40

@@ -2,17 +2,18 @@
 their latency?  The same burst with overload control on and off.
 
     python bench/overload.py                         (4,000 calls at once against --max-concurrent-rpcs 100)
-    python bench/overload.py --calls 4000 --limit 100 --processes 4 --json bench/results/overload.json
+    python bench/overload.py --calls 4000 --limit 100 --waits 500,50 --json bench/results/overload.json
 
-Starts a gateway on the SPEC fixture (mTLS, a fresh ledger), once with the
-intake on (``--max-concurrent-rpcs LIMIT``, the default queue-wait limit) and
-once with it off (``--max-concurrent-rpcs 0 --max-queue-wait-ms 0``: every
-call is queued and served, as before the intake existed).  Client processes
+Starts a gateway on the SPEC fixture (mTLS, a fresh ledger) for each row:
+with the limits on (``--max-concurrent-rpcs LIMIT`` and each
+``--max-queue-wait-ms`` of ``--waits``, 500 being the gateway's default) and
+with them off (``--max-concurrent-rpcs 0 --max-queue-wait-ms 0``: every call
+queued and served, as before the intake existed).  Client processes
 (spawned, each with its own TLS connection, already handshaken) first measure
-the unloaded latency (``baseline``: a few calls at a time), then send their
-share of the burst together at one instant, issuing calls in slices of
-``SLICE`` so that answers are read while the rest go out.  Each call is a
-fresh OutpatientSettle (its own request_id), timed from the moment the client
+the unloaded latency (a few calls at a time), then send their share of the
+burst together at one instant, issuing calls in slices of ``SLICE`` so that
+answers are read while the rest go out.  Each call is a fresh
+OutpatientSettle (its own request_id), timed from the moment the client
 issues it to its answer.  Prints a Markdown table; ``--json`` writes the
 figures.  The clients share this machine's cores with the gateway, so their
 own sending time is part of every latency here (docs/performance.md).
@@ -154,7 +155,7 @@ def burst(calls: int, limit: int, wait_ms: float, processes: int, on: bool, work
     admitted, refused = by_kind.get("OK", []), by_kind.get("OVERLOADED", [])
     baseline = [x for part in parts for x in part["baseline"]]
     return {
-        "intake": "on" if on else "off", "calls": calls, "limit": limit if on else None,
+        "limits": "on" if on else "off", "calls": calls, "limit": limit if on else None,
         "max_queue_wait_ms": wait_ms if on else None, "processes": processes,
         "admitted": len(admitted), "overloaded": len(refused),
         "overloaded_with_retry_info": sum(1 for kind, _, retry, _ in results if kind == "OVERLOADED" and retry),
@@ -170,14 +171,14 @@ def burst(calls: int, limit: int, wait_ms: float, processes: int, on: bool, work
 
 
 def table(rows: list[dict]) -> str:
-    out = ["| intake | limit, queue wait | calls | admitted | OVERLOADED (RetryInfo) | other | unloaded p50/p99 ms "
+    out = ["| limits | in flight, queue wait | calls | admitted | OVERLOADED (RetryInfo) | other | unloaded p50/p99 ms "
            "| admitted p50/p99 ms | refused p50/p99/max ms | refused ≤ 50 ms | burst drained | server CPU µs/call |",
            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         within = "" if r["refused_within_50ms"] is None else f"{r['refused_within_50ms'] * 100:.0f}%"
         limits = f"{r['limit']}, {r['max_queue_wait_ms']:g} ms" if r["limit"] else "—"
         out.append(
-            f"| {r['intake']} | {limits} | {r['calls']:,} | {r['admitted']:,} | {r['overloaded']:,} "
+            f"| {r['limits']} | {limits} | {r['calls']:,} | {r['admitted']:,} | {r['overloaded']:,} "
             f"({r['overloaded_with_retry_info']:,}) | {sum(r['other'].values()) or ''} "
             f"| {r['baseline_p50_ms']} / {r['baseline_p99_ms']} | {r['admitted_p50_ms']} / {r['admitted_p99_ms']} "
             f"| {r['refused_p50_ms']} / {r['refused_p99_ms']} / {r['refused_max_ms']} "
@@ -186,21 +187,23 @@ def table(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
-def run(calls: int = 4000, limit: int = 100, wait_ms: float = 50, processes: int = 4,
+def run(calls: int = 4000, limit: int = 100, waits: tuple[float, ...] = (500, 50), processes: int = 4,
         workdir: str | None = None) -> list[dict]:
+    """One row per queue-wait limit with the limits on, then one with them off."""
     with tempfile.TemporaryDirectory(dir=workdir) as work:
-        return [burst(calls, limit, wait_ms, processes, on, work) for on in (True, False)]
+        rows = [burst(calls, limit, wait_ms, processes, True, work) for wait_ms in waits]
+        return rows + [burst(calls, limit, 0, processes, False, work)]
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--calls", type=int, default=4000)
-    p.add_argument("--limit", type=int, default=100, help="--max-concurrent-rpcs with the intake on")
-    p.add_argument("--max-queue-wait-ms", type=float, default=50, help="with the intake on")
+    p.add_argument("--limit", type=int, default=100, help="--max-concurrent-rpcs with the limits on")
+    p.add_argument("--waits", default="500,50", help="--max-queue-wait-ms of each row with the limits on")
     p.add_argument("--processes", type=int, default=4, help="client processes sharing the burst")
     p.add_argument("--json", default="", help="write the figures here")
     args = p.parse_args()
-    rows = run(args.calls, args.limit, args.max_queue_wait_ms, args.processes)
+    rows = run(args.calls, args.limit, tuple(float(w) for w in args.waits.split(",")), args.processes)
     print(table(rows))
     if args.json:
         with open(args.json, "w") as f:

@@ -18,9 +18,9 @@ class Config:
     max_message_bytes: int = 4 * 1024 * 1024
     # Admission control (gateway/admission.py); beyond a limit RESOURCE_EXHAUSTED/OVERLOADED with retry
     # advice (retry_after_ms).  As each call is taken from gRPC core, before its request is read: Yidi RPCs in
-    # flight in their handlers, and how long the call queued in front of the handler (0: no limit), measured
-    # by a probe the gateway sends itself every overload_probe_ms while calls arrive.  Then, in the handler:
-    # each caller's calls in flight and its rate (a token bucket).
+    # flight in their handlers, and how long the call queued in front of the handler, measured by a probe the
+    # gateway sends itself every overload_probe_ms while calls queue (0: no limit, for either).  Then, in the
+    # handler: each caller's calls in flight and its rate (a token bucket).
     max_concurrent_rpcs: int = 2000
     max_queue_wait_ms: float = 500.0
     overload_probe_ms: float = 10.0

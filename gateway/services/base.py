@@ -1,7 +1,11 @@
 """Registering Yidi RPCs: raw request bytes in, serialized response bytes out.
 
-Every Yidi RPC goes through ``unary``'s handler, in this order (the caller is
-already resolved from its client certificate and admitted by gateway/auth.py):
+Every call first meets the ``Router`` as grpc.aio takes it from gRPC core,
+before its request is read: the intake (gateway/admission.py) may refuse a
+Yidi RPC there with OVERLOADED (calls in flight, time queued).  Then every
+Yidi RPC goes through ``unary``'s handler, in this order (the caller is
+resolved from its client certificate by gateway/auth.py and held to its own
+limits first):
 
 1. size limit (``MESSAGE_TOO_LARGE``), decoding (``INVALID_ARGUMENT``) and
    the bounds of every field (gateway/bounds.py: strings, lists, oneofs),
