@@ -12,32 +12,63 @@ BUILT   := $(VENV)/.built
 CERTS   ?= certs/dev
 CRASHES ?= 100
 
-.PHONY: setup certs data run test test-debug test-slow bench load peak-day overload lint clean crash
+.PHONY: setup certs data run test test-debug test-slow bench load peak-day overload lint clean crash tamper race
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
 # Rebuild (Cython core + generated stubs) whenever a source of either changes.
-$(BUILT): $(BIN)/python pyproject.toml setup.py core/_core.pyx $(wildcard core/*.pxi) $(wildcard protos/yidi/v1/*.proto)
+$(BUILT): $(BIN)/python pyproject.toml setup.py core/_core.pyx $(wildcard core/*.pxi) $(wildcard protos/*/*/*.proto) \
+          $(wildcard protos/*/*/*/*.proto)
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
-# The clearing charts name provinces in Chinese: a CJK font (Debian fonts-noto-cjk), installed when
-# missing and apt is usable here (root); elsewhere install it by hand or set YIDI_CJK_FONT.
+# Debian packages some targets need, installed when missing and apt is usable here (root); elsewhere
+# install them by hand. $(call apt,PACKAGE,why) installs PACKAGE.
+define apt
+	@if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  echo "installing $(1) ($(2))"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(1) >/dev/null 2>&1 \
+	  || { apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(1) >/dev/null; }; \
+	else echo "warning: $(1) is not installed ($(2)); install it by hand" >&2; fi
+endef
+
+# The clearing charts name provinces in Chinese: a CJK font (Debian fonts-noto-cjk), or set YIDI_CJK_FONT.
 CJK_FONT := /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc
 $(CJK_FONT):
-	@if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
-	  echo "installing fonts-noto-cjk (Chinese in the clearing charts)"; \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-noto-cjk >/dev/null 2>&1 \
-	  || { apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-noto-cjk >/dev/null; }; \
-	else echo "warning: no CJK font at $(CJK_FONT); install fonts-noto-cjk or set YIDI_CJK_FONT" >&2; fi
+	$(call apt,fonts-noto-cjk,Chinese in the clearing charts)
 
-setup: $(BUILT) $(CJK_FONT) $(CERTS)/ca.pem
+# Plain protoc (Debian protobuf-compiler): tests/test_contract.py compiles protos/ with it alone.
+/usr/bin/protoc:
+	$(call apt,protobuf-compiler,the contract test compiles protos/ with plain protoc)
 
-# Development certificates (mTLS): a CA, the server's, one per province and national (git-ignored).
+# buf, grpc-js, proto-loader, protobufjs (tools/package.json, pinned by its lock file) for the contract tests.
+NODE_TOOLS := tools/node_modules/.package-lock.json
+$(NODE_TOOLS): tools/package.json tools/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then npm ci --prefix tools --no-audit --no-fund --loglevel=error; \
+	else echo "warning: no npm: buf and the Node.js client test are skipped (install Node.js 20)" >&2; fi
+
+# promtool checks and unit-tests the alerting rules (deploy/prometheus/). It is taken out of Debian's
+# prometheus package without installing the package (which would start a Prometheus server).
+PROMTOOL := build/tools/bin/promtool
+$(PROMTOOL):
+	@mkdir -p build/tools/deb && cd build/tools/deb && rm -f prometheus_*.deb \
+	  && { apt-get download prometheus >/dev/null 2>&1 \
+	       || { [ "$$(id -u)" = 0 ] && apt-get update -qq >/dev/null 2>&1 && apt-get download prometheus >/dev/null 2>&1; }; } \
+	  && dpkg-deb -x prometheus_*.deb root && mkdir -p ../bin && cp root/usr/bin/promtool ../bin/ \
+	  && rm -rf root prometheus_*.deb \
+	  || echo "warning: no promtool (Debian package prometheus): the alert-rule tests are skipped" >&2
+
+setup: $(BUILT) $(CJK_FONT) /usr/bin/protoc $(NODE_TOOLS) $(PROMTOOL) $(CERTS)/ca.pem $(CERTS)/seal.key
+
+# Development certificates (mTLS): a CA, the server's, one per province and national (git-ignored),
+# and the ledger's development seal key (production keeps its key outside the data directory: README).
 $(CERTS)/ca.pem: | $(BUILT)
 	$(BIN)/yidi certs --out $(CERTS)
+
+$(CERTS)/seal.key: | $(CERTS)/ca.pem
+	$(BIN)/yidi keys --out $@
 
 certs: setup
 
@@ -74,16 +105,28 @@ test-slow: setup
 crash: setup
 	$(BIN)/python tests/crash.py --crashes $(CRASHES)
 
+# Reversals (冲正) racing their originals while Ping is asked throughout (tests/race.py; one JSON line).
+PAIRS ?= 10000
+race: setup
+	$(BIN)/python tests/race.py --pairs $(PAIRS)
+
+# Damage to the ledger's files, every case (tests/tamper.py): verify-ledger, start-up and the answers checked;
+# ends with one JSON line whose served_silently must be 0 (tests/test_tamper.py runs it in the default run).
+tamper: setup
+	$(BIN)/python tests/tamper.py
+
 # The benchmark suite: core, start-up and memory, load against an empty call, the peak day, overload; writes
-# bench/results/latest.{json,md}, a dated copy and latency.png (bench/report.py; about 15 minutes).
+# latest.{json,md}, a dated copy and latency.png into BENCH_OUT (bench/report.py; about 15 minutes).
+# BENCH_OUT is outside the tracked tree unless asked: `make bench BENCH_OUT=bench/results` publishes.
+BENCH_OUT ?= build/bench
 bench: data
-	$(BIN)/python bench/report.py --data-dir $(DATA)
+	$(BIN)/python bench/report.py --data-dir $(DATA) --out $(BENCH_OUT)
 
 # A burst of 4,000 calls at once against 100 in flight, with overload control on and off (bench/overload.py;
 # about a minute, no data set needed): refused- and admitted-call latency, each outcome counted.
 overload: setup
-	mkdir -p bench/results
-	$(BIN)/python bench/overload.py --json bench/results/overload.json
+	mkdir -p $(BENCH_OUT)
+	$(BIN)/python bench/overload.py --json $(BENCH_OUT)/overload.json
 
 # Locust, headless, against a gateway started here on the national data set (USERS, SECONDS to taste).
 USERS   ?= 40
@@ -99,8 +142,8 @@ load: data
 # A national peak day (2,000,000 settlements in the published mix) replayed through the gateway, then checked.
 SETTLEMENTS ?= 2000000
 peak-day: data
-	mkdir -p bench/results
-	$(BIN)/python bench/peak_day.py --data-dir $(DATA) --settlements $(SETTLEMENTS) --json bench/results/peak_day.json
+	mkdir -p $(BENCH_OUT)
+	$(BIN)/python bench/peak_day.py --data-dir $(DATA) --settlements $(SETTLEMENTS) --json $(BENCH_OUT)/peak_day.json
 
 lint: setup
 	$(BIN)/ruff check core gateway tests bench datagen

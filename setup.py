@@ -18,31 +18,28 @@ PB_OUT = ROOT / "gateway" / "_pb"
 
 
 def generate_stubs() -> None:
-    """Run grpc_tools.protoc over protos/ into gateway/_pb, fixing imports."""
+    """Run grpc_tools.protoc over protos/ into gateway/_pb, fixing imports; and the reflection descriptor set."""
     from grpc_tools import protoc
     import grpc_tools
 
-    # Only our own protos: protos/grpc/health is shipped for clients, its stubs come from grpcio-health-checking.
+    # Python stubs of our own protos only: google/rpc's come from googleapis-common-protos and
+    # grpc/health's from grpcio-health-checking (protos/ ships both for clients, protos/README.md).
     protos = sorted(str(p.relative_to(PROTO_ROOT)) for p in (PROTO_ROOT / "yidi").rglob("*.proto"))
     if not protos:
         return
-    include = pathlib.Path(grpc_tools.__file__).parent / "_proto"
-    # google/rpc/status.proto (batch outcomes) ships with googleapis-common-protos.
-    from google.rpc import status_pb2
-
-    googleapis = pathlib.Path(status_pb2.__file__).parents[2]
-    args = [
-        "protoc",
-        f"-I{PROTO_ROOT}",
-        f"-I{include}",
-        f"-I{googleapis}",
-        f"--python_out={PB_OUT}",
-        f"--pyi_out={PB_OUT}",
-        f"--grpc_python_out={PB_OUT}",
-        *protos,
-    ]
+    # protos/ is self-contained: only the well-known types (google/protobuf/*) come from protoc itself.
+    well_known = pathlib.Path(grpc_tools.__file__).parent / "_proto"
+    include = [f"-I{PROTO_ROOT}", f"-I{well_known}"]
+    args = ["protoc", *include, f"--python_out={PB_OUT}", f"--pyi_out={PB_OUT}", f"--grpc_python_out={PB_OUT}",
+            *protos]
     if protoc.main(args) != 0:
         raise RuntimeError("protoc failed")
+    # Server reflection answers with these descriptors, comments included (gateway/reflection.py); the
+    # error details too, so a generic tool can decode a refusal's ErrorInfo, BadRequest, LocalizedMessage.
+    reflected = [*protos, "grpc/health/v1/health.proto", "google/rpc/error_details.proto"]
+    if protoc.main(["protoc", *include, "--include_imports", "--include_source_info",
+                    f"--descriptor_set_out={PB_OUT / 'contract.binpb'}", *reflected]) != 0:
+        raise RuntimeError("protoc failed (descriptor set)")
     # protoc writes `from yidi.v1 import x_pb2`; make it a package-relative path.
     for path in PB_OUT.rglob("*.py*"):
         text = path.read_text()

@@ -23,6 +23,7 @@ import time
 import uvloop
 
 from gateway.ledger import GroupCommitLedger, Record, SqliteStore
+from gateway.testing import seal_key
 
 BODY_BYTES = 300
 
@@ -54,7 +55,7 @@ def make_records(n: int, *, random_request_ids: bool = False, seed: int = 202406
 
 
 async def run(path: str, records: list[Record], appenders: int) -> tuple[float, GroupCommitLedger]:
-    ledger = GroupCommitLedger(SqliteStore(path))
+    ledger = GroupCommitLedger(SqliteStore(path, seal_key()))
     ledger.start()
     # All appenders take the next record from one iterator, so the global
     # append order is the order of `records`, as in the gateway.

@@ -255,7 +255,8 @@ def start_gateway(data_dir: str, workdir: str, *extra: str) -> tuple[subprocess.
     ledger = os.path.join(workdir, "loadgen-ledger.sqlite")
     proc = subprocess.Popen(
         [sys.executable, "-m", "gateway", "serve", "--data-dir", data_dir, "--ledger", ledger,
-         "--listen", "127.0.0.1:0", "--cert", paths.server_cert, "--key", paths.server_key, "--ca", paths.ca, *extra],
+         "--listen", "127.0.0.1:0", "--cert", paths.server_cert, "--key", paths.server_key, "--ca", paths.ca,
+         "--seal-key", paths.seal_key, *extra],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
     for line in proc.stdout:
         if line.startswith(b"SERVING "):

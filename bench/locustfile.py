@@ -1,4 +1,4 @@
-"""Locust: provincial platforms as users, one per realistic flow, weighted by the published mix.
+"""Locust: provincial platforms as users, each running the realistic flows in the published mix.
 
     make load                         # headless, against a gateway it starts (see the Makefile)
     locust -f bench/locustfile.py --headless -u 50 -r 10 -t 60s --host 127.0.0.1:50051
@@ -6,9 +6,12 @@
 Flows and weights (cross-province direct settlement, 2023–2025 published volumes: over 90% of
 settlements are outpatient or pharmacy, about 9% inpatient; filings are a few per hundred):
 
-* OutpatientUser (weight 91): 门诊一站式, one call;
-* InpatientUser (weight 9): 入院登记 → 费用明细上传 → 出院结算, three calls, timed separately;
-* FilingUser (weight 3): 备案 by an insured province.
+* outpatient (weight 91): 门诊一站式, one call;
+* stay (weight 9): 入院登记 → 费用明细上传 → 出院结算, three calls, timed separately;
+* file (weight 3): 备案 by an insured province.
+
+Every user (``PlatformUser``) picks its next flow by these weights, so the mix holds at any number of
+users (weights on separate user classes would make 5 users all outpatient).
 
 Locust runs on gevent, whose gRPC cannot share a process with grpc.aio, so this file never
 imports the gateway's server side: it uses the generated stubs over a plain (gevent-patched)
@@ -53,8 +56,9 @@ def fee_lines(case) -> list[pb.FeeLine]:
             for x in case.lines]
 
 
-class GrpcUser(User):
-    abstract = True
+class PlatformUser(User):
+    """A provincial platform: each iteration one flow, drawn by the published weights."""
+
     wait_time = between(0.05, 0.2)
 
     def on_start(self) -> None:
@@ -93,10 +97,7 @@ class GrpcUser(User):
         return f"locust-{self.run}-{what}-{next(_IDS)}"
 
 
-class OutpatientUser(GrpcUser):
-    weight = 91
-
-    @task
+    @task(91)
     def outpatient(self) -> None:
         case = workload().outpatient()
         self.call("OutpatientSettle", "settlement.OutpatientSettle", spb.OutpatientSettleRequest(
@@ -104,10 +105,7 @@ class OutpatientUser(GrpcUser):
             lines=fee_lines(case)), case.treatment_province)
 
 
-class InpatientUser(GrpcUser):
-    weight = 9
-
-    @task
+    @task(9)
     def stay(self) -> None:
         case = workload().inpatient()
         caller = case.treatment_province
@@ -122,10 +120,7 @@ class InpatientUser(GrpcUser):
             request_id=self.rid("settle"), mdtrt_id=admitted.mdtrt_id, dscg_date=DATE), caller)
 
 
-class FilingUser(GrpcUser):
-    weight = 3
-
-    @task
+    @task(3)
     def file(self) -> None:
         from core import certno_check_char
 

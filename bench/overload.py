@@ -52,12 +52,14 @@ def _request(request_id: str) -> bytes:
 
 def outcome(err) -> tuple[str, bool]:
     """(OVERLOADED or CODE/REASON, whether a RetryInfo came with it) of a failed call."""
-    from gateway.status import error_info, retry_info
+    from google.rpc import error_details_pb2
+
+    from gateway.status import detail_of, error_info
 
     info = error_info(err)
     reason = info.reason if info is not None else "-"
     if reason == "OVERLOADED" and err.code().name == "RESOURCE_EXHAUSTED":
-        return "OVERLOADED", retry_info(err) is not None
+        return "OVERLOADED", detail_of(err, error_details_pb2.RetryInfo) is not None
     return f"{err.code().name}/{reason}", False
 
 

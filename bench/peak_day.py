@@ -145,7 +145,7 @@ def _client(target: str, data_dir: str, seed: int, n: int, batch: int, lanes: in
 
 
 # ----------------------------------------------------------------- checks
-def check_ledger(ledger: str, data_dir: str, snapshots: str, acknowledged: list[str]) -> dict:
+def check_ledger(ledger: str, data_dir: str, snapshots: str, acknowledged: list[str], key) -> dict:
     """Every acknowledged settlement once, no request id twice, and a full replay's accumulators equal the
     gateway's (its final snapshot)."""
     from core import events
@@ -157,7 +157,7 @@ def check_ledger(ledger: str, data_dir: str, snapshots: str, acknowledged: list[
     from gateway.ledger import SqliteStore
     from gateway.snapshot import Snapshots
 
-    store = SqliteStore(ledger)
+    store = SqliteStore(ledger, key)
     try:
         conn = store._reader()
         twice = conn.execute("SELECT count(*) FROM (SELECT 1 FROM records WHERE request_id != ''"
@@ -175,9 +175,10 @@ def check_ledger(ledger: str, data_dir: str, snapshots: str, acknowledged: list[
             engine.apply(event, record.seq)
             settlements += type(event) is Settled
         replayed = sorted(engine.index.accumulator_rows())
+        ledger_id = store.key.ledger_id
     finally:
         store.close()
-    snap = Snapshots(snapshots).newest(10**18)
+    snap = Snapshots(snapshots).newest(10**18, key.for_ledger(ledger_id))
     held = sorted(tuple(x) for x in snap.engine.accumulators)
     return {"lost": missing, "duplicated": duplicated + twice, "settlements_in_ledger": settlements,
             "accumulators_equal_replay": replayed == held, "person_years": len(held)}
@@ -222,7 +223,7 @@ def run(data_dir: str, settlements: int, processes: int = 2, lanes: int = 4, bat
 
         from gateway import certs
         from gateway._pb.yidi.v1 import admin_pb2
-        from gateway.testing import Client, credentials
+        from gateway.testing import Client, credentials, seal_key
         from bench.loadgen import certs_dir
 
         national = Client(grpc.secure_channel(target, credentials("national", certs.Paths(certs_dir()))), "national")
@@ -236,7 +237,7 @@ def run(data_dir: str, settlements: int, processes: int = 2, lanes: int = 4, bat
         for r in results:
             for k, v in r["refused"].items():
                 refused[k] = refused.get(k, 0) + v
-        checks = check_ledger(ledger, data_dir, ledger + ".snapshots", acknowledged)
+        checks = check_ledger(ledger, data_dir, ledger + ".snapshots", acknowledged, seal_key())
     return {
         "settlements_asked": settlements, "outpatient_asked": outpatient, "settlements": len(acknowledged),
         "refused": sum(refused.values()), "refusals": refused, "prepare_s": round(prep, 1),

@@ -42,7 +42,7 @@ from gateway import archive_sql, snapshot  # noqa: E402
 from gateway.cli.funds import detail_stream  # noqa: E402
 from gateway.convert import encode_reply  # noqa: E402
 from gateway.ledger import Record, SqliteStore  # noqa: E402
-from gateway.testing import start_gateway  # noqa: E402
+from gateway.testing import seal_key, start_gateway  # noqa: E402
 
 COMMIT_RECORDS = 5000
 DAYS = [20261101 + d for d in range(21)]
@@ -66,7 +66,7 @@ def build(data_dir: str, n: int, ledger: str) -> tuple[str, list[tuple[str, int,
     code, persons = busiest_institution(workload)
     province = code_province = index.get_institution(code)["admdvs"][:2] + "0000"
     rng = random.Random(11)
-    store = SqliteStore(ledger)
+    store = SqliteStore(ledger, seal_key())
     books: list[tuple[str, int, bool]] = []
     batch: list[Record] = []
     seq = 0
@@ -103,8 +103,8 @@ def build(data_dir: str, n: int, ledger: str) -> tuple[str, list[tuple[str, int,
         books[i] = (books[i][0], books[i][1], True)
     store.append(batch)
     store.pragma("wal_checkpoint(TRUNCATE)")
+    blob = snapshot.seal(seq, snapshot.encode(seq, data_dir, engine.export_state()), store.chain_at(seq), store.key)
     store.close()
-    blob = snapshot.encode(seq, data_dir, engine.export_state())
     snapshot.Snapshots(ledger + ".snapshots").write(blob, seq)
     return code, books, {"institution": code, "province": code_province, "records": seq, "build_s": round(built_s, 1)}
 

@@ -2,6 +2,7 @@
 
     python bench/report.py --data-dir data/national            (the full suite, about 15 minutes)
     python bench/report.py --smoke --out /tmp/bench             (a tiny data set, seconds per phase)
+    python bench/report.py --out bench/results                  (publish: the tracked results directory)
 
 Phases, each against the targets of docs/performance.md:
 
@@ -26,8 +27,11 @@ Phases, each against the targets of docs/performance.md:
 
 Writes ``latest.json`` (flat keys, below), a copy named by date and commit,
 ``latest.md`` (the table against the targets) and ``latency.png`` into
-``--out`` (default bench/results).  Timings are not asserted: the smoke form
-(`bench/test_report.py`, in the default test run) fails only on errors.
+``--out`` (default build/bench, outside the tracked tree; published reports
+go to bench/results when asked).  Timings are not asserted: the smoke form
+(`bench/test_report.py`, in the default test run) fails only on errors, and
+its table and picture say SMOKE and judge no target: its figures come from a
+2,000-person data set and seconds of load, and mean nothing.
 """
 from __future__ import annotations
 
@@ -44,6 +48,8 @@ import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+DEFAULT_OUT = os.path.join(ROOT, "build", "bench")
+SMOKE = "SMOKE RUN: a 2,000-person data set and seconds of load; the figures mean nothing"
 
 from bench import loadgen, overload, peak_day  # noqa: E402
 
@@ -209,14 +215,17 @@ def overloaded(smoke: bool, workdir: str, figures: dict) -> list[dict]:
 
 # ----------------------------------------------------------------- report
 def markdown(figures: dict, meta: dict) -> str:
-    out = [f"# Benchmark report — {meta['date']} at {meta['commit']}", "",
-           f"{meta['machine']}; data set {figures.get('persons', 0):,} persons"
-           f"{' (smoke form: figures mean nothing)' if meta['smoke'] else ''}.", "",
+    smoke = meta["smoke"]
+    out = [f"# {'SMOKE ' if smoke else ''}Benchmark report — {meta['date']} at {meta['commit']}", "",
+           *([f"**{SMOKE}.** No target is judged.", ""] if smoke else []),
+           f"{meta['machine']}; data set {figures.get('persons', 0):,} persons.", "",
            "| figure | measured | target | met |", "|---|---|---|---|"]
     for key, (target, sense, unit, what) in TARGETS.items():
         value = figures.get(key)
         shown = "—" if value is None else f"{value:,}{unit}" if unit not in ("×",) else f"{value}{unit}"
-        if target is None or value is None:
+        if smoke and target is not None:
+            met = "not judged (smoke)"
+        elif target is None or value is None:
             met = ""
         else:
             met = "yes" if (value <= target if sense == "max" else value >= target) else "**no**"
@@ -227,7 +236,7 @@ def markdown(figures: dict, meta: dict) -> str:
     return "\n".join(out) + "\n"
 
 
-def plot(rows: list[dict], path: str) -> None:
+def plot(rows: list[dict], path: str, smoke: bool = False) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -244,7 +253,11 @@ def plot(rows: list[dict], path: str) -> None:
     ax.set_yscale("log")
     ax.set_xlabel("unary OutpatientSettle achieved calls/s (open loop, offered at 25–90% of max)")
     ax.set_ylabel("latency from intended send, ms")
-    ax.set_title("Yidi: latency against throughput")
+    ax.set_title("SMOKE RUN (not a measurement): latency against throughput" if smoke
+                 else "Yidi: latency against throughput")
+    if smoke:
+        ax.text(0.5, 0.5, "SMOKE RUN\nnot a measurement", transform=ax.transAxes, ha="center", va="center",
+                fontsize=28, color="#c0392b", alpha=0.35, rotation=20)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -263,7 +276,7 @@ def commit() -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data-dir", default=os.path.join(ROOT, "data", "national"))
-    p.add_argument("--out", default=os.path.join(ROOT, "bench", "results"))
+    p.add_argument("--out", default=DEFAULT_OUT, help="where the report goes (bench/results to publish one)")
     p.add_argument("--peak-settlements", type=int, default=2_000_000)
     p.add_argument("--smoke", action="store_true", help="a 2,000-person data set and seconds per phase")
     p.add_argument("--skip", default="", help="comma-separated phases to leave out: core,load,peak,overload")
@@ -303,7 +316,7 @@ def main() -> None:
                 os.path.join(args.out, f"{meta['date']}-{meta['commit']}.json"))
     with open(os.path.join(args.out, "latest.md"), "w") as f:
         f.write(markdown(figures, meta))
-    plot(rows, os.path.join(args.out, "latency.png"))
+    plot(rows, os.path.join(args.out, "latency.png"), args.smoke)
     print(markdown(figures, meta))
 
 

@@ -38,5 +38,29 @@ def test_report_smoke_writes_every_figure(tmp_path):
     assert report["overload_refused_with_retry_info"] == report["overload_refused"]
     dated = [n for n in os.listdir(tmp_path) if n.endswith(".json") and n != "latest.json"]
     assert len(dated) == 1 and dated[0].startswith(report["meta"]["date"])
-    assert "| figure | measured | target | met |" in (tmp_path / "latest.md").read_text()
+    table = (tmp_path / "latest.md").read_text()
+    assert "| figure | measured | target | met |" in table and table.startswith("# SMOKE Benchmark report")
+    # A smoke run judges no target: its figures come from seconds of load on 2,000 persons.
+    assert "| yes |" not in table and "**no**" not in table and "not judged (smoke)" in table
     assert (tmp_path / "latency.png").stat().st_size > 10_000
+
+
+def test_reports_go_outside_the_tracked_tree_unless_asked():
+    from bench.report import DEFAULT_OUT
+
+    assert os.path.relpath(DEFAULT_OUT, ROOT) == os.path.join("build", "bench")
+
+
+def test_locust_draws_the_published_mix_in_every_user():
+    """One user class whose flows carry the weights: the mix holds at 5 users as at 500 (weights on separate
+    user classes made every user of a small run outpatient). Read from the source: importing the locustfile
+    would patch this process for gevent."""
+    import ast
+
+    with open(os.path.join(ROOT, "bench", "locustfile.py"), encoding="utf-8") as f:
+        tree = ast.parse(f.read())
+    users = [c for c in tree.body if isinstance(c, ast.ClassDef) and any(getattr(b, "id", "") == "User" for b in c.bases)]
+    assert len(users) == 1
+    weights = {f.name: d.args[0].value for f in users[0].body if isinstance(f, ast.FunctionDef)
+               for d in f.decorator_list if isinstance(d, ast.Call) and getattr(d.func, "id", "") == "task"}
+    assert weights == {"outpatient": 91, "stay": 9, "file": 3}

@@ -28,10 +28,10 @@ nothing.  ``tests/test_access.py`` checks that every RPC has a rule, so a new
 RPC without one fails CI.
 
 A refusal reveals nothing (SPEC §9).  An object named by id (a person, a
-filing, a visit, a settlement) that does not exist and one the caller may not
-see get the same answer, byte for byte: the object's NOT_FOUND reason with
-one message ("does not exist or is not yours", ``_HIDDEN``), for every caller
-not entitled to it.  ``PERMISSION_DENIED`` is left for refusals that reveal
+filing, a visit, a settlement, a problem report) that does not exist and one
+the caller may not see get the same answer, byte for byte: the object's
+NOT_FOUND reason with one message ("does not exist or is not yours",
+``_HIDDEN``), for every caller not entitled to it.  ``PERMISSION_DENIED`` is left for refusals that reveal
 nothing about anyone: a national-only RPC, a row the caller itself sent
 (filing a person of another province), an institution of another province
 (the designated institutions are public reference data), and a settlement the
@@ -135,10 +135,9 @@ _WHAT = {
     "settlement_either": "查询该结算（非就医地或参保地）",
     "own_province": "代其他省份确认清算单",
     "own_or_national": "查询其他省份的资金或问题信息",
-    "problem_target": "就该结算或就诊报错（非就医地或参保地）",
-    "problem": "处理该问题报告（不涉及本省）",
 }
 
+_HIDDEN_SETTLEMENT = ("SETTLEMENT_NOT_FOUND", "结算记录 {} 不存在，或不在调用方的查询范围内，请核对结算ID。")
 # Rule kind -> (the NOT_FOUND reason, its one message) for an object that does not exist or is not the
 # caller's to see: the same answer in both cases (SPEC §9, a refusal reveals nothing).
 _HIDDEN = {
@@ -147,9 +146,13 @@ _HIDDEN = {
                                             "请核对人员编号。"),
     "filing_owner": ("FILING_NOT_FOUND", "备案编号 {} 不存在，或不属于调用方省份的参保人，请核对。"),
     "visit": ("VISIT_NOT_FOUND", "就诊记录 {} 不存在，或不是调用方省份定点机构的就诊，请核对就诊ID。"),
-    "settlement_treatment": ("SETTLEMENT_NOT_FOUND", "结算记录 {} 不存在，或不在调用方的查询范围内，请核对结算ID。"),
-    "settlement_either": ("SETTLEMENT_NOT_FOUND", "结算记录 {} 不存在，或不在调用方的查询范围内，请核对结算ID。"),
+    "settlement_treatment": _HIDDEN_SETTLEMENT,
+    "settlement_either": _HIDDEN_SETTLEMENT,
+    # ReportProblem names a settlement (setl_id) or, without one, a visit (_HIDDEN_VISIT_TARGET)
+    "problem_target": _HIDDEN_SETTLEMENT,
+    "problem": ("PROBLEM_NOT_FOUND", "问题报告 {} 不存在，或不涉及调用方省份，请核对问题编号。"),
 }
+_HIDDEN_VISIT_TARGET = ("VISIT_NOT_FOUND", "就诊记录 {} 不存在，或不在调用方的查询范围内，请核对就诊ID。")
 # What the world answers for an object that does not exist (a person unknown to the index is "not filed").
 _NOT_FOUND = frozenset(reason for reason, _ in _HIDDEN.values()) | {"PERSON_NOT_FILED"}
 
@@ -176,7 +179,7 @@ def authorize(method: str, caller: str, request: object, world: World) -> None:
 
 def _hidden(kind: str, values: list[str]) -> YidiError:
     """The one answer for "no such object" and "not yours": it cannot tell them apart."""
-    reason, message = _HIDDEN[kind]
+    reason, message = _HIDDEN_VISIT_TARGET if kind == "problem_target" and not values[0] else _HIDDEN[kind]
     named = next((v for v in values if v), "")
     return YidiError(reason, message.format(named[:40]))
 

@@ -176,7 +176,7 @@ class Engine:
         """The psn_no of the person named by psn_no or certno ("" when no such person; checked by eligibility)."""
         if not psn_no and not certno:
             raise YidiError("INVALID_ARGUMENT", "请提供人员编号 psn_no 或身份证号 certno 之一。")
-        check_id(psn_no or certno, "人员编号或身份证号")
+        check_id(psn_no or certno, "人员编号或身份证号", field="psn_no" if psn_no else "certno")
         if not psn_no:
             psn_no = self.index.psn_no_by_certno(certno) or ""
         if not psn_no:
@@ -202,14 +202,14 @@ class Engine:
 
     def visit(self, mdtrt_id: str) -> Visit | ArchivedVisit:
         """An open stay (in memory) or a closed visit (from the archive)."""
-        check_id(mdtrt_id, "就诊ID mdtrt_id")
+        check_id(mdtrt_id, "就诊ID mdtrt_id", field="mdtrt_id")
         visit = self.visits.get(mdtrt_id) or self.archive.visit(mdtrt_id)
         if visit is None:
             raise YidiError("VISIT_NOT_FOUND", f"就诊记录 {mdtrt_id} 不存在，请核对就诊ID。")
         return visit
 
     def settlement(self, setl_id: str) -> ArchivedSettlement:
-        check_id(setl_id, "结算ID setl_id")
+        check_id(setl_id, "结算ID setl_id", field="setl_id")
         ref = self.archive.settlement(setl_id)
         if ref is None:
             raise YidiError("SETTLEMENT_NOT_FOUND", f"结算记录 {setl_id} 不存在，请核对结算ID。")
@@ -223,7 +223,7 @@ class Engine:
         return reply
 
     def filing(self, filing_id: str) -> dict:
-        check_id(filing_id, "备案编号 filing_id")
+        check_id(filing_id, "备案编号 filing_id", field="filing_id")
         filing = self.index.get_filing(filing_id)
         if filing is None:
             raise YidiError("FILING_NOT_FOUND", f"备案编号 {filing_id} 不存在，请核对。")
@@ -241,7 +241,7 @@ class Engine:
                   acct_mulaid_flag: bool = False, mid_setl_flag: bool = False) -> bytes:
         """预结算: the settlement discharge would produce (a SettlementResponse), changing nothing."""
         visit = self._open_visit(mdtrt_id)
-        return self._settle(visit, "", setl_date, self._lines_to_settle(visit, setl_date, mid_setl_flag),
+        return self._settle(visit, "", setl_date, self._lines_to_settle(visit, setl_date, mid_setl_flag, "setl_date"),
                             acct_used_flag, acct_mulaid_flag, mid=mid_setl_flag)[0].data
 
     # ------------------------------------------------- mid-stay settlement (SPEC §10.3)
@@ -250,12 +250,14 @@ class Engine:
         """A line's date; one without a fee_date counts as dated on the admission date."""
         return line.fee_date or visit.facts.adm_date
 
-    def _lines_to_settle(self, visit: Visit, setl_date: int, mid: bool) -> tuple[FeeLine, ...]:
+    def _lines_to_settle(self, visit: Visit, setl_date: int, mid: bool,
+                         date_field: str = "dscg_date") -> tuple[FeeLine, ...]:
         """A mid settlement takes the unsettled lines dated up to its date, the final one all the rest."""
-        check_date(setl_date, "结算日期")
+        check_date(setl_date, "结算日期", field=date_field)
         last = visit.mids[-1][1] if visit.mids else 0
         if mid and setl_date <= last or not mid and setl_date < last:
-            raise YidiError("INVALID_DATE", f"结算日期 {setl_date} 须晚于本次住院上一次中途结算的日期 {last}。")
+            raise YidiError("INVALID_DATE", f"结算日期 {setl_date} 须晚于本次住院上一次中途结算的日期 {last}。",
+                            field=date_field)
         if not mid:
             return tuple(visit.lines.values())
         chosen = {sn for sn, line in visit.lines.items()
@@ -269,9 +271,9 @@ class Engine:
         """Designated institutions, by code, after the page token; (rows, more)."""
         limit = _page_size(page_size)
         if after:
-            check_id(after, "分页标记 page_token")
+            check_id(after, "分页标记 page_token", field="page_token")
         if dise_codg:
-            check_id(dise_codg, "慢特病病种编码 dise_codg")
+            check_id(dise_codg, "慢特病病种编码 dise_codg", field="dise_codg")
         if admdvs and self.index.region_name(admdvs) is None:
             raise YidiError("INVALID_ARGUMENT", f"行政区划代码「{admdvs[:20]}」不是已知的省、市或区县代码。")
         return self.index.institutions(admdvs, kind, inpatient, outpatient, dise_codg, after, limit)
@@ -279,11 +281,11 @@ class Engine:
     def admitted(self, fixmedins_code: str, after: str, page_size: int) -> tuple[list[dict], bool]:
         """The open cross-province stays at an institution (在院), by mdtrt_id, after the page token; (rows, more)."""
         limit = _page_size(page_size)
-        check_id(fixmedins_code, "定点医药机构编码 fixmedins_code")
+        check_id(fixmedins_code, "定点医药机构编码 fixmedins_code", field="fixmedins_code")
         if self.index.get_institution(fixmedins_code) is None:
             raise YidiError("INSTITUTION_UNKNOWN", f"定点医药机构 {fixmedins_code} 不在跨省直接结算机构库中，请核对机构编码。")
         if after:
-            check_id(after, "分页标记 page_token")
+            check_id(after, "分页标记 page_token", field="page_token")
         stays = sorted((v for v in self.visits.values() if v.facts.fixmedins_code == fixmedins_code
                         and v.facts.mdtrt_id > after), key=lambda v: v.facts.mdtrt_id)
         rows = []
@@ -447,7 +449,7 @@ class Engine:
         """入院登记: eligibility (SPEC §4) and a new visit id; an emergency may imply its filing (SPEC §10.6)."""
         psn_no = self._patient(cmd.person, cmd.card, cmd.credential)
         person = self.person(psn_no)
-        check_date(cmd.adm_date, "入院日期")
+        check_date(cmd.adm_date, "入院日期", field="adm_date")
         card_no, card_version = (cmd.card.card_no, cmd.card.card_version) if cmd.card else (None, None)
         elig = self.index.admission(psn_no, cmd.fixmedins_code, True, cmd.adm_date, card_no, card_version,
                                     has_open_inpatient=bool(self.open_inpatient.get(psn_no)), emergency=cmd.emergency)
@@ -493,8 +495,8 @@ class Engine:
         visit = self._open_visit(cmd.mdtrt_id)
         new: dict[str, FeeLine] = {}
         last_mid = visit.mids[-1][1] if visit.mids else 0
-        for line in cmd.lines:
-            _check_line(line)
+        for i, line in enumerate(cmd.lines):
+            _check_line(line, i)
             settled = visit.settled_lines.get(line.feedetl_sn)
             if settled is not None:
                 if settled.content() == line.content():
@@ -524,7 +526,7 @@ class Engine:
         visit = self._open_visit(cmd.mdtrt_id)
         sns = list(dict.fromkeys(cmd.sns)) or list(visit.lines)
         for sn in sns:
-            check_id(sn, "费用明细流水号")
+            check_id(sn, "费用明细流水号", field="feedetl_sns")
         settled = [sn for sn in sns if sn in visit.settled_lines]
         if settled:
             raise YidiError("LINE_ALREADY_SETTLED", f"费用明细流水号 {'、'.join(settled[:5])} 已中途结算，不能撤销；"
@@ -554,7 +556,7 @@ class Engine:
         ref = self.settlement(cmd.setl_id)
         if ref.status != SETTLED:
             raise YidiError("SETTLEMENT_ALREADY_CANCELLED", f"结算 {cmd.setl_id} 已于 {ref.cancel_date} 撤销。")
-        check_date(cmd.cancel_date, "撤销日期")
+        check_date(cmd.cancel_date, "撤销日期", field="cancel_date")
         if cmd.cancel_date < ref.facts.setl_date:
             raise YidiError("INVALID_DATE", f"撤销日期 {cmd.cancel_date} 早于结算日期 {ref.facts.setl_date}，请核对。")
         facts = ref.facts
@@ -578,7 +580,7 @@ class Engine:
     def _decide_reverse(self, cmd: Reverse) -> Decision:
         """冲正 (SPEC §6): cancel what the original did, exactly as a cancellation would; or mark it reversed."""
         if cmd.target_kind == "settlement":
-            check_date(cmd.reverse_date, "冲正日期 reverse_date")
+            check_date(cmd.reverse_date, "冲正日期 reverse_date", field="reverse_date")
             decision = self._decide_cancel_settlement(CancelSettlement(
                 request_id=cmd.request_id, setl_id=cmd.target_id, cancel_date=cmd.reverse_date))
             outcome = "settlement_cancelled"
@@ -599,14 +601,14 @@ class Engine:
     def _decide_outpatient_settle(self, cmd: OutpatientSettle) -> Decision:
         """门诊一站式: eligibility, the visit, its lines and the settlement in one event."""
         psn_no = self._patient(cmd.person, cmd.card, cmd.credential)
-        check_date(cmd.setl_date, "结算日期")
+        check_date(cmd.setl_date, "结算日期", field="setl_date")
         card_no, card_version = (cmd.card.card_no, cmd.card.card_version) if cmd.card else (None, None)
         if cmd.med_type not in ("", CHRONIC):
             raise YidiError("INVALID_ENUM", f"医疗类别 {cmd.med_type!r} 无效。")
         if cmd.med_type == CHRONIC or cmd.dise_codg:
             if cmd.med_type != CHRONIC:
                 raise YidiError("INVALID_ARGUMENT", "病种编码 dise_codg 只用于门诊慢特病结算（med_type 14）。")
-            check_id(cmd.dise_codg, "门诊慢特病病种编码 dise_codg")
+            check_id(cmd.dise_codg, "门诊慢特病病种编码 dise_codg", field="dise_codg")
         elig = self.index.admission(psn_no, cmd.fixmedins_code, False, cmd.setl_date, card_no, card_version)
         if cmd.med_type == CHRONIC:  # SPEC §10.2 checks 10 and 11 (12, the policy, when the bill is computed)
             refusal = self.index.chronic_refusal(psn_no, cmd.fixmedins_code, cmd.dise_codg)
@@ -614,8 +616,8 @@ class Engine:
                 raise YidiError(*refusal)
         check_line_count(len(cmd.lines), "一次门诊")
         seen: set[str] = set()
-        for line in cmd.lines:
-            _check_line(line)
+        for i, line in enumerate(cmd.lines):
+            _check_line(line, i)
             if line.feedetl_sn in seen:
                 raise YidiError("FEE_LINE_CONFLICT", f"费用明细流水号 {line.feedetl_sn} 在本次结算中重复出现。")
             seen.add(line.feedetl_sn)
@@ -872,11 +874,11 @@ class Engine:
 
     def check_reconcile_range(self, fixmedins_code: str, date_from: int, date_to: int) -> None:
         """对账: a known institution and a date range (both ends included)."""
-        check_id(fixmedins_code, "定点医药机构编码 fixmedins_code")
+        check_id(fixmedins_code, "定点医药机构编码 fixmedins_code", field="range.fixmedins_code")
         if self.index.get_institution(fixmedins_code) is None:
             raise YidiError("INSTITUTION_UNKNOWN", f"定点医药机构 {fixmedins_code} 不在跨省直接结算机构库中，请核对机构编码。")
-        check_date(date_from, "对账起始日期")
-        check_date(date_to, "对账截止日期")
+        check_date(date_from, "对账起始日期", field="range.date_from")
+        check_date(date_to, "对账截止日期", field="range.date_to")
         if date_to < date_from:
             raise YidiError("INVALID_DATE", f"对账截止日期 {date_to} 早于起始日期 {date_from}，请核对。")
 
@@ -899,7 +901,7 @@ class Engine:
 
     # ---------------------------------------------------- problem reports (报错处理)
     def problem(self, problem_id: str) -> ArchivedProblem:
-        check_id(problem_id, "问题编号 problem_id")
+        check_id(problem_id, "问题编号 problem_id", field="problem_id")
         row = self.archive.problem(problem_id)
         if row is None:
             raise YidiError("PROBLEM_NOT_FOUND", f"问题报告 {problem_id} 不存在，请核对编号。")
@@ -1036,10 +1038,19 @@ def _not_filed() -> YidiError:
                                          "入院后至出院结算前均可补办。")
 
 
-def _check_line(line: FeeLine) -> None:
+def _check_line(line: FeeLine, i: int) -> None:
+    """One fee line's fields; a refusal names the field as lines[i].<field> (BadRequest)."""
+    try:
+        _check_line_fields(line)
+    except YidiError as err:
+        err.metadata["field"] = f"lines[{i}]." + err.metadata["field"] if "field" in err.metadata else f"lines[{i}]"
+        raise
+
+
+def _check_line_fields(line: FeeLine) -> None:
     qty = line.qty_milli
     if line.init_feedetl_sn:  # SPEC §10.4: a refund line has a negative quantity, checked as its size
-        check_id(line.init_feedetl_sn, "原费用明细流水号 init_feedetl_sn")
+        check_id(line.init_feedetl_sn, "原费用明细流水号 init_feedetl_sn", field="init_feedetl_sn")
         if type(qty) is not int or qty >= 0:
             raise YidiError("INVALID_QUANTITY", f"退费明细 {line.feedetl_sn} 的数量须为负数（千分之一单位）。")
         if line.init_feedetl_sn == line.feedetl_sn:

@@ -143,6 +143,7 @@ class Position(msgspec.Struct, gc=False):
 
     @property
     def level(self) -> str:
+        """SPEC §8: a line counts usage equal to it (达到), compared exactly in fen (never via usage_bp)."""
         used, prepaid = self.used_fen, self.prepaid_fen
         if used > 0 and used >= prepaid:
             return "exhausted"

@@ -145,42 +145,46 @@ cdef const char* _line_code_of(object code, object sn, Py_ssize_t* n) except NUL
         p = PyUnicode_AsUTF8AndSize(code, n)
         if id_ok(p, n[0]):
             return p
-    return _id_of(code, f"明细 {sn} 的项目编码" if sn is not None else "费用明细的项目编码", "INVALID_CODE", None, n)
+    return _id_of(code, f"明细 {sn} 的项目编码" if sn is not None else "费用明细的项目编码", "INVALID_CODE", "code", n)
 
 cdef int64_t _unit_price_fen_of(object v, object sn, object code) except -1:
     cdef int64_t price = 0
     if _int64_of(v, &price) and 0 <= price <= MAX_UNIT_PRICE_FEN:
         return price
     raise YidiError("INVALID_PRICE",
-                    f"{_line_label(sn, code)} 的单价 {_echo(v)} 分不合理：应在 0 到 {MAX_UNIT_PRICE_FEN} 分之间。")
+                    f"{_line_label(sn, code)} 的单价 {_echo(v)} 分不合理：应在 0 到 {MAX_UNIT_PRICE_FEN} 分之间。",
+                    field="unit_price_fen")
 
 cdef int64_t _qty_milli_of(object v, object sn, object code) except -1:
     cdef int64_t qty = 0
     if _int64_of(v, &qty) and 0 < qty <= MAX_QTY_MILLI:
         return qty
     raise YidiError("INVALID_QUANTITY",
-                    f"{_line_label(sn, code)} 的数量 {_echo(v)}（千分之一单位）不合理：应大于 0 且不超过 {MAX_QTY_MILLI}。")
+                    f"{_line_label(sn, code)} 的数量 {_echo(v)}（千分之一单位）不合理：应大于 0 且不超过 {MAX_QTY_MILLI}。",
+                    field="qty_milli")
 
 cdef int _line_count_ok(Py_ssize_t n, object what) except -1:
     if n > MAX_LINES:
-        raise YidiError("TOO_MANY_LINES", f"{what}的费用明细不能超过 {MAX_LINES} 条，本次 {n} 条。")
+        raise YidiError("TOO_MANY_LINES", f"{what}的费用明细不能超过 {MAX_LINES} 条，本次 {n} 条。", field="lines")
     return 0
 
 
 # ---------------------------------------------------------------- the Python faces
-def check_id(value, str what, str reason="INVALID_ARGUMENT"):
-    """Identifiers: 1..MAX_ID_LEN printable ASCII characters without spaces; else YidiError(reason)."""
+def check_id(value, str what, str reason="INVALID_ARGUMENT", field=None):
+    """Identifiers: 1..MAX_ID_LEN printable ASCII characters without spaces; else YidiError(reason).
+    `field`: the request field, named in the refusal's metadata (BadRequest)."""
     cdef Py_ssize_t n
-    _id_of(value, what, reason, None, &n)
+    _id_of(value, what, reason, field, &n)
 
 def is_calendar_date(yyyymmdd):
     """A yyyymmdd int that is a real calendar date inside MIN_DATE..MAX_DATE."""
     cdef int64_t d = 0
     return _int64_of(yyyymmdd, &d) and date_ok(d)
 
-def check_date(yyyymmdd, str what):
-    """INVALID_DATE unless is_calendar_date(yyyymmdd); `what` names the date for the clerk."""
-    _date_of(yyyymmdd, what, None)
+def check_date(yyyymmdd, str what, field=None):
+    """INVALID_DATE unless is_calendar_date(yyyymmdd); `what` names the date for the clerk, `field` the
+    request field (the refusal's metadata)."""
+    _date_of(yyyymmdd, what, field)
 
 def check_year(year):
     """INVALID_DATE unless year is an int inside the years of MIN_DATE..MAX_DATE."""
@@ -192,15 +196,15 @@ def check_line(sn, code, name, unit_price_fen, qty_milli, fee_date):
     cdef Py_ssize_t n
     cdef const char* p
     cdef int fault
-    _id_of(sn, "费用明细流水号", "INVALID_ARGUMENT", None, &n)
+    _id_of(sn, "费用明细流水号", "INVALID_ARGUMENT", "feedetl_sn", &n)
     _line_code_of(code, sn, &n)
     fault = _name_fault(name, False, &p, &n)
     if fault:
-        raise YidiError("INVALID_ARGUMENT", _name_message(fault, f"明细 {sn} 的项目名称", False))
+        raise YidiError("INVALID_ARGUMENT", _name_message(fault, f"明细 {sn} 的项目名称", False), field="name")
     _unit_price_fen_of(unit_price_fen, sn, code)
     _qty_milli_of(qty_milli, sn, code)
     if fee_date:
-        _date_of(fee_date, f"明细 {sn} 的费用日期", None)
+        _date_of(fee_date, f"明细 {sn} 的费用日期", "fee_date")
 
 def check_line_count(Py_ssize_t n, str what):
     """TOO_MANY_LINES if n fee lines are more than one settlement or visit may carry (MAX_LINES).

@@ -18,12 +18,15 @@ builds no protobuf message: results are encoded by the translation layer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import hashlib
 import json
 import logging
 import os
 import sqlite3
+import subprocess
+import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -43,7 +46,7 @@ from . import chain, metrics, snapshot
 from .config import Config
 from .convert import encode_reply
 from .keys import REVERSED, Keys, Prior, reused
-from .ledger import GroupCommitLedger, LedgerClosed, LedgerFatal, Record, Store
+from .ledger import GroupCommitLedger, LedgerClosed, LedgerCorrupt, LedgerFatal, Record, Store
 
 log = logging.getLogger("yidi.gateway")
 msgspec_replace = msgspec.structs.replace
@@ -60,6 +63,11 @@ NOTED: contextvars.ContextVar[list | None] = contextvars.ContextVar("yidi_noted"
 def storage_unavailable() -> YidiError:
     return YidiError("STORAGE_UNAVAILABLE", "结算网关账本暂时无法写入（磁盘已满或存储故障），本次请求结果未知。"
                                             "请稍后使用相同的请求ID重试：已办理的将原样返回，未办理的将办理一次。")
+
+
+def ledger_damaged() -> YidiError:
+    return YidiError("LEDGER_DAMAGED", "结算网关账本校验未通过，为免错付已暂停办理全部业务，并已自动登记差错。"
+                                       "本次请求未办理，请稍后使用相同的请求ID重试；如持续出现请联系国家平台运维。")
 
 
 def check_deadline() -> None:
@@ -108,6 +116,8 @@ def data_dir_of(store: Store, default: str) -> str:
 
 
 IMAGE_NAME = ".yidi-index.img"
+# The background verification's nice value: it runs on the other core, after the settlements.
+VERIFY_NICE = 10
 DATA_FILES = ("manifest.json", "regions.jsonl", "institutions.jsonl", "catalog.jsonl", "policies.jsonl",
               "persons.jsonl", "filings.jsonl", "voucher_keys.jsonl")
 
@@ -153,8 +163,6 @@ def build_state(config: Config, store: Store, keys: Keys, data_dir: str,
 
     Returns the state and the seq of the snapshot used (0: none, full replay).
     """
-    head = store.head_file.read()
-    chain.check_head(store.path, head, store.last_seq(), store.chain_at, store.head_file.path)
     index = load_index(config, data_dir, progress)
     durable = StoreArchive(store)
     if not store.archive_complete():
@@ -166,7 +174,7 @@ def build_state(config: Config, store: Store, keys: Keys, data_dir: str,
         log.info("archive of %d visits and %d settlements built from the ledger",
                  len(memory.visits), len(memory.settlements))
     else:
-        snap = snapshots.newest(store.last_seq())
+        snap = snapshots.newest(store.last_seq(), store.key)
         if snap is not None and snap.chain:
             chain.check_head(store.path, chain.Head(snap.seq, snap.chain), store.last_seq(), store.chain_at,
                              f"snapshot {snapshots.path(snap.seq)}")
@@ -188,7 +196,7 @@ def _replay(engine: Engine, store: Store, keys: Keys, after: int,
     for record in store.scan(after):
         if record.seq != after + replayed + 1:
             raise chain.LedgerCorrupt(store.path, after + replayed + 1, f"is missing (the next is {record.seq})")
-        previous = chain.check_record(store.path, record, previous)
+        previous = chain.check_record(store.path, record, previous, store.key)
         engine.apply(events.decode(record.body), record.seq)
         if record.request_id:
             keys.remember(record.caller, record.request_id, record.digest, record.seq)
@@ -208,13 +216,34 @@ def build_reloaded(config: Config, store: Store, data_dir: str, state: EngineSta
     return LoadedState(engine, os.path.abspath(data_dir), int(time.time() * 1000))
 
 
+def _spawn_niced(argv: list[str], nice: int) -> tuple[int, bytes, bytes]:
+    """Run argv at a lower priority; (exit status, stdout, stderr).
+
+    Started with posix_spawn (``close_fds=False``; every descriptor of Python and gRPC is close-on-exec, so
+    nothing leaks), never fork(): a fork while gRPC's threads are busy can deadlock them (seen as TLS
+    handshakes that never finish while the certificate fetcher of gateway/tls.py is being asked), and the
+    event loop's own subprocess support (uvloop, libuv) forks.
+    """
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                            close_fds=False)
+    with contextlib.suppress(OSError):
+        os.setpriority(os.PRIO_PROCESS, proc.pid, nice)   # the settlements come first
+    out, err = proc.communicate()
+    return proc.returncode, out, err
+
+
 class Gateway:
     def __init__(self, config: Config, store: Store, on_fatal: Callable[[BaseException], None],
                  audit=None) -> None:
         self.config = config
         self.audit = audit
         self.admission = None   # gateway.admission.Admission, set by the server
+        self.watchdog = None    # gateway.watchdog.LoopWatchdog, set by the server
+        self.health = None      # gateway.health.Health, set by the server
         self._storage_down: str | None = None  # why the ledger cannot be written now (a failed test write)
+        self._damaged: str | None = None       # why the ledger failed a proof after start: serve nothing from it
+        self.on_damaged: Callable[[], None] | None = None   # set by the server: health NOT_SERVING
+        self.verified = ""   # what the background verification said, once it has
         self.store = store
         self.on_fatal = on_fatal
         self.ledger = GroupCommitLedger(store, max_batch=config.ledger_max_batch, on_fatal=on_fatal)
@@ -225,13 +254,23 @@ class Gateway:
         self._paused = False  # while reference data is being swapped
         self._records_since_snapshot = 0
         self._snapshot_task: asyncio.Task | None = None
+        self._snapshot_lock = asyncio.Lock()   # one snapshot written at a time
+        self._last_snapshot: tuple[int, str, int] | None = None   # (seq, path, bytes) of the newest written
+        self._background: set[asyncio.Task] = set()   # strong references until done
 
     @property
     def engine(self) -> Engine:
         self.require_ready()
         return self.state.engine
 
+    @property
+    def storage_writable(self) -> bool:
+        """False while the ledger cannot be written (a failed test write or commit): STORAGE_UNAVAILABLE."""
+        return self._storage_down is None and self.ledger.failed is None
+
     def require_ready(self) -> None:
+        if self._damaged is not None:
+            raise ledger_damaged()
         if self._storage_down is not None or self.ledger.failed is not None:
             raise storage_unavailable()
         if self.state is None or self._paused:
@@ -262,6 +301,47 @@ class Gateway:
         self.ledger.start()
         self._records_since_snapshot = self.ledger.next_seq - 1 - self.snapshot_seq
         await self._report_fatal_note()
+        for path, why in self.snapshots.rejected:
+            await self.report_internal("snapshot", GATEWAY, uuid.uuid4().hex[:16],
+                                       f"快照文件 {path} 未通过校验（{why}），未被使用，状态已按账本重建。"
+                                       "请运维核查该文件为何被改动。")
+        self.snapshots.rejected.clear()
+
+    # ------------------------------------------------- the ledger's proofs after start
+    async def damaged(self, err: LedgerCorrupt, where: str) -> None:
+        """A proof failed once serving: one problem report, then nothing more is served from this ledger."""
+        if self._damaged is not None:
+            return
+        correlation_id = uuid.uuid4().hex[:16]
+        log.critical("ledger damaged (%s): %s; NOT_SERVING, answering LEDGER_DAMAGED until the ledger is restored",
+                     where, err)
+        await self.report_internal(where, GATEWAY, correlation_id,
+                                   f"账本校验未通过（{where}）：{str(err)[:400]}。网关已停止办理业务（NOT_SERVING），"
+                                   f"请运维核查并恢复账本。差错编号 {correlation_id}。")
+        self._damaged = str(err)
+        if self.on_damaged is not None:
+            self.on_damaged()
+
+    def verify_after_start(self) -> None:
+        """Prove what start-up did not read, in a process of its own (gateway/verify.py), in the background."""
+        task = asyncio.get_running_loop().create_task(self._verify())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _verify(self) -> None:
+        argv = [sys.executable, "-m", "gateway", "verify-ledger", self.store.path, "--live",
+                "--key", self.config.seal_key, "--snapshots", self.config.snapshot_dir()]
+        started = time.perf_counter()
+        returncode, out, err = await asyncio.to_thread(_spawn_niced, argv, VERIFY_NICE)
+        said = (out or err).decode("utf-8", "replace").strip().splitlines()
+        line = said[-1] if said else f"exit {returncode}"
+        if returncode == 0:
+            self.verified = line
+            log.info("ledger verified in %.1f s in the background: %s", time.perf_counter() - started, line)
+        elif line.startswith("NOT OK: "):
+            await self.damaged(LedgerCorrupt(self.store.path, 0, line[len("NOT OK: "):]), "background verification")
+        else:
+            log.error("the background verification of %s could not run: %s", self.store.path, line)
 
     # --------------------------------------------------------- mutation
     async def execute(self, caller: str, command: Command, digest: bytes) -> bytes:
@@ -309,7 +389,7 @@ class Gateway:
     def _earlier(self, caller: str, command: Command, digest: bytes, seen: dict[str, tuple[bytes, int]],
                  new: frozenset[str]) -> Prior | int | None:
         """An earlier answer to this request (or the index of its twin in this batch), None if it is new."""
-        check_id(command.request_id, "请求ID request_id", "INVALID_REQUEST_ID")
+        check_id(command.request_id, "请求ID request_id", "INVALID_REQUEST_ID", "request_id")
         twin = seen.get(command.request_id)
         if twin is not None:
             if twin[0] != digest:
@@ -373,17 +453,21 @@ class Gateway:
     def fatal_note_path(self) -> str:
         return self.config.ledger_path() + ".fatal.json"
 
-    def _leave_fatal_note(self, event: events.Event, exc: BaseException) -> None:
-        """A failed apply ends the process; the note lets the restarted gateway open a problem report for it."""
-        note = {"correlation_id": uuid.uuid4().hex[:16], "event": event.kind, "key": event.key,
-                "error": repr(exc)[:500], "at_ms": int(time.time() * 1000)}
+    def leave_fatal_note(self, what: str) -> None:
+        """Before the process ends on purpose: a note from which the restarted gateway opens a problem report.
+
+        ``what`` says what failed, for the operator (no request data: it may be called from any thread)."""
+        note = {"correlation_id": uuid.uuid4().hex[:16], "what": what[:500], "at_ms": int(time.time() * 1000)}
         try:
             tmp = self.fatal_note_path() + ".tmp"
             with open(tmp, "w", encoding="utf-8") as f:
-                json.dump(note, f)
+                json.dump(note, f, ensure_ascii=False)
             os.replace(tmp, self.fatal_note_path())
         except OSError:
-            log.exception("could not leave a note of the failed apply")
+            log.exception("could not leave a note of the failure")
+
+    def _leave_fatal_note(self, event: events.Event, exc: BaseException) -> None:
+        self.leave_fatal_note(f"账本记录应用失败（{event.kind} {event.key}：{exc!r}）")
 
     async def _report_fatal_note(self) -> None:
         try:
@@ -392,12 +476,20 @@ class Gateway:
         except FileNotFoundError:
             return
         except (OSError, ValueError):
-            log.exception("unreadable note of a failed apply at %s", self.fatal_note_path())
+            log.exception("unreadable note of a failure at %s", self.fatal_note_path())
             return
-        text = (f"账本记录应用失败（{note.get('event')} {note.get('key')}：{note.get('error')}），"
-                f"网关已重启并按账本重建状态。差错编号 {note.get('correlation_id')}。")
-        if await self.report_internal("apply", GATEWAY, str(note.get("correlation_id")), text):
+        text = f"{note.get('what')}，网关已重启并按账本重建状态。差错编号 {note.get('correlation_id')}。"
+        if await self.report_internal("restart", GATEWAY, str(note.get("correlation_id")), text):
             os.remove(self.fatal_note_path())
+
+    def report_stall(self, seconds: float, where: str) -> None:
+        """The event loop answered again after a stall (gateway/watchdog.py): a problem report, in the background."""
+        correlation_id = uuid.uuid4().hex[:16]
+        text = (f"结算网关事件循环停顿 {seconds:.1f} 秒，期间所有请求无应答（健康检查端口显示 NOT_SERVING）。"
+                f"停顿位置：{where[:300]}。差错编号 {correlation_id}。")
+        task = asyncio.get_running_loop().create_task(self.report_internal("event_loop", GATEWAY, correlation_id, text))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def _durable(self, fut: asyncio.Future, caller: str, records: list[Record]) -> None:
         if fut.cancelled() or fut.exception() is not None:
@@ -436,10 +528,10 @@ class Gateway:
         """
         self.require_ready()
         original = command.original_request_id
-        check_id(original, "原请求ID original_request_id", "INVALID_REQUEST_ID")
+        check_id(original, "原请求ID original_request_id", "INVALID_REQUEST_ID", "original_request_id")
         if original == command.request_id:
             raise YidiError("INVALID_ARGUMENT", "冲正请求的请求ID不能与原请求ID相同。")
-        check_id(command.request_id, "请求ID request_id", "INVALID_REQUEST_ID")
+        check_id(command.request_id, "请求ID request_id", "INVALID_REQUEST_ID", "request_id")
         if self.keys.find(caller, command.request_id) is not None:
             return command  # this reversal, retried: execute_many answers it as it was first answered
         found = self.keys.find(caller, original)
@@ -467,7 +559,7 @@ class Gateway:
     async def _reload(self, caller: str, command: LoadReferenceData, digest: bytes) -> bytes:
         """Load a new data set with the current state restored onto it; on a rejected load keep the old one."""
         self.require_ready()
-        check_id(command.request_id, "请求ID request_id", "INVALID_REQUEST_ID")
+        check_id(command.request_id, "请求ID request_id", "INVALID_REQUEST_ID", "request_id")
         prior = self.keys.lookup(caller, command.request_id, digest)
         if prior is not None:
             return await self.keys.answer(prior)
@@ -503,18 +595,26 @@ class Gateway:
 
     # -------------------------------------------------------- snapshots
     async def take_snapshot(self) -> tuple[int, str, int]:
-        """Write a snapshot of the state as of the last applied record; (seq, path, bytes) once durable."""
+        """Write a snapshot of the state as of the last applied record; (seq, path, bytes) once durable.
+
+        One at a time: a call that waited for another's snapshot answers with that one when no record was
+        applied since (it covers the same records), and writes a new one otherwise.
+        """
         self.require_ready()
-        seq = self.ledger.next_seq - 1
-        # Encoded on the loop, so the state is exactly that of records 1..seq.
-        body = snapshot.encode(seq, self.state.data_dir, self.state.engine.export_state())
-        self._records_since_snapshot = 0
-        await self.ledger.flush()  # never a snapshot of records that are not durable
-        blob = snapshot.seal(seq, body, self.store.chain_at(seq))
-        path = await asyncio.to_thread(self.snapshots.write, blob, seq)
-        self.snapshot_seq = seq
-        log.info("snapshot at ledger seq %d written: %s (%d bytes)", seq, path, len(blob))
-        return seq, path, len(blob)
+        async with self._snapshot_lock:
+            seq = self.ledger.next_seq - 1
+            if self._last_snapshot is not None and self._last_snapshot[0] == seq:
+                return self._last_snapshot
+            # Encoded on the loop, so the state is exactly that of records 1..seq.
+            body = snapshot.encode(seq, self.state.data_dir, self.state.engine.export_state())
+            self._records_since_snapshot = 0
+            await self.ledger.flush()  # never a snapshot of records that are not durable
+            blob = snapshot.seal(seq, body, self.store.chain_at(seq), self.store.key)
+            path = await asyncio.to_thread(self.snapshots.write, blob, seq)
+            self.snapshot_seq = seq
+            log.info("snapshot at ledger seq %d written: %s (%d bytes)", seq, path, len(blob))
+            self._last_snapshot = (seq, path, len(blob))
+            return self._last_snapshot
 
     async def close(self) -> None:
         if self._snapshot_task is not None and not self._snapshot_task.done():

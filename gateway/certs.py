@@ -5,7 +5,10 @@
 * ``ca.pem`` / ``ca.key`` — a development platform CA;
 * ``server.pem`` / ``server.key`` — the gateway, for ``localhost``, 127.0.0.1 and ::1;
 * ``clients/<caller>.pem`` / ``.key`` — one client certificate per province
-  (the 31 province codes of ``datagen.geo``) and one for ``national``.
+  (the 31 province codes of ``datagen.geo``) and one for ``national``;
+* ``seal.key`` — a development seal key for the ledger (gateway/seal.py),
+  made only if there is none: a ledger sealed with a key cannot be opened
+  without it.
 
 A caller's identity is one URI subject alternative name,
 ``yidi://province/460000`` or ``yidi://national`` (``caller_uri``): the
@@ -28,6 +31,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from core.access import NATIONAL
+
+from . import seal
 
 URI_PREFIX = "yidi://"
 PROVINCE_URI = URI_PREFIX + "province/"
@@ -71,6 +76,10 @@ class Paths:
     @property
     def server_key(self) -> str:
         return os.path.join(self.directory, "server.key")
+
+    @property
+    def seal_key(self) -> str:
+        return os.path.join(self.directory, "seal.key")
 
     def client_cert(self, caller: str) -> str:
         return os.path.join(self.directory, "clients", f"{caller}.pem")
@@ -117,16 +126,22 @@ def pem(cert: x509.Certificate) -> bytes:
 
 
 def issue(ca_cert: x509.Certificate, ca_key, common_name: str, sans: list[x509.GeneralName], *, server: bool,
-          days: int = DEV_VALID_DAYS) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    """A leaf certificate signed by the CA, with the given subject alternative names."""
+          days: int = DEV_VALID_DAYS, usages: tuple[x509.ObjectIdentifier, ...] | None = None,
+          ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """A leaf certificate signed by the CA, with the given subject alternative names.
+
+    Its extended key usage is serverAuth for a server, clientAuth for a client, or ``usages`` if given
+    (empty: no extended key usage extension; for tests of what the gateway refuses).
+    """
     key = _key()
-    usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
-    cert = (_builder(_name(common_name), ca_cert.subject, key.public_key(), days)
-            .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-            .sign(ca_key, hashes.SHA256()))
-    return cert, key
+    if usages is None:
+        usages = (ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH,)
+    builder = (_builder(_name(common_name), ca_cert.subject, key.public_key(), days)
+               .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+               .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True))
+    if usages:
+        builder = builder.add_extension(x509.ExtendedKeyUsage(list(usages)), critical=False)
+    return builder.sign(ca_key, hashes.SHA256()), key
 
 
 def make_ca(common_name: str = "Yidi development CA", days: int = DEV_VALID_DAYS):
@@ -157,6 +172,8 @@ def write_dev_certs(out: str, callers: list[str] | None = None) -> Paths:
                           [x509.UniformResourceIdentifier(caller_uri(caller))], server=False)
         _write(paths.client_cert(caller), pem(cert))
         _write(paths.client_key(caller), pem_key(key), private=True)
+    if not os.path.exists(paths.seal_key):
+        seal.write_key(paths.seal_key)
     return paths
 
 

@@ -13,8 +13,8 @@ class Config:
     data_dir: str = DEFAULT_DATA_DIR
     ledger: str = ""                 # default: <data_dir>/../yidi-ledger.sqlite, beside the data set
     listen: str = DEFAULT_LISTEN
-    # A request larger than this is refused with MESSAGE_TOO_LARGE; gRPC itself
-    # drops anything over twice this before it reaches us (plain RESOURCE_EXHAUSTED).
+    # A request larger than this is refused with MESSAGE_TOO_LARGE; gRPC itself refuses anything over
+    # twice this from its length prefix, unbuffered (plain RESOURCE_EXHAUSTED: docs/design.md, Message size).
     max_message_bytes: int = 4 * 1024 * 1024
     # Admission control (gateway/admission.py); beyond a limit RESOURCE_EXHAUSTED/OVERLOADED with retry
     # advice (retry_after_ms).  As each call is taken from gRPC core, before its request is read: Yidi RPCs in
@@ -62,6 +62,11 @@ class Config:
     tls_key: str = ""
     tls_ca: str = ""
     insecure: bool = False
+    # The seal key (gateway/seal.py): a file outside the ledger's directory (`yidi keys` makes one).
+    seal_key: str = ""
+    # A directory on another volume that receives the sealed chain head after every commit (fsynced,
+    # before the reply): a ledger restored from an older copy is refused at start.  Empty: none.
+    witness: str = ""
     # With insecure, for benchmarks only (h2load cannot present a certificate): the one caller every call
     # on the plaintext loopback listener is taken to be. Never a header.
     insecure_caller: str = ""
@@ -72,6 +77,16 @@ class Config:
     storage_probe_interval_s: float = 1.0
     # Prometheus /metrics on this host:port (gateway/metrics.py); empty: none.
     metrics_listen: str = ""
+    # The application log (gateway/logs.py): "text" or "json" lines, and the least level written.
+    log_format: str = "text"
+    log_level: str = "info"
+    # Plaintext gRPC health on this loopback host:port for an orchestrator's probe (gateway/health.py),
+    # answered by threads of its own; empty: none.
+    health_listen: str = ""
+    # The event-loop watchdog (gateway/watchdog.py): silent this long is a stall (NOT_SERVING on the health
+    # port, a problem report); this long, the gateway exits to be restarted (0: never).
+    loop_stall_s: float = 2.0
+    loop_stall_exit_s: float = 30.0
     extra: dict = field(default_factory=dict)
 
     def audit_path(self) -> str:

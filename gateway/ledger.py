@@ -8,9 +8,10 @@ Two layers:
 
 ``Store``
     A small synchronous interface (append one transaction of records, scan,
-    find by idempotency key, find by object key). ``SqliteStore`` implements
-    it on SQLite in WAL mode with ``synchronous=FULL``; a PostgreSQL backend
-    will follow behind the same interface.
+    find by idempotency key, read the archive and projections).
+    ``SqliteStore`` implements it on SQLite in WAL mode with
+    ``synchronous=FULL``; a PostgreSQL backend will follow behind the same
+    interface.
 
 ``GroupCommitLedger``
     The asyncio front end. ``ledger.submit(records)`` enqueues a group of
@@ -26,8 +27,9 @@ Two layers:
 
 Failure policy: a failed commit is FATAL. After a failed ``Store.append`` we
 do not know whether the transaction reached the disk (an fsync error, a full
-disk, a lost connection to PostgreSQL after COMMIT was sent...), and the
-in-memory state has already been mutated as if it had. We never guess:
+disk, a lost connection to PostgreSQL after COMMIT was sent, a ledger file
+unlinked under us...), and the in-memory state has already been mutated as
+if it had. We never guess:
 
 * every waiting ``append()`` fails with ``LedgerFatal`` (chained to the
   cause), so no caller is ever told "done" for a write of unknown outcome;
@@ -48,19 +50,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import os
 import queue
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from . import archive_sql, chain
-from .chain import GENESIS, Head, HeadFile, LedgerCorrupt
+import msgspec
+
+from . import archive_sql, chain, migrate
+from .chain import Head, HeadFile, LedgerCorrupt
 from .metrics import COMMIT_RECORDS, COMMIT_SECONDS
+from .seal import LedgerKey, SealKey
 
 __all__ = [
     "GroupCommitLedger",
@@ -79,7 +86,7 @@ log = logging.getLogger(__name__)
 DIGEST_BYTES_MIN = 16
 DIGEST_BYTES_MAX = 32
 SCAN_PAGE_RECORDS = 1024
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 # A test write (``SqliteStore.probe``) must find room for this much: a group of records is about this big.
 PROBE_BYTES = 1 << 20
 # How often an idle writer looks whether the interpreter is shutting down
@@ -106,6 +113,9 @@ class Record:
 
 
 class Store(Protocol):
+    path: str
+    key: LedgerKey
+
     def append(self, records: Sequence[Record]) -> list[int]:
         """Write ``records`` in ONE transaction, durable when this returns.
 
@@ -117,7 +127,7 @@ class Store(Protocol):
         ...
 
     def scan(self, after_seq: int = 0) -> Iterator[Record]:
-        """All records with seq > after_seq, in seq order, in constant memory."""
+        """All records with seq > after_seq, in seq order, in constant memory (checked by the caller)."""
         ...
 
     def find_request(self, caller: str, request_id: str) -> Record | None: ...
@@ -125,8 +135,12 @@ class Store(Protocol):
     def known_request_hashes(self, hashes: Sequence[int]) -> set[int]: ...
 
     def read(self, seq: int) -> Record | None:
-        """The record with that seq."""
+        """The record with that seq, proved (checksum and chain link) before it is returned."""
         ...
+
+    def head(self) -> Head: ...
+
+    def chain_at(self, seq: int) -> bytes | None: ...
 
     def last_reference_load(self) -> Record | None:
         """The newest record of kind ``reference_loaded``."""
@@ -136,7 +150,7 @@ class Store(Protocol):
 
     # The archive (core/archive.py): written with the records, read by id.
     def archive_complete(self) -> bool:
-        """False for a ledger written before the archive existed, until ``write_archive`` fills it."""
+        """False for a schema-1 ledger, until ``write_archive`` fills its archive."""
         ...
 
     def write_archive(self, visits, settlements) -> None: ...
@@ -154,9 +168,9 @@ class Store(Protocol):
 
     def recon_totals(self, fixmedins_code: str, date_from: int, date_to: int, insutype: str = ""): ...
 
-    def flagged(self, fixmedins_code: str, date_from: int, date_to: int, mask: int, limit: int): ...
+    def recon_cursor(self, fixmedins_code: str, date_from: int, date_to: int, insutype: str = ""): ...
 
-    def open_reader(self): ...
+    def flagged(self, fixmedins_code: str, date_from: int, date_to: int, mask: int, limit: int): ...
 
     def close(self) -> None: ...
 
@@ -176,6 +190,10 @@ class LedgerClosed(RuntimeError):
     """append() after close() was called: a programmer error."""
 
 
+class LedgerMoved(OSError):
+    """The ledger's file was unlinked or replaced under the running gateway: its commits reach no one."""
+
+
 # --------------------------------------------------------------------------
 # SQLite store
 # --------------------------------------------------------------------------
@@ -189,9 +207,11 @@ def _keys_of(record: Record) -> tuple[str, ...]:
         return (record.request_id, record.key) if record.request_id else (record.key,)
     return (record.request_id,) if record.request_id else ()
 
+
 _COLUMNS = "kind, caller, request_id, digest, key, body, response, seq, checksum, chain"
 
-_SCHEMA = """
+# The records and the head row; the derived tables are archive_sql.SCHEMA.
+_RECORDS = """
 CREATE TABLE IF NOT EXISTS records (
     seq        INTEGER PRIMARY KEY,
     kind       TEXT    NOT NULL,
@@ -205,65 +225,82 @@ CREATE TABLE IF NOT EXISTS records (
     chain      BLOB    NOT NULL DEFAULT x''
 );
 CREATE INDEX IF NOT EXISTS records_reference ON records (seq) WHERE kind = 'reference_loaded';
-CREATE TABLE IF NOT EXISTS requests (
-    h   INTEGER NOT NULL,
-    seq INTEGER NOT NULL,
-    PRIMARY KEY (h, seq)
-) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS records_kind ON records (kind);
 CREATE TABLE IF NOT EXISTS probe (x BLOB);
-CREATE TABLE IF NOT EXISTS meta (
-    name  TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-) WITHOUT ROWID;
-""" + archive_sql.SCHEMA
+CREATE TABLE IF NOT EXISTS head (
+    id   INTEGER PRIMARY KEY CHECK (id = 1),
+    body BLOB    NOT NULL,
+    tag  BLOB    NOT NULL
+);
+"""
 
 _INSERT = (
     "INSERT INTO records (seq, kind, caller, request_id, digest, key, body, response, checksum, chain)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-_INSERT_REQUEST = "INSERT INTO requests (h, seq) VALUES (?, ?)"
+
+
+class HeadRow(msgspec.Struct, frozen=True):
+    """What the ledger says of itself, sealed (the ``head`` table's one row, rewritten in every commit).
+
+    Its tag is a MAC with the ledger's key, so it cannot be edited, and it
+    names the last record and its chain value, so it cannot be put back
+    from an older copy without the records after it disappearing too (which
+    the head file and the witness catch).
+    """
+
+    ledger_id: str
+    seq: int
+    chain: bytes
+    counts: dict[str, int]          # rows of every table (archive_sql.TABLES), checked at start
+    legacy_last_seq: int = 0        # ids of a schema-1 ledger are numbered at most this
+    archive: str = "complete"       # "missing": a schema-1 ledger whose archive is not yet written
+    witnessed: bool = False         # a witness has been kept since this ledger was sealed
+
+
+_HEAD_ENCODE = msgspec.msgpack.Encoder().encode
+_HEAD_DECODE = msgspec.msgpack.Decoder(HeadRow).decode
+
+
+def lock_path(ledger_path: str) -> str:
+    return ledger_path + ".lock"
 
 
 class SqliteStore:
-    """``Store`` on one SQLite file: WAL, ``synchronous=FULL``.
+    """``Store`` on one SQLite file: WAL, ``synchronous=FULL``, the chain keyed with the seal key.
+
+    Opening it:
+
+    1. takes ``<ledger>.lock`` (an exclusive ``flock``): a second gateway on
+       the same ledger is refused with one sentence naming the holder's PID;
+    2. refuses a ledger file that is gone while its head file remains;
+    3. migrates an older schema (gateway/migrate.py) in one transaction;
+    4. proves the head row (its tag, its last record and chain value, the
+       row count of every table) and checks the head file and the witness.
 
     Threads: one write connection, used under a lock (in production only the
     ledger's writer thread calls ``append``). Every other thread that reads
-    gets its own read-only connection on first use (``threading.local``);
-    those are opened with ``check_same_thread=False`` only so that ``close()``
-    may close them from the closing thread. Call ``close()`` once all readers
-    and the writer are done.
+    gets its own read-only connection on first use (``threading.local``).
 
-    Seqs are the table's INTEGER PRIMARY KEY. Records given with seq 0 get
-    ``max(seq) + 1 ...`` inside the write transaction; records given with
-    seqs (the group-commit ledger assigns them on the event loop) must
-    continue the log exactly, or the append fails. Records are never
-    deleted, so seqs are dense and monotonic.
+    Seqs are the table's INTEGER PRIMARY KEY, dense and monotonic (records
+    are never deleted). Records given with seq 0 get ``max(seq) + 1 ...``;
+    records given with seqs must continue the log exactly. Records read back
+    one at a time are proved before they are returned: content against
+    checksum, checksum against chain value (gateway/chain.py); derived rows
+    against their tags (gateway/archive_sql.py).
 
-    Schema 3 adds the projections for reconciliation and problem reports
-    (``archive_sql``) and each cancellation's clearing month; a schema 2
-    ledger is migrated on open (the projection is filled from its records).
-    Schema 2 finds idempotency keys through ``requests``, a
-    table of 63-bit hashes of (caller, request_id) (an integer key costs a
-    quarter of the text index it replaces: bench/ledger_throughput.py), adds
-    the archive tables (``archive_sql``) and a ``meta`` table, and drops the
-    first release's indexes on ``key`` and (caller, request_id).  A schema 1
-    ledger is migrated on open; its archive is marked missing until the
-    gateway, replaying it in full, writes it (``write_archive``).
-
-    Schema 4 adds each record's ``checksum`` and ``chain`` (gateway/chain.py),
-    computed here, on the writer thread, as records are inserted; an older
-    ledger gets them on open, in seq order, in the opening transaction.  The
-    head (last seq and chain) is also written to ``<ledger>.head`` after each
-    commit.  Records read back one at a time (``read``, ``find_request``, the
-    archive) are checked against their checksum, so a damaged old record is
-    never served.
+    After every commit the store checks that the file it wrote is still the
+    one at its path (device and inode of the database and its WAL): a ledger
+    unlinked or replaced under the gateway makes that commit fail (fatal),
+    since whatever it wrote is in a file no one will read.
 
     ``max_bytes`` (0: none) caps the database's size (SQLite's
     ``max_page_count``): past it a commit fails exactly as on a full disk.
+    ``witness_dir``: where the sealed head is also written, fsynced, after
+    every commit (another volume; gateway/chain.py).
     """
 
-    def __init__(self, path: str, max_bytes: int = 0) -> None:
+    def __init__(self, path: str, key: SealKey, max_bytes: int = 0, witness_dir: str = "") -> None:
         if path == ":memory:" or path.startswith("file::memory:"):
             raise ValueError("SqliteStore needs a file: an in-memory database is not durable")
         self._path = path
@@ -272,41 +309,70 @@ class SqliteStore:
         self._readers: list[sqlite3.Connection] = []
         self._local = threading.local()
         self._write_lock = threading.Lock()
-        self._wconn = self._open_writer(path)
-        if max_bytes:
-            page = self._pragma(self._wconn, "page_size")
-            self._pragma(self._wconn, f"max_page_count={max(1, max_bytes // page)}")
-        self._legacy_last = self.legacy_last_seq()
-        self._head = self._read_head()
-        self.head_file = HeadFile(path)
+        self._lock_fd = self._lock(path)
+        try:
+            if not os.path.exists(path) and os.path.exists(chain.head_path(path)):
+                raise LedgerCorrupt(path, 0, f"is missing: the ledger file is gone but its head file "
+                                             f"{chain.head_path(path)} remains (acknowledged records were lost)")
+            self._wconn, self._head_row = self._open_writer(path, key)
+            self.key = key.for_ledger(self._head_row.ledger_id)
+            if max_bytes:
+                page = self._pragma(self._wconn, "page_size")
+                self._pragma(self._wconn, f"max_page_count={max(1, max_bytes // page)}")
+            self._prove_head()
+            self.head_file = HeadFile(chain.head_path(path), self.key)
+            self.witness = HeadFile(chain.witness_path(witness_dir, self.key.ledger_id), self.key, durable=True) \
+                if witness_dir else None
+            self._check_copies()
+            self._files = self._identity()
+        except BaseException:
+            self.close()
+            raise
 
     @property
     def path(self) -> str:
         return self._path
 
-    def head(self) -> Head:
-        """The last committed record's seq and chain value (0 and GENESIS for an empty ledger)."""
-        return self._head
+    def legacy_last_seq(self) -> int:
+        return self._head_row.legacy_last_seq
 
-    def _read_head(self) -> Head:
-        row = self._wconn.execute("SELECT seq, chain FROM records ORDER BY seq DESC LIMIT 1").fetchone()
-        return Head(row[0], row[1]) if row is not None else Head(0, GENESIS)
+    def head(self) -> Head:
+        """The last committed record's seq and chain value (0 and the genesis value for an empty ledger)."""
+        return Head(self._head_row.seq, self._head_row.chain)
 
     def chain_at(self, seq: int) -> bytes | None:
-        """The chain value of record seq (GENESIS for 0), None if there is no such record."""
+        """The chain value of record seq (the genesis value for 0), None if there is no such record."""
         if seq == 0:
-            return GENESIS
+            return self.key.genesis
         row = self._reader().execute("SELECT chain FROM records WHERE seq = ?", (seq,)).fetchone()
         return None if row is None else row[0]
 
-    # -- connections -------------------------------------------------------
+    # -- opening -------------------------------------------------------------
+
+    @staticmethod
+    def _lock(path: str) -> int | None:
+        """An exclusive lock on ``<ledger>.lock``, holding our PID; None where the directory is not there."""
+        try:
+            fd = os.open(lock_path(path), os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError:
+            return None   # no directory: opening the database says why, in its own words
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            raise LedgerUnavailable(f"the ledger {os.path.abspath(path)} is in use by process {holder} (another "
+                                    "yidi serve on the same ledger); refusing to start a second writer") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        return fd
 
     @staticmethod
     def _pragma(conn: sqlite3.Connection, statement: str) -> object:
         row = conn.execute(f"PRAGMA {statement}").fetchone()
         return None if row is None else row[0]
 
-    def _open_writer(self, path: str) -> sqlite3.Connection:
+    def _open_writer(self, path: str, key: SealKey) -> tuple[sqlite3.Connection, HeadRow]:
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         try:
             mode = self._pragma(conn, "journal_mode=WAL")
@@ -318,71 +384,112 @@ class SqliteStore:
                 raise RuntimeError(f"SQLite refused synchronous=FULL for {path!r}")
             conn.execute("PRAGMA foreign_keys=OFF")
             version = self._pragma(conn, "user_version")
-            if version not in (0, 1, 2, 3, SCHEMA_VERSION):
+            if version not in (0, 1, 2, 3, 4, SCHEMA_VERSION):
                 raise RuntimeError(f"ledger {path!r} has schema version {version}, expected {SCHEMA_VERSION}")
-            conn.create_function("yidi_request_hash", 2, archive_sql.request_hash, deterministic=True)
-            add_columns = ("ALTER TABLE records ADD COLUMN checksum BLOB NOT NULL DEFAULT x'';"
-                           " ALTER TABLE records ADD COLUMN chain BLOB NOT NULL DEFAULT x''; ") if version in (1, 2, 3) else ""
-            # One script (executescript would commit an open transaction).
-            conn.executescript("BEGIN IMMEDIATE; " + add_columns + _SCHEMA)
-            if version == 1:
-                self._migrate_v1(conn)
-            elif version == 2:
-                self._migrate_v2(conn)
-            if version in (1, 2, 3):
-                self._migrate_chain(conn)
-            conn.execute("INSERT OR IGNORE INTO meta (name, value) VALUES ('archive', 'complete')")
-            conn.execute("INSERT OR IGNORE INTO meta (name, value) VALUES ('legacy_last_seq', '0')")
+            if version == SCHEMA_VERSION:
+                return conn, self._read_head_row(conn, path)
+            conn.execute("BEGIN IMMEDIATE")
+            if version == 0:
+                head = self._create(conn, key)
+            else:
+                head = self._migrated(conn, version, path, key)
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             conn.execute("COMMIT")
         except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             conn.close()
             raise
-        return conn
+        return conn, head
+
+    def _create(self, conn: sqlite3.Connection, key: SealKey) -> HeadRow:
+        for statement in migrate.statements(_RECORDS + archive_sql.SCHEMA):
+            conn.execute(statement)
+        ledger_id = uuid.uuid4().hex
+        head = HeadRow(ledger_id, 0, key.for_ledger(ledger_id).genesis, dict.fromkeys(archive_sql.TABLES, 0))
+        self._write_head_row(conn, head, key.for_ledger(ledger_id))
+        return head
+
+    def _migrated(self, conn: sqlite3.Connection, version: int, path: str, key: SealKey) -> HeadRow:
+        facts = migrate.migrate(conn, version, path, key, _RECORDS)
+        lkey = key.for_ledger(facts["ledger_id"])
+        counts = {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in archive_sql.TABLES}
+        head = HeadRow(facts["ledger_id"], facts["seq"], facts["chain"], counts, facts["legacy_last_seq"],
+                       facts["archive"])
+        self._write_head_row(conn, head, lkey)
+        HeadFile(chain.head_path(path), lkey).write(Head(head.seq, head.chain))
+        return head
 
     @staticmethod
-    def _migrate_v1(conn: sqlite3.Connection) -> None:
-        """Schema 1 (the first release) → 2, inside the opening transaction.
+    def _write_head_row(conn: sqlite3.Connection, head: HeadRow, key: LedgerKey) -> None:
+        body = _HEAD_ENCODE(head)
+        conn.execute("INSERT OR REPLACE INTO head (id, body, tag) VALUES (1, ?, ?)", (body, key.mac(b"head" + body)))
 
-        The unique text index on (caller, request_id) becomes the hash table
-        ``requests``; the archive is marked missing until the gateway, which
-        replays such a ledger in full, writes it (``write_archive``); every id
-        the first release issued is numbered at most ``legacy_last_seq``.
-        """
-        conn.execute("DROP INDEX IF EXISTS records_request")
-        conn.execute("DROP INDEX IF EXISTS records_key")
-        conn.execute("INSERT INTO requests (h, seq) SELECT yidi_request_hash(caller, request_id), seq"
-                     " FROM records WHERE request_id != ''")
+    @staticmethod
+    def _read_head_row(conn: sqlite3.Connection, path: str) -> HeadRow:
+        row = conn.execute("SELECT body, tag FROM head WHERE id = 1").fetchone()
+        if row is None:
+            raise LedgerCorrupt(path, 0, "has no head row (it was deleted): the ledger cannot prove itself")
+        try:
+            return _HEAD_DECODE(row[0])
+        except msgspec.DecodeError:
+            raise LedgerCorrupt(path, 0, "has a head row that cannot be read (it was changed)") from None
+
+    def _prove_head(self) -> None:
+        """The head row is sealed by us and agrees with the tables (LedgerCorrupt naming what differs)."""
+        conn, head, path = self._wconn, self._head_row, self._path
+        body, tag = conn.execute("SELECT body, tag FROM head WHERE id = 1").fetchone()
+        if self.key.mac(b"head" + body) != tag:
+            raise LedgerCorrupt(path, head.seq, "the head row does not match its seal (it was changed, the ledger "
+                                                "was resealed without the seal key, or this is not the seal key "
+                                                f"{self.key.key_id[:8]}… it was sealed with)")
         last = conn.execute("SELECT coalesce(max(seq), 0) FROM records").fetchone()[0]
-        conn.execute("INSERT INTO meta (name, value) VALUES ('archive', 'missing')")
-        conn.execute("INSERT INTO meta (name, value) VALUES ('legacy_last_seq', ?)", (str(last),))
+        if last != head.seq:
+            raise LedgerCorrupt(path, max(last, head.seq), f"the ledger ends at record {last} but its sealed head "
+                                                           f"says {head.seq}")
+        if self.chain_at(head.seq) != head.chain:
+            raise LedgerCorrupt(path, head.seq, "differs from the chain value its sealed head recorded for it "
+                                                "(the ledger was rewritten)")
+        for table in archive_sql.TABLES:
+            count = conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+            if count != head.counts.get(table, 0):
+                raise LedgerCorrupt(path, head.seq, f"table {table} has {count} rows but the sealed head counts "
+                                                    f"{head.counts.get(table, 0)} (rows were deleted or added "
+                                                    "behind the gateway's back)")
 
-    @staticmethod
-    def _migrate_chain(conn: sqlite3.Connection) -> None:
-        """Schema 1–3 → 4: each record's checksum and chain value, in seq order, inside the opening transaction."""
-        previous, after = GENESIS, 0
-        while True:
-            rows = conn.execute(f"SELECT {_COLUMNS} FROM records WHERE seq > ? ORDER BY seq LIMIT ?",
-                                (after, SCAN_PAGE_RECORDS)).fetchall()
-            updates = []
-            for row in rows:
-                r = Record(*row)
-                sum_ = chain.checksum(r.seq, r.kind, r.caller, r.request_id, r.digest, r.key, r.body, r.response)
-                previous = chain.link(previous, sum_)
-                updates.append((sum_, previous, r.seq))
-            conn.executemany("UPDATE records SET checksum = ?, chain = ? WHERE seq = ?", updates)
-            if len(rows) < SCAN_PAGE_RECORDS:
-                return
-            after = rows[-1][7]
+    def _check_copies(self) -> None:
+        """The head file and the witness: never ahead of the ledger, never another chain at their seq."""
+        last = self._head_row.seq
+        chain.check_head(self._path, self.head_file.read(), last, self.chain_at, self.head_file.path)
+        if self.witness is None:
+            return
+        recorded = self.witness.read()
+        if recorded is None and self._head_row.witnessed:
+            raise LedgerCorrupt(self._path, last, f"has no witness at {self.witness.path}, though its sealed head "
+                                                  "says one has been kept: the witness volume is missing, or the "
+                                                  "ledger was restored from a copy")
+        chain.check_head(self._path, recorded, last, self.chain_at, f"the witness {self.witness.path}")
+        if recorded is None or recorded.seq != last:
+            self.witness.write(self.head())   # adopted (or caught up after a crash between commit and witness)
 
-    @staticmethod
-    def _migrate_v2(conn: sqlite3.Connection) -> None:
-        """Schema 2 → 3, inside the opening transaction: cancellations record their clearing month (0 for
-        those already made, whose answers did not carry one) and the reconciliation projection is filled
-        from the settlements already in the ledger."""
-        conn.execute("ALTER TABLE cancellations ADD COLUMN clearing_month INTEGER NOT NULL DEFAULT 0")
-        row = conn.execute("SELECT value FROM meta WHERE name = 'legacy_last_seq'").fetchone()
-        archive_sql.backfill_projection(conn, int(row[0]) if row else 0)
+    def _identity(self) -> tuple:
+        """The device and inode of the database file and of its WAL (None where it does not exist yet)."""
+        out = []
+        for name in (self._path, self._path + "-wal"):
+            try:
+                st = os.stat(name)
+                out.append((st.st_dev, st.st_ino))
+            except FileNotFoundError:
+                out.append(None)
+        return tuple(out)
+
+    def _check_identity(self) -> None:
+        now = self._identity()
+        for was, is_, name in zip(self._files, now, ("", "-wal"), strict=True):
+            if was is not None and was != is_:
+                raise LedgerMoved(f"the ledger file {self._path}{name} was removed or replaced while the gateway was "
+                                  "writing it: its last commit went to a file no one will read; refusing every write")
+        self._files = tuple(w if w is not None else n for w, n in zip(self._files, now, strict=True))
 
     def _reader(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
@@ -396,6 +503,13 @@ class SqliteStore:
             self._readers.append(conn)
         self._local.conn = conn
         return conn
+
+    def _archive(self) -> archive_sql.Reader:
+        reader = getattr(self._local, "archive", None)
+        if reader is None:
+            reader = self._local.archive = archive_sql.Reader(self._reader(), self.key, self._path,
+                                                              self._head_row.legacy_last_seq, self.read)
+        return reader
 
     # -- Store -------------------------------------------------------------
 
@@ -411,16 +525,28 @@ class SqliteStore:
                         raise RuntimeError(f"records {seqs[0]}..{seqs[-1]} do not continue the ledger at {last}")
                 rows, head = self._chained(records, last)
                 conn.executemany(_INSERT, rows)
+                derived = archive_sql.Rows(conn, self.key)
                 keyed = [(archive_sql.request_hash(r.caller, request_id), last + i)
                          for i, r in enumerate(records, 1) for request_id in _keys_of(r)]
                 self._refuse_known_keys(conn, records, keyed)
-                conn.executemany(_INSERT_REQUEST, keyed)
-                for r in records:
+                derived.insert_many("requests", keyed)
+                for i, r in enumerate(records, 1):
                     if r.changes:
-                        archive_sql.write(conn, r.changes)
-            self._head = head
+                        archive_sql.write(derived, r.changes, last + i)
+                head_row = self._advanced(head, {"records": len(records), **derived.added})
+                self._write_head_row(conn, head_row, self.key)
+            self._head_row = head_row
+            self._check_identity()
             self._write_head(head)
         return list(range(last + 1, last + 1 + len(records)))
+
+    def _advanced(self, head: Head, added: dict[str, int]) -> HeadRow:
+        counts = dict(self._head_row.counts)
+        for table, n in added.items():
+            counts[table] = counts.get(table, 0) + n
+        witnessed = self._head_row.witnessed or self.witness is not None
+        return msgspec.structs.replace(self._head_row, seq=head.seq, chain=head.chain, counts=counts,
+                                       witnessed=witnessed)
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -438,10 +564,11 @@ class SqliteStore:
 
     def _chained(self, records: Sequence[Record], last: int) -> tuple[list[tuple], Head]:
         """The rows to insert, each with its checksum and chain value, and the new head (writer thread)."""
-        if last != self._head.seq:
-            raise RuntimeError(f"ledger ends at {last} but its head is at {self._head.seq}: written by another process?")
-        previous, rows, seq = self._head.chain, [], last
-        checksum, link = chain.checksum, chain.link
+        if last != self._head_row.seq:
+            raise RuntimeError(f"ledger ends at {last} but its head is at {self._head_row.seq}: written by another "
+                               "process?")
+        previous, rows, seq = self._head_row.chain, [], last
+        checksum, link = chain.checksum, self.key.link
         for r in records:
             seq += 1
             sum_ = checksum(seq, r.kind, r.caller, r.request_id, r.digest, r.key, r.body, r.response)
@@ -450,6 +577,9 @@ class SqliteStore:
         return rows, Head(seq, previous)
 
     def _write_head(self, head: Head) -> None:
+        """The copies of the head: the witness first (fsynced; a failure is a failed commit), then the head file."""
+        if self.witness is not None:
+            self.witness.write(head)
         try:
             self.head_file.write(head)
         except OSError as err:  # the commit is durable; only the extra copy of its head is late
@@ -503,85 +633,90 @@ class SqliteStore:
                 return
             after_seq = rows[-1][7]
 
-    def known_request_hashes(self, hashes: Sequence[int]) -> set[int]:
-        """Which of these key hashes (archive_sql.request_hash) the ledger holds: one indexed query per 500."""
-        conn, found = self._reader(), set()
+    def _request_rows(self, hashes: Sequence[int]) -> list[tuple[int, int]]:
+        """(h, seq) of the idempotency index's rows with these hashes, each proved by its tag."""
+        conn, out = self._reader(), []
         for i in range(0, len(hashes), 500):
             chunk = hashes[i:i + 500]
-            found.update(h for (h,) in conn.execute(
-                f"SELECT h FROM requests WHERE h IN ({','.join('?' * len(chunk))})", chunk))
-        return found
+            for row in conn.execute(f"SELECT h, seq, tag FROM requests WHERE h IN ({','.join('?' * len(chunk))})",
+                                    chunk):
+                out.append(archive_sql.checked(self.key, self._path, "requests", row))
+        return out
+
+    def known_request_hashes(self, hashes: Sequence[int]) -> set[int]:
+        """Which of these key hashes (archive_sql.request_hash) the ledger holds: one indexed query per 500."""
+        return {h for h, _ in self._request_rows(hashes)}
 
     def find_request(self, caller: str, request_id: str) -> Record | None:
         if not request_id:
             return None
-        conn = self._reader()
-        for (seq,) in conn.execute("SELECT seq FROM requests WHERE h = ?",
-                                   (archive_sql.request_hash(caller, request_id),)).fetchall():
-            row = conn.execute(f"SELECT {_COLUMNS} FROM records WHERE seq = ?", (seq,)).fetchone()
+        for _, seq in self._request_rows([archive_sql.request_hash(caller, request_id)]):
+            record = self.read(seq)
+            if record is None:
+                raise LedgerCorrupt(self._path, seq, "is missing, though the idempotency index holds a key of it")
             # A 63-bit hash may (very rarely) collide; a reversal (冲正) also holds its original's key.
-            if row[1] == caller and (row[2] == request_id or (row[0] == REVERSED_KIND and row[4] == request_id)):
-                return self._checked(Record(*row))
+            if record.caller == caller and (record.request_id == request_id or
+                                            (record.kind == REVERSED_KIND and record.key == request_id)):
+                return record
         return None
 
-    def _checked(self, record: Record) -> Record:
-        """A record read back alone: its content must still match its checksum (LedgerCorrupt if not)."""
-        if record.checksum != chain.checksum(record.seq, record.kind, record.caller, record.request_id,
-                                             record.digest, record.key, record.body, record.response):
-            raise LedgerCorrupt(self._path, record.seq, "its content does not match its checksum (it was changed "
-                                                        "after it was written)")
+    def _proved(self, record: Record) -> Record:
+        """A record read back alone: its content against its checksum, its checksum against its chain value."""
+        previous = self.chain_at(record.seq - 1)
+        if previous is None:
+            raise LedgerCorrupt(self._path, record.seq - 1, "is missing (the record after it is there)")
+        chain.check_record(self._path, record, previous, self.key)
         return record
 
     def last_reference_load(self) -> Record | None:
         row = self._reader().execute(
             f"SELECT {_COLUMNS} FROM records WHERE kind = 'reference_loaded' ORDER BY seq DESC LIMIT 1").fetchone()
-        return None if row is None else self._checked(Record(*row))
+        return None if row is None else self._proved(Record(*row))
 
     def archive_complete(self) -> bool:
-        row = self._reader().execute("SELECT value FROM meta WHERE name = 'archive'").fetchone()
-        return row is not None and row[0] == "complete"
+        return self._head_row.archive == "complete"
 
     def write_archive(self, visits, settlements) -> None:
-        """Fill the archive of a migrated first-release ledger in one transaction, and mark it complete."""
+        """Fill the archive of a migrated schema-1 ledger in one transaction, and mark it complete."""
         with self._write_lock, self._transaction() as conn:
-            archive_sql.write_legacy(conn, visits, settlements)
-            conn.execute("UPDATE meta SET value = 'complete' WHERE name = 'archive'")
-
-    def legacy_last_seq(self) -> int:
-        row = self._reader().execute("SELECT value FROM meta WHERE name = 'legacy_last_seq'").fetchone()
-        return int(row[0]) if row is not None else 0
+            rows = archive_sql.Rows(conn, self.key)
+            archive_sql.write_legacy(rows, visits, settlements)
+            head_row = msgspec.structs.replace(self._advanced(self.head(), rows.added), archive="complete")
+            self._write_head_row(conn, head_row, self.key)
+        self._head_row = head_row
 
     def visit(self, mdtrt_id: str):
-        return archive_sql.read_visit(self._reader(), mdtrt_id, self._legacy_last, self.read)
+        return self._archive().visit(mdtrt_id)
 
     def settlement(self, setl_id: str):
-        return archive_sql.read_settlement(self._reader(), setl_id, self._legacy_last, self.read)
+        return self._archive().settlement(setl_id)
 
     def problem(self, problem_id: str):
-        return archive_sql.read_problem(self._reader(), problem_id)
+        return self._archive().problem(problem_id)
 
     def list_problems(self, province: str, state: str, after_seq: int, limit: int):
-        return archive_sql.list_problems(self._reader(), province, state, after_seq, limit)
+        return self._archive().list_problems(province, state, after_seq, limit)
 
     def problem_notes(self, problem_id: str):
-        return archive_sql.problem_notes(self._reader(), problem_id)
+        return self._archive().problem_notes(problem_id)
 
     def recon_totals(self, fixmedins_code: str, date_from: int, date_to: int, insutype: str = ""):
-        return archive_sql.recon_totals(self._reader(), fixmedins_code, date_from, date_to, insutype)
+        return self._archive().recon_totals(fixmedins_code, date_from, date_to, insutype)
 
-    def flagged(self, fixmedins_code: str, date_from: int, date_to: int, mask: int, limit: int):
-        return archive_sql.flagged(self._reader(), fixmedins_code, date_from, date_to, mask, limit)
-
-    def open_reader(self) -> sqlite3.Connection:
-        """A read-only connection of its own (a long read, e.g. a detail reconciliation); the caller closes it."""
+    def recon_cursor(self, fixmedins_code: str, date_from: int, date_to: int, insutype: str = ""):
+        """A cursor of its own (a long read, e.g. a detail reconciliation) over the range's settlements."""
         conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA query_only=1")
-        return conn
+        reader = archive_sql.Reader(conn, self.key, self._path, self._head_row.legacy_last_seq, self.read)
+        return reader.recon_cursor(fixmedins_code, date_from, date_to, insutype)
+
+    def flagged(self, fixmedins_code: str, date_from: int, date_to: int, mask: int, limit: int):
+        return self._archive().flagged(fixmedins_code, date_from, date_to, mask, limit)
 
     def read(self, seq: int) -> Record | None:
-        """The record with that seq, checked against its checksum."""
+        """The record with that seq, proved before it is returned."""
         row = self._reader().execute(f"SELECT {_COLUMNS} FROM records WHERE seq = ?", (seq,)).fetchone()
-        return None if row is None else self._checked(Record(*row))
+        return None if row is None else self._proved(Record(*row))
 
     def last_seq(self) -> int:
         return self._reader().execute("SELECT coalesce(max(seq), 0) FROM records").fetchone()[0]
@@ -599,12 +734,18 @@ class SqliteStore:
             readers, self._readers = self._readers, []
         for conn in readers:
             conn.close()
-        with self._write_lock:
-            self._wconn.close()
-        self.head_file.close()
+        if getattr(self, "_wconn", None) is not None:
+            with self._write_lock:
+                self._wconn.close()
+        for copy in (getattr(self, "head_file", None), getattr(self, "witness", None)):
+            if copy is not None:
+                copy.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)   # releases the lock
+            self._lock_fd = None
 
 
-def open_store(url_or_path: str, max_bytes: int = 0) -> Store:
+def open_store(url_or_path: str, key: SealKey, max_bytes: int = 0, witness_dir: str = "") -> Store:
     """Open the ledger store named by a path, ``sqlite:///path`` or a URL.
 
     ``postgresql://`` is reserved for the PostgreSQL backend, which is not
@@ -619,8 +760,11 @@ def open_store(url_or_path: str, max_bytes: int = 0) -> Store:
         url_or_path = url_or_path[len("sqlite:///") :]
     elif "://" in url_or_path:
         raise ValueError(f"unsupported ledger URL {url_or_path!r}; give a SQLite file path")
+    if witness_dir and not os.path.isdir(witness_dir):
+        raise LedgerUnavailable(f"the witness directory {witness_dir} does not exist (mount its volume, or create "
+                                "it for a new deployment)")
     try:
-        return SqliteStore(url_or_path, max_bytes=max_bytes)
+        return SqliteStore(url_or_path, key, max_bytes=max_bytes, witness_dir=witness_dir)
     except (sqlite3.Error, OSError) as err:
         raise LedgerUnavailable(f"cannot open the ledger {os.path.abspath(url_or_path)}: {_why(err)}") from None
 

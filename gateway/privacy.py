@@ -5,7 +5,7 @@
   or X, not inside a longer run of letters or digits) in free text;
 * ``mask_name("赵丽华")`` → ``"赵**"``, ``mask_card("A00009001")`` → ``"A0*****01"``;
 * ``MaskingFilter`` applies ``mask_text`` to every log record of the
-  gateway's handlers, as a last line of defence: code logs reason codes and
+  gateway's handlers (its message and its fields), as a last line of defence: code logs reason codes and
   ids, never request contents, and core messages never contain a certno or
   a name.
 """
@@ -48,6 +48,9 @@ class MaskingFilter(logging.Filter):
         masked = mask_text(message)
         if masked is not message and masked != message:
             record.msg, record.args = masked, None
+        fields = getattr(record, "fields", None)   # gateway/logs.py: a line's fields (request_id, ...)
+        if fields:
+            record.fields = {k: mask_text(v) if isinstance(v, str) else v for k, v in fields.items()}
         if record.exc_info and not record.exc_text:
             record.exc_text = mask_text(logging.Formatter().formatException(record.exc_info))
         elif record.exc_text:

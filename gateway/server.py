@@ -5,7 +5,8 @@ see the gateway is alive but not ready), rebuild the state from reference
 data and the ledger (verifying its hash chain), make sure the ledger can be
 written (a test write: on a full disk the gateway stays NOT_SERVING and
 answers STORAGE_UNAVAILABLE, probing until a write succeeds), then report
-SERVING.  SIGTERM: report NOT_SERVING, let in-flight RPCs finish (grace),
+SERVING.  SIGHUP: reload the TLS certificates (gateway/tls.py).  SIGTERM: report
+NOT_SERVING, let in-flight RPCs finish (grace),
 drain the ledger, exit.
 
 The listener is TLS with required client certificates (SPEC §9); a plaintext
@@ -14,31 +15,31 @@ one only with ``Config.insecure`` and only on a loopback address.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import os
 import secrets
 import signal
-import sys
 from typing import Callable
 
 import grpc
 from google.protobuf.internal import api_implementation
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
+from grpc_health.v1 import health_pb2
 
 from core.errors import LoadError, YidiError
 
-from . import auth, certs
+from . import auth, certs, reflection
 from .admission import Admission, Intake
 from .app import Gateway
 from .audit import AuditLog
 from .config import Config
 from .gcwatch import WATCH
+from .health import Health, is_loopback
 from .ledger import LedgerCorrupt, LedgerUnavailable, open_store
+from .logs import CoreLogRelay, configure as configure_log
 from .metrics import QUEUE_WAIT_SECONDS, serve_metrics
-from .privacy import MaskingFilter
+from .seal import SealKey, SealKeyError, check_outside
 from .snapshot import LedgerBehindSnapshot
+from .tls import CertificateError, ServerCertificates
 from .services.admin import AdminService
 from .services.base import INTERNAL_ERRORS, Router, service_handlers
 from .services.diagnostics import DiagnosticsService
@@ -46,6 +47,7 @@ from .services.filing import FilingService
 from .services.funds import FundsService
 from .services.problems import ProblemService
 from .services.settlement import SettlementService
+from .watchdog import LoopWatchdog
 from ._pb.yidi.v1 import admin_pb2, diagnostics_pb2, filing_pb2, funds_pb2, problems_pb2, settlement_pb2
 
 log = logging.getLogger("yidi.server")
@@ -65,9 +67,13 @@ EXIT_FATAL = 70
 FATAL_ANSWER_GRACE_S = 0.5
 
 
+_RELAY = CoreLogRelay()   # gRPC core's own lines, re-logged as grpc.core (gateway/logs.py); started by run()
+
+
 def fatal_exit(exc: BaseException) -> None:
     """A failed ledger commit or a broken invariant: never guess, restart and rebuild."""
     log.critical("fatal: %s; exiting so the gateway restarts and rebuilds from the ledger", _one_line(exc))
+    _RELAY.close()
     logging.shutdown()
     os._exit(EXIT_FATAL)
 
@@ -102,17 +108,13 @@ def check_listen(config: Config) -> None:
         raise SystemExit(f"--insecure-caller {config.insecure_caller[:20]!r} is neither a province code nor national")
     if not config.insecure:
         return
-    host = config.listen.rsplit(":", 1)[0].strip("[]")
-    try:
-        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = False
-    if not loopback:
+    if not is_loopback(config.listen):
         raise SystemExit(f"refusing a plaintext listener on {config.listen}: --insecure is for loopback "
                          "addresses only (127.0.0.1, ::1, localhost); use TLS (--cert/--key/--ca)")
 
 
-def add_port(server: grpc.aio.Server, config: Config) -> int:
+def add_port(server: grpc.aio.Server, config: Config) -> tuple[int, ServerCertificates | None]:
+    """Listen on config.listen: mTLS with certificates reloaded on SIGHUP, or plaintext on loopback (--insecure)."""
     check_listen(config)
     if config.insecure:
         if config.insecure_caller:
@@ -121,13 +123,23 @@ def add_port(server: grpc.aio.Server, config: Config) -> int:
                         "%s — for benchmarks only", config.listen, config.insecure_caller)
         else:
             log.warning("plaintext listener on %s (--insecure): every Yidi RPC is UNAUTHENTICATED there", config.listen)
-        return server.add_insecure_port(config.listen)
+        return _bind(server.add_insecure_port, config.listen), None
     paths = certs.Paths(certs.DEFAULT_DIR)
-    cert, key, ca = (config.tls_cert or paths.server_cert, config.tls_key or paths.server_key,
-                     config.tls_ca or paths.ca)
-    credentials = grpc.ssl_server_credentials([(certs.read(key), certs.read(cert))], root_certificates=certs.read(ca),
-                                              require_client_auth=True)
-    return server.add_secure_port(config.listen, credentials)
+    tls = ServerCertificates(config.tls_cert or paths.server_cert, config.tls_key or paths.server_key,
+                             config.tls_ca or paths.ca)
+    return _bind(server.add_secure_port, config.listen, tls.credentials), tls
+
+
+def _bind(add_port, listen: str, *credentials) -> int:
+    """The port bound; one sentence instead of gRPC's RuntimeError when the address is taken or not ours."""
+    try:
+        port = add_port(listen, *credentials)
+    except RuntimeError:
+        port = 0
+    if port == 0:
+        raise SystemExit(f"cannot listen on {listen}: the address is in use (another gateway?) or not an address "
+                         "of this machine; choose another with --listen or YIDI_SERVE_LISTEN")
+    return port
 
 
 def server_options(config: Config) -> list[tuple[str, int]]:
@@ -145,7 +157,7 @@ def server_options(config: Config) -> list[tuple[str, int]]:
         ("grpc.keepalive_timeout_ms", config.keepalive_timeout_ms),
         ("grpc.max_connection_idle_ms", config.max_connection_idle_ms),
         # gRPC core cancels calls that wait for the Python server to take them once more than 1,000 are
-        # pending (a bare CANCELLED, no reason: grpc/grpc#34782). The intake (gateway/admission.py)
+        # pending (a bare CANCELLED, no reason: grpc/grpc#34782). Admission control (gateway/admission.py)
         # answers the excess with OVERLOADED instead, so the core's queue must not be the first limit.
         ("grpc.server.max_pending_requests", 100_000),
         ("grpc.server.max_pending_requests_hard_limit", 200_000),
@@ -165,45 +177,50 @@ def make_server(config: Config, admission: Admission) -> tuple[grpc.aio.Server, 
     return server, Router(intake, config.overload_retry_after_ms), intake, probes
 
 
+def read_seal_key(config: Config) -> SealKey:
+    if not config.seal_key:
+        raise SealKeyError("no seal key: give --seal-key FILE (`yidi keys --out FILE` makes one)")
+    check_outside(config.seal_key, config.ledger_path())
+    return SealKey.read(config.seal_key)
+
+
 def check_protobuf_backend() -> None:
     if api_implementation.Type() != "upb":
         log.warning("protobuf runs on the %r backend, not upb: expect ~20x slower messages",
                     api_implementation.Type())
 
 
-async def serve(config: Config, *, ready: Callable[[int, int], None] | None = None,
+async def serve(config: Config, *, ready: Callable[[int, int, int], None] | None = None,
                 progress: Callable[[str, int], None] | None = None,
                 stop: asyncio.Event | None = None, listening: Callable[[int], None] | None = None) -> None:
     """Run the gateway until SIGTERM/SIGINT (or ``stop`` is set)."""
     check_protobuf_backend()
     check_listen(config)
     WATCH.install()
-    store = open_store(config.ledger_path(), max_bytes=config.ledger_max_bytes)
-    health_servicer = health.aio.HealthServicer()
-    names: list[str] = []
+    store = open_store(config.ledger_path(), read_seal_key(config), max_bytes=config.ledger_max_bytes,
+                       witness_dir=config.witness)
+    names = [descriptor.full_name for descriptor, _ in SERVICES]
+    health = Health(names)
     loop = asyncio.get_running_loop()
 
     def health_down() -> None:
-        for name in ["", *names]:
-            loop.create_task(health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING))
+        loop.create_task(health.set_serving(False))
 
     gw = Gateway(config, store, on_fatal=fatal_soon(loop, health_down), audit=AuditLog(config.audit_path()))
+    gw.on_damaged = health_down
     gw.admission = Admission(config.max_concurrent_rpcs, config.max_inflight_per_caller, config.rate_per_caller_per_s,
                              config.rate_burst_per_caller, config.overload_retry_after_ms)
     server, router, intake, probes = make_server(config, gw.admission)
     for descriptor, service_cls in SERVICES:
         router.add(service_handlers(descriptor, service_cls(gw).methods(), gw, config.max_message_bytes))
-        names.append(descriptor.full_name)
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, router)
-    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(reflection.aio.ReflectionServicer(
-        names + [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME]), router)
+    health.add_to(router)
+    reflection.enable(router, names + [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name])
     server.add_generic_rpc_handlers((router,))
-    for name in ["", *names]:
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    await health.set_serving(False)
+    gw.health = health
 
-    port = add_port(server, config)
-    if port == 0:
-        raise SystemExit(f"cannot listen on {config.listen}")
+    port, tls = add_port(server, config)
+    health_port = health.listen_plain(config.health_listen) if config.health_listen else 0
     await server.start()
     if probes:
         intake.start(probes)
@@ -211,10 +228,16 @@ async def serve(config: Config, *, ready: Callable[[int, int], None] | None = No
     if listening is not None:
         listening(port)
     metrics_port = serve_metrics(config.metrics_listen, gw, lambda: INTERNAL_ERRORS) if config.metrics_listen else 0
+    watchdog = LoopWatchdog(loop, config.loop_stall_s, config.loop_stall_exit_s, on_stall=health.set_loop_stalled,
+                            on_recover=gw.report_stall, on_stuck=_stuck_exit(gw))
+    gw.watchdog = watchdog
+    watchdog.start()
 
     stop = stop or asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if tls is not None:
+        loop.add_signal_handler(signal.SIGHUP, tls.reload)
 
     rebuild = asyncio.create_task(_start(gw, progress))
     stopping = asyncio.create_task(stop.wait())
@@ -222,25 +245,39 @@ async def serve(config: Config, *, ready: Callable[[int, int], None] | None = No
     if rebuild.done():
         if rebuild.exception() is not None:  # a load failure ends start-up with its reason
             stopping.cancel()
+            watchdog.stop()
+            health.stop()
             await server.stop(0)
             store.close()
             rebuild.result()
         WATCH.freeze()
-        for name in ["", *names]:
-            await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-        log.info("SERVING on port %d: %s, ledger seq %d", port, gw.state.engine.index.counts(),
-                 gw.ledger.next_seq - 1)
+        await health.set_serving(True)
+        counts = ", ".join(f"{table} {n:,}" for table, n in gw.state.engine.index.counts().items())
+        log.info("SERVING on port %d: %s; ledger seq %d", port, counts, gw.ledger.next_seq - 1)
         if ready is not None:
-            ready(port, metrics_port)
+            ready(port, metrics_port, health_port)
+        gw.verify_after_start()
         await stopping
     log.info("stopping: NOT_SERVING, %.0f s grace for in-flight calls", config.shutdown_grace_s)
-    await health_servicer.enter_graceful_shutdown()
+    await health.enter_graceful_shutdown()
     await intake.close()
     await server.stop(config.shutdown_grace_s)
     if not rebuild.done():
         rebuild.cancel()
+    watchdog.stop()
+    health.stop()
     await gw.close()
     log.info("stopped")
+
+
+def _stuck_exit(gw: Gateway) -> Callable[[float, str], None]:
+    """The watchdog's last resort (its thread): the loop has not answered for loop_stall_exit_s."""
+
+    def on_stuck(seconds: float, where: str) -> None:
+        gw.leave_fatal_note(f"结算网关事件循环停顿超过 {seconds:.0f} 秒，网关自行退出以便重启（停顿位置：{where[:300]}）")
+        fatal_exit(RuntimeError(f"event loop stalled for {seconds:.0f} s in {where}"))
+
+    return on_stuck
 
 
 async def _start(gw: Gateway, progress) -> None:
@@ -252,11 +289,8 @@ async def _start(gw: Gateway, progress) -> None:
 def run(config: Config, **kwargs) -> None:
     import uvloop
 
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(MaskingFilter())
     try:
+        configure_log(config.log_format, config.log_level, _RELAY.start())
         uvloop.run(serve(config, **kwargs))
     except YidiError as err:
         raise SystemExit(err.clerk_message()) from None
@@ -264,5 +298,9 @@ def run(config: Config, **kwargs) -> None:
         raise SystemExit(f"reference data rejected: {err}") from None
     except OSError as err:
         raise SystemExit(f"reference data cannot be read: {err.filename}: {err.strerror}") from None
-    except (LedgerBehindSnapshot, LedgerCorrupt, LedgerUnavailable) as err:
+    except (LedgerBehindSnapshot, LedgerCorrupt, LedgerUnavailable, SealKeyError) as err:
         raise SystemExit(f"refusing to start: {err}") from None
+    except CertificateError as err:
+        raise SystemExit(f"TLS certificates: {err}") from None
+    finally:
+        _RELAY.close()

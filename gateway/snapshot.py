@@ -7,34 +7,42 @@ applied.  Start-up = load the reference data + restore the newest valid
 snapshot + replay the records after its seq.
 
 File layout (little endian): magic ``YIDISNAP``, format version (u16), seq
-(u64), body length (u64), BLAKE2b-256 of the chain value and the body (32
-bytes), the ledger's chain value at ``seq`` (32 bytes, gateway/chain.py),
-then the body (MessagePack of ``SnapshotBody``).  Start-up checks that the
+(u64), body length (u64), the seal (32 bytes: a MAC with the ledger's key,
+gateway/seal.py, of the header, the chain value and the body), the ledger's
+chain value at ``seq`` (32 bytes, gateway/chain.py), then the body
+(MessagePack of ``SnapshotBody``).  Nobody without the seal key can make a
+snapshot the gateway accepts, so the state it restores (accumulators,
+positions, accounts) is the state it sealed.  Start-up checks that the
 ledger's record ``seq`` still has that chain value before it trusts the
-records after it.  Older formats are skipped (a full replay is used).  Files are written to a temporary name,
-fsynced, renamed and the directory fsynced, so a crash leaves either the old
-set or the new file whole.  A file whose checksum, length or magic is wrong is
-skipped with a log line naming it, and an older one (or a full replay) is used.
+records after it.  Older formats are skipped (a full replay is used).
+Files are written to a temporary name of their own, fsynced, renamed and the
+directory fsynced, so a crash leaves either the old set or the new file
+whole.  A file whose seal, length or magic is wrong is skipped with a log
+line naming it, and an older one (or a full replay) is used; the gateway
+opens a problem report for it (``Snapshots.rejected``).
 """
 from __future__ import annotations
 
-import hashlib
+import contextlib
 import logging
 import os
 import struct
+import tempfile
 import time
 
 import msgspec
 
 from core.engine import EngineState
 
+from .seal import LedgerKey
+
 log = logging.getLogger("yidi.snapshot")
 
 MAGIC = b"YIDISNAP"
-# 4: the header carries the ledger's chain value at seq, and EngineState has the personal account changes
-# (SPEC §10.1) and a clearing total for account payments.  Older snapshots are skipped (the ledger is replayed).
-FORMAT_VERSION = 4
+# 5: sealed with the ledger's key.  Older snapshots are skipped (the ledger is replayed).
+FORMAT_VERSION = 5
 _HEADER = struct.Struct("<8sHQQ32s32s")
+_PREFIX_HEADER = struct.Struct("<8sHQQ")
 _PREFIX = "snapshot-"
 _SUFFIX = ".yidi"
 
@@ -51,6 +59,10 @@ class SnapshotCorrupt(Exception):
     """A snapshot file that cannot be trusted; an older one (or a full replay) is used instead."""
 
 
+class SnapshotOlder(SnapshotCorrupt):
+    """A snapshot of an older format: not read (a full replay is used), and nothing wrong with it."""
+
+
 class LedgerBehindSnapshot(Exception):
     """A snapshot covers records the ledger does not have: acknowledged records were lost."""
 
@@ -64,25 +76,25 @@ def encode(seq: int, data_dir: str, engine: EngineState) -> bytes:
     return _ENCODER.encode(SnapshotBody(seq, int(time.time() * 1000), data_dir, engine))
 
 
-def seal(seq: int, body: bytes, chain: bytes) -> bytes:
-    """The file: header (with the ledger's chain value at seq, known once seq is durable) and body."""
-    checksum = hashlib.blake2b(chain + body, digest_size=32).digest()
-    return _HEADER.pack(MAGIC, FORMAT_VERSION, seq, len(body), checksum, chain) + body
+def seal(seq: int, body: bytes, chain: bytes, key: LedgerKey) -> bytes:
+    """The file: header (with the ledger's chain value at seq, known once seq is durable, and the seal) and body."""
+    mac = key.mac(b"snapshot" + _PREFIX_HEADER.pack(MAGIC, FORMAT_VERSION, seq, len(body)) + chain + body)
+    return _HEADER.pack(MAGIC, FORMAT_VERSION, seq, len(body), mac, chain) + body
 
 
-def decode(blob: bytes) -> SnapshotBody:
+def decode(blob: bytes, key: LedgerKey) -> SnapshotBody:
     if len(blob) < _HEADER.size:
         raise SnapshotCorrupt("shorter than its header")
-    magic, version, seq, length, checksum, chain = _HEADER.unpack_from(blob)
+    magic, version, seq, length, mac, chain = _HEADER.unpack_from(blob)
     if magic != MAGIC:
         raise SnapshotCorrupt("not a Yidi snapshot (bad magic)")
     if version != FORMAT_VERSION:
-        raise SnapshotCorrupt(f"format version {version}, this gateway reads {FORMAT_VERSION}")
-    chain, body = bytes(chain), memoryview(blob)[_HEADER.size:]
+        raise SnapshotOlder(f"format version {version}, this gateway reads {FORMAT_VERSION}")
+    chain, body = bytes(chain), bytes(memoryview(blob)[_HEADER.size:])
     if len(body) != length:
         raise SnapshotCorrupt(f"body is {len(body)} bytes, the header says {length}")
-    if hashlib.blake2b(chain + bytes(body), digest_size=32).digest() != checksum:
-        raise SnapshotCorrupt("checksum mismatch")
+    if key.mac(b"snapshot" + _PREFIX_HEADER.pack(magic, version, seq, length) + chain + body) != mac:
+        raise SnapshotCorrupt("its seal does not match (damaged, changed, or sealed by another ledger or key)")
     snap = _DECODER.decode(body)
     if snap.seq != seq:
         raise SnapshotCorrupt(f"body seq {snap.seq} differs from header seq {seq}")
@@ -96,6 +108,8 @@ class Snapshots:
     def __init__(self, directory: str, keep: int = 3) -> None:
         self.directory = directory
         self.keep = keep
+        # Files found damaged or not sealed by this ledger (path, why) by ``newest``: the gateway reports them.
+        self.rejected: list[tuple[str, str]] = []
 
     def path(self, seq: int) -> str:
         return os.path.join(self.directory, f"{_PREFIX}{seq:016d}{_SUFFIX}")
@@ -118,19 +132,27 @@ class Snapshots:
         """Write a snapshot atomically and durably; drop all but the newest ``keep``."""
         os.makedirs(self.directory, exist_ok=True)
         final = self.path(seq)
-        tmp = final + ".tmp"
-        with open(tmp, "wb") as f:
-            f.write(blob)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, final)
+        # A temporary name of its own: two writers of one seq never share (or rename away) each other's file.
+        fd, tmp = tempfile.mkstemp(prefix=os.path.basename(final) + ".", suffix=".tmp", dir=self.directory)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(blob)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, final)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
+            raise
         _fsync_dir(self.directory)
         for old in self.seqs()[self.keep:]:
-            os.remove(self.path(old))
+            with contextlib.suppress(FileNotFoundError):   # another writer removed it first
+                os.remove(self.path(old))
         return final
 
-    def newest(self, max_seq: int) -> SnapshotBody | None:
-        """The newest valid snapshot with seq <= max_seq; corrupt files are skipped with a log line."""
+    def newest(self, max_seq: int, key: LedgerKey) -> SnapshotBody | None:
+        """The newest valid snapshot with seq <= max_seq; others are skipped with a log line (and ``rejected``
+        when they are damaged or not sealed by this ledger, as opposed to merely of an older format)."""
         for seq in self.seqs():
             path = self.path(seq)
             if seq > max_seq:
@@ -139,9 +161,12 @@ class Snapshots:
                     "acknowledged records are missing from the ledger; refusing to start")
             try:
                 with open(path, "rb") as f:
-                    return decode(f.read())
+                    return decode(f.read(), key)
+            except SnapshotOlder as err:
+                log.info("snapshot %s skipped: %s", path, err)
             except (SnapshotCorrupt, msgspec.DecodeError, msgspec.ValidationError) as err:
-                log.error("snapshot %s skipped: %s; trying an older one", path, err)
+                log.error("snapshot %s rejected: %s; trying an older one", path, err)
+                self.rejected.append((path, str(err)))
         return None
 
 

@@ -23,6 +23,7 @@ import grpc
 from gateway import certs
 from gateway._pb.yidi.v1 import (admin_pb2_grpc, diagnostics_pb2_grpc, filing_pb2_grpc, funds_pb2_grpc,
                                    problems_pb2_grpc, settlement_pb2_grpc)
+from gateway.seal import LedgerKey, SealKey
 from gateway.status import reason_of
 
 # The directory that holds the gateway package (the repository root in a
@@ -39,6 +40,25 @@ def dev_certs() -> certs.Paths:
     if _CERTS is None:
         _CERTS = certs.write_dev_certs(tempfile.mkdtemp(prefix="yidi-test-certs-"))
     return _CERTS
+
+
+def seal_key() -> SealKey:
+    """The development seal key of ``dev_certs`` (for stores opened in the test's own process)."""
+    return SealKey.read(dev_certs().seal_key)
+
+
+def ledger_key(ledger_path: str) -> LedgerKey:
+    """The key of a ledger sealed with ``seal_key`` (read from its head row, without opening the store)."""
+    import sqlite3
+
+    from gateway.ledger import _HEAD_DECODE
+
+    conn = sqlite3.connect(f"file:{ledger_path}?mode=ro", uri=True)
+    try:
+        (body,) = conn.execute("SELECT body FROM head WHERE id = 1").fetchone()
+    finally:
+        conn.close()
+    return seal_key().for_ledger(_HEAD_DECODE(body).ledger_id)
 
 
 def credentials(caller: str | None, paths: certs.Paths | None = None) -> grpc.ChannelCredentials:
@@ -72,6 +92,18 @@ class Gateway:
         self.channels.append(channel)
         return channel
     metrics_url: str = ""   # with --metrics-listen: where /metrics is served
+    health_target: str = ""  # with --health-listen: host:port of the plaintext health service
+
+    def plain_health(self, timeout: float = 2) -> str:
+        """The plaintext health port's answer: "SERVING", "NOT_SERVING" or the gRPC code of a failed probe."""
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        with grpc.insecure_channel(self.health_target) as channel:
+            try:
+                answer = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=timeout)
+            except grpc.RpcError as err:
+                return err.code().name
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status)
 
     def client(self, caller: str | None) -> "Client":
         return Client(self.channel(caller), caller)
@@ -106,10 +138,12 @@ def start_gateway(data_dir: str, ledger: str, *extra: str, timeout: float = 120,
     env = dict(os.environ, PYTHONPATH=HOME, PYTHONUNBUFFERED="1")
     insecure = "--insecure" in extra
     paths = None if insecure else dev_certs()
-    tls = [] if insecure else ["--cert", paths.server_cert, "--key", paths.server_key, "--ca", paths.ca]
+    options = [] if insecure else ["--cert", paths.server_cert, "--key", paths.server_key, "--ca", paths.ca]
+    if "--seal-key" not in extra:
+        options += ["--seal-key", dev_certs().seal_key]
     proc = subprocess.Popen(
         [sys.executable, "-m", "gateway", "serve", "--data-dir", data_dir, "--ledger", ledger,
-         "--listen", listen, *tls, *extra],
+         "--listen", listen, *options, *extra],
         cwd=HOME, env=env, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL,
     )
     log.close()
@@ -119,7 +153,9 @@ def start_gateway(data_dir: str, ledger: str, *extra: str, timeout: float = 120,
         if line.startswith(wait_for + " "):
             words = line.split()
             metrics = words[words.index("metrics") + 1] if "metrics" in words else ""
-            return Gateway(proc, words[1], log_path, certs=paths, insecure=insecure, metrics_url=metrics)
+            health = words[words.index("health") + 1] if "health" in words else ""
+            return Gateway(proc, words[1], log_path, certs=paths, insecure=insecure, metrics_url=metrics,
+                           health_target=health)
         if not line and proc.poll() is not None:
             break
     proc.kill()
@@ -152,10 +188,10 @@ class Client:
                                        response_deserializer=lambda b: b)
         return rpc(request, metadata=self.metadata, timeout=30)
 
-    def refused(self, method, request, metadata=()) -> tuple[grpc.StatusCode, str, str]:
+    def refused(self, method, request, metadata=(), timeout: float = 30) -> tuple[grpc.StatusCode, str, str]:
         """(status code, reason, message) of a call that must fail."""
         try:
-            method(request, metadata=tuple(metadata) or self.metadata, timeout=30)
+            method(request, metadata=tuple(metadata) or self.metadata, timeout=timeout)
         except grpc.RpcError as err:
             return err.code(), reason_of(err), err.details()
         raise AssertionError("the call was expected to be refused but succeeded")

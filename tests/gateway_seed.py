@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from core import ACCUMULATOR_KEYS, events
 from core.events import Admitted, Breakdown, Filed, Settled, SettlementFacts, VisitFacts
+from gateway.testing import seal_key
 from gateway.ledger import Record, SqliteStore
 
 
@@ -41,7 +42,7 @@ def prior_settlement(n: int, psn_no: str, insuplc: str, fixmedins_code: str, mdt
 
 
 def write_ledger(path: str, caller: str, seeded: list[events.Event]) -> None:
-    store = SqliteStore(path)
+    store = SqliteStore(path, seal_key())
     try:
         store.append([
             Record(kind=e.kind, caller=caller, request_id=f"seed-{i}", digest=i.to_bytes(16, "big"),

@@ -70,7 +70,8 @@ ALLOWED = {  # rule kind -> callers allowed for REQUEST in World
 # Rule kinds whose object is named by id: a caller with no right to it is told it does not exist.
 HIDDEN = {"insured_person": "PERSON_NOT_FOUND", "insured_or_filed": "PERSON_NOT_FOUND",
           "filing_owner": "FILING_NOT_FOUND", "visit": "VISIT_NOT_FOUND", "settlement_treatment": "SETTLEMENT_NOT_FOUND",
-          "settlement_either": "SETTLEMENT_NOT_FOUND"}
+          "settlement_either": "SETTLEMENT_NOT_FOUND", "problem_target": "SETTLEMENT_NOT_FOUND",
+          "problem": "PROBLEM_NOT_FOUND"}
 
 
 @pytest.mark.parametrize("method", sorted(RULES))
@@ -106,6 +107,9 @@ class Nowhere(World):
     def filing_province(self, filing_id):
         raise YidiError("FILING_NOT_FOUND", "engine's own words")
 
+    def problem_provinces(self, problem_id):
+        raise YidiError("PROBLEM_NOT_FOUND", "engine's own words")
+
 
 @pytest.mark.parametrize("method", sorted(m for m, r in RULES.items() if r.kind in HIDDEN))
 def test_a_missing_object_and_a_foreign_one_answer_alike(method):
@@ -120,9 +124,36 @@ def test_a_missing_object_and_a_foreign_one_answer_alike(method):
         assert (foreign.value.reason, foreign.value.message) == (missing.value.reason, missing.value.message)
 
 
+def test_a_problem_report_about_a_visit_is_refused_as_the_visit():
+    """ReportProblem names a settlement or, without one, a visit: a stranger is told that object does not exist."""
+    by_visit = Request(setl_id="", mdtrt_id="M1")
+    for world in (World(), Nowhere()):
+        with pytest.raises(YidiError) as refused:
+            authorize("ProblemService/ReportProblem", "440000", by_visit, world)
+        assert refused.value.reason == "VISIT_NOT_FOUND" and "M1" in refused.value.message
+
+
 def test_an_unknown_institution_is_answered_before_any_person_is_looked_up():
     """So Admit at a made-up code cannot tell a filed person from an unknown one (SPEC §9 over §4's order)."""
     for world in (World(), Nowhere()):
         with pytest.raises(YidiError) as refused:
             authorize("SettlementService/Admit", "440000", Request(fixmedins_code="X9"), world)
         assert refused.value.reason == "INSTITUTION_UNKNOWN"
+
+
+def test_only_a_certificate_naming_client_auth_is_a_client():
+    """gateway.auth asks for clientAuth by name (once per certificate), whatever the TLS library lets through."""
+    from cryptography import x509
+
+    from gateway import auth, certs
+
+    ca, ca_key = certs.make_ca()
+    usage = x509.ExtendedKeyUsageOID
+    sans = [x509.UniformResourceIdentifier(certs.caller_uri("460000"))]
+    for usages, client in (((), False), ((usage.SERVER_AUTH,), False), ((usage.ANY_EXTENDED_KEY_USAGE,), False),
+                           ((usage.CODE_SIGNING,), False), ((usage.CLIENT_AUTH,), True),
+                           ((usage.SERVER_AUTH, usage.CLIENT_AUTH), True)):
+        pem = certs.pem(certs.issue(ca, ca_key, "t", sans, server=False, usages=usages)[0])
+        assert auth.issued_for_clients(pem) is client, usages
+        assert auth.issued_for_clients(bytes(pem)) is client  # answered from the cache
+    assert auth.issued_for_clients(b"not a certificate") is False

@@ -61,6 +61,20 @@ def test_warning_levels_and_top_up_demand():
     assert Position("x", drawn_fen=1).level == "exhausted" and Position("x").level == "normal"
 
 
+def test_each_warning_line_counts_usage_equal_to_it():
+    """SPEC §8: yellow when usage reaches 70%, red when it reaches 90% (达到: equal counts), exhausted at
+    100%.  Integer fen in, basis points out: used × 10000 ≥ line × prepaid, no float and no rounding."""
+    prepaid = 1_000_000
+    for used, usage_bp, level in ((699_900, 6999, "normal"), (699_999, 6999, "normal"), (700_000, 7000, "yellow"),
+                                  (899_900, 8999, "yellow"), (899_999, 8999, "yellow"), (900_000, 9000, "red"),
+                                  (999_999, 9999, "red"), (1_000_000, 10000, "exhausted")):
+        p = Position("210000", prepaid_fen=prepaid, drawn_fen=used)
+        assert (p.usage_bp, p.level) == (usage_bp, level), used
+    # Lines that fall between two fen (yellow at 1.0002 fen of 3, red at 2.0001): compared exactly.
+    levels = [Position("x", prepaid_fen=3, drawn_fen=d, yellow_bp=3334, red_bp=6667).level for d in (0, 1, 2, 3)]
+    assert levels == ["normal", "normal", "yellow", "exhausted"]
+
+
 def test_stay_days_and_flag_names():
     assert days_between(20260301, 20260331) == 30 and days_between(20261231, 20270101) == 1
     assert flag_names(0b1010) == [RISK_FLAGS[1], RISK_FLAGS[3]]

@@ -1,4 +1,6 @@
-"""The short form of `make crash`: three SIGKILLs under load over mTLS, then every invariant (tests/crash.py)."""
+"""The short form of `make crash`: three SIGKILLs under load over mTLS (one of them while the restart replays the
+ledger, with reversals racing their originals and snapshots asked for throughout), then every invariant
+(tests/crash.py)."""
 from __future__ import annotations
 
 import json
@@ -18,3 +20,4 @@ def test_three_sigkills_under_load_lose_and_double_nothing():
     assert result["lost"] == result["duplicated"] == result["accumulator_mismatches"] == 0
     assert result["settlements_in_ledger"] == result["acknowledged"]
     assert result["integrity_ok"] is True and result["positions_ok"] is True and result["clearing_ok"] is True
+    assert result["kills_during_startup"] == 1 and result["reversals"] > 0 and result["reversal_violations"] == 0

@@ -16,6 +16,7 @@ import grpc
 import pytest
 from google.protobuf import descriptor_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_status import rpc_status
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from cryptography import x509
@@ -726,6 +727,31 @@ def test_a_certificate_without_a_yidi_name_is_unauthenticated(gw):
         assert "yidi://province/" in message
 
 
+def test_a_certificate_without_client_authentication_usage_is_refused(gw):
+    """Issue 13 item 11c: a certificate of the platform CA naming a province but without an extended key
+    usage extension passed the TLS handshake (RFC 5280: none means any purpose) and was taken as that
+    province.  The gateway now asks for clientAuth by name; a certificate whose extended key usage names
+    other purposes only is refused by the handshake itself."""
+    with open(gw.certs.ca_key, "rb") as k, open(gw.certs.ca, "rb") as c:
+        ca_key = serialization.load_pem_private_key(k.read(), None)
+        ca = x509.load_pem_x509_certificate(c.read())
+    sans = [x509.UniformResourceIdentifier(certs.caller_uri(HAINAN))]
+    usage = x509.ExtendedKeyUsageOID
+    request = spb.GetSettlementRequest(setl_id="S999999999999999")
+    for usages, refused in (((), (grpc.StatusCode.UNAUTHENTICATED, "UNAUTHENTICATED")),
+                            ((usage.SERVER_AUTH,), (grpc.StatusCode.UNAVAILABLE, None)),
+                            ((usage.ANY_EXTENDED_KEY_USAGE,), (grpc.StatusCode.UNAVAILABLE, None)),
+                            ((usage.CLIENT_AUTH,), (grpc.StatusCode.NOT_FOUND, "SETTLEMENT_NOT_FOUND")),
+                            ((usage.SERVER_AUTH, usage.CLIENT_AUTH), (grpc.StatusCode.NOT_FOUND, "SETTLEMENT_NOT_FOUND"))):
+        cert, key = certs.issue(ca, ca_key, "usage-test", sans, server=False, usages=usages)
+        client = _client_with(gw, ca, key, cert)
+        code, reason, message = client.refused(client.settlement.GetSettlement, request)
+        assert (code, reason) == refused, (usages, code, reason, message)
+        if reason == "UNAUTHENTICATED":
+            assert "clientAuth" in message and message.endswith("[UNAUTHENTICATED]"), message
+        # accepted ones are 海南 (the made-up settlement is not found, as for any caller)
+
+
 def test_a_header_never_names_the_caller(gw, hainan):
     """The old x-yidi-caller header is ignored: Hainan's certificate is Hainan, whatever it claims."""
     code, reason, _ = hainan.refused(hainan.admin.GetReferenceDataStatus, admin_pb2.GetReferenceDataStatusRequest(),
@@ -883,6 +909,11 @@ FOREIGN = {
     "GetSettlement": (grpc.StatusCode.NOT_FOUND, "SETTLEMENT_NOT_FOUND"),
     "GetAccumulators": (grpc.StatusCode.NOT_FOUND, "PERSON_NOT_FOUND"),
     "LoadReferenceData": DENIED, "GetReferenceDataStatus": DENIED, "TakeSnapshot": DENIED,
+    "ReportProblem": (grpc.StatusCode.NOT_FOUND, "SETTLEMENT_NOT_FOUND"),
+    "GetProblem": (grpc.StatusCode.NOT_FOUND, "PROBLEM_NOT_FOUND"),
+    "AssignProblem": (grpc.StatusCode.NOT_FOUND, "PROBLEM_NOT_FOUND"),
+    "CommentProblem": (grpc.StatusCode.NOT_FOUND, "PROBLEM_NOT_FOUND"),
+    "ResolveProblem": (grpc.StatusCode.NOT_FOUND, "PROBLEM_NOT_FOUND"),
     # Reverse names one of the caller's own request ids: there is no one else's object to refuse
     # (tests/test_reverse.py: a province's reversal never reaches another's request).
     "Reverse": None,
@@ -893,7 +924,9 @@ FAKE = {"ReviseFiling": {"filing.filing_id": "F-NOSUCH"}, "RevokeFiling": {"fili
         "UploadFees": {"mdtrt_id": "M999999999999999"}, "WithdrawFees": {"mdtrt_id": "M999999999999999"},
         "PreSettle": {"mdtrt_id": "M999999999999999"}, "DischargeSettle": {"mdtrt_id": "M999999999999999"},
         "CancelSettlement": {"setl_id": "S999999999999999"}, "GetSettlement": {"setl_id": "S999999999999999"},
-        "GetAccumulators": {"psn_no": "P-NOSUCH"}}
+        "GetAccumulators": {"psn_no": "P-NOSUCH"}, "ReportProblem": {"setl_id": "S999999999999999"},
+        "GetProblem": {"problem_id": "R999999999999999"}, "AssignProblem": {"problem_id": "R999999999999999"},
+        "CommentProblem": {"problem_id": "R999999999999999"}, "ResolveProblem": {"problem_id": "R999999999999999"}}
 
 
 def test_every_rpc_refuses_a_province_it_does_not_concern(gw, case, national):
@@ -930,10 +963,54 @@ def test_a_refusal_reveals_nothing_real_and_fake_objects_answer_alike(gw, case, 
         sent = [v for k, v in fake.items()][0]
         real_id = {"ReviseFiling": case["filing"].filing_id, "RevokeFiling": case["filing"].filing_id,
                    "ListFilings": case["filing"].psn_no, "GetAccumulators": case["filing"].psn_no,
-                   "CancelSettlement": case["setl_id"], "GetSettlement": case["setl_id"]}.get(name, case["mdtrt_id"])
+                   "CancelSettlement": case["setl_id"], "GetSettlement": case["setl_id"],
+                   "ReportProblem": case["setl_id"]}.get(name, case["problem_id"] if "Problem" in name
+                                                           else case["mdtrt_id"])
         assert real[:2] == made_up[:2], name
         assert real[2].replace(real_id, "<id>") == made_up[2].replace(sent, "<id>"), (name, real, made_up)
     assert ledger_seq(national) == seq
+
+
+def refusal_status(client, method, request) -> bytes:
+    """The whole google.rpc.Status of a refused call (code, message, ErrorInfo), as the server sent it."""
+    try:
+        method(request, timeout=30)
+    except grpc.RpcError as err:
+        return rpc_status.from_call(err).SerializeToString()
+    raise AssertionError("the call was expected to be refused but succeeded")
+
+
+def test_problem_reports_reveal_nothing_to_an_outsider(gw, case, hainan, national):
+    """Issue 13 item 10: an outsider province's ReportProblem on a real settlement answered PERMISSION_DENIED
+    and on a made-up one NOT_FOUND (likewise the problem RPCs on a real or made-up report).  Now the whole
+    status, byte for byte apart from the id the caller sent, is the same for both."""
+    guangdong = gw.client(GUANGDONG)
+    seq = ledger_seq(national)
+    by_visit = hainan(hainan.problems.ReportProblem, ppb.ReportProblemRequest(
+        request_id=rid(), mdtrt_id=case["mdtrt_id"], category=ppb.PROBLEM_CATEGORY_OTHER, text="就诊有疑问")).problem
+    seq = ledger_seq(national)
+    report = dict(request_id="same", category=ppb.PROBLEM_CATEGORY_OTHER, text="测试")
+    update = dict(request_id="same", text="已核实")
+    cases = [  # (rpc, request factory, real id, made-up id of the same length, reason)
+        (guangdong.problems.ReportProblem, lambda i: ppb.ReportProblemRequest(setl_id=i, **report),
+         case["setl_id"], "S999999999999999", "SETTLEMENT_NOT_FOUND"),
+        (guangdong.problems.ReportProblem, lambda i: ppb.ReportProblemRequest(mdtrt_id=i, **report),
+         case["mdtrt_id"], "M999999999999999", "VISIT_NOT_FOUND"),
+        (guangdong.problems.GetProblem, lambda i: ppb.GetProblemRequest(problem_id=i),
+         case["problem_id"], "R999999999999999", "PROBLEM_NOT_FOUND"),
+        (guangdong.problems.GetProblem, lambda i: ppb.GetProblemRequest(problem_id=i),
+         by_visit.problem_id, "R999999999999998", "PROBLEM_NOT_FOUND"),
+    ] + [(rpc, lambda i: ppb.UpdateProblemRequest(problem_id=i, **update), case["problem_id"], "R999999999999999",
+          "PROBLEM_NOT_FOUND")
+         for rpc in (guangdong.problems.AssignProblem, guangdong.problems.CommentProblem,
+                     guangdong.problems.ResolveProblem)]
+    for rpc, request, real_id, made_up_id, reason in cases:
+        assert len(real_id) == len(made_up_id)
+        real = refusal_status(guangdong, rpc, request(real_id))
+        made_up = refusal_status(guangdong, rpc, request(made_up_id))
+        assert real.replace(real_id.encode(), b"<id>") == made_up.replace(made_up_id.encode(), b"<id>"), (real, made_up)
+        assert guangdong.refused(rpc, request(real_id))[:2] == (grpc.StatusCode.NOT_FOUND, reason)
+    assert ledger_seq(national) == seq  # nothing was recorded
 
 
 def test_admit_at_an_unknown_institution_answers_alike_for_every_person(gw, hainan, names):

@@ -20,6 +20,7 @@ import time
 
 import grpc
 import pytest
+from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from datagen.spec_fixture import write_spec_dataset
@@ -27,7 +28,7 @@ from gateway import server as gateway_server
 from gateway._pb.yidi.v1 import common_pb2 as pb, settlement_pb2 as spb, settlement_pb2_grpc
 from gateway.config import Config
 from gateway.ledger import PROBE_BYTES
-from gateway.status import error_info, reason_of, retry_info
+from gateway.status import detail_of, error_info, reason_of
 from gateway.testing import credentials
 from gateway_harness import file_person, start_gateway
 
@@ -160,7 +161,8 @@ async def _burst(gw, calls: int, psn_no: str) -> tuple[list, float, list]:
             await stub.OutpatientSettle(outpatient(f"burst-{n}", psn_no), timeout=60)
             answers.append(("ok", time.perf_counter() - start, None, None))
         except grpc.RpcError as err:
-            answers.append((err.code(), time.perf_counter() - start, error_info(err), retry_info(err)))
+            answers.append((err.code(), time.perf_counter() - start, error_info(err),
+                            detail_of(err, error_details_pb2.RetryInfo)))
 
     async def check_health() -> None:
         while len(answers) < calls:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import os
 import time
 
@@ -22,6 +23,7 @@ from core.funds import on_site_check
 from datagen.spec_fixture import write_spec_dataset
 from gateway._pb.yidi.v1 import admin_pb2, common_pb2 as pb, funds_pb2 as fdpb, problems_pb2 as ppb
 from gateway._pb.yidi.v1 import settlement_pb2 as spb
+from gateway.testing import seal_key
 from gateway.ledger import Record, SqliteStore
 from gateway_harness import file_person, start_gateway
 
@@ -43,7 +45,7 @@ def seed_old_problem(path: str) -> None:
     facts = ProblemFacts(OLD_PROBLEM, LIAONING, "settlement_missing", "结算数据未到参保地", "", "", HAINAN, LIAONING,
                          opened)
     event = ProblemReported(problem=facts)
-    store = SqliteStore(path)
+    store = SqliteStore(path, seal_key())
     try:
         store.append([Record(event.kind, LIAONING, "seed-problem", b"s" * 16, event.key, events.encode(event), b"",
                              changes=(PutProblem(ArchivedProblem(facts, updated_at_ms=opened)),
@@ -176,6 +178,30 @@ def test_positions_warning_lines_and_top_up_never_block(clients):
         request_id=rid(), province=LIAONING, amount_fen=1))[1] == "PERMISSION_DENIED"
     listed = national(national.funds.GetPositions, fdpb.GetPositionsRequest()).positions
     assert LIAONING in {p.province for p in listed}
+
+
+def test_warning_lines_at_their_boundaries_over_grpc(tmp_path, gateways):
+    """SPEC §8: a line counts usage equal to it (达到).  On a gateway of its own, the fund used by 辽宁's
+    persons is U fen, a multiple of 63, so that 70% and 90% of a prepaid amount can be met exactly: at
+    P = 10U/7 usage is 70.00%, at P + 1 fen it is 69.99% (usage_bp from fen, rounded down); likewise 90%
+    and 100%."""
+    names = write_spec_dataset(tmp_path / "data")
+    gw = gateways(names["dir"], str(tmp_path / "ledger.sqlite"))
+    hainan, liaoning, national = gw.client(HAINAN), gw.client(LIAONING), gw.client(NATIONAL)
+    fund = outpatient(hainan, new_person(liaoning), 20260601, price=140_000).breakdown.fund_pay_sumamt
+    assert fund > 0
+    for _ in range(63 // math.gcd(fund, 63) - 1):   # the same bill for fresh persons pays the same
+        assert outpatient(hainan, new_person(liaoning), 20260601, price=140_000).breakdown.fund_pay_sumamt == fund
+    used = position(national).used_fen
+    assert used % 63 == 0
+    for prepaid, usage_bp, level in ((used * 10 // 7 + 1, 6999, "NORMAL"), (used * 10 // 7, 7000, "YELLOW"),
+                                     (used * 10 // 9 + 1, 8999, "YELLOW"), (used * 10 // 9, 9000, "RED"),
+                                     (used + 1, 9999, "RED"), (used, 10000, "EXHAUSTED")):
+        p = national(national.funds.SetPrepaid, fdpb.SetPrepaidRequest(request_id=rid(), province=LIAONING,
+                                                                        amount_fen=prepaid))
+        assert (p.usage_bp, fdpb.WarningLevel.Name(p.level)) == (usage_bp, f"WARNING_LEVEL_{level}"), (used, prepaid)
+        assert p.usage_bp == used * 10000 // prepaid and (p.yellow_bp, p.red_bp) == (7000, 9000)
+    assert p.top_up_demand_fen == 0 and p.balance_fen == 0  # exactly exhausted: nothing owed yet
 
 
 # ------------------------------------------------------------------ SPEC §8 clearing months
@@ -329,7 +355,7 @@ def test_problem_reports_are_listed_oldest_first_flagged_when_overdue_and_never_
     assert page.problems[0].problem_id == OLD_PROBLEM and nxt.problems[0].problem_id > OLD_PROBLEM
     assert not guangdong(guangdong.problems.ListProblems, ppb.ListProblemsRequest(province=GUANGDONG)).problems
     assert guangdong.refused(guangdong.problems.GetProblem, ppb.GetProblemRequest(
-        problem_id=opened.problem_id))[1] == "PERMISSION_DENIED"
+        problem_id=opened.problem_id))[1] == "PROBLEM_NOT_FOUND"  # as if it did not exist (SPEC §9)
     assert national.refused(national.problems.GetProblem, ppb.GetProblemRequest(
         problem_id="R000000099999999"))[1] == "PROBLEM_NOT_FOUND"
 
@@ -349,8 +375,8 @@ def test_an_internal_error_and_a_failed_apply_open_problem_reports(tmp_path, gat
     names = write_spec_dataset(tmp_path / "data")
     ledger = str(tmp_path / "ledger.sqlite")
     with open(ledger + ".fatal.json", "w", encoding="utf-8") as f:  # what a failed apply leaves before the restart
-        json.dump({"correlation_id": "feedc0ffee000001", "event": "settled", "key": "S000000000000009",
-                   "error": "InvariantError('x')", "at_ms": 1}, f)
+        json.dump({"correlation_id": "feedc0ffee000001", "at_ms": 1,
+                   "what": "账本记录应用失败（settled S000000000000009：InvariantError('x')）"}, f)
     monkeypatch.setenv("YIDI_FAIL_RPC", "FundsService/GetPositions")
     gw = gateways(names["dir"], ledger)
     national = gw.client(NATIONAL)

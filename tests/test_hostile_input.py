@@ -381,6 +381,47 @@ def test_every_rpc_refuses_a_message_past_the_size_limit(world, method):
     assert got is not None and got[:2] == (grpc.StatusCode.RESOURCE_EXHAUSTED, "MESSAGE_TOO_LARGE"), (method.name, got)
 
 
+def _filler(total_bytes: int) -> bytes:
+    """A message of exactly total_bytes: one unknown field (1023) of zeros."""
+    length = total_bytes - 3
+    while 2 + len(_varint(length)) + length > total_bytes:
+        length -= 1
+    return b"\xfa\x3f" + _varint(length) + b"\x00" * length
+
+
+def _peak_rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+
+
+def test_past_twice_the_limit_grpc_refuses_from_the_length_prefix(world):
+    """The size limits as docs/design.md states them.  Up to twice max_message_bytes the gateway answers
+    MESSAGE_TOO_LARGE with its ErrorInfo; past that, gRPC core refuses the call from the message's length
+    prefix (RESOURCE_EXHAUSTED without ErrorInfo: grpcio gives the service no say) and buffers none of it,
+    and a compressed message is refused once its inflated size passes the same bound."""
+    settle = world["channels"][HAINAN].unary_unary(
+        "/yidi.v1.SettlementService/OutpatientSettle", request_serializer=lambda b: b,
+        response_deserializer=lambda b: b)
+    seq, pid = ledger_seq(world), world["gw"].proc.pid
+
+    def refused(message: bytes, **kw) -> tuple[grpc.StatusCode, str | None, str]:
+        with pytest.raises(grpc.RpcError) as err:
+            settle(message, timeout=60, **kw)
+        return err.value.code(), reason_of(err.value), err.value.details()
+
+    assert refused(_filler(2 * MAX_MESSAGE_BYTES))[:2] == (grpc.StatusCode.RESOURCE_EXHAUSTED, "MESSAGE_TOO_LARGE")
+    code, reason, details = refused(_filler(2 * MAX_MESSAGE_BYTES + 1))
+    assert (code, reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED, None) and "larger than max" in details
+    before = _peak_rss_kib(pid)
+    code, reason, details = refused(_filler(64 * 1024 * 1024))
+    assert (code, reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED, None) and "larger than max" in details
+    assert _peak_rss_kib(pid) - before < 4 * 1024, "a refused 64 MiB request was buffered"
+    code, reason, details = refused(_filler(64 * 1024 * 1024), compression=grpc.Compression.Gzip)
+    assert (code, reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED, None) and "larger than max" in details
+    assert _peak_rss_kib(pid) - before < 3 * 2 * MAX_MESSAGE_BYTES // 1024, "a 64 MiB inflation was buffered"
+    assert ledger_seq(world) == seq
+
+
 def _varint(n: int) -> bytes:
     out = bytearray()
     while True:

@@ -18,6 +18,7 @@ import orjson
 import pytest
 import uvloop
 
+from gateway.testing import dev_certs, seal_key
 from gateway.ledger import (
     GroupCommitLedger,
     LedgerClosed,
@@ -59,7 +60,7 @@ def same_content(a: Record, b: Record) -> bool:
 
 @pytest.fixture
 def store(tmp_path):
-    s = SqliteStore(str(tmp_path / "ledger.sqlite"))
+    s = SqliteStore(str(tmp_path / "ledger.sqlite"), seal_key())
     yield s
     s.close()
 
@@ -80,7 +81,7 @@ def test_pragmas_wal_and_synchronous_full(store, tmp_path):
 
 def test_in_memory_database_is_refused():
     with pytest.raises(ValueError, match="not durable"):
-        SqliteStore(":memory:")
+        SqliteStore(":memory:", seal_key())
 
 
 def test_append_scan_round_trip_preserves_fields_and_order(store):
@@ -104,10 +105,10 @@ def test_append_scan_round_trip_preserves_fields_and_order(store):
 
 def test_seqs_continue_after_reopen(tmp_path):
     path = str(tmp_path / "l.sqlite")
-    s = SqliteStore(path)
+    s = SqliteStore(path, seal_key())
     assert s.append([make_record(1), make_record(2)]) == [1, 2]
     s.close()
-    s = SqliteStore(path)
+    s = SqliteStore(path, seal_key())
     try:
         assert s.last_seq() == 2
         assert s.append([make_record(3)]) == [3]
@@ -139,7 +140,7 @@ def test_archive_facts_come_from_the_record_changes_from_the_archive_and_a_first
 
     facts = VisitFacts(visit_id(1), "P1", "H46010000001", "inpatient", 20260301, "F1", "referral", "210102", "460100", 3)
     admitted = Admitted(visit=facts)
-    s = SqliteStore(str(tmp_path / "new.sqlite"))
+    s = SqliteStore(str(tmp_path / "new.sqlite"), seal_key())
     try:
         assert s.archive_complete() and s.legacy_last_seq() == 0  # a new ledger's archive grows with it
         s.append([Record("admitted", "460000", "a", b"d" * 16, facts.mdtrt_id, events.encode(admitted), b"")])
@@ -156,7 +157,7 @@ def test_archive_facts_come_from_the_record_changes_from_the_archive_and_a_first
         s.close()
     old = str(tmp_path / "v1.sqlite")
     shutil.copy(os.path.join(os.path.dirname(__file__), "data", "ledger-v1.db"), old)
-    s = SqliteStore(old)
+    s = SqliteStore(old, seal_key())
     try:
         assert not s.archive_complete() and s.last_seq() == 16 and s.pragma("user_version") == SCHEMA_VERSION
         assert s.legacy_last_seq() == 16 and s.find_request("210000", "v1-file").seq == 1
@@ -196,16 +197,16 @@ def test_duplicate_request_id_raises_and_rolls_back_whole_transaction(store):
 
 
 def test_open_store(tmp_path):
-    s = open_store(str(tmp_path / "a.sqlite"))
+    s = open_store(str(tmp_path / "a.sqlite"), seal_key())
     assert isinstance(s, SqliteStore)
     s.close()
-    s = open_store("sqlite:///" + str(tmp_path / "b.sqlite"))  # sqlite:////abs/path
+    s = open_store("sqlite:///" + str(tmp_path / "b.sqlite"), seal_key())  # sqlite:////abs/path
     assert isinstance(s, SqliteStore)
     s.close()
     with pytest.raises(NotImplementedError, match="not yet supported"):
-        open_store("postgresql://user@db/yidi")
+        open_store("postgresql://user@db/yidi", seal_key())
     with pytest.raises(ValueError):
-        open_store("mysql://db/yidi")
+        open_store("mysql://db/yidi", seal_key())
 
 
 # -- GroupCommitLedger ---------------------------------------------------------
@@ -360,6 +361,7 @@ CHILD = textwrap.dedent(
     import uvloop
     sys.path.insert(0, {root!r})
     from gateway.ledger import GroupCommitLedger, SqliteStore
+    from gateway.seal import SealKey
     from tests.test_ledger import make_record
 
     async def worker(ledger, w, per_worker):
@@ -371,7 +373,7 @@ CHILD = textwrap.dedent(
             out.flush()
 
     async def main():
-        ledger = GroupCommitLedger(SqliteStore({path!r}))
+        ledger = GroupCommitLedger(SqliteStore({path!r}, SealKey.read({key!r})))
         ledger.start()
         # Far more than the parent waits for: the kill always lands mid-stream.
         await asyncio.gather(*(worker(ledger, w, 100_000) for w in range(64)))
@@ -384,7 +386,7 @@ CHILD = textwrap.dedent(
 def test_acknowledged_records_survive_sigkill(tmp_path):
     path = str(tmp_path / "crash.sqlite")
     proc = subprocess.Popen(
-        [sys.executable, "-c", CHILD.format(root=str(REPO_ROOT), path=path)],
+        [sys.executable, "-c", CHILD.format(root=str(REPO_ROOT), path=path, key=dev_certs().seal_key)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         cwd=str(REPO_ROOT),
@@ -408,7 +410,7 @@ def test_acknowledged_records_survive_sigkill(tmp_path):
         if len(parts) == 2:
             acked.append((int(parts[0]), int(parts[1])))
 
-    store = SqliteStore(path)
+    store = SqliteStore(path, seal_key())
     try:
         assert store.pragma("journal_mode") == "wal"
         assert store.pragma("synchronous") == 2

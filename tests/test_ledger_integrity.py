@@ -16,6 +16,7 @@ import sqlite3
 import subprocess
 import sys
 
+import grpc
 import msgspec
 import pytest
 
@@ -23,6 +24,7 @@ from core import events
 from datagen.spec_fixture import write_spec_dataset
 from gateway import chain
 from gateway._pb.yidi.v1 import admin_pb2, common_pb2 as pb, settlement_pb2 as spb
+from gateway.testing import dev_certs, ledger_key, seal_key
 from gateway.verify import verify_ledger
 from gateway_harness import ROOT, file_person, start_gateway
 
@@ -111,7 +113,7 @@ def test_a_changed_record_is_refused_at_start_up_and_by_verify_ledger(pristine, 
                       "chain value": ("chain", one_bit_flipped)}[damage]
     rewrite(ledger, setl_seq, column, change)
     with pytest.raises(chain.LedgerCorrupt) as found:
-        verify_ledger(ledger, ledger + ".snapshots")
+        verify_ledger(ledger, ledger + ".snapshots", seal_key())
     assert found.value.seq == setl_seq and ledger in str(found.value)
     log = refused_start(names, ledger)
     assert f"refusing to start: ledger {ledger} record {setl_seq}: " in log, log[-2000:]
@@ -133,11 +135,11 @@ def test_a_truncated_wal_that_lost_acknowledged_records_is_refused(pristine, tmp
     size = os.path.getsize(wal)
     assert size > WAL_FRAME_BYTES
     os.truncate(wal, size - WAL_FRAME_BYTES)
-    recorded = chain.HeadFile(ledger).read()
+    recorded = chain.HeadFile(chain.head_path(ledger), ledger_key(ledger)).read()
     log = refused_start(names, ledger)
     assert f"record {recorded.seq}: is missing" in log and "acknowledged records were lost" in log, log[-2000:]
     with pytest.raises(chain.LedgerCorrupt):
-        verify_ledger(ledger, ledger + ".snapshots")
+        verify_ledger(ledger, ledger + ".snapshots", seal_key())
 
 
 def test_a_record_changed_before_the_newest_snapshot_is_never_served(pristine, tmp_path):
@@ -153,11 +155,11 @@ def test_a_record_changed_before_the_newest_snapshot_is_never_served(pristine, t
     hainan = gw.client(HAINAN)
     code, reason, message = hainan.refused(hainan.settlement.GetSettlement,
                                            spb.GetSettlementRequest(setl_id=f"S{setl_seq:015d}"))
-    assert reason == "INTERNAL" and "差错编号" in message  # not the damaged bytes
+    assert (code, reason) == (grpc.StatusCode.UNAVAILABLE, "LEDGER_DAMAGED")  # not the damaged bytes
     assert gw.stop() == 0
     assert f"record {setl_seq}: its content does not match its checksum" in gw.log()
     with pytest.raises(chain.LedgerCorrupt) as found:
-        verify_ledger(ledger, ledger + ".snapshots")
+        verify_ledger(ledger, ledger + ".snapshots", seal_key())
     assert found.value.seq == setl_seq
     # The record the snapshot stands on is checked against the chain value the snapshot recorded.
     rewrite(ledger, setl_seq, "response", one_bit_flipped)  # undo
@@ -169,11 +171,16 @@ def test_a_record_changed_before_the_newest_snapshot_is_never_served(pristine, t
 def test_verify_ledger_command_says_ok_or_names_the_record(pristine, tmp_path):
     ledger = copy_ledger(pristine, tmp_path)
     env = dict(os.environ, PYTHONPATH=ROOT)
-    ok = subprocess.run([sys.executable, "-m", "gateway", "verify-ledger", ledger], cwd=ROOT, env=env,
+    key = ["--key", dev_certs().seal_key]
+    ok = subprocess.run([sys.executable, "-m", "gateway", "verify-ledger", ledger, *key], cwd=ROOT, env=env,
                         capture_output=True, text=True, timeout=60)
-    assert ok.returncode == 0 and ok.stdout.startswith(f"OK {ledger}: ") and "hash chain verified" in ok.stdout
+    assert ok.returncode == 0 and ok.stdout.startswith(f"OK {ledger}: ") and "keyed hash chain verified" in ok.stdout
+    unkeyed = subprocess.run([sys.executable, "-m", "gateway", "verify-ledger", ledger], cwd=ROOT, env=env,
+                             capture_output=True, text=True, timeout=60)
+    assert unkeyed.returncode == 0 and unkeyed.stdout.startswith(f"OK (without the seal key) {ledger}: ")
+    assert "need --key" in unkeyed.stdout
     rewrite(ledger, 2, "body", one_bit_flipped)
-    bad = subprocess.run([sys.executable, "-m", "gateway", "verify-ledger", ledger], cwd=ROOT, env=env,
+    bad = subprocess.run([sys.executable, "-m", "gateway", "verify-ledger", ledger, *key], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 1 and bad.stderr.strip() == (
         f"NOT OK: ledger {ledger} record 2: its content does not match its checksum "

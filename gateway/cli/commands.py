@@ -21,7 +21,8 @@ from core._core import FILING_KINDS, INSUTYPES, PERSON_STATUSES, PERSON_TYPES
 
 from .funds import (PROBLEM_CATEGORIES, call_clearing, call_flagged, call_positions, call_prepaid, call_problems,
                     call_reconcile)
-from .render import progress_printer
+from ..config import Config
+from .render import print_message, progress_printer
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 
@@ -53,16 +54,15 @@ def client_credentials(args):
     """TLS credentials of the caller (SPEC §9: the certificate names the caller).
 
     --cert/--key/--ca name the files; else --caller picks the development
-    certificate of that caller under --certs (``yidi certs``); health checks
-    without a caller use the national one.
+    certificate of that caller under --certs (``yidi certs``).  One of them
+    is required (``require_caller``): no caller is ever assumed.
     """
     import grpc
 
     from .. import certs
 
     paths = certs.Paths(args.certs)
-    caller = args.caller or "national"
-    cert, key = args.cert or paths.client_cert(caller), args.key or paths.client_key(caller)
+    cert, key = args.cert or paths.client_cert(args.caller), args.key or paths.client_key(args.caller)
     return grpc.ssl_channel_credentials(certs.read(args.ca or paths.ca), certs.read(key), certs.read(cert))
 
 
@@ -147,10 +147,98 @@ def cmd_datagen(args) -> None:
           + ", ".join(f"{k} {v:,}" for k, v in manifest["counts"].items()))
 
 
-SERVE_LIMITS = ("max_message_bytes", "snapshot_every_records", "idempotency_cache_keys", "max_concurrent_rpcs",
-                "max_queue_wait_ms", "overload_probe_ms", "max_inflight_per_caller", "rate_per_caller_per_s",
-                "rate_burst_per_caller", "ledger_max_bytes", "keepalive_min_ping_interval_ms",
-                "storage_probe_interval_s", "metrics_listen")
+@dataclass(frozen=True)
+class ServeOption:
+    """One `yidi serve` option: its flag, the Config field it sets, its type and what it is.
+
+    Its default is the environment variable ``YIDI_SERVE_<FLAG>`` (``--log-format`` → ``YIDI_SERVE_LOG_FORMAT``)
+    if set, else Config's own default; ``--help`` shows both.
+    """
+
+    flag: str
+    field: str
+    type: type
+    help: str
+    choices: tuple = ()
+
+    @property
+    def dest(self) -> str:
+        return self.flag.lstrip("-").replace("-", "_")
+
+    @property
+    def env(self) -> str:
+        return "YIDI_SERVE_" + self.dest.upper()
+
+    def default(self):
+        raw = os.environ.get(self.env)
+        if raw is None:
+            return getattr(Config(), self.field) if self.field else ""
+        if self.type is bool:
+            return raw.strip().lower() in ("1", "true", "yes", "on")
+        try:
+            return self.type(raw)
+        except ValueError:
+            raise SystemExit(f"{self.env}={raw[:40]!r}: not a valid {self.type.__name__}") from None
+
+    def argument(self) -> tuple:
+        default = self.default()
+        shown = f"{default!r}" if isinstance(default, str) else f"{default}"
+        text = f"{self.help} (default: {shown}; env {self.env})"
+        if self.type is bool:
+            return arg(self.flag, action="store_true", default=default, help=text)
+        return arg(self.flag, type=self.type, default=default, help=text, **({"choices": self.choices} if self.choices else {}))
+
+
+SERVE_OPTIONS = (
+    ServeOption("--data-dir", "data_dir", str, "the reference data set (yidi datagen)"),
+    ServeOption("--ledger", "ledger", str, "ledger file; empty: yidi-ledger.sqlite beside the data set"),
+    ServeOption("--listen", "listen", str, "host:port of the gRPC listener (port 0: any free port)"),
+    ServeOption("--certs", "", str, "development certificates directory (yidi certs); empty: certs/dev"),
+    ServeOption("--cert", "tls_cert", str, "server certificate (PEM); empty: <certs>/server.pem"),
+    ServeOption("--key", "tls_key", str, "server key (PEM); empty: <certs>/server.key"),
+    ServeOption("--ca", "tls_ca", str, "the platform CA that signs client certificates; empty: <certs>/ca.pem"),
+    ServeOption("--seal-key", "seal_key", str, "the ledger's seal key, outside the data directory (`yidi keys` "
+                                               "makes one); empty: <certs>/seal.key"),
+    ServeOption("--witness", "witness", str, "a directory on another volume that receives the sealed chain head "
+                                             "after every commit; a ledger behind it is refused at start; empty: none"),
+    ServeOption("--insecure", "insecure", bool, "plaintext instead of TLS, loopback only; every Yidi RPC is then "
+                                                "UNAUTHENTICATED"),
+    ServeOption("--insecure-caller", "insecure_caller", str, "with --insecure, for benchmarks only: the caller every "
+                                                             "plaintext call is taken to be"),
+    ServeOption("--audit-log", "audit_log", str, "audit log, JSON lines; empty: <ledger>.audit.jsonl"),
+    ServeOption("--snapshots", "snapshots", str, "snapshot directory; empty: <ledger>.snapshots"),
+    ServeOption("--metrics-listen", "metrics_listen", str, "serve Prometheus /metrics on host:port "
+                                                           "(e.g. 127.0.0.1:9464); empty: none"),
+    ServeOption("--health-listen", "health_listen", str, "plaintext gRPC health for an orchestrator's probe on a "
+                                                         "loopback host:port (e.g. 127.0.0.1:50052); answers even when "
+                                                         "the event loop is stalled, then NOT_SERVING; empty: none"),
+    ServeOption("--loop-stall-s", "loop_stall_s", float, "an event loop silent this long is stalled: NOT_SERVING "
+                                                         "on the health port, a problem report"),
+    ServeOption("--loop-stall-exit-s", "loop_stall_exit_s", float, "silent this long: exit so the supervisor "
+                                                                   "restarts the gateway (0: never)"),
+    ServeOption("--log-format", "log_format", str, "application log lines", choices=("text", "json")),
+    ServeOption("--log-level", "log_level", str, "least level logged (debug: also every successful call)",
+                choices=("debug", "info", "warning", "error")),
+    ServeOption("--max-message-bytes", "max_message_bytes", int, "largest request (MESSAGE_TOO_LARGE beyond)"),
+    ServeOption("--snapshot-every-records", "snapshot_every_records", int, "write a snapshot after this many records"),
+    ServeOption("--idempotency-cache-keys", "idempotency_cache_keys", int, "recent idempotency keys kept in memory"),
+    ServeOption("--max-concurrent-rpcs", "max_concurrent_rpcs", int, "Yidi RPCs in flight on the gateway; "
+                                                                      "beyond, OVERLOADED (0: no limit)"),
+    ServeOption("--max-queue-wait-ms", "max_queue_wait_ms", float, "a call that queued longer in front of the "
+                                                                   "handler is refused OVERLOADED (0: no limit)"),
+    ServeOption("--overload-probe-ms", "overload_probe_ms", float, "while calls queue, measure the queue with a "
+                                                                   "probe this often"),
+    ServeOption("--max-inflight-per-caller", "max_inflight_per_caller", int, "Yidi RPCs in flight per caller"),
+    ServeOption("--rate-per-caller-per-s", "rate_per_caller_per_s", float, "calls per second per caller (token bucket)"),
+    ServeOption("--rate-burst-per-caller", "rate_burst_per_caller", int, "burst of the per-caller token bucket"),
+    ServeOption("--ledger-max-bytes", "ledger_max_bytes", int, "cap the ledger's size (0: none); past it, writes "
+                                                              "fail as on a full disk"),
+    ServeOption("--keepalive-min-ping-interval-ms", "keepalive_min_ping_interval_ms", int,
+                "clients pinging more often get GOAWAY"),
+    ServeOption("--storage-probe-interval-s", "storage_probe_interval_s", float,
+                "test-write interval while the ledger cannot be written"),
+    ServeOption("--shutdown-grace-s", "shutdown_grace_s", float, "seconds in-flight calls get to finish on SIGTERM"),
+)
 
 
 def cmd_voucher(args) -> None:
@@ -167,17 +255,17 @@ def cmd_voucher(args) -> None:
 
 def cmd_serve(args) -> None:
     from .. import certs
-    from ..config import Config
+    from ..logs import Progress
     from ..server import run
 
-    paths = certs.Paths(args.certs)
-    config = Config(data_dir=args.data_dir, ledger=args.ledger or "", listen=args.listen, snapshots=args.snapshots,
-                    tls_cert=args.cert or paths.server_cert, tls_key=args.key or paths.server_key,
-                    tls_ca=args.ca or paths.ca, insecure=args.insecure, audit_log=args.audit_log,
-                    insecure_caller=args.insecure_caller)
-    for name in SERVE_LIMITS:
-        if getattr(args, name) is not None:
-            setattr(config, name, getattr(args, name))
+    config = Config()
+    for option in SERVE_OPTIONS:
+        if option.field:
+            setattr(config, option.field, getattr(args, option.dest))
+    paths = certs.Paths(args.certs or os.path.join("certs", "dev"))
+    config.tls_cert, config.tls_key = config.tls_cert or paths.server_cert, config.tls_key or paths.server_key
+    config.tls_ca = config.tls_ca or paths.ca
+    config.seal_key = config.seal_key or paths.seal_key
     if not os.path.isdir(config.data_dir):
         raise SystemExit(f"no data set at {config.data_dir}: run `yidi datagen --out {config.data_dir}` first")
     host = config.listen.rsplit(":", 1)[0]
@@ -185,13 +273,15 @@ def cmd_serve(args) -> None:
     def listening(port: int) -> None:
         print(f"LISTENING {host}:{port}", flush=True)
 
-    def ready(port: int, metrics_port: int) -> None:
-        print(file=sys.stderr)
-        host = config.listen.rsplit(':', 1)[0]
-        metrics = f" metrics http://{config.metrics_listen.rsplit(':', 1)[0]}:{metrics_port}/metrics" if metrics_port else ""
-        print(f"SERVING {host}:{port} ledger {config.ledger_path()}{metrics}", flush=True)
+    progress = Progress("load", interactive=False if config.log_format == "json" else None)
 
-    run(config, ready=ready, progress=progress_printer("load"), listening=listening)
+    def ready(port: int, metrics_port: int, health_port: int) -> None:
+        progress.done()
+        metrics = f" metrics http://{config.metrics_listen.rsplit(':', 1)[0]}:{metrics_port}/metrics" if metrics_port else ""
+        health = f" health {config.health_listen.rsplit(':', 1)[0]}:{health_port}" if health_port else ""
+        print(f"SERVING {host}:{port} ledger {config.ledger_path()}{metrics}{health}", flush=True)
+
+    run(config, ready=ready, progress=progress, listening=listening)
 
 
 def cmd_certs(args) -> None:
@@ -202,13 +292,33 @@ def cmd_certs(args) -> None:
           f"{len(certs.dev_callers())} client certificates (31 provinces and national) to {paths.directory}")
 
 
+def cmd_keys(args) -> None:
+    from ..seal import write_key
+
+    try:
+        key = write_key(args.out)
+    except FileExistsError:
+        raise SystemExit(f"{args.out} exists: a seal key is never overwritten (a ledger sealed with it could not be "
+                         "opened without it)") from None
+    print(f"wrote a seal key (id {key.key_id}) to {args.out}, readable by its owner only; keep it outside the data "
+          "directory (README: where production keeps it)")
+
+
 def cmd_verify_ledger(args) -> None:
+    """Exit 0: proved; 1 (``NOT OK: ...``): the ledger is not what was written; 2: it could not be checked."""
+    from ..chain import LedgerCorrupt
+    from ..seal import SealKey
     from ..verify import verify_ledger
 
     try:
-        print(verify_ledger(args.ledger, args.snapshots or args.ledger + ".snapshots"))
-    except Exception as err:  # one line, whatever is wrong
+        key = SealKey.read(args.key) if args.key else None
+        print(verify_ledger(args.ledger, args.snapshots or args.ledger + ".snapshots", key, args.witness,
+                            live=args.live))
+    except LedgerCorrupt as err:
         raise SystemExit(f"NOT OK: {err}") from None
+    except Exception as err:  # one line, whatever else is wrong
+        print(f"cannot verify: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 # ---------------------------------------------------------------- requests
@@ -377,11 +487,16 @@ def cmd_simulate_month(args) -> None:
 
 
 def call_health(args, c: Client):
-    """The standard gRPC health service, asked without a caller."""
+    """The standard gRPC health service (any caller's certificate will do; none on the plaintext health port);
+    exits 1 unless SERVING, for probes."""
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     stub = health_pb2_grpc.HealthStub(c.channel)
-    return stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=10)
+    answer = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=10)
+    if answer.status != health_pb2.HealthCheckResponse.SERVING:   # a probe reads the exit status
+        print_message(answer, args.json, args.field)
+        raise SystemExit(1)
+    return answer
 
 
 # ---------------------------------------------------------------- the table
@@ -423,44 +538,21 @@ COMMANDS: tuple[Command, ...] = (
         arg("--minutes", type=int, default=10),
         arg("--data-dir", default=os.path.join("data", "national")),
     ), local=cmd_voucher),
-    Command("serve", "run the gateway", (
-        arg("--data-dir", default=os.path.join("data", "national")),
-        arg("--ledger", default="", help="ledger file (default: yidi-ledger.sqlite beside the data set)"),
-        arg("--listen", default=DEFAULT_TARGET),
-        arg("--certs", default=os.environ.get("YIDI_CERTS", os.path.join("certs", "dev")),
-            help="development certificates directory (yidi certs; env YIDI_CERTS)"),
-        arg("--cert", default="", help="server certificate (default: <certs>/server.pem)"),
-        arg("--key", default="", help="server key (default: <certs>/server.key)"),
-        arg("--ca", default="", help="CA that signs client certificates (default: <certs>/ca.pem)"),
-        arg("--insecure", action="store_true",
-            help="plaintext instead of TLS, loopback only; every Yidi RPC is then UNAUTHENTICATED"),
-        arg("--insecure-caller", default="",
-            help="with --insecure, for benchmarks only: the caller every plaintext call is taken to be"),
-        arg("--audit-log", default="", help="audit log, JSON lines (default: <ledger>.audit.jsonl)"),
-        arg("--max-message-bytes", type=int, default=None),
-        arg("--snapshots", default="", help="snapshot directory (default: <ledger>.snapshots)"),
-        arg("--snapshot-every-records", type=int, default=None, help="write a snapshot after this many records"),
-        arg("--idempotency-cache-keys", type=int, default=None, help="recent idempotency keys kept in memory"),
-        arg("--max-concurrent-rpcs", type=int, default=None, help="Yidi RPCs in flight on the gateway (0: no limit)"),
-        arg("--max-queue-wait-ms", type=float, default=None,
-            help="a call that queued longer in front of the handler is refused (0: no limit)"),
-        arg("--overload-probe-ms", type=float, default=None,
-            help="while calls arrive, measure the queue with a probe this often"),
-        arg("--max-inflight-per-caller", type=int, default=None, help="Yidi RPCs in flight per caller"),
-        arg("--rate-per-caller-per-s", type=float, default=None, help="calls per second per caller (token bucket)"),
-        arg("--rate-burst-per-caller", type=int, default=None, help="burst of the per-caller token bucket"),
-        arg("--ledger-max-bytes", type=int, default=None, help="cap the ledger's size: past it, writes fail as on a full disk"),
-        arg("--keepalive-min-ping-interval-ms", type=int, default=None, help="clients pinging more often get GOAWAY"),
-        arg("--storage-probe-interval-s", type=float, default=None,
-            help="test-write interval while the ledger cannot be written"),
-        arg("--metrics-listen", default=None, help="serve Prometheus /metrics on host:port (e.g. 127.0.0.1:9464)"),
-    ), local=cmd_serve),
+    Command("serve", "run the gateway (every option also from YIDI_SERVE_* environment variables)",
+            tuple(option.argument() for option in SERVE_OPTIONS), local=cmd_serve),
     Command("certs", "create development certificates: a CA, the server's, one per province and national", (
         arg("--out", default=os.path.join("certs", "dev")),
     ), local=cmd_certs),
-    Command("verify-ledger", "verify a ledger offline: every record's checksum, the hash chain, the head file, snapshots", (
+    Command("keys", "create a seal key for the ledger (gateway/seal.py); never overwrites one", (
+        arg("--out", required=True, help="the key file to create (keep it outside the data directory)"),
+    ), local=cmd_keys),
+    Command("verify-ledger", "prove a whole ledger: every record, the keyed chain, the derived rows, the seals", (
         arg("ledger", help="the ledger file"),
+        arg("--key", default="", help="the seal key (without it only checksums and row counts are checked)"),
         arg("--snapshots", default="", help="snapshot directory (default: <ledger>.snapshots)"),
+        arg("--witness", default="", help="the witness directory, if the gateway keeps one"),
+        arg("--live", action="store_true", help="beside a running gateway: its head file, witness and newer "
+                                                "snapshots may be ahead of the consistent view checked"),
     ), local=cmd_verify_ledger),
     Command("file", "file a person for cross-province care (备案)", FILE_ARGS, "filing.File", file_request),
     Command("filings", "list a person's filings", PERSON, "filing.ListFilings", filings_request),

@@ -1,12 +1,37 @@
 """Answers as text a clerk reads: amounts in yuan from integer fen, settlements, filings, accumulators.
 
-No floating point: ``yuan`` formats integer fen exactly.  Messages without a
-rendering here are printed as JSON.
+No floating point: ``yuan`` formats integer fen exactly.  Columns are padded
+by display width (``width``: a Chinese character takes two columns on a
+terminal), so a column after a Chinese name stays straight; tables have a
+header line.  Messages without a rendering here are printed as JSON.
 """
 from __future__ import annotations
 
 import sys
 import time
+import unicodedata
+
+
+def width(text: str) -> int:
+    """The columns text takes on a terminal: East Asian wide and fullwidth characters two, combining marks none."""
+    return sum(0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
+def pad(text: str, columns: int, align: str = "<") -> str:
+    """text padded with spaces to columns display columns, left (<) or right (>) aligned."""
+    fill = " " * max(0, columns - width(text))
+    return text + fill if align == "<" else fill + text
+
+
+def table(headers: list[str], rows: list[list[str]], aligns: str, indent: str = "") -> list[str]:
+    """Lines of a table: a header, then rows; each column as wide as its widest cell, aligned as aligns says
+    (one "<" or ">" per column)."""
+    columns = [max(width(cell) for cell in column) for column in zip(headers, *rows, strict=True)]
+
+    def line(cells: list[str]) -> str:
+        return indent + "  ".join(pad(c, w, a) for c, w, a in zip(cells, columns, aligns, strict=True)).rstrip()
+
+    return [line(headers), *(line(row) for row in rows)]
 
 
 def yuan(fen: int) -> str:
@@ -92,14 +117,15 @@ def pct(bp: int) -> str:
 
 
 def render_positions(msg) -> str:
-    rows = [f"{'province':<8} {'':<10} {'prepaid 预付金':>18} {'used 已使用':>18} {'balance 余额':>18} "
-            f"{'usage':>8}  level"]
+    rows = []
     for p in msg.positions:
         level = _enum(p, "level")
-        demand = f"  top-up demand 调增需求 {yuan(p.top_up_demand_fen)}" if p.top_up_demand_fen else ""
-        rows.append(f"{p.province:<8} {p.province_name:<10} {yuan(p.prepaid_fen):>18} {yuan(p.used_fen):>18} "
-                    f"{yuan(p.balance_fen):>18} {pct(p.usage_bp):>8}  {level} {LEVEL_ZH.get(level, '')}{demand}")
-    return "\n".join(rows)
+        rows.append([p.province, p.province_name, yuan(p.prepaid_fen), yuan(p.used_fen), yuan(p.balance_fen),
+                     pct(p.usage_bp), f"{level} {LEVEL_ZH.get(level, '')}",
+                     yuan(p.top_up_demand_fen) if p.top_up_demand_fen else "-"])
+    headers = ["province", "name", "prepaid 预付金", "used 已使用", "balance 余额", "usage", "level 预警",
+               "top-up demand 调增需求"]
+    return "\n".join(table(headers, rows, "<<>>>><>"))
 
 
 def render_position(p) -> str:
@@ -117,30 +143,36 @@ def render_report(r) -> str:
     t = r.totals
     head = [f"clearing report {r.month} ({'closed' if r.closed else 'open'}; confirmed by "
             f"{'、'.join(r.confirmed) or 'none yet'})",
-            f"  {t.settlements:,} settlements, {t.cancellations:,} cancellations; medfee {yuan(t.medfee_sumamt)}, "
+            f"  {t.settlements:,} settlements and {t.cancellations:,} cancellations booked "
+            f"({t.settlements - t.cancellations:,} net); medfee {yuan(t.medfee_sumamt)}, "
             f"fund {yuan(t.fund_pay_sumamt)} (hifp {yuan(t.hifp_pay)}, hifmi {yuan(t.hifmi_pay)}, "
             f"hifob {yuan(t.hifob_pay)}, maf {yuan(t.maf_pay)})",
             f"  flags: long_stay {t.long_stay:,}, high_cost {t.high_cost:,}, on_site_check {t.on_site_check:,}, "
             f"same_day_repeat {t.same_day_repeat:,}",
             "", "flows 参保地 → 就医地 (fund paid, largest first)"]
-    pairs = sorted(r.pairs, key=lambda p: -p.totals.fund_pay_sumamt)
-    for p in pairs:
-        x = p.totals
-        head.append(f"  {names.get(p.insured_province, p.insured_province):<8}→ "
-                    f"{names.get(p.treatment_province, p.treatment_province):<8} {x.settlements - x.cancellations:>7,} "
-                    f"{yuan(x.medfee_sumamt):>18} fund {yuan(x.fund_pay_sumamt):>18}")
-    head += ["", "net positions 净头寸 (receivable 应收 − payable 应付)"]
-    for n in sorted(r.net_positions, key=lambda n: -n.net_fen):
-        head.append(f"  {n.province} {names.get(n.province, ''):<8} {yuan(n.receivable_fen):>18} "
-                    f"{yuan(n.payable_fen):>18} {yuan(n.net_fen):>18}")
-    head.append(f"  sum of net positions {yuan(sum(n.net_fen for n in r.net_positions))}")
+    money = ["settlements 结算", "cancelled 撤销", "medfee 医疗费", "fund 基金", "accounts 个人账户"]
+    rows = [[names.get(p.insured_province, p.insured_province), names.get(p.treatment_province, p.treatment_province),
+             *_counts_and_money(p.totals)] for p in sorted(r.pairs, key=lambda p: -p.totals.fund_pay_sumamt)]
+    head += table(["insured 参保地", "treatment 就医地", *money], rows, "<<>>>>>", "  ")
+    head += ["", "net positions 净头寸 (receivable 应收 − payable 应付; fund and accounts)"]
+    nets = sorted(r.net_positions, key=lambda n: -n.net_fen)
+    rows = [[n.province, names.get(n.province, ""), yuan(n.receivable_fen), yuan(n.payable_fen), yuan(n.net_fen)]
+            for n in nets]
+    head += table(["province", "name", "receivable 应收", "payable 应付", "net 净头寸"], rows, "<<>>>", "  ")
+    provinces = {p.insured_province for p in r.pairs} | {p.treatment_province for p in r.pairs}
+    if {n.province for n in nets} == provinces:   # the whole month (a province's report has its own row only)
+        head.append(f"  sum of net positions {yuan(sum(n.net_fen for n in nets))}")
     if r.institutions:
-        head += ["", "institutions"]
-        for i in r.institutions:
-            x = i.totals
-            head.append(f"  {i.fixmedins_code} {i.fixmedins_name:<16} {x.settlements - x.cancellations:>7,} "
-                        f"{yuan(x.medfee_sumamt):>18} fund {yuan(x.fund_pay_sumamt):>18}")
+        head += ["", "institutions 定点医药机构"]
+        rows = [[i.fixmedins_code, i.fixmedins_name, *_counts_and_money(i.totals)] for i in r.institutions]
+        head += table(["code", "name", *money], rows, "<<>>>>>", "  ")
     return "\n".join(head)
+
+
+def _counts_and_money(x) -> list[str]:
+    """A ClearingTotals row: settlements and cancellations booked, then net medfee, fund and account payments."""
+    return [f"{x.settlements:,}", f"{x.cancellations:,}", yuan(x.medfee_sumamt), yuan(x.fund_pay_sumamt),
+            yuan(x.acct_pay_sumamt)]
 
 
 def render_totals(msg) -> str:
@@ -213,9 +245,15 @@ _FUNDS = {
 
 
 def render_accumulators(msg) -> str:
-    rows = [(f.name, getattr(msg, f.name)) for f in msg.DESCRIPTOR.fields if f.name not in ("psn_no", "year")]
-    body = "\n".join(f"  {k:32} {yuan(v) if k.endswith('_fen') else v}" for k, v in rows)
-    return f"accumulators of {msg.psn_no} in {msg.year}\n{body}"
+    """The year's accumulators: amounts (the ``_fen`` fields) in yuan under names without the unit, counts as is."""
+    rows = [[f.name.removesuffix("_fen"), yuan(getattr(msg, f.name)) if f.name.endswith("_fen") else
+             f"{getattr(msg, f.name):,}"] for f in msg.DESCRIPTOR.fields
+            if f.name not in ("psn_no", "year", "chronic")]
+    for c in msg.chronic:
+        rows += [[f"chronic {c.dise_codg} deductible_used", yuan(c.deductible_used_fen)],
+                 [f"chronic {c.dise_codg} fund_paid", yuan(c.fund_paid_fen)]]
+    body = table(["accumulator", "amount"], rows, "<>", "  ")
+    return f"accumulators of {msg.psn_no} in {msg.year}\n" + "\n".join(body)
 
 
 def render_filings(msg) -> str:
@@ -301,7 +339,7 @@ def render_settlement(s) -> str:
             f"  person {s.psn_no} {s.psn_name}, insured {s.insuplc_admdvs}, filing {s.filing_id} "
             f"{_enum(s, 'filing_kind')}\n  date {s.setl_date}, policy of {s.policy_effective_from}, "
             f"pay ratio {b.pay_ratio_bp // 100}.{b.pay_ratio_bp % 100:02d}%")
-    body = "\n".join(f"  {k:34} {yuan(v):>16}" for k, v in layers)
+    body = "\n".join(f"  {pad(k, 34)} {yuan(v):>16}" for k, v in layers)
     funds = ""
     if s.clearing_month or s.risk_flags:
         flags = " ".join(_flag_name(f) for f in s.risk_flags) or "none"

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import os
 import uuid
@@ -51,11 +52,12 @@ from core.access import authorize
 from core.errors import REASONS, YidiError
 
 from .. import admission, bounds
-from ..app import DEADLINE, NOTED
+from ..app import DEADLINE, NOTED, ledger_damaged
 from ..audit import fields_of
 from ..auth import _caller, current_caller, resolve_caller
 from ..chain import LedgerCorrupt
 from ..convert import request_digest  # noqa: F401 - re-exported for the services
+from ..logs import log_call, wants_call
 from ..metrics import RpcTimer
 from ..status import to_status
 
@@ -68,6 +70,9 @@ INTERNAL_ERRORS: collections.Counter[str] = collections.Counter()
 # A test hook: the RPC named here ("Service/Method") fails as a bug would, so that the INTERNAL path
 # (answer, log, automatic problem report) can be exercised over real gRPC.  Unset in production.
 FAIL_RPC = os.environ.get("YIDI_FAIL_RPC", "")
+# A test hook: "Service/Method:ms" spins the event loop that long in that RPC (as a busy-looping bug would), so
+# that the watchdog (gateway/watchdog.py) can be exercised over real gRPC.  Unset in production.
+STALL_RPC, _, STALL_MS = os.environ.get("YIDI_STALL_RPC", "").partition(":")
 
 
 class Decoded(NamedTuple):
@@ -78,9 +83,17 @@ class Decoded(NamedTuple):
 
 
 async def abort(context: grpc.aio.ServicerContext, err: YidiError) -> None:
-    # The reason and caller are logged, never the request (it may hold a certno).
-    log.info("refused %s: %s", err.reason, err.metadata or "")
+    # The call's log line (``_finish``) names the reason, never the request (it may hold a certno).
     await context.abort_with_status(to_status(err))
+
+
+def _finish(timer: RpcTimer, caller: str, request, code: str, reason: str, start: float) -> None:
+    """A call's latency (by status), its refusal (by reason) and its log line."""
+    seconds = perf_counter() - start
+    timer.observe(code, seconds, reason)
+    if wants_call(code):
+        request_id = getattr(fields_of(request), "request_id", "") if request is not None else ""
+        log_call(timer.method, caller, request_id, code, reason, seconds)
 
 
 def internal_error(method: str, gw=None, what: str = "") -> YidiError:
@@ -100,6 +113,13 @@ def internal_error(method: str, gw=None, what: str = "") -> YidiError:
         _background(gw.report_internal(method, caller, correlation_id))
     return YidiError("INTERNAL", f"结算网关内部错误（差错编号 {correlation_id}），已记录。请使用相同的请求ID重试。",
                      correlation_id=correlation_id)
+
+
+def damaged(method: str, gw, err: LedgerCorrupt) -> YidiError:
+    """A proof failed on a read: nothing is served from the ledger any more (gw.damaged reports it)."""
+    log.critical("refusing to serve from a damaged ledger in %s: %s", method, err)
+    _background(gw.damaged(err, f"{method} 读取时发现"))
+    return ledger_damaged()
 
 
 _REPORTS: set[asyncio.Task] = set()   # strong references until done (the loop keeps only weak ones)
@@ -142,7 +162,15 @@ def _admit(method: str, request, gw) -> str:
     authorize(method, caller, request, gw.engine)
     if method == FAIL_RPC:
         raise RuntimeError(f"YIDI_FAIL_RPC: {method} fails on purpose")
+    if method == STALL_RPC:
+        _spin(int(STALL_MS) / 1000)
     return caller
+
+
+def _spin(seconds: float) -> None:
+    end = perf_counter() + seconds
+    while perf_counter() < end:
+        pass
 
 
 def _enter(context: grpc.aio.ServicerContext, gw) -> tuple:
@@ -173,7 +201,7 @@ def unary(method: str, request_cls: type[Message], fn, gw, max_message_bytes: in
     timer = RpcTimer(method)
 
     async def handle(raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        start, code = perf_counter(), "OK"
+        start, code, reason = perf_counter(), "OK", ""
         request = entered = None
         caller = ""
         noted: list = []
@@ -192,19 +220,19 @@ def unary(method: str, request_cls: type[Message], fn, gw, max_message_bytes: in
                 audit.write(caller, method, request, "replayed" if replayed else "ok", key, seq)
             return result if isinstance(result, bytes) else result.SerializeToString()
         except YidiError as err:
-            code = REASONS[err.reason].status
+            code, reason = REASONS[err.reason].status, err.reason
             if audit is not None and request is not None and audit.wants(method, request, err.reason):
                 audit.write(caller, method, request, err.reason)
             await abort(context, err)
         except LedgerCorrupt as err:
-            code = "INTERNAL"
-            await abort(context, internal_error(method, gw, f"refusing to serve a damaged record: {err}"))
+            code, reason = "UNAVAILABLE", "LEDGER_DAMAGED"
+            await abort(context, damaged(method, gw, err))
         except Exception:
-            code = "INTERNAL"
+            code = reason = "INTERNAL"
             await abort(context, internal_error(method, gw))
         finally:
             _leave(gw, entered)
-            timer.observe(code, perf_counter() - start)
+            _finish(timer, caller, request, code, reason, start)
 
     return grpc.unary_unary_rpc_method_handler(handle)
 
@@ -214,7 +242,7 @@ def stream_unary(method: str, request_cls: type[Message], fn, gw, max_message_by
     timer = RpcTimer(method)
 
     async def handle(raw_messages: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> bytes:
-        start, code = perf_counter(), "OK"
+        start, code, reason = perf_counter(), "OK", ""
         entered = None
         try:
             entered = _enter(context, gw)
@@ -227,14 +255,17 @@ def stream_unary(method: str, request_cls: type[Message], fn, gw, max_message_by
             result = await fn(_chain(first, messages), caller)
             return result.SerializeToString()
         except YidiError as err:
-            code = REASONS[err.reason].status
+            code, reason = REASONS[err.reason].status, err.reason
             await abort(context, err)
+        except LedgerCorrupt as err:
+            code, reason = "UNAVAILABLE", "LEDGER_DAMAGED"
+            await abort(context, damaged(method, gw, err))
         except Exception:
-            code = "INTERNAL"
+            code = reason = "INTERNAL"
             await abort(context, internal_error(method, gw))
         finally:
             _leave(gw, entered)
-            timer.observe(code, perf_counter() - start)
+            _finish(timer, entered[0] if entered else "", None, code, reason, start)
 
     return grpc.stream_unary_rpc_method_handler(handle)
 
@@ -248,41 +279,57 @@ async def _chain(first: Message, rest: AsyncIterator[Message]) -> AsyncIterator[
 def stream(method: str, request_cls: type[Message], fn, gw, max_message_bytes: int) -> grpc.RpcMethodHandler:
     """A bidirectional stream: the call is checked once, then ``fn(items, caller)`` gets an async iterator of
     decoded messages (or the YidiError of a message that could not be read, to answer in its place) and
-    yields response bytes."""
+    yields response bytes.
+
+    The handler is a coroutine that writes with ``context.write``, not an async generator: a client that
+    cancels cancels the call's task, so the handler ends in its own task and context (its metrics are
+    counted, the caller's context variable reset there) and ``fn`` is closed at once.  A generator left at a
+    ``yield`` would be closed later by the loop in another context.  A cancel is counted ``CANCELLED`` when
+    gRPC delivers it as one (a cancelled task, or a reply it can no longer send); when gRPC ends the request
+    stream first and takes the replies left, the handler cannot tell it from the client's half-close (OK).
+    """
     decode, fn = _unwrap(fn)
     timer = RpcTimer(method)
 
-    async def handle(request_iterator, context: grpc.aio.ServicerContext):
-        start, code = perf_counter(), "OK"
+    async def items(request_iterator):
+        async for raw in request_iterator:
+            try:
+                yield _decode(raw, request_cls, max_message_bytes, decode)
+            except YidiError as err:
+                yield err
+
+    async def handle(request_iterator, context: grpc.aio.ServicerContext) -> None:
+        start, code, reason = perf_counter(), "OK", ""
+        token, writing, caller = None, False, ""
         try:
             caller = resolve_caller(context)
             token = _caller.set(caller)
             gw.require_ready()
             authorize(method, caller, None, gw.engine)
+            async with contextlib.aclosing(fn(items(request_iterator), caller)) as replies:
+                async for reply in replies:
+                    writing = True
+                    await context.write(reply)
+                    writing = False
         except YidiError as err:
-            timer.observe(REASONS[err.reason].status, perf_counter() - start)
+            code, reason = REASONS[err.reason].status, err.reason
             await abort(context, err)
-            return
-
-        async def items():
-            async for raw in request_iterator:
-                try:
-                    yield _decode(raw, request_cls, max_message_bytes, decode)
-                except YidiError as err:
-                    yield err
-
-        try:
-            async for reply in fn(items(), caller):
-                yield reply
-        except YidiError as err:
-            code = REASONS[err.reason].status
-            await abort(context, err)
+        except asyncio.CancelledError:
+            code = "CANCELLED"
+            raise
+        except LedgerCorrupt as err:
+            code, reason = "UNAVAILABLE", "LEDGER_DAMAGED"
+            await abort(context, damaged(method, gw, err))
         except Exception:
-            code = "INTERNAL"
+            if writing:  # the call ended under the reply (its client went away): nothing to answer, not a bug
+                code = "CANCELLED"
+                return
+            code = reason = "INTERNAL"
             await abort(context, internal_error(method, gw))
         finally:
-            _caller.reset(token)
-            timer.observe(code, perf_counter() - start)
+            if token is not None:
+                _caller.reset(token)
+            _finish(timer, caller, None, code, reason, start)
 
     return grpc.stream_stream_rpc_method_handler(handle)
 
@@ -314,8 +361,8 @@ def refusal(method: str, err: YidiError) -> grpc.RpcMethodHandler:
         start = perf_counter()
         try:
             await context.abort(code, details, trailers)
-        finally:
-            timer.observe(code.name, perf_counter() - start)
+        finally:   # counted by reason; not logged one by one (the intake logs a summary at most once a second)
+            timer.observe(code.name, perf_counter() - start, err.reason)
 
     return grpc.stream_unary_rpc_method_handler(refuse)
 

@@ -16,7 +16,7 @@ from core.errors import YidiError
 from core.events import id_seq
 from core.funds import DetailReconciliation, Item
 
-from .. import archive_sql, convert
+from .. import convert
 from ..app import Gateway
 from .._pb.yidi.v1 import funds_pb2 as fdpb
 from .base import request_digest
@@ -90,19 +90,18 @@ class FundsService:
 
     async def reconcile_detail(self, requests: AsyncIterator[fdpb.ReconcileDetailRequest], _caller: str):
         merge = DetailReconciliation()
-        conn = cursor = None
+        cursor = None
         try:
             async for req in requests:
-                if conn is None:
-                    conn = self.gw.store.open_reader()
-                    cursor = await asyncio.to_thread(archive_sql.recon_items, conn, *self._range(req.range))
+                if cursor is None:
+                    cursor = await asyncio.to_thread(self.gw.store.recon_cursor, *self._range(req.range))
                 merge.feed_province(_items(req.items))
                 await _compare(merge, cursor)
             merge.province_done()
             await _compare(merge, cursor)
         finally:
-            if conn is not None:
-                conn.close()
+            if cursor is not None:
+                cursor.close()
         return _detail_pb(merge)
 
     # ------------------------------------------------------------ risk flags (SPEC §7)
@@ -134,8 +133,7 @@ async def _compare(merge: DetailReconciliation, cursor) -> None:
     """Advance the merge, reading the platform's rows a chunk at a time as it needs them."""
     merge.run()
     while cursor is not None and merge.needs_platform:
-        rows = await asyncio.to_thread(cursor.fetchmany, RECONCILE_CHUNK_ROWS)
-        merge.feed_platform([archive_sql.recon_item(r) for r in rows])
+        merge.feed_platform(await asyncio.to_thread(cursor.fetchmany, RECONCILE_CHUNK_ROWS))
         merge.run()
 
 
