@@ -165,8 +165,7 @@ class Intake:
         self._last_sent = self._last_wait = 0.0
         self._probe_call = None
         self._channel: grpc.aio.Channel | None = None
-        self.probes = 0
-        self.refused = [0, 0, 0]
+        self.refused = [0, 0, 0]   # by verdict
         self._logged_at = 0.0
 
     def start(self, target: str) -> None:
@@ -220,7 +219,6 @@ class Intake:
 
     def _probe(self, now: float) -> None:
         self._seq += 1
-        self.probes += 1
         seq = self._seq
         self._sent.append((seq, now))
         self._last_sent = now

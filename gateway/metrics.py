@@ -59,7 +59,7 @@ LEDGER_RECORDS = Counter("yidi_ledger_records", "Ledger records made, by event k
 BATCH_ITEMS = Histogram("yidi_batch_items", "Items per SettleBatch call or SettleStream group", ["rpc"],
                         buckets=(1, 10, 50, 100, 250, 500, 1000, 2000), registry=REGISTRY)
 QUEUE_WAIT_SECONDS = Histogram("yidi_queue_wait_seconds", "How long Yidi calls queued in front of the handler "
-                               "(in gRPC core, before the event loop took them): a lower bound, to a few ms",
+                               "(in gRPC core, before the event loop took them): a lower bound, to within the probe interval",
                                buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0), registry=REGISTRY)
 COMMIT_RECORDS = Histogram("yidi_ledger_commit_records", "Records per ledger transaction",
                            buckets=(1, 2, 5, 10, 50, 100, 500, 1000, 4096), registry=REGISTRY)
