@@ -70,7 +70,6 @@ async def _client(target: str, n: int, tag: str, ready, go) -> dict:
 
     channel = loadgen.aio_channel(target, CALLER)
     call = channel.unary_unary(METHOD)
-    baseline: list[float] = []
 
     async def timed(raw: bytes, into: list) -> None:
         start = time.perf_counter()
@@ -84,11 +83,10 @@ async def _client(target: str, n: int, tag: str, ready, go) -> dict:
 
     try:
         await channel.channel_ready()
-        base: list = []
+        unloaded: list = []
         for i in range(0, BASELINE_CALLS, BASELINE_CONCURRENCY):
-            await asyncio.gather(*(timed(_request(f"base-{tag}-{j}"), base)
+            await asyncio.gather(*(timed(_request(f"base-{tag}-{j}"), unloaded)
                                    for j in range(i, i + BASELINE_CONCURRENCY)))
-        baseline = [latency for kind, latency, _, _ in base if kind == "OK"]
         burst = [_request(f"burst-{tag}-{i}") for i in range(n)]
         ready.put(tag)
         await asyncio.get_running_loop().run_in_executor(None, go.wait)
@@ -99,7 +97,8 @@ async def _client(target: str, n: int, tag: str, ready, go) -> dict:
             tasks += [asyncio.ensure_future(timed(raw, results)) for raw in burst[i:i + SLICE]]
             await asyncio.sleep(0)
         await asyncio.gather(*tasks)
-        return {"began": began, "results": results, "baseline": baseline}
+        return {"began": began, "results": results,
+                "baseline": [latency for kind, latency, _, _ in unloaded if kind == "OK"]}
     finally:
         await channel.close()
 
