@@ -12,7 +12,7 @@ BUILT   := $(VENV)/.built
 CERTS   ?= certs/dev
 CRASHES ?= 100
 
-.PHONY: setup certs data run test test-debug test-slow bench load peak-day lint clean crash tamper race
+.PHONY: setup certs data run test test-debug test-slow bench load peak-day overload lint clean crash tamper race
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -115,12 +115,18 @@ race: setup
 tamper: setup
 	$(BIN)/python tests/tamper.py
 
-# The benchmark suite: core, start-up and memory, load against an empty call, the peak day; writes
+# The benchmark suite: core, start-up and memory, load against an empty call, the peak day, overload; writes
 # latest.{json,md}, a dated copy and latency.png into BENCH_OUT (bench/report.py; about 15 minutes).
 # BENCH_OUT is outside the tracked tree unless asked: `make bench BENCH_OUT=bench/results` publishes.
 BENCH_OUT ?= build/bench
 bench: data
 	$(BIN)/python bench/report.py --data-dir $(DATA) --out $(BENCH_OUT)
+
+# A burst of 4,000 calls at once against 100 in flight, with overload control on and off (bench/overload.py;
+# about a minute, no data set needed): refused- and admitted-call latency, each outcome counted.
+overload: setup
+	mkdir -p $(BENCH_OUT)
+	$(BIN)/python bench/overload.py --json $(BENCH_OUT)/overload.json
 
 # Locust, headless, against a gateway started here on the national data set (USERS, SECONDS to taste).
 USERS   ?= 40

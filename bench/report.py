@@ -20,7 +20,10 @@ Phases, each against the targets of docs/performance.md:
    from the gateway's /metrics;
 4. the peak day (bench/peak_day.py): settlements in the published mix through
    SettleBatch, every one checked in the ledger, and resident memory per
-   settlement.
+   settlement;
+5. overload (bench/overload.py): a burst of 4,000 calls at once against 100 in
+   flight, with the gateway's default queue-wait limit and with the limits
+   off: refused- and admitted-call latency.
 
 Writes ``latest.json`` (flat keys, below), a copy named by date and commit,
 ``latest.md`` (the table against the targets) and ``latency.png`` into
@@ -48,7 +51,7 @@ sys.path.insert(0, ROOT)
 DEFAULT_OUT = os.path.join(ROOT, "build", "bench")
 SMOKE = "SMOKE RUN: a 2,000-person data set and seconds of load; the figures mean nothing"
 
-from bench import loadgen, peak_day  # noqa: E402
+from bench import loadgen, overload, peak_day  # noqa: E402
 
 # key -> (target, "max" or "min" (the figure must be at most / at least the target), unit, what)
 TARGETS = {
@@ -64,6 +67,9 @@ TARGETS = {
     "batch_settlements_per_s": (100_000, "min", "/s", "durable settlements per second, SettleBatch"),
     "peak_day_s": (60.0, "max", "s", "2,000,000 settlements in the published mix"),
     "gc_pause_ms_max": (10.0, "max", "ms", "longest collector pause under load"),
+    "overload_refused_p99_ms": (50.0, "max", "ms", "burst of 4,000 against 100 in flight: refused-call p99"),
+    "overload_admitted_p99_ms": (None, "", "ms", "the same burst: admitted-call p99"),
+    "overload_off_p99_ms": (None, "", "ms", "the same burst with the limits off: p99 (every call served)"),
 }
 
 
@@ -188,6 +194,25 @@ def peak(data_dir: str, settlements: int, figures: dict) -> dict:
     return summary
 
 
+def overloaded(smoke: bool, workdir: str, figures: dict) -> list[dict]:
+    """The burst with the gateway's default queue-wait limit, and with the limits off."""
+    from gateway.config import Config
+
+    calls, processes = (400, 2) if smoke else (4000, 4)
+    rows = overload.run(calls, 100, (Config().max_queue_wait_ms,), processes, workdir)
+    on, off = rows
+    log(overload.table(rows))
+    figures.update({
+        "overload_refused_p99_ms": on["refused_p99_ms"], "overload_admitted_p99_ms": on["admitted_p99_ms"],
+        "overload_off_p99_ms": off["admitted_p99_ms"], "overload_refused_p50_ms": on["refused_p50_ms"],
+        "overload_admitted_p50_ms": on["admitted_p50_ms"], "overload_off_p50_ms": off["admitted_p50_ms"],
+        "overload_admitted": on["admitted"], "overload_refused": on["overloaded"],
+        "overload_refused_with_retry_info": on["overloaded_with_retry_info"],
+        "overload_other_answers": sum(on["other"].values()) + sum(off["other"].values()),
+        "overload_drain_s": on["drain_s"], "overload_off_drain_s": off["drain_s"]})
+    return rows
+
+
 # ----------------------------------------------------------------- report
 def markdown(figures: dict, meta: dict) -> str:
     smoke = meta["smoke"]
@@ -254,7 +279,7 @@ def main() -> None:
     p.add_argument("--out", default=DEFAULT_OUT, help="where the report goes (bench/results to publish one)")
     p.add_argument("--peak-settlements", type=int, default=2_000_000)
     p.add_argument("--smoke", action="store_true", help="a 2,000-person data set and seconds per phase")
-    p.add_argument("--skip", default="", help="comma-separated phases to leave out: core,load,peak")
+    p.add_argument("--skip", default="", help="comma-separated phases to leave out: core,load,peak,overload")
     args = p.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     os.makedirs(args.out, exist_ok=True)
@@ -277,9 +302,14 @@ def main() -> None:
         if "peak" not in skip:
             log(f"peak day: {args.peak_settlements:,} settlements")
             peak(data_dir, args.peak_settlements, figures)
+        overload_rows = []
+        if "overload" not in skip:
+            log("overload: a burst far beyond the limits")
+            overload_rows = overloaded(args.smoke, work, figures)
     meta = {"date": datetime.date.today().isoformat(), "commit": commit(), "smoke": args.smoke,
             "machine": f"{os.cpu_count()} cores, Python {sys.version.split()[0]}"}
-    report = {**{k: figures.get(k) for k in TARGETS}, **figures, "meta": meta, "loadgen_rows": rows}
+    report = {**{k: figures.get(k) for k in TARGETS}, **figures, "meta": meta, "loadgen_rows": rows,
+              "overload_rows": overload_rows}
     with open(os.path.join(args.out, "latest.json"), "w") as f:
         json.dump(report, f, indent=1, ensure_ascii=False)
     shutil.copy(os.path.join(args.out, "latest.json"),

@@ -33,6 +33,9 @@ def test_report_smoke_writes_every_figure(tmp_path):
     assert report["peak_day_lost"] == 0 and report["peak_day_duplicated"] == 0
     assert report["peak_day_accumulators_equal_replay"] is True
     assert not any(r["errors"] for r in report["loadgen_rows"]), report["loadgen_rows"]
+    # 400 calls at once against 100 in flight: refusals carry their reason and retry advice, nothing else fails
+    assert report["overload_admitted"] > 0 and report["overload_other_answers"] == 0
+    assert report["overload_refused_with_retry_info"] == report["overload_refused"]
     dated = [n for n in os.listdir(tmp_path) if n.endswith(".json") and n != "latest.json"]
     assert len(dated) == 1 and dated[0].startswith(report["meta"]["date"])
     table = (tmp_path / "latest.md").read_text()

@@ -16,10 +16,14 @@ class Config:
     # A request larger than this is refused with MESSAGE_TOO_LARGE; gRPC itself refuses anything over
     # twice this from its length prefix, unbuffered (plain RESOURCE_EXHAUSTED: docs/design.md, Message size).
     max_message_bytes: int = 4 * 1024 * 1024
-    # Admission control (gateway/admission.py): Yidi RPCs in flight on the whole gateway and per
-    # caller, and each caller's rate (a token bucket); beyond them RESOURCE_EXHAUSTED/OVERLOADED
-    # with retry advice (retry_after_ms) at once.
+    # Admission control (gateway/admission.py); beyond a limit RESOURCE_EXHAUSTED/OVERLOADED with retry
+    # advice (retry_after_ms).  As each call is taken from gRPC core, before its request is read: Yidi RPCs in
+    # flight in their handlers, and how long the call queued in front of the handler, measured by a probe the
+    # gateway sends itself every overload_probe_ms while calls queue (0: no limit, for either).  Then, in the
+    # handler: each caller's calls in flight and its rate (a token bucket).
     max_concurrent_rpcs: int = 2000
+    max_queue_wait_ms: float = 500.0
+    overload_probe_ms: float = 10.0
     max_inflight_per_caller: int = 1000
     rate_per_caller_per_s: float = 20_000.0
     rate_burst_per_caller: int = 20_000

@@ -9,6 +9,8 @@ and ``make bench`` speak of the same things:
   gRPC status (its ``_count`` is the call count);
 * ``yidi_ledger_records_total{kind}`` — records made, by event kind
   (``settled``, ``settlement_cancelled``, ``admitted`` ...): settlements by kind;
+* ``yidi_queue_wait_seconds`` — how long calls queued in front of the
+  handler, in gRPC core (gateway/admission.py): the first sign of overload;
 * ``yidi_batch_items{rpc}`` — items per SettleBatch call / per stream group;
 * ``yidi_ledger_commit_records`` and ``yidi_ledger_commit_seconds`` — the
   size and latency (fsync included) of each ledger transaction;
@@ -56,6 +58,9 @@ RPC_SECONDS = Histogram("yidi_rpc_duration_seconds", "Yidi RPCs by method and gR
 LEDGER_RECORDS = Counter("yidi_ledger_records", "Ledger records made, by event kind", ["kind"], registry=REGISTRY)
 BATCH_ITEMS = Histogram("yidi_batch_items", "Items per SettleBatch call or SettleStream group", ["rpc"],
                         buckets=(1, 10, 50, 100, 250, 500, 1000, 2000), registry=REGISTRY)
+QUEUE_WAIT_SECONDS = Histogram("yidi_queue_wait_seconds", "How long Yidi calls queued in front of the handler "
+                               "(in gRPC core, before the event loop took them): a lower bound, to within the probe interval",
+                               buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0), registry=REGISTRY)
 COMMIT_RECORDS = Histogram("yidi_ledger_commit_records", "Records per ledger transaction",
                            buckets=(1, 2, 5, 10, 50, 100, 500, 1000, 4096), registry=REGISTRY)
 REFUSALS = Counter("yidi_refusals", "Refused Yidi RPCs by method and reason code", ["method", "reason"],

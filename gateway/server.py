@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import secrets
 import signal
 from typing import Callable
 
@@ -27,7 +28,7 @@ from grpc_health.v1 import health_pb2
 from core.errors import LoadError, YidiError
 
 from . import auth, certs, reflection
-from .admission import Admission
+from .admission import Admission, Intake
 from .app import Gateway
 from .audit import AuditLog
 from .config import Config
@@ -35,12 +36,12 @@ from .gcwatch import WATCH
 from .health import Health, is_loopback
 from .ledger import LedgerCorrupt, LedgerUnavailable, open_store
 from .logs import CoreLogRelay, configure as configure_log
-from .metrics import serve_metrics
+from .metrics import QUEUE_WAIT_SECONDS, serve_metrics
 from .seal import SealKey, SealKeyError, check_outside
 from .snapshot import LedgerBehindSnapshot
 from .tls import CertificateError, ServerCertificates
 from .services.admin import AdminService
-from .services.base import INTERNAL_ERRORS, service_handler
+from .services.base import INTERNAL_ERRORS, Router, service_handlers
 from .services.diagnostics import DiagnosticsService
 from .services.filing import FilingService
 from .services.funds import FundsService
@@ -163,6 +164,19 @@ def server_options(config: Config) -> list[tuple[str, int]]:
     ]
 
 
+def make_server(config: Config, admission: Admission) -> tuple[grpc.aio.Server, Router, Intake, str]:
+    """The gRPC server, the router every call goes through first, its intake, and the intake's probe listener
+    (an abstract Unix socket of this process: "" when queue waits are not limited)."""
+    server = grpc.aio.server(options=server_options(config))
+    intake = Intake(admission, config.max_queue_wait_ms, config.overload_probe_ms, QUEUE_WAIT_SECONDS.observe)
+    probes = ""
+    if config.max_queue_wait_ms:
+        probes = f"unix-abstract:yidi-queue-probe-{os.getpid()}-{secrets.token_hex(6)}"
+        if server.add_insecure_port(probes) == 0:
+            raise SystemExit(f"cannot listen on {probes} (the queue probes' listener)")
+    return server, Router(intake, config.overload_retry_after_ms), intake, probes
+
+
 def read_seal_key(config: Config) -> SealKey:
     if not config.seal_key:
         raise SealKeyError("no seal key: give --seal-key FILE (`yidi keys --out FILE` makes one)")
@@ -194,21 +208,22 @@ async def serve(config: Config, *, ready: Callable[[int, int, int], None] | None
 
     gw = Gateway(config, store, on_fatal=fatal_soon(loop, health_down), audit=AuditLog(config.audit_path()))
     gw.on_damaged = health_down
-    limit = config.max_message_bytes
-    admission = Admission(config.max_concurrent_rpcs, config.max_inflight_per_caller, config.rate_per_caller_per_s,
-                          config.rate_burst_per_caller, config.overload_retry_after_ms)
-    server = grpc.aio.server(options=server_options(config))
-    gw.admission = admission
+    gw.admission = Admission(config.max_concurrent_rpcs, config.max_inflight_per_caller, config.rate_per_caller_per_s,
+                             config.rate_burst_per_caller, config.overload_retry_after_ms)
+    server, router, intake, probes = make_server(config, gw.admission)
     for descriptor, service_cls in SERVICES:
-        server.add_generic_rpc_handlers((service_handler(descriptor, service_cls(gw).methods(), gw, limit),))
-    health.add_to(server)
-    reflection.enable(server, names + [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name])
+        router.add(service_handlers(descriptor, service_cls(gw).methods(), gw, config.max_message_bytes))
+    health.add_to(router)
+    reflection.enable(router, names + [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name])
+    server.add_generic_rpc_handlers((router,))
     await health.set_serving(False)
     gw.health = health
 
     port, tls = add_port(server, config)
     health_port = health.listen_plain(config.health_listen) if config.health_listen else 0
     await server.start()
+    if probes:
+        intake.start(probes)
     log.info("listening on %s (port %d), rebuilding state", config.listen, port)
     if listening is not None:
         listening(port)
@@ -245,6 +260,7 @@ async def serve(config: Config, *, ready: Callable[[int, int, int], None] | None
         await stopping
     log.info("stopping: NOT_SERVING, %.0f s grace for in-flight calls", config.shutdown_grace_s)
     await health.enter_graceful_shutdown()
+    await intake.close()
     await server.stop(config.shutdown_grace_s)
     if not rebuild.done():
         rebuild.cancel()

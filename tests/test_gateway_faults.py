@@ -20,6 +20,7 @@ import time
 
 import grpc
 import pytest
+from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from datagen.spec_fixture import write_spec_dataset
@@ -27,7 +28,7 @@ from gateway import server as gateway_server
 from gateway._pb.yidi.v1 import common_pb2 as pb, settlement_pb2 as spb, settlement_pb2_grpc
 from gateway.config import Config
 from gateway.ledger import PROBE_BYTES
-from gateway.status import error_info, reason_of
+from gateway.status import detail_of, error_info, reason_of
 from gateway.testing import credentials
 from gateway_harness import file_person, start_gateway
 
@@ -142,6 +143,79 @@ def test_three_thousand_calls_at_once_get_answers_with_reasons_never_a_bare_canc
         assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and info is not None and info.reason == "OVERLOADED"
         assert int(info.metadata["retry_after_ms"]) > 0
     assert stopped == 0
+
+
+async def _burst(gw, calls: int, psn_no: str) -> tuple[list, float, list]:
+    """calls OutpatientSettle at once from one TLS connection, issued in slices so that answers are read while the
+    rest go out, with a health check every 50 ms meanwhile: ([(code, seconds, ErrorInfo, RetryInfo)], seconds until
+    the last answer, health statuses)."""
+    channel = grpc.aio.secure_channel(gw.target, credentials(HAINAN, gw.certs))
+    stub = settlement_pb2_grpc.SettlementServiceStub(channel)
+    health_stub = health_pb2_grpc.HealthStub(channel)
+    await channel.channel_ready()
+    answers, healthy = [], []
+
+    async def one(n: int) -> None:
+        start = time.perf_counter()
+        try:
+            await stub.OutpatientSettle(outpatient(f"burst-{n}", psn_no), timeout=60)
+            answers.append(("ok", time.perf_counter() - start, None, None))
+        except grpc.RpcError as err:
+            answers.append((err.code(), time.perf_counter() - start, error_info(err),
+                            detail_of(err, error_details_pb2.RetryInfo)))
+
+    async def check_health() -> None:
+        while len(answers) < calls:
+            healthy.append((await health_stub.Check(health_pb2.HealthCheckRequest(), timeout=60)).status)
+            await asyncio.sleep(0.05)
+
+    began = time.perf_counter()
+    tasks = [asyncio.ensure_future(check_health())]
+    try:
+        for first in range(0, calls, 50):
+            tasks += [asyncio.ensure_future(one(n)) for n in range(first, min(calls, first + 50))]
+            await asyncio.sleep(0)
+        await asyncio.gather(*tasks)
+        return answers, time.perf_counter() - began, healthy
+    finally:
+        await channel.close()
+
+
+def test_a_burst_far_beyond_capacity_is_refused_at_the_door_instead_of_queueing(names, tmp_path):
+    """Before: 3,000-4,000 calls at once were all queued inside gRPC, in front of the handler, and answered OK after
+    1.7-2.9 s; the in-flight limit never fired (the handlers held a dozen calls while thousands waited).
+
+    The same burst against a gateway without limits, then against one whose in-flight limit is out of reach, so
+    that only the queue wait (measured by the gateway's probes) can refuse: a call that waited over 100 ms gets
+    OVERLOADED with RetryInfo.  The refused are answered in a fraction of the time serving the burst takes, and the
+    admitted sooner than when everything was served.  Health answers throughout.
+    """
+    calls = 3000
+    results = {}
+    for name, limits in (("off", ("--max-concurrent-rpcs", "0", "--max-queue-wait-ms", "0")),
+                         ("on", ("--max-concurrent-rpcs", "100000", "--max-queue-wait-ms", "100"))):
+        gw = start_gateway(names["dir"], str(tmp_path / f"ledger-{name}.sqlite"), "--max-inflight-per-caller",
+                           "100000", *limits)
+        try:
+            file_person(gw.client(LIAONING), "PF-4", "21010219800101024")
+            results[name] = asyncio.run(_burst(gw, calls, "PF-4"))
+            log = gw.log()
+        finally:
+            assert gw.stop() == 0
+    (served, served_s, _), (answers, _, healthy) = results["off"], results["on"]
+    assert all(code == "ok" for code, _, _, _ in served)
+    admitted = sorted(latency for code, latency, _, _ in answers if code == "ok")
+    refused = sorted(latency for code, latency, _, _ in answers if code != "ok")
+    for code, _, info, retry in answers:
+        if code != "ok":
+            assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and info is not None and info.reason == "OVERLOADED"
+            assert int(info.metadata["retry_after_ms"]) > 0 and retry.retry_delay.ToMilliseconds() > 0
+    assert admitted and len(refused) >= calls // 10, (len(admitted), len(refused))
+    assert refused[len(refused) // 2] < served_s / 2, (refused[len(refused) // 2], served_s)
+    everyone = sorted(latency for _, latency, _, _ in served)
+    assert admitted[len(admitted) // 2] < everyone[len(everyone) // 2], (admitted, everyone[len(everyone) // 2])
+    assert healthy and set(healthy) == {SERVING}
+    assert "refused at the door" in log
 
 
 def test_a_caller_over_its_rate_is_told_when_to_retry_and_others_are_not_affected(names, tmp_path):

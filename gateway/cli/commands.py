@@ -222,7 +222,12 @@ SERVE_OPTIONS = (
     ServeOption("--max-message-bytes", "max_message_bytes", int, "largest request (MESSAGE_TOO_LARGE beyond)"),
     ServeOption("--snapshot-every-records", "snapshot_every_records", int, "write a snapshot after this many records"),
     ServeOption("--idempotency-cache-keys", "idempotency_cache_keys", int, "recent idempotency keys kept in memory"),
-    ServeOption("--max-concurrent-rpcs", "max_concurrent_rpcs", int, "Yidi RPCs in flight on the gateway"),
+    ServeOption("--max-concurrent-rpcs", "max_concurrent_rpcs", int, "Yidi RPCs in flight on the gateway; "
+                                                                      "beyond, OVERLOADED (0: no limit)"),
+    ServeOption("--max-queue-wait-ms", "max_queue_wait_ms", float, "a call that queued longer in front of the "
+                                                                   "handler is refused OVERLOADED (0: no limit)"),
+    ServeOption("--overload-probe-ms", "overload_probe_ms", float, "while calls queue, measure the queue with a "
+                                                                   "probe this often"),
     ServeOption("--max-inflight-per-caller", "max_inflight_per_caller", int, "Yidi RPCs in flight per caller"),
     ServeOption("--rate-per-caller-per-s", "rate_per_caller_per_s", float, "calls per second per caller (token bucket)"),
     ServeOption("--rate-burst-per-caller", "rate_burst_per_caller", int, "burst of the per-caller token bucket"),

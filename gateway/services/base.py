@@ -1,7 +1,11 @@
 """Registering Yidi RPCs: raw request bytes in, serialized response bytes out.
 
-Every Yidi RPC goes through ``unary``'s handler, in this order (the caller is
-already resolved from its client certificate and admitted by gateway/auth.py):
+Every call first meets the ``Router`` as grpc.aio takes it from gRPC core,
+before its request is read: the intake (gateway/admission.py) may refuse a
+Yidi RPC there with OVERLOADED (calls in flight, time queued).  Then every
+Yidi RPC goes through ``unary``'s handler, in this order (the caller is
+resolved from its client certificate by gateway/auth.py and held to its own
+limits first):
 
 1. size limit (``MESSAGE_TOO_LARGE``), decoding (``INVALID_ARGUMENT``) and
    the bounds of every field (gateway/bounds.py: strings, lists, oneofs),
@@ -47,7 +51,7 @@ from google.protobuf.message import DecodeError, Message
 from core.access import authorize
 from core.errors import REASONS, YidiError
 
-from .. import bounds
+from .. import admission, bounds
 from ..app import DEADLINE, NOTED, ledger_damaged
 from ..audit import fields_of
 from ..auth import _caller, current_caller, resolve_caller
@@ -166,8 +170,8 @@ def _spin(seconds: float) -> None:
 
 
 def _enter(context: grpc.aio.ServicerContext, gw) -> tuple:
-    """Who is calling (its client certificate: UNAUTHENTICATED if none) and admission control (OVERLOADED past
-    the limits), before anything else; (caller, ticket, token) for ``_leave``.  Done here rather than in a
+    """Who is calling (its client certificate: UNAUTHENTICATED if none) and the caller's limits (OVERLOADED past
+    them), before anything else; (caller, ticket, token) for ``_leave``.  Done here rather than in a
     server interceptor: an interceptor wraps every call in one more coroutine (~5% of the empty call's CPU)."""
     caller = resolve_caller(context)
     ticket = gw.admission.enter(caller) if gw.admission is not None else None
@@ -326,8 +330,8 @@ def stream(method: str, request_cls: type[Message], fn, gw, max_message_bytes: i
     return grpc.stream_stream_rpc_method_handler(handle)
 
 
-def service_handler(service_descriptor, methods: dict, gw, max_message_bytes: int):
-    """A generic handler for one proto service; every method must be implemented."""
+def service_handlers(service_descriptor, methods: dict, gw, max_message_bytes: int) -> dict[str, grpc.RpcMethodHandler]:
+    """The handlers of one proto service by method path ("/yidi.v1.Service/Method"); every method must be implemented."""
     from google.protobuf import message_factory
 
     handlers = {}
@@ -340,4 +344,63 @@ def service_handler(service_descriptor, methods: dict, gw, max_message_bytes: in
         handlers[method.name] = make(name, request_cls, methods[method.name], gw, max_message_bytes)
     if set(methods) != set(handlers):
         raise RuntimeError(f"{service_descriptor.name}: methods without a handler {set(methods) ^ set(handlers)}")
-    return grpc.method_handlers_generic_handler(service_descriptor.full_name, handlers)
+    return {f"/{service_descriptor.full_name}/{name}": handler for name, handler in handlers.items()}
+
+
+def refusal(method: str, err: YidiError) -> grpc.RpcMethodHandler:
+    """A handler that answers err at once without reading the request (a prebuilt status: a refusal must be cheap)."""
+    status = to_status(err)
+    code, details, trailers = status.code, status.details, status.trailing_metadata
+    timer = RpcTimer(method)
+
+    async def refuse(requests, context: grpc.aio.ServicerContext) -> None:
+        start = perf_counter()
+        try:
+            await context.abort(code, details, trailers)
+        finally:   # counted by reason; not logged one by one (the intake logs a summary at most once a second)
+            timer.observe(code.name, perf_counter() - start, err.reason)
+
+    return grpc.stream_unary_rpc_method_handler(refuse)
+
+
+class Router(grpc.GenericRpcHandler):
+    """Every method of the server in one table, looked up as grpc.aio takes each call from gRPC core.
+
+    This is the first code of ours a call reaches, in arrival order and before
+    its request is read: the intake (gateway/admission.py) may refuse a Yidi
+    call there with a prebuilt OVERLOADED answer, and answers its own queue
+    probes.  Health and reflection are added here too
+    (``add_generic_rpc_handlers``: the router stands in for the server when
+    they register), so that every call queues in one line; they are never
+    refused.
+    """
+
+    def __init__(self, intake: admission.Intake, retry_after_ms: int) -> None:
+        self._intake = intake
+        self._retry_after_ms = retry_after_ms
+        self._yidi: dict[str, tuple] = {}
+        self._others: list[grpc.GenericRpcHandler] = []
+
+    def add(self, handlers: dict[str, grpc.RpcMethodHandler]) -> None:
+        for path, handler in handlers.items():
+            method = path.rsplit(".", 1)[-1]   # "Service/Method", as the metrics name it
+            self._yidi[path] = (handler, *(refusal(method, self._intake.refusal(verdict, self._retry_after_ms))
+                                           for verdict in (admission.TOO_MANY, admission.TOO_LONG)))
+
+    def add_generic_rpc_handlers(self, handlers) -> None:
+        self._others.extend(handlers)
+
+    def add_registered_method_handlers(self, service: str, handlers: dict) -> None:
+        """Ignored: the generic handlers the same helpers add serve the same methods, through here."""
+
+    def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+        answers = self._yidi.get(details.method)
+        if answers is not None:
+            return answers[self._intake.take()]
+        if details.method == admission.PROBE:
+            return self._intake.probe_handler(details.invocation_metadata)
+        for handlers in self._others:
+            handler = handlers.service(details)
+            if handler is not None:
+                return handler
+        return None
