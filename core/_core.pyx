@@ -5,8 +5,10 @@ eligibility (SPEC §4) and benefit calculation (SPEC §5).
 One extension module that ``include``s its parts (asyncpg style):
 limits.pxi (every bound), index.pxi (structs, arena, hash tables),
 validate.pxi (the one check of each field, also exported to Python),
-load.pxi (row validation and JSONL loading), eligibility.pxi, benefit.pxi,
-invariants.pxi (what must hold between the tables; debug builds check it
+wire_numbers.pxi (the contract's field numbers and enum values, generated
+from the .proto descriptors at build time), wire.pxi (protobuf bytes written
+and read), load.pxi (row validation and JSONL loading), eligibility.pxi,
+benefit.pxi, invariants.pxi (what must hold between the tables; debug builds check it
 after every change).
 The event loop is the only caller, so nothing here takes a lock.
 """
@@ -18,6 +20,7 @@ from core.errors import InvariantError, LoadError, YidiError
 include "limits.pxi"
 include "index.pxi"
 include "validate.pxi"
+include "wire_numbers.pxi"
 include "wire.pxi"
 
 # A debug build (YIDI_DEBUG=1): the core checks its invariants after every
