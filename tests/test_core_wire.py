@@ -120,6 +120,14 @@ def test_whatever_the_core_accepts_is_canonical_and_read_as_upb_reads_it(noise, 
         assert raw == parsed.SerializeToString(deterministic=True)  # so the digest may be taken over raw
 
 
+def test_a_field_number_beyond_32_bits_is_not_read_as_one_of_ours():
+    request_id = spb.OutpatientSettleRequest.REQUEST_ID_FIELD_NUMBER
+    raw = _varint(((1 << 32) + request_id) << 3 | 2) + b"\x01a"   # upb refuses it: not a valid field number
+    assert _core.read_outpatient_request(raw) is None
+    item = _varint(((1 << 32) + spb.SettleItem.OUTPATIENT_FIELD_NUMBER) << 3 | 2) + b"\x00"
+    assert _core.read_settle_item(item) is None
+
+
 def _varint(n: int) -> bytes:
     out = bytearray()
     while n >= 0x80:
