@@ -105,21 +105,9 @@ ctypedef struct Policy:
     uint8_t assist_present
 
 ctypedef struct Acc:
-    int64_t value[N_ACCUMULATORS]  # by ACC_*: one person's accumulators for one calendar year
+    int64_t value[N_ACCUMULATORS]  # by ACC_* (core/money.py): one person's accumulators for one calendar year
     int32_t next_acc_idx           # the same person's next year
     int32_t year
-
-# The accumulators of SPEC §5.5, as indexes into Acc.value.  The order is
-# ACCUMULATOR_KEYS (_core.pyx); _core.LAYOUT exports this table and
-# tests/test_core_layout.py checks that the two agree.
-cdef enum:
-    ACC_INPATIENT_FUND_PAID_FEN = 0
-    ACC_INPATIENT_ADMISSIONS = 1           # a count: settled admissions this year
-    ACC_CRIT_BASE_FEN = 2                  # cumulative in-policy self-pay `s` (SPEC §5.3 step 4)
-    ACC_CRIT_PAID_FEN = 3
-    ACC_ASSIST_PAID_FEN = 4
-    ACC_OUTPATIENT_FUND_PAID_FEN = 5
-    ACC_OUTPATIENT_DEDUCTIBLE_USED_FEN = 6
 
 # The narrow fields above hold whatever the limits let through; checked once,
 # at import, so that no store needs a runtime length check.
