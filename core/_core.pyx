@@ -3,7 +3,8 @@
 eligibility (SPEC §4) and benefit calculation (SPEC §5).
 
 One extension module that ``include``s its parts (asyncpg style):
-limits.pxi (every bound), index.pxi (structs, arena, hash tables),
+limits.pxi (every bound), policy.pxi (the policy row: struct and loading),
+index.pxi (structs, arena, hash tables),
 validate.pxi (the one check of each field, also exported to Python),
 load.pxi (row validation and JSONL loading), eligibility.pxi, benefit.pxi,
 invariants.pxi (what must hold between the tables; debug builds check it
@@ -18,6 +19,7 @@ from core.money import ACCUMULATOR_KEYS, BREAKDOWN_KEYS
 
 include "limits.pxi"
 include "_money.pxi"     # generated from core/money.py: BD_*, ACC_*, LAYER_* and their counts
+include "policy.pxi"
 include "index.pxi"
 include "validate.pxi"
 include "wire.pxi"
