@@ -4,7 +4,7 @@ The stubs are generated as soon as setup.py is loaded, so that every build
 step (egg_info, build_py, an editable or a wheel build) sees the generated
 packages; Cython runs late, in ``build_ext`` (as asyncpg does).  Generated
 stubs go to ``gateway/_pb``, the contract's field numbers and enum values for
-the core to ``core/wire_numbers.{pxi,py}`` (tools/wire_numbers.py); none of
+the core to ``core/_wire_numbers.{pxi,py}`` (tools/wire_numbers.py); none of
 them is committed.
 """
 import importlib.util
@@ -66,6 +66,18 @@ def generate_wire_numbers() -> None:
     tool.write(PB_OUT / "contract.binpb", ROOT / "core")
 
 
+def generate_money() -> None:
+    """core/_money.pxi: the C names of the money's positions, from core/money.py (read by path: nothing of the
+    core is built yet)."""
+    spec = importlib.util.spec_from_file_location("_yidi_money", ROOT / "core" / "money.py")
+    money = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(money)
+    target = ROOT / "core" / "_money.pxi"
+    text = money.cython_constants()
+    if not target.exists() or target.read_text() != text:
+        target.write_text(text)
+
+
 class BuildExt(build_ext):
     def finalize_options(self):
         # Late cythonize: Cython is a build requirement, imported only here.
@@ -87,6 +99,7 @@ class BuildExt(build_ext):
 
 generate_stubs()
 generate_wire_numbers()
+generate_money()
 setup(
     packages=find_packages(include=["core", "gateway", "gateway.*", "datagen"]),
     ext_modules=[

@@ -3,13 +3,13 @@
 eligibility (SPEC §4) and benefit calculation (SPEC §5).
 
 One extension module that ``include``s its parts (asyncpg style):
-limits.pxi (every bound), index.pxi (structs, arena, hash tables),
+limits.pxi (every bound), policy.pxi (the policy row: struct and loading),
+index.pxi (structs, arena, hash tables),
 validate.pxi (the one check of each field, also exported to Python),
-wire_numbers.pxi (the contract's field numbers and enum values, generated
-from the .proto descriptors at build time), wire.pxi (protobuf bytes written
-and read), load.pxi (row validation and JSONL loading), eligibility.pxi,
-benefit.pxi, invariants.pxi (what must hold between the tables; debug builds check it
-after every change).
+wire.pxi (the protobuf bytes it reads and writes itself, with the contract's
+numbers from the generated _wire_numbers.pxi), load.pxi (row validation and
+JSONL loading), eligibility.pxi, benefit.pxi, invariants.pxi (what must hold
+between the tables; debug builds check it after every change).
 The event loop is the only caller, so nothing here takes a lock.
 """
 
@@ -18,20 +18,21 @@ import bisect
 import msgspec
 
 from core.errors import InvariantError, LoadError, YidiError
+from core import _wire_numbers
+from core.money import ACCUMULATOR_KEYS, BREAKDOWN_KEYS
 
 include "limits.pxi"
+include "_money.pxi"     # generated from core/money.py: BD_*, ACC_*, LAYER_* and their counts
+include "policy.pxi"
 include "index.pxi"
 include "validate.pxi"
-include "wire_numbers.pxi"
+include "_wire_numbers.pxi"   # generated from the protos' descriptors: Message_field numbers, enum values
 include "wire.pxi"
 
 # A debug build (YIDI_DEBUG=1): the core checks its invariants after every
 # change; Python code can run its own debug-only checks under `if DEBUG:`.
 DEBUG = bool(YIDI_DEBUG)
 
-# per person per calendar year (SPEC §5.5); the order is the C layout of Acc.value (ACC_*)
-ACCUMULATOR_KEYS = ("inpatient_fund_paid_fen", "inpatient_admissions", "crit_base_fen", "crit_paid_fen",
-                    "assist_paid_fen", "outpatient_fund_paid_fen", "outpatient_deductible_used_fen")
 
 # ---------------------------------------------------------------- domain facts for Python callers
 # The data generator, tests and tools ask the core instead of restating these;
@@ -86,15 +87,8 @@ LAYOUT = {
     "MAX_TIERS": MAX_TIERS,
     "N_LEVELS": N_LEVELS,
     "N_FILING_KINDS": N_FILING_KINDS,
-    "accumulator_index": {
-        "inpatient_fund_paid_fen": ACC_INPATIENT_FUND_PAID_FEN,
-        "inpatient_admissions": ACC_INPATIENT_ADMISSIONS,
-        "crit_base_fen": ACC_CRIT_BASE_FEN,
-        "crit_paid_fen": ACC_CRIT_PAID_FEN,
-        "assist_paid_fen": ACC_ASSIST_PAID_FEN,
-        "outpatient_fund_paid_fen": ACC_OUTPATIENT_FUND_PAID_FEN,
-        "outpatient_deductible_used_fen": ACC_OUTPATIENT_DEDUCTIBLE_USED_FEN,
-    },
+    "N_BREAKDOWN": N_BREAKDOWN,
+    "index": MONEY_INDEX,
     "array_len": {
         "Acc.value": sizeof(_ACC_PROBE.value) // sizeof(int64_t),
         "Policy.inpatient_deductible_fen": sizeof(_POLICY_PROBE.inpatient_deductible_fen) // sizeof(int64_t),
@@ -393,9 +387,11 @@ cdef class Index:
         return sorted(f"{p}" for p in self._voucher_keys)
 
     def explain(self, psn_no, fixmedins_code, filing_kind, bint inpatient, date, lines, chronic, stay,
-                tuple acc_before):
-        """SPEC §10.7: a settlement computed again from its recorded inputs, with every term it used."""
-        return _explain(self, psn_no, fixmedins_code, filing_kind, inpatient, date, lines, chronic, stay, acc_before)
+                tuple acc_before, tuple accounts=(0, 0)):
+        """SPEC §10.7: a settlement computed again from its recorded inputs (and the account payments it recorded),
+        with every term it used."""
+        return _explain(self, psn_no, fixmedins_code, filing_kind, inpatient, date, lines, chronic, stay, acc_before,
+                        accounts)
 
     def chronic_refusal(self, psn_no, fixmedins_code, dise_codg):
         """SPEC §10.2 checks 10 and 11: None, or the refusal."""

@@ -1,7 +1,7 @@
 # The protobuf wire format of the answers the core computes (protos/yidi/v1/common.proto), written
 # straight from C structs: building the same answer as protobuf Python objects cost ~25 µs per
 # settlement, writing it here ~1 µs.  The .proto files stay the contract: every field number and enum
-# value used here comes from wire_numbers.pxi, generated from their descriptors at build time, and
+# value used here comes from _wire_numbers.pxi, generated from their descriptors at build time, and
 # tests/test_core_wire.py checks that these bytes equal what the generated classes serialize
 # (deterministic), field by field.
 #

@@ -5,10 +5,10 @@ puts enum values into its answers (core/engine.py); the numbers it uses come fro
 files stay the one place they are written.  setup.py runs this at build time over the descriptor set it
 compiles (gateway/_pb/contract.binpb) and writes, for every message and enum of package yidi.v1:
 
-* core/wire_numbers.pxi, included by core/_core.pyx: C constants ``<Message>_<field> = <field number>``
+* core/_wire_numbers.pxi, included by core/_core.pyx: C constants ``<Message>_<field> = <field number>``
   (``Settlement_balc = 22``) and each enum value under its proto name (``VISIT_KIND_INPATIENT = 1``);
-* core/wire_numbers.py: the same names for the core's Python, and each enum as a dict of its values
-  (``VisitKind = {"VISIT_KIND_UNSPECIFIED": 0, ...}``).
+* core/_wire_numbers.py: the same names for the core's Python, and each message and enum as a dict by name
+  (``Breakdown = {"medfee_sumamt": 1, ...}``, ``VisitKind = {"VISIT_KIND_UNSPECIFIED": 0, ...}``).
 
 Both are generated, not committed.  ``python tools/wire_numbers.py DESCRIPTOR_SET OUT_DIR`` writes them by hand.
 """
@@ -71,24 +71,24 @@ def pxi_text(numbers: list[Numbers]) -> str:
 
 
 def py_text(numbers: list[Numbers]) -> str:
-    parts = [HEADER, '"""Field numbers (``Message_field``) and enum values of the contract, from its descriptors."""\n']
+    parts = [HEADER, '"""Field numbers (``Message_field``, ``Message[field]``) and enum values of the contract."""\n']
     for n in numbers:
         parts.append(f"\n# {n.kind} {n.name} ({n.file})\n")
         parts.extend(f"{name} = {number}\n" for name, number in n.values)
-        if n.kind == "enum":
-            parts.append(f"{n.name} = {{\n")
-            parts.extend(f'    "{name}": {name},\n' for name, _ in n.values)
-            parts.append("}\n")
+        parts.append(f"{n.name} = {{\n")   # the message's fields by name, the enum's values by name
+        prefix = len(n.name) + 1 if n.kind == "message" else 0
+        parts.extend(f'    "{name[prefix:]}": {name},\n' for name, _ in n.values)
+        parts.append("}\n")
     return "".join(parts)
 
 
 def write(descriptor_set: pathlib.Path, out_dir: pathlib.Path) -> None:
-    """wire_numbers.pxi and wire_numbers.py into ``out_dir``, each rewritten only when it changes (so the
+    """_wire_numbers.pxi and _wire_numbers.py into ``out_dir``, each rewritten only when it changes (so the
     core is not recompiled for nothing)."""
     numbers = read(descriptor_set.read_bytes())
     if not numbers:
         raise RuntimeError(f"no message or enum of package {PACKAGE} in {descriptor_set}")
-    for name, text in (("wire_numbers.pxi", pxi_text(numbers)), ("wire_numbers.py", py_text(numbers))):
+    for name, text in (("_wire_numbers.pxi", pxi_text(numbers)), ("_wire_numbers.py", py_text(numbers))):
         path = out_dir / name
         if not path.exists() or path.read_text() != text:
             path.write_text(text)
