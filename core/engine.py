@@ -1128,8 +1128,8 @@ def _totals(lines: Iterable[FeeLine]) -> tuple[int, int]:
     return len(lines), total
 
 
-# The contract's enum values of the core's names, the answers carry (generated from common.proto; a name the
-# contract lacks fails here, at import).
+# The contract's values (generated from common.proto) of the enums an answer carries, by the core's names; a name
+# the contract lacks fails here, at import.
 _VISIT_KIND_PB = {INPATIENT: VISIT_KIND_INPATIENT, OUTPATIENT: VISIT_KIND_OUTPATIENT}
 _FILING_KIND_PB = {kind: FilingKind["FILING_KIND_" + kind.upper()] for kind in FILING_KINDS}
 

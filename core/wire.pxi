@@ -195,8 +195,8 @@ class SettleItemRead(msgspec.Struct, frozen=True, gc=False):
     request: bytes
 
 
-# core.events.FeeLine and core.commands.Card, which those modules define on top of this one: looked up on
-# the first read (a module-level import here would be circular).
+# core.events.FeeLine and core.commands.Card, looked up on the first read: core.commands imports this module
+# (through core.funds), so it cannot be imported while this one loads.
 cdef object _FeeLine = None
 cdef object _Card = None
 
