@@ -44,8 +44,12 @@ from __future__ import annotations
 
 from typing import NamedTuple, Protocol
 
-from ._core import province_code
 from .errors import YidiError
+from .filing import Filings
+from .problems import Problems
+from .settlement import Settlements
+from .visits import Visits
+from ._core import Index, province_code
 
 NATIONAL = "national"
 
@@ -56,8 +60,8 @@ class Rule(NamedTuple):
 
 
 class World(Protocol):
-    """The look-ups a rule needs; the engine implements them (unknown objects raise their NOT_FOUND reason,
-    malformed ids INVALID_ARGUMENT)."""
+    """The look-ups a rule needs (unknown objects raise their NOT_FOUND reason, malformed ids INVALID_ARGUMENT);
+    ``Owners`` answers them from the engine's parts."""
 
     def institution_province(self, fixmedins_code: str) -> str | None: ...
     def visit_provinces(self, mdtrt_id: str) -> tuple[str, str]: ...
@@ -66,6 +70,46 @@ class World(Protocol):
     def person_filed_provinces(self, psn_no: str) -> set[str]: ...
     def filing_province(self, filing_id: str) -> str: ...
     def problem_provinces(self, problem_id: str) -> set[str]: ...
+
+
+class Owners:
+    """Whose each object is: the World of the engine (``Engine.owners``)."""
+
+    def __init__(self, index: Index, filings: Filings, visits: Visits, settlements: Settlements,
+                 problems: Problems) -> None:
+        self.index = index
+        self.filings = filings
+        self.visits = visits
+        self.settlements = settlements
+        self.problems = problems
+
+    def institution_province(self, fixmedins_code: str) -> str | None:
+        inst = self.index.get_institution(fixmedins_code)
+        return province_code(inst["admdvs"]) if inst is not None else None
+
+    def visit_provinces(self, mdtrt_id: str) -> tuple[str, str]:
+        """(treatment province, insured province) of a visit; VISIT_NOT_FOUND if there is none."""
+        facts = self.visits.visit(mdtrt_id).facts
+        return province_code(facts.mdtrtarea_admdvs), province_code(facts.insuplc_admdvs)
+
+    def settlement_provinces(self, setl_id: str) -> tuple[str, str]:
+        facts = self.settlements.settlement(setl_id).facts
+        return province_code(facts.mdtrtarea_admdvs), province_code(facts.insuplc_admdvs)
+
+    def person_province(self, psn_no: str = "", certno: str = "") -> str:
+        return province_code(self.filings.person(psn_no, certno)["insuplc_admdvs"])
+
+    def person_filed_provinces(self, psn_no: str) -> set[str]:
+        return {province_code(f["dest_admdvs"]) for f in self.index.filings_of(psn_no)}
+
+    def filing_province(self, filing_id: str) -> str:
+        """The insured province of the filing's person."""
+        return self.person_province(self.filings.filing(filing_id)["psn_no"])
+
+    def problem_provinces(self, problem_id: str) -> set[str]:
+        """The provinces a report concerns (its settlement's or visit's, or the reporting province)."""
+        facts = self.problems.problem(problem_id).facts
+        return {p for p in (facts.treatment_province, facts.insured_province, facts.reporter) if p}
 
 
 _NATIONAL = Rule("national")

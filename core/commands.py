@@ -10,12 +10,12 @@ Every mutating command carries the caller's ``request_id`` (SPEC §6).
 """
 from __future__ import annotations
 
-from typing import Union
+from typing import NamedTuple, Union
 
 import msgspec
 
 from .archive import ArchivedProblem
-from .events import FeeLine, Filing, Person, VisitFacts
+from .events import Event, FeeLine, Filing, Person, VisitFacts
 from .funds import Position
 
 
@@ -293,6 +293,9 @@ class ProblemResult(Result):
     problem: ArchivedProblem
 
 
-ANY_COMMAND = Union[FilePerson, ReviseFiling, RevokeFiling, Admit, CancelAdmission, UploadFees, WithdrawFees,
-                    DischargeSettle, CancelSettlement, OutpatientSettle, Reverse, LoadReferenceData, SetPrepaid,
-                    TopUpPrepaid, ChangeClearingMonth, ReportProblem, UpdateProblem]
+class Decision(NamedTuple):
+    """What deciding a command gives: the event to record and the result its answer needs."""
+
+    event: Event
+    result: Result
+

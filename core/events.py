@@ -92,6 +92,13 @@ class Filing(Row):
         row["fixmedins_codes"] = list(self.fixmedins_codes)
         return row
 
+    @classmethod
+    def from_row(cls, row: dict) -> Filing:
+        """A filing from its SPEC §3 row (the index's dict)."""
+        fields = {f: row[f] for f in cls.__struct_fields__}
+        fields["fixmedins_codes"] = tuple(fields["fixmedins_codes"])
+        return cls(**fields)
+
 
 class FeeLine(msgspec.Struct, frozen=True, array_like=True, gc=False):
     """One fee line 费用明细 as uploaded (SPEC §5.1)."""
@@ -430,9 +437,9 @@ def decode(body: bytes) -> Event:
 def _from_legacy(d: dict) -> Event:
     kind = d.get("type")
     if kind == "filed":
-        return Filed(person=_person(d["person"]), filing=_filing(d["filing"]))
+        return Filed(person=_person(d["person"]), filing=Filing.from_row(d["filing"]))
     if kind == "filing":
-        return FilingChanged(filing=_filing(d["filing"]))
+        return FilingChanged(filing=Filing.from_row(d["filing"]))
     if kind == "admitted":
         return Admitted(visit=VisitFacts(**d["visit"]), ipt_no=d.get("ipt_no", ""))
     if kind == "admission_cancelled":
@@ -454,12 +461,6 @@ def _from_legacy(d: dict) -> Event:
 
 def _person(d: dict) -> Person:
     return Person(**{f: d[f] for f in Person.__struct_fields__})
-
-
-def _filing(d: dict) -> Filing:
-    fields = {f: d[f] for f in Filing.__struct_fields__}
-    fields["fixmedins_codes"] = tuple(fields["fixmedins_codes"])
-    return Filing(**fields)
 
 
 def _settlement(s: dict) -> SettlementFacts:

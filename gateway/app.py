@@ -32,15 +32,16 @@ import uuid
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-import msgspec
 from core import Index, events
 from core.archive import ArchivedProblem, ArchivedSettlement, ArchivedVisit, Change, MemoryArchive, Overlay
 from core.access import NATIONAL
-from core.commands import Command, LoadReferenceData, ReferenceResult, ReportProblem, Reverse
-from core.engine import GATEWAY, Decision, Engine, EngineState
+from core.commands import Command, Decision, LoadReferenceData, ReferenceResult, ReportProblem, Reverse
+from core.engine import Engine, EngineState
 from core.errors import YidiError
-from core.events import REVERSED_KIND, Admitted, ReferenceLoaded, Settled
+from core.events import REVERSED_KIND, ReferenceLoaded
 from core.limits import check_id
+from core.problems import GATEWAY
+from core.settlement import check_reversal, reversal
 
 from . import chain, metrics, snapshot
 from .config import Config
@@ -49,7 +50,6 @@ from .keys import REVERSED, Keys, Prior, reused
 from .ledger import GroupCommitLedger, LedgerClosed, LedgerCorrupt, LedgerFatal, Record, Store
 
 log = logging.getLogger("yidi.gateway")
-msgspec_replace = msgspec.structs.replace
 
 Item = tuple[Command, bytes]   # a command and the digest of the request it came from
 Outcome = bytes | YidiError
@@ -208,10 +208,13 @@ def _replay(engine: Engine, store: Store, keys: Keys, after: int,
     return replayed
 
 
-def build_reloaded(config: Config, store: Store, data_dir: str, state: EngineState) -> LoadedState:
-    """A new reference data set with the current mutable state restored onto it (blocking)."""
-    engine = Engine.restore(load_index(config, data_dir), state, Overlay(StoreArchive(store)))
-    return LoadedState(engine, os.path.abspath(data_dir), int(time.time() * 1000))
+def build_reloaded(config: Config, store: Store, data_dir: str,
+                   state: EngineState) -> tuple[LoadedState, ReferenceLoaded]:
+    """A new reference data set with the current mutable state restored onto it, and the event recording it
+    (blocking)."""
+    data_dir = os.path.abspath(data_dir)
+    engine, event = Engine.reloaded(state, load_index(config, data_dir), data_dir, Overlay(StoreArchive(store)))
+    return LoadedState(engine, data_dir, int(time.time() * 1000)), event
 
 
 def _spawn_niced(argv: list[str], nice: int) -> tuple[int, bytes, bytes]:
@@ -525,20 +528,15 @@ class Gateway:
         (no await between the look-up and the decision, so it cannot slip in).
         """
         self.require_ready()
-        original = command.original_request_id
-        check_id(original, "原请求ID original_request_id", "INVALID_REQUEST_ID", "original_request_id")
-        if original == command.request_id:
-            raise YidiError("INVALID_ARGUMENT", what="冲正请求的请求ID", problem="不能与原请求ID相同",
-                            field="original_request_id")
-        check_id(command.request_id, "请求ID request_id", "INVALID_REQUEST_ID", "request_id")
+        check_reversal(command)
         if self.keys.find(caller, command.request_id) is not None:
             return command  # this reversal, retried: execute_many answers it as it was first answered
-        found = self.keys.find(caller, original)
+        found = self.keys.find(caller, command.original_request_id)
         if found is None:
             return command
         seen, prior = found
         if seen == REVERSED:
-            raise YidiError("REQUEST_REVERSED", request_id=original)
+            raise YidiError("REQUEST_REVERSED", request_id=command.original_request_id)
         if prior.durable is not None:
             try:
                 await asyncio.shield(prior.durable)
@@ -546,14 +544,7 @@ class Gateway:
                 raise storage_unavailable() from None
             self.require_ready()
         record = self.store.read(prior.seq)
-        event = events.decode(record.body) if record is not None else None
-        if type(event) is Settled:
-            return msgspec_replace(command, target_kind="settlement", target_id=event.settlement.setl_id)
-        if type(event) is Admitted:
-            return msgspec_replace(command, target_kind="admission", target_id=event.visit.mdtrt_id)
-        raise YidiError("INVALID_ARGUMENT", what=f"请求ID {original} 对应的业务",
-                        problem="不是结算或入院登记，不能冲正；如需更正，请使用相应的撤销或变更接口",
-                        field="original_request_id")
+        return reversal(command, events.decode(record.body) if record is not None else None)
 
     # ------------------------------------------------- reference reload
     async def _reload(self, caller: str, command: LoadReferenceData, digest: bytes) -> bytes:
@@ -568,12 +559,12 @@ class Gateway:
         try:
             await self.ledger.flush()
             current = self.state.engine.export_state()
-            state = await asyncio.to_thread(build_reloaded, self.config, self.store, command.data_dir, current)
+            state, event = await asyncio.to_thread(build_reloaded, self.config, self.store, command.data_dir,
+                                                   current)
         finally:
             self._paused = False
         old, self.state = self.state, state
         try:
-            event = ReferenceLoaded(data_dir=state.data_dir, meta=dict(state.engine.index.meta))
             seq = self.ledger.next_seq
             record = self._apply(state.engine, caller, command, digest, Decision(event, self.status(seq)), seq)
             await self._submit(caller, [record])

@@ -90,7 +90,7 @@ def record(out: str) -> None:
         snapshot.seal(blob_seq, snapshot.encode(blob_seq, names["dir"], state), store.chain_at(blob_seq), key),
         blob_seq)
     store.close()
-    report = engine.clearing_report(DATE // 100)
+    report = engine.clearing.report(DATE // 100)
     expected = {
         "data_dir": names["dir"], "records": seq, "snapshot_seq": blob_seq,
         "breakdowns": {s.setl_id: msgspec_dict(s.breakdown) for s in settled.values()},

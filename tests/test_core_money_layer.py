@@ -67,7 +67,7 @@ def check(recorded, engine: Engine, settled) -> None:
     for setl_id, facts in settled.items():
         assert msgspec.structs.asdict(facts.breakdown) == {**recorded["breakdowns"][setl_id], NEW_AMOUNT: 0}
         assert list(facts.deltas) == recorded["deltas"][setl_id] + [0]
-    totals = engine.clearing_report(DATE // 100).totals
+    totals = engine.clearing.report(DATE // 100).totals
     assert totals == {**recorded["clearing_totals"], NEW_AMOUNT: 0}
 
 

@@ -53,7 +53,7 @@ def test_e6_own_and_family_accounts_pay_the_in_policy_personal_share(world):
     engine, names = world
     run = Run(engine)
     acct, family = names["psn"]["acct"], names["psn"]["family"]
-    assert (engine.balance(acct), engine.balance(family)) == (100000, 300000)
+    assert (engine.accounts.balance(acct), engine.accounts.balance(family)) == (100000, 300000)
     mdtrt_id, settled = e6_stay(run, names, acct_used_flag=True, acct_mulaid_flag=True)
     s = settlement_of(settled)
     b = s.breakdown
@@ -62,11 +62,11 @@ def test_e6_own_and_family_accounts_pay_the_in_policy_personal_share(world):
         1393798, 1292720, 13080, 996812, 996812)
     # acct_payable = 1292720 + 13080 − 996812 = 308988
     assert (b.acct_pay, b.acct_mulaid_pay, b.psn_cash_pay, s.balc) == (100000, 208988, 87998, 0)
-    assert (engine.balance(acct), engine.balance(family)) == (0, 91012)
+    assert (engine.accounts.balance(acct), engine.accounts.balance(family)) == (0, 91012)
     assert settled.event.settlement.acct_draws == ((acct, 100000), (family, 208988))
     # cancelling gives exactly those amounts back to those accounts
     run(cmd.CancelSettlement(request_id="c", setl_id=s.setl_id, cancel_date=DATE))
-    assert (engine.balance(acct), engine.balance(family)) == (100000, 300000)
+    assert (engine.accounts.balance(acct), engine.accounts.balance(family)) == (100000, 300000)
 
 
 def test_without_flags_no_account_pays_and_balc_is_the_balance(world):
@@ -86,9 +86,9 @@ def test_own_account_only_and_presettlement_changes_nothing(world):
                              fixmedins_code=names["inst"]["hk_l3"], adm_date=20260310))
     mdtrt_id = admitted.event.visit.mdtrt_id
     run(cmd.UploadFees(request_id="f", mdtrt_id=mdtrt_id, lines=E1_LINES))
-    pre = spb.SettlementResponse.FromString(engine.presettle(mdtrt_id, DATE, True, True)).settlement
+    pre = spb.SettlementResponse.FromString(engine.settlements.presettle(mdtrt_id, DATE, True, True)).settlement
     assert (pre.breakdown.acct_pay, pre.breakdown.acct_mulaid_pay, pre.balc) == (100000, 208988, 0)
-    assert engine.balance(names["psn"]["acct"]) == 100000 and engine.balance(names["psn"]["family"]) == 300000
+    assert engine.accounts.balance(names["psn"]["acct"]) == 100000 and engine.accounts.balance(names["psn"]["family"]) == 300000
     s = settlement_of(run(cmd.DischargeSettle(request_id="s", mdtrt_id=mdtrt_id, dscg_date=DATE,
                                               acct_used_flag=True)))
     assert (s.breakdown.acct_pay, s.breakdown.acct_mulaid_pay, s.breakdown.psn_cash_pay) == (100000, 0, 296986)
@@ -112,7 +112,7 @@ def test_adjust_account_credits_debits_and_refuses_below_zero(world):
     assert (result.balance_fen, result.mulaid_psn_nos, result.mulaid_balances_fen) == (
         105000, (names["psn"]["family"],), (300000,))
     run(cmd.AdjustAccount(request_id="2", psn_no=acct, amount_fen=-105000, reason="清退"))
-    assert engine.balance(acct) == 0
+    assert engine.accounts.balance(acct) == 0
     with pytest.raises(YidiError) as err:
         engine.decide(cmd.AdjustAccount(request_id="3", psn_no=acct, amount_fen=-1, reason="清退"), 99)
     assert err.value.reason == "ACCOUNT_INSUFFICIENT" and "余额 0 分" in err.value.message
@@ -123,7 +123,7 @@ def test_adjust_account_credits_debits_and_refuses_below_zero(world):
     with pytest.raises(YidiError) as err:
         engine.decide(cmd.AdjustAccount(request_id="5", psn_no="NOBODY", amount_fen=5, reason="x"), 99)
     assert err.value.reason == "PERSON_NOT_FILED"
-    assert engine.balance(acct) == 0
+    assert engine.accounts.balance(acct) == 0
 
 
 def test_balances_survive_snapshots_and_a_reload_starts_from_the_new_opening_balances(world, tmp_path):
@@ -134,10 +134,10 @@ def test_balances_survive_snapshots_and_a_reload_starts_from_the_new_opening_bal
     index = Index()
     index.load_dir(names["dir"])
     restored = Engine.restore(index, state)
-    assert (restored.balance(names["psn"]["acct"]), restored.balance(names["psn"]["family"])) == (0, 91012)
+    assert (restored.accounts.balance(names["psn"]["acct"]), restored.accounts.balance(names["psn"]["family"])) == (0, 91012)
     # A newly loaded data set's balances already include what came before: the changes start afresh.
     restored.apply(events.ReferenceLoaded(data_dir=names["dir"], meta={}), 99)
-    assert restored.balance(names["psn"]["family"]) == 300000 and restored.acct_changes == {}
+    assert restored.accounts.balance(names["psn"]["family"]) == 300000 and restored.accounts.changes == {}
 
 
 def test_load_checks_family_accounts(tmp_path):
@@ -196,10 +196,10 @@ def test_e7_dialysis_under_its_own_entry(world):
     assert (s.med_type, s.dise_codg) == (14, "M07803")
     psn_no = names["psn"]["in_service"]
     # its own accumulators, apart from general outpatient
-    assert engine.chronic_accumulators(psn_no, 2026) == [("M07803", 0, 163625)]
-    assert engine.accumulators(psn_no, 2026)["outpatient_fund_paid_fen"] == 0
+    assert engine.settlements.chronic_accumulators(psn_no, 2026) == [("M07803", 0, 163625)]
+    assert engine.settlements.accumulators(psn_no, 2026)["outpatient_fund_paid_fen"] == 0
     run(cmd.CancelSettlement(request_id="c", setl_id=s.setl_id, cancel_date=DATE))
-    assert engine.chronic_accumulators(psn_no, 2026) == []
+    assert engine.settlements.chronic_accumulators(psn_no, 2026) == []
 
 
 def test_e7_diabetes_under_the_default_entry_with_deductible_used(world):
@@ -212,9 +212,9 @@ def test_e7_diabetes_under_the_default_entry_with_deductible_used(world):
     b = settlement_of(chronic_visit(run, names, "retired", "hk_l2", "M01600")).breakdown
     assert (b.act_pay_dedc, b.pay_ratio_bp, b.hifp_pay, b.psn_cash_pay) == (20000, 8000, 138000, 99500)
     psn_no = names["psn"]["retired"]
-    assert engine.chronic_accumulators(psn_no, 2026) == [("M01600", 30000, 138000)]
+    assert engine.settlements.chronic_accumulators(psn_no, 2026) == [("M01600", 30000, 138000)]
     # general outpatient keeps its own deductible: untouched
-    assert engine.accumulators(psn_no, 2026)["outpatient_deductible_used_fen"] == 0
+    assert engine.settlements.accumulators(psn_no, 2026)["outpatient_deductible_used_fen"] == 0
 
 
 @pytest.mark.parametrize("who, inst, code, reason, words", [
@@ -241,12 +241,13 @@ def test_chronic_snapshot_and_replay(world):
     state = msgspec.msgpack.decode(msgspec.msgpack.encode(engine.export_state()), type=EngineState)
     index = Index()
     index.load_dir(names["dir"])
-    assert Engine.restore(index, state).chronic_acc == engine.chronic_acc
+    assert Engine.restore(index, state).settlements.chronic == engine.settlements.chronic
     replayed = Engine(Index())
     replayed.index.load_dir(names["dir"])
     for seq, body in enumerate(run.log, 1):
         replayed.apply(events.decode(body), seq)
-    assert replayed.chronic_acc == engine.chronic_acc == {(names["psn"]["in_service"], 2026, "M07803"): [0, 163625]}
+    assert (replayed.settlements.chronic == engine.settlements.chronic
+            == {(names["psn"]["in_service"], 2026, "M07803"): [0, 163625]})
 
 
 # ------------------------------------------------------------------ SPEC §10.3 mid-stay settlement, E8
@@ -275,18 +276,18 @@ def test_e8_mid_stay_then_final_settlement_share_the_stay_deductible(world):
     b = mid.breakdown
     assert (b.inscp_scp_amt, b.act_pay_dedc, b.hifp_pay, b.psn_cash_pay) == (1225000, 120000, 939250, 285750)
     assert mid.mid_setl_flag and [ln.code for ln in mid.lines] == ["XA01", "T001"]
-    assert engine.visits[mdtrt_id].status == "admitted"          # the stay stays admitted
+    assert engine.visits.open[mdtrt_id].status == "admitted"          # the stay stays admitted
     final = settlement_of(run(cmd.DischargeSettle(request_id="s", mdtrt_id=mdtrt_id, dscg_date=20260315)))
     b = final.breakdown
     assert (b.medfee_sumamt, b.overlmt_selfpay, b.preselfpay_amt, b.inscp_scp_amt, b.act_pay_dedc, b.hifp_pay,
             b.psn_cash_pay) == (103800, 23000, 13080, 67720, 0, 57562, 46238)
-    acc = engine.accumulators(names["psn"]["retired"], 2026)
+    acc = engine.settlements.accumulators(names["psn"]["retired"], 2026)
     assert (acc["inpatient_admissions"], acc["crit_base_fen"]) == (1, 295908)   # as E1 in total
-    assert mdtrt_id not in engine.visits
+    assert mdtrt_id not in engine.visits.open
     for s in (mid, final):   # SPEC §10.7: both parts of the stay explained, the shared deductible included
-        x = engine.explanation(s.setl_id)
+        x = engine.reads.explanation(s.setl_id)
         assert x["recomputed_equal"] and recompute(x) == recorded(x["breakdown"])
-    assert engine.explanation(final.setl_id)["deductible_fen"] == 0
+    assert engine.reads.explanation(final.setl_id)["deductible_fen"] == 0
 
 
 def test_fee_dates_settled_and_only_the_latest_settlement_is_cancelled(world):
@@ -302,19 +303,19 @@ def test_fee_dates_settled_and_only_the_latest_settlement_is_cancelled(world):
         assert err.value.reason == "FEE_DATE_SETTLED" and "20260310" in err.value.message
     run(cmd.UploadFees(request_id="f2", mdtrt_id=mdtrt_id, lines=E8_FIRST))   # re-sent as it was: a no-op
     assert run.engine.decide(cmd.UploadFees(request_id="f3", mdtrt_id=mdtrt_id, lines=E8_FIRST), 99).event.lines == ()
-    assert set(engine.visits[mdtrt_id].lines) == {"2", "3"}
+    assert set(engine.visits.open[mdtrt_id].lines) == {"2", "3"}
     final = settlement_of(run(cmd.DischargeSettle(request_id="s", mdtrt_id=mdtrt_id, dscg_date=20260315)))
     with pytest.raises(YidiError) as err:
         engine.decide(cmd.CancelSettlement(request_id="c0", setl_id=mid.setl_id, cancel_date=20260320), 99)
     assert err.value.reason == "NOT_LATEST_SETTLEMENT" and final.setl_id not in err.value.message
-    before = engine.accumulators(names["psn"]["retired"], 2026)
+    before = engine.settlements.accumulators(names["psn"]["retired"], 2026)
     run(cmd.CancelSettlement(request_id="c1", setl_id=final.setl_id, cancel_date=20260320))
-    stay = engine.visits[mdtrt_id]               # the stay, with its mid settlement, as it was
+    stay = engine.visits.open[mdtrt_id]               # the stay, with its mid settlement, as it was
     assert [m[0] for m in stay.mids] == [mid.setl_id] and set(stay.settled_lines) == {"1", "5"}
     assert set(stay.lines) == {"2", "3"} and before["inpatient_admissions"] == 1
     run(cmd.CancelSettlement(request_id="c2", setl_id=mid.setl_id, cancel_date=20260320))
     assert set(stay.lines) == {"1", "2", "3", "5"} and not stay.mids and stay.stay_deductible_fen == -1
-    assert engine.accumulators(names["psn"]["retired"], 2026)["inpatient_admissions"] == 0
+    assert engine.settlements.accumulators(names["psn"]["retired"], 2026)["inpatient_admissions"] == 0
     # settled again at once, as E1
     again = settlement_of(run(cmd.DischargeSettle(request_id="s2", mdtrt_id=mdtrt_id, dscg_date=20260315)))
     assert (again.breakdown.act_pay_dedc, again.breakdown.inscp_scp_amt) == (120000, 1292720)
@@ -323,7 +324,8 @@ def test_fee_dates_settled_and_only_the_latest_settlement_is_cancelled(world):
     replayed.index.load_dir(names["dir"])
     for seq, body in enumerate(run.log, 1):
         replayed.apply(events.decode(body), seq)
-    assert replayed.accumulators(names["psn"]["retired"], 2026) == engine.accumulators(names["psn"]["retired"], 2026)
+    retired = names["psn"]["retired"]
+    assert replayed.settlements.accumulators(retired, 2026) == engine.settlements.accumulators(retired, 2026)
 
 
 # ------------------------------------------------------------------ SPEC §10.4 refund lines, E9
@@ -347,7 +349,7 @@ def test_e9_refunds_net_the_original_lines(world):
     assert [(ln.code, ln.det_item_fee_sumamt) for ln in s.lines] == [("XA01", 18750)]   # XB02 refunded to 0
     # a refund of a settled line, after the settlement was cancelled and the stay opened again, is fine again
     run(cmd.CancelSettlement(request_id="c", setl_id=s.setl_id, cancel_date=DATE))
-    assert set(engine.visits[mdtrt_id].lines) == {"1", "2", "3", "4"}
+    assert set(engine.visits.open[mdtrt_id].lines) == {"1", "2", "3", "4"}
 
 
 @pytest.mark.parametrize("lines, reason", [
@@ -551,7 +553,7 @@ def test_e1_explained(world):
     engine, names = world
     run = Run(engine)
     _, settled = e6_stay(run, names, acct_used_flag=True, acct_mulaid_flag=True)
-    x = engine.explanation(settled.event.settlement.setl_id)
+    x = engine.reads.explanation(settled.event.settlement.setl_id)
     assert (x["policy_admdvs"], x["insutype"], x["policy_effective_from"], x["catalog_province"]) == (
         "210100", "310", 20260101, "460000")
     assert (x["base_ratio_bp"], x["retired_bonus_bp"], x["reduction_bp"], x["deductible_fen"]) == (8000, 500, 0, 120000)
@@ -601,7 +603,7 @@ def test_random_settlements_are_recomputed_from_their_explanation_alone(world):
         setl_ids.append(d.event.settlement.setl_id)
     assert len(setl_ids) > 60, seed
     for setl_id in setl_ids:
-        x = engine.explanation(setl_id)
+        x = engine.reads.explanation(setl_id)
         assert x["recomputed_equal"], (seed, setl_id)
         assert recompute(x) == recorded(x["breakdown"]), (seed, setl_id)
 
@@ -615,5 +617,5 @@ def test_a_settlement_recorded_without_its_inputs_has_no_explanation(world):
     engine.archive.settlements[facts.setl_id] = msgspec.structs.replace(
         ref, facts=msgspec.structs.replace(facts, acc_before=()))
     with pytest.raises(YidiError) as err:
-        engine.explanation(facts.setl_id)
+        engine.reads.explanation(facts.setl_id)
     assert err.value.reason == "EXPLANATION_UNAVAILABLE"

@@ -25,7 +25,8 @@ from hypothesis import HealthCheck, event, given, settings, strategies as st
 from core import ACCUMULATOR_KEYS, Index, YidiError, events
 from core import commands as cmd
 from core.archive import MemoryArchive
-from core.engine import SETTLED, Engine, EngineState
+from core.engine import Engine, EngineState
+from core.visits import SETTLED
 from core.events import FeeLine
 from datagen.spec_fixture import write_spec_dataset
 
@@ -74,11 +75,11 @@ class DurableArchive(MemoryArchive):
 
 def state_of(engine: Engine, psn_nos) -> dict:
     acc = {(p, y): engine.index.accumulators(p, y) for p in psn_nos for y in (2026, 2027)}
-    acc["balances"] = {p: engine.balance(p) for p in sorted(psn_nos)}
+    acc["balances"] = {p: engine.accounts.balance(p) for p in sorted(psn_nos)}
     visits = {k: (v.status, v.setl_id, dict(v.lines), list(v.mids), v.stay_deductible_fen, dict(v.settled_lines))
-              for k, v in engine.visits.items()}
+              for k, v in engine.visits.open.items()}
     archive = (dict(engine.archive.visits), dict(engine.archive.settlements))
-    return {"acc": acc, "visits": visits, "archive": archive, "open": copy.deepcopy(engine.open_inpatient)}
+    return {"acc": acc, "visits": visits, "archive": archive, "open": copy.deepcopy(engine.visits.open_inpatient)}
 
 
 @settings(max_examples=200, deadline=None, derandomize=True,
@@ -113,7 +114,7 @@ def test_accumulators_are_the_sum_of_live_settlements_and_replay_rebuilds_them(d
     for n, (kind, a, b) in enumerate(steps):
         if n == snap_at:
             snapshot = (len(log), msgspec.msgpack.encode(engine.export_state()))
-        visits = [v for v in engine.visits.values() if v.visit_kind == "inpatient"]
+        visits = [v for v in engine.visits.open.values() if v.facts.visit_kind == "inpatient"]
         rid = f"r{n}"
         if kind == "admit":
             run(cmd.Admit(request_id=rid, person=cmd.PersonId(psn_no=psn[a]), fixmedins_code=names["inst"][b],
@@ -185,7 +186,7 @@ def check_conservation(engine: Engine, psn_nos, log) -> None:
                 expected[(s.psn_no, s.year)][key] += delta
             for p, fen in s.acct_draws:
                 balances[p] -= fen
-    assert {p: engine.balance(p) for p in psn_nos} == balances
+    assert {p: engine.accounts.balance(p) for p in psn_nos} == balances
     assert min(balances.values()) >= 0
     for (p, y), acc in expected.items():
         assert engine.index.accumulators(p, y) == acc, (p, y)

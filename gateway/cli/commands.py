@@ -18,8 +18,9 @@ from dataclasses import dataclass
 from typing import Callable
 
 from core._core import FILING_KINDS, INSUTYPES, PERSON_STATUSES, PERSON_TYPES
+from core.problems import CATEGORIES as PROBLEM_CATEGORIES
 
-from .funds import (PROBLEM_CATEGORIES, call_clearing, call_flagged, call_positions, call_prepaid, call_problems,
+from .funds import (call_clearing, call_flagged, call_positions, call_prepaid, call_problems,
                     call_reconcile)
 from ..config import Config
 from .render import print_message, progress_printer

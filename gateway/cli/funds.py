@@ -103,10 +103,6 @@ def call_flagged(args, c):
     return c.call(c.funds.ListFlagged, fdpb.ListFlaggedRequest(range=span, flags=flags, limit=args.limit))
 
 
-PROBLEM_CATEGORIES = ("settlement_missing", "amount_dispute", "duplicate_settlement", "eligibility",
-                      "reconciliation", "internal_error", "other")
-
-
 def call_problems(args, c):
     """list | show | report | assign | comment | resolve problem reports (报错处理)."""
     from .._pb.yidi.v1 import problems_pb2 as ppb

@@ -155,7 +155,7 @@ def _admit(method: str, request, gw) -> str:
     """Readiness and SPEC §9 for a decoded request; the caller."""
     caller = current_caller()
     gw.require_ready()
-    authorize(method, caller, request, gw.engine)
+    authorize(method, caller, request, gw.engine.owners)
     if method == FAIL_RPC:
         raise RuntimeError(f"YIDI_FAIL_RPC: {method} fails on purpose")
     if method == STALL_RPC:
@@ -301,7 +301,7 @@ def stream(method: str, request_cls: type[Message], fn, gw, max_message_bytes: i
             caller = resolve_caller(context)
             token = _caller.set(caller)
             gw.require_ready()
-            authorize(method, caller, None, gw.engine)
+            authorize(method, caller, None, gw.engine.owners)
             async with contextlib.aclosing(fn(items(request_iterator), caller)) as replies:
                 async for reply in replies:
                     writing = True

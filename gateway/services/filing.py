@@ -30,10 +30,10 @@ class FilingService:
 
     async def list(self, req: fpb.ListFilingsRequest, _caller: str):
         engine = self.gw.engine
-        person = engine.person(req.psn_no, req.certno)
+        person = engine.filings.person(req.psn_no, req.certno)
         return fpb.ListFilingsResponse(
             person=convert.person_pb(person),
-            filings=[convert.filing_pb(f) for f in engine.index.filings_of(person["psn_no"])],
+            filings=[convert.filing_pb(f) for f in engine.filings.filings_of(person["psn_no"])],
         )
 
     async def adjust_account(self, req: fpb.AdjustAccountRequest, caller: str):
@@ -42,4 +42,4 @@ class FilingService:
         return await self.gw.execute(caller, command, request_digest(req))
 
     async def get_account(self, req: fpb.GetAccountRequest, _caller: str):
-        return convert.account_pb(self.gw.engine.account(req.psn_no, req.certno))
+        return convert.account_pb(self.gw.engine.accounts.account(req.psn_no, req.certno))

@@ -50,13 +50,8 @@ class FundsService:
         return await self.gw.execute(caller, command, request_digest(req))
 
     async def get_positions(self, req: fdpb.GetPositionsRequest, _caller: str):
-        engine = self.gw.engine
-        if req.province:
-            positions = [engine.funds.position(engine.check_province(req.province))]
-        else:
-            positions = [engine.funds.positions[p] for p in sorted(engine.funds.positions)]
-        return fdpb.Positions(positions=[convert.position_pb(p, engine.index.region_name(p.province) or "")
-                                         for p in positions])
+        return fdpb.Positions(positions=[convert.position_pb(r.position, r.province_name)
+                                         for r in self.gw.engine.clearing.positions(req.province)])
 
     # ------------------------------------------------------------ clearing months
     async def close_month(self, req: fdpb.ClearingMonthRequest, caller: str):
@@ -74,12 +69,12 @@ class FundsService:
 
     async def get_clearing_report(self, req: fdpb.GetClearingReportRequest, _caller: str):
         engine = self.gw.engine
-        report = engine.clearing_report(req.month, req.province, req.with_institutions)
-        return convert.report_pb(report, engine.index.region_name, engine.institution_name)
+        report = engine.clearing.report(req.month, req.province, req.with_institutions)
+        return convert.report_pb(report, engine.index.region_name, engine.reads.institution_name)
 
     # ------------------------------------------------------------ reconciliation (对账)
     def _range(self, r: fdpb.ReconcileRange) -> tuple[str, int, int, str]:
-        self.gw.engine.check_reconcile_range(r.fixmedins_code, r.date_from, r.date_to)
+        self.gw.engine.clearing.check_reconcile_range(r.fixmedins_code, r.date_from, r.date_to)
         return r.fixmedins_code, r.date_from, r.date_to, convert.INSUTYPE.str(r.insutype, required=False)
 
     async def reconcile_totals(self, req: fdpb.ReconcileTotalsRequest, _caller: str):

@@ -40,7 +40,7 @@ class ProblemService:
 
     async def list_problems(self, req: ppb.ListProblemsRequest, _caller: str):
         if req.province:
-            self.gw.engine.check_province(req.province)
+            self.gw.engine.clearing.check_province(req.province)
         limit = req.limit or DEFAULT_PROBLEMS_LISTED
         if not 0 < limit <= MAX_PROBLEMS_LISTED:
             raise YidiError("INVALID_ARGUMENT", what=f"limit {limit}", problem=f"应在 1 到 {MAX_PROBLEMS_LISTED} 之间",
@@ -56,7 +56,7 @@ class ProblemService:
         return ppb.ListProblemsResponse(problems=problems, overdue=sum(p.overdue for p in problems))
 
     async def get(self, req: ppb.GetProblemRequest, _caller: str):
-        row = self.gw.engine.problem(req.problem_id)
+        row = self.gw.engine.problems.problem(req.problem_id)
         notes = self.gw.store.problem_notes(req.problem_id)
         return ppb.ProblemDetail(problem=convert.problem_pb(row, now_ms()), notes=[convert.note_pb(n) for n in notes])
 

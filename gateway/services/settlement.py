@@ -51,7 +51,7 @@ class SettlementService:
         return await self.gw.execute(caller, command, request_digest(req))
 
     async def presettle(self, req: spb.PreSettleRequest, _caller: str) -> bytes:
-        return self.gw.engine.presettle(req.mdtrt_id, req.setl_date, req.acct_used_flag, req.acct_mulaid_flag,
+        return self.gw.engine.settlements.presettle(req.mdtrt_id, req.setl_date, req.acct_used_flag, req.acct_mulaid_flag,
                                         req.mid_setl_flag)
 
     async def discharge_settle(self, req: spb.DischargeSettleRequest, caller: str):
@@ -66,19 +66,19 @@ class SettlementService:
 
     async def get_settlement(self, req: spb.GetSettlementRequest, _caller: str):
         engine = self.gw.engine
-        ref = engine.settlement(req.setl_id)
+        ref = engine.settlements.settlement(req.setl_id)
         return spb.SettlementResponse(
-            settlement=convert.recorded_settlement(engine.reply(ref), ref.status, ref.cancel_date,
+            settlement=convert.recorded_settlement(engine.settlements.reply(ref), ref.status, ref.cancel_date,
                                                    ref.cancel_clearing_month))
 
     async def get_accumulators(self, req: spb.GetAccumulatorsRequest, _caller: str):
         engine = self.gw.engine
-        person = engine.person(req.psn_no)
+        person = engine.filings.person(req.psn_no)
         check_year(req.year)
         chronic = [pb.ChronicAccumulators(dise_codg=code, deductible_used_fen=used, fund_paid_fen=paid)
-                   for code, used, paid in engine.chronic_accumulators(person["psn_no"], req.year)]
+                   for code, used, paid in engine.settlements.chronic_accumulators(person["psn_no"], req.year)]
         return pb.Accumulators(psn_no=person["psn_no"], year=req.year, chronic=chronic,
-                               **engine.accumulators(person["psn_no"], req.year))
+                               **engine.settlements.accumulators(person["psn_no"], req.year))
 
     async def reverse(self, req: spb.ReverseRequest, caller: str):
         command = cmd.Reverse(request_id=req.request_id, original_request_id=req.original_request_id,
@@ -86,17 +86,17 @@ class SettlementService:
         return await self.gw.execute(caller, command, request_digest(req))
 
     async def get_explanation(self, req: spb.GetSettlementRequest, _caller: str):
-        return convert.explanation_pb(self.gw.engine.explanation(req.setl_id))
+        return convert.explanation_pb(self.gw.engine.reads.explanation(req.setl_id))
 
     # ------------------------------------------------------- look-ups (SPEC §10.8)
     async def list_institutions(self, req: spb.ListInstitutionsRequest, _caller: str):
-        rows, more = self.gw.engine.institutions(req.admdvs, req.kind, req.inpatient, req.outpatient, req.dise_codg,
+        rows, more = self.gw.engine.reads.institutions(req.admdvs, req.kind, req.inpatient, req.outpatient, req.dise_codg,
                                                  req.page_token, req.page_size)
         return spb.ListInstitutionsResponse(institutions=[spb.Institution(**row) for row in rows],
                                             next_page_token=rows[-1]["fixmedins_code"] if more else "")
 
     async def list_admitted(self, req: spb.ListAdmittedRequest, _caller: str):
-        rows, more = self.gw.engine.admitted(req.fixmedins_code, req.page_token, req.page_size)
+        rows, more = self.gw.engine.reads.admitted(req.fixmedins_code, req.page_token, req.page_size)
         return spb.ListAdmittedResponse(patients=[convert.admitted_pb(row) for row in rows],
                                         next_page_token=rows[-1]["mdtrt_id"] if more else "")
 
@@ -123,7 +123,7 @@ class SettlementService:
                 if isinstance(item, YidiError):
                     raise item
                 method, request, answer_field = item
-                authorize(method, caller, request, engine)
+                authorize(method, caller, request, engine.owners)
                 runnable.append((request.command, request.digest))
                 where.append((i, answer_field))
             except YidiError as err:
