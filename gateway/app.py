@@ -42,11 +42,12 @@ from core.errors import YidiError
 from core.events import REVERSED_KIND, Admitted, ReferenceLoaded, Settled
 from core.limits import check_id
 
-from . import chain, metrics, snapshot
+from .store import chain, snapshot
+from .operations import metrics
 from .config import Config
-from .convert import encode_reply
-from .keys import REVERSED, Keys, Prior, reused
-from .ledger import GroupCommitLedger, LedgerClosed, LedgerCorrupt, LedgerFatal, Record, Store
+from .transport.convert import encode_reply
+from .store.idempotency import REVERSED, Keys, Prior, reused
+from .store.ledger import GroupCommitLedger, LedgerClosed, LedgerCorrupt, LedgerFatal, Record, Store
 
 log = logging.getLogger("yidi.gateway")
 msgspec_replace = msgspec.structs.replace

@@ -5,7 +5,7 @@ import pytest
 
 from core.access import NATIONAL, RULES, authorize
 from core.errors import YidiError
-from gateway.server import SERVICES
+from gateway.transport.server import SERVICES
 
 
 def test_every_rpc_of_every_service_has_a_rule():
@@ -145,7 +145,7 @@ def test_only_a_certificate_naming_client_auth_is_a_client():
     """gateway.auth asks for clientAuth by name (once per certificate), whatever the TLS library lets through."""
     from cryptography import x509
 
-    from gateway import auth, certs
+    from gateway.security import auth, certs
 
     ca, ca_key = certs.make_ca()
     usage = x509.ExtendedKeyUsageOID

@@ -33,8 +33,8 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from datagen.spec_fixture import PERSONS, make_certno, write_spec_dataset
 from gateway._pb.yidi.v1 import admin_pb2, common_pb2 as pb, diagnostics_pb2 as dpb, settlement_pb2 as spb
-from gateway.server import SERVICES
-from gateway.status import MAX_METADATA_VALUE_CHARS, error_info, reason_of
+from gateway.transport.server import SERVICES
+from gateway.transport.status import MAX_METADATA_VALUE_CHARS, error_info, reason_of
 from gateway_harness import file_person, start_gateway
 
 HAINAN, LIAONING, NATIONAL = "460000", "210000", "national"

@@ -19,7 +19,7 @@ import pytest
 import uvloop
 
 from gateway.testing import dev_certs, seal_key
-from gateway.ledger import (
+from gateway.store.ledger import (
     GroupCommitLedger,
     LedgerClosed,
     LedgerFatal,
@@ -360,8 +360,8 @@ CHILD = textwrap.dedent(
     import asyncio, sys
     import uvloop
     sys.path.insert(0, {root!r})
-    from gateway.ledger import GroupCommitLedger, SqliteStore
-    from gateway.seal import SealKey
+    from gateway.store.ledger import GroupCommitLedger, SqliteStore
+    from gateway.store.seal import SealKey
     from tests.test_ledger import make_record
 
     async def worker(ledger, w, per_worker):

@@ -59,7 +59,7 @@ def client_credentials(args):
     """
     import grpc
 
-    from .. import certs
+    from ..security import certs
 
     paths = certs.Paths(args.certs)
     cert, key = args.cert or paths.client_cert(args.caller), args.key or paths.client_key(args.caller)
@@ -254,9 +254,9 @@ def cmd_voucher(args) -> None:
 
 
 def cmd_serve(args) -> None:
-    from .. import certs
-    from ..logs import Progress
-    from ..server import run
+    from ..security import certs
+    from ..operations.logs import Progress
+    from ..transport.server import run
 
     config = Config()
     for option in SERVE_OPTIONS:
@@ -285,7 +285,7 @@ def cmd_serve(args) -> None:
 
 
 def cmd_certs(args) -> None:
-    from .. import certs
+    from ..security import certs
 
     paths = certs.write_dev_certs(args.out)
     print(f"wrote a development CA, a server certificate (localhost, 127.0.0.1, ::1) and "
@@ -293,7 +293,7 @@ def cmd_certs(args) -> None:
 
 
 def cmd_keys(args) -> None:
-    from ..seal import write_key
+    from ..store.seal import write_key
 
     try:
         key = write_key(args.out)
@@ -306,9 +306,9 @@ def cmd_keys(args) -> None:
 
 def cmd_verify_ledger(args) -> None:
     """Exit 0: proved; 1 (``NOT OK: ...``): the ledger is not what was written; 2: it could not be checked."""
-    from ..chain import LedgerCorrupt
-    from ..seal import SealKey
-    from ..verify import verify_ledger
+    from ..store.chain import LedgerCorrupt
+    from ..store.seal import SealKey
+    from ..store.sqlite.verify import verify_ledger
 
     try:
         key = SealKey.read(args.key) if args.key else None

@@ -11,7 +11,7 @@ Every ledger ever written still opens and replays.  The schemas:
 4. each record's checksum and (unkeyed) chain value;
 5. the chain keyed with the seal key, every derived row tagged and
    insert-only, the sealed head row instead of ``meta`` (gateway/seal.py,
-   gateway/archive_sql.py).
+   gateway/derived.py).
 
 ``migrate`` brings schemas 1–3 to 4 exactly as they were brought before
 (``_to_v4``), verifies a schema-4 ledger's unkeyed chain and head file (the
@@ -30,9 +30,10 @@ import uuid
 from core import events
 from core.events import SettlementCancelled, Settled, id_seq
 
-from . import archive_sql, chain
-from .chain import LedgerCorrupt
-from .seal import LedgerKey, SealKey
+from . import derived
+from .. import chain
+from ..chain import LedgerCorrupt
+from ..seal import LedgerKey, SealKey
 
 log = logging.getLogger("yidi.migrate")
 
@@ -76,7 +77,7 @@ def statements(script: str) -> list[str]:
 
 def migrate(conn: sqlite3.Connection, version: int, path: str, key: SealKey, records_ddl: str) -> dict:
     """Bring a ledger of ``version`` (1–4) to schema 5; the facts its head row starts from."""
-    conn.create_function("yidi_request_hash", 2, archive_sql.request_hash, deterministic=True)
+    conn.create_function("yidi_request_hash", 2, derived.request_hash, deterministic=True)
     if version < 4:
         _to_v4(conn, version)
     else:
@@ -88,9 +89,9 @@ def migrate(conn: sqlite3.Connection, version: int, path: str, key: SealKey, rec
     for table in _MOVE:
         conn.execute(f"ALTER TABLE {table} RENAME TO v4_{table}")
     conn.execute("DROP INDEX IF EXISTS problems_state")
-    for statement in statements(records_ddl + archive_sql.SCHEMA):
+    for statement in statements(records_ddl + derived.SCHEMA):
         conn.execute(statement)
-    rows = archive_sql.Rows(conn, lkey)
+    rows = derived.Rows(conn, lkey)
     for table, select in _MOVE.items():
         moved = conn.execute(select).fetchall()
         if table == "cancellations":
@@ -230,11 +231,11 @@ def _v2_to_v3(conn: sqlite3.Connection) -> None:
                                          " ORDER BY seq"):
         event = events.decode(body)
         if type(event) is Settled:
-            conn.execute(insert, archive_sql.recon_row(event.settlement))
+            conn.execute(insert, derived.recon_row(event.settlement))
         elif type(event) is SettlementCancelled:
             facts = event.settlement or _v2_settlement_facts(conn, event.setl_id, legacy_last)
             conn.execute("UPDATE recon SET cancelled = 1 WHERE inst = ? AND setl_date = ? AND setl_no = ?",
-                         (archive_sql.institution_key(facts.fixmedins_code), facts.setl_date,
+                         (derived.institution_key(facts.fixmedins_code), facts.setl_date,
                           id_seq(facts.setl_id, "S")))
 
 
@@ -244,4 +245,4 @@ def _v2_settlement_facts(conn: sqlite3.Connection, setl_id: str, legacy_last: in
         (body,) = conn.execute("SELECT body FROM records WHERE seq = ?", (number,)).fetchone()
         return events.decode(body).settlement
     (facts,) = conn.execute("SELECT facts FROM legacy WHERE id = ?", (setl_id,)).fetchone()
-    return archive_sql.settlement_facts(facts)
+    return derived.settlement_facts(facts)

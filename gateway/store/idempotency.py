@@ -20,7 +20,7 @@ from typing import NamedTuple
 from core.errors import YidiError
 from core.events import REVERSED_KIND
 
-from .archive_sql import request_hash
+from .sqlite.derived import request_hash
 from .ledger import Store
 
 Key = tuple[str, str]

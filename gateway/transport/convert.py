@@ -22,14 +22,14 @@ from core.errors import YidiError
 from core.events import FeeLine, Filing, Person
 from core.funds import PROBLEM_OVERDUE_DAYS, RISK_FLAGS, Figures, Position, Report
 
-from . import bounds
-from .privacy import mask_certno
-from ._pb.yidi.v1 import admin_pb2 as apb
-from ._pb.yidi.v1 import common_pb2 as pb
-from ._pb.yidi.v1 import filing_pb2 as fpb
-from ._pb.yidi.v1 import funds_pb2 as fdpb
-from ._pb.yidi.v1 import problems_pb2 as ppb
-from ._pb.yidi.v1 import settlement_pb2 as spb
+from ..security import bounds
+from ..security.privacy import mask_certno
+from .._pb.yidi.v1 import admin_pb2 as apb
+from .._pb.yidi.v1 import common_pb2 as pb
+from .._pb.yidi.v1 import filing_pb2 as fpb
+from .._pb.yidi.v1 import funds_pb2 as fdpb
+from .._pb.yidi.v1 import problems_pb2 as ppb
+from .._pb.yidi.v1 import settlement_pb2 as spb
 from .status import status_proto
 
 

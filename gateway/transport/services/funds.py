@@ -17,8 +17,8 @@ from core.events import id_seq
 from core.funds import DetailReconciliation, Item
 
 from .. import convert
-from ..app import Gateway
-from .._pb.yidi.v1 import funds_pb2 as fdpb
+from ...app import Gateway
+from ..._pb.yidi.v1 import funds_pb2 as fdpb
 from .base import request_digest
 
 RECONCILE_CHUNK_ROWS = 4096       # platform rows read from the store at a time

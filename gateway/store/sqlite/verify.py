@@ -30,9 +30,10 @@ import urllib.parse
 
 import msgspec
 
-from . import archive_sql, chain, snapshot
-from .ledger import _COLUMNS, _HEAD_DECODE, SCAN_PAGE_RECORDS, SCHEMA_VERSION, LedgerUnavailable, Record
-from .seal import LedgerKey, SealKey
+from . import derived
+from .. import chain, snapshot
+from ..ledger import _COLUMNS, _HEAD_DECODE, SCAN_PAGE_RECORDS, SCHEMA_VERSION, LedgerUnavailable, Record
+from ..seal import LedgerKey, SealKey
 
 
 def _records(conn: sqlite3.Connection):
@@ -63,9 +64,9 @@ def _checksums_only(path: str, records) -> chain.Head:
 
 def _tags(conn: sqlite3.Connection, key: LedgerKey, path: str) -> int:
     rows = 0
-    for table, columns in archive_sql.COLUMNS.items():
+    for table, columns in derived.COLUMNS.items():
         for row in conn.execute(f"SELECT {', '.join(columns)}, tag FROM {table}"):
-            archive_sql.checked(key, path, table, row)
+            derived.checked(key, path, table, row)
             rows += 1
     return rows
 
@@ -103,7 +104,7 @@ def verify_ledger(path: str, snapshot_dir: str, key: SealKey | None = None, witn
         if head.seq != head_row.seq or (head.seq and head.chain != head_row.chain):
             raise chain.LedgerCorrupt(path, max(head.seq, head_row.seq), f"the ledger ends at record {head.seq} "
                                                                          f"but its sealed head says {head_row.seq}")
-        for table in archive_sql.TABLES:
+        for table in derived.TABLES:
             count = conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
             if count != head_row.counts.get(table, 0):
                 raise chain.LedgerCorrupt(path, head.seq, f"table {table} has {count} rows but the sealed head "

@@ -1,7 +1,7 @@
 """DiagnosticsService: an empty call on the same stack as every other RPC."""
 from __future__ import annotations
 
-from .._pb.yidi.v1 import diagnostics_pb2 as dpb
+from ..._pb.yidi.v1 import diagnostics_pb2 as dpb
 
 _EMPTY = dpb.PingResponse().SerializeToString()
 

@@ -32,7 +32,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from core.access import NATIONAL
 
-from . import seal
+from ..store import seal
 
 URI_PREFIX = "yidi://"
 PROVINCE_URI = URI_PREFIX + "province/"

@@ -51,14 +51,14 @@ from google.protobuf.message import DecodeError, Message
 from core.access import authorize
 from core.errors import REASONS, YidiError
 
-from .. import admission, bounds
-from ..app import DEADLINE, NOTED, ledger_damaged
-from ..audit import fields_of
-from ..auth import _caller, current_caller, resolve_caller
-from ..chain import LedgerCorrupt
+from ...security import admission, bounds
+from ...app import DEADLINE, NOTED, ledger_damaged
+from ...security.audit import fields_of
+from ...security.auth import _caller, current_caller, resolve_caller
+from ...store.chain import LedgerCorrupt
 from ..convert import request_digest  # noqa: F401 - re-exported for the services
-from ..logs import log_call, wants_call
-from ..metrics import RpcTimer
+from ...operations.logs import log_call, wants_call
+from ...operations.metrics import RpcTimer
 from ..status import to_status
 
 log = logging.getLogger("yidi.rpc")

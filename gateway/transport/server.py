@@ -27,19 +27,20 @@ from grpc_health.v1 import health_pb2
 
 from core.errors import LoadError, YidiError
 
-from . import auth, certs, reflection
-from .admission import Admission, Intake
-from .app import Gateway
-from .audit import AuditLog
-from .config import Config
-from .gcwatch import WATCH
-from .health import Health, is_loopback
-from .ledger import LedgerCorrupt, LedgerUnavailable, open_store
-from .logs import CoreLogRelay, configure as configure_log
-from .metrics import QUEUE_WAIT_SECONDS, serve_metrics
-from .seal import SealKey, SealKeyError, check_outside
-from .snapshot import LedgerBehindSnapshot
-from .tls import CertificateError, ServerCertificates
+from ..security import auth, certs
+from . import reflection
+from ..security.admission import Admission, Intake
+from ..app import Gateway
+from ..security.audit import AuditLog
+from ..config import Config
+from ..operations.gcwatch import WATCH
+from ..operations.health import Health, is_loopback
+from ..store.ledger import LedgerCorrupt, LedgerUnavailable, open_store
+from ..operations.logs import CoreLogRelay, configure as configure_log
+from ..operations.metrics import QUEUE_WAIT_SECONDS, serve_metrics
+from ..store.seal import SealKey, SealKeyError, check_outside
+from ..store.snapshot import LedgerBehindSnapshot
+from ..security.tls import CertificateError, ServerCertificates
 from .services.admin import AdminService
 from .services.base import INTERNAL_ERRORS, Router, service_handlers
 from .services.diagnostics import DiagnosticsService
@@ -47,8 +48,8 @@ from .services.filing import FilingService
 from .services.funds import FundsService
 from .services.problems import ProblemService
 from .services.settlement import SettlementService
-from .watchdog import LoopWatchdog
-from ._pb.yidi.v1 import admin_pb2, diagnostics_pb2, filing_pb2, funds_pb2, problems_pb2, settlement_pb2
+from ..operations.watchdog import LoopWatchdog
+from .._pb.yidi.v1 import admin_pb2, diagnostics_pb2, filing_pb2, funds_pb2, problems_pb2, settlement_pb2
 
 log = logging.getLogger("yidi.server")
 

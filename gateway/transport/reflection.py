@@ -22,7 +22,7 @@ from grpc_reflection.v1alpha import reflection_pb2 as pb
 V1 = "grpc.reflection.v1.ServerReflection"
 V1ALPHA = "grpc.reflection.v1alpha.ServerReflection"
 SERVICE_NAMES = (V1, V1ALPHA)
-CONTRACT = os.path.join(os.path.dirname(__file__), "_pb", "contract.binpb")
+CONTRACT = os.path.join(os.path.dirname(os.path.dirname(__file__)), "_pb", "contract.binpb")
 _V1ALPHA_FILE = "grpc_reflection/v1alpha/reflection.proto"
 
 

@@ -32,7 +32,7 @@ import sys
 import threading
 import time
 
-from .privacy import MaskingFilter
+from ..security.privacy import MaskingFilter
 
 FORMATS = ("text", "json")
 LEVELS = ("debug", "info", "warning", "error")

@@ -7,8 +7,8 @@ from core import commands as cmd
 from core.errors import LoadError, YidiError
 
 from .. import convert
-from ..app import Gateway
-from .._pb.yidi.v1 import admin_pb2 as apb
+from ...app import Gateway
+from ..._pb.yidi.v1 import admin_pb2 as apb
 from .base import request_digest
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 from core import commands as cmd
 
 from .. import convert
-from ..app import Gateway
-from .._pb.yidi.v1 import filing_pb2 as fpb
+from ...app import Gateway
+from ..._pb.yidi.v1 import filing_pb2 as fpb
 from .base import request_digest
 
 

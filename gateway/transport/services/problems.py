@@ -12,8 +12,8 @@ from core.errors import YidiError
 from core.events import id_seq
 
 from .. import convert
-from ..app import Gateway
-from .._pb.yidi.v1 import problems_pb2 as ppb
+from ...app import Gateway
+from ..._pb.yidi.v1 import problems_pb2 as ppb
 from .base import request_digest
 
 DEFAULT_PROBLEMS_LISTED = 100

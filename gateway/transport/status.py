@@ -12,7 +12,7 @@ from grpc_status import rpc_status
 
 from core.errors import DOMAIN, REASONS, YidiError
 
-from .privacy import mask_text
+from ..security.privacy import mask_text
 
 
 # Whatever a refusal carries is bounded, so no input is ever echoed back (or logged) unbounded and

@@ -9,10 +9,10 @@ from core.errors import YidiError
 from core.limits import check_year
 
 from .. import convert
-from ..app import Gateway
-from .._pb.yidi.v1 import common_pb2 as pb
-from .._pb.yidi.v1 import settlement_pb2 as spb
-from ..metrics import BATCH_ITEMS
+from ...app import Gateway
+from ..._pb.yidi.v1 import common_pb2 as pb
+from ..._pb.yidi.v1 import settlement_pb2 as spb
+from ...operations.metrics import BATCH_ITEMS
 from .base import Decoded, request_digest
 
 

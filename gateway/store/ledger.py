@@ -64,9 +64,10 @@ from typing import Protocol
 
 import msgspec
 
-from . import archive_sql, chain, migrate
+from .sqlite import derived, migrate
+from . import chain
 from .chain import Head, HeadFile, LedgerCorrupt
-from .metrics import COMMIT_RECORDS, COMMIT_SECONDS
+from ..operations.metrics import COMMIT_RECORDS, COMMIT_SECONDS
 from .seal import LedgerKey, SealKey
 
 __all__ = [
@@ -159,7 +160,7 @@ class Store(Protocol):
 
     def settlement(self, setl_id: str): ...
 
-    # Projections (gateway/archive_sql.py): reconciliation and problem reports.
+    # Projections (gateway/derived.py): reconciliation and problem reports.
     def problem(self, problem_id: str): ...
 
     def list_problems(self, province: str, state: str, after_seq: int, limit: int): ...
@@ -210,7 +211,7 @@ def _keys_of(record: Record) -> tuple[str, ...]:
 
 _COLUMNS = "kind, caller, request_id, digest, key, body, response, seq, checksum, chain"
 
-# The records and the head row; the derived tables are archive_sql.SCHEMA.
+# The records and the head row; the derived tables are derived.SCHEMA.
 _RECORDS = """
 CREATE TABLE IF NOT EXISTS records (
     seq        INTEGER PRIMARY KEY,
@@ -252,7 +253,7 @@ class HeadRow(msgspec.Struct, frozen=True):
     ledger_id: str
     seq: int
     chain: bytes
-    counts: dict[str, int]          # rows of every table (archive_sql.TABLES), checked at start
+    counts: dict[str, int]          # rows of every table (derived.TABLES), checked at start
     legacy_last_seq: int = 0        # ids of a schema-1 ledger are numbered at most this
     archive: str = "complete"       # "missing": a schema-1 ledger whose archive is not yet written
     witnessed: bool = False         # a witness has been kept since this ledger was sealed
@@ -287,7 +288,7 @@ class SqliteStore:
     records given with seqs must continue the log exactly. Records read back
     one at a time are proved before they are returned: content against
     checksum, checksum against chain value (gateway/chain.py); derived rows
-    against their tags (gateway/archive_sql.py).
+    against their tags (gateway/derived.py).
 
     After every commit the store checks that the file it wrote is still the
     one at its path (device and inode of the database and its WAL): a ledger
@@ -403,17 +404,17 @@ class SqliteStore:
         return conn, head
 
     def _create(self, conn: sqlite3.Connection, key: SealKey) -> HeadRow:
-        for statement in migrate.statements(_RECORDS + archive_sql.SCHEMA):
+        for statement in migrate.statements(_RECORDS + derived.SCHEMA):
             conn.execute(statement)
         ledger_id = uuid.uuid4().hex
-        head = HeadRow(ledger_id, 0, key.for_ledger(ledger_id).genesis, dict.fromkeys(archive_sql.TABLES, 0))
+        head = HeadRow(ledger_id, 0, key.for_ledger(ledger_id).genesis, dict.fromkeys(derived.TABLES, 0))
         self._write_head_row(conn, head, key.for_ledger(ledger_id))
         return head
 
     def _migrated(self, conn: sqlite3.Connection, version: int, path: str, key: SealKey) -> HeadRow:
         facts = migrate.migrate(conn, version, path, key, _RECORDS)
         lkey = key.for_ledger(facts["ledger_id"])
-        counts = {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in archive_sql.TABLES}
+        counts = {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in derived.TABLES}
         head = HeadRow(facts["ledger_id"], facts["seq"], facts["chain"], counts, facts["legacy_last_seq"],
                        facts["archive"])
         self._write_head_row(conn, head, lkey)
@@ -450,7 +451,7 @@ class SqliteStore:
         if self.chain_at(head.seq) != head.chain:
             raise LedgerCorrupt(path, head.seq, "differs from the chain value its sealed head recorded for it "
                                                 "(the ledger was rewritten)")
-        for table in archive_sql.TABLES:
+        for table in derived.TABLES:
             count = conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
             if count != head.counts.get(table, 0):
                 raise LedgerCorrupt(path, head.seq, f"table {table} has {count} rows but the sealed head counts "
@@ -504,10 +505,10 @@ class SqliteStore:
         self._local.conn = conn
         return conn
 
-    def _archive(self) -> archive_sql.Reader:
+    def _archive(self) -> derived.Reader:
         reader = getattr(self._local, "archive", None)
         if reader is None:
-            reader = self._local.archive = archive_sql.Reader(self._reader(), self.key, self._path,
+            reader = self._local.archive = derived.Reader(self._reader(), self.key, self._path,
                                                               self._head_row.legacy_last_seq, self.read)
         return reader
 
@@ -525,15 +526,15 @@ class SqliteStore:
                         raise RuntimeError(f"records {seqs[0]}..{seqs[-1]} do not continue the ledger at {last}")
                 rows, head = self._chained(records, last)
                 conn.executemany(_INSERT, rows)
-                derived = archive_sql.Rows(conn, self.key)
-                keyed = [(archive_sql.request_hash(r.caller, request_id), last + i)
+                tagged = derived.Rows(conn, self.key)
+                keyed = [(derived.request_hash(r.caller, request_id), last + i)
                          for i, r in enumerate(records, 1) for request_id in _keys_of(r)]
                 self._refuse_known_keys(conn, records, keyed)
-                derived.insert_many("requests", keyed)
+                tagged.insert_many("requests", keyed)
                 for i, r in enumerate(records, 1):
                     if r.changes:
-                        archive_sql.write(derived, r.changes, last + i)
-                head_row = self._advanced(head, {"records": len(records), **derived.added})
+                        derived.write(tagged, r.changes, last + i)
+                head_row = self._advanced(head, {"records": len(records), **tagged.added})
                 self._write_head_row(conn, head_row, self.key)
             self._head_row = head_row
             self._check_identity()
@@ -640,17 +641,17 @@ class SqliteStore:
             chunk = hashes[i:i + 500]
             for row in conn.execute(f"SELECT h, seq, tag FROM requests WHERE h IN ({','.join('?' * len(chunk))})",
                                     chunk):
-                out.append(archive_sql.checked(self.key, self._path, "requests", row))
+                out.append(derived.checked(self.key, self._path, "requests", row))
         return out
 
     def known_request_hashes(self, hashes: Sequence[int]) -> set[int]:
-        """Which of these key hashes (archive_sql.request_hash) the ledger holds: one indexed query per 500."""
+        """Which of these key hashes (derived.request_hash) the ledger holds: one indexed query per 500."""
         return {h for h, _ in self._request_rows(hashes)}
 
     def find_request(self, caller: str, request_id: str) -> Record | None:
         if not request_id:
             return None
-        for _, seq in self._request_rows([archive_sql.request_hash(caller, request_id)]):
+        for _, seq in self._request_rows([derived.request_hash(caller, request_id)]):
             record = self.read(seq)
             if record is None:
                 raise LedgerCorrupt(self._path, seq, "is missing, though the idempotency index holds a key of it")
@@ -679,8 +680,8 @@ class SqliteStore:
     def write_archive(self, visits, settlements) -> None:
         """Fill the archive of a migrated schema-1 ledger in one transaction, and mark it complete."""
         with self._write_lock, self._transaction() as conn:
-            rows = archive_sql.Rows(conn, self.key)
-            archive_sql.write_legacy(rows, visits, settlements)
+            rows = derived.Rows(conn, self.key)
+            derived.write_legacy(rows, visits, settlements)
             head_row = msgspec.structs.replace(self._advanced(self.head(), rows.added), archive="complete")
             self._write_head_row(conn, head_row, self.key)
         self._head_row = head_row
@@ -707,7 +708,7 @@ class SqliteStore:
         """A cursor of its own (a long read, e.g. a detail reconciliation) over the range's settlements."""
         conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA query_only=1")
-        reader = archive_sql.Reader(conn, self.key, self._path, self._head_row.legacy_last_seq, self.read)
+        reader = derived.Reader(conn, self.key, self._path, self._head_row.legacy_last_seq, self.read)
         return reader.recon_cursor(fixmedins_code, date_from, date_to, insutype)
 
     def flagged(self, fixmedins_code: str, date_from: int, date_to: int, mask: int, limit: int):

@@ -54,8 +54,8 @@ from core.archive import (
 from core.events import FeeLine, SettlementFacts, Settled, VisitFacts, id_seq, settlement_id
 from core.funds import Figures, Item
 
-from .chain import LedgerCorrupt
-from .seal import LedgerKey
+from ..chain import LedgerCorrupt
+from ..seal import LedgerKey
 
 # Every table whose rows the head row counts (gateway/ledger.py), records included.
 TABLES = ("records", "requests", "visit_status", "cancellations", "recon", "problems", "problem_notes", "legacy")
