@@ -154,7 +154,7 @@ def check_ledger(ledger: str, data_dir: str, snapshots: str, acknowledged: list[
     from core.events import Settled, id_seq
     from gateway.app import load_index
     from gateway.config import Config
-    from gateway.store.ledger import SqliteStore
+    from gateway.store import SqliteStore
     from gateway.store.snapshot import Snapshots
 
     store = SqliteStore(ledger, key)

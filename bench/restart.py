@@ -34,7 +34,7 @@ from core.errors import YidiError  # noqa: E402
 from datagen.workload import Workload  # noqa: E402
 from gateway.store import snapshot  # noqa: E402
 from gateway.transport.convert import encode_reply  # noqa: E402
-from gateway.store.ledger import Record, SqliteStore  # noqa: E402
+from gateway.store import Record, SqliteStore  # noqa: E402
 from gateway.testing import dev_certs, seal_key  # noqa: E402
 
 COMMIT_RECORDS = 5000

@@ -24,7 +24,6 @@ import hashlib
 import json
 import logging
 import os
-import sqlite3
 import subprocess
 import sys
 import time
@@ -47,7 +46,7 @@ from .operations import metrics
 from .config import Config
 from .transport.convert import encode_reply
 from .store.idempotency import REVERSED, Keys, Prior, reused
-from .store.ledger import GroupCommitLedger, LedgerClosed, LedgerCorrupt, LedgerFatal, Record, Store
+from .store import GroupCommitLedger, LedgerClosed, LedgerCorrupt, LedgerFatal, Record, Store
 
 log = logging.getLogger("yidi.gateway")
 msgspec_replace = msgspec.structs.replace
@@ -280,7 +279,7 @@ class Gateway:
         while True:
             try:
                 await asyncio.to_thread(self.store.probe)
-            except (sqlite3.Error, OSError) as err:
+            except OSError as err:   # Log.probe: StorageDown
                 if self._storage_down is None:
                     log.error("ledger %s cannot be written (%s): NOT_SERVING, answering STORAGE_UNAVAILABLE, "
                               "probing every %.1f s", self.store.path, err, self.config.storage_probe_interval_s)

@@ -51,7 +51,7 @@ def ledger_key(ledger_path: str) -> LedgerKey:
     """The key of a ledger sealed with ``seal_key`` (read from its head row, without opening the store)."""
     import sqlite3
 
-    from gateway.store.ledger import _HEAD_DECODE
+    from gateway.store.chain import decode_head_row as _HEAD_DECODE
 
     conn = sqlite3.connect(f"file:{ledger_path}?mode=ro", uri=True)
     try:

@@ -27,7 +27,7 @@ from datagen.spec_fixture import write_spec_dataset
 from gateway.transport import server as gateway_server
 from gateway._pb.yidi.v1 import common_pb2 as pb, settlement_pb2 as spb, settlement_pb2_grpc
 from gateway.config import Config
-from gateway.store.ledger import PROBE_BYTES
+from gateway.store.sqlite.store import PROBE_BYTES
 from gateway.transport.status import detail_of, error_info, reason_of
 from gateway.testing import credentials
 from gateway_harness import file_person, start_gateway

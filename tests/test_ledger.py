@@ -19,15 +19,15 @@ import pytest
 import uvloop
 
 from gateway.testing import dev_certs, seal_key
-from gateway.store.ledger import (
+from gateway.store import (
     GroupCommitLedger,
     LedgerClosed,
     LedgerFatal,
-    SCHEMA_VERSION,
     Record,
     SqliteStore,
     open_store,
 )
+from gateway.store.sqlite.store import SCHEMA_VERSION
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -360,7 +360,7 @@ CHILD = textwrap.dedent(
     import asyncio, sys
     import uvloop
     sys.path.insert(0, {root!r})
-    from gateway.store.ledger import GroupCommitLedger, SqliteStore
+    from gateway.store import GroupCommitLedger, SqliteStore
     from gateway.store.seal import SealKey
     from tests.test_ledger import make_record
 

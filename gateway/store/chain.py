@@ -33,6 +33,8 @@ import os
 import struct
 from typing import Iterable, NamedTuple
 
+import msgspec
+
 from .seal import LedgerKey
 
 log = logging.getLogger("yidi.chain")
@@ -97,6 +99,29 @@ def verify(path: str, records: Iterable, key: LedgerKey, previous: bytes | None 
         head = Head(record.seq, check_record(path, record, head.chain, key))
         expected += 1
     return head
+
+
+# --------------------------------------------------------------------- the head row
+class HeadRow(msgspec.Struct, frozen=True):
+    """What the ledger says of itself, sealed (the ``head`` table's one row, rewritten in every commit).
+
+    Its tag is a MAC with the ledger's key, so it cannot be edited, and it
+    names the last record and its chain value, so it cannot be put back
+    from an older copy without the records after it disappearing too (which
+    the head file and the witness catch).
+    """
+
+    ledger_id: str
+    seq: int
+    chain: bytes
+    counts: dict[str, int]          # rows of every table (rows.TABLES), checked at start
+    legacy_last_seq: int = 0        # ids of a schema-1 ledger are numbered at most this
+    archive: str = "complete"       # "missing": a schema-1 ledger whose archive is not yet written
+    witnessed: bool = False         # a witness has been kept since this ledger was sealed
+
+
+encode_head_row = msgspec.msgpack.Encoder().encode
+decode_head_row = msgspec.msgpack.Decoder(HeadRow).decode
 
 
 # --------------------------------------------------------------------- head files

@@ -20,8 +20,8 @@ from typing import NamedTuple
 from core.errors import YidiError
 from core.events import REVERSED_KIND
 
-from .sqlite.derived import request_hash
-from .ledger import Store
+from .parts import Store
+from .rows import request_hash
 
 Key = tuple[str, str]
 # The digest kept for a key its caller reversed (冲正) before the request was performed: any request

@@ -35,7 +35,7 @@ from ..security.audit import AuditLog
 from ..config import Config
 from ..operations.gcwatch import WATCH
 from ..operations.health import Health, is_loopback
-from ..store.ledger import LedgerCorrupt, LedgerUnavailable, open_store
+from ..store import LedgerCorrupt, LedgerUnavailable, open_store
 from ..operations.logs import CoreLogRelay, configure as configure_log
 from ..operations.metrics import QUEUE_WAIT_SECONDS, serve_metrics
 from ..store.seal import SealKey, SealKeyError, check_outside

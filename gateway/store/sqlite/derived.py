@@ -1,64 +1,23 @@
-"""The ledger's derived tables in its SQLite file: the archive, the projections, the idempotency index.
+"""The ledger's derived tables in its SQLite file: their schema, their tagged inserts, their proved reads.
 
-A visit's or settlement's id is the seq of the record that made it
-(``core.events.visit_id``), so its immutable facts are read from that
-record's event; the archive tables hold only what happens afterwards (a
-visit's status, a settlement's cancellation), written by the ledger's writer
-in the same transaction as the records whose changes they are.  Settling an
-outpatient visit therefore writes no archive row at all.
-
-Every derived row can change an answer, so every one is proved:
-
-* **tagged**: each row carries a MAC of its table and values with the
-  ledger's key (gateway/seal.py), checked whenever it is read, so a changed
-  or invented row is refused, never served;
-* **insert-only**: nothing is updated in place (a visit's status is its
-  newest status row, a settlement is cancelled when its cancellation row
-  exists, a problem report is its newest version), so no older, validly
-  tagged version of a row can be put back;
-* **counted**: the ledger's sealed head row holds how many rows each table
-  has (``TABLES``), checked at start, so a deleted row is found before the
-  gateway serves.
-
-The tables:
-
-* ``requests``: 63-bit hashes of (caller, request_id) → the record's seq,
-  the idempotency index (a reversal's record holds its own key and its
-  original's);
-* ``visit_status``, ``cancellations``: the archive's changes;
-* ``recon``: one row per settlement, keyed (institution, settlement date,
-  settlement number), for reconciliation (对账, SPEC §8) and risk-flag lists.
-  The institution is a 63-bit hash of its code (``institution_key``): an
-  integer key was measured cheaper to insert than the text code
-  (bench/reconcile.py).  Two codes whose hashes collide would share rows;
-  with 10^5 institutions the chance is ~10^-9;
-* ``problems`` (versions) and ``problem_notes``: problem reports (报错处理)
-  and their history;
-* ``legacy``: the facts of visits and settlements of a schema-1 ledger,
-  whose ids came from separate counters (numbered at most
-  ``legacy_last_seq``), filled once when such a ledger is migrated.
+Which rows a record derives, their columns and tags, and how a row read back
+is proved are the same for every backend (gateway/store/rows.py); here they
+are SQL.  Reads of the archive assemble a visit or a settlement from the
+record that made it (``SqliteStore.read``, proved) and its newest derived
+rows, each checked against its tag (``rows.checked``).
 """
 from __future__ import annotations
 
-import hashlib
 import sqlite3
 from typing import Callable, Iterable
 
-import msgspec
-
 from core import events
-from core.archive import (
-    ArchivedProblem, ArchivedSettlement, ArchivedVisit, Change, ProblemNote, PutProblem, PutSettlement, PutVisit,
-    SettlementCancelledChange, VisitStatus,
-)
-from core.events import FeeLine, SettlementFacts, Settled, VisitFacts, id_seq, settlement_id
+from core.archive import ArchivedProblem, ArchivedSettlement, ArchivedVisit, ProblemNote
+from core.events import Settled, id_seq, settlement_id
 from core.funds import Figures, Item
 
-from ..chain import LedgerCorrupt
+from ..rows import COLUMNS, checked, fee_lines, institution_key, problem_row, settlement_facts, visit_facts
 from ..seal import LedgerKey
-
-# Every table whose rows the head row counts (gateway/ledger.py), records included.
-TABLES = ("records", "requests", "visit_status", "cancellations", "recon", "problems", "problem_notes", "legacy")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS requests (
@@ -124,40 +83,10 @@ CREATE TABLE IF NOT EXISTS legacy (
 ) WITHOUT ROWID;
 """
 
-# Columns of each table in the order they are tagged (the tag is over these values, then stored last).
-COLUMNS = {
-    "requests": ("h", "seq"),
-    "visit_status": ("mdtrt_id", "seq", "status", "setl_id"),
-    "cancellations": ("setl_no", "cancel_date", "cancel_seq", "clearing_month"),
-    "recon": ("inst", "setl_date", "setl_no", "insutype", "medfee", "fund", "cash", "flags"),
-    "problems": ("problem_no", "seq", "state", "treatment", "insured", "reporter", "row"),
-    "problem_notes": ("problem_seq", "seq", "action", "by", "text", "at_ms"),
-    "legacy": ("id", "seq", "facts", "lines"),
-}
 _RECON_COLUMNS = ", ".join("r." + c for c in COLUMNS["recon"])
 _CANCEL_COLUMNS = ", ".join("c." + c for c in COLUMNS["cancellations"])
 _INSERT = {table: f"INSERT INTO {table} ({', '.join(cols)}, tag) VALUES ({', '.join('?' * (len(cols) + 1))})"
            for table, cols in COLUMNS.items()}
-
-_ENCODE = msgspec.msgpack.Encoder().encode
-_VISIT_FACTS = msgspec.msgpack.Decoder(VisitFacts).decode
-settlement_facts = msgspec.msgpack.Decoder(SettlementFacts).decode
-_LINES = msgspec.msgpack.Decoder(tuple[FeeLine, ...]).decode
-_PROBLEM_ROW = msgspec.msgpack.Decoder(ArchivedProblem).decode
-
-
-def _hash63(text: str) -> int:
-    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big") >> 1
-
-
-def request_hash(caller: str, request_id: str) -> int:
-    """The 63-bit key of an idempotency key in the ``requests`` table (collisions are checked on read)."""
-    return _hash63(f"{caller}\x00{request_id}")
-
-
-def institution_key(fixmedins_code: str) -> int:
-    """The 63-bit key of an institution in the ``recon`` projection."""
-    return _hash63(f"inst\x00{fixmedins_code}")
 
 
 class Rows:
@@ -177,56 +106,10 @@ class Rows:
         self.conn.executemany(_INSERT[table], [(*values, tag(table, values)) for values in rows])
         self.added[table] = self.added.get(table, 0) + len(rows)
 
-
-def checked(key: LedgerKey, path: str, table: str, row: tuple) -> tuple:
-    """A row read back (its values, then its tag): the values, or LedgerCorrupt if the tag does not match."""
-    values = tuple(row[:-1])
-    if key.tag(table, values) != row[-1]:
-        raise LedgerCorrupt(path, 0, f"a row of {table} does not match its seal (it was changed or put there "
-                                     "after it was written): refusing to serve it")
-    return values
-
-
-def write(rows: Rows, changes: Iterable[Change], seq: int) -> None:
-    """Store what the record ``seq`` changes (new facts are in the record itself)."""
-    for change in changes:
-        kind = type(change)
-        if kind is PutSettlement:
-            rows.insert("recon", recon_row(change.settlement.facts))
-        elif kind is VisitStatus:
-            rows.insert("visit_status", (change.mdtrt_id, seq, change.status, change.setl_id))
-        elif kind is SettlementCancelledChange:
-            rows.insert("cancellations", (id_seq(change.setl_id, "S"), change.cancel_date, change.cancel_seq,
-                                          change.clearing_month))
-        elif kind is PutProblem:
-            f = change.problem.facts
-            rows.insert("problems", (id_seq(f.problem_id, "R"), seq, change.problem.state, f.treatment_province,
-                                     f.insured_province, f.reporter, _ENCODE(change.problem)))
-        elif kind is ProblemNote:
-            rows.insert("problem_notes", (id_seq(change.problem_id, "R"), change.seq, change.action, change.by,
-                                          change.text, change.at_ms))
-        elif kind is not PutVisit:
-            raise TypeError(f"not an archive change: {change!r}")
-
-
-def recon_row(facts: SettlementFacts) -> tuple:
-    """A settlement's row of the reconciliation projection (without its tag)."""
-    b = facts.breakdown
-    return (institution_key(facts.fixmedins_code), facts.setl_date, id_seq(facts.setl_id, "S"), int(facts.insutype),
-            b.medfee_sumamt, b.fund_pay_sumamt, b.psn_cash_pay, facts.risk_flags)
-
-
-def write_legacy(rows: Rows, visits: Iterable[ArchivedVisit], settlements: Iterable[ArchivedSettlement]) -> None:
-    """The whole archive of a migrated schema-1 ledger: facts, statuses, cancellations."""
-    for v in visits:
-        rows.insert("legacy", (v.facts.mdtrt_id, 0, _ENCODE(v.facts), _ENCODE(())))
-        if v.status != "admitted":
-            rows.insert("visit_status", (v.facts.mdtrt_id, 0, v.status, v.setl_id))
-    for s in settlements:
-        rows.insert("legacy", (s.facts.setl_id, s.seq, _ENCODE(s.facts), _ENCODE(s.lines)))
-        rows.insert("recon", recon_row(s.facts))
-        if s.status == "cancelled":
-            rows.insert("cancellations", (id_seq(s.facts.setl_id, "S"), s.cancel_date, s.cancel_seq, 0))
+    def insert_all(self, rows: Iterable[tuple[str, tuple]]) -> None:
+        """(table, values) pairs (rows.derive, rows.legacy_rows), in their order."""
+        for table, values in rows:
+            self.insert(table, values)
 
 
 class Reader:
@@ -264,7 +147,7 @@ class Reader:
             return None
         if number <= self.legacy_last_seq:
             row = self._legacy(mdtrt_id)
-            facts = _VISIT_FACTS(row[2]) if row is not None else None
+            facts = visit_facts(row[2]) if row is not None else None
         else:
             facts = getattr(self._event(number), "visit", None)
             if facts is not None and facts.mdtrt_id != mdtrt_id:
@@ -291,7 +174,7 @@ class Reader:
             row = self._legacy(setl_id)
             if row is None:
                 return None
-            seq, facts, lines = row[1], settlement_facts(row[2]), _LINES(row[3])
+            seq, facts, lines = row[1], settlement_facts(row[2]), fee_lines(row[3])
         cancel = self._one("cancellations", "setl_no = ?", (number,))
         if cancel is None:
             return ArchivedSettlement(facts, seq, lines=lines)
@@ -333,7 +216,7 @@ class Reader:
     def problem(self, problem_id: str) -> ArchivedProblem | None:
         number = id_seq(problem_id, "R")
         row = self._one("problems", "problem_no = ?", (number,), "ORDER BY seq DESC") if number else None
-        return None if row is None else _PROBLEM_ROW(row[6])
+        return None if row is None else problem_row(row[6])
 
     def list_problems(self, province: str, state: str, after_seq: int, limit: int) -> list[ArchivedProblem]:
         """Reports as they now stand (their newest version), by state, oldest first, of one province ("" = all)."""
@@ -346,7 +229,7 @@ class Reader:
             where += " AND (treatment = ? OR insured = ? OR reporter = ?)"
             args += [province] * 3
         rows = self._all("problems", where, (*args, limit), "ORDER BY problem_no LIMIT ?")
-        return [_PROBLEM_ROW(r[6]) for r in rows]
+        return [problem_row(r[6]) for r in rows]
 
     def problem_notes(self, problem_id: str) -> list[ProblemNote]:
         rows = self._all("problem_notes", "problem_seq = ?", (id_seq(problem_id, "R"),), "ORDER BY seq")

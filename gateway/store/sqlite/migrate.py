@@ -30,10 +30,11 @@ import uuid
 from core import events
 from core.events import SettlementCancelled, Settled, id_seq
 
-from . import derived
 from .. import chain
 from ..chain import LedgerCorrupt
+from ..rows import institution_key, recon_row, request_hash, settlement_facts
 from ..seal import LedgerKey, SealKey
+from . import derived
 
 log = logging.getLogger("yidi.migrate")
 
@@ -77,7 +78,7 @@ def statements(script: str) -> list[str]:
 
 def migrate(conn: sqlite3.Connection, version: int, path: str, key: SealKey, records_ddl: str) -> dict:
     """Bring a ledger of ``version`` (1–4) to schema 5; the facts its head row starts from."""
-    conn.create_function("yidi_request_hash", 2, derived.request_hash, deterministic=True)
+    conn.create_function("yidi_request_hash", 2, request_hash, deterministic=True)
     if version < 4:
         _to_v4(conn, version)
     else:
@@ -231,11 +232,11 @@ def _v2_to_v3(conn: sqlite3.Connection) -> None:
                                          " ORDER BY seq"):
         event = events.decode(body)
         if type(event) is Settled:
-            conn.execute(insert, derived.recon_row(event.settlement))
+            conn.execute(insert, recon_row(event.settlement))
         elif type(event) is SettlementCancelled:
             facts = event.settlement or _v2_settlement_facts(conn, event.setl_id, legacy_last)
             conn.execute("UPDATE recon SET cancelled = 1 WHERE inst = ? AND setl_date = ? AND setl_no = ?",
-                         (derived.institution_key(facts.fixmedins_code), facts.setl_date,
+                         (institution_key(facts.fixmedins_code), facts.setl_date,
                           id_seq(facts.setl_id, "S")))
 
 
@@ -245,4 +246,4 @@ def _v2_settlement_facts(conn: sqlite3.Connection, setl_id: str, legacy_last: in
         (body,) = conn.execute("SELECT body FROM records WHERE seq = ?", (number,)).fetchone()
         return events.decode(body).settlement
     (facts,) = conn.execute("SELECT facts FROM legacy WHERE id = ?", (setl_id,)).fetchone()
-    return derived.settlement_facts(facts)
+    return settlement_facts(facts)

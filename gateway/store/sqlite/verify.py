@@ -30,9 +30,11 @@ import urllib.parse
 
 import msgspec
 
-from . import derived
 from .. import chain, snapshot
-from ..ledger import _COLUMNS, _HEAD_DECODE, SCAN_PAGE_RECORDS, SCHEMA_VERSION, LedgerUnavailable, Record
+from ..rows import COLUMNS, TABLES, checked
+from ..chain import decode_head_row as _HEAD_DECODE
+from ..parts import LedgerUnavailable, Record
+from .store import _COLUMNS, SCAN_PAGE_RECORDS, SCHEMA_VERSION
 from ..seal import LedgerKey, SealKey
 
 
@@ -64,9 +66,9 @@ def _checksums_only(path: str, records) -> chain.Head:
 
 def _tags(conn: sqlite3.Connection, key: LedgerKey, path: str) -> int:
     rows = 0
-    for table, columns in derived.COLUMNS.items():
+    for table, columns in COLUMNS.items():
         for row in conn.execute(f"SELECT {', '.join(columns)}, tag FROM {table}"):
-            derived.checked(key, path, table, row)
+            checked(key, path, table, row)
             rows += 1
     return rows
 
@@ -104,7 +106,7 @@ def verify_ledger(path: str, snapshot_dir: str, key: SealKey | None = None, witn
         if head.seq != head_row.seq or (head.seq and head.chain != head_row.chain):
             raise chain.LedgerCorrupt(path, max(head.seq, head_row.seq), f"the ledger ends at record {head.seq} "
                                                                          f"but its sealed head says {head_row.seq}")
-        for table in derived.TABLES:
+        for table in TABLES:
             count = conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
             if count != head_row.counts.get(table, 0):
                 raise chain.LedgerCorrupt(path, head.seq, f"table {table} has {count} rows but the sealed head "
