@@ -42,7 +42,7 @@ from .events import (
 from .funds import (
     DEFAULT_RED_BP, DEFAULT_YELLOW_BP, Funds, FundsState, Report, booking_of, check_amount, check_month, check_text,
 )
-from .limits import check_date, check_id, check_line, check_line_count, line_amount_fen
+from .limits import PAGE_ROWS, check_date, check_id, check_line, check_line_count, line_amount_fen, page_limit
 from ._core import ACCUMULATOR_KEYS, DEBUG, FILING_KINDS, Index, province_code
 
 INPATIENT = "inpatient"
@@ -232,6 +232,10 @@ class Engine:
             raise YidiError("FILING_NOT_FOUND", filing_id=filing_id)
         return filing
 
+    def filings_of(self, psn_no: str) -> list[dict]:
+        """A person's filings (备案), as the index holds them."""
+        return self.index.filings_of(psn_no)
+
     def accumulators(self, psn_no: str, year: int) -> dict[str, int]:
         return self.index.accumulators(psn_no, year)
 
@@ -272,7 +276,7 @@ class Engine:
     def institutions(self, admdvs: str, kind: str, inpatient: bool, outpatient: bool, dise_codg: str,
                      after: str, page_size: int) -> tuple[list[dict], bool]:
         """Designated institutions, by code, after the page token; (rows, more)."""
-        limit = _page_size(page_size)
+        limit = page_limit(page_size, PAGE_ROWS, "page_size")
         if after:
             check_id(after, "分页标记 page_token", field="page_token")
         if dise_codg:
@@ -284,7 +288,7 @@ class Engine:
 
     def admitted(self, fixmedins_code: str, after: str, page_size: int) -> tuple[list[dict], bool]:
         """The open cross-province stays at an institution (在院), by mdtrt_id, after the page token; (rows, more)."""
-        limit = _page_size(page_size)
+        limit = page_limit(page_size, PAGE_ROWS, "page_size")
         check_id(fixmedins_code, "定点医药机构编码 fixmedins_code", field="fixmedins_code")
         if self.index.get_institution(fixmedins_code) is None:
             raise YidiError("INSTITUTION_UNKNOWN", fixmedins_code=fixmedins_code)
@@ -870,6 +874,14 @@ class Engine:
         inst = self.index.get_institution(fixmedins_code)
         return inst["name"] if inst is not None else ""
 
+    def region_name(self, code: str) -> str:
+        return self.index.region_name(code) or ""
+
+    def positions(self, province: str = "") -> list[PositionResult]:
+        """Prepaid positions with their provinces' names: one known province's, or every one held, by code."""
+        provinces = [self.check_province(province)] if province else sorted(self.funds.positions)
+        return [PositionResult(self.funds.position(p), self.region_name(p)) for p in provinces]
+
     def check_reconcile_range(self, fixmedins_code: str, date_from: int, date_to: int) -> None:
         """对账: a known institution and a date range (both ends included)."""
         check_id(fixmedins_code, "定点医药机构编码 fixmedins_code", field="range.fixmedins_code")
@@ -1015,16 +1027,6 @@ def _filing(row: dict) -> Filing:
     return Filing(filing_id=row["filing_id"], psn_no=row["psn_no"], kind=row["kind"],
                   dest_admdvs=row["dest_admdvs"], fixmedins_codes=tuple(row["fixmedins_codes"]),
                   valid_from=row["valid_from"], valid_to=row["valid_to"], status=row["status"])
-
-
-MAX_PAGE_SIZE = 1000
-
-
-def _page_size(n: int) -> int:
-    if not 0 <= n <= MAX_PAGE_SIZE:
-        raise YidiError("INVALID_ARGUMENT", what=f"每页条数 page_size {n}", problem=f"须为 1–{MAX_PAGE_SIZE}（0 为默认 100）",
-                        field="page_size")
-    return n or 100
 
 
 def _updated_problem(row: ArchivedProblem, event: ProblemUpdated) -> ArchivedProblem:

@@ -44,6 +44,7 @@ from core.limits import check_id
 from .store import chain, snapshot
 from .operations import metrics
 from .config import Config
+from .reads import Reads
 from .transport.convert import encode_reply
 from .store.idempotency import REVERSED, Keys, Prior, reused
 from .store import GroupCommitLedger, LedgerClosed, LedgerCorrupt, LedgerFatal, Record, Store
@@ -246,6 +247,7 @@ class Gateway:
         self.on_fatal = on_fatal
         self.ledger = GroupCommitLedger(store, max_batch=config.ledger_max_batch, on_fatal=on_fatal)
         self.keys = Keys(store, config.idempotency_cache_keys)
+        self.reads = Reads(self, store)   # what the services read of the projections
         self.snapshots = snapshot.Snapshots(config.snapshot_dir())
         self.state: LoadedState | None = None
         self.snapshot_seq = 0

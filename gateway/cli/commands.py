@@ -17,7 +17,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Callable
 
-from core._core import FILING_KINDS, INSUTYPES, PERSON_STATUSES, PERSON_TYPES
+from core import FILING_KINDS, INSUTYPES, PERSON_STATUSES, PERSON_TYPES
 
 from .funds import (PROBLEM_CATEGORIES, call_clearing, call_flagged, call_positions, call_prepaid, call_problems,
                     call_reconcile)

@@ -173,9 +173,9 @@ class _StateCollector:
                                   labels=["province"])
         if gw is not None and gw.state is not None:
             writable.add_metric([], 1 if gw.storage_writable else 0)
-            for province, position in list(gw.state.engine.funds.positions.items()):
-                usage.add_metric([province], position.usage_bp / 10000)
-                level.add_metric([province], LEVEL_NUMBERS[position.level])
+            for position in (r.position for r in gw.state.engine.positions()):
+                usage.add_metric([position.province], position.usage_bp / 10000)
+                level.add_metric([position.province], LEVEL_NUMBERS[position.level])
         yield writable
         yield usage
         yield level

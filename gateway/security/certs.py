@@ -5,7 +5,7 @@
 * ``ca.pem`` / ``ca.key`` — a development platform CA;
 * ``server.pem`` / ``server.key`` — the gateway, for ``localhost``, 127.0.0.1 and ::1;
 * ``clients/<caller>.pem`` / ``.key`` — one client certificate per province
-  (the 31 province codes of ``datagen.geo``) and one for ``national``;
+  (the 31 province codes of ``core.PROVINCES``) and one for ``national``;
 * ``seal.key`` — a development seal key for the ledger (gateway/seal.py),
   made only if there is none: a ledger sealed with a key cannot be opened
   without it.
@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from core import PROVINCES
 from core.access import NATIONAL
 
 from ..store import seal
@@ -49,9 +50,7 @@ def caller_uri(caller: str) -> str:
 
 
 def dev_callers() -> list[str]:
-    """Every province of the generated data set (datagen.geo), and the national operator."""
-    from datagen.geo import PROVINCES
-
+    """Every province (core.PROVINCES), and the national operator."""
     return [p[0] for p in PROVINCES] + [NATIONAL]
 
 

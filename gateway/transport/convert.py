@@ -17,7 +17,7 @@ from google.protobuf.message import DecodeError
 
 from core import commands as cmd
 from core.archive import ArchivedProblem, ProblemNote
-from core._core import ACCUMULATOR_KEYS, read_batch_items, read_outpatient_request, read_settle_item
+from core import ACCUMULATOR_KEYS, read_batch_items, read_outpatient_request, read_settle_item
 from core.errors import YidiError
 from core.events import FeeLine, Filing, Person
 from core.funds import PROBLEM_OVERDUE_DAYS, RISK_FLAGS, Figures, Position, Report

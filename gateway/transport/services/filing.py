@@ -33,7 +33,7 @@ class FilingService:
         person = engine.person(req.psn_no, req.certno)
         return fpb.ListFilingsResponse(
             person=convert.person_pb(person),
-            filings=[convert.filing_pb(f) for f in engine.index.filings_of(person["psn_no"])],
+            filings=[convert.filing_pb(f) for f in engine.filings_of(person["psn_no"])],
         )
 
     async def adjust_account(self, req: fpb.AdjustAccountRequest, caller: str):

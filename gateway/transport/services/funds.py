@@ -1,14 +1,10 @@
 """FundsService: prepaid positions, clearing months, reconciliation, risk-flag lists (SPEC §7, §8).
 
-Translation only: the rules are in ``core.funds`` (through the engine) and
-the queries in ``gateway.archive_sql``.  Reconciliation reads the store's
-``recon`` projection in a worker thread, so a long range never stalls the
-settlements on the event loop; the detail comparison holds one chunk of each
-side at a time (``core.funds.DetailReconciliation``).
+Translation only: the rules are in ``core.funds`` (through the engine), the
+reads of the store's projections in gateway/reads.py.
 """
 from __future__ import annotations
 
-import asyncio
 from typing import AsyncIterator
 
 from core import commands as cmd
@@ -18,12 +14,9 @@ from core.funds import DetailReconciliation, Item
 
 from .. import convert
 from ...app import Gateway
+from ...reads import Range
 from ..._pb.yidi.v1 import funds_pb2 as fdpb
 from .base import request_digest
-
-RECONCILE_CHUNK_ROWS = 4096       # platform rows read from the store at a time
-MAX_FLAGGED_LISTED = 10_000       # settlements in one ListFlagged answer
-DEFAULT_FLAGGED_LISTED = 1_000
 
 
 class FundsService:
@@ -50,13 +43,8 @@ class FundsService:
         return await self.gw.execute(caller, command, request_digest(req))
 
     async def get_positions(self, req: fdpb.GetPositionsRequest, _caller: str):
-        engine = self.gw.engine
-        if req.province:
-            positions = [engine.funds.position(engine.check_province(req.province))]
-        else:
-            positions = [engine.funds.positions[p] for p in sorted(engine.funds.positions)]
-        return fdpb.Positions(positions=[convert.position_pb(p, engine.index.region_name(p.province) or "")
-                                         for p in positions])
+        return fdpb.Positions(positions=[convert.position_pb(r.position, r.province_name)
+                                         for r in self.gw.engine.positions(req.province)])
 
     # ------------------------------------------------------------ clearing months
     async def close_month(self, req: fdpb.ClearingMonthRequest, caller: str):
@@ -75,48 +63,35 @@ class FundsService:
     async def get_clearing_report(self, req: fdpb.GetClearingReportRequest, _caller: str):
         engine = self.gw.engine
         report = engine.clearing_report(req.month, req.province, req.with_institutions)
-        return convert.report_pb(report, engine.index.region_name, engine.institution_name)
+        return convert.report_pb(report, engine.region_name, engine.institution_name)
 
     # ------------------------------------------------------------ reconciliation (对账)
-    def _range(self, r: fdpb.ReconcileRange) -> tuple[str, int, int, str]:
-        self.gw.engine.check_reconcile_range(r.fixmedins_code, r.date_from, r.date_to)
-        return r.fixmedins_code, r.date_from, r.date_to, convert.INSUTYPE.str(r.insutype, required=False)
-
     async def reconcile_totals(self, req: fdpb.ReconcileTotalsRequest, _caller: str):
-        platform = await asyncio.to_thread(self.gw.store.recon_totals, *self._range(req.range))
+        platform = await self.gw.reads.reconcile_totals(_range(req.range))
         province = convert.figures(req.figures)
         return fdpb.ReconcileTotalsResponse(match=platform == province, platform=convert.figures_pb(platform),
                                             province=convert.figures_pb(province))
 
     async def reconcile_detail(self, requests: AsyncIterator[fdpb.ReconcileDetailRequest], _caller: str):
-        merge = DetailReconciliation()
-        cursor = None
-        try:
+        async def batches():
+            r = None
             async for req in requests:
-                if cursor is None:
-                    cursor = await asyncio.to_thread(self.gw.store.recon_cursor, *self._range(req.range))
-                merge.feed_province(_items(req.items))
-                await _compare(merge, cursor)
-            merge.province_done()
-            await _compare(merge, cursor)
-        finally:
-            if cursor is not None:
-                cursor.close()
-        return _detail_pb(merge)
+                r = r or _range(req.range)   # the first message names the range
+                yield r, _items(req.items)
+
+        return _detail_pb(await self.gw.reads.reconcile_detail(batches()))
 
     # ------------------------------------------------------------ risk flags (SPEC §7)
     async def list_flagged(self, req: fdpb.ListFlaggedRequest, _caller: str):
-        code, date_from, date_to, _insutype = self._range(req.range)
-        limit = req.limit or DEFAULT_FLAGGED_LISTED
-        if not 0 < limit <= MAX_FLAGGED_LISTED:
-            raise YidiError("INVALID_ARGUMENT", what=f"limit {limit}", problem=f"应在 1 到 {MAX_FLAGGED_LISTED} 之间",
-                            field="limit")
-        rows = await asyncio.to_thread(self.gw.store.flagged, code, date_from, date_to,
-                                       convert.risk_flags_mask(req.flags), limit + 1)
+        rows, truncated = await self.gw.reads.flagged(_range(req.range), convert.risk_flags_mask(req.flags), req.limit)
         return fdpb.FlaggedSettlements(
             settlements=[fdpb.FlaggedSettlement(setl_id=s, setl_date=d, risk_flags=convert.risk_flags_pb(f),
-                                                medfee_sumamt=m, cancelled=c) for s, d, f, m, c in rows[:limit]],
-            truncated=len(rows) > limit)
+                                                medfee_sumamt=m, cancelled=c) for s, d, f, m, c in rows],
+            truncated=truncated)
+
+
+def _range(r: fdpb.ReconcileRange) -> Range:
+    return Range(r.fixmedins_code, r.date_from, r.date_to, convert.INSUTYPE.str(r.insutype, required=False))
 
 
 def _items(items) -> list[Item]:
@@ -129,14 +104,6 @@ def _items(items) -> list[Item]:
         out.append(Item(number, x.setl_id, x.fund_pay_sumamt, x.cancelled,
                         x.acct_pay_sumamt if x.HasField("acct_pay_sumamt") else None))
     return out
-
-
-async def _compare(merge: DetailReconciliation, cursor) -> None:
-    """Advance the merge, reading the platform's rows a chunk at a time as it needs them."""
-    merge.run()
-    while cursor is not None and merge.needs_platform:
-        merge.feed_platform(await asyncio.to_thread(cursor.fetchmany, RECONCILE_CHUNK_ROWS))
-        merge.run()
 
 
 def _detail_pb(merge: DetailReconciliation) -> fdpb.ReconcileDetailResponse:

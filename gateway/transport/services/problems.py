@@ -1,4 +1,4 @@
-"""ProblemService: problem reports (报错处理, SPEC §8).  Translation only; reports live in the store.
+"""ProblemService: problem reports (报错处理, SPEC §8).  Translation only; reports are read through gateway/reads.py.
 
 The time a report is opened or changed is stamped here (the core has no
 clock) and recorded in its event; its age is computed when it is read.
@@ -8,17 +8,11 @@ from __future__ import annotations
 import time
 
 from core import commands as cmd
-from core.errors import YidiError
-from core.events import id_seq
 
 from .. import convert
 from ...app import Gateway
 from ..._pb.yidi.v1 import problems_pb2 as ppb
 from .base import request_digest
-
-DEFAULT_PROBLEMS_LISTED = 100
-MAX_PROBLEMS_LISTED = 1000
-
 
 def now_ms() -> int:
     return int(time.time() * 1000)
@@ -39,25 +33,14 @@ class ProblemService:
         return await self.gw.execute(caller, command, request_digest(req))
 
     async def list_problems(self, req: ppb.ListProblemsRequest, _caller: str):
-        if req.province:
-            self.gw.engine.check_province(req.province)
-        limit = req.limit or DEFAULT_PROBLEMS_LISTED
-        if not 0 < limit <= MAX_PROBLEMS_LISTED:
-            raise YidiError("INVALID_ARGUMENT", what=f"limit {limit}", problem=f"应在 1 到 {MAX_PROBLEMS_LISTED} 之间",
-                            field="limit")
-        after = id_seq(req.after_problem_id, "R") if req.after_problem_id else 0
-        if req.after_problem_id and not after:
-            raise YidiError("INVALID_ARGUMENT", what=f"翻页参数 after_problem_id「{req.after_problem_id[:40]}」",
-                            problem="不是问题编号", field="after_problem_id")
-        rows = self.gw.store.list_problems(req.province, convert.PROBLEM_STATE.str(req.state, required=False),
-                                           after, limit)
+        rows = self.gw.reads.problems(req.province, convert.PROBLEM_STATE.str(req.state, required=False),
+                                      req.after_problem_id, req.limit)
         now = now_ms()
         problems = [convert.problem_pb(row, now) for row in rows]
         return ppb.ListProblemsResponse(problems=problems, overdue=sum(p.overdue for p in problems))
 
     async def get(self, req: ppb.GetProblemRequest, _caller: str):
-        row = self.gw.engine.problem(req.problem_id)
-        notes = self.gw.store.problem_notes(req.problem_id)
+        row, notes = self.gw.reads.problem(req.problem_id)
         return ppb.ProblemDetail(problem=convert.problem_pb(row, now_ms()), notes=[convert.note_pb(n) for n in notes])
 
     async def assign(self, req: ppb.UpdateProblemRequest, caller: str):

@@ -43,8 +43,7 @@ class SettlementService:
         return await self.gw.execute(caller, command, request_digest(req))
 
     async def upload_fees(self, req: spb.UploadFeesRequest, caller: str):
-        command = cmd.UploadFees(request_id=req.request_id, mdtrt_id=req.mdtrt_id, lines=convert.fee_lines(req.lines))
-        return await self.gw.execute(caller, command, request_digest(req))
+        return await self.gw.execute(caller, convert.upload_fees_command(req), request_digest(req))
 
     async def withdraw_fees(self, req: spb.WithdrawFeesRequest, caller: str):
         command = cmd.WithdrawFees(request_id=req.request_id, mdtrt_id=req.mdtrt_id, sns=tuple(req.feedetl_sns))
