@@ -105,7 +105,7 @@ def build_ledgers(data_dir: str, counts: list[int], workdir: str) -> dict[int, s
 
 def restart(data_dir: str, ledger: str, snapshots: str) -> tuple[float, int, float]:
     """Seconds from start to SERVING, VmRSS (bytes) then, and seconds from start until the background
-    verification of the whole ledger (gateway/verify.py) says OK."""
+    verification of the whole ledger (gateway/store/sqlite/verify.py) says OK."""
     start = time.monotonic()
     log = ledger + ".restart.log"
     with open(log, "wb") as err:

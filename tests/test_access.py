@@ -142,7 +142,7 @@ def test_an_unknown_institution_is_answered_before_any_person_is_looked_up():
 
 
 def test_only_a_certificate_naming_client_auth_is_a_client():
-    """gateway.auth asks for clientAuth by name (once per certificate), whatever the TLS library lets through."""
+    """gateway.security.auth asks for clientAuth by name (once per certificate), whatever the TLS library lets through."""
     from cryptography import x509
 
     from gateway.security import auth, certs

@@ -1,4 +1,4 @@
-"""A ledger that proves itself (gateway/chain.py): every kind of damage found from outside is detected.
+"""A ledger that proves itself (gateway/store/chain.py): every kind of damage found from outside is detected.
 
 Before: changing one digit of a settlement's recorded deltas or hifp_pay, one
 bit of a stored response, or truncating the WAL by a frame went unnoticed —

@@ -1,4 +1,4 @@
-"""Certificates reloaded on SIGHUP (gateway/tls.py): a stream opened before the reload goes on over its
+"""Certificates reloaded on SIGHUP (gateway/security/tls.py): a stream opened before the reload goes on over its
 connection, new connections get the new certificates, and files that cannot serve are refused while the
 ones in use stay."""
 from __future__ import annotations

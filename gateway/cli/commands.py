@@ -543,7 +543,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("certs", "create development certificates: a CA, the server's, one per province and national", (
         arg("--out", default=os.path.join("certs", "dev")),
     ), local=cmd_certs),
-    Command("keys", "create a seal key for the ledger (gateway/seal.py); never overwrites one", (
+    Command("keys", "create a seal key for the ledger (gateway/store/seal.py); never overwrites one", (
         arg("--out", required=True, help="the key file to create (keep it outside the data directory)"),
     ), local=cmd_keys),
     Command("verify-ledger", "prove a whole ledger: every record, the keyed chain, the derived rows, the seals", (

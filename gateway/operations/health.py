@@ -6,7 +6,7 @@
   plaintext on a gRPC server of its own, served by its own threads, for an
   orchestrator's probe, which has no client certificate.  Because it does
   not run on the event loop, it can still answer when the loop is stalled,
-  and it then says ``NOT_SERVING`` (``gateway.watchdog`` tells it).
+  and it then says ``NOT_SERVING`` (``gateway.operations.watchdog`` tells it).
 
 The gateway says what it is (``set_serving``); the watchdog says whether the
 loop answers (``set_loop_stalled``).  The plaintext port reports SERVING only

@@ -10,7 +10,7 @@ and ``make bench`` speak of the same things:
 * ``yidi_ledger_records_total{kind}`` — records made, by event kind
   (``settled``, ``settlement_cancelled``, ``admitted`` ...): settlements by kind;
 * ``yidi_queue_wait_seconds`` — how long calls queued in front of the
-  handler, in gRPC core (gateway/admission.py): the first sign of overload;
+  handler, in gRPC core (gateway/security/admission.py): the first sign of overload;
 * ``yidi_batch_items{rpc}`` — items per SettleBatch call / per stream group;
 * ``yidi_ledger_commit_records`` and ``yidi_ledger_commit_seconds`` — the
   size and latency (fsync included) of each ledger transaction;
@@ -19,7 +19,7 @@ and ``make bench`` speak of the same things:
 * ``yidi_index_entries{table}``, ``yidi_ledger_seq``, ``yidi_gc_pause_seconds``
   (histogram since start) and ``yidi_gc_pause_max_seconds``,
   ``yidi_internal_errors_total{method}``, ``yidi_event_loop_lag_seconds`` and
-  ``yidi_event_loop_stalls_total`` (gateway/watchdog.py), ``yidi_rpcs_in_flight``,
+  ``yidi_event_loop_stalls_total`` (gateway/operations/watchdog.py), ``yidi_rpcs_in_flight``,
   ``yidi_serving``, ``yidi_storage_writable``, ``yidi_prepaid_usage_ratio{province}``
   and ``yidi_prepaid_level{province}`` (0 normal, 1 yellow, 2 red, 3 exhausted) —
   read when scraped, costing the request path nothing;

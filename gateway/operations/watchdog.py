@@ -7,7 +7,7 @@ beats every ``BEAT_S``; this thread looks at the last beat:
 * no beat for ``stall_s``: the loop is *stalled*.  Logged once (CRITICAL)
   with where the loop thread is (file, line and function of its innermost
   frames; never a variable), counted in ``/metrics``, and the plaintext
-  health port (gateway/health.py) answers NOT_SERVING;
+  health port (gateway/operations/health.py) answers NOT_SERVING;
 * beats again: logged with the stall's length; ``on_recover`` runs on the
   loop (the gateway opens a problem report, 报错处理, naming where it was);
 * no beat for ``exit_s`` (0: never): ``on_stuck`` runs on this thread (the

@@ -3,7 +3,7 @@
 Two places decide, in this order:
 
 1. **Intake** — as grpc.aio takes each call from gRPC core, before its request
-   is read (``Intake.take``, from ``gateway.services.base.Router``):
+   is read (``Intake.take``, from ``gateway.transport.services.base.Router``):
 
    * ``max_concurrent_rpcs`` — Yidi calls in flight in their handlers (the
      handler counts them exactly, ``Admission``; the intake refuses the call

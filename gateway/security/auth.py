@@ -15,8 +15,8 @@ loopback listener (``--insecure``), which has no certificate to read, is
 ``UNAUTHENTICATED`` too (health and reflection still answer there).
 
 ``resolve_caller`` is called first thing in every Yidi RPC's handler
-(gateway/services/base.py), followed by admission control
-(``gateway.admission``), so an unidentified call changes nothing and an
+(gateway/transport/services/base.py), followed by admission control
+(``gateway.security.admission``), so an unidentified call changes nothing and an
 overloaded gateway answers ``OVERLOADED`` with retry advice before any work.
 """
 from __future__ import annotations

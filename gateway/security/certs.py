@@ -6,13 +6,13 @@
 * ``server.pem`` / ``server.key`` — the gateway, for ``localhost``, 127.0.0.1 and ::1;
 * ``clients/<caller>.pem`` / ``.key`` — one client certificate per province
   (the 31 province codes of ``core.PROVINCES``) and one for ``national``;
-* ``seal.key`` — a development seal key for the ledger (gateway/seal.py),
+* ``seal.key`` — a development seal key for the ledger (gateway/store/seal.py),
   made only if there is none: a ledger sealed with a key cannot be opened
   without it.
 
 A caller's identity is one URI subject alternative name,
 ``yidi://province/460000`` or ``yidi://national`` (``caller_uri``): the
-gateway reads it from the TLS auth context (``gateway.auth``), never from a
+gateway reads it from the TLS auth context (``gateway.security.auth``), never from a
 header.  A real deployment uses certificates issued by the platform's CA with
 the same SAN; nothing else changes.  Keys are EC P-256 (fast to make, small,
 supported by gRPC's TLS).  Development certificates are valid for

@@ -48,7 +48,7 @@ class MaskingFilter(logging.Filter):
         masked = mask_text(message)
         if masked is not message and masked != message:
             record.msg, record.args = masked, None
-        fields = getattr(record, "fields", None)   # gateway/logs.py: a line's fields (request_id, ...)
+        fields = getattr(record, "fields", None)   # gateway/operations/logs.py: a line's fields (request_id, ...)
         if fields:
             record.fields = {k: mask_text(v) if isinstance(v, str) else v for k, v in fields.items()}
         if record.exc_info and not record.exc_text:

@@ -4,7 +4,7 @@ Each record carries
 
 * ``checksum`` = BLAKE2b-128 of its content (seq, kind, caller, request_id,
   digest, key, body, response, each length-prefixed), and
-* ``chain`` = keyed BLAKE2b-256 (the ledger's key, gateway/seal.py) of (the
+* ``chain`` = keyed BLAKE2b-256 (the ledger's key, gateway/store/seal.py) of (the
   previous record's chain value, this checksum), starting from the ledger's
   own genesis value before record 1.
 
@@ -17,13 +17,13 @@ before it (``check_record``), which is how records read one at a time are
 checked before they are served.
 
 The newest chain value (the *head*) is sealed in three more places: the
-ledger's head row (written in each commit's transaction, gateway/ledger.py),
+ledger's head row (``HeadRow``, written in each commit's transaction),
 ``<ledger>.head`` (rewritten in place after each commit: a lost or truncated
 WAL cannot take it along) and, with ``--witness DIR``, a witness file on
 another volume, fsynced after each commit before any answer is sent
 (``HeadFile``).  A ledger behind its head file or its witness is refused at
 start, naming both heads.  ``yidi verify-ledger --key`` verifies a whole
-ledger offline (gateway/verify.py).
+ledger offline (gateway/store/sqlite/verify.py).
 """
 from __future__ import annotations
 
@@ -75,7 +75,7 @@ class Head(NamedTuple):
 
 
 def check_record(path: str, record, previous: bytes, key: LedgerKey) -> bytes:
-    """Verify one record (a gateway.ledger.Record) against the previous chain value; returns its chain value."""
+    """Verify one record (a parts.Record) against the previous chain value; returns its chain value."""
     want = checksum(record.seq, record.kind, record.caller, record.request_id, record.digest, record.key,
                     record.body, record.response)
     if record.checksum != want:

@@ -5,11 +5,11 @@ can write that disk.  So every proof the ledger keeps is a MAC (keyed
 BLAKE2b) with a key read from a file outside the data directory
 (``--seal-key FILE``; ``yidi keys --out FILE`` makes a development one):
 
-* each record's chain value (gateway/chain.py),
+* each record's chain value (gateway/store/chain.py),
 * the ledger's head row and head file, and the witness's copy of the head,
 * a tag on every derived row (the idempotency index, the archive's tables,
-  the reconciliation projection, problem reports; gateway/archive_sql.py),
-* each snapshot file (gateway/snapshot.py).
+  the reconciliation projection, problem reports; gateway/store/rows.py),
+* each snapshot file (gateway/store/snapshot.py).
 
 Each ledger has its own key, derived from the seal key and the ledger's id
 (a random id made when the ledger is created and bound into its head), so

@@ -8,8 +8,8 @@ snapshot + replay the records after its seq.
 
 File layout (little endian): magic ``YIDISNAP``, format version (u16), seq
 (u64), body length (u64), the seal (32 bytes: a MAC with the ledger's key,
-gateway/seal.py, of the header, the chain value and the body), the ledger's
-chain value at ``seq`` (32 bytes, gateway/chain.py), then the body
+gateway/store/seal.py, of the header, the chain value and the body), the ledger's
+chain value at ``seq`` (32 bytes, gateway/store/chain.py), then the body
 (MessagePack of ``SnapshotBody``).  Nobody without the seal key can make a
 snapshot the gateway accepts, so the state it restores (accumulators,
 positions, accounts) is the state it sealed.  Start-up checks that the

@@ -369,7 +369,7 @@ def discharge_command(req: spb.DischargeSettleRequest) -> cmd.DischargeSettle:
 
 
 def parse(request_cls, raw: bytes, what: str):
-    """Bytes the core's reader left to upb, with the checks every request gets (gateway/bounds.py): decoding,
+    """Bytes the core's reader left to upb, with the checks every request gets (gateway/security/bounds.py): decoding,
     every string and list bounded, and at most one member of each oneof on the wire."""
     try:
         req = request_cls.FromString(raw)

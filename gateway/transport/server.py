@@ -5,7 +5,7 @@ see the gateway is alive but not ready), rebuild the state from reference
 data and the ledger (verifying its hash chain), make sure the ledger can be
 written (a test write: on a full disk the gateway stays NOT_SERVING and
 answers STORAGE_UNAVAILABLE, probing until a write succeeds), then report
-SERVING.  SIGHUP: reload the TLS certificates (gateway/tls.py).  SIGTERM: report
+SERVING.  SIGHUP: reload the TLS certificates (gateway/security/tls.py).  SIGTERM: report
 NOT_SERVING, let in-flight RPCs finish (grace),
 drain the ledger, exit.
 
@@ -68,7 +68,7 @@ EXIT_FATAL = 70
 FATAL_ANSWER_GRACE_S = 0.5
 
 
-_RELAY = CoreLogRelay()   # gRPC core's own lines, re-logged as grpc.core (gateway/logs.py); started by run()
+_RELAY = CoreLogRelay()   # gRPC core's own lines, re-logged as grpc.core (gateway/operations/logs.py); started by run()
 
 
 def fatal_exit(exc: BaseException) -> None:
@@ -158,7 +158,7 @@ def server_options(config: Config) -> list[tuple[str, int]]:
         ("grpc.keepalive_timeout_ms", config.keepalive_timeout_ms),
         ("grpc.max_connection_idle_ms", config.max_connection_idle_ms),
         # gRPC core cancels calls that wait for the Python server to take them once more than 1,000 are
-        # pending (a bare CANCELLED, no reason: grpc/grpc#34782). Admission control (gateway/admission.py)
+        # pending (a bare CANCELLED, no reason: grpc/grpc#34782). Admission control (gateway/security/admission.py)
         # answers the excess with OVERLOADED instead, so the core's queue must not be the first limit.
         ("grpc.server.max_pending_requests", 100_000),
         ("grpc.server.max_pending_requests_hard_limit", 200_000),

@@ -10,8 +10,8 @@ Every ledger ever written still opens and replays.  The schemas:
    month;
 4. each record's checksum and (unkeyed) chain value;
 5. the chain keyed with the seal key, every derived row tagged and
-   insert-only, the sealed head row instead of ``meta`` (gateway/seal.py,
-   gateway/derived.py).
+   insert-only, the sealed head row instead of ``meta`` (gateway/store/seal.py,
+   gateway/store/rows.py).
 
 ``migrate`` brings schemas 1–3 to 4 exactly as they were brought before
 (``_to_v4``), verifies a schema-4 ledger's unkeyed chain and head file (the

@@ -1,14 +1,14 @@
 """Registering Yidi RPCs: raw request bytes in, serialized response bytes out.
 
 Every call first meets the ``Router`` as grpc.aio takes it from gRPC core,
-before its request is read: the intake (gateway/admission.py) may refuse a
+before its request is read: the intake (gateway/security/admission.py) may refuse a
 Yidi RPC there with OVERLOADED (calls in flight, time queued).  Then every
 Yidi RPC goes through ``unary``'s handler, in this order (the caller is
-resolved from its client certificate by gateway/auth.py and held to its own
+resolved from its client certificate by gateway/security/auth.py and held to its own
 limits first):
 
 1. size limit (``MESSAGE_TOO_LARGE``), decoding (``INVALID_ARGUMENT``) and
-   the bounds of every field (gateway/bounds.py: strings, lists, oneofs),
+   the bounds of every field (gateway/security/bounds.py: strings, lists, oneofs),
    before any rule runs;
 2. readiness (``NOT_READY`` while the state loads, ``STORAGE_UNAVAILABLE``
    while the ledger cannot be written);
@@ -29,10 +29,10 @@ requests, read by the core's wire reader); the checks are the same.
 
 Requests arrive as bytes so that the size limit gives a proper reason and so
 that replayed responses can be returned byte for byte.  A refusal becomes a
-status with a google.rpc.ErrorInfo (gateway.status); anything else is a bug:
+status with a google.rpc.ErrorInfo (gateway.transport.status); anything else is a bug:
 logged with a correlation id, counted, answered INTERNAL, and a problem
 report (报错处理) is opened for it automatically.  Mutating calls and calls
-that name a person's data go to the audit log (gateway/audit.py).
+that name a person's data go to the audit log (gateway/security/audit.py).
 """
 from __future__ import annotations
 
@@ -71,7 +71,7 @@ INTERNAL_ERRORS: collections.Counter[str] = collections.Counter()
 # (answer, log, automatic problem report) can be exercised over real gRPC.  Unset in production.
 FAIL_RPC = os.environ.get("YIDI_FAIL_RPC", "")
 # A test hook: "Service/Method:ms" spins the event loop that long in that RPC (as a busy-looping bug would), so
-# that the watchdog (gateway/watchdog.py) can be exercised over real gRPC.  Unset in production.
+# that the watchdog (gateway/operations/watchdog.py) can be exercised over real gRPC.  Unset in production.
 STALL_RPC, _, STALL_MS = os.environ.get("YIDI_STALL_RPC", "").partition(":")
 
 
@@ -367,7 +367,7 @@ class Router(grpc.GenericRpcHandler):
     """Every method of the server in one table, looked up as grpc.aio takes each call from gRPC core.
 
     This is the first code of ours a call reaches, in arrival order and before
-    its request is read: the intake (gateway/admission.py) may refuse a Yidi
+    its request is read: the intake (gateway/security/admission.py) may refuse a Yidi
     call there with a prebuilt OVERLOADED answer, and answers its own queue
     probes.  Health and reflection are added here too
     (``add_generic_rpc_handlers``: the router stands in for the server when
