@@ -58,7 +58,7 @@ class Reads:
         try:
             async for r, items in batches:
                 if platform is None:
-                    platform = await asyncio.to_thread(self.projections.recon_cursor, *self._checked(r))
+                    platform = await asyncio.to_thread(self.projections.recon_range, *self._checked(r))
                 merge.feed_province(items)
                 await _compare(merge, platform)
             merge.province_done()

@@ -8,8 +8,9 @@ import os
 
 import pytest
 
-from gateway.store import ArchiveStore, Log, Projections, RequestIndex, SnapshotStore, SqliteStore
+from gateway.store import ArchiveStore, Log, Projections, ReconRange, RequestIndex, SnapshotStore, SqliteStore
 from gateway.store.snapshot import Snapshots
+from gateway.store.sqlite.derived import ReconCursor
 from gateway_harness import ROOT
 
 
@@ -57,7 +58,7 @@ def test_only_the_sqlite_backend_talks_to_sqlite():
 
 @pytest.mark.parametrize("part, implementation", [(Log, SqliteStore), (RequestIndex, SqliteStore),
                                                   (ArchiveStore, SqliteStore), (Projections, SqliteStore),
-                                                  (SnapshotStore, Snapshots)])
+                                                  (ReconRange, ReconCursor), (SnapshotStore, Snapshots)])
 def test_the_sqlite_backend_fills_every_part_of_the_store(part, implementation):
     """Every method of a part, with the same parameters (a second backend implements the same list)."""
     methods = [name for name, value in vars(part).items() if inspect.isfunction(value) and not name.startswith("_")]

@@ -157,7 +157,7 @@ class Projections(Protocol):
         """The platform's figures for an institution and a date range: its live (not cancelled) settlements."""
         ...
 
-    def recon_cursor(self, fixmedins_code: str, date_from: int, date_to: int, insutype: str = "") -> ReconRange:
+    def recon_range(self, fixmedins_code: str, date_from: int, date_to: int, insutype: str = "") -> ReconRange:
         """The range's settlements, on a read of its own (a long read must not hold up anyone else's)."""
         ...
 

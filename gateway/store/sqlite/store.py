@@ -526,7 +526,7 @@ class SqliteStore:
     def recon_totals(self, fixmedins_code: str, date_from: int, date_to: int, insutype: str = ""):
         return self._archive().recon_totals(fixmedins_code, date_from, date_to, insutype)
 
-    def recon_cursor(self, fixmedins_code: str, date_from: int, date_to: int, insutype: str = ""):
+    def recon_range(self, fixmedins_code: str, date_from: int, date_to: int, insutype: str = ""):
         """A cursor of its own (a long read, e.g. a detail reconciliation) over the range's settlements."""
         conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA query_only=1")
