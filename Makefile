@@ -19,7 +19,7 @@ $(BIN)/python:
 	$(BIN)/pip install --quiet --upgrade pip
 
 # Rebuild (Cython core + generated stubs) whenever a source of either changes.
-$(BUILT): $(BIN)/python pyproject.toml setup.py core/_core.pyx $(wildcard core/*.pxi) $(wildcard protos/*/*/*.proto) \
+$(BUILT): $(BIN)/python pyproject.toml setup.py core/_core.pyx core/money.py $(wildcard core/*.pxi) $(wildcard protos/*/*/*.proto) \
           $(wildcard protos/*/*/*/*.proto)
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
@@ -87,15 +87,21 @@ test: setup test-debug
 	$(BIN)/python -m pytest -q tests bench --benchmark-disable
 
 # The core's tests again on a debug build (Cython bounds and initialisation
-# checks on, YIDI_DEBUG=1), built in a copy of the tracked tree under build/.
+# checks on, YIDI_DEBUG=1), built in a copy of the tracked tree under build/, with a made-up fund layer and
+# accumulator declared in its core/money.py: a ledger recorded with the project's own build replays there
+# unchanged (tests/money_layer.py, tests/test_core_money_layer.py).
 DEBUG_TREE := build/debug-tree
+MONEY_LAYER := build/money-layer
 test-debug: setup
-	rm -rf $(DEBUG_TREE) && mkdir -p $(DEBUG_TREE)
+	rm -rf $(DEBUG_TREE) $(MONEY_LAYER) && mkdir -p $(DEBUG_TREE) $(MONEY_LAYER)
 	git ls-files -z | xargs -0 cp --parents -t $(DEBUG_TREE)
+	$(BIN)/python tests/money_layer.py record $(MONEY_LAYER)
+	$(BIN)/python tests/money_layer.py extend $(DEBUG_TREE)
 	cd $(DEBUG_TREE) && YIDI_DEBUG=1 $(CURDIR)/$(BIN)/python setup.py -q build_ext --inplace >build.log 2>&1 \
 	  || { cat build.log; exit 1; }
 	cd $(DEBUG_TREE) && $(CURDIR)/$(BIN)/python -c "import core._core as c, sys; sys.exit(not c.__file__.startswith('$(CURDIR)/$(DEBUG_TREE)/'))"
-	cd $(DEBUG_TREE) && $(CURDIR)/$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_core_*.py tests/test_engine_property.py
+	cd $(DEBUG_TREE) && YIDI_MONEY_LAYER_LEDGER=$(CURDIR)/$(MONEY_LAYER) $(CURDIR)/$(BIN)/python -m pytest -q \
+	  -p no:cacheprovider tests/test_core_*.py tests/test_engine_property.py
 
 test-slow: setup
 	$(BIN)/python -m pytest -q tests bench --benchmark-disable --runslow

@@ -3,7 +3,8 @@
 eligibility (SPEC §4) and benefit calculation (SPEC §5).
 
 One extension module that ``include``s its parts (asyncpg style):
-limits.pxi (every bound), index.pxi (structs, arena, hash tables),
+limits.pxi (every bound), policy.pxi (the policy row: struct and loading),
+index.pxi (structs, arena, hash tables),
 validate.pxi (the one check of each field, also exported to Python),
 load.pxi (row validation and JSONL loading), eligibility.pxi, benefit.pxi,
 invariants.pxi (what must hold between the tables; debug builds check it
@@ -14,8 +15,11 @@ The event loop is the only caller, so nothing here takes a lock.
 import bisect
 
 from core.errors import InvariantError, LoadError, YidiError
+from core.money import ACCUMULATOR_KEYS, BREAKDOWN_KEYS
 
 include "limits.pxi"
+include "_money.pxi"     # generated from core/money.py: BD_*, ACC_*, LAYER_* and their counts
+include "policy.pxi"
 include "index.pxi"
 include "validate.pxi"
 include "wire.pxi"
@@ -24,9 +28,6 @@ include "wire.pxi"
 # change; Python code can run its own debug-only checks under `if DEBUG:`.
 DEBUG = bool(YIDI_DEBUG)
 
-# per person per calendar year (SPEC §5.5); the order is the C layout of Acc.value (ACC_*)
-ACCUMULATOR_KEYS = ("inpatient_fund_paid_fen", "inpatient_admissions", "crit_base_fen", "crit_paid_fen",
-                    "assist_paid_fen", "outpatient_fund_paid_fen", "outpatient_deductible_used_fen")
 
 # ---------------------------------------------------------------- domain facts for Python callers
 # The data generator, tests and tools ask the core instead of restating these;
@@ -81,15 +82,8 @@ LAYOUT = {
     "MAX_TIERS": MAX_TIERS,
     "N_LEVELS": N_LEVELS,
     "N_FILING_KINDS": N_FILING_KINDS,
-    "accumulator_index": {
-        "inpatient_fund_paid_fen": ACC_INPATIENT_FUND_PAID_FEN,
-        "inpatient_admissions": ACC_INPATIENT_ADMISSIONS,
-        "crit_base_fen": ACC_CRIT_BASE_FEN,
-        "crit_paid_fen": ACC_CRIT_PAID_FEN,
-        "assist_paid_fen": ACC_ASSIST_PAID_FEN,
-        "outpatient_fund_paid_fen": ACC_OUTPATIENT_FUND_PAID_FEN,
-        "outpatient_deductible_used_fen": ACC_OUTPATIENT_DEDUCTIBLE_USED_FEN,
-    },
+    "N_BREAKDOWN": N_BREAKDOWN,
+    "index": MONEY_INDEX,
     "array_len": {
         "Acc.value": sizeof(_ACC_PROBE.value) // sizeof(int64_t),
         "Policy.inpatient_deductible_fen": sizeof(_POLICY_PROBE.inpatient_deductible_fen) // sizeof(int64_t),
@@ -388,9 +382,11 @@ cdef class Index:
         return sorted(f"{p}" for p in self._voucher_keys)
 
     def explain(self, psn_no, fixmedins_code, filing_kind, bint inpatient, date, lines, chronic, stay,
-                tuple acc_before):
-        """SPEC §10.7: a settlement computed again from its recorded inputs, with every term it used."""
-        return _explain(self, psn_no, fixmedins_code, filing_kind, inpatient, date, lines, chronic, stay, acc_before)
+                tuple acc_before, tuple accounts=(0, 0)):
+        """SPEC §10.7: a settlement computed again from its recorded inputs (and the account payments it recorded),
+        with every term it used."""
+        return _explain(self, psn_no, fixmedins_code, filing_kind, inpatient, date, lines, chronic, stay, acc_before,
+                        accounts)
 
     def chronic_refusal(self, psn_no, fixmedins_code, dise_codg):
         """SPEC §10.2 checks 10 and 11: None, or the refusal."""

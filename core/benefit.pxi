@@ -130,6 +130,7 @@ ctypedef struct LineFen:
     int64_t preselfpay_amt        # 先行自付: class B's self-paid share
     int64_t inscp_scp_amt         # in policy scope
     int item_class                # CLASS_*, -1 = not in the catalogue
+    int32_t item_idx              # its catalogue row, -1 = not in the catalogue
 
 # One settlement's amounts (SPEC §5.1–§5.4), named as the national interface
 # names them; all fen except pay_ratio_bp.
@@ -143,7 +144,7 @@ ctypedef struct BenefitFen:
     int64_t act_pay_dedc
     int64_t hifp_pay
     int64_t crit_base_fen         # s of §5.3 step 4: this settlement's in-policy self-pay
-    int64_t supplementary_fen     # reported as hifmi_pay (390) or hifob_pay (310)
+    int64_t supplementary_fen     # the supplementary layer (core/money.py says where it is reported)
     int64_t maf_pay
     int64_t fund_pay_sumamt
     int64_t psn_cash_pay
@@ -151,6 +152,21 @@ ctypedef struct BenefitFen:
     int64_t acct_mulaid_pay       # family accounts (共济)
     int64_t stay_deductible_fen   # inpatient: the stay's deductible D (§5.3 step 1, shared by its settlements: §10.3)
     int64_t first_of_stay         # inpatient: 1 when this is the stay's first settlement (the admission counts)
+
+# The terms each step of SPEC §5 used, recorded by the step as it computes with them: an explanation
+# (SPEC §10.7) is this written out, so the rules are stated once.
+ctypedef struct Trace:
+    int64_t base_ratio_bp         # §5.2: the level's ratio,
+    int64_t retired_bonus_bp      # the retired bonus,
+    int64_t reduction_bp          # the filing kind's reduction
+    int64_t deductible_room_fen   # what this settlement's deductible could take (§5.3 steps 1–2, §5.4)
+    int64_t basic_cap_fen         # the basic layer's annual cap and the room under it before
+    int64_t basic_room_fen
+    int64_t crit_cumulative_before_fen   # the supplementary layer's cumulative base before, its room
+    int64_t crit_room_fen
+    int64_t assist_base_fen       # medical assistance: its base and its room
+    int64_t assist_room_fen
+    bint assist_applies
 
 cdef str _CLASS_LABEL = "ABC"
 
@@ -163,6 +179,7 @@ cdef void _price_item(Store* st, int32_t ci, int64_t unit_price_fen, int64_t qty
     cdef int64_t capped
     memset(out, 0, sizeof(LineFen))
     out.amount_fen = line_amount(unit_price_fen, qty_milli)
+    out.item_idx = ci
     out.item_class = st.items[ci].item_class if ci >= 0 else -1
     if ci < 0 or out.item_class == CLASS_C:
         out.fulamt_ownpay_amt = out.amount_fen
@@ -195,9 +212,13 @@ cdef class Bill:
     (``settlement_response``, wire.pxi), with no Python object per line.
     """
     cdef BenefitFen b
+    cdef Trace trace
     cdef LineFen* lines
     cdef Py_ssize_t n
     cdef int64_t acc_before_values[N_ACCUMULATORS]   # the person's year accumulators the bill started from
+    cdef Policy policy            # the policy row in force, with a chronic disease's terms swapped in (§10.2)
+    cdef int64_t policy_row
+    cdef str chronic_entry        # the chronic block's entry used ("" for none, "default" or the disease code)
     cdef readonly int policy_effective_from
     cdef readonly int year
     cdef readonly bint high_cost
@@ -225,11 +246,10 @@ cdef class Bill:
 
     @property
     def breakdown(self) -> tuple:
-        """In the order of events.Breakdown / common.proto's Breakdown."""
-        cdef BenefitFen* b = &self.b
-        return (b.medfee_sumamt, b.fulamt_ownpay_amt, b.overlmt_selfpay, b.preselfpay_amt, b.inscp_scp_amt,
-                b.act_pay_dedc, b.pay_ratio_bp, b.hifp_pay, self._hifmi(), self._hifob(), b.maf_pay,
-                b.fund_pay_sumamt, b.psn_cash_pay, b.acct_pay, b.acct_mulaid_pay)
+        """The amounts in the order of core/money.py's BREAKDOWN (events.Breakdown, common.proto's Breakdown)."""
+        cdef int64_t out[N_BREAKDOWN]
+        _breakdown_into(&self.b, self.insutype, out)
+        return tuple([out[k] for k in range(N_BREAKDOWN)])
 
     @property
     def acct_payable(self) -> int:
@@ -243,12 +263,6 @@ cdef class Bill:
         self.b.acct_pay = acct_pay
         self.b.acct_mulaid_pay = acct_mulaid_pay
         self.b.psn_cash_pay = self.b.medfee_sumamt - self.b.fund_pay_sumamt - acct_pay - acct_mulaid_pay
-
-    cdef inline int64_t _hifmi(self) noexcept:
-        return self.b.supplementary_fen if self.insutype == INSUTYPE_390 else 0
-
-    cdef inline int64_t _hifob(self) noexcept:
-        return self.b.supplementary_fen if self.insutype == INSUTYPE_310 else 0
 
     @property
     def deltas(self) -> tuple:
@@ -278,6 +292,26 @@ cdef class Bill:
                                     insuplc_admdvs, mdtrtarea_admdvs, visit_kind, insutype, filing_id,
                                     filing_kind, setl_date, status, lines, risk_flags, clearing_month, balc,
                                     med_type, dise_codg, mid_setl_flag)
+
+
+cdef void _breakdown_into(BenefitFen* b, int insutype, int64_t* out) noexcept nogil:
+    """The national breakdown of a bill, at the positions core/money.py declares; each layer's payment in the
+    field it is reported as for the person's insutype (the supplementary layer: hifmi_pay or hifob_pay)."""
+    memset(out, 0, N_BREAKDOWN * sizeof(int64_t))
+    out[BD_MEDFEE_SUMAMT] = b.medfee_sumamt
+    out[BD_FULAMT_OWNPAY_AMT] = b.fulamt_ownpay_amt
+    out[BD_OVERLMT_SELFPAY] = b.overlmt_selfpay
+    out[BD_PRESELFPAY_AMT] = b.preselfpay_amt
+    out[BD_INSCP_SCP_AMT] = b.inscp_scp_amt
+    out[BD_ACT_PAY_DEDC] = b.act_pay_dedc
+    out[BD_PAY_RATIO_BP] = b.pay_ratio_bp
+    out[LAYER_BASIC] = b.hifp_pay
+    out[LAYER_SUPPLEMENTARY_390 if insutype == INSUTYPE_390 else LAYER_SUPPLEMENTARY_310] = b.supplementary_fen
+    out[LAYER_ASSISTANCE] = b.maf_pay
+    out[BD_FUND_PAY_SUMAMT] = b.fund_pay_sumamt
+    out[BD_PSN_CASH_PAY] = b.psn_cash_pay
+    out[BD_ACCT_PAY] = b.acct_pay
+    out[BD_ACCT_MULAID_PAY] = b.acct_mulaid_pay
 
 
 cdef void _deltas_into(BenefitFen* b, bint inpatient, int64_t* d) noexcept nogil:
@@ -360,13 +394,15 @@ cdef int _line_in(object line, LineIn* out) except -1:
 
 
 # ---------------------------------------------------------------- §5.2 ratio
-cdef int64_t _ratio_bp(Policy* pol, int level, bint retired, int kind, bint inpatient) noexcept nogil:
-    cdef int64_t ratio
+cdef int64_t _ratio_bp(Policy* pol, int level, bint retired, int kind, bint inpatient, Trace* t) noexcept nogil:
     if inpatient:
-        ratio = pol.inpatient_ratio_bp[level] + (pol.inpatient_retired_bonus_bp if retired else 0)
+        t.base_ratio_bp = pol.inpatient_ratio_bp[level]
+        t.retired_bonus_bp = pol.inpatient_retired_bonus_bp if retired else 0
     else:
-        ratio = pol.outpatient_ratio_bp[level] + (pol.outpatient_retired_bonus_bp if retired else 0)
-    return imin(BP_ONE, imax(0, ratio - pol.reduction_bp[kind]))
+        t.base_ratio_bp = pol.outpatient_ratio_bp[level]
+        t.retired_bonus_bp = pol.outpatient_retired_bonus_bp if retired else 0
+    t.reduction_bp = pol.reduction_bp[kind]
+    return imin(BP_ONE, imax(0, t.base_ratio_bp + t.retired_bonus_bp - t.reduction_bp))
 
 
 # ---------------------------------------------------------------- §5.3 inpatient, step by step
@@ -377,10 +413,11 @@ cdef int64_t _deductible_fen(Policy* pol, int level, const int64_t* acc) noexcep
         d = bp(d, pol.inpatient_subsequent_deductible_bp)
     return d
 
-cdef inline int64_t _basic_fund_fen(int64_t inscp_fen, int64_t deductible_fen, int64_t ratio_bp,
-                                    int64_t annual_cap_fen, int64_t paid_fen) noexcept nogil:
+cdef inline int64_t _basic_fund_fen(BenefitFen* b, int64_t annual_cap_fen, int64_t paid_fen, Trace* t) noexcept nogil:
     """Step 3 (and §5.4): the ratio of what is past the deductible, within the year's cap room."""
-    return imin(bp(inscp_fen - deductible_fen, ratio_bp), imax(0, annual_cap_fen - paid_fen))
+    t.basic_cap_fen = annual_cap_fen
+    t.basic_room_fen = imax(0, annual_cap_fen - paid_fen)
+    return imin(bp(b.inscp_scp_amt - b.act_pay_dedc, b.pay_ratio_bp), t.basic_room_fen)
 
 cdef int64_t _tiers_pay(Policy* pol, int64_t before, int64_t after) noexcept nogil:
     """Step 4's tiers: pay for the cumulative base moving from before to after."""
@@ -396,42 +433,44 @@ cdef int64_t _tiers_pay(Policy* pol, int64_t before, int64_t after) noexcept nog
         lo = hi
     return pay
 
-cdef int64_t _supplementary_fen(Policy* pol, int64_t s_fen, const int64_t* acc) noexcept nogil:
+cdef int64_t _supplementary_fen(Policy* pol, int64_t s_fen, const int64_t* acc, Trace* t) noexcept nogil:
     """Step 4: critical illness on the year's in-policy self-pay, within its annual cap room."""
     if not pol.crit_present:
         return 0
-    return imin(_tiers_pay(pol, acc[ACC_CRIT_BASE_FEN], acc[ACC_CRIT_BASE_FEN] + s_fen),
-                imax(0, pol.crit_annual_cap_fen - acc[ACC_CRIT_PAID_FEN]))
+    t.crit_cumulative_before_fen = acc[ACC_CRIT_BASE_FEN]
+    t.crit_room_fen = imax(0, pol.crit_annual_cap_fen - acc[ACC_CRIT_PAID_FEN])
+    return imin(_tiers_pay(pol, t.crit_cumulative_before_fen, t.crit_cumulative_before_fen + s_fen), t.crit_room_fen)
 
 cdef void _settle_inpatient(Policy* pol, int level, const int64_t* acc, BenefitFen* b,
-                            int64_t stay_deductible_fen, int64_t applied_fen) noexcept nogil:
+                            int64_t stay_deductible_fen, int64_t applied_fen, Trace* t) noexcept nogil:
     """§5.3 steps 1–4; a stay settled in parts (§10.3) shares its D: ``stay_deductible_fen`` (-1: this is the first
     settlement, decide D now) less what its earlier settlements applied."""
     b.first_of_stay = 1 if stay_deductible_fen < 0 else 0
     b.stay_deductible_fen = _deductible_fen(pol, level, acc) if stay_deductible_fen < 0 else stay_deductible_fen
-    b.act_pay_dedc = imin(b.inscp_scp_amt, imax(0, b.stay_deductible_fen - applied_fen))      # steps 1, 2
-    b.hifp_pay = _basic_fund_fen(b.inscp_scp_amt, b.act_pay_dedc, b.pay_ratio_bp,
-                                 pol.inpatient_annual_cap_fen, acc[ACC_INPATIENT_FUND_PAID_FEN])   # step 3
+    t.deductible_room_fen = imax(0, b.stay_deductible_fen - applied_fen)
+    b.act_pay_dedc = imin(b.inscp_scp_amt, t.deductible_room_fen)                          # steps 1, 2
+    b.hifp_pay = _basic_fund_fen(b, pol.inpatient_annual_cap_fen, acc[ACC_INPATIENT_FUND_PAID_FEN], t)   # step 3
     b.crit_base_fen = b.inscp_scp_amt - b.hifp_pay                                         # step 4
-    b.supplementary_fen = _supplementary_fen(pol, b.crit_base_fen, acc)
+    b.supplementary_fen = _supplementary_fen(pol, b.crit_base_fen, acc, t)
 
 
 # ---------------------------------------------------------------- §5.4 outpatient
-cdef void _settle_outpatient(Policy* pol, const int64_t* acc, BenefitFen* b) noexcept nogil:
+cdef void _settle_outpatient(Policy* pol, const int64_t* acc, BenefitFen* b, Trace* t) noexcept nogil:
     """The year's deductible room instead of a per-visit deductible; no supplementary layer."""
-    b.act_pay_dedc = imin(b.inscp_scp_amt,
-                          imax(0, pol.outpatient_annual_deductible_fen - acc[ACC_OUTPATIENT_DEDUCTIBLE_USED_FEN]))
-    b.hifp_pay = _basic_fund_fen(b.inscp_scp_amt, b.act_pay_dedc, b.pay_ratio_bp,
-                                 pol.outpatient_annual_cap_fen, acc[ACC_OUTPATIENT_FUND_PAID_FEN])
+    t.deductible_room_fen = imax(0, pol.outpatient_annual_deductible_fen - acc[ACC_OUTPATIENT_DEDUCTIBLE_USED_FEN])
+    b.act_pay_dedc = imin(b.inscp_scp_amt, t.deductible_room_fen)
+    b.hifp_pay = _basic_fund_fen(b, pol.outpatient_annual_cap_fen, acc[ACC_OUTPATIENT_FUND_PAID_FEN], t)
 
 
 # ---------------------------------------------------------------- §5.3 steps 5 and 6, both kinds
-cdef int64_t _assistance_fen(Person* p, Policy* pol, const int64_t* acc, BenefitFen* b) noexcept nogil:
+cdef int64_t _assistance_fen(Person* p, Policy* pol, const int64_t* acc, BenefitFen* b, Trace* t) noexcept nogil:
     """Step 5: medical assistance on what the funds left of the in-policy amount."""
-    if not (p.assistance and pol.assist_present):
+    t.assist_applies = p.assistance and pol.assist_present
+    if not t.assist_applies:
         return 0
-    return imin(bp(b.inscp_scp_amt - b.hifp_pay - b.supplementary_fen, pol.assist_ratio_bp),
-                imax(0, pol.assist_annual_cap_fen - acc[ACC_ASSIST_PAID_FEN]))
+    t.assist_base_fen = b.inscp_scp_amt - b.hifp_pay - b.supplementary_fen
+    t.assist_room_fen = imax(0, pol.assist_annual_cap_fen - acc[ACC_ASSIST_PAID_FEN])
+    return imin(bp(t.assist_base_fen, pol.assist_ratio_bp), t.assist_room_fen)
 
 cdef void _totals(BenefitFen* b) noexcept nogil:
     """Step 6."""
@@ -471,7 +510,7 @@ cdef Policy* _policy_in_force(Index self, Person* p, int64_t date, object psn_no
 
 cdef dict _benefit_answer(Bill bill, object lines):
     """The dict form of a bill (Index.benefit), for callers that want names."""
-    answer = dict(zip(_BREAKDOWN_KEYS, bill.breakdown))
+    answer = dict(zip(BREAKDOWN_KEYS, bill.breakdown))
     answer["policy_effective_from"] = bill.policy_effective_from
     answer["high_cost"] = bill.high_cost
     answer["year"] = bill.year
@@ -483,15 +522,11 @@ cdef dict _benefit_answer(Bill bill, object lines):
     answer["deltas"] = dict(zip(ACCUMULATOR_KEYS, bill.deltas))
     return answer
 
-cdef tuple _BREAKDOWN_KEYS = ("medfee_sumamt", "fulamt_ownpay_amt", "overlmt_selfpay", "preselfpay_amt",
-                              "inscp_scp_amt", "act_pay_dedc", "pay_ratio_bp", "hifp_pay", "hifmi_pay",
-                              "hifob_pay", "maf_pay", "fund_pay_sumamt", "psn_cash_pay", "acct_pay",
-                              "acct_mulaid_pay")
 
 
 # ---------------------------------------------------------------- SPEC §5, in order
 cdef int _chronic_policy(Index self, Policy* pol, Person* p, int64_t date, object chronic, Policy* out,
-                         int64_t* acc) except -1:
+                         int64_t* acc, Bill bill) except -1:
     """SPEC §10.2: ``out`` = the policy with its outpatient terms replaced by the disease's chronic entry (or the
     default), ``acc`` with the outpatient accumulators replaced by the disease's; check 12 (POLICY_MISSING)."""
     code, deductible_used, fund_paid = chronic
@@ -501,6 +536,7 @@ cdef int _chronic_policy(Index self, Policy* pol, Person* p, int64_t date, objec
                         insutype=INSUTYPES[p.insutype], on=_date_zh(date), benefit="门诊慢特病",
                         settle=f"按门诊慢特病「{code}」结算（可按普通门诊结算）")
     entry = entries.get(code) or entries["default"]
+    bill.chronic_entry = code if code in entries else "default"
     out[0] = pol[0]
     out.outpatient_annual_deductible_fen = entry[0]
     out.outpatient_ratio_bp[1], out.outpatient_ratio_bp[2], out.outpatient_ratio_bp[3] = entry[1], entry[2], entry[3]
@@ -522,6 +558,7 @@ cdef Bill _bill(Index self, object psn_no, object fixmedins_code, object filing_
     cdef Policy* pol
     cdef Bill bill = Bill.__new__(Bill)
     cdef BenefitFen* b = &bill.b
+    cdef Trace* t = &bill.trace
     cdef const int64_t* acc
     cdef Policy chronic_pol
     cdef int64_t chronic_acc[N_ACCUMULATORS]
@@ -537,20 +574,24 @@ cdef Bill _bill(Index self, object psn_no, object fixmedins_code, object filing_
     else:
         memcpy(bill.acc_before_values, _year_values(st, p, <int>(date // 10000)), sizeof(chronic_acc))
     memcpy(chronic_acc, bill.acc_before_values, sizeof(chronic_acc))
+    bill.policy_row = <int64_t>(pol - st.policies)
+    bill.chronic_entry = ""
     if chronic is not None and not inpatient:
-        _chronic_policy(self, pol, p, date, chronic, &chronic_pol, chronic_acc)
+        _chronic_policy(self, pol, p, date, chronic, &chronic_pol, chronic_acc, bill)
         pol = &chronic_pol
+    bill.policy = pol[0]
     memset(b, 0, sizeof(BenefitFen))
+    memset(t, 0, sizeof(Trace))
     _price_lines(st, province_of(it.admdvs), lines, bill)                                     # 5.1
-    b.pay_ratio_bp = _ratio_bp(pol, it.level, p.person_type == PTYPE_RETIRED, kind, inpatient)  # 5.2
+    b.pay_ratio_bp = _ratio_bp(pol, it.level, p.person_type == PTYPE_RETIRED, kind, inpatient, t)  # 5.2
     acc = &chronic_acc[0]
     if inpatient:
         if stay is not None:
             stay_d, applied = stay
-        _settle_inpatient(pol, it.level, acc, b, stay_d, applied)                               # 5.3 steps 1-4
+        _settle_inpatient(pol, it.level, acc, b, stay_d, applied, t)                            # 5.3 steps 1-4
     else:
-        _settle_outpatient(pol, acc, b)                                                         # 5.4
-    b.maf_pay = _assistance_fen(p, pol, acc, b)                                                 # 5.3 step 5
+        _settle_outpatient(pol, acc, b, t)                                                      # 5.4
+    b.maf_pay = _assistance_fen(p, pol, acc, b, t)                                              # 5.3 step 5
     _totals(b)                                                                                  # 5.3 step 6
     if YIDI_DEBUG:
         _check_benefit_money(b)
@@ -623,81 +664,55 @@ cdef bytes _settlement_response(Bill bill, str setl_id, str mdtrt_id, str psn_no
 
 # ---------------------------------------------------------------- SPEC §10.7 the explanation of a settlement
 cdef dict _explain(Index self, object psn_no, object fixmedins_code, object filing_kind, bint inpatient, object date_obj,
-                   object lines, object chronic, object stay, tuple acc_before):
-    """Everything a province needs to recompute a settlement to the fen: per line its catalogue terms and the four
-    parts of §5.1, the policy row and the terms used, each fund layer's base, ratio, cap room before and amount,
-    and the accumulators before.  Computed again from the recorded inputs; ``breakdown`` is this computation's
-    result, which the caller compares with the recorded one."""
+                   object lines, object chronic, object stay, tuple acc_before, tuple accounts):
+    """Everything a province needs to recompute a settlement to the fen, written out from the one computation
+    (``_bill`` from the recorded inputs, with the recorded account payments): per line its catalogue terms and
+    the four parts of §5.1, the policy row and the terms each step used (``Trace``), each fund layer's base,
+    ratio, cap room before and amount, and the accumulators before; ``breakdown`` and ``deltas`` are this
+    computation's results, which the caller compares with the recorded ones."""
     cdef Store* st = &self.st
-    cdef int64_t date = _date_of(date_obj, "结算日期", None)
-    cdef int32_t pi = _benefit_person(self, psn_no)
-    cdef Person* p = &st.persons[pi]
-    cdef Institution* it = &st.insts[_benefit_institution(self, fixmedins_code)]
-    cdef int kind = _filing_kind_of(filing_kind)
     cdef Bill bill = _bill(self, psn_no, fixmedins_code, filing_kind, inpatient, date_obj, lines, chronic, stay,
                            acc_before)
-    cdef Policy* pol = _policy_in_force(self, p, date, psn_no)
-    cdef Policy chronic_pol
-    cdef int64_t acc[N_ACCUMULATORS]
+    cdef Trace* t = &bill.trace
+    cdef Policy* pol = &bill.policy
     cdef BenefitFen* b = &bill.b
-    cdef uint32_t province = province_of(it.admdvs)
-    cdef int32_t ci
-    cdef Py_ssize_t n
-    cdef const char* c
-    cdef bint retired = p.person_type == PTYPE_RETIRED
     cdef LineFen* ln
-    cdef Py_ssize_t i
-    memcpy(acc, bill.acc_before_values, sizeof(acc))
-    row = <int64_t>(pol - st.policies)
-    if chronic is not None and not inpatient:
-        _chronic_policy(self, pol, p, date, chronic, &chronic_pol, acc)
-        pol = &chronic_pol
+    cdef Person* p = &st.persons[_benefit_person(self, psn_no)]
+    cdef Institution* it = &st.insts[_benefit_institution(self, fixmedins_code)]
+    bill.set_accounts(*accounts)
     out_lines = []
     for i in range(len(lines)):
-        line = lines[i]
-        c = _line_code_of(line.code, None, &n)
-        ci = tbl_find(st, &st.t_item, T_ITEM, item_hash(c, n, province), c, n, province)
-        ln = &bill.lines[i]
+        line, ln = lines[i], &bill.lines[i]
         out_lines.append({
             "feedetl_sn": line.feedetl_sn, "code": line.code, "unit_price_fen": line.unit_price_fen,
             "qty_milli": line.qty_milli, "chrgitm_lv": _CLASS_LABEL[ln.item_class] if ln.item_class >= 0 else "",
-            "selfpay_bp": st.items[ci].selfpay_bp if ci >= 0 else 0,
-            "price_cap_fen": st.items[ci].price_cap_fen if ci >= 0 else 0,
+            "selfpay_bp": st.items[ln.item_idx].selfpay_bp if ln.item_idx >= 0 else 0,
+            "price_cap_fen": st.items[ln.item_idx].price_cap_fen if ln.item_idx >= 0 else 0,
             "amount_fen": ln.amount_fen, "fulamt_ownpay_amt": ln.fulamt_ownpay_amt,
             "overlmt_selfpay": ln.overlmt_selfpay, "preselfpay_amt": ln.preselfpay_amt,
             "inscp_scp_amt": ln.inscp_scp_amt})
-    base_ratio = pol.inpatient_ratio_bp[it.level] if inpatient else pol.outpatient_ratio_bp[it.level]
-    bonus = (pol.inpatient_retired_bonus_bp if inpatient else pol.outpatient_retired_bonus_bp) if retired else 0
-    if inpatient:
-        deductible = b.stay_deductible_fen - (stay[1] if stay is not None else 0)
-        cap, paid_before = pol.inpatient_annual_cap_fen, acc[ACC_INPATIENT_FUND_PAID_FEN]
-    else:
-        deductible = imax(0, pol.outpatient_annual_deductible_fen - acc[ACC_OUTPATIENT_DEDUCTIBLE_USED_FEN])
-        cap, paid_before = pol.outpatient_annual_cap_fen, acc[ACC_OUTPATIENT_FUND_PAID_FEN]
     layers = [{"layer": "basic", "base_fen": b.inscp_scp_amt - b.act_pay_dedc, "ratio_bp": b.pay_ratio_bp,
-               "cap_fen": cap, "room_before_fen": imax(0, cap - paid_before), "paid_fen": b.hifp_pay}]
+               "cap_fen": t.basic_cap_fen, "room_before_fen": t.basic_room_fen, "paid_fen": b.hifp_pay}]
     if inpatient and pol.crit_present:
         tiers, lo = [], 0
         for k in range(pol.crit_n_tiers):
             tiers.append({"from_fen": lo, "up_to_fen": pol.crit_up_to_fen[k], "ratio_bp": pol.crit_ratio_bp[k]})
             lo = pol.crit_up_to_fen[k]
         layers.append({"layer": "critical_illness", "base_fen": b.crit_base_fen,
-                       "cumulative_before_fen": acc[ACC_CRIT_BASE_FEN], "threshold_fen": pol.crit_threshold_fen,
-                       "tiers": tiers, "cap_fen": pol.crit_annual_cap_fen,
-                       "room_before_fen": imax(0, pol.crit_annual_cap_fen - acc[ACC_CRIT_PAID_FEN]),
+                       "cumulative_before_fen": t.crit_cumulative_before_fen, "threshold_fen": pol.crit_threshold_fen,
+                       "tiers": tiers, "cap_fen": pol.crit_annual_cap_fen, "room_before_fen": t.crit_room_fen,
                        "paid_fen": b.supplementary_fen})
-    if p.assistance and pol.assist_present:
-        layers.append({"layer": "assistance", "base_fen": b.inscp_scp_amt - b.hifp_pay - b.supplementary_fen,
-                       "ratio_bp": pol.assist_ratio_bp, "cap_fen": pol.assist_annual_cap_fen,
-                       "room_before_fen": imax(0, pol.assist_annual_cap_fen - acc[ACC_ASSIST_PAID_FEN]),
+    if t.assist_applies:
+        layers.append({"layer": "assistance", "base_fen": t.assist_base_fen, "ratio_bp": pol.assist_ratio_bp,
+                       "cap_fen": pol.assist_annual_cap_fen, "room_before_fen": t.assist_room_fen,
                        "paid_fen": b.maf_pay})
     return {
         "policy_admdvs": f"{pooling_of(p.insuplc_admdvs)}", "insutype": INSUTYPES[p.insutype],
-        "policy_effective_from": pol.effective_from, "policy_row": row, "catalog_province": f"{province}",
-        "chronic_entry": (chronic[0] if chronic[0] in self._chronic.get(row, {}) else "default")
-                         if chronic is not None else "",
-        "fixmedins_level": it.level, "retired": retired, "filing_kind": FILING_KINDS[kind],
-        "base_ratio_bp": base_ratio, "retired_bonus_bp": bonus, "reduction_bp": pol.reduction_bp[kind],
-        "deductible_fen": deductible, "lines": out_lines, "layers": layers,
-        "accumulators_before": bill.acc_before, "breakdown": bill.breakdown[:13],
+        "policy_effective_from": pol.effective_from, "policy_row": bill.policy_row,
+        "catalog_province": f"{province_of(it.admdvs)}", "chronic_entry": bill.chronic_entry,
+        "fixmedins_level": it.level, "retired": p.person_type == PTYPE_RETIRED,
+        "filing_kind": FILING_KINDS[_filing_kind_of(filing_kind)],
+        "base_ratio_bp": t.base_ratio_bp, "retired_bonus_bp": t.retired_bonus_bp, "reduction_bp": t.reduction_bp,
+        "deductible_fen": t.deductible_room_fen, "lines": out_lines, "layers": layers,
+        "accumulators_before": bill.acc_before, "breakdown": bill.breakdown, "deltas": bill.deltas,
     }

@@ -33,6 +33,7 @@ from .commands import (
     UpdateProblem, UploadFees, VisitResult, WithdrawFees,
 )
 from .errors import YidiError, invariant
+from .money import ACCUMULATOR_KEYS, pad
 from .events import (
     AccountAdjusted, AdmissionCancelled, Admitted, Breakdown, ClearingMonthChanged, Event, FeeLine, FeesUploaded, FeesWithdrawn,
     Filed, Filing, FilingChanged, Person, PrepaidSet, PrepaidToppedUp, ProblemFacts, ProblemReported,
@@ -43,7 +44,7 @@ from .funds import (
     DEFAULT_RED_BP, DEFAULT_YELLOW_BP, Funds, FundsState, Report, booking_of, check_amount, check_month, check_text,
 )
 from .limits import PAGE_ROWS, check_date, check_id, check_line, check_line_count, line_amount_fen, page_limit
-from ._core import ACCUMULATOR_KEYS, DEBUG, FILING_KINDS, Index, province_code
+from ._core import DEBUG, FILING_KINDS, Index, province_code
 
 INPATIENT = "inpatient"
 OUTPATIENT = "outpatient"
@@ -321,12 +322,13 @@ class Engine:
         stay = ((facts.stay_deductible_fen, sum(dedc for _s, _d, dedc in facts.stay_mids))
                 if inpatient and facts.stay_mids else None)
         lines = _net_lines(ref.lines)
-        out = self.index.explain(facts.psn_no, facts.fixmedins_code, visit.facts.filing_kind, inpatient,
-                                 facts.setl_date, lines, chronic, stay, facts.acc_before)
         recorded = facts.breakdown
-        again = out.pop("breakdown")   # before the accounts: cash is what the accounts did not pay
-        out["recomputed_equal"] = (again[:12] == tuple(msgspec.structs.astuple(recorded))[:12] and again[12]
-                                   == recorded.psn_cash_pay + recorded.acct_pay + recorded.acct_mulaid_pay)
+        out = self.index.explain(facts.psn_no, facts.fixmedins_code, visit.facts.filing_kind, inpatient,
+                                 facts.setl_date, lines, chronic, stay, facts.acc_before,
+                                 (recorded.acct_pay, recorded.acct_mulaid_pay))
+        # every amount of the breakdown and every accumulator the settlement moved, as recorded
+        out["recomputed_equal"] = (out.pop("breakdown") == msgspec.structs.astuple(recorded)
+                                   and out.pop("deltas") == facts.deltas)
         general, disease = split_deltas(facts)
         out["accumulators_after"] = tuple(a + d for a, d in zip(facts.acc_before, general, strict=True))
         if disease is not None:
@@ -988,7 +990,9 @@ class Engine:
         for visit in state.visits:
             engine._open(visit)
         for psn_no, year, values in state.accumulators:
-            index.apply_deltas(psn_no, year, dict(zip(ACCUMULATOR_KEYS, values, strict=True)), 1)
+            # kept before the newest accumulators were declared: they read as 0 (core/money.py)
+            index.apply_deltas(psn_no, year, dict(zip(ACCUMULATOR_KEYS, pad(values, len(ACCUMULATOR_KEYS)),
+                                                      strict=True)), 1)
         engine.funds = Funds.restore(state.funds)
         engine.acct_changes = dict(state.accounts)
         engine.chronic_acc = {(p, y, c): [used, paid] for p, y, c, used, paid in state.chronic}

@@ -23,8 +23,8 @@ from typing import Union
 import msgspec
 import orjson
 
-from ._core import ACCUMULATOR_KEYS
 from .errors import InvariantError
+from .money import ACCUMULATOR_KEYS, BREAKDOWN, accounts_total, pad
 
 FORMAT_MSGPACK = b"\x01"
 REFERENCE_KEY = "reference"
@@ -124,29 +124,12 @@ class VisitFacts(msgspec.Struct, frozen=True, array_like=True, gc=False):
     fixmedins_level: int
 
 
-class Breakdown(msgspec.Struct, frozen=True, array_like=True, gc=False):
-    """The money of one settlement (SPEC §5), all fen; field names as the national interface."""
-
-    medfee_sumamt: int
-    fulamt_ownpay_amt: int
-    overlmt_selfpay: int
-    preselfpay_amt: int
-    inscp_scp_amt: int
-    act_pay_dedc: int
-    pay_ratio_bp: int
-    hifp_pay: int
-    hifmi_pay: int
-    hifob_pay: int
-    maf_pay: int
-    fund_pay_sumamt: int
-    psn_cash_pay: int
-    acct_pay: int = 0           # SPEC §10.1 personal account (events before it recorded none)
-    acct_mulaid_pay: int = 0    # family accounts (共济)
-
-    @property
-    def acct_pay_sumamt(self) -> int:
-        """What the accounts paid in all (booked beside the fund in clearing: SPEC §10.1)."""
-        return self.acct_pay + self.acct_mulaid_pay
+# The money of one settlement (SPEC §5), all fen: core/money.py's BREAKDOWN, at its positions.  Every amount
+# defaults to 0, so a settlement recorded before an amount existed reads it as 0.
+Breakdown = msgspec.defstruct(
+    "Breakdown", [(a.name, int, 0) for a in BREAKDOWN], module=__name__, frozen=True, array_like=True, gc=False,
+    namespace={"__doc__": "The money of one settlement (core/money.py's BREAKDOWN), all fen.",
+               "acct_pay_sumamt": property(accounts_total)})
 
 
 class SettlementFacts(msgspec.Struct, frozen=True, array_like=True, gc=False):
@@ -181,6 +164,14 @@ class SettlementFacts(msgspec.Struct, frozen=True, array_like=True, gc=False):
     # visit, that disease's (deductible used, fund paid): with the lines, all an explanation needs
     acc_before: tuple[int, ...] = ()
     chronic_before: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        # Recorded before the newest accumulators existed: they read as 0 (core/money.py, positions are forever).
+        n = len(ACCUMULATOR_KEYS)
+        if len(self.deltas) < n:
+            msgspec.structs.force_setattr(self, "deltas", pad(self.deltas, n))
+        if self.acc_before and len(self.acc_before) < n:
+            msgspec.structs.force_setattr(self, "acc_before", pad(self.acc_before, n))
 
     def deltas_dict(self) -> dict[str, int]:
         return dict(zip(ACCUMULATOR_KEYS, self.deltas, strict=True))

@@ -34,6 +34,7 @@ import msgspec
 
 from ._core import province_code
 from .errors import YidiError, invariant
+from .money import CLEARED_KEYS, cleared
 
 # ------------------------------------------------------------------ risk flags (SPEC §7)
 RISK_FLAGS = ("LONG_STAY", "HIGH_COST", "ON_SITE_CHECK", "SAME_DAY_REPEAT")   # bit i is RISK_FLAGS[i]
@@ -55,12 +56,12 @@ LEVELS = ("normal", "yellow", "red", "exhausted")
 
 # ------------------------------------------------------------------ clearing months
 MIN_MONTH, MAX_MONTH = 190001, 210012
-TOTAL_FIELDS = ("settlements", "cancellations", "medfee_sumamt", "hifp_pay", "hifmi_pay", "hifob_pay",
-                "maf_pay", "fund_pay_sumamt", "psn_cash_pay", "acct_pay_sumamt", "long_stay", "high_cost",
-                "on_site_check", "same_day_repeat")
-# acct_pay_sumamt: acct_pay + acct_mulaid_pay (SPEC §10.1), owed by the insured province beside the fund
-_MONEY, _FLAGS = 2, 10  # settlements 0, cancellations 1, then MONEY_FIELDS, then one count per flag
-MONEY_FIELDS = TOTAL_FIELDS[_MONEY:_FLAGS]   # summed net of cancellations, as Breakdown fields
+# A month's aggregate row: settlements, cancellations, one count per risk flag, then the money columns
+# (core/money.py's cleared amounts and the accounts' total, summed net of cancellations).  Money comes last so
+# that a column declared later is appended: a row kept before it existed reads it as 0.
+MONEY_FIELDS = CLEARED_KEYS
+TOTAL_FIELDS = ("settlements", "cancellations", *(flag.lower() for flag in RISK_FLAGS), *MONEY_FIELDS)
+_FLAGS, _MONEY = 2, 2 + len(RISK_FLAGS)
 N_TOTALS = len(TOTAL_FIELDS)
 _FUND = MONEY_FIELDS.index("fund_pay_sumamt")
 
@@ -353,7 +354,10 @@ class Funds:
         funds = cls()
         funds.positions = {p.province: msgspec.structs.replace(p) for p in state.positions}
         for month in state.months:
-            funds.months[month.month] = msgspec.msgpack.decode(msgspec.msgpack.encode(month), type=Month)
+            month = funds.months[month.month] = msgspec.msgpack.decode(msgspec.msgpack.encode(month), type=Month)
+            for rows in (month.pairs, month.institutions):   # kept before a money column was declared
+                for row in rows.values():
+                    row.extend([0] * (N_TOTALS - len(row)))
             if month.closed:
                 funds.close(month.month)
         funds.same_day = {date: dict(rows) for date, rows in state.same_day}
@@ -385,10 +389,8 @@ class Funds:
 
 def booking_of(facts) -> Booking:
     """The booking of a settlement (``events.SettlementFacts``): provinces, money by field, flags."""
-    b = facts.breakdown
     return Booking(province_code(facts.insuplc_admdvs), province_code(facts.mdtrtarea_admdvs), facts.fixmedins_code,
-                   (b.medfee_sumamt, b.hifp_pay, b.hifmi_pay, b.hifob_pay, b.maf_pay, b.fund_pay_sumamt,
-                    b.psn_cash_pay, b.acct_pay + b.acct_mulaid_pay), facts.risk_flags)
+                   cleared(facts.breakdown), facts.risk_flags)
 
 
 def net_positions(pairs: Iterable[PairRow]) -> list[NetRow]:
@@ -413,16 +415,9 @@ def _add(rows: dict[str, list[int]], key: str, booking: Booking, sign: int) -> N
     row = rows.get(key)
     if row is None:
         row = rows[key] = [0] * N_TOTALS
-    # Unrolled: this runs twice for every settlement (the settle path), a loop costs twice as much.
-    medfee, hifp, hifmi, hifob, maf, fund, cash, acct = booking.money
-    if sign > 0:
-        row[0] += 1
-        row[2] += medfee; row[3] += hifp; row[4] += hifmi; row[5] += hifob  # noqa: E702
-        row[6] += maf; row[7] += fund; row[8] += cash; row[9] += acct  # noqa: E702
-    else:
-        row[1] += 1
-        row[2] -= medfee; row[3] -= hifp; row[4] -= hifmi; row[5] -= hifob  # noqa: E702
-        row[6] -= maf; row[7] -= fund; row[8] -= cash; row[9] -= acct  # noqa: E702
+    row[0 if sign > 0 else 1] += 1
+    for i, amount in enumerate(booking.money, _MONEY):
+        row[i] += sign * amount
     flags = booking.flags
     if flags:
         for bit in range(len(RISK_FLAGS)):

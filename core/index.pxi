@@ -81,45 +81,10 @@ ctypedef struct CatalogItem:
     uint8_t category              # index into CATEGORIES
     uint8_t item_class            # CLASS_*
 
-ctypedef struct Policy:
-    int64_t inpatient_deductible_fen[N_LEVELS]     # by institution level
-    int64_t inpatient_ratio_bp[N_LEVELS]
-    int64_t inpatient_retired_bonus_bp
-    int64_t inpatient_annual_cap_fen
-    int64_t inpatient_subsequent_deductible_bp     # -1 = absent
-    int64_t outpatient_annual_deductible_fen
-    int64_t outpatient_ratio_bp[N_LEVELS]
-    int64_t outpatient_retired_bonus_bp
-    int64_t outpatient_annual_cap_fen
-    int64_t crit_threshold_fen                     # critical illness (大病保险)
-    int64_t crit_up_to_fen[MAX_TIERS]              # -1 = null (open-ended, the last tier)
-    int64_t crit_ratio_bp[MAX_TIERS]
-    int64_t crit_annual_cap_fen
-    int64_t assist_ratio_bp                        # medical assistance (医疗救助)
-    int64_t assist_annual_cap_fen
-    int64_t reduction_bp[N_FILING_KINDS]           # by KIND_*; long-term kinds stay 0
-    int64_t high_cost_fen
-    int32_t effective_from                         # yyyymmdd
-    uint8_t crit_present
-    uint8_t crit_n_tiers
-    uint8_t assist_present
-
 ctypedef struct Acc:
-    int64_t value[N_ACCUMULATORS]  # by ACC_*: one person's accumulators for one calendar year
+    int64_t value[N_ACCUMULATORS]  # by ACC_* (core/money.py): one person's accumulators for one calendar year
     int32_t next_acc_idx           # the same person's next year
     int32_t year
-
-# The accumulators of SPEC §5.5, as indexes into Acc.value.  The order is
-# ACCUMULATOR_KEYS (_core.pyx); _core.LAYOUT exports this table and
-# tests/test_core_layout.py checks that the two agree.
-cdef enum:
-    ACC_INPATIENT_FUND_PAID_FEN = 0
-    ACC_INPATIENT_ADMISSIONS = 1           # a count: settled admissions this year
-    ACC_CRIT_BASE_FEN = 2                  # cumulative in-policy self-pay `s` (SPEC §5.3 step 4)
-    ACC_CRIT_PAID_FEN = 3
-    ACC_ASSIST_PAID_FEN = 4
-    ACC_OUTPATIENT_FUND_PAID_FEN = 5
-    ACC_OUTPATIENT_DEDUCTIBLE_USED_FEN = 6
 
 # The narrow fields above hold whatever the limits let through; checked once,
 # at import, so that no store needs a runtime length check.

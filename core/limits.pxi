@@ -33,7 +33,6 @@ cdef enum:
     MAX_CHRONIC = 32              # chronic disease codes of one person or institution
     N_LEVELS = 4                  # institution levels 1..3; arrays by level leave slot 0 unused
     N_FILING_KINDS = 6            # KIND_* (index.pxi)
-    N_ACCUMULATORS = 7            # ACC_* (index.pxi), ACCUMULATOR_KEYS (_core.pyx)
     MAX_TEMPORARY_FILING_DAYS = 366   # inclusive length of a temporary filing
     MIN_DATE = 19000101
     MAX_DATE = 21001231

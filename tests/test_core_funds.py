@@ -276,7 +276,8 @@ def check_books_against_the_log(engine: Engine, log: list[bytes]) -> None:
         if isinstance(event, (events.Settled, events.SettlementCancelled)):
             facts, sign = (event.settlement, 1) if isinstance(event, events.Settled) else (event.settlement, -1)
             insured, treatment = province_code(facts.insuplc_admdvs), province_code(facts.mdtrtarea_admdvs)
-            row = months.setdefault(event.clearing_month, {}).setdefault((insured, treatment), [0] * 10)
+            row = months.setdefault(event.clearing_month, {}).setdefault((insured, treatment),
+                                                                         [0] * (2 + len(MONEY_FIELDS)))
             row[0 if sign > 0 else 1] += 1
             for i, field in enumerate(MONEY_FIELDS, 2):
                 row[i] += sign * getattr(facts.breakdown, field)
@@ -294,7 +295,8 @@ def check_books_against_the_log(engine: Engine, log: list[bytes]) -> None:
                for p in report.pairs}
         assert got == pairs, month
         assert sum(net.net_fen for net in report.nets) == 0
-        assert [report.totals[k] for k in MONEY_FIELDS] == [sum(r[i] for r in pairs.values()) for i in range(2, 10)]
+        assert [report.totals[k] for k in MONEY_FIELDS] == [sum(r[i] for r in pairs.values())
+                                                            for i in range(2, 2 + len(MONEY_FIELDS))]
     for province in drawn.keys() | prepaid.keys():
         p = engine.funds.position(province)
         assert (p.prepaid_fen, p.drawn_fen, p.given_back_fen) == (

@@ -11,6 +11,8 @@ import sys
 import time
 import unicodedata
 
+from core import money
+
 
 def width(text: str) -> int:
     """The columns text takes on a terminal: East Asian wide and fullwidth characters two, combining marks none."""
@@ -145,15 +147,16 @@ def render_report(r) -> str:
             f"{'、'.join(r.confirmed) or 'none yet'})",
             f"  {t.settlements:,} settlements and {t.cancellations:,} cancellations booked "
             f"({t.settlements - t.cancellations:,} net); medfee {yuan(t.medfee_sumamt)}, "
-            f"fund {yuan(t.fund_pay_sumamt)} (hifp {yuan(t.hifp_pay)}, hifmi {yuan(t.hifmi_pay)}, "
-            f"hifob {yuan(t.hifob_pay)}, maf {yuan(t.maf_pay)})",
+            f"fund {yuan(t.fund_pay_sumamt)} ("
+            + ", ".join(f"{a.name.removesuffix('_pay')} {yuan(getattr(t, a.name))}" for a in money.BREAKDOWN if a.layer)
+            + ")",
             f"  flags: long_stay {t.long_stay:,}, high_cost {t.high_cost:,}, on_site_check {t.on_site_check:,}, "
             f"same_day_repeat {t.same_day_repeat:,}",
             "", "flows 参保地 → 就医地 (fund paid, largest first)"]
-    money = ["settlements 结算", "cancelled 撤销", "medfee 医疗费", "fund 基金", "accounts 个人账户"]
+    columns = ["settlements 结算", "cancelled 撤销", "medfee 医疗费", "fund 基金", "accounts 个人账户"]
     rows = [[names.get(p.insured_province, p.insured_province), names.get(p.treatment_province, p.treatment_province),
              *_counts_and_money(p.totals)] for p in sorted(r.pairs, key=lambda p: -p.totals.fund_pay_sumamt)]
-    head += table(["insured 参保地", "treatment 就医地", *money], rows, "<<>>>>>", "  ")
+    head += table(["insured 参保地", "treatment 就医地", *columns], rows, "<<>>>>>", "  ")
     head += ["", "net positions 净头寸 (receivable 应收 − payable 应付; fund and accounts)"]
     nets = sorted(r.net_positions, key=lambda n: -n.net_fen)
     rows = [[n.province, names.get(n.province, ""), yuan(n.receivable_fen), yuan(n.payable_fen), yuan(n.net_fen)]
@@ -165,7 +168,7 @@ def render_report(r) -> str:
     if r.institutions:
         head += ["", "institutions 定点医药机构"]
         rows = [[i.fixmedins_code, i.fixmedins_name, *_counts_and_money(i.totals)] for i in r.institutions]
-        head += table(["code", "name", *money], rows, "<<>>>>>", "  ")
+        head += table(["code", "name", *columns], rows, "<<>>>>>", "  ")
     return "\n".join(head)
 
 
@@ -303,11 +306,10 @@ def render_explanation(x) -> str:
                    f"cap room before {yuan(layer.room_before_fen)} → paid {yuan(layer.paid_fen)}")
     for a in x.accounts:
         out.append(f"  personal account 个人账户 of {a.psn_no}: paid {yuan(a.amount_fen)}")
-    out.append(f"  fund_pay_sumamt 基金支付 {yuan(b.fund_pay_sumamt)}, accounts {yuan(b.acct_pay + b.acct_mulaid_pay)}, "
+    out.append(f"  fund_pay_sumamt 基金支付 {yuan(b.fund_pay_sumamt)}, accounts {yuan(money.accounts_total(b))}, "
                f"psn_cash_pay 个人现金 {yuan(b.psn_cash_pay)}")
     before, after = x.before, x.after
-    for name in ("inpatient_fund_paid_fen", "inpatient_admissions", "crit_base_fen", "crit_paid_fen",
-                 "assist_paid_fen", "outpatient_fund_paid_fen", "outpatient_deductible_used_fen"):
+    for name in money.ACCUMULATOR_KEYS:
         if getattr(before, name) != getattr(after, name):
             out.append(f"  accumulator {name}: {getattr(before, name)} → {getattr(after, name)}")
     for b_c, a_c in zip(before.chronic, after.chronic, strict=True):
@@ -320,15 +322,11 @@ def render_explanation(x) -> str:
 
 def render_settlement(s) -> str:
     b = s.breakdown
-    layers = [("medfee_sumamt 医疗费总额", b.medfee_sumamt), ("fulamt_ownpay_amt 全自费", b.fulamt_ownpay_amt),
-              ("overlmt_selfpay 超限价自费", b.overlmt_selfpay), ("preselfpay_amt 先行自付", b.preselfpay_amt),
-              ("inscp_scp_amt 符合范围", b.inscp_scp_amt), ("act_pay_dedc 起付线", b.act_pay_dedc),
-              ("hifp_pay 统筹基金", b.hifp_pay), ("hifmi_pay 居民大病", b.hifmi_pay),
-              ("hifob_pay 职工大额", b.hifob_pay), ("maf_pay 医疗救助", b.maf_pay),
-              ("fund_pay_sumamt 基金支付合计", b.fund_pay_sumamt), ("psn_cash_pay 个人现金支付", b.psn_cash_pay)]
-    if b.acct_pay or b.acct_mulaid_pay or s.balc:   # SPEC §10.1, after the cash (scripts read fund, then cash)
-        layers += [("acct_pay 个人账户支付", b.acct_pay), ("acct_mulaid_pay 共济账户支付", b.acct_mulaid_pay),
-                   ("balc 个人账户余额", s.balc)]
+    accounts = any(getattr(b, name) for name in money.ACCOUNTS) or s.balc   # SPEC §10.1: shown when they play
+    layers = [(f"{a.name} {a.label}", getattr(b, a.name)) for a in money.BREAKDOWN
+              if a.unit == "fen" and (accounts or a.name not in money.ACCOUNTS)]
+    if accounts:
+        layers.append(("balc 个人账户余额", s.balc))
     status = _enum(s, "status") + (f" on {s.cancel_date}" if s.cancel_date else "") if s.setl_id else "changes nothing"
     if s.dise_codg:
         status += f"  门诊慢特病 chronic disease {s.dise_codg}"

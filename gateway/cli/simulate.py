@@ -38,6 +38,8 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+from core import money
+
 # The published national month of September 2019 (cross-province inpatient direct settlement).
 PUBLISHED = {"month": "2019-09", "settlements": 253_000, "fees_fen": 599_000_000_000, "avg_fee_fen": 2_370_000,
              "fund_share_bp": 5980}
@@ -268,11 +270,11 @@ class Sim:
             ours = fdpb.ReconcileFigures(count=len(live), medfee_sumamt=sum(s.breakdown.medfee_sumamt for s in live),
                                          fund_pay_sumamt=sum(s.breakdown.fund_pay_sumamt for s in live),
                                          psn_cash_pay=sum(s.breakdown.psn_cash_pay for s in live),
-                                         acct_pay_sumamt=sum(s.breakdown.acct_pay + s.breakdown.acct_mulaid_pay
+                                         acct_pay_sumamt=sum(money.accounts_total(s.breakdown)
                                                              for s in live))
             items = [fdpb.ReconcileItem(setl_id=s.setl_id, fund_pay_sumamt=s.breakdown.fund_pay_sumamt,
                                         cancelled=s.setl_id in self.books.cancelled,
-                                        acct_pay_sumamt=s.breakdown.acct_pay + s.breakdown.acct_mulaid_pay)
+                                        acct_pay_sumamt=money.accounts_total(s.breakdown))
                      for s in sorted(settlements, key=lambda s: s.setl_id)]
             async with self.semaphore:
                 totals = await self.call(caller, self.funds.ReconcileTotals,
@@ -287,19 +289,18 @@ class Sim:
 
     def expected_months(self) -> dict[int, dict[str, int]]:
         """Each month's totals from the books: settlements booked in it minus cancellations booked in it."""
-        fields = ("medfee_sumamt", "hifp_pay", "hifmi_pay", "hifob_pay", "maf_pay", "fund_pay_sumamt", "psn_cash_pay",
-                  "acct_pay_sumamt")
+        fields = money.CLEARED_KEYS
         months: dict[int, dict[str, int]] = defaultdict(lambda: dict.fromkeys(("settlements", "cancellations", *fields), 0))
         for s in self.books.settled.values():
             m = months[s.clearing_month]
             m["settlements"] += 1
-            for f in fields:
-                m[f] += _money(s.breakdown, f)
+            for f, amount in zip(fields, money.cleared(s.breakdown), strict=True):
+                m[f] += amount
         for c in self.books.cancelled.values():
             m = months[c.cancel_clearing_month]
             m["cancellations"] += 1
-            for f in fields:
-                m[f] -= _money(c.breakdown, f)
+            for f, amount in zip(fields, money.cleared(c.breakdown), strict=True):
+                m[f] -= amount
         return months
 
     def summary(self, reports, before, after, mismatches, lost, duplicated, institutions, seconds) -> dict:
@@ -339,15 +340,9 @@ class Sim:
             "top_up_demand_fen": sum(p.top_up_demand_fen for p in after.values()), "seconds": round(seconds, 1),
             # SPEC §10: chronic-disease visits and settlements the personal accounts paid part of
             "chronic_settlements": sum(bool(s.dise_codg) for s in self.books.settled.values()),
-            "with_account_pay": sum(s.breakdown.acct_pay + s.breakdown.acct_mulaid_pay > 0
+            "with_account_pay": sum(money.accounts_total(s.breakdown) > 0
                                     for s in self.books.settled.values()),
         }
-
-
-def _money(breakdown, field: str) -> int:
-    if field == "acct_pay_sumamt":   # SPEC §10.1: what the accounts paid, booked beside the fund
-        return breakdown.acct_pay + breakdown.acct_mulaid_pay
-    return getattr(breakdown, field)
 
 
 def _lines(case):

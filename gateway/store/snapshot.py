@@ -39,8 +39,9 @@ from .seal import LedgerKey
 log = logging.getLogger("yidi.snapshot")
 
 MAGIC = b"YIDISNAP"
-# 5: sealed with the ledger's key.  Older snapshots are skipped (the ledger is replayed).
-FORMAT_VERSION = 5
+# 6: a clearing month's rows keep their risk-flag counts before their money columns (core/funds.py), so that
+# a money column declared later is appended.  Older snapshots are skipped (the ledger is replayed).
+FORMAT_VERSION = 6
 _HEADER = struct.Struct("<8sHQQ32s32s")
 _PREFIX_HEADER = struct.Struct("<8sHQQ")
 _PREFIX = "snapshot-"
