@@ -20,7 +20,7 @@ MAX_UNIT_PRICE_FEN = LIMITS["MAX_UNIT_PRICE_FEN"]
 MAX_QTY_MILLI = LIMITS["MAX_QTY_MILLI"]
 MAX_LINES_PER_VISIT = LIMITS["MAX_LINES"]
 
-# Rows one listing answers: (when the request asks for 0, at most).
+# Rows one listing answers: (the default, when a request asks for 0; the most it may ask for).
 PAGE_ROWS = (100, 1000)        # institutions, admitted patients, problem reports
 FLAGGED_ROWS = (1000, 10_000)  # risk-flagged settlements (a short row each)
 

@@ -18,8 +18,8 @@ form that SPEC §2 assumes.
 
 from __future__ import annotations
 
+from core import PROVINCES as CORE_PROVINCES
 from core import province_code
-from core.provinces import PROVINCES as CORE_PROVINCES
 
 # Population in millions (2020 census, rounded) and weight as an origin of
 # filed persons, by province: the big senders of cross-province patients are
@@ -60,7 +60,7 @@ _POPULATION_AND_WEIGHT: dict[str, tuple[float, float]] = {
 }
 
 # (code, name, short name, population in millions, weight as an origin), in
-# the order of core.provinces.PROVINCES (the codes and names are core's).
+# the order of core.PROVINCES (the codes and names are core's).
 PROVINCES: list[tuple[str, str, str, float, float]] = [
     (code, name, short, *_POPULATION_AND_WEIGHT[code]) for code, name, short in CORE_PROVINCES]
 
