@@ -19,7 +19,7 @@ $(BIN)/python:
 	$(BIN)/pip install --quiet --upgrade pip
 
 # Rebuild (Cython core + generated stubs) whenever a source of either changes.
-$(BUILT): $(BIN)/python pyproject.toml setup.py core/_core.pyx core/money.py $(wildcard core/*.pxi) $(wildcard protos/*/*/*.proto) \
+$(BUILT): $(BIN)/python pyproject.toml setup.py tools/wire_numbers.py core/_core.pyx core/money.py $(wildcard core/*.pxi) $(wildcard protos/*/*/*.proto) \
           $(wildcard protos/*/*/*/*.proto)
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
@@ -155,4 +155,4 @@ lint: setup
 	$(BIN)/ruff check core gateway tests bench datagen
 
 clean:
-	rm -rf build *.egg-info core/_core.c core/_core*.so gateway/_pb/yidi $(BUILT) $(CERTS)
+	rm -rf build *.egg-info core/_core.c core/_core*.so core/_wire_numbers.pxi core/_wire_numbers.py gateway/_pb/yidi $(BUILT) $(CERTS)

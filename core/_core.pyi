@@ -1,6 +1,9 @@
 """Typed stubs for core._core (the Cython core).  See SPEC §3–§5."""
 from typing import Callable, Iterable, Sequence
 
+from core.commands import Card
+from core.events import FeeLine
+
 DEBUG: bool
 """True in a debug build (YIDI_DEBUG=1 at build time): the core then checks its invariants after
 every put_person / put_filing / apply_deltas, after load_dir and on every benefit's money.
@@ -160,12 +163,37 @@ class Index:
         or an accumulator leaving 0..MAX_ACCUMULATOR_FEN, is a bug: InvariantError."""
 
 
-def read_outpatient_request(raw: bytes) -> tuple | None:
-    """OutpatientSettleRequest bytes -> (request_id, psn_no, certno, fixmedins_code, setl_date,
-    (card_no, card_version) | None, [(feedetl_sn, code, name, unit_price_fen, qty_milli, fee_date), ...]),
-    or None when the bytes are anything but canonical (then parse them with the generated class).
-    Accepted bytes equal their deterministic serialization."""
-def read_settle_item(raw: bytes) -> tuple[int, bytes] | None:
-    """SettleItem bytes -> (1 outpatient | 2 discharge, the inner request's bytes), or None (use the classes)."""
+class OutpatientRequestRead:
+    """An OutpatientSettleRequest as the core read it: its fields by their proto names (a frozen msgspec Struct)."""
+    request_id: str
+    psn_no: str
+    certno: str
+    fixmedins_code: str
+    setl_date: int
+    card: Card | None
+    lines: tuple[FeeLine, ...]
+    acct_used_flag: bool
+    acct_mulaid_flag: bool
+    med_type: int
+    dise_codg: str
+    mdtrt_cert_type: str
+    mdtrt_cert_no: str
+    def __init__(self, *, request_id: str, psn_no: str, certno: str, fixmedins_code: str, setl_date: int,
+                 card: Card | None, lines: tuple[FeeLine, ...], acct_used_flag: bool, acct_mulaid_flag: bool,
+                 med_type: int, dise_codg: str, mdtrt_cert_type: str, mdtrt_cert_no: str) -> None: ...
+
+class SettleItemRead:
+    """A SettleItem as the core read it: its oneof member's SettleItem field number and that member's bytes."""
+    field: int
+    request: bytes
+    def __init__(self, field: int, request: bytes) -> None: ...
+
+def read_outpatient_request(raw: bytes) -> OutpatientRequestRead | None:
+    """OutpatientSettleRequest bytes -> OutpatientRequestRead, or None when the bytes are anything but canonical
+    (then parse them with the generated class). Accepted bytes equal their deterministic serialization."""
+def read_settle_item(raw: bytes) -> SettleItemRead | None:
+    """SettleItem bytes -> SettleItemRead, or None (use the classes)."""
+def length_delimited(field: int, payload: bytes) -> bytes:
+    """``payload`` as a length-delimited field (tag, length, bytes), written even when empty."""
 def read_batch_items(raw: bytes) -> list[bytes] | None:
     """SettleBatchRequest bytes -> each SettleItem's bytes, or None (use the generated class)."""

@@ -6,15 +6,19 @@ One extension module that ``include``s its parts (asyncpg style):
 limits.pxi (every bound), policy.pxi (the policy row: struct and loading),
 index.pxi (structs, arena, hash tables),
 validate.pxi (the one check of each field, also exported to Python),
-load.pxi (row validation and JSONL loading), eligibility.pxi, benefit.pxi,
-invariants.pxi (what must hold between the tables; debug builds check it
-after every change).
+wire.pxi (the protobuf bytes it reads and writes itself, with the contract's
+numbers from the generated _wire_numbers.pxi), load.pxi (row validation and
+JSONL loading), eligibility.pxi, benefit.pxi, invariants.pxi (what must hold
+between the tables; debug builds check it after every change).
 The event loop is the only caller, so nothing here takes a lock.
 """
 
 import bisect
 
+import msgspec
+
 from core.errors import InvariantError, LoadError, YidiError
+from core import _wire_numbers
 from core.money import ACCUMULATOR_KEYS, BREAKDOWN_KEYS
 
 include "limits.pxi"
@@ -22,6 +26,7 @@ include "_money.pxi"     # generated from core/money.py: BD_*, ACC_*, LAYER_* an
 include "policy.pxi"
 include "index.pxi"
 include "validate.pxi"
+include "_wire_numbers.pxi"   # generated from the protos' descriptors: Message_field numbers, enum values
 include "wire.pxi"
 
 # A debug build (YIDI_DEBUG=1): the core checks its invariants after every

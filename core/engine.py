@@ -42,15 +42,19 @@ from .events import (
 )
 from .funds import (
     DEFAULT_RED_BP, DEFAULT_YELLOW_BP, Funds, FundsState, Report, booking_of, check_amount, check_month, check_text,
+    risk_flag_values,
 )
 from .limits import PAGE_ROWS, check_date, check_id, check_line, check_line_count, line_amount_fen, page_limit
 from ._core import DEBUG, FILING_KINDS, Index, province_code
+from ._wire_numbers import (
+    MED_TYPE_CHRONIC, MED_TYPE_UNSPECIFIED, SETTLEMENT_STATUS_SETTLED, SETTLEMENT_STATUS_UNSPECIFIED,
+    VISIT_KIND_INPATIENT, VISIT_KIND_OUTPATIENT, FilingKind,
+)
 
 INPATIENT = "inpatient"
 OUTPATIENT = "outpatient"
 CHRONIC = "chronic"   # med_type of an outpatient chronic-disease settlement (SPEC §10.2)
 CERT_VOUCHER, CERT_ID_CARD, CERT_SOCIAL_CARD = "01", "02", "03"   # mdtrt_cert_type (SPEC §10.5)
-_MED_TYPE_CHRONIC = 14
 
 ADMITTED = "admitted"
 SETTLED = "settled"
@@ -662,10 +666,14 @@ class Engine:
             draws, acct_pay, mulaid_pay = self._account_draws(facts.psn_no, bill.acct_payable, acct_used, acct_mulaid)
             bill.set_accounts(acct_pay, mulaid_pay)
         reply = bill.settlement_response(
-            setl_id, facts.mdtrt_id, facts.psn_no, bill.person_name, facts.fixmedins_code, bill.institution_name,
-            facts.insuplc_admdvs, facts.mdtrtarea_admdvs, _VISIT_KIND_PB[facts.visit_kind], int(bill.insutype_code),
-            facts.filing_id, _FILING_KIND_PB[facts.filing_kind], setl_date, 1 if setl_id else 0, priced, flags, month,
-            self.balance(facts.psn_no) - acct_pay, _MED_TYPE_CHRONIC if dise_codg else 0, dise_codg, mid)
+            setl_id=setl_id, mdtrt_id=facts.mdtrt_id, psn_no=facts.psn_no, psn_name=bill.person_name,
+            fixmedins_code=facts.fixmedins_code, fixmedins_name=bill.institution_name,
+            insuplc_admdvs=facts.insuplc_admdvs, mdtrtarea_admdvs=facts.mdtrtarea_admdvs,
+            visit_kind=_VISIT_KIND_PB[facts.visit_kind], insutype=int(bill.insutype_code),  # its value is its code
+            filing_id=facts.filing_id, filing_kind=_FILING_KIND_PB[facts.filing_kind], setl_date=setl_date,
+            status=SETTLEMENT_STATUS_SETTLED if setl_id else SETTLEMENT_STATUS_UNSPECIFIED, lines=priced,
+            risk_flags=risk_flag_values(flags), clearing_month=month, balc=self.balance(facts.psn_no) - acct_pay,
+            med_type=MED_TYPE_CHRONIC if dise_codg else MED_TYPE_UNSPECIFIED, dise_codg=dise_codg, mid_setl_flag=mid)
         settlement = SettlementFacts(
             setl_id=setl_id, mdtrt_id=facts.mdtrt_id, psn_no=facts.psn_no, fixmedins_code=facts.fixmedins_code,
             insuplc_admdvs=facts.insuplc_admdvs, mdtrtarea_admdvs=facts.mdtrtarea_admdvs,
@@ -1122,9 +1130,10 @@ def _totals(lines: Iterable[FeeLine]) -> tuple[int, int]:
     return len(lines), total
 
 
-# The enum numbers of common.proto the core writes into its answers (tests/test_core_wire.py keeps them honest).
-_VISIT_KIND_PB = {INPATIENT: 1, OUTPATIENT: 2}
-_FILING_KIND_PB = {kind: number for number, kind in enumerate(FILING_KINDS, 1)}
+# The contract's values (generated from common.proto) of the enums an answer carries, by the core's names; a name
+# the contract lacks fails here, at import.
+_VISIT_KIND_PB = {INPATIENT: VISIT_KIND_INPATIENT, OUTPATIENT: VISIT_KIND_OUTPATIENT}
+_FILING_KIND_PB = {kind: FilingKind["FILING_KIND_" + kind.upper()] for kind in FILING_KINDS}
 
 _DECIDE: dict[type, Callable[[Engine, Command], Decision]] = {
     FilePerson: Engine._decide_file,

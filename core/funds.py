@@ -35,9 +35,11 @@ import msgspec
 from ._core import province_code
 from .errors import YidiError, invariant
 from .money import CLEARED_KEYS, cleared
+from ._wire_numbers import RiskFlag
 
 # ------------------------------------------------------------------ risk flags (SPEC §7)
 RISK_FLAGS = ("LONG_STAY", "HIGH_COST", "ON_SITE_CHECK", "SAME_DAY_REPEAT")   # bit i is RISK_FLAGS[i]
+RISK_FLAG_VALUES = tuple(RiskFlag["RISK_FLAG_" + name] for name in RISK_FLAGS)  # the contract's value of each bit
 LONG_STAY, HIGH_COST, ON_SITE_CHECK, SAME_DAY_REPEAT = 1, 2, 4, 8
 LONG_STAY_DAYS = 30              # an inpatient stay longer than this is LONG_STAY
 ON_SITE_CHECK_BP = 2000          # the share of settlements sampled for on-site verification (20%)
@@ -73,6 +75,13 @@ MAX_PROBLEM_TEXT_BYTES = 4000        # a report's text, a comment or a resolutio
 
 def flag_names(flags: int) -> list[str]:
     return [name for i, name in enumerate(RISK_FLAGS) if flags >> i & 1]
+
+
+def risk_flag_values(flags: int) -> tuple[int, ...]:
+    """Flag bits -> the contract's RiskFlag values, in bit order."""
+    if not flags:
+        return ()
+    return tuple([value for i, value in enumerate(RISK_FLAG_VALUES) if flags >> i & 1])
 
 
 def on_site_check(setl_id: str) -> bool:

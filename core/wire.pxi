@@ -1,7 +1,9 @@
 # The protobuf wire format of the answers the core computes (protos/yidi/v1/common.proto), written
 # straight from C structs: building the same answer as protobuf Python objects cost ~25 µs per
-# settlement, writing it here ~1 µs.  The .proto files stay the contract; tests/test_core_wire.py
-# checks that these bytes equal what the generated classes serialize (deterministic), field by field.
+# settlement, writing it here ~1 µs.  The .proto files stay the contract: every field number and enum
+# value used here comes from _wire_numbers.pxi, generated from their descriptors at build time, and
+# tests/test_core_wire.py checks that these bytes equal what the generated classes serialize
+# (deterministic), field by field.
 #
 # Proto3 rules kept here: fields in ascending number, a scalar equal to its default (0, "") is
 # omitted, varints little-endian base 128, negative ints as 10-byte two's complement.
@@ -57,39 +59,50 @@ cdef int pb_int(PbBuf* b, int field, int64_t v) except -1:
     pb_tag(b, field, WIRE_VARINT)
     return pb_raw_varint(b, <uint64_t>v)
 
-cdef int pb_bytes(PbBuf* b, int field, const char* p, Py_ssize_t n) except -1:
-    """A string/bytes/message field; omitted when empty (proto3)."""
-    if n == 0:
-        return 0
+cdef int pb_len(PbBuf* b, int field, const char* p, Py_ssize_t n) except -1:
+    """A length-delimited field, written even when empty (a message that is present, a member of a oneof)."""
     pb_tag(b, field, WIRE_LEN)
     pb_raw_varint(b, <uint64_t>n)
     pb_reserve(b, n)
-    memcpy(b.data + b.len, p, n)
+    if n:
+        memcpy(b.data + b.len, p, n)
     b.len += n
     return 0
+
+cdef int pb_bytes(PbBuf* b, int field, const char* p, Py_ssize_t n) except -1:
+    """A string/bytes field; omitted when empty (proto3)."""
+    if n == 0:
+        return 0
+    return pb_len(b, field, p, n)
 
 cdef int pb_str(PbBuf* b, int field, str s) except -1:
     cdef Py_ssize_t n
     cdef const char* p = PyUnicode_AsUTF8AndSize(s, &n)
     return pb_bytes(b, field, p, n)
 
-cdef int pb_message(PbBuf* b, int field, PbBuf* child) except -1:
-    """A nested message; written even when empty only if the parent must say it is present."""
-    pb_tag(b, field, WIRE_LEN)
-    pb_raw_varint(b, <uint64_t>child.len)
-    pb_reserve(b, child.len)
-    if child.len:
-        memcpy(b.data + b.len, child.data, child.len)
-    b.len += child.len
-    return 0
+cdef inline int pb_message(PbBuf* b, int field, PbBuf* child) except -1:
+    """A nested message, written even when empty: call it only when the parent must say it is present."""
+    return pb_len(b, field, child.data, child.len)
 
 cdef inline bytes pb_bytes_of(PbBuf* b):
     return b.data[:b.len] if b.len else b""
 
 
+def length_delimited(int field, bytes payload not None):
+    """``payload`` as a length-delimited field ``field`` (written even when empty): for nesting encoded bytes
+    that must stay byte-identical, as a batch's outcomes nest each item's answer as it was sent."""
+    cdef PbBuf b
+    memset(&b, 0, sizeof(PbBuf))
+    try:
+        pb_len(&b, field, payload, len(payload))
+        return pb_bytes_of(&b)
+    finally:
+        pb_free(&b)
+
+
 # ---------------------------------------------------------------- reading requests
-# A request the core decodes itself (OutpatientSettleRequest, DischargeSettleRequest, SettleBatchRequest)
-# is read field by field into Python values; anything unusual — an unknown field, fields out of
+# A request the core decodes itself (OutpatientSettleRequest, SettleBatchRequest and its SettleItems)
+# is read field by field into a named struct; anything unusual — an unknown field, fields out of
 # order, a default value written out, a non-minimal varint, both members of a oneof, invalid UTF-8 —
 # makes the reader answer None, and the caller parses the bytes with the generated classes instead.
 # So what is read here is always exactly what upb would read, and when the reader accepts the bytes
@@ -155,55 +168,97 @@ cdef inline int64_t pb_read_int(PbIn* r, bint is32) noexcept nogil:
     return <int64_t>v
 
 
-cdef tuple _read_fee_line(const unsigned char* p, Py_ssize_t n):
-    """FeeLine {1 feedetl_sn, 2 code, 3 name, 4 unit_price_fen, 5 qty_milli, 6 fee_date, 7 init_feedetl_sn}
-    -> tuple or None."""
+# What the readers answer: the message's fields by their proto names, in the core's own types.
+class OutpatientRequestRead(msgspec.Struct, frozen=True, gc=False, kw_only=True):
+    """An OutpatientSettleRequest as read by ``read_outpatient_request``."""
+
+    request_id: str
+    psn_no: str
+    certno: str
+    fixmedins_code: str
+    setl_date: int
+    card: object              # core.commands.Card, or None when the request has none
+    lines: tuple              # of core.events.FeeLine, in request order
+    acct_used_flag: bool
+    acct_mulaid_flag: bool
+    med_type: int             # a MedType value (0 when unset)
+    dise_codg: str
+    mdtrt_cert_type: str
+    mdtrt_cert_no: str
+
+
+class SettleItemRead(msgspec.Struct, frozen=True, gc=False):
+    """A SettleItem as read by ``read_settle_item``: which member of its oneof (the member's SettleItem field
+    number) and that member's bytes."""
+
+    field: int
+    request: bytes
+
+
+# core.events.FeeLine and core.commands.Card, looked up on the first read: core.commands imports this module
+# (through core.funds), so it cannot be imported while this one loads.
+cdef object _FeeLine = None
+cdef object _Card = None
+
+cdef int _read_types() except -1:
+    global _FeeLine, _Card
+    from core.commands import Card
+    from core.events import FeeLine
+    _FeeLine, _Card = FeeLine, Card
+    return 0
+
+
+cdef object _read_fee_line(const unsigned char* p, Py_ssize_t n):
+    """FeeLine bytes -> core.events.FeeLine, or None."""
     cdef PbIn r
     cdef uint64_t key
-    cdef int field, last = 0
+    cdef uint64_t field, last = 0     # as sent (up to 61 bits): never truncated into one of ours
     r.p, r.pos, r.end, r.bad = p, 0, n, False
     sn = code = name = init_sn = ""
     cdef int64_t price = 0, qty = 0, fee_date = 0
     while r.pos < r.end and not r.bad:
         key = pb_read_varint(&r)
-        field = <int>(key >> 3)
+        field = key >> 3
         if field <= last:
             return None
         last = field
-        if field <= 3 and (key & 7) == WIRE_LEN:
-            value = pb_read_str(&r)
-            if field == 1:
-                sn = value
-            elif field == 2:
-                code = value
+        if (key & 7) == WIRE_LEN:
+            if field == FeeLine_feedetl_sn:
+                sn = pb_read_str(&r)
+            elif field == FeeLine_code:
+                code = pb_read_str(&r)
+            elif field == FeeLine_name:
+                name = pb_read_str(&r)
+            elif field == FeeLine_init_feedetl_sn:
+                init_sn = pb_read_str(&r)
             else:
-                name = value
-        elif 4 <= field <= 6 and (key & 7) == WIRE_VARINT:
-            if field == 4:
+                return None
+        elif (key & 7) == WIRE_VARINT:
+            if field == FeeLine_unit_price_fen:
                 price = pb_read_int(&r, False)
-            elif field == 5:
+            elif field == FeeLine_qty_milli:
                 qty = pb_read_int(&r, False)
-            else:
+            elif field == FeeLine_fee_date:
                 fee_date = pb_read_int(&r, True)
-        elif field == 7 and (key & 7) == WIRE_LEN:
-            init_sn = pb_read_str(&r)
+            else:
+                return None
         else:
             return None
     if r.bad:
         return None
-    return (sn, code, name, price, qty, fee_date, init_sn)
+    return _FeeLine(feedetl_sn=sn, code=code, name=name, unit_price_fen=price, qty_milli=qty, fee_date=fee_date,
+                    init_feedetl_sn=init_sn)
 
 
 def read_outpatient_request(const unsigned char[::1] raw):
-    """OutpatientSettleRequest -> (request_id, psn_no, certno, fixmedins_code, setl_date,
-    (card_no, card_version) | None, [fee line tuples], acct_used_flag, acct_mulaid_flag, med_type, dise_codg,
-    mdtrt_cert_type, mdtrt_cert_no),
-    or None: parse it
-    with the generated class.  A field this reader does not know (a newer one) also gives None: never dropped."""
-    cdef PbIn r, c
+    """OutpatientSettleRequest bytes -> OutpatientRequestRead, or None: parse them with the generated class.
+    A field this reader does not know (a newer one) also gives None: never dropped."""
+    cdef PbIn r
     cdef uint64_t key
-    cdef int field, last = 0
+    cdef uint64_t field, last = 0     # as sent (up to 61 bits): never truncated into one of ours
     cdef Py_ssize_t n
+    if _FeeLine is None:
+        _read_types()
     r.p, r.pos, r.end, r.bad = &raw[0] if raw.shape[0] else NULL, 0, raw.shape[0], False
     request_id = psn_no = certno = fixmedins_code = dise_codg = cert_type = cert_no = ""
     cdef int64_t setl_date = 0, med_type = 0
@@ -212,104 +267,116 @@ def read_outpatient_request(const unsigned char[::1] raw):
     lines = []
     while r.pos < r.end and not r.bad:
         key = pb_read_varint(&r)
-        field = <int>(key >> 3)
-        if field < last or (field == last and field != 7):
+        field = key >> 3
+        if field < last or (field == last and field != OutpatientSettleRequest_lines):
             return None
         last = field
-        if field in (1, 2, 3, 4) and (key & 7) == WIRE_LEN:
-            value = pb_read_str(&r, field == 2 or field == 3)
-            if field == 1:
-                request_id = value
-            elif field == 4:
-                fixmedins_code = value
-            elif person:         # both members of the oneof on the wire: let upb decide which one stands
-                return None
-            else:
+        if (key & 7) == WIRE_LEN:
+            if field == OutpatientSettleRequest_request_id:
+                request_id = pb_read_str(&r)
+            elif field == OutpatientSettleRequest_psn_no or field == OutpatientSettleRequest_certno:
+                value = pb_read_str(&r, True)    # a member of a oneof is written even when empty
+                if person:                       # both members of the oneof on the wire: let upb decide which stands
+                    return None
                 person = True
-                if field == 2:
+                if field == OutpatientSettleRequest_psn_no:
                     psn_no = value
                 else:
                     certno = value
-        elif field == 5 and (key & 7) == WIRE_VARINT:
-            setl_date = pb_read_int(&r, True)
-        elif field in (6, 7) and (key & 7) == WIRE_LEN:
-            n = pb_read_len(&r)
-            if r.bad:
-                return None
-            if field == 6:
-                card = _read_card(r.p + r.pos, n)
-                if card is None:
+            elif field == OutpatientSettleRequest_fixmedins_code:
+                fixmedins_code = pb_read_str(&r)
+            elif field == OutpatientSettleRequest_card or field == OutpatientSettleRequest_lines:
+                n = pb_read_len(&r)
+                if r.bad:
                     return None
+                if field == OutpatientSettleRequest_card:
+                    card = _read_card(r.p + r.pos, n)
+                    if card is None:
+                        return None
+                else:
+                    line = _read_fee_line(r.p + r.pos, n)
+                    if line is None:
+                        return None
+                    lines.append(line)
+                r.pos += n
+            elif field == OutpatientSettleRequest_dise_codg:
+                dise_codg = pb_read_str(&r)
+            elif field == OutpatientSettleRequest_mdtrt_cert_type:
+                cert_type = pb_read_str(&r)
+            elif field == OutpatientSettleRequest_mdtrt_cert_no:
+                cert_no = pb_read_str(&r)
             else:
-                line = _read_fee_line(r.p + r.pos, n)
-                if line is None:
-                    return None
-                lines.append(line)
-            r.pos += n
-        elif field in (8, 9) and (key & 7) == WIRE_VARINT:
-            if pb_read_varint(&r) != 1:      # a bool true is written as 1; false is omitted (proto3)
                 return None
-            if field == 8:
-                acct_used = True
+        elif (key & 7) == WIRE_VARINT:
+            if field == OutpatientSettleRequest_setl_date:
+                setl_date = pb_read_int(&r, True)
+            elif field == OutpatientSettleRequest_acct_used_flag or field == OutpatientSettleRequest_acct_mulaid_flag:
+                if pb_read_varint(&r) != 1:      # a bool true is written as 1; false is omitted (proto3)
+                    return None
+                if field == OutpatientSettleRequest_acct_used_flag:
+                    acct_used = True
+                else:
+                    acct_mulaid = True
+            elif field == OutpatientSettleRequest_med_type:
+                med_type = pb_read_int(&r, True)
             else:
-                acct_mulaid = True
-        elif field == 10 and (key & 7) == WIRE_VARINT:
-            med_type = pb_read_int(&r, True)
-        elif field == 11 and (key & 7) == WIRE_LEN:
-            dise_codg = pb_read_str(&r)
-        elif field == 12 and (key & 7) == WIRE_LEN:
-            cert_type = pb_read_str(&r)
-        elif field == 13 and (key & 7) == WIRE_LEN:
-            cert_no = pb_read_str(&r)
+                return None
         else:
             return None
     if r.bad:
         return None
-    return (request_id, psn_no, certno, fixmedins_code, setl_date, card, lines, acct_used, acct_mulaid,
-            med_type, dise_codg, cert_type, cert_no)
+    return OutpatientRequestRead(
+        request_id=request_id, psn_no=psn_no, certno=certno, fixmedins_code=fixmedins_code, setl_date=setl_date,
+        card=card, lines=tuple(lines), acct_used_flag=acct_used, acct_mulaid_flag=acct_mulaid, med_type=med_type,
+        dise_codg=dise_codg, mdtrt_cert_type=cert_type, mdtrt_cert_no=cert_no)
 
 
-cdef tuple _read_card(const unsigned char* p, Py_ssize_t n):
-    """Card {1 card_no, 2 card_version} -> (card_no, card_version), or None; an empty card is present but blank."""
+cdef object _read_card(const unsigned char* p, Py_ssize_t n):
+    """Card bytes -> core.commands.Card, or None; an empty card is present but blank."""
     cdef PbIn r
     cdef uint64_t key
-    cdef int field, last = 0
+    cdef uint64_t field, last = 0     # as sent (up to 61 bits): never truncated into one of ours
     r.p, r.pos, r.end, r.bad = p, 0, n, False
     card_no = card_version = ""
     while r.pos < r.end and not r.bad:
         key = pb_read_varint(&r)
-        field = <int>(key >> 3)
-        if field <= last or field > 2 or (key & 7) != WIRE_LEN:
+        field = key >> 3
+        if field <= last or (key & 7) != WIRE_LEN:
             return None
         last = field
-        if field == 1:
+        if field == Card_card_no:
             card_no = pb_read_str(&r)
-        else:
+        elif field == Card_card_version:
             card_version = pb_read_str(&r)
+        else:
+            return None
     if r.bad:
         return None
-    return (card_no, card_version)
+    return _Card(card_no=card_no, card_version=card_version)
 
 
 def read_settle_item(const unsigned char[::1] raw):
-    """SettleItem {oneof settle: 1 outpatient, 2 discharge, 3 admit, 4 fees} -> (field, the inner request bytes), or None."""
+    """SettleItem bytes -> SettleItemRead (outpatient, discharge, admit or fees), or None."""
     cdef PbIn r
     cdef uint64_t key
     cdef Py_ssize_t n
+    cdef uint64_t field
     r.p, r.pos, r.end, r.bad = &raw[0] if raw.shape[0] else NULL, 0, raw.shape[0], False
     if r.end == 0:
         return None
     key = pb_read_varint(&r)
-    if (key & 7) != WIRE_LEN or (key >> 3) not in (1, 2, 3, 4):
+    field = key >> 3
+    if (key & 7) != WIRE_LEN or not (field == SettleItem_outpatient or field == SettleItem_discharge
+                                     or field == SettleItem_admit or field == SettleItem_fees):
         return None
     n = pb_read_len(&r)
     if r.bad or r.pos + n != r.end:
         return None
-    return (<int>(key >> 3), bytes(raw[r.pos:r.pos + n]))
+    return SettleItemRead(field=field, request=bytes(raw[r.pos:r.pos + n]))
 
 
 def read_batch_items(const unsigned char[::1] raw):
-    """SettleBatchRequest {repeated SettleItem items = 1} -> [each item's bytes], or None."""
+    """SettleBatchRequest {repeated SettleItem items} -> [each item's bytes], or None."""
     cdef PbIn r
     cdef uint64_t key
     cdef Py_ssize_t n
@@ -317,7 +384,7 @@ def read_batch_items(const unsigned char[::1] raw):
     items = []
     while r.pos < r.end:
         key = pb_read_varint(&r)
-        if r.bad or key != ((1 << 3) | WIRE_LEN):
+        if r.bad or key != ((SettleBatchRequest_items << 3) | WIRE_LEN):
             return None
         n = pb_read_len(&r)
         if r.bad:

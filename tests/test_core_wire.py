@@ -4,7 +4,9 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from core.commands import Card
 from core.events import Breakdown, FeeLine
+from core.funds import RISK_FLAGS, risk_flag_values
 from datagen.spec_fixture import DATE, load_spec_index
 from gateway._pb.yidi.v1 import common_pb2 as pb, settlement_pb2 as spb
 
@@ -25,7 +27,7 @@ def by_the_classes(bill, head: dict, lines, flags: int = 0, month: int = 0, balc
     results = bill.line_results()
     settlement = pb.Settlement(
         **head, policy_effective_from=bill.policy_effective_from, clearing_month=month, balc=balc,
-        risk_flags=[i + 1 for i in range(4) if flags >> i & 1],
+        risk_flags=[pb.RiskFlag.Value("RISK_FLAG_" + name) for i, name in enumerate(RISK_FLAGS) if flags >> i & 1],
         breakdown=pb.Breakdown(**dict(zip(Breakdown.__struct_fields__, bill.breakdown, strict=True))),
         lines=[pb.LineResult(feedetl_sn=ln.feedetl_sn, code=ln.code, chrgitm_lv=r[0], det_item_fee_sumamt=r[1],
                              fulamt_ownpay_amt=r[2], overlmt_selfpay=r[3], preselfpay_amt=r[4], inscp_scp_amt=r[5])
@@ -53,12 +55,14 @@ def test_the_core_writes_the_bytes_the_generated_classes_write(tmp_path_factory,
     bill.set_accounts(own, min(family, bill.acct_payable - own))
     head = dict(setl_id="S000000000000042" if status else "", mdtrt_id="M000000000000041", psn_no=n["psn"][who],
                 psn_name=name, fixmedins_code=inst, fixmedins_name="海口市人民医院", insuplc_admdvs="210102",
-                mdtrtarea_admdvs="460100", visit_kind=1 if inpatient else 2, insutype=310,
-                filing_id="F0002", filing_kind=6, setl_date=DATE, status=status)
-    med = dict(med_type=14, dise_codg="M07803") if flags & 1 else {}   # SPEC §10.2 fields, on some answers
+                mdtrtarea_admdvs="460100", visit_kind=pb.VISIT_KIND_INPATIENT if inpatient else pb.VISIT_KIND_OUTPATIENT,
+                insutype=pb.INSUTYPE_EMPLOYEE, filing_id="F0002", filing_kind=pb.FILING_KIND_OTHER_TEMPORARY,
+                setl_date=DATE, status=status)
+    med = dict(med_type=pb.MED_TYPE_CHRONIC, dise_codg="M07803") if flags & 1 else {}   # SPEC §10.2 fields, on some
     if flags & 2:
         med["mid_setl_flag"] = True                                     # SPEC §10.3
-    assert (bill.settlement_response(**head, lines=lines, risk_flags=flags, clearing_month=month, balc=balc, **med)
+    assert (bill.settlement_response(**head, lines=lines, risk_flags=risk_flag_values(flags), clearing_month=month,
+                                     balc=balc, **med)
             == by_the_classes(bill, dict(head, **med), lines, flags, month, balc))
     # And the bill agrees with the dict answer of Index.benefit (one computation, two shapes).
     answer = ix.benefit(n["psn"][who], inst, kind, inpatient, DATE, [(x.code, x.unit_price_fen, x.qty_milli)
@@ -89,13 +93,15 @@ request = st.builds(
     st.tuples(st.sampled_from(("", "01", "02", "03")), text))
 
 
-def read_by_the_classes(req: spb.OutpatientSettleRequest) -> tuple:
-    card = (req.card.card_no, req.card.card_version) if req.HasField("card") else None
-    return (req.request_id, req.psn_no, req.certno, req.fixmedins_code, req.setl_date, card,
-            [(x.feedetl_sn, x.code, x.name, x.unit_price_fen, x.qty_milli, x.fee_date, x.init_feedetl_sn)
-             for x in req.lines],
-            req.acct_used_flag, req.acct_mulaid_flag, req.med_type, req.dise_codg, req.mdtrt_cert_type,
-            req.mdtrt_cert_no)
+def read_by_the_classes(req: spb.OutpatientSettleRequest) -> _core.OutpatientRequestRead:
+    card = Card(req.card.card_no, req.card.card_version) if req.HasField("card") else None
+    return _core.OutpatientRequestRead(
+        request_id=req.request_id, psn_no=req.psn_no, certno=req.certno, fixmedins_code=req.fixmedins_code,
+        setl_date=req.setl_date, card=card,
+        lines=tuple(FeeLine(x.feedetl_sn, x.code, x.name, x.unit_price_fen, x.qty_milli, x.fee_date,
+                            x.init_feedetl_sn) for x in req.lines),
+        acct_used_flag=req.acct_used_flag, acct_mulaid_flag=req.acct_mulaid_flag, med_type=req.med_type,
+        dise_codg=req.dise_codg, mdtrt_cert_type=req.mdtrt_cert_type, mdtrt_cert_no=req.mdtrt_cert_no)
 
 
 @settings(max_examples=300, deadline=None, derandomize=True)
@@ -118,6 +124,14 @@ def test_whatever_the_core_accepts_is_canonical_and_read_as_upb_reads_it(noise, 
         assert raw == parsed.SerializeToString(deterministic=True)  # so the digest may be taken over raw
 
 
+def test_a_field_number_beyond_32_bits_is_not_read_as_one_of_ours():
+    request_id = spb.OutpatientSettleRequest.REQUEST_ID_FIELD_NUMBER
+    raw = _varint(((1 << 32) + request_id) << 3 | 2) + b"\x01a"   # upb refuses it: not a valid field number
+    assert _core.read_outpatient_request(raw) is None
+    item = _varint(((1 << 32) + spb.SettleItem.OUTPATIENT_FIELD_NUMBER) << 3 | 2) + b"\x00"
+    assert _core.read_settle_item(item) is None
+
+
 def _varint(n: int) -> bytes:
     out = bytearray()
     while n >= 0x80:
@@ -137,8 +151,9 @@ def test_batch_items_are_split_as_the_generated_classes_split_them(items, noise)
     assert raws == [x.SerializeToString() for x in items]
     for raw, item in zip(raws, items, strict=True):
         kind = item.WhichOneof("settle")
-        assert _core.read_settle_item(raw) == (1 if kind == "outpatient" else 2,
-                                               getattr(item, kind).SerializeToString())
+        assert _core.read_settle_item(raw) == _core.SettleItemRead(
+            field=spb.SettleItem.DESCRIPTOR.fields_by_name[kind].number, request=getattr(item, kind).SerializeToString())
     split = _core.read_batch_items(noise)
     if split is not None:  # accepted noise must be exactly a sequence of field-1 items (each then read on its own)
-        assert b"".join(b"\n" + _varint(len(x)) + x for x in split) == noise
+        key = bytes([spb.SettleBatchRequest.ITEMS_FIELD_NUMBER << 3 | 2])
+        assert b"".join(key + _varint(len(x)) + x for x in split) == noise

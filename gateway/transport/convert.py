@@ -17,10 +17,10 @@ from google.protobuf.message import DecodeError
 
 from core import commands as cmd
 from core.archive import ArchivedProblem, ProblemNote
-from core import ACCUMULATOR_KEYS, read_batch_items, read_outpatient_request, read_settle_item
+from core import ACCUMULATOR_KEYS, length_delimited, read_batch_items, read_outpatient_request, read_settle_item
 from core.errors import YidiError
 from core.events import FeeLine, Filing, Person
-from core.funds import PROBLEM_OVERDUE_DAYS, RISK_FLAGS, Figures, Position, Report
+from core.funds import PROBLEM_OVERDUE_DAYS, RISK_FLAG_VALUES, Figures, Position, Report, risk_flag_values
 
 from ..security import bounds
 from ..security.privacy import mask_certno
@@ -75,19 +75,22 @@ DAY_MS = 86_400_000
 
 
 def risk_flags_pb(flags: int) -> list[int]:
-    """Core flag bits (core.funds.RISK_FLAGS) -> RiskFlag values: bit i is value i + 1."""
-    return [i + 1 for i in range(len(RISK_FLAGS)) if flags >> i & 1]
+    """Core flag bits (core.funds.RISK_FLAGS) -> RiskFlag values."""
+    return list(risk_flag_values(flags))
+
+
+_RISK_FLAG_BIT = {value: bit for bit, value in enumerate(RISK_FLAG_VALUES)}
 
 
 def risk_flags_mask(values) -> int:
     """RiskFlag values -> core flag bits (every flag when none is named)."""
     mask = 0
     for value in values:
-        if not 1 <= value <= len(RISK_FLAGS):
-            raise YidiError("INVALID_ENUM", what=f"风险标记取值 {value}", problem=f"无效，应为 1–{len(RISK_FLAGS)}",
-                            field="flags")
-        mask |= 1 << (value - 1)
-    return mask or (1 << len(RISK_FLAGS)) - 1
+        if value not in _RISK_FLAG_BIT:
+            raise YidiError("INVALID_ENUM", what=f"风险标记取值 {value}",
+                            problem=f"无效，应为 {min(_RISK_FLAG_BIT)}–{max(_RISK_FLAG_BIT)}", field="flags")
+        mask |= 1 << _RISK_FLAG_BIT[value]
+    return mask or (1 << len(RISK_FLAG_VALUES)) - 1
 
 
 # ------------------------------------------------------------- rows
@@ -189,17 +192,15 @@ class Wire:
 
 def outpatient_wire(raw: bytes) -> Wire:
     """OutpatientSettleRequest bytes → command, read by the core when they are canonical (most are), else by upb."""
-    fields = read_outpatient_request(raw)
-    if fields is None:
+    req = read_outpatient_request(raw)
+    if req is None:
         req = parse(spb.OutpatientSettleRequest, raw, "请求")
         return Wire(outpatient_command(req), request_digest(req))
-    (request_id, psn_no, certno, fixmedins_code, setl_date, card, lines, acct_used, acct_mulaid, med, dise,
-     cert_type, cert_no) = fields
     command = cmd.OutpatientSettle(
-        request_id=request_id, person=cmd.PersonId(psn_no, certno), fixmedins_code=fixmedins_code,
-        setl_date=setl_date, lines=tuple(FeeLine(*line) for line in lines),
-        card=cmd.Card(*card) if card is not None else None, acct_used_flag=acct_used, acct_mulaid_flag=acct_mulaid,
-        med_type=MED_TYPE.str(med, required=False), dise_codg=dise, credential=credential(cert_type, cert_no))
+        request_id=req.request_id, person=cmd.PersonId(req.psn_no, req.certno), fixmedins_code=req.fixmedins_code,
+        setl_date=req.setl_date, lines=req.lines, card=req.card, acct_used_flag=req.acct_used_flag,
+        acct_mulaid_flag=req.acct_mulaid_flag, med_type=MED_TYPE.str(req.med_type, required=False),
+        dise_codg=req.dise_codg, credential=credential(req.mdtrt_cert_type, req.mdtrt_cert_no))
     # canonical bytes are the deterministic serialization: the digest is the one request_digest would give
     return Wire(command, hashlib.blake2b(raw, digest_size=16).digest())
 
@@ -393,20 +394,28 @@ def upload_fees_command(req: spb.UploadFeesRequest) -> cmd.UploadFees:
 
 # A batch or stream item, by its SettleItem field: the unary RPC it stands for (its access rule), its reader,
 # and the SettleOutcome field of its answer.
+_ITEM, _OUTCOME = spb.SettleItem, spb.SettleOutcome
 SETTLE_ITEMS = {
-    1: ("SettlementService/OutpatientSettle", outpatient_wire, 1),
-    2: ("SettlementService/DischargeSettle", _upb_wire(spb.DischargeSettleRequest, discharge_command, "出院结算"), 1),
-    3: ("SettlementService/Admit", _upb_wire(spb.AdmitRequest, admit_command, "入院登记"), 3),
-    4: ("SettlementService/UploadFees", _upb_wire(spb.UploadFeesRequest, upload_fees_command, "费用明细上传"), 4),
+    _ITEM.OUTPATIENT_FIELD_NUMBER: ("SettlementService/OutpatientSettle", outpatient_wire,
+                                    _OUTCOME.SETTLEMENT_FIELD_NUMBER),
+    _ITEM.DISCHARGE_FIELD_NUMBER: ("SettlementService/DischargeSettle",
+                                   _upb_wire(spb.DischargeSettleRequest, discharge_command, "出院结算"),
+                                   _OUTCOME.SETTLEMENT_FIELD_NUMBER),
+    _ITEM.ADMIT_FIELD_NUMBER: ("SettlementService/Admit", _upb_wire(spb.AdmitRequest, admit_command, "入院登记"),
+                               _OUTCOME.ADMITTED_FIELD_NUMBER),
+    _ITEM.FEES_FIELD_NUMBER: ("SettlementService/UploadFees",
+                              _upb_wire(spb.UploadFeesRequest, upload_fees_command, "费用明细上传"),
+                              _OUTCOME.VISIT_FIELD_NUMBER),
 }
-_ITEM_FIELDS = {"outpatient": 1, "discharge": 2, "admit": 3, "fees": 4}
 _NOT_AN_ITEM = {"what": "批量项", "problem": "须为门诊结算、出院结算、入院登记或费用明细上传之一，或报文无法解析"}
 
 
 def settle_item(raw: bytes) -> tuple[str, Wire, int] | YidiError:
     """A SettleItem's bytes → (its unary RPC, its request, its answer's field), or the refusal in its place."""
     split = read_settle_item(raw)
-    if split is None:  # not the usual shape: let upb read it (it may still be a valid item)
+    if split is not None:
+        field, request = split.field, split.request
+    else:  # not the usual shape: let upb read it (it may still be a valid item)
         try:
             item = spb.SettleItem.FromString(raw)
         except DecodeError:
@@ -414,10 +423,10 @@ def settle_item(raw: bytes) -> tuple[str, Wire, int] | YidiError:
         kind = item.WhichOneof("settle")
         if kind is None:
             return YidiError("INVALID_ARGUMENT", **_NOT_AN_ITEM)
-        split = (_ITEM_FIELDS[kind], getattr(item, kind).SerializeToString())
-    method, read, answer_field = SETTLE_ITEMS[split[0]]
+        field, request = _ITEM.DESCRIPTOR.fields_by_name[kind].number, getattr(item, kind).SerializeToString()
+    method, read, answer_field = SETTLE_ITEMS[field]
     try:
-        return method, read(split[1]), answer_field
+        return method, read(request), answer_field
     except YidiError as err:
         return err
 
@@ -433,30 +442,16 @@ def batch_items(raw: bytes) -> list:
     return [settle_item(x) for x in items]
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def _length_delimited(field: int, payload: bytes) -> bytes:
-    """A protobuf length-delimited field (field < 16), for nesting bytes that must stay byte-identical."""
-    return bytes([(field << 3) | 2]) + _varint(len(payload)) + payload
-
-
-def settle_outcome(outcome: bytes | YidiError, answer_field: int = 1) -> bytes:
+def settle_outcome(outcome: bytes | YidiError, answer_field: int = _OUTCOME.SETTLEMENT_FIELD_NUMBER) -> bytes:
     """A SettleOutcome: the unary answer's bytes as they are (so a replay is identical), or the refusal."""
     if isinstance(outcome, YidiError):
-        return _length_delimited(2, status_proto(outcome).SerializeToString())
-    return _length_delimited(answer_field, outcome)
+        return length_delimited(_OUTCOME.REFUSED_FIELD_NUMBER, status_proto(outcome).SerializeToString())
+    return length_delimited(answer_field, outcome)
 
 
 def settle_batch_reply(outcomes: list[bytes]) -> bytes:
     """SettleBatchResponse from encoded SettleOutcomes."""
-    return b"".join(_length_delimited(1, o) for o in outcomes)
+    return b"".join([length_delimited(spb.SettleBatchResponse.OUTCOMES_FIELD_NUMBER, o) for o in outcomes])
 
 
 def encode_reply(result: cmd.Result) -> bytes:
