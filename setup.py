@@ -37,7 +37,7 @@ def generate_stubs() -> None:
             *protos]
     if protoc.main(args) != 0:
         raise RuntimeError("protoc failed")
-    # Server reflection answers with these descriptors, comments included (gateway/reflection.py); the
+    # Server reflection answers with these descriptors, comments included (gateway/transport/reflection.py); the
     # error details too, so a generic tool can decode a refusal's ErrorInfo, BadRequest, LocalizedMessage.
     reflected = [*protos, "grpc/health/v1/health.proto", "google/rpc/error_details.proto"]
     if protoc.main(["protoc", *include, "--include_imports", "--include_source_info",

@@ -22,7 +22,7 @@ import time
 
 import uvloop
 
-from gateway.ledger import GroupCommitLedger, Record, SqliteStore
+from gateway.store import GroupCommitLedger, Record, SqliteStore
 from gateway.testing import seal_key
 
 BODY_BYTES = 300

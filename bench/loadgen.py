@@ -113,7 +113,7 @@ def aio_channel(target: str, caller: str, **options):
     """An asyncio channel presenting caller's client certificate."""
     import grpc
 
-    from gateway import certs
+    from gateway.security import certs
     from gateway.testing import credentials
 
     return grpc.aio.secure_channel(target, credentials(caller, certs.Paths(certs_dir())),

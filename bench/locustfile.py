@@ -36,8 +36,8 @@ grpc_gevent.init_gevent()
 from datagen.workload import DATE, Workload  # noqa: E402
 from gateway._pb.yidi.v1 import common_pb2 as pb, filing_pb2 as fpb  # noqa: E402
 from gateway._pb.yidi.v1 import filing_pb2_grpc, settlement_pb2 as spb, settlement_pb2_grpc  # noqa: E402
-from gateway import certs  # noqa: E402
-from gateway.status import reason_of  # noqa: E402
+from gateway.security import certs  # noqa: E402
+from gateway.transport.status import reason_of  # noqa: E402
 from gateway.testing import credentials  # noqa: E402
 
 _WORKLOAD: list[Workload] = []

@@ -54,7 +54,7 @@ def outcome(err) -> tuple[str, bool]:
     """(OVERLOADED or CODE/REASON, whether a RetryInfo came with it) of a failed call."""
     from google.rpc import error_details_pb2
 
-    from gateway.status import detail_of, error_info
+    from gateway.transport.status import detail_of, error_info
 
     info = error_info(err)
     reason = info.reason if info is not None else "-"

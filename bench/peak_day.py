@@ -154,8 +154,8 @@ def check_ledger(ledger: str, data_dir: str, snapshots: str, acknowledged: list[
     from core.events import Settled, id_seq
     from gateway.app import load_index
     from gateway.config import Config
-    from gateway.ledger import SqliteStore
-    from gateway.snapshot import Snapshots
+    from gateway.store import SqliteStore
+    from gateway.store.snapshot import Snapshots
 
     store = SqliteStore(ledger, key)
     try:
@@ -221,7 +221,7 @@ def run(data_dir: str, settlements: int, processes: int = 2, lanes: int = 4, bat
         rss_end = rss_bytes(proc.pid)
         import grpc
 
-        from gateway import certs
+        from gateway.security import certs
         from gateway._pb.yidi.v1 import admin_pb2
         from gateway.testing import Client, credentials, seal_key
         from bench.loadgen import certs_dir

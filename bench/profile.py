@@ -32,13 +32,14 @@ OURS = (
     ("core/engine.py", "engine (decide/apply, Python)"),
     ("core/funds.py", "engine (funds booking)"),
     ("core/", "core (other)"),
-    ("gateway/ledger.py", "ledger front end"),
-    ("gateway/keys.py", "idempotency keys"),
-    ("gateway/convert.py", "request/response translation"),
+    ("gateway/store/ledger.py", "ledger front end"),
+    ("gateway/store/sqlite/", "ledger front end"),   # the store's reads on the loop (find_request ...)
+    ("gateway/store/idempotency.py", "idempotency keys"),
+    ("gateway/transport/convert.py", "request/response translation"),
     ("gateway/app.py", "gateway execute path"),
-    ("gateway/metrics.py", "metrics"),
-    ("gateway/services/", "service handlers"),
-    ("gateway/auth.py", "caller identity"),
+    ("gateway/operations/metrics.py", "metrics"),
+    ("gateway/transport/services/", "service handlers"),
+    ("gateway/security/auth.py", "caller identity"),
     ("gateway/", "gateway (other)"),
 )
 LIBRARIES = (
@@ -52,7 +53,7 @@ LIBRARIES = (
 
 
 # Frames every stack of the main thread starts with: below them is the event loop.
-ENTRY = ("<frozen runpy>", "gateway/__main__.py", "gateway/cli/", "gateway/server.py", "uvloop/__init__.py")
+ENTRY = ("<frozen runpy>", "gateway/__main__.py", "gateway/cli/", "gateway/transport/server.py", "uvloop/__init__.py")
 
 
 def layer(frames: list[str]) -> str:

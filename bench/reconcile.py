@@ -38,10 +38,11 @@ from core import commands as cmd  # noqa: E402
 from core.engine import Engine  # noqa: E402
 from core.errors import YidiError  # noqa: E402
 from datagen.workload import Workload  # noqa: E402
-from gateway import archive_sql, snapshot  # noqa: E402
+from gateway.store.rows import institution_key  # noqa: E402
+from gateway.store import snapshot  # noqa: E402
 from gateway.cli.funds import detail_stream  # noqa: E402
-from gateway.convert import encode_reply  # noqa: E402
-from gateway.ledger import Record, SqliteStore  # noqa: E402
+from gateway.transport.convert import encode_reply  # noqa: E402
+from gateway.store import Record, SqliteStore  # noqa: E402
 from gateway.testing import seal_key, start_gateway  # noqa: E402
 
 COMMIT_RECORDS = 5000
@@ -154,7 +155,7 @@ def insert_cost(workdir: str, rows: int = 300_000, institutions: int = 30_000) -
         for k in range(0, rows, 1000):   # one transaction per 1000 rows, as a busy group commit
             batch = data[k:k + 1000]
             if variant == "int63":
-                batch = [(archive_sql.institution_key(r[0]), *r[1:]) for r in batch]
+                batch = [(institution_key(r[0]), *r[1:]) for r in batch]
             conn.execute("BEGIN")
             conn.executemany("INSERT INTO recon VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", batch)
             conn.execute("COMMIT")

@@ -32,9 +32,9 @@ from core import commands as cmd  # noqa: E402
 from core.engine import Engine  # noqa: E402
 from core.errors import YidiError  # noqa: E402
 from datagen.workload import Workload  # noqa: E402
-from gateway import snapshot  # noqa: E402
-from gateway.convert import encode_reply  # noqa: E402
-from gateway.ledger import Record, SqliteStore  # noqa: E402
+from gateway.store import snapshot  # noqa: E402
+from gateway.transport.convert import encode_reply  # noqa: E402
+from gateway.store import Record, SqliteStore  # noqa: E402
 from gateway.testing import dev_certs, seal_key  # noqa: E402
 
 COMMIT_RECORDS = 5000
@@ -105,7 +105,7 @@ def build_ledgers(data_dir: str, counts: list[int], workdir: str) -> dict[int, s
 
 def restart(data_dir: str, ledger: str, snapshots: str) -> tuple[float, int, float]:
     """Seconds from start to SERVING, VmRSS (bytes) then, and seconds from start until the background
-    verification of the whole ledger (gateway/verify.py) says OK."""
+    verification of the whole ledger (gateway/store/sqlite/verify.py) says OK."""
     start = time.monotonic()
     log = ledger + ".restart.log"
     with open(log, "wb") as err:

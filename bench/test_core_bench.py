@@ -10,7 +10,7 @@ import pytest
 
 from core.events import FeeLine
 from datagen.spec_fixture import DATE, load_spec_index
-from gateway import convert
+from gateway.transport import convert
 from gateway._pb.yidi.v1 import common_pb2 as pb, settlement_pb2 as spb
 
 LINES_20 = [("XA01", 1250, 20000), ("XB02", 8800, 3500), ("XB03", 7300, 10000), ("XC04", 45000, 1000),

@@ -18,7 +18,7 @@ from core import Index
 from core.errors import YidiError
 from datagen import generate
 from datagen.workload import DATE, Workload
-from gateway import convert
+from gateway.transport import convert
 from gateway._pb.yidi.v1 import common_pb2 as pb, settlement_pb2 as spb
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -41,7 +41,7 @@ class Reason(NamedTuple):
 
     ``message`` is the clerk's message, in Chinese, a ``str.format`` template of
     the refusal's parameters (the raise site passes them by name; they are also
-    the ErrorInfo metadata, bounded and masked by gateway/status.py).
+    the ErrorInfo metadata, bounded and masked by gateway/transport/status.py).
     ``english`` says what the reason means and what to do, for programs and
     their authors (a google.rpc.LocalizedMessage beside the Chinese).
     """

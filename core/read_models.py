@@ -23,6 +23,9 @@ class ReadModels:
         self.visits = visits
         self.settlements = settlements
 
+    def region_name(self, code: str) -> str:
+        return self.index.region_name(code) or ""
+
     def institution_name(self, fixmedins_code: str) -> str:
         inst = self.index.get_institution(fixmedins_code)
         return inst["name"] if inst is not None else ""

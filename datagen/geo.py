@@ -18,45 +18,51 @@ form that SPEC §2 assumes.
 
 from __future__ import annotations
 
+from core import PROVINCES as CORE_PROVINCES
 from core import province_code
 
-# (code, name, short name, population in millions (2020 census, rounded),
-#  weight as an origin of filed persons: the big senders of cross-province
-#  patients are the north-east, the populous inland provinces, and the
-#  migrant-worker provinces).
+# Population in millions (2020 census, rounded) and weight as an origin of
+# filed persons, by province: the big senders of cross-province patients are
+# the north-east, the populous inland provinces, and the migrant-worker
+# provinces.
+_POPULATION_AND_WEIGHT: dict[str, tuple[float, float]] = {
+    "110000": (21.9, 1.2),
+    "120000": (13.9, 1.2),
+    "130000": (74.6, 5.0),
+    "140000": (34.9, 3.0),
+    "150000": (24.0, 4.5),
+    "210000": (42.6, 7.0),
+    "220000": (24.1, 6.0),
+    "230000": (31.9, 9.0),
+    "310000": (24.9, 1.5),
+    "320000": (84.7, 3.0),
+    "330000": (64.6, 2.0),
+    "340000": (61.0, 6.0),
+    "350000": (41.5, 1.5),
+    "360000": (45.2, 5.0),
+    "370000": (101.5, 4.5),
+    "410000": (99.4, 11.0),
+    "420000": (57.8, 5.5),
+    "430000": (66.4, 6.5),
+    "440000": (126.0, 1.5),
+    "450000": (50.1, 3.5),
+    "460000": (10.1, 0.4),
+    "500000": (32.1, 3.5),
+    "510000": (83.7, 9.0),
+    "520000": (38.6, 3.0),
+    "530000": (47.2, 1.8),
+    "540000": (3.6, 0.3),
+    "610000": (39.5, 3.0),
+    "620000": (25.0, 3.0),
+    "630000": (5.9, 0.7),
+    "640000": (7.2, 0.8),
+    "650000": (25.9, 2.0),
+}
+
+# (code, name, short name, population in millions, weight as an origin), in
+# the order of core.PROVINCES (the codes and names are core's).
 PROVINCES: list[tuple[str, str, str, float, float]] = [
-    ("110000", "北京市", "北京", 21.9, 1.2),
-    ("120000", "天津市", "天津", 13.9, 1.2),
-    ("130000", "河北省", "河北", 74.6, 5.0),
-    ("140000", "山西省", "山西", 34.9, 3.0),
-    ("150000", "内蒙古自治区", "内蒙古", 24.0, 4.5),
-    ("210000", "辽宁省", "辽宁", 42.6, 7.0),
-    ("220000", "吉林省", "吉林", 24.1, 6.0),
-    ("230000", "黑龙江省", "黑龙江", 31.9, 9.0),
-    ("310000", "上海市", "上海", 24.9, 1.5),
-    ("320000", "江苏省", "江苏", 84.7, 3.0),
-    ("330000", "浙江省", "浙江", 64.6, 2.0),
-    ("340000", "安徽省", "安徽", 61.0, 6.0),
-    ("350000", "福建省", "福建", 41.5, 1.5),
-    ("360000", "江西省", "江西", 45.2, 5.0),
-    ("370000", "山东省", "山东", 101.5, 4.5),
-    ("410000", "河南省", "河南", 99.4, 11.0),
-    ("420000", "湖北省", "湖北", 57.8, 5.5),
-    ("430000", "湖南省", "湖南", 66.4, 6.5),
-    ("440000", "广东省", "广东", 126.0, 1.5),
-    ("450000", "广西壮族自治区", "广西", 50.1, 3.5),
-    ("460000", "海南省", "海南", 10.1, 0.4),
-    ("500000", "重庆市", "重庆", 32.1, 3.5),
-    ("510000", "四川省", "四川", 83.7, 9.0),
-    ("520000", "贵州省", "贵州", 38.6, 3.0),
-    ("530000", "云南省", "云南", 47.2, 1.8),
-    ("540000", "西藏自治区", "西藏", 3.6, 0.3),
-    ("610000", "陕西省", "陕西", 39.5, 3.0),
-    ("620000", "甘肃省", "甘肃", 25.0, 3.0),
-    ("630000", "青海省", "青海", 5.9, 0.7),
-    ("640000", "宁夏回族自治区", "宁夏", 7.2, 0.8),
-    ("650000", "新疆维吾尔自治区", "新疆", 25.9, 2.0),
-]
+    (code, name, short, *_POPULATION_AND_WEIGHT[code]) for code, name, short in CORE_PROVINCES]
 
 # Prefecture-level units per province: (code, name).  The first entry is the
 # capital.  Names carry their official suffix (市, 地区, 自治州, 盟).

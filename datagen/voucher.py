@@ -3,7 +3,7 @@
 A real voucher is issued by the insured province's platform to the patient's
 phone; this module issues the same kind of token from the keys of a generated
 data set, for tests, demos and ``yidi voucher``.  The mac is computed by the
-core's own function (``core._core.voucher_mac``), so the format is stated once.
+core's own function (``core.voucher_mac``), so the format is stated once.
 Keys are read here and never printed.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ import os
 import orjson
 
 from core import province_code
-from core._core import voucher_mac
+from core import voucher_mac
 
 
 def keys_of(data_dir: str) -> dict[str, bytes]:

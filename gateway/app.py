@@ -24,7 +24,6 @@ import hashlib
 import json
 import logging
 import os
-import sqlite3
 import subprocess
 import sys
 import time
@@ -43,18 +42,20 @@ from core.limits import check_id
 from core.problems import GATEWAY
 from core.settlement import check_reversal, reversal
 
-from . import chain, metrics, snapshot
+from .store import chain, snapshot
+from .operations import metrics
 from .config import Config
-from .convert import encode_reply
-from .keys import REVERSED, Keys, Prior, reused
-from .ledger import GroupCommitLedger, LedgerClosed, LedgerCorrupt, LedgerFatal, Record, Store
+from .reads import Reads
+from .transport.convert import encode_reply
+from .store.idempotency import REVERSED, Keys, Prior, reused
+from .store import GroupCommitLedger, LedgerClosed, LedgerCorrupt, LedgerFatal, Record, Store
 
 log = logging.getLogger("yidi.gateway")
 
 Item = tuple[Command, bytes]   # a command and the digest of the request it came from
 Outcome = bytes | YidiError
 
-# The caller's deadline for this call (event-loop time), set by services/base.py; None: no deadline.
+# The caller's deadline for this call (event-loop time), set by transport/services/base.py; None: no deadline.
 DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar("yidi_deadline", default=None)
 # Where execute() notes what a call recorded (event key, seq), for the audit log; set per call by base.py.
 NOTED: contextvars.ContextVar[list | None] = contextvars.ContextVar("yidi_noted", default=None)
@@ -222,7 +223,7 @@ def _spawn_niced(argv: list[str], nice: int) -> tuple[int, bytes, bytes]:
 
     Started with posix_spawn (``close_fds=False``; every descriptor of Python and gRPC is close-on-exec, so
     nothing leaks), never fork(): a fork while gRPC's threads are busy can deadlock them (seen as TLS
-    handshakes that never finish while the certificate fetcher of gateway/tls.py is being asked), and the
+    handshakes that never finish while the certificate fetcher of gateway/security/tls.py is being asked), and the
     event loop's own subprocess support (uvloop, libuv) forks.
     """
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
@@ -238,9 +239,9 @@ class Gateway:
                  audit=None) -> None:
         self.config = config
         self.audit = audit
-        self.admission = None   # gateway.admission.Admission, set by the server
-        self.watchdog = None    # gateway.watchdog.LoopWatchdog, set by the server
-        self.health = None      # gateway.health.Health, set by the server
+        self.admission = None   # gateway.security.admission.Admission, set by the server
+        self.watchdog = None    # gateway.operations.watchdog.LoopWatchdog, set by the server
+        self.health = None      # gateway.operations.health.Health, set by the server
         self._storage_down: str | None = None  # why the ledger cannot be written now (a failed test write)
         self._damaged: str | None = None       # why the ledger failed a proof after start: serve nothing from it
         self.on_damaged: Callable[[], None] | None = None   # set by the server: health NOT_SERVING
@@ -249,6 +250,7 @@ class Gateway:
         self.on_fatal = on_fatal
         self.ledger = GroupCommitLedger(store, max_batch=config.ledger_max_batch, on_fatal=on_fatal)
         self.keys = Keys(store, config.idempotency_cache_keys)
+        self.reads = Reads(self, store)   # what the services read of the projections
         self.snapshots = snapshot.Snapshots(config.snapshot_dir())
         self.state: LoadedState | None = None
         self.snapshot_seq = 0
@@ -282,7 +284,7 @@ class Gateway:
         while True:
             try:
                 await asyncio.to_thread(self.store.probe)
-            except (sqlite3.Error, OSError) as err:
+            except OSError as err:   # Log.probe: StorageDown
                 if self._storage_down is None:
                     log.error("ledger %s cannot be written (%s): NOT_SERVING, answering STORAGE_UNAVAILABLE, "
                               "probing every %.1f s", self.store.path, err, self.config.storage_probe_interval_s)
@@ -324,7 +326,7 @@ class Gateway:
             self.on_damaged()
 
     def verify_after_start(self) -> None:
-        """Prove what start-up did not read, in a process of its own (gateway/verify.py), in the background."""
+        """Prove what start-up did not read, in a process of its own (gateway/store/sqlite/verify.py), in the background."""
         task = asyncio.get_running_loop().create_task(self._verify())
         self._background.add(task)
         task.add_done_callback(self._background.discard)
@@ -484,7 +486,7 @@ class Gateway:
             os.remove(self.fatal_note_path())
 
     def report_stall(self, seconds: float, where: str) -> None:
-        """The event loop answered again after a stall (gateway/watchdog.py): a problem report, in the background."""
+        """The event loop answered again after a stall (gateway/operations/watchdog.py): a problem report, in the background."""
         correlation_id = uuid.uuid4().hex[:16]
         text = (f"结算网关事件循环停顿 {seconds:.1f} 秒，期间所有请求无应答（健康检查端口显示 NOT_SERVING）。"
                 f"停顿位置：{where[:300]}。差错编号 {correlation_id}。")

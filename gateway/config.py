@@ -16,7 +16,7 @@ class Config:
     # A request larger than this is refused with MESSAGE_TOO_LARGE; gRPC itself refuses anything over
     # twice this from its length prefix, unbuffered (plain RESOURCE_EXHAUSTED: docs/design.md, Message size).
     max_message_bytes: int = 4 * 1024 * 1024
-    # Admission control (gateway/admission.py); beyond a limit RESOURCE_EXHAUSTED/OVERLOADED with retry
+    # Admission control (gateway/security/admission.py); beyond a limit RESOURCE_EXHAUSTED/OVERLOADED with retry
     # advice (retry_after_ms).  As each call is taken from gRPC core, before its request is read: Yidi RPCs in
     # flight in their handlers, and how long the call queued in front of the handler, measured by a probe the
     # gateway sends itself every overload_probe_ms while calls queue (0: no limit, for either).  Then, in the
@@ -56,13 +56,13 @@ class Config:
     snapshots: str = ""              # default: <ledger>.snapshots/
     accepted_card_versions: tuple[str, ...] = ("2.0", "3.0")
     # mTLS (SPEC §9): the server's certificate and key, and the platform CA that signs client
-    # certificates (gateway/certs.py; `yidi certs` makes development ones).  insecure: a plaintext
+    # certificates (gateway/security/certs.py; `yidi certs` makes development ones).  insecure: a plaintext
     # listener instead, loopback only, on which every Yidi RPC is UNAUTHENTICATED.
     tls_cert: str = ""
     tls_key: str = ""
     tls_ca: str = ""
     insecure: bool = False
-    # The seal key (gateway/seal.py): a file outside the ledger's directory (`yidi keys` makes one).
+    # The seal key (gateway/store/seal.py): a file outside the ledger's directory (`yidi keys` makes one).
     seal_key: str = ""
     # A directory on another volume that receives the sealed chain head after every commit (fsynced,
     # before the reply): a ledger restored from an older copy is refused at start.  Empty: none.
@@ -75,15 +75,15 @@ class Config:
     # The ledger's writes failed (disk full, fsync error): probe with a test write this often
     # until one succeeds, and only then answer SERVING again.
     storage_probe_interval_s: float = 1.0
-    # Prometheus /metrics on this host:port (gateway/metrics.py); empty: none.
+    # Prometheus /metrics on this host:port (gateway/operations/metrics.py); empty: none.
     metrics_listen: str = ""
-    # The application log (gateway/logs.py): "text" or "json" lines, and the least level written.
+    # The application log (gateway/operations/logs.py): "text" or "json" lines, and the least level written.
     log_format: str = "text"
     log_level: str = "info"
-    # Plaintext gRPC health on this loopback host:port for an orchestrator's probe (gateway/health.py),
+    # Plaintext gRPC health on this loopback host:port for an orchestrator's probe (gateway/operations/health.py),
     # answered by threads of its own; empty: none.
     health_listen: str = ""
-    # The event-loop watchdog (gateway/watchdog.py): silent this long is a stall (NOT_SERVING on the health
+    # The event-loop watchdog (gateway/operations/watchdog.py): silent this long is a stall (NOT_SERVING on the health
     # port, a problem report); this long, the gateway exits to be restarted (0: never).
     loop_stall_s: float = 2.0
     loop_stall_exit_s: float = 30.0

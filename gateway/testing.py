@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from gateway import certs
+from gateway.security import certs
 from gateway._pb.yidi.v1 import (admin_pb2_grpc, diagnostics_pb2_grpc, filing_pb2_grpc, funds_pb2_grpc,
                                    problems_pb2_grpc, settlement_pb2_grpc)
-from gateway.seal import LedgerKey, SealKey
-from gateway.status import reason_of
+from gateway.store.seal import LedgerKey, SealKey
+from gateway.transport.status import reason_of
 
 # The directory that holds the gateway package (the repository root in a
 # checkout): the server subprocess imports this same copy.
@@ -51,7 +51,7 @@ def ledger_key(ledger_path: str) -> LedgerKey:
     """The key of a ledger sealed with ``seal_key`` (read from its head row, without opening the store)."""
     import sqlite3
 
-    from gateway.ledger import _HEAD_DECODE
+    from gateway.store.chain import decode_head_row as _HEAD_DECODE
 
     conn = sqlite3.connect(f"file:{ledger_path}?mode=ro", uri=True)
     try:

@@ -60,9 +60,9 @@ from datagen import generate  # noqa: E402
 from datagen.workload import Workload  # noqa: E402
 from gateway._pb.yidi.v1 import admin_pb2, common_pb2 as pb, funds_pb2 as fdpb, settlement_pb2 as spb  # noqa: E402
 from gateway._pb.yidi.v1 import admin_pb2_grpc, settlement_pb2_grpc  # noqa: E402
-from gateway.status import reason_of  # noqa: E402
+from gateway.transport.status import reason_of  # noqa: E402
 from gateway.testing import credentials, dev_certs, seal_key, start_gateway  # noqa: E402
-from gateway.verify import verify_ledger  # noqa: E402
+from gateway.store.sqlite.verify import verify_ledger  # noqa: E402
 
 RETRY = {"STORAGE_UNAVAILABLE", "NOT_READY", "OVERLOADED", "DEADLINE_EXCEEDED", "INTERNAL"}
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from core import ACCUMULATOR_KEYS, events
 from core.events import Admitted, Breakdown, Filed, Settled, SettlementFacts, VisitFacts
 from gateway.testing import seal_key
-from gateway.ledger import Record, SqliteStore
+from gateway.store import Record, SqliteStore
 
 
 def filed(person: dict, filing: dict) -> Filed:

@@ -41,10 +41,10 @@ def record(out: str) -> None:
     from core.engine import Engine
     from core.events import FeeLine
     from datagen.spec_fixture import DATE, write_spec_dataset
-    from gateway import snapshot
-    from gateway.convert import encode_reply
-    from gateway.ledger import Record, SqliteStore
-    from gateway.seal import SealKey, write_key
+    from gateway.store import snapshot
+    from gateway.transport.convert import encode_reply
+    from gateway.store import Record, SqliteStore
+    from gateway.store.seal import SealKey, write_key
 
     names = write_spec_dataset(os.path.join(out, "data"))
     index = Index()

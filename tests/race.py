@@ -28,7 +28,7 @@ import grpc  # noqa: E402
 from datagen.spec_fixture import write_spec_dataset  # noqa: E402
 from gateway._pb.yidi.v1 import common_pb2 as pb, diagnostics_pb2 as dpb, diagnostics_pb2_grpc  # noqa: E402
 from gateway._pb.yidi.v1 import settlement_pb2 as spb, settlement_pb2_grpc  # noqa: E402
-from gateway.status import reason_of  # noqa: E402
+from gateway.transport.status import reason_of  # noqa: E402
 from gateway.testing import credentials, start_gateway  # noqa: E402
 from tests.gateway_harness import file_person  # noqa: E402
 

@@ -57,12 +57,12 @@ import msgspec  # noqa: E402
 
 from core import events  # noqa: E402
 from datagen.spec_fixture import write_spec_dataset  # noqa: E402
-from gateway import chain, snapshot  # noqa: E402
+from gateway.store import chain, snapshot  # noqa: E402
 from gateway._pb.yidi.v1 import admin_pb2, common_pb2 as pb, funds_pb2 as fdpb  # noqa: E402
 from gateway._pb.yidi.v1 import problems_pb2 as ppb, settlement_pb2 as spb  # noqa: E402
-from gateway.ledger import _HEAD_DECODE, _HEAD_ENCODE  # noqa: E402
-from gateway.seal import SealKey  # noqa: E402
-from gateway.status import reason_of  # noqa: E402
+from gateway.store.chain import decode_head_row as _HEAD_DECODE, encode_head_row as _HEAD_ENCODE  # noqa: E402
+from gateway.store.seal import SealKey  # noqa: E402
+from gateway.transport.status import reason_of  # noqa: E402
 from gateway.testing import dev_certs, ledger_key, start_gateway  # noqa: E402
 from tests.gateway_harness import file_person  # noqa: E402
 

@@ -5,7 +5,7 @@ import pytest
 
 from core.access import NATIONAL, RULES, authorize
 from core.errors import YidiError
-from gateway.server import SERVICES
+from gateway.transport.server import SERVICES
 
 
 def test_every_rpc_of_every_service_has_a_rule():
@@ -142,10 +142,10 @@ def test_an_unknown_institution_is_answered_before_any_person_is_looked_up():
 
 
 def test_only_a_certificate_naming_client_auth_is_a_client():
-    """gateway.auth asks for clientAuth by name (once per certificate), whatever the TLS library lets through."""
+    """gateway.security.auth asks for clientAuth by name (once per certificate), whatever the TLS library lets through."""
     from cryptography import x509
 
-    from gateway import auth, certs
+    from gateway.security import auth, certs
 
     ca, ca_key = certs.make_ca()
     usage = x509.ExtendedKeyUsageOID

@@ -17,9 +17,9 @@ from core import Index, events, money
 from core.archive import MemoryArchive
 from core.engine import Engine
 from datagen.spec_fixture import DATE, YEAR
-from gateway import snapshot
-from gateway.ledger import SqliteStore
-from gateway.seal import SealKey
+from gateway.store import snapshot
+from gateway.store import SqliteStore
+from gateway.store.seal import SealKey
 
 LEDGER_DIR = os.environ.get("YIDI_MONEY_LAYER_LEDGER", "")
 NEW_AMOUNT, NEW_ACCUMULATOR = "test_layer_pay", "test_layer_paid_fen"

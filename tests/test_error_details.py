@@ -9,7 +9,7 @@ from google.rpc import error_details_pb2 as ed
 from core.errors import REASONS
 from datagen.spec_fixture import write_spec_dataset
 from gateway._pb.yidi.v1 import common_pb2 as pb, funds_pb2 as fdpb, settlement_pb2 as spb
-from gateway.status import detail_of
+from gateway.transport.status import detail_of
 from gateway_harness import file_person, start_gateway
 
 HAINAN, LIAONING = "460000", "210000"

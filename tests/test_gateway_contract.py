@@ -24,10 +24,10 @@ from cryptography.hazmat.primitives import serialization
 
 from datagen.spec_fixture import FILINGS, INSTITUTIONS, PERSONS, make_certno, write_spec_dataset
 from core.access import RULES
-from gateway import certs
+from gateway.security import certs
 from gateway._pb.yidi.v1 import admin_pb2, common_pb2 as pb, diagnostics_pb2 as dpb, filing_pb2 as fpb
 from gateway._pb.yidi.v1 import funds_pb2 as fdpb, problems_pb2 as ppb, settlement_pb2 as spb
-from gateway.server import SERVICES
+from gateway.transport.server import SERVICES
 from gateway_harness import Client, file_person, start_gateway
 from gateway_seed import filed, prior_settlement, write_ledger
 

@@ -20,7 +20,7 @@ import pytest
 from datagen.spec_fixture import write_spec_dataset
 from gateway._pb.yidi.v1 import admin_pb2, common_pb2 as pb, settlement_pb2 as spb
 from gateway_harness import file_person
-from gateway.status import reason_of
+from gateway.transport.status import reason_of
 
 HAINAN, LIAONING = "460000", "210000"
 HK_L3, HK_L2, HK_L1 = "H46010000001", "H46010000002", "H46010000003"

@@ -24,11 +24,11 @@ from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from datagen.spec_fixture import write_spec_dataset
-from gateway import server as gateway_server
+from gateway.transport import server as gateway_server
 from gateway._pb.yidi.v1 import common_pb2 as pb, settlement_pb2 as spb, settlement_pb2_grpc
 from gateway.config import Config
-from gateway.ledger import PROBE_BYTES
-from gateway.status import detail_of, error_info, reason_of
+from gateway.store.sqlite.store import PROBE_BYTES
+from gateway.transport.status import detail_of, error_info, reason_of
 from gateway.testing import credentials
 from gateway_harness import file_person, start_gateway
 

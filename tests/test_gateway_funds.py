@@ -24,7 +24,7 @@ from datagen.spec_fixture import write_spec_dataset
 from gateway._pb.yidi.v1 import admin_pb2, common_pb2 as pb, funds_pb2 as fdpb, problems_pb2 as ppb
 from gateway._pb.yidi.v1 import settlement_pb2 as spb
 from gateway.testing import seal_key
-from gateway.ledger import Record, SqliteStore
+from gateway.store import Record, SqliteStore
 from gateway_harness import file_person, start_gateway
 
 HAINAN, LIAONING, GUANGDONG, NATIONAL = "460000", "210000", "440000", "national"

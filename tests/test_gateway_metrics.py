@@ -163,7 +163,7 @@ def test_a_stream_cancelled_by_the_client_is_counted_without_a_traceback(gw):
                 for code in ("CANCELLED", "OK", "INTERNAL")}
 
     # Counted once: CANCELLED as a rule, OK when gRPC ended the request stream and took the replies left
-    # before it cancelled the handler (gateway/services/base.py, stream); never INTERNAL.
+    # before it cancelled the handler (gateway/transport/services/base.py, stream); never INTERNAL.
     deadline = time.monotonic() + 10
     while sum(counted(scrape(gw)).values()) != sum(counted(before).values()) + 1:
         assert time.monotonic() < deadline, (f"the cancelled stream was not counted: {counted(before)} -> "

@@ -13,7 +13,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from datagen import generate
 from gateway._pb.yidi.v1 import admin_pb2
-from gateway.status import reason_of
+from gateway.transport.status import reason_of
 from gateway_harness import start_gateway
 
 

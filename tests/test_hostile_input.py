@@ -1,7 +1,7 @@
 """Hostile input (issue 8): every RPC fuzzed over real gRPC and TLS, from the protobuf descriptors.
 
 The strategies are built from each method's ``input_type`` of every service in
-``gateway.server.SERVICES``, so an RPC added later is fuzzed without a line here:
+``gateway.transport.server.SERVICES``, so an RPC added later is fuzzed without a line here:
 strings with unicode extremes, NUL, and lengths around and past the 1024-byte limit;
 integers at the int32/int64 extremes, negatives and impossible dates (20250229);
 repeated fields duplicated, reordered, and at and past the 1000-item limit; random
@@ -33,14 +33,14 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from datagen.spec_fixture import PERSONS, make_certno, write_spec_dataset
 from gateway._pb.yidi.v1 import admin_pb2, common_pb2 as pb, diagnostics_pb2 as dpb, settlement_pb2 as spb
-from gateway.server import SERVICES
-from gateway.status import MAX_METADATA_VALUE_CHARS, error_info, reason_of
+from gateway.transport.server import SERVICES
+from gateway.transport.status import MAX_METADATA_VALUE_CHARS, error_info, reason_of
 from gateway_harness import file_person, start_gateway
 
 HAINAN, LIAONING, NATIONAL = "460000", "210000", "national"
 EXAMPLES = int(os.environ.get("YIDI_HOSTILE_EXAMPLES", "80"))
 MAX_STRING_BYTES, MAX_ITEMS, MAX_MESSAGE_BYTES = 1024, 1000, 4 * 1024 * 1024
-MAX_MESSAGE_CHARS = 1100   # the clerk message of any refusal (gateway.status bounds it at 1000)
+MAX_MESSAGE_CHARS = 1100   # the clerk message of any refusal (gateway.transport.status bounds it at 1000)
 FORBIDDEN = {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN}
 TRIED: collections.Counter = collections.Counter()
 _ids = itertools.count(1)

@@ -19,15 +19,15 @@ import pytest
 import uvloop
 
 from gateway.testing import dev_certs, seal_key
-from gateway.ledger import (
+from gateway.store import (
     GroupCommitLedger,
     LedgerClosed,
     LedgerFatal,
-    SCHEMA_VERSION,
     Record,
     SqliteStore,
     open_store,
 )
+from gateway.store.sqlite.store import SCHEMA_VERSION
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -360,8 +360,8 @@ CHILD = textwrap.dedent(
     import asyncio, sys
     import uvloop
     sys.path.insert(0, {root!r})
-    from gateway.ledger import GroupCommitLedger, SqliteStore
-    from gateway.seal import SealKey
+    from gateway.store import GroupCommitLedger, SqliteStore
+    from gateway.store.seal import SealKey
     from tests.test_ledger import make_record
 
     async def worker(ledger, w, per_worker):

@@ -1,4 +1,4 @@
-"""A ledger that proves itself (gateway/chain.py): every kind of damage found from outside is detected.
+"""A ledger that proves itself (gateway/store/chain.py): every kind of damage found from outside is detected.
 
 Before: changing one digit of a settlement's recorded deltas or hifp_pay, one
 bit of a stored response, or truncating the WAL by a frame went unnoticed —
@@ -22,10 +22,10 @@ import pytest
 
 from core import events
 from datagen.spec_fixture import write_spec_dataset
-from gateway import chain
+from gateway.store import chain
 from gateway._pb.yidi.v1 import admin_pb2, common_pb2 as pb, settlement_pb2 as spb
 from gateway.testing import dev_certs, ledger_key, seal_key
-from gateway.verify import verify_ledger
+from gateway.store.sqlite.verify import verify_ledger
 from gateway_harness import ROOT, file_person, start_gateway
 
 HAINAN, LIAONING = "460000", "210000"

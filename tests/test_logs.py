@@ -10,7 +10,7 @@ import grpc
 import pytest
 
 from datagen.spec_fixture import write_spec_dataset
-from gateway import logs
+from gateway.operations import logs
 from gateway._pb.yidi.v1 import common_pb2 as pb, diagnostics_pb2 as dpb, settlement_pb2 as spb
 from gateway_harness import start_gateway
 

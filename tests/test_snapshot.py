@@ -10,9 +10,9 @@ import pytest
 from core.engine import EngineState
 from core.events import Person
 from datagen.spec_fixture import write_spec_dataset
-from gateway import snapshot
+from gateway.store import snapshot
 from gateway._pb.yidi.v1 import admin_pb2, problems_pb2 as ppb, settlement_pb2 as spb
-from gateway.seal import SealKey
+from gateway.store.seal import SealKey
 from gateway_harness import file_person
 
 PERSON = Person("P1", "210102195001010011", "名", "210102", "310", "retired", "active", False, "K1", "3.0")

@@ -1,4 +1,4 @@
-"""Certificates reloaded on SIGHUP (gateway/tls.py): a stream opened before the reload goes on over its
+"""Certificates reloaded on SIGHUP (gateway/security/tls.py): a stream opened before the reload goes on over its
 connection, new connections get the new certificates, and files that cannot serve are refused while the
 ones in use stay."""
 from __future__ import annotations
@@ -12,11 +12,11 @@ import grpc
 import pytest
 
 from datagen.spec_fixture import write_spec_dataset
-from gateway import certs
+from gateway.security import certs
 from gateway._pb.yidi.v1 import common_pb2 as pb, diagnostics_pb2 as dpb, settlement_pb2 as spb
 from gateway._pb.yidi.v1 import diagnostics_pb2_grpc, settlement_pb2_grpc
 from gateway.testing import credentials, dev_certs
-from gateway.tls import CertificateError, check
+from gateway.security.tls import CertificateError, check
 from gateway_harness import start_gateway
 
 HAINAN = "460000"

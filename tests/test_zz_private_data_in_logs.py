@@ -4,7 +4,7 @@ Runs last of tests/ (its name sorts last): by then every gateway the suite
 started has written its operational log (``<ledger>.log``) and its audit log
 (``<ledger>.audit.jsonl``) under pytest's base temporary directory. A national
 ID number (18 characters: 17 digits and a digit or X) may appear there only
-masked (``210102********1234``, gateway/privacy.py).
+masked (``210102********1234``, gateway/security/privacy.py).
 """
 from __future__ import annotations
 

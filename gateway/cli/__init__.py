@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
     require_caller(args)
     import grpc
 
-    from ..status import reason_of
+    from ..transport.status import reason_of
 
     client = Client(args)
     try:

@@ -17,7 +17,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Callable
 
-from core._core import FILING_KINDS, INSUTYPES, PERSON_STATUSES, PERSON_TYPES
+from core import FILING_KINDS, INSUTYPES, PERSON_STATUSES, PERSON_TYPES
 from core.problems import CATEGORIES as PROBLEM_CATEGORIES
 
 from .funds import (call_clearing, call_flagged, call_positions, call_prepaid, call_problems,
@@ -60,7 +60,7 @@ def client_credentials(args):
     """
     import grpc
 
-    from .. import certs
+    from ..security import certs
 
     paths = certs.Paths(args.certs)
     cert, key = args.cert or paths.client_cert(args.caller), args.key or paths.client_key(args.caller)
@@ -255,9 +255,9 @@ def cmd_voucher(args) -> None:
 
 
 def cmd_serve(args) -> None:
-    from .. import certs
-    from ..logs import Progress
-    from ..server import run
+    from ..security import certs
+    from ..operations.logs import Progress
+    from ..transport.server import run
 
     config = Config()
     for option in SERVE_OPTIONS:
@@ -286,7 +286,7 @@ def cmd_serve(args) -> None:
 
 
 def cmd_certs(args) -> None:
-    from .. import certs
+    from ..security import certs
 
     paths = certs.write_dev_certs(args.out)
     print(f"wrote a development CA, a server certificate (localhost, 127.0.0.1, ::1) and "
@@ -294,7 +294,7 @@ def cmd_certs(args) -> None:
 
 
 def cmd_keys(args) -> None:
-    from ..seal import write_key
+    from ..store.seal import write_key
 
     try:
         key = write_key(args.out)
@@ -307,9 +307,9 @@ def cmd_keys(args) -> None:
 
 def cmd_verify_ledger(args) -> None:
     """Exit 0: proved; 1 (``NOT OK: ...``): the ledger is not what was written; 2: it could not be checked."""
-    from ..chain import LedgerCorrupt
-    from ..seal import SealKey
-    from ..verify import verify_ledger
+    from ..store.chain import LedgerCorrupt
+    from ..store.seal import SealKey
+    from ..store.sqlite.verify import verify_ledger
 
     try:
         key = SealKey.read(args.key) if args.key else None
@@ -544,7 +544,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("certs", "create development certificates: a CA, the server's, one per province and national", (
         arg("--out", default=os.path.join("certs", "dev")),
     ), local=cmd_certs),
-    Command("keys", "create a seal key for the ledger (gateway/seal.py); never overwrites one", (
+    Command("keys", "create a seal key for the ledger (gateway/store/seal.py); never overwrites one", (
         arg("--out", required=True, help="the key file to create (keep it outside the data directory)"),
     ), local=cmd_keys),
     Command("verify-ledger", "prove a whole ledger: every record, the keyed chain, the derived rows, the seals", (

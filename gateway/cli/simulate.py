@@ -100,7 +100,7 @@ class Sim:
         if stub is None:
             import grpc
 
-            from .. import certs
+            from ..security import certs
             from .._pb.yidi.v1 import funds_pb2_grpc, settlement_pb2_grpc
             from ..testing import credentials
 
@@ -145,7 +145,7 @@ class Sim:
         import grpc
 
         from .._pb.yidi.v1 import settlement_pb2 as spb
-        from ..status import reason_of
+        from ..transport.status import reason_of
 
         caller = case.treatment_province
         async with self.semaphore:

@@ -1,0 +1,1 @@
+"""Who may call and how much: identity from the client certificate, admission, bounds, privacy, audit, certificates."""
