@@ -415,7 +415,9 @@ def test_past_twice_the_limit_grpc_refuses_from_the_length_prefix(world):
     before = _peak_rss_kib(pid)
     code, reason, details = refused(_filler(64 * 1024 * 1024))
     assert (code, reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED, None) and "larger than max" in details
-    assert _peak_rss_kib(pid) - before < 4 * 1024, "a refused 64 MiB request was buffered"
+    # buffered, it would add 64 MiB; a quarter of that is left for whatever else the shared gateway allocates
+    # meanwhile (7 MiB was seen once under a loaded full run)
+    assert _peak_rss_kib(pid) - before < 16 * 1024, "a refused 64 MiB request was buffered"
     code, reason, details = refused(_filler(64 * 1024 * 1024), compression=grpc.Compression.Gzip)
     assert (code, reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED, None) and "larger than max" in details
     assert _peak_rss_kib(pid) - before < 3 * 2 * MAX_MESSAGE_BYTES // 1024, "a 64 MiB inflation was buffered"
