@@ -14,8 +14,9 @@ from __future__ import annotations
 import logging
 import re
 
-# A GB 11643 resident ID number: 6-digit region, 8-digit birth date, 3-digit sequence, check digit or X.
-CERTNO_SHAPE = re.compile(r"(?<![0-9A-Za-z])(\d{6})\d{8}(\d{3}[\dXx])(?![0-9A-Za-z])")
+# A GB 11643 resident ID number: 6-digit region, 8-digit birth date, 3-digit sequence, check digit or X; one
+# run into letters (a caller's "P210102…" request id) is masked too.
+CERTNO_SHAPE = re.compile(r"(?<!\d)(\d{6})\d{8}(\d{3}[\dXx])(?!\d)")
 
 
 def mask_certno(certno: str) -> str:
