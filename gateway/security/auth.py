@@ -12,7 +12,11 @@ certificate whose extended key usage names other purposes only; one without
 that extension passes it (RFC 5280 reads "none" as "any purpose"), so the
 gateway asks for clientAuth by name.  Every Yidi RPC on the plaintext
 loopback listener (``--insecure``), which has no certificate to read, is
-``UNAUTHENTICATED`` too (health and reflection still answer there).
+``UNAUTHENTICATED`` too (health and reflection still answer there), unless the
+server names its one caller for benchmarks (``--insecure-caller``), and then
+only for a peer on a loopback address.  A call is over TLS when gRPC reports
+the transport security type ``ssl``: a plaintext connection reports
+``insecure`` (grpcio 1.85), so the type's presence says nothing.
 
 ``resolve_caller`` is called first thing in every Yidi RPC's handler
 (gateway/transport/services/base.py), followed by admission control
@@ -22,7 +26,9 @@ overloaded gateway answers ``OVERLOADED`` with retry advice before any work.
 from __future__ import annotations
 
 import contextvars
+import ipaddress
 import re
+import urllib.parse
 
 import grpc
 from cryptography import x509
@@ -37,6 +43,9 @@ _PROVINCE = re.compile(r"^[1-9][0-9]0000$")
 # The auth context properties gRPC fills with the peer certificate's URI SANs and the certificate itself.
 PEER_URI = "peer_uri"
 PEER_CERT = "x509_pem_cert"
+# The transport security type gRPC reports for a TLS connection (a plaintext one reports b"insecure").
+SECURITY_TYPE = "transport_security_type"
+TLS = b"ssl"
 # Whether each client certificate seen names clientAuth, by its PEM: parsing one measured ~10 µs, the
 # look-up of a call's (fresh) PEM bytes ~0.2 µs, against ~230 µs of server CPU for an empty TLS call.
 # Only certificates of the platform CA get here (the TLS handshake checks the chain), so the set is
@@ -85,6 +94,17 @@ def _names_client_auth(pem: bytes) -> bool:
     return ExtendedKeyUsageOID.CLIENT_AUTH in usage.value
 
 
+def loopback_peer(peer: str) -> bool:
+    """gRPC's peer string ("ipv4:127.0.0.1:5555", "ipv6:[::1]:5555") names a loopback address."""
+    kind, _, address = urllib.parse.unquote(peer).partition(":")
+    if kind not in ("ipv4", "ipv6"):
+        return False
+    try:
+        return ipaddress.ip_address(address.rsplit(":", 1)[0].strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def resolve_caller(context: grpc.aio.ServicerContext) -> str:
     """The caller named by the client certificate of this call (UNAUTHENTICATED if none)."""
     auth = context.auth_context() or {}
@@ -97,9 +117,9 @@ def resolve_caller(context: grpc.aio.ServicerContext) -> str:
             raise YidiError("UNAUTHENTICATED", why="客户端证书未声明客户端认证用途（扩展密钥用法须含 clientAuth），"
                                                     "请使用平台 CA 签发的客户端证书")
         return caller
-    if not auth.get("transport_security_type") and INSECURE_CALLER:
-        return INSECURE_CALLER
-    if not auth.get("transport_security_type"):
+    if TLS not in auth.get(SECURITY_TYPE, ()):
+        if INSECURE_CALLER and loopback_peer(context.peer()):
+            return INSECURE_CALLER
         why = "本连接未使用 TLS 客户端证书（明文监听仅供健康检查与本机调试）"
     else:
         why = "客户端证书须含且仅含一个主题备用名称 yidi://province/<省代码> 或 yidi://national"
