@@ -197,3 +197,6 @@ def length_delimited(field: int, payload: bytes) -> bytes:
     """``payload`` as a length-delimited field (tag, length, bytes), written even when empty."""
 def read_batch_items(raw: bytes) -> list[bytes] | None:
     """SettleBatchRequest bytes -> each SettleItem's bytes, or None (use the generated class)."""
+def count_field(raw: bytes, field: int) -> int:
+    """How many times a top-level length-delimited field occurs, values skipped unread; -1 if not well-formed
+    (or holding a group)."""

@@ -392,3 +392,56 @@ def read_batch_items(const unsigned char[::1] raw):
         items.append(bytes(raw[r.pos:r.pos + n]))
         r.pos += n
     return items
+
+
+cdef inline uint64_t _read_any_varint(PbIn* r) noexcept nogil:
+    """A varint of at most ten bytes, minimal or not (r.bad set when it runs past the end or is longer)."""
+    cdef uint64_t v = 0
+    cdef int shift = 0
+    cdef unsigned char c
+    while True:
+        if r.pos >= r.end or shift > 63:
+            r.bad = True
+            return 0
+        c = r.p[r.pos]
+        r.pos += 1
+        v |= <uint64_t>(c & 0x7F) << shift
+        if c < 0x80:
+            return v
+        shift += 7
+
+
+def count_field(const unsigned char[::1] raw, uint64_t field):
+    """How many times a top-level length-delimited field (a message, string or bytes) occurs in protobuf bytes,
+    every value skipped unread (a batch's items
+    counted before any is decoded); -1 when the bytes are not well-formed at the top level or hold a group
+    (then parse them with the generated class).  Non-minimal varints are accepted, as upb accepts them."""
+    cdef PbIn r
+    r.p, r.pos, r.end, r.bad = &raw[0] if raw.shape[0] else NULL, 0, raw.shape[0], False
+    return _count_field(&r, field)
+
+
+cdef Py_ssize_t _count_field(PbIn* r, uint64_t field) noexcept nogil:
+    cdef uint64_t key, n
+    cdef Py_ssize_t count = 0
+    cdef int wire
+    while r.pos < r.end:
+        key = _read_any_varint(r)
+        wire = key & 7
+        if r.bad or key >> 3 == 0:
+            return -1
+        if wire == WIRE_VARINT:
+            _read_any_varint(r)
+            n = 0
+        elif wire == 1 or wire == 5:              # fixed64, fixed32
+            n = 8 if wire == 1 else 4
+        elif wire == WIRE_LEN:
+            n = _read_any_varint(r)
+        else:                                     # groups (3, 4) and the unassigned 6, 7
+            return -1
+        if r.bad or n > <uint64_t>(r.end - r.pos):
+            return -1
+        r.pos += n
+        if key == (field << 3 | WIRE_LEN):
+            count += 1
+    return count

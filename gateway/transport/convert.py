@@ -17,7 +17,7 @@ from google.protobuf.message import DecodeError
 
 from core import commands as cmd
 from core.archive import ArchivedProblem, ProblemNote
-from core import ACCUMULATOR_KEYS, length_delimited, read_batch_items, read_outpatient_request, read_settle_item
+from core import ACCUMULATOR_KEYS, count_field, length_delimited, read_batch_items, read_outpatient_request, read_settle_item
 from core.errors import YidiError
 from core.events import FeeLine, Filing, Person
 from core.funds import PROBLEM_OVERDUE_DAYS, RISK_FLAG_VALUES, Figures, Position, Report, risk_flag_values
@@ -431,14 +431,20 @@ def settle_item(raw: bytes) -> tuple[str, Wire, int] | YidiError:
         return err
 
 
-def batch_items(raw: bytes) -> list:
-    """SettleBatchRequest bytes → each item's (unary RPC, request) or refusal."""
+def batch_items(raw: bytes, limit: int) -> list:
+    """SettleBatchRequest bytes → each item's (unary RPC, request) or refusal; BATCH_TOO_LARGE over ``limit``
+    items, decided from the items' tags in the bytes before any item is decoded."""
+    count = count_field(raw, spb.SettleBatchRequest.ITEMS_FIELD_NUMBER)
+    if count > limit:
+        raise YidiError("BATCH_TOO_LARGE", limit=limit, count=count)
     items = read_batch_items(raw)
     if items is None:
         try:
             items = [x.SerializeToString() for x in spb.SettleBatchRequest.FromString(raw).items]
         except DecodeError:
             raise YidiError("INVALID_ARGUMENT", what="批量结算报文", problem="无法解析，请检查接口版本与报文格式") from None
+        if len(items) > limit:   # bytes count_field could not walk (a group in them) but upb could
+            raise YidiError("BATCH_TOO_LARGE", limit=limit, count=len(items))
     return [settle_item(x) for x in items]
 
 

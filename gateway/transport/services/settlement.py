@@ -31,7 +31,7 @@ class SettlementService:
             "Reverse": self.reverse,
             "GetSettlementExplanation": self.get_explanation,
             "ListInstitutions": self.list_institutions, "ListAdmitted": self.list_admitted,
-            "SettleBatch": Decoded(convert.batch_items, self.settle_batch),
+            "SettleBatch": Decoded(self.batch_items, self.settle_batch),
             "SettleStream": Decoded(convert.settle_item, self.settle_stream),
         }
 
@@ -100,10 +100,10 @@ class SettlementService:
                                         next_page_token=rows[-1]["mdtrt_id"] if more else "")
 
     # ------------------------------------------------------- batch, stream
+    def batch_items(self, raw: bytes) -> list:
+        return convert.batch_items(raw, self.gw.config.batch_max_items)
+
     async def settle_batch(self, items: list, caller: str) -> bytes:
-        limit = self.gw.config.batch_max_items
-        if len(items) > limit:
-            raise YidiError("BATCH_TOO_LARGE", limit=limit, count=len(items))
         BATCH_ITEMS.labels("SettleBatch").observe(len(items))
         return convert.settle_batch_reply(await self._settle_items(caller, items))
 
