@@ -15,6 +15,13 @@ h2load cannot present a client certificate, so this starts the gateway with
 a plaintext loopback listener whose one caller is named by the server's own
 option (``--insecure --insecure-caller PROVINCE``, for benchmarks only),
 never by a header: it measures the server without TLS.
+
+h2load counts an HTTP 200 as a success, and a refused gRPC call is an HTTP
+200 whose trailers say otherwise, so the calls are counted from the gateway's
+own /metrics instead (``yidi_rpc_duration_seconds_count`` by method and
+status, before and after each run): the rate is of calls answered OK, the
+refusals are shown beside it by status, and any refusal ends the run with
+exit status 1 (bench/outcomes.py).
 """
 from __future__ import annotations
 
@@ -25,11 +32,11 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from bench import outcomes  # noqa: E402
 from bench.loadgen import _cpu_seconds, start_gateway  # noqa: E402
 
 
@@ -54,16 +61,38 @@ def bodies(data_dir: str) -> dict[str, tuple[str, str, bytes]]:
     }
 
 
-def h2load(target: str, path: str, body_file: str, seconds: float, clients: int,
-           streams: int) -> float:
+def h2load(target: str, path: str, body_file: str, seconds: float, clients: int, streams: int) -> tuple[int, float]:
+    """(calls done, seconds h2load took); every one answered over HTTP (gRPC statuses are read from /metrics)."""
     out = subprocess.run(
         ["h2load", "-D", str(int(seconds)), "-c", str(clients), "-m", str(streams), "-d", body_file,
          "-H", "content-type: application/grpc", "-H", "te: trailers",
          f"http://{target}{path}"], capture_output=True, text=True, check=True).stdout
     done = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded", out)
     if int(done.group(2)) != int(done.group(1)):
-        raise RuntimeError(f"h2load: not every call succeeded:\n{out}")
-    return float(re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out).group(1))
+        raise RuntimeError(f"h2load: not every call was answered over HTTP:\n{out}")
+    took = re.search(r"finished in ([\d.]+)(\w+),", out)
+    return int(done.group(1)), float(took.group(1)) / (1000 if took.group(2) == "ms" else 1)
+
+
+def statuses(metrics_url: str, path: str) -> dict[str, int]:
+    """Calls of the RPC at path the gateway has answered, by gRPC status code (its /metrics)."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    method = path.lstrip("/").removeprefix("yidi.v1.")
+    with urllib.request.urlopen(metrics_url, timeout=10) as response:
+        text = response.read().decode()
+    return {s.labels["code"]: int(s.value) for family in text_string_to_metric_families(text)
+            for s in family.samples
+            if s.name == "yidi_rpc_duration_seconds_count" and s.labels.get("method") == method}
+
+
+def answered(metrics_url: str, path: str, before: dict[str, int]) -> tuple[int, dict[str, int]]:
+    """(calls answered OK, the others by status) since ``before``."""
+    after = statuses(metrics_url, path)
+    grown = {code: n - before.get(code, 0) for code, n in after.items() if n > before.get(code, 0)}
+    return grown.pop("OK", 0), grown
 
 
 def main() -> None:
@@ -78,18 +107,31 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=os.path.dirname(os.path.abspath(args.data_dir))) as tmp:
         calls = bodies(args.data_dir)
         caller = calls["outpatient replay"][1]   # Ping is open to every caller
-        proc, target = start_gateway(args.data_dir, tmp, "--insecure", "--insecure-caller", caller)
+        proc, target = start_gateway(args.data_dir, tmp, "--insecure", "--insecure-caller", caller,
+                                     "--metrics-listen", "127.0.0.1:0")
+        metrics_url = proc.serving[proc.serving.index("metrics") + 1]
         try:
-            print("| rpc (h2load) | calls/s | server CPU µs/call |\n|---|---|---|")
+            print("| rpc (h2load) | calls answered OK /s | refused | server CPU µs/call |\n|---|---|---|---|")
             for name, (path, _caller, body) in calls.items():
                 body_file = os.path.join(tmp, "body.bin")
                 with open(body_file, "wb") as f:
                     f.write(body)
+                before = statuses(metrics_url, path)
                 h2load(target, path, body_file, 2, 1, 1)  # warm up (and settle the replayed one once)
-                cpu0, t0 = _cpu_seconds(proc.pid), time.monotonic()
-                rate = h2load(target, path, body_file, args.seconds, args.clients, args.streams)
-                cpu = (_cpu_seconds(proc.pid) - cpu0) / (rate * (time.monotonic() - t0)) * 1e6
-                print(f"| {name} | {rate:,.0f} | {cpu:.0f} |")
+                warm_ok, refused = answered(metrics_url, path, before)
+                outcomes.require_expected(f"h2load {name} warm-up", refused)
+                before = statuses(metrics_url, path)
+                cpu0 = _cpu_seconds(proc.pid)
+                done, took = h2load(target, path, body_file, args.seconds, args.clients, args.streams)
+                cpu = _cpu_seconds(proc.pid) - cpu0
+                ok, refused = answered(metrics_url, path, before)
+                outcomes.require_expected(f"h2load {name}", refused)
+                # h2load stops with calls in flight: the gateway may answer up to clients × streams more
+                if not warm_ok or not done <= ok <= done + args.clients * args.streams:
+                    raise SystemExit(f"h2load {name}: {done} calls done, the gateway answered {ok} OK")
+                print(f"| {name} | {done / took:,.0f} | {sum(refused.values())} | {cpu / ok * 1e6:.0f} |")
+        except outcomes.UnexpectedRefusals as err:
+            raise SystemExit(f"h2load_grpc: {err}") from None
         finally:
             proc.terminate()
             proc.wait(60)

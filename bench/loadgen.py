@@ -19,6 +19,11 @@ Client processes are spawned (never forked: gRPC must not be forked), each
 with its own channel, event loop (uvloop) and pre-drawn realistic cases
 (datagen.workload); requests are sent as bytes.  Output: a Markdown table
 on stdout and, with --json, the figures.
+
+Only successful answers are counted (bench/outcomes.py): a refused call, and
+each item a SettleBatch refused, is counted beside the rate by reason, and a
+refusal the run did not expect (none in closed loop; OVERLOADED only with
+--expect OVERLOADED) ends it with exit status 1 instead of a rate.
 """
 from __future__ import annotations
 
@@ -33,9 +38,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+
+from bench import outcomes  # noqa: E402
 
 RPCS = {
     "ping": "/yidi.v1.DiagnosticsService/Ping",
@@ -124,11 +132,16 @@ async def _client(target: str, kind: str, data_dir: str, seed: int, concurrency:
                   rate: float, warmup: float) -> dict:
     import grpc
 
+    from gateway._pb.yidi.v1 import settlement_pb2 as spb
+
     cases = _requests(kind, data_dir, seed, 2000)
     channels = {caller: aio_channel(target, caller) for caller in {caller for caller, _ in cases}}
-    methods = {caller: channel.unary_unary(RPCS[kind]) for caller, channel in channels.items()}
-    latencies: list[float] = []
-    errors: dict[str, int] = {}
+    read = spb.SettleBatchResponse.FromString if kind == "batch" else None
+    methods = {caller: channel.unary_unary(RPCS[kind], response_deserializer=read)
+               for caller, channel in channels.items()}
+    latencies: list[float] = []     # of calls answered, sent after the warm-up
+    settled = 0                     # items answered with a result, in those calls
+    refusals: Counter = Counter()   # whole calls and batch items refused, by reason, warm-up included
     counter = iter(range(10**12))
     start = time.perf_counter() + warmup
     stop = start + seconds
@@ -136,14 +149,18 @@ async def _client(target: str, kind: str, data_dir: str, seed: int, concurrency:
     async def one(intended: float) -> None:
         i = next(counter)
         caller, make = cases[i % len(cases)]
+        nonlocal settled
         try:
-            await methods[caller](make(i), timeout=30)
+            answer = await methods[caller](make(i), timeout=30)
         except grpc.aio.AioRpcError as err:
-            errors[err.code().name] = errors.get(err.code().name, 0) + 1
+            refusals[outcomes.call_refusal(err)] += 1
             return
         now = time.perf_counter()
+        done, refused = outcomes.batch_tally(answer.outcomes) if read else (1, ())
+        refusals.update(refused)
         if intended >= start:
             latencies.append(now - intended)
+            settled += done
 
     async def closed_worker() -> None:
         while time.perf_counter() < stop:
@@ -175,7 +192,7 @@ async def _client(target: str, kind: str, data_dir: str, seed: int, concurrency:
     for channel in channels.values():
         await channel.close()
     wall = time.time() - time.perf_counter()
-    return {"latencies": latencies, "errors": errors, "window": (start + wall, stop + wall)}
+    return {"latencies": latencies, "settled": settled, "refusals": dict(refusals), "window": (start + wall, stop + wall)}
 
 
 def _client_process(args: tuple, out: mp.Queue) -> None:
@@ -185,8 +202,9 @@ def _client_process(args: tuple, out: mp.Queue) -> None:
 
 
 def run_load(target: str, kind: str, data_dir: str, processes: int, concurrency: int, seconds: float,
-             rate: float = 0.0, server_pid: int = 0, warmup: float = 2.0) -> dict:
-    """Run one load and return throughput, latency percentiles (ms) and server CPU µs per call."""
+             rate: float = 0.0, server_pid: int = 0, warmup: float = 2.0, expected: tuple[str, ...] = ()) -> dict:
+    """Run one load and return throughput, latency percentiles (ms) and server CPU µs per call, of successful
+    answers only, with the refusals by reason beside them; UnexpectedRefusals if any reason is not ``expected``."""
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
     procs = [ctx.Process(target=_client_process, args=(
@@ -202,26 +220,29 @@ def run_load(target: str, kind: str, data_dir: str, processes: int, concurrency:
         try:
             results.append(out.get(timeout=0.05))
         except queue.Empty:
-            pass
+            if any(p.exitcode for p in procs):   # a client died: its figures will never come
+                raise RuntimeError(f"a load client exited with {[p.exitcode for p in procs]}") from None
     for p in procs:
         p.join()
     begin, end = max(r["window"][0] for r in results), min(r["window"][1] for r in results)
-    cpu0, cpu1 = _cpu_at(samples, begin), _cpu_at(samples, end)
     lat = sorted(x for r in results for x in r["latencies"])
-    errors: dict[str, int] = {}
-    for r in results:
-        for k, v in r["errors"].items():
-            errors[k] = errors.get(k, 0) + v
+    refusals = sum((Counter(r["refusals"]) for r in results), Counter())
+    settled = sum(r["settled"] for r in results)
+    what = f"{kind} {'closed loop' if not rate else f'offered {rate:g}/s'}"
+    outcomes.require_expected(what, refusals, expected)
     calls_per_s = len(lat) / seconds
     window_calls = len(lat) * (end - begin) / seconds if end > begin else 0
-    items = BATCH_ITEMS if kind == "batch" else 1
-    row = {"rpc": kind, "calls_per_s": calls_per_s, "calls": len(lat), "errors": errors,
-           "offered_per_s": rate or None, "items_per_call": items, "settlements_per_s": calls_per_s * items}
+    row = {"rpc": kind, "calls_per_s": calls_per_s, "calls": len(lat), "refusals": dict(refusals),
+           "offered_per_s": rate or None, "items_per_call": BATCH_ITEMS if kind == "batch" else 1,
+           "settlements": settled, "settlements_per_s": settled / seconds}
     for q in (50, 90, 99, 99.9):
         row[f"p{q}_ms"] = lat[min(len(lat) - 1, int(len(lat) * q / 100))] * 1000 if lat else None
     row["mean_ms"] = statistics.fmean(lat) * 1000 if lat else None
     if server_pid and window_calls:
+        cpu0, cpu1 = _cpu_at(samples, begin), _cpu_at(samples, end)
         row["server_cpu_us_per_call"] = (cpu1 - cpu0) / window_calls * 1e6
+        row["server_cpu_us_per_settlement"] = (cpu1 - cpu0) / (settled * (end - begin) / seconds) * 1e6 \
+            if settled else None
     return row
 
 
@@ -268,7 +289,7 @@ def start_gateway(data_dir: str, workdir: str, *extra: str) -> tuple[subprocess.
 def table(rows: list[dict]) -> str:
     base = next((r for r in rows if r["rpc"] == "ping" and not r["offered_per_s"]), None)
     out = ["| rpc | offered/s | calls/s | vs empty | settlements/s | p50 ms | p90 ms | p99 ms | p99.9 ms "
-           "| server CPU µs/call | errors |",
+           "| server CPU µs/call | refusals |",
            "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         ratio = f"{r['calls_per_s'] / base['calls_per_s']:.2f}" if base and not r["offered_per_s"] else ""
@@ -276,7 +297,7 @@ def table(rows: list[dict]) -> str:
         pct = [f"{r[k]:.2f}" if r[k] is not None else "" for k in ("p50_ms", "p90_ms", "p99_ms", "p99.9_ms")]
         settled = f"{r['settlements_per_s']:,.0f}" if r["rpc"] != "ping" else ""
         out.append(f"| {r['rpc']} | {r['offered_per_s'] or 'closed'} | {r['calls_per_s']:,.0f} | {ratio} | {settled} | "
-                   f"{' | '.join(pct)} | {cpu} | {r['errors'] or ''} |")
+                   f"{' | '.join(pct)} | {cpu} | {r['refusals'] or ''} |")
     return "\n".join(out)
 
 
@@ -291,6 +312,8 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--open-loop", default="", help="comma-separated offered rates (calls/s) to sweep")
     p.add_argument("--json", default="", help="write the rows as JSON here")
+    p.add_argument("--expect", default="", help="comma-separated refusal reasons the open-loop rows may meet "
+                                                "(e.g. OVERLOADED past the knee); any other refusal fails the run")
     args = p.parse_args()
     proc, tmp = None, None
     target, pid = args.target, args.server_pid
@@ -299,6 +322,7 @@ def main() -> None:
         proc, target = start_gateway(args.data_dir, tmp.name)
         pid = proc.pid
     rows = []
+    expected = tuple(filter(None, args.expect.split(",")))
     try:
         for kind in args.rpcs.split(","):
             rows.append(run_load(target, kind, args.data_dir, args.processes, args.concurrency, args.seconds,
@@ -306,8 +330,11 @@ def main() -> None:
             print(table(rows[-1:]).splitlines()[-1], file=sys.stderr)
         for rate in [float(x) for x in args.open_loop.split(",") if x]:
             for kind in args.rpcs.split(","):
-                rows.append(run_load(target, kind, args.data_dir, args.processes, 0, args.seconds, rate, pid))
+                rows.append(run_load(target, kind, args.data_dir, args.processes, 0, args.seconds, rate, pid,
+                                     expected=expected))
                 print(table(rows[-1:]).splitlines()[-1], file=sys.stderr)
+    except outcomes.UnexpectedRefusals as err:
+        raise SystemExit(f"loadgen: {err}") from None
     finally:
         if proc is not None:
             proc.terminate()

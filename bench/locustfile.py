@@ -16,7 +16,9 @@ users (weights on separate user classes would make 5 users all outpatient).
 Locust runs on gevent, whose gRPC cannot share a process with grpc.aio, so this file never
 imports the gateway's server side: it uses the generated stubs over a plain (gevent-patched)
 channel.  Cases come from datagen.workload (YIDI_DATA, default data/national).  Every call is
-reported with its RPC name; a refusal is a failure with its reason.
+reported with its RPC name; a refusal is a failure with its reason.  Locust's own requests/s counts
+failures too, so at the end this prints the calls answered OK per second with the refusals by reason beside
+them, and exits 1 if any refusal was not among EXPECTED_REFUSALS (the business rules the drawn cases meet).
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ import itertools
 import os
 import sys
 import time
+from collections import Counter
 
 import grpc
 import grpc.experimental.gevent as grpc_gevent
@@ -42,6 +45,24 @@ from gateway.testing import credentials  # noqa: E402
 
 _WORKLOAD: list[Workload] = []
 _IDS = itertools.count()
+# Cases are drawn with replacement: a person may be drawn for a second stay while the first is open.
+EXPECTED_REFUSALS = ("DUPLICATE_ADMISSION",)
+REFUSALS: Counter = Counter()
+
+
+@events.quitting.add_listener
+def _successes_only(environment, **_kwargs) -> None:
+    """The rate of calls answered OK, the refusals beside it; exit status 1 on a refusal not expected."""
+    total = environment.stats.total
+    ok = total.num_requests - total.num_failures
+    seconds = max(1e-9, (total.last_request_timestamp or total.start_time) - total.start_time)
+    unexpected = {reason: n for reason, n in REFUSALS.items() if reason not in EXPECTED_REFUSALS}
+    print(f"answered OK: {ok} calls, {ok / seconds:,.1f}/s; refused: {dict(REFUSALS) or 0}", file=sys.stderr)
+    if unexpected:
+        print(f"unexpected refusals {unexpected}: the rate above is not a measurement", file=sys.stderr)
+        environment.process_exit_code = 1
+    elif total.num_failures == sum(REFUSALS.values()):
+        environment.process_exit_code = 0   # expected refusals only (locust would exit 1 on any failure)
 
 
 def workload() -> Workload:
@@ -88,7 +109,9 @@ class PlatformUser(User):
         try:
             response = getattr(self.stub(caller, service), rpc)(request, timeout=30)
         except grpc.RpcError as err:
-            exc = RuntimeError(f"{err.code().name} {reason_of(err)}")
+            reason = reason_of(err) or err.code().name
+            REFUSALS[reason] += 1
+            exc = RuntimeError(f"{err.code().name} {reason}")
         events.request.fire(request_type="grpc", name=name, response_time=(time.perf_counter() - start) * 1000,
                             response_length=response.ByteSize() if response is not None else 0, exception=exc)
         return response

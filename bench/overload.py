@@ -15,8 +15,10 @@ burst together at one instant, issuing calls in slices of ``SLICE`` so that
 answers are read while the rest go out.  Each call is a fresh
 OutpatientSettle (its own request_id), timed from the moment the client
 issues it to its answer.  Prints a Markdown table; ``--json`` writes the
-figures.  The clients share this machine's cores with the gateway, so their
-own sending time is part of every latency here (docs/performance.md).
+figures.  Every answer is OK or OVERLOADED with RetryInfo, counted apart;
+any other answer ends the run with exit status 1 (bench/outcomes.py).
+The clients share this machine's cores with the gateway, so their own
+sending time is part of every latency here (docs/performance.md).
 """
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from bench import loadgen  # noqa: E402
+from bench import loadgen, outcomes  # noqa: E402
 
 METHOD = "/yidi.v1.SettlementService/OutpatientSettle"
 CALLER = "460000"        # 海南: the treatment province of the institution below
@@ -193,7 +195,10 @@ def run(calls: int = 4000, limit: int = 100, waits: tuple[float, ...] = (500, 50
     """One row per queue-wait limit with the limits on, then one with them off."""
     with tempfile.TemporaryDirectory(dir=workdir) as work:
         rows = [burst(calls, limit, wait_ms, processes, True, work) for wait_ms in waits]
-        return rows + [burst(calls, limit, 0, processes, False, work)]
+        rows.append(burst(calls, limit, 0, processes, False, work))
+    for row in rows:   # OK and OVERLOADED are the answers a burst may get; anything else fails the run
+        outcomes.require_expected(f"overload, limits {row['limits']}", row["other"])
+    return rows
 
 
 def main() -> None:
@@ -204,7 +209,10 @@ def main() -> None:
     p.add_argument("--processes", type=int, default=4, help="client processes sharing the burst")
     p.add_argument("--json", default="", help="write the figures here")
     args = p.parse_args()
-    rows = run(args.calls, args.limit, tuple(float(w) for w in args.waits.split(",")), args.processes)
+    try:
+        rows = run(args.calls, args.limit, tuple(float(w) for w in args.waits.split(",")), args.processes)
+    except outcomes.UnexpectedRefusals as err:
+        raise SystemExit(f"overload: {err}") from None
     print(table(rows))
     if args.json:
         with open(args.json, "w") as f:

@@ -17,7 +17,9 @@ Phases, each against the targets of docs/performance.md:
    settlement and SettleBatch in closed loop, then an open-loop sweep of the
    unary settlement at fractions of its maximum (p99 at half the maximum;
    the latency-vs-throughput PNG), and the collector's longest pause, read
-   from the gateway's /metrics;
+   from the gateway's /metrics.  Rates count successful answers only; a
+   refusal fails the report (bench/outcomes.py), except OVERLOADED in the
+   sweep's rows past half the maximum, counted beside them (``load_refusals``);
 4. the peak day (bench/peak_day.py): settlements in the published mix through
    SettleBatch, every one checked in the ledger, and resident memory per
    settlement;
@@ -51,7 +53,7 @@ sys.path.insert(0, ROOT)
 DEFAULT_OUT = os.path.join(ROOT, "build", "bench")
 SMOKE = "SMOKE RUN: a 2,000-person data set and seconds of load; the figures mean nothing"
 
-from bench import loadgen, overload, peak_day  # noqa: E402
+from bench import loadgen, outcomes, overload, peak_day  # noqa: E402
 
 # key -> (target, "max" or "min" (the figure must be at most / at least the target), unit, what)
 TARGETS = {
@@ -161,14 +163,17 @@ def load(data_dir: str, smoke: bool, workdir: str, figures: dict) -> list[dict]:
             batch["server_cpu_us_per_call"] / batch["items_per_call"] if batch.get("server_cpu_us_per_call") else None)
         for fraction in (0.25, 0.5, 0.75, 0.9):
             rate = max(10.0, unary["calls_per_s"] * fraction)
+            # past the knee the intake may refuse (OVERLOADED, counted beside); up to half the maximum nothing may
             row = loadgen.run_load(target, "outpatient", data_dir, processes, 0, seconds, rate, proc.pid,
-                                   warmup=0.5 if smoke else 2.0)
+                                   warmup=0.5 if smoke else 2.0, expected=("OVERLOADED",) if fraction > 0.5 else ())
             row["fraction_of_max"] = fraction
             rows.append(row)
             log(loadgen.table(rows[-1:]).splitlines()[-1])
             if fraction == 0.5:
                 figures["unary_p99_ms_at_half_max"] = _round(row["p99_ms"], 2)
         gauges = scrape(metrics_url)
+        figures["load_refusals"] = {f"{r['rpc']} {r.get('fraction_of_max') or 'closed'}": r["refusals"]
+                                    for r in rows if r["refusals"]}
         figures["gc_pause_ms_max"] = round(gauges.get("yidi_gc_pause_max_seconds", 0) * 1000, 2)
         figures["gc_collections"] = int(gauges.get("yidi_gc_pause_seconds_count", 0))
     finally:
@@ -274,6 +279,13 @@ def commit() -> str:
 
 
 def main() -> None:
+    try:
+        report()
+    except outcomes.UnexpectedRefusals as err:
+        raise SystemExit(f"bench: {err}") from None
+
+
+def report() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data-dir", default=os.path.join(ROOT, "data", "national"))
     p.add_argument("--out", default=DEFAULT_OUT, help="where the report goes (bench/results to publish one)")
