@@ -47,7 +47,7 @@ from .operations import metrics
 from .config import Config
 from .reads import Reads
 from .transport.convert import encode_reply
-from .store.idempotency import REVERSED, Keys, Prior, reused
+from .store.idempotency import REVERSED, Keys, Looked, Prior, reused
 from .store import GroupCommitLedger, LedgerClosed, LedgerCorrupt, LedgerFatal, Record, Store
 
 log = logging.getLogger("yidi.gateway")
@@ -352,29 +352,36 @@ class Gateway:
         if type(command) is LoadReferenceData:
             return await self._reload(caller, command, digest)
         if type(command) is Reverse:
+            # decided from what memory and the ledger hold now: no await may come between (look_up=False)
             command = await self._reverse_target(caller, command)
-        outcome = (await self.execute_many(caller, [(command, digest)]))[0]
+            outcome = (await self.execute_many(caller, [(command, digest)], look_up=False))[0]
+        else:
+            outcome = (await self.execute_many(caller, [(command, digest)]))[0]
         if isinstance(outcome, YidiError):
             raise outcome
         return outcome
 
-    async def execute_many(self, caller: str, items: Sequence[Item]) -> list[Outcome]:
+    async def execute_many(self, caller: str, items: Sequence[Item], look_up: bool = True) -> list[Outcome]:
         """A batch: one loop, one ledger group.  Each item gets its answer or its own refusal.
 
         Items are decided and applied in order (an item sees the ones before it: fees uploaded by
         one item are settled by the next); their records are submitted together and every answer
-        waits until the whole group is durable.
+        waits until the whole group is durable.  ``look_up``: ask the ledger for the keys memory does not
+        hold off the loop first (else on the loop, with no await before the decisions).
         """
+        self.require_ready()
+        # The ledger is asked for keys memory does not hold on the look-up thread; from here to the submit
+        # nothing awaits, so the seqs and the engine's state read below hold for the whole loop.
+        looked = await self.keys.look_up(caller, [command.request_id for command, _ in items]) if look_up else None
         self.require_ready()
         engine = self.state.engine
         outcomes: list[Outcome | Prior | int | None] = [None] * len(items)
         records: list[Record] = []
         seen: dict[str, tuple[bytes, int]] = {}  # request_id -> (digest, item) within this batch
         base = self.ledger.next_seq
-        new = self.keys.new_keys(caller, [command.request_id for command, _ in items])
         for i, (command, digest) in enumerate(items):
             try:
-                outcomes[i] = self._earlier(caller, command, digest, seen, new)
+                outcomes[i] = self._earlier(caller, command, digest, seen, looked)
                 if outcomes[i] is not None:
                     continue
                 seen[command.request_id] = (digest, i)
@@ -390,7 +397,7 @@ class Gateway:
         return [await self._resolve(outcome, outcomes) for outcome in outcomes]
 
     def _earlier(self, caller: str, command: Command, digest: bytes, seen: dict[str, tuple[bytes, int]],
-                 new: frozenset[str]) -> Prior | int | None:
+                 looked: Looked | None) -> Prior | int | None:
         """An earlier answer to this request (or the index of its twin in this batch), None if it is new."""
         check_id(command.request_id, "请求ID request_id", "INVALID_REQUEST_ID", "request_id")
         twin = seen.get(command.request_id)
@@ -398,7 +405,7 @@ class Gateway:
             if twin[0] != digest:
                 raise reused(command.request_id)  # worded as when the first is durable: a replay reads the same
             return twin[1]
-        return self.keys.lookup(caller, command.request_id, digest, new)
+        return self.keys.lookup(caller, command.request_id, digest, looked)
 
     async def _submit(self, caller: str, records: list[Record]) -> None:
         """Submit applied records as one group and wait until it is durable."""

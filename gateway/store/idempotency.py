@@ -11,20 +11,31 @@ A key is ``(caller, request_id)``.  Three places answer "was this request seen?"
 So memory holds at most ``capacity`` durable keys however long the ledger
 grows, and a replay of a years-old key is still byte-identical (the answer is
 the response stored in its record).
+
+The ledger is asked off the event loop: ``look_up`` sends a call's keys that
+memory does not hold to one look-up thread (one query for a batch's keys) and
+the call awaits the answer.  While it is out, other calls go on, and one of
+them may begin the same key: every key begun while a look-up is out is
+dropped from its answer, so the call's own ``lookup`` then finds that key in
+memory (in flight or recent) or, if it has already left the recent cache, asks
+the ledger again on the loop.  Two identical requests racing still settle once.
 """
 from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 from core.errors import YidiError
 from core.events import REVERSED_KIND
 
-from .parts import Store
+from .parts import Record, Store
 from .rows import request_hash
 
 Key = tuple[str, str]
+# The ledger's answer for the keys memory did not hold, by request id: their record, or None (never seen).
+Looked = dict[str, Record | None]
 # The digest kept for a key its caller reversed (冲正) before the request was performed: any request
 # under that key is refused with REQUEST_REVERSED.
 REVERSED = b"\x00reversed"
@@ -48,30 +59,41 @@ class Keys:
         # insertion order = oldest first; an OrderedDict drops its oldest in constant time, where a dict's first
         # key is found by walking past every slot deleted before it (121 µs a call at 400k keys seen)
         self._recent: OrderedDict[Key, tuple[bytes, int]] = OrderedDict()
+        self._lookups = ThreadPoolExecutor(1, thread_name_prefix="yidi-keys")
+        self._watching: list[set[Key]] = []   # per look-up out: the keys begun since it was sent
 
     def __len__(self) -> int:
         return len(self._inflight) + len(self._recent)
 
-    def new_keys(self, caller: str, request_ids: list[str]) -> frozenset[str]:
-        """Of a batch's request ids, those certainly never seen: one query for all instead of one each.
+    async def look_up(self, caller: str, request_ids: list[str]) -> Looked:
+        """The ledger's answer for those of a call's keys memory does not hold, asked on the look-up thread
+        (one query for a batch's keys); keys begun while it was out are left out (``lookup`` finds them)."""
+        ids = [r for r in dict.fromkeys(request_ids)
+               if r and (caller, r) not in self._inflight and (caller, r) not in self._recent]
+        if not ids:
+            return {}
+        begun: set[Key] = set()
+        self._watching.append(begun)
+        try:
+            looked = await asyncio.get_running_loop().run_in_executor(self._lookups, self._ask, caller, ids)
+        finally:
+            self._watching.remove(begun)
+        for _caller, request_id in begun:
+            looked.pop(request_id, None)
+        return looked
 
-        Valid only until the next await (a batch's lookups follow at once): keys in flight or recent are
-        left out, so a key this says is new cannot become known before those lookups.
-        """
-        unknown = {}
-        for request_id in request_ids:
-            key = (caller, request_id)
-            if request_id and key not in self._inflight and key not in self._recent:
-                unknown[request_hash(caller, request_id)] = request_id
-        if len(unknown) < 2:
-            return frozenset()
-        known = self._store.known_request_hashes(list(unknown))
-        return frozenset(r for h, r in unknown.items() if h not in known)
+    def _ask(self, caller: str, request_ids: list[str]) -> Looked:
+        """On the look-up thread: each key's record in the ledger, or None."""
+        if len(request_ids) == 1:
+            return {request_ids[0]: self._store.find_request(caller, request_ids[0])}
+        hashes = {request_hash(caller, r): r for r in request_ids}
+        known = self._store.known_request_hashes(list(hashes))
+        return {r: self._store.find_request(caller, r) if h in known else None for h, r in hashes.items()}
 
-    def lookup(self, caller: str, request_id: str, digest: bytes, new: frozenset[str] = frozenset()) -> Prior | None:
+    def lookup(self, caller: str, request_id: str, digest: bytes, looked: Looked | None = None) -> Prior | None:
         """The earlier answer to this key, None if it is new; IDEMPOTENCY_KEY_REUSED if the request differs,
-        REQUEST_REVERSED if its caller reversed it.  ``new``: ids ``new_keys`` found absent (not looked up again)."""
-        found = self.find(caller, request_id, new)
+        REQUEST_REVERSED if its caller reversed it.  ``looked``: what ``look_up`` found (not asked again)."""
+        found = self.find(caller, request_id, looked)
         if found is None:
             return None
         seen, prior = found
@@ -80,8 +102,9 @@ class Keys:
         _same(seen, digest, request_id)
         return prior
 
-    def find(self, caller: str, request_id: str, new: frozenset[str] = frozenset()) -> tuple[bytes, Prior] | None:
-        """(the digest seen under this key, or REVERSED; its answer), None if the key is new."""
+    def find(self, caller: str, request_id: str, looked: Looked | None = None) -> tuple[bytes, Prior] | None:
+        """(the digest seen under this key, or REVERSED; its answer), None if the key is new.  Memory first, then
+        ``looked``, then (a key neither holds) the ledger, on the loop."""
         key = (caller, request_id)
         inflight = self._inflight.get(key)
         if inflight is not None:
@@ -89,9 +112,10 @@ class Keys:
         recent = self._recent.get(key)
         if recent is not None:
             return recent[0], Prior(None, None, recent[1])
-        if request_id in new:
-            return None
-        record = self._store.find_request(caller, request_id)
+        if looked is not None and request_id in looked:
+            record = looked[request_id]
+        else:
+            record = self._store.find_request(caller, request_id)
         if record is None:
             return None
         if record.kind == REVERSED_KIND and record.request_id != request_id:
@@ -100,7 +124,10 @@ class Keys:
 
     def begin(self, caller: str, request_id: str, digest: bytes, response: bytes, durable: asyncio.Future,
               seq: int) -> None:
-        self._inflight[(caller, request_id)] = (digest, response, durable, seq)
+        key = (caller, request_id)
+        self._inflight[key] = (digest, response, durable, seq)
+        for begun in self._watching:
+            begun.add(key)
 
     def durable(self, caller: str, request_id: str, seq: int) -> None:
         digest = self._inflight.pop((caller, request_id))[0]

@@ -12,7 +12,8 @@ part; its callers each name only the part they use:
 ``RequestIndex``
     The idempotency index (SPEC §6): which keys the ledger holds, and the
     record of one (gateway/store/idempotency.py keeps the recent ones in
-    memory in front of it).
+    memory in front of it, and asks the index from its look-up thread, so
+    both methods are called off the event loop as well as on it).
 ``ArchiveStore``
     The archive (core/archive.py) read by id: visits, settlements, problem
     reports (the engine reads it through ``app.StoreArchive``).
