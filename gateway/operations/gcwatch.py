@@ -4,11 +4,13 @@ The index lives in C arrays, so the objects a load leaves behind are few, but
 whatever is there (reference dictionaries, the engine, gRPC's own objects) is
 moved to the permanent generation with ``gc.freeze()`` once the state is
 built, so no collection walks it again.  ``pauses`` records each collection's
-duration, for the metrics endpoint and the benchmark report (target: no pause
-over 10 ms).
+duration, overall and by generation, with the objects each collection freed,
+for the metrics endpoint, the benchmark report and ``make soak`` (target: no
+pause over 10 ms).
 """
 from __future__ import annotations
 
+import bisect
 import gc
 import time
 
@@ -16,11 +18,18 @@ PAUSE_BUCKETS_MS = (0.1, 0.5, 1, 2, 5, 10, 20, 50, 100, 500)
 
 
 class GcWatch:
+    """Every collection's pause, overall and by generation (0, 1, 2), and the objects each generation freed."""
+
     def __init__(self) -> None:
         self.max_pause_ms = 0.0
         self.pause_total_ms = 0.0
         self.collections = [0, 0, 0]
         self.pause_buckets = [0] * (len(PAUSE_BUCKETS_MS) + 1)
+        self.max_pause_ms_by_generation = [0.0, 0.0, 0.0]
+        self.pause_total_ms_by_generation = [0.0, 0.0, 0.0]
+        self.pause_buckets_by_generation = [[0] * (len(PAUSE_BUCKETS_MS) + 1) for _ in range(3)]
+        self.collected = [0, 0, 0]        # objects freed, by the generation collected
+        self.uncollectable = [0, 0, 0]
         self._start = 0.0
 
     def install(self) -> None:
@@ -36,15 +45,17 @@ class GcWatch:
             self._start = time.perf_counter()
             return
         pause_ms = (time.perf_counter() - self._start) * 1000
-        self.collections[info["generation"]] += 1
+        generation = info["generation"]
+        self.collections[generation] += 1
+        self.collected[generation] += info["collected"]
+        self.uncollectable[generation] += info["uncollectable"]
         self.max_pause_ms = max(self.max_pause_ms, pause_ms)
         self.pause_total_ms += pause_ms
-        for i, bound in enumerate(PAUSE_BUCKETS_MS):
-            if pause_ms <= bound:
-                self.pause_buckets[i] += 1
-                break
-        else:
-            self.pause_buckets[-1] += 1
+        self.max_pause_ms_by_generation[generation] = max(self.max_pause_ms_by_generation[generation], pause_ms)
+        self.pause_total_ms_by_generation[generation] += pause_ms
+        bucket = bisect.bisect_left(PAUSE_BUCKETS_MS, pause_ms)   # the first bound >= the pause (le buckets)
+        self.pause_buckets[bucket] += 1
+        self.pause_buckets_by_generation[generation][bucket] += 1
 
 
 WATCH = GcWatch()

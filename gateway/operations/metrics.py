@@ -17,7 +17,11 @@ and ``make bench`` speak of the same things:
 * ``yidi_refusals_total{method, reason}`` — refused calls by reason code
   (``OVERLOADED``, ``PERSON_NOT_FILED`` ...);
 * ``yidi_index_entries{table}``, ``yidi_ledger_seq``, ``yidi_gc_pause_seconds``
-  (histogram since start) and ``yidi_gc_pause_max_seconds``,
+  (histogram since start) and ``yidi_gc_pause_max_seconds``, the same by
+  generation (``yidi_gc_generation_pause_seconds{generation}``,
+  ``yidi_gc_generation_pause_max_seconds{generation}``) with the objects each
+  generation's collections freed (``yidi_gc_collected_objects{generation}``,
+  ``yidi_gc_uncollectable_objects{generation}``),
   ``yidi_internal_errors_total{method}``, ``yidi_event_loop_lag_seconds`` and
   ``yidi_event_loop_stalls_total`` (gateway/operations/watchdog.py), ``yidi_rpcs_in_flight``,
   ``yidi_serving``, ``yidi_storage_writable``, ``yidi_prepaid_usage_ratio{province}``
@@ -117,6 +121,35 @@ def count_records(records) -> None:
         child.inc()
 
 
+def _buckets(counts: list[int]) -> list[tuple[str, int]]:
+    """Cumulative (le, count) pairs of a pause histogram kept as one count per bucket."""
+    out, total = [], 0
+    for bound, n in zip(PAUSE_BUCKETS_MS, counts[:-1], strict=True):
+        total += n
+        out.append((repr(bound / 1000), total))
+    return out + [("+Inf", total + counts[-1])]
+
+
+def _gc_generations():
+    """The collector by generation (0 young, 2 the oldest): pauses, the longest, and the objects freed."""
+    pauses = HistogramMetricFamily("yidi_gc_generation_pause_seconds", "Garbage-collector pauses since start, by "
+                                   "the generation collected", labels=["generation"])
+    longest = GaugeMetricFamily("yidi_gc_generation_pause_max_seconds", "The longest collector pause since start, "
+                                "by the generation collected", labels=["generation"])
+    collected = CounterMetricFamily("yidi_gc_collected_objects", "Objects the collector freed, by the generation "
+                                    "collected", labels=["generation"])
+    uncollectable = CounterMetricFamily("yidi_gc_uncollectable_objects", "Objects the collector found "
+                                        "uncollectable, by the generation collected", labels=["generation"])
+    for g in range(3):
+        label = [str(g)]
+        pauses.add_metric(label, _buckets(WATCH.pause_buckets_by_generation[g]),
+                          sum_value=WATCH.pause_total_ms_by_generation[g] / 1000)
+        longest.add_metric(label, WATCH.max_pause_ms_by_generation[g] / 1000)
+        collected.add_metric(label, WATCH.collected[g])
+        uncollectable.add_metric(label, WATCH.uncollectable[g])
+    yield from (pauses, longest, collected, uncollectable)
+
+
 class _StateCollector:
     """Figures read from the gateway when scraped: index sizes, ledger position, GC pauses, internal errors."""
 
@@ -134,16 +167,12 @@ class _StateCollector:
             seq.add_metric([], gw.ledger.next_seq - 1)
         yield entries
         yield seq
-        buckets, total = [], 0
-        for bound, n in zip(PAUSE_BUCKETS_MS, WATCH.pause_buckets[:-1], strict=True):
-            total += n
-            buckets.append((repr(bound / 1000), total))
-        buckets.append(("+Inf", total + WATCH.pause_buckets[-1]))
         pauses = HistogramMetricFamily("yidi_gc_pause_seconds", "Garbage-collector pauses since start")
-        pauses.add_metric([], buckets, sum_value=WATCH.pause_total_ms / 1000)
+        pauses.add_metric([], _buckets(WATCH.pause_buckets), sum_value=WATCH.pause_total_ms / 1000)
         yield pauses
         yield GaugeMetricFamily("yidi_gc_pause_max_seconds", "The longest collector pause since start",
                                 value=WATCH.max_pause_ms / 1000)
+        yield from _gc_generations()
         errors = CounterMetricFamily("yidi_internal_errors", "Bugs answered INTERNAL, by method", labels=["method"])
         for method, n in sorted(self.internal_errors().items()):
             errors.add_metric([method], n)
