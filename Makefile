@@ -12,7 +12,7 @@ BUILT   := $(VENV)/.built
 CERTS   ?= certs/dev
 CRASHES ?= 100
 
-.PHONY: setup certs data run test test-debug test-slow bench load peak-day overload lint clean crash tamper race
+.PHONY: setup certs data run test test-debug test-slow bench bench-keys soak load peak-day overload lint clean crash tamper race
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -127,6 +127,21 @@ tamper: setup
 BENCH_OUT ?= build/bench
 bench: data
 	$(BIN)/python bench/report.py --data-dir $(DATA) --out $(BENCH_OUT)
+
+# Idempotency keys at constant cost: WINDOWS × CAPACITY fresh settlements through SettleBatch and unary settle with
+# the recent-key cache at CAPACITY keys; server CPU µs per settlement per window of CAPACITY (bench/keys.py).
+CAPACITY ?= 10000
+WINDOWS  ?= 6
+bench-keys: data
+	mkdir -p $(BENCH_OUT)
+	$(BIN)/python bench/keys.py --data-dir $(DATA) --capacity $(CAPACITY) --windows $(WINDOWS) --json $(BENCH_OUT)/keys.json
+
+# A bounded soak (bench/soak.py): SOAK_SECONDS of unary and batch load, then the collector's pauses under load per
+# generation from /metrics; fails if any was over 10 ms or any call was refused. CI's short form: SOAK_SECONDS=30.
+SOAK_SECONDS ?= 180
+soak: data
+	mkdir -p $(BENCH_OUT)
+	$(BIN)/python bench/soak.py --data-dir $(DATA) --seconds $(SOAK_SECONDS) --json $(BENCH_OUT)/soak.json
 
 # A burst of 4,000 calls at once against 100 in flight, with overload control on and off (bench/overload.py;
 # about a minute, no data set needed): refused- and admitted-call latency, each outcome counted.
