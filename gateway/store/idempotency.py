@@ -13,8 +13,10 @@ grows, and a replay of a years-old key is still byte-identical (the answer is
 the response stored in its record).
 
 The ledger is asked off the event loop: ``look_up`` sends a call's keys that
-memory does not hold to one look-up thread (one query for a batch's keys) and
-the call awaits the answer.  While it is out, other calls go on, and one of
+memory does not hold to one look-up thread and the call awaits the answer.
+Every call that asks in the same turn of the loop goes in one hop and one
+query (a unary settle under load rarely asks alone; a batch asks for all its
+keys at once).  While it is out, other calls go on, and one of
 them may begin the same key: every key begun while a look-up is out is
 dropped from its answer, so the call's own ``lookup`` then finds that key in
 memory (in flight or recent) or, if it has already left the recent cache, asks
@@ -61,13 +63,15 @@ class Keys:
         self._recent: OrderedDict[Key, tuple[bytes, int]] = OrderedDict()
         self._lookups = ThreadPoolExecutor(1, thread_name_prefix="yidi-keys")
         self._watching: list[set[Key]] = []   # per look-up out: the keys begun since it was sent
+        self._asking: list[tuple[str, list[str], asyncio.Future]] = []   # this turn's look-ups, not yet sent
 
     def __len__(self) -> int:
         return len(self._inflight) + len(self._recent)
 
     async def look_up(self, caller: str, request_ids: list[str]) -> Looked:
-        """The ledger's answer for those of a call's keys memory does not hold, asked on the look-up thread
-        (one query for a batch's keys); keys begun while it was out are left out (``lookup`` finds them)."""
+        """The ledger's answer for those of a call's keys memory does not hold, asked on the look-up thread with
+        the other look-ups of this turn of the loop; keys begun while it was out are left out (``lookup``
+        finds them)."""
         ids = [r for r in dict.fromkeys(request_ids)
                if r and (caller, r) not in self._inflight and (caller, r) not in self._recent]
         if not ids:
@@ -75,20 +79,30 @@ class Keys:
         begun: set[Key] = set()
         self._watching.append(begun)
         try:
-            looked = await asyncio.get_running_loop().run_in_executor(self._lookups, self._ask, caller, ids)
+            answer = asyncio.get_running_loop().create_future()
+            if not self._asking:
+                answer.get_loop().call_soon(self._send)
+            self._asking.append((caller, ids, answer))
+            looked = await answer
         finally:
             self._watching.remove(begun)
         for _caller, request_id in begun:
             looked.pop(request_id, None)
         return looked
 
-    def _ask(self, caller: str, request_ids: list[str]) -> Looked:
-        """On the look-up thread: each key's record in the ledger, or None."""
-        if len(request_ids) == 1:
-            return {request_ids[0]: self._store.find_request(caller, request_ids[0])}
-        hashes = {request_hash(caller, r): r for r in request_ids}
-        known = self._store.known_request_hashes(list(hashes))
-        return {r: self._store.find_request(caller, r) if h in known else None for h, r in hashes.items()}
+    def _send(self) -> None:
+        """At the end of a turn of the loop: every look-up asked during it, to the thread in one hop."""
+        asking, self._asking = self._asking, []
+        done = asyncio.wrap_future(self._lookups.submit(self._ask, [(caller, ids) for caller, ids, _ in asking]))
+        done.add_done_callback(lambda _: _deliver(done, [answer for _, _, answer in asking]))
+
+    def _ask(self, asked: list[tuple[str, list[str]]]) -> list[Looked]:
+        """On the look-up thread: each asked key's record in the ledger, or None; one query for all of them
+        (find_request's own, for a key asked alone)."""
+        hashes = {request_hash(caller, r): (caller, r) for caller, ids in asked for r in ids}
+        known = self._store.known_request_hashes(list(hashes)) if len(hashes) > 1 else set(hashes)
+        found = {key: self._store.find_request(*key) for h, key in hashes.items() if h in known}
+        return [{r: found.get((caller, r)) for r in ids} for caller, ids in asked]
 
     def lookup(self, caller: str, request_id: str, digest: bytes, looked: Looked | None = None) -> Prior | None:
         """The earlier answer to this key, None if it is new; IDEMPOTENCY_KEY_REUSED if the request differs,
@@ -150,6 +164,19 @@ class Keys:
         if record is None:
             raise YidiError("LEDGER_DAMAGED")
         return record.response
+
+
+def _deliver(done: asyncio.Future, answers: list[asyncio.Future]) -> None:
+    """Each look-up's answer (or the look-up thread's exception), skipping callers that have gone."""
+    for i, answer in enumerate(answers):
+        if answer.done():
+            continue
+        if done.cancelled():
+            answer.cancel()
+        elif done.exception() is not None:
+            answer.set_exception(done.exception())
+        else:
+            answer.set_result(done.result()[i])
 
 
 def _same(seen: bytes, digest: bytes, request_id: str) -> None:

@@ -39,6 +39,29 @@ def test_the_look_up_thread_answers_off_the_loop(tmp_path):
     assert looked == {"a": None, "b": None} and on and all(name.startswith("yidi-keys") for name in on)
 
 
+def test_look_ups_of_one_turn_of_the_loop_go_in_one_query(tmp_path):
+    store = SqliteStore(str(tmp_path / "ledger.sqlite"), seal_key())
+    keys = Keys(store, capacity=2)
+    queries: list[int] = []
+    ask = store.known_request_hashes
+
+    def known(hashes):
+        queries.append(len(hashes))
+        return ask(hashes)
+
+    store.known_request_hashes = known
+
+    async def main():
+        return await asyncio.gather(keys.look_up("460000", ["x"]), keys.look_up("440000", ["x", "y"]),
+                                    keys.look_up("460000", ["z"]))
+
+    try:
+        answers = asyncio.run(main())
+    finally:
+        store.close()
+    assert answers == [{"x": None}, {"x": None, "y": None}, {"z": None}] and queries == [4]
+
+
 def test_a_key_begun_while_its_look_up_is_out_is_not_taken_for_new(tmp_path):
     """Begun, made durable and pushed out of a two-key cache while the look-up was out: the look-up's answer
     must leave it out, or the caller would settle it a second time."""
