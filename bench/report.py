@@ -159,8 +159,7 @@ def load(data_dir: str, smoke: bool, workdir: str, figures: dict) -> list[dict]:
         figures["empty_rpc_server_cpu_us"] = _round(ping.get("server_cpu_us_per_call"))
         figures["unary_settle_server_cpu_us"] = _round(unary.get("server_cpu_us_per_call"))
         figures["batch_settlements_per_s"] = round(batch["settlements_per_s"])
-        figures["batch_server_cpu_us_per_settlement"] = _round(
-            batch["server_cpu_us_per_call"] / batch["items_per_call"] if batch.get("server_cpu_us_per_call") else None)
+        figures["batch_server_cpu_us_per_settlement"] = _round(batch.get("server_cpu_us_per_settlement"))
         for fraction in (0.25, 0.5, 0.75, 0.9):
             rate = max(10.0, unary["calls_per_s"] * fraction)
             # past the knee the intake may refuse (OVERLOADED, counted beside); up to half the maximum nothing may

@@ -33,7 +33,7 @@ def test_a_settlement_succeeds_on_the_plaintext_benchmark_listener(tmp_path, gat
     assert answer.settlement.setl_id and answer.settlement.breakdown.medfee_sumamt == 1250
     assert hainan.raw("/yidi.v1.SettlementService/OutpatientSettle", outpatient(names, "plain-1")) \
         == answer.SerializeToString()   # a replay, from the same key
-    # The caller is 海南 and no one else: 海南 may not read what only the national operator may.
+    # The caller is 海南 and no one else: 海南 may not settle at an institution of 广东.
     code, reason, _ = hainan.refused(hainan.settlement.OutpatientSettle, spb.OutpatientSettleRequest(
         request_id="plain-2", psn_no=names["psn"]["in_service"], fixmedins_code="H44010000001", setl_date=20260315,
         lines=[pb.FeeLine(feedetl_sn="1", code="XA01", unit_price_fen=1250, qty_milli=1000)]))
