@@ -255,14 +255,14 @@ class Settlements:
             changes = [PutSettlement(ArchivedSettlement(s, seq, lines=event.lines))]
         else:  # inpatient: the stay closes; its lines go to the archive, to open again on cancellation
             visit = self.visits.close(s.mdtrt_id)
-            lines = event.lines or tuple(visit.lines.values())  # the first release did not record them
+            lines = event.lines or tuple(visit.lines.values())  # a schema-1 record may lack them
             changes = [VisitStatus(s.mdtrt_id, SETTLED, s.setl_id), PutSettlement(ArchivedSettlement(s, seq, lines=lines))]
         self._book(s, event.clearing_month, s.setl_date, 1)
         return changes
 
     def apply_cancelled(self, event: SettlementCancelled, seq: int) -> list:
         facts, visit, lines = event.settlement, event.visit, event.lines
-        if facts is None:  # recorded by the first release: the immutable facts are in the archive
+        if facts is None:  # a schema-1 record: the immutable facts are in the archive
             ref = self.archive.settlement(event.setl_id)
             facts, lines = ref.facts, ref.lines
             visit = self.archive.visit(facts.mdtrt_id).facts
