@@ -140,7 +140,7 @@ class Settlements:
                                            cmd.acct_used_flag, cmd.acct_mulaid_flag, mid=cmd.mid_setl_flag)
         return Decision(Settled(settlement=facts, lines=lines, clearing_month=month), reply)
 
-    def decide_cancel(self, cmd: CancelSettlement, _seq: int = 0) -> Decision:
+    def decide_cancel(self, cmd: CancelSettlement, _seq: int) -> Decision:
         """结算撤销: gives back exactly the recorded deltas; an inpatient stay opens again."""
         ref = self.settlement(cmd.setl_id)
         if ref.status != SETTLED:
@@ -172,11 +172,11 @@ class Settlements:
         if cmd.target_kind == "settlement":
             check_date(cmd.reverse_date, "冲正日期 reverse_date", field="reverse_date")
             decision = self.decide_cancel(CancelSettlement(
-                request_id=cmd.request_id, setl_id=cmd.target_id, cancel_date=cmd.reverse_date))
+                request_id=cmd.request_id, setl_id=cmd.target_id, cancel_date=cmd.reverse_date), seq)
             outcome = "settlement_cancelled"
         elif cmd.target_kind == "admission":
             decision = self.visits.decide_cancel_admission(CancelAdmission(request_id=cmd.request_id,
-                                                                           mdtrt_id=cmd.target_id))
+                                                                           mdtrt_id=cmd.target_id), seq)
             outcome = "admission_cancelled"
         else:
             return Decision(RequestReversed(original_request_id=cmd.original_request_id),
