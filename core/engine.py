@@ -90,8 +90,7 @@ class Engine:
         self.owners = Owners(index, self.filings, self.visits, self.settlements, self.problems)
         for psn_no, year, values in state.accumulators:
             # kept before the newest accumulators were declared: they read as 0 (core/money.py)
-            index.apply_deltas(psn_no, year, dict(zip(ACCUMULATOR_KEYS, pad(values, len(ACCUMULATOR_KEYS)),
-                                                      strict=True)), 1)
+            index.add_deltas(psn_no, year, pad(values, len(ACCUMULATOR_KEYS)), 1)
         parts = (self.filings, self.accounts, self.visits, self.settlements, self.clearing, self.problems)
         self._decide: dict[type, Callable[[Command, int], Decision]] = _one_each(p.decisions() for p in parts)
         self._apply: dict[type, Callable[[Event, int], list[Change]]] = _one_each(p.appliers() for p in parts)
