@@ -72,6 +72,14 @@ class EngineState(msgspec.Struct):
     chronic: list[tuple[str, int, str, int, int]] = msgspec.field(default_factory=list)
 
 
+class ApplyFailed(Exception):
+    """Applying a decided event failed (a bug): memory may differ from the ledger; the cause is chained."""
+
+    def __init__(self, event: Event) -> None:
+        super().__init__(f"apply failed for a {event.kind} event")
+        self.event = event
+
+
 class Engine:
     """The parts of the domain over one :class:`Index`, holding ``state`` if given (a snapshot, or a reload)."""
 
@@ -104,6 +112,17 @@ class Engine:
         self.visits.archive = self.problems.archive = archive
 
     # ------------------------------------------------------------ dispatch
+    def perform(self, command: Command, seq: int) -> tuple[Decision, list[Change]]:
+        """Decide a command and apply its event as record ``seq``: the decision and the archive changes.
+
+        A refusal (``YidiError``) is raised by the decision and changes nothing.  A failure while applying
+        is ``ApplyFailed``: memory may then differ from the ledger."""
+        decision = self.decide(command, seq)
+        try:
+            return decision, self.apply(decision.event, seq)
+        except Exception as exc:
+            raise ApplyFailed(decision.event) from exc
+
     def decide(self, command: Command, seq: int) -> Decision:
         """The event and result of a command; changes nothing."""
         return self._decide[type(command)](command, seq)
