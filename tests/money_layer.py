@@ -5,7 +5,7 @@
 
 `make test-debug` records a ledger with the project's build, declares a made-up layer in the debug tree's
 core/money.py (an amount of the breakdown that is cleared, and an accumulator), builds that tree and runs
-tests/test_core_money_layer.py there, which replays the recorded ledger (and restores its snapshot) and finds
+tests/core/test_core_money_layer.py there, which replays the recorded ledger (and restores its snapshot) and finds
 every recorded amount, accumulator and clearing total as it was, and the new ones 0.
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 MADE_UP = '''
 
-# A made-up layer, declared by tests/money_layer.py extend for tests/test_core_money_layer.py (test builds only).
+# A made-up layer, declared by tests/money_layer.py extend for tests/core/test_core_money_layer.py (test builds only).
 BREAKDOWN += (Amount("test_layer_pay", "测试层", layer="test_layer", cleared=True),)
 LAYERS += (Layer("test_layer", "测试层", {"": "test_layer_pay"}),)
 ACCUMULATORS += (Accumulator("test_layer_paid_fen", "测试层已支付"),)

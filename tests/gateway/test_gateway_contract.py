@@ -795,7 +795,7 @@ def case(hainan, liaoning):
 def every_rpc(case, **override):
     """One well-formed request per RPC of every service (fields overridable by name).
 
-    (The gateway's hostile-input tests, tests/test_hostile_input.py, build theirs from the descriptors,
+    (The gateway's hostile-input tests, tests/e2e/test_hostile_input.py, build theirs from the descriptors,
     so an RPC added later is fuzzed without a line there; this table holds one meaningful request each.)
     """
     f, m, s = case["filing"], case["mdtrt_id"], case["setl_id"]
@@ -915,7 +915,7 @@ FOREIGN = {
     "CommentProblem": (grpc.StatusCode.NOT_FOUND, "PROBLEM_NOT_FOUND"),
     "ResolveProblem": (grpc.StatusCode.NOT_FOUND, "PROBLEM_NOT_FOUND"),
     # Reverse names one of the caller's own request ids: there is no one else's object to refuse
-    # (tests/test_reverse.py: a province's reversal never reaches another's request).
+    # (tests/gateway/test_reverse.py: a province's reversal never reaches another's request).
     "Reverse": None,
 }
 # The fake object each id-naming RPC is asked about, to compare with the real one of another province.
@@ -943,7 +943,7 @@ def test_every_rpc_refuses_a_province_it_does_not_concern(gw, case, national):
             assert refusal_reason(outcome) == "PERMISSION_DENIED"
             continue
         if RULES[rule_name(name)].kind == "own_request":
-            continue  # Reverse reaches only the caller's own keys, and records a reversal (tests/test_reverse.py)
+            continue  # Reverse reaches only the caller's own keys, and records a reversal (tests/gateway/test_reverse.py)
         if RULES[rule_name(name)].kind == "any":
             guangdong(stub_method(guangdong, name), request)  # open to every identified caller
             continue
@@ -1072,7 +1072,7 @@ BAD_INPUT = {  # RPC -> (fields to spoil, expected reason)
     "Ping": (None, None),  # takes no input
     "SettleBatch": ({"items": [spb.SettleItem(outpatient=spb.OutpatientSettleRequest(request_id=f"b{n}"))
                                for n in range(1001)]}, "BATCH_TOO_LARGE"),
-    "SettleStream": (None, None),  # per-item refusals: tests/test_gateway_batch.py
+    "SettleStream": (None, None),  # per-item refusals: tests/gateway/test_gateway_batch.py
     "SetPrepaid": ({"amount_fen": -1}, "INVALID_AMOUNT"),
     "TopUpPrepaid": ({"amount_fen": 0}, "INVALID_AMOUNT"),
     "GetPositions": ({"province": "46000X"}, "INVALID_ARGUMENT"),

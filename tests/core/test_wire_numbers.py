@@ -23,7 +23,7 @@ from core.funds import flag_names
 from datagen.spec_fixture import DATE, write_spec_dataset
 from gateway._pb.yidi.v1 import common_pb2 as pb, settlement_pb2 as spb
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 PB_DIR = ROOT / "gateway" / "_pb" / "yidi" / "v1"
 
 
@@ -174,8 +174,8 @@ def test_a_core_built_from_a_renumbered_contract_speaks_it(tmp_path):
                             "print(c.__file__, m.__file__)"], cwd=tree, env=env, capture_output=True, text=True)
     assert all(p.startswith(str(tree)) for p in where.stdout.split()), where   # the copy's, not this tree's
     tests = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_core_wire.py",
-         "tests/test_wire_numbers.py::test_every_generated_constant_is_the_contracts",
-         "tests/test_wire_numbers.py::test_the_engine_answers_with_the_contracts_enum_values"],
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/core/test_core_wire.py",
+         "tests/core/test_wire_numbers.py::test_every_generated_constant_is_the_contracts",
+         "tests/core/test_wire_numbers.py::test_the_engine_answers_with_the_contracts_enum_values"],
         cwd=tree, env=env, capture_output=True, text=True)
     assert tests.returncode == 0, tests.stdout[-3000:]

@@ -1,6 +1,6 @@
 """Private data never reaches a log: every log this test session produced is scanned for ID numbers.
 
-Runs last of tests/ (its name sorts last): by then every gateway the suite
+Runs last of tests/ (tests/conftest.py puts it there): by then every gateway the suite
 started has written its operational log (``<ledger>.log``) and its audit log
 (``<ledger>.audit.jsonl``) under pytest's base temporary directory. A national
 ID number (18 characters: 17 digits and a digit or X) may appear there only

@@ -1,6 +1,6 @@
 """The Prometheus alerting rules in deploy/prometheus/: valid (`promtool check rules`) and doing what they
 say on made-up series (`promtool test rules`). That every metric they name is one the gateway exports is
-checked against a real gateway's /metrics in tests/test_gateway_metrics.py."""
+checked against a real gateway's /metrics in tests/gateway/test_gateway_metrics.py."""
 from __future__ import annotations
 
 import os

@@ -29,7 +29,7 @@ from gateway.store import (
 )
 from gateway.store.sqlite.store import SCHEMA_VERSION
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def make_record(i: int, *, caller: str = "210000", kind: str = "settle", key: str | None = None) -> Record:
@@ -362,7 +362,7 @@ CHILD = textwrap.dedent(
     sys.path.insert(0, {root!r})
     from gateway.store import GroupCommitLedger, SqliteStore
     from gateway.store.seal import SealKey
-    from tests.test_ledger import make_record
+    from tests.gateway.test_ledger import make_record
 
     async def worker(ledger, w, per_worker):
         out = sys.stdout

@@ -4,11 +4,10 @@ ledger, with reversals racing their originals and snapshots asked for throughout
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from gateway_harness import ROOT
 
 
 def test_three_sigkills_under_load_lose_and_double_nothing():

@@ -1,6 +1,6 @@
 """The first release's ledger still replays, and its answers are still byte-identical.
 
-``tests/data/ledger-v1.db`` was written by the first release's gateway (commit
+``tests/gateway/data/ledger-v1.db`` was written by the first release's gateway (commit
 41496cb) on the SPEC fixture data set: a filing by RPC revised, an E1 stay with
 fees withdrawn, settled, cancelled and settled again, an admission cancelled,
 a stay left open, two outpatient settlements (one cancelled) and a revoked
