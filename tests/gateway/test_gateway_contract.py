@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 
-import itertools
 import re
 
 import grpc
@@ -22,22 +21,18 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from datagen.spec_fixture import FILINGS, INSTITUTIONS, PERSONS, make_certno, write_spec_dataset
+from datagen.spec_fixture import FILINGS, INSTITUTIONS, PERSONS, make_certno
 from core.access import RULES
 from gateway.security import certs
 from gateway._pb.yidi.v1 import admin_pb2, common_pb2 as pb, diagnostics_pb2 as dpb, filing_pb2 as fpb
 from gateway._pb.yidi.v1 import funds_pb2 as fdpb, problems_pb2 as ppb, settlement_pb2 as spb
 from gateway.transport.server import SERVICES
-from gateway_harness import Client, file_person, start_gateway
+from builders import admit, cancel, line, rid, settle, upload
+from gateway_harness import Client, file_person
 from gateway_seed import filed, prior_settlement, write_ledger
 
 HAINAN, LIAONING, GUANGDONG = "460000", "210000", "440000"
 MAX_MESSAGE_BYTES = 64 * 1024
-_ids = itertools.count(1)
-
-
-def rid(tag: str = "r") -> str:
-    return f"{tag}-{next(_ids)}"
 
 
 def person(name: str, psn_no: str, certno17: str, **kw) -> dict:
@@ -57,11 +52,13 @@ E5_PERSON = person("referral", "P2101020E5", "21010219700404105")
 E5_FILING = dict(FILINGS["referral"], filing_id="F-E5", psn_no="P2101020E5")
 
 
+GATEWAY_OPTIONS = ("--max-message-bytes", str(MAX_MESSAGE_BYTES))
+
+
 @pytest.fixture(scope="module")
-def names(tmp_path_factory):
-    base = tmp_path_factory.mktemp("gw")
-    names = write_spec_dataset(base / "data")
-    inst = names["inst"]
+def spec_data(spec_data):
+    """The module's gateway (conftest's gw) starts on a ledger seeded with E2's, E4's and E5's history."""
+    inst = spec_data["inst"]
     events = [filed(E2_PERSON, E2_FILING), filed(E4_PERSON, E4_FILING), filed(E5_PERSON, E5_FILING)]
     events += prior_settlement(1, "P2101020E2", "210102", inst["hk_l3"], "460100", 3, E2_FILING, 20260201,
                                {"inpatient_fund_paid_fen": 1000000, "crit_base_fen": 1400000,
@@ -71,18 +68,16 @@ def names(tmp_path_factory):
     events += prior_settlement(3, "P2101020E5", "210102", inst["hk_l1"], "460100", 1, E5_FILING, 20260210,
                                {"inpatient_fund_paid_fen": 29500000, "crit_base_fen": 9000000,
                                 "inpatient_admissions": 2}, inpatient=True)
-    write_ledger(str(base / "ledger.sqlite"), LIAONING, events)
-    names["ledger"] = str(base / "ledger.sqlite")
-    return names
+    write_ledger(spec_data["ledger"], LIAONING, events)
+    return spec_data
 
 
-@pytest.fixture(scope="module")
-def gw(names):
-    server = start_gateway(names["dir"], names["ledger"], "--max-message-bytes", str(MAX_MESSAGE_BYTES))
-    yield server
-    assert server.stop() == 0, server.log()[-3000:]
-    # National ID numbers never reach the log, whatever was refused or settled above.
-    log = server.log()
+@pytest.fixture(scope="module", autouse=True)
+def log_without_id_numbers(gw):
+    """National ID numbers never reach the log, whatever the module refused or settled."""
+    yield
+    assert gw.stop() == 0, gw.log()[-3000:]
+    log = gw.log()
     assert "refused" in log and not re.search(r"(?<!\d)\d{17}[\dXx](?!\d)", log)
 
 
@@ -101,32 +96,8 @@ def national(gw):
     return gw.client("national")
 
 
-def line(sn, code, price, qty_milli) -> pb.FeeLine:
-    return pb.FeeLine(feedetl_sn=str(sn), code=code, unit_price_fen=price, qty_milli=qty_milli)
-
-
 E1_LINES = [line(1, "XA01", 1250, 20000), line(2, "XB02", 8800, 3500), line(3, "XB03", 7300, 10000),
             line(4, "XC04", 45000, 1000), line(5, "T001", 1200000, 1000), line(6, "ZZ99", 9999, 2000)]
-
-
-def admit(client, psn_no, inst, date=20260310, **kw) -> spb.AdmitResponse:
-    return client(client.settlement.Admit, spb.AdmitRequest(
-        request_id=rid("admit"), psn_no=psn_no, fixmedins_code=inst, adm_date=date, **kw))
-
-
-def upload(client, mdtrt_id, lines, request_id=None) -> spb.VisitResponse:
-    return client(client.settlement.UploadFees, spb.UploadFeesRequest(
-        request_id=request_id or rid("fees"), mdtrt_id=mdtrt_id, lines=lines))
-
-
-def settle(client, mdtrt_id, date=20260315, request_id=None) -> pb.Settlement:
-    return client(client.settlement.DischargeSettle, spb.DischargeSettleRequest(
-        request_id=request_id or rid("settle"), mdtrt_id=mdtrt_id, dscg_date=date)).settlement
-
-
-def cancel(client, setl_id, date=20260320) -> pb.Settlement:
-    return client(client.settlement.CancelSettlement, spb.CancelSettlementRequest(
-        request_id=rid("cancel"), setl_id=setl_id, cancel_date=date)).settlement
 
 
 def accumulators(client, psn_no, year=2026) -> pb.Accumulators:
@@ -175,11 +146,11 @@ def account(client, psn_no) -> fpb.AccountResponse:
     return client(client.filing.GetAccount, fpb.GetAccountRequest(psn_no=psn_no))
 
 
-def test_e6_through_grpc_and_cancellation_gives_the_accounts_back(hainan, liaoning, names):
-    acct, family = names["psn"]["acct"], names["psn"]["family"]
+def test_e6_through_grpc_and_cancellation_gives_the_accounts_back(hainan, liaoning, spec_data):
+    acct, family = spec_data["psn"]["acct"], spec_data["psn"]["family"]
     shown = account(liaoning, acct)
     assert (shown.balc, list(shown.mulaid_psn_nos), list(shown.mulaid_balc)) == (100000, [family], [300000])
-    a = admit(hainan, acct, names["inst"]["hk_l3"])
+    a = admit(hainan, acct, spec_data["inst"]["hk_l3"])
     upload(hainan, a.mdtrt_id, E1_LINES)
     pre = hainan(hainan.settlement.PreSettle, spb.PreSettleRequest(
         mdtrt_id=a.mdtrt_id, setl_date=20260315, acct_used_flag=True, acct_mulaid_flag=True)).settlement
@@ -200,7 +171,7 @@ def test_e6_through_grpc_and_cancellation_gives_the_accounts_back(hainan, liaoni
     assert (shown.balc, list(shown.mulaid_balc)) == (100000, [300000])
 
 
-def test_adjust_account_over_grpc(hainan, liaoning, national, names):
+def test_adjust_account_over_grpc(hainan, liaoning, national, spec_data):
     psn_no = "P2101029300"
     file_person(liaoning, psn_no, "21010219900101300")
     adjust = fpb.AdjustAccountRequest(request_id=rid("adj"), psn_no=psn_no, amount_fen=20000, reason="年度划入")
@@ -216,13 +187,13 @@ def test_adjust_account_over_grpc(hainan, liaoning, national, names):
     assert ledger_seq(national) == seq and account(liaoning, psn_no).balc == 20000
     # an outpatient visit paid partly from the account, read from the wire by the core
     s = hainan(hainan.settlement.OutpatientSettle, spb.OutpatientSettleRequest(
-        request_id=rid("op"), psn_no=psn_no, fixmedins_code=names["inst"]["hk_l1"], setl_date=20260316,
+        request_id=rid("op"), psn_no=psn_no, fixmedins_code=spec_data["inst"]["hk_l1"], setl_date=20260316,
         lines=[line(1, "XA01", 1250, 6000), line(2, "XC04", 45000, 1000)], acct_used_flag=True)).settlement
     # 7500 in scope, all under the annual deductible: the account pays it, never the class-C 45000
     assert (s.breakdown.acct_pay, s.breakdown.psn_cash_pay, s.balc) == (7500, 45000, 12500)
     assert account(liaoning, psn_no).balc == 12500
     # the detail reconciliation compares the accounts' share when the province sends it (SPEC §10.1)
-    span = fdpb.ReconcileRange(fixmedins_code=names["inst"]["hk_l1"], date_from=20260316, date_to=20260316)
+    span = fdpb.ReconcileRange(fixmedins_code=spec_data["inst"]["hk_l1"], date_from=20260316, date_to=20260316)
 
     def differences(**acct):
         item = fdpb.ReconcileItem(setl_id=s.setl_id, fund_pay_sumamt=s.breakdown.fund_pay_sumamt, **acct)
@@ -247,8 +218,8 @@ def chronic(client, psn_no, inst, code, lines=E7_LINES, **kw) -> spb.OutpatientS
                                        **kw)
 
 
-def test_e7_through_grpc(hainan, liaoning, names):
-    psn, inst = names["psn"], names["inst"]
+def test_e7_through_grpc(hainan, liaoning, spec_data):
+    psn, inst = spec_data["psn"], spec_data["inst"]
     s = hainan(hainan.settlement.OutpatientSettle, chronic(hainan, psn["in_service"], inst["hk_l3"], "M07803")).settlement
     b = s.breakdown
     assert (b.medfee_sumamt, b.fulamt_ownpay_amt, b.inscp_scp_amt, b.act_pay_dedc, b.pay_ratio_bp, b.hifp_pay,
@@ -270,10 +241,10 @@ def test_e7_through_grpc(hainan, liaoning, names):
     ("retired", "hk_l2", "M03900", "INSTITUTION_NOT_ENABLED_FOR_DISEASE"),
     ("assist", "hk_l2", "M01600", "POLICY_MISSING"),
 ])
-def test_chronic_refusals_over_grpc(hainan, national, names, who, inst, code, reason):
+def test_chronic_refusals_over_grpc(hainan, national, spec_data, who, inst, code, reason):
     seq = ledger_seq(national)
     status, got, message = hainan.refused(hainan.settlement.OutpatientSettle,
-                                          chronic(hainan, names["psn"][who], names["inst"][inst], code))
+                                          chronic(hainan, spec_data["psn"][who], spec_data["inst"][inst], code))
     assert (status, got) == (grpc.StatusCode.FAILED_PRECONDITION, reason) and message.endswith(f"[{reason}]")
     assert code in message and ledger_seq(national) == seq
 
@@ -284,10 +255,10 @@ def dated(ln: pb.FeeLine, fee_date: int) -> pb.FeeLine:
                       qty_milli=ln.qty_milli, fee_date=fee_date)
 
 
-def test_e8_mid_stay_settlement_through_grpc(hainan, liaoning, national, names):
+def test_e8_mid_stay_settlement_through_grpc(hainan, liaoning, national, spec_data):
     psn_no = "P2101029400"   # E1's circumstances: retired, relocated, first admission of the year
     file_person(liaoning, psn_no, "21010219500101400", kind="retired_relocation", person_type=pb.PERSON_TYPE_RETIRED)
-    a = admit(hainan, psn_no, names["inst"]["hk_l3"], date=20260301)
+    a = admit(hainan, psn_no, spec_data["inst"]["hk_l3"], date=20260301)
     upload(hainan, a.mdtrt_id, [dated(E1_LINES[0], 20260305), dated(E1_LINES[4], 20260308),
                                 dated(E1_LINES[1], 20260312), dated(E1_LINES[2], 20260314)])
     mid = hainan(hainan.settlement.DischargeSettle, spb.DischargeSettleRequest(
@@ -318,10 +289,10 @@ def test_e8_mid_stay_settlement_through_grpc(hainan, liaoning, national, names):
 
 
 # ------------------------------------------------------ SPEC §10.4 refund lines, E9
-def test_e9_refund_lines_through_grpc(hainan, liaoning, national, names):
+def test_e9_refund_lines_through_grpc(hainan, liaoning, national, spec_data):
     psn_no = "P2101029500"
     file_person(liaoning, psn_no, "21010219850303500")
-    a = admit(hainan, psn_no, names["inst"]["hk_l1"])
+    a = admit(hainan, psn_no, spec_data["inst"]["hk_l1"])
     upload(hainan, a.mdtrt_id, [line(1, "XA01", 1250, 20000), line(2, "XB02", 8800, 3500)])
     refunds = [pb.FeeLine(feedetl_sn="3", code="XA01", unit_price_fen=1250, qty_milli=-5000, init_feedetl_sn="1"),
                pb.FeeLine(feedetl_sn="4", code="XB02", unit_price_fen=8800, qty_milli=-3500, init_feedetl_sn="2")]
@@ -344,24 +315,24 @@ def test_e9_refund_lines_through_grpc(hainan, liaoning, national, names):
 
 
 # ------------------------------------------------------ SPEC §10.5 credentials, §10.6 emergencies
-def test_patients_identified_by_electronic_voucher_over_grpc(hainan, national, names):
+def test_patients_identified_by_electronic_voucher_over_grpc(hainan, national, spec_data):
     import subprocess
     import sys
 
-    psn_no = names["psn"]["in_service"]
+    psn_no = spec_data["psn"]["in_service"]
     run = subprocess.run([sys.executable, "-m", "gateway", "voucher", "--psn-no", psn_no, "--minutes", "5",
-                          "--data-dir", names["dir"]], capture_output=True, text=True, timeout=60, check=True)
+                          "--data-dir", spec_data["dir"]], capture_output=True, text=True, timeout=60, check=True)
     tok = run.stdout.strip()
     assert tok.startswith(psn_no + ".") and len(tok.rsplit(".", 1)[1]) == 32
     s = hainan(hainan.settlement.OutpatientSettle, spb.OutpatientSettleRequest(
-        request_id=rid("voucher"), fixmedins_code=names["inst"]["hk_l1"], setl_date=20260315,
+        request_id=rid("voucher"), fixmedins_code=spec_data["inst"]["hk_l1"], setl_date=20260315,
         lines=[line(1, "XA01", 1250, 1000)], mdtrt_cert_type="01", mdtrt_cert_no=tok)).settlement
     assert s.psn_no == psn_no
     seq = ledger_seq(national)
     forged = tok[:-1] + ("0" if tok[-1] != "0" else "1")
-    for request in (spb.AdmitRequest(request_id=rid(), fixmedins_code=names["inst"]["hk_l1"], adm_date=20260315,
+    for request in (spb.AdmitRequest(request_id=rid(), fixmedins_code=spec_data["inst"]["hk_l1"], adm_date=20260315,
                                      mdtrt_cert_type="01", mdtrt_cert_no=forged),
-                    spb.OutpatientSettleRequest(request_id=rid(), fixmedins_code=names["inst"]["hk_l1"],
+                    spb.OutpatientSettleRequest(request_id=rid(), fixmedins_code=spec_data["inst"]["hk_l1"],
                                                 setl_date=20260315, lines=[line(1, "XA01", 1250, 1000)],
                                                 mdtrt_cert_type="01", mdtrt_cert_no=forged)):
         method = hainan.settlement.Admit if isinstance(request, spb.AdmitRequest) else hainan.settlement.OutpatientSettle
@@ -371,8 +342,8 @@ def test_patients_identified_by_electronic_voucher_over_grpc(hainan, national, n
     assert ledger_seq(national) == seq
 
 
-def test_emergency_admission_without_a_filing_over_grpc(hainan, names):
-    psn_no, inst = names["psn"]["unfiled"], names["inst"]["hk_l2"]
+def test_emergency_admission_without_a_filing_over_grpc(hainan, spec_data):
+    psn_no, inst = spec_data["psn"]["unfiled"], spec_data["inst"]["hk_l2"]
     code, reason, _ = hainan.refused(hainan.settlement.Admit, spb.AdmitRequest(
         request_id=rid(), psn_no=psn_no, fixmedins_code=inst, adm_date=20260315))
     assert reason == "PERSON_NOT_FILED"
@@ -383,11 +354,11 @@ def test_emergency_admission_without_a_filing_over_grpc(hainan, names):
 
 
 # ------------------------------------------------------ SPEC §10.7 explanations
-def test_explanation_over_grpc_and_in_the_cli(gw, hainan, liaoning, names):
+def test_explanation_over_grpc_and_in_the_cli(gw, hainan, liaoning, spec_data):
     import subprocess
     import sys
 
-    s = hainan(hainan.settlement.OutpatientSettle, chronic(hainan, names["psn"]["in_service"], names["inst"]["hk_l3"],
+    s = hainan(hainan.settlement.OutpatientSettle, chronic(hainan, spec_data["psn"]["in_service"], spec_data["inst"]["hk_l3"],
                                                            "M07803")).settlement
     for client in (hainan, liaoning):   # treatment and insured province
         x = client(client.settlement.GetSettlementExplanation, spb.GetSettlementRequest(setl_id=s.setl_id))
@@ -405,7 +376,7 @@ def test_explanation_over_grpc_and_in_the_cli(gw, hainan, liaoning, names):
 
 
 # ------------------------------------------------------ SPEC §10.8 look-ups
-def test_designated_institutions_paged_and_filtered(gw, names):
+def test_designated_institutions_paged_and_filtered(gw, spec_data):
     guangdong = gw.client(GUANGDONG)   # public to every platform
     seen, token = [], ""
     while True:
@@ -418,17 +389,17 @@ def test_designated_institutions_paged_and_filtered(gw, names):
     hainan_codes = sorted(c for c, _n, a, *_ in INSTITUTIONS.values() if a.startswith("46"))
     assert seen == hainan_codes
     dialysis = guangdong(guangdong.settlement.ListInstitutions, spb.ListInstitutionsRequest(dise_codg="M07803"))
-    assert [i.fixmedins_code for i in dialysis.institutions] == [names["inst"]["hk_l3"]]
+    assert [i.fixmedins_code for i in dialysis.institutions] == [spec_data["inst"]["hk_l3"]]
     inpatient = guangdong(guangdong.settlement.ListInstitutions, spb.ListInstitutionsRequest(
         admdvs="460100", inpatient=True, kind="hospital"))
     assert all(i.inpatient and i.kind == "hospital" and i.admdvs == "460100" for i in inpatient.institutions)
-    assert names["inst"]["hk_no_ip"] not in [i.fixmedins_code for i in inpatient.institutions]
+    assert spec_data["inst"]["hk_no_ip"] not in [i.fixmedins_code for i in inpatient.institutions]
 
 
-def test_admitted_patients_of_an_institution(hainan, liaoning, names):
+def test_admitted_patients_of_an_institution(hainan, liaoning, spec_data):
     psn_no = "P2101029600"
     file_person(liaoning, psn_no, "21010219850303600")
-    inst = names["inst"]["sy_l3"]
+    inst = spec_data["inst"]["sy_l3"]
     a = admit(hainan, psn_no, inst)
     upload(hainan, a.mdtrt_id, [line(1, "XA01", 1250, 2000)])
     listed = hainan(hainan.settlement.ListAdmitted, spb.ListAdmittedRequest(fixmedins_code=inst))
@@ -443,8 +414,8 @@ def test_admitted_patients_of_an_institution(hainan, liaoning, names):
 
 
 # ------------------------------------------------------ SPEC §5.6 E1–E5
-def test_e1_through_grpc(hainan, names):
-    a = admit(hainan, names["psn"]["retired"], names["inst"]["hk_l3"])
+def test_e1_through_grpc(hainan, spec_data):
+    a = admit(hainan, spec_data["psn"]["retired"], spec_data["inst"]["hk_l3"])
     assert a.filing_kind == pb.FILING_KIND_RETIRED_RELOCATION and a.fixmedins_level == 3
     visit = upload(hainan, a.mdtrt_id, E1_LINES)
     assert (visit.line_count, visit.medfee_sumamt) == (6, 1393798)
@@ -454,12 +425,12 @@ def test_e1_through_grpc(hainan, names):
         inscp_scp_amt=1292720, act_pay_dedc=120000, pay_ratio_bp=8500, hifp_pay=996812, hifmi_pay=0,
         hifob_pay=0, maf_pay=0, fund_pay_sumamt=996812, psn_cash_pay=396986, acct_pay=0, acct_mulaid_pay=0)
     assert [ln.chrgitm_lv for ln in s.lines] == ["A", "B", "B", "C", "A", ""]
-    acc = accumulators(hainan, names["psn"]["retired"])
+    acc = accumulators(hainan, spec_data["psn"]["retired"])
     assert (acc.inpatient_fund_paid_fen, acc.crit_base_fen, acc.inpatient_admissions) == (996812, 295908, 1)
 
 
-def test_e2_through_grpc(hainan, names):
-    a = admit(hainan, "P2101020E2", names["inst"]["hk_l3"])
+def test_e2_through_grpc(hainan, spec_data):
+    a = admit(hainan, "P2101020E2", spec_data["inst"]["hk_l3"])
     upload(hainan, a.mdtrt_id, [line(1, "T001", 8000000, 1000), line(2, "XB02", 50000, 20000)])
     b = breakdown(settle(hainan, a.mdtrt_id))
     assert (b["medfee_sumamt"], b["preselfpay_amt"], b["inscp_scp_amt"], b["act_pay_dedc"], b["pay_ratio_bp"],
@@ -468,8 +439,8 @@ def test_e2_through_grpc(hainan, names):
     assert (b["hifob_pay"], b["hifmi_pay"]) == (771600, 0)  # employee insurance: 职工大额
 
 
-def test_e3_through_grpc(hainan, names):
-    a = admit(hainan, names["psn"]["assist"], names["inst"]["hk_l2"])
+def test_e3_through_grpc(hainan, spec_data):
+    a = admit(hainan, spec_data["psn"]["assist"], spec_data["inst"]["hk_l2"])
     upload(hainan, a.mdtrt_id, [line(1, "XA01", 1250, 20000), line(2, "T001", 500000, 1000)])
     b = breakdown(settle(hainan, a.mdtrt_id))
     assert (b["medfee_sumamt"], b["inscp_scp_amt"], b["act_pay_dedc"], b["pay_ratio_bp"], b["hifp_pay"],
@@ -477,9 +448,9 @@ def test_e3_through_grpc(hainan, names):
         525000, 525000, 60000, 7500, 348750, 0, 123375, 472125, 52875)
 
 
-def test_e4_outpatient_through_grpc(hainan, names):
+def test_e4_outpatient_through_grpc(hainan, spec_data):
     s = hainan(hainan.settlement.OutpatientSettle, spb.OutpatientSettleRequest(
-        request_id=rid("op"), psn_no="P2101020E4", fixmedins_code=names["inst"]["hk_l1"], setl_date=20260315,
+        request_id=rid("op"), psn_no="P2101020E4", fixmedins_code=spec_data["inst"]["hk_l1"], setl_date=20260315,
         lines=[line(1, "XA01", 1250, 6000), line(2, "XB02", 8800, 1500)])).settlement
     b = breakdown(s)
     assert s.visit_kind == pb.VISIT_KIND_OUTPATIENT and s.setl_id and s.mdtrt_id
@@ -488,8 +459,8 @@ def test_e4_outpatient_through_grpc(hainan, names):
     assert accumulators(hainan, "P2101020E4").outpatient_deductible_used_fen == 50000
 
 
-def test_e5_through_grpc(hainan, names):
-    a = admit(hainan, "P2101020E5", names["inst"]["hk_l1"])
+def test_e5_through_grpc(hainan, spec_data):
+    a = admit(hainan, "P2101020E5", spec_data["inst"]["hk_l1"])
     assert a.filing_kind == pb.FILING_KIND_REFERRAL
     upload(hainan, a.mdtrt_id, [line(1, "T001", 2000000, 1000)])
     b = breakdown(settle(hainan, a.mdtrt_id))
@@ -499,8 +470,8 @@ def test_e5_through_grpc(hainan, names):
 
 
 # ------------------------------------------------------- SPEC §4 reasons
-def test_every_eligibility_reason_over_grpc(hainan, liaoning, names):
-    inst, psn = names["inst"], names["psn"]
+def test_every_eligibility_reason_over_grpc(hainan, liaoning, spec_data):
+    inst, psn = spec_data["inst"], spec_data["psn"]
     file_person(liaoning, "P2101029001", "21010219900101201")  # long-term residence in 海南
     admit(hainan, "P2101029001", inst["hk_l2"])  # an open stay, for DUPLICATE_ADMISSION
     cases = [
@@ -574,7 +545,7 @@ def test_lifecycle_fees_presettle_settle_cancel_resettle(hainan, liaoning):
         request_id=rid(), setl_id=s.setl_id, cancel_date=20260320))
     assert reason == "SETTLEMENT_ALREADY_CANCELLED"
     upload(hainan, a.mdtrt_id, [line(4, "XA01", 1250, 2000)])
-    s2 = settle(hainan, a.mdtrt_id, 20260321)
+    s2 = settle(hainan, a.mdtrt_id, date=20260321)
     assert s2.setl_id != s.setl_id and s2.breakdown.medfee_sumamt == 317600 + 2500
     shown = hainan(hainan.settlement.GetSettlement, spb.GetSettlementRequest(setl_id=s.setl_id)).settlement
     assert shown.status == pb.SETTLEMENT_STATUS_CANCELLED and breakdown(shown) == breakdown(s)
@@ -643,8 +614,8 @@ def test_replay_is_byte_identical_and_reuse_is_refused(hainan, liaoning, nationa
 
 
 # ------------------------------------------------------------ bad input
-def test_bad_input_is_refused_with_a_reason_and_changes_nothing(hainan, liaoning, national, names):
-    a = admit(hainan, names["psn"]["in_service"], names["inst"]["hk_l2"])
+def test_bad_input_is_refused_with_a_reason_and_changes_nothing(hainan, liaoning, national, spec_data):
+    a = admit(hainan, spec_data["psn"]["in_service"], spec_data["inst"]["hk_l2"])
     seq = ledger_seq(national)
     good = pb.Person(psn_no="P2101029100", certno=make_certno("21010219900101300"), name="坏输入",
                      insuplc_admdvs="210102", insutype=pb.INSUTYPE_EMPLOYEE, person_type=pb.PERSON_TYPE_RETIRED,
@@ -672,10 +643,10 @@ def test_bad_input_is_refused_with_a_reason_and_changes_nothing(hainan, liaoning
             request_id=rid(), mdtrt_id=a.mdtrt_id, dscg_date=20261340),
          grpc.StatusCode.INVALID_ARGUMENT, "INVALID_DATE"),
         (hainan, hainan.settlement.Admit, spb.AdmitRequest(
-            request_id=rid(), psn_no=names["psn"]["retired"], fixmedins_code="H46010000001", adm_date=99999999),
+            request_id=rid(), psn_no=spec_data["psn"]["retired"], fixmedins_code="H46010000001", adm_date=99999999),
          grpc.StatusCode.INVALID_ARGUMENT, "INVALID_DATE"),
         (hainan, hainan.settlement.Admit, spb.AdmitRequest(
-            request_id="", psn_no=names["psn"]["retired"], fixmedins_code="H46010000001", adm_date=20260310),
+            request_id="", psn_no=spec_data["psn"]["retired"], fixmedins_code="H46010000001", adm_date=20260310),
          grpc.StatusCode.INVALID_ARGUMENT, "INVALID_REQUEST_ID"),
         (hainan, hainan.settlement.UploadFees, spb.UploadFeesRequest(
             request_id=rid(), mdtrt_id=a.mdtrt_id,
@@ -730,7 +701,7 @@ def test_a_certificate_without_a_yidi_name_is_unauthenticated(gw):
 def test_a_certificate_without_client_authentication_usage_is_refused(gw):
     """Issue 13 item 11c: a certificate of the platform CA naming a province but without an extended key
     usage extension passed the TLS handshake (RFC 5280: none means any purpose) and was taken as that
-    province.  The gateway now asks for clientAuth by name; a certificate whose extended key usage names
+    province.  The gateway now asks for clientAuth by name; a certificate whose extended key usage spec_data
     other purposes only is refused by the handshake itself."""
     with open(gw.certs.ca_key, "rb") as k, open(gw.certs.ca, "rb") as c:
         ca_key = serialization.load_pem_private_key(k.read(), None)
@@ -884,8 +855,8 @@ STREAMING = {"ReconcileDetail"}  # client-streaming; SettleStream (bidirectional
 
 
 def test_every_rpc_has_a_test_in_these_tables():
-    names = {m.name for svc, _ in SERVICES for m in svc.methods}
-    assert names == set(every_rpc({"filing": pb.Filing(), "mdtrt_id": "", "setl_id": ""})) == set(BAD_INPUT)
+    spec_data = {m.name for svc, _ in SERVICES for m in svc.methods}
+    assert spec_data == set(every_rpc({"filing": pb.Filing(), "mdtrt_id": "", "setl_id": ""})) == set(BAD_INPUT)
     assert STREAMING == {m.name for svc, _ in SERVICES for m in svc.methods
                          if m.client_streaming and not m.server_streaming}
 
@@ -914,7 +885,7 @@ FOREIGN = {
     "AssignProblem": (grpc.StatusCode.NOT_FOUND, "PROBLEM_NOT_FOUND"),
     "CommentProblem": (grpc.StatusCode.NOT_FOUND, "PROBLEM_NOT_FOUND"),
     "ResolveProblem": (grpc.StatusCode.NOT_FOUND, "PROBLEM_NOT_FOUND"),
-    # Reverse names one of the caller's own request ids: there is no one else's object to refuse
+    # Reverse spec_data one of the caller's own request ids: there is no one else's object to refuse
     # (tests/gateway/test_reverse.py: a province's reversal never reaches another's request).
     "Reverse": None,
 }
@@ -1013,13 +984,13 @@ def test_problem_reports_reveal_nothing_to_an_outsider(gw, case, hainan, nationa
     assert ledger_seq(national) == seq  # nothing was recorded
 
 
-def test_admit_at_an_unknown_institution_answers_alike_for_every_person(gw, hainan, names):
+def test_admit_at_an_unknown_institution_answers_alike_for_every_person(gw, hainan, spec_data):
     """Before: the institution's province was checked only for known ones, so an unknown code let SPEC §4
     answer per person (PERSON_NOT_FILED or INSTITUTION_UNKNOWN) and any province could probe who is filed."""
     guangdong = gw.client(GUANGDONG)
     answers = set()
     for client in (guangdong, hainan):
-        for who in (dict(psn_no=names["psn"]["retired"]), dict(psn_no="P-NOBODY"),
+        for who in (dict(psn_no=spec_data["psn"]["retired"]), dict(psn_no="P-NOBODY"),
                     dict(certno=PERSONS["retired"]["certno"]), dict(certno=make_certno("11010119900101999"))):
             for rpc, request in (
                     (client.settlement.Admit, spb.AdmitRequest(request_id=rid(), fixmedins_code="H44019999999",

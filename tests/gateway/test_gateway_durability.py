@@ -13,17 +13,19 @@ from __future__ import annotations
 import signal
 import threading
 import time
+from functools import partial
 
 import grpc
 import pytest
 
 from datagen.spec_fixture import write_spec_dataset
 from gateway._pb.yidi.v1 import admin_pb2, common_pb2 as pb, settlement_pb2 as spb
+import builders
+from builders import HK_L1, HK_L2, HK_L3, line, upload
 from gateway_harness import file_person
 from gateway.transport.status import reason_of
 
 HAINAN, LIAONING = "460000", "210000"
-HK_L3, HK_L2, HK_L1 = "H46010000001", "H46010000002", "H46010000003"
 
 SVC = "/yidi.v1.SettlementService/"
 ADMIT, UPLOAD, SETTLE, OUTPATIENT = SVC + "Admit", SVC + "UploadFees", SVC + "DischargeSettle", SVC + "OutpatientSettle"
@@ -47,28 +49,10 @@ def kill(gw, sig: int = signal.SIGKILL) -> int:
 
 
 # ------------------------------------------------------------------- helpers
-def line(sn, code, price, qty_milli) -> pb.FeeLine:
-    return pb.FeeLine(feedetl_sn=str(sn), code=code, unit_price_fen=price, qty_milli=qty_milli)
-
-
-def admit(client, psn_no, inst, request_id, date=20260301) -> spb.AdmitResponse:
-    return client(client.settlement.Admit, spb.AdmitRequest(
-        request_id=request_id, psn_no=psn_no, fixmedins_code=inst, adm_date=date))
-
-
-def upload(client, mdtrt_id, lines, request_id) -> spb.VisitResponse:
-    return client(client.settlement.UploadFees, spb.UploadFeesRequest(
-        request_id=request_id, mdtrt_id=mdtrt_id, lines=lines))
-
-
-def settle(client, mdtrt_id, request_id, date=20260310) -> pb.Settlement:
-    return client(client.settlement.DischargeSettle, spb.DischargeSettleRequest(
-        request_id=request_id, mdtrt_id=mdtrt_id, dscg_date=date)).settlement
-
-
-def cancel(client, setl_id, request_id, date=20260312) -> pb.Settlement:
-    return client(client.settlement.CancelSettlement, spb.CancelSettlementRequest(
-        request_id=request_id, setl_id=setl_id, cancel_date=date)).settlement
+# The visits here: admitted 20260301, discharged 20260310, cancelled 20260312.
+admit = partial(builders.admit, date=20260301)
+settle = partial(builders.settle, date=20260310)
+cancel = partial(builders.cancel, date=20260312)
 
 
 def get_settlement(client, setl_id) -> pb.Settlement:

@@ -25,18 +25,13 @@ from gateway._pb.yidi.v1 import admin_pb2, common_pb2 as pb, funds_pb2 as fdpb, 
 from gateway._pb.yidi.v1 import settlement_pb2 as spb
 from gateway.testing import seal_key
 from gateway.store import Record, SqliteStore
-from gateway_harness import file_person, start_gateway
+from builders import DRUG_A, HK_L1, HK_L2, TREATMENT_A, admit, cancel, line, outpatient, rid, settle, upload
+from gateway_harness import file_person
 
 HAINAN, LIAONING, GUANGDONG, NATIONAL = "460000", "210000", "440000", "national"
-HK1, HK2, GZ = "H46010000003", "H46010000002", "H44010000001"
 DAY_MS = 86_400_000
 OLD_PROBLEM = "R000000000000001"
-_ids = itertools.count(1)
 _people = itertools.count(1)
-
-
-def rid(tag: str = "f") -> str:
-    return f"{tag}-{next(_ids)}"
 
 
 def seed_old_problem(path: str) -> None:
@@ -55,13 +50,10 @@ def seed_old_problem(path: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def gw(tmp_path_factory):
-    base = tmp_path_factory.mktemp("funds")
-    names = write_spec_dataset(base / "data")
-    seed_old_problem(str(base / "ledger.sqlite"))
-    server = start_gateway(names["dir"], str(base / "ledger.sqlite"))
-    yield server
-    assert server.stop() == 0, server.log()[-3000:]
+def spec_data(spec_data):
+    """The module's gateway (conftest's gw) starts on a ledger that already holds an old problem report."""
+    seed_old_problem(spec_data["ledger"])
+    return spec_data
 
 
 @pytest.fixture(scope="module")
@@ -76,28 +68,15 @@ def new_person(liaoning, dest: str = "460000") -> str:
     return psn_no
 
 
-def line(sn, code, price, qty_milli=1000) -> pb.FeeLine:
-    return pb.FeeLine(feedetl_sn=str(sn), code=code, unit_price_fen=price, qty_milli=qty_milli)
+def settle_outpatient(client, psn_no, date, inst=HK_L1, price=30000) -> pb.Settlement:
+    return client(client.settlement.OutpatientSettle, outpatient(rid("op"), psn_no, inst, date=date,
+                                                                 lines=[line(1, DRUG_A, price, 1000)])).settlement
 
 
-def outpatient(client, psn_no, date, inst=HK1, price=30000) -> pb.Settlement:
-    return client(client.settlement.OutpatientSettle, spb.OutpatientSettleRequest(
-        request_id=rid("op"), psn_no=psn_no, fixmedins_code=inst, setl_date=date,
-        lines=[line(1, "XA01", price)])).settlement
-
-
-def inpatient(client, psn_no, adm, dscg, price, inst=HK2) -> pb.Settlement:
-    visit = client(client.settlement.Admit, spb.AdmitRequest(request_id=rid("a"), psn_no=psn_no, fixmedins_code=inst,
-                                                             adm_date=adm))
-    client(client.settlement.UploadFees, spb.UploadFeesRequest(request_id=rid("u"), mdtrt_id=visit.mdtrt_id,
-                                                               lines=[line(1, "T001", price)]))
-    return client(client.settlement.DischargeSettle, spb.DischargeSettleRequest(
-        request_id=rid("s"), mdtrt_id=visit.mdtrt_id, dscg_date=dscg)).settlement
-
-
-def cancel(client, setl_id, date) -> pb.Settlement:
-    return client(client.settlement.CancelSettlement, spb.CancelSettlementRequest(
-        request_id=rid("c"), setl_id=setl_id, cancel_date=date)).settlement
+def inpatient(client, psn_no, adm, dscg, price, inst=HK_L2) -> pb.Settlement:
+    visit = admit(client, psn_no, inst, rid("a"), adm)
+    upload(client, visit.mdtrt_id, [line(1, TREATMENT_A, price, 1000)], rid("u"))
+    return settle(client, visit.mdtrt_id, rid("s"), dscg)
 
 
 def month(client, rpc, m, **kw):
@@ -127,15 +106,15 @@ def test_settlements_carry_their_risk_flags_and_clearing_month(clients):
     assert {"LONG_STAY", "HIGH_COST"} <= flags(long_and_costly) and long_and_costly.clearing_month == 202604
     short = inpatient(hainan, psn, 20260406, 20260410, 100_000)
     assert not {"LONG_STAY", "HIGH_COST"} & flags(short)
-    same_day = [outpatient(hainan, psn, 20260412) for _ in range(4)]
+    same_day = [settle_outpatient(hainan, psn, 20260412) for _ in range(4)]
     assert ["SAME_DAY_REPEAT" in flags(s) for s in same_day] == [False, False, True, True]
     for s in [long_and_costly, short, *same_day]:
         assert ("ON_SITE_CHECK" in flags(s)) == on_site_check(s.setl_id), s.setl_id
         shown = hainan(hainan.settlement.GetSettlement, spb.GetSettlementRequest(setl_id=s.setl_id)).settlement
         assert list(shown.risk_flags) == list(s.risk_flags) and shown.clearing_month == s.clearing_month
     # A cancelled same-day settlement no longer counts: the next one that day is the 4th live one, not the 5th.
-    cancel(hainan, same_day[3].setl_id, 20260412)
-    assert "SAME_DAY_REPEAT" in flags(outpatient(hainan, psn, 20260412))
+    cancel(hainan, same_day[3].setl_id, date=20260412)
+    assert "SAME_DAY_REPEAT" in flags(settle_outpatient(hainan, psn, 20260412))
 
 
 def test_on_site_check_samples_about_a_fifth():
@@ -161,14 +140,14 @@ def test_positions_warning_lines_and_top_up_never_block(clients):
         assert p.province_name == "辽宁省" and p.prepaid_fen == prepaid
     assert p.top_up_demand_fen == 100 and p.balance_fen == -100
     # Exhausted: the patient is never turned away; the settlement goes through and the demand grows.
-    s2 = outpatient(hainan, psn, 20260806)
+    s2 = settle_outpatient(hainan, psn, 20260806)
     assert position(national).top_up_demand_fen == 100 + s2.breakdown.fund_pay_sumamt
     topped = national(national.funds.TopUpPrepaid, fdpb.TopUpPrepaidRequest(request_id=rid(), province=LIAONING,
                                                                              amount_fen=used))
     assert topped.topped_up_fen == used and topped.level == fdpb.WARNING_LEVEL_NORMAL
     # A cancellation gives the fund back to the same position.
     back = position(national).given_back_fen
-    cancel(hainan, s.setl_id, 20260810)
+    cancel(hainan, s.setl_id, date=20260810)
     assert position(national).given_back_fen == back + s.breakdown.fund_pay_sumamt
     # A province reads its own position only; only the national operator sets one.
     assert position(liaoning).province == LIAONING
@@ -188,10 +167,10 @@ def test_warning_lines_at_their_boundaries_over_grpc(tmp_path, gateways):
     names = write_spec_dataset(tmp_path / "data")
     gw = gateways(names["dir"], str(tmp_path / "ledger.sqlite"))
     hainan, liaoning, national = gw.client(HAINAN), gw.client(LIAONING), gw.client(NATIONAL)
-    fund = outpatient(hainan, new_person(liaoning), 20260601, price=140_000).breakdown.fund_pay_sumamt
+    fund = settle_outpatient(hainan, new_person(liaoning), 20260601, price=140_000).breakdown.fund_pay_sumamt
     assert fund > 0
     for _ in range(63 // math.gcd(fund, 63) - 1):   # the same bill for fresh persons pays the same
-        assert outpatient(hainan, new_person(liaoning), 20260601, price=140_000).breakdown.fund_pay_sumamt == fund
+        assert settle_outpatient(hainan, new_person(liaoning), 20260601, price=140_000).breakdown.fund_pay_sumamt == fund
     used = position(national).used_fen
     assert used % 63 == 0
     for prepaid, usage_bp, level in ((used * 10 // 7 + 1, 6999, "NORMAL"), (used * 10 // 7, 7000, "YELLOW"),
@@ -209,13 +188,13 @@ def test_clearing_month_books_forward_freezes_confirms_and_reports(clients):
     hainan, liaoning, national = clients[HAINAN], clients[LIAONING], clients[NATIONAL]
     guangdong = clients[GUANGDONG]
     psn = new_person(liaoning)
-    first = outpatient(hainan, psn, 20260510)
+    first = settle_outpatient(hainan, psn, 20260510)
     assert first.clearing_month == 202605
     assert month(national, "CloseMonth", 202605).closed
     frozen = report(national, 202605, with_institutions=True).SerializeToString()
-    late = outpatient(hainan, psn, 20260520)       # dated in the closed month: booked in the next open one
+    late = settle_outpatient(hainan, psn, 20260520)       # dated in the closed month: booked in the next open one
     assert late.clearing_month == 202606
-    undo = cancel(hainan, first.setl_id, 20260525)  # a reversal after its month closed is carried forward
+    undo = cancel(hainan, first.setl_id, date=20260525)  # a reversal after its month closed is carried forward
     assert undo.cancel_clearing_month == 202606 and undo.clearing_month == 202605
     assert hainan(hainan.settlement.GetSettlement, spb.GetSettlementRequest(
         setl_id=first.setl_id)).settlement.cancel_clearing_month == 202606
@@ -227,7 +206,7 @@ def test_clearing_month_books_forward_freezes_confirms_and_reports(clients):
         (LIAONING, HAINAN, first.breakdown.medfee_sumamt)]
     assert {n.province: n.net_fen for n in r.net_positions} == {LIAONING: -fund, HAINAN: fund}
     assert sum(n.net_fen for n in r.net_positions) == 0
-    assert [i.fixmedins_code for i in r.institutions] == [HK1] and r.institutions[0].fixmedins_name
+    assert [i.fixmedins_code for i in r.institutions] == [HK_L1] and r.institutions[0].fixmedins_name
     assert r.province_names[LIAONING] == "辽宁省" and r.province_names[HAINAN] == "海南省"
     # The open month has no report yet; a closed month cannot be closed again.
     assert national.refused(national.funds.GetClearingReport, fdpb.GetClearingReportRequest(
@@ -236,7 +215,7 @@ def test_clearing_month_books_forward_freezes_confirms_and_reports(clients):
         request_id=rid(), month=202605))[1] == "CLEARING_MONTH_CLOSED"
     # Reopen while nobody confirmed; once a province confirms, never.
     assert not month(national, "ReopenMonth", 202605).closed
-    assert outpatient(hainan, psn, 20260521).clearing_month == 202605   # open again: its own month
+    assert settle_outpatient(hainan, psn, 20260521).clearing_month == 202605   # open again: its own month
     month(national, "CloseMonth", 202605)
     assert list(month(liaoning, "ConfirmStatement", 202605, province=LIAONING).confirmed) == [LIAONING]
     assert liaoning.refused(liaoning.funds.ConfirmStatement, fdpb.ConfirmStatementRequest(
@@ -272,12 +251,12 @@ def detail(client, span, items, per_message=7) -> fdpb.ReconcileDetailResponse:
 def test_reconciliation_totals_then_detail(clients):
     hainan, liaoning, guangdong = clients[HAINAN], clients[LIAONING], clients[GUANGDONG]
     people = [new_person(liaoning) for _ in range(3)]
-    settled = [outpatient(hainan, people[n % 3], 20260701 + n % 28, price=10_000 + 137 * n) for n in range(30)]
+    settled = [settle_outpatient(hainan, people[n % 3], 20260701 + n % 28, price=10_000 + 137 * n) for n in range(30)]
     cancelled = {s.setl_id for s in settled[::10]}
     for setl_id in cancelled:
-        cancel(hainan, setl_id, 20260730)
+        cancel(hainan, setl_id, date=20260730)
     live = [s for s in settled if s.setl_id not in cancelled]
-    span = fdpb.ReconcileRange(fixmedins_code=HK1, date_from=20260701, date_to=20260731)
+    span = fdpb.ReconcileRange(fixmedins_code=HK_L1, date_from=20260701, date_to=20260731)
     ours = fdpb.ReconcileFigures(count=len(live), medfee_sumamt=sum(s.breakdown.medfee_sumamt for s in live),
                                  fund_pay_sumamt=sum(s.breakdown.fund_pay_sumamt for s in live),
                                  psn_cash_pay=sum(s.breakdown.psn_cash_pay for s in live))
@@ -324,7 +303,7 @@ def test_reconciliation_totals_then_detail(clients):
 def test_problem_reports_are_listed_oldest_first_flagged_when_overdue_and_never_deleted(clients):
     hainan, liaoning, guangdong, national = clients[HAINAN], clients[LIAONING], clients[GUANGDONG], clients[NATIONAL]
     psn = new_person(liaoning)
-    s = outpatient(hainan, psn, 20260901)
+    s = settle_outpatient(hainan, psn, 20260901)
     opened = hainan(hainan.problems.ReportProblem, ppb.ReportProblemRequest(
         request_id=rid(), setl_id=s.setl_id, category=ppb.PROBLEM_CATEGORY_AMOUNT_DISPUTE, text="医院与平台金额不一致")).problem
     assert (opened.treatment_province, opened.insured_province, opened.state) == (HAINAN, LIAONING, ppb.PROBLEM_STATE_OPEN)
@@ -398,11 +377,11 @@ def test_positions_and_months_survive_restarts_with_and_without_a_snapshot(tmp_p
     hainan, liaoning, national = gw.client(HAINAN), gw.client(LIAONING), gw.client(NATIONAL)
     national(national.funds.SetPrepaid, fdpb.SetPrepaidRequest(request_id="p", province=LIAONING, amount_fen=10**8))
     psn = new_person(liaoning)
-    outpatient(hainan, psn, 20261001)
+    settle_outpatient(hainan, psn, 20261001)
     month(national, "CloseMonth", 202610)
     national(national.admin.TakeSnapshot, admin_pb2.TakeSnapshotRequest())
     for date in (20261002, 20261103):   # after the snapshot: the tail
-        outpatient(hainan, psn, date)
+        settle_outpatient(hainan, psn, date)
     month(national, "CloseMonth", 202611)
     expected = (position(national), report(national, 202610, with_institutions=True),
                 report(national, 202611, with_institutions=True))

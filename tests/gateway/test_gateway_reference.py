@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from functools import partial
 
 import grpc
 import pytest
@@ -17,10 +18,11 @@ from grpc_status import rpc_status
 
 from datagen.spec_fixture import write_spec_dataset
 from gateway._pb.yidi.v1 import admin_pb2, common_pb2 as pb, settlement_pb2 as spb
+import builders
+from builders import HK_L2, HK_L3, line, upload
 from gateway_harness import file_person
 
 HAINAN, LIAONING = "460000", "210000"
-HK_L2, HK_L3 = "H46010000002", "H46010000001"
 NEW_INST = "H46010000009"  # only in the new data set
 LOAD = "/yidi.v1.AdminService/LoadReferenceData"
 
@@ -45,23 +47,9 @@ def dirs(tmp_path):
     return {"old": old, "bad": bad, "new": new, "ledger": str(tmp_path / "ledger.sqlite")}
 
 
-def line(sn, code, price, qty_milli) -> pb.FeeLine:
-    return pb.FeeLine(feedetl_sn=str(sn), code=code, unit_price_fen=price, qty_milli=qty_milli)
-
-
-def admit(client, psn_no, inst, request_id) -> spb.AdmitResponse:
-    return client(client.settlement.Admit, spb.AdmitRequest(
-        request_id=request_id, psn_no=psn_no, fixmedins_code=inst, adm_date=20260301))
-
-
-def upload(client, mdtrt_id, lines, request_id):
-    return client(client.settlement.UploadFees, spb.UploadFeesRequest(
-        request_id=request_id, mdtrt_id=mdtrt_id, lines=lines))
-
-
-def settle(client, mdtrt_id, request_id) -> pb.Settlement:
-    return client(client.settlement.DischargeSettle, spb.DischargeSettleRequest(
-        request_id=request_id, mdtrt_id=mdtrt_id, dscg_date=20260310)).settlement
+# The visits here: admitted 20260301, discharged 20260310.
+admit = partial(builders.admit, date=20260301)
+settle = partial(builders.settle, date=20260310)
 
 
 def get_settlement(client, setl_id) -> pb.Settlement:

@@ -21,41 +21,31 @@ import msgspec
 import pytest
 
 from core import events
-from datagen.spec_fixture import write_spec_dataset
 from gateway.store import chain
-from gateway._pb.yidi.v1 import admin_pb2, common_pb2 as pb, settlement_pb2 as spb
+from gateway._pb.yidi.v1 import admin_pb2, settlement_pb2 as spb
 from gateway.testing import dev_certs, ledger_key, seal_key
 from gateway.store.sqlite.verify import verify_ledger
-from gateway_harness import ROOT, file_person, start_gateway
+from builders import DRUG_A, HK_L3, TREATMENT_A, admit, line, outpatient, settle, upload
+from gateway_harness import ROOT, file_person
 
 HAINAN, LIAONING = "460000", "210000"
 WAL_FRAME_BYTES = 24 + 4096  # frame header + one page
 
 
-def line(sn, code, price, qty_milli) -> pb.FeeLine:
-    return pb.FeeLine(feedetl_sn=str(sn), code=code, unit_price_fen=price, qty_milli=qty_milli)
-
-
 @pytest.fixture(scope="module")
-def pristine(tmp_path_factory):
+def pristine(spec_data, module_gateways):
     """A ledger with a filing, an inpatient settlement and an outpatient settlement, stopped cleanly."""
-    base = tmp_path_factory.mktemp("integrity")
-    names = write_spec_dataset(base / "data")
-    ledger = str(base / "ledger.sqlite")
-    gw = start_gateway(names["dir"], ledger)
+    ledger = spec_data["ledger"]
+    gw = module_gateways(spec_data["dir"], ledger)
     hainan, liaoning = gw.client(HAINAN), gw.client(LIAONING)
     file_person(liaoning, "PI-1", "21010219800101011")
-    a = hainan(hainan.settlement.Admit, spb.AdmitRequest(request_id="i-admit", psn_no="PI-1",
-                                                         fixmedins_code="H46010000001", adm_date=20260301))
-    hainan(hainan.settlement.UploadFees, spb.UploadFeesRequest(request_id="i-fees", mdtrt_id=a.mdtrt_id,
-                                                               lines=[line(1, "T001", 500000, 1000)]))
-    settled = hainan(hainan.settlement.DischargeSettle, spb.DischargeSettleRequest(
-        request_id="i-settle", mdtrt_id=a.mdtrt_id, dscg_date=20260310)).settlement
-    hainan(hainan.settlement.OutpatientSettle, spb.OutpatientSettleRequest(
-        request_id="i-op", psn_no="PI-1", fixmedins_code="H46010000003", setl_date=20260311,
-        lines=[line(1, "XA01", 1250, 6000)]))
+    a = admit(hainan, "PI-1", HK_L3, "i-admit", 20260301)
+    upload(hainan, a.mdtrt_id, [line(1, TREATMENT_A, 500000, 1000)], "i-fees")
+    settled = settle(hainan, a.mdtrt_id, "i-settle", 20260310)
+    hainan(hainan.settlement.OutpatientSettle, outpatient("i-op", "PI-1", date=20260311,
+                                                          lines=[line(1, DRUG_A, 1250, 6000)]))
     assert gw.stop() == 0
-    return names, ledger, int(settled.setl_id[1:])
+    return spec_data, ledger, int(settled.setl_id[1:])
 
 
 def copy_ledger(pristine, tmp_path) -> str:
@@ -95,17 +85,17 @@ def one_bit_flipped(blob: bytes) -> bytes:
     return bytes(flipped)
 
 
-def refused_start(names, ledger) -> str:
+def refused_start(gateways, names, ledger) -> str:
     """Start a gateway that must refuse; its log (one clear line, no traceback)."""
     with pytest.raises(RuntimeError) as failed:
-        start_gateway(names["dir"], ledger, timeout=60)
+        gateways(names["dir"], ledger, timeout=60)
     log = str(failed.value)
     assert "Traceback" not in log, log
     return log
 
 
 @pytest.mark.parametrize("damage", ["deltas", "hifp_pay", "response bit", "chain value"])
-def test_a_changed_record_is_refused_at_start_up_and_by_verify_ledger(pristine, tmp_path, damage):
+def test_a_changed_record_is_refused_at_start_up_and_by_verify_ledger(pristine, tmp_path, damage, gateways):
     names, _, setl_seq = pristine
     ledger = copy_ledger(pristine, tmp_path)
     column, change = {"deltas": ("body", with_deltas_digit_changed), "hifp_pay": ("body", with_hifp_pay_changed),
@@ -115,19 +105,18 @@ def test_a_changed_record_is_refused_at_start_up_and_by_verify_ledger(pristine, 
     with pytest.raises(chain.LedgerCorrupt) as found:
         verify_ledger(ledger, ledger + ".snapshots", seal_key())
     assert found.value.seq == setl_seq and ledger in str(found.value)
-    log = refused_start(names, ledger)
+    log = refused_start(gateways, names, ledger)
     assert f"refusing to start: ledger {ledger} record {setl_seq}: " in log, log[-2000:]
 
 
-def test_a_truncated_wal_that_lost_acknowledged_records_is_refused(pristine, tmp_path):
+def test_a_truncated_wal_that_lost_acknowledged_records_is_refused(pristine, tmp_path, gateways):
     names, _, _ = pristine
     ledger = copy_ledger(pristine, tmp_path)
-    gw = start_gateway(names["dir"], ledger)
+    gw = gateways(names["dir"], ledger)
     hainan = gw.client(HAINAN)
     for n in range(3):  # acknowledged: in the WAL, not yet checkpointed into the database file
-        hainan(hainan.settlement.OutpatientSettle, spb.OutpatientSettleRequest(
-            request_id=f"wal-{n}", psn_no="PI-1", fixmedins_code="H46010000003", setl_date=20260312,
-            lines=[line(1, "XA01", 1250, 1000 + n)]))
+        hainan(hainan.settlement.OutpatientSettle, outpatient(f"wal-{n}", "PI-1", date=20260312,
+                                                              lines=[line(1, DRUG_A, 1250, 1000 + n)]))
     gw.proc.send_signal(signal.SIGKILL)
     gw.proc.wait(30)
     gw.stop()
@@ -136,22 +125,22 @@ def test_a_truncated_wal_that_lost_acknowledged_records_is_refused(pristine, tmp
     assert size > WAL_FRAME_BYTES
     os.truncate(wal, size - WAL_FRAME_BYTES)
     recorded = chain.HeadFile(chain.head_path(ledger), ledger_key(ledger)).read()
-    log = refused_start(names, ledger)
+    log = refused_start(gateways, names, ledger)
     assert f"record {recorded.seq}: is missing" in log and "acknowledged records were lost" in log, log[-2000:]
     with pytest.raises(chain.LedgerCorrupt):
         verify_ledger(ledger, ledger + ".snapshots", seal_key())
 
 
-def test_a_record_changed_before_the_newest_snapshot_is_never_served(pristine, tmp_path):
+def test_a_record_changed_before_the_newest_snapshot_is_never_served(pristine, tmp_path, gateways):
     """Start-up verifies from the newest snapshot on; older records are checked as they are read."""
     names, _, setl_seq = pristine
     ledger = copy_ledger(pristine, tmp_path)
-    gw = start_gateway(names["dir"], ledger)
+    gw = gateways(names["dir"], ledger)
     national = gw.client("national")
     snap = national(national.admin.TakeSnapshot, admin_pb2.TakeSnapshotRequest())
     assert gw.stop() == 0
     rewrite(ledger, setl_seq, "response", one_bit_flipped)
-    gw = start_gateway(names["dir"], ledger)  # records after the snapshot verify; this one is before it
+    gw = gateways(names["dir"], ledger)  # records after the snapshot verify; this one is before it
     hainan = gw.client(HAINAN)
     code, reason, message = hainan.refused(hainan.settlement.GetSettlement,
                                            spb.GetSettlementRequest(setl_id=f"S{setl_seq:015d}"))
@@ -164,7 +153,7 @@ def test_a_record_changed_before_the_newest_snapshot_is_never_served(pristine, t
     # The record the snapshot stands on is checked against the chain value the snapshot recorded.
     rewrite(ledger, setl_seq, "response", one_bit_flipped)  # undo
     rewrite(ledger, snap.ledger_seq, "chain", one_bit_flipped)
-    log = refused_start(names, ledger)
+    log = refused_start(gateways, names, ledger)
     assert f"record {snap.ledger_seq}: " in log
 
 
