@@ -2,39 +2,24 @@
 beside the Chinese clerk message, and an invalid argument names its field in a BadRequest."""
 from __future__ import annotations
 
+from functools import partial
+
 import grpc
 import pytest
 from google.rpc import error_details_pb2 as ed
 
 from core.errors import REASONS
-from datagen.spec_fixture import write_spec_dataset
-from gateway._pb.yidi.v1 import common_pb2 as pb, funds_pb2 as fdpb, settlement_pb2 as spb
+from gateway._pb.yidi.v1 import funds_pb2 as fdpb, settlement_pb2 as spb
 from gateway.transport.status import detail_of
-from gateway_harness import file_person, start_gateway
+from builders import HK_L1, line, outpatient
+from gateway_harness import file_person
 
 HAINAN, LIAONING = "460000", "210000"
 
 
-@pytest.fixture(scope="module")
-def gw(tmp_path_factory):
-    base = tmp_path_factory.mktemp("details")
-    names = write_spec_dataset(base / "data")
-    server = start_gateway(names["dir"], str(base / "ledger.sqlite"))
-    file_person(server.client(LIAONING), "PD-1", "21010219800101031")
-    yield server
-    assert server.stop() == 0
-
-
-def line(sn="1", **fields) -> pb.FeeLine:
-    values = dict(feedetl_sn=sn, code="XA01", unit_price_fen=1250, qty_milli=2000)
-    values.update(fields)
-    return pb.FeeLine(**values)
-
-
-def outpatient(**fields) -> spb.OutpatientSettleRequest:
-    values = dict(request_id="d-1", psn_no="PD-1", fixmedins_code="H46010000003", setl_date=20260315, lines=[line()])
-    values.update(fields)
-    return spb.OutpatientSettleRequest(**values)
+@pytest.fixture(scope="module", autouse=True)
+def filed(gw):
+    file_person(gw.client(LIAONING), "PD-1", "21010219800101031")
 
 
 def refusal(client, method, request) -> tuple[str, grpc.RpcError]:
@@ -46,27 +31,30 @@ def refusal(client, method, request) -> tuple[str, grpc.RpcError]:
     raise AssertionError("expected a refusal")
 
 
+# The refused outpatient request, changed in one field by each case.
+D1 = partial(outpatient, "d-1", "PD-1")
+
 CASES = {
-    "price of the second line": (lambda s: s.OutpatientSettle, outpatient(lines=[line(), line("2", unit_price_fen=-5)]),
+    "price of the second line": (lambda s: s.OutpatientSettle, D1(lines=[line(), line("2", unit_price_fen=-5)]),
                                  "INVALID_PRICE", ["lines[1].unit_price_fen"]),
-    "quantity": (lambda s: s.OutpatientSettle, outpatient(lines=[line(qty_milli=0)]), "INVALID_QUANTITY",
+    "quantity": (lambda s: s.OutpatientSettle, D1(lines=[line(qty_milli=0)]), "INVALID_QUANTITY",
                  ["lines[0].qty_milli"]),
-    "item code": (lambda s: s.OutpatientSettle, outpatient(lines=[line(code="X A")]), "INVALID_CODE",
+    "item code": (lambda s: s.OutpatientSettle, D1(lines=[line(code="X A")]), "INVALID_CODE",
                   ["lines[0].code"]),
-    "fee date": (lambda s: s.OutpatientSettle, outpatient(lines=[line(fee_date=20261399)]), "INVALID_DATE",
+    "fee date": (lambda s: s.OutpatientSettle, D1(lines=[line(fee_date=20261399)]), "INVALID_DATE",
                  ["lines[0].fee_date"]),
-    "settlement date": (lambda s: s.OutpatientSettle, outpatient(setl_date=20260230), "INVALID_DATE", ["setl_date"]),
-    "request id": (lambda s: s.OutpatientSettle, outpatient(request_id=""), "INVALID_REQUEST_ID", ["request_id"]),
-    "item name": (lambda s: s.OutpatientSettle, outpatient(lines=[line(name="药" * 400)]), "INVALID_ARGUMENT",
+    "settlement date": (lambda s: s.OutpatientSettle, D1(date=20260230), "INVALID_DATE", ["setl_date"]),
+    "request id": (lambda s: s.OutpatientSettle, outpatient("", "PD-1"), "INVALID_REQUEST_ID", ["request_id"]),
+    "item name": (lambda s: s.OutpatientSettle, D1(lines=[line(name="药" * 400)]), "INVALID_ARGUMENT",
                   ["lines[0].name"]),
     "admission date": (lambda s: s.Admit, spb.AdmitRequest(request_id="d-2", psn_no="PD-1",
-                                                           fixmedins_code="H46010000003", adm_date=2026),
+                                                           fixmedins_code=HK_L1, adm_date=2026),
                        "INVALID_DATE", ["adm_date"]),
     "setl_id": (lambda s: s.CancelSettlement, spb.CancelSettlementRequest(request_id="d-3", setl_id="not an id",
                                                                           cancel_date=20260316),
                 "INVALID_ARGUMENT", ["setl_id"]),
     "over-long string": (lambda s: s.Admit, spb.AdmitRequest(request_id="d-5", psn_no="PD-1", ipt_no="x" * 2000,
-                                                             fixmedins_code="H46010000003", adm_date=20260315),
+                                                             fixmedins_code=HK_L1, adm_date=20260315),
                          "INVALID_ARGUMENT", ["ipt_no"]),
 }
 
@@ -85,7 +73,7 @@ def test_an_invalid_argument_names_its_field(gw, case):
 
 def test_a_reconciliation_range_names_the_nested_field(gw):
     client = gw.client(HAINAN)
-    span = fdpb.ReconcileRange(fixmedins_code="H46010000003", date_from=20260100, date_to=20260131)
+    span = fdpb.ReconcileRange(fixmedins_code=HK_L1, date_from=20260100, date_to=20260131)
     reason, err = refusal(client, client.funds.ReconcileTotals, fdpb.ReconcileTotalsRequest(range=span))
     assert reason == "INVALID_DATE"
     assert [v.field for v in detail_of(err, ed.BadRequest).field_violations] == ["range.date_from"]
@@ -93,7 +81,7 @@ def test_a_reconciliation_range_names_the_nested_field(gw):
 
 def test_every_refusal_carries_english_beside_the_chinese_and_no_bad_request_unless_invalid(gw):
     client = gw.client(HAINAN)
-    reason, err = refusal(client, client.settlement.OutpatientSettle, outpatient(request_id="d-4", psn_no="P-NOBODY"))
+    reason, err = refusal(client, client.settlement.OutpatientSettle, outpatient("d-4", "P-NOBODY"))
     assert reason == "PERSON_NOT_FILED" and err.details().endswith("[PERSON_NOT_FILED]")
     english = detail_of(err, ed.LocalizedMessage)
     assert english.locale == "en-US" and english.message == REASONS["PERSON_NOT_FILED"].english

@@ -8,44 +8,14 @@ is byte-identical; the accumulators are the sum of what was settled.
 from __future__ import annotations
 
 import grpc
-import pytest
 from google.rpc import error_details_pb2
 
-from datagen.spec_fixture import write_spec_dataset
 from gateway._pb.yidi.v1 import admin_pb2, common_pb2 as pb, settlement_pb2 as spb
+from builders import GZ_L3, HK_L2, outpatient
 from gateway_harness import file_person
 
 HAINAN, LIAONING, GUANGDONG = "460000", "210000", "440000"
 OUTPATIENT = "/yidi.v1.SettlementService/OutpatientSettle"
-
-
-@pytest.fixture(scope="module")
-def gw(tmp_path_factory, gateways_module):
-    base = tmp_path_factory.mktemp("batch")
-    names = write_spec_dataset(base / "data")
-    return gateways_module(names["dir"], str(base / "ledger.sqlite"))
-
-
-@pytest.fixture(scope="module")
-def gateways_module():
-    started = []
-
-    def start(data_dir, ledger, *extra):
-        from gateway_harness import start_gateway
-
-        g = start_gateway(data_dir, ledger, *extra)
-        started.append(g)
-        return g
-
-    yield start
-    for g in started:
-        assert g.stop() == 0
-
-
-def outpatient(rid: str, psn_no: str, inst: str = "H46010000003", price: int = 1250) -> spb.OutpatientSettleRequest:
-    return spb.OutpatientSettleRequest(request_id=rid, psn_no=psn_no, fixmedins_code=inst, setl_date=20260315,
-                                       lines=[pb.FeeLine(feedetl_sn="1", code="XA01", unit_price_fen=price,
-                                                         qty_milli=2000)])
 
 
 def reason(outcome: spb.SettleOutcome) -> str:
@@ -65,13 +35,13 @@ def test_a_batch_answers_each_item_as_its_unary_call_would(gw):
     for n in range(3):
         file_person(liaoning, f"P21010288{n}", f"2101021990010188{n}")
     stay = hainan(hainan.settlement.Admit, spb.AdmitRequest(request_id="b-admit", psn_no="P210102882",
-                                                            fixmedins_code="H46010000002", adm_date=20260301))
+                                                            fixmedins_code=HK_L2, adm_date=20260301))
     hainan(hainan.settlement.UploadFees, spb.UploadFeesRequest(request_id="b-fees", mdtrt_id=stay.mdtrt_id, lines=[
         pb.FeeLine(feedetl_sn="1", code="T001", unit_price_fen=300000, qty_milli=1000)]))
     seq = ledger_seq(gw)
     items = [
         spb.SettleItem(outpatient=outpatient("b-1", "P210102880")),
-        spb.SettleItem(outpatient=outpatient("b-2", "P210102881", inst="H44010000001")),   # 广东: not Hainan's
+        spb.SettleItem(outpatient=outpatient("b-2", "P210102881", inst=GZ_L3)),   # 广东: not Hainan's
         spb.SettleItem(outpatient=outpatient("b-3", "P210102881", price=-5)),               # bad input
         spb.SettleItem(discharge=spb.DischargeSettleRequest(request_id="b-4", mdtrt_id=stay.mdtrt_id,
                                                             dscg_date=20260310)),
@@ -117,7 +87,7 @@ def test_a_stream_answers_in_order_past_its_in_flight_bound(gw):
     after = hainan(hainan.settlement.GetAccumulators, spb.GetAccumulatorsRequest(psn_no="P210102890", year=2026))
     assert after.outpatient_fund_paid_fen - before.outpatient_fund_paid_fen == paid
     # A refused item in a stream is answered in its place, and the stream goes on.
-    mixed = [spb.SettleItem(outpatient=outpatient("s-x1", "P210102890", inst="H44010000001")),
+    mixed = [spb.SettleItem(outpatient=outpatient("s-x1", "P210102890", inst=GZ_L3)),
              spb.SettleItem(outpatient=outpatient("s-x2", "P210102890"))]
     first, second = hainan(hainan.settlement.SettleStream, iter(mixed))
     assert reason(first) == "PERMISSION_DENIED" and second.WhichOneof("outcome") == "settlement"
@@ -126,7 +96,7 @@ def test_a_stream_answers_in_order_past_its_in_flight_bound(gw):
 def test_a_stay_moves_through_batches_admit_fees_then_discharge(gw):
     liaoning, hainan = gw.client(LIAONING), gw.client(HAINAN)
     file_person(liaoning, "P210102891", "21010219900101891")
-    admit = spb.AdmitRequest(request_id="bs-admit", psn_no="P210102891", fixmedins_code="H46010000002",
+    admit = spb.AdmitRequest(request_id="bs-admit", psn_no="P210102891", fixmedins_code=HK_L2,
                              adm_date=20260301)
     first = hainan(hainan.settlement.SettleBatch, spb.SettleBatchRequest(items=[spb.SettleItem(admit=admit)]))
     assert first.outcomes[0].WhichOneof("outcome") == "admitted"
@@ -151,7 +121,7 @@ def test_every_item_of_a_batch_is_in_the_audit_log_as_its_unary_call(gw):
     file_person(gw.client(LIAONING), "PB-AUD", "21010219800101051")
     items = [spb.SettleItem(outpatient=outpatient("aud-1", "PB-AUD")),
              spb.SettleItem(outpatient=outpatient("aud-2", "P-NOBODY")),
-             spb.SettleItem(outpatient=outpatient("aud-3", "PB-AUD", inst="H44010000001"))]   # Guangdong's
+             spb.SettleItem(outpatient=outpatient("aud-3", "PB-AUD", inst=GZ_L3))]   # Guangdong's
     hainan(hainan.settlement.SettleBatch, spb.SettleBatchRequest(items=items))
     with open(gw.log_path[:-len(".log")] + ".audit.jsonl", encoding="utf-8") as f:
         lines = {a["request_id"]: a for a in map(json.loads, f) if a["request_id"].startswith("aud-")}

@@ -19,33 +19,26 @@ import signal
 import time
 
 import grpc
-import pytest
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from datagen.spec_fixture import write_spec_dataset
 from gateway.transport import server as gateway_server
-from gateway._pb.yidi.v1 import common_pb2 as pb, settlement_pb2 as spb, settlement_pb2_grpc
+from gateway._pb.yidi.v1 import settlement_pb2 as spb, settlement_pb2_grpc
 from gateway.config import Config
 from gateway.store.sqlite.store import PROBE_BYTES
 from gateway.transport.status import detail_of, error_info, reason_of
 from gateway.testing import credentials
-from gateway_harness import file_person, start_gateway
+from builders import line, outpatient
+from gateway_harness import file_person
 
 HAINAN, LIAONING = "460000", "210000"
 SERVING, NOT_SERVING = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
 
 
-@pytest.fixture(scope="module")
-def names(tmp_path_factory):
-    return write_spec_dataset(tmp_path_factory.mktemp("faults") / "data")
-
-
-def outpatient(request_id: str, psn_no: str, n: int = 1) -> spb.OutpatientSettleRequest:
-    return spb.OutpatientSettleRequest(
-        request_id=request_id, psn_no=psn_no, fixmedins_code="H46010000003", setl_date=20260311,
-        lines=[pb.FeeLine(feedetl_sn=str(i), code="XA01", name="药" * 50, unit_price_fen=1250, qty_milli=1000)
-               for i in range(1, n + 1)])
+def long_named(request_id: str, psn_no: str, n: int = 1) -> spb.OutpatientSettleRequest:
+    """An outpatient settlement of n long-named lines: requests that fill a small disk soon."""
+    return outpatient(request_id, psn_no, date=20260311,
+                      lines=[line(i, qty_milli=1000, name="药" * 50) for i in range(1, n + 1)])
 
 
 def health(client) -> int:
@@ -54,16 +47,16 @@ def health(client) -> int:
 
 # ------------------------------------------------------------------ disk full
 def test_disk_full_answers_storage_unavailable_and_a_restart_stays_not_serving_until_a_write_succeeds(
-        names, tmp_path):
+        spec_data, tmp_path, gateways):
     ledger = str(tmp_path / "ledger.sqlite")
     limit = PROBE_BYTES + 512 * 1024  # room for the start-up test write, then for a few hundred settlements
-    gw = start_gateway(names["dir"], ledger, "--ledger-max-bytes", str(limit))
+    gw = gateways(spec_data["dir"], ledger, "--ledger-max-bytes", str(limit))
     file_person(gw.client(LIAONING), "PF-1", "21010219800101021")
     hainan = gw.client(HAINAN)
     acknowledged: dict[str, bytes] = {}
     refusal = None
     for n in range(5000):
-        request = outpatient(f"full-{n}", "PF-1", n=8)
+        request = long_named(f"full-{n}", "PF-1", n=8)
         try:
             acknowledged[request.request_id] = hainan.raw("/yidi.v1.SettlementService/OutpatientSettle", request)
         except grpc.RpcError as err:
@@ -77,8 +70,8 @@ def test_disk_full_answers_storage_unavailable_and_a_restart_stays_not_serving_u
     gw.stop()
 
     # Restarted on the still-full disk: it listens, but is NOT_SERVING and refuses with a reason, and stays so.
-    gw = start_gateway(names["dir"], ledger, "--ledger-max-bytes", str(limit), "--storage-probe-interval-s", "0.2",
-                       wait_for="LISTENING")
+    gw = gateways(spec_data["dir"], ledger, "--ledger-max-bytes", str(limit), "--storage-probe-interval-s", "0.2",
+                  wait_for="LISTENING")
     hainan = gw.client(HAINAN)
     deadline = time.monotonic() + 30
     while True:  # until the state is rebuilt and the test write has failed once
@@ -91,29 +84,29 @@ def test_disk_full_answers_storage_unavailable_and_a_restart_stays_not_serving_u
         time.sleep(0.1)
     for _ in range(5):  # a second and more: probing, still not serving
         assert health(hainan) == NOT_SERVING
-        code, reason, _ = hainan.refused(hainan.settlement.OutpatientSettle, outpatient("after-full", "PF-1"))
+        code, reason, _ = hainan.refused(hainan.settlement.OutpatientSettle, long_named("after-full", "PF-1"))
         assert (code, reason) == (grpc.StatusCode.UNAVAILABLE, "STORAGE_UNAVAILABLE")
         time.sleep(0.25)
     assert gw.proc.poll() is None  # listening all along, never SERVING: no crash loop
     assert gw.stop() == 0
 
     # Room again: SERVING, and nothing acknowledged was lost; the unknown one is performed once on retry.
-    gw = start_gateway(names["dir"], ledger)
+    gw = gateways(spec_data["dir"], ledger)
     hainan = gw.client(HAINAN)
     assert health(hainan) == SERVING
     for request_id, reply in acknowledged.items():
-        assert hainan.raw("/yidi.v1.SettlementService/OutpatientSettle", outpatient(request_id, "PF-1", n=8)) == reply
+        assert hainan.raw("/yidi.v1.SettlementService/OutpatientSettle", long_named(request_id, "PF-1", n=8)) == reply
     again = hainan.raw("/yidi.v1.SettlementService/OutpatientSettle", failed)
     assert hainan.raw("/yidi.v1.SettlementService/OutpatientSettle", failed) == again
     assert gw.stop() == 0
 
 
 # ------------------------------------------------------------------ overload
-def test_three_thousand_calls_at_once_get_answers_with_reasons_never_a_bare_cancelled(names, tmp_path):
+def test_three_thousand_calls_at_once_get_answers_with_reasons_never_a_bare_cancelled(spec_data, tmp_path, gateways):
     # Limits well below 3,000 so that some calls are over them even when a loaded machine slows the client
     # down; gRPC core's own queue (far above them) must never be what answers.
-    gw = start_gateway(names["dir"], str(tmp_path / "ledger.sqlite"), "--max-concurrent-rpcs", "60",
-                       "--max-inflight-per-caller", "40")
+    gw = gateways(spec_data["dir"], str(tmp_path / "ledger.sqlite"), "--max-concurrent-rpcs", "60",
+                  "--max-inflight-per-caller", "40")
     file_person(gw.client(LIAONING), "PF-2", "21010219800101022")
 
     async def storm() -> list:
@@ -122,7 +115,7 @@ def test_three_thousand_calls_at_once_get_answers_with_reasons_never_a_bare_canc
 
         async def one(n: int):
             try:
-                await stub.OutpatientSettle(outpatient(f"storm-{n}", "PF-2"), timeout=60)
+                await stub.OutpatientSettle(long_named(f"storm-{n}", "PF-2"), timeout=60)
                 return "ok", None
             except grpc.RpcError as err:
                 return err.code(), error_info(err)
@@ -158,7 +151,7 @@ async def _burst(gw, calls: int, psn_no: str) -> tuple[list, float, list]:
     async def one(n: int) -> None:
         start = time.perf_counter()
         try:
-            await stub.OutpatientSettle(outpatient(f"burst-{n}", psn_no), timeout=60)
+            await stub.OutpatientSettle(long_named(f"burst-{n}", psn_no), timeout=60)
             answers.append(("ok", time.perf_counter() - start, None, None))
         except grpc.RpcError as err:
             answers.append((err.code(), time.perf_counter() - start, error_info(err),
@@ -181,7 +174,7 @@ async def _burst(gw, calls: int, psn_no: str) -> tuple[list, float, list]:
         await channel.close()
 
 
-def test_a_burst_far_beyond_capacity_is_refused_at_the_door_instead_of_queueing(names, tmp_path):
+def test_a_burst_far_beyond_capacity_is_refused_at_the_door_instead_of_queueing(spec_data, tmp_path, gateways):
     """Before: 3,000-4,000 calls at once were all queued inside gRPC, in front of the handler, and answered OK after
     1.7-2.9 s; the in-flight limit never fired (the handlers held a dozen calls while thousands waited).
 
@@ -194,8 +187,8 @@ def test_a_burst_far_beyond_capacity_is_refused_at_the_door_instead_of_queueing(
     results = {}
     for name, limits in (("off", ("--max-concurrent-rpcs", "0", "--max-queue-wait-ms", "0")),
                          ("on", ("--max-concurrent-rpcs", "100000", "--max-queue-wait-ms", "100"))):
-        gw = start_gateway(names["dir"], str(tmp_path / f"ledger-{name}.sqlite"), "--max-inflight-per-caller",
-                           "100000", *limits)
+        gw = gateways(spec_data["dir"], str(tmp_path / f"ledger-{name}.sqlite"), "--max-inflight-per-caller",
+                      "100000", *limits)
         try:
             file_person(gw.client(LIAONING), "PF-4", "21010219800101024")
             results[name] = asyncio.run(_burst(gw, calls, "PF-4"))
@@ -218,9 +211,9 @@ def test_a_burst_far_beyond_capacity_is_refused_at_the_door_instead_of_queueing(
     assert "refused at the door" in log
 
 
-def test_a_caller_over_its_rate_is_told_when_to_retry_and_others_are_not_affected(names, tmp_path):
-    gw = start_gateway(names["dir"], str(tmp_path / "ledger.sqlite"), "--rate-per-caller-per-s", "20",
-                       "--rate-burst-per-caller", "10")
+def test_a_caller_over_its_rate_is_told_when_to_retry_and_others_are_not_affected(spec_data, tmp_path, gateways):
+    gw = gateways(spec_data["dir"], str(tmp_path / "ledger.sqlite"), "--rate-per-caller-per-s", "20",
+                  "--rate-burst-per-caller", "10")
     hainan, guangdong = gw.client(HAINAN), gw.client("440000")
     answers = []
     for _ in range(30):
@@ -238,10 +231,10 @@ def test_a_caller_over_its_rate_is_told_when_to_retry_and_others_are_not_affecte
 
 
 # ------------------------------------------------------------------ deadlines
-def test_a_request_whose_deadline_passed_is_not_performed(names, tmp_path):
+def test_a_request_whose_deadline_passed_is_not_performed(spec_data, tmp_path, gateways):
     """Before: 16 of 396 settlements with a 2 ms deadline were performed after their caller gave up."""
     ledger = str(tmp_path / "ledger.sqlite")
-    gw = start_gateway(names["dir"], ledger)
+    gw = gateways(spec_data["dir"], ledger)
     file_person(gw.client(LIAONING), "PF-3", "21010219800101023")
 
     async def hurried(tries: int, timeout: float) -> None:
@@ -250,7 +243,7 @@ def test_a_request_whose_deadline_passed_is_not_performed(names, tmp_path):
 
         async def one(n: int):
             try:
-                await stub.OutpatientSettle(outpatient(f"hurry-{tries}-{n}", "PF-3"), timeout=timeout)
+                await stub.OutpatientSettle(long_named(f"hurry-{tries}-{n}", "PF-3"), timeout=timeout)
             except grpc.RpcError:
                 pass
 
@@ -277,8 +270,8 @@ def test_a_request_whose_deadline_passed_is_not_performed(names, tmp_path):
     hainan = gw.client(HAINAN)
     for request_id in sorted(refused_late)[:20]:
         # Not performed: the retry with the same key is performed now (a new settlement, recorded once).
-        first = hainan.raw("/yidi.v1.SettlementService/OutpatientSettle", outpatient(request_id, "PF-3"))
-        assert hainan.raw("/yidi.v1.SettlementService/OutpatientSettle", outpatient(request_id, "PF-3")) == first
+        first = hainan.raw("/yidi.v1.SettlementService/OutpatientSettle", long_named(request_id, "PF-3"))
+        assert hainan.raw("/yidi.v1.SettlementService/OutpatientSettle", long_named(request_id, "PF-3")) == first
     with open(ledger + ".audit.jsonl", encoding="utf-8") as f:
         outcomes = [json.loads(line) for line in f]
     for request_id in sorted(refused_late)[:20]:
@@ -295,8 +288,8 @@ def test_keepalive_is_enforced():
     assert options["grpc.max_connection_idle_ms"] > 0
 
 
-def test_a_client_that_floods_pings_is_sent_away_and_others_are_served(names, tmp_path):
-    gw = start_gateway(names["dir"], str(tmp_path / "ledger.sqlite"), "--keepalive-min-ping-interval-ms", "5000")
+def test_a_client_that_floods_pings_is_sent_away_and_others_are_served(spec_data, tmp_path, gateways):
+    gw = gateways(spec_data["dir"], str(tmp_path / "ledger.sqlite"), "--keepalive-min-ping-interval-ms", "5000")
     flooder = gw.channel(HAINAN, options=[("grpc.keepalive_time_ms", 10), ("grpc.keepalive_permit_without_calls", 1),
                                           ("grpc.http2.max_pings_without_data", 0)])
     grpc.channel_ready_future(flooder).result(timeout=10)

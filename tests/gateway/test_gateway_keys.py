@@ -4,30 +4,30 @@ from __future__ import annotations
 import grpc
 
 from datagen.spec_fixture import write_spec_dataset
-from gateway._pb.yidi.v1 import common_pb2 as pb, settlement_pb2 as spb
+from builders import outpatient
+from gateway._pb.yidi.v1 import settlement_pb2 as spb
 
 METHOD = "/yidi.v1.SettlementService/OutpatientSettle"
 
 
-def outpatient(names, n: int, price: int = 1250) -> spb.OutpatientSettleRequest:
-    return spb.OutpatientSettleRequest(
-        request_id=f"op-{n}", psn_no=names["psn"]["in_service"], fixmedins_code=names["inst"]["hk_l1"],
-        setl_date=20260315, lines=[pb.FeeLine(feedetl_sn="1", code="XA01", unit_price_fen=price, qty_milli=1000)])
+def keyed(names, n: int, price: int = 1250) -> spb.OutpatientSettleRequest:
+    """The in-service person's outpatient bill under key op-n."""
+    return outpatient(f"op-{n}", names["psn"]["in_service"], names["inst"]["hk_l1"], price=price, qty_milli=1000)
 
 
 def test_a_key_dropped_from_memory_is_answered_from_the_ledger(tmp_path, gateways):
     names = write_spec_dataset(tmp_path / "data")
     gw = gateways(names["dir"], str(tmp_path / "ledger.sqlite"), "--idempotency-cache-keys", "2")
     hainan = gw.client("460000")
-    first = [hainan.raw(METHOD, outpatient(names, n)) for n in range(6)]   # keys 0..3 leave the cache
-    assert [hainan.raw(METHOD, outpatient(names, n)) for n in range(6)] == first
-    code, reason, _ = hainan.refused(hainan.settlement.OutpatientSettle, outpatient(names, 0, price=1251))
+    first = [hainan.raw(METHOD, keyed(names, n)) for n in range(6)]   # keys 0..3 leave the cache
+    assert [hainan.raw(METHOD, keyed(names, n)) for n in range(6)] == first
+    code, reason, _ = hainan.refused(hainan.settlement.OutpatientSettle, keyed(names, 0, price=1251))
     assert (code, reason) == (grpc.StatusCode.ALREADY_EXISTS, "IDEMPOTENCY_KEY_REUSED")
     assert gw.stop() == 0
     # After a restart (every key replayed from the ledger, only two kept), the same answers again.
     gw = gateways(names["dir"], str(tmp_path / "ledger.sqlite"), "--idempotency-cache-keys", "2")
     hainan = gw.client("460000")
-    assert [hainan.raw(METHOD, outpatient(names, n)) for n in range(6)] == first
+    assert [hainan.raw(METHOD, keyed(names, n)) for n in range(6)] == first
 
 
 def test_a_batch_looks_up_its_new_keys_at_once_and_still_finds_old_ones(tmp_path, gateways):
@@ -36,9 +36,9 @@ def test_a_batch_looks_up_its_new_keys_at_once_and_still_finds_old_ones(tmp_path
     names = write_spec_dataset(tmp_path / "data")
     gw = gateways(names["dir"], str(tmp_path / "ledger.sqlite"), "--idempotency-cache-keys", "2")
     hainan = gw.client("460000")
-    first = [hainan.raw(METHOD, outpatient(names, n)) for n in range(6)]   # keys 0..3 leave the cache
-    items = [spb.SettleItem(outpatient=outpatient(names, n)) for n in (0, 7, 1, 8, 5)]
-    items.append(spb.SettleItem(outpatient=outpatient(names, 2, price=1251)))   # key 2 reused for another bill
+    first = [hainan.raw(METHOD, keyed(names, n)) for n in range(6)]   # keys 0..3 leave the cache
+    items = [spb.SettleItem(outpatient=keyed(names, n)) for n in (0, 7, 1, 8, 5)]
+    items.append(spb.SettleItem(outpatient=keyed(names, 2, price=1251)))   # key 2 reused for another bill
     outcomes = hainan(hainan.settlement.SettleBatch, spb.SettleBatchRequest(items=items)).outcomes
     replays = [o.settlement.SerializeToString() for o in (outcomes[0], outcomes[2], outcomes[4])]
     assert replays == [first[0], first[1], first[5]]

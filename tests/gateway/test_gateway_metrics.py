@@ -14,21 +14,13 @@ import grpc
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from datagen.spec_fixture import write_spec_dataset
-from gateway._pb.yidi.v1 import common_pb2 as pb, diagnostics_pb2 as dpb, funds_pb2 as fdpb, settlement_pb2 as spb
-from gateway_harness import Client, file_person, start_gateway
+from gateway._pb.yidi.v1 import diagnostics_pb2 as dpb, funds_pb2 as fdpb, settlement_pb2 as spb
+from builders import outpatient
+from gateway_harness import Client, file_person
 from test_alerts import rule_metrics
 
 HAINAN, LIAONING = "460000", "210000"
-
-
-@pytest.fixture(scope="module")
-def gw(tmp_path_factory):
-    base = tmp_path_factory.mktemp("metrics")
-    names = write_spec_dataset(base / "data")
-    server = start_gateway(names["dir"], str(base / "ledger.sqlite"), "--metrics-listen", "127.0.0.1:0")
-    yield server
-    assert server.stop() == 0
+GATEWAY_OPTIONS = ("--metrics-listen", "127.0.0.1:0")
 
 
 def scrape(gw) -> dict[tuple[str, tuple], float]:
@@ -42,12 +34,6 @@ def scrape(gw) -> dict[tuple[str, tuple], float]:
 
 def value(samples, name: str, **labels) -> float:
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
-
-
-def outpatient(rid: str, psn_no: str) -> spb.OutpatientSettleRequest:
-    return spb.OutpatientSettleRequest(request_id=rid, psn_no=psn_no, fixmedins_code="H46010000003", setl_date=20260315,
-                                       lines=[pb.FeeLine(feedetl_sn="1", code="XA01", unit_price_fen=1250,
-                                                         qty_milli=2000)])
 
 
 def test_the_serving_line_names_the_metrics_endpoint(gw):

@@ -9,29 +9,20 @@ import logging
 import grpc
 import pytest
 
-from datagen.spec_fixture import write_spec_dataset
 from gateway.operations import logs
-from gateway._pb.yidi.v1 import common_pb2 as pb, diagnostics_pb2 as dpb, settlement_pb2 as spb
-from gateway_harness import start_gateway
+from gateway._pb.yidi.v1 import diagnostics_pb2 as dpb
+from builders import outpatient
 
 HAINAN = "460000"
-
-
-def outpatient(rid: str) -> spb.OutpatientSettleRequest:
-    return spb.OutpatientSettleRequest(request_id=rid, psn_no="P-NOBODY", fixmedins_code="H46010000003",
-                                       setl_date=20260315,
-                                       lines=[pb.FeeLine(feedetl_sn="1", code="XA01", unit_price_fen=1, qty_milli=1000)])
+GATEWAY_OPTIONS = ("--log-format", "json", "--log-level", "debug")
 
 
 @pytest.fixture(scope="module")
-def json_log(tmp_path_factory):
-    """A gateway logging JSON at debug level: its log's lines, after a refusal, a Ping and a connection without a
-    client certificate."""
-    base = tmp_path_factory.mktemp("logs")
-    names = write_spec_dataset(base / "data")
-    gw = start_gateway(names["dir"], str(base / "ledger.sqlite"), "--log-format", "json", "--log-level", "debug")
+def json_log(gw):
+    """The module's gateway logs JSON at debug level (GATEWAY_OPTIONS): its log's lines, after a refusal, a Ping
+    and a connection without a client certificate."""
     hainan = gw.client(HAINAN)
-    hainan.refused(hainan.settlement.OutpatientSettle, outpatient("log-refused-1"))
+    hainan.refused(hainan.settlement.OutpatientSettle, outpatient("log-refused-1", "P-NOBODY", price=1, qty_milli=1000))
     hainan(hainan.diagnostics.Ping, dpb.PingRequest())
     anonymous = gw.client(None)     # TLS without a client certificate: gRPC core logs the failed handshake
     with pytest.raises(grpc.RpcError):

@@ -11,31 +11,25 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from functools import partial
 
 import grpc
 import pytest
 
-from datagen.spec_fixture import write_spec_dataset
 from gateway._pb.yidi.v1 import admin_pb2, common_pb2 as pb, funds_pb2 as fdpb, settlement_pb2 as spb
-from gateway_harness import ROOT, file_person, start_gateway
+from builders import outpatient
+from gateway_harness import ROOT, file_person
 
 HAINAN, LIAONING, GUANGDONG = "460000", "210000", "440000"
 
 
-@pytest.fixture(scope="module")
-def gw(tmp_path_factory):
-    base = tmp_path_factory.mktemp("reverse")
-    names = write_spec_dataset(base / "data")
-    server = start_gateway(names["dir"], str(base / "ledger.sqlite"))
-    file_person(server.client(LIAONING), "PR-1", "21010219800101041")
-    yield server
-    assert server.stop() == 0
+@pytest.fixture(scope="module", autouse=True)
+def filed(gw):
+    file_person(gw.client(LIAONING), "PR-1", "21010219800101041")
 
 
-def outpatient(rid: str, price: int = 1250) -> spb.OutpatientSettleRequest:
-    return spb.OutpatientSettleRequest(request_id=rid, psn_no="PR-1", fixmedins_code="H46010000003", setl_date=20260316,
-                                       lines=[pb.FeeLine(feedetl_sn="1", code="XA01", unit_price_fen=price,
-                                                         qty_milli=2000)])
+# PR-1's outpatient bill, settled on 20260316.
+bill = partial(outpatient, psn_no="PR-1", date=20260316)
 
 
 def reverse(rid: str, original: str) -> spb.ReverseRequest:
@@ -56,7 +50,7 @@ def drawn(gw) -> int:
 def test_a_performed_settlement_is_cancelled_as_the_cancel_rpc_would(gw):
     hainan = gw.client(HAINAN)
     before = drawn(gw)
-    settled = hainan(hainan.settlement.OutpatientSettle, outpatient("rv-op-1")).settlement
+    settled = hainan(hainan.settlement.OutpatientSettle, bill("rv-op-1")).settlement
     assert drawn(gw) == before + settled.breakdown.fund_pay_sumamt
     answer = hainan(hainan.settlement.Reverse, reverse("rv-1", "rv-op-1"))
     assert answer.outcome == spb.REVERSE_OUTCOME_SETTLEMENT_CANCELLED
@@ -69,7 +63,7 @@ def test_a_performed_settlement_is_cancelled_as_the_cancel_rpc_would(gw):
     assert hainan(hainan.settlement.Reverse, reverse("rv-1", "rv-op-1")) == answer
     assert seq(gw) == at
     # the original replayed still answers as it first did (its key is the settlement's)
-    assert hainan(hainan.settlement.OutpatientSettle, outpatient("rv-op-1")).settlement.setl_id == settled.setl_id
+    assert hainan(hainan.settlement.OutpatientSettle, bill("rv-op-1")).settlement.setl_id == settled.setl_id
 
 
 def test_an_original_not_performed_is_refused_when_it_arrives_late_and_changes_nothing(gw):
@@ -77,23 +71,23 @@ def test_an_original_not_performed_is_refused_when_it_arrives_late_and_changes_n
     answer = hainan(hainan.settlement.Reverse, reverse("rv-2", "rv-op-late"))
     assert answer.outcome == spb.REVERSE_OUTCOME_NOT_PERFORMED and answer.original_request_id == "rv-op-late"
     at, before = seq(gw), drawn(gw)
-    code, reason, message = hainan.refused(hainan.settlement.OutpatientSettle, outpatient("rv-op-late"))
+    code, reason, message = hainan.refused(hainan.settlement.OutpatientSettle, bill("rv-op-late"))
     assert (code, reason) == (grpc.StatusCode.FAILED_PRECONDITION, "REQUEST_REVERSED") and "冲正" in message
     # any request under that key, not only the one that timed out
-    code, reason, _ = hainan.refused(hainan.settlement.OutpatientSettle, outpatient("rv-op-late", price=999))
+    code, reason, _ = hainan.refused(hainan.settlement.OutpatientSettle, bill("rv-op-late", price=999))
     assert reason == "REQUEST_REVERSED"
     assert (seq(gw), drawn(gw)) == (at, before)
 
 
 def test_another_province_cannot_reach_a_request_it_did_not_send(gw):
     hainan, guangdong = gw.client(HAINAN), gw.client(GUANGDONG)
-    settled = hainan(hainan.settlement.OutpatientSettle, outpatient("rv-op-3")).settlement
+    settled = hainan(hainan.settlement.OutpatientSettle, bill("rv-op-3")).settlement
     # keys are per caller: Guangdong's reversal of "rv-op-3" names its own (never sent) request
     answer = guangdong(guangdong.settlement.Reverse, reverse("rv-3", "rv-op-3"))
     assert answer.outcome == spb.REVERSE_OUTCOME_NOT_PERFORMED
     got = hainan(hainan.settlement.GetSettlement, spb.GetSettlementRequest(setl_id=settled.setl_id)).settlement
     assert got.cancel_date == 0
-    assert hainan(hainan.settlement.OutpatientSettle, outpatient("rv-op-3")).settlement.setl_id == settled.setl_id
+    assert hainan(hainan.settlement.OutpatientSettle, bill("rv-op-3")).settlement.setl_id == settled.setl_id
 
 
 def test_a_reversed_admission_is_cancelled(gw):
