@@ -22,9 +22,8 @@ import pytest
 from google.protobuf import descriptor_pb2
 from grpc_reflection.v1alpha import reflection_pb2 as rpb
 
-from datagen.spec_fixture import write_spec_dataset
 from external_tools import NODE_PATH, need
-from gateway_harness import ROOT, start_gateway
+from gateway_harness import ROOT
 
 PROTOS = os.path.join(ROOT, "protos")
 BASELINE = sorted(glob.glob(os.path.join(ROOT, "contract", "yidi-v1-*.binpb")))[-1]
@@ -68,19 +67,10 @@ def test_plain_protoc_compiles_the_contract_with_no_other_include_path(tmp_path)
     assert "yidi/v1/settlement.proto" in names
 
 
-@pytest.fixture(scope="module")
-def gateway(tmp_path_factory):
-    base = tmp_path_factory.mktemp("contract")
-    names = write_spec_dataset(base / "data")
-    server = start_gateway(names["dir"], str(base / "ledger.sqlite"))
-    yield server
-    assert server.stop() == 0
-
-
-def test_a_node_client_from_the_protos_alone_settles_and_reads_the_refusal(gateway):
+def test_a_node_client_from_the_protos_alone_settles_and_reads_the_refusal(gw):
     node = need("node", "Node.js 20 from Debian or nodejs.org")
     need("buf", BUF_HOW)   # tools/node_modules is there (grpc-js, proto-loader, protobufjs)
-    env = dict(os.environ, NODE_PATH=NODE_PATH, YIDI_TARGET=gateway.target, YIDI_CERTS=gateway.certs.directory,
+    env = dict(os.environ, NODE_PATH=NODE_PATH, YIDI_TARGET=gw.target, YIDI_CERTS=gw.certs.directory,
                YIDI_CALLER="460000")
     result = run(node, os.path.join("examples", "node", "client.js"), env=env)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -94,8 +84,8 @@ def test_a_node_client_from_the_protos_alone_settles_and_reads_the_refusal(gatew
     assert english["locale"] == "en-US" and "filing" in english["message"]
 
 
-def reflect(gateway, service: str, request: rpb.ServerReflectionRequest) -> rpb.ServerReflectionResponse:
-    channel = gateway.channel("460000")   # mTLS: any caller's certificate
+def reflect(gw, service: str, request: rpb.ServerReflectionRequest) -> rpb.ServerReflectionResponse:
+    channel = gw.channel("460000")   # mTLS: any caller's certificate
     info = channel.stream_stream(f"/{service}/ServerReflectionInfo",
                                  request_serializer=rpb.ServerReflectionRequest.SerializeToString,
                                  response_deserializer=rpb.ServerReflectionResponse.FromString)
@@ -103,13 +93,13 @@ def reflect(gateway, service: str, request: rpb.ServerReflectionRequest) -> rpb.
 
 
 @pytest.mark.parametrize("version", ["v1", "v1alpha"])
-def test_reflection_lists_services_and_describes_a_method_with_its_comments(gateway, version):
+def test_reflection_lists_services_and_describes_a_method_with_its_comments(gw, version):
     service = f"grpc.reflection.{version}.ServerReflection"
-    listed = reflect(gateway, service, rpb.ServerReflectionRequest(list_services=""))
+    listed = reflect(gw, service, rpb.ServerReflectionRequest(list_services=""))
     names = {s.name for s in listed.list_services_response.service}
     assert {"yidi.v1.SettlementService", "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection",
             "grpc.reflection.v1alpha.ServerReflection"} <= names
-    answer = reflect(gateway, service, rpb.ServerReflectionRequest(
+    answer = reflect(gw, service, rpb.ServerReflectionRequest(
         file_containing_symbol="yidi.v1.SettlementService.OutpatientSettle"))
     files = [descriptor_pb2.FileDescriptorProto.FromString(b) for b in
              answer.file_descriptor_response.file_descriptor_proto]
@@ -117,5 +107,5 @@ def test_reflection_lists_services_and_describes_a_method_with_its_comments(gate
     assert {"yidi/v1/common.proto", "google/rpc/status.proto"} <= {f.name for f in files}
     comments = " ".join(loc.leading_comments for loc in files[0].source_code_info.location)
     assert "门诊一站式" in comments and "Idempotency key" in comments
-    missing = reflect(gateway, service, rpb.ServerReflectionRequest(file_containing_symbol="yidi.v1.NoSuchThing"))
+    missing = reflect(gw, service, rpb.ServerReflectionRequest(file_containing_symbol="yidi.v1.NoSuchThing"))
     assert missing.error_response.error_code == grpc.StatusCode.NOT_FOUND.value[0]

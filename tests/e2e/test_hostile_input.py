@@ -31,11 +31,12 @@ from google.protobuf.message import DecodeError, Message
 from google.rpc import error_details_pb2, status_pb2
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from datagen.spec_fixture import PERSONS, make_certno, write_spec_dataset
+from datagen.spec_fixture import PERSONS, make_certno
 from gateway._pb.yidi.v1 import admin_pb2, common_pb2 as pb, diagnostics_pb2 as dpb, settlement_pb2 as spb
 from gateway.transport.server import SERVICES
 from gateway.transport.status import MAX_METADATA_VALUE_CHARS, error_info, reason_of
-from gateway_harness import file_person, start_gateway
+from builders import DRUG_A, TREATMENT_A, admit, line, outpatient, settle, upload
+from gateway_harness import file_person
 
 HAINAN, LIAONING, NATIONAL = "460000", "210000", "national"
 EXAMPLES = int(os.environ.get("YIDI_HOSTILE_EXAMPLES", "80"))
@@ -296,40 +297,23 @@ FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize
 # ---------------------------------------------------------------- the gateway under attack
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    base = tmp_path_factory.mktemp("hostile")
-    names = write_spec_dataset(base / "data")
-    ledger = str(base / "ledger.sqlite")
-    gw = start_gateway(names["dir"], ledger)
-    try:
-        yield from _attack(gw, names, ledger)
-    finally:
-        if gw.proc.poll() is None:
-            gw.stop()
+def world(gw, spec_data):
+    yield from _attack(gw, spec_data, spec_data["ledger"])
 
 
 def _attack(gw, names, ledger):
     clients = {c: gw.client(c) for c in (HAINAN, LIAONING, NATIONAL)}
     hainan, liaoning = clients[HAINAN], clients[LIAONING]
     filing = file_person(liaoning, "P2101029300", "21010219900101500").filing
-    stay = hainan(hainan.settlement.Admit, spb.AdmitRequest(
-        request_id="hostile-admit-1", psn_no="P2101029300", fixmedins_code=names["inst"]["hk_l1"],
-        adm_date=20260310))
-    hainan(hainan.settlement.UploadFees, spb.UploadFeesRequest(
-        request_id="hostile-fees-1", mdtrt_id=stay.mdtrt_id,
-        lines=[pb.FeeLine(feedetl_sn="1", code="T001", unit_price_fen=100000, qty_milli=1000)]))
+    stay = admit(hainan, "P2101029300", names["inst"]["hk_l1"], "hostile-admit-1", 20260310)
+    upload(hainan, stay.mdtrt_id, [line(1, TREATMENT_A, 100000, 1000)], "hostile-fees-1")
     file_person(liaoning, "P2101029301", "21010219900101501")
-    settled = hainan(hainan.settlement.Admit, spb.AdmitRequest(
-        request_id="hostile-admit-2", psn_no="P2101029301", fixmedins_code=names["inst"]["hk_l1"],
-        adm_date=20260301))
-    hainan(hainan.settlement.UploadFees, spb.UploadFeesRequest(
-        request_id="hostile-fees-2", mdtrt_id=settled.mdtrt_id,
-        lines=[pb.FeeLine(feedetl_sn="1", code="T001", unit_price_fen=100000, qty_milli=1000)]))
-    setl = hainan(hainan.settlement.DischargeSettle, spb.DischargeSettleRequest(
-        request_id="hostile-settle-2", mdtrt_id=settled.mdtrt_id, dscg_date=20260305))
+    settled = admit(hainan, "P2101029301", names["inst"]["hk_l1"], "hostile-admit-2", 20260301)
+    upload(hainan, settled.mdtrt_id, [line(1, TREATMENT_A, 100000, 1000)], "hostile-fees-2")
+    setl = settle(hainan, settled.mdtrt_id, "hostile-settle-2", 20260305)
     known = sorted({*names["psn"].values(), *names["inst"].values(), *(p["certno"] for p in PERSONS.values()),
                     "P2101029300", "P2101029301", make_certno("21010219900101500"), filing.filing_id, stay.mdtrt_id,
-                    setl.settlement.setl_id, settled.mdtrt_id, HAINAN, LIAONING, "440000", "210102", "460100", "XA01", "T001",
+                    setl.setl_id, settled.mdtrt_id, HAINAN, LIAONING, "440000", "210102", "460100", DRUG_A, TREATMENT_A,
                     "hostile-admit-1", "hostile-fees-1", "3.0", "K01029300"})
     world = dict(gw=gw, names=names, ledger=ledger, clients=clients, known=known, stay=stay.mdtrt_id,
                  channels={c: clients[c].channel for c in clients})
@@ -452,7 +436,7 @@ def test_psn_no_of_one_person_and_certno_of_another_is_refused(world, method):
     base = {k: v for k, v in dict(request_id=f"hostile-two-{next(_ids)}", fixmedins_code=names["inst"]["hk_l1"],
                                   adm_date=20260310, setl_date=20260310).items() if k in fields}
     if "lines" in fields:
-        base["lines"] = [pb.FeeLine(feedetl_sn="1", code="XA01", unit_price_fen=100, qty_milli=1000)]
+        base["lines"] = [line(1, DRUG_A, 100, 1000)]
     caller = LIAONING if method.name == "ListFilings" else HAINAN
     a, b = names["psn"]["retired"], PERSONS["in_service"]["certno"]
     for first, second in ((dict(psn_no=a), dict(certno=b)), (dict(certno=b), dict(psn_no=a))):
@@ -463,10 +447,8 @@ def test_psn_no_of_one_person_and_certno_of_another_is_refused(world, method):
 
 def test_two_persons_in_one_batch_item_are_refused(world):
     names, hainan = world["names"], world["clients"][HAINAN]
-    good = spb.OutpatientSettleRequest(request_id=f"hostile-two-{next(_ids)}", psn_no=names["psn"]["retired"],
-                                       fixmedins_code=names["inst"]["hk_l1"], setl_date=20260310,
-                                       lines=[pb.FeeLine(feedetl_sn="1", code="XA01", unit_price_fen=100,
-                                                         qty_milli=1000)])
+    good = outpatient(f"hostile-two-{next(_ids)}", names["psn"]["retired"], names["inst"]["hk_l1"], date=20260310,
+                      price=100, qty_milli=1000)
     raw = good.SerializeToString() + spb.OutpatientSettleRequest(
         certno=PERSONS["in_service"]["certno"]).SerializeToString()
     item = b"\x0a" + _varint(len(raw)) + raw   # SettleItem.outpatient (field 1) holding both
@@ -563,13 +545,13 @@ def test_a_refusal_leaves_the_ledger_file_byte_identical(world):
             con.close()
 
     before = digest()
-    bad = [[pb.FeeLine(feedetl_sn="9", code="XA01", unit_price_fen=2**63 - 1, qty_milli=2**31 - 1)],
-           [pb.FeeLine(feedetl_sn="9", code="XA01", unit_price_fen=-2**63, qty_milli=1000)],
-           [pb.FeeLine(feedetl_sn="9", code="XA01\x00", unit_price_fen=100, qty_milli=1000)],
+    bad = [[line(9, DRUG_A, 2**63 - 1, 2**31 - 1)],
+           [line(9, DRUG_A, -2**63, 1000)],
+           [line(9, DRUG_A + "\x00", 100, 1000)],
            # the same sn twice with other content (the same content twice is a no-op, SPEC §6)
-           [pb.FeeLine(feedetl_sn="9", code="XA01", unit_price_fen=100, qty_milli=1000),
-            pb.FeeLine(feedetl_sn="9", code="XA01", unit_price_fen=101, qty_milli=1000)],
-           [pb.FeeLine(feedetl_sn=str(n), code="XA01", unit_price_fen=2**62, qty_milli=1000) for n in (8, 9)]]
+           [line(9, DRUG_A, 100, 1000),
+            line(9, DRUG_A, 101, 1000)],
+           [line(n, DRUG_A, 2**62, 1000) for n in (8, 9)]]
     refused = 0
     for lines in bad:
         raw = spb.UploadFeesRequest(request_id=f"hostile-ledger-{next(_ids)}", mdtrt_id=stay, lines=lines).SerializeToString()

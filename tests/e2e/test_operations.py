@@ -13,7 +13,7 @@ import grpc
 from datagen.spec_fixture import write_spec_dataset
 from external_tools import need
 from gateway._pb.yidi.v1 import diagnostics_pb2 as dpb, diagnostics_pb2_grpc
-from gateway_harness import ROOT, start_gateway
+from gateway_harness import ROOT
 
 
 def block(name: str) -> str:
@@ -23,15 +23,15 @@ def block(name: str) -> str:
     return found.group(1)
 
 
-def test_the_openssl_recipe_makes_certificates_a_gateway_and_a_platform_use(tmp_path):
+def test_the_openssl_recipe_makes_certificates_a_gateway_and_a_platform_use(tmp_path, gateways):
     need("openssl", "Debian package openssl")
     run = subprocess.run(["bash", "-euo", "pipefail", "-c", block("ca")], cwd=tmp_path, capture_output=True,
                          text=True, timeout=120)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "server.pem: OK" in run.stdout and "460000.pem: OK" in run.stdout
     names = write_spec_dataset(tmp_path / "data")
-    gw = start_gateway(names["dir"], str(tmp_path / "ledger.sqlite"), "--cert", str(tmp_path / "server.pem"),
-                       "--key", str(tmp_path / "server.key"), "--ca", str(tmp_path / "ca.pem"))
+    gw = gateways(names["dir"], str(tmp_path / "ledger.sqlite"), "--cert", str(tmp_path / "server.pem"),
+                  "--key", str(tmp_path / "server.key"), "--ca", str(tmp_path / "ca.pem"))
     try:
         read = lambda name: (tmp_path / name).read_bytes()  # noqa: E731
         credentials = grpc.ssl_channel_credentials(read("ca.pem"), read("460000.key"), read("460000.pem"))
@@ -47,9 +47,9 @@ def test_the_openssl_recipe_makes_certificates_a_gateway_and_a_platform_use(tmp_
         assert gw.stop() == 0, gw.log()[-3000:]
 
 
-def test_the_probe_command_exits_by_the_plaintext_health_answer(tmp_path):
+def test_the_probe_command_exits_by_the_plaintext_health_answer(tmp_path, gateways):
     names = write_spec_dataset(tmp_path / "data")
-    gw = start_gateway(names["dir"], str(tmp_path / "ledger.sqlite"), "--health-listen", "127.0.0.1:0")
+    gw = gateways(names["dir"], str(tmp_path / "ledger.sqlite"), "--health-listen", "127.0.0.1:0")
     probe = [sys.executable, "-m", "gateway", "--insecure", "--target", gw.target, "health"]
     try:
         assert gw.health_target
@@ -62,9 +62,9 @@ def test_the_probe_command_exits_by_the_plaintext_health_answer(tmp_path):
     assert stopped.returncode == 1 and "cannot reach the gateway" in stopped.stderr
 
 
-def test_a_port_in_use_ends_start_up_with_one_sentence(tmp_path):
+def test_a_port_in_use_ends_start_up_with_one_sentence(tmp_path, gateways):
     names = write_spec_dataset(tmp_path / "data")
-    gw = start_gateway(names["dir"], str(tmp_path / "ledger.sqlite"))
+    gw = gateways(names["dir"], str(tmp_path / "ledger.sqlite"))
     try:
         second = subprocess.run([sys.executable, "-m", "gateway", "serve", "--data-dir", names["dir"], "--ledger",
                                  str(tmp_path / "other.sqlite"), "--listen", gw.target, "--certs",

@@ -19,7 +19,7 @@ import pytest
 
 from datagen import generate
 from external_tools import need
-from gateway_harness import ROOT, start_gateway
+from gateway_harness import ROOT
 
 # The marked blocks, each run by a test of this module.
 RUN = ("newcomer", "verify-ledger", "walkthrough", "national", "month-end", "protoc", "client", "buf-curl")
@@ -51,13 +51,11 @@ def test_every_code_block_is_run_or_only_shown():
 
 
 @pytest.fixture(scope="module")
-def gateway(tmp_path_factory):
+def gateway(tmp_path_factory, module_gateways):
     base = tmp_path_factory.mktemp("readme")
     generate(str(base / "data"), persons=2000, seed=2026)
-    server = start_gateway(str(base / "data"), str(base / "ledger.sqlite"))
     DATA["dir"] = str(base / "data")
-    yield server
-    assert server.stop() == 0
+    return module_gateways(base / "data", base / "ledger.sqlite")
 
 
 RAN: set[str] = set()   # blocks already run against the module's gateway

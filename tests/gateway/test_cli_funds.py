@@ -10,13 +10,12 @@ import os
 import subprocess
 import sys
 
-import pytest
 
 from datagen import generate
-from datagen.spec_fixture import write_spec_dataset
 from gateway._pb.yidi.v1 import funds_pb2 as fdpb
 from gateway.testing import dev_certs
-from gateway_harness import ROOT, file_person, start_gateway
+from builders import DRUG_A, HK_L3
+from gateway_harness import ROOT, file_person
 
 PROVINCES = {"110000": "北京市", "230000": "黑龙江省", "440000": "广东省", "460000": "海南省",
              "650000": "新疆维吾尔自治区", "540000": "西藏自治区"}
@@ -62,26 +61,17 @@ def test_the_charts_are_drawn_in_the_cjk_font_and_are_not_blank(tmp_path):
 
 
 # ------------------------------------------------------------------ the commands
-@pytest.fixture(scope="module")
-def gw(tmp_path_factory):
-    base = tmp_path_factory.mktemp("cli-funds")
-    names = write_spec_dataset(base / "data")
-    server = start_gateway(names["dir"], str(base / "ledger.sqlite"))
-    yield server
-    assert server.stop() == 0
-
-
 def test_month_end_commands(gw, tmp_path):
     file_person(gw.client("210000"), "P2101027001", "21010219700101701")
     fees = tmp_path / "fees.json"
-    fees.write_text(json.dumps([{"code": "XA01", "unit_price_fen": 12500, "qty": "2"}]))
+    fees.write_text(json.dumps([{"code": DRUG_A, "unit_price_fen": 12500, "qty": "2"}]))
     out = yidi(gw.target, "national", "--request-id", "cli-prepaid", "prepaid", "set", "--province", "210000",
                "--amount-fen", "100000").stdout
     assert "210000" in out and "辽宁省" in out and "normal" in out
     settled = []
     for day in (3, 4):
         settled.append(json.loads(yidi(gw.target, "460000", "--json", "outpatient", "--psn-no", "P2101027001",
-                                       "--institution", "H46010000001", "--date", f"2026110{day}",
+                                       "--institution", HK_L3, "--date", f"2026110{day}",
                                        "--file", str(fees)).stdout)["settlement"])
     assert "clearing month 202611" in yidi(gw.target, "460000", "show", "--setl-id", settled[0]["setl_id"]).stdout
     assert "closed" in yidi(gw.target, "national", "clearing", "close", "--month", "202611").stdout
@@ -90,7 +80,7 @@ def test_month_end_commands(gw, tmp_path):
     report = yidi(gw.target, "national", "clearing", "report", "--month", "202611", "--institutions",
                   "--charts", str(tmp_path / "charts"))
     assert "辽宁省 → 海南省" in report.stdout.replace("  ", " ") or "辽宁省" in report.stdout
-    assert "sum of net positions ¥0.00" in report.stdout and "H46010000001" in report.stdout
+    assert "sum of net positions ¥0.00" in report.stdout and HK_L3 in report.stdout
     assert os.path.exists(tmp_path / "charts" / "clearing-202611-net.png")
     assert "confirmed by 460000" in yidi(gw.target, "460000", "clearing", "confirm", "--month", "202611").stdout
     assert "usage" in yidi(gw.target, "210000", "positions", "--province", "210000").stdout
@@ -100,7 +90,7 @@ def test_month_end_commands(gw, tmp_path):
              "fund_pay_sumamt": int(s["breakdown"]["fund_pay_sumamt"]),
              "psn_cash_pay": int(s["breakdown"]["psn_cash_pay"]), "cancelled": i == 1} for i, s in enumerate(settled)]
     books.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    span = ["--institution", "H46010000001", "--from", "20261101", "--to", "20261130", "--file", str(books)]
+    span = ["--institution", HK_L3, "--from", "20261101", "--to", "20261130", "--file", str(books)]
     assert "totals: match" in yidi(gw.target, "460000", "reconcile", *span).stdout
     rows[0]["fund_pay_sumamt"] += 1
     books.write_text("".join(json.dumps(r) + "\n" for r in rows))

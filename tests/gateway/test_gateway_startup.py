@@ -14,12 +14,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from datagen import generate
 from gateway._pb.yidi.v1 import admin_pb2
 from gateway.transport.status import reason_of
-from gateway_harness import start_gateway
 
 
-def test_not_serving_until_rebuilt(tmp_path):
+def test_not_serving_until_rebuilt(tmp_path, gateways):
     generate(str(tmp_path / "data"), persons=300_000, seed=1)
-    gw = start_gateway(str(tmp_path / "data"), str(tmp_path / "ledger.sqlite"), wait_for="LISTENING")
+    gw = gateways(str(tmp_path / "data"), str(tmp_path / "ledger.sqlite"), wait_for="LISTENING")
     try:
         national = gw.client("national")
         health = health_pb2_grpc.HealthStub(national.channel)

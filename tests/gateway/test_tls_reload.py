@@ -13,11 +13,11 @@ import pytest
 
 from datagen.spec_fixture import write_spec_dataset
 from gateway.security import certs
-from gateway._pb.yidi.v1 import common_pb2 as pb, diagnostics_pb2 as dpb, settlement_pb2 as spb
+from gateway._pb.yidi.v1 import diagnostics_pb2 as dpb, settlement_pb2 as spb
 from gateway._pb.yidi.v1 import diagnostics_pb2_grpc, settlement_pb2_grpc
 from gateway.testing import credentials, dev_certs
 from gateway.security.tls import CertificateError, check
-from gateway_harness import start_gateway
+from builders import outpatient
 
 HAINAN = "460000"
 
@@ -37,9 +37,7 @@ def ping(target: str, paths: certs.Paths) -> grpc.StatusCode:
 
 
 def item(n: int) -> spb.SettleItem:
-    return spb.SettleItem(outpatient=spb.OutpatientSettleRequest(
-        request_id=f"tls-{n}", psn_no="P-NOBODY", fixmedins_code="H46010000003", setl_date=20260315,
-        lines=[pb.FeeLine(feedetl_sn="1", code="XA01", unit_price_fen=100, qty_milli=1000)]))
+    return spb.SettleItem(outpatient=outpatient(f"tls-{n}", "P-NOBODY", price=100, qty_milli=1000))
 
 
 def wait_for(gw, text: str, count: int) -> None:
@@ -49,14 +47,14 @@ def wait_for(gw, text: str, count: int) -> None:
         time.sleep(0.05)
 
 
-def test_sighup_rotates_the_certificates_without_dropping_a_connection(tmp_path):
+def test_sighup_rotates_the_certificates_without_dropping_a_connection(tmp_path, gateways):
     old, new = dev_certs(), certs.write_dev_certs(str(tmp_path / "new"))
     live = tmp_path / "live"
     live.mkdir()
     install(old, live)
     names = write_spec_dataset(tmp_path / "data")
-    gw = start_gateway(names["dir"], str(tmp_path / "ledger.sqlite"), "--cert", str(live / "server.pem"),
-                       "--key", str(live / "server.key"), "--ca", str(live / "ca.pem"))
+    gw = gateways(names["dir"], str(tmp_path / "ledger.sqlite"), "--cert", str(live / "server.pem"),
+                  "--key", str(live / "server.key"), "--ca", str(live / "ca.pem"))
     try:
         # A stream opened with the old certificates, before the rotation.
         channel = grpc.secure_channel(gw.target, credentials(HAINAN, old))
