@@ -8,7 +8,7 @@ from __future__ import annotations
 import itertools
 
 from datagen.spec_fixture import DATE, INSTITUTIONS, NOT_IN_CATALOG, catalog_rows
-from gateway._pb.yidi.v1 import common_pb2 as pb, settlement_pb2 as spb
+from gateway._pb.yidi.v1 import admin_pb2, common_pb2 as pb, settlement_pb2 as spb
 
 _CATALOG = {row["code"]: row for row in catalog_rows()}
 
@@ -74,3 +74,21 @@ def settle(client, mdtrt_id: str, request_id: str | None = None, date: int = DAT
 def cancel(client, setl_id: str, request_id: str | None = None, date: int = 20260320) -> pb.Settlement:
     return client(client.settlement.CancelSettlement, spb.CancelSettlementRequest(
         request_id=request_id or rid("cancel"), setl_id=setl_id, cancel_date=date)).settlement
+
+
+def get_settlement(client, setl_id: str) -> pb.Settlement:
+    return client(client.settlement.GetSettlement, spb.GetSettlementRequest(setl_id=setl_id)).settlement
+
+
+def accumulators(client, psn_no: str, year: int = 2026) -> pb.Accumulators:
+    return client(client.settlement.GetAccumulators, spb.GetAccumulatorsRequest(psn_no=psn_no, year=year))
+
+
+def reference_status(national) -> admin_pb2.ReferenceDataStatus:
+    """The reference data in use and the ledger's length, as the national operator (national's client) sees them."""
+    return national(national.admin.GetReferenceDataStatus, admin_pb2.GetReferenceDataStatusRequest())
+
+
+def ledger_seq(national) -> int:
+    """The sequence number of the ledger's last record: a refusal must leave it where it was."""
+    return reference_status(national).ledger_seq

@@ -35,6 +35,7 @@ def record(out: str) -> None:
     """Today's ledger: settlements of every kind and layer, a cancellation, an account, a closed month."""
     out = os.path.abspath(out)
     sys.path.insert(0, ROOT)
+    from builders import DRUG_A, DRUG_B, TREATMENT_A
     from core import Index, events
     from core import commands as cmd
     from core.archive import MemoryArchive
@@ -73,7 +74,7 @@ def record(out: str) -> None:
         visit = do(cmd.Admit(request_id=f"a-{who}", person=cmd.PersonId(psn_no=psn[who]),
                              fixmedins_code=inst[level], adm_date=DATE)).event.visit
         do(cmd.UploadFees(request_id=f"f-{who}", mdtrt_id=visit.mdtrt_id,
-                          lines=lines(("T001", 8_000_000, 1000), ("XB02", 50_000, 20_000))))
+                          lines=lines((TREATMENT_A, 8_000_000, 1000), (DRUG_B, 50_000, 20_000))))
         settled[who] = do(cmd.DischargeSettle(request_id=f"s-{who}", mdtrt_id=visit.mdtrt_id,
                                               dscg_date=DATE + 5)).event.settlement
     blob_seq = seq
@@ -81,7 +82,7 @@ def record(out: str) -> None:
     for n, who in enumerate(("in_service", "acct", "retired")):         # outpatient, after the snapshot
         settled[f"op-{who}"] = do(cmd.OutpatientSettle(
             request_id=f"o-{n}", person=cmd.PersonId(psn_no=psn[who]), fixmedins_code=inst["hk_l1"],
-            setl_date=DATE + 6, lines=lines(("XA01", 1250, 6000), ("XB02", 8800, 1500)),
+            setl_date=DATE + 6, lines=lines((DRUG_A, 1250, 6000), (DRUG_B, 8800, 1500)),
             acct_used_flag=who == "acct")).event.settlement
     do(cmd.CancelSettlement(request_id="c", setl_id=settled["op-retired"].setl_id, cancel_date=DATE + 7))
     do(cmd.ChangeClearingMonth(request_id="close", month=DATE // 100, action="close"), "national")

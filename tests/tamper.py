@@ -65,6 +65,7 @@ from gateway.store.seal import SealKey  # noqa: E402
 from gateway.transport.status import reason_of  # noqa: E402
 from gateway.testing import dev_certs, ledger_key, start_gateway  # noqa: E402
 from tests.gateway_harness import file_person  # noqa: E402
+from tests.builders import DRUG_A, TREATMENT_A  # noqa: E402
 
 HAINAN, LIAONING, NATIONAL = "460000", "210000", "national"
 CLINIC, HOSPITAL = "H46010000003", "H46010000001"
@@ -99,7 +100,7 @@ def ask(gw, caller: str, method: str, request) -> bytes:
     return gw.client(caller).raw(method, request)
 
 
-def fee(sn: int, price: int, qty_milli: int = 1000, code: str = "XA01") -> pb.FeeLine:
+def fee(sn: int, price: int, qty_milli: int = 1000, code: str = DRUG_A) -> pb.FeeLine:
     return pb.FeeLine(feedetl_sn=str(sn), code=code, unit_price_fen=price, qty_milli=qty_milli)
 
 
@@ -142,7 +143,7 @@ def build(work: str) -> Pristine:
     admitted = spb.AdmitResponse.FromString(keep(p, gw, HAINAN, "/yidi.v1.SettlementService/Admit", spb.AdmitRequest(
         request_id="t-adm", psn_no="PT-2", fixmedins_code=HOSPITAL, adm_date=20260301)))
     keep(p, gw, HAINAN, "/yidi.v1.SettlementService/UploadFees", spb.UploadFeesRequest(
-        request_id="t-fees", mdtrt_id=admitted.mdtrt_id, lines=[fee(1, 500000, code="T001")]))
+        request_id="t-fees", mdtrt_id=admitted.mdtrt_id, lines=[fee(1, 500000, code=TREATMENT_A)]))
     stay = spb.SettlementResponse.FromString(keep(p, gw, HAINAN, "/yidi.v1.SettlementService/DischargeSettle",
                                                   spb.DischargeSettleRequest(request_id="t-dis",
                                                                              mdtrt_id=admitted.mdtrt_id,

@@ -6,9 +6,10 @@ from hypothesis import given, settings, strategies as st
 
 from core import ACCUMULATOR_KEYS, LIMITS, InvariantError, YidiError
 from datagen.spec_fixture import DATE, YEAR, load_spec_index
+from builders import DRUG_A, DRUG_B, DRUG_B_CAPPED, DRUG_C, NOT_LISTED, TREATMENT_A
 
-E1_LINES = [("XA01", 1250, 20000), ("XB02", 8800, 3500), ("XB03", 7300, 10000),
-            ("XC04", 45000, 1000), ("T001", 1200000, 1000), ("ZZ99", 9999, 2000)]
+E1_LINES = [(DRUG_A, 1250, 20000), (DRUG_B, 8800, 3500), (DRUG_B_CAPPED, 7300, 10000),
+            (DRUG_C, 45000, 1000), (TREATMENT_A, 1200000, 1000), (NOT_LISTED, 9999, 2000)]
 
 
 @pytest.fixture(scope="module")
@@ -42,13 +43,13 @@ def test_e1_retired_first_admission(spec):
     assert r["deltas"] == deltas(inpatient_fund_paid_fen=996812, inpatient_admissions=1, crit_base_fen=295908)
     by_code = {lr["code"]: lr for lr in r["line_results"]}
     assert [lr["code"] for lr in r["line_results"]] == [c for c, _, _ in E1_LINES]
-    assert by_code["XA01"] == {"code": "XA01", "amount_fen": 25000, "fulamt_ownpay_amt": 0, "overlmt_selfpay": 0,
+    assert by_code[DRUG_A] == {"code": DRUG_A, "amount_fen": 25000, "fulamt_ownpay_amt": 0, "overlmt_selfpay": 0,
                                "preselfpay_amt": 0, "inscp_scp_amt": 25000, "chrgitm_lv": "A"}
     # XB03: 7300 > cap 5000: 73000 - 50000 over the cap, then 20% of 50000 first self-paid
-    check(by_code["XB03"], amount_fen=73000, overlmt_selfpay=23000, preselfpay_amt=10000, inscp_scp_amt=40000,
+    check(by_code[DRUG_B_CAPPED], amount_fen=73000, overlmt_selfpay=23000, preselfpay_amt=10000, inscp_scp_amt=40000,
           chrgitm_lv="B")
-    check(by_code["XC04"], fulamt_ownpay_amt=45000, inscp_scp_amt=0, chrgitm_lv="C")
-    check(by_code["ZZ99"], amount_fen=19998, fulamt_ownpay_amt=19998, chrgitm_lv="")
+    check(by_code[DRUG_C], fulamt_ownpay_amt=45000, inscp_scp_amt=0, chrgitm_lv="C")
+    check(by_code[NOT_LISTED], amount_fen=19998, fulamt_ownpay_amt=19998, chrgitm_lv="")
 
 
 def test_benefit_is_pure(spec):
@@ -66,7 +67,7 @@ def test_e2_second_admission(fresh):
     ix.apply_deltas(psn, YEAR, {"inpatient_fund_paid_fen": 1000000, "inpatient_admissions": 1,
                                 "crit_base_fen": 1400000}, 1)
     r = ix.benefit(psn, n["inst"]["hk_l3"], "retired_relocation", True, DATE,
-                   [("T001", 8000000, 1000), ("XB02", 50000, 20000)])
+                   [(TREATMENT_A, 8000000, 1000), (DRUG_B, 50000, 20000)])
     check(r, medfee_sumamt=9000000, preselfpay_amt=100000, inscp_scp_amt=8900000, act_pay_dedc=60000,
           pay_ratio_bp=8500, hifp_pay=7514000, hifob_pay=771600, hifmi_pay=0, maf_pay=0,
           fund_pay_sumamt=8285600, psn_cash_pay=714400)
@@ -78,7 +79,7 @@ def test_e2_second_admission(fresh):
 def test_e3_assistance_other_temporary(spec):
     ix, n = spec
     r = ix.benefit(n["psn"]["assist"], n["inst"]["hk_l2"], "other_temporary", True, DATE,
-                   [("XA01", 1250, 20000), ("T001", 500000, 1000)])
+                   [(DRUG_A, 1250, 20000), (TREATMENT_A, 500000, 1000)])
     check(r, medfee_sumamt=525000, inscp_scp_amt=525000, act_pay_dedc=60000, pay_ratio_bp=7500,
           hifp_pay=348750, hifmi_pay=0, hifob_pay=0, maf_pay=123375, fund_pay_sumamt=472125,
           psn_cash_pay=52875)
@@ -90,7 +91,7 @@ def test_e4_outpatient_annual_deductible(fresh):
     psn = n["psn"]["in_service"]
     ix.apply_deltas(psn, YEAR, {"outpatient_deductible_used_fen": 45000}, 1)
     r = ix.benefit(psn, n["inst"]["hk_l1"], "long_term_residence", False, DATE,
-                   [("XA01", 1250, 6000), ("XB02", 8800, 1500)])
+                   [(DRUG_A, 1250, 6000), (DRUG_B, 8800, 1500)])
     check(r, medfee_sumamt=20700, preselfpay_amt=1320, inscp_scp_amt=19380, act_pay_dedc=5000,
           pay_ratio_bp=7000, hifp_pay=10066, hifmi_pay=0, hifob_pay=0, maf_pay=0, fund_pay_sumamt=10066,
           psn_cash_pay=10634)
@@ -102,7 +103,7 @@ def test_e5_cap_reached_supplementary_pays(fresh):
     psn = n["psn"]["referral"]
     ix.apply_deltas(psn, YEAR, {"inpatient_fund_paid_fen": 29500000, "inpatient_admissions": 2,
                                 "crit_base_fen": 9000000}, 1)
-    r = ix.benefit(psn, n["inst"]["hk_l1"], "referral", True, DATE, [("T001", 2000000, 1000)])
+    r = ix.benefit(psn, n["inst"]["hk_l1"], "referral", True, DATE, [(TREATMENT_A, 2000000, 1000)])
     check(r, act_pay_dedc=15000, pay_ratio_bp=9000, hifp_pay=500000, hifob_pay=900000, hifmi_pay=0,
           fund_pay_sumamt=1400000, psn_cash_pay=600000)
 
@@ -111,7 +112,7 @@ def test_supplementary_reported_as_hifmi_for_390(fresh):
     ix, n = fresh
     psn = n["psn"]["assist"]       # insutype 390
     ix.apply_deltas(psn, YEAR, {"crit_base_fen": 1400000}, 1)
-    r = ix.benefit(psn, n["inst"]["hk_l2"], "other_temporary", True, DATE, [("T001", 2000000, 1000)])
+    r = ix.benefit(psn, n["inst"]["hk_l2"], "other_temporary", True, DATE, [(TREATMENT_A, 2000000, 1000)])
     assert r["hifmi_pay"] > 0 and r["hifob_pay"] == 0
 
 
@@ -119,14 +120,14 @@ def test_assistance_annual_cap_shared(fresh):
     ix, n = fresh
     psn = n["psn"]["assist"]
     ix.apply_deltas(psn, YEAR, {"assist_paid_fen": 5000000 - 1000}, 1)
-    r = ix.benefit(psn, n["inst"]["hk_l2"], "other_temporary", False, DATE, [("T001", 500000, 1000)])
+    r = ix.benefit(psn, n["inst"]["hk_l2"], "other_temporary", False, DATE, [(TREATMENT_A, 500000, 1000)])
     assert r["maf_pay"] == 1000
 
 
 def test_high_cost_flag_and_tiers_cross(fresh):
     ix, n = fresh
     psn = n["psn"]["retired"]
-    r = ix.benefit(psn, n["inst"]["hk_l3"], "retired_relocation", True, DATE, [("T001", 30000000, 1000)])
+    r = ix.benefit(psn, n["inst"]["hk_l3"], "retired_relocation", True, DATE, [(TREATMENT_A, 30000000, 1000)])
     assert r["high_cost"] is True
     # s = 30,000,000 - hifp; excess over 1,500,000 spans both tiers
     hifp = (30000000 - 120000) * 8500 // 10000
@@ -145,12 +146,12 @@ def test_no_policy_in_force(spec):
 
 
 @pytest.mark.parametrize("line, reason", [
-    (("XA01", -1, 1000), "INVALID_PRICE"),
-    (("XA01", LIMITS["MAX_UNIT_PRICE_FEN"] + 1, 1000), "INVALID_PRICE"),
-    (("XA01", 100, 0), "INVALID_QUANTITY"),
-    (("XA01", 100, -5), "INVALID_QUANTITY"),
-    (("XA01", 100, LIMITS["MAX_QTY_MILLI"] + 1), "INVALID_QUANTITY"),
-    (("XA01", 1.5, 1000), "INVALID_PRICE"),
+    ((DRUG_A, -1, 1000), "INVALID_PRICE"),
+    ((DRUG_A, LIMITS["MAX_UNIT_PRICE_FEN"] + 1, 1000), "INVALID_PRICE"),
+    ((DRUG_A, 100, 0), "INVALID_QUANTITY"),
+    ((DRUG_A, 100, -5), "INVALID_QUANTITY"),
+    ((DRUG_A, 100, LIMITS["MAX_QTY_MILLI"] + 1), "INVALID_QUANTITY"),
+    ((DRUG_A, 1.5, 1000), "INVALID_PRICE"),
     (("", 100, 1000), "INVALID_CODE"),
     (("bad code", 100, 1000), "INVALID_CODE"),
 ])
@@ -161,7 +162,7 @@ def test_bad_lines(spec, line, reason):
     assert e.value.reason == reason
 
 
-@pytest.mark.parametrize("lines", [[("XA01", 100)], [("XA01", 100, 1000, 0)], ["XA01"], [None], "XA01", None])
+@pytest.mark.parametrize("lines", [[(DRUG_A, 100)], [(DRUG_A, 100, 1000, 0)], [DRUG_A], [None], DRUG_A, None])
 def test_malformed_line_tuples_are_bugs(spec, lines):
     """The engine builds the (code, unit_price_fen, qty_milli) tuples: a bad shape is its bug, not a reason."""
     ix, n = spec
@@ -173,24 +174,24 @@ def test_too_many_lines_and_bounds(spec):
     ix, n = spec
     psn, inst = n["psn"]["retired"], n["inst"]["hk_l3"]
     with pytest.raises(YidiError) as e:
-        ix.benefit(psn, inst, "retired_relocation", True, DATE, [("XA01", 1, 1000)] * (LIMITS["MAX_LINES"] + 1))
+        ix.benefit(psn, inst, "retired_relocation", True, DATE, [(DRUG_A, 1, 1000)] * (LIMITS["MAX_LINES"] + 1))
     assert e.value.reason == "TOO_MANY_LINES"
     # the largest allowed lines do not overflow: bill total bound refuses instead
-    big = ("T001", LIMITS["MAX_UNIT_PRICE_FEN"], LIMITS["MAX_QTY_MILLI"])
+    big = (TREATMENT_A, LIMITS["MAX_UNIT_PRICE_FEN"], LIMITS["MAX_QTY_MILLI"])
     with pytest.raises(YidiError) as e:
         ix.benefit(psn, inst, "retired_relocation", True, DATE, [big])
     assert e.value.reason == "INVALID_PRICE"
-    r = ix.benefit(psn, inst, "retired_relocation", True, DATE, [("T001", 10**9, 10**5)] * 1000)
+    r = ix.benefit(psn, inst, "retired_relocation", True, DATE, [(TREATMENT_A, 10**9, 10**5)] * 1000)
     assert r["medfee_sumamt"] == 10**11 * 1000
     assert r["fund_pay_sumamt"] + r["psn_cash_pay"] == r["medfee_sumamt"]
     with pytest.raises(YidiError) as e:
-        ix.benefit(psn, inst, "bogus", True, DATE, [("T001", 1, 1000)])
+        ix.benefit(psn, inst, "bogus", True, DATE, [(TREATMENT_A, 1, 1000)])
     assert e.value.reason == "INVALID_ENUM"
     with pytest.raises(YidiError) as e:
-        ix.benefit(psn, inst, "retired_relocation", True, 20260230, [("T001", 1, 1000)])
+        ix.benefit(psn, inst, "retired_relocation", True, 20260230, [(TREATMENT_A, 1, 1000)])
     assert e.value.reason == "INVALID_DATE"
     with pytest.raises(YidiError) as e:
-        ix.benefit("NOPE", inst, "retired_relocation", True, DATE, [("T001", 1, 1000)])
+        ix.benefit("NOPE", inst, "retired_relocation", True, DATE, [(TREATMENT_A, 1, 1000)])
     assert e.value.reason == "PERSON_NOT_FOUND"
 
 
@@ -201,14 +202,14 @@ def test_catalogue_is_the_treatment_provinces(tmp_path):
     from core import Index
     names = write_spec_dataset(tmp_path)
     rows = [json.loads(row) for row in (tmp_path / "catalog.jsonl").read_text().splitlines()]
-    rows = [r for r in rows if not (r["province"] == "440000" and r["code"] == "T001")]
+    rows = [r for r in rows if not (r["province"] == "440000" and r["code"] == TREATMENT_A)]
     with open(tmp_path / "catalog.jsonl", "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in rows)
     ix = Index()
     ix.load_dir(str(tmp_path))
     psn = names["psn"]["multi"]
-    r_gd = ix.benefit(psn, names["inst"]["gz_l3"], "stationed_work", True, DATE, [("T001", 100000, 1000)])
-    r_hn = ix.benefit(psn, names["inst"]["hk_l3"], "stationed_work", True, DATE, [("T001", 100000, 1000)])
+    r_gd = ix.benefit(psn, names["inst"]["gz_l3"], "stationed_work", True, DATE, [(TREATMENT_A, 100000, 1000)])
+    r_hn = ix.benefit(psn, names["inst"]["hk_l3"], "stationed_work", True, DATE, [(TREATMENT_A, 100000, 1000)])
     assert r_gd["fulamt_ownpay_amt"] == 100000 and r_gd["line_results"][0]["chrgitm_lv"] == ""
     assert r_hn["inscp_scp_amt"] == 100000
 
@@ -231,7 +232,7 @@ def test_cancellation_order_independent(fresh):
     ix, n = fresh
     psn, inst = n["psn"]["retired"], n["inst"]["hk_l3"]
     deltas = []
-    for lines in (E1_LINES, [("T001", 8000000, 1000)], [("XA01", 1250, 20000)]):
+    for lines in (E1_LINES, [(TREATMENT_A, 8000000, 1000)], [(DRUG_A, 1250, 20000)]):
         r = ix.benefit(psn, inst, "retired_relocation", True, DATE, lines)
         ix.apply_deltas(psn, YEAR, r["deltas"], 1)
         deltas.append(r["deltas"])
@@ -258,7 +259,7 @@ def test_apply_deltas_refuses_bad_input_and_changes_nothing(fresh):
 
 
 # ------------------------------------------------------------------ properties
-codes = st.sampled_from(["XA01", "XB02", "XB03", "XC04", "T001", "ZZ99"])
+codes = st.sampled_from([DRUG_A, DRUG_B, DRUG_B_CAPPED, DRUG_C, TREATMENT_A, NOT_LISTED])
 line = st.tuples(codes, st.integers(0, 5_000_000), st.integers(1, 50_000))
 acc_state = st.fixed_dictionaries({
     "inpatient_fund_paid_fen": st.integers(0, 31_000_000),

@@ -9,6 +9,7 @@ import pytest
 import core
 from core import ACCUMULATOR_KEYS, Index, InvariantError, _core
 from datagen.spec_fixture import DATE, FILINGS, PERSONS, YEAR, load_spec_index, make_certno
+from builders import TREATMENT_A
 
 debug_only = pytest.mark.skipif(not _core.DEBUG, reason="needs a debug build (make test-debug)")
 
@@ -38,7 +39,7 @@ def test_holds_after_runtime_puts_and_deltas(spec):
     ix.put_filing(dict(FILINGS["retired"], filing_id="F-NEW", psn_no="P-NEW", status="revoked"))
     ix.check_invariants()
     psn = n["psn"]["retired"]
-    r = ix.benefit(psn, n["inst"]["hk_l3"], "retired_relocation", True, DATE, [("T001", 1200000, 1000)])
+    r = ix.benefit(psn, n["inst"]["hk_l3"], "retired_relocation", True, DATE, [(TREATMENT_A, 1200000, 1000)])
     for year in (YEAR, YEAR + 1, YEAR - 1):
         ix.apply_deltas(psn, year, r["deltas"], 1)
     ix.check_invariants()

@@ -13,6 +13,7 @@ import pytest
 from core import ACCUMULATOR_KEYS, _core
 from core.money import BREAKDOWN_KEYS
 from datagen.spec_fixture import DATE, YEAR, load_spec_index
+from builders import TREATMENT_A
 
 LAYOUT = _core.LAYOUT
 
@@ -43,7 +44,7 @@ def fresh(tmp_path):
 
 def _bill(ix, n, inpatient):
     return ix.benefit(n["psn"]["assist"], n["inst"]["hk_l2"], "other_temporary", inpatient, DATE,
-                      [("T001", 3000000, 1000)])
+                      [(TREATMENT_A, 3000000, 1000)])
 
 
 # accumulator name -> (state before, its value, whether the bill is inpatient, what the benefit must show)

@@ -9,6 +9,7 @@ import pytest
 from core import Index, LoadError, YidiError
 from datagen.spec_fixture import (DATE, FILINGS, PERSONS, SPEC_POLICY, make_certno, load_spec_index,
                                   write_spec_dataset)
+from builders import TREATMENT_A
 
 
 def read_rows(path):
@@ -152,7 +153,7 @@ def test_optional_layers_and_unknown_fields(tmp_path):
     ix = load_with(tmp_path, "policies.jsonl", m)
     ix.apply_deltas(PERSONS["assist"]["psn_no"], 2026, {"inpatient_admissions": 1}, 1)
     r = ix.benefit(PERSONS["assist"]["psn_no"], "H46010000002", "other_temporary", True, DATE,
-                   [("T001", 2000000, 1000)])
+                   [(TREATMENT_A, 2000000, 1000)])
     assert r["hifmi_pay"] == 0 and r["maf_pay"] == 0
     assert r["act_pay_dedc"] == 60000        # no subsequent_deductible_bp: full deductible again
 
@@ -165,8 +166,8 @@ def test_policy_versions_by_effective_date(tmp_path):
         rows.append(later)
     ix = load_with(tmp_path, "policies.jsonl", m)
     psn = PERSONS["in_service"]["psn_no"]
-    a = ix.benefit(psn, "H46010000001", "long_term_residence", True, 20260630, [("T001", 100000, 1000)])
-    b = ix.benefit(psn, "H46010000001", "long_term_residence", True, 20260701, [("T001", 100000, 1000)])
+    a = ix.benefit(psn, "H46010000001", "long_term_residence", True, 20260630, [(TREATMENT_A, 100000, 1000)])
+    b = ix.benefit(psn, "H46010000001", "long_term_residence", True, 20260701, [(TREATMENT_A, 100000, 1000)])
     assert (a["pay_ratio_bp"], a["policy_effective_from"]) == (8000, 20260101)
     assert (b["pay_ratio_bp"], b["policy_effective_from"]) == (9000, 20260701)
 

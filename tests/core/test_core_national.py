@@ -10,10 +10,11 @@ from core.engine import Engine, EngineState
 from core.events import FeeLine
 from datagen.spec_fixture import DATE, PERSONS, write_jsonl, write_spec_dataset
 from gateway._pb.yidi.v1 import settlement_pb2 as spb
+from builders import DRUG_A, DRUG_B, DRUG_B_CAPPED, DRUG_C, NOT_LISTED, TREATMENT_A
 
-E1_LINES = (FeeLine("1", "XA01", "", 1250, 20000), FeeLine("2", "XB02", "", 8800, 3500),
-            FeeLine("3", "XB03", "", 7300, 10000), FeeLine("4", "XC04", "", 45000, 1000),
-            FeeLine("5", "T001", "", 1200000, 1000), FeeLine("6", "ZZ99", "", 9999, 2000))
+E1_LINES = (FeeLine("1", DRUG_A, "", 1250, 20000), FeeLine("2", DRUG_B, "", 8800, 3500),
+            FeeLine("3", DRUG_B_CAPPED, "", 7300, 10000), FeeLine("4", DRUG_C, "", 45000, 1000),
+            FeeLine("5", TREATMENT_A, "", 1200000, 1000), FeeLine("6", NOT_LISTED, "", 9999, 2000))
 
 
 @pytest.fixture
@@ -175,8 +176,8 @@ def test_a_person_filed_by_rpc_keeps_the_data_sets_account(world):
 
 
 # ------------------------------------------------------------------ SPEC §10.2 chronic diseases, E7
-E7_LINES = (FeeLine("1", "T001", "", 60000, 3000), FeeLine("2", "XA01", "", 1250, 10000),
-            FeeLine("3", "XC04", "", 45000, 1000))
+E7_LINES = (FeeLine("1", TREATMENT_A, "", 60000, 3000), FeeLine("2", DRUG_A, "", 1250, 10000),
+            FeeLine("3", DRUG_C, "", 45000, 1000))
 
 
 def chronic_visit(run: Run, names, who: str, inst: str, code: str, lines=E7_LINES, rid="op"):
@@ -207,7 +208,7 @@ def test_e7_diabetes_under_the_default_entry_with_deductible_used(world):
     run = Run(engine)
     # 10000 of M01600's deductible used: an earlier visit whose 10000 in scope all went to the deductible
     first = settlement_of(chronic_visit(run, names, "retired", "hk_l2", "M01600",
-                                        (FeeLine("1", "XA01", "", 1250, 8000),), rid="first"))
+                                        (FeeLine("1", DRUG_A, "", 1250, 8000),), rid="first"))
     assert (first.breakdown.act_pay_dedc, first.breakdown.hifp_pay) == (10000, 0)
     b = settlement_of(chronic_visit(run, names, "retired", "hk_l2", "M01600")).breakdown
     assert (b.act_pay_dedc, b.pay_ratio_bp, b.hifp_pay, b.psn_cash_pay) == (20000, 8000, 138000, 99500)
@@ -255,8 +256,8 @@ def dated(line: FeeLine, fee_date: int) -> FeeLine:
     return msgspec.structs.replace(line, fee_date=fee_date)
 
 
-E8_FIRST = (dated(E1_LINES[0], 20260305), dated(E1_LINES[4], 20260308))    # XA01, T001
-E8_LATER = (dated(E1_LINES[1], 20260312), dated(E1_LINES[2], 20260314))    # XB02, XB03
+E8_FIRST = (dated(E1_LINES[0], 20260305), dated(E1_LINES[4], 20260308))    # DRUG_A, TREATMENT_A
+E8_LATER = (dated(E1_LINES[1], 20260312), dated(E1_LINES[2], 20260314))    # DRUG_B, DRUG_B_CAPPED
 
 
 def e8_stay(run: Run, names):
@@ -275,7 +276,7 @@ def test_e8_mid_stay_then_final_settlement_share_the_stay_deductible(world):
                                                 mid_setl_flag=True)))
     b = mid.breakdown
     assert (b.inscp_scp_amt, b.act_pay_dedc, b.hifp_pay, b.psn_cash_pay) == (1225000, 120000, 939250, 285750)
-    assert mid.mid_setl_flag and [ln.code for ln in mid.lines] == ["XA01", "T001"]
+    assert mid.mid_setl_flag and [ln.code for ln in mid.lines] == [DRUG_A, TREATMENT_A]
     assert engine.visits.open[mdtrt_id].status == "admitted"          # the stay stays admitted
     final = settlement_of(run(cmd.DischargeSettle(request_id="s", mdtrt_id=mdtrt_id, dscg_date=20260315)))
     b = final.breakdown
@@ -299,7 +300,7 @@ def test_fee_dates_settled_and_only_the_latest_settlement_is_cancelled(world):
     for fee_date in (20260310, 0):     # on the mid date, and undated (= the admission date)
         with pytest.raises(YidiError) as err:
             engine.decide(cmd.UploadFees(request_id="x", mdtrt_id=mdtrt_id,
-                                         lines=(FeeLine("9", "XA01", "", 100, 1000, fee_date),)), 99)
+                                         lines=(FeeLine("9", DRUG_A, "", 100, 1000, fee_date),)), 99)
         assert err.value.reason == "FEE_DATE_SETTLED" and "20260310" in err.value.message
     run(cmd.UploadFees(request_id="f2", mdtrt_id=mdtrt_id, lines=E8_FIRST))   # re-sent as it was: a no-op
     assert run.engine.decide(cmd.UploadFees(request_id="f3", mdtrt_id=mdtrt_id, lines=E8_FIRST), 99).event.lines == ()
@@ -339,27 +340,27 @@ def test_e9_refunds_net_the_original_lines(world):
     admitted = run(cmd.Admit(request_id="a", person=cmd.PersonId(psn_no=names["psn"]["in_service"]),
                              fixmedins_code=names["inst"]["hk_l1"], adm_date=20260310))
     mdtrt_id = admitted.event.visit.mdtrt_id
-    xa, xb = FeeLine("1", "XA01", "", 1250, 20000), FeeLine("2", "XB02", "", 8800, 3500)
+    xa, xb = FeeLine("1", DRUG_A, "", 1250, 20000), FeeLine("2", DRUG_B, "", 8800, 3500)
     run(cmd.UploadFees(request_id="f1", mdtrt_id=mdtrt_id, lines=(xa, xb)))
     visit = run(cmd.UploadFees(request_id="f2", mdtrt_id=mdtrt_id,
                                lines=(refund("3", xa, -5000), refund("4", xb, -3500)))).result
     assert (visit.line_count, visit.medfee_sumamt) == (4, 18750)
     s = settlement_of(run(cmd.DischargeSettle(request_id="s", mdtrt_id=mdtrt_id, dscg_date=DATE)))
     assert (s.breakdown.medfee_sumamt, s.breakdown.inscp_scp_amt) == (18750, 18750)
-    assert [(ln.code, ln.det_item_fee_sumamt) for ln in s.lines] == [("XA01", 18750)]   # XB02 refunded to 0
+    assert [(ln.code, ln.det_item_fee_sumamt) for ln in s.lines] == [(DRUG_A, 18750)]   # DRUG_B refunded to 0
     # a refund of a settled line, after the settlement was cancelled and the stay opened again, is fine again
     run(cmd.CancelSettlement(request_id="c", setl_id=s.setl_id, cancel_date=DATE))
     assert set(engine.visits.open[mdtrt_id].lines) == {"1", "2", "3", "4"}
 
 
 @pytest.mark.parametrize("lines, reason", [
-    ((refund("3", FeeLine("1", "XA01", "", 1250, 20000), -20001),), "REFUND_EXCEEDS_ORIGINAL"),
-    ((refund("3", FeeLine("1", "XA01", "", 1250, 20000), -15000),
-      refund("4", FeeLine("1", "XA01", "", 1250, 20000), -5001)), "REFUND_EXCEEDS_ORIGINAL"),
-    ((refund("3", FeeLine("9", "XA01", "", 1250, 20000), -1000),), "FEE_LINE_NOT_FOUND"),
-    ((refund("3", FeeLine("1", "XA01", "", 1300, 20000), -1000),), "INVALID_ARGUMENT"),    # not the same price
-    ((FeeLine("3", "XA01", "", 1250, 1000, 0, "1"),), "INVALID_QUANTITY"),                # a refund is negative
-    ((FeeLine("3", "XA01", "", 1250, -1000),), "INVALID_QUANTITY"),                       # only a refund is
+    ((refund("3", FeeLine("1", DRUG_A, "", 1250, 20000), -20001),), "REFUND_EXCEEDS_ORIGINAL"),
+    ((refund("3", FeeLine("1", DRUG_A, "", 1250, 20000), -15000),
+      refund("4", FeeLine("1", DRUG_A, "", 1250, 20000), -5001)), "REFUND_EXCEEDS_ORIGINAL"),
+    ((refund("3", FeeLine("9", DRUG_A, "", 1250, 20000), -1000),), "FEE_LINE_NOT_FOUND"),
+    ((refund("3", FeeLine("1", DRUG_A, "", 1300, 20000), -1000),), "INVALID_ARGUMENT"),    # not the same price
+    ((FeeLine("3", DRUG_A, "", 1250, 1000, 0, "1"),), "INVALID_QUANTITY"),                # a refund is negative
+    ((FeeLine("3", DRUG_A, "", 1250, -1000),), "INVALID_QUANTITY"),                       # only a refund is
 ])
 def test_refunds_refused(world, lines, reason):
     engine, names = world
@@ -367,7 +368,7 @@ def test_refunds_refused(world, lines, reason):
     admitted = run(cmd.Admit(request_id="a", person=cmd.PersonId(psn_no=names["psn"]["in_service"]),
                              fixmedins_code=names["inst"]["hk_l1"], adm_date=20260310))
     mdtrt_id = admitted.event.visit.mdtrt_id
-    run(cmd.UploadFees(request_id="f1", mdtrt_id=mdtrt_id, lines=(FeeLine("1", "XA01", "", 1250, 20000),)))
+    run(cmd.UploadFees(request_id="f1", mdtrt_id=mdtrt_id, lines=(FeeLine("1", DRUG_A, "", 1250, 20000),)))
     before = engine.export_state()
     with pytest.raises(YidiError) as err:
         engine.decide(cmd.UploadFees(request_id="f2", mdtrt_id=mdtrt_id, lines=lines), 99)
@@ -390,10 +391,10 @@ def test_a_settled_line_cannot_be_refunded_or_withdrawn(world):
 def test_outpatient_refund_lines_in_one_request(world):
     engine, names = world
     run = Run(engine)
-    xa = FeeLine("1", "XA01", "", 1250, 6000)
+    xa = FeeLine("1", DRUG_A, "", 1250, 6000)
     s = settlement_of(run(cmd.OutpatientSettle(
         request_id="o", person=cmd.PersonId(psn_no=names["psn"]["in_service"]), fixmedins_code=names["inst"]["hk_l1"],
-        setl_date=DATE, lines=(xa, FeeLine("2", "XB02", "", 8800, 1500), refund("3", xa, -1000)))))
+        setl_date=DATE, lines=(xa, FeeLine("2", DRUG_B, "", 8800, 1500), refund("3", xa, -1000)))))
     assert s.breakdown.medfee_sumamt == 1250 * 5 + 8800 * 3 // 2
 
 
@@ -407,7 +408,7 @@ NOW = 202603151030
 
 def by_voucher(names, tok: str, **person) -> cmd.OutpatientSettle:
     return cmd.OutpatientSettle(request_id="v", person=cmd.PersonId(**person), fixmedins_code=names["inst"]["hk_l1"],
-                                setl_date=DATE, lines=(FeeLine("1", "XA01", "", 1250, 6000),),
+                                setl_date=DATE, lines=(FeeLine("1", DRUG_A, "", 1250, 6000),),
                                 credential=cmd.Credential("01", tok, NOW))
 
 
@@ -480,7 +481,7 @@ def test_an_emergency_admission_implies_an_emergency_filing(world, who, inst):
     assert err.value.reason in ("PERSON_NOT_FILED", "NOT_FILED_FOR_DESTINATION")
     visit = run(msgspec.structs.replace(admit, emergency=True)).event.visit
     assert (visit.filing_id, visit.filing_kind) == ("EMERGENCY", "emergency")
-    run(cmd.UploadFees(request_id="f", mdtrt_id=visit.mdtrt_id, lines=(FeeLine("1", "T001", "", 500000, 1000),)))
+    run(cmd.UploadFees(request_id="f", mdtrt_id=visit.mdtrt_id, lines=(FeeLine("1", TREATMENT_A, "", 500000, 1000),)))
     s = settlement_of(run(cmd.DischargeSettle(request_id="s", mdtrt_id=visit.mdtrt_id, dscg_date=DATE)))
     assert s.filing_id == "EMERGENCY" and s.filing_kind == 5   # FILING_KIND_EMERGENCY: its reduction (0 here)
 
@@ -558,7 +559,7 @@ def test_e1_explained(world):
         "210100", "310", 20260101, "460000")
     assert (x["base_ratio_bp"], x["retired_bonus_bp"], x["reduction_bp"], x["deductible_fen"]) == (8000, 500, 0, 120000)
     assert x["recomputed_equal"] and recompute(x) == recorded(x["breakdown"])
-    xb03 = next(ln for ln in x["lines"] if ln["code"] == "XB03")
+    xb03 = next(ln for ln in x["lines"] if ln["code"] == DRUG_B_CAPPED)
     assert (xb03["chrgitm_lv"], xb03["selfpay_bp"], xb03["price_cap_fen"], xb03["overlmt_selfpay"]) == (
         "B", 2000, 5000, 23000)
     basic, ci = x["layers"]
@@ -576,7 +577,7 @@ def test_random_settlements_are_recomputed_from_their_explanation_alone(world):
     run = Run(engine)
     seed = 20261123
     rng = random.Random(seed)
-    codes = ("XA01", "XB02", "XB03", "XC04", "T001", "ZZ99")
+    codes = (DRUG_A, DRUG_B, DRUG_B_CAPPED, DRUG_C, TREATMENT_A, NOT_LISTED)
     setl_ids = []
     for n in range(120):
         lines = tuple(FeeLine(str(i + 1), rng.choice(codes), "", rng.randint(0, 3_000_000), rng.randint(1, 20_000))

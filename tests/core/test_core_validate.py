@@ -8,6 +8,7 @@ import pytest
 
 from core import Index, InvariantError, LoadError, YidiError, _core, limits
 from datagen.spec_fixture import DATE, INSTITUTIONS, PERSONS, load_spec_index, make_certno, write_spec_dataset
+from builders import DRUG_A, TREATMENT_A
 
 MAX_ID_LEN = _core.LIMITS["MAX_ID_LEN"]
 MAX_NAME_BYTES = _core.LIMITS["MAX_NAME_BYTES"]
@@ -80,7 +81,7 @@ def test_every_date_refusal_is_the_same_rule(tmp_path):
     ix, n = load_spec_index(tmp_path)
     psn, inst = n["psn"]["retired"], n["inst"]["hk_l3"]
     assert refused(ix.eligibility, psn, inst, True, 20260229).reason == "INVALID_DATE"
-    assert refused(ix.benefit, psn, inst, "retired_relocation", True, 20260229, [("T001", 1, 1000)]).reason == \
+    assert refused(ix.benefit, psn, inst, "retired_relocation", True, 20260229, [(TREATMENT_A, 1, 1000)]).reason == \
         "INVALID_DATE"
     assert refused(ix.accumulators, psn, 2101).reason == "INVALID_DATE"
     assert refused(limits.check_date, 20260229, "结算日期").reason == "INVALID_DATE"
@@ -94,7 +95,7 @@ def _filing():
 
 
 # ------------------------------------------------------------------ fee lines
-GOOD_LINE = dict(sn="1", code="XA01", name="阿莫西林胶囊 0.25g×24粒", unit_price_fen=1250, qty_milli=20000,
+GOOD_LINE = dict(sn="1", code=DRUG_A, name="阿莫西林胶囊 0.25g×24粒", unit_price_fen=1250, qty_milli=20000,
                  fee_date=20260315)
 
 
@@ -142,14 +143,14 @@ def test_check_line_refuses_control_characters_without_echoing_the_name(name):
 
 def test_limits_check_line_keeps_the_engines_argument_order():
     assert limits.check_line is _core.check_line  # the Python face re-exports the core's one rule
-    limits.check_line("1", "XA01", "阿莫西林", 1250, 20000, 20260315)
-    assert refused(limits.check_line, "1", "XA01", "", -1, 20000, 0).reason == "INVALID_PRICE"
-    assert refused(limits.check_line, "1", "XA01", "a\x00", 1, 1, 0).reason == "INVALID_ARGUMENT"
+    limits.check_line("1", DRUG_A, "阿莫西林", 1250, 20000, 20260315)
+    assert refused(limits.check_line, "1", DRUG_A, "", -1, 20000, 0).reason == "INVALID_PRICE"
+    assert refused(limits.check_line, "1", DRUG_A, "a\x00", 1, 1, 0).reason == "INVALID_ARGUMENT"
 
 
 def test_benefit_refuses_a_line_as_check_line_does(tmp_path):
     ix, n = load_spec_index(tmp_path)
-    for code, price, qty in [("XA01", -1, 1000), ("XA01", 1, 0), ("", 1, 1000), ("XA01", 1.5, 1000)]:
+    for code, price, qty in [(DRUG_A, -1, 1000), (DRUG_A, 1, 0), ("", 1, 1000), (DRUG_A, 1.5, 1000)]:
         a = refused(ix.benefit, n["psn"]["retired"], n["inst"]["hk_l3"], "retired_relocation", True, DATE,
                     [(code, price, qty)])
         b = refused(_core.check_line, "1", code, "", price, qty, 0)
@@ -165,7 +166,7 @@ def test_check_line_count():
 
 def test_line_amount_fen():
     """SPEC §5.1: (unit_price_fen * qty_milli + 500) // 1000, half up; exact at the bounds."""
-    assert _core.line_amount_fen(1250, 20000) == 25000          # XA01 of E1
+    assert _core.line_amount_fen(1250, 20000) == 25000          # DRUG_A of E1
     assert _core.line_amount_fen(9999, 2000) == 19998           # ZZ99 of E1
     assert _core.line_amount_fen(8800, 3500) == 30800
     assert _core.line_amount_fen(1, 500) == 1 and _core.line_amount_fen(1, 499) == 0

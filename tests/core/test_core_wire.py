@@ -9,8 +9,9 @@ from core.events import Breakdown, FeeLine
 from core.funds import RISK_FLAGS, risk_flag_values
 from datagen.spec_fixture import DATE, load_spec_index
 from gateway._pb.yidi.v1 import common_pb2 as pb, settlement_pb2 as spb
+from builders import DRUG_A, DRUG_B, DRUG_B_CAPPED, DRUG_C, NOT_LISTED, TREATMENT_A
 
-CODES = ("XA01", "XB02", "XB03", "XC04", "T001", "ZZ99")
+CODES = (DRUG_A, DRUG_B, DRUG_B_CAPPED, DRUG_C, TREATMENT_A, NOT_LISTED)
 _SPEC = {}
 # A test build declares a made-up layer the contract does not have (tests/money_layer.py): nothing to compare with.
 pytestmark = pytest.mark.skipif(set(Breakdown.__struct_fields__) - set(pb.Breakdown.DESCRIPTOR.fields_by_name),

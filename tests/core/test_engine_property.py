@@ -29,10 +29,11 @@ from core.engine import Engine, EngineState
 from core.visits import SETTLED
 from core.events import FeeLine
 from datagen.spec_fixture import write_spec_dataset
+from builders import DRUG_A, DRUG_B, DRUG_B_CAPPED, DRUG_C, NOT_LISTED, TREATMENT_A
 
 PERSONS = ("retired", "assist", "in_service", "acct")   # "acct" has a personal and a family account
 ACCOUNTS = ("acct", "family")
-CODES = ("XA01", "XB02", "XB03", "XC04", "T001", "ZZ99")
+CODES = (DRUG_A, DRUG_B, DRUG_B_CAPPED, DRUG_C, TREATMENT_A, NOT_LISTED)
 
 fee_line = st.tuples(st.sampled_from(CODES), st.integers(0, 3_000_000), st.integers(1, 20_000))
 step = st.one_of(

@@ -22,6 +22,7 @@ from core.events import FeeLine
 from core.funds import flag_names
 from datagen.spec_fixture import DATE, write_spec_dataset
 from gateway._pb.yidi.v1 import common_pb2 as pb, settlement_pb2 as spb
+from builders import DRUG_A, TREATMENT_A
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 PB_DIR = ROOT / "gateway" / "_pb" / "yidi" / "v1"
@@ -91,13 +92,13 @@ def test_the_engine_answers_with_the_contracts_enum_values(tmp_path):
         chronic = dict(med_type="chronic", dise_codg="M07803") if i == 0 else {}
         settled = run(cmd.OutpatientSettle(
             request_id=f"op{i}", person=cmd.PersonId(psn_no=psn_no), fixmedins_code=inst, setl_date=DATE,
-            lines=(FeeLine("1", "T001", "", 60000, 3000), FeeLine("2", "XA01", "", 1250, 10000)), **chronic))
+            lines=(FeeLine("1", TREATMENT_A, "", 60000, 3000), FeeLine("2", DRUG_A, "", 1250, 10000)), **chronic))
         flags |= check(settled, settled.event.visit, "outpatient",
                        pb.MED_TYPE_CHRONIC if chronic else pb.MED_TYPE_UNSPECIFIED)
     admitted = run(cmd.Admit(request_id="a", person=cmd.PersonId(psn_no=names["psn"]["retired"]),
                              fixmedins_code=inst, adm_date=20260110))
     mdtrt_id = admitted.event.visit.mdtrt_id
-    run(cmd.UploadFees(request_id="f", mdtrt_id=mdtrt_id, lines=(FeeLine("1", "T001", "", 1200000, 1000),)))
+    run(cmd.UploadFees(request_id="f", mdtrt_id=mdtrt_id, lines=(FeeLine("1", TREATMENT_A, "", 1200000, 1000),)))
     flags |= check(run(cmd.DischargeSettle(request_id="s", mdtrt_id=mdtrt_id, dscg_date=DATE)), admitted.event.visit,
                    "inpatient")
     assert set(flag_names(flags)) >= {"SAME_DAY_REPEAT", "LONG_STAY"}   # flags were there to be written

@@ -32,10 +32,10 @@ from google.rpc import error_details_pb2, status_pb2
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from datagen.spec_fixture import PERSONS, make_certno
-from gateway._pb.yidi.v1 import admin_pb2, common_pb2 as pb, diagnostics_pb2 as dpb, settlement_pb2 as spb
+from gateway._pb.yidi.v1 import common_pb2 as pb, diagnostics_pb2 as dpb, settlement_pb2 as spb
 from gateway.transport.server import SERVICES
 from gateway.transport.status import MAX_METADATA_VALUE_CHARS, error_info, reason_of
-from builders import DRUG_A, TREATMENT_A, admit, line, outpatient, settle, upload
+from builders import DRUG_A, TREATMENT_A, admit, ledger_seq, line, outpatient, settle, upload
 from gateway_harness import file_person
 
 HAINAN, LIAONING, NATIONAL = "460000", "210000", "national"
@@ -224,11 +224,6 @@ def invoke(channel: grpc.Channel, method: pbd.MethodDescriptor, messages: list[b
     return [channel.unary_unary(path(method), **ident)(messages[0], timeout=30)]
 
 
-def ledger_seq(world) -> int:
-    national = world["clients"][NATIONAL]
-    return national(national.admin.GetReferenceDataStatus, admin_pb2.GetReferenceDataStatusRequest()).ledger_seq
-
-
 def check_status(code: grpc.StatusCode, reason: str | None, message: str, info, what) -> None:
     assert code not in FORBIDDEN, (what, code, message)
     assert reason, (what, code, message)
@@ -267,14 +262,14 @@ def check_nested(status: status_pb2.Status, what) -> str:
 def attempt(world, caller: str, method: pbd.MethodDescriptor, messages: list[bytes], kind: str):
     """Send; check the answer; return (code, reason, message) of a refusal or None for success."""
     what = (method.name, caller, kind, [m[:120] for m in messages])
-    seq = ledger_seq(world)
+    seq = ledger_seq(world["clients"][NATIONAL])
     TRIED[kind] += 1
     try:
         responses = invoke(world["channels"][caller], method, messages)
     except grpc.RpcError as err:
         message = err.details() or ""
         check_status(err.code(), reason_of(err), message, error_info(err), what)
-        assert ledger_seq(world) == seq, ("a refusal changed the ledger", what, reason_of(err))
+        assert ledger_seq(world["clients"][NATIONAL]) == seq, ("a refusal changed the ledger", what, reason_of(err))
         OUTCOMES[reason_of(err)] += 1
         return err.code(), reason_of(err), message
     LAST_RESPONSES[:] = responses
@@ -386,7 +381,7 @@ def test_past_twice_the_limit_grpc_refuses_from_the_length_prefix(world):
     settle = world["channels"][HAINAN].unary_unary(
         "/yidi.v1.SettlementService/OutpatientSettle", request_serializer=lambda b: b,
         response_deserializer=lambda b: b)
-    seq, pid = ledger_seq(world), world["gw"].proc.pid
+    seq, pid = ledger_seq(world["clients"][NATIONAL]), world["gw"].proc.pid
 
     def refused(message: bytes, **kw) -> tuple[grpc.StatusCode, str | None, str]:
         with pytest.raises(grpc.RpcError) as err:
@@ -405,7 +400,7 @@ def test_past_twice_the_limit_grpc_refuses_from_the_length_prefix(world):
     code, reason, details = refused(_filler(64 * 1024 * 1024), compression=grpc.Compression.Gzip)
     assert (code, reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED, None) and "larger than max" in details
     assert _peak_rss_kib(pid) - before < 3 * 2 * MAX_MESSAGE_BYTES // 1024, "a 64 MiB inflation was buffered"
-    assert ledger_seq(world) == seq
+    assert ledger_seq(world["clients"][NATIONAL]) == seq
 
 
 def _varint(n: int) -> bytes:
@@ -454,7 +449,7 @@ def test_two_persons_in_one_batch_item_are_refused(world):
     item = b"\x0a" + _varint(len(raw)) + raw   # SettleItem.outpatient (field 1) holding both
     assert spb.SettleItem.DESCRIPTOR.fields_by_number[1].name == "outpatient"
     batch = b"\x0a" + _varint(len(item)) + item  # SettleBatchRequest.items (field 1)
-    seq = ledger_seq(world)
+    seq = ledger_seq(world["clients"][NATIONAL])
     method = spb.DESCRIPTOR.services_by_name["SettlementService"].methods_by_name
     for name, messages in (("SettleBatch", [batch]), ("SettleStream", [item])):
         assert attempt(world, HAINAN, method[name], messages, "two persons") is None
@@ -463,7 +458,7 @@ def test_two_persons_in_one_batch_item_are_refused(world):
                    else spb.SettleOutcome.FromString(response[0]))
         assert outcome.WhichOneof("outcome") == "refused", (name, outcome)
         assert check_nested(outcome.refused, name) == "INVALID_ARGUMENT", (name, outcome)
-    assert ledger_seq(world) == seq
+    assert ledger_seq(world["clients"][NATIONAL]) == seq
     del hainan
 
 
@@ -530,7 +525,7 @@ def test_a_refusal_leaves_the_ledger_file_byte_identical(world):
     stay = hainan(hainan.settlement.Admit, spb.AdmitRequest(
         request_id=f"hostile-ledger-{next(_ids)}", psn_no="P2101029302",
         fixmedins_code=world["names"]["inst"]["hk_l1"], adm_date=20260313)).mdtrt_id
-    ledger_seq(world)  # the writer has caught up with everything before
+    ledger_seq(world["clients"][NATIONAL])  # the writer has caught up with everything before
 
     def digest():
         con = sqlite3.connect(f"file:{world['ledger']}?mode=ro", uri=True)

@@ -10,8 +10,8 @@ from __future__ import annotations
 import grpc
 from google.rpc import error_details_pb2
 
-from gateway._pb.yidi.v1 import admin_pb2, common_pb2 as pb, settlement_pb2 as spb
-from builders import GZ_L3, HK_L2, outpatient
+from gateway._pb.yidi.v1 import common_pb2 as pb, settlement_pb2 as spb
+from builders import GZ_L3, HK_L2, TREATMENT_A, ledger_seq, outpatient
 from gateway_harness import file_person
 
 HAINAN, LIAONING, GUANGDONG = "460000", "210000", "440000"
@@ -25,11 +25,6 @@ def reason(outcome: spb.SettleOutcome) -> str:
     return info.reason
 
 
-def ledger_seq(gw) -> int:
-    national = gw.client("national")
-    return national(national.admin.GetReferenceDataStatus, admin_pb2.GetReferenceDataStatusRequest()).ledger_seq
-
-
 def test_a_batch_answers_each_item_as_its_unary_call_would(gw):
     liaoning, hainan = gw.client(LIAONING), gw.client(HAINAN)
     for n in range(3):
@@ -37,8 +32,8 @@ def test_a_batch_answers_each_item_as_its_unary_call_would(gw):
     stay = hainan(hainan.settlement.Admit, spb.AdmitRequest(request_id="b-admit", psn_no="P210102882",
                                                             fixmedins_code=HK_L2, adm_date=20260301))
     hainan(hainan.settlement.UploadFees, spb.UploadFeesRequest(request_id="b-fees", mdtrt_id=stay.mdtrt_id, lines=[
-        pb.FeeLine(feedetl_sn="1", code="T001", unit_price_fen=300000, qty_milli=1000)]))
-    seq = ledger_seq(gw)
+        pb.FeeLine(feedetl_sn="1", code=TREATMENT_A, unit_price_fen=300000, qty_milli=1000)]))
+    seq = ledger_seq(gw.client("national"))
     items = [
         spb.SettleItem(outpatient=outpatient("b-1", "P210102880")),
         spb.SettleItem(outpatient=outpatient("b-2", "P210102881", inst=GZ_L3)),   # 广东: not Hainan's
@@ -57,20 +52,20 @@ def test_a_batch_answers_each_item_as_its_unary_call_would(gw):
     assert [reason(outcomes[i]) for i in (1, 2, 5, 6)] == [
         "PERMISSION_DENIED", "INVALID_PRICE", "IDEMPOTENCY_KEY_REUSED", "INVALID_ARGUMENT"]
     assert outcomes[4] == outcomes[0] and outcomes[3].settlement.settlement.breakdown.medfee_sumamt == 300000
-    assert ledger_seq(gw) == seq + 2  # one record per settlement, nothing for the refusals
+    assert ledger_seq(gw.client("national")) == seq + 2  # one record per settlement, nothing for the refusals
     # A replay of the batch is byte-identical; so is each settled item replayed through its unary RPC.
     assert hainan.raw("/yidi.v1.SettlementService/SettleBatch", request) == raw
     assert hainan.raw(OUTPATIENT, items[0].outpatient) == outcomes[0].settlement.SerializeToString()
-    assert ledger_seq(gw) == seq + 2
+    assert ledger_seq(gw.client("national")) == seq + 2
 
 
 def test_a_batch_over_the_limit_is_refused_whole(gw):
     hainan = gw.client(HAINAN)
-    seq = ledger_seq(gw)
+    seq = ledger_seq(gw.client("national"))
     too_many = spb.SettleBatchRequest(items=[spb.SettleItem(outpatient=outpatient(f"x-{n}", "P210102880"))
                                              for n in range(1001)])
     code, got, _ = hainan.refused(hainan.settlement.SettleBatch, too_many)
-    assert (code, got) == (grpc.StatusCode.INVALID_ARGUMENT, "BATCH_TOO_LARGE") and ledger_seq(gw) == seq
+    assert (code, got) == (grpc.StatusCode.INVALID_ARGUMENT, "BATCH_TOO_LARGE") and ledger_seq(gw.client("national")) == seq
 
 
 def test_a_stream_answers_in_order_past_its_in_flight_bound(gw):
@@ -104,7 +99,7 @@ def test_a_stay_moves_through_batches_admit_fees_then_discharge(gw):
     assert unary == first.outcomes[0].admitted.SerializeToString()
     mdtrt_id = first.outcomes[0].admitted.mdtrt_id
     fees = spb.UploadFeesRequest(request_id="bs-fees", mdtrt_id=mdtrt_id, lines=[
-        pb.FeeLine(feedetl_sn="1", code="T001", unit_price_fen=200000, qty_milli=1000)])
+        pb.FeeLine(feedetl_sn="1", code=TREATMENT_A, unit_price_fen=200000, qty_milli=1000)])
     discharge = spb.DischargeSettleRequest(request_id="bs-settle", mdtrt_id=mdtrt_id, dscg_date=20260305)
     # Items run in order: the fees are uploaded before the discharge settles them, in one batch.
     second = hainan(hainan.settlement.SettleBatch, spb.SettleBatchRequest(

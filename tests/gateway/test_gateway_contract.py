@@ -27,7 +27,8 @@ from gateway.security import certs
 from gateway._pb.yidi.v1 import admin_pb2, common_pb2 as pb, diagnostics_pb2 as dpb, filing_pb2 as fpb
 from gateway._pb.yidi.v1 import funds_pb2 as fdpb, problems_pb2 as ppb, settlement_pb2 as spb
 from gateway.transport.server import SERVICES
-from builders import admit, cancel, line, rid, settle, upload
+from builders import (DRUG_A, DRUG_B, DRUG_B_CAPPED, DRUG_C, NOT_LISTED, TREATMENT_A, accumulators, admit, cancel,
+                      ledger_seq, line, rid, settle, upload)
 from gateway_harness import Client, file_person
 from gateway_seed import filed, prior_settlement, write_ledger
 
@@ -96,16 +97,8 @@ def national(gw):
     return gw.client("national")
 
 
-E1_LINES = [line(1, "XA01", 1250, 20000), line(2, "XB02", 8800, 3500), line(3, "XB03", 7300, 10000),
-            line(4, "XC04", 45000, 1000), line(5, "T001", 1200000, 1000), line(6, "ZZ99", 9999, 2000)]
-
-
-def accumulators(client, psn_no, year=2026) -> pb.Accumulators:
-    return client(client.settlement.GetAccumulators, spb.GetAccumulatorsRequest(psn_no=psn_no, year=year))
-
-
-def ledger_seq(national) -> int:
-    return national(national.admin.GetReferenceDataStatus, admin_pb2.GetReferenceDataStatusRequest()).ledger_seq
+E1_LINES = [line(1, DRUG_A, 1250, 20000), line(2, DRUG_B, 8800, 3500), line(3, DRUG_B_CAPPED, 7300, 10000),
+            line(4, DRUG_C, 45000, 1000), line(5, TREATMENT_A, 1200000, 1000), line(6, NOT_LISTED, 9999, 2000)]
 
 
 def breakdown(s: pb.Settlement) -> dict:
@@ -188,7 +181,7 @@ def test_adjust_account_over_grpc(hainan, liaoning, national, spec_data):
     # an outpatient visit paid partly from the account, read from the wire by the core
     s = hainan(hainan.settlement.OutpatientSettle, spb.OutpatientSettleRequest(
         request_id=rid("op"), psn_no=psn_no, fixmedins_code=spec_data["inst"]["hk_l1"], setl_date=20260316,
-        lines=[line(1, "XA01", 1250, 6000), line(2, "XC04", 45000, 1000)], acct_used_flag=True)).settlement
+        lines=[line(1, DRUG_A, 1250, 6000), line(2, DRUG_C, 45000, 1000)], acct_used_flag=True)).settlement
     # 7500 in scope, all under the annual deductible: the account pays it, never the class-C 45000
     assert (s.breakdown.acct_pay, s.breakdown.psn_cash_pay, s.balc) == (7500, 45000, 12500)
     assert account(liaoning, psn_no).balc == 12500
@@ -209,7 +202,7 @@ def test_adjust_account_over_grpc(hainan, liaoning, national, spec_data):
 
 
 # ------------------------------------------------------ SPEC §10.2 chronic diseases, E7
-E7_LINES = [line(1, "T001", 60000, 3000), line(2, "XA01", 1250, 10000), line(3, "XC04", 45000, 1000)]
+E7_LINES = [line(1, TREATMENT_A, 60000, 3000), line(2, DRUG_A, 1250, 10000), line(3, DRUG_C, 45000, 1000)]
 
 
 def chronic(client, psn_no, inst, code, lines=E7_LINES, **kw) -> spb.OutpatientSettleRequest:
@@ -227,7 +220,7 @@ def test_e7_through_grpc(hainan, liaoning, spec_data):
     assert (s.med_type, s.dise_codg) == (pb.MED_TYPE_CHRONIC, "M07803")
     # the same lines for the retired person at level 2, diabetes (default entry), 10000 of its deductible used
     hainan(hainan.settlement.OutpatientSettle, chronic(hainan, psn["retired"], inst["hk_l2"], "M01600",
-                                                       [line(1, "XA01", 1250, 8000)]))
+                                                       [line(1, DRUG_A, 1250, 8000)]))
     batch = hainan(hainan.settlement.SettleBatch, spb.SettleBatchRequest(items=[spb.SettleItem(
         outpatient=chronic(hainan, psn["retired"], inst["hk_l2"], "M01600"))]))
     b = batch.outcomes[0].settlement.settlement.breakdown                    # a batch item carries it too
@@ -268,7 +261,7 @@ def test_e8_mid_stay_settlement_through_grpc(hainan, liaoning, national, spec_da
     assert mid.mid_setl_flag
     seq = ledger_seq(national)
     code, reason, message = hainan.refused(hainan.settlement.UploadFees, spb.UploadFeesRequest(
-        request_id=rid(), mdtrt_id=a.mdtrt_id, lines=[dated(line(9, "XA01", 100, 1000), 20260309)]))
+        request_id=rid(), mdtrt_id=a.mdtrt_id, lines=[dated(line(9, DRUG_A, 100, 1000), 20260309)]))
     assert (code, reason) == (grpc.StatusCode.FAILED_PRECONDITION, "FEE_DATE_SETTLED")
     assert "20260310" in message and message.endswith("[FEE_DATE_SETTLED]") and ledger_seq(national) == seq
     final = settle(hainan, a.mdtrt_id)
@@ -293,11 +286,11 @@ def test_e9_refund_lines_through_grpc(hainan, liaoning, national, spec_data):
     psn_no = "P2101029500"
     file_person(liaoning, psn_no, "21010219850303500")
     a = admit(hainan, psn_no, spec_data["inst"]["hk_l1"])
-    upload(hainan, a.mdtrt_id, [line(1, "XA01", 1250, 20000), line(2, "XB02", 8800, 3500)])
-    refunds = [pb.FeeLine(feedetl_sn="3", code="XA01", unit_price_fen=1250, qty_milli=-5000, init_feedetl_sn="1"),
-               pb.FeeLine(feedetl_sn="4", code="XB02", unit_price_fen=8800, qty_milli=-3500, init_feedetl_sn="2")]
+    upload(hainan, a.mdtrt_id, [line(1, DRUG_A, 1250, 20000), line(2, DRUG_B, 8800, 3500)])
+    refunds = [pb.FeeLine(feedetl_sn="3", code=DRUG_A, unit_price_fen=1250, qty_milli=-5000, init_feedetl_sn="1"),
+               pb.FeeLine(feedetl_sn="4", code=DRUG_B, unit_price_fen=8800, qty_milli=-3500, init_feedetl_sn="2")]
     seq = ledger_seq(national)
-    too_much = pb.FeeLine(feedetl_sn="5", code="XA01", unit_price_fen=1250, qty_milli=-20001, init_feedetl_sn="1")
+    too_much = pb.FeeLine(feedetl_sn="5", code=DRUG_A, unit_price_fen=1250, qty_milli=-20001, init_feedetl_sn="1")
     code, reason, message = hainan.refused(hainan.settlement.UploadFees, spb.UploadFeesRequest(
         request_id=rid(), mdtrt_id=a.mdtrt_id, lines=[too_much]))
     assert (code, reason) == (grpc.StatusCode.FAILED_PRECONDITION, "REFUND_EXCEEDS_ORIGINAL")
@@ -306,7 +299,7 @@ def test_e9_refund_lines_through_grpc(hainan, liaoning, national, spec_data):
     s = hainan(hainan.settlement.DischargeSettle, spb.DischargeSettleRequest(
         request_id=rid(), mdtrt_id=a.mdtrt_id, dscg_date=20260315, mid_setl_flag=True)).settlement
     assert (s.breakdown.medfee_sumamt, s.breakdown.inscp_scp_amt) == (18750, 18750)
-    late = pb.FeeLine(feedetl_sn="6", code="XA01", unit_price_fen=1250, qty_milli=-1000, init_feedetl_sn="1",
+    late = pb.FeeLine(feedetl_sn="6", code=DRUG_A, unit_price_fen=1250, qty_milli=-1000, init_feedetl_sn="1",
                       fee_date=20260316)
     code, reason, message = hainan.refused(hainan.settlement.UploadFees, spb.UploadFeesRequest(
         request_id=rid(), mdtrt_id=a.mdtrt_id, lines=[late]))
@@ -326,14 +319,14 @@ def test_patients_identified_by_electronic_voucher_over_grpc(hainan, national, s
     assert tok.startswith(psn_no + ".") and len(tok.rsplit(".", 1)[1]) == 32
     s = hainan(hainan.settlement.OutpatientSettle, spb.OutpatientSettleRequest(
         request_id=rid("voucher"), fixmedins_code=spec_data["inst"]["hk_l1"], setl_date=20260315,
-        lines=[line(1, "XA01", 1250, 1000)], mdtrt_cert_type="01", mdtrt_cert_no=tok)).settlement
+        lines=[line(1, DRUG_A, 1250, 1000)], mdtrt_cert_type="01", mdtrt_cert_no=tok)).settlement
     assert s.psn_no == psn_no
     seq = ledger_seq(national)
     forged = tok[:-1] + ("0" if tok[-1] != "0" else "1")
     for request in (spb.AdmitRequest(request_id=rid(), fixmedins_code=spec_data["inst"]["hk_l1"], adm_date=20260315,
                                      mdtrt_cert_type="01", mdtrt_cert_no=forged),
                     spb.OutpatientSettleRequest(request_id=rid(), fixmedins_code=spec_data["inst"]["hk_l1"],
-                                                setl_date=20260315, lines=[line(1, "XA01", 1250, 1000)],
+                                                setl_date=20260315, lines=[line(1, DRUG_A, 1250, 1000)],
                                                 mdtrt_cert_type="01", mdtrt_cert_no=forged)):
         method = hainan.settlement.Admit if isinstance(request, spb.AdmitRequest) else hainan.settlement.OutpatientSettle
         code, reason, message = hainan.refused(method, request)
@@ -349,7 +342,7 @@ def test_emergency_admission_without_a_filing_over_grpc(hainan, spec_data):
     assert reason == "PERSON_NOT_FILED"
     a = admit(hainan, psn_no, inst, date=20260315, emergency=True)
     assert (a.filing_id, a.filing_kind) == ("EMERGENCY", pb.FILING_KIND_EMERGENCY)
-    upload(hainan, a.mdtrt_id, [line(1, "T001", 500000, 1000)])
+    upload(hainan, a.mdtrt_id, [line(1, TREATMENT_A, 500000, 1000)])
     assert settle(hainan, a.mdtrt_id).filing_id == "EMERGENCY"
 
 
@@ -401,7 +394,7 @@ def test_admitted_patients_of_an_institution(hainan, liaoning, spec_data):
     file_person(liaoning, psn_no, "21010219850303600")
     inst = spec_data["inst"]["sy_l3"]
     a = admit(hainan, psn_no, inst)
-    upload(hainan, a.mdtrt_id, [line(1, "XA01", 1250, 2000)])
+    upload(hainan, a.mdtrt_id, [line(1, DRUG_A, 1250, 2000)])
     listed = hainan(hainan.settlement.ListAdmitted, spb.ListAdmittedRequest(fixmedins_code=inst))
     row = next(p for p in listed.patients if p.mdtrt_id == a.mdtrt_id)
     assert (row.psn_no, row.line_count, row.medfee_sumamt, row.filing_kind) == (
@@ -431,7 +424,7 @@ def test_e1_through_grpc(hainan, spec_data):
 
 def test_e2_through_grpc(hainan, spec_data):
     a = admit(hainan, "P2101020E2", spec_data["inst"]["hk_l3"])
-    upload(hainan, a.mdtrt_id, [line(1, "T001", 8000000, 1000), line(2, "XB02", 50000, 20000)])
+    upload(hainan, a.mdtrt_id, [line(1, TREATMENT_A, 8000000, 1000), line(2, DRUG_B, 50000, 20000)])
     b = breakdown(settle(hainan, a.mdtrt_id))
     assert (b["medfee_sumamt"], b["preselfpay_amt"], b["inscp_scp_amt"], b["act_pay_dedc"], b["pay_ratio_bp"],
             b["hifp_pay"], b["fund_pay_sumamt"], b["psn_cash_pay"]) == (
@@ -441,7 +434,7 @@ def test_e2_through_grpc(hainan, spec_data):
 
 def test_e3_through_grpc(hainan, spec_data):
     a = admit(hainan, spec_data["psn"]["assist"], spec_data["inst"]["hk_l2"])
-    upload(hainan, a.mdtrt_id, [line(1, "XA01", 1250, 20000), line(2, "T001", 500000, 1000)])
+    upload(hainan, a.mdtrt_id, [line(1, DRUG_A, 1250, 20000), line(2, TREATMENT_A, 500000, 1000)])
     b = breakdown(settle(hainan, a.mdtrt_id))
     assert (b["medfee_sumamt"], b["inscp_scp_amt"], b["act_pay_dedc"], b["pay_ratio_bp"], b["hifp_pay"],
             b["hifmi_pay"] + b["hifob_pay"], b["maf_pay"], b["fund_pay_sumamt"], b["psn_cash_pay"]) == (
@@ -451,7 +444,7 @@ def test_e3_through_grpc(hainan, spec_data):
 def test_e4_outpatient_through_grpc(hainan, spec_data):
     s = hainan(hainan.settlement.OutpatientSettle, spb.OutpatientSettleRequest(
         request_id=rid("op"), psn_no="P2101020E4", fixmedins_code=spec_data["inst"]["hk_l1"], setl_date=20260315,
-        lines=[line(1, "XA01", 1250, 6000), line(2, "XB02", 8800, 1500)])).settlement
+        lines=[line(1, DRUG_A, 1250, 6000), line(2, DRUG_B, 8800, 1500)])).settlement
     b = breakdown(s)
     assert s.visit_kind == pb.VISIT_KIND_OUTPATIENT and s.setl_id and s.mdtrt_id
     assert (b["medfee_sumamt"], b["preselfpay_amt"], b["inscp_scp_amt"], b["act_pay_dedc"], b["pay_ratio_bp"],
@@ -462,7 +455,7 @@ def test_e4_outpatient_through_grpc(hainan, spec_data):
 def test_e5_through_grpc(hainan, spec_data):
     a = admit(hainan, "P2101020E5", spec_data["inst"]["hk_l1"])
     assert a.filing_kind == pb.FILING_KIND_REFERRAL
-    upload(hainan, a.mdtrt_id, [line(1, "T001", 2000000, 1000)])
+    upload(hainan, a.mdtrt_id, [line(1, TREATMENT_A, 2000000, 1000)])
     b = breakdown(settle(hainan, a.mdtrt_id))
     assert (b["act_pay_dedc"], b["pay_ratio_bp"], b["hifp_pay"], b["hifob_pay"], b["fund_pay_sumamt"],
             b["psn_cash_pay"]) == (15000, 9000, 500000, 900000, 1400000, 600000)
@@ -512,13 +505,13 @@ def test_admission_by_certno_and_card(hainan, liaoning):
 def test_lifecycle_fees_presettle_settle_cancel_resettle(hainan, liaoning):
     file_person(liaoning, "P2101029003", "21010219900101203")
     a = admit(hainan, "P2101029003", "H46010000002")
-    lines = [line(1, "T001", 300000, 1000), line(2, "XB02", 8800, 2000)]
+    lines = [line(1, TREATMENT_A, 300000, 1000), line(2, DRUG_B, 8800, 2000)]
     assert upload(hainan, a.mdtrt_id, lines).line_count == 2
     # Re-sending the same lines (new request id) is a no-op; other content under one sn is a conflict.
-    again = upload(hainan, a.mdtrt_id, lines + [line(3, "XA01", 1250, 4000)])
+    again = upload(hainan, a.mdtrt_id, lines + [line(3, DRUG_A, 1250, 4000)])
     assert (again.line_count, again.medfee_sumamt) == (3, 300000 + 17600 + 5000)
     _, reason, message = hainan.refused(hainan.settlement.UploadFees, spb.UploadFeesRequest(
-        request_id=rid(), mdtrt_id=a.mdtrt_id, lines=[line(1, "T001", 300001, 1000)]))
+        request_id=rid(), mdtrt_id=a.mdtrt_id, lines=[line(1, TREATMENT_A, 300001, 1000)]))
     assert reason == "FEE_LINE_CONFLICT" and "撤销" in message
     after = hainan(hainan.settlement.WithdrawFees, spb.WithdrawFeesRequest(
         request_id=rid(), mdtrt_id=a.mdtrt_id, feedetl_sns=["3"]))
@@ -532,7 +525,7 @@ def test_lifecycle_fees_presettle_settle_cancel_resettle(hainan, liaoning):
     assert accumulators(hainan, "P2101029003").inpatient_fund_paid_fen == s.breakdown.hifp_pay > 0
     # A settled stay takes no more fees and cannot be un-admitted.
     _, reason, _ = hainan.refused(hainan.settlement.UploadFees, spb.UploadFeesRequest(
-        request_id=rid(), mdtrt_id=a.mdtrt_id, lines=[line(9, "XA01", 1, 1000)]))
+        request_id=rid(), mdtrt_id=a.mdtrt_id, lines=[line(9, DRUG_A, 1, 1000)]))
     assert reason == "VISIT_ALREADY_SETTLED"
     _, reason, _ = hainan.refused(hainan.settlement.CancelAdmission, spb.CancelAdmissionRequest(
         request_id=rid(), mdtrt_id=a.mdtrt_id))
@@ -544,7 +537,7 @@ def test_lifecycle_fees_presettle_settle_cancel_resettle(hainan, liaoning):
     _, reason, _ = hainan.refused(hainan.settlement.CancelSettlement, spb.CancelSettlementRequest(
         request_id=rid(), setl_id=s.setl_id, cancel_date=20260320))
     assert reason == "SETTLEMENT_ALREADY_CANCELLED"
-    upload(hainan, a.mdtrt_id, [line(4, "XA01", 1250, 2000)])
+    upload(hainan, a.mdtrt_id, [line(4, DRUG_A, 1250, 2000)])
     s2 = settle(hainan, a.mdtrt_id, date=20260321)
     assert s2.setl_id != s.setl_id and s2.breakdown.medfee_sumamt == 317600 + 2500
     shown = hainan(hainan.settlement.GetSettlement, spb.GetSettlementRequest(setl_id=s.setl_id)).settlement
@@ -594,7 +587,7 @@ def test_filing_revise_revoke_and_list(hainan, liaoning):
 def test_replay_is_byte_identical_and_reuse_is_refused(hainan, liaoning, national):
     file_person(liaoning, "P2101029007", "21010219900101207")
     a = admit(hainan, "P2101029007", "H46010000002")
-    upload(hainan, a.mdtrt_id, [line(1, "T001", 250000, 1000)])
+    upload(hainan, a.mdtrt_id, [line(1, TREATMENT_A, 250000, 1000)])
     req = spb.DischargeSettleRequest(request_id=rid("idem"), mdtrt_id=a.mdtrt_id, dscg_date=20260315)
     method = "/yidi.v1.SettlementService/DischargeSettle"
     first = hainan.raw(method, req)
@@ -634,10 +627,10 @@ def test_bad_input_is_refused_with_a_reason_and_changes_nothing(hainan, liaoning
         (liaoning, liaoning.filing.File, fpb.FileRequest(request_id=rid(), person=bad_enum, filing=filing),
          grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ENUM"),
         (hainan, hainan.settlement.UploadFees, spb.UploadFeesRequest(
-            request_id=rid(), mdtrt_id=a.mdtrt_id, lines=[line(1, "XA01", -1, 1000)]),
+            request_id=rid(), mdtrt_id=a.mdtrt_id, lines=[line(1, DRUG_A, -1, 1000)]),
          grpc.StatusCode.INVALID_ARGUMENT, "INVALID_PRICE"),
         (hainan, hainan.settlement.UploadFees, spb.UploadFeesRequest(
-            request_id=rid(), mdtrt_id=a.mdtrt_id, lines=[line(1, "XA01", 100, 0)]),
+            request_id=rid(), mdtrt_id=a.mdtrt_id, lines=[line(1, DRUG_A, 100, 0)]),
          grpc.StatusCode.INVALID_ARGUMENT, "INVALID_QUANTITY"),
         (hainan, hainan.settlement.DischargeSettle, spb.DischargeSettleRequest(
             request_id=rid(), mdtrt_id=a.mdtrt_id, dscg_date=20261340),
@@ -650,7 +643,7 @@ def test_bad_input_is_refused_with_a_reason_and_changes_nothing(hainan, liaoning
          grpc.StatusCode.INVALID_ARGUMENT, "INVALID_REQUEST_ID"),
         (hainan, hainan.settlement.UploadFees, spb.UploadFeesRequest(
             request_id=rid(), mdtrt_id=a.mdtrt_id,
-            lines=[pb.FeeLine(feedetl_sn=str(n), code="XA01", name="长" * 1000, unit_price_fen=1, qty_milli=1000)
+            lines=[pb.FeeLine(feedetl_sn=str(n), code=DRUG_A, name="长" * 1000, unit_price_fen=1, qty_milli=1000)
                    for n in range(MAX_MESSAGE_BYTES // 2000)]),
          grpc.StatusCode.RESOURCE_EXHAUSTED, "MESSAGE_TOO_LARGE"),
     ]
@@ -659,7 +652,7 @@ def test_bad_input_is_refused_with_a_reason_and_changes_nothing(hainan, liaoning
         assert (got_code, got_reason) == (code, reason), (reason, got_code, got_reason, message)
         assert message.endswith(f"[{reason}]")
     assert ledger_seq(national) == seq
-    visit = upload(hainan, a.mdtrt_id, [line(1, "XA01", 100, 1000)])
+    visit = upload(hainan, a.mdtrt_id, [line(1, DRUG_A, 100, 1000)])
     assert visit.line_count == 1  # none of the refused lines stuck
 
 
@@ -733,7 +726,7 @@ def test_a_header_never_names_the_caller(gw, hainan):
 def test_other_provinces_cannot_act_on_a_visit(gw, hainan, liaoning):
     file_person(liaoning, "P2101029008", "21010219900101208")
     a = admit(hainan, "P2101029008", "H46010000002")
-    upload(hainan, a.mdtrt_id, [line(1, "T001", 100000, 1000)])
+    upload(hainan, a.mdtrt_id, [line(1, TREATMENT_A, 100000, 1000)])
     s = settle(hainan, a.mdtrt_id)
     guangdong = gw.client(GUANGDONG)
     assert guangdong.refused(guangdong.settlement.CancelSettlement, spb.CancelSettlementRequest(
@@ -753,10 +746,10 @@ def case(hainan, liaoning):
     """A filed person with an open stay (with a fee line) and a settled stay, insured in 辽宁, treated in 海南."""
     filing = file_person(liaoning, "P2101029200", "21010219900101400").filing
     open_stay = admit(hainan, "P2101029200", "H46010000002")
-    upload(hainan, open_stay.mdtrt_id, [line(1, "T001", 100000, 1000)])
+    upload(hainan, open_stay.mdtrt_id, [line(1, TREATMENT_A, 100000, 1000)])
     file_person(liaoning, "P2101029201", "21010219900101401")
     settled_stay = admit(hainan, "P2101029201", "H46010000002")
-    upload(hainan, settled_stay.mdtrt_id, [line(1, "T001", 100000, 1000)])
+    upload(hainan, settled_stay.mdtrt_id, [line(1, TREATMENT_A, 100000, 1000)])
     setl_id = settle(hainan, settled_stay.mdtrt_id).setl_id
     problem = hainan(hainan.problems.ReportProblem, ppb.ReportProblemRequest(
         request_id=rid(), setl_id=setl_id, category=ppb.PROBLEM_CATEGORY_AMOUNT_DISPUTE, text="金额有疑问")).problem
@@ -787,14 +780,14 @@ def every_rpc(case, **override):
         "GetAccount": fpb.GetAccountRequest(psn_no=f.psn_no),
         "Admit": spb.AdmitRequest(request_id=rid(), psn_no=f.psn_no, fixmedins_code="H46010000001", adm_date=20260310),
         "CancelAdmission": spb.CancelAdmissionRequest(request_id=rid(), mdtrt_id=m),
-        "UploadFees": spb.UploadFeesRequest(request_id=rid(), mdtrt_id=m, lines=[line(2, "XA01", 100, 1000)]),
+        "UploadFees": spb.UploadFeesRequest(request_id=rid(), mdtrt_id=m, lines=[line(2, DRUG_A, 100, 1000)]),
         "WithdrawFees": spb.WithdrawFeesRequest(request_id=rid(), mdtrt_id=m, feedetl_sns=["1"]),
         "PreSettle": spb.PreSettleRequest(mdtrt_id=m, setl_date=20260315),
         "DischargeSettle": spb.DischargeSettleRequest(request_id=rid(), mdtrt_id=m, dscg_date=20260315),
         "CancelSettlement": spb.CancelSettlementRequest(request_id=rid(), setl_id=s, cancel_date=20260320),
         "OutpatientSettle": spb.OutpatientSettleRequest(
             request_id=rid(), psn_no=f.psn_no, fixmedins_code="H46010000001", setl_date=20260315,
-            lines=[line(1, "XA01", 100, 1000)]),
+            lines=[line(1, DRUG_A, 100, 1000)]),
         "GetSettlement": spb.GetSettlementRequest(setl_id=s),
         "GetAccumulators": spb.GetAccumulatorsRequest(psn_no=f.psn_no, year=2026),
         "GetSettlementExplanation": spb.GetSettlementRequest(setl_id=s),
@@ -997,7 +990,7 @@ def test_admit_at_an_unknown_institution_answers_alike_for_every_person(gw, hain
                                                                adm_date=20260310, **who)),
                     (client.settlement.OutpatientSettle, spb.OutpatientSettleRequest(
                         request_id=rid(), fixmedins_code="H44019999999", setl_date=20260310,
-                        lines=[line(1, "XA01", 100, 1000)], **who))):
+                        lines=[line(1, DRUG_A, 100, 1000)], **who))):
                 answers.add(client.refused(rpc, request))
     assert len(answers) == 1 and next(iter(answers))[1] == "INSTITUTION_UNKNOWN"
 
@@ -1023,13 +1016,13 @@ BAD_INPUT = {  # RPC -> (fields to spoil, expected reason)
     "GetAccount": ({"psn_no": "有 空格"}, "INVALID_ARGUMENT"),
     "Admit": ({"adm_date": 2026031}, "INVALID_DATE"),
     "CancelAdmission": ({"mdtrt_id": ""}, "INVALID_ARGUMENT"),
-    "UploadFees": ({"lines": [pb.FeeLine(feedetl_sn="9", code="XA01", unit_price_fen=100, qty_milli=-5)]},
+    "UploadFees": ({"lines": [pb.FeeLine(feedetl_sn="9", code=DRUG_A, unit_price_fen=100, qty_milli=-5)]},
                    "INVALID_QUANTITY"),
     "WithdrawFees": ({"feedetl_sns": [""]}, "INVALID_ARGUMENT"),
     "PreSettle": ({"setl_date": 20260230}, "INVALID_DATE"),
     "DischargeSettle": ({"request_id": "有 空格"}, "INVALID_REQUEST_ID"),
     "CancelSettlement": ({"cancel_date": 0}, "INVALID_DATE"),
-    "OutpatientSettle": ({"lines": [pb.FeeLine(feedetl_sn="1", code="XA01", unit_price_fen=-100, qty_milli=1000)]},
+    "OutpatientSettle": ({"lines": [pb.FeeLine(feedetl_sn="1", code=DRUG_A, unit_price_fen=-100, qty_milli=1000)]},
                          "INVALID_PRICE"),
     "GetSettlement": ({"setl_id": ""}, "INVALID_ARGUMENT"),
     "GetAccumulators": ({"year": 0}, "INVALID_DATE"),

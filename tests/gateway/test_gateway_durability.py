@@ -19,9 +19,10 @@ import grpc
 import pytest
 
 from datagen.spec_fixture import write_spec_dataset
-from gateway._pb.yidi.v1 import admin_pb2, common_pb2 as pb, settlement_pb2 as spb
+from gateway._pb.yidi.v1 import common_pb2 as pb, settlement_pb2 as spb
 import builders
-from builders import HK_L1, HK_L2, HK_L3, line, upload
+from builders import (DRUG_A, DRUG_B, DRUG_C, HK_L1, HK_L2, HK_L3, TREATMENT_A, accumulators, get_settlement, line,
+                      reference_status, upload)
 from gateway_harness import file_person
 from gateway.transport.status import reason_of
 
@@ -55,18 +56,6 @@ settle = partial(builders.settle, date=20260310)
 cancel = partial(builders.cancel, date=20260312)
 
 
-def get_settlement(client, setl_id) -> pb.Settlement:
-    return client(client.settlement.GetSettlement, spb.GetSettlementRequest(setl_id=setl_id)).settlement
-
-
-def accumulators(client, psn_no, year=2026) -> pb.Accumulators:
-    return client(client.settlement.GetAccumulators, spb.GetAccumulatorsRequest(psn_no=psn_no, year=year))
-
-
-def status(national) -> admin_pb2.ReferenceDataStatus:
-    return national(national.admin.GetReferenceDataStatus, admin_pb2.GetReferenceDataStatusRequest())
-
-
 def expected_accumulators(settlements) -> dict[str, int]:
     """The accumulators that the given (settled, not cancelled) settlements add up to (SPEC §5.5)."""
     acc = dict.fromkeys(ACC_FIELDS, 0)
@@ -98,14 +87,14 @@ def test_everything_acknowledged_survives_sigkill(data_dir, tmp_path, gateways):
 
     # Settled: an inpatient stay and an outpatient visit; the settle answers kept as raw bytes.
     a = admit(hainan, "PK-SETTLED", HK_L3, "k-admit-1")
-    upload(hainan, a.mdtrt_id, [line(1, "T001", 600000, 1000), line(2, "XB02", 8800, 3500),
-                                line(3, "XC04", 45000, 1000)], "k-fees-1")
+    upload(hainan, a.mdtrt_id, [line(1, TREATMENT_A, 600000, 1000), line(2, DRUG_B, 8800, 3500),
+                                line(3, DRUG_C, 45000, 1000)], "k-fees-1")
     settle_req = spb.DischargeSettleRequest(request_id="k-settle-1", mdtrt_id=a.mdtrt_id, dscg_date=20260310)
     settle_bytes = hainan.raw(SETTLE, settle_req)
     settled = spb.SettlementResponse.FromString(settle_bytes).settlement
     op_req = spb.OutpatientSettleRequest(request_id="k-op-1", psn_no="PK-SETTLED", fixmedins_code=HK_L1,
-                                         setl_date=20260311, lines=[line(1, "XA01", 1250, 6000),
-                                                                    line(2, "T001", 90000, 1000)])
+                                         setl_date=20260311, lines=[line(1, DRUG_A, 1250, 6000),
+                                                                    line(2, TREATMENT_A, 90000, 1000)])
     op_bytes = hainan.raw(OUTPATIENT, op_req)
     op = spb.SettlementResponse.FromString(op_bytes).settlement
 
@@ -114,17 +103,17 @@ def test_everything_acknowledged_survives_sigkill(data_dir, tmp_path, gateways):
                                       adm_date=20260301)
     admit_open_bytes = hainan.raw(ADMIT, admit_open_req)
     open_visit = spb.AdmitResponse.FromString(admit_open_bytes)
-    upload(hainan, open_visit.mdtrt_id, [line(1, "T001", 300000, 1000)], "k-fees-2")
+    upload(hainan, open_visit.mdtrt_id, [line(1, TREATMENT_A, 300000, 1000)], "k-fees-2")
 
     # Settled, cancelled and settled again; and settled then cancelled for good.
     r = admit(hainan, "PK-RESETTLE", HK_L2, "k-admit-3")
-    upload(hainan, r.mdtrt_id, [line(1, "T001", 400000, 1000)], "k-fees-3")
+    upload(hainan, r.mdtrt_id, [line(1, TREATMENT_A, 400000, 1000)], "k-fees-3")
     first = settle(hainan, r.mdtrt_id, "k-settle-3a")
     cancel(hainan, first.setl_id, "k-cancel-3")
-    upload(hainan, r.mdtrt_id, [line(2, "XA01", 1250, 8000)], "k-fees-3b")
+    upload(hainan, r.mdtrt_id, [line(2, DRUG_A, 1250, 8000)], "k-fees-3b")
     second = settle(hainan, r.mdtrt_id, "k-settle-3b", date=20260313)
     c = admit(hainan, "PK-CANCELLED", HK_L1, "k-admit-4")
-    upload(hainan, c.mdtrt_id, [line(1, "T001", 250000, 1000)], "k-fees-4")
+    upload(hainan, c.mdtrt_id, [line(1, TREATMENT_A, 250000, 1000)], "k-fees-4")
     gone = settle(hainan, c.mdtrt_id, "k-settle-4")
     cancel(hainan, gone.setl_id, "k-cancel-4")
 
@@ -132,7 +121,7 @@ def test_everything_acknowledged_survives_sigkill(data_dir, tmp_path, gateways):
     shown = {s: get_settlement(hainan, s) for s in setl_ids}
     persons = ("PK-SETTLED", "PK-OPEN", "PK-RESETTLE", "PK-CANCELLED")
     acc_before = {psn: accumulators(hainan, psn) for psn in persons}
-    seq_before = status(national).ledger_seq
+    seq_before = reference_status(national).ledger_seq
     old_mdtrt = {a.mdtrt_id, op.mdtrt_id, open_visit.mdtrt_id, r.mdtrt_id, c.mdtrt_id}
     # Sanity of the "before" picture itself.
     assert acc_before["PK-CANCELLED"].inpatient_admissions == 0 == acc_before["PK-CANCELLED"].inpatient_fund_paid_fen
@@ -145,7 +134,7 @@ def test_everything_acknowledged_survives_sigkill(data_dir, tmp_path, gateways):
     hainan, national = gw.client(HAINAN), gw.client("national")
 
     # Nothing lost, nothing added.
-    assert status(national).ledger_seq == seq_before
+    assert reference_status(national).ledger_seq == seq_before
     for setl_id, before in shown.items():
         after = get_settlement(hainan, setl_id)
         assert after == before
@@ -167,16 +156,16 @@ def test_everything_acknowledged_survives_sigkill(data_dir, tmp_path, gateways):
     code, reason, message = hainan.refused(hainan.settlement.DischargeSettle, other)
     assert (code, reason) == (grpc.StatusCode.ALREADY_EXISTS, "IDEMPOTENCY_KEY_REUSED") and "k-settle-1" in message
     other_op = spb.OutpatientSettleRequest(request_id="k-op-1", psn_no="PK-SETTLED", fixmedins_code=HK_L1,
-                                           setl_date=20260311, lines=[line(1, "XA01", 1250, 7000)])
+                                           setl_date=20260311, lines=[line(1, DRUG_A, 1250, 7000)])
     assert hainan.refused(hainan.settlement.OutpatientSettle, other_op)[1] == "IDEMPOTENCY_KEY_REUSED"
-    assert status(national).ledger_seq == seq_before
+    assert reference_status(national).ledger_seq == seq_before
     assert accumulators(hainan, "PK-SETTLED") == acc_before["PK-SETTLED"]
 
     # The stay that was open is still open: a second admission is a duplicate, it takes fees and settles.
     code, reason, _ = hainan.refused(hainan.settlement.Admit, spb.AdmitRequest(
         request_id="k-admit-2b", psn_no="PK-OPEN", fixmedins_code=HK_L3, adm_date=20260305))
     assert (code, reason) == (grpc.StatusCode.ALREADY_EXISTS, "DUPLICATE_ADMISSION")
-    visit = upload(hainan, open_visit.mdtrt_id, [line(2, "XA01", 1250, 4000)], "k-fees-2b")
+    visit = upload(hainan, open_visit.mdtrt_id, [line(2, DRUG_A, 1250, 4000)], "k-fees-2b")
     assert (visit.line_count, visit.medfee_sumamt) == (2, 300000 + 5000)
     late = settle(hainan, open_visit.mdtrt_id, "k-settle-2")
     assert late.breakdown.medfee_sumamt == 305000 and late.status == pb.SETTLEMENT_STATUS_SETTLED
@@ -184,7 +173,7 @@ def test_everything_acknowledged_survives_sigkill(data_dir, tmp_path, gateways):
 
     # New ids after the restart never collide with ids issued before it.
     fresh = admit(hainan, "PK-NEW", HK_L2, "k-admit-5")
-    upload(hainan, fresh.mdtrt_id, [line(1, "T001", 100000, 1000)], "k-fees-5")
+    upload(hainan, fresh.mdtrt_id, [line(1, TREATMENT_A, 100000, 1000)], "k-fees-5")
     fresh_settled = settle(hainan, fresh.mdtrt_id, "k-settle-5")
     new_mdtrt = {open_visit.mdtrt_id, fresh.mdtrt_id}
     assert fresh.mdtrt_id not in old_mdtrt and fresh.mdtrt_id > max(old_mdtrt)
@@ -243,14 +232,14 @@ class Worker:
             request_id=rid + "-admit", psn_no=self.psn_no, fixmedins_code=(HK_L1, HK_L2, HK_L3)[i % 3],
             adm_date=20260301))
         self.call(client, UPLOAD, spb.UploadFeesRequest(request_id=rid + "-fees", mdtrt_id=a.mdtrt_id, lines=[
-            line(1, "T001", 20000 + 100 * self.t + i, 1000), line(2, "XB02", 8800, 1500 + i),
-            line(3, "XC04", 3000, 1000)]))
+            line(1, TREATMENT_A, 20000 + 100 * self.t + i, 1000), line(2, DRUG_B, 8800, 1500 + i),
+            line(3, DRUG_C, 3000, 1000)]))
         self.call(client, SETTLE, spb.DischargeSettleRequest(
             request_id=rid + "-settle", mdtrt_id=a.mdtrt_id, dscg_date=20260310))
         if i % 2:
             self.call(client, OUTPATIENT, spb.OutpatientSettleRequest(
                 request_id=rid + "-op", psn_no=self.psn_no, fixmedins_code=HK_L2, setl_date=20260311,
-                lines=[line(1, "XA01", 1250 + i, 3000), line(2, "XB02", 8800, 1000)]))
+                lines=[line(1, DRUG_A, 1250 + i, 3000), line(2, DRUG_B, 8800, 1000)]))
 
     def run(self, client, stop: threading.Event) -> None:
         self.stop = stop
@@ -305,7 +294,7 @@ def check_after_restart(data_dir, ledger, gateways, workers, graceful=False) -> 
         # A graceful stop finishes what it started: every record in the ledger (one filing per
         # worker, then the workers' requests) was answered to its caller.
         national = gw.client("national")
-        assert status(national).ledger_seq == len(workers) + sum(len(w.acked) for w in workers)
+        assert reference_status(national).ledger_seq == len(workers) + sum(len(w.acked) for w in workers)
     for w in workers:
         if w.error is not None:  # cut off by the stop, never a refusal of ours
             assert reason_of(w.error) is None, (w.error.code(), w.error.details())

@@ -17,9 +17,9 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from datagen.spec_fixture import write_spec_dataset
-from gateway._pb.yidi.v1 import admin_pb2, common_pb2 as pb, settlement_pb2 as spb
+from gateway._pb.yidi.v1 import admin_pb2, settlement_pb2 as spb
 import builders
-from builders import HK_L2, HK_L3, line, upload
+from builders import DRUG_A, DRUG_B, HK_L2, HK_L3, TREATMENT_A, accumulators, get_settlement, line, reference_status, upload
 from gateway_harness import file_person
 
 HAINAN, LIAONING = "460000", "210000"
@@ -52,18 +52,6 @@ admit = partial(builders.admit, date=20260301)
 settle = partial(builders.settle, date=20260310)
 
 
-def get_settlement(client, setl_id) -> pb.Settlement:
-    return client(client.settlement.GetSettlement, spb.GetSettlementRequest(setl_id=setl_id)).settlement
-
-
-def accumulators(client, psn_no) -> pb.Accumulators:
-    return client(client.settlement.GetAccumulators, spb.GetAccumulatorsRequest(psn_no=psn_no, year=2026))
-
-
-def status(national) -> admin_pb2.ReferenceDataStatus:
-    return national(national.admin.GetReferenceDataStatus, admin_pb2.GetReferenceDataStatusRequest())
-
-
 def load_request(request_id: str, data_dir: str) -> admin_pb2.LoadReferenceDataRequest:
     return admin_pb2.LoadReferenceDataRequest(request_id=request_id, data_dir=data_dir)
 
@@ -80,12 +68,12 @@ def error_info(err: grpc.RpcError) -> error_details_pb2.ErrorInfo:
 def test_only_the_national_operator_loads_reference_data(dirs, gateways):
     gw = gateways(dirs["old"], dirs["ledger"])
     national = gw.client("national")
-    before = status(national)
+    before = reference_status(national)
     for caller in (HAINAN, LIAONING):
         client = gw.client(caller)
         code, reason, _ = client.refused(client.admin.LoadReferenceData, load_request("load-p-" + caller, dirs["new"]))
         assert (code, reason) == (grpc.StatusCode.PERMISSION_DENIED, "PERMISSION_DENIED")
-    assert status(national) == before
+    assert reference_status(national) == before
     assert gw.stop() == 0, gw.log()[-3000:]
 
 
@@ -96,13 +84,13 @@ def test_reference_reload_rejects_bad_data_swaps_good_data_and_survives_restart(
         file_person(liaoning, f"PR{n}", f"210102197001010{n:02d}")
     # State the ledger holds before any reload: a settlement (with its accumulators) and an open stay.
     a = admit(hainan, "PR1", HK_L3, "ref-admit-1")
-    upload(hainan, a.mdtrt_id, [line(1, "T001", 500000, 1000), line(2, "XB02", 8800, 2000)], "ref-fees-1")
+    upload(hainan, a.mdtrt_id, [line(1, TREATMENT_A, 500000, 1000), line(2, DRUG_B, 8800, 2000)], "ref-fees-1")
     settled = settle(hainan, a.mdtrt_id, "ref-settle-1")
     acc = accumulators(hainan, "PR1")
     assert acc.inpatient_fund_paid_fen == settled.breakdown.hifp_pay > 0
     open_stay = admit(hainan, "PR2", HK_L2, "ref-admit-2")
-    upload(hainan, open_stay.mdtrt_id, [line(1, "T001", 100000, 1000)], "ref-fees-2")
-    old = status(national)
+    upload(hainan, open_stay.mdtrt_id, [line(1, TREATMENT_A, 100000, 1000)], "ref-fees-2")
+    old = reference_status(national)
     assert old.data_dir == dirs["old"] and old.counts["institutions"] == 11 and old.seed == 0
 
     # A bad row: refused with the file and line, and the old data keeps serving.
@@ -118,7 +106,7 @@ def test_reference_reload_rejects_bad_data_swaps_good_data_and_survives_restart(
     code, reason, _ = national.refused(national.admin.LoadReferenceData,
                                        load_request("load-missing", dirs["old"] + "-no-such-dir"))
     assert (code, reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT")
-    assert status(national) == old  # same data, counts and ledger: the refusals changed nothing
+    assert reference_status(national) == old  # same data, counts and ledger: the refusals changed nothing
     assert get_settlement(hainan, settled.setl_id) == settled
     assert admit(hainan, "PR3", HK_L2, "ref-admit-3").fixmedins_level == 2  # still admitting
     code, reason, _ = hainan.refused(hainan.settlement.Admit, spb.AdmitRequest(
@@ -134,9 +122,9 @@ def test_reference_reload_rejects_bad_data_swaps_good_data_and_survives_restart(
     assert national.raw(LOAD, req) == first
     code, reason, _ = national.refused(national.admin.LoadReferenceData, load_request("load-new", dirs["old"]))
     assert (code, reason) == (grpc.StatusCode.ALREADY_EXISTS, "IDEMPOTENCY_KEY_REUSED")
-    now = status(national)
+    now = reference_status(national)
     assert (now.data_dir, dict(now.counts), now.seed) == (dirs["new"], dict(loaded.counts), 7)
-    assert now.ledger_seq == status(national).ledger_seq > old.ledger_seq
+    assert now.ledger_seq == reference_status(national).ledger_seq > old.ledger_seq
 
     # The ledger's state is intact on the new data: settlement, accumulators, open stays, filings.
     assert get_settlement(hainan, settled.setl_id) == settled
@@ -144,7 +132,7 @@ def test_reference_reload_rejects_bad_data_swaps_good_data_and_survives_restart(
     code, reason, _ = hainan.refused(hainan.settlement.Admit, spb.AdmitRequest(
         request_id="ref-admit-2b", psn_no="PR2", fixmedins_code=HK_L3, adm_date=20260305))
     assert reason == "DUPLICATE_ADMISSION"
-    upload(hainan, open_stay.mdtrt_id, [line(2, "XA01", 1250, 4000)], "ref-fees-2b")
+    upload(hainan, open_stay.mdtrt_id, [line(2, DRUG_A, 1250, 4000)], "ref-fees-2b")
     later = settle(hainan, open_stay.mdtrt_id, "ref-settle-2")
     assert later.breakdown.medfee_sumamt == 105000
     at_new = admit(hainan, "PR4", NEW_INST, "ref-admit-4")
@@ -158,7 +146,7 @@ def test_reference_reload_rejects_bad_data_swaps_good_data_and_survives_restart(
     assert gw.stop() == 0, gw.log()[-3000:]
     gw = gateways(dirs["old"], dirs["ledger"])
     hainan, national = gw.client(HAINAN), gw.client("national")
-    after = status(national)
+    after = reference_status(national)
     assert (after.data_dir, dict(after.counts), after.seed, after.version) == (
         dirs["new"], dict(now.counts, persons=now.counts["persons"] + 1, filings=now.counts["filings"] + 1),
         7, "2026.2")
@@ -167,7 +155,7 @@ def test_reference_reload_rejects_bad_data_swaps_good_data_and_survives_restart(
     assert accumulators(hainan, "PR1") == acc and accumulators(hainan, "PR2") == acc2
     assert national.raw(LOAD, req) == first
     # The stay at the new institution is still open; and it still admits others.
-    upload(hainan, at_new.mdtrt_id, [line(1, "T001", 70000, 1000)], "ref-fees-4")
+    upload(hainan, at_new.mdtrt_id, [line(1, TREATMENT_A, 70000, 1000)], "ref-fees-4")
     assert settle(hainan, at_new.mdtrt_id, "ref-settle-4").fixmedins_code == NEW_INST
     assert admit(hainan, "PR5", NEW_INST, "ref-admit-5").fixmedins_level == 2
     assert gw.stop() == 0, gw.log()[-3000:]
@@ -197,7 +185,7 @@ def test_personal_account_balances_across_restarts_and_reference_reloads(dirs, t
                                                                       amount_fen=5000, reason="年度划入"))
     s = hainan(hainan.settlement.OutpatientSettle, spb.OutpatientSettleRequest(
         request_id="acct-op-1", psn_no=acct, fixmedins_code="H46010000003", setl_date=20260315,
-        lines=[line(1, "XA01", 1250, 6000)], acct_used_flag=True)).settlement
+        lines=[line(1, DRUG_A, 1250, 6000)], acct_used_flag=True)).settlement
     assert (s.breakdown.acct_pay, s.balc) == (7500, 97500) and balance(gw) == 97500
     assert gw.stop() == 0, gw.log()[-3000:]
     gw = gateways(dirs["old"], dirs["ledger"])               # replayed from the ledger
