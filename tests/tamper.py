@@ -65,7 +65,7 @@ from gateway.store.seal import SealKey  # noqa: E402
 from gateway.transport.status import reason_of  # noqa: E402
 from gateway.testing import dev_certs, ledger_key, start_gateway  # noqa: E402
 from tests.gateway_harness import file_person  # noqa: E402
-from tests.builders import DRUG_A, TREATMENT_A  # noqa: E402
+from tests.builders import TREATMENT_A, line, outpatient  # noqa: E402
 
 HAINAN, LIAONING, NATIONAL = "460000", "210000", "national"
 CLINIC, HOSPITAL = "H46010000003", "H46010000001"
@@ -100,10 +100,6 @@ def ask(gw, caller: str, method: str, request) -> bytes:
     return gw.client(caller).raw(method, request)
 
 
-def fee(sn: int, price: int, qty_milli: int = 1000, code: str = DRUG_A) -> pb.FeeLine:
-    return pb.FeeLine(feedetl_sn=str(sn), code=code, unit_price_fen=price, qty_milli=qty_milli)
-
-
 def options(p_work: str) -> tuple[str, ...]:
     return ("--witness", os.path.join(p_work, "witness"), "--health-listen", "127.0.0.1:0")
 
@@ -115,8 +111,7 @@ def keep(p: Pristine, gw, caller: str, method: str, request) -> bytes:
 
 
 def settle(p: Pristine, gw, request_id: str, price: int) -> spb.SettlementResponse:
-    request = spb.OutpatientSettleRequest(request_id=request_id, psn_no="PT-1", fixmedins_code=CLINIC,
-                                          setl_date=20260316, lines=[fee(1, price, 2000)])
+    request = outpatient(request_id, "PT-1", CLINIC, date=20260316, price=price, qty_milli=2000)
     answer = spb.SettlementResponse.FromString(keep(p, gw, HAINAN, "/yidi.v1.SettlementService/OutpatientSettle",
                                                     request))
     p.settlements[request_id] = int(answer.settlement.setl_id[1:])
@@ -143,7 +138,7 @@ def build(work: str) -> Pristine:
     admitted = spb.AdmitResponse.FromString(keep(p, gw, HAINAN, "/yidi.v1.SettlementService/Admit", spb.AdmitRequest(
         request_id="t-adm", psn_no="PT-2", fixmedins_code=HOSPITAL, adm_date=20260301)))
     keep(p, gw, HAINAN, "/yidi.v1.SettlementService/UploadFees", spb.UploadFeesRequest(
-        request_id="t-fees", mdtrt_id=admitted.mdtrt_id, lines=[fee(1, 500000, code=TREATMENT_A)]))
+        request_id="t-fees", mdtrt_id=admitted.mdtrt_id, lines=[line(1, TREATMENT_A, 500000, 1000)]))
     stay = spb.SettlementResponse.FromString(keep(p, gw, HAINAN, "/yidi.v1.SettlementService/DischargeSettle",
                                                   spb.DischargeSettleRequest(request_id="t-dis",
                                                                              mdtrt_id=admitted.mdtrt_id,
@@ -498,9 +493,8 @@ def unlinked_while_serving(p: Pristine, work: str) -> Outcome:
         acknowledged = 0
         for n in range(20):
             try:
-                hainan(hainan.settlement.OutpatientSettle, spb.OutpatientSettleRequest(
-                    request_id=f"t-gone-{n}", psn_no="PT-1", fixmedins_code=CLINIC, setl_date=20260318,
-                    lines=[fee(1, 900 + n)]))
+                hainan(hainan.settlement.OutpatientSettle, outpatient(f"t-gone-{n}", "PT-1", CLINIC, date=20260318,
+                                                                      price=900 + n, qty_milli=1000))
                 acknowledged += 1
             except grpc.RpcError:
                 pass
