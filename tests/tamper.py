@@ -65,10 +65,10 @@ from gateway.store.seal import SealKey  # noqa: E402
 from gateway.transport.status import reason_of  # noqa: E402
 from gateway.testing import dev_certs, ledger_key, start_gateway  # noqa: E402
 from tests.gateway_harness import file_person  # noqa: E402
-from tests.builders import TREATMENT_A, line, outpatient  # noqa: E402
+from tests.builders import HK_L1, HK_L3, TREATMENT_A, line, outpatient  # noqa: E402
 
 HAINAN, LIAONING, NATIONAL = "460000", "210000", "national"
-CLINIC, HOSPITAL = "H46010000003", "H46010000001"
+CLINIC, HOSPITAL = HK_L1, HK_L3
 DETECTION_WAIT_S = 15
 
 

@@ -5,6 +5,7 @@ import pytest
 
 from core import YidiError
 from datagen.spec_fixture import DATE, FILINGS, PERSONS, load_spec_index
+from builders import HK_L1, HK_L2
 
 
 @pytest.fixture
@@ -134,8 +135,8 @@ def test_8_institution_not_designated_names_them(spec):
     ix, n = spec
     e = refuse(ix, n["psn"]["referral"], n["inst"]["hk_l2"], True, DATE)
     assert e.reason == "INSTITUTION_NOT_DESIGNATED"
-    assert "H46010000003" in e.message and "海口市秀英区人民医院" in e.message
-    assert "H46010000002" in e.message     # the institution asked about
+    assert HK_L1 in e.message and "海口市秀英区人民医院" in e.message
+    assert HK_L2 in e.message     # the institution asked about
 
 
 def test_9_duplicate_admission(spec):

@@ -9,7 +9,7 @@ import pytest
 from core import Index, LoadError, YidiError
 from datagen.spec_fixture import (DATE, FILINGS, PERSONS, SPEC_POLICY, make_certno, load_spec_index,
                                   write_spec_dataset)
-from builders import TREATMENT_A
+from builders import HK_L2, HK_L3, TREATMENT_A
 
 
 def read_rows(path):
@@ -152,7 +152,7 @@ def test_optional_layers_and_unknown_fields(tmp_path):
             p["some_future_field"] = {"x": 1}
     ix = load_with(tmp_path, "policies.jsonl", m)
     ix.apply_deltas(PERSONS["assist"]["psn_no"], 2026, {"inpatient_admissions": 1}, 1)
-    r = ix.benefit(PERSONS["assist"]["psn_no"], "H46010000002", "other_temporary", True, DATE,
+    r = ix.benefit(PERSONS["assist"]["psn_no"], HK_L2, "other_temporary", True, DATE,
                    [(TREATMENT_A, 2000000, 1000)])
     assert r["hifmi_pay"] == 0 and r["maf_pay"] == 0
     assert r["act_pay_dedc"] == 60000        # no subsequent_deductible_bp: full deductible again
@@ -166,8 +166,8 @@ def test_policy_versions_by_effective_date(tmp_path):
         rows.append(later)
     ix = load_with(tmp_path, "policies.jsonl", m)
     psn = PERSONS["in_service"]["psn_no"]
-    a = ix.benefit(psn, "H46010000001", "long_term_residence", True, 20260630, [(TREATMENT_A, 100000, 1000)])
-    b = ix.benefit(psn, "H46010000001", "long_term_residence", True, 20260701, [(TREATMENT_A, 100000, 1000)])
+    a = ix.benefit(psn, HK_L3, "long_term_residence", True, 20260630, [(TREATMENT_A, 100000, 1000)])
+    b = ix.benefit(psn, HK_L3, "long_term_residence", True, 20260701, [(TREATMENT_A, 100000, 1000)])
     assert (a["pay_ratio_bp"], a["policy_effective_from"]) == (8000, 20260101)
     assert (b["pay_ratio_bp"], b["policy_effective_from"]) == (9000, 20260701)
 
@@ -220,8 +220,8 @@ def test_check_and_put_filing_errors(tmp_path):
         ix.check_filing(dict(f, filing_id="F-NEW", fixmedins_codes=["H1", "bad code"]))
     assert e.value.reason == "INVALID_CODE"
     # replace by filing_id keeps one record
-    ix.put_filing(dict(f, fixmedins_codes=["H46010000001", "H46010000002"]))
-    assert ix.get_filing(f["filing_id"])["fixmedins_codes"] == ["H46010000001", "H46010000002"]
+    ix.put_filing(dict(f, fixmedins_codes=[HK_L3, HK_L2]))
+    assert ix.get_filing(f["filing_id"])["fixmedins_codes"] == [HK_L3, HK_L2]
     assert len(ix.filings_of(f["psn_no"])) == 1
 
 

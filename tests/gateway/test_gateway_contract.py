@@ -27,8 +27,8 @@ from gateway.security import certs
 from gateway._pb.yidi.v1 import admin_pb2, common_pb2 as pb, diagnostics_pb2 as dpb, filing_pb2 as fpb
 from gateway._pb.yidi.v1 import funds_pb2 as fdpb, problems_pb2 as ppb, settlement_pb2 as spb
 from gateway.transport.server import SERVICES
-from builders import (DRUG_A, DRUG_B, DRUG_B_CAPPED, DRUG_C, NOT_LISTED, TREATMENT_A, accumulators, admit, cancel,
-                      ledger_seq, line, rid, settle, upload)
+from builders import (DRUG_A, DRUG_B, DRUG_B_CAPPED, DRUG_C, GZ_L3, HK_L2, HK_L3, NOT_LISTED, TREATMENT_A,
+                      accumulators, admit, cancel, ledger_seq, line, rid, settle, upload)
 from gateway_harness import Client, file_person
 from gateway_seed import filed, prior_settlement, write_ledger
 
@@ -496,7 +496,7 @@ def test_every_eligibility_reason_over_grpc(hainan, liaoning, spec_data):
 def test_admission_by_certno_and_card(hainan, liaoning):
     file_person(liaoning, "P2101029002", "21010219900101202")
     a = hainan(hainan.settlement.Admit, spb.AdmitRequest(
-        request_id=rid(), certno=make_certno("21010219900101202"), fixmedins_code="H46010000001",
+        request_id=rid(), certno=make_certno("21010219900101202"), fixmedins_code=HK_L3,
         adm_date=20260310, card=spb.Card(card_no="K01029002", card_version="3.0")))
     assert a.psn_no == "P2101029002" and a.filing_id == "F-P2101029002"
 
@@ -504,7 +504,7 @@ def test_admission_by_certno_and_card(hainan, liaoning):
 # ------------------------------------------------------- SPEC §6 lifecycle
 def test_lifecycle_fees_presettle_settle_cancel_resettle(hainan, liaoning):
     file_person(liaoning, "P2101029003", "21010219900101203")
-    a = admit(hainan, "P2101029003", "H46010000002")
+    a = admit(hainan, "P2101029003", HK_L2)
     lines = [line(1, TREATMENT_A, 300000, 1000), line(2, DRUG_B, 8800, 2000)]
     assert upload(hainan, a.mdtrt_id, lines).line_count == 2
     # Re-sending the same lines (new request id) is a no-op; other content under one sn is a conflict.
@@ -546,18 +546,18 @@ def test_lifecycle_fees_presettle_settle_cancel_resettle(hainan, liaoning):
 
 def test_cancel_admission_closes_the_stay(hainan, liaoning):
     file_person(liaoning, "P2101029004", "21010219900101204")
-    a = admit(hainan, "P2101029004", "H46010000002")
+    a = admit(hainan, "P2101029004", HK_L2)
     v = hainan(hainan.settlement.CancelAdmission, spb.CancelAdmissionRequest(request_id=rid(), mdtrt_id=a.mdtrt_id))
     assert v.status == pb.VISIT_STATUS_CANCELLED
     _, reason, _ = hainan.refused(hainan.settlement.DischargeSettle, spb.DischargeSettleRequest(
         request_id=rid(), mdtrt_id=a.mdtrt_id, dscg_date=20260315))
     assert reason == "VISIT_NOT_OPEN"
-    assert admit(hainan, "P2101029004", "H46010000002").mdtrt_id != a.mdtrt_id  # no longer a duplicate
+    assert admit(hainan, "P2101029004", HK_L2).mdtrt_id != a.mdtrt_id  # no longer a duplicate
 
 
 def test_filing_after_refusal_then_admit_with_the_same_key(hainan, liaoning):
     """补办备案: a refused admission changes nothing, so its key can be retried after filing."""
-    req = spb.AdmitRequest(request_id=rid("late"), psn_no="P2101029005", fixmedins_code="H46010000001",
+    req = spb.AdmitRequest(request_id=rid("late"), psn_no="P2101029005", fixmedins_code=HK_L3,
                            adm_date=20260310)
     assert hainan.refused(hainan.settlement.Admit, req)[1] == "PERSON_NOT_FILED"
     file_person(liaoning, "P2101029005", "21010219900101205")
@@ -573,7 +573,7 @@ def test_filing_revise_revoke_and_list(hainan, liaoning):
         filing_id=f.filing_id, dest_admdvs="440000", valid_from=20260101))).filing
     assert revised.dest_admdvs == "440000" and revised.kind == f.kind
     _, reason, message = hainan.refused(hainan.settlement.Admit, spb.AdmitRequest(
-        request_id=rid(), psn_no="P2101029006", fixmedins_code="H46010000001", adm_date=20260310))
+        request_id=rid(), psn_no="P2101029006", fixmedins_code=HK_L3, adm_date=20260310))
     assert reason == "NOT_FILED_FOR_DESTINATION" and "广东省" in message
     revoked = liaoning(liaoning.filing.RevokeFiling, fpb.RevokeFilingRequest(request_id=rid(), filing_id=f.filing_id))
     assert revoked.filing.status == pb.FILING_STATUS_REVOKED
@@ -586,7 +586,7 @@ def test_filing_revise_revoke_and_list(hainan, liaoning):
 # ---------------------------------------------------------- idempotency
 def test_replay_is_byte_identical_and_reuse_is_refused(hainan, liaoning, national):
     file_person(liaoning, "P2101029007", "21010219900101207")
-    a = admit(hainan, "P2101029007", "H46010000002")
+    a = admit(hainan, "P2101029007", HK_L2)
     upload(hainan, a.mdtrt_id, [line(1, TREATMENT_A, 250000, 1000)])
     req = spb.DischargeSettleRequest(request_id=rid("idem"), mdtrt_id=a.mdtrt_id, dscg_date=20260315)
     method = "/yidi.v1.SettlementService/DischargeSettle"
@@ -601,7 +601,7 @@ def test_replay_is_byte_identical_and_reuse_is_refused(hainan, liaoning, nationa
     assert req.request_id in message
     assert accumulators(hainan, "P2101029007") == acc and ledger_seq(national) == seq
     # The same key from another platform is another request.
-    gd = spb.AdmitRequest(request_id=req.request_id, psn_no="P2101029007", fixmedins_code="H44010000001",
+    gd = spb.AdmitRequest(request_id=req.request_id, psn_no="P2101029007", fixmedins_code=GZ_L3,
                           adm_date=20260310)
     assert liaoning.refused(liaoning.settlement.Admit, gd)[1] == "PERMISSION_DENIED"
 
@@ -636,10 +636,10 @@ def test_bad_input_is_refused_with_a_reason_and_changes_nothing(hainan, liaoning
             request_id=rid(), mdtrt_id=a.mdtrt_id, dscg_date=20261340),
          grpc.StatusCode.INVALID_ARGUMENT, "INVALID_DATE"),
         (hainan, hainan.settlement.Admit, spb.AdmitRequest(
-            request_id=rid(), psn_no=spec_data["psn"]["retired"], fixmedins_code="H46010000001", adm_date=99999999),
+            request_id=rid(), psn_no=spec_data["psn"]["retired"], fixmedins_code=HK_L3, adm_date=99999999),
          grpc.StatusCode.INVALID_ARGUMENT, "INVALID_DATE"),
         (hainan, hainan.settlement.Admit, spb.AdmitRequest(
-            request_id="", psn_no=spec_data["psn"]["retired"], fixmedins_code="H46010000001", adm_date=20260310),
+            request_id="", psn_no=spec_data["psn"]["retired"], fixmedins_code=HK_L3, adm_date=20260310),
          grpc.StatusCode.INVALID_ARGUMENT, "INVALID_REQUEST_ID"),
         (hainan, hainan.settlement.UploadFees, spb.UploadFeesRequest(
             request_id=rid(), mdtrt_id=a.mdtrt_id,
@@ -725,7 +725,7 @@ def test_a_header_never_names_the_caller(gw, hainan):
 
 def test_other_provinces_cannot_act_on_a_visit(gw, hainan, liaoning):
     file_person(liaoning, "P2101029008", "21010219900101208")
-    a = admit(hainan, "P2101029008", "H46010000002")
+    a = admit(hainan, "P2101029008", HK_L2)
     upload(hainan, a.mdtrt_id, [line(1, TREATMENT_A, 100000, 1000)])
     s = settle(hainan, a.mdtrt_id)
     guangdong = gw.client(GUANGDONG)
@@ -745,10 +745,10 @@ def test_other_provinces_cannot_act_on_a_visit(gw, hainan, liaoning):
 def case(hainan, liaoning):
     """A filed person with an open stay (with a fee line) and a settled stay, insured in 辽宁, treated in 海南."""
     filing = file_person(liaoning, "P2101029200", "21010219900101400").filing
-    open_stay = admit(hainan, "P2101029200", "H46010000002")
+    open_stay = admit(hainan, "P2101029200", HK_L2)
     upload(hainan, open_stay.mdtrt_id, [line(1, TREATMENT_A, 100000, 1000)])
     file_person(liaoning, "P2101029201", "21010219900101401")
-    settled_stay = admit(hainan, "P2101029201", "H46010000002")
+    settled_stay = admit(hainan, "P2101029201", HK_L2)
     upload(hainan, settled_stay.mdtrt_id, [line(1, TREATMENT_A, 100000, 1000)])
     setl_id = settle(hainan, settled_stay.mdtrt_id).setl_id
     problem = hainan(hainan.problems.ReportProblem, ppb.ReportProblemRequest(
@@ -764,7 +764,7 @@ def every_rpc(case, **override):
     """
     f, m, s = case["filing"], case["mdtrt_id"], case["setl_id"]
     r = case.get("problem_id", "")
-    span = fdpb.ReconcileRange(fixmedins_code="H46010000002", date_from=20260301, date_to=20260331)
+    span = fdpb.ReconcileRange(fixmedins_code=HK_L2, date_from=20260301, date_to=20260331)
     person = pb.Person(psn_no="P2101029202", certno=make_certno("21010219900101402"), name="授权",
                        insuplc_admdvs="210102", insutype=pb.INSUTYPE_EMPLOYEE, person_type=pb.PERSON_TYPE_IN_SERVICE,
                        status=pb.PERSON_STATUS_ACTIVE, card_no="K9202", card_version="3.0")
@@ -778,7 +778,7 @@ def every_rpc(case, **override):
         "ListFilings": fpb.ListFilingsRequest(psn_no=f.psn_no),
         "AdjustAccount": fpb.AdjustAccountRequest(request_id=rid(), psn_no=f.psn_no, amount_fen=100, reason="年度划入"),
         "GetAccount": fpb.GetAccountRequest(psn_no=f.psn_no),
-        "Admit": spb.AdmitRequest(request_id=rid(), psn_no=f.psn_no, fixmedins_code="H46010000001", adm_date=20260310),
+        "Admit": spb.AdmitRequest(request_id=rid(), psn_no=f.psn_no, fixmedins_code=HK_L3, adm_date=20260310),
         "CancelAdmission": spb.CancelAdmissionRequest(request_id=rid(), mdtrt_id=m),
         "UploadFees": spb.UploadFeesRequest(request_id=rid(), mdtrt_id=m, lines=[line(2, DRUG_A, 100, 1000)]),
         "WithdrawFees": spb.WithdrawFeesRequest(request_id=rid(), mdtrt_id=m, feedetl_sns=["1"]),
@@ -786,13 +786,13 @@ def every_rpc(case, **override):
         "DischargeSettle": spb.DischargeSettleRequest(request_id=rid(), mdtrt_id=m, dscg_date=20260315),
         "CancelSettlement": spb.CancelSettlementRequest(request_id=rid(), setl_id=s, cancel_date=20260320),
         "OutpatientSettle": spb.OutpatientSettleRequest(
-            request_id=rid(), psn_no=f.psn_no, fixmedins_code="H46010000001", setl_date=20260315,
+            request_id=rid(), psn_no=f.psn_no, fixmedins_code=HK_L3, setl_date=20260315,
             lines=[line(1, DRUG_A, 100, 1000)]),
         "GetSettlement": spb.GetSettlementRequest(setl_id=s),
         "GetAccumulators": spb.GetAccumulatorsRequest(psn_no=f.psn_no, year=2026),
         "GetSettlementExplanation": spb.GetSettlementRequest(setl_id=s),
         "ListInstitutions": spb.ListInstitutionsRequest(admdvs="460000", page_size=5),
-        "ListAdmitted": spb.ListAdmittedRequest(fixmedins_code="H46010000002"),
+        "ListAdmitted": spb.ListAdmittedRequest(fixmedins_code=HK_L2),
         "LoadReferenceData": admin_pb2.LoadReferenceDataRequest(request_id=rid(), data_dir="/nonexistent"),
         "GetReferenceDataStatus": admin_pb2.GetReferenceDataStatusRequest(),
         "TakeSnapshot": admin_pb2.TakeSnapshotRequest(),

@@ -17,7 +17,7 @@ import grpc
 import pytest
 
 from gateway._pb.yidi.v1 import admin_pb2, common_pb2 as pb, funds_pb2 as fdpb, settlement_pb2 as spb
-from builders import DRUG_A, outpatient
+from builders import DRUG_A, HK_L3, outpatient
 from gateway_harness import ROOT, file_person
 
 HAINAN, LIAONING, GUANGDONG = "460000", "210000", "440000"
@@ -93,7 +93,7 @@ def test_another_province_cannot_reach_a_request_it_did_not_send(gw):
 def test_a_reversed_admission_is_cancelled(gw):
     hainan = gw.client(HAINAN)
     admitted = hainan(hainan.settlement.Admit, spb.AdmitRequest(request_id="rv-adm", psn_no="PR-1",
-                                                                fixmedins_code="H46010000001", adm_date=20260316))
+                                                                fixmedins_code=HK_L3, adm_date=20260316))
     answer = hainan(hainan.settlement.Reverse, reverse("rv-4", "rv-adm"))
     assert answer.outcome == spb.REVERSE_OUTCOME_ADMISSION_CANCELLED
     assert answer.visit.mdtrt_id == admitted.mdtrt_id
