@@ -110,7 +110,7 @@ def keep(p: Pristine, gw, caller: str, method: str, request) -> bytes:
     return answer
 
 
-def settle(p: Pristine, gw, request_id: str, price: int) -> spb.SettlementResponse:
+def keep_outpatient(p: Pristine, gw, request_id: str, price: int) -> spb.SettlementResponse:
     request = outpatient(request_id, "PT-1", CLINIC, date=20260316, price=price, qty_milli=2000)
     answer = spb.SettlementResponse.FromString(keep(p, gw, HAINAN, "/yidi.v1.SettlementService/OutpatientSettle",
                                                     request))
@@ -128,7 +128,7 @@ def build(work: str) -> Pristine:
     file_person(liaoning, "PT-1", "21010219800101071")
     file_person(liaoning, "PT-2", "21010219800101072", person_type=pb.PERSON_TYPE_RETIRED)
     for n in range(4):
-        settle(p, gw, f"t-op-{n}", 1000 + 37 * n)
+        keep_outpatient(p, gw, f"t-op-{n}", 1000 + 37 * n)
     cancel = spb.CancelSettlementRequest(request_id="t-cancel", setl_id=f"S{p.settlements['t-op-1']:015d}",
                                          cancel_date=20260317)
     keep(p, gw, HAINAN, "/yidi.v1.SettlementService/CancelSettlement", cancel)
@@ -157,7 +157,7 @@ def build(work: str) -> Pristine:
     copy_files(p.work, os.path.join(p.work, "early"), witness=False)   # the operator's "backup", for the rollback
     gw = start_gateway(p.data_dir, p.ledger, *options(p.work))
     for n in range(4, 7):
-        settle(p, gw, f"t-op-{n}", 2000 + 41 * n)                       # after the snapshot: the tail
+        keep_outpatient(p, gw, f"t-op-{n}", 2000 + 41 * n)                # after the snapshot: the tail
     for seq in p.settlements.values():
         keep(p, gw, HAINAN, "/yidi.v1.SettlementService/GetSettlement",
              spb.GetSettlementRequest(setl_id=f"S{seq:015d}"))

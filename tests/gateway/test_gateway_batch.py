@@ -10,8 +10,8 @@ from __future__ import annotations
 import grpc
 from google.rpc import error_details_pb2
 
-from gateway._pb.yidi.v1 import common_pb2 as pb, settlement_pb2 as spb
-from builders import GZ_L3, HK_L2, TREATMENT_A, ledger_seq, outpatient
+from gateway._pb.yidi.v1 import settlement_pb2 as spb
+from builders import GZ_L3, HK_L2, TREATMENT_A, ledger_seq, line, outpatient
 from gateway_harness import file_person
 
 HAINAN, LIAONING, GUANGDONG = "460000", "210000", "440000"
@@ -32,7 +32,7 @@ def test_a_batch_answers_each_item_as_its_unary_call_would(gw):
     stay = hainan(hainan.settlement.Admit, spb.AdmitRequest(request_id="b-admit", psn_no="P210102882",
                                                             fixmedins_code=HK_L2, adm_date=20260301))
     hainan(hainan.settlement.UploadFees, spb.UploadFeesRequest(request_id="b-fees", mdtrt_id=stay.mdtrt_id, lines=[
-        pb.FeeLine(feedetl_sn="1", code=TREATMENT_A, unit_price_fen=300000, qty_milli=1000)]))
+        line(1, TREATMENT_A, 300000, 1000)]))
     seq = ledger_seq(gw.client("national"))
     items = [
         spb.SettleItem(outpatient=outpatient("b-1", "P210102880")),
@@ -99,7 +99,7 @@ def test_a_stay_moves_through_batches_admit_fees_then_discharge(gw):
     assert unary == first.outcomes[0].admitted.SerializeToString()
     mdtrt_id = first.outcomes[0].admitted.mdtrt_id
     fees = spb.UploadFeesRequest(request_id="bs-fees", mdtrt_id=mdtrt_id, lines=[
-        pb.FeeLine(feedetl_sn="1", code=TREATMENT_A, unit_price_fen=200000, qty_milli=1000)])
+        line(1, TREATMENT_A, 200000, 1000)])
     discharge = spb.DischargeSettleRequest(request_id="bs-settle", mdtrt_id=mdtrt_id, dscg_date=20260305)
     # Items run in order: the fees are uploaded before the discharge settles them, in one batch.
     second = hainan(hainan.settlement.SettleBatch, spb.SettleBatchRequest(

@@ -28,7 +28,7 @@ from gateway._pb.yidi.v1 import admin_pb2, common_pb2 as pb, diagnostics_pb2 as 
 from gateway._pb.yidi.v1 import funds_pb2 as fdpb, problems_pb2 as ppb, settlement_pb2 as spb
 from gateway.transport.server import SERVICES
 from builders import (DRUG_A, DRUG_B, DRUG_B_CAPPED, DRUG_C, GZ_L3, HK_L2, HK_L3, NOT_LISTED, TREATMENT_A,
-                      accumulators, admit, cancel, ledger_seq, line, rid, settle, upload)
+                      accumulators, admit, cancel, ledger_seq, line, outpatient, rid, settle, upload)
 from gateway_harness import Client, file_person
 from gateway_seed import filed, prior_settlement, write_ledger
 
@@ -179,8 +179,8 @@ def test_adjust_account_over_grpc(hainan, liaoning, national, spec_data):
     assert "个人账户余额 20000 分" in message and message.endswith("[ACCOUNT_INSUFFICIENT]")
     assert ledger_seq(national) == seq and account(liaoning, psn_no).balc == 20000
     # an outpatient visit paid partly from the account, read from the wire by the core
-    s = hainan(hainan.settlement.OutpatientSettle, spb.OutpatientSettleRequest(
-        request_id=rid("op"), psn_no=psn_no, fixmedins_code=spec_data["inst"]["hk_l1"], setl_date=20260316,
+    s = hainan(hainan.settlement.OutpatientSettle, outpatient(
+        rid("op"), psn_no, spec_data["inst"]["hk_l1"], date=20260316,
         lines=[line(1, DRUG_A, 1250, 6000), line(2, DRUG_C, 45000, 1000)], acct_used_flag=True)).settlement
     # 7500 in scope, all under the annual deductible: the account pays it, never the class-C 45000
     assert (s.breakdown.acct_pay, s.breakdown.psn_cash_pay, s.balc) == (7500, 45000, 12500)
@@ -287,10 +287,10 @@ def test_e9_refund_lines_through_grpc(hainan, liaoning, national, spec_data):
     file_person(liaoning, psn_no, "21010219850303500")
     a = admit(hainan, psn_no, spec_data["inst"]["hk_l1"])
     upload(hainan, a.mdtrt_id, [line(1, DRUG_A, 1250, 20000), line(2, DRUG_B, 8800, 3500)])
-    refunds = [pb.FeeLine(feedetl_sn="3", code=DRUG_A, unit_price_fen=1250, qty_milli=-5000, init_feedetl_sn="1"),
-               pb.FeeLine(feedetl_sn="4", code=DRUG_B, unit_price_fen=8800, qty_milli=-3500, init_feedetl_sn="2")]
+    refunds = [line(3, DRUG_A, 1250, -5000, init_feedetl_sn="1"),
+               line(4, DRUG_B, 8800, -3500, init_feedetl_sn="2")]
     seq = ledger_seq(national)
-    too_much = pb.FeeLine(feedetl_sn="5", code=DRUG_A, unit_price_fen=1250, qty_milli=-20001, init_feedetl_sn="1")
+    too_much = line(5, DRUG_A, 1250, -20001, init_feedetl_sn="1")
     code, reason, message = hainan.refused(hainan.settlement.UploadFees, spb.UploadFeesRequest(
         request_id=rid(), mdtrt_id=a.mdtrt_id, lines=[too_much]))
     assert (code, reason) == (grpc.StatusCode.FAILED_PRECONDITION, "REFUND_EXCEEDS_ORIGINAL")
@@ -299,8 +299,7 @@ def test_e9_refund_lines_through_grpc(hainan, liaoning, national, spec_data):
     s = hainan(hainan.settlement.DischargeSettle, spb.DischargeSettleRequest(
         request_id=rid(), mdtrt_id=a.mdtrt_id, dscg_date=20260315, mid_setl_flag=True)).settlement
     assert (s.breakdown.medfee_sumamt, s.breakdown.inscp_scp_amt) == (18750, 18750)
-    late = pb.FeeLine(feedetl_sn="6", code=DRUG_A, unit_price_fen=1250, qty_milli=-1000, init_feedetl_sn="1",
-                      fee_date=20260316)
+    late = line(6, DRUG_A, 1250, -1000, init_feedetl_sn="1", fee_date=20260316)
     code, reason, message = hainan.refused(hainan.settlement.UploadFees, spb.UploadFeesRequest(
         request_id=rid(), mdtrt_id=a.mdtrt_id, lines=[late]))
     assert (code, reason) == (grpc.StatusCode.FAILED_PRECONDITION, "LINE_ALREADY_SETTLED")
@@ -442,8 +441,8 @@ def test_e3_through_grpc(hainan, spec_data):
 
 
 def test_e4_outpatient_through_grpc(hainan, spec_data):
-    s = hainan(hainan.settlement.OutpatientSettle, spb.OutpatientSettleRequest(
-        request_id=rid("op"), psn_no="P2101020E4", fixmedins_code=spec_data["inst"]["hk_l1"], setl_date=20260315,
+    s = hainan(hainan.settlement.OutpatientSettle, outpatient(
+        rid("op"), "P2101020E4", spec_data["inst"]["hk_l1"],
         lines=[line(1, DRUG_A, 1250, 6000), line(2, DRUG_B, 8800, 1500)])).settlement
     b = breakdown(s)
     assert s.visit_kind == pb.VISIT_KIND_OUTPATIENT and s.setl_id and s.mdtrt_id
@@ -643,7 +642,7 @@ def test_bad_input_is_refused_with_a_reason_and_changes_nothing(hainan, liaoning
          grpc.StatusCode.INVALID_ARGUMENT, "INVALID_REQUEST_ID"),
         (hainan, hainan.settlement.UploadFees, spb.UploadFeesRequest(
             request_id=rid(), mdtrt_id=a.mdtrt_id,
-            lines=[pb.FeeLine(feedetl_sn=str(n), code=DRUG_A, name="长" * 1000, unit_price_fen=1, qty_milli=1000)
+            lines=[line(n, DRUG_A, 1, 1000, name="长" * 1000)
                    for n in range(MAX_MESSAGE_BYTES // 2000)]),
          grpc.StatusCode.RESOURCE_EXHAUSTED, "MESSAGE_TOO_LARGE"),
     ]
@@ -785,9 +784,7 @@ def every_rpc(case, **override):
         "PreSettle": spb.PreSettleRequest(mdtrt_id=m, setl_date=20260315),
         "DischargeSettle": spb.DischargeSettleRequest(request_id=rid(), mdtrt_id=m, dscg_date=20260315),
         "CancelSettlement": spb.CancelSettlementRequest(request_id=rid(), setl_id=s, cancel_date=20260320),
-        "OutpatientSettle": spb.OutpatientSettleRequest(
-            request_id=rid(), psn_no=f.psn_no, fixmedins_code=HK_L3, setl_date=20260315,
-            lines=[line(1, DRUG_A, 100, 1000)]),
+        "OutpatientSettle": outpatient(rid(), f.psn_no, HK_L3, price=100, qty_milli=1000),
         "GetSettlement": spb.GetSettlementRequest(setl_id=s),
         "GetAccumulators": spb.GetAccumulatorsRequest(psn_no=f.psn_no, year=2026),
         "GetSettlementExplanation": spb.GetSettlementRequest(setl_id=s),
@@ -1016,13 +1013,13 @@ BAD_INPUT = {  # RPC -> (fields to spoil, expected reason)
     "GetAccount": ({"psn_no": "有 空格"}, "INVALID_ARGUMENT"),
     "Admit": ({"adm_date": 2026031}, "INVALID_DATE"),
     "CancelAdmission": ({"mdtrt_id": ""}, "INVALID_ARGUMENT"),
-    "UploadFees": ({"lines": [pb.FeeLine(feedetl_sn="9", code=DRUG_A, unit_price_fen=100, qty_milli=-5)]},
+    "UploadFees": ({"lines": [line(9, DRUG_A, 100, -5)]},
                    "INVALID_QUANTITY"),
     "WithdrawFees": ({"feedetl_sns": [""]}, "INVALID_ARGUMENT"),
     "PreSettle": ({"setl_date": 20260230}, "INVALID_DATE"),
     "DischargeSettle": ({"request_id": "有 空格"}, "INVALID_REQUEST_ID"),
     "CancelSettlement": ({"cancel_date": 0}, "INVALID_DATE"),
-    "OutpatientSettle": ({"lines": [pb.FeeLine(feedetl_sn="1", code=DRUG_A, unit_price_fen=-100, qty_milli=1000)]},
+    "OutpatientSettle": ({"lines": [line(1, DRUG_A, -100, 1000)]},
                          "INVALID_PRICE"),
     "GetSettlement": ({"setl_id": ""}, "INVALID_ARGUMENT"),
     "GetAccumulators": ({"year": 0}, "INVALID_DATE"),

@@ -22,7 +22,7 @@ from datagen.spec_fixture import write_spec_dataset
 from gateway._pb.yidi.v1 import common_pb2 as pb, settlement_pb2 as spb
 import builders
 from builders import (DRUG_A, DRUG_B, DRUG_C, HK_L1, HK_L2, HK_L3, TREATMENT_A, accumulators, get_settlement, line,
-                      reference_status, upload)
+                      outpatient, reference_status, upload)
 from gateway_harness import file_person
 from gateway.transport.status import reason_of
 
@@ -92,9 +92,8 @@ def test_everything_acknowledged_survives_sigkill(data_dir, tmp_path, gateways):
     settle_req = spb.DischargeSettleRequest(request_id="k-settle-1", mdtrt_id=a.mdtrt_id, dscg_date=20260310)
     settle_bytes = hainan.raw(SETTLE, settle_req)
     settled = spb.SettlementResponse.FromString(settle_bytes).settlement
-    op_req = spb.OutpatientSettleRequest(request_id="k-op-1", psn_no="PK-SETTLED", fixmedins_code=HK_L1,
-                                         setl_date=20260311, lines=[line(1, DRUG_A, 1250, 6000),
-                                                                    line(2, TREATMENT_A, 90000, 1000)])
+    op_req = outpatient("k-op-1", "PK-SETTLED", HK_L1, date=20260311,
+                        lines=[line(1, DRUG_A, 1250, 6000), line(2, TREATMENT_A, 90000, 1000)])
     op_bytes = hainan.raw(OUTPATIENT, op_req)
     op = spb.SettlementResponse.FromString(op_bytes).settlement
 
@@ -155,8 +154,7 @@ def test_everything_acknowledged_survives_sigkill(data_dir, tmp_path, gateways):
     other = spb.DischargeSettleRequest(request_id="k-settle-1", mdtrt_id=a.mdtrt_id, dscg_date=20260311)
     code, reason, message = hainan.refused(hainan.settlement.DischargeSettle, other)
     assert (code, reason) == (grpc.StatusCode.ALREADY_EXISTS, "IDEMPOTENCY_KEY_REUSED") and "k-settle-1" in message
-    other_op = spb.OutpatientSettleRequest(request_id="k-op-1", psn_no="PK-SETTLED", fixmedins_code=HK_L1,
-                                           setl_date=20260311, lines=[line(1, DRUG_A, 1250, 7000)])
+    other_op = outpatient("k-op-1", "PK-SETTLED", HK_L1, date=20260311, lines=[line(1, DRUG_A, 1250, 7000)])
     assert hainan.refused(hainan.settlement.OutpatientSettle, other_op)[1] == "IDEMPOTENCY_KEY_REUSED"
     assert reference_status(national).ledger_seq == seq_before
     assert accumulators(hainan, "PK-SETTLED") == acc_before["PK-SETTLED"]
@@ -237,8 +235,8 @@ class Worker:
         self.call(client, SETTLE, spb.DischargeSettleRequest(
             request_id=rid + "-settle", mdtrt_id=a.mdtrt_id, dscg_date=20260310))
         if i % 2:
-            self.call(client, OUTPATIENT, spb.OutpatientSettleRequest(
-                request_id=rid + "-op", psn_no=self.psn_no, fixmedins_code=HK_L2, setl_date=20260311,
+            self.call(client, OUTPATIENT, outpatient(
+                rid + "-op", self.psn_no, HK_L2, date=20260311,
                 lines=[line(1, DRUG_A, 1250 + i, 3000), line(2, DRUG_B, 8800, 1000)]))
 
     def run(self, client, stop: threading.Event) -> None:

@@ -20,7 +20,7 @@ from datagen.spec_fixture import write_spec_dataset
 from gateway._pb.yidi.v1 import admin_pb2, settlement_pb2 as spb
 import builders
 from builders import (DRUG_A, DRUG_B, HK_L1, HK_L2, HK_L3, TREATMENT_A, accumulators, get_settlement, line,
-                      reference_status, upload)
+                      outpatient, reference_status, upload)
 from gateway_harness import file_person
 
 HAINAN, LIAONING = "460000", "210000"
@@ -184,9 +184,8 @@ def test_personal_account_balances_across_restarts_and_reference_reloads(dirs, t
     liaoning, hainan = gw.client(LIAONING), gw.client(HAINAN)
     liaoning(liaoning.filing.AdjustAccount, fpb.AdjustAccountRequest(request_id="acct-1", psn_no=acct,
                                                                       amount_fen=5000, reason="年度划入"))
-    s = hainan(hainan.settlement.OutpatientSettle, spb.OutpatientSettleRequest(
-        request_id="acct-op-1", psn_no=acct, fixmedins_code=HK_L1, setl_date=20260315,
-        lines=[line(1, DRUG_A, 1250, 6000)], acct_used_flag=True)).settlement
+    s = hainan(hainan.settlement.OutpatientSettle, outpatient(
+        "acct-op-1", acct, HK_L1, lines=[line(1, DRUG_A, 1250, 6000)], acct_used_flag=True)).settlement
     assert (s.breakdown.acct_pay, s.balc) == (7500, 97500) and balance(gw) == 97500
     assert gw.stop() == 0, gw.log()[-3000:]
     gw = gateways(dirs["old"], dirs["ledger"])               # replayed from the ledger

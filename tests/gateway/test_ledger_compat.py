@@ -22,8 +22,8 @@ import grpc
 import pytest
 
 from datagen.spec_fixture import write_spec_dataset
-from gateway._pb.yidi.v1 import admin_pb2, common_pb2 as pb, settlement_pb2 as spb
-from builders import DRUG_A
+from gateway._pb.yidi.v1 import admin_pb2, settlement_pb2 as spb
+from builders import DRUG_A, line
 
 HERE = os.path.join(os.path.dirname(__file__), "data")
 with open(os.path.join(HERE, "ledger-v1.calls.json"), encoding="utf-8") as f:
@@ -89,7 +89,7 @@ def test_first_release_ledger_replays_byte_identical(v1, gateways):
     try:
         again(again.settlement.UploadFees, spb.UploadFeesRequest(
             request_id="v2-late-fee", mdtrt_id=RECORDED["open_stay"],
-            lines=[pb.FeeLine(feedetl_sn="9", code=DRUG_A, unit_price_fen=1, qty_milli=1000)]))
+            lines=[line(9, DRUG_A, 1, 1000)]))
     except grpc.RpcError as err:
         code = err.code()
     assert code == grpc.StatusCode.FAILED_PRECONDITION  # settled before the restart: VISIT_ALREADY_SETTLED

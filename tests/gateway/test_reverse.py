@@ -16,8 +16,8 @@ from functools import partial
 import grpc
 import pytest
 
-from gateway._pb.yidi.v1 import admin_pb2, common_pb2 as pb, funds_pb2 as fdpb, settlement_pb2 as spb
-from builders import DRUG_A, HK_L3, outpatient
+from gateway._pb.yidi.v1 import admin_pb2, funds_pb2 as fdpb, settlement_pb2 as spb
+from builders import DRUG_A, HK_L3, line, outpatient
 from gateway_harness import ROOT, file_person
 
 HAINAN, LIAONING, GUANGDONG = "460000", "210000", "440000"
@@ -99,7 +99,7 @@ def test_a_reversed_admission_is_cancelled(gw):
     assert answer.visit.mdtrt_id == admitted.mdtrt_id
     code, reason, _ = hainan.refused(hainan.settlement.UploadFees, spb.UploadFeesRequest(
         request_id="rv-fees", mdtrt_id=admitted.mdtrt_id,
-        lines=[pb.FeeLine(feedetl_sn="1", code=DRUG_A, unit_price_fen=1250, qty_milli=1000)]))
+        lines=[line(1, DRUG_A, 1250, 1000)]))
     assert code == grpc.StatusCode.FAILED_PRECONDITION, reason
 
 
