@@ -73,8 +73,10 @@ def module_gateways():
     cleanly (exit status 0) then; one a fixture or test stopped itself answered for its stop there."""
     start, started = _gateway_factory()
     yield start
-    running = [gw for gw in started if gw.proc.poll() is None]
-    codes = [(gw.stop(), gw) for gw in running]
+    codes = [(gw.stop(), gw) for gw in started if gw.proc.poll() is None]
+    for gw in started:
+        if not gw.proc.stdout.closed:
+            gw.proc.stdout.close()
     for code, gw in codes:
         assert code == 0, gw.log()[-3000:]
 
