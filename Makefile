@@ -40,7 +40,7 @@ CJK_FONT := /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc
 $(CJK_FONT):
 	$(call apt,fonts-noto-cjk,Chinese in the clearing charts)
 
-# Plain protoc (Debian protobuf-compiler): tests/test_contract.py compiles protos/ with it alone.
+# Plain protoc (Debian protobuf-compiler): tests/e2e/test_contract.py compiles protos/ with it alone.
 /usr/bin/protoc:
 	$(call apt,protobuf-compiler,the contract test compiles protos/ with plain protoc)
 
@@ -99,7 +99,7 @@ test: setup test-debug
 # The core's tests again on a debug build (Cython bounds and initialisation
 # checks on, YIDI_DEBUG=1), built in a copy of the tracked tree under build/, with a made-up fund layer and
 # accumulator declared in its core/money.py: a ledger recorded with the project's own build replays there
-# unchanged (tests/money_layer.py, tests/test_core_money_layer.py).
+# unchanged (tests/money_layer.py, tests/core/test_core_money_layer.py).
 DEBUG_TREE := build/debug-tree
 MONEY_LAYER := build/money-layer
 test-debug: setup
@@ -111,7 +111,7 @@ test-debug: setup
 	  || { cat build.log; exit 1; }
 	cd $(DEBUG_TREE) && $(CURDIR)/$(BIN)/python -c "import core._core as c, sys; sys.exit(not c.__file__.startswith('$(CURDIR)/$(DEBUG_TREE)/'))"
 	cd $(DEBUG_TREE) && YIDI_MONEY_LAYER_LEDGER=$(CURDIR)/$(MONEY_LAYER) $(CURDIR)/$(BIN)/python -m pytest -q \
-	  -p no:cacheprovider tests/test_core_*.py tests/test_engine_property.py
+	  -p no:cacheprovider tests/core/test_core_*.py tests/core/test_engine_property.py
 
 test-slow: setup
 	$(BIN)/python -m pytest -q tests bench --benchmark-disable --runslow
@@ -127,7 +127,7 @@ race: setup
 	$(BIN)/python tests/race.py --pairs $(PAIRS)
 
 # Damage to the ledger's files, every case (tests/tamper.py): verify-ledger, start-up and the answers checked;
-# ends with one JSON line whose served_silently must be 0 (tests/test_tamper.py runs it in the default run).
+# ends with one JSON line whose served_silently must be 0 (tests/e2e/test_tamper.py runs it in the default run).
 tamper: setup
 	$(BIN)/python tests/tamper.py
 

@@ -80,7 +80,7 @@ cdef Policy _POLICY_PROBE
 
 # What Python needs to know of the C layout, written from the C side: the
 # named sizes, the ACC_* value of each accumulator name, and the array lengths
-# of the structs counted by sizeof, so that tests/test_core_layout.py notices
+# of the structs counted by sizeof, so that tests/core/test_core_layout.py notices
 # if a struct, an enum and ACCUMULATOR_KEYS drift apart.
 LAYOUT = {
     "N_ACCUMULATORS": N_ACCUMULATORS,

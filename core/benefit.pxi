@@ -323,7 +323,7 @@ cdef class Bill:
 
 
 # Each amount's field number in the contract's Breakdown, by its name in core/money.py; 0, and not written, for
-# one the contract lacks (a test build's made-up layer: tests/test_money.py keeps the real declaration and the
+# one the contract lacks (a test build's made-up layer: tests/core/test_money.py keeps the real declaration and the
 # contract equal).  Declared in field-number order, so written in it.
 cdef int _BREAKDOWN_FIELD[N_BREAKDOWN]
 

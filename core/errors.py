@@ -59,7 +59,7 @@ def _r(status: str, message: str, english: str, kind: str = CALLER) -> Reason:
 _RETRY = "本次请求未办理，请稍后使用相同的请求ID重试"
 
 # Every reason, in the order and with the names of the Reason enum of protos/yidi/v1/common.proto
-# (tests/test_reasons.py), each with its one wording.
+# (tests/core/test_reasons.py), each with its one wording.
 REASONS: dict[str, Reason] = {
     # SPEC §4 eligibility, in the order they are checked
     "PERSON_NOT_FILED": _r(
