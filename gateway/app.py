@@ -48,7 +48,7 @@ from .config import Config
 from .reads import Reads
 from .transport.convert import encode_reply
 from .store.idempotency import REVERSED, Keys, Prior, reused
-from .store import GroupCommitLedger, LedgerClosed, LedgerCorrupt, LedgerFatal, Record, Store
+from .store import GroupCommitLedger, LedgerClosed, LedgerCorrupt, LedgerFatal, Record, SnapshotStore, Store, SqliteStore
 
 log = logging.getLogger("yidi.gateway")
 
@@ -156,7 +156,7 @@ def load_index(config: Config, data_dir: str, progress: Callable[[str, int], Non
 
 
 def build_state(config: Config, store: Store, keys: Keys, data_dir: str,
-                snapshots: snapshot.Snapshots,
+                snapshots: SnapshotStore,
                 progress: Callable[[str, int], None] | None = None) -> tuple[LoadedState, int]:
     """Reference data + the newest valid snapshot + the ledger's tail (blocking).
 
@@ -236,7 +236,7 @@ def _spawn_niced(argv: list[str], nice: int) -> tuple[int, bytes, bytes]:
 
 class Gateway:
     def __init__(self, config: Config, store: Store, on_fatal: Callable[[BaseException], None],
-                 audit=None) -> None:
+                 audit=None, snapshots: SnapshotStore | None = None) -> None:
         self.config = config
         self.audit = audit
         self.admission = None   # gateway.security.admission.Admission, set by the server
@@ -251,7 +251,7 @@ class Gateway:
         self.ledger = GroupCommitLedger(store, max_batch=config.ledger_max_batch, on_fatal=on_fatal)
         self.keys = Keys(store, config.idempotency_cache_keys)
         self.reads = Reads(self, store)   # what the services read of the projections
-        self.snapshots = snapshot.Snapshots(config.snapshot_dir())
+        self.snapshots = snapshots if snapshots is not None else snapshot.Snapshots(config.snapshot_dir())
         self.state: LoadedState | None = None
         self.snapshot_seq = 0
         self._paused = False  # while reference data is being swapped
@@ -326,7 +326,11 @@ class Gateway:
             self.on_damaged()
 
     def verify_after_start(self) -> None:
-        """Prove what start-up did not read, in a process of its own (gateway/store/sqlite/verify.py), in the background."""
+        """Prove what start-up did not read, in a process of its own (gateway/store/sqlite/verify.py), in the background.
+
+        SQLite only: a PostgreSQL ledger is proved record by record as it is read, and at start (docs/postgresql.md)."""
+        if not isinstance(self.store, SqliteStore):
+            return
         task = asyncio.get_running_loop().create_task(self._verify())
         self._background.add(task)
         task.add_done_callback(self._background.discard)

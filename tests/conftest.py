@@ -5,6 +5,8 @@ import pytest
 
 from gateway_harness import start_gateway
 
+pytest_plugins = ["pg_cluster"]   # pg_cluster, pg_url: a real PostgreSQL (tests/pg_cluster.py)
+
 
 def pytest_addoption(parser):
     parser.addoption("--runslow", action="store_true", default=False, help="also run tests marked slow")

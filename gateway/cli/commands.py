@@ -23,6 +23,7 @@ from core.problems import CATEGORIES as PROBLEM_CATEGORIES
 from .funds import (call_clearing, call_flagged, call_positions, call_prepaid, call_problems,
                     call_reconcile)
 from ..config import Config
+from ..store.postgresql import safe_url
 from .render import print_message, progress_printer
 
 DEFAULT_TARGET = "127.0.0.1:50051"
@@ -161,6 +162,7 @@ class ServeOption:
     type: type
     help: str
     choices: tuple = ()
+    env_alias: str = ""   # a second variable read when YIDI_SERVE_<FLAG> is not set
 
     @property
     def dest(self) -> str:
@@ -171,7 +173,7 @@ class ServeOption:
         return "YIDI_SERVE_" + self.dest.upper()
 
     def default(self):
-        raw = os.environ.get(self.env)
+        raw = os.environ.get(self.env, os.environ.get(self.env_alias) if self.env_alias else None)
         if raw is None:
             return getattr(Config(), self.field) if self.field else ""
         if self.type is bool:
@@ -183,6 +185,8 @@ class ServeOption:
 
     def argument(self) -> tuple:
         default = self.default()
+        if self.field == "store":
+            default = safe_url(default)   # a password in YIDI_STORE is never shown
         shown = f"{default!r}" if isinstance(default, str) else f"{default}"
         text = f"{self.help} (default: {shown}; env {self.env})"
         if self.type is bool:
@@ -193,6 +197,9 @@ class ServeOption:
 SERVE_OPTIONS = (
     ServeOption("--data-dir", "data_dir", str, "the reference data set (yidi datagen)"),
     ServeOption("--ledger", "ledger", str, "ledger file; empty: yidi-ledger.sqlite beside the data set"),
+    ServeOption("--store", "store", str, "the ledger's store: postgresql://user@host:port/database (password from "
+                                         "PGPASSWORD or ~/.pgpass, or in the URL), or a SQLite file; empty: the "
+                                         "--ledger file (env also YIDI_STORE)", env_alias="YIDI_STORE"),
     ServeOption("--listen", "listen", str, "host:port of the gRPC listener (port 0: any free port)"),
     ServeOption("--certs", "", str, "development certificates directory (yidi certs); empty: certs/dev"),
     ServeOption("--cert", "tls_cert", str, "server certificate (PEM); empty: <certs>/server.pem"),
@@ -280,7 +287,7 @@ def cmd_serve(args) -> None:
         progress.done()
         metrics = f" metrics http://{config.metrics_listen.rsplit(':', 1)[0]}:{metrics_port}/metrics" if metrics_port else ""
         health = f" health {config.health_listen.rsplit(':', 1)[0]}:{health_port}" if health_port else ""
-        print(f"SERVING {host}:{port} ledger {config.ledger_path()}{metrics}{health}", flush=True)
+        print(f"SERVING {host}:{port} ledger {safe_url(config.store_url())}{metrics}{health}", flush=True)
 
     run(config, ready=ready, progress=progress, listening=listening)
 

@@ -35,7 +35,7 @@ from ..security.audit import AuditLog
 from ..config import Config
 from ..operations.gcwatch import WATCH
 from ..operations.health import Health, is_loopback
-from ..store import LedgerCorrupt, LedgerUnavailable, open_store
+from ..store import LedgerCorrupt, LedgerUnavailable, open_snapshots, open_store
 from ..operations.logs import CoreLogRelay, configure as configure_log
 from ..operations.metrics import QUEUE_WAIT_SECONDS, serve_metrics
 from ..store.seal import SealKey, SealKeyError, check_outside
@@ -198,7 +198,7 @@ async def serve(config: Config, *, ready: Callable[[int, int, int], None] | None
     check_protobuf_backend()
     check_listen(config)
     WATCH.install()
-    store = open_store(config.ledger_path(), read_seal_key(config), max_bytes=config.ledger_max_bytes,
+    store = open_store(config.store_url(), read_seal_key(config), max_bytes=config.ledger_max_bytes,
                        witness_dir=config.witness)
     names = [descriptor.full_name for descriptor, _ in SERVICES]
     health = Health(names)
@@ -207,7 +207,8 @@ async def serve(config: Config, *, ready: Callable[[int, int, int], None] | None
     def health_down() -> None:
         loop.create_task(health.set_serving(False))
 
-    gw = Gateway(config, store, on_fatal=fatal_soon(loop, health_down), audit=AuditLog(config.audit_path()))
+    gw = Gateway(config, store, on_fatal=fatal_soon(loop, health_down), audit=AuditLog(config.audit_path()),
+                 snapshots=open_snapshots(store, config.snapshot_dir()))
     gw.on_damaged = health_down
     gw.admission = Admission(config.max_concurrent_rpcs, config.max_inflight_per_caller, config.rate_per_caller_per_s,
                              config.rate_burst_per_caller, config.overload_retry_after_ms)
