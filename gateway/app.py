@@ -27,6 +27,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.parse
 import uuid
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -48,7 +49,7 @@ from .config import Config
 from .reads import Reads
 from .transport.convert import encode_reply
 from .store.idempotency import REVERSED, Keys, Prior, reused
-from .store import GroupCommitLedger, LedgerClosed, LedgerCorrupt, LedgerFatal, Record, SnapshotStore, Store, SqliteStore
+from .store import GroupCommitLedger, LedgerClosed, LedgerCorrupt, LedgerFatal, Record, SnapshotStore, Store, is_postgresql
 
 log = logging.getLogger("yidi.gateway")
 
@@ -218,7 +219,7 @@ def build_reloaded(config: Config, store: Store, data_dir: str,
     return LoadedState(engine, data_dir, int(time.time() * 1000)), event
 
 
-def _spawn_niced(argv: list[str], nice: int) -> tuple[int, bytes, bytes]:
+def _spawn_niced(argv: list[str], nice: int, env: dict | None = None) -> tuple[int, bytes, bytes]:
     """Run argv at a lower priority; (exit status, stdout, stderr).
 
     Started with posix_spawn (``close_fds=False``; every descriptor of Python and gRPC is close-on-exec, so
@@ -227,7 +228,7 @@ def _spawn_niced(argv: list[str], nice: int) -> tuple[int, bytes, bytes]:
     event loop's own subprocess support (uvloop, libuv) forks.
     """
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                            close_fds=False)
+                            close_fds=False, env=env)
     with contextlib.suppress(OSError):
         os.setpriority(os.PRIO_PROCESS, proc.pid, nice)   # the settlements come first
     out, err = proc.communicate()
@@ -326,11 +327,7 @@ class Gateway:
             self.on_damaged()
 
     def verify_after_start(self) -> None:
-        """Prove what start-up did not read, in a process of its own (gateway/store/sqlite/verify.py), in the background.
-
-        SQLite only: a PostgreSQL ledger is proved record by record as it is read, and at start (docs/postgresql.md)."""
-        if not isinstance(self.store, SqliteStore):
-            return
+        """Prove what start-up did not read, in a process of its own (gateway/store/*/verify.py), in the background."""
         task = asyncio.get_running_loop().create_task(self._verify())
         self._background.add(task)
         task.add_done_callback(self._background.discard)
@@ -338,8 +335,12 @@ class Gateway:
     async def _verify(self) -> None:
         argv = [sys.executable, "-m", "gateway", "verify-ledger", self.store.path, "--live",
                 "--key", self.config.seal_key, "--snapshots", self.config.snapshot_dir()]
+        env = None
+        if is_postgresql(self.config.store_url()):   # a URL's password goes by environment, never in argv
+            password = urllib.parse.urlsplit(self.config.store_url()).password
+            env = dict(os.environ, PGPASSWORD=urllib.parse.unquote(password)) if password else None
         started = time.perf_counter()
-        returncode, out, err = await asyncio.to_thread(_spawn_niced, argv, VERIFY_NICE)
+        returncode, out, err = await asyncio.to_thread(_spawn_niced, argv, VERIFY_NICE, env)
         said = (out or err).decode("utf-8", "replace").strip().splitlines()
         line = said[-1] if said else f"exit {returncode}"
         if returncode == 0:

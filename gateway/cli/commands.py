@@ -316,10 +316,16 @@ def cmd_verify_ledger(args) -> None:
     """Exit 0: proved; 1 (``NOT OK: ...``): the ledger is not what was written; 2: it could not be checked."""
     from ..store.chain import LedgerCorrupt
     from ..store.seal import SealKey
+    from ..store import is_postgresql
     from ..store.sqlite.verify import verify_ledger
 
     try:
         key = SealKey.read(args.key) if args.key else None
+        if is_postgresql(args.ledger):   # snapshots are kept in the database
+            from ..store.postgresql.verify import verify_ledger as verify_postgresql
+
+            print(verify_postgresql(args.ledger, key, args.witness, live=args.live))
+            return
         print(verify_ledger(args.ledger, args.snapshots or args.ledger + ".snapshots", key, args.witness,
                             live=args.live))
     except LedgerCorrupt as err:
@@ -555,7 +561,8 @@ COMMANDS: tuple[Command, ...] = (
         arg("--out", required=True, help="the key file to create (keep it outside the data directory)"),
     ), local=cmd_keys),
     Command("verify-ledger", "prove a whole ledger: every record, the keyed chain, the derived rows, the seals", (
-        arg("ledger", help="the ledger file"),
+        arg("ledger", help="the ledger file, or postgresql://user@host:port/database (password from PGPASSWORD or "
+                           "~/.pgpass)"),
         arg("--key", default="", help="the seal key (without it only checksums and row counts are checked)"),
         arg("--snapshots", default="", help="snapshot directory (default: <ledger>.snapshots)"),
         arg("--witness", default="", help="the witness directory, if the gateway keeps one"),

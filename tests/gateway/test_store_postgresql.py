@@ -12,6 +12,7 @@ constraint refuses a key twice, and a changed row is caught when read.
 from __future__ import annotations
 
 import signal
+import time
 
 import psycopg
 import pytest
@@ -21,7 +22,10 @@ from gateway._pb.yidi.v1 import (admin_pb2, common_pb2 as pb, funds_pb2 as fdpb,
                                  settlement_pb2 as spb)
 from gateway.store import LedgerCorrupt, LedgerUnavailable, Record, SqliteStore, open_snapshots, open_store
 from gateway.store import chain
+from gateway.store.rows import request_hash
+from gateway.store.postgresql import safe_url
 from gateway.store.postgresql.store import Deposed, PostgresStore
+from gateway.store.postgresql.verify import verify_ledger
 from gateway.testing import seal_key
 from gateway_harness import file_person, start_gateway
 
@@ -89,6 +93,17 @@ def reads(gw) -> list[bytes]:
     return [m if isinstance(m, bytes) else m.SerializeToString(deterministic=True) for m in out]
 
 
+def wait_for(gw, text: str, timeout_s: float = 30) -> str:
+    """The gateway's first log line holding text (waiting for it)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for line in gw.log().splitlines():
+            if text in line:
+                return line
+        time.sleep(0.1)
+    raise AssertionError(f"no {text!r} in the gateway's log:\n{gw.log()[-3000:]}")
+
+
 def ledger_seq(gw) -> int:
     national = gw.client(NATIONAL)
     return national(national.admin.GetReferenceDataStatus, admin_pb2.GetReferenceDataStatusRequest()).ledger_seq
@@ -126,6 +141,8 @@ def test_a_gateway_on_postgresql_settles_is_idempotent_reverses_and_survives_kil
     gw = start_gateway(dataset, str(tmp_path / "node"), "--store", pg_url)
     try:
         assert "snapshot at seq %d, 3 ledger records replayed" % snap.ledger_seq in gw.log()
+        verified = wait_for(gw, "ledger verified in")   # the whole ledger, in a process of its own
+        assert f"OK {safe_url(pg_url)}: {at + 3} records" in verified
         assert reads(gw) == before
         hainan = gw.client(HAINAN)
         assert [hainan.raw(SETTLE, outpatient(f"pg-tail-{n}", 3000 + n)) for n in range(3)] == tail
@@ -192,11 +209,16 @@ def test_the_store_keeps_sqlites_chain_and_refuses_a_second_writer_a_deposed_one
 
     store = open_store(pg_url, seal_key())   # the lock went with the first writer's session
     assert isinstance(store, PostgresStore) and store.last_seq() == 59
+    hashes = [request_hash(HAINAN, "r-3"), request_hash(HAINAN, "r-none"), request_hash(LIAONING, "r-3")]
+    assert store.known_request_hashes(hashes) == {hashes[0]}
     snapshots = open_snapshots(store, "")
     for seq in (10, 20, 30, 40):
         snapshots.write(b"blob %d" % seq, seq)
     assert snapshots.seqs() == [40, 30, 20] and snapshots.read(30) == b"blob 30"
     store.close()
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("DELETE FROM snapshots")
+    assert verify_ledger(pg_url, seal_key()).startswith(f"OK {safe_url(pg_url)}: 59 records")
 
     with psycopg.connect(pg_url, autocommit=True) as conn:   # a changed record: refused when read, and at start
         conn.execute("UPDATE records SET response = 'changed' WHERE seq = 5")
@@ -204,6 +226,8 @@ def test_the_store_keeps_sqlites_chain_and_refuses_a_second_writer_a_deposed_one
     with pytest.raises(LedgerCorrupt, match="checksum"):
         store.read(5)
     store.close()
+    with pytest.raises(LedgerCorrupt, match="record 5: its content does not match its checksum"):
+        verify_ledger(pg_url, seal_key())
     with psycopg.connect(pg_url, autocommit=True) as conn:   # a deleted row: the sealed head's counts say so
         conn.execute("DELETE FROM requests WHERE request_id = 'r-9'")
     with pytest.raises(LedgerCorrupt, match="table requests has 58 rows"):
