@@ -5,15 +5,18 @@ ledger group (one transaction), for one command or a batch:
 
 1. idempotency (``keys.Keys``): a key seen before answers with its first
    answer, byte for byte; the same key with another request is refused;
-2. decide (``core.engine``): the event and the result, or a refusal that
-   changes nothing (a refused item does not affect its neighbours);
-3. apply the event to memory and encode the reply (``convert.encode_reply``);
+2. perform (``Engine.perform``): decide the event and the result, or a
+   refusal that changes nothing (a refused item does not affect its
+   neighbours), and apply the event to memory;
+3. make the record: the event's body and the reply (``encode_reply``, given
+   by the transport);
 4. submit every record of the batch as one group, and answer only once it
    is durable.
 
 Between the first decision and the submit nothing awaits, so records are
 numbered and committed in exactly the order they were applied.  app.py
-builds no protobuf message: results are encoded by the translation layer.
+builds no protobuf message and imports nothing of the transport: results are
+encoded by the function the server hands it (``convert.encode_reply``).
 """
 from __future__ import annotations
 
@@ -30,13 +33,13 @@ import time
 import urllib.parse
 import uuid
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, NoReturn, Sequence
 
 from core import Index, events
 from core.archive import ArchivedProblem, ArchivedSettlement, ArchivedVisit, Change, MemoryArchive, Overlay
 from core.access import NATIONAL
 from core.commands import Command, Decision, LoadReferenceData, ReferenceResult, ReportProblem, Reverse
-from core.engine import Engine, EngineState
+from core.engine import ApplyFailed, Engine, EngineState
 from core.errors import YidiError
 from core.events import REVERSED_KIND, ReferenceLoaded
 from core.limits import check_id
@@ -47,7 +50,6 @@ from .store import chain, snapshot
 from .operations import metrics
 from .config import Config
 from .reads import Reads
-from .transport.convert import encode_reply
 from .store.idempotency import REVERSED, Keys, Prior, reused
 from .store import GroupCommitLedger, LedgerClosed, LedgerCorrupt, LedgerFatal, Record, SnapshotStore, Store, is_postgresql
 
@@ -237,8 +239,9 @@ def _spawn_niced(argv: list[str], nice: int, env: dict | None = None) -> tuple[i
 
 class Gateway:
     def __init__(self, config: Config, store: Store, on_fatal: Callable[[BaseException], None],
-                 audit=None, snapshots: SnapshotStore | None = None) -> None:
+                 encode_reply: Callable[[object], bytes], audit=None, snapshots: SnapshotStore | None = None) -> None:
         self.config = config
+        self.encode_reply = encode_reply   # a command's result → the reply's bytes (the transport's)
         self.audit = audit
         self.admission = None   # gateway.security.admission.Admission, set by the server
         self.watchdog = None    # gateway.operations.watchdog.LoopWatchdog, set by the server
@@ -384,11 +387,10 @@ class Gateway:
                     continue
                 seen[command.request_id] = (digest, i)
                 check_deadline()  # the last moment before this item changes anything
-                decision = engine.decide(command, base + len(records))
+                records.append(self._perform(engine, caller, command, digest, base + len(records)))
             except YidiError as err:
                 outcomes[i] = err
                 continue
-            records.append(self._apply(engine, caller, command, digest, decision, base + len(records)))
             outcomes[i] = records[-1].response
         if records:
             await self._submit(caller, records)
@@ -424,20 +426,31 @@ class Gateway:
         except LedgerFatal:
             raise storage_unavailable() from None
 
-    def _apply(self, engine: Engine, caller: str, command: Command, digest: bytes, decision: Decision,
-               seq: int) -> Record:
-        """Apply a decision to memory and make its record (reply included); a failure here is a bug."""
+    def _perform(self, engine: Engine, caller: str, command: Command, digest: bytes, seq: int) -> Record:
+        """Decide and apply a command and make its record.  A refusal (YidiError) changes nothing; a failure
+        once the event is being applied is a bug: memory may now differ from the ledger."""
+        try:
+            decision, changes = engine.perform(command, seq)
+        except ApplyFailed as exc:
+            self._diverged(exc.event, exc.__cause__ or exc)
+        return self._record(caller, command, digest, decision, changes, seq)
+
+    def _record(self, caller: str, command: Command, digest: bytes, decision: Decision, changes: list,
+                seq: int) -> Record:
+        """The record of an applied decision: the event's body, the reply's bytes and the archive changes."""
         event = decision.event
         try:
-            changes = engine.apply(event, seq)
             return Record(kind=event.kind, caller=caller, request_id=command.request_id, digest=digest,
-                          key=event.key, body=events.encode(event), response=encode_reply(decision.result),
+                          key=event.key, body=events.encode(event), response=self.encode_reply(decision.result),
                           seq=seq, changes=tuple(changes))
-        except BaseException as exc:  # memory may now differ from the ledger
-            log.critical("apply failed for a %s event; restarting to rebuild from the ledger", event.kind)
-            self._leave_fatal_note(event, exc)
-            self.on_fatal(exc)
-            raise
+        except Exception as exc:
+            self._diverged(event, exc)
+
+    def _diverged(self, event: events.Event, exc: BaseException) -> NoReturn:
+        log.critical("apply failed for a %s event; restarting to rebuild from the ledger", event.kind)
+        self._leave_fatal_note(event, exc)
+        self.on_fatal(exc)
+        raise exc
 
     # ------------------------------------------------- internal failures → problem reports
     async def report_internal(self, method: str, caller: str, correlation_id: str, text: str = "") -> bool:
@@ -573,7 +586,11 @@ class Gateway:
         old, self.state = self.state, state
         try:
             seq = self.ledger.next_seq
-            record = self._apply(state.engine, caller, command, digest, Decision(event, self.status(seq)), seq)
+            try:
+                changes = state.engine.apply(event, seq)
+            except Exception as exc:
+                self._diverged(event, exc)
+            record = self._record(caller, command, digest, Decision(event, self.status(seq)), changes, seq)
             await self._submit(caller, [record])
             return record.response
         except BaseException:

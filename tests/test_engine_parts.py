@@ -99,3 +99,24 @@ def test_a_reload_carries_the_state_and_names_its_data(engine, tmp_path):
     reloaded.apply(event, 1)   # the new data set's opening balances include every change before it
     assert reloaded.accounts.changes == {}
     del engine.accounts.changes["P-moved"]
+
+
+def test_perform_tells_a_refusal_from_a_failed_apply(engine, monkeypatch):
+    """A refusal is raised by the decision and changes nothing; a failure while applying is ApplyFailed (the
+    gateway then restarts to rebuild from the ledger), never mistaken for a refusal."""
+    from core.engine import ApplyFailed
+
+    before = engine.export_state()
+    with pytest.raises(YidiError):
+        engine.perform(cmd.CancelAdmission(request_id="r-refused", mdtrt_id="M999999999999999"), 1)
+    assert engine.export_state() == before
+
+    def broken(event, seq):
+        raise YidiError("INVALID_ARGUMENT", what="x", problem="a bug that looks like a refusal")
+
+    set_prepaid = cmd.SetPrepaid(request_id="r-prepaid", province="210000", amount_fen=100_000_00)
+    decision = engine.decide(set_prepaid, 2)
+    monkeypatch.setattr(engine, "_apply", {**engine._apply, type(decision.event): broken})
+    with pytest.raises(ApplyFailed) as failed:
+        engine.perform(set_prepaid, 2)
+    assert failed.value.event == decision.event and isinstance(failed.value.__cause__, YidiError)

@@ -68,3 +68,11 @@ def test_the_sqlite_backend_fills_every_part_of_the_store(part, implementation):
         assert callable(implemented), f"{implementation.__name__} has no {name}"
         assert list(inspect.signature(implemented).parameters) == list(inspect.signature(vars(part)[name]).parameters), \
             name
+
+
+def test_the_execution_path_and_the_store_import_nothing_of_the_transport():
+    """Gateway (app.py), the store and the reads work on core commands and results; the server hands the
+    execution path its reply encoder, so the path of a settlement goes down the layers and back, never up."""
+    below = ("gateway/app.py", "gateway/reads.py", "gateway/store/**/*.py")
+    leaks = [(f, m) for pattern in below for f, m in _imports(pattern) if m.startswith("gateway.transport")]
+    assert leaks == []

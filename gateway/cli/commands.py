@@ -65,7 +65,10 @@ def client_credentials(args):
 
     paths = certs.Paths(args.certs)
     cert, key = args.cert or paths.client_cert(args.caller), args.key or paths.client_key(args.caller)
-    return grpc.ssl_channel_credentials(certs.read(args.ca or paths.ca), certs.read(key), certs.read(cert))
+    try:
+        return grpc.ssl_channel_credentials(certs.read(args.ca or paths.ca), certs.read(key), certs.read(cert))
+    except certs.CertificateError as err:
+        raise SystemExit(str(err)) from None
 
 
 class Client:

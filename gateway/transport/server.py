@@ -28,7 +28,7 @@ from grpc_health.v1 import health_pb2
 from core.errors import LoadError, YidiError
 
 from ..security import auth, certs
-from . import reflection
+from . import convert, reflection
 from ..security.admission import Admission, Intake
 from ..app import Gateway
 from ..security.audit import AuditLog
@@ -207,8 +207,8 @@ async def serve(config: Config, *, ready: Callable[[int, int, int], None] | None
     def health_down() -> None:
         loop.create_task(health.set_serving(False))
 
-    gw = Gateway(config, store, on_fatal=fatal_soon(loop, health_down), audit=AuditLog(config.audit_path()),
-                 snapshots=open_snapshots(store, config.snapshot_dir()))
+    gw = Gateway(config, store, on_fatal=fatal_soon(loop, health_down), encode_reply=convert.encode_reply,
+                 audit=AuditLog(config.audit_path()), snapshots=open_snapshots(store, config.snapshot_dir()))
     gw.on_damaged = health_down
     gw.admission = Admission(config.max_concurrent_rpcs, config.max_inflight_per_caller, config.rate_per_caller_per_s,
                              config.rate_burst_per_caller, config.overload_retry_after_ms)
