@@ -18,7 +18,6 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 
 SUPERUSER = "yidi"
 
@@ -119,12 +118,6 @@ class Cluster:
             conn.execute(f'CREATE DATABASE "{name}"')
         return self.database_url(name)
 
-    def kill(self) -> None:
-        """Stop the server at once (immediate mode: no checkpoint, as a crash), keeping its files."""
-        if self.started:
-            self._run(os.path.join(self.bindir, "pg_ctl"), "-D", self.datadir, "-m", "immediate", "-w", "stop")
-            self.started = False
-
     def stop(self) -> None:
         try:
             if self.started:
@@ -132,16 +125,3 @@ class Cluster:
                 self.started = False
         finally:
             shutil.rmtree(self.root, ignore_errors=True)
-
-    def wait_ready(self, timeout: float = 30) -> None:
-        import psycopg
-
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                psycopg.connect(self.url, connect_timeout=2).close()
-                return
-            except psycopg.OperationalError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)

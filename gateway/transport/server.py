@@ -35,7 +35,7 @@ from ..security.audit import AuditLog
 from ..config import Config
 from ..operations.gcwatch import WATCH
 from ..operations.health import Health, is_loopback
-from ..store import LedgerCorrupt, LedgerUnavailable, open_snapshots, open_store
+from ..store import LedgerCorrupt, LedgerUnavailable, is_postgresql, open_snapshots, open_store
 from ..operations.logs import CoreLogRelay, configure as configure_log
 from ..operations.metrics import QUEUE_WAIT_SECONDS, serve_metrics
 from ..store.seal import SealKey, SealKeyError, check_outside
@@ -181,7 +181,8 @@ def make_server(config: Config, admission: Admission) -> tuple[grpc.aio.Server, 
 def read_seal_key(config: Config) -> SealKey:
     if not config.seal_key:
         raise SealKeyError("no seal key: give --seal-key FILE (`yidi keys --out FILE` makes one)")
-    check_outside(config.seal_key, config.ledger_path())
+    # a SQLite ledger named by --store is the one whose directory must not hold the key
+    check_outside(config.seal_key, config.ledger_path() if is_postgresql(config.store_url()) else config.store_url())
     return SealKey.read(config.seal_key)
 
 

@@ -145,25 +145,10 @@ class PostgresStore:
 
     def _prove_head(self) -> None:
         """The head row is sealed by us and agrees with the tables (LedgerCorrupt naming what differs)."""
-        conn, head, path = self._wconn, self._head_row, self._path
+        conn = self._wconn
         body, tag = conn.execute("SELECT body, tag FROM head WHERE part = %s", (self.part,)).fetchone()
-        if self.key.mac(b"head" + body) != tag:
-            raise LedgerCorrupt(path, head.seq, "the head row does not match its seal (it was changed, the ledger "
-                                                "was resealed without the seal key, or this is not the seal key "
-                                                f"{self.key.key_id[:8]}… it was sealed with)")
-        last = self.last_seq()
-        if last != head.seq:
-            raise LedgerCorrupt(path, max(last, head.seq), f"the ledger ends at record {last} but its sealed head "
-                                                           f"says {head.seq}")
-        if self.chain_at(head.seq) != head.chain:
-            raise LedgerCorrupt(path, head.seq, "differs from the chain value its sealed head recorded for it "
-                                                "(the ledger was rewritten)")
-        for table in TABLES:
-            (count,) = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
-            if count != head.counts.get(table, 0):
-                raise LedgerCorrupt(path, head.seq, f"table {table} has {count} rows but the sealed head counts "
-                                                    f"{head.counts.get(table, 0)} (rows were deleted or added "
-                                                    "behind the gateway's back)")
+        chain.prove_head_row(self._path, self.key, self._head_row, body, tag, self.last_seq(), self.chain_at, TABLES,
+                             lambda table: conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
 
     def _check_witness(self) -> None:
         if self.witness is None:
@@ -218,52 +203,31 @@ class PostgresStore:
             last = self._head_row.seq
             if records[0].seq and [r.seq for r in records] != list(range(last + 1, last + 1 + len(records))):
                 raise RuntimeError(f"records {records[0].seq}..{records[-1].seq} do not continue the ledger at {last}")
-            rows, head = self._chained(records, last)
+            links, head = chain.link_records(records, last, self._head_row.chain, self.key)
+            part, tag = self.part, self.key.tag
+            rows = [(part, seq, r.kind, r.caller, r.request_id, r.digest, r.key, r.body, r.response, sum_, link)
+                    for r, (seq, sum_, link) in zip(records, links, strict=True)]
+            keyed = [(r.caller, request_id, h, seq, tag("requests", (h, seq)))
+                     for seq, r in enumerate(records, last + 1) for request_id in keys_of(r)
+                     for h in (request_hash(r.caller, request_id),)]
+            derived: dict[str, list[tuple]] = {}
+            for seq, r in enumerate(records, last + 1):
+                for table, values in derive(r.changes, seq):
+                    derived.setdefault(table, []).append((*values, tag(table, values)))
+            added = {"records": len(rows), "requests": len(keyed), **{t: len(v) for t, v in derived.items()}}
+            head_row = chain.advanced(self._head_row, head, added, self.witness is not None)
             conn = self._wconn
             with conn.transaction(), conn.cursor() as cur:
-                added = {"records": len(rows)}
-                keyed = [(r.caller, request_id, request_hash(r.caller, request_id), last + i)
-                         for i, r in enumerate(records, 1) for request_id in keys_of(r)]
-                derived: dict[str, list[tuple]] = {}
-                for i, r in enumerate(records, 1):
-                    for table, values in derive(r.changes, last + i) if r.changes else ():
-                        derived.setdefault(table, []).append(values)
-                added["requests"] = len(keyed)
-                for table, values in derived.items():
-                    added[table] = len(values)
-                head_row = self._advanced(head, added)
                 self._write_head_row(cur, head_row)   # first: the fencing check, and the head row's lock
                 self._insert(cur, "records", _RECORD_COLUMNS, rows)
-                tag = self.key.tag
-                self._insert(cur, "requests", _REQUEST_COLUMNS, [(c, rid, h, seq, tag("requests", (h, seq)))
-                                                                 for c, rid, h, seq in keyed])
+                self._insert(cur, "requests", _REQUEST_COLUMNS, keyed)
                 for table, values in derived.items():
-                    self._insert(cur, table, (*COLUMNS[table], "tag"), [(*v, tag(table, v)) for v in values])
+                    self._insert(cur, table, (*COLUMNS[table], "tag"), values)
             # COMMIT has returned: the group is durable
             self._head_row = head_row
             if self.witness is not None:
                 self.witness.write(head)
         return list(range(last + 1, last + 1 + len(records)))
-
-    def _chained(self, records: Sequence[Record], last: int) -> tuple[list[tuple], Head]:
-        """The rows to insert, each with its checksum and chain value, and the new head."""
-        previous, rows, seq, part = self._head_row.chain, [], last, self.part
-        checksum, link = chain.checksum, self.key.link
-        for r in records:
-            seq += 1
-            sum_ = checksum(seq, r.kind, r.caller, r.request_id, r.digest, r.key, r.body, r.response)
-            previous = link(previous, sum_)
-            rows.append((part, seq, r.kind, r.caller, r.request_id, r.digest, r.key, r.body, r.response, sum_,
-                         previous))
-        return rows, Head(seq, previous)
-
-    def _advanced(self, head: Head, added: dict[str, int]) -> HeadRow:
-        counts = dict(self._head_row.counts)
-        for table, n in added.items():
-            counts[table] = counts.get(table, 0) + n
-        witnessed = self._head_row.witnessed or self.witness is not None
-        return msgspec.structs.replace(self._head_row, seq=head.seq, chain=head.chain, counts=counts,
-                                       witnessed=witnessed)
 
     def _write_head_row(self, cur: psycopg.Cursor, head: HeadRow) -> None:
         body = encode_head_row(head)
