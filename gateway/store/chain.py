@@ -250,3 +250,16 @@ def check_head(path: str, recorded: Head | None, last_seq: int, chain_at, where:
     if chain_at(recorded.seq) != recorded.chain:
         raise LedgerCorrupt(path, recorded.seq, f"differs from what {where} recorded for it (head "
                                                 f"{recorded.chain.hex()[:16]}…): the ledger was rewritten or replaced")
+
+
+def check_witness(path: str, witness: HeadFile, row: HeadRow, chain_at) -> None:
+    """The witness against the ledger's sealed head row: present if the head says one is kept, never ahead, never
+    another chain at its seq; adopted, or caught up after a crash between a commit and its witness write."""
+    recorded = witness.read()
+    if recorded is None and row.witnessed:
+        raise LedgerCorrupt(path, row.seq, f"has no witness at {witness.path}, though its sealed head says one has "
+                                           "been kept: the witness volume is missing, or the ledger was restored "
+                                           "from a copy")
+    check_head(path, recorded, row.seq, chain_at, f"the witness {witness.path}")
+    if recorded is None or recorded.seq != row.seq:
+        witness.write(Head(row.seq, row.chain))

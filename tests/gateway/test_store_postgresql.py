@@ -4,7 +4,8 @@ A gateway started with ``--store postgresql://…`` settles, answers a repeated
 request id with its first answer byte for byte, reverses, and after kill -9
 a restart replays from PostgreSQL (a snapshot kept there, then the tail) to
 the same answers and accumulators; the same traffic gives the same answers
-on SQLite and on PostgreSQL.  At the store itself: the keyed chain and the
+on SQLite and on PostgreSQL, and start-up rebuilds the same engine state
+from either.  At the store itself: the keyed chain and the
 sealed head are SQLite's, a second writer is refused, a deposed writer's
 append is refused by the fencing token, the UNIQUE (caller, request_id)
 constraint refuses a key twice, and a changed row is caught when read.
@@ -14,14 +15,18 @@ from __future__ import annotations
 import signal
 import time
 
+import msgspec
 import psycopg
 import pytest
 
 from datagen.spec_fixture import write_spec_dataset
 from gateway._pb.yidi.v1 import (admin_pb2, common_pb2 as pb, funds_pb2 as fdpb, problems_pb2 as ppb,
                                  settlement_pb2 as spb)
+from gateway.app import build_state
+from gateway.config import Config
 from gateway.store import LedgerCorrupt, LedgerUnavailable, Record, SqliteStore, open_snapshots, open_store
 from gateway.store import chain
+from gateway.store.idempotency import Keys
 from gateway.store.rows import request_hash
 from gateway.store.postgresql import safe_url
 from gateway.store.postgresql.store import Deposed, PostgresStore
@@ -157,20 +162,33 @@ def test_a_gateway_on_postgresql_settles_is_idempotent_reverses_and_survives_kil
     assert pg_cluster.password not in gw.log()
 
 
-def test_the_same_traffic_gives_the_same_answers_on_sqlite_and_postgresql(dataset, pg_url, tmp_path):
+def test_the_same_traffic_gives_the_same_answers_and_state_on_sqlite_and_postgresql(dataset, pg_url, tmp_path):
     seen = {}
-    for name, extra in (("sqlite", ()), ("postgresql", ("--store", pg_url))):
-        gw = start_gateway(dataset, str(tmp_path / f"{name}.sqlite"), *extra)
+    for name, target in (("sqlite", str(tmp_path / "sqlite.sqlite")), ("postgresql", pg_url)):
+        gw = start_gateway(dataset, str(tmp_path / f"{name}.sqlite"), "--store", target)
         try:
             answers = traffic(gw)
         finally:
             assert gw.stop() == 0
-        gw = start_gateway(dataset, str(tmp_path / f"{name}.sqlite"), *extra)   # replayed from its own store
+        gw = start_gateway(dataset, str(tmp_path / f"{name}.sqlite"), "--store", target)   # replayed from its store
         try:
             seen[name] = (answers[:-1], reads(gw))   # the problem report's answer carries the time it was made
         finally:
             assert gw.stop() == 0
+        seen[name] += (replayed_state(target, dataset),)
+    assert b"PG-1" in seen["postgresql"][2] and b"PG-2" in seen["postgresql"][2]   # persons, stays, accumulators
     assert seen["sqlite"] == seen["postgresql"]
+
+
+def replayed_state(target: str, dataset: str) -> bytes:
+    """The engine's state (everything but the reference data) as start-up rebuilds it from the store, encoded."""
+    store = open_store(target, seal_key())
+    try:
+        state, _ = build_state(Config(data_dir=dataset), store, Keys(store, 1000), dataset,
+                               open_snapshots(store, target + ".snapshots"))
+        return msgspec.msgpack.encode(state.engine.export_state())
+    finally:
+        store.close()
 
 
 # ------------------------------------------------------------------ the store itself

@@ -18,7 +18,6 @@ failed commit).  Why psycopg 3 and not asyncpg: docs/postgresql.md.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import socket
 import threading
@@ -39,11 +38,9 @@ from ..seal import SealKey
 from . import safe_url
 from .schema import COPY_TYPES, SCHEMA, SCHEMA_VERSION
 
-log = logging.getLogger(__name__)
-
 SCAN_PAGE_RECORDS = 1024
-# A group at least this big is written with COPY: measured faster from about 20 rows on, slower below
-# (a COPY's own round trips; docs/postgresql.md).
+# A table's rows of a group at least this big go by COPY, smaller ones by executemany: measured, executemany is
+# faster for one record and COPY five times faster for 100 (docs/postgresql.md); 32 lies between.
 COPY_MIN_ROWS = 32
 # The advisory lock's first key ("yidi" in ASCII); the second is the partition.
 LOCK_CLASS = 0x79696469
@@ -87,7 +84,8 @@ class PostgresStore:
             self._prove_head()
             self.witness = HeadFile(chain.witness_path(witness_dir, self.key.ledger_id), self.key, durable=True) \
                 if witness_dir else None
-            self._check_witness()
+            if self.witness is not None:
+                chain.check_witness(self._path, self.witness, self._head_row, self.chain_at)
         except BaseException:
             self.close()
             raise
@@ -149,18 +147,6 @@ class PostgresStore:
         body, tag = conn.execute("SELECT body, tag FROM head WHERE part = %s", (self.part,)).fetchone()
         chain.prove_head_row(self._path, self.key, self._head_row, body, tag, self.last_seq(), self.chain_at, TABLES,
                              lambda table: conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
-
-    def _check_witness(self) -> None:
-        if self.witness is None:
-            return
-        last, recorded = self._head_row.seq, self.witness.read()
-        if recorded is None and self._head_row.witnessed:
-            raise LedgerCorrupt(self._path, last, f"has no witness at {self.witness.path}, though its sealed head "
-                                                  "says one has been kept: the witness volume is missing, or the "
-                                                  "database was restored from a copy")
-        chain.check_head(self._path, recorded, last, self.chain_at, f"the witness {self.witness.path}")
-        if recorded is None or recorded.seq != last:
-            self.witness.write(self.head())
 
     def _reader(self) -> psycopg.Connection:
         conn = getattr(self._local, "conn", None)

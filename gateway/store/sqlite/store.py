@@ -267,16 +267,8 @@ class SqliteStore:
         """The head file and the witness: never ahead of the ledger, never another chain at their seq."""
         last = self._head_row.seq
         chain.check_head(self._path, self.head_file.read(), last, self.chain_at, self.head_file.path)
-        if self.witness is None:
-            return
-        recorded = self.witness.read()
-        if recorded is None and self._head_row.witnessed:
-            raise LedgerCorrupt(self._path, last, f"has no witness at {self.witness.path}, though its sealed head "
-                                                  "says one has been kept: the witness volume is missing, or the "
-                                                  "ledger was restored from a copy")
-        chain.check_head(self._path, recorded, last, self.chain_at, f"the witness {self.witness.path}")
-        if recorded is None or recorded.seq != last:
-            self.witness.write(self.head())   # adopted (or caught up after a crash between commit and witness)
+        if self.witness is not None:
+            chain.check_witness(self._path, self.witness, self._head_row, self.chain_at)
 
     def _identity(self) -> tuple:
         """The device and inode of the database file and of its WAL (None where it does not exist yet)."""
