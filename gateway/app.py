@@ -51,7 +51,8 @@ from .operations import metrics
 from .config import Config
 from .reads import Reads
 from .store.idempotency import REVERSED, Keys, Prior, reused
-from .store import GroupCommitLedger, LedgerClosed, LedgerCorrupt, LedgerFatal, Record, SnapshotStore, Store, is_postgresql
+from .store import (GroupCommitLedger, LedgerClosed, LedgerCorrupt, LedgerFatal, Record, SnapshotStore, StorageDown, Store,
+                    is_postgresql)
 
 log = logging.getLogger("yidi.gateway")
 
@@ -390,6 +391,10 @@ class Gateway:
                 records.append(self._perform(engine, caller, command, digest, base + len(records)))
             except YidiError as err:
                 outcomes[i] = err
+                continue
+            except StorageDown as err:   # a read the decision needed failed (a database server lost): nothing changed
+                log.error("%s", err)
+                outcomes[i] = storage_unavailable()
                 continue
             outcomes[i] = records[-1].response
         if records:

@@ -105,10 +105,19 @@ class Cluster:
         with open(os.path.join(self.datadir, "postgresql.auto.conf"), "a", encoding="ascii") as f:
             for name, value in self._settings.items():
                 f.write(f"{name} = {value}\n")
+        return self.resume()
+
+    def resume(self) -> "Cluster":
+        """Start the server (again) on its files."""
         self._run(os.path.join(self.bindir, "pg_ctl"), "-D", self.datadir, "-l", self.logfile, "-w", "-t", "60",
                   "start")
         self.started = True
         return self
+
+    def halt(self) -> None:
+        """Stop the server at once, as a crash would (immediate mode: no checkpoint), keeping its files."""
+        self._run(os.path.join(self.bindir, "pg_ctl"), "-D", self.datadir, "-m", "immediate", "-w", "stop")
+        self.started = False
 
     def create_database(self, name: str) -> str:
         """A new empty database; its URL."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 import signal
 import time
 
+import grpc
 import msgspec
 import psycopg
 import pytest
@@ -23,6 +24,7 @@ from datagen.spec_fixture import write_spec_dataset
 from gateway._pb.yidi.v1 import (admin_pb2, common_pb2 as pb, funds_pb2 as fdpb, problems_pb2 as ppb,
                                  settlement_pb2 as spb)
 from gateway.app import build_state
+from gateway.pgcluster import Cluster
 from gateway.config import Config
 from gateway.store import LedgerCorrupt, LedgerUnavailable, Record, SqliteStore, open_snapshots, open_store
 from gateway.store import chain
@@ -189,6 +191,36 @@ def replayed_state(target: str, dataset: str) -> bytes:
         return msgspec.msgpack.encode(state.engine.export_state())
     finally:
         store.close()
+
+
+def test_a_lost_database_server_is_storage_unavailable_and_nothing_is_acknowledged_before_it_is_back(dataset,
+                                                                                                  tmp_path):
+    cluster = Cluster().start()   # its own: this test stops it
+    try:
+        url = cluster.create_database("outage")
+        gw = start_gateway(dataset, str(tmp_path / "node"), "--store", url)
+        file_person(gw.client(LIAONING), "PG-1", "21010219800101041")
+        hainan = gw.client(HAINAN)
+        first = hainan.raw(SETTLE, outpatient("out-1", 1000))
+        cluster.halt()
+        code, reason, _ = hainan.refused(hainan.settlement.OutpatientSettle, outpatient("out-2", 1100))
+        assert (code, reason) == (grpc.StatusCode.UNAVAILABLE, "STORAGE_UNAVAILABLE")
+        cluster.resume()
+        # the writer's session went with the server (and its lock): its next commit fails, unacknowledged, and the
+        # gateway exits to be restarted
+        code, reason, _ = hainan.refused(hainan.settlement.OutpatientSettle, outpatient("out-2", 1100))
+        assert (code, reason) == (grpc.StatusCode.UNAVAILABLE, "STORAGE_UNAVAILABLE")
+        assert gw.proc.wait(30) == 70
+        gw.stop()
+        gw = start_gateway(dataset, str(tmp_path / "node"), "--store", url)
+        hainan = gw.client(HAINAN)
+        assert hainan.raw(SETTLE, outpatient("out-1", 1000)) == first
+        second = hainan.raw(SETTLE, outpatient("out-2", 1100))   # performed now, once
+        assert answers_setl_id(second) != answers_setl_id(first)
+        assert hainan.raw(SETTLE, outpatient("out-2", 1100)) == second
+        assert gw.stop() == 0
+    finally:
+        cluster.stop()
 
 
 # ------------------------------------------------------------------ the store itself

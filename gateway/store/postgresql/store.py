@@ -71,7 +71,7 @@ class PostgresStore:
         self.part = part
         self._closed = False
         self._local = threading.local()
-        self._readers: list[psycopg.Connection] = []
+        self._readers: list[_Reads] = []
         self._readers_lock = threading.Lock()
         self._write_lock = threading.Lock()
         self._wconn: psycopg.Connection | None = None
@@ -148,21 +148,19 @@ class PostgresStore:
         chain.prove_head_row(self._path, self.key, self._head_row, body, tag, self.last_seq(), self.chain_at, TABLES,
                              lambda table: conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
 
-    def _reader(self) -> psycopg.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None and not conn.closed:
-            return conn
-        if self._closed:
-            raise psycopg.InterfaceError("PostgresStore is closed")
-        conn = self._connect(autocommit=True)
-        with self._readers_lock:
-            self._readers.append(conn)
-        self._local.conn = conn
-        return conn
+    def _reader(self) -> _Reads:
+        reads = getattr(self._local, "reads", None)
+        if reads is None:
+            if self._closed:
+                raise psycopg.InterfaceError("PostgresStore is closed")
+            reads = self._local.reads = _Reads(self)
+            with self._readers_lock:
+                self._readers.append(reads)
+        return reads
 
     def _archive(self) -> Reader:
         reader = getattr(self._local, "archive", None)
-        if reader is None or reader.conn is not self._reader():
+        if reader is None:
             reader = self._local.archive = Reader(self._reader(), self.key, self._path, 0, self.read, "%s")
         return reader
 
@@ -331,7 +329,11 @@ class PostgresStore:
 
     def recon_range(self, fixmedins_code: str, date_from: int, date_to: int, insutype: str = ""):
         """A connection and a server-side cursor of their own, read a chunk at a time."""
-        reader = _LongReader(self._connect(autocommit=False), self.key, self._path, 0, self.read, "%s")
+        try:
+            conn = self._connect(autocommit=False)
+        except psycopg.OperationalError as err:
+            raise StorageDown(f"the ledger {self._path} cannot be read: {str(err).strip().splitlines()[0]}") from None
+        reader = _LongReader(conn, self.key, self._path, 0, self.read, "%s")
         return reader.recon_cursor(fixmedins_code, date_from, date_to, insutype)
 
     def flagged(self, fixmedins_code: str, date_from: int, date_to: int, mask: int, limit: int):
@@ -355,6 +357,31 @@ class PostgresStore:
                 self._wconn.close()   # ends the session: its advisory lock goes with it
         if getattr(self, "witness", None) is not None:
             self.witness.close()
+
+
+class _Reads:
+    """One thread's reading connection (autocommit), opened on first use and again after it was lost: a server
+    that cannot be reached is ``StorageDown`` (answered STORAGE_UNAVAILABLE, retry), never a bug."""
+
+    def __init__(self, store: PostgresStore) -> None:
+        self.store = store
+        self.conn: psycopg.Connection | None = None
+
+    def execute(self, sql: str, args: tuple | list = ()) -> psycopg.Cursor:
+        """The query's rows, fetched whole (a client-side cursor: nothing more is read from the server)."""
+        try:
+            if self.conn is None or self.conn.closed:
+                self.conn = self.store._connect(autocommit=True)
+            return self.conn.execute(sql, args)
+        except psycopg.OperationalError as err:
+            self.close()
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise StorageDown(f"the ledger {self.store.path} cannot be read: {first}") from None
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
 
 
 class _LongReader(Reader):
