@@ -12,7 +12,8 @@ BUILT   := $(VENV)/.built
 CERTS   ?= certs/dev
 CRASHES ?= 100
 
-.PHONY: setup certs data run test test-debug test-slow bench load peak-day overload lint clean crash tamper race
+.PHONY: setup certs data run test test-debug test-slow bench load peak-day overload lint clean crash tamper race \
+        ha ha-down
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -66,7 +67,16 @@ $(PROMTOOL):
 	  && rm -rf root prometheus_*.deb \
 	  || echo "warning: no promtool (Debian package prometheus): the alert-rule tests are skipped" >&2
 
-setup: $(BUILT) $(CJK_FONT) /usr/bin/protoc $(PG_PACKAGE) $(NODE_TOOLS) $(PROMTOOL) $(CERTS)/ca.pem $(CERTS)/seal.key
+# PostgreSQL with Patroni and etcd (Debian packages postgresql, patroni, etcd-server): deploy/patroni/ is the
+# production recipe; `make ha` runs it on this machine and tests/e2e/test_ha_recipe.py kills its primary.
+/usr/bin/patroni:
+	$(call apt,patroni postgresql,the PostgreSQL high-availability recipe: make ha and its test)
+
+/usr/bin/etcd:
+	$(call apt,etcd-server,the PostgreSQL high-availability recipe: make ha and its test)
+
+setup: $(BUILT) $(CJK_FONT) /usr/bin/protoc $(PG_PACKAGE) $(NODE_TOOLS) $(PROMTOOL) $(CERTS)/ca.pem \
+       $(CERTS)/seal.key /usr/bin/patroni /usr/bin/etcd
 
 # Development certificates (mTLS): a CA, the server's, one per province and national (git-ignored),
 # and the ledger's development seal key (production keeps its key outside the data directory: README).
@@ -162,3 +172,12 @@ lint: setup
 
 clean:
 	rm -rf build *.egg-info core/_core.c core/_core*.so core/_wire_numbers.pxi core/_wire_numbers.py gateway/_pb/yidi $(BUILT) $(CERTS)
+
+# A PostgreSQL cluster as deploy/patroni/ describes it, on loopback: three nodes (a primary, a synchronous
+# standby, a replica) and one etcd; prints the DSN (the password is in $(HA_DIR)/pgpass: PGPASSFILE).
+HA_DIR ?= /tmp/yidi-ha
+ha: setup
+	$(BIN)/python tools/ha.py up --dir $(HA_DIR)
+
+ha-down:
+	$(BIN)/python tools/ha.py down --dir $(HA_DIR)
