@@ -44,6 +44,12 @@ $(CJK_FONT):
 /usr/bin/protoc:
 	$(call apt,protobuf-compiler,the contract test compiles protos/ with plain protoc)
 
+# The PostgreSQL server (Debian postgresql: initdb, pg_ctl): the PostgreSQL store's tests start a throwaway cluster
+# of their own (tests/pg_cluster.py); nothing uses the package's own cluster.
+PG_PACKAGE := /usr/share/doc/postgresql/copyright
+$(PG_PACKAGE):
+	$(call apt,postgresql,the PostgreSQL store's tests run a real PostgreSQL)
+
 # buf, grpc-js, proto-loader, protobufjs (tools/package.json, pinned by its lock file) for the contract tests.
 NODE_TOOLS := tools/node_modules/.package-lock.json
 $(NODE_TOOLS): tools/package.json tools/package-lock.json
@@ -69,8 +75,8 @@ $(PROMTOOL):
 /usr/bin/etcd:
 	$(call apt,etcd-server,the PostgreSQL high-availability recipe: make ha and its test)
 
-setup: $(BUILT) $(CJK_FONT) /usr/bin/protoc $(NODE_TOOLS) $(PROMTOOL) $(CERTS)/ca.pem $(CERTS)/seal.key \
-       /usr/bin/patroni /usr/bin/etcd
+setup: $(BUILT) $(CJK_FONT) /usr/bin/protoc $(PG_PACKAGE) $(NODE_TOOLS) $(PROMTOOL) $(CERTS)/ca.pem \
+       $(CERTS)/seal.key /usr/bin/patroni /usr/bin/etcd
 
 # Development certificates (mTLS): a CA, the server's, one per province and national (git-ignored),
 # and the ledger's development seal key (production keeps its key outside the data directory: README).

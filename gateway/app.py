@@ -30,6 +30,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.parse
 import uuid
 from dataclasses import dataclass
 from typing import Callable, NoReturn, Sequence
@@ -50,7 +51,8 @@ from .operations import metrics
 from .config import Config
 from .reads import Reads
 from .store.idempotency import REVERSED, Keys, Prior, reused
-from .store import GroupCommitLedger, LedgerClosed, LedgerCorrupt, LedgerFatal, Record, Store
+from .store import (GroupCommitLedger, LedgerClosed, LedgerCorrupt, LedgerFatal, Record, SnapshotStore, StorageDown, Store,
+                    is_postgresql)
 
 log = logging.getLogger("yidi.gateway")
 
@@ -158,7 +160,7 @@ def load_index(config: Config, data_dir: str, progress: Callable[[str, int], Non
 
 
 def build_state(config: Config, store: Store, keys: Keys, data_dir: str,
-                snapshots: snapshot.Snapshots,
+                snapshots: SnapshotStore,
                 progress: Callable[[str, int], None] | None = None) -> tuple[LoadedState, int]:
     """Reference data + the newest valid snapshot + the ledger's tail (blocking).
 
@@ -220,7 +222,7 @@ def build_reloaded(config: Config, store: Store, data_dir: str,
     return LoadedState(engine, data_dir, int(time.time() * 1000)), event
 
 
-def _spawn_niced(argv: list[str], nice: int) -> tuple[int, bytes, bytes]:
+def _spawn_niced(argv: list[str], nice: int, env: dict | None = None) -> tuple[int, bytes, bytes]:
     """Run argv at a lower priority; (exit status, stdout, stderr).
 
     Started with posix_spawn (``close_fds=False``; every descriptor of Python and gRPC is close-on-exec, so
@@ -229,7 +231,7 @@ def _spawn_niced(argv: list[str], nice: int) -> tuple[int, bytes, bytes]:
     event loop's own subprocess support (uvloop, libuv) forks.
     """
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                            close_fds=False)
+                            close_fds=False, env=env)
     with contextlib.suppress(OSError):
         os.setpriority(os.PRIO_PROCESS, proc.pid, nice)   # the settlements come first
     out, err = proc.communicate()
@@ -238,7 +240,7 @@ def _spawn_niced(argv: list[str], nice: int) -> tuple[int, bytes, bytes]:
 
 class Gateway:
     def __init__(self, config: Config, store: Store, on_fatal: Callable[[BaseException], None],
-                 encode_reply: Callable[[object], bytes], audit=None) -> None:
+                 encode_reply: Callable[[object], bytes], audit=None, snapshots: SnapshotStore | None = None) -> None:
         self.config = config
         self.encode_reply = encode_reply   # a command's result → the reply's bytes (the transport's)
         self.audit = audit
@@ -254,7 +256,7 @@ class Gateway:
         self.ledger = GroupCommitLedger(store, max_batch=config.ledger_max_batch, on_fatal=on_fatal)
         self.keys = Keys(store, config.idempotency_cache_keys)
         self.reads = Reads(self, store)   # what the services read of the projections
-        self.snapshots = snapshot.Snapshots(config.snapshot_dir())
+        self.snapshots = snapshots if snapshots is not None else snapshot.Snapshots(config.snapshot_dir())
         self.state: LoadedState | None = None
         self.snapshot_seq = 0
         self._paused = False  # while reference data is being swapped
@@ -329,7 +331,7 @@ class Gateway:
             self.on_damaged()
 
     def verify_after_start(self) -> None:
-        """Prove what start-up did not read, in a process of its own (gateway/store/sqlite/verify.py), in the background."""
+        """Prove what start-up did not read, in a process of its own (gateway/store/*/verify.py), in the background."""
         task = asyncio.get_running_loop().create_task(self._verify())
         self._background.add(task)
         task.add_done_callback(self._background.discard)
@@ -337,8 +339,12 @@ class Gateway:
     async def _verify(self) -> None:
         argv = [sys.executable, "-m", "gateway", "verify-ledger", self.store.path, "--live",
                 "--key", self.config.seal_key, "--snapshots", self.config.snapshot_dir()]
+        env = None
+        if is_postgresql(self.config.store_url()):   # a URL's password goes by environment, never in argv
+            password = urllib.parse.urlsplit(self.config.store_url()).password
+            env = dict(os.environ, PGPASSWORD=urllib.parse.unquote(password)) if password else None
         started = time.perf_counter()
-        returncode, out, err = await asyncio.to_thread(_spawn_niced, argv, VERIFY_NICE)
+        returncode, out, err = await asyncio.to_thread(_spawn_niced, argv, VERIFY_NICE, env)
         said = (out or err).decode("utf-8", "replace").strip().splitlines()
         line = said[-1] if said else f"exit {returncode}"
         if returncode == 0:
@@ -385,6 +391,10 @@ class Gateway:
                 records.append(self._perform(engine, caller, command, digest, base + len(records)))
             except YidiError as err:
                 outcomes[i] = err
+                continue
+            except StorageDown as err:   # a read the decision needed failed (a database server lost): nothing changed
+                log.error("%s", err)
+                outcomes[i] = storage_unavailable()
                 continue
             outcomes[i] = records[-1].response
         if records:

@@ -19,6 +19,8 @@ from gateway_harness import start_gateway  # noqa: E402
 # Scans every log the session wrote, so it runs after every other test of tests/.
 LAST = "test_zz_private_data_in_logs.py"
 
+pytest_plugins = ["pg_cluster"]   # pg_cluster, pg_url: a real PostgreSQL (tests/pg_cluster.py)
+
 
 def pytest_addoption(parser):
     parser.addoption("--runslow", action="store_true", default=False, help="also run tests marked slow")

@@ -10,7 +10,7 @@ import pytest
 
 from gateway.store import ArchiveStore, Log, Projections, ReconRange, RequestIndex, SnapshotStore, SqliteStore
 from gateway.store.snapshot import Snapshots
-from gateway.store.sqlite.derived import ReconCursor
+from gateway.store.reader import ReconCursor
 from gateway_harness import ROOT
 
 

@@ -23,6 +23,7 @@ from gateway.store import (
     GroupCommitLedger,
     LedgerClosed,
     LedgerFatal,
+    LedgerUnavailable,
     Record,
     SqliteStore,
     open_store,
@@ -203,8 +204,10 @@ def test_open_store(tmp_path):
     s = open_store("sqlite:///" + str(tmp_path / "b.sqlite"), seal_key())  # sqlite:////abs/path
     assert isinstance(s, SqliteStore)
     s.close()
-    with pytest.raises(NotImplementedError, match="not yet supported"):
-        open_store("postgresql://user@db/yidi", seal_key())
+    # a server that is not there: one line naming the URL without its password
+    with pytest.raises(LedgerUnavailable, match=r"cannot open the ledger postgresql://user@127\.0\.0\.1:1/yidi: ") as err:
+        open_store("postgresql://user:pw-secret@127.0.0.1:1/yidi", seal_key())
+    assert "pw-secret" not in str(err.value)
     with pytest.raises(ValueError):
         open_store("mysql://db/yidi", seal_key())
 

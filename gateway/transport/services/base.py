@@ -52,10 +52,11 @@ from core.access import authorize
 from core.errors import REASONS, YidiError
 
 from ...security import admission, bounds
-from ...app import DEADLINE, NOTED, ledger_damaged
+from ...app import DEADLINE, NOTED, ledger_damaged, storage_unavailable
 from ...security.audit import fields_of
 from ...security.auth import _caller, current_caller, resolve_caller
 from ...store.chain import LedgerCorrupt
+from ...store.parts import StorageDown
 from ..convert import request_digest  # noqa: F401 - re-exported for the services
 from ...operations.logs import log_call, wants_call
 from ...operations.metrics import RpcTimer
@@ -123,11 +124,15 @@ def damaged(method: str, gw, err: LedgerCorrupt) -> YidiError:
 
 def _refusal(exc: Exception, method: str, gw) -> tuple[str, str, YidiError]:
     """(status code, reason, the error to answer) for what a handler caught: a refusal as it is, a damaged
-    ledger as LEDGER_DAMAGED (and reported), anything else as a bug (logged with a correlation id, reported)."""
+    ledger as LEDGER_DAMAGED (and reported), a store that cannot be read as STORAGE_UNAVAILABLE, anything else as
+    a bug (logged with a correlation id, reported)."""
     if isinstance(exc, YidiError):
         return REASONS[exc.reason].status, exc.reason, exc
     if isinstance(exc, LedgerCorrupt):
         return "UNAVAILABLE", "LEDGER_DAMAGED", damaged(method, gw, exc)
+    if isinstance(exc, StorageDown):   # the store cannot be read now (a database server lost): retry, not a bug
+        log.error("%s: %s", method, exc)
+        return "UNAVAILABLE", "STORAGE_UNAVAILABLE", storage_unavailable()
     return "INTERNAL", "INTERNAL", internal_error(method, gw)
 
 
