@@ -18,6 +18,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+from typing import Callable
 
 SUPERUSER = "yidi"
 
@@ -45,6 +46,23 @@ def missing_reason() -> str:
     return ""
 
 
+def run_as() -> pwd.struct_passwd | None:
+    """The OS user PostgreSQL runs as: ``postgres`` when we are root (initdb and postgres refuse root), else
+    ourselves (None)."""
+    return pwd.getpwnam("postgres") if os.geteuid() == 0 else None
+
+
+def demote(user: pwd.struct_passwd | None) -> Callable[[], None] | None:
+    """A ``preexec_fn`` that makes the child process ``user`` (None: stays as it is)."""
+    if user is None:
+        return None
+
+    def become() -> None:
+        os.setgid(user.pw_gid)
+        os.setuid(user.pw_uid)
+    return become
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -64,7 +82,7 @@ class Cluster:
         self.root = tempfile.mkdtemp(prefix="yidi-pg-")
         self.datadir = os.path.join(self.root, "data")
         self.logfile = os.path.join(self.root, "server.log")
-        self._user = None if os.geteuid() != 0 else pwd.getpwnam("postgres")
+        self._user = run_as()
         if self._user is not None:
             os.chown(self.root, self._user.pw_uid, self._user.pw_gid)
         self._settings = {"listen_addresses": "'127.0.0.1'", "port": str(self.port),
@@ -80,13 +98,8 @@ class Cluster:
         return f"postgresql://{SUPERUSER}:{self.password}@127.0.0.1:{self.port}/{name}"
 
     def _run(self, *argv: str, timeout: float = 120) -> None:
-        def demote() -> None:
-            if self._user is not None:
-                os.setgid(self._user.pw_gid)
-                os.setuid(self._user.pw_uid)
-
         env = dict(os.environ, LC_ALL="C.UTF-8", LANG="C.UTF-8", PGTZ="UTC")
-        done = subprocess.run(argv, cwd=self.root, env=env, preexec_fn=demote, stdin=subprocess.DEVNULL,
+        done = subprocess.run(argv, cwd=self.root, env=env, preexec_fn=demote(self._user), stdin=subprocess.DEVNULL,
                               capture_output=True, timeout=timeout)
         if done.returncode != 0:
             tail = (done.stdout + done.stderr).decode("utf-8", "replace")[-2000:]

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import pwd
 import secrets
 import shutil
 import signal
@@ -25,9 +24,10 @@ import sys
 import time
 import urllib.request
 
+from gateway.pgcluster import binaries, demote, missing_reason, run_as
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "deploy", "patroni", "patroni.yml")
-BIN = "/usr/lib/postgresql/15/bin"
 DEFAULT_DIR = "/tmp/yidi-ha"
 _STARTED: dict[int, subprocess.Popen] = {}   # children of this process, reaped by down()
 
@@ -46,22 +46,13 @@ class Node:
             return json.load(r)
 
 
-def _owner() -> tuple[int, int] | None:
-    """(uid, gid) PostgreSQL runs as: postgres when we are root, else ourselves (None)."""
-    if os.geteuid() != 0:
-        return None
-    p = pwd.getpwnam("postgres")
-    return p.pw_uid, p.pw_gid
-
-
-def _demote(owner: tuple[int, int] | None):
-    if owner is None:
-        return None
-
-    def run() -> None:
-        os.setgid(owner[1])
-        os.setuid(owner[0])
-    return run
+def missing() -> str:
+    """Why the recipe cannot run here ("" when it can)."""
+    why = missing_reason()
+    if why:
+        return why
+    absent = [tool for tool in ("patroni", "etcd") if shutil.which(tool) is None]
+    return f"{' and '.join(absent)} not installed: Debian packages patroni, etcd-server (make setup)" if absent else ""
 
 
 def _layout(run_dir: str) -> dict:
@@ -77,7 +68,7 @@ def _nodes(run_dir: str) -> list[Node]:
 def _start(argv: list[str], log: str, pid_file: str, env: dict | None = None, owner=None) -> None:
     with open(log, "ab") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                                start_new_session=True, preexec_fn=_demote(owner))
+                                start_new_session=True, preexec_fn=demote(owner))
     _STARTED[proc.pid] = proc
     with open(pid_file, "w") as f:
         f.write(str(proc.pid))
@@ -118,16 +109,16 @@ def wait_ready(run_dir: str, timeout_s: float, leader_not: str = "") -> dict:
 
 
 def _psql(node: Node, sql: str, owner) -> None:
-    subprocess.run([os.path.join(BIN, "psql"), "-h", "/var/run/postgresql", "-p", str(node.pg_port), "-U", "postgres",
+    subprocess.run([os.path.join(binaries(), "psql"), "-h", "/var/run/postgresql", "-p", str(node.pg_port), "-U", "postgres",
                     "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-qc", sql],
-                   check=True, preexec_fn=_demote(owner), stdout=subprocess.DEVNULL)
+                   check=True, preexec_fn=demote(owner), stdout=subprocess.DEVNULL)
 
 
 def up(run_dir: str, n: int, base_port: int, timeout_s: float) -> dict:
-    for tool in ("patroni", "etcd", os.path.join(BIN, "postgres")):
-        if shutil.which(tool) is None:
-            raise SystemExit(f"{tool} is not installed (Debian packages postgresql, patroni, etcd-server: make setup)")
-    owner = _owner()
+    why = missing()
+    if why:
+        raise SystemExit(why)
+    owner = run_as()
     os.makedirs(run_dir, exist_ok=True)
     os.chmod(run_dir, 0o755)
     with open(os.path.join(run_dir, "cluster.json"), "w", encoding="utf-8") as f:
@@ -144,13 +135,13 @@ def up(run_dir: str, n: int, base_port: int, timeout_s: float) -> dict:
     for node in _nodes(run_dir):
         os.makedirs(os.path.dirname(node.data_dir), exist_ok=True)
         if owner is not None:
-            os.chown(os.path.dirname(node.data_dir), *owner)
+            os.chown(os.path.dirname(node.data_dir), owner.pw_uid, owner.pw_gid)
         env = {**os.environ, "PATRONI_NAME": node.name,
                "PATRONI_RESTAPI_LISTEN": f"127.0.0.1:{node.api_port}",
                "PATRONI_RESTAPI_CONNECT_ADDRESS": f"127.0.0.1:{node.api_port}",
                "PATRONI_POSTGRESQL_LISTEN": f"127.0.0.1:{node.pg_port}",
                "PATRONI_POSTGRESQL_CONNECT_ADDRESS": f"127.0.0.1:{node.pg_port}",
-               "PATRONI_POSTGRESQL_DATA_DIR": node.data_dir,
+               "PATRONI_POSTGRESQL_DATA_DIR": node.data_dir, "PATRONI_POSTGRESQL_BIN_DIR": binaries(),
                "PATRONI_ETCD3_HOSTS": f"127.0.0.1:{etcd_client}",
                "PATRONI_SUPERUSER_PASSWORD": superuser, "PATRONI_REPLICATION_PASSWORD": replication}
         if owner is not None:
@@ -201,7 +192,7 @@ def restart_node(run_dir: str, name: str) -> None:
     node = next(node for node in _nodes(run_dir) if node.name == name)
     with open(os.path.join(run_dir, f"{name}.env.json"), encoding="utf-8") as f:
         env = json.load(f)
-    _start(["patroni", CONFIG], node.log, node.pid_file, env, _owner())
+    _start(["patroni", CONFIG], node.log, node.pid_file, env, run_as())
 
 
 def down(run_dir: str) -> None:
