@@ -21,7 +21,7 @@ import psycopg
 import pytest
 
 from datagen.spec_fixture import write_spec_dataset
-from gateway._pb.yidi.v1 import (admin_pb2, common_pb2 as pb, funds_pb2 as fdpb, problems_pb2 as ppb,
+from gateway._pb.yidi.v1 import (admin_pb2, funds_pb2 as fdpb, problems_pb2 as ppb,
                                  settlement_pb2 as spb)
 from gateway.app import build_state
 from gateway.pgcluster import Cluster
@@ -34,20 +34,17 @@ from gateway.store.postgresql import safe_url
 from gateway.store.postgresql.store import Deposed, PostgresStore
 from gateway.store.postgresql.verify import verify_ledger
 from gateway.testing import seal_key
+import builders
+from builders import HK_L1, HK_L3, TREATMENT_A
 from gateway_harness import file_person, start_gateway
 
 HAINAN, LIAONING, NATIONAL = "460000", "210000", "national"
-CLINIC, HOSPITAL = "H46010000003", "H46010000001"
+CLINIC, HOSPITAL = HK_L1, HK_L3
 SETTLE = "/yidi.v1.SettlementService/OutpatientSettle"
 
 
-def fee(sn: int, price: int, qty_milli: int = 1000, code: str = "XA01") -> pb.FeeLine:
-    return pb.FeeLine(feedetl_sn=str(sn), code=code, unit_price_fen=price, qty_milli=qty_milli)
-
-
 def outpatient(rid: str, price: int) -> spb.OutpatientSettleRequest:
-    return spb.OutpatientSettleRequest(request_id=rid, psn_no="PG-1", fixmedins_code=CLINIC, setl_date=20260316,
-                                       lines=[fee(1, price, 2000)])
+    return builders.outpatient(rid, "PG-1", CLINIC, date=20260316, price=price)
 
 
 def traffic(gw) -> list[bytes]:
@@ -66,7 +63,7 @@ def traffic(gw) -> list[bytes]:
         request_id="pg-adm", psn_no="PG-2", fixmedins_code=HOSPITAL, adm_date=20260301)))
     answers.append(admitted.SerializeToString())
     answers.append(hainan.raw("/yidi.v1.SettlementService/UploadFees", spb.UploadFeesRequest(
-        request_id="pg-fees", mdtrt_id=admitted.mdtrt_id, lines=[fee(1, 500000, code="T001")])))
+        request_id="pg-fees", mdtrt_id=admitted.mdtrt_id, lines=[builders.line(1, TREATMENT_A, price=500000, qty_milli=1000)])))
     stay = spb.SettlementResponse.FromString(hainan.raw("/yidi.v1.SettlementService/DischargeSettle",
                                                         spb.DischargeSettleRequest(request_id="pg-dis",
                                                                                    mdtrt_id=admitted.mdtrt_id,
