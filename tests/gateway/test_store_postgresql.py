@@ -43,7 +43,7 @@ CLINIC, HOSPITAL = HK_L1, HK_L3
 SETTLE = "/yidi.v1.SettlementService/OutpatientSettle"
 
 
-def outpatient(rid: str, price: int) -> spb.OutpatientSettleRequest:
+def pg_outpatient(rid: str, price: int) -> spb.OutpatientSettleRequest:
     return builders.outpatient(rid, "PG-1", CLINIC, date=20260316, price=price)
 
 
@@ -54,7 +54,7 @@ def traffic(gw) -> list[bytes]:
     answers = [file_person(gw.client(LIAONING), "PG-1", "21010219800101041").SerializeToString(),
                file_person(gw.client(LIAONING), "PG-2", "21010219800101042").SerializeToString()]
     for n in range(1, 6):
-        answers.append(hainan.raw(SETTLE, outpatient(f"pg-op-{n}", 1000 + 37 * n)))
+        answers.append(hainan.raw(SETTLE, pg_outpatient(f"pg-op-{n}", 1000 + 37 * n)))
     answers.append(hainan.raw("/yidi.v1.SettlementService/Reverse", spb.ReverseRequest(
         request_id="pg-rev-1", original_request_id="pg-op-2", reverse_date=20260317)))
     answers.append(hainan.raw("/yidi.v1.SettlementService/Reverse", spb.ReverseRequest(
@@ -90,7 +90,7 @@ def reads(gw) -> list[bytes]:
         out.append(hainan(hainan.funds.ReconcileTotals, fdpb.ReconcileTotalsRequest(
             range=fdpb.ReconcileRange(fixmedins_code=code, date_from=20260301, date_to=20260331))))
     for n in (1, 2, 4):
-        setl_id = answers_setl_id(hainan.raw(SETTLE, outpatient(f"pg-op-{n}", 1000 + 37 * n)))
+        setl_id = answers_setl_id(hainan.raw(SETTLE, pg_outpatient(f"pg-op-{n}", 1000 + 37 * n)))
         out.append(hainan(hainan.settlement.GetSettlement, spb.GetSettlementRequest(setl_id=setl_id)))
     problems = national(national.problems.ListProblems, ppb.ListProblemsRequest()).problems
     out.append(len(problems).to_bytes(2, "big"))
@@ -127,15 +127,15 @@ def test_a_gateway_on_postgresql_settles_is_idempotent_reverses_and_survives_kil
         hainan = gw.client(HAINAN)
         at = ledger_seq(gw)
         # a repeated request id: the first answer, byte for byte, and nothing written
-        assert hainan.raw(SETTLE, outpatient("pg-op-1", 1037)) == answers[2]
+        assert hainan.raw(SETTLE, pg_outpatient("pg-op-1", 1037)) == answers[2]
         assert ledger_seq(gw) == at
         # the original of a reversal, arriving late: refused, nothing written
-        code, reason, _ = hainan.refused(hainan.settlement.OutpatientSettle, outpatient("pg-op-late", 1500))
+        code, reason, _ = hainan.refused(hainan.settlement.OutpatientSettle, pg_outpatient("pg-op-late", 1500))
         assert reason == "REQUEST_REVERSED" and ledger_seq(gw) == at
         national = gw.client(NATIONAL)
         snap = national(national.admin.TakeSnapshot, admin_pb2.TakeSnapshotRequest())
         assert snap.ledger_seq == at
-        tail = [hainan.raw(SETTLE, outpatient(f"pg-tail-{n}", 3000 + n)) for n in range(3)]   # after the snapshot
+        tail = [hainan.raw(SETTLE, pg_outpatient(f"pg-tail-{n}", 3000 + n)) for n in range(3)]   # after the snapshot
         before = reads(gw)
     finally:
         gw.stop(signal.SIGKILL)
@@ -149,12 +149,12 @@ def test_a_gateway_on_postgresql_settles_is_idempotent_reverses_and_survives_kil
         assert f"OK {safe_url(pg_url)}: {at + 3} records" in verified
         assert reads(gw) == before
         hainan = gw.client(HAINAN)
-        assert [hainan.raw(SETTLE, outpatient(f"pg-tail-{n}", 3000 + n)) for n in range(3)] == tail
+        assert [hainan.raw(SETTLE, pg_outpatient(f"pg-tail-{n}", 3000 + n)) for n in range(3)] == tail
         assert hainan.raw("/yidi.v1.SettlementService/Reverse", spb.ReverseRequest(
             request_id="pg-rev-1", original_request_id="pg-op-2", reverse_date=20260317)) == answers[7]
         assert ledger_seq(gw) == at + 3
         # and it goes on: the next settlement is numbered after the replayed ones
-        nxt = answers_setl_id(hainan.raw(SETTLE, outpatient("pg-next", 1234)))
+        nxt = answers_setl_id(hainan.raw(SETTLE, pg_outpatient("pg-next", 1234)))
         assert int(nxt[1:]) == at + 4
     finally:
         assert gw.stop() == 0
@@ -198,23 +198,23 @@ def test_a_lost_database_server_is_storage_unavailable_and_nothing_is_acknowledg
         gw = start_gateway(dataset, str(tmp_path / "node"), "--store", url)
         file_person(gw.client(LIAONING), "PG-1", "21010219800101041")
         hainan = gw.client(HAINAN)
-        first = hainan.raw(SETTLE, outpatient("out-1", 1000))
+        first = hainan.raw(SETTLE, pg_outpatient("out-1", 1000))
         cluster.halt()
-        code, reason, _ = hainan.refused(hainan.settlement.OutpatientSettle, outpatient("out-2", 1100))
+        code, reason, _ = hainan.refused(hainan.settlement.OutpatientSettle, pg_outpatient("out-2", 1100))
         assert (code, reason) == (grpc.StatusCode.UNAVAILABLE, "STORAGE_UNAVAILABLE")
         cluster.resume()
         # the writer's session went with the server (and its lock): its next commit fails, unacknowledged, and the
         # gateway exits to be restarted
-        code, reason, _ = hainan.refused(hainan.settlement.OutpatientSettle, outpatient("out-2", 1100))
+        code, reason, _ = hainan.refused(hainan.settlement.OutpatientSettle, pg_outpatient("out-2", 1100))
         assert (code, reason) == (grpc.StatusCode.UNAVAILABLE, "STORAGE_UNAVAILABLE")
         assert gw.proc.wait(30) == 70
         gw.stop()
         gw = start_gateway(dataset, str(tmp_path / "node"), "--store", url)
         hainan = gw.client(HAINAN)
-        assert hainan.raw(SETTLE, outpatient("out-1", 1000)) == first
-        second = hainan.raw(SETTLE, outpatient("out-2", 1100))   # performed now, once
+        assert hainan.raw(SETTLE, pg_outpatient("out-1", 1000)) == first
+        second = hainan.raw(SETTLE, pg_outpatient("out-2", 1100))   # performed now, once
         assert answers_setl_id(second) != answers_setl_id(first)
-        assert hainan.raw(SETTLE, outpatient("out-2", 1100)) == second
+        assert hainan.raw(SETTLE, pg_outpatient("out-2", 1100)) == second
         assert gw.stop() == 0
     finally:
         cluster.stop()
