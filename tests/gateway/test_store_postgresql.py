@@ -279,3 +279,15 @@ def test_the_store_keeps_sqlites_chain_and_refuses_a_second_writer_a_deposed_one
         conn.execute("DELETE FROM requests WHERE request_id = 'r-9'")
     with pytest.raises(LedgerCorrupt, match="table requests has 58 rows"):
         open_store(pg_url, seal_key())
+
+
+@pytest.mark.parametrize("url, shown", [
+    ("postgresql://yidi:s3cret@127.0.0.1:5432/yidi", "postgresql://yidi@127.0.0.1:5432/yidi"),
+    ("postgresql://yidi:s3cret@pg1:5432,pg2:5432,pg3:5432/yidi?target_session_attrs=read-write",
+     "postgresql://yidi@pg1:5432,pg2:5432,pg3:5432/yidi?target_session_attrs=read-write"),
+    ("postgresql://yidi@[::1]:5432/yidi?password=s3cret&sslmode=require",
+     "postgresql://yidi@[::1]:5432/yidi?sslmode=require"),
+    ("postgresql://yidi@pg1,pg2/yidi", "postgresql://yidi@pg1,pg2/yidi"),
+])
+def test_a_url_is_shown_without_its_password_and_with_every_host(url, shown):
+    assert safe_url(url) == shown and "s3cret" not in safe_url(url)
