@@ -12,7 +12,8 @@ BUILT   := $(VENV)/.built
 CERTS   ?= certs/dev
 CRASHES ?= 100
 
-.PHONY: setup certs data run test test-debug test-slow bench bench-keys soak load peak-day overload lint clean crash tamper race
+.PHONY: setup certs data run test test-debug test-slow bench bench-keys soak load peak-day overload lint clean crash tamper race \
+        ha ha-down
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -39,9 +40,15 @@ CJK_FONT := /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc
 $(CJK_FONT):
 	$(call apt,fonts-noto-cjk,Chinese in the clearing charts)
 
-# Plain protoc (Debian protobuf-compiler): tests/test_contract.py compiles protos/ with it alone.
+# Plain protoc (Debian protobuf-compiler): tests/e2e/test_contract.py compiles protos/ with it alone.
 /usr/bin/protoc:
 	$(call apt,protobuf-compiler,the contract test compiles protos/ with plain protoc)
+
+# The PostgreSQL server (Debian postgresql: initdb, pg_ctl): the PostgreSQL store's tests start a throwaway cluster
+# of their own (tests/pg_cluster.py); nothing uses the package's own cluster.
+PG_PACKAGE := /usr/share/doc/postgresql/copyright
+$(PG_PACKAGE):
+	$(call apt,postgresql,the PostgreSQL store's tests run a real PostgreSQL)
 
 # buf, grpc-js, proto-loader, protobufjs (tools/package.json, pinned by its lock file) for the contract tests.
 NODE_TOOLS := tools/node_modules/.package-lock.json
@@ -60,7 +67,16 @@ $(PROMTOOL):
 	  && rm -rf root prometheus_*.deb \
 	  || echo "warning: no promtool (Debian package prometheus): the alert-rule tests are skipped" >&2
 
-setup: $(BUILT) $(CJK_FONT) /usr/bin/protoc $(NODE_TOOLS) $(PROMTOOL) $(CERTS)/ca.pem $(CERTS)/seal.key
+# PostgreSQL with Patroni and etcd (Debian packages postgresql, patroni, etcd-server): deploy/patroni/ is the
+# production recipe; `make ha` runs it on this machine and tests/e2e/test_ha_recipe.py kills its primary.
+/usr/bin/patroni:
+	$(call apt,patroni postgresql,the PostgreSQL high-availability recipe: make ha and its test)
+
+/usr/bin/etcd:
+	$(call apt,etcd-server,the PostgreSQL high-availability recipe: make ha and its test)
+
+setup: $(BUILT) $(CJK_FONT) /usr/bin/protoc $(PG_PACKAGE) $(NODE_TOOLS) $(PROMTOOL) $(CERTS)/ca.pem \
+       $(CERTS)/seal.key /usr/bin/patroni /usr/bin/etcd
 
 # Development certificates (mTLS): a CA, the server's, one per province and national (git-ignored),
 # and the ledger's development seal key (production keeps its key outside the data directory: README).
@@ -89,7 +105,7 @@ test: setup test-debug
 # The core's tests again on a debug build (Cython bounds and initialisation
 # checks on, YIDI_DEBUG=1), built in a copy of the tracked tree under build/, with a made-up fund layer and
 # accumulator declared in its core/money.py: a ledger recorded with the project's own build replays there
-# unchanged (tests/money_layer.py, tests/test_core_money_layer.py).
+# unchanged (tests/money_layer.py, tests/core/test_core_money_layer.py).
 DEBUG_TREE := build/debug-tree
 MONEY_LAYER := build/money-layer
 test-debug: setup
@@ -101,7 +117,7 @@ test-debug: setup
 	  || { cat build.log; exit 1; }
 	cd $(DEBUG_TREE) && $(CURDIR)/$(BIN)/python -c "import core._core as c, sys; sys.exit(not c.__file__.startswith('$(CURDIR)/$(DEBUG_TREE)/'))"
 	cd $(DEBUG_TREE) && YIDI_MONEY_LAYER_LEDGER=$(CURDIR)/$(MONEY_LAYER) $(CURDIR)/$(BIN)/python -m pytest -q \
-	  -p no:cacheprovider tests/test_core_*.py tests/test_engine_property.py
+	  -p no:cacheprovider tests/core/test_core_*.py tests/core/test_engine_property.py
 
 test-slow: setup
 	$(BIN)/python -m pytest -q tests bench --benchmark-disable --runslow
@@ -117,7 +133,7 @@ race: setup
 	$(BIN)/python tests/race.py --pairs $(PAIRS)
 
 # Damage to the ledger's files, every case (tests/tamper.py): verify-ledger, start-up and the answers checked;
-# ends with one JSON line whose served_silently must be 0 (tests/test_tamper.py runs it in the default run).
+# ends with one JSON line whose served_silently must be 0 (tests/e2e/test_tamper.py runs it in the default run).
 tamper: setup
 	$(BIN)/python tests/tamper.py
 
@@ -171,3 +187,12 @@ lint: setup
 
 clean:
 	rm -rf build *.egg-info core/_core.c core/_core*.so core/_wire_numbers.pxi core/_wire_numbers.py gateway/_pb/yidi $(BUILT) $(CERTS)
+
+# A PostgreSQL cluster as deploy/patroni/ describes it, on loopback: three nodes (a primary, a synchronous
+# standby, a replica) and one etcd; prints the DSN (the password is in $(HA_DIR)/pgpass: PGPASSFILE).
+HA_DIR ?= /tmp/yidi-ha
+ha: setup
+	$(BIN)/python tools/ha.py up --dir $(HA_DIR)
+
+ha-down:
+	$(BIN)/python tools/ha.py down --dir $(HA_DIR)

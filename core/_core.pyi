@@ -22,7 +22,7 @@ LAYOUT: dict
 """The C layout, written from the C side: {"N_ACCUMULATORS", "MAX_TIERS", "N_LEVELS", "N_FILING_KINDS": int,
 "accumulator_index": {accumulator name: its ACC_* value (index into the C array)},
 "array_len": {"Struct.field": length counted by sizeof}, "enum_len": {"FILING_KINDS": int}}.
-tests/test_core_layout.py checks it against ACCUMULATOR_KEYS."""
+tests/core/test_core_layout.py checks it against ACCUMULATOR_KEYS."""
 
 INSUTYPES: tuple[str, ...]
 PERSON_TYPES: tuple[str, ...]

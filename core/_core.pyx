@@ -80,7 +80,7 @@ cdef Policy _POLICY_PROBE
 
 # What Python needs to know of the C layout, written from the C side: the
 # named sizes, the ACC_* value of each accumulator name, and the array lengths
-# of the structs counted by sizeof, so that tests/test_core_layout.py notices
+# of the structs counted by sizeof, so that tests/core/test_core_layout.py notices
 # if a struct, an enum and ACCUMULATOR_KEYS drift apart.
 LAYOUT = {
     "N_ACCUMULATORS": N_ACCUMULATORS,
@@ -412,12 +412,11 @@ cdef class Index:
         return _accumulators(self, psn_no, year)
 
     def apply_deltas(self, psn_no, year, deltas, sign):
-        cdef int32_t pi = _apply_deltas(self, psn_no, year, deltas, sign)
-        if YIDI_DEBUG:
-            _check_person_rows(&self.st, pi, NULL, NULL)
+        """add_deltas with the deltas as a dict by accumulator name (absent: 0)."""
+        self.add_deltas(psn_no, _year_of(year), _deltas_of(deltas, sign), sign)
 
     def add_deltas(self, psn_no, int year, tuple deltas, int sign):
-        """apply_deltas for a tuple in ACCUMULATOR_KEYS order (what events record), without a dict."""
+        """sign (+1 apply, -1 cancel) * deltas, a tuple in ACCUMULATOR_KEYS order (what events record)."""
         cdef int32_t pi = _add_deltas(self, psn_no, year, deltas, sign)
         if YIDI_DEBUG:
             _check_person_rows(&self.st, pi, NULL, NULL)

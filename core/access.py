@@ -24,7 +24,7 @@ object whose province must match the caller:
 
 ``authorize`` is the one enforcement point: the gateway calls it for every
 request after decoding and before any service code runs; a refusal changes
-nothing.  ``tests/test_access.py`` checks that every RPC has a rule, so a new
+nothing.  ``tests/core/test_access.py`` checks that every RPC has a rule, so a new
 RPC without one fails CI.
 
 A refusal reveals nothing (SPEC §9).  An object named by id (a person, a

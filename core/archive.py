@@ -69,7 +69,7 @@ class SettlementCancelledChange(msgspec.Struct, frozen=True, gc=False, tag=True)
     cancel_date: int
     cancel_seq: int
     # Where the store's reconciliation projection keeps the settlement, and the month the cancellation is
-    # booked in (0 for a cancellation recorded by the first release, whose answer did not carry it).
+    # booked in (0 for a cancellation recorded in ledger schemas 1–2, whose answer did not carry it).
     fixmedins_code: str = ""
     setl_date: int = 0
     clearing_month: int = 0

@@ -38,16 +38,15 @@ cdef dict _accumulators(Index self, object psn_no, object year_obj):
         return _acc_dict(_NO_ACCUMULATORS)
     return _acc_dict(_year_values(&self.st, &self.st.persons[pi], year))
 
-cdef int _next_values(Acc* a, object deltas, object sign, int64_t* out) except -1:
-    """out = a's values + sign * deltas, each within 0..MAX_ACCUMULATOR_FEN.
+cdef tuple _deltas_of(object deltas, object sign):
+    """A dict of deltas by accumulator name (what tests and tools write) as the tuple ``_add_deltas`` takes.
 
     Deltas are what a settlement computed (SPEC §5.5) and sign is +1 to apply
     them, -1 to cancel them; nothing a caller sends can make either malformed,
     and a cancellation of exactly the recorded deltas cannot go below zero.
-    So every refusal here is a bug: InvariantError, not a reason code.
+    So every refusal here and in ``_add_deltas`` is a bug: InvariantError, not a reason code.
     """
-    cdef int64_t s = 0, d = 0
-    cdef int k
+    cdef int64_t s = 0
     if not _int64_of(sign, &s) or (s != 1 and s != -1):
         raise InvariantError(f"apply_deltas: sign {_echo(sign)} is neither +1 (apply) nor -1 (cancel)")
     if type(deltas) is not dict:
@@ -55,19 +54,12 @@ cdef int _next_values(Acc* a, object deltas, object sign, int64_t* out) except -
     for key in deltas:
         if key not in ACCUMULATOR_KEYS:
             raise InvariantError(f"apply_deltas: unknown accumulator {_echo(key)}")
-    for k in range(N_ACCUMULATORS):
-        v = deltas.get(ACCUMULATOR_KEYS[k], 0)
-        if not _int64_of(v, &d) or not (-MAX_ACCUMULATOR_FEN <= d <= MAX_ACCUMULATOR_FEN):
-            raise InvariantError(f"apply_deltas: delta {_echo(v)} of {ACCUMULATOR_KEYS[k]} is not a bounded int")
-        out[k] = (a.value[k] if a != NULL else 0) + s * d
-        if out[k] < 0 or out[k] > MAX_ACCUMULATOR_FEN:
-            raise InvariantError(f"apply_deltas: {ACCUMULATOR_KEYS[k]} would become {out[k]}; "
-                                 "a cancellation must subtract exactly the deltas its settlement added")
-    return 0
+    return tuple([deltas.get(key, 0) for key in ACCUMULATOR_KEYS])
+
 
 cdef int32_t _add_deltas(Index self, object psn_no, int year, tuple deltas, int sign) except -2:
     """sign * deltas (a tuple in ACCUMULATOR_KEYS order: what events record) added to the person's year, all or
-    nothing; the settle path's form of apply_deltas, without a dict."""
+    nothing (a cancellation must subtract exactly the deltas its settlement added); the person's row."""
     cdef Store* st = &self.st
     cdef int32_t pi = _person_idx(self, psn_no)
     cdef int64_t next_value[N_ACCUMULATORS]
@@ -103,23 +95,6 @@ cdef Acc* _acc_new(Store* st, int32_t pi, int year) except NULL:
     st.persons[pi].first_acc_idx = <int32_t>st.n_accs
     st.n_accs += 1
     return a
-
-cdef int32_t _apply_deltas(Index self, object psn_no, object year_obj, object deltas, object sign) except -2:
-    """Add sign * deltas to the person's accumulators of the year, all or nothing; returns the person's row."""
-    cdef Store* st = &self.st
-    cdef int year = _year_of(year_obj)
-    cdef int32_t pi = _person_idx(self, psn_no)
-    cdef int64_t next_value[N_ACCUMULATORS]
-    cdef Acc* a
-    if pi < 0:
-        raise YidiError("PERSON_NOT_FOUND", psn_no=psn_no)
-    a = _acc_find(st, &st.persons[pi], year)
-    _next_values(a, deltas, sign, next_value)
-    if a == NULL:
-        a = _acc_new(st, pi, year)
-    memcpy(a.value, next_value, sizeof(next_value))
-    return pi
-
 
 # ---------------------------------------------------------------- the amounts
 # A fee line's parts (SPEC §5.1), in fen.
@@ -348,7 +323,7 @@ cdef class Bill:
 
 
 # Each amount's field number in the contract's Breakdown, by its name in core/money.py; 0, and not written, for
-# one the contract lacks (a test build's made-up layer: tests/test_money.py keeps the real declaration and the
+# one the contract lacks (a test build's made-up layer: tests/core/test_money.py keeps the real declaration and the
 # contract equal).  Declared in field-number order, so written in it.
 cdef int _BREAKDOWN_FIELD[N_BREAKDOWN]
 

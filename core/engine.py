@@ -72,6 +72,14 @@ class EngineState(msgspec.Struct):
     chronic: list[tuple[str, int, str, int, int]] = msgspec.field(default_factory=list)
 
 
+class ApplyFailed(Exception):
+    """Applying a decided event failed (a bug): memory may differ from the ledger; the cause is chained."""
+
+    def __init__(self, event: Event) -> None:
+        super().__init__(f"apply failed for a {event.kind} event")
+        self.event = event
+
+
 class Engine:
     """The parts of the domain over one :class:`Index`, holding ``state`` if given (a snapshot, or a reload)."""
 
@@ -90,8 +98,7 @@ class Engine:
         self.owners = Owners(index, self.filings, self.visits, self.settlements, self.problems)
         for psn_no, year, values in state.accumulators:
             # kept before the newest accumulators were declared: they read as 0 (core/money.py)
-            index.apply_deltas(psn_no, year, dict(zip(ACCUMULATOR_KEYS, pad(values, len(ACCUMULATOR_KEYS)),
-                                                      strict=True)), 1)
+            index.add_deltas(psn_no, year, pad(values, len(ACCUMULATOR_KEYS)), 1)
         parts = (self.filings, self.accounts, self.visits, self.settlements, self.clearing, self.problems)
         self._decide: dict[type, Callable[[Command, int], Decision]] = _one_each(p.decisions() for p in parts)
         self._apply: dict[type, Callable[[Event, int], list[Change]]] = _one_each(p.appliers() for p in parts)
@@ -105,6 +112,17 @@ class Engine:
         self.visits.archive = self.problems.archive = archive
 
     # ------------------------------------------------------------ dispatch
+    def perform(self, command: Command, seq: int) -> tuple[Decision, list[Change]]:
+        """Decide a command and apply its event as record ``seq``: the decision and the archive changes.
+
+        A refusal (``YidiError``) is raised by the decision and changes nothing.  A failure while applying
+        is ``ApplyFailed``: memory may then differ from the ledger."""
+        decision = self.decide(command, seq)
+        try:
+            return decision, self.apply(decision.event, seq)
+        except Exception as exc:
+            raise ApplyFailed(decision.event) from exc
+
     def decide(self, command: Command, seq: int) -> Decision:
         """The event and result of a command; changes nothing."""
         return self._decide[type(command)](command, seq)

@@ -59,7 +59,7 @@ def _r(status: str, message: str, english: str, kind: str = CALLER) -> Reason:
 _RETRY = "本次请求未办理，请稍后使用相同的请求ID重试"
 
 # Every reason, in the order and with the names of the Reason enum of protos/yidi/v1/common.proto
-# (tests/test_reasons.py), each with its one wording.
+# (tests/core/test_reasons.py), each with its one wording.
 REASONS: dict[str, Reason] = {
     # SPEC §4 eligibility, in the order they are checked
     "PERSON_NOT_FILED": _r(
@@ -284,7 +284,7 @@ REASONS: dict[str, Reason] = {
     "EXPLANATION_UNAVAILABLE": _r(
         "FAILED_PRECONDITION",
         "结算 {setl_id} 由早期版本办理，未记录计算明细所需的累计信息，无法出具结算说明；结算金额以结算单为准。",
-        "This settlement was made by a release that did not record what an explanation needs."),
+        "This settlement was recorded before the ledger kept what an explanation needs."),
     # the ledger failed a proof (a record, a derived row or a seal does not match): nothing is served from it
     "LEDGER_DAMAGED": _r(
         "UNAVAILABLE", "结算网关账本校验未通过，为免错付已暂停办理全部业务，并已自动登记差错。" + _RETRY +

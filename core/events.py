@@ -13,8 +13,9 @@ Encoding: ``b"\\x01"`` + MessagePack of the struct as an array (tag first).
 msgspec Structs were chosen over slotted dataclasses because they measured
 5-10x faster here to build, encode and decode (a settlement event: build 0.4
 vs 4.5 µs, encode 0.9 vs 2.5 µs, decode 2.0 vs 8.4 µs) and half the size.
-Bodies written by the first release are JSON objects (``{"type": ...}``);
-``decode`` still reads them.
+Ledger schema 1 wrote JSON objects (``{"type": ...}``); ``decode`` still reads
+them (``_from_json_v1``).  Fields added to an event later have defaults, so
+a record written before a field existed decodes with that default.
 """
 from __future__ import annotations
 
@@ -158,7 +159,7 @@ class SettlementFacts(msgspec.Struct, frozen=True, array_like=True, gc=False):
     year: int                 # the accumulator year the deltas were applied to
     breakdown: Breakdown
     deltas: tuple[int, ...]   # in ACCUMULATOR_KEYS order (SPEC §5.5)
-    risk_flags: int = 0       # SPEC §7, bits of core.funds.RISK_FLAGS (the first release recorded none)
+    risk_flags: int = 0       # SPEC §7, bits of core.funds.RISK_FLAGS (none in records of ledger schemas 1–2)
     acct_draws: tuple[tuple[str, int], ...] = ()   # SPEC §10.1: (psn_no, fen) of each account drawn, in order
     # SPEC §10.2: a chronic-disease visit; its deltas' outpatient slots are then that disease's accumulators
     dise_codg: str = ""
@@ -265,13 +266,13 @@ class Settled(Event, tag="settled"):
     """出院结算, or 门诊一站式 (then ``visit`` is set: the visit is born here, settled).
 
     ``lines`` are the settled fee lines (for an inpatient stay they open again
-    if the settlement is cancelled; the first release did not record them).
+    if the settlement is cancelled; a schema-1 record may lack them).
     """
 
     settlement: SettlementFacts
     visit: Union[VisitFacts, None] = None
     lines: tuple[FeeLine, ...] = ()
-    clearing_month: int = 0   # yyyymm it is booked in (SPEC §8); 0: recorded by the first release, booked on apply
+    clearing_month: int = 0   # yyyymm it is booked in (SPEC §8); 0 in records of ledger schemas 1–2: booked on apply
 
     @property
     def key(self) -> str:
@@ -283,7 +284,7 @@ class SettlementCancelled(Event, tag="settlement_cancelled"):
 
     It carries what it undoes (the settlement's facts; for an inpatient stay,
     the visit and its settled lines, which open again), so that replay needs
-    nothing else.  The first release recorded only the id and the date.
+    nothing else.  A schema-1 record carries only the id and the date.
     """
 
     setl_id: str
@@ -291,7 +292,7 @@ class SettlementCancelled(Event, tag="settlement_cancelled"):
     settlement: Union[SettlementFacts, None] = None
     visit: Union[VisitFacts, None] = None
     lines: tuple[FeeLine, ...] = ()
-    clearing_month: int = 0   # yyyymm it is booked in (SPEC §8); 0: recorded by the first release, booked on apply
+    clearing_month: int = 0   # yyyymm it is booked in (SPEC §8); 0 in records of ledger schemas 1–2: booked on apply
     settled_lines: tuple[FeeLine, ...] = ()   # SPEC §10.3: a final settlement's stay's mid-settled lines, restored
 
     @property
@@ -425,16 +426,16 @@ def encode(event: Event) -> bytes:
 
 
 def decode(body: bytes) -> Event:
-    """An event from a ledger body, in the current format or the first release's JSON."""
+    """An event from a ledger body: MessagePack (``FORMAT_MSGPACK``), or ledger schema 1's JSON."""
     if body[:1] == FORMAT_MSGPACK:
         return _DECODER.decode(memoryview(body)[1:])
     if body[:1] == b"{":
-        return _from_legacy(orjson.loads(body))
+        return _from_json_v1(orjson.loads(body))
     raise InvariantError(f"unknown ledger body format {body[:1]!r}")
 
 
-# ------------------------------------------------- the first release's JSON bodies
-def _from_legacy(d: dict) -> Event:
+# ------------------------------------------------- ledger schema 1's JSON bodies
+def _from_json_v1(d: dict) -> Event:
     kind = d.get("type")
     if kind == "filed":
         return Filed(person=_person(d["person"]), filing=Filing.from_row(d["filing"]))
@@ -456,7 +457,7 @@ def _from_legacy(d: dict) -> Event:
         return SettlementCancelled(setl_id=d["setl_id"], cancel_date=d["cancel_date"])
     if kind == "reference_loaded":
         return ReferenceLoaded(data_dir=d["data_dir"], meta=d.get("meta", {}))
-    raise InvariantError(f"unknown legacy event type {kind!r}")
+    raise InvariantError(f"unknown schema-1 event type {kind!r}")
 
 
 def _person(d: dict) -> Person:

@@ -5,7 +5,7 @@ constants (generated from this file at build time into ``core/_money.pxi``),
 the ledger's event encoding (``events.Breakdown``), clearing totals
 (``core.funds``), the CLI's rendering and the simulated month; the protos
 are the hand-written contract, checked against this by tests
-(tests/test_money.py).  Pure data and the standard library only: setup.py
+(tests/core/test_money.py).  Pure data and the standard library only: setup.py
 reads it before anything is built.
 
 Positions are forever.  An amount's place in ``BREAKDOWN`` is its place in
@@ -143,7 +143,7 @@ def cython_constants() -> str:
         for insutype, field in layer.reported_as.items():
             suffix = f"_{insutype}" if insutype else ""
             lines.append(f"    LAYER_{layer.name.upper()}{suffix} = BD_{field.upper()}")
-    # the positions as the C side numbers them, for tests/test_core_layout.py
+    # the positions as the C side numbers them, for tests/core/test_core_layout.py
     lines += ["", "MONEY_INDEX = {"]
     lines += [f'    "{a.name}": BD_{a.name.upper()},' for a in BREAKDOWN]
     lines += [f'    "{a.name}": ACC_{a.name.upper()},' for a in ACCUMULATORS]

@@ -140,7 +140,7 @@ class Settlements:
                                            cmd.acct_used_flag, cmd.acct_mulaid_flag, mid=cmd.mid_setl_flag)
         return Decision(Settled(settlement=facts, lines=lines, clearing_month=month), reply)
 
-    def decide_cancel(self, cmd: CancelSettlement, _seq: int = 0) -> Decision:
+    def decide_cancel(self, cmd: CancelSettlement, _seq: int) -> Decision:
         """结算撤销: gives back exactly the recorded deltas; an inpatient stay opens again."""
         ref = self.settlement(cmd.setl_id)
         if ref.status != SETTLED:
@@ -172,11 +172,11 @@ class Settlements:
         if cmd.target_kind == "settlement":
             check_date(cmd.reverse_date, "冲正日期 reverse_date", field="reverse_date")
             decision = self.decide_cancel(CancelSettlement(
-                request_id=cmd.request_id, setl_id=cmd.target_id, cancel_date=cmd.reverse_date))
+                request_id=cmd.request_id, setl_id=cmd.target_id, cancel_date=cmd.reverse_date), seq)
             outcome = "settlement_cancelled"
         elif cmd.target_kind == "admission":
             decision = self.visits.decide_cancel_admission(CancelAdmission(request_id=cmd.request_id,
-                                                                           mdtrt_id=cmd.target_id))
+                                                                           mdtrt_id=cmd.target_id), seq)
             outcome = "admission_cancelled"
         else:
             return Decision(RequestReversed(original_request_id=cmd.original_request_id),
@@ -255,14 +255,14 @@ class Settlements:
             changes = [PutSettlement(ArchivedSettlement(s, seq, lines=event.lines))]
         else:  # inpatient: the stay closes; its lines go to the archive, to open again on cancellation
             visit = self.visits.close(s.mdtrt_id)
-            lines = event.lines or tuple(visit.lines.values())  # the first release did not record them
+            lines = event.lines or tuple(visit.lines.values())  # a schema-1 record may lack them
             changes = [VisitStatus(s.mdtrt_id, SETTLED, s.setl_id), PutSettlement(ArchivedSettlement(s, seq, lines=lines))]
         self._book(s, event.clearing_month, s.setl_date, 1)
         return changes
 
     def apply_cancelled(self, event: SettlementCancelled, seq: int) -> list:
         facts, visit, lines = event.settlement, event.visit, event.lines
-        if facts is None:  # recorded by the first release: the immutable facts are in the archive
+        if facts is None:  # a schema-1 record: the immutable facts are in the archive
             ref = self.archive.settlement(event.setl_id)
             facts, lines = ref.facts, ref.lines
             visit = self.archive.visit(facts.mdtrt_id).facts

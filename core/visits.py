@@ -118,7 +118,7 @@ class Visits:
         visit = self.new_visit(seq, psn_no, cmd.fixmedins_code, INPATIENT, cmd.adm_date, elig)
         return Decision(Admitted(visit=visit, ipt_no=cmd.ipt_no), AdmitResult(visit, person["name"]))
 
-    def decide_cancel_admission(self, cmd: CancelAdmission, _seq: int = 0) -> Decision:
+    def decide_cancel_admission(self, cmd: CancelAdmission, _seq: int) -> Decision:
         """入院撤销: only before settlement."""
         visit = self.open_visit(cmd.mdtrt_id)
         if visit.mids:

@@ -2,7 +2,7 @@
 # straight from C structs: building the same answer as protobuf Python objects cost ~25 µs per
 # settlement, writing it here ~1 µs.  The .proto files stay the contract: every field number and enum
 # value used here comes from _wire_numbers.pxi, generated from their descriptors at build time, and
-# tests/test_core_wire.py checks that these bytes equal what the generated classes serialize
+# tests/core/test_core_wire.py checks that these bytes equal what the generated classes serialize
 # (deterministic), field by field.
 #
 # Proto3 rules kept here: fields in ascending number, a scalar equal to its default (0, "") is
@@ -107,7 +107,7 @@ def length_delimited(int field, bytes payload not None):
 # makes the reader answer None, and the caller parses the bytes with the generated classes instead.
 # So what is read here is always exactly what upb would read, and when the reader accepts the bytes
 # they are canonical: equal to the deterministic serialization, so the idempotency digest can be
-# taken over them as they came (tests/test_core_wire.py checks both claims on random requests).
+# taken over them as they came (tests/core/test_core_wire.py checks both claims on random requests).
 
 ctypedef struct PbIn:
     const unsigned char* p

@@ -5,15 +5,18 @@ ledger group (one transaction), for one command or a batch:
 
 1. idempotency (``keys.Keys``): a key seen before answers with its first
    answer, byte for byte; the same key with another request is refused;
-2. decide (``core.engine``): the event and the result, or a refusal that
-   changes nothing (a refused item does not affect its neighbours);
-3. apply the event to memory and encode the reply (``convert.encode_reply``);
+2. perform (``Engine.perform``): decide the event and the result, or a
+   refusal that changes nothing (a refused item does not affect its
+   neighbours), and apply the event to memory;
+3. make the record: the event's body and the reply (``encode_reply``, given
+   by the transport);
 4. submit every record of the batch as one group, and answer only once it
    is durable.
 
 Between the first decision and the submit nothing awaits, so records are
 numbered and committed in exactly the order they were applied.  app.py
-builds no protobuf message: results are encoded by the translation layer.
+builds no protobuf message and imports nothing of the transport: results are
+encoded by the function the server hands it (``convert.encode_reply``).
 """
 from __future__ import annotations
 
@@ -27,15 +30,16 @@ import os
 import subprocess
 import sys
 import time
+import urllib.parse
 import uuid
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, NoReturn, Sequence
 
 from core import Index, events
 from core.archive import ArchivedProblem, ArchivedSettlement, ArchivedVisit, Change, MemoryArchive, Overlay
 from core.access import NATIONAL
 from core.commands import Command, Decision, LoadReferenceData, ReferenceResult, ReportProblem, Reverse
-from core.engine import Engine, EngineState
+from core.engine import ApplyFailed, Engine, EngineState
 from core.errors import YidiError
 from core.events import REVERSED_KIND, ReferenceLoaded
 from core.limits import check_id
@@ -46,9 +50,9 @@ from .store import chain, snapshot
 from .operations import metrics
 from .config import Config
 from .reads import Reads
-from .transport.convert import encode_reply
 from .store.idempotency import REVERSED, Keys, Looked, Prior, reused
-from .store import GroupCommitLedger, LedgerClosed, LedgerCorrupt, LedgerFatal, Record, Store
+from .store import (GroupCommitLedger, LedgerClosed, LedgerCorrupt, LedgerFatal, Record, SnapshotStore, StorageDown, Store,
+                    is_postgresql)
 
 log = logging.getLogger("yidi.gateway")
 
@@ -156,7 +160,7 @@ def load_index(config: Config, data_dir: str, progress: Callable[[str, int], Non
 
 
 def build_state(config: Config, store: Store, keys: Keys, data_dir: str,
-                snapshots: snapshot.Snapshots,
+                snapshots: SnapshotStore,
                 progress: Callable[[str, int], None] | None = None) -> tuple[LoadedState, int]:
     """Reference data + the newest valid snapshot + the ledger's tail (blocking).
 
@@ -218,7 +222,7 @@ def build_reloaded(config: Config, store: Store, data_dir: str,
     return LoadedState(engine, data_dir, int(time.time() * 1000)), event
 
 
-def _spawn_niced(argv: list[str], nice: int) -> tuple[int, bytes, bytes]:
+def _spawn_niced(argv: list[str], nice: int, env: dict | None = None) -> tuple[int, bytes, bytes]:
     """Run argv at a lower priority; (exit status, stdout, stderr).
 
     Started with posix_spawn (``close_fds=False``; every descriptor of Python and gRPC is close-on-exec, so
@@ -227,7 +231,7 @@ def _spawn_niced(argv: list[str], nice: int) -> tuple[int, bytes, bytes]:
     event loop's own subprocess support (uvloop, libuv) forks.
     """
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                            close_fds=False)
+                            close_fds=False, env=env)
     with contextlib.suppress(OSError):
         os.setpriority(os.PRIO_PROCESS, proc.pid, nice)   # the settlements come first
     out, err = proc.communicate()
@@ -236,8 +240,9 @@ def _spawn_niced(argv: list[str], nice: int) -> tuple[int, bytes, bytes]:
 
 class Gateway:
     def __init__(self, config: Config, store: Store, on_fatal: Callable[[BaseException], None],
-                 audit=None) -> None:
+                 encode_reply: Callable[[object], bytes], audit=None, snapshots: SnapshotStore | None = None) -> None:
         self.config = config
+        self.encode_reply = encode_reply   # a command's result → the reply's bytes (the transport's)
         self.audit = audit
         self.admission = None   # gateway.security.admission.Admission, set by the server
         self.watchdog = None    # gateway.operations.watchdog.LoopWatchdog, set by the server
@@ -251,7 +256,7 @@ class Gateway:
         self.ledger = GroupCommitLedger(store, max_batch=config.ledger_max_batch, on_fatal=on_fatal)
         self.keys = Keys(store, config.idempotency_cache_keys)
         self.reads = Reads(self, store)   # what the services read of the projections
-        self.snapshots = snapshot.Snapshots(config.snapshot_dir())
+        self.snapshots = snapshots if snapshots is not None else snapshot.Snapshots(config.snapshot_dir())
         self.state: LoadedState | None = None
         self.snapshot_seq = 0
         self._paused = False  # while reference data is being swapped
@@ -326,7 +331,7 @@ class Gateway:
             self.on_damaged()
 
     def verify_after_start(self) -> None:
-        """Prove what start-up did not read, in a process of its own (gateway/store/sqlite/verify.py), in the background."""
+        """Prove what start-up did not read, in a process of its own (gateway/store/*/verify.py), in the background."""
         task = asyncio.get_running_loop().create_task(self._verify())
         self._background.add(task)
         task.add_done_callback(self._background.discard)
@@ -334,8 +339,12 @@ class Gateway:
     async def _verify(self) -> None:
         argv = [sys.executable, "-m", "gateway", "verify-ledger", self.store.path, "--live",
                 "--key", self.config.seal_key, "--snapshots", self.config.snapshot_dir()]
+        env = None
+        if is_postgresql(self.config.store_url()):   # a URL's password goes by environment, never in argv
+            password = urllib.parse.urlsplit(self.config.store_url()).password
+            env = dict(os.environ, PGPASSWORD=urllib.parse.unquote(password)) if password else None
         started = time.perf_counter()
-        returncode, out, err = await asyncio.to_thread(_spawn_niced, argv, VERIFY_NICE)
+        returncode, out, err = await asyncio.to_thread(_spawn_niced, argv, VERIFY_NICE, env)
         said = (out or err).decode("utf-8", "replace").strip().splitlines()
         line = said[-1] if said else f"exit {returncode}"
         if returncode == 0:
@@ -386,11 +395,14 @@ class Gateway:
                     continue
                 seen[command.request_id] = (digest, i)
                 check_deadline()  # the last moment before this item changes anything
-                decision = engine.decide(command, base + len(records))
+                records.append(self._perform(engine, caller, command, digest, base + len(records)))
             except YidiError as err:
                 outcomes[i] = err
                 continue
-            records.append(self._apply(engine, caller, command, digest, decision, base + len(records)))
+            except StorageDown as err:   # a read the decision needed failed (a database server lost): nothing changed
+                log.error("%s", err)
+                outcomes[i] = storage_unavailable()
+                continue
             outcomes[i] = records[-1].response
         if records:
             await self._submit(caller, records)
@@ -426,20 +438,31 @@ class Gateway:
         except LedgerFatal:
             raise storage_unavailable() from None
 
-    def _apply(self, engine: Engine, caller: str, command: Command, digest: bytes, decision: Decision,
-               seq: int) -> Record:
-        """Apply a decision to memory and make its record (reply included); a failure here is a bug."""
+    def _perform(self, engine: Engine, caller: str, command: Command, digest: bytes, seq: int) -> Record:
+        """Decide and apply a command and make its record.  A refusal (YidiError) changes nothing; a failure
+        once the event is being applied is a bug: memory may now differ from the ledger."""
+        try:
+            decision, changes = engine.perform(command, seq)
+        except ApplyFailed as exc:
+            self._diverged(exc.event, exc.__cause__ or exc)
+        return self._record(caller, command, digest, decision, changes, seq)
+
+    def _record(self, caller: str, command: Command, digest: bytes, decision: Decision, changes: list,
+                seq: int) -> Record:
+        """The record of an applied decision: the event's body, the reply's bytes and the archive changes."""
         event = decision.event
         try:
-            changes = engine.apply(event, seq)
             return Record(kind=event.kind, caller=caller, request_id=command.request_id, digest=digest,
-                          key=event.key, body=events.encode(event), response=encode_reply(decision.result),
+                          key=event.key, body=events.encode(event), response=self.encode_reply(decision.result),
                           seq=seq, changes=tuple(changes))
-        except BaseException as exc:  # memory may now differ from the ledger
-            log.critical("apply failed for a %s event; restarting to rebuild from the ledger", event.kind)
-            self._leave_fatal_note(event, exc)
-            self.on_fatal(exc)
-            raise
+        except Exception as exc:
+            self._diverged(event, exc)
+
+    def _diverged(self, event: events.Event, exc: BaseException) -> NoReturn:
+        log.critical("apply failed for a %s event; restarting to rebuild from the ledger", event.kind)
+        self._leave_fatal_note(event, exc)
+        self.on_fatal(exc)
+        raise exc
 
     # ------------------------------------------------- internal failures → problem reports
     async def report_internal(self, method: str, caller: str, correlation_id: str, text: str = "") -> bool:
@@ -575,7 +598,11 @@ class Gateway:
         old, self.state = self.state, state
         try:
             seq = self.ledger.next_seq
-            record = self._apply(state.engine, caller, command, digest, Decision(event, self.status(seq)), seq)
+            try:
+                changes = state.engine.apply(event, seq)
+            except Exception as exc:
+                self._diverged(event, exc)
+            record = self._record(caller, command, digest, Decision(event, self.status(seq)), changes, seq)
             await self._submit(caller, [record])
             return record.response
         except BaseException:

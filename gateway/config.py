@@ -12,6 +12,9 @@ DEFAULT_LISTEN = "127.0.0.1:50051"
 class Config:
     data_dir: str = DEFAULT_DATA_DIR
     ledger: str = ""                 # default: <data_dir>/../yidi-ledger.sqlite, beside the data set
+    # The ledger's store: a SQLite file (empty: ``ledger``) or postgresql://user@host:port/database
+    # (gateway/store/postgresql/; ``ledger`` then names only this node's own files: audit log, failure note).
+    store: str = ""
     listen: str = DEFAULT_LISTEN
     # A request larger than this is refused with MESSAGE_TOO_LARGE; gRPC itself refuses anything over
     # twice this from its length prefix, unbuffered (plain RESOURCE_EXHAUSTED: docs/design.md, Message size).
@@ -94,6 +97,9 @@ class Config:
 
     def snapshot_dir(self) -> str:
         return self.snapshots or self.ledger_path() + ".snapshots"
+
+    def store_url(self) -> str:
+        return self.store or self.ledger_path()
 
     def ledger_path(self) -> str:
         if self.ledger:

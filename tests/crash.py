@@ -1,7 +1,7 @@
 """Crash safety, proven: clients settle over mTLS while the gateway is SIGKILLed at random moments.
 
     python tests/crash.py --crashes 100          (make crash CRASHES=100)
-    python tests/crash.py --crashes 3            (the short form tests/test_crash.py runs in CI)
+    python tests/crash.py --crashes 3            (the short form tests/e2e/test_crash.py runs in CI)
 
 A small generated data set; a gateway on a fixed loopback port (so clients
 find it again after each restart) and one ledger for the whole run. Client

@@ -5,7 +5,7 @@
 
 `make test-debug` records a ledger with the project's build, declares a made-up layer in the debug tree's
 core/money.py (an amount of the breakdown that is cleared, and an accumulator), builds that tree and runs
-tests/test_core_money_layer.py there, which replays the recorded ledger (and restores its snapshot) and finds
+tests/core/test_core_money_layer.py there, which replays the recorded ledger (and restores its snapshot) and finds
 every recorded amount, accumulator and clearing total as it was, and the new ones 0.
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 MADE_UP = '''
 
-# A made-up layer, declared by tests/money_layer.py extend for tests/test_core_money_layer.py (test builds only).
+# A made-up layer, declared by tests/money_layer.py extend for tests/core/test_core_money_layer.py (test builds only).
 BREAKDOWN += (Amount("test_layer_pay", "测试层", layer="test_layer", cleared=True),)
 LAYERS += (Layer("test_layer", "测试层", {"": "test_layer_pay"}),)
 ACCUMULATORS += (Accumulator("test_layer_paid_fen", "测试层已支付"),)
@@ -35,6 +35,7 @@ def record(out: str) -> None:
     """Today's ledger: settlements of every kind and layer, a cancellation, an account, a closed month."""
     out = os.path.abspath(out)
     sys.path.insert(0, ROOT)
+    from builders import DRUG_A, DRUG_B, TREATMENT_A
     from core import Index, events
     from core import commands as cmd
     from core.archive import MemoryArchive
@@ -73,7 +74,7 @@ def record(out: str) -> None:
         visit = do(cmd.Admit(request_id=f"a-{who}", person=cmd.PersonId(psn_no=psn[who]),
                              fixmedins_code=inst[level], adm_date=DATE)).event.visit
         do(cmd.UploadFees(request_id=f"f-{who}", mdtrt_id=visit.mdtrt_id,
-                          lines=lines(("T001", 8_000_000, 1000), ("XB02", 50_000, 20_000))))
+                          lines=lines((TREATMENT_A, 8_000_000, 1000), (DRUG_B, 50_000, 20_000))))
         settled[who] = do(cmd.DischargeSettle(request_id=f"s-{who}", mdtrt_id=visit.mdtrt_id,
                                               dscg_date=DATE + 5)).event.settlement
     blob_seq = seq
@@ -81,7 +82,7 @@ def record(out: str) -> None:
     for n, who in enumerate(("in_service", "acct", "retired")):         # outpatient, after the snapshot
         settled[f"op-{who}"] = do(cmd.OutpatientSettle(
             request_id=f"o-{n}", person=cmd.PersonId(psn_no=psn[who]), fixmedins_code=inst["hk_l1"],
-            setl_date=DATE + 6, lines=lines(("XA01", 1250, 6000), ("XB02", 8800, 1500)),
+            setl_date=DATE + 6, lines=lines((DRUG_A, 1250, 6000), (DRUG_B, 8800, 1500)),
             acct_used_flag=who == "acct")).event.settlement
     do(cmd.CancelSettlement(request_id="c", setl_id=settled["op-retired"].setl_id, cancel_date=DATE + 7))
     do(cmd.ChangeClearingMonth(request_id="close", month=DATE // 100, action="close"), "national")

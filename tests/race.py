@@ -26,11 +26,12 @@ sys.path.insert(0, ROOT)
 import grpc  # noqa: E402
 
 from datagen.spec_fixture import write_spec_dataset  # noqa: E402
-from gateway._pb.yidi.v1 import common_pb2 as pb, diagnostics_pb2 as dpb, diagnostics_pb2_grpc  # noqa: E402
+from gateway._pb.yidi.v1 import diagnostics_pb2 as dpb, diagnostics_pb2_grpc  # noqa: E402
 from gateway._pb.yidi.v1 import settlement_pb2 as spb, settlement_pb2_grpc  # noqa: E402
 from gateway.transport.status import reason_of  # noqa: E402
 from gateway.testing import credentials, start_gateway  # noqa: E402
 from tests.gateway_harness import file_person  # noqa: E402
+from tests.builders import outpatient  # noqa: E402
 
 HAINAN, LIAONING = "460000", "210000"
 PERSONS = 8          # pairs spread over persons, so that no one reaches an annual cap
@@ -39,9 +40,7 @@ PING_EVERY_S = 0.02
 
 async def pair(settlement, n: int) -> str:
     """One original and its reversal, sent together; what the pair came to, or a violation."""
-    original = spb.OutpatientSettleRequest(
-        request_id=f"race-{n}", psn_no=f"PR-{n % PERSONS}", fixmedins_code="H46010000003", setl_date=20260316,
-        lines=[pb.FeeLine(feedetl_sn="1", code="XA01", unit_price_fen=1000 + n % 97, qty_milli=1000)])
+    original = outpatient(f"race-{n}", f"PR-{n % PERSONS}", date=20260316, price=1000 + n % 97, qty_milli=1000)
     settled = asyncio.ensure_future(settlement.OutpatientSettle(original, timeout=30))
     reversal = await settlement.Reverse(spb.ReverseRequest(request_id=f"race-{n}-r", original_request_id=original.
                                                            request_id, reverse_date=20260317), timeout=30)

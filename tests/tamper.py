@@ -65,9 +65,10 @@ from gateway.store.seal import SealKey  # noqa: E402
 from gateway.transport.status import reason_of  # noqa: E402
 from gateway.testing import dev_certs, ledger_key, start_gateway  # noqa: E402
 from tests.gateway_harness import file_person  # noqa: E402
+from tests.builders import HK_L1, HK_L3, TREATMENT_A, line, outpatient  # noqa: E402
 
 HAINAN, LIAONING, NATIONAL = "460000", "210000", "national"
-CLINIC, HOSPITAL = "H46010000003", "H46010000001"
+CLINIC, HOSPITAL = HK_L1, HK_L3
 DETECTION_WAIT_S = 15
 
 
@@ -99,10 +100,6 @@ def ask(gw, caller: str, method: str, request) -> bytes:
     return gw.client(caller).raw(method, request)
 
 
-def fee(sn: int, price: int, qty_milli: int = 1000, code: str = "XA01") -> pb.FeeLine:
-    return pb.FeeLine(feedetl_sn=str(sn), code=code, unit_price_fen=price, qty_milli=qty_milli)
-
-
 def options(p_work: str) -> tuple[str, ...]:
     return ("--witness", os.path.join(p_work, "witness"), "--health-listen", "127.0.0.1:0")
 
@@ -113,9 +110,8 @@ def keep(p: Pristine, gw, caller: str, method: str, request) -> bytes:
     return answer
 
 
-def settle(p: Pristine, gw, request_id: str, price: int) -> spb.SettlementResponse:
-    request = spb.OutpatientSettleRequest(request_id=request_id, psn_no="PT-1", fixmedins_code=CLINIC,
-                                          setl_date=20260316, lines=[fee(1, price, 2000)])
+def keep_outpatient(p: Pristine, gw, request_id: str, price: int) -> spb.SettlementResponse:
+    request = outpatient(request_id, "PT-1", CLINIC, date=20260316, price=price, qty_milli=2000)
     answer = spb.SettlementResponse.FromString(keep(p, gw, HAINAN, "/yidi.v1.SettlementService/OutpatientSettle",
                                                     request))
     p.settlements[request_id] = int(answer.settlement.setl_id[1:])
@@ -132,7 +128,7 @@ def build(work: str) -> Pristine:
     file_person(liaoning, "PT-1", "21010219800101071")
     file_person(liaoning, "PT-2", "21010219800101072", person_type=pb.PERSON_TYPE_RETIRED)
     for n in range(4):
-        settle(p, gw, f"t-op-{n}", 1000 + 37 * n)
+        keep_outpatient(p, gw, f"t-op-{n}", 1000 + 37 * n)
     cancel = spb.CancelSettlementRequest(request_id="t-cancel", setl_id=f"S{p.settlements['t-op-1']:015d}",
                                          cancel_date=20260317)
     keep(p, gw, HAINAN, "/yidi.v1.SettlementService/CancelSettlement", cancel)
@@ -142,7 +138,7 @@ def build(work: str) -> Pristine:
     admitted = spb.AdmitResponse.FromString(keep(p, gw, HAINAN, "/yidi.v1.SettlementService/Admit", spb.AdmitRequest(
         request_id="t-adm", psn_no="PT-2", fixmedins_code=HOSPITAL, adm_date=20260301)))
     keep(p, gw, HAINAN, "/yidi.v1.SettlementService/UploadFees", spb.UploadFeesRequest(
-        request_id="t-fees", mdtrt_id=admitted.mdtrt_id, lines=[fee(1, 500000, code="T001")]))
+        request_id="t-fees", mdtrt_id=admitted.mdtrt_id, lines=[line(1, TREATMENT_A, 500000, 1000)]))
     stay = spb.SettlementResponse.FromString(keep(p, gw, HAINAN, "/yidi.v1.SettlementService/DischargeSettle",
                                                   spb.DischargeSettleRequest(request_id="t-dis",
                                                                              mdtrt_id=admitted.mdtrt_id,
@@ -161,7 +157,7 @@ def build(work: str) -> Pristine:
     copy_files(p.work, os.path.join(p.work, "early"), witness=False)   # the operator's "backup", for the rollback
     gw = start_gateway(p.data_dir, p.ledger, *options(p.work))
     for n in range(4, 7):
-        settle(p, gw, f"t-op-{n}", 2000 + 41 * n)                       # after the snapshot: the tail
+        keep_outpatient(p, gw, f"t-op-{n}", 2000 + 41 * n)                # after the snapshot: the tail
     for seq in p.settlements.values():
         keep(p, gw, HAINAN, "/yidi.v1.SettlementService/GetSettlement",
              spb.GetSettlementRequest(setl_id=f"S{seq:015d}"))
@@ -497,9 +493,8 @@ def unlinked_while_serving(p: Pristine, work: str) -> Outcome:
         acknowledged = 0
         for n in range(20):
             try:
-                hainan(hainan.settlement.OutpatientSettle, spb.OutpatientSettleRequest(
-                    request_id=f"t-gone-{n}", psn_no="PT-1", fixmedins_code=CLINIC, setl_date=20260318,
-                    lines=[fee(1, 900 + n)]))
+                hainan(hainan.settlement.OutpatientSettle, outpatient(f"t-gone-{n}", "PT-1", CLINIC, date=20260318,
+                                                                      price=900 + n, qty_milli=1000))
                 acknowledged += 1
             except grpc.RpcError:
                 pass

@@ -23,6 +23,7 @@ from core.problems import CATEGORIES as PROBLEM_CATEGORIES
 from .funds import (call_clearing, call_flagged, call_positions, call_prepaid, call_problems,
                     call_reconcile)
 from ..config import Config
+from ..store.postgresql import safe_url
 from .render import print_message, progress_printer
 
 DEFAULT_TARGET = "127.0.0.1:50051"
@@ -64,7 +65,10 @@ def client_credentials(args):
 
     paths = certs.Paths(args.certs)
     cert, key = args.cert or paths.client_cert(args.caller), args.key or paths.client_key(args.caller)
-    return grpc.ssl_channel_credentials(certs.read(args.ca or paths.ca), certs.read(key), certs.read(cert))
+    try:
+        return grpc.ssl_channel_credentials(certs.read(args.ca or paths.ca), certs.read(key), certs.read(cert))
+    except certs.CertificateError as err:
+        raise SystemExit(str(err)) from None
 
 
 class Client:
@@ -161,6 +165,7 @@ class ServeOption:
     type: type
     help: str
     choices: tuple = ()
+    env_alias: str = ""   # a second variable read when YIDI_SERVE_<FLAG> is not set
 
     @property
     def dest(self) -> str:
@@ -171,7 +176,7 @@ class ServeOption:
         return "YIDI_SERVE_" + self.dest.upper()
 
     def default(self):
-        raw = os.environ.get(self.env)
+        raw = os.environ.get(self.env, os.environ.get(self.env_alias) if self.env_alias else None)
         if raw is None:
             return getattr(Config(), self.field) if self.field else ""
         if self.type is bool:
@@ -183,6 +188,8 @@ class ServeOption:
 
     def argument(self) -> tuple:
         default = self.default()
+        if self.field == "store":
+            default = safe_url(default)   # a password in YIDI_STORE is never shown
         shown = f"{default!r}" if isinstance(default, str) else f"{default}"
         text = f"{self.help} (default: {shown}; env {self.env})"
         if self.type is bool:
@@ -193,6 +200,9 @@ class ServeOption:
 SERVE_OPTIONS = (
     ServeOption("--data-dir", "data_dir", str, "the reference data set (yidi datagen)"),
     ServeOption("--ledger", "ledger", str, "ledger file; empty: yidi-ledger.sqlite beside the data set"),
+    ServeOption("--store", "store", str, "the ledger's store: postgresql://user@host:port/database (password from "
+                                         "PGPASSWORD or ~/.pgpass, or in the URL), or a SQLite file; empty: the "
+                                         "--ledger file (env also YIDI_STORE)", env_alias="YIDI_STORE"),
     ServeOption("--listen", "listen", str, "host:port of the gRPC listener (port 0: any free port)"),
     ServeOption("--certs", "", str, "development certificates directory (yidi certs); empty: certs/dev"),
     ServeOption("--cert", "tls_cert", str, "server certificate (PEM); empty: <certs>/server.pem"),
@@ -280,7 +290,7 @@ def cmd_serve(args) -> None:
         progress.done()
         metrics = f" metrics http://{config.metrics_listen.rsplit(':', 1)[0]}:{metrics_port}/metrics" if metrics_port else ""
         health = f" health {config.health_listen.rsplit(':', 1)[0]}:{health_port}" if health_port else ""
-        print(f"SERVING {host}:{port} ledger {config.ledger_path()}{metrics}{health}", flush=True)
+        print(f"SERVING {host}:{port} ledger {safe_url(config.store_url())}{metrics}{health}", flush=True)
 
     run(config, ready=ready, progress=progress, listening=listening)
 
@@ -309,10 +319,16 @@ def cmd_verify_ledger(args) -> None:
     """Exit 0: proved; 1 (``NOT OK: ...``): the ledger is not what was written; 2: it could not be checked."""
     from ..store.chain import LedgerCorrupt
     from ..store.seal import SealKey
+    from ..store import is_postgresql
     from ..store.sqlite.verify import verify_ledger
 
     try:
         key = SealKey.read(args.key) if args.key else None
+        if is_postgresql(args.ledger):   # snapshots are kept in the database
+            from ..store.postgresql.verify import verify_ledger as verify_postgresql
+
+            print(verify_postgresql(args.ledger, key, args.witness, live=args.live))
+            return
         print(verify_ledger(args.ledger, args.snapshots or args.ledger + ".snapshots", key, args.witness,
                             live=args.live))
     except LedgerCorrupt as err:
@@ -548,7 +564,8 @@ COMMANDS: tuple[Command, ...] = (
         arg("--out", required=True, help="the key file to create (keep it outside the data directory)"),
     ), local=cmd_keys),
     Command("verify-ledger", "prove a whole ledger: every record, the keyed chain, the derived rows, the seals", (
-        arg("ledger", help="the ledger file"),
+        arg("ledger", help="the ledger file, or postgresql://user@host:port/database (password from PGPASSWORD or "
+                           "~/.pgpass)"),
         arg("--key", default="", help="the seal key (without it only checksums and row counts are checked)"),
         arg("--snapshots", default="", help="snapshot directory (default: <ledger>.snapshots)"),
         arg("--witness", default="", help="the witness directory, if the gateway keeps one"),

@@ -176,11 +176,15 @@ def write_dev_certs(out: str, callers: list[str] | None = None) -> Paths:
     return paths
 
 
+class CertificateError(Exception):
+    """Certificate files that cannot serve: named, with the reason."""
+
+
 def read(path: str) -> bytes:
-    """A certificate or key file's bytes; one clear line (SystemExit) if it cannot be read."""
+    """A certificate or key file's bytes; CertificateError, one clear line, if it cannot be read."""
     try:
         with open(path, "rb") as f:
             return f.read()
     except OSError as err:
-        raise SystemExit(f"cannot read {path}: {err.strerror}. Create development certificates with "
-                         f"`yidi certs --out {DEFAULT_DIR}` or give --cert/--key/--ca.") from None
+        raise CertificateError(f"cannot read {path}: {err.strerror}. Create development certificates with "
+                               f"`yidi certs --out {DEFAULT_DIR}` or give --cert/--key/--ca") from None

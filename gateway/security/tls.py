@@ -24,12 +24,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from . import certs
+from .certs import CertificateError
 
 log = logging.getLogger("yidi.tls")
-
-
-class CertificateError(Exception):
-    """Certificate files that cannot serve: named, with the reason."""
 
 
 def check(cert_pem: bytes, key_pem: bytes, ca_pem: bytes) -> str:
@@ -52,15 +49,6 @@ def check(cert_pem: bytes, key_pem: bytes, ca_pem: bytes) -> str:
             f"{cert.not_valid_after_utc:%Y-%m-%d}; {len(cas)} CA certificate(s)")
 
 
-def _read(path: str) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError as err:
-        raise CertificateError(f"cannot read {path}: {err.strerror}. Create development certificates with "
-                               f"`yidi certs --out {certs.DEFAULT_DIR}` or give --cert/--key/--ca") from None
-
-
 class ServerCertificates:
     """The listener's credentials, and what the next handshakes will use after a reload."""
 
@@ -74,7 +62,7 @@ class ServerCertificates:
                                                                require_client_authentication=True)
 
     def _configuration(self) -> grpc.ServerCertificateConfiguration:
-        cert, key, ca = (_read(path) for path in self.paths)
+        cert, key, ca = (certs.read(path) for path in self.paths)
         what = check(cert, key, ca)
         cert_path, _, ca_path = self.paths
         self.loaded += 1

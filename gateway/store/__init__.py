@@ -11,9 +11,11 @@
 * ``idempotency.py``: the keys seen, in bounded memory in front of the
   ``RequestIndex``;
 * ``snapshot.py``: sealed snapshots of the engine's state, as files;
-* ``sqlite/``: the SQLite backend (the default, and today the only one).
+* ``sqlite/``: the SQLite backend (the default);
+* ``postgresql/``: the PostgreSQL backend (psycopg 3; docs/postgresql.md).
 
-``open_store`` picks the backend from the ledger's name.
+``open_store`` picks the backend from the ledger's name, ``open_snapshots``
+where its snapshots are kept.
 """
 from __future__ import annotations
 
@@ -24,31 +26,42 @@ from .ledger import GroupCommitLedger, LedgerClosed, LedgerFatal
 from .parts import (ArchiveStore, LedgerUnavailable, Log, Projections, Record, ReconRange, RequestIndex,
                     SnapshotStore, StorageDown, Store)
 from .seal import SealKey
+from .snapshot import Snapshots
 from .sqlite.store import SqliteStore, open_sqlite
 
 __all__ = [
     "ArchiveStore", "GroupCommitLedger", "LedgerClosed", "LedgerCorrupt", "LedgerFatal", "LedgerUnavailable", "Log",
     "Projections", "ReconRange", "Record", "RequestIndex", "SnapshotStore", "SqliteStore", "StorageDown", "Store",
-    "open_store",
+    "is_postgresql", "open_snapshots", "open_store",
 ]
 
 
-def open_store(url_or_path: str, key: SealKey, max_bytes: int = 0, witness_dir: str = "") -> Store:
-    """Open the ledger store named by a path, ``sqlite:///path`` or a URL.
+def is_postgresql(url_or_path: str) -> bool:
+    return url_or_path.startswith(("postgresql://", "postgres://"))
 
-    ``postgresql://`` is reserved for the PostgreSQL backend, which is not
-    implemented yet.
+
+def open_store(url_or_path: str, key: SealKey, max_bytes: int = 0, witness_dir: str = "") -> Store:
+    """Open the ledger store named by a path, ``sqlite:///path`` or ``postgresql://user@host:port/database``.
+
+    ``max_bytes`` caps a SQLite file (a PostgreSQL server has its own quotas).
     """
-    if url_or_path.startswith(("postgresql://", "postgres://")):
-        raise NotImplementedError(
-            "PostgreSQL ledger backend is not yet supported; use a SQLite file path"
-        )
+    if witness_dir and not os.path.isdir(witness_dir):
+        raise LedgerUnavailable(f"the witness directory {witness_dir} does not exist (mount its volume, or create "
+                                "it for a new deployment)")
+    if is_postgresql(url_or_path):
+        from .postgresql.store import open_postgresql   # psycopg is imported only by a gateway that uses it
+
+        return open_postgresql(url_or_path, key, witness_dir=witness_dir)
     if url_or_path.startswith("sqlite:///"):
         # As SQLAlchemy: sqlite:///relative/path, sqlite:////absolute/path.
         url_or_path = url_or_path[len("sqlite:///") :]
     elif "://" in url_or_path:
-        raise ValueError(f"unsupported ledger URL {url_or_path!r}; give a SQLite file path")
-    if witness_dir and not os.path.isdir(witness_dir):
-        raise LedgerUnavailable(f"the witness directory {witness_dir} does not exist (mount its volume, or create "
-                                "it for a new deployment)")
+        raise ValueError(f"unsupported ledger URL {url_or_path.split('://')[0]}://…; give a SQLite file path or a "
+                         "postgresql:// URL")
     return open_sqlite(url_or_path, key, max_bytes=max_bytes, witness_dir=witness_dir)
+
+
+def open_snapshots(store: Store, directory: str) -> SnapshotStore:
+    """Where the store's snapshots are kept: its own table (PostgreSQL), else files in ``directory``."""
+    own = getattr(store, "snapshot_store", None)
+    return own() if own is not None else Snapshots(directory)

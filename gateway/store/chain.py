@@ -89,6 +89,18 @@ def check_record(path: str, record, previous: bytes, key: LedgerKey) -> bytes:
     return chain
 
 
+def link_records(records: Iterable, last: int, previous: bytes, key: LedgerKey) -> tuple[list[tuple], Head]:
+    """How every backend chains what it appends: each record's (seq, checksum, chain value), numbered after
+    ``last`` from the chain value ``previous``, and the new head."""
+    out, seq = [], last
+    for r in records:
+        seq += 1
+        sum_ = checksum(seq, r.kind, r.caller, r.request_id, r.digest, r.key, r.body, r.response)
+        previous = key.link(previous, sum_)
+        out.append((seq, sum_, previous))
+    return out, Head(seq, previous)
+
+
 def verify(path: str, records: Iterable, key: LedgerKey, previous: bytes | None = None, after: int = 0) -> Head:
     """Verify records (in seq order, the first being after+1) from the chain value before them; the head."""
     expected = after + 1
@@ -122,6 +134,38 @@ class HeadRow(msgspec.Struct, frozen=True):
 
 encode_head_row = msgspec.msgpack.Encoder().encode
 decode_head_row = msgspec.msgpack.Decoder(HeadRow).decode
+
+
+def advanced(row: HeadRow, head: Head, added: dict[str, int], witnessed: bool) -> HeadRow:
+    """The head row after a commit that reached ``head`` and added ``added`` rows to tables."""
+    counts = dict(row.counts)
+    for table, n in added.items():
+        counts[table] = counts.get(table, 0) + n
+    return msgspec.structs.replace(row, seq=head.seq, chain=head.chain, counts=counts,
+                                   witnessed=row.witnessed or witnessed)
+
+
+def prove_head_row(path: str, key: LedgerKey, row: HeadRow, body: bytes, tag: bytes, last_seq: int, chain_at,
+                   tables: Iterable[str], count) -> None:
+    """The head row (its body and tag as stored) is sealed with this key and agrees with the tables: the last
+    record ``last_seq``, its chain value (``chain_at(seq)``) and the rows of every table (``count(table)``);
+    LedgerCorrupt naming what differs."""
+    if key.mac(b"head" + body) != tag:
+        raise LedgerCorrupt(path, row.seq, "the head row does not match its seal (it was changed, the ledger "
+                                           "was resealed without the seal key, or this is not the seal key "
+                                           f"{key.key_id[:8]}… it was sealed with)")
+    if last_seq != row.seq:
+        raise LedgerCorrupt(path, max(last_seq, row.seq), f"the ledger ends at record {last_seq} but its sealed head "
+                                                          f"says {row.seq}")
+    if chain_at(row.seq) != row.chain:
+        raise LedgerCorrupt(path, row.seq, "differs from the chain value its sealed head recorded for it "
+                                           "(the ledger was rewritten)")
+    for table in tables:
+        n = count(table)
+        if n != row.counts.get(table, 0):
+            raise LedgerCorrupt(path, row.seq, f"table {table} has {n} rows but the sealed head counts "
+                                               f"{row.counts.get(table, 0)} (rows were deleted or added "
+                                               "behind the gateway's back)")
 
 
 # --------------------------------------------------------------------- head files
@@ -206,3 +250,16 @@ def check_head(path: str, recorded: Head | None, last_seq: int, chain_at, where:
     if chain_at(recorded.seq) != recorded.chain:
         raise LedgerCorrupt(path, recorded.seq, f"differs from what {where} recorded for it (head "
                                                 f"{recorded.chain.hex()[:16]}…): the ledger was rewritten or replaced")
+
+
+def check_witness(path: str, witness: HeadFile, row: HeadRow, chain_at) -> None:
+    """The witness against the ledger's sealed head row: present if the head says one is kept, never ahead, never
+    another chain at its seq; adopted, or caught up after a crash between a commit and its witness write."""
+    recorded = witness.read()
+    if recorded is None and row.witnessed:
+        raise LedgerCorrupt(path, row.seq, f"has no witness at {witness.path}, though its sealed head says one has "
+                                           "been kept: the witness volume is missing, or the ledger was restored "
+                                           "from a copy")
+    check_head(path, recorded, row.seq, chain_at, f"the witness {witness.path}")
+    if recorded is None or recorded.seq != row.seq:
+        witness.write(Head(row.seq, row.chain))

@@ -1,7 +1,7 @@
 """The store's parts: what a backend implements, and all the rest of the gateway sees of it.
 
-A backend (``sqlite.SqliteStore`` today; PostgreSQL next) implements every
-part; its callers each name only the part they use:
+A backend (``sqlite.SqliteStore``, ``postgresql.PostgresStore``) implements
+every part; its callers each name only the part they use:
 
 ``Log``
     The records: appended in groups, each group ONE transaction together
@@ -23,7 +23,8 @@ part; its callers each name only the part they use:
     them through gateway/reads.py, off the event loop).
 ``SnapshotStore``
     Sealed snapshots of the engine's state at a seq (gateway/store/snapshot.py
-    keeps them as files beside the ledger).
+    keeps them as files beside a SQLite ledger; PostgreSQL in a table of its
+    own: ``open_snapshots`` picks).
 
 What every backend keeps, exactly (docs/design.md, "Trust"): records are
 proved when read (checksum and keyed chain, gateway/store/chain.py); every

@@ -151,6 +151,11 @@ class Snapshots:
                 os.remove(self.path(old))
         return final
 
+    def read(self, seq: int) -> bytes:
+        """The sealed snapshot at seq, as kept (checked by ``decode``)."""
+        with open(self.path(seq), "rb") as f:
+            return f.read()
+
     def newest(self, max_seq: int, key: LedgerKey) -> SnapshotBody | None:
         """The newest valid snapshot with seq <= max_seq; others are skipped with a log line (and ``rejected``
         when they are damaged or not sealed by this ledger, as opposed to merely of an older format)."""
@@ -161,8 +166,7 @@ class Snapshots:
                     f"snapshot {path} covers the ledger up to record {seq}, but the ledger ends at {max_seq}: "
                     "acknowledged records are missing from the ledger; refusing to start")
             try:
-                with open(path, "rb") as f:
-                    return decode(f.read(), key)
+                return decode(self.read(seq), key)
             except SnapshotOlder as err:
                 log.info("snapshot %s skipped: %s", path, err)
             except (SnapshotCorrupt, msgspec.DecodeError, msgspec.ValidationError) as err:

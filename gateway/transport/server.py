@@ -28,14 +28,14 @@ from grpc_health.v1 import health_pb2
 from core.errors import LoadError, YidiError
 
 from ..security import auth, certs
-from . import reflection
+from . import convert, reflection
 from ..security.admission import Admission, Intake
 from ..app import Gateway
 from ..security.audit import AuditLog
 from ..config import Config
 from ..operations.gcwatch import WATCH
 from ..operations.health import Health, is_loopback
-from ..store import LedgerCorrupt, LedgerUnavailable, open_store
+from ..store import LedgerCorrupt, LedgerUnavailable, is_postgresql, open_snapshots, open_store
 from ..operations.logs import CoreLogRelay, configure as configure_log
 from ..operations.metrics import QUEUE_WAIT_SECONDS, serve_metrics
 from ..store.seal import SealKey, SealKeyError, check_outside
@@ -181,7 +181,8 @@ def make_server(config: Config, admission: Admission) -> tuple[grpc.aio.Server, 
 def read_seal_key(config: Config) -> SealKey:
     if not config.seal_key:
         raise SealKeyError("no seal key: give --seal-key FILE (`yidi keys --out FILE` makes one)")
-    check_outside(config.seal_key, config.ledger_path())
+    # a SQLite ledger named by --store is the one whose directory must not hold the key
+    check_outside(config.seal_key, config.ledger_path() if is_postgresql(config.store_url()) else config.store_url())
     return SealKey.read(config.seal_key)
 
 
@@ -198,7 +199,7 @@ async def serve(config: Config, *, ready: Callable[[int, int, int], None] | None
     check_protobuf_backend()
     check_listen(config)
     WATCH.install()
-    store = open_store(config.ledger_path(), read_seal_key(config), max_bytes=config.ledger_max_bytes,
+    store = open_store(config.store_url(), read_seal_key(config), max_bytes=config.ledger_max_bytes,
                        witness_dir=config.witness)
     names = [descriptor.full_name for descriptor, _ in SERVICES]
     health = Health(names)
@@ -207,7 +208,8 @@ async def serve(config: Config, *, ready: Callable[[int, int, int], None] | None
     def health_down() -> None:
         loop.create_task(health.set_serving(False))
 
-    gw = Gateway(config, store, on_fatal=fatal_soon(loop, health_down), audit=AuditLog(config.audit_path()))
+    gw = Gateway(config, store, on_fatal=fatal_soon(loop, health_down), encode_reply=convert.encode_reply,
+                 audit=AuditLog(config.audit_path()), snapshots=open_snapshots(store, config.snapshot_dir()))
     gw.on_damaged = health_down
     gw.admission = Admission(config.max_concurrent_rpcs, config.max_inflight_per_caller, config.rate_per_caller_per_s,
                              config.rate_burst_per_caller, config.overload_retry_after_ms)

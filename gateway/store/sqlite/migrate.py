@@ -209,7 +209,7 @@ def _to_v4(conn: sqlite3.Connection, version: int) -> None:
 
 def _v1_to_v2(conn: sqlite3.Connection) -> None:
     """The unique text index on (caller, request_id) becomes ``requests``; the archive is marked missing until the
-    gateway, which replays such a ledger in full, writes it; every id the first release issued is numbered at
+    gateway, which replays such a ledger in full, writes it; every id a schema-1 ledger issued is numbered at
     most ``legacy_last_seq``."""
     conn.execute("DROP INDEX IF EXISTS records_request")
     conn.execute("DROP INDEX IF EXISTS records_key")

@@ -257,40 +257,18 @@ class SqliteStore:
 
     def _prove_head(self) -> None:
         """The head row is sealed by us and agrees with the tables (LedgerCorrupt naming what differs)."""
-        conn, head, path = self._wconn, self._head_row, self._path
+        conn = self._wconn
         body, tag = conn.execute("SELECT body, tag FROM head WHERE id = 1").fetchone()
-        if self.key.mac(b"head" + body) != tag:
-            raise LedgerCorrupt(path, head.seq, "the head row does not match its seal (it was changed, the ledger "
-                                                "was resealed without the seal key, or this is not the seal key "
-                                                f"{self.key.key_id[:8]}… it was sealed with)")
         last = conn.execute("SELECT coalesce(max(seq), 0) FROM records").fetchone()[0]
-        if last != head.seq:
-            raise LedgerCorrupt(path, max(last, head.seq), f"the ledger ends at record {last} but its sealed head "
-                                                           f"says {head.seq}")
-        if self.chain_at(head.seq) != head.chain:
-            raise LedgerCorrupt(path, head.seq, "differs from the chain value its sealed head recorded for it "
-                                                "(the ledger was rewritten)")
-        for table in TABLES:
-            count = conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-            if count != head.counts.get(table, 0):
-                raise LedgerCorrupt(path, head.seq, f"table {table} has {count} rows but the sealed head counts "
-                                                    f"{head.counts.get(table, 0)} (rows were deleted or added "
-                                                    "behind the gateway's back)")
+        chain.prove_head_row(self._path, self.key, self._head_row, body, tag, last, self.chain_at, TABLES,
+                             lambda table: conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
 
     def _check_copies(self) -> None:
         """The head file and the witness: never ahead of the ledger, never another chain at their seq."""
         last = self._head_row.seq
         chain.check_head(self._path, self.head_file.read(), last, self.chain_at, self.head_file.path)
-        if self.witness is None:
-            return
-        recorded = self.witness.read()
-        if recorded is None and self._head_row.witnessed:
-            raise LedgerCorrupt(self._path, last, f"has no witness at {self.witness.path}, though its sealed head "
-                                                  "says one has been kept: the witness volume is missing, or the "
-                                                  "ledger was restored from a copy")
-        chain.check_head(self._path, recorded, last, self.chain_at, f"the witness {self.witness.path}")
-        if recorded is None or recorded.seq != last:
-            self.witness.write(self.head())   # adopted (or caught up after a crash between commit and witness)
+        if self.witness is not None:
+            chain.check_witness(self._path, self.witness, self._head_row, self.chain_at)
 
     def _identity(self) -> tuple:
         """The device and inode of the database file and of its WAL (None where it does not exist yet)."""
@@ -361,12 +339,7 @@ class SqliteStore:
         return list(range(last + 1, last + 1 + len(records)))
 
     def _advanced(self, head: Head, added: dict[str, int]) -> HeadRow:
-        counts = dict(self._head_row.counts)
-        for table, n in added.items():
-            counts[table] = counts.get(table, 0) + n
-        witnessed = self._head_row.witnessed or self.witness is not None
-        return msgspec.structs.replace(self._head_row, seq=head.seq, chain=head.chain, counts=counts,
-                                       witnessed=witnessed)
+        return chain.advanced(self._head_row, head, added, self.witness is not None)
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -387,14 +360,10 @@ class SqliteStore:
         if last != self._head_row.seq:
             raise RuntimeError(f"ledger ends at {last} but its head is at {self._head_row.seq}: written by another "
                                "process?")
-        previous, rows, seq = self._head_row.chain, [], last
-        checksum, link = chain.checksum, self.key.link
-        for r in records:
-            seq += 1
-            sum_ = checksum(seq, r.kind, r.caller, r.request_id, r.digest, r.key, r.body, r.response)
-            previous = link(previous, sum_)
-            rows.append((seq, r.kind, r.caller, r.request_id, r.digest, r.key, r.body, r.response, sum_, previous))
-        return rows, Head(seq, previous)
+        links, head = chain.link_records(records, last, self._head_row.chain, self.key)
+        rows = [(seq, r.kind, r.caller, r.request_id, r.digest, r.key, r.body, r.response, sum_, link)
+                for r, (seq, sum_, link) in zip(records, links, strict=True)]
+        return rows, head
 
     def _write_head(self, head: Head) -> None:
         """The copies of the head: the witness first (fsynced; a failure is a failed commit), then the head file."""

@@ -52,10 +52,11 @@ from core.access import authorize
 from core.errors import REASONS, YidiError
 
 from ...security import admission, bounds
-from ...app import DEADLINE, NOTED, ledger_damaged
+from ...app import DEADLINE, NOTED, ledger_damaged, storage_unavailable
 from ...security.audit import fields_of
 from ...security.auth import _caller, current_caller, resolve_caller
 from ...store.chain import LedgerCorrupt
+from ...store.parts import StorageDown
 from ..convert import request_digest  # noqa: F401 - re-exported for the services
 from ...operations.logs import log_call, wants_call
 from ...operations.metrics import RpcTimer
@@ -119,6 +120,20 @@ def damaged(method: str, gw, err: LedgerCorrupt) -> YidiError:
     log.critical("refusing to serve from a damaged ledger in %s: %s", method, err)
     _background(gw.damaged(err, f"{method} 读取时发现"))
     return ledger_damaged()
+
+
+def _refusal(exc: Exception, method: str, gw) -> tuple[str, str, YidiError]:
+    """(status code, reason, the error to answer) for what a handler caught: a refusal as it is, a damaged
+    ledger as LEDGER_DAMAGED (and reported), a store that cannot be read as STORAGE_UNAVAILABLE, anything else as
+    a bug (logged with a correlation id, reported)."""
+    if isinstance(exc, YidiError):
+        return REASONS[exc.reason].status, exc.reason, exc
+    if isinstance(exc, LedgerCorrupt):
+        return "UNAVAILABLE", "LEDGER_DAMAGED", damaged(method, gw, exc)
+    if isinstance(exc, StorageDown):   # the store cannot be read now (a database server lost): retry, not a bug
+        log.error("%s: %s", method, exc)
+        return "UNAVAILABLE", "STORAGE_UNAVAILABLE", storage_unavailable()
+    return "INTERNAL", "INTERNAL", internal_error(method, gw)
 
 
 _REPORTS: set[asyncio.Task] = set()   # strong references until done (the loop keeps only weak ones)
@@ -215,17 +230,12 @@ def unary(method: str, request_cls: type[Message], fn, gw, max_message_bytes: in
                 replayed = not noted and getattr(fields_of(request), "request_id", "")
                 audit.write(caller, method, request, "replayed" if replayed else "ok", key, seq)
             return result if isinstance(result, bytes) else result.SerializeToString()
-        except YidiError as err:
-            code, reason = REASONS[err.reason].status, err.reason
-            if audit is not None and request is not None and audit.wants(method, request, err.reason):
-                audit.write(caller, method, request, err.reason)
+        except Exception as exc:
+            code, reason, err = _refusal(exc, method, gw)
+            if isinstance(exc, YidiError) and audit is not None and request is not None \
+                    and audit.wants(method, request, reason):
+                audit.write(caller, method, request, reason)
             await abort(context, err)
-        except LedgerCorrupt as err:
-            code, reason = "UNAVAILABLE", "LEDGER_DAMAGED"
-            await abort(context, damaged(method, gw, err))
-        except Exception:
-            code = reason = "INTERNAL"
-            await abort(context, internal_error(method, gw))
         finally:
             _leave(gw, entered)
             _finish(timer, caller, request, code, reason, start)
@@ -250,15 +260,9 @@ def stream_unary(method: str, request_cls: type[Message], fn, gw, max_message_by
             caller = _admit(method, first, gw)
             result = await fn(_chain(first, messages), caller)
             return result.SerializeToString()
-        except YidiError as err:
-            code, reason = REASONS[err.reason].status, err.reason
+        except Exception as exc:
+            code, reason, err = _refusal(exc, method, gw)
             await abort(context, err)
-        except LedgerCorrupt as err:
-            code, reason = "UNAVAILABLE", "LEDGER_DAMAGED"
-            await abort(context, damaged(method, gw, err))
-        except Exception:
-            code = reason = "INTERNAL"
-            await abort(context, internal_error(method, gw))
         finally:
             _leave(gw, entered)
             _finish(timer, entered[0] if entered else "", None, code, reason, start)
@@ -307,21 +311,15 @@ def stream(method: str, request_cls: type[Message], fn, gw, max_message_bytes: i
                     writing = True
                     await context.write(reply)
                     writing = False
-        except YidiError as err:
-            code, reason = REASONS[err.reason].status, err.reason
-            await abort(context, err)
         except asyncio.CancelledError:
             code = "CANCELLED"
             raise
-        except LedgerCorrupt as err:
-            code, reason = "UNAVAILABLE", "LEDGER_DAMAGED"
-            await abort(context, damaged(method, gw, err))
-        except Exception:
-            if writing:  # the call ended under the reply (its client went away): nothing to answer, not a bug
-                code = "CANCELLED"
+        except Exception as exc:
+            if writing and not isinstance(exc, (YidiError, LedgerCorrupt)):
+                code = "CANCELLED"  # the call ended under the reply (its client went away): nothing to answer
                 return
-            code = reason = "INTERNAL"
-            await abort(context, internal_error(method, gw))
+            code, reason, err = _refusal(exc, method, gw)
+            await abort(context, err)
         finally:
             if token is not None:
                 _caller.reset(token)

@@ -1,0 +1,21 @@
+"""The PostgreSQL backend of the store (psycopg 3): every part of gateway/store/parts.py in one database.
+
+``store.PostgresStore`` (imported by ``open_store`` only when a
+``postgresql://`` URL is given, so a SQLite gateway never loads psycopg);
+``schema.py`` its tables.  How to run it, the schema and the driver choice:
+docs/postgresql.md.
+"""
+from __future__ import annotations
+
+import urllib.parse
+
+
+def safe_url(url: str) -> str:
+    """The URL without its password (what names the ledger in logs and messages): the userinfo's password and a
+    ``password`` query parameter are dropped; every host of a multi-host URL stays."""
+    parts = urllib.parse.urlsplit(url)
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    netloc = f"{userinfo.split(':', 1)[0]}@{hosts}" if at else parts.netloc
+    query = urllib.parse.urlencode([(k, v) for k, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+                                    if k != "password"])
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))

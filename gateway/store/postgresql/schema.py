@@ -1,0 +1,89 @@
+"""The ledger's tables in PostgreSQL (docs/postgresql.md shows them whole).
+
+The derived tables are the SQLite ones (gateway/store/sqlite/derived.py)
+with PostgreSQL's types: every integer a BIGINT (money in fen, dates, seqs,
+63-bit hashes), every blob a BYTEA, so both backends hold the same rows and
+the same tags.  What differs:
+
+* ``records`` and ``head`` are keyed by a partition (``part``) first.  One
+  partition (0) exists today; a ledger split by insured province gives each
+  partition its own dense seqs, chain and sealed head row.
+* ``head.token`` is the fencing token: the writer takes a new one when it
+  opens the ledger, and every append rewrites the head row only where the
+  token is still its own, so an append from a deposed writer changes nothing
+  (its transaction fails and is rolled back).  A partition lease later
+  hands out the same token.
+* ``requests`` has a UNIQUE constraint per (caller, request_id), not only the
+  63-bit hash: two writers (two nodes) inserting the same key cannot both
+  commit.  The hash stays (indexed) for ``known_request_hashes`` and is what
+  the row's tag covers, as in SQLite.
+* ``snapshots`` keeps the sealed snapshots (gateway/store/snapshot.py) per
+  partition, so any node can restore one.
+"""
+from __future__ import annotations
+
+import re
+
+from ..sqlite.derived import SCHEMA as SQLITE_DERIVED
+
+SCHEMA_VERSION = 1
+
+_RECORDS = """
+CREATE TABLE IF NOT EXISTS records (
+    part       SMALLINT NOT NULL,
+    seq        BIGINT   NOT NULL,
+    kind       TEXT     NOT NULL,
+    caller     TEXT     NOT NULL,
+    request_id TEXT     NOT NULL,
+    digest     BYTEA    NOT NULL,
+    key        TEXT     NOT NULL,
+    body       BYTEA    NOT NULL,
+    response   BYTEA    NOT NULL,
+    checksum   BYTEA    NOT NULL,
+    chain      BYTEA    NOT NULL,
+    PRIMARY KEY (part, seq)
+);
+CREATE INDEX IF NOT EXISTS records_reference ON records (part, seq) WHERE kind = 'reference_loaded';
+CREATE TABLE IF NOT EXISTS head (
+    part    SMALLINT PRIMARY KEY,
+    body    BYTEA    NOT NULL,
+    tag     BYTEA    NOT NULL,
+    token   BIGINT   NOT NULL,
+    schema  INTEGER  NOT NULL
+);
+CREATE TABLE IF NOT EXISTS snapshots (
+    part    SMALLINT NOT NULL,
+    seq     BIGINT   NOT NULL,
+    blob    BYTEA    NOT NULL,
+    PRIMARY KEY (part, seq)
+);
+CREATE TABLE IF NOT EXISTS probe (x BYTEA);
+"""
+
+_REQUESTS = """
+CREATE TABLE IF NOT EXISTS requests (
+    caller     TEXT   NOT NULL,
+    request_id TEXT   NOT NULL,
+    h          BIGINT NOT NULL,
+    seq        BIGINT NOT NULL,
+    tag        BYTEA  NOT NULL,
+    PRIMARY KEY (caller, request_id)
+);
+CREATE INDEX IF NOT EXISTS requests_h ON requests (h);
+"""
+
+
+def _derived() -> str:
+    """The SQLite derived tables but ``requests``, in PostgreSQL's types."""
+    text = re.sub(r"CREATE TABLE IF NOT EXISTS requests \(.*?\) WITHOUT ROWID;", "", SQLITE_DERIVED, flags=re.S)
+    return text.replace(") WITHOUT ROWID;", ");").replace("INTEGER", "BIGINT").replace("BLOB", "BYTEA")
+
+
+SCHEMA = _RECORDS + _REQUESTS + _derived()
+
+# Column types for COPY (binary) of the tables a settlement writes, in insert order.
+COPY_TYPES = {
+    "records": ("int2", "int8", "text", "text", "text", "bytea", "text", "bytea", "bytea", "bytea", "bytea"),
+    "requests": ("text", "text", "int8", "int8", "bytea"),
+    "recon": ("int8",) * 8 + ("bytea",),
+}

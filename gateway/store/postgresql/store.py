@@ -1,0 +1,435 @@
+"""``PostgresStore``: every part of the store (gateway/store/parts.py) in one PostgreSQL database, with psycopg 3.
+
+The same ledger as SQLite's, row for row: records with their checksums and
+keyed chain values (gateway/store/chain.py), the derived rows with their tags
+(gateway/store/rows.py), the sealed head row, all written in ONE transaction
+per group of records; ``append`` returns once COMMIT has returned, with
+``synchronous_commit = on`` (and a cluster with ``fsync = off`` is refused),
+so a reply is never sent for a group the server could still lose.  Reads
+(the archive, the projections) are the SQLite backend's own queries
+(gateway/store/reader.py).  Schema: gateway/store/postgresql/schema.py.
+
+One writer: opening takes a session advisory lock for the partition (a
+second gateway on the same database is refused with one sentence naming the
+holder) and a new fencing token in the head row; every append rewrites the
+head row only where the token is still its own (``Deposed`` otherwise, a
+failed commit).  Why psycopg 3 and not asyncpg: docs/postgresql.md.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Iterator, Sequence
+
+import msgspec
+import psycopg
+
+from core.events import REVERSED_KIND
+
+from .. import chain, snapshot
+from ..chain import Head, HeadFile, HeadRow, LedgerCorrupt, decode_head_row, encode_head_row
+from ..parts import LedgerUnavailable, Record, StorageDown
+from ..reader import Reader
+from ..rows import COLUMNS, TABLES, checked, derive, keys_of, request_hash
+from ..seal import SealKey
+from . import safe_url
+from .schema import COPY_TYPES, SCHEMA, SCHEMA_VERSION
+
+SCAN_PAGE_RECORDS = 1024
+# A table's rows of a group at least this big go by COPY, smaller ones by executemany: measured, executemany is
+# faster for one record and COPY five times faster for 100 (docs/postgresql.md); 32 lies between.
+COPY_MIN_ROWS = 32
+# The advisory lock's first key ("yidi" in ASCII); the second is the partition.
+LOCK_CLASS = 0x79696469
+
+_COLUMNS = "kind, caller, request_id, digest, key, body, response, seq, checksum, chain"
+_RECORD_COLUMNS = ("part", "seq", "kind", "caller", "request_id", "digest", "key", "body", "response", "checksum",
+                   "chain")
+_REQUEST_COLUMNS = ("caller", "request_id", "h", "seq", "tag")
+
+
+class Deposed(RuntimeError):
+    """Another writer took the ledger (a newer fencing token): this one's appends are refused."""
+
+
+class PostgresStore:
+    """Every part of ``Store`` on one PostgreSQL database (``SnapshotStore`` too: ``snapshot_store``).
+
+    Threads: one write connection (autocommit; every write is an explicit
+    transaction), used under a lock (the ledger's writer thread appends);
+    every other thread that reads gets its own autocommit
+    connection on first use.  A long range read (``recon_range``) has a
+    connection and a server-side cursor of its own.
+    """
+
+    def __init__(self, url: str, key: SealKey, witness_dir: str = "", part: int = 0) -> None:
+        self._url = url
+        self._path = safe_url(url)
+        self.part = part
+        self._closed = False
+        self._local = threading.local()
+        self._readers: list[_Reads] = []
+        self._readers_lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        self._wconn: psycopg.Connection | None = None
+        try:
+            self._wconn = self._connect(autocommit=True)
+            self._check_durable()
+            self._lock()
+            self._head_row, self._token = self._open(key)
+            self.key = key.for_ledger(self._head_row.ledger_id)
+            self._prove_head()
+            self.witness = HeadFile(chain.witness_path(witness_dir, self.key.ledger_id), self.key, durable=True) \
+                if witness_dir else None
+            if self.witness is not None:
+                chain.check_witness(self._path, self.witness, self._head_row, self.chain_at)
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def path(self) -> str:
+        return self._path
+
+    # -- opening -------------------------------------------------------------
+
+    def _connect(self, autocommit: bool) -> psycopg.Connection:
+        name = f"yidi pid {os.getpid()} on {socket.gethostname()}"[:63]
+        return psycopg.connect(self._url, autocommit=autocommit, application_name=name,
+                               options="-c synchronous_commit=on")
+
+    def _check_durable(self) -> None:
+        (fsync,) = self._wconn.execute("SHOW fsync").fetchone()
+        (sync,) = self._wconn.execute("SHOW synchronous_commit").fetchone()
+        if fsync != "on" or sync not in ("on", "remote_write", "remote_apply"):
+            raise LedgerUnavailable(f"the PostgreSQL server of {self._path} runs with fsync={fsync}, "
+                                    f"synchronous_commit={sync}: a commit there is not durable; refusing to use it")
+
+    def _lock(self) -> None:
+        (taken,) = self._wconn.execute("SELECT pg_try_advisory_lock(%s, %s)", (LOCK_CLASS, self.part)).fetchone()
+        if taken:
+            return
+        row = self._wconn.execute(
+            "SELECT a.application_name, a.client_addr::text FROM pg_locks l JOIN pg_stat_activity a USING (pid)"
+            " WHERE l.locktype = 'advisory' AND l.classid = %s AND l.objid = %s AND l.granted",
+            (LOCK_CLASS, self.part)).fetchone()
+        holder = f"{row[0]} ({row[1] or 'local'})" if row else "another session"
+        raise LedgerUnavailable(f"the ledger {self._path} partition {self.part} is in use by {holder} (another yidi "
+                                "serve on the same database); refusing to start a second writer")
+
+    def _open(self, key: SealKey) -> tuple[HeadRow, int]:
+        """Create the schema on an empty database; take a new fencing token; the head row."""
+        conn = self._wconn
+        with conn.transaction():
+            conn.execute(SCHEMA)
+            if conn.execute("SELECT 1 FROM head WHERE part = %s", (self.part,)).fetchone() is None:
+                ledger_id = uuid.uuid4().hex
+                head = HeadRow(ledger_id, 0, key.for_ledger(ledger_id).genesis, dict.fromkeys(TABLES, 0))
+                body = encode_head_row(head)
+                conn.execute("INSERT INTO head (part, body, tag, token, schema) VALUES (%s, %s, %s, 0, %s)",
+                             (self.part, body, key.for_ledger(ledger_id).mac(b"head" + body), SCHEMA_VERSION))
+            body, schema, token = conn.execute(
+                "UPDATE head SET token = token + 1 WHERE part = %s RETURNING body, schema, token",
+                (self.part,)).fetchone()
+        if schema != SCHEMA_VERSION:
+            raise LedgerUnavailable(f"ledger {self._path} has schema {schema}, this gateway writes {SCHEMA_VERSION}")
+        try:
+            return decode_head_row(body), token
+        except msgspec.DecodeError:
+            raise LedgerCorrupt(self._path, 0, "has a head row that cannot be read (it was changed)") from None
+
+    def _prove_head(self) -> None:
+        """The head row is sealed by us and agrees with the tables (LedgerCorrupt naming what differs)."""
+        conn = self._wconn
+        body, tag = conn.execute("SELECT body, tag FROM head WHERE part = %s", (self.part,)).fetchone()
+        chain.prove_head_row(self._path, self.key, self._head_row, body, tag, self.last_seq(), self.chain_at, TABLES,
+                             lambda table: conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+
+    def _reader(self) -> _Reads:
+        reads = getattr(self._local, "reads", None)
+        if reads is None:
+            if self._closed:
+                raise psycopg.InterfaceError("PostgresStore is closed")
+            reads = self._local.reads = _Reads(self)
+            with self._readers_lock:
+                self._readers.append(reads)
+        return reads
+
+    def _archive(self) -> Reader:
+        reader = getattr(self._local, "archive", None)
+        if reader is None:
+            reader = self._local.archive = Reader(self._reader(), self.key, self._path, 0, self.read, "%s")
+        return reader
+
+    # -- Log -------------------------------------------------------------------
+
+    def head(self) -> Head:
+        return Head(self._head_row.seq, self._head_row.chain)
+
+    def chain_at(self, seq: int) -> bytes | None:
+        if seq == 0:
+            return self.key.genesis
+        row = self._reader().execute("SELECT chain FROM records WHERE part = %s AND seq = %s",
+                                     (self.part, seq)).fetchone()
+        return None if row is None else row[0]
+
+    def last_seq(self) -> int:
+        return self._reader().execute("SELECT coalesce(max(seq), 0) FROM records WHERE part = %s",
+                                      (self.part,)).fetchone()[0]
+
+    def append(self, records: Sequence[Record]) -> list[int]:
+        if not records:
+            return []
+        with self._write_lock:
+            last = self._head_row.seq
+            if records[0].seq and [r.seq for r in records] != list(range(last + 1, last + 1 + len(records))):
+                raise RuntimeError(f"records {records[0].seq}..{records[-1].seq} do not continue the ledger at {last}")
+            links, head = chain.link_records(records, last, self._head_row.chain, self.key)
+            part, tag = self.part, self.key.tag
+            rows = [(part, seq, r.kind, r.caller, r.request_id, r.digest, r.key, r.body, r.response, sum_, link)
+                    for r, (seq, sum_, link) in zip(records, links, strict=True)]
+            keyed = [(r.caller, request_id, h, seq, tag("requests", (h, seq)))
+                     for seq, r in enumerate(records, last + 1) for request_id in keys_of(r)
+                     for h in (request_hash(r.caller, request_id),)]
+            derived: dict[str, list[tuple]] = {}
+            for seq, r in enumerate(records, last + 1):
+                for table, values in derive(r.changes, seq):
+                    derived.setdefault(table, []).append((*values, tag(table, values)))
+            added = {"records": len(rows), "requests": len(keyed), **{t: len(v) for t, v in derived.items()}}
+            head_row = chain.advanced(self._head_row, head, added, self.witness is not None)
+            conn = self._wconn
+            with conn.transaction(), conn.cursor() as cur:
+                self._write_head_row(cur, head_row)   # first: the fencing check, and the head row's lock
+                self._insert(cur, "records", _RECORD_COLUMNS, rows)
+                self._insert(cur, "requests", _REQUEST_COLUMNS, keyed)
+                for table, values in derived.items():
+                    self._insert(cur, table, (*COLUMNS[table], "tag"), values)
+            # COMMIT has returned: the group is durable
+            self._head_row = head_row
+            if self.witness is not None:
+                self.witness.write(head)
+        return list(range(last + 1, last + 1 + len(records)))
+
+    def _write_head_row(self, cur: psycopg.Cursor, head: HeadRow) -> None:
+        body = encode_head_row(head)
+        cur.execute("UPDATE head SET body = %s, tag = %s WHERE part = %s AND token = %s",
+                    (body, self.key.mac(b"head" + body), self.part, self._token))
+        if cur.rowcount != 1:
+            raise Deposed(f"the ledger {self._path} partition {self.part} was taken by another writer (its fencing "
+                          f"token is no longer {self._token}): this gateway's appends are refused")
+
+    @staticmethod
+    def _insert(cur: psycopg.Cursor, table: str, columns: tuple[str, ...], rows: list[tuple]) -> None:
+        if not rows:
+            return
+        types = COPY_TYPES.get(table)
+        if types is not None and len(rows) >= COPY_MIN_ROWS:
+            with cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)") as copy:
+                copy.set_types(list(types))
+                for row in rows:
+                    copy.write_row(row)
+            return
+        cur.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(['%s'] * len(columns))})",
+                        rows)
+
+    def scan(self, after_seq: int = 0) -> Iterator[Record]:
+        # Pages keyed by seq: no cursor stays open if the consumer stops early, and memory is one page.
+        while True:
+            rows = self._reader().execute(
+                f"SELECT {_COLUMNS} FROM records WHERE part = %s AND seq > %s ORDER BY seq LIMIT %s",
+                (self.part, after_seq, SCAN_PAGE_RECORDS)).fetchall()
+            for row in rows:
+                yield Record(*row)
+            if len(rows) < SCAN_PAGE_RECORDS:
+                return
+            after_seq = rows[-1][7]
+
+    def read(self, seq: int) -> Record | None:
+        row = self._reader().execute(f"SELECT {_COLUMNS} FROM records WHERE part = %s AND seq = %s",
+                                     (self.part, seq)).fetchone()
+        return None if row is None else self._proved(Record(*row))
+
+    def _proved(self, record: Record) -> Record:
+        previous = self.chain_at(record.seq - 1)
+        if previous is None:
+            raise LedgerCorrupt(self._path, record.seq - 1, "is missing (the record after it is there)")
+        chain.check_record(self._path, record, previous, self.key)
+        return record
+
+    def last_reference_load(self) -> Record | None:
+        row = self._reader().execute(
+            f"SELECT {_COLUMNS} FROM records WHERE part = %s AND kind = 'reference_loaded' ORDER BY seq DESC LIMIT 1",
+            (self.part,)).fetchone()
+        return None if row is None else self._proved(Record(*row))
+
+    def probe(self) -> None:
+        """A test write, committed (WAL flushed) and undone; StorageDown where a real commit would fail."""
+        try:
+            with self._write_lock, self._wconn.transaction():
+                self._wconn.execute("INSERT INTO probe (x) VALUES (%s)", (b"probe",))
+                self._wconn.execute("DELETE FROM probe")
+        except psycopg.Error as err:
+            raise StorageDown(str(err)) from err
+
+    # -- RequestIndex ------------------------------------------------------------
+
+    def _request_rows(self, where: str, args: tuple) -> list[tuple[int, int]]:
+        out = []
+        for row in self._reader().execute(f"SELECT h, seq, tag FROM requests WHERE {where}", args):
+            out.append(checked(self.key, self._path, "requests", row))
+        return out
+
+    def known_request_hashes(self, hashes: Sequence[int]) -> set[int]:
+        return {h for h, _ in self._request_rows("h = ANY(%s)", (list(hashes),))}
+
+    def find_request(self, caller: str, request_id: str) -> Record | None:
+        if not request_id:
+            return None
+        for h, seq in self._request_rows("caller = %s AND request_id = %s", (caller, request_id)):
+            record = self.read(seq) if h == request_hash(caller, request_id) else None
+            if record is None:
+                raise LedgerCorrupt(self._path, seq, "is missing or not the one the idempotency index names for "
+                                                     "a key")
+            if record.caller == caller and (record.request_id == request_id or
+                                            (record.kind == REVERSED_KIND and record.key == request_id)):
+                return record
+            raise LedgerCorrupt(self._path, seq, "does not hold the key the idempotency index names for it")
+        return None
+
+    # -- ArchiveStore --------------------------------------------------------------
+
+    def archive_complete(self) -> bool:
+        return True   # a PostgreSQL ledger was never schema 1: its archive is written with its records
+
+    def write_archive(self, visits, settlements) -> None:
+        raise RuntimeError("a PostgreSQL ledger's archive is always complete")
+
+    def visit(self, mdtrt_id: str):
+        return self._archive().visit(mdtrt_id)
+
+    def settlement(self, setl_id: str):
+        return self._archive().settlement(setl_id)
+
+    def problem(self, problem_id: str):
+        return self._archive().problem(problem_id)
+
+    # -- Projections ---------------------------------------------------------------
+
+    def list_problems(self, province: str, state: str, after_seq: int, limit: int):
+        return self._archive().list_problems(province, state, after_seq, limit)
+
+    def problem_notes(self, problem_id: str):
+        return self._archive().problem_notes(problem_id)
+
+    def recon_totals(self, fixmedins_code: str, date_from: int, date_to: int, insutype: str = ""):
+        return self._archive().recon_totals(fixmedins_code, date_from, date_to, insutype)
+
+    def recon_range(self, fixmedins_code: str, date_from: int, date_to: int, insutype: str = ""):
+        """A connection and a server-side cursor of their own, read a chunk at a time."""
+        try:
+            conn = self._connect(autocommit=False)
+        except psycopg.OperationalError as err:
+            raise StorageDown(f"the ledger {self._path} cannot be read: {str(err).strip().splitlines()[0]}") from None
+        reader = _LongReader(conn, self.key, self._path, 0, self.read, "%s")
+        return reader.recon_cursor(fixmedins_code, date_from, date_to, insutype)
+
+    def flagged(self, fixmedins_code: str, date_from: int, date_to: int, mask: int, limit: int):
+        return self._archive().flagged(fixmedins_code, date_from, date_to, mask, limit)
+
+    # -- SnapshotStore -----------------------------------------------------------------
+
+    def snapshot_store(self) -> "PostgresSnapshots":
+        return PostgresSnapshots(self)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        with self._readers_lock:
+            readers, self._readers = self._readers, []
+        for conn in readers:
+            conn.close()
+        if self._wconn is not None:
+            with self._write_lock:
+                self._wconn.close()   # ends the session: its advisory lock goes with it
+        if getattr(self, "witness", None) is not None:
+            self.witness.close()
+
+
+class _Reads:
+    """One thread's reading connection (autocommit), opened on first use and again after it was lost: a server
+    that cannot be reached is ``StorageDown`` (answered STORAGE_UNAVAILABLE, retry), never a bug."""
+
+    def __init__(self, store: PostgresStore) -> None:
+        self.store = store
+        self.conn: psycopg.Connection | None = None
+
+    def execute(self, sql: str, args: tuple | list = ()) -> psycopg.Cursor:
+        """The query's rows, fetched whole (a client-side cursor: nothing more is read from the server)."""
+        try:
+            if self.conn is None or self.conn.closed:
+                self.conn = self.store._connect(autocommit=True)
+            return self.conn.execute(sql, args)
+        except psycopg.OperationalError as err:
+            self.close()
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise StorageDown(f"the ledger {self.store.path} cannot be read: {first}") from None
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+
+class _LongReader(Reader):
+    """A reader whose long reads are server-side cursors (in its connection's one transaction)."""
+
+    def stream(self, sql: str, args: tuple):
+        cursor = self.conn.cursor(name="yidi_recon")
+        cursor.execute(sql.replace("?", self.param), args)
+        return cursor
+
+
+class PostgresSnapshots(snapshot.Snapshots):
+    """Sealed snapshots (gateway/store/snapshot.py) as rows of the ledger's ``snapshots`` table, per partition:
+    written in one transaction that also drops all but the newest ``keep``."""
+
+    def __init__(self, store: PostgresStore, keep: int = 3) -> None:
+        super().__init__("", keep)
+        self.store = store
+
+    def path(self, seq: int) -> str:
+        return f"{self.store.path} snapshots[part {self.store.part}, seq {seq}]"
+
+    def seqs(self) -> list[int]:
+        rows = self.store._reader().execute("SELECT seq FROM snapshots WHERE part = %s ORDER BY seq DESC",
+                                            (self.store.part,)).fetchall()
+        return [seq for (seq,) in rows]
+
+    def read(self, seq: int) -> bytes:
+        row = self.store._reader().execute("SELECT blob FROM snapshots WHERE part = %s AND seq = %s",
+                                           (self.store.part, seq)).fetchone()
+        if row is None:
+            raise snapshot.SnapshotCorrupt("removed while it was being read")
+        return row[0]
+
+    def write(self, blob: bytes, seq: int) -> str:
+        part = self.store.part
+        with contextlib.closing(self.store._connect(autocommit=False)) as conn, conn.transaction():
+            conn.execute("INSERT INTO snapshots (part, seq, blob) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
+                         (part, seq, blob))
+            conn.execute("DELETE FROM snapshots WHERE part = %s AND seq NOT IN (SELECT seq FROM snapshots WHERE "
+                         "part = %s ORDER BY seq DESC LIMIT %s)", (part, part, self.keep))
+        return self.path(seq)
+
+
+def open_postgresql(url: str, key: SealKey, witness_dir: str = "") -> PostgresStore:
+    """``PostgresStore(...)``, or LedgerUnavailable in one line (the URL without its password)."""
+    try:
+        return PostgresStore(url, key, witness_dir=witness_dir)
+    except psycopg.Error as err:
+        text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise LedgerUnavailable(f"cannot open the ledger {safe_url(url)}: {text}") from None

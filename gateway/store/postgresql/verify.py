@@ -1,0 +1,125 @@
+"""``yidi verify-ledger postgresql://… --key KEY``: prove a whole PostgreSQL ledger, offline or beside its gateway.
+
+What gateway/store/sqlite/verify.py proves of a file, in one REPEATABLE READ
+transaction (a consistent view while the gateway goes on writing), read with
+server-side cursors: every record (dense seqs, checksums, with the key the
+keyed chain from genesis), the sealed head row (its seal, last record, chain
+value and every table's row count), every derived row against its tag (and
+each idempotency row's hash against its caller and request id), and unless
+``live`` the witness and every snapshot kept in the database.  The password
+comes from the URL, PGPASSWORD or ~/.pgpass; messages name the URL without it.
+"""
+from __future__ import annotations
+
+import msgspec
+import psycopg
+
+from .. import chain, snapshot
+from ..chain import decode_head_row
+from ..parts import LedgerUnavailable, Record
+from ..rows import COLUMNS, TABLES, checked, request_hash
+from ..seal import SealKey
+from ..sqlite.verify import _checksums_only
+from . import safe_url
+
+_RECORDS = "SELECT kind, caller, request_id, digest, key, body, response, seq, checksum, chain FROM records " \
+           "WHERE part = %s ORDER BY seq"
+
+
+def _rows(conn: psycopg.Connection, query: str, args: tuple = ()):
+    with conn.cursor(name="yidi_verify") as cursor:
+        cursor.itersize = 2000
+        cursor.execute(query, args)
+        yield from cursor
+
+
+def _tags(conn: psycopg.Connection, key, path: str) -> int:
+    rows = 0
+    for table, columns in COLUMNS.items():
+        extra = ", caller, request_id" if table == "requests" else ""
+        for row in _rows(conn, f"SELECT {', '.join(columns)}, tag{extra} FROM {table}"):
+            if extra:
+                values = checked(key, path, table, row[:3])
+                if values[0] != request_hash(row[3], row[4]):
+                    raise chain.LedgerCorrupt(path, values[1], "an idempotency row's key does not match its hash "
+                                                               "(its caller or request id was changed)")
+            else:
+                checked(key, path, table, row)
+            rows += 1
+    return rows
+
+
+def verify_ledger(url: str, key: SealKey | None = None, witness_dir: str = "", live: bool = False,
+                  part: int = 0) -> str:
+    path = safe_url(url)
+    try:
+        conn = psycopg.connect(url, connect_timeout=10)
+    except psycopg.Error as err:
+        raise LedgerUnavailable(f"cannot open the ledger {path}: {str(err).strip().splitlines()[0]}") from None
+    try:
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        row = conn.execute("SELECT body, tag FROM head WHERE part = %s", (part,)).fetchone()
+        if row is None:
+            raise chain.LedgerCorrupt(path, 0, "has no head row (it was deleted): the ledger cannot prove itself")
+        try:
+            head_row = decode_head_row(row[0])
+        except msgspec.DecodeError:
+            raise chain.LedgerCorrupt(path, 0, "has a head row that cannot be read (it was changed)") from None
+        lkey = key.for_ledger(head_row.ledger_id) if key is not None else None
+        if lkey is not None and lkey.mac(b"head" + row[0]) != row[1]:
+            raise chain.LedgerCorrupt(path, head_row.seq, "the head row does not match its seal (changed, resealed "
+                                                          "without the seal key, or another seal key)")
+        records = (Record(*r) for r in _rows(conn, _RECORDS, (part,)))
+        head = chain.verify(path, records, lkey) if lkey is not None else _checksums_only(path, records)
+        if head.seq != head_row.seq or (head.seq and head.chain != head_row.chain):
+            raise chain.LedgerCorrupt(path, max(head.seq, head_row.seq), f"the ledger ends at record {head.seq} "
+                                                                         f"but its sealed head says {head_row.seq}")
+        for table in TABLES:
+            (count,) = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
+            if count != head_row.counts.get(table, 0):
+                raise chain.LedgerCorrupt(path, head.seq, f"table {table} has {count} rows but the sealed head "
+                                                          f"counts {head_row.counts.get(table, 0)}")
+        if lkey is None:
+            return (f"OK (without the seal key) {path}: {head.seq} records, checksums and row counts verified; the "
+                    "chain, the seals and the derived rows' tags need --key")
+        tagged = _tags(conn, lkey, path)
+
+        def chain_at(seq: int):
+            if seq == 0:
+                return lkey.genesis
+            found = conn.execute("SELECT chain FROM records WHERE part = %s AND seq = %s", (part, seq)).fetchone()
+            return None if found is None else found[0]
+
+        copies = "witness and snapshots left to the running gateway"
+        if not live:
+            copies = _copies(conn, path, lkey, head.seq, chain_at, witness_dir, part)
+    except psycopg.Error as err:
+        raise LedgerUnavailable(f"cannot read the ledger {path}: {str(err).strip().splitlines()[0]}") from None
+    finally:
+        conn.close()
+    return (f"OK {path}: {head.seq} records, checksums and keyed hash chain verified, head "
+            f"{head.chain.hex()[:16]}…; {tagged} derived rows and their counts verified; {copies}")
+
+
+def _copies(conn, path: str, lkey, last: int, chain_at, witness_dir: str, part: int) -> str:
+    """The witness (if one is named) and every snapshot kept in the database: sealed, and on this chain."""
+    witnessed = ""
+    if witness_dir:
+        witness = chain.HeadFile(chain.witness_path(witness_dir, lkey.ledger_id), lkey)
+        recorded = witness.read()
+        if recorded is None:
+            raise chain.LedgerCorrupt(path, last, f"has no witness at {witness.path}")
+        chain.check_head(path, recorded, last, chain_at, f"the witness {witness.path}")
+        witnessed = f"witness at seq {recorded.seq} checked; "
+    checked_snapshots = 0
+    for seq, blob in conn.execute("SELECT seq, blob FROM snapshots WHERE part = %s ORDER BY seq", (part,)).fetchall():
+        where = f"snapshot at seq {seq}"
+        try:
+            snap = snapshot.decode(blob, lkey)
+        except snapshot.SnapshotOlder:
+            continue
+        except snapshot.SnapshotCorrupt as err:
+            raise chain.LedgerCorrupt(path, seq, f"{where}: {err}") from None
+        chain.check_head(path, chain.Head(snap.seq, snap.chain), last, chain_at, where)
+        checked_snapshots += 1
+    return f"{witnessed}{checked_snapshots} snapshot(s) checked"
