@@ -30,7 +30,10 @@ class GcWatch:
         self.pause_buckets_by_generation = [[0] * (len(PAUSE_BUCKETS_MS) + 1) for _ in range(3)]
         self.collected = [0, 0, 0]        # objects freed, by the generation collected
         self.uncollectable = [0, 0, 0]
-        self._start = 0.0
+        # The longest pause in this thread's CPU time: a pause in wall time also holds whatever time the OS gave
+        # the cores to other processes meanwhile (the collector holds the GIL throughout).
+        self.max_pause_cpu_ms_by_generation = [0.0, 0.0, 0.0]
+        self._start = self._start_cpu = 0.0
 
     def install(self) -> None:
         gc.callbacks.append(self._callback)
@@ -42,10 +45,12 @@ class GcWatch:
 
     def _callback(self, phase: str, info: dict) -> None:
         if phase == "start":
-            self._start = time.perf_counter()
+            self._start, self._start_cpu = time.perf_counter(), time.thread_time()
             return
         pause_ms = (time.perf_counter() - self._start) * 1000
         generation = info["generation"]
+        cpu_ms = (time.thread_time() - self._start_cpu) * 1000
+        self.max_pause_cpu_ms_by_generation[generation] = max(self.max_pause_cpu_ms_by_generation[generation], cpu_ms)
         self.collections[generation] += 1
         self.collected[generation] += info["collected"]
         self.uncollectable[generation] += info["uncollectable"]

@@ -19,7 +19,8 @@ and ``make bench`` speak of the same things:
 * ``yidi_index_entries{table}``, ``yidi_ledger_seq``, ``yidi_gc_pause_seconds``
   (histogram since start) and ``yidi_gc_pause_max_seconds``, the same by
   generation (``yidi_gc_generation_pause_seconds{generation}``,
-  ``yidi_gc_generation_pause_max_seconds{generation}``) with the objects each
+  ``yidi_gc_generation_pause_max_seconds{generation}``, and in CPU time
+  ``yidi_gc_generation_pause_cpu_max_seconds{generation}``) with the objects each
   generation's collections freed (``yidi_gc_collected_objects{generation}``,
   ``yidi_gc_uncollectable_objects{generation}``),
   ``yidi_internal_errors_total{method}``, ``yidi_event_loop_lag_seconds`` and
@@ -136,6 +137,9 @@ def _gc_generations():
                                    "the generation collected", labels=["generation"])
     longest = GaugeMetricFamily("yidi_gc_generation_pause_max_seconds", "The longest collector pause since start, "
                                 "by the generation collected", labels=["generation"])
+    longest_cpu = GaugeMetricFamily("yidi_gc_generation_pause_cpu_max_seconds", "The longest collector pause since "
+                                    "start in the collecting thread's CPU time (without the time the OS gave the "
+                                    "cores to others), by the generation collected", labels=["generation"])
     collected = CounterMetricFamily("yidi_gc_collected_objects", "Objects the collector freed, by the generation "
                                     "collected", labels=["generation"])
     uncollectable = CounterMetricFamily("yidi_gc_uncollectable_objects", "Objects the collector found "
@@ -145,9 +149,10 @@ def _gc_generations():
         pauses.add_metric(label, _buckets(WATCH.pause_buckets_by_generation[g]),
                           sum_value=WATCH.pause_total_ms_by_generation[g] / 1000)
         longest.add_metric(label, WATCH.max_pause_ms_by_generation[g] / 1000)
+        longest_cpu.add_metric(label, WATCH.max_pause_cpu_ms_by_generation[g] / 1000)
         collected.add_metric(label, WATCH.collected[g])
         uncollectable.add_metric(label, WATCH.uncollectable[g])
-    yield from (pauses, longest, collected, uncollectable)
+    yield from (pauses, longest, longest_cpu, collected, uncollectable)
 
 
 class _StateCollector:

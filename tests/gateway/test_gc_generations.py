@@ -38,6 +38,9 @@ def test_each_collection_is_counted_under_its_generation():
     assert watch.collected[2] >= 1000          # the cycles, freed by the full collection
     assert [sum(b) for b in watch.pause_buckets_by_generation] == watch.collections
     assert max(watch.max_pause_ms_by_generation) == watch.max_pause_ms
+    # CPU time of one thread cannot run ahead of the wall clock (1 µs for the order the clocks are read in)
+    assert all(0 < cpu <= wall + 0.001 for cpu, wall in zip(watch.max_pause_cpu_ms_by_generation,
+                                                           watch.max_pause_ms_by_generation, strict=True))
     assert abs(sum(watch.pause_total_ms_by_generation) - watch.pause_total_ms) < 1e-6
 
 
@@ -65,3 +68,5 @@ def test_metrics_serve_the_collector_by_generation(tmp_path, gateways):
         assert samples[("yidi_gc_generation_pause_seconds_bucket", str(g), "0.01")] <= count[g]
     assert samples[("yidi_gc_collected_objects_total", "2", None)] > 0   # the load's garbage, freed before freeze()
     assert ("yidi_gc_uncollectable_objects_total", "0", None) in samples
+    assert all(0 < samples[("yidi_gc_generation_pause_cpu_max_seconds", str(g), None)] <= longest[g] + 1e-6
+               for g in (0, 2))
