@@ -62,6 +62,10 @@ class Keys:
         # key is found by walking past every slot deleted before it (121 µs a call at 400k keys seen)
         self._recent: OrderedDict[Key, tuple[bytes, int]] = OrderedDict()
         self._lookups = ThreadPoolExecutor(1, thread_name_prefix="yidi-keys")
+        # The look-up thread opens its read connection and reads through it now, while the ledger is where the
+        # store opened it: a SQLite connection first used after the file was removed fails (disk I/O error)
+        # before the next commit can find the loss and stop the gateway (tests/tamper.py, unlinked while serving).
+        self._lookups.submit(store.known_request_hashes, [0])
         self._watching: list[set[Key]] = []   # per look-up out: the keys begun since it was sent
         self._asking: list[tuple[str, list[str], asyncio.Future]] = []   # this turn's look-ups, not yet sent
 
