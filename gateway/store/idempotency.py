@@ -65,7 +65,12 @@ class Keys:
         # The look-up thread opens its read connection and reads through it now, while the ledger is where the
         # store opened it: a SQLite connection first used after the file was removed fails (disk I/O error)
         # before the next commit can find the loss and stop the gateway (tests/tamper.py, unlinked while serving).
-        self._lookups.submit(store.known_request_hashes, [0])
+        # Waited for, so the store's close() finds the connection; a failure here is met again, where it was
+        # met before, by the look-ups themselves.
+        try:
+            self._lookups.submit(store.known_request_hashes, [0]).result()
+        except Exception:
+            pass
         self._watching: list[set[Key]] = []   # per look-up out: the keys begun since it was sent
         self._asking: list[tuple[str, list[str], asyncio.Future]] = []   # this turn's look-ups, not yet sent
 
