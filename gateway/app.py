@@ -361,27 +361,27 @@ class Gateway:
         if type(command) is LoadReferenceData:
             return await self._reload(caller, command, digest)
         if type(command) is Reverse:
-            # decided from what memory and the ledger hold now: no await may come between (look_up=False)
+            # decided from what memory and the ledger hold now: no await may come between (read_index=False)
             command = await self._reverse_target(caller, command)
-            outcome = (await self.execute_many(caller, [(command, digest)], look_up=False))[0]
+            outcome = (await self.execute_many(caller, [(command, digest)], read_index=False))[0]
         else:
             outcome = (await self.execute_many(caller, [(command, digest)]))[0]
         if isinstance(outcome, YidiError):
             raise outcome
         return outcome
 
-    async def execute_many(self, caller: str, items: Sequence[Item], look_up: bool = True) -> list[Outcome]:
+    async def execute_many(self, caller: str, items: Sequence[Item], read_index: bool = True) -> list[Outcome]:
         """A batch: one loop, one ledger group.  Each item gets its answer or its own refusal.
 
         Items are decided and applied in order (an item sees the ones before it: fees uploaded by
         one item are settled by the next); their records are submitted together and every answer
-        waits until the whole group is durable.  ``look_up``: ask the ledger for the keys memory does not
+        waits until the whole group is durable.  ``read_index``: ask the ledger for the keys memory does not
         hold off the loop first (else on the loop, with no await before the decisions).
         """
         self.require_ready()
         # The ledger is asked for keys memory does not hold on the look-up thread; from here to the submit
         # nothing awaits, so the seqs and the engine's state read below hold for the whole loop.
-        looked = await self.keys.look_up(caller, [command.request_id for command, _ in items]) if look_up else None
+        looked = await self.keys.read_index(caller, [command.request_id for command, _ in items]) if read_index else None
         self.require_ready()
         engine = self.state.engine
         outcomes: list[Outcome | Prior | int | None] = [None] * len(items)

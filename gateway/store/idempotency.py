@@ -12,7 +12,7 @@ So memory holds at most ``capacity`` durable keys however long the ledger
 grows, and a replay of a years-old key is still byte-identical (the answer is
 the response stored in its record).
 
-The ledger is asked off the event loop: ``look_up`` sends a call's keys that
+The ledger is asked off the event loop: ``read_index`` sends a call's keys that
 memory does not hold to one look-up thread and the call awaits the answer.
 Every call that asks in the same turn of the loop goes in one hop and one
 query (a unary settle under load rarely asks alone; a batch asks for all its
@@ -77,7 +77,7 @@ class Keys:
     def __len__(self) -> int:
         return len(self._inflight) + len(self._recent)
 
-    async def look_up(self, caller: str, request_ids: list[str]) -> Looked:
+    async def read_index(self, caller: str, request_ids: list[str]) -> Looked:
         """The ledger's answer for those of a call's keys memory does not hold, asked on the look-up thread with
         the other look-ups of this turn of the loop; keys begun while it was out are left out (``lookup``
         finds them)."""
@@ -115,7 +115,7 @@ class Keys:
 
     def lookup(self, caller: str, request_id: str, digest: bytes, looked: Looked | None = None) -> Prior | None:
         """The earlier answer to this key, None if it is new; IDEMPOTENCY_KEY_REUSED if the request differs,
-        REQUEST_REVERSED if its caller reversed it.  ``looked``: what ``look_up`` found (not asked again)."""
+        REQUEST_REVERSED if its caller reversed it.  ``looked``: what ``read_index`` found (not asked again)."""
         found = self.find(caller, request_id, looked)
         if found is None:
             return None

@@ -33,7 +33,7 @@ def test_the_look_up_thread_answers_off_the_loop(tmp_path):
 
     store.known_request_hashes = known
     try:
-        looked = asyncio.run(keys.look_up("460000", ["a", "b", "a", ""]))
+        looked = asyncio.run(keys.read_index("460000", ["a", "b", "a", ""]))
     finally:
         store.close()
     assert looked == {"a": None, "b": None} and on and all(name.startswith("yidi-keys") for name in on)
@@ -52,8 +52,8 @@ def test_look_ups_of_one_turn_of_the_loop_go_in_one_query(tmp_path):
     store.known_request_hashes = known
 
     async def main():
-        return await asyncio.gather(keys.look_up("460000", ["x"]), keys.look_up("440000", ["x", "y"]),
-                                    keys.look_up("460000", ["z"]))
+        return await asyncio.gather(keys.read_index("460000", ["x"]), keys.read_index("440000", ["x", "y"]),
+                                    keys.read_index("460000", ["z"]))
 
     try:
         answers = asyncio.run(main())
@@ -69,7 +69,7 @@ def test_a_key_begun_while_its_look_up_is_out_is_not_taken_for_new(tmp_path):
     keys = Keys(store, capacity=2)
 
     async def main():
-        out = asyncio.ensure_future(keys.look_up("460000", ["k", "fresh"]))
+        out = asyncio.ensure_future(keys.read_index("460000", ["k", "fresh"]))
         await asyncio.sleep(0)          # the look-up is on its thread now; its answer comes back through the loop
         done = asyncio.get_running_loop().create_future()
         keys.begin("460000", "k", b"d" * 16, b"answer", done, 7)
