@@ -47,9 +47,11 @@ class GcWatch:
         if phase == "start":
             self._start, self._start_cpu = time.perf_counter(), time.thread_time()
             return
+        # CPU time read inside the wall-clock interval (started after it, ended before it): a pause's CPU time
+        # can then never exceed its wall time.
+        cpu_ms = (time.thread_time() - self._start_cpu) * 1000
         pause_ms = (time.perf_counter() - self._start) * 1000
         generation = info["generation"]
-        cpu_ms = (time.thread_time() - self._start_cpu) * 1000
         self.max_pause_cpu_ms_by_generation[generation] = max(self.max_pause_cpu_ms_by_generation[generation], cpu_ms)
         self.collections[generation] += 1
         self.collected[generation] += info["collected"]

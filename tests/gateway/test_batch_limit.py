@@ -7,10 +7,12 @@ import random
 import grpc
 import pytest
 
+import builders
+from builders import HK_L1
 from core import count_field
 from core.errors import YidiError
 from datagen.spec_fixture import write_spec_dataset
-from gateway._pb.yidi.v1 import common_pb2 as pb, settlement_pb2 as spb
+from gateway._pb.yidi.v1 import settlement_pb2 as spb
 from gateway.config import Config
 from gateway.transport import convert
 
@@ -22,9 +24,7 @@ GARBAGE_ITEM = b"\x0a\x05\x0a\x7f\x00"
 
 
 def item(n: int) -> spb.SettleItem:
-    return spb.SettleItem(outpatient=spb.OutpatientSettleRequest(
-        request_id=f"lim-{n}", psn_no="P0", fixmedins_code="H46010000003", setl_date=20260315,
-        lines=[pb.FeeLine(feedetl_sn="1", code="XA01", unit_price_fen=1250, qty_milli=1000)]))
+    return spb.SettleItem(outpatient=builders.outpatient(f"lim-{n}", "P0", HK_L1, date=20260315, qty_milli=1000))
 
 
 def framed(items: list[bytes], unknown_first: bool = False) -> bytes:

@@ -7,6 +7,7 @@ import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from builders import DRUG_A
 from datagen.spec_fixture import write_spec_dataset
 from gateway._pb.yidi.v1 import common_pb2 as pb, settlement_pb2 as spb
 from gateway.operations.gcwatch import GcWatch
@@ -50,7 +51,7 @@ def test_metrics_serve_the_collector_by_generation(tmp_path, gateways):
     hainan = gw.client("460000")
     items = [spb.SettleItem(outpatient=spb.OutpatientSettleRequest(
         request_id=f"gc-{n}", psn_no=names["psn"]["in_service"], fixmedins_code=names["inst"]["hk_l1"],
-        setl_date=20260315, lines=[pb.FeeLine(feedetl_sn="1", code="XA01", unit_price_fen=100, qty_milli=1000)]))
+        setl_date=20260315, lines=[pb.FeeLine(feedetl_sn="1", code=DRUG_A, unit_price_fen=100, qty_milli=1000)]))
         for n in range(300)]
     for k in range(0, 300, 100):   # enough objects made and dropped for the young generation to be collected
         hainan(hainan.settlement.SettleBatch, spb.SettleBatchRequest(items=items[k:k + 100]))

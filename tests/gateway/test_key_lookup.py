@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import builders
+from builders import HK_L1
 from concurrent.futures import ThreadPoolExecutor
 
 from datagen.spec_fixture import write_spec_dataset
-from gateway._pb.yidi.v1 import admin_pb2, common_pb2 as pb, settlement_pb2 as spb
+from gateway._pb.yidi.v1 import admin_pb2, settlement_pb2 as spb
 from gateway.store import SqliteStore
 from gateway.store.idempotency import Keys
 from gateway.testing import seal_key
@@ -15,10 +17,9 @@ from gateway.testing import seal_key
 METHOD = "/yidi.v1.SettlementService/OutpatientSettle"
 
 
-def outpatient(names, n: int) -> spb.OutpatientSettleRequest:
-    return spb.OutpatientSettleRequest(
-        request_id=f"race-{n}", psn_no=names["psn"]["in_service"], fixmedins_code=names["inst"]["hk_l1"],
-        setl_date=20260315, lines=[pb.FeeLine(feedetl_sn="1", code="XA01", unit_price_fen=1000 + n, qty_milli=1000)])
+def racing(names, n: int) -> spb.OutpatientSettleRequest:
+    return builders.outpatient(f"race-{n}", names["psn"]["in_service"], HK_L1, date=20260315, price=1000 + n,
+                               qty_milli=1000)
 
 
 def test_the_look_up_thread_answers_off_the_loop(tmp_path):
@@ -94,7 +95,7 @@ def test_identical_requests_racing_settle_once(tmp_path, gateways):
     clients = [gw.client("460000") for _ in range(3)]   # three connections, so the copies arrive together
     calls = [(clients[i % 3], n) for n in range(keys) for i in range(copies)]
     with ThreadPoolExecutor(len(calls)) as pool:
-        answers = list(pool.map(lambda c: c[0].raw(METHOD, outpatient(names, c[1])), calls))
+        answers = list(pool.map(lambda c: c[0].raw(METHOD, racing(names, c[1])), calls))
     by_key: dict[int, set[bytes]] = {}
     for (_client, n), answer in zip(calls, answers, strict=True):
         by_key.setdefault(n, set()).add(answer)

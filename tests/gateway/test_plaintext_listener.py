@@ -8,9 +8,11 @@ import asyncio
 import grpc
 import pytest
 
+import builders
+from builders import GZ_L3, HK_L1
 from core.errors import YidiError
 from datagen.spec_fixture import write_spec_dataset
-from gateway._pb.yidi.v1 import common_pb2 as pb, settlement_pb2 as spb
+from gateway._pb.yidi.v1 import settlement_pb2 as spb
 from gateway.config import Config
 from gateway.security import auth
 from gateway.testing import dev_certs
@@ -19,10 +21,8 @@ from gateway.transport.server import check_listen
 HAINAN, GUANGDONG = "460000", "440000"
 
 
-def outpatient(names, request_id: str) -> spb.OutpatientSettleRequest:
-    return spb.OutpatientSettleRequest(
-        request_id=request_id, psn_no=names["psn"]["in_service"], fixmedins_code=names["inst"]["hk_l1"],
-        setl_date=20260315, lines=[pb.FeeLine(feedetl_sn="1", code="XA01", unit_price_fen=1250, qty_milli=1000)])
+def outpatient(names, request_id: str, inst: str = HK_L1) -> spb.OutpatientSettleRequest:
+    return builders.outpatient(request_id, names["psn"]["in_service"], inst, date=20260315, qty_milli=1000)
 
 
 def test_a_settlement_succeeds_on_the_plaintext_benchmark_listener(tmp_path, gateways):
@@ -34,9 +34,7 @@ def test_a_settlement_succeeds_on_the_plaintext_benchmark_listener(tmp_path, gat
     assert hainan.raw("/yidi.v1.SettlementService/OutpatientSettle", outpatient(names, "plain-1")) \
         == answer.SerializeToString()   # a replay, from the same key
     # The caller is 海南 and no one else: 海南 may not settle at an institution of 广东.
-    code, reason, _ = hainan.refused(hainan.settlement.OutpatientSettle, spb.OutpatientSettleRequest(
-        request_id="plain-2", psn_no=names["psn"]["in_service"], fixmedins_code="H44010000001", setl_date=20260315,
-        lines=[pb.FeeLine(feedetl_sn="1", code="XA01", unit_price_fen=1250, qty_milli=1000)]))
+    code, reason, _ = hainan.refused(hainan.settlement.OutpatientSettle, outpatient(names, "plain-2", GZ_L3))
     assert (code, reason) == (grpc.StatusCode.PERMISSION_DENIED, "PERMISSION_DENIED")
 
 
