@@ -248,6 +248,7 @@ class Gateway:
         self.watchdog = None    # gateway.operations.watchdog.LoopWatchdog, set by the server
         self.health = None      # gateway.operations.health.Health, set by the server
         self._storage_down: str | None = None  # why the ledger cannot be written now (a failed test write)
+        self._probed = False   # the first test write after start has been tried: until then, NOT_READY
         self._damaged: str | None = None       # why the ledger failed a proof after start: serve nothing from it
         self.on_damaged: Callable[[], None] | None = None   # set by the server: health NOT_SERVING
         self.verified = ""   # what the background verification said, once it has
@@ -281,7 +282,7 @@ class Gateway:
             raise ledger_damaged()
         if self._storage_down is not None or self.ledger.failed is not None:
             raise storage_unavailable()
-        if self.state is None or self._paused:
+        if self.state is None or self._paused or not self._probed:
             raise YidiError("NOT_READY", why="结算网关正在加载数据")
 
     async def wait_writable(self) -> None:
@@ -290,6 +291,7 @@ class Gateway:
             try:
                 await asyncio.to_thread(self.store.probe)
             except OSError as err:   # Log.probe: StorageDown
+                self._probed = True
                 if self._storage_down is None:
                     log.error("ledger %s cannot be written (%s): NOT_SERVING, answering STORAGE_UNAVAILABLE, "
                               "probing every %.1f s", self.store.path, err, self.config.storage_probe_interval_s)
@@ -299,6 +301,7 @@ class Gateway:
             if self._storage_down is not None:
                 log.info("ledger %s can be written again", self.store.path)
             self._storage_down = None
+            self._probed = True
             return
 
     async def rebuild(self, progress: Callable[[str, int], None] | None = None) -> None:
