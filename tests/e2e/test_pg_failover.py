@@ -24,7 +24,7 @@ import builders
 from builders import HK_L1
 from datagen.spec_fixture import write_spec_dataset
 from gateway._pb.yidi.v1 import settlement_pb2 as spb
-from gateway_harness import ROOT, file_person, start_gateway
+from gateway_harness import ROOT, file_person
 
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 import ha  # noqa: E402
@@ -59,9 +59,9 @@ def request(request_id: str) -> spb.OutpatientSettleRequest:
 class Supervisor:
     """Keeps one gateway running on the cluster, starting it again whenever it exits (as systemd would)."""
 
-    def __init__(self, data_dir: str, ledger: str, dsn: str) -> None:
-        self.args = (data_dir, ledger, "--store", dsn)
-        self.gw = start_gateway(*self.args)
+    def __init__(self, start, data_dir: str, ledger: str, dsn: str) -> None:
+        self.start, self.args = start, (data_dir, ledger, "--store", dsn)
+        self.gw = start(*self.args)
         self.restarts = 0
 
     def ensure(self, deadline: float) -> None:
@@ -71,7 +71,7 @@ class Supervisor:
         self.gw.stop()
         while time.monotonic() < deadline:
             try:
-                self.gw = start_gateway(*self.args, timeout=30)
+                self.gw = self.start(*self.args, timeout=30)
                 self.restarts += 1
                 return
             except (RuntimeError, AssertionError, subprocess.TimeoutExpired):
@@ -79,9 +79,9 @@ class Supervisor:
         raise AssertionError("the gateway did not come back on the promoted standby")
 
 
-def test_killing_the_primary_under_settlements_loses_and_doubles_nothing(cluster, tmp_path):
+def test_killing_the_primary_under_settlements_loses_and_doubles_nothing(cluster, tmp_path, gateways):
     data_dir = write_spec_dataset(tmp_path / "data")["dir"]
-    node = Supervisor(data_dir, str(tmp_path / "node"), cluster["dsn"])
+    node = Supervisor(gateways, data_dir, str(tmp_path / "node"), cluster["dsn"])
     file_person(node.gw.client(LIAONING), PERSON, "21010219800101051")
     acked: dict[str, bytes] = {}   # request id → its answer
     unanswered: list[str] = []     # sent, no answer: outcome unknown, retried with the same id

@@ -11,7 +11,6 @@ import builders
 from builders import HK_L1
 from core import count_field
 from core.errors import YidiError
-from datagen.spec_fixture import write_spec_dataset
 from gateway._pb.yidi.v1 import settlement_pb2 as spb
 from gateway.config import Config
 from gateway.transport import convert
@@ -32,17 +31,6 @@ def framed(items: list[bytes], unknown_first: bool = False) -> bytes:
     core's fast reader leaves to upb (upb then decodes every item, and fails on a malformed one)."""
     head = b"\xa8\x06\x01" if unknown_first else b""   # field 101, varint 1
     return head + b"".join(convert.length_delimited(ITEMS, x) for x in items)
-
-
-@pytest.fixture(scope="module")
-def gw(tmp_path_factory):
-    from gateway_harness import start_gateway
-
-    base = tmp_path_factory.mktemp("limit")
-    names = write_spec_dataset(base / "data")
-    g = start_gateway(names["dir"], str(base / "ledger.sqlite"))
-    yield g
-    assert g.stop() == 0
 
 
 def call(gw, raw: bytes):

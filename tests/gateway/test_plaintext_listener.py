@@ -21,7 +21,7 @@ from gateway.transport.server import check_listen
 HAINAN, GUANGDONG = "460000", "440000"
 
 
-def outpatient(names, request_id: str, inst: str = HK_L1) -> spb.OutpatientSettleRequest:
+def plain_settlement(names, request_id: str, inst: str = HK_L1) -> spb.OutpatientSettleRequest:
     return builders.outpatient(request_id, names["psn"]["in_service"], inst, date=20260315, qty_milli=1000)
 
 
@@ -29,12 +29,12 @@ def test_a_settlement_succeeds_on_the_plaintext_benchmark_listener(tmp_path, gat
     names = write_spec_dataset(tmp_path / "data")
     gw = gateways(names["dir"], str(tmp_path / "ledger.sqlite"), "--insecure", "--insecure-caller", HAINAN)
     hainan = gw.client(None)   # plaintext: no certificate; the server names the caller
-    answer = hainan(hainan.settlement.OutpatientSettle, outpatient(names, "plain-1"))
+    answer = hainan(hainan.settlement.OutpatientSettle, plain_settlement(names, "plain-1"))
     assert answer.settlement.setl_id and answer.settlement.breakdown.medfee_sumamt == 1250
-    assert hainan.raw("/yidi.v1.SettlementService/OutpatientSettle", outpatient(names, "plain-1")) \
+    assert hainan.raw("/yidi.v1.SettlementService/OutpatientSettle", plain_settlement(names, "plain-1")) \
         == answer.SerializeToString()   # a replay, from the same key
     # The caller is 海南 and no one else: 海南 may not settle at an institution of 广东.
-    code, reason, _ = hainan.refused(hainan.settlement.OutpatientSettle, outpatient(names, "plain-2", GZ_L3))
+    code, reason, _ = hainan.refused(hainan.settlement.OutpatientSettle, plain_settlement(names, "plain-2", GZ_L3))
     assert (code, reason) == (grpc.StatusCode.PERMISSION_DENIED, "PERMISSION_DENIED")
 
 
@@ -42,7 +42,7 @@ def test_without_a_named_caller_the_plaintext_listener_refuses_yidi_calls(tmp_pa
     names = write_spec_dataset(tmp_path / "data")
     gw = gateways(names["dir"], str(tmp_path / "ledger.sqlite"), "--insecure")
     client = gw.client(None)
-    code, reason, message = client.refused(client.settlement.OutpatientSettle, outpatient(names, "plain-x"))
+    code, reason, message = client.refused(client.settlement.OutpatientSettle, plain_settlement(names, "plain-x"))
     assert (code, reason) == (grpc.StatusCode.UNAUTHENTICATED, "UNAUTHENTICATED") and "TLS" in message
 
 

@@ -36,7 +36,7 @@ from gateway.store.postgresql.verify import verify_ledger
 from gateway.testing import seal_key
 import builders
 from builders import HK_L1, HK_L3, TREATMENT_A
-from gateway_harness import file_person, start_gateway
+from gateway_harness import file_person
 
 HAINAN, LIAONING, NATIONAL = "460000", "210000", "national"
 CLINIC, HOSPITAL = HK_L1, HK_L3
@@ -120,8 +120,8 @@ def dataset(tmp_path_factory):
 
 
 def test_a_gateway_on_postgresql_settles_is_idempotent_reverses_and_survives_kill_9(dataset, pg_url, pg_cluster,
-                                                                                   tmp_path):
-    gw = start_gateway(dataset, str(tmp_path / "node"), "--store", pg_url)
+                                                                                   tmp_path, gateways):
+    gw = gateways(dataset, str(tmp_path / "node"), "--store", pg_url)
     try:
         answers = traffic(gw)
         hainan = gw.client(HAINAN)
@@ -142,7 +142,7 @@ def test_a_gateway_on_postgresql_settles_is_idempotent_reverses_and_survives_kil
     assert pg_cluster.password not in gw.log()
     with psycopg.connect(pg_url) as conn:   # the snapshot is kept in PostgreSQL, not in a file
         assert conn.execute("SELECT seq FROM snapshots").fetchall() == [(snap.ledger_seq,)]
-    gw = start_gateway(dataset, str(tmp_path / "node"), "--store", pg_url)
+    gw = gateways(dataset, str(tmp_path / "node"), "--store", pg_url)
     try:
         assert "snapshot at seq %d, 3 ledger records replayed" % snap.ledger_seq in gw.log()
         verified = wait_for(gw, "ledger verified in")   # the whole ledger, in a process of its own
@@ -161,15 +161,16 @@ def test_a_gateway_on_postgresql_settles_is_idempotent_reverses_and_survives_kil
     assert pg_cluster.password not in gw.log()
 
 
-def test_the_same_traffic_gives_the_same_answers_and_state_on_sqlite_and_postgresql(dataset, pg_url, tmp_path):
+def test_the_same_traffic_gives_the_same_answers_and_state_on_sqlite_and_postgresql(dataset, pg_url, tmp_path,
+                                                                                     gateways):
     seen = {}
     for name, target in (("sqlite", str(tmp_path / "sqlite.sqlite")), ("postgresql", pg_url)):
-        gw = start_gateway(dataset, str(tmp_path / f"{name}.sqlite"), "--store", target)
+        gw = gateways(dataset, str(tmp_path / f"{name}.sqlite"), "--store", target)
         try:
             answers = traffic(gw)
         finally:
             assert gw.stop() == 0
-        gw = start_gateway(dataset, str(tmp_path / f"{name}.sqlite"), "--store", target)   # replayed from its store
+        gw = gateways(dataset, str(tmp_path / f"{name}.sqlite"), "--store", target)   # replayed from its store
         try:
             seen[name] = (answers[:-1], reads(gw))   # the problem report's answer carries the time it was made
         finally:
@@ -191,11 +192,11 @@ def replayed_state(target: str, dataset: str) -> bytes:
 
 
 def test_a_lost_database_server_is_storage_unavailable_and_nothing_is_acknowledged_before_it_is_back(dataset,
-                                                                                                  tmp_path):
+                                                                                                  tmp_path, gateways):
     cluster = Cluster().start()   # its own: this test stops it
     try:
         url = cluster.create_database("outage")
-        gw = start_gateway(dataset, str(tmp_path / "node"), "--store", url)
+        gw = gateways(dataset, str(tmp_path / "node"), "--store", url)
         file_person(gw.client(LIAONING), "PG-1", "21010219800101041")
         hainan = gw.client(HAINAN)
         first = hainan.raw(SETTLE, pg_outpatient("out-1", 1000))
@@ -209,7 +210,7 @@ def test_a_lost_database_server_is_storage_unavailable_and_nothing_is_acknowledg
         assert (code, reason) == (grpc.StatusCode.UNAVAILABLE, "STORAGE_UNAVAILABLE")
         assert gw.proc.wait(30) == 70
         gw.stop()
-        gw = start_gateway(dataset, str(tmp_path / "node"), "--store", url)
+        gw = gateways(dataset, str(tmp_path / "node"), "--store", url)
         hainan = gw.client(HAINAN)
         assert hainan.raw(SETTLE, pg_outpatient("out-1", 1000)) == first
         second = hainan.raw(SETTLE, pg_outpatient("out-2", 1100))   # performed now, once
