@@ -311,6 +311,10 @@ class Gateway:
             build_state, self.config, self.store, self.keys, data_dir, self.snapshots, progress)
         self.ledger.start()
         self._records_since_snapshot = self.ledger.next_seq - 1 - self.snapshot_seq
+
+    async def report_start_up(self) -> None:
+        """Once the ledger takes writes after start: problem reports of what start-up found (the note a fatal exit
+        left, snapshots that failed their proof)."""
         await self._report_fatal_note()
         for path, why in self.snapshots.rejected:
             await self.report_internal("snapshot", GATEWAY, uuid.uuid4().hex[:16],

@@ -284,9 +284,11 @@ def _stuck_exit(gw: Gateway) -> Callable[[float, str], None]:
 
 
 async def _start(gw: Gateway, progress) -> None:
-    """Rebuild the state, then wait until the ledger takes a test write (a full disk: NOT_SERVING meanwhile)."""
+    """Rebuild the state, wait until the ledger takes a test write (a full disk: NOT_SERVING meanwhile), then
+    report what start-up found."""
     await gw.rebuild(progress)
     await gw.wait_writable()
+    await gw.report_start_up()
 
 
 def run(config: Config, **kwargs) -> None:
