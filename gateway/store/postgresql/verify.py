@@ -11,15 +11,13 @@ comes from the URL, PGPASSWORD or ~/.pgpass; messages name the URL without it.
 """
 from __future__ import annotations
 
-import msgspec
 import psycopg
 
-from .. import chain, snapshot
-from ..chain import decode_head_row
+from .. import chain
 from ..parts import LedgerUnavailable, Record
-from ..rows import COLUMNS, TABLES, checked, request_hash
+from ..rows import COLUMNS, checked, request_hash
 from ..seal import SealKey
-from ..sqlite.verify import _checksums_only
+from ..verify import check_snapshot, check_witness, proved_head
 from . import safe_url
 
 _RECORDS = "SELECT kind, caller, request_id, digest, key, body, response, seq, checksum, chain FROM records " \
@@ -58,27 +56,9 @@ def verify_ledger(url: str, key: SealKey | None = None, witness_dir: str = "", l
         raise LedgerUnavailable(f"cannot open the ledger {path}: {str(err).strip().splitlines()[0]}") from None
     try:
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        row = conn.execute("SELECT body, tag FROM head WHERE part = %s", (part,)).fetchone()
-        if row is None:
-            raise chain.LedgerCorrupt(path, 0, "has no head row (it was deleted): the ledger cannot prove itself")
-        try:
-            head_row = decode_head_row(row[0])
-        except msgspec.DecodeError:
-            raise chain.LedgerCorrupt(path, 0, "has a head row that cannot be read (it was changed)") from None
-        lkey = key.for_ledger(head_row.ledger_id) if key is not None else None
-        if lkey is not None and lkey.mac(b"head" + row[0]) != row[1]:
-            raise chain.LedgerCorrupt(path, head_row.seq, "the head row does not match its seal (changed, resealed "
-                                                          "without the seal key, or another seal key)")
-        records = (Record(*r) for r in _rows(conn, _RECORDS, (part,)))
-        head = chain.verify(path, records, lkey) if lkey is not None else _checksums_only(path, records)
-        if head.seq != head_row.seq or (head.seq and head.chain != head_row.chain):
-            raise chain.LedgerCorrupt(path, max(head.seq, head_row.seq), f"the ledger ends at record {head.seq} "
-                                                                         f"but its sealed head says {head_row.seq}")
-        for table in TABLES:
-            (count,) = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
-            if count != head_row.counts.get(table, 0):
-                raise chain.LedgerCorrupt(path, head.seq, f"table {table} has {count} rows but the sealed head "
-                                                          f"counts {head_row.counts.get(table, 0)}")
+        head, lkey = proved_head(path, conn.execute("SELECT body, tag FROM head WHERE part = %s", (part,)).fetchone(),
+                                 (Record(*r) for r in _rows(conn, _RECORDS, (part,))),
+                                 lambda t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0], key)
         if lkey is None:
             return (f"OK (without the seal key) {path}: {head.seq} records, checksums and row counts verified; the "
                     "chain, the seals and the derived rows' tags need --key")
@@ -105,21 +85,8 @@ def _copies(conn, path: str, lkey, last: int, chain_at, witness_dir: str, part: 
     """The witness (if one is named) and every snapshot kept in the database: sealed, and on this chain."""
     witnessed = ""
     if witness_dir:
-        witness = chain.HeadFile(chain.witness_path(witness_dir, lkey.ledger_id), lkey)
-        recorded = witness.read()
-        if recorded is None:
-            raise chain.LedgerCorrupt(path, last, f"has no witness at {witness.path}")
-        chain.check_head(path, recorded, last, chain_at, f"the witness {witness.path}")
-        witnessed = f"witness at seq {recorded.seq} checked; "
+        witnessed = f"witness at seq {check_witness(path, witness_dir, lkey, last, chain_at).seq} checked; "
     checked_snapshots = 0
     for seq, blob in conn.execute("SELECT seq, blob FROM snapshots WHERE part = %s ORDER BY seq", (part,)).fetchall():
-        where = f"snapshot at seq {seq}"
-        try:
-            snap = snapshot.decode(blob, lkey)
-        except snapshot.SnapshotOlder:
-            continue
-        except snapshot.SnapshotCorrupt as err:
-            raise chain.LedgerCorrupt(path, seq, f"{where}: {err}") from None
-        chain.check_head(path, chain.Head(snap.seq, snap.chain), last, chain_at, where)
-        checked_snapshots += 1
+        checked_snapshots += check_snapshot(path, seq, blob, lkey, last, chain_at, f"snapshot at seq {seq}")
     return f"{witnessed}{checked_snapshots} snapshot(s) checked"

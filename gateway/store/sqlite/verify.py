@@ -28,14 +28,13 @@ import os
 import sqlite3
 import urllib.parse
 
-import msgspec
 
 from .. import chain, snapshot
-from ..rows import COLUMNS, TABLES, checked
-from ..chain import decode_head_row as _HEAD_DECODE
+from ..rows import COLUMNS, checked
 from ..parts import LedgerUnavailable, Record
 from .store import _COLUMNS, SCAN_PAGE_RECORDS, SCHEMA_VERSION
 from ..seal import LedgerKey, SealKey
+from ..verify import check_snapshot, check_witness, proved_head
 
 
 def _records(conn: sqlite3.Connection):
@@ -48,20 +47,6 @@ def _records(conn: sqlite3.Connection):
         if len(rows) < SCAN_PAGE_RECORDS:
             return
         after = rows[-1][7]
-
-
-def _checksums_only(path: str, records) -> chain.Head:
-    """Without the key: dense seqs and each record's content against its checksum."""
-    head = chain.Head(0, b"")
-    for record in records:
-        if record.seq != head.seq + 1:
-            raise chain.LedgerCorrupt(path, head.seq + 1, f"is missing (the next record is {record.seq})")
-        if record.checksum != chain.checksum(record.seq, record.kind, record.caller, record.request_id,
-                                             record.digest, record.key, record.body, record.response):
-            raise chain.LedgerCorrupt(path, record.seq, "its content does not match its checksum (it was changed "
-                                                        "after it was written)")
-        head = chain.Head(record.seq, record.chain)
-    return head
 
 
 def _tags(conn: sqlite3.Connection, key: LedgerKey, path: str) -> int:
@@ -91,26 +76,9 @@ def verify_ledger(path: str, snapshot_dir: str, key: SealKey | None = None, witn
             raise LedgerUnavailable(f"ledger {path} has schema {version}, not {SCHEMA_VERSION}: open it once with "
                                     "this gateway (with its seal key) to migrate it")
         conn.execute("BEGIN")   # one consistent view, however long the check takes
-        row = conn.execute("SELECT body, tag FROM head WHERE id = 1").fetchone()
-        if row is None:
-            raise chain.LedgerCorrupt(path, 0, "has no head row (it was deleted): the ledger cannot prove itself")
-        try:
-            head_row = _HEAD_DECODE(row[0])
-        except msgspec.DecodeError:
-            raise chain.LedgerCorrupt(path, 0, "has a head row that cannot be read (it was changed)") from None
-        lkey = key.for_ledger(head_row.ledger_id) if key is not None else None
-        if lkey is not None and lkey.mac(b"head" + row[0]) != row[1]:
-            raise chain.LedgerCorrupt(path, head_row.seq, "the head row does not match its seal (changed, resealed "
-                                                          "without the seal key, or another seal key)")
-        head = chain.verify(path, _records(conn), lkey) if lkey is not None else _checksums_only(path, _records(conn))
-        if head.seq != head_row.seq or (head.seq and head.chain != head_row.chain):
-            raise chain.LedgerCorrupt(path, max(head.seq, head_row.seq), f"the ledger ends at record {head.seq} "
-                                                                         f"but its sealed head says {head_row.seq}")
-        for table in TABLES:
-            count = conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-            if count != head_row.counts.get(table, 0):
-                raise chain.LedgerCorrupt(path, head.seq, f"table {table} has {count} rows but the sealed head "
-                                                          f"counts {head_row.counts.get(table, 0)}")
+        head, lkey = proved_head(path, conn.execute("SELECT body, tag FROM head WHERE id = 1").fetchone(),
+                                 _records(conn), lambda t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0],
+                                 key)
         if lkey is None:
             conn.execute("COMMIT")
             return (f"OK (without the seal key) {path}: {head.seq} records, checksums and row counts verified; the "
@@ -129,24 +97,14 @@ def verify_ledger(path: str, snapshot_dir: str, key: SealKey | None = None, witn
             chain.check_head(path, head_file.read(), head.seq, chain_at, head_file.path)
         witnessed = ""
         if witness_dir and not live:
-            witness = chain.HeadFile(chain.witness_path(witness_dir, lkey.ledger_id), lkey)
-            recorded = witness.read()
-            if recorded is None:
-                raise chain.LedgerCorrupt(path, head.seq, f"has no witness at {witness.path}")
-            chain.check_head(path, recorded, head.seq, chain_at, f"the witness {witness.path}")
+            recorded = check_witness(path, witness_dir, lkey, head.seq, chain_at)
             witnessed = f"; witness at seq {recorded.seq} checked"
         snaps = snapshot.Snapshots(snapshot_dir)
         checked = 0
         for seq in snaps.seqs() if not live else ():
             with open(snaps.path(seq), "rb") as f:
-                try:
-                    snap = snapshot.decode(f.read(), lkey)
-                except snapshot.SnapshotOlder:
-                    continue
-                except snapshot.SnapshotCorrupt as err:
-                    raise chain.LedgerCorrupt(path, seq, f"snapshot {snaps.path(seq)}: {err}") from None
-            chain.check_head(path, chain.Head(snap.seq, snap.chain), head.seq, chain_at, f"snapshot {snaps.path(seq)}")
-            checked += 1
+                blob = f.read()
+            checked += check_snapshot(path, seq, blob, lkey, head.seq, chain_at, f"snapshot {snaps.path(seq)}")
     except sqlite3.Error as err:
         raise LedgerUnavailable(f"cannot read the ledger {path}: {err}") from None
     finally:
