@@ -158,6 +158,35 @@ class Reader:
 RECON_CHUNK = 2048
 
 
+class ArchiveReads:
+    """A store's archive and projection reads, each answered by the calling thread's ``Reader`` (the store's
+    ``_archive()``): the same for every backend."""
+
+    def _archive(self) -> Reader:
+        raise NotImplementedError
+
+    def visit(self, mdtrt_id: str):
+        return self._archive().visit(mdtrt_id)
+
+    def settlement(self, setl_id: str):
+        return self._archive().settlement(setl_id)
+
+    def problem(self, problem_id: str):
+        return self._archive().problem(problem_id)
+
+    def list_problems(self, province: str, state: str, after_seq: int, limit: int):
+        return self._archive().list_problems(province, state, after_seq, limit)
+
+    def problem_notes(self, problem_id: str):
+        return self._archive().problem_notes(problem_id)
+
+    def recon_totals(self, fixmedins_code: str, date_from: int, date_to: int, insutype: str = ""):
+        return self._archive().recon_totals(fixmedins_code, date_from, date_to, insutype)
+
+    def flagged(self, fixmedins_code: str, date_from: int, date_to: int, mask: int, limit: int):
+        return self._archive().flagged(fixmedins_code, date_from, date_to, mask, limit)
+
+
 class ReconCursor:
     """Reconciliation rows read in chunks, each row and its cancellation checked against their tags."""
 

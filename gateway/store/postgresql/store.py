@@ -32,7 +32,7 @@ from core.events import REVERSED_KIND
 from .. import chain, snapshot
 from ..chain import Head, HeadFile, HeadRow, LedgerCorrupt, decode_head_row, encode_head_row
 from ..parts import LedgerUnavailable, Record, StorageDown
-from ..reader import Reader
+from ..reader import ArchiveReads, Reader
 from ..rows import COLUMNS, TABLES, checked, derive, keys_of, request_hash
 from ..seal import SealKey
 from . import safe_url
@@ -55,7 +55,7 @@ class Deposed(RuntimeError):
     """Another writer took the ledger (a newer fencing token): this one's appends are refused."""
 
 
-class PostgresStore:
+class PostgresStore(ArchiveReads):
     """Every part of ``Store`` on one PostgreSQL database (``SnapshotStore`` too: ``snapshot_store``).
 
     Threads: one write connection (autocommit; every write is an explicit
@@ -307,25 +307,7 @@ class PostgresStore:
     def write_archive(self, visits, settlements) -> None:
         raise RuntimeError("a PostgreSQL ledger's archive is always complete")
 
-    def visit(self, mdtrt_id: str):
-        return self._archive().visit(mdtrt_id)
-
-    def settlement(self, setl_id: str):
-        return self._archive().settlement(setl_id)
-
-    def problem(self, problem_id: str):
-        return self._archive().problem(problem_id)
-
     # -- Projections ---------------------------------------------------------------
-
-    def list_problems(self, province: str, state: str, after_seq: int, limit: int):
-        return self._archive().list_problems(province, state, after_seq, limit)
-
-    def problem_notes(self, problem_id: str):
-        return self._archive().problem_notes(problem_id)
-
-    def recon_totals(self, fixmedins_code: str, date_from: int, date_to: int, insutype: str = ""):
-        return self._archive().recon_totals(fixmedins_code, date_from, date_to, insutype)
 
     def recon_range(self, fixmedins_code: str, date_from: int, date_to: int, insutype: str = ""):
         """A connection and a server-side cursor of their own, read a chunk at a time."""
@@ -335,9 +317,6 @@ class PostgresStore:
             raise StorageDown(f"the ledger {self._path} cannot be read: {str(err).strip().splitlines()[0]}") from None
         reader = _LongReader(conn, self.key, self._path, 0, self.read, "%s")
         return reader.recon_cursor(fixmedins_code, date_from, date_to, insutype)
-
-    def flagged(self, fixmedins_code: str, date_from: int, date_to: int, mask: int, limit: int):
-        return self._archive().flagged(fixmedins_code, date_from, date_to, mask, limit)
 
     # -- SnapshotStore -----------------------------------------------------------------
 

@@ -35,6 +35,7 @@ from ..chain import decode_head_row as _HEAD_DECODE
 from ..chain import encode_head_row as _HEAD_ENCODE
 from ..parts import LedgerUnavailable, Record, StorageDown
 from ..rows import TABLES, checked, derive, keys_of, legacy_rows, request_hash
+from ..reader import ArchiveReads
 from ..seal import LedgerKey, SealKey
 from . import derived, migrate
 
@@ -86,7 +87,7 @@ def lock_path(ledger_path: str) -> str:
     return ledger_path + ".lock"
 
 
-class SqliteStore:
+class SqliteStore(ArchiveReads):
     """Every part of ``Store`` on one SQLite file: WAL, ``synchronous=FULL``, the chain keyed with the seal key.
 
     Opening it:
@@ -477,33 +478,12 @@ class SqliteStore:
             self._write_head_row(conn, head_row, self.key)
         self._head_row = head_row
 
-    def visit(self, mdtrt_id: str):
-        return self._archive().visit(mdtrt_id)
-
-    def settlement(self, setl_id: str):
-        return self._archive().settlement(setl_id)
-
-    def problem(self, problem_id: str):
-        return self._archive().problem(problem_id)
-
-    def list_problems(self, province: str, state: str, after_seq: int, limit: int):
-        return self._archive().list_problems(province, state, after_seq, limit)
-
-    def problem_notes(self, problem_id: str):
-        return self._archive().problem_notes(problem_id)
-
-    def recon_totals(self, fixmedins_code: str, date_from: int, date_to: int, insutype: str = ""):
-        return self._archive().recon_totals(fixmedins_code, date_from, date_to, insutype)
-
     def recon_range(self, fixmedins_code: str, date_from: int, date_to: int, insutype: str = ""):
         """A cursor of its own (a long read, e.g. a detail reconciliation) over the range's settlements."""
         conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA query_only=1")
         reader = derived.Reader(conn, self.key, self._path, self._head_row.legacy_last_seq, self.read)
         return reader.recon_cursor(fixmedins_code, date_from, date_to, insutype)
-
-    def flagged(self, fixmedins_code: str, date_from: int, date_to: int, mask: int, limit: int):
-        return self._archive().flagged(fixmedins_code, date_from, date_to, mask, limit)
 
     def read(self, seq: int) -> Record | None:
         """The record with that seq, proved before it is returned."""
