@@ -54,8 +54,10 @@ def make_records(n: int, *, random_request_ids: bool = False, seed: int = 202406
     return records
 
 
-async def run(path: str, records: list[Record], appenders: int) -> tuple[float, GroupCommitLedger]:
-    ledger = GroupCommitLedger(SqliteStore(path, seal_key()))
+async def run(store, records: list[Record], appenders: int) -> tuple[float, GroupCommitLedger]:
+    """``records`` through a group-commit ledger on ``store`` from ``appenders`` concurrent appenders: the
+    seconds it took, and the ledger (its commit counts)."""
+    ledger = GroupCommitLedger(store)
     ledger.start()
     # All appenders take the next record from one iterator, so the global
     # append order is the order of `records`, as in the gateway.
@@ -86,7 +88,7 @@ def main() -> None:
         for name, runner in (("uvloop", uvloop.run), ("asyncio", asyncio.run)):
             with tempfile.TemporaryDirectory(dir=args.dir, prefix="ledger-bench-") as d:
                 path = os.path.join(d, "bench.sqlite")
-                elapsed_s, ledger = runner(run(path, records, args.appenders))
+                elapsed_s, ledger = runner(run(SqliteStore(path, seal_key()), records, args.appenders))
             print(
                 f"request_ids {ids:10s} {name:8s} {n / elapsed_s:9,.0f} records/s  {elapsed_s * 1000:6.0f} ms  "
                 f"commits {ledger.commits:5d}  records/commit {ledger.records / ledger.commits:7.1f}  "

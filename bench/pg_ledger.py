@@ -13,38 +13,20 @@ unless ``--url`` names another.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import sys
 import tempfile
-import time
 
 import uvloop
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from bench.ledger_throughput import make_records  # noqa: E402
+from bench.ledger_throughput import make_records, run  # noqa: E402
 from gateway.pgcluster import Cluster  # noqa: E402
-from gateway.store import GroupCommitLedger, Record, open_store  # noqa: E402
+from gateway.store import open_store  # noqa: E402
 from gateway.testing import seal_key  # noqa: E402
-
-
-async def run(store, records: list[Record], appenders: int) -> tuple[float, GroupCommitLedger]:
-    ledger = GroupCommitLedger(store)
-    ledger.start()
-    shared = iter(records)   # one global append order, as in the gateway
-
-    async def appender() -> None:
-        for r in shared:
-            await ledger.append(r)
-
-    t0 = time.perf_counter()
-    await asyncio.gather(*(appender() for _ in range(appenders)))
-    elapsed_s = time.perf_counter() - t0
-    await ledger.close()
-    return elapsed_s, ledger
 
 
 def main() -> None:
