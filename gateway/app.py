@@ -486,6 +486,9 @@ class Gateway:
             digest = hashlib.blake2b(correlation_id.encode(), digest_size=16).digest()
             await self.execute(GATEWAY, command, digest)
             return True
+        except YidiError as err:   # refused as any call would be now (the ledger closing or down): no bug
+            log.error("could not open a problem report for internal error %s: %s", correlation_id, err.reason)
+            return False
         except Exception:
             log.exception("could not open a problem report for internal error %s", correlation_id)
             return False
