@@ -74,16 +74,18 @@ class Ownership:
 
     async def run(self, on_standby: Callable[[object], None]) -> None:
         """Follow the tail until the lease is ours, then take the partition over; returns once this node owns it."""
+        from .store.postgresql.lease import Holder   # psycopg: only a PostgreSQL gateway loads it
+
         state = self.gw.state
         self.seq, self.chain = state.applied_seq, state.applied_chain
-        if not await asyncio.to_thread(self.keeper.take_once):
+        if not await asyncio.to_thread(self.keeper.try_take):
             loop = asyncio.get_running_loop()
             self._taken = asyncio.Event()
             self.keeper.on_taken = lambda _token: loop.call_soon_threadsafe(self._taken.set)
             self.keeper.start()
             durable = state.engine.archive.durable   # followed records are durable: nothing to overlay
             state.engine.archive = durable
-            holder = self.keeper.holder
+            holder = self.keeper.holder or Holder("?", "", 0, 0.0)   # None: the server did not say yet
             log.info("STANDBY: partition %d is owned by %s at %s; following its records every %.1f s",
                      self.keeper.part, holder.owner, holder.address or "?", self.follow_interval_s)
             on_standby(holder)

@@ -27,6 +27,7 @@ import argparse
 import collections
 import json
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -329,9 +330,10 @@ class _database:
         if self.patroni:
             import ha
 
-            up = ha.up(os.path.join(self.work, "ha"), 3, 16541, timeout_s=120)
-            os.environ["PGPASSFILE"] = up["pgpassfile"]
-            return up["dsn"], lambda: ha.kill_primary(os.path.join(self.work, "ha"))
+            self.ha_dir = tempfile.mkdtemp(prefix="yidi-ha-")   # not under work: PostgreSQL's user must enter it
+            up = ha.up(self.ha_dir, 3, 16541, timeout_s=120)
+            os.environ["PGPASSFILE"] = up["pgpassfile"]   # the nodes' libpq reads the password there
+            return up["dsn"], lambda: ha.kill_primary(self.ha_dir)
         from gateway.pgcluster import Cluster
 
         self.cluster = Cluster().start()
@@ -341,7 +343,8 @@ class _database:
         if self.patroni:
             import ha
 
-            ha.down(os.path.join(self.work, "ha"))
+            ha.down(self.ha_dir)
+            shutil.rmtree(self.ha_dir, ignore_errors=True)
         else:
             self.cluster.stop()
 

@@ -112,6 +112,15 @@ class LeaseKeeper:
                  self.ttl_s, self.renew_s)
         return True
 
+    def try_take(self) -> bool:
+        """``take_once``, with a server that cannot answer now (restarting, failing over, a lock held by a stalled
+        writer) taken as "not yet"."""
+        try:
+            return self.take_once()
+        except psycopg.Error as err:
+            self._failed(err)
+            return False
+
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="yidi-lease", daemon=True)
         self._thread.start()
@@ -125,7 +134,7 @@ class LeaseKeeper:
         while not self._stop.wait(self.renew_s):
             try:
                 if not self.token:
-                    if self.take_once() and self.on_taken is not None:
+                    if self.try_take() and self.on_taken is not None:
                         self.on_taken(self.token)
                     continue
                 sent = time.monotonic()
@@ -135,12 +144,15 @@ class LeaseKeeper:
                 self.lost = f"another node took the lease of partition {self.part} (token {self.token} is not its own)"
                 return
             except psycopg.Error as err:   # the server lost or restarting: try again until the deadline
-                log.warning("lease of partition %d: %s", self.part, str(err).strip().splitlines()[0] if str(err)
-                            else type(err).__name__)
-                self._close_conn()
+                self._failed(err)
             if self.token and time.monotonic() >= self._deadline:
                 self.lost = f"the lease of partition {self.part} ran out: it could not be renewed in {self.ttl_s} s"
                 return
+
+    def _failed(self, err: psycopg.Error) -> None:
+        log.warning("lease of partition %d: %s", self.part, str(err).strip().splitlines()[0] if str(err).strip()
+                    else type(err).__name__)
+        self._close_conn()
 
     def close(self) -> None:
         """Stop; give the lease up if it is still ours (after the owner's last commit)."""
