@@ -241,12 +241,22 @@ def markdown(figures: dict, meta: dict) -> str:
         elif target is None or value is None:
             met = ""
         else:
-            met = "yes" if (value <= target if sense == "max" else value >= target) else "**no**"
+            met = judged(value, target, sense)
         goal = "" if target is None else f"{'≤' if sense == 'max' else '≥'} {target:,}{unit}"
         out.append(f"| {what} (`{key}`) | {shown} | {goal} | {met} |")
     out += ["", "Other figures:", ""]
     out += [f"- `{k}`: {v}" for k, v in figures.items() if k not in TARGETS]
     return "\n".join(out) + "\n"
+
+
+def judged(value: float, target: float, sense: str) -> str:
+    """"yes", or "**no**" with how far the figure is from its target, as a factor of the target."""
+    if value <= target if sense == "max" else value >= target:
+        return "yes"
+    if value <= 0:
+        return "**no**"
+    factor = value / target if sense == "max" else target / value
+    return f"**no**: {factor:.1f}× {'over' if sense == 'max' else 'short'}"
 
 
 def plot(rows: list[dict], path: str, smoke: bool = False) -> None:

@@ -66,3 +66,12 @@ def test_locust_draws_the_published_mix_in_every_user():
     weights = {f.name: d.args[0].value for f in users[0].body if isinstance(f, ast.FunctionDef)
                for d in f.decorator_list if isinstance(d, ast.Call) and getattr(d.func, "id", "") == "task"}
     assert weights == {"outpatient": 91, "stay": 9, "file": 3}
+
+
+def test_a_missed_target_says_by_how_much():
+    from bench.report import judged
+
+    assert judged(4.0, 5.0, "max") == "yes" and judged(120_000, 100_000, "min") == "yes"
+    assert judged(18.6, 5.0, "max") == "**no**: 3.7× over"
+    assert judged(4_900, 100_000, "min") == "**no**: 20.4× short"
+    assert judged(0, 0.7, "min") == "**no**"
