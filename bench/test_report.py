@@ -24,6 +24,7 @@ def test_report_smoke_writes_every_figure(tmp_path):
 
     assert set(TARGETS) <= set(report)
     for key in ("empty_rpc_per_s", "unary_settle_per_s", "unary_settle_vs_empty_ratio", "batch_settlements_per_s",
+                "stream_settlements_per_s", "stream_vs_batch_ratio",
                 "unary_p99_ms_at_half_max", "bytes_per_settlement"):
         assert isinstance(report[key], (int, float)) and report[key] > 0, (key, report[key])
     # 2,000 persons against 1,000: the difference is below the allocator's noise, but it was measured
@@ -33,7 +34,7 @@ def test_report_smoke_writes_every_figure(tmp_path):
     assert report["peak_day_lost"] == 0 and report["peak_day_duplicated"] == 0
     assert report["peak_day_accumulators_equal_replay"] is True
     closed = [r for r in report["loadgen_rows"] if (r.get("fraction_of_max") or 0) <= 0.5]
-    assert len(closed) == 5 and not any(r["refusals"] for r in closed), report["loadgen_rows"]
+    assert len(closed) == 6 and not any(r["refusals"] for r in closed), report["loadgen_rows"]
     assert all(r["settlements"] == r["calls"] * r["items_per_call"] for r in closed if r["rpc"] != "ping")
     # 400 calls at once against 100 in flight: refusals carry their reason and retry advice, nothing else fails
     assert report["overload_admitted"] > 0 and report["overload_other_answers"] == 0
