@@ -93,7 +93,11 @@ class Ownership:
                 await asyncio.Event().wait()   # restarting: the process ends
         else:
             self.keeper.start()
-        await self._take_over()
+        try:
+            await self._take_over()
+        except StorageDown as err:   # the server lost meanwhile (a failover): start again, as a standby
+            self.restart(f"partition {self.keeper.part} not taken over: {err}")
+            await asyncio.Event().wait()
 
     async def _follow_until_taken(self) -> bool:
         """True once the lease is ours; False when this standby must restart."""

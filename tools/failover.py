@@ -10,8 +10,9 @@ SIGKILL (the standby must take over; the killed node is started again as the new
 synchronous standby; the nodes exit 70 and are started again, as a supervisor would).  Ends with one JSON
 line:
 
-* ``takeover_s_max`` (and every one in ``takeover_s``): from a kill of the owner to the first settlement
-  acknowledged by the other node;
+* ``takeover_s_max`` (and every one in ``takeover_s``): from a kill of the owner to the acknowledgement of the
+  first settlement sent after it (so answered by the other node); ``pg_failover_s`` the same for each kill of
+  the PostgreSQL primary;
 * ``acknowledged``, ``lost`` (acknowledged, but no ``settled`` record with its request id in the ledger, or
   answered differently when asked again), ``duplicated`` (request ids with more than one record);
 * ``accumulator_mismatches``: persons whose accumulators differ between the owner and the standby (which
@@ -111,7 +112,7 @@ class Settler:
         self.threads = threads
         self.prefix = prefix
         self.acked: dict[str, bytes] = {}
-        self.acked_by: dict[str, tuple[str, float]] = {}   # request id → (node, monotonic time)
+        self.acked_by: dict[str, tuple[str, float, float]] = {}   # request id → (node, answered, sent): monotonic
         self.retries = 0
         self.refusals: collections.Counter[str] = collections.Counter()
         self._clients: dict[str, object] = {}   # by host:port
@@ -138,6 +139,7 @@ class Settler:
                     raise ConnectionError(node.name)
                 rpc = self._client(gw).channel.unary_unary(SETTLE, request_serializer=lambda m: m.SerializeToString(),
                                                           response_deserializer=lambda b: b)
+                sent = time.monotonic()
                 answer = rpc(settlement(request_id), timeout=CALL_TIMEOUT_S)
             except (grpc.RpcError, ConnectionError, ValueError) as err:
                 reason = _reason(err)
@@ -149,7 +151,7 @@ class Settler:
                 continue
             with self._lock:
                 self.acked[request_id] = answer
-                self.acked_by[request_id] = (node.name, time.monotonic())
+                self.acked_by[request_id] = (node.name, time.monotonic(), sent)
             return True
         return False
 
@@ -180,9 +182,10 @@ class Settler:
         with self._lock:
             return len(self.acked)
 
-    def first_ack_after(self, t: float, by: str) -> float | None:
+    def first_ack_sent_after(self, t: float) -> float | None:
+        """When the first settlement sent after ``t`` was acknowledged (None: none yet)."""
         with self._lock:
-            times = [at for node, at in self.acked_by.values() if node == by and at > t]
+            times = [at for _, at, sent in self.acked_by.values() if sent > t]
         return min(times) if times else None
 
 
@@ -252,7 +255,7 @@ def kill_owner(nodes: list[Node], settler: Settler, timeout_s: float = 60) -> fl
         time.sleep(0.02)
     owner.kill()
     killed_at = time.monotonic()
-    while (first := settler.first_ack_after(killed_at, standby.name)) is None:
+    while (first := settler.first_ack_sent_after(killed_at)) is None:
         if time.monotonic() - killed_at > timeout_s:
             raise AssertionError(f"{standby.name} did not take over:\n{standby.gw.log()[-3000:]}")
         time.sleep(0.02)
@@ -284,12 +287,12 @@ def run(node_kills: int, pg_failovers: int) -> dict:
             settler = Settler(nodes)
             settler.start()
             takeovers = [kill_owner(nodes, settler) for _ in range(node_kills)]
-            for _ in range(pg_failovers):
-                _pg_failover(nodes, settler, kill_primary)
+            pg_s = [_pg_failover(nodes, settler, kill_primary) for _ in range(pg_failovers)]
             settler.stop()
             result = {"node_kills": node_kills, "pg_failovers": pg_failovers,
                       "takeover_s_max": round(max(takeovers, default=0), 2),
-                      "takeover_s": [round(t, 2) for t in takeovers], **check(url, settler, nodes)}
+                      "takeover_s": [round(t, 2) for t in takeovers],
+                      "pg_failover_s": [round(t, 1) for t in pg_s], **check(url, settler, nodes)}
         finally:
             for node in nodes:
                 if node.gw is not None:
@@ -297,8 +300,9 @@ def run(node_kills: int, pg_failovers: int) -> dict:
     return result
 
 
-def _pg_failover(nodes: list[Node], settler: Settler, kill_primary) -> None:
-    """Kill the PostgreSQL primary under load; every node that exits (70) is started again until one serves."""
+def _pg_failover(nodes: list[Node], settler: Settler, kill_primary) -> float:
+    """Kill the PostgreSQL primary under load; every node that exits (70) is started again until one serves.  The
+    seconds until the first settlement sent after the kill was acknowledged."""
     before = settler.count()
     while settler.count() < before + 10:
         time.sleep(0.02)
@@ -314,8 +318,9 @@ def _pg_failover(nodes: list[Node], settler: Settler, kill_primary) -> None:
                     node.start("LISTENING", timeout=60)
                 except RuntimeError:
                     time.sleep(1)
-        if settler.count() > before + 20 and any(n.serving() for n in nodes):
-            return
+        first = settler.first_ack_sent_after(killed_at)
+        if first is not None and settler.count() > before + 20 and any(n.serving() for n in nodes):
+            return first - killed_at
         time.sleep(0.2)
     raise AssertionError("no node served after the PostgreSQL failover")
 

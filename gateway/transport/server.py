@@ -120,14 +120,17 @@ def ownership(config: Config, gw: Gateway, port: int, restart: Callable[[str], N
     """A PostgreSQL node's lease keeper and role (it owns nothing yet)."""
     from ..store.postgresql.lease import LeaseKeeper
 
-    if not 0 < 2 * config.lease_renew_s <= config.lease_ttl_s:
-        raise SystemExit(f"--lease-renew-s {config.lease_renew_s} must be more than 0 and at most half of "
-                         f"--lease-ttl-s {config.lease_ttl_s}: a lease must survive one failed renewal")
     node_id = config.node_id or f"{socket.gethostname()}-{os.getpid()}"
     address = config.advertise or f"{config.listen.rsplit(':', 1)[0]}:{port}"
     keeper = LeaseKeeper(gw.store.connect_lease, gw.store.part, node_id, address, config.lease_ttl_s,
                          config.lease_renew_s)
     return Ownership(gw, keeper, config.follow_interval_s, restart)
+
+
+def check_lease(config: Config) -> None:
+    if is_postgresql(config.store_url()) and not 0 < 2 * config.lease_renew_s <= config.lease_ttl_s:
+        raise SystemExit(f"--lease-renew-s {config.lease_renew_s} must be more than 0 and at most half of "
+                         f"--lease-ttl-s {config.lease_ttl_s}: a lease must survive one failed renewal")
 
 
 def check_listen(config: Config) -> None:
@@ -230,6 +233,7 @@ async def serve(config: Config, *, ready: Callable[[int, int, int], None] | None
     found the partition owned by another node (``holder``) and follows it."""
     check_protobuf_backend()
     check_listen(config)
+    check_lease(config)
     WATCH.install()
     store = open_store(config.store_url(), read_seal_key(config), max_bytes=config.ledger_max_bytes,
                        witness_dir=config.witness, take=False, lease_ttl_s=config.lease_ttl_s)

@@ -80,40 +80,37 @@ def test_a_stalled_owner_is_deposed_acknowledges_nothing_after_it_resumes_and_th
     nodes = two_nodes(tmp_path, pg_url)
     owner, standby = nodes
     try:
-        settler = Settler([owner], threads=2, prefix="before")
+        settler = Settler(nodes, threads=2)   # calls to the stopped owner time out and are retried on the other
         settler.start()
         while settler.count() < 20:
             time.sleep(0.02)
         owner.kill(signal.SIGSTOP)   # mid-load: calls and perhaps a commit in flight
         stopped_at = time.monotonic()
-        settler._stop.set()
         # calls that reach the stalled owner now: it must never acknowledge one of them
         late: dict[str, object] = {}
-        late_threads = [threading.Thread(target=_late_call, args=(owner.gw, f"late-{n}", late)) for n in range(3)]
-        for thread in late_threads:
+        late_calls = [threading.Thread(target=_late_call, args=(owner.gw, f"late-{n}", late)) for n in range(3)]
+        for thread in late_calls:
             thread.start()
-        after = Settler([standby], threads=2, prefix="after")   # clients moved to the standby
-        for n in range(5):
-            assert after.settle(f"after-0-{n}", until=lambda: time.monotonic() - stopped_at > 30)
-        took_s = min(at for _, at in after.acked_by.values()) - stopped_at
+        while len([rid for rid, (_, _, sent) in dict(settler.acked_by).items() if sent > stopped_at]) < 5:
+            assert time.monotonic() - stopped_at < 60, "the standby did not take over"
+            time.sleep(0.05)
+        took_s = settler.first_ack_sent_after(stopped_at) - stopped_at
         owner.kill(signal.SIGCONT)
-        for thread in late_threads:
+        for thread in late_calls:
             thread.join()
         assert owner.gw.proc.wait(30) == 70
-        for worker in settler._workers:
-            worker.join()
-        settler._stop.set()
-        settler.nodes = [standby]
-        settler.stop()   # what was in flight when the owner stopped, retried on the new owner
+        settler.stop()
         assert all(isinstance(outcome, grpc.RpcError) for outcome in late.values()), late
         counts = failover.settled_ids(pg_url)
-        assert not any(rid.startswith("late-") for rid in counts)
-        acked = {**settler.acked, **after.acked}
-        assert all(counts[rid] == 1 for rid in acked) and max(counts.values()) == 1
         log = owner.gw.log()
-        assert "NOT_SERVING, exiting" in log, log[-3000:]
-        print(f"standby served {took_s:.2f} s after the owner stopped; {len(acked)} acknowledged, late calls "
-              f"refused: {sorted({_reason(o) for o in late.values()})}")
+        assert not any(rid.startswith("late-") for rid in counts)
+        assert all(counts[rid] == 1 for rid in settler.acked) and max(counts.values()) == 1
+        # why it stopped: its lease ran out or was taken, and a commit it had in flight was refused by the token
+        # (Deposed) or ended with its session by the new owner; which of them first depends on the moment it stopped
+        said = [why for why in ("NOT_SERVING, exiting", "Deposed", "server closed the connection") if why in log]
+        assert said, log[-3000:]
+        print(f"standby served {took_s:.2f} s after the owner stopped; {len(settler.acked)} acknowledged; late "
+              f"calls refused {sorted({failover._reason(o) for o in late.values()})}; the old owner said {said}")
         verified = subprocess.run([sys.executable, "-m", "gateway", "verify-ledger", pg_url, "--key",
                                    dev_certs().seal_key], cwd=ROOT, capture_output=True, text=True, timeout=120)
         assert verified.returncode == 0 and verified.stdout.startswith("OK "), verified.stdout + verified.stderr
@@ -127,6 +124,3 @@ def _late_call(gw, request_id: str, out: dict) -> None:
     except grpc.RpcError as err:
         out[request_id] = err
 
-
-def _reason(err) -> str:
-    return failover._reason(err)

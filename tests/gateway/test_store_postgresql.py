@@ -8,7 +8,10 @@ on SQLite and on PostgreSQL, and start-up rebuilds the same engine state
 from either.  At the store itself: the keyed chain and the
 sealed head are SQLite's, a second writer is refused, a deposed writer's
 append is refused by the fencing token, the UNIQUE (caller, request_id)
-constraint refuses a key twice, and a changed row is caught when read.
+constraint refuses a key twice, a changed row is caught when read, and the
+partition's lease is taken only when free or expired, hands the partition
+over with a token that fences the old writer, and is taken back from a
+writer stopped inside an append's transaction.
 """
 from __future__ import annotations
 
@@ -306,14 +309,17 @@ def test_a_lease_hands_the_partition_over_fences_the_old_writer_and_outlives_a_s
             a.append([record(3)])
         assert not lease.renew(conn_a, 0, token_a, ttl_s) and b.append([record(3)]) == [3]
 
-        # b stalls inside an append (as under SIGSTOP) holding the head row's lock: PostgreSQL ends its session
-        # after the lease's length (idle_in_transaction_session_timeout), and a takes the partition back
-        b._wconn.execute("BEGIN")
-        b._wconn.execute("UPDATE head SET tag = tag WHERE part = 0")
-        deadline = time.monotonic() + 10
-        while not isinstance(token := _take_or_wait(conn_a, ttl_s), int):
-            assert time.monotonic() < deadline, token
-        assert token == token_b + 1 and a.take_over(token).seq == 3 and a.append([record(4)]) == [4]
+        # b stalls inside an append (as under SIGSTOP) holding the head row's lock, its last statements sent
+        # without their Sync, so its session is not even idle: once b's lease has expired, taking it ends b's
+        # session (its transaction rolled back) instead of waiting behind it
+        with pytest.raises(psycopg.OperationalError), b._wconn.pipeline():
+            b._wconn.execute("UPDATE head SET tag = tag WHERE part = 0")
+            b._wconn.pgconn.send_flush_request()   # sent and run, without a Sync
+            b._wconn.pgconn.flush()
+            time.sleep(ttl_s + 0.1)
+            token = _take_or_wait(conn_a, ttl_s)
+            assert token == token_b + 1, token
+        assert a.take_over(token).seq == 3 and a.append([record(4)]) == [4]
         lease.release(conn_a, 0, token)
         assert isinstance(lease.take(conn_b, 0, "b", "10.0.0.2:50051", ttl_s), int)   # given up: free at once
     finally:

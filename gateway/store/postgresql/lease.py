@@ -8,7 +8,10 @@ time (``clock_timestamp()``), never a node's clock:
   into the head row as well.  Every append rewrites the head row only where
   the token is still the writer's own (store.py), so the moment this commits
   the previous owner's appends are refused (``Deposed``), whether it is dead,
-  stalled or still running.
+  stalled or still running.  A session still inside an append's transaction
+  (its lease expired: its process stopped mid-append, whose backend keeps the
+  head row locked and waits for it) is ended first, so the takeover is not
+  blocked behind it; its transaction is rolled back, never acknowledged.
 * ``renew``: the expiry pushed on, where the token is still ours.
 * ``release``: expired now, where the token is still ours (a clean stop), so
   a standby need not wait for the expiry.
@@ -55,6 +58,7 @@ def take(conn: psycopg.Connection, part: int, owner: str, address: str, ttl_s: f
             "FROM leases WHERE part = %s FOR UPDATE", (part,)).fetchone()
         if left_s > 0:
             return Holder(holder, holder_address, token, left_s)
+        _end_stale_writers(conn, ttl_s)
         (head_token,) = conn.execute("SELECT token FROM head WHERE part = %s FOR UPDATE", (part,)).fetchone()
         new = max(token, head_token) + 1
         conn.execute("UPDATE leases SET owner = %s, address = %s, token = %s, "
@@ -62,6 +66,16 @@ def take(conn: psycopg.Connection, part: int, owner: str, address: str, ttl_s: f
                      (owner, address, new, ttl_s, part))
         conn.execute("UPDATE head SET token = %s WHERE part = %s", (new, part))
     return new
+
+
+def _end_stale_writers(conn: psycopg.Connection, wait_s: float) -> None:
+    """End the sessions in a transaction that wrote the head row (only a writer does, and the lease that let it
+    has expired), waiting for each to go."""
+    stale = conn.execute("SELECT pid FROM pg_locks WHERE locktype = 'relation' AND relation = 'head'::regclass "
+                         "AND mode = 'RowExclusiveLock' AND granted AND pid <> pg_backend_pid()").fetchall()
+    for (pid,) in stale:
+        log.warning("ending PostgreSQL session %d: a writer whose lease has expired, still in a transaction", pid)
+        conn.execute("SELECT pg_terminate_backend(%s, %s)", (pid, int(wait_s * 1000)))
 
 
 def renew(conn: psycopg.Connection, part: int, token: int, ttl_s: float) -> bool:

@@ -110,7 +110,7 @@ class PostgresStore(ArchiveReads):
     def _connect(self, autocommit: bool, writer: bool = False, lock_timeout_s: float = 0) -> psycopg.Connection:
         name = f"yidi pid {os.getpid()} on {socket.gethostname()}"[:63]
         options = "-c synchronous_commit=on"
-        if writer:   # a writer stalled in a transaction (SIGSTOP) loses it, and the head row's lock with it
+        if writer:   # a writer stalled between a transaction's statements (SIGSTOP) loses it, and its locks
             options += f" -c idle_in_transaction_session_timeout={int(self._lease_ttl_s * 1000)}"
         if lock_timeout_s:
             options += f" -c lock_timeout={int(lock_timeout_s * 1000)}"
@@ -118,8 +118,9 @@ class PostgresStore(ArchiveReads):
                                connect_timeout=max(2, int(self._lease_ttl_s)))
 
     def connect_lease(self) -> psycopg.Connection:
-        """A lease keeper's own connection: a lock held by a stalled writer fails a take instead of blocking it."""
-        return self._connect(autocommit=True, lock_timeout_s=self._lease_ttl_s / 2)
+        """A lease keeper's own connection: a lock held by another stalled node fails a take instead of blocking
+        it, and a take stalled itself ends its session after a lease's length."""
+        return self._connect(autocommit=True, writer=True, lock_timeout_s=self._lease_ttl_s / 2)
 
     def _check_durable(self) -> None:
         (fsync,) = self._wconn.execute("SHOW fsync").fetchone()
@@ -175,8 +176,14 @@ class PostgresStore(ArchiveReads):
         """Become the partition's writer with the token of the lease this node has just taken: the head row as the
         last writer left it (its appends are refused from now on).  ``Deposed`` if a newer token is there already."""
         with self._write_lock:
-            body, tag, head_token = self._wconn.execute("SELECT body, tag, token FROM head WHERE part = %s",
-                                                        (self.part,)).fetchone()
+            try:   # a session of its own from here on (the one opened at start may be to a primary since lost)
+                self._wconn.close()
+                self._wconn = self._connect(autocommit=True, writer=True)
+                self._check_durable()
+                body, tag, head_token = self._wconn.execute("SELECT body, tag, token FROM head WHERE part = %s",
+                                                            (self.part,)).fetchone()
+            except psycopg.Error as err:
+                raise StorageDown(f"the ledger {self._path} cannot be taken over: {_first_line(err)}") from None
             if head_token != token:
                 raise Deposed(f"the ledger {self._path} partition {self.part} has token {head_token}, not this "
                               f"node's {token}: another node took it")
