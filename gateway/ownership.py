@@ -34,7 +34,7 @@ from core.archive import Overlay
 
 from .app import StoreArchive, apply_replayed
 from .store import chain
-from .store.parts import StorageDown
+from .store.parts import Deposed, StorageDown
 
 log = logging.getLogger("yidi.ownership")
 
@@ -95,9 +95,9 @@ class Ownership:
             self.keeper.start()
         try:
             await self._take_over()
-        except StorageDown as err:   # the server lost meanwhile (a failover): start again, as a standby
+        except (StorageDown, Deposed, ReferenceReloaded) as err:   # a failover, or another node was quicker
             self.restart(f"partition {self.keeper.part} not taken over: {err}")
-            await asyncio.Event().wait()
+            await asyncio.Event().wait()   # restarting: the process ends
 
     async def _follow_until_taken(self) -> bool:
         """True once the lease is ours; False when this standby must restart."""

@@ -50,14 +50,16 @@ class Holder:
 def take(conn: psycopg.Connection, part: int, owner: str, address: str, ttl_s: float) -> int | Holder:
     """The lease with its new token, or who holds it (it has not expired)."""
     with conn.transaction():
-        conn.execute("INSERT INTO leases (part, owner, address, token, expires_at) "
-                     "VALUES (%s, '', '', 0, '-infinity') ON CONFLICT DO NOTHING", (part,))
-        holder, holder_address, token, left_s = conn.execute(
-            "SELECT owner, address, token, CASE WHEN expires_at > clock_timestamp() "
-            "THEN extract(epoch FROM expires_at - clock_timestamp())::float8 ELSE 0 END "
-            "FROM leases WHERE part = %s FOR UPDATE", (part,)).fetchone()
-        if left_s > 0:
-            return Holder(holder, holder_address, token, left_s)
+        held = _holder(conn, part, "")   # read first: a standby's tries write nothing while the lease is held
+        if held is None:
+            conn.execute("INSERT INTO leases (part, owner, address, token, expires_at) "
+                         "VALUES (%s, '', '', 0, '-infinity') ON CONFLICT DO NOTHING", (part,))
+        elif held.expires_in_s > 0:
+            return held
+        held = _holder(conn, part, "FOR UPDATE")
+        if held.expires_in_s > 0:
+            return held
+        token = held.token
         _end_stale_writers(conn, ttl_s)
         (head_token,) = conn.execute("SELECT token FROM head WHERE part = %s FOR UPDATE", (part,)).fetchone()
         new = max(token, head_token) + 1
@@ -66,6 +68,13 @@ def take(conn: psycopg.Connection, part: int, owner: str, address: str, ttl_s: f
                      (owner, address, new, ttl_s, part))
         conn.execute("UPDATE head SET token = %s WHERE part = %s", (new, part))
     return new
+
+
+def _holder(conn: psycopg.Connection, part: int, lock: str) -> Holder | None:
+    row = conn.execute("SELECT owner, address, token, CASE WHEN expires_at > clock_timestamp() "
+                       "THEN extract(epoch FROM expires_at - clock_timestamp())::float8 ELSE 0 END "
+                       f"FROM leases WHERE part = %s {lock}", (part,)).fetchone()
+    return None if row is None else Holder(*row)
 
 
 def _end_stale_writers(conn: psycopg.Connection, wait_s: float) -> None:

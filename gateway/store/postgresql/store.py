@@ -34,7 +34,7 @@ from core.events import REVERSED_KIND
 
 from .. import chain, snapshot
 from ..chain import Head, HeadFile, HeadRow, LedgerCorrupt, decode_head_row, encode_head_row
-from ..parts import LedgerUnavailable, Record, StorageDown
+from ..parts import Deposed, LedgerUnavailable, Record, StorageDown
 from ..reader import ArchiveReads, Reader
 from ..rows import COLUMNS, TABLES, checked, derive, keys_of, request_hash
 from ..seal import SealKey
@@ -56,10 +56,6 @@ _COLUMNS = "kind, caller, request_id, digest, key, body, response, seq, checksum
 _RECORD_COLUMNS = ("part", "seq", "kind", "caller", "request_id", "digest", "key", "body", "response", "checksum",
                    "chain")
 _REQUEST_COLUMNS = ("caller", "request_id", "h", "seq", "tag")
-
-
-class Deposed(RuntimeError):
-    """Another writer took the ledger (a newer fencing token): this one's appends are refused."""
 
 
 class PostgresStore(ArchiveReads):
