@@ -270,7 +270,11 @@ def main() -> None:
     parser.add_argument("--pg-failovers", type=int, default=int(os.environ.get("PG_FAILOVERS", 1)))
     parser.add_argument("--json", default="", help="also write the result here")
     args = parser.parse_args()
-    print(json.dumps(run(args.node_kills, args.pg_failovers)), flush=True)
+    result = run(args.node_kills, args.pg_failovers)
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(result, f)
+    print(json.dumps(result), flush=True)
 
 
 def run(node_kills: int, pg_failovers: int) -> dict:
@@ -306,7 +310,7 @@ def _pg_failover(nodes: list[Node], settler: Settler, kill_primary) -> float:
     before = settler.count()
     while settler.count() < before + 10:
         time.sleep(0.02)
-    kill_primary()
+    recover = kill_primary()
     killed_at = time.monotonic()
     deadline = killed_at + 120
     while time.monotonic() < deadline:
@@ -320,6 +324,7 @@ def _pg_failover(nodes: list[Node], settler: Settler, kill_primary) -> float:
                     time.sleep(1)
         first = settler.first_ack_sent_after(killed_at)
         if first is not None and settler.count() > before + 20 and any(n.serving() for n in nodes):
+            recover()   # the lost server back as a standby, so that the next primary has a synchronous one
             return first - killed_at
         time.sleep(0.2)
     raise AssertionError("no node served after the PostgreSQL failover")
@@ -338,11 +343,30 @@ class _database:
             self.ha_dir = tempfile.mkdtemp(prefix="yidi-ha-")   # not under work: PostgreSQL's user must enter it
             up = ha.up(self.ha_dir, 3, 16541, timeout_s=120)
             os.environ["PGPASSFILE"] = up["pgpassfile"]   # the nodes' libpq reads the password there
-            return up["dsn"], lambda: ha.kill_primary(self.ha_dir)
+            return up["dsn"], self.kill_primary
         from gateway.pgcluster import Cluster
 
         self.cluster = Cluster().start()
         return self.cluster.create_database("failover"), None
+
+    def kill_primary(self):
+        """kill -9 the primary's Patroni and PostgreSQL; a function that starts it again and waits until every
+        server streams."""
+        import ha
+
+        name = ha.kill_primary(self.ha_dir)
+
+        def recover() -> None:
+            ha.restart_node(self.ha_dir, name)
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                members = ha.members(self.ha_dir)
+                if len(members) == 3 and all(m["state"] in ("running", "streaming") for m in members):
+                    return
+                time.sleep(0.5)
+            raise AssertionError(f"{name} did not rejoin: {ha.members(self.ha_dir)}")
+
+        return recover
 
     def __exit__(self, *exc) -> None:
         if self.patroni:

@@ -296,16 +296,20 @@ def cmd_serve(args) -> None:
 
     progress = Progress("load", interactive=False if config.log_format == "json" else None)
 
-    def ready(port: int, metrics_port: int, health_port: int) -> None:
-        progress.done()
+    def ports(metrics_port: int, health_port: int) -> str:
         metrics = f" metrics http://{config.metrics_listen.rsplit(':', 1)[0]}:{metrics_port}/metrics" if metrics_port else ""
         health = f" health {config.health_listen.rsplit(':', 1)[0]}:{health_port}" if health_port else ""
-        print(f"SERVING {host}:{port} ledger {safe_url(config.store_url())}{metrics}{health}", flush=True)
+        return metrics + health
 
-    def standby(port: int, holder) -> None:
+    def ready(port: int, metrics_port: int, health_port: int) -> None:
         progress.done()
-        print(f"STANDBY {host}:{port} ledger {safe_url(config.store_url())} owner {holder.address or '?'} "
-              f"(node {holder.owner})", flush=True)
+        print(f"SERVING {host}:{port} ledger {safe_url(config.store_url())}{ports(metrics_port, health_port)}",
+              flush=True)
+
+    def standby(port: int, metrics_port: int, health_port: int, holder) -> None:
+        progress.done()
+        print(f"STANDBY {host}:{port} ledger {safe_url(config.store_url())}{ports(metrics_port, health_port)} "
+              f"owner {holder.address or '?'} (node {holder.owner})", flush=True)
 
     run(config, ready=ready, progress=progress, listening=listening, standby=standby)
 

@@ -228,9 +228,9 @@ def check_protobuf_backend() -> None:
 async def serve(config: Config, *, ready: Callable[[int, int, int], None] | None = None,
                 progress: Callable[[str, int], None] | None = None,
                 stop: asyncio.Event | None = None, listening: Callable[[int], None] | None = None,
-                standby: Callable[[int, object], None] | None = None) -> None:
-    """Run the gateway until SIGTERM/SIGINT (or ``stop`` is set).  ``standby(port, holder)``: a PostgreSQL node
-    found the partition owned by another node (``holder``) and follows it."""
+                standby: Callable[[int, int, int, object], None] | None = None) -> None:
+    """Run the gateway until SIGTERM/SIGINT (or ``stop`` is set).  ``standby(port, metrics_port, health_port,
+    holder)``: a PostgreSQL node found the partition owned by another node (``holder``) and follows it."""
     check_protobuf_backend()
     check_listen(config)
     check_lease(config)
@@ -280,7 +280,11 @@ async def serve(config: Config, *, ready: Callable[[int, int, int], None] | None
     if tls is not None:
         loop.add_signal_handler(signal.SIGHUP, tls.reload)
 
-    rebuild = asyncio.create_task(_start(gw, progress, lambda holder: standby and standby(port, holder)))
+    def on_standby(holder) -> None:
+        if standby is not None:
+            standby(port, metrics_port, health_port, holder)
+
+    rebuild = asyncio.create_task(_start(gw, progress, on_standby))
     stopping = asyncio.create_task(stop.wait())
     await asyncio.wait({rebuild, stopping}, return_when=asyncio.FIRST_COMPLETED)
     if rebuild.done():

@@ -10,11 +10,13 @@ is a standby following it, over real gRPC and mTLS against a real PostgreSQL.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 
 import grpc
 
@@ -30,9 +32,9 @@ from failover import HAINAN, LIAONING, SETTLE, Node, Settler, settlement  # noqa
 TAKEOVER_LIMIT_S = 5.0
 
 
-def two_nodes(tmp_path, pg_url) -> list[Node]:
+def two_nodes(tmp_path, pg_url, *extra: str) -> list[Node]:
     data_dir = write_spec_dataset(tmp_path / "data")["dir"]
-    nodes = [Node(name, data_dir, str(tmp_path), pg_url) for name in ("n1", "n2")]
+    nodes = [Node(name, data_dir, str(tmp_path), pg_url, *extra) for name in ("n1", "n2")]
     nodes[0].start("SERVING")
     failover.file_persons(nodes[0].gw)
     nodes[1].start("STANDBY")
@@ -46,9 +48,10 @@ def stop_all(nodes: list[Node]) -> None:
 
 
 def test_a_standby_follows_refuses_mutations_and_serves_within_5_s_of_the_owner_killed(tmp_path, pg_url):
-    nodes = two_nodes(tmp_path, pg_url)
+    nodes = two_nodes(tmp_path, pg_url, "--metrics-listen", "127.0.0.1:0")
     owner, standby = nodes
     try:
+        assert (lease_held(owner), lease_held(standby)) == (1, 0)
         hainan = standby.gw.client(HAINAN)
         code, reason, message = hainan.refused(hainan.settlement.OutpatientSettle, settlement("s-1"))
         assert (code, reason) == (grpc.StatusCode.UNAVAILABLE, "NOT_PARTITION_OWNER")
@@ -72,6 +75,7 @@ def test_a_standby_follows_refuses_mutations_and_serves_within_5_s_of_the_owner_
         assert (result["lost"], result["duplicated"], result["accumulator_mismatches"]) == (0, 0, 0), result
         assert result["clearing_ok"], result
         assert standby.gw.client(HAINAN).raw(SETTLE, settlement("s-1")) == first
+        assert (lease_held(standby), lease_held(owner)) == (1, 0)   # the killed node is back as the standby
     finally:
         stop_all(nodes)
 
@@ -116,6 +120,12 @@ def test_a_stalled_owner_is_deposed_acknowledges_nothing_after_it_resumes_and_th
         assert verified.returncode == 0 and verified.stdout.startswith("OK "), verified.stdout + verified.stderr
     finally:
         stop_all(nodes)
+
+
+def lease_held(node: Node) -> int:
+    with urllib.request.urlopen(node.gw.metrics_url, timeout=5) as answer:
+        text = answer.read().decode()
+    return int(float(re.search(r'^yidi_partition_lease_held\{partition="0"\} (\S+)$', text, re.M).group(1)))
 
 
 def _late_call(gw, request_id: str, out: dict) -> None:
