@@ -68,18 +68,17 @@ def file_persons(gw: Gateway) -> None:
 
 
 class Node:
-    """One gateway node on the shared ledger, started again (as a standby) whenever it is killed or exits."""
+    """One gateway node on the shared ledger (its own files under work_dir/name), as its supervisor sees it."""
 
     def __init__(self, name: str, data_dir: str, work_dir: str, url: str, *extra: str) -> None:
         self.name, self.data_dir, self.url, self.extra = name, data_dir, url, extra
         self.ledger = os.path.join(work_dir, name)
         self.gw: Gateway | None = None
-        self.starts = 0
+        self._health: tuple[Gateway, object] | None = None   # the gateway asked and its health stub
 
     def start(self, role: str = "SERVING", timeout: float = 120) -> Gateway:
         self.gw = start_gateway(self.data_dir, self.ledger, "--store", self.url, "--node-id", self.name,
                                 *self.extra, wait_for=role, timeout=timeout)
-        self.starts += 1
         return self.gw
 
     def alive(self) -> bool:
@@ -94,10 +93,10 @@ class Node:
         """The node's health (over its mTLS port) says SERVING: it owns the partition."""
         if not self.alive():
             return False
-        if getattr(self, "_health_of", None) is not self.gw:
-            self._health_of, self._health = self.gw, health_pb2_grpc.HealthStub(self.gw.channel(HAINAN))
+        if self._health is None or self._health[0] is not self.gw:
+            self._health = self.gw, health_pb2_grpc.HealthStub(self.gw.channel(HAINAN))
         try:
-            answer = self._health.Check(health_pb2.HealthCheckRequest(), timeout=2)
+            answer = self._health[1].Check(health_pb2.HealthCheckRequest(), timeout=2)
         except grpc.RpcError:
             return False
         return answer.status == health_pb2.HealthCheckResponse.SERVING
@@ -142,7 +141,7 @@ class Settler:
                 sent = time.monotonic()
                 answer = rpc(settlement(request_id), timeout=CALL_TIMEOUT_S)
             except (grpc.RpcError, ConnectionError, ValueError) as err:
-                reason = _reason(err)
+                reason = refusal_reason(err)
                 with self._lock:
                     self.retries += 1
                     self.refusals[reason] += 1
@@ -189,7 +188,7 @@ class Settler:
         return min(times) if times else None
 
 
-def _reason(err: BaseException) -> str:
+def refusal_reason(err: BaseException) -> str:
     if isinstance(err, grpc.RpcError):
         from gateway.transport.status import reason_of
 

@@ -114,7 +114,7 @@ def test_a_stalled_owner_is_deposed_acknowledges_nothing_after_it_resumes_and_th
         said = [why for why in ("NOT_SERVING, exiting", "Deposed", "server closed the connection") if why in log]
         assert said, log[-3000:]
         print(f"standby served {took_s:.2f} s after the owner stopped; {len(settler.acked)} acknowledged; late "
-              f"calls refused {sorted({failover._reason(o) for o in late.values()})}; the old owner said {said}")
+              f"calls refused {sorted({failover.refusal_reason(o) for o in late.values()})}; the old owner said {said}")
         verified = subprocess.run([sys.executable, "-m", "gateway", "verify-ledger", pg_url, "--key",
                                    dev_certs().seal_key], cwd=ROOT, capture_output=True, text=True, timeout=120)
         assert verified.returncode == 0 and verified.stdout.startswith("OK "), verified.stdout + verified.stderr
