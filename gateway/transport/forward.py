@@ -24,12 +24,14 @@ that is not the owner is sent on to the owner:
 
 A forwarded call (one naming ``yidi-forwarded-for``) is always served where it
 arrives, never forwarded again: ownership moving under a call cannot make it
-loop.  Reads are served by the node that takes them.  Forwarded calls are
+loop.  Reads are served by the node that takes them, and so is loading the
+reference data (``NODE_LOCAL``: every node loads its own).  Forwarded calls are
 counted in ``yidi_forwarded_calls_total{method, outcome}`` (outcome: ``OK``,
 the owner's reason code, or the gRPC code of an answer without one).
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from time import perf_counter
@@ -58,6 +60,9 @@ FORWARDED_CALLS = Counter("yidi_forwarded_calls", "Mutating calls sent on to the
 STATUS_DETAILS = "grpc-status-details-bin"
 # How often an owner that cannot be reached is logged at most (the calls are counted, each one).
 UNREACHABLE_LOG_INTERVAL_S = 1.0
+# Mutating RPCs every node performs itself: each node loads the reference data it answers from (an operator
+# loads it on every node).
+NODE_LOCAL = frozenset({"AdminService/LoadReferenceData"})
 
 
 class Owner(Protocol):
@@ -77,10 +82,11 @@ class StaticOwner:
         return self.address
 
 
-def mutates(method) -> bool:
-    """Whether an RPC changes state: its request, or a message within it (a batch's or stream's item), carries a
-    request_id (SPEC §6: every mutating request does)."""
-    return _names_request_id(method.input_type, 2)
+def forwarded(method) -> bool:
+    """Whether an RPC goes to the owner: it changes state (its request, or a message within it, a batch's or a
+    stream's item, carries a request_id: SPEC §6, every mutating request does) and is not ``NODE_LOCAL``."""
+    name = f"{method.containing_service.name}/{method.name}"
+    return name not in NODE_LOCAL and _names_request_id(method.input_type, 2)
 
 
 def _names_request_id(message: Descriptor, depth: int) -> bool:
@@ -108,7 +114,7 @@ class Forwarder:
     def wrap(self, service: ServiceDescriptor, handlers: dict[str, grpc.RpcMethodHandler]) -> None:
         """Replace the handlers of the service's mutating RPCs (in place) by ones that forward when not the owner."""
         for method in service.methods:
-            if not mutates(method):
+            if not forwarded(method):
                 continue
             path = f"/{service.full_name}/{method.name}"
             name = f"{service.name}/{method.name}"
@@ -151,6 +157,9 @@ class Forwarder:
                 reply = await call(raw, timeout=context.time_remaining(), metadata=((FORWARDED_FOR, entered[0]),))
                 forwarded_ok.inc()
                 return reply
+            except asyncio.CancelledError:   # the client went away: so does the owner's call (awaited here)
+                code = "CANCELLED"
+                raise
             except Exception as exc:
                 code, reason = self._outcome(method, address, exc)
                 await self._abort(context, method, exc, reason)
@@ -176,12 +185,15 @@ class Forwarder:
                 async for reply in call:
                     await context.write(reply)
                 forwarded_ok.inc()
+            except asyncio.CancelledError:
+                code = "CANCELLED"
+                raise
             except Exception as exc:
                 code, reason = self._outcome(method, address, exc)
                 await self._abort(context, method, exc, reason)
             finally:
                 if call is not None and not call.done():
-                    call.cancel()   # the client went away (this task cancelled): so does the owner's call
+                    call.cancel()   # the client went away: so does the owner's call
                 _finish(timer, caller, None, code, reason, start)
 
         return grpc.stream_stream_rpc_method_handler(handle)

@@ -18,7 +18,7 @@ from google.rpc import error_details_pb2, status_pb2
 from gateway._pb.yidi.v1 import settlement_pb2 as spb
 from gateway.security.auth import FORWARDED_FOR
 from gateway.testing import dev_certs
-from gateway.transport.forward import mutates
+from gateway.transport.forward import forwarded
 from gateway.transport.server import SERVICES
 from gateway.transport.status import detail_of, reason_of
 from builders import GZ_L3, ledger_seq, outpatient
@@ -173,10 +173,11 @@ def test_an_owner_that_cannot_be_reached_is_owner_unavailable_with_retry_advice(
         raise AssertionError("a call whose owner is down was answered")
 
 
-def test_mutating_calls_are_those_that_carry_a_request_id():
-    forwarded = {f"{d.name}/{m.name}" for d, _ in SERVICES for m in d.methods if mutates(m)}
+def test_the_calls_forwarded_are_the_mutating_ones_but_loading_reference_data():
+    sent = {f"{d.name}/{m.name}" for d, _ in SERVICES for m in d.methods if forwarded(m)}
     assert {"SettlementService/OutpatientSettle", "SettlementService/SettleBatch", "SettlementService/SettleStream",
             "SettlementService/Reverse", "FilingService/File", "FundsService/CloseMonth",
-            "ProblemService/ReportProblem"} <= forwarded
-    assert not forwarded & {"SettlementService/GetSettlement", "SettlementService/PreSettle", "DiagnosticsService/Ping",
-                            "FundsService/ReconcileDetail", "AdminService/TakeSnapshot", "FilingService/ListFilings"}
+            "ProblemService/ReportProblem"} <= sent
+    assert not sent & {"SettlementService/GetSettlement", "SettlementService/PreSettle", "DiagnosticsService/Ping",
+                       "FundsService/ReconcileDetail", "AdminService/TakeSnapshot", "FilingService/ListFilings",
+                       "AdminService/LoadReferenceData"}
