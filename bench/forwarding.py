@@ -6,8 +6,10 @@
 Two gateways on loopback over mTLS, each with its own ledger: the owner, and a node that sends every mutating
 call to it (``--owner-address``, gateway/transport/forward.py).  In the same run, closed-loop outpatient
 settlements (bench/loadgen.py) go to the owner directly, then to the node; each row gives the CPU per call of the
-server called and, for the forwarded row, of the owner behind it.  The last line is JSON: the CPU per call of
-both ways and their ratio (the whole system's CPU per forwarded call over a direct one's).
+server called and, for the forwarded row, of the owner behind it.  The empty call (Ping) at the node, which is not
+forwarded, says where the node's time goes: what any call served costs it, the rest being its call to the owner.
+The last line is JSON: the CPU per call of both ways and their ratio (the whole system's CPU per forwarded call
+over a direct one's).
 """
 from __future__ import annotations
 
@@ -57,6 +59,7 @@ def measure(data_dir: str, work: str, processes: int, concurrency: int, seconds:
                                   server_pid=owner.pid, seed=1000)
         forwarded = loadgen.run_load(node_target, "outpatient", data_dir, processes, concurrency, seconds,
                                      server_pid=node.pid, other_pids=(owner.pid,), seed=2000)
+        empty = loadgen.run_load(node_target, "ping", data_dir, processes, concurrency, seconds, server_pid=node.pid)
     finally:
         for proc in (node, owner):
             if proc is not None:
@@ -64,9 +67,10 @@ def measure(data_dir: str, work: str, processes: int, concurrency: int, seconds:
                 proc.wait(60)
     direct_us = direct["server_cpu_us_per_call"]
     node_us, owner_us = forwarded["server_cpu_us_per_call"], forwarded["other_cpu_us_per_call"]
-    print(_table(direct, forwarded), file=sys.stderr)
+    print(_table(direct, forwarded, empty), file=sys.stderr)
     return {"direct_cpu_us_per_call": round(direct_us), "forwarding_node_cpu_us_per_call": round(node_us),
             "owner_cpu_us_per_forwarded_call": round(owner_us),
+            "node_empty_call_cpu_us": round(empty["server_cpu_us_per_call"]),
             "forwarded_over_direct_cpu": round((node_us + owner_us) / direct_us, 2),
             "direct_calls_per_s": round(direct["calls_per_s"]), "forwarded_calls_per_s": round(forwarded["calls_per_s"]),
             "direct_p50_ms": round(direct["p50_ms"], 2), "forwarded_p50_ms": round(forwarded["p50_ms"], 2)}
@@ -78,10 +82,12 @@ def _dir(work: str, name: str) -> str:
     return path
 
 
-def _table(direct: dict, forwarded: dict) -> str:
-    rows = [("to the owner", direct, direct["server_cpu_us_per_call"], 0.0),
-            ("via the other node", forwarded, forwarded["server_cpu_us_per_call"], forwarded["other_cpu_us_per_call"])]
-    out = ["| unary OutpatientSettle | calls/s | p50 ms | p99 ms | CPU µs/call, node called | owner behind it | total |",
+def _table(direct: dict, forwarded: dict, empty: dict) -> str:
+    rows = [("OutpatientSettle to the owner", direct, direct["server_cpu_us_per_call"], 0.0),
+            ("OutpatientSettle via the other node", forwarded, forwarded["server_cpu_us_per_call"],
+             forwarded["other_cpu_us_per_call"]),
+            ("Ping at the other node (not forwarded)", empty, empty["server_cpu_us_per_call"], 0.0)]
+    out = ["| unary call | calls/s | p50 ms | p99 ms | CPU µs/call, node called | owner behind it | total |",
            "|---|---|---|---|---|---|---|"]
     for name, row, called, behind in rows:
         out.append(f"| {name} | {row['calls_per_s']:,.0f} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} | {called:.0f} | "

@@ -250,9 +250,10 @@ def channel_options(config: Config) -> list[tuple]:
         ("grpc.max_receive_message_length", -1),   # the owner's replies are bounded by the owner
         ("grpc.keepalive_time_ms", config.keepalive_time_ms),
         ("grpc.keepalive_timeout_ms", config.keepalive_timeout_ms),
-        # an owner back at its address is reached within a second, not after gRPC's default backoff (2 min)
+        # an owner back at its address is reached within a second, not after gRPC's default backoff (2 min); not
+        # grpc.min_reconnect_backoff_ms: it is also each attempt's connect timeout (20 s), and a TLS handshake on a
+        # busy machine takes more than a tenth of a second
         ("grpc.initial_reconnect_backoff_ms", 100),
-        ("grpc.min_reconnect_backoff_ms", 100),
         ("grpc.max_reconnect_backoff_ms", 1000),
     ]
 

@@ -9,10 +9,15 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
+import sys
+import time
 import urllib.request
 
 import grpc
 import pytest
+from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID
 from google.rpc import error_details_pb2, status_pb2
 
 from gateway._pb.yidi.v1 import settlement_pb2 as spb
@@ -22,9 +27,9 @@ from gateway.transport.forward import forwarded
 from gateway.transport.server import SERVICES
 from gateway.transport.status import detail_of, reason_of
 from builders import GZ_L3, ledger_seq, outpatient
-from gateway_harness import file_person
+from gateway_harness import ROOT, file_person
 
-HAINAN, LIAONING, GUANGDONG = "460000", "210000", "440000"
+HAINAN, LIAONING = "460000", "210000"
 OUTPATIENT = "/yidi.v1.SettlementService/OutpatientSettle"
 DETAILS = "grpc-status-details-bin"
 
@@ -53,26 +58,27 @@ def seqs(owner, node) -> tuple[int, int]:
     return ledger_seq(owner.client("national")), ledger_seq(node.client("national"))
 
 
-def raw(client, request, metadata=()) -> bytes:
-    return client.channel.unary_unary(OUTPATIENT, request_serializer=spb.OutpatientSettleRequest.SerializeToString,
-                                      response_deserializer=lambda b: b)(request, metadata=metadata, timeout=30)
+def raw(channel: grpc.Channel, request, metadata=()) -> bytes:
+    """A settlement's answer bytes exactly as the server sent them."""
+    return channel.unary_unary(OUTPATIENT, request_serializer=spb.OutpatientSettleRequest.SerializeToString,
+                               response_deserializer=lambda b: b)(request, metadata=metadata, timeout=30)
 
 
-def refusal(client, request, metadata=()) -> tuple:
+def refusal(channel: grpc.Channel, request, metadata=()) -> tuple:
     """(code, message, the status details' bytes) of a refused settlement."""
     with pytest.raises(grpc.RpcError) as caught:
-        raw(client, request, metadata)
+        raw(channel, request, metadata)
     err = caught.value
     return err.code(), err.details(), dict(err.trailing_metadata())[DETAILS]
 
 
 def test_a_settlement_sent_to_the_other_node_is_performed_by_the_owner_and_answered_byte_for_byte(owner, node):
     before = seqs(owner, node)
-    via_node = raw(node.client(HAINAN), outpatient("fw-1", "FW-1"))
+    via_node = raw(node.channel(HAINAN), outpatient("fw-1", "FW-1"))
     assert seqs(owner, node) == (before[0] + 1, before[1])          # the owner's ledger, never the node's
-    assert raw(owner.client(HAINAN), outpatient("fw-1", "FW-1")) == via_node   # the owner's own answer
-    direct = raw(owner.client(HAINAN), outpatient("fw-2", "FW-1"))
-    assert raw(node.client(HAINAN), outpatient("fw-2", "FW-1")) == direct       # a replay through the node
+    assert raw(owner.channel(HAINAN), outpatient("fw-1", "FW-1")) == via_node   # the owner's own answer
+    direct = raw(owner.channel(HAINAN), outpatient("fw-2", "FW-1"))
+    assert raw(node.channel(HAINAN), outpatient("fw-2", "FW-1")) == direct       # a replay through the node
     assert seqs(owner, node) == (before[0] + 2, before[1])
     settled = spb.SettlementResponse.FromString(via_node).settlement
     assert settled.setl_id and settled.breakdown.medfee_sumamt == 2500   # 1250 fen x 2
@@ -87,13 +93,13 @@ def test_a_refusal_comes_back_with_the_owners_status_reason_and_details(owner, n
     for request, reason in ((outpatient("fw-3", "FW-NOBODY"), "PERSON_NOT_FILED"),
                             (outpatient("fw-4", "FW-1", inst=GZ_L3), "PERMISSION_DENIED"),
                             (outpatient("fw-5", "FW-1", price=-5), "INVALID_PRICE")):
-        forwarded = refusal(node.client(HAINAN), request)
-        assert forwarded == refusal(owner.client(HAINAN), request)
+        via_node = refusal(node.channel(HAINAN), request)
+        assert via_node == refusal(owner.channel(HAINAN), request)
         info = error_details_pb2.ErrorInfo()
-        status_pb2.Status.FromString(forwarded[2]).details[0].Unpack(info)
-        assert info.reason == reason, forwarded[1]
+        status_pb2.Status.FromString(via_node[2]).details[0].Unpack(info)
+        assert info.reason == reason, via_node[1]
         if reason == "PERMISSION_DENIED":   # authorized on the owner, as the original caller (not as the node)
-            assert HAINAN in forwarded[1]
+            assert HAINAN in via_node[1]
     assert seqs(owner, node) == before
 
 
@@ -113,27 +119,29 @@ def test_a_batch_and_a_stream_through_the_node_are_performed_by_the_owner(owner,
 
 
 def test_reads_are_answered_by_the_node_itself(owner, node):
-    settled = node.client(HAINAN)(node.client(HAINAN).settlement.OutpatientSettle, outpatient("fw-r", "FW-1"))
-    code, reason, _ = node.client(HAINAN).refused(node.client(HAINAN).settlement.GetSettlement,
-                                                  spb.GetSettlementRequest(setl_id=settled.settlement.setl_id))
+    hainan = node.client(HAINAN)
+    setl_id = hainan(hainan.settlement.OutpatientSettle, outpatient("fw-r", "FW-1")).settlement.setl_id
+    _, reason, _ = hainan.refused(hainan.settlement.GetSettlement, spb.GetSettlementRequest(setl_id=setl_id))
     assert reason == "SETTLEMENT_NOT_FOUND"   # this node's own state (SQLite: not shared with the owner)
-    got = owner.client(HAINAN)(owner.client(HAINAN).settlement.GetSettlement,
-                               spb.GetSettlementRequest(setl_id=settled.settlement.setl_id))
-    assert got.settlement.setl_id == settled.settlement.setl_id
+    at_owner = owner.client(HAINAN)
+    assert at_owner(at_owner.settlement.GetSettlement, spb.GetSettlementRequest(setl_id=setl_id)).settlement.setl_id \
+        == setl_id
 
 
 def test_a_province_cannot_name_another_caller_with_the_forwarding_entry(owner, node):
-    """The attacker: 海南's certificate asks, as 辽宁, to settle 辽宁's... and is refused on either node."""
+    """The attacker: 海南's certificate with an entry naming 辽宁 (or even itself) is refused by either node, and
+    nothing is done."""
     before = seqs(owner, node)
     for gateway in (owner, node):
         for caller in (LIAONING, HAINAN):
-            code, message, _ = refusal(gateway.client(HAINAN), outpatient(f"fw-x-{caller}", "FW-1"),
+            code, message, _ = refusal(gateway.channel(HAINAN), outpatient(f"fw-x-{caller}", "FW-1"),
                                        ((FORWARDED_FOR, caller),))
             assert code == grpc.StatusCode.UNAUTHENTICATED and "[FORWARDING_REFUSED]" in message
     assert seqs(owner, node) == before
 
 
-def node_client_channel(target: str, name: str) -> grpc.Channel:
+def node_channel(target: str, name: str) -> grpc.Channel:
+    """A channel presenting node name's certificate, as a forwarding node does."""
     paths = dev_certs()
     with open(paths.ca, "rb") as ca, open(paths.node_key(name), "rb") as key, open(paths.node_cert(name), "rb") as cert:
         return grpc.secure_channel(target, grpc.ssl_channel_credentials(ca.read(), key.read(), cert.read()))
@@ -141,13 +149,13 @@ def node_client_channel(target: str, name: str) -> grpc.Channel:
 
 def test_a_node_certificate_is_no_caller_of_its_own(owner, node):
     before = seqs(owner, node)
-    with node_client_channel(owner.target, "node-a") as channel:
-        client = type("C", (), {"channel": channel})()
+    with node_channel(owner.target, "node-a") as channel:
         for metadata in ((), ((FORWARDED_FOR, "not-a-caller"),)):
-            code, message, details = refusal(client, outpatient("fw-n", "FW-1"), metadata)
+            code, message, _ = refusal(channel, outpatient("fw-n", "FW-1"), metadata)
             assert code == grpc.StatusCode.UNAUTHENTICATED and "[FORWARDING_REFUSED]" in message
         # with the entry it acts as the caller it names: what a forwarding node does
-        assert spb.SettlementResponse.FromString(raw(client, outpatient("fw-n", "FW-1"), ((FORWARDED_FOR, HAINAN),)))
+        answer = spb.SettlementResponse.FromString(raw(channel, outpatient("fw-n", "FW-1"), ((FORWARDED_FOR, HAINAN),)))
+        assert answer.settlement.setl_id
     assert seqs(owner, node) == (before[0] + 1, before[1])
 
 
@@ -159,18 +167,52 @@ def test_forwarded_calls_are_counted_by_method_and_outcome(node):
     assert 'yidi_forwarded_calls_total{method="SettlementService/OutpatientSettle",outcome="PERSON_NOT_FILED"}' in text
 
 
-def test_an_owner_that_cannot_be_reached_is_owner_unavailable_with_retry_advice(spec_data, gateways, tmp_path):
+def test_an_owner_down_is_owner_unavailable_and_the_retry_once_it_is_back_is_performed(spec_data, gateways, tmp_path):
     with socket.socket() as s:          # a port nothing listens on: the owner is down
         s.bind(("127.0.0.1", 0))
-        down = f"127.0.0.1:{s.getsockname()[1]}"
-    orphan = gateways(spec_data["dir"], tmp_path / "ledger.sqlite", "--owner-address", down)
-    try:
-        raw(orphan.client(HAINAN), outpatient("fw-down", "FW-1"))
-    except grpc.RpcError as err:
-        assert (err.code(), reason_of(err)) == (grpc.StatusCode.UNAVAILABLE, "OWNER_UNAVAILABLE")
-        assert detail_of(err, error_details_pb2.RetryInfo).retry_delay.ToMilliseconds() > 0
-    else:
-        raise AssertionError("a call whose owner is down was answered")
+        port = s.getsockname()[1]
+    orphan = gateways(spec_data["dir"], tmp_path / "node.sqlite", "--owner-address", f"127.0.0.1:{port}")
+    with pytest.raises(grpc.RpcError) as caught:
+        raw(orphan.channel(HAINAN), outpatient("fw-down", "FW-1"))
+    assert (caught.value.code(), reason_of(caught.value)) == (grpc.StatusCode.UNAVAILABLE, "OWNER_UNAVAILABLE")
+    assert detail_of(caught.value, error_details_pb2.RetryInfo).retry_delay.ToMilliseconds() > 0
+    assert "[OWNER_UNAVAILABLE]" in caught.value.details()
+    # the owner starts at its address: the same requests, retried as advised, are performed there
+    back = gateways(spec_data["dir"], tmp_path / "owner.sqlite", listen=f"127.0.0.1:{port}")
+    retried(lambda: file_person(orphan.client(LIAONING), "FW-1", "21010219800101051"))
+    answer = spb.SettlementResponse.FromString(raw(orphan.channel(HAINAN), outpatient("fw-down", "FW-1")))
+    assert ledger_seq(back.client("national")) == 2 and answer.settlement.setl_id
+
+
+def retried(call, within_s: float = 5.0):
+    """call(), retried after RetryInfo's delay while it is refused OWNER_UNAVAILABLE (the node reconnects)."""
+    deadline = time.monotonic() + within_s
+    while True:
+        try:
+            return call()
+        except grpc.RpcError as err:
+            if reason_of(err) != "OWNER_UNAVAILABLE" or time.monotonic() > deadline:
+                raise
+            time.sleep(detail_of(err, error_details_pb2.RetryInfo).retry_delay.ToMilliseconds() / 1000)
+
+
+def test_yidi_certs_makes_a_certificate_per_node_named(tmp_path):
+    def certs(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "gateway", "certs", "--out", str(tmp_path), *args], cwd=ROOT,
+                              capture_output=True, text=True, timeout=60)
+
+    assert certs("--nodes", "gw-1,gw-2").returncode == 0
+    for name in ("gw-1", "gw-2"):
+        with open(tmp_path / "nodes" / f"{name}.pem", "rb") as f:
+            cert = x509.load_pem_x509_certificate(f.read())
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        assert [u for u in sans.get_values_for_type(x509.UniformResourceIdentifier)] == [f"yidi://node/{name}"]
+        usage = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        assert set(usage) == {ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH}
+    assert not (tmp_path / "nodes" / "node-a.pem").exists()
+    refused = certs("--nodes", "Node_A")
+    assert refused.returncode != 0 and refused.stderr.strip().splitlines() == [
+        "--nodes: node name 'Node_A': lower-case letters, digits and '-' (a DNS label)"]
 
 
 def test_the_calls_forwarded_are_the_mutating_ones_but_loading_reference_data():
