@@ -176,6 +176,9 @@ def make_ca(common_name: str = "Yidi development CA", days: int = DEV_VALID_DAYS
 
 def write_dev_certs(out: str, callers: list[str] | None = None, nodes: tuple[str, ...] = DEV_NODES) -> Paths:
     """A development CA, the server's certificate, one client certificate per caller and one per node, under out."""
+    for name in nodes:
+        if not NODE_NAME.match(name):
+            raise ValueError(f"node name {name[:70]!r}: lower-case letters, digits and '-' (a DNS label)")
     paths = Paths(out)
     ca_cert, ca_key = make_ca()
     _write(paths.ca, pem(ca_cert))
@@ -185,8 +188,6 @@ def write_dev_certs(out: str, callers: list[str] | None = None, nodes: tuple[str
     _write(paths.server_cert, pem(cert))
     _write(paths.server_key, pem_key(key), private=True)
     for name in nodes:
-        if not NODE_NAME.match(name):
-            raise ValueError(f"node name {name[:70]!r}: lower-case letters, digits and '-' (a DNS label)")
         cert, key = issue(ca_cert, ca_key, f"yidi-{name}", [x509.UniformResourceIdentifier(NODE_URI + name), *sans],
                           server=True, usages=(ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH))
         _write(paths.node_cert(name), pem(cert))

@@ -53,7 +53,7 @@ from .status import reason_of
 log = logging.getLogger("yidi.forward")
 
 FORWARDED_CALLS = Counter("yidi_forwarded_calls", "Mutating calls sent on to the node that owns their partition, "
-                          "by method and outcome (OK, the owner's reason code, or OWNER_UNAVAILABLE)",
+                          "by method and outcome (OK, the owner's reason code or gRPC code, or OWNER_UNAVAILABLE)",
                           ["method", "outcome"], registry=REGISTRY)
 # The trailing metadata entry of a status with details (a Yidi refusal); a failed call without it was not
 # answered by the owner's code (no connection, a connection lost).

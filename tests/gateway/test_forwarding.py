@@ -210,9 +210,11 @@ def test_yidi_certs_makes_a_certificate_per_node_named(tmp_path):
         usage = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
         assert set(usage) == {ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH}
     assert not (tmp_path / "nodes" / "node-a.pem").exists()
+    ca = (tmp_path / "ca.pem").read_bytes()
     refused = certs("--nodes", "Node_A")
     assert refused.returncode != 0 and refused.stderr.strip().splitlines() == [
         "--nodes: node name 'Node_A': lower-case letters, digits and '-' (a DNS label)"]
+    assert (tmp_path / "ca.pem").read_bytes() == ca   # nothing written over
 
 
 def test_the_calls_forwarded_are_the_mutating_ones_but_loading_reference_data():
