@@ -184,6 +184,24 @@ def test_an_owner_down_is_owner_unavailable_and_the_retry_once_it_is_back_is_per
     assert ledger_seq(back.client("national")) == 2 and answer.settlement.setl_id
 
 
+def test_the_owner_gets_the_clients_remaining_deadline(spec_data, gateways, tmp_path, monkeypatch):
+    """An owner whose settlements stall 1.2 s (a test hook) is past a 0.5 s deadline when it would perform the
+    call: it does not, so it was given the client's deadline; the retry with time enough is performed once."""
+    monkeypatch.setenv("YIDI_STALL_RPC", "SettlementService/OutpatientSettle:1200")
+    slow = gateways(spec_data["dir"], tmp_path / "owner.sqlite")
+    monkeypatch.delenv("YIDI_STALL_RPC")
+    node = gateways(spec_data["dir"], tmp_path / "node.sqlite", "--owner-address", slow.target)
+    file_person(node.client(LIAONING), "FW-1", "21010219800101051")
+    national = slow.client("national")
+    with pytest.raises(grpc.RpcError) as caught:
+        node.channel(HAINAN).unary_unary(OUTPATIENT, request_serializer=spb.OutpatientSettleRequest.SerializeToString)(
+            outpatient("fw-late", "FW-1"), timeout=0.5)
+    assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert ledger_seq(national) == 1        # answered once the stall is over: the filing only
+    spb.SettlementResponse.FromString(raw(node.channel(HAINAN), outpatient("fw-late", "FW-1")))
+    assert ledger_seq(national) == 2
+
+
 def retried(call, within_s: float = 5.0):
     """call(), retried after RetryInfo's delay while it is refused OWNER_UNAVAILABLE (the node reconnects)."""
     deadline = time.monotonic() + within_s
