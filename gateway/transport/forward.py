@@ -1,10 +1,10 @@
 """Forwarded calls: a mutating call this node does not own is performed by the node that does.
 
-Each partition of the state has one owner at a time (docs/operations.md,
-Gateway nodes); ``Owner.owner_address()`` says, per call, where the owner
-listens, or None when this node is the owner.  A mutating call (``mutates``:
-its request, or a message in it, carries a request_id) that reaches a node
-that is not the owner is sent on to the owner:
+``Owner.owner_address()`` says, per call, where the node that owns the
+call's partition listens, or None when this node owns it (docs/operations.md,
+Gateway nodes; ``StaticOwner`` is ``yidi serve --owner-address``).  A mutating
+call (``forwarded``: its request, or a message in it, carries a request_id)
+that reaches a node that is not the owner is sent on to the owner:
 
 * here, as for any call: the caller is resolved from its client certificate
   and held to its limits (admission control), so an unidentified or
