@@ -303,7 +303,7 @@ class Gateway:
     def require_owner(self) -> None:
         """NOT_PARTITION_OWNER unless this node owns the ledger partition now (always, when it is the only node)."""
         if self.ownership is not None and not self.ownership.owns():
-            raise YidiError("NOT_PARTITION_OWNER", part=self.store.part, owner=self.ownership.owner_address() or "未知")
+            raise YidiError("NOT_PARTITION_OWNER", part=self.store.part, owner=self.ownership.holder_address() or "未知")
 
     async def wait_writable(self) -> None:
         """Until a test write succeeds (a full disk, a failing fsync): STORAGE_UNAVAILABLE, probing meanwhile."""

@@ -66,7 +66,7 @@ class Ownership:
     def owns(self) -> bool:
         return self.owner and self.keeper.valid()
 
-    def owner_address(self) -> str:
+    def holder_address(self) -> str:
         """Where the owner is (as the lease names it), for a refusal: "" when unknown."""
         if self.owner:
             return self.keeper.address
