@@ -300,6 +300,7 @@ def run(node_kills: int, pg_failovers: int) -> dict:
             for node in nodes:
                 if node.gw is not None:
                     node.gw.stop(signal.SIGKILL)
+    shutil.rmtree(work, ignore_errors=True)   # kept, with the nodes' logs, when the run failed
     return result
 
 
