@@ -13,7 +13,7 @@ CERTS   ?= certs/dev
 CRASHES ?= 100
 
 .PHONY: setup certs data run test test-debug test-slow bench bench-keys soak load peak-day overload lint clean crash tamper race \
-        ha ha-down
+        ha ha-down failover
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -197,3 +197,12 @@ ha: setup
 
 ha-down:
 	$(BIN)/python tools/ha.py down --dir $(HA_DIR)
+
+# Two gateway nodes sharing one PostgreSQL ledger partition by a lease, under clients retrying every settlement:
+# NODE_KILLS kill -9s of whichever node owns it (the other takes over; the killed one comes back as the standby)
+# and PG_FAILOVERS kills of the PostgreSQL primary (the Patroni recipe of tools/ha.py); one JSON line
+# (tools/failover.py: takeover times, acknowledged, lost, duplicated, accumulator mismatches, clearing).
+NODE_KILLS   ?= 3
+PG_FAILOVERS ?= 1
+failover: setup
+	$(BIN)/python tools/failover.py --node-kills $(NODE_KILLS) --pg-failovers $(PG_FAILOVERS)

@@ -302,6 +302,12 @@ REASONS: dict[str, Reason] = {
                        "已办理的将原样返回，未办理的将办理一次。",
         "The gateway node that owns this call's partition cannot be reached; the outcome is unknown. Retry after "
         "RetryInfo's delay with the same request_id.", OPERATING),
+    # a gateway node on PostgreSQL that does not hold the partition's lease (a standby): nothing was done
+    "NOT_PARTITION_OWNER": _r(
+        "UNAVAILABLE", "本节点不是账本分区 {part} 的主节点（当前主节点：{owner}），本次请求未办理。"
+                       "请改连主节点，或稍后使用相同的请求ID重试。",
+        "This gateway node does not own the ledger partition (a standby, or its lease ran out); nothing was done. "
+        "Call the owner named in the metadata, or retry shortly with the same request_id.", OPERATING),
 }
 
 DOMAIN = "yidi.gov.cn"

@@ -16,6 +16,16 @@ class Config:
     # (gateway/store/postgresql/; ``ledger`` then names only this node's own files: audit log, failure note).
     store: str = ""
     listen: str = DEFAULT_LISTEN
+    # PostgreSQL only (docs/operations.md, Gateway nodes): the partition is owned by one node at a time, by a
+    # lease in the database that lasts lease_ttl_s (the server's clock) and is renewed every lease_renew_s; a
+    # node that does not own it is a standby that reads new records every follow_interval_s.  node_id names the
+    # node in the lease (empty: host name and pid), advertise is where other nodes and clients reach it (empty:
+    # the listen address).
+    node_id: str = ""
+    advertise: str = ""
+    lease_ttl_s: float = 2.0
+    lease_renew_s: float = 0.5
+    follow_interval_s: float = 0.2
     # A request larger than this is refused with MESSAGE_TOO_LARGE; gRPC itself refuses anything over
     # twice this from its length prefix, unbuffered (plain RESOURCE_EXHAUSTED: docs/design.md, Message size).
     max_message_bytes: int = 4 * 1024 * 1024

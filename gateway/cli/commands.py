@@ -204,6 +204,16 @@ SERVE_OPTIONS = (
                                          "PGPASSWORD or ~/.pgpass, or in the URL), or a SQLite file; empty: the "
                                          "--ledger file (env also YIDI_STORE)", env_alias="YIDI_STORE"),
     ServeOption("--listen", "listen", str, "host:port of the gRPC listener (port 0: any free port)"),
+    ServeOption("--node-id", "node_id", str, "PostgreSQL: this node's name in the partition lease; empty: host "
+                                             "name and pid"),
+    ServeOption("--advertise", "advertise", str, "PostgreSQL: host:port where other nodes and clients reach this "
+                                                 "node; empty: the listen address"),
+    ServeOption("--lease-ttl-s", "lease_ttl_s", float, "PostgreSQL: seconds a partition lease lasts unrenewed (the "
+                                                       "server's clock); a standby takes it over after that"),
+    ServeOption("--lease-renew-s", "lease_renew_s", float, "PostgreSQL: the owner renews its lease this often "
+                                                           "(a standby tries to take it as often)"),
+    ServeOption("--follow-interval-s", "follow_interval_s", float, "PostgreSQL: a standby reads the owner's new "
+                                                                   "records this often"),
     ServeOption("--certs", "", str, "development certificates directory (yidi certs); empty: certs/dev"),
     ServeOption("--cert", "tls_cert", str, "server certificate (PEM); empty: <certs>/server.pem"),
     ServeOption("--key", "tls_key", str, "server key (PEM); empty: <certs>/server.key"),
@@ -294,13 +304,22 @@ def cmd_serve(args) -> None:
 
     progress = Progress("load", interactive=False if config.log_format == "json" else None)
 
-    def ready(port: int, metrics_port: int, health_port: int) -> None:
-        progress.done()
+    def ports(metrics_port: int, health_port: int) -> str:
         metrics = f" metrics http://{config.metrics_listen.rsplit(':', 1)[0]}:{metrics_port}/metrics" if metrics_port else ""
         health = f" health {config.health_listen.rsplit(':', 1)[0]}:{health_port}" if health_port else ""
-        print(f"SERVING {host}:{port} ledger {safe_url(config.store_url())}{metrics}{health}", flush=True)
+        return metrics + health
 
-    run(config, ready=ready, progress=progress, listening=listening)
+    def ready(port: int, metrics_port: int, health_port: int) -> None:
+        progress.done()
+        print(f"SERVING {host}:{port} ledger {safe_url(config.store_url())}{ports(metrics_port, health_port)}",
+              flush=True)
+
+    def standby(port: int, metrics_port: int, health_port: int, holder) -> None:
+        progress.done()
+        print(f"STANDBY {host}:{port} ledger {safe_url(config.store_url())}{ports(metrics_port, health_port)} "
+              f"owner {holder.address or '?'} (node {holder.owner})", flush=True)
+
+    run(config, ready=ready, progress=progress, listening=listening, standby=standby)
 
 
 def cmd_certs(args) -> None:

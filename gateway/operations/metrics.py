@@ -176,9 +176,11 @@ class _StateCollector:
         if gw is not None and gw.state is not None:
             for table, n in gw.state.engine.index.counts().items():
                 entries.add_metric([table], n)
-            seq.add_metric([], gw.ledger.next_seq - 1)
+            ownership = getattr(gw, "ownership", None)
+            seq.add_metric([], gw.ledger.next_seq - 1 if ownership is None or ownership.owner else ownership.seq)
         yield entries
         yield seq
+        yield from _leases(gw)
         pauses = HistogramMetricFamily("yidi_gc_pause_seconds", "Garbage-collector pauses since start")
         pauses.add_metric([], _buckets(WATCH.pause_buckets), sum_value=WATCH.pause_total_ms / 1000)
         yield pauses
@@ -221,6 +223,17 @@ class _StateCollector:
         yield writable
         yield usage
         yield level
+
+
+def _leases(gw):
+    """PostgreSQL nodes: the partitions whose lease this node holds (1) or follows as a standby (0)."""
+    ownership = getattr(gw, "ownership", None)
+    if ownership is None:
+        return
+    held = GaugeMetricFamily("yidi_partition_lease_held", "1 while this node holds the partition's lease and "
+                             "serves it, 0 while it is a standby", labels=["partition"])
+    held.add_metric([str(ownership.keeper.part)], int(ownership.owns()))
+    yield held
 
 
 def _replication(store):
