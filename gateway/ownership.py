@@ -9,8 +9,10 @@ the ledger's tail), then ``Ownership.run``:
   replays them (checksum and chain link first), so its state is never more
   than a poll behind; its lease keeper tries to take the lease every
   ``lease_renew_s``.  Health says NOT_SERVING; reads are answered (from
-  PostgreSQL, or from the followed state); mutating calls are refused
-  NOT_PARTITION_OWNER (``Gateway.require_owner``).
+  PostgreSQL, or from the followed state); mutating calls are forwarded to
+  the lease's holder (``LeaseHolder``, gateway/transport/forward.py), or,
+  while the holder is not known, refused NOT_PARTITION_OWNER
+  (``Gateway.require_owner``).
 * once it holds the lease: the store takes the lease's token (from then on the
   previous owner's appends are refused by PostgreSQL), the rest of the tail is
   read and applied (nobody else can add to it now), it must end where the
@@ -42,6 +44,23 @@ log = logging.getLogger("yidi.ownership")
 CHECK_S = 0.1
 # Records read from PostgreSQL per page while following.
 FOLLOW_PAGE = 1024
+
+
+class LeaseHolder:
+    """Where a PostgreSQL node's mutating calls are performed (``forward.Owner``): at the lease's holder while this
+    node is a standby, so a client may call any node; here (None) while this node owns the partition, before it
+    knows who does, and once it has lost the lease (here they are refused NOT_PARTITION_OWNER: never sent on to a
+    holder it may have just learned of while exiting)."""
+
+    def __init__(self, gw) -> None:
+        self.gw = gw
+
+    def owner_address(self) -> str | None:
+        ownership = self.gw.ownership
+        if ownership is None or ownership.owner:
+            return None
+        holder = ownership.holder_address()
+        return holder if holder and holder != ownership.keeper.address else None
 
 
 class PartitionLost(RuntimeError):

@@ -2,7 +2,9 @@
 
 ``Owner.owner_address()`` says, per call, where the node that owns the
 call's partition listens, or None when this node owns it (docs/operations.md,
-Gateway nodes; ``StaticOwner`` is ``yidi serve --owner-address``).  A mutating
+Gateway nodes; ``StaticOwner`` is ``yidi serve --owner-address``; on
+PostgreSQL, ``ownership.LeaseHolder``: the partition lease's holder while this
+node is a standby).  A mutating
 call (``forwarded``: its request, or a message in it, carries a request_id)
 that reaches a node that is not the owner is sent on to the owner:
 
@@ -47,6 +49,7 @@ from ..config import Config
 from ..operations.metrics import REGISTRY, RpcTimer
 from ..security import certs
 from ..security.auth import FORWARDED_FOR, forwarded_for, resolve_caller
+from ..store import is_postgresql
 from .services.base import _enter, _finish, _leave, abort, internal_error
 from .status import reason_of
 
@@ -265,9 +268,14 @@ def node_credentials(config: Config) -> grpc.ChannelCredentials:
 
 
 def forwarder(config: Config, gw, owner: Owner | None) -> Forwarder | None:
-    """The forwarder of a node given an owner (or ``--owner-address``); None for a node that owns everything."""
+    """The forwarder of a node given an owner (or ``--owner-address``; on PostgreSQL, the partition lease's holder
+    while this node is a standby); None for a node that owns everything (SQLite)."""
     if owner is None and config.owner_address:
         owner = StaticOwner(config.owner_address)
+    if owner is None and is_postgresql(config.store_url()):
+        from ..ownership import LeaseHolder
+
+        owner = LeaseHolder(gw)
     if owner is None:
         return None
     return Forwarder(owner, gw, node_credentials(config), channel_options(config))
