@@ -8,17 +8,25 @@ lease, the other a standby forwarding mutating calls to it, over real gRPC and m
 * Clearing months closed on one node while settlements flow through both: no settlement recorded after the
   close is booked into the closed month, none sent after the close was acknowledged is, the closed month's
   totals are exactly the settlements booked in it, and its net positions sum to 0.
+
+And what the nodes say of themselves (item 9): ``yidi status --store`` lists the partition's lease from the
+database, and each node's status answer names its role and the partitions it owns.
 """
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import threading
 import time
 
 import grpc
 import psycopg
 
-from gateway._pb.yidi.v1 import funds_pb2 as fdpb, settlement_pb2 as spb
+from gateway._pb.yidi.v1 import admin_pb2 as apb, funds_pb2 as fdpb, settlement_pb2 as spb
+from gateway.testing import dev_certs
 from gateway.transport.status import reason_of
+from gateway_harness import ROOT
 from test_partition_lease import stop_all, two_nodes
 
 import failover
@@ -30,18 +38,19 @@ REVERSAL_RACES = 20
 
 
 def race(calls) -> list:
-    """Run the calls in threads released together; each one's answer bytes or its RpcError."""
+    """Send the calls, (client, method, request), from threads released together; each one's answer bytes or its
+    RpcError."""
     start = threading.Barrier(len(calls))
     out: list = [None] * len(calls)
 
-    def run(k: int, call) -> None:
+    def run(k: int, client, method: str, request) -> None:
         start.wait()
         try:
-            out[k] = call()
+            out[k] = client.raw(method, request)
         except grpc.RpcError as err:
             out[k] = err
 
-    threads = [threading.Thread(target=run, args=(k, call)) for k, call in enumerate(calls)]
+    threads = [threading.Thread(target=run, args=(k, *call)) for k, call in enumerate(calls)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -69,7 +78,7 @@ def test_exact_across_two_nodes(tmp_path, pg_url):
 def _same_request_id_at_once(url, clients) -> None:
     ids = [f"twice-{n}" for n in range(SAME_MOMENT_IDS)]
     for request_id in ids:
-        answers = race([lambda c=c: c.raw(SETTLE, settlement(request_id)) for c in clients])
+        answers = race([(client, SETTLE, settlement(request_id)) for client in clients])
         assert all(isinstance(a, bytes) for a in answers), answers
         assert answers[0] == answers[1], request_id
     counts = failover.settled_ids(url)
@@ -81,9 +90,8 @@ def _reversal_racing_its_original(url, clients) -> None:
     for n in range(REVERSAL_RACES):
         original, reversal = f"orig-{n}", f"rev-{n}"
         reverse = spb.ReverseRequest(request_id=reversal, original_request_id=original, reverse_date=20260316)
-        calls = [lambda: clients[n % 2].raw(SETTLE, settlement(original)),
-                 lambda: clients[1 - n % 2].raw(REVERSE, reverse)]
-        settled, reversed_ = race(calls)
+        settled, reversed_ = race([(clients[n % 2], SETTLE, settlement(original)),
+                                   (clients[1 - n % 2], REVERSE, reverse)])
         assert isinstance(reversed_, bytes), reversed_
         outcome = spb.ReverseResponse.FromString(reversed_).outcome
         if outcome == spb.REVERSE_OUTCOME_SETTLEMENT_CANCELLED:
@@ -148,3 +156,47 @@ def _months_closed_while_settling(url, nodes) -> None:
     result = failover.check(url, settler, nodes)
     assert (result["lost"], result["duplicated"], result["accumulator_mismatches"]) == (0, 0, 0), result
     assert result["clearing_ok"], result
+
+
+def yidi(*argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "gateway", *argv], cwd=ROOT, capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_status_lists_the_leases_and_each_node_says_its_role(tmp_path, pg_url):
+    empty = yidi("status", "--store", pg_url)
+    assert empty.returncode == 1 and "holds no Yidi ledger yet" in empty.stderr, empty.stderr
+    nodes = two_nodes(tmp_path, pg_url)
+    owner, standby = nodes
+    try:
+        listed = yidi("--json", "status", "--store", pg_url)
+        assert listed.returncode == 0, listed.stderr
+        [lease] = json.loads(listed.stdout)["leases"]
+        assert (lease["part"], lease["owner"], lease["address"], lease["expired"]) == (0, "n1", owner.gw.target, False)
+        assert lease["token"] >= 1 and 0 < lease["expires_in_s"] <= 10, lease
+        text = yidi("status", "--store", pg_url).stdout
+        assert f"n1               {owner.gw.target}" in text and " in " in text, text
+        assert "password" not in listed.stdout + text
+
+        roles = []
+        for node in nodes:
+            national = node.gw.client(NATIONAL)
+            answer = national(national.admin.GetReferenceDataStatus, apb.GetReferenceDataStatusRequest())
+            roles.append((answer.node_id, answer.node_role, list(answer.owned_partitions)))
+        assert roles == [("n1", "owner", [0]), ("n2", "standby", [])]
+        shown = yidi("--target", standby.gw.target, "--certs", dev_certs().directory, "--caller", "national",
+                     "status")
+        assert shown.returncode == 0 and "node n2: standby" in shown.stdout, shown.stdout + shown.stderr
+
+        owner.gw.stop()   # a clean stop gives the lease up: the standby takes it
+        deadline = time.monotonic() + 30
+        while not standby.serving():
+            assert time.monotonic() < deadline, standby.gw.log()[-3000:]
+            time.sleep(0.1)
+        [lease] = json.loads(yidi("--json", "status", "--store", pg_url).stdout)["leases"]
+        assert (lease["owner"], lease["address"]) == ("n2", standby.gw.target)
+        national = standby.gw.client(NATIONAL)
+        answer = national(national.admin.GetReferenceDataStatus, apb.GetReferenceDataStatusRequest())
+        assert (answer.node_role, list(answer.owned_partitions)) == ("owner", [0])
+    finally:
+        stop_all(nodes)
