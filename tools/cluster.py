@@ -195,6 +195,9 @@ def main(argv: list[str] | None = None) -> None:
     if os.path.exists(os.path.join(args.dir, "pg", "cluster.json")):
         raise SystemExit(f"{args.dir} holds a cluster already (running, or left by a killed run): "
                          f"python tools/ha.py down --dir {os.path.join(args.dir, 'pg')}, then remove {args.dir}")
+    if os.path.exists(args.dir) and os.listdir(args.dir):
+        raise SystemExit(f"{args.dir} is not empty: the run directory is removed when the cluster stops, so name a "
+                         "new one (--dir)")
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
     run(args)
