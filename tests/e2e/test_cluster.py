@@ -46,7 +46,7 @@ def test_make_cluster_starts_two_nodes_that_settle_and_sigint_stops_everything(t
                                 "--dir", run_dir, "--base-port", "0", "--pg-base-port", str(PG_BASE_PORT),
                                 "--certs", dev_certs().directory, "--timeout-s", "60"],
                                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    printed = []
+    printed, gateways = [], []
     try:
         for line in cluster.stdout:
             printed.append(line)
@@ -56,8 +56,11 @@ def test_make_cluster_starts_two_nodes_that_settle_and_sigint_stops_everything(t
         nodes = dict(re.findall(r"^  (node-[ab])  (127\.0\.0\.1:\d+) ", text, re.M))
         assert set(nodes) == {"node-a", "node-b"}, text
         assert re.search(r"node-a .* owner .* metrics http://127\.0\.0\.1:\d+/metrics", text), text
-        assert "yidi status --store 'postgresql://yidi@" in text and "password" in text
-        pids = [int(p) for p in re.findall(r" pid (\d+) ", text)] + started_by_the_recipe(run_dir)
+        assert "yidi status --store 'postgresql://yidi@" in text
+        with open(os.path.join(run_dir, "pg", "pgpass")) as f:
+            assert f.read().strip().rsplit(":", 1)[1] not in text   # the password file is named, never its content
+        gateways = [int(p) for p in re.findall(r" pid (\d+) ", text)]
+        pids = gateways + started_by_the_recipe(run_dir)
         assert len(pids) >= 2 + 3 + 1, (pids, text)   # two gateways, three Patroni, etcd (and the postmasters)
 
         channels = {name: grpc.secure_channel(target, credentials(HAINAN)) for name, target in nodes.items()}
@@ -80,6 +83,9 @@ def test_make_cluster_starts_two_nodes_that_settle_and_sigint_stops_everything(t
         if cluster.poll() is None:
             cluster.kill()
             cluster.wait()
+            for pid in gateways:   # in sessions of their own: the kill above did not reach them
+                if running(pid, 0):
+                    os.kill(pid, signal.SIGKILL)
             ha.down(os.path.join(run_dir, "pg"))
         shutil.rmtree(parent, ignore_errors=True)
 
@@ -98,12 +104,13 @@ def started_by_the_recipe(run_dir: str) -> list[int]:
 def running(pid: int, wait_s: float = 10) -> bool:
     """Still there after wait_s (a zombie waiting for its parent to reap it counts as gone)."""
     deadline = time.monotonic() + wait_s
-    while time.monotonic() < deadline:
+    while True:
         try:
             with open(f"/proc/{pid}/stat") as f:
                 if f.read().rsplit(")", 1)[1].split()[0] == "Z":
                     return False
         except OSError:
             return False
+        if time.monotonic() >= deadline:
+            return True
         time.sleep(0.1)
-    return True
