@@ -41,7 +41,7 @@ import hashlib
 from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
-from core._core import KeyTable
+from core import KeyTable
 from core.errors import YidiError
 from core.events import REVERSED_KIND
 

@@ -10,7 +10,7 @@ from collections import OrderedDict
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from core._core import LIMITS, KeyTable
+from core import LIMITS, KeyTable
 from gateway.store.idempotency import REVERSED, key_hash
 
 
