@@ -203,6 +203,9 @@ def test_a_lost_database_server_is_storage_unavailable_and_nothing_is_acknowledg
         cluster.halt()
         code, reason, _ = hainan.refused(hainan.settlement.OutpatientSettle, pg_outpatient("out-2", 1100))
         assert (code, reason) == (grpc.StatusCode.UNAVAILABLE, "STORAGE_UNAVAILABLE")
+        national = gw.client(NATIONAL)
+        code, reason, _ = national.refused(national.admin.TakeSnapshot, admin_pb2.TakeSnapshotRequest())
+        assert (code, reason) == (grpc.StatusCode.UNAVAILABLE, "STORAGE_UNAVAILABLE")   # retry advice, not a bug
         cluster.resume()
         # the writer's session went with the server (and its lock): its next commit fails, unacknowledged, and the
         # gateway exits to be restarted

@@ -75,6 +75,8 @@ class PostgresStore(ArchiveReads):
         self._readers_lock = threading.Lock()
         self._write_lock = threading.Lock()
         self._wconn: psycopg.Connection | None = None
+        self._monitor = _Reads(self)
+        self._monitor_lock = threading.Lock()
         try:
             self._wconn = self._connect(autocommit=True)
             self._check_durable()
@@ -314,9 +316,24 @@ class PostgresStore(ArchiveReads):
         try:
             conn = self._connect(autocommit=False)
         except psycopg.OperationalError as err:
-            raise StorageDown(f"the ledger {self._path} cannot be read: {str(err).strip().splitlines()[0]}") from None
+            raise StorageDown(f"the ledger {self._path} cannot be read: {_first_line(err)}") from None
         reader = _LongReader(conn, self.key, self._path, 0, self.read, "%s")
         return reader.recon_cursor(fixmedins_code, date_from, date_to, insutype)
+
+    # -- Operations -----------------------------------------------------------------
+
+    def replication(self) -> list[tuple[str, str, int | None, float | None]]:
+        """The standbys this server streams to, as it sees them (``pg_stat_replication``): (name, sync state,
+        WAL bytes sent but not yet replayed there, seconds of replay lag); empty where none is attached (or the
+        server is itself a standby).  The gateway's role needs ``pg_monitor`` to see them (docs/postgresql.md).
+        Asked by /metrics' scrapes, each on a thread of its own, through one connection kept for them."""
+        with self._monitor_lock:
+            rows = self._monitor.execute(
+                "SELECT application_name, sync_state, pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)::bigint,"
+                " extract(epoch FROM replay_lag)::float8 FROM pg_stat_replication"
+                " WHERE NOT pg_is_in_recovery()").fetchall()
+        # A role without pg_monitor sees its standbys but not their state (NULLs): counted as "unknown".
+        return [(name or "", sync or "unknown", lag_bytes, lag_s) for name, sync, lag_bytes, lag_s in rows]
 
     # -- SnapshotStore -----------------------------------------------------------------
 
@@ -331,6 +348,8 @@ class PostgresStore(ArchiveReads):
             readers, self._readers = self._readers, []
         for conn in readers:
             conn.close()
+        with self._monitor_lock:
+            self._monitor.close()
         if self._wconn is not None:
             with self._write_lock:
                 self._wconn.close()   # ends the session: its advisory lock goes with it
@@ -354,8 +373,7 @@ class _Reads:
             return self.conn.execute(sql, args)
         except psycopg.OperationalError as err:
             self.close()
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise StorageDown(f"the ledger {self.store.path} cannot be read: {first}") from None
+            raise StorageDown(f"the ledger {self.store.path} cannot be read: {_first_line(err)}") from None
 
     def close(self) -> None:
         if self.conn is not None:
@@ -396,12 +414,16 @@ class PostgresSnapshots(snapshot.Snapshots):
         return row[0]
 
     def write(self, blob: bytes, seq: int) -> str:
+        """Written in one transaction; ``StorageDown`` (STORAGE_UNAVAILABLE, retry) if the server cannot be reached."""
         part = self.store.part
-        with contextlib.closing(self.store._connect(autocommit=False)) as conn, conn.transaction():
-            conn.execute("INSERT INTO snapshots (part, seq, blob) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
-                         (part, seq, blob))
-            conn.execute("DELETE FROM snapshots WHERE part = %s AND seq NOT IN (SELECT seq FROM snapshots WHERE "
-                         "part = %s ORDER BY seq DESC LIMIT %s)", (part, part, self.keep))
+        try:
+            with contextlib.closing(self.store._connect(autocommit=False)) as conn, conn.transaction():
+                conn.execute("INSERT INTO snapshots (part, seq, blob) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
+                             (part, seq, blob))
+                conn.execute("DELETE FROM snapshots WHERE part = %s AND seq NOT IN (SELECT seq FROM snapshots WHERE "
+                             "part = %s ORDER BY seq DESC LIMIT %s)", (part, part, self.keep))
+        except psycopg.OperationalError as err:
+            raise StorageDown(f"the snapshot {self.path(seq)} cannot be written: {_first_line(err)}") from None
         return self.path(seq)
 
 
@@ -410,5 +432,9 @@ def open_postgresql(url: str, key: SealKey, witness_dir: str = "") -> PostgresSt
     try:
         return PostgresStore(url, key, witness_dir=witness_dir)
     except psycopg.Error as err:
-        text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise LedgerUnavailable(f"cannot open the ledger {safe_url(url)}: {text}") from None
+        raise LedgerUnavailable(f"cannot open the ledger {safe_url(url)}: {_first_line(err)}") from None
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
