@@ -1,5 +1,5 @@
 """core.KeyTable, the recent idempotency keys in C: it answers as an OrderedDict that drops its oldest key past
-the capacity would (the model it replaced in gateway/store/idempotency.py), and holds no Python object."""
+the capacity would (``Model``), and holds no Python object for the collector."""
 from __future__ import annotations
 
 import gc
@@ -21,7 +21,7 @@ def named(home: int, n: int) -> bytes:
 
 
 class Model:
-    """What Keys._recent did before: an OrderedDict that drops its oldest key past the capacity."""
+    """The reference: an OrderedDict that drops its oldest key past the capacity."""
 
     def __init__(self, capacity: int) -> None:
         self.capacity, self.d = capacity, OrderedDict()
