@@ -75,15 +75,16 @@ $(PROMTOOL):
 /usr/bin/etcd:
 	$(call apt,etcd-server,the PostgreSQL high-availability recipe: make ha and its test)
 
-setup: $(BUILT) $(CJK_FONT) /usr/bin/protoc $(PG_PACKAGE) $(NODE_TOOLS) $(PROMTOOL) $(CERTS)/ca.pem \
+setup: $(BUILT) $(CJK_FONT) /usr/bin/protoc $(PG_PACKAGE) $(NODE_TOOLS) $(PROMTOOL) $(CERTS)/nodes/node-a.pem \
        $(CERTS)/seal.key /usr/bin/patroni /usr/bin/etcd
 
-# Development certificates (mTLS): a CA, the server's, one per province and national (git-ignored),
-# and the ledger's development seal key (production keeps its key outside the data directory: README).
-$(CERTS)/ca.pem: | $(BUILT)
+# Development certificates (mTLS): a CA, the server's, one per province and national, one per gateway node
+# (git-ignored; made again, CA included, where the node certificates are missing), and the ledger's development
+# seal key (production keeps its key outside the data directory: README).
+$(CERTS)/nodes/node-a.pem: | $(BUILT)
 	$(BIN)/yidi certs --out $(CERTS)
 
-$(CERTS)/seal.key: | $(CERTS)/ca.pem
+$(CERTS)/seal.key: | $(CERTS)/nodes/node-a.pem
 	$(BIN)/yidi keys --out $@
 
 certs: setup

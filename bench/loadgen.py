@@ -222,21 +222,25 @@ def _client_process(args: tuple, out: mp.Queue) -> None:
 
 
 def run_load(target: str, kind: str, data_dir: str, processes: int, concurrency: int, seconds: float,
-             rate: float = 0.0, server_pid: int = 0, warmup: float = 2.0, expected: tuple[str, ...] = ()) -> dict:
+             rate: float = 0.0, server_pid: int = 0, warmup: float = 2.0, expected: tuple[str, ...] = (),
+             other_pids: tuple[int, ...] = (), seed: int = 1000) -> dict:
     """Run one load and return throughput, latency percentiles (ms) and server CPU µs per call, of successful
-    answers only, with the refusals by reason beside them; UnexpectedRefusals if any reason is not ``expected``."""
+    answers only, with the refusals by reason beside them; UnexpectedRefusals if any reason is not ``expected``.
+    ``other_pids``: servers the target calls in turn (the owner of forwarded calls), whose CPU µs per call in the
+    same window is ``other_cpu_us_per_call``.  Client p draws its cases and request ids from seed + p (another seed:
+    other request ids, so a second load on the same ledger is not answered from the first one's records)."""
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
     procs = [ctx.Process(target=_client_process, args=(
-        (target, kind, data_dir, 1000 + p, concurrency, seconds, rate / processes, warmup), out))
+        (target, kind, data_dir, seed + p, concurrency, seconds, rate / processes, warmup), out))
         for p in range(processes)]
     for p in procs:
         p.start()
-    samples = []   # (wall time, server CPU seconds), every 50 ms, to cut out the clients' window
+    samples = []   # (wall time, server CPU seconds, others' CPU seconds), every 50 ms, to cut out the clients' window
     results = []
     while len(results) < len(procs):
         if server_pid:
-            samples.append((time.time(), _cpu_seconds(server_pid)))
+            samples.append((time.time(), _cpu_seconds(server_pid), sum(_cpu_seconds(pid) for pid in other_pids)))
         try:
             results.append(out.get(timeout=0.05))
         except queue.Empty:
@@ -259,20 +263,22 @@ def run_load(target: str, kind: str, data_dir: str, processes: int, concurrency:
         row[f"p{q}_ms"] = lat[min(len(lat) - 1, int(len(lat) * q / 100))] * 1000 if lat else None
     row["mean_ms"] = statistics.fmean(lat) * 1000 if lat else None
     if server_pid and window_calls:
-        cpu0, cpu1 = _cpu_at(samples, begin), _cpu_at(samples, end)
+        (cpu0, others0), (cpu1, others1) = _cpu_at(samples, begin), _cpu_at(samples, end)
         row["server_cpu_us_per_call"] = (cpu1 - cpu0) / window_calls * 1e6
+        if other_pids:
+            row["other_cpu_us_per_call"] = (others1 - others0) / window_calls * 1e6
         row["server_cpu_us_per_settlement"] = (cpu1 - cpu0) / (settled * (end - begin) / seconds) * 1e6 \
             if settled else None
     return row
 
 
-def _cpu_at(samples: list[tuple[float, float]], t: float) -> float:
-    """The server's CPU seconds at wall time t, from the nearest sample at or before it."""
-    best = samples[0][1]
-    for when, cpu in samples:
+def _cpu_at(samples: list[tuple[float, float, float]], t: float) -> tuple[float, float]:
+    """The server's and the others' CPU seconds at wall time t, from the nearest sample at or before it."""
+    best = samples[0][1:]
+    for when, *cpu in samples:
         if when > t:
             break
-        best = cpu
+        best = tuple(cpu)
     return best
 
 

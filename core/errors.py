@@ -291,6 +291,17 @@ REASONS: dict[str, Reason] = {
                        "；如持续出现请联系国家平台运维。",
         "The gateway's ledger failed a proof; it serves nothing from it until an operator restores it. Nothing was "
         "done: retry later with the same request_id.", OPERATING),
+    # gateway nodes (docs/operations.md, Gateway nodes): a call forwarded from the node that took it to the owner
+    # of its partition carries its original caller, which only a node's certificate may name
+    "FORWARDING_REFUSED": _r(
+        "UNAUTHENTICATED", "无法识别调用方：{why}。",
+        "Only a gateway node's certificate may name the original caller of a forwarded call (yidi-forwarded-for), "
+        "and a node's call must name one; nothing was done."),
+    "OWNER_UNAVAILABLE": _r(
+        "UNAVAILABLE", "负责该业务的结算网关节点暂时无法连接，本次请求结果未知。请 {retry_after_ms} 毫秒后使用相同的请求ID重试："
+                       "已办理的将原样返回，未办理的将办理一次。",
+        "The gateway node that owns this call's partition cannot be reached; the outcome is unknown. Retry after "
+        "RetryInfo's delay with the same request_id.", OPERATING),
 }
 
 DOMAIN = "yidi.gov.cn"

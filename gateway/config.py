@@ -65,6 +65,12 @@ class Config:
     tls_key: str = ""
     tls_ca: str = ""
     insecure: bool = False
+    # Gateway nodes (gateway/transport/forward.py): send mutating calls to the node listening at this host:port,
+    # the owner of their partition (empty: this node performs them), presenting this node's certificate
+    # (yidi://node/<name>, `yidi certs` makes them) signed by tls_ca.
+    owner_address: str = ""
+    node_cert: str = ""
+    node_key: str = ""
     # The seal key (gateway/store/seal.py): a file outside the ledger's directory (`yidi keys` makes one).
     seal_key: str = ""
     # A directory on another volume that receives the sealed chain head after every commit (fsynced,

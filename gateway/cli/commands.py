@@ -208,6 +208,12 @@ SERVE_OPTIONS = (
     ServeOption("--cert", "tls_cert", str, "server certificate (PEM); empty: <certs>/server.pem"),
     ServeOption("--key", "tls_key", str, "server key (PEM); empty: <certs>/server.key"),
     ServeOption("--ca", "tls_ca", str, "the platform CA that signs client certificates; empty: <certs>/ca.pem"),
+    ServeOption("--owner-address", "owner_address", str, "send mutating calls to the gateway node at this host:port "
+                                                         "(the owner of their partition), over mTLS with this node's "
+                                                         "certificate; empty: perform them here"),
+    ServeOption("--node-cert", "node_cert", str, "this node's certificate yidi://node/<name> (yidi certs --nodes), "
+                                                 "presented to the owner; empty: <certs>/nodes/node-a.pem"),
+    ServeOption("--node-key", "node_key", str, "this node's key; empty: <certs>/nodes/node-a.key"),
     ServeOption("--seal-key", "seal_key", str, "the ledger's seal key, outside the data directory (`yidi keys` "
                                                "makes one); empty: <certs>/seal.key"),
     ServeOption("--witness", "witness", str, "a directory on another volume that receives the sealed chain head "
@@ -277,6 +283,8 @@ def cmd_serve(args) -> None:
     config.tls_cert, config.tls_key = config.tls_cert or paths.server_cert, config.tls_key or paths.server_key
     config.tls_ca = config.tls_ca or paths.ca
     config.seal_key = config.seal_key or paths.seal_key
+    config.node_cert = config.node_cert or paths.node_cert(certs.DEV_NODES[0])
+    config.node_key = config.node_key or paths.node_key(certs.DEV_NODES[0])
     if not os.path.isdir(config.data_dir):
         raise SystemExit(f"no data set at {config.data_dir}: run `yidi datagen --out {config.data_dir}` first")
     host = config.listen.rsplit(":", 1)[0]
@@ -298,9 +306,14 @@ def cmd_serve(args) -> None:
 def cmd_certs(args) -> None:
     from ..security import certs
 
-    paths = certs.write_dev_certs(args.out)
-    print(f"wrote a development CA, a server certificate (localhost, 127.0.0.1, ::1) and "
-          f"{len(certs.dev_callers())} client certificates (31 provinces and national) to {paths.directory}")
+    nodes = certs.DEV_NODES if args.nodes is None else tuple(n.strip() for n in args.nodes.split(",") if n.strip())
+    try:
+        paths = certs.write_dev_certs(args.out, nodes=nodes)
+    except ValueError as err:
+        raise SystemExit(f"--nodes: {err}") from None
+    print(f"wrote a development CA, a server certificate (localhost, 127.0.0.1, ::1), "
+          f"{len(certs.dev_callers())} client certificates (31 provinces and national) and {len(nodes)} node "
+          f"certificates ({', '.join(nodes)}) to {paths.directory}")
 
 
 def cmd_keys(args) -> None:
@@ -557,8 +570,11 @@ COMMANDS: tuple[Command, ...] = (
     ), local=cmd_voucher),
     Command("serve", "run the gateway (every option also from YIDI_SERVE_* environment variables)",
             tuple(option.argument() for option in SERVE_OPTIONS), local=cmd_serve),
-    Command("certs", "create development certificates: a CA, the server's, one per province and national", (
+    Command("certs", "create development certificates: a CA, the server's, one per province and national, one per "
+                     "gateway node", (
         arg("--out", default=os.path.join("certs", "dev")),
+        arg("--nodes", default=None, help="comma-separated gateway node names, a certificate yidi://node/<name> "
+                                          "for each (serverAuth and clientAuth); default: node-a,node-b"),
     ), local=cmd_certs),
     Command("keys", "create a seal key for the ledger (gateway/store/seal.py); never overwrites one", (
         arg("--out", required=True, help="the key file to create (keep it outside the data directory)"),

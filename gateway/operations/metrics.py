@@ -16,6 +16,9 @@ and ``make bench`` speak of the same things:
   size and latency (fsync included) of each ledger transaction;
 * ``yidi_refusals_total{method, reason}`` — refused calls by reason code
   (``OVERLOADED``, ``PERSON_NOT_FILED`` ...);
+* ``yidi_forwarded_calls_total{method, outcome}`` — mutating calls a node sent
+  on to the owner of their partition (gateway/transport/forward.py), by
+  outcome (``OK``, the owner's reason code, ``OWNER_UNAVAILABLE``);
 * ``yidi_index_entries{table}``, ``yidi_ledger_seq``, ``yidi_gc_pause_seconds``
   (histogram since start) and ``yidi_gc_pause_max_seconds``, the same by
   generation (``yidi_gc_generation_pause_seconds{generation}``,

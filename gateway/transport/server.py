@@ -28,7 +28,7 @@ from grpc_health.v1 import health_pb2
 from core.errors import LoadError, YidiError
 
 from ..security import auth, certs
-from . import convert, reflection
+from . import convert, forward, reflection
 from ..security.admission import Admission, Intake
 from ..app import Gateway
 from ..security.audit import AuditLog
@@ -194,8 +194,10 @@ def check_protobuf_backend() -> None:
 
 async def serve(config: Config, *, ready: Callable[[int, int, int], None] | None = None,
                 progress: Callable[[str, int], None] | None = None,
-                stop: asyncio.Event | None = None, listening: Callable[[int], None] | None = None) -> None:
-    """Run the gateway until SIGTERM/SIGINT (or ``stop`` is set)."""
+                stop: asyncio.Event | None = None, listening: Callable[[int], None] | None = None,
+                owner: forward.Owner | None = None) -> None:
+    """Run the gateway until SIGTERM/SIGINT (or ``stop`` is set); its mutating calls go to ``owner``'s node
+    (default: ``config.owner_address``'s) when it is another (gateway/transport/forward.py)."""
     check_protobuf_backend()
     check_listen(config)
     WATCH.install()
@@ -214,8 +216,12 @@ async def serve(config: Config, *, ready: Callable[[int, int, int], None] | None
     gw.admission = Admission(config.max_concurrent_rpcs, config.max_inflight_per_caller, config.rate_per_caller_per_s,
                              config.rate_burst_per_caller, config.overload_retry_after_ms)
     server, router, intake, probes = make_server(config, gw.admission)
+    forwarder = forward.forwarder(config, gw, owner)
     for descriptor, service_cls in SERVICES:
-        router.add(service_handlers(descriptor, service_cls(gw).methods(), gw, config.max_message_bytes))
+        handlers = service_handlers(descriptor, service_cls(gw).methods(), gw, config.max_message_bytes)
+        if forwarder is not None:
+            forwarder.wrap(descriptor, handlers)
+        router.add(handlers)
     health.add_to(router)
     reflection.enable(router, names + [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name])
     server.add_generic_rpc_handlers((router,))
@@ -265,6 +271,8 @@ async def serve(config: Config, *, ready: Callable[[int, int, int], None] | None
     await health.enter_graceful_shutdown()
     await intake.close()
     await server.stop(config.shutdown_grace_s)
+    if forwarder is not None:
+        await forwarder.close()
     if not rebuild.done():
         rebuild.cancel()
     watchdog.stop()
