@@ -9,6 +9,16 @@ cdef int32_t _person_idx(Index self, object psn_no) except -2:
         return -1
     return tbl_find(&self.st, &self.st.t_psn, T_PSN, fnv1a(p, n, 0), p, n, 0)
 
+cdef inline void _prefetch_inst_slot(Store* st, object code) noexcept:
+    """Start reading the institution table's slot for code, if it is an identifier (nothing is checked or
+    refused here: check 4 does that in its turn)."""
+    cdef Py_ssize_t n
+    cdef const char* p
+    if type(code) is str and PyUnicode_IS_ASCII(code) and st.t_inst.slots != NULL:
+        p = PyUnicode_AsUTF8AndSize(code, &n)
+        if id_ok(p, n):
+            YIDI_PREFETCH(&st.t_inst.slots[fnv1a(p, n, 0) & st.t_inst.mask])
+
 cdef int32_t _inst_idx(Index self, object code) except -2:
     cdef Py_ssize_t n
     cdef const char* p = _str_of(code, "fixmedins_code", &n)
@@ -261,6 +271,7 @@ cdef int _check9_no_open_admission(bint inpatient, bint has_open_inpatient, obje
         raise YidiError("DUPLICATE_ADMISSION", psn_no=psn_no)
     return 0
 
+@cython.no_gc      # it refers only to the Index, which never refers back: no cycle to collect
 cdef class Admission:
     """Eligibility's answer (SPEC §4): the rows it chose, strings made only when asked for.
 
@@ -326,10 +337,13 @@ cdef Admission _eligibility(Index self, object psn_no, object fixmedins_code, bi
     cdef int32_t pi, ii, fi
     cdef Person* p
     cdef Institution* it
+    _prefetch_inst_slot(st, fixmedins_code)     # read while the person's rows are found
     pi = _person_idx(self, psn_no) if emergency else -1
     if pi < 0:
         pi = _check1_filed(self, psn_no)
     p = &st.persons[pi]
+    if p.first_filing_idx >= 0:
+        YIDI_PREFETCH(&st.filings[p.first_filing_idx])
     _check2_active(p, psn_no)
     _check3_card(self, p, psn_no, card_no, card_version)
     ii = _check4_institution(self, fixmedins_code)
