@@ -422,21 +422,30 @@ cdef extern from *:
         return 1;
     }
 
-    /* Start reading a bill's line objects (a list or tuple), then what each refers to. */
-    static void yidi_prefetch_lines(PyObject* seq) {
+    /* Start reading a bill's line objects (a list or tuple), then what each refers to and the characters of
+       its code (after a str header, most often in the next cache line). */
+    static void yidi_touch_lines(PyObject* seq) {
         PyObject** items = PySequence_Fast_ITEMS(seq);
         Py_ssize_t i, n = PySequence_Fast_GET_SIZE(seq);
+        PyObject* code;
         int k;
-        for (i = 0; i < n; i++) __builtin_prefetch(items[i]);
+        for (i = 0; i < n; i++) YIDI_TOUCH(items[i]);
         for (i = 0; i < n; i++) {
-            if ((PyObject*)Py_TYPE(items[i]) == yidi_line_type) {
-                for (k = 0; k < 3; k++) __builtin_prefetch(*(PyObject**)((char*)items[i] + yidi_line_off[k]));
+            if ((PyObject*)Py_TYPE(items[i]) != yidi_line_type) continue;
+            for (k = 0; k < 3; k++) {
+                code = *(PyObject**)((char*)items[i] + yidi_line_off[k]);
+                if (code != NULL) YIDI_TOUCH(code);
+            }
+            code = *(PyObject**)((char*)items[i] + yidi_line_off[0]);
+            if (code != NULL && PyUnicode_CheckExact(code) && PyUnicode_IS_COMPACT_ASCII(code)
+                    && PyUnicode_GET_LENGTH(code) > 0) {
+                YIDI_TOUCH((const char*)PyUnicode_DATA(code) + PyUnicode_GET_LENGTH(code) - 1);
             }
         }
     }
     """
     bint yidi_line_fields(object line, PyObject** out)
-    void yidi_prefetch_lines(object seq)
+    void yidi_touch_lines(object seq)
 
 
 cdef int _price_lines(Store* st, uint32_t province, object lines, Bill bill) except -1:
@@ -444,10 +453,10 @@ cdef int _price_lines(Store* st, uint32_t province, object lines, Bill bill) exc
     events.FeeLine.
 
     In passes, so that the memory reads of a bill's lines overlap instead of waiting one after another (a
-    bill's items are scattered over a catalogue of ~180,000, and its line objects over the heap): read and
-    check every line and start reading its hash-table slot; take each slot's candidate row and start reading
-    it; start reading each candidate's code in the arena; then compare the codes (tbl_verify: the same answer
-    as tbl_find) and price.
+    bill's items are scattered over a catalogue of ~180,000, and its line objects over the heap): start
+    reading every line object and its fields; read and check every line; take each code's candidate row from
+    the hash table and start reading it; start reading each candidate's code in the arena; then compare the
+    codes (tbl_verify: the same answer as tbl_find) and price.
     """
     cdef Py_ssize_t i = 0, n = len(lines)
     cdef LineIn* inp
@@ -459,21 +468,20 @@ cdef int _price_lines(Store* st, uint32_t province, object lines, Bill bill) exc
         raise MemoryError()
     inp = <LineIn*>(bill.lines + n)
     idx = <int32_t*>(inp + n)
-    yidi_prefetch_lines(lines)
+    yidi_touch_lines(lines)
     for line in lines:
         _line_in(line, &inp[i])
         inp[i].hash = item_hash(inp[i].code, inp[i].code_n, province)
         inp[i].slot = inp[i].hash & t.mask
-        if t.slots != NULL:
-            YIDI_PREFETCH(&t.slots[inp[i].slot])
         i += 1
     for i in range(n):
         idx[i] = tbl_candidate(t, inp[i].hash, &inp[i].slot) if t.slots != NULL else -1
         if idx[i] >= 0:
-            YIDI_PREFETCH(&st.items[idx[i]])
+            YIDI_TOUCH(&st.items[idx[i]])
     for i in range(n):
-        if idx[i] >= 0:
-            YIDI_PREFETCH(key_bytes(st, T_ITEM, idx[i]))
+        if idx[i] >= 0:                     # the code may cross a cache line: its first and last bytes
+            YIDI_TOUCH(key_bytes(st, T_ITEM, idx[i]))
+            YIDI_TOUCH(key_bytes(st, T_ITEM, idx[i]) + st.items[idx[i]].code_len - 1)
     for i in range(n):
         idx[i] = tbl_verify(st, t, T_ITEM, inp[i].hash, inp[i].slot, idx[i], inp[i].code, inp[i].code_n, province)
         _price_item(st, idx[i], inp[i].unit_price_fen, inp[i].qty_milli, &bill.lines[i])
@@ -663,10 +671,10 @@ cdef Bill _bill(Index self, object psn_no, object fixmedins_code, object filing_
     cdef int64_t date = _date_of(date_obj, "结算日期", None)
     cdef Person* p
     cdef Institution* it
-    _prefetch_inst_slot(st, fixmedins_code)     # read while the person's row is found
+    _warm_person_institution(st, psn_no, fixmedins_code)
     p = &st.persons[_benefit_person(self, psn_no)]
     if p.first_acc_idx >= 0:
-        YIDI_PREFETCH(&st.accs[p.first_acc_idx])
+        YIDI_TOUCH(&st.accs[p.first_acc_idx])
     it = &st.insts[_benefit_institution(self, fixmedins_code)]
     cdef int kind = _filing_kind_of(filing_kind)
     cdef Policy* pol

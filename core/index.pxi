@@ -176,13 +176,16 @@ cdef inline bint kind_is_long_term(int kind) noexcept nogil:
     return kind <= KIND_STATIONED_WORK
 
 
-# A hint to start reading memory that will be needed soon: lookups of several keys fetch their rows in
-# passes, so that their cache misses overlap instead of waiting one after another.
+# Start reading memory that will be needed soon: lookups of several keys read their rows in passes, so that
+# their cache misses overlap instead of waiting one after another.  A plain load whose value nothing waits
+# for, not a prefetch instruction: on this project's machines a prefetch of a line whose page is not in the
+# TLB did nothing measurable (a bill's fee lines read with prefetches cost twice what they cost with loads).
+# So the address must be one that may be read.
 cdef extern from *:
     """
-    #define YIDI_PREFETCH(p) __builtin_prefetch((const void*)(p))
+    #define YIDI_TOUCH(p) ((void)*(const volatile char*)(p))
     """
-    void YIDI_PREFETCH(const void* p) noexcept nogil
+    void YIDI_TOUCH(const void* p) noexcept nogil
 
 
 # ---------------------------------------------------------------- hashing
