@@ -427,14 +427,14 @@ cdef extern from *:
     static void yidi_touch_lines(PyObject* seq) {
         PyObject** items = PySequence_Fast_ITEMS(seq);
         Py_ssize_t i, n = PySequence_Fast_GET_SIZE(seq);
-        PyObject* code;
+        PyObject *value, *code;
         int k;
         for (i = 0; i < n; i++) YIDI_TOUCH(items[i]);
         for (i = 0; i < n; i++) {
             if ((PyObject*)Py_TYPE(items[i]) != yidi_line_type) continue;
             for (k = 0; k < 3; k++) {
-                code = *(PyObject**)((char*)items[i] + yidi_line_off[k]);
-                if (code != NULL) YIDI_TOUCH(code);
+                value = *(PyObject**)((char*)items[i] + yidi_line_off[k]);
+                if (value != NULL) YIDI_TOUCH(value);
             }
             code = *(PyObject**)((char*)items[i] + yidi_line_off[0]);
             if (code != NULL && PyUnicode_CheckExact(code) && PyUnicode_IS_COMPACT_ASCII(code)

@@ -324,7 +324,7 @@ cdef int32_t tbl_verify(Store* st, Table* t, int kind, uint64_t h, uint64_t pos,
     return -1
 
 cdef inline const char* key_bytes(Store* st, int kind, int32_t idx) noexcept nogil:
-    """Where row idx's key is in the arena (for a prefetch before tbl_verify compares it)."""
+    """Where row idx's key is in the arena (to start reading it before tbl_verify compares it)."""
     if kind == T_PSN:
         return st.arena + st.persons[idx].psn_no_off
     elif kind == T_CERT:
