@@ -3,12 +3,16 @@
     python bench/loadgen.py --data-dir data/national --seconds 10 --processes 2 --concurrency 32
     python bench/loadgen.py --target 127.0.0.1:50051 --server-pid PID ...      (a gateway already running)
     python bench/loadgen.py --open-loop 500,1000,2000 ...                        (fixed offered rates)
+    python bench/loadgen.py --rpcs ping,batch,stream --concurrency 2 ...         (500 settlements a call)
 
 Without --target it starts the gateway itself (on a fresh ledger beside the
 data set) so it can read the server's CPU time from /proc.  Every run
 measures, against the same server, the empty RPC (DiagnosticsService/Ping,
 same stack: identity, limits, authorization) first and then each settlement
 RPC, and reports each one's throughput as a ratio to the empty call's.
+``--rpcs`` names them: ``ping``, ``outpatient`` (unary), ``batch`` (a
+SettleBatch of 500) and ``stream`` (the same 500 items as one SettleStream,
+every outcome read before the call counts as done).
 
 Closed loop: each process keeps ``concurrency`` calls in flight (maximum
 throughput).  Open loop: calls are sent at a fixed rate and latency is
@@ -49,8 +53,10 @@ RPCS = {
     "ping": "/yidi.v1.DiagnosticsService/Ping",
     "outpatient": "/yidi.v1.SettlementService/OutpatientSettle",
     "batch": "/yidi.v1.SettlementService/SettleBatch",
+    "stream": "/yidi.v1.SettlementService/SettleStream",
 }
-BATCH_ITEMS = 500   # settlements per SettleBatch call
+BATCHED = ("batch", "stream")
+BATCH_ITEMS = 500   # settlements per SettleBatch call, and per SettleStream call (one stream of that many items)
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -66,8 +72,8 @@ def _requests(kind: str, data_dir: str, seed: int, n: int):
     from gateway._pb.yidi.v1 import common_pb2 as pb, settlement_pb2 as spb
 
     workload = Workload(data_dir, seed=seed, persons=100_000)
-    if kind == "batch":
-        return _batches(workload, seed, n // 10)
+    if kind in BATCHED:
+        return _batches(workload, seed, n // 10, stream=kind == "stream")
     out = []
     for _ in range(n):
         case = workload.outpatient()
@@ -83,8 +89,9 @@ def _requests(kind: str, data_dir: str, seed: int, n: int):
     return out
 
 
-def _batches(workload, seed: int, n: int):
-    """SettleBatch calls of BATCH_ITEMS outpatient settlements, each at one treatment province's institutions."""
+def _batches(workload, seed: int, n: int, stream: bool = False):
+    """SettleBatch calls of BATCH_ITEMS outpatient settlements, each at one treatment province's institutions; for
+    SettleStream, the same items as the messages of one stream."""
     from gateway._pb.yidi.v1 import common_pb2 as pb, settlement_pb2 as spb
 
     by_province: dict[str, list] = {}
@@ -103,10 +110,10 @@ def _batches(workload, seed: int, n: int):
             for c in (cases[(k * 7 + j) % len(cases)] for j in range(BATCH_ITEMS))]
         batch = spb.SettleBatchRequest(items=items)
 
-        def make(i: int, batch=batch) -> bytes:
+        def make(i: int, batch=batch) -> bytes | list[bytes]:
             for j, item in enumerate(batch.items):
                 item.outpatient.request_id = f"lg{seed}-{i}-{j}"
-            return batch.SerializeToString()
+            return [item.SerializeToString() for item in batch.items] if stream else batch.SerializeToString()
         out.append((province, make))
     return out
 
@@ -136,9 +143,19 @@ async def _client(target: str, kind: str, data_dir: str, seed: int, concurrency:
 
     cases = _requests(kind, data_dir, seed, 2000)
     channels = {caller: aio_channel(target, caller) for caller in {caller for caller, _ in cases}}
-    read = spb.SettleBatchResponse.FromString if kind == "batch" else None
-    methods = {caller: channel.unary_unary(RPCS[kind], response_deserializer=read)
-               for caller, channel in channels.items()}
+    if kind == "stream":
+        streams = {caller: channel.stream_stream(RPCS[kind], response_deserializer=spb.SettleOutcome.FromString)
+                   for caller, channel in channels.items()}
+
+        def stream_call(caller: str):
+            async def call(items: list[bytes], timeout: float):
+                return [outcome async for outcome in streams[caller](iter(items), timeout=timeout)]
+            return call
+        methods = {caller: stream_call(caller) for caller in channels}
+    else:
+        read = spb.SettleBatchResponse.FromString if kind == "batch" else None
+        methods = {caller: channel.unary_unary(RPCS[kind], response_deserializer=read)
+                   for caller, channel in channels.items()}
     latencies: list[float] = []     # of calls answered, sent after the warm-up
     settled = 0                     # items answered with a result, in those calls
     refusals: Counter = Counter()   # whole calls and batch items refused, by reason, warm-up included
@@ -156,7 +173,10 @@ async def _client(target: str, kind: str, data_dir: str, seed: int, concurrency:
             refusals[outcomes.call_refusal(err)] += 1
             return
         now = time.perf_counter()
-        done, refused = outcomes.batch_tally(answer.outcomes) if read else (1, ())
+        if kind in BATCHED:
+            done, refused = outcomes.batch_tally(answer if kind == "stream" else answer.outcomes)
+        else:
+            done, refused = 1, ()
         refusals.update(refused)
         if intended >= start:
             latencies.append(now - intended)
@@ -202,21 +222,25 @@ def _client_process(args: tuple, out: mp.Queue) -> None:
 
 
 def run_load(target: str, kind: str, data_dir: str, processes: int, concurrency: int, seconds: float,
-             rate: float = 0.0, server_pid: int = 0, warmup: float = 2.0, expected: tuple[str, ...] = ()) -> dict:
+             rate: float = 0.0, server_pid: int = 0, warmup: float = 2.0, expected: tuple[str, ...] = (),
+             other_pids: tuple[int, ...] = (), seed: int = 1000) -> dict:
     """Run one load and return throughput, latency percentiles (ms) and server CPU µs per call, of successful
-    answers only, with the refusals by reason beside them; UnexpectedRefusals if any reason is not ``expected``."""
+    answers only, with the refusals by reason beside them; UnexpectedRefusals if any reason is not ``expected``.
+    ``other_pids``: servers the target calls in turn (the owner of forwarded calls), whose CPU µs per call in the
+    same window is ``other_cpu_us_per_call``.  Client p draws its cases and request ids from seed + p (another seed:
+    other request ids, so a second load on the same ledger is not answered from the first one's records)."""
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
     procs = [ctx.Process(target=_client_process, args=(
-        (target, kind, data_dir, 1000 + p, concurrency, seconds, rate / processes, warmup), out))
+        (target, kind, data_dir, seed + p, concurrency, seconds, rate / processes, warmup), out))
         for p in range(processes)]
     for p in procs:
         p.start()
-    samples = []   # (wall time, server CPU seconds), every 50 ms, to cut out the clients' window
+    samples = []   # (wall time, server CPU seconds, others' CPU seconds), every 50 ms, to cut out the clients' window
     results = []
     while len(results) < len(procs):
         if server_pid:
-            samples.append((time.time(), _cpu_seconds(server_pid)))
+            samples.append((time.time(), _cpu_seconds(server_pid), sum(_cpu_seconds(pid) for pid in other_pids)))
         try:
             results.append(out.get(timeout=0.05))
         except queue.Empty:
@@ -233,26 +257,28 @@ def run_load(target: str, kind: str, data_dir: str, processes: int, concurrency:
     calls_per_s = len(lat) / seconds
     window_calls = len(lat) * (end - begin) / seconds if end > begin else 0
     row = {"rpc": kind, "calls_per_s": calls_per_s, "calls": len(lat), "refusals": dict(refusals),
-           "offered_per_s": rate or None, "items_per_call": BATCH_ITEMS if kind == "batch" else 1,
+           "offered_per_s": rate or None, "items_per_call": BATCH_ITEMS if kind in BATCHED else 1,
            "settlements": settled, "settlements_per_s": settled / seconds}
     for q in (50, 90, 99, 99.9):
         row[f"p{q}_ms"] = lat[min(len(lat) - 1, int(len(lat) * q / 100))] * 1000 if lat else None
     row["mean_ms"] = statistics.fmean(lat) * 1000 if lat else None
     if server_pid and window_calls:
-        cpu0, cpu1 = _cpu_at(samples, begin), _cpu_at(samples, end)
+        (cpu0, others0), (cpu1, others1) = _cpu_at(samples, begin), _cpu_at(samples, end)
         row["server_cpu_us_per_call"] = (cpu1 - cpu0) / window_calls * 1e6
+        if other_pids:
+            row["other_cpu_us_per_call"] = (others1 - others0) / window_calls * 1e6
         row["server_cpu_us_per_settlement"] = (cpu1 - cpu0) / (settled * (end - begin) / seconds) * 1e6 \
             if settled else None
     return row
 
 
-def _cpu_at(samples: list[tuple[float, float]], t: float) -> float:
-    """The server's CPU seconds at wall time t, from the nearest sample at or before it."""
-    best = samples[0][1]
-    for when, cpu in samples:
+def _cpu_at(samples: list[tuple[float, float, float]], t: float) -> tuple[float, float]:
+    """The server's and the others' CPU seconds at wall time t, from the nearest sample at or before it."""
+    best = samples[0][1:]
+    for when, *cpu in samples:
         if when > t:
             break
-        best = cpu
+        best = tuple(cpu)
     return best
 
 

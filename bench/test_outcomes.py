@@ -63,6 +63,13 @@ def test_a_load_counts_only_what_was_answered(spec_gateway):
     assert row["settlements_per_s"] == row["settlements"] / 1.0
 
 
+def test_a_stream_load_counts_each_outcome_as_a_batch_does(spec_gateway):
+    data, proc, target = spec_gateway
+    row = loadgen.run_load(target, "stream", data, 1, 1, 1.0, server_pid=proc.pid, warmup=0.2)
+    assert row["calls"] >= 1 and row["refusals"] == {}
+    assert row["settlements"] == row["calls"] * loadgen.BATCH_ITEMS and row["server_cpu_us_per_settlement"] > 0
+
+
 @pytest.fixture(scope="module")
 def one_at_a_time(spec_gateway, tmp_path_factory):
     """A gateway that admits one Yidi call at a time: eight settlements in flight meet OVERLOADED, which stands

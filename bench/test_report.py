@@ -24,6 +24,7 @@ def test_report_smoke_writes_every_figure(tmp_path):
 
     assert set(TARGETS) <= set(report)
     for key in ("empty_rpc_per_s", "unary_settle_per_s", "unary_settle_vs_empty_ratio", "batch_settlements_per_s",
+                "stream_settlements_per_s", "stream_vs_batch_ratio",
                 "unary_p99_ms_at_half_max", "bytes_per_settlement"):
         assert isinstance(report[key], (int, float)) and report[key] > 0, (key, report[key])
     # 2,000 persons against 1,000: the difference is below the allocator's noise, but it was measured
@@ -33,7 +34,7 @@ def test_report_smoke_writes_every_figure(tmp_path):
     assert report["peak_day_lost"] == 0 and report["peak_day_duplicated"] == 0
     assert report["peak_day_accumulators_equal_replay"] is True
     closed = [r for r in report["loadgen_rows"] if (r.get("fraction_of_max") or 0) <= 0.5]
-    assert len(closed) == 5 and not any(r["refusals"] for r in closed), report["loadgen_rows"]
+    assert len(closed) == 6 and not any(r["refusals"] for r in closed), report["loadgen_rows"]
     assert all(r["settlements"] == r["calls"] * r["items_per_call"] for r in closed if r["rpc"] != "ping")
     # 400 calls at once against 100 in flight: refusals carry their reason and retry advice, nothing else fails
     assert report["overload_admitted"] > 0 and report["overload_other_answers"] == 0
@@ -66,3 +67,12 @@ def test_locust_draws_the_published_mix_in_every_user():
     weights = {f.name: d.args[0].value for f in users[0].body if isinstance(f, ast.FunctionDef)
                for d in f.decorator_list if isinstance(d, ast.Call) and getattr(d.func, "id", "") == "task"}
     assert weights == {"outpatient": 91, "stay": 9, "file": 3}
+
+
+def test_a_missed_target_says_by_how_much():
+    from bench.report import judged
+
+    assert judged(4.0, 5.0, "max") == "yes" and judged(120_000, 100_000, "min") == "yes"
+    assert judged(18.6, 5.0, "max") == "**no**: 3.7× over"
+    assert judged(4_900, 100_000, "min") == "**no**: 20.4× short"
+    assert judged(0, 0.7, "min") == "**no**"

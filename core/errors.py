@@ -291,6 +291,23 @@ REASONS: dict[str, Reason] = {
                        "；如持续出现请联系国家平台运维。",
         "The gateway's ledger failed a proof; it serves nothing from it until an operator restores it. Nothing was "
         "done: retry later with the same request_id.", OPERATING),
+    # gateway nodes (docs/operations.md, Gateway nodes): a call forwarded from the node that took it to the owner
+    # of its partition carries its original caller, which only a node's certificate may name
+    "FORWARDING_REFUSED": _r(
+        "UNAUTHENTICATED", "无法识别调用方：{why}。",
+        "Only a gateway node's certificate may name the original caller of a forwarded call (yidi-forwarded-for), "
+        "and a node's call must name one; nothing was done."),
+    "OWNER_UNAVAILABLE": _r(
+        "UNAVAILABLE", "负责该业务的结算网关节点暂时无法连接，本次请求结果未知。请 {retry_after_ms} 毫秒后使用相同的请求ID重试："
+                       "已办理的将原样返回，未办理的将办理一次。",
+        "The gateway node that owns this call's partition cannot be reached; the outcome is unknown. Retry after "
+        "RetryInfo's delay with the same request_id.", OPERATING),
+    # a gateway node on PostgreSQL that does not hold the partition's lease (a standby): nothing was done
+    "NOT_PARTITION_OWNER": _r(
+        "UNAVAILABLE", "本节点不是账本分区 {part} 的主节点（当前主节点：{owner}），本次请求未办理。"
+                       "请改连主节点，或稍后使用相同的请求ID重试。",
+        "This gateway node does not own the ledger partition (a standby, or its lease ran out); nothing was done. "
+        "Call the owner named in the metadata, or retry shortly with the same request_id.", OPERATING),
 }
 
 DOMAIN = "yidi.gov.cn"

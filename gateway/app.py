@@ -87,6 +87,8 @@ class LoadedState:
     engine: Engine
     data_dir: str
     loaded_at_unix_ms: int
+    applied_seq: int = 0        # the last ledger record applied (start-up)
+    applied_chain: bytes = b""  # and its chain value
 
 
 class StoreArchive:
@@ -172,7 +174,7 @@ def build_state(config: Config, store: Store, keys: Keys, data_dir: str,
         # A ledger written before the archive existed: replay it all, keeping the archive in memory, then store it.
         memory = MemoryArchive()
         engine, after = Engine(index, memory), 0
-        replayed = _replay(engine, store, keys, 0, progress)
+        replayed, last_chain = _replay(engine, store, keys, 0, progress)
         store.write_archive(memory.visits.values(), memory.settlements.values())
         log.info("archive of %d visits and %d settlements built from the ledger",
                  len(memory.visits), len(memory.settlements))
@@ -183,15 +185,26 @@ def build_state(config: Config, store: Store, keys: Keys, data_dir: str,
                              f"snapshot {snapshots.path(snap.seq)}")
         engine = Engine.restore(index, snap.engine, durable) if snap is not None else Engine(index, durable)
         after = snap.seq if snap is not None else 0
-        replayed = _replay(engine, store, keys, after, progress)
+        replayed, last_chain = _replay(engine, store, keys, after, progress)
     engine.archive = Overlay(durable)
     log.info("state rebuilt: snapshot at seq %d, %d ledger records replayed after it", after, replayed)
-    return LoadedState(engine, os.path.abspath(data_dir), int(time.time() * 1000)), after
+    return LoadedState(engine, os.path.abspath(data_dir), int(time.time() * 1000), after + replayed,
+                       last_chain), after
+
+
+def apply_replayed(engine: Engine, keys: Keys, record: Record) -> None:
+    """Apply a durable record (proved already) to memory, and remember its keys."""
+    engine.apply(events.decode(record.body), record.seq)
+    if record.request_id:
+        keys.remember(record.caller, record.request_id, record.digest, record.seq)
+    if record.kind == REVERSED_KIND:
+        keys.remember(record.caller, record.key, REVERSED, record.seq)
 
 
 def _replay(engine: Engine, store: Store, keys: Keys, after: int,
-            progress: Callable[[str, int], None] | None) -> int:
-    """Apply the records after seq ``after``, verifying each one's checksum and chain link first."""
+            progress: Callable[[str, int], None] | None) -> tuple[int, bytes]:
+    """Apply the records after seq ``after``, verifying each one's checksum and chain link first; how many, and
+    the chain value of the last."""
     replayed = 0
     previous = store.chain_at(after)
     if previous is None:
@@ -200,17 +213,13 @@ def _replay(engine: Engine, store: Store, keys: Keys, after: int,
         if record.seq != after + replayed + 1:
             raise chain.LedgerCorrupt(store.path, after + replayed + 1, f"is missing (the next is {record.seq})")
         previous = chain.check_record(store.path, record, previous, store.key)
-        engine.apply(events.decode(record.body), record.seq)
-        if record.request_id:
-            keys.remember(record.caller, record.request_id, record.digest, record.seq)
-        if record.kind == REVERSED_KIND:
-            keys.remember(record.caller, record.key, REVERSED, record.seq)
+        apply_replayed(engine, keys, record)
         replayed += 1
         if progress is not None and replayed % 100_000 == 0:
             progress("ledger", replayed)
     if progress is not None:
         progress("ledger", replayed)
-    return replayed
+    return replayed, previous
 
 
 def build_reloaded(config: Config, store: Store, data_dir: str,
@@ -247,6 +256,7 @@ class Gateway:
         self.admission = None   # gateway.security.admission.Admission, set by the server
         self.watchdog = None    # gateway.operations.watchdog.LoopWatchdog, set by the server
         self.health = None      # gateway.operations.health.Health, set by the server
+        self.ownership = None   # gateway.ownership.Ownership on PostgreSQL (set by the server); None: the only node
         self._storage_down: str | None = None  # why the ledger cannot be written now (a failed test write)
         self._probed = False   # the first test write after start has been tried: until then, NOT_READY
         self._damaged: str | None = None       # why the ledger failed a proof after start: serve nothing from it
@@ -282,8 +292,18 @@ class Gateway:
             raise ledger_damaged()
         if self._storage_down is not None or self.ledger.failed is not None:
             raise storage_unavailable()
-        if self.state is None or self._paused or not self._probed:
+        if self.state is None or self._paused or not (self._probed or self.standby):
             raise YidiError("NOT_READY", why="结算网关正在加载数据")
+
+    @property
+    def standby(self) -> bool:
+        """A node following the partition's owner (it answers reads, refuses mutations)."""
+        return self.ownership is not None and not self.ownership.owner
+
+    def require_owner(self) -> None:
+        """NOT_PARTITION_OWNER unless this node owns the ledger partition now (always, when it is the only node)."""
+        if self.ownership is not None and not self.ownership.owns():
+            raise YidiError("NOT_PARTITION_OWNER", part=self.store.part, owner=self.ownership.holder_address() or "未知")
 
     async def wait_writable(self) -> None:
         """Until a test write succeeds (a full disk, a failing fsync): STORAGE_UNAVAILABLE, probing meanwhile."""
@@ -309,6 +329,10 @@ class Gateway:
         data_dir = data_dir_of(self.store, self.config.data_dir)
         self.state, self.snapshot_seq = await asyncio.to_thread(
             build_state, self.config, self.store, self.keys, data_dir, self.snapshots, progress)
+        if self.ownership is None:   # else once this node owns the partition (gateway/ownership.py)
+            self.start_ledger()
+
+    def start_ledger(self) -> None:
         self.ledger.start()
         self._records_since_snapshot = self.ledger.next_seq - 1 - self.snapshot_seq
 
@@ -386,10 +410,12 @@ class Gateway:
         hold off the loop first (else on the loop, with no await before the decisions).
         """
         self.require_ready()
+        self.require_owner()
         # The ledger is asked for keys memory does not hold on the look-up thread; from here to the submit
         # nothing awaits, so the seqs and the engine's state read below hold for the whole loop.
         looked = await self.keys.read_index(caller, [command.request_id for command, _ in items]) if read_index else None
         self.require_ready()
+        self.require_owner()
         engine = self.state.engine
         outcomes: list[Outcome | Prior | int | None] = [None] * len(items)
         records: list[Record] = []
@@ -570,6 +596,7 @@ class Gateway:
         (no await between the look-up and the decision, so it cannot slip in).
         """
         self.require_ready()
+        self.require_owner()
         check_reversal(command)
         if self.keys.find(caller, command.request_id) is not None:
             return command  # this reversal, retried: execute_many answers it as it was first answered
@@ -592,6 +619,7 @@ class Gateway:
     async def _reload(self, caller: str, command: LoadReferenceData, digest: bytes) -> bytes:
         """Load a new data set with the current state restored onto it; on a rejected load keep the old one."""
         self.require_ready()
+        self.require_owner()
         check_id(command.request_id, "请求ID request_id", "INVALID_REQUEST_ID", "request_id")
         prior = self.keys.lookup(caller, command.request_id, digest)
         if prior is not None:
@@ -638,6 +666,7 @@ class Gateway:
         applied since (it covers the same records), and writes a new one otherwise.
         """
         self.require_ready()
+        self.require_owner()
         async with self._snapshot_lock:
             seq = self.ledger.next_seq - 1
             if self._last_snapshot is not None and self._last_snapshot[0] == seq:
@@ -657,6 +686,8 @@ class Gateway:
         if self._snapshot_task is not None and not self._snapshot_task.done():
             await asyncio.wait([self._snapshot_task])
         await self.ledger.close()
+        if self.ownership is not None:   # the lease is given up only after the last commit
+            await asyncio.to_thread(self.ownership.close)
         self.store.close()
         if self.audit is not None:
             self.audit.close()

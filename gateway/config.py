@@ -16,6 +16,16 @@ class Config:
     # (gateway/store/postgresql/; ``ledger`` then names only this node's own files: audit log, failure note).
     store: str = ""
     listen: str = DEFAULT_LISTEN
+    # PostgreSQL only (docs/operations.md, Gateway nodes): the partition is owned by one node at a time, by a
+    # lease in the database that lasts lease_ttl_s (the server's clock) and is renewed every lease_renew_s; a
+    # node that does not own it is a standby that reads new records every follow_interval_s.  node_id names the
+    # node in the lease (empty: host name and pid), advertise is where other nodes and clients reach it (empty:
+    # the listen address).
+    node_id: str = ""
+    advertise: str = ""
+    lease_ttl_s: float = 2.0
+    lease_renew_s: float = 0.5
+    follow_interval_s: float = 0.2
     # A request larger than this is refused with MESSAGE_TOO_LARGE; gRPC itself refuses anything over
     # twice this from its length prefix, unbuffered (plain RESOURCE_EXHAUSTED: docs/design.md, Message size).
     max_message_bytes: int = 4 * 1024 * 1024
@@ -65,6 +75,12 @@ class Config:
     tls_key: str = ""
     tls_ca: str = ""
     insecure: bool = False
+    # Gateway nodes (gateway/transport/forward.py): send mutating calls to the node listening at this host:port,
+    # the owner of their partition (empty: this node performs them), presenting this node's certificate
+    # (yidi://node/<name>, `yidi certs` makes them) signed by tls_ca.
+    owner_address: str = ""
+    node_cert: str = ""
+    node_key: str = ""
     # The seal key (gateway/store/seal.py): a file outside the ledger's directory (`yidi keys` makes one).
     seal_key: str = ""
     # A directory on another volume that receives the sealed chain head after every commit (fsynced,

@@ -129,7 +129,7 @@ def start_gateway(data_dir: str, ledger: str, *extra: str, timeout: float = 120,
 
     Returns once the gateway prints ``SERVING host:port`` (``wait_for="LISTENING"``: as soon as it
     listens, before its state is rebuilt or its ledger found writable).  TLS with the development
-    certificates of ``dev_certs`` unless extra has ``--insecure``.
+    certificates of ``dev_certs`` unless extra has ``--insecure`` (node-a's, unless extra names another).
     """
     # The server runs in HOME, so relative paths are made absolute from the caller's directory first.
     data_dir, ledger = os.path.abspath(data_dir), os.path.abspath(ledger)
@@ -139,6 +139,8 @@ def start_gateway(data_dir: str, ledger: str, *extra: str, timeout: float = 120,
     insecure = "--insecure" in extra
     paths = None if insecure else dev_certs()
     options = [] if insecure else ["--cert", paths.server_cert, "--key", paths.server_key, "--ca", paths.ca]
+    if not insecure and "--node-cert" not in extra:   # what it presents if it forwards calls (--owner-address)
+        options += ["--node-cert", paths.node_cert("node-a"), "--node-key", paths.node_key("node-a")]
     if "--seal-key" not in extra:
         options += ["--seal-key", dev_certs().seal_key]
     proc = subprocess.Popen(

@@ -160,6 +160,7 @@ def up(run_dir: str, n: int, base_port: int, timeout_s: float) -> dict:
     leader = next(node for node in _nodes(run_dir) if node.name == roles["leader"])
     _psql(leader, f"CREATE ROLE yidi LOGIN PASSWORD '{app}'", owner)
     _psql(leader, "CREATE DATABASE yidi OWNER yidi", owner)
+    _psql(leader, "GRANT pg_monitor TO yidi", owner)   # to read its standbys' state and lag for /metrics
     pgpass = os.path.join(run_dir, "pgpass")
     with open(os.open(pgpass, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
         f.write(f"127.0.0.1:*:yidi:yidi:{app}\n")

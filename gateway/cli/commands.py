@@ -204,10 +204,26 @@ SERVE_OPTIONS = (
                                          "PGPASSWORD or ~/.pgpass, or in the URL), or a SQLite file; empty: the "
                                          "--ledger file (env also YIDI_STORE)", env_alias="YIDI_STORE"),
     ServeOption("--listen", "listen", str, "host:port of the gRPC listener (port 0: any free port)"),
+    ServeOption("--node-id", "node_id", str, "PostgreSQL: this node's name in the partition lease; empty: host "
+                                             "name and pid"),
+    ServeOption("--advertise", "advertise", str, "PostgreSQL: host:port where other nodes and clients reach this "
+                                                 "node; empty: the listen address"),
+    ServeOption("--lease-ttl-s", "lease_ttl_s", float, "PostgreSQL: seconds a partition lease lasts unrenewed (the "
+                                                       "server's clock); a standby takes it over after that"),
+    ServeOption("--lease-renew-s", "lease_renew_s", float, "PostgreSQL: the owner renews its lease this often "
+                                                           "(a standby tries to take it as often)"),
+    ServeOption("--follow-interval-s", "follow_interval_s", float, "PostgreSQL: a standby reads the owner's new "
+                                                                   "records this often"),
     ServeOption("--certs", "", str, "development certificates directory (yidi certs); empty: certs/dev"),
     ServeOption("--cert", "tls_cert", str, "server certificate (PEM); empty: <certs>/server.pem"),
     ServeOption("--key", "tls_key", str, "server key (PEM); empty: <certs>/server.key"),
     ServeOption("--ca", "tls_ca", str, "the platform CA that signs client certificates; empty: <certs>/ca.pem"),
+    ServeOption("--owner-address", "owner_address", str, "send mutating calls to the gateway node at this host:port "
+                                                         "(the owner of their partition), over mTLS with this node's "
+                                                         "certificate; empty: perform them here"),
+    ServeOption("--node-cert", "node_cert", str, "this node's certificate yidi://node/<name> (yidi certs --nodes), "
+                                                 "presented to the owner; empty: <certs>/nodes/node-a.pem"),
+    ServeOption("--node-key", "node_key", str, "this node's key; empty: <certs>/nodes/node-a.key"),
     ServeOption("--seal-key", "seal_key", str, "the ledger's seal key, outside the data directory (`yidi keys` "
                                                "makes one); empty: <certs>/seal.key"),
     ServeOption("--witness", "witness", str, "a directory on another volume that receives the sealed chain head "
@@ -277,6 +293,8 @@ def cmd_serve(args) -> None:
     config.tls_cert, config.tls_key = config.tls_cert or paths.server_cert, config.tls_key or paths.server_key
     config.tls_ca = config.tls_ca or paths.ca
     config.seal_key = config.seal_key or paths.seal_key
+    config.node_cert = config.node_cert or paths.node_cert(certs.DEV_NODES[0])
+    config.node_key = config.node_key or paths.node_key(certs.DEV_NODES[0])
     if not os.path.isdir(config.data_dir):
         raise SystemExit(f"no data set at {config.data_dir}: run `yidi datagen --out {config.data_dir}` first")
     host = config.listen.rsplit(":", 1)[0]
@@ -286,21 +304,35 @@ def cmd_serve(args) -> None:
 
     progress = Progress("load", interactive=False if config.log_format == "json" else None)
 
-    def ready(port: int, metrics_port: int, health_port: int) -> None:
-        progress.done()
+    def ports(metrics_port: int, health_port: int) -> str:
         metrics = f" metrics http://{config.metrics_listen.rsplit(':', 1)[0]}:{metrics_port}/metrics" if metrics_port else ""
         health = f" health {config.health_listen.rsplit(':', 1)[0]}:{health_port}" if health_port else ""
-        print(f"SERVING {host}:{port} ledger {safe_url(config.store_url())}{metrics}{health}", flush=True)
+        return metrics + health
 
-    run(config, ready=ready, progress=progress, listening=listening)
+    def ready(port: int, metrics_port: int, health_port: int) -> None:
+        progress.done()
+        print(f"SERVING {host}:{port} ledger {safe_url(config.store_url())}{ports(metrics_port, health_port)}",
+              flush=True)
+
+    def standby(port: int, metrics_port: int, health_port: int, holder) -> None:
+        progress.done()
+        print(f"STANDBY {host}:{port} ledger {safe_url(config.store_url())}{ports(metrics_port, health_port)} "
+              f"owner {holder.address or '?'} (node {holder.owner})", flush=True)
+
+    run(config, ready=ready, progress=progress, listening=listening, standby=standby)
 
 
 def cmd_certs(args) -> None:
     from ..security import certs
 
-    paths = certs.write_dev_certs(args.out)
-    print(f"wrote a development CA, a server certificate (localhost, 127.0.0.1, ::1) and "
-          f"{len(certs.dev_callers())} client certificates (31 provinces and national) to {paths.directory}")
+    nodes = certs.DEV_NODES if args.nodes is None else tuple(n.strip() for n in args.nodes.split(",") if n.strip())
+    try:
+        paths = certs.write_dev_certs(args.out, nodes=nodes)
+    except ValueError as err:
+        raise SystemExit(f"--nodes: {err}") from None
+    print(f"wrote a development CA, a server certificate (localhost, 127.0.0.1, ::1), "
+          f"{len(certs.dev_callers())} client certificates (31 provinces and national) and {len(nodes)} node "
+          f"certificates ({', '.join(nodes)}) to {paths.directory}")
 
 
 def cmd_keys(args) -> None:
@@ -557,8 +589,11 @@ COMMANDS: tuple[Command, ...] = (
     ), local=cmd_voucher),
     Command("serve", "run the gateway (every option also from YIDI_SERVE_* environment variables)",
             tuple(option.argument() for option in SERVE_OPTIONS), local=cmd_serve),
-    Command("certs", "create development certificates: a CA, the server's, one per province and national", (
+    Command("certs", "create development certificates: a CA, the server's, one per province and national, one per "
+                     "gateway node", (
         arg("--out", default=os.path.join("certs", "dev")),
+        arg("--nodes", default=None, help="comma-separated gateway node names, a certificate yidi://node/<name> "
+                                          "for each (serverAuth and clientAuth); default: node-a,node-b"),
     ), local=cmd_certs),
     Command("keys", "create a seal key for the ledger (gateway/store/seal.py); never overwrites one", (
         arg("--out", required=True, help="the key file to create (keep it outside the data directory)"),

@@ -16,6 +16,9 @@ and ``make bench`` speak of the same things:
   size and latency (fsync included) of each ledger transaction;
 * ``yidi_refusals_total{method, reason}`` — refused calls by reason code
   (``OVERLOADED``, ``PERSON_NOT_FILED`` ...);
+* ``yidi_forwarded_calls_total{method, outcome}`` — mutating calls a node sent
+  on to the owner of their partition (gateway/transport/forward.py), by
+  outcome (``OK``, the owner's reason code, ``OWNER_UNAVAILABLE``);
 * ``yidi_index_entries{table}``, ``yidi_ledger_seq``, ``yidi_gc_pause_seconds``
   (histogram since start) and ``yidi_gc_pause_max_seconds``, the same by
   generation (``yidi_gc_generation_pause_seconds{generation}``,
@@ -28,6 +31,10 @@ and ``make bench`` speak of the same things:
   ``yidi_serving``, ``yidi_storage_writable``, ``yidi_prepaid_usage_ratio{province}``
   and ``yidi_prepaid_level{province}`` (0 normal, 1 yellow, 2 red, 3 exhausted) —
   read when scraped, costing the request path nothing;
+* on a PostgreSQL ledger, what its primary sees of its standbys:
+  ``yidi_pg_standbys{sync_state}``, ``yidi_pg_replication_lag_bytes{standby, sync_state}`` and
+  ``yidi_pg_replication_replay_lag_seconds{standby, sync_state}`` (read when scraped, over one connection
+  kept for it; no sync standby on a strict synchronous cluster means commits wait);
 * ``yidi_build_info{version, python, grpcio, protobuf}``, and the standard
   ``process_*`` (CPU, memory, open files) and ``python_info`` metrics.
 
@@ -169,9 +176,11 @@ class _StateCollector:
         if gw is not None and gw.state is not None:
             for table, n in gw.state.engine.index.counts().items():
                 entries.add_metric([table], n)
-            seq.add_metric([], gw.ledger.next_seq - 1)
+            ownership = getattr(gw, "ownership", None)
+            seq.add_metric([], gw.ledger.next_seq - 1 if ownership is None or ownership.owner else ownership.seq)
         yield entries
         yield seq
+        yield from _leases(gw)
         pauses = HistogramMetricFamily("yidi_gc_pause_seconds", "Garbage-collector pauses since start")
         pauses.add_metric([], _buckets(WATCH.pause_buckets), sum_value=WATCH.pause_total_ms / 1000)
         yield pauses
@@ -189,6 +198,7 @@ class _StateCollector:
             yield CounterMetricFamily("yidi_event_loop_stalls", "Event-loop stalls seen by the watchdog",
                                       value=watchdog.stalls)
         yield from self._gateway_state(gw)
+        yield from _replication(getattr(gw, "store", None))
 
     @staticmethod
     def _gateway_state(gw):
@@ -213,6 +223,42 @@ class _StateCollector:
         yield writable
         yield usage
         yield level
+
+
+def _leases(gw):
+    """PostgreSQL nodes: the partitions whose lease this node holds (1) or follows as a standby (0)."""
+    ownership = getattr(gw, "ownership", None)
+    if ownership is None:
+        return
+    held = GaugeMetricFamily("yidi_partition_lease_held", "1 while this node holds the partition's lease and "
+                             "serves it, 0 while it is a standby", labels=["partition"])
+    held.add_metric([str(ownership.keeper.part)], int(ownership.owns()))
+    yield held
+
+
+def _replication(store):
+    """What the PostgreSQL primary sees of its standbys (a SQLite ledger has none: no samples)."""
+    standbys = GaugeMetricFamily("yidi_pg_standbys", "Standbys streaming from the ledger's PostgreSQL server, by "
+                                 "sync state (sync, potential, quorum, async)", labels=["sync_state"])
+    lag_bytes = GaugeMetricFamily("yidi_pg_replication_lag_bytes", "WAL bytes the primary has sent a standby and it "
+                                  "has not yet replayed", labels=["standby", "sync_state"])
+    lag_s = GaugeMetricFamily("yidi_pg_replication_replay_lag_seconds", "Seconds a standby's replay lags the "
+                              "primary's commits (PostgreSQL's replay_lag)", labels=["standby", "sync_state"])
+    if getattr(store, "replication", None) is not None:
+        counts = {"sync": 0}   # always there, so "no synchronous standby" is a sample an alert can see
+        try:
+            rows = store.replication()
+        except OSError as err:   # the server cannot be reached now: say so in the log, leave the figures out
+            log.warning("replication figures not read: %s", err)
+            rows = []
+        for name, sync, behind_bytes, behind_s in rows:
+            counts[sync] = counts.get(sync, 0) + 1
+            if behind_bytes is not None:
+                lag_bytes.add_metric([name, sync], behind_bytes)
+            lag_s.add_metric([name, sync], behind_s or 0.0)
+        for sync, n in sorted(counts.items()):
+            standbys.add_metric([sync], n)
+    yield from (standbys, lag_bytes, lag_s)
 
 
 _STATE = _StateCollector()

@@ -5,9 +5,10 @@ requires one signed by the platform CA (``require_client_auth``), and the
 caller is the certificate's one Yidi URI subject alternative name, read from
 the call's TLS auth context: ``yidi://province/460000`` is the province
 ``"460000"``, ``yidi://national`` the national operator (``NATIONAL``).  No
-header is ever consulted.  A certificate without exactly one such name, or
-one not issued for client authentication (its extended key usage must name
-clientAuth), is ``UNAUTHENTICATED``.  The TLS handshake already refuses a
+header names a caller, except on a call from a gateway node (below).  A
+certificate without exactly one such name, or one not issued for client
+authentication (its extended key usage must name clientAuth), is
+``UNAUTHENTICATED``.  The TLS handshake already refuses a
 certificate whose extended key usage names other purposes only; one without
 that extension passes it (RFC 5280 reads "none" as "any purpose"), so the
 gateway asks for clientAuth by name.  Every Yidi RPC on the plaintext
@@ -17,6 +18,16 @@ server names its one caller for benchmarks (``--insecure-caller``), and then
 only for a peer on a loopback address.  A call is over TLS when gRPC reports
 the transport security type ``ssl``: a plaintext connection reports
 ``insecure`` (grpcio 1.85), so the type's presence says nothing.
+
+A gateway node's certificate (``yidi://node/<name>``) names no caller: a call
+made with it is a call another node forwarded to this one, the owner of the
+call's partition (gateway/transport/forward.py), and its caller is the one
+the forwarding node resolved from its client's certificate, carried in the
+``yidi-forwarded-for`` metadata entry (``460000`` or ``national``).  That
+entry is trusted only from a peer with a node certificate (which only the
+platform CA issues); from any other peer it is refused
+(``FORWARDING_REFUSED``), so a province cannot act as another by sending it,
+and so is a node's call without it.
 
 ``resolve_caller`` is called first thing in every Yidi RPC's handler
 (gateway/transport/services/base.py), followed by admission control
@@ -37,7 +48,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from core.access import NATIONAL
 from core.errors import YidiError
 
-from .certs import NATIONAL_URI, PROVINCE_URI, URI_PREFIX
+from .certs import NATIONAL_URI, NODE_NAME, NODE_URI, PROVINCE_URI, URI_PREFIX
 
 _PROVINCE = re.compile(r"^[1-9][0-9]0000$")
 # The auth context properties gRPC fills with the peer certificate's URI SANs and the certificate itself.
@@ -52,6 +63,9 @@ TLS = b"ssl"
 # small; the bound only stops a CA that issues without end from growing it.
 CLIENT_AUTH_CACHE_CERTS = 4096
 _CLIENT_AUTH: dict[bytes, bool] = {}
+
+# The metadata entry naming a forwarded call's original caller (trusted from a node's certificate only).
+FORWARDED_FOR = "yidi-forwarded-for"
 
 _caller: contextvars.ContextVar[str] = contextvars.ContextVar("yidi_caller")
 
@@ -73,6 +87,23 @@ def caller_of_uri(uri: str) -> str | None:
         code = uri[len(PROVINCE_URI):]
         if _PROVINCE.match(code):
             return code
+    return None
+
+
+def node_of_uri(uri: str) -> str | None:
+    """The gateway node a URI SAN names (yidi://node/node-a), None if it names none."""
+    if uri.startswith(NODE_URI):
+        name = uri[len(NODE_URI):]
+        if NODE_NAME.match(name):
+            return name
+    return None
+
+
+def forwarded_for(context: grpc.aio.ServicerContext) -> str | None:
+    """The yidi-forwarded-for entry of the call's metadata, None if it has none."""
+    for key, value in context.invocation_metadata() or ():
+        if key == FORWARDED_FOR:
+            return value if isinstance(value, str) else value.decode("utf-8", "replace")
     return None
 
 
@@ -106,16 +137,22 @@ def loopback_peer(peer: str) -> bool:
 
 
 def resolve_caller(context: grpc.aio.ServicerContext) -> str:
-    """The caller named by the client certificate of this call (UNAUTHENTICATED if none)."""
+    """The caller named by the client certificate of this call, or for a node's certificate the original caller
+    of the forwarded call (UNAUTHENTICATED or FORWARDING_REFUSED if none)."""
     auth = context.auth_context() or {}
     uris = [u.decode("utf-8", "replace") for u in auth.get(PEER_URI, ())]
     ours = [u for u in uris if u.startswith(URI_PREFIX)]
+    forwarded = forwarded_for(context)
+    node = node_of_uri(ours[0]) if len(ours) == 1 else None
+    if node is not None:
+        _check_client_auth(auth)
+        return _forwarded_caller(node, forwarded)
+    if forwarded is not None:
+        raise YidiError("FORWARDING_REFUSED", why=f"只有结算网关节点证书可以转发调用（{FORWARDED_FOR}），"
+                                                   "请删除该元数据后以本机构证书调用")
     caller = caller_of_uri(ours[0]) if len(ours) == 1 else None
     if caller is not None:
-        pem = auth.get(PEER_CERT, (b"",))[0]
-        if not issued_for_clients(pem):
-            raise YidiError("UNAUTHENTICATED", why="客户端证书未声明客户端认证用途（扩展密钥用法须含 clientAuth），"
-                                                    "请使用平台 CA 签发的客户端证书")
+        _check_client_auth(auth)
         return caller
     if TLS not in auth.get(SECURITY_TYPE, ()):
         if INSECURE_CALLER and loopback_peer(context.peer()):
@@ -124,3 +161,17 @@ def resolve_caller(context: grpc.aio.ServicerContext) -> str:
     else:
         why = "客户端证书须含且仅含一个主题备用名称 yidi://province/<省代码> 或 yidi://national"
     raise YidiError("UNAUTHENTICATED", why=why)
+
+
+def _check_client_auth(auth: dict) -> None:
+    if not issued_for_clients(auth.get(PEER_CERT, (b"",))[0]):
+        raise YidiError("UNAUTHENTICATED", why="客户端证书未声明客户端认证用途（扩展密钥用法须含 clientAuth），"
+                                                "请使用平台 CA 签发的客户端证书")
+
+
+def _forwarded_caller(node: str, forwarded: str | None) -> str:
+    """The original caller a node's forwarded call names (FORWARDING_REFUSED if it names none)."""
+    if forwarded is not None and (forwarded == NATIONAL or _PROVINCE.match(forwarded)):
+        return forwarded
+    what = "未注明原调用方" if forwarded is None else "注明的原调用方不是省份代码或 national"
+    raise YidiError("FORWARDING_REFUSED", why=f"结算网关节点 {node} 的转发调用{what}（{FORWARDED_FOR}）")

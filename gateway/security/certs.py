@@ -6,6 +6,11 @@
 * ``server.pem`` / ``server.key`` — the gateway, for ``localhost``, 127.0.0.1 and ::1;
 * ``clients/<caller>.pem`` / ``.key`` — one client certificate per province
   (the 31 province codes of ``core.PROVINCES``) and one for ``national``;
+* ``nodes/<name>.pem`` / ``.key`` — one certificate per gateway node
+  (``DEV_NODES`` unless others are named), for serverAuth and clientAuth,
+  with the URI SAN ``yidi://node/<name>`` and the server's names: a node
+  presents it when it forwards a call to the node that owns the call's
+  partition (gateway/transport/forward.py), and may serve with it;
 * ``seal.key`` — a development seal key for the ledger (gateway/store/seal.py),
   made only if there is none: a ledger sealed with a key cannot be opened
   without it.
@@ -13,8 +18,10 @@
 A caller's identity is one URI subject alternative name,
 ``yidi://province/460000`` or ``yidi://national`` (``caller_uri``): the
 gateway reads it from the TLS auth context (``gateway.security.auth``), never from a
-header.  A real deployment uses certificates issued by the platform's CA with
-the same SAN; nothing else changes.  Keys are EC P-256 (fast to make, small,
+header.  A node's certificate names no caller: a call made with it is a
+forwarded call, which names its original caller (``gateway.security.auth``).
+A real deployment uses certificates issued by the platform's CA with the same
+SANs; nothing else changes.  Keys are EC P-256 (fast to make, small,
 supported by gRPC's TLS).  Development certificates are valid for
 ``DEV_VALID_DAYS`` days.
 """
@@ -23,6 +30,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
+import re
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -38,6 +46,10 @@ from ..store import seal
 URI_PREFIX = "yidi://"
 PROVINCE_URI = URI_PREFIX + "province/"
 NATIONAL_URI = URI_PREFIX + NATIONAL
+NODE_URI = URI_PREFIX + "node/"
+DEV_NODES = ("node-a", "node-b")
+# A node's name: a DNS label (lower case), as it appears in yidi://node/<name> and in file names.
+NODE_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 DEV_VALID_DAYS = 3650
 DEFAULT_DIR = os.path.join("certs", "dev")
 SERVER_NAMES = ("localhost",)
@@ -85,6 +97,12 @@ class Paths:
 
     def client_key(self, caller: str) -> str:
         return os.path.join(self.directory, "clients", f"{caller}.key")
+
+    def node_cert(self, name: str) -> str:
+        return os.path.join(self.directory, "nodes", f"{name}.pem")
+
+    def node_key(self, name: str) -> str:
+        return os.path.join(self.directory, "nodes", f"{name}.key")
 
     def complete(self) -> bool:
         return all(os.path.exists(p) for p in (self.ca, self.server_cert, self.server_key,
@@ -156,8 +174,11 @@ def make_ca(common_name: str = "Yidi development CA", days: int = DEV_VALID_DAYS
     return cert, key
 
 
-def write_dev_certs(out: str, callers: list[str] | None = None) -> Paths:
-    """A development CA, the server's certificate and one client certificate per caller, under out."""
+def write_dev_certs(out: str, callers: list[str] | None = None, nodes: tuple[str, ...] = DEV_NODES) -> Paths:
+    """A development CA, the server's certificate, one client certificate per caller and one per node, under out."""
+    for name in nodes:
+        if not NODE_NAME.match(name):
+            raise ValueError(f"node name {name[:70]!r}: lower-case letters, digits and '-' (a DNS label)")
     paths = Paths(out)
     ca_cert, ca_key = make_ca()
     _write(paths.ca, pem(ca_cert))
@@ -166,6 +187,11 @@ def write_dev_certs(out: str, callers: list[str] | None = None) -> Paths:
     cert, key = issue(ca_cert, ca_key, "yidi-gateway", sans, server=True)
     _write(paths.server_cert, pem(cert))
     _write(paths.server_key, pem_key(key), private=True)
+    for name in nodes:
+        cert, key = issue(ca_cert, ca_key, f"yidi-{name}", [x509.UniformResourceIdentifier(NODE_URI + name), *sans],
+                          server=True, usages=(ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH))
+        _write(paths.node_cert(name), pem(cert))
+        _write(paths.node_key(name), pem_key(key), private=True)
     for caller in callers or dev_callers():
         cert, key = issue(ca_cert, ca_key, f"yidi-{caller}",
                           [x509.UniformResourceIdentifier(caller_uri(caller))], server=False)

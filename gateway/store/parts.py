@@ -68,6 +68,10 @@ class LedgerUnavailable(Exception):
     """The ledger cannot be opened or written (missing directory, read-only file, full disk ...): one line."""
 
 
+class Deposed(RuntimeError):
+    """Another writer took the ledger (a newer fencing token): this one's appends are refused."""
+
+
 class StorageDown(OSError):
     """A test write (``Log.probe``) failed: the store cannot be written now (a full disk, a failing fsync,
     a lost connection)."""

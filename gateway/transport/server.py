@@ -5,7 +5,9 @@ see the gateway is alive but not ready), rebuild the state from reference
 data and the ledger (verifying its hash chain), make sure the ledger can be
 written (a test write: on a full disk the gateway stays NOT_SERVING and
 answers STORAGE_UNAVAILABLE, probing until a write succeeds), then report
-SERVING.  SIGHUP: reload the TLS certificates (gateway/security/tls.py).  SIGTERM: report
+SERVING.  On PostgreSQL a node serves only while it owns the ledger
+partition by its lease; until then it is a standby following the owner
+(gateway/ownership.py), NOT_SERVING.  SIGHUP: reload the TLS certificates (gateway/security/tls.py).  SIGTERM: report
 NOT_SERVING, let in-flight RPCs finish (grace),
 drain the ledger, exit.
 
@@ -19,6 +21,7 @@ import logging
 import os
 import secrets
 import signal
+import socket
 from typing import Callable
 
 import grpc
@@ -28,9 +31,10 @@ from grpc_health.v1 import health_pb2
 from core.errors import LoadError, YidiError
 
 from ..security import auth, certs
-from . import convert, reflection
+from . import convert, forward, reflection
 from ..security.admission import Admission, Intake
 from ..app import Gateway
+from ..ownership import Ownership, PartitionLost
 from ..security.audit import AuditLog
 from ..config import Config
 from ..operations.gcwatch import WATCH
@@ -98,6 +102,35 @@ def fatal_soon(loop: asyncio.AbstractEventLoop, health_down: Callable[[], None])
             fatal_exit(exc)
 
     return on_fatal
+
+
+def restart_soon(loop: asyncio.AbstractEventLoop, health_down: Callable[[], None]) -> Callable[[str], None]:
+    """Ownership's restart (on the loop): this node no longer owns its partition (or must reload as a standby):
+    NOT_SERVING now, exit 70 shortly, to be started again as a standby."""
+
+    def restart(why: str) -> None:
+        log.critical("%s: NOT_SERVING, exiting in %.1f s to be started again as a standby", why, FATAL_ANSWER_GRACE_S)
+        health_down()
+        loop.call_later(FATAL_ANSWER_GRACE_S, fatal_exit, PartitionLost(why))
+
+    return restart
+
+
+def ownership(config: Config, gw: Gateway, port: int, restart: Callable[[str], None]) -> Ownership:
+    """A PostgreSQL node's lease keeper and role (it owns nothing yet)."""
+    from ..store.postgresql.lease import LeaseKeeper
+
+    node_id = config.node_id or f"{socket.gethostname()}-{os.getpid()}"
+    address = config.advertise or f"{config.listen.rsplit(':', 1)[0]}:{port}"
+    keeper = LeaseKeeper(gw.store.connect_lease, gw.store.part, node_id, address, config.lease_ttl_s,
+                         config.lease_renew_s)
+    return Ownership(gw, keeper, config.follow_interval_s, restart)
+
+
+def check_lease(config: Config) -> None:
+    if is_postgresql(config.store_url()) and not 0 < 2 * config.lease_renew_s <= config.lease_ttl_s:
+        raise SystemExit(f"--lease-renew-s {config.lease_renew_s} must be more than 0 and at most half of "
+                         f"--lease-ttl-s {config.lease_ttl_s}: a lease must survive one failed renewal")
 
 
 def check_listen(config: Config) -> None:
@@ -194,13 +227,19 @@ def check_protobuf_backend() -> None:
 
 async def serve(config: Config, *, ready: Callable[[int, int, int], None] | None = None,
                 progress: Callable[[str, int], None] | None = None,
-                stop: asyncio.Event | None = None, listening: Callable[[int], None] | None = None) -> None:
-    """Run the gateway until SIGTERM/SIGINT (or ``stop`` is set)."""
+                stop: asyncio.Event | None = None, listening: Callable[[int], None] | None = None,
+                standby: Callable[[int, int, int, object], None] | None = None,
+                owner: forward.Owner | None = None) -> None:
+    """Run the gateway until SIGTERM/SIGINT (or ``stop`` is set); its mutating calls go to ``owner``'s node
+    (default: ``config.owner_address``'s) when it is another (gateway/transport/forward.py).
+    ``standby(port, metrics_port, health_port, holder)``: a PostgreSQL node found the partition owned by another
+    node (``holder``) and follows it."""
     check_protobuf_backend()
     check_listen(config)
+    check_lease(config)
     WATCH.install()
     store = open_store(config.store_url(), read_seal_key(config), max_bytes=config.ledger_max_bytes,
-                       witness_dir=config.witness)
+                       witness_dir=config.witness, take=False, lease_ttl_s=config.lease_ttl_s)
     names = [descriptor.full_name for descriptor, _ in SERVICES]
     health = Health(names)
     loop = asyncio.get_running_loop()
@@ -214,8 +253,12 @@ async def serve(config: Config, *, ready: Callable[[int, int, int], None] | None
     gw.admission = Admission(config.max_concurrent_rpcs, config.max_inflight_per_caller, config.rate_per_caller_per_s,
                              config.rate_burst_per_caller, config.overload_retry_after_ms)
     server, router, intake, probes = make_server(config, gw.admission)
+    forwarder = forward.forwarder(config, gw, owner)
     for descriptor, service_cls in SERVICES:
-        router.add(service_handlers(descriptor, service_cls(gw).methods(), gw, config.max_message_bytes))
+        handlers = service_handlers(descriptor, service_cls(gw).methods(), gw, config.max_message_bytes)
+        if forwarder is not None:
+            forwarder.wrap(descriptor, handlers)
+        router.add(handlers)
     health.add_to(router)
     reflection.enable(router, names + [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name])
     server.add_generic_rpc_handlers((router,))
@@ -230,6 +273,8 @@ async def serve(config: Config, *, ready: Callable[[int, int, int], None] | None
     log.info("listening on %s (port %d), rebuilding state", config.listen, port)
     if listening is not None:
         listening(port)
+    if is_postgresql(config.store_url()):
+        gw.ownership = ownership(config, gw, port, restart_soon(loop, health_down))
     metrics_port = serve_metrics(config.metrics_listen, gw, lambda: INTERNAL_ERRORS) if config.metrics_listen else 0
     watchdog = LoopWatchdog(loop, config.loop_stall_s, config.loop_stall_exit_s, on_stall=health.set_loop_stalled,
                             on_recover=gw.report_stall, on_stuck=_stuck_exit(gw))
@@ -242,7 +287,11 @@ async def serve(config: Config, *, ready: Callable[[int, int, int], None] | None
     if tls is not None:
         loop.add_signal_handler(signal.SIGHUP, tls.reload)
 
-    rebuild = asyncio.create_task(_start(gw, progress))
+    def on_standby(holder) -> None:
+        if standby is not None:
+            standby(port, metrics_port, health_port, holder)
+
+    rebuild = asyncio.create_task(_start(gw, progress, on_standby))
     stopping = asyncio.create_task(stop.wait())
     await asyncio.wait({rebuild, stopping}, return_when=asyncio.FIRST_COMPLETED)
     if rebuild.done():
@@ -265,6 +314,8 @@ async def serve(config: Config, *, ready: Callable[[int, int, int], None] | None
     await health.enter_graceful_shutdown()
     await intake.close()
     await server.stop(config.shutdown_grace_s)
+    if forwarder is not None:
+        await forwarder.close()
     if not rebuild.done():
         rebuild.cancel()
     watchdog.stop()
@@ -283,10 +334,12 @@ def _stuck_exit(gw: Gateway) -> Callable[[float, str], None]:
     return on_stuck
 
 
-async def _start(gw: Gateway, progress) -> None:
-    """Rebuild the state, wait until the ledger takes a test write (a full disk: NOT_SERVING meanwhile), then
-    report what start-up found."""
+async def _start(gw: Gateway, progress, on_standby: Callable[[object], None]) -> None:
+    """Rebuild the state, own the partition (PostgreSQL: a standby until then), wait until the ledger takes a
+    test write (a full disk: NOT_SERVING meanwhile), then report what start-up found."""
     await gw.rebuild(progress)
+    if gw.ownership is not None:
+        await gw.ownership.run(on_standby)
     await gw.wait_writable()
     await gw.report_start_up()
 

@@ -9,10 +9,13 @@ import subprocess
 import sys
 
 import grpc
+import pytest
 
 from datagen.spec_fixture import write_spec_dataset
 from external_tools import need
 from gateway._pb.yidi.v1 import diagnostics_pb2 as dpb, diagnostics_pb2_grpc
+from gateway.security.auth import FORWARDED_FOR
+from gateway.transport.status import reason_of
 from gateway_harness import ROOT
 
 
@@ -28,7 +31,7 @@ def test_the_openssl_recipe_makes_certificates_a_gateway_and_a_platform_use(tmp_
     run = subprocess.run(["bash", "-euo", "pipefail", "-c", block("ca")], cwd=tmp_path, capture_output=True,
                          text=True, timeout=120)
     assert run.returncode == 0, run.stderr[-3000:]
-    assert "server.pem: OK" in run.stdout and "460000.pem: OK" in run.stdout
+    assert "server.pem: OK" in run.stdout and "460000.pem: OK" in run.stdout and "node-a.pem: OK" in run.stdout
     names = write_spec_dataset(tmp_path / "data")
     gw = gateways(names["dir"], str(tmp_path / "ledger.sqlite"), "--cert", str(tmp_path / "server.pem"),
                   "--key", str(tmp_path / "server.key"), "--ca", str(tmp_path / "ca.pem"))
@@ -37,6 +40,14 @@ def test_the_openssl_recipe_makes_certificates_a_gateway_and_a_platform_use(tmp_
         credentials = grpc.ssl_channel_credentials(read("ca.pem"), read("460000.key"), read("460000.pem"))
         with grpc.secure_channel(gw.target, credentials) as channel:
             diagnostics_pb2_grpc.DiagnosticsServiceStub(channel).Ping(dpb.PingRequest(), timeout=10)
+        # The node certificate is a node's: no caller of its own, the caller it forwards for with the entry.
+        node = grpc.ssl_channel_credentials(read("ca.pem"), read("node-a.key"), read("node-a.pem"))
+        with grpc.secure_channel(gw.target, node) as channel:
+            ping = diagnostics_pb2_grpc.DiagnosticsServiceStub(channel).Ping
+            with pytest.raises(grpc.RpcError) as refused:
+                ping(dpb.PingRequest(), timeout=10)
+            assert reason_of(refused.value) == "FORWARDING_REFUSED"
+            ping(dpb.PingRequest(), timeout=10, metadata=((FORWARDED_FOR, "460000"),))
         # The same files through the CLI, as the docs show: 海南 reads its own prepaid position.
         yidi = [sys.executable, "-m", "gateway", "--target", gw.target, "--caller", "460000", "--cert",
                 str(tmp_path / "460000.pem"), "--key", str(tmp_path / "460000.key"), "--ca", str(tmp_path / "ca.pem")]

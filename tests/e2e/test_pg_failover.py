@@ -15,6 +15,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 
 import grpc
 import psycopg
@@ -51,6 +52,16 @@ def cluster(monkeypatch):
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
+def scrape_standbys(metrics_url: str) -> dict[str, int]:
+    """``yidi_pg_standbys`` by sync state, as /metrics reads it from the primary; every standby has a lag figure."""
+    text = urllib.request.urlopen(metrics_url, timeout=10).read().decode()
+    counts = {line.split('"')[1]: int(float(line.split()[-1]))
+              for line in text.splitlines() if line.startswith("yidi_pg_standbys{")}
+    lags = [line for line in text.splitlines() if line.startswith("yidi_pg_replication_lag_bytes{")]
+    assert len(lags) == sum(counts.values()), text
+    return counts
+
+
 def request(request_id: str) -> spb.OutpatientSettleRequest:
     """The settlement sent under request_id, every time (its price differs per id)."""
     return builders.outpatient(request_id, PERSON, HK_L1, price=1000 + int(request_id.split("-")[1]))
@@ -60,7 +71,7 @@ class Supervisor:
     """Keeps one gateway running on the cluster, starting it again whenever it exits (as systemd would)."""
 
     def __init__(self, start, data_dir: str, ledger: str, dsn: str) -> None:
-        self.start, self.args = start, (data_dir, ledger, "--store", dsn)
+        self.start, self.args = start, (data_dir, ledger, "--store", dsn, "--metrics-listen", "127.0.0.1:0")
         self.gw = start(*self.args)
         self.restarts = 0
 
@@ -83,6 +94,8 @@ def test_killing_the_primary_under_settlements_loses_and_doubles_nothing(cluster
     data_dir = write_spec_dataset(tmp_path / "data")["dir"]
     node = Supervisor(gateways, data_dir, str(tmp_path / "node"), cluster["dsn"])
     file_person(node.gw.client(LIAONING), PERSON, "21010219800101051")
+    standbys = scrape_standbys(node.gw.metrics_url)
+    assert standbys.get("sync") == 1 and sum(standbys.values()) == 2, standbys   # what /metrics shows an operator
     acked: dict[str, bytes] = {}   # request id → its answer
     unanswered: list[str] = []     # sent, no answer: outcome unknown, retried with the same id
     killed_at = [0.0]

@@ -8,7 +8,10 @@ on SQLite and on PostgreSQL, and start-up rebuilds the same engine state
 from either.  At the store itself: the keyed chain and the
 sealed head are SQLite's, a second writer is refused, a deposed writer's
 append is refused by the fencing token, the UNIQUE (caller, request_id)
-constraint refuses a key twice, and a changed row is caught when read.
+constraint refuses a key twice, a changed row is caught when read, and the
+partition's lease is taken only when free or expired, hands the partition
+over with a token that fences the old writer, and is taken back from a
+writer stopped inside an append's transaction.
 """
 from __future__ import annotations
 
@@ -31,6 +34,7 @@ from gateway.store import chain
 from gateway.store.idempotency import Keys
 from gateway.store.rows import request_hash
 from gateway.store.postgresql import safe_url
+from gateway.store.postgresql import lease
 from gateway.store.postgresql.store import Deposed, PostgresStore
 from gateway.store.postgresql.verify import verify_ledger
 from gateway.testing import seal_key
@@ -203,12 +207,14 @@ def test_a_lost_database_server_is_storage_unavailable_and_nothing_is_acknowledg
         cluster.halt()
         code, reason, _ = hainan.refused(hainan.settlement.OutpatientSettle, pg_outpatient("out-2", 1100))
         assert (code, reason) == (grpc.StatusCode.UNAVAILABLE, "STORAGE_UNAVAILABLE")
-        cluster.resume()
-        # the writer's session went with the server (and its lock): its next commit fails, unacknowledged, and the
-        # gateway exits to be restarted
-        code, reason, _ = hainan.refused(hainan.settlement.OutpatientSettle, pg_outpatient("out-2", 1100))
-        assert (code, reason) == (grpc.StatusCode.UNAVAILABLE, "STORAGE_UNAVAILABLE")
+        national = gw.client(NATIONAL)
+        code, reason, _ = national.refused(national.admin.TakeSnapshot, admin_pb2.TakeSnapshotRequest())
+        # retry advice, not a bug (once its lease has run out: not the owner any more)
+        assert code == grpc.StatusCode.UNAVAILABLE and reason in ("STORAGE_UNAVAILABLE", "NOT_PARTITION_OWNER")
+        # its lease cannot be renewed: once it has run out the gateway stops (it may no longer own the ledger)
         assert gw.proc.wait(30) == 70
+        assert "was not renewed in time: NOT_SERVING, exiting" in gw.log() or "ran out" in gw.log()
+        cluster.resume()
         gw.stop()
         gw = gateways(dataset, str(tmp_path / "node"), "--store", url)
         hainan = gw.client(HAINAN)
@@ -240,7 +246,7 @@ def test_the_store_keeps_sqlites_chain_and_refuses_a_second_writer_a_deposed_one
     assert store.known_request_hashes([]) == set()
     lite.close()
 
-    with pytest.raises(LedgerUnavailable, match="in use by yidi pid"):
+    with pytest.raises(LedgerUnavailable, match="is owned by yidi pid .* refusing a second writer"):
         open_store(pg_url, seal_key())
     # a key already in the ledger: the UNIQUE constraint refuses the whole group
     with pytest.raises(psycopg.errors.UniqueViolation):
@@ -255,7 +261,7 @@ def test_the_store_keeps_sqlites_chain_and_refuses_a_second_writer_a_deposed_one
     assert store.last_seq() == 59
     store.close()
 
-    store = open_store(pg_url, seal_key())   # the lock went with the first writer's session
+    store = open_store(pg_url, seal_key())   # the first writer gave its lease up on close
     assert isinstance(store, PostgresStore) and store.last_seq() == 59
     hashes = [request_hash(HAINAN, "r-3"), request_hash(HAINAN, "r-none"), request_hash(LIAONING, "r-3")]
     assert store.known_request_hashes(hashes) == {hashes[0]}
@@ -280,6 +286,54 @@ def test_the_store_keeps_sqlites_chain_and_refuses_a_second_writer_a_deposed_one
         conn.execute("DELETE FROM requests WHERE request_id = 'r-9'")
     with pytest.raises(LedgerCorrupt, match="table requests has 58 rows"):
         open_store(pg_url, seal_key())
+
+
+def test_a_lease_hands_the_partition_over_fences_the_old_writer_and_outlives_a_stalled_one(pg_url):
+    ttl_s = 0.5
+    a, b = (PostgresStore(pg_url, seal_key(), lease_ttl_s=ttl_s) for _ in range(2))   # two nodes, neither writes
+    conn_a, conn_b = a.connect_lease(), b.connect_lease()
+    try:
+        token_a = lease.take(conn_a, 0, "a", "10.0.0.1:50051", ttl_s)
+        held = lease.take(conn_b, 0, "b", "10.0.0.2:50051", ttl_s)
+        assert isinstance(held, lease.Holder) and (held.owner, held.address, held.token) == ("a", "10.0.0.1:50051",
+                                                                                           token_a)
+        assert 0 < held.expires_in_s <= ttl_s
+        with pytest.raises(Deposed, match="no lease"):
+            b.append([record(1)])
+        assert a.take_over(token_a).seq == 0 and a.append([record(1), record(2)]) == [1, 2]
+        assert lease.renew(conn_a, 0, token_a, ttl_s)
+        time.sleep(ttl_s + 0.1)   # not renewed: it has run out by the server's clock
+        token_b = lease.take(conn_b, 0, "b", "10.0.0.2:50051", ttl_s)
+        assert token_b == token_a + 1 and b.take_over(token_b) == a.head()
+        with pytest.raises(Deposed, match="no longer 1"):   # the old owner, alive: fenced by the head row's token
+            a.append([record(3)])
+        assert not lease.renew(conn_a, 0, token_a, ttl_s) and b.append([record(3)]) == [3]
+
+        # b stalls inside an append (as under SIGSTOP) holding the head row's lock, its last statements sent
+        # without their Sync, so its session is not even idle: once b's lease has expired, taking it ends b's
+        # session (its transaction rolled back) instead of waiting behind it
+        with pytest.raises(psycopg.OperationalError), b._wconn.pipeline():
+            b._wconn.execute("UPDATE head SET tag = tag WHERE part = 0")
+            b._wconn.pgconn.send_flush_request()   # sent and run, without a Sync
+            b._wconn.pgconn.flush()
+            time.sleep(ttl_s + 0.1)
+            token = _take_or_wait(conn_a, ttl_s)
+            assert token == token_b + 1, token
+        assert a.take_over(token).seq == 3 and a.append([record(4)]) == [4]
+        lease.release(conn_a, 0, token)
+        assert isinstance(lease.take(conn_b, 0, "b", "10.0.0.2:50051", ttl_s), int)   # given up: free at once
+    finally:
+        for closing in (conn_a, conn_b, a, b):
+            closing.close()
+    assert verify_ledger(pg_url, seal_key()).startswith(f"OK {safe_url(pg_url)}: 4 records")
+
+
+def _take_or_wait(conn, ttl_s: float):
+    try:
+        return lease.take(conn, 0, "a", "10.0.0.1:50051", ttl_s)
+    except psycopg.errors.LockNotAvailable as err:   # the stalled writer still holds the head row
+        time.sleep(0.05)
+        return err
 
 
 @pytest.mark.parametrize("url, shown", [

@@ -8,11 +8,12 @@ the same tags.  What differs:
 * ``records`` and ``head`` are keyed by a partition (``part``) first.  One
   partition (0) exists today; a ledger split by insured province gives each
   partition its own dense seqs, chain and sealed head row.
-* ``head.token`` is the fencing token: the writer takes a new one when it
-  opens the ledger, and every append rewrites the head row only where the
-  token is still its own, so an append from a deposed writer changes nothing
-  (its transaction fails and is rolled back).  A partition lease later
-  hands out the same token.
+* ``head.token`` is the fencing token: every append rewrites the head row
+  only where the token is still the writer's own, so an append from a
+  deposed writer changes nothing (its transaction fails and is rolled back).
+* ``leases`` says which node owns each partition, until when (the server's
+  clock) and with which token: taking a lease writes its new token into the
+  partition's head row in the same transaction (gateway/store/postgresql/lease.py).
 * ``requests`` has a UNIQUE constraint per (caller, request_id), not only the
   63-bit hash: two writers (two nodes) inserting the same key cannot both
   commit.  The hash stays (indexed) for ``known_request_hashes`` and is what
@@ -56,6 +57,13 @@ CREATE TABLE IF NOT EXISTS snapshots (
     seq     BIGINT   NOT NULL,
     blob    BYTEA    NOT NULL,
     PRIMARY KEY (part, seq)
+);
+CREATE TABLE IF NOT EXISTS leases (
+    part       SMALLINT    PRIMARY KEY,
+    owner      TEXT        NOT NULL,
+    address    TEXT        NOT NULL,
+    token      BIGINT      NOT NULL,
+    expires_at TIMESTAMPTZ NOT NULL
 );
 CREATE TABLE IF NOT EXISTS probe (x BYTEA);
 """

@@ -9,11 +9,14 @@ so a reply is never sent for a group the server could still lose.  Reads
 (the archive, the projections) are the SQLite backend's own queries
 (gateway/store/reader.py).  Schema: gateway/store/postgresql/schema.py.
 
-One writer: opening takes a session advisory lock for the partition (a
-second gateway on the same database is refused with one sentence naming the
-holder) and a new fencing token in the head row; every append rewrites the
-head row only where the token is still its own (``Deposed`` otherwise, a
-failed commit).  Why psycopg 3 and not asyncpg: docs/postgresql.md.
+One writer per partition, by a lease (lease.py): opening the store reads
+and proves the ledger without writing; ``take_over(token)``, once this node
+holds the partition's lease, makes the store the writer with the lease's
+fencing token.  Every append rewrites the head row only where the token is
+still its own (``Deposed`` otherwise, a failed commit).  ``open_postgresql``
+does both for a tool (takes the lease at once, renews it from a thread, gives
+it up on close); a gateway node does them itself (gateway/ownership.py).  Why
+psycopg 3 and not asyncpg: docs/postgresql.md.
 """
 from __future__ import annotations
 
@@ -31,28 +34,28 @@ from core.events import REVERSED_KIND
 
 from .. import chain, snapshot
 from ..chain import Head, HeadFile, HeadRow, LedgerCorrupt, decode_head_row, encode_head_row
-from ..parts import LedgerUnavailable, Record, StorageDown
+from ..parts import Deposed, LedgerUnavailable, Record, StorageDown
 from ..reader import ArchiveReads, Reader
 from ..rows import COLUMNS, TABLES, checked, derive, keys_of, request_hash
 from ..seal import SealKey
 from . import safe_url
+from .lease import LeaseKeeper
 from .schema import COPY_TYPES, SCHEMA, SCHEMA_VERSION
 
 SCAN_PAGE_RECORDS = 1024
 # A table's rows of a group at least this big go by COPY, smaller ones by executemany: measured, executemany is
 # faster for one record and COPY five times faster for 100 (docs/postgresql.md); 32 lies between.
 COPY_MIN_ROWS = 32
-# The advisory lock's first key ("yidi" in ASCII); the second is the partition.
+# The first key of the advisory lock that lets one node at a time create the schema ("yidi" in ASCII).
 LOCK_CLASS = 0x79696469
+# A tool's lease (open_postgresql): its length and renewal period; a gateway's are its options.
+LEASE_TTL_S = 2.0
+LEASE_RENEW_S = 0.5
 
 _COLUMNS = "kind, caller, request_id, digest, key, body, response, seq, checksum, chain"
 _RECORD_COLUMNS = ("part", "seq", "kind", "caller", "request_id", "digest", "key", "body", "response", "checksum",
                    "chain")
 _REQUEST_COLUMNS = ("caller", "request_id", "h", "seq", "tag")
-
-
-class Deposed(RuntimeError):
-    """Another writer took the ledger (a newer fencing token): this one's appends are refused."""
 
 
 class PostgresStore(ArchiveReads):
@@ -65,23 +68,27 @@ class PostgresStore(ArchiveReads):
     connection and a server-side cursor of its own.
     """
 
-    def __init__(self, url: str, key: SealKey, witness_dir: str = "", part: int = 0) -> None:
+    def __init__(self, url: str, key: SealKey, witness_dir: str = "", part: int = 0,
+                 lease_ttl_s: float = LEASE_TTL_S) -> None:
         self._url = url
         self._path = safe_url(url)
         self.part = part
+        self._token = 0   # the fencing token of this node's lease; 0: not the writer
+        self.lease = None   # a tool's LeaseKeeper (open_postgresql), given up on close
+        self._lease_ttl_s = lease_ttl_s
         self._closed = False
         self._local = threading.local()
         self._readers: list[_Reads] = []
         self._readers_lock = threading.Lock()
         self._write_lock = threading.Lock()
         self._wconn: psycopg.Connection | None = None
+        self._monitor = _Reads(self)
+        self._monitor_lock = threading.Lock()
         try:
-            self._wconn = self._connect(autocommit=True)
+            self._wconn = self._connect(autocommit=True, writer=True)
             self._check_durable()
-            self._lock()
-            self._head_row, self._token = self._open(key)
-            self.key = key.for_ledger(self._head_row.ledger_id)
-            self._prove_head()
+            self._create(key)
+            self._head_row = self._prove_head(key)
             self.witness = HeadFile(chain.witness_path(witness_dir, self.key.ledger_id), self.key, durable=True) \
                 if witness_dir else None
             if self.witness is not None:
@@ -96,10 +103,20 @@ class PostgresStore(ArchiveReads):
 
     # -- opening -------------------------------------------------------------
 
-    def _connect(self, autocommit: bool) -> psycopg.Connection:
+    def _connect(self, autocommit: bool, writer: bool = False, lock_timeout_s: float = 0) -> psycopg.Connection:
         name = f"yidi pid {os.getpid()} on {socket.gethostname()}"[:63]
-        return psycopg.connect(self._url, autocommit=autocommit, application_name=name,
-                               options="-c synchronous_commit=on")
+        options = "-c synchronous_commit=on"
+        if writer:   # a writer stalled between a transaction's statements (SIGSTOP) loses it, and its locks
+            options += f" -c idle_in_transaction_session_timeout={int(self._lease_ttl_s * 1000)}"
+        if lock_timeout_s:
+            options += f" -c lock_timeout={int(lock_timeout_s * 1000)}"
+        return psycopg.connect(self._url, autocommit=autocommit, application_name=name, options=options,
+                               connect_timeout=max(2, int(self._lease_ttl_s)))
+
+    def connect_lease(self) -> psycopg.Connection:
+        """A lease keeper's own connection: a lock held by another stalled node fails a take instead of blocking
+        it, and a take stalled itself ends its session after a lease's length."""
+        return self._connect(autocommit=True, writer=True, lock_timeout_s=self._lease_ttl_s / 2)
 
     def _check_durable(self) -> None:
         (fsync,) = self._wconn.execute("SHOW fsync").fetchone()
@@ -108,22 +125,11 @@ class PostgresStore(ArchiveReads):
             raise LedgerUnavailable(f"the PostgreSQL server of {self._path} runs with fsync={fsync}, "
                                     f"synchronous_commit={sync}: a commit there is not durable; refusing to use it")
 
-    def _lock(self) -> None:
-        (taken,) = self._wconn.execute("SELECT pg_try_advisory_lock(%s, %s)", (LOCK_CLASS, self.part)).fetchone()
-        if taken:
-            return
-        row = self._wconn.execute(
-            "SELECT a.application_name, a.client_addr::text FROM pg_locks l JOIN pg_stat_activity a USING (pid)"
-            " WHERE l.locktype = 'advisory' AND l.classid = %s AND l.objid = %s AND l.granted",
-            (LOCK_CLASS, self.part)).fetchone()
-        holder = f"{row[0]} ({row[1] or 'local'})" if row else "another session"
-        raise LedgerUnavailable(f"the ledger {self._path} partition {self.part} is in use by {holder} (another yidi "
-                                "serve on the same database); refusing to start a second writer")
-
-    def _open(self, key: SealKey) -> tuple[HeadRow, int]:
-        """Create the schema on an empty database; take a new fencing token; the head row."""
+    def _create(self, key: SealKey) -> None:
+        """The schema and the partition's head row, on an empty database (one node at a time)."""
         conn = self._wconn
         with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s, -1)", (LOCK_CLASS,))
             conn.execute(SCHEMA)
             if conn.execute("SELECT 1 FROM head WHERE part = %s", (self.part,)).fetchone() is None:
                 ledger_id = uuid.uuid4().hex
@@ -131,22 +137,57 @@ class PostgresStore(ArchiveReads):
                 body = encode_head_row(head)
                 conn.execute("INSERT INTO head (part, body, tag, token, schema) VALUES (%s, %s, %s, 0, %s)",
                              (self.part, body, key.for_ledger(ledger_id).mac(b"head" + body), SCHEMA_VERSION))
-            body, schema, token = conn.execute(
-                "UPDATE head SET token = token + 1 WHERE part = %s RETURNING body, schema, token",
-                (self.part,)).fetchone()
-        if schema != SCHEMA_VERSION:
-            raise LedgerUnavailable(f"ledger {self._path} has schema {schema}, this gateway writes {SCHEMA_VERSION}")
+
+    def _prove_head(self, key: SealKey) -> HeadRow:
+        """The head row, sealed by us and agreeing with the tables (LedgerCorrupt naming what differs), read in one
+        snapshot: an owner may be appending meanwhile."""
+        conn = self._wconn
+        with conn.transaction():
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            body, tag, schema = conn.execute("SELECT body, tag, schema FROM head WHERE part = %s",
+                                             (self.part,)).fetchone()
+            if schema != SCHEMA_VERSION:
+                raise LedgerUnavailable(f"ledger {self._path} has schema {schema}, this gateway writes "
+                                        f"{SCHEMA_VERSION}")
+            head_row = self._decode_head(body)
+            self.key = key.for_ledger(head_row.ledger_id)
+            (last_seq,) = conn.execute("SELECT coalesce(max(seq), 0) FROM records WHERE part = %s",
+                                       (self.part,)).fetchone()
+
+            def chain_at(seq: int) -> bytes | None:
+                row = conn.execute("SELECT chain FROM records WHERE part = %s AND seq = %s", (self.part, seq)).fetchone()
+                return self.key.genesis if seq == 0 else None if row is None else row[0]
+
+            chain.prove_head_row(self._path, self.key, head_row, body, tag, last_seq, chain_at, TABLES,
+                                 lambda table: conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+        return head_row
+
+    def _decode_head(self, body: bytes) -> HeadRow:
         try:
-            return decode_head_row(body), token
+            return decode_head_row(body)
         except msgspec.DecodeError:
             raise LedgerCorrupt(self._path, 0, "has a head row that cannot be read (it was changed)") from None
 
-    def _prove_head(self) -> None:
-        """The head row is sealed by us and agrees with the tables (LedgerCorrupt naming what differs)."""
-        conn = self._wconn
-        body, tag = conn.execute("SELECT body, tag FROM head WHERE part = %s", (self.part,)).fetchone()
-        chain.prove_head_row(self._path, self.key, self._head_row, body, tag, self.last_seq(), self.chain_at, TABLES,
-                             lambda table: conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+    def take_over(self, token: int) -> Head:
+        """Become the partition's writer with the token of the lease this node has just taken: the head row as the
+        last writer left it (its appends are refused from now on).  ``Deposed`` if a newer token is there already."""
+        with self._write_lock:
+            try:   # a session of its own from here on (the one opened at start may be to a primary since lost)
+                self._wconn.close()
+                self._wconn = self._connect(autocommit=True, writer=True)
+                self._check_durable()
+                body, tag, head_token = self._wconn.execute("SELECT body, tag, token FROM head WHERE part = %s",
+                                                            (self.part,)).fetchone()
+            except psycopg.Error as err:
+                raise StorageDown(f"the ledger {self._path} cannot be taken over: {_first_line(err)}") from None
+            if head_token != token:
+                raise Deposed(f"the ledger {self._path} partition {self.part} has token {head_token}, not this "
+                              f"node's {token}: another node took it")
+            head_row = self._decode_head(body)
+            if self.key.mac(b"head" + body) != tag:
+                raise LedgerCorrupt(self._path, head_row.seq, "the head row does not match its seal")
+            self._head_row, self._token = head_row, token
+        return self.head()
 
     def _reader(self) -> _Reads:
         reads = getattr(self._local, "reads", None)
@@ -183,6 +224,8 @@ class PostgresStore(ArchiveReads):
     def append(self, records: Sequence[Record]) -> list[int]:
         if not records:
             return []
+        if not self._token:
+            raise Deposed(f"this node does not own the ledger {self._path} partition {self.part} (no lease)")
         with self._write_lock:
             last = self._head_row.seq
             if records[0].seq and [r.seq for r in records] != list(range(last + 1, last + 1 + len(records))):
@@ -314,9 +357,24 @@ class PostgresStore(ArchiveReads):
         try:
             conn = self._connect(autocommit=False)
         except psycopg.OperationalError as err:
-            raise StorageDown(f"the ledger {self._path} cannot be read: {str(err).strip().splitlines()[0]}") from None
+            raise StorageDown(f"the ledger {self._path} cannot be read: {_first_line(err)}") from None
         reader = _LongReader(conn, self.key, self._path, 0, self.read, "%s")
         return reader.recon_cursor(fixmedins_code, date_from, date_to, insutype)
+
+    # -- Operations -----------------------------------------------------------------
+
+    def replication(self) -> list[tuple[str, str, int | None, float | None]]:
+        """The standbys this server streams to, as it sees them (``pg_stat_replication``): (name, sync state,
+        WAL bytes sent but not yet replayed there, seconds of replay lag); empty where none is attached (or the
+        server is itself a standby).  The gateway's role needs ``pg_monitor`` to see them (docs/postgresql.md).
+        Asked by /metrics' scrapes, each on a thread of its own, through one connection kept for them."""
+        with self._monitor_lock:
+            rows = self._monitor.execute(
+                "SELECT application_name, sync_state, pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)::bigint,"
+                " extract(epoch FROM replay_lag)::float8 FROM pg_stat_replication"
+                " WHERE NOT pg_is_in_recovery()").fetchall()
+        # A role without pg_monitor sees its standbys but not their state (NULLs): counted as "unknown".
+        return [(name or "", sync or "unknown", lag_bytes, lag_s) for name, sync, lag_bytes, lag_s in rows]
 
     # -- SnapshotStore -----------------------------------------------------------------
 
@@ -331,9 +389,13 @@ class PostgresStore(ArchiveReads):
             readers, self._readers = self._readers, []
         for conn in readers:
             conn.close()
+        if self.lease is not None:
+            self.lease.close()
+        with self._monitor_lock:
+            self._monitor.close()
         if self._wconn is not None:
             with self._write_lock:
-                self._wconn.close()   # ends the session: its advisory lock goes with it
+                self._wconn.close()
         if getattr(self, "witness", None) is not None:
             self.witness.close()
 
@@ -354,8 +416,7 @@ class _Reads:
             return self.conn.execute(sql, args)
         except psycopg.OperationalError as err:
             self.close()
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise StorageDown(f"the ledger {self.store.path} cannot be read: {first}") from None
+            raise StorageDown(f"the ledger {self.store.path} cannot be read: {_first_line(err)}") from None
 
     def close(self) -> None:
         if self.conn is not None:
@@ -396,19 +457,51 @@ class PostgresSnapshots(snapshot.Snapshots):
         return row[0]
 
     def write(self, blob: bytes, seq: int) -> str:
+        """Written in one transaction; ``StorageDown`` (STORAGE_UNAVAILABLE, retry) if the server cannot be reached."""
         part = self.store.part
-        with contextlib.closing(self.store._connect(autocommit=False)) as conn, conn.transaction():
-            conn.execute("INSERT INTO snapshots (part, seq, blob) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
-                         (part, seq, blob))
-            conn.execute("DELETE FROM snapshots WHERE part = %s AND seq NOT IN (SELECT seq FROM snapshots WHERE "
-                         "part = %s ORDER BY seq DESC LIMIT %s)", (part, part, self.keep))
+        try:
+            with contextlib.closing(self.store._connect(autocommit=False)) as conn, conn.transaction():
+                conn.execute("INSERT INTO snapshots (part, seq, blob) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
+                             (part, seq, blob))
+                conn.execute("DELETE FROM snapshots WHERE part = %s AND seq NOT IN (SELECT seq FROM snapshots WHERE "
+                             "part = %s ORDER BY seq DESC LIMIT %s)", (part, part, self.keep))
+        except psycopg.OperationalError as err:
+            raise StorageDown(f"the snapshot {self.path(seq)} cannot be written: {_first_line(err)}") from None
         return self.path(seq)
 
 
-def open_postgresql(url: str, key: SealKey, witness_dir: str = "") -> PostgresStore:
-    """``PostgresStore(...)``, or LedgerUnavailable in one line (the URL without its password)."""
+def open_postgresql(url: str, key: SealKey, witness_dir: str = "", take: bool = True,
+                    lease_ttl_s: float = LEASE_TTL_S) -> PostgresStore:
+    """``PostgresStore(...)``, or LedgerUnavailable in one line (the URL without its password).
+
+    ``take``: the store is the writer at once, for a tool: it takes the partition's lease (LedgerUnavailable
+    naming the holder while another node holds it), renews it from a thread and gives it up on close.  A gateway
+    node opens with ``take=False`` and takes the lease itself (gateway/ownership.py)."""
+    store = None
     try:
-        return PostgresStore(url, key, witness_dir=witness_dir)
+        store = PostgresStore(url, key, witness_dir=witness_dir, lease_ttl_s=lease_ttl_s)
+        if take:
+            store.lease = keeper = LeaseKeeper(store.connect_lease, store.part,
+                                               f"yidi pid {os.getpid()} on {socket.gethostname()}", "", lease_ttl_s,
+                                               LEASE_RENEW_S)
+            if not keeper.take_once():
+                held = keeper.holder
+                raise LedgerUnavailable(f"the ledger {safe_url(url)} partition {store.part} is owned by {held.owner} "
+                                        f"({held.address or 'no address'}) for another {held.expires_in_s:.1f} s "
+                                        "(another yidi serve on the same database); refusing a second writer")
+            store.take_over(keeper.token)
+            keeper.start()
+        return store
     except psycopg.Error as err:
-        text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise LedgerUnavailable(f"cannot open the ledger {safe_url(url)}: {text}") from None
+        if store is not None:
+            store.close()
+        raise LedgerUnavailable(f"cannot open the ledger {safe_url(url)}: {_first_line(err)}") from None
+    except BaseException:
+        if store is not None:
+            store.close()
+        raise
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
