@@ -32,30 +32,8 @@ cdef _write_section(f, const char* p, uint64_t n):
     f.write(data)
 
 
-cdef extern from *:
-    """
-    #include <stdlib.h>
-    #include <sys/mman.h>
-    /* A buffer for a large table, asked to be backed by 2 MiB pages where the kernel allows it: the look-ups
-       read rows at random over ~0.5 GB, and with 4 KiB pages nearly each read also misses the TLB (an
-       eligibility check is a chain of three such reads).  free() releases it as any malloc'd buffer. */
-    static void* yidi_alloc_table(size_t n) {
-        const size_t huge = 2u << 20;
-        void* p = NULL;
-        if (n < huge) return malloc(n);
-        if (posix_memalign(&p, huge, n) != 0) return NULL;
-    #ifdef MADV_HUGEPAGE
-        madvise(p, (n + 4095) & ~(size_t)4095, MADV_HUGEPAGE);   /* advice only: a refusal changes nothing */
-    #endif
-        return p;
-    }
-    """
-    void* yidi_alloc_table(size_t n) nogil
-
-
 cdef char* _read_section(f, uint64_t expected, str what) except? NULL:
-    """A malloc'd buffer (yidi_alloc_table) holding the next section (NULL for an empty one); ValueError on any
-    mismatch."""
+    """A malloc'd buffer holding the next section (NULL for an empty one); ValueError on any mismatch."""
     cdef uint64_t n = int.from_bytes(f.read(8), "little")
     cdef unsigned int crc = int.from_bytes(f.read(4), "little")
     cdef char* buf
@@ -66,7 +44,7 @@ cdef char* _read_section(f, uint64_t expected, str what) except? NULL:
         if crc != (zlib.crc32(b"") & 0xFFFFFFFF):
             raise ValueError(f"index image: section {what} fails its checksum")
         return NULL
-    buf = <char*>yidi_alloc_table(n)
+    buf = <char*>malloc(n)
     if buf == NULL:
         raise MemoryError()
     view = <unsigned char[:n]> <unsigned char*> buf

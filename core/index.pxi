@@ -178,9 +178,9 @@ cdef inline bint kind_is_long_term(int kind) noexcept nogil:
 
 # Start reading memory that will be needed soon: lookups of several keys read their rows in passes, so that
 # their cache misses overlap instead of waiting one after another.  A plain load whose value nothing waits
-# for, not a prefetch instruction: on this project's machines a prefetch of a line whose page is not in the
-# TLB did nothing measurable (a bill's fee lines read with prefetches cost twice what they cost with loads).
-# So the address must be one that may be read.
+# for, not a prefetch instruction: on this project's machines prefetches of reads scattered over a large
+# heap did nothing measurable (likely dropped when the page is not in the TLB), and a bill's fee lines read
+# after prefetches cost twice what they cost after loads.  So the address must be one that may be read.
 cdef extern from *:
     """
     #define YIDI_TOUCH(p) ((void)*(const volatile char*)(p))
