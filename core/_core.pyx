@@ -16,6 +16,8 @@ The event loop is the only caller, so nothing here takes a lock.
 
 import bisect
 
+cimport cython
+
 import msgspec
 
 from core.errors import InvariantError, LoadError, YidiError
