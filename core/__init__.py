@@ -1,9 +1,9 @@
 """Yidi core: the Cython index, eligibility (SPEC §4) and benefit (SPEC §5)."""
 from .errors import InvariantError, LoadError, OperatingError, RequestError, YidiError
 from ._core import (ACCUMULATOR_KEYS, DEBUG, FILING_KINDS, INSUTYPES, LIMITS, LONG_TERM_KINDS, PERSON_STATUSES,
-                    PERSON_TYPES, TEMPORARY_KINDS, Index, certno_check_char, certno_valid, count_field, length_delimited,
-                    pooling_code, province_code, read_batch_items, read_outpatient_request, read_settle_item,
-                    voucher_mac)
+                    PERSON_TYPES, TEMPORARY_KINDS, Index, KeyTable, certno_check_char, certno_valid, count_field,
+                    length_delimited, pooling_code, province_code, read_batch_items, read_outpatient_request,
+                    read_settle_item, voucher_mac)
 from .provinces import PROVINCES
 
 __all__ = ["Index", "YidiError", "RequestError", "OperatingError", "InvariantError", "LoadError",
@@ -11,4 +11,6 @@ __all__ = ["Index", "YidiError", "RequestError", "OperatingError", "InvariantErr
            "FILING_KINDS", "INSUTYPES", "PERSON_TYPES", "PERSON_STATUSES", "PROVINCES",
            "province_code", "pooling_code", "certno_check_char", "certno_valid", "voucher_mac",
            # the protobuf messages the core reads and writes itself (wire.pxi)
-           "read_outpatient_request", "read_settle_item", "read_batch_items", "count_field", "length_delimited"]
+           "read_outpatient_request", "read_settle_item", "read_batch_items", "count_field", "length_delimited",
+           # the gateway's recent idempotency keys (keytable.pxi)
+           "KeyTable"]

@@ -200,3 +200,21 @@ def read_batch_items(raw: bytes) -> list[bytes] | None:
 def count_field(raw: bytes, field: int) -> int:
     """How many times a top-level length-delimited field occurs, values skipped unread; -1 if not well-formed
     (or holding a group)."""
+
+
+class KeyTable:
+    """At most ``capacity`` idempotency keys (core/keytable.pxi), each a 16-byte hash → (request digest of at most
+    32 bytes, seq), in C arrays with no Python object per key; when full, a new key pushes out the oldest.  Storing
+    a key already held changes its digest and seq and keeps its place in the order (as a dict does).  ValueError:
+    a capacity outside 1..LIMITS["MAX_RECENT_KEYS"], a hash of another length, a longer digest."""
+    def __init__(self, capacity: int) -> None: ...
+    def __len__(self) -> int: ...
+    def __contains__(self, key_hash: bytes) -> bool: ...
+    @property
+    def capacity(self) -> int: ...
+    def memory_bytes(self) -> int:
+        """C memory allocated for the entries and the slots (the entries' pages are resident once used)."""
+    def get(self, key_hash: bytes) -> tuple[bytes, int] | None:
+        """(digest, seq) stored under this hash, or None."""
+    def put(self, key_hash: bytes, digest: bytes, seq: int) -> None:
+        """Store (digest, seq) under this hash; a new key pushes out the oldest when the table is full."""

@@ -9,11 +9,14 @@ validate.pxi (the one check of each field, also exported to Python),
 wire.pxi (the protobuf bytes it reads and writes itself, with the contract's
 numbers from the generated _wire_numbers.pxi), load.pxi (row validation and
 JSONL loading), eligibility.pxi, benefit.pxi, invariants.pxi (what must hold
-between the tables; debug builds check it after every change).
+between the tables; debug builds check it after every change), keytable.pxi
+(the gateway's recent idempotency keys, no Python object per key).
 The event loop is the only caller, so nothing here takes a lock.
 """
 
 import bisect
+
+cimport cython
 
 import msgspec
 
@@ -462,3 +465,4 @@ include "benefit.pxi"
 include "invariants.pxi"
 include "image.pxi"
 include "voucher.pxi"
+include "keytable.pxi"

@@ -1,6 +1,8 @@
 # Benefit calculation (SPEC §5) and the per-person, per-year accumulators (§5.5).
 # Integer fen only; every input is bounded (limits.pxi) so no int64 overflows.
 
+from cpython.object cimport PyObject
+
 cdef int64_t INT64_BIG = 0x7FFFFFFFFFFFFFFF
 
 
@@ -368,27 +370,93 @@ cdef void _deltas_into(BenefitFen* b, bint inpatient, int64_t* d) noexcept nogil
     d[ACC_ASSIST_PAID_FEN] = b.maf_pay
 
 
-cdef extern from *:
-    """
-    #define YIDI_PREFETCH(p) __builtin_prefetch((const void*)(p))
-    """
-    void YIDI_PREFETCH(const void* p) noexcept nogil
-
-
 ctypedef struct LineIn:
     const char* code
     Py_ssize_t code_n
     int64_t unit_price_fen
     int64_t qty_milli
     uint64_t hash
+    uint64_t slot                 # where the catalogue table's probe for the code stands
+
+
+cdef extern from *:
+    """
+    #include <structmember.h>
+
+    /* The type of fee line read last (events.FeeLine) when it keeps code, unit_price_fen and qty_milli in
+       object slots that the generic attribute look-up reads: their offsets, so a bill reads a line's fields
+       in place instead of by three look-ups by name. */
+    static PyObject* yidi_line_type = NULL;
+    static Py_ssize_t yidi_line_off[3];
+
+    static int yidi_learn_line_type(PyTypeObject* tp) {
+        static const char* const names[3] = {"code", "unit_price_fen", "qty_milli"};
+        Py_ssize_t off[3];
+        PyObject* d;
+        int k, slot;
+        if (tp->tp_getattro != PyObject_GenericGetAttr) return 0;
+        for (k = 0; k < 3; k++) {
+            d = PyObject_GetAttrString((PyObject*)tp, names[k]);
+            if (d == NULL) { PyErr_Clear(); return 0; }
+            slot = Py_IS_TYPE(d, &PyMemberDescr_Type) && ((PyMemberDescrObject*)d)->d_member->type == T_OBJECT_EX
+                   && PyType_IsSubtype(tp, ((PyMemberDescrObject*)d)->d_common.d_type);
+            if (slot) off[k] = ((PyMemberDescrObject*)d)->d_member->offset;
+            Py_DECREF(d);
+            if (!slot) return 0;
+        }
+        Py_INCREF(tp);
+        Py_XSETREF(yidi_line_type, (PyObject*)tp);
+        memcpy(yidi_line_off, off, sizeof(off));
+        return 1;
+    }
+
+    /* A line's three fields, borrowed from it (the caller holds the line), if its type is learned (or can be)
+       and all three are set; else 0 (read them by name). */
+    static int yidi_line_fields(PyObject* line, PyObject** out) {
+        int k;
+        if ((PyObject*)Py_TYPE(line) != yidi_line_type && !yidi_learn_line_type(Py_TYPE(line))) return 0;
+        for (k = 0; k < 3; k++) {
+            out[k] = *(PyObject**)((char*)line + yidi_line_off[k]);
+            if (out[k] == NULL) return 0;
+        }
+        return 1;
+    }
+
+    /* Start reading a bill's line objects (a list or tuple), then what each refers to and the characters of
+       its code (after a str header, most often in the next cache line). */
+    static void yidi_touch_lines(PyObject* seq) {
+        PyObject** items = PySequence_Fast_ITEMS(seq);
+        Py_ssize_t i, n = PySequence_Fast_GET_SIZE(seq);
+        PyObject *value, *code;
+        int k;
+        for (i = 0; i < n; i++) YIDI_TOUCH(items[i]);
+        for (i = 0; i < n; i++) {
+            if ((PyObject*)Py_TYPE(items[i]) != yidi_line_type) continue;
+            for (k = 0; k < 3; k++) {
+                value = *(PyObject**)((char*)items[i] + yidi_line_off[k]);
+                if (value != NULL) YIDI_TOUCH(value);
+            }
+            code = *(PyObject**)((char*)items[i] + yidi_line_off[0]);
+            if (code != NULL && PyUnicode_CheckExact(code) && PyUnicode_IS_COMPACT_ASCII(code)
+                    && PyUnicode_GET_LENGTH(code) > 0) {
+                YIDI_TOUCH((const char*)PyUnicode_DATA(code) + PyUnicode_GET_LENGTH(code) - 1);
+            }
+        }
+    }
+    """
+    bint yidi_line_fields(object line, PyObject** out)
+    void yidi_touch_lines(object seq)
 
 
 cdef int _price_lines(Store* st, uint32_t province, object lines, Bill bill) except -1:
-    """§5.1 for every line, summed into the bill.  A line is a (code, price, qty) tuple or an events.FeeLine.
+    """§5.1 for every line, summed into the bill.  ``lines``: a list or tuple of (code, price, qty) tuples or
+    events.FeeLine.
 
-    In three passes, so that the memory reads of a bill's lines overlap instead of waiting one after
-    another (a bill's items are scattered over a catalogue of ~180,000): read and check every line and
-    prefetch its hash-table slot; find every item and prefetch its row; then price.
+    In passes, so that the memory reads of a bill's lines overlap instead of waiting one after another (a
+    bill's items are scattered over a catalogue of ~180,000, and its line objects over the heap): start
+    reading every line object and its fields; read and check every line; take each code's candidate row from
+    the hash table and start reading it; start reading each candidate's code in the arena; then compare the
+    codes (tbl_verify: the same answer as tbl_find) and price.
     """
     cdef Py_ssize_t i = 0, n = len(lines)
     cdef LineIn* inp
@@ -400,28 +468,36 @@ cdef int _price_lines(Store* st, uint32_t province, object lines, Bill bill) exc
         raise MemoryError()
     inp = <LineIn*>(bill.lines + n)
     idx = <int32_t*>(inp + n)
+    yidi_touch_lines(lines)
     for line in lines:
         _line_in(line, &inp[i])
         inp[i].hash = item_hash(inp[i].code, inp[i].code_n, province)
-        if t.slots != NULL:
-            YIDI_PREFETCH(&t.slots[inp[i].hash & t.mask])
+        inp[i].slot = inp[i].hash & t.mask
         i += 1
     for i in range(n):
-        idx[i] = tbl_find(st, t, T_ITEM, inp[i].hash, inp[i].code, inp[i].code_n, province)
+        idx[i] = tbl_candidate(t, inp[i].hash, &inp[i].slot) if t.slots != NULL else -1
         if idx[i] >= 0:
-            YIDI_PREFETCH(&st.items[idx[i]])
+            YIDI_TOUCH(&st.items[idx[i]])
     for i in range(n):
+        if idx[i] >= 0:                     # the code may cross a cache line: its first and last bytes
+            YIDI_TOUCH(key_bytes(st, T_ITEM, idx[i]))
+            YIDI_TOUCH(key_bytes(st, T_ITEM, idx[i]) + st.items[idx[i]].code_len - 1)
+    for i in range(n):
+        idx[i] = tbl_verify(st, t, T_ITEM, inp[i].hash, inp[i].slot, idx[i], inp[i].code, inp[i].code_n, province)
         _price_item(st, idx[i], inp[i].unit_price_fen, inp[i].qty_milli, &bill.lines[i])
         _add_line(&bill.b, &bill.lines[i])
     return 0
 
 
 cdef int _line_in(object line, LineIn* out) except -1:
+    cdef PyObject* fields[3]
     if type(line) is tuple or type(line) is list:
         if len(line) != 3:
             # the engine builds these tuples from lines check_line has passed: a bad shape is its bug
             raise InvariantError("benefit: a fee line must be a (code, unit_price_fen, qty_milli) tuple")
         code, price_o, qty_o = line
+    elif yidi_line_fields(line, fields):
+        code, price_o, qty_o = <object>fields[0], <object>fields[1], <object>fields[2]
     else:
         try:
             code, price_o, qty_o = line.code, line.unit_price_fen, line.qty_milli
@@ -593,8 +669,13 @@ cdef Bill _bill(Index self, object psn_no, object fixmedins_code, object filing_
     """One settlement's amounts, line results and accumulator deltas; changes nothing."""
     cdef Store* st = &self.st
     cdef int64_t date = _date_of(date_obj, "结算日期", None)
-    cdef Person* p = &st.persons[_benefit_person(self, psn_no)]
-    cdef Institution* it = &st.insts[_benefit_institution(self, fixmedins_code)]
+    cdef Person* p
+    cdef Institution* it
+    _warm_person_institution(st, psn_no, fixmedins_code)
+    p = &st.persons[_benefit_person(self, psn_no)]
+    if p.first_acc_idx >= 0:
+        YIDI_TOUCH(&st.accs[p.first_acc_idx])
+    it = &st.insts[_benefit_institution(self, fixmedins_code)]
     cdef int kind = _filing_kind_of(filing_kind)
     cdef Policy* pol
     cdef Bill bill = Bill.__new__(Bill)

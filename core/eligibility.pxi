@@ -9,6 +9,38 @@ cdef int32_t _person_idx(Index self, object psn_no) except -2:
         return -1
     return tbl_find(&self.st, &self.st.t_psn, T_PSN, fnv1a(p, n, 0), p, n, 0)
 
+cdef inline int32_t _candidate(Table* t, object key) noexcept:
+    """The row that key's hash-table slot names, unverified (-1: none, or key is no identifier).  Nothing is
+    checked or refused here: the look-up proper does that in its turn."""
+    cdef Py_ssize_t n
+    cdef const char* p
+    cdef uint64_t h, pos
+    if type(key) is not str or not PyUnicode_IS_ASCII(key) or t.slots == NULL:
+        return -1
+    p = PyUnicode_AsUTF8AndSize(key, &n)
+    if not id_ok(p, n):
+        return -1
+    h = fnv1a(p, n, 0)
+    pos = h & t.mask
+    return tbl_candidate(t, h, &pos)
+
+cdef void _warm_person_institution(Store* st, object psn_no, object fixmedins_code) noexcept:
+    """Start reading the person's and the institution's rows, then their keys and the person's first filing,
+    so that the look-ups that follow (each a chain of dependent reads: slot, row, key) find them in the cache
+    instead of waiting for each read in turn."""
+    cdef int32_t pi = _candidate(&st.t_psn, psn_no)
+    cdef int32_t ii = _candidate(&st.t_inst, fixmedins_code)
+    if pi >= 0:
+        YIDI_TOUCH(&st.persons[pi])
+    if ii >= 0:
+        YIDI_TOUCH(&st.insts[ii])
+    if pi >= 0:
+        YIDI_TOUCH(key_bytes(st, T_PSN, pi))
+        if st.persons[pi].first_filing_idx >= 0:
+            YIDI_TOUCH(&st.filings[st.persons[pi].first_filing_idx])
+    if ii >= 0:
+        YIDI_TOUCH(key_bytes(st, T_INST, ii))
+
 cdef int32_t _inst_idx(Index self, object code) except -2:
     cdef Py_ssize_t n
     cdef const char* p = _str_of(code, "fixmedins_code", &n)
@@ -261,6 +293,7 @@ cdef int _check9_no_open_admission(bint inpatient, bint has_open_inpatient, obje
         raise YidiError("DUPLICATE_ADMISSION", psn_no=psn_no)
     return 0
 
+@cython.no_gc      # it refers only to the Index, which never refers back: no cycle to collect
 cdef class Admission:
     """Eligibility's answer (SPEC §4): the rows it chose, strings made only when asked for.
 
@@ -326,6 +359,7 @@ cdef Admission _eligibility(Index self, object psn_no, object fixmedins_code, bi
     cdef int32_t pi, ii, fi
     cdef Person* p
     cdef Institution* it
+    _warm_person_institution(st, psn_no, fixmedins_code)
     pi = _person_idx(self, psn_no) if emergency else -1
     if pi < 0:
         pi = _check1_filed(self, psn_no)

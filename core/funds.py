@@ -170,13 +170,15 @@ class Position(msgspec.Struct, gc=False):
 
 
 class Month(msgspec.Struct, gc=False):
-    """One clearing month: its state and the aggregates booked in it (each a list in TOTAL_FIELDS order)."""
+    """One clearing month: its state and the aggregates booked in it, each a tuple in TOTAL_FIELDS order (replaced
+    at each booking: the collector stops tracking a tuple of ints, where it would walk a list in every full
+    collection, one per institution and month)."""
 
     month: int
     closed: bool = False
     confirmed: list[str] = msgspec.field(default_factory=list)
-    pairs: dict[str, list[int]] = msgspec.field(default_factory=dict)          # insured + treatment province
-    institutions: dict[str, list[int]] = msgspec.field(default_factory=dict)   # treatment province + code
+    pairs: dict[str, tuple[int, ...]] = msgspec.field(default_factory=dict)          # insured + treatment province
+    institutions: dict[str, tuple[int, ...]] = msgspec.field(default_factory=dict)   # treatment province + code
 
 
 class FundsState(msgspec.Struct):
@@ -365,8 +367,9 @@ class Funds:
         for month in state.months:
             month = funds.months[month.month] = msgspec.msgpack.decode(msgspec.msgpack.encode(month), type=Month)
             for rows in (month.pairs, month.institutions):   # kept before a money column was declared
-                for row in rows.values():
-                    row.extend([0] * (N_TOTALS - len(row)))
+                for key, row in rows.items():
+                    if len(row) < N_TOTALS:
+                        rows[key] = row + (0,) * (N_TOTALS - len(row))
             if month.closed:
                 funds.close(month.month)
         funds.same_day = {date: dict(rows) for date, rows in state.same_day}
@@ -420,10 +423,9 @@ def _fingerprint(month: Month) -> bytes:
     return msgspec.msgpack.encode((month.pairs, month.institutions))
 
 
-def _add(rows: dict[str, list[int]], key: str, booking: Booking, sign: int) -> None:
-    row = rows.get(key)
-    if row is None:
-        row = rows[key] = [0] * N_TOTALS
+def _add(rows: dict[str, tuple[int, ...]], key: str, booking: Booking, sign: int) -> None:
+    old = rows.get(key)
+    row = list(old) if old is not None else [0] * N_TOTALS
     row[0 if sign > 0 else 1] += 1
     for i, amount in enumerate(booking.money, _MONEY):
         row[i] += sign * amount
@@ -432,9 +434,10 @@ def _add(rows: dict[str, list[int]], key: str, booking: Booking, sign: int) -> N
         for bit in range(len(RISK_FLAGS)):
             if flags >> bit & 1:
                 row[_FLAGS + bit] += sign
+    rows[key] = tuple(row)
 
 
-def _sum(rows: Iterable[list[int]]) -> list[int]:
+def _sum(rows: Iterable[tuple[int, ...]]) -> list[int]:
     total = [0] * N_TOTALS
     for row in rows:
         for i, value in enumerate(row):
@@ -442,7 +445,7 @@ def _sum(rows: Iterable[list[int]]) -> list[int]:
     return total
 
 
-def _named(row: list[int]) -> dict[str, int]:
+def _named(row: tuple[int, ...] | list[int]) -> dict[str, int]:
     return dict(zip(TOTAL_FIELDS, row, strict=True))
 
 

@@ -176,6 +176,18 @@ cdef inline bint kind_is_long_term(int kind) noexcept nogil:
     return kind <= KIND_STATIONED_WORK
 
 
+# Start reading memory that will be needed soon: lookups of several keys read their rows in passes, so that
+# their cache misses overlap instead of waiting one after another.  A plain load whose value nothing waits
+# for, not a prefetch instruction: on this project's machines prefetches of reads scattered over a large
+# heap did nothing measurable (likely dropped when the page is not in the TLB), and a bill's fee lines read
+# after prefetches cost twice what they cost after loads.  So the address must be one that may be read.
+cdef extern from *:
+    """
+    #define YIDI_TOUCH(p) ((void)*(const volatile char*)(p))
+    """
+    void YIDI_TOUCH(const void* p) noexcept nogil
+
+
 # ---------------------------------------------------------------- hashing
 cdef inline uint64_t fnv1a(const char* p, Py_ssize_t n, uint64_t seed) noexcept nogil:
     cdef uint64_t h = 14695981039346656037ULL ^ seed
@@ -288,20 +300,47 @@ cdef int tbl_init(Table* t, int64_t expected) except -1:
     t.count = 0
     return 0
 
-cdef int32_t tbl_find(Store* st, Table* t, int kind, uint64_t h, const char* p, Py_ssize_t n,
-                      uint32_t extra) noexcept nogil:
-    cdef uint64_t i = h & t.mask
+cdef inline int32_t tbl_candidate(Table* t, uint64_t h, uint64_t* pos) noexcept nogil:
+    """From slot pos[0] on, the row in the first slot that carries h's tag (pos[0] left on that slot), or -1
+    at an empty slot.  The row is only a candidate until its key bytes are compared (tbl_verify)."""
     cdef uint32_t tag = <uint32_t>(h >> 32)
     cdef int32_t idx
+    while True:
+        idx = t.slots[pos[0]].idx
+        if idx < 0 or t.slots[pos[0]].tag == tag:
+            return idx
+        pos[0] = (pos[0] + 1) & t.mask
+
+cdef int32_t tbl_verify(Store* st, Table* t, int kind, uint64_t h, uint64_t pos, int32_t idx,
+                        const char* p, Py_ssize_t n, uint32_t extra) noexcept nogil:
+    """tbl_find's answer from the candidate tbl_candidate found at slot pos: its key bytes compared, and on a
+    tag that matched another key the probe goes on.  Split from tbl_find so that a caller with several keys
+    can fetch every candidate's row and key bytes before comparing any (their cache misses overlap)."""
+    while idx >= 0:
+        if key_eq(st, kind, idx, p, n, extra):
+            return idx
+        pos = (pos + 1) & t.mask
+        idx = tbl_candidate(t, h, &pos)
+    return -1
+
+cdef inline const char* key_bytes(Store* st, int kind, int32_t idx) noexcept nogil:
+    """Where row idx's key is in the arena (to start reading it before tbl_verify compares it)."""
+    if kind == T_PSN:
+        return st.arena + st.persons[idx].psn_no_off
+    elif kind == T_CERT:
+        return st.arena + st.persons[idx].certno_off
+    elif kind == T_FILING:
+        return st.arena + st.filings[idx].filing_id_off
+    elif kind == T_INST:
+        return st.arena + st.insts[idx].fixmedins_code_off
+    return st.arena + st.items[idx].code_off
+
+cdef int32_t tbl_find(Store* st, Table* t, int kind, uint64_t h, const char* p, Py_ssize_t n,
+                      uint32_t extra) noexcept nogil:
+    cdef uint64_t pos = h & t.mask
     if t.slots == NULL:
         return -1
-    while True:
-        idx = t.slots[i].idx
-        if idx < 0:
-            return -1
-        if t.slots[i].tag == tag and key_eq(st, kind, idx, p, n, extra):
-            return idx
-        i = (i + 1) & t.mask
+    return tbl_verify(st, t, kind, h, pos, tbl_candidate(t, h, &pos), p, n, extra)
 
 cdef void tbl_place(Table* t, uint64_t h, int32_t idx) noexcept nogil:
     cdef uint64_t i = h & t.mask

@@ -42,6 +42,9 @@ cdef enum:
     MAX_REDUCTION_OTHER_TEMP_BP = 2000   # national limit: other temporary at most 20 points lower
     PROGRESS_EVERY_ROWS = 100000
     MAX_ROWS = 200000000          # rows per table (int32 indexes, with room to spare)
+    MAX_RECENT_KEYS = 268435456   # idempotency keys a KeyTable holds (2**28: int32 slots at most half full)
+    KEY_HASH_BYTES = 16           # the 128-bit hash naming an idempotency key in a KeyTable
+    MAX_KEY_DIGEST_BYTES = 32     # a request digest a KeyTable keeps (the ledger's records hold 16..32)
 
 cdef int64_t MAX_UNIT_PRICE_FEN = 10000000000        # 10**10 fen = 1 亿元 per unit
 cdef int64_t MAX_QTY_MILLI = 100000000               # 10**8 thousandths = 100 000 units
@@ -67,6 +70,7 @@ LIMITS = {
     "MAX_BILL_FEN": MAX_BILL_FEN,
     "MAX_POLICY_FEN": MAX_POLICY_FEN,
     "MAX_ROWS": MAX_ROWS,
+    "MAX_RECENT_KEYS": MAX_RECENT_KEYS,
 }
 
 # The policy directory: one slot per (pooling region // 100, insutype); region codes have 6 digits.

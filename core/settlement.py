@@ -55,9 +55,11 @@ class Settlements:
         self.visits = visits
         self.accounts = accounts
         self.funds = funds
-        # SPEC §10.2: (psn_no, year, dise_codg) -> [deductible used, fund paid], apart from general outpatient
-        self.chronic: dict[tuple[str, int, str], list[int]] = {(p, y, c): [used, paid]
-                                                                 for p, y, c, used, paid in chronic}
+        # SPEC §10.2: (psn_no, year, dise_codg) -> (deductible used, fund paid), apart from general outpatient; tuples
+        # of ints, which the collector stops tracking (a list per person and disease would be walked in every full
+        # collection)
+        self.chronic: dict[tuple[str, int, str], tuple[int, int]] = {(p, y, c): (used, paid)
+                                                                       for p, y, c, used, paid in chronic}
 
     @property
     def archive(self) -> Archive:
@@ -304,12 +306,13 @@ class Settlements:
         self.index.add_deltas(facts.psn_no, facts.year, deltas, sign)
         if chronic is not None:
             key = (facts.psn_no, facts.year, facts.dise_codg)
-            values = self.chronic.setdefault(key, [0, 0])
-            values[0] += sign * chronic[0]
-            values[1] += sign * chronic[1]
-            invariant(values[0] >= 0 and values[1] >= 0, f"chronic accumulators of {key} below zero")
-            if values == [0, 0]:
-                del self.chronic[key]
+            used, paid = self.chronic.get(key, (0, 0))
+            used, paid = used + sign * chronic[0], paid + sign * chronic[1]
+            invariant(used >= 0 and paid >= 0, f"chronic accumulators of {key} below zero")
+            if used or paid:
+                self.chronic[key] = (used, paid)
+            else:
+                self.chronic.pop(key, None)
 
     def _book(self, facts: SettlementFacts, month: int, date: int, sign: int) -> None:
         """SPEC §8 in the same record as the settlement or its cancellation: the position and the clearing month."""

@@ -170,6 +170,43 @@ def test_malformed_line_tuples_are_bugs(spec, lines):
         ix.benefit(n["psn"]["retired"], n["inst"]["hk_l3"], "retired_relocation", True, DATE, lines)
 
 
+def test_fee_line_forms_read_alike(spec):
+    """A bill reads events.FeeLine's fields in place (their slots' offsets, learned from the type): any other
+    object with the same fields, slotted or not, and lines whose type changes from call to call, give the
+    same answer as the tuples; a slot left unset is the caller's bug, as a missing attribute is."""
+    import dataclasses
+
+    from core.events import FeeLine
+
+    @dataclasses.dataclass(frozen=True, slots=True)
+    class Slotted:
+        code: str
+        unit_price_fen: int
+        qty_milli: int
+
+    class Plain:
+        def __init__(self, code, unit_price_fen, qty_milli):
+            self.code, self.unit_price_fen, self.qty_milli = code, unit_price_fen, qty_milli
+
+    class Unset:
+        __slots__ = ("code", "unit_price_fen", "qty_milli")
+
+    ix, n = spec
+    args = (n["psn"]["retired"], n["inst"]["hk_l3"], "retired_relocation", True, DATE)
+    expected = ix.benefit(*args, E1_LINES)
+    fee_lines = [FeeLine(f"sn{i}", c, "名称", p, q) for i, (c, p, q) in enumerate(E1_LINES)]
+    for form in (fee_lines, [Slotted(*t) for t in E1_LINES], fee_lines, tuple(Plain(*t) for t in E1_LINES),
+                 [*fee_lines[:3], *(Slotted(*t) for t in E1_LINES[3:])]):
+        assert ix.benefit(*args, form) == expected
+    half = Unset()
+    half.code, half.qty_milli = DRUG_A, 1000
+    with pytest.raises(InvariantError):
+        ix.benefit(*args, [half])
+    with pytest.raises(YidiError) as e:
+        ix.benefit(*args, [FeeLine("sn", DRUG_A, "名称", 100, 0)])
+    assert e.value.reason == "INVALID_QUANTITY"
+
+
 def test_too_many_lines_and_bounds(spec):
     ix, n = spec
     psn, inst = n["psn"]["retired"], n["inst"]["hk_l3"]

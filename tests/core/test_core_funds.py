@@ -15,6 +15,7 @@ recomputes everything from the event log alone and compares:
 """
 from __future__ import annotations
 
+import gc
 import random
 
 import msgspec
@@ -25,8 +26,8 @@ from core import commands as cmd
 from core.archive import MemoryArchive
 from core.engine import Engine, EngineState
 from core.funds import (
-    MONEY_FIELDS, RISK_FLAGS, SAME_DAY_WINDOW_DAYS, DetailReconciliation, Funds, Item, Position, days_between,
-    flag_names, next_month,
+    MONEY_FIELDS, RISK_FLAGS, SAME_DAY_WINDOW_DAYS, Booking, DetailReconciliation, Funds, Item, Position,
+    days_between, flag_names, next_month,
 )
 from datagen import generate
 from datagen.workload import Workload
@@ -73,6 +74,22 @@ def test_each_warning_line_counts_usage_equal_to_it():
     # Lines that fall between two fen (yellow at 1.0002 fen of 3, red at 2.0001): compared exactly.
     levels = [Position("x", prepaid_fen=3, drawn_fen=d, yellow_bp=3334, red_bp=6667).level for d in (0, 1, 2, 3)]
     assert levels == ["normal", "normal", "yellow", "exhausted"]
+
+
+def test_month_aggregates_leave_the_collector_nothing_to_walk():
+    """A month's rows are tuples of ints, which a full collection stops tracking: a list per institution and
+    month would be walked by every full collection while the gateway runs."""
+    funds = Funds()
+    money = tuple(range(1, len(MONEY_FIELDS) + 1))
+    for n in range(200):
+        funds.book(Booking("210000", "440000", f"H{n:04d}", money, 0b101), 202611, 1)
+    funds.book(Booking("210000", "440000", "H0007", money, 0), 202611, -1)
+    gc.collect()
+    month = funds.months[202611]
+    assert len(month.institutions) == 200 and not any(gc.is_tracked(rows) for rows in (month.pairs, month.institutions))
+    h7 = next(i.totals for i in funds.report(202611).institutions if i.fixmedins_code == "H0007")
+    assert (h7["settlements"], h7["cancellations"], h7["long_stay"], h7["on_site_check"]) == (1, 1, 1, 1)
+    assert h7[MONEY_FIELDS[0]] == 0 and funds.report(202611).totals["settlements"] == 200
 
 
 def test_stay_days_and_flag_names():

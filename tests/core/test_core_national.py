@@ -1,6 +1,8 @@
 """SPEC §10 through the core (engine and index): personal accounts (E6) and what goes with them."""
 from __future__ import annotations
 
+import gc
+
 import msgspec
 import pytest
 
@@ -248,7 +250,16 @@ def test_chronic_snapshot_and_replay(world):
     for seq, body in enumerate(run.log, 1):
         replayed.apply(events.decode(body), seq)
     assert (replayed.settlements.chronic == engine.settlements.chronic
-            == {(names["psn"]["in_service"], 2026, "M07803"): [0, 163625]})
+            == {(names["psn"]["in_service"], 2026, "M07803"): (0, 163625)})
+
+
+def test_chronic_accumulators_leave_the_collector_nothing_to_walk(world):
+    """A full collection stops tracking them (tuples of ints and strs): a list per person and disease would be
+    walked by every full collection while the gateway runs."""
+    engine, names = world
+    chronic_visit(Run(engine), names, "in_service", "hk_l3", "M07803")
+    gc.collect()
+    assert engine.settlements.chronic and not gc.is_tracked(engine.settlements.chronic)
 
 
 # ------------------------------------------------------------------ SPEC §10.3 mid-stay settlement, E8

@@ -102,12 +102,12 @@ def reads(gw) -> list[bytes]:
 
 
 def wait_for(gw, text: str, timeout_s: float = 30) -> str:
-    """The gateway's first log line holding text (waiting for it)."""
+    """The gateway's first whole log line holding text (waiting for it: a line being written is not read yet)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        for line in gw.log().splitlines():
-            if text in line:
-                return line
+        for line in gw.log().splitlines(keepends=True):
+            if text in line and line.endswith("\n"):
+                return line.rstrip("\n")
         time.sleep(0.1)
     raise AssertionError(f"no {text!r} in the gateway's log:\n{gw.log()[-3000:]}")
 
