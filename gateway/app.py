@@ -300,6 +300,14 @@ class Gateway:
         """A node following the partition's owner (it answers reads, refuses mutations)."""
         return self.ownership is not None and not self.ownership.owner
 
+    def role(self) -> tuple[str, list[int]]:
+        """This node's role ("single", "owner" or "standby") and the ledger partitions it owns now."""
+        if self.ownership is None:
+            return "single", []
+        if self.ownership.owns():
+            return "owner", [self.store.part]
+        return "standby", []
+
     def require_owner(self) -> None:
         """NOT_PARTITION_OWNER unless this node owns the ledger partition now (always, when it is the only node)."""
         if self.ownership is not None and not self.ownership.owns():

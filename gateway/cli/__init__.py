@@ -65,6 +65,8 @@ def main(argv: list[str] | None = None) -> None:
     if command.local is not None:
         command.local(args)
         return
+    if command.offline is not None and command.offline(args):
+        return
     require_caller(args)
     import grpc
 

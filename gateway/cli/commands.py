@@ -43,6 +43,7 @@ class Command:
     request: Callable | None = None           # args -> the request message of rpc
     call: Callable | None = None              # (args, Client) -> response, for a call that is not rpc + request
     local: Callable | None = None             # args -> None, for commands that talk to no gateway
+    offline: Callable | None = None           # args -> True when it answered without a gateway (status --store)
 
     def invoke(self, args, client: "Client"):
         """Send this command's request; returns the response message."""
@@ -517,6 +518,54 @@ def status_request(args):
     return apb.GetReferenceDataStatusRequest()
 
 
+def status_of_leases(args) -> bool:
+    """With --store: every partition's lease in that PostgreSQL ledger (owner node, its address, token, seconds
+    until it expires by the server's clock), read from the database; no gateway is called."""
+    if not args.store:
+        return False
+    from ..store import is_postgresql
+
+    if not is_postgresql(args.store):
+        raise SystemExit(f"yidi status --store: {safe_url(args.store)} is not a postgresql:// URL (a SQLite ledger "
+                         "has one node and no leases)")
+    import psycopg
+
+    from ..store.postgresql.lease import leases
+
+    try:
+        with psycopg.connect(args.store, connect_timeout=10) as conn:
+            rows = leases(conn)
+    except psycopg.errors.UndefinedTable:
+        raise SystemExit(f"{safe_url(args.store)} holds no Yidi ledger yet (no leases table): start a gateway node "
+                         "on it (yidi serve --store …)") from None
+    except psycopg.Error as err:
+        raise SystemExit(f"cannot read the leases of {safe_url(args.store)}: "
+                         f"{str(err).strip().splitlines()[0]}") from None
+    print_leases(rows, args.json)
+    return True
+
+
+def print_leases(rows, as_json: bool) -> None:
+    if as_json:
+        import dataclasses
+        import json
+
+        print(json.dumps({"leases": [dataclasses.asdict(r) for r in rows]}, ensure_ascii=False))
+        return
+    if not rows:
+        print("no partition leases: no node has run on this ledger yet")
+        return
+    print(f"{'partition':>9}  {'owner':<16} {'address':<22} {'token':>6}  expires")
+    for r in rows:
+        if r.expires_in_s is None:
+            when = "released"
+        elif r.expired:
+            when = f"expired {-r.expires_in_s:.1f} s ago"
+        else:
+            when = f"in {r.expires_in_s:.1f} s"
+        print(f"{r.part:>9}  {r.owner or '-':<16} {r.address or '-':<22} {r.token:>6}  {when}")
+
+
 def load_request(args):
     from .._pb.yidi.v1 import admin_pb2 as apb
 
@@ -655,7 +704,11 @@ COMMANDS: tuple[Command, ...] = (
     Command("accum", "show a person's year accumulators",
             (arg("--psn-no", required=True), arg("--year", type=int, default=0)),
             "settlement.GetAccumulators", accum_request),
-    Command("status", "reference data status (national operator)", (), "admin.GetReferenceDataStatus", status_request),
+    Command("status", "a gateway's reference data, ledger and node role (national operator); with --store: every "
+            "partition's lease in that PostgreSQL ledger",
+            (arg("--store", default="", help="postgresql://… : list the partition leases (owner node, address, "
+                                             "token, expiry) from the database instead of asking a gateway"),),
+            "admin.GetReferenceDataStatus", status_request, offline=status_of_leases),
     Command("load", "load reference data from a directory (national operator)", (arg("--data-dir", required=True),),
             "admin.LoadReferenceData", load_request),
     Command("snapshot", "write a snapshot now, so a restart replays only what follows (national operator)", (),

@@ -103,8 +103,10 @@ def render(msg) -> str | None:
     if name == "ReferenceDataStatus":
         counts = ", ".join(f"{k} {v:,}" for k, v in sorted(msg.counts.items()))
         snap = f", snapshot at {msg.snapshot_seq}" if msg.snapshot_seq else ", no snapshot yet"
+        node = f" {msg.node_id}" if msg.node_id else ""
+        owned = f", owns partition {', '.join(map(str, msg.owned_partitions))}" if msg.owned_partitions else ""
         return (f"data {msg.data_dir} (seed {msg.seed}, version {msg.version})\n  {counts}\n"
-                f"  ledger seq {msg.ledger_seq}{snap}")
+                f"  ledger seq {msg.ledger_seq}{snap}\n  node{node}: {msg.node_role or 'single'}{owned}")
     if name == "SnapshotStatus":
         return f"snapshot at ledger seq {msg.ledger_seq}: {msg.path} ({msg.bytes:,} bytes)"
     return _FUNDS.get(name, lambda _m: None)(msg)

@@ -31,7 +31,11 @@ def test_a_command_that_calls_the_gateway_needs_a_caller(tmp_path, gateways):
     status = national(national.admin.GetReferenceDataStatus, admin_pb2.GetReferenceDataStatusRequest())
     assert status.snapshot_seq == 0  # no snapshot was taken in anyone's name
     # Named by the option, the environment or a certificate of one's own, the caller is who it says.
-    assert cli(env, "--caller", "national", "status").returncode == 0
+    shown = cli(env, "--caller", "national", "status")
+    assert shown.returncode == 0 and shown.stdout.rstrip().endswith("node: single"), shown.stdout
+    # status --store reads a PostgreSQL ledger's leases (no caller, no gateway); a SQLite ledger has none
+    run = cli(env, "status", "--store", str(tmp_path / "ledger.sqlite"))
+    assert run.returncode != 0 and "is not a postgresql:// URL" in run.stderr, run.stderr
     assert cli(dict(env, YIDI_CALLER="460000"), "health").returncode == 0
     run = cli(env, "--cert", gw.certs.client_cert("460000"), "--key", gw.certs.client_key("460000"), "snapshot")
     assert run.returncode != 0 and "PERMISSION_DENIED" in run.stderr  # 海南's certificate, not the operator's

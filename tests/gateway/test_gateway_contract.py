@@ -127,6 +127,7 @@ def test_reference_data_status_for_the_national_operator(national, hainan):
     status = national(national.admin.GetReferenceDataStatus, admin_pb2.GetReferenceDataStatusRequest())
     assert status.counts["persons"] == len(PERSONS) + 3 and status.counts["catalog_items"] == 20
     assert status.ledger_seq >= 8
+    assert (status.node_role, list(status.owned_partitions), status.node_id) == ("single", [], "")   # SQLite
     code, reason, _ = hainan.refused(hainan.admin.LoadReferenceData, admin_pb2.LoadReferenceDataRequest(
         request_id=rid(), data_dir="/tmp"))
     assert (code, reason) == (grpc.StatusCode.PERMISSION_DENIED, "PERMISSION_DENIED")

@@ -87,6 +87,26 @@ def _end_stale_writers(conn: psycopg.Connection, wait_s: float) -> None:
         conn.execute("SELECT pg_terminate_backend(%s, %s)", (pid, int(wait_s * 1000)))
 
 
+@dataclass(frozen=True)
+class LeaseRow:
+    """One partition's lease as the table says now (``yidi status --store``)."""
+
+    part: int
+    owner: str
+    address: str
+    token: int
+    expires_in_s: float | None   # by the server's clock; negative once expired; None: released or never held
+    expired: bool
+
+
+def leases(conn: psycopg.Connection) -> list[LeaseRow]:
+    """Every partition's lease, by partition."""
+    rows = conn.execute("SELECT part, owner, address, token, CASE WHEN isfinite(expires_at) THEN "
+                        "extract(epoch FROM expires_at - clock_timestamp())::float8 END, "
+                        "expires_at <= clock_timestamp() FROM leases ORDER BY part").fetchall()
+    return [LeaseRow(*row) for row in rows]
+
+
 def renew(conn: psycopg.Connection, part: int, token: int, ttl_s: float) -> bool:
     """False when another node has taken the lease since (a newer token)."""
     return conn.execute("UPDATE leases SET expires_at = clock_timestamp() + make_interval(secs => %s) "

@@ -35,7 +35,12 @@ class AdminService:
             raise YidiError("REFERENCE_DATA_INVALID", where=f"无法读取 {name}：", problem=err.strerror, file=name) from None
 
     async def status(self, _req: apb.GetReferenceDataStatusRequest, _caller: str):
-        return convert.reference_status_pb(self.gw.status())
+        status = convert.reference_status_pb(self.gw.status())
+        status.node_role, owned = self.gw.role()
+        status.owned_partitions.extend(owned)
+        if self.gw.ownership is not None:
+            status.node_id = self.gw.ownership.keeper.owner
+        return status
 
     async def take_snapshot(self, _req: apb.TakeSnapshotRequest, _caller: str):
         seq, path, size = await self.gw.take_snapshot()
