@@ -121,7 +121,7 @@ def main() -> None:
         proc, target = loadgen.start_gateway(args.data_dir, work)
         raw = args.raw or os.path.join(work, "profile.txt")
         try:
-            concurrency = 2 if args.rpc == "batch" else 32
+            concurrency = 2 if args.rpc in loadgen.BATCHED else 32
             rows: list = []
             load = threading.Thread(target=lambda: rows.append(loadgen.run_load(
                 target, args.rpc, args.data_dir, 2, concurrency, args.seconds + 10, server_pid=proc.pid)))

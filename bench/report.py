@@ -260,7 +260,8 @@ def judged(value: float, target: float, sense: str) -> str:
     if value <= 0:
         return "**no**"
     factor = value / target if sense == "max" else target / value
-    return f"**no**: {factor:.1f}× {'over' if sense == 'max' else 'short'}"
+    shown = f"{factor:.2f}" if factor < 1.1 else f"{factor:.1f}"   # 1.01× over is not "1.0× over"
+    return f"**no**: {shown}× {'over' if sense == 'max' else 'short'}"
 
 
 def plot(rows: list[dict], path: str, smoke: bool = False) -> None:

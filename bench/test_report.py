@@ -75,4 +75,5 @@ def test_a_missed_target_says_by_how_much():
     assert judged(4.0, 5.0, "max") == "yes" and judged(120_000, 100_000, "min") == "yes"
     assert judged(18.6, 5.0, "max") == "**no**: 3.7× over"
     assert judged(4_900, 100_000, "min") == "**no**: 20.4× short"
+    assert judged(1.01, 1.0, "max") == "**no**: 1.01× over"
     assert judged(0, 0.7, "min") == "**no**"
