@@ -2,7 +2,8 @@
 
 ``make setup`` installs them (tools/package.json with npm, promtool from Debian's
 prometheus package, protoc from Debian's protobuf-compiler). Where one is truly
-absent a test is skipped with the reason, except under CI (``CI`` set), where a
+absent a test is skipped with the reason (``absent``; also for PostgreSQL and
+the Patroni recipe), except under CI (``CI`` set), where a
 missing tool fails the run: CI must check what the tests promise.
 """
 from __future__ import annotations
@@ -28,7 +29,11 @@ def need(name: str, how: str) -> str:
     path = shutil.which(name)
     if path:
         return path
-    why = f"{name} is not installed ({how})"
+    absent(f"{name} is not installed ({how})", "this check")
+
+
+def absent(why: str, what: str) -> None:
+    """Skip the test for why; under CI fail it instead: CI must run ``what``."""
     if os.environ.get("CI"):
-        pytest.fail(why + "; CI must run this check")
+        pytest.fail(f"{why}; CI must run {what}")
     pytest.skip(why)
