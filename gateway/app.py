@@ -192,13 +192,19 @@ def build_state(config: Config, store: Store, keys: Keys, data_dir: str,
                        last_chain), after
 
 
-def apply_replayed(engine: Engine, keys: Keys, record: Record) -> None:
-    """Apply a durable record (proved already) to memory, and remember its keys."""
+def apply_replayed(engine: Engine, keys: Keys, store: Store, record: Record, last_seq: int, previous: bytes) -> bytes:
+    """Apply the durable record that follows ``last_seq`` (whose chain value is ``previous``) to memory, after
+    proving it comes next and links to it (its checksum and chain value), and remember its keys; its chain value.
+    Start-up's replay and a standby following its owner (gateway/ownership.py) read the ledger through it."""
+    if record.seq != last_seq + 1:
+        raise chain.LedgerCorrupt(store.path, last_seq + 1, f"is missing (the next is {record.seq})")
+    linked = chain.check_record(store.path, record, previous, store.key)
     engine.apply(events.decode(record.body), record.seq)
     if record.request_id:
         keys.remember(record.caller, record.request_id, record.digest, record.seq)
     if record.kind == REVERSED_KIND:
         keys.remember(record.caller, record.key, REVERSED, record.seq)
+    return linked
 
 
 def _replay(engine: Engine, store: Store, keys: Keys, after: int,
@@ -210,10 +216,7 @@ def _replay(engine: Engine, store: Store, keys: Keys, after: int,
     if previous is None:
         raise chain.LedgerCorrupt(store.path, after, "is missing (a snapshot was taken there)")
     for record in store.scan(after):
-        if record.seq != after + replayed + 1:
-            raise chain.LedgerCorrupt(store.path, after + replayed + 1, f"is missing (the next is {record.seq})")
-        previous = chain.check_record(store.path, record, previous, store.key)
-        apply_replayed(engine, keys, record)
+        previous = apply_replayed(engine, keys, store, record, after + replayed, previous)
         replayed += 1
         if progress is not None and replayed % 100_000 == 0:
             progress("ledger", replayed)

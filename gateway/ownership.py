@@ -146,13 +146,10 @@ class Ownership:
                 return
 
     def _apply(self, record) -> None:
-        store, gw = self.gw.store, self.gw
-        if record.seq != self.seq + 1:
-            raise chain.LedgerCorrupt(store.path, self.seq + 1, f"is missing (the next is {record.seq})")
         if record.kind == "reference_loaded":
             raise ReferenceReloaded(f"the owner loaded reference data at ledger seq {record.seq}")
-        self.chain = chain.check_record(store.path, record, self.chain, store.key)
-        apply_replayed(gw.state.engine, gw.keys, record)
+        gw = self.gw
+        self.chain = apply_replayed(gw.state.engine, gw.keys, gw.store, record, self.seq, self.chain)
         self.seq = record.seq
 
     async def _take_over(self) -> None:
