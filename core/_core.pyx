@@ -54,6 +54,27 @@ def pooling_code(admdvs):
     return f"{pooling_of(_admdvs_of(admdvs, 'admdvs'))}"
 
 
+cdef extern from "Python.h":
+    void PyObject_GC_UnTrack(void* op)
+    int PyObject_GC_IsTracked(object op)
+
+
+def untracked(tuple row):
+    """``row`` (ints and strs, or tuples of them that are untracked already) no longer tracked by the collector.
+
+    A collection stops tracking such a tuple by itself, but only when it walks it: until then a long-lived dict
+    the tuple was stored in is tracked again and every young collection walks the whole dict.  A tuple of atoms
+    can be part of no cycle, so the collector never needs to see it."""
+    for item in row:
+        if type(item) is tuple:
+            if PyObject_GC_IsTracked(item):
+                raise TypeError("untracked(): an inner tuple is still tracked (make it untracked first)")
+        elif type(item) is not int and type(item) is not str:
+            raise TypeError(f"untracked(): {type(item).__name__} is not an int, a str or a tuple of them")
+    PyObject_GC_UnTrack(<void*>row)
+    return row
+
+
 def certno_check_char(first17):
     """The GB 11643 mod-11 check character of the first 17 digits of a certno."""
     cdef Py_ssize_t n
