@@ -24,7 +24,10 @@ and ``make bench`` speak of the same things:
   generation (``yidi_gc_generation_pause_seconds{generation}``,
   ``yidi_gc_generation_pause_max_seconds{generation}``, and in CPU time
   ``yidi_gc_generation_pause_cpu_max_seconds{generation}`` and
-  ``yidi_gc_generation_pause_cpu_seconds_total{generation}``) with the objects each
+  ``yidi_gc_generation_pause_cpu_seconds_total{generation}``; of the wall time, the
+  wait for a core, ``yidi_gc_generation_pause_waited_seconds_total{generation}``, and
+  the longest pause less it, ``yidi_gc_generation_pause_unwaited_max_seconds{generation}``)
+  with the objects each
   generation's collections freed (``yidi_gc_collected_objects{generation}``,
   ``yidi_gc_uncollectable_objects{generation}``) and the objects tracked now
   (``yidi_gc_tracked_objects{generation}``, ``permanent`` the frozen ones),
@@ -152,6 +155,12 @@ def _gc_generations():
                                     "cores to others), by the generation collected", labels=["generation"])
     cpu = CounterMetricFamily("yidi_gc_generation_pause_cpu_seconds", "Collector pauses since start in the "
                               "collecting thread's CPU time, summed, by the generation collected", labels=["generation"])
+    waited = CounterMetricFamily("yidi_gc_generation_pause_waited_seconds", "Of the collector pauses since start, "
+                                 "the time the collecting thread waited for a core (Linux run-queue delay), summed, "
+                                 "by the generation collected", labels=["generation"])
+    unwaited = GaugeMetricFamily("yidi_gc_generation_pause_unwaited_max_seconds", "The longest collector pause since "
+                                 "start less the time the collecting thread waited for a core meanwhile, by the "
+                                 "generation collected", labels=["generation"])
     tracked = GaugeMetricFamily("yidi_gc_tracked_objects", "Objects the collector tracks now, by generation "
                                 "(permanent: frozen after start-up, never walked)", labels=["generation"])
     collected = CounterMetricFamily("yidi_gc_collected_objects", "Objects the collector freed, by the generation "
@@ -165,11 +174,13 @@ def _gc_generations():
         longest.add_metric(label, WATCH.max_pause_ms_by_generation[g] / 1000)
         longest_cpu.add_metric(label, WATCH.max_pause_cpu_ms_by_generation[g] / 1000)
         cpu.add_metric(label, WATCH.pause_cpu_total_ms_by_generation[g] / 1000)
+        waited.add_metric(label, WATCH.pause_waited_total_ms_by_generation[g] / 1000)
+        unwaited.add_metric(label, WATCH.max_pause_unwaited_ms_by_generation[g] / 1000)
         tracked.add_metric(label, len(gc.get_objects(g)))
         collected.add_metric(label, WATCH.collected[g])
         uncollectable.add_metric(label, WATCH.uncollectable[g])
     tracked.add_metric(["permanent"], gc.get_freeze_count())
-    yield from (pauses, longest, longest_cpu, cpu, tracked, collected, uncollectable)
+    yield from (pauses, longest, longest_cpu, cpu, waited, unwaited, tracked, collected, uncollectable)
 
 
 class _StateCollector:
