@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import bisect
 import gc
-import os
-import time
+
+from core import GcClock
 
 PAUSE_BUCKETS_MS = (0.1, 0.5, 1, 2, 5, 10, 20, 50, 100, 500)
 # Once the state is frozen: a young collection every YOUNG_THRESHOLD allocations (net of deallocations, as
@@ -51,11 +51,15 @@ class GcWatch:
         # longest pause less that wait is the pause as the gateway would see it with the cores to itself.
         self.pause_waited_total_ms_by_generation = [0.0, 0.0, 0.0]
         self.max_pause_unwaited_ms_by_generation = [0.0, 0.0, 0.0]
-        self._start = self._start_cpu = 0.0
-        self._start_waited_ns = 0
+        # The clocks are read in C at each collection's start and end (core.GcClock): a Python callback could hand
+        # the GIL to another thread as it is entered, and that thread's turn would be counted in the pause.
+        self._clock = GcClock(self._record)
 
     def install(self) -> None:
-        gc.callbacks.append(self._callback)
+        gc.callbacks.append(self._clock)
+
+    def uninstall(self) -> None:
+        gc.callbacks.remove(self._clock)
 
     def freeze(self) -> None:
         """After the state is built: collect once, keep everything alive now out of every future collection, and
@@ -64,25 +68,18 @@ class GcWatch:
         gc.freeze()
         gc.set_threshold(YOUNG_THRESHOLD, OLDER_EVERY, OLDER_EVERY)
 
-    def _callback(self, phase: str, info: dict) -> None:
-        if phase == "start":
-            self._start, self._start_cpu = time.perf_counter(), time.thread_time()
-            self._start_waited_ns = run_queue_wait_ns()
-            return
-        # CPU time and the wait for a core read inside the wall-clock interval (started after it, ended before
-        # it): neither can then exceed the pause's wall time.
-        waited_ms = (run_queue_wait_ns() - self._start_waited_ns) / 1e6
-        cpu_ms = (time.thread_time() - self._start_cpu) * 1000
-        pause_ms = (time.perf_counter() - self._start) * 1000
-        generation = info["generation"]
+    def _record(self, generation: int, pause_ms: float, cpu_ms: float, waited_ms: float, collected: int,
+                uncollectable: int) -> None:
+        """One collection, as GcClock read it: its wall time, the collecting thread's CPU time and its wait for a
+        core (both read inside the wall-clock interval, so neither exceeds it), and the objects it freed."""
         self.max_pause_cpu_ms_by_generation[generation] = max(self.max_pause_cpu_ms_by_generation[generation], cpu_ms)
         self.pause_cpu_total_ms_by_generation[generation] += cpu_ms
         self.pause_waited_total_ms_by_generation[generation] += waited_ms
         self.max_pause_unwaited_ms_by_generation[generation] = max(
             self.max_pause_unwaited_ms_by_generation[generation], pause_ms - waited_ms)
         self.collections[generation] += 1
-        self.collected[generation] += info["collected"]
-        self.uncollectable[generation] += info["uncollectable"]
+        self.collected[generation] += collected
+        self.uncollectable[generation] += uncollectable
         self.max_pause_ms = max(self.max_pause_ms, pause_ms)
         self.pause_total_ms += pause_ms
         self.max_pause_ms_by_generation[generation] = max(self.max_pause_ms_by_generation[generation], pause_ms)
@@ -90,18 +87,6 @@ class GcWatch:
         bucket = bisect.bisect_left(PAUSE_BUCKETS_MS, pause_ms)   # the first bound >= the pause (le buckets)
         self.pause_buckets[bucket] += 1
         self.pause_buckets_by_generation[generation][bucket] += 1
-
-
-def run_queue_wait_ns() -> int:
-    """How long the calling thread has waited for a core since it started (Linux schedstat; 0 where not kept)."""
-    try:
-        fd = os.open("/proc/thread-self/schedstat", os.O_RDONLY)
-    except OSError:
-        return 0
-    try:
-        return int(os.read(fd, 128).split()[1])
-    finally:
-        os.close(fd)
 
 
 WATCH = GcWatch()

@@ -32,7 +32,7 @@ def test_each_collection_is_counted_under_its_generation():
             Cycle()
         gc.collect(2)
     finally:
-        gc.callbacks.remove(watch._callback)
+        watch.uninstall()
         if enabled:
             gc.enable()
     assert [a - b for a, b in zip(watch.collections, before, strict=True)] == [1, 1, 1]
