@@ -94,9 +94,10 @@ def under_load(start: dict, end: dict, limit_ms: float) -> dict:
             "longest_pause_cpu_ms_since_start": round(end["max_pause_cpu_ms"], 2)}
 
 
-def soak(data_dir: str, seconds: float, workdir: str, processes: int = 2) -> tuple[list[dict], list[dict], list[dict]]:
+def soak(data_dir: str, seconds: float, workdir: str, processes: int = 2,
+         serve_options: tuple[str, ...] = ()) -> tuple[list[dict], list[dict], list[dict]]:
     """(the load rows, the per-generation figures right after start-up, the same at the end)."""
-    proc, target = loadgen.start_gateway(data_dir, workdir, "--metrics-listen", "127.0.0.1:0")
+    proc, target = loadgen.start_gateway(data_dir, workdir, "--metrics-listen", "127.0.0.1:0", *serve_options)
     metrics_url = proc.serving[proc.serving.index("metrics") + 1]
     rows = []
     try:
@@ -136,13 +137,16 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=180.0)
     p.add_argument("--limit-ms", type=float, default=10.0, help="the longest pause allowed (10: the target)")
     p.add_argument("--processes", type=int, default=2, help="load client processes")
+    p.add_argument("--serve-option", action="append", default=[], metavar="OPTION",
+                   help="one more `yidi serve` option for the gateway, e.g. --serve-option=--max-queue-wait-ms=0 (on a "
+                        "machine other work saturates, so that calls wait instead of being refused OVERLOADED)")
     p.add_argument("--json", default="")
     args = p.parse_args()
     if args.limit_ms * 1000 not in PAUSE_BUCKETS_US:
         raise SystemExit(f"--limit-ms must be a bound of the pause histogram: {sorted(b / 1000 for b in PAUSE_BUCKETS_US)}")
     with tempfile.TemporaryDirectory(dir=os.path.dirname(os.path.abspath(args.data_dir))) as tmp:
         try:
-            rows, at_start, at_end = soak(args.data_dir, args.seconds, tmp, args.processes)
+            rows, at_start, at_end = soak(args.data_dir, args.seconds, tmp, args.processes, tuple(args.serve_option))
         except outcomes.UnexpectedRefusals as err:
             raise SystemExit(f"soak: {err}") from None
     gens = [under_load(s, e, args.limit_ms) for s, e in zip(at_start, at_end, strict=True)]
@@ -152,6 +156,7 @@ def main() -> None:
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"seconds": args.seconds, "settlements": settled, "limit_ms": args.limit_ms,
+                   "serve_options": args.serve_option,
                        "generations": gens, "load_rows": rows}, f, indent=1)
     over = sum(g["pauses_over_limit"] for g in gens)
     if over:

@@ -1,4 +1,4 @@
-"""The garbage collector: long-lived state frozen after load, young collections rarer, and every pause measured.
+"""The garbage collector: long-lived state frozen after load, older collections rarer, every pause measured.
 
 The index lives in C arrays, so the objects a load leaves behind are few, but
 whatever is there (reference dictionaries, the engine, gRPC's own objects) is
@@ -43,8 +43,9 @@ class GcWatch:
         self.pause_buckets_by_generation = [[0] * (len(PAUSE_BUCKETS_MS) + 1) for _ in range(3)]
         self.collected = [0, 0, 0]        # objects freed, by the generation collected
         self.uncollectable = [0, 0, 0]
-        # The longest pause in this thread's CPU time: a pause in wall time also holds whatever time the OS gave
-        # the cores to other processes meanwhile (the collector holds the GIL throughout).
+        # The pauses in the collecting thread's CPU time: a pause in wall time also holds whatever time the OS gave
+        # the cores to other processes meanwhile, and any time the thread was blocked (off a core, not waiting
+        # for one).
         self.max_pause_cpu_ms_by_generation = [0.0, 0.0, 0.0]
         self.pause_cpu_total_ms_by_generation = [0.0, 0.0, 0.0]
         # And what of the wall time was the collecting thread waiting for a core (Linux's run-queue delay): the
