@@ -13,17 +13,16 @@ than any pause of start-up (the full collection before ``gc.freeze()`` walks
 the whole loaded state), else bounded by start-up's longest and the
 histogram's bucket.  Exit status
 1 if any pause under load was longer than ``--limit-ms``, or if any call or
-item was refused (bench/outcomes.py).  A pause is the time between
-gc.callbacks' start and stop: the collection's own time, plus whatever the
-ledger writer's thread ran in between and whatever time the OS gave the cores
-to other processes (the pauses' CPU time in the collecting thread and its
-wait for a core, Linux's run-queue delay, are shown beside them: summed under
-load, and the longest since start).  The objects
-each generation tracks outside the frozen start-up state are read after
-start-up and once the load has stopped: what the load left behind, garbage
-not collected yet included (a settlement itself leaves nothing:
-tests/gateway/test_gc_survivors.py).  Prints a Markdown table; ``--json``
-writes the figures.
+item was refused (bench/outcomes.py).  A pause is read in C at the
+collection's start and end (core.GcClock): its wall time is the collecting
+thread's CPU time, plus the time it waited for a core (Linux's run-queue
+delay: the OS gave the cores to other processes), plus any time it was
+blocked; the table shows the three summed under load and the longest since
+start.  The objects each generation tracks outside the frozen start-up
+state are read after start-up and once the load has stopped: what the load
+left behind, garbage not collected yet included (a settlement itself leaves
+nothing: tests/gateway/test_gc_survivors.py).  Prints a Markdown table;
+``--json`` writes the figures.
 """
 from __future__ import annotations
 
@@ -156,8 +155,7 @@ def main() -> None:
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"seconds": args.seconds, "settlements": settled, "limit_ms": args.limit_ms,
-                   "serve_options": args.serve_option,
-                       "generations": gens, "load_rows": rows}, f, indent=1)
+                       "serve_options": args.serve_option, "generations": gens, "load_rows": rows}, f, indent=1)
     over = sum(g["pauses_over_limit"] for g in gens)
     if over:
         raise SystemExit(f"soak: {over} collector pauses under load were over {args.limit_ms:g} ms")

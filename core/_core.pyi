@@ -49,8 +49,6 @@ def pooling_code(admdvs: str) -> str:
 
     Raises YidiError("INVALID_CODE") unless admdvs is a 6-digit code not starting with 0.
     """
-def run_queue_wait_ns() -> int:
-    """How long the calling thread has waited for a core since it started (Linux schedstat; 0 where not kept)."""
 class GcClock:
     """A gc.callbacks entry reading the clocks in C: at each collection's end, ``on_pause(generation, wall_ms,
     cpu_ms, waited_ms, collected, uncollectable)``."""

@@ -34,11 +34,6 @@ cdef int64_t _run_queue_wait_ns() noexcept:
     return strtoll(end, NULL, 10)
 
 
-def run_queue_wait_ns():
-    """How long the calling thread has waited for a core since it started (Linux schedstat; 0 where not kept)."""
-    return _run_queue_wait_ns()
-
-
 cdef class GcClock:
     """A gc.callbacks entry: at each collection's end, ``on_pause(generation, wall_ms, cpu_ms, waited_ms, collected,
     uncollectable)`` with the collection's wall time, the collecting thread's CPU time and its wait for a core."""

@@ -27,8 +27,7 @@ and ``make bench`` speak of the same things:
   ``yidi_gc_generation_pause_cpu_seconds_total{generation}``; of the wall time, the
   wait for a core, ``yidi_gc_generation_pause_waited_seconds_total{generation}``, and
   the longest pause less it, ``yidi_gc_generation_pause_unwaited_max_seconds{generation}``)
-  with the objects each
-  generation's collections freed (``yidi_gc_collected_objects{generation}``,
+  with the objects each generation's collections freed (``yidi_gc_collected_objects{generation}``,
   ``yidi_gc_uncollectable_objects{generation}``) and the objects tracked now
   (``yidi_gc_tracked_objects{generation}``, ``permanent`` the frozen ones),
   ``yidi_internal_errors_total{method}``, ``yidi_event_loop_lag_seconds`` and
