@@ -36,7 +36,9 @@ The tables (their columns in ``COLUMNS``, in the order they are tagged):
   and their history;
 * ``legacy``: the facts of visits and settlements of a schema-1 ledger,
   whose ids came from separate counters (numbered at most
-  ``legacy_last_seq``), filled once when such a ledger is migrated.
+  ``legacy_last_seq``), filled once when such a ledger is migrated;
+* ``reference_loads``: the seq of every ``reference_loaded`` record, so the
+  newest one is found without reading the log (gateway/store/packed.py).
 """
 from __future__ import annotations
 
@@ -55,7 +57,9 @@ from .chain import LedgerCorrupt
 from .seal import LedgerKey
 
 # Every table whose rows the head row counts, records included.
-TABLES = ("records", "requests", "visit_status", "cancellations", "recon", "problems", "problem_notes", "legacy")
+# ("records" counts the ledger's records, in whichever layout: gateway/store/packed.py.)
+TABLES = ("records", "groups", "requests", "visit_status", "cancellations", "recon", "problems", "problem_notes",
+          "legacy", "reference_loads")
 
 # Columns of each derived table in the order they are tagged (the tag is over these values, then stored last).
 COLUMNS = {
@@ -66,6 +70,7 @@ COLUMNS = {
     "problems": ("problem_no", "seq", "state", "treatment", "insured", "reporter", "row"),
     "problem_notes": ("problem_seq", "seq", "action", "by", "text", "at_ms"),
     "legacy": ("id", "seq", "facts", "lines"),
+    "reference_loads": ("seq",),
 }
 
 _ENCODE = msgspec.msgpack.Encoder().encode
