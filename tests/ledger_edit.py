@@ -1,11 +1,13 @@
-"""Damage to a SQLite ledger's packed records, as someone with the file but not the seal key would do it.
+"""Damage to a ledger's packed records, as someone with the database but not the seal key would do it.
 
 A ledger keeps its records packed per commit group (gateway/store/packed.py): these open the group holding a
 record, change it as asked and write the group back, so a test can change one record, drop one, cut or swap
-groups, and recompute what needs no key (checksums) or what a forger's own key gives (the chain).
+groups, and recompute what needs no key (checksums) or what a forger's own key gives (the chain).  ``ledger``
+is a SQLite file or a ``postgresql://`` URL (its partition 0).
 """
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from dataclasses import replace
 
@@ -13,8 +15,34 @@ from gateway.store import chain, packed
 from gateway.store.parts import Record
 
 
-def _connect(ledger: str) -> sqlite3.Connection:
-    return sqlite3.connect(ledger, isolation_level=None)
+class _Conn:
+    """Autocommit statements written with ``?`` on either backend."""
+
+    def __init__(self, ledger: str) -> None:
+        self.pg = ledger.startswith("postgresql://")
+        if self.pg:
+            import psycopg
+
+            self.conn = psycopg.connect(ledger, autocommit=True)
+        else:
+            self.conn = sqlite3.connect(ledger, isolation_level=None)
+
+    def execute(self, sql: str, args: tuple = ()):
+        return self.conn.execute(sql.replace("?", "%s") if self.pg else sql, args)
+
+    def insert_group(self, last: int, first: int, body: bytes) -> None:
+        columns, values = ("part, ", "0, ") if self.pg else ("", "")
+        self.execute(f"INSERT INTO groups ({columns}last_seq, first_seq, body) VALUES ({values}?, ?, ?)",
+                     (last, first, body))
+
+
+@contextlib.contextmanager
+def _connect(ledger: str):
+    conn = _Conn(ledger)
+    try:
+        yield conn
+    finally:
+        conn.conn.close()
 
 
 def groups(ledger: str) -> list[tuple[int, int]]:
@@ -27,9 +55,9 @@ def group_of(ledger: str, seq: int) -> tuple[int, int]:
     return next((first, last) for first, last in groups(ledger) if first <= seq <= last)
 
 
-def _records(conn: sqlite3.Connection, last: int) -> tuple[int, list[Record]]:
+def _records(conn: _Conn, last: int) -> tuple[int, list[Record]]:
     first, body = conn.execute("SELECT first_seq, body FROM groups WHERE last_seq = ?", (last,)).fetchone()
-    return first, list(packed.unpack(body, first, last, "test"))
+    return first, list(packed.unpack(bytes(body), first, last, "test"))
 
 
 def _fields(r: Record) -> tuple:
@@ -37,12 +65,11 @@ def _fields(r: Record) -> tuple:
             r.response, r.checksum, r.chain)
 
 
-def _write(conn: sqlite3.Connection, old_last: int, first: int, records: list[Record]) -> None:
+def _write(conn: _Conn, old_last: int, first: int, records: list[Record]) -> None:
     """Group ``old_last`` replaced by ``records`` written as the group first..first+len-1 (deleted if empty)."""
     conn.execute("DELETE FROM groups WHERE last_seq = ?", (old_last,))
     if records:
-        conn.execute("INSERT INTO groups (last_seq, first_seq, body) VALUES (?, ?, ?)",
-                     (first + len(records) - 1, first, packed.encode([_fields(r) for r in records])))
+        conn.insert_group(first + len(records) - 1, first, packed.encode([_fields(r) for r in records]))
 
 
 def record(ledger: str, seq: int) -> Record:
@@ -105,8 +132,7 @@ def swap_groups(ledger: str, a: int, b: int) -> None:
         first = ga[0]
         for records in contents:
             moved = [with_checksum(r, first + i) for i, r in enumerate(records)]
-            conn.execute("INSERT INTO groups (last_seq, first_seq, body) VALUES (?, ?, ?)",
-                         (first + len(moved) - 1, first, packed.encode([_fields(r) for r in moved])))
+            conn.insert_group(first + len(moved) - 1, first, packed.encode([_fields(r) for r in moved]))
             first += len(moved)
 
 

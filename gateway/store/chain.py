@@ -94,18 +94,6 @@ def check_record(path: str, record, previous: bytes, key: LedgerKey) -> bytes:
     return chain
 
 
-def link_records(records: Iterable, last: int, previous: bytes, key: LedgerKey) -> tuple[list[tuple], Head]:
-    """How every backend chains what it appends: each record's (seq, checksum, chain value), numbered after
-    ``last`` from the chain value ``previous``, and the new head."""
-    out, seq = [], last
-    for r in records:
-        seq += 1
-        sum_ = checksum(seq, r.kind, r.caller, r.request_id, r.digest, r.key, r.body, r.response)
-        previous = key.link(previous, sum_)
-        out.append((seq, sum_, previous))
-    return out, Head(seq, previous)
-
-
 def verify(path: str, records: Iterable, key: LedgerKey, previous: bytes | None = None, after: int = 0) -> Head:
     """Verify records (in seq order, the first being after+1) from the chain value before them; the head."""
     expected = after + 1
