@@ -188,6 +188,13 @@ def count_sql(table: str, scope: str = "") -> str:
     return f"SELECT count(*) FROM {table}"
 
 
+def last_seq_sql(scope: str = "") -> str:
+    """The query of the ledger's last seq: its newest group's, else its last row written before packing, else 0."""
+    where = f"WHERE {scope.removesuffix(' AND ')}" if scope else ""
+    return (f"SELECT coalesce((SELECT max(last_seq) FROM groups {where}), (SELECT max(seq) FROM records {where}), "
+            "0)")
+
+
 class PackedLog:
     """``Log``'s reads (read, chain_at, scan, last_seq, last_reference_load) over ``groups`` and the rows of
     ``records`` written before packing."""
@@ -263,9 +270,7 @@ class PackedLog:
             after_seq = rows[-1][7]
 
     def last_seq(self) -> int:
-        where = f"WHERE {self._scope.removesuffix(' AND ')}" if self._scope else ""
-        return self._query(f"SELECT coalesce((SELECT max(last_seq) FROM groups {where}), "
-                           f"(SELECT max(seq) FROM records {where}), 0)", ())[0][0]
+        return self._query(last_seq_sql(self._scope), ())[0][0]
 
     def last_reference_load(self) -> Record | None:
         """The newest record of kind ``reference_loaded``, proved: through its tagged row, or in a ledger's rows

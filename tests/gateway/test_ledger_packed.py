@@ -192,3 +192,90 @@ def test_a_schema_5_ledger_replays_byte_identical_and_takes_packed_groups_after_
         shown = hainan(hainan.settlement.GetSettlement, spb.GetSettlementRequest(setl_id=setl_id))
         assert shown.settlement.setl_id == setl_id
     assert gw.stop() == 0
+
+
+# ------------------------------------------------------------------ PostgreSQL: the same groups, the same proofs
+def pg_refused(url: str, seq: int | None = None) -> LedgerCorrupt:
+    """verify-ledger, and opening the ledger or reading seq from it, find the damage; the latter's exception."""
+    from gateway.store import open_store
+    from gateway.store.postgresql.verify import verify_ledger as pg_verify
+
+    with pytest.raises(LedgerCorrupt):
+        pg_verify(url, seal_key())
+    with pytest.raises(LedgerCorrupt) as found:
+        store = open_store(url, seal_key())
+        try:
+            store.read(seq)
+        finally:
+            store.close()
+    return found.value
+
+
+def test_postgresql_packs_the_same_groups_and_finds_the_same_damage(pg_url):
+    import psycopg
+
+    from gateway.store import open_store
+    from gateway.store.postgresql.verify import verify_ledger as pg_verify
+
+    store = open_store(pg_url, seal_key())
+    try:
+        written = fill(store, [3, 1, 5, 4])
+        for r in written:
+            assert store.read(r.seq) == r and store.chain_at(r.seq) == r.chain
+            assert store.find_request("210000", r.request_id) == r
+        assert [r.seq for r in store.scan(4)] == list(range(5, 14)) and store.last_reference_load().seq == 7
+    finally:
+        store.close()
+    with psycopg.connect(pg_url) as conn:
+        assert conn.execute("SELECT first_seq, last_seq FROM groups ORDER BY last_seq").fetchall() == [
+            (1, 3), (4, 4), (5, 9), (10, 13)]
+        assert conn.execute("SELECT count(*) FROM records").fetchone() == (0,)
+    assert pg_verify(pg_url, seal_key()).startswith("OK ")
+    ledger_edit.cut_tail(pg_url, 6, 5)
+    assert "group of records cannot be read" in str(pg_refused(pg_url, 6))
+    ledger_edit.drop_tail_records(pg_url, 12, 1)   # the last group loses its last record, made consistent
+    assert "ends at record 12 but its sealed head says 13" in str(pg_refused(pg_url))
+
+
+def restore_schema_1(url: str) -> None:
+    """The fixture's schema-1 PostgreSQL ledger (pg_dump of it, as written by the gateway of commit 6938974)."""
+    import psycopg
+
+    with open(os.path.join(HERE, "ledger-pg-schema1.sql"), encoding="utf-8") as f:
+        dump = f.read()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(dump)
+
+
+def test_a_schema_1_postgresql_ledger_is_read_as_it_is_and_takes_packed_groups_after_it(pg_url):
+    import psycopg
+
+    from gateway.store import open_store
+    from gateway.store.postgresql.verify import verify_ledger as pg_verify
+
+    restore_schema_1(pg_url)
+    key = SealKey.read(V5_KEY)
+    store = open_store(pg_url, key)
+    try:
+        old = list(store.scan())
+        assert [r.seq for r in old] == list(range(1, 18)) and store.last_reference_load().seq == 6
+        assert all(store.read(r.seq) == r for r in old)
+        assert store.find_request("460000", "t-op-0").kind == "settled"
+        store.append([make_record(100), make_record(101, "reference_loaded"), make_record(102)])
+        store.append([make_record(103)])
+        assert [r.seq for r in store.scan(16)] == [17, 18, 19, 20, 21]
+        assert store.read(18).request_id == "req-100" and store.read(17) == old[-1]
+        assert store.last_reference_load().seq == 19 and store.chain_at(17) == old[-1].chain
+    finally:
+        store.close()
+    with psycopg.connect(pg_url) as conn:
+        assert conn.execute("SELECT schema FROM head").fetchone() == (2,)
+        assert conn.execute("SELECT count(*) FROM records").fetchone() == (17,)
+        assert conn.execute("SELECT first_seq, last_seq FROM groups ORDER BY last_seq").fetchall() == [
+            (18, 20), (21, 21)]
+    assert pg_verify(pg_url, key).startswith("OK ")
+    store = open_store(pg_url, key)   # and opens again, both layouts proved
+    try:
+        assert store.last_seq() == 21 and len(list(store.scan())) == 21
+    finally:
+        store.close()

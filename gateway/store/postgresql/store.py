@@ -40,7 +40,7 @@ from ..parts import Deposed, LedgerUnavailable, Record, StorageDown
 from ..reader import ArchiveReads, Reader
 from ..rows import COLUMNS, TABLES, checked, request_hash
 from ..seal import SealKey
-from . import safe_url
+from . import log_reads, safe_url
 from .lease import LeaseKeeper
 from .schema import COPY_TYPES, SCHEMA, SCHEMA_VERSION
 
@@ -152,8 +152,7 @@ class PostgresStore(PackedLog, ArchiveReads):
                                         f"{SCHEMA_VERSION}")
             head_row = self._decode_head(body)
             self.key = key.for_ledger(head_row.ledger_id)
-            log = packed.reads_of(lambda sql, args: conn.execute(sql.replace("?", "%s"), args).fetchall(), self.key,
-                                  self._path, self._scope)
+            log = log_reads(conn, self._path, self.key, self.part)
             chain.prove_head_row(self._path, self.key, head_row, body, tag, log.last_seq(), log.chain_at, TABLES,
                                  lambda table: conn.execute(packed.count_sql(table, self._scope)).fetchone()[0])
         return head_row

@@ -18,7 +18,7 @@ from ..parts import LedgerUnavailable
 from ..rows import COLUMNS, checked, request_hash
 from ..seal import SealKey
 from ..verify import check_snapshot, check_witness, proved_head
-from . import safe_url
+from . import log_reads, safe_url
 
 
 def _rows(conn: psycopg.Connection, query: str, args: tuple = ()):
@@ -54,8 +54,7 @@ def verify_ledger(url: str, key: SealKey | None = None, witness_dir: str = "", l
     try:
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
         scope = f"part = {int(part)} AND "
-        log = packed.reads_of(lambda sql, args: conn.execute(sql.replace("?", "%s"), args).fetchall(), None, path,
-                              scope)
+        log = log_reads(conn, path, part=part)
         head, lkey = proved_head(path, conn.execute("SELECT body, tag FROM head WHERE part = %s", (part,)).fetchone(),
                                  log.scan(), lambda t: conn.execute(packed.count_sql(t, scope)).fetchone()[0], key)
         if lkey is None:

@@ -324,8 +324,7 @@ class SqliteStore(PackedLog, ArchiveReads):
             group = packed.group(records, last, self._head_row.chain, self.key)
             head_row = self._advanced(group.head, group.added)
             with self._transaction() as conn:
-                (written,) = conn.execute("SELECT coalesce((SELECT max(last_seq) FROM groups), "
-                                          "(SELECT max(seq) FROM records), 0)").fetchone()
+                (written,) = conn.execute(packed.last_seq_sql()).fetchone()
                 if written != last:
                     raise RuntimeError(f"ledger ends at {written} but its head is at {last}: written by another "
                                        "process?")
