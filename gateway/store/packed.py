@@ -1,17 +1,22 @@
-"""Records packed per commit group: one ``groups`` row per transaction, and the log's reads over it.
+"""Records packed per commit group: a ``groups`` row per transaction, and the log's reads over it.
 
-A group's row is (``last_seq``, ``first_seq``, ``body``), ``body`` being
+A row is (``last_seq``, ``first_seq``, ``body``), ``body`` being
 
-    count u32 | offsets u32 × (count + 1) | record × count
+    count u32 | offsets u32 × (count + 1) | chain values (32 bytes) × count | record × count
 
 where ``offsets[i]`` is where record ``first_seq + i`` starts after the
-offset table (``offsets[count]``: where the last one ends), and a record is
+chain values (``offsets[count]``: where the last one ends), and a record is
 
     lengths of kind, caller, request_id (u16 each), digest (u8), key (u16),
-    body, response (u32 each) | checksum (16 bytes) | chain value (32 bytes) |
+    body, response (u32 each) | checksum (16 bytes) |
     kind | caller | request_id | digest | key | body | response
 
-all little-endian.  The checksum and the keyed chain value of every record
+all little-endian.  The head of a row (count, offsets, chain values: 36
+bytes a record) is read first and alone, so a record's chain value needs no
+more and the record itself one more read.  PostgreSQL writes a commit group
+as one row (it reads a slice of a long value by its TOAST chunks); SQLite
+at most ``ROW_RECORDS`` records a row (gateway/store/sqlite/store.py: it
+reads a long blob's pages as a chain, so a row is kept short).  The checksum and the keyed chain value of every record
 are the ones a record has always had (gateway/store/chain.py), computed over
 the same content with the record's seq, which is ``first_seq`` plus its
 place in the group: so a changed byte breaks that record's checksum, a
@@ -36,6 +41,8 @@ partition's condition, or nothing).
 """
 from __future__ import annotations
 
+import contextlib
+import itertools
 import struct
 from collections.abc import Callable, Iterator, Sequence
 from typing import NamedTuple
@@ -51,27 +58,27 @@ REFERENCE_KIND = "reference_loaded"
 SCAN_PAGE_GROUPS = 4
 SCAN_PAGE_RECORDS = 1024
 
-_RECORD = struct.Struct("<HHHBHII16s32s")
-_CHAIN_AT = _RECORD.size - 32
+_RECORD = struct.Struct("<HHHBHII16s")
+_CHAIN_BYTES = 32
 _COUNT = struct.Struct("<I")
 _SPAN = struct.Struct("<II")
 _LEGACY_COLUMNS = "kind, caller, request_id, digest, key, body, response, seq, checksum, chain"
 
 
 class Group(NamedTuple):
-    """What one append writes: the group's row, its derived rows (each tagged) and the new head."""
+    """What one append writes: the group's rows, its derived rows (each tagged) and the new head."""
 
-    first_seq: int
-    last_seq: int
-    body: bytes
+    rows: list[tuple[int, int, bytes]]   # (last_seq, first_seq, body) of each row the group is packed in
     head: Head
     requests: list[tuple]          # (caller, request_id, h, seq, tag)
     derived: dict[str, list[tuple]]   # table -> rows (values..., tag), reference_loads included
     added: dict[str, int]          # rows each counted table gains (for the head row)
 
 
-def pack(records: Sequence[Record], last: int, previous: bytes, key: LedgerKey) -> tuple[bytes, Head]:
-    """The group body of ``records`` numbered after ``last``, chained from ``previous``; and the new head."""
+def pack(records: Sequence[Record], last: int, previous: bytes, key: LedgerKey,
+         row_records: int = 0) -> tuple[list[tuple[int, int, bytes]], Head]:
+    """The rows (last_seq, first_seq, body) of ``records`` numbered after ``last``, chained from ``previous``, at
+    most ``row_records`` records a row (0: all in one); and the new head."""
     fields, seq = [], last
     for r in records:
         seq += 1
@@ -79,27 +86,34 @@ def pack(records: Sequence[Record], last: int, previous: bytes, key: LedgerKey) 
         sum_ = chain.checksum_of(seq, kind, caller, rid, r.digest, name, r.body, r.response)
         previous = key.link(previous, sum_)
         fields.append((kind, caller, rid, r.digest, name, r.body, r.response, sum_, previous))
-    return encode(fields), Head(seq, previous)
+    step = row_records or len(fields)
+    rows = [(last + min(i + step, len(fields)), last + i + 1, encode(fields[i:i + step]))
+            for i in range(0, len(fields), step)]
+    return rows, Head(seq, previous)
 
 
 def encode(fields: Sequence[tuple]) -> bytes:
-    """A group body of records given as (kind, caller, request_id, digest, key, body, response, checksum, chain),
+    """A row body of records given as (kind, caller, request_id, digest, key, body, response, checksum, chain),
     text fields encoded (UTF-8), checksums and chain values as computed."""
-    parts: list[bytes] = []
-    offsets: list[int] = []
-    at = 0
-    for kind, caller, rid, digest, name, body, response, sum_, link in fields:
-        offsets.append(at)
-        parts += (_RECORD.pack(len(kind), len(caller), len(rid), len(digest), len(name), len(body), len(response),
-                               sum_, link), kind, caller, rid, digest, name, body, response)
-        at += _RECORD.size + len(kind) + len(caller) + len(rid) + len(digest) + len(name) + len(body) + len(response)
-    offsets.append(at)
-    return struct.pack(f"<{len(offsets) + 1}I", len(fields), *offsets) + b"".join(parts)
+    packed = [b"".join((_RECORD.pack(len(kind), len(caller), len(rid), len(digest), len(name), len(body),
+                                     len(response), sum_), kind, caller, rid, digest, name, body, response))
+              for kind, caller, rid, digest, name, body, response, sum_, _ in fields]
+    offsets = list(itertools.accumulate(map(len, packed), initial=0))
+    chains = b"".join(f[8] for f in fields)
+    if len(chains) != _CHAIN_BYTES * len(fields):
+        raise ValueError(f"a chain value is {_CHAIN_BYTES} bytes")
+    return struct.pack(f"<{len(offsets) + 1}I", len(packed), *offsets) + chains + b"".join(packed)
 
 
-def group(records: Sequence[Record], last: int, previous: bytes, key: LedgerKey) -> Group:
-    """Everything an append of ``records`` after ``last`` writes, the same for every backend."""
-    body, head = pack(records, last, previous, key)
+def head_bytes(count: int) -> int:
+    """The length of the head of a row of ``count`` records: its count, offsets and chain values."""
+    return 4 * (count + 2) + _CHAIN_BYTES * count
+
+
+def group(records: Sequence[Record], last: int, previous: bytes, key: LedgerKey, row_records: int = 0) -> Group:
+    """Everything an append of ``records`` after ``last`` writes, the same for every backend (``row_records``: a
+    backend's most records a row, 0: the whole group in one)."""
+    rows, head = pack(records, last, previous, key, row_records)
     tag = key.tag
     requests = [(r.caller, rid, h, seq, tag("requests", (h, seq)))
                 for seq, r in enumerate(records, last + 1) for rid in keys_of(r)
@@ -111,9 +125,9 @@ def group(records: Sequence[Record], last: int, previous: bytes, key: LedgerKey)
         if r.changes:
             for table, values in derive(r.changes, seq):
                 derived.setdefault(table, []).append((*values, tag(table, values)))
-    added = {"records": len(records), "groups": 1, "requests": len(requests),
-             **{t: len(rows) for t, rows in derived.items()}}
-    return Group(last + 1, head.seq, body, head, requests, derived, added)
+    added = {"records": len(records), "groups": len(rows), "requests": len(requests),
+             **{t: len(values) for t, values in derived.items()}}
+    return Group(rows, head, requests, derived, added)
 
 
 # ------------------------------------------------------------------ reading a group body
@@ -122,60 +136,81 @@ def _damaged(path: str, seq: int) -> LedgerCorrupt:
                                     "offsets or lengths were changed)")
 
 
-def _span(body: bytes, first_seq: int, last_seq: int, seq: int, path: str) -> tuple[int, int]:
-    """Where record ``seq`` lies in ``body`` (start, end), after checking the group's count."""
+def _framed(count: int, size: int, length: int, first_seq: int, last_seq: int, path: str) -> None:
+    """The row's count is its seqs', and its records end where its body does."""
+    if count != last_seq - first_seq + 1 or head_bytes(count) + size != length:
+        raise _damaged(path, first_seq)
+
+
+def _count(body, first_seq: int, last_seq: int, path: str) -> int:
+    """The row's count, after checking its frame.  ``body`` is any object with a length and byte slices: bytes,
+    an SQLite blob handle, slices read on demand (``_Slices``)."""
     try:
-        (count,) = _COUNT.unpack_from(body, 0)
-        if count != last_seq - first_seq + 1:
-            raise _damaged(path, first_seq)
-        start, end = _SPAN.unpack_from(body, 4 * (seq - first_seq + 1))
-        (size,) = _COUNT.unpack_from(body, 4 * (count + 1))
+        (count,) = _COUNT.unpack(body[0:4])
+        (size,) = _COUNT.unpack(body[4 * (count + 1):4 * (count + 2)])
     except struct.error:
         raise _damaged(path, first_seq) from None
-    data = 4 * (count + 2)
-    if data + size != len(body) or not start + _RECORD.size <= end <= size:
-        raise _damaged(path, seq)
-    return data + start, data + end
+    _framed(count, size, len(body), first_seq, last_seq, path)
+    return count
 
 
-def _decode(body: bytes, start: int, end: int, seq: int, path: str) -> Record:
-    lk, lc, lr, ld, ly, lb, lp, sum_, link = _RECORD.unpack_from(body, start)
-    at = start + _RECORD.size
-    if at + lk + lc + lr + ld + ly + lb + lp != end:
+def _decode(raw: bytes, seq: int, link: bytes, path: str) -> Record:
+    """One record from its bytes and its chain value."""
+    try:
+        lk, lc, lr, ld, ly, lb, lp, sum_ = _RECORD.unpack_from(raw, 0)
+    except struct.error:
+        raise _damaged(path, seq) from None
+    at = _RECORD.size
+    if at + lk + lc + lr + ld + ly + lb + lp != len(raw):
         raise _damaged(path, seq)
     try:
-        kind = body[at:at + lk].decode()
+        kind = raw[at:at + lk].decode()
         at += lk
-        caller = body[at:at + lc].decode()
+        caller = raw[at:at + lc].decode()
         at += lc
-        rid = body[at:at + lr].decode()
+        rid = raw[at:at + lr].decode()
         at += lr
-        digest = body[at:at + ld]
+        digest = raw[at:at + ld]
         at += ld
-        name = body[at:at + ly].decode()
+        name = raw[at:at + ly].decode()
         at += ly
     except UnicodeDecodeError:
         raise _damaged(path, seq) from None
-    return Record(kind, caller, rid, digest, name, body[at:at + lb], body[at + lb:end], seq, sum_, link)
+    return Record(kind, caller, rid, digest, name, raw[at:at + lb], raw[at + lb:], seq, sum_, link)
 
 
-def record_in(body: bytes, first_seq: int, last_seq: int, seq: int, path: str) -> Record:
-    """Record ``seq`` of a group (unproved)."""
-    start, end = _span(body, first_seq, last_seq, seq, path)
-    return _decode(body, start, end, seq, path)
+def chain_in(body, first_seq: int, last_seq: int, seq: int, path: str) -> bytes:
+    """The chain value of record ``seq`` of a row, from the row's head."""
+    at = 4 * (_count(body, first_seq, last_seq, path) + 2) + _CHAIN_BYTES * (seq - first_seq)
+    return body[at:at + _CHAIN_BYTES]
 
 
-def chain_in(body: bytes, first_seq: int, last_seq: int, seq: int, path: str) -> bytes:
-    """The chain value of record ``seq`` of a group, without decoding the record."""
-    start, _ = _span(body, first_seq, last_seq, seq, path)
-    return body[start + _CHAIN_AT:start + _RECORD.size]
+def record_in(body, first_seq: int, last_seq: int, seq: int, path: str) -> Record:
+    """Record ``seq`` of a row (unproved): read from the row's head, then its own bytes."""
+    count, i = _count(body, first_seq, last_seq, path), seq - first_seq
+    start, end = _SPAN.unpack(body[4 * (i + 1):4 * (i + 3)])
+    if not start + _RECORD.size <= end <= len(body) - head_bytes(count):
+        raise _damaged(path, seq)
+    at = 4 * (count + 2) + _CHAIN_BYTES * i
+    data = head_bytes(count)
+    return _decode(body[data + start:data + end], seq, body[at:at + _CHAIN_BYTES], path)
 
 
 def unpack(body: bytes, first_seq: int, last_seq: int, path: str) -> Iterator[Record]:
-    """Every record of a group, in seq order (unproved: the caller replays them against the chain)."""
-    for seq in range(first_seq, last_seq + 1):
-        start, end = _span(body, first_seq, last_seq, seq, path)
-        yield _decode(body, start, end, seq, path)
+    """Every record of a row's body, in seq order (unproved: the caller replays them against the chain)."""
+    count = last_seq - first_seq + 1
+    try:
+        table = struct.unpack_from(f"<{count + 2}I", body)
+    except struct.error:
+        raise _damaged(path, first_seq) from None
+    _framed(table[0], table[-1], len(body), first_seq, last_seq, path)
+    chains, data = 4 * (count + 2), head_bytes(count)
+    for i, seq in enumerate(range(first_seq, last_seq + 1)):
+        start, end = table[i + 1], table[i + 2]
+        if not start + _RECORD.size <= end <= table[-1]:
+            raise _damaged(path, seq)
+        link = body[chains + _CHAIN_BYTES * i:chains + _CHAIN_BYTES * (i + 1)]
+        yield _decode(body[data + start:data + end], seq, link, path)
 
 
 # ------------------------------------------------------------------ the log's reads, for every backend
@@ -206,11 +241,18 @@ class PackedLog:
     def _query(self, sql: str, args: tuple) -> list[tuple]:
         raise NotImplementedError
 
-    def _group_at(self, seq: int) -> tuple[int, int, bytes] | None:
-        """(first_seq, last_seq, body) of the group holding ``seq``, None if none does."""
-        rows = self._query(f"SELECT first_seq, last_seq, body FROM groups WHERE {self._scope}last_seq >= ? "
-                           "ORDER BY last_seq LIMIT 1", (seq,))
-        return rows[0] if rows and rows[0][0] <= seq else None
+    @contextlib.contextmanager
+    def _group(self, seq: int) -> Iterator[tuple | None]:
+        """(first_seq, last_seq, body) of the row holding ``seq``, None if none does.  ``body`` reads slices
+        of the stored body on demand: its head (``head_bytes``) comes with the row, a record is one more query."""
+        rows = self._query("SELECT first_seq, last_seq, length(body), "
+                           f"substr(body, 1, CAST({4 + _CHAIN_BYTES} * (last_seq - first_seq + 1) + 8 AS INTEGER)) "
+                           f"FROM groups WHERE {self._scope}last_seq >= ? ORDER BY last_seq LIMIT 1", (seq,))
+        if not rows or rows[0][0] > seq:
+            yield None
+            return
+        first, last, length, table = rows[0]
+        yield first, last, _Slices(self, last, length, bytes(table))
 
     def _legacy(self, columns: str, seq: int) -> tuple | None:
         rows = self._query(f"SELECT {columns} FROM records WHERE {self._scope}seq = ?", (seq,))
@@ -220,9 +262,9 @@ class PackedLog:
         """The chain value of record seq (the genesis value for 0), None if there is no such record."""
         if seq == 0:
             return self.key.genesis
-        found = self._group_at(seq)
-        if found is not None:
-            return chain_in(found[2], found[0], found[1], seq, self._path)
+        with self._group(seq) as found:
+            if found is not None:
+                return chain_in(found[2], found[0], found[1], seq, self._path)
         row = self._legacy("chain", seq)
         return None if row is None else row[0]
 
@@ -230,14 +272,15 @@ class PackedLog:
         """The record with that seq, proved (its checksum, and its chain value from the one before it)."""
         if seq <= 0:
             return None
-        found = self._group_at(seq)
+        with self._group(seq) as found:
+            if found is not None:
+                first, last, body = found
+                record = record_in(body, first, last, seq, self._path)
+                previous = chain_in(body, first, last, seq - 1, self._path) if seq > first else None
         if found is None:
             row = self._legacy(_LEGACY_COLUMNS, seq)
             return None if row is None else self._proved(Record(*row), self.chain_at(seq - 1))
-        first, last, body = found
-        record = record_in(body, first, last, seq, self._path)
-        previous = chain_in(body, first, last, seq - 1, self._path) if seq > first else self.chain_at(seq - 1)
-        return self._proved(record, previous)
+        return self._proved(record, previous if previous is not None else self.chain_at(seq - 1))
 
     def _proved(self, record: Record, previous: bytes | None) -> Record:
         if previous is None:
@@ -285,6 +328,24 @@ class PackedLog:
         row = self._query(f"SELECT {_LEGACY_COLUMNS} FROM records WHERE {self._scope}kind = '{REFERENCE_KIND}' "
                           "ORDER BY seq DESC LIMIT 1", ())
         return None if not row else self._proved(Record(*row[0]), self.chain_at(row[0][7] - 1))
+
+
+class _Slices:
+    """A stored row body read a slice at a time (a query each), its head (``head_bytes``) read with its row."""
+
+    def __init__(self, log: PackedLog, last_seq: int, length: int, table: bytes) -> None:
+        self.log, self.last_seq, self.length, self.table = log, last_seq, length, table
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, where: slice) -> bytes:
+        if where.stop <= len(self.table):
+            return self.table[where]
+        rows = self.log._query("SELECT substr(body, CAST(? AS INTEGER), CAST(? AS INTEGER)) FROM groups "
+                               f"WHERE {self.log._scope}last_seq = ?",
+                               (where.start + 1, where.stop - where.start, self.last_seq))
+        return bytes(rows[0][0]) if rows else b""
 
 
 def reads_of(query: Callable[[str, tuple], list[tuple]], key: LedgerKey, path: str, scope: str = "") -> PackedLog:

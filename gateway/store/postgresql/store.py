@@ -217,13 +217,13 @@ class PostgresStore(PackedLog, ArchiveReads):
             last = self._head_row.seq
             if records[0].seq and [r.seq for r in records] != list(range(last + 1, last + 1 + len(records))):
                 raise RuntimeError(f"records {records[0].seq}..{records[-1].seq} do not continue the ledger at {last}")
-            group = packed.group(records, last, self._head_row.chain, self.key)
+            group = packed.group(records, last, self._head_row.chain, self.key)   # one row: read by TOAST slices
             head_row = chain.advanced(self._head_row, group.head, group.added, self.witness is not None)
             conn = self._wconn
             with conn.transaction(), conn.cursor() as cur:
                 self._write_head_row(cur, head_row)   # first: the fencing check, and the head row's lock
-                cur.execute("INSERT INTO groups (part, last_seq, first_seq, body) VALUES (%s, %s, %s, %s)",
-                            (self.part, group.last_seq, group.first_seq, group.body))
+                cur.executemany("INSERT INTO groups (part, last_seq, first_seq, body) VALUES (%s, %s, %s, %s)",
+                                [(self.part, *row) for row in group.rows])
                 self._insert(cur, "requests", _REQUEST_COLUMNS, group.requests)
                 for table, values in group.derived.items():
                     self._insert(cur, table, (*COLUMNS[table], "tag"), values)

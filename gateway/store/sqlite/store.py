@@ -45,6 +45,11 @@ from . import derived, migrate
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 6
+# The most records a groups row holds: a commit group is packed into rows of this many.  SQLite reads a long
+# blob's overflow pages as a chain, so reading at offset X of a row costs X / 4 KiB page reads (the tail of a
+# 500-settlement row: ~1 ms here, its head ~10 µs); rows of 64 settlement records (~40 KiB) keep any read
+# within ~10 pages, at one more row per 64 records written (docs/design.md, "The ledger").
+ROW_RECORDS = 64
 # A test write (``SqliteStore.probe``) must find room for this much: a group of records is about this big.
 PROBE_BYTES = 1 << 20
 
@@ -166,6 +171,18 @@ class SqliteStore(PackedLog, ArchiveReads):
 
     def _query(self, sql: str, args: tuple) -> list[tuple]:
         return self._reader().execute(sql, args).fetchall()
+
+    @contextlib.contextmanager
+    def _group(self, seq: int) -> Iterator[tuple | None]:
+        """The group holding ``seq`` with its body as an incremental blob handle: a read of one record reads its
+        bytes and three offsets, not the group (its row's last_seq is its rowid)."""
+        rows = self._query("SELECT first_seq, last_seq FROM groups WHERE last_seq >= ? ORDER BY last_seq LIMIT 1",
+                           (seq,))
+        if not rows or rows[0][0] > seq:
+            yield None
+            return
+        with self._reader().blobopen("groups", "body", rows[0][1], readonly=True) as blob:
+            yield rows[0][0], rows[0][1], blob
 
     # -- opening -------------------------------------------------------------
 
@@ -321,7 +338,7 @@ class SqliteStore(PackedLog, ArchiveReads):
             last = self._head_row.seq
             if records[0].seq and [r.seq for r in records] != list(range(last + 1, last + 1 + len(records))):
                 raise RuntimeError(f"records {records[0].seq}..{records[-1].seq} do not continue the ledger at {last}")
-            group = packed.group(records, last, self._head_row.chain, self.key)
+            group = packed.group(records, last, self._head_row.chain, self.key, ROW_RECORDS)
             head_row = self._advanced(group.head, group.added)
             with self._transaction() as conn:
                 (written,) = conn.execute(packed.last_seq_sql()).fetchone()
@@ -329,7 +346,7 @@ class SqliteStore(PackedLog, ArchiveReads):
                     raise RuntimeError(f"ledger ends at {written} but its head is at {last}: written by another "
                                        "process?")
                 self._refuse_known_keys(conn, records, group.requests)
-                conn.execute(_INSERT_GROUP, (group.last_seq, group.first_seq, group.body))
+                conn.executemany(_INSERT_GROUP, group.rows)
                 conn.executemany(derived.INSERT["requests"], [row[2:] for row in group.requests])
                 for table, rows in group.derived.items():
                     conn.executemany(derived.INSERT[table], rows)
