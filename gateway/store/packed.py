@@ -16,20 +16,22 @@ bytes a record) is read first and alone, so a record's chain value needs no
 more and the record itself one more read.  PostgreSQL writes a commit group
 as one row (it reads a slice of a long value by its TOAST chunks); SQLite
 at most ``ROW_RECORDS`` records a row (gateway/store/sqlite/store.py: it
-reads a long blob's pages as a chain, so a row is kept short).  The checksum and the keyed chain value of every record
-are the ones a record has always had (gateway/store/chain.py), computed over
-the same content with the record's seq, which is ``first_seq`` plus its
-place in the group: so a changed byte breaks that record's checksum, a
-record moved to another place (within a group, or a group's seqs changed)
-breaks its checksum too, a group removed, duplicated or reordered breaks
-the chain, and a cut group no longer decodes (its count, offsets and lengths
-must agree to the byte).  The head row counts the records of the ledger
-(``records``: the rows written one per record before packing plus every
-group's ``last_seq - first_seq + 1``) and its ``groups``, so a group or a
-record dropped with its row made consistent again is found at start.
+reads a long blob's pages as a chain, so a row is kept short).
 
-Any one record is one row read and two offset look-ups away (``read``,
-``chain_at``); ``find_request`` reads it through its idempotency row;
+The checksum and the keyed chain value of every record are the ones a
+record has always had (gateway/store/chain.py), computed over the same
+content with the record's seq, which is ``first_seq`` plus its place in the
+row: so a changed byte breaks that record's checksum, a record moved to
+another place (within a row, or a row's seqs changed) breaks its checksum
+too, a row removed, duplicated or reordered breaks the chain, and a cut row
+no longer decodes (its count, offsets, lengths and length must agree to the
+byte).  The head row counts the records of the ledger (``records``: the
+rows written one per record before packing plus every row's ``last_seq -
+first_seq + 1``) and the ``groups`` rows, so a row, or a record dropped
+from a row made consistent again, is found at start.
+
+Any one record is one row read and a slice of it away (``read``,
+``chain_at``: the head only); ``find_request`` reads it through its idempotency row;
 ``last_reference_load`` through the tagged ``reference_loads`` row of the
 newest reference load (gateway/store/rows.py).  A ledger written before
 packing keeps its ``records`` rows: every read looks in ``groups`` first

@@ -1,8 +1,9 @@
 """``SqliteStore``: every part of the store (gateway/store/parts.py) in one SQLite file.
 
 WAL mode with ``synchronous=FULL``: every commit fsyncs the WAL before it
-returns.  One ``groups`` row per group of records, the records packed in it
-with their checksums and chain values (gateway/store/packed.py), the derived
+returns.  A group of records is packed into ``groups`` rows of at most
+``ROW_RECORDS`` records, with their checksums and chain values
+(gateway/store/packed.py), beside the derived
 tables (gateway/store/sqlite/derived.py) and the sealed head row, all written
 in one transaction per group.  The schema version is the file's
 ``user_version`` (6); older ledgers are migrated when opened
@@ -174,8 +175,8 @@ class SqliteStore(PackedLog, ArchiveReads):
 
     @contextlib.contextmanager
     def _group(self, seq: int) -> Iterator[tuple | None]:
-        """The group holding ``seq`` with its body as an incremental blob handle: a read of one record reads its
-        bytes and three offsets, not the group (its row's last_seq is its rowid)."""
+        """The row holding ``seq`` with its body as an incremental blob handle: a read of one record reads the
+        row's head and the record's bytes, not the whole row (its last_seq is its rowid)."""
         rows = self._query("SELECT first_seq, last_seq FROM groups WHERE last_seq >= ? ORDER BY last_seq LIMIT 1",
                            (seq,))
         if not rows or rows[0][0] > seq:
