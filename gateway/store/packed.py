@@ -146,7 +146,7 @@ def _framed(count: int, size: int, length: int, first_seq: int, last_seq: int, p
 
 def _count(body, first_seq: int, last_seq: int, path: str) -> int:
     """The row's count, after checking its frame.  ``body`` is any object with a length and byte slices: bytes,
-    an SQLite blob handle, slices read on demand (``_Slices``)."""
+    or ``Slices`` read on demand."""
     try:
         (count,) = _COUNT.unpack(body[0:4])
         (size,) = _COUNT.unpack(body[4 * (count + 1):4 * (count + 2)])
@@ -253,8 +253,14 @@ class PackedLog:
         if not rows or rows[0][0] > seq:
             yield None
             return
-        first, last, length, table = rows[0]
-        yield first, last, _Slices(self, last, length, bytes(table))
+        first, last, length, head = rows[0]
+
+        def fetch(start: int, stop: int) -> bytes:
+            found = self._query("SELECT substr(body, CAST(? AS INTEGER), CAST(? AS INTEGER)) FROM groups "
+                                f"WHERE {self._scope}last_seq = ?", (start + 1, stop - start, last))
+            return bytes(found[0][0]) if found else b""
+
+        yield first, last, Slices(bytes(head), length, fetch)
 
     def _legacy(self, columns: str, seq: int) -> tuple | None:
         rows = self._query(f"SELECT {columns} FROM records WHERE {self._scope}seq = ?", (seq,))
@@ -332,22 +338,20 @@ class PackedLog:
         return None if not row else self._proved(Record(*row[0]), self.chain_at(row[0][7] - 1))
 
 
-class _Slices:
-    """A stored row body read a slice at a time (a query each), its head (``head_bytes``) read with its row."""
+class Slices:
+    """A stored row body as ``record_in`` and ``chain_in`` read it: its head (``head_bytes``) read once, any other
+    slice fetched when asked (``fetch(start, stop)``: a query, a read of a blob handle)."""
 
-    def __init__(self, log: PackedLog, last_seq: int, length: int, table: bytes) -> None:
-        self.log, self.last_seq, self.length, self.table = log, last_seq, length, table
+    def __init__(self, head: bytes, length: int, fetch: Callable[[int, int], bytes]) -> None:
+        self.head, self.length, self.fetch = head, length, fetch
 
     def __len__(self) -> int:
         return self.length
 
     def __getitem__(self, where: slice) -> bytes:
-        if where.stop <= len(self.table):
-            return self.table[where]
-        rows = self.log._query("SELECT substr(body, CAST(? AS INTEGER), CAST(? AS INTEGER)) FROM groups "
-                               f"WHERE {self.log._scope}last_seq = ?",
-                               (where.start + 1, where.stop - where.start, self.last_seq))
-        return bytes(rows[0][0]) if rows else b""
+        if where.stop <= len(self.head):
+            return self.head[where]
+        return self.fetch(where.start, where.stop)
 
 
 def reads_of(query: Callable[[str, tuple], list[tuple]], key: LedgerKey, path: str, scope: str = "") -> PackedLog:

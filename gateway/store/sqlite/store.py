@@ -182,8 +182,10 @@ class SqliteStore(PackedLog, ArchiveReads):
         if not rows or rows[0][0] > seq:
             yield None
             return
-        with self._reader().blobopen("groups", "body", rows[0][1], readonly=True) as blob:
-            yield rows[0][0], rows[0][1], blob
+        first, last = rows[0]
+        with self._reader().blobopen("groups", "body", last, readonly=True) as blob:
+            yield first, last, packed.Slices(blob[0:packed.head_bytes(last - first + 1)], len(blob),
+                                             lambda start, stop: blob[start:stop])
 
     # -- opening -------------------------------------------------------------
 
