@@ -4,7 +4,7 @@
     python tests/tamper.py --case NAME     (one case, its details)
 
 A ledger is made over real gRPC and mTLS on the SPEC fixture (filings,
-outpatient settlements, a cancellation, a reversal, an inpatient stay, a
+outpatient settlements, a batch of them (one commit group), a cancellation, a reversal, an inpatient stay, a
 problem report with a comment, a snapshot in the middle, settlements after
 it), with a witness directory and a copy of everything taken half way (for
 the rollback case).  Every answer it gave is kept: each acknowledged

@@ -1,10 +1,13 @@
-"""Records packed per commit group (gateway/store/packed.py): one row per group, every read still one row away,
-every damage to the packed form found, and a ledger written one row per record still replays and grows.
+"""Records packed per commit group (gateway/store/packed.py): a row per group (SQLite: per 64 records of it),
+every read still one row away, every damage to the packed form found, and a ledger written one row per record
+still replays and grows, on both backends.
 
 ``tests/gateway/data/ledger-v5.db`` was written by the gateway of commit 6938974 (schema 5, one ``records`` row
-per record) on the SPEC fixture, by ``tests/tamper.py``'s scenario: filings, outpatient settlements, a batch, a
-cancellation, a reversal, an inpatient stay, a problem report with a comment; ``ledger-v5.calls.json`` holds
-every request it was asked and the exact bytes it answered, ``ledger-v5.seal-key`` the key it was sealed with.
+per record) on the SPEC fixture, by ``tests/tamper.py``'s scenario as it was then: filings, outpatient
+settlements, a cancellation, a reversal, an inpatient stay, a problem report with a comment;
+``ledger-v5.calls.json`` holds every request it was asked and the exact bytes it answered, ``ledger-v5.seal-key``
+the key it was sealed with.  ``ledger-pg-schema1.sql`` is a PostgreSQL ledger of the same records (and a
+reference load) written by that commit's ``PostgresStore`` (schema 1), as ``pg_dump --inserts`` gave it.
 """
 from __future__ import annotations
 
