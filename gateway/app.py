@@ -184,7 +184,7 @@ def build_state(config: Config, store: Store, keys: Keys, data_dir: str,
             chain.check_head(store.path, chain.Head(snap.seq, snap.chain), store.last_seq(), store.chain_at,
                              f"snapshot {snapshots.path(snap.seq)}")
         engine = Engine.restore(index, snap.engine, durable) if snap is not None else Engine(index, durable)
-        after = snap.seq if snap is not None else 0
+        after = snap.seq if snap is not None else store.base_seq
         replayed, last_chain = _replay(engine, store, keys, after, progress)
     engine.archive = Overlay(durable)
     log.info("state rebuilt: snapshot at seq %d, %d ledger records replayed after it", after, replayed)

@@ -31,13 +31,14 @@ import msgspec
 import psycopg
 
 from core.events import REVERSED_KIND
+from core.partition import part_of_seq, seq_base
 
 from .. import chain, snapshot
 from ..chain import Head, HeadFile, HeadRow, LedgerCorrupt, decode_head_row, encode_head_row
 from ..parts import Deposed, LedgerUnavailable, Record, StorageDown
 from ..reader import ArchiveReads, Reader
 from ..rows import COLUMNS, TABLES, checked, derive, keys_of, request_hash
-from ..seal import SealKey
+from ..seal import LedgerKey, SealKey
 from . import safe_url
 from .lease import LeaseKeeper
 from .schema import COPY_TYPES, SCHEMA, SCHEMA_VERSION
@@ -73,6 +74,7 @@ class PostgresStore(ArchiveReads):
         self._url = url
         self._path = safe_url(url)
         self.part = part
+        self.base_seq = seq_base(part)   # the partition's records are numbered from here on (core/partition.py)
         self._token = 0   # the fencing token of this node's lease; 0: not the writer
         self.lease = None   # a tool's LeaseKeeper (open_postgresql), given up on close
         self._lease_ttl_s = lease_ttl_s
@@ -89,7 +91,7 @@ class PostgresStore(ArchiveReads):
             self._check_durable()
             self._create(key)
             self._head_row = self._prove_head(key)
-            self.witness = HeadFile(chain.witness_path(witness_dir, self.key.ledger_id), self.key, durable=True) \
+            self.witness = HeadFile(chain.witness_path(witness_dir, self.key.ledger_id, part), self.key, durable=True) \
                 if witness_dir else None
             if self.witness is not None:
                 chain.check_witness(self._path, self.witness, self._head_row, self.chain_at)
@@ -132,8 +134,10 @@ class PostgresStore(ArchiveReads):
             conn.execute("SELECT pg_advisory_xact_lock(%s, -1)", (LOCK_CLASS,))
             conn.execute(SCHEMA)
             if conn.execute("SELECT 1 FROM head WHERE part = %s", (self.part,)).fetchone() is None:
-                ledger_id = uuid.uuid4().hex
-                head = HeadRow(ledger_id, 0, key.for_ledger(ledger_id).genesis, dict.fromkeys(TABLES, 0))
+                # one ledger, one id: every partition's rows are tagged and its chain keyed alike
+                other = conn.execute("SELECT body FROM head ORDER BY part LIMIT 1").fetchone()
+                ledger_id = self._decode_head(other[0]).ledger_id if other is not None else uuid.uuid4().hex
+                head = HeadRow(ledger_id, self.base_seq, key.for_ledger(ledger_id).genesis, dict.fromkeys(TABLES, 0))
                 body = encode_head_row(head)
                 conn.execute("INSERT INTO head (part, body, tag, token, schema) VALUES (%s, %s, %s, 0, %s)",
                              (self.part, body, key.for_ledger(ledger_id).mac(b"head" + body), SCHEMA_VERSION))
@@ -151,16 +155,23 @@ class PostgresStore(ArchiveReads):
                                         f"{SCHEMA_VERSION}")
             head_row = self._decode_head(body)
             self.key = key.for_ledger(head_row.ledger_id)
-            (last_seq,) = conn.execute("SELECT coalesce(max(seq), 0) FROM records WHERE part = %s",
-                                       (self.part,)).fetchone()
+            (last_seq,) = conn.execute("SELECT coalesce(max(seq), %s) FROM records WHERE part = %s",
+                                       (self.base_seq, self.part)).fetchone()
 
             def chain_at(seq: int) -> bytes | None:
                 row = conn.execute("SELECT chain FROM records WHERE part = %s AND seq = %s", (self.part, seq)).fetchone()
-                return self.key.genesis if seq == 0 else None if row is None else row[0]
+                return self.key.genesis if seq == self.base_seq else None if row is None else row[0]
 
+            others = self._other_counts(conn)
             chain.prove_head_row(self._path, self.key, head_row, body, tag, last_seq, chain_at, TABLES,
-                                 lambda table: conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+                                 lambda table: conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+                                 - others.get(table, 0))
         return head_row
+
+    def _other_counts(self, conn: psycopg.Connection) -> dict[str, int]:
+        """The rows the other partitions' sealed head rows count, per table (read in the caller's snapshot): the
+        tables are shared, so this partition's head row counts what is left."""
+        return other_counts(conn, self._path, self.key, self.part)
 
     def _decode_head(self, body: bytes) -> HeadRow:
         try:
@@ -211,15 +222,17 @@ class PostgresStore(ArchiveReads):
         return Head(self._head_row.seq, self._head_row.chain)
 
     def chain_at(self, seq: int) -> bytes | None:
-        if seq == 0:
+        """Of any partition's record (the seq names it); the genesis value at a partition's base."""
+        part = part_of_seq(seq)
+        if seq == seq_base(part):
             return self.key.genesis
         row = self._reader().execute("SELECT chain FROM records WHERE part = %s AND seq = %s",
-                                     (self.part, seq)).fetchone()
+                                     (part, seq)).fetchone()
         return None if row is None else row[0]
 
     def last_seq(self) -> int:
-        return self._reader().execute("SELECT coalesce(max(seq), 0) FROM records WHERE part = %s",
-                                      (self.part,)).fetchone()[0]
+        return self._reader().execute("SELECT coalesce(max(seq), %s) FROM records WHERE part = %s",
+                                      (self.base_seq, self.part)).fetchone()[0]
 
     def append(self, records: Sequence[Record]) -> list[int]:
         if not records:
@@ -291,8 +304,9 @@ class PostgresStore(ArchiveReads):
             after_seq = rows[-1][7]
 
     def read(self, seq: int) -> Record | None:
+        """Any partition's record (the seq names it: the idempotency index and the archive name every one)."""
         row = self._reader().execute(f"SELECT {_COLUMNS} FROM records WHERE part = %s AND seq = %s",
-                                     (self.part, seq)).fetchone()
+                                     (part_of_seq(seq), seq)).fetchone()
         return None if row is None else self._proved(Record(*row))
 
     def _proved(self, record: Record) -> Record:
@@ -471,7 +485,7 @@ class PostgresSnapshots(snapshot.Snapshots):
 
 
 def open_postgresql(url: str, key: SealKey, witness_dir: str = "", take: bool = True,
-                    lease_ttl_s: float = LEASE_TTL_S) -> PostgresStore:
+                    lease_ttl_s: float = LEASE_TTL_S, part: int = 0) -> PostgresStore:
     """``PostgresStore(...)``, or LedgerUnavailable in one line (the URL without its password).
 
     ``take``: the store is the writer at once, for a tool: it takes the partition's lease (LedgerUnavailable
@@ -479,7 +493,7 @@ def open_postgresql(url: str, key: SealKey, witness_dir: str = "", take: bool = 
     node opens with ``take=False`` and takes the lease itself (gateway/ownership.py)."""
     store = None
     try:
-        store = PostgresStore(url, key, witness_dir=witness_dir, lease_ttl_s=lease_ttl_s)
+        store = PostgresStore(url, key, witness_dir=witness_dir, part=part, lease_ttl_s=lease_ttl_s)
         if take:
             store.lease = keeper = LeaseKeeper(store.connect_lease, store.part,
                                                f"yidi pid {os.getpid()} on {socket.gethostname()}", "", lease_ttl_s,
@@ -500,6 +514,22 @@ def open_postgresql(url: str, key: SealKey, witness_dir: str = "", take: bool = 
         if store is not None:
             store.close()
         raise
+
+
+def other_counts(conn: psycopg.Connection, path: str, key: LedgerKey, part: int) -> dict[str, int]:
+    """Per table, the rows the sealed head rows of every partition but ``part`` count; each of them proved
+    sealed by the ledger's key, of the same ledger (LedgerCorrupt otherwise)."""
+    counts: dict[str, int] = {}
+    for other, body, tag in conn.execute("SELECT part, body, tag FROM head WHERE part <> %s", (part,)).fetchall():
+        try:
+            row = decode_head_row(body)
+        except msgspec.DecodeError:
+            raise LedgerCorrupt(path, 0, f"partition {other} has a head row that cannot be read") from None
+        if row.ledger_id != key.ledger_id or key.mac(b"head" + body) != tag:
+            raise LedgerCorrupt(path, row.seq, f"partition {other}'s head row does not match its seal")
+        for table, n in row.counts.items():
+            counts[table] = counts.get(table, 0) + n
+    return counts
 
 
 def _first_line(err: BaseException) -> str:
