@@ -43,12 +43,14 @@ from core.engine import ApplyFailed, Engine, EngineState
 from core.errors import YidiError
 from core.events import REVERSED_KIND, ReferenceLoaded
 from core.limits import check_id
+from core.partition import PartitionMap
 from core.problems import GATEWAY
 from core.settlement import check_reversal, reversal
 
 from .store import chain, snapshot
 from .operations import metrics
 from .config import Config
+from .partitions import every_partition, partition_of
 from .reads import Reads
 from .store.idempotency import REVERSED, Keys, Looked, Prior, reused
 from .store import (GroupCommitLedger, LedgerClosed, LedgerCorrupt, LedgerFatal, Record, SnapshotStore, StorageDown, Store,
@@ -260,6 +262,7 @@ class Gateway:
         self.watchdog = None    # gateway.operations.watchdog.LoopWatchdog, set by the server
         self.health = None      # gateway.operations.health.Health, set by the server
         self.ownership = None   # gateway.ownership.Ownership on PostgreSQL (set by the server); None: the only node
+        self.partitions = PartitionMap(config.partitions)   # the ledger's split by insured province (core/partition.py)
         self._storage_down: str | None = None  # why the ledger cannot be written now (a failed test write)
         self._probed = False   # the first test write after start has been tried: until then, NOT_READY
         self._damaged: str | None = None       # why the ledger failed a proof after start: serve nothing from it
@@ -438,6 +441,7 @@ class Gateway:
                 if outcomes[i] is not None:
                     continue
                 seen[command.request_id] = (digest, i)
+                self._check_partition(engine, command)
                 check_deadline()  # the last moment before this item changes anything
                 records.append(self._perform(engine, caller, command, digest, base + len(records)))
             except YidiError as err:
@@ -451,6 +455,15 @@ class Gateway:
         if records:
             await self._submit(caller, records)
         return [await self._resolve(outcome, outcomes) for outcome in outcomes]
+
+    def _check_partition(self, engine: Engine, command: Command) -> None:
+        """WRONG_PARTITION for a command of another partition than this node's (an item of a batch or stream: a
+        single call is forwarded to its partition's owner before it gets here)."""
+        if self.partitions.n == 1 or every_partition(command):
+            return
+        part = partition_of(engine.index, self.partitions, command)
+        if part is not None and part != self.store.part:
+            raise YidiError("WRONG_PARTITION", part=part, mine=self.store.part)
 
     def _earlier(self, caller: str, command: Command, digest: bytes, seen: dict[str, tuple[bytes, int]],
                  looked: Looked | None) -> Prior | int | None:

@@ -49,7 +49,9 @@ from ..config import Config
 from ..operations.metrics import REGISTRY, RpcTimer
 from ..security import certs
 from ..security.auth import FORWARDED_FOR, forwarded_for, resolve_caller
+from ..partitions import PARTITION_READS, RequestPartitions
 from ..store import is_postgresql
+from ..store.parts import StorageDown
 from .services.base import _enter, _finish, _leave, abort, internal_error
 from .status import reason_of
 
@@ -69,10 +71,13 @@ NODE_LOCAL = frozenset({"AdminService/LoadReferenceData"})
 
 
 class Owner(Protocol):
-    """Who owns the partition of this node's mutating calls."""
+    """Who owns each partition (``None``: this node's own)."""
 
-    def owner_address(self) -> str | None:
-        """host:port of the owner's gRPC listener; None when this node owns it (serve the call here)."""
+    def owner_address(self, part: int | None = None) -> str | None:
+        """host:port of the partition owner's gRPC listener; None when this node owns it (serve the call here)."""
+
+    async def look_up(self, part: int) -> None:
+        """Learn who owns another partition now, if not known yet (before ``owner_address(part)``)."""
 
 
 class StaticOwner:
@@ -81,8 +86,11 @@ class StaticOwner:
     def __init__(self, address: str) -> None:
         self.address = address
 
-    def owner_address(self) -> str | None:
+    def owner_address(self, part: int | None = None) -> str | None:
         return self.address
+
+    async def look_up(self, part: int) -> None:
+        return None
 
 
 def forwarded(method) -> bool:
@@ -105,9 +113,11 @@ def _identity(data: bytes) -> bytes:
 class Forwarder:
     """Sends mutating calls on to the owner over one mTLS channel per owner address, with this node's certificate."""
 
-    def __init__(self, owner: Owner, gw, credentials: grpc.ChannelCredentials, options: list[tuple]) -> None:
+    def __init__(self, owner: Owner, gw, credentials: grpc.ChannelCredentials, options: list[tuple],
+                 partitions: RequestPartitions | None = None) -> None:
         self.owner = owner
         self.gw = gw
+        self.partitions = partitions   # a ledger split by insured province: each call to its partition's owner
         self._credentials = credentials
         self._options = options
         self._channels: dict[str, grpc.aio.Channel] = {}
@@ -117,14 +127,15 @@ class Forwarder:
     def wrap(self, service: ServiceDescriptor, handlers: dict[str, grpc.RpcMethodHandler]) -> None:
         """Replace the handlers of the service's mutating RPCs (in place) by ones that forward when not the owner."""
         for method in service.methods:
-            if not forwarded(method):
+            name = f"{service.name}/{method.name}"
+            mutating = forwarded(method)
+            if not mutating and not (self.partitions is not None and name in PARTITION_READS):
                 continue
             path = f"/{service.full_name}/{method.name}"
-            name = f"{service.name}/{method.name}"
             if method.client_streaming and method.server_streaming:
                 handlers[path] = self._stream(path, name, handlers[path].stream_stream)
             elif not method.client_streaming and not method.server_streaming:
-                handlers[path] = self._unary(path, name, handlers[path].unary_unary)
+                handlers[path] = self._unary(path, name, method, mutating, handlers[path].unary_unary)
             else:
                 raise RuntimeError(f"{name}: a mutating client-streaming RPC has no forwarding handler")
 
@@ -141,16 +152,40 @@ class Forwarder:
         return call
 
     def _route(self, context: grpc.aio.ServicerContext) -> str | None:
-        """The owner's address for a call to forward; None: serve it here (this node owns it, or it is forwarded)."""
+        """The owner's address for a stream to forward; None: serve it here (this node owns it, or it is
+        forwarded)."""
         if forwarded_for(context) is not None:
             return None
         return self.owner.owner_address()
 
-    def _unary(self, path: str, method: str, local) -> grpc.RpcMethodHandler:
-        timer, forwarded_ok = RpcTimer(method), FORWARDED_CALLS.labels(method, "OK")
+    async def _route_unary(self, context: grpc.aio.ServicerContext, method, mutating: bool, raw: bytes) -> str | None:
+        """The owner's address for a call to forward (its partition's, when the ledger is split); None: serve it
+        here (this node owns it, it is a read of this node's partition, or it was forwarded)."""
+        if forwarded_for(context) is not None:
+            return None
+        part = None
+        if self.partitions is not None:
+            part = await self.partitions.of(method, raw, lambda: resolve_caller(context))
+            if part == self.gw.store.part:
+                part = None
+        if part is None and not mutating:
+            return None
+        if part is not None:
+            try:
+                await self.owner.look_up(part)
+            except StorageDown as err:
+                raise YidiError("STORAGE_UNAVAILABLE") from err
+        return self.owner.owner_address(part)
+
+    def _unary(self, path: str, name: str, method, mutating: bool, local) -> grpc.RpcMethodHandler:
+        timer, forwarded_ok = RpcTimer(name), FORWARDED_CALLS.labels(name, "OK")
 
         async def handle(raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
-            address = self._route(context)
+            try:
+                address = await self._route_unary(context, method, mutating, raw)
+            except YidiError as err:   # no node owns the call's partition now, or the caller is not known
+                _finish(timer, "", None, REASONS[err.reason].status, err.reason, perf_counter())
+                await abort(context, err)
             if address is None:
                 return await local(raw, context)
             start, entered, code, reason = perf_counter(), None, "OK", ""
@@ -164,8 +199,8 @@ class Forwarder:
                 code = "CANCELLED"
                 raise
             except Exception as exc:
-                code, reason = self._outcome(method, address, exc)
-                await self._abort(context, method, exc, reason)
+                code, reason = self._outcome(name, address, exc)
+                await self._abort(context, name, exc, reason)
             finally:
                 _leave(self.gw, entered)
                 _finish(timer, entered[0] if entered else "", None, code, reason, start)
@@ -278,4 +313,5 @@ def forwarder(config: Config, gw, owner: Owner | None) -> Forwarder | None:
         owner = LeaseHolder(gw)
     if owner is None:
         return None
-    return Forwarder(owner, gw, node_credentials(config), channel_options(config))
+    partitions = RequestPartitions(gw) if config.partitions > 1 else None
+    return Forwarder(owner, gw, node_credentials(config), channel_options(config), partitions)

@@ -390,6 +390,12 @@ class PostgresStore(ArchiveReads):
         # A role without pg_monitor sees its standbys but not their state (NULLs): counted as "unknown".
         return [(name or "", sync or "unknown", lag_bytes, lag_s) for name, sync, lag_bytes, lag_s in rows]
 
+    def lease_holders(self) -> dict[int, str]:
+        """The advertised address of every partition's owner whose lease has not expired (by the server's clock)."""
+        rows = self._reader().execute("SELECT part, address FROM leases WHERE expires_at > clock_timestamp() "
+                                      "AND address <> ''").fetchall()
+        return dict(rows)
+
     # -- SnapshotStore -----------------------------------------------------------------
 
     def snapshot_store(self) -> "PostgresSnapshots":

@@ -1,0 +1,122 @@
+"""Which ledger partition a call concerns (core/partition.py; docs/postgresql.md, Partitions).
+
+Read from the fields a request (a protobuf message) or a command (core/commands.py) names, which carry the
+same names: an id the gateway issued (``mdtrt_id``, ``setl_id``, ``problem_id``, a reversal's ``target_id``)
+names its partition; a person (``psn_no``, ``certno``, an electronic voucher, a filing's person, a new
+person's ``insuplc_admdvs``) is in the partition of their insured province, which every node's reference data
+knows; a ``province`` (a prepaid position) is its own.  None: the call names none of these (or names an
+object this node's reference data does not know); it is served where it arrives.
+
+The clearing calendar's commands are not a single partition's: ``every_partition`` says so.
+"""
+from __future__ import annotations
+
+import asyncio
+from typing import Callable
+
+from google.protobuf.message import DecodeError
+from google.protobuf.message_factory import GetMessageClass
+
+from core.commands import ChangeClearingMonth, Command
+from core.errors import YidiError
+from core.partition import PartitionMap, part_of_seq
+
+from .store.parts import StorageDown
+
+# Ids whose partition is in their number (core/partition.py); a reversal's target once resolved.
+_ID_FIELDS = ("mdtrt_id", "setl_id", "problem_id", "target_id")
+# SPEC §10.5: the electronic voucher is "psn_no.expiry.mac"; routing reads only its psn_no (the owner verifies it).
+CERT_VOUCHER = "01"
+# Reads answered from one partition's state (a person's, a visit's, a settlement's, a province's position): sent
+# to that partition's owner when it is not this node's.  Other reads are answered where they arrive (from
+# PostgreSQL, or the reference data every node loads).
+PARTITION_READS = frozenset({
+    "SettlementService/PreSettle", "SettlementService/GetSettlement", "SettlementService/GetSettlementExplanation",
+    "SettlementService/GetAccumulators", "FilingService/GetAccount", "FilingService/ListFilings",
+    "FundsService/GetPositions", "ProblemService/GetProblem"})
+
+
+def every_partition(command: Command) -> bool:
+    return type(command) is ChangeClearingMonth
+
+
+def partition_of(index, pmap: PartitionMap, obj) -> int | None:
+    """The partition ``obj`` (a request or a command) concerns; None when it names none (serve it here)."""
+    for name in _ID_FIELDS:
+        ident = getattr(obj, name, "")
+        if ident:
+            return pmap.of_id(ident)
+    person = getattr(obj, "person", None)
+    insured = getattr(person, "insuplc_admdvs", "")
+    if insured:   # a person being filed: as the request says (the index may not know them yet)
+        return pmap.of_province(insured)
+    psn_no = _psn_no(index, obj)
+    if psn_no:
+        row = index.get_person(psn_no)
+        return pmap.of_province(row["insuplc_admdvs"]) if row is not None else None
+    province = getattr(obj, "province", "")
+    return pmap.of_province(province) if province else None
+
+
+def _psn_no(index, obj) -> str:
+    """The person a request names, by any of the ways it may: psn_no, certno, a voucher, a filing."""
+    for holder in (obj, getattr(obj, "person", None), getattr(obj, "filing", None)):
+        if holder is None:
+            continue
+        psn_no = getattr(holder, "psn_no", "")
+        if psn_no:
+            return psn_no
+        certno = getattr(holder, "certno", "")
+        if certno:
+            return index.psn_no_by_certno(certno) or ""
+    credential = getattr(obj, "credential", None)
+    cert_type = getattr(obj, "mdtrt_cert_type", "") or getattr(credential, "cert_type", "")
+    cert_no = getattr(obj, "mdtrt_cert_no", "") or getattr(credential, "cert_no", "")
+    if cert_type == CERT_VOUCHER and cert_no:
+        return cert_no.partition(".")[0]
+    filing_id = getattr(obj, "filing_id", "")
+    if filing_id:
+        filing = index.get_filing(filing_id)
+        return filing["psn_no"] if filing is not None else ""
+    return ""
+
+
+class RequestPartitions:
+    """The partition of a call from its request bytes, for the forwarder (gateway/transport/forward.py): read
+    with the node's reference data; a reversal's from its original's record (the idempotency index is shared)."""
+
+    def __init__(self, gw) -> None:
+        self.gw = gw
+        self._classes: dict[str, type] = {}
+
+    async def of(self, method, raw: bytes, caller: Callable[[], str]) -> int | None:
+        """The partition of a call to ``method`` (a MethodDescriptor) with request ``raw``; None: serve it here
+        (it names no partition, or cannot be read: the local handler answers it as it would)."""
+        state = self.gw.state
+        if state is None:
+            return None
+        try:
+            msg = self._class(method).FromString(raw)
+        except DecodeError:
+            return None
+        items = getattr(msg, "items", None)
+        if items is not None:   # a batch: its first item's partition performs it (the others: WRONG_PARTITION)
+            if not items:
+                return None
+            msg = getattr(items[0], items[0].WhichOneof("settle") or "", None)
+            if msg is None:
+                return None
+        original = getattr(msg, "original_request_id", "")
+        if original:
+            try:
+                record = await asyncio.to_thread(self.gw.store.find_request, caller(), original)
+            except StorageDown:
+                raise YidiError("STORAGE_UNAVAILABLE") from None
+            return part_of_seq(record.seq) if record is not None else None
+        return partition_of(state.engine.index, self.gw.partitions, msg)
+
+    def _class(self, method) -> type:
+        cls = self._classes.get(method.full_name)
+        if cls is None:
+            cls = self._classes[method.full_name] = GetMessageClass(method.input_type)
+        return cls

@@ -1,0 +1,167 @@
+"""A ledger split by insured province (issue 16 items 4 and 5; docs/postgresql.md, Partitions): two gateway nodes
+on one PostgreSQL ledger of two partitions, each owning one, over real gRPC and mTLS against a real PostgreSQL.
+
+Guangdong's insured (44 % 2 = partition 0) and Liaoning's (21 % 2 = partition 1) settle at a Hainan clinic:
+
+* through either node: a call of the other node's partition is forwarded to it and answered byte for byte;
+  each settlement id names the partition that recorded it; the other node answers the same request id with
+  the same bytes, and a person's accumulators (a read of their partition) are the same through either node;
+* the same request id sent to both nodes at the same moment settles once;
+* a batch is performed by the owner of its first item's partition, an item of the other refused
+  WRONG_PARTITION; a reversal goes to its original's partition;
+* ``yidi verify-ledger`` proves both partitions' chains and the shared tables.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+
+import grpc
+import psycopg
+
+from core.partition import PartitionMap
+from datagen.spec_fixture import make_certno, write_spec_dataset
+from gateway._pb.yidi.v1 import common_pb2 as pb, settlement_pb2 as spb
+from gateway.testing import dev_certs
+from gateway.transport.status import reason_of
+from gateway_harness import ROOT
+
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+import builders  # noqa: E402
+import failover  # noqa: E402
+from builders import HK_L1  # noqa: E402
+from failover import HAINAN, LIAONING, SETTLE, Node  # noqa: E402
+
+GUANGDONG = "440000"
+REVERSE = "/yidi.v1.SettlementService/Reverse"
+BATCH = "/yidi.v1.SettlementService/SettleBatch"
+# Liaoning's insured of the spec data set filed to Hainan (partition 1), and Guangdong's added (partition 0).
+LIAONING_PERSONS = ("P210102000001", "P210102000003")
+GUANGDONG_PERSONS = ("P440100000001", "P440100000002")
+PARTITIONS = PartitionMap(2)
+SAME_MOMENT_IDS = 20
+
+
+def two_province_dataset(path) -> str:
+    """The spec data set, with Guangdong's insured (and Guangzhou's policies, as Shenyang's) filed to Hainan."""
+    data_dir = write_spec_dataset(path)["dir"]
+    with open(os.path.join(data_dir, "policies.jsonl"), encoding="utf-8") as f:
+        policies = [json.loads(line) for line in f]
+    persons, filings = [], []
+    for n, psn_no in enumerate(GUANGDONG_PERSONS, 1):
+        persons.append({"psn_no": psn_no, "certno": make_certno(f"44010019800101{n:03d}"), "name": "广东测试", "insuplc_admdvs": "440100",
+                        "insutype": "310", "person_type": "in_service", "status": "active", "assistance": False,
+                        "card_no": f"G{n:07d}", "card_version": "3.0"})
+        filings.append({"filing_id": f"G{n:04d}", "psn_no": psn_no, "kind": "long_term_residence",
+                        "dest_admdvs": "460000", "fixmedins_codes": [], "valid_from": 20260101, "valid_to": 0,
+                        "status": "active"})
+    for name, rows in (("policies", [dict(p, admdvs="440100") for p in policies]), ("persons", persons),
+                       ("filings", filings)):
+        with open(os.path.join(data_dir, f"{name}.jsonl"), "a", encoding="utf-8") as f:
+            f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+    return data_dir
+
+
+def partition_nodes(tmp_path, pg_url) -> list[Node]:
+    data_dir = two_province_dataset(tmp_path / "data")
+    nodes = [Node(name, data_dir, str(tmp_path), pg_url, "--partitions", "2", "--partition", str(part))
+             for part, name in enumerate(("p0", "p1"))]
+    for node in nodes:
+        node.start("SERVING")
+    return nodes
+
+
+def settle(request_id: str, psn_no: str, price: int = 1000) -> spb.OutpatientSettleRequest:
+    return builders.outpatient(request_id, psn_no, HK_L1, price=price)
+
+
+def test_two_nodes_each_owning_a_partition_settle_both_provinces_exactly(tmp_path, pg_url):
+    nodes = partition_nodes(tmp_path, pg_url)
+    try:
+        hainan = [node.gw.client(HAINAN) for node in nodes]
+        answers = {}
+        for k, psn_no in enumerate(LIAONING_PERSONS + GUANGDONG_PERSONS):
+            part = 1 if psn_no in LIAONING_PERSONS else 0
+            for via in (0, 1):   # through the owner, and forwarded by the other node
+                rid = f"op-{k}-{via}"
+                raw = hainan[via].raw(SETTLE, settle(rid, psn_no, 50000 + 17 * k))
+                setl_id = spb.SettlementResponse.FromString(raw).settlement.setl_id
+                assert PARTITIONS.of_id(setl_id) == part, (psn_no, setl_id)
+                assert hainan[1 - via].raw(SETTLE, settle(rid, psn_no, 50000 + 17 * k)) == raw   # byte for byte
+                answers[rid] = raw
+        _accumulators_alike_through_either_node(pg_url, nodes)
+        _same_request_id_at_once(pg_url, hainan)
+        _batch_and_reversal(hainan, answers)
+        counts = failover.settled_ids(pg_url)
+        assert all(counts[rid] == 1 for rid in answers) and max(counts.values()) == 1
+        assert "never-sent" not in counts
+        verified = subprocess.run([sys.executable, "-m", "gateway", "verify-ledger", pg_url, "--key",
+                                   dev_certs().seal_key], cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert verified.returncode == 0 and "in 2 partitions" in verified.stdout, verified.stdout + verified.stderr
+    finally:
+        for node in nodes:
+            node.gw.stop()
+
+
+def _accumulators_alike_through_either_node(url, nodes) -> None:
+    """Each person's outpatient fund paid this year, asked through either node, is exactly the fund paid by their
+    settlements in the ledger (one owner per person: nothing counted twice or lost)."""
+    fund_fen: dict[str, int] = {}
+    with psycopg.connect(url) as conn:
+        for (response,) in conn.execute("SELECT response FROM records WHERE kind = 'settled'"):
+            settled = spb.SettlementResponse.FromString(response).settlement
+            fund_fen[settled.psn_no] = fund_fen.get(settled.psn_no, 0) + settled.breakdown.fund_pay_sumamt
+    for caller, persons in ((LIAONING, LIAONING_PERSONS), (GUANGDONG, GUANGDONG_PERSONS)):
+        for psn_no in persons:
+            seen = [node.gw.client(caller).raw("/yidi.v1.SettlementService/GetAccumulators",
+                                                spb.GetAccumulatorsRequest(psn_no=psn_no, year=2026))
+                    for node in nodes]
+            assert seen[0] == seen[1], psn_no
+            assert pb.Accumulators.FromString(seen[0]).outpatient_fund_paid_fen == fund_fen[psn_no] > 0, psn_no
+
+
+def _same_request_id_at_once(url, clients) -> None:
+    ids = [f"twice-{n}" for n in range(SAME_MOMENT_IDS)]
+    for n, rid in enumerate(ids):
+        psn_no = (LIAONING_PERSONS + GUANGDONG_PERSONS)[n % 4]
+        barrier, out = threading.Barrier(2), [None, None]
+
+        def call(k: int, rid: str = rid, psn_no: str = psn_no, barrier=barrier, out=out) -> None:
+            barrier.wait()
+            out[k] = clients[k].raw(SETTLE, settle(rid, psn_no))
+
+        threads = [threading.Thread(target=call, args=(k,)) for k in (0, 1)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert out[0] is not None and out[0] == out[1], rid
+    counts = failover.settled_ids(url)
+    assert [counts[rid] for rid in ids] == [1] * len(ids)
+
+
+def _batch_and_reversal(clients, answers: dict) -> None:
+    batch = spb.SettleBatchRequest(items=[spb.SettleItem(outpatient=settle("b-gd", GUANGDONG_PERSONS[0])),
+                                          spb.SettleItem(outpatient=settle("b-ln", LIAONING_PERSONS[0]))])
+    answer = spb.SettleBatchResponse.FromString(clients[1].raw(BATCH, batch))   # sent to partition 1's owner
+    first, second = answer.outcomes
+    assert PARTITIONS.of_id(first.settlement.settlement.setl_id) == 0
+    assert second.WhichOneof("outcome") == "refused" and "WRONG_PARTITION" in str(second.refused), second
+    # a reversal sent to the node of the other partition goes to its original's partition (1)
+    reverse = spb.ReverseRequest(request_id="rev-1", original_request_id="op-0-0", reverse_date=20260316)
+    reversed_ = clients[0].raw(REVERSE, reverse)
+    assert spb.ReverseResponse.FromString(reversed_).outcome == spb.REVERSE_OUTCOME_SETTLEMENT_CANCELLED
+    assert clients[1].raw(REVERSE, reverse) == reversed_
+    assert clients[1].raw(SETTLE, settle("op-0-0", LIAONING_PERSONS[0], 50000)) == answers["op-0-0"]
+    # a reversal of an original not seen anywhere: recorded where it arrives, and the original then refused
+    early = spb.ReverseRequest(request_id="rev-2", original_request_id="never-sent", reverse_date=20260316)
+    assert spb.ReverseResponse.FromString(clients[0].raw(REVERSE, early)).outcome == \
+        spb.REVERSE_OUTCOME_NOT_PERFORMED
+    try:
+        clients[0].raw(SETTLE, settle("never-sent", GUANGDONG_PERSONS[1]))
+        raise AssertionError("an original settled after its reversal")
+    except grpc.RpcError as err:
+        assert reason_of(err) == "REQUEST_REVERSED", err
