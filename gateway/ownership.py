@@ -58,6 +58,9 @@ class LeaseHolder:
     def __init__(self, gw) -> None:
         self.gw = gw
 
+    def self_address(self) -> str:
+        return self.gw.ownership.keeper.address
+
     async def look_up(self, part: int) -> None:
         ownership = self.gw.ownership
         if ownership is not None and part != ownership.keeper.part and part not in ownership.holders:

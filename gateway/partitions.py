@@ -21,6 +21,7 @@ from core.commands import ChangeClearingMonth, Command
 from core.errors import YidiError
 from core.partition import PartitionMap, part_of_seq
 
+from ._pb.yidi.v1 import funds_pb2 as fdpb
 from .store.parts import StorageDown
 
 # Ids whose partition is in their number (core/partition.py); a reversal's target once resolved.
@@ -33,7 +34,7 @@ CERT_VOUCHER = "01"
 PARTITION_READS = frozenset({
     "SettlementService/PreSettle", "SettlementService/GetSettlement", "SettlementService/GetSettlementExplanation",
     "SettlementService/GetAccumulators", "FilingService/GetAccount", "FilingService/ListFilings",
-    "FundsService/GetPositions", "ProblemService/GetProblem"})
+    "ProblemService/GetProblem"})
 
 
 def every_partition(command: Command) -> bool:
@@ -120,3 +121,62 @@ class RequestPartitions:
         if cls is None:
             cls = self._classes[method.full_name] = GetMessageClass(method.input_type)
         return cls
+
+
+# ----------------------------------------------------------------- calls every partition answers
+def merge_reports(replies: list[bytes], pmap: PartitionMap) -> bytes:
+    """A clearing month's statement from every partition's (in partition order): closed once every partition has
+    closed it, confirmed by a province once every partition recorded it; the (insured, treatment) pairs are each
+    one partition's (the insured province's) and the institutions' and net positions' figures add up."""
+    reports = [fdpb.ClearingReport.FromString(reply) for reply in replies]
+    out = fdpb.ClearingReport(month=reports[0].month, closed=all(r.closed for r in reports),
+                              confirmed=sorted(set.intersection(*(set(r.confirmed) for r in reports))))
+    out.pairs.extend(sorted((p for r in reports for p in r.pairs),
+                            key=lambda p: (p.insured_province, p.treatment_province)))
+    institutions: dict[str, fdpb.InstitutionTotals] = {}
+    nets: dict[str, fdpb.NetPosition] = {}
+    for report in reports:
+        _add_totals(out.totals, report.totals)
+        out.province_names.update(report.province_names)
+        for row in report.institutions:
+            _add_totals(institutions.setdefault(row.fixmedins_code, _like(row)).totals, row.totals)
+        for row in report.net_positions:
+            net = nets.setdefault(row.province, fdpb.NetPosition(province=row.province))
+            net.receivable_fen += row.receivable_fen
+            net.payable_fen += row.payable_fen
+            net.net_fen += row.net_fen
+    out.institutions.extend(institutions[code] for code in sorted(institutions))
+    out.net_positions.extend(nets[province] for province in sorted(nets))
+    return out.SerializeToString()
+
+
+def _like(row: fdpb.InstitutionTotals) -> fdpb.InstitutionTotals:
+    return fdpb.InstitutionTotals(fixmedins_code=row.fixmedins_code, fixmedins_name=row.fixmedins_name,
+                                  treatment_province=row.treatment_province)
+
+
+def _add_totals(into: fdpb.ClearingTotals, more: fdpb.ClearingTotals) -> None:
+    for field in fdpb.ClearingTotals.DESCRIPTOR.fields:
+        setattr(into, field.name, getattr(into, field.name) + getattr(more, field.name))
+
+
+def merge_positions(replies: list[bytes], pmap: PartitionMap) -> bytes:
+    """Every insured province's prepaid position, each from its own partition (where its settlements draw it)."""
+    out = fdpb.Positions()
+    for part, reply in enumerate(replies):
+        out.positions.extend(p for p in fdpb.Positions.FromString(reply).positions
+                             if pmap.of_province(p.province) == part)
+    return out.SerializeToString()
+
+
+def first_answer(replies: list[bytes], pmap: PartitionMap) -> bytes:
+    """A clearing calendar's change, made by every partition: partition 0's answer (all say the same month)."""
+    return replies[0]
+
+
+# RPCs every partition answers (when the ledger is split), and how their answers make one.  GetPositions of one
+# province is that province's partition's.
+EVERY_PARTITION = {
+    "FundsService/CloseMonth": first_answer, "FundsService/ReopenMonth": first_answer,
+    "FundsService/ConfirmStatement": first_answer, "FundsService/GetClearingReport": merge_reports,
+    "FundsService/GetPositions": merge_positions}

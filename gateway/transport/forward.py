@@ -49,7 +49,7 @@ from ..config import Config
 from ..operations.metrics import REGISTRY, RpcTimer
 from ..security import certs
 from ..security.auth import FORWARDED_FOR, forwarded_for, resolve_caller
-from ..partitions import PARTITION_READS, RequestPartitions
+from ..partitions import EVERY_PARTITION, PARTITION_READS, RequestPartitions
 from ..store import is_postgresql
 from ..store.parts import StorageDown
 from .services.base import _enter, _finish, _leave, abort, internal_error
@@ -79,6 +79,9 @@ class Owner(Protocol):
     async def look_up(self, part: int) -> None:
         """Learn who owns another partition now, if not known yet (before ``owner_address(part)``)."""
 
+    def self_address(self) -> str:
+        """Where this node listens (its advertised address)."""
+
 
 class StaticOwner:
     """An owner named at start (``yidi serve --owner-address``): every mutating call goes to it."""
@@ -91,6 +94,9 @@ class StaticOwner:
 
     async def look_up(self, part: int) -> None:
         return None
+
+    def self_address(self) -> str:
+        raise RuntimeError("a node given --owner-address serves one partition")
 
 
 def forwarded(method) -> bool:
@@ -128,10 +134,13 @@ class Forwarder:
         """Replace the handlers of the service's mutating RPCs (in place) by ones that forward when not the owner."""
         for method in service.methods:
             name = f"{service.name}/{method.name}"
+            path = f"/{service.full_name}/{method.name}"
+            if self.partitions is not None and name in EVERY_PARTITION:
+                handlers[path] = self._everywhere(path, name, method, handlers[path].unary_unary)
+                continue
             mutating = forwarded(method)
             if not mutating and not (self.partitions is not None and name in PARTITION_READS):
                 continue
-            path = f"/{service.full_name}/{method.name}"
             if method.client_streaming and method.server_streaming:
                 handlers[path] = self._stream(path, name, handlers[path].stream_stream)
             elif not method.client_streaming and not method.server_streaming:
@@ -206,6 +215,61 @@ class Forwarder:
                 _finish(timer, entered[0] if entered else "", None, code, reason, start)
 
         return grpc.unary_unary_rpc_method_handler(handle)
+
+    def _everywhere(self, path: str, name: str, method, local) -> grpc.RpcMethodHandler:
+        """A call every partition answers (a clearing calendar's change, a clearing report, every position): sent
+        to each partition's owner in partition order, this node's own included (over its own listener, so each
+        copy is authorized, performed and audited there as any forwarded call), one answer made of theirs
+        (``partitions.EVERY_PARTITION``).  A change holds the ledger's clearing lock meanwhile, so two changes of
+        the calendar never interleave across partitions; the first refusal or failure is the answer (a retry
+        with the same request_id completes what was not done: each partition's copy is idempotent)."""
+        timer, merge, mutating = RpcTimer(name), EVERY_PARTITION[name], forwarded(method)
+        single = self._unary(path, name, method, mutating, local).unary_unary   # GetPositions of one province
+
+        async def handle(raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
+            if forwarded_for(context) is not None:
+                return await local(raw, context)
+            if not mutating and await self.partitions.of(method, raw, lambda: resolve_caller(context)) is not None:
+                return await single(raw, context)
+            start, entered, code, reason, address, lock = perf_counter(), None, "OK", "", "", None
+            try:
+                entered = _enter(context, self.gw)
+                if mutating:
+                    try:
+                        lock = await asyncio.to_thread(self.gw.store.clearing_lock, context.time_remaining())
+                    except StorageDown:
+                        raise YidiError("STORAGE_UNAVAILABLE") from None
+                replies = []
+                for part in range(self.gw.partitions.n):
+                    address = await self._address_of(part, mutating)
+                    call = self._call(address, path, "unary_unary")
+                    replies.append(await call(raw, timeout=context.time_remaining(),
+                                              metadata=((FORWARDED_FOR, entered[0]),)))
+                return merge(replies, self.gw.partitions)
+            except asyncio.CancelledError:
+                code = "CANCELLED"
+                raise
+            except Exception as exc:
+                code, reason = self._outcome(name, address, exc)
+                await self._abort(context, name, exc, reason)
+            finally:
+                if lock is not None:
+                    await asyncio.to_thread(lock.close)
+                _leave(self.gw, entered)
+                _finish(timer, entered[0] if entered else "", None, code, reason, start)
+
+        return grpc.unary_unary_rpc_method_handler(handle)
+
+    async def _address_of(self, part: int, mutating: bool) -> str:
+        """Where partition ``part``'s copy of a call every partition answers goes: its owner, or for this node's
+        own partition this node itself unless a change must go to the owner of it."""
+        if part != self.gw.store.part:
+            try:
+                await self.owner.look_up(part)
+            except StorageDown:
+                raise YidiError("STORAGE_UNAVAILABLE") from None
+            return self.owner.owner_address(part)
+        return (self.owner.owner_address() if mutating else None) or self.owner.self_address()
 
     def _stream(self, path: str, method: str, local) -> grpc.RpcMethodHandler:
         """A bidirectional stream: every message on to the owner as it arrives, every reply back as it comes."""

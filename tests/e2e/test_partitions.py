@@ -9,7 +9,13 @@ Guangdong's insured (44 % 2 = partition 0) and Liaoning's (21 % 2 = partition 1)
 * the same request id sent to both nodes at the same moment settles once;
 * a batch is performed by the owner of its first item's partition, an item of the other refused
   WRONG_PARTITION; a reversal goes to its original's partition;
-* ``yidi verify-ledger`` proves both partitions' chains and the shared tables.
+* ``yidi verify-ledger`` proves both partitions' chains and the shared tables;
+* clearing months closed (each close made by both partitions, under the clearing lock) while four clients settle
+  both provinces' insured through both nodes: in each partition's log every settlement booked in a closed month
+  precedes that partition's close and every later one follows it, none sent after the close was acknowledged is
+  booked in the closed month, the report (from either node: both partitions' figures) totals exactly the
+  settlements booked in it and its net positions sum to 0; each province's position, from either node, drew
+  exactly its insured's settlements.
 """
 from __future__ import annotations
 
@@ -18,13 +24,15 @@ import os
 import subprocess
 import sys
 import threading
+import time
+import zlib
 
 import grpc
 import psycopg
 
-from core.partition import PartitionMap
+from core.partition import PartitionMap, part_of_seq
 from datagen.spec_fixture import make_certno, write_spec_dataset
-from gateway._pb.yidi.v1 import common_pb2 as pb, settlement_pb2 as spb
+from gateway._pb.yidi.v1 import common_pb2 as pb, funds_pb2 as fdpb, settlement_pb2 as spb
 from gateway.testing import dev_certs
 from gateway.transport.status import reason_of
 from gateway_harness import ROOT
@@ -33,7 +41,7 @@ sys.path.insert(0, os.path.join(ROOT, "tools"))
 import builders  # noqa: E402
 import failover  # noqa: E402
 from builders import HK_L1  # noqa: E402
-from failover import HAINAN, LIAONING, SETTLE, Node  # noqa: E402
+from failover import HAINAN, LIAONING, NATIONAL, SETTLE, Node, Settler  # noqa: E402
 
 GUANGDONG = "440000"
 REVERSE = "/yidi.v1.SettlementService/Reverse"
@@ -52,9 +60,9 @@ def two_province_dataset(path) -> str:
         policies = [json.loads(line) for line in f]
     persons, filings = [], []
     for n, psn_no in enumerate(GUANGDONG_PERSONS, 1):
-        persons.append({"psn_no": psn_no, "certno": make_certno(f"44010019800101{n:03d}"), "name": "广东测试", "insuplc_admdvs": "440100",
-                        "insutype": "310", "person_type": "in_service", "status": "active", "assistance": False,
-                        "card_no": f"G{n:07d}", "card_version": "3.0"})
+        persons.append({"psn_no": psn_no, "certno": make_certno(f"44010019800101{n:03d}"), "name": "广东测试",
+                        "insuplc_admdvs": "440100", "insutype": "310", "person_type": "in_service",
+                        "status": "active", "assistance": False, "card_no": f"G{n:07d}", "card_version": "3.0"})
         filings.append({"filing_id": f"G{n:04d}", "psn_no": psn_no, "kind": "long_term_residence",
                         "dest_admdvs": "460000", "fixmedins_codes": [], "valid_from": 20260101, "valid_to": 0,
                         "status": "active"})
@@ -165,3 +173,89 @@ def _batch_and_reversal(clients, answers: dict) -> None:
         raise AssertionError("an original settled after its reversal")
     except grpc.RpcError as err:
         assert reason_of(err) == "REQUEST_REVERSED", err
+
+
+def either_province(request_id: str) -> spb.OutpatientSettleRequest:
+    """The settlement sent under request_id, every time: a person of either province, by the id."""
+    h = zlib.crc32(request_id.encode())
+    persons = LIAONING_PERSONS + GUANGDONG_PERSONS
+    return settle(request_id, persons[h % len(persons)], 20000 + h % 997)
+
+
+def ledger(url: str, kind: str) -> list[tuple[int, str, bytes]]:
+    with psycopg.connect(url) as conn:
+        return conn.execute("SELECT seq, request_id, response FROM records WHERE kind = %s ORDER BY seq",
+                            (kind,)).fetchall()
+
+
+def test_months_closed_in_every_partition_while_both_settle_and_the_books_balance(tmp_path, pg_url):
+    nodes = partition_nodes(tmp_path, pg_url)
+    national = [node.gw.client(NATIONAL) for node in nodes]
+    try:
+        settler = Settler(nodes, prefix="close", make=either_province)
+        settler.start()
+        closes = {}
+        for k, month in enumerate((202603, 202604)):   # settlements are dated 20260315: booked forward once closed
+            before = settler.count()
+            while settler.count() < before + 30:
+                time.sleep(0.01)
+            client = national[1 - k]   # the first close sent to partition 1's node, the second to partition 0's
+            closed = client(client.funds.CloseMonth, fdpb.ClearingMonthRequest(request_id=f"close-{month}",
+                                                                               month=month))
+            closes[month] = time.monotonic()
+            assert closed.closed and closed.month == month
+            again = national[k](national[k].funds.CloseMonth, fdpb.ClearingMonthRequest(request_id=f"close-{month}",
+                                                                                       month=month))
+            assert again == closed   # the same request id through the other node: answered, nothing more done
+        hainan = nodes[0].gw.client(HAINAN)   # refused by the first partition's owner: no partition changes
+        assert hainan.refused(hainan.funds.CloseMonth, fdpb.ClearingMonthRequest(request_id="close-x", month=202605))[1] \
+            == "PERMISSION_DENIED"
+        before = settler.count()
+        while settler.count() < before + 30:
+            time.sleep(0.01)
+        settler.stop()
+        _booked_around_each_partitions_close(pg_url, settler, closes, national)
+        _positions_drew_their_insureds_settlements(settler, national)
+    finally:
+        for node in nodes:
+            node.gw.stop()
+
+
+def _booked_around_each_partitions_close(url, settler, closes, national) -> None:
+    booked = {rid: (seq, spb.SettlementResponse.FromString(response).settlement)
+              for seq, rid, response in ledger(url, "settled")}
+    assert set(settler.acked) <= set(booked)
+    close_seq = {(rid, part_of_seq(seq)): seq for seq, rid, _ in ledger(url, "clearing_month")}
+    assert sorted(close_seq) == sorted((f"close-{m}", p) for m in closes for p in (0, 1))   # one copy each
+    late_sent = 0
+    for month, acked_at in closes.items():
+        in_month = [s for _, s in booked.values() if s.clearing_month == month]
+        for seq, s in booked.values():
+            close = close_seq[(f"close-{month}", part_of_seq(seq))]
+            assert (seq < close) if s.clearing_month <= month else (seq > close), (s.setl_id, month)
+        for rid, (_, _, sent) in settler.acked_by.items():
+            if sent > acked_at:
+                late_sent += 1
+                assert spb.SettlementResponse.FromString(settler.acked[rid]).settlement.clearing_month > month, rid
+        asked = fdpb.GetClearingReportRequest(month=month)
+        report = national[0](national[0].funds.GetClearingReport, asked)
+        assert report == national[1](national[1].funds.GetClearingReport, asked)
+        assert {p.insured_province for p in report.pairs} == {"210000", "440000"}, report.pairs
+        assert report.totals.settlements == len(in_month) > 0
+        assert report.totals.fund_pay_sumamt == sum(s.breakdown.fund_pay_sumamt for s in in_month)
+        assert report.totals.medfee_sumamt == sum(s.breakdown.medfee_sumamt for s in in_month)
+        assert sum(n.net_fen for n in report.net_positions) == 0 and len(report.net_positions) == 3
+    assert late_sent > 0
+
+
+def _positions_drew_their_insureds_settlements(settler, national) -> None:
+    drawn: dict[str, int] = {}
+    for answer in settler.acked.values():
+        s = spb.SettlementResponse.FromString(answer).settlement
+        drawn[s.insuplc_admdvs[:2] + "0000"] = drawn.get(s.insuplc_admdvs[:2] + "0000", 0) + \
+            s.breakdown.fund_pay_sumamt
+    seen = [list(c(c.funds.GetPositions, fdpb.GetPositionsRequest()).positions) for c in national]
+    assert seen[0] == seen[1]
+    assert {p.province: p.drawn_fen for p in seen[0] if p.drawn_fen} == drawn
+    one = national[0](national[0].funds.GetPositions, fdpb.GetPositionsRequest(province=LIAONING))
+    assert [p.drawn_fen for p in one.positions] == [drawn[LIAONING]]

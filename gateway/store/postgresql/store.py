@@ -49,6 +49,8 @@ SCAN_PAGE_RECORDS = 1024
 COPY_MIN_ROWS = 32
 # The first key of the advisory lock that lets one node at a time create the schema ("yidi" in ASCII).
 LOCK_CLASS = 0x79696469
+# Its second key for the clearing lock (the schema's is -1).
+CLEARING_LOCK = -2
 # A tool's lease (open_postgresql): its length and renewal period; a gateway's are its options.
 LEASE_TTL_S = 2.0
 LEASE_RENEW_S = 0.5
@@ -389,6 +391,22 @@ class PostgresStore(ArchiveReads):
                 " WHERE NOT pg_is_in_recovery()").fetchall()
         # A role without pg_monitor sees its standbys but not their state (NULLs): counted as "unknown".
         return [(name or "", sync or "unknown", lag_bytes, lag_s) for name, sync, lag_bytes, lag_s in rows]
+
+    def clearing_lock(self, timeout_s: float | None) -> psycopg.Connection:
+        """The ledger's clearing lock (a session advisory lock), held until the connection returned is closed:
+        one change of the clearing calendar at a time goes through every partition.  StorageDown if it cannot be
+        had within ``timeout_s`` (None: a lease's length)."""
+        wait_s = self._lease_ttl_s if timeout_s is None else max(0.1, timeout_s)
+        try:
+            conn = self._connect(autocommit=True, lock_timeout_s=wait_s)
+            try:
+                conn.execute("SELECT pg_advisory_lock(%s, %s)", (LOCK_CLASS, CLEARING_LOCK))
+            except BaseException:
+                conn.close()
+                raise
+        except psycopg.Error as err:
+            raise StorageDown(f"the clearing lock of {self._path} cannot be had now: {_first_line(err)}") from None
+        return conn
 
     def lease_holders(self) -> dict[int, str]:
         """The advertised address of every partition's owner whose lease has not expired (by the server's clock)."""
