@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import tempfile
 
@@ -29,6 +30,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from bench import loadgen  # noqa: E402
+from bench.profile import summarise  # noqa: E402
 
 
 def main() -> None:
@@ -39,6 +41,8 @@ def main() -> None:
     p.add_argument("--concurrency", type=int, default=32, help="calls in flight per client process")
     p.add_argument("--seconds", type=float, default=8.0)
     p.add_argument("--json", default="", help="also write the result here")
+    p.add_argument("--profile", action="store_true", help="py-spy each gateway during the one-node and the "
+                                                          "any-node rows, and print where its main thread's time goes")
     args = p.parse_args()
     from gateway.pgcluster import Cluster
 
@@ -46,7 +50,8 @@ def main() -> None:
         data_dir = args.data_dir or _generate(os.path.join(work, "data"), args.persons)
         cluster = Cluster().start()
         try:
-            result = measure(cluster, data_dir, work, args.processes, args.concurrency, args.seconds)
+            result = measure(cluster, data_dir, work, args.processes, args.concurrency, args.seconds,
+                             args.profile)
         finally:
             cluster.stop()
     print(json.dumps(result))
@@ -62,20 +67,26 @@ def _generate(out: str, persons: int) -> str:
     return out
 
 
-def measure(cluster, data_dir: str, work: str, processes: int, concurrency: int, seconds: float) -> dict:
+def measure(cluster, data_dir: str, work: str, processes: int, concurrency: int, seconds: float,
+            profile: bool = False) -> dict:
     load = dict(processes=processes, concurrency=concurrency, seconds=seconds, expected=("OVERLOADED",))
-    rows = {}
+    rows, profiles = {}, {}
     with _nodes(cluster.create_database("one"), data_dir, work, 1) as nodes:
         [(proc, target)] = nodes
-        rows["one node"] = loadgen.run_load(target, "outpatient", data_dir, server_pid=proc.pid, seed=1000, **load)
+        with _spy(profile, work, {"one node": proc}, seconds, profiles):
+            rows["one node"] = loadgen.run_load(target, "outpatient", data_dir, server_pid=proc.pid, seed=1000,
+                                                **load)
     with _nodes(cluster.create_database("two"), data_dir, work, 2) as nodes:
         (p0, t0), (p1, t1) = nodes
         both = f"{t0},{t1}"
         rows["two nodes, routed"] = loadgen.run_load(both, "outpatient", data_dir, server_pid=p0.pid,
                                                      other_pids=(p1.pid,), seed=2000, route=2, **load)
-        rows["two nodes, any node"] = loadgen.run_load(both, "outpatient", data_dir, server_pid=p0.pid,
-                                                       other_pids=(p1.pid,), seed=3000, **load)
+        with _spy(profile, work, {"any node, partition 0's": p0, "any node, partition 1's": p1}, seconds, profiles):
+            rows["two nodes, any node"] = loadgen.run_load(both, "outpatient", data_dir, server_pid=p0.pid,
+                                                           other_pids=(p1.pid,), seed=3000, **load)
     print(_table(rows), file=sys.stderr)
+    for name, raw in profiles.items():
+        print(f"\n{name} gateway (py-spy, busy samples):\n{summarise(raw)}", file=sys.stderr)
     one = rows["one node"]["settlements_per_s"]
     return {
         "settlements_per_s": {name: round(row["settlements_per_s"]) for name, row in rows.items()},
@@ -89,6 +100,30 @@ def measure(cluster, data_dir: str, work: str, processes: int, concurrency: int,
 
 def _cpu_us(row: dict) -> float:
     return row["server_cpu_us_per_call"] + row.get("other_cpu_us_per_call", 0.0)
+
+
+class _spy:
+    """py-spy records each named gateway for the load's length (after its warm-up) when ``on``; raw output files
+    into ``out`` by name."""
+
+    def __init__(self, on: bool, work: str, procs: dict, seconds: float, out: dict) -> None:
+        self.on, self.work, self.procs, self.seconds, self.out = on, work, procs, seconds, out
+        self.spies: list = []
+
+    def __enter__(self) -> None:
+        if not self.on:
+            return
+        env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
+        for name, proc in self.procs.items():
+            raw = self.out[name] = os.path.join(self.work, f"spy-{len(self.out)}.txt")
+            self.spies.append(subprocess.Popen(
+                ["sh", "-c", f"sleep 3 && exec py-spy record -p {proc.pid} -d {max(1, int(self.seconds) - 2)} "
+                             f"-r 250 -f raw -o {raw} --threads --nonblocking"],
+                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+
+    def __exit__(self, *exc) -> None:
+        for spy in self.spies:
+            spy.wait(120)
 
 
 class _nodes:

@@ -5,9 +5,10 @@ with PostgreSQL's types: every integer a BIGINT (money in fen, dates, seqs,
 63-bit hashes), every blob a BYTEA, so both backends hold the same rows and
 the same tags.  What differs:
 
-* ``records`` and ``head`` are keyed by a partition (``part``) first.  One
-  partition (0) exists today; a ledger split by insured province gives each
-  partition its own dense seqs, chain and sealed head row.
+* ``records`` and ``head`` are keyed by a partition (``part``) first: a
+  ledger split by insured province (core/partition.py) gives each partition
+  its own dense seqs (from part × 10^13), chain and sealed head row; the
+  other tables are shared, their rows named by seqs unique across partitions.
 * ``head.token`` is the fencing token: every append rewrites the head row
   only where the token is still the writer's own, so an append from a
   deposed writer changes nothing (its transaction fails and is rolled back).
