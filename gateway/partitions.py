@@ -4,7 +4,7 @@ Read from the fields a request (a protobuf message) or a command (core/commands.
 same names: an id the gateway issued (``mdtrt_id``, ``setl_id``, ``problem_id``, a reversal's ``target_id``)
 names its partition; a person (``psn_no``, ``certno``, an electronic voucher, a filing's person, a new
 person's ``insuplc_admdvs``) is in the partition of their insured province, which every node's reference data
-knows; a ``province`` (a prepaid position) is its own.  None: the call names none of these (or names an
+knows; a prepaid position's ``province`` is its own.  None: the call names none of these (or names an
 object this node's reference data does not know); it is served where it arrives.
 
 The clearing calendar's commands are not a single partition's: ``every_partition`` says so.
@@ -26,6 +26,10 @@ from .store.parts import StorageDown
 
 # Ids whose partition is in their number (core/partition.py); a reversal's target once resolved.
 _ID_FIELDS = ("mdtrt_id", "setl_id", "problem_id", "target_id")
+# The requests and commands whose ``province`` is a prepaid position's (elsewhere a province is who reports or
+# confirms something, which names no partition).
+_POSITION_TYPES = frozenset({"SetPrepaid", "TopUpPrepaid", "SetPrepaidRequest", "TopUpPrepaidRequest",
+                             "GetPositionsRequest"})
 # SPEC §10.5: the electronic voucher is "psn_no.expiry.mac"; routing reads only its psn_no (the owner verifies it).
 CERT_VOUCHER = "01"
 # Reads answered from one partition's state (a person's, a visit's, a settlement's, a province's position): sent
@@ -55,7 +59,7 @@ def partition_of(index, pmap: PartitionMap, obj) -> int | None:
     if psn_no:
         row = index.get_person(psn_no)
         return pmap.of_province(row["insuplc_admdvs"]) if row is not None else None
-    province = getattr(obj, "province", "")
+    province = getattr(obj, "province", "") if type(obj).__name__ in _POSITION_TYPES else ""
     return pmap.of_province(province) if province else None
 
 

@@ -271,7 +271,8 @@ def test_a_stalled_partition_owner_is_replaced_by_its_standby_and_nothing_is_los
     standby.start("STANDBY")
     nodes.append(standby)
     try:
-        settler = Settler(nodes, prefix="stall", make=either_province)
+        # each settlement tried first at partition 1's owner, which forwards partition 0's until the takeover
+        settler = Settler([nodes[1], standby, nodes[0]], prefix="stall", make=either_province)
         settler.start()
         while settler.count() < 40:
             time.sleep(0.02)
