@@ -283,8 +283,8 @@ def test_a_stalled_partition_owner_is_replaced_by_its_standby_and_nothing_is_los
             time.sleep(0.05)
         took_s = time.monotonic() - stopped_at
         served = settler.count()
-        while settler.count() < served + 40:
-            assert time.monotonic() - stopped_at < 60, "settlements did not go on after the takeover"
+        while settler.count() < served + 20:
+            assert time.monotonic() - stopped_at < 90, "settlements did not go on after the takeover"
             time.sleep(0.05)
         nodes[0].kill(signal.SIGCONT)
         assert nodes[0].gw.proc.wait(30) == 70

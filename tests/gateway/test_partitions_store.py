@@ -9,6 +9,8 @@ opening and by ``verify-ledger``, which proves every partition's chain.
 """
 from __future__ import annotations
 
+import time
+
 import psycopg
 import pytest
 
@@ -16,7 +18,8 @@ from core.events import settlement_id, visit_id
 from core.partition import SEQ_SPAN, PartitionMap, part_of_seq, seq_base
 from gateway.store import LedgerCorrupt, Record, open_store
 from gateway.store import chain
-from gateway.store.postgresql import safe_url
+from gateway.store.postgresql import lease, safe_url
+from gateway.store.postgresql.store import Deposed, PostgresStore
 from gateway.store.postgresql.verify import verify_ledger
 from gateway.testing import seal_key
 
@@ -74,3 +77,28 @@ def test_two_partitions_append_apart_read_each_other_and_prove_the_shared_tables
         open_store(pg_url, seal_key(), part=0)
     with pytest.raises(LedgerCorrupt, match="table requests has 3 rows but the sealed head counts 4"):
         verify_ledger(pg_url, seal_key())
+
+
+def test_taking_a_partition_over_ends_that_partitions_stalled_writer_only(pg_url):
+    """The head table is shared: a node taking an expired partition ends the sessions of that partition's writer
+    still inside a write transaction, never another partition's writer in the middle of its append."""
+    ttl_s = 0.5
+    zero, one, taker = (PostgresStore(pg_url, seal_key(), part=part, lease_ttl_s=ttl) for part, ttl in
+                        ((0, ttl_s), (1, 60.0), (0, ttl_s)))   # partition 1's writer is not idle past its lease
+    conns = [store.connect_lease() for store in (zero, one, taker)]
+    try:
+        zero.take_over(lease.take(conns[0], 0, "a", "a:1", ttl_s))
+        one.take_over(lease.take(conns[1], 1, "b", "b:1", 60))
+        with one._wconn.transaction():   # partition 1's writer inside an append, holding its head row
+            one._wconn.execute("UPDATE head SET tag = tag WHERE part = 1")
+            time.sleep(ttl_s + 0.1)   # partition 0's lease has run out
+            token = lease.take(conns[2], 0, "c", "c:1", ttl_s)
+            assert isinstance(token, int)
+            assert one._wconn.execute("SELECT 1").fetchone() == (1,)   # its session was not ended
+        assert taker.take_over(token).seq == 0 and taker.append([record(1, "c-1")]) == [1]
+        assert one.append([record(1, "d-1")]) == [seq_base(1) + 1]
+        with pytest.raises(Deposed):
+            zero.append([record(2, "a-2")])
+    finally:
+        for closing in (*conns, zero, one, taker):
+            closing.close()

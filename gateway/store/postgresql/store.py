@@ -40,7 +40,7 @@ from ..reader import ArchiveReads, Reader
 from ..rows import COLUMNS, TABLES, checked, derive, keys_of, request_hash
 from ..seal import LedgerKey, SealKey
 from . import safe_url
-from .lease import LeaseKeeper
+from .lease import LeaseKeeper, writer_name
 from .schema import COPY_TYPES, SCHEMA, SCHEMA_VERSION
 
 SCAN_PAGE_RECORDS = 1024
@@ -108,7 +108,10 @@ class PostgresStore(ArchiveReads):
     # -- opening -------------------------------------------------------------
 
     def _connect(self, autocommit: bool, writer: bool = False, lock_timeout_s: float = 0) -> psycopg.Connection:
-        name = f"yidi pid {os.getpid()} on {socket.gethostname()}"[:63]
+        # a writer's session names its partition: a node taking the partition over ends only that partition's
+        # stalled writer (lease.py), never another partition's, which writes the shared head table too
+        name = (writer_name(self.part) if writer else "yidi ") + f"pid {os.getpid()} on {socket.gethostname()}"
+        name = name[:63]
         options = "-c synchronous_commit=on"
         if writer:   # a writer stalled between a transaction's statements (SIGSTOP) loses it, and its locks
             options += f" -c idle_in_transaction_session_timeout={int(self._lease_ttl_s * 1000)}"
@@ -164,16 +167,11 @@ class PostgresStore(ArchiveReads):
                 row = conn.execute("SELECT chain FROM records WHERE part = %s AND seq = %s", (self.part, seq)).fetchone()
                 return self.key.genesis if seq == self.base_seq else None if row is None else row[0]
 
-            others = self._other_counts(conn)
+            others = other_counts(conn, self._path, self.key, self.part)   # the tables are shared by the partitions
             chain.prove_head_row(self._path, self.key, head_row, body, tag, last_seq, chain_at, TABLES,
                                  lambda table: conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
                                  - others.get(table, 0))
         return head_row
-
-    def _other_counts(self, conn: psycopg.Connection) -> dict[str, int]:
-        """The rows the other partitions' sealed head rows count, per table (read in the caller's snapshot): the
-        tables are shared, so this partition's head row counts what is left."""
-        return other_counts(conn, self._path, self.key, self.part)
 
     def _decode_head(self, body: bytes) -> HeadRow:
         try:
