@@ -21,7 +21,7 @@ from core.commands import ChangeClearingMonth, Command
 from core.errors import YidiError
 from core.partition import PartitionMap, part_of_seq
 
-from ._pb.yidi.v1 import funds_pb2 as fdpb
+from ._pb.yidi.v1 import funds_pb2 as fdpb, settlement_pb2 as spb
 from .store.parts import StorageDown
 
 # Ids whose partition is in their number (core/partition.py); a reversal's target once resolved.
@@ -105,7 +105,7 @@ class RequestPartitions:
         except DecodeError:
             return None
         items = getattr(msg, "items", None)
-        if items is not None:   # a batch: its first item's partition performs it (the others: WRONG_PARTITION)
+        if items is not None:   # a batch of one partition (else split by the forwarder): its first item's
             if not items:
                 return None
             msg = getattr(items[0], items[0].WhichOneof("settle") or "", None)
@@ -119,6 +119,23 @@ class RequestPartitions:
                 raise YidiError("STORAGE_UNAVAILABLE") from None
             return part_of_seq(record.seq) if record is not None else None
         return partition_of(state.engine.index, self.gw.partitions, msg)
+
+    def batch_groups(self, items: list[bytes]) -> dict[int, list[int]] | None:
+        """A SettleBatch's items (their bytes) by partition, in order within each (an item naming none: this
+        node's); None when they are all one partition's, or one cannot be read (the batch is then served as one)."""
+        state = self.gw.state
+        if state is None:
+            return None
+        groups: dict[int, list[int]] = {}
+        for i, raw in enumerate(items):
+            try:
+                item = spb.SettleItem.FromString(raw)
+            except DecodeError:
+                return None
+            member = getattr(item, item.WhichOneof("settle") or "", None)
+            part = partition_of(state.engine.index, self.gw.partitions, member) if member is not None else None
+            groups.setdefault(self.gw.store.part if part is None else part, []).append(i)
+        return groups if len(groups) > 1 else None
 
     def _class(self, method) -> type:
         cls = self._classes.get(method.full_name)

@@ -43,8 +43,10 @@ import grpc
 from google.protobuf.descriptor import Descriptor, ServiceDescriptor
 from prometheus_client import Counter
 
+from core import length_delimited, read_batch_items
 from core.errors import REASONS, YidiError
 
+from .._pb.yidi.v1 import settlement_pb2 as spb
 from ..config import Config
 from ..operations.metrics import REGISTRY, RpcTimer
 from ..security import certs
@@ -52,6 +54,7 @@ from ..security.auth import FORWARDED_FOR, forwarded_for, resolve_caller
 from ..partitions import EVERY_PARTITION, PARTITION_READS, RequestPartitions
 from ..store import is_postgresql
 from ..store.parts import StorageDown
+from . import convert
 from .services.base import _enter, _finish, _leave, abort, internal_error
 from .status import reason_of
 
@@ -68,6 +71,8 @@ UNREACHABLE_LOG_INTERVAL_S = 1.0
 # Mutating RPCs every node performs itself: each node loads the reference data it answers from (an operator
 # loads it on every node).
 NODE_LOCAL = frozenset({"AdminService/LoadReferenceData"})
+# Split across partitions when its items are of several (a ledger split by insured province).
+SETTLE_BATCH = "SettlementService/SettleBatch"
 
 
 class Owner(Protocol):
@@ -137,6 +142,9 @@ class Forwarder:
             path = f"/{service.full_name}/{method.name}"
             if self.partitions is not None and name in EVERY_PARTITION:
                 handlers[path] = self._everywhere(path, name, method, handlers[path].unary_unary)
+                continue
+            if self.partitions is not None and name == SETTLE_BATCH:
+                handlers[path] = self._split_batch(path, name, method, handlers[path].unary_unary)
                 continue
             mutating = forwarded(method)
             if not mutating and not (self.partitions is not None and name in PARTITION_READS):
@@ -259,6 +267,72 @@ class Forwarder:
                 _finish(timer, entered[0] if entered else "", None, code, reason, start)
 
         return grpc.unary_unary_rpc_method_handler(handle)
+
+    def _split_batch(self, path: str, name: str, method, local) -> grpc.RpcMethodHandler:
+        """A SettleBatch whose items are of several partitions: each partition's items, in their order, as one
+        batch to that partition's owner (its own partition's to this node itself, or to its holder), all at once;
+        the outcomes put back in the items' order, byte for byte as the owners gave them.  A partition whose
+        owner cannot answer: each of its items refused as the call was (OWNER_UNAVAILABLE: retry them with the
+        same request ids).  A batch of one partition, too large or unreadable is served as any call."""
+        single = self._unary(path, name, method, True, local).unary_unary
+        timer, config = RpcTimer(name), self.gw.config
+
+        async def handle(raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
+            items = None if forwarded_for(context) is not None or len(raw) > config.max_message_bytes \
+                else read_batch_items(raw)
+            groups = self.partitions.batch_groups(items) if items and len(items) <= config.batch_max_items else None
+            if groups is None:
+                return await single(raw, context)
+            start, entered, code, reason = perf_counter(), None, "OK", ""
+            try:
+                entered = _enter(context, self.gw)
+                outcomes: list[bytes] = [b""] * len(items)
+                await asyncio.gather(*(self._batch_part(path, name, part, [items[i] for i in indices], indices,
+                                                        outcomes, context, entered[0])
+                                       for part, indices in groups.items()))
+                return convert.settle_batch_reply(outcomes)
+            except asyncio.CancelledError:
+                code = "CANCELLED"
+                raise
+            except YidiError as err:   # this node's own refusal of the caller (unidentified, over its limits)
+                code, reason = REASONS[err.reason].status, err.reason
+                await abort(context, err)
+            finally:
+                _leave(self.gw, entered)
+                _finish(timer, entered[0] if entered else "", None, code, reason, start)
+
+        return grpc.unary_unary_rpc_method_handler(handle)
+
+    async def _batch_part(self, path: str, name: str, part: int, items: list[bytes], indices: list[int],
+                          outcomes: list[bytes], context: grpc.aio.ServicerContext, caller: str) -> None:
+        """One partition's items of a split batch, sent as one batch to its owner; their outcomes into place."""
+        address = ""
+        try:
+            address = await self._address_of(part, True)
+            request = b"".join(length_delimited(spb.SettleBatchRequest.ITEMS_FIELD_NUMBER, item) for item in items)
+            reply = await self._call(address, path, "unary_unary")(request, timeout=context.time_remaining(),
+                                                                    metadata=((FORWARDED_FOR, caller),))
+            answers = read_batch_items(reply)
+            if answers is None or len(answers) != len(items):
+                raise RuntimeError(f"the owner at {address} answered a batch of {len(items)} with another")
+            FORWARDED_CALLS.labels(name, "OK").inc()
+        except Exception as exc:
+            _, reason = self._outcome(name, address, exc)
+            answers = [self._refused_item(exc, reason)] * len(items)
+        for i, answer in zip(indices, answers, strict=True):
+            outcomes[i] = answer
+
+    def _refused_item(self, exc: Exception, reason: str) -> bytes:
+        """A SettleOutcome refusing an item as its partition's call was refused: the owner's status as it sent it,
+        or this node's (OWNER_UNAVAILABLE, NOT_PARTITION_OWNER ...)."""
+        if isinstance(exc, grpc.aio.AioRpcError) and _answered(exc):
+            details = dict(exc.trailing_metadata() or ())[STATUS_DETAILS]
+            return length_delimited(spb.SettleOutcome.REFUSED_FIELD_NUMBER, details)
+        if isinstance(exc, YidiError):
+            return convert.settle_outcome(exc)
+        if reason == "OWNER_UNAVAILABLE":
+            return convert.settle_outcome(YidiError(reason, retry_after_ms=self.gw.config.overload_retry_after_ms))
+        return convert.settle_outcome(internal_error(SETTLE_BATCH, self.gw))
 
     async def _address_of(self, part: int, mutating: bool) -> str:
         """Where partition ``part``'s copy of a call every partition answers goes: its owner, or for this node's

@@ -7,8 +7,8 @@ Guangdong's insured (44 % 2 = partition 0) and Liaoning's (21 % 2 = partition 1)
   each settlement id names the partition that recorded it; the other node answers the same request id with
   the same bytes, and a person's accumulators (a read of their partition) are the same through either node;
 * the same request id sent to both nodes at the same moment settles once;
-* a batch is performed by the owner of its first item's partition, an item of the other refused
-  WRONG_PARTITION; a reversal goes to its original's partition;
+* a batch of both partitions' items is split, each partition's items performed by its owner, and answered in
+  the items' order; a reversal goes to its original's partition;
 * ``yidi verify-ledger`` proves both partitions' chains and the shared tables;
 * clearing months closed (each close made by both partitions, under the clearing lock) while four clients settle
   both provinces' insured through both nodes: in each partition's log every settlement booked in a closed month
@@ -153,12 +153,16 @@ def _same_request_id_at_once(url, clients) -> None:
 
 
 def _batch_and_reversal(clients, answers: dict) -> None:
-    batch = spb.SettleBatchRequest(items=[spb.SettleItem(outpatient=settle("b-gd", GUANGDONG_PERSONS[0])),
-                                          spb.SettleItem(outpatient=settle("b-ln", LIAONING_PERSONS[0]))])
-    answer = spb.SettleBatchResponse.FromString(clients[1].raw(BATCH, batch))   # sent to partition 1's owner
-    first, second = answer.outcomes
-    assert PARTITIONS.of_id(first.settlement.settlement.setl_id) == 0
-    assert second.WhichOneof("outcome") == "refused" and "WRONG_PARTITION" in str(second.refused), second
+    # a batch of both partitions' items: each partition's performed by its owner, the outcomes in the items' order
+    batch = spb.SettleBatchRequest(items=[spb.SettleItem(outpatient=settle(f"b-{k}", psn_no)) for k, psn_no in
+                                          enumerate((GUANGDONG_PERSONS[0], LIAONING_PERSONS[0], GUANGDONG_PERSONS[1],
+                                                     LIAONING_PERSONS[1]))])
+    raw = clients[1].raw(BATCH, batch)
+    answer = spb.SettleBatchResponse.FromString(raw)
+    assert [PARTITIONS.of_id(o.settlement.settlement.setl_id) for o in answer.outcomes] == [0, 1, 0, 1]
+    assert clients[0].raw(BATCH, batch) == raw   # again, through the other node: the same bytes, nothing more done
+    assert clients[0].raw(SETTLE, settle("b-2", GUANGDONG_PERSONS[1])) == \
+        answer.outcomes[2].settlement.SerializeToString()
     # a reversal sent to the node of the other partition goes to its original's partition (1)
     reverse = spb.ReverseRequest(request_id="rev-1", original_request_id="op-0-0", reverse_date=20260316)
     reversed_ = clients[0].raw(REVERSE, reverse)
