@@ -8,7 +8,8 @@ Guangdong's insured (44 % 2 = partition 0) and Liaoning's (21 % 2 = partition 1)
   the same bytes, and a person's accumulators (a read of their partition) are the same through either node;
 * the same request id sent to both nodes at the same moment settles once;
 * a batch of both partitions' items is split, each partition's items performed by its owner, and answered in
-  the items' order; a reversal goes to its original's partition;
+  the items' order; a stream's item of another partition than the node's is refused WRONG_PARTITION; a
+  reversal goes to its original's partition;
 * ``yidi verify-ledger`` proves both partitions' chains and the shared tables;
 * clearing months closed (each close made by both partitions, under the clearing lock) while four clients settle
   both provinces' insured through both nodes: in each partition's log every settlement booked in a closed month
@@ -106,7 +107,7 @@ def test_two_nodes_each_owning_a_partition_settle_both_provinces_exactly(tmp_pat
         _batch_and_reversal(hainan, answers)
         counts = failover.settled_ids(pg_url)
         assert all(counts[rid] == 1 for rid in answers) and max(counts.values()) == 1
-        assert "never-sent" not in counts
+        assert "never-sent" not in counts and "st-ln" not in counts
         verified = subprocess.run([sys.executable, "-m", "gateway", "verify-ledger", pg_url, "--key",
                                    dev_certs().seal_key], cwd=ROOT, capture_output=True, text=True, timeout=120)
         assert verified.returncode == 0 and "in 2 partitions" in verified.stdout, verified.stdout + verified.stderr
@@ -163,6 +164,14 @@ def _batch_and_reversal(clients, answers: dict) -> None:
     assert clients[0].raw(BATCH, batch) == raw   # again, through the other node: the same bytes, nothing more done
     assert clients[0].raw(SETTLE, settle("b-2", GUANGDONG_PERSONS[1])) == \
         answer.outcomes[2].settlement.SerializeToString()
+    # a stream is performed by the node it reaches (partition 0's): an item of partition 1 refused, nothing done
+    stream = clients[0].channel.stream_stream("/yidi.v1.SettlementService/SettleStream",
+                                              request_serializer=lambda m: m.SerializeToString(),
+                                              response_deserializer=spb.SettleOutcome.FromString)
+    streamed = list(stream(iter([spb.SettleItem(outpatient=settle("st-gd", GUANGDONG_PERSONS[0])),
+                                 spb.SettleItem(outpatient=settle("st-ln", LIAONING_PERSONS[0]))]), timeout=30))
+    assert PARTITIONS.of_id(streamed[0].settlement.settlement.setl_id) == 0
+    assert streamed[1].WhichOneof("outcome") == "refused" and "WRONG_PARTITION" in str(streamed[1].refused)
     # a reversal sent to the node of the other partition goes to its original's partition (1)
     reverse = spb.ReverseRequest(request_id="rev-1", original_request_id="op-0-0", reverse_date=20260316)
     reversed_ = clients[0].raw(REVERSE, reverse)
