@@ -335,8 +335,9 @@ class Forwarder:
         return convert.settle_outcome(internal_error(SETTLE_BATCH, self.gw))
 
     async def _address_of(self, part: int, mutating: bool) -> str:
-        """Where partition ``part``'s copy of a call every partition answers goes: its owner, or for this node's
-        own partition this node itself unless a change must go to the owner of it."""
+        """Where partition ``part``'s share of a call goes (its copy of a call every partition answers, its items
+        of a split batch): its owner; for this node's own partition, this node itself unless a change must go to
+        its owner (this node a standby)."""
         if part != self.gw.store.part:
             try:
                 await self.owner.look_up(part)
