@@ -43,12 +43,14 @@ from core.engine import ApplyFailed, Engine, EngineState
 from core.errors import YidiError
 from core.events import REVERSED_KIND, ReferenceLoaded
 from core.limits import check_id
+from core.partition import PartitionMap
 from core.problems import GATEWAY
 from core.settlement import check_reversal, reversal
 
 from .store import chain, snapshot
 from .operations import metrics
 from .config import Config
+from .partitions import every_partition, partition_of
 from .reads import Reads
 from .store.idempotency import REVERSED, Keys, Looked, Prior, reused
 from .store import (GroupCommitLedger, LedgerClosed, LedgerCorrupt, LedgerFatal, Record, SnapshotStore, StorageDown, Store,
@@ -184,7 +186,7 @@ def build_state(config: Config, store: Store, keys: Keys, data_dir: str,
             chain.check_head(store.path, chain.Head(snap.seq, snap.chain), store.last_seq(), store.chain_at,
                              f"snapshot {snapshots.path(snap.seq)}")
         engine = Engine.restore(index, snap.engine, durable) if snap is not None else Engine(index, durable)
-        after = snap.seq if snap is not None else 0
+        after = snap.seq if snap is not None else store.base_seq
         replayed, last_chain = _replay(engine, store, keys, after, progress)
     engine.archive = Overlay(durable)
     log.info("state rebuilt: snapshot at seq %d, %d ledger records replayed after it", after, replayed)
@@ -260,6 +262,7 @@ class Gateway:
         self.watchdog = None    # gateway.operations.watchdog.LoopWatchdog, set by the server
         self.health = None      # gateway.operations.health.Health, set by the server
         self.ownership = None   # gateway.ownership.Ownership on PostgreSQL (set by the server); None: the only node
+        self.partitions = PartitionMap(config.partitions)   # the ledger's split by insured province (core/partition.py)
         self._storage_down: str | None = None  # why the ledger cannot be written now (a failed test write)
         self._probed = False   # the first test write after start has been tried: until then, NOT_READY
         self._damaged: str | None = None       # why the ledger failed a proof after start: serve nothing from it
@@ -402,6 +405,10 @@ class Gateway:
         """Run one mutating request exactly once (SPEC §6); its answer once it is durable."""
         if type(command) is LoadReferenceData:
             return await self._reload(caller, command, digest)
+        if self.store.part and every_partition(command):
+            # every partition records its copy of a clearing calendar's change under the same request id: keyed
+            # apart, since the idempotency index is shared (caller, request_id) and partition 0's keeps the key
+            caller = f"{caller}#p{self.store.part}"
         if type(command) is Reverse:
             # decided from what memory and the ledger hold now: no await may come between (read_index=False)
             command = await self._reverse_target(caller, command)
@@ -438,6 +445,7 @@ class Gateway:
                 if outcomes[i] is not None:
                     continue
                 seen[command.request_id] = (digest, i)
+                self._check_partition(engine, command)
                 check_deadline()  # the last moment before this item changes anything
                 records.append(self._perform(engine, caller, command, digest, base + len(records)))
             except YidiError as err:
@@ -451,6 +459,15 @@ class Gateway:
         if records:
             await self._submit(caller, records)
         return [await self._resolve(outcome, outcomes) for outcome in outcomes]
+
+    def _check_partition(self, engine: Engine, command: Command) -> None:
+        """WRONG_PARTITION for a command of another partition than this node's (an item of a batch or stream: a
+        single call is forwarded to its partition's owner before it gets here)."""
+        if self.partitions.n == 1 or every_partition(command):
+            return
+        part = partition_of(engine.index, self.partitions, command)
+        if part is not None and part != self.store.part:
+            raise YidiError("WRONG_PARTITION", part=part, mine=self.store.part)
 
     def _earlier(self, caller: str, command: Command, digest: bytes, seen: dict[str, tuple[bytes, int]],
                  looked: Looked | None) -> Prior | int | None:

@@ -173,8 +173,9 @@ def head_path(ledger_path: str) -> str:
     return ledger_path + ".head"
 
 
-def witness_path(directory: str, ledger_id: str) -> str:
-    return os.path.join(directory, f"yidi-{ledger_id}.witness")
+def witness_path(directory: str, ledger_id: str, part: int = 0) -> str:
+    """A ledger's witness file (one per partition: each partition has its own head)."""
+    return os.path.join(directory, f"yidi-{ledger_id}.witness" if part == 0 else f"yidi-{ledger_id}-p{part}.witness")
 
 
 class HeadFile:

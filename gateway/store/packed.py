@@ -38,8 +38,10 @@ packing keeps its ``records`` rows: every read looks in ``groups`` first
 and then there, and new groups follow its last record.
 
 ``PackedLog`` holds these reads once for both backends; a backend gives it
-``_query`` (rows of a query written with ``?``) and ``_scope`` (its
-partition's condition, or nothing).
+``_query`` (rows of a query written with ``?``), and on PostgreSQL, whose
+rows are keyed by partition first (core/partition.py), ``partitioned`` and
+its own ``part``: a record is read in the partition its seq names, a scan,
+the last seq and the newest reference load are of its own partition.
 """
 from __future__ import annotations
 
@@ -48,6 +50,8 @@ import itertools
 import struct
 from collections.abc import Callable, Iterator, Sequence
 from typing import NamedTuple
+
+from core.partition import part_of_seq, seq_base
 
 from . import chain
 from .chain import Head, LedgerCorrupt
@@ -216,20 +220,21 @@ def unpack(body: bytes, first_seq: int, last_seq: int, path: str) -> Iterator[Re
 
 
 # ------------------------------------------------------------------ the log's reads, for every backend
-def count_sql(table: str, scope: str = "") -> str:
-    """The query counting what the head row counts of ``table``: the records are counted in both layouts."""
-    where = f" WHERE {scope.removesuffix(' AND ')}" if scope else ""
+def count_sql(table: str) -> str:
+    """The query counting the rows of ``table`` a head row counts, every partition's: the records in both
+    layouts.  (A partition's head row counts its own: the others' sealed counts are taken off.)"""
     if table == "records":
-        return (f"SELECT (SELECT count(*) FROM records{where}) + "
-                f"(SELECT coalesce(sum(last_seq - first_seq + 1), 0) FROM groups{where})")
+        return ("SELECT (SELECT count(*) FROM records) + "
+                "(SELECT coalesce(sum(last_seq - first_seq + 1), 0) FROM groups)")
     return f"SELECT count(*) FROM {table}"
 
 
-def last_seq_sql(scope: str = "") -> str:
-    """The query of the ledger's last seq: its newest group's, else its last row written before packing, else 0."""
+def last_seq_sql(scope: str = "", base: int = 0) -> str:
+    """The query of a partition's last seq: its newest group's, else its last row written before packing, else
+    its base (0 for the first, and for a ledger of one)."""
     where = f"WHERE {scope.removesuffix(' AND ')}" if scope else ""
     return (f"SELECT coalesce((SELECT max(last_seq) FROM groups {where}), (SELECT max(seq) FROM records {where}), "
-            "0)")
+            f"{int(base)})")
 
 
 class PackedLog:
@@ -238,7 +243,12 @@ class PackedLog:
 
     _path: str
     key: LedgerKey
-    _scope = ""   # "part = 0 AND ": the partition's rows only
+    part = 0              # the partition whose records scan, last_seq and last_reference_load read
+    partitioned = False   # rows keyed by partition first (PostgreSQL)
+
+    def _scope(self, part: int) -> str:
+        """The condition of a partition's rows ("part = 1 AND "); nothing where rows have no partition."""
+        return f"part = {int(part)} AND " if self.partitioned else ""
 
     def _query(self, sql: str, args: tuple) -> list[tuple]:
         raise NotImplementedError
@@ -247,9 +257,10 @@ class PackedLog:
     def _group(self, seq: int) -> Iterator[tuple | None]:
         """(first_seq, last_seq, body) of the row holding ``seq``, None if none does.  ``body`` reads slices
         of the stored body on demand: its head (``head_bytes``) comes with the row, a record is one more query."""
+        scope = self._scope(part_of_seq(seq))
         rows = self._query("SELECT first_seq, last_seq, length(body), "
                            f"substr(body, 1, CAST({4 + _CHAIN_BYTES} * (last_seq - first_seq + 1) + 8 AS INTEGER)) "
-                           f"FROM groups WHERE {self._scope}last_seq >= ? ORDER BY last_seq LIMIT 1", (seq,))
+                           f"FROM groups WHERE {scope}last_seq >= ? ORDER BY last_seq LIMIT 1", (seq,))
         if not rows or rows[0][0] > seq:
             yield None
             return
@@ -257,18 +268,19 @@ class PackedLog:
 
         def fetch(start: int, stop: int) -> bytes:
             found = self._query("SELECT substr(body, CAST(? AS INTEGER), CAST(? AS INTEGER)) FROM groups "
-                                f"WHERE {self._scope}last_seq = ?", (start + 1, stop - start, last))
+                                f"WHERE {scope}last_seq = ?", (start + 1, stop - start, last))
             return bytes(found[0][0]) if found else b""
 
         yield first, last, Slices(bytes(head), length, fetch)
 
     def _legacy(self, columns: str, seq: int) -> tuple | None:
-        rows = self._query(f"SELECT {columns} FROM records WHERE {self._scope}seq = ?", (seq,))
+        rows = self._query(f"SELECT {columns} FROM records WHERE {self._scope(part_of_seq(seq))}seq = ?", (seq,))
         return rows[0] if rows else None
 
     def chain_at(self, seq: int) -> bytes | None:
-        """The chain value of record seq (the genesis value for 0), None if there is no such record."""
-        if seq == 0:
+        """The chain value of record seq (the genesis value at a partition's base, 0 for the first), None if there
+        is no such record."""
+        if seq == seq_base(part_of_seq(seq)):
             return self.key.genesis
         with self._group(seq) as found:
             if found is not None:
@@ -300,7 +312,7 @@ class PackedLog:
         """Records with seq > after_seq in seq order, a page at a time (no statement stays open between pages)."""
         yield from self._scan_legacy(after_seq)
         while True:
-            rows = self._query(f"SELECT first_seq, last_seq, body FROM groups WHERE {self._scope}last_seq > ? "
+            rows = self._query(f"SELECT first_seq, last_seq, body FROM groups WHERE {self._scope(self.part)}last_seq > ? "
                                "ORDER BY last_seq LIMIT ?", (after_seq, SCAN_PAGE_GROUPS))
             for first, last, body in rows:
                 for record in unpack(body, first, last, self._path):
@@ -312,7 +324,7 @@ class PackedLog:
 
     def _scan_legacy(self, after_seq: int) -> Iterator[Record]:
         while True:
-            rows = self._query(f"SELECT {_LEGACY_COLUMNS} FROM records WHERE {self._scope}seq > ? ORDER BY seq "
+            rows = self._query(f"SELECT {_LEGACY_COLUMNS} FROM records WHERE {self._scope(self.part)}seq > ? ORDER BY seq "
                                "LIMIT ?", (after_seq, SCAN_PAGE_RECORDS))
             for row in rows:
                 yield Record(*row)
@@ -321,19 +333,20 @@ class PackedLog:
             after_seq = rows[-1][7]
 
     def last_seq(self) -> int:
-        return self._query(last_seq_sql(self._scope), ())[0][0]
+        return self._query(last_seq_sql(self._scope(self.part), seq_base(self.part)), ())[0][0]
 
     def last_reference_load(self) -> Record | None:
         """The newest record of kind ``reference_loaded``, proved: through its tagged row, or in a ledger's rows
         written before packing."""
-        rows = self._query("SELECT seq, tag FROM reference_loads ORDER BY seq DESC LIMIT 1", ())
+        rows = self._query("SELECT seq, tag FROM reference_loads WHERE seq > ? AND seq < ? ORDER BY seq DESC LIMIT 1",
+                           (seq_base(self.part), seq_base(self.part + 1)))
         if rows:
             (seq,) = checked(self.key, self._path, "reference_loads", rows[0])
             record = self.read(seq)
             if record is None or record.kind != REFERENCE_KIND:
                 raise LedgerCorrupt(self._path, seq, "is not the reference load its tagged row names")
             return record
-        row = self._query(f"SELECT {_LEGACY_COLUMNS} FROM records WHERE {self._scope}kind = '{REFERENCE_KIND}' "
+        row = self._query(f"SELECT {_LEGACY_COLUMNS} FROM records WHERE {self._scope(self.part)}kind = '{REFERENCE_KIND}' "
                           "ORDER BY seq DESC LIMIT 1", ())
         return None if not row else self._proved(Record(*row[0]), self.chain_at(row[0][7] - 1))
 
@@ -354,8 +367,12 @@ class Slices:
         return self.fetch(where.start, where.stop)
 
 
-def reads_of(query: Callable[[str, tuple], list[tuple]], key: LedgerKey, path: str, scope: str = "") -> PackedLog:
-    """``PackedLog``'s reads on a connection of one's own (verify-ledger's consistent view)."""
+def reads_of(query: Callable[[str, tuple], list[tuple]], key: LedgerKey, path: str, part: int | None = None
+             ) -> PackedLog:
+    """``PackedLog``'s reads on a connection of one's own (verify-ledger's consistent view); ``part``: of that
+    partition of a ledger keyed by partition (PostgreSQL)."""
     log = PackedLog()
-    log._query, log.key, log._path, log._scope = query, key, path, scope
+    log._query, log.key, log._path = query, key, path
+    if part is not None:
+        log.part, log.partitioned = part, True
     return log

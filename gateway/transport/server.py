@@ -30,6 +30,7 @@ from google.protobuf.internal import api_implementation
 from grpc_health.v1 import health_pb2
 
 from core.errors import LoadError, YidiError
+from core.partition import PartitionMap
 
 from ..security import auth, certs
 from . import convert, forward, reflection
@@ -132,6 +133,17 @@ def check_lease(config: Config) -> None:
     if is_postgresql(config.store_url()) and not 0 < 2 * config.lease_renew_s <= config.lease_ttl_s:
         raise SystemExit(f"--lease-renew-s {config.lease_renew_s} must be more than 0 and at most half of "
                          f"--lease-ttl-s {config.lease_ttl_s}: a lease must survive one failed renewal")
+
+
+def check_partitions(config: Config) -> None:
+    try:
+        PartitionMap(config.partitions)
+    except ValueError as err:
+        raise SystemExit(f"--partitions: {err}") from None
+    if not 0 <= config.partition < config.partitions:
+        raise SystemExit(f"--partition {config.partition} must be one of 0..{config.partitions - 1} (--partitions)")
+    if config.partitions > 1 and not is_postgresql(config.store_url()):
+        raise SystemExit("--partitions needs a postgresql:// store: a SQLite ledger is one partition")
 
 
 def check_listen(config: Config) -> None:
@@ -238,9 +250,10 @@ async def serve(config: Config, *, ready: Callable[[int, int, int], None] | None
     check_protobuf_backend()
     check_listen(config)
     check_lease(config)
+    check_partitions(config)
     WATCH.install()
     store = open_store(config.store_url(), read_seal_key(config), max_bytes=config.ledger_max_bytes,
-                       witness_dir=config.witness, take=False, lease_ttl_s=config.lease_ttl_s)
+                       witness_dir=config.witness, take=False, lease_ttl_s=config.lease_ttl_s, part=config.partition)
     names = [descriptor.full_name for descriptor, _ in SERVICES]
     health = Health(names)
     loop = asyncio.get_running_loop()

@@ -16,8 +16,14 @@ def log_reads(conn, path: str, key=None, part: int = 0):
     ``read`` only."""
     from ..packed import reads_of
 
-    return reads_of(lambda sql, args: conn.execute(sql.replace("?", "%s"), args).fetchall(), key, path,
-                    f"part = {int(part)} AND ")
+    return reads_of(lambda sql, args: conn.execute(sql.replace("?", "%s"), args).fetchall(), key, path, part)
+
+
+def scan_every_partition(conn, path: str, key=None):
+    """Every partition's records in seq order (partition 0's first: core/partition.py), for a tool's or a test's
+    look at the whole ledger."""
+    for (part,) in conn.execute("SELECT part FROM head ORDER BY part").fetchall():
+        yield from log_reads(conn, path, key, part).scan()
 
 
 def safe_url(url: str) -> str:

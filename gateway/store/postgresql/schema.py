@@ -7,9 +7,10 @@ the same tags.  What differs:
 
 * ``groups`` (the records packed per commit group, gateway/store/packed.py),
   ``records`` (the rows of records written one per row by schema 1) and
-  ``head`` are keyed by a partition (``part``) first.  One partition (0)
-  exists today; a ledger split by insured province gives each partition its
-  own dense seqs, chain and sealed head row.
+  ``head`` are keyed by a partition (``part``) first: a ledger split by
+  insured province (core/partition.py) gives each partition its own dense
+  seqs (from part × 10^13), chain and sealed head row; the other tables are
+  shared, their rows named by seqs unique across partitions.
 * ``head.token`` is the fencing token: every append rewrites the head row
   only where the token is still the writer's own, so an append from a
   deposed writer changes nothing (its transaction fails and is rolled back).

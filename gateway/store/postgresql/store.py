@@ -32,6 +32,7 @@ import msgspec
 import psycopg
 
 from core.events import REVERSED_KIND
+from core.partition import seq_base
 
 from .. import chain, packed, snapshot
 from ..chain import Head, HeadFile, HeadRow, LedgerCorrupt, decode_head_row, encode_head_row
@@ -39,9 +40,9 @@ from ..packed import PackedLog
 from ..parts import Deposed, LedgerUnavailable, Record, StorageDown
 from ..reader import ArchiveReads, Reader
 from ..rows import COLUMNS, TABLES, checked, request_hash
-from ..seal import SealKey
+from ..seal import LedgerKey, SealKey
 from . import log_reads, safe_url
-from .lease import LeaseKeeper
+from .lease import LeaseKeeper, writer_name
 from .schema import COPY_TYPES, SCHEMA, SCHEMA_VERSION
 
 # A table's rows of a group at least this big go by COPY, smaller ones by executemany: measured, executemany is
@@ -49,6 +50,8 @@ from .schema import COPY_TYPES, SCHEMA, SCHEMA_VERSION
 COPY_MIN_ROWS = 32
 # The first key of the advisory lock that lets one node at a time create the schema ("yidi" in ASCII).
 LOCK_CLASS = 0x79696469
+# Its second key for the clearing lock (the schema's is -1).
+CLEARING_LOCK = -2
 # A tool's lease (open_postgresql): its length and renewal period; a gateway's are its options.
 LEASE_TTL_S = 2.0
 LEASE_RENEW_S = 0.5
@@ -71,7 +74,8 @@ class PostgresStore(PackedLog, ArchiveReads):
         self._url = url
         self._path = safe_url(url)
         self.part = part
-        self._scope = f"part = {int(part)} AND "
+        self.partitioned = True   # PackedLog: records are read in the partition their seq names
+        self.base_seq = seq_base(part)   # the partition's records are numbered from here on (core/partition.py)
         self._token = 0   # the fencing token of this node's lease; 0: not the writer
         self.lease = None   # a tool's LeaseKeeper (open_postgresql), given up on close
         self._lease_ttl_s = lease_ttl_s
@@ -88,7 +92,7 @@ class PostgresStore(PackedLog, ArchiveReads):
             self._check_durable()
             self._create(key)
             self._head_row = self._prove_head(key)
-            self.witness = HeadFile(chain.witness_path(witness_dir, self.key.ledger_id), self.key, durable=True) \
+            self.witness = HeadFile(chain.witness_path(witness_dir, self.key.ledger_id, part), self.key, durable=True) \
                 if witness_dir else None
             if self.witness is not None:
                 chain.check_witness(self._path, self.witness, self._head_row, self.chain_at)
@@ -103,7 +107,10 @@ class PostgresStore(PackedLog, ArchiveReads):
     # -- opening -------------------------------------------------------------
 
     def _connect(self, autocommit: bool, writer: bool = False, lock_timeout_s: float = 0) -> psycopg.Connection:
-        name = f"yidi pid {os.getpid()} on {socket.gethostname()}"[:63]
+        # a writer's session names its partition: a node taking the partition over ends only that partition's
+        # stalled writer (lease.py), never another partition's, which writes the shared head table too
+        name = (writer_name(self.part) if writer else "yidi ") + f"pid {os.getpid()} on {socket.gethostname()}"
+        name = name[:63]
         options = "-c synchronous_commit=on"
         if writer:   # a writer stalled between a transaction's statements (SIGSTOP) loses it, and its locks
             options += f" -c idle_in_transaction_session_timeout={int(self._lease_ttl_s * 1000)}"
@@ -133,8 +140,10 @@ class PostgresStore(PackedLog, ArchiveReads):
             # Schema 1 → 2 is SCHEMA's new tables: a schema-1 ledger's records rows are read as they are.
             conn.execute("UPDATE head SET schema = %s WHERE schema = 1", (SCHEMA_VERSION,))
             if conn.execute("SELECT 1 FROM head WHERE part = %s", (self.part,)).fetchone() is None:
-                ledger_id = uuid.uuid4().hex
-                head = HeadRow(ledger_id, 0, key.for_ledger(ledger_id).genesis, dict.fromkeys(TABLES, 0))
+                # one ledger, one id: every partition's rows are tagged and its chain keyed alike
+                other = conn.execute("SELECT body FROM head ORDER BY part LIMIT 1").fetchone()
+                ledger_id = self._decode_head(other[0]).ledger_id if other is not None else uuid.uuid4().hex
+                head = HeadRow(ledger_id, self.base_seq, key.for_ledger(ledger_id).genesis, dict.fromkeys(TABLES, 0))
                 body = encode_head_row(head)
                 conn.execute("INSERT INTO head (part, body, tag, token, schema) VALUES (%s, %s, %s, 0, %s)",
                              (self.part, body, key.for_ledger(ledger_id).mac(b"head" + body), SCHEMA_VERSION))
@@ -153,8 +162,10 @@ class PostgresStore(PackedLog, ArchiveReads):
             head_row = self._decode_head(body)
             self.key = key.for_ledger(head_row.ledger_id)
             log = log_reads(conn, self._path, self.key, self.part)
+            others = other_counts(conn, self._path, self.key, self.part)   # the tables are shared by the partitions
             chain.prove_head_row(self._path, self.key, head_row, body, tag, log.last_seq(), log.chain_at, TABLES,
-                                 lambda table: conn.execute(packed.count_sql(table, self._scope)).fetchone()[0])
+                                 lambda table: conn.execute(packed.count_sql(table)).fetchone()[0]
+                                 - others.get(table, 0))
         return head_row
 
     def _decode_head(self, body: bytes) -> HeadRow:
@@ -323,6 +334,28 @@ class PostgresStore(PackedLog, ArchiveReads):
         # A role without pg_monitor sees its standbys but not their state (NULLs): counted as "unknown".
         return [(name or "", sync or "unknown", lag_bytes, lag_s) for name, sync, lag_bytes, lag_s in rows]
 
+    def clearing_lock(self, timeout_s: float | None) -> psycopg.Connection:
+        """The ledger's clearing lock (a session advisory lock), held until the connection returned is closed:
+        one change of the clearing calendar at a time goes through every partition.  StorageDown if it cannot be
+        had within ``timeout_s`` (None: a lease's length)."""
+        wait_s = self._lease_ttl_s if timeout_s is None else max(0.1, timeout_s)
+        try:
+            conn = self._connect(autocommit=True, lock_timeout_s=wait_s)
+            try:
+                conn.execute("SELECT pg_advisory_lock(%s, %s)", (LOCK_CLASS, CLEARING_LOCK))
+            except BaseException:
+                conn.close()
+                raise
+        except psycopg.Error as err:
+            raise StorageDown(f"the clearing lock of {self._path} cannot be had now: {_first_line(err)}") from None
+        return conn
+
+    def lease_holders(self) -> dict[int, str]:
+        """The advertised address of every partition's owner whose lease has not expired (by the server's clock)."""
+        rows = self._reader().execute("SELECT part, address FROM leases WHERE expires_at > clock_timestamp() "
+                                      "AND address <> ''").fetchall()
+        return dict(rows)
+
     # -- SnapshotStore -----------------------------------------------------------------
 
     def snapshot_store(self) -> "PostgresSnapshots":
@@ -418,7 +451,7 @@ class PostgresSnapshots(snapshot.Snapshots):
 
 
 def open_postgresql(url: str, key: SealKey, witness_dir: str = "", take: bool = True,
-                    lease_ttl_s: float = LEASE_TTL_S) -> PostgresStore:
+                    lease_ttl_s: float = LEASE_TTL_S, part: int = 0) -> PostgresStore:
     """``PostgresStore(...)``, or LedgerUnavailable in one line (the URL without its password).
 
     ``take``: the store is the writer at once, for a tool: it takes the partition's lease (LedgerUnavailable
@@ -426,7 +459,7 @@ def open_postgresql(url: str, key: SealKey, witness_dir: str = "", take: bool = 
     node opens with ``take=False`` and takes the lease itself (gateway/ownership.py)."""
     store = None
     try:
-        store = PostgresStore(url, key, witness_dir=witness_dir, lease_ttl_s=lease_ttl_s)
+        store = PostgresStore(url, key, witness_dir=witness_dir, part=part, lease_ttl_s=lease_ttl_s)
         if take:
             store.lease = keeper = LeaseKeeper(store.connect_lease, store.part,
                                                f"yidi pid {os.getpid()} on {socket.gethostname()}", "", lease_ttl_s,
@@ -447,6 +480,22 @@ def open_postgresql(url: str, key: SealKey, witness_dir: str = "", take: bool = 
         if store is not None:
             store.close()
         raise
+
+
+def other_counts(conn: psycopg.Connection, path: str, key: LedgerKey, part: int) -> dict[str, int]:
+    """Per table, the rows the sealed head rows of every partition but ``part`` count; each of them proved
+    sealed by the ledger's key, of the same ledger (LedgerCorrupt otherwise)."""
+    counts: dict[str, int] = {}
+    for other, body, tag in conn.execute("SELECT part, body, tag FROM head WHERE part <> %s", (part,)).fetchall():
+        try:
+            row = decode_head_row(body)
+        except msgspec.DecodeError:
+            raise LedgerCorrupt(path, 0, f"partition {other} has a head row that cannot be read") from None
+        if row.ledger_id != key.ledger_id or key.mac(b"head" + body) != tag:
+            raise LedgerCorrupt(path, row.seq, f"partition {other}'s head row does not match its seal")
+        for table, n in row.counts.items():
+            counts[table] = counts.get(table, 0) + n
+    return counts
 
 
 def _first_line(err: BaseException) -> str:

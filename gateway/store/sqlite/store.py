@@ -130,6 +130,9 @@ class SqliteStore(PackedLog, ArchiveReads):
     every commit (another volume; gateway/store/chain.py).
     """
 
+    part = 0       # one partition: the whole ledger
+    base_seq = 0   # numbered from 1
+
     def __init__(self, path: str, key: SealKey, max_bytes: int = 0, witness_dir: str = "") -> None:
         if path == ":memory:" or path.startswith("file::memory:"):
             raise ValueError("SqliteStore needs a file: an in-memory database is not durable")
