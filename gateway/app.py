@@ -50,7 +50,7 @@ from .store import chain, snapshot
 from .operations import metrics
 from .config import Config
 from .reads import Reads
-from .store.idempotency import REVERSED, Keys, Looked, Prior, reused
+from .store.idempotency import REVERSED, Keys, Looked, Prior, key_hash, reused
 from .store import (GroupCommitLedger, LedgerClosed, LedgerCorrupt, LedgerFatal, Record, SnapshotStore, StorageDown, Store,
                     is_postgresql)
 
@@ -424,22 +424,26 @@ class Gateway:
         self.require_owner()
         # The ledger is asked for keys memory does not hold on the look-up thread; from here to the submit
         # nothing awaits, so the seqs and the engine's state read below hold for the whole loop.
-        looked = await self.keys.read_index(caller, [command.request_id for command, _ in items]) if read_index else None
+        hashes = [key_hash(caller, command.request_id) for command, _ in items]
+        looked = (await self.keys.read_index(caller, [command.request_id for command, _ in items], hashes)
+                  if read_index else None)
         self.require_ready()
         self.require_owner()
         engine = self.state.engine
         outcomes: list[Outcome | Prior | int | None] = [None] * len(items)
         records: list[Record] = []
+        record_hashes: list[bytes] = []   # each record's key_hash
         seen: dict[str, tuple[bytes, int]] = {}  # request_id -> (digest, item) within this batch
         base = self.ledger.next_seq
         for i, (command, digest) in enumerate(items):
             try:
-                outcomes[i] = self._earlier(caller, command, digest, seen, looked)
+                outcomes[i] = self._earlier(caller, command, digest, seen, looked, hashes[i])
                 if outcomes[i] is not None:
                     continue
                 seen[command.request_id] = (digest, i)
                 check_deadline()  # the last moment before this item changes anything
                 records.append(self._perform(engine, caller, command, digest, base + len(records)))
+                record_hashes.append(hashes[i])
             except YidiError as err:
                 outcomes[i] = err
                 continue
@@ -449,11 +453,11 @@ class Gateway:
                 continue
             outcomes[i] = records[-1].response
         if records:
-            await self._submit(caller, records)
+            await self._submit(caller, records, record_hashes)
         return [await self._resolve(outcome, outcomes) for outcome in outcomes]
 
     def _earlier(self, caller: str, command: Command, digest: bytes, seen: dict[str, tuple[bytes, int]],
-                 looked: Looked | None) -> Prior | int | None:
+                 looked: Looked | None, h: bytes) -> Prior | int | None:
         """An earlier answer to this request (or the index of its twin in this batch), None if it is new."""
         check_id(command.request_id, "请求ID request_id", "INVALID_REQUEST_ID", "request_id")
         twin = seen.get(command.request_id)
@@ -461,16 +465,18 @@ class Gateway:
             if twin[0] != digest:
                 raise reused(command.request_id)  # worded as when the first is durable: a replay reads the same
             return twin[1]
-        return self.keys.lookup(caller, command.request_id, digest, looked)
+        return self.keys.lookup(caller, command.request_id, digest, looked, h)
 
-    async def _submit(self, caller: str, records: list[Record]) -> None:
-        """Submit applied records as one group and wait until it is durable."""
+    async def _submit(self, caller: str, records: list[Record], hashes: list[bytes] | None = None) -> None:
+        """Submit applied records as one group and wait until it is durable; ``hashes``: each record's key_hash,
+        if the caller has them."""
         try:
             durable = self.ledger.submit(records)
         except (LedgerFatal, LedgerClosed):
             raise storage_unavailable() from None
-        for record in records:
-            self.keys.begin(caller, record.request_id, record.digest, record.response, durable, record.seq)
+        for i, record in enumerate(records):
+            self.keys.begin(caller, record.request_id, record.digest, record.response, durable, record.seq,
+                            hashes[i] if hashes is not None else None)
             if record.kind == REVERSED_KIND:
                 self.keys.begin(caller, record.key, REVERSED, record.response, durable, record.seq)
         durable.add_done_callback(lambda fut: self._durable(fut, caller, records))
