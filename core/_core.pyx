@@ -173,6 +173,15 @@ cdef class Index:
         if YIDI_DEBUG:
             _check_store(&self.st)
 
+    def use_huge_pages(self, double budget_s):
+        """Move the loaded tables into 2 MiB pages (index.pxi, "huge pages"), spending at most about ``budget_s``
+        on it now; the bytes moved now (0 where the kernel has no transparent huge pages for us)."""
+        cdef uint64_t moved
+        cdef uint64_t deadline_ns = yidi_now_ns() + <uint64_t>(max(budget_s, 0.0) * 1e9)
+        with nogil:
+            moved = store_huge_pages(&self.st, deadline_ns)
+        return moved
+
     def check_invariants(self):
         """Raise InvariantError unless every row is reachable and consistent (O(n); see invariants.pxi)."""
         _check_store(&self.st)
