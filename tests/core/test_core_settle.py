@@ -108,7 +108,7 @@ def test_the_settle_loop_settles_as_the_python_path(names, runs):
                 seq += isinstance(got[-1], tuple)
         assert got == expected
         # the loop settled every plain item that was settled, and handed back every other one
-        assert in_core == sum(isinstance(r, tuple) and plain_outpatient(c) for c, r in zip(commands, expected))
+        assert in_core == sum(isinstance(r, tuple) and plain_outpatient(c) for c, r in zip(commands, expected, strict=True))
         assert state_of(core, names) == state_of(python, names)
 
 
