@@ -80,7 +80,7 @@ def settle_outpatients(engine, str caller, list items, int64_t first_seq, admit,
     ``admit(command)`` is called first for each item (authorization, the caller's deadline); the loop stops
     before an item it refuses, before any item that would be refused (or whose decision raised anything else),
     and returns the records so far: the caller decides that item on its own path, which meets the same refusal
-    or error, then calls again with the rest.  A failure once an item is being applied raises
+    or error, then calls again with the rest.  A failure once an item is being applied or recorded raises
     ``core.engine.ApplyFailed`` (memory may differ from the ledger: the caller stops)."""
     cdef Py_ssize_t i
     cdef int64_t seq
@@ -97,11 +97,11 @@ def settle_outpatients(engine, str caller, list items, int64_t first_seq, admit,
             return records
         try:
             changes = _apply_outpatient(engine, event, seq)
+            records.append(make_record(kind="settled", caller=caller, request_id=command.request_id, digest=digest,
+                                       key=event.settlement.setl_id, body=_FORMAT + _encoder.encode(event),
+                                       response=reply, seq=seq, changes=changes))
         except Exception as exc:
             raise _ApplyFailed(event) from exc
-        records.append(make_record(kind="settled", caller=caller, request_id=command.request_id, digest=digest,
-                                   key=event.settlement.setl_id, body=_FORMAT + _encoder.encode(event),
-                                   response=reply, seq=seq, changes=changes))
     return records
 
 

@@ -300,8 +300,11 @@ class _ItemLoop:
     def _settle_in_core(self, i: int, n: int) -> int:
         """Items i .. i+n-1 through the core's settle loop; the item it hands back on the path of any item. The
         index of the next item to take."""
-        records = settle_outpatients(self.engine, self.caller, list(self.items[i:i + n]),
-                                     self.base + len(self.records), self._admit_outpatient, Record)
+        try:
+            records = settle_outpatients(self.engine, self.caller, list(self.items[i:i + n]),
+                                         self.base + len(self.records), self._admit_outpatient, Record)
+        except ApplyFailed as exc:
+            self.gw._diverged(exc.event, exc.__cause__ or exc)
         for j, record in enumerate(records, i):
             self.outcomes[j] = record.response
         self.records.extend(records)

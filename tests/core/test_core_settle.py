@@ -129,3 +129,21 @@ def test_the_loop_takes_plain_items_and_hands_back_the_rest(names):
 
     again = command_of(names, 5, ("acct", [(CODES[0], 1250, 2000)], "plain", False, False))
     assert settle_outpatients(engine, "460000", [(again, b"d")], 2, deny, dict) == []
+
+
+def test_a_failure_while_applying_is_apply_failed(names):
+    """As Engine.perform: once an item is being applied, a failure is ApplyFailed naming its event (the gateway
+    then stops: memory may differ from the ledger)."""
+    from core.engine import ApplyFailed
+
+    class Unwritable(MemoryArchive):
+        def record(self, changes, seq) -> None:
+            raise OSError("the archive cannot be written")
+
+    engine = engine_of(names)
+    engine.archive = Unwritable()
+    plain = command_of(names, 1, ("acct", [(CODES[0], 1250, 2000)], "plain", False, False))
+    with pytest.raises(ApplyFailed) as failed:
+        settle_outpatients(engine, "460000", [(plain, b"d")], 1, lambda c: None, dict)
+    assert failed.value.event.settlement.setl_id == "S000000000000001"
+    assert isinstance(failed.value.__cause__, OSError)
