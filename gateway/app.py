@@ -35,10 +35,9 @@ import uuid
 from dataclasses import dataclass
 from typing import Callable, NoReturn, Sequence
 
-from core import Index, events
+from core import Index, events, plain_outpatient, settle_outpatients
 from core.archive import ArchivedProblem, ArchivedSettlement, ArchivedVisit, Change, MemoryArchive, Overlay
 from core.access import NATIONAL, authorize
-from core._core import plain_outpatient, settle_outpatients
 from core.commands import Command, Decision, LoadReferenceData, ReferenceResult, ReportProblem, Reverse
 from core.engine import ApplyFailed, Engine, EngineState
 from core.errors import YidiError

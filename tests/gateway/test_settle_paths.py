@@ -13,8 +13,10 @@ An engine in this process decides the same commands first: it is the reference. 
   and its checksum is the one those bytes give; the ledger's chain verifies under its own key, so equal
   checksums in equal order are equal chains under one key;
 * the records' checksums and the answers are those of the recorded run of the code before the batch moved
-  into the core (``data/settle_paths.json``; ``YIDI_RECORD_SETTLE_PATHS=1`` writes it anew, which is only
-  right when the traffic itself was changed on purpose).
+  into the core (``data/settle_paths.json``, which also holds the steps the property test's strategy drew for
+  it: Hypothesis draws the same steps again only within the same session context, so the recorded steps are
+  replayed; ``YIDI_RECORD_SETTLE_PATHS=1`` draws and records anew, which is only right when the traffic
+  itself was changed on purpose).
 
 Equal to one reference, the paths are equal to each other.  A new path (a later stage of the batch in C)
 is one more entry in ``PATHS`` and, if it is sent differently, in ``settle_paths.SENDERS``.
@@ -51,7 +53,7 @@ PATHS = {
 
 
 def drawn_traffic() -> list[list[tuple]]:
-    """The step sequences, drawn as the property test draws them, the same on every run (derandomized)."""
+    """The step sequences, drawn as the property test draws them (derandomized), to be recorded with the run."""
     drawn: list[list[tuple]] = []
 
     @settings(max_examples=EXAMPLES, derandomize=True, database=None, phases=[Phase.generate], deadline=None)
@@ -87,13 +89,22 @@ class Reference:
         return ("ok", response)
 
 
+RECORDING = os.environ.get("YIDI_RECORD_SETTLE_PATHS") == "1"
+
+
+def recorded_run() -> dict:
+    with open(GOLDEN, encoding="utf-8") as f:
+        return json.load(f)
+
+
 @pytest.fixture(scope="module")
 def traffic(tmp_path_factory):
-    """(data dir, the groups of calls to send, the reference's answer to each, the reference's records)."""
+    """(data dir, the steps, the groups of calls to send, the reference's answer to each, its records)."""
     names = write_spec_dataset(tmp_path_factory.mktemp("paths") / "data")
     reference = Reference(names["dir"])
+    drawn = drawn_traffic() if RECORDING else recorded_run()["steps"]
     calls, answers = [], []
-    for example, steps in enumerate(drawn_traffic()):
+    for example, steps in enumerate(drawn):
         made = Traffic(names, prefix=f"e{example}-")
         made.sn = 100_000 * example   # fee line numbers unique over all sequences
         for n, (kind, a, b) in enumerate(steps):
@@ -113,7 +124,7 @@ def traffic(tmp_path_factory):
             group, mine = group + [group[settled[0]]], mine + [mine[settled[0]]]
         sent.append(group)
         expected.append(mine)
-    return names["dir"], sent, expected, reference.records
+    return names["dir"], drawn, sent, expected, reference.records
 
 
 def _short(answer: tuple[str, bytes]) -> str:
@@ -127,7 +138,7 @@ def _record_tuple(record) -> tuple:
 
 @pytest.mark.parametrize("path", sorted(PATHS))
 def test_a_settle_path_answers_and_records_as_the_reference_and_the_recorded_run(traffic, gateways, tmp_path, path):
-    data_dir, sent, expected, reference_records = traffic
+    data_dir, drawn, sent, expected, reference_records = traffic
     how, options = PATHS[path]
     ledger = str(tmp_path / "ledger.sqlite")
     gw = gateways(data_dir, ledger, *options)
@@ -150,10 +161,9 @@ def test_a_settle_path_answers_and_records_as_the_reference_and_the_recorded_run
     assert [_record_tuple(r) for r in records] == reference_records
     assert [r.checksum for r in records] == [chain.checksum(*r[:8]) for r in reference_records]
     recorded = {"records": [r.checksum.hex() for r in records], "answers": [_short(a) for a in answered]}
-    if os.environ.get("YIDI_RECORD_SETTLE_PATHS") == "1" and path == "unary":
+    if RECORDING and path == "unary":
         with open(GOLDEN, "w", encoding="utf-8") as f:
-            json.dump(recorded, f, indent=0)
+            json.dump({"steps": drawn, **recorded}, f, separators=(",", ":"))
             f.write("\n")
-    with open(GOLDEN, encoding="utf-8") as f:
-        golden = json.load(f)
-    assert recorded == golden, f"{path} differs from the recorded run of {GOLDEN}"
+    golden = recorded_run()
+    assert recorded == {k: golden[k] for k in recorded}, f"{path} differs from the recorded run of {GOLDEN}"
