@@ -297,8 +297,8 @@ class _ItemLoop:
         return n
 
     def _settle_in_core(self, i: int, n: int) -> int:
-        """Items i .. i+n-1 through the core's settle loop; the item it hands back on the path of any item. The
-        index of the next item to take."""
+        """Items i .. i+n-1 through the core's settle loop, and an item it hands back on the Python path; the
+        index of the next item to take (the items after the one handed back are met again at their turn)."""
         try:
             records = settle_outpatients(self.engine, self.caller, list(self.items[i:i + n]),
                                          self.base + len(self.records), self._admit_outpatient, Record)
@@ -310,7 +310,7 @@ class _ItemLoop:
         if len(records) == n:
             return i + n
         back = i + len(records)
-        for j in range(back + 1, i + n):   # met again at their turn
+        for j in range(back + 1, i + n):
             self._forget(j)
         self._one(back, checked=True)
         return back + 1
