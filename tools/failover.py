@@ -199,9 +199,10 @@ def refusal_reason(err: BaseException) -> str:
 def settled_ids(url: str) -> collections.Counter[str]:
     import psycopg
 
+    from gateway.store.postgresql import log_reads
+
     with psycopg.connect(url) as conn:
-        rows = conn.execute("SELECT request_id FROM records WHERE kind = 'settled'").fetchall()
-    return collections.Counter(rid for (rid,) in rows)
+        return collections.Counter(r.request_id for r in log_reads(conn, url).scan() if r.kind == "settled")
 
 
 def owner_and_standby(nodes: list[Node]) -> tuple[Node, Node | None]:

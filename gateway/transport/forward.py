@@ -47,7 +47,7 @@ from core.errors import REASONS, YidiError
 
 from ..config import Config
 from ..operations.metrics import REGISTRY, RpcTimer
-from ..security import certs
+from ..security import certs, tls
 from ..security.auth import FORWARDED_FOR, forwarded_for, resolve_caller
 from ..store import is_postgresql
 from .services.base import _enter, _finish, _leave, abort, internal_error
@@ -63,6 +63,8 @@ FORWARDED_CALLS = Counter("yidi_forwarded_calls", "Mutating calls sent on to the
 STATUS_DETAILS = "grpc-status-details-bin"
 # How often an owner that cannot be reached is logged at most (the calls are counted, each one).
 UNREACHABLE_LOG_INTERVAL_S = 1.0
+# How long calls in flight may go on over channels a reload replaced.
+CLOSE_GRACE_S = 30.0
 # Mutating RPCs every node performs itself: each node loads the reference data it answers from (an operator
 # loads it on every node).
 NODE_LOCAL = frozenset({"AdminService/LoadReferenceData"})
@@ -105,11 +107,13 @@ def _identity(data: bytes) -> bytes:
 class Forwarder:
     """Sends mutating calls on to the owner over one mTLS channel per owner address, with this node's certificate."""
 
-    def __init__(self, owner: Owner, gw, credentials: grpc.ChannelCredentials, options: list[tuple]) -> None:
+    def __init__(self, owner: Owner, gw, config: Config) -> None:
         self.owner = owner
         self.gw = gw
-        self._credentials = credentials
-        self._options = options
+        self._config = config
+        self._credentials = node_credentials(config)
+        self._options = channel_options(config)
+        self._closing: set[asyncio.Task] = set()
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._calls: dict[tuple[str, str], object] = {}
         self._logged_unreachable = 0.0
@@ -234,7 +238,26 @@ class Forwarder:
             log.warning("the owner at %s cannot be reached: %s; answering OWNER_UNAVAILABLE", address,
                         (err.details() or "")[:300])
 
+    def reload(self) -> bool:
+        """Read this node's certificate and key again (SIGHUP, on the event loop): calls from now on go over new
+        channels that present them, calls in flight finish on the old ones.  Files that fail ``tls.check`` are
+        logged and the certificate in use stays in use."""
+        try:
+            credentials = node_credentials(self._config)
+        except certs.CertificateError as err:
+            log.error("node certificate not reloaded, the one in use stays: %s", err,
+                      extra={"fields": {"cert": self._config.node_cert}})
+            return False
+        old, self._credentials, self._channels, self._calls = self._channels, credentials, {}, {}
+        for channel in old.values():
+            task = asyncio.get_running_loop().create_task(channel.close(grace=CLOSE_GRACE_S))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+        return True
+
     async def close(self) -> None:
+        for task in list(self._closing):   # channels a reload replaced: no more grace at shutdown
+            task.cancel()
         for channel in self._channels.values():
             await channel.close()
         self._channels.clear()
@@ -262,9 +285,11 @@ def channel_options(config: Config) -> list[tuple]:
 
 
 def node_credentials(config: Config) -> grpc.ChannelCredentials:
-    """This node's certificate and key, and the platform CA that signs the owner's server certificate."""
-    return grpc.ssl_channel_credentials(certs.read(config.tls_ca), certs.read(config.node_key),
-                                        certs.read(config.node_cert))
+    """This node's certificate and key, and the platform CA that signs the owner's server certificate, checked
+    as the listener's are (``tls.check``: they parse, the key is the certificate's, it is valid now)."""
+    cert, key, ca = certs.read(config.node_cert), certs.read(config.node_key), certs.read(config.tls_ca)
+    log.info("node certificate loaded: %s", tls.check(cert, key, ca), extra={"fields": {"cert": config.node_cert}})
+    return grpc.ssl_channel_credentials(ca, key, cert)
 
 
 def forwarder(config: Config, gw, owner: Owner | None) -> Forwarder | None:
@@ -278,4 +303,4 @@ def forwarder(config: Config, gw, owner: Owner | None) -> Forwarder | None:
         owner = LeaseHolder(gw)
     if owner is None:
         return None
-    return Forwarder(owner, gw, node_credentials(config), channel_options(config))
+    return Forwarder(owner, gw, config)

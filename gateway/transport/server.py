@@ -7,7 +7,8 @@ written (a test write: on a full disk the gateway stays NOT_SERVING and
 answers STORAGE_UNAVAILABLE, probing until a write succeeds), then report
 SERVING.  On PostgreSQL a node serves only while it owns the ledger
 partition by its lease; until then it is a standby following the owner
-(gateway/ownership.py), NOT_SERVING.  SIGHUP: reload the TLS certificates (gateway/security/tls.py).  SIGTERM: report
+(gateway/ownership.py), NOT_SERVING.  SIGHUP: reload the TLS certificates (gateway/security/tls.py) and the
+node certificate calls are forwarded with (gateway/transport/forward.py).  SIGTERM: report
 NOT_SERVING, let in-flight RPCs finish (grace),
 drain the ledger, exit.
 
@@ -284,8 +285,9 @@ async def serve(config: Config, *, ready: Callable[[int, int, int], None] | None
     stop = stop or asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    if tls is not None:
-        loop.add_signal_handler(signal.SIGHUP, tls.reload)
+    reloads = [certificates.reload for certificates in (tls, forwarder) if certificates is not None]
+    if reloads:
+        loop.add_signal_handler(signal.SIGHUP, lambda: [reload() for reload in reloads])
 
     def on_standby(holder) -> None:
         if standby is not None:

@@ -1,7 +1,8 @@
 """``PostgresStore``: every part of the store (gateway/store/parts.py) in one PostgreSQL database, with psycopg 3.
 
-The same ledger as SQLite's, row for row: records with their checksums and
-keyed chain values (gateway/store/chain.py), the derived rows with their tags
+The same ledger as SQLite's, row for row: one ``groups`` row per group of
+records, packed with their checksums and keyed chain values
+(gateway/store/packed.py, chain.py), the derived rows with their tags
 (gateway/store/rows.py), the sealed head row, all written in ONE transaction
 per group of records; ``append`` returns once COMMIT has returned, with
 ``synchronous_commit = on`` (and a cluster with ``fsync = off`` is refused),
@@ -25,24 +26,24 @@ import os
 import socket
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import msgspec
 import psycopg
 
 from core.events import REVERSED_KIND
 
-from .. import chain, snapshot
+from .. import chain, packed, snapshot
 from ..chain import Head, HeadFile, HeadRow, LedgerCorrupt, decode_head_row, encode_head_row
+from ..packed import PackedLog
 from ..parts import Deposed, LedgerUnavailable, Record, StorageDown
 from ..reader import ArchiveReads, Reader
-from ..rows import COLUMNS, TABLES, checked, derive, keys_of, request_hash
+from ..rows import COLUMNS, TABLES, checked, request_hash
 from ..seal import SealKey
-from . import safe_url
+from . import log_reads, safe_url
 from .lease import LeaseKeeper
 from .schema import COPY_TYPES, SCHEMA, SCHEMA_VERSION
 
-SCAN_PAGE_RECORDS = 1024
 # A table's rows of a group at least this big go by COPY, smaller ones by executemany: measured, executemany is
 # faster for one record and COPY five times faster for 100 (docs/postgresql.md); 32 lies between.
 COPY_MIN_ROWS = 32
@@ -52,13 +53,10 @@ LOCK_CLASS = 0x79696469
 LEASE_TTL_S = 2.0
 LEASE_RENEW_S = 0.5
 
-_COLUMNS = "kind, caller, request_id, digest, key, body, response, seq, checksum, chain"
-_RECORD_COLUMNS = ("part", "seq", "kind", "caller", "request_id", "digest", "key", "body", "response", "checksum",
-                   "chain")
 _REQUEST_COLUMNS = ("caller", "request_id", "h", "seq", "tag")
 
 
-class PostgresStore(ArchiveReads):
+class PostgresStore(PackedLog, ArchiveReads):
     """Every part of ``Store`` on one PostgreSQL database (``SnapshotStore`` too: ``snapshot_store``).
 
     Threads: one write connection (autocommit; every write is an explicit
@@ -73,6 +71,7 @@ class PostgresStore(ArchiveReads):
         self._url = url
         self._path = safe_url(url)
         self.part = part
+        self._scope = f"part = {int(part)} AND "
         self._token = 0   # the fencing token of this node's lease; 0: not the writer
         self.lease = None   # a tool's LeaseKeeper (open_postgresql), given up on close
         self._lease_ttl_s = lease_ttl_s
@@ -131,6 +130,8 @@ class PostgresStore(ArchiveReads):
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s, -1)", (LOCK_CLASS,))
             conn.execute(SCHEMA)
+            # Schema 1 → 2 is SCHEMA's new tables: a schema-1 ledger's records rows are read as they are.
+            conn.execute("UPDATE head SET schema = %s WHERE schema = 1", (SCHEMA_VERSION,))
             if conn.execute("SELECT 1 FROM head WHERE part = %s", (self.part,)).fetchone() is None:
                 ledger_id = uuid.uuid4().hex
                 head = HeadRow(ledger_id, 0, key.for_ledger(ledger_id).genesis, dict.fromkeys(TABLES, 0))
@@ -151,15 +152,9 @@ class PostgresStore(ArchiveReads):
                                         f"{SCHEMA_VERSION}")
             head_row = self._decode_head(body)
             self.key = key.for_ledger(head_row.ledger_id)
-            (last_seq,) = conn.execute("SELECT coalesce(max(seq), 0) FROM records WHERE part = %s",
-                                       (self.part,)).fetchone()
-
-            def chain_at(seq: int) -> bytes | None:
-                row = conn.execute("SELECT chain FROM records WHERE part = %s AND seq = %s", (self.part, seq)).fetchone()
-                return self.key.genesis if seq == 0 else None if row is None else row[0]
-
-            chain.prove_head_row(self._path, self.key, head_row, body, tag, last_seq, chain_at, TABLES,
-                                 lambda table: conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+            log = log_reads(conn, self._path, self.key, self.part)
+            chain.prove_head_row(self._path, self.key, head_row, body, tag, log.last_seq(), log.chain_at, TABLES,
+                                 lambda table: conn.execute(packed.count_sql(table, self._scope)).fetchone()[0])
         return head_row
 
     def _decode_head(self, body: bytes) -> HeadRow:
@@ -210,16 +205,8 @@ class PostgresStore(ArchiveReads):
     def head(self) -> Head:
         return Head(self._head_row.seq, self._head_row.chain)
 
-    def chain_at(self, seq: int) -> bytes | None:
-        if seq == 0:
-            return self.key.genesis
-        row = self._reader().execute("SELECT chain FROM records WHERE part = %s AND seq = %s",
-                                     (self.part, seq)).fetchone()
-        return None if row is None else row[0]
-
-    def last_seq(self) -> int:
-        return self._reader().execute("SELECT coalesce(max(seq), 0) FROM records WHERE part = %s",
-                                      (self.part,)).fetchone()[0]
+    def _query(self, sql: str, args: tuple) -> list[tuple]:
+        return self._reader().execute(sql.replace("?", "%s"), args).fetchall()
 
     def append(self, records: Sequence[Record]) -> list[int]:
         if not records:
@@ -230,30 +217,20 @@ class PostgresStore(ArchiveReads):
             last = self._head_row.seq
             if records[0].seq and [r.seq for r in records] != list(range(last + 1, last + 1 + len(records))):
                 raise RuntimeError(f"records {records[0].seq}..{records[-1].seq} do not continue the ledger at {last}")
-            links, head = chain.link_records(records, last, self._head_row.chain, self.key)
-            part, tag = self.part, self.key.tag
-            rows = [(part, seq, r.kind, r.caller, r.request_id, r.digest, r.key, r.body, r.response, sum_, link)
-                    for r, (seq, sum_, link) in zip(records, links, strict=True)]
-            keyed = [(r.caller, request_id, h, seq, tag("requests", (h, seq)))
-                     for seq, r in enumerate(records, last + 1) for request_id in keys_of(r)
-                     for h in (request_hash(r.caller, request_id),)]
-            derived: dict[str, list[tuple]] = {}
-            for seq, r in enumerate(records, last + 1):
-                for table, values in derive(r.changes, seq):
-                    derived.setdefault(table, []).append((*values, tag(table, values)))
-            added = {"records": len(rows), "requests": len(keyed), **{t: len(v) for t, v in derived.items()}}
-            head_row = chain.advanced(self._head_row, head, added, self.witness is not None)
+            group = packed.group(records, last, self._head_row.chain, self.key)   # one row: read by TOAST slices
+            head_row = chain.advanced(self._head_row, group.head, group.added, self.witness is not None)
             conn = self._wconn
             with conn.transaction(), conn.cursor() as cur:
                 self._write_head_row(cur, head_row)   # first: the fencing check, and the head row's lock
-                self._insert(cur, "records", _RECORD_COLUMNS, rows)
-                self._insert(cur, "requests", _REQUEST_COLUMNS, keyed)
-                for table, values in derived.items():
+                cur.executemany("INSERT INTO groups (part, last_seq, first_seq, body) VALUES (%s, %s, %s, %s)",
+                                [(self.part, *row) for row in group.rows])
+                self._insert(cur, "requests", _REQUEST_COLUMNS, group.requests)
+                for table, values in group.derived.items():
                     self._insert(cur, table, (*COLUMNS[table], "tag"), values)
             # COMMIT has returned: the group is durable
             self._head_row = head_row
             if self.witness is not None:
-                self.witness.write(head)
+                self.witness.write(group.head)
         return list(range(last + 1, last + 1 + len(records)))
 
     def _write_head_row(self, cur: psycopg.Cursor, head: HeadRow) -> None:
@@ -277,36 +254,6 @@ class PostgresStore(ArchiveReads):
             return
         cur.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(['%s'] * len(columns))})",
                         rows)
-
-    def scan(self, after_seq: int = 0) -> Iterator[Record]:
-        # Pages keyed by seq: no cursor stays open if the consumer stops early, and memory is one page.
-        while True:
-            rows = self._reader().execute(
-                f"SELECT {_COLUMNS} FROM records WHERE part = %s AND seq > %s ORDER BY seq LIMIT %s",
-                (self.part, after_seq, SCAN_PAGE_RECORDS)).fetchall()
-            for row in rows:
-                yield Record(*row)
-            if len(rows) < SCAN_PAGE_RECORDS:
-                return
-            after_seq = rows[-1][7]
-
-    def read(self, seq: int) -> Record | None:
-        row = self._reader().execute(f"SELECT {_COLUMNS} FROM records WHERE part = %s AND seq = %s",
-                                     (self.part, seq)).fetchone()
-        return None if row is None else self._proved(Record(*row))
-
-    def _proved(self, record: Record) -> Record:
-        previous = self.chain_at(record.seq - 1)
-        if previous is None:
-            raise LedgerCorrupt(self._path, record.seq - 1, "is missing (the record after it is there)")
-        chain.check_record(self._path, record, previous, self.key)
-        return record
-
-    def last_reference_load(self) -> Record | None:
-        row = self._reader().execute(
-            f"SELECT {_COLUMNS} FROM records WHERE part = %s AND kind = 'reference_loaded' ORDER BY seq DESC LIMIT 1",
-            (self.part,)).fetchone()
-        return None if row is None else self._proved(Record(*row))
 
     def probe(self) -> None:
         """A test write, committed (WAL flushed) and undone; StorageDown where a real commit would fail."""

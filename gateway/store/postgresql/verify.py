@@ -1,8 +1,8 @@
 """``yidi verify-ledger postgresql://… --key KEY``: prove a whole PostgreSQL ledger, offline or beside its gateway.
 
 What gateway/store/sqlite/verify.py proves of a file, in one REPEATABLE READ
-transaction (a consistent view while the gateway goes on writing), read with
-server-side cursors: every record (dense seqs, checksums, with the key the
+transaction (a consistent view while the gateway goes on writing), the
+derived rows read with server-side cursors: every record (dense seqs, checksums, with the key the
 keyed chain from genesis), the sealed head row (its seal, last record, chain
 value and every table's row count), every derived row against its tag (and
 each idempotency row's hash against its caller and request id), and unless
@@ -13,15 +13,12 @@ from __future__ import annotations
 
 import psycopg
 
-from .. import chain
-from ..parts import LedgerUnavailable, Record
+from .. import chain, packed
+from ..parts import LedgerUnavailable
 from ..rows import COLUMNS, checked, request_hash
 from ..seal import SealKey
 from ..verify import check_snapshot, check_witness, proved_head
-from . import safe_url
-
-_RECORDS = "SELECT kind, caller, request_id, digest, key, body, response, seq, checksum, chain FROM records " \
-           "WHERE part = %s ORDER BY seq"
+from . import log_reads, safe_url
 
 
 def _rows(conn: psycopg.Connection, query: str, args: tuple = ()):
@@ -56,20 +53,16 @@ def verify_ledger(url: str, key: SealKey | None = None, witness_dir: str = "", l
         raise LedgerUnavailable(f"cannot open the ledger {path}: {str(err).strip().splitlines()[0]}") from None
     try:
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        scope = f"part = {int(part)} AND "
+        log = log_reads(conn, path, part=part)
         head, lkey = proved_head(path, conn.execute("SELECT body, tag FROM head WHERE part = %s", (part,)).fetchone(),
-                                 (Record(*r) for r in _rows(conn, _RECORDS, (part,))),
-                                 lambda t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0], key)
+                                 log.scan(), lambda t: conn.execute(packed.count_sql(t, scope)).fetchone()[0], key)
         if lkey is None:
             return (f"OK (without the seal key) {path}: {head.seq} records, checksums and row counts verified; the "
                     "chain, the seals and the derived rows' tags need --key")
         tagged = _tags(conn, lkey, path)
-
-        def chain_at(seq: int):
-            if seq == 0:
-                return lkey.genesis
-            found = conn.execute("SELECT chain FROM records WHERE part = %s AND seq = %s", (part, seq)).fetchone()
-            return None if found is None else found[0]
-
+        log.key = lkey
+        chain_at = log.chain_at
         copies = "witness and snapshots left to the running gateway"
         if not live:
             copies = _copies(conn, path, lkey, head.seq, chain_at, witness_dir, part)
