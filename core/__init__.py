@@ -3,7 +3,7 @@ from .errors import InvariantError, LoadError, OperatingError, RequestError, Yid
 from ._core import (ACCUMULATOR_KEYS, DEBUG, FILING_KINDS, INSUTYPES, LIMITS, LONG_TERM_KINDS, PERSON_STATUSES,
                     PERSON_TYPES, TEMPORARY_KINDS, Index, KeyTable, certno_check_char, certno_valid, count_field,
                     length_delimited, pooling_code, province_code, read_batch_items, read_outpatient_request,
-                    read_settle_item, voucher_mac)
+                    read_settle_item, plain_outpatient, settle_outpatients, voucher_mac)
 from .provinces import PROVINCES
 
 __all__ = ["Index", "YidiError", "RequestError", "OperatingError", "InvariantError", "LoadError",
@@ -13,4 +13,6 @@ __all__ = ["Index", "YidiError", "RequestError", "OperatingError", "InvariantErr
            # the protobuf messages the core reads and writes itself (wire.pxi)
            "read_outpatient_request", "read_settle_item", "read_batch_items", "count_field", "length_delimited",
            # the gateway's recent idempotency keys (keytable.pxi)
-           "KeyTable"]
+           "KeyTable",
+           # a run of outpatient settlements decided, applied and recorded in one call (settle.pxi)
+           "plain_outpatient", "settle_outpatients"]

@@ -10,7 +10,8 @@ wire.pxi (the protobuf bytes it reads and writes itself, with the contract's
 numbers from the generated _wire_numbers.pxi), load.pxi (row validation and
 JSONL loading), eligibility.pxi, benefit.pxi, invariants.pxi (what must hold
 between the tables; debug builds check it after every change), keytable.pxi
-(the gateway's recent idempotency keys, no Python object per key).
+(the gateway's recent idempotency keys, no Python object per key), settle.pxi (a run of outpatient
+settlements decided, applied and recorded in one call).
 The event loop is the only caller, so nothing here takes a lock.
 """
 
@@ -475,3 +476,4 @@ include "invariants.pxi"
 include "image.pxi"
 include "voucher.pxi"
 include "keytable.pxi"
+include "settle.pxi"

@@ -35,9 +35,9 @@ import uuid
 from dataclasses import dataclass
 from typing import Callable, NoReturn, Sequence
 
-from core import Index, events
+from core import Index, events, plain_outpatient, settle_outpatients
 from core.archive import ArchivedProblem, ArchivedSettlement, ArchivedVisit, Change, MemoryArchive, Overlay
-from core.access import NATIONAL
+from core.access import NATIONAL, authorize
 from core.commands import Command, Decision, LoadReferenceData, ReferenceResult, ReportProblem, Reverse
 from core.engine import ApplyFailed, Engine, EngineState
 from core.errors import YidiError
@@ -264,6 +264,127 @@ def _spawn_niced(argv: list[str], nice: int, env: dict | None = None) -> tuple[i
     return proc.returncode, out, err
 
 
+OUTPATIENT_SETTLE = "SettlementService/OutpatientSettle"
+
+
+class _ItemLoop:
+    """One execute_many's items, decided and applied in order: each item's outcome, the records made, and the
+    request ids met so far (a twin in the same batch answers as its first)."""
+
+    def __init__(self, gw: Gateway, caller: str, items: Sequence[Item], looked: Looked | None,
+                 methods: Sequence[str] | None, hashes: Sequence[bytes]) -> None:
+        self.gw, self.caller, self.items, self.looked, self.methods = gw, caller, items, looked, methods
+        self.hashes = hashes   # each item's key_hash
+        self.engine = gw.state.engine
+        self.outcomes: list[Outcome | Prior | int | None] = [None] * len(items)
+        self.records: list[Record] = []
+        self.record_hashes: list[bytes] = []   # each record's key_hash
+        self.seen: dict[str, tuple[bytes, int]] = {}  # request_id -> (digest, item) within this batch
+        self.base = gw.ledger.next_seq
+        self.stashed: tuple[int, Prior | int | YidiError] | None = None   # an item's earlier answer, found ahead
+
+    def run(self) -> None:
+        i = 0
+        while i < len(self.items):
+            new = self._new_plain_outpatients(i)
+            if new:
+                i = self._settle_in_core(i, new)
+            else:
+                self._one(i)
+                i += 1
+
+    def _new_plain_outpatients(self, i: int) -> int:
+        """How many items from i on are plain outpatient settlements new to the ledger (the core settles them);
+        the earlier answer of the item that ends the run, if it has one, is kept for its turn."""
+        n, self.stashed = 0, None
+        for j in range(i, len(self.items)):
+            command, digest = self.items[j]
+            if not plain_outpatient(command):
+                break
+            try:
+                earlier = self.gw._earlier(self.caller, command, digest, self.seen, self.looked, self.hashes[j])
+            except YidiError as err:
+                earlier = err
+            if earlier is not None:
+                self.stashed = (j, earlier)
+                break
+            self.seen[command.request_id] = (digest, j)
+            n += 1
+        return n
+
+    def _settle_in_core(self, i: int, n: int) -> int:
+        """Items i .. i+n-1 through the core's settle loop, and an item it hands back on the Python path; the
+        index of the next item to take (the items after the one handed back are met again at their turn)."""
+        try:
+            records = settle_outpatients(self.engine, self.caller, list(self.items[i:i + n]),
+                                         self.base + len(self.records), self._admit_outpatient, Record)
+        except ApplyFailed as exc:
+            self.gw._diverged(exc.event, exc.__cause__ or exc)
+        for j, record in enumerate(records, i):
+            self.outcomes[j] = record.response
+        self.records.extend(records)
+        self.record_hashes.extend(self.hashes[i:i + len(records)])
+        if len(records) == n:
+            return i + n
+        back = i + len(records)
+        for j in range(back + 1, i + n):
+            self._forget(j)
+        self._one(back, checked=True)
+        return back + 1
+
+    def _admit_outpatient(self, command: Command) -> None:
+        if self.methods is not None:
+            authorize(OUTPATIENT_SETTLE, self.caller, command, self.engine.owners)
+        self.gw._check_partition(self.engine, command)
+        check_deadline()
+
+    def _one(self, i: int, checked: bool = False) -> None:
+        """Item i on the Python path (``checked``: it is known to be new, and noted in ``seen``)."""
+        command, digest = self.items[i]
+        try:
+            if self.methods is not None:
+                authorize(self.methods[i], self.caller, command, self.engine.owners)
+        except YidiError as err:
+            self.outcomes[i] = err
+            if checked:
+                self._forget(i)
+            return
+        try:
+            if not checked:
+                self.outcomes[i] = self._earlier(i)
+                if self.outcomes[i] is not None:
+                    return
+                self.seen[command.request_id] = (digest, i)
+            self.gw._check_partition(self.engine, command)
+            check_deadline()  # the last moment before this item changes anything
+            self.records.append(self.gw._perform(self.engine, self.caller, command, digest,
+                                                 self.base + len(self.records)))
+            self.record_hashes.append(self.hashes[i])
+        except YidiError as err:
+            self.outcomes[i] = err
+            return
+        except StorageDown as err:   # a read the decision needed failed (a database server lost): nothing changed
+            log.error("%s", err)
+            self.outcomes[i] = storage_unavailable()
+            return
+        self.outcomes[i] = self.records[-1].response
+
+    def _earlier(self, i: int) -> Prior | int | None:
+        if self.stashed is not None and self.stashed[0] == i:
+            earlier = self.stashed[1]
+            self.stashed = None
+            if isinstance(earlier, YidiError):
+                raise earlier
+            return earlier
+        command, digest = self.items[i]
+        return self.gw._earlier(self.caller, command, digest, self.seen, self.looked, self.hashes[i])
+
+    def _forget(self, i: int) -> None:
+        rid = self.items[i][0].request_id
+        if self.seen.get(rid, (b"", -1))[1] == i:
+            del self.seen[rid]
+
+
 class Gateway:
     def __init__(self, config: Config, store: Store, on_fatal: Callable[[BaseException], None],
                  encode_reply: Callable[[object], bytes], audit=None, snapshots: SnapshotStore | None = None) -> None:
@@ -431,13 +552,17 @@ class Gateway:
             raise outcome
         return outcome
 
-    async def execute_many(self, caller: str, items: Sequence[Item], read_index: bool = True) -> list[Outcome]:
+    async def execute_many(self, caller: str, items: Sequence[Item], read_index: bool = True,
+                           methods: Sequence[str] | None = None) -> list[Outcome]:
         """A batch: one loop, one ledger group.  Each item gets its answer or its own refusal.
 
         Items are decided and applied in order (an item sees the ones before it: fees uploaded by
         one item are settled by the next); their records are submitted together and every answer
         waits until the whole group is durable.  ``read_index``: ask the ledger for the keys memory does not
-        hold off the loop first (else on the loop, with no await before the decisions).
+        hold off the loop first (else on the loop, with no await before the decisions).  ``methods``: each
+        item's unary RPC, whose rule (SPEC §9) authorizes it at its turn, once the items before it are applied
+        (an item may name the stay an earlier one opened); None: the caller authorized them already.
+        Runs of plain outpatient settlements are settled by the core in one call each (core/settle.pxi).
         """
         self.require_ready()
         self.require_owner()
@@ -448,33 +573,11 @@ class Gateway:
                   if read_index else None)
         self.require_ready()
         self.require_owner()
-        engine = self.state.engine
-        outcomes: list[Outcome | Prior | int | None] = [None] * len(items)
-        records: list[Record] = []
-        record_hashes: list[bytes] = []   # each record's key_hash
-        seen: dict[str, tuple[bytes, int]] = {}  # request_id -> (digest, item) within this batch
-        base = self.ledger.next_seq
-        for i, (command, digest) in enumerate(items):
-            try:
-                outcomes[i] = self._earlier(caller, command, digest, seen, looked, hashes[i])
-                if outcomes[i] is not None:
-                    continue
-                seen[command.request_id] = (digest, i)
-                self._check_partition(engine, command)
-                check_deadline()  # the last moment before this item changes anything
-                records.append(self._perform(engine, caller, command, digest, base + len(records)))
-                record_hashes.append(hashes[i])
-            except YidiError as err:
-                outcomes[i] = err
-                continue
-            except StorageDown as err:   # a read the decision needed failed (a database server lost): nothing changed
-                log.error("%s", err)
-                outcomes[i] = storage_unavailable()
-                continue
-            outcomes[i] = records[-1].response
-        if records:
-            await self._submit(caller, records, record_hashes)
-        return [await self._resolve(outcome, outcomes) for outcome in outcomes]
+        loop = _ItemLoop(self, caller, items, looked, methods, hashes)
+        loop.run()
+        if loop.records:
+            await self._submit(caller, loop.records, loop.record_hashes)
+        return [await self._resolve(outcome, loop.outcomes) for outcome in loop.outcomes]
 
     def _check_partition(self, engine: Engine, command: Command) -> None:
         """WRONG_PARTITION for a command of another partition than this node's (an item of a batch or stream: a
