@@ -85,6 +85,7 @@ def _requests(kind: str, data_dir: str, seed: int, n: int):
         def make(i: int, template=template) -> bytes:
             template.request_id = f"lg{seed}-{i}"
             return template.SerializeToString()
+        make.insured_province = case.insured_province   # for a client that routes by partition (bench/partitions.py)
         out.append((case.treatment_province, make))
     return out
 
@@ -136,13 +137,21 @@ def aio_channel(target: str, caller: str, **options):
 
 
 async def _client(target: str, kind: str, data_dir: str, seed: int, concurrency: int, seconds: float,
-                  rate: float, warmup: float) -> dict:
+                  rate: float, warmup: float, route: int = 0) -> dict:
+    """``route``: ``target`` names one node per partition (comma-separated, in partition order) and each call goes
+    to the node of its insured province's partition (core/partition.py), as a client that knows the map would."""
     import grpc
 
+    from core.partition import PartitionMap
     from gateway._pb.yidi.v1 import settlement_pb2 as spb
 
     cases = _requests(kind, data_dir, seed, 2000)
-    channels = {caller: aio_channel(target, caller) for caller in {caller for caller, _ in cases}}
+    targets = target.split(",")
+    if route:
+        pmap = PartitionMap(route)
+        cases = [(f"{targets[pmap.of_province(make.insured_province)]}|{caller}", make) for caller, make in cases]
+    channels = {caller: aio_channel(caller.partition("|")[0] if route else target, caller.rpartition("|")[2])
+                for caller in {caller for caller, _ in cases}}
     if kind == "stream":
         streams = {caller: channel.stream_stream(RPCS[kind], response_deserializer=spb.SettleOutcome.FromString)
                    for caller, channel in channels.items()}
@@ -223,16 +232,20 @@ def _client_process(args: tuple, out: mp.Queue) -> None:
 
 def run_load(target: str, kind: str, data_dir: str, processes: int, concurrency: int, seconds: float,
              rate: float = 0.0, server_pid: int = 0, warmup: float = 2.0, expected: tuple[str, ...] = (),
-             other_pids: tuple[int, ...] = (), seed: int = 1000) -> dict:
+             other_pids: tuple[int, ...] = (), seed: int = 1000, route: int = 0) -> dict:
     """Run one load and return throughput, latency percentiles (ms) and server CPU µs per call, of successful
     answers only, with the refusals by reason beside them; UnexpectedRefusals if any reason is not ``expected``.
     ``other_pids``: servers the target calls in turn (the owner of forwarded calls), whose CPU µs per call in the
     same window is ``other_cpu_us_per_call``.  Client p draws its cases and request ids from seed + p (another seed:
-    other request ids, so a second load on the same ledger is not answered from the first one's records)."""
+    other request ids, so a second load on the same ledger is not answered from the first one's records).
+    Several comma-separated targets: client p calls the p-th (round robin), or with ``route`` (the partitions)
+    each call goes to the target of its partition."""
+    targets = target.split(",")
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
     procs = [ctx.Process(target=_client_process, args=(
-        (target, kind, data_dir, seed + p, concurrency, seconds, rate / processes, warmup), out))
+        (target if route else targets[p % len(targets)], kind, data_dir, seed + p, concurrency, seconds,
+         rate / processes, warmup, route), out))
         for p in range(processes)]
     for p in procs:
         p.start()

@@ -176,13 +176,11 @@ def check_ledger(ledger: str, data_dir: str, snapshots: str, acknowledged: list[
     from gateway.app import load_index
     from gateway.config import Config
     from gateway.store import SqliteStore
+    from gateway.store.rows import request_hash
     from gateway.store.snapshot import Snapshots
 
     store = SqliteStore(ledger, key)
     try:
-        conn = store._reader()
-        twice = conn.execute("SELECT count(*) FROM (SELECT 1 FROM records WHERE request_id != ''"
-                             " GROUP BY caller, request_id HAVING count(*) > 1)").fetchone()[0]
         missing = 0
         for setl_id in acknowledged:
             record = store.read(id_seq(setl_id, "S"))
@@ -190,8 +188,13 @@ def check_ledger(ledger: str, data_dir: str, snapshots: str, acknowledged: list[
             missing += not (type(event) is Settled and event.settlement.setl_id == setl_id)
         duplicated = len(acknowledged) - len(set(acknowledged))
         engine = Engine(load_index(Config(data_dir=data_dir), data_dir), MemoryArchive())
-        settlements = 0
+        settlements = twice = 0
+        seen: set[int] = set()   # 63-bit hashes of every (caller, request id): bounded memory at 2M records
         for record in store.scan():
+            if record.request_id:
+                h = request_hash(record.caller, record.request_id)
+                twice += h in seen
+                seen.add(h)
             event = events.decode(record.body)
             engine.apply(event, record.seq)
             settlements += type(event) is Settled

@@ -34,6 +34,9 @@ OURS = (
     ("core/", "core (other)"),
     ("gateway/store/ledger.py", "ledger front end"),
     ("gateway/store/sqlite/", "ledger front end"),   # the store's reads on the loop (find_request ...)
+    ("gateway/store/postgresql/", "ledger front end"),
+    ("gateway/transport/forward.py", "forwarding"),
+    ("gateway/partitions.py", "partition routing"),
     ("gateway/store/idempotency.py", "idempotency keys"),
     ("gateway/transport/convert.py", "request/response translation"),
     ("gateway/app.py", "gateway execute path"),
@@ -49,6 +52,7 @@ LIBRARIES = (
     ("uvloop", "event loop (asyncio/uvloop)"),
     ("google/protobuf", "protobuf"),
     ("sqlite3", "SQLite"),
+    ("psycopg", "psycopg"),
 )
 
 
@@ -85,7 +89,7 @@ def summarise(raw_path: str) -> str:
             total += n
             kind = ("main" if name.endswith("MainThread") else "ledger writer" if "ledger-writer" in name
                     else "other threads")
-            threads[kind] += n
+            threads[kind] += n   # PostgreSQL's ledger writer is the same thread name
             if kind == "main":
                 main_total += n
                 layers[layer(frames[1:])] += n

@@ -1,5 +1,5 @@
 """Typed stubs for core._core (the Cython core).  See SPEC §3–§5."""
-from typing import Callable, Iterable, Sequence, TypeVar
+from typing import Any, Callable, Iterable, Sequence, TypeVar
 
 from core.commands import Card
 from core.events import FeeLine
@@ -227,3 +227,9 @@ class KeyTable:
         """(digest, seq) stored under this hash, or None."""
     def put(self, key_hash: bytes, digest: bytes, seq: int) -> None:
         """Store (digest, seq) under this hash; a new key pushes out the oldest when the table is full."""
+
+
+# core/settle.pxi: a run of outpatient settlements decided, applied and recorded in one call.
+def plain_outpatient(command: object) -> bool: ...
+def settle_outpatients(engine: Any, caller: str, items: list[tuple[Any, bytes]], first_seq: int,
+                       admit: Callable[[Any], None], make_record: Callable[..., Any]) -> list[Any]: ...

@@ -10,8 +10,9 @@ wire.pxi (the protobuf bytes it reads and writes itself, with the contract's
 numbers from the generated _wire_numbers.pxi), load.pxi (row validation and
 JSONL loading), eligibility.pxi, benefit.pxi, invariants.pxi (what must hold
 between the tables; debug builds check it after every change), keytable.pxi
-(the gateway's recent idempotency keys, no Python object per key), gcclock.pxi (the collector's pause
-clock, read where no other thread can run in between).
+(the gateway's recent idempotency keys, no Python object per key), settle.pxi (a run of outpatient
+settlements decided, applied and recorded in one call), gcclock.pxi (the collector's pause clock, read
+where no other thread can run in between).
 The event loop is the only caller, so nothing here takes a lock.
 """
 
@@ -194,6 +195,15 @@ cdef class Index:
         _build_policy_directory(self)
         if YIDI_DEBUG:
             _check_store(&self.st)
+
+    def use_huge_pages(self, double budget_s):
+        """Move the loaded tables into 2 MiB pages (index.pxi, "huge pages"), spending at most about ``budget_s``
+        on it now; the bytes moved now (0 where the kernel has no transparent huge pages for us)."""
+        cdef uint64_t moved
+        cdef uint64_t deadline_ns = yidi_now_ns() + <uint64_t>(max(budget_s, 0.0) * 1e9)
+        with nogil:
+            moved = store_huge_pages(&self.st, deadline_ns)
+        return moved
 
     def check_invariants(self):
         """Raise InvariantError unless every row is reachable and consistent (O(n); see invariants.pxi)."""
@@ -488,4 +498,5 @@ include "invariants.pxi"
 include "image.pxi"
 include "voucher.pxi"
 include "keytable.pxi"
+include "settle.pxi"
 include "gcclock.pxi"

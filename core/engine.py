@@ -135,11 +135,15 @@ class Engine:
         changes = self._apply[type(event)](event, seq)
         if changes:
             self.archive.record(changes, seq)
-            if DEBUG and type(self.archive) is MemoryArchive:
-                self._check_money_of(event)
         if DEBUG:
-            self.funds.check_invariants()
+            self.check_applied(event, changes)
         return changes
+
+    def check_applied(self, event: Event, changes: list[Change]) -> None:
+        """Debug builds, after an event is applied (here or by the core's settle loop): the money still adds up."""
+        if changes and type(self.archive) is MemoryArchive:
+            self._check_money_of(event)
+        self.funds.check_invariants()
 
     def _check_money_of(self, event: Event) -> None:
         """Debug builds: the person's accumulators still equal the sum of their live settlements' deltas."""

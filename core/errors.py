@@ -308,6 +308,12 @@ REASONS: dict[str, Reason] = {
                        "请改连主节点，或稍后使用相同的请求ID重试。",
         "This gateway node does not own the ledger partition (a standby, or its lease ran out); nothing was done. "
         "Call the owner named in the metadata, or retry shortly with the same request_id.", OPERATING),
+    # a ledger split by insured province (core/partition.py): one node performs a stream, for one partition
+    "WRONG_PARTITION": _r(
+        "FAILED_PRECONDITION", "该项属于账本分区 {part}，而办理本流式结算的节点负责分区 {mine}，本项未办理。"
+                               "请将该项单独提交或改用批量结算提交（任一节点均会转交）。",
+        "This item concerns another ledger partition (insured province) than the node performing its stream; "
+        "nothing was done for it. Send it on its own or in a SettleBatch (any node forwards it)."),
 }
 
 DOMAIN = "yidi.gov.cn"

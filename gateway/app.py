@@ -35,22 +35,24 @@ import uuid
 from dataclasses import dataclass
 from typing import Callable, NoReturn, Sequence
 
-from core import Index, events
+from core import Index, events, plain_outpatient, settle_outpatients
 from core.archive import ArchivedProblem, ArchivedSettlement, ArchivedVisit, Change, MemoryArchive, Overlay
-from core.access import NATIONAL
+from core.access import NATIONAL, authorize
 from core.commands import Command, Decision, LoadReferenceData, ReferenceResult, ReportProblem, Reverse
 from core.engine import ApplyFailed, Engine, EngineState
 from core.errors import YidiError
 from core.events import REVERSED_KIND, ReferenceLoaded
 from core.limits import check_id
+from core.partition import PartitionMap
 from core.problems import GATEWAY
 from core.settlement import check_reversal, reversal
 
 from .store import chain, snapshot
 from .operations import metrics
 from .config import Config
+from .partitions import every_partition, partition_of
 from .reads import Reads
-from .store.idempotency import REVERSED, Keys, Looked, Prior, reused
+from .store.idempotency import REVERSED, Keys, Looked, Prior, key_hash, reused
 from .store import (GroupCommitLedger, LedgerClosed, LedgerCorrupt, LedgerFatal, Record, SnapshotStore, StorageDown, Store,
                     is_postgresql)
 
@@ -121,6 +123,9 @@ def data_dir_of(store: Store, default: str) -> str:
 
 
 IMAGE_NAME = ".yidi-index.img"
+# At most about this long of start-up spent moving the index into huge pages (Index.use_huge_pages): ~0.1-1 s
+# for the 1.8M-person set on the project's machines; what is left the kernel moves in the background.
+HUGE_PAGE_BUDGET_S = 1.0
 # The background verification's nice value: it runs on the other core, after the settlements.
 VERIFY_NICE = 10
 DATA_FILES = ("manifest.json", "regions.jsonl", "institutions.jsonl", "catalog.jsonl", "policies.jsonl",
@@ -141,7 +146,16 @@ def data_fingerprint(data_dir: str) -> str:
 
 def load_index(config: Config, data_dir: str, progress: Callable[[str, int], None] | None = None) -> Index:
     """The reference data set: from its binary image when one was written for exactly these files, else
-    parsed from the JSON Lines (and the image written beside them for the next start)."""
+    parsed from the JSON Lines (and the image written beside them for the next start); its tables in huge
+    pages."""
+    index = _index_from_files(config, data_dir, progress)
+    begin = time.monotonic()
+    moved = index.use_huge_pages(HUGE_PAGE_BUDGET_S)
+    log.info("reference data: %.0f MiB moved to huge pages in %.2f s", moved / 2**20, time.monotonic() - begin)
+    return index
+
+
+def _index_from_files(config: Config, data_dir: str, progress: Callable[[str, int], None] | None) -> Index:
     image = os.path.join(data_dir, IMAGE_NAME)
     fingerprint = data_fingerprint(data_dir)
     index = Index(accepted_card_versions=config.accepted_card_versions)
@@ -184,7 +198,7 @@ def build_state(config: Config, store: Store, keys: Keys, data_dir: str,
             chain.check_head(store.path, chain.Head(snap.seq, snap.chain), store.last_seq(), store.chain_at,
                              f"snapshot {snapshots.path(snap.seq)}")
         engine = Engine.restore(index, snap.engine, durable) if snap is not None else Engine(index, durable)
-        after = snap.seq if snap is not None else 0
+        after = snap.seq if snap is not None else store.base_seq
         replayed, last_chain = _replay(engine, store, keys, after, progress)
     engine.archive = Overlay(durable)
     log.info("state rebuilt: snapshot at seq %d, %d ledger records replayed after it", after, replayed)
@@ -250,6 +264,127 @@ def _spawn_niced(argv: list[str], nice: int, env: dict | None = None) -> tuple[i
     return proc.returncode, out, err
 
 
+OUTPATIENT_SETTLE = "SettlementService/OutpatientSettle"
+
+
+class _ItemLoop:
+    """One execute_many's items, decided and applied in order: each item's outcome, the records made, and the
+    request ids met so far (a twin in the same batch answers as its first)."""
+
+    def __init__(self, gw: Gateway, caller: str, items: Sequence[Item], looked: Looked | None,
+                 methods: Sequence[str] | None, hashes: Sequence[bytes]) -> None:
+        self.gw, self.caller, self.items, self.looked, self.methods = gw, caller, items, looked, methods
+        self.hashes = hashes   # each item's key_hash
+        self.engine = gw.state.engine
+        self.outcomes: list[Outcome | Prior | int | None] = [None] * len(items)
+        self.records: list[Record] = []
+        self.record_hashes: list[bytes] = []   # each record's key_hash
+        self.seen: dict[str, tuple[bytes, int]] = {}  # request_id -> (digest, item) within this batch
+        self.base = gw.ledger.next_seq
+        self.stashed: tuple[int, Prior | int | YidiError] | None = None   # an item's earlier answer, found ahead
+
+    def run(self) -> None:
+        i = 0
+        while i < len(self.items):
+            new = self._new_plain_outpatients(i)
+            if new:
+                i = self._settle_in_core(i, new)
+            else:
+                self._one(i)
+                i += 1
+
+    def _new_plain_outpatients(self, i: int) -> int:
+        """How many items from i on are plain outpatient settlements new to the ledger (the core settles them);
+        the earlier answer of the item that ends the run, if it has one, is kept for its turn."""
+        n, self.stashed = 0, None
+        for j in range(i, len(self.items)):
+            command, digest = self.items[j]
+            if not plain_outpatient(command):
+                break
+            try:
+                earlier = self.gw._earlier(self.caller, command, digest, self.seen, self.looked, self.hashes[j])
+            except YidiError as err:
+                earlier = err
+            if earlier is not None:
+                self.stashed = (j, earlier)
+                break
+            self.seen[command.request_id] = (digest, j)
+            n += 1
+        return n
+
+    def _settle_in_core(self, i: int, n: int) -> int:
+        """Items i .. i+n-1 through the core's settle loop, and an item it hands back on the Python path; the
+        index of the next item to take (the items after the one handed back are met again at their turn)."""
+        try:
+            records = settle_outpatients(self.engine, self.caller, list(self.items[i:i + n]),
+                                         self.base + len(self.records), self._admit_outpatient, Record)
+        except ApplyFailed as exc:
+            self.gw._diverged(exc.event, exc.__cause__ or exc)
+        for j, record in enumerate(records, i):
+            self.outcomes[j] = record.response
+        self.records.extend(records)
+        self.record_hashes.extend(self.hashes[i:i + len(records)])
+        if len(records) == n:
+            return i + n
+        back = i + len(records)
+        for j in range(back + 1, i + n):
+            self._forget(j)
+        self._one(back, checked=True)
+        return back + 1
+
+    def _admit_outpatient(self, command: Command) -> None:
+        if self.methods is not None:
+            authorize(OUTPATIENT_SETTLE, self.caller, command, self.engine.owners)
+        self.gw._check_partition(self.engine, command)
+        check_deadline()
+
+    def _one(self, i: int, checked: bool = False) -> None:
+        """Item i on the Python path (``checked``: it is known to be new, and noted in ``seen``)."""
+        command, digest = self.items[i]
+        try:
+            if self.methods is not None:
+                authorize(self.methods[i], self.caller, command, self.engine.owners)
+        except YidiError as err:
+            self.outcomes[i] = err
+            if checked:
+                self._forget(i)
+            return
+        try:
+            if not checked:
+                self.outcomes[i] = self._earlier(i)
+                if self.outcomes[i] is not None:
+                    return
+                self.seen[command.request_id] = (digest, i)
+            self.gw._check_partition(self.engine, command)
+            check_deadline()  # the last moment before this item changes anything
+            self.records.append(self.gw._perform(self.engine, self.caller, command, digest,
+                                                 self.base + len(self.records)))
+            self.record_hashes.append(self.hashes[i])
+        except YidiError as err:
+            self.outcomes[i] = err
+            return
+        except StorageDown as err:   # a read the decision needed failed (a database server lost): nothing changed
+            log.error("%s", err)
+            self.outcomes[i] = storage_unavailable()
+            return
+        self.outcomes[i] = self.records[-1].response
+
+    def _earlier(self, i: int) -> Prior | int | None:
+        if self.stashed is not None and self.stashed[0] == i:
+            earlier = self.stashed[1]
+            self.stashed = None
+            if isinstance(earlier, YidiError):
+                raise earlier
+            return earlier
+        command, digest = self.items[i]
+        return self.gw._earlier(self.caller, command, digest, self.seen, self.looked, self.hashes[i])
+
+    def _forget(self, i: int) -> None:
+        rid = self.items[i][0].request_id
+        if self.seen.get(rid, (b"", -1))[1] == i:
+            del self.seen[rid]
+
+
 class Gateway:
     def __init__(self, config: Config, store: Store, on_fatal: Callable[[BaseException], None],
                  encode_reply: Callable[[object], bytes], audit=None, snapshots: SnapshotStore | None = None) -> None:
@@ -260,6 +395,7 @@ class Gateway:
         self.watchdog = None    # gateway.operations.watchdog.LoopWatchdog, set by the server
         self.health = None      # gateway.operations.health.Health, set by the server
         self.ownership = None   # gateway.ownership.Ownership on PostgreSQL (set by the server); None: the only node
+        self.partitions = PartitionMap(config.partitions)   # the ledger's split by insured province (core/partition.py)
         self._storage_down: str | None = None  # why the ledger cannot be written now (a failed test write)
         self._probed = False   # the first test write after start has been tried: until then, NOT_READY
         self._damaged: str | None = None       # why the ledger failed a proof after start: serve nothing from it
@@ -402,6 +538,10 @@ class Gateway:
         """Run one mutating request exactly once (SPEC §6); its answer once it is durable."""
         if type(command) is LoadReferenceData:
             return await self._reload(caller, command, digest)
+        if self.store.part and every_partition(command):
+            # every partition records its copy of a clearing calendar's change under the same request id: keyed
+            # apart, since the idempotency index is shared (caller, request_id) and partition 0's keeps the key
+            caller = f"{caller}#p{self.store.part}"
         if type(command) is Reverse:
             # decided from what memory and the ledger hold now: no await may come between (read_index=False)
             command = await self._reverse_target(caller, command)
@@ -412,48 +552,44 @@ class Gateway:
             raise outcome
         return outcome
 
-    async def execute_many(self, caller: str, items: Sequence[Item], read_index: bool = True) -> list[Outcome]:
+    async def execute_many(self, caller: str, items: Sequence[Item], read_index: bool = True,
+                           methods: Sequence[str] | None = None) -> list[Outcome]:
         """A batch: one loop, one ledger group.  Each item gets its answer or its own refusal.
 
         Items are decided and applied in order (an item sees the ones before it: fees uploaded by
         one item are settled by the next); their records are submitted together and every answer
         waits until the whole group is durable.  ``read_index``: ask the ledger for the keys memory does not
-        hold off the loop first (else on the loop, with no await before the decisions).
+        hold off the loop first (else on the loop, with no await before the decisions).  ``methods``: each
+        item's unary RPC, whose rule (SPEC §9) authorizes it at its turn, once the items before it are applied
+        (an item may name the stay an earlier one opened); None: the caller authorized them already.
+        Runs of plain outpatient settlements are settled by the core in one call each (core/settle.pxi).
         """
         self.require_ready()
         self.require_owner()
         # The ledger is asked for keys memory does not hold on the look-up thread; from here to the submit
         # nothing awaits, so the seqs and the engine's state read below hold for the whole loop.
-        looked = await self.keys.read_index(caller, [command.request_id for command, _ in items]) if read_index else None
+        hashes = [key_hash(caller, command.request_id) for command, _ in items]
+        looked = (await self.keys.read_index(caller, [command.request_id for command, _ in items], hashes)
+                  if read_index else None)
         self.require_ready()
         self.require_owner()
-        engine = self.state.engine
-        outcomes: list[Outcome | Prior | int | None] = [None] * len(items)
-        records: list[Record] = []
-        seen: dict[str, tuple[bytes, int]] = {}  # request_id -> (digest, item) within this batch
-        base = self.ledger.next_seq
-        for i, (command, digest) in enumerate(items):
-            try:
-                outcomes[i] = self._earlier(caller, command, digest, seen, looked)
-                if outcomes[i] is not None:
-                    continue
-                seen[command.request_id] = (digest, i)
-                check_deadline()  # the last moment before this item changes anything
-                records.append(self._perform(engine, caller, command, digest, base + len(records)))
-            except YidiError as err:
-                outcomes[i] = err
-                continue
-            except StorageDown as err:   # a read the decision needed failed (a database server lost): nothing changed
-                log.error("%s", err)
-                outcomes[i] = storage_unavailable()
-                continue
-            outcomes[i] = records[-1].response
-        if records:
-            await self._submit(caller, records)
-        return [await self._resolve(outcome, outcomes) for outcome in outcomes]
+        loop = _ItemLoop(self, caller, items, looked, methods, hashes)
+        loop.run()
+        if loop.records:
+            await self._submit(caller, loop.records, loop.record_hashes)
+        return [await self._resolve(outcome, loop.outcomes) for outcome in loop.outcomes]
+
+    def _check_partition(self, engine: Engine, command: Command) -> None:
+        """WRONG_PARTITION for a command of another partition than this node's (an item of a batch or stream: a
+        single call is forwarded to its partition's owner before it gets here)."""
+        if self.partitions.n == 1 or every_partition(command):
+            return
+        part = partition_of(engine.index, self.partitions, command)
+        if part is not None and part != self.store.part:
+            raise YidiError("WRONG_PARTITION", part=part, mine=self.store.part)
 
     def _earlier(self, caller: str, command: Command, digest: bytes, seen: dict[str, tuple[bytes, int]],
-                 looked: Looked | None) -> Prior | int | None:
+                 looked: Looked | None, h: bytes) -> Prior | int | None:
         """An earlier answer to this request (or the index of its twin in this batch), None if it is new."""
         check_id(command.request_id, "请求ID request_id", "INVALID_REQUEST_ID", "request_id")
         twin = seen.get(command.request_id)
@@ -461,16 +597,18 @@ class Gateway:
             if twin[0] != digest:
                 raise reused(command.request_id)  # worded as when the first is durable: a replay reads the same
             return twin[1]
-        return self.keys.lookup(caller, command.request_id, digest, looked)
+        return self.keys.lookup(caller, command.request_id, digest, looked, h)
 
-    async def _submit(self, caller: str, records: list[Record]) -> None:
-        """Submit applied records as one group and wait until it is durable."""
+    async def _submit(self, caller: str, records: list[Record], hashes: list[bytes] | None = None) -> None:
+        """Submit applied records as one group and wait until it is durable; ``hashes``: each record's key_hash,
+        if the caller has them."""
         try:
             durable = self.ledger.submit(records)
         except (LedgerFatal, LedgerClosed):
             raise storage_unavailable() from None
-        for record in records:
-            self.keys.begin(caller, record.request_id, record.digest, record.response, durable, record.seq)
+        for i, record in enumerate(records):
+            self.keys.begin(caller, record.request_id, record.digest, record.response, durable, record.seq,
+                            hashes[i] if hashes is not None else None)
             if record.kind == REVERSED_KIND:
                 self.keys.begin(caller, record.key, REVERSED, record.response, durable, record.seq)
         durable.add_done_callback(lambda fut: self._durable(fut, caller, records))

@@ -26,6 +26,12 @@ class Config:
     lease_ttl_s: float = 2.0
     lease_renew_s: float = 0.5
     follow_interval_s: float = 0.2
+    # PostgreSQL only (docs/postgresql.md, Partitions): the ledger is split by insured province into
+    # ``partitions`` (core/partition.py: the province's two-digit code modulo it, the same on every node) and
+    # this process serves ``partition`` (owns it, or stands by for it); calls of another partition are forwarded
+    # to its owner.  One partition (the default) is the whole ledger.
+    partitions: int = 1
+    partition: int = 0
     # A request larger than this is refused with MESSAGE_TOO_LARGE; gRPC itself refuses anything over
     # twice this from its length prefix, unbuffered (plain RESOURCE_EXHAUSTED: docs/design.md, Message size).
     max_message_bytes: int = 4 * 1024 * 1024

@@ -33,6 +33,7 @@ import logging
 from typing import Callable
 
 from core.archive import Overlay
+from core.errors import YidiError
 
 from .app import StoreArchive, apply_replayed
 from .store import chain
@@ -47,17 +48,34 @@ FOLLOW_PAGE = 1024
 
 
 class LeaseHolder:
-    """Where a PostgreSQL node's mutating calls are performed (``forward.Owner``): at the lease's holder while this
-    node is a standby, so a client may call any node; here (None) while this node owns the partition, before it
-    knows who does, and once it has lost the lease (here they are refused NOT_PARTITION_OWNER: never sent on to a
-    holder it may have just learned of while exiting)."""
+    """Where a PostgreSQL node's calls of a partition are performed (``forward.Owner``).  This node's own
+    partition: at the lease's holder while this node is a standby, so a client may call any node; here (None)
+    while this node owns it, before it knows who does, and once it has lost the lease (here they are refused
+    NOT_PARTITION_OWNER: never sent on to a holder it may have just learned of while exiting).  Another
+    partition: at its lease's holder, as the lease table said at the last look (``Ownership.holders``);
+    NOT_PARTITION_OWNER while no node holds it."""
 
     def __init__(self, gw) -> None:
         self.gw = gw
 
-    def owner_address(self) -> str | None:
+    def self_address(self) -> str:
+        return self.gw.ownership.keeper.address
+
+    async def look_up(self, part: int) -> None:
         ownership = self.gw.ownership
-        if ownership is None or ownership.owner:
+        if ownership is not None and part != ownership.keeper.part and part not in ownership.holders:
+            await ownership.read_holders()
+
+    def owner_address(self, part: int | None = None) -> str | None:
+        ownership = self.gw.ownership
+        if ownership is None:
+            return None
+        if part is not None and part != ownership.keeper.part:
+            address = ownership.holders.get(part)
+            if address is None:
+                raise YidiError("NOT_PARTITION_OWNER", part=part, owner="未知")
+            return address
+        if ownership.owner:
             return None
         holder = ownership.holder_address()
         return holder if holder and holder != ownership.keeper.address else None
@@ -81,6 +99,8 @@ class Ownership:
         self._taken: asyncio.Event | None = None
         self._check: asyncio.Task | None = None
         self.seq, self.chain = 0, b""   # the last record applied and its chain value
+        self.holders: dict[int, str] = {}   # partition -> its owner's address, as the lease table said last
+        self._directory: asyncio.Task | None = None
 
     def owns(self) -> bool:
         return self.owner and self.keeper.valid()
@@ -97,6 +117,8 @@ class Ownership:
 
         state = self.gw.state
         self.seq, self.chain = state.applied_seq, state.applied_chain
+        if self.gw.partitions.n > 1:
+            self._directory = asyncio.get_running_loop().create_task(self._look_up_holders())
         if not await asyncio.to_thread(self.keeper.try_take):
             loop = asyncio.get_running_loop()
             self._taken = asyncio.Event()
@@ -167,6 +189,18 @@ class Ownership:
         self._check = asyncio.get_running_loop().create_task(self._watch())
         log.info("took over partition %d at ledger seq %d (token %d)", self.keeper.part, self.seq, self.keeper.token)
 
+    async def _look_up_holders(self) -> None:
+        """Where every partition's owner is, read from the lease table as often as a lease is renewed."""
+        while True:
+            try:
+                await self.read_holders()
+            except StorageDown as err:   # kept as last read; the calls forwarded there are answered by their owner
+                log.warning("the partitions' owners cannot be read now: %s", err)
+            await asyncio.sleep(self.keeper.renew_s)
+
+    async def read_holders(self) -> None:
+        self.holders = await asyncio.to_thread(self.gw.store.lease_holders)
+
     async def _watch(self) -> None:
         while self.keeper.valid():
             await asyncio.sleep(CHECK_S)
@@ -174,6 +208,7 @@ class Ownership:
 
     def close(self) -> None:
         """Stop the keeper; the lease is given up if still ours (called after the ledger's last commit)."""
-        if self._check is not None:
-            self._check.cancel()
+        for task in (self._check, self._directory):
+            if task is not None:
+                task.cancel()
         self.keeper.close()

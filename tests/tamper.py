@@ -4,7 +4,7 @@
     python tests/tamper.py --case NAME     (one case, its details)
 
 A ledger is made over real gRPC and mTLS on the SPEC fixture (filings,
-outpatient settlements, a cancellation, a reversal, an inpatient stay, a
+outpatient settlements, a batch of them (one commit group), a cancellation, a reversal, an inpatient stay, a
 problem report with a comment, a snapshot in the middle, settlements after
 it), with a witness directory and a copy of everything taken half way (for
 the rollback case).  Every answer it gave is kept: each acknowledged
@@ -66,6 +66,7 @@ from gateway.transport.status import reason_of  # noqa: E402
 from gateway.testing import dev_certs, ledger_key, start_gateway  # noqa: E402
 from tests.gateway_harness import file_person  # noqa: E402
 from tests.builders import HK_L1, HK_L3, TREATMENT_A, line, outpatient  # noqa: E402
+from tests import ledger_edit  # noqa: E402
 
 HAINAN, LIAONING, NATIONAL = "460000", "210000", "national"
 CLINIC, HOSPITAL = HK_L1, HK_L3
@@ -88,6 +89,7 @@ class Pristine:
     questions: list[Question] = field(default_factory=list)
     settlements: dict[str, int] = field(default_factory=dict)   # request_id -> seq of the settlement record
     snapshot_seq: int = 0
+    batch: list[int] = field(default_factory=list)   # seqs of the settlements of one SettleBatch: one group
     cancelled_setl: int = 0
     problem_seq: int = 0
 
@@ -118,6 +120,17 @@ def keep_outpatient(p: Pristine, gw, request_id: str, price: int) -> spb.Settlem
     return answer
 
 
+def keep_batch(p: Pristine, gw, items: list) -> None:
+    """A SettleBatch of outpatient settlements: its records are one commit group."""
+    request = spb.SettleBatchRequest(items=[spb.SettleItem(outpatient=item) for item in items])
+    answer = spb.SettleBatchResponse.FromString(keep(p, gw, HAINAN, "/yidi.v1.SettlementService/SettleBatch",
+                                                     request))
+    p.batch = [int(o.settlement.settlement.setl_id[1:]) for o in answer.outcomes]
+    assert len(p.batch) == len(items) and p.batch == list(range(p.batch[0], p.batch[0] + len(items))), p.batch
+    for item, seq in zip(items, p.batch, strict=True):
+        p.settlements[item.request_id] = seq
+
+
 def build(work: str) -> Pristine:
     """The ledger every case damages a copy of, and the answers it gave."""
     names = write_spec_dataset(os.path.join(work, "data"))
@@ -129,6 +142,8 @@ def build(work: str) -> Pristine:
     file_person(liaoning, "PT-2", "21010219800101072", person_type=pb.PERSON_TYPE_RETIRED)
     for n in range(4):
         keep_outpatient(p, gw, f"t-op-{n}", 1000 + 37 * n)
+    keep_batch(p, gw, [outpatient(f"t-batch-{n}", "PT-1", CLINIC, date=20260316, price=700 + 11 * n)
+                       for n in range(4)])
     cancel = spb.CancelSettlementRequest(request_id="t-cancel", setl_id=f"S{p.settlements['t-op-1']:015d}",
                                          cancel_date=20260317)
     keep(p, gw, HAINAN, "/yidi.v1.SettlementService/CancelSettlement", cancel)
@@ -209,27 +224,19 @@ def one(ledger: str, query: str, *args):
 
 def record_body_changed(ledger: str, seq: int, recompute_checksum: bool) -> None:
     """hifp_pay of a settlement record up by ¥1,000 (the body the archive and answers read from)."""
-    row = one(ledger, "SELECT kind, caller, request_id, digest, key, body, response FROM records WHERE seq = ?", seq)
-    event = events.decode(row[5])
+    event = events.decode(ledger_edit.record(ledger, seq).body)
     b = msgspec.structs.replace(event.settlement.breakdown, hifp_pay=event.settlement.breakdown.hifp_pay + 100_000)
     body = events.encode(msgspec.structs.replace(event, settlement=msgspec.structs.replace(event.settlement,
                                                                                            breakdown=b)))
-    statements = [("UPDATE records SET body = ? WHERE seq = ?", (body, seq))]
+    ledger_edit.rewrite(ledger, seq, body=body)
     if recompute_checksum:
-        checksum = chain.checksum(seq, row[0], row[1], row[2], row[3], row[4], body, row[6])
-        statements.append(("UPDATE records SET checksum = ? WHERE seq = ?", (checksum, seq)))
-    sql(ledger, *statements)
+        ledger_edit.rewrite(ledger, seq, checksum=ledger_edit.with_checksum(ledger_edit.record(ledger, seq),
+                                                                            seq).checksum)
 
 
 def records_swapped(ledger: str, a: int, b: int) -> None:
     """Two records' contents exchanged, each given the checksum of its new place (the chain left as it was)."""
-    cols = "kind, caller, request_id, digest, key, body, response"
-    ra, rb = (one(ledger, f"SELECT {cols} FROM records WHERE seq = ?", s) for s in (a, b))
-    updates = []
-    for seq, row in ((a, rb), (b, ra)):
-        updates.append(("UPDATE records SET kind=?, caller=?, request_id=?, digest=?, key=?, body=?, response=?, "
-                        "checksum=? WHERE seq = ?", (*row, chain.checksum(seq, *row), seq)))
-    sql(ledger, *updates)
+    ledger_edit.swap(ledger, a, b)
 
 
 def resealed_without_the_key(ledger: str, seq: int) -> None:
@@ -239,20 +246,15 @@ def resealed_without_the_key(ledger: str, seq: int) -> None:
     (body,) = one(ledger, "SELECT body FROM head WHERE id = 1")
     head = _HEAD_DECODE(body)
     fkey = forger.for_ledger(head.ledger_id)
-    conn = sqlite3.connect(ledger, isolation_level=None)
-    previous = fkey.genesis
-    for s, checksum in conn.execute("SELECT seq, checksum FROM records ORDER BY seq").fetchall():
-        previous = fkey.link(previous, checksum)
-        conn.execute("UPDATE records SET chain = ? WHERE seq = ?", (previous, s))
+    previous = ledger_edit.rechained(ledger, fkey)
     new_head = msgspec.structs.replace(head, chain=previous)
     new_body = _HEAD_ENCODE(new_head)
-    conn.execute("UPDATE head SET body = ?, tag = ? WHERE id = 1", (new_body, fkey.mac(b"head" + new_body)))
-    conn.close()
+    sql(ledger, ("UPDATE head SET body = ?, tag = ? WHERE id = 1", (new_body, fkey.mac(b"head" + new_body))))
     chain.HeadFile(chain.head_path(ledger), fkey).write(chain.Head(new_head.seq, previous))
     for path in glob.glob(os.path.join(ledger + ".snapshots", "*.yidi")):
         with open(path, "rb") as f:
             snap = snapshot.decode(f.read(), ledger_key(ledger))
-        chain_at = one(ledger, "SELECT chain FROM records WHERE seq = ?", snap.seq)[0]
+        chain_at = ledger_edit.chain_at(ledger, snap.seq)
         with open(path, "wb") as f:
             f.write(snapshot.seal(snap.seq, snapshot._ENCODER.encode(snap), chain_at, fkey))
 
@@ -297,10 +299,9 @@ def byte_flipped(path: str, offset: int = 20) -> None:
 
 
 def chain_flipped(ledger: str, seq: int) -> None:
-    (value,) = one(ledger, "SELECT chain FROM records WHERE seq = ?", seq)
-    flipped = bytearray(value)
+    flipped = bytearray(ledger_edit.chain_at(ledger, seq))
     flipped[3] ^= 0x01
-    sql(ledger, ("UPDATE records SET chain = ? WHERE seq = ?", (bytes(flipped), seq)))
+    ledger_edit.rewrite(ledger, seq, chain=bytes(flipped))
 
 
 @dataclass
@@ -355,12 +356,21 @@ def _cases() -> list[Case]:
         Case("record before the snapshot: hifp_pay +¥1,000, checksum not recomputed", after,
              lambda p, d: record_body_changed(_at(d), op(p, 0), recompute_checksum=False)),
         Case("record before the snapshot: deleted", start,
-             lambda p, d: sql(_at(d), ("DELETE FROM records WHERE seq = ?", (op(p, 3),)))),
+             lambda p, d: ledger_edit.delete(_at(d), op(p, 3))),
         Case("records before the snapshot: two swapped, checksums recomputed", after,
              lambda p, d: records_swapped(_at(d), op(p, 0), op(p, 3))),
         Case("record before the snapshot: chain value changed", after, lambda p, d: chain_flipped(_at(d), op(p, 0))),
         Case("record after the snapshot: hifp_pay +¥1,000, checksum recomputed", start,
              lambda p, d: record_body_changed(_at(d), op(p, 5), recompute_checksum=True)),
+        Case("a group of records (a batch): one record inside it, hifp_pay +¥1,000, checksum recomputed", after,
+             lambda p, d: record_body_changed(_at(d), p.batch[1], recompute_checksum=True)),
+        Case("groups: a batch's group and the group after it swapped, checksums recomputed", after,
+             lambda p, d: ledger_edit.swap_groups(_at(d), p.batch[0], p.batch[-1] + 1)),
+        Case("groups: the last group dropped", start, lambda p, d: ledger_edit.drop_last_group(_at(d))),
+        Case("groups: a batch's group cut, its last 60 bytes", after,
+             lambda p, d: ledger_edit.cut_tail(_at(d), p.batch[0], 60)),
+        Case("groups: a batch's group without its last record, count and offsets made to match", start,
+             lambda p, d: ledger_edit.drop_tail_records(_at(d), p.batch[0], 1)),
         Case("cancellation row deleted", start, lambda p, d: sql(_at(d), "DELETE FROM cancellations")),
         Case("reconciliation row: fund +¥1,000", after, lambda p, d: sql(_at(d), (
             "UPDATE recon SET fund = fund + 100000, medfee = medfee + 100000 WHERE setl_no = ?", (op(p, 0),)))),

@@ -106,8 +106,9 @@ class Settler:
     """Client threads settling without pause, each settlement retried with its request id until acknowledged,
     on whichever node answers (one refusing, unreachable or dead: the next)."""
 
-    def __init__(self, nodes: list[Node], threads: int = 4, prefix: str = "fo") -> None:
+    def __init__(self, nodes: list[Node], threads: int = 4, prefix: str = "fo", make=None) -> None:
         self.nodes = nodes
+        self.make = make or settlement   # request id -> the settlement sent under it, every time
         self.threads = threads
         self.prefix = prefix
         self.acked: dict[str, bytes] = {}
@@ -139,7 +140,7 @@ class Settler:
                 rpc = self._client(gw).channel.unary_unary(SETTLE, request_serializer=lambda m: m.SerializeToString(),
                                                           response_deserializer=lambda b: b)
                 sent = time.monotonic()
-                answer = rpc(settlement(request_id), timeout=CALL_TIMEOUT_S)
+                answer = rpc(self.make(request_id), timeout=CALL_TIMEOUT_S)
             except (grpc.RpcError, ConnectionError, ValueError) as err:
                 reason = refusal_reason(err)
                 with self._lock:
@@ -199,9 +200,10 @@ def refusal_reason(err: BaseException) -> str:
 def settled_ids(url: str) -> collections.Counter[str]:
     import psycopg
 
+    from gateway.store.postgresql import scan_every_partition
+
     with psycopg.connect(url) as conn:
-        rows = conn.execute("SELECT request_id FROM records WHERE kind = 'settled'").fetchall()
-    return collections.Counter(rid for (rid,) in rows)
+        return collections.Counter(r.request_id for r in scan_every_partition(conn, url) if r.kind == "settled")
 
 
 def owner_and_standby(nodes: list[Node]) -> tuple[Node, Node | None]:

@@ -215,6 +215,10 @@ SERVE_OPTIONS = (
                                                            "(a standby tries to take it as often)"),
     ServeOption("--follow-interval-s", "follow_interval_s", float, "PostgreSQL: a standby reads the owner's new "
                                                                    "records this often"),
+    ServeOption("--partitions", "partitions", int, "PostgreSQL: the ledger's partitions by insured province (the "
+                                                   "same on every node; 1: the whole ledger)"),
+    ServeOption("--partition", "partition", int, "PostgreSQL: the partition this process owns or stands by for "
+                                                 "(0..partitions-1); one process per partition a machine serves"),
     ServeOption("--certs", "", str, "development certificates directory (yidi certs); empty: certs/dev"),
     ServeOption("--cert", "tls_cert", str, "server certificate (PEM); empty: <certs>/server.pem"),
     ServeOption("--key", "tls_key", str, "server key (PEM); empty: <certs>/server.key"),

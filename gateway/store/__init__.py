@@ -41,12 +41,12 @@ def is_postgresql(url_or_path: str) -> bool:
 
 
 def open_store(url_or_path: str, key: SealKey, max_bytes: int = 0, witness_dir: str = "", take: bool = True,
-               lease_ttl_s: float = 2.0) -> Store:
+               lease_ttl_s: float = 2.0, part: int = 0) -> Store:
     """Open the ledger store named by a path, ``sqlite:///path`` or ``postgresql://user@host:port/database``.
 
     ``max_bytes`` caps a SQLite file (a PostgreSQL server has its own quotas).  PostgreSQL only: ``take`` the
     partition's lease at once (a tool), or not (a gateway node takes it itself: gateway/ownership.py);
-    ``lease_ttl_s`` the lease's length.
+    ``lease_ttl_s`` the lease's length; ``part`` the ledger partition this store reads and writes (core/partition.py).
     """
     if witness_dir and not os.path.isdir(witness_dir):
         raise LedgerUnavailable(f"the witness directory {witness_dir} does not exist (mount its volume, or create "
@@ -54,7 +54,10 @@ def open_store(url_or_path: str, key: SealKey, max_bytes: int = 0, witness_dir: 
     if is_postgresql(url_or_path):
         from .postgresql.store import open_postgresql   # psycopg is imported only by a gateway that uses it
 
-        return open_postgresql(url_or_path, key, witness_dir=witness_dir, take=take, lease_ttl_s=lease_ttl_s)
+        return open_postgresql(url_or_path, key, witness_dir=witness_dir, take=take, lease_ttl_s=lease_ttl_s,
+                               part=part)
+    if part:
+        raise ValueError("a SQLite ledger is one partition: partitions need a postgresql:// store")
     if url_or_path.startswith("sqlite:///"):
         # As SQLAlchemy: sqlite:///relative/path, sqlite:////absolute/path.
         url_or_path = url_or_path[len("sqlite:///") :]

@@ -56,14 +56,19 @@ class LedgerCorrupt(Exception):
 def checksum(seq: int, kind: str, caller: str, request_id: str, digest: bytes, key: str, body: bytes,
              response: bytes) -> bytes:
     """BLAKE2b-128 of a record's content, every field length-prefixed (so no two contents collide by framing)."""
-    kind_b, caller_b, rid_b, key_b = kind.encode(), caller.encode(), request_id.encode(), key.encode()
-    h = hashlib.blake2b(_LENGTHS.pack(seq, len(kind_b), len(caller_b), len(rid_b), len(digest), len(key_b),
+    return checksum_of(seq, kind.encode(), caller.encode(), request_id.encode(), digest, key.encode(), body, response)
+
+
+def checksum_of(seq: int, kind: bytes, caller: bytes, request_id: bytes, digest: bytes, key: bytes, body: bytes,
+                response: bytes) -> bytes:
+    """``checksum`` of the text fields already encoded (UTF-8), as a writer that packs them has them."""
+    h = hashlib.blake2b(_LENGTHS.pack(seq, len(kind), len(caller), len(request_id), len(digest), len(key),
                                       len(body), len(response)), digest_size=CHECKSUM_BYTES)
-    h.update(kind_b)
-    h.update(caller_b)
-    h.update(rid_b)
+    h.update(kind)
+    h.update(caller)
+    h.update(request_id)
     h.update(digest)
-    h.update(key_b)
+    h.update(key)
     h.update(body)
     h.update(response)
     return h.digest()
@@ -87,18 +92,6 @@ def check_record(path: str, record, previous: bytes, key: LedgerKey) -> bytes:
                                               "reordered or replaced, this record or its chain value was changed, "
                                               "or the chain was recomputed without the seal key)")
     return chain
-
-
-def link_records(records: Iterable, last: int, previous: bytes, key: LedgerKey) -> tuple[list[tuple], Head]:
-    """How every backend chains what it appends: each record's (seq, checksum, chain value), numbered after
-    ``last`` from the chain value ``previous``, and the new head."""
-    out, seq = [], last
-    for r in records:
-        seq += 1
-        sum_ = checksum(seq, r.kind, r.caller, r.request_id, r.digest, r.key, r.body, r.response)
-        previous = key.link(previous, sum_)
-        out.append((seq, sum_, previous))
-    return out, Head(seq, previous)
 
 
 def verify(path: str, records: Iterable, key: LedgerKey, previous: bytes | None = None, after: int = 0) -> Head:
@@ -180,8 +173,9 @@ def head_path(ledger_path: str) -> str:
     return ledger_path + ".head"
 
 
-def witness_path(directory: str, ledger_id: str) -> str:
-    return os.path.join(directory, f"yidi-{ledger_id}.witness")
+def witness_path(directory: str, ledger_id: str, part: int = 0) -> str:
+    """A ledger's witness file (one per partition: each partition has its own head)."""
+    return os.path.join(directory, f"yidi-{ledger_id}.witness" if part == 0 else f"yidi-{ledger_id}-p{part}.witness")
 
 
 class HeadFile:

@@ -67,7 +67,7 @@ class Prior(NamedTuple):
 class Keys:
     def __init__(self, store: Store, capacity: int) -> None:
         self._store = store
-        self._inflight: dict[Key, tuple[bytes, bytes, asyncio.Future, int]] = {}
+        self._inflight: dict[Key, tuple[bytes, bytes, asyncio.Future, int, bytes]] = {}   # ..., seq, key_hash
         self._recent = KeyTable(capacity)   # key_hash -> (digest, seq), the oldest dropped first
         self._lookups = ThreadPoolExecutor(1, thread_name_prefix="yidi-keys")
         # The look-up thread opens its read connection and reads through it now, while the ledger is where the
@@ -85,12 +85,12 @@ class Keys:
     def __len__(self) -> int:
         return len(self._inflight) + len(self._recent)
 
-    async def read_index(self, caller: str, request_ids: list[str]) -> Looked:
+    async def read_index(self, caller: str, request_ids: list[str], hashes: list[bytes]) -> Looked:
         """The ledger's answer for those of a call's keys memory does not hold, asked on the look-up thread with
         the other look-ups of this turn of the loop; keys begun while it was out are left out (``lookup``
-        finds them)."""
-        ids = [r for r in dict.fromkeys(request_ids)
-               if r and (caller, r) not in self._inflight and key_hash(caller, r) not in self._recent]
+        finds them).  ``hashes``: each key's ``key_hash``, in the same order."""
+        ids = [r for r, h in dict(zip(request_ids, hashes, strict=True)).items()
+               if r and (caller, r) not in self._inflight and h not in self._recent]
         if not ids:
             return {}
         begun: set[Key] = set()
@@ -121,10 +121,12 @@ class Keys:
         found = {key: self._store.find_request(*key) for h, key in hashes.items() if h in known}
         return [{r: found.get((caller, r)) for r in ids} for caller, ids in asked]
 
-    def lookup(self, caller: str, request_id: str, digest: bytes, looked: Looked | None = None) -> Prior | None:
+    def lookup(self, caller: str, request_id: str, digest: bytes, looked: Looked | None = None,
+               h: bytes | None = None) -> Prior | None:
         """The earlier answer to this key, None if it is new; IDEMPOTENCY_KEY_REUSED if the request differs,
-        REQUEST_REVERSED if its caller reversed it.  ``looked``: what ``read_index`` found (not asked again)."""
-        found = self.find(caller, request_id, looked)
+        REQUEST_REVERSED if its caller reversed it.  ``looked``: what ``read_index`` found (not asked again);
+        ``h``: the key's ``key_hash`` if the caller has it."""
+        found = self.find(caller, request_id, looked, h)
         if found is None:
             return None
         seen, prior = found
@@ -133,14 +135,15 @@ class Keys:
         _same(seen, digest, request_id)
         return prior
 
-    def find(self, caller: str, request_id: str, looked: Looked | None = None) -> tuple[bytes, Prior] | None:
+    def find(self, caller: str, request_id: str, looked: Looked | None = None,
+             h: bytes | None = None) -> tuple[bytes, Prior] | None:
         """(the digest seen under this key, or REVERSED; its answer), None if the key is new.  Memory first, then
         ``looked``, then (a key neither holds) the ledger, on the loop."""
         key = (caller, request_id)
         inflight = self._inflight.get(key)
         if inflight is not None:
             return inflight[0], Prior(inflight[1], inflight[2], inflight[3])
-        recent = self._recent.get(key_hash(caller, request_id))
+        recent = self._recent.get(h if h is not None else key_hash(caller, request_id))
         if recent is not None:
             return recent[0], Prior(None, None, recent[1])
         if looked is not None and request_id in looked:
@@ -154,18 +157,20 @@ class Keys:
         return record.digest, Prior(record.response, None, record.seq)
 
     def begin(self, caller: str, request_id: str, digest: bytes, response: bytes, durable: asyncio.Future,
-              seq: int) -> None:
+              seq: int, h: bytes | None = None) -> None:
+        """A key whose record is submitted; ``h``: its ``key_hash`` if the caller has it (kept for ``durable``)."""
         key = (caller, request_id)
-        self._inflight[key] = (digest, response, durable, seq)
+        self._inflight[key] = (digest, response, durable, seq, h if h is not None else key_hash(caller, request_id))
         for begun in self._watching:
             begun.add(key)
 
     def durable(self, caller: str, request_id: str, seq: int) -> None:
-        digest = self._inflight.pop((caller, request_id))[0]
-        self.remember(caller, request_id, digest, seq)
+        digest, _, _, _, h = self._inflight.pop((caller, request_id))
+        self._recent.put(h, digest, seq)
 
     def remember(self, caller: str, request_id: str, digest: bytes, seq: int) -> None:
-        """A durable key (live, or replayed at start-up), kept until capacity newer ones push it out."""
+        """A durable key replayed at start-up (or followed from the owner), kept until capacity newer ones push it
+        out."""
         self._recent.put(key_hash(caller, request_id), digest, seq)
 
     async def answer(self, prior: Prior) -> bytes:
@@ -181,7 +186,8 @@ class Keys:
 
 
 def key_hash(caller: str, request_id: str) -> bytes:
-    """The 128-bit name of a key in the recent cache."""
+    """The 128-bit name of a key in the recent cache (~0.45 µs: a settlement computes it once, in
+    ``execute_many``, and the look-ups and ``begin`` carry it to ``durable``)."""
     return hashlib.blake2b(f"{caller}\x00{request_id}".encode(), digest_size=16).digest()
 
 

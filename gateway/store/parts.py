@@ -80,6 +80,8 @@ class StorageDown(OSError):
 class Log(Protocol):
     path: str       # names the ledger in messages (a file path; a URL without its password)
     key: LedgerKey  # this ledger's key: chain links, derived rows' tags, snapshots' seals
+    part: int       # the ledger partition this store writes (core/partition.py; 0: the whole ledger)
+    base_seq: int   # the seq before the partition's first record: its chain starts there at genesis
 
     def append(self, records: Sequence[Record]) -> list[int]:
         """Write ``records`` and the rows they derive in ONE transaction, durable when this returns.

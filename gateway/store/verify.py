@@ -16,9 +16,9 @@ from .rows import TABLES
 from .seal import LedgerKey, SealKey
 
 
-def checksums_only(path: str, records) -> Head:
-    """Without the key: dense seqs and each record's content against its checksum."""
-    head = Head(0, b"")
+def checksums_only(path: str, records, after: int = 0) -> Head:
+    """Without the key: dense seqs (the first after+1) and each record's content against its checksum."""
+    head = Head(after, b"")
     for record in records:
         if record.seq != head.seq + 1:
             raise LedgerCorrupt(path, head.seq + 1, f"is missing (the next record is {record.seq})")
@@ -31,7 +31,7 @@ def checksums_only(path: str, records) -> Head:
 
 
 def proved_head(path: str, head_row: tuple[bytes, bytes] | None, records: Iterable, count: Callable[[str], int],
-                key: SealKey | None) -> tuple[Head, LedgerKey | None]:
+                key: SealKey | None, after: int = 0) -> tuple[Head, LedgerKey | None]:
     """The ledger's last record and its key: the head row (body, tag as stored) is readable and, with the seal
     key, sealed with it; every record is proved (the keyed chain from genesis, or without the key its seqs and
     checksums); the head row names the last record and its chain value, and ``count(table)`` of every table."""
@@ -46,8 +46,8 @@ def proved_head(path: str, head_row: tuple[bytes, bytes] | None, records: Iterab
     if lkey is not None and lkey.mac(b"head" + body) != tag:
         raise LedgerCorrupt(path, row.seq, "the head row does not match its seal (changed, resealed without the "
                                            "seal key, or another seal key)")
-    head = chain.verify(path, records, lkey) if lkey is not None else checksums_only(path, records)
-    if head.seq != row.seq or (head.seq and head.chain != row.chain):
+    head = chain.verify(path, records, lkey, after=after) if lkey is not None else checksums_only(path, records, after)
+    if head.seq != row.seq or (head.seq != after and head.chain != row.chain):
         raise LedgerCorrupt(path, max(head.seq, row.seq), f"the ledger ends at record {head.seq} but its sealed "
                                                           f"head says {row.seq}")
     for table in TABLES:
@@ -58,9 +58,9 @@ def proved_head(path: str, head_row: tuple[bytes, bytes] | None, records: Iterab
     return head, lkey
 
 
-def check_witness(path: str, witness_dir: str, key: LedgerKey, last: int, chain_at) -> Head:
-    """The witness in ``witness_dir``: present, sealed, and on this chain at its seq; its head."""
-    witness = chain.HeadFile(chain.witness_path(witness_dir, key.ledger_id), key)
+def check_witness(path: str, witness_dir: str, key: LedgerKey, last: int, chain_at, part: int = 0) -> Head:
+    """The witness of a partition in ``witness_dir``: present, sealed, and on this chain at its seq; its head."""
+    witness = chain.HeadFile(chain.witness_path(witness_dir, key.ledger_id, part), key)
     recorded = witness.read()
     if recorded is None:
         raise LedgerCorrupt(path, last, f"has no witness at {witness.path}")

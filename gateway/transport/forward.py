@@ -43,13 +43,18 @@ import grpc
 from google.protobuf.descriptor import Descriptor, ServiceDescriptor
 from prometheus_client import Counter
 
+from core import length_delimited, read_batch_items
 from core.errors import REASONS, YidiError
 
+from .._pb.yidi.v1 import settlement_pb2 as spb
 from ..config import Config
 from ..operations.metrics import REGISTRY, RpcTimer
-from ..security import certs
+from ..security import certs, tls
 from ..security.auth import FORWARDED_FOR, forwarded_for, resolve_caller
+from ..partitions import EVERY_PARTITION, PARTITION_READS, RequestPartitions
 from ..store import is_postgresql
+from ..store.parts import StorageDown
+from . import convert
 from .services.base import _enter, _finish, _leave, abort, internal_error
 from .status import reason_of
 
@@ -63,16 +68,26 @@ FORWARDED_CALLS = Counter("yidi_forwarded_calls", "Mutating calls sent on to the
 STATUS_DETAILS = "grpc-status-details-bin"
 # How often an owner that cannot be reached is logged at most (the calls are counted, each one).
 UNREACHABLE_LOG_INTERVAL_S = 1.0
+# How long calls in flight may go on over channels a reload replaced.
+CLOSE_GRACE_S = 30.0
 # Mutating RPCs every node performs itself: each node loads the reference data it answers from (an operator
 # loads it on every node).
 NODE_LOCAL = frozenset({"AdminService/LoadReferenceData"})
+# Split across partitions when its items are of several (a ledger split by insured province).
+SETTLE_BATCH = "SettlementService/SettleBatch"
 
 
 class Owner(Protocol):
-    """Who owns the partition of this node's mutating calls."""
+    """Who owns each partition (``None``: this node's own)."""
 
-    def owner_address(self) -> str | None:
-        """host:port of the owner's gRPC listener; None when this node owns it (serve the call here)."""
+    def owner_address(self, part: int | None = None) -> str | None:
+        """host:port of the partition owner's gRPC listener; None when this node owns it (serve the call here)."""
+
+    async def look_up(self, part: int) -> None:
+        """Learn who owns another partition now, if not known yet (before ``owner_address(part)``)."""
+
+    def self_address(self) -> str:
+        """Where this node listens (its advertised address)."""
 
 
 class StaticOwner:
@@ -81,8 +96,14 @@ class StaticOwner:
     def __init__(self, address: str) -> None:
         self.address = address
 
-    def owner_address(self) -> str | None:
+    def owner_address(self, part: int | None = None) -> str | None:
         return self.address
+
+    async def look_up(self, part: int) -> None:
+        return None
+
+    def self_address(self) -> str:
+        raise RuntimeError("a node given --owner-address serves one partition")
 
 
 def forwarded(method) -> bool:
@@ -105,11 +126,14 @@ def _identity(data: bytes) -> bytes:
 class Forwarder:
     """Sends mutating calls on to the owner over one mTLS channel per owner address, with this node's certificate."""
 
-    def __init__(self, owner: Owner, gw, credentials: grpc.ChannelCredentials, options: list[tuple]) -> None:
+    def __init__(self, owner: Owner, gw, config: Config, partitions: RequestPartitions | None = None) -> None:
         self.owner = owner
         self.gw = gw
-        self._credentials = credentials
-        self._options = options
+        self.partitions = partitions   # a ledger split by insured province: each call to its partition's owner
+        self._config = config
+        self._credentials = node_credentials(config)
+        self._options = channel_options(config)
+        self._closing: set[asyncio.Task] = set()
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._calls: dict[tuple[str, str], object] = {}
         self._logged_unreachable = 0.0
@@ -117,14 +141,21 @@ class Forwarder:
     def wrap(self, service: ServiceDescriptor, handlers: dict[str, grpc.RpcMethodHandler]) -> None:
         """Replace the handlers of the service's mutating RPCs (in place) by ones that forward when not the owner."""
         for method in service.methods:
-            if not forwarded(method):
-                continue
-            path = f"/{service.full_name}/{method.name}"
             name = f"{service.name}/{method.name}"
+            path = f"/{service.full_name}/{method.name}"
+            if self.partitions is not None and name in EVERY_PARTITION:
+                handlers[path] = self._everywhere(path, name, method, handlers[path].unary_unary)
+                continue
+            if self.partitions is not None and name == SETTLE_BATCH:
+                handlers[path] = self._split_batch(path, name, method, handlers[path].unary_unary)
+                continue
+            mutating = forwarded(method)
+            if not mutating and not (self.partitions is not None and name in PARTITION_READS):
+                continue
             if method.client_streaming and method.server_streaming:
                 handlers[path] = self._stream(path, name, handlers[path].stream_stream)
             elif not method.client_streaming and not method.server_streaming:
-                handlers[path] = self._unary(path, name, handlers[path].unary_unary)
+                handlers[path] = self._unary(path, name, method, mutating, handlers[path].unary_unary)
             else:
                 raise RuntimeError(f"{name}: a mutating client-streaming RPC has no forwarding handler")
 
@@ -141,16 +172,40 @@ class Forwarder:
         return call
 
     def _route(self, context: grpc.aio.ServicerContext) -> str | None:
-        """The owner's address for a call to forward; None: serve it here (this node owns it, or it is forwarded)."""
+        """The owner's address for a stream to forward; None: serve it here (this node owns it, or it is
+        forwarded)."""
         if forwarded_for(context) is not None:
             return None
         return self.owner.owner_address()
 
-    def _unary(self, path: str, method: str, local) -> grpc.RpcMethodHandler:
-        timer, forwarded_ok = RpcTimer(method), FORWARDED_CALLS.labels(method, "OK")
+    async def _route_unary(self, context: grpc.aio.ServicerContext, method, mutating: bool, raw: bytes) -> str | None:
+        """The owner's address for a call to forward (its partition's, when the ledger is split); None: serve it
+        here (this node owns it, it is a read of this node's partition, or it was forwarded)."""
+        if forwarded_for(context) is not None:
+            return None
+        part = None
+        if self.partitions is not None:
+            part = await self.partitions.of(method, raw, lambda: resolve_caller(context))
+            if part == self.gw.store.part:
+                part = None
+        if part is None and not mutating:
+            return None
+        if part is not None:
+            try:
+                await self.owner.look_up(part)
+            except StorageDown as err:
+                raise YidiError("STORAGE_UNAVAILABLE") from err
+        return self.owner.owner_address(part)
+
+    def _unary(self, path: str, name: str, method, mutating: bool, local) -> grpc.RpcMethodHandler:
+        timer, forwarded_ok = RpcTimer(name), FORWARDED_CALLS.labels(name, "OK")
 
         async def handle(raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
-            address = self._route(context)
+            try:
+                address = await self._route_unary(context, method, mutating, raw)
+            except YidiError as err:   # no node owns the call's partition now, or the caller is not known
+                _finish(timer, "", None, REASONS[err.reason].status, err.reason, perf_counter())
+                await abort(context, err)
             if address is None:
                 return await local(raw, context)
             start, entered, code, reason = perf_counter(), None, "OK", ""
@@ -164,13 +219,135 @@ class Forwarder:
                 code = "CANCELLED"
                 raise
             except Exception as exc:
-                code, reason = self._outcome(method, address, exc)
-                await self._abort(context, method, exc, reason)
+                code, reason = self._outcome(name, address, exc)
+                await self._abort(context, name, exc, reason)
             finally:
                 _leave(self.gw, entered)
                 _finish(timer, entered[0] if entered else "", None, code, reason, start)
 
         return grpc.unary_unary_rpc_method_handler(handle)
+
+    def _everywhere(self, path: str, name: str, method, local) -> grpc.RpcMethodHandler:
+        """A call every partition answers (a clearing calendar's change, a clearing report, every position): sent
+        to each partition's owner in partition order, this node's own included (over its own listener, so each
+        copy is authorized, performed and audited there as any forwarded call), one answer made of theirs
+        (``partitions.EVERY_PARTITION``).  A change holds the ledger's clearing lock meanwhile, so two changes of
+        the calendar never interleave across partitions; the first refusal or failure is the answer (a retry
+        with the same request_id completes what was not done: each partition's copy is idempotent)."""
+        timer, merge, mutating = RpcTimer(name), EVERY_PARTITION[name], forwarded(method)
+        single = self._unary(path, name, method, mutating, local).unary_unary   # GetPositions of one province
+
+        async def handle(raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
+            if forwarded_for(context) is not None:
+                return await local(raw, context)
+            if not mutating and await self.partitions.of(method, raw, lambda: resolve_caller(context)) is not None:
+                return await single(raw, context)
+            start, entered, code, reason, address, lock = perf_counter(), None, "OK", "", "", None
+            try:
+                entered = _enter(context, self.gw)
+                if mutating:
+                    try:
+                        lock = await asyncio.to_thread(self.gw.store.clearing_lock, context.time_remaining())
+                    except StorageDown:
+                        raise YidiError("STORAGE_UNAVAILABLE") from None
+                replies = []
+                for part in range(self.gw.partitions.n):
+                    address = await self._address_of(part, mutating)
+                    call = self._call(address, path, "unary_unary")
+                    replies.append(await call(raw, timeout=context.time_remaining(),
+                                              metadata=((FORWARDED_FOR, entered[0]),)))
+                return merge(replies, self.gw.partitions)
+            except asyncio.CancelledError:
+                code = "CANCELLED"
+                raise
+            except Exception as exc:
+                code, reason = self._outcome(name, address, exc)
+                await self._abort(context, name, exc, reason)
+            finally:
+                if lock is not None:
+                    await asyncio.to_thread(lock.close)
+                _leave(self.gw, entered)
+                _finish(timer, entered[0] if entered else "", None, code, reason, start)
+
+        return grpc.unary_unary_rpc_method_handler(handle)
+
+    def _split_batch(self, path: str, name: str, method, local) -> grpc.RpcMethodHandler:
+        """A SettleBatch whose items are of several partitions: each partition's items, in their order, as one
+        batch to that partition's owner (its own partition's to this node itself, or to its holder), all at once;
+        the outcomes put back in the items' order, byte for byte as the owners gave them.  A partition whose
+        owner cannot answer: each of its items refused as the call was (OWNER_UNAVAILABLE: retry them with the
+        same request ids).  A batch of one partition, too large or unreadable is served as any call."""
+        single = self._unary(path, name, method, True, local).unary_unary
+        timer, config = RpcTimer(name), self.gw.config
+
+        async def handle(raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
+            items = None if forwarded_for(context) is not None or len(raw) > config.max_message_bytes \
+                else read_batch_items(raw)
+            groups = self.partitions.batch_groups(items) if items and len(items) <= config.batch_max_items else None
+            if groups is None:
+                return await single(raw, context)
+            start, entered, code, reason = perf_counter(), None, "OK", ""
+            try:
+                entered = _enter(context, self.gw)
+                outcomes: list[bytes] = [b""] * len(items)
+                await asyncio.gather(*(self._batch_part(path, name, part, [items[i] for i in indices], indices,
+                                                        outcomes, context, entered[0])
+                                       for part, indices in groups.items()))
+                return convert.settle_batch_reply(outcomes)
+            except asyncio.CancelledError:
+                code = "CANCELLED"
+                raise
+            except YidiError as err:   # this node's own refusal of the caller (unidentified, over its limits)
+                code, reason = REASONS[err.reason].status, err.reason
+                await abort(context, err)
+            finally:
+                _leave(self.gw, entered)
+                _finish(timer, entered[0] if entered else "", None, code, reason, start)
+
+        return grpc.unary_unary_rpc_method_handler(handle)
+
+    async def _batch_part(self, path: str, name: str, part: int, items: list[bytes], indices: list[int],
+                          outcomes: list[bytes], context: grpc.aio.ServicerContext, caller: str) -> None:
+        """One partition's items of a split batch, sent as one batch to its owner; their outcomes into place."""
+        address = ""
+        try:
+            address = await self._address_of(part, True)
+            request = b"".join(length_delimited(spb.SettleBatchRequest.ITEMS_FIELD_NUMBER, item) for item in items)
+            reply = await self._call(address, path, "unary_unary")(request, timeout=context.time_remaining(),
+                                                                    metadata=((FORWARDED_FOR, caller),))
+            answers = read_batch_items(reply)
+            if answers is None or len(answers) != len(items):
+                raise RuntimeError(f"the owner at {address} answered a batch of {len(items)} with another")
+            FORWARDED_CALLS.labels(name, "OK").inc()
+        except Exception as exc:
+            _, reason = self._outcome(name, address, exc)
+            answers = [self._refused_item(exc, reason)] * len(items)
+        for i, answer in zip(indices, answers, strict=True):
+            outcomes[i] = answer
+
+    def _refused_item(self, exc: Exception, reason: str) -> bytes:
+        """A SettleOutcome refusing an item as its partition's call was refused: the owner's status as it sent it,
+        or this node's (OWNER_UNAVAILABLE, NOT_PARTITION_OWNER ...)."""
+        if isinstance(exc, grpc.aio.AioRpcError) and _answered(exc):
+            details = dict(exc.trailing_metadata() or ())[STATUS_DETAILS]
+            return length_delimited(spb.SettleOutcome.REFUSED_FIELD_NUMBER, details)
+        if isinstance(exc, YidiError):
+            return convert.settle_outcome(exc)
+        if reason == "OWNER_UNAVAILABLE":
+            return convert.settle_outcome(YidiError(reason, retry_after_ms=self.gw.config.overload_retry_after_ms))
+        return convert.settle_outcome(internal_error(SETTLE_BATCH, self.gw))
+
+    async def _address_of(self, part: int, mutating: bool) -> str:
+        """Where partition ``part``'s share of a call goes (its copy of a call every partition answers, its items
+        of a split batch): its owner; for this node's own partition, this node itself unless a change must go to
+        its owner (this node a standby)."""
+        if part != self.gw.store.part:
+            try:
+                await self.owner.look_up(part)
+            except StorageDown:
+                raise YidiError("STORAGE_UNAVAILABLE") from None
+            return self.owner.owner_address(part)
+        return (self.owner.owner_address() if mutating else None) or self.owner.self_address()
 
     def _stream(self, path: str, method: str, local) -> grpc.RpcMethodHandler:
         """A bidirectional stream: every message on to the owner as it arrives, every reply back as it comes."""
@@ -234,7 +411,26 @@ class Forwarder:
             log.warning("the owner at %s cannot be reached: %s; answering OWNER_UNAVAILABLE", address,
                         (err.details() or "")[:300])
 
+    def reload(self) -> bool:
+        """Read this node's certificate and key again (SIGHUP, on the event loop): calls from now on go over new
+        channels that present them, calls in flight finish on the old ones.  Files that fail ``tls.check`` are
+        logged and the certificate in use stays in use."""
+        try:
+            credentials = node_credentials(self._config)
+        except certs.CertificateError as err:
+            log.error("node certificate not reloaded, the one in use stays: %s", err,
+                      extra={"fields": {"cert": self._config.node_cert}})
+            return False
+        old, self._credentials, self._channels, self._calls = self._channels, credentials, {}, {}
+        for channel in old.values():
+            task = asyncio.get_running_loop().create_task(channel.close(grace=CLOSE_GRACE_S))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+        return True
+
     async def close(self) -> None:
+        for task in list(self._closing):   # channels a reload replaced: no more grace at shutdown
+            task.cancel()
         for channel in self._channels.values():
             await channel.close()
         self._channels.clear()
@@ -262,9 +458,11 @@ def channel_options(config: Config) -> list[tuple]:
 
 
 def node_credentials(config: Config) -> grpc.ChannelCredentials:
-    """This node's certificate and key, and the platform CA that signs the owner's server certificate."""
-    return grpc.ssl_channel_credentials(certs.read(config.tls_ca), certs.read(config.node_key),
-                                        certs.read(config.node_cert))
+    """This node's certificate and key, and the platform CA that signs the owner's server certificate, checked
+    as the listener's are (``tls.check``: they parse, the key is the certificate's, it is valid now)."""
+    cert, key, ca = certs.read(config.node_cert), certs.read(config.node_key), certs.read(config.tls_ca)
+    log.info("node certificate loaded: %s", tls.check(cert, key, ca), extra={"fields": {"cert": config.node_cert}})
+    return grpc.ssl_channel_credentials(ca, key, cert)
 
 
 def forwarder(config: Config, gw, owner: Owner | None) -> Forwarder | None:
@@ -278,4 +476,4 @@ def forwarder(config: Config, gw, owner: Owner | None) -> Forwarder | None:
         owner = LeaseHolder(gw)
     if owner is None:
         return None
-    return Forwarder(owner, gw, node_credentials(config), channel_options(config))
+    return Forwarder(owner, gw, config, RequestPartitions(gw) if config.partitions > 1 else None)

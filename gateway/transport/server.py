@@ -7,7 +7,8 @@ written (a test write: on a full disk the gateway stays NOT_SERVING and
 answers STORAGE_UNAVAILABLE, probing until a write succeeds), then report
 SERVING.  On PostgreSQL a node serves only while it owns the ledger
 partition by its lease; until then it is a standby following the owner
-(gateway/ownership.py), NOT_SERVING.  SIGHUP: reload the TLS certificates (gateway/security/tls.py).  SIGTERM: report
+(gateway/ownership.py), NOT_SERVING.  SIGHUP: reload the TLS certificates (gateway/security/tls.py) and the
+node certificate calls are forwarded with (gateway/transport/forward.py).  SIGTERM: report
 NOT_SERVING, let in-flight RPCs finish (grace),
 drain the ledger, exit.
 
@@ -29,6 +30,7 @@ from google.protobuf.internal import api_implementation
 from grpc_health.v1 import health_pb2
 
 from core.errors import LoadError, YidiError
+from core.partition import PartitionMap
 
 from ..security import auth, certs
 from . import convert, forward, reflection
@@ -131,6 +133,17 @@ def check_lease(config: Config) -> None:
     if is_postgresql(config.store_url()) and not 0 < 2 * config.lease_renew_s <= config.lease_ttl_s:
         raise SystemExit(f"--lease-renew-s {config.lease_renew_s} must be more than 0 and at most half of "
                          f"--lease-ttl-s {config.lease_ttl_s}: a lease must survive one failed renewal")
+
+
+def check_partitions(config: Config) -> None:
+    try:
+        PartitionMap(config.partitions)
+    except ValueError as err:
+        raise SystemExit(f"--partitions: {err}") from None
+    if not 0 <= config.partition < config.partitions:
+        raise SystemExit(f"--partition {config.partition} must be one of 0..{config.partitions - 1} (--partitions)")
+    if config.partitions > 1 and not is_postgresql(config.store_url()):
+        raise SystemExit("--partitions needs a postgresql:// store: a SQLite ledger is one partition")
 
 
 def check_listen(config: Config) -> None:
@@ -237,9 +250,10 @@ async def serve(config: Config, *, ready: Callable[[int, int, int], None] | None
     check_protobuf_backend()
     check_listen(config)
     check_lease(config)
+    check_partitions(config)
     WATCH.install()
     store = open_store(config.store_url(), read_seal_key(config), max_bytes=config.ledger_max_bytes,
-                       witness_dir=config.witness, take=False, lease_ttl_s=config.lease_ttl_s)
+                       witness_dir=config.witness, take=False, lease_ttl_s=config.lease_ttl_s, part=config.partition)
     names = [descriptor.full_name for descriptor, _ in SERVICES]
     health = Health(names)
     loop = asyncio.get_running_loop()
@@ -284,8 +298,9 @@ async def serve(config: Config, *, ready: Callable[[int, int, int], None] | None
     stop = stop or asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    if tls is not None:
-        loop.add_signal_handler(signal.SIGHUP, tls.reload)
+    reloads = [certificates.reload for certificates in (tls, forwarder) if certificates is not None]
+    if reloads:
+        loop.add_signal_handler(signal.SIGHUP, lambda: [reload() for reload in reloads])
 
     def on_standby(holder) -> None:
         if standby is not None:

@@ -23,29 +23,11 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings, strategies as st
 
 from core import ACCUMULATOR_KEYS, Index, YidiError, events
-from core import commands as cmd
 from core.archive import MemoryArchive
 from core.engine import Engine, EngineState
 from core.visits import SETTLED
-from core.events import FeeLine
 from datagen.spec_fixture import write_spec_dataset
-from builders import DRUG_A, DRUG_B, DRUG_B_CAPPED, DRUG_C, NOT_LISTED, TREATMENT_A
-
-PERSONS = ("retired", "assist", "in_service", "acct")   # "acct" has a personal and a family account
-ACCOUNTS = ("acct", "family")
-CODES = (DRUG_A, DRUG_B, DRUG_B_CAPPED, DRUG_C, TREATMENT_A, NOT_LISTED)
-
-fee_line = st.tuples(st.sampled_from(CODES), st.integers(0, 3_000_000), st.integers(1, 20_000))
-step = st.one_of(
-    st.tuples(st.just("admit"), st.sampled_from(PERSONS), st.sampled_from(("hk_l1", "hk_l2", "hk_l3"))),
-    st.tuples(st.just("fees"), st.integers(0, 7), st.lists(fee_line, min_size=1, max_size=4)),
-    st.tuples(st.just("withdraw"), st.integers(0, 7), st.integers(0, 3)),
-    st.tuples(st.just("settle"), st.integers(0, 7), st.sampled_from((20260315, 20260901, 20270110))),
-    st.tuples(st.just("cancel"), st.integers(0, 7), st.just(None)),
-    st.tuples(st.just("outpatient"), st.sampled_from(PERSONS), st.lists(fee_line, min_size=1, max_size=3)),
-    st.tuples(st.just("adjust"), st.sampled_from(ACCOUNTS), st.integers(-400_000, 400_000)),
-    st.tuples(st.just("refund"), st.integers(0, 7), st.integers(1, 20_000)),   # SPEC §10.4
-)
+from settle_traffic import Traffic, step
 
 
 @pytest.fixture(scope="module")
@@ -89,10 +71,10 @@ def state_of(engine: Engine, psn_nos) -> dict:
 def test_accumulators_are_the_sum_of_live_settlements_and_replay_rebuilds_them(data_dir, steps, snap_at):
     names = data_dir
     engine = Engine(fresh_index(names))
-    psn = {name: names["psn"][name] for name in PERSONS + ACCOUNTS}
+    traffic = Traffic(names)
+    psn = traffic.psn
     log: list[bytes] = []
     snapshot: tuple[int, bytes] | None = None
-    sn = 0
 
     def run(command):
         before = state_of(engine, psn.values())
@@ -106,49 +88,12 @@ def test_accumulators_are_the_sum_of_live_settlements_and_replay_rebuilds_them(d
         engine.apply(events.decode(log[-1]), len(log))  # exactly what the ledger hands back on replay
         hypothesis_event(decision.event.kind)
 
-    def lines_of(spec) -> tuple[FeeLine, ...]:
-        nonlocal sn
-        sn += len(spec)
-        return tuple(FeeLine(str(sn - len(spec) + i), c, "", p, q, 20260310 + (sn - len(spec) + i) % 10)
-                     for i, (c, p, q) in enumerate(spec))
-
     for n, (kind, a, b) in enumerate(steps):
         if n == snap_at:
             snapshot = (len(log), msgspec.msgpack.encode(engine.export_state()))
-        visits = [v for v in engine.visits.open.values() if v.facts.visit_kind == "inpatient"]
-        rid = f"r{n}"
-        if kind == "admit":
-            run(cmd.Admit(request_id=rid, person=cmd.PersonId(psn_no=psn[a]), fixmedins_code=names["inst"][b],
-                          adm_date=20260310))
-        elif kind == "outpatient":
-            run(cmd.OutpatientSettle(request_id=rid, person=cmd.PersonId(psn_no=psn[a]),
-                                     fixmedins_code=names["inst"]["hk_l1"], setl_date=20260320, lines=lines_of(b),
-                                     acct_used_flag=n % 3 != 0, acct_mulaid_flag=n % 2 == 0))
-        elif kind == "adjust":
-            run(cmd.AdjustAccount(request_id=rid, psn_no=psn[a], amount_fen=b, reason="年度划入"))
-        elif not visits:
-            continue
-        elif kind == "fees":
-            run(cmd.UploadFees(request_id=rid, mdtrt_id=visits[a % len(visits)].mdtrt_id, lines=lines_of(b)))
-        elif kind == "refund":
-            visit = visits[a % len(visits)]
-            originals = [ln for ln in visit.lines.values() if not ln.init_feedetl_sn]
-            if originals:
-                original = originals[b % len(originals)]
-                sn += 1
-                run(cmd.UploadFees(request_id=rid, mdtrt_id=visit.mdtrt_id, lines=(FeeLine(
-                    f"r{sn}", original.code, "", original.unit_price_fen, -b, original.fee_date,
-                    original.feedetl_sn),)))
-        elif kind == "withdraw":
-            visit = visits[a % len(visits)]
-            run(cmd.WithdrawFees(request_id=rid, mdtrt_id=visit.mdtrt_id, sns=tuple(list(visit.lines)[:b])))
-        elif kind == "settle":
-            run(cmd.DischargeSettle(request_id=rid, mdtrt_id=visits[a % len(visits)].mdtrt_id, dscg_date=b,
-                                    acct_used_flag=n % 3 != 0, acct_mulaid_flag=n % 2 == 0,
-                                    mid_setl_flag=n % 4 == 1))   # SPEC §10.3 mid-stay settlements
-        elif kind == "cancel" and engine.archive.settlements:
-            setl_ids = sorted(engine.archive.settlements)
-            run(cmd.CancelSettlement(request_id=rid, setl_id=setl_ids[a % len(setl_ids)], cancel_date=20270201))
+        command = traffic.command(engine, n, kind, a, b)
+        if command is not None:
+            run(command)
         check_conservation(engine, psn.values(), log)
 
     expected = state_of(engine, psn.values())

@@ -24,6 +24,7 @@ import grpc
 import psycopg
 
 from gateway._pb.yidi.v1 import admin_pb2 as apb, funds_pb2 as fdpb, settlement_pb2 as spb
+from gateway.store.postgresql import log_reads
 from gateway.testing import dev_certs
 from gateway.transport.status import reason_of
 from gateway_harness import ROOT
@@ -60,8 +61,7 @@ def race(calls) -> list:
 
 def records(url: str, kind: str) -> list[tuple[int, str, bytes]]:
     with psycopg.connect(url) as conn:
-        return conn.execute("SELECT seq, request_id, response FROM records WHERE kind = %s ORDER BY seq",
-                            (kind,)).fetchall()
+        return [(r.seq, r.request_id, r.response) for r in log_reads(conn, url).scan() if r.kind == kind]
 
 
 def test_exact_across_two_nodes(tmp_path, pg_url):

@@ -26,6 +26,7 @@ from builders import HK_L1
 from datagen.spec_fixture import write_spec_dataset
 from external_tools import absent
 from gateway._pb.yidi.v1 import settlement_pb2 as spb
+from gateway.store.postgresql import log_reads
 from gateway_harness import ROOT, file_person
 
 sys.path.insert(0, os.path.join(ROOT, "tools"))
@@ -143,8 +144,7 @@ def test_killing_the_primary_under_settlements_loses_and_doubles_nothing(cluster
     hainan = node.gw.client(HAINAN)
     lost = [rid for rid, answer in acked.items() if hainan.raw(SETTLE, request(rid)) != answer]
     with psycopg.connect(cluster["dsn"]) as conn:
-        settled = conn.execute("SELECT request_id FROM records WHERE kind = 'settled'").fetchall()
-    ids = [rid for (rid,) in settled]
+        ids = [r.request_id for r in log_reads(conn, cluster["dsn"]).scan() if r.kind == "settled"]
     duplicated = len(ids) - len(set(ids))
     assert lost == [] and duplicated == 0 and set(ids) == set(acked), (lost, duplicated)
     assert node.restarts >= 1

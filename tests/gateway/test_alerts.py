@@ -23,7 +23,7 @@ def promtool(*args: str) -> subprocess.CompletedProcess:
 def test_promtool_checks_the_rules():
     result = promtool("check", "rules", RULES)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 10 rules found" in result.stdout
+    assert "SUCCESS: 11 rules found" in result.stdout
 
 
 def test_promtool_unit_tests_pass():
@@ -42,7 +42,7 @@ def test_the_rules_cover_what_an_operator_must_hear_of():
     with open(RULES, encoding="utf-8") as f:
         alerts = re.findall(r"- alert: (\w+)", f.read())
     assert alerts == ["YidiGatewayDown", "YidiNotServing", "YidiStorageUnavailable", "YidiNoSyncStandby",
-                      "YidiReplicationLagging", "YidiInternalErrors",
+                      "YidiReplicationLagging", "YidiOwnerUnavailable", "YidiInternalErrors",
                       "YidiLongGcPauses", "YidiPrepaidYellow", "YidiPrepaidRed", "YidiPrepaidExhausted"]
     assert {"yidi_serving", "yidi_storage_writable", "yidi_gc_pause_seconds", "yidi_prepaid_level",
-            "yidi_pg_standbys"} <= rule_metrics()
+            "yidi_pg_standbys", "yidi_forwarded_calls"} <= rule_metrics()

@@ -8,6 +8,7 @@ entry that names a forwarded call's caller is trusted from a node's certificate 
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from google.rpc import error_details_pb2, status_pb2
 
 from gateway._pb.yidi.v1 import settlement_pb2 as spb
+from gateway.security import certs
 from gateway.security.auth import FORWARDED_FOR
 from gateway.testing import dev_certs
 from gateway.transport.forward import forwarded
@@ -200,6 +202,54 @@ def test_the_owner_gets_the_clients_remaining_deadline(spec_data, gateways, tmp_
     assert ledger_seq(national) == 1        # answered once the stall is over: the filing only
     spb.SettlementResponse.FromString(raw(node.channel(HAINAN), outpatient("fw-late", "FW-1")))
     assert ledger_seq(national) == 2
+
+
+def test_sighup_reloads_the_node_certificate_calls_are_forwarded_with(owner, spec_data, gateways, tmp_path):
+    """A renewed node certificate is taken on SIGHUP without a restart: files that fail the check leave the one in
+    use; a certificate the owner does not trust (another CA's) makes the next forwarded call OWNER_UNAVAILABLE,
+    which shows the new one is presented; putting the right one back and SIGHUP again restores forwarding."""
+    paths, live = dev_certs(), tmp_path / "live"
+    live.mkdir()
+
+    def install(cert: bytes, key: bytes) -> None:
+        (live / "node.pem").write_bytes(cert)
+        (live / "node.key").write_bytes(key)
+
+    def hup_and_wait(text: str, count: int) -> None:
+        hupped.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while hupped.log().count(text) < count:
+            assert time.monotonic() < deadline, f"{text!r} never logged {count} times:\n{hupped.log()[-2000:]}"
+            time.sleep(0.05)
+
+    good = (certs.read(paths.node_cert("node-b")), certs.read(paths.node_key("node-b")))
+    install(*good)
+    hupped = gateways(spec_data["dir"], tmp_path / "node.sqlite", "--owner-address", owner.target,
+                      "--node-cert", str(live / "node.pem"), "--node-key", str(live / "node.key"))
+    national = owner.client("national")
+    start = ledger_seq(national)
+    raw(hupped.channel(HAINAN), outpatient("fw-hup-1", "FW-1"))
+    assert ledger_seq(national) == start + 1
+
+    install(good[0], b"not a key")
+    hup_and_wait("node certificate not reloaded", 1)
+    raw(hupped.channel(HAINAN), outpatient("fw-hup-2", "FW-1"))      # the certificate in use stayed
+    assert ledger_seq(national) == start + 2
+
+    ca_cert, ca_key = certs.make_ca("another CA")
+    cert, key = certs.issue(ca_cert, ca_key, "node-b", [x509.UniformResourceIdentifier("yidi://node/node-b")],
+                            server=True, usages=(ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH))
+    install(certs.pem(cert), certs.pem_key(key))
+    hup_and_wait("node certificate loaded", 2)
+    with pytest.raises(grpc.RpcError) as caught:
+        raw(hupped.channel(HAINAN), outpatient("fw-hup-3", "FW-1"))
+    assert reason_of(caught.value) == "OWNER_UNAVAILABLE"                   # the owner refused its handshake
+    assert ledger_seq(national) == start + 2
+
+    install(*good)
+    hup_and_wait("node certificate loaded", 3)
+    retried(lambda: raw(hupped.channel(HAINAN), outpatient("fw-hup-3", "FW-1")))
+    assert ledger_seq(national) == start + 3
 
 
 def retried(call, within_s: float = 5.0):

@@ -11,7 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 from datagen.spec_fixture import write_spec_dataset
 from gateway._pb.yidi.v1 import admin_pb2, settlement_pb2 as spb
 from gateway.store import SqliteStore
-from gateway.store.idempotency import Keys
+from gateway.store import idempotency
+from gateway.store.idempotency import Keys, key_hash
 from gateway.testing import seal_key
 
 METHOD = "/yidi.v1.SettlementService/OutpatientSettle"
@@ -20,6 +21,11 @@ METHOD = "/yidi.v1.SettlementService/OutpatientSettle"
 def racing(names, n: int) -> spb.OutpatientSettleRequest:
     return builders.outpatient(f"race-{n}", names["psn"]["in_service"], HK_L1, date=20260315, price=1000 + n,
                                qty_milli=1000)
+
+
+def read_index(keys: Keys, caller: str, request_ids: list[str]):
+    """Keys.read_index as execute_many calls it: each key's hash computed once, beside it."""
+    return keys.read_index(caller, request_ids, [key_hash(caller, r) for r in request_ids])
 
 
 def test_the_look_up_thread_answers_off_the_loop(tmp_path):
@@ -34,7 +40,7 @@ def test_the_look_up_thread_answers_off_the_loop(tmp_path):
 
     store.known_request_hashes = known
     try:
-        looked = asyncio.run(keys.read_index("460000", ["a", "b", "a", ""]))
+        looked = asyncio.run(read_index(keys, "460000", ["a", "b", "a", ""]))
     finally:
         store.close()
     assert looked == {"a": None, "b": None} and on and all(name.startswith("yidi-keys") for name in on)
@@ -53,8 +59,8 @@ def test_look_ups_of_one_turn_of_the_loop_go_in_one_query(tmp_path):
     store.known_request_hashes = known
 
     async def main():
-        return await asyncio.gather(keys.read_index("460000", ["x"]), keys.read_index("440000", ["x", "y"]),
-                                    keys.read_index("460000", ["z"]))
+        return await asyncio.gather(read_index(keys, "460000", ["x"]), read_index(keys, "440000", ["x", "y"]),
+                                    read_index(keys, "460000", ["z"]))
 
     try:
         answers = asyncio.run(main())
@@ -70,7 +76,7 @@ def test_a_key_begun_while_its_look_up_is_out_is_not_taken_for_new(tmp_path):
     keys = Keys(store, capacity=2)
 
     async def main():
-        out = asyncio.ensure_future(keys.read_index("460000", ["k", "fresh"]))
+        out = asyncio.ensure_future(read_index(keys, "460000", ["k", "fresh"]))
         await asyncio.sleep(0)          # the look-up is on its thread now; its answer comes back through the loop
         done = asyncio.get_running_loop().create_future()
         keys.begin("460000", "k", b"d" * 16, b"answer", done, 7)
@@ -84,6 +90,35 @@ def test_a_key_begun_while_its_look_up_is_out_is_not_taken_for_new(tmp_path):
     finally:
         store.close()
     assert looked == {"fresh": None}
+
+
+def test_a_settled_key_is_hashed_once(tmp_path, monkeypatch):
+    """The path execute_many takes (look the key up in the ledger and in memory, begin it, make it durable) reuses
+    the hash it was given: key_hash is not computed again on the way; a later look-up finds the key by it."""
+    store = SqliteStore(str(tmp_path / "ledger.sqlite"), seal_key())
+    keys = Keys(store, capacity=2)
+    h = key_hash("460000", "once")
+    computed: list[tuple[str, str]] = []
+
+    def counted(caller: str, request_id: str) -> bytes:
+        computed.append((caller, request_id))
+        return key_hash(caller, request_id)
+
+    monkeypatch.setattr(idempotency, "key_hash", counted)
+
+    async def main():
+        looked = await keys.read_index("460000", ["once"], [h])
+        assert keys.lookup("460000", "once", b"d" * 16, looked, h) is None
+        done = asyncio.get_running_loop().create_future()
+        keys.begin("460000", "once", b"d" * 16, b"answer", done, 1, h)
+        keys.durable("460000", "once", 1)
+
+    try:
+        asyncio.run(main())
+        assert computed == []
+        assert keys.find("460000", "once", {}) is not None and computed == [("460000", "once")]
+    finally:
+        store.close()
 
 
 def test_identical_requests_racing_settle_once(tmp_path, gateways):

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 
@@ -27,6 +26,7 @@ from gateway.testing import dev_certs, ledger_key, seal_key
 from gateway.store.sqlite.verify import verify_ledger
 from builders import DRUG_A, HK_L3, TREATMENT_A, admit, line, outpatient, settle, upload
 from gateway_harness import ROOT, file_person
+import ledger_edit
 
 HAINAN, LIAONING = "460000", "210000"
 WAL_FRAME_BYTES = 24 + 4096  # frame header + one page
@@ -57,12 +57,8 @@ def copy_ledger(pristine, tmp_path) -> str:
 
 
 def rewrite(path: str, seq: int, column: str, change) -> None:
-    """Change one column of one record behind the gateway's back (as a bad disk or a hand would)."""
-    conn = sqlite3.connect(path)
-    (value,) = conn.execute(f"SELECT {column} FROM records WHERE seq = ?", (seq,)).fetchone()
-    conn.execute(f"UPDATE records SET {column} = ? WHERE seq = ?", (change(value), seq))
-    conn.commit()
-    conn.close()
+    """Change one field of one record in its group behind the gateway's back (as a bad disk or a hand would)."""
+    ledger_edit.rewrite(path, seq, **{column: change(getattr(ledger_edit.record(path, seq), column))})
 
 
 def with_deltas_digit_changed(body: bytes) -> bytes:

@@ -41,6 +41,7 @@ from gateway.testing import seal_key
 import builders
 from builders import HK_L1, HK_L3, TREATMENT_A
 from gateway_harness import file_person
+import ledger_edit
 
 HAINAN, LIAONING, NATIONAL = "460000", "210000", "national"
 CLINIC, HOSPITAL = HK_L1, HK_L3
@@ -101,11 +102,12 @@ def reads(gw) -> list[bytes]:
     return [m if isinstance(m, bytes) else m.SerializeToString(deterministic=True) for m in out]
 
 
-def wait_for(gw, text: str, timeout_s: float = 30) -> str:
-    """The gateway's first whole log line holding text (waiting for it: a line being written is not read yet)."""
+def wait_for(gw, text: str, timeout_s: float = 30, after: int = 0) -> str:
+    """The gateway's first whole log line holding text (waiting for it: a line being written is not read yet), in
+    its log after the first ``after`` characters (those of a gateway before it on the same log)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        for line in gw.log().splitlines(keepends=True):
+        for line in gw.log()[after:].splitlines(keepends=True):
             if text in line and line.endswith("\n"):
                 return line.rstrip("\n")
         time.sleep(0.1)
@@ -146,10 +148,11 @@ def test_a_gateway_on_postgresql_settles_is_idempotent_reverses_and_survives_kil
     assert pg_cluster.password not in gw.log()
     with psycopg.connect(pg_url) as conn:   # the snapshot is kept in PostgreSQL, not in a file
         assert conn.execute("SELECT seq FROM snapshots").fetchall() == [(snap.ledger_seq,)]
+    earlier = len(gw.log())   # the first gateway's lines (its own background verification among them, if it ended)
     gw = gateways(dataset, str(tmp_path / "node"), "--store", pg_url)
     try:
         assert "snapshot at seq %d, 3 ledger records replayed" % snap.ledger_seq in gw.log()
-        verified = wait_for(gw, "ledger verified in")   # the whole ledger, in a process of its own
+        verified = wait_for(gw, "ledger verified in", after=earlier)   # the whole ledger, in a process of its own
         assert f"OK {safe_url(pg_url)}: {at + 3} records" in verified
         assert reads(gw) == before
         hainan = gw.client(HAINAN)
@@ -274,8 +277,7 @@ def test_the_store_keeps_sqlites_chain_and_refuses_a_second_writer_a_deposed_one
         conn.execute("DELETE FROM snapshots")
     assert verify_ledger(pg_url, seal_key()).startswith(f"OK {safe_url(pg_url)}: 59 records")
 
-    with psycopg.connect(pg_url, autocommit=True) as conn:   # a changed record: refused when read, and at start
-        conn.execute("UPDATE records SET response = 'changed' WHERE seq = 5")
+    ledger_edit.rewrite(pg_url, 5, response=b"changed")   # a changed record: refused when read, and by verify
     store = open_store(pg_url, seal_key())
     with pytest.raises(LedgerCorrupt, match="checksum"):
         store.read(5)

@@ -60,7 +60,7 @@ def take(conn: psycopg.Connection, part: int, owner: str, address: str, ttl_s: f
         if held.expires_in_s > 0:
             return held
         token = held.token
-        _end_stale_writers(conn, ttl_s)
+        _end_stale_writers(conn, part, ttl_s)
         (head_token,) = conn.execute("SELECT token FROM head WHERE part = %s FOR UPDATE", (part,)).fetchone()
         new = max(token, head_token) + 1
         conn.execute("UPDATE leases SET owner = %s, address = %s, token = %s, "
@@ -77,11 +77,18 @@ def _holder(conn: psycopg.Connection, part: int, lock: str) -> Holder | None:
     return None if row is None else Holder(*row)
 
 
-def _end_stale_writers(conn: psycopg.Connection, wait_s: float) -> None:
-    """End the sessions in a transaction that wrote the head row (only a writer does, and the lease that let it
-    has expired), waiting for each to go."""
-    stale = conn.execute("SELECT pid FROM pg_locks WHERE locktype = 'relation' AND relation = 'head'::regclass "
-                         "AND mode = 'RowExclusiveLock' AND granted AND pid <> pg_backend_pid()").fetchall()
+def writer_name(part: int) -> str:
+    """How the application name of a partition's writing sessions begins (the writer's and its lease keeper's)."""
+    return f"yidi p{part} writer "
+
+
+def _end_stale_writers(conn: psycopg.Connection, part: int, wait_s: float) -> None:
+    """End the partition's sessions in a transaction that wrote the head table (only its writer does, and the
+    lease that let it has expired; other partitions' writers write it too, and go on), waiting for each to go."""
+    stale = conn.execute("SELECT l.pid FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+                         "WHERE l.locktype = 'relation' AND l.relation = 'head'::regclass "
+                         "AND l.mode = 'RowExclusiveLock' AND l.granted AND l.pid <> pg_backend_pid() "
+                         "AND a.application_name LIKE %s", (writer_name(part) + "%",)).fetchall()
     for (pid,) in stale:
         log.warning("ending PostgreSQL session %d: a writer whose lease has expired, still in a transaction", pid)
         conn.execute("SELECT pg_terminate_backend(%s, %s)", (pid, int(wait_s * 1000)))

@@ -5,9 +5,12 @@ with PostgreSQL's types: every integer a BIGINT (money in fen, dates, seqs,
 63-bit hashes), every blob a BYTEA, so both backends hold the same rows and
 the same tags.  What differs:
 
-* ``records`` and ``head`` are keyed by a partition (``part``) first.  One
-  partition (0) exists today; a ledger split by insured province gives each
-  partition its own dense seqs, chain and sealed head row.
+* ``groups`` (the records packed per commit group, gateway/store/packed.py),
+  ``records`` (the rows of records written one per row by schema 1) and
+  ``head`` are keyed by a partition (``part``) first: a ledger split by
+  insured province (core/partition.py) gives each partition its own dense
+  seqs (from part × 10^13), chain and sealed head row; the other tables are
+  shared, their rows named by seqs unique across partitions.
 * ``head.token`` is the fencing token: every append rewrites the head row
   only where the token is still the writer's own, so an append from a
   deposed writer changes nothing (its transaction fails and is rolled back).
@@ -27,9 +30,17 @@ import re
 
 from ..sqlite.derived import SCHEMA as SQLITE_DERIVED
 
-SCHEMA_VERSION = 1
+# 2: records packed per group (``groups``, ``reference_loads``); a schema-1 ledger keeps its ``records`` rows.
+SCHEMA_VERSION = 2
 
 _RECORDS = """
+CREATE TABLE IF NOT EXISTS groups (
+    part       SMALLINT NOT NULL,
+    last_seq   BIGINT   NOT NULL,
+    first_seq  BIGINT   NOT NULL,
+    body       BYTEA    NOT NULL,
+    PRIMARY KEY (part, last_seq)
+);
 CREATE TABLE IF NOT EXISTS records (
     part       SMALLINT NOT NULL,
     seq        BIGINT   NOT NULL,
@@ -91,7 +102,6 @@ SCHEMA = _RECORDS + _REQUESTS + _derived()
 
 # Column types for COPY (binary) of the tables a settlement writes, in insert order.
 COPY_TYPES = {
-    "records": ("int2", "int8", "text", "text", "text", "bytea", "text", "bytea", "bytea", "bytea", "bytea"),
     "requests": ("text", "text", "int8", "int8", "bytea"),
     "recon": ("int8",) * 8 + ("bytea",),
 }

@@ -1,7 +1,8 @@
 """``PostgresStore``: every part of the store (gateway/store/parts.py) in one PostgreSQL database, with psycopg 3.
 
-The same ledger as SQLite's, row for row: records with their checksums and
-keyed chain values (gateway/store/chain.py), the derived rows with their tags
+The same ledger as SQLite's, row for row: one ``groups`` row per group of
+records, packed with their checksums and keyed chain values
+(gateway/store/packed.py, chain.py), the derived rows with their tags
 (gateway/store/rows.py), the sealed head row, all written in ONE transaction
 per group of records; ``append`` returns once COMMIT has returned, with
 ``synchronous_commit = on`` (and a cluster with ``fsync = off`` is refused),
@@ -25,40 +26,40 @@ import os
 import socket
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import msgspec
 import psycopg
 
 from core.events import REVERSED_KIND
+from core.partition import seq_base
 
-from .. import chain, snapshot
+from .. import chain, packed, snapshot
 from ..chain import Head, HeadFile, HeadRow, LedgerCorrupt, decode_head_row, encode_head_row
+from ..packed import PackedLog
 from ..parts import Deposed, LedgerUnavailable, Record, StorageDown
 from ..reader import ArchiveReads, Reader
-from ..rows import COLUMNS, TABLES, checked, derive, keys_of, request_hash
-from ..seal import SealKey
-from . import safe_url
-from .lease import LeaseKeeper
+from ..rows import COLUMNS, TABLES, checked, request_hash
+from ..seal import LedgerKey, SealKey
+from . import log_reads, safe_url
+from .lease import LeaseKeeper, writer_name
 from .schema import COPY_TYPES, SCHEMA, SCHEMA_VERSION
 
-SCAN_PAGE_RECORDS = 1024
 # A table's rows of a group at least this big go by COPY, smaller ones by executemany: measured, executemany is
 # faster for one record and COPY five times faster for 100 (docs/postgresql.md); 32 lies between.
 COPY_MIN_ROWS = 32
 # The first key of the advisory lock that lets one node at a time create the schema ("yidi" in ASCII).
 LOCK_CLASS = 0x79696469
+# Its second key for the clearing lock (the schema's is -1).
+CLEARING_LOCK = -2
 # A tool's lease (open_postgresql): its length and renewal period; a gateway's are its options.
 LEASE_TTL_S = 2.0
 LEASE_RENEW_S = 0.5
 
-_COLUMNS = "kind, caller, request_id, digest, key, body, response, seq, checksum, chain"
-_RECORD_COLUMNS = ("part", "seq", "kind", "caller", "request_id", "digest", "key", "body", "response", "checksum",
-                   "chain")
 _REQUEST_COLUMNS = ("caller", "request_id", "h", "seq", "tag")
 
 
-class PostgresStore(ArchiveReads):
+class PostgresStore(PackedLog, ArchiveReads):
     """Every part of ``Store`` on one PostgreSQL database (``SnapshotStore`` too: ``snapshot_store``).
 
     Threads: one write connection (autocommit; every write is an explicit
@@ -73,6 +74,8 @@ class PostgresStore(ArchiveReads):
         self._url = url
         self._path = safe_url(url)
         self.part = part
+        self.partitioned = True   # PackedLog: records are read in the partition their seq names
+        self.base_seq = seq_base(part)   # the partition's records are numbered from here on (core/partition.py)
         self._token = 0   # the fencing token of this node's lease; 0: not the writer
         self.lease = None   # a tool's LeaseKeeper (open_postgresql), given up on close
         self._lease_ttl_s = lease_ttl_s
@@ -89,7 +92,7 @@ class PostgresStore(ArchiveReads):
             self._check_durable()
             self._create(key)
             self._head_row = self._prove_head(key)
-            self.witness = HeadFile(chain.witness_path(witness_dir, self.key.ledger_id), self.key, durable=True) \
+            self.witness = HeadFile(chain.witness_path(witness_dir, self.key.ledger_id, part), self.key, durable=True) \
                 if witness_dir else None
             if self.witness is not None:
                 chain.check_witness(self._path, self.witness, self._head_row, self.chain_at)
@@ -104,7 +107,10 @@ class PostgresStore(ArchiveReads):
     # -- opening -------------------------------------------------------------
 
     def _connect(self, autocommit: bool, writer: bool = False, lock_timeout_s: float = 0) -> psycopg.Connection:
-        name = f"yidi pid {os.getpid()} on {socket.gethostname()}"[:63]
+        # a writer's session names its partition: a node taking the partition over ends only that partition's
+        # stalled writer (lease.py), never another partition's, which writes the shared head table too
+        name = (writer_name(self.part) if writer else "yidi ") + f"pid {os.getpid()} on {socket.gethostname()}"
+        name = name[:63]
         options = "-c synchronous_commit=on"
         if writer:   # a writer stalled between a transaction's statements (SIGSTOP) loses it, and its locks
             options += f" -c idle_in_transaction_session_timeout={int(self._lease_ttl_s * 1000)}"
@@ -131,9 +137,13 @@ class PostgresStore(ArchiveReads):
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s, -1)", (LOCK_CLASS,))
             conn.execute(SCHEMA)
+            # Schema 1 → 2 is SCHEMA's new tables: a schema-1 ledger's records rows are read as they are.
+            conn.execute("UPDATE head SET schema = %s WHERE schema = 1", (SCHEMA_VERSION,))
             if conn.execute("SELECT 1 FROM head WHERE part = %s", (self.part,)).fetchone() is None:
-                ledger_id = uuid.uuid4().hex
-                head = HeadRow(ledger_id, 0, key.for_ledger(ledger_id).genesis, dict.fromkeys(TABLES, 0))
+                # one ledger, one id: every partition's rows are tagged and its chain keyed alike
+                other = conn.execute("SELECT body FROM head ORDER BY part LIMIT 1").fetchone()
+                ledger_id = self._decode_head(other[0]).ledger_id if other is not None else uuid.uuid4().hex
+                head = HeadRow(ledger_id, self.base_seq, key.for_ledger(ledger_id).genesis, dict.fromkeys(TABLES, 0))
                 body = encode_head_row(head)
                 conn.execute("INSERT INTO head (part, body, tag, token, schema) VALUES (%s, %s, %s, 0, %s)",
                              (self.part, body, key.for_ledger(ledger_id).mac(b"head" + body), SCHEMA_VERSION))
@@ -151,15 +161,11 @@ class PostgresStore(ArchiveReads):
                                         f"{SCHEMA_VERSION}")
             head_row = self._decode_head(body)
             self.key = key.for_ledger(head_row.ledger_id)
-            (last_seq,) = conn.execute("SELECT coalesce(max(seq), 0) FROM records WHERE part = %s",
-                                       (self.part,)).fetchone()
-
-            def chain_at(seq: int) -> bytes | None:
-                row = conn.execute("SELECT chain FROM records WHERE part = %s AND seq = %s", (self.part, seq)).fetchone()
-                return self.key.genesis if seq == 0 else None if row is None else row[0]
-
-            chain.prove_head_row(self._path, self.key, head_row, body, tag, last_seq, chain_at, TABLES,
-                                 lambda table: conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+            log = log_reads(conn, self._path, self.key, self.part)
+            others = other_counts(conn, self._path, self.key, self.part)   # the tables are shared by the partitions
+            chain.prove_head_row(self._path, self.key, head_row, body, tag, log.last_seq(), log.chain_at, TABLES,
+                                 lambda table: conn.execute(packed.count_sql(table)).fetchone()[0]
+                                 - others.get(table, 0))
         return head_row
 
     def _decode_head(self, body: bytes) -> HeadRow:
@@ -210,16 +216,8 @@ class PostgresStore(ArchiveReads):
     def head(self) -> Head:
         return Head(self._head_row.seq, self._head_row.chain)
 
-    def chain_at(self, seq: int) -> bytes | None:
-        if seq == 0:
-            return self.key.genesis
-        row = self._reader().execute("SELECT chain FROM records WHERE part = %s AND seq = %s",
-                                     (self.part, seq)).fetchone()
-        return None if row is None else row[0]
-
-    def last_seq(self) -> int:
-        return self._reader().execute("SELECT coalesce(max(seq), 0) FROM records WHERE part = %s",
-                                      (self.part,)).fetchone()[0]
+    def _query(self, sql: str, args: tuple) -> list[tuple]:
+        return self._reader().execute(sql.replace("?", "%s"), args).fetchall()
 
     def append(self, records: Sequence[Record]) -> list[int]:
         if not records:
@@ -230,30 +228,20 @@ class PostgresStore(ArchiveReads):
             last = self._head_row.seq
             if records[0].seq and [r.seq for r in records] != list(range(last + 1, last + 1 + len(records))):
                 raise RuntimeError(f"records {records[0].seq}..{records[-1].seq} do not continue the ledger at {last}")
-            links, head = chain.link_records(records, last, self._head_row.chain, self.key)
-            part, tag = self.part, self.key.tag
-            rows = [(part, seq, r.kind, r.caller, r.request_id, r.digest, r.key, r.body, r.response, sum_, link)
-                    for r, (seq, sum_, link) in zip(records, links, strict=True)]
-            keyed = [(r.caller, request_id, h, seq, tag("requests", (h, seq)))
-                     for seq, r in enumerate(records, last + 1) for request_id in keys_of(r)
-                     for h in (request_hash(r.caller, request_id),)]
-            derived: dict[str, list[tuple]] = {}
-            for seq, r in enumerate(records, last + 1):
-                for table, values in derive(r.changes, seq):
-                    derived.setdefault(table, []).append((*values, tag(table, values)))
-            added = {"records": len(rows), "requests": len(keyed), **{t: len(v) for t, v in derived.items()}}
-            head_row = chain.advanced(self._head_row, head, added, self.witness is not None)
+            group = packed.group(records, last, self._head_row.chain, self.key)   # one row: read by TOAST slices
+            head_row = chain.advanced(self._head_row, group.head, group.added, self.witness is not None)
             conn = self._wconn
             with conn.transaction(), conn.cursor() as cur:
                 self._write_head_row(cur, head_row)   # first: the fencing check, and the head row's lock
-                self._insert(cur, "records", _RECORD_COLUMNS, rows)
-                self._insert(cur, "requests", _REQUEST_COLUMNS, keyed)
-                for table, values in derived.items():
+                cur.executemany("INSERT INTO groups (part, last_seq, first_seq, body) VALUES (%s, %s, %s, %s)",
+                                [(self.part, *row) for row in group.rows])
+                self._insert(cur, "requests", _REQUEST_COLUMNS, group.requests)
+                for table, values in group.derived.items():
                     self._insert(cur, table, (*COLUMNS[table], "tag"), values)
             # COMMIT has returned: the group is durable
             self._head_row = head_row
             if self.witness is not None:
-                self.witness.write(head)
+                self.witness.write(group.head)
         return list(range(last + 1, last + 1 + len(records)))
 
     def _write_head_row(self, cur: psycopg.Cursor, head: HeadRow) -> None:
@@ -277,36 +265,6 @@ class PostgresStore(ArchiveReads):
             return
         cur.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(['%s'] * len(columns))})",
                         rows)
-
-    def scan(self, after_seq: int = 0) -> Iterator[Record]:
-        # Pages keyed by seq: no cursor stays open if the consumer stops early, and memory is one page.
-        while True:
-            rows = self._reader().execute(
-                f"SELECT {_COLUMNS} FROM records WHERE part = %s AND seq > %s ORDER BY seq LIMIT %s",
-                (self.part, after_seq, SCAN_PAGE_RECORDS)).fetchall()
-            for row in rows:
-                yield Record(*row)
-            if len(rows) < SCAN_PAGE_RECORDS:
-                return
-            after_seq = rows[-1][7]
-
-    def read(self, seq: int) -> Record | None:
-        row = self._reader().execute(f"SELECT {_COLUMNS} FROM records WHERE part = %s AND seq = %s",
-                                     (self.part, seq)).fetchone()
-        return None if row is None else self._proved(Record(*row))
-
-    def _proved(self, record: Record) -> Record:
-        previous = self.chain_at(record.seq - 1)
-        if previous is None:
-            raise LedgerCorrupt(self._path, record.seq - 1, "is missing (the record after it is there)")
-        chain.check_record(self._path, record, previous, self.key)
-        return record
-
-    def last_reference_load(self) -> Record | None:
-        row = self._reader().execute(
-            f"SELECT {_COLUMNS} FROM records WHERE part = %s AND kind = 'reference_loaded' ORDER BY seq DESC LIMIT 1",
-            (self.part,)).fetchone()
-        return None if row is None else self._proved(Record(*row))
 
     def probe(self) -> None:
         """A test write, committed (WAL flushed) and undone; StorageDown where a real commit would fail."""
@@ -375,6 +333,28 @@ class PostgresStore(ArchiveReads):
                 " WHERE NOT pg_is_in_recovery()").fetchall()
         # A role without pg_monitor sees its standbys but not their state (NULLs): counted as "unknown".
         return [(name or "", sync or "unknown", lag_bytes, lag_s) for name, sync, lag_bytes, lag_s in rows]
+
+    def clearing_lock(self, timeout_s: float | None) -> psycopg.Connection:
+        """The ledger's clearing lock (a session advisory lock), held until the connection returned is closed:
+        one change of the clearing calendar at a time goes through every partition.  StorageDown if it cannot be
+        had within ``timeout_s`` (None: a lease's length)."""
+        wait_s = self._lease_ttl_s if timeout_s is None else max(0.1, timeout_s)
+        try:
+            conn = self._connect(autocommit=True, lock_timeout_s=wait_s)
+            try:
+                conn.execute("SELECT pg_advisory_lock(%s, %s)", (LOCK_CLASS, CLEARING_LOCK))
+            except BaseException:
+                conn.close()
+                raise
+        except psycopg.Error as err:
+            raise StorageDown(f"the clearing lock of {self._path} cannot be had now: {_first_line(err)}") from None
+        return conn
+
+    def lease_holders(self) -> dict[int, str]:
+        """The advertised address of every partition's owner whose lease has not expired (by the server's clock)."""
+        rows = self._reader().execute("SELECT part, address FROM leases WHERE expires_at > clock_timestamp() "
+                                      "AND address <> ''").fetchall()
+        return dict(rows)
 
     # -- SnapshotStore -----------------------------------------------------------------
 
@@ -471,7 +451,7 @@ class PostgresSnapshots(snapshot.Snapshots):
 
 
 def open_postgresql(url: str, key: SealKey, witness_dir: str = "", take: bool = True,
-                    lease_ttl_s: float = LEASE_TTL_S) -> PostgresStore:
+                    lease_ttl_s: float = LEASE_TTL_S, part: int = 0) -> PostgresStore:
     """``PostgresStore(...)``, or LedgerUnavailable in one line (the URL without its password).
 
     ``take``: the store is the writer at once, for a tool: it takes the partition's lease (LedgerUnavailable
@@ -479,7 +459,7 @@ def open_postgresql(url: str, key: SealKey, witness_dir: str = "", take: bool = 
     node opens with ``take=False`` and takes the lease itself (gateway/ownership.py)."""
     store = None
     try:
-        store = PostgresStore(url, key, witness_dir=witness_dir, lease_ttl_s=lease_ttl_s)
+        store = PostgresStore(url, key, witness_dir=witness_dir, part=part, lease_ttl_s=lease_ttl_s)
         if take:
             store.lease = keeper = LeaseKeeper(store.connect_lease, store.part,
                                                f"yidi pid {os.getpid()} on {socket.gethostname()}", "", lease_ttl_s,
@@ -500,6 +480,22 @@ def open_postgresql(url: str, key: SealKey, witness_dir: str = "", take: bool = 
         if store is not None:
             store.close()
         raise
+
+
+def other_counts(conn: psycopg.Connection, path: str, key: LedgerKey, part: int) -> dict[str, int]:
+    """Per table, the rows the sealed head rows of every partition but ``part`` count; each of them proved
+    sealed by the ledger's key, of the same ledger (LedgerCorrupt otherwise)."""
+    counts: dict[str, int] = {}
+    for other, body, tag in conn.execute("SELECT part, body, tag FROM head WHERE part <> %s", (part,)).fetchall():
+        try:
+            row = decode_head_row(body)
+        except msgspec.DecodeError:
+            raise LedgerCorrupt(path, 0, f"partition {other} has a head row that cannot be read") from None
+        if row.ledger_id != key.ledger_id or key.mac(b"head" + body) != tag:
+            raise LedgerCorrupt(path, row.seq, f"partition {other}'s head row does not match its seal")
+        for table, n in row.counts.items():
+            counts[table] = counts.get(table, 0) + n
+    return counts
 
 
 def _first_line(err: BaseException) -> str:

@@ -13,7 +13,7 @@ from ..reader import Reader, ReconCursor
 from ..rows import COLUMNS
 from ..seal import LedgerKey
 
-__all__ = ["SCHEMA", "Reader", "ReconCursor", "Rows"]
+__all__ = ["INSERT", "SCHEMA", "Reader", "ReconCursor", "Rows"]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS requests (
@@ -70,6 +70,10 @@ CREATE TABLE IF NOT EXISTS problem_notes (
     tag         BLOB    NOT NULL,
     PRIMARY KEY (problem_seq, seq)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS reference_loads (
+    seq INTEGER PRIMARY KEY,
+    tag BLOB    NOT NULL
+);
 CREATE TABLE IF NOT EXISTS legacy (
     id     TEXT    PRIMARY KEY,
     seq    INTEGER NOT NULL,
@@ -79,7 +83,7 @@ CREATE TABLE IF NOT EXISTS legacy (
 ) WITHOUT ROWID;
 """
 
-_INSERT = {table: f"INSERT INTO {table} ({', '.join(cols)}, tag) VALUES ({', '.join('?' * (len(cols) + 1))})"
+INSERT = {table: f"INSERT INTO {table} ({', '.join(cols)}, tag) VALUES ({', '.join('?' * (len(cols) + 1))})"
            for table, cols in COLUMNS.items()}
 
 
@@ -92,12 +96,12 @@ class Rows:
         self.added: dict[str, int] = {}
 
     def insert(self, table: str, values: tuple) -> None:
-        self.conn.execute(_INSERT[table], (*values, self.key.tag(table, values)))
+        self.conn.execute(INSERT[table], (*values, self.key.tag(table, values)))
         self.added[table] = self.added.get(table, 0) + 1
 
     def insert_many(self, table: str, rows: list[tuple]) -> None:
         tag = self.key.tag
-        self.conn.executemany(_INSERT[table], [(*values, tag(table, values)) for values in rows])
+        self.conn.executemany(INSERT[table], [(*values, tag(table, values)) for values in rows])
         self.added[table] = self.added.get(table, 0) + len(rows)
 
     def insert_all(self, rows: Iterable[tuple[str, tuple]]) -> None:

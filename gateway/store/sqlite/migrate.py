@@ -1,4 +1,4 @@
-"""How a ledger of an older schema becomes today's (schema 5), inside the transaction that opens it.
+"""How a ledger of an older schema becomes today's (schema 6), inside the transaction that opens it.
 
 Every ledger ever written still opens and replays.  The schemas:
 
@@ -11,12 +11,16 @@ Every ledger ever written still opens and replays.  The schemas:
 4. each record's checksum and (unkeyed) chain value;
 5. the chain keyed with the seal key, every derived row tagged and
    insert-only, the sealed head row instead of ``meta`` (gateway/store/seal.py,
-   gateway/store/rows.py).
+   gateway/store/rows.py);
+6. records packed per group (gateway/store/packed.py): a schema-5 ledger
+   gains the empty ``groups`` and ``reference_loads`` tables when it is
+   opened (gateway/store/sqlite/store.py) and its ``records`` rows are read
+   as they are.
 
 ``migrate`` brings schemas 1–3 to 4 exactly as they were brought before
 (``_to_v4``), verifies a schema-4 ledger's unkeyed chain and head file (the
 last time anything is taken on trust: from here on the key proves it), and
-then rewrites it as schema 5.  Snapshots of older formats are not read: the
+then rewrites it as schema 5 (whose records stay one row each: 6).  Snapshots of older formats are not read: the
 first start after a migration replays the ledger in full.
 """
 from __future__ import annotations

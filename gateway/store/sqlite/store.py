@@ -1,11 +1,14 @@
 """``SqliteStore``: every part of the store (gateway/store/parts.py) in one SQLite file.
 
 WAL mode with ``synchronous=FULL``: every commit fsyncs the WAL before it
-returns.  One table of records (their checksums and chain values beside
-them), the derived tables (gateway/store/sqlite/derived.py) and the sealed
-head row, all written in one transaction per group of records.  The schema
-version is the file's ``user_version`` (5); older ledgers are migrated when
-opened (gateway/store/sqlite/migrate.py); ``yidi verify-ledger`` proves a
+returns.  A group of records is packed into ``groups`` rows of at most
+``ROW_RECORDS`` records, with their checksums and chain values
+(gateway/store/packed.py), beside the derived
+tables (gateway/store/sqlite/derived.py) and the sealed head row, all written
+in one transaction per group.  The schema version is the file's
+``user_version`` (6); older ledgers are migrated when opened
+(gateway/store/sqlite/migrate.py; a schema-5 ledger keeps its one row per
+record in ``records``, read as they are); ``yidi verify-ledger`` proves a
 whole file offline (gateway/store/sqlite/verify.py).
 
 A duplicate ``(caller, request_id)`` makes ``append`` raise
@@ -29,20 +32,25 @@ import msgspec
 
 from core.events import REVERSED_KIND
 
-from .. import chain
+from .. import chain, packed
 from ..chain import Head, HeadFile, HeadRow, LedgerCorrupt
 from ..chain import decode_head_row as _HEAD_DECODE
 from ..chain import encode_head_row as _HEAD_ENCODE
+from ..packed import PackedLog
 from ..parts import LedgerUnavailable, Record, StorageDown
-from ..rows import TABLES, checked, derive, keys_of, legacy_rows, request_hash
+from ..rows import TABLES, checked, keys_of, legacy_rows, request_hash
 from ..reader import ArchiveReads
 from ..seal import LedgerKey, SealKey
 from . import derived, migrate
 
 log = logging.getLogger(__name__)
 
-SCAN_PAGE_RECORDS = 1024
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
+# The most records a groups row holds: a commit group is packed into rows of this many.  SQLite reads a long
+# blob's overflow pages as a chain, so reading at offset X of a row costs X / 4 KiB page reads (the tail of a
+# 500-settlement row: ~1 ms here, its head ~10 µs); rows of 64 settlement records (~40 KiB) keep any read
+# within ~10 pages, at one more row per 64 records written (docs/design.md, "The ledger").
+ROW_RECORDS = 64
 # A test write (``SqliteStore.probe``) must find room for this much: a group of records is about this big.
 PROBE_BYTES = 1 << 20
 
@@ -51,10 +59,14 @@ class LedgerMoved(OSError):
     """The ledger's file was unlinked or replaced under the running gateway: its commits reach no one."""
 
 
-_COLUMNS = "kind, caller, request_id, digest, key, body, response, seq, checksum, chain"
-
-# The records and the head row; the derived tables are derived.SCHEMA.
+# The log (packed groups, and the rows of records written one per row before packing) and the head row; the
+# derived tables are derived.SCHEMA.
 _RECORDS = """
+CREATE TABLE IF NOT EXISTS groups (
+    last_seq   INTEGER PRIMARY KEY,
+    first_seq  INTEGER NOT NULL,
+    body       BLOB    NOT NULL
+);
 CREATE TABLE IF NOT EXISTS records (
     seq        INTEGER PRIMARY KEY,
     kind       TEXT    NOT NULL,
@@ -77,17 +89,14 @@ CREATE TABLE IF NOT EXISTS head (
 );
 """
 
-_INSERT = (
-    "INSERT INTO records (seq, kind, caller, request_id, digest, key, body, response, checksum, chain)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
+_INSERT_GROUP = "INSERT INTO groups (last_seq, first_seq, body) VALUES (?, ?, ?)"
 
 
 def lock_path(ledger_path: str) -> str:
     return ledger_path + ".lock"
 
 
-class SqliteStore(ArchiveReads):
+class SqliteStore(PackedLog, ArchiveReads):
     """Every part of ``Store`` on one SQLite file: WAL, ``synchronous=FULL``, the chain keyed with the seal key.
 
     Opening it:
@@ -103,12 +112,12 @@ class SqliteStore(ArchiveReads):
     ledger's writer thread calls ``append``). Every other thread that reads
     gets its own read-only connection on first use (``threading.local``).
 
-    Seqs are the table's INTEGER PRIMARY KEY, dense and monotonic (records
-    are never deleted). Records given with seq 0 get ``max(seq) + 1 ...``;
-    records given with seqs must continue the log exactly. Records read back
-    one at a time are proved before they are returned: content against
-    checksum, checksum against chain value (gateway/store/chain.py); derived
-    rows against their tags (gateway/store/rows.py).
+    Seqs are dense and monotonic (records are never deleted). Records given
+    with seq 0 get the next ones; records given with seqs must continue the
+    log exactly. Records read back one at a time are proved before they are
+    returned: content against checksum, checksum against chain value
+    (gateway/store/chain.py, packed.py); derived rows against their tags
+    (gateway/store/rows.py).
 
     After every commit the store checks that the file it wrote is still the
     one at its path (device and inode of the database and its WAL): a ledger
@@ -120,6 +129,9 @@ class SqliteStore(ArchiveReads):
     ``witness_dir``: where the sealed head is also written, fsynced, after
     every commit (another volume; gateway/store/chain.py).
     """
+
+    part = 0       # one partition: the whole ledger
+    base_seq = 0   # numbered from 1
 
     def __init__(self, path: str, key: SealKey, max_bytes: int = 0, witness_dir: str = "") -> None:
         if path == ":memory:" or path.startswith("file::memory:"):
@@ -161,12 +173,22 @@ class SqliteStore(ArchiveReads):
         """The last committed record's seq and chain value (0 and the genesis value for an empty ledger)."""
         return Head(self._head_row.seq, self._head_row.chain)
 
-    def chain_at(self, seq: int) -> bytes | None:
-        """The chain value of record seq (the genesis value for 0), None if there is no such record."""
-        if seq == 0:
-            return self.key.genesis
-        row = self._reader().execute("SELECT chain FROM records WHERE seq = ?", (seq,)).fetchone()
-        return None if row is None else row[0]
+    def _query(self, sql: str, args: tuple) -> list[tuple]:
+        return self._reader().execute(sql, args).fetchall()
+
+    @contextlib.contextmanager
+    def _group(self, seq: int) -> Iterator[tuple | None]:
+        """The row holding ``seq`` with its body as an incremental blob handle: a read of one record reads the
+        row's head and the record's bytes, not the whole row (its last_seq is its rowid)."""
+        rows = self._query("SELECT first_seq, last_seq FROM groups WHERE last_seq >= ? ORDER BY last_seq LIMIT 1",
+                           (seq,))
+        if not rows or rows[0][0] > seq:
+            yield None
+            return
+        first, last = rows[0]
+        with self._reader().blobopen("groups", "body", last, readonly=True) as blob:
+            yield first, last, packed.Slices(blob[0:packed.head_bytes(last - first + 1)], len(blob),
+                                             lambda start, stop: blob[start:stop])
 
     # -- opening -------------------------------------------------------------
 
@@ -205,13 +227,17 @@ class SqliteStore(ArchiveReads):
                 raise RuntimeError(f"SQLite refused synchronous=FULL for {path!r}")
             conn.execute("PRAGMA foreign_keys=OFF")
             version = self._pragma(conn, "user_version")
-            if version not in (0, 1, 2, 3, 4, SCHEMA_VERSION):
+            if version not in (0, 1, 2, 3, 4, 5, SCHEMA_VERSION):
                 raise RuntimeError(f"ledger {path!r} has schema version {version}, expected {SCHEMA_VERSION}")
             if version == SCHEMA_VERSION:
                 return conn, self._read_head_row(conn, path)
             conn.execute("BEGIN IMMEDIATE")
             if version == 0:
                 head = self._create(conn, key)
+            elif version == 5:   # records packed from here on: the tables they go to, empty
+                for statement in migrate.statements(_RECORDS + derived.SCHEMA):
+                    conn.execute(statement)
+                head = self._read_head_row(conn, path)
             else:
                 head = self._migrated(conn, version, path, key)
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
@@ -234,7 +260,7 @@ class SqliteStore(ArchiveReads):
     def _migrated(self, conn: sqlite3.Connection, version: int, path: str, key: SealKey) -> HeadRow:
         facts = migrate.migrate(conn, version, path, key, _RECORDS)
         lkey = key.for_ledger(facts["ledger_id"])
-        counts = {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in TABLES}
+        counts = {t: conn.execute(packed.count_sql(t)).fetchone()[0] for t in TABLES}
         head = HeadRow(facts["ledger_id"], facts["seq"], facts["chain"], counts, facts["legacy_last_seq"],
                        facts["archive"])
         self._write_head_row(conn, head, lkey)
@@ -260,9 +286,8 @@ class SqliteStore(ArchiveReads):
         """The head row is sealed by us and agrees with the tables (LedgerCorrupt naming what differs)."""
         conn = self._wconn
         body, tag = conn.execute("SELECT body, tag FROM head WHERE id = 1").fetchone()
-        last = conn.execute("SELECT coalesce(max(seq), 0) FROM records").fetchone()[0]
-        chain.prove_head_row(self._path, self.key, self._head_row, body, tag, last, self.chain_at, TABLES,
-                             lambda table: conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+        chain.prove_head_row(self._path, self.key, self._head_row, body, tag, self.last_seq(), self.chain_at, TABLES,
+                             lambda table: conn.execute(packed.count_sql(table)).fetchone()[0])
 
     def _check_copies(self) -> None:
         """The head file and the witness: never ahead of the ledger, never another chain at their seq."""
@@ -316,27 +341,25 @@ class SqliteStore(ArchiveReads):
         if not records:
             return []
         with self._write_lock:
+            last = self._head_row.seq
+            if records[0].seq and [r.seq for r in records] != list(range(last + 1, last + 1 + len(records))):
+                raise RuntimeError(f"records {records[0].seq}..{records[-1].seq} do not continue the ledger at {last}")
+            group = packed.group(records, last, self._head_row.chain, self.key, ROW_RECORDS)
+            head_row = self._advanced(group.head, group.added)
             with self._transaction() as conn:
-                last = conn.execute("SELECT coalesce(max(seq), 0) FROM records").fetchone()[0]
-                if records[0].seq:
-                    seqs = [r.seq for r in records]
-                    if seqs != list(range(last + 1, last + 1 + len(records))):
-                        raise RuntimeError(f"records {seqs[0]}..{seqs[-1]} do not continue the ledger at {last}")
-                rows, head = self._chained(records, last)
-                conn.executemany(_INSERT, rows)
-                tagged = derived.Rows(conn, self.key)
-                keyed = [(request_hash(r.caller, request_id), last + i)
-                         for i, r in enumerate(records, 1) for request_id in keys_of(r)]
-                self._refuse_known_keys(conn, records, keyed)
-                tagged.insert_many("requests", keyed)
-                for i, r in enumerate(records, 1):
-                    if r.changes:
-                        tagged.insert_all(derive(r.changes, last + i))
-                head_row = self._advanced(head, {"records": len(records), **tagged.added})
+                (written,) = conn.execute(packed.last_seq_sql()).fetchone()
+                if written != last:
+                    raise RuntimeError(f"ledger ends at {written} but its head is at {last}: written by another "
+                                       "process?")
+                self._refuse_known_keys(conn, records, group.requests)
+                conn.executemany(_INSERT_GROUP, group.rows)
+                conn.executemany(derived.INSERT["requests"], [row[2:] for row in group.requests])
+                for table, rows in group.derived.items():
+                    conn.executemany(derived.INSERT[table], rows)
                 self._write_head_row(conn, head_row, self.key)
             self._head_row = head_row
             self._check_identity()
-            self._write_head(head)
+            self._write_head(group.head)
         return list(range(last + 1, last + 1 + len(records)))
 
     def _advanced(self, head: Head, added: dict[str, int]) -> HeadRow:
@@ -355,16 +378,6 @@ class SqliteStore(ArchiveReads):
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
-
-    def _chained(self, records: Sequence[Record], last: int) -> tuple[list[tuple], Head]:
-        """The rows to insert, each with its checksum and chain value, and the new head (writer thread)."""
-        if last != self._head_row.seq:
-            raise RuntimeError(f"ledger ends at {last} but its head is at {self._head_row.seq}: written by another "
-                               "process?")
-        links, head = chain.link_records(records, last, self._head_row.chain, self.key)
-        rows = [(seq, r.kind, r.caller, r.request_id, r.digest, r.key, r.body, r.response, sum_, link)
-                for r, (seq, sum_, link) in zip(records, links, strict=True)]
-        return rows, head
 
     def _write_head(self, head: Head) -> None:
         """The copies of the head: the witness first (fsynced; a failure is a failed commit), then the head file."""
@@ -387,8 +400,7 @@ class SqliteStore(ArchiveReads):
         except sqlite3.Error as err:
             raise StorageDown(str(err)) from err
 
-    @staticmethod
-    def _refuse_known_keys(conn: sqlite3.Connection, records: Sequence[Record], keyed: list) -> None:
+    def _refuse_known_keys(self, conn: sqlite3.Connection, records: Sequence[Record], keyed: list) -> None:
         """A (caller, request_id) already in the ledger, or twice in this group: IntegrityError.
 
         The gateway never records a key twice (it answers the first record), so
@@ -398,33 +410,13 @@ class SqliteStore(ArchiveReads):
         if len(keys) != len(keyed):
             raise sqlite3.IntegrityError("a request id appears twice in one group")
         for start in range(0, len(keyed), 500):
-            hashes = [h for h, _ in keyed[start:start + 500]]
+            hashes = [row[2] for row in keyed[start:start + 500]]
             for (seq,) in conn.execute(f"SELECT seq FROM requests WHERE h IN ({','.join('?' * len(hashes))})",
                                        hashes).fetchall():
-                caller, request_id, kind, key = conn.execute(
-                    "SELECT caller, request_id, kind, key FROM records WHERE seq = ?", (seq,)).fetchone()
-                if (caller, request_id) in keys or (kind == REVERSED_KIND and (caller, key) in keys):
-                    raise sqlite3.IntegrityError(f"request id of {caller} already in the ledger at seq {seq}")
-
-    def scan(self, after_seq: int = 0) -> Iterator[Record]:
-        # Pages keyed by seq rather than one long-lived cursor: no statement
-        # stays open if the consumer stops early, and memory is one page.
-        # The log is append-only with seqs assigned under the write lock, so
-        # paging by seq never skips or repeats a record.
-        while True:
-            rows = (
-                self._reader()
-                .execute(
-                    f"SELECT {_COLUMNS} FROM records WHERE seq > ? ORDER BY seq LIMIT ?",
-                    (after_seq, SCAN_PAGE_RECORDS),
-                )
-                .fetchall()
-            )
-            for row in rows:
-                yield Record(*row)
-            if len(rows) < SCAN_PAGE_RECORDS:
-                return
-            after_seq = rows[-1][7]
+                held = self.read(seq)
+                if held is not None and ((held.caller, held.request_id) in keys or
+                                         (held.kind == REVERSED_KIND and (held.caller, held.key) in keys)):
+                    raise sqlite3.IntegrityError(f"request id of {held.caller} already in the ledger at seq {seq}")
 
     def _request_rows(self, hashes: Sequence[int]) -> list[tuple[int, int]]:
         """(h, seq) of the idempotency index's rows with these hashes, each proved by its tag."""
@@ -453,19 +445,6 @@ class SqliteStore(ArchiveReads):
                 return record
         return None
 
-    def _proved(self, record: Record) -> Record:
-        """A record read back alone: its content against its checksum, its checksum against its chain value."""
-        previous = self.chain_at(record.seq - 1)
-        if previous is None:
-            raise LedgerCorrupt(self._path, record.seq - 1, "is missing (the record after it is there)")
-        chain.check_record(self._path, record, previous, self.key)
-        return record
-
-    def last_reference_load(self) -> Record | None:
-        row = self._reader().execute(
-            f"SELECT {_COLUMNS} FROM records WHERE kind = 'reference_loaded' ORDER BY seq DESC LIMIT 1").fetchone()
-        return None if row is None else self._proved(Record(*row))
-
     def archive_complete(self) -> bool:
         return self._head_row.archive == "complete"
 
@@ -484,14 +463,6 @@ class SqliteStore(ArchiveReads):
         conn.execute("PRAGMA query_only=1")
         reader = derived.Reader(conn, self.key, self._path, self._head_row.legacy_last_seq, self.read)
         return reader.recon_cursor(fixmedins_code, date_from, date_to, insutype)
-
-    def read(self, seq: int) -> Record | None:
-        """The record with that seq, proved before it is returned."""
-        row = self._reader().execute(f"SELECT {_COLUMNS} FROM records WHERE seq = ?", (seq,)).fetchone()
-        return None if row is None else self._proved(Record(*row))
-
-    def last_seq(self) -> int:
-        return self._reader().execute("SELECT coalesce(max(seq), 0) FROM records").fetchone()[0]
 
     def pragma(self, name: str) -> object:
         """Read a PRAGMA on the write connection (for checks and tests)."""

@@ -29,24 +29,12 @@ import sqlite3
 import urllib.parse
 
 
-from .. import chain, snapshot
+from .. import chain, packed, snapshot
 from ..rows import COLUMNS, checked
-from ..parts import LedgerUnavailable, Record
-from .store import _COLUMNS, SCAN_PAGE_RECORDS, SCHEMA_VERSION
+from ..parts import LedgerUnavailable
+from .store import SCHEMA_VERSION
 from ..seal import LedgerKey, SealKey
 from ..verify import check_snapshot, check_witness, proved_head
-
-
-def _records(conn: sqlite3.Connection):
-    after = 0
-    while True:
-        rows = conn.execute(f"SELECT {_COLUMNS} FROM records WHERE seq > ? ORDER BY seq LIMIT ?",
-                            (after, SCAN_PAGE_RECORDS)).fetchall()
-        for row in rows:
-            yield Record(*row)
-        if len(rows) < SCAN_PAGE_RECORDS:
-            return
-        after = rows[-1][7]
 
 
 def _tags(conn: sqlite3.Connection, key: LedgerKey, path: str) -> int:
@@ -76,21 +64,18 @@ def verify_ledger(path: str, snapshot_dir: str, key: SealKey | None = None, witn
             raise LedgerUnavailable(f"ledger {path} has schema {version}, not {SCHEMA_VERSION}: open it once with "
                                     "this gateway (with its seal key) to migrate it")
         conn.execute("BEGIN")   # one consistent view, however long the check takes
-        head, lkey = proved_head(path, conn.execute("SELECT body, tag FROM head WHERE id = 1").fetchone(),
-                                 _records(conn), lambda t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0],
-                                 key)
+        body_tag = conn.execute("SELECT body, tag FROM head WHERE id = 1").fetchone()
+        log = packed.reads_of(lambda sql, args: conn.execute(sql, args).fetchall(), None, path)
+        head, lkey = proved_head(path, body_tag, log.scan(),
+                                 lambda t: conn.execute(packed.count_sql(t)).fetchone()[0], key)
         if lkey is None:
             conn.execute("COMMIT")
             return (f"OK (without the seal key) {path}: {head.seq} records, checksums and row counts verified; the "
                     "chain, the seals and the derived rows' tags need --key")
         tagged = _tags(conn, lkey, path)
         conn.execute("COMMIT")
-
-        def chain_at(seq: int):
-            if seq == 0:
-                return lkey.genesis
-            row = conn.execute("SELECT chain FROM records WHERE seq = ?", (seq,)).fetchone()
-            return None if row is None else row[0]
+        log.key = lkey
+        chain_at = log.chain_at
 
         head_file = chain.HeadFile(chain.head_path(path), lkey)
         if not live:

@@ -4,7 +4,6 @@ from __future__ import annotations
 import asyncio
 
 from core import commands as cmd
-from core.access import authorize
 from core.errors import YidiError
 from core.limits import check_year
 
@@ -108,35 +107,31 @@ class SettlementService:
         return convert.settle_batch_reply(await self._settle_items(caller, items))
 
     async def _settle_items(self, caller: str, items: list) -> list[bytes]:
-        """Each item authorized by its unary RPC's rule, then all of them in one execute_many (one ledger group);
-        the encoded SettleOutcomes, in order.
+        """Every item in one execute_many (one ledger group), each authorized by its unary RPC's rule at its turn;
+        the encoded SettleOutcomes, in order.  SettleBatch and SettleStream both come here.
 
         An item is (unary RPC, convert.Wire, answer field) or the YidiError to answer in its place.
         """
-        engine = self.gw.engine
         outcomes: list = [None] * len(items)
-        runnable, where = [], []
-        audited = []   # each item is a mutating call of its own: one audit line each, as its unary call would be
+        runnable, methods, where = [], [], []
         for i, item in enumerate(items):
-            try:
-                if isinstance(item, YidiError):
-                    raise item
-                method, request, answer_field = item
-                authorize(method, caller, request, engine.owners)
-                runnable.append((request.command, request.digest))
-                where.append((i, answer_field))
-            except YidiError as err:
-                outcomes[i] = convert.settle_outcome(err)
-                if not isinstance(item, YidiError):
-                    audited.append((item[0], item[1], err.reason))
+            if isinstance(item, YidiError):
+                outcomes[i] = convert.settle_outcome(item)
+                continue
+            method, request, answer_field = item
+            runnable.append((request.command, request.digest))
+            methods.append(method)
+            where.append((i, answer_field))
+        audited = []   # each item is a mutating call of its own: one audit line each, as its unary call would be
         if runnable:
-            done = await self.gw.execute_many(caller, runnable)
+            done = await self.gw.execute_many(caller, runnable, methods=methods)
             for (i, answer_field), outcome in zip(where, done, strict=True):
                 outcomes[i] = convert.settle_outcome(outcome, answer_field)
                 audited.append((items[i][0], items[i][1], outcome.reason if isinstance(outcome, YidiError) else "ok"))
         if self.gw.audit is not None:
             self.gw.audit.write_many(caller, audited)
         return outcomes
+
     async def settle_stream(self, items, caller: str):
         """Outcomes in request order; items read within a short window go to the ledger as one group;
         at most ``stream_max_in_flight`` items read and not yet answered (then reading waits)."""
