@@ -1,9 +1,9 @@
 """Yidi core: the Cython index, eligibility (SPEC §4) and benefit (SPEC §5)."""
 from .errors import InvariantError, LoadError, OperatingError, RequestError, YidiError
 from ._core import (ACCUMULATOR_KEYS, DEBUG, FILING_KINDS, INSUTYPES, LIMITS, LONG_TERM_KINDS, PERSON_STATUSES,
-                    PERSON_TYPES, TEMPORARY_KINDS, Index, KeyTable, certno_check_char, certno_valid, count_field,
+                    PERSON_TYPES, TEMPORARY_KINDS, GcClock, Index, KeyTable, certno_check_char, certno_valid, count_field,
                     length_delimited, pooling_code, province_code, read_batch_items, read_outpatient_request,
-                    read_settle_item, plain_outpatient, settle_outpatients, voucher_mac)
+                    read_settle_item, plain_outpatient, settle_outpatients, untracked, voucher_mac)
 from .provinces import PROVINCES
 
 __all__ = ["Index", "YidiError", "RequestError", "OperatingError", "InvariantError", "LoadError",
@@ -15,4 +15,7 @@ __all__ = ["Index", "YidiError", "RequestError", "OperatingError", "InvariantErr
            # the gateway's recent idempotency keys (keytable.pxi)
            "KeyTable",
            # a run of outpatient settlements decided, applied and recorded in one call (settle.pxi)
-           "plain_outpatient", "settle_outpatients"]
+           "plain_outpatient", "settle_outpatients",
+           # a tuple of atoms out of the collector's sight (for long-lived dicts: docs/performance.md), and the
+           # collector's pause clock (gcclock.pxi)
+           "untracked", "GcClock"]

@@ -1,5 +1,5 @@
 """Typed stubs for core._core (the Cython core).  See SPEC §3–§5."""
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence, TypeVar
 
 from core.commands import Card
 from core.events import FeeLine
@@ -49,6 +49,15 @@ def pooling_code(admdvs: str) -> str:
 
     Raises YidiError("INVALID_CODE") unless admdvs is a 6-digit code not starting with 0.
     """
+class GcClock:
+    """A gc.callbacks entry reading the clocks in C: at each collection's end, ``on_pause(generation, wall_ms,
+    cpu_ms, waited_ms, collected, uncollectable)``."""
+    def __init__(self, on_pause: Callable[[int, float, float, float, int, int], None]) -> None: ...
+    def __call__(self, phase: str, info: dict) -> None: ...
+_T = TypeVar("_T", bound=tuple)
+def untracked(row: _T) -> _T:
+    """The tuple (ints and strs, or untracked tuples of them) no longer tracked by the garbage collector, so a
+    long-lived dict holding it is not tracked again; TypeError for any other item."""
 def certno_check_char(first17: str) -> str:
     """The GB 11643 mod-11 check character ("0"-"9" or "X") of a certno's first 17 digits.
 

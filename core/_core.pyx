@@ -11,7 +11,8 @@ numbers from the generated _wire_numbers.pxi), load.pxi (row validation and
 JSONL loading), eligibility.pxi, benefit.pxi, invariants.pxi (what must hold
 between the tables; debug builds check it after every change), keytable.pxi
 (the gateway's recent idempotency keys, no Python object per key), settle.pxi (a run of outpatient
-settlements decided, applied and recorded in one call).
+settlements decided, applied and recorded in one call), gcclock.pxi (the collector's pause clock, read
+where no other thread can run in between).
 The event loop is the only caller, so nothing here takes a lock.
 """
 
@@ -53,6 +54,27 @@ def province_code(admdvs):
 def pooling_code(admdvs):
     """The pooling region (prefecture) of a region: "210102" -> "210100"."""
     return f"{pooling_of(_admdvs_of(admdvs, 'admdvs'))}"
+
+
+cdef extern from "Python.h":
+    void PyObject_GC_UnTrack(void* op)
+    int PyObject_GC_IsTracked(object op)
+
+
+def untracked(tuple row):
+    """``row`` (ints and strs, or tuples of them that are untracked already) no longer tracked by the collector.
+
+    A collection stops tracking such a tuple by itself, but only when it walks it: until then a long-lived dict
+    the tuple was stored in is tracked again and every young collection walks the whole dict.  A tuple of atoms
+    can be part of no cycle, so the collector never needs to see it."""
+    for item in row:
+        if type(item) is tuple:
+            if PyObject_GC_IsTracked(item):
+                raise TypeError("untracked(): an inner tuple is still tracked (make it untracked first)")
+        elif type(item) is not int and type(item) is not str:
+            raise TypeError(f"untracked(): {type(item).__name__} is not an int, a str or a tuple of them")
+    PyObject_GC_UnTrack(<void*>row)
+    return row
 
 
 def certno_check_char(first17):
@@ -477,3 +499,4 @@ include "image.pxi"
 include "voucher.pxi"
 include "keytable.pxi"
 include "settle.pxi"
+include "gcclock.pxi"

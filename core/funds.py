@@ -32,7 +32,7 @@ from typing import Iterable, NamedTuple
 
 import msgspec
 
-from ._core import province_code
+from ._core import province_code, untracked
 from .errors import YidiError, invariant
 from .money import CLEARED_KEYS, cleared
 from ._wire_numbers import RiskFlag
@@ -170,9 +170,10 @@ class Position(msgspec.Struct, gc=False):
 
 
 class Month(msgspec.Struct, gc=False):
-    """One clearing month: its state and the aggregates booked in it, each a tuple in TOTAL_FIELDS order (replaced
-    at each booking: the collector stops tracking a tuple of ints, where it would walk a list in every full
-    collection, one per institution and month)."""
+    """One clearing month: its state and the aggregates booked in it, each a tuple in TOTAL_FIELDS order, replaced
+    at each booking by one the collector does not track (``core.untracked``): a list per institution and month
+    would be walked by every full collection, and a tracked tuple would make every young collection walk the
+    whole dict until the next full one."""
 
     month: int
     closed: bool = False
@@ -366,10 +367,9 @@ class Funds:
         funds.positions = {p.province: msgspec.structs.replace(p) for p in state.positions}
         for month in state.months:
             month = funds.months[month.month] = msgspec.msgpack.decode(msgspec.msgpack.encode(month), type=Month)
-            for rows in (month.pairs, month.institutions):   # kept before a money column was declared
+            for rows in (month.pairs, month.institutions):   # untracked; padded if kept before a money column was declared
                 for key, row in rows.items():
-                    if len(row) < N_TOTALS:
-                        rows[key] = row + (0,) * (N_TOTALS - len(row))
+                    rows[key] = untracked(row + (0,) * (N_TOTALS - len(row)))
             if month.closed:
                 funds.close(month.month)
         funds.same_day = {date: dict(rows) for date, rows in state.same_day}
@@ -434,7 +434,7 @@ def _add(rows: dict[str, tuple[int, ...]], key: str, booking: Booking, sign: int
         for bit in range(len(RISK_FLAGS)):
             if flags >> bit & 1:
                 row[_FLAGS + bit] += sign
-    rows[key] = tuple(row)
+    rows[key] = untracked(tuple(row))
 
 
 def _sum(rows: Iterable[tuple[int, ...]]) -> list[int]:

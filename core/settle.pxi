@@ -212,7 +212,8 @@ cdef int _book_settled(funds, s, month) except -1:
 
 
 cdef int _add_booking(dict rows, str key, tuple money, int flags) except -1:
-    """funds._add with sign +1: a settlement's count, flags and money added to an aggregate row (a new tuple)."""
+    """funds._add with sign +1: a settlement's count, flags and money added to an aggregate row (a new tuple of
+    ints, untracked as core.untracked leaves it, so the month's dict is not tracked again)."""
     cdef Py_ssize_t i
     old = rows.get(key)
     row = list(old) if old is not None else [0] * _N_TOTALS
@@ -223,5 +224,7 @@ cdef int _add_booking(dict rows, str key, tuple money, int flags) except -1:
         for i in range(len(_RISK_FLAG_VALUES)):
             if flags >> i & 1:
                 row[_FLAGS_AT + i] += 1
-    rows[key] = tuple(row)
+    new = tuple(row)
+    PyObject_GC_UnTrack(<void*>new)
+    rows[key] = new
     return 0

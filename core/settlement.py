@@ -33,7 +33,7 @@ from .funds import Funds, booking_of, risk_flag_values
 from .limits import check_date, check_id, check_line_count
 from .money import ACCUMULATOR_KEYS
 from .visits import ADMITTED, CANCELLED, INPATIENT, OUTPATIENT, SETTLED, Visit, Visits
-from ._core import FILING_KINDS, Index
+from ._core import FILING_KINDS, Index, untracked
 from ._wire_numbers import (
     MED_TYPE_CHRONIC, MED_TYPE_UNSPECIFIED, SETTLEMENT_STATUS_SETTLED, SETTLEMENT_STATUS_UNSPECIFIED,
     VISIT_KIND_INPATIENT, VISIT_KIND_OUTPATIENT, FilingKind,
@@ -55,10 +55,10 @@ class Settlements:
         self.visits = visits
         self.accounts = accounts
         self.funds = funds
-        # SPEC §10.2: (psn_no, year, dise_codg) -> (deductible used, fund paid), apart from general outpatient; tuples
-        # of ints, which the collector stops tracking (a list per person and disease would be walked in every full
-        # collection)
-        self.chronic: dict[tuple[str, int, str], tuple[int, int]] = {(p, y, c): (used, paid)
+        # SPEC §10.2: (psn_no, year, dise_codg) -> (deductible used, fund paid), apart from general outpatient; keys
+        # and values are tuples the collector does not track (core.untracked), so the dict is not walked by any
+        # collection (a list per person and disease would be walked by every full one)
+        self.chronic: dict[tuple[str, int, str], tuple[int, int]] = {untracked((p, y, c)): untracked((used, paid))
                                                                        for p, y, c, used, paid in chronic}
 
     @property
@@ -233,7 +233,7 @@ class Settlements:
             visit_kind=facts.visit_kind, insutype=bill.insutype_code, setl_date=setl_date, year=bill.year,
             breakdown=Breakdown(*bill.breakdown), deltas=bill.deltas, risk_flags=flags, acct_draws=draws,
             dise_codg=dise_codg, mid_setl_flag=mid, stay_deductible_fen=bill.stay_deductible_fen if inpatient else -1,
-            stay_mids=tuple(visit.mids) if inpatient else (), acc_before=bill.acc_before,
+            stay_mids=visit.mids if inpatient else (), acc_before=bill.acc_before,
             chronic_before=(used, paid) if dise_codg else (),
         )
         return Reply(reply), settlement, month
@@ -252,7 +252,7 @@ class Settlements:
             for line in event.lines:
                 del visit.lines[line.feedetl_sn]
                 visit.settled_lines[line.feedetl_sn] = line
-            visit.mids.append((s.setl_id, s.setl_date, s.breakdown.act_pay_dedc))
+            visit.mids = untracked((*visit.mids, untracked((s.setl_id, s.setl_date, s.breakdown.act_pay_dedc))))
             visit.stay_deductible_fen = s.stay_deductible_fen
             changes = [PutSettlement(ArchivedSettlement(s, seq, lines=event.lines))]
         else:  # inpatient: the stay closes; its lines go to the archive, to open again on cancellation
@@ -278,7 +278,7 @@ class Settlements:
             # SPEC §10.3: the latest mid settlement of a stay still admitted; its lines are unsettled again.
             stay = self.visits.open[facts.mdtrt_id]
             invariant(bool(stay.mids) and stay.mids[-1][0] == facts.setl_id, f"{facts.setl_id} is not the latest")
-            stay.mids.pop()
+            stay.mids = untracked(stay.mids[:-1])
             for line in lines:
                 del stay.settled_lines[line.feedetl_sn]
                 stay.lines[line.feedetl_sn] = line
@@ -287,7 +287,7 @@ class Settlements:
         elif facts.visit_kind == INPATIENT:
             # The stay is open again for correction and a new settlement (with its mid settlements, if any).
             self.visits.open_stay(Visit(visit, lines={line.feedetl_sn: line for line in lines},
-                                        mids=list(facts.stay_mids),
+                                        mids=untracked(tuple(untracked(m) for m in facts.stay_mids)),
                                         stay_deductible_fen=facts.stay_deductible_fen if facts.stay_mids else -1,
                                         settled_lines={line.feedetl_sn: line for line in event.settled_lines}))
             changes.append(VisitStatus(facts.mdtrt_id, ADMITTED, ""))
@@ -305,12 +305,12 @@ class Settlements:
         deltas, chronic = split_deltas(facts)
         self.index.add_deltas(facts.psn_no, facts.year, deltas, sign)
         if chronic is not None:
-            key = (facts.psn_no, facts.year, facts.dise_codg)
+            key = untracked((facts.psn_no, facts.year, facts.dise_codg))
             used, paid = self.chronic.get(key, (0, 0))
             used, paid = used + sign * chronic[0], paid + sign * chronic[1]
             invariant(used >= 0 and paid >= 0, f"chronic accumulators of {key} below zero")
             if used or paid:
-                self.chronic[key] = (used, paid)
+                self.chronic[key] = untracked((used, paid))
             else:
                 self.chronic.pop(key, None)
 

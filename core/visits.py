@@ -18,7 +18,7 @@ from .errors import YidiError, invariant
 from .events import AdmissionCancelled, Admitted, FeeLine, FeesUploaded, FeesWithdrawn, VisitFacts, visit_id
 from .filing import Filings
 from .limits import check_date, check_id, check_line_count
-from ._core import Index
+from ._core import Index, untracked
 
 INPATIENT = "inpatient"
 OUTPATIENT = "outpatient"
@@ -29,7 +29,10 @@ CANCELLED = "cancelled"
 
 
 class Visit(msgspec.Struct, gc=False):
-    """An open inpatient stay in memory: what admission decided, and its fee lines."""
+    """An open inpatient stay in memory: what admission decided, and its fee lines.
+
+    Nothing in it is tracked by the collector (dicts of structs the collector does not track, tuples made
+    ``core.untracked``), so open stays add nothing to what a collection walks however many there are."""
 
     facts: VisitFacts
     lines: dict[str, FeeLine] = msgspec.field(default_factory=dict)   # not settled yet
@@ -37,7 +40,7 @@ class Visit(msgspec.Struct, gc=False):
     setl_id: str = ""
     # SPEC §10.3: the stay's live mid settlements, (setl_id, setl_date, act_pay_dedc), in order; its deductible D
     # (-1 until its first settlement decides it); and the lines they settled
-    mids: list[tuple[str, int, int]] = msgspec.field(default_factory=list)
+    mids: tuple[tuple[str, int, int], ...] = ()
     stay_deductible_fen: int = -1
     settled_lines: dict[str, FeeLine] = msgspec.field(default_factory=dict)
 
@@ -62,7 +65,7 @@ class Visits:
         self.filings = filings
         self.archive = archive
         self.open: dict[str, Visit] = {}
-        self.open_inpatient: dict[str, set[str]] = {}   # psn_no -> mdtrt_ids of their open stays
+        self.open_inpatient: dict[str, tuple[str, ...]] = {}   # psn_no -> mdtrt_ids of their open stays (untracked)
         for stay in stays:
             self.open_stay(stay)
 
@@ -201,12 +204,15 @@ class Visits:
 
     def open_stay(self, visit: Visit) -> None:
         self.open[visit.mdtrt_id] = visit
-        self.open_inpatient.setdefault(visit.psn_no, set()).add(visit.mdtrt_id)
+        ids = self.open_inpatient.get(visit.psn_no, ())
+        if visit.mdtrt_id not in ids:
+            self.open_inpatient[visit.psn_no] = untracked((*ids, visit.mdtrt_id))
 
     def close(self, mdtrt_id: str) -> Visit:
         visit = self.open.pop(mdtrt_id)
-        open_ids = self.open_inpatient[visit.psn_no]
-        open_ids.discard(mdtrt_id)
-        if not open_ids:
+        open_ids = tuple(i for i in self.open_inpatient[visit.psn_no] if i != mdtrt_id)
+        if open_ids:
+            self.open_inpatient[visit.psn_no] = untracked(open_ids)
+        else:
             del self.open_inpatient[visit.psn_no]
         return visit

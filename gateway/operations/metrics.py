@@ -23,9 +23,13 @@ and ``make bench`` speak of the same things:
   (histogram since start) and ``yidi_gc_pause_max_seconds``, the same by
   generation (``yidi_gc_generation_pause_seconds{generation}``,
   ``yidi_gc_generation_pause_max_seconds{generation}``, and in CPU time
-  ``yidi_gc_generation_pause_cpu_max_seconds{generation}``) with the objects each
-  generation's collections freed (``yidi_gc_collected_objects{generation}``,
-  ``yidi_gc_uncollectable_objects{generation}``),
+  ``yidi_gc_generation_pause_cpu_max_seconds{generation}`` and
+  ``yidi_gc_generation_pause_cpu_seconds_total{generation}``; of the wall time, the
+  wait for a core, ``yidi_gc_generation_pause_waited_seconds_total{generation}``, and
+  the longest pause less it, ``yidi_gc_generation_pause_unwaited_max_seconds{generation}``)
+  with the objects each generation's collections freed (``yidi_gc_collected_objects{generation}``,
+  ``yidi_gc_uncollectable_objects{generation}``) and the objects tracked now
+  (``yidi_gc_tracked_objects{generation}``, ``permanent`` the frozen ones),
   ``yidi_internal_errors_total{method}``, ``yidi_event_loop_lag_seconds`` and
   ``yidi_event_loop_stalls_total`` (gateway/operations/watchdog.py), ``yidi_rpcs_in_flight``,
   ``yidi_serving``, ``yidi_storage_writable``, ``yidi_prepaid_usage_ratio{province}``
@@ -46,6 +50,7 @@ Hot-path cost: one histogram ``observe`` per RPC through a child cached per
 """
 from __future__ import annotations
 
+import gc
 import logging
 from typing import Callable
 
@@ -147,6 +152,16 @@ def _gc_generations():
     longest_cpu = GaugeMetricFamily("yidi_gc_generation_pause_cpu_max_seconds", "The longest collector pause since "
                                     "start in the collecting thread's CPU time (without the time the OS gave the "
                                     "cores to others), by the generation collected", labels=["generation"])
+    cpu = CounterMetricFamily("yidi_gc_generation_pause_cpu_seconds", "Collector pauses since start in the "
+                              "collecting thread's CPU time, summed, by the generation collected", labels=["generation"])
+    waited = CounterMetricFamily("yidi_gc_generation_pause_waited_seconds", "Of the collector pauses since start, "
+                                 "the time the collecting thread waited for a core (Linux run-queue delay), summed, "
+                                 "by the generation collected", labels=["generation"])
+    unwaited = GaugeMetricFamily("yidi_gc_generation_pause_unwaited_max_seconds", "The longest collector pause since "
+                                 "start less the time the collecting thread waited for a core meanwhile, by the "
+                                 "generation collected", labels=["generation"])
+    tracked = GaugeMetricFamily("yidi_gc_tracked_objects", "Objects the collector tracks now, by generation "
+                                "(permanent: frozen after start-up, never walked)", labels=["generation"])
     collected = CounterMetricFamily("yidi_gc_collected_objects", "Objects the collector freed, by the generation "
                                     "collected", labels=["generation"])
     uncollectable = CounterMetricFamily("yidi_gc_uncollectable_objects", "Objects the collector found "
@@ -157,9 +172,14 @@ def _gc_generations():
                           sum_value=WATCH.pause_total_ms_by_generation[g] / 1000)
         longest.add_metric(label, WATCH.max_pause_ms_by_generation[g] / 1000)
         longest_cpu.add_metric(label, WATCH.max_pause_cpu_ms_by_generation[g] / 1000)
+        cpu.add_metric(label, WATCH.pause_cpu_total_ms_by_generation[g] / 1000)
+        waited.add_metric(label, WATCH.pause_waited_total_ms_by_generation[g] / 1000)
+        unwaited.add_metric(label, WATCH.max_pause_unwaited_ms_by_generation[g] / 1000)
+        tracked.add_metric(label, len(gc.get_objects(g)))
         collected.add_metric(label, WATCH.collected[g])
         uncollectable.add_metric(label, WATCH.uncollectable[g])
-    yield from (pauses, longest, longest_cpu, collected, uncollectable)
+    tracked.add_metric(["permanent"], gc.get_freeze_count())
+    yield from (pauses, longest, longest_cpu, cpu, waited, unwaited, tracked, collected, uncollectable)
 
 
 class _StateCollector:

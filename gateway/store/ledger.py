@@ -271,30 +271,36 @@ class GroupCommitLedger:
                 return records, futures, False
 
     def _run(self) -> None:
-        while True:
-            taken = self._take_batch()
-            if taken is None:
-                return
-            records, futures, stop = taken
-            if records:
-                start = time.perf_counter()
-                try:
-                    seqs = self._store.append(records)
-                    if seqs != [r.seq for r in records]:
-                        raise RuntimeError(f"store wrote seqs {seqs[:1]}.. for records {records[0].seq}..")
-                except BaseException as exc:  # noqa: BLE001 - every failure is fatal
-                    self._die(futures, exc)
-                    return
-                COMMIT_SECONDS.observe(time.perf_counter() - start)
-                COMMIT_RECORDS.observe(len(records))
-                self.commits += 1
-                self.records += len(records)
-                if len(records) > self.max_batch_seen:
-                    self.max_batch_seen = len(records)
-                self._call_loop(self._resolve, futures)
-            if stop:
-                self._call_loop(self._signal_stopped)
-                return
+        while self._commit_next():
+            pass
+
+    def _commit_next(self) -> bool:
+        """Commit the next batch of groups; False once the writer stops.  A call of its own, so that nothing of a
+        committed group stays referenced from this thread while it waits for the next one."""
+        taken = self._take_batch()
+        if taken is None:
+            return False
+        records, futures, stop = taken
+        if records:
+            start = time.perf_counter()
+            try:
+                seqs = self._store.append(records)
+                if seqs != [r.seq for r in records]:
+                    raise RuntimeError(f"store wrote seqs {seqs[:1]}.. for records {records[0].seq}..")
+            except BaseException as exc:  # noqa: BLE001 - every failure is fatal
+                self._die(futures, exc)
+                return False
+            COMMIT_SECONDS.observe(time.perf_counter() - start)
+            COMMIT_RECORDS.observe(len(records))
+            self.commits += 1
+            self.records += len(records)
+            if len(records) > self.max_batch_seen:
+                self.max_batch_seen = len(records)
+            self._call_loop(self._resolve, futures)
+        if stop:
+            self._call_loop(self._signal_stopped)
+            return False
+        return True
 
     def _die(self, futures: list[asyncio.Future], exc: BaseException) -> None:
         self._fatal = exc  # set before scheduling _fail_all: see its comment

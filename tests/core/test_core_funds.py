@@ -77,8 +77,9 @@ def test_each_warning_line_counts_usage_equal_to_it():
 
 
 def test_month_aggregates_leave_the_collector_nothing_to_walk():
-    """A month's rows are tuples of ints, which a full collection stops tracking: a list per institution and
-    month would be walked by every full collection while the gateway runs."""
+    """A month's rows are tuples of ints the collector does not track: a list per institution and month would be
+    walked by every full collection while the gateway runs, and a tracked tuple would track the dict again at each
+    booking, so every young collection would walk it whole."""
     funds = Funds()
     money = tuple(range(1, len(MONEY_FIELDS) + 1))
     for n in range(200):
@@ -90,6 +91,8 @@ def test_month_aggregates_leave_the_collector_nothing_to_walk():
     h7 = next(i.totals for i in funds.report(202611).institutions if i.fixmedins_code == "H0007")
     assert (h7["settlements"], h7["cancellations"], h7["long_stay"], h7["on_site_check"]) == (1, 1, 1, 1)
     assert h7[MONEY_FIELDS[0]] == 0 and funds.report(202611).totals["settlements"] == 200
+    funds.book(Booking("210000", "440000", "H0201", money, 0), 202611, 1)   # no collection since
+    assert not any(gc.is_tracked(rows) for rows in (month.pairs, month.institutions))
 
 
 def test_stay_days_and_flag_names():

@@ -254,12 +254,16 @@ def test_chronic_snapshot_and_replay(world):
 
 
 def test_chronic_accumulators_leave_the_collector_nothing_to_walk(world):
-    """A full collection stops tracking them (tuples of ints and strs): a list per person and disease would be
-    walked by every full collection while the gateway runs."""
+    """The collector does not track them (untracked tuples of ints and strs): a list per person and disease would
+    be walked by every full collection while the gateway runs, and a tracked tuple would track the dict again at
+    each settlement, so every young collection would walk it whole."""
     engine, names = world
-    chronic_visit(Run(engine), names, "in_service", "hk_l3", "M07803")
+    run = Run(engine)
+    chronic_visit(run, names, "in_service", "hk_l3", "M07803")
     gc.collect()
     assert engine.settlements.chronic and not gc.is_tracked(engine.settlements.chronic)
+    chronic_visit(run, names, "in_service", "hk_l3", "M07803", rid="op-2")   # no collection since
+    assert not gc.is_tracked(engine.settlements.chronic)
 
 
 # ------------------------------------------------------------------ SPEC §10.3 mid-stay settlement, E8

@@ -32,7 +32,7 @@ def test_each_collection_is_counted_under_its_generation():
             Cycle()
         gc.collect(2)
     finally:
-        gc.callbacks.remove(watch._callback)
+        watch.uninstall()
         if enabled:
             gc.enable()
     assert [a - b for a, b in zip(watch.collections, before, strict=True)] == [1, 1, 1]
@@ -43,6 +43,14 @@ def test_each_collection_is_counted_under_its_generation():
     assert all(0 < cpu <= wall + 0.001 for cpu, wall in zip(watch.max_pause_cpu_ms_by_generation,
                                                            watch.max_pause_ms_by_generation, strict=True))
     assert abs(sum(watch.pause_total_ms_by_generation) - watch.pause_total_ms) < 1e-6
+    assert all(most <= total <= wall_total + 0.003 for most, total, wall_total in zip(
+        watch.max_pause_cpu_ms_by_generation, watch.pause_cpu_total_ms_by_generation,
+        watch.pause_total_ms_by_generation, strict=True))
+    # the wait for a core is part of the wall time, and what is left of the longest pause is in the wall time too
+    assert all(0 <= waited <= wall_total + 0.003 for waited, wall_total in zip(
+        watch.pause_waited_total_ms_by_generation, watch.pause_total_ms_by_generation, strict=True))
+    assert all(0 < unwaited <= wall + 0.001 for unwaited, wall in zip(
+        watch.max_pause_unwaited_ms_by_generation, watch.max_pause_ms_by_generation, strict=True))
 
 
 def test_metrics_serve_the_collector_by_generation(tmp_path, gateways):
@@ -71,3 +79,12 @@ def test_metrics_serve_the_collector_by_generation(tmp_path, gateways):
     assert ("yidi_gc_uncollectable_objects_total", "0", None) in samples
     assert all(0 < samples[("yidi_gc_generation_pause_cpu_max_seconds", str(g), None)] <= longest[g] + 1e-6
                for g in (0, 2))
+    assert all(samples[("yidi_gc_generation_pause_cpu_max_seconds", str(g), None)]
+               <= samples[("yidi_gc_generation_pause_cpu_seconds_total", str(g), None)]
+               <= samples[("yidi_gc_generation_pause_seconds_sum", str(g), None)] + 1e-5 for g in range(3))
+    assert all(0 < samples[("yidi_gc_generation_pause_unwaited_max_seconds", str(g), None)] <= longest[g] + 1e-6
+               and samples[("yidi_gc_generation_pause_waited_seconds_total", str(g), None)]
+               <= samples[("yidi_gc_generation_pause_seconds_sum", str(g), None)] + 1e-5 for g in (0, 2))
+    # start-up's state frozen; what is tracked outside it is what the calls in flight and the scrape hold
+    assert samples[("yidi_gc_tracked_objects", "permanent", None)] > 10 * sum(
+        samples[("yidi_gc_tracked_objects", str(g), None)] for g in range(3))
