@@ -61,8 +61,9 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 # ----------------------------------------------------------------- clients
-def _requests(kind: str, data_dir: str, seed: int, n: int):
-    """(caller, request bytes factory) for an RPC kind; a factory makes a new request per call."""
+def _requests(kind: str, data_dir: str, seed: int, n: int, partitions: int = 0):
+    """(caller, request bytes factory) for an RPC kind; a factory makes a new request per call.  ``partitions``:
+    a batch's items are all of one partition's insured (bench/partitions.py routes it to that partition's owner)."""
     if kind == "ping":
         from gateway._pb.yidi.v1 import diagnostics_pb2 as dpb
 
@@ -73,7 +74,7 @@ def _requests(kind: str, data_dir: str, seed: int, n: int):
 
     workload = Workload(data_dir, seed=seed, persons=100_000)
     if kind in BATCHED:
-        return _batches(workload, seed, n // 10, stream=kind == "stream")
+        return _batches(workload, seed, n // 10, stream=kind == "stream", partitions=partitions)
     out = []
     for _ in range(n):
         case = workload.outpatient()
@@ -90,15 +91,18 @@ def _requests(kind: str, data_dir: str, seed: int, n: int):
     return out
 
 
-def _batches(workload, seed: int, n: int, stream: bool = False):
-    """SettleBatch calls of BATCH_ITEMS outpatient settlements, each at one treatment province's institutions; for
-    SettleStream, the same items as the messages of one stream."""
+def _batches(workload, seed: int, n: int, stream: bool = False, partitions: int = 0):
+    """SettleBatch calls of BATCH_ITEMS outpatient settlements, each at one treatment province's institutions (and
+    of one partition's insured, given ``partitions``); for SettleStream, the same items as the messages of one
+    stream."""
+    from core.partition import PartitionMap
     from gateway._pb.yidi.v1 import common_pb2 as pb, settlement_pb2 as spb
 
-    by_province: dict[str, list] = {}
+    pmap = PartitionMap(partitions or 1)
+    by_province: dict[tuple[str, int], list] = {}
     while sum(len(v) for v in by_province.values()) < n * BATCH_ITEMS // 4:
         case = workload.outpatient()
-        by_province.setdefault(case.treatment_province, []).append(case)
+        by_province.setdefault((case.treatment_province, pmap.of_province(case.insured_province)), []).append(case)
     provinces = [p for p, cases in by_province.items() if len(cases) >= 20]
     out = []
     for k in range(n):
@@ -115,7 +119,8 @@ def _batches(workload, seed: int, n: int, stream: bool = False):
             for j, item in enumerate(batch.items):
                 item.outpatient.request_id = f"lg{seed}-{i}-{j}"
             return [item.SerializeToString() for item in batch.items] if stream else batch.SerializeToString()
-        out.append((province, make))
+        make.insured_province = cases[0].insured_province   # every item's partition
+        out.append((province[0], make))
     return out
 
 
@@ -145,7 +150,7 @@ async def _client(target: str, kind: str, data_dir: str, seed: int, concurrency:
     from core.partition import PartitionMap
     from gateway._pb.yidi.v1 import settlement_pb2 as spb
 
-    cases = _requests(kind, data_dir, seed, 2000)
+    cases = _requests(kind, data_dir, seed, 2000, route)
     targets = target.split(",")
     if route:
         pmap = PartitionMap(route)

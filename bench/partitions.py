@@ -4,8 +4,8 @@
     python bench/partitions.py --seconds 10 --json build/partitions.json
 
 A throwaway PostgreSQL cluster (gateway/pgcluster.py) on this machine; the same closed-loop load of unary
-outpatient settlements (bench/loadgen.py: ``--processes`` client processes, ``--concurrency`` calls in flight
-each, persons of every insured province) against, in turn:
+outpatient settlements, or with ``--rpc batch`` SettleBatch calls of 500 (bench/loadgen.py: ``--processes``
+client processes, ``--concurrency`` calls in flight each, persons of every insured province) against, in turn:
 
 * ``one node``: one gateway owning the whole ledger (``--partitions 1``);
 * ``two nodes, routed``: two gateways on a ledger of two partitions by insured province (``--partitions 2``), each
@@ -39,6 +39,8 @@ def main() -> None:
     p.add_argument("--persons", type=int, default=20_000)
     p.add_argument("--processes", type=int, default=2)
     p.add_argument("--concurrency", type=int, default=32, help="calls in flight per client process")
+    p.add_argument("--rpc", choices=("outpatient", "batch"), default="outpatient",
+                   help="unary OutpatientSettle, or SettleBatch of 500 (a routed batch's items are of one partition)")
     p.add_argument("--seconds", type=float, default=8.0)
     p.add_argument("--json", default="", help="also write the result here")
     p.add_argument("--profile", action="store_true", help="py-spy each gateway during the one-node and the "
@@ -51,7 +53,7 @@ def main() -> None:
         cluster = Cluster().start()
         try:
             result = measure(cluster, data_dir, work, args.processes, args.concurrency, args.seconds,
-                             args.profile)
+                             args.profile, args.rpc)
         finally:
             cluster.stop()
     print(json.dumps(result))
@@ -68,21 +70,21 @@ def _generate(out: str, persons: int) -> str:
 
 
 def measure(cluster, data_dir: str, work: str, processes: int, concurrency: int, seconds: float,
-            profile: bool = False) -> dict:
+            profile: bool = False, rpc: str = "outpatient") -> dict:
     load = dict(processes=processes, concurrency=concurrency, seconds=seconds, expected=("OVERLOADED",))
     rows, profiles = {}, {}
     with _nodes(cluster.create_database("one"), data_dir, work, 1) as nodes:
         [(proc, target)] = nodes
         with _spy(profile, work, {"one node": proc}, seconds, profiles):
-            rows["one node"] = loadgen.run_load(target, "outpatient", data_dir, server_pid=proc.pid, seed=1000,
+            rows["one node"] = loadgen.run_load(target, rpc, data_dir, server_pid=proc.pid, seed=1000,
                                                 **load)
     with _nodes(cluster.create_database("two"), data_dir, work, 2) as nodes:
         (p0, t0), (p1, t1) = nodes
         both = f"{t0},{t1}"
-        rows["two nodes, routed"] = loadgen.run_load(both, "outpatient", data_dir, server_pid=p0.pid,
+        rows["two nodes, routed"] = loadgen.run_load(both, rpc, data_dir, server_pid=p0.pid,
                                                      other_pids=(p1.pid,), seed=2000, route=2, **load)
         with _spy(profile, work, {"any node, partition 0's": p0, "any node, partition 1's": p1}, seconds, profiles):
-            rows["two nodes, any node"] = loadgen.run_load(both, "outpatient", data_dir, server_pid=p0.pid,
+            rows["two nodes, any node"] = loadgen.run_load(both, rpc, data_dir, server_pid=p0.pid,
                                                            other_pids=(p1.pid,), seed=3000, **load)
     print(_table(rows), file=sys.stderr)
     for name, raw in profiles.items():
@@ -95,11 +97,12 @@ def measure(cluster, data_dir: str, work: str, processes: int, concurrency: int,
         "gateway_cpu_us_per_settlement": {name: round(_cpu_us(row)) for name, row in rows.items()},
         "p50_ms": {name: round(row["p50_ms"], 2) for name, row in rows.items()},
         "refusals": {name: row["refusals"] for name, row in rows.items() if row["refusals"]},
-        "processes": processes, "concurrency": concurrency, "seconds": seconds}
+        "rpc": rpc, "processes": processes, "concurrency": concurrency, "seconds": seconds}
 
 
 def _cpu_us(row: dict) -> float:
-    return row["server_cpu_us_per_call"] + row.get("other_cpu_us_per_call", 0.0)
+    """The gateways' CPU µs per settlement (a batch's per call shared by its items)."""
+    return (row["server_cpu_us_per_call"] + row.get("other_cpu_us_per_call", 0.0)) / row.get("items_per_call", 1)
 
 
 class _spy:

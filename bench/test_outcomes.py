@@ -98,3 +98,21 @@ def test_the_command_exits_non_zero_on_an_unexpected_refusal(one_at_a_time):
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert run.returncode == 1 and "unexpected refusals {'OVERLOADED'" in run.stderr, run.stderr[-2000:]
     assert "| outpatient |" not in run.stdout
+
+
+def test_batches_for_a_routing_client_are_each_of_one_partitions_insured(spec_gateway):
+    """bench/partitions.py sends a routed batch to the owner of its items' partition: every item's person must be
+    insured in the partition the batch names (else the owner would forward half of it on)."""
+    from core.partition import PartitionMap
+    from datagen.workload import Workload
+
+    data = spec_gateway[0]
+    workload = Workload(data, seed=7, persons=100_000)   # loadgen's draws (the same seed)
+    insured = {case.psn_no: case.insured_province for case in (workload.outpatient() for _ in range(2500))}
+    pmap, parts = PartitionMap(2), set()
+    for _, make in loadgen._requests("batch", data, 7, 200, partitions=2):
+        batch = spb.SettleBatchRequest.FromString(make(0))
+        part = pmap.of_province(make.insured_province)
+        assert {pmap.of_province(insured[item.outpatient.psn_no]) for item in batch.items} == {part}
+        parts.add(part)
+    assert parts == {0, 1}
