@@ -21,7 +21,7 @@ import pytest
 
 from datagen.spec_fixture import write_spec_dataset
 from gateway._pb.yidi.v1 import settlement_pb2 as spb
-from gateway.store import LedgerCorrupt, Record, SqliteStore
+from gateway.store import LedgerCorrupt, Record, SqliteStore, open_store
 from gateway.store.sqlite.store import SCHEMA_VERSION
 from gateway.store.sqlite.verify import verify_ledger
 from gateway.store.seal import SealKey
@@ -88,12 +88,14 @@ def test_a_group_is_one_row_and_every_record_is_read_from_it(ledger):
     assert "OK" in verify_ledger(ledger, ledger + ".snapshots", seal_key())
 
 
-def refused(ledger: str, seq: int | None = None) -> LedgerCorrupt:
-    """Opening the ledger, or reading seq from it, and verify-ledger: both find it; the first's exception."""
+def refused(ledger: str, seq: int | None = None,
+            verify=lambda ledger: verify_ledger(ledger, ledger + ".snapshots", seal_key())) -> LedgerCorrupt:
+    """verify-ledger, and opening the ledger (a path, or a PostgreSQL URL with ``verify`` its verify-ledger) or
+    reading seq from it: both find the damage; the latter's exception."""
     with pytest.raises(LedgerCorrupt):
-        verify_ledger(ledger, ledger + ".snapshots", seal_key())
+        verify(ledger)
     with pytest.raises(LedgerCorrupt) as found:
-        store = SqliteStore(ledger, seal_key())
+        store = open_store(ledger, seal_key())
         try:
             store.read(seq)
         finally:
@@ -199,19 +201,9 @@ def test_a_schema_5_ledger_replays_byte_identical_and_takes_packed_groups_after_
 
 # ------------------------------------------------------------------ PostgreSQL: the same groups, the same proofs
 def pg_refused(url: str, seq: int | None = None) -> LedgerCorrupt:
-    """verify-ledger, and opening the ledger or reading seq from it, find the damage; the latter's exception."""
-    from gateway.store import open_store
     from gateway.store.postgresql.verify import verify_ledger as pg_verify
 
-    with pytest.raises(LedgerCorrupt):
-        pg_verify(url, seal_key())
-    with pytest.raises(LedgerCorrupt) as found:
-        store = open_store(url, seal_key())
-        try:
-            store.read(seq)
-        finally:
-            store.close()
-    return found.value
+    return refused(url, seq, verify=lambda url: pg_verify(url, seal_key()))
 
 
 def test_postgresql_packs_the_same_groups_and_finds_the_same_damage(pg_url):
