@@ -17,6 +17,10 @@ Guangdong's insured (44 % 2 = partition 0) and Liaoning's (21 % 2 = partition 1)
   booked in the closed month, the report (from either node: both partitions' figures) totals exactly the
   settlements booked in it and its net positions sum to 0; each province's position, from either node, drew
   exactly its insured's settlements.
+* make failover's short form (tools/failover.py): two machines each running a process per partition, each
+  partition's owner killed with SIGKILL in turn under clients settling both provinces' insured through every
+  process: its standby on the other machine serves it within 5 s, nothing acknowledged is lost or doubled,
+  every standby's accumulators are its owner's and the positions balance.
 """
 from __future__ import annotations
 
@@ -27,13 +31,11 @@ import sys
 import signal
 import threading
 import time
-import zlib
 
 import grpc
 import psycopg
 
 from core.partition import PartitionMap, part_of_seq
-from datagen.spec_fixture import make_certno, write_spec_dataset
 from gateway._pb.yidi.v1 import common_pb2 as pb, funds_pb2 as fdpb, settlement_pb2 as spb
 from gateway.store.postgresql import scan_every_partition
 from gateway.testing import dev_certs
@@ -44,36 +46,13 @@ sys.path.insert(0, os.path.join(ROOT, "tools"))
 import builders  # noqa: E402
 import failover  # noqa: E402
 from builders import HK_L1  # noqa: E402
-from failover import HAINAN, LIAONING, NATIONAL, SETTLE, Node, Settler  # noqa: E402
-
-GUANGDONG = "440000"
+from failover import (GUANGDONG, GUANGDONG_PERSONS, HAINAN, LIAONING, LIAONING_PERSONS, NATIONAL, SETTLE,  # noqa: E402
+                      Node, Settler, either_province, two_province_dataset)
 REVERSE = "/yidi.v1.SettlementService/Reverse"
 BATCH = "/yidi.v1.SettlementService/SettleBatch"
-# Liaoning's insured of the spec data set filed to Hainan (partition 1), and Guangdong's added (partition 0).
-LIAONING_PERSONS = ("P210102000001", "P210102000003")
-GUANGDONG_PERSONS = ("P440100000001", "P440100000002")
 PARTITIONS = PartitionMap(2)
 SAME_MOMENT_IDS = 20
-
-
-def two_province_dataset(path) -> str:
-    """The spec data set, with Guangdong's insured (and Guangzhou's policies, as Shenyang's) filed to Hainan."""
-    data_dir = write_spec_dataset(path)["dir"]
-    with open(os.path.join(data_dir, "policies.jsonl"), encoding="utf-8") as f:
-        policies = [json.loads(line) for line in f]
-    persons, filings = [], []
-    for n, psn_no in enumerate(GUANGDONG_PERSONS, 1):
-        persons.append({"psn_no": psn_no, "certno": make_certno(f"44010019800101{n:03d}"), "name": "广东测试",
-                        "insuplc_admdvs": "440100", "insutype": "310", "person_type": "in_service",
-                        "status": "active", "assistance": False, "card_no": f"G{n:07d}", "card_version": "3.0"})
-        filings.append({"filing_id": f"G{n:04d}", "psn_no": psn_no, "kind": "long_term_residence",
-                        "dest_admdvs": "460000", "fixmedins_codes": [], "valid_from": 20260101, "valid_to": 0,
-                        "status": "active"})
-    for name, rows in (("policies", [dict(p, admdvs="440100") for p in policies]), ("persons", persons),
-                       ("filings", filings)):
-        with open(os.path.join(data_dir, f"{name}.jsonl"), "a", encoding="utf-8") as f:
-            f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-    return data_dir
+SEED_KILLING_BOTH = 4   # failover.run's random picks with it: partition 0's owner first, then partition 1's
 
 
 def partition_nodes(tmp_path, pg_url) -> list[Node]:
@@ -187,13 +166,6 @@ def _batch_and_reversal(clients, answers: dict) -> None:
         raise AssertionError("an original settled after its reversal")
     except grpc.RpcError as err:
         assert reason_of(err) == "REQUEST_REVERSED", err
-
-
-def either_province(request_id: str) -> spb.OutpatientSettleRequest:
-    """The settlement sent under request_id, every time: a person of either province, by the id."""
-    h = zlib.crc32(request_id.encode())
-    persons = LIAONING_PERSONS + GUANGDONG_PERSONS
-    return settle(request_id, persons[h % len(persons)], 20000 + h % 997)
 
 
 def ledger(url: str, kind: str) -> list[tuple[int, str, bytes]]:
@@ -320,3 +292,12 @@ def test_a_stalled_partition_owner_is_replaced_by_its_standby_and_nothing_is_los
             if node.alive():
                 node.kill(signal.SIGCONT)
             node.gw.stop(signal.SIGKILL)
+
+
+def test_make_failover_short_form_each_partitions_owner_killed_in_turn(pg_url):
+    result = failover.run(node_kills=2, pg_failovers=0, seed=SEED_KILLING_BOTH, url=pg_url)
+    print(json.dumps(result))
+    assert {p: len(s) for p, s in result["takeover_s_by_partition"].items()} == {"0": 1, "1": 1}, result
+    assert result["takeover_s_max"] < 5.0, result
+    assert (result["lost"], result["duplicated"], result["accumulator_mismatches"]) == (0, 0, 0), result
+    assert result["clearing_ok"] and result["acknowledged"] > 0, result
