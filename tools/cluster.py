@@ -20,6 +20,7 @@ after it (their REST APIs +100, etcd +200).
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import os
 import shutil
 import signal
@@ -173,13 +174,15 @@ def run(args) -> None:
         print(f"starting PostgreSQL (Patroni, etcd) in {pg_dir} ...", flush=True)
         up = ha.up(pg_dir, 3, args.pg_base_port, timeout_s=args.timeout_s)
         env = dict(os.environ, PGPASSFILE=up["pgpassfile"], PYTHONUNBUFFERED="1")
-        # the owners first (node-a-p0, node-b-p1: each takes its partition's lease), then the standbys
+        # the owners first, one after the other (node-a-p0, node-b-p1: each takes its partition's lease), then
+        # the standbys at once
         nodes = [GatewayNode(machine, part, args, up["dsn"], env) for k, machine in enumerate(MACHINES)
                  for part in (k, 1 - k)]
         nodes.sort(key=lambda n: n.part != MACHINES.index(n.machine))
-        for node in nodes:
-            print(f"starting {node.name} (loading {args.data_dir}) ...", flush=True)
-            node.start()
+        for batch in (nodes[:1], nodes[1:2], nodes[2:]):
+            print(f"starting {' and '.join(n.name for n in batch)} (loading {args.data_dir}) ...", flush=True)
+            with concurrent.futures.ThreadPoolExecutor() as pool:
+                list(pool.map(GatewayNode.start, batch))
         print(usage(nodes, up, args), flush=True)
         supervise(nodes)
     except Stop as why:
@@ -187,8 +190,9 @@ def run(args) -> None:
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)   # a second Ctrl-C must not leave half of it running
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        for node in reversed(nodes):   # the standbys first: an owner giving its lease up is not taken over
-            node.stop()
+        for batch in (nodes[2:], nodes[:2]):   # the standbys first: an owner giving its lease up is not taken over
+            with concurrent.futures.ThreadPoolExecutor() as pool:
+                list(pool.map(GatewayNode.stop, batch))
         ha.down(pg_dir)
         shutil.rmtree(args.dir, ignore_errors=True)
         print("stopped; removed " + args.dir, flush=True)

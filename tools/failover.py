@@ -18,7 +18,8 @@ with one JSON line:
   a kill of a partition's owner to the acknowledgement of the first settlement of that partition sent after
   it (so performed by its new owner); ``pg_failover_s`` the same for each kill of the PostgreSQL primary (the
   slower partition's), ``pg_failover_s_by_partition`` each partition's, ``pg_owners_after`` which process
-  owned each partition then, ``pg_restarts`` each exit (70) of a process, with the seconds since the kill;
+  owned each partition then, ``pg_restarts`` each start of a process that had exited (70), with the seconds
+  since the kill (while no server takes writes a start is refused and tried again);
 * ``acknowledged``, ``lost`` (acknowledged, but no ``settled`` record with its request id in the ledger, or
   answered differently when asked again), ``duplicated`` (request ids with more than one record);
 * ``accumulator_mismatches``: persons whose accumulators differ between their partition's owner and its
@@ -27,7 +28,8 @@ with one JSON line:
   acknowledged settlements, and every process says the same of every position.
 
 ``Settler``, ``kill_owner`` and ``check`` are also what tests/e2e/test_partition_lease.py,
-test_exact_across_nodes.py and test_partitions.py run (test_partitions.py runs ``run`` in a short form).
+test_exact_across_nodes.py and test_partitions.py run; test_partitions.py's short form runs this layout
+(``machine_nodes``, ``start_machines``) with a stalled owner and a killed one.
 """
 from __future__ import annotations
 
@@ -90,6 +92,12 @@ def either_province(request_id: str) -> spb.OutpatientSettleRequest:
 def two_province_persons() -> dict[str, str]:
     """The persons either_province settles, with their insured province."""
     return {**dict.fromkeys(LIAONING_PERSONS, LIAONING), **dict.fromkeys(GUANGDONG_PERSONS, GUANGDONG)}
+
+
+def request_partition(partitions: int):
+    """request id -> the partition that performs either_province's settlement under it."""
+    pmap, persons = PartitionMap(partitions), two_province_persons()
+    return lambda request_id: pmap.of_province(persons[either_province(request_id).psn_no])
 
 
 def two_province_dataset(path) -> str:
@@ -375,18 +383,17 @@ def _owner_at_start(node: Node) -> bool:
 
 
 def run(node_kills: int, pg_failovers: int, partitions: int = 2, seed: int = 1,
-        pg_base_port: int = PG_BASE_PORT, url: str = "") -> dict:
-    """The run; ``url``: an empty database to use (no PostgreSQL failovers then) instead of a cluster of its own."""
+        pg_base_port: int = PG_BASE_PORT) -> dict:
     work = tempfile.mkdtemp(prefix="yidi-failover-")
     data_dir = two_province_dataset(os.path.join(work, "data"))
-    pmap, persons = PartitionMap(partitions), two_province_persons()
-    part_of = lambda rid: pmap.of_province(persons[either_province(rid).psn_no])   # noqa: E731
+    persons = two_province_persons()
     rng = random.Random(seed)
-    with _database(work, pg_failovers, pg_base_port, url) as (url, kill_primary):
+    with _database(work, pg_failovers, pg_base_port) as (url, kill_primary):
         nodes = machine_nodes(data_dir, work, url, partitions)
         try:
             start_machines(nodes)
-            settler = Settler(nodes, prefix="fo", make=either_province, spread=True, part_of=part_of)
+            settler = Settler(nodes, prefix="fo", make=either_province, spread=True,
+                              part_of=request_partition(partitions))
             settler.start()
             by_part: dict[int, list[float]] = {part: [] for part in range(partitions)}
             takeovers = []
@@ -416,7 +423,8 @@ def run(node_kills: int, pg_failovers: int, partitions: int = 2, seed: int = 1,
 def _pg_failover(nodes: list[Node], settler: Settler, kill_primary, partitions: int) -> dict:
     """Kill the PostgreSQL primary under load; every node that exits (70) is started again.  For each partition
     the seconds until the first settlement of it sent after the kill was acknowledged (``s``) and the node that
-    owns it then (``owners``), and each exit seen (``restarts``: the node and the seconds after the kill)."""
+    owns it then (``owners``), and each start of a node that had exited (``restarts``: the node and the seconds
+    after the kill)."""
     before = settler.count()
     while settler.count() < before + 10:
         time.sleep(0.02)
@@ -447,13 +455,10 @@ def _pg_failover(nodes: list[Node], settler: Settler, kill_primary, partitions: 
 class _database:
     """A throwaway PostgreSQL: a plain cluster, or the Patroni recipe when primaries are to be killed."""
 
-    def __init__(self, work: str, pg_failovers: int, pg_base_port: int, url: str) -> None:
-        self.work, self.patroni, self.pg_base_port, self.url = work, pg_failovers > 0, pg_base_port, url
-        assert not (url and self.patroni), "PostgreSQL failovers need the Patroni recipe"
+    def __init__(self, work: str, pg_failovers: int, pg_base_port: int) -> None:
+        self.work, self.patroni, self.pg_base_port = work, pg_failovers > 0, pg_base_port
 
     def __enter__(self):
-        if self.url:
-            return self.url, None
         if self.patroni:
             import ha
 
@@ -490,8 +495,6 @@ class _database:
         return recover
 
     def __exit__(self, *exc) -> None:
-        if self.url:
-            return
         if self.patroni:
             import ha
 
