@@ -272,14 +272,20 @@ def settled_ids(url: str) -> collections.Counter[str]:
         return collections.Counter(r.request_id for r in scan_every_partition(conn, url) if r.kind == "settled")
 
 
-def owner_and_standby(nodes: list[Node], part: int | None = None) -> tuple[Node, Node | None]:
+def owner_and_standby(nodes: list[Node], part: int | None = None, timeout_s: float = 10) -> tuple[Node, Node | None]:
     """The node that serves settlements of partition ``part`` (health SERVING) and another one of it alive
-    (``part`` None: every node is the one partition's)."""
+    (``part`` None: every node is the one partition's); waits for one while none says so (a health answer slow
+    on a loaded machine, a takeover under way)."""
     group = [n for n in nodes if part is None or n.part == part]
-    for node in group:
-        if node.serving():
-            return node, next((n for n in group if n is not node and n.alive()), None)
-    raise AssertionError(f"no node serves partition {part}")
+    deadline = time.monotonic() + timeout_s
+    while True:
+        for node in group:
+            if node.serving():
+                return node, next((n for n in group if n is not node and n.alive()), None)
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no node serves partition {part}: "
+                                 f"{[(n.name, n.alive(), n.gw.log()[-600:]) for n in group]}")
+        time.sleep(0.1)
 
 
 def check(url: str, settler: Settler, nodes: list[Node], persons: dict[str, str] | None = None) -> dict:
@@ -293,7 +299,6 @@ def check(url: str, settler: Settler, nodes: list[Node], persons: dict[str, str]
     lost = [rid for rid, answer in settler.acked.items()
             if counts[rid] != 1 or hainan.raw(SETTLE, settler.make(rid)) != answer]
     duplicated = [rid for rid, n in counts.items() if n > 1]
-    time.sleep(1)   # a poll or more: every standby has applied every record
     mismatches = 0
     for psn, insured in persons.items():
         owner, standby = pairs[pmap.of_province(insured)]
