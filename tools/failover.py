@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import collections
 import concurrent.futures
+import glob
 import json
 import os
 import random
@@ -47,8 +48,14 @@ import threading
 import time
 import zlib
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+# gRPC's fork handlers can abort a child forked while other threads are inside gRPC, before it execs ("Check
+# failed: next_worker->state == KICKED"): this process forks to start a killed PostgreSQL node's Patroni again
+# (ha.restart_node, becoming the postgres user) under load, and the node must come back.  Read when gRPC is first
+# imported (the tests import it earlier, and restart no Patroni).
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
+import grpc  # noqa: E402
+from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.join(ROOT, "tests"), os.path.join(ROOT, "tools")]
@@ -503,6 +510,9 @@ class _database:
         if self.patroni:
             import ha
 
+            if exc and exc[0] is not None:   # the run failed: the servers' logs kept beside the nodes'
+                for log in glob.glob(os.path.join(self.ha_dir, "*.log")):
+                    shutil.copy(log, os.path.join(self.work, "patroni-" + os.path.basename(log)))
             ha.down(self.ha_dir)
             shutil.rmtree(self.ha_dir, ignore_errors=True)
         else:
