@@ -51,12 +51,13 @@ import struct
 from collections.abc import Callable, Iterator, Sequence
 from typing import NamedTuple
 
+from core.events import REVERSED_KIND
 from core.partition import part_of_seq, seq_base
 
 from . import chain
 from .chain import Head, LedgerCorrupt
 from .parts import Record
-from .rows import checked, derive, keys_of, request_hash
+from .rows import checked, derive
 from .seal import LedgerKey
 
 REFERENCE_KIND = "reference_loaded"
@@ -81,23 +82,6 @@ class Group(NamedTuple):
     added: dict[str, int]          # rows each counted table gains (for the head row)
 
 
-def pack(records: Sequence[Record], last: int, previous: bytes, key: LedgerKey,
-         row_records: int = 0) -> tuple[list[tuple[int, int, bytes]], Head]:
-    """The rows (last_seq, first_seq, body) of ``records`` numbered after ``last``, chained from ``previous``, at
-    most ``row_records`` records a row (0: all in one); and the new head."""
-    fields, seq = [], last
-    for r in records:
-        seq += 1
-        kind, caller, rid, name = r.kind.encode(), r.caller.encode(), r.request_id.encode(), r.key.encode()
-        sum_ = chain.checksum_of(seq, kind, caller, rid, r.digest, name, r.body, r.response)
-        previous = key.link(previous, sum_)
-        fields.append((kind, caller, rid, r.digest, name, r.body, r.response, sum_, previous))
-    step = row_records or len(fields)
-    rows = [(last + min(i + step, len(fields)), last + i + 1, encode(fields[i:i + step]))
-            for i in range(0, len(fields), step)]
-    return rows, Head(seq, previous)
-
-
 def encode(fields: Sequence[tuple]) -> bytes:
     """A row body of records given as (kind, caller, request_id, digest, key, body, response, checksum, chain),
     text fields encoded (UTF-8), checksums and chain values as computed."""
@@ -117,23 +101,14 @@ def head_bytes(count: int) -> int:
 
 
 def group(records: Sequence[Record], last: int, previous: bytes, key: LedgerKey, row_records: int = 0) -> Group:
-    """Everything an append of ``records`` after ``last`` writes, the same for every backend (``row_records``: a
-    backend's most records a row, 0: the whole group in one)."""
-    rows, head = pack(records, last, previous, key, row_records)
-    tag = key.tag
-    requests = [(r.caller, rid, h, seq, tag("requests", (h, seq)))
-                for seq, r in enumerate(records, last + 1) for rid in keys_of(r)
-                for h in (request_hash(r.caller, rid),)]
-    derived: dict[str, list[tuple]] = {}
-    for seq, r in enumerate(records, last + 1):
-        if r.kind == REFERENCE_KIND:
-            derived.setdefault("reference_loads", []).append((seq, tag("reference_loads", (seq,))))
-        if r.changes:
-            for table, values in derive(r.changes, seq):
-                derived.setdefault(table, []).append((*values, tag(table, values)))
+    """Everything an append of ``records`` after ``last``, chained from ``previous``, writes, the same for every
+    backend (``row_records``: a backend's most records a row, 0: the whole group in one): packed, chained and
+    tagged in one call of the core (core/ledger.pxi), the bytes ``encode``, chain.py and rows.py define."""
+    rows, chain_value, requests, derived = key.packer().pack(records, last, previous, row_records, derive,
+                                                             REVERSED_KIND, REFERENCE_KIND)
     added = {"records": len(records), "groups": len(rows), "requests": len(requests),
              **{t: len(values) for t, values in derived.items()}}
-    return Group(rows, head, requests, derived, added)
+    return Group(rows, Head(last + len(records), chain_value), requests, derived, added)
 
 
 # ------------------------------------------------------------------ reading a group body
