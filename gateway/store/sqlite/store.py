@@ -187,8 +187,8 @@ class SqliteStore(PackedLog, ArchiveReads):
             return
         first, last = rows[0]
         with self._reader().blobopen("groups", "body", last, readonly=True) as blob:
-            yield first, last, packed.Slices(blob[0:packed.head_bytes(last - first + 1)], len(blob),
-                                             lambda start, stop: blob[start:stop])
+            head = packed.head_bytes(last - first + 1)
+            yield first, last, packed.Slices({(0, head): blob[0:head]}, len(blob), lambda start, stop: blob[start:stop])
 
     # -- opening -------------------------------------------------------------
 
