@@ -249,3 +249,5 @@ class GroupPacker:
         """(rows, last chain value, requests rows, derived rows by table) of a commit group."""
     def tag(self, table: str, values: tuple) -> bytes:
         """``LedgerKey.tag(table, values)``."""
+def copy_binary(rows: list[tuple], types: tuple[str, ...]) -> bytes:
+    """``rows`` as one PostgreSQL COPY BINARY stream (types "text", "int8", "bytea"), signature and trailer included."""

@@ -105,3 +105,33 @@ def test_core_blake2b_is_hashlibs(data, digest_size, key):
     if key and not data:   # the core never MACs an empty message (its key block is compressed up front)
         return
     assert blake2b_digest(data, digest_size, key) == hashlib.blake2b(data, digest_size=digest_size, key=key).digest()
+
+
+def test_postgresql_copies_a_groups_projection_rows_made_in_c(pg_url):
+    """A group past COPY_MIN_ROWS goes by COPY BINARY made by the core (copy_binary): every requests and recon
+    row arrives with the values and tag the group made, and the records are found through them."""
+    import psycopg
+
+    from gateway.store import open_store
+    from gateway.store.postgresql.store import COPY_MIN_ROWS
+    from gateway.store.rows import checked
+    from gateway.testing import seal_key
+
+    group = make_settlements(COPY_MIN_ROWS + 9, 8_000_000)
+    group[3] = Record(group[3].kind, group[3].caller, "请求-3", group[3].digest, group[3].key, group[3].body,
+                      group[3].response, changes=group[3].changes)   # text beyond ASCII
+    store = open_store(pg_url, seal_key())
+    try:
+        made = packed.group(group, 0, store.head().chain, store.key)
+        store.append(group)
+        assert store.find_request(group[3].caller, "请求-3").seq == 4
+    finally:
+        store.close()
+    with psycopg.connect(pg_url) as conn:
+        requests = conn.execute("SELECT caller, request_id, h, seq, tag FROM requests ORDER BY seq").fetchall()
+        recon = conn.execute("SELECT inst, setl_date, setl_no, insutype, medfee, fund, cash, flags, tag FROM recon "
+                             "ORDER BY setl_no").fetchall()
+    assert [tuple(r[:4]) + (bytes(r[4]),) for r in requests] == made.requests
+    assert [tuple(r[:8]) + (bytes(r[8]),) for r in recon] == sorted(made.derived["recon"], key=lambda r: r[2])
+    for row in recon:
+        checked(store.key, pg_url, "recon", tuple(row))
