@@ -240,11 +240,17 @@ def blake2b_digest(data: bytes, digest_size: int = 64, key: bytes = b"") -> byte
     """``hashlib.blake2b(data, digest_size=, key=).digest()`` by the core's own BLAKE2b."""
 
 
+class GroupRules:
+    """What a commit group derives besides its records: rows.derive for the archive changes whose rows the core
+    does not make itself, the settlement change whose recon row it does, the reversal's and reference load's kinds."""
+    def __init__(self, derive: Callable[[tuple, int], Any], put_settlement: type, reversed_kind: str,
+                 reference_kind: str) -> None: ...
+
+
 class GroupPacker:
     """One ledger's records packed a commit group at a time (gateway/store/packed.py's layout)."""
     def __init__(self, key: bytes, tag_fallback: Callable[[str, tuple], bytes]) -> None: ...
-    def pack(self, records: Any, last: int, previous: bytes, row_records: int, derive: Callable[[tuple, int], Any],
-             reversed_kind: str, reference_kind: str
+    def pack(self, records: Any, last: int, previous: bytes, row_records: int, rules: GroupRules
              ) -> tuple[list[tuple[int, int, bytes]], bytes, list[tuple], dict[str, list[tuple]]]:
         """(rows, last chain value, requests rows, derived rows by table) of a commit group."""
     def tag(self, table: str, values: tuple) -> bytes:

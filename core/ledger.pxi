@@ -251,12 +251,58 @@ cdef inline Py_ssize_t _u16_field(Py_ssize_t n, str what) except -1:
     return n
 
 
+cdef class GroupRules:
+    """What a commit group derives besides its records (gateway/store/packed.py makes the one instance): the
+    Python ``derive(changes, seq)`` of rows.py for every archive change but a settlement's (whose ``recon`` row
+    ``GroupPacker`` makes itself, as rows.recon_row does), the kind of a reversal's record (it also holds its
+    original's key) and of a reference load's (named in ``reference_loads``)."""
+
+    cdef object derive
+    cdef object put_settlement
+    cdef str reversed_kind
+    cdef str reference_kind
+
+    def __cinit__(self, derive, put_settlement, str reversed_kind, str reference_kind):
+        self.derive = derive
+        self.put_settlement = put_settlement
+        self.reversed_kind = reversed_kind
+        self.reference_kind = reference_kind
+
+
+cdef inline object _id_number(object ident, uint8_t prefix):
+    """events.id_seq: the number of an id the gateway issues (the prefix and 15 ASCII digits), 0 if not one."""
+    cdef Py_ssize_t n, k
+    cdef const uint8_t* p = _utf8(ident, &n)
+    cdef int64_t value = 0
+    if n != 16 or p[0] != prefix:
+        return 0
+    for k in range(1, 16):
+        if not 48 <= p[k] <= 57:
+            return 0
+        value = value * 10 + (p[k] - 48)
+    return value
+
+
+cdef inline object _ascii_number(object text):
+    """int(text) of 1..18 ASCII digits; None for anything else (Python's int() decides those)."""
+    cdef Py_ssize_t n, k
+    cdef const uint8_t* p = _utf8(<str?>text, &n)
+    cdef int64_t value = 0
+    if not 1 <= n <= 18:
+        return None
+    for k in range(n):
+        if not 48 <= p[k] <= 57:
+            return None
+        value = value * 10 + (p[k] - 48)
+    return value
+
+
 cdef class GroupPacker:
     """One ledger's records packed a commit group at a time (``pack``), keyed with that ledger's key."""
 
     cdef Blake2b _link_state     # keyed BLAKE2b-256, its key block compressed: a chain value
     cdef Blake2b _tag_state      # keyed BLAKE2b-128: a derived row's tag
-    cdef Blake2b _request_state  # BLAKE2b-64: an idempotency key's hash
+    cdef Blake2b _request_state  # BLAKE2b-64: an idempotency key's hash, an institution's recon key
     cdef Blake2b _checksum_state  # BLAKE2b-128: a record's checksum
     cdef object _tag_fallback    # tag(table, values) in Python, for a value that is not an int, str or bytes
 
@@ -269,13 +315,11 @@ cdef class GroupPacker:
         _b2_init(&self._checksum_state, CHECKSUM_LEN, NULL, 0)
         self._tag_fallback = tag_fallback
 
-    def pack(self, records, int64_t last, bytes previous, Py_ssize_t row_records, derive, str reversed_kind,
-             str reference_kind):
+    def pack(self, records, int64_t last, bytes previous, Py_ssize_t row_records, GroupRules rules):
         """(rows, chain, requests, derived) of ``records`` numbered after ``last`` and chained from ``previous``:
         the (last_seq, first_seq, body) of each row of at most ``row_records`` records (0: one row), the last
-        chain value, (caller, request_id, h, seq, tag) of each idempotency key (a record of ``reversed_kind``
-        also holds its original's, its key), and table -> [(*values, tag)] of each record of ``reference_kind``
-        (its seq) and each row ``derive(changes, seq)`` yields for a record's archive changes."""
+        chain value, (caller, request_id, h, seq, tag) of each idempotency key, and table -> [(*values, tag)] of
+        each reference load (its seq) and each row a record's archive changes derive, by ``rules``."""
         cdef list items = list(records)
         cdef Py_ssize_t n = len(items)
         cdef Py_ssize_t step = row_records if 0 < row_records < n else n
@@ -297,8 +341,7 @@ cdef class GroupPacker:
                 rows.append((last + min(start + step, n), last + start + 1, body))
         finally:
             free(sizes)
-        return (rows, previous, self._requests(items, last, reversed_kind),
-                self._derived(items, last, derive, reference_kind))
+        return rows, previous, self._requests(items, last, rules.reversed_kind), self._derived(items, last, rules)
 
     cdef Py_ssize_t _record_size(self, r) except -1:
         cdef Py_ssize_t n, total = RECORD_HEAD
@@ -407,18 +450,41 @@ cdef class GroupPacker:
         hash_ = PyLong_FromUnsignedLongLong(h >> 1)
         return caller, request_id, hash_, seq, self._tag("requests", (hash_, seq))
 
-    cdef dict _derived(self, list items, int64_t last, derive, str reference_kind):
+    cdef dict _derived(self, list items, int64_t last, GroupRules rules):
         cdef dict out = {}
         cdef int64_t seq = last
         for r in items:
             seq += 1
-            if r.kind == reference_kind:
+            if r.kind == rules.reference_kind:
                 out.setdefault("reference_loads", []).append((seq, self._tag("reference_loads", (seq,))))
-            changes = r.changes
-            if changes:
-                for table, values in derive(changes, seq):
+            for change in r.changes:
+                values = self._recon(change.settlement.facts) if type(change) is rules.put_settlement else None
+                if values is not None:
+                    out.setdefault("recon", []).append((*values, self._tag("recon", values)))
+                    continue
+                for table, values in rules.derive((change,), seq):
                     out.setdefault(table, []).append((*values, self._tag(table, values)))
         return out
+
+    cdef tuple _recon(self, facts):
+        """rows.recon_row(facts); None where its insutype is not plain digits (Python's int() decides)."""
+        cdef Py_ssize_t n
+        cdef const uint8_t* code = _utf8(<str?>facts.fixmedins_code, &n)
+        cdef uint8_t digest[REQUEST_HASH_LEN]
+        cdef uint64_t h = 0
+        cdef Blake2b s = self._request_state
+        cdef int i
+        insutype = _ascii_number(facts.insutype)
+        if insutype is None:
+            return None
+        _b2_update(&s, <const uint8_t*>b"inst\x00", 5)
+        _b2_update(&s, code, n)
+        _b2_final(&s, digest)
+        for i in range(REQUEST_HASH_LEN):
+            h = (h << 8) | digest[i]
+        b = facts.breakdown
+        return (PyLong_FromUnsignedLongLong(h >> 1), facts.setl_date, _id_number(facts.setl_id, 83), insutype,
+                b.medfee_sumamt, b.fund_pay_sumamt, b.psn_cash_pay, facts.risk_flags)
 
     def tag(self, str table, tuple values):
         """``LedgerKey.tag(table, values)``, in C where every value is an int, a str or bytes."""

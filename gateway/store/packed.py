@@ -53,6 +53,8 @@ import struct
 from collections.abc import Callable, Iterator, Sequence
 from typing import NamedTuple
 
+from core._core import GroupRules
+from core.archive import PutSettlement
 from core.events import REVERSED_KIND
 from core.partition import part_of_seq, seq_base
 
@@ -66,6 +68,9 @@ REFERENCE_KIND = "reference_loaded"
 # Groups per page of a scan: a group holds at most the ledger's max_batch records (4096), so a page is bounded.
 SCAN_PAGE_GROUPS = 4
 SCAN_PAGE_RECORDS = 1024
+
+# What a group derives besides its records, for the core's GroupPacker.
+RULES = GroupRules(derive, PutSettlement, REVERSED_KIND, REFERENCE_KIND)
 
 _RECORD = struct.Struct("<HHHBHII16s")
 _CHAIN_BYTES = 32
@@ -106,8 +111,7 @@ def group(records: Sequence[Record], last: int, previous: bytes, key: LedgerKey,
     """Everything an append of ``records`` after ``last``, chained from ``previous``, writes, the same for every
     backend (``row_records``: a backend's most records a row, 0: the whole group in one): packed, chained and
     tagged in one call of the core (core/ledger.pxi), the bytes ``encode``, chain.py and rows.py define."""
-    rows, chain_value, requests, derived = key.packer().pack(records, last, previous, row_records, derive,
-                                                             REVERSED_KIND, REFERENCE_KIND)
+    rows, chain_value, requests, derived = key.packer().pack(records, last, previous, row_records, RULES)
     added = {"records": len(records), "groups": len(rows), "requests": len(requests),
              **{t: len(values) for t, values in derived.items()}}
     return Group(rows, Head(last + len(records), chain_value), requests, derived, added)

@@ -9,8 +9,10 @@ import hashlib
 from hypothesis import Phase, given, settings, strategies as st
 
 from bench.ledger_append import make_settlements
-from core._core import blake2b_digest
-from core.archive import SettlementCancelledChange, VisitStatus
+import msgspec
+
+from core._core import GroupRules, blake2b_digest
+from core.archive import ArchivedSettlement, PutSettlement, SettlementCancelledChange, VisitStatus
 from core.events import REVERSED_KIND
 from gateway.store import Record, chain, packed
 from gateway.store.rows import derive, keys_of, request_hash
@@ -46,7 +48,8 @@ def reference(records, last: int, previous: bytes, row_records: int, derive_rows
 
 
 def packed_by_core(records, last: int, previous: bytes, row_records: int, derive_rows) -> tuple:
-    return KEY.packer().pack(records, last, previous, row_records, derive_rows, REVERSED_KIND, packed.REFERENCE_KIND)
+    rules = GroupRules(derive_rows, PutSettlement, REVERSED_KIND, packed.REFERENCE_KIND)
+    return KEY.packer().pack(records, last, previous, row_records, rules)
 
 
 text = st.text(max_size=40)
@@ -83,8 +86,16 @@ def test_core_packs_a_group_as_the_python_definitions_do(group, last, previous, 
 
 
 def test_settlements_and_cancellations_pack_as_the_python_definitions_do():
-    """Real archive changes through rows.derive: a settlement's recon row, a cancellation, a visit's status."""
+    """Real archive changes: a settlement's recon row (made in C; by rows.recon_row where the insutype is not
+    plain digits), a cancellation and a visit's status (rows.derive), ids the gateway did not issue."""
     group = make_settlements(130, 7_000_000)
+    for i, (insutype, setl_id, code) in enumerate([(" 310", "S000000007000011", "H1"), ("0", "X12", "医院-1"),
+                                                   ("310", "S00000000700001x", ""), ("١٢", "S1", "H2")]):
+        facts = msgspec.structs.replace(group[11 + i].changes[0].settlement.facts, insutype=insutype,
+                                        setl_id=setl_id, fixmedins_code=code)
+        group[11 + i] = Record(*[getattr(group[11 + i], f) for f in ("kind", "caller", "request_id", "digest",
+                                                                      "key", "body", "response")],
+                               changes=(PutSettlement(ArchivedSettlement(facts, 11 + i)),))
     group[5] = Record("settlement_cancelled", group[5].caller, "c-5", b"d" * 16, group[5].key, b"b", b"r",
                       changes=(SettlementCancelledChange("S000000007000005", 20260101, 3, clearing_month=202601),
                                VisitStatus("M1", "settled", "S000000007000005")))
