@@ -53,7 +53,7 @@ import struct
 from collections.abc import Callable, Iterator, Sequence
 from typing import NamedTuple
 
-from core._core import GroupRules
+from core import GroupRules
 from core.archive import PutSettlement
 from core.events import REVERSED_KIND
 from core.partition import part_of_seq, seq_base

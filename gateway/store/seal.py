@@ -26,7 +26,7 @@ import stat
 
 import msgspec
 
-from core._core import GroupPacker
+from core import GroupPacker
 
 KEY_BYTES = 32
 CHAIN_BYTES = 32

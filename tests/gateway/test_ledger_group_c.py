@@ -11,7 +11,7 @@ from hypothesis import Phase, given, settings, strategies as st
 from bench.ledger_append import make_settlements
 import msgspec
 
-from core._core import GroupRules, blake2b_digest
+from core import GroupRules, blake2b_digest
 from core.archive import ArchivedSettlement, PutSettlement, SettlementCancelledChange, VisitStatus
 from core.events import REVERSED_KIND
 from gateway.store import Record, chain, packed

@@ -31,7 +31,7 @@ from collections.abc import Sequence
 import msgspec
 import psycopg
 
-from core._core import copy_binary
+from core import copy_binary
 from core.events import REVERSED_KIND
 from core.partition import seq_base
 
