@@ -233,3 +233,27 @@ class KeyTable:
 def plain_outpatient(command: object) -> bool: ...
 def settle_outpatients(engine: Any, caller: str, items: list[tuple[Any, bytes]], first_seq: int,
                        admit: Callable[[Any], None], make_record: Callable[..., Any]) -> list[Any]: ...
+
+
+# core/ledger.pxi: a commit group of ledger records packed, hashed, chained and tagged in one call.
+def blake2b_digest(data: bytes, digest_size: int = 64, key: bytes = b"") -> bytes:
+    """``hashlib.blake2b(data, digest_size=, key=).digest()`` by the core's own BLAKE2b."""
+
+
+class GroupRules:
+    """What a commit group derives besides its records: rows.derive for the archive changes whose rows the core
+    does not make itself, the settlement change whose recon row it does, the reversal's and reference load's kinds."""
+    def __init__(self, derive: Callable[[tuple, int], Any], put_settlement: type, reversed_kind: str,
+                 reference_kind: str) -> None: ...
+
+
+class GroupPacker:
+    """One ledger's records packed a commit group at a time (gateway/store/packed.py's layout)."""
+    def __init__(self, key: bytes, tag_fallback: Callable[[str, tuple], bytes]) -> None: ...
+    def pack(self, records: Any, last: int, previous: bytes, row_records: int, rules: GroupRules
+             ) -> tuple[list[tuple[int, int, bytes]], bytes, list[tuple], dict[str, list[tuple]]]:
+        """(rows, last chain value, requests rows, derived rows by table) of a commit group."""
+    def tag(self, table: str, values: tuple) -> bytes:
+        """``LedgerKey.tag(table, values)``."""
+def copy_binary(rows: list[tuple], types: tuple[str, ...]) -> bytes:
+    """``rows`` as one PostgreSQL COPY BINARY stream (types "text", "int8", "bytea"), signature and trailer included."""
