@@ -388,14 +388,20 @@ class _Reads:
         self.conn: psycopg.Connection | None = None
 
     def execute(self, sql: str, args: tuple | list = ()) -> psycopg.Cursor:
-        """The query's rows, fetched whole (a client-side cursor: nothing more is read from the server)."""
-        try:
-            if self.conn is None or self.conn.closed:
-                self.conn = self.store._connect(autocommit=True)
-            return self.conn.execute(sql, args)
-        except psycopg.OperationalError as err:
-            self.close()
-            raise StorageDown(f"the ledger {self.store.path} cannot be read: {_first_line(err)}") from None
+        """The query's rows, fetched whole (a client-side cursor: nothing more is read from the server).  A
+        connection found lost when used (its server gone since the thread's last read: a failover) is opened
+        again and the read asked once more, on the new primary; a read changes nothing, so asking twice is safe."""
+        while True:
+            fresh = self.conn is None or self.conn.closed
+            try:
+                if fresh:
+                    self.conn = self.store._connect(autocommit=True)
+                return self.conn.execute(sql, args)
+            except psycopg.OperationalError as err:
+                lost = self.conn is not None and self.conn.broken
+                self.close()
+                if fresh or not lost:
+                    raise StorageDown(f"the ledger {self.store.path} cannot be read: {_first_line(err)}") from None
 
     def close(self) -> None:
         if self.conn is not None:
