@@ -14,7 +14,10 @@ import psycopg
 from core.partition import part_of_seq
 from gateway._pb.yidi.v1 import admin_pb2 as apb
 from gateway.store.postgresql import scan_every_partition
-from test_partitions import failover, partition_nodes, two_province_dataset
+from test_partitions import partition_nodes
+
+import failover
+from failover import two_province_dataset
 
 LOAD = "/yidi.v1.AdminService/LoadReferenceData"
 NEW_INSTITUTION = "H46010900099"
