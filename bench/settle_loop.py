@@ -54,7 +54,7 @@ def python_path(engine: Engine, batch) -> int:
 
 
 def core_loop(engine: Engine, batch) -> int:
-    return len(settle_outpatients(engine, CALLER, batch, 1, lambda _command: None, Record))
+    return len(settle_outpatients(engine, CALLER, batch, 1, False, lambda _command: None, Record))
 
 
 def main() -> None:

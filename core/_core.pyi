@@ -246,5 +246,5 @@ class KeyTable:
 
 # core/settle.pxi: a run of outpatient settlements decided, applied and recorded in one call.
 def plain_outpatient(command: object) -> bool: ...
-def settle_outpatients(engine: Any, caller: str, items: list[tuple[Any, bytes]], first_seq: int,
+def settle_outpatients(engine: Any, caller: str, items: list[tuple[Any, bytes]], first_seq: int, authorize: bool,
                        admit: Callable[[Any], None], make_record: Callable[..., Any]) -> list[Any]: ...

@@ -72,24 +72,30 @@ def plain_outpatient(command):
     return True
 
 
-def settle_outpatients(engine, str caller, list items, int64_t first_seq, admit, make_record):
+def settle_outpatients(engine, str caller, list items, int64_t first_seq, bint authorize, admit, make_record):
     """Settle ``items`` — (OutpatientSettle, request digest) pairs, each new to the ledger and each
     ``plain_outpatient`` — in order as records ``first_seq``, ``first_seq + 1`` ...; the records (made by
     ``make_record(**fields)``, gateway/store/parts.Record) of the items settled.
 
-    ``admit(command)`` is called first for each item (authorization, the caller's deadline); the loop stops
-    before an item it refuses, before any item that would be refused (or whose decision raised anything else),
-    and returns the records so far: the caller decides that item on its own path, which meets the same refusal
-    or error, then calls again with the rest.  A failure once an item is being applied or recorded raises
-    ``core.engine.ApplyFailed`` (memory may differ from the ledger: the caller stops)."""
+    With ``authorize``, each item is first authorized by OutpatientSettle's rule (SPEC §9, core/access.py: the
+    caller is the province of the item's institution), here; then ``admit(command)`` is called (the partition,
+    the caller's deadline).  The loop stops before an item not authorized or that ``admit`` refuses, before any
+    item that would be refused (or whose decision raised anything else), and returns the records so far: the
+    caller decides that item on its own path, which meets the same refusal or error, then calls again with the
+    rest.  A failure once an item is being applied or recorded raises ``core.engine.ApplyFailed`` (memory may
+    differ from the ledger: the caller stops)."""
     cdef Py_ssize_t i
     cdef int64_t seq
+    cdef Index index = engine.index
+    cdef uint32_t province = _province_called(caller) if authorize else 0
     if not _named:
         _settle_names()
     records = []
     for i in range(len(items)):
         command, digest = items[i]
         seq = first_seq + i
+        if authorize and not _treats_in(index, command.fixmedins_code, province):
+            return records   # the access rule's own refusal, on the caller's path
         try:
             admit(command)
             event, reply = _decide_outpatient(engine, command, seq)
@@ -103,6 +109,20 @@ def settle_outpatients(engine, str caller, list items, int64_t first_seq, admit,
         except Exception as exc:
             raise _ApplyFailed(event) from exc
     return records
+
+
+cdef uint32_t _province_called(str caller) except? 0:
+    """The province code a caller is (as access.py names provinces: province_code's six digits), or 0 for a caller
+    that is no province (national, the gateway): no institution is in province 0."""
+    if len(caller) != 6 or not (caller.isascii() and caller.isdigit()) or caller[0] == "0":
+        return 0
+    return <uint32_t>int(caller)
+
+
+cdef bint _treats_in(Index index, code, uint32_t province) except -1:
+    """The institution ``code`` is known and in ``province``: Owners.institution_province(code) == the caller."""
+    cdef int32_t ii = _inst_idx(index, code)
+    return ii >= 0 and province != 0 and province_of(index.st.insts[ii].admdvs) == province
 
 
 cdef tuple _decide_outpatient(engine, command, int64_t seq):

@@ -264,8 +264,6 @@ def _spawn_niced(argv: list[str], nice: int, env: dict | None = None) -> tuple[i
     return proc.returncode, out, err
 
 
-OUTPATIENT_SETTLE = "SettlementService/OutpatientSettle"
-
 
 class _ItemLoop:
     """One execute_many's items, decided and applied in order: each item's outcome, the records made, and the
@@ -317,7 +315,8 @@ class _ItemLoop:
         index of the next item to take (the items after the one handed back are met again at their turn)."""
         try:
             records = settle_outpatients(self.engine, self.caller, list(self.items[i:i + n]),
-                                         self.base + len(self.records), self._admit_outpatient, Record)
+                                         self.base + len(self.records), self.methods is not None,
+                                         self._admit_outpatient, Record)
         except ApplyFailed as exc:
             self.gw._diverged(exc.event, exc.__cause__ or exc)
         for j, record in enumerate(records, i):
@@ -333,8 +332,7 @@ class _ItemLoop:
         return back + 1
 
     def _admit_outpatient(self, command: Command) -> None:
-        if self.methods is not None:
-            authorize(OUTPATIENT_SETTLE, self.caller, command, self.engine.owners)
+        """After the core authorized the item (OutpatientSettle's rule, when it comes with its method)."""
         self.gw._check_partition(self.engine, command)
         check_deadline()
 
