@@ -154,6 +154,19 @@ def test_the_loop_settles_only_what_the_caller_may_settle(names):
     assert [r["request_id"] for r in records] == ["o1"]   # and stops before the item of another province
 
 
+def test_records_are_the_ones_their_class_makes(names):
+    """A slotted dataclass's records (gateway/store/parts.Record) are filled slot by slot: equal to the class's own,
+    defaults included; any other maker is called with the fields."""
+    from gateway.store.parts import Record
+
+    batch = [(command_of(names, n, ("acct", [(CODES[0], 1250, 2000)], "plain", True, False)), b"d") for n in (1, 2)]
+    made = settle_outpatients(engine_of(names), "460000", batch, 7, False, lambda c: None, Record)
+    fields = settle_outpatients(engine_of(names), "460000", batch, 7, False, lambda c: None, dict)
+    assert made == [Record(**f) for f in fields]
+    assert [(r.key, r.seq, r.checksum, r.chain) for r in made] == [("S000000000000007", 7, b"", b""),
+                                                                   ("S000000000000008", 8, b"", b"")]
+
+
 def test_a_failure_while_applying_is_apply_failed(names):
     """As Engine.perform: once an item is being applied, a failure is ApplyFailed naming its event (the gateway
     then stops: memory may differ from the ledger)."""
