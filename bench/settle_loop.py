@@ -124,5 +124,6 @@ def main() -> None:
               f"median {statistics.median(us):.1f}")
     print(f"core ÷ python, median of the rounds: {statistics.median(timings['core']) / statistics.median(timings['python']):.2f}")
 
+
 if __name__ == "__main__":
     main()

@@ -126,28 +126,20 @@ cdef dict _SLOTS = {}
 
 
 cdef object _slots_of(cls):
-    """How ``_made`` fills a ``cls`` when it is a slotted dataclass whose fields the loop gives or that have
-    defaults (gateway/store/parts.Record), else None: then the loop calls ``cls(**fields)``."""
-    slots = _SLOTS.get(cls, False)
-    if slots is not False:
-        return slots
+    """How ``_made`` fills a ``cls``: (name, where in a record's values or -1, default) per field, when it is a
+    slotted dataclass whose fields the loop gives or have a default (gateway/store/parts.Record); else None, and
+    the loop calls ``cls(**fields)``."""
+    if cls in _SLOTS:
+        return _SLOTS[cls]
+    import dataclasses
     slots = None
-    fields = getattr(cls, "__dataclass_fields__", None)
-    if isinstance(cls, type) and fields is not None and "__slots__" in cls.__dict__ \
-            and cls.__new__ is object.__new__ and getattr(cls, "__post_init__", None) is None:
-        import dataclasses
-        slots = []
-        for f in dataclasses.fields(cls):
-            if f.name in _RECORD_FIELDS:
-                slots.append((f.name, _RECORD_FIELDS.index(f.name), None))
-            elif f.default is not dataclasses.MISSING:
-                slots.append((f.name, -1, f.default))
-            else:
-                slots = None
-                break
-        if slots is not None and len([s for s in slots if s[1] >= 0]) != len(_RECORD_FIELDS):
+    if isinstance(cls, type) and dataclasses.is_dataclass(cls) and "__slots__" in cls.__dict__ \
+            and cls.__new__ is object.__new__ and not hasattr(cls, "__post_init__"):
+        slots = tuple([(f.name, _RECORD_FIELDS.index(f.name) if f.name in _RECORD_FIELDS else -1, f.default)
+                       for f in dataclasses.fields(cls)])
+        given = [at for _, at, _ in slots if at >= 0]
+        if len(given) != len(_RECORD_FIELDS) or any(at < 0 and d is dataclasses.MISSING for _, at, d in slots):
             slots = None
-        slots = tuple(slots) if slots is not None else None
     _SLOTS[cls] = slots
     return slots
 

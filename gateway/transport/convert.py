@@ -407,8 +407,11 @@ _OUTPATIENT_ITEM = SETTLE_ITEMS[_ITEM.OUTPATIENT_FIELD_NUMBER][0], _OUTCOME.SETT
 def settle_item(raw: bytes) -> tuple[str, Wire, int] | YidiError:
     """A SettleItem's bytes → (its unary RPC, its request, its answer's field), or the refusal in its place."""
     read = read_outpatient_item(raw, *_OUTPATIENT_ITEM)   # the usual item, read whole by the core
-    if read is not None:
-        return read
+    return read if read is not None else _settle_item(raw)
+
+
+def _settle_item(raw: bytes) -> tuple[str, Wire, int] | YidiError:
+    """settle_item of an item the core did not read whole."""
     split = read_settle_item(raw)
     if split is not None:
         field, request = split.field, split.request
@@ -434,15 +437,16 @@ def batch_items(raw: bytes, limit: int) -> list:
     count = count_field(raw, spb.SettleBatchRequest.ITEMS_FIELD_NUMBER)
     if count > limit:
         raise YidiError("BATCH_TOO_LARGE", limit=limit, count=count)
-    items = read_batch(raw, *_OUTPATIENT_ITEM)   # outpatient settlements read whole by the core, the rest as bytes
-    if items is None:
-        try:
-            items = [x.SerializeToString() for x in spb.SettleBatchRequest.FromString(raw).items]
-        except DecodeError:
-            raise YidiError("INVALID_ARGUMENT", what="批量结算报文", problem="无法解析，请检查接口版本与报文格式") from None
-        if len(items) > limit:   # bytes count_field could not walk (a group in them) but upb could
-            raise YidiError("BATCH_TOO_LARGE", limit=limit, count=len(items))
-    return [x if type(x) is tuple else settle_item(x) for x in items]
+    items = read_batch(raw, *_OUTPATIENT_ITEM)
+    if items is not None:   # outpatient settlements read whole by the core, the other items as bytes
+        return [x if type(x) is tuple else _settle_item(x) for x in items]
+    try:
+        items = [x.SerializeToString() for x in spb.SettleBatchRequest.FromString(raw).items]
+    except DecodeError:
+        raise YidiError("INVALID_ARGUMENT", what="批量结算报文", problem="无法解析，请检查接口版本与报文格式") from None
+    if len(items) > limit:   # bytes count_field could not walk (a group in them) but upb could
+        raise YidiError("BATCH_TOO_LARGE", limit=limit, count=len(items))
+    return [settle_item(x) for x in items]
 
 
 def settle_outcome(outcome: bytes | YidiError, answer_field: int = _OUTCOME.SETTLEMENT_FIELD_NUMBER) -> bytes:
