@@ -63,7 +63,7 @@ Outcome = bytes | YidiError
 
 # The caller's deadline for this call (event-loop time), set by transport/services/base.py; None: no deadline.
 DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar("yidi_deadline", default=None)
-# Where execute() notes what a call recorded (event key, seq), for the audit log; set per call by base.py.
+# Where execute() notes the last record a call made (event key, seq), for the audit log; set per call by base.py.
 NOTED: contextvars.ContextVar[list | None] = contextvars.ContextVar("yidi_noted", default=None)
 
 
@@ -612,7 +612,7 @@ class Gateway:
         durable.add_done_callback(lambda fut: self._durable(fut, caller, records))
         noted = NOTED.get()
         if noted is not None:
-            noted.extend((r.key, r.seq) for r in records)
+            noted.append((records[-1].key, records[-1].seq))   # the audit line names the last (a batch's: one line)
         try:
             await asyncio.shield(durable)
         except LedgerFatal:
