@@ -244,6 +244,10 @@ class KeyTable:
         """Store (digest, seq) under this hash; a new key pushes out the oldest when the table is full."""
 
 
+# core/blake2.pxi: keyed BLAKE2b with an 8-byte digest (the on-site sample).
+def blake2b_64(key: bytes, data: bytes) -> int:
+    """int.from_bytes(hashlib.blake2b(data, key=key, digest_size=8).digest(), "big"), a key of 1..64 bytes."""
+
 # core/settle.pxi: a run of outpatient settlements decided, applied and recorded in one call.
 def plain_outpatient(command: object) -> bool: ...
 def settle_outpatients(engine: Any, caller: str, items: list[tuple[Any, bytes]], first_seq: int, authorize: bool,

@@ -19,7 +19,9 @@ cdef object _OutpatientSettle, _YidiError, _ApplyFailed
 cdef object _VisitFacts, _SettlementFacts, _Breakdown, _Settled, _encoder, _FORMAT
 cdef int _ID_DIGITS
 cdef object _ArchivedVisit, _ArchivedSettlement, _PutVisit, _PutSettlement, _Position, _Month, _astuple
-cdef object _on_site_check, _FILING_KIND_PB, _RISK_FLAG_VALUES, _OUTPATIENT, _SETTLED
+cdef object _FILING_KIND_PB, _RISK_FLAG_VALUES, _OUTPATIENT, _SETTLED
+cdef bytes _ON_SITE_KEY
+cdef int64_t _ON_SITE_BP
 cdef tuple _CLEARED_AT, _ACCOUNTS_AT
 cdef int _MED_TYPE_UNSPECIFIED, _SETTLEMENT_STATUS_SETTLED, _VISIT_KIND_OUTPATIENT
 cdef int _HIGH_COST, _SAME_DAY_REPEAT, _ON_SITE_CHECK, _SAME_DAY_REPEAT_FROM, _SAME_DAY_WINDOW_DAYS
@@ -30,7 +32,7 @@ cdef int _settle_names() except -1:
     global _named, _OutpatientSettle, _YidiError, _ApplyFailed
     global _VisitFacts, _SettlementFacts, _Breakdown, _Settled, _encoder, _FORMAT, _ID_DIGITS
     global _ArchivedVisit, _ArchivedSettlement, _PutVisit, _PutSettlement, _Position, _Month, _astuple
-    global _on_site_check, _FILING_KIND_PB, _RISK_FLAG_VALUES, _OUTPATIENT, _SETTLED, _CLEARED_AT, _ACCOUNTS_AT
+    global _ON_SITE_KEY, _ON_SITE_BP, _FILING_KIND_PB, _RISK_FLAG_VALUES, _OUTPATIENT, _SETTLED, _CLEARED_AT, _ACCOUNTS_AT
     global _MED_TYPE_UNSPECIFIED, _SETTLEMENT_STATUS_SETTLED, _VISIT_KIND_OUTPATIENT
     global _HIGH_COST, _SAME_DAY_REPEAT, _ON_SITE_CHECK, _SAME_DAY_REPEAT_FROM, _SAME_DAY_WINDOW_DAYS
     global _N_TOTALS, _MONEY_AT, _FLAGS_AT, _FUND_AT
@@ -49,8 +51,10 @@ cdef int _settle_names() except -1:
     _ArchivedVisit, _ArchivedSettlement, _PutVisit, _PutSettlement = (ArchivedVisit, ArchivedSettlement, PutVisit,
                                                                       PutSettlement)
     _Position, _Month, _astuple = funds.Position, funds.Month, msgspec.structs.astuple
-    _on_site_check, _FILING_KIND_PB, _RISK_FLAG_VALUES = funds.on_site_check, settlement._FILING_KIND_PB, \
-        funds.RISK_FLAG_VALUES
+    _ON_SITE_KEY, _ON_SITE_BP = funds.ON_SITE_CHECK_KEY, funds.ON_SITE_CHECK_BP
+    if not 1 <= len(_ON_SITE_KEY) <= B2_MAX_KEY:
+        raise InvariantError("the on-site sample's key must be 1 to 64 bytes")
+    _FILING_KIND_PB, _RISK_FLAG_VALUES = settlement._FILING_KIND_PB, funds.RISK_FLAG_VALUES
     _OUTPATIENT, _SETTLED = OUTPATIENT, SETTLED
     _CLEARED_AT = tuple([BREAKDOWN_KEYS.index(k) for k in CLEARED_KEYS[:-1]])   # money.cleared, by position
     _ACCOUNTS_AT = tuple([BREAKDOWN_KEYS.index(k) for k in ACCOUNTS])
@@ -233,9 +237,17 @@ cdef int _outpatient_flags(funds, bint high_cost, str setl_id, str psn_no, setl_
     seen = funds.same_day_count(psn_no, setl_date)
     if seen is not None and seen + 1 >= _SAME_DAY_REPEAT_FROM:
         flags |= _SAME_DAY_REPEAT
-    if _on_site_check(setl_id):
+    if _on_site(setl_id):
         flags |= _ON_SITE_CHECK
     return flags
+
+
+cdef bint _on_site(str setl_id) except -1:
+    """funds.on_site_check, its keyed BLAKE2b taken in C over the id's UTF-8 bytes where they are."""
+    cdef Py_ssize_t n
+    cdef const char* p = PyUnicode_AsUTF8AndSize(setl_id, &n)
+    return _blake2b_64(<const uint8_t*><const char*>_ON_SITE_KEY, len(_ON_SITE_KEY), <const uint8_t*>p, n) \
+        % 10000 < _ON_SITE_BP
 
 
 cdef tuple _apply_outpatient(engine, event, int64_t seq):

@@ -95,7 +95,6 @@ request = st.builds(
     st.tuples(st.sampled_from(("", "01", "02", "03")), text))
 
 
-
 def _plain(req: spb.OutpatientSettleRequest) -> spb.OutpatientSettleRequest:
     """The request without a medical type or a credential: the usual outpatient settlement."""
     for name in ("med_type", "mdtrt_cert_type", "mdtrt_cert_no"):
