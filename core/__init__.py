@@ -4,7 +4,7 @@ from ._core import (ACCUMULATOR_KEYS, DEBUG, FILING_KINDS, INSUTYPES, LIMITS, LO
                     PERSON_TYPES, TEMPORARY_KINDS, GcClock, Index, KeyTable, Wire, certno_check_char, certno_valid,
                     count_field, length_delimited, pooling_code, province_code, read_batch, read_batch_items,
                     read_outpatient, read_outpatient_item, read_outpatient_request, read_settle_item, plain_outpatient,
-                    settle_outpatients, untracked, voucher_mac)
+                    settle_outpatients, untracked, voucher_mac, GroupPacker, GroupRules, blake2b_digest, copy_binary)
 from .provinces import PROVINCES
 
 __all__ = ["Index", "YidiError", "RequestError", "OperatingError", "InvariantError", "LoadError",
@@ -21,4 +21,7 @@ __all__ = ["Index", "YidiError", "RequestError", "OperatingError", "InvariantErr
            "plain_outpatient", "settle_outpatients",
            # a tuple of atoms out of the collector's sight (for long-lived dicts: docs/performance.md), and the
            # collector's pause clock (gcclock.pxi)
-           "untracked", "GcClock"]
+           "untracked", "GcClock",
+           # a ledger commit group packed, hashed, chained and tagged in one call, its PostgreSQL COPY streams and
+           # the core's BLAKE2b (ledger.pxi)
+           "GroupPacker", "GroupRules", "copy_binary", "blake2b_digest"]

@@ -244,11 +244,33 @@ class KeyTable:
         """Store (digest, seq) under this hash; a new key pushes out the oldest when the table is full."""
 
 
-# core/blake2.pxi: keyed BLAKE2b with an 8-byte digest (the on-site sample).
-def blake2b_64(key: bytes, data: bytes) -> int:
-    """int.from_bytes(hashlib.blake2b(data, key=key, digest_size=8).digest(), "big"), a key of 1..64 bytes."""
-
 # core/settle.pxi: a run of outpatient settlements decided, applied and recorded in one call.
 def plain_outpatient(command: object) -> bool: ...
+def on_site_sample(setl_id: str) -> bool:
+    """core.funds.on_site_check as the settle loop takes it (its keyed BLAKE2b by ledger.pxi's)."""
 def settle_outpatients(engine: Any, caller: str, items: list[tuple[Any, bytes]], first_seq: int, authorize: bool,
                        admit: Callable[[Any], None], make_record: Callable[..., Any]) -> list[Any]: ...
+
+
+# core/ledger.pxi: a commit group of ledger records packed, hashed, chained and tagged in one call.
+def blake2b_digest(data: bytes, digest_size: int = 64, key: bytes = b"") -> bytes:
+    """``hashlib.blake2b(data, digest_size=, key=).digest()`` by the core's own BLAKE2b."""
+
+
+class GroupRules:
+    """What a commit group derives besides its records: rows.derive for the archive changes whose rows the core
+    does not make itself, the settlement change whose recon row it does, the reversal's and reference load's kinds."""
+    def __init__(self, derive: Callable[[tuple, int], Any], put_settlement: type, reversed_kind: str,
+                 reference_kind: str) -> None: ...
+
+
+class GroupPacker:
+    """One ledger's records packed a commit group at a time (gateway/store/packed.py's layout)."""
+    def __init__(self, key: bytes, tag_fallback: Callable[[str, tuple], bytes]) -> None: ...
+    def pack(self, records: Any, last: int, previous: bytes, row_records: int, rules: GroupRules
+             ) -> tuple[list[tuple[int, int, bytes]], bytes, list[tuple], dict[str, list[tuple]]]:
+        """(rows, last chain value, requests rows, derived rows by table) of a commit group."""
+    def tag(self, table: str, values: tuple) -> bytes:
+        """``LedgerKey.tag(table, values)``."""
+def copy_binary(rows: list[tuple], types: tuple[str, ...]) -> bytes:
+    """``rows`` as one PostgreSQL COPY BINARY stream (types "text", "int8", "bytea"), signature and trailer included."""

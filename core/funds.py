@@ -26,12 +26,13 @@ path costs a handful of integer operations here and never reads the store.
 from __future__ import annotations
 
 import datetime
+import hashlib
 from collections import deque
 from typing import Iterable, NamedTuple
 
 import msgspec
 
-from ._core import blake2b_64, province_code, untracked
+from ._core import province_code, untracked
 from .errors import YidiError, invariant
 from .money import CLEARED_KEYS, cleared
 from ._wire_numbers import RiskFlag
@@ -84,9 +85,9 @@ def risk_flag_values(flags: int) -> tuple[int, ...]:
 
 
 def on_site_check(setl_id: str) -> bool:
-    """The deterministic 20% sample: a keyed 64-bit hash of the setl_id (BLAKE2b, 8 bytes read big-endian), below
-    ON_SITE_CHECK_BP / 10000.  The core's settle loop takes the same hash in C (core/settle.pxi)."""
-    return blake2b_64(ON_SITE_CHECK_KEY, setl_id.encode()) % 10000 < ON_SITE_CHECK_BP
+    """The deterministic 20% sample: a keyed 64-bit hash of the setl_id, below ON_SITE_CHECK_BP / 10000."""
+    digest = hashlib.blake2b(setl_id.encode(), key=ON_SITE_CHECK_KEY, digest_size=8).digest()
+    return int.from_bytes(digest, "big") % 10000 < ON_SITE_CHECK_BP
 
 
 def days_between(from_date: int, to_date: int) -> int:

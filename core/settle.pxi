@@ -20,7 +20,7 @@ cdef object _VisitFacts, _SettlementFacts, _Breakdown, _Settled, _encoder, _FORM
 cdef int _ID_DIGITS
 cdef object _ArchivedVisit, _ArchivedSettlement, _PutVisit, _PutSettlement, _Position, _Month, _astuple
 cdef object _FILING_KIND_PB, _RISK_FLAG_VALUES, _OUTPATIENT, _SETTLED
-cdef bytes _ON_SITE_KEY
+cdef Blake2b _ON_SITE_STATE    # the on-site sample's keyed BLAKE2b-64 (ledger.pxi), its key block compressed once
 cdef int64_t _ON_SITE_BP
 cdef tuple _CLEARED_AT, _ACCOUNTS_AT
 cdef int _MED_TYPE_UNSPECIFIED, _SETTLEMENT_STATUS_SETTLED, _VISIT_KIND_OUTPATIENT
@@ -32,7 +32,7 @@ cdef int _settle_names() except -1:
     global _named, _OutpatientSettle, _YidiError, _ApplyFailed
     global _VisitFacts, _SettlementFacts, _Breakdown, _Settled, _encoder, _FORMAT, _ID_DIGITS
     global _ArchivedVisit, _ArchivedSettlement, _PutVisit, _PutSettlement, _Position, _Month, _astuple
-    global _ON_SITE_KEY, _ON_SITE_BP, _FILING_KIND_PB, _RISK_FLAG_VALUES, _OUTPATIENT, _SETTLED, _CLEARED_AT, _ACCOUNTS_AT
+    global _ON_SITE_BP, _FILING_KIND_PB, _RISK_FLAG_VALUES, _OUTPATIENT, _SETTLED, _CLEARED_AT, _ACCOUNTS_AT
     global _MED_TYPE_UNSPECIFIED, _SETTLEMENT_STATUS_SETTLED, _VISIT_KIND_OUTPATIENT
     global _HIGH_COST, _SAME_DAY_REPEAT, _ON_SITE_CHECK, _SAME_DAY_REPEAT_FROM, _SAME_DAY_WINDOW_DAYS
     global _N_TOTALS, _MONEY_AT, _FLAGS_AT, _FUND_AT
@@ -51,9 +51,11 @@ cdef int _settle_names() except -1:
     _ArchivedVisit, _ArchivedSettlement, _PutVisit, _PutSettlement = (ArchivedVisit, ArchivedSettlement, PutVisit,
                                                                       PutSettlement)
     _Position, _Month, _astuple = funds.Position, funds.Month, msgspec.structs.astuple
-    _ON_SITE_KEY, _ON_SITE_BP = funds.ON_SITE_CHECK_KEY, funds.ON_SITE_CHECK_BP
-    if not 1 <= len(_ON_SITE_KEY) <= B2_MAX_KEY:
+    key = funds.ON_SITE_CHECK_KEY
+    if not 1 <= len(key) <= 64:
         raise InvariantError("the on-site sample's key must be 1 to 64 bytes")
+    _b2_init(&_ON_SITE_STATE, 8, <const uint8_t*><const char*>key, len(key))
+    _ON_SITE_BP = funds.ON_SITE_CHECK_BP
     _FILING_KIND_PB, _RISK_FLAG_VALUES = settlement._FILING_KIND_PB, funds.RISK_FLAG_VALUES
     _OUTPATIENT, _SETTLED = OUTPATIENT, SETTLED
     _CLEARED_AT = tuple([BREAKDOWN_KEYS.index(k) for k in CLEARED_KEYS[:-1]])   # money.cleared, by position
@@ -242,12 +244,27 @@ cdef int _outpatient_flags(funds, bint high_cost, str setl_id, str psn_no, setl_
     return flags
 
 
+def on_site_sample(str setl_id not None):
+    """core.funds.on_site_check as the settle loop takes it (what tests compare)."""
+    if not _named:
+        _settle_names()
+    return _on_site(setl_id)
+
+
 cdef bint _on_site(str setl_id) except -1:
-    """funds.on_site_check, its keyed BLAKE2b taken in C over the id's UTF-8 bytes where they are."""
-    cdef Py_ssize_t n
+    """funds.on_site_check: the id's UTF-8 bytes hashed where they are, from a copy of the keyed state."""
+    cdef Blake2b state = _ON_SITE_STATE
+    cdef uint8_t digest[8]
+    cdef uint64_t value = 0
+    cdef Py_ssize_t n, i
     cdef const char* p = PyUnicode_AsUTF8AndSize(setl_id, &n)
-    return _blake2b_64(<const uint8_t*><const char*>_ON_SITE_KEY, len(_ON_SITE_KEY), <const uint8_t*>p, n) \
-        % 10000 < _ON_SITE_BP
+    if n == 0:   # the keyed state takes at least one byte (ledger.pxi's _b2_init); no setl_id is empty
+        raise InvariantError("the on-site sample of an empty setl_id")
+    _b2_update(&state, <const uint8_t*>p, n)
+    _b2_final(&state, digest)
+    for i in range(8):   # int.from_bytes(digest, "big")
+        value = (value << 8) | digest[i]
+    return value % 10000 < _ON_SITE_BP
 
 
 cdef tuple _apply_outpatient(engine, event, int64_t seq):

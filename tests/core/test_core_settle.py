@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from core import Index, YidiError, events
 from core import commands as cmd
-from core._core import plain_outpatient, settle_outpatients
+from core._core import on_site_sample, plain_outpatient, settle_outpatients
 from core.archive import MemoryArchive
 from core.engine import Engine
 from core.events import FeeLine
@@ -165,6 +165,16 @@ def test_records_are_the_ones_their_class_makes(names):
     assert made == [Record(**f) for f in fields]
     assert [(r.key, r.seq, r.checksum, r.chain) for r in made] == [("S000000000000007", 7, b"", b""),
                                                                    ("S000000000000008", 8, b"", b"")]
+
+
+def test_the_loop_samples_for_on_site_checks_as_funds_does():
+    """The loop's keyed BLAKE2b (ledger.pxi's, from a state keyed once) picks the settlements funds.on_site_check
+    picks."""
+    from core.funds import on_site_check
+
+    ids = [f"S{n:015d}" for n in range(1, 5001)] + ["S1", "结算"]
+    assert [on_site_sample(i) for i in ids] == [on_site_check(i) for i in ids]
+    assert 900 < sum(on_site_sample(i) for i in ids) < 1100   # both about a fifth, not both never
 
 
 def test_a_failure_while_applying_is_apply_failed(names):
