@@ -96,10 +96,11 @@ def core(data_dir: str, smoke: bool, workdir: str) -> dict:
     with open(out) as f:
         benches = {b["name"]: b["extra_info"] for b in json.load(f)["benchmarks"]}
     # The settle path's forms (compact admission, compact Bill) carry the targets; the dict-returning
-    # forms (the CLI's and the tests') are given beside them.  Eligibility's figure in CPU time beside the wall
+    # forms (the CLI's and the tests') are given beside them.  The targets' figures in CPU time beside the wall
     # time (what the wall time has over it is waiting for a core), and how much of the index was in huge
     # pages: test_national_bench.py's fixture.
     admission = benches.get("test_admission_distinct_persons", {})
+    bill = benches.get("test_bill_inpatient_20_lines", {})
     return {k: _round(benches.get(name, {}).get("per_call_us"), 2) for k, name in (
         ("eligibility_us_p50", "test_admission_distinct_persons"),
         ("eligibility_dict_us_p50", "test_eligibility_distinct_persons"),
@@ -108,6 +109,7 @@ def core(data_dir: str, smoke: bool, workdir: str) -> dict:
         ("benefit_outpatient3_dict_us_p50", "test_benefit_outpatient_3_lines"),
         ("decode_settle_request_us_p50", "test_decode_settle_request_from_wire_bytes"))} | {
         "eligibility_cpu_us_p50": _round(admission.get("cpu_per_call_us"), 2),
+        "benefit_inpatient20_cpu_us_p50": _round(bill.get("cpu_per_call_us"), 2),
         "index_huge_pages_mib": admission.get("huge_pages_mib"),
         "index_huge_pages_finish_s": admission.get("huge_pages_finish_s")}
 
