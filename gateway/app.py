@@ -536,12 +536,13 @@ class Gateway:
     # --------------------------------------------------------- mutation
     async def execute(self, caller: str, command: Command, digest: bytes) -> bytes:
         """Run one mutating request exactly once (SPEC §6); its answer once it is durable."""
+        if self.store.part and every_partition(command):
+            # every partition records its copy of a clearing calendar's change (or a reference data load) under
+            # the same request id: keyed apart, since the idempotency index is shared (caller, request_id) and
+            # partition 0's keeps the key
+            caller = f"{caller}#p{self.store.part}"
         if type(command) is LoadReferenceData:
             return await self._reload(caller, command, digest)
-        if self.store.part and every_partition(command):
-            # every partition records its copy of a clearing calendar's change under the same request id: keyed
-            # apart, since the idempotency index is shared (caller, request_id) and partition 0's keeps the key
-            caller = f"{caller}#p{self.store.part}"
         if type(command) is Reverse:
             # decided from what memory and the ledger hold now: no await may come between (read_index=False)
             command = await self._reverse_target(caller, command)
