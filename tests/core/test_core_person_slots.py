@@ -21,7 +21,7 @@ def data_dir(tmp_path_factory):
     return out
 
 
-def persons_and_codes(ix: Index, data_dir: str) -> tuple[list[str], list[str]]:
+def persons_and_codes(data_dir: str) -> tuple[list[str], list[str]]:
     import orjson
 
     with open(os.path.join(data_dir, "persons.jsonl"), "rb") as f:
@@ -62,7 +62,7 @@ def loaded(data_dir: str) -> Index:
 
 def test_every_answer_alike_from_the_json_lines_the_image_and_huge_pages(data_dir, tmp_path):
     ix = loaded(data_dir)
-    persons, codes = persons_and_codes(ix, data_dir)
+    persons, codes = persons_and_codes(data_dir)
     ix.check_invariants()
     ix.save_image(str(tmp_path / "i.img"), "fp")
     copy = Index()
@@ -77,7 +77,7 @@ def test_every_answer_alike_from_the_json_lines_the_image_and_huge_pages(data_di
 
 def test_kept_in_step_as_filings_and_persons_are_added_and_the_table_grows(data_dir):
     ix = loaded(data_dir)
-    persons, codes = persons_and_codes(ix, data_dir)
+    persons, codes = persons_and_codes(data_dir)
     filed = [p for p in persons if ix.filings_of(p)]
     template = ix.filings_of(filed[0])[0]
     # a new filing becomes the person's first: the slot's copy must follow the row (check_invariants compares them)
@@ -95,7 +95,7 @@ def test_kept_in_step_as_filings_and_persons_are_added_and_the_table_grows(data_
 @debug_only
 def test_a_stale_slot_changes_no_answer_and_is_noticed(data_dir):
     ix = loaded(data_dir)
-    persons, codes = persons_and_codes(ix, data_dir)
+    persons, codes = persons_and_codes(data_dir)
     filed = [p for p in persons[:200] if ix.filings_of(p)]
     covered = covering(data_dir)
     before = every_answer(ix, filed, codes, covered)
