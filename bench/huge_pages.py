@@ -3,16 +3,19 @@
     python bench/huge_pages.py --data-dir data/national
 
 Loads the data set's image twice, moves one copy into huge pages
-(``Index.use_huge_pages`` without a time limit), and runs the same cases as
-``bench/test_national_bench.py``'s ``eligibility_us_p50`` (5,000 distinct
-outpatient cases through ``Index.admission``) through the two copies, rounds
-alternating, so that whatever else the machine is doing falls on both alike.
+(``Index.use_huge_pages`` without a time limit), and runs cases drawn as
+``bench/test_national_bench.py``'s ``eligibility_us_p50`` draws them (outpatient
+cases of persons spread over the data set, 5,000 new ones each round, through
+``Index.admission``) through the two copies, rounds alternating (each pair of
+rounds the same cases), so that whatever else the machine is doing falls on
+both alike.
 Prints each copy's median and minimum µs per call, in wall and CPU time, and
 the median of the paired ratios (huge ÷ 4 KiB).
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -22,6 +25,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from core import Index  # noqa: E402
+from bench.test_national_bench import WORKLOAD_PERSONS  # noqa: E402
 from datagen.workload import DATE, Workload  # noqa: E402
 from gateway.app import IMAGE_NAME, data_fingerprint, load_index  # noqa: E402
 from gateway.config import Config  # noqa: E402
@@ -50,15 +54,17 @@ def main() -> None:
     begin = time.monotonic()
     moved = copies["huge"].use_huge_pages(60.0)
     print(f"{moved / 2**20:.0f} MiB moved to huge pages in {time.monotonic() - begin:.2f} s")
-    workload = Workload(args.data_dir, seed=11, persons=200_000)
-    cases = [workload.outpatient() for _ in range(N_CASES)]
+    with open(os.path.join(args.data_dir, "manifest.json")) as f:
+        every = max(1, json.load(f)["persons"] // WORKLOAD_PERSONS)
+    workload = Workload(args.data_dir, seed=11, persons=WORKLOAD_PERSONS, every=every)
     print("| clock | 4 KiB median / min µs | huge median / min µs | huge ÷ 4 KiB, median of pairs |")
     print("|---|---|---|---|")
     for clock in (time.perf_counter, time.thread_time):
         times = {name: [] for name in copies}
-        for _ in range(args.rounds + 1):   # the first pair warms up
-            for name, index in copies.items():
-                times[name].append(per_call_us(index, cases, clock))
+        for n in range(args.rounds + 1):   # the first pair warms up
+            cases = [workload.outpatient() for _ in range(N_CASES)]
+            for name in sorted(copies, reverse=n % 2 == 1):   # which goes first (its cases' objects cold), in turn
+                times[name].append(per_call_us(copies[name], cases, clock))
         small, huge = times["4 KiB"][1:], times["huge"][1:]
         ratio = statistics.median(h / s for s, h in zip(small, huge, strict=True))
         print(f"| {'wall' if clock is time.perf_counter else 'CPU'} | {statistics.median(small):.3f} / {min(small):.3f} "

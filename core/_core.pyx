@@ -236,8 +236,8 @@ cdef class Index:
             "catalog": st.cap_items * sizeof(CatalogItem),
             "policies": st.cap_policies * sizeof(Policy),
             "accumulators": st.cap_accs * sizeof(Acc),
-            "tables": (_tbl_bytes(&st.t_psn) + _tbl_bytes(&st.t_cert) + _tbl_bytes(&st.t_filing)
-                       + _tbl_bytes(&st.t_inst) + _tbl_bytes(&st.t_item)),
+            "tables": (tbl_bytes(&st.t_psn) + tbl_bytes(&st.t_cert) + tbl_bytes(&st.t_filing)
+                       + tbl_bytes(&st.t_inst) + tbl_bytes(&st.t_item)),
         }
 
     # ------------------------------------------------------------ regions / institutions
@@ -472,10 +472,6 @@ cdef class Index:
                             tuple([st.accs[ai].value[k] for k in range(n)])))
                 ai = st.accs[ai].next_acc_idx
         return out
-
-
-cdef inline uint64_t _tbl_bytes(Table* t) noexcept nogil:
-    return (t.mask + 1) * sizeof(Slot) if t.slots != NULL else 0
 
 
 cdef dict _filing_row(Store* st, int32_t fi):

@@ -9,36 +9,37 @@ cdef int32_t _person_idx(Index self, object psn_no) except -2:
         return -1
     return tbl_find(&self.st, &self.st.t_psn, T_PSN, fnv1a(p, n, 0), p, n, 0)
 
-cdef inline int32_t _candidate(Table* t, object key) noexcept:
-    """The row that key's hash-table slot names, unverified (-1: none, or key is no identifier).  Nothing is
-    checked or refused here: the look-up proper does that in its turn."""
+cdef inline int32_t _candidate(Table* t, object key, uint64_t* pos) noexcept:
+    """The row that key's hash-table slot names, unverified (-1: none, or key is no identifier), and that
+    slot's position.  Nothing is checked or refused here: the look-up proper does that in its turn."""
     cdef Py_ssize_t n
     cdef const char* p
-    cdef uint64_t h, pos
+    cdef uint64_t h
     if type(key) is not str or not PyUnicode_IS_ASCII(key) or t.slots == NULL:
         return -1
     p = PyUnicode_AsUTF8AndSize(key, &n)
     if not id_ok(p, n):
         return -1
     h = fnv1a(p, n, 0)
-    pos = h & t.mask
-    return tbl_candidate(t, h, &pos)
+    pos[0] = h & t.mask
+    return tbl_candidate(t, h, pos)
 
 cdef void _warm_person_institution(Store* st, object psn_no, object fixmedins_code) noexcept:
-    """Start reading the person's and the institution's rows, then their keys and the person's first filing,
-    so that the look-ups that follow (each a chain of dependent reads: slot, row, key) find them in the cache
-    instead of waiting for each read in turn."""
-    cdef int32_t pi = _candidate(&st.t_psn, psn_no)
-    cdef int32_t ii = _candidate(&st.t_inst, fixmedins_code)
+    """Start reading the person's row, key bytes and first filing (all three named by the person's slot, so
+    read together), and the institution's row then its key, so that the look-ups that follow (each a chain of
+    dependent reads: slot, row, key) find them in the cache instead of waiting for each read in turn."""
+    cdef uint64_t ppos = 0, ipos = 0
+    cdef int32_t pi = _candidate(&st.t_psn, psn_no, &ppos)
+    cdef int32_t ii = _candidate(&st.t_inst, fixmedins_code, &ipos)
+    cdef PersonSlotExtra* x
     if pi >= 0:
+        x = person_extra(&st.t_psn, ppos)
         YIDI_TOUCH(&st.persons[pi])
+        YIDI_TOUCH(st.arena + x.psn_no_off)
+        if x.first_filing_idx >= 0:
+            YIDI_TOUCH(&st.filings[x.first_filing_idx])
     if ii >= 0:
         YIDI_TOUCH(&st.insts[ii])
-    if pi >= 0:
-        YIDI_TOUCH(key_bytes(st, T_PSN, pi))
-        if st.persons[pi].first_filing_idx >= 0:
-            YIDI_TOUCH(&st.filings[st.persons[pi].first_filing_idx])
-    if ii >= 0:
         YIDI_TOUCH(key_bytes(st, T_INST, ii))
 
 cdef int32_t _inst_idx(Index self, object code) except -2:

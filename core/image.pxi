@@ -17,12 +17,13 @@ import msgspec
 
 cdef bytes IMAGE_MAGIC = b"YIDIIMG\x01"
 # Bumped whenever a struct or table of index.pxi changes meaning (sizes are checked too).
-cdef int IMAGE_LAYOUT_VERSION = 2   # 2: personal accounts, family links, chronic diseases (SPEC §10)
+cdef int IMAGE_LAYOUT_VERSION = 3   # 3: the persons' table's slots carry a PersonSlotExtra
 
 
 def _image_layout():
     return [IMAGE_LAYOUT_VERSION, <int>sizeof(Person), <int>sizeof(Filing), <int>sizeof(Institution),
-            <int>sizeof(CatalogItem), <int>sizeof(Policy), <int>sizeof(Slot), N_ACCUMULATORS]
+            <int>sizeof(CatalogItem), <int>sizeof(Policy), <int>sizeof(Slot), <int>sizeof(PersonSlotExtra),
+            N_ACCUMULATORS]
 
 
 cdef _write_section(f, const char* p, uint64_t n):
@@ -100,7 +101,7 @@ cdef int _save_image(Index self, str path, str fingerprint) except -1:
         _write_section(f, <char*>st.items, st.n_items * sizeof(CatalogItem))
         _write_section(f, <char*>st.policies, st.n_policies * sizeof(Policy))
         for i in range(5):
-            _write_section(f, <char*>tables[i].slots, _tbl_bytes(tables[i]))
+            _write_section(f, <char*>tables[i].slots, tbl_bytes(tables[i]))
         _write_section(f, python_side, len(python_side))
     os.replace(tmp, path)
     return 0
@@ -138,7 +139,8 @@ cdef int _load_image(Index self, str path, str fingerprint) except -1:
             st.n_policies = st.cap_policies = n[4]
             for i in range(5):
                 mask, count = header["tables"][i]
-                tables[i].slots = <Slot*>_read_section(f, (mask + 1) * sizeof(Slot), "table")
+                tables[i].slots = <Slot*>_read_section(f, ((mask + 1) << tbl_shift(i)) * sizeof(Slot), "table")
+                tables[i].shift = tbl_shift(i)
                 tables[i].mask = mask
                 tables[i].count = count
             python_side = msgspec.msgpack.decode(_read_blob(f, "dictionaries"))

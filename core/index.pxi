@@ -97,10 +97,20 @@ ctypedef struct Slot:
     uint32_t tag              # high 32 bits of the hash
     int32_t idx               # row index, -1 = empty
 
+# The persons' table carries two of the row's fields beside each slot, in the same 16 bytes: a look-up reads
+# the slot, then the row, the key bytes and the first filing all at once (two levels of dependent reads
+# instead of three: the key and the filing are otherwise named by the row).  Copies of the row's fields,
+# kept in step wherever a slot is placed or a person's first filing changes (check_invariants checks them);
+# only eligibility's early reads use them, every answer still comes from the row.
+ctypedef struct PersonSlotExtra:
+    uint32_t psn_no_off       # = the row's psn_no_off
+    int32_t first_filing_idx  # = the row's first_filing_idx
+
 ctypedef struct Table:
-    Slot* slots
+    Slot* slots               # (mask + 1) << shift Slots
     uint64_t mask
     int64_t count
+    int shift                 # a slot is 1 << shift Slots wide: 1 in the persons' table (Slot, PersonSlotExtra)
 
 ctypedef struct Store:
     char* arena
@@ -286,29 +296,45 @@ cdef inline uint64_t key_hash(Store* st, int kind, int32_t idx) noexcept nogil:
         return fnv1a(st.arena + st.insts[idx].fixmedins_code_off, st.insts[idx].fixmedins_code_len, 0)
     return item_hash(st.arena + st.items[idx].code_off, st.items[idx].code_len, st.items[idx].province_admdvs)
 
-cdef int tbl_init(Table* t, int64_t expected) except -1:
+cdef inline int tbl_shift(int kind) noexcept nogil:
+    """A table's slot width, as a shift of sizeof(Slot): the persons' table has its PersonSlotExtra beside."""
+    return 1 if kind == T_PSN else 0
+
+cdef inline Slot* slot_at(Table* t, uint64_t pos) noexcept nogil:
+    return t.slots + (pos << t.shift)
+
+cdef inline PersonSlotExtra* person_extra(Table* t, uint64_t pos) noexcept nogil:
+    """The persons' table only: the row's fields beside slot pos."""
+    return <PersonSlotExtra*>(t.slots + (pos << 1) + 1)
+
+cdef inline uint64_t tbl_bytes(Table* t) noexcept nogil:
+    return ((t.mask + 1) << t.shift) * sizeof(Slot) if t.slots != NULL else 0
+
+cdef int tbl_init(Table* t, int kind, int64_t expected) except -1:
     cdef uint64_t cap = 16
+    cdef int shift = tbl_shift(kind)
     while cap * 7 < <uint64_t>expected * 10:
         cap *= 2
-    cdef Slot* s = <Slot*>malloc(cap * sizeof(Slot))
+    cdef Slot* s = <Slot*>malloc((cap << shift) * sizeof(Slot))
     if s == NULL:
         raise MemoryError()
-    memset(s, 0xFF, cap * sizeof(Slot))     # idx = -1 everywhere
+    memset(s, 0xFF, (cap << shift) * sizeof(Slot))     # idx = -1 everywhere (an extra is written with its slot)
     free(t.slots)
     t.slots = s
     t.mask = cap - 1
     t.count = 0
+    t.shift = shift
     return 0
 
 cdef inline int32_t tbl_candidate(Table* t, uint64_t h, uint64_t* pos) noexcept nogil:
     """From slot pos[0] on, the row in the first slot that carries h's tag (pos[0] left on that slot), or -1
     at an empty slot.  The row is only a candidate until its key bytes are compared (tbl_verify)."""
     cdef uint32_t tag = <uint32_t>(h >> 32)
-    cdef int32_t idx
+    cdef Slot* s
     while True:
-        idx = t.slots[pos[0]].idx
-        if idx < 0 or t.slots[pos[0]].tag == tag:
-            return idx
+        s = slot_at(t, pos[0])
+        if s.idx < 0 or s.tag == tag:
+            return s.idx
         pos[0] = (pos[0] + 1) & t.mask
 
 cdef int32_t tbl_verify(Store* st, Table* t, int kind, uint64_t h, uint64_t pos, int32_t idx,
@@ -342,33 +368,38 @@ cdef int32_t tbl_find(Store* st, Table* t, int kind, uint64_t h, const char* p, 
         return -1
     return tbl_verify(st, t, kind, h, pos, tbl_candidate(t, h, &pos), p, n, extra)
 
-cdef void tbl_place(Table* t, uint64_t h, int32_t idx) noexcept nogil:
+cdef void tbl_place(Store* st, Table* t, uint64_t h, int32_t idx) noexcept nogil:
     cdef uint64_t i = h & t.mask
-    while t.slots[i].idx >= 0:
+    cdef Slot* s
+    while slot_at(t, i).idx >= 0:
         i = (i + 1) & t.mask
-    t.slots[i].tag = <uint32_t>(h >> 32)
-    t.slots[i].idx = idx
+    s = slot_at(t, i)
+    s.tag = <uint32_t>(h >> 32)
+    s.idx = idx
+    if t.shift:
+        person_extra(t, i).psn_no_off = st.persons[idx].psn_no_off
+        person_extra(t, i).first_filing_idx = st.persons[idx].first_filing_idx
 
 cdef int tbl_insert(Store* st, Table* t, int kind, uint64_t h, int32_t idx) except -1:
     """Insert a key known to be absent; double and rehash past 70% load."""
     cdef Slot* old
     cdef uint64_t oldcap, j
     if t.slots == NULL:
-        tbl_init(t, 16)
+        tbl_init(t, kind, 16)
     if (t.count + 1) * 10 > <int64_t>(t.mask + 1) * 7:
         old = t.slots
         oldcap = t.mask + 1
-        t.slots = <Slot*>malloc(oldcap * 2 * sizeof(Slot))
+        t.slots = <Slot*>malloc(((oldcap * 2) << t.shift) * sizeof(Slot))
         if t.slots == NULL:
             t.slots = old
             raise MemoryError()
-        memset(t.slots, 0xFF, oldcap * 2 * sizeof(Slot))
+        memset(t.slots, 0xFF, ((oldcap * 2) << t.shift) * sizeof(Slot))
         t.mask = oldcap * 2 - 1
         for j in range(oldcap):
-            if old[j].idx >= 0:
-                tbl_place(t, key_hash(st, kind, old[j].idx), old[j].idx)
+            if old[j << t.shift].idx >= 0:
+                tbl_place(st, t, key_hash(st, kind, old[j << t.shift].idx), old[j << t.shift].idx)
         free(old)
-    tbl_place(t, h, idx)
+    tbl_place(st, t, h, idx)
     t.count += 1
     return 0
 
@@ -378,19 +409,19 @@ cdef void tbl_remove(Store* st, Table* t, int kind, uint64_t h, int32_t idx) noe
     cdef uint64_t j, home
     if t.slots == NULL:
         return
-    while t.slots[i].idx != idx:
-        if t.slots[i].idx < 0:
+    while slot_at(t, i).idx != idx:
+        if slot_at(t, i).idx < 0:
             return
         i = (i + 1) & t.mask
     j = i
     while True:
-        t.slots[i].idx = -1
+        slot_at(t, i).idx = -1
         while True:
             j = (j + 1) & t.mask
-            if t.slots[j].idx < 0:
+            if slot_at(t, j).idx < 0:
                 t.count -= 1
                 return
-            home = key_hash(st, kind, t.slots[j].idx) & t.mask
+            home = key_hash(st, kind, slot_at(t, j).idx) & t.mask
             # keep slot j where it is if its home lies cyclically in (i, j]
             if i <= j:
                 if i < home <= j:
@@ -399,8 +430,27 @@ cdef void tbl_remove(Store* st, Table* t, int kind, uint64_t h, int32_t idx) noe
                 if home > i or home <= j:
                     continue
             break
-        t.slots[i] = t.slots[j]
+        memcpy(slot_at(t, i), slot_at(t, j), sizeof(Slot) << t.shift)    # the slot and its extra, if any
         i = j
+
+cdef PersonSlotExtra* person_slot_extra(Store* st, int32_t pi) noexcept nogil:
+    """What the persons' table holds beside person pi's slot; NULL if no slot names the person."""
+    cdef Table* t = &st.t_psn
+    cdef uint64_t pos = key_hash(st, T_PSN, pi) & t.mask
+    if t.slots == NULL:
+        return NULL
+    while slot_at(t, pos).idx >= 0:
+        if slot_at(t, pos).idx == pi:
+            return person_extra(t, pos)
+        pos = (pos + 1) & t.mask
+    return NULL
+
+cdef void person_set_first_filing(Store* st, int32_t pi, int32_t fi) noexcept nogil:
+    """The person's first filing, in the row and beside the person's slot in the persons' table."""
+    cdef PersonSlotExtra* x = person_slot_extra(st, pi)
+    st.persons[pi].first_filing_idx = fi
+    if x != NULL:
+        x.first_filing_idx = fi
 
 # ---------------------------------------------------------------- huge pages
 # A look-up is a chain of dependent reads scattered over ~0.4 GB of tables (slot, row, key, filing).  With 4 KiB
@@ -455,16 +505,16 @@ cdef uint64_t store_huge_pages(Store* st, uint64_t deadline_ns) noexcept nogil:
     """Bytes of the store's arrays collapsed into huge pages; those eligibility reads first (the persons' slots,
     rows, keys and filings), the rest after."""
     cdef uint64_t n = 0
-    n += yidi_huge_pages(st.t_psn.slots, (st.t_psn.mask + 1) * sizeof(Slot), deadline_ns)
+    n += yidi_huge_pages(st.t_psn.slots, tbl_bytes(&st.t_psn), deadline_ns)
     n += yidi_huge_pages(st.persons, st.n_persons * sizeof(Person), deadline_ns)
     n += yidi_huge_pages(st.filings, st.n_filings * sizeof(Filing), deadline_ns)
     n += yidi_huge_pages(st.arena, st.arena_len, deadline_ns)
     n += yidi_huge_pages(st.insts, st.n_insts * sizeof(Institution), deadline_ns)
-    n += yidi_huge_pages(st.t_inst.slots, (st.t_inst.mask + 1) * sizeof(Slot), deadline_ns)
+    n += yidi_huge_pages(st.t_inst.slots, tbl_bytes(&st.t_inst), deadline_ns)
     n += yidi_huge_pages(st.items, st.n_items * sizeof(CatalogItem), deadline_ns)
-    n += yidi_huge_pages(st.t_item.slots, (st.t_item.mask + 1) * sizeof(Slot), deadline_ns)
-    n += yidi_huge_pages(st.t_cert.slots, (st.t_cert.mask + 1) * sizeof(Slot), deadline_ns)
-    n += yidi_huge_pages(st.t_filing.slots, (st.t_filing.mask + 1) * sizeof(Slot), deadline_ns)
+    n += yidi_huge_pages(st.t_item.slots, tbl_bytes(&st.t_item), deadline_ns)
+    n += yidi_huge_pages(st.t_cert.slots, tbl_bytes(&st.t_cert), deadline_ns)
+    n += yidi_huge_pages(st.t_filing.slots, tbl_bytes(&st.t_filing), deadline_ns)
     return n
 
 

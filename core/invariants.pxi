@@ -50,9 +50,9 @@ cdef int _check_table(Store* st, Table* t, int kind, int64_t n_rows, str name) e
             _broken(f"table {name} is missing for {n_rows} rows")
         return 0
     for i in range(t.mask + 1):
-        if t.slots[i].idx >= 0:
-            if t.slots[i].idx >= n_rows:
-                _broken(f"table {name} slot {i} names row {t.slots[i].idx} of {n_rows}")
+        if slot_at(t, i).idx >= 0:
+            if slot_at(t, i).idx >= n_rows:
+                _broken(f"table {name} slot {i} names row {slot_at(t, i).idx} of {n_rows}")
             used += 1
     if used != t.count or t.count != n_rows:
         _broken(f"table {name} holds {used} slots, counts {t.count}, for {n_rows} rows")
@@ -114,7 +114,12 @@ cdef int _check_acc_list(Store* st, int32_t pi, uint8_t* seen) except -1:
 cdef int _check_person_rows(Store* st, int32_t pi, uint8_t* filing_seen, uint8_t* acc_seen) except -1:
     """One person: found by psn_no and certno, strings in the arena, its filing and accumulator lists."""
     cdef Person* p = &st.persons[pi]
+    cdef PersonSlotExtra* x
     _check_found(st, &st.t_psn, T_PSN, pi)
+    x = person_slot_extra(st, pi)
+    if x == NULL or x.psn_no_off != p.psn_no_off or x.first_filing_idx != p.first_filing_idx:
+        _broken(f"the persons' table holds ({x.psn_no_off if x != NULL else None}, {x.first_filing_idx if x != NULL else None}) beside person {pi}'s slot, "
+                f"its row ({p.psn_no_off}, {p.first_filing_idx})")
     _check_found(st, &st.t_cert, T_CERT, pi)
     _check_string(st, p.name_off, p.name_len, "the name of person", pi)
     _check_string(st, p.card_no_off, p.card_no_len, "the card of person", pi)
@@ -195,7 +200,9 @@ cdef int _debug_corrupt(Index self, str what, object psn_no) except -1:
     elif what == "filing_person":
         st.filings[p.first_filing_idx].person_idx = (pi + 1) % <int32_t>st.n_persons
     elif what == "filing_unlinked":
-        p.first_filing_idx = st.filings[p.first_filing_idx].next_filing_idx
+        person_set_first_filing(st, pi, st.filings[p.first_filing_idx].next_filing_idx)
+    elif what == "person_slot_extra":
+        person_slot_extra(st, pi).first_filing_idx = -1
     elif what == "accumulator_negative":
         a = _acc_new(st, pi, 2026)
         a.value[ACC_CRIT_BASE_FEN] = -1

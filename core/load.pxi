@@ -355,7 +355,7 @@ cdef int32_t _put_filing(Index self, dict row, bint replace) except -2:
         f.filing_id_len = <uint8_t>o.filing_id_n
         f.person_idx = o.person_idx
         f.next_filing_idx = st.persons[o.person_idx].first_filing_idx
-        st.persons[o.person_idx].first_filing_idx = idx
+        person_set_first_filing(st, o.person_idx, idx)
         tbl_insert(st, &st.t_filing, T_FILING, h, idx)
         st.n_filings += 1
     f = &st.filings[idx]
@@ -474,11 +474,11 @@ cdef int _load_file(Index self, str dirpath, str name, int which, object progres
     expected = _count_lines(path)
     if which == 4:      # persons: size the arrays and tables once
         st.persons = <Person*>grow_array(st.persons, &st.cap_persons, expected, sizeof(Person))
-        tbl_init(&st.t_psn, expected)
-        tbl_init(&st.t_cert, expected)
+        tbl_init(&st.t_psn, T_PSN, expected)
+        tbl_init(&st.t_cert, T_CERT, expected)
     elif which == 5:
         st.filings = <Filing*>grow_array(st.filings, &st.cap_filings, expected, sizeof(Filing))
-        tbl_init(&st.t_filing, expected)
+        tbl_init(&st.t_filing, T_FILING, expected)
     with open(path, "rb") as f:
         for line in f:
             lineno += 1

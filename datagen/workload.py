@@ -7,7 +7,9 @@ visits of a few lines and a couple of hundred yuan; inpatient stays of about
 twenty lines and about ¥23,700, SPEC §7–§8's reference month of September
 2019).  Only a prefix of persons.jsonl and filings.jsonl is read (persons are
 written in random province order, so a prefix is a fair sample), which keeps
-a client's start-up short.  Deterministic for a given seed.
+a client's start-up short; ``every=k`` takes every k-th person instead, so that
+the cases spread over the whole data set (and over the whole of an index
+loaded from it: its rows are in file order).  Deterministic for a given seed.
 """
 from __future__ import annotations
 
@@ -39,6 +41,15 @@ def _province(admdvs: str) -> str:
     return admdvs[:2] + "0000"
 
 
+def _psn_no_of(line: bytes) -> str | None:
+    """A filing line's psn_no read without parsing the line (None if it is not written as datagen writes it)."""
+    at = line.find(b'"psn_no":"')
+    if at < 0:
+        return None
+    at += len(b'"psn_no":"')
+    return line[at:line.find(b'"', at)].decode("ascii", "replace")
+
+
 def _covers(dest: str, region: str) -> bool:
     if dest.endswith("0000"):
         return region[:2] == dest[:2]
@@ -50,13 +61,14 @@ def _covers(dest: str, region: str) -> bool:
 class Workload:
     """Cases for outpatient one-stop and inpatient settlements on ``date``."""
 
-    def __init__(self, data_dir: str, *, seed: int = 1, persons: int = 200_000, date: int = DATE) -> None:
+    def __init__(self, data_dir: str, *, seed: int = 1, persons: int = 200_000, date: int = DATE,
+                 every: int = 1) -> None:
         self.rng = random.Random(f"yidi-workload:{seed}")
         self.date = date
         self._class_c: dict[tuple[int, str], list[tuple[str, str, int]]] = {}
         self._institutions(data_dir)
         self._catalog(data_dir)
-        self._filed(data_dir, persons)
+        self._filed(data_dir, persons, every)
 
     # ------------------------------------------------------------ loading
     def _institutions(self, data_dir: str) -> None:
@@ -86,15 +98,18 @@ class Workload:
                 kind = self.drugs if row["category"] == "drug" else self.treatments
                 kind.setdefault(row["province"], []).append((row["code"], row["class"], row["price_cap_fen"]))
 
-    def _filed(self, data_dir: str, limit: int) -> None:
-        """Active persons of the first ``limit`` rows with the institutions their active filings cover today."""
+    def _filed(self, data_dir: str, limit: int, every: int) -> None:
+        """Active persons of the first ``limit`` rows (of every ``every``-th row) with the institutions their active
+        filings cover today."""
         active: dict[str, str] = {}
         diseases: dict[str, list[str]] = {}
         self.with_account: set[str] = set()
         with open(os.path.join(data_dir, "persons.jsonl"), "rb") as f:
             for n, line in enumerate(f):
-                if n >= limit:
+                if n >= limit * every:
                     break
+                if n % every:
+                    continue
                 row = orjson.loads(line)
                 if row["status"] == "active":
                     active[row["psn_no"]] = row["insuplc_admdvs"]
@@ -108,6 +123,9 @@ class Workload:
         self.inpatient_cases: list[tuple[str, str, list[str]]] = []
         with open(os.path.join(data_dir, "filings.jsonl"), "rb") as f:
             for line in f:
+                psn_no = _psn_no_of(line) if every > 1 else None
+                if psn_no is not None and psn_no not in active:   # most lines: skipped before parsing
+                    continue
                 row = orjson.loads(line)
                 insured = active.get(row["psn_no"])
                 if insured is None or row["status"] != "active" or not self._valid(row):

@@ -70,7 +70,7 @@ def test_holds_after_many_inserts_and_refusals(spec):
 # ------------------------------------------------------------------ broken on purpose (debug builds)
 @debug_only
 @pytest.mark.parametrize("what", ["certno_table", "filing_cycle", "filing_person", "filing_unlinked",
-                                  "accumulator_negative", "accumulator_year_twice"])
+                                  "person_slot_extra", "accumulator_negative", "accumulator_year_twice"])
 def test_notices_corruption(spec, what):
     ix, n = spec
     ix.check_invariants()
