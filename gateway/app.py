@@ -404,6 +404,8 @@ class Gateway:
         self.store = store
         self.on_fatal = on_fatal
         self.ledger = GroupCommitLedger(store, max_batch=config.ledger_max_batch, on_fatal=on_fatal)
+        if self.partitions.n > 1:   # one key decided in one partition at a time: claimed first (PostgreSQL)
+            store.claims = True
         self.keys = Keys(store, config.idempotency_cache_keys)
         self.reads = Reads(self, store)   # what the services read of the projections
         self.snapshots = snapshots if snapshots is not None else snapshot.Snapshots(config.snapshot_dir())
@@ -569,14 +571,18 @@ class Gateway:
         # The ledger is asked for keys memory does not hold on the look-up thread; from here to the submit
         # nothing awaits, so the seqs and the engine's state read below hold for the whole loop.
         hashes = [key_hash(caller, command.request_id) for command, _ in items]
-        looked = (await self.keys.read_index(caller, [command.request_id for command, _ in items], hashes)
-                  if read_index else None)
-        self.require_ready()
-        self.require_owner()
-        loop = _ItemLoop(self, caller, items, looked, methods, hashes)
-        loop.run()
-        if loop.records:
-            await self._submit(caller, loop.records, loop.record_hashes)
+        looked, held = (await self.keys.read_index(caller, [command.request_id for command, _ in items], hashes,
+                                                   [digest for _, digest in items])
+                        if read_index else (None, []))
+        try:
+            self.require_ready()
+            self.require_owner()
+            loop = _ItemLoop(self, caller, items, looked, methods, hashes)
+            loop.run()
+            if loop.records:
+                await self._submit(caller, loop.records, loop.record_hashes)
+        finally:
+            self.keys.unhold(held)
         return [await self._resolve(outcome, loop.outcomes) for outcome in loop.outcomes]
 
     def _check_partition(self, engine: Engine, command: Command) -> None:

@@ -19,6 +19,7 @@ from google.protobuf.message_factory import GetMessageClass
 
 from core.commands import ChangeClearingMonth, Command
 from core.errors import YidiError
+from core.limits import PAGE_ROWS
 from core.partition import PartitionMap, part_of_seq
 
 from ._pb.yidi.v1 import funds_pb2 as fdpb, settlement_pb2 as spb
@@ -145,7 +146,7 @@ class RequestPartitions:
 
 
 # ----------------------------------------------------------------- calls every partition answers
-def merge_reports(replies: list[bytes], pmap: PartitionMap) -> bytes:
+def merge_reports(replies: list[bytes], pmap: PartitionMap, request: bytes) -> bytes:
     """A clearing month's statement from every partition's (in partition order): closed once every partition has
     closed it, confirmed by a province once every partition recorded it; the (insured, treatment) pairs are each
     one partition's (the insured province's) and the institutions' and net positions' figures add up."""
@@ -181,7 +182,7 @@ def _add_totals(into: fdpb.ClearingTotals, more: fdpb.ClearingTotals) -> None:
         setattr(into, field.name, getattr(into, field.name) + getattr(more, field.name))
 
 
-def merge_positions(replies: list[bytes], pmap: PartitionMap) -> bytes:
+def merge_positions(replies: list[bytes], pmap: PartitionMap, request: bytes) -> bytes:
     """Every insured province's prepaid position, each from its own partition (where its settlements draw it)."""
     out = fdpb.Positions()
     for part, reply in enumerate(replies):
@@ -190,9 +191,23 @@ def merge_positions(replies: list[bytes], pmap: PartitionMap) -> bytes:
     return out.SerializeToString()
 
 
-def first_answer(replies: list[bytes], pmap: PartitionMap) -> bytes:
+def first_answer(replies: list[bytes], pmap: PartitionMap, request: bytes) -> bytes:
     """A clearing calendar's change, made by every partition: partition 0's answer (all say the same month)."""
     return replies[0]
+
+
+def merge_admitted(replies: list[bytes], pmap: PartitionMap, request: bytes) -> bytes:
+    """An institution's admitted patients (在院) from every partition's open stays: one page of the smallest
+    mdtrt_ids after the page token (each partition answered its own smallest), in mdtrt_id order (an id is its
+    record's seq, so partition 0's come first); more pages while any partition had more."""
+    limit = spb.ListAdmittedRequest.FromString(request).page_size or PAGE_ROWS[0]
+    answers = [spb.ListAdmittedResponse.FromString(reply) for reply in replies]
+    patients = sorted((p for a in answers for p in a.patients), key=lambda p: p.mdtrt_id)
+    more = len(patients) > limit or any(a.next_page_token for a in answers)
+    out = spb.ListAdmittedResponse(patients=patients[:limit])
+    if more:
+        out.next_page_token = out.patients[-1].mdtrt_id
+    return out.SerializeToString()
 
 
 # RPCs every partition answers (when the ledger is split), and how their answers make one.  GetPositions of one
@@ -200,4 +215,4 @@ def first_answer(replies: list[bytes], pmap: PartitionMap) -> bytes:
 EVERY_PARTITION = {
     "FundsService/CloseMonth": first_answer, "FundsService/ReopenMonth": first_answer,
     "FundsService/ConfirmStatement": first_answer, "FundsService/GetClearingReport": merge_reports,
-    "FundsService/GetPositions": merge_positions}
+    "FundsService/GetPositions": merge_positions, "SettlementService/ListAdmitted": merge_admitted}

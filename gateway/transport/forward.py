@@ -256,7 +256,7 @@ class Forwarder:
                     call = self._call(address, path, "unary_unary")
                     replies.append(await call(raw, timeout=context.time_remaining(),
                                               metadata=((FORWARDED_FOR, entered[0]),)))
-                return merge(replies, self.gw.partitions)
+                return merge(replies, self.gw.partitions, raw)
             except asyncio.CancelledError:
                 code = "CANCELLED"
                 raise

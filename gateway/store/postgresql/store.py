@@ -57,6 +57,8 @@ LEASE_TTL_S = 2.0
 LEASE_RENEW_S = 0.5
 
 _REQUEST_COLUMNS = ("caller", "request_id", "h", "seq", "tag")
+_DELETE_CLAIMS = ("DELETE FROM request_claims c USING unnest(%s::text[], %s::text[]) AS k(c, r) "
+                  "WHERE c.caller = k.c AND c.request_id = k.r AND c.part = %s")
 
 
 class PostgresStore(PackedLog, ArchiveReads):
@@ -77,6 +79,7 @@ class PostgresStore(PackedLog, ArchiveReads):
         self.partitioned = True   # PackedLog: records are read in the partition their seq names
         self.base_seq = seq_base(part)   # the partition's records are numbered from here on (core/partition.py)
         self._token = 0   # the fencing token of this node's lease; 0: not the writer
+        self.claims = False   # keys are claimed before they are decided (a ledger of several partitions)
         self.lease = None   # a tool's LeaseKeeper (open_postgresql), given up on close
         self._lease_ttl_s = lease_ttl_s
         self._closed = False
@@ -192,6 +195,10 @@ class PostgresStore(PackedLog, ArchiveReads):
             head_row = self._decode_head(body)
             if self.key.mac(b"head" + body) != tag:
                 raise LedgerCorrupt(self._path, head_row.seq, "the head row does not match its seal")
+            try:   # the last writer's claims: its requests in flight were never recorded, and now cannot be
+                self._wconn.execute("DELETE FROM request_claims WHERE part = %s", (self.part,))
+            except psycopg.Error as err:
+                raise StorageDown(f"the ledger {self._path} cannot be taken over: {_first_line(err)}") from None
             self._head_row, self._token = head_row, token
         return self.head()
 
@@ -236,6 +243,9 @@ class PostgresStore(PackedLog, ArchiveReads):
                 cur.executemany("INSERT INTO groups (part, last_seq, first_seq, body) VALUES (%s, %s, %s, %s)",
                                 [(self.part, *row) for row in group.rows])
                 self._insert(cur, "requests", _REQUEST_COLUMNS, group.requests)
+                if self.claims and group.requests:   # recorded now: the requests rows hold the keys from here on
+                    cur.execute(_DELETE_CLAIMS, ([r[0] for r in group.requests], [r[1] for r in group.requests],
+                                                 self.part))
                 for table, values in group.derived.items():
                     self._insert(cur, table, (*COLUMNS[table], "tag"), values)
             # COMMIT has returned: the group is durable
@@ -299,6 +309,39 @@ class PostgresStore(PackedLog, ArchiveReads):
                 return record
             raise LedgerCorrupt(self._path, seq, "does not hold the key the idempotency index names for it")
         return None
+
+    def claim_requests(self, keys: Sequence[tuple[str, str, bytes]]) -> dict[tuple[str, str], bytes]:
+        """Claim keys (caller, request_id, digest) for this partition before their requests are decided; the keys
+        another partition holds, with their digests.  A key this partition holds already stays its own.  Claims
+        are committed without waiting for the WAL flush: a claim lost with the server belongs to a request whose
+        record was not committed either (its group would have flushed the claim before it), and that request's
+        owner ends with the lost connection."""
+        wanted = {(caller, request_id): digest for caller, request_id, digest in keys}
+        foreign: dict[tuple[str, str], bytes] = {}
+        conn = self._reader()
+        while wanted:   # a claim gone between the two statements (recorded or released): claimed again
+            callers, ids, digests = [c for c, _ in wanted], [r for _, r in wanted], list(wanted.values())
+            claimed = conn.execute(
+                "INSERT INTO request_claims (caller, request_id, part, digest) SELECT c, r, %s, d FROM "
+                "unnest(%s::text[], %s::text[], %s::bytea[]) AS k(c, r, d) ON CONFLICT DO NOTHING "
+                "RETURNING caller, request_id", (self.part, callers, ids, digests),
+                asynchronous=True).fetchall()
+            for key in claimed:
+                del wanted[tuple(key)]
+            if not wanted:
+                break
+            held = conn.execute("SELECT caller, request_id, part, digest FROM request_claims c JOIN "
+                                "unnest(%s::text[], %s::text[]) AS k(c, r) ON c.caller = k.c AND c.request_id = k.r",
+                                ([c for c, _ in wanted], [r for _, r in wanted])).fetchall()
+            for caller, request_id, part, digest in held:
+                if part != self.part:
+                    foreign[(caller, request_id)] = digest
+                del wanted[(caller, request_id)]
+        return foreign
+
+    def release_claims(self, keys: Sequence[tuple[str, str]]) -> None:
+        """This partition's claims of keys whose requests ended without a record (refused, or answered from one)."""
+        self._reader().execute(_DELETE_CLAIMS, ([c for c, _ in keys], [r for _, r in keys], self.part))
 
     # -- ArchiveStore --------------------------------------------------------------
 
@@ -388,11 +431,16 @@ class _Reads:
         self.store = store
         self.conn: psycopg.Connection | None = None
 
-    def execute(self, sql: str, args: tuple | list = ()) -> psycopg.Cursor:
-        """The query's rows, fetched whole (a client-side cursor: nothing more is read from the server)."""
+    def execute(self, sql: str, args: tuple | list = (), asynchronous: bool = False) -> psycopg.Cursor:
+        """The query's rows, fetched whole (a client-side cursor: nothing more is read from the server);
+        ``asynchronous``: a write committed without waiting for the WAL flush (``synchronous_commit = off``)."""
         try:
             if self.conn is None or self.conn.closed:
                 self.conn = self.store._connect(autocommit=True)
+            if asynchronous:
+                with self.conn.transaction():
+                    self.conn.execute("SET LOCAL synchronous_commit = off")
+                    return self.conn.execute(sql, args)
             return self.conn.execute(sql, args)
         except psycopg.OperationalError as err:
             self.close()
