@@ -405,7 +405,7 @@ class Gateway:
         self.on_fatal = on_fatal
         self.ledger = GroupCommitLedger(store, max_batch=config.ledger_max_batch, on_fatal=on_fatal)
         if self.partitions.n > 1:   # one key decided in one partition at a time: claimed first (PostgreSQL)
-            store.claims = True
+            store.split = True
         self.keys = Keys(store, config.idempotency_cache_keys)
         self.reads = Reads(self, store)   # what the services read of the projections
         self.snapshots = snapshots if snapshots is not None else snapshot.Snapshots(config.snapshot_dir())

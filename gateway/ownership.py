@@ -34,6 +34,7 @@ from typing import Callable
 
 from core.archive import Overlay
 from core.errors import YidiError
+from core.partition import route_names
 
 from .app import StoreArchive, apply_replayed
 from .store import chain
@@ -182,6 +183,11 @@ class Ownership:
             raise chain.LedgerCorrupt(store.path, self.seq, f"ends the replayed tail, but the sealed head row says "
                                                             f"record {head.seq} with another chain value")
         engine = gw.state.engine
+        if gw.partitions.n > 1:   # routes of every person filed here by RPC, also those filed before routes were kept
+            filings = engine.filings
+            names = [n for p in filings.persons.values() for n in route_names(p)] + \
+                [n for f in filings.filings.values() for n in route_names(filing=f)]
+            await asyncio.to_thread(store.put_routes, names)
         if isinstance(engine.archive, StoreArchive):   # it was a standby
             engine.archive = Overlay(engine.archive)
         gw.start_ledger()

@@ -20,7 +20,7 @@ from google.protobuf.message_factory import GetMessageClass
 from core.commands import ChangeClearingMonth, Command
 from core.errors import YidiError
 from core.limits import PAGE_ROWS
-from core.partition import PartitionMap, part_of_seq
+from core.partition import PartitionMap, part_of_seq, route_names
 
 from ._pb.yidi.v1 import funds_pb2 as fdpb, settlement_pb2 as spb
 from .store.parts import StorageDown
@@ -44,6 +44,22 @@ PARTITION_READS = frozenset({
 
 def every_partition(command: Command) -> bool:
     return type(command) is ChangeClearingMonth
+
+
+def routed_names(obj) -> list[str]:
+    """The names (core/partition.py ``route_names``) by which the persons and filings a request names, unknown
+    to this node's reference data, may have been routed by their filing (备案) through the gateway."""
+    names = []
+    for holder in (obj, getattr(obj, "person", None), getattr(obj, "filing", None)):
+        if holder is not None:
+            names += route_names(psn_no=getattr(holder, "psn_no", ""), certno=getattr(holder, "certno", ""),
+                                 filing_id=getattr(holder, "filing_id", ""))
+    credential = getattr(obj, "credential", None)
+    cert_type = getattr(obj, "mdtrt_cert_type", "") or getattr(credential, "cert_type", "")
+    cert_no = getattr(obj, "mdtrt_cert_no", "") or getattr(credential, "cert_no", "")
+    if cert_type == CERT_VOUCHER and cert_no:
+        names += route_names(psn_no=cert_no.partition(".")[0])
+    return names
 
 
 def partition_of(index, pmap: PartitionMap, obj) -> int | None:
@@ -119,22 +135,42 @@ class RequestPartitions:
             except StorageDown:
                 raise YidiError("STORAGE_UNAVAILABLE") from None
             return part_of_seq(record.seq) if record is not None else None
-        return partition_of(state.engine.index, self.gw.partitions, msg)
+        part = partition_of(state.engine.index, self.gw.partitions, msg)
+        if part is None:
+            part = (await self.routed([msg]))[0]
+        return part
 
-    def batch_groups(self, items: list[bytes]) -> dict[int, list[int]] | None:
+    async def routed(self, msgs: list) -> list[int | None]:
+        """Each message's partition by the routes of persons filed through the gateway (PostgreSQL), for those
+        naming a person or filing this node's reference data does not know; None: no route."""
+        names = [routed_names(msg) for msg in msgs]
+        route = getattr(self.gw.store, "route_part", None)
+        if route is None or not any(names):
+            return [None] * len(msgs)
+        try:
+            return await asyncio.to_thread(lambda: [route(n) if n else None for n in names])
+        except StorageDown:
+            raise YidiError("STORAGE_UNAVAILABLE") from None
+
+    async def batch_groups(self, items: list[bytes]) -> dict[int, list[int]] | None:
         """A SettleBatch's items (their bytes) by partition, in order within each (an item naming none: this
         node's); None when they are all one partition's, or one cannot be read (the batch is then served as one)."""
         state = self.gw.state
         if state is None:
             return None
-        groups: dict[int, list[int]] = {}
-        for i, raw in enumerate(items):
+        members = []
+        for raw in items:
             try:
                 item = spb.SettleItem.FromString(raw)
             except DecodeError:
                 return None
-            member = getattr(item, item.WhichOneof("settle") or "", None)
-            part = partition_of(state.engine.index, self.gw.partitions, member) if member is not None else None
+            members.append(getattr(item, item.WhichOneof("settle") or "", None))
+        parts = [partition_of(state.engine.index, self.gw.partitions, m) if m is not None else None for m in members]
+        unknown = [i for i, part in enumerate(parts) if part is None and members[i] is not None]
+        for i, part in zip(unknown, await self.routed([members[i] for i in unknown]), strict=True):
+            parts[i] = part
+        groups: dict[int, list[int]] = {}
+        for i, part in enumerate(parts):
             groups.setdefault(self.gw.store.part if part is None else part, []).append(i)
         return groups if len(groups) > 1 else None
 

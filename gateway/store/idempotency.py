@@ -100,7 +100,7 @@ class Keys:
         self._asking: list[tuple[str, list[str], list[tuple[str, str, bytes]], asyncio.Future]] = []   # this turn's
         # A ledger of several partitions (PostgreSQL): keys are claimed in the ledger before they are decided, and
         # each claimed key is held by the calls deciding it; the last to end without a record releases it.
-        self._claiming = getattr(store, "claims", False)
+        self._claiming = getattr(store, "split", False)
         self._holders: dict[Key, int] = {}
 
     def __len__(self) -> int:

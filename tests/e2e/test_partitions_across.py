@@ -5,6 +5,11 @@ mTLS against a real PostgreSQL.
 * one request id sent by one caller for two partitions' settlements at the same moment (a Guangdong insured's at
   partition 0's owner, a Liaoning insured's at partition 1's) settles once, the other call is refused
   IDEMPOTENCY_KEY_REUSED, no node exits, and every other settlement made meanwhile is acknowledged and durable;
+* a person filed (备案) through the gateway, not in the reference data, is known by every node: filed through
+  the other partition's node, then settled, read and their filing revised through either node, each call
+  performed by their partition's owner (the answers alike through both nodes);
+* an institution's admitted patients (在院) are every partition's open stays, in mdtrt_id order, page by page,
+  the same bytes through either node.
 """
 from __future__ import annotations
 
@@ -12,12 +17,17 @@ import threading
 
 import grpc
 
+from datagen.spec_fixture import make_certno
+from gateway._pb.yidi.v1 import common_pb2 as pb, filing_pb2 as fpb, settlement_pb2 as spb
 from gateway.transport.status import reason_of
 
-from test_partitions import GUANGDONG_PERSONS, LIAONING_PERSONS, either_province, partition_nodes, settle
+from test_partitions import GUANGDONG, GUANGDONG_PERSONS, LIAONING_PERSONS, PARTITIONS, either_province, \
+    partition_nodes, settle
 
 import failover  # noqa: E402  (tools/, on the path by test_partitions)
-from failover import HAINAN, SETTLE, Settler  # noqa: E402
+from builders import HK_L3, admit  # noqa: E402
+from failover import HAINAN, LIAONING, SETTLE, Settler  # noqa: E402
+from gateway_harness import file_person  # noqa: E402
 
 SHARED_IDS = 20
 
@@ -66,3 +76,69 @@ def test_one_request_id_for_two_partitions_at_once_settles_once_and_no_node_exit
     finally:
         for node in nodes:
             node.gw.stop()
+
+
+def test_a_person_filed_through_the_gateway_is_routed_by_every_node(tmp_path, pg_url):
+    nodes = partition_nodes(tmp_path, pg_url)
+    try:
+        _filed_person_routed_by_every_node(nodes)
+    finally:
+        for node in nodes:
+            node.gw.stop()
+
+
+def test_admitted_patients_are_every_partitions_stays_through_either_node(tmp_path, pg_url):
+    nodes = partition_nodes(tmp_path, pg_url)
+    try:
+        _admitted_from_every_partition(nodes)
+    finally:
+        for node in nodes:
+            node.gw.stop()
+
+
+def _filed_person_routed_by_every_node(nodes) -> None:
+    # a Liaoning insured (partition 1), filed through partition 0's node: performed by partition 1's owner
+    liaoning = [node.gw.client(LIAONING) for node in nodes]
+    file_person(liaoning[0], "P210102900001", "21010219800101099")
+    hainan = [node.gw.client(HAINAN) for node in nodes]
+    raw = hainan[0].raw(SETTLE, settle("new-person-1", "P210102900001"))   # node 0 knows them only by the route
+    setl_id = spb.SettlementResponse.FromString(raw).settlement.setl_id
+    assert PARTITIONS.of_id(setl_id) == 1, setl_id
+    assert hainan[1].raw(SETTLE, settle("new-person-1", "P210102900001")) == raw
+    seen = [c.raw("/yidi.v1.SettlementService/GetAccumulators", spb.GetAccumulatorsRequest(psn_no="P210102900001",
+                                                                                          year=2026))
+            for c in liaoning]
+    assert seen[0] == seen[1]   # the settlement's fee went to their deductible, in their partition
+    assert pb.Accumulators.FromString(seen[0]).outpatient_deductible_used_fen == \
+        spb.SettlementResponse.FromString(raw).settlement.breakdown.medfee_sumamt > 0
+    certno = fpb.ListFilingsRequest(certno=make_certno("21010219800101099"))
+    assert liaoning[0].raw("/yidi.v1.FilingService/ListFilings", certno) == \
+        liaoning[1].raw("/yidi.v1.FilingService/ListFilings", certno)   # by certno alone, through either node
+    revised = liaoning[0](liaoning[0].filing.ReviseFiling, fpb.ReviseFilingRequest(
+        request_id="revise-new-1", filing=pb.Filing(filing_id="F-P210102900001", dest_admdvs="460100",
+                                                    valid_from=20260101)))   # by its filing_id alone
+    assert revised.filing.dest_admdvs == "460100"
+
+
+def _admitted_from_every_partition(nodes) -> None:
+    hainan = [node.gw.client(HAINAN) for node in nodes]
+    stays = []
+    for k, psn_no in enumerate((LIAONING_PERSONS[1], GUANGDONG_PERSONS[0], GUANGDONG_PERSONS[1])):
+        stays.append(admit(hainan[k % 2], psn_no, HK_L3, request_id=f"adm-{k}").mdtrt_id)
+    assert sorted(PARTITIONS.of_id(m) for m in stays) == [0, 0, 1]
+    listed = [c.raw("/yidi.v1.SettlementService/ListAdmitted", spb.ListAdmittedRequest(fixmedins_code=HK_L3))
+              for c in hainan]
+    assert listed[0] == listed[1]
+    patients = spb.ListAdmittedResponse.FromString(listed[0]).patients
+    assert [p.mdtrt_id for p in patients] == sorted(stays)
+    assert {p.insuplc_admdvs[:2] for p in patients} == {"21", GUANGDONG[:2]}
+    paged, token = [], ""
+    while True:   # one at a time through partition 1's node: the same stays, in the same order
+        page = spb.ListAdmittedResponse.FromString(hainan[1].raw(
+            "/yidi.v1.SettlementService/ListAdmitted",
+            spb.ListAdmittedRequest(fixmedins_code=HK_L3, page_size=1, page_token=token)))
+        paged += [p.mdtrt_id for p in page.patients]
+        token = page.next_page_token
+        if not token:
+            break
+    assert paged == sorted(stays)

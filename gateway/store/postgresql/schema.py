@@ -30,6 +30,12 @@ the same tags.  What differs:
   (docs/postgresql.md, Partitions).  Not a ledger table: nothing in it is
   tagged, counted or proved, and an owner taking a partition deletes the
   partition's claims (its old owner's, whose groups can no longer commit).
+* ``person_routes`` says which partition holds each person filed by RPC (备案,
+  not in the reference data every node loads): by ``p:`` psn_no, ``c:`` a
+  hash of the certno, ``f:`` filing_id, written by the group commit that
+  records the filing (and again by an owner taking its partition), so any
+  node routes a call naming them.  Not a ledger table either: a route only
+  says where to send a call, whose owner decides it from its own state.
 * ``snapshots`` keeps the sealed snapshots (gateway/store/snapshot.py) per
   partition, so any node can restore one.
 """
@@ -98,6 +104,10 @@ CREATE TABLE IF NOT EXISTS requests (
     PRIMARY KEY (caller, request_id)
 );
 CREATE INDEX IF NOT EXISTS requests_h ON requests (h);
+CREATE TABLE IF NOT EXISTS person_routes (
+    name       TEXT     PRIMARY KEY,
+    part       SMALLINT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS request_claims (
     caller     TEXT     NOT NULL,
     request_id TEXT     NOT NULL,

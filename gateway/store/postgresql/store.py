@@ -31,8 +31,9 @@ from collections.abc import Sequence
 import msgspec
 import psycopg
 
+from core import events
 from core.events import REVERSED_KIND
-from core.partition import seq_base
+from core.partition import route_names, seq_base
 
 from .. import chain, packed, snapshot
 from ..chain import Head, HeadFile, HeadRow, LedgerCorrupt, decode_head_row, encode_head_row
@@ -57,6 +58,7 @@ LEASE_TTL_S = 2.0
 LEASE_RENEW_S = 0.5
 
 _REQUEST_COLUMNS = ("caller", "request_id", "h", "seq", "tag")
+FILED_KIND = "filed"
 _DELETE_CLAIMS = ("DELETE FROM request_claims c USING unnest(%s::text[], %s::text[]) AS k(c, r) "
                   "WHERE c.caller = k.c AND c.request_id = k.r AND c.part = %s")
 
@@ -79,7 +81,7 @@ class PostgresStore(PackedLog, ArchiveReads):
         self.partitioned = True   # PackedLog: records are read in the partition their seq names
         self.base_seq = seq_base(part)   # the partition's records are numbered from here on (core/partition.py)
         self._token = 0   # the fencing token of this node's lease; 0: not the writer
-        self.claims = False   # keys are claimed before they are decided (a ledger of several partitions)
+        self.split = False   # the ledger has several partitions: keys claimed, filed persons routed
         self.lease = None   # a tool's LeaseKeeper (open_postgresql), given up on close
         self._lease_ttl_s = lease_ttl_s
         self._closed = False
@@ -243,9 +245,12 @@ class PostgresStore(PackedLog, ArchiveReads):
                 cur.executemany("INSERT INTO groups (part, last_seq, first_seq, body) VALUES (%s, %s, %s, %s)",
                                 [(self.part, *row) for row in group.rows])
                 self._insert(cur, "requests", _REQUEST_COLUMNS, group.requests)
-                if self.claims and group.requests:   # recorded now: the requests rows hold the keys from here on
+                if self.split and group.requests:   # recorded now: the requests rows hold the keys from here on
                     cur.execute(_DELETE_CLAIMS, ([r[0] for r in group.requests], [r[1] for r in group.requests],
                                                  self.part))
+                filed = [events.decode(r.body) for r in records if r.kind == FILED_KIND] if self.split else ()
+                if filed:
+                    self._put_routes(cur, [name for e in filed for name in route_names(e.person, e.filing)])
                 for table, values in group.derived.items():
                     self._insert(cur, table, (*COLUMNS[table], "tag"), values)
             # COMMIT has returned: the group is durable
@@ -338,6 +343,24 @@ class PostgresStore(PackedLog, ArchiveReads):
                     foreign[(caller, request_id)] = digest
                 del wanted[(caller, request_id)]
         return foreign
+
+    def put_routes(self, names: Sequence[str]) -> None:
+        """Route the persons and filings named (``route_names``) to this partition (an owner taking it over)."""
+        try:
+            with self._write_lock, self._wconn.transaction(), self._wconn.cursor() as cur:
+                self._put_routes(cur, names)
+        except psycopg.Error as err:
+            raise StorageDown(f"the ledger {self._path} cannot be written: {_first_line(err)}") from None
+
+    def _put_routes(self, cur: psycopg.Cursor, names: Sequence[str]) -> None:
+        cur.execute("INSERT INTO person_routes (name, part) SELECT n, %s FROM unnest(%s::text[]) AS n "
+                    "ON CONFLICT (name) DO UPDATE SET part = EXCLUDED.part", (self.part, list(names)))
+
+    def route_part(self, names: Sequence[str]) -> int | None:
+        """The partition of the first of ``names`` (``route_names``) a filing by RPC routed; None if none."""
+        rows = dict(self._reader().execute("SELECT name, part FROM person_routes WHERE name = ANY(%s)",
+                                           (list(names),)).fetchall())
+        return next((rows[name] for name in names if name in rows), None)
 
     def release_claims(self, keys: Sequence[tuple[str, str]]) -> None:
         """This partition's claims of keys whose requests ended without a record (refused, or answered from one)."""
