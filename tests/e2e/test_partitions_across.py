@@ -5,6 +5,8 @@ mTLS against a real PostgreSQL.
 * one request id sent by one caller for two partitions' settlements at the same moment (a Guangdong insured's at
   partition 0's owner, a Liaoning insured's at partition 1's) settles once, the other call is refused
   IDEMPOTENCY_KEY_REUSED, no node exits, and every other settlement made meanwhile is acknowledged and durable;
+  and a reversal (冲正) of a settlement at one node while the other performs it: one of the two is first, the
+  other follows it (cancels it, or is refused REQUEST_REVERSED) or is refused REQUEST_IN_PROGRESS;
 * a person filed (备案) through the gateway, not in the reference data, is known by every node: filed through
   the other partition's node, then settled, read and their filing revised through either node, each call
   performed by their partition's owner (the answers alike through both nodes);
@@ -30,6 +32,7 @@ from failover import HAINAN, LIAONING, SETTLE, Settler  # noqa: E402
 from gateway_harness import file_person  # noqa: E402
 
 SHARED_IDS = 20
+REVERSE = "/yidi.v1.SettlementService/Reverse"
 
 
 def _both_at_once(clients, rid: str) -> list:
@@ -52,13 +55,42 @@ def _both_at_once(clients, rid: str) -> list:
     return out
 
 
+def _reversed_while_settled(clients, rid: str) -> list:
+    """A reversal (冲正) of rid at node 0, which has not seen it, at the moment node 1 settles it (a Liaoning
+    insured's): the reversal's answer (its outcome, or a reason) and the settlement's (its bytes, or a reason)."""
+    barrier, out = threading.Barrier(2), [None, None]
+    calls = [(REVERSE, spb.ReverseRequest(request_id=f"rev-{rid}", original_request_id=rid, reverse_date=20260316),
+              lambda raw: spb.ReverseResponse.FromString(raw).outcome),
+             (SETTLE, settle(rid, LIAONING_PERSONS[0]), lambda raw: raw)]
+
+    def call(k: int) -> None:
+        path, request, read = calls[k]
+        barrier.wait()
+        try:
+            out[k] = read(clients[k].raw(path, request))
+        except grpc.RpcError as err:
+            out[k] = reason_of(err) or err.code().name
+
+    threads = [threading.Thread(target=call, args=(k,)) for k in (0, 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return out
+
+
 def test_one_request_id_for_two_partitions_at_once_settles_once_and_no_node_exits(tmp_path, pg_url):
     nodes = partition_nodes(tmp_path, pg_url)
     try:
         settler = Settler(nodes, prefix="load", make=either_province)
         settler.start()   # other settlements in the same groups as the contested ones
         clients = [node.gw.client(HAINAN) for node in nodes]
-        outcomes = [_both_at_once(clients, f"shared-{n}") for n in range(SHARED_IDS)]
+        outcomes, reversals = [], []
+        for n in range(SHARED_IDS):   # until a node exits (its calls would each wait out their deadline)
+            outcomes.append(_both_at_once(clients, f"shared-{n}"))
+            reversals.append(_reversed_while_settled(clients, f"raced-{n}"))
+            if not all(node.alive() for node in nodes):
+                break
         if not all(node.alive() for node in nodes):   # (a settler's stop would retry on a dead node forever)
             settler._stop.set()
             raise AssertionError([node.gw.log()[-2000:] for node in nodes])
@@ -71,6 +103,15 @@ def test_one_request_id_for_two_partitions_at_once_settles_once_and_no_node_exit
             assert len(won) == 1 and out[1 - won[0]] == "IDEMPOTENCY_KEY_REUSED", (rid, out)
             assert clients[1 - won[0]].raw(SETTLE, settle(rid, (GUANGDONG_PERSONS, LIAONING_PERSONS)[won[0]][0],
                                                           1000 + won[0])) == out[won[0]]   # the winner's answer
+        for n, (reversed_, settled) in enumerate(reversals):   # one of them first, the other after it or refused
+            rid = f"raced-{n}"
+            assert counts[rid] == (1 if isinstance(settled, bytes) else 0), (rid, reversed_, settled)
+            if reversed_ == spb.REVERSE_OUTCOME_NOT_PERFORMED:
+                assert settled == "REQUEST_REVERSED", (rid, settled)
+            elif reversed_ == spb.REVERSE_OUTCOME_SETTLEMENT_CANCELLED:
+                assert isinstance(settled, bytes), (rid, settled)
+            else:   # the settlement was being performed in its partition: it stands, the reversal may be retried
+                assert reversed_ == "REQUEST_IN_PROGRESS" and isinstance(settled, bytes), (rid, reversed_, settled)
         assert settler.acked and all(counts[rid] == 1 for rid in settler.acked)
         assert sum(1 for rid in counts if rid.startswith("load")) == len(settler.acked)   # nothing durable unacked
     finally:
