@@ -11,7 +11,9 @@ mTLS against a real PostgreSQL.
   the other partition's node, then settled, read and their filing revised through either node, each call
   performed by their partition's owner (the answers alike through both nodes);
 * an institution's admitted patients (在院) are every partition's open stays, in mdtrt_id order, page by page,
-  the same bytes through either node.
+  the same bytes through either node;
+* a call forwarded to its partition's owner counts against its caller's rate limit once, at the node the
+  client called.
 """
 from __future__ import annotations
 
@@ -24,14 +26,16 @@ from gateway._pb.yidi.v1 import common_pb2 as pb, filing_pb2 as fpb, settlement_
 from gateway.transport.status import reason_of
 
 from test_partitions import GUANGDONG, GUANGDONG_PERSONS, LIAONING_PERSONS, PARTITIONS, either_province, \
-    partition_nodes, settle
+    partition_nodes, settle, two_province_dataset
 
 import failover  # noqa: E402  (tools/, on the path by test_partitions)
 from builders import HK_L3, admit  # noqa: E402
-from failover import HAINAN, LIAONING, SETTLE, Settler  # noqa: E402
+from failover import HAINAN, LIAONING, SETTLE, Node, Settler  # noqa: E402
 from gateway_harness import file_person  # noqa: E402
 
 SHARED_IDS = 20
+# Each caller's token bucket on both nodes: this many calls at once, then (nearly) none.
+BURST = 6
 REVERSE = "/yidi.v1.SettlementService/Reverse"
 
 
@@ -183,3 +187,29 @@ def _admitted_from_every_partition(nodes) -> None:
         if not token:
             break
     assert paged == sorted(stays)
+
+
+def test_a_forwarded_call_counts_against_its_callers_rate_once_at_the_node_called(tmp_path, pg_url):
+    data_dir = two_province_dataset(tmp_path / "data")
+    nodes = [Node(f"r{part}", data_dir, str(tmp_path), pg_url, "--partitions", "2", "--partition", str(part),
+                  "--rate-per-caller-per-s", "0.01", "--rate-burst-per-caller", str(BURST)) for part in (0, 1)]
+    try:
+        for node in nodes:
+            node.start("SERVING")
+        hainan = [node.gw.client(HAINAN) for node in nodes]
+        for k in range(BURST - 2):   # Liaoning's insured through partition 0's node: forwarded to partition 1's
+            raw = hainan[0].raw(SETTLE, settle(f"rate-fwd-{k}", LIAONING_PERSONS[k % 2]))
+            assert PARTITIONS.of_id(spb.SettlementResponse.FromString(raw).settlement.setl_id) == 1
+        direct = 0
+        for k in range(BURST + 1):   # the same caller at partition 1's node: its whole burst is still there
+            try:
+                hainan[1].raw(SETTLE, settle(f"rate-direct-{k}", LIAONING_PERSONS[k % 2]))
+                direct += 1
+            except grpc.RpcError as err:
+                assert reason_of(err) == "OVERLOADED", err
+                break
+        assert direct == BURST
+    finally:
+        for node in nodes:
+            if node.gw is not None:
+                node.gw.stop()
