@@ -538,12 +538,13 @@ class Gateway:
     # --------------------------------------------------------- mutation
     async def execute(self, caller: str, command: Command, digest: bytes) -> bytes:
         """Run one mutating request exactly once (SPEC §6); its answer once it is durable."""
+        if self.store.part and (every_partition(command) or type(command) is LoadReferenceData):
+            # every partition records its copy of a clearing calendar's change, and its owner its load of the
+            # reference data (each node loads its own), under the same request id: keyed apart, since the
+            # idempotency index is shared (caller, request_id) and partition 0's keeps the key
+            caller = f"{caller}#p{self.store.part}"
         if type(command) is LoadReferenceData:
             return await self._reload(caller, command, digest)
-        if self.store.part and every_partition(command):
-            # every partition records its copy of a clearing calendar's change under the same request id: keyed
-            # apart, since the idempotency index is shared (caller, request_id) and partition 0's keeps the key
-            caller = f"{caller}#p{self.store.part}"
         if type(command) is Reverse:
             looked, held = await self._claim_reversal(caller, command, digest)
             try:
