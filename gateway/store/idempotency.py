@@ -33,6 +33,16 @@ them may begin the same key: every key begun while a look-up is out is
 dropped from its answer, so the call's own ``lookup`` then finds that key in
 memory (in flight or recent) or, if it has already left the recent cache, asks
 the ledger again on the loop.  Two identical requests racing still settle once.
+
+A ledger of several partitions (PostgreSQL) has one memory of keys per
+partition's owner, so the same hop first claims the keys it asks for
+(``request_claims``: the store's ``claim_requests``), then reads the index: a
+key another partition claimed and has not recorded is answered from its claim
+(``Claimed``: IDEMPOTENCY_KEY_REUSED for another request, REQUEST_IN_PROGRESS
+for the same), never decided here too.  The calls that asked hold their keys
+(``unhold`` once their records are submitted); a key the last holder leaves
+without a record in flight is released on the look-up thread, after every
+claim asked before it (docs/postgresql.md, Partitions).
 """
 from __future__ import annotations
 
