@@ -102,6 +102,7 @@ class Ownership:
         self.seq, self.chain = 0, b""   # the last record applied and its chain value
         self.holders: dict[int, str] = {}   # partition -> its owner's address, as the lease table said last
         self._directory: asyncio.Task | None = None
+        self._routes: asyncio.Task | None = None   # routing this partition's filings (_route_filings)
 
     def owns(self) -> bool:
         return self.owner and self.keeper.valid()
@@ -183,17 +184,25 @@ class Ownership:
             raise chain.LedgerCorrupt(store.path, self.seq, f"ends the replayed tail, but the sealed head row says "
                                                             f"record {head.seq} with another chain value")
         engine = gw.state.engine
-        if gw.partitions.n > 1:   # routes of every person filed here by RPC, also those filed before routes were kept
-            filings = engine.filings
-            names = [n for p in filings.persons.values() for n in route_names(p)] + \
-                [n for f in filings.filings.values() for n in route_names(filing=f)]
-            await asyncio.to_thread(store.put_routes, names)
+        if gw.partitions.n > 1:   # in the background: the routes written with filings are there already
+            self._routes = asyncio.get_running_loop().create_task(self._route_filings())
         if isinstance(engine.archive, StoreArchive):   # it was a standby
             engine.archive = Overlay(engine.archive)
         gw.start_ledger()
         self.owner = True
         self._check = asyncio.get_running_loop().create_task(self._watch())
         log.info("took over partition %d at ledger seq %d (token %d)", self.keeper.part, self.seq, self.keeper.token)
+
+    async def _route_filings(self) -> None:
+        """Routes (person_routes) of every person and filing filed in this partition by RPC, where none is there:
+        those filed before routes were kept with each filing."""
+        filings = self.gw.state.engine.filings
+        names = [n for p in filings.persons.values() for n in route_names(p)] + \
+            [n for f in filings.filings.values() for n in route_names(filing=f)]
+        try:
+            await asyncio.to_thread(self.gw.store.put_routes, names)
+        except StorageDown as err:   # written again by the next owner's takeover
+            log.warning("routes of the persons filed in partition %d not written: %s", self.keeper.part, err)
 
     async def _look_up_holders(self) -> None:
         """Where every partition's owner is, read from the lease table as often as a lease is renewed."""
@@ -214,7 +223,7 @@ class Ownership:
 
     def close(self) -> None:
         """Stop the keeper; the lease is given up if still ours (called after the ledger's last commit)."""
-        for task in (self._check, self._directory):
+        for task in (self._check, self._directory, self._routes):
             if task is not None:
                 task.cancel()
         self.keeper.close()

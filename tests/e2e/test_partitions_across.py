@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import shutil
 import threading
+import time
 
 import grpc
+import psycopg
 
 from datagen.spec_fixture import make_certno
 from gateway._pb.yidi.v1 import admin_pb2, common_pb2 as pb, filing_pb2 as fpb, settlement_pb2 as spb
@@ -129,6 +131,19 @@ def test_a_person_filed_through_the_gateway_is_routed_by_every_node(tmp_path, pg
     nodes = partition_nodes(tmp_path, pg_url)
     try:
         _filed_person_routed_by_every_node(nodes)
+        with psycopg.connect(pg_url, autocommit=True) as conn:   # a ledger filed before routes were kept
+            conn.execute("DELETE FROM person_routes")
+        nodes[1].gw.stop()
+        nodes[1].start("SERVING")   # its new owner routes the partition's filings again
+        hainan = nodes[0].gw.client(HAINAN)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                hainan.raw(SETTLE, settle("new-person-2", "P210102900001"))
+                break
+            except grpc.RpcError as err:
+                assert reason_of(err) == "PERSON_NOT_FILED" and time.monotonic() < deadline, err
+                time.sleep(0.2)
     finally:
         for node in nodes:
             node.gw.stop()

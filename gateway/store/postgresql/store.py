@@ -59,6 +59,7 @@ LEASE_RENEW_S = 0.5
 
 _REQUEST_COLUMNS = ("caller", "request_id", "h", "seq", "tag")
 FILED_KIND = "filed"
+ROUTES_PER_INSERT = 10_000
 _DELETE_CLAIMS = ("DELETE FROM request_claims c USING unnest(%s::text[], %s::text[]) AS k(c, r) "
                   "WHERE c.caller = k.c AND c.request_id = k.r AND c.part = %s")
 
@@ -345,10 +346,14 @@ class PostgresStore(PackedLog, ArchiveReads):
         return foreign
 
     def put_routes(self, names: Sequence[str]) -> None:
-        """Route the persons and filings named (``route_names``) to this partition (an owner taking it over)."""
+        """Route the persons and filings named (``route_names``) to this partition where no route names them yet
+        (an owner taking it over: routes its filings made before routes were kept), a batch at a time, on a
+        connection of its own (the writer's group commits go on meanwhile)."""
         try:
-            with self._write_lock, self._wconn.transaction(), self._wconn.cursor() as cur:
-                self._put_routes(cur, names)
+            with contextlib.closing(self._connect(autocommit=True)) as conn:
+                for i in range(0, len(names), ROUTES_PER_INSERT):
+                    conn.execute("INSERT INTO person_routes (name, part) SELECT n, %s FROM unnest(%s::text[]) AS n "
+                                 "ON CONFLICT (name) DO NOTHING", (self.part, list(names[i:i + ROUTES_PER_INSERT])))
         except psycopg.Error as err:
             raise StorageDown(f"the ledger {self._path} cannot be written: {_first_line(err)}") from None
 
