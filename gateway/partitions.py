@@ -62,6 +62,20 @@ def routed_names(obj) -> list[str]:
     return names
 
 
+async def routed(store, msgs: list) -> list[int | None]:
+    """Each message's (a request's or a command's) partition by the routes of persons filed through the gateway
+    (PostgreSQL), read off the event loop, for messages naming a person or filing this node's reference data does
+    not know; None: no route (or no such message)."""
+    names = [routed_names(msg) for msg in msgs]
+    route = getattr(store, "route_part", None)
+    if route is None or not any(names):
+        return [None] * len(msgs)
+    try:
+        return await asyncio.to_thread(lambda: [route(n) if n else None for n in names])
+    except StorageDown:
+        raise YidiError("STORAGE_UNAVAILABLE") from None
+
+
 def partition_of(index, pmap: PartitionMap, obj) -> int | None:
     """The partition ``obj`` (a request or a command) concerns; None when it names none (serve it here)."""
     for name in _ID_FIELDS:
@@ -141,16 +155,7 @@ class RequestPartitions:
         return part
 
     async def routed(self, msgs: list) -> list[int | None]:
-        """Each message's partition by the routes of persons filed through the gateway (PostgreSQL), for those
-        naming a person or filing this node's reference data does not know; None: no route."""
-        names = [routed_names(msg) for msg in msgs]
-        route = getattr(self.gw.store, "route_part", None)
-        if route is None or not any(names):
-            return [None] * len(msgs)
-        try:
-            return await asyncio.to_thread(lambda: [route(n) if n else None for n in names])
-        except StorageDown:
-            raise YidiError("STORAGE_UNAVAILABLE") from None
+        return await routed(self.gw.store, msgs)
 
     async def batch_groups(self, items: list[bytes]) -> dict[int, list[int]] | None:
         """A SettleBatch's items (their bytes) by partition, in order within each (an item naming none: this

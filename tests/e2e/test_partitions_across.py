@@ -9,7 +9,8 @@ mTLS against a real PostgreSQL.
   other follows it (cancels it, or is refused REQUEST_REVERSED) or is refused REQUEST_IN_PROGRESS;
 * a person filed (备案) through the gateway, not in the reference data, is known by every node: filed through
   the other partition's node, then settled, read and their filing revised through either node, each call
-  performed by their partition's owner (the answers alike through both nodes);
+  performed by their partition's owner (the answers alike through both nodes), a stream's item for them at the
+  other partition's node refused WRONG_PARTITION; their route written again by a new owner of their partition;
 * an institution's admitted patients (在院) are every partition's open stays, in mdtrt_id order, page by page,
   the same bytes through either node;
 * a call forwarded to its partition's owner counts against its caller's rate limit once, at the node the
@@ -168,6 +169,11 @@ def _filed_person_routed_by_every_node(nodes) -> None:
     setl_id = spb.SettlementResponse.FromString(raw).settlement.setl_id
     assert PARTITIONS.of_id(setl_id) == 1, setl_id
     assert hainan[1].raw(SETTLE, settle("new-person-1", "P210102900001")) == raw
+    stream = hainan[0].channel.stream_stream("/yidi.v1.SettlementService/SettleStream",
+                                             request_serializer=lambda m: m.SerializeToString(),
+                                             response_deserializer=spb.SettleOutcome.FromString)
+    streamed = list(stream(iter([spb.SettleItem(outpatient=settle("st-new", "P210102900001"))]), timeout=30))
+    assert streamed[0].WhichOneof("outcome") == "refused" and "WRONG_PARTITION" in str(streamed[0].refused)
     seen = [c.raw("/yidi.v1.SettlementService/GetAccumulators", spb.GetAccumulatorsRequest(psn_no="P210102900001",
                                                                                           year=2026))
             for c in liaoning]
