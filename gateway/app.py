@@ -586,7 +586,7 @@ class Gateway:
             loop = _ItemLoop(self, caller, items, looked, methods, hashes)
             loop.run()
             if loop.records:
-                await self._submit(caller, loop.records, loop.record_hashes)
+                await self._submit(caller, loop.records, loop.record_hashes, held)
         finally:
             self.keys.unhold(held)
         return [await self._resolve(outcome, loop.outcomes) for outcome in loop.outcomes]
@@ -611,9 +611,11 @@ class Gateway:
             return twin[1]
         return self.keys.lookup(caller, command.request_id, digest, looked, h)
 
-    async def _submit(self, caller: str, records: list[Record], hashes: list[bytes] | None = None) -> None:
+    async def _submit(self, caller: str, records: list[Record], hashes: list[bytes] | None = None,
+                      held: list | None = None) -> None:
         """Submit applied records as one group and wait until it is durable; ``hashes``: each record's key_hash,
-        if the caller has them."""
+        if the caller has them; ``held``: the claimed keys the call holds, left (and emptied) once the records
+        are begun, so that only the keys that got none are released (the others are reaped once recorded)."""
         try:
             durable = self.ledger.submit(records)
         except (LedgerFatal, LedgerClosed):
@@ -624,6 +626,9 @@ class Gateway:
             if record.kind == REVERSED_KIND:
                 self.keys.begin(caller, record.key, REVERSED, record.response, durable, record.seq)
         durable.add_done_callback(lambda fut: self._durable(fut, caller, records))
+        if held:
+            self.keys.unhold(held)
+            held.clear()
         noted = NOTED.get()
         if noted is not None:
             noted.extend((r.key, r.seq) for r in records)

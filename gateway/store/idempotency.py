@@ -42,13 +42,15 @@ key another partition claimed and has not recorded is answered from its claim
 for the same), never decided here too.  The calls that asked hold their keys
 (``unhold`` once their records are submitted); a key the last holder leaves
 without a record in flight is released on the look-up thread, after every
-claim asked before it (docs/postgresql.md, Partitions).
+claim asked before it, and the claims of recorded keys are deleted in bulk
+about once a second (docs/postgresql.md, Partitions).
 """
 from __future__ import annotations
 
 import asyncio
 import hashlib
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
@@ -89,6 +91,8 @@ class Prior(NamedTuple):
 # The answer to a key another partition has claimed with the same request: not known here yet (retry for it).
 ELSEWHERE = Prior(None, None, 0)
 ELSEWHERE_RETRY_MS = 200
+# How often the claims of keys recorded since are deleted (at most; only while keys are being claimed).
+REAP_INTERVAL_S = 1.0
 
 
 class Keys:
@@ -112,6 +116,7 @@ class Keys:
         # each claimed key is held by the calls deciding it; the last to end without a record releases it.
         self._claiming = getattr(store, "split", False)
         self._holders: dict[Key, int] = {}
+        self._reaped = 0.0   # when this partition's recorded keys' claims were last deleted (monotonic s)
 
     def __len__(self) -> int:
         return len(self._inflight) + len(self._recent)
@@ -151,7 +156,8 @@ class Keys:
 
     def unhold(self, held: list[Key]) -> None:
         """A call's claimed keys, its records submitted: a key no call holds any more and none has in flight
-        (refused, or answered from a record) is released, on the look-up thread, after the claims asked before."""
+        (refused, or answered from a record) is released, on the look-up thread, after the claims asked before;
+        one in flight is the ledger's to reap once recorded (``reap_claims``, from ``_ask``)."""
         release = []
         for key in held:
             left = self._holders[key] - 1
@@ -182,6 +188,9 @@ class Keys:
         None; one query for all of them (find_request's own, for a key asked alone).  Keys are claimed first,
         so that a key recorded by another partition meanwhile (its claim gone) is found in the index."""
         claims = [claim for _, _, cs in asked for claim in cs]
+        if claims and time.monotonic() - self._reaped >= REAP_INTERVAL_S:
+            self._reaped = time.monotonic()
+            self._store.reap_claims()
         foreign = {key: Claimed(digest) for key, digest in self._store.claim_requests(claims).items()} \
             if claims else {}
         hashes = {request_hash(caller, r): (caller, r) for caller, ids, _ in asked for r in ids}

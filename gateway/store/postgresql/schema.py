@@ -23,8 +23,8 @@ the same tags.  What differs:
   the row's tag covers, as in SQLite.
 * ``request_claims`` holds the keys a partition's owner is deciding: claimed
   (caller, request_id, the claiming partition, the request's digest) before
-  the request is decided, deleted by the group commit that records it, or
-  released when it ends without a record.  A ledger split by insured province
+  the request is decided, released when it ends without a record, and
+  deleted in bulk once recorded (the requests row holds the key then).  A ledger split by insured province
   gives each partition its own owner and memory of keys in flight, and the
   claim is what keeps one key from being decided in two partitions at once
   (docs/postgresql.md, Partitions).  Not a ledger table: nothing in it is

@@ -112,12 +112,13 @@ class PostgresStore(PackedLog, ArchiveReads):
 
     # -- opening -------------------------------------------------------------
 
-    def _connect(self, autocommit: bool, writer: bool = False, lock_timeout_s: float = 0) -> psycopg.Connection:
+    def _connect(self, autocommit: bool, writer: bool = False, lock_timeout_s: float = 0,
+                 synchronous: bool = True) -> psycopg.Connection:
         # a writer's session names its partition: a node taking the partition over ends only that partition's
         # stalled writer (lease.py), never another partition's, which writes the shared head table too
         name = (writer_name(self.part) if writer else "yidi ") + f"pid {os.getpid()} on {socket.gethostname()}"
         name = name[:63]
-        options = "-c synchronous_commit=on"
+        options = f"-c synchronous_commit={'on' if synchronous else 'off'}"
         if writer:   # a writer stalled between a transaction's statements (SIGSTOP) loses it, and its locks
             options += f" -c idle_in_transaction_session_timeout={int(self._lease_ttl_s * 1000)}"
         if lock_timeout_s:
@@ -246,9 +247,6 @@ class PostgresStore(PackedLog, ArchiveReads):
                 cur.executemany("INSERT INTO groups (part, last_seq, first_seq, body) VALUES (%s, %s, %s, %s)",
                                 [(self.part, *row) for row in group.rows])
                 self._insert(cur, "requests", _REQUEST_COLUMNS, group.requests)
-                if self.split and group.requests:   # recorded now: the requests rows hold the keys from here on
-                    cur.execute(_DELETE_CLAIMS, ([r[0] for r in group.requests], [r[1] for r in group.requests],
-                                                 self.part))
                 filed = [events.decode(r.body) for r in records if r.kind == FILED_KIND] if self.split else ()
                 if filed:
                     self._put_routes(cur, [name for e in filed for name in route_names(e.person, e.filing)])
@@ -318,10 +316,11 @@ class PostgresStore(PackedLog, ArchiveReads):
 
     def claim_requests(self, keys: Sequence[tuple[str, str, bytes]]) -> dict[tuple[str, str], bytes]:
         """Claim keys (caller, request_id, digest) for this partition before their requests are decided; the keys
-        another partition holds, with their digests.  A key this partition holds already stays its own.  Claims
-        are committed without waiting for the WAL flush: a claim lost with the server belongs to a request whose
-        record was not committed either (its group would have flushed the claim before it), and that request's
-        owner ends with the lost connection."""
+        another partition holds, with their digests.  A key this partition holds already stays its own (until
+        ``reap_claims`` once it is recorded, or ``release_claims``).  Claims are committed without waiting for the
+        WAL flush: a claim lost with the server belongs to a request whose record was not committed either (its
+        group's commit would have flushed the claim, earlier in the WAL), and that request's owner ends with the
+        lost connection."""
         wanted = {(caller, request_id): digest for caller, request_id, digest in keys}
         foreign: dict[tuple[str, str], bytes] = {}
         conn = self._reader()
@@ -330,8 +329,7 @@ class PostgresStore(PackedLog, ArchiveReads):
             claimed = conn.execute(
                 "INSERT INTO request_claims (caller, request_id, part, digest) SELECT c, r, %s, d FROM "
                 "unnest(%s::text[], %s::text[], %s::bytea[]) AS k(c, r, d) ON CONFLICT DO NOTHING "
-                "RETURNING caller, request_id", (self.part, callers, ids, digests),
-                asynchronous=True).fetchall()
+                "RETURNING caller, request_id", (self.part, callers, ids, digests)).fetchall()
             for key in claimed:
                 del wanted[tuple(key)]
             if not wanted:
@@ -366,6 +364,11 @@ class PostgresStore(PackedLog, ArchiveReads):
         rows = dict(self._reader().execute("SELECT name, part FROM person_routes WHERE name = ANY(%s)",
                                            (list(names),)).fetchall())
         return next((rows[name] for name in names if name in rows), None)
+
+    def reap_claims(self) -> int:
+        """Delete this partition's claims of keys recorded since (the requests rows hold them now); how many."""
+        return self._reader().execute("DELETE FROM request_claims c USING requests r WHERE c.part = %s AND "
+                                      "r.caller = c.caller AND r.request_id = c.request_id", (self.part,)).rowcount
 
     def release_claims(self, keys: Sequence[tuple[str, str]]) -> None:
         """This partition's claims of keys whose requests ended without a record (refused, or answered from one)."""
@@ -459,16 +462,13 @@ class _Reads:
         self.store = store
         self.conn: psycopg.Connection | None = None
 
-    def execute(self, sql: str, args: tuple | list = (), asynchronous: bool = False) -> psycopg.Cursor:
-        """The query's rows, fetched whole (a client-side cursor: nothing more is read from the server);
-        ``asynchronous``: a write committed without waiting for the WAL flush (``synchronous_commit = off``)."""
+    def execute(self, sql: str, args: tuple | list = ()) -> psycopg.Cursor:
+        """The query's rows, fetched whole (a client-side cursor: nothing more is read from the server).  The
+        only writes a reading connection makes are claims of keys and their release (``claim_requests``),
+        committed without waiting for the WAL flush (``synchronous_commit = off``, said there why)."""
         try:
             if self.conn is None or self.conn.closed:
-                self.conn = self.store._connect(autocommit=True)
-            if asynchronous:
-                with self.conn.transaction():
-                    self.conn.execute("SET LOCAL synchronous_commit = off")
-                    return self.conn.execute(sql, args)
+                self.conn = self.store._connect(autocommit=True, synchronous=False)
             return self.conn.execute(sql, args)
         except psycopg.OperationalError as err:
             self.close()
