@@ -1,4 +1,4 @@
-"""What a ledger split by insured province holds across its partitions (issue 16 items 4 and 5; docs/operations.md,
+"""What a ledger split by insured province holds across its partitions (issue 16 items 4 and 5; docs/postgresql.md,
 Partitions): two gateway nodes on one PostgreSQL ledger of two partitions, each owning one, over real gRPC and
 mTLS against a real PostgreSQL.
 
@@ -44,48 +44,37 @@ BURST = 6
 REVERSE = "/yidi.v1.SettlementService/Reverse"
 
 
-def _both_at_once(clients, rid: str) -> list:
-    """The same request id, at the same moment: a Guangdong insured's at node 0, a Liaoning insured's at node 1."""
-    barrier, out = threading.Barrier(2), [None, None]
+def _at_once(*calls) -> list:
+    """Each call's answer (what it returned, or its refusal's reason), the calls made at the same moment."""
+    barrier, out = threading.Barrier(len(calls)), [None] * len(calls)
 
-    def call(k: int) -> None:
-        request = settle(rid, (GUANGDONG_PERSONS, LIAONING_PERSONS)[k][0], 1000 + k)
+    def run(k: int) -> None:
         barrier.wait()
         try:
-            out[k] = clients[k].raw(SETTLE, request)
+            out[k] = calls[k]()
         except grpc.RpcError as err:
             out[k] = reason_of(err) or err.code().name
 
-    threads = [threading.Thread(target=call, args=(k,)) for k in (0, 1)]
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(len(calls))]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     return out
+
+
+def _both_at_once(clients, rid: str) -> list:
+    """The same request id, at the same moment: a Guangdong insured's at node 0, a Liaoning insured's at node 1."""
+    return _at_once(*(lambda k=k: clients[k].raw(SETTLE, settle(rid, (GUANGDONG_PERSONS, LIAONING_PERSONS)[k][0],
+                                                                  1000 + k)) for k in (0, 1)))
 
 
 def _reversed_while_settled(clients, rid: str) -> list:
     """A reversal (冲正) of rid at node 0, which has not seen it, at the moment node 1 settles it (a Liaoning
-    insured's): the reversal's answer (its outcome, or a reason) and the settlement's (its bytes, or a reason)."""
-    barrier, out = threading.Barrier(2), [None, None]
-    calls = [(REVERSE, spb.ReverseRequest(request_id=f"rev-{rid}", original_request_id=rid, reverse_date=20260316),
-              lambda raw: spb.ReverseResponse.FromString(raw).outcome),
-             (SETTLE, settle(rid, LIAONING_PERSONS[0]), lambda raw: raw)]
-
-    def call(k: int) -> None:
-        path, request, read = calls[k]
-        barrier.wait()
-        try:
-            out[k] = read(clients[k].raw(path, request))
-        except grpc.RpcError as err:
-            out[k] = reason_of(err) or err.code().name
-
-    threads = [threading.Thread(target=call, args=(k,)) for k in (0, 1)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return out
+    insured's): the reversal's outcome (or a reason) and the settlement's bytes (or a reason)."""
+    reverse = spb.ReverseRequest(request_id=f"rev-{rid}", original_request_id=rid, reverse_date=20260316)
+    return _at_once(lambda: spb.ReverseResponse.FromString(clients[0].raw(REVERSE, reverse)).outcome,
+                    lambda: clients[1].raw(SETTLE, settle(rid, LIAONING_PERSONS[0])))
 
 
 def test_one_request_id_for_two_partitions_at_once_settles_once_and_no_node_exits(tmp_path, pg_url):
@@ -95,14 +84,12 @@ def test_one_request_id_for_two_partitions_at_once_settles_once_and_no_node_exit
         settler.start()   # other settlements in the same groups as the contested ones
         clients = [node.gw.client(HAINAN) for node in nodes]
         outcomes, reversals = [], []
-        for n in range(SHARED_IDS):   # until a node exits (its calls would each wait out their deadline)
+        for n in range(SHARED_IDS):
             outcomes.append(_both_at_once(clients, f"shared-{n}"))
             reversals.append(_reversed_while_settled(clients, f"raced-{n}"))
-            if not all(node.alive() for node in nodes):
-                break
-        if not all(node.alive() for node in nodes):   # (a settler's stop would retry on a dead node forever)
-            settler._stop.set()
-            raise AssertionError([node.gw.log()[-2000:] for node in nodes])
+            if not all(node.alive() for node in nodes):   # (a settler's stop would retry on a dead node forever)
+                settler._stop.set()
+                raise AssertionError([node.gw.log()[-2000:] for node in nodes])
         settler.stop()
         counts = failover.settled_ids(pg_url)
         for n, out in enumerate(outcomes):
