@@ -198,17 +198,19 @@ ha: setup
 ha-down:
 	$(BIN)/python tools/ha.py down --dir $(HA_DIR)
 
-# A local cluster for a newcomer: the Patroni recipe above (in $(CLUSTER_DIR)/pg) and two gateway nodes on
-# 127.0.0.1:50061 (node-a, the owner) and :50062 (node-b, the standby) serving $(DATA); prints how to call them.
+# A local cluster for a newcomer: the Patroni recipe above (in $(CLUSTER_DIR)/pg) and two gateway nodes serving
+# $(DATA) on a ledger of two partitions, each node a process per partition: node-a-p0 (127.0.0.1:50061, partition
+# 0's owner), node-a-p1 (:50062), node-b-p0 (:50063), node-b-p1 (:50064, partition 1's owner); prints how to call them.
 # Ctrl-C stops all of it and removes $(CLUSTER_DIR).  A smaller data set loads faster: make cluster PERSONS=200000
 CLUSTER_DIR ?= /tmp/yidi-cluster
 cluster: data
 	$(BIN)/python tools/cluster.py --data-dir $(DATA) --dir $(CLUSTER_DIR)
 
-# Two gateway nodes sharing one PostgreSQL ledger partition by a lease, under clients retrying every settlement:
-# NODE_KILLS kill -9s of whichever node owns it (the other takes over; the killed one comes back as the standby)
-# and PG_FAILOVERS kills of the PostgreSQL primary (the Patroni recipe of tools/ha.py); one JSON line
-# (tools/failover.py: takeover times, acknowledged, lost, duplicated, accumulator mismatches, clearing).
+# Two gateway machines on a PostgreSQL ledger of two partitions, each running a process per partition (the owner
+# of one, the standby for the other), under clients retrying every settlement through every process: NODE_KILLS
+# kill -9s of a partition's owner picked at random (its standby takes over; the killed one comes back as a
+# standby) and PG_FAILOVERS kills of the PostgreSQL primary (the Patroni recipe of tools/ha.py); one JSON line
+# (tools/failover.py: takeover times by partition, acknowledged, lost, duplicated, accumulator mismatches, clearing).
 NODE_KILLS   ?= 3
 PG_FAILOVERS ?= 1
 failover: setup

@@ -237,14 +237,18 @@ def _client_process(args: tuple, out: mp.Queue) -> None:
 
 def run_load(target: str, kind: str, data_dir: str, processes: int, concurrency: int, seconds: float,
              rate: float = 0.0, server_pid: int = 0, warmup: float = 2.0, expected: tuple[str, ...] = (),
-             other_pids: tuple[int, ...] = (), seed: int = 1000, route: int = 0) -> dict:
+             other_pids: tuple[int, ...] = (), seed: int = 1000, route: int = 0,
+             cpu_groups: dict[str, tuple[int, ...]] | None = None) -> dict:
     """Run one load and return throughput, latency percentiles (ms) and server CPU µs per call, of successful
     answers only, with the refusals by reason beside them; UnexpectedRefusals if any reason is not ``expected``.
     ``other_pids``: servers the target calls in turn (the owner of forwarded calls), whose CPU µs per call in the
     same window is ``other_cpu_us_per_call``.  Client p draws its cases and request ids from seed + p (another seed:
     other request ids, so a second load on the same ledger is not answered from the first one's records).
     Several comma-separated targets: client p calls the p-th (round robin), or with ``route`` (the partitions)
-    each call goes to the target of its partition."""
+    each call goes to the target of its partition.
+    ``cpu_groups``: named processes (say, the PostgreSQL server's) whose CPU µs per settlement in the window is
+    given in ``cpu_us_per_settlement_by`` beside the client processes' and the whole machine's (``machine``, every
+    process on it: on a shared machine, others' work too), and ``machine_busy_cores``, the cores busy on average."""
     targets = target.split(",")
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
@@ -254,11 +258,13 @@ def run_load(target: str, kind: str, data_dir: str, processes: int, concurrency:
         for p in range(processes)]
     for p in procs:
         p.start()
-    samples = []   # (wall time, server CPU seconds, others' CPU seconds), every 50 ms, to cut out the clients' window
+    groups = {**(cpu_groups or {}), "clients": tuple(p.pid for p in procs)}
+    samples = []   # (wall time, server CPU seconds, others' CPU seconds, each group's, the machine's), every 50 ms
     results = []
     while len(results) < len(procs):
         if server_pid:
-            samples.append((time.time(), _cpu_seconds(server_pid), sum(_cpu_seconds(pid) for pid in other_pids)))
+            samples.append((time.time(), _cpu_seconds(server_pid), sum(_cpu_seconds(pid) for pid in other_pids),
+                            *(sum(_cpu_seconds(pid) for pid in pids) for pids in groups.values()), _machine_busy()))
         try:
             results.append(out.get(timeout=0.05))
         except queue.Empty:
@@ -281,8 +287,14 @@ def run_load(target: str, kind: str, data_dir: str, processes: int, concurrency:
         row[f"p{q}_ms"] = lat[min(len(lat) - 1, int(len(lat) * q / 100))] * 1000 if lat else None
     row["mean_ms"] = statistics.fmean(lat) * 1000 if lat else None
     if server_pid and window_calls:
-        (cpu0, others0), (cpu1, others1) = _cpu_at(samples, begin), _cpu_at(samples, end)
+        (cpu0, others0, *groups0), (cpu1, others1, *groups1) = _cpu_at(samples, begin), _cpu_at(samples, end)
         row["server_cpu_us_per_call"] = (cpu1 - cpu0) / window_calls * 1e6
+        window_settled = settled * (end - begin) / seconds
+        if window_settled:
+            row["cpu_us_per_settlement_by"] = {
+                name: round(max(0.0, b - a) / window_settled * 1e6, 1)
+                for name, a, b in zip([*groups, "machine"], groups0, groups1, strict=True)}
+            row["machine_busy_cores"] = round((groups1[-1] - groups0[-1]) / (end - begin), 2)
         if other_pids:
             row["other_cpu_us_per_call"] = (others1 - others0) / window_calls * 1e6
         row["server_cpu_us_per_settlement"] = (cpu1 - cpu0) / (settled * (end - begin) / seconds) * 1e6 \
@@ -290,8 +302,9 @@ def run_load(target: str, kind: str, data_dir: str, processes: int, concurrency:
     return row
 
 
-def _cpu_at(samples: list[tuple[float, float, float]], t: float) -> tuple[float, float]:
-    """The server's and the others' CPU seconds at wall time t, from the nearest sample at or before it."""
+def _cpu_at(samples: list[tuple[float, ...]], t: float) -> tuple[float, ...]:
+    """The CPU seconds of a sample (the server's, the others', ...) at wall time t, from the nearest sample at or
+    before it."""
     best = samples[0][1:]
     for when, *cpu in samples:
         if when > t:
@@ -303,9 +316,19 @@ def _cpu_at(samples: list[tuple[float, float, float]], t: float) -> tuple[float,
 def _cpu_seconds(pid: int) -> float | None:
     if not pid:
         return None
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except FileNotFoundError:   # a group's process that has ended (a client done before the others)
+        return 0.0
     return (int(fields[11]) + int(fields[12])) / CLK_TCK   # utime + stime, all threads
+
+
+def _machine_busy() -> float:
+    """CPU seconds every core of the machine has spent busy since boot (/proc/stat: all but idle and iowait)."""
+    with open("/proc/stat") as f:
+        user, nice, system, idle, iowait, irq, softirq, steal = (int(x) for x in f.readline().split()[1:9])
+    return (user + nice + system + irq + softirq + steal) / CLK_TCK
 
 
 # ----------------------------------------------------------------- server

@@ -77,15 +77,17 @@ def measure(cluster, data_dir: str, work: str, processes: int, concurrency: int,
         [(proc, target)] = nodes
         with _spy(profile, work, {"one node": proc}, seconds, profiles):
             rows["one node"] = loadgen.run_load(target, rpc, data_dir, server_pid=proc.pid, seed=1000,
-                                                **load)
+                                                cpu_groups=_groups(cluster, nodes), **load)
     with _nodes(cluster.create_database("two"), data_dir, work, 2) as nodes:
         (p0, t0), (p1, t1) = nodes
         both = f"{t0},{t1}"
         rows["two nodes, routed"] = loadgen.run_load(both, rpc, data_dir, server_pid=p0.pid,
-                                                     other_pids=(p1.pid,), seed=2000, route=2, **load)
+                                                     other_pids=(p1.pid,), seed=2000, route=2,
+                                                     cpu_groups=_groups(cluster, nodes), **load)
         with _spy(profile, work, {"any node, partition 0's": p0, "any node, partition 1's": p1}, seconds, profiles):
             rows["two nodes, any node"] = loadgen.run_load(both, rpc, data_dir, server_pid=p0.pid,
-                                                           other_pids=(p1.pid,), seed=3000, **load)
+                                                           other_pids=(p1.pid,), seed=3000,
+                                                           cpu_groups=_groups(cluster, nodes), **load)
     print(_table(rows), file=sys.stderr)
     for name, raw in profiles.items():
         print(f"\n{name} gateway (py-spy, busy samples):\n{summarise(raw)}", file=sys.stderr)
@@ -95,9 +97,17 @@ def measure(cluster, data_dir: str, work: str, processes: int, concurrency: int,
         "two_routed_over_one": round(rows["two nodes, routed"]["settlements_per_s"] / one, 2),
         "two_any_over_one": round(rows["two nodes, any node"]["settlements_per_s"] / one, 2),
         "gateway_cpu_us_per_settlement": {name: round(_cpu_us(row)) for name, row in rows.items()},
+        "cpu_us_per_settlement_by": {name: row.get("cpu_us_per_settlement_by") for name, row in rows.items()},
+        "machine_busy_cores": {name: row.get("machine_busy_cores") for name, row in rows.items()},
         "p50_ms": {name: round(row["p50_ms"], 2) for name, row in rows.items()},
         "refusals": {name: row["refusals"] for name, row in rows.items() if row["refusals"]},
         "rpc": rpc, "processes": processes, "concurrency": concurrency, "seconds": seconds}
+
+
+def _groups(cluster, nodes: list) -> dict[str, tuple[int, ...]]:
+    """The processes whose CPU the load's rows account for: the gateways and the PostgreSQL server (taken once the
+    gateways have connected: a backend per connection)."""
+    return {"gateways": tuple(proc.pid for proc, _ in nodes), "postgresql": cluster.pids()}
 
 
 def _cpu_us(row: dict) -> float:
@@ -158,10 +168,13 @@ class _nodes:
 
 
 def _table(rows: dict) -> str:
-    out = ["| load | settlements/s | p50 ms | p99 ms | gateways' CPU µs/settlement |", "|---|---|---|---|---|"]
+    out = ["| load | settlements/s | p50 ms | p99 ms | CPU µs/settlement: gateways | PostgreSQL | clients | "
+           "whole machine | cores busy |", "|---|---|---|---|---|---|---|---|---|"]
     for name, row in rows.items():
+        by = row.get("cpu_us_per_settlement_by", {})
         out.append(f"| {name} | {row['settlements_per_s']:,.0f} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} | "
-                   f"{_cpu_us(row):.0f} |")
+                   f"{by.get('gateways', 0):.0f} | {by.get('postgresql', 0):.0f} | {by.get('clients', 0):.0f} | "
+                   f"{by.get('machine', 0):.0f} | {row.get('machine_busy_cores', 0):.2f} |")
     return "\n".join(out)
 
 

@@ -58,9 +58,13 @@ def spec_gateway(tmp_path_factory):
 
 def test_a_load_counts_only_what_was_answered(spec_gateway):
     data, proc, target = spec_gateway
-    row = loadgen.run_load(target, "batch", data, 1, 1, 1.0, server_pid=proc.pid, warmup=0.2)
+    row = loadgen.run_load(target, "batch", data, 1, 1, 1.0, server_pid=proc.pid, warmup=0.2,
+                           cpu_groups={"gateway": (proc.pid,)})
     assert row["refusals"] == {} and row["settlements"] == row["calls"] * loadgen.BATCH_ITEMS
     assert row["settlements_per_s"] == row["settlements"] / 1.0
+    by = row["cpu_us_per_settlement_by"]   # where the CPU went: the named group, the client, the whole machine
+    assert by["gateway"] > 0 and by["clients"] > 0 and by["machine"] >= max(by["gateway"], by["clients"])
+    assert row["machine_busy_cores"] > 0   # no upper bound: the samples' window is aligned to 50 ms, not exact
 
 
 def test_a_stream_load_counts_each_outcome_as_a_batch_does(spec_gateway):

@@ -200,6 +200,21 @@ class SettleItemRead:
 def read_outpatient_request(raw: bytes) -> OutpatientRequestRead | None:
     """OutpatientSettleRequest bytes -> OutpatientRequestRead, or None when the bytes are anything but canonical
     (then parse them with the generated class). Accepted bytes equal their deterministic serialization."""
+class Wire:
+    """A request the core read from wire bytes: its command and its idempotency digest; any other attribute is the
+    command's."""
+    command: Any
+    digest: bytes
+    def __init__(self, command: Any, digest: bytes) -> None: ...
+    def __getattr__(self, name: str) -> Any: ...
+
+def read_outpatient(raw: bytes) -> Wire | OutpatientRequestRead | None:
+    """OutpatientSettleRequest bytes -> a Wire (command and digest made in the core) when canonical with no credential
+    and no medical type; an OutpatientRequestRead when canonical otherwise; None when not canonical."""
+def read_outpatient_item(raw: bytes, method: str, answer_field: int) -> tuple[str, Wire, int] | None:
+    """SettleItem bytes -> (method, Wire, answer_field) for an outpatient settlement read_outpatient reads whole."""
+def read_batch(raw: bytes, method: str, answer_field: int) -> list[tuple[str, Wire, int] | bytes] | None:
+    """SettleBatchRequest bytes -> each item as read_outpatient_item reads it, else its bytes; None if not canonical."""
 def read_settle_item(raw: bytes) -> SettleItemRead | None:
     """SettleItem bytes -> SettleItemRead, or None (use the classes)."""
 def length_delimited(field: int, payload: bytes) -> bytes:
@@ -231,5 +246,31 @@ class KeyTable:
 
 # core/settle.pxi: a run of outpatient settlements decided, applied and recorded in one call.
 def plain_outpatient(command: object) -> bool: ...
-def settle_outpatients(engine: Any, caller: str, items: list[tuple[Any, bytes]], first_seq: int,
+def on_site_sample(setl_id: str) -> bool:
+    """core.funds.on_site_check as the settle loop takes it (its keyed BLAKE2b by ledger.pxi's)."""
+def settle_outpatients(engine: Any, caller: str, items: list[tuple[Any, bytes]], first_seq: int, authorize: bool,
                        admit: Callable[[Any], None], make_record: Callable[..., Any]) -> list[Any]: ...
+
+
+# core/ledger.pxi: a commit group of ledger records packed, hashed, chained and tagged in one call.
+def blake2b_digest(data: bytes, digest_size: int = 64, key: bytes = b"") -> bytes:
+    """``hashlib.blake2b(data, digest_size=, key=).digest()`` by the core's own BLAKE2b."""
+
+
+class GroupRules:
+    """What a commit group derives besides its records: rows.derive for the archive changes whose rows the core
+    does not make itself, the settlement change whose recon row it does, the reversal's and reference load's kinds."""
+    def __init__(self, derive: Callable[[tuple, int], Any], put_settlement: type, reversed_kind: str,
+                 reference_kind: str) -> None: ...
+
+
+class GroupPacker:
+    """One ledger's records packed a commit group at a time (gateway/store/packed.py's layout)."""
+    def __init__(self, key: bytes, tag_fallback: Callable[[str, tuple], bytes]) -> None: ...
+    def pack(self, records: Any, last: int, previous: bytes, row_records: int, rules: GroupRules
+             ) -> tuple[list[tuple[int, int, bytes]], bytes, list[tuple], dict[str, list[tuple]]]:
+        """(rows, last chain value, requests rows, derived rows by table) of a commit group."""
+    def tag(self, table: str, values: tuple) -> bytes:
+        """``LedgerKey.tag(table, values)``."""
+def copy_binary(rows: list[tuple], types: tuple[str, ...]) -> bytes:
+    """``rows`` as one PostgreSQL COPY BINARY stream (types "text", "int8", "bytea"), signature and trailer included."""

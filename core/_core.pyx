@@ -12,8 +12,10 @@ JSONL loading), eligibility.pxi, benefit.pxi, invariants.pxi (what must hold
 between the tables; debug builds check it after every change), keytable.pxi
 (the gateway's recent idempotency keys, no Python object per key), settle.pxi (a run of outpatient
 settlements decided, applied and recorded in one call), gcclock.pxi (the collector's pause clock, read
-where no other thread can run in between).
-The event loop is the only caller, so nothing here takes a lock.
+where no other thread can run in between), ledger.pxi (a commit group of ledger records packed, hashed, chained
+and tagged in one call, on the ledger's writer thread).
+Only the event loop calls it (a GroupPacker, called by the ledger's writer, changes nothing once made), so
+nothing here takes a lock.
 """
 
 import bisect
@@ -498,5 +500,6 @@ include "invariants.pxi"
 include "image.pxi"
 include "voucher.pxi"
 include "keytable.pxi"
+include "ledger.pxi"
 include "settle.pxi"
 include "gcclock.pxi"

@@ -8,12 +8,20 @@
 #
 # The Python names it uses are looked up at the first call: core's Python modules import this one.
 
+from libc.stdio cimport snprintf
+
+cdef extern from "Python.h":
+    int PyObject_GenericSetAttr(object o, object name, object value) except -1
+
 # The Python names it uses, looked up at the first call (core's Python modules import this one).
 cdef bint _named = False
 cdef object _OutpatientSettle, _YidiError, _ApplyFailed
-cdef object _VisitFacts, _SettlementFacts, _Breakdown, _Settled, _encoder, _FORMAT, _ID_FORMAT
+cdef object _VisitFacts, _SettlementFacts, _Breakdown, _Settled, _encoder, _FORMAT
+cdef int _ID_DIGITS
 cdef object _ArchivedVisit, _ArchivedSettlement, _PutVisit, _PutSettlement, _Position, _Month, _astuple
-cdef object _on_site_check, _FILING_KIND_PB, _RISK_FLAG_VALUES, _OUTPATIENT, _SETTLED
+cdef object _FILING_KIND_PB, _RISK_FLAG_VALUES, _OUTPATIENT, _SETTLED
+cdef Blake2b _ON_SITE_STATE    # the on-site sample's keyed BLAKE2b-64 (ledger.pxi), its key block compressed once
+cdef int64_t _ON_SITE_BP
 cdef tuple _CLEARED_AT, _ACCOUNTS_AT
 cdef int _MED_TYPE_UNSPECIFIED, _SETTLEMENT_STATUS_SETTLED, _VISIT_KIND_OUTPATIENT
 cdef int _HIGH_COST, _SAME_DAY_REPEAT, _ON_SITE_CHECK, _SAME_DAY_REPEAT_FROM, _SAME_DAY_WINDOW_DAYS
@@ -22,9 +30,9 @@ cdef Py_ssize_t _N_TOTALS, _MONEY_AT, _FLAGS_AT, _FUND_AT
 
 cdef int _settle_names() except -1:
     global _named, _OutpatientSettle, _YidiError, _ApplyFailed
-    global _VisitFacts, _SettlementFacts, _Breakdown, _Settled, _encoder, _FORMAT, _ID_FORMAT
+    global _VisitFacts, _SettlementFacts, _Breakdown, _Settled, _encoder, _FORMAT, _ID_DIGITS
     global _ArchivedVisit, _ArchivedSettlement, _PutVisit, _PutSettlement, _Position, _Month, _astuple
-    global _on_site_check, _FILING_KIND_PB, _RISK_FLAG_VALUES, _OUTPATIENT, _SETTLED, _CLEARED_AT, _ACCOUNTS_AT
+    global _ON_SITE_BP, _FILING_KIND_PB, _RISK_FLAG_VALUES, _OUTPATIENT, _SETTLED, _CLEARED_AT, _ACCOUNTS_AT
     global _MED_TYPE_UNSPECIFIED, _SETTLEMENT_STATUS_SETTLED, _VISIT_KIND_OUTPATIENT
     global _HIGH_COST, _SAME_DAY_REPEAT, _ON_SITE_CHECK, _SAME_DAY_REPEAT_FROM, _SAME_DAY_WINDOW_DAYS
     global _N_TOTALS, _MONEY_AT, _FLAGS_AT, _FUND_AT
@@ -39,12 +47,16 @@ cdef int _settle_names() except -1:
     _OutpatientSettle, _YidiError, _ApplyFailed = OutpatientSettle, YidiError, ApplyFailed
     _VisitFacts, _SettlementFacts, _Breakdown, _Settled = (events.VisitFacts, events.SettlementFacts,
                                                            events.Breakdown, events.Settled)
-    _encoder, _FORMAT, _ID_FORMAT = events._ENCODER, events.FORMAT_MSGPACK, f"0{events.ID_DIGITS}d"
+    _encoder, _FORMAT, _ID_DIGITS = events._ENCODER, events.FORMAT_MSGPACK, events.ID_DIGITS
     _ArchivedVisit, _ArchivedSettlement, _PutVisit, _PutSettlement = (ArchivedVisit, ArchivedSettlement, PutVisit,
                                                                       PutSettlement)
     _Position, _Month, _astuple = funds.Position, funds.Month, msgspec.structs.astuple
-    _on_site_check, _FILING_KIND_PB, _RISK_FLAG_VALUES = funds.on_site_check, settlement._FILING_KIND_PB, \
-        funds.RISK_FLAG_VALUES
+    key = funds.ON_SITE_CHECK_KEY
+    if not 1 <= len(key) <= 64:
+        raise InvariantError("the on-site sample's key must be 1 to 64 bytes")
+    _b2_init(&_ON_SITE_STATE, 8, <const uint8_t*><const char*>key, len(key))
+    _ON_SITE_BP = funds.ON_SITE_CHECK_BP
+    _FILING_KIND_PB, _RISK_FLAG_VALUES = settlement._FILING_KIND_PB, funds.RISK_FLAG_VALUES
     _OUTPATIENT, _SETTLED = OUTPATIENT, SETTLED
     _CLEARED_AT = tuple([BREAKDOWN_KEYS.index(k) for k in CLEARED_KEYS[:-1]])   # money.cleared, by position
     _ACCOUNTS_AT = tuple([BREAKDOWN_KEYS.index(k) for k in ACCOUNTS])
@@ -72,24 +84,31 @@ def plain_outpatient(command):
     return True
 
 
-def settle_outpatients(engine, str caller, list items, int64_t first_seq, admit, make_record):
+def settle_outpatients(engine, str caller, list items, int64_t first_seq, bint authorize, admit, make_record):
     """Settle ``items`` — (OutpatientSettle, request digest) pairs, each new to the ledger and each
     ``plain_outpatient`` — in order as records ``first_seq``, ``first_seq + 1`` ...; the records (made by
     ``make_record(**fields)``, gateway/store/parts.Record) of the items settled.
 
-    ``admit(command)`` is called first for each item (authorization, the caller's deadline); the loop stops
-    before an item it refuses, before any item that would be refused (or whose decision raised anything else),
-    and returns the records so far: the caller decides that item on its own path, which meets the same refusal
-    or error, then calls again with the rest.  A failure once an item is being applied or recorded raises
-    ``core.engine.ApplyFailed`` (memory may differ from the ledger: the caller stops)."""
+    With ``authorize``, each item is first authorized by OutpatientSettle's rule (SPEC §9, core/access.py: the
+    caller is the province of the item's institution), here; then ``admit(command)`` is called (the partition,
+    the caller's deadline).  The loop stops before an item not authorized or that ``admit`` refuses, before any
+    item that would be refused (or whose decision raised anything else), and returns the records so far: the
+    caller decides that item on its own path, which meets the same refusal or error, then calls again with the
+    rest.  A failure once an item is being applied or recorded raises ``core.engine.ApplyFailed`` (memory may
+    differ from the ledger: the caller stops)."""
     cdef Py_ssize_t i
     cdef int64_t seq
+    cdef Index index = engine.index
+    cdef uint32_t province = _province_called(caller) if authorize else 0
     if not _named:
         _settle_names()
+    slots = _slots_of(make_record)
     records = []
     for i in range(len(items)):
         command, digest = items[i]
         seq = first_seq + i
+        if authorize and not _treats_in(index, command.fixmedins_code, province):
+            return records   # the access rule's own refusal, on the caller's path
         try:
             admit(command)
             event, reply = _decide_outpatient(engine, command, seq)
@@ -97,12 +116,68 @@ def settle_outpatients(engine, str caller, list items, int64_t first_seq, admit,
             return records
         try:
             changes = _apply_outpatient(engine, event, seq)
-            records.append(make_record(kind="settled", caller=caller, request_id=command.request_id, digest=digest,
-                                       key=event.settlement.setl_id, body=_FORMAT + _encoder.encode(event),
-                                       response=reply, seq=seq, changes=changes))
+            values = ("settled", caller, command.request_id, digest, event.settlement.setl_id,
+                      _FORMAT + _encoder.encode(event), reply, seq, changes)
+            records.append(_made(make_record, slots, values) if slots is not None
+                           else make_record(**dict(zip(_RECORD_FIELDS, values))))
         except Exception as exc:
             raise _ApplyFailed(event) from exc
     return records
+
+
+# What the loop gives each record, by field name (gateway/store/parts.Record's), in the order of its values.
+_RECORD_FIELDS = ("kind", "caller", "request_id", "digest", "key", "body", "response", "seq", "changes")
+# A slotted dataclass's fields as (name, where in a record's values or -1, default), by class: made once.
+cdef dict _SLOTS = {}
+
+
+cdef object _slots_of(cls):
+    """How ``_made`` fills a ``cls``: (name, where in a record's values or -1, default) per field, when it is a
+    slotted dataclass whose fields the loop gives or have a default (gateway/store/parts.Record); else None, and
+    the loop calls ``cls(**fields)``."""
+    if cls in _SLOTS:
+        return _SLOTS[cls]
+    import dataclasses
+    slots = None
+    if isinstance(cls, type) and dataclasses.is_dataclass(cls) and "__slots__" in cls.__dict__ \
+            and cls.__new__ is object.__new__ and not hasattr(cls, "__post_init__"):
+        slots = tuple([(f.name, _RECORD_FIELDS.index(f.name) if f.name in _RECORD_FIELDS else -1, f.default)
+                       for f in dataclasses.fields(cls)])
+        given = [at for _, at, _ in slots if at >= 0]
+        if len(given) != len(_RECORD_FIELDS) or any(at < 0 and d is dataclasses.MISSING for _, at, d in slots):
+            slots = None
+    _SLOTS[cls] = slots
+    return slots
+
+
+cdef object _made(cls, tuple slots, tuple values):
+    """cls(**fields) of a slotted dataclass, each slot set directly (a frozen dataclass's __init__ sets each field
+    through object.__setattr__ from Python: ~1 µs a record)."""
+    obj = cls.__new__(cls)
+    for name, at, default in slots:
+        PyObject_GenericSetAttr(obj, name, values[at] if at >= 0 else default)
+    return obj
+
+
+cdef str _ledger_id(char prefix, int64_t seq):
+    """events.visit_id ("M") or settlement_id ("S"): the prefix and the seq zero-padded to ID_DIGITS."""
+    cdef char buf[40]
+    cdef int n = snprintf(buf, sizeof(buf), "%c%0*lld", prefix, _ID_DIGITS, <long long>seq)
+    return buf[:n].decode("ascii")
+
+
+cdef uint32_t _province_called(str caller) except? 0:
+    """The province code a caller is (as access.py names provinces: province_code's six digits), or 0 for a caller
+    that is no province (national, the gateway): no institution is in province 0."""
+    if len(caller) != 6 or not (caller.isascii() and caller.isdigit()) or caller[0] == "0":
+        return 0
+    return <uint32_t>int(caller)
+
+
+cdef bint _treats_in(Index index, code, uint32_t province) except -1:
+    """The institution ``code`` is known and in ``province``: Owners.institution_province(code) == the caller."""
+    cdef int32_t ii = _inst_idx(index, code)
+    return ii >= 0 and province != 0 and province_of(index.st.insts[ii].admdvs) == province
 
 
 cdef tuple _decide_outpatient(engine, command, int64_t seq):
@@ -128,7 +203,7 @@ cdef tuple _decide_outpatient(engine, command, int64_t seq):
     if not lines:
         raise _YidiError("NO_FEE_LINES")
     code = command.fixmedins_code
-    mdtrt_id, setl_id = "M" + format(seq, _ID_FORMAT), "S" + format(seq, _ID_FORMAT)   # events.visit_id, settlement_id
+    mdtrt_id, setl_id = _ledger_id(b"M", seq), _ledger_id(b"S", seq)
     facts = _VisitFacts(
         mdtrt_id=mdtrt_id, psn_no=psn_no, fixmedins_code=code, visit_kind=_OUTPATIENT, adm_date=setl_date,
         filing_id=elig.filing_id, filing_kind=elig.filing_kind, insuplc_admdvs=elig.insuplc_admdvs,
@@ -164,9 +239,32 @@ cdef int _outpatient_flags(funds, bint high_cost, str setl_id, str psn_no, setl_
     seen = funds.same_day_count(psn_no, setl_date)
     if seen is not None and seen + 1 >= _SAME_DAY_REPEAT_FROM:
         flags |= _SAME_DAY_REPEAT
-    if _on_site_check(setl_id):
+    if _on_site(setl_id):
         flags |= _ON_SITE_CHECK
     return flags
+
+
+def on_site_sample(str setl_id not None):
+    """core.funds.on_site_check as the settle loop takes it (what tests compare)."""
+    if not _named:
+        _settle_names()
+    return _on_site(setl_id)
+
+
+cdef bint _on_site(str setl_id) except -1:
+    """funds.on_site_check: the id's UTF-8 bytes hashed where they are, from a copy of the keyed state."""
+    cdef Blake2b state = _ON_SITE_STATE
+    cdef uint8_t digest[8]
+    cdef uint64_t value = 0
+    cdef Py_ssize_t n, i
+    cdef const char* p = PyUnicode_AsUTF8AndSize(setl_id, &n)
+    if n == 0:   # the keyed state takes at least one byte (ledger.pxi's _b2_init); no setl_id is empty
+        raise InvariantError("the on-site sample of an empty setl_id")
+    _b2_update(&state, <const uint8_t*>p, n)
+    _b2_final(&state, digest)
+    for i in range(8):   # int.from_bytes(digest, "big")
+        value = (value << 8) | digest[i]
+    return value % 10000 < _ON_SITE_BP
 
 
 cdef tuple _apply_outpatient(engine, event, int64_t seq):

@@ -199,13 +199,42 @@ class SettleItemRead(msgspec.Struct, frozen=True, gc=False):
 # (through core.funds), so it cannot be imported while this one loads.
 cdef object _FeeLine = None
 cdef object _Card = None
+cdef object _PersonId = None
+cdef object _OutpatientCommand = None
+cdef object _blake2b = None
 
 cdef int _read_types() except -1:
-    global _FeeLine, _Card
-    from core.commands import Card
+    global _FeeLine, _Card, _PersonId, _OutpatientCommand, _blake2b
+    from hashlib import blake2b
+    from core.commands import Card, OutpatientSettle, PersonId
     from core.events import FeeLine
-    _FeeLine, _Card = FeeLine, Card
+    _FeeLine, _Card, _PersonId, _OutpatientCommand, _blake2b = FeeLine, Card, PersonId, OutpatientSettle, blake2b
     return 0
+
+
+@cython.final
+@cython.no_gc
+cdef class Wire:
+    """A request the core read from wire bytes: its command (core.commands) and its idempotency digest; any other
+    attribute is the command's (so the access rules and the audit see ``fixmedins_code``, ``person`` ... as on a
+    protobuf message).  Its command holds no reference back to it: the collector never needs to see it."""
+
+    cdef readonly object command
+    cdef readonly bytes digest
+
+    def __init__(self, command, bytes digest not None):
+        self.command = command
+        self.digest = digest
+
+    def __getattr__(self, name):
+        return getattr(self.command, name)
+
+
+cdef Wire _wire(command, bytes digest):
+    cdef Wire w = Wire.__new__(Wire)
+    w.command = command
+    w.digest = digest
+    return w
 
 
 cdef object _read_fee_line(const unsigned char* p, Py_ssize_t n):
@@ -253,13 +282,27 @@ cdef object _read_fee_line(const unsigned char* p, Py_ssize_t n):
 def read_outpatient_request(const unsigned char[::1] raw):
     """OutpatientSettleRequest bytes -> OutpatientRequestRead, or None: parse them with the generated class.
     A field this reader does not know (a newer one) also gives None: never dropped."""
+    return _read_outpatient(&raw[0] if raw.shape[0] else NULL, raw.shape[0], False)
+
+
+def read_outpatient(const unsigned char[::1] raw):
+    """OutpatientSettleRequest bytes -> a Wire (its OutpatientSettle and digest, made here) when they are canonical
+    and name no credential and no medical type (the command is then exactly what the gateway would make of the
+    decoded message); an OutpatientRequestRead when they are canonical but do (the gateway adds the credential's
+    arrival minute and the medical type's name); None when they are not canonical (parse them with the generated
+    class)."""
+    return _read_outpatient(&raw[0] if raw.shape[0] else NULL, raw.shape[0], True)
+
+
+cdef object _read_outpatient(const unsigned char* p, Py_ssize_t size, bint as_wire):
+    """read_outpatient_request (``as_wire`` False) or read_outpatient (True) of ``size`` bytes at ``p``."""
     cdef PbIn r
     cdef uint64_t key
     cdef uint64_t field, last = 0     # as sent (up to 61 bits): never truncated into one of ours
     cdef Py_ssize_t n
     if _FeeLine is None:
         _read_types()
-    r.p, r.pos, r.end, r.bad = &raw[0] if raw.shape[0] else NULL, 0, raw.shape[0], False
+    r.p, r.pos, r.end, r.bad = p, 0, size, False
     request_id = psn_no = certno = fixmedins_code = dise_codg = cert_type = cert_no = ""
     cdef int64_t setl_date = 0, med_type = 0
     cdef bint person = False, acct_used = False, acct_mulaid = False
@@ -325,6 +368,14 @@ def read_outpatient_request(const unsigned char[::1] raw):
             return None
     if r.bad:
         return None
+    if as_wire and not (med_type or cert_type or cert_no):
+        # convert.outpatient_command's command (MED_TYPE "" and no credential); canonical bytes are the deterministic
+        # serialization, so their hash is the digest request_digest would give
+        command = _OutpatientCommand(
+            request_id=request_id, person=_PersonId(psn_no, certno), fixmedins_code=fixmedins_code,
+            setl_date=setl_date, lines=tuple(lines), card=card, acct_used_flag=acct_used,
+            acct_mulaid_flag=acct_mulaid, dise_codg=dise_codg)
+        return _wire(command, _blake2b((<const char*>p)[:size], digest_size=16).digest())
     return OutpatientRequestRead(
         request_id=request_id, psn_no=psn_no, certno=certno, fixmedins_code=fixmedins_code, setl_date=setl_date,
         card=card, lines=tuple(lines), acct_used_flag=acct_used, acct_mulaid_flag=acct_mulaid, med_type=med_type,
@@ -373,6 +424,52 @@ def read_settle_item(const unsigned char[::1] raw):
     if r.bad or r.pos + n != r.end:
         return None
     return SettleItemRead(field=field, request=bytes(raw[r.pos:r.pos + n]))
+
+
+def read_outpatient_item(const unsigned char[::1] raw, method, answer_field):
+    """SettleItem bytes -> (method, Wire, answer_field) when the item is an outpatient settlement read_outpatient
+    makes a Wire of, else None (convert.settle_item reads it)."""
+    if raw.shape[0] == 0:
+        return None
+    return _read_item(&raw[0], raw.shape[0], method, answer_field)
+
+
+def read_batch(const unsigned char[::1] raw, method, answer_field):
+    """SettleBatchRequest bytes -> each item, in order: (method, Wire, answer_field) for an outpatient settlement
+    read whole here (read_outpatient_item), else the SettleItem's bytes; None when the batch itself is not
+    canonical (then parse it with the generated class).  No protobuf object is made for an item read here."""
+    cdef PbIn r
+    cdef uint64_t key
+    cdef Py_ssize_t n
+    r.p, r.pos, r.end, r.bad = &raw[0] if raw.shape[0] else NULL, 0, raw.shape[0], False
+    items = []
+    while r.pos < r.end:
+        key = pb_read_varint(&r)
+        if r.bad or key != ((SettleBatchRequest_items << 3) | WIRE_LEN):
+            return None
+        n = pb_read_len(&r)
+        if r.bad:
+            return None
+        item = _read_item(r.p + r.pos, n, method, answer_field) if n else None
+        items.append(item if item is not None else (<const char*>r.p + r.pos)[:n])
+        r.pos += n
+    return items
+
+
+cdef object _read_item(const unsigned char* p, Py_ssize_t size, method, answer_field):
+    """read_outpatient_item of ``size`` (> 0) bytes at ``p``."""
+    cdef PbIn r
+    cdef Py_ssize_t n
+    r.p, r.pos, r.end, r.bad = p, 0, size, False
+    if pb_read_varint(&r) != ((SettleItem_outpatient << 3) | WIRE_LEN) or r.bad:
+        return None
+    n = pb_read_len(&r)
+    if r.bad or r.pos + n != r.end:
+        return None
+    read = _read_outpatient(r.p + r.pos, n, True)
+    if type(read) is not Wire:
+        return None
+    return (method, read, answer_field)
 
 
 def read_batch_items(const unsigned char[::1] raw):

@@ -63,7 +63,7 @@ Outcome = bytes | YidiError
 
 # The caller's deadline for this call (event-loop time), set by transport/services/base.py; None: no deadline.
 DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar("yidi_deadline", default=None)
-# Where execute() notes what a call recorded (event key, seq), for the audit log; set per call by base.py.
+# Where execute() notes the last record a call made (event key, seq), for the audit log; set per call by base.py.
 NOTED: contextvars.ContextVar[list | None] = contextvars.ContextVar("yidi_noted", default=None)
 
 
@@ -264,8 +264,6 @@ def _spawn_niced(argv: list[str], nice: int, env: dict | None = None) -> tuple[i
     return proc.returncode, out, err
 
 
-OUTPATIENT_SETTLE = "SettlementService/OutpatientSettle"
-
 
 class _ItemLoop:
     """One execute_many's items, decided and applied in order: each item's outcome, the records made, and the
@@ -317,7 +315,8 @@ class _ItemLoop:
         index of the next item to take (the items after the one handed back are met again at their turn)."""
         try:
             records = settle_outpatients(self.engine, self.caller, list(self.items[i:i + n]),
-                                         self.base + len(self.records), self._admit_outpatient, Record)
+                                         self.base + len(self.records), self.methods is not None,
+                                         self._admit_outpatient, Record)
         except ApplyFailed as exc:
             self.gw._diverged(exc.event, exc.__cause__ or exc)
         for j, record in enumerate(records, i):
@@ -333,8 +332,7 @@ class _ItemLoop:
         return back + 1
 
     def _admit_outpatient(self, command: Command) -> None:
-        if self.methods is not None:
-            authorize(OUTPATIENT_SETTLE, self.caller, command, self.engine.owners)
+        """After the core authorized the item (OutpatientSettle's rule, when it comes with its method)."""
         self.gw._check_partition(self.engine, command)
         check_deadline()
 
@@ -538,10 +536,10 @@ class Gateway:
     # --------------------------------------------------------- mutation
     async def execute(self, caller: str, command: Command, digest: bytes) -> bytes:
         """Run one mutating request exactly once (SPEC §6); its answer once it is durable."""
-        if self.store.part and (every_partition(command) or type(command) is LoadReferenceData):
-            # every partition records its copy of a clearing calendar's change, and its owner its load of the
-            # reference data (each node loads its own), under the same request id: keyed apart, since the
-            # idempotency index is shared (caller, request_id) and partition 0's keeps the key
+        if self.store.part and every_partition(command):
+            # every partition records its copy of a clearing calendar's change (or a reference data load) under
+            # the same request id: keyed apart, since the idempotency index is shared (caller, request_id) and
+            # partition 0's keeps the key
             caller = f"{caller}#p{self.store.part}"
         if type(command) is LoadReferenceData:
             return await self._reload(caller, command, digest)
@@ -631,7 +629,7 @@ class Gateway:
             held.clear()
         noted = NOTED.get()
         if noted is not None:
-            noted.extend((r.key, r.seq) for r in records)
+            noted.append((records[-1].key, records[-1].seq))   # the audit line names the last (a batch's: one line)
         try:
             await asyncio.shield(durable)
         except LedgerFatal:

@@ -6,10 +6,11 @@ the ledger's tail), then ``Ownership.run``:
 * the node tries to take the partition's lease (gateway/store/postgresql/lease.py);
   while another node holds it, this node is a STANDBY: it reads the records
   the owner commits every ``follow_interval_s`` and applies them, as start-up
-  replays them (checksum and chain link first), so its state is never more
-  than a poll behind; its lease keeper tries to take the lease every
-  ``lease_renew_s``.  Health says NOT_SERVING; reads are answered (from
-  PostgreSQL, or from the followed state); mutating calls are forwarded to
+  replays them (checksum and chain link first); its lease keeper tries to take
+  the lease every ``lease_renew_s``.  Health says NOT_SERVING; reads are
+  answered (from PostgreSQL, or from the followed state, caught up first:
+  ``caught_up``, so a read sees every record committed before it, whatever
+  the poll); mutating calls are forwarded to
   the lease's holder (``LeaseHolder``, gateway/transport/forward.py), or,
   while the holder is not known, refused NOT_PARTITION_OWNER
   (``Gateway.require_owner``).
@@ -103,6 +104,10 @@ class Ownership:
         self.holders: dict[int, str] = {}   # partition -> its owner's address, as the lease table said last
         self._directory: asyncio.Task | None = None
         self._routes: asyncio.Task | None = None   # routing this partition's filings (_route_filings)
+        # One follow at a time (the poll's, a read's, the takeover's), numbered as they start; the number of the
+        # last one that read to the end of what was committed.
+        self._following = asyncio.Lock()
+        self._follows_started = self._followed = 0
 
     def owns(self) -> bool:
         return self.owner and self.keeper.valid()
@@ -146,7 +151,7 @@ class Ownership:
         """True once the lease is ours; False when this standby must restart."""
         while not self._taken.is_set():
             try:
-                await self.follow()
+                await self.caught_up()
             except StorageDown as err:   # the server lost or restarting: the same records are read again later
                 log.warning("standby cannot read the ledger now: %s", err)
             except ReferenceReloaded as why:
@@ -158,9 +163,30 @@ class Ownership:
                 pass
         return True
 
+    async def caught_up(self) -> None:
+        """Every record committed before this call is applied when it returns (a read at a standby sees what the
+        owner acknowledged before it): done by a follow that started after the call, this call's or one it
+        waited for.  StorageDown if the records cannot be read now."""
+        asked = self._follows_started
+        async with self._following:
+            if self._followed > asked:
+                return
+            self._follows_started += 1
+            number = self._follows_started
+            await self.follow()
+            self._followed = number
+
+    async def before_read(self) -> None:
+        """``caught_up`` for a read at a standby; NOT_READY when the standby is about to restart to load the
+        reference data the owner loaded."""
+        try:
+            await self.caught_up()
+        except ReferenceReloaded:
+            raise YidiError("NOT_READY", why="本节点正在重新加载基础数据") from None
+
     async def follow(self) -> None:
         """Read the records after the last applied one (off the loop) and apply them (on the loop, where the
-        state is read)."""
+        state is read); only through ``caught_up``, one at a time."""
         store = self.gw.store
         while True:
             page = await asyncio.to_thread(lambda: list(itertools.islice(store.scan(self.seq), FOLLOW_PAGE)))
@@ -179,7 +205,7 @@ class Ownership:
     async def _take_over(self) -> None:
         gw, store = self.gw, self.gw.store
         head = await asyncio.to_thread(store.take_over, self.keeper.token)
-        await self.follow()   # the rest of the tail: the previous owner cannot add to it any more
+        await self.caught_up()   # the rest of the tail: the previous owner cannot add to it any more
         if (self.seq, self.chain) != (head.seq, head.chain):
             raise chain.LedgerCorrupt(store.path, self.seq, f"ends the replayed tail, but the sealed head row says "
                                                             f"record {head.seq} with another chain value")

@@ -7,7 +7,8 @@ person's ``insuplc_admdvs``) is in the partition of their insured province, whic
 knows; a prepaid position's ``province`` is its own.  None: the call names none of these (or names an
 object this node's reference data does not know); it is served where it arrives.
 
-The clearing calendar's commands are not a single partition's: ``every_partition`` says so.
+The clearing calendar's commands and loading reference data are not a single partition's: ``every_partition``
+says so.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from typing import Callable
 from google.protobuf.message import DecodeError
 from google.protobuf.message_factory import GetMessageClass
 
-from core.commands import ChangeClearingMonth, Command
+from core.commands import ChangeClearingMonth, Command, LoadReferenceData
 from core.errors import YidiError
 from core.limits import PAGE_ROWS
 from core.partition import PartitionMap, part_of_seq, route_names
@@ -43,7 +44,7 @@ PARTITION_READS = frozenset({
 
 
 def every_partition(command: Command) -> bool:
-    return type(command) is ChangeClearingMonth
+    return type(command) is ChangeClearingMonth or type(command) is LoadReferenceData
 
 
 def routed_names(obj) -> list[str]:
@@ -233,7 +234,8 @@ def merge_positions(replies: list[bytes], pmap: PartitionMap, request: bytes) ->
 
 
 def first_answer(replies: list[bytes], pmap: PartitionMap, request: bytes) -> bytes:
-    """A clearing calendar's change, made by every partition: partition 0's answer (all say the same month)."""
+    """A clearing calendar's change or a reference data load, made by every partition: partition 0's answer (all
+    say the same month; each loaded the data set at the path the request names, partition 0's ledger seq)."""
     return replies[0]
 
 
@@ -256,4 +258,5 @@ def merge_admitted(replies: list[bytes], pmap: PartitionMap, request: bytes) -> 
 EVERY_PARTITION = {
     "FundsService/CloseMonth": first_answer, "FundsService/ReopenMonth": first_answer,
     "FundsService/ConfirmStatement": first_answer, "FundsService/GetClearingReport": merge_reports,
-    "FundsService/GetPositions": merge_positions, "SettlementService/ListAdmitted": merge_admitted}
+    "FundsService/GetPositions": merge_positions, "AdminService/LoadReferenceData": first_answer,
+    "SettlementService/ListAdmitted": merge_admitted}

@@ -132,6 +132,23 @@ class Cluster:
         self._run(os.path.join(self.bindir, "pg_ctl"), "-D", self.datadir, "-m", "immediate", "-w", "stop")
         self.started = False
 
+    def pids(self) -> tuple[int, ...]:
+        """The server's processes now: the postmaster and its children (a backend per connection, the WAL
+        writer ...), for a benchmark's CPU accounting."""
+        with open(os.path.join(self.datadir, "postmaster.pid"), encoding="ascii") as f:
+            postmaster = int(f.readline())
+        children = []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as f:
+                        ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                except (FileNotFoundError, ProcessLookupError):
+                    continue
+                if ppid == postmaster:
+                    children.append(int(entry))
+        return (postmaster, *children)
+
     def create_database(self, name: str) -> str:
         """A new empty database; its URL."""
         import psycopg

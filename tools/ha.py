@@ -196,21 +196,27 @@ def restart_node(run_dir: str, name: str) -> None:
     _start(["patroni", CONFIG], node.log, node.pid_file, env, run_as())
 
 
+def _kill_group(pid: int) -> None:
+    """SIGKILL the process group a started process leads; none: it is gone, or died (a zombie) before it
+    became a group's leader."""
+    if pid:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 def down(run_dir: str) -> None:
     if not os.path.exists(os.path.join(run_dir, "cluster.json")):
         return
     for node in _nodes(run_dir):
-        pid = _alive(node.pid_file)
-        if pid:
-            os.killpg(pid, signal.SIGKILL)
+        _kill_group(_alive(node.pid_file))
         try:
             with open(os.path.join(node.data_dir, "postmaster.pid")) as f:
                 os.kill(int(f.readline()), signal.SIGKILL)
         except (OSError, ValueError):
             pass
-    pid = _alive(os.path.join(run_dir, "etcd.pid"))
-    if pid:
-        os.killpg(pid, signal.SIGKILL)
+    _kill_group(_alive(os.path.join(run_dir, "etcd.pid")))
     for proc in _STARTED.values():
         proc.wait()
     _STARTED.clear()

@@ -31,7 +31,9 @@ first_seq + 1``) and the ``groups`` rows, so a row, or a record dropped
 from a row made consistent again, is found at start.
 
 Any one record is one row read and a slice of it away (``read``,
-``chain_at``: the head only); ``find_request`` reads it through its idempotency row;
+``chain_at``: the head only); on PostgreSQL ``read`` is one query, the server
+cutting the record's slice where the head's offsets say (``_ONE_READ``);
+``find_request`` reads it through its idempotency row;
 ``last_reference_load`` through the tagged ``reference_loads`` row of the
 newest reference load (gateway/store/rows.py).  A ledger written before
 packing keeps its ``records`` rows: every read looks in ``groups`` first
@@ -51,18 +53,24 @@ import struct
 from collections.abc import Callable, Iterator, Sequence
 from typing import NamedTuple
 
+from core import GroupRules
+from core.archive import PutSettlement
+from core.events import REVERSED_KIND
 from core.partition import part_of_seq, seq_base
 
 from . import chain
 from .chain import Head, LedgerCorrupt
 from .parts import Record
-from .rows import checked, derive, keys_of, request_hash
+from .rows import checked, derive
 from .seal import LedgerKey
 
 REFERENCE_KIND = "reference_loaded"
 # Groups per page of a scan: a group holds at most the ledger's max_batch records (4096), so a page is bounded.
 SCAN_PAGE_GROUPS = 4
 SCAN_PAGE_RECORDS = 1024
+
+# What a group derives besides its records, for the core's GroupPacker.
+RULES = GroupRules(derive, PutSettlement, REVERSED_KIND, REFERENCE_KIND)
 
 _RECORD = struct.Struct("<HHHBHII16s")
 _CHAIN_BYTES = 32
@@ -79,23 +87,6 @@ class Group(NamedTuple):
     requests: list[tuple]          # (caller, request_id, h, seq, tag)
     derived: dict[str, list[tuple]]   # table -> rows (values..., tag), reference_loads included
     added: dict[str, int]          # rows each counted table gains (for the head row)
-
-
-def pack(records: Sequence[Record], last: int, previous: bytes, key: LedgerKey,
-         row_records: int = 0) -> tuple[list[tuple[int, int, bytes]], Head]:
-    """The rows (last_seq, first_seq, body) of ``records`` numbered after ``last``, chained from ``previous``, at
-    most ``row_records`` records a row (0: all in one); and the new head."""
-    fields, seq = [], last
-    for r in records:
-        seq += 1
-        kind, caller, rid, name = r.kind.encode(), r.caller.encode(), r.request_id.encode(), r.key.encode()
-        sum_ = chain.checksum_of(seq, kind, caller, rid, r.digest, name, r.body, r.response)
-        previous = key.link(previous, sum_)
-        fields.append((kind, caller, rid, r.digest, name, r.body, r.response, sum_, previous))
-    step = row_records or len(fields)
-    rows = [(last + min(i + step, len(fields)), last + i + 1, encode(fields[i:i + step]))
-            for i in range(0, len(fields), step)]
-    return rows, Head(seq, previous)
 
 
 def encode(fields: Sequence[tuple]) -> bytes:
@@ -117,23 +108,13 @@ def head_bytes(count: int) -> int:
 
 
 def group(records: Sequence[Record], last: int, previous: bytes, key: LedgerKey, row_records: int = 0) -> Group:
-    """Everything an append of ``records`` after ``last`` writes, the same for every backend (``row_records``: a
-    backend's most records a row, 0: the whole group in one)."""
-    rows, head = pack(records, last, previous, key, row_records)
-    tag = key.tag
-    requests = [(r.caller, rid, h, seq, tag("requests", (h, seq)))
-                for seq, r in enumerate(records, last + 1) for rid in keys_of(r)
-                for h in (request_hash(r.caller, rid),)]
-    derived: dict[str, list[tuple]] = {}
-    for seq, r in enumerate(records, last + 1):
-        if r.kind == REFERENCE_KIND:
-            derived.setdefault("reference_loads", []).append((seq, tag("reference_loads", (seq,))))
-        if r.changes:
-            for table, values in derive(r.changes, seq):
-                derived.setdefault(table, []).append((*values, tag(table, values)))
+    """Everything an append of ``records`` after ``last``, chained from ``previous``, writes, the same for every
+    backend (``row_records``: a backend's most records a row, 0: the whole group in one): packed, chained and
+    tagged in one call of the core (core/ledger.pxi), the bytes ``encode``, chain.py and rows.py define."""
+    rows, chain_value, requests, derived = key.packer().pack(records, last, previous, row_records, RULES)
     added = {"records": len(records), "groups": len(rows), "requests": len(requests),
              **{t: len(values) for t, values in derived.items()}}
-    return Group(rows, head, requests, derived, added)
+    return Group(rows, Head(last + len(records), chain_value), requests, derived, added)
 
 
 # ------------------------------------------------------------------ reading a group body
@@ -237,6 +218,37 @@ def last_seq_sql(scope: str = "", base: int = 0) -> str:
             f"{int(base)})")
 
 
+# A record's row (the first ending at or after its seq) and what ``_read_in_one_query`` reads of it, by 1-based
+# ``substr`` of the TOASTed body: its head as far as the record's chain value (one slice read: every further
+# ``substr`` of the body would read its TOAST chunks again), cut into the count, the records' end (offsets[n]),
+# the record's two offsets, its chain value and the one before (where it is not the row's first); the record's
+# bytes, cut where its offsets say when they lie within the row; and of the row before (ending at first_seq - 1)
+# for a row's first record, its length, count, records' end and last chain value.  Parameters: seq, seq, part, seq.
+_ONE_READ = """
+SELECT g.first_seq, g.last_seq, g.length, substr(g.head, 1, 4), substr(g.head, 4 * g.n + 5, 4),
+       substr(g.head, 4 * g.i + 5, 8),
+       substr(g.head, 4 * g.n + 9 + 32 * greatest(g.i - 1, 0), CASE WHEN g.i > 0 THEN 64 ELSE 32 END),
+       CASE WHEN s.lo <= s.hi AND 36 * g.n + 8 + s.hi <= g.length
+            THEN substr(g.body, (36 * g.n + 9 + s.lo)::int, (s.hi - s.lo)::int) END,
+       p.first_seq, p.last_seq, p.length, substr(p.head, 1, 4), substr(p.head, 4 * p.n + 5, 4),
+       substr(p.head, 36 * p.n - 23, 32)
+FROM (SELECT part, first_seq, last_seq, body, length(body) AS length, (last_seq - first_seq + 1)::int AS n,
+             (%s - first_seq)::int AS i,
+             substr(body, 1, greatest(4 * (last_seq - first_seq) + 32 * (%s - first_seq) + 44, 0)::int) AS head
+      FROM groups WHERE part = %s AND last_seq >= %s ORDER BY last_seq LIMIT 1) g
+CROSS JOIN LATERAL (SELECT
+    CASE WHEN g.i >= 0 AND length(g.head) >= 4 * g.i + 12 THEN get_byte(g.head, 4 * g.i + 4)
+         + 256 * get_byte(g.head, 4 * g.i + 5) + 65536 * get_byte(g.head, 4 * g.i + 6)
+         + 16777216 * get_byte(g.head, 4 * g.i + 7)::bigint END AS lo,
+    CASE WHEN g.i >= 0 AND length(g.head) >= 4 * g.i + 12 THEN get_byte(g.head, 4 * g.i + 8)
+         + 256 * get_byte(g.head, 4 * g.i + 9) + 65536 * get_byte(g.head, 4 * g.i + 10)
+         + 16777216 * get_byte(g.head, 4 * g.i + 11)::bigint END AS hi) s
+LEFT JOIN LATERAL (SELECT first_seq, last_seq, length(body) AS length, (last_seq - first_seq + 1)::int AS n,
+                          substr(body, 1, (36 * (last_seq - first_seq + 1) + 8)::int) AS head
+                   FROM groups WHERE g.i = 0 AND part = g.part AND last_seq = g.first_seq - 1 LIMIT 1) p ON true
+"""
+
+
 class PackedLog:
     """``Log``'s reads (read, chain_at, scan, last_seq, last_reference_load) over ``groups`` and the rows of
     ``records`` written before packing."""
@@ -265,13 +277,16 @@ class PackedLog:
             yield None
             return
         first, last, length, head = rows[0]
+        yield first, last, Slices({(0, len(head)): bytes(head)}, length, self._fetcher(scope, last))
 
+    def _fetcher(self, scope: str, last: int) -> Callable[[int, int], bytes]:
+        """A slice of the stored body of the row ending at ``last``, a query each."""
         def fetch(start: int, stop: int) -> bytes:
             found = self._query("SELECT substr(body, CAST(? AS INTEGER), CAST(? AS INTEGER)) FROM groups "
                                 f"WHERE {scope}last_seq = ?", (start + 1, stop - start, last))
             return bytes(found[0][0]) if found else b""
 
-        yield first, last, Slices(bytes(head), length, fetch)
+        return fetch
 
     def _legacy(self, columns: str, seq: int) -> tuple | None:
         rows = self._query(f"SELECT {columns} FROM records WHERE {self._scope(part_of_seq(seq))}seq = ?", (seq,))
@@ -292,6 +307,10 @@ class PackedLog:
         """The record with that seq, proved (its checksum, and its chain value from the one before it)."""
         if seq <= 0:
             return None
+        if self.partitioned:
+            record = self._read_in_one_query(seq)
+            if record is not None:
+                return record
         with self._group(seq) as found:
             if found is not None:
                 first, last, body = found
@@ -301,6 +320,36 @@ class PackedLog:
             row = self._legacy(_LEGACY_COLUMNS, seq)
             return None if row is None else self._proved(Record(*row), self.chain_at(seq - 1))
         return self._proved(record, previous if previous is not None else self.chain_at(seq - 1))
+
+    def _read_in_one_query(self, seq: int) -> Record | None:
+        """A packed record read in one round trip (PostgreSQL): the slices ``record_in`` and ``chain_in`` read of
+        its row and, for the first record of a row, of the row before, cut by the server (the record's own from
+        its offsets); a slice asked for but not among them (a damaged row's) is one more query.  None if no
+        row holds ``seq`` (a record written before packing)."""
+        part = part_of_seq(seq)
+        rows = self._query(_ONE_READ, (seq, seq, part, seq))
+        if not rows or rows[0][0] > seq:
+            return None
+        first, last, length, count, size, span, chains, raw, p_first, p_last, p_length, p_count, p_size, p_chain = \
+            rows[0]
+        n, i = last - first + 1, seq - first
+        head, at = head_bytes(n), 4 * (n + 2) + _CHAIN_BYTES * i
+        cut = {(0, 4): count, (4 * (n + 1), 4 * (n + 2)): size, (4 * (i + 1), 4 * (i + 3)): span,
+               (at - _CHAIN_BYTES * (i > 0), at + _CHAIN_BYTES): chains}
+        if raw is not None and len(span) == 8:
+            start, end = _SPAN.unpack(span)
+            cut[(head + start, head + end)] = raw
+        body = Slices(cut, length, self._fetcher(self._scope(part), last))
+        record = record_in(body, first, last, seq, self._path)
+        if i > 0:
+            return self._proved(record, chain_in(body, first, last, seq - 1, self._path))
+        if p_first is None:
+            return self._proved(record, self.chain_at(seq - 1))
+        pn = p_last - p_first + 1
+        before = Slices({(0, 4): p_count, (4 * (pn + 1), 4 * (pn + 2)): p_size,
+                         (head_bytes(pn) - _CHAIN_BYTES, head_bytes(pn)): p_chain},
+                        p_length, self._fetcher(self._scope(part), p_last))
+        return self._proved(record, chain_in(before, p_first, p_last, seq - 1, self._path))
 
     def _proved(self, record: Record, previous: bytes | None) -> Record:
         if previous is None:
@@ -352,18 +401,20 @@ class PackedLog:
 
 
 class Slices:
-    """A stored row body as ``record_in`` and ``chain_in`` read it: its head (``head_bytes``) read once, any other
-    slice fetched when asked (``fetch(start, stop)``: a query, a read of a blob handle)."""
+    """A stored row body as ``record_in`` and ``chain_in`` read it: the slices already read (``cut``: (start, stop)
+    -> bytes; a slice within one of them is taken from it), any other fetched when asked (``fetch(start, stop)``:
+    a query, a read of a blob handle)."""
 
-    def __init__(self, head: bytes, length: int, fetch: Callable[[int, int], bytes]) -> None:
-        self.head, self.length, self.fetch = head, length, fetch
+    def __init__(self, cut: dict[tuple[int, int], bytes], length: int, fetch: Callable[[int, int], bytes]) -> None:
+        self.cut, self.length, self.fetch = cut, length, fetch
 
     def __len__(self) -> int:
         return self.length
 
     def __getitem__(self, where: slice) -> bytes:
-        if where.stop <= len(self.head):
-            return self.head[where]
+        for (start, stop), data in self.cut.items():
+            if start <= where.start and where.stop <= stop and len(data) == stop - start:
+                return data[where.start - start:where.stop - start]
         return self.fetch(where.start, where.stop)
 
 

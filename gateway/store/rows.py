@@ -95,8 +95,8 @@ def request_hash(caller: str, request_id: str) -> int:
 
 @functools.lru_cache(maxsize=INSTITUTION_KEYS_CACHED)
 def institution_key(fixmedins_code: str) -> int:
-    """The 63-bit key of an institution in the ``recon`` projection (the busy ones' kept: one hash less per
-    settlement on the ledger writer)."""
+    """The 63-bit key of an institution in the ``recon`` projection (the busy ones' kept for the reads; the ledger
+    writer makes it in the core with the row, core/ledger.pxi)."""
     return _hash63(f"inst\x00{fixmedins_code}")
 
 

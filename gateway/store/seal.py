@@ -26,6 +26,8 @@ import stat
 
 import msgspec
 
+from core import GroupPacker
+
 KEY_BYTES = 32
 CHAIN_BYTES = 32
 TAG_BYTES = 16
@@ -93,7 +95,7 @@ def write_key(path: str) -> SealKey:
 class LedgerKey:
     """One ledger's key: every MAC of that ledger."""
 
-    __slots__ = ("_key", "ledger_id", "key_id", "genesis")
+    __slots__ = ("_key", "ledger_id", "key_id", "genesis", "_packer")
 
     def __init__(self, key: bytes, ledger_id: str, key_id: str) -> None:
         self._key = key
@@ -101,6 +103,7 @@ class LedgerKey:
         self.key_id = key_id
         # The chain value before record 1: this ledger's own starting point.
         self.genesis = self.mac(b"genesis", CHAIN_BYTES)
+        self._packer: GroupPacker | None = None
 
     def __repr__(self) -> str:
         return f"LedgerKey(ledger={self.ledger_id}, key={self.key_id})"
@@ -111,6 +114,12 @@ class LedgerKey:
     def link(self, previous: bytes, checksum: bytes) -> bytes:
         """A record's chain value: its checksum bound to every record before it."""
         return hashlib.blake2b(previous + checksum, key=self._key, digest_size=CHAIN_BYTES).digest()
+
+    def packer(self) -> GroupPacker:
+        """This ledger's commit groups packed, chained and tagged in C (core/ledger.pxi), with these MACs."""
+        if self._packer is None:
+            self._packer = GroupPacker(self._key, self.tag)
+        return self._packer
 
     def tag(self, table: str, values: tuple) -> bytes:
         """A derived row's tag: its table and values, so a changed or invented row is known when read."""

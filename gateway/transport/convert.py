@@ -17,7 +17,8 @@ from google.protobuf.message import DecodeError
 
 from core import commands as cmd
 from core.archive import ArchivedProblem, ProblemNote
-from core import ACCUMULATOR_KEYS, count_field, length_delimited, read_batch_items, read_outpatient_request, read_settle_item
+from core import (ACCUMULATOR_KEYS, Wire, count_field, length_delimited, read_batch, read_outpatient,
+                  read_outpatient_item, read_settle_item)
 from core.errors import YidiError
 from core.events import FeeLine, Filing, Person
 from core.funds import PROBLEM_OVERDUE_DAYS, RISK_FLAG_VALUES, Figures, Position, Report, risk_flag_values
@@ -176,23 +177,13 @@ def outpatient_command(req: spb.OutpatientSettleRequest) -> cmd.OutpatientSettle
                                 credential=credential(req.mdtrt_cert_type, req.mdtrt_cert_no))
 
 
-class Wire:
-    """A request the core read from wire bytes itself: its command and digest; fields read through to the command
-    (so core.access rules see ``fixmedins_code`` etc. as on a protobuf message)."""
-
-    __slots__ = ("command", "digest")
-
-    def __init__(self, command: cmd.Command, digest: bytes) -> None:
-        self.command = command
-        self.digest = digest
-
-    def __getattr__(self, name: str):
-        return getattr(self.command, name)
-
-
 def outpatient_wire(raw: bytes) -> Wire:
-    """OutpatientSettleRequest bytes → command, read by the core when they are canonical (most are), else by upb."""
-    req = read_outpatient_request(raw)
+    """OutpatientSettleRequest bytes → command, read by the core when they are canonical (most are), else by upb.
+    The core makes the command itself unless it names a credential (stamped here with its arrival minute) or a
+    medical type (named here)."""
+    req = read_outpatient(raw)
+    if type(req) is Wire:
+        return req
     if req is None:
         req = parse(spb.OutpatientSettleRequest, raw, "请求")
         return Wire(outpatient_command(req), request_digest(req))
@@ -410,8 +401,17 @@ SETTLE_ITEMS = {
 _NOT_AN_ITEM = {"what": "批量项", "problem": "须为门诊结算、出院结算、入院登记或费用明细上传之一，或报文无法解析"}
 
 
+_OUTPATIENT_ITEM = SETTLE_ITEMS[_ITEM.OUTPATIENT_FIELD_NUMBER][0], _OUTCOME.SETTLEMENT_FIELD_NUMBER
+
+
 def settle_item(raw: bytes) -> tuple[str, Wire, int] | YidiError:
     """A SettleItem's bytes → (its unary RPC, its request, its answer's field), or the refusal in its place."""
+    read = read_outpatient_item(raw, *_OUTPATIENT_ITEM)   # the usual item, read whole by the core
+    return read if read is not None else _settle_item(raw)
+
+
+def _settle_item(raw: bytes) -> tuple[str, Wire, int] | YidiError:
+    """settle_item of an item the core did not read whole."""
     split = read_settle_item(raw)
     if split is not None:
         field, request = split.field, split.request
@@ -437,14 +437,15 @@ def batch_items(raw: bytes, limit: int) -> list:
     count = count_field(raw, spb.SettleBatchRequest.ITEMS_FIELD_NUMBER)
     if count > limit:
         raise YidiError("BATCH_TOO_LARGE", limit=limit, count=count)
-    items = read_batch_items(raw)
-    if items is None:
-        try:
-            items = [x.SerializeToString() for x in spb.SettleBatchRequest.FromString(raw).items]
-        except DecodeError:
-            raise YidiError("INVALID_ARGUMENT", what="批量结算报文", problem="无法解析，请检查接口版本与报文格式") from None
-        if len(items) > limit:   # bytes count_field could not walk (a group in them) but upb could
-            raise YidiError("BATCH_TOO_LARGE", limit=limit, count=len(items))
+    items = read_batch(raw, *_OUTPATIENT_ITEM)
+    if items is not None:   # outpatient settlements read whole by the core, the other items as bytes
+        return [x if type(x) is tuple else _settle_item(x) for x in items]
+    try:
+        items = [x.SerializeToString() for x in spb.SettleBatchRequest.FromString(raw).items]
+    except DecodeError:
+        raise YidiError("INVALID_ARGUMENT", what="批量结算报文", problem="无法解析，请检查接口版本与报文格式") from None
+    if len(items) > limit:   # bytes count_field could not walk (a group in them) but upb could
+        raise YidiError("BATCH_TOO_LARGE", limit=limit, count=len(items))
     return [settle_item(x) for x in items]
 
 

@@ -26,8 +26,7 @@ that reaches a node that is not the owner is sent on to the owner:
 
 A forwarded call (one naming ``yidi-forwarded-for``) is always served where it
 arrives, never forwarded again: ownership moving under a call cannot make it
-loop.  Reads are served by the node that takes them, and so is loading the
-reference data (``NODE_LOCAL``: every node loads its own).  Forwarded calls are
+loop.  Reads are served by the node that takes them.  Forwarded calls are
 counted in ``yidi_forwarded_calls_total{method, outcome}`` (outcome: ``OK``,
 the owner's reason code, or the gRPC code of an answer without one).
 """
@@ -70,9 +69,6 @@ STATUS_DETAILS = "grpc-status-details-bin"
 UNREACHABLE_LOG_INTERVAL_S = 1.0
 # How long calls in flight may go on over channels a reload replaced.
 CLOSE_GRACE_S = 30.0
-# Mutating RPCs every node performs itself: each node loads the reference data it answers from (an operator
-# loads it on every node).
-NODE_LOCAL = frozenset({"AdminService/LoadReferenceData"})
 # Split across partitions when its items are of several (a ledger split by insured province).
 SETTLE_BATCH = "SettlementService/SettleBatch"
 
@@ -108,9 +104,8 @@ class StaticOwner:
 
 def forwarded(method) -> bool:
     """Whether an RPC goes to the owner: it changes state (its request, or a message within it, a batch's or a
-    stream's item, carries a request_id: SPEC §6, every mutating request does) and is not ``NODE_LOCAL``."""
-    name = f"{method.containing_service.name}/{method.name}"
-    return name not in NODE_LOCAL and _names_request_id(method.input_type, 2)
+    stream's item, carries a request_id: SPEC §6, every mutating request does)."""
+    return _names_request_id(method.input_type, 2)
 
 
 def _names_request_id(message: Descriptor, depth: int) -> bool:

@@ -23,8 +23,10 @@ ENGLISH_LOCALE = "en-US"
 
 
 def _pack(message) -> any_pb2.Any:
+    """A detail serialized deterministically (ErrorInfo's metadata map in key order), so one refusal is always
+    the same bytes."""
     detail = any_pb2.Any()
-    detail.Pack(message)
+    detail.Pack(message, deterministic=True)
     return detail
 
 

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from core import Index, YidiError, events
 from core import commands as cmd
-from core._core import plain_outpatient, settle_outpatients
+from core._core import on_site_sample, plain_outpatient, settle_outpatients
 from core.archive import MemoryArchive
 from core.engine import Engine
 from core.events import FeeLine
@@ -98,7 +98,7 @@ def test_the_settle_loop_settles_as_the_python_path(names, runs):
             while plain < len(pending) and plain_outpatient(pending[plain]):
                 plain += 1
             settled = settle_outpatients(core, "460000", [(c, b"\0" * 16) for c in pending[:plain]], seq + 1,
-                                         lambda c: None, dict)
+                                         True, lambda c: None, dict)
             got.extend(core_record(r) for r in settled)
             seq += len(settled)
             in_core += len(settled)
@@ -117,9 +117,9 @@ def test_the_loop_takes_plain_items_and_hands_back_the_rest(names):
     plain = command_of(names, 1, ("acct", [(CODES[0], 1250, 2000)], "plain", True, True))
     refused = command_of(names, 2, ("unfiled", [(CODES[0], 1250, 2000)], "plain", False, False))
     before = state_of(engine, names)
-    assert settle_outpatients(engine, "460000", [(refused, b"d"), (plain, b"d")], 1, lambda c: None, dict) == []
+    assert settle_outpatients(engine, "460000", [(refused, b"d"), (plain, b"d")], 1, False, lambda c: None, dict) == []
     assert state_of(engine, names) == before   # handed back untouched
-    records = settle_outpatients(engine, "460000", [(plain, b"d"), (refused, b"d")], 1, lambda c: None, dict)
+    records = settle_outpatients(engine, "460000", [(plain, b"d"), (refused, b"d")], 1, False, lambda c: None, dict)
     assert [r["key"] for r in records] == ["S000000000000001"] and records[0]["request_id"] == "o1"
     assert not plain_outpatient(command_of(names, 3, ("acct", [(CODES[0], 1, 1)], "chronic", False, False)))
     assert not plain_outpatient(command_of(names, 4, ("acct", [(CODES[0], 1, 1)], "refund", False, False)))
@@ -128,7 +128,53 @@ def test_the_loop_takes_plain_items_and_hands_back_the_rest(names):
         raise YidiError("PERMISSION_DENIED", caller="440000", action="办理该机构的结算")
 
     again = command_of(names, 5, ("acct", [(CODES[0], 1250, 2000)], "plain", False, False))
-    assert settle_outpatients(engine, "460000", [(again, b"d")], 2, deny, dict) == []
+    assert settle_outpatients(engine, "460000", [(again, b"d")], 2, False, deny, dict) == []
+
+
+def test_the_loop_settles_only_what_the_caller_may_settle(names):
+    """With ``authorize``, an item the OutpatientSettle rule (core/access.py) refuses the caller is handed back
+    untouched, before its decision: at an institution of another province, at an unknown one, or from a caller
+    that is no province; the institution's own province settles it."""
+    from core.access import authorize
+
+    engine = engine_of(names)
+    plain = command_of(names, 1, ("acct", [(CODES[0], 1250, 2000)], "plain", False, False))   # at hk_l1, Hainan
+    elsewhere = msgspec.structs.replace(plain, fixmedins_code=names["inst"]["gz_l3"])           # Guangdong
+    unknown = msgspec.structs.replace(plain, fixmedins_code="H46019999999")
+    before = state_of(engine, names)
+    refused = [("440000", plain), ("national", plain), ("046000", plain), ("46000", plain), ("4600000", plain),
+               ("", plain), ("460000", elsewhere), ("460000", unknown)]
+    for caller, command in refused:
+        with pytest.raises(YidiError):
+            authorize("SettlementService/OutpatientSettle", caller, command, engine.owners)
+        assert settle_outpatients(engine, caller, [(command, b"d")], 1, True, lambda c: None, dict) == []
+    assert state_of(engine, names) == before
+    authorize("SettlementService/OutpatientSettle", "460000", plain, engine.owners)
+    records = settle_outpatients(engine, "460000", [(plain, b"d"), (elsewhere, b"d")], 1, True, lambda c: None, dict)
+    assert [r["request_id"] for r in records] == ["o1"]   # and stops before the item of another province
+
+
+def test_records_are_the_ones_their_class_makes(names):
+    """A slotted dataclass's records (gateway/store/parts.Record) are filled slot by slot: equal to the class's own,
+    defaults included; any other maker is called with the fields."""
+    from gateway.store.parts import Record
+
+    batch = [(command_of(names, n, ("acct", [(CODES[0], 1250, 2000)], "plain", True, False)), b"d") for n in (1, 2)]
+    made = settle_outpatients(engine_of(names), "460000", batch, 7, False, lambda c: None, Record)
+    fields = settle_outpatients(engine_of(names), "460000", batch, 7, False, lambda c: None, dict)
+    assert made == [Record(**f) for f in fields]
+    assert [(r.key, r.seq, r.checksum, r.chain) for r in made] == [("S000000000000007", 7, b"", b""),
+                                                                   ("S000000000000008", 8, b"", b"")]
+
+
+def test_the_loop_samples_for_on_site_checks_as_funds_does():
+    """The loop's keyed BLAKE2b (ledger.pxi's, from a state keyed once) picks the settlements funds.on_site_check
+    picks."""
+    from core.funds import on_site_check
+
+    ids = [f"S{n:015d}" for n in range(1, 5001)] + ["S1", "结算"]
+    assert [on_site_sample(i) for i in ids] == [on_site_check(i) for i in ids]
+    assert 900 < sum(on_site_sample(i) for i in ids) < 1100   # both about a fifth, not both never
 
 
 def test_a_failure_while_applying_is_apply_failed(names):
@@ -144,6 +190,6 @@ def test_a_failure_while_applying_is_apply_failed(names):
     engine.archive = Unwritable()
     plain = command_of(names, 1, ("acct", [(CODES[0], 1250, 2000)], "plain", False, False))
     with pytest.raises(ApplyFailed) as failed:
-        settle_outpatients(engine, "460000", [(plain, b"d")], 1, lambda c: None, dict)
+        settle_outpatients(engine, "460000", [(plain, b"d")], 1, False, lambda c: None, dict)
     assert failed.value.event.settlement.setl_id == "S000000000000001"
     assert isinstance(failed.value.__cause__, OSError)

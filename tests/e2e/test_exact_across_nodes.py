@@ -131,7 +131,6 @@ def _months_closed_while_settling(url, nodes) -> None:
     while settler.count() < before + 30:
         time.sleep(0.01)
     settler.stop()
-    time.sleep(0.5)   # a poll or two: the standby has followed the last close (it is up to a poll behind)
 
     booked = {rid: (seq, spb.SettlementResponse.FromString(response).settlement)
               for seq, rid, response in records(url, "settled")}

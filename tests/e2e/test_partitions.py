@@ -17,23 +17,24 @@ Guangdong's insured (44 % 2 = partition 0) and Liaoning's (21 % 2 = partition 1)
   booked in the closed month, the report (from either node: both partitions' figures) totals exactly the
   settlements booked in it and its net positions sum to 0; each province's position, from either node, drew
   exactly its insured's settlements.
+* make failover's short form (tools/failover.py's layout): two machines each running a process per partition,
+  partition 0's owner stalled and then partition 1's killed under clients settling both provinces' insured
+  through every process: each partition's standby on the other machine serves it within 5 s, nothing
+  acknowledged is lost or doubled, every standby's accumulators are its owner's and the positions balance.
 """
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 import signal
 import threading
 import time
-import zlib
 
 import grpc
 import psycopg
 
 from core.partition import PartitionMap, part_of_seq
-from datagen.spec_fixture import make_certno, write_spec_dataset
 from gateway._pb.yidi.v1 import common_pb2 as pb, funds_pb2 as fdpb, settlement_pb2 as spb
 from gateway.store.postgresql import scan_every_partition
 from gateway.testing import dev_certs
@@ -44,36 +45,12 @@ sys.path.insert(0, os.path.join(ROOT, "tools"))
 import builders  # noqa: E402
 import failover  # noqa: E402
 from builders import HK_L1  # noqa: E402
-from failover import HAINAN, LIAONING, NATIONAL, SETTLE, Node, Settler  # noqa: E402
-
-GUANGDONG = "440000"
+from failover import (GUANGDONG, GUANGDONG_PERSONS, HAINAN, LIAONING, LIAONING_PERSONS, NATIONAL, SETTLE,  # noqa: E402
+                      Node, Settler, either_province, two_province_dataset)
 REVERSE = "/yidi.v1.SettlementService/Reverse"
 BATCH = "/yidi.v1.SettlementService/SettleBatch"
-# Liaoning's insured of the spec data set filed to Hainan (partition 1), and Guangdong's added (partition 0).
-LIAONING_PERSONS = ("P210102000001", "P210102000003")
-GUANGDONG_PERSONS = ("P440100000001", "P440100000002")
 PARTITIONS = PartitionMap(2)
 SAME_MOMENT_IDS = 20
-
-
-def two_province_dataset(path) -> str:
-    """The spec data set, with Guangdong's insured (and Guangzhou's policies, as Shenyang's) filed to Hainan."""
-    data_dir = write_spec_dataset(path)["dir"]
-    with open(os.path.join(data_dir, "policies.jsonl"), encoding="utf-8") as f:
-        policies = [json.loads(line) for line in f]
-    persons, filings = [], []
-    for n, psn_no in enumerate(GUANGDONG_PERSONS, 1):
-        persons.append({"psn_no": psn_no, "certno": make_certno(f"44010019800101{n:03d}"), "name": "广东测试",
-                        "insuplc_admdvs": "440100", "insutype": "310", "person_type": "in_service",
-                        "status": "active", "assistance": False, "card_no": f"G{n:07d}", "card_version": "3.0"})
-        filings.append({"filing_id": f"G{n:04d}", "psn_no": psn_no, "kind": "long_term_residence",
-                        "dest_admdvs": "460000", "fixmedins_codes": [], "valid_from": 20260101, "valid_to": 0,
-                        "status": "active"})
-    for name, rows in (("policies", [dict(p, admdvs="440100") for p in policies]), ("persons", persons),
-                       ("filings", filings)):
-        with open(os.path.join(data_dir, f"{name}.jsonl"), "a", encoding="utf-8") as f:
-            f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-    return data_dir
 
 
 def partition_nodes(tmp_path, pg_url) -> list[Node]:
@@ -189,13 +166,6 @@ def _batch_and_reversal(clients, answers: dict) -> None:
         assert reason_of(err) == "REQUEST_REVERSED", err
 
 
-def either_province(request_id: str) -> spb.OutpatientSettleRequest:
-    """The settlement sent under request_id, every time: a person of either province, by the id."""
-    h = zlib.crc32(request_id.encode())
-    persons = LIAONING_PERSONS + GUANGDONG_PERSONS
-    return settle(request_id, persons[h % len(persons)], 20000 + h % 997)
-
-
 def ledger(url: str, kind: str) -> list[tuple[int, str, bytes]]:
     """(seq, request_id, response) of every partition's records of a kind, in seq order."""
     with psycopg.connect(url) as conn:
@@ -275,46 +245,56 @@ def _positions_drew_their_insureds_settlements(settler, national) -> None:
     assert [p.drawn_fen for p in one.positions] == [drawn[LIAONING]]
 
 
-def test_a_stalled_partition_owner_is_replaced_by_its_standby_and_nothing_is_lost_or_doubled(tmp_path, pg_url):
-    """Partition 0's owner stopped (SIGSTOP) past its lease while four clients settle both provinces' insured
-    through every node: partition 0's standby (on the other "machine", beside partition 1's owner) takes it
-    within 5 s, partition 1 goes on, nothing acknowledged is lost or doubled, and the old owner exits 70."""
-    nodes = partition_nodes(tmp_path, pg_url)
-    standby = Node("p0-standby", nodes[0].data_dir, str(tmp_path), pg_url, "--partitions", "2", "--partition", "0")
-    standby.start("STANDBY")
-    nodes.append(standby)
+def test_failover_short_form_a_stalled_and_a_killed_owner_are_replaced_and_nothing_is_lost_or_doubled(tmp_path,
+                                                                                                    pg_url):
+    """make failover's layout and checks (tools/failover.py) in a short form: two machines, each running a process
+    per partition, four clients settling both provinces' insured through every process.  Partition 0's owner
+    stopped (SIGSTOP) past its lease: its standby on the other machine takes it within 5 s, both partitions settle
+    after, and the old owner, resumed, exits 70 (started again: a standby).  Then partition 1's owner killed with
+    SIGKILL: its standby takes it within 5 s and the killed process comes back as a standby.  Nothing acknowledged
+    is lost or doubled, every standby's accumulators are its owner's, the positions balance and the ledger's
+    chains verify."""
+    nodes = failover.machine_nodes(two_province_dataset(tmp_path / "data"), str(tmp_path), pg_url, 2)
+    failover.start_machines(nodes)
+    by_name = {node.name: node for node in nodes}
     try:
-        # each settlement tried first at partition 1's owner, which forwards partition 0's until the takeover
-        settler = Settler([nodes[1], standby, nodes[0]], prefix="stall", make=either_province)
+        settler = Settler(nodes, prefix="fo", make=either_province, spread=True,
+                          part_of=failover.request_partition(2))
         settler.start()
         while settler.count() < 40:
             time.sleep(0.02)
-        nodes[0].kill(signal.SIGSTOP)
+        by_name["a-p0"].kill(signal.SIGSTOP)
         stopped_at = time.monotonic()
-        while not standby.serving():
-            assert time.monotonic() - stopped_at < 30, standby.gw.log()[-3000:]
+        while not by_name["b-p0"].serving():
+            assert time.monotonic() - stopped_at < 30, by_name["b-p0"].gw.log()[-3000:]
             time.sleep(0.05)
         took_s = time.monotonic() - stopped_at
         served = settler.count()
         while settler.count() < served + 20:
             assert time.monotonic() - stopped_at < 90, "settlements did not go on after the takeover"
             time.sleep(0.05)
-        nodes[0].kill(signal.SIGCONT)
-        assert nodes[0].gw.proc.wait(30) == 70
-        settler.stop()
-        assert took_s < 5.0, took_s
-        counts = failover.settled_ids(pg_url)
-        assert all(counts[rid] == 1 for rid in settler.acked) and max(counts.values()) == 1
+        by_name["a-p0"].kill(signal.SIGCONT)
+        assert by_name["a-p0"].gw.proc.wait(30) == 70
         after = [rid for rid, (_, _, sent) in settler.acked_by.items() if sent > stopped_at + took_s]
         assert {PARTITIONS.of_id(spb.SettlementResponse.FromString(settler.acked[rid]).settlement.setl_id)
                 for rid in after} == {0, 1}   # both partitions settled after the takeover
-        hainan = standby.gw.client(HAINAN)   # every acknowledged answer, asked again, is the same bytes
-        assert all(hainan.raw(SETTLE, either_province(rid)) == answer for rid, answer in settler.acked.items())
+        by_name["a-p0"].gw.stop()
+        by_name["a-p0"].start("STANDBY")
+        killed_s = failover.kill_owner(nodes, settler, 1)   # b-p1; a-p1 takes over, b-p1 comes back a standby
+        assert by_name["a-p1"].serving()
+        served = settler.count()
+        while settler.count() < served + 20:
+            time.sleep(0.05)
+        settler.stop()
+        assert took_s < 5.0 and killed_s < 5.0, (took_s, killed_s)
+        result = failover.check(pg_url, settler, nodes, failover.two_province_persons())
+        assert (result["lost"], result["duplicated"], result["accumulator_mismatches"]) == (0, 0, 0), result
+        assert result["clearing_ok"], result
         verified = subprocess.run([sys.executable, "-m", "gateway", "verify-ledger", pg_url, "--key",
                                    dev_certs().seal_key], cwd=ROOT, capture_output=True, text=True, timeout=120)
         assert verified.returncode == 0 and "in 2 partitions" in verified.stdout, verified.stdout + verified.stderr
-        print(f"partition 0 taken over {took_s:.2f} s after its owner stopped; {len(settler.acked)} acknowledged, "
-              f"{settler.retries} retries ({dict(settler.refusals)})")
+        print(f"partition 0 taken over {took_s:.2f} s after its owner stopped, partition 1 {killed_s:.2f} s after "
+              f"its owner was killed; {result}")
     finally:
         for node in nodes:
             if node.alive():

@@ -15,7 +15,7 @@ mTLS against a real PostgreSQL.
   the same bytes through either node;
 * a call forwarded to its partition's owner counts against its caller's rate limit once, at the node the
   client called;
-* the reference data loaded on both nodes under one request id (each node loads its own) is loaded by both.
+* the reference data loaded through both nodes under one request id is in force at both.
 """
 from __future__ import annotations
 
@@ -232,6 +232,6 @@ def _reference_data_loaded_on_both_under_one_request_id(tmp_path, nodes) -> None
     for client in national:
         client(client.admin.LoadReferenceData, admin_pb2.LoadReferenceDataRequest(request_id="load-again",
                                                                                data_dir=str(again)))
-    for client in national:   # each node loaded it (not answered the other partition's record of the key)
+    for client in national:   # each partition's owner loaded it (not answered another partition's record of the key)
         status = client(client.admin.GetReferenceDataStatus, admin_pb2.GetReferenceDataStatusRequest())
         assert status.data_dir == str(again), status

@@ -10,7 +10,8 @@ from google.rpc import error_details_pb2 as ed
 
 from core.errors import REASONS
 from gateway._pb.yidi.v1 import funds_pb2 as fdpb, settlement_pb2 as spb
-from gateway.transport.status import detail_of
+from core.errors import YidiError
+from gateway.transport.status import detail_of, status_proto, to_status
 from builders import HK_L1, line, outpatient
 from gateway_harness import file_person
 
@@ -90,3 +91,18 @@ def test_every_refusal_carries_english_beside_the_chinese_and_no_bad_request_unl
 
 def test_every_reason_has_its_english_sentence():
     assert all(r.english.endswith(".") and r.english.isascii() for r in REASONS.values())
+
+
+def test_one_refusal_is_always_the_same_bytes():
+    """Its details are serialized deterministically: the ErrorInfo metadata map in key order, whatever order the
+    refusal's parameters came in."""
+    names = [f"k{i}" for i in range(12)]
+    forward = YidiError("TOO_MANY_LINES", what="lines", limit=500, count=501, **{k: k for k in names})
+    backward = YidiError("TOO_MANY_LINES", **{k: k for k in reversed(names)}, count=501, limit=500, what="lines")
+    assert list(forward.metadata) != list(backward.metadata)
+    assert status_proto(forward).SerializeToString() == status_proto(backward).SerializeToString()
+    assert to_status(forward).trailing_metadata == to_status(backward).trailing_metadata
+    detail = status_proto(forward).details[0]
+    info = ed.ErrorInfo()
+    detail.Unpack(info)
+    assert detail.value == info.SerializeToString(deterministic=True)

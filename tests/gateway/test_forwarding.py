@@ -285,11 +285,11 @@ def test_yidi_certs_makes_a_certificate_per_node_named(tmp_path):
     assert (tmp_path / "ca.pem").read_bytes() == ca   # nothing written over
 
 
-def test_the_calls_forwarded_are_the_mutating_ones_but_loading_reference_data():
+def test_the_calls_forwarded_are_the_mutating_ones():
     sent = {f"{d.name}/{m.name}" for d, _ in SERVICES for m in d.methods if forwarded(m)}
     assert {"SettlementService/OutpatientSettle", "SettlementService/SettleBatch", "SettlementService/SettleStream",
             "SettlementService/Reverse", "FilingService/File", "FundsService/CloseMonth",
-            "ProblemService/ReportProblem"} <= sent
+            "ProblemService/ReportProblem", "AdminService/LoadReferenceData"} <= sent
     assert not sent & {"SettlementService/GetSettlement", "SettlementService/PreSettle", "DiagnosticsService/Ping",
                        "FundsService/ReconcileDetail", "AdminService/TakeSnapshot", "FilingService/ListFilings",
-                       "AdminService/LoadReferenceData"}
+                       "AdminService/GetReferenceDataStatus"}

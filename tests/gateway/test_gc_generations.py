@@ -75,7 +75,9 @@ def test_metrics_serve_the_collector_by_generation(tmp_path, gateways):
     for g in range(3):
         assert samples[("yidi_gc_generation_pause_seconds_bucket", str(g), "+Inf")] == count[g]
         assert samples[("yidi_gc_generation_pause_seconds_bucket", str(g), "0.01")] <= count[g]
-    assert samples[("yidi_gc_collected_objects_total", "2", None)] > 0   # the load's garbage, freed before freeze()
+    # Start-up leaves cyclic garbage (``import ssl``'s temporary enum class, among others), freed by the full
+    # collection before freeze() or by a young one before it, as the allocations since start-up fall.
+    assert sum(samples[("yidi_gc_collected_objects_total", str(g), None)] for g in range(3)) > 0
     assert ("yidi_gc_uncollectable_objects_total", "0", None) in samples
     assert all(0 < samples[("yidi_gc_generation_pause_cpu_max_seconds", str(g), None)] <= longest[g] + 1e-6
                for g in (0, 2))

@@ -232,6 +232,25 @@ def test_postgresql_packs_the_same_groups_and_finds_the_same_damage(pg_url):
     assert "ends at record 12 but its sealed head says 13" in str(pg_refused(pg_url))
 
 
+def test_postgresql_reads_a_record_in_one_query_and_refuses_it_changed(pg_url):
+    """One round trip a read, the first record of a group included (the chain value before it is the row
+    before's); a changed record, and a changed chain value at the end of the row before, refused on read."""
+    store = open_store(pg_url, seal_key())
+    try:
+        written = fill(store, [3, 1, 5, 4])
+        asked, query = [], store._query
+        store._query = lambda sql, args: asked.append(sql) or query(sql, args)
+        for r in written:
+            asked.clear()
+            assert store.read(r.seq) == r and len(asked) == 1, r.seq
+    finally:
+        store.close()
+    ledger_edit.rewrite(pg_url, 6, body=b'{"i":6,"fund":1}')
+    assert pg_refused(pg_url, 6).seq == 6
+    ledger_edit.rewrite(pg_url, 9, chain=bytes(32))
+    assert "hash chain breaks" in str(pg_refused(pg_url, 10)) and pg_refused(pg_url, 10).seq == 10
+
+
 def restore_schema_1(url: str) -> None:
     """The fixture's schema-1 PostgreSQL ledger (pg_dump of it, as written by the gateway of commit 6938974)."""
     import psycopg

@@ -348,3 +348,20 @@ def _take_or_wait(conn, ttl_s: float):
 ])
 def test_a_url_is_shown_without_its_password_and_with_every_host(url, shown):
     assert safe_url(url) == shown and "s3cret" not in safe_url(url)
+
+
+def test_a_read_on_a_connection_lost_since_its_last_use_is_asked_again_on_a_new_one(pg_url):
+    """After a failover each thread's idle reading connection is to a server that is gone: the read that finds it so
+    is asked again on a new connection (a standby taking a partition over reads the tail this way) instead of
+    failing STORAGE_UNAVAILABLE; a server that cannot be reached is still StorageDown (the test above)."""
+    store = open_store(pg_url, seal_key())
+    try:
+        store.append([record(1)])
+        assert store.find_request(HAINAN, "r-1").seq == 1
+        lost = store._reader().conn.info.backend_pid
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            assert conn.execute("SELECT pg_terminate_backend(%s, 5000)", (lost,)).fetchone() == (True,)
+        assert store.find_request(HAINAN, "r-1").seq == 1
+        assert store._reader().conn.info.backend_pid != lost
+    finally:
+        store.close()

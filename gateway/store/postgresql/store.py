@@ -31,7 +31,7 @@ from collections.abc import Sequence
 import msgspec
 import psycopg
 
-from core import events
+from core import copy_binary, events
 from core.events import REVERSED_KIND
 from core.partition import route_names, seq_base
 
@@ -273,9 +273,7 @@ class PostgresStore(PackedLog, ArchiveReads):
         types = COPY_TYPES.get(table)
         if types is not None and len(rows) >= COPY_MIN_ROWS:
             with cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)") as copy:
-                copy.set_types(list(types))
-                for row in rows:
-                    copy.write_row(row)
+                copy.write(copy_binary(rows, types))   # made in C: a third of write_row's CPU per row
             return
         cur.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(['%s'] * len(columns))})",
                         rows)
@@ -463,16 +461,23 @@ class _Reads:
         self.conn: psycopg.Connection | None = None
 
     def execute(self, sql: str, args: tuple | list = ()) -> psycopg.Cursor:
-        """The query's rows, fetched whole (a client-side cursor: nothing more is read from the server).  The
-        only writes a reading connection makes are claims of keys and their release (``claim_requests``),
-        committed without waiting for the WAL flush (``synchronous_commit = off``, said there why)."""
-        try:
-            if self.conn is None or self.conn.closed:
-                self.conn = self.store._connect(autocommit=True, synchronous=False)
-            return self.conn.execute(sql, args)
-        except psycopg.OperationalError as err:
-            self.close()
-            raise StorageDown(f"the ledger {self.store.path} cannot be read: {_first_line(err)}") from None
+        """The query's rows, fetched whole (a client-side cursor: nothing more is read from the server).  A
+        connection found lost when used (its server gone since the thread's last read: a failover) is opened
+        again and the read asked once more, on the new primary; a read changes nothing, so asking twice is safe.
+        The only writes a reading connection makes, claims of keys, their release and reaping
+        (``claim_requests``), are as safe to ask twice, and are committed without waiting for the WAL flush
+        (``synchronous_commit = off``, said there why)."""
+        while True:
+            fresh = self.conn is None or self.conn.closed
+            try:
+                if fresh:
+                    self.conn = self.store._connect(autocommit=True, synchronous=False)
+                return self.conn.execute(sql, args)
+            except psycopg.OperationalError as err:
+                lost = self.conn is not None and self.conn.broken
+                self.close()
+                if fresh or not lost:
+                    raise StorageDown(f"the ledger {self.store.path} cannot be read: {_first_line(err)}") from None
 
     def close(self) -> None:
         if self.conn is not None:

@@ -38,7 +38,7 @@ from ..chain import decode_head_row as _HEAD_DECODE
 from ..chain import encode_head_row as _HEAD_ENCODE
 from ..packed import PackedLog
 from ..parts import LedgerUnavailable, Record, StorageDown
-from ..rows import TABLES, checked, keys_of, legacy_rows, request_hash
+from ..rows import TABLES, checked, legacy_rows, request_hash
 from ..reader import ArchiveReads
 from ..seal import LedgerKey, SealKey
 from . import derived, migrate
@@ -187,8 +187,8 @@ class SqliteStore(PackedLog, ArchiveReads):
             return
         first, last = rows[0]
         with self._reader().blobopen("groups", "body", last, readonly=True) as blob:
-            yield first, last, packed.Slices(blob[0:packed.head_bytes(last - first + 1)], len(blob),
-                                             lambda start, stop: blob[start:stop])
+            head = packed.head_bytes(last - first + 1)
+            yield first, last, packed.Slices({(0, head): blob[0:head]}, len(blob), lambda start, stop: blob[start:stop])
 
     # -- opening -------------------------------------------------------------
 
@@ -351,7 +351,7 @@ class SqliteStore(PackedLog, ArchiveReads):
                 if written != last:
                     raise RuntimeError(f"ledger ends at {written} but its head is at {last}: written by another "
                                        "process?")
-                self._refuse_known_keys(conn, records, group.requests)
+                self._refuse_known_keys(conn, group.requests)
                 conn.executemany(_INSERT_GROUP, group.rows)
                 conn.executemany(derived.INSERT["requests"], [row[2:] for row in group.requests])
                 for table, rows in group.derived.items():
@@ -400,13 +400,14 @@ class SqliteStore(PackedLog, ArchiveReads):
         except sqlite3.Error as err:
             raise StorageDown(str(err)) from err
 
-    def _refuse_known_keys(self, conn: sqlite3.Connection, records: Sequence[Record], keyed: list) -> None:
-        """A (caller, request_id) already in the ledger, or twice in this group: IntegrityError.
+    def _refuse_known_keys(self, conn: sqlite3.Connection, keyed: list) -> None:
+        """A (caller, request_id) of the group's idempotency rows already in the ledger, or twice in the group:
+        IntegrityError.
 
         The gateway never records a key twice (it answers the first record), so
         this is a guard against a bug, at the cost of one index probe per group.
         """
-        keys = {(r.caller, request_id) for r in records for request_id in keys_of(r)}
+        keys = {(row[0], row[1]) for row in keyed}   # (caller, request_id) of every key the group holds
         if len(keys) != len(keyed):
             raise sqlite3.IntegrityError("a request id appears twice in one group")
         for start in range(0, len(keyed), 500):

@@ -223,7 +223,10 @@ def unary(method: str, request_cls: type[Message], fn, gw, max_message_bytes: in
             entered = _enter(context, gw)
             caller = entered[0]
             request = _decode(raw, request_cls, max_message_bytes, decode, guard)
-            result = await fn(request, _admit(method, request, gw))
+            caller = _admit(method, request, gw)
+            if gw.standby:   # a read sees every record the owner committed before it (gateway/ownership.py)
+                await gw.ownership.before_read()
+            result = await fn(request, caller)
             if audit is not None and audit.wants(method, request, None):
                 key, seq = noted[-1] if noted else ("", 0)
                 # "replayed": a mutating request whose answer was already on record; a read is just "ok"
