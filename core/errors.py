@@ -314,6 +314,12 @@ REASONS: dict[str, Reason] = {
                                "请将该项单独提交或改用批量结算提交（任一节点均会转交）。",
         "This item concerns another ledger partition (insured province) than the node performing its stream; "
         "nothing was done for it. Send it on its own or in a SettleBatch (any node forwards it)."),
+    # a ledger split by insured province: the key is claimed by another partition's owner, not yet recorded
+    "REQUEST_IN_PROGRESS": _r(
+        "UNAVAILABLE", "请求ID {request_id} 的同一请求正在另一账本分区办理中，本次请求未办理。"
+                       "请 {retry_after_ms} 毫秒后使用相同的请求ID重试，将原样返回其结果。",
+        "The same request under this request_id is being performed in another ledger partition right now; nothing "
+        "was done here. Retry after RetryInfo's delay with the same request_id for its answer.", OPERATING),
 }
 
 DOMAIN = "yidi.gov.cn"

@@ -14,6 +14,8 @@ idempotency index's, the derived tables') are unique across partitions.
 """
 from __future__ import annotations
 
+import hashlib
+
 from .events import id_seq
 
 # Records a partition may hold: seqs of partition p lie in (p × SEQ_SPAN, (p + 1) × SEQ_SPAN).
@@ -60,3 +62,18 @@ class PartitionMap:
                 part = part_of_seq(seq)
                 return part if part < self.n else None
         return None
+
+
+def route_names(person=None, filing=None, psn_no: str = "", certno: str = "", filing_id: str = "") -> list[str]:
+    """The names a person (psn_no, certno) and a filing (filing_id) are routed by in ``person_routes``; the
+    certno only by a hash of it (a national ID number is not kept in the clear where only a route needs it)."""
+    if person is not None:
+        psn_no, certno = person.psn_no, person.certno
+    if filing is not None:
+        filing_id, psn_no = filing.filing_id, psn_no or filing.psn_no
+    names = [f"p:{psn_no}"] if psn_no else []
+    if certno:
+        names.append("c:" + hashlib.blake2b(certno.encode(), digest_size=16).hexdigest())
+    if filing_id:
+        names.append(f"f:{filing_id}")
+    return names

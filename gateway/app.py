@@ -43,7 +43,7 @@ from core.engine import ApplyFailed, Engine, EngineState
 from core.errors import YidiError
 from core.events import REVERSED_KIND, ReferenceLoaded
 from core.limits import check_id
-from core.partition import PartitionMap
+from core.partition import PartitionMap, part_of_seq
 from core.problems import GATEWAY
 from core.settlement import check_reversal, reversal
 
@@ -52,7 +52,7 @@ from .operations import metrics
 from .config import Config
 from .partitions import every_partition, partition_of
 from .reads import Reads
-from .store.idempotency import REVERSED, Keys, Looked, Prior, key_hash, reused
+from .store.idempotency import ELSEWHERE, ELSEWHERE_RETRY_MS, REVERSED, Keys, Looked, Prior, key_hash, reused
 from .store import (GroupCommitLedger, LedgerClosed, LedgerCorrupt, LedgerFatal, Record, SnapshotStore, StorageDown, Store,
                     is_postgresql)
 
@@ -402,6 +402,8 @@ class Gateway:
         self.store = store
         self.on_fatal = on_fatal
         self.ledger = GroupCommitLedger(store, max_batch=config.ledger_max_batch, on_fatal=on_fatal)
+        if self.partitions.n > 1:   # one key decided in one partition at a time: claimed first (PostgreSQL)
+            store.split = True
         self.keys = Keys(store, config.idempotency_cache_keys)
         self.reads = Reads(self, store)   # what the services read of the projections
         self.snapshots = snapshots if snapshots is not None else snapshot.Snapshots(config.snapshot_dir())
@@ -542,9 +544,13 @@ class Gateway:
         if type(command) is LoadReferenceData:
             return await self._reload(caller, command, digest)
         if type(command) is Reverse:
-            # decided from what memory and the ledger hold now: no await may come between (read_index=False)
-            command = await self._reverse_target(caller, command)
-            outcome = (await self.execute_many(caller, [(command, digest)], read_index=False))[0]
+            looked, held = await self._claim_reversal(caller, command, digest)
+            try:
+                # decided from what memory and the ledger hold now: no await may come between (read_index=False)
+                command = await self._reverse_target(caller, command, looked)
+                outcome = (await self.execute_many(caller, [(command, digest)], read_index=False, looked=looked))[0]
+            finally:
+                self.keys.unhold(held)
         else:
             outcome = (await self.execute_many(caller, [(command, digest)]))[0]
         if isinstance(outcome, YidiError):
@@ -552,7 +558,7 @@ class Gateway:
         return outcome
 
     async def execute_many(self, caller: str, items: Sequence[Item], read_index: bool = True,
-                           methods: Sequence[str] | None = None) -> list[Outcome]:
+                           methods: Sequence[str] | None = None, looked: Looked | None = None) -> list[Outcome]:
         """A batch: one loop, one ledger group.  Each item gets its answer or its own refusal.
 
         Items are decided and applied in order (an item sees the ones before it: fees uploaded by
@@ -565,17 +571,22 @@ class Gateway:
         """
         self.require_ready()
         self.require_owner()
+        # ``looked``: what the ledger said of the keys when not asked here (a reversal's, see _claim_reversal).
         # The ledger is asked for keys memory does not hold on the look-up thread; from here to the submit
         # nothing awaits, so the seqs and the engine's state read below hold for the whole loop.
         hashes = [key_hash(caller, command.request_id) for command, _ in items]
-        looked = (await self.keys.read_index(caller, [command.request_id for command, _ in items], hashes)
-                  if read_index else None)
-        self.require_ready()
-        self.require_owner()
-        loop = _ItemLoop(self, caller, items, looked, methods, hashes)
-        loop.run()
-        if loop.records:
-            await self._submit(caller, loop.records, loop.record_hashes)
+        looked, held = (await self.keys.read_index(caller, [command.request_id for command, _ in items], hashes,
+                                                   [digest for _, digest in items])
+                        if read_index else (looked, []))
+        try:
+            self.require_ready()
+            self.require_owner()
+            loop = _ItemLoop(self, caller, items, looked, methods, hashes)
+            loop.run()
+            if loop.records:
+                await self._submit(caller, loop.records, loop.record_hashes, held)
+        finally:
+            self.keys.unhold(held)
         return [await self._resolve(outcome, loop.outcomes) for outcome in loop.outcomes]
 
     def _check_partition(self, engine: Engine, command: Command) -> None:
@@ -598,9 +609,11 @@ class Gateway:
             return twin[1]
         return self.keys.lookup(caller, command.request_id, digest, looked, h)
 
-    async def _submit(self, caller: str, records: list[Record], hashes: list[bytes] | None = None) -> None:
+    async def _submit(self, caller: str, records: list[Record], hashes: list[bytes] | None = None,
+                      held: list | None = None) -> None:
         """Submit applied records as one group and wait until it is durable; ``hashes``: each record's key_hash,
-        if the caller has them."""
+        if the caller has them; ``held``: the claimed keys the call holds, left (and emptied) once the records
+        are begun, so that only the keys that got none are released (the others are reaped once recorded)."""
         try:
             durable = self.ledger.submit(records)
         except (LedgerFatal, LedgerClosed):
@@ -611,6 +624,9 @@ class Gateway:
             if record.kind == REVERSED_KIND:
                 self.keys.begin(caller, record.key, REVERSED, record.response, durable, record.seq)
         durable.add_done_callback(lambda fut: self._durable(fut, caller, records))
+        if held:
+            self.keys.unhold(held)
+            held.clear()
         noted = NOTED.get()
         if noted is not None:
             noted.append((records[-1].key, records[-1].seq))   # the audit line names the last (a batch's: one line)
@@ -735,7 +751,16 @@ class Gateway:
         return outcome
 
     # ------------------------------------------------------------- 冲正
-    async def _reverse_target(self, caller: str, command: Reverse) -> Reverse:
+    async def _claim_reversal(self, caller: str, command: Reverse, digest: bytes) -> tuple[Looked | None, list]:
+        """A ledger of several partitions: a reversal's own key and its original's claimed (the original's as
+        reversed) and looked up before it is decided, as execute_many does for any call: an original performed in
+        another partition at the same moment is found there, or refused there, never recorded twice."""
+        if not getattr(self.store, "split", False):
+            return None, []
+        ids = [command.request_id, command.original_request_id]
+        return await self.keys.read_index(caller, ids, [key_hash(caller, r) for r in ids], [digest, REVERSED])
+
+    async def _reverse_target(self, caller: str, command: Reverse, looked: Looked | None = None) -> Reverse:
         """What the original request did (its settlement or admission), or nothing: the command to decide.
 
         An original still in flight is waited for once: its record is already
@@ -746,12 +771,17 @@ class Gateway:
         self.require_ready()
         self.require_owner()
         check_reversal(command)
-        if self.keys.find(caller, command.request_id) is not None:
+        if self.keys.find(caller, command.request_id, looked) is not None:
             return command  # this reversal, retried: execute_many answers it as it was first answered
-        found = self.keys.find(caller, command.original_request_id)
+        found = self.keys.find(caller, command.original_request_id, looked)
         if found is None:
             return command
         seen, prior = found
+        if prior is ELSEWHERE or part_of_seq(prior.seq) != self.store.part:
+            # the original is being performed in another partition, or was just now (this call was routed before
+            # it was recorded): a retry goes to that partition
+            raise YidiError("REQUEST_IN_PROGRESS", request_id=command.original_request_id,
+                            retry_after_ms=ELSEWHERE_RETRY_MS)
         if seen == REVERSED:
             raise YidiError("REQUEST_REVERSED", request_id=command.original_request_id)
         if prior.durable is not None:

@@ -35,6 +35,7 @@ from typing import Callable
 
 from core.archive import Overlay
 from core.errors import YidiError
+from core.partition import route_names
 
 from .app import StoreArchive, apply_replayed
 from .store import chain
@@ -102,6 +103,7 @@ class Ownership:
         self.seq, self.chain = 0, b""   # the last record applied and its chain value
         self.holders: dict[int, str] = {}   # partition -> its owner's address, as the lease table said last
         self._directory: asyncio.Task | None = None
+        self._routes: asyncio.Task | None = None   # routing this partition's filings (_route_filings)
         # One follow at a time (the poll's, a read's, the takeover's), numbered as they start; the number of the
         # last one that read to the end of what was committed.
         self._following = asyncio.Lock()
@@ -208,12 +210,25 @@ class Ownership:
             raise chain.LedgerCorrupt(store.path, self.seq, f"ends the replayed tail, but the sealed head row says "
                                                             f"record {head.seq} with another chain value")
         engine = gw.state.engine
+        if gw.partitions.n > 1:   # in the background: the routes written with filings are there already
+            self._routes = asyncio.get_running_loop().create_task(self._route_filings())
         if isinstance(engine.archive, StoreArchive):   # it was a standby
             engine.archive = Overlay(engine.archive)
         gw.start_ledger()
         self.owner = True
         self._check = asyncio.get_running_loop().create_task(self._watch())
         log.info("took over partition %d at ledger seq %d (token %d)", self.keeper.part, self.seq, self.keeper.token)
+
+    async def _route_filings(self) -> None:
+        """Routes (person_routes) of every person and filing filed in this partition by RPC, where none is there:
+        those filed before routes were kept with each filing."""
+        filings = self.gw.state.engine.filings
+        names = [n for p in filings.persons.values() for n in route_names(p)] + \
+            [n for f in filings.filings.values() for n in route_names(filing=f)]
+        try:
+            await asyncio.to_thread(self.gw.store.put_routes, names)
+        except StorageDown as err:   # written again by the next owner's takeover
+            log.warning("routes of the persons filed in partition %d not written: %s", self.keeper.part, err)
 
     async def _look_up_holders(self) -> None:
         """Where every partition's owner is, read from the lease table as often as a lease is renewed."""
@@ -234,7 +249,7 @@ class Ownership:
 
     def close(self) -> None:
         """Stop the keeper; the lease is given up if still ours (called after the ledger's last commit)."""
-        for task in (self._check, self._directory):
+        for task in (self._check, self._directory, self._routes):
             if task is not None:
                 task.cancel()
         self.keeper.close()

@@ -20,7 +20,8 @@ from google.protobuf.message_factory import GetMessageClass
 
 from core.commands import ChangeClearingMonth, Command, LoadReferenceData
 from core.errors import YidiError
-from core.partition import PartitionMap, part_of_seq
+from core.limits import PAGE_ROWS
+from core.partition import PartitionMap, part_of_seq, route_names
 
 from ._pb.yidi.v1 import funds_pb2 as fdpb, settlement_pb2 as spb
 from .store.parts import StorageDown
@@ -44,6 +45,36 @@ PARTITION_READS = frozenset({
 
 def every_partition(command: Command) -> bool:
     return type(command) is ChangeClearingMonth or type(command) is LoadReferenceData
+
+
+def routed_names(obj) -> list[str]:
+    """The names (core/partition.py ``route_names``) by which the persons and filings a request names, unknown
+    to this node's reference data, may have been routed by their filing (备案) through the gateway."""
+    names = []
+    for holder in (obj, getattr(obj, "person", None), getattr(obj, "filing", None)):
+        if holder is not None:
+            names += route_names(psn_no=getattr(holder, "psn_no", ""), certno=getattr(holder, "certno", ""),
+                                 filing_id=getattr(holder, "filing_id", ""))
+    credential = getattr(obj, "credential", None)
+    cert_type = getattr(obj, "mdtrt_cert_type", "") or getattr(credential, "cert_type", "")
+    cert_no = getattr(obj, "mdtrt_cert_no", "") or getattr(credential, "cert_no", "")
+    if cert_type == CERT_VOUCHER and cert_no:
+        names += route_names(psn_no=cert_no.partition(".")[0])
+    return names
+
+
+async def routed(store, msgs: list) -> list[int | None]:
+    """Each message's (a request's or a command's) partition by the routes of persons filed through the gateway
+    (PostgreSQL), read off the event loop, for messages naming a person or filing this node's reference data does
+    not know; None: no route (or no such message)."""
+    names = [routed_names(msg) for msg in msgs]
+    route = getattr(store, "route_part", None)
+    if route is None or not any(names):
+        return [None] * len(msgs)
+    try:
+        return await asyncio.to_thread(lambda: [route(n) if n else None for n in names])
+    except StorageDown:
+        raise YidiError("STORAGE_UNAVAILABLE") from None
 
 
 def partition_of(index, pmap: PartitionMap, obj) -> int | None:
@@ -119,22 +150,33 @@ class RequestPartitions:
             except StorageDown:
                 raise YidiError("STORAGE_UNAVAILABLE") from None
             return part_of_seq(record.seq) if record is not None else None
-        return partition_of(state.engine.index, self.gw.partitions, msg)
+        part = partition_of(state.engine.index, self.gw.partitions, msg)
+        if part is None:
+            part = (await self.routed([msg]))[0]
+        return part
 
-    def batch_groups(self, items: list[bytes]) -> dict[int, list[int]] | None:
+    async def routed(self, msgs: list) -> list[int | None]:
+        return await routed(self.gw.store, msgs)
+
+    async def batch_groups(self, items: list[bytes]) -> dict[int, list[int]] | None:
         """A SettleBatch's items (their bytes) by partition, in order within each (an item naming none: this
         node's); None when they are all one partition's, or one cannot be read (the batch is then served as one)."""
         state = self.gw.state
         if state is None:
             return None
-        groups: dict[int, list[int]] = {}
-        for i, raw in enumerate(items):
+        members = []
+        for raw in items:
             try:
                 item = spb.SettleItem.FromString(raw)
             except DecodeError:
                 return None
-            member = getattr(item, item.WhichOneof("settle") or "", None)
-            part = partition_of(state.engine.index, self.gw.partitions, member) if member is not None else None
+            members.append(getattr(item, item.WhichOneof("settle") or "", None))
+        parts = [partition_of(state.engine.index, self.gw.partitions, m) if m is not None else None for m in members]
+        unknown = [i for i, part in enumerate(parts) if part is None and members[i] is not None]
+        for i, part in zip(unknown, await self.routed([members[i] for i in unknown]), strict=True):
+            parts[i] = part
+        groups: dict[int, list[int]] = {}
+        for i, part in enumerate(parts):
             groups.setdefault(self.gw.store.part if part is None else part, []).append(i)
         return groups if len(groups) > 1 else None
 
@@ -146,7 +188,7 @@ class RequestPartitions:
 
 
 # ----------------------------------------------------------------- calls every partition answers
-def merge_reports(replies: list[bytes], pmap: PartitionMap) -> bytes:
+def merge_reports(replies: list[bytes], pmap: PartitionMap, request: bytes) -> bytes:
     """A clearing month's statement from every partition's (in partition order): closed once every partition has
     closed it, confirmed by a province once every partition recorded it; the (insured, treatment) pairs are each
     one partition's (the insured province's) and the institutions' and net positions' figures add up."""
@@ -182,7 +224,7 @@ def _add_totals(into: fdpb.ClearingTotals, more: fdpb.ClearingTotals) -> None:
         setattr(into, field.name, getattr(into, field.name) + getattr(more, field.name))
 
 
-def merge_positions(replies: list[bytes], pmap: PartitionMap) -> bytes:
+def merge_positions(replies: list[bytes], pmap: PartitionMap, request: bytes) -> bytes:
     """Every insured province's prepaid position, each from its own partition (where its settlements draw it)."""
     out = fdpb.Positions()
     for part, reply in enumerate(replies):
@@ -191,11 +233,24 @@ def merge_positions(replies: list[bytes], pmap: PartitionMap) -> bytes:
     return out.SerializeToString()
 
 
-def first_answer(replies: list[bytes], pmap: PartitionMap) -> bytes:
+def first_answer(replies: list[bytes], pmap: PartitionMap, request: bytes) -> bytes:
     """A clearing calendar's change or a reference data load, made by every partition: partition 0's answer (all
     say the same month; each loaded the data set at the path the request names, partition 0's ledger seq)."""
     return replies[0]
 
+
+def merge_admitted(replies: list[bytes], pmap: PartitionMap, request: bytes) -> bytes:
+    """An institution's admitted patients (在院) from every partition's open stays: one page of the smallest
+    mdtrt_ids after the page token (each partition answered its own smallest), in mdtrt_id order (an id is its
+    record's seq, so partition 0's come first); more pages while any partition had more."""
+    limit = spb.ListAdmittedRequest.FromString(request).page_size or PAGE_ROWS[0]
+    answers = [spb.ListAdmittedResponse.FromString(reply) for reply in replies]
+    patients = sorted((p for a in answers for p in a.patients), key=lambda p: p.mdtrt_id)
+    more = len(patients) > limit or any(a.next_page_token for a in answers)
+    out = spb.ListAdmittedResponse(patients=patients[:limit])
+    if more:
+        out.next_page_token = out.patients[-1].mdtrt_id
+    return out.SerializeToString()
 
 
 # RPCs every partition answers (when the ledger is split), and how their answers make one.  GetPositions of one
@@ -203,4 +258,5 @@ def first_answer(replies: list[bytes], pmap: PartitionMap) -> bytes:
 EVERY_PARTITION = {
     "FundsService/CloseMonth": first_answer, "FundsService/ReopenMonth": first_answer,
     "FundsService/ConfirmStatement": first_answer, "FundsService/GetClearingReport": merge_reports,
-    "FundsService/GetPositions": merge_positions, "AdminService/LoadReferenceData": first_answer}
+    "FundsService/GetPositions": merge_positions, "AdminService/LoadReferenceData": first_answer,
+    "SettlementService/ListAdmitted": merge_admitted}

@@ -61,6 +61,10 @@ PROBE_KEY = "yidi-queue-probe"
 QUIET_PROBES = 5     # probe intervals between probes while they find no queue
 
 
+# The ticket of a forwarded call (no caller's is empty): counted in the node's calls in flight, not the caller's.
+FORWARDED = ""
+
+
 def overloaded(why: str, retry_after_ms: int) -> YidiError:
     return YidiError("OVERLOADED", why=why, retry_after_ms=retry_after_ms)
 
@@ -81,11 +85,16 @@ class Admission:
         self._buckets: dict[str, _Bucket] = {}
         self.refused = 0
 
-    def enter(self, caller: str) -> str:
-        """Admit one call of caller (returns the ticket for ``leave``), or raise OVERLOADED."""
+    def enter(self, caller: str, forwarded: bool = False) -> str:
+        """Admit one call of caller (returns the ticket for ``leave``), or raise OVERLOADED.  ``forwarded``: a call
+        another gateway node sent on, held to the caller's limits there (the node the client called): here it
+        counts toward this node's calls in flight only, so a caller's call is counted once, not at both nodes."""
         mine = self.inflight.get(caller, 0)
         if self.total >= self.max_total:
             self._refuse(in_flight_message(self.max_total), self.retry_after_ms)
+        if forwarded:
+            self.total += 1
+            return FORWARDED
         if mine >= self.max_per_caller:
             self._refuse(f"调用方 {caller} 的在途请求已达上限 {self.max_per_caller}", self.retry_after_ms)
         if self.rate_per_s > 0:
@@ -96,6 +105,8 @@ class Admission:
 
     def leave(self, caller: str) -> None:
         self.total -= 1
+        if caller == FORWARDED:
+            return
         left = self.inflight[caller] - 1
         if left:
             self.inflight[caller] = left

@@ -251,7 +251,7 @@ class Forwarder:
                     call = self._call(address, path, "unary_unary")
                     replies.append(await call(raw, timeout=context.time_remaining(),
                                               metadata=((FORWARDED_FOR, entered[0]),)))
-                return merge(replies, self.gw.partitions)
+                return merge(replies, self.gw.partitions, raw)
             except asyncio.CancelledError:
                 code = "CANCELLED"
                 raise
@@ -278,7 +278,11 @@ class Forwarder:
         async def handle(raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
             items = None if forwarded_for(context) is not None or len(raw) > config.max_message_bytes \
                 else read_batch_items(raw)
-            groups = self.partitions.batch_groups(items) if items and len(items) <= config.batch_max_items else None
+            try:
+                groups = await self.partitions.batch_groups(items) if items and len(items) <= config.batch_max_items \
+                    else None
+            except YidiError as err:   # the routes of persons filed through the gateway cannot be read now
+                await abort(context, err)
             if groups is None:
                 return await single(raw, context)
             start, entered, code, reason = perf_counter(), None, "OK", ""

@@ -23,9 +23,9 @@ def racing(names, n: int) -> spb.OutpatientSettleRequest:
                                qty_milli=1000)
 
 
-def read_index(keys: Keys, caller: str, request_ids: list[str]):
-    """Keys.read_index as execute_many calls it: each key's hash computed once, beside it."""
-    return keys.read_index(caller, request_ids, [key_hash(caller, r) for r in request_ids])
+async def read_index(keys: Keys, caller: str, request_ids: list[str]):
+    """Keys.read_index as execute_many calls it: each key's hash computed once, beside it (the ledger's answer)."""
+    return (await keys.read_index(caller, request_ids, [key_hash(caller, r) for r in request_ids]))[0]
 
 
 def test_the_look_up_thread_answers_off_the_loop(tmp_path):
@@ -107,7 +107,7 @@ def test_a_settled_key_is_hashed_once(tmp_path, monkeypatch):
     monkeypatch.setattr(idempotency, "key_hash", counted)
 
     async def main():
-        looked = await keys.read_index("460000", ["once"], [h])
+        looked, _ = await keys.read_index("460000", ["once"], [h])
         assert keys.lookup("460000", "once", b"d" * 16, looked, h) is None
         done = asyncio.get_running_loop().create_future()
         keys.begin("460000", "once", b"d" * 16, b"answer", done, 1, h)

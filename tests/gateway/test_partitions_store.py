@@ -102,3 +102,32 @@ def test_taking_a_partition_over_ends_that_partitions_stalled_writer_only(pg_url
     finally:
         for closing in (*conns, zero, one, taker):
             closing.close()
+
+
+def test_a_key_is_claimed_by_one_partition_until_recorded_or_released(pg_url):
+    """request_claims (docs/postgresql.md, Partitions): a key claimed by one partition is the other's to refuse,
+    with the claimer's digest; released, or recorded and reaped, it is claimed no more; an owner taking a partition
+    over drops the partition's claims (its old owner's)."""
+    zero, one = open_store(pg_url, seal_key(), part=0), open_store(pg_url, seal_key(), part=1)
+    zero.split = one.split = True
+    mine, other = b"\x01" * 16, b"\x02" * 16
+    assert zero.claim_requests([(HAINAN, "k1", mine), (HAINAN, "k2", mine), (HAINAN, "k3", mine)]) == {}
+    assert zero.claim_requests([(HAINAN, "k1", mine)]) == {}   # its own claim stays its own
+    assert one.claim_requests([(HAINAN, "k1", other), (HAINAN, "k4", other)]) == {(HAINAN, "k1"): mine}
+    zero.release_claims([(HAINAN, "k1")])
+    assert one.claim_requests([(HAINAN, "k1", other)]) == {}   # released: the other partition's to claim now
+    assert zero.claim_requests([(HAINAN, "k1", mine)]) == {(HAINAN, "k1"): other}
+    assert zero.append([record(1, "k2")]) == [1]
+    assert one.find_request(HAINAN, "k2").seq == 1   # recorded: the index answers (its claim until reaped)
+    assert zero.reap_claims() == 1   # k2's claim: its record holds the key now
+    assert one.claim_requests([(HAINAN, "k2", other)]) == {}
+    assert one.claim_requests([(HAINAN, "k3", other)]) == {(HAINAN, "k3"): mine}
+    keeper = lease.LeaseKeeper(zero.connect_lease, 0, "next owner", "", 2.0, 0.5)
+    zero.lease.close()   # the first owner gives its lease up
+    zero.lease = None
+    assert keeper.take_once()
+    zero.take_over(keeper.token)   # a new owner of partition 0: its old owner's claims dropped
+    assert one.claim_requests([(HAINAN, "k3", other)]) == {}
+    keeper.close()
+    for store in (zero, one):
+        store.close()

@@ -21,6 +21,21 @@ the same tags.  What differs:
   63-bit hash: two writers (two nodes) inserting the same key cannot both
   commit.  The hash stays (indexed) for ``known_request_hashes`` and is what
   the row's tag covers, as in SQLite.
+* ``request_claims`` holds the keys a partition's owner is deciding: claimed
+  (caller, request_id, the claiming partition, the request's digest) before
+  the request is decided, released when it ends without a record, and
+  deleted in bulk once recorded (the requests row holds the key then).  A ledger split by insured province
+  gives each partition its own owner and memory of keys in flight, and the
+  claim is what keeps one key from being decided in two partitions at once
+  (docs/postgresql.md, Partitions).  Not a ledger table: nothing in it is
+  tagged, counted or proved, and an owner taking a partition deletes the
+  partition's claims (its old owner's, whose groups can no longer commit).
+* ``person_routes`` says which partition holds each person filed by RPC (备案,
+  not in the reference data every node loads): by ``p:`` psn_no, ``c:`` a
+  hash of the certno, ``f:`` filing_id, written by the group commit that
+  records the filing (and again by an owner taking its partition), so any
+  node routes a call naming them.  Not a ledger table either: a route only
+  says where to send a call, whose owner decides it from its own state.
 * ``snapshots`` keeps the sealed snapshots (gateway/store/snapshot.py) per
   partition, so any node can restore one.
 """
@@ -89,6 +104,17 @@ CREATE TABLE IF NOT EXISTS requests (
     PRIMARY KEY (caller, request_id)
 );
 CREATE INDEX IF NOT EXISTS requests_h ON requests (h);
+CREATE TABLE IF NOT EXISTS person_routes (
+    name       TEXT     PRIMARY KEY,
+    part       SMALLINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS request_claims (
+    caller     TEXT     NOT NULL,
+    request_id TEXT     NOT NULL,
+    part       SMALLINT NOT NULL,
+    digest     BYTEA    NOT NULL,
+    PRIMARY KEY (caller, request_id)
+);
 """
 
 

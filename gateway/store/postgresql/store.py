@@ -31,9 +31,9 @@ from collections.abc import Sequence
 import msgspec
 import psycopg
 
-from core import copy_binary
+from core import copy_binary, events
 from core.events import REVERSED_KIND
-from core.partition import seq_base
+from core.partition import route_names, seq_base
 
 from .. import chain, packed, snapshot
 from ..chain import Head, HeadFile, HeadRow, LedgerCorrupt, decode_head_row, encode_head_row
@@ -58,6 +58,10 @@ LEASE_TTL_S = 2.0
 LEASE_RENEW_S = 0.5
 
 _REQUEST_COLUMNS = ("caller", "request_id", "h", "seq", "tag")
+FILED_KIND = "filed"
+ROUTES_PER_INSERT = 10_000
+_DELETE_CLAIMS = ("DELETE FROM request_claims c USING unnest(%s::text[], %s::text[]) AS k(c, r) "
+                  "WHERE c.caller = k.c AND c.request_id = k.r AND c.part = %s")
 
 
 class PostgresStore(PackedLog, ArchiveReads):
@@ -78,6 +82,7 @@ class PostgresStore(PackedLog, ArchiveReads):
         self.partitioned = True   # PackedLog: records are read in the partition their seq names
         self.base_seq = seq_base(part)   # the partition's records are numbered from here on (core/partition.py)
         self._token = 0   # the fencing token of this node's lease; 0: not the writer
+        self.split = False   # the ledger has several partitions: keys claimed, filed persons routed
         self.lease = None   # a tool's LeaseKeeper (open_postgresql), given up on close
         self._lease_ttl_s = lease_ttl_s
         self._closed = False
@@ -107,12 +112,13 @@ class PostgresStore(PackedLog, ArchiveReads):
 
     # -- opening -------------------------------------------------------------
 
-    def _connect(self, autocommit: bool, writer: bool = False, lock_timeout_s: float = 0) -> psycopg.Connection:
+    def _connect(self, autocommit: bool, writer: bool = False, lock_timeout_s: float = 0,
+                 synchronous: bool = True) -> psycopg.Connection:
         # a writer's session names its partition: a node taking the partition over ends only that partition's
         # stalled writer (lease.py), never another partition's, which writes the shared head table too
         name = (writer_name(self.part) if writer else "yidi ") + f"pid {os.getpid()} on {socket.gethostname()}"
         name = name[:63]
-        options = "-c synchronous_commit=on"
+        options = f"-c synchronous_commit={'on' if synchronous else 'off'}"
         if writer:   # a writer stalled between a transaction's statements (SIGSTOP) loses it, and its locks
             options += f" -c idle_in_transaction_session_timeout={int(self._lease_ttl_s * 1000)}"
         if lock_timeout_s:
@@ -193,6 +199,10 @@ class PostgresStore(PackedLog, ArchiveReads):
             head_row = self._decode_head(body)
             if self.key.mac(b"head" + body) != tag:
                 raise LedgerCorrupt(self._path, head_row.seq, "the head row does not match its seal")
+            try:   # the last writer's claims: its requests in flight were never recorded, and now cannot be
+                self._wconn.execute("DELETE FROM request_claims WHERE part = %s", (self.part,))
+            except psycopg.Error as err:
+                raise StorageDown(f"the ledger {self._path} cannot be taken over: {_first_line(err)}") from None
             self._head_row, self._token = head_row, token
         return self.head()
 
@@ -237,6 +247,9 @@ class PostgresStore(PackedLog, ArchiveReads):
                 cur.executemany("INSERT INTO groups (part, last_seq, first_seq, body) VALUES (%s, %s, %s, %s)",
                                 [(self.part, *row) for row in group.rows])
                 self._insert(cur, "requests", _REQUEST_COLUMNS, group.requests)
+                filed = [events.decode(r.body) for r in records if r.kind == FILED_KIND] if self.split else ()
+                if filed:
+                    self._put_routes(cur, [name for e in filed for name in route_names(e.person, e.filing)])
                 for table, values in group.derived.items():
                     self._insert(cur, table, (*COLUMNS[table], "tag"), values)
             # COMMIT has returned: the group is durable
@@ -298,6 +311,66 @@ class PostgresStore(PackedLog, ArchiveReads):
                 return record
             raise LedgerCorrupt(self._path, seq, "does not hold the key the idempotency index names for it")
         return None
+
+    def claim_requests(self, keys: Sequence[tuple[str, str, bytes]]) -> dict[tuple[str, str], bytes]:
+        """Claim keys (caller, request_id, digest) for this partition before their requests are decided; the keys
+        another partition holds, with their digests.  A key this partition holds already stays its own (until
+        ``reap_claims`` once it is recorded, or ``release_claims``).  Claims are committed without waiting for the
+        WAL flush: a claim lost with the server belongs to a request whose record was not committed either (its
+        group's commit would have flushed the claim, earlier in the WAL), and that request's owner ends with the
+        lost connection."""
+        wanted = {(caller, request_id): digest for caller, request_id, digest in keys}
+        foreign: dict[tuple[str, str], bytes] = {}
+        conn = self._reader()
+        while wanted:   # a claim gone between the two statements (recorded or released): claimed again
+            callers, ids, digests = [c for c, _ in wanted], [r for _, r in wanted], list(wanted.values())
+            claimed = conn.execute(
+                "INSERT INTO request_claims (caller, request_id, part, digest) SELECT c, r, %s, d FROM "
+                "unnest(%s::text[], %s::text[], %s::bytea[]) AS k(c, r, d) ON CONFLICT DO NOTHING "
+                "RETURNING caller, request_id", (self.part, callers, ids, digests)).fetchall()
+            for key in claimed:
+                del wanted[tuple(key)]
+            if not wanted:
+                break
+            held = conn.execute("SELECT caller, request_id, part, digest FROM request_claims c JOIN "
+                                "unnest(%s::text[], %s::text[]) AS k(c, r) ON c.caller = k.c AND c.request_id = k.r",
+                                ([c for c, _ in wanted], [r for _, r in wanted])).fetchall()
+            for caller, request_id, part, digest in held:
+                if part != self.part:
+                    foreign[(caller, request_id)] = digest
+                del wanted[(caller, request_id)]
+        return foreign
+
+    def put_routes(self, names: Sequence[str]) -> None:
+        """Route the persons and filings named (``route_names``) to this partition where no route names them yet
+        (an owner taking it over: routes its filings made before routes were kept), a batch at a time, on a
+        connection of its own (the writer's group commits go on meanwhile)."""
+        try:
+            with contextlib.closing(self._connect(autocommit=True)) as conn:
+                for i in range(0, len(names), ROUTES_PER_INSERT):
+                    conn.execute("INSERT INTO person_routes (name, part) SELECT n, %s FROM unnest(%s::text[]) AS n "
+                                 "ON CONFLICT (name) DO NOTHING", (self.part, list(names[i:i + ROUTES_PER_INSERT])))
+        except psycopg.Error as err:
+            raise StorageDown(f"the ledger {self._path} cannot be written: {_first_line(err)}") from None
+
+    def _put_routes(self, cur: psycopg.Cursor, names: Sequence[str]) -> None:
+        cur.execute("INSERT INTO person_routes (name, part) SELECT n, %s FROM unnest(%s::text[]) AS n "
+                    "ON CONFLICT (name) DO UPDATE SET part = EXCLUDED.part", (self.part, list(names)))
+
+    def route_part(self, names: Sequence[str]) -> int | None:
+        """The partition of the first of ``names`` (``route_names``) a filing by RPC routed; None if none."""
+        rows = dict(self._reader().execute("SELECT name, part FROM person_routes WHERE name = ANY(%s)",
+                                           (list(names),)).fetchall())
+        return next((rows[name] for name in names if name in rows), None)
+
+    def reap_claims(self) -> int:
+        """Delete this partition's claims of keys recorded since (the requests rows hold them now); how many."""
+        return self._reader().execute("DELETE FROM request_claims c USING requests r WHERE c.part = %s AND "
+                                      "r.caller = c.caller AND r.request_id = c.request_id", (self.part,)).rowcount
+
+    def release_claims(self, keys: Sequence[tuple[str, str]]) -> None:
+        """This partition's claims of keys whose requests ended without a record (refused, or answered from one)."""
+        self._reader().execute(_DELETE_CLAIMS, ([c for c, _ in keys], [r for _, r in keys], self.part))
 
     # -- ArchiveStore --------------------------------------------------------------
 
@@ -390,12 +463,15 @@ class _Reads:
     def execute(self, sql: str, args: tuple | list = ()) -> psycopg.Cursor:
         """The query's rows, fetched whole (a client-side cursor: nothing more is read from the server).  A
         connection found lost when used (its server gone since the thread's last read: a failover) is opened
-        again and the read asked once more, on the new primary; a read changes nothing, so asking twice is safe."""
+        again and the read asked once more, on the new primary; a read changes nothing, so asking twice is safe.
+        The only writes a reading connection makes, claims of keys, their release and reaping
+        (``claim_requests``), are as safe to ask twice, and are committed without waiting for the WAL flush
+        (``synchronous_commit = off``, said there why)."""
         while True:
             fresh = self.conn is None or self.conn.closed
             try:
                 if fresh:
-                    self.conn = self.store._connect(autocommit=True)
+                    self.conn = self.store._connect(autocommit=True, synchronous=False)
                 return self.conn.execute(sql, args)
             except psycopg.OperationalError as err:
                 lost = self.conn is not None and self.conn.broken

@@ -54,7 +54,7 @@ from core.errors import REASONS, YidiError
 from ...security import admission, bounds
 from ...app import DEADLINE, NOTED, ledger_damaged, storage_unavailable
 from ...security.audit import fields_of
-from ...security.auth import _caller, current_caller, resolve_caller
+from ...security.auth import _caller, current_caller, forwarded_for, resolve_caller
 from ...store.chain import LedgerCorrupt
 from ...store.parts import StorageDown
 from ..convert import request_digest  # noqa: F401 - re-exported for the services
@@ -189,7 +189,7 @@ def _enter(context: grpc.aio.ServicerContext, gw) -> tuple:
     them), before anything else; (caller, ticket, token) for ``_leave``.  Done here rather than in a
     server interceptor: an interceptor wraps every call in one more coroutine (~5% of the empty call's CPU)."""
     caller = resolve_caller(context)
-    ticket = gw.admission.enter(caller) if gw.admission is not None else None
+    ticket = gw.admission.enter(caller, forwarded_for(context) is not None) if gw.admission is not None else None
     return caller, ticket, _caller.set(caller)
 
 

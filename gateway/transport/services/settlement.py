@@ -9,6 +9,7 @@ from core.limits import check_year
 
 from .. import convert
 from ...app import Gateway
+from ...partitions import partition_of, routed
 from ..._pb.yidi.v1 import common_pb2 as pb
 from ..._pb.yidi.v1 import settlement_pb2 as spb
 from ...operations.metrics import BATCH_ITEMS
@@ -123,6 +124,9 @@ class SettlementService:
             methods.append(method)
             where.append((i, answer_field))
         audited = []   # each item is a mutating call of its own: one audit line each, as its unary call would be
+        if runnable and self.gw.partitions.n > 1:
+            for i in await self._refuse_routed_elsewhere(runnable, methods, where, outcomes):
+                audited.append((items[i][0], items[i][1], "WRONG_PARTITION"))
         if runnable:
             done = await self.gw.execute_many(caller, runnable, methods=methods)
             for (i, answer_field), outcome in zip(where, done, strict=True):
@@ -131,6 +135,26 @@ class SettlementService:
         if self.gw.audit is not None:
             self.gw.audit.write_many(caller, audited)
         return outcomes
+
+    async def _refuse_routed_elsewhere(self, runnable: list, methods: list, where: list, outcomes: list) -> list[int]:
+        """Items naming a person this node's reference data does not know, filed through the gateway in another
+        partition (its route says so): refused WRONG_PARTITION as an item of a known person of another partition
+        is, and taken out of the run (``execute_many`` decides the rest, on the event loop, where no route is
+        read); the indices of the items refused."""
+        gw = self.gw
+        unknown = [k for k, (command, _) in enumerate(runnable)
+                   if partition_of(gw.engine.index, gw.partitions, command) is None]
+        if not unknown:
+            return []
+        parts = dict(zip(unknown, await routed(gw.store, [runnable[k][0] for k in unknown]), strict=True))
+        refused = []
+        for k in reversed(unknown):
+            if parts[k] is not None and parts[k] != gw.store.part:
+                i = where[k][0]
+                outcomes[i] = convert.settle_outcome(YidiError("WRONG_PARTITION", part=parts[k], mine=gw.store.part))
+                refused.append(i)
+                del runnable[k], methods[k], where[k]
+        return refused
 
     async def settle_stream(self, items, caller: str):
         """Outcomes in request order; items read within a short window go to the ledger as one group;
