@@ -14,12 +14,12 @@ mTLS against a real PostgreSQL.
 * an institution's admitted patients (在院) are every partition's open stays, in mdtrt_id order, page by page,
   the same bytes through either node;
 * a call forwarded to its partition's owner counts against its caller's rate limit once, at the node the
-  client called;
-* the reference data loaded through both nodes under one request id is in force at both.
+  client called.
+
+Loading reference data at every partition's owner: tests/e2e/test_partition_reference.py.
 """
 from __future__ import annotations
 
-import shutil
 import threading
 import time
 
@@ -27,7 +27,7 @@ import grpc
 import psycopg
 
 from datagen.spec_fixture import make_certno
-from gateway._pb.yidi.v1 import admin_pb2, common_pb2 as pb, filing_pb2 as fpb, settlement_pb2 as spb
+from gateway._pb.yidi.v1 import common_pb2 as pb, filing_pb2 as fpb, settlement_pb2 as spb
 from gateway.transport.status import reason_of
 
 from test_partitions import GUANGDONG, GUANGDONG_PERSONS, LIAONING_PERSONS, PARTITIONS, either_province, \
@@ -35,7 +35,7 @@ from test_partitions import GUANGDONG, GUANGDONG_PERSONS, LIAONING_PERSONS, PART
 
 import failover  # noqa: E402  (tools/, on the path by test_partitions)
 from builders import HK_L3, admit  # noqa: E402
-from failover import HAINAN, LIAONING, NATIONAL, SETTLE, Node, Settler  # noqa: E402
+from failover import HAINAN, LIAONING, SETTLE, Node, Settler  # noqa: E402
 from gateway_harness import file_person  # noqa: E402
 
 SHARED_IDS = 20
@@ -141,7 +141,6 @@ def test_admitted_patients_are_every_partitions_stays_through_either_node(tmp_pa
     nodes = partition_nodes(tmp_path, pg_url)
     try:
         _admitted_from_every_partition(nodes)
-        _reference_data_loaded_on_both_under_one_request_id(tmp_path, nodes)
     finally:
         for node in nodes:
             node.gw.stop()
@@ -224,14 +223,3 @@ def test_a_forwarded_call_counts_against_its_callers_rate_once_at_the_node_calle
         for node in nodes:
             if node.gw is not None:
                 node.gw.stop()
-
-
-def _reference_data_loaded_on_both_under_one_request_id(tmp_path, nodes) -> None:
-    again = shutil.copytree(nodes[0].data_dir, tmp_path / "data-again")
-    national = [node.gw.client(NATIONAL) for node in nodes]
-    for client in national:
-        client(client.admin.LoadReferenceData, admin_pb2.LoadReferenceDataRequest(request_id="load-again",
-                                                                               data_dir=str(again)))
-    for client in national:   # each partition's owner loaded it (not answered another partition's record of the key)
-        status = client(client.admin.GetReferenceDataStatus, admin_pb2.GetReferenceDataStatusRequest())
-        assert status.data_dir == str(again), status
