@@ -402,9 +402,10 @@ class Gateway:
         self.store = store
         self.on_fatal = on_fatal
         self.ledger = GroupCommitLedger(store, max_batch=config.ledger_max_batch, on_fatal=on_fatal)
-        if self.partitions.n > 1:   # one key decided in one partition at a time: claimed first (PostgreSQL)
+        if self.partitions.n > 1:   # persons filed by RPC routed for the other partitions' nodes (PostgreSQL)
             store.split = True
-        self.keys = Keys(store, config.idempotency_cache_keys)
+        # several partitions: one key decided in one partition at a time, claimed in the ledger first
+        self.keys = Keys(store, config.idempotency_cache_keys, claiming=self.partitions.n > 1)
         self.reads = Reads(self, store)   # what the services read of the projections
         self.snapshots = snapshots if snapshots is not None else snapshot.Snapshots(config.snapshot_dir())
         self.state: LoadedState | None = None
@@ -755,7 +756,7 @@ class Gateway:
         """A ledger of several partitions: a reversal's own key and its original's claimed (the original's as
         reversed) and looked up before it is decided, as execute_many does for any call: an original performed in
         another partition at the same moment is found there, or refused there, never recorded twice."""
-        if not getattr(self.store, "split", False):
+        if self.partitions.n == 1:
             return None, []
         ids = [command.request_id, command.original_request_id]
         return await self.keys.read_index(caller, ids, [key_hash(caller, r) for r in ids], [digest, REVERSED])

@@ -96,7 +96,7 @@ REAP_INTERVAL_S = 1.0
 
 
 class Keys:
-    def __init__(self, store: Store, capacity: int) -> None:
+    def __init__(self, store: Store, capacity: int, claiming: bool = False) -> None:
         self._store = store
         self._inflight: dict[Key, tuple[bytes, bytes, asyncio.Future, int, bytes]] = {}   # ..., seq, key_hash
         self._recent = KeyTable(capacity)   # key_hash -> (digest, seq), the oldest dropped first
@@ -112,9 +112,10 @@ class Keys:
             pass
         self._watching: list[set[Key]] = []   # per look-up out: the keys begun since it was sent
         self._asking: list[tuple[str, list[str], list[tuple[str, str, bytes]], asyncio.Future]] = []   # this turn's
-        # A ledger of several partitions (PostgreSQL): keys are claimed in the ledger before they are decided, and
-        # each claimed key is held by the calls deciding it; the last to end without a record releases it.
-        self._claiming = getattr(store, "split", False)
+        # ``claiming``: a ledger of several partitions (PostgreSQL): keys are claimed in the ledger before they are
+        # decided, and each claimed key is held by the calls deciding it; the last to end without a record
+        # releases it.
+        self._claiming = claiming
         self._holders: dict[Key, int] = {}
         self._reaped = 0.0   # when this partition's recorded keys' claims were last deleted (monotonic s)
 

@@ -82,7 +82,7 @@ class PostgresStore(PackedLog, ArchiveReads):
         self.partitioned = True   # PackedLog: records are read in the partition their seq names
         self.base_seq = seq_base(part)   # the partition's records are numbered from here on (core/partition.py)
         self._token = 0   # the fencing token of this node's lease; 0: not the writer
-        self.split = False   # the ledger has several partitions: keys claimed, filed persons routed
+        self.split = False   # the ledger has several partitions: the persons filed are routed (person_routes)
         self.lease = None   # a tool's LeaseKeeper (open_postgresql), given up on close
         self._lease_ttl_s = lease_ttl_s
         self._closed = False
