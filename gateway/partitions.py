@@ -55,11 +55,9 @@ def routed_names(obj) -> list[str]:
         if holder is not None:
             names += route_names(psn_no=getattr(holder, "psn_no", ""), certno=getattr(holder, "certno", ""),
                                  filing_id=getattr(holder, "filing_id", ""))
-    credential = getattr(obj, "credential", None)
-    cert_type = getattr(obj, "mdtrt_cert_type", "") or getattr(credential, "cert_type", "")
-    cert_no = getattr(obj, "mdtrt_cert_no", "") or getattr(credential, "cert_no", "")
-    if cert_type == CERT_VOUCHER and cert_no:
-        names += route_names(psn_no=cert_no.partition(".")[0])
+    voucher = _voucher_psn_no(obj)
+    if voucher:
+        names += route_names(psn_no=voucher)
     return names
 
 
@@ -106,16 +104,22 @@ def _psn_no(index, obj) -> str:
         certno = getattr(holder, "certno", "")
         if certno:
             return index.psn_no_by_certno(certno) or ""
-    credential = getattr(obj, "credential", None)
-    cert_type = getattr(obj, "mdtrt_cert_type", "") or getattr(credential, "cert_type", "")
-    cert_no = getattr(obj, "mdtrt_cert_no", "") or getattr(credential, "cert_no", "")
-    if cert_type == CERT_VOUCHER and cert_no:
-        return cert_no.partition(".")[0]
+    voucher = _voucher_psn_no(obj)
+    if voucher:
+        return voucher
     filing_id = getattr(obj, "filing_id", "")
     if filing_id:
         filing = index.get_filing(filing_id)
         return filing["psn_no"] if filing is not None else ""
     return ""
+
+
+def _voucher_psn_no(obj) -> str:
+    """The psn_no an electronic voucher (its own fields, or a credential's) names; "" if it names none."""
+    credential = getattr(obj, "credential", None)
+    cert_type = getattr(obj, "mdtrt_cert_type", "") or getattr(credential, "cert_type", "")
+    cert_no = getattr(obj, "mdtrt_cert_no", "") or getattr(credential, "cert_no", "")
+    return cert_no.partition(".")[0] if cert_type == CERT_VOUCHER and cert_no else ""
 
 
 class RequestPartitions:
