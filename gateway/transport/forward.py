@@ -186,11 +186,15 @@ class Forwarder:
         if part is None and not mutating:
             return None
         if part is not None:
-            try:
-                await self.owner.look_up(part)
-            except StorageDown as err:
-                raise YidiError("STORAGE_UNAVAILABLE") from err
+            await self._look_up(part)
         return self.owner.owner_address(part)
+
+    async def _look_up(self, part: int) -> None:
+        """Learn who owns partition ``part`` now, if not known yet; STORAGE_UNAVAILABLE if the leases cannot be read."""
+        try:
+            await self.owner.look_up(part)
+        except StorageDown:
+            raise YidiError("STORAGE_UNAVAILABLE") from None
 
     def _unary(self, path: str, name: str, method, mutating: bool, local) -> grpc.RpcMethodHandler:
         timer, forwarded_ok = RpcTimer(name), FORWARDED_CALLS.labels(name, "OK")
@@ -341,10 +345,7 @@ class Forwarder:
         of a split batch): its owner; for this node's own partition, this node itself unless a change must go to
         its owner (this node a standby)."""
         if part != self.gw.store.part:
-            try:
-                await self.owner.look_up(part)
-            except StorageDown:
-                raise YidiError("STORAGE_UNAVAILABLE") from None
+            await self._look_up(part)
             return self.owner.owner_address(part)
         return (self.owner.owner_address() if mutating else None) or self.owner.self_address()
 
