@@ -253,6 +253,12 @@ class Settler:
         with self._lock:
             return len(self.acked)
 
+    def wait_for_more(self, n: int) -> None:
+        """Until ``n`` more settlements than now are acknowledged."""
+        target = self.count() + n
+        while self.count() < target:
+            time.sleep(0.02)
+
     def first_ack_sent_after(self, t: float, part: int | None = None) -> float | None:
         """When the first settlement (of partition ``part``, or any) sent after ``t`` was acknowledged (None: none
         yet)."""
@@ -339,9 +345,7 @@ def kill_owner(nodes: list[Node], settler: Settler, part: int | None = None, tim
     sent after the kill was acknowledged (by its standby, now the owner); the killed node is started again as
     the new standby."""
     owner, standby = owner_and_standby(nodes, part)
-    before = settler.count()
-    while settler.count() < before + 10:   # under load
-        time.sleep(0.02)
+    settler.wait_for_more(10)   # under load
     owner.kill()
     killed_at = time.monotonic()
     while (first := settler.first_ack_sent_after(killed_at, part)) is None:
@@ -438,8 +442,7 @@ def _pg_failover(nodes: list[Node], settler: Settler, kill_primary, partitions: 
     owns it then (``owners``), and each start of a node that had exited (``restarts``: the node and the seconds
     after the kill)."""
     before = settler.count()
-    while settler.count() < before + 10:
-        time.sleep(0.02)
+    settler.wait_for_more(10)
     recover = kill_primary()
     killed_at = time.monotonic()
     deadline = killed_at + 120

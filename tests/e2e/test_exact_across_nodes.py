@@ -119,17 +119,13 @@ def _months_closed_while_settling(url, nodes) -> None:
     settler.start()
     closes = {}
     for k, month in enumerate((202603, 202604)):   # settlements are dated 20260315: booked forward once closed
-        before = settler.count()
-        while settler.count() < before + 30:
-            time.sleep(0.01)
+        settler.wait_for_more(30)
         client = national[(k + 1) % 2]   # the first close sent to the standby (forwarded), the second to the owner
         close_id = f"close-{month}"
         closed = client(client.funds.CloseMonth, fdpb.ClearingMonthRequest(request_id=close_id, month=month))
         closes[month] = (close_id, time.monotonic())
         assert closed.closed
-    before = settler.count()
-    while settler.count() < before + 30:
-        time.sleep(0.01)
+    settler.wait_for_more(30)
     settler.stop()
 
     booked = {rid: (seq, spb.SettlementResponse.FromString(response).settlement)

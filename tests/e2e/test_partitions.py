@@ -180,9 +180,7 @@ def test_months_closed_in_every_partition_while_both_settle_and_the_books_balanc
         settler.start()
         closes = {}
         for k, month in enumerate((202603, 202604)):   # settlements are dated 20260315: booked forward once closed
-            before = settler.count()
-            while settler.count() < before + 30:
-                time.sleep(0.01)
+            settler.wait_for_more(30)
             client = national[1 - k]   # the first close sent to partition 1's node, the second to partition 0's
             closed = client(client.funds.CloseMonth, fdpb.ClearingMonthRequest(request_id=f"close-{month}",
                                                                                month=month))
@@ -194,9 +192,7 @@ def test_months_closed_in_every_partition_while_both_settle_and_the_books_balanc
         hainan = nodes[0].gw.client(HAINAN)   # refused by the first partition's owner: no partition changes
         assert hainan.refused(hainan.funds.CloseMonth, fdpb.ClearingMonthRequest(request_id="close-x", month=202605))[1] \
             == "PERMISSION_DENIED"
-        before = settler.count()
-        while settler.count() < before + 30:
-            time.sleep(0.01)
+        settler.wait_for_more(30)
         settler.stop()
         _booked_around_each_partitions_close(pg_url, settler, closes, national)
         _positions_drew_their_insureds_settlements(settler, national)
@@ -282,9 +278,7 @@ def test_failover_short_form_a_stalled_and_a_killed_owner_are_replaced_and_nothi
         by_name["a-p0"].start("STANDBY")
         killed_s = failover.kill_owner(nodes, settler, 1)   # b-p1; a-p1 takes over, b-p1 comes back a standby
         assert by_name["a-p1"].serving()
-        served = settler.count()
-        while settler.count() < served + 20:
-            time.sleep(0.05)
+        settler.wait_for_more(20)
         settler.stop()
         assert took_s < 5.0 and killed_s < 5.0, (took_s, killed_s)
         result = failover.check(pg_url, settler, nodes, failover.two_province_persons())
