@@ -1,12 +1,10 @@
-# The outpatient settle loop: a run of new outpatient settlements decided, applied and recorded in one call
-# (issue 15 item 2, stage 1).  Each item is settled exactly as Engine.perform and Gateway._record would settle
+# The outpatient settle loop: a run of new outpatient settlements decided, applied and recorded in one call.
+# Each item is settled exactly as Engine.perform and Gateway._record would settle
 # it — core/settlement.py's decide_outpatient, _settle and apply_settled, core/funds.py's booking — into the
 # same event, answer, archive changes and record, in the same order of effects.  Only the plain case is taken
 # here: an item with a credential, a chronic-disease visit or a refund line, and any item that would be refused,
 # is handed back untouched (the loop stops before it) for the Python path to decide, so a refusal is always
 # the Python path's own, word for word.  Nothing of an item changes before all of its checks have passed.
-#
-# The Python names it uses are looked up at the first call: core's Python modules import this one.
 
 from libc.stdio cimport snprintf
 
